@@ -1,0 +1,111 @@
+// Package cli holds meshctl's cobra commands, one file per command group.
+// Commands parse and validate flags, call the packages that do the work, and
+// render results as text or JSON; they hold no business logic.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/status"
+
+	"github.com/micromesh/micromesh/internal/envconfig"
+	"github.com/micromesh/micromesh/internal/home"
+)
+
+// Streams are a command's standard streams.
+type Streams struct {
+	In       io.Reader
+	Out, Err io.Writer
+}
+
+// globalOptions are the flags every command takes.
+type globalOptions struct {
+	home   string
+	output string
+}
+
+func (g *globalOptions) homeDir() home.Dir { return home.Dir(g.home) }
+
+func (g *globalOptions) validate() error {
+	if g.output != outputText && g.output != outputJSON {
+		return fmt.Errorf("--output %q: must be %q or %q", g.output, outputText, outputJSON)
+	}
+	if g.home == "" {
+		return errors.New("--home is empty")
+	}
+	return nil
+}
+
+// Execute runs meshctl with the process's arguments and returns the exit code.
+func Execute() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := NewRootCommand(Streams{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "meshctl: "+describe(err))
+		return 1
+	}
+	return 0
+}
+
+// NewRootCommand returns the meshctl command tree.
+func NewRootCommand(s Streams) *cobra.Command {
+	g := &globalOptions{}
+	root := &cobra.Command{
+		Use:   "meshctl",
+		Short: "Run and use a Micromesh service mesh",
+		Long: `meshctl runs the Micromesh server and talks to it.
+
+State lives under $MESH_HOME (default ~/.micromesh). Commands find the local
+server there with no flags.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return g.validate()
+		},
+	}
+	root.SetIn(s.In)
+	root.SetOut(s.Out)
+	root.SetErr(s.Err)
+	root.PersistentFlags().StringVar(&g.home, "home", envconfig.HomeDir(), "state directory ($"+envconfig.Home+")")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", outputText, "output format: text or json")
+	root.AddCommand(
+		newServerCommand(g, s),
+		newCertCommand(g, s),
+		newVersionCommand(g, s),
+	)
+	return root
+}
+
+// describe turns an error into one line a person can act on; gRPC statuses
+// lose their "rpc error: code = ... desc =" wrapping.
+func describe(err error) string {
+	if st, ok := status.FromError(err); ok {
+		return st.Code().String() + ": " + st.Message()
+	}
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		st := se.GRPCStatus()
+		prefix := strings.TrimSuffix(err.Error(), st.Err().Error())
+		return prefix + st.Code().String() + ": " + st.Message()
+	}
+	return err.Error()
+}
+
+// newLogger returns the text logger commands hand to the packages they run.
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}

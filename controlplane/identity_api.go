@@ -1,0 +1,118 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/micromesh/micromesh/identity"
+	identityv1 "github.com/micromesh/micromesh/proto/identity/v1"
+)
+
+// identityAPI serves the Identity API from the embedded CA.
+type identityAPI struct {
+	identityv1.UnimplementedIdentityServiceServer
+	ca     *identity.CA
+	log    *slog.Logger
+	issued *prometheus.CounterVec
+}
+
+var _ identityv1.IdentityServiceServer = (*identityAPI)(nil)
+
+func (a *identityAPI) Sign(ctx context.Context, req *identityv1.SignRequest) (*identityv1.SignResponse, error) {
+	chain, err := a.ca.Sign(ctx, req.GetCsr(), req.GetToken())
+	if err != nil {
+		// The token is a secret: log only its ID.
+		attrs := []any{"method", "Sign", "err", err}
+		if info, ierr := identity.InspectToken(req.GetToken()); ierr == nil {
+			attrs = append(attrs, "token_id", shortID(info.TokenID), "token_for", info.ID.String())
+		}
+		return nil, a.refuse(ctx, err, attrs)
+	}
+	cert, err := identity.ToProto(chain, a.ca.Bundle())
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "encode certificate: %v", err)
+	}
+	a.issued.WithLabelValues("sign").Inc()
+	a.log.Info("issued certificate", "id", cert.GetSpiffeId(), "serial", chain[0].SerialNumber.String(), "not_after", chain[0].NotAfter)
+	return &identityv1.SignResponse{Certificate: cert}, nil
+}
+
+func (a *identityAPI) Renew(ctx context.Context, req *identityv1.RenewRequest) (*identityv1.RenewResponse, error) {
+	chain, err := a.ca.Renew(ctx, peerCertificates(ctx), req.GetCsr())
+	if err != nil {
+		return nil, a.refuse(ctx, err, []any{"method", "Renew", "err", err})
+	}
+	cert, err := identity.ToProto(chain, a.ca.Bundle())
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "encode certificate: %v", err)
+	}
+	a.issued.WithLabelValues("renew").Inc()
+	a.log.Info("renewed certificate", "id", cert.GetSpiffeId(), "serial", chain[0].SerialNumber.String(), "not_after", chain[0].NotAfter)
+	return &identityv1.RenewResponse{Certificate: cert}, nil
+}
+
+func (a *identityAPI) TrustBundle(context.Context, *identityv1.TrustBundleRequest) (*identityv1.TrustBundleResponse, error) {
+	resp := &identityv1.TrustBundleResponse{TrustDomain: a.ca.TrustDomain()}
+	for _, r := range a.ca.Bundle().Roots() {
+		resp.Roots = append(resp.Roots, r.Raw)
+	}
+	return resp, nil
+}
+
+// refuse logs a refused request and returns its status.
+func (a *identityAPI) refuse(ctx context.Context, err error, attrs []any) error {
+	st := statusOf(err)
+	if p, ok := peer.FromContext(ctx); ok {
+		attrs = append(attrs, "peer", p.Addr.String())
+	}
+	attrs = append(attrs, "code", st.Code().String())
+	a.log.Warn("refused", attrs...)
+	return st.Err()
+}
+
+// statusOf maps identity errors to gRPC statuses; the message is the error's,
+// written for a person to act on.
+func statusOf(err error) *status.Status {
+	switch {
+	case errors.Is(err, identity.ErrInvalid):
+		return status.New(codes.InvalidArgument, err.Error())
+	case errors.Is(err, identity.ErrUnauthenticated):
+		return status.New(codes.Unauthenticated, err.Error())
+	case errors.Is(err, identity.ErrPermissionDenied):
+		return status.New(codes.PermissionDenied, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.New(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.New(codes.DeadlineExceeded, err.Error())
+	default:
+		return status.New(codes.Internal, err.Error())
+	}
+}
+
+// peerCertificates returns the certificates the caller presented over TLS.
+func peerCertificates(ctx context.Context) []*x509.Certificate {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return nil
+	}
+	return info.State.PeerCertificates
+}
+
+func shortID(s string) string {
+	if len(s) > 12 {
+		return s[:12]
+	}
+	return s
+}

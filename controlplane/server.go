@@ -1,0 +1,210 @@
+// Package controlplane is the Micromesh control plane server: it opens the
+// embedded CA, serves the Identity API (and, later, xDS and the registry and
+// runtime APIs) over gRPC with mTLS, and exposes /metrics and health on a
+// loopback admin port.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/internal/home"
+	identityv1 "github.com/micromesh/micromesh/proto/identity/v1"
+)
+
+// Config configures the control plane.
+type Config struct {
+	Home        home.Dir      // state directory
+	Addr        string        // gRPC listen address (xDS and APIs, mTLS)
+	AdminAddr   string        // HTTP listen address for /metrics, /healthz, /ready
+	TrustDomain string        // for a new CA; empty keeps the existing one (default micromesh.local)
+	CertTTL     time.Duration // workload certificate lifetime; 0 means the default (24h)
+	Logger      *slog.Logger
+}
+
+// Server is a control plane whose listeners are bound and CA is open, ready to Run.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	ca      *identity.CA
+	creds   *identity.Source
+	grpc    *grpc.Server
+	health  *health.Server
+	admin   *http.Server
+	grpcLn  net.Listener
+	adminLn net.Listener
+	metrics *metrics
+}
+
+// gracePeriod bounds how long shutdown waits for in-flight RPCs.
+const gracePeriod = 5 * time.Second
+
+// New opens the CA under cfg.Home and binds the listeners, so that a port
+// conflict or a bad CA is reported before anything runs.
+func New(ctx context.Context, cfg Config) (_ *Server, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	log := cfg.Logger.With("component", "controlplane")
+	if err := cfg.Home.Ensure(); err != nil {
+		return nil, err
+	}
+	var caOpts []identity.CAOption
+	caOpts = append(caOpts, identity.WithLogger(cfg.Logger.With("component", "ca")))
+	if cfg.TrustDomain != "" {
+		caOpts = append(caOpts, identity.WithTrustDomain(cfg.TrustDomain))
+	}
+	if cfg.CertTTL != 0 {
+		caOpts = append(caOpts, identity.WithCertificateTTL(cfg.CertTTL))
+	}
+	ca, err := identity.OpenCA(ctx, cfg.Home.CA(), caOpts...)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, ca: ca}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+
+	s.grpcLn, err = net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("control plane address %s: %w (is another server running? pick another with --addr)", cfg.Addr, err)
+	}
+	s.adminLn, err = net.Listen("tcp", cfg.AdminAddr)
+	if err != nil {
+		return nil, fmt.Errorf("admin address %s: %w (pick another with --admin-addr)", cfg.AdminAddr, err)
+	}
+
+	own, err := ca.IssueServing(ctx, identity.ControlPlaneID(ca.TrustDomain()), servingHosts(s.grpcLn.Addr()))
+	if err != nil {
+		return nil, fmt.Errorf("issue the control plane's certificate: %w", err)
+	}
+	s.creds = identity.NewSource(own, ca.RenewFunc(), identity.WithSourceLogger(cfg.Logger.With("component", "controlplane-cert")))
+
+	s.metrics = newMetrics(ca, s.creds)
+	s.grpc = grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(s.creds.ServerTLSConfigOptionalClient())),
+		grpc.MaxRecvMsgSize(1<<20),
+		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor),
+		grpc.ChainStreamInterceptor(s.metrics.streamInterceptor),
+	)
+	identityv1.RegisterIdentityServiceServer(s.grpc, &identityAPI{ca: ca, log: cfg.Logger.With("component", "identity-api"), issued: s.metrics.issued})
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	s.metrics.registerGRPC(s.grpc)
+	s.admin = &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	return s, nil
+}
+
+// servingHosts lists the names clients may dial the control plane by.
+func servingHosts(addr net.Addr) []string {
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if tcp, ok := addr.(*net.TCPAddr); ok && !tcp.IP.IsUnspecified() && !tcp.IP.IsLoopback() {
+		hosts = append(hosts, tcp.IP.String())
+	}
+	if h, err := os.Hostname(); err == nil && identity.ValidateTrustDomain(h) == nil {
+		hosts = append(hosts, h)
+	}
+	return hosts
+}
+
+// Info describes the running server.
+func (s *Server) Info() home.ServerInfo {
+	return home.ServerInfo{
+		Address:      s.grpcLn.Addr().String(),
+		AdminAddress: s.adminLn.Addr().String(),
+		TrustDomain:  s.ca.TrustDomain(),
+		PID:          os.Getpid(),
+	}
+}
+
+// Run serves until ctx ends, then stops gracefully. ready, if not nil, is
+// called once everything is serving.
+func (s *Server) Run(ctx context.Context, ready func(home.ServerInfo)) error {
+	defer s.close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := s.grpc.Serve(s.grpcLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("grpc: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := s.admin.Serve(s.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("admin: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return s.ca.Run(gctx) })
+	g.Go(func() error { return s.creds.Run(gctx) })
+	g.Go(func() error {
+		<-gctx.Done()
+		s.stop()
+		return nil
+	})
+
+	info := s.Info()
+	info.Started = time.Now().UTC()
+	if err := s.cfg.Home.WriteServerInfo(info); err != nil {
+		s.stop()
+		_ = g.Wait()
+		return err
+	}
+	defer func() { _ = s.cfg.Home.RemoveServerInfo(info.PID) }()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(identityv1.IdentityService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	s.metrics.ready.Store(true)
+	s.log.Info("control plane ready", "addr", info.Address, "admin", info.AdminAddress, "trust_domain", info.TrustDomain, "home", string(s.cfg.Home))
+	if ready != nil {
+		ready(info)
+	}
+	return g.Wait()
+}
+
+// stop drains: health says NOT_SERVING, in-flight RPCs get gracePeriod.
+func (s *Server) stop() {
+	s.metrics.ready.Store(false)
+	s.health.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(gracePeriod):
+		s.grpc.Stop()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), gracePeriod)
+	defer cancel()
+	_ = s.admin.Shutdown(ctx)
+}
+
+func (s *Server) close() {
+	if s.grpcLn != nil {
+		_ = s.grpcLn.Close()
+	}
+	if s.adminLn != nil {
+		_ = s.adminLn.Close()
+	}
+	if err := s.ca.Close(); err != nil {
+		s.log.Warn("close CA", "err", err)
+	}
+}

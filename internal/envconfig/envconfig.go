@@ -1,0 +1,48 @@
+// Package envconfig is the one place that reads Micromesh's environment
+// variables. Everything else asks it.
+package envconfig
+
+import (
+	"os"
+	"path/filepath"
+)
+
+// Names of the environment variables Micromesh reads.
+const (
+	// Home is the state directory (default ~/.micromesh).
+	Home = "MESH_HOME"
+	// ControlPlane is the control plane's gRPC address: where `meshctl server`
+	// listens and where clients dial.
+	ControlPlane = "MESH_CONTROLPLANE"
+	// AdminAddr is where `meshctl server` serves /metrics and health.
+	AdminAddr = "MESH_ADMIN_ADDR"
+	// TrustDomain is the trust domain of a new CA.
+	TrustDomain = "MESH_TRUST_DOMAIN"
+	// LogLevel is debug, info, warn or error.
+	LogLevel = "MESH_LOG_LEVEL"
+)
+
+// Defaults.
+const (
+	DefaultControlPlane = "127.0.0.1:8443"
+	DefaultAdminAddr    = "127.0.0.1:8090"
+)
+
+// HomeDir returns $MESH_HOME, or ~/.micromesh.
+func HomeDir() string {
+	if h := os.Getenv(Home); h != "" {
+		return h
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".micromesh")
+	}
+	return ".micromesh"
+}
+
+// Get returns the variable's value, or def when it is unset or empty.
+func Get(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

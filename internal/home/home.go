@@ -1,0 +1,91 @@
+// Package home knows the layout of $MESH_HOME, the state directory of a
+// Micromesh installation, and the file through which a running control plane
+// tells local clients where it is.
+package home
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/micromesh/micromesh/internal/atomicfile"
+)
+
+// Layout of $MESH_HOME.
+const (
+	caDir      = "ca"
+	serverFile = "controlplane.json"
+)
+
+// Dir is a state directory.
+type Dir string
+
+// CA is where the embedded CA keeps its keys and ledger.
+func (d Dir) CA() string { return filepath.Join(string(d), caDir) }
+
+// RootCert is the CA's root certificate: the local trust bundle.
+func (d Dir) RootCert() string { return filepath.Join(d.CA(), "root.crt") }
+
+// ServerInfoPath is where a running control plane describes itself.
+func (d Dir) ServerInfoPath() string { return filepath.Join(string(d), serverFile) }
+
+// Ensure creates the directory, 0700, if it does not exist.
+func (d Dir) Ensure() error {
+	if err := os.MkdirAll(string(d), 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", d, err)
+	}
+	return nil
+}
+
+// ServerInfo is what a running control plane publishes for local clients.
+type ServerInfo struct {
+	Address      string    `json:"address"`       // gRPC (xDS and APIs), mTLS
+	AdminAddress string    `json:"admin_address"` // /metrics, /healthz, /ready
+	TrustDomain  string    `json:"trust_domain"`
+	PID          int       `json:"pid"`
+	Started      time.Time `json:"started"`
+}
+
+// ErrNoServer means no control plane has published itself in this home.
+var ErrNoServer = errors.New("no running control plane found")
+
+// WriteServerInfo publishes info.
+func (d Dir) WriteServerInfo(info ServerInfo) error {
+	data, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(d.ServerInfoPath(), append(data, '\n'), 0o644)
+}
+
+// ReadServerInfo reads what the control plane published; it wraps
+// ErrNoServer when nothing is.
+func (d Dir) ReadServerInfo() (ServerInfo, error) {
+	data, err := os.ReadFile(d.ServerInfoPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return ServerInfo{}, fmt.Errorf("%w in %s: start one with `make run` or `meshctl server`", ErrNoServer, d)
+	}
+	if err != nil {
+		return ServerInfo{}, err
+	}
+	var info ServerInfo
+	if err := json.Unmarshal(data, &info); err != nil {
+		return ServerInfo{}, fmt.Errorf("%s: %w", d.ServerInfoPath(), err)
+	}
+	return info, nil
+}
+
+// RemoveServerInfo withdraws the published info, if it is still ours.
+func (d Dir) RemoveServerInfo(pid int) error {
+	info, err := d.ReadServerInfo()
+	if err != nil || info.PID != pid {
+		return nil
+	}
+	if err := os.Remove(d.ServerInfoPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
