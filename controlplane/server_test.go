@@ -1,4 +1,4 @@
-package controlplane
+package controlplane_test
 
 import (
 	"context"
@@ -18,8 +18,10 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/micromesh/micromesh/controlplane"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/home"
+	"github.com/micromesh/micromesh/internal/meshtest"
 	identityv1 "github.com/micromesh/micromesh/proto/identity/v1"
 )
 
@@ -30,83 +32,22 @@ func TestMain(m *testing.M) {
 	)
 }
 
-// running is a control plane started for a test.
-type running struct {
-	info home.ServerInfo
-	home home.Dir
-	stop func() error // cancels and waits for Run
-}
-
-func startServer(t *testing.T, dir home.Dir) *running {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := New(ctx, Config{Home: dir, Addr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0"})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	ready := make(chan home.ServerInfo, 1)
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, func(i home.ServerInfo) { ready <- i }) }()
-	r := &running{home: dir}
-	var stopped bool
-	var stopErr error
-	r.stop = func() error {
-		if !stopped {
-			stopped = true
-			cancel()
-			stopErr = <-done
-		}
-		return stopErr
-	}
-	t.Cleanup(func() { _ = r.stop() })
-	select {
-	case r.info = <-ready:
-	case err := <-done:
-		t.Fatalf("server exited before ready: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("server not ready after 30s")
-	}
-	return r
-}
-
-// client dials the control plane verifying it against the local root,
+// client dials the control plane, verifying it against the local root and
 // presenting cert if not nil.
-func (r *running) client(t *testing.T, cert *tls.Certificate) identityv1.IdentityServiceClient {
+func client(t *testing.T, cp *meshtest.ControlPlane, cert *tls.Certificate) identityv1.IdentityServiceClient {
 	t.Helper()
-	roots, err := identity.ReadCertificates(r.home.RootCert())
-	if err != nil {
-		t.Fatal(err)
-	}
-	bundle := identity.NewBundle(r.info.TrustDomain, roots)
+	bundle := cp.Bundle()
 	var get func() *tls.Certificate
 	if cert != nil {
 		get = func() *tls.Certificate { return cert }
 	}
-	cfg := identity.ClientTLSConfig(func() *identity.Bundle { return bundle }, get, identity.AuthorizeID(identity.ControlPlaneID(r.info.TrustDomain)))
-	conn, err := grpc.NewClient(r.info.Address, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	cfg := identity.ClientTLSConfig(func() *identity.Bundle { return bundle }, get, identity.AuthorizeID(identity.ControlPlaneID(cp.Info.TrustDomain)))
+	conn, err := grpc.NewClient(cp.Info.Address, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	return identityv1.NewIdentityServiceClient(conn)
-}
-
-func (r *running) mint(t *testing.T, name string) (identity.ID, string) {
-	t.Helper()
-	signer, err := identity.LoadTokenSigner(r.home.CA())
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := identity.ServiceID(r.info.TrustDomain, identity.DefaultNamespace, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := signer.Mint(id, time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id, tok
 }
 
 func csrFor(t *testing.T, id identity.ID) []byte {
@@ -129,11 +70,11 @@ func ctxT(t *testing.T) context.Context {
 }
 
 func TestJoinRenewAndBundleOverGRPC(t *testing.T) {
-	r := startServer(t, home.Dir(t.TempDir()))
-	id, tok := r.mint(t, "hello")
+	r := meshtest.NewEnv(t).StartControlPlane()
+	id, tok := r.Token("default", "hello")
 
 	// Join: the client package's flow, bootstrapping trust from the token.
-	creds, err := identity.Join(ctxT(t), r.info.Address, nil, id, tok)
+	creds, err := identity.Join(ctxT(t), r.Info.Address, nil, id, tok)
 	if err != nil {
 		t.Fatalf("Join: %v", err)
 	}
@@ -142,7 +83,7 @@ func TestJoinRenewAndBundleOverGRPC(t *testing.T) {
 	}
 
 	// Renew over mTLS with the certificate just issued.
-	src := identity.NewSource(creds, identity.RemoteRenewer(r.info.Address))
+	src := identity.NewSource(creds, identity.RemoteRenewer(r.Info.Address))
 	if err := src.Rotate(ctxT(t)); err != nil {
 		t.Fatalf("Rotate: %v", err)
 	}
@@ -150,7 +91,7 @@ func TestJoinRenewAndBundleOverGRPC(t *testing.T) {
 		t.Fatal("renewal did not produce a new certificate for the same ID")
 	}
 
-	resp, err := r.client(t, nil).TrustBundle(ctxT(t), &identityv1.TrustBundleRequest{})
+	resp, err := client(t, r, nil).TrustBundle(ctxT(t), &identityv1.TrustBundleRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,17 +101,17 @@ func TestJoinRenewAndBundleOverGRPC(t *testing.T) {
 }
 
 func TestSignRefusalsAreStatuses(t *testing.T) {
-	r := startServer(t, home.Dir(t.TempDir()))
-	c := r.client(t, nil)
-	hello, tok := r.mint(t, "hello")
+	r := meshtest.NewEnv(t).StartControlPlane()
+	c := client(t, r, nil)
+	hello, tok := r.Token("default", "hello")
 	used := func() string {
-		_, tok := r.mint(t, "hello")
+		_, tok := r.Token("default", "hello")
 		if _, err := c.Sign(ctxT(t), &identityv1.SignRequest{Csr: csrFor(t, hello), Token: tok}); err != nil {
 			t.Fatal(err)
 		}
 		return tok
 	}()
-	other, _ := identity.ServiceID(r.info.TrustDomain, "default", "other")
+	other, _ := identity.ServiceID(r.Info.TrustDomain, "default", "other")
 
 	tests := []struct {
 		name string
@@ -200,14 +141,14 @@ func TestSignRefusalsAreStatuses(t *testing.T) {
 }
 
 func TestRenewRefusals(t *testing.T) {
-	r := startServer(t, home.Dir(t.TempDir()))
-	id, tok := r.mint(t, "hello")
-	creds, err := identity.Join(ctxT(t), r.info.Address, nil, id, tok)
+	r := meshtest.NewEnv(t).StartControlPlane()
+	id, tok := r.Token("default", "hello")
+	creds, err := identity.Join(ctxT(t), r.Info.Address, nil, id, tok)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Without a client certificate.
-	_, err = r.client(t, nil).Renew(ctxT(t), &identityv1.RenewRequest{Csr: csrFor(t, id)})
+	_, err = client(t, r, nil).Renew(ctxT(t), &identityv1.RenewRequest{Csr: csrFor(t, id)})
 	if status.Code(err) != codes.Unauthenticated || !strings.Contains(status.Convert(err).Message(), "present a certificate") {
 		t.Errorf("renew without a certificate: %v", err)
 	}
@@ -226,27 +167,28 @@ func TestRenewRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	foreign := (&identity.Credentials{ID: fid, Chain: fchain, Key: fkey, Bundle: foreignCA.Bundle()}).TLSCertificate()
-	_, err = r.client(t, foreign).Renew(ctxT(t), &identityv1.RenewRequest{Csr: csrFor(t, fid)})
+	_, err = client(t, r, foreign).Renew(ctxT(t), &identityv1.RenewRequest{Csr: csrFor(t, fid)})
 	if status.Code(err) != codes.Unauthenticated || !strings.Contains(status.Convert(err).Message(), "other.example") {
 		t.Errorf("renew with a foreign certificate: %v", err)
 	}
 	// For another identity than the certificate's.
-	other, _ := identity.ServiceID(r.info.TrustDomain, "default", "other")
-	_, err = r.client(t, creds.TLSCertificate()).Renew(ctxT(t), &identityv1.RenewRequest{Csr: csrFor(t, other)})
+	other, _ := identity.ServiceID(r.Info.TrustDomain, "default", "other")
+	_, err = client(t, r, creds.TLSCertificate()).Renew(ctxT(t), &identityv1.RenewRequest{Csr: csrFor(t, other)})
 	if status.Code(err) != codes.PermissionDenied {
 		t.Errorf("renew for another ID: %v", err)
 	}
 }
 
 func TestHealthMetricsAndRestart(t *testing.T) {
-	dir := home.Dir(t.TempDir())
-	r := startServer(t, dir)
+	env := meshtest.NewEnv(t)
+	dir := env.Home
+	r := env.StartControlPlane()
 
-	conn, err := grpc.NewClient(r.info.Address, grpc.WithTransportCredentials(credentials.NewTLS(identity.ClientTLSConfig(
+	conn, err := grpc.NewClient(r.Info.Address, grpc.WithTransportCredentials(credentials.NewTLS(identity.ClientTLSConfig(
 		func() *identity.Bundle {
 			roots, _ := identity.ReadCertificates(dir.RootCert())
-			return identity.NewBundle(r.info.TrustDomain, roots)
-		}, nil, identity.AuthorizeID(identity.ControlPlaneID(r.info.TrustDomain))))))
+			return identity.NewBundle(r.Info.TrustDomain, roots)
+		}, nil, identity.AuthorizeID(identity.ControlPlaneID(r.Info.TrustDomain))))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,11 +198,11 @@ func TestHealthMetricsAndRestart(t *testing.T) {
 		t.Fatalf("health = %v, %v", hc, err)
 	}
 
-	id, tok := r.mint(t, "hello")
-	if _, err := identity.Join(ctxT(t), r.info.Address, nil, id, tok); err != nil {
+	id, tok := r.Token("default", "hello")
+	if _, err := identity.Join(ctxT(t), r.Info.Address, nil, id, tok); err != nil {
 		t.Fatal(err)
 	}
-	body := get(t, "http://"+r.info.AdminAddress+"/metrics")
+	body := get(t, "http://"+r.Info.AdminAddress+"/metrics")
 	for _, want := range []string{
 		`micromesh_identity_certificates_issued_total{method="sign"} 1`,
 		`micromesh_grpc_server_handled_total{grpc_code="OK",grpc_method="Sign",grpc_service="micromesh.identity.v1.IdentityService"} 1`,
@@ -270,34 +212,34 @@ func TestHealthMetricsAndRestart(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	if got := get(t, "http://"+r.info.AdminAddress+"/ready"); got != "ready\n" {
+	if got := get(t, "http://"+r.Info.AdminAddress+"/ready"); got != "ready\n" {
 		t.Errorf("/ready = %q", got)
 	}
-	if info, err := dir.ReadServerInfo(); err != nil || info.Address != r.info.Address {
+	if info, err := dir.ReadServerInfo(); err != nil || info.Address != r.Info.Address {
 		t.Errorf("published server info = %+v, %v", info, err)
 	}
 
 	root, _ := identity.ReadCertificates(dir.RootCert())
-	if err := r.stop(); err != nil {
+	if err := r.Stop(); err != nil {
 		t.Fatalf("Run returned %v on a clean stop", err)
 	}
 	if _, err := dir.ReadServerInfo(); !errors.Is(err, home.ErrNoServer) {
 		t.Errorf("server info still published after stop: %v", err)
 	}
-	r2 := startServer(t, dir)
+	r2 := env.StartControlPlane()
 	root2, _ := identity.ReadCertificates(dir.RootCert())
 	if identity.Fingerprint(root[0]) != identity.Fingerprint(root2[0]) {
 		t.Error("the root changed across a restart")
 	}
 	// A client holding the old bundle still trusts the restarted server.
-	if _, err := r2.client(t, nil).TrustBundle(ctxT(t), &identityv1.TrustBundleRequest{}); err != nil {
+	if _, err := client(t, r2, nil).TrustBundle(ctxT(t), &identityv1.TrustBundleRequest{}); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestPortConflictIsReported(t *testing.T) {
-	r := startServer(t, home.Dir(t.TempDir()))
-	_, err := New(context.Background(), Config{Home: home.Dir(t.TempDir()), Addr: r.info.Address, AdminAddr: "127.0.0.1:0"})
+	r := meshtest.NewEnv(t).StartControlPlane()
+	_, err := controlplane.New(context.Background(), controlplane.Config{Home: home.Dir(t.TempDir()), Addr: r.Info.Address, AdminAddr: "127.0.0.1:0"})
 	if err == nil || !strings.Contains(err.Error(), "--addr") {
 		t.Fatalf("second server on the same port: %v; want an error naming --addr", err)
 	}

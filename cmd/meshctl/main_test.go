@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// meshctl is the binary under test, built once by TestMain.
+var meshctl string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "meshctl-bin")
+	if err != nil {
+		panic(err)
+	}
+	meshctl = filepath.Join(dir, "meshctl")
+	build := exec.Command("go", "build", "-race", "-o", meshctl, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		panic("build meshctl: " + err.Error())
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// The issue's "done when", as a user runs it: start the server, issue a
+// certificate with no flags but --service and --out, check it with OpenSSL,
+// stop the server with Ctrl-C.
+func TestServerIssueOpenSSLAndCtrlC(t *testing.T) {
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Fatal("openssl is needed for this test (make deps installs it)")
+	}
+	meshHome := t.TempDir()
+	env := append(os.Environ(), "MESH_HOME="+meshHome)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+
+	server := exec.CommandContext(ctx, meshctl, "server", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
+	server.Env = env
+	stdout, err := server.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	server.Stderr = &logs
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = server.Process.Kill(); _ = server.Wait() })
+
+	// The first stdout line is the ready line; the rest is drained to EOF.
+	first := make(chan string, 1)
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		sc := bufio.NewScanner(stdout)
+		for n := 0; sc.Scan(); n++ {
+			if n == 0 {
+				first <- sc.Text()
+			}
+		}
+	}()
+	select {
+	case line := <-first:
+		if !strings.HasPrefix(line, "micromesh server ready: grpc 127.0.0.1:") {
+			t.Fatalf("first line = %q", line)
+		}
+	case <-ctx.Done():
+		t.Fatalf("no ready line; logs:\n%s", logs.String())
+	}
+
+	run := func(name string, args ...string) string {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, name, args...)
+		cmd.Env = env
+		cmd.Dir = meshHome
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	run(meshctl, "cert", "issue", "--service", "hello", "--out", "hello")
+	if got := run(openssl, "verify", "-CAfile", "hello/bundle.pem", "-untrusted", "hello/cert.pem", "hello/cert.pem"); strings.TrimSpace(got) != "hello/cert.pem: OK" {
+		t.Fatalf("openssl verify: %s", got)
+	}
+	san := run(openssl, "x509", "-in", "hello/cert.pem", "-noout", "-ext", "subjectAltName")
+	if !strings.Contains(san, "URI:spiffe://micromesh.local/ns/default/svc/hello") {
+		t.Fatalf("subjectAltName:\n%s", san)
+	}
+	if strings.Count(san, "URI:") != 1 || strings.Contains(san, "DNS:") {
+		t.Fatalf("want exactly one URI SAN and nothing else:\n%s", san)
+	}
+	// OpenSSL rejects the chain against a bundle that is not ours.
+	other := t.TempDir()
+	run(openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=other",
+		"-keyout", filepath.Join(other, "k.pem"), "-out", filepath.Join(other, "root.pem"), "-days", "1")
+	bad := exec.CommandContext(ctx, openssl, "verify", "-CAfile", filepath.Join(other, "root.pem"), "-untrusted", "hello/cert.pem", "hello/cert.pem")
+	bad.Dir = meshHome
+	if out, err := bad.CombinedOutput(); err == nil {
+		t.Fatalf("openssl accepted the chain against a foreign root:\n%s", out)
+	}
+
+	// Ctrl-C: a clean exit, the published address withdrawn.
+	if err := server.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	waitErr := make(chan error, 1)
+	go func() {
+		<-drained
+		waitErr <- server.Wait()
+	}()
+	select {
+	case err := <-waitErr:
+		if err != nil {
+			t.Fatalf("server exit after Ctrl-C: %v\n%s", err, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("server did not stop within 20s of Ctrl-C")
+	}
+	if _, err := os.Stat(filepath.Join(meshHome, "controlplane.json")); !os.IsNotExist(err) {
+		t.Errorf("controlplane.json left behind: %v", err)
+	}
+	if strings.Contains(logs.String(), "eyJ") {
+		t.Error("the server logged a token")
+	}
+}
