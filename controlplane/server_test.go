@@ -2,15 +2,19 @@ package controlplane_test
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"go.step.sm/crypto/jose"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -101,17 +105,23 @@ func TestJoinRenewAndBundleOverGRPC(t *testing.T) {
 }
 
 func TestSignRefusalsAreStatuses(t *testing.T) {
-	r := meshtest.NewEnv(t).StartControlPlane()
+	env := meshtest.NewEnv(t)
+	r := env.StartControlPlane()
 	c := client(t, r, nil)
 	hello, tok := r.Token("default", "hello")
-	used := func() string {
-		_, tok := r.Token("default", "hello")
-		if _, err := c.Sign(ctxT(t), &identityv1.SignRequest{Csr: csrFor(t, hello), Token: tok}); err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}()
+	_, used := r.Token("default", "hello")
+	if _, err := c.Sign(ctxT(t), &identityv1.SignRequest{Csr: csrFor(t, hello), Token: used}); err != nil {
+		t.Fatal(err)
+	}
 	other, _ := identity.ServiceID(r.Info.TrustDomain, "default", "other")
+	badName := csrWithURI(t, "spiffe://micromesh.local/ns/default/svc/Bad_Name")
+	foreignCA, err := identity.OpenCA(context.Background(), filepath.Join(t.TempDir(), "ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer foreignCA.Close()
+	forged, _ := foreignCA.Tokens().Mint(hello, time.Minute) // same ID, another CA's key
+	expired := expiredToken(t, r, hello)
 
 	tests := []struct {
 		name string
@@ -119,8 +129,11 @@ func TestSignRefusalsAreStatuses(t *testing.T) {
 		code codes.Code
 	}{
 		{"malformed CSR", &identityv1.SignRequest{Csr: []byte("junk"), Token: tok}, codes.InvalidArgument},
+		{"invalid service name", &identityv1.SignRequest{Csr: badName, Token: tok}, codes.InvalidArgument},
 		{"CSR for another ID", &identityv1.SignRequest{Csr: csrFor(t, other), Token: tok}, codes.PermissionDenied},
 		{"no token", &identityv1.SignRequest{Csr: csrFor(t, hello)}, codes.Unauthenticated},
+		{"forged token", &identityv1.SignRequest{Csr: csrFor(t, hello), Token: forged}, codes.Unauthenticated},
+		{"expired token", &identityv1.SignRequest{Csr: csrFor(t, hello), Token: expired}, codes.Unauthenticated},
 		{"reused token", &identityv1.SignRequest{Csr: csrFor(t, hello), Token: used}, codes.Unauthenticated},
 	}
 	for _, tc := range tests {
@@ -138,6 +151,55 @@ func TestSignRefusalsAreStatuses(t *testing.T) {
 	if _, err := c.Sign(ctxT(t), &identityv1.SignRequest{Csr: csrFor(t, hello), Token: tok}); err != nil {
 		t.Fatalf("the token was used up by refused requests: %v", err)
 	}
+	// Each refusal is logged, and no token is.
+	logs := env.Logs()
+	if n := strings.Count(logs, "msg=refused"); n != len(tests) {
+		t.Errorf("%d refusals logged, want %d", n, len(tests))
+	}
+	for _, secret := range []string{tok, used, forged, expired} {
+		if strings.Contains(logs, secret) {
+			t.Fatal("a token appears in the logs")
+		}
+	}
+}
+
+// expiredToken signs, with the CA's own key, a token that expired ten minutes ago.
+func expiredToken(t *testing.T, r *meshtest.ControlPlane, id identity.ID) string {
+	t.Helper()
+	key, err := jose.ReadKey(filepath.Join(r.Home().CA(), "provisioner.jwk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key.Key}, new(jose.SignerOptions).WithType("JWT").WithHeader("kid", key.KeyID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	past := time.Now().Add(-20 * time.Minute)
+	tok, err := jose.Signed(signer).Claims(map[string]any{
+		"iss": "micromesh", "sub": id.String(), "aud": "https://" + id.TrustDomain + "/1.0/sign", "jti": "expired-test-token",
+		"iat": past.Unix(), "nbf": past.Unix(), "exp": past.Add(10 * time.Minute).Unix(), "sans": []string{id.String()},
+	}).CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func csrWithURI(t *testing.T, uri string) []byte {
+	t.Helper()
+	u, err := url.Parse(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := identity.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{u}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
 }
 
 func TestRenewRefusals(t *testing.T) {

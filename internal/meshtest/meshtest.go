@@ -4,7 +4,10 @@
 package meshtest
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,11 +20,44 @@ import (
 type Env struct {
 	t    testing.TB
 	Home home.Dir
+	logs *syncBuffer
 }
 
-// NewEnv returns an environment with a fresh $MESH_HOME.
+// NewEnv returns an environment with a fresh $MESH_HOME. What its
+// processes log is kept, and printed if the test fails.
 func NewEnv(t testing.TB) *Env {
-	return &Env{t: t, Home: home.Dir(t.TempDir())}
+	e := &Env{t: t, Home: home.Dir(t.TempDir()), logs: &syncBuffer{}}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs of the test's mesh:\n%s", e.Logs())
+		}
+	})
+	return e
+}
+
+// Logs returns everything the environment's processes have logged.
+func (e *Env) Logs() string { return e.logs.String() }
+
+func (e *Env) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // ControlPlane is a control plane running in-process.
@@ -36,7 +72,7 @@ type ControlPlane struct {
 func (e *Env) StartControlPlane() *ControlPlane {
 	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := controlplane.New(ctx, controlplane.Config{Home: e.Home, Addr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0"})
+	srv, err := controlplane.New(ctx, controlplane.Config{Home: e.Home, Addr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Logger: e.logger()})
 	if err != nil {
 		cancel()
 		e.t.Fatal(err)
@@ -109,3 +145,6 @@ func (c *ControlPlane) Join(ns, name string) *identity.Credentials {
 	}
 	return creds
 }
+
+// Home returns the state directory the control plane runs in.
+func (c *ControlPlane) Home() home.Dir { return c.env.Home }
