@@ -1,0 +1,227 @@
+// Package registry is where the mesh learns which instances of which
+// services exist, where they listen and whether they are healthy. Backends:
+// embedded (bbolt, zero setup) and consul (a real Consul agent).
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"sort"
+	"time"
+
+	"github.com/micromesh/micromesh/identity"
+)
+
+// Registry is a service registry. Implementations are safe for concurrent use.
+type Registry interface {
+	// Register adds an instance, or replaces the one with the same ID (which
+	// must be of the same service). An instance with a TTL starts passing and
+	// turns critical unless heartbeats arrive within each TTL.
+	Register(ctx context.Context, inst Instance) error
+	// Deregister removes an instance; ErrNotFound if there is none.
+	Deregister(ctx context.Context, id string) error
+	// Heartbeat renews an instance's TTL; ErrNotFound if there is none.
+	Heartbeat(ctx context.Context, id string) error
+	// Watch sends the current snapshot at once, then a new one after every
+	// change, until ctx ends; a slow reader only ever misses intermediate
+	// snapshots, never the latest.
+	Watch(ctx context.Context) (<-chan Snapshot, error)
+}
+
+// List returns the current snapshot of r.
+func List(ctx context.Context, r Registry) (Snapshot, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := r.Watch(ctx)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	select {
+	case s, ok := <-ch:
+		if !ok {
+			return Snapshot{}, errors.New("registry watch ended")
+		}
+		return s, nil
+	case <-ctx.Done():
+		return Snapshot{}, ctx.Err()
+	}
+}
+
+// Errors, for errors.Is.
+var (
+	ErrInvalid     = errors.New("invalid registration")
+	ErrNotFound    = errors.New("no such instance")
+	ErrConflict    = errors.New("instance ID already registered for another service")
+	ErrUnavailable = errors.New("registry unavailable")
+)
+
+// Protocols an instance serves.
+const (
+	ProtocolGRPC = "grpc"
+	ProtocolHTTP = "http"
+)
+
+// Kinds of proxy in front of an instance; they decide the transport peers use.
+const (
+	KindBuiltin   = "builtin"   // Micromesh's sidecar: HTTP/3 over QUIC, or HTTP/2 over TLS
+	KindEnvoy     = "envoy"     // Envoy: HTTP/2 over TLS
+	KindProxyless = "proxyless" // a gRPC server with its own mTLS: HTTP/2 over TLS
+)
+
+// Health of an instance.
+type Health string
+
+// Health states, as Consul names them.
+const (
+	Passing  Health = "passing"
+	Warning  Health = "warning"
+	Critical Health = "critical"
+)
+
+// Instance is one running copy of a service.
+type Instance struct {
+	ID        string `json:"id"`
+	Service   string `json:"service"`
+	Namespace string `json:"namespace"`
+	// Address is the IP (or host name) peers connect to.
+	Address string `json:"address"`
+	// Port is the TCP port serving mTLS: HTTP/2 over TLS for sidecars and
+	// Envoy, the server's own mTLS for proxyless gRPC.
+	Port uint16 `json:"port"`
+	// QUICPort is the UDP port serving HTTP/3 over QUIC (built-in sidecars).
+	QUICPort uint16            `json:"quic_port,omitempty"`
+	Protocol string            `json:"protocol"`
+	Kind     string            `json:"kind"`
+	Version  string            `json:"version,omitempty"`
+	Region   string            `json:"region,omitempty"`
+	Zone     string            `json:"zone,omitempty"`
+	Weight   uint32            `json:"weight,omitempty"` // load-balancing weight, 1–128; 0 means 1
+	Metadata map[string]string `json:"metadata,omitempty"`
+	// TTL is the heartbeat deadline; 0 registers a static instance that
+	// stays until deregistered.
+	TTL time.Duration `json:"ttl,omitempty"`
+	// Health is set by the registry.
+	Health Health `json:"health"`
+}
+
+// Limits on a registration.
+const (
+	MaxIDLength     = 128
+	MaxWeight       = 128
+	MaxMetadataKeys = 32
+	MaxMetadataKey  = 64
+	MaxMetadataVal  = 512
+	MinTTL          = time.Second
+	MaxTTL          = time.Hour
+)
+
+var (
+	idPattern      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	metaKeyPattern = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
+)
+
+// Validate checks a registration and says what is wrong in terms a person
+// can act on. It fills defaults (protocol grpc, kind builtin, weight 1).
+func (in *Instance) Validate() error {
+	if in.Protocol == "" {
+		in.Protocol = ProtocolGRPC
+	}
+	if in.Kind == "" {
+		in.Kind = KindBuiltin
+	}
+	if in.Weight == 0 {
+		in.Weight = 1
+	}
+	if in.Namespace == "" {
+		in.Namespace = identity.DefaultNamespace
+	}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case in.ID == "":
+		return bad("instance ID is empty")
+	case len(in.ID) > MaxIDLength:
+		return bad("instance ID %q is longer than %d characters", in.ID, MaxIDLength)
+	case !idPattern.MatchString(in.ID):
+		return bad("instance ID %q may hold only letters, digits, '.', '_' and '-', starting with a letter or digit", in.ID)
+	}
+	if err := identity.ValidateName("service name", in.Service); err != nil {
+		return bad("%v", err)
+	}
+	if err := identity.ValidateName("namespace", in.Namespace); err != nil {
+		return bad("%v", err)
+	}
+	if in.Address == "" {
+		return bad("address of %s is empty", in.ID)
+	}
+	if net.ParseIP(in.Address) == nil && identity.ValidateTrustDomain(in.Address) != nil {
+		return bad("address %q is neither an IP address nor a host name", in.Address)
+	}
+	if in.Port == 0 {
+		return bad("port of %s is 0; give the TCP port it serves mTLS on (1-65535)", in.ID)
+	}
+	switch in.Protocol {
+	case ProtocolGRPC, ProtocolHTTP:
+	default:
+		return bad("protocol %q is not %q or %q", in.Protocol, ProtocolGRPC, ProtocolHTTP)
+	}
+	switch in.Kind {
+	case KindBuiltin, KindEnvoy, KindProxyless:
+	default:
+		return bad("kind %q is not %q, %q or %q", in.Kind, KindBuiltin, KindEnvoy, KindProxyless)
+	}
+	if in.QUICPort != 0 && in.Kind != KindBuiltin {
+		return bad("only built-in sidecars serve QUIC; %s is %s", in.ID, in.Kind)
+	}
+	if in.Weight > MaxWeight {
+		return bad("weight %d is above %d", in.Weight, MaxWeight)
+	}
+	if in.TTL != 0 && (in.TTL < MinTTL || in.TTL > MaxTTL) {
+		return bad("TTL %v must be 0 (static) or between %v and %v", in.TTL, MinTTL, MaxTTL)
+	}
+	for _, v := range []struct{ what, s string }{{"region", in.Region}, {"zone", in.Zone}} {
+		if v.s != "" {
+			if err := identity.ValidateName(v.what, v.s); err != nil {
+				return bad("%v", err)
+			}
+		}
+	}
+	if len(in.Metadata) > MaxMetadataKeys {
+		return bad("%d metadata keys; the limit is %d", len(in.Metadata), MaxMetadataKeys)
+	}
+	for k, v := range in.Metadata {
+		if len(k) > MaxMetadataKey || !metaKeyPattern.MatchString(k) {
+			return bad("metadata key %q must be 1-%d letters, digits, '_' or '-'", k, MaxMetadataKey)
+		}
+		if len(v) > MaxMetadataVal {
+			return bad("metadata value of %q is longer than %d bytes", k, MaxMetadataVal)
+		}
+	}
+	return nil
+}
+
+// Snapshot is the registry's state at one moment.
+type Snapshot struct {
+	// Index increases with every change.
+	Index uint64 `json:"index"`
+	// Instances, sorted by namespace, service, ID.
+	Instances []Instance `json:"instances"`
+}
+
+// SortInstances puts instances in snapshot order.
+func SortInstances(ins []Instance) {
+	sort.Slice(ins, func(i, j int) bool {
+		a, b := ins[i], ins[j]
+		if a.Namespace != b.Namespace {
+			return a.Namespace < b.Namespace
+		}
+		if a.Service != b.Service {
+			return a.Service < b.Service
+		}
+		return a.ID < b.ID
+	})
+}
