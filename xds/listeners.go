@@ -1,0 +1,134 @@
+package xds
+
+import (
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	quicv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/quic/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+)
+
+// InboundQUICListener takes HTTP/3 traffic on the inbound port's UDP side
+// (built-in sidecars only).
+const InboundQUICListener = "inbound-quic"
+
+func routerFilter() *hcm.HttpFilter {
+	return &hcm.HttpFilter{
+		Name:       wellknown.Router,
+		ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: toAny(&routerv3.Router{})},
+	}
+}
+
+func hcmFilter(m *hcm.HttpConnectionManager) *listener.Filter {
+	return &listener.Filter{
+		Name:       wellknown.HTTPConnectionManager,
+		ConfigType: &listener.Filter_TypedConfig{TypedConfig: toAny(m)},
+	}
+}
+
+// outboundListener takes the app's calls on loopback and routes them by
+// authority (RDS "outbound").
+func (b *builder) outboundListener() *listener.Listener {
+	return &listener.Listener{
+		Name:             OutboundListener,
+		Address:          socketAddress("127.0.0.1", b.proxy.OutboundPort, false),
+		TrafficDirection: core.TrafficDirection_OUTBOUND,
+		FilterChains: []*listener.FilterChain{{Filters: []*listener.Filter{hcmFilter(&hcm.HttpConnectionManager{
+			StatPrefix:    OutboundListener,
+			CodecType:     hcm.HttpConnectionManager_AUTO,
+			StripPortMode: &hcm.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true},
+			RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{
+				ConfigSource:    adsSource(),
+				RouteConfigName: OutboundRoute,
+			}},
+			HttpFilters: []*hcm.HttpFilter{routerFilter()},
+		})}}},
+	}
+}
+
+// inboundHCM authorizes each request (RBAC) and forwards it to the app.
+func (b *builder) inboundHCM(codec hcm.HttpConnectionManager_CodecType) *hcm.HttpConnectionManager {
+	return &hcm.HttpConnectionManager{
+		StatPrefix:     InboundListener,
+		CodecType:      codec,
+		RouteSpecifier: &hcm.HttpConnectionManager_RouteConfig{RouteConfig: b.inboundRoute()},
+		HttpFilters: []*hcm.HttpFilter{
+			{Name: wellknown.HTTPRoleBasedAccessControl, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: toAny(&rbacfilter.RBAC{Rules: b.inboundRBAC()})}},
+			routerFilter(),
+		},
+		ForwardClientCertDetails: hcm.HttpConnectionManager_SANITIZE_SET,
+		SetCurrentClientCertDetails: &hcm.HttpConnectionManager_SetCurrentClientCertDetails{
+			Uri: true,
+		},
+	}
+}
+
+// downstreamTLS requires a client certificate that chains to the trust
+// bundle; authorization by identity is the RBAC filter's.
+func downstreamTLS(alpn ...string) *tlsv3.DownstreamTlsContext {
+	return &tlsv3.DownstreamTlsContext{
+		RequireClientCertificate: wrapBool(true),
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsParams:                      tlsParams(),
+			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sdsSecret(CertSecret)},
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{
+				ValidationContextSdsSecretConfig: sdsSecret(RootSecret),
+			},
+			AlpnProtocols: alpn,
+		},
+	}
+}
+
+// inboundListener takes mTLS over TCP (HTTP/2, HTTP/1.1) on the inbound port.
+func (b *builder) inboundListener() *listener.Listener {
+	return &listener.Listener{
+		Name:             InboundListener,
+		Address:          socketAddress("0.0.0.0", b.proxy.InboundPort, false),
+		TrafficDirection: core.TrafficDirection_INBOUND,
+		FilterChains: []*listener.FilterChain{{
+			TransportSocket: &core.TransportSocket{
+				Name:       wellknown.TransportSocketTLS,
+				ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: toAny(downstreamTLS("h2", "http/1.1"))},
+			},
+			Filters: []*listener.Filter{hcmFilter(b.inboundHCM(hcm.HttpConnectionManager_AUTO))},
+		}},
+	}
+}
+
+// inboundQUICListener takes HTTP/3 over QUIC with mTLS on the inbound
+// port's UDP side. Only built-in sidecars get it.
+func (b *builder) inboundQUICListener() *listener.Listener {
+	return &listener.Listener{
+		Name:              InboundQUICListener,
+		Address:           socketAddress("0.0.0.0", b.proxy.InboundPort, true),
+		TrafficDirection:  core.TrafficDirection_INBOUND,
+		UdpListenerConfig: &listener.UdpListenerConfig{QuicOptions: &listener.QuicProtocolOptions{}},
+		FilterChains: []*listener.FilterChain{{
+			TransportSocket: &core.TransportSocket{
+				Name:       wellknown.TransportSocketQuic,
+				ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: toAny(&quicv3.QuicDownstreamTransport{DownstreamTlsContext: downstreamTLS("h3")})},
+			},
+			Filters: []*listener.Filter{hcmFilter(b.inboundHCM(hcm.HttpConnectionManager_HTTP3))},
+		}},
+	}
+}
+
+// apiListener is what a proxyless gRPC client dialing xds:///<name> looks
+// up (gRFC A27): an HTTP connection manager with RDS and the router.
+func apiListener(name string) *listener.Listener {
+	return &listener.Listener{
+		Name: name,
+		ApiListener: &listener.ApiListener{ApiListener: toAny(&hcm.HttpConnectionManager{
+			StatPrefix: name,
+			CodecType:  hcm.HttpConnectionManager_AUTO,
+			RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{
+				ConfigSource:    adsSource(),
+				RouteConfigName: OutboundRoute,
+			}},
+			HttpFilters: []*hcm.HttpFilter{routerFilter()},
+		})},
+	}
+}

@@ -1,0 +1,71 @@
+package xds
+
+import (
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+)
+
+// retryOn lists the failures a caller retries: connection failures, resets
+// and 503 for HTTP; UNAVAILABLE for gRPC (gRPC clients ignore the HTTP ones).
+const retryOn = "connect-failure,reset,503,unavailable"
+
+// callerHeader carries the verified identity of the caller to the app.
+const callerHeader = "x-mesh-caller"
+
+// outboundRoute has one virtual host per service the proxy may call,
+// matched by the authority the app uses ("name" or "name.namespace").
+func (b *builder) outboundRoute(reachable []*Service) *route.RouteConfiguration {
+	rc := &route.RouteConfiguration{Name: OutboundRoute}
+	for _, s := range reachable {
+		pol := s.Policy
+		action := &route.RouteAction{
+			ClusterSpecifier: &route.RouteAction_Cluster{Cluster: ClusterName(s.Namespace, s.Name)},
+			Timeout:          duration(pol.Timeout),
+			// gRPC clients take the deadline from here (gRFC A31).
+			MaxStreamDuration: &route.RouteAction_MaxStreamDuration{MaxStreamDuration: duration(pol.Timeout)},
+		}
+		if pol.Retries > 0 {
+			action.RetryPolicy = &route.RetryPolicy{
+				RetryOn:       retryOn,
+				NumRetries:    u32(pol.Retries),
+				PerTryTimeout: duration(pol.PerTryTimeout),
+				RetryBackOff:  &route.RetryPolicy_RetryBackOff{BaseInterval: duration(25 * time.Millisecond), MaxInterval: duration(250 * time.Millisecond)},
+			}
+		}
+		rc.VirtualHosts = append(rc.VirtualHosts, &route.VirtualHost{
+			Name:    ClusterName(s.Namespace, s.Name),
+			Domains: hostNames(b.proxy.Namespace, s.Namespace, s.Name),
+			Routes: []*route.Route{{
+				Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &route.Route_Route{Route: action},
+			}},
+		})
+	}
+	return rc
+}
+
+// inboundRoute sends everything to the local app, replacing any caller
+// header a client sent with the verified peer's SPIFFE ID.
+func (b *builder) inboundRoute() *route.RouteConfiguration {
+	return &route.RouteConfiguration{
+		Name: InboundRoute,
+		VirtualHosts: []*route.VirtualHost{{
+			Name:    "app",
+			Domains: []string{"*"},
+			Routes: []*route.Route{{
+				Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &route.Route_Route{Route: &route.RouteAction{
+					ClusterSpecifier: &route.RouteAction_Cluster{Cluster: AppCluster},
+					Timeout:          duration(0), // the caller's timeout governs
+				}},
+			}},
+			RequestHeadersToRemove: []string{callerHeader},
+			RequestHeadersToAdd: []*core.HeaderValueOption{{
+				Header:       &core.HeaderValue{Key: callerHeader, Value: "%DOWNSTREAM_PEER_URI_SAN%"},
+				AppendAction: core.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+			}},
+		}},
+	}
+}
