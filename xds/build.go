@@ -23,7 +23,7 @@ type Resources struct {
 	Secrets   []*tlsv3.Secret
 }
 
-// builder holds one Build's inputs.
+// builder holds one build's inputs.
 type builder struct {
 	mesh  *Mesh
 	proxy Proxy
@@ -32,31 +32,107 @@ type builder struct {
 // ErrInvalidProxy is wrapped by errors about a proxy's own description.
 var ErrInvalidProxy = errors.New("invalid proxy")
 
+// Shared holds the resources every proxy of one kind in one namespace gets
+// alike: what it may call. A control plane builds it once per change and
+// hands the same values to each such proxy.
+type Shared struct {
+	Namespace string
+	Kind      string
+	// APIListeners are the proxyless kind's listeners, one per host name.
+	APIListeners []*listener.Listener
+	Route        *route.RouteConfiguration
+	Clusters     []*cluster.Cluster
+	Endpoints    []*endpoint.ClusterLoadAssignment
+}
+
 // Build returns the resources of proxy p in mesh m. p may call the services
 // of its own namespace and the platform services (namespace micromesh).
 func Build(m *Mesh, p Proxy) (*Resources, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
-	b := &builder{mesh: m, proxy: p}
-	for _, s := range m.Services {
-		if s.Policy == (Policy{}) {
-			return b.build(withDefaults(m)), nil
-		}
-	}
-	return b.build(m), nil
+	m = WithDefaults(m)
+	return BuildFor(m, p, BuildShared(m, p.Namespace, p.Kind))
 }
 
-// withDefaults returns a copy of m whose services without a policy have the default.
-func withDefaults(m *Mesh) *Mesh {
-	c := *m
-	c.Services = slices.Clone(m.Services)
-	for i := range c.Services {
-		if c.Services[i].Policy == (Policy{}) {
-			c.Services[i].Policy = DefaultPolicy
+// WithDefaults returns m with the default policy on services that set
+// none (m itself when all do).
+func WithDefaults(m *Mesh) *Mesh {
+	var c *Mesh
+	for i := range m.Services {
+		if m.Services[i].Policy != (Policy{}) {
+			continue
+		}
+		if c == nil {
+			cp := *m
+			cp.Services = slices.Clone(m.Services)
+			c = &cp
+		}
+		c.Services[i].Policy = DefaultPolicy
+	}
+	if c == nil {
+		return m
+	}
+	return c
+}
+
+// BuildShared builds what proxies of kind in namespace ns share. m must
+// have its defaults applied (WithDefaults).
+func BuildShared(m *Mesh, ns, kind string) *Shared {
+	b := &builder{mesh: m, proxy: Proxy{Namespace: ns, Kind: kind}}
+	reachable := b.reachable()
+	sh := &Shared{Namespace: ns, Kind: kind, Route: b.outboundRoute(reachable)}
+	for _, s := range reachable {
+		sh.Clusters = append(sh.Clusters, b.outboundCluster(s))
+		sh.Endpoints = append(sh.Endpoints, b.endpoints(s))
+		if kind == KindProxyless {
+			for _, host := range hostNames(ns, s.Namespace, s.Name) {
+				sh.APIListeners = append(sh.APIListeners, apiListener(host))
+			}
 		}
 	}
-	return &c
+	slices.SortFunc(sh.APIListeners, func(a, b *listener.Listener) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(sh.Clusters, func(a, b *cluster.Cluster) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(sh.Endpoints, func(a, b *endpoint.ClusterLoadAssignment) int { return cmp.Compare(a.ClusterName, b.ClusterName) })
+	return sh
+}
+
+// BuildFor returns proxy p's resources around sh, which must be the
+// Shared of p's namespace and kind in the same mesh.
+func BuildFor(m *Mesh, p Proxy, sh *Shared) (*Resources, error) {
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	if sh.Namespace != p.Namespace || sh.Kind != p.Kind {
+		return nil, fmt.Errorf("%w %s: shared resources are for %s/%s, the proxy is %s/%s", ErrInvalidProxy, p.NodeID, sh.Namespace, sh.Kind, p.Namespace, p.Kind)
+	}
+	b := &builder{mesh: m, proxy: p}
+	r := &Resources{}
+	outbound := func() {
+		r.Routes = append(r.Routes, sh.Route)
+		r.Clusters = append(r.Clusters, sh.Clusters...)
+		r.Endpoints = append(r.Endpoints, sh.Endpoints...)
+	}
+	if p.Kind == KindProxyless {
+		r.Listeners = append(r.Listeners, sh.APIListeners...)
+		outbound()
+		r.sort()
+		return r, nil
+	}
+	if p.OutboundPort != 0 {
+		r.Listeners = append(r.Listeners, b.outboundListener())
+		outbound()
+	}
+	if p.InboundPort != 0 {
+		r.Listeners = append(r.Listeners, b.inboundListener())
+		if p.Kind == KindBuiltin {
+			r.Listeners = append(r.Listeners, b.inboundQUICListener())
+		}
+		r.Clusters = append(r.Clusters, b.appCluster())
+	}
+	r.Secrets = append(r.Secrets, b.certSecret(), b.rootSecret())
+	r.sort()
+	return r, nil
 }
 
 func (p Proxy) validate() error {
@@ -78,43 +154,6 @@ func (p Proxy) validate() error {
 		return bad("a %s proxy needs the directory of its certificate files (cert_dir)", p.Kind)
 	}
 	return nil
-}
-
-func (b *builder) build(m *Mesh) *Resources {
-	b.mesh = m
-	p := b.proxy
-	reachable := b.reachable()
-	r := &Resources{}
-	addOutbound := func() {
-		r.Routes = append(r.Routes, b.outboundRoute(reachable))
-		for _, s := range reachable {
-			r.Clusters = append(r.Clusters, b.outboundCluster(s))
-			r.Endpoints = append(r.Endpoints, b.endpoints(s))
-		}
-	}
-	if p.Kind == KindProxyless {
-		for _, s := range reachable {
-			for _, host := range hostNames(p.Namespace, s.Namespace, s.Name) {
-				r.Listeners = append(r.Listeners, apiListener(host))
-			}
-		}
-		addOutbound()
-	} else {
-		if p.OutboundPort != 0 {
-			r.Listeners = append(r.Listeners, b.outboundListener())
-			addOutbound()
-		}
-		if p.InboundPort != 0 {
-			r.Listeners = append(r.Listeners, b.inboundListener())
-			if p.Kind == KindBuiltin {
-				r.Listeners = append(r.Listeners, b.inboundQUICListener())
-			}
-			r.Clusters = append(r.Clusters, b.appCluster())
-		}
-		r.Secrets = append(r.Secrets, b.certSecret(), b.rootSecret())
-	}
-	r.sort()
-	return r
 }
 
 // reachable lists the services proxy p may call, sorted.
