@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
@@ -108,6 +109,12 @@ func peerCertificates(ctx context.Context) []*x509.Certificate {
 		return nil
 	}
 	return info.State.PeerCertificates
+}
+
+// verifiedPeer returns the SPIFFE ID of the caller's verified certificate.
+func verifiedPeer(ctx context.Context, bundle *identity.Bundle) (identity.ID, error) {
+	id, _, err := bundle.VerifyCertificates(peerCertificates(ctx), time.Now())
+	return id, err
 }
 
 func shortID(s string) string {

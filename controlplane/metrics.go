@@ -111,3 +111,45 @@ func (s *Server) adminHandler() http.Handler {
 	})
 	return mux
 }
+
+// xdsMetrics describe the ADS server.
+type xdsMetrics struct {
+	pushes      *prometheus.CounterVec
+	nacks       *prometheus.CounterVec
+	connected   *prometheus.GaugeVec
+	convergence prometheus.Histogram
+	builds      prometheus.Histogram
+}
+
+func newXDSMetrics(reg prometheus.Registerer) *xdsMetrics {
+	m := &xdsMetrics{
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "micromesh_xds_pushes_total",
+			Help: "xDS responses sent to proxies, by resource type.",
+		}, []string{"type"}),
+		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "micromesh_xds_nacks_total",
+			Help: "xDS responses proxies rejected, by resource type (the error is logged).",
+		}, []string{"type"}),
+		connected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "micromesh_xds_connected_proxies",
+			Help: "Proxies with an open ADS stream, by kind.",
+		}, []string{"kind"}),
+		convergence: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "micromesh_xds_convergence_seconds",
+			Help:    "From a registry change to a proxy's ACK of every resource type it changed.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		builds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "micromesh_xds_push_seconds",
+			Help:    "Time to build and set the snapshots of every connected proxy after a change.",
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
+	}
+	for _, t := range []string{"LDS", "RDS", "CDS", "EDS", "SDS"} {
+		m.pushes.WithLabelValues(t)
+		m.nacks.WithLabelValues(t)
+	}
+	reg.MustRegister(m.pushes, m.nacks, m.connected, m.convergence, m.builds)
+	return m
+}

@@ -14,6 +14,8 @@ import (
 	"os"
 	"time"
 
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	xdsserver "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -21,6 +23,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/controlplane/registry/consul"
+	"github.com/micromesh/micromesh/controlplane/registry/embedded"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/home"
 	identityv1 "github.com/micromesh/micromesh/proto/identity/v1"
@@ -33,21 +38,34 @@ type Config struct {
 	AdminAddr   string        // HTTP listen address for /metrics, /healthz, /ready
 	TrustDomain string        // for a new CA; empty keeps the existing one (default micromesh.local)
 	CertTTL     time.Duration // workload certificate lifetime; 0 means the default (24h)
-	Logger      *slog.Logger
+	// Registry is "embedded" (default: bbolt under Home/registry) or "consul".
+	Registry   string
+	ConsulAddr string // the Consul agent's HTTP address, for Registry "consul"
+	Logger     *slog.Logger
 }
+
+// Registry backends.
+const (
+	RegistryEmbedded = "embedded"
+	RegistryConsul   = "consul"
+)
 
 // Server is a control plane whose listeners are bound and CA is open, ready to Run.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	ca      *identity.CA
-	creds   *identity.Source
-	grpc    *grpc.Server
-	health  *health.Server
-	admin   *http.Server
-	grpcLn  net.Listener
-	adminLn net.Listener
-	metrics *metrics
+	cfg      Config
+	log      *slog.Logger
+	ca       *identity.CA
+	creds    *identity.Source
+	grpc     *grpc.Server
+	health   *health.Server
+	admin    *http.Server
+	grpcLn   net.Listener
+	adminLn  net.Listener
+	metrics  *metrics
+	reg      registry.Registry
+	closeReg func() error
+	ads      *ads
+	xdsStop  context.CancelFunc
 }
 
 // gracePeriod bounds how long shutdown waits for in-flight RPCs.
@@ -97,7 +115,12 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.creds = identity.NewSource(own, ca.RenewFunc(), identity.WithSourceLogger(cfg.Logger.With("component", "controlplane-cert")))
 
+	if s.reg, s.closeReg, err = openRegistry(ctx, cfg); err != nil {
+		return nil, err
+	}
+
 	s.metrics = newMetrics(ca, s.creds)
+	s.ads = newADS(cfg.Logger.With("component", "xds"), ca.Bundle(), newXDSMetrics(s.metrics.reg))
 	s.grpc = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(s.creds.ServerTLSConfigOptionalClient())),
 		grpc.MaxRecvMsgSize(1<<20),
@@ -105,6 +128,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		grpc.ChainStreamInterceptor(s.metrics.streamInterceptor),
 	)
 	identityv1.RegisterIdentityServiceServer(s.grpc, &identityAPI{ca: ca, log: cfg.Logger.With("component", "identity-api"), issued: s.metrics.issued})
+	xdsCtx, xdsStop := context.WithCancel(context.Background())
+	s.xdsStop = xdsStop
+	discovery.RegisterAggregatedDiscoveryServiceServer(s.grpc, xdsserver.NewServer(xdsCtx, s.ads.mux, s.ads))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -154,6 +180,7 @@ func (s *Server) Run(ctx context.Context, ready func(home.ServerInfo)) error {
 	})
 	g.Go(func() error { return s.ca.Run(gctx) })
 	g.Go(func() error { return s.creds.Run(gctx) })
+	g.Go(func() error { return s.watchRegistry(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		s.stop()
@@ -197,12 +224,99 @@ func (s *Server) stop() {
 	_ = s.admin.Shutdown(ctx)
 }
 
+// openRegistry opens the configured registry backend.
+func openRegistry(ctx context.Context, cfg Config) (registry.Registry, func() error, error) {
+	log := cfg.Logger.With("component", "registry")
+	switch cfg.Registry {
+	case "", RegistryEmbedded:
+		r, err := embedded.Open(cfg.Home.Registry(), embedded.WithLogger(log))
+		if err != nil {
+			return nil, nil, err
+		}
+		return r, r.Close, nil
+	case RegistryConsul:
+		r, err := consul.New(ctx, cfg.ConsulAddr, consul.WithLogger(log))
+		if err != nil {
+			return nil, nil, err
+		}
+		return r, func() error { return nil }, nil
+	default:
+		return nil, nil, fmt.Errorf("registry %q: choose %q or %q", cfg.Registry, RegistryEmbedded, RegistryConsul)
+	}
+}
+
+// Registry returns the server's registry.
+func (s *Server) Registry() registry.Registry { return s.reg }
+
+// Debounce bounds: a change is applied once the registry has been quiet for
+// debounceQuiet, and never later than debounceMax after it arrived.
+const (
+	debounceQuiet = 10 * time.Millisecond
+	debounceMax   = 100 * time.Millisecond
+)
+
+// watchRegistry turns registry snapshots into mesh generations, debounced.
+func (s *Server) watchRegistry(ctx context.Context) error {
+	ch, err := s.reg.Watch(ctx)
+	if err != nil {
+		return fmt.Errorf("watch the registry: %w", err)
+	}
+	roots := identity.EncodeCertificates(s.ca.Bundle().Roots())
+	var (
+		latest   registry.Snapshot
+		pending  bool
+		first    time.Time
+		quiet    = time.NewTimer(time.Hour)
+		deadline <-chan time.Time
+	)
+	quiet.Stop()
+	apply := func() {
+		s.ads.update(buildMesh(s.ca.TrustDomain(), roots, latest), first)
+		pending, deadline = false, nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case snap, ok := <-ch:
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("the registry watch ended")
+			}
+			latest = snap
+			if !pending {
+				pending, first = true, time.Now()
+				deadline = time.After(debounceMax)
+			}
+			quiet.Reset(debounceQuiet)
+		case <-quiet.C:
+			if pending {
+				apply()
+			}
+		case <-deadline:
+			if pending {
+				apply()
+			}
+		}
+	}
+}
+
 func (s *Server) close() {
 	if s.grpcLn != nil {
 		_ = s.grpcLn.Close()
 	}
 	if s.adminLn != nil {
 		_ = s.adminLn.Close()
+	}
+	if s.xdsStop != nil {
+		s.xdsStop()
+	}
+	if s.closeReg != nil {
+		if err := s.closeReg(); err != nil {
+			s.log.Warn("close registry", "err", err)
+		}
 	}
 	if err := s.ca.Close(); err != nil {
 		s.log.Warn("close CA", "err", err)

@@ -186,9 +186,48 @@ type validatable interface{ ValidateAll() error }
 // and checks that every reference resolves: listeners' route configs
 // (API listeners included, which go-control-plane's Snapshot.Consistent
 // does not follow), routes' clusters, EDS clusters' endpoints.
-func (r *Resources) Validate() error {
+func (r *Resources) Validate() error { return r.validate(nil) }
+
+// ValidateShared runs ValidateAll on the shared resources, once for all
+// the proxies that get them.
+func (sh *Shared) ValidateShared() error {
+	var errs []error
+	for _, v := range sh.APIListeners {
+		errs = append(errs, v.ValidateAll())
+	}
+	errs = append(errs, sh.Route.ValidateAll())
+	for _, v := range sh.Clusters {
+		errs = append(errs, v.ValidateAll())
+	}
+	for _, v := range sh.Endpoints {
+		errs = append(errs, v.ValidateAll())
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateOwn is Validate for resources built with BuildFor(…, sh) when
+// sh has passed ValidateShared: it skips the shared resources' own rules
+// but checks every reference.
+func (r *Resources) ValidateOwn(sh *Shared) error {
+	skip := map[validatable]bool{sh.Route: true}
+	for _, v := range sh.APIListeners {
+		skip[v] = true
+	}
+	for _, v := range sh.Clusters {
+		skip[v] = true
+	}
+	for _, v := range sh.Endpoints {
+		skip[v] = true
+	}
+	return r.validate(skip)
+}
+
+func (r *Resources) validate(skip map[validatable]bool) error {
 	var errs []error
 	check := func(kind, name string, v validatable) {
+		if skip[v] {
+			return
+		}
 		if err := v.ValidateAll(); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %w", kind, name, err))
 		}

@@ -205,11 +205,11 @@ func TestTransportPerPair(t *testing.T) {
 		proxy, service string
 		want           string
 	}{
-		{"builtin", "hello", "envoy.transport_sockets.quic"},    // built-in ↔ built-in
-		{"builtin", "world", "envoy.transport_sockets.tls"},     // one Envoy endpoint
-		{"builtin", "grpcsrv", "envoy.transport_sockets.tls"},   // proxyless server
-		{"envoy", "hello", "envoy.transport_sockets.tls"},       // Envoy caller
-		{"proxyless", "hello", "envoy.transport_sockets.tls"},   // proxyless caller
+		{"builtin", "hello", "envoy.transport_sockets.quic"},  // built-in ↔ built-in
+		{"builtin", "world", "envoy.transport_sockets.tls"},   // one Envoy endpoint
+		{"builtin", "grpcsrv", "envoy.transport_sockets.tls"}, // proxyless server
+		{"envoy", "hello", "envoy.transport_sockets.tls"},     // Envoy caller
+		{"proxyless", "hello", "envoy.transport_sockets.tls"}, // proxyless caller
 		{"platform", "store", "envoy.transport_sockets.quic"},
 	}
 	for _, tc := range tests {

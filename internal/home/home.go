@@ -26,6 +26,9 @@ type Dir string
 // CA is where the embedded CA keeps its keys and ledger.
 func (d Dir) CA() string { return filepath.Join(string(d), caDir) }
 
+// Registry is where the embedded registry keeps its database.
+func (d Dir) Registry() string { return filepath.Join(string(d), "registry") }
+
 // RootCert is the CA's root certificate: the local trust bundle.
 func (d Dir) RootCert() string { return filepath.Join(d.CA(), "root.crt") }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/micromesh/micromesh/controlplane"
+	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/home"
 )
@@ -62,17 +63,30 @@ func (b *syncBuffer) String() string {
 
 // ControlPlane is a control plane running in-process.
 type ControlPlane struct {
-	env  *Env
-	Info home.ServerInfo
-	stop func() error
+	env    *Env
+	Info   home.ServerInfo
+	server *controlplane.Server
+	stop   func() error
+}
+
+// CPOption configures StartControlPlane.
+type CPOption func(*controlplane.Config)
+
+// WithConsul makes the control plane use the Consul agent at addr.
+func WithConsul(addr string) CPOption {
+	return func(c *controlplane.Config) { c.Registry, c.ConsulAddr = controlplane.RegistryConsul, addr }
 }
 
 // StartControlPlane starts a control plane on loopback ports of the
 // system's choosing and waits until it is ready.
-func (e *Env) StartControlPlane() *ControlPlane {
+func (e *Env) StartControlPlane(opts ...CPOption) *ControlPlane {
 	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := controlplane.New(ctx, controlplane.Config{Home: e.Home, Addr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Logger: e.logger()})
+	cfg := controlplane.Config{Home: e.Home, Addr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Logger: e.logger()}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := controlplane.New(ctx, cfg)
 	if err != nil {
 		cancel()
 		e.t.Fatal(err)
@@ -80,7 +94,7 @@ func (e *Env) StartControlPlane() *ControlPlane {
 	ready := make(chan home.ServerInfo, 1)
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx, func(i home.ServerInfo) { ready <- i }) }()
-	cp := &ControlPlane{env: e}
+	cp := &ControlPlane{env: e, server: srv}
 	var stopped bool
 	var stopErr error
 	cp.stop = func() error {
@@ -148,3 +162,6 @@ func (c *ControlPlane) Join(ns, name string) *identity.Credentials {
 
 // Home returns the state directory the control plane runs in.
 func (c *ControlPlane) Home() home.Dir { return c.env.Home }
+
+// Registry returns the control plane's registry.
+func (c *ControlPlane) Registry() registry.Registry { return c.server.Registry() }

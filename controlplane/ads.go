@@ -1,0 +1,587 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"runtime"
+	"sort"
+	"sync"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/xds"
+)
+
+// ads serves the mesh to proxies over the Aggregated Discovery Service
+// (state-of-the-world and delta), on go-control-plane's snapshot cache.
+//
+// A proxy authenticates with its workload certificate; its node ID must
+// name the same SPIFFE ID. Each change of the mesh is a generation: the
+// resources shared by a namespace and proxy kind are built once per
+// generation and handed to every such proxy by reference; only listeners,
+// secrets and the app cluster are built per proxy. Every resource type has
+// its own version, a hash of its content, so a change re-sends only the
+// types it touched.
+type ads struct {
+	log    *slog.Logger
+	bundle *identity.Bundle
+	// Proxyless gRPC clients subscribe to single listeners by name, which a
+	// cache in ADS mode never answers (it wants the snapshot to hold exactly
+	// the names asked for); Envoy and the built-in sidecar keep ADS mode for
+	// its ordering (clusters before endpoints, listeners before routes).
+	sidecars  cache.SnapshotCache
+	proxyless cache.SnapshotCache
+	mux       *cache.MuxCache
+	m         *xdsMetrics
+
+	mu      sync.Mutex
+	gen     *generation
+	streams map[int64]*adsStream
+	nodes   map[string]*nodeState
+}
+
+var _ server.Callbacks = (*ads)(nil)
+
+// generation is the mesh after one change.
+type generation struct {
+	version uint64
+	mesh    *xds.Mesh
+	event   time.Time // when the registry change that made it arrived
+
+	mu     sync.Mutex
+	shared map[[2]string]*sharedView
+}
+
+// sharedView is a Shared with its resources indexed and hashed, once.
+type sharedView struct {
+	once      sync.Once
+	sh        *xds.Shared
+	listeners typeView // proxyless API listeners
+	routes    typeView
+	clusters  typeView
+	endpoints typeView
+	err       error // from ValidateShared: nothing invalid is served
+}
+
+// typeView is one type's shared resources in the cache's form.
+type typeView struct {
+	res      cache.Resources
+	versions map[string]string // name → content hash, for delta
+}
+
+type adsStream struct {
+	id     identity.ID // verified from the certificate
+	nodeID string
+	delta  bool
+	sent   map[string]sentPush // by nonce
+}
+
+type sentPush struct {
+	typeURL string
+	version string
+}
+
+// nodeState is what the control plane knows of a connected proxy.
+type nodeState struct {
+	proxy     xds.Proxy
+	streams   int
+	connected time.Time
+	delta     bool
+	versions  map[string]string // type → version in the current snapshot
+	pending   map[string]time.Time
+	acked     map[string]typeStatus
+	nacked    map[string]typeStatus
+}
+
+// typeStatus is a proxy's last answer for one resource type.
+type typeStatus struct {
+	Version string
+	At      time.Time
+	Error   string
+}
+
+var allTypes = []string{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.EndpointType, resource.SecretType}
+
+func newADS(log *slog.Logger, bundle *identity.Bundle, m *xdsMetrics) *ads {
+	a := &ads{
+		log:       log,
+		bundle:    bundle,
+		sidecars:  cache.NewSnapshotCache(true, cache.IDHash{}, cpLogger{log}),
+		proxyless: cache.NewSnapshotCache(false, cache.IDHash{}, cpLogger{log}),
+		m:         m,
+		gen:       &generation{mesh: &xds.Mesh{}, shared: map[[2]string]*sharedView{}},
+		streams:   map[int64]*adsStream{},
+		nodes:     map[string]*nodeState{},
+	}
+	a.mux = &cache.MuxCache{
+		Classify:      func(r *cache.Request) string { return cacheClass(r.GetNode()) },
+		ClassifyDelta: func(r *cache.DeltaRequest) string { return cacheClass(r.GetNode()) },
+		Caches:        map[string]cache.Cache{xds.KindProxyless: a.proxyless, "sidecar": a.sidecars},
+	}
+	return a
+}
+
+// cacheClass picks the cache of a node by its kind.
+func cacheClass(n *core.Node) string {
+	if kind, err := nodeKind(n); err == nil && kind == xds.KindProxyless {
+		return xds.KindProxyless
+	}
+	return "sidecar"
+}
+
+func (a *ads) cacheFor(kind string) cache.SnapshotCache {
+	if kind == xds.KindProxyless {
+		return a.proxyless
+	}
+	return a.sidecars
+}
+
+// update installs a new mesh and pushes it to every connected proxy.
+func (a *ads) update(mesh *xds.Mesh, event time.Time) {
+	start := time.Now()
+	mesh = xds.WithDefaults(mesh)
+	a.mu.Lock()
+	gen := &generation{version: a.gen.version + 1, mesh: mesh, event: event, shared: map[[2]string]*sharedView{}}
+	a.gen = gen
+	nodes := make([]string, 0, len(a.nodes))
+	for id := range a.nodes {
+		nodes = append(nodes, id)
+	}
+	a.mu.Unlock()
+
+	// Build and set the nodes' snapshots on all cores.
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range max(runtime.GOMAXPROCS(0), 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range work {
+				a.push(gen, id)
+			}
+		}()
+	}
+	for _, id := range nodes {
+		work <- id
+	}
+	close(work)
+	wg.Wait()
+	a.m.builds.Observe(time.Since(start).Seconds())
+	a.log.Debug("pushed mesh", "generation", gen.version, "services", len(mesh.Services), "proxies", len(nodes), "took", time.Since(start))
+}
+
+// push builds and sets the snapshot of one node for gen.
+func (a *ads) push(gen *generation, nodeID string) {
+	a.mu.Lock()
+	n, ok := a.nodes[nodeID]
+	if !ok || a.gen != gen {
+		a.mu.Unlock()
+		return // gone, or a newer generation will push
+	}
+	proxy := n.proxy
+	a.mu.Unlock()
+
+	snap, versions, err := a.snapshot(gen, proxy)
+	if err != nil {
+		a.log.Error("build proxy config", "node", nodeID, "err", err)
+		return
+	}
+	a.mu.Lock()
+	if n2, ok := a.nodes[nodeID]; ok && n2 == n && a.gen == gen {
+		for typ, v := range versions {
+			if n.versions[typ] != v {
+				if _, waiting := n.pending[typ]; !waiting {
+					n.pending[typ] = gen.event
+				}
+			}
+		}
+		n.versions = versions
+	}
+	a.mu.Unlock()
+	if err := a.cacheFor(proxy.Kind).SetSnapshot(context.Background(), nodeID, snap); err != nil {
+		a.log.Error("set snapshot", "node", nodeID, "err", err)
+	}
+}
+
+// view returns the shared resources of a namespace and kind, building them
+// the first time.
+func (g *generation) view(ns, kind string) *sharedView {
+	g.mu.Lock()
+	v, ok := g.shared[[2]string{ns, kind}]
+	if !ok {
+		v = &sharedView{}
+		g.shared[[2]string{ns, kind}] = v
+	}
+	g.mu.Unlock()
+	v.once.Do(func() {
+		v.sh = xds.BuildShared(g.mesh, ns, kind)
+		v.err = v.sh.ValidateShared()
+		v.listeners = newTypeView(v.sh.APIListeners)
+		v.routes = newTypeView([]*route.RouteConfiguration{v.sh.Route})
+		v.clusters = newTypeView(v.sh.Clusters)
+		v.endpoints = newTypeView(v.sh.Endpoints)
+	})
+	return v
+}
+
+// snapshot assembles a proxy's snapshot from the shared view and its own
+// resources, with a content version per type.
+func (a *ads) snapshot(gen *generation, p xds.Proxy) (*cache.Snapshot, map[string]string, error) {
+	v := gen.view(p.Namespace, p.Kind)
+	r, err := xds.BuildFor(gen.mesh, p, v.sh)
+	if err != nil {
+		return nil, nil, err
+	}
+	snap := &cache.Snapshot{VersionMap: map[string]map[string]string{}}
+	set := func(typ string, tv typeView) {
+		snap.Resources[cache.GetResponseType(typ)] = tv.res
+		snap.VersionMap[typ] = tv.versions
+	}
+	empty := typeView{res: cache.Resources{Version: "empty", Items: map[string]types.ResourceWithTTL{}}, versions: map[string]string{}}
+	outbound := p.Kind == xds.KindProxyless || p.OutboundPort != 0
+	if outbound {
+		set(resource.RouteType, v.routes)
+		set(resource.EndpointType, v.endpoints)
+	} else {
+		set(resource.RouteType, empty)
+		set(resource.EndpointType, empty)
+	}
+	// Clusters: the shared ones, plus the app cluster of a proxy with an inbound side.
+	var own []types.Resource
+	for _, c := range r.Clusters {
+		if c.Name == xds.AppCluster {
+			own = append(own, c)
+		}
+	}
+	switch {
+	case len(own) == 0 && outbound:
+		set(resource.ClusterType, v.clusters)
+	case !outbound:
+		set(resource.ClusterType, newTypeView(own))
+	default:
+		set(resource.ClusterType, v.clusters.plus(own))
+	}
+	if p.Kind == xds.KindProxyless {
+		set(resource.ListenerType, v.listeners)
+		set(resource.SecretType, empty)
+	} else {
+		set(resource.ListenerType, newTypeView(r.Listeners))
+		set(resource.SecretType, newTypeView(r.Secrets))
+	}
+	if v.err != nil {
+		return nil, nil, v.err
+	}
+	if err := r.ValidateOwn(v.sh); err != nil {
+		return nil, nil, err
+	}
+	versions := map[string]string{}
+	for _, typ := range allTypes {
+		versions[typ] = snap.GetVersion(typ)
+	}
+	return snap, versions, nil
+}
+
+// newTypeView indexes and hashes resources; the version is a hash of the
+// names and content hashes, in name order.
+func newTypeView[T types.Resource](items []T) typeView {
+	tv := typeView{
+		res:      cache.Resources{Items: make(map[string]types.ResourceWithTTL, len(items))},
+		versions: make(map[string]string, len(items)),
+	}
+	for _, it := range items {
+		name := cache.GetResourceName(it)
+		tv.res.Items[name] = types.ResourceWithTTL{Resource: it}
+		tv.versions[name] = hashResource(it)
+	}
+	tv.res.Version = versionOf(tv.versions)
+	return tv
+}
+
+// plus returns the view with extra resources added (a copy; tv is shared).
+func (tv typeView) plus(extra []types.Resource) typeView {
+	out := typeView{
+		res:      cache.Resources{Items: make(map[string]types.ResourceWithTTL, len(tv.res.Items)+len(extra))},
+		versions: make(map[string]string, len(tv.versions)+len(extra)),
+	}
+	for k, v := range tv.res.Items {
+		out.res.Items[k] = v
+	}
+	for k, v := range tv.versions {
+		out.versions[k] = v
+	}
+	for _, it := range extra {
+		name := cache.GetResourceName(it)
+		out.res.Items[name] = types.ResourceWithTTL{Resource: it}
+		out.versions[name] = hashResource(it)
+	}
+	out.res.Version = versionOf(out.versions)
+	return out
+}
+
+func hashResource(r types.Resource) string {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	if err != nil {
+		return "unmarshalable"
+	}
+	h := fnv.New64a()
+	_, _ = h.Write(b)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func versionOf(versions map[string]string) string {
+	names := make([]string, 0, len(versions))
+	for n := range versions {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	h := fnv.New64a()
+	for _, n := range names {
+		_, _ = h.Write([]byte(n))
+		_, _ = h.Write([]byte{0})
+		_, _ = h.Write([]byte(versions[n]))
+		_, _ = h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// --- callbacks ---
+
+// OnStreamOpen authenticates the proxy by its certificate.
+func (a *ads) OnStreamOpen(ctx context.Context, id int64, _ string) error {
+	return a.open(ctx, id, false)
+}
+
+// OnDeltaStreamOpen is OnStreamOpen for delta streams.
+func (a *ads) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	return a.open(ctx, id, true)
+}
+
+func (a *ads) open(ctx context.Context, streamID int64, delta bool) error {
+	peerID, err := verifiedPeer(ctx, a.bundle)
+	if err != nil {
+		a.log.Warn("refused xDS stream", "err", err)
+		return status.Error(codes.Unauthenticated, err.Error())
+	}
+	a.mu.Lock()
+	a.streams[streamID] = &adsStream{id: peerID, delta: delta, sent: map[string]sentPush{}}
+	a.mu.Unlock()
+	return nil
+}
+
+// OnStreamClosed forgets the stream and, with its last stream, the node.
+func (a *ads) OnStreamClosed(id int64, _ *core.Node) { a.closed(id) }
+
+// OnDeltaStreamClosed is OnStreamClosed for delta streams.
+func (a *ads) OnDeltaStreamClosed(id int64, _ *core.Node) { a.closed(id) }
+
+func (a *ads) closed(streamID int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s, ok := a.streams[streamID]
+	if !ok {
+		return
+	}
+	delete(a.streams, streamID)
+	if s.nodeID == "" {
+		return
+	}
+	n := a.nodes[s.nodeID]
+	if n == nil {
+		return
+	}
+	if n.streams--; n.streams == 0 {
+		delete(a.nodes, s.nodeID)
+		a.cacheFor(n.proxy.Kind).ClearSnapshot(s.nodeID)
+		a.m.connected.WithLabelValues(n.proxy.Kind).Dec()
+		a.log.Info("proxy disconnected", "node", s.nodeID)
+	}
+}
+
+// OnStreamRequest checks the node against the certificate on the first
+// request, and records ACKs and NACKs.
+func (a *ads) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
+	if err := a.request(id, req.GetNode()); err != nil {
+		return err
+	}
+	if req.GetResponseNonce() != "" {
+		a.answer(id, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
+	}
+	return nil
+}
+
+// OnStreamDeltaRequest is OnStreamRequest for delta streams.
+func (a *ads) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
+	if err := a.request(id, req.GetNode()); err != nil {
+		return err
+	}
+	if req.GetResponseNonce() != "" {
+		a.answer(id, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
+	}
+	return nil
+}
+
+// request binds a stream to its node on the first request.
+func (a *ads) request(streamID int64, node *core.Node) error {
+	a.mu.Lock()
+	s, ok := a.streams[streamID]
+	if !ok {
+		a.mu.Unlock()
+		return status.Error(codes.Internal, "unknown stream")
+	}
+	if s.nodeID != "" {
+		a.mu.Unlock()
+		return nil
+	}
+	a.mu.Unlock()
+
+	if node.GetId() == "" {
+		return status.Error(codes.InvalidArgument, "the first request must carry the node and its id")
+	}
+	claimed, err := nodeIdentity(node.GetId())
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if claimed != s.id {
+		a.log.Warn("refused xDS stream: node ID and certificate disagree", "node", node.GetId(), "certificate", s.id.String())
+		return status.Errorf(codes.PermissionDenied, "node ID %q claims %s, but the proxy's certificate is %s", node.GetId(), claimed, s.id)
+	}
+	proxy, err := proxyFromNode(node, claimed)
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "node %s: %v", node.GetId(), err)
+	}
+	a.mu.Lock()
+	gen := a.gen
+	a.mu.Unlock()
+	snap, versions, err := a.snapshot(gen, proxy)
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "node %s: %v", node.GetId(), err)
+	}
+
+	a.mu.Lock()
+	s.nodeID = node.GetId()
+	n, existing := a.nodes[s.nodeID]
+	if !existing {
+		n = &nodeState{connected: time.Now(), pending: map[string]time.Time{}, acked: map[string]typeStatus{}, nacked: map[string]typeStatus{}}
+		a.nodes[s.nodeID] = n
+		a.m.connected.WithLabelValues(proxy.Kind).Inc()
+	}
+	n.streams++
+	n.proxy, n.delta, n.versions = proxy, s.delta, versions
+	a.mu.Unlock()
+	if !existing {
+		a.log.Info("proxy connected", "node", s.nodeID, "kind", proxy.Kind, "delta", s.delta)
+	}
+	if err := a.cacheFor(proxy.Kind).SetSnapshot(context.Background(), s.nodeID, snap); err != nil {
+		return status.Errorf(codes.Internal, "set snapshot: %v", err)
+	}
+	if cur := a.currentGen(); cur != gen { // a newer generation arrived meanwhile
+		a.push(cur, s.nodeID)
+	}
+	return nil
+}
+
+func (a *ads) currentGen() *generation {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.gen
+}
+
+// answer records the proxy's ACK or NACK of a response.
+func (a *ads) answer(streamID int64, typeURL, nonce string, nack *rpcstatus.Status) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.streams[streamID]
+	if s == nil {
+		return
+	}
+	push, ok := s.sent[nonce]
+	if !ok {
+		return
+	}
+	delete(s.sent, nonce)
+	n := a.nodes[s.nodeID]
+	if n == nil {
+		return
+	}
+	now := time.Now()
+	if nack != nil {
+		msg := nack.GetMessage()
+		n.nacked[typeURL] = typeStatus{Version: push.version, At: now, Error: msg}
+		a.m.nacks.WithLabelValues(shortType(typeURL)).Inc()
+		a.log.Warn("proxy rejected config (NACK); it keeps its previous config", "node", s.nodeID, "type", shortType(typeURL), "version", push.version, "error", msg)
+		return
+	}
+	n.acked[typeURL] = typeStatus{Version: push.version, At: now}
+	if since, ok := n.pending[typeURL]; ok && push.version == n.versions[typeURL] {
+		delete(n.pending, typeURL)
+		if len(n.pending) == 0 && !since.IsZero() {
+			a.m.convergence.Observe(now.Sub(since).Seconds())
+		}
+	}
+}
+
+// OnStreamResponse remembers what was sent under which nonce.
+func (a *ads) OnStreamResponse(_ context.Context, id int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
+	a.sent(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetVersionInfo())
+}
+
+// OnStreamDeltaResponse is OnStreamResponse for delta streams.
+func (a *ads) OnStreamDeltaResponse(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
+	a.sent(id, resp.GetTypeUrl(), resp.GetNonce(), resp.GetSystemVersionInfo())
+}
+
+func (a *ads) sent(streamID int64, typeURL, nonce, version string) {
+	a.m.pushes.WithLabelValues(shortType(typeURL)).Inc()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if s := a.streams[streamID]; s != nil {
+		s.sent[nonce] = sentPush{typeURL: typeURL, version: version}
+	}
+}
+
+// OnFetchRequest: REST fetches are not served (they carry no certificate binding).
+func (a *ads) OnFetchRequest(context.Context, *discovery.DiscoveryRequest) error {
+	return status.Error(codes.Unimplemented, "use ADS (StreamAggregatedResources or DeltaAggregatedResources)")
+}
+
+// OnFetchResponse is unused.
+func (a *ads) OnFetchResponse(*discovery.DiscoveryRequest, *discovery.DiscoveryResponse) {}
+
+func shortType(typeURL string) string {
+	switch typeURL {
+	case resource.ListenerType:
+		return "LDS"
+	case resource.RouteType:
+		return "RDS"
+	case resource.ClusterType:
+		return "CDS"
+	case resource.EndpointType:
+		return "EDS"
+	case resource.SecretType:
+		return "SDS"
+	}
+	return typeURL
+}
+
+// cpLogger adapts slog to go-control-plane's logger: its chatter is debug.
+type cpLogger struct{ l *slog.Logger }
+
+func (c cpLogger) Debugf(format string, args ...any) { c.l.Debug(fmt.Sprintf(format, args...)) }
+func (c cpLogger) Infof(format string, args ...any)  { c.l.Debug(fmt.Sprintf(format, args...)) }
+func (c cpLogger) Warnf(format string, args ...any)  { c.l.Warn(fmt.Sprintf(format, args...)) }
+func (c cpLogger) Errorf(format string, args ...any) { c.l.Error(fmt.Sprintf(format, args...)) }

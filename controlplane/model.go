@@ -1,0 +1,43 @@
+package controlplane
+
+import (
+	"cmp"
+	"slices"
+
+	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/xds"
+)
+
+// buildMesh turns a registry snapshot into the model xds translates:
+// instances grouped into services, sorted, with the trust bundle.
+func buildMesh(td string, roots []byte, snap registry.Snapshot) *xds.Mesh {
+	m := &xds.Mesh{TrustDomain: td, Roots: roots}
+	byKey := map[[2]string]int{}
+	for _, in := range snap.Instances {
+		key := [2]string{in.Namespace, in.Service}
+		i, ok := byKey[key]
+		if !ok {
+			i = len(m.Services)
+			byKey[key] = i
+			m.Services = append(m.Services, xds.Service{Name: in.Service, Namespace: in.Namespace, Protocol: in.Protocol})
+		}
+		m.Services[i].Endpoints = append(m.Services[i].Endpoints, xds.Endpoint{
+			ID:       in.ID,
+			Address:  in.Address,
+			Port:     uint32(in.Port),
+			QUICPort: uint32(in.QUICPort),
+			Kind:     in.Kind,
+			Health:   string(in.Health),
+			Region:   in.Region,
+			Zone:     in.Zone,
+			Weight:   in.Weight,
+		})
+	}
+	slices.SortFunc(m.Services, func(a, b xds.Service) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	for i := range m.Services {
+		slices.SortFunc(m.Services[i].Endpoints, func(a, b xds.Endpoint) int { return cmp.Compare(a.ID, b.ID) })
+	}
+	return m
+}

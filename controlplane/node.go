@@ -1,0 +1,109 @@
+package controlplane
+
+import (
+	"fmt"
+	"strings"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/xds"
+)
+
+// Node IDs are a workload's SPIFFE ID, optionally followed by "~" and an
+// instance name when several instances of one service connect:
+//
+//	spiffe://micromesh.local/ns/default/svc/hello~hello-1
+//
+// The part before "~" must be the SPIFFE ID of the certificate the proxy
+// connects with.
+const nodeInstanceSep = "~"
+
+// Node metadata keys (node.metadata, a Struct) that describe a proxy.
+const (
+	MetaKind         = "kind"          // builtin | envoy | proxyless
+	MetaInboundPort  = "inbound_port"  // number
+	MetaOutboundPort = "outbound_port" // number
+	MetaAppPort      = "app_port"      // number
+	MetaAppProtocol  = "app_protocol"  // grpc | http
+	MetaCertDir      = "cert_dir"      // where cert.pem, key.pem, bundle.pem are
+)
+
+// NodeID returns the node ID of an instance of id ("" for none).
+func NodeID(id identity.ID, instance string) string {
+	if instance == "" {
+		return id.String()
+	}
+	return id.String() + nodeInstanceSep + instance
+}
+
+// nodeIdentity returns the SPIFFE ID a node ID claims.
+func nodeIdentity(nodeID string) (identity.ID, error) {
+	spiffe, _, _ := strings.Cut(nodeID, nodeInstanceSep)
+	id, err := identity.ParseID(spiffe)
+	if err != nil {
+		return identity.ID{}, fmt.Errorf("node ID %q must be the proxy's SPIFFE ID, optionally followed by ~<instance>: %w", nodeID, err)
+	}
+	return id, nil
+}
+
+// nodeKind is the node's proxy kind: its metadata says, or else its user
+// agent (Envoy is envoy, a gRPC library is proxyless).
+func nodeKind(n *core.Node) (string, error) {
+	if k := n.GetMetadata().GetFields()[MetaKind].GetStringValue(); k != "" {
+		return k, nil
+	}
+	switch ua := strings.ToLower(n.GetUserAgentName()); {
+	case ua == "envoy":
+		return xds.KindEnvoy, nil
+	case strings.Contains(ua, "grpc"):
+		return xds.KindProxyless, nil
+	}
+	return "", fmt.Errorf("node metadata %q is missing: say builtin, envoy or proxyless", MetaKind)
+}
+
+// proxyFromNode reads the proxy's description from its node. The kind
+// defaults from the user agent: Envoy is envoy, a gRPC library is proxyless.
+func proxyFromNode(n *core.Node, id identity.ID) (xds.Proxy, error) {
+	p := xds.Proxy{NodeID: n.GetId(), Namespace: id.Namespace, Service: id.Name}
+	fields := n.GetMetadata().GetFields()
+	str := func(k string) string { return fields[k].GetStringValue() }
+	num := func(k string) (uint32, error) {
+		v, ok := fields[k]
+		if !ok {
+			return 0, nil
+		}
+		var f float64
+		switch x := v.GetKind().(type) {
+		case *structpb.Value_NumberValue:
+			f = x.NumberValue
+		case *structpb.Value_StringValue:
+			if _, err := fmt.Sscanf(x.StringValue, "%g", &f); err != nil {
+				return 0, fmt.Errorf("node metadata %s = %q is not a port number", k, x.StringValue)
+			}
+		default:
+			return 0, fmt.Errorf("node metadata %s is not a port number", k)
+		}
+		if f < 0 || f > 65535 || f != float64(uint32(f)) {
+			return 0, fmt.Errorf("node metadata %s = %v is not a port number", k, f)
+		}
+		return uint32(f), nil
+	}
+	var err error
+	if p.Kind, err = nodeKind(n); err != nil {
+		return p, err
+	}
+	if p.InboundPort, err = num(MetaInboundPort); err != nil {
+		return p, err
+	}
+	if p.OutboundPort, err = num(MetaOutboundPort); err != nil {
+		return p, err
+	}
+	if p.AppPort, err = num(MetaAppPort); err != nil {
+		return p, err
+	}
+	p.AppProtocol = str(MetaAppProtocol)
+	p.CertDir = str(MetaCertDir)
+	return p, nil
+}

@@ -1,0 +1,188 @@
+package controlplane_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/peer"
+	grpcxds "google.golang.org/grpc/xds"
+
+	"github.com/micromesh/micromesh/controlplane"
+	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/internal/consultest"
+	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/xds/bootstrap"
+)
+
+// backend is a gRPC server with its own mTLS (a proxyless server): it
+// accepts only callers of its namespace and answers with its name and the
+// caller's SPIFFE ID.
+type backend struct {
+	testgrpc.UnimplementedTestServiceServer
+	name string
+	port int
+}
+
+func (b *backend) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	caller := ""
+	if p, ok := peer.FromContext(ctx); ok {
+		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.PeerCertificates) > 0 {
+			if id, err := identity.IDFromCertificate(info.State.PeerCertificates[0]); err == nil {
+				caller = id.String()
+			}
+		}
+	}
+	return &testgrpc.SimpleResponse{ServerId: b.name, Hostname: caller}, nil
+}
+
+func startBackend(t *testing.T, cp *meshtest.ControlPlane, name string) *backend {
+	t.Helper()
+	creds := cp.Join("default", "greeter")
+	src := identity.NewSource(creds, identity.RemoteRenewer(cp.Info.Address))
+	sameNamespace := func(id identity.ID) error {
+		if id.Namespace != "default" {
+			return fmt.Errorf("namespace %s may not call greeter", id.Namespace)
+		}
+		return nil
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(src.ServerTLSConfig(sameNamespace))))
+	b := &backend{name: name, port: ln.Addr().(*net.TCPAddr).Port}
+	testgrpc.RegisterTestServiceServer(srv, b)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	return b
+}
+
+func (b *backend) instance() registry.Instance {
+	return registry.Instance{ID: b.name, Service: "greeter", Namespace: "default", Address: "127.0.0.1",
+		Port: uint16(b.port), Kind: registry.KindProxyless, Protocol: registry.ProtocolGRPC}
+}
+
+// proxylessClient dials xds:///greeter with grpc-go's xDS resolver and xDS
+// credentials, bootstrapped as `meshctl bootstrap grpc` would.
+func proxylessClient(t *testing.T, cp *meshtest.ControlPlane) testgrpc.TestServiceClient {
+	t.Helper()
+	dir := t.TempDir()
+	creds := cp.Join("default", "client")
+	if err := creds.WriteDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := bootstrap.GRPC(bootstrap.GRPCOptions{
+		ServerURI: cp.Info.Address,
+		NodeID:    controlplane.NodeID(creds.ID, ""),
+		Cluster:   "client",
+		Files: bootstrap.Files{
+			Cert: filepath.Join(dir, identity.CertFile), Key: filepath.Join(dir, identity.KeyFile), Bundle: filepath.Join(dir, identity.BundleFile),
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bootstrap.json"), doc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	resolver, err := grpcxds.NewXDSResolverWithConfigForTesting(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient("xds:///greeter", grpc.WithResolvers(resolver), grpc.WithTransportCredentials(tc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return testgrpc.NewTestServiceClient(conn)
+}
+
+// The scenario of the issue: two mTLS backends registered as one service; a
+// proxyless client calls xds:///greeter; every call succeeds over mTLS and
+// both backends serve; after one is deregistered, all traffic goes to the
+// other within a second.
+func testProxylessClient(t *testing.T, cp *meshtest.ControlPlane) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b1, b2 := startBackend(t, cp, "greeter-1"), startBackend(t, cp, "greeter-2")
+	for _, b := range []*backend{b1, b2} {
+		if err := cp.Registry().Register(ctx, b.instance()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client := proxylessClient(t, cp)
+
+	served := map[string]int{}
+	deadline := time.Now().Add(20 * time.Second)
+	for served[b1.name] == 0 || served[b2.name] == 0 {
+		resp, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.WaitForReady(true))
+		if err != nil {
+			t.Fatalf("call through xds:///greeter: %v", err)
+		}
+		if resp.GetHostname() != "spiffe://micromesh.local/ns/default/svc/client" {
+			t.Fatalf("backend saw caller %q: mTLS did not present the client's identity", resp.GetHostname())
+		}
+		served[resp.GetServerId()]++
+		if time.Now().After(deadline) {
+			t.Fatalf("after 20s only %v served", served)
+		}
+	}
+	for range 40 {
+		resp, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+		if err != nil {
+			t.Fatalf("call %v: %v", served, err)
+		}
+		served[resp.GetServerId()]++
+	}
+	t.Logf("both backends served: %v", served)
+
+	if err := cp.Registry().Deregister(ctx, b1.name); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	streak := 0
+	for streak < 20 {
+		resp, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+		if err != nil {
+			t.Fatalf("call after deregistering %s: %v", b1.name, err)
+		}
+		if resp.GetServerId() == b2.name {
+			streak++
+		} else {
+			streak = 0
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("traffic still reaches %s 5s after it was deregistered", b1.name)
+		}
+	}
+	// The streak began at most 20 calls ago: the shift took less than this.
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("all traffic reached %s only %v after deregistering %s; want < 1s", b2.name, took, b1.name)
+	} else {
+		t.Logf("all traffic on %s within %v of deregistering %s", b2.name, took.Round(time.Millisecond), b1.name)
+	}
+}
+
+func TestProxylessGRPCClientEmbedded(t *testing.T) {
+	testProxylessClient(t, meshtest.NewEnv(t).StartControlPlane())
+}
+
+func TestProxylessGRPCClientConsul(t *testing.T) {
+	agent := consultest.Start(t)
+	testProxylessClient(t, meshtest.NewEnv(t).StartControlPlane(meshtest.WithConsul(agent.Addr)))
+}
