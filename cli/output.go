@@ -2,7 +2,10 @@ package cli
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
+	"strings"
+	"text/tabwriter"
 )
 
 // Output formats.
@@ -20,4 +23,16 @@ func render(w io.Writer, format string, v any, text func() string) error {
 	}
 	_, err := io.WriteString(w, text())
 	return err
+}
+
+// table renders rows under headers, columns aligned.
+func table(headers []string, rows [][]string) string {
+	var b strings.Builder
+	w := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, strings.Join(headers, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(w, strings.Join(r, "\t"))
+	}
+	_ = w.Flush()
+	return b.String()
 }

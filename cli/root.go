@@ -81,6 +81,12 @@ server there with no flags.`,
 	root.AddCommand(
 		newServerCommand(g, s),
 		newCertCommand(g, s),
+		newRegistryCommand(g, s),
+		newServicesCommand(g, s),
+		newProxyStatusCommand(g, s),
+		newProxyConfigCommand(g, s),
+		newBootstrapCommand(g, s),
+		newEnvoyCommand(g, s),
 		newVersionCommand(g, s),
 	)
 	return root

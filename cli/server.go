@@ -17,11 +17,16 @@ type serverOptions struct {
 	trustDomain string
 	certTTL     time.Duration
 	logLevel    string
+	registry    string
+	consulAddr  string
 }
 
 func (o *serverOptions) validate() error {
 	if o.addr == "" || o.adminAddr == "" {
 		return fmt.Errorf("--addr and --admin-addr must not be empty")
+	}
+	if o.registry != controlplane.RegistryEmbedded && o.registry != controlplane.RegistryConsul {
+		return fmt.Errorf("--registry %q: choose %s or %s", o.registry, controlplane.RegistryEmbedded, controlplane.RegistryConsul)
 	}
 	if o.certTTL < 0 {
 		return fmt.Errorf("--cert-ttl %v must be positive", o.certTTL)
@@ -42,7 +47,8 @@ it. It serves the control plane's gRPC APIs with mTLS on --addr and /metrics,
 		Args: cobra.NoArgs,
 		Example: `  meshctl server
   meshctl server --addr 127.0.0.1:9443 --admin-addr 127.0.0.1:9090
-  MESH_HOME=/tmp/mesh meshctl server --trust-domain example.org`,
+  MESH_HOME=/tmp/mesh meshctl server --trust-domain example.org
+  meshctl server --registry consul --consul-addr 127.0.0.1:8500`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return err
@@ -57,6 +63,8 @@ it. It serves the control plane's gRPC APIs with mTLS on --addr and /metrics,
 				AdminAddr:   o.adminAddr,
 				TrustDomain: o.trustDomain,
 				CertTTL:     o.certTTL,
+				Registry:    o.registry,
+				ConsulAddr:  o.consulAddr,
 				Logger:      log,
 			})
 			if err != nil {
@@ -72,6 +80,8 @@ it. It serves the control plane's gRPC APIs with mTLS on --addr and /metrics,
 	f.StringVar(&o.adminAddr, "admin-addr", envconfig.Get(envconfig.AdminAddr, envconfig.DefaultAdminAddr), "admin HTTP address for /metrics and health ($"+envconfig.AdminAddr+")")
 	f.StringVar(&o.trustDomain, "trust-domain", envconfig.Get(envconfig.TrustDomain, ""), "trust domain of a new CA (default micromesh.local; $"+envconfig.TrustDomain+")")
 	f.DurationVar(&o.certTTL, "cert-ttl", 0, "lifetime of workload certificates (default 24h)")
+	f.StringVar(&o.registry, "registry", controlplane.RegistryEmbedded, "service registry: embedded (bbolt under $MESH_HOME/registry) or consul")
+	f.StringVar(&o.consulAddr, "consul-addr", envconfig.Get(envconfig.ConsulAddr, envconfig.DefaultConsulAddr), "Consul agent HTTP address, with --registry consul ($"+envconfig.ConsulAddr+")")
 	f.StringVar(&o.logLevel, "log-level", envconfig.Get(envconfig.LogLevel, "info"), "debug, info, warn or error ($"+envconfig.LogLevel+")")
 	return cmd
 }

@@ -28,7 +28,9 @@ import (
 	"github.com/micromesh/micromesh/controlplane/registry/embedded"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/home"
+	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 	identityv1 "github.com/micromesh/micromesh/proto/identity/v1"
+	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 )
 
 // Config configures the control plane.
@@ -65,6 +67,7 @@ type Server struct {
 	reg      registry.Registry
 	closeReg func() error
 	ads      *ads
+	regAPI   *registryAPI
 	xdsStop  context.CancelFunc
 }
 
@@ -128,6 +131,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		grpc.ChainStreamInterceptor(s.metrics.streamInterceptor),
 	)
 	identityv1.RegisterIdentityServiceServer(s.grpc, &identityAPI{ca: ca, log: cfg.Logger.With("component", "identity-api"), issued: s.metrics.issued})
+	s.regAPI = &registryAPI{reg: s.reg, bundle: ca.Bundle(), log: cfg.Logger.With("component", "registry-api")}
+	registryv1.RegisterRegistryServiceServer(s.grpc, s.regAPI)
+	adminv1.RegisterAdminServiceServer(s.grpc, &adminAPI{ads: s.ads, bundle: ca.Bundle()})
 	xdsCtx, xdsStop := context.WithCancel(context.Background())
 	s.xdsStop = xdsStop
 	discovery.RegisterAggregatedDiscoveryServiceServer(s.grpc, xdsserver.NewServer(xdsCtx, s.ads.mux, s.ads))
@@ -286,6 +292,7 @@ func (s *Server) watchRegistry(ctx context.Context) error {
 				return fmt.Errorf("the registry watch ended")
 			}
 			latest = snap
+			s.regAPI.observe(snap)
 			if !pending {
 				pending, first = true, time.Now()
 				deadline = time.After(debounceMax)

@@ -20,12 +20,15 @@ const (
 	TrustDomain = "MESH_TRUST_DOMAIN"
 	// LogLevel is debug, info, warn or error.
 	LogLevel = "MESH_LOG_LEVEL"
+	// ConsulAddr is the Consul agent's HTTP address (Consul's own variable).
+	ConsulAddr = "CONSUL_HTTP_ADDR"
 )
 
 // Defaults.
 const (
 	DefaultControlPlane = "127.0.0.1:8443"
 	DefaultAdminAddr    = "127.0.0.1:8090"
+	DefaultConsulAddr   = "127.0.0.1:8500"
 )
 
 // HomeDir returns $MESH_HOME, or ~/.micromesh.

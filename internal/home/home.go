@@ -29,6 +29,9 @@ func (d Dir) CA() string { return filepath.Join(string(d), caDir) }
 // Registry is where the embedded registry keeps its database.
 func (d Dir) Registry() string { return filepath.Join(string(d), "registry") }
 
+// CLICredentials is where the CLI keeps its admin identity's certificate.
+func (d Dir) CLICredentials() string { return filepath.Join(string(d), "cli", "admin") }
+
 // RootCert is the CA's root certificate: the local trust bundle.
 func (d Dir) RootCert() string { return filepath.Join(d.CA(), "root.crt") }
 

@@ -6,15 +6,20 @@ package meshtest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
 	"github.com/micromesh/micromesh/controlplane"
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/home"
+	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 )
 
 // Env is one test's mesh: a state directory and what runs in it.
@@ -165,3 +170,17 @@ func (c *ControlPlane) Home() home.Dir { return c.env.Home }
 
 // Registry returns the control plane's registry.
 func (c *ControlPlane) Registry() registry.Registry { return c.server.Registry() }
+
+// RegistryClient calls the Registry API with creds.
+func (c *ControlPlane) RegistryClient(creds *identity.Credentials) registryv1.RegistryServiceClient {
+	c.env.t.Helper()
+	cert := creds.TLSCertificate()
+	cfg := identity.ClientTLSConfig(func() *identity.Bundle { return creds.Bundle }, func() *tls.Certificate { return cert },
+		identity.AuthorizeID(identity.ControlPlaneID(c.Info.TrustDomain)))
+	conn, err := grpc.NewClient(c.Info.Address, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		c.env.t.Fatal(err)
+	}
+	c.env.t.Cleanup(func() { _ = conn.Close() })
+	return registryv1.NewRegistryServiceClient(conn)
+}

@@ -1,0 +1,230 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/identity"
+	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+)
+
+func newRegistryCommand(g *globalOptions, s Streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "registry",
+		Short: "Register and deregister instances by hand (VMs, proxyless servers, anything with its own mTLS)",
+		Args:  cobra.NoArgs,
+	}
+	cmd.AddCommand(newRegistryRegisterCommand(g, s), newRegistryDeregisterCommand(g, s))
+	return cmd
+}
+
+type registerOptions struct {
+	serviceFlags
+	id           string
+	address      string
+	quicPort     uint16
+	protocol     string
+	kind         string
+	version      string
+	ttl          time.Duration
+	controlPlane string
+}
+
+func (o *registerOptions) validate() error {
+	if err := o.serviceFlags.validate(); err != nil {
+		return err
+	}
+	host, port, err := net.SplitHostPort(o.address)
+	if err != nil || host == "" || port == "" {
+		return fmt.Errorf("--address %q: want HOST:PORT", o.address)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("--address %q: port must be 1-65535", o.address)
+	}
+	return nil
+}
+
+func newRegistryRegisterCommand(g *globalOptions, s Streams) *cobra.Command {
+	o := &registerOptions{}
+	cmd := &cobra.Command{
+		Use:   "register",
+		Short: "Register a static instance (it stays until deregistered)",
+		Args:  cobra.NoArgs,
+		Example: `  meshctl registry register --service greeter --address 10.0.0.7:7000 --kind proxyless
+  meshctl registry register --service web -n prod --address 10.0.0.8:15006 --kind envoy --id web-vm-1`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.validate(); err != nil {
+				return err
+			}
+			host, portStr, _ := net.SplitHostPort(o.address)
+			port, _ := strconv.Atoi(portStr)
+			id := o.id
+			if id == "" {
+				id = o.service + "-" + randomSuffix()
+			}
+			in := &registryv1.Instance{
+				Id: id, Service: o.service, Namespace: o.namespace, Address: host, Port: uint32(port), QuicPort: uint32(o.quicPort),
+				Protocol: o.protocol, Kind: o.kind, Version: o.version,
+			}
+			if o.ttl != 0 {
+				in.Ttl = durationpb.New(o.ttl)
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			conn, err := adminConn(ctx, g, o.controlPlane)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			if _, err := registryv1.NewRegistryServiceClient(conn).Register(ctx, &registryv1.RegisterRequest{Instance: in}); err != nil {
+				return err
+			}
+			out := map[string]string{"id": id, "service": o.service, "namespace": o.namespace, "address": o.address}
+			return render(s.Out, g.output, out, func() string {
+				return fmt.Sprintf("registered %s: %s.%s at %s\n", id, o.service, o.namespace, o.address)
+			})
+		},
+	}
+	o.serviceFlags.add(cmd)
+	f := cmd.Flags()
+	f.StringVar(&o.id, "id", "", "instance ID (default: <service>-<random>)")
+	f.StringVar(&o.address, "address", "", "HOST:PORT where the instance serves mTLS")
+	f.Uint16Var(&o.quicPort, "quic-port", 0, "UDP port serving HTTP/3 (built-in sidecars)")
+	f.StringVar(&o.protocol, "protocol", registry.ProtocolGRPC, "grpc or http")
+	f.StringVar(&o.kind, "kind", registry.KindProxyless, "builtin, envoy or proxyless")
+	f.StringVar(&o.version, "version", "", "version label")
+	f.DurationVar(&o.ttl, "ttl", 0, "heartbeat deadline (default: static)")
+	f.StringVar(&o.controlPlane, "controlplane", "", "control plane address (default: the local server)")
+	return cmd
+}
+
+func randomSuffix() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func newRegistryDeregisterCommand(g *globalOptions, s Streams) *cobra.Command {
+	var id, controlPlane string
+	cmd := &cobra.Command{
+		Use:     "deregister",
+		Short:   "Remove an instance",
+		Args:    cobra.NoArgs,
+		Example: "  meshctl registry deregister --id greeter-1",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if id == "" {
+				return errors.New("--id is required (meshctl services lists instance IDs)")
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			conn, err := adminConn(ctx, g, controlPlane)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			if _, err := registryv1.NewRegistryServiceClient(conn).Deregister(ctx, &registryv1.DeregisterRequest{Id: id}); err != nil {
+				return err
+			}
+			return render(s.Out, g.output, map[string]string{"id": id}, func() string { return "deregistered " + id + "\n" })
+		},
+	}
+	cmd.Flags().StringVar(&id, "id", "", "instance ID")
+	cmd.Flags().StringVar(&controlPlane, "controlplane", "", "control plane address (default: the local server)")
+	return cmd
+}
+
+func newServicesCommand(g *globalOptions, s Streams) *cobra.Command {
+	var namespace, controlPlane string
+	cmd := &cobra.Command{
+		Use:     "services",
+		Short:   "List services and their instances: addresses, kind, health",
+		Args:    cobra.NoArgs,
+		Example: "  meshctl services\n  meshctl services -n prod -o json",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if namespace != "" {
+				if err := identity.ValidateName("namespace", namespace); err != nil {
+					return err
+				}
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			conn, err := adminConn(ctx, g, controlPlane)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			resp, err := registryv1.NewRegistryServiceClient(conn).ListServices(ctx, &registryv1.ListServicesRequest{Namespace: namespace})
+			if err != nil {
+				return err
+			}
+			return render(s.Out, g.output, servicesJSON(resp), func() string { return renderServices(resp) })
+		},
+	}
+	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "only this namespace")
+	cmd.Flags().StringVar(&controlPlane, "controlplane", "", "control plane address (default: the local server)")
+	return cmd
+}
+
+type serviceJSON struct {
+	Name      string          `json:"name"`
+	Namespace string          `json:"namespace"`
+	Instances []*instanceJSON `json:"instances"`
+}
+
+type instanceJSON struct {
+	ID       string `json:"id"`
+	Address  string `json:"address"`
+	QUICPort uint32 `json:"quic_port,omitempty"`
+	Protocol string `json:"protocol"`
+	Kind     string `json:"kind"`
+	Version  string `json:"version,omitempty"`
+	Health   string `json:"health"`
+	TTL      string `json:"ttl,omitempty"`
+}
+
+func servicesJSON(resp *registryv1.ListServicesResponse) []serviceJSON {
+	out := []serviceJSON{}
+	for _, svc := range resp.GetServices() {
+		sj := serviceJSON{Name: svc.GetName(), Namespace: svc.GetNamespace()}
+		for _, in := range svc.GetInstances() {
+			ij := &instanceJSON{ID: in.GetId(), Address: net.JoinHostPort(in.GetAddress(), strconv.Itoa(int(in.GetPort()))),
+				QUICPort: in.GetQuicPort(), Protocol: in.GetProtocol(), Kind: in.GetKind(), Version: in.GetVersion(), Health: in.GetHealth()}
+			if in.GetTtl() != nil {
+				ij.TTL = in.GetTtl().AsDuration().String()
+			}
+			sj.Instances = append(sj.Instances, ij)
+		}
+		out = append(out, sj)
+	}
+	return out
+}
+
+func renderServices(resp *registryv1.ListServicesResponse) string {
+	if len(resp.GetServices()) == 0 {
+		return "no services registered\n"
+	}
+	var rows [][]string
+	for _, svc := range servicesJSON(resp) {
+		for _, in := range svc.Instances {
+			transport := "tls"
+			if in.QUICPort != 0 {
+				transport = "tls+quic"
+			}
+			rows = append(rows, []string{svc.Namespace, svc.Name, in.ID, in.Address, in.Kind, transport, in.Version, strings.ToUpper(in.Health)})
+		}
+	}
+	slices.SortStableFunc(rows, func(a, b []string) int { return strings.Compare(a[0]+"/"+a[1], b[0]+"/"+b[1]) })
+	return table([]string{"NAMESPACE", "SERVICE", "INSTANCE", "ADDRESS", "KIND", "TRANSPORT", "VERSION", "HEALTH"}, rows)
+}

@@ -1,0 +1,139 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/internal/meshtest"
+	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+)
+
+func TestRegistryAndServicesCommands(t *testing.T) {
+	env := meshtest.NewEnv(t)
+	env.StartControlPlane()
+	home := string(env.Home)
+
+	for _, args := range [][]string{
+		{"registry", "register", "--service", "greeter", "--address", "127.0.0.1:7001", "--id", "greeter-1"},
+		{"registry", "register", "--service", "greeter", "--address", "127.0.0.1:7002", "--id", "greeter-2", "--version", "v2", "--kind", "envoy"},
+		{"registry", "register", "--service", "billing", "-n", "prod", "--address", "10.0.0.9:8443", "--id", "billing-1", "--kind", "builtin", "--quic-port", "8443"},
+	} {
+		if _, err := runCLI(t, append([]string{"--home", home}, args...)...); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+	}
+	var got []serviceJSON
+	waitFor(t, func() bool {
+		out, err := runCLI(t, "--home", home, "-o", "json", "services")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = nil
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			t.Fatal(err)
+		}
+		return len(got) == 2
+	})
+	if got[0].Name != "greeter" || len(got[0].Instances) != 2 || got[1].Namespace != "prod" || got[1].Instances[0].QUICPort != 8443 {
+		t.Errorf("services = %+v", got)
+	}
+	text, err := runCLI(t, "--home", home, "services", "-n", "default")
+	if err != nil || !strings.Contains(text, "greeter-2") || strings.Contains(text, "billing") {
+		t.Errorf("services -n default:\n%s%v", text, err)
+	}
+
+	// Bad input gets a clear error and changes nothing.
+	for args, mention := range map[string]string{
+		"registry register --service greeter --address 127.0.0.1":                            "HOST:PORT",
+		"registry register --service greeter --address 127.0.0.1:99999":                      "port",
+		"registry register --service Greeter --address 127.0.0.1:1":                          "DNS label",
+		"registry register --service web --address 127.0.0.1:1 --id greeter-1":               "AlreadyExists",
+		"registry register --service web --address 127.0.0.1:1 --kind nginx":                 "kind",
+		"registry register --service web --address 127.0.0.1:1 --kind envoy --quic-port 443": "QUIC",
+		"registry deregister --id nope":                                                      "NotFound",
+		"registry deregister":                                                                "--id",
+	} {
+		_, err := runCLI(t, append([]string{"--home", home}, strings.Fields(args)...)...)
+		if err == nil || !strings.Contains(describe(err), mention) {
+			t.Errorf("%s: %v; want an error mentioning %q", args, err, mention)
+		}
+	}
+	if _, err := runCLI(t, "--home", home, "registry", "deregister", "--id", "greeter-1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		out, _ := runCLI(t, "--home", home, "services")
+		return !strings.Contains(out, "greeter-1") && strings.Contains(out, "greeter-2")
+	})
+}
+
+func TestWorkloadsMayRegisterOnlyThemselves(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	creds := cp.Join("default", "web")
+	client := cp.RegistryClient(creds)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	own := &registryv1.Instance{Id: "web-1", Service: "web", Namespace: "default", Address: "127.0.0.1", Port: 8443, Kind: registry.KindBuiltin}
+	if _, err := client.Register(ctx, &registryv1.RegisterRequest{Instance: own}); err != nil {
+		t.Fatalf("registering its own service: %v", err)
+	}
+	other := &registryv1.Instance{Id: "db-1", Service: "db", Namespace: "default", Address: "127.0.0.1", Port: 5432}
+	if _, err := client.Register(ctx, &registryv1.RegisterRequest{Instance: other}); err == nil || !strings.Contains(err.Error(), "PermissionDenied") {
+		t.Errorf("registering another service: %v; want PermissionDenied", err)
+	}
+}
+
+func TestBootstrapCommands(t *testing.T) {
+	env := meshtest.NewEnv(t)
+	env.StartControlPlane()
+	home := string(env.Home)
+	out := filepath.Join(t.TempDir(), "client")
+	if _, err := runCLI(t, "--home", home, "bootstrap", "grpc", "--service", "client", "--out", out); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(filepath.Join(out, "bootstrap.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(doc), `"id": "spiffe://micromesh.local/ns/default/svc/client"`) || !strings.Contains(string(doc), filepath.Join(out, "key.pem")) {
+		t.Errorf("bootstrap.json:\n%s", doc)
+	}
+
+	envoyJSON, err := runCLI(t, "--home", home, "envoy", "bootstrap", "--service", "web", "--cert-dir", out, "--app-port", "8080", "--instance", "web-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bootstrapv3.Bootstrap
+	if err := protojson.Unmarshal([]byte(envoyJSON), &b); err != nil {
+		t.Fatalf("envoy bootstrap does not unmarshal strictly: %v", err)
+	}
+	if err := b.ValidateAll(); err != nil {
+		t.Fatalf("envoy bootstrap: %v", err)
+	}
+	if b.GetNode().GetId() != "spiffe://micromesh.local/ns/default/svc/web~web-1" {
+		t.Errorf("node id %q", b.GetNode().GetId())
+	}
+	if _, err := runCLI(t, "--home", home, "envoy", "bootstrap", "--service", "web"); err == nil || !strings.Contains(err.Error(), "--cert-dir") {
+		t.Errorf("envoy bootstrap without --cert-dir: %v", err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,216 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/identity"
+	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+)
+
+// registryAPI serves the Registry API over the configured backend.
+type registryAPI struct {
+	registryv1.UnimplementedRegistryServiceServer
+	reg    registry.Registry
+	bundle *identity.Bundle
+	log    *slog.Logger
+	// latest is the registry's last snapshot, indexed by instance ID: who
+	// owns an ID, for authorizing deregistrations and heartbeats.
+	latest atomic.Pointer[map[string]registry.Instance]
+}
+
+var _ registryv1.RegistryServiceServer = (*registryAPI)(nil)
+
+// observe records a registry snapshot.
+func (a *registryAPI) observe(s registry.Snapshot) {
+	m := make(map[string]registry.Instance, len(s.Instances))
+	for _, in := range s.Instances {
+		m[in.ID] = in
+	}
+	a.latest.Store(&m)
+}
+
+func (a *registryAPI) lookup(id string) (registry.Instance, bool) {
+	m := a.latest.Load()
+	if m == nil {
+		return registry.Instance{}, false
+	}
+	in, ok := (*m)[id]
+	return in, ok
+}
+
+// isAdmin reports whether id may act on any instance: the mesh's own identities.
+func isAdmin(id identity.ID) bool { return id.Namespace == identity.SystemNamespace }
+
+// authorize checks that caller may act on instances of service ns/name.
+func authorize(caller identity.ID, ns, name string) error {
+	if isAdmin(caller) || (caller.Namespace == ns && caller.Name == name) {
+		return nil
+	}
+	return status.Errorf(codes.PermissionDenied, "%s may register only instances of its own service (%s.%s), not of %s.%s",
+		caller, caller.Name, caller.Namespace, name, ns)
+}
+
+func (a *registryAPI) caller(ctx context.Context) (identity.ID, error) {
+	id, err := verifiedPeer(ctx, a.bundle)
+	if err != nil {
+		return identity.ID{}, status.Error(codes.Unauthenticated, err.Error())
+	}
+	return id, nil
+}
+
+func (a *registryAPI) Register(ctx context.Context, req *registryv1.RegisterRequest) (*registryv1.RegisterResponse, error) {
+	caller, err := a.caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	in, err := instanceFromProto(req.GetInstance())
+	if err != nil {
+		return nil, registryStatus(err)
+	}
+	if err := in.Validate(); err != nil {
+		return nil, registryStatus(err)
+	}
+	if err := authorize(caller, in.Namespace, in.Service); err != nil {
+		return nil, err
+	}
+	if old, ok := a.lookup(in.ID); ok && (old.Namespace != in.Namespace || old.Service != in.Service) {
+		return nil, registryStatus(fmt.Errorf("%w: %s is %s.%s", registry.ErrConflict, in.ID, old.Service, old.Namespace))
+	}
+	if err := a.reg.Register(ctx, in); err != nil {
+		return nil, registryStatus(err)
+	}
+	a.log.Info("registered", "id", in.ID, "service", in.Service, "namespace", in.Namespace, "address", in.Address, "port", in.Port, "kind", in.Kind, "by", caller.String())
+	return &registryv1.RegisterResponse{}, nil
+}
+
+func (a *registryAPI) Deregister(ctx context.Context, req *registryv1.DeregisterRequest) (*registryv1.DeregisterResponse, error) {
+	caller, err := a.caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if in, ok := a.lookup(req.GetId()); ok {
+		if err := authorize(caller, in.Namespace, in.Service); err != nil {
+			return nil, err
+		}
+	} else if !isAdmin(caller) {
+		return nil, status.Errorf(codes.NotFound, "no instance %q", req.GetId())
+	}
+	if err := a.reg.Deregister(ctx, req.GetId()); err != nil {
+		return nil, registryStatus(err)
+	}
+	a.log.Info("deregistered", "id", req.GetId(), "by", caller.String())
+	return &registryv1.DeregisterResponse{}, nil
+}
+
+func (a *registryAPI) Heartbeat(ctx context.Context, req *registryv1.HeartbeatRequest) (*registryv1.HeartbeatResponse, error) {
+	caller, err := a.caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	in, ok := a.lookup(req.GetId())
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no instance %q: register it again", req.GetId())
+	}
+	if err := authorize(caller, in.Namespace, in.Service); err != nil {
+		return nil, err
+	}
+	if err := a.reg.Heartbeat(ctx, req.GetId()); err != nil {
+		return nil, registryStatus(err)
+	}
+	return &registryv1.HeartbeatResponse{}, nil
+}
+
+func (a *registryAPI) ListServices(ctx context.Context, req *registryv1.ListServicesRequest) (*registryv1.ListServicesResponse, error) {
+	caller, err := a.caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if ns := req.GetNamespace(); ns != "" {
+		if err := identity.ValidateName("namespace", ns); err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+	}
+	visible := func(ns string) bool {
+		if req.GetNamespace() != "" && ns != req.GetNamespace() {
+			return false
+		}
+		return isAdmin(caller) || ns == caller.Namespace || ns == identity.SystemNamespace
+	}
+	snap, err := registry.List(ctx, a.reg)
+	if err != nil {
+		return nil, registryStatus(err)
+	}
+	resp := &registryv1.ListServicesResponse{}
+	for _, in := range snap.Instances {
+		if !visible(in.Namespace) {
+			continue
+		}
+		n := len(resp.Services)
+		if n == 0 || resp.Services[n-1].Name != in.Service || resp.Services[n-1].Namespace != in.Namespace {
+			resp.Services = append(resp.Services, &registryv1.Service{Name: in.Service, Namespace: in.Namespace})
+			n++
+		}
+		resp.Services[n-1].Instances = append(resp.Services[n-1].Instances, InstanceToProto(in))
+	}
+	return resp, nil
+}
+
+// registryStatus maps registry errors to gRPC statuses.
+func registryStatus(err error) error {
+	switch {
+	case errors.Is(err, registry.ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, registry.ErrConflict):
+		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, registry.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, registry.ErrUnavailable):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+func instanceFromProto(p *registryv1.Instance) (registry.Instance, error) {
+	if p == nil {
+		return registry.Instance{}, fmt.Errorf("%w: the request has no instance", registry.ErrInvalid)
+	}
+	for _, port := range []struct {
+		name string
+		v    uint32
+	}{{"port", p.GetPort()}, {"quic_port", p.GetQuicPort()}} {
+		if port.v > 65535 {
+			return registry.Instance{}, fmt.Errorf("%w: %s %d is out of range (1-65535)", registry.ErrInvalid, port.name, port.v)
+		}
+	}
+	return registry.Instance{
+		ID: p.GetId(), Service: p.GetService(), Namespace: p.GetNamespace(), Address: p.GetAddress(),
+		Port: uint16(p.GetPort()), QUICPort: uint16(p.GetQuicPort()),
+		Protocol: p.GetProtocol(), Kind: p.GetKind(), Version: p.GetVersion(), Region: p.GetRegion(), Zone: p.GetZone(),
+		Weight: p.GetWeight(), Metadata: p.GetMetadata(), TTL: p.GetTtl().AsDuration(),
+	}, nil
+}
+
+// InstanceToProto converts an instance for the wire.
+func InstanceToProto(in registry.Instance) *registryv1.Instance {
+	p := &registryv1.Instance{
+		Id: in.ID, Service: in.Service, Namespace: in.Namespace, Address: in.Address, Port: uint32(in.Port),
+		QuicPort: uint32(in.QUICPort), Protocol: in.Protocol, Kind: in.Kind, Version: in.Version, Region: in.Region,
+		Zone: in.Zone, Weight: in.Weight, Metadata: in.Metadata, Health: string(in.Health),
+	}
+	if in.TTL != 0 {
+		p.Ttl = durationpb.New(in.TTL)
+	}
+	return p
+}
+
