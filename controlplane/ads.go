@@ -414,12 +414,20 @@ func (a *ads) closed(streamID int64) {
 
 // OnStreamRequest checks the node against the certificate on the first
 // request, and records ACKs and NACKs.
+//
+// A NACK carries the last version the proxy accepted, which differs from
+// what the cache holds, so the cache would send the rejected version again
+// at once, and again after each NACK. The request is rewritten to claim the
+// rejected version: nothing more is sent until the config changes, and the
+// proxy keeps running its last good one.
 func (a *ads) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
 	if err := a.request(id, req.GetNode()); err != nil {
 		return err
 	}
 	if req.GetResponseNonce() != "" {
-		a.answer(id, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
+		if rejected := a.answer(id, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail()); rejected != "" {
+			req.VersionInfo = rejected
+		}
 	}
 	return nil
 }
@@ -501,22 +509,23 @@ func (a *ads) currentGen() *generation {
 	return a.gen
 }
 
-// answer records the proxy's ACK or NACK of a response.
-func (a *ads) answer(streamID int64, typeURL, nonce string, nack *rpcstatus.Status) {
+// answer records the proxy's ACK or NACK of a response; for a NACK it
+// returns the rejected version.
+func (a *ads) answer(streamID int64, typeURL, nonce string, nack *rpcstatus.Status) (rejected string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := a.streams[streamID]
 	if s == nil {
-		return
+		return ""
 	}
 	push, ok := s.sent[nonce]
 	if !ok {
-		return
+		return ""
 	}
 	delete(s.sent, nonce)
 	n := a.nodes[s.nodeID]
 	if n == nil {
-		return
+		return ""
 	}
 	now := time.Now()
 	if nack != nil {
@@ -524,7 +533,7 @@ func (a *ads) answer(streamID int64, typeURL, nonce string, nack *rpcstatus.Stat
 		n.nacked[typeURL] = typeStatus{Version: push.version, At: now, Error: msg}
 		a.m.nacks.WithLabelValues(shortType(typeURL)).Inc()
 		a.log.Warn("proxy rejected config (NACK); it keeps its previous config", "node", s.nodeID, "type", shortType(typeURL), "version", push.version, "error", msg)
-		return
+		return push.version
 	}
 	n.acked[typeURL] = typeStatus{Version: push.version, At: now}
 	if since, ok := n.pending[typeURL]; ok && push.version == n.versions[typeURL] {
@@ -533,6 +542,7 @@ func (a *ads) answer(streamID int64, typeURL, nonce string, nack *rpcstatus.Stat
 			a.m.convergence.Observe(now.Sub(since).Seconds())
 		}
 	}
+	return ""
 }
 
 // OnStreamResponse remembers what was sent under which nonce.

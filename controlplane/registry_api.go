@@ -213,4 +213,3 @@ func InstanceToProto(in registry.Instance) *registryv1.Instance {
 	}
 	return p
 }
-

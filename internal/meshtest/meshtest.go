@@ -19,6 +19,7 @@ import (
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/home"
+	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 )
 
@@ -184,3 +185,21 @@ func (c *ControlPlane) RegistryClient(creds *identity.Credentials) registryv1.Re
 	c.env.t.Cleanup(func() { _ = conn.Close() })
 	return registryv1.NewRegistryServiceClient(conn)
 }
+
+// AdminClient calls the Admin API as a micromesh-namespace identity.
+func (c *ControlPlane) AdminClient() adminv1.AdminServiceClient {
+	c.env.t.Helper()
+	creds := c.Join(identity.SystemNamespace, "meshtest")
+	cert := creds.TLSCertificate()
+	cfg := identity.ClientTLSConfig(func() *identity.Bundle { return creds.Bundle }, func() *tls.Certificate { return cert },
+		identity.AuthorizeID(identity.ControlPlaneID(c.Info.TrustDomain)))
+	conn, err := grpc.NewClient(c.Info.Address, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		c.env.t.Fatal(err)
+	}
+	c.env.t.Cleanup(func() { _ = conn.Close() })
+	return adminv1.NewAdminServiceClient(conn)
+}
+
+// Logs returns what the environment's processes have logged.
+func (c *ControlPlane) Logs() string { return c.env.Logs() }

@@ -1,0 +1,254 @@
+package controlplane_test
+
+import (
+	"errors"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/micromesh/micromesh/controlplane"
+	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/internal/adstest"
+	"github.com/micromesh/micromesh/internal/meshtest"
+)
+
+func sidecarMeta(certDir string) map[string]any {
+	return map[string]any{"kind": "builtin", "inbound_port": 18443.0, "outbound_port": 15001.0, "app_port": 8080.0, "app_protocol": "grpc", "cert_dir": certDir}
+}
+
+func dialAs(t *testing.T, cp *meshtest.ControlPlane, creds *identity.Credentials) *adstest.Conn {
+	t.Helper()
+	var conn *adstest.Conn
+	var err error
+	if creds == nil {
+		conn, err = adstest.Dial(cp.Info.Address, cp.Bundle(), nil)
+	} else {
+		conn, err = adstest.Dial(cp.Info.Address, cp.Bundle(), creds.TLSCertificate())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// firstResponse subscribes to listeners and returns the first response or error.
+func firstResponse(t *testing.T, conn *adstest.Conn, node string, meta map[string]any) (*discovery.DiscoveryResponse, error) {
+	t.Helper()
+	s, err := conn.StreamSotW(ctxT(t), adstest.Node(node, meta))
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Subscribe(resource.ListenerType); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	// A stream the server refused fails Send with io.EOF; Recv has the status.
+	return s.Recv()
+}
+
+func TestADSRefusesWhatItCannotTrust(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	web := cp.Join("default", "web")
+	tests := []struct {
+		name  string
+		creds *identity.Credentials
+		node  string
+		meta  map[string]any
+		code  codes.Code
+		want  string
+	}{
+		{"no certificate", nil, controlplane.NodeID(web.ID, ""), sidecarMeta("/c"), codes.Unauthenticated, "present a certificate"},
+		{"node ID of another service", web, "spiffe://micromesh.local/ns/default/svc/db", sidecarMeta("/c"), codes.PermissionDenied, "claims"},
+		{"node ID of another namespace", web, "spiffe://micromesh.local/ns/prod/svc/web~1", sidecarMeta("/c"), codes.PermissionDenied, "claims"},
+		{"node ID that is not a SPIFFE ID", web, "web-1", sidecarMeta("/c"), codes.InvalidArgument, "SPIFFE ID"},
+		{"no kind", web, controlplane.NodeID(web.ID, "1"), map[string]any{}, codes.InvalidArgument, "kind"},
+		{"sidecar without cert_dir", web, controlplane.NodeID(web.ID, "1"), map[string]any{"kind": "builtin", "outbound_port": 15001.0}, codes.InvalidArgument, "cert_dir"},
+		{"bad port", web, controlplane.NodeID(web.ID, "1"), map[string]any{"kind": "envoy", "inbound_port": 70000.0, "cert_dir": "/c"}, codes.InvalidArgument, "port"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := firstResponse(t, dialAs(t, cp, tc.creds), tc.node, tc.meta)
+			if status.Code(err) != tc.code || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("stream error = %v; want %v mentioning %q", err, tc.code, tc.want)
+			}
+		})
+	}
+}
+
+func TestSidecarGetsItsListenersAndNACKsAreKept(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	ctx := ctxT(t)
+	reg := cp.Registry()
+	if err := reg.Register(ctx, registry.Instance{ID: "hello-1", Service: "hello", Address: "127.0.0.1", Port: 9443, QUICPort: 9443}); err != nil {
+		t.Fatal(err)
+	}
+	web := cp.Join("default", "web")
+	node := controlplane.NodeID(web.ID, "web-1")
+	s, err := dialAs(t, cp, web).StreamSotW(ctx, adstest.Node(node, sidecarMeta("/var/lib/web/certs")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Subscribe(resource.ListenerType); err != nil {
+		t.Fatal(err)
+	}
+	lds, err := s.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, _ := adstest.Names(lds)
+	slices.Sort(names)
+	if strings.Join(names, ",") != "inbound,inbound-quic,outbound" {
+		t.Errorf("listeners = %v", names)
+	}
+	for _, a := range lds.GetResources() {
+		var l listener.Listener
+		if err := a.UnmarshalTo(&l); err != nil || l.ValidateAll() != nil {
+			t.Errorf("listener %s does not validate: %v %v", l.GetName(), err, l.ValidateAll())
+		}
+	}
+	if err := s.Ack(lds); err != nil {
+		t.Fatal(err)
+	}
+
+	// Clusters: NACK the first version.
+	if err := s.Subscribe(resource.ClusterType); err != nil {
+		t.Fatal(err)
+	}
+	cds, err := s.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Nack(cds, "", "test: refusing clusters"); err != nil {
+		t.Fatal(err)
+	}
+	st := proxyStatus(t, cp, node)
+	waitUntil(t, "the NACK is recorded", func() bool { st = proxyStatus(t, cp, node); return st["CDS"].nacked })
+	if st["CDS"].err != "test: refusing clusters" || st["LDS"].acked != st["LDS"].served {
+		t.Errorf("status after NACK: %+v", st)
+	}
+	if !strings.Contains(metrics(t, cp), `micromesh_xds_nacks_total{type="CDS"} 1`) {
+		t.Error("the NACK is not counted in /metrics")
+	}
+	if !strings.Contains(cp.Logs(), "proxy rejected config (NACK)") || !strings.Contains(cp.Logs(), "test: refusing clusters") {
+		t.Error("the NACK is not logged with its detail")
+	}
+
+	// A change brings a new CDS version, which the proxy accepts.
+	if err := reg.Register(ctx, registry.Instance{ID: "world-1", Service: "world", Address: "127.0.0.1", Port: 9444}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		resp, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetTypeUrl() == resource.ClusterType {
+			if resp.GetVersionInfo() == cds.GetVersionInfo() {
+				t.Fatal("the new CDS response repeats the NACKed version")
+			}
+			if err := s.Ack(resp); err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+		_ = s.Ack(resp)
+	}
+	waitUntil(t, "CDS synced after the change", func() bool { st = proxyStatus(t, cp, node); return st["CDS"].acked == st["CDS"].served })
+}
+
+func TestDeltaSendsOnlyWhatChanged(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	ctx := ctxT(t)
+	reg := cp.Registry()
+	for _, in := range []registry.Instance{
+		{ID: "a-1", Service: "a", Address: "127.0.0.1", Port: 9001},
+		{ID: "b-1", Service: "b", Address: "127.0.0.1", Port: 9002},
+	} {
+		if err := reg.Register(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client := cp.Join("default", "client")
+	d, err := dialAs(t, cp, client).StreamDelta(ctx, adstest.Node(controlplane.NodeID(client.ID, ""), map[string]any{"kind": "proxyless"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Subscribe(resource.EndpointType, "a.default", "b.default"); err != nil {
+		t.Fatal(err)
+	}
+	first, err := d.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.GetResources()) != 2 {
+		t.Fatalf("first delta response has %d resources, want 2", len(first.GetResources()))
+	}
+	if err := d.Ack(first); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Register(ctx, registry.Instance{ID: "b-2", Service: "b", Address: "127.0.0.1", Port: 9003}); err != nil {
+		t.Fatal(err)
+	}
+	next, err := d.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(next.GetResources()) != 1 || next.GetResources()[0].GetName() != "b.default" {
+		t.Fatalf("after a change to b, the delta response holds %v", next.GetResources())
+	}
+	if err := d.Ack(next); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the convergence histogram counts the ACK", func() bool {
+		return strings.Contains(metrics(t, cp), "micromesh_xds_convergence_seconds_count 1")
+	})
+}
+
+type typeState struct {
+	served, acked string
+	nacked        bool
+	err           string
+}
+
+func proxyStatus(t *testing.T, cp *meshtest.ControlPlane, node string) map[string]typeState {
+	t.Helper()
+	resp, err := cp.AdminClient().ProxyStatus(ctxT(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]typeState{}
+	for _, p := range resp.GetProxies() {
+		if p.GetNodeId() != node {
+			continue
+		}
+		for _, ts := range p.GetTypes() {
+			out[ts.GetType()] = typeState{served: ts.GetServedVersion(), acked: ts.GetAckedVersion(),
+				nacked: ts.GetNackedVersion() != "" && ts.GetNackedVersion() == ts.GetServedVersion(), err: ts.GetNackError()}
+		}
+	}
+	return out
+}
+
+func metrics(t *testing.T, cp *meshtest.ControlPlane) string {
+	return get(t, "http://"+cp.Info.AdminAddress+"/metrics")
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
