@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -78,11 +79,45 @@ type sharedView struct {
 	err       error // from ValidateShared: nothing invalid is served
 }
 
-// typeView is one type's shared resources in the cache's form.
+// typeView is one type's resources in the cache's forms, built once and
+// shared by every snapshot that holds them: nothing in the cache modifies them.
 type typeView struct {
 	res      cache.Resources
-	versions map[string]string // name → content hash, for delta
+	plain    map[string]types.Resource // res.Items without TTLs
+	versions map[string]string         // name → content hash, for delta
 }
+
+// snapshot is a proxy's resources per type. It implements the cache's
+// ResourceSnapshot over shared typeViews: go-control-plane's own Snapshot
+// rebuilds a map of every resource on each GetResources, which at 1,000
+// proxies × 1,000 clusters was a fifth of the control plane's CPU.
+type snapshot [types.UnknownType]typeView
+
+var _ cache.ResourceSnapshot = (*snapshot)(nil)
+
+func (s *snapshot) of(typeURL string) typeView {
+	if i := cache.GetResponseType(typeURL); i < types.UnknownType {
+		return s[i]
+	}
+	return typeView{}
+}
+
+// GetVersion returns the version of a type.
+func (s *snapshot) GetVersion(typeURL string) string { return s.of(typeURL).res.Version }
+
+// GetResourcesAndTTL returns a type's resources.
+func (s *snapshot) GetResourcesAndTTL(typeURL string) map[string]types.ResourceWithTTL {
+	return s.of(typeURL).res.Items
+}
+
+// GetResources returns a type's resources.
+func (s *snapshot) GetResources(typeURL string) map[string]types.Resource { return s.of(typeURL).plain }
+
+// ConstructVersionMap: the versions are computed with the views.
+func (s *snapshot) ConstructVersionMap() error { return nil }
+
+// GetVersionMap returns a type's resource versions.
+func (s *snapshot) GetVersionMap(typeURL string) map[string]string { return s.of(typeURL).versions }
 
 type adsStream struct {
 	id     identity.ID // verified from the certificate
@@ -241,59 +276,53 @@ func (g *generation) view(ns, kind string) *sharedView {
 
 // snapshot assembles a proxy's snapshot from the shared view and its own
 // resources, with a content version per type.
-func (a *ads) snapshot(gen *generation, p xds.Proxy) (*cache.Snapshot, map[string]string, error) {
+func (a *ads) snapshot(gen *generation, p xds.Proxy) (*snapshot, map[string]string, error) {
 	v := gen.view(p.Namespace, p.Kind)
-	r, err := xds.BuildFor(gen.mesh, p, v.sh)
-	if err != nil {
-		return nil, nil, err
-	}
-	snap := &cache.Snapshot{VersionMap: map[string]map[string]string{}}
-	set := func(typ string, tv typeView) {
-		snap.Resources[cache.GetResponseType(typ)] = tv.res
-		snap.VersionMap[typ] = tv.versions
-	}
-	empty := typeView{res: cache.Resources{Version: "empty", Items: map[string]types.ResourceWithTTL{}}, versions: map[string]string{}}
-	outbound := p.Kind == xds.KindProxyless || p.OutboundPort != 0
-	if outbound {
-		set(resource.RouteType, v.routes)
-		set(resource.EndpointType, v.endpoints)
-	} else {
-		set(resource.RouteType, empty)
-		set(resource.EndpointType, empty)
-	}
-	// Clusters: the shared ones, plus the app cluster of a proxy with an inbound side.
-	var own []types.Resource
-	for _, c := range r.Clusters {
-		if c.Name == xds.AppCluster {
-			own = append(own, c)
-		}
-	}
-	switch {
-	case len(own) == 0 && outbound:
-		set(resource.ClusterType, v.clusters)
-	case !outbound:
-		set(resource.ClusterType, newTypeView(own))
-	default:
-		set(resource.ClusterType, v.clusters.plus(own))
-	}
-	if p.Kind == xds.KindProxyless {
-		set(resource.ListenerType, v.listeners)
-		set(resource.SecretType, empty)
-	} else {
-		set(resource.ListenerType, newTypeView(r.Listeners))
-		set(resource.SecretType, newTypeView(r.Secrets))
-	}
 	if v.err != nil {
 		return nil, nil, v.err
 	}
-	if err := r.ValidateOwn(v.sh); err != nil {
+	own, err := xds.BuildOwn(gen.mesh, p)
+	if err != nil {
 		return nil, nil, err
 	}
-	versions := map[string]string{}
+	if err := own.Validate(v.sh); err != nil {
+		return nil, nil, err
+	}
+	snap := &snapshot{}
+	set := func(typ string, tv typeView) { snap[cache.GetResponseType(typ)] = tv }
+	switch {
+	case !own.UsesShared:
+		set(resource.RouteType, emptyView)
+		set(resource.EndpointType, emptyView)
+		set(resource.ClusterType, newTypeView(own.Clusters))
+	case len(own.Clusters) == 0:
+		set(resource.RouteType, v.routes)
+		set(resource.EndpointType, v.endpoints)
+		set(resource.ClusterType, v.clusters)
+	default:
+		set(resource.RouteType, v.routes)
+		set(resource.EndpointType, v.endpoints)
+		set(resource.ClusterType, v.clusters.plus(own.Clusters))
+	}
+	if p.Kind == xds.KindProxyless {
+		set(resource.ListenerType, v.listeners)
+		set(resource.SecretType, emptyView)
+	} else {
+		set(resource.ListenerType, newTypeView(own.Listeners))
+		set(resource.SecretType, newTypeView(own.Secrets))
+	}
+	versions := make(map[string]string, len(allTypes))
 	for _, typ := range allTypes {
 		versions[typ] = snap.GetVersion(typ)
 	}
 	return snap, versions, nil
+}
+
+// emptyView is a type with no resources.
+var emptyView = typeView{
+	res:      cache.Resources{Version: "empty", Items: map[string]types.ResourceWithTTL{}},
+	plain:    map[string]types.Resource{},
+	versions: map[string]string{},
 }
 
 // newTypeView indexes and hashes resources; the version is a hash of the
@@ -301,11 +330,13 @@ func (a *ads) snapshot(gen *generation, p xds.Proxy) (*cache.Snapshot, map[strin
 func newTypeView[T types.Resource](items []T) typeView {
 	tv := typeView{
 		res:      cache.Resources{Items: make(map[string]types.ResourceWithTTL, len(items))},
+		plain:    make(map[string]types.Resource, len(items)),
 		versions: make(map[string]string, len(items)),
 	}
 	for _, it := range items {
 		name := cache.GetResourceName(it)
 		tv.res.Items[name] = types.ResourceWithTTL{Resource: it}
+		tv.plain[name] = it
 		tv.versions[name] = hashResource(it)
 	}
 	tv.res.Version = versionOf(tv.versions)
@@ -313,13 +344,15 @@ func newTypeView[T types.Resource](items []T) typeView {
 }
 
 // plus returns the view with extra resources added (a copy; tv is shared).
-func (tv typeView) plus(extra []types.Resource) typeView {
+func (tv typeView) plus(extra []*cluster.Cluster) typeView {
 	out := typeView{
 		res:      cache.Resources{Items: make(map[string]types.ResourceWithTTL, len(tv.res.Items)+len(extra))},
+		plain:    make(map[string]types.Resource, len(tv.plain)+len(extra)),
 		versions: make(map[string]string, len(tv.versions)+len(extra)),
 	}
 	for k, v := range tv.res.Items {
 		out.res.Items[k] = v
+		out.plain[k] = v.Resource
 	}
 	for k, v := range tv.versions {
 		out.versions[k] = v
@@ -327,6 +360,7 @@ func (tv typeView) plus(extra []types.Resource) typeView {
 	for _, it := range extra {
 		name := cache.GetResourceName(it)
 		out.res.Items[name] = types.ResourceWithTTL{Resource: it}
+		out.plain[name] = it
 		out.versions[name] = hashResource(it)
 	}
 	out.res.Version = versionOf(out.versions)
@@ -591,7 +625,15 @@ func shortType(typeURL string) string {
 // cpLogger adapts slog to go-control-plane's logger: its chatter is debug.
 type cpLogger struct{ l *slog.Logger }
 
-func (c cpLogger) Debugf(format string, args ...any) { c.l.Debug(fmt.Sprintf(format, args...)) }
-func (c cpLogger) Infof(format string, args ...any)  { c.l.Debug(fmt.Sprintf(format, args...)) }
-func (c cpLogger) Warnf(format string, args ...any)  { c.l.Warn(fmt.Sprintf(format, args...)) }
-func (c cpLogger) Errorf(format string, args ...any) { c.l.Error(fmt.Sprintf(format, args...)) }
+// Messages are formatted only when their level is on: go-control-plane
+// logs whole subscription maps at debug level on every watch.
+func (c cpLogger) logf(level slog.Level, format string, args []any) {
+	if c.l.Enabled(context.Background(), level) {
+		c.l.Log(context.Background(), level, fmt.Sprintf(format, args...))
+	}
+}
+
+func (c cpLogger) Debugf(format string, args ...any) { c.logf(slog.LevelDebug, format, args) }
+func (c cpLogger) Infof(format string, args ...any)  { c.logf(slog.LevelDebug, format, args) }
+func (c cpLogger) Warnf(format string, args ...any)  { c.logf(slog.LevelWarn, format, args) }
+func (c cpLogger) Errorf(format string, args ...any) { c.logf(slog.LevelError, format, args) }

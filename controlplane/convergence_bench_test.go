@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,21 +25,33 @@ import (
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 )
 
-// Convergence: a registry change to the last proxy's ACK, with 10,000
-// endpoints (1,000 services × 10) and N proxies on real gRPC streams (delta
-// xDS, mTLS), every proxy seeing every service (one namespace: the worst
-// case). The control plane runs as its own process (meshctl server) so its
-// RSS is its own. N=1 is the same-run baseline: the fixed cost of a change
-// (API call, registry commit, debounce, build, push, ACK) with no fan-out.
+// Convergence: a registry change to the last ACK of the proxies it
+// concerns, with 10,000 endpoints (1,000 services × 10) and N proxies on real
+// gRPC streams (delta xDS, mTLS). The control plane runs as its own process
+// (meshctl server) so its RSS is its own.
 //
-//	go test -run '^$' -bench Convergence -benchtime 20x ./controlplane/
+// Two topologies:
+//   - namespaces=1: every proxy may call every service — the worst case:
+//     each change reaches all N proxies, each holding 1,000 clusters.
+//   - namespaces=50: 20 services per namespace, proxies spread over them, as
+//     the default rules scope a mesh: a change reaches the proxies of its
+//     namespace.
+//
+// proxies=1 is the same-run baseline: the fixed cost of a change (API call,
+// registry commit, debounce, build, push, ACK) with no fan-out.
+//
+//	go test -run '^$' -bench Convergence -benchtime 20x -timeout 60m ./controlplane/
 func BenchmarkConvergence(b *testing.B) {
-	for _, n := range []int{1, 100, 1000} {
-		b.Run(fmt.Sprintf("proxies=%d", n), func(b *testing.B) { benchConvergence(b, n, 1000, 10) })
+	for _, ns := range []int{1, 50} {
+		for _, n := range []int{1, 100, 1000} {
+			b.Run(fmt.Sprintf("namespaces=%d/proxies=%d", ns, n), func(b *testing.B) { benchConvergence(b, n, 1000, 10, ns) })
+		}
 	}
 }
 
-func benchConvergence(b *testing.B, proxies, services, instances int) {
+func namespaceOf(i, namespaces int) string { return fmt.Sprintf("ns-%02d", i%namespaces) }
+
+func benchConvergence(b *testing.B, proxies, services, instances, namespaces int) {
 	srv := startServerProcess(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -58,7 +72,7 @@ func benchConvergence(b *testing.B, proxies, services, instances int) {
 			go func() {
 				defer func() { <-sem; wg.Done() }()
 				if _, err := reg.Register(ctx, &registryv1.RegisterRequest{Instance: &registryv1.Instance{
-					Id: fmt.Sprintf("svc-%04d-%d", s, i), Service: fmt.Sprintf("svc-%04d", s), Namespace: "default",
+					Id: fmt.Sprintf("svc-%04d-%d", s, i), Service: fmt.Sprintf("svc-%04d", s), Namespace: namespaceOf(s, namespaces),
 					Address: fmt.Sprintf("10.%d.%d.%d", s/250, s%250, i+1), Port: 8443, QuicPort: 8443, Kind: "builtin",
 				}}); err != nil {
 					b.Error(err)
@@ -68,11 +82,15 @@ func benchConvergence(b *testing.B, proxies, services, instances int) {
 	}
 	wg.Wait()
 
-	// N proxies share one identity, told apart by instance.
-	creds := srv.join(b, "default", "bench")
+	// The proxies of a namespace share one identity, told apart by instance.
+	creds := map[string]*identity.Credentials{}
+	for p := range min(proxies, namespaces) {
+		creds[namespaceOf(p, namespaces)] = srv.join(b, namespaceOf(p, namespaces), "bench")
+	}
 	tracker := &convergence{acks: map[int]time.Time{}}
 	start := time.Now()
 	for p := range proxies {
+		creds := creds[namespaceOf(p, namespaces)]
 		conn, err := adstest.Dial(srv.info.Address, creds.Bundle, creds.TLSCertificate())
 		if err != nil {
 			b.Fatal(err)
@@ -83,28 +101,46 @@ func benchConvergence(b *testing.B, proxies, services, instances int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		go runProxy(p, d, services, tracker)
+		go runProxy(p, d, services/namespaces, tracker)
 	}
 	tracker.waitSynced(b, proxies, services, 15*time.Minute)
-	b.Logf("%d proxies synced %d clusters each in %v", proxies, services, time.Since(start).Round(time.Millisecond))
+	b.Logf("%d proxies synced %d clusters each in %v", proxies, services/namespaces, time.Since(start).Round(time.Millisecond))
 
 	var p50s, p99s []time.Duration
+	if path := os.Getenv("MESH_BENCH_CPUPROFILE"); path != "" {
+		// Profile the control plane, not this process, while changes converge.
+		go srv.cpuProfile(b, path, 10*time.Second)
+	}
 	b.ResetTimer()
 	for round := range b.N {
-		svc := fmt.Sprintf("svc-%04d", round%services)
-		tracker.begin(svc + ".default")
+		// A service of a namespace that has proxies.
+		s := (round * namespaces) % services
+		if proxies < namespaces {
+			s = (round % proxies) + namespaces*(round%(services/namespaces))
+		}
+		svc, ns := fmt.Sprintf("svc-%04d", s), namespaceOf(s, namespaces)
+		concerned := 0
+		for p := range proxies {
+			if namespaceOf(p, namespaces) == ns {
+				concerned++
+			}
+		}
+		tracker.begin(svc + "." + ns)
 		t0 := time.Now()
 		if _, err := reg.Register(ctx, &registryv1.RegisterRequest{Instance: &registryv1.Instance{
-			Id: fmt.Sprintf("%s-extra-%d", svc, round), Service: svc, Namespace: "default",
+			Id: fmt.Sprintf("%s-extra-%d", svc, round), Service: svc, Namespace: ns,
 			Address: fmt.Sprintf("10.200.%d.%d", round/250, round%250+1), Port: 8443, QuicPort: 8443, Kind: "builtin",
 		}}); err != nil {
 			b.Fatal(err)
 		}
-		lat := tracker.wait(b, proxies, t0, time.Minute)
+		lat := tracker.wait(b, concerned, t0, time.Minute)
 		p50s = append(p50s, lat[len(lat)/2])
 		p99s = append(p99s, lat[len(lat)*99/100])
 	}
 	b.StopTimer()
+	if path := os.Getenv("MESH_BENCH_HEAPPROFILE"); path != "" {
+		srv.fetch(b, "/debug/pprof/heap?gc=1", path)
+	}
 	slices.Sort(p50s)
 	slices.Sort(p99s)
 	b.ReportMetric(float64(p50s[len(p50s)/2].Microseconds())/1000, "p50-ms")
@@ -247,6 +283,9 @@ func startServerProcess(b *testing.B) *serverProcess {
 		b.Fatal(err)
 	}
 	cmd.Stderr = os.Stderr
+	if limit := os.Getenv("MESH_BENCH_GOMEMLIMIT"); limit != "" {
+		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+limit)
+	}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -285,6 +324,28 @@ func (s *serverProcess) join(b *testing.B, ns, name string) *identity.Credential
 		b.Fatal(err)
 	}
 	return creds
+}
+
+// cpuProfile saves the server's CPU profile over d to path.
+func (s *serverProcess) cpuProfile(b *testing.B, path string, d time.Duration) {
+	s.fetch(b, fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d.Seconds())), path)
+}
+
+// fetch saves what the server's admin port answers at urlPath to path.
+func (s *serverProcess) fetch(b *testing.B, urlPath, path string) {
+	resp, err := http.Get("http://" + s.info.AdminAddress + urlPath)
+	if err != nil {
+		b.Log(err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Log(err)
+		return
+	}
+	defer f.Close()
+	_, _ = io.Copy(f, resp.Body)
 }
 
 // rssMB reads the server process's resident set size.

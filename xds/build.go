@@ -97,40 +97,57 @@ func BuildShared(m *Mesh, ns, kind string) *Shared {
 	return sh
 }
 
-// BuildFor returns proxy p's resources around sh, which must be the
-// Shared of p's namespace and kind in the same mesh.
-func BuildFor(m *Mesh, p Proxy, sh *Shared) (*Resources, error) {
+// Own holds a proxy's resources that are its alone: its listeners (sidecars),
+// the local app's cluster, its secrets. Whether it also gets the Shared
+// route, clusters and endpoints is UsesShared.
+type Own struct {
+	Listeners  []*listener.Listener
+	Clusters   []*cluster.Cluster
+	Secrets    []*tlsv3.Secret
+	UsesShared bool
+}
+
+// BuildOwn builds proxy p's own resources.
+func BuildOwn(m *Mesh, p Proxy) (*Own, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
+	b := &builder{mesh: m, proxy: p}
+	o := &Own{UsesShared: p.Kind == KindProxyless || p.OutboundPort != 0}
+	if p.Kind == KindProxyless {
+		return o, nil
+	}
+	if p.OutboundPort != 0 {
+		o.Listeners = append(o.Listeners, b.outboundListener())
+	}
+	if p.InboundPort != 0 {
+		o.Listeners = append(o.Listeners, b.inboundListener())
+		if p.Kind == KindBuiltin {
+			o.Listeners = append(o.Listeners, b.inboundQUICListener())
+		}
+		o.Clusters = append(o.Clusters, b.appCluster())
+	}
+	o.Secrets = append(o.Secrets, b.certSecret(), b.rootSecret())
+	return o, nil
+}
+
+// BuildFor returns proxy p's resources around sh, which must be the
+// Shared of p's namespace and kind in the same mesh.
+func BuildFor(m *Mesh, p Proxy, sh *Shared) (*Resources, error) {
 	if sh.Namespace != p.Namespace || sh.Kind != p.Kind {
 		return nil, fmt.Errorf("%w %s: shared resources are for %s/%s, the proxy is %s/%s", ErrInvalidProxy, p.NodeID, sh.Namespace, sh.Kind, p.Namespace, p.Kind)
 	}
-	b := &builder{mesh: m, proxy: p}
-	r := &Resources{}
-	outbound := func() {
+	own, err := BuildOwn(m, p)
+	if err != nil {
+		return nil, err
+	}
+	r := &Resources{Listeners: own.Listeners, Clusters: own.Clusters, Secrets: own.Secrets}
+	if own.UsesShared {
+		r.Listeners = append(r.Listeners, sh.APIListeners...)
 		r.Routes = append(r.Routes, sh.Route)
 		r.Clusters = append(r.Clusters, sh.Clusters...)
 		r.Endpoints = append(r.Endpoints, sh.Endpoints...)
 	}
-	if p.Kind == KindProxyless {
-		r.Listeners = append(r.Listeners, sh.APIListeners...)
-		outbound()
-		r.sort()
-		return r, nil
-	}
-	if p.OutboundPort != 0 {
-		r.Listeners = append(r.Listeners, b.outboundListener())
-		outbound()
-	}
-	if p.InboundPort != 0 {
-		r.Listeners = append(r.Listeners, b.inboundListener())
-		if p.Kind == KindBuiltin {
-			r.Listeners = append(r.Listeners, b.inboundQUICListener())
-		}
-		r.Clusters = append(r.Clusters, b.appCluster())
-	}
-	r.Secrets = append(r.Secrets, b.certSecret(), b.rootSecret())
 	r.sort()
 	return r, nil
 }
@@ -188,38 +205,42 @@ type validatable interface{ ValidateAll() error }
 // does not follow), routes' clusters, EDS clusters' endpoints.
 func (r *Resources) Validate() error { return r.validate(nil) }
 
-// ValidateShared runs ValidateAll on the shared resources, once for all
-// the proxies that get them.
+// ValidateShared runs ValidateAll on the shared resources and checks the
+// references among them, once for all the proxies that get them.
 func (sh *Shared) ValidateShared() error {
-	var errs []error
-	for _, v := range sh.APIListeners {
-		errs = append(errs, v.ValidateAll())
-	}
-	errs = append(errs, sh.Route.ValidateAll())
-	for _, v := range sh.Clusters {
-		errs = append(errs, v.ValidateAll())
-	}
-	for _, v := range sh.Endpoints {
-		errs = append(errs, v.ValidateAll())
-	}
-	return errors.Join(errs...)
+	r := &Resources{Listeners: sh.APIListeners, Routes: []*route.RouteConfiguration{sh.Route}, Clusters: sh.Clusters, Endpoints: sh.Endpoints}
+	return r.validate(nil)
 }
 
-// ValidateOwn is Validate for resources built with BuildFor(…, sh) when
-// sh has passed ValidateShared: it skips the shared resources' own rules
-// but checks every reference.
-func (r *Resources) ValidateOwn(sh *Shared) error {
-	skip := map[validatable]bool{sh.Route: true}
-	for _, v := range sh.APIListeners {
-		skip[v] = true
+// Validate runs ValidateAll on a proxy's own resources and checks their
+// references into sh (which has passed ValidateShared): listeners' route
+// configurations exist, every EDS cluster has endpoints.
+func (o *Own) Validate(sh *Shared) error {
+	var errs []error
+	for _, l := range o.Listeners {
+		if err := l.ValidateAll(); err != nil {
+			errs = append(errs, fmt.Errorf("listener %q: %w", l.Name, err))
+		}
+		for _, name := range rdsNames(l) {
+			if !o.UsesShared || name != sh.Route.Name {
+				errs = append(errs, fmt.Errorf("listener %q refers to route %q, which is missing", l.Name, name))
+			}
+		}
 	}
-	for _, v := range sh.Clusters {
-		skip[v] = true
+	for _, c := range o.Clusters {
+		if err := c.ValidateAll(); err != nil {
+			errs = append(errs, fmt.Errorf("cluster %q: %w", c.Name, err))
+		}
+		if c.GetType() == cluster.Cluster_EDS {
+			errs = append(errs, fmt.Errorf("cluster %q is EDS but not shared: it has no endpoints resource", c.Name))
+		}
 	}
-	for _, v := range sh.Endpoints {
-		skip[v] = true
+	for _, x := range o.Secrets {
+		if err := x.ValidateAll(); err != nil {
+			errs = append(errs, fmt.Errorf("secret %q: %w", x.Name, err))
+		}
 	}
-	return r.validate(skip)
+	return errors.Join(errs...)
 }
 
 func (r *Resources) validate(skip map[validatable]bool) error {

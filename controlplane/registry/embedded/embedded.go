@@ -52,9 +52,11 @@ type Registry struct {
 	deadline map[string]time.Time // next heartbeat due, per TTL instance (memory only)
 	subs     map[chan registry.Snapshot]struct{}
 	wake     chan struct{} // reschedules the sweeper
+	publish  chan struct{} // a change awaits publishing
 
-	stop chan struct{}
-	done chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	pubDone chan struct{}
 }
 
 var _ registry.Registry = (*Registry)(nil)
@@ -78,8 +80,10 @@ func Open(dir string, opts ...Option) (*Registry, error) {
 		deadline:        map[string]time.Time{},
 		subs:            map[chan registry.Snapshot]struct{}{},
 		wake:            make(chan struct{}, 1),
+		publish:         make(chan struct{}, 1),
 		stop:            make(chan struct{}),
 		done:            make(chan struct{}),
+		pubDone:         make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(r)
@@ -126,6 +130,7 @@ func Open(dir string, opts ...Option) (*Registry, error) {
 		return nil, fmt.Errorf("registry: load %s: %w", path, err)
 	}
 	go r.sweep()
+	go r.publisher()
 	return r, nil
 }
 
@@ -133,6 +138,7 @@ func Open(dir string, opts ...Option) (*Registry, error) {
 func (r *Registry) Close() error {
 	close(r.stop)
 	<-r.done
+	<-r.pubDone
 	r.mu.Lock()
 	for ch := range r.subs {
 		close(ch)
@@ -269,7 +275,10 @@ func (r *Registry) commit(changes map[string]*record) error {
 			r.records[id] = rec
 		}
 	}
-	r.publishLocked()
+	select {
+	case r.publish <- struct{}{}:
+	default:
+	}
 	return nil
 }
 
@@ -282,6 +291,23 @@ func (r *Registry) snapshotLocked() registry.Snapshot {
 	}
 	registry.SortInstances(ins)
 	return registry.Snapshot{Index: r.index, Instances: ins}
+}
+
+// publisher hands watchers the latest snapshot after changes. A burst of
+// changes (10,000 registrations) costs a few snapshots, not one each: while
+// one is built and sent, further changes coalesce into the next.
+func (r *Registry) publisher() {
+	defer close(r.pubDone)
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-r.publish:
+		}
+		r.mu.Lock()
+		r.publishLocked()
+		r.mu.Unlock()
+	}
 }
 
 // publishLocked hands the latest snapshot to every watcher, replacing one it
