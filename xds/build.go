@@ -199,17 +199,11 @@ func (r *Resources) sort() {
 // validatable is every generated resource type.
 type validatable interface{ ValidateAll() error }
 
-// Validate runs each resource's ValidateAll (protoc-gen-validate rules)
-// and checks that every reference resolves: listeners' route configs
-// (API listeners included, which go-control-plane's Snapshot.Consistent
-// does not follow), routes' clusters, EDS clusters' endpoints.
-func (r *Resources) Validate() error { return r.validate(nil) }
-
 // ValidateShared runs ValidateAll on the shared resources and checks the
 // references among them, once for all the proxies that get them.
 func (sh *Shared) ValidateShared() error {
 	r := &Resources{Listeners: sh.APIListeners, Routes: []*route.RouteConfiguration{sh.Route}, Clusters: sh.Clusters, Endpoints: sh.Endpoints}
-	return r.validate(nil)
+	return r.Validate()
 }
 
 // Validate runs ValidateAll on a proxy's own resources and checks their
@@ -243,12 +237,13 @@ func (o *Own) Validate(sh *Shared) error {
 	return errors.Join(errs...)
 }
 
-func (r *Resources) validate(skip map[validatable]bool) error {
+// Validate runs each resource's ValidateAll (protoc-gen-validate rules)
+// and checks that every reference resolves: listeners' route configs
+// (API listeners included, which go-control-plane's Snapshot.Consistent
+// does not follow), routes' clusters, EDS clusters' endpoints.
+func (r *Resources) Validate() error {
 	var errs []error
 	check := func(kind, name string, v validatable) {
-		if skip[v] {
-			return
-		}
 		if err := v.ValidateAll(); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %w", kind, name, err))
 		}
