@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -185,4 +186,57 @@ func TestProxylessGRPCClientEmbedded(t *testing.T) {
 func TestProxylessGRPCClientConsul(t *testing.T) {
 	agent := consultest.Start(t)
 	testProxylessClient(t, meshtest.NewEnv(t).StartControlPlane(meshtest.WithConsul(agent.Addr)))
+}
+
+// With Consul down, the control plane keeps serving its last snapshot (a
+// client that connects during the outage still gets its config) and logs the
+// outage once; when Consul is back, it follows the registry again.
+func TestConsulOutageKeepsServing(t *testing.T) {
+	agent := consultest.Start(t)
+	cp := meshtest.NewEnv(t).StartControlPlane(meshtest.WithConsul(agent.Addr))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	b1, b2 := startBackend(t, cp, "greeter-1"), startBackend(t, cp, "greeter-2")
+	for _, b := range []*backend{b1, b2} {
+		if err := cp.Registry().Register(ctx, b.instance()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := proxylessClient(t, cp).UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.WaitForReady(true)); err != nil {
+		t.Fatal(err)
+	}
+
+	agent.Stop()
+	late := proxylessClient(t, cp) // connects while Consul is down
+	for range 10 {
+		if _, err := late.UnaryCall(ctx, &testgrpc.SimpleRequest{}, grpc.WaitForReady(true)); err != nil {
+			t.Fatalf("a client connecting during the Consul outage: %v", err)
+		}
+	}
+
+	agent.Restart() // a dev agent comes back empty: only greeter-2 registers again
+	if err := cp.Registry().Register(ctx, b2.instance()); err != nil {
+		t.Fatal(err)
+	}
+	// Between the restart and the re-registration Consul has no greeter, and
+	// neither has the mesh: calls may fail until greeter-2 is back.
+	streak := 0
+	for deadline := time.Now().Add(15 * time.Second); streak < 20; {
+		resp, err := late.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+		if err == nil && resp.GetServerId() == b2.name {
+			streak++
+		} else {
+			streak = 0
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after Consul came back, calls do not all reach %s (last error: %v)", b2.name, err)
+		}
+	}
+	logs := cp.Logs()
+	if n := strings.Count(logs, "consul unreachable"); n != 1 {
+		t.Errorf("the outage was logged %d times, want once", n)
+	}
+	if n := strings.Count(logs, "consul reachable again"); n != 1 {
+		t.Errorf("the recovery was logged %d times, want once", n)
+	}
 }
