@@ -11,9 +11,11 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/internal/meshtest"
+	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 )
 
@@ -136,4 +138,27 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func TestServicesAndProxyStatusRendering(t *testing.T) {
+	services := &registryv1.ListServicesResponse{Services: []*registryv1.Service{
+		{Name: "greeter", Namespace: "default", Instances: []*registryv1.Instance{
+			{Id: "greeter-1", Address: "10.0.0.1", Port: 7000, Kind: "proxyless", Protocol: "grpc", Health: "passing"},
+			{Id: "greeter-2", Address: "10.0.0.2", Port: 7000, Kind: "proxyless", Protocol: "grpc", Health: "critical", Version: "v2"},
+		}},
+		{Name: "web", Namespace: "prod", Instances: []*registryv1.Instance{
+			{Id: "web-1", Address: "10.1.0.1", Port: 8443, QuicPort: 8443, Kind: "builtin", Protocol: "http", Health: "passing"},
+		}},
+	}}
+	golden(t, "services.txt", renderServices(services))
+
+	at := timestamppb.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	status := &adminv1.ProxyStatusResponse{Generation: 7, Proxies: []*adminv1.Proxy{
+		{NodeId: "spiffe://micromesh.local/ns/default/svc/client", Kind: "proxyless", ConnectedAt: at, Types: []*adminv1.TypeStatus{
+			{Type: "LDS", ServedVersion: "a", AckedVersion: "a"}, {Type: "RDS", ServedVersion: "b", AckedVersion: "b"},
+			{Type: "CDS", ServedVersion: "c2", AckedVersion: "c1", NackedVersion: "c2", NackError: "cluster web.prod: bad SAN"},
+			{Type: "EDS", ServedVersion: "d2", AckedVersion: "d1"}, {Type: "SDS", ServedVersion: "empty"},
+		}},
+	}}
+	golden(t, "proxy_status.txt", renderProxyStatus(proxyStatus(status)))
 }
