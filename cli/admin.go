@@ -70,3 +70,19 @@ func adminConn(ctx context.Context, g *globalOptions, addrFlag string) (*grpc.Cl
 	}
 	return conn, nil
 }
+
+// adminCallTimeout bounds one admin command's calls.
+const adminCallTimeout = 30 * time.Second
+
+// withAdmin runs call with a connection to the control plane as the CLI's
+// admin identity, under a deadline.
+func withAdmin(ctx context.Context, g *globalOptions, addrFlag string, call func(context.Context, *grpc.ClientConn) error) error {
+	ctx, cancel := context.WithTimeout(ctx, adminCallTimeout)
+	defer cancel()
+	conn, err := adminConn(ctx, g, addrFlag)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return call(ctx, conn)
+}

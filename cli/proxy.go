@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 )
@@ -95,14 +96,11 @@ func newProxyStatusCommand(g *globalOptions, s Streams) *cobra.Command {
 		Args:    cobra.NoArgs,
 		Example: "  meshctl proxy-status\n  meshctl proxy-status -o json",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			conn, err := adminConn(ctx, g, controlPlane)
-			if err != nil {
+			var resp *adminv1.ProxyStatusResponse
+			err := withAdmin(cmd.Context(), g, controlPlane, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
+				resp, err = adminv1.NewAdminServiceClient(conn).ProxyStatus(ctx, &adminv1.ProxyStatusRequest{})
 				return err
-			}
-			defer conn.Close()
-			resp, err := adminv1.NewAdminServiceClient(conn).ProxyStatus(ctx, &adminv1.ProxyStatusRequest{})
+			})
 			if err != nil {
 				return err
 			}
@@ -127,14 +125,11 @@ func newProxyConfigCommand(g *globalOptions, s Streams) *cobra.Command {
 			if len(args) == 2 {
 				req.Type = args[1]
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			conn, err := adminConn(ctx, g, controlPlane)
-			if err != nil {
+			var resp *adminv1.ProxyConfigResponse
+			err := withAdmin(cmd.Context(), g, controlPlane, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
+				resp, err = adminv1.NewAdminServiceClient(conn).ProxyConfig(ctx, req)
 				return err
-			}
-			defer conn.Close()
-			resp, err := adminv1.NewAdminServiceClient(conn).ProxyConfig(ctx, req)
+			})
 			if err != nil {
 				return err
 			}

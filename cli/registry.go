@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/micromesh/micromesh/controlplane/registry"
@@ -81,14 +82,11 @@ func newRegistryRegisterCommand(g *globalOptions, s Streams) *cobra.Command {
 			if o.ttl != 0 {
 				in.Ttl = durationpb.New(o.ttl)
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			conn, err := adminConn(ctx, g, o.controlPlane)
-			if err != nil {
+			err := withAdmin(cmd.Context(), g, o.controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
+				_, err := registryv1.NewRegistryServiceClient(conn).Register(ctx, &registryv1.RegisterRequest{Instance: in})
 				return err
-			}
-			defer conn.Close()
-			if _, err := registryv1.NewRegistryServiceClient(conn).Register(ctx, &registryv1.RegisterRequest{Instance: in}); err != nil {
+			})
+			if err != nil {
 				return err
 			}
 			out := map[string]string{"id": id, "service": o.service, "namespace": o.namespace, "address": o.address}
@@ -127,14 +125,11 @@ func newRegistryDeregisterCommand(g *globalOptions, s Streams) *cobra.Command {
 			if id == "" {
 				return errors.New("--id is required (meshctl services lists instance IDs)")
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			conn, err := adminConn(ctx, g, controlPlane)
-			if err != nil {
+			err := withAdmin(cmd.Context(), g, controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
+				_, err := registryv1.NewRegistryServiceClient(conn).Deregister(ctx, &registryv1.DeregisterRequest{Id: id})
 				return err
-			}
-			defer conn.Close()
-			if _, err := registryv1.NewRegistryServiceClient(conn).Deregister(ctx, &registryv1.DeregisterRequest{Id: id}); err != nil {
+			})
+			if err != nil {
 				return err
 			}
 			return render(s.Out, g.output, map[string]string{"id": id}, func() string { return "deregistered " + id + "\n" })
@@ -158,14 +153,11 @@ func newServicesCommand(g *globalOptions, s Streams) *cobra.Command {
 					return err
 				}
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			conn, err := adminConn(ctx, g, controlPlane)
-			if err != nil {
+			var resp *registryv1.ListServicesResponse
+			err := withAdmin(cmd.Context(), g, controlPlane, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
+				resp, err = registryv1.NewRegistryServiceClient(conn).ListServices(ctx, &registryv1.ListServicesRequest{Namespace: namespace})
 				return err
-			}
-			defer conn.Close()
-			resp, err := registryv1.NewRegistryServiceClient(conn).ListServices(ctx, &registryv1.ListServicesRequest{Namespace: namespace})
+			})
 			if err != nil {
 				return err
 			}

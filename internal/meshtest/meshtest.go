@@ -172,8 +172,8 @@ func (c *ControlPlane) Home() home.Dir { return c.env.Home }
 // Registry returns the control plane's registry.
 func (c *ControlPlane) Registry() registry.Registry { return c.server.Registry() }
 
-// RegistryClient calls the Registry API with creds.
-func (c *ControlPlane) RegistryClient(creds *identity.Credentials) registryv1.RegistryServiceClient {
+// Dial connects to the control plane as creds, closed by t.Cleanup.
+func (c *ControlPlane) Dial(creds *identity.Credentials) *grpc.ClientConn {
 	c.env.t.Helper()
 	cert := creds.TLSCertificate()
 	cfg := identity.ClientTLSConfig(func() *identity.Bundle { return creds.Bundle }, func() *tls.Certificate { return cert },
@@ -183,22 +183,18 @@ func (c *ControlPlane) RegistryClient(creds *identity.Credentials) registryv1.Re
 		c.env.t.Fatal(err)
 	}
 	c.env.t.Cleanup(func() { _ = conn.Close() })
-	return registryv1.NewRegistryServiceClient(conn)
+	return conn
+}
+
+// RegistryClient calls the Registry API with creds.
+func (c *ControlPlane) RegistryClient(creds *identity.Credentials) registryv1.RegistryServiceClient {
+	return registryv1.NewRegistryServiceClient(c.Dial(creds))
 }
 
 // AdminClient calls the Admin API as a micromesh-namespace identity.
 func (c *ControlPlane) AdminClient() adminv1.AdminServiceClient {
 	c.env.t.Helper()
-	creds := c.Join(identity.SystemNamespace, "meshtest")
-	cert := creds.TLSCertificate()
-	cfg := identity.ClientTLSConfig(func() *identity.Bundle { return creds.Bundle }, func() *tls.Certificate { return cert },
-		identity.AuthorizeID(identity.ControlPlaneID(c.Info.TrustDomain)))
-	conn, err := grpc.NewClient(c.Info.Address, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-	if err != nil {
-		c.env.t.Fatal(err)
-	}
-	c.env.t.Cleanup(func() { _ = conn.Close() })
-	return adminv1.NewAdminServiceClient(conn)
+	return adminv1.NewAdminServiceClient(c.Dial(c.Join(identity.SystemNamespace, "meshtest")))
 }
 
 // Logs returns what the environment's processes have logged.
