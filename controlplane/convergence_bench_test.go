@@ -283,8 +283,13 @@ func startServerProcess(b *testing.B) *serverProcess {
 		b.Fatal(err)
 	}
 	cmd.Stderr = os.Stderr
-	if limit := os.Getenv("MESH_BENCH_GOMEMLIMIT"); limit != "" {
-		cmd.Env = append(os.Environ(), "GOMEMLIMIT="+limit)
+	// MESH_BENCH_GOGC and MESH_BENCH_GOMEMLIMIT tune the server's garbage collector.
+	cmd.Env = os.Environ()
+	if v := os.Getenv("MESH_BENCH_GOGC"); v != "" {
+		cmd.Env = append(cmd.Env, "GOGC="+v)
+	}
+	if v := os.Getenv("MESH_BENCH_GOMEMLIMIT"); v != "" {
+		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+v)
 	}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
