@@ -138,9 +138,11 @@ type nodeState struct {
 	connected time.Time
 	delta     bool
 	versions  map[string]string // type → version in the current snapshot
-	pending   map[string]time.Time
-	acked     map[string]typeStatus
-	nacked    map[string]typeStatus
+	// subscribed are the types the proxy asked for: only those are awaited.
+	subscribed map[string]bool
+	pending    map[string]time.Time
+	acked      map[string]typeStatus
+	nacked     map[string]typeStatus
 }
 
 // typeStatus is a proxy's last answer for one resource type.
@@ -239,7 +241,7 @@ func (a *ads) push(gen *generation, nodeID string) {
 	a.mu.Lock()
 	if n2, ok := a.nodes[nodeID]; ok && n2 == n && a.gen == gen {
 		for typ, v := range versions {
-			if n.versions[typ] != v {
+			if n.subscribed[typ] && n.versions[typ] != v {
 				if _, waiting := n.pending[typ]; !waiting {
 					n.pending[typ] = gen.event
 				}
@@ -458,6 +460,7 @@ func (a *ads) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
 	if err := a.request(id, req.GetNode()); err != nil {
 		return err
 	}
+	a.subscribe(id, req.GetTypeUrl())
 	if req.GetResponseNonce() != "" {
 		if rejected := a.answer(id, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail()); rejected != "" {
 			req.VersionInfo = rejected
@@ -471,6 +474,7 @@ func (a *ads) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryReques
 	if err := a.request(id, req.GetNode()); err != nil {
 		return err
 	}
+	a.subscribe(id, req.GetTypeUrl())
 	if req.GetResponseNonce() != "" {
 		a.answer(id, req.GetTypeUrl(), req.GetResponseNonce(), req.GetErrorDetail())
 	}
@@ -518,7 +522,7 @@ func (a *ads) request(streamID int64, node *core.Node) error {
 	s.nodeID = node.GetId()
 	n, existing := a.nodes[s.nodeID]
 	if !existing {
-		n = &nodeState{connected: time.Now(), pending: map[string]time.Time{}, acked: map[string]typeStatus{}, nacked: map[string]typeStatus{}}
+		n = &nodeState{connected: time.Now(), subscribed: map[string]bool{}, pending: map[string]time.Time{}, acked: map[string]typeStatus{}, nacked: map[string]typeStatus{}}
 		a.nodes[s.nodeID] = n
 		a.m.connected.WithLabelValues(proxy.Kind).Inc()
 	}
@@ -535,6 +539,17 @@ func (a *ads) request(streamID int64, node *core.Node) error {
 		a.push(cur, s.nodeID)
 	}
 	return nil
+}
+
+// subscribe records that the stream's node asked for typeURL.
+func (a *ads) subscribe(streamID int64, typeURL string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if s := a.streams[streamID]; s != nil {
+		if n := a.nodes[s.nodeID]; n != nil {
+			n.subscribed[typeURL] = true
+		}
+	}
 }
 
 func (a *ads) currentGen() *generation {

@@ -20,11 +20,16 @@ func (b *builder) outboundRoute(reachable []*Service) *route.RouteConfiguration 
 	rc := &route.RouteConfiguration{Name: OutboundRoute}
 	for _, s := range reachable {
 		pol := s.Policy
+		// A route timeout bounds a whole request, stream included: gRPC
+		// services get none (their callers' deadlines govern, and streams may
+		// live long); HTTP services get the policy's.
+		timeout := pol.Timeout
+		if s.Protocol == ProtocolGRPC {
+			timeout = 0
+		}
 		action := &route.RouteAction{
 			ClusterSpecifier: &route.RouteAction_Cluster{Cluster: ClusterName(s.Namespace, s.Name)},
-			Timeout:          duration(pol.Timeout),
-			// gRPC clients take the deadline from here (gRFC A31).
-			MaxStreamDuration: &route.RouteAction_MaxStreamDuration{MaxStreamDuration: duration(pol.Timeout)},
+			Timeout:          duration(timeout),
 		}
 		if pol.Retries > 0 {
 			action.RetryPolicy = &route.RetryPolicy{

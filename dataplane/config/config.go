@@ -1,0 +1,157 @@
+// Package config compiles the Envoy resources a sidecar receives over xDS
+// into the immutable routing table its proxy serves from. It is pure: no
+// I/O, no clocks. What the built-in proxy cannot honour is an error, so the
+// xDS client NACKs it instead of serving something else.
+package config
+
+import (
+	"net"
+	"strconv"
+	"time"
+)
+
+// Transports to upstream clusters.
+const (
+	TransportTLS   = "tls"   // HTTP/2 over TLS 1.3, mTLS
+	TransportQUIC  = "quic"  // HTTP/3 over QUIC, mTLS
+	TransportPlain = "plain" // loopback to the local app: HTTP/1.1, or h2c
+)
+
+// Config is everything the proxy serves by, at one version. It is never
+// modified after Compile returns; a new one replaces it.
+type Config struct {
+	Outbound    *Outbound
+	Inbound     *Inbound // TCP + TLS
+	InboundQUIC *Inbound // UDP + QUIC
+	Routes      map[string]*RouteTable
+	Clusters    map[string]*Cluster
+	// Certificate is the proxy's certificate files, from SDS.
+	Certificate *CertFiles
+	// Roots is the trust bundle (PEM), from SDS.
+	Roots []byte
+}
+
+// Outbound is the loopback listener the app sends its calls to.
+type Outbound struct {
+	Name    string
+	Address string // host:port
+	Route   string // route configuration, by name (RDS)
+}
+
+// Inbound is a listener taking mTLS traffic from other proxies.
+type Inbound struct {
+	Name    string
+	Address string
+	UDP     bool
+	// ALPN protocols offered ("h3"; or "h2", "http/1.1").
+	ALPN []string
+	// RequireClientCert is always true for mesh listeners.
+	RequireClientCert bool
+	RBAC              *RBAC // nil: no RBAC filter, everything allowed
+	Route             *RouteTable
+}
+
+// RouteTable routes by authority.
+type RouteTable struct {
+	Name     string
+	exact    map[string]*Route
+	wildcard *Route // "*"
+	// Hosts lists the domains, for messages ("reachable: …").
+	Hosts []string
+}
+
+// Lookup returns the route of authority host (port already stripped).
+func (t *RouteTable) Lookup(host string) *Route {
+	if r, ok := t.exact[host]; ok {
+		return r
+	}
+	return t.wildcard
+}
+
+// Route is where matched requests go and how.
+type Route struct {
+	VirtualHost string
+	Cluster     string
+	// Timeout bounds the whole request, retries included; 0: none.
+	Timeout time.Duration
+	Retry   *RetryPolicy
+	// HeadersToRemove are removed from the request, then HeadersToAdd set.
+	HeadersToRemove []string
+	HeadersToAdd    []HeaderValue
+}
+
+// HeaderValue is a header to set; Value may be "%DOWNSTREAM_PEER_URI_SAN%".
+type HeaderValue struct{ Key, Value string }
+
+// PeerURISAN is the Envoy header variable for the caller's SPIFFE ID.
+const PeerURISAN = "%DOWNSTREAM_PEER_URI_SAN%"
+
+// RetryPolicy says when and how often to retry.
+type RetryPolicy struct {
+	On            RetryOn
+	NumRetries    uint32
+	PerTryTimeout time.Duration
+	BaseInterval  time.Duration
+	MaxInterval   time.Duration
+}
+
+// RetryOn is the set of conditions that trigger a retry.
+type RetryOn struct {
+	ConnectFailure  bool // could not connect
+	Reset           bool // the upstream reset the stream or connection
+	Status503       bool // HTTP 503
+	GRPCUnavailable bool // grpc-status 14
+}
+
+// Cluster is a group of upstream endpoints.
+type Cluster struct {
+	Name      string
+	Transport string
+	// SAN is the SPIFFE ID the upstream's certificate must carry (mesh clusters).
+	SAN string
+	// HTTP2 asks for h2c to a plain (local) cluster.
+	HTTP2          bool
+	LeastRequest   bool
+	ConnectTimeout time.Duration
+	Limits         Limits
+	Outlier        *Outlier
+	Endpoints      []Endpoint
+	// EDS names the endpoints resource; empty for a static cluster.
+	EDS string
+}
+
+// Limits are circuit-breaker thresholds (0: unlimited).
+type Limits struct {
+	MaxConnections     uint32
+	MaxPendingRequests uint32
+	MaxRequests        uint32
+	MaxRetries         uint32
+}
+
+// Outlier is outlier detection: when to eject an endpoint and for how long.
+type Outlier struct {
+	Consecutive5xx          uint32
+	ConsecutiveLocalFailure uint32
+	Interval                time.Duration
+	BaseEjectionTime        time.Duration
+	MaxEjectionTime         time.Duration
+	MaxEjectionPercent      uint32
+}
+
+// Endpoint is one upstream address.
+type Endpoint struct {
+	Address string // host:port
+	Weight  uint32
+	Healthy bool
+	Region  string
+	Zone    string
+}
+
+// CertFiles names the proxy's certificate and key files.
+type CertFiles struct {
+	Chain, Key, Dir string
+}
+
+func hostPort(host string, port uint32) string {
+	return net.JoinHostPort(host, strconv.FormatUint(uint64(port), 10))
+}
