@@ -1,0 +1,173 @@
+package config
+
+import (
+	"strings"
+	"testing"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/micromesh/micromesh/xds"
+)
+
+// meshFor builds what the control plane serves a built-in sidecar of
+// service svc in namespace ns: the dataplane must take all of it.
+func meshFor(t *testing.T, ns, svc string) Resources {
+	t.Helper()
+	m := &xds.Mesh{TrustDomain: "micromesh.local", Roots: []byte("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"), Services: []xds.Service{
+		{Name: "hello", Namespace: "default", Protocol: xds.ProtocolGRPC, Endpoints: []xds.Endpoint{
+			{ID: "h1", Address: "10.0.0.1", Port: 8443, QUICPort: 8443, Kind: xds.KindBuiltin, Health: xds.HealthPassing, Zone: "a"},
+			{ID: "h2", Address: "10.0.0.2", Port: 8443, QUICPort: 8443, Kind: xds.KindBuiltin, Health: xds.HealthCritical, Zone: "b"},
+		}},
+		{Name: "world", Namespace: "default", Protocol: xds.ProtocolHTTP, Endpoints: []xds.Endpoint{
+			{ID: "w1", Address: "10.0.0.3", Port: 15006, Kind: xds.KindEnvoy, Health: xds.HealthPassing},
+		}},
+		{Name: "store", Namespace: xds.SystemNamespace, Protocol: xds.ProtocolGRPC, Endpoints: []xds.Endpoint{
+			{ID: "s1", Address: "10.0.0.9", Port: 9443, QUICPort: 9443, Kind: xds.KindBuiltin, Health: xds.HealthPassing},
+		}},
+	}}
+	r, err := xds.Build(m, xds.Proxy{NodeID: "n", Namespace: ns, Service: svc, Kind: xds.KindBuiltin,
+		InboundPort: 18443, OutboundPort: 15001, AppPort: 8080, AppProtocol: xds.ProtocolGRPC, CertDir: "/certs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Resources{Listeners: r.Listeners, Routes: r.Routes, Clusters: r.Clusters, Endpoints: r.Endpoints, Secrets: r.Secrets}
+}
+
+func TestCompileWhatTheControlPlaneServes(t *testing.T) {
+	c, err := Compile(meshFor(t, "default", "client"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Outbound == nil || c.Outbound.Address != "127.0.0.1:15001" || c.Outbound.Route != "outbound" {
+		t.Fatalf("outbound = %+v", c.Outbound)
+	}
+	if c.Inbound == nil || c.Inbound.Address != "0.0.0.0:18443" || c.Inbound.UDP || !c.Inbound.RequireClientCert {
+		t.Fatalf("inbound = %+v", c.Inbound)
+	}
+	if c.InboundQUIC == nil || !c.InboundQUIC.UDP || strings.Join(c.InboundQUIC.ALPN, ",") != "h3" {
+		t.Fatalf("inbound QUIC = %+v", c.InboundQUIC)
+	}
+	rt := c.Routes["outbound"]
+	for host, cl := range map[string]string{"hello": "hello.default", "hello.default": "hello.default", "world": "world.default", "store.micromesh": "store.micromesh"} {
+		if r := rt.Lookup(host); r == nil || r.Cluster != cl {
+			t.Errorf("route for %q = %+v, want cluster %s", host, r, cl)
+		}
+	}
+	if r := rt.Lookup("billing"); r != nil {
+		t.Errorf("an unknown host routes to %+v", r)
+	}
+	if r := rt.Lookup("hello"); r.Timeout != 0 || r.Retry == nil || !r.Retry.On.GRPCUnavailable || r.Retry.NumRetries != 2 {
+		t.Errorf("hello route = %+v / %+v: a gRPC route has no timeout and retries UNAVAILABLE", r, r.Retry)
+	}
+	if r := rt.Lookup("world"); r.Timeout == 0 {
+		t.Error("an HTTP route has no timeout")
+	}
+	hello := c.Clusters["hello.default"]
+	if hello.Transport != TransportQUIC || hello.SAN != "spiffe://micromesh.local/ns/default/svc/hello" || !hello.LeastRequest || hello.Outlier == nil {
+		t.Errorf("hello cluster = %+v", hello)
+	}
+	if len(hello.Endpoints) != 2 || !hello.Endpoints[0].Healthy || hello.Endpoints[1].Healthy {
+		t.Errorf("hello endpoints (one healthy, one critical) = %+v", hello.Endpoints)
+	}
+	if w := c.Clusters["world.default"]; w.Transport != TransportTLS || w.Endpoints[0].Address != "10.0.0.3:15006" {
+		t.Errorf("world cluster = %+v", w)
+	}
+	if app := c.Clusters["inbound|app"]; app.Transport != TransportPlain || !app.HTTP2 || app.Endpoints[0].Address != "127.0.0.1:8080" {
+		t.Errorf("app cluster = %+v", app)
+	}
+	if c.Certificate == nil || c.Certificate.Chain != "/certs/cert.pem" || c.Certificate.Key != "/certs/key.pem" || len(c.Roots) == 0 {
+		t.Errorf("secrets: %+v, %d bytes of roots", c.Certificate, len(c.Roots))
+	}
+	in := c.Inbound.Route.Lookup("anything")
+	if in == nil || in.Cluster != "inbound|app" || len(in.HeadersToRemove) != 1 || in.HeadersToAdd[0].Value != PeerURISAN {
+		t.Errorf("inbound route = %+v", in)
+	}
+}
+
+func TestCompiledRBACIsTheDefaultRules(t *testing.T) {
+	req := func(principal string) Request { return Request{Principal: principal, Method: "POST", Path: "/x"} }
+	c, err := Compile(meshFor(t, "default", "client"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for principal, want := range map[string]bool{
+		"spiffe://micromesh.local/ns/default/svc/web":     true,
+		"spiffe://micromesh.local/ns/prod/svc/web":        false,
+		"spiffe://micromesh.local/ns/defaultx/svc/web":    false,
+		"spiffe://other.example/ns/default/svc/web":       false,
+		"":                                                false,
+		"spiffe://micromesh.local/ns/micromesh/svc/store": false,
+	} {
+		if got, _ := c.Inbound.RBAC.Allowed(req(principal)); got != want {
+			t.Errorf("default namespace admits %q: %v, want %v", principal, got, want)
+		}
+	}
+	platform, err := Compile(meshFor(t, xds.SystemNamespace, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := platform.Inbound.RBAC.Allowed(req("spiffe://micromesh.local/ns/prod/svc/web")); !ok {
+		t.Error("a platform service refuses an identity of the trust domain")
+	}
+}
+
+func TestCompileRefusesWhatItCannotHonour(t *testing.T) {
+	tests := []struct {
+		name    string
+		mutate  func(*Resources)
+		mention string
+	}{
+		{"two filter chains", func(r *Resources) {
+			l := findListener(r, "outbound")
+			l.FilterChains = append(l.FilterChains, proto.Clone(l.FilterChains[0]).(*listener.FilterChain))
+		}, "filter chains"},
+		{"plaintext listener off loopback", func(r *Resources) {
+			findListener(r, "outbound").Address.GetSocketAddress().Address = "0.0.0.0"
+		}, "loopback"},
+		{"ring hash", func(r *Resources) { r.Clusters[0].LbPolicy = cluster.Cluster_RING_HASH }, "load-balancing policy"},
+		{"unknown HTTP filter", func(r *Resources) {
+			l := findListener(r, "inbound")
+			m := &hcm.HttpConnectionManager{}
+			mustUnpack(t, l.FilterChains[0].Filters[0].GetTypedConfig(), m)
+			m.HttpFilters = append([]*hcm.HttpFilter{{Name: "envoy.filters.http.lua", ConfigType: luaConfig()}}, m.HttpFilters...)
+			l.FilterChains[0].Filters[0].ConfigType = typedConfig(m)
+		}, "not supported"},
+		{"inbound without client certificates", func(r *Resources) {
+			setRequireClientCert(t, findListener(r, "inbound"), false)
+		}, "require client certificates"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := meshFor(t, "default", "client")
+			tc.mutate(&r)
+			_, err := Compile(r)
+			if err == nil || !strings.Contains(err.Error(), tc.mention) {
+				t.Fatalf("Compile = %v; want an error mentioning %q", err, tc.mention)
+			}
+		})
+	}
+}
+
+func TestMissingReferencesAreWarming(t *testing.T) {
+	r := meshFor(t, "default", "client")
+	r.Routes, r.Endpoints = nil, nil // not arrived yet
+	c, err := Compile(r)
+	if err != nil {
+		t.Fatalf("missing RDS and EDS must not fail the compile: %v", err)
+	}
+	if c.Routes["outbound"] != nil || len(c.Clusters["hello.default"].Endpoints) != 0 {
+		t.Error("resources appeared from nowhere")
+	}
+}
+
+func findListener(r *Resources, name string) *listener.Listener {
+	for _, l := range r.Listeners {
+		if l.Name == name {
+			return l
+		}
+	}
+	panic("no listener " + name)
+}
