@@ -94,11 +94,11 @@ func TestCompiledRBACIsTheDefaultRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	for principal, want := range map[string]bool{
-		"spiffe://micromesh.local/ns/default/svc/web":     true,
-		"spiffe://micromesh.local/ns/prod/svc/web":        false,
-		"spiffe://micromesh.local/ns/defaultx/svc/web":    false,
-		"spiffe://other.example/ns/default/svc/web":       false,
-		"":                                                false,
+		"spiffe://micromesh.local/ns/default/svc/web":  true,
+		"spiffe://micromesh.local/ns/prod/svc/web":     false,
+		"spiffe://micromesh.local/ns/defaultx/svc/web": false,
+		"spiffe://other.example/ns/default/svc/web":    false,
+		"": false,
 		"spiffe://micromesh.local/ns/micromesh/svc/store": false,
 	} {
 		if got, _ := c.Inbound.RBAC.Allowed(req(principal)); got != want {

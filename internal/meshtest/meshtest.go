@@ -87,8 +87,15 @@ func WithConsul(addr string) CPOption {
 // system's choosing and waits until it is ready.
 func (e *Env) StartControlPlane(opts ...CPOption) *ControlPlane {
 	e.t.Helper()
+	return e.StartControlPlaneAt("127.0.0.1:0", opts...)
+}
+
+// StartControlPlaneAt starts a control plane on addr (to restart one where
+// its proxies expect it).
+func (e *Env) StartControlPlaneAt(addr string, opts ...CPOption) *ControlPlane {
+	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cfg := controlplane.Config{Home: e.Home, Addr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Logger: e.logger()}
+	cfg := controlplane.Config{Home: e.Home, Addr: addr, AdminAddr: "127.0.0.1:0", Logger: e.logger()}
 	for _, o := range opts {
 		o(&cfg)
 	}
