@@ -85,7 +85,7 @@ and renew them at half-life (gRPC rereads the files).`,
 			}
 			doc, err := bootstrap.GRPC(bootstrap.GRPCOptions{
 				ServerURI: addr,
-				NodeID:    controlplane.NodeID(creds.ID, ""),
+				NodeID:    identity.NodeID(creds.ID, ""),
 				Cluster:   creds.ID.Name,
 				Files: bootstrap.Files{
 					Cert: abs(filepath.Join(out, identity.CertFile)), Key: abs(filepath.Join(out, identity.KeyFile)), Bundle: abs(filepath.Join(out, identity.BundleFile)),
@@ -172,7 +172,7 @@ meshctl cert issue) and reloads it when the directory changes.`,
 			b, err := bootstrap.Envoy(bootstrap.EnvoyOptions{
 				ControlPlane:   controlPlaneAddr(o.controlPlane, g.homeDir()),
 				ControlPlaneID: identity.ControlPlaneID(td).String(),
-				NodeID:         controlplane.NodeID(id, o.instance),
+				NodeID:         identity.NodeID(id, o.instance),
 				Cluster:        o.service,
 				CertDir:        certDir,
 				AdminPort:      o.adminPort,

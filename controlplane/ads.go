@@ -498,7 +498,7 @@ func (a *ads) request(streamID int64, node *core.Node) error {
 	if node.GetId() == "" {
 		return status.Error(codes.InvalidArgument, "the first request must carry the node and its id")
 	}
-	claimed, err := nodeIdentity(node.GetId())
+	claimed, err := identity.ParseNodeID(node.GetId())
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}

@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/micromesh/micromesh/controlplane"
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/adstest"
@@ -66,13 +65,13 @@ func TestADSRefusesWhatItCannotTrust(t *testing.T) {
 		code  codes.Code
 		want  string
 	}{
-		{"no certificate", nil, controlplane.NodeID(web.ID, ""), sidecarMeta("/c"), codes.Unauthenticated, "present a certificate"},
+		{"no certificate", nil, identity.NodeID(web.ID, ""), sidecarMeta("/c"), codes.Unauthenticated, "present a certificate"},
 		{"node ID of another service", web, "spiffe://micromesh.local/ns/default/svc/db", sidecarMeta("/c"), codes.PermissionDenied, "claims"},
 		{"node ID of another namespace", web, "spiffe://micromesh.local/ns/prod/svc/web~1", sidecarMeta("/c"), codes.PermissionDenied, "claims"},
 		{"node ID that is not a SPIFFE ID", web, "web-1", sidecarMeta("/c"), codes.InvalidArgument, "SPIFFE ID"},
-		{"no kind", web, controlplane.NodeID(web.ID, "1"), map[string]any{}, codes.InvalidArgument, "kind"},
-		{"sidecar without cert_dir", web, controlplane.NodeID(web.ID, "1"), map[string]any{"kind": "builtin", "outbound_port": 15001.0}, codes.InvalidArgument, "cert_dir"},
-		{"bad port", web, controlplane.NodeID(web.ID, "1"), map[string]any{"kind": "envoy", "inbound_port": 70000.0, "cert_dir": "/c"}, codes.InvalidArgument, "port"},
+		{"no kind", web, identity.NodeID(web.ID, "1"), map[string]any{}, codes.InvalidArgument, "kind"},
+		{"sidecar without cert_dir", web, identity.NodeID(web.ID, "1"), map[string]any{"kind": "builtin", "outbound_port": 15001.0}, codes.InvalidArgument, "cert_dir"},
+		{"bad port", web, identity.NodeID(web.ID, "1"), map[string]any{"kind": "envoy", "inbound_port": 70000.0, "cert_dir": "/c"}, codes.InvalidArgument, "port"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -92,7 +91,7 @@ func TestSidecarGetsItsListenersAndNACKsAreKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	web := cp.Join("default", "web")
-	node := controlplane.NodeID(web.ID, "web-1")
+	node := identity.NodeID(web.ID, "web-1")
 	s, err := dialAs(t, cp, web).StreamSotW(ctx, adstest.Node(node, sidecarMeta("/var/lib/web/certs")))
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +177,7 @@ func TestDeltaSendsOnlyWhatChanged(t *testing.T) {
 		}
 	}
 	client := cp.Join("default", "client")
-	d, err := dialAs(t, cp, client).StreamDelta(ctx, adstest.Node(controlplane.NodeID(client.ID, ""), map[string]any{"kind": "proxyless"}))
+	d, err := dialAs(t, cp, client).StreamDelta(ctx, adstest.Node(identity.NodeID(client.ID, ""), map[string]any{"kind": "proxyless"}))
 	if err != nil {
 		t.Fatal(err)
 	}

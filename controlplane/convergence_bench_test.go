@@ -18,7 +18,6 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
-	"github.com/micromesh/micromesh/controlplane"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/adstest"
 	"github.com/micromesh/micromesh/internal/home"
@@ -96,7 +95,7 @@ func benchConvergence(b *testing.B, proxies, services, instances, namespaces int
 			b.Fatal(err)
 		}
 		defer conn.Close()
-		node := adstest.Node(controlplane.NodeID(creds.ID, strconv.Itoa(p)), map[string]any{"kind": "builtin", "outbound_port": 15001.0, "cert_dir": "/certs"})
+		node := adstest.Node(identity.NodeID(creds.ID, strconv.Itoa(p)), map[string]any{"kind": "builtin", "outbound_port": 15001.0, "cert_dir": "/certs"})
 		d, err := conn.StreamDelta(ctx, node)
 		if err != nil {
 			b.Fatal(err)

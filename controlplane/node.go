@@ -11,15 +11,6 @@ import (
 	"github.com/micromesh/micromesh/xds"
 )
 
-// Node IDs are a workload's SPIFFE ID, optionally followed by "~" and an
-// instance name when several instances of one service connect:
-//
-//	spiffe://micromesh.local/ns/default/svc/hello~hello-1
-//
-// The part before "~" must be the SPIFFE ID of the certificate the proxy
-// connects with.
-const nodeInstanceSep = "~"
-
 // Node metadata keys (node.metadata, a Struct) that describe a proxy.
 const (
 	MetaKind         = "kind"          // builtin | envoy | proxyless
@@ -29,24 +20,6 @@ const (
 	MetaAppProtocol  = "app_protocol"  // grpc | http
 	MetaCertDir      = "cert_dir"      // where cert.pem, key.pem, bundle.pem are
 )
-
-// NodeID returns the node ID of an instance of id ("" for none).
-func NodeID(id identity.ID, instance string) string {
-	if instance == "" {
-		return id.String()
-	}
-	return id.String() + nodeInstanceSep + instance
-}
-
-// nodeIdentity returns the SPIFFE ID a node ID claims.
-func nodeIdentity(nodeID string) (identity.ID, error) {
-	spiffe, _, _ := strings.Cut(nodeID, nodeInstanceSep)
-	id, err := identity.ParseID(spiffe)
-	if err != nil {
-		return identity.ID{}, fmt.Errorf("node ID %q must be the proxy's SPIFFE ID, optionally followed by ~<instance>: %w", nodeID, err)
-	}
-	return id, nil
-}
 
 // nodeKind is the node's proxy kind: its metadata says, or else its user
 // agent (Envoy is envoy, a gRPC library is proxyless).

@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/peer"
 	grpcxds "google.golang.org/grpc/xds"
 
-	"github.com/micromesh/micromesh/controlplane"
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/consultest"
@@ -85,7 +84,7 @@ func proxylessClient(t *testing.T, cp *meshtest.ControlPlane) testgrpc.TestServi
 	}
 	doc, err := bootstrap.GRPC(bootstrap.GRPCOptions{
 		ServerURI: cp.Info.Address,
-		NodeID:    controlplane.NodeID(creds.ID, ""),
+		NodeID:    identity.NodeID(creds.ID, ""),
 		Cluster:   "client",
 		Files: bootstrap.Files{
 			Cert: filepath.Join(dir, identity.CertFile), Key: filepath.Join(dir, identity.KeyFile), Bundle: filepath.Join(dir, identity.BundleFile),

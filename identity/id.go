@@ -142,3 +142,30 @@ func ValidateTrustDomain(td string) error {
 func ControlPlaneID(td string) ID {
 	return ID{TrustDomain: td, Namespace: SystemNamespace, Kind: KindService, Name: "controlplane"}
 }
+
+// Node IDs (xDS) are a workload's SPIFFE ID, optionally followed by "~" and
+// an instance name when several instances of one service run:
+//
+//	spiffe://micromesh.local/ns/default/svc/hello~hello-1
+//
+// The control plane accepts a node only if the part before "~" is the
+// SPIFFE ID of the certificate it connects with.
+const nodeInstanceSep = "~"
+
+// NodeID returns the xDS node ID of an instance of id ("" for none).
+func NodeID(id ID, instance string) string {
+	if instance == "" {
+		return id.String()
+	}
+	return id.String() + nodeInstanceSep + instance
+}
+
+// ParseNodeID returns the SPIFFE ID a node ID claims.
+func ParseNodeID(nodeID string) (ID, error) {
+	spiffe, _, _ := strings.Cut(nodeID, nodeInstanceSep)
+	id, err := ParseID(spiffe)
+	if err != nil {
+		return ID{}, fmt.Errorf("node ID %q must be the proxy's SPIFFE ID, optionally followed by ~<instance>: %w", nodeID, err)
+	}
+	return id, nil
+}

@@ -172,4 +172,3 @@ func TestClientKeepsConfigWhileTheControlPlaneIsAway(t *testing.T) {
 		return sc.client.Status().Connected && sc.endpoints("hello.default") == 2
 	})
 }
-

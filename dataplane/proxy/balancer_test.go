@@ -1,0 +1,134 @@
+package proxy
+
+import (
+	"testing"
+	"time"
+
+	"github.com/micromesh/micromesh/dataplane/config"
+)
+
+func cluster(leastRequest bool, eps ...config.Endpoint) *config.Cluster {
+	return &config.Cluster{Name: "c", LeastRequest: leastRequest, Endpoints: eps,
+		Outlier: &config.Outlier{Consecutive5xx: 3, ConsecutiveLocalFailure: 2, BaseEjectionTime: time.Second, MaxEjectionTime: 4 * time.Second, MaxEjectionPercent: 50}}
+}
+
+func ep(addr string, healthy bool) config.Endpoint {
+	return config.Endpoint{Address: addr, Weight: 1, Healthy: healthy}
+}
+
+func TestRoundRobinSpreadsAndSkipsUnhealthy(t *testing.T) {
+	b := newBalancer(cluster(false, ep("a", true), ep("b", true), ep("c", false)), nil)
+	seen := map[string]int{}
+	for range 100 {
+		seen[b.pick(nil).addr]++
+	}
+	if seen["a"] != 50 || seen["b"] != 50 || seen["c"] != 0 {
+		t.Errorf("picks = %v", seen)
+	}
+}
+
+func TestWeightsAreHonoured(t *testing.T) {
+	c := cluster(false, ep("a", true), ep("b", true))
+	c.Endpoints[0].Weight = 3
+	b := newBalancer(c, nil)
+	seen := map[string]int{}
+	for range 400 {
+		seen[b.pick(nil).addr]++
+	}
+	if seen["a"] != 300 || seen["b"] != 100 {
+		t.Errorf("picks = %v, want 3:1", seen)
+	}
+}
+
+func TestLeastRequestPrefersTheIdle(t *testing.T) {
+	b := newBalancer(cluster(true, ep("a", true), ep("b", true)), nil)
+	b.eps[0].active.Store(100)
+	seen := map[string]int{}
+	for range 1000 {
+		seen[b.pick(nil).addr]++
+	}
+	if seen["b"] < 700 {
+		t.Errorf("picks = %v: the busy endpoint should lose most choices", seen)
+	}
+}
+
+func TestOutlierDetectionEjectsWithBackoff(t *testing.T) {
+	now := time.Unix(1000, 0)
+	b := newBalancer(cluster(false, ep("a", true), ep("b", true), ep("c", true), ep("d", true)), nil)
+	b.now = func() time.Time { return now }
+	a := b.eps[0]
+	for range 2 {
+		b.report(a, serverError)
+	}
+	if !a.available(now) {
+		t.Fatal("ejected before the threshold")
+	}
+	b.report(a, serverError)
+	if a.available(now) {
+		t.Fatal("not ejected after 3 consecutive 5xx")
+	}
+	for range 50 {
+		if b.pick(nil) == a {
+			t.Fatal("an ejected endpoint was picked")
+		}
+	}
+	now = now.Add(1100 * time.Millisecond)
+	if !a.available(now) {
+		t.Fatal("still ejected after the base ejection time")
+	}
+	// Second ejection lasts twice as long; two local failures suffice.
+	b.report(a, localFailure)
+	b.report(a, localFailure)
+	if a.available(now.Add(1500 * time.Millisecond)) {
+		t.Error("the second ejection did not double")
+	}
+	if !a.available(now.Add(2100 * time.Millisecond)) {
+		t.Error("the second ejection lasted more than twice the base")
+	}
+	// A success resets the count.
+	b.report(b.eps[1], serverError)
+	b.report(b.eps[1], serverError)
+	b.report(b.eps[1], success)
+	b.report(b.eps[1], serverError)
+	if !b.eps[1].available(now) {
+		t.Error("failures were counted across a success")
+	}
+}
+
+func TestMaxEjectionPercentAndPanicMode(t *testing.T) {
+	now := time.Unix(1000, 0)
+	b := newBalancer(cluster(false, ep("a", true), ep("b", true)), nil)
+	b.now = func() time.Time { return now }
+	for _, e := range b.eps {
+		for range 3 {
+			b.report(e, serverError)
+		}
+	}
+	ejected := 0
+	for _, e := range b.eps {
+		if !e.available(now) {
+			ejected++
+		}
+	}
+	if ejected != 1 {
+		t.Fatalf("%d of 2 ejected; 50%% allows 1", ejected)
+	}
+	// All candidates tried or ejected: pick still answers from the healthy.
+	only := b.pick([]*endpoint{b.eps[0], b.eps[1]})
+	if only != nil {
+		t.Fatal("picked an endpoint already tried")
+	}
+}
+
+func TestEjectionSurvivesConfigUpdate(t *testing.T) {
+	now := time.Unix(1000, 0)
+	b := newBalancer(cluster(false, ep("a", true), ep("b", true), ep("c", true)), nil)
+	b.now = func() time.Time { return now }
+	for range 3 {
+		b.report(b.eps[0], serverError)
+	}
+	b2 := newBalancer(cluster(false, ep("a", true), ep("b", true), ep("c", true), ep("d", true)), b)
+	if b2.eps[0].available(now) {
+		t.Fatal("an endpoint's ejection was forgotten by an EDS update")
+	}
+}

@@ -1,0 +1,392 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/micromesh/micromesh/dataplane/config"
+)
+
+type direction string
+
+const (
+	outbound direction = "outbound"
+	inbound  direction = "inbound"
+)
+
+// maxReplayBody is the largest request body kept for retries (Envoy's
+// per-request buffer limit plays the same role).
+const maxReplayBody = 64 << 10
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// hopHeaders are per-connection headers a proxy must not forward (RFC 9110 §7.6.1).
+var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Transfer-Encoding", "Upgrade"}
+
+func cleanHopHeaders(h http.Header) {
+	for _, f := range h["Connection"] {
+		for _, name := range strings.Split(f, ",") {
+			h.Del(strings.TrimSpace(name))
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(h, k)
+	}
+	if te := h["Te"]; len(te) > 0 && !(len(te) == 1 && strings.EqualFold(te[0], "trailers")) {
+		delete(h, "Te") // only "TE: trailers" passes, which gRPC needs
+	}
+}
+
+// forward sends r to up along route rt, retrying as the route allows, and
+// streams the response back.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route, up *upstream, dir direction, caller string, start time.Time) {
+	source, dest := p.self, up.cluster.Name
+	if dir == inbound {
+		source, dest = workload(caller), p.self
+	}
+	if lim := up.cluster.Limits.MaxRequests; lim > 0 && up.active.Load() >= int64(lim) {
+		p.m.overflow.WithLabelValues(up.cluster.Name).Inc()
+		p.localFor(w, r, dir, source, dest, http.StatusServiceUnavailable,
+			fmt.Sprintf("micromesh: circuit breaker open: %d requests in flight to %s", lim, up.cluster.Name), start)
+		return
+	}
+	up.active.Add(1)
+	defer up.active.Add(-1)
+
+	cleanHopHeaders(r.Header)
+	for _, h := range rt.HeadersToRemove {
+		r.Header.Del(h)
+	}
+	for _, h := range rt.HeadersToAdd {
+		v := h.Value
+		if v == config.PeerURISAN {
+			v = caller
+		}
+		r.Header.Set(h.Key, v)
+	}
+	ctx := r.Context()
+	if rt.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, rt.Timeout)
+		defer cancel()
+	}
+	body, err := newReplayable(r, rt.Retry != nil)
+	if err != nil {
+		p.localFor(w, r, dir, source, dest, http.StatusBadRequest, "micromesh: reading the request body: "+err.Error(), start)
+		return
+	}
+	attempts := 1
+	if rt.Retry != nil {
+		attempts += int(rt.Retry.NumRetries)
+	}
+	var (
+		tried   []*endpoint
+		lastErr error
+	)
+	for attempt := range attempts {
+		if attempt > 0 {
+			if lim := up.cluster.Limits.MaxRetries; lim > 0 && up.retries.Load() >= int64(lim) {
+				break // retry budget spent
+			}
+			p.m.retries.WithLabelValues(up.cluster.Name).Inc()
+			if !sleep(ctx, backoff(rt.Retry, attempt)) {
+				break
+			}
+		}
+		ep := up.lb.pick(tried)
+		if ep == nil && len(tried) > 0 {
+			ep = up.lb.pick(nil) // every endpoint tried once: go round again
+		}
+		if ep == nil {
+			p.localFor(w, r, dir, source, dest, http.StatusServiceUnavailable,
+				fmt.Sprintf("micromesh: no healthy endpoint for %s", up.cluster.Name), start)
+			return
+		}
+		tried = append(tried, ep)
+		if attempt > 0 {
+			up.retries.Add(1)
+		}
+		resp, cancel, err := p.attempt(ctx, r, rt, up, ep, body)
+		if attempt > 0 {
+			up.retries.Add(-1)
+		}
+		if err != nil {
+			cancel()
+			ep.active.Add(-1)
+			if ctx.Err() != nil {
+				lastErr = ctx.Err()
+				break
+			}
+			up.lb.report(ep, localFailure)
+			lastErr = err
+			if rt.Retry != nil && (rt.Retry.On.ConnectFailure || rt.Retry.On.Reset) && body.replayable() {
+				continue
+			}
+			break
+		}
+		if resp.StatusCode >= 500 {
+			up.lb.report(ep, serverError)
+		} else {
+			up.lb.report(ep, success)
+		}
+		if rt.Retry != nil && attempt+1 < attempts && body.replayable() && retriableResponse(rt.Retry, resp) {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			cancel()
+			ep.active.Add(-1)
+			lastErr = fmt.Errorf("upstream answered %d", resp.StatusCode)
+			continue
+		}
+		code := p.copyResponse(w, r, resp)
+		resp.Body.Close()
+		cancel()
+		ep.active.Add(-1)
+		p.record(r, dir, source, dest, up.cluster.Transport, code, start)
+		return
+	}
+	switch {
+	case r.Context().Err() != nil:
+		p.record(r, dir, source, dest, up.cluster.Transport, 499, start) // the caller went away
+	case errors.Is(lastErr, context.DeadlineExceeded):
+		p.localFor(w, r, dir, source, dest, http.StatusGatewayTimeout,
+			fmt.Sprintf("micromesh: %s did not answer within the route timeout (%v)", up.cluster.Name, rt.Timeout), start)
+	default:
+		p.localFor(w, r, dir, source, dest, http.StatusServiceUnavailable,
+			fmt.Sprintf("micromesh: upstream connect error or disconnect/reset before headers: %s after %d attempt(s): %v", up.cluster.Name, len(tried), lastErr), start)
+	}
+}
+
+// attempt sends one try to ep. The caller must call cancel and release
+// ep.active when done with the response.
+func (p *Proxy) attempt(ctx context.Context, r *http.Request, rt *config.Route, up *upstream, ep *endpoint, body *replayable) (*http.Response, context.CancelFunc, error) {
+	cancel := context.CancelFunc(func() {})
+	// A per-try timeout bounds whole requests: only for routes that have a
+	// timeout at all (not gRPC streams).
+	if rt.Retry != nil && rt.Retry.PerTryTimeout > 0 && rt.Timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, rt.Retry.PerTryTimeout)
+	}
+	out := &http.Request{
+		Method:        r.Method,
+		URL:           &url.URL{Scheme: up.scheme, Host: ep.addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        r.Header,
+		Body:          body.reader(),
+		ContentLength: r.ContentLength,
+		Host:          r.Host,
+		Trailer:       r.Trailer,
+	}
+	if out.Body == http.NoBody {
+		out.ContentLength = 0
+	}
+	ep.active.Add(1)
+	resp, err := up.rt.RoundTrip(out.WithContext(ctx))
+	return resp, cancel, err
+}
+
+func retriableResponse(rp *config.RetryPolicy, resp *http.Response) bool {
+	if resp.StatusCode == http.StatusServiceUnavailable && rp.On.Status503 {
+		return true
+	}
+	// A gRPC error with no body is trailers-only: grpc-status is a header.
+	return rp.On.GRPCUnavailable && resp.Header.Get("Grpc-Status") == "14"
+}
+
+// backoff is the wait before retry n (1-based): exponential with full
+// jitter, as Envoy does.
+func backoff(rp *config.RetryPolicy, n int) time.Duration {
+	d := rp.BaseInterval << min(n-1, 10)
+	if rp.MaxInterval > 0 && d > rp.MaxInterval {
+		d = rp.MaxInterval
+	}
+	if d <= 0 {
+		return 0
+	}
+	return time.Duration(rand.Int64N(int64(d)))
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// replayable is a request body that retries can resend: small bodies are
+// read up front; a streaming body can be resent only if no try has read it.
+type replayable struct {
+	buf     []byte // read up front, or nil
+	empty   bool
+	stream  io.ReadCloser
+	touched atomic.Bool
+}
+
+func newReplayable(r *http.Request, retries bool) (*replayable, error) {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return &replayable{empty: true}, nil
+	}
+	if retries && r.ContentLength > 0 && r.ContentLength <= maxReplayBody {
+		buf := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			return nil, err
+		}
+		return &replayable{buf: buf}, nil
+	}
+	return &replayable{stream: r.Body}, nil
+}
+
+func (b *replayable) replayable() bool {
+	return b.empty || b.buf != nil || !b.touched.Load()
+}
+
+func (b *replayable) reader() io.ReadCloser {
+	switch {
+	case b.empty:
+		return http.NoBody
+	case b.buf != nil:
+		return io.NopCloser(bytes.NewReader(b.buf))
+	default:
+		return &streamBody{b}
+	}
+}
+
+// streamBody hands the incoming body to a try; transports close request
+// bodies when a try ends, which must not close the incoming one (a retry
+// may still send it, and the server closes it).
+type streamBody struct{ b *replayable }
+
+func (s *streamBody) Read(p []byte) (int, error) {
+	s.b.touched.Store(true)
+	return s.b.stream.Read(p)
+}
+
+func (s *streamBody) Close() error { return nil }
+
+// copyResponse streams resp to w, trailers included, flushing as it goes
+// for gRPC and unknown-length bodies. It returns the status code to record.
+func (p *Proxy) copyResponse(w http.ResponseWriter, r *http.Request, resp *http.Response) int {
+	h := w.Header()
+	for k, vv := range resp.Header {
+		h[k] = vv
+	}
+	cleanHopHeaders(h)
+	w.WriteHeader(resp.StatusCode)
+	streaming := resp.ContentLength < 0 || isGRPC(r)
+	rc := http.NewResponseController(w)
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return 499 // the caller went away
+			}
+			if streaming {
+				_ = rc.Flush()
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			// The upstream broke off mid-body: reset the caller's stream
+			// rather than end it as if complete.
+			p.log.Warn("upstream broke off the response body", "err", err)
+			panic(http.ErrAbortHandler)
+		}
+	}
+	for k, vv := range resp.Trailer {
+		h[http.TrailerPrefix+k] = vv
+	}
+	return resp.StatusCode
+}
+
+func isGRPC(r *http.Request) bool {
+	return strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+}
+
+// local answers with a reply of the proxy's own.
+func (p *Proxy) local(w http.ResponseWriter, r *http.Request, dir direction, dest string, code int, msg string, start time.Time) {
+	source := p.self
+	if dir == inbound {
+		source = workload(peerID(r))
+	}
+	p.localFor(w, r, dir, source, dest, code, msg, start)
+}
+
+// grpcCodes maps the proxy's HTTP replies to gRPC status codes.
+var grpcCodes = map[int]int{
+	http.StatusBadRequest:         13, // INTERNAL
+	http.StatusUnauthorized:       16, // UNAUTHENTICATED
+	http.StatusForbidden:          7,  // PERMISSION_DENIED
+	http.StatusNotFound:           12, // UNIMPLEMENTED
+	http.StatusServiceUnavailable: 14, // UNAVAILABLE
+	http.StatusGatewayTimeout:     4,  // DEADLINE_EXCEEDED
+}
+
+func (p *Proxy) localFor(w http.ResponseWriter, r *http.Request, dir direction, source, dest string, code int, msg string, start time.Time) {
+	h := w.Header()
+	h.Set("X-Mesh-Local-Reply", "1")
+	if isGRPC(r) {
+		h.Set("Content-Type", "application/grpc")
+		h.Set("Grpc-Status", strconv.Itoa(grpcCodes[code]))
+		h.Set("Grpc-Message", grpcMessage(msg))
+		w.WriteHeader(http.StatusOK)
+	} else {
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(code)
+		_, _ = io.WriteString(w, msg+"\n")
+	}
+	p.m.local.WithLabelValues(string(dir), strconv.Itoa(code)).Inc()
+	p.record(r, dir, source, dest, "local", code, start)
+	if !p.accessLog {
+		p.log.Debug("local reply", "direction", dir, "code", code, "msg", msg)
+	}
+}
+
+// grpcMessage percent-encodes a grpc-message value (gRPC's HTTP/2 spec).
+func grpcMessage(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c <= 0x7e && c != '%' {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// workload turns a SPIFFE ID into "name.namespace" for metrics.
+func workload(spiffe string) string {
+	_, path, ok := strings.Cut(strings.TrimPrefix(spiffe, "spiffe://"), "/")
+	if !ok {
+		return "unknown"
+	}
+	parts := strings.Split(path, "/")
+	if len(parts) != 4 {
+		return "unknown"
+	}
+	return parts[3] + "." + parts[1]
+}

@@ -1,0 +1,75 @@
+package proxy
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Registerer is where the proxy's metrics are registered.
+type Registerer = prometheus.Registerer
+
+// metrics follow the field's conventions (Istio's standard metrics):
+// requests by direction, source, destination and response code; a
+// duration histogram.
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	local    *prometheus.CounterVec
+	denied   prometheus.Counter
+	retries  *prometheus.CounterVec
+	overflow *prometheus.CounterVec
+}
+
+func newMetrics(reg Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "micromesh_requests_total",
+			Help: "Requests through the proxy, by direction, source and destination workload, transport (quic, tls, plain, local) and response code.",
+		}, []string{"direction", "source", "destination", "transport", "response_code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "micromesh_request_duration_seconds",
+			Help:    "Time from a request's arrival at the proxy to the end of its response, by direction and destination.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"direction", "destination"}),
+		local: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "micromesh_local_replies_total",
+			Help: "Replies the proxy made itself (no route, no healthy endpoint, RBAC denial, upstream failure), by direction and code.",
+		}, []string{"direction", "response_code"}),
+		denied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "micromesh_rbac_denied_total",
+			Help: "Inbound requests refused by the RBAC rules.",
+		}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "micromesh_upstream_retries_total",
+			Help: "Retries, by cluster.",
+		}, []string{"cluster"}),
+		overflow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "micromesh_circuit_breaker_overflow_total",
+			Help: "Requests refused because a cluster's circuit breaker was open.",
+		}, []string{"cluster"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.duration, m.local, m.denied, m.retries, m.overflow)
+	}
+	return m
+}
+
+// record counts a finished request.
+func (p *Proxy) record(r *http.Request, dir direction, source, dest, transport string, code int, start time.Time) {
+	if dir == inbound && transport != "local" {
+		transport = "tls"
+		if r.ProtoMajor == 3 {
+			transport = "quic"
+		}
+	}
+	elapsed := time.Since(start)
+	p.m.requests.WithLabelValues(string(dir), source, dest, transport, strconv.Itoa(code)).Inc()
+	p.m.duration.WithLabelValues(string(dir), dest).Observe(elapsed.Seconds())
+	if p.accessLog {
+		p.log.Info("request", "direction", dir, "method", r.Method, "authority", r.Host, "path", r.URL.Path,
+			"source", source, "destination", dest, "transport", transport, "code", code, "duration", elapsed)
+	}
+}

@@ -1,0 +1,206 @@
+// Package proxy is the built-in proxy's request path: the outbound handler
+// (the app's calls, routed by authority to a cluster), the inbound handler
+// (mTLS callers, authorized per request by the RBAC rules, forwarded to the
+// app with their identity), upstream transports (HTTP/3 over QUIC, HTTP/2
+// over TLS, loopback HTTP/1.1 or h2c), load balancing, outlier detection,
+// retries, circuit breakers and metrics. It serves from an immutable
+// config.Config, swapped atomically by Apply.
+package proxy
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/micromesh/micromesh/dataplane/config"
+	"github.com/micromesh/micromesh/identity"
+)
+
+// Proxy serves the outbound and inbound sides of one workload.
+type Proxy struct {
+	self      string // this workload, "name.namespace", for metrics
+	creds     *identity.Source
+	log       *slog.Logger
+	accessLog bool
+	m         *metrics
+
+	mu    sync.Mutex // one Apply at a time
+	state atomic.Pointer[state]
+}
+
+// state is a config with the upstreams built for it.
+type state struct {
+	cfg       *config.Config
+	upstreams map[string]*upstream
+}
+
+// Options configure New.
+type Options struct {
+	Self      string // "name.namespace" of the workload
+	Logger    *slog.Logger
+	AccessLog bool // log every request (info level)
+	Metrics   Registerer
+}
+
+// New returns a proxy that presents creds' certificate. It serves 503 until
+// the first Apply.
+func New(creds *identity.Source, o Options) *Proxy {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Proxy{self: o.Self, creds: creds, log: o.Logger, accessLog: o.AccessLog, m: newMetrics(o.Metrics)}
+}
+
+// Apply swaps in cfg. Clusters whose transport is unchanged keep their
+// connections and endpoint state; removed clusters' connections are closed
+// once requests in flight have had time to finish.
+func (p *Proxy) Apply(cfg *config.Config) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	prev := p.state.Load()
+	next := &state{cfg: cfg, upstreams: make(map[string]*upstream, len(cfg.Clusters))}
+	for name, c := range cfg.Clusters {
+		var old *upstream
+		if prev != nil {
+			old = prev.upstreams[name]
+		}
+		u, err := p.newUpstream(c, old)
+		if err != nil {
+			return err
+		}
+		next.upstreams[name] = u
+	}
+	p.state.Store(next)
+	if prev != nil {
+		var stale []func()
+		for name, u := range prev.upstreams {
+			if n, ok := next.upstreams[name]; !ok || n.rt != u.rt {
+				stale = append(stale, u.close)
+			}
+		}
+		if len(stale) > 0 {
+			time.AfterFunc(time.Minute, func() {
+				for _, c := range stale {
+					c()
+				}
+			})
+		}
+	}
+	return nil
+}
+
+// Config returns the config in force (nil before the first Apply).
+func (p *Proxy) Config() *config.Config {
+	if s := p.state.Load(); s != nil {
+		return s.cfg
+	}
+	return nil
+}
+
+// Close closes every upstream's connections.
+func (p *Proxy) Close() {
+	if s := p.state.Load(); s != nil {
+		for _, u := range s.upstreams {
+			u.close()
+		}
+	}
+}
+
+// Outbound returns the handler of the app's outbound calls.
+func (p *Proxy) Outbound() http.Handler { return http.HandlerFunc(p.serveOutbound) }
+
+// Inbound returns the handler of mTLS callers (over TCP+TLS or QUIC).
+func (p *Proxy) Inbound() http.Handler { return http.HandlerFunc(p.serveInbound) }
+
+func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	st := p.state.Load()
+	if st == nil || st.cfg.Outbound == nil {
+		p.local(w, r, outbound, "", http.StatusServiceUnavailable, "micromesh: the sidecar has no configuration yet", start)
+		return
+	}
+	routes := st.cfg.Routes[st.cfg.Outbound.Route]
+	if routes == nil {
+		p.local(w, r, outbound, "", http.StatusServiceUnavailable, "micromesh: the sidecar has not received its routes yet", start)
+		return
+	}
+	host := authority(r.Host)
+	route := routes.Lookup(host)
+	if route == nil {
+		p.local(w, r, outbound, host, http.StatusServiceUnavailable,
+			fmt.Sprintf("micromesh: %q is not a service in the mesh this workload can call (it can call: %s)", host, strings.Join(routes.Hosts, ", ")), start)
+		return
+	}
+	up := st.upstreams[route.Cluster]
+	if up == nil {
+		p.local(w, r, outbound, route.Cluster, http.StatusServiceUnavailable, "micromesh: cluster "+route.Cluster+" is not configured yet", start)
+		return
+	}
+	p.forward(w, r, route, up, outbound, "", start)
+}
+
+func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	st := p.state.Load()
+	var lst *config.Inbound
+	if st != nil {
+		lst = st.cfg.Inbound
+		if r.ProtoMajor == 3 {
+			lst = st.cfg.InboundQUIC
+		}
+	}
+	if lst == nil {
+		p.local(w, r, inbound, "", http.StatusServiceUnavailable, "micromesh: the sidecar has no inbound configuration yet", start)
+		return
+	}
+	caller := peerID(r)
+	if caller == "" {
+		// The handshake requires and verifies a certificate; this is a bug.
+		p.local(w, r, inbound, "", http.StatusUnauthorized, "micromesh: no verified client certificate", start)
+		return
+	}
+	if lst.RBAC != nil {
+		if ok, _ := lst.RBAC.Allowed(config.Request{Principal: caller, Method: r.Method, Path: r.URL.Path, Header: r.Header.Get}); !ok {
+			p.m.denied.Inc()
+			p.localFor(w, r, inbound, caller, p.self, http.StatusForbidden,
+				fmt.Sprintf("micromesh: RBAC: %s may not call %s %s on %s", caller, r.Method, r.URL.Path, p.self), start)
+			return
+		}
+	}
+	route := lst.Route.Lookup(authority(r.Host))
+	if route == nil {
+		p.local(w, r, inbound, "", http.StatusNotFound, "micromesh: no inbound route", start)
+		return
+	}
+	up := st.upstreams[route.Cluster]
+	if up == nil {
+		p.local(w, r, inbound, route.Cluster, http.StatusServiceUnavailable, "micromesh: the app's cluster is not configured yet", start)
+		return
+	}
+	p.forward(w, r, route, up, inbound, caller, start)
+}
+
+// peerID returns the SPIFFE ID of the verified client certificate.
+func peerID(r *http.Request) string {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return ""
+	}
+	c := r.TLS.PeerCertificates[0]
+	if len(c.URIs) != 1 {
+		return ""
+	}
+	return c.URIs[0].String()
+}
+
+// authority returns the host of an authority, lower-cased, without a port.
+func authority(h string) string {
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	}
+	return strings.ToLower(h)
+}

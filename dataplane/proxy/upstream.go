@@ -1,0 +1,100 @@
+package proxy
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/micromesh/micromesh/dataplane/config"
+	"github.com/micromesh/micromesh/identity"
+)
+
+// upstream is a cluster with its live state: transport (connection pools),
+// balancer, circuit-breaker counters.
+type upstream struct {
+	cluster *config.Cluster
+	rt      http.RoundTripper
+	close   func()
+	scheme  string
+	lb      *balancer
+	active  atomic.Int64 // requests in flight (max_requests)
+	retries atomic.Int64 // retries in flight (max_retries)
+}
+
+// sameTransport reports whether a and b can share connections.
+func sameTransport(a, b *config.Cluster) bool {
+	return a.Transport == b.Transport && a.SAN == b.SAN && a.HTTP2 == b.HTTP2 && a.ConnectTimeout == b.ConnectTimeout
+}
+
+// newUpstream builds the state of cluster c, keeping prev's connections
+// and endpoint state when its transport is the same.
+func (p *Proxy) newUpstream(c *config.Cluster, prev *upstream) (*upstream, error) {
+	u := &upstream{cluster: c}
+	if prev != nil {
+		u.lb = newBalancer(c, prev.lb)
+		if sameTransport(prev.cluster, c) {
+			u.rt, u.close, u.scheme = prev.rt, prev.close, prev.scheme
+			return u, nil
+		}
+	} else {
+		u.lb = newBalancer(c, nil)
+	}
+	switch c.Transport {
+	case config.TransportQUIC, config.TransportTLS:
+		id, err := identity.ParseID(c.SAN)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %s: %w", c.Name, err)
+		}
+		tlsConf := p.creds.ClientTLSConfig(identity.AuthorizeID(id))
+		u.scheme = "https"
+		if c.Transport == config.TransportQUIC {
+			t := &http3.Transport{
+				TLSClientConfig: tlsConf,
+				QUICConfig: &quic.Config{
+					HandshakeIdleTimeout: c.ConnectTimeout,
+					MaxIdleTimeout:       2 * time.Minute,
+					KeepAlivePeriod:      15 * time.Second,
+				},
+				DisableCompression: true,
+			}
+			u.rt, u.close = t, func() { _ = t.Close() }
+			return u, nil
+		}
+		t := &http.Transport{
+			TLSClientConfig:     tlsConf,
+			DialContext:         (&net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout: c.ConnectTimeout,
+			DisableCompression:  true,
+			MaxIdleConnsPerHost: 64,
+			IdleConnTimeout:     2 * time.Minute,
+			Protocols:           new(http.Protocols),
+			HTTP2:               &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
+		}
+		t.Protocols.SetHTTP2(true)
+		u.rt, u.close = t, t.CloseIdleConnections
+		return u, nil
+	case config.TransportPlain:
+		t := &http.Transport{
+			DialContext:         (&net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        4096,
+			MaxIdleConnsPerHost: 1024,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true,
+			Protocols:           new(http.Protocols),
+		}
+		if c.HTTP2 {
+			t.Protocols.SetUnencryptedHTTP2(true)
+		} else {
+			t.Protocols.SetHTTP1(true)
+		}
+		u.scheme = "http"
+		u.rt, u.close = t, t.CloseIdleConnections
+		return u, nil
+	}
+	return nil, fmt.Errorf("cluster %s: transport %q is not supported", c.Name, c.Transport)
+}
