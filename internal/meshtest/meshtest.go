@@ -8,6 +8,9 @@ import (
 	"context"
 	"crypto/tls"
 	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/micromesh/micromesh/controlplane"
 	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/dataplane"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/home"
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
@@ -206,3 +210,91 @@ func (c *ControlPlane) AdminClient() adminv1.AdminServiceClient {
 
 // Logs returns what the environment's processes have logged.
 func (c *ControlPlane) Logs() string { return c.env.Logs() }
+
+// Sidecar is a built-in sidecar running in-process.
+type Sidecar struct {
+	Info  dataplane.Info
+	Creds *identity.Credentials
+	stop  func()
+}
+
+// SidecarOption configures StartSidecar.
+type SidecarOption func(*dataplane.Options)
+
+// WithApp sets the app the sidecar fronts (address and protocol).
+func WithApp(addr, protocol string) SidecarOption {
+	return func(o *dataplane.Options) { o.App, o.AppProtocol = addr, protocol }
+}
+
+// WithInstance names the instance.
+func WithInstance(name string) SidecarOption { return func(o *dataplane.Options) { o.Instance = name } }
+
+// StartSidecar joins service name of namespace ns and runs its sidecar on
+// free loopback ports, waiting until it serves and is registered.
+func (c *ControlPlane) StartSidecar(ns, name string, opts ...SidecarOption) *Sidecar {
+	t := c.env.t
+	t.Helper()
+	creds := c.Join(ns, name)
+	certDir := filepath.Join(t.TempDir(), "certs")
+	if err := creds.WriteDir(certDir); err != nil {
+		t.Fatal(err)
+	}
+	o := dataplane.Options{
+		Credentials: creds, CertDir: certDir, ControlPlane: c.Info.Address,
+		Outbound: "127.0.0.1:" + strconv.Itoa(FreePort(t)), InboundPort: uint16(FreePort(t)),
+		Admin: "127.0.0.1:0", TTL: 3 * time.Second, Drain: time.Second, Logger: c.env.logger(),
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.App == "" {
+		o.InboundPort = 0
+	}
+	ready := make(chan dataplane.Info, 1)
+	o.Ready = func(i dataplane.Info) { ready <- i }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- dataplane.Run(ctx, o) }()
+	s := &Sidecar{Creds: creds}
+	var once sync.Once
+	s.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("sidecar %s.%s: %v", name, ns, err)
+			}
+		})
+	}
+	t.Cleanup(s.stop)
+	select {
+	case s.Info = <-ready:
+	case err := <-done:
+		t.Fatalf("sidecar %s.%s exited: %v", name, ns, err)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("sidecar %s.%s not ready after 30s", name, ns)
+	}
+	return s
+}
+
+// Stop stops the sidecar (deregister, drain, stop).
+func (s *Sidecar) Stop() { s.stop() }
+
+// FreePort returns a port free for both TCP and UDP on loopback now.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return port
+		}
+	}
+	t.Fatal("no port free for both TCP and UDP")
+	return 0
+}

@@ -1,0 +1,59 @@
+package dataplane
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// adminHandler serves /ready, /config_dump and /metrics on loopback.
+func (s *Sidecar) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("GET /config_dump", s.configDump)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	return mux
+}
+
+// configDump writes the resources in force, Envoy-style JSON, with the xDS
+// client's state.
+func (s *Sidecar) configDump(w http.ResponseWriter, _ *http.Request) {
+	r := s.xds.Resources()
+	st := s.xds.Status()
+	dump := map[string]any{
+		"node":      s.Info().NodeID,
+		"connected": st.Connected,
+		"versions":  st.Versions,
+		"last_nack": st.LastNACK,
+		"listeners": messages(r.Listeners),
+		"routes":    messages(r.Routes),
+		"clusters":  messages(r.Clusters),
+		"endpoints": messages(r.Endpoints),
+		"secrets":   messages(r.Secrets),
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(dump)
+}
+
+func messages[T proto.Message](in []T) []json.RawMessage {
+	out := make([]json.RawMessage, 0, len(in))
+	for _, m := range in {
+		b, err := protojson.Marshal(m)
+		if err != nil {
+			continue
+		}
+		out = append(out, b)
+	}
+	return out
+}

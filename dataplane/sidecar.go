@@ -1,0 +1,357 @@
+// Package dataplane runs Micromesh's built-in sidecar: it obtains the
+// workload's identity, follows the control plane over xDS, serves the
+// app's outbound calls and mTLS callers (HTTP/3 over QUIC and HTTP/2 over
+// TLS) through dataplane/proxy, and keeps the instance registered.
+package dataplane
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/micromesh/micromesh/dataplane/config"
+	"github.com/micromesh/micromesh/dataplane/proxy"
+	"github.com/micromesh/micromesh/dataplane/xdsclient"
+	"github.com/micromesh/micromesh/identity"
+	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+)
+
+// Options describe a sidecar.
+type Options struct {
+	// ID is the workload's identity; Credentials its certificate (joined
+	// or loaded by the caller); CertDir where the certificate files live
+	// (renewals are written there; the control plane's SDS names them).
+	Credentials *identity.Credentials
+	CertDir     string
+	// Instance names this instance (default <service>-<random>).
+	Instance     string
+	ControlPlane string
+	// App is the local app's address (127.0.0.1:PORT), or "" for none.
+	App         string
+	AppProtocol string // grpc or http
+	// Outbound is the loopback address the app calls out through ("" for none).
+	Outbound string
+	// InboundPort takes mTLS traffic: TCP (HTTP/2, HTTP/1.1 over TLS) and UDP (HTTP/3).
+	InboundPort uint16
+	// Advertise is the address peers reach the inbound port at (default 127.0.0.1).
+	Advertise string
+	Admin     string // loopback address for /ready, /config_dump, /metrics ("" for none)
+	TTL       time.Duration
+	Drain     time.Duration // how long in-flight requests get at shutdown
+	AccessLog bool
+	Logger    *slog.Logger
+	// Ready, if set, is called once the sidecar serves and is registered.
+	Ready func(Info)
+}
+
+// Info describes a running sidecar.
+type Info struct {
+	NodeID   string
+	Instance string
+	Outbound string
+	Inbound  string
+	Admin    string
+}
+
+// Sidecar is a running sidecar.
+type Sidecar struct {
+	o      Options
+	log    *slog.Logger
+	src    *identity.Source
+	proxy  *proxy.Proxy
+	xds    *xdsclient.Client
+	reg    *prometheus.Registry
+	lst    listeners
+	ready  atomic.Bool
+	config chan struct{} // closed at the first applied config
+	once   sync.Once
+	adminL net.Listener
+}
+
+// Run runs a sidecar until ctx ends, then deregisters, drains and stops.
+func Run(ctx context.Context, o Options) error {
+	s, err := newSidecar(o)
+	if err != nil {
+		return err
+	}
+	return s.run(ctx)
+}
+
+func newSidecar(o Options) (*Sidecar, error) {
+	if o.Credentials == nil {
+		return nil, errors.New("sidecar: no credentials")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Instance == "" {
+		b := make([]byte, 4)
+		_, _ = rand.Read(b)
+		o.Instance = o.Credentials.ID.Name + "-" + hex.EncodeToString(b)
+	}
+	if o.Advertise == "" {
+		o.Advertise = "127.0.0.1"
+	}
+	if o.TTL == 0 {
+		o.TTL = 10 * time.Second
+	}
+	if o.Drain == 0 {
+		o.Drain = 5 * time.Second
+	}
+	if o.AppProtocol == "" {
+		o.AppProtocol = "http"
+	}
+	log := o.Logger.With("component", "sidecar", "instance", o.Instance)
+	s := &Sidecar{o: o, log: log, reg: prometheus.NewRegistry(), config: make(chan struct{})}
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.src = identity.NewSource(o.Credentials, identity.RemoteRenewer(o.ControlPlane),
+		identity.WithSourceLogger(o.Logger.With("component", "sidecar-cert")),
+		identity.OnRotate(func(c *identity.Credentials) error { return c.WriteDir(o.CertDir) }))
+	s.proxy = proxy.New(s.src, proxy.Options{
+		Self:      o.Credentials.ID.Name + "." + o.Credentials.ID.Namespace,
+		Logger:    o.Logger.With("component", "proxy"),
+		AccessLog: o.AccessLog,
+		Metrics:   s.reg,
+	})
+	s.lst.src = s.src
+	s.lst.proxy = s.proxy
+	s.lst.log = log
+	meta := map[string]any{
+		"kind":         "builtin",
+		"cert_dir":     o.CertDir,
+		"app_protocol": o.AppProtocol,
+	}
+	if o.Outbound != "" {
+		_, port, err := net.SplitHostPort(o.Outbound)
+		if err != nil {
+			return nil, fmt.Errorf("outbound address %q: %w", o.Outbound, err)
+		}
+		meta["outbound_port"] = mustPort(port)
+	}
+	if o.InboundPort != 0 {
+		meta["inbound_port"] = float64(o.InboundPort)
+		if o.App == "" {
+			return nil, errors.New("an inbound port needs the app's address")
+		}
+		_, port, err := net.SplitHostPort(o.App)
+		if err != nil {
+			return nil, fmt.Errorf("app address %q: %w", o.App, err)
+		}
+		meta["app_port"] = mustPort(port)
+	}
+	md, err := structpb.NewStruct(meta)
+	if err != nil {
+		return nil, err
+	}
+	node := &core.Node{Id: identity.NodeID(o.Credentials.ID, o.Instance), Cluster: o.Credentials.ID.Name, Metadata: md, UserAgentName: "micromesh-sidecar"}
+	s.xds = xdsclient.New(o.ControlPlane, s.controlPlaneTLS, node, s.apply, o.Logger.With("component", "xds"))
+	return s, nil
+}
+
+func mustPort(p string) float64 {
+	n, _ := strconv.Atoi(p)
+	return float64(n)
+}
+
+// controlPlaneTLS is how the sidecar talks to the control plane.
+func (s *Sidecar) controlPlaneTLS() *tls.Config {
+	return s.src.ClientTLSConfig(identity.AuthorizeID(identity.ControlPlaneID(s.o.Credentials.ID.TrustDomain)))
+}
+
+// apply compiles resources and puts them in force: listeners first (a port
+// that cannot be bound refuses the config), then the proxy's routing.
+func (s *Sidecar) apply(r config.Resources) error {
+	cfg, err := config.Compile(r)
+	if err != nil {
+		return err
+	}
+	commit, err := s.lst.prepare(cfg)
+	if err != nil {
+		return err
+	}
+	if err := s.proxy.Apply(cfg); err != nil {
+		commit(false)
+		return err
+	}
+	commit(true)
+	if cfg.Outbound != nil || cfg.Inbound != nil {
+		s.once.Do(func() { close(s.config) })
+	}
+	return nil
+}
+
+func (s *Sidecar) run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	if s.o.Admin != "" {
+		ln, err := net.Listen("tcp", s.o.Admin)
+		if err != nil {
+			return fmt.Errorf("admin address %s: %w", s.o.Admin, err)
+		}
+		s.adminL = ln
+		admin := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			if err := admin.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			return admin.Close()
+		})
+	}
+	xctx, stopXDS := context.WithCancel(context.Background())
+	defer stopXDS()
+	xdone := make(chan error, 1)
+	go func() { xdone <- s.xds.Run(xctx) }()
+	g.Go(func() error { return s.src.Run(gctx) })
+
+	select {
+	case <-s.config:
+	case <-gctx.Done():
+		stopXDS()
+		<-xdone
+		return g.Wait()
+	}
+	reg, err := s.registryClient()
+	if err != nil {
+		stopXDS()
+		<-xdone
+		return err
+	}
+	defer reg.close()
+	if err := s.register(gctx, reg); err != nil {
+		stopXDS()
+		<-xdone
+		return err
+	}
+	s.ready.Store(true)
+	s.log.Info("sidecar ready", "node", identity.NodeID(s.o.Credentials.ID, s.o.Instance), "outbound", s.lst.addr(outboundL), "inbound", s.lst.addr(inboundL))
+	if s.o.Ready != nil {
+		s.o.Ready(s.Info())
+	}
+	g.Go(func() error { return s.heartbeat(gctx, reg) })
+	<-gctx.Done()
+
+	// Shutdown: leave the mesh first, then let requests in flight finish.
+	s.ready.Store(false)
+	dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if _, err := reg.client.Deregister(dctx, &registryv1.DeregisterRequest{Id: s.o.Instance}); err != nil {
+		s.log.Warn("deregister", "err", err)
+	}
+	cancel()
+	s.lst.shutdown(s.o.Drain)
+	stopXDS()
+	<-xdone
+	s.proxy.Close()
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// Info describes the running sidecar.
+func (s *Sidecar) Info() Info {
+	i := Info{NodeID: identity.NodeID(s.o.Credentials.ID, s.o.Instance), Instance: s.o.Instance,
+		Outbound: s.lst.addr(outboundL), Inbound: s.lst.addr(inboundL)}
+	if s.adminL != nil {
+		i.Admin = s.adminL.Addr().String()
+	}
+	return i
+}
+
+type registry struct {
+	conn   *grpc.ClientConn
+	client registryv1.RegistryServiceClient
+}
+
+func (r *registry) close() { _ = r.conn.Close() }
+
+func (s *Sidecar) registryClient() (*registry, error) {
+	conn, err := grpc.NewClient(s.o.ControlPlane, grpc.WithTransportCredentials(credentials.NewTLS(s.controlPlaneTLS())))
+	if err != nil {
+		return nil, err
+	}
+	return &registry{conn: conn, client: registryv1.NewRegistryServiceClient(conn)}, nil
+}
+
+func (s *Sidecar) instance() *registryv1.Instance {
+	id := s.o.Credentials.ID
+	in := &registryv1.Instance{
+		Id: s.o.Instance, Service: id.Name, Namespace: id.Namespace, Address: s.o.Advertise,
+		Port: uint32(s.o.InboundPort), Protocol: s.o.AppProtocol, Kind: "builtin", Ttl: durationpb.New(s.o.TTL),
+	}
+	if cfg := s.proxy.Config(); cfg != nil && cfg.InboundQUIC != nil {
+		in.QuicPort = uint32(s.o.InboundPort)
+	}
+	return in
+}
+
+func (s *Sidecar) register(ctx context.Context, reg *registry) error {
+	if s.o.InboundPort == 0 {
+		return nil // outbound only: nothing to be reached at
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := reg.client.Register(ctx, &registryv1.RegisterRequest{Instance: s.instance()}); err != nil {
+		return fmt.Errorf("register %s: %w", s.o.Instance, err)
+	}
+	return nil
+}
+
+// heartbeat renews the registration three times per TTL; an instance the
+// registry forgot (a restarted Consul agent, say) registers again.
+func (s *Sidecar) heartbeat(ctx context.Context, reg *registry) error {
+	if s.o.InboundPort == 0 {
+		return nil
+	}
+	t := time.NewTicker(s.o.TTL / 3)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		hctx, cancel := context.WithTimeout(ctx, s.o.TTL/3)
+		_, err := reg.client.Heartbeat(hctx, &registryv1.HeartbeatRequest{Id: s.o.Instance})
+		if status.Code(err) == codes.NotFound {
+			_, err = reg.client.Register(hctx, &registryv1.RegisterRequest{Instance: s.instance()})
+			if err == nil {
+				s.log.Info("registered again (the registry had forgotten this instance)")
+			}
+		}
+		cancel()
+		switch {
+		case err != nil && !failing:
+			s.log.Warn("heartbeat failing; the registry will mark this instance critical", "err", err)
+			failing = true
+		case err == nil && failing:
+			s.log.Info("heartbeat recovered")
+			failing = false
+		}
+	}
+}

@@ -1,0 +1,186 @@
+package dataplane_test
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/internal/meshtest"
+)
+
+// echo is an HTTP app that says who it is and what it received.
+type echoReply struct {
+	App    string `json:"app"`
+	Caller string `json:"caller"`
+	Proto  string `json:"proto"`
+	Path   string `json:"path"`
+	Body   string `json:"body"`
+}
+
+func startEcho(t *testing.T, name string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(echoReply{App: name, Caller: r.Header.Get("X-Mesh-Caller"), Proto: r.Proto, Path: r.URL.Path, Body: string(body)})
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+// call sends a request to a sidecar's outbound listener for service host.
+func call(t *testing.T, outbound, host, path string, header http.Header) (*http.Response, echoReply) {
+	t.Helper()
+	req, err := http.NewRequest("POST", "http://"+outbound+path, strings.NewReader("ping"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var e echoReply
+	if resp.StatusCode == 200 {
+		if err := json.Unmarshal(b, &e); err != nil {
+			t.Fatalf("reply %q: %v", b, err)
+		}
+	} else {
+		e.Body = string(b)
+	}
+	return resp, e
+}
+
+func metrics(t *testing.T, admin string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The script of the issue: a control plane, two echo apps, two sidecars.
+func TestRequestThroughTheMesh(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
+	b := cp.StartSidecar("default", "b", meshtest.WithApp(startEcho(t, "b"), "http"))
+
+	var reply echoReply
+	waitFor(t, "a can reach b", func() bool {
+		resp, e := call(t, a.Info.Outbound, "b", "/hello", nil)
+		reply = e
+		return resp.StatusCode == 200
+	})
+	if reply.App != "b" || reply.Path != "/hello" || reply.Body != "ping" {
+		t.Fatalf("reply = %+v", reply)
+	}
+	if reply.Caller != "spiffe://micromesh.local/ns/default/svc/a" {
+		t.Errorf("b saw caller %q, want a's SPIFFE ID", reply.Caller)
+	}
+	// It went over QUIC: b's inbound counts it as such.
+	if m := metrics(t, b.Info.Admin); !strings.Contains(m, `micromesh_requests_total{destination="b.default",direction="inbound",response_code="200",source="a.default",transport="quic"}`) {
+		t.Errorf("b's metrics show no inbound QUIC request from a:\n%s", grep(m, "micromesh_requests_total"))
+	}
+	// The caller header cannot be spoofed.
+	_, spoofed := call(t, a.Info.Outbound, "b.default", "/", http.Header{"X-Mesh-Caller": {"spiffe://micromesh.local/ns/default/svc/admin"}})
+	if spoofed.Caller != "spiffe://micromesh.local/ns/default/svc/a" {
+		t.Errorf("a spoofed x-mesh-caller reached b: %q", spoofed.Caller)
+	}
+	// An unknown service: 503 naming it.
+	resp, e := call(t, a.Info.Outbound, "nosuch", "/", nil)
+	if resp.StatusCode != 503 || !strings.Contains(e.Body, `"nosuch" is not a service`) || !strings.Contains(e.Body, "b.default") {
+		t.Errorf("unknown service: %d %q", resp.StatusCode, e.Body)
+	}
+}
+
+// A caller of another namespace, with a valid certificate, is refused by
+// b's RBAC rules (default: same namespace only).
+func TestRBACDeniesOtherNamespaces(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	b := cp.StartSidecar("default", "b", meshtest.WithApp(startEcho(t, "b"), "http"))
+	intruder := cp.Join("prod", "web")
+	friend := cp.Join("default", "web")
+	get := func(creds *identity.Credentials) (int, string) {
+		cert := creds.TLSCertificate()
+		cfg := identity.ClientTLSConfig(func() *identity.Bundle { return creds.Bundle }, func() *tls.Certificate { return cert },
+			identity.AuthorizeID(b.Creds.ID))
+		client := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}}
+		resp, err := client.Get("https://" + b.Info.Inbound + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := get(intruder); code != http.StatusForbidden || !strings.Contains(body, "RBAC") || !strings.Contains(body, "ns/prod/svc/web") {
+		t.Errorf("a caller from prod got %d %q, want 403 naming it", code, body)
+	}
+	if code, _ := get(friend); code != 200 {
+		t.Errorf("a caller of the same namespace got %d", code)
+	}
+	if m := metrics(t, b.Info.Admin); !strings.Contains(m, "micromesh_rbac_denied_total 1") {
+		t.Error("the denial is not counted")
+	}
+}
+
+// Traffic to an instance registered as kind envoy goes over HTTP/2 + TLS.
+func TestFallbackToTLSForEnvoyPeers(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
+	b := cp.StartSidecar("default", "b", meshtest.WithApp(startEcho(t, "b"), "http"), meshtest.WithInstance("b-1"))
+	// b's inbound port also registered as an Envoy instance of b: the
+	// cluster is mixed, so every caller uses HTTP/2 over TLS.
+	_, port, _ := net.SplitHostPort(b.Info.Inbound)
+	p, _ := strconv.Atoi(port)
+	if err := cp.Registry().Register(context.Background(), registry.Instance{ID: "b-envoy", Service: "b", Address: "127.0.0.1", Port: uint16(p), Kind: registry.KindEnvoy}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a reaches b over TLS", func() bool {
+		resp, _ := call(t, a.Info.Outbound, "b", "/", nil)
+		return resp.StatusCode == 200 && strings.Contains(metrics(t, b.Info.Admin), `transport="tls"`)
+	})
+}
+
+func grep(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
