@@ -32,6 +32,9 @@ func (d Dir) Registry() string { return filepath.Join(string(d), "registry") }
 // CLICredentials is where the CLI keeps its admin identity's certificate.
 func (d Dir) CLICredentials() string { return filepath.Join(string(d), "cli", "admin") }
 
+// Sidecar is the state directory of a sidecar instance.
+func (d Dir) Sidecar(instance string) string { return filepath.Join(string(d), "sidecars", instance) }
+
 // RootCert is the CA's root certificate: the local trust bundle.
 func (d Dir) RootCert() string { return filepath.Join(d.CA(), "root.crt") }
 

@@ -1,0 +1,157 @@
+package cli
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/micromesh/micromesh/dataplane"
+	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/internal/envconfig"
+)
+
+type sidecarOptions struct {
+	joinOptions
+	app         string
+	appProtocol string
+	outbound    string
+	inboundPort uint16
+	admin       string
+	certDir     string
+	instance    string
+	advertise   string
+	accessLog   bool
+	logLevel    string
+}
+
+func (o *sidecarOptions) validate() error {
+	if err := o.serviceFlags.validate(); err != nil {
+		return err
+	}
+	if o.app == "" {
+		return errors.New("--app is required: the app's address (127.0.0.1:PORT), or none")
+	}
+	if o.app != "none" {
+		if err := loopback("--app", o.app); err != nil {
+			return err
+		}
+		if o.inboundPort == 0 {
+			return errors.New("--inbound-port is required with an app: peers reach it there (TCP for TLS, UDP for QUIC)")
+		}
+	}
+	if o.outbound != "" {
+		if err := loopback("--outbound", o.outbound); err != nil {
+			return err
+		}
+	}
+	if o.outbound == "" && o.app == "none" {
+		return errors.New("nothing to do: give --outbound, or an --app and --inbound-port")
+	}
+	if o.appProtocol != "grpc" && o.appProtocol != "http" {
+		return fmt.Errorf("--app-protocol %q: grpc or http", o.appProtocol)
+	}
+	if o.advertise != "" && net.ParseIP(o.advertise) == nil {
+		return fmt.Errorf("--advertise %q is not an IP address", o.advertise)
+	}
+	return nil
+}
+
+func loopback(flag, addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s %q: want 127.0.0.1:PORT", flag, addr)
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%s %q: must be a loopback address", flag, addr)
+	}
+	return nil
+}
+
+func newSidecarCommand(g *globalOptions, s Streams) *cobra.Command {
+	o := &sidecarOptions{}
+	cmd := &cobra.Command{
+		Use:   "sidecar",
+		Short: "Run the built-in sidecar for a service (HTTP/3 over QUIC between sidecars, mTLS)",
+		Long: `Run Micromesh's built-in sidecar in the foreground for one instance of a
+service. It gets the service's certificate (join token, or the local CA, or
+--cert-dir), follows the control plane over xDS, takes the app's outbound
+calls on --outbound (HTTP/1.1 or h2c; route by Host: "name" or "name.namespace"),
+takes mTLS callers on --inbound-port (TCP: HTTP/2 over TLS; UDP: HTTP/3 over
+QUIC), forwards them to --app with their identity in x-mesh-caller, and keeps
+the instance registered. Ctrl-C deregisters, drains and stops.`,
+		Args: cobra.NoArgs,
+		Example: `  meshctl sidecar --service hello --app 127.0.0.1:8080 --inbound-port 18443 --outbound 127.0.0.1:15001
+  curl -H 'Host: hello' http://127.0.0.1:15001/   # from another service's sidecar
+  meshctl sidecar --service loadgen --app none --outbound 127.0.0.1:15002 --token "$TOKEN"`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.validate(); err != nil {
+				return err
+			}
+			log, err := newLogger(s.Err, o.logLevel)
+			if err != nil {
+				return err
+			}
+			if o.instance == "" {
+				b := make([]byte, 4)
+				_, _ = rand.Read(b)
+				o.instance = o.service + "-" + hex.EncodeToString(b)
+			}
+			var creds *identity.Credentials
+			certDir := o.certDir
+			if certDir != "" {
+				if creds, err = identity.LoadCredentials(certDir); err != nil {
+					return fmt.Errorf("--cert-dir: %w", err)
+				}
+				if time.Now().After(creds.Leaf().NotAfter) {
+					return fmt.Errorf("--cert-dir: the certificate expired at %s; get a new one (meshctl cert issue)", creds.Leaf().NotAfter.Format(time.RFC3339))
+				}
+			} else {
+				certDir = filepath.Join(g.homeDir().Sidecar(o.instance), "certs")
+				if creds, _, err = o.join(cmd.Context(), g, certDir); err != nil {
+					return err
+				}
+			}
+			opts := dataplane.Options{
+				Credentials: creds, CertDir: abs(certDir), Instance: o.instance,
+				ControlPlane: controlPlaneAddr(o.controlPlane, g.homeDir()),
+				AppProtocol:  o.appProtocol, Outbound: o.outbound, InboundPort: o.inboundPort,
+				Advertise: o.advertise, Admin: o.admin, AccessLog: o.accessLog, Logger: log,
+				Ready: func(i dataplane.Info) {
+					_ = render(s.Out, g.output, i, func() string {
+						return fmt.Sprintf("sidecar ready: %s, outbound %s, inbound %s, admin http://%s\n", i.NodeID, dash(i.Outbound), dash(i.Inbound), dash(i.Admin))
+					})
+				},
+			}
+			if o.app != "none" {
+				opts.App = o.app
+			}
+			return dataplane.Run(cmd.Context(), opts)
+		},
+	}
+	o.joinOptions.add(cmd)
+	f := cmd.Flags()
+	f.StringVar(&o.app, "app", "", "the app's address on loopback (127.0.0.1:PORT), or none")
+	f.StringVar(&o.appProtocol, "app-protocol", "http", "what the app speaks: http (HTTP/1.1) or grpc (h2c)")
+	f.StringVar(&o.outbound, "outbound", "", "loopback address the app calls out through (127.0.0.1:PORT)")
+	f.Uint16Var(&o.inboundPort, "inbound-port", 0, "port taking mTLS callers: TCP (TLS) and UDP (QUIC)")
+	f.StringVar(&o.admin, "admin", "127.0.0.1:0", "loopback address for /ready, /config_dump and /metrics")
+	f.StringVar(&o.certDir, "cert-dir", "", "use the certificate in this directory (cert.pem, key.pem, bundle.pem) instead of joining")
+	f.StringVar(&o.instance, "instance", "", "instance ID (default <service>-<random>)")
+	f.StringVar(&o.advertise, "advertise", "127.0.0.1", "the IP address peers reach this instance at")
+	f.BoolVar(&o.accessLog, "access-log", false, "log every request")
+	f.StringVar(&o.logLevel, "log-level", envconfig.Get(envconfig.LogLevel, "info"), "debug, info, warn or error")
+	return cmd
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
