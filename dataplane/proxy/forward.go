@@ -161,6 +161,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route
 	case errors.Is(lastErr, context.DeadlineExceeded):
 		p.localFor(w, r, dir, source, dest, http.StatusGatewayTimeout,
 			fmt.Sprintf("micromesh: %s did not answer within the route timeout (%v)", up.cluster.Name, rt.Timeout), start)
+	case dir == inbound && up.cluster.Transport == config.TransportPlain:
+		p.localFor(w, r, dir, source, dest, http.StatusServiceUnavailable,
+			fmt.Sprintf("micromesh: the app at %s is not answering: %v", tried[0].addr, lastErr), start)
 	default:
 		p.localFor(w, r, dir, source, dest, http.StatusServiceUnavailable,
 			fmt.Sprintf("micromesh: upstream connect error or disconnect/reset before headers: %s after %d attempt(s): %v", up.cluster.Name, len(tried), lastErr), start)

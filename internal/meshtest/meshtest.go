@@ -6,9 +6,13 @@ package meshtest
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
+	"math/big"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -297,4 +301,42 @@ func FreePort(t testing.TB) int {
 	}
 	t.Fatal("no port free for both TCP and UDP")
 	return 0
+}
+
+// SignedCredentials signs credentials for service name of namespace ns with
+// the CA's intermediate, valid from notBefore to notAfter: for certificates
+// the CA would never issue (expired ones).
+func (c *ControlPlane) SignedCredentials(ns, name string, notBefore, notAfter time.Time) *identity.Credentials {
+	t := c.env.t
+	t.Helper()
+	key, err := identity.ReadKey(filepath.Join(c.env.Home.CA(), "intermediate.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inters, err := identity.ReadCertificates(filepath.Join(c.env.Home.CA(), "intermediate.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := identity.ServiceID(c.Info.TrustDomain, ns, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafKey, err := identity.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), NotBefore: notBefore, NotAfter: notAfter,
+		URIs: []*url.URL{id.URL()}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, inters[0], leafKey.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &identity.Credentials{ID: id, Chain: []*x509.Certificate{leaf, inters[0]}, Key: leafKey, Bundle: c.Bundle()}
 }
