@@ -33,6 +33,7 @@ type balancer struct {
 	outlier      *config.Outlier
 	next         atomic.Uint64
 	now          func() time.Time
+	onEject      func() // counts ejections (may be nil)
 }
 
 func newBalancer(c *config.Cluster, previous *balancer) *balancer {
@@ -182,6 +183,9 @@ func (b *balancer) report(e *endpoint, o outcome) {
 	e.ejectedUntil = now.Add(d)
 	e.failures, e.localFails = 0, 0
 	e.mu.Unlock()
+	if b.onEject != nil {
+		b.onEject()
+	}
 }
 
 // mayEject enforces max_ejection_percent (at least one ejection is allowed).

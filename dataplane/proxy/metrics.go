@@ -15,12 +15,13 @@ type Registerer = prometheus.Registerer
 // requests by direction, source, destination and response code; a
 // duration histogram.
 type metrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
-	local    *prometheus.CounterVec
-	denied   prometheus.Counter
-	retries  *prometheus.CounterVec
-	overflow *prometheus.CounterVec
+	requests  *prometheus.CounterVec
+	duration  *prometheus.HistogramVec
+	local     *prometheus.CounterVec
+	denied    prometheus.Counter
+	retries   *prometheus.CounterVec
+	overflow  *prometheus.CounterVec
+	ejections *prometheus.CounterVec
 }
 
 func newMetrics(reg Registerer) *metrics {
@@ -50,9 +51,13 @@ func newMetrics(reg Registerer) *metrics {
 			Name: "micromesh_circuit_breaker_overflow_total",
 			Help: "Requests refused because a cluster's circuit breaker was open.",
 		}, []string{"cluster"}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "micromesh_outlier_ejections_total",
+			Help: "Endpoints ejected by outlier detection, by cluster.",
+		}, []string{"cluster"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.local, m.denied, m.retries, m.overflow)
+		reg.MustRegister(m.requests, m.duration, m.local, m.denied, m.retries, m.overflow, m.ejections)
 	}
 	return m
 }

@@ -35,14 +35,16 @@ func sameTransport(a, b *config.Cluster) bool {
 // and endpoint state when its transport is the same.
 func (p *Proxy) newUpstream(c *config.Cluster, prev *upstream) (*upstream, error) {
 	u := &upstream{cluster: c}
+	var prevLB *balancer
 	if prev != nil {
-		u.lb = newBalancer(c, prev.lb)
-		if sameTransport(prev.cluster, c) {
-			u.rt, u.close, u.scheme = prev.rt, prev.close, prev.scheme
-			return u, nil
-		}
-	} else {
-		u.lb = newBalancer(c, nil)
+		prevLB = prev.lb
+	}
+	u.lb = newBalancer(c, prevLB)
+	ejections := p.m.ejections.WithLabelValues(c.Name)
+	u.lb.onEject = ejections.Inc
+	if prev != nil && sameTransport(prev.cluster, c) {
+		u.rt, u.close, u.scheme = prev.rt, prev.close, prev.scheme
+		return u, nil
 	}
 	switch c.Transport {
 	case config.TransportQUIC, config.TransportTLS:
