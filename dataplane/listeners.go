@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
@@ -35,6 +36,7 @@ type listeners struct {
 	src   *identity.Source
 	proxy *proxy.Proxy
 	log   *slog.Logger
+	conns *prometheus.GaugeVec
 
 	mu  sync.Mutex
 	cur [3]*served
@@ -120,14 +122,16 @@ func (l *listeners) serve(k listenerKind, cfg *config.Config, f *served) {
 	errLog := log.New(slogWriter{l.log}, "", 0)
 	switch k {
 	case outboundL:
-		f.http = &http.Server{Handler: l.proxy.Outbound(), Protocols: new(http.Protocols), ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute, ErrorLog: errLog}
+		f.http = &http.Server{Handler: l.proxy.Outbound(), Protocols: new(http.Protocols), ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute, ErrorLog: errLog,
+			ConnState: countConns(l.conns.WithLabelValues("outbound", "plain"))}
 		f.http.Protocols.SetHTTP1(true)
 		f.http.Protocols.SetUnencryptedHTTP2(true)
 		go func() { _ = f.http.Serve(f.tcp) }()
 	case inboundL:
 		tlsConf := l.src.ServerTLSConfig(identity.AuthorizeAny())
 		tlsConf.NextProtos = cfg.Inbound.ALPN
-		f.http = &http.Server{Handler: l.proxy.Inbound(), TLSConfig: tlsConf, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute, ErrorLog: errLog}
+		f.http = &http.Server{Handler: l.proxy.Inbound(), TLSConfig: tlsConf, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute, ErrorLog: errLog,
+			ConnState: countConns(l.conns.WithLabelValues("inbound", "tls"))}
 		go func() { _ = f.http.ServeTLS(f.tcp, "", "") }()
 	case quicL:
 		f.h3 = &http3.Server{
@@ -137,6 +141,15 @@ func (l *listeners) serve(k listenerKind, cfg *config.Config, f *served) {
 				MaxIdleTimeout:     2 * time.Minute,
 				KeepAlivePeriod:    15 * time.Second,
 				MaxIncomingStreams: 4096,
+			},
+			ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+				g := l.conns.WithLabelValues("inbound", "quic")
+				g.Inc()
+				go func() {
+					<-c.Context().Done()
+					g.Dec()
+				}()
+				return ctx
 			},
 		}
 		go func() { _ = f.h3.Serve(f.udp) }()
@@ -199,6 +212,18 @@ func (f *served) closeNow() {
 	}
 	if f.udp != nil {
 		_ = f.udp.Close()
+	}
+}
+
+// countConns keeps g at the number of open connections of a server.
+func countConns(g prometheus.Gauge) func(net.Conn, http.ConnState) {
+	return func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			g.Inc()
+		case http.StateClosed, http.StateHijacked:
+			g.Dec()
+		}
 	}
 }
 

@@ -137,6 +137,11 @@ func newSidecar(o Options) (*Sidecar, error) {
 	s.lst.src = s.src
 	s.lst.proxy = s.proxy
 	s.lst.log = log
+	s.lst.conns = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "micromesh_open_connections",
+		Help: "Connections open on the sidecar's listeners, by direction and transport (quic, tls, plain).",
+	}, []string{"direction", "transport"})
+	s.reg.MustRegister(s.lst.conns)
 	meta := map[string]any{
 		"kind":         "builtin",
 		"cert_dir":     o.CertDir,
@@ -166,6 +171,19 @@ func newSidecar(o Options) (*Sidecar, error) {
 	}
 	node := &core.Node{Id: identity.NodeID(o.Credentials.ID, o.Instance), Cluster: o.Credentials.ID.Name, Metadata: md, UserAgentName: "micromesh-sidecar"}
 	s.xds = xdsclient.New(o.ControlPlane, s.controlPlaneTLS, node, s.apply, o.Logger.With("component", "xds"))
+	s.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "micromesh_xds_connected", Help: "1 while the sidecar has a stream to the control plane."},
+			func() float64 {
+				if s.xds.Status().Connected {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_xds_updates_total", Help: "Configuration updates applied."},
+			func() float64 { return float64(s.xds.Status().Updates) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_xds_rejected_total", Help: "Configuration updates refused (NACKed)."},
+			func() float64 { return float64(s.xds.Status().NACKs) }),
+	)
 	return s, nil
 }
 

@@ -114,6 +114,9 @@ func TestRequestThroughTheMesh(t *testing.T) {
 	if m := metrics(t, b.Info.Admin); !strings.Contains(m, `micromesh_requests_total{destination="b.default",direction="inbound",response_code="200",source="a.default",transport="quic"}`) {
 		t.Errorf("b's metrics show no inbound QUIC request from a:\n%s", grep(m, "micromesh_requests_total"))
 	}
+	if m := metrics(t, b.Info.Admin); !strings.Contains(m, `micromesh_open_connections{direction="inbound",transport="quic"} 1`) || !strings.Contains(m, "micromesh_xds_connected 1") {
+		t.Errorf("b's metrics lack its QUIC connection or xDS state:\n%s", grep(m, "micromesh_open_connections")+grep(m, "micromesh_xds"))
+	}
 	// The caller header cannot be spoofed.
 	_, spoofed := call(t, a.Info.Outbound, "b.default", "/", http.Header{"X-Mesh-Caller": {"spiffe://micromesh.local/ns/default/svc/admin"}})
 	if spoofed.Caller != "spiffe://micromesh.local/ns/default/svc/a" {

@@ -59,6 +59,7 @@ type Status struct {
 	Versions  map[string]string // accepted version per type URL
 	LastNACK  string            // the last refusal, for operators
 	Updates   uint64            // accepted updates
+	NACKs     uint64            // refused updates
 }
 
 // New returns a client for the control plane at addr. tlsConfig is called
@@ -211,6 +212,7 @@ func (c *Client) stream(ctx context.Context) (got bool, err error) {
 		if err := c.accept(typ, resp); err != nil {
 			c.mu.Lock()
 			c.status.LastNACK = fmt.Sprintf("%s %s: %v", short(typ), resp.GetVersionInfo(), err)
+			c.status.NACKs++
 			c.mu.Unlock()
 			c.log.Warn("refusing config (NACK); keeping the previous one", "type", short(typ), "version", resp.GetVersionInfo(), "err", err)
 			if err := send(typ, err); err != nil {
