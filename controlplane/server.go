@@ -215,10 +215,12 @@ func (s *Server) Run(ctx context.Context, ready func(home.ServerInfo)) error {
 	return g.Wait()
 }
 
-// stop drains: health says NOT_SERVING, in-flight RPCs get gracePeriod.
+// stop drains: health says NOT_SERVING, xDS streams end (proxies keep
+// their config and reconnect), other RPCs in flight get gracePeriod.
 func (s *Server) stop() {
 	s.metrics.ready.Store(false)
 	s.health.Shutdown()
+	s.xdsStop()
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()

@@ -60,7 +60,9 @@ type Options struct {
 	TTL       time.Duration
 	Drain     time.Duration // how long in-flight requests get at shutdown
 	AccessLog bool
-	Logger    *slog.Logger
+	// SotW makes the xDS client speak state of the world instead of delta.
+	SotW   bool
+	Logger *slog.Logger
 	// Ready, if set, is called once the sidecar serves and is registered.
 	Ready func(Info)
 }
@@ -170,7 +172,11 @@ func newSidecar(o Options) (*Sidecar, error) {
 		return nil, err
 	}
 	node := &core.Node{Id: identity.NodeID(o.Credentials.ID, o.Instance), Cluster: o.Credentials.ID.Name, Metadata: md, UserAgentName: "micromesh-sidecar"}
-	s.xds = xdsclient.New(o.ControlPlane, s.controlPlaneTLS, node, s.apply, o.Logger.With("component", "xds"))
+	var xopts []xdsclient.Option
+	if !o.SotW {
+		xopts = append(xopts, xdsclient.Delta())
+	}
+	s.xds = xdsclient.New(o.ControlPlane, s.controlPlaneTLS, node, s.apply, o.Logger.With("component", "xds"), xopts...)
 	s.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "micromesh_xds_connected", Help: "1 while the sidecar has a stream to the control plane."},
 			func() float64 {

@@ -47,11 +47,20 @@ type Client struct {
 	node  *core.Node
 	apply ApplyFunc
 	log   *slog.Logger
+	delta bool
 
 	mu     sync.Mutex
 	res    config.Resources
+	known  map[string]map[string]entry // delta: resources by type and name
 	status Status
 }
+
+// Option configures New.
+type Option func(*Client)
+
+// Delta makes the client speak delta xDS (only changes travel) instead of
+// state of the world.
+func Delta() Option { return func(c *Client) { c.delta = true } }
 
 // Status is what the client knows about its connection and versions.
 type Status struct {
@@ -64,11 +73,15 @@ type Status struct {
 
 // New returns a client for the control plane at addr. tlsConfig is called
 // at each connection (so a renewed certificate is used).
-func New(addr string, tlsConfig func() *tls.Config, node *core.Node, apply ApplyFunc, log *slog.Logger) *Client {
+func New(addr string, tlsConfig func() *tls.Config, node *core.Node, apply ApplyFunc, log *slog.Logger, opts ...Option) *Client {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Client{addr: addr, tls: tlsConfig, node: node, apply: apply, log: log, status: Status{Versions: map[string]string{}}}
+	c := &Client{addr: addr, tls: tlsConfig, node: node, apply: apply, log: log, status: Status{Versions: map[string]string{}}}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
 }
 
 // Status returns the client's state.
@@ -96,7 +109,11 @@ func (c *Client) Resources() config.Resources {
 func (c *Client) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		got, err := c.stream(ctx)
+		stream := c.stream
+		if c.delta {
+			stream = c.streamDelta
+		}
+		got, err := stream(ctx)
 		c.setConnected(false)
 		if ctx.Err() != nil {
 			return nil
@@ -210,11 +227,7 @@ func (c *Client) stream(ctx context.Context) (got bool, err error) {
 		}
 		st.nonce = resp.GetNonce()
 		if err := c.accept(typ, resp); err != nil {
-			c.mu.Lock()
-			c.status.LastNACK = fmt.Sprintf("%s %s: %v", short(typ), resp.GetVersionInfo(), err)
-			c.status.NACKs++
-			c.mu.Unlock()
-			c.log.Warn("refusing config (NACK); keeping the previous one", "type", short(typ), "version", resp.GetVersionInfo(), "err", err)
+			c.refused(typ, resp.GetVersionInfo(), err)
 			if err := send(typ, err); err != nil {
 				return got, err
 			}
@@ -232,6 +245,15 @@ func (c *Client) stream(ctx context.Context) (got bool, err error) {
 			}
 		}
 	}
+}
+
+// refused records a NACK.
+func (c *Client) refused(typ, version string, err error) {
+	c.mu.Lock()
+	c.status.LastNACK = fmt.Sprintf("%s %s: %v", short(typ), version, err)
+	c.status.NACKs++
+	c.mu.Unlock()
+	c.log.Warn("refusing config (NACK); keeping the previous one", "type", short(typ), "version", version, "err", err)
 }
 
 // accept decodes a response and offers the resulting set to apply.

@@ -31,7 +31,13 @@ type sidecar struct {
 	cancel context.CancelFunc
 }
 
-func startSidecar(t *testing.T, cp *meshtest.ControlPlane, refuse func(config.Resources) error) *sidecar {
+// modes are the protocols every client test runs with.
+var modes = []struct {
+	name string
+	opts []xdsclient.Option
+}{{"sotw", nil}, {"delta", []xdsclient.Option{xdsclient.Delta()}}}
+
+func startSidecar(t *testing.T, cp *meshtest.ControlPlane, refuse func(config.Resources) error, opts ...xdsclient.Option) *sidecar {
 	t.Helper()
 	creds := cp.Join("default", "web")
 	meta, _ := structpb.NewStruct(map[string]any{"kind": "builtin", "inbound_port": 18443.0, "outbound_port": 15001.0, "app_port": 8080.0, "cert_dir": t.TempDir()})
@@ -55,7 +61,7 @@ func startSidecar(t *testing.T, cp *meshtest.ControlPlane, refuse func(config.Re
 		sc.cfg.Store(c)
 		return nil
 	}
-	sc.client = xdsclient.New(cp.Info.Address, tlsConfig, node, apply, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	sc.client = xdsclient.New(cp.Info.Address, tlsConfig, node, apply, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), opts...)
 	ctx, cancel := context.WithCancel(context.Background())
 	sc.cancel = cancel
 	go func() { sc.done <- sc.client.Run(ctx) }()
@@ -93,9 +99,15 @@ func register(t *testing.T, cp *meshtest.ControlPlane, id, svc string) {
 }
 
 func TestClientFollowsTheMesh(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) { testClientFollowsTheMesh(t, m.opts...) })
+	}
+}
+
+func testClientFollowsTheMesh(t *testing.T, opts ...xdsclient.Option) {
 	cp := meshtest.NewEnv(t).StartControlPlane()
 	register(t, cp, "hello-1", "hello")
-	sc := startSidecar(t, cp, nil)
+	sc := startSidecar(t, cp, nil, opts...)
 	waitUntil(t, "hello has one endpoint", func() bool { return sc.endpoints("hello.default") == 1 })
 	c := sc.cfg.Load()
 	if c.Outbound == nil || c.Inbound == nil || c.InboundQUIC == nil || c.Routes["outbound"].Lookup("hello") == nil || c.Certificate == nil || len(c.Roots) == 0 {
@@ -114,6 +126,12 @@ func TestClientFollowsTheMesh(t *testing.T) {
 }
 
 func TestClientNACKsWhatItCannotApplyAndKeepsItsConfig(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) { testClientNACKsWhatItCannotApplyAndKeepsItsConfig(t, m.opts...) })
+	}
+}
+
+func testClientNACKsWhatItCannotApplyAndKeepsItsConfig(t *testing.T, opts ...xdsclient.Option) {
 	cp := meshtest.NewEnv(t).StartControlPlane()
 	register(t, cp, "hello-1", "hello")
 	sc := startSidecar(t, cp, func(r config.Resources) error {
@@ -123,7 +141,7 @@ func TestClientNACKsWhatItCannotApplyAndKeepsItsConfig(t *testing.T) {
 			}
 		}
 		return nil
-	})
+	}, opts...)
 	waitUntil(t, "hello is routed", func() bool { return sc.endpoints("hello.default") == 1 })
 	register(t, cp, "evil-1", "evil")
 	waitUntil(t, "the client NACKs", func() bool { return strings.Contains(sc.client.Status().LastNACK, "test: evil cluster refused") })
@@ -153,10 +171,16 @@ func TestClientNACKsWhatItCannotApplyAndKeepsItsConfig(t *testing.T) {
 }
 
 func TestClientKeepsConfigWhileTheControlPlaneIsAway(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) { testClientKeepsConfigWhileTheControlPlaneIsAway(t, m.opts...) })
+	}
+}
+
+func testClientKeepsConfigWhileTheControlPlaneIsAway(t *testing.T, opts ...xdsclient.Option) {
 	env := meshtest.NewEnv(t)
 	cp := env.StartControlPlane()
 	register(t, cp, "hello-1", "hello")
-	sc := startSidecar(t, cp, nil)
+	sc := startSidecar(t, cp, nil, opts...)
 	waitUntil(t, "hello is routed", func() bool { return sc.endpoints("hello.default") == 1 })
 	if err := cp.Stop(); err != nil {
 		t.Fatal(err)
