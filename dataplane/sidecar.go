@@ -93,14 +93,15 @@ type Sidecar struct {
 
 // Run runs a sidecar until ctx ends, then deregisters, drains and stops.
 func Run(ctx context.Context, o Options) error {
-	s, err := newSidecar(o)
+	s, err := New(o)
 	if err != nil {
 		return err
 	}
-	return s.run(ctx)
+	return s.Run(ctx)
 }
 
-func newSidecar(o Options) (*Sidecar, error) {
+// New prepares a sidecar; Run runs it.
+func New(o Options) (*Sidecar, error) {
 	if o.Credentials == nil {
 		return nil, errors.New("sidecar: no credentials")
 	}
@@ -225,7 +226,18 @@ func (s *Sidecar) apply(r config.Resources) error {
 	return nil
 }
 
-func (s *Sidecar) run(ctx context.Context) error {
+// Ready reports whether the sidecar serves and is registered.
+func (s *Sidecar) Ready() bool { return s.ready.Load() }
+
+// Rotate renews the sidecar's certificate now (it renews at half-life on
+// its own); connections in use are kept.
+func (s *Sidecar) Rotate(ctx context.Context) error { return s.src.Rotate(ctx) }
+
+// Certificate returns the certificate in force.
+func (s *Sidecar) Certificate() *identity.Credentials { return s.src.Current() }
+
+// Run serves until ctx ends, then deregisters, drains and stops.
+func (s *Sidecar) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	if s.o.Admin != "" {
 		ln, err := net.Listen("tcp", s.o.Admin)
