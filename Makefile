@@ -8,7 +8,7 @@ LDFLAGS  := -X github.com/micromesh/micromesh/internal/version.Version=$(VERSION
 TOOLS    := tools/go.mod tools/go.sum
 GOFILES   = $(shell git ls-files --cached --others --exclude-standard '*.go')
 
-.PHONY: build run test test-go lint proto proto-check bench deps tools clean
+.PHONY: build run test test-go lint proto proto-check bench bench-dataplane deps nginx tools clean
 
 build: ## bin/meshctl
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/meshctl ./cmd/meshctl
@@ -39,10 +39,22 @@ proto-check: bin/buf bin/protoc-gen-go bin/protoc-gen-go-grpc ## fail if `make p
 bench: ## benchmarks, each with its same-run baseline (the convergence runs take minutes)
 	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./identity/ ./xds/
 	$(GO) test -run '^$$' -bench Convergence -benchtime 20x -timeout 60m ./controlplane/
+	$(MAKE) bench-dataplane
+
+# The data plane against a direct connection and an nginx mTLS pair, all in
+# one run (internal/benchmesh). About 3 minutes with the defaults;
+# BENCHFLAGS='-rounds 1 -t 3s' for a quick look.
+bench-dataplane: build bin/fortio nginx
+	$(GO) run ./internal/benchmesh $(BENCHFLAGS)
 
 # Programs the tests run that are not Go modules.
 deps:
 	@command -v openssl >/dev/null || { echo "installing openssl"; apt-get install -y openssl >/dev/null || { apt-get update >/dev/null && apt-get install -y openssl >/dev/null; }; }
+
+# nginx, the baseline of bench-dataplane, from Debian; the package starts a
+# system nginx on port 80, which the benchmark does not need.
+nginx:
+	@command -v nginx >/dev/null || { echo "installing nginx"; (apt-get install -y nginx >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y nginx >/dev/null; }) ; pkill -x nginx || true; }
 
 tools: bin/buf bin/protoc-gen-go bin/protoc-gen-go-grpc bin/staticcheck bin/consul
 
@@ -51,6 +63,11 @@ tools: bin/buf bin/protoc-gen-go bin/protoc-gen-go-grpc bin/staticcheck bin/cons
 # touch ours. About 2.5 minutes on 2 cores the first time.
 bin/consul: tools/consul/go.mod tools/consul/go.sum
 	cd tools/consul && $(GO) build -o $(BIN)/consul github.com/hashicorp/consul
+
+# fortio, the load generator and echo server of bench-dataplane: v1.67.1,
+# the newest whose dependencies the module proxy here serves.
+bin/fortio: tools/fortio/go.mod tools/fortio/go.sum
+	cd tools/fortio && $(GO) build -o $(BIN)/fortio fortio.org/fortio
 
 bin/buf: $(TOOLS)
 	cd tools && $(GO) build -o $(BIN)/buf github.com/bufbuild/buf/cmd/buf

@@ -28,6 +28,7 @@ type sidecarOptions struct {
 	advertise   string
 	accessLog   bool
 	xds         string
+	transport   string
 	logLevel    string
 }
 
@@ -56,6 +57,9 @@ func (o *sidecarOptions) validate() error {
 	}
 	if o.appProtocol != "grpc" && o.appProtocol != "http" {
 		return fmt.Errorf("--app-protocol %q: grpc or http", o.appProtocol)
+	}
+	if o.transport != "quic" && o.transport != "tls" {
+		return fmt.Errorf("--transport %q: quic or tls", o.transport)
 	}
 	if o.xds != "delta" && o.xds != "sotw" {
 		return fmt.Errorf("--xds %q: delta or sotw", o.xds)
@@ -125,7 +129,7 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 				Credentials: creds, CertDir: abs(certDir), Instance: o.instance,
 				ControlPlane: controlPlaneAddr(o.controlPlane, g.homeDir()),
 				AppProtocol:  o.appProtocol, Outbound: o.outbound, InboundPort: o.inboundPort,
-				Advertise: o.advertise, Admin: o.admin, AccessLog: o.accessLog, SotW: o.xds == "sotw", Logger: log,
+				Advertise: o.advertise, Admin: o.admin, AccessLog: o.accessLog, SotW: o.xds == "sotw", NoQUIC: o.transport == "tls", Logger: log,
 				Ready: func(i dataplane.Info) {
 					_ = render(s.Out, g.output, i, func() string {
 						return fmt.Sprintf("sidecar ready: %s, outbound %s, inbound %s, admin http://%s\n", i.NodeID, dash(i.Outbound), dash(i.Inbound), dash(i.Admin))
@@ -149,6 +153,7 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 	f.StringVar(&o.instance, "instance", "", "instance ID (default <service>-<random>)")
 	f.StringVar(&o.advertise, "advertise", "127.0.0.1", "the IP address peers reach this instance at")
 	f.BoolVar(&o.accessLog, "access-log", false, "log every request")
+	f.StringVar(&o.transport, "transport", "quic", "what callers should use to reach this instance: quic (HTTP/3) or tls (HTTP/2)")
 	f.StringVar(&o.xds, "xds", "delta", "xDS protocol: delta (only changes travel) or sotw (state of the world)")
 	f.StringVar(&o.logLevel, "log-level", envconfig.Get(envconfig.LogLevel, "info"), "debug, info, warn or error")
 	return cmd

@@ -61,7 +61,10 @@ type Options struct {
 	Drain     time.Duration // how long in-flight requests get at shutdown
 	AccessLog bool
 	// SotW makes the xDS client speak state of the world instead of delta.
-	SotW   bool
+	SotW bool
+	// NoQUIC registers the instance without its QUIC port, so callers use
+	// HTTP/2 over TLS (for comparisons; the QUIC listener still runs).
+	NoQUIC bool
 	Logger *slog.Logger
 	// Ready, if set, is called once the sidecar serves and is registered.
 	Ready func(Info)
@@ -339,7 +342,7 @@ func (s *Sidecar) instance() *registryv1.Instance {
 		Id: s.o.Instance, Service: id.Name, Namespace: id.Namespace, Address: s.o.Advertise,
 		Port: uint32(s.o.InboundPort), Protocol: s.o.AppProtocol, Kind: "builtin", Ttl: durationpb.New(s.o.TTL),
 	}
-	if cfg := s.proxy.Config(); cfg != nil && cfg.InboundQUIC != nil {
+	if cfg := s.proxy.Config(); cfg != nil && cfg.InboundQUIC != nil && !s.o.NoQUIC {
 		in.QuicPort = uint32(s.o.InboundPort)
 	}
 	return in

@@ -1,0 +1,395 @@
+// Command benchmesh compares the data plane with a direct connection and an
+// nginx mTLS pair, side by side in one run (`make bench-dataplane`). It
+// starts everything itself: a control plane, a fortio echo server, the
+// built-in sidecars as real processes, and two nginx processes with a
+// throwaway CA; runs fortio in interleaved rounds (A B C D, A B C D, ...);
+// and prints one table.
+//
+//	(A) fortio → echo
+//	(B) fortio → sidecar → HTTP/3 over QUIC, mTLS → sidecar → echo
+//	(C) the same pair, HTTP/2 over TLS
+//	(D) fortio → nginx → TLS 1.3, mTLS → nginx → echo
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "benchmesh:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	meshctl, fortio, nginx string
+	rounds                 int
+	duration               time.Duration
+	qps, conns, payload    int
+}
+
+func run() error {
+	var o options
+	flag.StringVar(&o.meshctl, "meshctl", "bin/meshctl", "meshctl binary")
+	flag.StringVar(&o.fortio, "fortio", "bin/fortio", "fortio binary")
+	flag.StringVar(&o.nginx, "nginx", "nginx", "nginx binary")
+	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds")
+	flag.DurationVar(&o.duration, "t", 10*time.Second, "duration of each run")
+	flag.IntVar(&o.qps, "qps", 1000, "fixed rate for the latency runs")
+	flag.IntVar(&o.conns, "c", 16, "connections")
+	flag.IntVar(&o.payload, "payload", 1024, "request payload bytes (POST)")
+	flag.Parse()
+
+	dir, err := os.MkdirTemp("", "benchmesh")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var procs []*exec.Cmd
+	defer func() {
+		for _, p := range procs {
+			_ = p.Process.Signal(os.Interrupt)
+		}
+		for _, p := range procs {
+			_ = p.Wait()
+		}
+	}()
+	start := func(name string, env []string, args ...string) (*exec.Cmd, error) {
+		cmd := exec.CommandContext(ctx, name, args...)
+		cmd.Env = append(os.Environ(), env...)
+		logf, err := os.Create(filepath.Join(dir, filepath.Base(name)+"-"+strconv.Itoa(len(procs))+".log"))
+		if err != nil {
+			return nil, err
+		}
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("start %s: %w", name, err)
+		}
+		procs = append(procs, cmd)
+		return cmd, nil
+	}
+
+	// The echo app.
+	echoPort := freePort()
+	if _, err := start(o.fortio, nil, "server", "-http-port", "127.0.0.1:"+echoPort, "-grpc-port", "disabled", "-redirect-port", "disabled", "-loglevel", "error"); err != nil {
+		return err
+	}
+	if err := waitHTTP("http://127.0.0.1:" + echoPort + "/"); err != nil {
+		return err
+	}
+
+	// The mesh: control plane, a server sidecar per transport, one client sidecar.
+	home := filepath.Join(dir, "mesh")
+	env := []string{"MESH_HOME=" + home}
+	cpAddr := "127.0.0.1:" + freePort()
+	if _, err := start(o.meshctl, env, "server", "--addr", cpAddr, "--admin-addr", "127.0.0.1:0", "--log-level", "warn"); err != nil {
+		return err
+	}
+	if err := waitFile(filepath.Join(home, "controlplane.json")); err != nil {
+		return err
+	}
+	echoApp := "127.0.0.1:" + echoPort
+	clientOut := "127.0.0.1:" + freePort()
+	sidecars := map[string]*exec.Cmd{}
+	for _, s := range []struct{ name, transport string }{{"echo", "quic"}, {"echo-tls", "tls"}} {
+		c, err := start(o.meshctl, env, "sidecar", "--service", s.name, "--app", echoApp, "--inbound-port", freePort(),
+			"--transport", s.transport, "--log-level", "warn")
+		if err != nil {
+			return err
+		}
+		sidecars[s.name] = c
+	}
+	c, err := start(o.meshctl, env, "sidecar", "--service", "loadgen", "--app", "none", "--outbound", clientOut, "--log-level", "warn")
+	if err != nil {
+		return err
+	}
+	sidecars["loadgen"] = c
+	for _, host := range []string{"echo", "echo-tls"} {
+		if err := waitRoute("http://"+clientOut+"/", host); err != nil {
+			return fmt.Errorf("the mesh does not route %s: %w (logs in %s)", host, err, dir)
+		}
+	}
+
+	// The nginx pair.
+	nginxIn, err := startNginxPair(dir, o.nginx, echoApp, start)
+	if err != nil {
+		return err
+	}
+	if err := waitHTTP("http://" + nginxIn + "/"); err != nil {
+		return fmt.Errorf("nginx pair: %w (logs in %s)", err, dir)
+	}
+
+	configs := []config{
+		{name: "A direct", url: "http://" + echoApp + "/"},
+		{name: "B sidecars, HTTP/3 QUIC mTLS", url: "http://" + clientOut + "/", host: "echo", procs: []*exec.Cmd{sidecars["loadgen"], sidecars["echo"]}},
+		{name: "C sidecars, HTTP/2 TLS mTLS", url: "http://" + clientOut + "/", host: "echo-tls", procs: []*exec.Cmd{sidecars["loadgen"], sidecars["echo-tls"]}},
+		{name: "D nginx → TLS 1.3 mTLS → nginx", url: "http://" + nginxIn + "/", nginx: true},
+	}
+	for i := range configs {
+		if configs[i].nginx {
+			configs[i].pids = nginxPids(dir)
+		}
+		for _, p := range configs[i].procs {
+			configs[i].pids = append(configs[i].pids, p.Process.Pid)
+		}
+	}
+	for round := 1; round <= o.rounds; round++ {
+		for i := range configs {
+			r, err := load(o, configs[i], o.qps)
+			if err != nil {
+				return err
+			}
+			configs[i].latency = append(configs[i].latency, r)
+			fmt.Fprintf(os.Stderr, "round %d %-32s %5.0f qps  p50 %6.2f ms  p99 %6.2f ms\n", round, configs[i].name, r.qps, r.p50*1e3, r.p99*1e3)
+		}
+		for i := range configs {
+			r, err := load(o, configs[i], 0)
+			if err != nil {
+				return err
+			}
+			configs[i].max = append(configs[i].max, r)
+			fmt.Fprintf(os.Stderr, "round %d %-32s max %6.0f qps  %5.0f µs CPU/request in the proxies\n", round, configs[i].name, r.qps, r.cpuPerReq*1e6)
+		}
+	}
+	report(o, configs, sidecars)
+	return nil
+}
+
+type config struct {
+	name, url, host string
+	nginx           bool
+	procs           []*exec.Cmd
+	pids            []int
+	latency, max    []result
+}
+
+type result struct {
+	qps, p50, p90, p99 float64
+	errors             int64
+	cpuPerReq          float64 // seconds of proxy CPU per request
+}
+
+// load runs fortio against c (qps 0: as fast as it goes).
+func load(o options, c config, qps int) (result, error) {
+	out := filepath.Join(os.TempDir(), "benchmesh-fortio.json")
+	args := []string{"load", "-qps", strconv.Itoa(qps), "-c", strconv.Itoa(o.conns), "-t", o.duration.String(),
+		"-payload-size", strconv.Itoa(o.payload), "-p", "50,90,99", "-json", out, "-loglevel", "error", "-a=false"}
+	if c.host != "" {
+		args = append(args, "-H", "Host: "+c.host)
+	}
+	args = append(args, c.url)
+	before := cpuSeconds(c.pids)
+	cmd := exec.Command(o.fortio, args...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return result{}, fmt.Errorf("fortio %s: %w\n%s", c.name, err, b)
+	}
+	cpu := cpuSeconds(c.pids) - before
+	data, err := os.ReadFile(out)
+	if err != nil {
+		return result{}, err
+	}
+	var f struct {
+		ActualQPS         float64
+		ActualDuration    int64
+		RetCodes          map[string]int64
+		DurationHistogram struct {
+			Count       int64
+			Percentiles []struct{ Percentile, Value float64 }
+		}
+	}
+	if err := json.Unmarshal(data, &f); err != nil {
+		return result{}, err
+	}
+	r := result{qps: f.ActualQPS}
+	for code, n := range f.RetCodes {
+		if code != "200" {
+			r.errors += n
+		}
+	}
+	for _, p := range f.DurationHistogram.Percentiles {
+		switch p.Percentile {
+		case 50:
+			r.p50 = p.Value
+		case 90:
+			r.p90 = p.Value
+		case 99:
+			r.p99 = p.Value
+		}
+	}
+	if n := f.DurationHistogram.Count; n > 0 {
+		r.cpuPerReq = cpu / float64(n)
+	}
+	if r.errors > 0 {
+		fmt.Fprintf(os.Stderr, "warning: %s: %d non-200 answers\n", c.name, r.errors)
+	}
+	return r, nil
+}
+
+func median(rs []result, f func(result) float64) float64 {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+func report(o options, cs []config, sidecars map[string]*exec.Cmd) {
+	a := cs[0]
+	ms := func(s float64) string { return fmt.Sprintf("%.2f", s*1e3) }
+	add := func(s float64) string { return fmt.Sprintf("%+.2f", s*1e3) }
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Printf("\nfortio %d qps × %d connections, %d B POST, HTTP/1.1, %v per run, medians of %d interleaved rounds\n\n", o.qps, o.conns, o.payload, o.duration, o.rounds)
+	fmt.Fprintln(w, "path\tp50 ms\tp90 ms\tp99 ms\tadded p50\tadded p90\tadded p99\tmax req/s\tvs direct\tproxy CPU µs/req\t")
+	p := func(r result) float64 { return r.p50 }
+	p9 := func(r result) float64 { return r.p90 }
+	p99 := func(r result) float64 { return r.p99 }
+	q := func(r result) float64 { return r.qps }
+	cpu := func(r result) float64 { return r.cpuPerReq }
+	for _, c := range cs {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.3f×\t%s\t\n", c.name,
+			ms(median(c.latency, p)), ms(median(c.latency, p9)), ms(median(c.latency, p99)),
+			add(median(c.latency, p)-median(a.latency, p)), add(median(c.latency, p9)-median(a.latency, p9)), add(median(c.latency, p99)-median(a.latency, p99)),
+			median(c.max, q), median(c.max, q)/median(a.max, q), cpuCell(c, median(c.max, cpu)))
+	}
+	_ = w.Flush()
+	fmt.Println()
+	var worst float64
+	for name, c := range sidecars {
+		mb := peakRSSMB(c.Process.Pid)
+		worst = max(worst, mb)
+		fmt.Printf("sidecar %-9s peak RSS %.1f MB\n", name, mb)
+	}
+	b, d := cs[1], cs[3]
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "NOT met"
+	}
+	bAdd, dAdd := median(b.latency, p99)-median(a.latency, p99), median(d.latency, p99)-median(a.latency, p99)
+	fmt.Printf("\ntargets: added p99 of B (%s ms) ≤ D (%s ms): %s; max req/s of B (%.0f) ≥ D (%.0f): %s; sidecar RSS ≤ 30 MB (%.1f): %s\n",
+		add(bAdd), add(dAdd), verdict(bAdd <= dAdd), median(b.max, q), median(d.max, q), verdict(median(b.max, q) >= median(d.max, q)), worst, verdict(worst <= 30))
+}
+
+func cpuCell(c config, v float64) string {
+	if len(c.pids) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", v*1e6)
+}
+
+// cpuSeconds sums user+system CPU of the processes (and their threads).
+func cpuSeconds(pids []int) float64 {
+	var total float64
+	for _, pid := range pids {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name (in parentheses): utime is 14th, stime 15th overall.
+		s := string(data)
+		fields := strings.Fields(s[strings.LastIndex(s, ")")+2:])
+		ut, _ := strconv.ParseFloat(fields[11], 64)
+		st, _ := strconv.ParseFloat(fields[12], 64)
+		total += (ut + st) / 100 // USER_HZ
+	}
+	return total
+}
+
+func peakRSSMB(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	sc := bufio.NewScanner(strings.NewReader(string(data)))
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
+			return float64(kb) / 1024
+		}
+	}
+	return 0
+}
+
+func freePort() string {
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			panic(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
+		l.Close()
+		if err == nil {
+			u.Close()
+			return strconv.Itoa(port)
+		}
+	}
+}
+
+func waitHTTP(url string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func waitRoute(url, host string) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		req, _ := http.NewRequest("GET", url, nil)
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+			err = errors.New(resp.Status)
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func waitFile(path string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not appear", path)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
