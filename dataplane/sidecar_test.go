@@ -26,7 +26,7 @@ type echoReply struct {
 	Body   string `json:"body"`
 }
 
-func startEcho(t *testing.T, name string) string {
+func startEcho(t testing.TB, name string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -81,7 +81,7 @@ func metrics(t *testing.T, admin string) string {
 	return string(b)
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {

@@ -230,6 +230,9 @@ func WithApp(addr, protocol string) SidecarOption {
 	return func(o *dataplane.Options) { o.App, o.AppProtocol = addr, protocol }
 }
 
+// WithOptions changes any of the sidecar's options.
+func WithOptions(f func(*dataplane.Options)) SidecarOption { return SidecarOption(f) }
+
 // WithInstance names the instance.
 func WithInstance(name string) SidecarOption { return func(o *dataplane.Options) { o.Instance = name } }
 

@@ -1,0 +1,60 @@
+package dataplane_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+
+	"github.com/micromesh/micromesh/dataplane"
+	"github.com/micromesh/micromesh/internal/meshtest"
+)
+
+// BenchmarkRequest is the cost of one request through a pair of sidecars
+// (QUIC and TLS between them), beside the same request sent straight to the
+// app: the baseline. 16 callers in parallel, 1 KiB POSTs, keep-alive. Both
+// sidecars run in this process, so -cpuprofile shows the whole data path;
+// `make bench-dataplane` measures the same with real processes and nginx.
+func BenchmarkRequest(b *testing.B) {
+	cp := meshtest.NewEnv(b).StartControlPlane()
+	app := startEcho(b, "b")
+	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(b, "a"), "http"))
+	cp.StartSidecar("default", "b", meshtest.WithApp(app, "http"), meshtest.WithInstance("b-quic"))
+	cp.StartSidecar("default", "c", meshtest.WithApp(app, "http"), meshtest.WithInstance("c-tls"),
+		meshtest.WithOptions(func(o *dataplane.Options) { o.NoQUIC = true }))
+	body := bytes.Repeat([]byte("x"), 1024)
+	run := func(b *testing.B, url, host string) {
+		tr := &http.Transport{MaxIdleConnsPerHost: 64}
+		defer tr.CloseIdleConnections()
+		client := &http.Client{Transport: tr}
+		once := func() error {
+			req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
+			req.Host = host
+			resp, err := client.Do(req)
+			if err != nil {
+				return err
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("status %d", resp.StatusCode)
+			}
+			return nil
+		}
+		waitFor(b, host+" reachable", func() bool { return once() == nil })
+		b.SetParallelism(8) // 16 callers on 2 cores
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := once(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	b.Run("direct", func(b *testing.B) { run(b, "http://"+app+"/echo", "b") })
+	b.Run("quic", func(b *testing.B) { run(b, "http://"+a.Info.Outbound+"/echo", "b") })
+	b.Run("tls", func(b *testing.B) { run(b, "http://"+a.Info.Outbound+"/echo", "c") })
+}
