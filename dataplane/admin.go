@@ -7,9 +7,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/micromesh/micromesh/internal/profiling"
 )
 
-// adminHandler serves /ready, /config_dump and /metrics on loopback.
+// adminHandler serves /ready, /config_dump, /metrics and /debug/pprof/ on loopback.
 func (s *Sidecar) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
@@ -21,6 +23,7 @@ func (s *Sidecar) adminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /config_dump", s.configDump)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
+	profiling.Mount(mux)
 	return mux
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/micromesh/micromesh/dataplane/config"
+	"github.com/micromesh/micromesh/dataplane/h1"
 	"github.com/micromesh/micromesh/dataplane/proxy"
 	"github.com/micromesh/micromesh/identity"
 )
@@ -47,6 +48,7 @@ type served struct {
 	tcp  net.Listener
 	udp  net.PacketConn
 	http *http.Server
+	h1   *h1.Server
 	h3   *http3.Server
 }
 
@@ -122,11 +124,14 @@ func (l *listeners) serve(k listenerKind, cfg *config.Config, f *served) {
 	errLog := log.New(slogWriter{l.log}, "", 0)
 	switch k {
 	case outboundL:
-		f.http = &http.Server{Handler: l.proxy.Outbound(), Protocols: new(http.Protocols), ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute, ErrorLog: errLog,
-			ConnState: countConns(l.conns.WithLabelValues("outbound", "plain"))}
-		f.http.Protocols.SetHTTP1(true)
-		f.http.Protocols.SetUnencryptedHTTP2(true)
-		go func() { _ = f.http.Serve(f.tcp) }()
+		// HTTP/1.1 in one goroutine per exchange (package h1); h2c (gRPC)
+		// handed to net/http.
+		count := countConns(l.conns.WithLabelValues("outbound", "plain"))
+		h2c := &http.Server{Handler: l.proxy.Outbound(), Protocols: new(http.Protocols), ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute, ErrorLog: errLog,
+			ConnState: count}
+		h2c.Protocols.SetUnencryptedHTTP2(true)
+		f.h1 = &h1.Server{Handler: l.proxy.Outbound(), H2: h2c, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 5 * time.Minute, Logger: l.log, ConnState: count}
+		go func() { _ = f.h1.Serve(f.tcp) }()
 	case inboundL:
 		tlsConf := l.src.ServerTLSConfig(identity.AuthorizeAny())
 		tlsConf.NextProtos = cfg.Inbound.ALPN
@@ -195,6 +200,11 @@ func (f *served) shutdown(drain time.Duration) {
 	if f.http != nil {
 		if err := f.http.Shutdown(ctx); err != nil {
 			_ = f.http.Close()
+		}
+	}
+	if f.h1 != nil {
+		if err := f.h1.Shutdown(ctx); err != nil {
+			_ = f.h1.Close()
 		}
 	}
 	if f.h3 != nil {

@@ -193,6 +193,8 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rt *config.Route, 
 	}
 	if out.Body == http.NoBody {
 		out.ContentLength = 0
+	} else if body.buf != nil {
+		out.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil } // in memory: sent at once, resent if a kept-alive connection was stale
 	}
 	ep.active.Add(1)
 	resp, err := up.rt.RoundTrip(out.WithContext(ctx))

@@ -11,6 +11,7 @@ import (
 	"github.com/quic-go/quic-go/http3"
 
 	"github.com/micromesh/micromesh/dataplane/config"
+	"github.com/micromesh/micromesh/dataplane/h1"
 	"github.com/micromesh/micromesh/identity"
 )
 
@@ -81,6 +82,17 @@ func (p *Proxy) newUpstream(c *config.Cluster, prev *upstream) (*upstream, error
 		u.rt, u.close = t, t.CloseIdleConnections
 		return u, nil
 	case config.TransportPlain:
+		u.scheme = "http"
+		if !c.HTTP2 {
+			// The app over loopback: HTTP/1.1, one goroutine per exchange.
+			t := &h1.Transport{
+				DialContext:    (&net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+				MaxIdlePerHost: 1024,
+				IdleTimeout:    90 * time.Second,
+			}
+			u.rt, u.close = t, t.CloseIdleConnections
+			return u, nil
+		}
 		t := &http.Transport{
 			DialContext:         (&net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
 			MaxIdleConns:        4096,
@@ -89,12 +101,7 @@ func (p *Proxy) newUpstream(c *config.Cluster, prev *upstream) (*upstream, error
 			DisableCompression:  true,
 			Protocols:           new(http.Protocols),
 		}
-		if c.HTTP2 {
-			t.Protocols.SetUnencryptedHTTP2(true)
-		} else {
-			t.Protocols.SetHTTP1(true)
-		}
-		u.scheme = "http"
+		t.Protocols.SetUnencryptedHTTP2(true)
 		u.rt, u.close = t, t.CloseIdleConnections
 		return u, nil
 	}

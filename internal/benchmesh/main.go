@@ -18,6 +18,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -42,6 +43,7 @@ type options struct {
 	rounds                 int
 	duration               time.Duration
 	qps, conns, payload    int
+	sidecarEnv, profile    string
 }
 
 func run() error {
@@ -54,6 +56,8 @@ func run() error {
 	flag.IntVar(&o.qps, "qps", 1000, "fixed rate for the latency runs")
 	flag.IntVar(&o.conns, "c", 16, "connections")
 	flag.IntVar(&o.payload, "payload", 1024, "request payload bytes (POST)")
+	flag.StringVar(&o.sidecarEnv, "sidecar-env", "", "extra environment of the sidecars, space-separated (GOGC=200 GOMAXPROCS=1)")
+	flag.StringVar(&o.profile, "profile", "", "write execution traces (round 1's latency run) and CPU profiles (its max run) of both sidecars of B to this directory")
 	flag.Parse()
 
 	dir, err := os.MkdirTemp("", "benchmesh")
@@ -106,18 +110,23 @@ func run() error {
 	if err := waitFile(filepath.Join(home, "controlplane.json")); err != nil {
 		return err
 	}
+	scEnv := append(slices.Clone(env), strings.Fields(o.sidecarEnv)...)
 	echoApp := "127.0.0.1:" + echoPort
 	clientOut := "127.0.0.1:" + freePort()
 	sidecars := map[string]*exec.Cmd{}
+	admins := map[string]string{}
+	for _, s := range []string{"echo", "echo-tls", "loadgen"} {
+		admins[s] = "127.0.0.1:" + freePort()
+	}
 	for _, s := range []struct{ name, transport string }{{"echo", "quic"}, {"echo-tls", "tls"}} {
-		c, err := start(o.meshctl, env, "sidecar", "--service", s.name, "--app", echoApp, "--inbound-port", freePort(),
-			"--transport", s.transport, "--log-level", "warn")
+		c, err := start(o.meshctl, scEnv, "sidecar", "--service", s.name, "--app", echoApp, "--inbound-port", freePort(),
+			"--transport", s.transport, "--admin", admins[s.name], "--log-level", "warn")
 		if err != nil {
 			return err
 		}
 		sidecars[s.name] = c
 	}
-	c, err := start(o.meshctl, env, "sidecar", "--service", "loadgen", "--app", "none", "--outbound", clientOut, "--log-level", "warn")
+	c, err := start(o.meshctl, scEnv, "sidecar", "--service", "loadgen", "--app", "none", "--outbound", clientOut, "--admin", admins["loadgen"], "--log-level", "warn")
 	if err != nil {
 		return err
 	}
@@ -153,15 +162,40 @@ func run() error {
 	}
 	for round := 1; round <= o.rounds; round++ {
 		for i := range configs {
+			var traced func() error
+			if o.profile != "" && round == 1 && i == 1 {
+				traced = profile(o, "trace", admins["loadgen"], admins["echo"])
+			}
 			r, err := load(o, configs[i], o.qps)
 			if err != nil {
 				return err
 			}
+			if traced != nil {
+				if err := traced(); err != nil {
+					return err
+				}
+			}
+			if o.profile != "" && round == 1 && i == 1 {
+				for _, a := range []string{admins["loadgen"], admins["echo"]} {
+					if err := save(o.profile, "metrics-"+strings.ReplaceAll(a, ":", "_")+".txt", "http://"+a+"/metrics"); err != nil {
+						return err
+					}
+				}
+			}
 			configs[i].latency = append(configs[i].latency, r)
-			fmt.Fprintf(os.Stderr, "round %d %-32s %5.0f qps  p50 %6.2f ms  p99 %6.2f ms\n", round, configs[i].name, r.qps, r.p50*1e3, r.p99*1e3)
+			fmt.Fprintf(os.Stderr, "round %d %-32s %5.0f qps  p50 %6.2f ms  p99 %6.2f ms  %4.1f context switches/request in the proxies\n", round, configs[i].name, r.qps, r.p50*1e3, r.p99*1e3, r.switchesPerReq)
 		}
 		for i := range configs {
+			var profiled func() error
+			if o.profile != "" && round == 1 && i == 1 {
+				profiled = profile(o, "profile", admins["loadgen"], admins["echo"])
+			}
 			r, err := load(o, configs[i], 0)
+			if profiled != nil {
+				if err := profiled(); err != nil {
+					return err
+				}
+			}
 			if err != nil {
 				return err
 			}
@@ -185,6 +219,7 @@ type result struct {
 	qps, p50, p90, p99 float64
 	errors             int64
 	cpuPerReq          float64 // seconds of proxy CPU per request
+	switchesPerReq     float64 // context switches of proxy threads per request
 }
 
 // load runs fortio against c (qps 0: as fast as it goes).
@@ -196,12 +231,12 @@ func load(o options, c config, qps int) (result, error) {
 		args = append(args, "-H", "Host: "+c.host)
 	}
 	args = append(args, c.url)
-	before := cpuSeconds(c.pids)
+	before, switchesBefore := cpuSeconds(c.pids), contextSwitches(c.pids)
 	cmd := exec.Command(o.fortio, args...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return result{}, fmt.Errorf("fortio %s: %w\n%s", c.name, err, b)
 	}
-	cpu := cpuSeconds(c.pids) - before
+	cpu, switches := cpuSeconds(c.pids)-before, contextSwitches(c.pids)-switchesBefore
 	data, err := os.ReadFile(out)
 	if err != nil {
 		return result{}, err
@@ -236,6 +271,7 @@ func load(o options, c config, qps int) (result, error) {
 	}
 	if n := f.DurationHistogram.Count; n > 0 {
 		r.cpuPerReq = cpu / float64(n)
+		r.switchesPerReq = float64(switches) / float64(n)
 	}
 	if r.errors > 0 {
 		fmt.Fprintf(os.Stderr, "warning: %s: %d non-200 answers\n", c.name, r.errors)
@@ -274,9 +310,9 @@ func report(o options, cs []config, sidecars map[string]*exec.Cmd) {
 	fmt.Println()
 	var worst float64
 	for name, c := range sidecars {
-		mb := peakRSSMB(c.Process.Pid)
-		worst = max(worst, mb)
-		fmt.Printf("sidecar %-9s peak RSS %.1f MB\n", name, mb)
+		m := memMB(c.Process.Pid)
+		worst = max(worst, m["VmHWM"])
+		fmt.Printf("sidecar %-9s peak RSS %.1f MB (now: %.1f MB own memory, %.1f MB of the mapped binary)\n", name, m["VmHWM"], m["RssAnon"], m["RssFile"])
 	}
 	b, d := cs[1], cs[3]
 	verdict := func(ok bool) string {
@@ -315,19 +351,48 @@ func cpuSeconds(pids []int) float64 {
 	return total
 }
 
-func peakRSSMB(pid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	sc := bufio.NewScanner(strings.NewReader(string(data)))
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
-			return float64(kb) / 1024
+// contextSwitches sums the voluntary and involuntary context switches of
+// every thread of the processes: each is a thread going to sleep or being
+// preempted, and on a VM each wake-up of an idle vCPU costs latency.
+func contextSwitches(pids []int) int64 {
+	var total int64
+	for _, pid := range pids {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+		for _, t := range tasks {
+			data, err := os.ReadFile(t)
+			if err != nil {
+				continue
+			}
+			for _, line := range strings.Split(string(data), "\n") {
+				k, v, _ := strings.Cut(line, ":")
+				if k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches" {
+					n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+					total += n
+				}
+			}
 		}
 	}
-	return 0
+	return total
+}
+
+// memMB reads fields of /proc/<pid>/status (VmHWM: peak RSS; RssAnon: the
+// process's own memory; RssFile: pages of the mapped binary, shared).
+func memMB(pid int) map[string]float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil
+	}
+	m := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(string(data)))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok || !strings.HasSuffix(v, "kB") {
+			continue
+		}
+		kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(v, "kB")))
+		m[k] = float64(kb) / 1024
+	}
+	return m
 }
 
 func freePort() string {
@@ -392,4 +457,40 @@ func waitFile(path string) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// profile starts taking CPU profiles of the sidecars at the admin
+// addresses, for most of a run; the returned func waits and writes them.
+func profile(o options, kind string, admins ...string) func() error {
+	secs := max(1, int(o.duration.Seconds())-1)
+	errs := make(chan error, len(admins))
+	for _, a := range admins {
+		go func() {
+			errs <- save(o.profile, kind+"-"+strings.ReplaceAll(a, ":", "_")+".pprof", fmt.Sprintf("http://%s/debug/pprof/%s?seconds=%d", a, kind, secs))
+		}()
+	}
+	return func() error {
+		var all error
+		for range admins {
+			all = errors.Join(all, <-errs)
+		}
+		return all
+	}
+}
+
+// save writes what url answers to dir/name.
+func save(dir, name, url string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, name), data, 0o644)
 }
