@@ -37,7 +37,7 @@ proto-check: bin/buf bin/protoc-gen-go bin/protoc-gen-go-grpc ## fail if `make p
 		echo "generated code is stale: run 'make proto' and commit the result"; exit 1; fi
 
 bench: ## benchmarks, each with its same-run baseline (the convergence runs take minutes)
-	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./identity/ ./xds/
+	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./identity/... ./xds/
 	$(GO) test -run '^$$' -bench Convergence -benchtime 20x -timeout 60m ./controlplane/
 	$(MAKE) bench-dataplane
 

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/identity/ca"
 	"github.com/micromesh/micromesh/internal/home"
 )
 
@@ -27,7 +28,7 @@ func adminCredentials(ctx context.Context, h home.Dir, addr string) (*identity.C
 	if c, err := identity.LoadCredentials(dir); err == nil && time.Until(c.Leaf().NotAfter) > minLife {
 		return c, nil
 	}
-	signer, err := identity.LoadTokenSigner(h.CA())
+	signer, err := ca.LoadTokenSigner(h.CA())
 	if err != nil {
 		return nil, fmt.Errorf("admin commands run where the server's state is: %w", err)
 	}

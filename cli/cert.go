@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/identity/ca"
 )
 
 func newCertCommand(g *globalOptions, s Streams) *cobra.Command {
@@ -64,8 +65,8 @@ func (o *certTokenOptions) validate() error {
 	if err := o.serviceFlags.validate(); err != nil {
 		return err
 	}
-	if o.ttl <= 0 || o.ttl > identity.MaxTokenTTL {
-		return fmt.Errorf("--ttl %v: must be more than 0 and at most %v", o.ttl, identity.MaxTokenTTL)
+	if o.ttl <= 0 || o.ttl > ca.MaxTokenTTL {
+		return fmt.Errorf("--ttl %v: must be more than 0 and at most %v", o.ttl, ca.MaxTokenTTL)
 	}
 	return nil
 }
@@ -91,7 +92,7 @@ needs the server's $MESH_HOME). The token is good for one certificate, within
 			if err := o.validate(); err != nil {
 				return err
 			}
-			signer, err := identity.LoadTokenSigner(g.homeDir().CA())
+			signer, err := ca.LoadTokenSigner(g.homeDir().CA())
 			if err != nil {
 				return err
 			}
@@ -108,7 +109,7 @@ needs the server's $MESH_HOME). The token is good for one certificate, within
 		},
 	}
 	o.serviceFlags.add(cmd)
-	cmd.Flags().DurationVar(&o.ttl, "ttl", identity.DefaultTokenTTL, "how long the token is valid")
+	cmd.Flags().DurationVar(&o.ttl, "ttl", ca.DefaultTokenTTL, "how long the token is valid")
 	return cmd
 }
 
@@ -187,7 +188,7 @@ func (o *certIssueOptions) run(ctx context.Context, g *globalOptions) (issueOutp
 	h := g.homeDir()
 	token := o.token
 	if token == "" {
-		signer, err := identity.LoadTokenSigner(h.CA())
+		signer, err := ca.LoadTokenSigner(h.CA())
 		if err != nil {
 			return issueOutput{}, fmt.Errorf("no --token given and none can be minted here: %w", err)
 		}

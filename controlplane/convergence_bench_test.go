@@ -19,6 +19,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/identity/ca"
 	"github.com/micromesh/micromesh/internal/adstest"
 	"github.com/micromesh/micromesh/internal/home"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
@@ -311,7 +312,7 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 func (s *serverProcess) join(b *testing.B, ns, name string) *identity.Credentials {
 	b.Helper()
-	signer, err := identity.LoadTokenSigner(s.home.CA())
+	signer, err := ca.LoadTokenSigner(s.home.CA())
 	if err != nil {
 		b.Fatal(err)
 	}

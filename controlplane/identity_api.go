@@ -14,13 +14,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/identity/ca"
 	identityv1 "github.com/micromesh/micromesh/proto/identity/v1"
 )
 
 // identityAPI serves the Identity API from the embedded CA.
 type identityAPI struct {
 	identityv1.UnimplementedIdentityServiceServer
-	ca     *identity.CA
+	ca     *ca.CA
 	log    *slog.Logger
 	issued *prometheus.CounterVec
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/identity/ca"
 	"github.com/micromesh/micromesh/internal/profiling"
 )
 
@@ -27,7 +28,7 @@ type metrics struct {
 	ready    atomic.Bool
 }
 
-func newMetrics(ca *identity.CA, own *identity.Source) *metrics {
+func newMetrics(ca *ca.CA, own *identity.Source) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		handled: prometheus.NewCounterVec(prometheus.CounterOpts{

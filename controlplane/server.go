@@ -27,6 +27,7 @@ import (
 	"github.com/micromesh/micromesh/controlplane/registry/consul"
 	"github.com/micromesh/micromesh/controlplane/registry/embedded"
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/identity/ca"
 	"github.com/micromesh/micromesh/internal/home"
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 	identityv1 "github.com/micromesh/micromesh/proto/identity/v1"
@@ -56,7 +57,7 @@ const (
 type Server struct {
 	cfg      Config
 	log      *slog.Logger
-	ca       *identity.CA
+	ca       *ca.CA
 	creds    *identity.Source
 	grpc     *grpc.Server
 	health   *health.Server
@@ -84,15 +85,15 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := cfg.Home.Ensure(); err != nil {
 		return nil, err
 	}
-	var caOpts []identity.CAOption
-	caOpts = append(caOpts, identity.WithLogger(cfg.Logger.With("component", "ca")))
+	var caOpts []ca.Option
+	caOpts = append(caOpts, ca.WithLogger(cfg.Logger.With("component", "ca")))
 	if cfg.TrustDomain != "" {
-		caOpts = append(caOpts, identity.WithTrustDomain(cfg.TrustDomain))
+		caOpts = append(caOpts, ca.WithTrustDomain(cfg.TrustDomain))
 	}
 	if cfg.CertTTL != 0 {
-		caOpts = append(caOpts, identity.WithCertificateTTL(cfg.CertTTL))
+		caOpts = append(caOpts, ca.WithCertificateTTL(cfg.CertTTL))
 	}
-	ca, err := identity.OpenCA(ctx, cfg.Home.CA(), caOpts...)
+	ca, err := ca.Open(ctx, cfg.Home.CA(), caOpts...)
 	if err != nil {
 		return nil, err
 	}

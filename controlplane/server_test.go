@@ -24,6 +24,7 @@ import (
 
 	"github.com/micromesh/micromesh/controlplane"
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/identity/ca"
 	"github.com/micromesh/micromesh/internal/home"
 	"github.com/micromesh/micromesh/internal/meshtest"
 	identityv1 "github.com/micromesh/micromesh/proto/identity/v1"
@@ -118,7 +119,7 @@ func TestSignRefusalsAreStatuses(t *testing.T) {
 	}
 	other, _ := identity.ServiceID(r.Info.TrustDomain, "default", "other")
 	badName := csrWithURI(t, "spiffe://micromesh.local/ns/default/svc/Bad_Name")
-	foreignCA, err := identity.OpenCA(context.Background(), filepath.Join(t.TempDir(), "ca"))
+	foreignCA, err := ca.Open(context.Background(), filepath.Join(t.TempDir(), "ca"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +219,7 @@ func TestRenewRefusals(t *testing.T) {
 		t.Errorf("renew without a certificate: %v", err)
 	}
 	// With a certificate of another trust domain.
-	foreignCA, err := identity.OpenCA(context.Background(), filepath.Join(t.TempDir(), "ca"), identity.WithTrustDomain("other.example"))
+	foreignCA, err := ca.Open(context.Background(), filepath.Join(t.TempDir(), "ca"), ca.WithTrustDomain("other.example"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/identity/ca"
 	"github.com/micromesh/micromesh/internal/meshtest"
 )
 
@@ -56,13 +57,13 @@ func TestInboundRefusesUntrustedPeers(t *testing.T) {
 	b := cp.StartSidecar("default", "b", meshtest.WithApp(app, "http"))
 	good := cp.Join("default", "a")
 
-	otherCA, err := identity.OpenCA(context.Background(), filepath.Join(t.TempDir(), "ca"), identity.WithTrustDomain("other.example"))
+	otherCA, err := ca.Open(context.Background(), filepath.Join(t.TempDir(), "ca"), ca.WithTrustDomain("other.example"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer otherCA.Close()
 	foreign := joinCA(t, otherCA, "default", "a")
-	sameNameOtherCA, err := identity.OpenCA(context.Background(), filepath.Join(t.TempDir(), "ca2"))
+	sameNameOtherCA, err := ca.Open(context.Background(), filepath.Join(t.TempDir(), "ca2"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +125,7 @@ func TestInboundRefusesUntrustedPeers(t *testing.T) {
 	}
 }
 
-func joinCA(t *testing.T, ca *identity.CA, ns, name string) *identity.Credentials {
+func joinCA(t *testing.T, ca *ca.CA, ns, name string) *identity.Credentials {
 	t.Helper()
 	id, _ := identity.ServiceID(ca.TrustDomain(), ns, name)
 	tok, _ := ca.Tokens().Mint(id, time.Minute)

@@ -52,10 +52,10 @@ func (c *Credentials) WriteDir(dir string) error {
 	if err := atomicfile.Write(filepath.Join(dir, BundleFile), EncodeCertificates(c.Bundle.Roots()), 0o644); err != nil {
 		return err
 	}
-	if err := writeCert(filepath.Join(dir, CertFile), c.Chain...); err != nil {
+	if err := WriteCertFile(filepath.Join(dir, CertFile), c.Chain...); err != nil {
 		return err
 	}
-	return writeKey(filepath.Join(dir, KeyFile), c.Key)
+	return WriteKeyFile(filepath.Join(dir, KeyFile), c.Key)
 }
 
 // LoadCredentials reads credentials written by WriteDir and checks that the

@@ -30,10 +30,10 @@ func NewCSR(key crypto.Signer, id ID) ([]byte, error) {
 	return cr.Raw, nil
 }
 
-// parseCSR reads a certificate request in DER or PEM, checks its
+// ParseCSR reads a certificate request in DER or PEM, checks its
 // signature and key type, and returns it with the ID it asks for.
 // A workload CSR names exactly one SPIFFE ID and nothing else.
-func parseCSR(data []byte) (*x509.CertificateRequest, ID, error) {
+func ParseCSR(data []byte) (*x509.CertificateRequest, ID, error) {
 	if len(data) == 0 {
 		return nil, ID{}, fmt.Errorf("%w: it is empty", ErrInvalidCSR)
 	}

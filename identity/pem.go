@@ -4,7 +4,6 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"os"
 
@@ -66,8 +65,8 @@ func ReadKey(path string) (crypto.Signer, error) {
 	return s, nil
 }
 
-// writeKey writes key to path with mode 0600.
-func writeKey(path string, key crypto.Signer) error {
+// WriteKeyFile writes key to path with mode 0600.
+func WriteKeyFile(path string, key crypto.Signer) error {
 	data, err := EncodeKey(key)
 	if err != nil {
 		return err
@@ -75,20 +74,7 @@ func writeKey(path string, key crypto.Signer) error {
 	return atomicfile.Write(path, data, 0o600)
 }
 
-// writeCert writes certificates to path with mode 0644.
-func writeCert(path string, certs ...*x509.Certificate) error {
+// WriteCertFile writes certificates to path with mode 0644.
+func WriteCertFile(path string, certs ...*x509.Certificate) error {
 	return atomicfile.Write(path, EncodeCertificates(certs), 0o644)
-}
-
-// fileExists reports whether path exists; other errors are returned.
-func fileExists(path string) (bool, error) {
-	_, err := os.Stat(path)
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, os.ErrNotExist):
-		return false, nil
-	default:
-		return false, err
-	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/dataplane"
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/identity/ca"
 	"github.com/micromesh/micromesh/internal/home"
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
@@ -153,7 +154,7 @@ func (c *ControlPlane) Bundle() *identity.Bundle {
 // Token mints a join token for service name in namespace ns.
 func (c *ControlPlane) Token(ns, name string) (identity.ID, string) {
 	c.env.t.Helper()
-	signer, err := identity.LoadTokenSigner(c.env.Home.CA())
+	signer, err := ca.LoadTokenSigner(c.env.Home.CA())
 	if err != nil {
 		c.env.t.Fatal(err)
 	}

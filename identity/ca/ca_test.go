@@ -1,4 +1,4 @@
-package identity
+package ca
 
 import (
 	"context"
@@ -9,12 +9,14 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/micromesh/micromesh/identity"
 )
 
 // openTestCA opens a fresh CA in a temporary directory.
-func openTestCA(t testing.TB, opts ...CAOption) *CA {
+func openTestCA(t testing.TB, opts ...Option) *CA {
 	t.Helper()
-	ca, err := OpenCA(context.Background(), filepath.Join(t.TempDir(), "ca"), opts...)
+	ca, err := Open(context.Background(), filepath.Join(t.TempDir(), "ca"), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,9 +25,9 @@ func openTestCA(t testing.TB, opts ...CAOption) *CA {
 }
 
 // issue runs the join flow for service name in namespace default.
-func issue(t testing.TB, ca *CA, name string) *Credentials {
+func issue(t testing.TB, ca *CA, name string) *identity.Credentials {
 	t.Helper()
-	id, err := ServiceID(ca.TrustDomain(), DefaultNamespace, name)
+	id, err := identity.ServiceID(ca.TrustDomain(), identity.DefaultNamespace, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,11 +35,11 @@ func issue(t testing.TB, ca *CA, name string) *Credentials {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := NewKey()
+	key, err := identity.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr, err := NewCSR(key, id)
+	csr, err := identity.NewCSR(key, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +47,7 @@ func issue(t testing.TB, ca *CA, name string) *Credentials {
 	if err != nil {
 		t.Fatalf("Sign: %v", err)
 	}
-	return &Credentials{ID: id, Chain: chain, Key: key, Bundle: ca.Bundle()}
+	return &identity.Credentials{ID: id, Chain: chain, Key: key, Bundle: ca.Bundle()}
 }
 
 func TestSignIssuesWorkloadCertificate(t *testing.T) {
@@ -98,15 +100,15 @@ func TestCertificateTTLIsConfigurable(t *testing.T) {
 
 func TestRestartKeepsRootAndKeysAre0600(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "ca")
-	ca, err := OpenCA(context.Background(), dir)
+	ca, err := Open(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	root := Fingerprint(ca.Bundle().Roots()[0])
-	id, _ := ServiceID(ca.TrustDomain(), "default", "hello")
+	root := identity.Fingerprint(ca.Bundle().Roots()[0])
+	id, _ := identity.ServiceID(ca.TrustDomain(), "default", "hello")
 	tok, _ := ca.Tokens().Mint(id, time.Minute)
-	key, _ := NewKey()
-	csr, _ := NewCSR(key, id)
+	key, _ := identity.NewKey()
+	csr, _ := identity.NewCSR(key, id)
 	if _, err := ca.Sign(context.Background(), csr, tok); err != nil {
 		t.Fatal(err)
 	}
@@ -114,12 +116,12 @@ func TestRestartKeepsRootAndKeysAre0600(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ca2, err := OpenCA(context.Background(), dir)
+	ca2, err := Open(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ca2.Close()
-	if got := Fingerprint(ca2.Bundle().Roots()[0]); got != root {
+	if got := identity.Fingerprint(ca2.Bundle().Roots()[0]); got != root {
 		t.Errorf("root changed across restart: %s → %s", root, got)
 	}
 	// A token used before the restart stays used after it.
@@ -146,19 +148,19 @@ func TestRestartKeepsRootAndKeysAre0600(t *testing.T) {
 
 func TestOpenRefusesOtherTrustDomain(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "ca")
-	ca, err := OpenCA(context.Background(), dir, WithTrustDomain("one.example"))
+	ca, err := Open(context.Background(), dir, WithTrustDomain("one.example"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = ca.Close()
-	if _, err := OpenCA(context.Background(), dir, WithTrustDomain("two.example")); err == nil {
+	if _, err := Open(context.Background(), dir, WithTrustDomain("two.example")); err == nil {
 		t.Fatal("reopening with another trust domain succeeded")
 	}
 }
 
 func TestOpenRefusesReadableKey(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "ca")
-	ca, err := OpenCA(context.Background(), dir)
+	ca, err := Open(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +168,7 @@ func TestOpenRefusesReadableKey(t *testing.T) {
 	if err := os.Chmod(filepath.Join(dir, rootKeyFile), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenCA(context.Background(), dir); err == nil {
+	if _, err := Open(context.Background(), dir); err == nil {
 		t.Fatal("opened a CA whose root key is world-readable")
 	}
 }

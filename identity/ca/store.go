@@ -1,4 +1,4 @@
-package identity
+package ca
 
 import (
 	"crypto"
@@ -14,6 +14,8 @@ import (
 	"go.step.sm/crypto/x509util"
 
 	"github.com/micromesh/micromesh/internal/atomicfile"
+
+	"github.com/micromesh/micromesh/identity"
 )
 
 // Lifetimes of the CA's own certificates.
@@ -97,10 +99,10 @@ func loadOrCreateRoot(dir, td string, now time.Time) (keyPair, error) {
 	}
 	// Key first: a certificate without its key is useless, a key without a
 	// certificate is simply regenerated.
-	if err := writeKey(keyPath, key); err != nil {
+	if err := identity.WriteKeyFile(keyPath, key); err != nil {
 		return keyPair{}, err
 	}
-	if err := writeCert(certPath, cert); err != nil {
+	if err := identity.WriteCertFile(certPath, cert); err != nil {
 		return keyPair{}, err
 	}
 	return keyPair{cert: cert, key: key}, nil
@@ -145,10 +147,10 @@ func loadOrCreateIntermediate(dir, td string, root keyPair, now time.Time) (kp k
 	if err != nil {
 		return keyPair{}, false, fmt.Errorf("create intermediate certificate: %w", err)
 	}
-	if err := writeKey(keyPath, key); err != nil {
+	if err := identity.WriteKeyFile(keyPath, key); err != nil {
 		return keyPair{}, false, err
 	}
-	if err := writeCert(certPath, cert); err != nil {
+	if err := identity.WriteCertFile(certPath, cert); err != nil {
 		return keyPair{}, false, err
 	}
 	return keyPair{cert: cert, key: key}, exists, nil
@@ -170,14 +172,14 @@ func caTemplate(template string, subject x509util.Subject, key crypto.Signer) (*
 }
 
 func loadKeyPair(certPath, keyPath string) (keyPair, error) {
-	certs, err := ReadCertificates(certPath)
+	certs, err := identity.ReadCertificates(certPath)
 	if err != nil {
 		return keyPair{}, err
 	}
 	if err := checkKeyMode(keyPath); err != nil {
 		return keyPair{}, err
 	}
-	key, err := ReadKey(keyPath)
+	key, err := identity.ReadKey(keyPath)
 	if err != nil {
 		return keyPair{}, err
 	}
@@ -195,4 +197,16 @@ func checkKeyMode(path string) error {
 		return fmt.Errorf("%s has mode %04o; a CA key must be readable by its owner only: chmod 600 %s", path, fi.Mode().Perm(), path)
 	}
 	return nil
+}
+
+// fileExists reports whether path exists; other errors are returned.
+func fileExists(path string) (bool, error) {
+	_, err := os.Stat(path)
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	return false, err
 }

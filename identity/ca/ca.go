@@ -1,4 +1,10 @@
-package identity
+// Package ca is the mesh's embedded certificate authority (smallstep's
+// authority, in-process): it keeps the root and intermediate, mints and
+// verifies join tokens, signs workload certificates and renews them. Only
+// the control plane and the admin CLI link it; workloads use package
+// identity, which holds what both sides share (IDs, bundles, credentials,
+// rotation, the client calls).
+package ca
 
 import (
 	"context"
@@ -17,6 +23,8 @@ import (
 	"github.com/smallstep/certificates/errs"
 	"go.step.sm/crypto/jose"
 	"go.step.sm/crypto/x509util"
+
+	"github.com/micromesh/micromesh/identity"
 )
 
 // DefaultCertificateTTL is the lifetime of a workload certificate.
@@ -40,7 +48,7 @@ type CA struct {
 	certTTL     time.Duration
 	log         *slog.Logger
 
-	bundle       *Bundle
+	bundle       *identity.Bundle
 	intermediate *x509.Certificate
 	tokens       *TokenSigner
 	tokenKey     *jose.JSONWebKey // public half, to verify tokens
@@ -54,30 +62,30 @@ type caOptions struct {
 	log         *slog.Logger
 }
 
-// CAOption configures OpenCA.
-type CAOption func(*caOptions)
+// Option configures Open.
+type Option func(*caOptions)
 
 // WithTrustDomain sets the trust domain of a new CA (default micromesh.local).
 // An existing CA keeps the trust domain it was created with; asking for
 // another is an error.
-func WithTrustDomain(td string) CAOption { return func(o *caOptions) { o.trustDomain = td } }
+func WithTrustDomain(td string) Option { return func(o *caOptions) { o.trustDomain = td } }
 
 // WithCertificateTTL sets the lifetime of workload certificates (default 24h).
-func WithCertificateTTL(d time.Duration) CAOption { return func(o *caOptions) { o.certTTL = d } }
+func WithCertificateTTL(d time.Duration) Option { return func(o *caOptions) { o.certTTL = d } }
 
 // WithLogger sets the logger (default: discard).
-func WithLogger(l *slog.Logger) CAOption { return func(o *caOptions) { o.log = l } }
+func WithLogger(l *slog.Logger) Option { return func(o *caOptions) { o.log = l } }
 
-// OpenCA opens the CA kept in dir, creating it on first start: a root (10
+// Open opens the CA kept in dir, creating it on first start: a root (10
 // years) and an intermediate (1 year), ECDSA P-256, keys 0600. Later starts
 // reuse them; an intermediate near the end of its life is replaced.
-func OpenCA(ctx context.Context, dir string, opts ...CAOption) (*CA, error) {
+func Open(ctx context.Context, dir string, opts ...Option) (*CA, error) {
 	o := caOptions{certTTL: DefaultCertificateTTL, log: slog.New(slog.DiscardHandler)}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.certTTL < time.Minute || o.certTTL > IntermediateLifetime/intermediateRenewFraction {
-		return nil, fmt.Errorf("%w: certificate lifetime %v must be between 1m and %v", ErrInvalid, o.certTTL, IntermediateLifetime/intermediateRenewFraction)
+		return nil, fmt.Errorf("%w: certificate lifetime %v must be between 1m and %v", identity.ErrInvalid, o.certTTL, IntermediateLifetime/intermediateRenewFraction)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create CA directory: %w", err)
@@ -89,9 +97,9 @@ func OpenCA(ctx context.Context, dir string, opts ...CAOption) (*CA, error) {
 	switch {
 	case !exists:
 		if o.trustDomain == "" {
-			o.trustDomain = DefaultTrustDomain
+			o.trustDomain = identity.DefaultTrustDomain
 		}
-		if err := ValidateTrustDomain(o.trustDomain); err != nil {
+		if err := identity.ValidateTrustDomain(o.trustDomain); err != nil {
 			return nil, err
 		}
 		cfg = caConfig{TrustDomain: o.trustDomain, Created: time.Now().UTC()}
@@ -121,7 +129,7 @@ func OpenCA(ctx context.Context, dir string, opts ...CAOption) (*CA, error) {
 		if err := writeCAConfig(dir, cfg); err != nil {
 			return nil, err
 		}
-		o.log.Info("created a new CA", "dir", dir, "trust_domain", td, "root_sha256", Fingerprint(root.cert))
+		o.log.Info("created a new CA", "dir", dir, "trust_domain", td, "root_sha256", identity.Fingerprint(root.cert))
 	}
 	led, err := openLedger(filepath.Join(dir, ledgerFile))
 	if err != nil {
@@ -138,9 +146,9 @@ func OpenCA(ctx context.Context, dir string, opts ...CAOption) (*CA, error) {
 		trustDomain:  td,
 		certTTL:      o.certTTL,
 		log:          o.log,
-		bundle:       NewBundle(td, []*x509.Certificate{root.cert}),
+		bundle:       identity.NewBundle(td, []*x509.Certificate{root.cert}),
 		intermediate: inter.cert,
-		tokens:       &TokenSigner{key: tokenKey, trustDomain: td, rootSHA: Fingerprint(root.cert)},
+		tokens:       &TokenSigner{key: tokenKey, trustDomain: td, rootSHA: identity.Fingerprint(root.cert)},
 		tokenKey:     &pub,
 		auth:         auth,
 		ledger:       led,
@@ -191,7 +199,7 @@ func newAuthority(td string, certTTL time.Duration, tokenKey *jose.JSONWebKey, r
 func (ca *CA) TrustDomain() string { return ca.trustDomain }
 
 // Bundle returns the trust bundle: the root.
-func (ca *CA) Bundle() *Bundle { return ca.bundle }
+func (ca *CA) Bundle() *identity.Bundle { return ca.bundle }
 
 // Tokens returns the CA's join-token signer.
 func (ca *CA) Tokens() *TokenSigner { return ca.tokens }
@@ -206,19 +214,19 @@ func (ca *CA) IntermediateNotAfter() time.Time { return ca.intermediate.NotAfter
 // that token is bound to, and token must be valid and unused. It returns the
 // chain, leaf first.
 func (ca *CA) Sign(ctx context.Context, csr []byte, token string) ([]*x509.Certificate, error) {
-	req, id, err := parseCSR(csr)
+	req, id, err := identity.ParseCSR(csr)
 	if err != nil {
 		return nil, err
 	}
 	if id.TrustDomain != ca.trustDomain {
-		return nil, fmt.Errorf("%w: the CSR asks for %s, but this CA signs only trust domain %q", ErrIDMismatch, id, ca.trustDomain)
+		return nil, fmt.Errorf("%w: the CSR asks for %s, but this CA signs only trust domain %q", identity.ErrIDMismatch, id, ca.trustDomain)
 	}
 	claims, err := verifyToken(token, ca.tokenKey, ca.trustDomain, time.Now())
 	if err != nil {
 		return nil, err
 	}
 	if claims.Subject != id.String() || len(claims.SANs) != 1 || claims.SANs[0] != id.String() {
-		return nil, fmt.Errorf("%w: the token is for %s, but the CSR asks for %s", ErrIDMismatch, claims.Subject, id)
+		return nil, fmt.Errorf("%w: the token is for %s, but the CSR asks for %s", identity.ErrIDMismatch, claims.Subject, id)
 	}
 	return ca.signWithToken(ctx, req, token, claims.ID)
 }
@@ -230,9 +238,9 @@ func (ca *CA) signWithToken(ctx context.Context, csr *x509.CertificateRequest, t
 	signOpts, err := ca.auth.Authorize(actx, token)
 	if err != nil {
 		if used, uerr := ca.ledger.used(tokenID); uerr == nil && used {
-			return nil, fmt.Errorf("%w: each join token gets one certificate; mint a new one with `meshctl cert token`", ErrTokenReused)
+			return nil, fmt.Errorf("%w: each join token gets one certificate; mint a new one with `meshctl cert token`", identity.ErrTokenReused)
 		}
-		return nil, fmt.Errorf("%w: %s", ErrTokenInvalid, authorityMessage(err))
+		return nil, fmt.Errorf("%w: %s", identity.ErrTokenInvalid, authorityMessage(err))
 	}
 	chain, err := ca.auth.SignWithContext(actx, csr, provisioner.SignOptions{}, signOpts...)
 	if err != nil {
@@ -250,12 +258,12 @@ func (ca *CA) Renew(ctx context.Context, peer []*x509.Certificate, csr []byte) (
 	if err != nil {
 		return nil, err
 	}
-	req, csrID, err := parseCSR(csr)
+	req, csrID, err := identity.ParseCSR(csr)
 	if err != nil {
 		return nil, err
 	}
 	if csrID != id {
-		return nil, fmt.Errorf("%w: renewal keeps the identity: the certificate is for %s, but the CSR asks for %s", ErrIDMismatch, id, csrID)
+		return nil, fmt.Errorf("%w: renewal keeps the identity: the certificate is for %s, but the CSR asks for %s", identity.ErrIDMismatch, id, csrID)
 	}
 	out, err := ca.auth.RenewContext(ctx, chain[0], req.PublicKey)
 	if err != nil {
@@ -267,8 +275,8 @@ func (ca *CA) Renew(ctx context.Context, peer []*x509.Certificate, csr []byte) (
 // IssueServing issues credentials for one of the mesh's own servers (the
 // control plane): the SPIFFE ID id plus DNS names and IP addresses in hosts,
 // so that clients checking host names (gRPC's xDS client) accept it too.
-func (ca *CA) IssueServing(ctx context.Context, id ID, hosts []string) (*Credentials, error) {
-	key, err := NewKey()
+func (ca *CA) IssueServing(ctx context.Context, id identity.ID, hosts []string) (*identity.Credentials, error) {
+	key, err := identity.NewKey()
 	if err != nil {
 		return nil, err
 	}
@@ -289,13 +297,13 @@ func (ca *CA) IssueServing(ctx context.Context, id ID, hosts []string) (*Credent
 	if err != nil {
 		return nil, err
 	}
-	return &Credentials{ID: id, Chain: chain, Key: key, Bundle: ca.bundle}, nil
+	return &identity.Credentials{ID: id, Chain: chain, Key: key, Bundle: ca.bundle}, nil
 }
 
 // RenewFunc returns a renewal function for credentials issued by this CA
 // in-process, for use with a Source.
-func (ca *CA) RenewFunc() RenewFunc {
-	return func(ctx context.Context, cur *Credentials, csr []byte) ([]*x509.Certificate, *Bundle, error) {
+func (ca *CA) RenewFunc() identity.RenewFunc {
+	return func(ctx context.Context, cur *identity.Credentials, csr []byte) ([]*x509.Certificate, *identity.Bundle, error) {
 		chain, err := ca.Renew(ctx, cur.Chain, csr)
 		return chain, ca.bundle, err
 	}
@@ -340,11 +348,11 @@ func classifyAuthorityError(err error) error {
 	if errors.As(err, &e) {
 		switch code := e.StatusCode(); {
 		case code == http.StatusUnauthorized:
-			return fmt.Errorf("%w: %s", ErrUnauthenticated, authorityMessage(err))
+			return fmt.Errorf("%w: %s", identity.ErrUnauthenticated, authorityMessage(err))
 		case code == http.StatusForbidden:
-			return fmt.Errorf("%w: %s", ErrPermissionDenied, authorityMessage(err))
+			return fmt.Errorf("%w: %s", identity.ErrPermissionDenied, authorityMessage(err))
 		case code >= 400 && code < 500:
-			return fmt.Errorf("%w: %s", ErrInvalid, authorityMessage(err))
+			return fmt.Errorf("%w: %s", identity.ErrInvalid, authorityMessage(err))
 		}
 	}
 	return fmt.Errorf("the authority failed: %w", err)

@@ -1,4 +1,4 @@
-package identity
+package ca
 
 import (
 	"context"
@@ -17,24 +17,26 @@ import (
 	"time"
 
 	"go.step.sm/crypto/jose"
+
+	"github.com/micromesh/micromesh/identity"
 )
 
-func mustID(t testing.TB, td, ns, name string) ID {
+func mustID(t testing.TB, td, ns, name string) identity.ID {
 	t.Helper()
-	id, err := ServiceID(td, ns, name)
+	id, err := identity.ServiceID(td, ns, name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return id
 }
 
-func mustCSR(t testing.TB, id ID) []byte {
+func mustCSR(t testing.TB, id identity.ID) []byte {
 	t.Helper()
-	key, err := NewKey()
+	key, err := identity.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr, err := NewCSR(key, id)
+	csr, err := identity.NewCSR(key, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +57,7 @@ func TestSignRejectsBadInput(t *testing.T) {
 	ca := openTestCA(t)
 	other := openTestCA(t, WithTrustDomain("other.example"))
 	hello := mustID(t, ca.TrustDomain(), "default", "hello")
-	mint := func(id ID) string {
+	mint := func(id identity.ID) string {
 		tok, err := ca.Tokens().Mint(id, time.Minute)
 		if err != nil {
 			t.Fatal(err)
@@ -98,26 +100,26 @@ func TestSignRejectsBadInput(t *testing.T) {
 		want    error
 		mention string // the message must say this, so a person can act on it
 	}{
-		{"empty CSR", nil, mint(hello), ErrInvalidCSR, "empty"},
-		{"garbage CSR", []byte("not a csr"), mint(hello), ErrInvalidCSR, "PKCS#10"},
-		{"PEM of a certificate", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1}}), mint(hello), ErrInvalidCSR, "CERTIFICATE REQUEST"},
-		{"CSR with a bad signature", corrupt(rawCSR(t, &x509.CertificateRequest{URIs: []*url.URL{helloURL}}, ecKey)), mint(hello), ErrInvalidCSR, ""},
-		{"RSA key", rawCSR(t, &x509.CertificateRequest{URIs: []*url.URL{helloURL}}, rsaKey), mint(hello), ErrInvalidCSR, "P-256"},
-		{"P-384 key", rawCSR(t, &x509.CertificateRequest{URIs: []*url.URL{helloURL}}, p384Key), mint(hello), ErrInvalidCSR, "P-256"},
-		{"no SPIFFE ID", rawCSR(t, &x509.CertificateRequest{}, ecKey), mint(hello), ErrInvalidCSR, "URI"},
-		{"two SPIFFE IDs", rawCSR(t, &x509.CertificateRequest{URIs: []*url.URL{helloURL, mustID(t, ca.TrustDomain(), "default", "b").URL()}}, ecKey), mint(hello), ErrInvalidCSR, "exactly one"},
-		{"extra DNS name", rawCSR(t, &x509.CertificateRequest{URIs: []*url.URL{helloURL}, DNSNames: []string{"evil.example"}}, ecKey), mint(hello), ErrInvalidCSR, "DNS"},
-		{"invalid service name", rawCSR(t, &x509.CertificateRequest{URIs: []*url.URL{mustURL("spiffe://micromesh.local/ns/default/svc/Hello_World")}}, ecKey), mint(hello), ErrInvalidName, "DNS label"},
-		{"invalid namespace", rawCSR(t, &x509.CertificateRequest{URIs: []*url.URL{mustURL("spiffe://micromesh.local/ns/-bad/svc/hello")}}, ecKey), mint(hello), ErrInvalidName, "namespace"},
-		{"CSR for another service", mustCSR(t, mustID(t, ca.TrustDomain(), "default", "admin")), mint(hello), ErrIDMismatch, "token is for"},
-		{"CSR for another namespace", mustCSR(t, mustID(t, ca.TrustDomain(), "prod", "hello")), mint(hello), ErrIDMismatch, "token is for"},
-		{"CSR for another trust domain", mustCSR(t, mustID(t, "other.example", "default", "hello")), mint(hello), ErrIDMismatch, "trust domain"},
-		{"empty token", mustCSR(t, hello), "", ErrTokenInvalid, "meshctl cert token"},
-		{"garbage token", mustCSR(t, hello), "a.b.c", ErrTokenInvalid, ""},
-		{"forged token", mustCSR(t, hello), forged(), ErrTokenInvalid, "not minted by this mesh's CA"},
-		{"token of another CA", mustCSR(t, hello), otherTok, ErrTokenInvalid, ""},
-		{"expired token", mustCSR(t, hello), expired, ErrTokenExpired, "mint a new one"},
-		{"reused token", mustCSR(t, hello), used, ErrTokenReused, "mint a new one"},
+		{"empty CSR", nil, mint(hello), identity.ErrInvalidCSR, "empty"},
+		{"garbage CSR", []byte("not a csr"), mint(hello), identity.ErrInvalidCSR, "PKCS#10"},
+		{"PEM of a certificate", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1}}), mint(hello), identity.ErrInvalidCSR, "CERTIFICATE REQUEST"},
+		{"CSR with a bad signature", corrupt(rawCSR(t, &x509.CertificateRequest{URIs: []*url.URL{helloURL}}, ecKey)), mint(hello), identity.ErrInvalidCSR, ""},
+		{"RSA key", rawCSR(t, &x509.CertificateRequest{URIs: []*url.URL{helloURL}}, rsaKey), mint(hello), identity.ErrInvalidCSR, "P-256"},
+		{"P-384 key", rawCSR(t, &x509.CertificateRequest{URIs: []*url.URL{helloURL}}, p384Key), mint(hello), identity.ErrInvalidCSR, "P-256"},
+		{"no SPIFFE ID", rawCSR(t, &x509.CertificateRequest{}, ecKey), mint(hello), identity.ErrInvalidCSR, "URI"},
+		{"two SPIFFE IDs", rawCSR(t, &x509.CertificateRequest{URIs: []*url.URL{helloURL, mustID(t, ca.TrustDomain(), "default", "b").URL()}}, ecKey), mint(hello), identity.ErrInvalidCSR, "exactly one"},
+		{"extra DNS name", rawCSR(t, &x509.CertificateRequest{URIs: []*url.URL{helloURL}, DNSNames: []string{"evil.example"}}, ecKey), mint(hello), identity.ErrInvalidCSR, "DNS"},
+		{"invalid service name", rawCSR(t, &x509.CertificateRequest{URIs: []*url.URL{mustURL("spiffe://micromesh.local/ns/default/svc/Hello_World")}}, ecKey), mint(hello), identity.ErrInvalidName, "DNS label"},
+		{"invalid namespace", rawCSR(t, &x509.CertificateRequest{URIs: []*url.URL{mustURL("spiffe://micromesh.local/ns/-bad/svc/hello")}}, ecKey), mint(hello), identity.ErrInvalidName, "namespace"},
+		{"CSR for another service", mustCSR(t, mustID(t, ca.TrustDomain(), "default", "admin")), mint(hello), identity.ErrIDMismatch, "token is for"},
+		{"CSR for another namespace", mustCSR(t, mustID(t, ca.TrustDomain(), "prod", "hello")), mint(hello), identity.ErrIDMismatch, "token is for"},
+		{"CSR for another trust domain", mustCSR(t, mustID(t, "other.example", "default", "hello")), mint(hello), identity.ErrIDMismatch, "trust domain"},
+		{"empty token", mustCSR(t, hello), "", identity.ErrTokenInvalid, "meshctl cert token"},
+		{"garbage token", mustCSR(t, hello), "a.b.c", identity.ErrTokenInvalid, ""},
+		{"forged token", mustCSR(t, hello), forged(), identity.ErrTokenInvalid, "not minted by this mesh's CA"},
+		{"token of another CA", mustCSR(t, hello), otherTok, identity.ErrTokenInvalid, ""},
+		{"expired token", mustCSR(t, hello), expired, identity.ErrTokenExpired, "mint a new one"},
+		{"reused token", mustCSR(t, hello), used, identity.ErrTokenReused, "mint a new one"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -143,15 +145,15 @@ func TestRefusedSignDoesNotUseToken(t *testing.T) {
 	ca := openTestCA(t)
 	hello := mustID(t, ca.TrustDomain(), "default", "hello")
 	tok, _ := ca.Tokens().Mint(hello, time.Minute)
-	if _, err := ca.Sign(context.Background(), mustCSR(t, mustID(t, ca.TrustDomain(), "default", "admin")), tok); !errors.Is(err, ErrIDMismatch) {
+	if _, err := ca.Sign(context.Background(), mustCSR(t, mustID(t, ca.TrustDomain(), "default", "admin")), tok); !errors.Is(err, identity.ErrIDMismatch) {
 		t.Fatalf("mismatched CSR: %v", err)
 	}
 	// A forged token carrying the real token's ID must not burn it either.
-	info, _ := InspectToken(tok)
+	info, _ := identity.InspectToken(tok)
 	k, _ := jose.GenerateJWK("EC", "P-256", "ES256", "sig", ca.tokens.key.KeyID, 0)
 	forger := &TokenSigner{key: k, trustDomain: ca.TrustDomain()}
 	forged := forgeWithID(t, forger, hello, info.TokenID)
-	if _, err := ca.Sign(context.Background(), mustCSR(t, hello), forged); !errors.Is(err, ErrTokenInvalid) {
+	if _, err := ca.Sign(context.Background(), mustCSR(t, hello), forged); !errors.Is(err, identity.ErrTokenInvalid) {
 		t.Fatalf("forged token: %v", err)
 	}
 	if _, err := ca.Sign(context.Background(), mustCSR(t, hello), tok); err != nil {
@@ -159,14 +161,14 @@ func TestRefusedSignDoesNotUseToken(t *testing.T) {
 	}
 }
 
-func forgeWithID(t *testing.T, s *TokenSigner, id ID, jti string) string {
+func forgeWithID(t *testing.T, s *TokenSigner, id identity.ID, jti string) string {
 	t.Helper()
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: s.key.Key}, new(jose.SignerOptions).WithType("JWT").WithHeader("kid", s.key.KeyID))
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	tok, err := jose.Signed(signer).Claims(tokenClaims{
+	tok, err := jose.Signed(signer).Claims(identity.TokenClaims{
 		Claims: jose.Claims{ID: jti, Issuer: provisionerName, Subject: id.String(), Audience: jose.Audience{signAudience(id.TrustDomain)},
 			IssuedAt: jose.NewNumericDate(now), NotBefore: jose.NewNumericDate(now), Expiry: jose.NewNumericDate(now.Add(time.Minute))},
 		SANs: []string{id.String()},
@@ -196,7 +198,7 @@ func TestTokenIsSingleUseUnderConcurrency(t *testing.T) {
 		switch {
 		case err == nil:
 			ok++
-		case !errors.Is(err, ErrTokenReused):
+		case !errors.Is(err, identity.ErrTokenReused):
 			t.Errorf("loser got %v, want ErrTokenReused", err)
 		}
 	}
@@ -209,19 +211,19 @@ func TestMintValidatesInput(t *testing.T) {
 	ca := openTestCA(t)
 	hello := mustID(t, ca.TrustDomain(), "default", "hello")
 	for _, ttl := range []time.Duration{0, -time.Second, MaxTokenTTL + time.Second} {
-		if _, err := ca.Tokens().Mint(hello, ttl); !errors.Is(err, ErrInvalid) {
+		if _, err := ca.Tokens().Mint(hello, ttl); !errors.Is(err, identity.ErrInvalid) {
 			t.Errorf("Mint(ttl %v) = %v, want ErrInvalid", ttl, err)
 		}
 	}
-	if _, err := ca.Tokens().Mint(mustID(t, "other.example", "default", "hello"), time.Minute); !errors.Is(err, ErrInvalidID) {
+	if _, err := ca.Tokens().Mint(mustID(t, "other.example", "default", "hello"), time.Minute); !errors.Is(err, identity.ErrInvalidID) {
 		t.Errorf("Mint for another trust domain = %v, want ErrInvalidID", err)
 	}
 	tok, err := ca.Tokens().Mint(hello, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := InspectToken(tok)
-	if err != nil || info.ID != hello || info.RootSHA != Fingerprint(ca.Bundle().Roots()[0]) {
+	info, err := identity.InspectToken(tok)
+	if err != nil || info.ID != hello || info.RootSHA != identity.Fingerprint(ca.Bundle().Roots()[0]) {
 		t.Errorf("InspectToken = %+v, %v", info, err)
 	}
 }
@@ -229,13 +231,13 @@ func TestMintValidatesInput(t *testing.T) {
 func TestRenewKeepsIDAndLifetime(t *testing.T) {
 	ca := openTestCA(t)
 	creds := issue(t, ca, "hello")
-	key, _ := NewKey()
-	csr, _ := NewCSR(key, creds.ID)
+	key, _ := identity.NewKey()
+	csr, _ := identity.NewCSR(key, creds.ID)
 	chain, err := ca.Renew(context.Background(), creds.Chain, csr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := IDFromCertificate(chain[0])
+	id, err := identity.IDFromCertificate(chain[0])
 	if err != nil || id != creds.ID {
 		t.Fatalf("renewed ID = %v, %v; want %v", id, err, creds.ID)
 	}
@@ -266,12 +268,12 @@ func TestRenewRejectsBadInput(t *testing.T) {
 		want    error
 		mention string
 	}{
-		{"no certificate", nil, mustCSR(t, creds.ID), ErrNoCertificate, "present a certificate"},
-		{"expired certificate", expired, mustCSR(t, creds.ID), ErrCertExpired, "expired at"},
-		{"foreign trust domain", foreign.Chain, mustCSR(t, foreign.ID), ErrForeignTrustDomain, "other.example"},
-		{"same name, other CA", sameDomainOtherCA.Chain, mustCSR(t, creds.ID), ErrUntrusted, "does not chain"},
-		{"CSR for another ID", creds.Chain, mustCSR(t, mustID(t, ca.TrustDomain(), "default", "admin")), ErrIDMismatch, "keeps the identity"},
-		{"malformed CSR", creds.Chain, []byte("junk"), ErrInvalidCSR, "PKCS#10"},
+		{"no certificate", nil, mustCSR(t, creds.ID), identity.ErrNoCertificate, "present a certificate"},
+		{"expired certificate", expired, mustCSR(t, creds.ID), identity.ErrCertExpired, "expired at"},
+		{"foreign trust domain", foreign.Chain, mustCSR(t, foreign.ID), identity.ErrForeignTrustDomain, "other.example"},
+		{"same name, other CA", sameDomainOtherCA.Chain, mustCSR(t, creds.ID), identity.ErrUntrusted, "does not chain"},
+		{"CSR for another ID", creds.Chain, mustCSR(t, mustID(t, ca.TrustDomain(), "default", "admin")), identity.ErrIDMismatch, "keeps the identity"},
+		{"malformed CSR", creds.Chain, []byte("junk"), identity.ErrInvalidCSR, "PKCS#10"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -291,7 +293,7 @@ func TestRenewRejectsBadInput(t *testing.T) {
 
 func TestIssueServingCarriesHostNames(t *testing.T) {
 	ca := openTestCA(t)
-	id := mustID(t, ca.TrustDomain(), SystemNamespace, "controlplane")
+	id := mustID(t, ca.TrustDomain(), identity.SystemNamespace, "controlplane")
 	creds, err := ca.IssueServing(context.Background(), id, []string{"localhost", "127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
@@ -303,20 +305,20 @@ func TestIssueServingCarriesHostNames(t *testing.T) {
 	if err := leaf.VerifyHostname("127.0.0.1"); err != nil {
 		t.Error(err)
 	}
-	if got, err := IDFromCertificate(leaf); err != nil || got != id {
+	if got, err := identity.IDFromCertificate(leaf); err != nil || got != id {
 		t.Errorf("ID = %v, %v; want %v", got, err, id)
 	}
 }
 
 // signLeaf signs a certificate for id with the CA's intermediate, with any
 // validity: for certificates the CA itself would never issue.
-func signLeaf(t testing.TB, ca *CA, id ID, notBefore, notAfter time.Time) []*x509.Certificate {
+func signLeaf(t testing.TB, ca *CA, id identity.ID, notBefore, notAfter time.Time) []*x509.Certificate {
 	t.Helper()
-	key, err := ReadKey(filepath.Join(ca.dir, intermediateKeyFile))
+	key, err := identity.ReadKey(filepath.Join(ca.dir, intermediateKeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	leafKey, _ := NewKey()
+	leafKey, _ := identity.NewKey()
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		NotBefore:    notBefore,

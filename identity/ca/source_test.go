@@ -1,4 +1,4 @@
-package identity
+package ca
 
 import (
 	"bytes"
@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/micromesh/micromesh/identity"
 )
 
 // syncBuffer collects a server's error log.
@@ -40,8 +42,8 @@ func (b *syncBuffer) String() string {
 // an established connection survives every rotation.
 func TestRotationKeepsTrafficFlowing(t *testing.T) {
 	ca := openTestCA(t)
-	serverSrc := NewSource(issue(t, ca, "server"), ca.RenewFunc())
-	clientSrc := NewSource(issue(t, ca, "client"), ca.RenewFunc())
+	serverSrc := identity.NewSource(issue(t, ca, "server"), ca.RenewFunc())
+	clientSrc := identity.NewSource(issue(t, ca, "client"), ca.RenewFunc())
 	serverID, clientID := serverSrc.Current().ID, clientSrc.Current().ID
 
 	var (
@@ -64,14 +66,14 @@ func TestRotationKeepsTrafficFlowing(t *testing.T) {
 		t.Fatal(err)
 	}
 	errLog := &syncBuffer{}
-	srv := &http.Server{Handler: handler, TLSConfig: serverSrc.ServerTLSConfig(AuthorizeID(clientID)), ErrorLog: log.New(errLog, "", 0)}
+	srv := &http.Server{Handler: handler, TLSConfig: serverSrc.ServerTLSConfig(identity.AuthorizeID(clientID)), ErrorLog: log.New(errLog, "", 0)}
 	go func() { _ = srv.ServeTLS(ln, "", "") }()
 	t.Cleanup(func() { _ = srv.Close() })
 
 	// One client opens a new connection (a full handshake) per request;
 	// the other keeps one connection for the whole test.
-	fresh := &http.Client{Transport: &http.Transport{TLSClientConfig: clientSrc.ClientTLSConfig(AuthorizeID(serverID)), DisableKeepAlives: true}}
-	kept := &http.Client{Transport: &http.Transport{TLSClientConfig: clientSrc.ClientTLSConfig(AuthorizeID(serverID)), MaxIdleConnsPerHost: 1}}
+	fresh := &http.Client{Transport: &http.Transport{TLSClientConfig: clientSrc.ClientTLSConfig(identity.AuthorizeID(serverID)), DisableKeepAlives: true}}
+	kept := &http.Client{Transport: &http.Transport{TLSClientConfig: clientSrc.ClientTLSConfig(identity.AuthorizeID(serverID)), MaxIdleConnsPerHost: 1}}
 	t.Cleanup(fresh.CloseIdleConnections)
 	t.Cleanup(kept.CloseIdleConnections)
 	base := "https://" + ln.Addr().String()
@@ -148,25 +150,25 @@ func TestRotationKeepsTrafficFlowing(t *testing.T) {
 
 func TestMTLSRefusesWrongPeer(t *testing.T) {
 	ca := openTestCA(t)
-	server := NewSource(issue(t, ca, "server"), ca.RenewFunc())
-	client := NewSource(issue(t, ca, "client"), ca.RenewFunc())
-	intruder := NewSource(issue(t, openTestCA(t), "client"), nil) // same name, other CA
-	stranger := NewSource(issue(t, ca, "stranger"), nil)
+	server := identity.NewSource(issue(t, ca, "server"), ca.RenewFunc())
+	client := identity.NewSource(issue(t, ca, "client"), ca.RenewFunc())
+	intruder := identity.NewSource(issue(t, openTestCA(t), "client"), nil) // same name, other CA
+	stranger := identity.NewSource(issue(t, ca, "stranger"), nil)
 
 	tests := []struct {
 		name   string
 		client *tls.Config
 		want   error
 	}{
-		{"expected client", client.ClientTLSConfig(AuthorizeID(server.Current().ID)), nil},
-		{"client of another CA", intruder.ClientTLSConfig(AuthorizeAny()), ErrUntrusted},
-		{"client with the wrong ID", stranger.ClientTLSConfig(AuthorizeAny()), ErrIDMismatch},
-		{"client that wants another server", client.ClientTLSConfig(AuthorizeID(stranger.Current().ID)), ErrIDMismatch},
-		{"client without a certificate", ClientTLSConfig(func() *Bundle { return ca.Bundle() }, nil, AuthorizeAny()), errAnyRefusal},
+		{"expected client", client.ClientTLSConfig(identity.AuthorizeID(server.Current().ID)), nil},
+		{"client of another CA", intruder.ClientTLSConfig(identity.AuthorizeAny()), identity.ErrUntrusted},
+		{"client with the wrong ID", stranger.ClientTLSConfig(identity.AuthorizeAny()), identity.ErrIDMismatch},
+		{"client that wants another server", client.ClientTLSConfig(identity.AuthorizeID(stranger.Current().ID)), identity.ErrIDMismatch},
+		{"client without a certificate", identity.ClientTLSConfig(func() *identity.Bundle { return ca.Bundle() }, nil, identity.AuthorizeAny()), errAnyRefusal},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			clientErr, serverErr := handshake(t, server.ServerTLSConfig(AuthorizeID(client.Current().ID)), tc.client)
+			clientErr, serverErr := handshake(t, server.ServerTLSConfig(identity.AuthorizeID(client.Current().ID)), tc.client)
 			if tc.want == nil {
 				if clientErr != nil || serverErr != nil {
 					t.Fatalf("handshake failed: client %v, server %v", clientErr, serverErr)
@@ -224,10 +226,10 @@ func handshake(t *testing.T, server, client *tls.Config) (clientErr, serverErr e
 func TestRenewalTimeIsHalfLifeWithJitter(t *testing.T) {
 	nb := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	leaf := &x509.Certificate{NotBefore: nb, NotAfter: nb.Add(24 * time.Hour)}
-	if got := RenewalTime(leaf, 0); !got.Equal(nb.Add(12 * time.Hour)) {
+	if got := identity.RenewalTime(leaf, 0); !got.Equal(nb.Add(12 * time.Hour)) {
 		t.Errorf("u=0: %v, want half-life", got)
 	}
-	if got := RenewalTime(leaf, 0.999); got.Before(nb.Add(12*time.Hour-145*time.Minute)) || !got.Before(nb.Add(12*time.Hour)) {
+	if got := identity.RenewalTime(leaf, 0.999); got.Before(nb.Add(12*time.Hour-145*time.Minute)) || !got.Before(nb.Add(12*time.Hour)) {
 		t.Errorf("u≈1: %v, want within a tenth of the life before half-life", got)
 	}
 }
@@ -235,8 +237,8 @@ func TestRenewalTimeIsHalfLifeWithJitter(t *testing.T) {
 func TestRunRenewsAtHalfLife(t *testing.T) {
 	ca := openTestCA(t, WithCertificateTTL(time.Minute))
 	first := issue(t, ca, "short")
-	rotated := make(chan *Credentials, 1)
-	src := NewSource(first, ca.RenewFunc(), OnRotate(func(c *Credentials) error {
+	rotated := make(chan *identity.Credentials, 1)
+	src := identity.NewSource(first, ca.RenewFunc(), identity.OnRotate(func(c *identity.Credentials) error {
 		select {
 		case rotated <- c:
 		default:

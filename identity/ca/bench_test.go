@@ -1,4 +1,4 @@
-package identity
+package ca
 
 import (
 	"context"
@@ -9,10 +9,12 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/micromesh/micromesh/identity"
 )
 
 // Issuance: the target is ≥ 500 certificates/s on one core (Consul's default
-// CSR rate limit is 50/s). Run: go test -run '^$' -bench Issue -cpu 1 ./identity/
+// CSR rate limit is 50/s). Run: go test -run '^$' -bench Issue -cpu 1 ./identity/ca/
 //
 // BenchmarkIssueBaselineX509 is the same-run floor: the one signature every
 // issuance contains, x509.CreateCertificate from a parsed CSR with the
@@ -84,11 +86,11 @@ func BenchmarkIssueRenew(b *testing.B) {
 
 func BenchmarkIssueBaselineX509(b *testing.B) {
 	ca := openTestCA(b)
-	key, err := ReadKey(ca.dir + "/" + intermediateKeyFile)
+	key, err := identity.ReadKey(ca.dir + "/" + intermediateKeyFile)
 	if err != nil {
 		b.Fatal(err)
 	}
-	req, _, err := parseCSR(mustCSR(b, mustID(b, ca.TrustDomain(), "default", "bench")))
+	req, _, err := identity.ParseCSR(mustCSR(b, mustID(b, ca.TrustDomain(), "default", "bench")))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -113,9 +115,9 @@ func BenchmarkIssueBaselineX509(b *testing.B) {
 
 func BenchmarkHandshakeMTLS(b *testing.B) {
 	ca := openTestCA(b)
-	server := NewSource(issue(b, ca, "server"), nil)
-	client := NewSource(issue(b, ca, "client"), nil)
-	benchHandshakes(b, server.ServerTLSConfig(AuthorizeID(client.Current().ID)), client.ClientTLSConfig(AuthorizeID(server.Current().ID)))
+	server := identity.NewSource(issue(b, ca, "server"), nil)
+	client := identity.NewSource(issue(b, ca, "client"), nil)
+	benchHandshakes(b, server.ServerTLSConfig(identity.AuthorizeID(client.Current().ID)), client.ClientTLSConfig(identity.AuthorizeID(server.Current().ID)))
 }
 
 func BenchmarkHandshakeBaselineStdlib(b *testing.B) {

@@ -1,4 +1,4 @@
-package identity
+package ca
 
 import (
 	"crypto/x509"
@@ -11,6 +11,8 @@ import (
 	"github.com/smallstep/certificates/db"
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/micromesh/micromesh/identity"
 )
 
 // ledger is the authority's database (db.AuthDB), kept on bbolt: which join
@@ -76,8 +78,8 @@ func openLedger(path string) (*ledger, error) {
 // purged once the token could no longer be accepted anyway.
 func (l *ledger) UseToken(id, tok string) (bool, error) {
 	expiry := time.Now().Add(MaxTokenTTL)
-	if c, err := unverifiedClaims(tok); err == nil && c.Expiry != nil {
-		expiry = c.Expiry.Time()
+	if info, err := identity.InspectToken(tok); err == nil && !info.Expiry.IsZero() {
+		expiry = info.Expiry
 	}
 	req := useRequest{id: []byte(id), expiry: expiry, reply: make(chan useResult, 1)}
 	select {
