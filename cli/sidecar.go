@@ -148,7 +148,7 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 	f.StringVar(&o.appProtocol, "app-protocol", "http", "what the app speaks: http (HTTP/1.1) or grpc (h2c)")
 	f.StringVar(&o.outbound, "outbound", "", "loopback address the app calls out through (127.0.0.1:PORT)")
 	f.Uint16Var(&o.inboundPort, "inbound-port", 0, "port taking mTLS callers: TCP (TLS) and UDP (QUIC)")
-	f.StringVar(&o.admin, "admin", "127.0.0.1:0", "loopback address for /ready, /config_dump and /metrics")
+	f.StringVar(&o.admin, "admin", "127.0.0.1:0", "loopback address for /ready, /config_dump, /metrics and /debug/pprof/")
 	f.StringVar(&o.certDir, "cert-dir", "", "use the certificate in this directory (cert.pem, key.pem, bundle.pem) instead of joining")
 	f.StringVar(&o.instance, "instance", "", "instance ID (default <service>-<random>)")
 	f.StringVar(&o.advertise, "advertise", "127.0.0.1", "the IP address peers reach this instance at")
