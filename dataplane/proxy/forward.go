@@ -29,6 +29,10 @@ const (
 // per-request buffer limit plays the same role).
 const maxReplayBody = 64 << 10
 
+// maxInlineBody is the largest request body read up front when the route
+// has no retries.
+const maxInlineBody = 16 << 10
+
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // hopHeaders are per-connection headers a proxy must not forward (RFC 9110 §7.6.1).
@@ -81,7 +85,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route
 		ctx, cancel = context.WithTimeout(ctx, rt.Timeout)
 		defer cancel()
 	}
-	body, err := newReplayable(r, rt.Retry != nil)
+	body, err := newReplayable(r, rt.Retry != nil, isGRPC(r))
 	if err != nil {
 		p.localFor(w, r, dir, source, dest, http.StatusBadRequest, "micromesh: reading the request body: "+err.Error(), start)
 		return
@@ -245,11 +249,22 @@ type replayable struct {
 	touched atomic.Bool
 }
 
-func newReplayable(r *http.Request, retries bool) (*replayable, error) {
+func newReplayable(r *http.Request, retries, grpc bool) (*replayable, error) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return &replayable{empty: true}, nil
 	}
-	if retries && r.ContentLength > 0 && r.ContentLength <= maxReplayBody {
+	// Small bodies of known length are read up front even without retries:
+	// the transports then send them with the headers, in one write from the
+	// request's own goroutine. gRPC bodies always stream (a stream's
+	// messages may wait on the answers).
+	limit := int64(0)
+	switch {
+	case retries:
+		limit = maxReplayBody
+	case !grpc:
+		limit = maxInlineBody
+	}
+	if r.ContentLength > 0 && r.ContentLength <= limit {
 		buf := make([]byte, r.ContentLength)
 		if _, err := io.ReadFull(r.Body, buf); err != nil {
 			return nil, err

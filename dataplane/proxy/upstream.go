@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
 
 	"github.com/micromesh/micromesh/dataplane/config"
 	"github.com/micromesh/micromesh/dataplane/h1"
+	"github.com/micromesh/micromesh/dataplane/h3"
 	"github.com/micromesh/micromesh/identity"
 )
 
@@ -56,14 +56,14 @@ func (p *Proxy) newUpstream(c *config.Cluster, prev *upstream) (*upstream, error
 		tlsConf := p.creds.ClientTLSConfig(identity.AuthorizeID(id))
 		u.scheme = "https"
 		if c.Transport == config.TransportQUIC {
-			t := &http3.Transport{
+			t := &h3.Transport{
 				TLSClientConfig: tlsConf,
 				QUICConfig: &quic.Config{
 					HandshakeIdleTimeout: c.ConnectTimeout,
 					MaxIdleTimeout:       2 * time.Minute,
 					KeepAlivePeriod:      15 * time.Second,
 				},
-				DisableCompression: true,
+				Logger: p.log.With("cluster", c.Name),
 			}
 			u.rt, u.close = t, func() { _ = t.Close() }
 			return u, nil

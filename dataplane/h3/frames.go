@@ -1,0 +1,113 @@
+// Package h3 is the HTTP/3 client (RFC 9114) a sidecar calls other
+// sidecars with, over quic-go's QUIC. The caller's goroutine writes the
+// request and reads the response: quic-go's own http3 client starts two
+// goroutines per request (a cancellation watcher and a body sender) and
+// wraps each stream in state tracking that starts a third when it ends, and
+// on a small VM every wake-up costs more than the work it hands over.
+//
+// It speaks what a mesh peer needs: requests and responses with bodies and
+// trailers, streaming both ways, cancellation, GOAWAY. QPACK is used without
+// a dynamic table (static table and literals), as quic-go does. No server
+// push, no extended CONNECT, no datagrams.
+package h3
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/quic-go/quic-go/quicvarint"
+)
+
+// Frame and stream types (RFC 9114 §7.2, §6.2).
+const (
+	frameData     = 0x0
+	frameHeaders  = 0x1
+	frameSettings = 0x4
+	frameGoAway   = 0x7
+
+	streamControl = 0x0
+	streamPush    = 0x1
+	streamEncoder = 0x2
+	streamDecoder = 0x3
+)
+
+// Error codes (RFC 9114 §8.1).
+const (
+	errNoError          = 0x100
+	errGeneralProtocol  = 0x101
+	errInternal         = 0x102
+	errStreamCreation   = 0x103
+	errClosedCritical   = 0x104
+	errFrameUnexpected  = 0x105
+	errFrameError       = 0x106
+	errIDError          = 0x108
+	errMissingSettings  = 0x10a
+	errRequestCancelled = 0x10c
+	errMessageError     = 0x10e
+)
+
+// maxHeaderSectionSize bounds a HEADERS frame this client accepts.
+const maxHeaderSectionSize = 256 << 10
+
+var errFrameTooLarge = errors.New("h3: HEADERS frame too large")
+
+// appendFrameHeader appends a frame's type and length.
+func appendFrameHeader(b []byte, typ, length uint64) []byte {
+	b = quicvarint.Append(b, typ)
+	return quicvarint.Append(b, length)
+}
+
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+
+// newReader returns a pooled buffered reader on r; give it back with
+// putReader.
+func newReader(r io.Reader) *bufio.Reader {
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+func putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	readers.Put(br)
+}
+
+// readFrameHeader reads a frame's type and length.
+func readFrameHeader(r *bufio.Reader) (typ, length uint64, err error) {
+	typ, err = quicvarint.Read(r)
+	if err != nil {
+		return 0, 0, err
+	}
+	length, err = quicvarint.Read(r)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return typ, length, err
+}
+
+// skip discards n bytes of r (a frame this client ignores).
+func skip(r *bufio.Reader, n uint64) error {
+	_, err := r.Discard(int(min(n, 1<<30)))
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// readHeaderBlock reads the payload of a HEADERS frame.
+func readHeaderBlock(r *bufio.Reader, n uint64) ([]byte, error) {
+	if n > maxHeaderSectionSize {
+		return nil, fmt.Errorf("%w: %d bytes (limit %d)", errFrameTooLarge, n, maxHeaderSectionSize)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return b, nil
+}

@@ -1,0 +1,311 @@
+package h3
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/quic-go/qpack"
+	"github.com/quic-go/quic-go"
+)
+
+// max1xx bounds the informational responses read before the final one.
+const max1xx = 5
+
+var decoder = qpack.NewDecoder()
+
+// readResponse reads frames up to the final response's HEADERS. The
+// returned reader is positioned at the body.
+func readResponse(str *quic.Stream, req *http.Request) (*http.Response, *bufio.Reader, error) {
+	br := newReader(str)
+	fail := func(err error) (*http.Response, *bufio.Reader, error) {
+		putReader(br)
+		return nil, nil, err
+	}
+	num1xx := 0
+	for {
+		typ, n, err := readFrameHeader(br)
+		if err != nil {
+			if err == io.EOF {
+				err = fmt.Errorf("%w: the stream ended before the response headers", errMalformed)
+			}
+			return fail(streamErr("reading the response", err))
+		}
+		switch typ {
+		case frameHeaders:
+		case frameData:
+			return fail(fmt.Errorf("%w: DATA before HEADERS", errMalformed))
+		case frameSettings, frameGoAway, 0x3, 0x5, 0xd: // control frames, CANCEL_PUSH, PUSH_PROMISE, MAX_PUSH_ID
+			return fail(fmt.Errorf("%w: frame type %#x on a request stream", errMalformed, typ))
+		default: // unknown and reserved frame types are ignored
+			if err := skip(br, n); err != nil {
+				return fail(streamErr("reading the response", err))
+			}
+			continue
+		}
+		block, err := readHeaderBlock(br, n)
+		if err != nil {
+			return fail(streamErr("reading the response", err))
+		}
+		resp, err := decodeResponse(block, req)
+		if err != nil {
+			return fail(err)
+		}
+		if resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			if num1xx++; num1xx > max1xx {
+				return fail(fmt.Errorf("%w: more than %d informational responses", errMalformed, max1xx))
+			}
+			continue
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			return fail(fmt.Errorf("%w: 101 Switching Protocols is not allowed in HTTP/3", errMalformed))
+		}
+		return resp, br, nil
+	}
+}
+
+// decodeResponse turns a header block into a response (without body).
+func decodeResponse(block []byte, req *http.Request) (*http.Response, error) {
+	resp := &http.Response{
+		Proto:         "HTTP/3.0",
+		ProtoMajor:    3,
+		Header:        http.Header{},
+		ContentLength: -1,
+		Request:       req,
+	}
+	status := ""
+	err := decodeFields(block, func(name, value string, pseudo bool) error {
+		if pseudo {
+			if name != ":status" || status != "" {
+				return fmt.Errorf("%w: pseudo-header %q", errMalformed, name)
+			}
+			status = value
+			return nil
+		}
+		k := textproto.CanonicalMIMEHeaderKey(name)
+		resp.Header[k] = append(resp.Header[k], value)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	code, err := strconv.Atoi(status)
+	if err != nil || len(status) != 3 || code < 100 {
+		return nil, fmt.Errorf("%w: status %q", errMalformed, status)
+	}
+	resp.StatusCode = code
+	resp.Status = status + " " + http.StatusText(code)
+	if cl := resp.Header["Content-Length"]; len(cl) > 0 {
+		n, err := strconv.ParseInt(cl[0], 10, 64)
+		for _, v := range cl[1:] {
+			if v != cl[0] {
+				err = errors.New("differing values")
+			}
+		}
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("%w: content-length %q", errMalformed, cl)
+		}
+		resp.ContentLength = n
+	}
+	if req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified {
+		resp.ContentLength = 0
+	}
+	return resp, nil
+}
+
+// decodeFields decodes a header block, checking the rules every field
+// section follows: lower-case names, pseudo-headers first.
+func decodeFields(block []byte, f func(name, value string, pseudo bool) error) error {
+	next := decoder.Decode(block)
+	regular := false
+	for {
+		hf, err := next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%w: QPACK: %w", errMalformed, err)
+		}
+		pseudo := strings.HasPrefix(hf.Name, ":")
+		switch {
+		case pseudo && regular:
+			return fmt.Errorf("%w: pseudo-header %q after regular fields", errMalformed, hf.Name)
+		case !pseudo:
+			regular = true
+			if hf.Name != strings.ToLower(hf.Name) || hf.Name == "" {
+				return fmt.Errorf("%w: header name %q is not lower-case", errMalformed, hf.Name)
+			}
+		}
+		if err := f(hf.Name, hf.Value, pseudo); err != nil {
+			return err
+		}
+	}
+}
+
+// body is a response body read from the stream's DATA frames; trailers
+// land in the response when it ends.
+type body struct {
+	str           *quic.Stream
+	br            *bufio.Reader
+	resp          *http.Response
+	stop          func() bool
+	contentLength int64
+
+	mu        sync.Mutex  // Read against Close
+	ended     atomic.Bool // the stream ended whole
+	remaining uint64      // bytes left in the current DATA frame
+	read      int64
+	err       error // sticky: the end, or what broke it
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err != nil {
+		return 0, b.err
+	}
+	for b.remaining == 0 {
+		typ, n, err := readFrameHeader(b.br)
+		if err == io.EOF {
+			if b.contentLength >= 0 && b.read != b.contentLength {
+				return 0, b.end(fmt.Errorf("%w: body of %d bytes, content-length %d", errMalformed, b.read, b.contentLength))
+			}
+			return 0, b.end(io.EOF)
+		}
+		if err != nil {
+			return 0, b.end(streamErr("reading the response body", err))
+		}
+		switch typ {
+		case frameData:
+			b.remaining = n
+		case frameHeaders:
+			if err := b.trailers(n); err != nil {
+				return 0, b.end(err)
+			}
+			return 0, io.EOF
+		case frameSettings, frameGoAway, 0x3, 0x5, 0xd:
+			return 0, b.end(fmt.Errorf("%w: frame type %#x on a request stream", errMalformed, typ))
+		default:
+			if err := skip(b.br, n); err != nil {
+				return 0, b.end(streamErr("reading the response body", err))
+			}
+		}
+	}
+	if uint64(len(p)) > b.remaining {
+		p = p[:b.remaining]
+	}
+	n, err := b.br.Read(p)
+	b.remaining -= uint64(n)
+	b.read += int64(n)
+	if b.contentLength >= 0 && b.read > b.contentLength {
+		return n, b.end(fmt.Errorf("%w: body longer than content-length %d", errMalformed, b.contentLength))
+	}
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF // mid-frame
+		}
+		return n, b.end(streamErr("reading the response body", err))
+	}
+	return n, nil
+}
+
+// trailers reads the trailing HEADERS frame; the stream must end after it.
+func (b *body) trailers(n uint64) error {
+	block, err := readHeaderBlock(b.br, n)
+	if err != nil {
+		return streamErr("reading the trailers", err)
+	}
+	t := http.Header{}
+	err = decodeFields(block, func(name, value string, pseudo bool) error {
+		if pseudo {
+			return fmt.Errorf("%w: pseudo-header %q in trailers", errMalformed, name)
+		}
+		k := textproto.CanonicalMIMEHeaderKey(name)
+		t[k] = append(t[k], value)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if _, _, err := readFrameHeader(b.br); err != io.EOF {
+		return fmt.Errorf("%w: frames after the trailers", errMalformed)
+	}
+	b.resp.Trailer = t
+	if b.contentLength >= 0 && b.read != b.contentLength {
+		return fmt.Errorf("%w: body of %d bytes, content-length %d", errMalformed, b.read, b.contentLength)
+	}
+	b.end(io.EOF)
+	return nil
+}
+
+// end records how the body ended and lets go of the stream.
+func (b *body) end(err error) error {
+	b.err = err
+	if err == io.EOF {
+		b.ended.Store(true)
+	} else {
+		b.str.CancelRead(quic.StreamErrorCode(errRequestCancelled))
+		b.str.CancelWrite(quic.StreamErrorCode(errRequestCancelled))
+	}
+	b.release()
+	return err
+}
+
+func (b *body) release() {
+	if b.br != nil {
+		putReader(b.br)
+		b.br = nil
+		b.stop()
+	}
+}
+
+// Close abandons the rest of the body: the stream is cancelled both ways
+// unless it already ended.
+func (b *body) Close() error {
+	if !b.ended.Load() {
+		// Unblocks a Read in another goroutine.
+		b.str.CancelRead(quic.StreamErrorCode(errRequestCancelled))
+		b.str.CancelWrite(quic.StreamErrorCode(errRequestCancelled))
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.err == nil {
+		b.end(errors.New("h3: read on closed response body"))
+	}
+	return nil
+}
+
+// streamErr words a stream failure for whoever reads it.
+func streamErr(what string, err error) error {
+	var se *quic.StreamError
+	if errors.As(err, &se) && se.Remote {
+		return fmt.Errorf("h3: %s: the peer reset the stream (%s): %w", what, codeName(uint64(se.ErrorCode)), err)
+	}
+	return fmt.Errorf("h3: %s: %w", what, err)
+}
+
+func codeName(c uint64) string {
+	switch c {
+	case errNoError:
+		return "H3_NO_ERROR"
+	case errInternal:
+		return "H3_INTERNAL_ERROR"
+	case errRequestCancelled:
+		return "H3_REQUEST_CANCELLED"
+	case 0x10b:
+		return "H3_REQUEST_REJECTED"
+	case 0x10d:
+		return "H3_REQUEST_INCOMPLETE"
+	case errMessageError:
+		return "H3_MESSAGE_ERROR"
+	default:
+		return fmt.Sprintf("%#x", c)
+	}
+}

@@ -1,0 +1,319 @@
+package h3
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/quicvarint"
+)
+
+// NextProto is the ALPN protocol of HTTP/3.
+const NextProto = "h3"
+
+// Transport is an http.RoundTripper speaking HTTP/3 to https URLs. It keeps
+// one QUIC connection per address and multiplexes requests on it as
+// streams.
+type Transport struct {
+	// TLSClientConfig configures TLS (certificates, peer verification); its
+	// NextProtos are replaced by h3.
+	TLSClientConfig *tls.Config
+	// QUICConfig configures the QUIC connections (nil: quic-go's defaults).
+	QUICConfig *quic.Config
+	// Logger receives what goes wrong on connections (nil: slog.Default).
+	Logger *slog.Logger
+
+	mu      sync.Mutex
+	conns   map[string]*clientConn
+	dialing map[string]*dialCall
+	closed  bool
+}
+
+type dialCall struct {
+	done chan struct{}
+	cc   *clientConn
+	err  error
+}
+
+var errClosed = errors.New("h3: transport closed")
+
+// RoundTrip sends req and returns the response; the body streams from the
+// peer as the caller reads it.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL == nil || req.URL.Scheme != "https" || req.URL.Host == "" {
+		return nil, fmt.Errorf("h3: cannot send to %v: an https URL with a host is required", req.URL)
+	}
+	if req.Method == http.MethodConnect {
+		return nil, errors.New("h3: CONNECT is not supported")
+	}
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	w := writeBufs.Get().(*writeBuf)
+	defer writeBufs.Put(w)
+	head, err := appendRequestHeaders(w.b[:0], req, hasBody)
+	if err != nil {
+		if req.Body != nil {
+			_ = req.Body.Close()
+		}
+		return nil, err
+	}
+	w.b = head
+	for try := 0; ; try++ {
+		cc, err := t.conn(req.Context(), req.URL.Host)
+		if err != nil {
+			if req.Body != nil {
+				_ = req.Body.Close()
+			}
+			return nil, err
+		}
+		resp, err := cc.roundTrip(req, w, hasBody)
+		if err == nil {
+			return resp, nil
+		}
+		// A connection that went away before the stream opened sent nothing:
+		// forget it and try a fresh one once.
+		if errors.Is(err, errConnGone) {
+			t.forget(req.URL.Host, cc)
+			if try == 0 {
+				continue
+			}
+			if req.Body != nil {
+				_ = req.Body.Close()
+			}
+		}
+		return nil, err
+	}
+}
+
+// conn returns the connection to addr, dialling it if there is none; one
+// dial per address at a time.
+func (t *Transport) conn(ctx context.Context, addr string) (*clientConn, error) {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil, errClosed
+	}
+	if cc := t.conns[addr]; cc != nil {
+		if cc.usable() {
+			t.mu.Unlock()
+			return cc, nil
+		}
+		delete(t.conns, addr)
+	}
+	call := t.dialing[addr]
+	if call == nil {
+		call = &dialCall{done: make(chan struct{})}
+		if t.dialing == nil {
+			t.dialing = map[string]*dialCall{}
+		}
+		t.dialing[addr] = call
+		go t.dial(addr, call)
+	}
+	t.mu.Unlock()
+	select {
+	case <-call.done:
+		return call.cc, call.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// dial opens a connection for every caller waiting on call. It does not
+// use any one caller's context: the others still want the connection.
+func (t *Transport) dial(addr string, call *dialCall) {
+	ctx := context.Background()
+	var cancel context.CancelFunc = func() {}
+	if t.QUICConfig != nil && t.QUICConfig.HandshakeIdleTimeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, t.QUICConfig.HandshakeIdleTimeout)
+	}
+	defer cancel()
+	var tlsConf *tls.Config
+	if t.TLSClientConfig != nil {
+		tlsConf = t.TLSClientConfig.Clone()
+	} else {
+		tlsConf = &tls.Config{}
+	}
+	tlsConf.NextProtos = []string{NextProto}
+	qc, err := quic.DialAddr(ctx, addr, tlsConf, t.QUICConfig)
+	var cc *clientConn
+	if err == nil {
+		cc, err = newClientConn(qc, t.logger().With("peer", addr))
+	}
+	if err != nil {
+		err = fmt.Errorf("h3: connecting to %s: %w", addr, err)
+	}
+	t.mu.Lock()
+	delete(t.dialing, addr)
+	switch {
+	case err != nil:
+	case t.closed:
+		cc.close(errNoError, "")
+		cc, err = nil, errClosed
+	default:
+		if t.conns == nil {
+			t.conns = map[string]*clientConn{}
+		}
+		t.conns[addr] = cc
+	}
+	t.mu.Unlock()
+	call.cc, call.err = cc, err
+	close(call.done)
+}
+
+func (t *Transport) forget(addr string, cc *clientConn) {
+	t.mu.Lock()
+	if t.conns[addr] == cc {
+		delete(t.conns, addr)
+	}
+	t.mu.Unlock()
+}
+
+func (t *Transport) logger() *slog.Logger {
+	if t.Logger != nil {
+		return t.Logger
+	}
+	return slog.Default()
+}
+
+// Close closes every connection; requests in flight fail.
+func (t *Transport) Close() error {
+	t.mu.Lock()
+	t.closed = true
+	conns := t.conns
+	t.conns = nil
+	t.mu.Unlock()
+	for _, cc := range conns {
+		cc.close(errNoError, "")
+	}
+	return nil
+}
+
+// clientConn is one QUIC connection with its HTTP/3 control state.
+type clientConn struct {
+	qc  *quic.Conn
+	log *slog.Logger
+
+	mu     sync.Mutex
+	goAway bool // the peer sent GOAWAY: no new requests
+}
+
+var errConnGone = errors.New("h3: connection closed")
+
+func newClientConn(qc *quic.Conn, log *slog.Logger) (*clientConn, error) {
+	cc := &clientConn{qc: qc, log: log}
+	ctrl, err := qc.OpenUniStream()
+	if err != nil {
+		cc.close(errInternal, "")
+		return nil, err
+	}
+	// Our control stream: its type and an empty SETTINGS frame (no dynamic
+	// QPACK table, no limits beyond the defaults).
+	b := quicvarint.Append(nil, streamControl)
+	b = appendFrameHeader(b, frameSettings, 0)
+	if _, err := ctrl.Write(b); err != nil {
+		cc.close(errInternal, "")
+		return nil, err
+	}
+	go cc.acceptUniStreams()
+	return cc, nil
+}
+
+func (cc *clientConn) usable() bool {
+	if cc.qc.Context().Err() != nil {
+		return false
+	}
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return !cc.goAway
+}
+
+func (cc *clientConn) close(code uint64, msg string) {
+	_ = cc.qc.CloseWithError(quic.ApplicationErrorCode(code), msg)
+}
+
+// acceptUniStreams serves the peer's unidirectional streams for the life of
+// the connection: its control stream is read, QPACK streams are drained
+// (no dynamic table is allowed, so they carry nothing we use), others are
+// refused.
+func (cc *clientConn) acceptUniStreams() {
+	var sawControl bool
+	for {
+		str, err := cc.qc.AcceptUniStream(context.Background())
+		if err != nil {
+			return
+		}
+		typ, err := quicvarint.Read(quicvarint.NewReader(str))
+		if err != nil {
+			str.CancelRead(quic.StreamErrorCode(errStreamCreation))
+			continue
+		}
+		switch typ {
+		case streamControl:
+			if sawControl {
+				cc.close(errStreamCreation, "duplicate control stream")
+				return
+			}
+			sawControl = true
+			go cc.readControl(str)
+		case streamEncoder, streamDecoder:
+			go drain(str)
+		case streamPush:
+			// We never grant a push ID, so a push stream is an error.
+			cc.close(errIDError, "push stream without MAX_PUSH_ID")
+			return
+		default:
+			str.CancelRead(quic.StreamErrorCode(errStreamCreation))
+		}
+	}
+}
+
+func drain(str *quic.ReceiveStream) {
+	buf := make([]byte, 512)
+	for {
+		if _, err := str.Read(buf); err != nil {
+			return
+		}
+	}
+}
+
+// readControl reads the peer's control stream: SETTINGS first, then
+// GOAWAY; everything else there is ignored or, if it belongs on request
+// streams, a connection error.
+func (cc *clientConn) readControl(str *quic.ReceiveStream) {
+	br := newReader(str)
+	first := true
+	for {
+		typ, n, err := readFrameHeader(br)
+		if err != nil {
+			if cc.qc.Context().Err() == nil {
+				cc.close(errClosedCritical, "control stream closed")
+			}
+			return
+		}
+		if first && typ != frameSettings {
+			cc.close(errMissingSettings, "first frame on the control stream is not SETTINGS")
+			return
+		}
+		first = false
+		switch typ {
+		case frameGoAway:
+			cc.mu.Lock()
+			cc.goAway = true
+			cc.mu.Unlock()
+			cc.log.Debug("peer sent GOAWAY")
+			err = skip(br, n)
+		case frameData, frameHeaders:
+			cc.close(errFrameUnexpected, "DATA or HEADERS on the control stream")
+			return
+		default: // SETTINGS (nothing in it changes how we send), MAX_PUSH_ID, CANCEL_PUSH, unknown
+			err = skip(br, n)
+		}
+		if err != nil {
+			return
+		}
+	}
+}
