@@ -26,15 +26,20 @@ lint: bin/staticcheck ## gofmt, go vet, staticcheck
 	$(GO) vet ./...
 	bin/staticcheck ./...
 
-proto: bin/buf bin/protoc-gen-go bin/protoc-gen-go-grpc ## regenerate Go from proto/
+proto: bin/buf bin/protoc-gen-go bin/protoc-gen-go-grpc ## regenerate Go from proto/ and examples/*/proto
 	bin/buf lint
-	bin/buf generate
+	bin/buf generate proto
+	bin/buf generate examples --template buf.gen.examples.yaml
 
+# Generates into a scratch directory and compares every .pb.go, both ways.
 proto-check: bin/buf bin/protoc-gen-go bin/protoc-gen-go-grpc ## fail if `make proto` would change the checked-in code
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
-	bin/buf lint && bin/buf generate -o $$tmp && \
-	if ! diff -r -x '*.proto' $$tmp/proto proto; then \
-		echo "generated code is stale: run 'make proto' and commit the result"; exit 1; fi
+	bin/buf lint && bin/buf generate proto -o $$tmp && \
+	bin/buf generate examples --template buf.gen.examples.yaml -o $$tmp && \
+	stale=0; \
+	for f in $$(cd $$tmp && find . -name '*.pb.go') $$(find proto examples -name '*.pb.go' -printf './%p\n'); do \
+		cmp -s $$tmp/$$f $$f || { echo "stale: $$f"; stale=1; }; done; \
+	if [ $$stale = 1 ]; then echo "generated code is stale: run 'make proto' and commit the result"; exit 1; fi
 
 bench: ## benchmarks, each with its same-run baseline (the convergence runs take minutes)
 	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./identity/... ./xds/

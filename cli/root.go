@@ -88,6 +88,8 @@ server there with no flags.`,
 		newSidecarCommand(g, s),
 		newBootstrapCommand(g, s),
 		newEnvoyCommand(g, s),
+		newCallCommand(g, s),
+		newDescribeCommand(g, s),
 		newVersionCommand(g, s),
 	)
 	return root

@@ -99,7 +99,10 @@ func TestCompiledRBACIsTheDefaultRules(t *testing.T) {
 		"spiffe://micromesh.local/ns/defaultx/svc/web": false,
 		"spiffe://other.example/ns/default/svc/web":    false,
 		"": false,
-		"spiffe://micromesh.local/ns/micromesh/svc/store": false,
+		// The platform's identities (CLI, gateway, runtime) reach every namespace.
+		"spiffe://micromesh.local/ns/micromesh/svc/meshctl": true,
+		"spiffe://micromesh.local/ns/micromeshx/svc/web":    false,
+		"spiffe://other.example/ns/micromesh/svc/meshctl":   false,
 	} {
 		if got, _ := c.Inbound.RBAC.Allowed(req(principal)); got != want {
 			t.Errorf("default namespace admits %q: %v, want %v", principal, got, want)

@@ -22,6 +22,19 @@ const (
 	LogLevel = "MESH_LOG_LEVEL"
 	// ConsulAddr is the Consul agent's HTTP address (Consul's own variable).
 	ConsulAddr = "CONSUL_HTTP_ADDR"
+
+	// What the runtime gives a service (see service.New).
+
+	// Service is the service's name.
+	Service = "MESH_SERVICE"
+	// Namespace is the service's namespace.
+	Namespace = "MESH_NAMESPACE"
+	// Address is where the service listens (loopback; its sidecar forwards
+	// to it).
+	Address = "MESH_ADDRESS"
+	// Proxy is its sidecar's outbound address: where it calls other
+	// services.
+	Proxy = "MESH_PROXY"
 )
 
 // Defaults.

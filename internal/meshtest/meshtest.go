@@ -30,6 +30,7 @@ import (
 	"github.com/micromesh/micromesh/internal/home"
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+	"github.com/micromesh/micromesh/service"
 )
 
 // Env is one test's mesh: a state directory and what runs in it.
@@ -343,4 +344,36 @@ func (c *ControlPlane) SignedCredentials(ns, name string, notBefore, notAfter ti
 		t.Fatal(err)
 	}
 	return &identity.Credentials{ID: id, Chain: []*x509.Certificate{leaf, inters[0]}, Key: leafKey, Bundle: c.Bundle()}
+}
+
+// Service is a framework service running in the test behind its sidecar.
+type Service struct {
+	*Sidecar
+	// App is where the service itself listens (the sidecar's app).
+	App string
+}
+
+// StartService runs a framework service (service.New) in the test:
+// register adds its handlers; it serves gRPC on a free loopback port
+// behind a sidecar of its own, like `meshctl run` would start it.
+func (c *ControlPlane) StartService(ns, name string, register func(*service.Service), opts ...SidecarOption) *Service {
+	t := c.env.t
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := service.New(service.Name(name), service.Logger(c.env.logger()), service.GracePeriod(time.Second))
+	register(svc)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Serve(ctx, lis) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("service %s: %v", name, err)
+		}
+	})
+	sc := c.StartSidecar(ns, name, append([]SidecarOption{WithApp(lis.Addr().String(), "grpc")}, opts...)...)
+	return &Service{Sidecar: sc, App: lis.Addr().String()}
 }

@@ -1,0 +1,244 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/micromesh/micromesh/identity"
+	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+	"github.com/micromesh/micromesh/service/endpoints"
+)
+
+// serviceTarget names the service a command talks to.
+type serviceTarget struct {
+	namespace    string
+	controlPlane string
+}
+
+func (t *serviceTarget) flags(cmd *cobra.Command) {
+	cmd.Flags().StringVarP(&t.namespace, "namespace", "n", identity.DefaultNamespace, "the service's namespace")
+	cmd.Flags().StringVar(&t.controlPlane, "controlplane", "", "control plane address (default: the local server)")
+}
+
+// dialService connects to a ready instance of service name as the CLI's
+// admin identity, straight to the instance's mTLS port (its sidecar's
+// inbound): the CLI is a mesh client of its own, checking that the peer
+// holds the service's SPIFFE ID.
+func dialService(ctx context.Context, g *globalOptions, t *serviceTarget, name string) (*grpc.ClientConn, error) {
+	if err := identity.ValidateName("service", name); err != nil {
+		return nil, err
+	}
+	if err := identity.ValidateName("namespace", t.namespace); err != nil {
+		return nil, err
+	}
+	h := g.homeDir()
+	addr := controlPlaneAddr(t.controlPlane, h)
+	creds, err := adminCredentials(ctx, h, addr)
+	if err != nil {
+		return nil, err
+	}
+	var list *registryv1.ListServicesResponse
+	err = withAdmin(ctx, g, t.controlPlane, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
+		list, err = registryv1.NewRegistryServiceClient(conn).ListServices(ctx, &registryv1.ListServicesRequest{Namespace: t.namespace})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	inst, err := pickInstance(list, t.namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	id, err := identity.ServiceID(creds.ID.TrustDomain, t.namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	cert := creds.TLSCertificate()
+	cfg := identity.ClientTLSConfig(func() *identity.Bundle { return creds.Bundle }, func() *tls.Certificate { return cert }, identity.AuthorizeID(id))
+	target := net.JoinHostPort(inst.GetAddress(), strconv.Itoa(int(inst.GetPort())))
+	conn, err := grpc.NewClient("passthrough:///"+target, grpc.WithTransportCredentials(credentials.NewTLS(cfg)), grpc.WithAuthority(name))
+	if err != nil {
+		return nil, fmt.Errorf("service %s at %s: %w", name, target, err)
+	}
+	return conn, nil
+}
+
+// pickInstance chooses a healthy instance of name; the error says what
+// exists when name does not.
+func pickInstance(list *registryv1.ListServicesResponse, ns, name string) (*registryv1.Instance, error) {
+	var names []string
+	for _, s := range list.GetServices() {
+		if s.GetNamespace() != ns {
+			continue
+		}
+		names = append(names, s.GetName())
+		if s.GetName() != name {
+			continue
+		}
+		for _, in := range s.GetInstances() {
+			if in.GetHealth() == "passing" && in.GetPort() != 0 {
+				return in, nil
+			}
+		}
+		return nil, fmt.Errorf("service %q has no healthy instance (see `meshctl services -n %s`)", name, ns)
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	if len(names) == 0 {
+		return nil, fmt.Errorf("service %q is not running: namespace %q has no services (start one with `meshctl run`)", name, ns)
+	}
+	return nil, fmt.Errorf("service %q is not running in namespace %q; it has: %s", name, ns, strings.Join(names, ", "))
+}
+
+type callOptions struct {
+	target   serviceTarget
+	metadata []string
+	timeout  time.Duration
+}
+
+func (o *callOptions) validate() (metadata.MD, error) {
+	if o.timeout <= 0 {
+		return nil, fmt.Errorf("--timeout %v: must be positive", o.timeout)
+	}
+	md := metadata.MD{}
+	for _, kv := range o.metadata {
+		k, v, ok := strings.Cut(kv, "=")
+		k = strings.ToLower(strings.TrimSpace(k))
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--metadata %q: want key=value", kv)
+		}
+		if strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") || k == "x-mesh-caller" {
+			return nil, fmt.Errorf("--metadata %q: %s is reserved", kv, k)
+		}
+		md.Append(k, v)
+	}
+	return md, nil
+}
+
+func newCallCommand(g *globalOptions, s Streams) *cobra.Command {
+	o := &callOptions{}
+	cmd := &cobra.Command{
+		Use:   "call SERVICE ENDPOINT [JSON]",
+		Short: "Call an endpoint of a service with JSON and print the JSON answer",
+		Long: `Call an endpoint of a running service through the mesh (mTLS, as the CLI's
+admin identity) and print the answer as JSON, one line per message.
+
+ENDPOINT is Service.Method (see meshctl describe SERVICE). JSON is the request
+in protobuf JSON; "-" reads it from standard input; none means {}.`,
+		Example: `  meshctl call helloworld Helloworld.Call '{"name":"Alice"}'
+  echo '{"name":"Bob"}' | meshctl call helloworld Helloworld.Call -
+  meshctl call -n prod orders Orders.Get '{"id":"42"}' --metadata tenant=acme --timeout 5s`,
+		Args: cobra.RangeArgs(2, 3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			md, err := o.validate()
+			if err != nil {
+				return err
+			}
+			var body []byte
+			if len(args) == 3 {
+				body = []byte(args[2])
+				if args[2] == "-" {
+					if body, err = io.ReadAll(s.In); err != nil {
+						return fmt.Errorf("reading the request from stdin: %w", err)
+					}
+				}
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
+			defer cancel()
+			conn, err := dialService(ctx, g, &o.target, args[0])
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			set, err := endpoints.Describe(ctx, conn)
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			ep, err := set.Lookup(args[1])
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			if _, err := ep.NewRequest(body); err != nil {
+				return err
+			}
+			ctx = metadata.NewOutgoingContext(ctx, md)
+			return ep.Call(ctx, conn, body, func(b []byte) error {
+				_, err := fmt.Fprintf(s.Out, "%s\n", b)
+				return err
+			})
+		},
+	}
+	o.target.flags(cmd)
+	cmd.Flags().StringArrayVar(&o.metadata, "metadata", nil, "request metadata key=value (repeatable)")
+	cmd.Flags().DurationVar(&o.timeout, "timeout", 30*time.Second, "deadline of the call (the service sees it)")
+	return cmd
+}
+
+func newDescribeCommand(g *globalOptions, s Streams) *cobra.Command {
+	t := &serviceTarget{}
+	cmd := &cobra.Command{
+		Use:     "describe SERVICE",
+		Short:   "List a service's endpoints with their request and response fields",
+		Args:    cobra.ExactArgs(1),
+		Example: "  meshctl describe helloworld\n  meshctl describe helloworld -o json",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), adminCallTimeout)
+			defer cancel()
+			conn, err := dialService(ctx, g, t, args[0])
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			set, err := endpoints.Describe(ctx, conn)
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			return render(s.Out, g.output, set.Endpoints, func() string { return renderEndpoints(set) })
+		},
+	}
+	t.flags(cmd)
+	return cmd
+}
+
+func renderEndpoints(set *endpoints.Set) string {
+	var rows [][]string
+	for _, e := range set.Endpoints {
+		req, resp := fieldList(e.Request.Fields), fieldList(e.Response.Fields)
+		if e.ClientStreaming {
+			req = "stream " + req
+		}
+		if e.ServerStreaming {
+			resp = "stream " + resp
+		}
+		rows = append(rows, []string{e.Name, req, resp})
+	}
+	return table([]string{"ENDPOINT", "REQUEST", "RESPONSE"}, rows)
+}
+
+// fieldList writes fields as {name type, ...}, nested messages inline.
+func fieldList(fields []endpoints.Field) string {
+	parts := make([]string, 0, len(fields))
+	for _, f := range fields {
+		p := f.Name + " " + f.Type
+		if len(f.Fields) > 0 {
+			p = f.Name + " " + fieldList(f.Fields)
+			if strings.HasPrefix(f.Type, "repeated ") {
+				p = f.Name + " []" + fieldList(f.Fields)
+			}
+		}
+		parts = append(parts, p)
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
+}
