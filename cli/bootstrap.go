@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/micromesh/micromesh/controlplane"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/atomicfile"
+	"github.com/micromesh/micromesh/internal/envconfig"
 	"github.com/micromesh/micromesh/xds"
 	"github.com/micromesh/micromesh/xds/bootstrap"
 )
@@ -29,13 +31,16 @@ type joinOptions struct {
 
 func (o *joinOptions) add(cmd *cobra.Command) {
 	o.serviceFlags.add(cmd)
-	cmd.Flags().StringVar(&o.token, "token", "", "join token (default: mint one from the local CA)")
+	cmd.Flags().StringVar(&o.token, "token", "", "join token (default: $"+envconfig.Token+", else mint one from the local CA)")
 	cmd.Flags().StringVar(&o.controlPlane, "controlplane", "", "control plane address (default: the local server)")
 	cmd.Flags().StringVar(&o.bundle, "bundle", "", "trust bundle PEM to verify the control plane (default: the local CA's root)")
 }
 
 // join gets credentials for the service, as `cert issue` does.
 func (o *joinOptions) join(ctx context.Context, g *globalOptions, out string) (*identity.Credentials, string, error) {
+	if o.token == "" {
+		o.token = os.Getenv(envconfig.Token) // the runtime hands it over here, not in argv
+	}
 	issue := certIssueOptions{serviceFlags: o.serviceFlags, token: o.token, out: out, controlPlane: o.controlPlane, bundle: o.bundle, timeout: 30 * time.Second}
 	if err := issue.validate(); err != nil {
 		return nil, "", err

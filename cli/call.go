@@ -28,7 +28,13 @@ type serviceTarget struct {
 }
 
 func (t *serviceTarget) flags(cmd *cobra.Command) {
-	cmd.Flags().StringVarP(&t.namespace, "namespace", "n", identity.DefaultNamespace, "the service's namespace")
+	t.flagsShort(cmd, "n")
+}
+
+// flagsShort is flags with another shorthand for --namespace ("" for
+// none): logs keeps -n for its line count, as tail does.
+func (t *serviceTarget) flagsShort(cmd *cobra.Command, short string) {
+	cmd.Flags().StringVarP(&t.namespace, "namespace", short, identity.DefaultNamespace, "the service's namespace")
 	cmd.Flags().StringVar(&t.controlPlane, "controlplane", "", "control plane address (default: the local server)")
 }
 

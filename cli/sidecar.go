@@ -30,6 +30,8 @@ type sidecarOptions struct {
 	xds         string
 	transport   string
 	logLevel    string
+	waitApp     bool
+	version     string
 }
 
 func (o *sidecarOptions) validate() error {
@@ -130,6 +132,7 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 				ControlPlane: controlPlaneAddr(o.controlPlane, g.homeDir()),
 				AppProtocol:  o.appProtocol, Outbound: o.outbound, InboundPort: o.inboundPort,
 				Advertise: o.advertise, Admin: o.admin, AccessLog: o.accessLog, SotW: o.xds == "sotw", NoQUIC: o.transport == "tls", Logger: log,
+				WaitForApp: o.waitApp, Version: o.version,
 				Ready: func(i dataplane.Info) {
 					_ = render(s.Out, g.output, i, func() string {
 						return fmt.Sprintf("sidecar ready: %s, outbound %s, inbound %s, admin http://%s\n", i.NodeID, dash(i.Outbound), dash(i.Inbound), dash(i.Admin))
@@ -153,6 +156,8 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 	f.StringVar(&o.instance, "instance", "", "instance ID (default <service>-<random>)")
 	f.StringVar(&o.advertise, "advertise", "127.0.0.1", "the IP address peers reach this instance at")
 	f.BoolVar(&o.accessLog, "access-log", false, "log every request")
+	f.BoolVar(&o.waitApp, "wait-app", false, "register only once the app answers (gRPC health or TCP), pause heartbeats while it does not")
+	f.StringVar(&o.version, "version", "", "version registered with the instance")
 	f.StringVar(&o.transport, "transport", "quic", "what callers should use to reach this instance: quic (HTTP/3) or tls (HTTP/2)")
 	f.StringVar(&o.xds, "xds", "delta", "xDS protocol: delta (only changes travel) or sotw (state of the world)")
 	f.StringVar(&o.logLevel, "log-level", envconfig.Get(envconfig.LogLevel, "info"), "debug, info, warn or error")

@@ -32,6 +32,8 @@ import (
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 	identityv1 "github.com/micromesh/micromesh/proto/identity/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
+	"github.com/micromesh/micromesh/runtime"
 )
 
 // Config configures the control plane.
@@ -45,6 +47,9 @@ type Config struct {
 	Registry   string
 	ConsulAddr string // the Consul agent's HTTP address, for Registry "consul"
 	Logger     *slog.Logger
+	// SidecarCommand is how the runtime starts a sidecar (default: this
+	// program's `sidecar` command).
+	SidecarCommand []string
 }
 
 // Registry backends.
@@ -66,6 +71,7 @@ type Server struct {
 	adminLn  net.Listener
 	metrics  *metrics
 	reg      registry.Registry
+	runtime  *runtime.Runtime
 	closeReg func() error
 	ads      *ads
 	regAPI   *registryAPI
@@ -139,6 +145,14 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.regAPI = &registryAPI{reg: s.reg, bundle: ca.Bundle(), log: cfg.Logger.With("component", "registry-api")}
 	registryv1.RegisterRegistryServiceServer(s.grpc, s.regAPI)
 	adminv1.RegisterAdminServiceServer(s.grpc, &adminAPI{ads: s.ads, bundle: ca.Bundle()})
+	s.runtime, err = runtime.Open(runtime.Options{
+		Home: cfg.Home, ControlPlane: s.grpcLn.Addr().String(), TrustDomain: ca.TrustDomain(),
+		Mint: ca.Tokens().Mint, SidecarCommand: cfg.SidecarCommand, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	runtimev1.RegisterRuntimeServiceServer(s.grpc, &runtimeAPI{rt: s.runtime, bundle: ca.Bundle()})
 	xdsCtx, xdsStop := context.WithCancel(context.Background())
 	s.xdsStop = xdsStop
 	discovery.RegisterAggregatedDiscoveryServiceServer(s.grpc, xdsserver.NewServer(xdsCtx, s.ads.mux, s.ads))
@@ -194,6 +208,8 @@ func (s *Server) Run(ctx context.Context, ready func(home.ServerInfo)) error {
 	g.Go(func() error { return s.watchRegistry(gctx) })
 	g.Go(func() error {
 		<-gctx.Done()
+		// Services first: their sidecars deregister through us.
+		s.runtime.Close()
 		s.stop()
 		return nil
 	})
@@ -213,6 +229,7 @@ func (s *Server) Run(ctx context.Context, ready func(home.ServerInfo)) error {
 	if ready != nil {
 		ready(info)
 	}
+	s.runtime.Resume()
 	return g.Wait()
 }
 

@@ -21,6 +21,10 @@ func (s *Sidecar) adminHandler() http.Handler {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, _ *http.Request) {
+		s.Drain()
+		_, _ = w.Write([]byte("draining: deregistered, still serving\n"))
+	})
 	mux.HandleFunc("GET /config_dump", s.configDump)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	profiling.Mount(mux)

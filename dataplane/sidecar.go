@@ -66,6 +66,14 @@ type Options struct {
 	// HTTP/2 over TLS (for comparisons; the QUIC listener still runs).
 	NoQUIC bool
 	Logger *slog.Logger
+	// WaitForApp registers the instance only once the app answers (gRPC
+	// health SERVING for grpc apps, a TCP connection for http ones), and
+	// pauses heartbeats while it does not, so the registry marks the
+	// instance critical. The runtime starts the app after the sidecar
+	// listens, so callers never see an instance whose app is not up yet.
+	WaitForApp bool
+	// Version is registered with the instance.
+	Version string
 	// Ready, if set, is called once the sidecar serves and is registered.
 	Ready func(Info)
 }
@@ -81,17 +89,21 @@ type Info struct {
 
 // Sidecar is a running sidecar.
 type Sidecar struct {
-	o      Options
-	log    *slog.Logger
-	src    *identity.Source
-	proxy  *proxy.Proxy
-	xds    *xdsclient.Client
-	reg    *prometheus.Registry
-	lst    listeners
-	ready  atomic.Bool
-	config chan struct{} // closed at the first applied config
-	once   sync.Once
-	adminL net.Listener
+	o     Options
+	log   *slog.Logger
+	src   *identity.Source
+	proxy *proxy.Proxy
+	xds   *xdsclient.Client
+	reg   *prometheus.Registry
+	lst   listeners
+	ready atomic.Bool
+	// draining: POST /drain deregistered the instance; heartbeats stop.
+	draining atomic.Bool
+	drainReg chan struct{}
+	app      *appProbe
+	config   chan struct{} // closed at the first applied config
+	once     sync.Once
+	adminL   net.Listener
 }
 
 // Run runs a sidecar until ctx ends, then deregisters, drains and stops.
@@ -129,7 +141,14 @@ func New(o Options) (*Sidecar, error) {
 		o.AppProtocol = "http"
 	}
 	log := o.Logger.With("component", "sidecar", "instance", o.Instance)
-	s := &Sidecar{o: o, log: log, reg: prometheus.NewRegistry(), config: make(chan struct{})}
+	s := &Sidecar{o: o, log: log, reg: prometheus.NewRegistry(), config: make(chan struct{}), drainReg: make(chan struct{})}
+	if o.WaitForApp && o.App != "" && o.InboundPort != 0 {
+		app, err := newAppProbe(o.App, o.AppProtocol, log)
+		if err != nil {
+			return nil, err
+		}
+		s.app = app
+	}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.src = identity.NewSource(o.Credentials, identity.RemoteRenewer(o.ControlPlane),
 		identity.WithSourceLogger(o.Logger.With("component", "sidecar-cert")),
@@ -280,6 +299,17 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		return err
 	}
 	defer reg.close()
+	if s.app != nil {
+		defer s.app.close()
+		if err := s.app.wait(gctx); err != nil {
+			stopXDS()
+			<-xdone
+			if gctx.Err() != nil {
+				return g.Wait()
+			}
+			return err
+		}
+	}
 	if err := s.register(gctx, reg); err != nil {
 		stopXDS()
 		<-xdone
@@ -291,15 +321,20 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		s.o.Ready(s.Info())
 	}
 	g.Go(func() error { return s.heartbeat(gctx, reg) })
+	g.Go(func() error {
+		select {
+		case <-gctx.Done():
+		case <-s.drainReg:
+			s.deregister(reg)
+		}
+		return nil
+	})
 	<-gctx.Done()
 
 	// Shutdown: leave the mesh first, then let requests in flight finish.
-	s.ready.Store(false)
-	dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	if _, err := reg.client.Deregister(dctx, &registryv1.DeregisterRequest{Id: s.o.Instance}); err != nil {
-		s.log.Warn("deregister", "err", err)
+	if !s.draining.Swap(true) {
+		s.deregister(reg)
 	}
-	cancel()
 	s.lst.shutdown(s.o.Drain)
 	stopXDS()
 	<-xdone
@@ -341,11 +376,36 @@ func (s *Sidecar) instance() *registryv1.Instance {
 	in := &registryv1.Instance{
 		Id: s.o.Instance, Service: id.Name, Namespace: id.Namespace, Address: s.o.Advertise,
 		Port: uint32(s.o.InboundPort), Protocol: s.o.AppProtocol, Kind: "builtin", Ttl: durationpb.New(s.o.TTL),
+		Version: s.o.Version,
 	}
 	if cfg := s.proxy.Config(); cfg != nil && cfg.InboundQUIC != nil && !s.o.NoQUIC {
 		in.QuicPort = uint32(s.o.InboundPort)
 	}
 	return in
+}
+
+// deregister takes the instance out of the registry; callers stop picking
+// it once the control plane has pushed the change.
+func (s *Sidecar) deregister(reg *registry) {
+	s.ready.Store(false)
+	if s.o.InboundPort == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := reg.client.Deregister(ctx, &registryv1.DeregisterRequest{Id: s.o.Instance}); err != nil && status.Code(err) != codes.NotFound {
+		s.log.Warn("deregister", "err", err)
+		return
+	}
+	s.log.Info("deregistered")
+}
+
+// Drain takes the instance out of the registry and stops heartbeats while
+// the proxy keeps serving: what the runtime does before it stops the app.
+func (s *Sidecar) Drain() {
+	if !s.draining.Swap(true) {
+		close(s.drainReg)
+	}
 }
 
 func (s *Sidecar) register(ctx context.Context, reg *registry) error {
@@ -368,12 +428,27 @@ func (s *Sidecar) heartbeat(ctx context.Context, reg *registry) error {
 	}
 	t := time.NewTicker(s.o.TTL / 3)
 	defer t.Stop()
-	failing := false
+	failing, appDown := false, false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-s.drainReg:
+			return nil
 		case <-t.C:
+		}
+		if s.app != nil {
+			up := s.app.healthy(ctx)
+			switch {
+			case !up && !appDown:
+				s.log.Warn("the app is not answering: heartbeats paused, the registry will mark this instance critical", "app", s.o.App)
+			case up && appDown:
+				s.log.Info("the app answers again: heartbeats resumed")
+			}
+			appDown = !up
+			if !up {
+				continue
+			}
 		}
 		hctx, cancel := context.WithTimeout(ctx, s.o.TTL/3)
 		_, err := reg.client.Heartbeat(hctx, &registryv1.HeartbeatRequest{Id: s.o.Instance})

@@ -21,13 +21,14 @@ type Option func(*options)
 // Name is the service's name when the runtime does not give one.
 func Name(name string) Option { return func(o *options) { o.name = name } }
 
-// Version is the service's version, shown by `meshctl status`.
+// Version is the service's version (default $MESH_VERSION, which the
+// runtime sets).
 func Version(v string) Option { return func(o *options) { o.version = v } }
 
 // Address overrides $MESH_ADDRESS.
 func Address(addr string) Option { return func(o *options) { o.address = addr } }
 
-// Logger sets the logger (default slog.Default()).
+// Logger sets the logger (default: text on stderr at $MESH_LOG_LEVEL).
 func Logger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 // GracePeriod bounds how long calls in flight may run on after a stop

@@ -55,8 +55,11 @@ func New(opts ...Option) *Service {
 	if n := os.Getenv(envconfig.Service); n != "" {
 		o.name = n
 	}
+	if o.version == "" {
+		o.version = os.Getenv(envconfig.Version)
+	}
 	if o.logger == nil {
-		o.logger = slog.Default()
+		o.logger = defaultLogger()
 	}
 	s := &Service{opts: o, health: health.NewServer()}
 	s.log = o.logger.With("component", "service", "service", o.name)
@@ -68,6 +71,16 @@ func New(opts ...Option) *Service {
 	healthpb.RegisterHealthServer(s.server, s.health)
 	reflection.Register(s.server)
 	return s
+}
+
+// defaultLogger writes text lines to stderr (the runtime time-stamps and
+// files them) at $MESH_LOG_LEVEL (default info).
+func defaultLogger() *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(envconfig.Get(envconfig.LogLevel, "info"))); err != nil {
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
 // Name is the service's name.

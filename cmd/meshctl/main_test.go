@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -39,55 +37,13 @@ func TestServerIssueOpenSSLAndCtrlC(t *testing.T) {
 	if err != nil {
 		t.Fatal("openssl is needed for this test (make deps installs it)")
 	}
-	meshHome := t.TempDir()
-	env := append(os.Environ(), "MESH_HOME="+meshHome)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-
-	server := exec.CommandContext(ctx, meshctl, "server", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
-	server.Env = env
-	stdout, err := server.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs strings.Builder
-	server.Stderr = &logs
-	if err := server.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = server.Process.Kill(); _ = server.Wait() })
-
-	// The first stdout line is the ready line; the rest is drained to EOF.
-	first := make(chan string, 1)
-	drained := make(chan struct{})
-	go func() {
-		defer close(drained)
-		sc := bufio.NewScanner(stdout)
-		for n := 0; sc.Scan(); n++ {
-			if n == 0 {
-				first <- sc.Text()
-			}
-		}
-	}()
-	select {
-	case line := <-first:
-		if !strings.HasPrefix(line, "micromesh server ready: grpc 127.0.0.1:") {
-			t.Fatalf("first line = %q", line)
-		}
-	case <-ctx.Done():
-		t.Fatalf("no ready line; logs:\n%s", logs.String())
-	}
-
+	srv := startServer(ctx, t)
+	meshHome := srv.home
 	run := func(name string, args ...string) string {
 		t.Helper()
-		cmd := exec.CommandContext(ctx, name, args...)
-		cmd.Env = env
-		cmd.Dir = meshHome
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
-		}
-		return string(out)
+		return srv.run(ctx, t, name, args...)
 	}
 	run(meshctl, "cert", "issue", "--service", "hello", "--out", "hello")
 	if got := run(openssl, "verify", "-CAfile", "hello/bundle.pem", "-untrusted", "hello/cert.pem", "hello/cert.pem"); strings.TrimSpace(got) != "hello/cert.pem: OK" {
@@ -111,26 +67,11 @@ func TestServerIssueOpenSSLAndCtrlC(t *testing.T) {
 	}
 
 	// Ctrl-C: a clean exit, the published address withdrawn.
-	if err := server.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	waitErr := make(chan error, 1)
-	go func() {
-		<-drained
-		waitErr <- server.Wait()
-	}()
-	select {
-	case err := <-waitErr:
-		if err != nil {
-			t.Fatalf("server exit after Ctrl-C: %v\n%s", err, logs.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("server did not stop within 20s of Ctrl-C")
-	}
+	srv.interrupt(t)
 	if _, err := os.Stat(filepath.Join(meshHome, "controlplane.json")); !os.IsNotExist(err) {
 		t.Errorf("controlplane.json left behind: %v", err)
 	}
-	if strings.Contains(logs.String(), "eyJ") {
+	if strings.Contains(srv.logs.String(), "eyJ") {
 		t.Error("the server logged a token")
 	}
 }

@@ -512,3 +512,44 @@ func TestUntrustedServerIsRefused(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// A draining server sends GOAWAY; the client closes its idle connection at
+// once (and a busy one after its last request), so Shutdown need not wait
+// out its deadline.
+func TestGoAwayClosesTheConnectionWhenIdle(t *testing.T) {
+	release := make(chan struct{})
+	ts, tr := startServer(t, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		_, _ = w.Write([]byte("ok"))
+	}))
+	get := func(path string) error {
+		resp, err := tr.RoundTrip(mustReq("GET", ts.url(path), nil))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		_, err = io.ReadAll(resp.Body)
+		return err
+	}
+	if err := get("/"); err != nil {
+		t.Fatal(err)
+	}
+	slow := make(chan error, 1)
+	go func() { slow <- get("/slow") }()
+	time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	start := time.Now()
+	go func() { shut <- ts.srv.Shutdown(ctx) }()
+	time.Sleep(200 * time.Millisecond)
+	close(release) // the request in flight finishes; then the client closes
+	if err := <-slow; err != nil {
+		t.Fatalf("the request in flight failed: %v", err)
+	}
+	if err := <-shut; err != nil || time.Since(start) > 5*time.Second {
+		t.Fatalf("Shutdown: %v after %v", err, time.Since(start))
+	}
+}

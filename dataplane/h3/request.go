@@ -28,14 +28,12 @@ func (cc *clientConn) roundTrip(req *http.Request, w *writeBuf, hasBody bool) (*
 			_ = req.Body.Close()
 		}
 	}
-	cc.mu.Lock()
-	goAway := cc.goAway
-	cc.mu.Unlock()
-	if goAway {
+	if !cc.begin() {
 		return nil, errConnGone // the body is untouched: the retry sends it
 	}
 	str, err := cc.qc.OpenStreamSync(ctx)
 	if err != nil {
+		cc.end()
 		if ctx.Err() != nil {
 			closeBody()
 			return nil, ctx.Err()
@@ -52,6 +50,7 @@ func (cc *clientConn) roundTrip(req *http.Request, w *writeBuf, hasBody bool) (*
 	})
 	fail := func(err error) (*http.Response, error) {
 		stop()
+		cc.end()
 		str.CancelRead(quic.StreamErrorCode(errRequestCancelled))
 		str.CancelWrite(quic.StreamErrorCode(errRequestCancelled))
 		if ctx.Err() != nil {
@@ -84,7 +83,7 @@ func (cc *clientConn) roundTrip(req *http.Request, w *writeBuf, hasBody bool) (*
 	if err != nil {
 		return fail(err)
 	}
-	resp.Body = &body{str: str, br: br, resp: resp, stop: stop, contentLength: resp.ContentLength}
+	resp.Body = &body{str: str, br: br, resp: resp, stop: stop, done: cc.end, contentLength: resp.ContentLength}
 	return resp, nil
 }
 

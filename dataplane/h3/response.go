@@ -156,6 +156,7 @@ type body struct {
 	br            *bufio.Reader
 	resp          *http.Response
 	stop          func() bool
+	done          func() // the request is over (once)
 	contentLength int64
 
 	mu        sync.Mutex  // Read against Close
@@ -263,6 +264,7 @@ func (b *body) release() {
 		putReader(b.br)
 		b.br = nil
 		b.stop()
+		b.done()
 	}
 }
 

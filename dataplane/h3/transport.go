@@ -199,6 +199,30 @@ type clientConn struct {
 
 	mu     sync.Mutex
 	goAway bool // the peer sent GOAWAY: no new requests
+	active int  // requests in flight
+}
+
+// begin counts a request in; false if the connection takes no more.
+func (cc *clientConn) begin() bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.goAway {
+		return false
+	}
+	cc.active++
+	return true
+}
+
+// end counts a request out. After the peer's GOAWAY the connection closes
+// with its last request, as the peer (draining) waits for.
+func (cc *clientConn) end() {
+	cc.mu.Lock()
+	cc.active--
+	last := cc.goAway && cc.active == 0
+	cc.mu.Unlock()
+	if last {
+		cc.close(errNoError, "")
+	}
 }
 
 var errConnGone = errors.New("h3: connection closed")
@@ -303,8 +327,13 @@ func (cc *clientConn) readControl(str *quic.ReceiveStream) {
 		case frameGoAway:
 			cc.mu.Lock()
 			cc.goAway = true
+			idle := cc.active == 0
 			cc.mu.Unlock()
 			cc.log.Debug("peer sent GOAWAY")
+			if idle {
+				cc.close(errNoError, "")
+				return
+			}
 			err = skip(br, n)
 		case frameData, frameHeaders:
 			cc.close(errFrameUnexpected, "DATA or HEADERS on the control stream")

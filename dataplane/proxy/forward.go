@@ -329,6 +329,9 @@ func (p *Proxy) copyResponse(w http.ResponseWriter, r *http.Request, resp *http.
 			break
 		}
 		if err != nil {
+			if r.Context().Err() != nil {
+				return 499 // the caller went away, and the upstream with it
+			}
 			// The upstream broke off mid-body: reset the caller's stream
 			// rather than end it as if complete.
 			p.log.Warn("upstream broke off the response body", "err", err)

@@ -35,6 +35,11 @@ const (
 	// Proxy is its sidecar's outbound address: where it calls other
 	// services.
 	Proxy = "MESH_PROXY"
+	// Version is the version the runtime runs.
+	Version = "MESH_VERSION"
+	// Token is a join token for `meshctl sidecar` (the runtime passes it
+	// in the environment, not on the command line).
+	Token = "MESH_TOKEN"
 )
 
 // Defaults.

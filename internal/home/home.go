@@ -35,6 +35,15 @@ func (d Dir) CLICredentials() string { return filepath.Join(string(d), "cli", "a
 // Sidecar is the state directory of a sidecar instance.
 func (d Dir) Sidecar(instance string) string { return filepath.Join(string(d), "sidecars", instance) }
 
+// Logs holds the logs of the services the runtime runs.
+func (d Dir) Logs() string { return filepath.Join(string(d), "logs") }
+
+// Runtime holds the runtime's state and builds.
+func (d Dir) Runtime() string { return filepath.Join(string(d), "runtime") }
+
+// Src holds git sources the runtime cloned.
+func (d Dir) Src() string { return filepath.Join(string(d), "src") }
+
 // RootCert is the CA's root certificate: the local trust bundle.
 func (d Dir) RootCert() string { return filepath.Join(d.CA(), "root.crt") }
 

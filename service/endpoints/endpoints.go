@@ -117,6 +117,10 @@ func Describe(ctx context.Context, conn grpc.ClientConnInterface) (*Set, error) 
 			raw[fd.GetName()] = fd
 		}
 	}
+	// End the stream as a client should, rather than by cancelling it.
+	if err := stream.CloseSend(); err == nil {
+		_, _ = stream.Recv()
+	}
 	files, err := buildFiles(raw)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,336 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/micromesh/micromesh/identity"
+	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
+)
+
+// runtimeCallTimeout bounds run and update: a cold build takes a while.
+const runtimeCallTimeout = 10 * time.Minute
+
+// withRuntime calls the runtime of the local server as the admin identity.
+func withRuntime(ctx context.Context, g *globalOptions, controlPlane string, timeout time.Duration, call func(context.Context, runtimev1.RuntimeServiceClient) error) error {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	conn, err := adminConn(ctx, g, controlPlane)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return call(ctx, runtimev1.NewRuntimeServiceClient(conn))
+}
+
+// isGitSource tells a git URL from a path, as the runtime does.
+func isGitSource(s string) bool {
+	return strings.Contains(s, "://") || strings.HasPrefix(s, "git@") || strings.HasSuffix(strings.SplitN(s, "@", 2)[0], ".git")
+}
+
+type runOptions struct {
+	target    serviceTarget
+	name      string
+	instances uint32
+	env       []string
+	version   string
+}
+
+func newRunCommand(g *globalOptions, s Streams) *cobra.Command {
+	o := &runOptions{}
+	cmd := &cobra.Command{
+		Use:   "run PATH|GIT-URL[@REF] [-- ARGS...]",
+		Short: "Build a service from source and run it with its own sidecar",
+		Long: `Build a service from source with go build and run it on the local server:
+each instance gets a certificate for its identity, a sidecar (mTLS, HTTP/3
+between sidecars) and the environment the framework reads. run returns once
+every instance is healthy and registered; the service keeps running, is
+restarted if it crashes, and starts again with the server.
+
+PATH is a directory with a main package; GIT-URL is cloned (file://, https://
+or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
+		Example: `  meshctl run examples/helloworld
+  meshctl run ./myservice --name orders --instances 2 --env DB_URL=postgres://...
+  meshctl run file:///srv/git/orders.git@v1.2.0 -- --verbose`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if dash := cmd.ArgsLenAtDash(); dash >= 0 && dash != 1 {
+				return errors.New("one source, then -- and the app's arguments")
+			}
+			if dash := cmd.ArgsLenAtDash(); dash < 0 && len(args) > 1 {
+				return fmt.Errorf("one source; the app's arguments go after --, as in: meshctl run %s -- %s", args[0], strings.Join(args[1:], " "))
+			}
+			src := args[0]
+			if !isGitSource(src) {
+				abs, err := filepath.Abs(src)
+				if err != nil {
+					return err
+				}
+				src = abs
+			}
+			if o.name != "" {
+				if err := identity.ValidateName("--name", o.name); err != nil {
+					return err
+				}
+			}
+			var resp *runtimev1.RunResponse
+			err := withRuntime(cmd.Context(), g, o.target.controlPlane, runtimeCallTimeout, func(ctx context.Context, c runtimev1.RuntimeServiceClient) (err error) {
+				resp, err = c.Run(ctx, &runtimev1.RunRequest{
+					Name: o.name, Namespace: o.target.namespace, Source: src, Instances: o.instances,
+					Env: o.env, Args: args[1:], Version: o.version,
+				})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			svc := resp.GetService()
+			return render(s.Out, g.output, svc, func() string {
+				return fmt.Sprintf("%s is running: %d instance(s), version %s, in namespace %s\ncall it: meshctl call %s <Endpoint> '{...}'   (meshctl describe %s lists them)\n",
+					svc.GetName(), len(svc.GetInstances()), svc.GetVersion(), svc.GetNamespace(), svc.GetName(), svc.GetName())
+			})
+		},
+	}
+	o.target.flags(cmd)
+	f := cmd.Flags()
+	f.StringVar(&o.name, "name", "", "service name (default: the source's directory or repository name)")
+	f.Uint32Var(&o.instances, "instances", 1, "instances to run")
+	f.StringArrayVar(&o.env, "env", nil, "environment variable for the app, KEY=VALUE (repeatable)")
+	f.StringVar(&o.version, "version", "", "version to show (default: the git commit, or the build's hash)")
+	return cmd
+}
+
+func newStatusCommand(g *globalOptions, s Streams) *cobra.Command {
+	t := &serviceTarget{}
+	var all bool
+	cmd := &cobra.Command{
+		Use:     "status [SERVICE]",
+		Short:   "List the services the runtime runs: version, source, instances ready, status",
+		Args:    cobra.MaximumNArgs(1),
+		Example: "  meshctl status\n  meshctl status helloworld -o json\n  meshctl status --all-namespaces",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ns := t.namespace
+			if all {
+				ns = ""
+			}
+			var resp *runtimev1.StatusResponse
+			err := withRuntime(cmd.Context(), g, t.controlPlane, adminCallTimeout, func(ctx context.Context, c runtimev1.RuntimeServiceClient) (err error) {
+				resp, err = c.Status(ctx, &runtimev1.StatusRequest{Namespace: ns})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			svcs := resp.GetServices()
+			if len(args) == 1 {
+				var one []*runtimev1.Service
+				for _, svc := range svcs {
+					if svc.GetName() == args[0] {
+						one = append(one, svc)
+					}
+				}
+				if len(one) == 0 {
+					return fmt.Errorf("%s is not running in namespace %s", args[0], t.namespace)
+				}
+				svcs = one
+			}
+			if svcs == nil {
+				svcs = []*runtimev1.Service{}
+			}
+			return render(s.Out, g.output, svcs, func() string { return renderStatus(svcs, time.Now(), len(args) == 1) })
+		},
+	}
+	t.flags(cmd)
+	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "every namespace")
+	return cmd
+}
+
+func renderStatus(svcs []*runtimev1.Service, now time.Time, detail bool) string {
+	if len(svcs) == 0 {
+		return "no services run; start one with: meshctl run PATH\n"
+	}
+	var rows [][]string
+	for _, svc := range svcs {
+		ready := 0
+		for _, in := range svc.GetInstances() {
+			if in.GetReady() {
+				ready++
+			}
+		}
+		name := svc.GetName()
+		if svc.GetNamespace() != identity.DefaultNamespace {
+			name += "." + svc.GetNamespace()
+		}
+		rows = append(rows, []string{name, svc.GetVersion(), svc.GetSource(),
+			fmt.Sprintf("%d/%d", ready, len(svc.GetInstances())), svc.GetStatus(), ago(svc.GetUpdated(), now)})
+	}
+	out := table([]string{"NAME", "VERSION", "SOURCE", "INSTANCES", "STATUS", "UPDATED"}, rows)
+	var b strings.Builder
+	b.WriteString(out)
+	for _, svc := range svcs {
+		for _, in := range svc.GetInstances() {
+			if !detail && in.GetStatus() == "running" {
+				continue
+			}
+			fmt.Fprintf(&b, "\n%s: %s, pid %d (sidecar %d), %d restart(s)", in.GetId(), in.GetStatus(), in.GetAppPid(), in.GetSidecarPid(), in.GetRestarts())
+			if in.GetLastExit() != nil {
+				fmt.Fprintf(&b, ", last exit code %d %s", in.GetLastExitCode(), ago(in.GetLastExit(), now))
+			}
+			b.WriteString("\n")
+			for _, l := range in.GetLastLines() {
+				b.WriteString("  | " + l + "\n")
+			}
+		}
+	}
+	return b.String()
+}
+
+// ago says how long ago t was, coarsely.
+func ago(t *timestamppb.Timestamp, now time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	d := now.Sub(t.AsTime())
+	switch {
+	case d < time.Minute:
+		return strconv.Itoa(int(d.Seconds())) + "s ago"
+	case d < time.Hour:
+		return strconv.Itoa(int(d.Minutes())) + "m ago"
+	case d < 48*time.Hour:
+		return strconv.Itoa(int(d.Hours())) + "h ago"
+	default:
+		return strconv.Itoa(int(d.Hours()/24)) + "d ago"
+	}
+}
+
+func newKillCommand(g *globalOptions, s Streams) *cobra.Command {
+	t := &serviceTarget{}
+	cmd := &cobra.Command{
+		Use:     "kill SERVICE",
+		Short:   "Stop a service: deregister, drain, stop each app, then its sidecar",
+		Args:    cobra.ExactArgs(1),
+		Example: "  meshctl kill helloworld",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			err := withRuntime(cmd.Context(), g, t.controlPlane, runtimeCallTimeout, func(ctx context.Context, c runtimev1.RuntimeServiceClient) error {
+				_, err := c.Kill(ctx, &runtimev1.KillRequest{Name: args[0], Namespace: t.namespace})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			return render(s.Out, g.output, map[string]string{"killed": args[0], "namespace": t.namespace}, func() string {
+				return args[0] + " stopped\n"
+			})
+		},
+	}
+	t.flags(cmd)
+	return cmd
+}
+
+func newUpdateCommand(g *globalOptions, s Streams) *cobra.Command {
+	t := &serviceTarget{}
+	cmd := &cobra.Command{
+		Use:     "update SERVICE",
+		Short:   "Rebuild a service from its source and replace its instances one by one",
+		Args:    cobra.ExactArgs(1),
+		Example: "  meshctl update helloworld",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var resp *runtimev1.UpdateResponse
+			err := withRuntime(cmd.Context(), g, t.controlPlane, runtimeCallTimeout, func(ctx context.Context, c runtimev1.RuntimeServiceClient) (err error) {
+				resp, err = c.Update(ctx, &runtimev1.UpdateRequest{Name: args[0], Namespace: t.namespace})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			svc := resp.GetService()
+			return render(s.Out, g.output, svc, func() string {
+				return fmt.Sprintf("%s updated: version %s, %d instance(s)\n", svc.GetName(), svc.GetVersion(), len(svc.GetInstances()))
+			})
+		},
+	}
+	t.flags(cmd)
+	return cmd
+}
+
+type logsOptions struct {
+	target serviceTarget
+	follow bool
+	lines  uint32
+	since  time.Duration
+}
+
+func newLogsCommand(g *globalOptions, s Streams) *cobra.Command {
+	o := &logsOptions{}
+	cmd := &cobra.Command{
+		Use:     "logs SERVICE",
+		Short:   "Show the logs of a service's apps and sidecars",
+		Args:    cobra.ExactArgs(1),
+		Example: "  meshctl logs helloworld\n  meshctl logs helloworld -f\n  meshctl logs helloworld --since 1h -n 0",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.since < 0 {
+				return fmt.Errorf("--since %v: must be positive", o.since)
+			}
+			req := &runtimev1.LogsRequest{Name: args[0], Namespace: o.target.namespace, Lines: o.lines, Follow: o.follow}
+			if o.since > 0 {
+				req.Since = timestamppb.New(time.Now().Add(-o.since))
+			} else if o.lines == 0 {
+				req.Lines = 100
+			}
+			timeout := adminCallTimeout
+			if o.follow {
+				timeout = 0 // until Ctrl-C
+			}
+			err := withRuntime(cmd.Context(), g, o.target.controlPlane, timeout, func(ctx context.Context, c runtimev1.RuntimeServiceClient) error {
+				stream, err := c.Logs(ctx, req)
+				if err != nil {
+					return err
+				}
+				return printLogs(stream, s.Out, g.output)
+			})
+			if cmd.Context().Err() != nil {
+				return nil // Ctrl-C ends -f
+			}
+			return err
+		},
+	}
+	o.target.flagsShort(cmd, "")
+	cmd.Flags().BoolVarP(&o.follow, "follow", "f", false, "keep printing new lines")
+	cmd.Flags().Uint32VarP(&o.lines, "lines", "n", 0, "lines from the end to start with (default 100; 0 with --since: all since then)")
+	cmd.Flags().DurationVar(&o.since, "since", 0, "only lines newer than this, e.g. 1h")
+	return cmd
+}
+
+func printLogs(stream grpc.ServerStreamingClient[runtimev1.LogsResponse], w io.Writer, output string) error {
+	for {
+		l, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if output == outputJSON {
+			if err := render(w, output, map[string]string{"time": l.GetTime().AsTime().Format(time.RFC3339Nano), "instance": l.GetInstance(), "source": l.GetSource(), "line": l.GetLine()}, nil); err != nil {
+				return err
+			}
+			continue
+		}
+		if _, err := fmt.Fprintf(w, "%s %s %-7s | %s\n", l.GetTime().AsTime().Local().Format("15:04:05.000"), l.GetInstance(), l.GetSource(), l.GetLine()); err != nil {
+			return err
+		}
+	}
+}

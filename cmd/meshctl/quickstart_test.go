@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// pids lists the app and sidecar PIDs of what the runtime runs.
+func pids(ctx context.Context, t *testing.T, s *testServer) []int {
+	t.Helper()
+	var svcs []struct {
+		Instances []struct {
+			AppPid     json.Number `json:"app_pid"`
+			SidecarPid json.Number `json:"sidecar_pid"`
+		} `json:"instances"`
+	}
+	out := s.run(ctx, t, meshctl, "status", "-o", "json")
+	if err := json.Unmarshal([]byte(out), &svcs); err != nil {
+		t.Fatalf("status -o json: %v\n%s", err, out)
+	}
+	var ps []int
+	for _, svc := range svcs {
+		for _, in := range svc.Instances {
+			for _, n := range []json.Number{in.AppPid, in.SidecarPid} {
+				if v, err := n.Int64(); err == nil && v > 0 {
+					ps = append(ps, int(v))
+				}
+			}
+		}
+	}
+	return ps
+}
+
+func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+
+// writeModule writes a one-file Go module (a service that does not build,
+// or one that exits at once).
+func writeModule(t *testing.T, main string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module example.com/broken\n\ngo 1.26\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(main), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// The README's quick start, as a user runs it: the server, run helloworld
+// and pingpong from source, call through the mesh, read the logs, kill,
+// and nothing is left running.
+func TestQuickStart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	srv := startServer(ctx, t)
+	examples, err := filepath.Abs("../../examples")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	out := srv.run(ctx, t, meshctl, "run", filepath.Join(examples, "helloworld"))
+	if !strings.Contains(out, "helloworld is running: 1 instance(s)") {
+		t.Fatalf("run helloworld:\n%s", out)
+	}
+	out = srv.run(ctx, t, meshctl, "call", "helloworld", "Helloworld.Call", `{"name":"Alice"}`)
+	t.Logf("run helloworld → first successful call: %v", time.Since(start).Round(time.Millisecond))
+	if out != `{"msg":"Hello Alice"}`+"\n" {
+		t.Fatalf("call helloworld: %q", out)
+	}
+	srv.run(ctx, t, meshctl, "run", filepath.Join(examples, "pingpong"))
+	if out := srv.run(ctx, t, meshctl, "call", "pingpong", "Pingpong.Ping", `{"name":"Bob"}`); out != `{"msg":"Hello Bob"}`+"\n" {
+		t.Fatalf("call pingpong: %q", out)
+	}
+
+	// The logs hold the request, from the app (with its caller) and its
+	// sidecar.
+	logs := srv.run(ctx, t, meshctl, "logs", "helloworld")
+	if !strings.Contains(logs, "method=/examples.helloworld.v1.Helloworld/Call") || !strings.Contains(logs, "caller=spiffe://micromesh.local/ns/default/svc/pingpong") || !strings.Contains(logs, "sidecar ready") {
+		t.Errorf("logs of helloworld:\n%s", logs)
+	}
+	status := srv.run(ctx, t, meshctl, "status")
+	for _, want := range []string{"NAME", "VERSION", "SOURCE", "INSTANCES", "STATUS", "UPDATED", "helloworld", "pingpong", "1/1", "running"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("status lacks %q:\n%s", want, status)
+		}
+	}
+
+	// Bad input, each with what to do about it, leaving nothing running.
+	before := pids(ctx, t, srv)
+	for _, tc := range []struct {
+		args    []string
+		mention []string
+	}{
+		{[]string{"run", writeModule(t, "package main\n\nfunc main() { undefinedThing() }\n")}, []string{"go build", "undefined: undefinedThing"}},
+		{[]string{"run", writeModule(t, "package main\n\nimport (\"fmt\"; \"os\")\n\nfunc main() { fmt.Println(\"cannot start: no config\"); os.Exit(3) }\n"), "--name", "quitter"}, []string{"exited with code 3", "cannot start: no config"}},
+		{[]string{"run", filepath.Join(examples, "helloworld")}, []string{"AlreadyExists", "meshctl update helloworld"}},
+		{[]string{"run", filepath.Join(examples, "nosuchdir")}, []string{"InvalidArgument", "no such file"}},
+		{[]string{"call", "nosuch", "X.Y", "{}"}, []string{"not running", "helloworld, pingpong"}},
+		{[]string{"call", "helloworld", "Helloworld.Nope", "{}"}, []string{"unknown endpoint", "Helloworld.Call"}},
+		{[]string{"call", "helloworld", "Helloworld.Call", `{"name": nope}`}, []string{"request JSON", "line 1:10"}},
+		{[]string{"kill", "nosuch"}, []string{"NotFound", "running: helloworld, pingpong"}},
+	} {
+		out, err := srv.try(ctx, meshctl, tc.args...)
+		for _, m := range tc.mention {
+			if err == nil || !strings.Contains(out, m) {
+				t.Errorf("meshctl %s: %v\n%s\nwant it to mention %q", strings.Join(tc.args, " "), err, out, m)
+			}
+		}
+	}
+	if after := pids(ctx, t, srv); len(after) != len(before) {
+		t.Errorf("failed runs left processes: %v, before %v", after, before)
+	}
+
+	// kill leaves no process behind.
+	ps := pids(ctx, t, srv)
+	if len(ps) != 4 {
+		t.Fatalf("pids = %v, want 2 apps and 2 sidecars", ps)
+	}
+	srv.run(ctx, t, meshctl, "kill", "pingpong")
+	srv.run(ctx, t, meshctl, "kill", "helloworld")
+	for _, pid := range ps {
+		if alive(pid) {
+			t.Errorf("process %d still runs after kill", pid)
+		}
+	}
+	if out := srv.run(ctx, t, meshctl, "status"); !strings.Contains(out, "no services run") {
+		t.Errorf("status after kill:\n%s", out)
+	}
+	srv.interrupt(t)
+	if strings.Contains(srv.logs.String(), "eyJ") {
+		t.Error("a token reached the server's logs")
+	}
+}
+
+// The server stops what it runs on Ctrl-C, and starts it again when it
+// starts again.
+func TestServerRestartStartsServicesAgain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	srv := startServer(ctx, t)
+	examples, _ := filepath.Abs("../../examples")
+	srv.run(ctx, t, meshctl, "run", filepath.Join(examples, "helloworld"))
+	ps := pids(ctx, t, srv)
+	srv.interrupt(t)
+	for _, pid := range ps {
+		if alive(pid) {
+			t.Errorf("process %d still runs after the server stopped", pid)
+		}
+	}
+	// Same home: the service comes back.
+	again := startServerIn(ctx, t, srv.home)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out, err := again.try(ctx, meshctl, "call", "helloworld", "Helloworld.Call", `{"name":"again"}`)
+		if err == nil && strings.Contains(out, "Hello again") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("helloworld did not come back: %v\n%s\n%s", err, out, again.logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	again.interrupt(t)
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Fatal("timed out")
+	}
+}

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// testServer is `meshctl server` running as a process in a fresh
+// $MESH_HOME.
+type testServer struct {
+	home    string
+	env     []string
+	cmd     *exec.Cmd
+	logs    *lockedBuffer
+	drained chan struct{}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startServer starts the server on free ports and waits for its ready
+// line.
+func startServer(ctx context.Context, t *testing.T) *testServer {
+	t.Helper()
+	return startServerIn(ctx, t, t.TempDir())
+}
+
+// startServerIn is startServer with $MESH_HOME at home.
+func startServerIn(ctx context.Context, t *testing.T, home string) *testServer {
+	t.Helper()
+	s := &testServer{home: home, logs: &lockedBuffer{}, drained: make(chan struct{})}
+	s.env = append(os.Environ(), "MESH_HOME="+s.home)
+	s.cmd = exec.CommandContext(ctx, meshctl, "server", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
+	s.cmd.Env = s.env
+	stdout, err := s.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.cmd.Stderr = s.logs
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.cmd.Process.Kill(); _ = s.cmd.Wait() })
+	// The first stdout line is the ready line; the rest is drained to EOF.
+	first := make(chan string, 1)
+	go func() {
+		defer close(s.drained)
+		sc := bufio.NewScanner(stdout)
+		for n := 0; sc.Scan(); n++ {
+			if n == 0 {
+				first <- sc.Text()
+			}
+		}
+	}()
+	select {
+	case line := <-first:
+		if !strings.HasPrefix(line, "micromesh server ready: grpc 127.0.0.1:") {
+			t.Fatalf("first line = %q", line)
+		}
+	case <-ctx.Done():
+		t.Fatalf("no ready line; logs:\n%s", s.logs.String())
+	}
+	return s
+}
+
+// run runs name with the server's environment in its home and returns
+// the combined output, failing the test if it fails.
+func (s *testServer) run(ctx context.Context, t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := s.try(ctx, name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// try is run that returns the error.
+func (s *testServer) try(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = s.env
+	cmd.Dir = s.home
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// interrupt sends Ctrl-C and waits for a clean exit.
+func (s *testServer) interrupt(t *testing.T) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	waitErr := make(chan error, 1)
+	go func() {
+		<-s.drained
+		waitErr <- s.cmd.Wait()
+	}()
+	select {
+	case err := <-waitErr:
+		if err != nil {
+			t.Fatalf("server exit after Ctrl-C: %v\n%s", err, s.logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("server did not stop within 30s of Ctrl-C")
+	}
+}

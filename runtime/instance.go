@@ -1,0 +1,402 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/internal/envconfig"
+	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
+)
+
+// Instance states.
+const (
+	stateStarting = "starting"
+	stateRunning  = "running"
+	stateBackoff  = "backoff"
+	stateStopped  = "stopped"
+)
+
+// instance is one copy of a service: its sidecar, then its app.
+type instance struct {
+	rt      *Runtime
+	name    string
+	ns      string
+	id      string
+	bin     string
+	version string
+	args    []string
+	env     []string
+
+	appAddr, outbound, admin string
+	inbound                  uint16
+
+	appLog, sidecarLog   *logFile
+	appTail, sidecarTail *tail
+
+	mu          sync.Mutex
+	app         *proc
+	sidecar     *proc
+	state       string
+	restarts    int
+	crashes     int // in a row, for the backoff
+	lastExit    time.Time
+	lastCode    int
+	lastLines   []string
+	stopping    bool
+	stopCh      chan struct{}
+	supervising chan struct{} // closed when the supervisor returns
+}
+
+func (rt *Runtime) newInstance(s *service, bin, version string) *instance {
+	return &instance{
+		rt: rt, name: s.spec.Name, ns: s.spec.Namespace, id: s.spec.Name + "-" + randomID(),
+		bin: bin, version: version, args: s.spec.Args, env: s.spec.Env,
+		appTail: newTail(20), sidecarTail: newTail(20), state: stateStarting,
+		stopCh: make(chan struct{}), supervising: make(chan struct{}),
+	}
+}
+
+// start starts the sidecar, waits until it listens, starts the app and
+// waits until the sidecar has registered the instance (its app answers
+// health checks). On failure nothing is left running and the error says
+// why, with the last lines of whichever process gave up.
+func (in *instance) start(ctx context.Context) (err error) {
+	ctx, cancel := context.WithTimeout(ctx, in.rt.o.StartTimeout)
+	defer cancel()
+	dir := filepath.Join(in.rt.o.Home.Logs(), in.ns, in.name)
+	if in.appLog, err = openLog(filepath.Join(dir, in.id+".app.log")); err != nil {
+		return err
+	}
+	if in.sidecarLog, err = openLog(filepath.Join(dir, in.id+".sidecar.log")); err != nil {
+		in.appLog.close()
+		return err
+	}
+	defer func() {
+		if err != nil {
+			in.kill()
+		}
+	}()
+	ports, err := freePorts(4)
+	if err != nil {
+		return fmt.Errorf("%w: allocating ports: %v", ErrStart, err)
+	}
+	in.appAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
+	in.outbound = "127.0.0.1:" + strconv.Itoa(ports[1])
+	in.admin = "127.0.0.1:" + strconv.Itoa(ports[2])
+	in.inbound = uint16(ports[3])
+
+	if err := in.startSidecar(); err != nil {
+		return err
+	}
+	if err := in.waitListening(ctx); err != nil {
+		return err
+	}
+	in.mu.Lock()
+	err = in.startApp()
+	in.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := in.waitReady(ctx); err != nil {
+		return err
+	}
+	in.mu.Lock()
+	in.state = stateRunning
+	in.mu.Unlock()
+	go in.supervise()
+	return nil
+}
+
+func (in *instance) startSidecar() error {
+	id, err := identity.ServiceID(in.rt.trustDomain, in.ns, in.name)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	token, err := in.rt.o.Mint(id, 5*time.Minute)
+	if err != nil {
+		return fmt.Errorf("%w: minting a join token: %v", ErrStart, err)
+	}
+	argv := append(append([]string(nil), in.rt.o.SidecarCommand...),
+		"--service", in.name, "--namespace", in.ns, "--instance", in.id,
+		"--app", in.appAddr, "--app-protocol", "grpc", "--wait-app", "--version", in.version,
+		"--outbound", in.outbound, "--inbound-port", strconv.Itoa(int(in.inbound)), "--admin", in.admin,
+		"--controlplane", in.rt.o.ControlPlane)
+	env := append(baseEnv(), envconfig.Home+"="+string(in.rt.o.Home), envconfig.Token+"="+token)
+	p, err := startProc(argv, env, "", in.sidecarLog, in.sidecarTail)
+	if err != nil {
+		return fmt.Errorf("%w: starting the sidecar: %v", ErrStart, err)
+	}
+	in.mu.Lock()
+	in.sidecar = p
+	in.mu.Unlock()
+	return nil
+}
+
+// startApp starts the app with the runtime's environment. in.mu is held.
+func (in *instance) startApp() error {
+	env := append(baseEnv(), in.env...)
+	env = append(env,
+		envconfig.Service+"="+in.name, envconfig.Namespace+"="+in.ns, envconfig.Version+"="+in.version,
+		envconfig.Address+"="+in.appAddr, envconfig.Proxy+"="+in.outbound,
+		envconfig.ControlPlane+"="+in.rt.o.ControlPlane)
+	p, err := startProc(append([]string{in.bin}, in.args...), env, "", in.appLog, in.appTail)
+	if err != nil {
+		return fmt.Errorf("%w: starting %s: %v", ErrStart, in.bin, err)
+	}
+	in.app = p
+	return nil
+}
+
+// baseEnv is the server's environment without Micromesh's own variables.
+func baseEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "MESH_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// waitListening waits for the sidecar's outbound listener: the sidecar has
+// its certificate and its config, and the app may call out from its first
+// line.
+func (in *instance) waitListening(ctx context.Context) error {
+	for {
+		c, err := net.DialTimeout("tcp", in.outbound, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-in.sidecar.exited:
+			return fmt.Errorf("%w: %s", ErrStart, in.sidecar.describeExit("the sidecar of "+in.id))
+		case <-ctx.Done():
+			return fmt.Errorf("%w: the sidecar of %s did not listen within %v; its last lines:\n  %s", ErrStart, in.id, in.rt.o.StartTimeout, joinLines(in.sidecarTail.lines(), "\n  "))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// waitReady waits for the sidecar's /ready: it registered the instance
+// once the app answered.
+func (in *instance) waitReady(ctx context.Context) error {
+	for !in.ready(ctx) {
+		select {
+		case <-in.app.exited:
+			return fmt.Errorf("%w: %s", ErrStart, in.app.describeExit(in.id))
+		case <-in.sidecar.exited:
+			return fmt.Errorf("%w: %s", ErrStart, in.sidecar.describeExit("the sidecar of "+in.id))
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %s did not become healthy within %v (is it serving gRPC health on $MESH_ADDRESS?); its last lines:\n  %s",
+				ErrStart, in.id, in.rt.o.StartTimeout, joinLines(in.appTail.lines(), "\n  "))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+var readyClient = &http.Client{Timeout: time.Second}
+
+func (in *instance) ready(ctx context.Context) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+in.admin+"/ready", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := readyClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// supervise restarts the app when it exits (backing off 1 s, 2 s, 4 s … up
+// to 30 s while it keeps crashing) and the sidecar when it does, until the
+// instance is stopped.
+func (in *instance) supervise() {
+	defer close(in.supervising)
+	for {
+		in.mu.Lock()
+		app, sc := in.app, in.sidecar
+		in.mu.Unlock()
+		select {
+		case <-in.stopCh:
+			return
+		case <-app.exited:
+			in.mu.Lock()
+			in.restarts++
+			if time.Since(app.started) > time.Minute {
+				in.crashes = 0
+			}
+			in.crashes++
+			in.lastExit, in.lastCode, in.lastLines = time.Now(), app.code, app.tail.lines()
+			in.state = stateBackoff
+			delay := min(time.Second<<min(in.crashes-1, 5), 30*time.Second)
+			in.mu.Unlock()
+			in.rt.log.Warn("app exited; restarting after a pause", "service", in.name, "namespace", in.ns, "instance", in.id,
+				"code", app.code, "restarts", in.restarts, "pause", delay.String())
+			select {
+			case <-in.stopCh:
+				return
+			case <-time.After(delay):
+			}
+			in.mu.Lock()
+			if err := in.startApp(); err != nil {
+				in.rt.log.Error("restarting the app", "instance", in.id, "err", err)
+				in.app = exitedProc(err, in.appTail)
+			} else {
+				in.state = stateRunning
+			}
+			in.mu.Unlock()
+		case <-sc.exited:
+			in.rt.log.Warn("sidecar exited; restarting it", "instance", in.id, "code", sc.code)
+			select {
+			case <-in.stopCh:
+				return
+			case <-time.After(time.Second):
+			}
+			if err := in.startSidecar(); err != nil {
+				in.rt.log.Error("restarting the sidecar", "instance", in.id, "err", err)
+				in.mu.Lock()
+				in.sidecar = exitedProc(err, in.sidecarTail)
+				in.mu.Unlock()
+			}
+		}
+	}
+}
+
+// exitedProc stands for a process that could not start.
+func exitedProc(err error, t *tail) *proc {
+	t.add(err.Error())
+	p := &proc{started: time.Now(), exited: make(chan struct{}), code: 127, tail: t}
+	close(p.exited)
+	return p
+}
+
+// stop takes the instance out of the mesh and stops it: the sidecar
+// deregisters it (POST /drain) and keeps proxying while callers learn of
+// it, then the app stops (SIGTERM, SIGKILL after the grace period), then
+// the sidecar.
+func (in *instance) stop() {
+	in.mu.Lock()
+	if in.stopping {
+		in.mu.Unlock()
+		<-in.supervising
+		return
+	}
+	in.stopping = true
+	close(in.stopCh)
+	in.mu.Unlock()
+	<-in.supervising
+	resp, err := readyClient.Post("http://"+in.admin+"/drain", "text/plain", nil)
+	if err == nil {
+		resp.Body.Close()
+		time.Sleep(in.rt.o.DrainDelay)
+	}
+	in.mu.Lock()
+	app, sc := in.app, in.sidecar
+	in.mu.Unlock()
+	app.stop(in.rt.o.StopGrace)
+	sc.stop(in.rt.o.StopGrace)
+	in.mu.Lock()
+	in.state = stateStopped
+	in.mu.Unlock()
+	in.appLog.close()
+	in.sidecarLog.close()
+}
+
+// kill stops whatever started, at once (a start that failed).
+func (in *instance) kill() {
+	in.mu.Lock()
+	app, sc := in.app, in.sidecar
+	in.stopping = true
+	in.state = stateStopped
+	in.mu.Unlock()
+	if app != nil {
+		app.stop(time.Second)
+	}
+	if sc != nil {
+		sc.stop(time.Second)
+	}
+	if in.appLog != nil {
+		in.appLog.close()
+	}
+	if in.sidecarLog != nil {
+		in.sidecarLog.close()
+	}
+}
+
+func (in *instance) status(ctx context.Context) *runtimev1.Instance {
+	in.mu.Lock()
+	st := &runtimev1.Instance{
+		Id: in.id, Status: in.state, AppAddress: in.appAddr, Outbound: in.outbound, InboundPort: uint32(in.inbound),
+		Admin: in.admin, Restarts: uint32(in.restarts), LastExitCode: int32(in.lastCode),
+	}
+	if in.app != nil && in.app.cmd != nil {
+		st.AppPid = int64(in.app.pid())
+	}
+	if in.sidecar != nil && in.sidecar.cmd != nil {
+		st.SidecarPid = int64(in.sidecar.pid())
+	}
+	if !in.lastExit.IsZero() {
+		st.LastExit = timestamppb.New(in.lastExit)
+		if in.state != stateRunning {
+			st.LastLines = in.lastLines
+		}
+	}
+	running := in.state == stateRunning
+	in.mu.Unlock()
+	if running {
+		ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		st.Ready = in.ready(ctx)
+		cancel()
+	}
+	return st
+}
+
+// freePorts returns n distinct ports free on loopback for TCP, the last
+// one free on all addresses for TCP and UDP too (a sidecar's inbound
+// port).
+func freePorts(n int) ([]int, error) {
+	var closers []func() error
+	defer func() {
+		for _, c := range closers {
+			_ = c()
+		}
+	}()
+	var ports []int
+	for len(ports) < n {
+		last := len(ports) == n-1
+		addr := "127.0.0.1:0"
+		if last {
+			addr = ":0"
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, l.Close)
+		port := l.Addr().(*net.TCPAddr).Port
+		if last {
+			u, err := net.ListenPacket("udp", ":"+strconv.Itoa(port))
+			if err != nil {
+				continue // taken for UDP: try another
+			}
+			closers = append(closers, u.Close)
+		}
+		ports = append(ports, port)
+	}
+	return ports, nil
+}
