@@ -44,6 +44,7 @@ proto-check: bin/buf bin/protoc-gen-go bin/protoc-gen-go-grpc ## fail if `make p
 bench: ## benchmarks, each with its same-run baseline (the convergence runs take minutes)
 	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./identity/... ./xds/
 	$(GO) test -run '^$$' -bench Convergence -benchtime 20x -timeout 60m ./controlplane/
+	$(GO) test -run '^$$' -bench FrameworkCall -benchtime 3s ./service/
 	$(MAKE) bench-dataplane
 
 # The data plane against a direct connection and an nginx mTLS pair, all in

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -323,8 +324,8 @@ func printLogs(stream grpc.ServerStreamingClient[runtimev1.LogsResponse], w io.W
 		if err != nil {
 			return err
 		}
-		if output == outputJSON {
-			if err := render(w, output, map[string]string{"time": l.GetTime().AsTime().Format(time.RFC3339Nano), "instance": l.GetInstance(), "source": l.GetSource(), "line": l.GetLine()}, nil); err != nil {
+		if output == outputJSON { // one object per line
+			if err := json.NewEncoder(w).Encode(map[string]string{"time": l.GetTime().AsTime().Format(time.RFC3339Nano), "instance": l.GetInstance(), "source": l.GetSource(), "line": l.GetLine()}); err != nil {
 				return err
 			}
 			continue

@@ -1,0 +1,174 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestParseSource(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		in        string
+		url, ref  string
+		dir, name string
+		err       string
+	}{
+		{in: dir, dir: dir, name: strings.ToLower(filepath.Base(dir))},
+		{in: "file:///srv/git/orders.git", url: "file:///srv/git/orders.git", name: "orders"},
+		{in: "file:///srv/git/orders.git@v1.2.0", url: "file:///srv/git/orders.git", ref: "v1.2.0", name: "orders"},
+		{in: "https://user@example.com/org/Billing@main", url: "https://user@example.com/org/Billing", ref: "main", name: "billing"},
+		{in: "git@example.com:org/repo.git", url: "git@example.com:org/repo.git", name: "repo"},
+		{in: "git@example.com:org/repo.git@abc123", url: "git@example.com:org/repo.git", ref: "abc123", name: "repo"},
+		{in: "git@example.com:repo.git", url: "git@example.com:repo.git", name: "repo"},
+		{in: "", err: "no source"},
+		{in: "relative/path", err: "must be absolute"},
+		{in: filepath.Join(dir, "nope"), err: "no such file"},
+		{in: "file:///x.git@", err: "empty ref"},
+	} {
+		src, err := parseSource(tc.in)
+		if tc.err != "" {
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || src.url != tc.url || src.ref != tc.ref || src.dir != tc.dir || src.defaultName() != tc.name {
+			t.Errorf("%q = %+v (name %q) %v", tc.in, src, src.defaultName(), err)
+		}
+	}
+}
+
+func TestNormalizeRefusesBadSpecs(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		spec Spec
+		want string
+	}{
+		{Spec{Source: dir, Name: "Bad_Name"}, "service"},
+		{Spec{Source: dir, Name: "ok", Namespace: "micromesh"}, "platform"},
+		{Spec{Source: dir, Name: "ok", Instances: 17}, "between 1 and 16"},
+		{Spec{Source: dir, Name: "ok", Env: []string{"NOEQUALS"}}, "KEY=VALUE"},
+		{Spec{Source: dir, Name: "ok", Env: []string{"MESH_PROXY=x"}}, "set by the runtime"},
+		{Spec{Source: filepath.Join(dir, "Under_Score")}, "pass --name"},
+	} {
+		if tc.spec.Source != dir {
+			_ = os.MkdirAll(tc.spec.Source, 0o755)
+		}
+		if _, _, err := normalize(tc.spec); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %q", tc.spec, err, tc.want)
+		}
+	}
+	spec, _, err := normalize(Spec{Source: dir, Name: "ok"})
+	if err != nil || spec.Namespace != "default" || spec.Instances != 1 {
+		t.Errorf("defaults: %+v %v", spec, err)
+	}
+}
+
+func TestLogsReadRotateAndFollow(t *testing.T) {
+	dir := t.TempDir()
+	app, err := openLog(filepath.Join(dir, "svc-1.app.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	side, err := openLog(filepath.Join(dir, "svc-1.sidecar.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().Add(-time.Hour)
+	app.writeLine(t0, "old app line")
+	side.writeLine(t0.Add(time.Minute), "sidecar line")
+	app.writeLine(t0.Add(2*time.Minute), "new app line")
+	lines, offsets, err := readLogs(dir, time.Time{}, 0)
+	if err != nil || len(lines) != 3 || lines[1].Source != "sidecar" || lines[2].Text != "new app line" || lines[0].Instance != "svc-1" {
+		t.Fatalf("all lines: %+v %v", lines, err)
+	}
+	if lines, _, _ := readLogs(dir, t0.Add(30*time.Second), 0); len(lines) != 2 {
+		t.Errorf("since: %+v", lines)
+	}
+	if lines, _, _ := readLogs(dir, time.Time{}, 1); len(lines) != 1 || lines[0].Text != "new app line" {
+		t.Errorf("last 1: %+v", lines)
+	}
+
+	// Following sees lines written after, including past a rotation.
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	var got []string
+	done := make(chan error, 1)
+	go func() {
+		done <- followLogs(ctx, dir, offsets, func(l Line) error {
+			mu.Lock()
+			got = append(got, l.Text)
+			mu.Unlock()
+			return nil
+		})
+	}()
+	app.writeLine(time.Now(), "followed 1")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= 1 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	app.mu.Lock()
+	app.size = maxLogSize // the next line rotates
+	app.mu.Unlock()
+	app.writeLine(time.Now(), "after rotation")
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if len(got) != 2 || got[0] != "followed 1" || got[1] != "after rotation" {
+		t.Errorf("followed: %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "svc-1.app.log.1")); err != nil {
+		t.Errorf("no rotated file: %v", err)
+	}
+	// Rotated lines still count for reading.
+	if lines, _, _ := readLogs(dir, time.Time{}, 0); len(lines) != 5 {
+		t.Errorf("after rotation: %d lines", len(lines))
+	}
+	if st, _ := os.Stat(filepath.Join(dir, "svc-1.app.log")); st.Mode().Perm() != 0o600 {
+		t.Errorf("log mode %v", st.Mode().Perm())
+	}
+}
+
+func TestFreePortsAreDistinct(t *testing.T) {
+	ports, err := freePorts(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, p := range ports {
+		if seen[p] || p == 0 {
+			t.Fatalf("ports %v", ports)
+		}
+		seen[p] = true
+	}
+}
+
+func TestTailKeepsTheLastLines(t *testing.T) {
+	tl := newTail(3)
+	for _, l := range []string{"a", "b", "c", "d"} {
+		tl.add(l)
+	}
+	if got := strings.Join(tl.lines(), ","); got != "b,c,d" {
+		t.Errorf("tail = %s", got)
+	}
+}
