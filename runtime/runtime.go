@@ -327,11 +327,16 @@ func (rt *Runtime) startInstances(ctx context.Context, s *service, n int, binary
 	ins := make([]*instance, n)
 	var g errgroup.Group
 	for i := range ins {
-		ins[i] = rt.newInstance(s, binary, version)
-		g.Go(func() error { return ins[i].start(ctx) })
+		g.Go(func() (err error) {
+			ins[i], err = rt.startInstance(ctx, s, binary, version)
+			return err
+		})
 	}
 	if err := g.Wait(); err != nil {
 		for _, in := range ins {
+			if in == nil {
+				continue
+			}
 			in.mu.Lock()
 			ok := in.state == stateRunning
 			in.mu.Unlock()
@@ -342,6 +347,22 @@ func (rt *Runtime) startInstances(ctx context.Context, s *service, n int, binary
 		return nil, err
 	}
 	return ins, nil
+}
+
+// startInstance starts one instance; if a port it was given was taken in
+// the meantime (another program bound it), it tries once more on others.
+func (rt *Runtime) startInstance(ctx context.Context, s *service, binary, version string) (*instance, error) {
+	in := rt.newInstance(s, binary, version)
+	err := in.start(ctx)
+	if err != nil && strings.Contains(err.Error(), "address already in use") {
+		rt.log.Warn("a port was taken while the instance started; trying other ports", "instance", in.id, "err", err)
+		in = rt.newInstance(s, binary, version)
+		err = in.start(ctx)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return in, nil
 }
 
 func (rt *Runtime) get(ns, name string) (*service, error) {
@@ -411,8 +432,8 @@ func (rt *Runtime) Update(ctx context.Context, ns, name string) (*runtimev1.Serv
 	old := append([]*instance(nil), s.instances...)
 	s.mu.Unlock()
 	for i, o := range old {
-		in := rt.newInstance(s, binary, version)
-		if err := in.start(ctx); err != nil {
+		in, err := rt.startInstance(ctx, s, binary, version)
+		if err != nil {
 			return restore(fmt.Errorf("updating %s: instance %d of %d did not start (the old ones still run): %w", name, i+1, len(old), err))
 		}
 		s.mu.Lock()

@@ -1,0 +1,29 @@
+package cli
+
+import (
+	"net"
+	"strings"
+	"testing"
+)
+
+// A port another program holds: the server says which flag moves it.
+func TestServerPortConflict(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	addr := taken.Addr().String()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--addr", addr, "--admin-addr", "127.0.0.1:0"}, "is another server running? pick another with --addr"},
+		{[]string{"--addr", "127.0.0.1:0", "--admin-addr", addr}, "pick another with --admin-addr"},
+	} {
+		_, err := runCLI(t, append([]string{"--home", t.TempDir(), "server"}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), "address already in use") || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("server %v: %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}
