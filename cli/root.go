@@ -94,6 +94,7 @@ server there with no flags.`,
 		newKillCommand(g, s),
 		newUpdateCommand(g, s),
 		newCallCommand(g, s),
+		newStoreCommand(g, s),
 		newDescribeCommand(g, s),
 		newVersionCommand(g, s),
 	)

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -9,6 +11,7 @@ import (
 	"github.com/micromesh/micromesh/controlplane"
 	"github.com/micromesh/micromesh/internal/envconfig"
 	"github.com/micromesh/micromesh/internal/home"
+	"github.com/micromesh/micromesh/platform"
 )
 
 type serverOptions struct {
@@ -70,9 +73,38 @@ it. It serves the control plane's gRPC APIs with mTLS on --addr and /metrics,
 			if err != nil {
 				return err
 			}
-			return srv.Run(cmd.Context(), func(info home.ServerInfo) {
+			// The platform services stop before the control plane: their
+			// sidecars deregister through it.
+			cpCtx, stopCP := context.WithCancel(context.Background())
+			defer stopCP()
+			var (
+				mu      sync.Mutex
+				host    *platform.Host
+				hostErr error
+			)
+			go func() {
+				<-cmd.Context().Done()
+				mu.Lock()
+				if host != nil {
+					host.Stop()
+				}
+				mu.Unlock()
+				stopCP()
+			}()
+			err = srv.Run(cpCtx, func(info home.ServerInfo) {
+				mu.Lock()
+				host, hostErr = platform.Start(cmd.Context(), platform.Options{Home: g.homeDir(), ControlPlane: info.Address, Logger: log})
+				mu.Unlock()
+				if hostErr != nil {
+					stopCP()
+					return
+				}
 				_ = render(s.Out, g.output, info, func() string { return renderServerReady(info, g.home) })
 			})
+			if hostErr != nil {
+				return fmt.Errorf("starting the platform services: %w", hostErr)
+			}
+			return err
 		},
 	}
 	f := cmd.Flags()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/envconfig"
+	"github.com/micromesh/micromesh/internal/ports"
 	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
 )
 
@@ -87,14 +88,14 @@ func (in *instance) start(ctx context.Context) (err error) {
 			in.kill()
 		}
 	}()
-	ports, err := freePorts(4)
+	free, err := ports.Free(4)
 	if err != nil {
 		return fmt.Errorf("%w: allocating ports: %v", ErrStart, err)
 	}
-	in.appAddr = "127.0.0.1:" + strconv.Itoa(ports[0])
-	in.outbound = "127.0.0.1:" + strconv.Itoa(ports[1])
-	in.admin = "127.0.0.1:" + strconv.Itoa(ports[2])
-	in.inbound = uint16(ports[3])
+	in.appAddr = "127.0.0.1:" + strconv.Itoa(free[0])
+	in.outbound = "127.0.0.1:" + strconv.Itoa(free[1])
+	in.admin = "127.0.0.1:" + strconv.Itoa(free[2])
+	in.inbound = uint16(free[3])
 
 	if err := in.startSidecar(); err != nil {
 		return err
@@ -364,39 +365,4 @@ func (in *instance) status(ctx context.Context) *runtimev1.Instance {
 		cancel()
 	}
 	return st
-}
-
-// freePorts returns n distinct ports free on loopback for TCP, the last
-// one free on all addresses for TCP and UDP too (a sidecar's inbound
-// port).
-func freePorts(n int) ([]int, error) {
-	var closers []func() error
-	defer func() {
-		for _, c := range closers {
-			_ = c()
-		}
-	}()
-	var ports []int
-	for len(ports) < n {
-		last := len(ports) == n-1
-		addr := "127.0.0.1:0"
-		if last {
-			addr = ":0"
-		}
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		closers = append(closers, l.Close)
-		port := l.Addr().(*net.TCPAddr).Port
-		if last {
-			u, err := net.ListenPacket("udp", ":"+strconv.Itoa(port))
-			if err != nil {
-				continue // taken for UDP: try another
-			}
-			closers = append(closers, u.Close)
-		}
-		ports = append(ports, port)
-	}
-	return ports, nil
 }

@@ -149,20 +149,6 @@ func TestLogsReadRotateAndFollow(t *testing.T) {
 	}
 }
 
-func TestFreePortsAreDistinct(t *testing.T) {
-	ports, err := freePorts(4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[int]bool{}
-	for _, p := range ports {
-		if seen[p] || p == 0 {
-			t.Fatalf("ports %v", ports)
-		}
-		seen[p] = true
-	}
-}
-
 func TestTailKeepsTheLastLines(t *testing.T) {
 	tl := newTail(3)
 	for _, l := range []string{"a", "b", "c", "d"} {

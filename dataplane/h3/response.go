@@ -208,6 +208,11 @@ func (b *body) Read(p []byte) (int, error) {
 	if b.contentLength >= 0 && b.read > b.contentLength {
 		return n, b.end(fmt.Errorf("%w: body longer than content-length %d", errMalformed, b.contentLength))
 	}
+	if err == io.EOF && b.remaining == 0 {
+		// The stream ended with this frame: a read may return the last
+		// bytes and EOF together. The next Read finds the end.
+		err = nil
+	}
 	if err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF // mid-frame

@@ -28,6 +28,7 @@ import (
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/identity/ca"
 	"github.com/micromesh/micromesh/internal/home"
+	"github.com/micromesh/micromesh/platform"
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	"github.com/micromesh/micromesh/service"
@@ -376,4 +377,18 @@ func (c *ControlPlane) StartService(ns, name string, register func(*service.Serv
 	})
 	sc := c.StartSidecar(ns, name, append([]SidecarOption{WithApp(lis.Addr().String(), "grpc")}, opts...)...)
 	return &Service{Sidecar: sc, App: lis.Addr().String()}
+}
+
+// StartPlatform runs the platform services (store, ...) on this control
+// plane, each behind its own sidecar, as `meshctl server` does.
+func (c *ControlPlane) StartPlatform() {
+	t := c.env.t
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	h, err := platform.Start(ctx, platform.Options{Home: c.env.Home, ControlPlane: c.Info.Address, Logger: c.env.logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Stop)
 }

@@ -1,0 +1,151 @@
+// Package platform runs the platform's primitives — store now; config,
+// broker and events next — as services on the mesh inside `meshctl
+// server`: each has its own identity (spiffe://<td>/ns/micromesh/svc/<name>),
+// its own gRPC server (the framework's) and its own sidecar, and is reached
+// like any other service, through the caller's sidecar. Tenancy comes from
+// the caller's verified identity.
+package platform
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/micromesh/micromesh/dataplane"
+	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/identity/ca"
+	"github.com/micromesh/micromesh/internal/home"
+	"github.com/micromesh/micromesh/internal/ports"
+	"github.com/micromesh/micromesh/platform/store"
+	storev1 "github.com/micromesh/micromesh/proto/store/v1"
+	"github.com/micromesh/micromesh/service"
+)
+
+// Options configure the platform services.
+type Options struct {
+	Home home.Dir
+	// ControlPlane is where the sidecars reach the control plane.
+	ControlPlane string
+	Logger       *slog.Logger
+}
+
+// Host runs the platform services.
+type Host struct {
+	stops []func()
+}
+
+// Start starts every platform service and returns once each is
+// registered.
+func Start(ctx context.Context, o Options) (_ *Host, err error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	h := &Host{}
+	defer func() {
+		if err != nil {
+			h.Stop()
+		}
+	}()
+	b, err := store.OpenBolt(filepath.Join(string(o.Home), "store", "store.db"), 0, o.Logger.With("component", "store", "backend", "bbolt"))
+	if err != nil {
+		return nil, err
+	}
+	h.stops = append(h.stops, func() { _ = b.Close() })
+	err = h.serve(ctx, o, "store", func(s *service.Service) {
+		storev1.RegisterStoreServiceServer(s.Server(), store.NewServer(b))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// serve runs one platform service and its sidecar.
+func (h *Host) serve(ctx context.Context, o Options, name string, register func(*service.Service)) error {
+	log := o.Logger.With("platform", name)
+	signer, err := ca.LoadTokenSigner(o.Home.CA())
+	if err != nil {
+		return err
+	}
+	id, err := identity.ServiceID(signer.TrustDomain(), identity.SystemNamespace, name)
+	if err != nil {
+		return err
+	}
+	token, err := signer.Mint(id, time.Minute)
+	if err != nil {
+		return err
+	}
+	creds, err := identity.Join(ctx, o.ControlPlane, nil, id, token)
+	if err != nil {
+		return fmt.Errorf("%s: joining the mesh: %w", name, err)
+	}
+	instance := name + "-0"
+	certDir := filepath.Join(o.Home.Sidecar(instance), "certs")
+	if err := creds.WriteDir(certDir); err != nil {
+		return err
+	}
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	svc := service.New(service.Name(name), service.Logger(log), service.GracePeriod(5*time.Second))
+	register(svc)
+	sctx, stopService := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- svc.Serve(sctx, lis) }()
+
+	free, err := ports.Free(1)
+	if err != nil {
+		stopService()
+		<-served
+		return err
+	}
+	ready := make(chan struct{})
+	dctx, stopSidecar := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() {
+		ran <- dataplane.Run(dctx, dataplane.Options{
+			Credentials: creds, CertDir: certDir, Instance: instance, ControlPlane: o.ControlPlane,
+			App: lis.Addr().String(), AppProtocol: "grpc", InboundPort: uint16(free[0]),
+			Drain: time.Second, WaitForApp: true, Logger: log.With("sidecar", instance),
+			Ready: func(dataplane.Info) { close(ready) },
+		})
+	}()
+	stop := func() {
+		stopSidecar() // deregister, drain
+		if err := <-ran; err != nil {
+			log.Warn("sidecar", "err", err)
+		}
+		stopService()
+		if err := <-served; err != nil {
+			log.Warn("service", "err", err)
+		}
+	}
+	select {
+	case <-ready:
+	case err := <-ran:
+		stopService()
+		<-served
+		return fmt.Errorf("%s: sidecar: %w", name, errors.Join(err, errors.New("exited before it was ready")))
+	case <-ctx.Done():
+		stop()
+		return ctx.Err()
+	}
+	h.stops = append(h.stops, stop)
+	log.Info("platform service ready", "service", name, "inbound_port", free[0])
+	return nil
+}
+
+// Stop stops the platform services, each sidecar before its service, in
+// the reverse order of their start.
+func (h *Host) Stop() {
+	for i := len(h.stops) - 1; i >= 0; i-- {
+		h.stops[i]()
+	}
+	h.stops = nil
+}
