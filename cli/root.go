@@ -95,6 +95,7 @@ server there with no flags.`,
 		newUpdateCommand(g, s),
 		newCallCommand(g, s),
 		newStoreCommand(g, s),
+		newBrokerCommand(g, s),
 		newDescribeCommand(g, s),
 		newVersionCommand(g, s),
 	)

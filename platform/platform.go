@@ -1,5 +1,5 @@
-// Package platform runs the platform's primitives — store now; config,
-// broker and events next — as services on the mesh inside `meshctl
+// Package platform runs the platform's primitives — store and broker now;
+// events and config next — as services on the mesh inside `meshctl
 // server`: each has its own identity (spiffe://<td>/ns/micromesh/svc/<name>),
 // its own gRPC server (the framework's) and its own sidecar, and is reached
 // like any other service, through the caller's sidecar. Tenancy comes from
@@ -15,12 +15,17 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/micromesh/micromesh/dataplane"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/identity/ca"
 	"github.com/micromesh/micromesh/internal/home"
 	"github.com/micromesh/micromesh/internal/ports"
+	"github.com/micromesh/micromesh/platform/broker"
+	"github.com/micromesh/micromesh/platform/natsserver"
 	"github.com/micromesh/micromesh/platform/store"
+	brokerv1 "github.com/micromesh/micromesh/proto/broker/v1"
 	storev1 "github.com/micromesh/micromesh/proto/store/v1"
 	"github.com/micromesh/micromesh/service"
 )
@@ -30,7 +35,10 @@ type Options struct {
 	Home home.Dir
 	// ControlPlane is where the sidecars reach the control plane.
 	ControlPlane string
-	Logger       *slog.Logger
+	// NATSURL points the broker (and later events and config) at an
+	// external NATS cluster; empty runs one in-process.
+	NATSURL string
+	Logger  *slog.Logger
 }
 
 // Host runs the platform services.
@@ -61,7 +69,38 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 	if err != nil {
 		return nil, err
 	}
+
+	connect, err := h.nats(o)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := connect("broker")
+	if err != nil {
+		return nil, fmt.Errorf("broker: connecting to NATS: %w", err)
+	}
+	h.stops = append(h.stops, nc.Close)
+	err = h.serve(ctx, o, "broker", func(s *service.Service) {
+		brokerv1.RegisterBrokerServiceServer(s.Server(), broker.NewServer(nc))
+	})
+	if err != nil {
+		return nil, err
+	}
 	return h, nil
+}
+
+// nats starts the embedded NATS server, or points at the external one.
+func (h *Host) nats(o Options) (func(name string) (*nats.Conn, error), error) {
+	if o.NATSURL != "" {
+		return func(name string) (*nats.Conn, error) {
+			return nats.Connect(o.NATSURL, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+		}, nil
+	}
+	ns, err := natsserver.Start(filepath.Join(string(o.Home), "nats"), o.Logger)
+	if err != nil {
+		return nil, err
+	}
+	h.stops = append(h.stops, ns.Shutdown)
+	return ns.Connect, nil
 }
 
 // serve runs one platform service and its sidecar.

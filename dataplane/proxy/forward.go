@@ -312,6 +312,14 @@ func (p *Proxy) copyResponse(w http.ResponseWriter, r *http.Request, resp *http.
 	w.WriteHeader(resp.StatusCode)
 	streaming := resp.ContentLength < 0 || isGRPC(r)
 	rc := http.NewResponseController(w)
+	if streaming && resp.Header.Get("Grpc-Status") == "" {
+		// The headers go now: a stream's first message may be long in
+		// coming, and the caller may wait on the headers (gRPC's
+		// header-only acknowledgements, server-sent events). Not for a
+		// gRPC trailers-only answer (its status in the headers): that must
+		// stay one HEADERS frame that ends the stream.
+		_ = rc.Flush()
+	}
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
 	buf := *bp

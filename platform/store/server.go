@@ -10,9 +10,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/platform/tenancy"
 	storev1 "github.com/micromesh/micromesh/proto/store/v1"
-	"github.com/micromesh/micromesh/service"
 )
 
 // Server serves a Backend as the Store API. It runs behind its sidecar,
@@ -32,22 +31,13 @@ const DefaultTable = "default"
 
 // scope resolves the request's scope against the caller.
 func scope(ctx context.Context, req *storev1.Scope) (Scope, error) {
-	raw := service.Caller(ctx)
-	if raw == "" {
-		return Scope{}, status.Error(codes.Unauthenticated, "the store is reached through the mesh: no verified caller (x-mesh-caller)")
-	}
-	id, err := identity.ParseID(raw)
+	id, ns, err := tenancy.Namespace(ctx, req.GetDatabase())
 	if err != nil {
-		return Scope{}, status.Errorf(codes.Unauthenticated, "caller %q: %v", raw, err)
+		return Scope{}, err
 	}
-	s := Scope{Database: id.Namespace, Table: id.Name}
-	if id.Namespace == identity.SystemNamespace {
-		s.Database, s.Table = identity.DefaultNamespace, DefaultTable
-		if d := req.GetDatabase(); d != "" {
-			s.Database = d
-		}
-	} else if d := req.GetDatabase(); d != "" && d != id.Namespace {
-		return Scope{}, status.Errorf(codes.PermissionDenied, "%s may use the database of its own namespace (%s), not %s", id, id.Namespace, d)
+	s := Scope{Database: ns, Table: id.Name}
+	if tenancy.IsPlatform(id) {
+		s.Table = DefaultTable
 	}
 	if t := req.GetTable(); t != "" {
 		s.Table = t
@@ -182,7 +172,7 @@ func (s *Server) Databases(ctx context.Context, _ *storev1.DatabasesRequest) (*s
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if id, _ := identity.ParseID(service.Caller(ctx)); id.Namespace == identity.SystemNamespace {
+	if id, _ := tenancy.Caller(ctx); tenancy.IsPlatform(id) {
 		return &storev1.DatabasesResponse{Databases: all}, nil
 	}
 	out := []string{}
