@@ -96,6 +96,7 @@ server there with no flags.`,
 		newCallCommand(g, s),
 		newStoreCommand(g, s),
 		newBrokerCommand(g, s),
+		newEventsCommand(g, s),
 		newDescribeCommand(g, s),
 		newVersionCommand(g, s),
 	)

@@ -1,5 +1,5 @@
-// Package platform runs the platform's primitives — store and broker now;
-// events and config next — as services on the mesh inside `meshctl
+// Package platform runs the platform's primitives — store, broker and
+// events now; config next — as services on the mesh inside `meshctl
 // server`: each has its own identity (spiffe://<td>/ns/micromesh/svc/<name>),
 // its own gRPC server (the framework's) and its own sidecar, and is reached
 // like any other service, through the caller's sidecar. Tenancy comes from
@@ -23,9 +23,11 @@ import (
 	"github.com/micromesh/micromesh/internal/home"
 	"github.com/micromesh/micromesh/internal/ports"
 	"github.com/micromesh/micromesh/platform/broker"
+	"github.com/micromesh/micromesh/platform/events"
 	"github.com/micromesh/micromesh/platform/natsserver"
 	"github.com/micromesh/micromesh/platform/store"
 	brokerv1 "github.com/micromesh/micromesh/proto/broker/v1"
+	eventsv1 "github.com/micromesh/micromesh/proto/events/v1"
 	storev1 "github.com/micromesh/micromesh/proto/store/v1"
 	"github.com/micromesh/micromesh/service"
 )
@@ -38,7 +40,9 @@ type Options struct {
 	// NATSURL points the broker (and later events and config) at an
 	// external NATS cluster; empty runs one in-process.
 	NATSURL string
-	Logger  *slog.Logger
+	// EventsRetention is how long events are kept (default 24 h).
+	EventsRetention time.Duration
+	Logger          *slog.Logger
 }
 
 // Host runs the platform services.
@@ -81,6 +85,22 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 	h.stops = append(h.stops, nc.Close)
 	err = h.serve(ctx, o, "broker", func(s *service.Service) {
 		brokerv1.RegisterBrokerServiceServer(s.Server(), broker.NewServer(nc))
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	enc, err := connect("events")
+	if err != nil {
+		return nil, fmt.Errorf("events: connecting to NATS: %w", err)
+	}
+	h.stops = append(h.stops, enc.Close)
+	ev, err := events.NewServer(enc, o.EventsRetention)
+	if err != nil {
+		return nil, err
+	}
+	err = h.serve(ctx, o, "events", func(s *service.Service) {
+		eventsv1.RegisterEventsServiceServer(s.Server(), ev)
 	})
 	if err != nil {
 		return nil, err

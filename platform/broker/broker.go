@@ -8,7 +8,6 @@ package broker
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/micromesh/micromesh/platform/names"
 	"github.com/micromesh/micromesh/platform/tenancy"
 	brokerv1 "github.com/micromesh/micromesh/proto/broker/v1"
 )
@@ -27,12 +27,6 @@ import (
 const (
 	MaxTopicLen = 255
 	MaxBody     = 1 << 20
-	MaxMetadata = 32
-)
-
-var (
-	topicRE = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
-	nameRE  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 )
 
 // Header names carrying what NATS has no field for.
@@ -51,14 +45,6 @@ type Server struct {
 // NewServer serves on nc.
 func NewServer(nc *nats.Conn) *Server { return &Server{nc: nc} }
 
-// ValidateTopic checks a topic.
-func ValidateTopic(t string) error {
-	if t == "" || len(t) > MaxTopicLen || !topicRE.MatchString(t) {
-		return status.Errorf(codes.InvalidArgument, "topic %q: 1–%d characters of A-Z a-z 0-9 _ - and '.', no empty segment", t, MaxTopicLen)
-	}
-	return nil
-}
-
 func subject(ns, topic string) string { return "mesh.broker." + ns + "." + topic }
 
 // Publish implements the Broker API.
@@ -67,23 +53,20 @@ func (s *Server) Publish(ctx context.Context, req *brokerv1.PublishRequest) (*br
 	if err != nil {
 		return nil, err
 	}
-	if err := ValidateTopic(req.GetTopic()); err != nil {
+	if err := names.Topic(req.GetTopic(), MaxTopicLen); err != nil {
 		return nil, err
 	}
 	if len(req.GetBody()) > MaxBody {
 		return nil, status.Errorf(codes.InvalidArgument, "message of %d bytes (limit %d)", len(req.GetBody()), MaxBody)
 	}
-	if len(req.GetMetadata()) > MaxMetadata {
-		return nil, status.Errorf(codes.InvalidArgument, "%d metadata entries (limit %d)", len(req.GetMetadata()), MaxMetadata)
+	if err := names.Metadata(req.GetMetadata()); err != nil {
+		return nil, err
 	}
 	msg := nats.NewMsg(subject(ns, req.GetTopic()))
 	msg.Data = req.GetBody()
 	msg.Header.Set(hdrPublisher, id.String())
 	msg.Header.Set(hdrTime, time.Now().UTC().Format(time.RFC3339Nano))
 	for k, v := range req.GetMetadata() {
-		if !nameRE.MatchString(k) || strings.ContainsAny(v, "\r\n") {
-			return nil, status.Errorf(codes.InvalidArgument, "metadata %q: keys 1–64 of A-Z a-z 0-9 _ -, values on one line", k)
-		}
 		msg.Header.Set(hdrMeta+k, v)
 	}
 	if err := s.nc.PublishMsg(msg); err != nil {
@@ -99,11 +82,13 @@ func (s *Server) Subscribe(req *brokerv1.SubscribeRequest, stream grpc.ServerStr
 	if err != nil {
 		return err
 	}
-	if err := ValidateTopic(req.GetTopic()); err != nil {
+	if err := names.Topic(req.GetTopic(), MaxTopicLen); err != nil {
 		return err
 	}
-	if q := req.GetQueue(); q != "" && !nameRE.MatchString(q) {
-		return status.Errorf(codes.InvalidArgument, "queue %q: 1–64 of A-Z a-z 0-9 _ -", q)
+	if q := req.GetQueue(); q != "" {
+		if err := names.Name("queue", q); err != nil {
+			return err
+		}
 	}
 	ch := make(chan *nats.Msg, 512)
 	var sub *nats.Subscription
