@@ -97,6 +97,7 @@ server there with no flags.`,
 		newStoreCommand(g, s),
 		newBrokerCommand(g, s),
 		newEventsCommand(g, s),
+		newConfigCommand(g, s),
 		newDescribeCommand(g, s),
 		newVersionCommand(g, s),
 	)

@@ -1,5 +1,5 @@
-// Package platform runs the platform's primitives — store, broker and
-// events now; config next — as services on the mesh inside `meshctl
+// Package platform runs the platform's primitives — store, broker, events
+// and config — as services on the mesh inside `meshctl
 // server`: each has its own identity (spiffe://<td>/ns/micromesh/svc/<name>),
 // its own gRPC server (the framework's) and its own sidecar, and is reached
 // like any other service, through the caller's sidecar. Tenancy comes from
@@ -8,10 +8,13 @@ package platform
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -20,13 +23,17 @@ import (
 	"github.com/micromesh/micromesh/dataplane"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/identity/ca"
+	"github.com/micromesh/micromesh/internal/atomicfile"
+	"github.com/micromesh/micromesh/internal/envconfig"
 	"github.com/micromesh/micromesh/internal/home"
 	"github.com/micromesh/micromesh/internal/ports"
 	"github.com/micromesh/micromesh/platform/broker"
+	"github.com/micromesh/micromesh/platform/config"
 	"github.com/micromesh/micromesh/platform/events"
 	"github.com/micromesh/micromesh/platform/natsserver"
 	"github.com/micromesh/micromesh/platform/store"
 	brokerv1 "github.com/micromesh/micromesh/proto/broker/v1"
+	configv1 "github.com/micromesh/micromesh/proto/config/v1"
 	eventsv1 "github.com/micromesh/micromesh/proto/events/v1"
 	storev1 "github.com/micromesh/micromesh/proto/store/v1"
 	"github.com/micromesh/micromesh/service"
@@ -105,7 +112,58 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 	if err != nil {
 		return nil, err
 	}
+
+	key, err := secretKey(o.Home)
+	if err != nil {
+		return nil, err
+	}
+	cnc, err := connect("config")
+	if err != nil {
+		return nil, fmt.Errorf("config: connecting to NATS: %w", err)
+	}
+	h.stops = append(h.stops, cnc.Close)
+	cfg, err := config.NewServer(ctx, cnc, key)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	err = h.serve(ctx, o, "config", func(s *service.Service) {
+		configv1.RegisterConfigServiceServer(s.Server(), cfg)
+	})
+	if err != nil {
+		return nil, err
+	}
 	return h, nil
+}
+
+// secretKey is the key config secrets are sealed with: $MESH_CONFIG_KEY
+// (base64), else $MESH_HOME/config/secret.key, made (0600) on first use.
+func secretKey(h home.Dir) ([]byte, error) {
+	if v := os.Getenv(envconfig.ConfigKey); v != "" {
+		key, err := base64.StdEncoding.DecodeString(v)
+		if err != nil || len(key) != 32 {
+			return nil, fmt.Errorf("$%s: want 32 bytes in base64", envconfig.ConfigKey)
+		}
+		return key, nil
+	}
+	path := filepath.Join(string(h), "config", "secret.key")
+	key, err := os.ReadFile(path)
+	if err == nil {
+		if len(key) != 32 {
+			return nil, fmt.Errorf("%s: want 32 bytes, found %d", path, len(key))
+		}
+		return key, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	key = make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	return key, atomicfile.Write(path, key, 0o600)
 }
 
 // nats starts the embedded NATS server, or points at the external one.

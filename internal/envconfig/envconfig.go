@@ -37,6 +37,9 @@ const (
 	Proxy = "MESH_PROXY"
 	// Version is the version the runtime runs.
 	Version = "MESH_VERSION"
+	// ConfigKey is the key that encrypts config secrets: 32 bytes, base64
+	// (default: $MESH_HOME/config/secret.key, made on first start).
+	ConfigKey = "MESH_CONFIG_KEY"
 	// Token is a join token for `meshctl sidecar` (the runtime passes it
 	// in the environment, not on the command line).
 	Token = "MESH_TOKEN"
