@@ -2,22 +2,17 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/micromesh/micromesh/identity"
-	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+	"github.com/micromesh/micromesh/internal/meshclient"
 	"github.com/micromesh/micromesh/service/endpoints"
 )
 
@@ -40,72 +35,10 @@ func (t *serviceTarget) flagsShort(cmd *cobra.Command, short string) {
 
 // dialService connects to a ready instance of service name as the CLI's
 // admin identity, straight to the instance's mTLS port (its sidecar's
-// inbound): the CLI is a mesh client of its own, checking that the peer
-// holds the service's SPIFFE ID.
+// inbound): the CLI is a mesh client of its own.
 func dialService(ctx context.Context, g *globalOptions, t *serviceTarget, name string) (*grpc.ClientConn, error) {
-	if err := identity.ValidateName("service", name); err != nil {
-		return nil, err
-	}
-	if err := identity.ValidateName("namespace", t.namespace); err != nil {
-		return nil, err
-	}
 	h := g.homeDir()
-	addr := controlPlaneAddr(t.controlPlane, h)
-	creds, err := adminCredentials(ctx, h, addr)
-	if err != nil {
-		return nil, err
-	}
-	var list *registryv1.ListServicesResponse
-	err = withAdmin(ctx, g, t.controlPlane, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
-		list, err = registryv1.NewRegistryServiceClient(conn).ListServices(ctx, &registryv1.ListServicesRequest{Namespace: t.namespace})
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	inst, err := pickInstance(list, t.namespace, name)
-	if err != nil {
-		return nil, err
-	}
-	id, err := identity.ServiceID(creds.ID.TrustDomain, t.namespace, name)
-	if err != nil {
-		return nil, err
-	}
-	cert := creds.TLSCertificate()
-	cfg := identity.ClientTLSConfig(func() *identity.Bundle { return creds.Bundle }, func() *tls.Certificate { return cert }, identity.AuthorizeID(id))
-	target := net.JoinHostPort(inst.GetAddress(), strconv.Itoa(int(inst.GetPort())))
-	conn, err := grpc.NewClient("passthrough:///"+target, grpc.WithTransportCredentials(credentials.NewTLS(cfg)), grpc.WithAuthority(name))
-	if err != nil {
-		return nil, fmt.Errorf("service %s at %s: %w", name, target, err)
-	}
-	return conn, nil
-}
-
-// pickInstance chooses a healthy instance of name; the error says what
-// exists when name does not.
-func pickInstance(list *registryv1.ListServicesResponse, ns, name string) (*registryv1.Instance, error) {
-	var names []string
-	for _, s := range list.GetServices() {
-		if s.GetNamespace() != ns {
-			continue
-		}
-		names = append(names, s.GetName())
-		if s.GetName() != name {
-			continue
-		}
-		for _, in := range s.GetInstances() {
-			if in.GetHealth() == "passing" && in.GetPort() != 0 {
-				return in, nil
-			}
-		}
-		return nil, fmt.Errorf("service %q has no healthy instance (see `meshctl services -n %s`)", name, ns)
-	}
-	slices.Sort(names)
-	names = slices.Compact(names)
-	if len(names) == 0 {
-		return nil, fmt.Errorf("service %q is not running: namespace %q has no services (start one with `meshctl run`)", name, ns)
-	}
-	return nil, fmt.Errorf("service %q is not running in namespace %q; it has: %s", name, ns, strings.Join(names, ", "))
+	return meshclient.DialService(ctx, h, controlPlaneAddr(t.controlPlane, h), t.namespace, name)
 }
 
 type callOptions struct {

@@ -1,0 +1,149 @@
+// Package meshclient connects the platform's own tools — the CLI, the
+// end-to-end tests — to the control plane and to services, as the CLI's
+// admin identity (spiffe://<td>/ns/micromesh/svc/meshctl): a mesh client
+// of its own that dials an instance's mTLS port and checks that the peer
+// holds the service's SPIFFE ID.
+package meshclient
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/identity/ca"
+	"github.com/micromesh/micromesh/internal/home"
+	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+)
+
+// AdminService is the CLI's identity toward the control plane: a service of
+// the micromesh namespace, which the registry and admin APIs let act on
+// every namespace.
+const AdminService = "meshctl"
+
+// AdminCredentials returns the CLI's admin certificate, kept under
+// $MESH_HOME/cli/admin and renewed when it has less than minLife left. Getting
+// one needs the local CA's token key: admin rights are the server machine's.
+func AdminCredentials(ctx context.Context, h home.Dir, addr string) (*identity.Credentials, error) {
+	const minLife = 10 * time.Minute
+	dir := h.CLICredentials()
+	if c, err := identity.LoadCredentials(dir); err == nil && time.Until(c.Leaf().NotAfter) > minLife {
+		return c, nil
+	}
+	signer, err := ca.LoadTokenSigner(h.CA())
+	if err != nil {
+		return nil, fmt.Errorf("admin commands run where the server's state is: %w", err)
+	}
+	id, err := identity.ServiceID(signer.TrustDomain(), identity.SystemNamespace, AdminService)
+	if err != nil {
+		return nil, err
+	}
+	token, err := signer.Mint(id, time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	roots, err := identity.ReadCertificates(h.RootCert())
+	if err != nil {
+		return nil, err
+	}
+	creds, err := identity.Join(ctx, addr, identity.NewBundle(signer.TrustDomain(), roots), id, token)
+	if err != nil {
+		return nil, err
+	}
+	if err := creds.WriteDir(dir); err != nil {
+		return nil, err
+	}
+	return creds, nil
+}
+
+// ControlPlane connects to the control plane at addr as the admin
+// identity.
+func ControlPlane(ctx context.Context, h home.Dir, addr string) (*grpc.ClientConn, error) {
+	creds, err := AdminCredentials(ctx, h, addr)
+	if err != nil {
+		return nil, err
+	}
+	cert := creds.TLSCertificate()
+	cfg := identity.ClientTLSConfig(func() *identity.Bundle { return creds.Bundle }, func() *tls.Certificate { return cert },
+		identity.AuthorizeID(identity.ControlPlaneID(creds.ID.TrustDomain)))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		return nil, fmt.Errorf("control plane %s: %w", addr, err)
+	}
+	return conn, nil
+}
+
+// DialService connects to a ready instance of service ns/name as the
+// admin identity, straight to its mTLS port (its sidecar's inbound).
+func DialService(ctx context.Context, h home.Dir, addr, ns, name string) (*grpc.ClientConn, error) {
+	if err := identity.ValidateName("service", name); err != nil {
+		return nil, err
+	}
+	if err := identity.ValidateName("namespace", ns); err != nil {
+		return nil, err
+	}
+	creds, err := AdminCredentials(ctx, h, addr)
+	if err != nil {
+		return nil, err
+	}
+	cp, err := ControlPlane(ctx, h, addr)
+	if err != nil {
+		return nil, err
+	}
+	list, err := registryv1.NewRegistryServiceClient(cp).ListServices(ctx, &registryv1.ListServicesRequest{Namespace: ns})
+	cp.Close()
+	if err != nil {
+		return nil, err
+	}
+	inst, err := pickInstance(list, ns, name)
+	if err != nil {
+		return nil, err
+	}
+	id, err := identity.ServiceID(creds.ID.TrustDomain, ns, name)
+	if err != nil {
+		return nil, err
+	}
+	cert := creds.TLSCertificate()
+	cfg := identity.ClientTLSConfig(func() *identity.Bundle { return creds.Bundle }, func() *tls.Certificate { return cert }, identity.AuthorizeID(id))
+	target := net.JoinHostPort(inst.GetAddress(), strconv.Itoa(int(inst.GetPort())))
+	conn, err := grpc.NewClient("passthrough:///"+target, grpc.WithTransportCredentials(credentials.NewTLS(cfg)), grpc.WithAuthority(name))
+	if err != nil {
+		return nil, fmt.Errorf("service %s at %s: %w", name, target, err)
+	}
+	return conn, nil
+}
+
+// pickInstance chooses a healthy instance of name; the error says what
+// exists when name does not.
+func pickInstance(list *registryv1.ListServicesResponse, ns, name string) (*registryv1.Instance, error) {
+	var names []string
+	for _, s := range list.GetServices() {
+		if s.GetNamespace() != ns {
+			continue
+		}
+		names = append(names, s.GetName())
+		if s.GetName() != name {
+			continue
+		}
+		for _, in := range s.GetInstances() {
+			if in.GetHealth() == "passing" && in.GetPort() != 0 {
+				return in, nil
+			}
+		}
+		return nil, fmt.Errorf("service %q has no healthy instance (see `meshctl services -n %s`)", name, ns)
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	if len(names) == 0 {
+		return nil, fmt.Errorf("service %q is not running: namespace %q has no services (start one with `meshctl run`)", name, ns)
+	}
+	return nil, fmt.Errorf("service %q is not running in namespace %q; it has: %s", name, ns, strings.Join(names, ", "))
+}
