@@ -8,7 +8,7 @@ LDFLAGS  := -X github.com/micromesh/micromesh/internal/version.Version=$(VERSION
 TOOLS    := tools/go.mod tools/go.sum
 GOFILES   = $(shell git ls-files --cached --others --exclude-standard '*.go')
 
-.PHONY: build run test test-go lint proto proto-check bench bench-dataplane deps nginx tools clean
+.PHONY: build run test test-go lint proto proto-check bench bench-dataplane deps nginx postgres tools clean
 
 build: ## bin/meshctl
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/meshctl ./cmd/meshctl
@@ -18,7 +18,7 @@ run: build ## start the server in the foreground with embedded defaults
 
 test: lint proto-check test-go ## the whole suite: lint, generated code, tests with -race
 
-test-go: deps bin/consul
+test-go: deps postgres bin/consul
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 lint: bin/staticcheck ## gofmt, go vet, staticcheck
@@ -56,6 +56,11 @@ bench-dataplane: build bin/fortio nginx
 # Programs the tests run that are not Go modules.
 deps:
 	@command -v openssl >/dev/null || { echo "installing openssl"; apt-get install -y openssl >/dev/null || { apt-get update >/dev/null && apt-get install -y openssl >/dev/null; }; }
+
+# PostgreSQL for the store's integration tests (internal/pgtest starts its
+# own server from these binaries; the package's own cluster is not used).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { echo "installing postgresql"; (apt-get install -y postgresql >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y postgresql >/dev/null; }); }
 
 # nginx, the baseline of bench-dataplane, from Debian; the package starts a
 # system nginx on port 80, which the benchmark does not need.

@@ -23,6 +23,7 @@ type serverOptions struct {
 	registry    string
 	consulAddr  string
 	natsURL     string
+	storePG     string
 }
 
 func (o *serverOptions) validate() error {
@@ -94,7 +95,7 @@ it. It serves the control plane's gRPC APIs with mTLS on --addr and /metrics,
 			}()
 			err = srv.Run(cpCtx, func(info home.ServerInfo) {
 				mu.Lock()
-				host, hostErr = platform.Start(cmd.Context(), platform.Options{Home: g.homeDir(), ControlPlane: info.Address, NATSURL: o.natsURL, Logger: log})
+				host, hostErr = platform.Start(cmd.Context(), platform.Options{Home: g.homeDir(), ControlPlane: info.Address, NATSURL: o.natsURL, StorePostgres: o.storePG, Logger: log})
 				mu.Unlock()
 				if hostErr != nil {
 					stopCP()
@@ -116,6 +117,7 @@ it. It serves the control plane's gRPC APIs with mTLS on --addr and /metrics,
 	f.StringVar(&o.registry, "registry", controlplane.RegistryEmbedded, "service registry: embedded (bbolt under $MESH_HOME/registry) or consul")
 	f.StringVar(&o.consulAddr, "consul-addr", envconfig.Get(envconfig.ConsulAddr, envconfig.DefaultConsulAddr), "Consul agent HTTP address, with --registry consul ($"+envconfig.ConsulAddr+")")
 	f.StringVar(&o.natsURL, "nats-url", "", "an external NATS cluster for the broker, events and config (default: one runs in-process, files under $MESH_HOME/nats)")
+	f.StringVar(&o.storePG, "store-postgres", "", "keep the store's records in PostgreSQL (a DSN, postgres://…) instead of bbolt under $MESH_HOME/store")
 	f.StringVar(&o.logLevel, "log-level", envconfig.Get(envconfig.LogLevel, "info"), "debug, info, warn or error ($"+envconfig.LogLevel+")")
 	return cmd
 }

@@ -47,6 +47,9 @@ type Options struct {
 	// NATSURL points the broker (and later events and config) at an
 	// external NATS cluster; empty runs one in-process.
 	NATSURL string
+	// StorePostgres, if set, is the PostgreSQL DSN the store keeps its
+	// records in instead of the embedded bbolt file.
+	StorePostgres string
 	// EventsRetention is how long events are kept (default 24 h).
 	EventsRetention time.Duration
 	Logger          *slog.Logger
@@ -69,7 +72,12 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 			h.Stop()
 		}
 	}()
-	b, err := store.OpenBolt(filepath.Join(string(o.Home), "store", "store.db"), 0, o.Logger.With("component", "store", "backend", "bbolt"))
+	var b store.Backend
+	if o.StorePostgres != "" {
+		b, err = store.OpenPostgres(ctx, o.StorePostgres, 0, o.Logger.With("component", "store", "backend", "postgres"))
+	} else {
+		b, err = store.OpenBolt(filepath.Join(string(o.Home), "store", "store.db"), 0, o.Logger.With("component", "store", "backend", "bbolt"))
+	}
 	if err != nil {
 		return nil, err
 	}
