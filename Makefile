@@ -45,6 +45,7 @@ bench: ## benchmarks, each with its same-run baseline (the convergence runs take
 	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./identity/... ./xds/
 	$(GO) test -run '^$$' -bench Convergence -benchtime 20x -timeout 60m ./controlplane/
 	$(GO) test -run '^$$' -bench FrameworkCall -benchtime 3s ./service/
+	$(GO) test -run '^$$' -bench Platform -benchtime 1x ./platform/
 	$(MAKE) bench-dataplane
 
 # The data plane against a direct connection and an nginx mTLS pair, all in
