@@ -24,6 +24,7 @@ type serverOptions struct {
 	consulAddr  string
 	natsURL     string
 	storePG     string
+	retention   time.Duration
 }
 
 func (o *serverOptions) validate() error {
@@ -35,6 +36,9 @@ func (o *serverOptions) validate() error {
 	}
 	if o.certTTL < 0 {
 		return fmt.Errorf("--cert-ttl %v must be positive", o.certTTL)
+	}
+	if o.retention <= 0 {
+		return fmt.Errorf("--events-retention %v must be positive", o.retention)
 	}
 	return nil
 }
@@ -95,7 +99,7 @@ it. It serves the control plane's gRPC APIs with mTLS on --addr and /metrics,
 			}()
 			err = srv.Run(cpCtx, func(info home.ServerInfo) {
 				mu.Lock()
-				host, hostErr = platform.Start(cmd.Context(), platform.Options{Home: g.homeDir(), ControlPlane: info.Address, NATSURL: o.natsURL, StorePostgres: o.storePG, Logger: log})
+				host, hostErr = platform.Start(cmd.Context(), platform.Options{Home: g.homeDir(), ControlPlane: info.Address, NATSURL: o.natsURL, StorePostgres: o.storePG, EventsRetention: o.retention, Logger: log})
 				mu.Unlock()
 				if hostErr != nil {
 					stopCP()
@@ -118,6 +122,7 @@ it. It serves the control plane's gRPC APIs with mTLS on --addr and /metrics,
 	f.StringVar(&o.consulAddr, "consul-addr", envconfig.Get(envconfig.ConsulAddr, envconfig.DefaultConsulAddr), "Consul agent HTTP address, with --registry consul ($"+envconfig.ConsulAddr+")")
 	f.StringVar(&o.natsURL, "nats-url", "", "an external NATS cluster for the broker, events and config (default: one runs in-process, files under $MESH_HOME/nats)")
 	f.StringVar(&o.storePG, "store-postgres", "", "keep the store's records in PostgreSQL (a DSN, postgres://…) instead of bbolt under $MESH_HOME/store")
+	f.DurationVar(&o.retention, "events-retention", 24*time.Hour, "how long events are kept")
 	f.StringVar(&o.logLevel, "log-level", envconfig.Get(envconfig.LogLevel, "info"), "debug, info, warn or error ($"+envconfig.LogLevel+")")
 	return cmd
 }

@@ -49,12 +49,13 @@ func rate(b *testing.B, n, conc int, op func(i int) error) float64 {
 	return float64(n) / time.Since(start).Seconds()
 }
 
-func dial(b *testing.B, outbound, authority string) *grpc.ClientConn {
+// dialT connects to a platform service through a sidecar's outbound.
+func dialT(t testing.TB, outbound, authority string) *grpc.ClientConn {
 	conn, err := grpc.NewClient("passthrough:///"+outbound, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(authority))
 	if err != nil {
-		b.Fatal(err)
+		t.Fatal(err)
 	}
-	b.Cleanup(func() { conn.Close() })
+	t.Cleanup(func() { conn.Close() })
 	return conn
 }
 
@@ -68,9 +69,9 @@ func BenchmarkPlatform(b *testing.B) {
 	cp := meshtest.NewEnv(b).StartControlPlane()
 	cp.StartPlatform()
 	out := cp.StartSidecar("bench", "client").Info.Outbound
-	st := stclient.NewClient(dial(b, out, stclient.ServiceName))
-	ev := evclient.NewClient(dial(b, out, evclient.ServiceName))
-	cfg := cfgclient.NewClient(dial(b, out, cfgclient.ServiceName))
+	st := stclient.NewClient(dialT(b, out, stclient.ServiceName))
+	ev := evclient.NewClient(dialT(b, out, evclient.ServiceName))
+	cfg := cfgclient.NewClient(dialT(b, out, cfgclient.ServiceName))
 	ctx := context.Background()
 	for i := 0; ; i++ { // until the primitives are in the client's config
 		if _, err := cfg.Set(ctx, "warm", 1); err == nil {

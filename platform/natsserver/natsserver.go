@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -95,6 +96,17 @@ func loadOrCreateCredentials(path string) (credentials, error) {
 
 // URL is where clients connect.
 func (s *Server) URL() string { return s.url }
+
+// URLWithCredentials is URL with the user and password in it: what
+// another server's --nats-url takes. It holds a secret; do not log it.
+func (s *Server) URLWithCredentials() string {
+	u, err := url.Parse(s.url)
+	if err != nil {
+		return s.url
+	}
+	u.User = url.UserPassword(s.creds.User, s.creds.Password)
+	return u.String()
+}
 
 // Connect returns a client of this server, named for what uses it.
 func (s *Server) Connect(name string) (*nats.Conn, error) {
