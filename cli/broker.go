@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	"github.com/micromesh/micromesh/identity"
 	client "github.com/micromesh/micromesh/service/broker"
@@ -25,17 +26,25 @@ func (o *brokerOptions) add(cmd *cobra.Command) {
 // withBroker calls the broker through the mesh as the CLI's admin
 // identity; timeout 0 means until ctx ends.
 func withBroker(ctx context.Context, g *globalOptions, o *brokerOptions, timeout time.Duration, call func(context.Context, *client.Client) error) error {
+	return withPlatform(ctx, g, o.controlPlane, "broker", timeout, func(ctx context.Context, conn *grpc.ClientConn) error {
+		return call(ctx, client.NewClient(conn))
+	})
+}
+
+// withPlatform connects to platform service name through the mesh as the
+// CLI's admin identity and runs call; timeout 0 means until ctx ends.
+func withPlatform(ctx context.Context, g *globalOptions, controlPlane, name string, timeout time.Duration, call func(context.Context, *grpc.ClientConn) error) error {
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	conn, err := dialService(ctx, g, &serviceTarget{namespace: identity.SystemNamespace, controlPlane: o.controlPlane}, "broker")
+	conn, err := dialService(ctx, g, &serviceTarget{namespace: identity.SystemNamespace, controlPlane: controlPlane}, name)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	return call(ctx, client.NewClient(conn))
+	return call(ctx, conn)
 }
 
 func newBrokerCommand(g *globalOptions, s Streams) *cobra.Command {

@@ -7,22 +7,17 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
-	"github.com/micromesh/micromesh/identity"
 	client "github.com/micromesh/micromesh/service/config"
 )
 
 // withConfig calls the config service through the mesh as the CLI's
 // admin identity.
 func withConfig(ctx context.Context, g *globalOptions, o *brokerOptions, call func(context.Context, *client.Client) error) error {
-	ctx, cancel := context.WithTimeout(ctx, adminCallTimeout)
-	defer cancel()
-	conn, err := dialService(ctx, g, &serviceTarget{namespace: identity.SystemNamespace, controlPlane: o.controlPlane}, "config")
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return call(ctx, client.NewClient(conn))
+	return withPlatform(ctx, g, o.controlPlane, "config", adminCallTimeout, func(ctx context.Context, conn *grpc.ClientConn) error {
+		return call(ctx, client.NewClient(conn))
+	})
 }
 
 func newConfigCommand(g *globalOptions, s Streams) *cobra.Command {

@@ -8,25 +8,17 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
-	"github.com/micromesh/micromesh/identity"
 	client "github.com/micromesh/micromesh/service/events"
 )
 
 // withEvents calls the events service through the mesh as the CLI's admin
 // identity; timeout 0 means until ctx ends.
 func withEvents(ctx context.Context, g *globalOptions, o *brokerOptions, timeout time.Duration, call func(context.Context, *client.Client) error) error {
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	conn, err := dialService(ctx, g, &serviceTarget{namespace: identity.SystemNamespace, controlPlane: o.controlPlane}, "events")
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	return call(ctx, client.NewClient(conn))
+	return withPlatform(ctx, g, o.controlPlane, "events", timeout, func(ctx context.Context, conn *grpc.ClientConn) error {
+		return call(ctx, client.NewClient(conn))
+	})
 }
 
 // printEvent writes one event per line: sequence, time, payload.

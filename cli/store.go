@@ -32,14 +32,9 @@ func (o *storeOptions) scope() []client.Option {
 
 // withStore calls the store through the mesh as the CLI's admin identity.
 func withStore(ctx context.Context, g *globalOptions, o *storeOptions, call func(context.Context, *client.Client) error) error {
-	ctx, cancel := context.WithTimeout(ctx, adminCallTimeout)
-	defer cancel()
-	conn, err := dialService(ctx, g, &serviceTarget{namespace: identity.SystemNamespace, controlPlane: o.controlPlane}, "store")
-	if err != nil {
-		return err
-	}
-	defer func(c *grpc.ClientConn) { c.Close() }(conn)
-	return call(ctx, client.NewClient(conn))
+	return withPlatform(ctx, g, o.controlPlane, "store", adminCallTimeout, func(ctx context.Context, conn *grpc.ClientConn) error {
+		return call(ctx, client.NewClient(conn))
+	})
 }
 
 type recordJSON struct {

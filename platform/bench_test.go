@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/micromesh/micromesh/internal/meshtest"
 	"github.com/micromesh/micromesh/platform/store"
 	cfgclient "github.com/micromesh/micromesh/service/config"
@@ -49,16 +46,6 @@ func rate(b *testing.B, n, conc int, op func(i int) error) float64 {
 	return float64(n) / time.Since(start).Seconds()
 }
 
-// dialT connects to a platform service through a sidecar's outbound.
-func dialT(t testing.TB, outbound, authority string) *grpc.ClientConn {
-	conn, err := grpc.NewClient("passthrough:///"+outbound, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(authority))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
-}
-
 // BenchmarkPlatform measures the primitives through the mesh — a client
 // behind its own sidecar, HTTP/3 to the primitive's sidecar — beside the
 // store's backend called in-process, in one run, 16 concurrent clients:
@@ -69,9 +56,9 @@ func BenchmarkPlatform(b *testing.B) {
 	cp := meshtest.NewEnv(b).StartControlPlane()
 	cp.StartPlatform()
 	out := cp.StartSidecar("bench", "client").Info.Outbound
-	st := stclient.NewClient(dialT(b, out, stclient.ServiceName))
-	ev := evclient.NewClient(dialT(b, out, evclient.ServiceName))
-	cfg := cfgclient.NewClient(dialT(b, out, cfgclient.ServiceName))
+	st := stclient.NewClient(meshtest.DialThrough(b, out, stclient.ServiceName))
+	ev := evclient.NewClient(meshtest.DialThrough(b, out, evclient.ServiceName))
+	cfg := cfgclient.NewClient(meshtest.DialThrough(b, out, cfgclient.ServiceName))
 	ctx := context.Background()
 	for i := 0; ; i++ { // until the primitives are in the client's config
 		if _, err := cfg.Set(ctx, "warm", 1); err == nil {

@@ -31,8 +31,8 @@ func TestExternalNATS(t *testing.T) {
 	}
 	defer h.Stop()
 	out := cp.StartSidecar("shop", "web").Info.Outbound
-	ev := evclient.NewClient(dialT(t, out, evclient.ServiceName))
-	br := brclient.NewClient(dialT(t, out, brclient.ServiceName))
+	ev := evclient.NewClient(meshtest.DialThrough(t, out, evclient.ServiceName))
+	br := brclient.NewClient(meshtest.DialThrough(t, out, brclient.ServiceName))
 	for i := 0; ; i++ {
 		if _, err = ev.Publish(ctx, "orders", []byte("one")); err == nil {
 			break

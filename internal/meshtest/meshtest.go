@@ -21,6 +21,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/micromesh/micromesh/controlplane"
 	"github.com/micromesh/micromesh/controlplane/registry"
@@ -391,4 +392,16 @@ func (c *ControlPlane) StartPlatform() {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.Stop)
+}
+
+// DialThrough connects to service authority (`name.namespace`) through a
+// sidecar's outbound listener, as service.Dial does inside a service.
+func DialThrough(t testing.TB, outbound, authority string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///"+outbound, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(authority))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }

@@ -8,23 +8,16 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/micromesh/micromesh/internal/meshtest"
 	client "github.com/micromesh/micromesh/service/broker"
 )
 
-func brokerThrough(t *testing.T, outbound string) *client.Client {
-	t.Helper()
-	conn, err := grpc.NewClient("passthrough:///"+outbound, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(client.ServiceName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return client.NewClient(conn)
+// through connects to the primitive through a sidecar's outbound.
+func through(t *testing.T, outbound string) *client.Client {
+	return client.NewClient(meshtest.DialThrough(t, outbound, client.ServiceName))
 }
 
 // subscribe retries while the broker is not yet in the caller's config.
@@ -45,8 +38,8 @@ func subscribe(ctx context.Context, t *testing.T, c *client.Client, topic string
 func TestBrokerOnTheMesh(t *testing.T) {
 	cp := meshtest.NewEnv(t).StartControlPlane()
 	cp.StartPlatform()
-	a := brokerThrough(t, cp.StartSidecar("team-a", "web").Info.Outbound)
-	b := brokerThrough(t, cp.StartSidecar("team-b", "web").Info.Outbound)
+	a := through(t, cp.StartSidecar("team-a", "web").Info.Outbound)
+	b := through(t, cp.StartSidecar("team-b", "web").Info.Outbound)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 

@@ -6,23 +6,16 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/micromesh/micromesh/internal/meshtest"
 	client "github.com/micromesh/micromesh/service/events"
 )
 
-func eventsThrough(t *testing.T, outbound string) *client.Client {
-	t.Helper()
-	conn, err := grpc.NewClient("passthrough:///"+outbound, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(client.ServiceName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return client.NewClient(conn)
+// through connects to the primitive through a sidecar's outbound.
+func through(t *testing.T, outbound string) *client.Client {
+	return client.NewClient(meshtest.DialThrough(t, outbound, client.ServiceName))
 }
 
 func next(t *testing.T, c *client.Consumer) *client.Event {
@@ -51,8 +44,8 @@ func next(t *testing.T, c *client.Consumer) *client.Event {
 func TestEventsOnTheMesh(t *testing.T) {
 	cp := meshtest.NewEnv(t).StartControlPlane()
 	cp.StartPlatform()
-	a := eventsThrough(t, cp.StartSidecar("team-a", "web").Info.Outbound)
-	b := eventsThrough(t, cp.StartSidecar("team-b", "web").Info.Outbound)
+	a := through(t, cp.StartSidecar("team-a", "web").Info.Outbound)
+	b := through(t, cp.StartSidecar("team-b", "web").Info.Outbound)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 

@@ -7,9 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/micromesh/micromesh/internal/meshtest"
@@ -17,16 +15,9 @@ import (
 	client "github.com/micromesh/micromesh/service/store"
 )
 
-// storeThrough connects to the store through a sidecar's outbound, as
-// service.Dial does inside a service.
-func storeThrough(t *testing.T, outbound string) *client.Client {
-	t.Helper()
-	conn, err := grpc.NewClient("passthrough:///"+outbound, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(client.ServiceName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return client.NewClient(conn)
+// through connects to the primitive through a sidecar's outbound.
+func through(t *testing.T, outbound string) *client.Client {
+	return client.NewClient(meshtest.DialThrough(t, outbound, client.ServiceName))
 }
 
 // Two services of the same name in two namespaces use the store through
@@ -35,8 +26,8 @@ func storeThrough(t *testing.T, outbound string) *client.Client {
 func TestStoreOnTheMesh(t *testing.T) {
 	cp := meshtest.NewEnv(t).StartControlPlane()
 	cp.StartPlatform()
-	a := storeThrough(t, cp.StartSidecar("team-a", "web").Info.Outbound)
-	b := storeThrough(t, cp.StartSidecar("team-b", "web").Info.Outbound)
+	a := through(t, cp.StartSidecar("team-a", "web").Info.Outbound)
+	b := through(t, cp.StartSidecar("team-b", "web").Info.Outbound)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
