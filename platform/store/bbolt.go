@@ -140,6 +140,31 @@ func prefixEnd(p []byte) []byte {
 	return nil
 }
 
+// page hands keep the live records matching q after its offset, at most
+// its limit, in its order.
+func (b *Bolt) page(tx *bolt.Tx, s Scope, q Query, now time.Time, keep func(Record)) error {
+	skip, kept := q.Offset, 0
+	var err error
+	b.scan(tx, s, q, func(k, v []byte) bool {
+		r, derr := decodeRecord(k, v)
+		if derr != nil {
+			err = derr
+			return false
+		}
+		if r.expired(now) {
+			return true
+		}
+		if skip > 0 {
+			skip--
+			return true
+		}
+		keep(r)
+		kept++
+		return q.Limit == 0 || kept < q.Limit
+	})
+	return err
+}
+
 // Read implements Backend.
 func (b *Bolt) Read(ctx context.Context, s Scope, q Query) ([]Record, error) {
 	now := b.now()
@@ -164,27 +189,11 @@ func (b *Bolt) Read(ctx context.Context, s Scope, q Query) ([]Record, error) {
 			out = []Record{r}
 			return nil
 		}
-		skip := q.Offset
-		var err error
-		b.scan(tx, s, q, func(k, v []byte) bool {
-			r, derr := decodeRecord(k, v)
-			if derr != nil {
-				err = derr
-				return false
-			}
-			if r.expired(now) {
-				return true
-			}
-			if skip > 0 {
-				skip--
-				return true
-			}
+		return b.page(tx, s, q, now, func(r Record) {
 			// Values are only valid inside the transaction.
 			r.Value = slices.Clone(r.Value)
 			out = append(out, r)
-			return q.Limit == 0 || len(out) < q.Limit
 		})
-		return err
 	})
 	if err != nil {
 		return nil, err
@@ -227,25 +236,7 @@ func (b *Bolt) List(ctx context.Context, s Scope, q Query) ([]string, error) {
 	now := b.now()
 	out := []string{}
 	err := b.db.View(func(tx *bolt.Tx) error {
-		skip := q.Offset
-		var err error
-		b.scan(tx, s, q, func(k, v []byte) bool {
-			r, derr := decodeRecord(k, v)
-			if derr != nil {
-				err = derr
-				return false
-			}
-			if r.expired(now) {
-				return true
-			}
-			if skip > 0 {
-				skip--
-				return true
-			}
-			out = append(out, string(k))
-			return q.Limit == 0 || len(out) < q.Limit
-		})
-		return err
+		return b.page(tx, s, q, now, func(r Record) { out = append(out, r.Key) })
 	})
 	return out, err
 }
