@@ -161,9 +161,12 @@ func newADS(log *slog.Logger, bundle *identity.Bundle, m *xdsMetrics) *ads {
 		sidecars:  cache.NewSnapshotCache(true, cache.IDHash{}, cpLogger{log}),
 		proxyless: cache.NewSnapshotCache(false, cache.IDHash{}, cpLogger{log}),
 		m:         m,
-		gen:       &generation{mesh: &xds.Mesh{}, shared: map[[2]string]*sharedView{}},
-		streams:   map[int64]*adsStream{},
-		nodes:     map[string]*nodeState{},
+		// Before the registry's first snapshot the mesh has no services, but
+		// it has its trust bundle: a proxy connecting now gets a complete
+		// (if empty) config, not a trust bundle it must refuse.
+		gen:     &generation{mesh: &xds.Mesh{TrustDomain: bundle.TrustDomain(), Roots: identity.EncodeCertificates(bundle.Roots())}, shared: map[[2]string]*sharedView{}},
+		streams: map[int64]*adsStream{},
+		nodes:   map[string]*nodeState{},
 	}
 	a.mux = &cache.MuxCache{
 		Classify:      func(r *cache.Request) string { return cacheClass(r.GetNode()) },

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -130,5 +131,19 @@ func TestEjectionSurvivesConfigUpdate(t *testing.T) {
 	b2 := newBalancer(cluster(false, ep("a", true), ep("b", true), ep("c", true), ep("d", true)), b)
 	if b2.eps[0].available(now) {
 		t.Fatal("an endpoint's ejection was forgotten by an EDS update")
+	}
+}
+
+func TestGRPCDeadlinePassed(t *testing.T) {
+	start := time.Now().Add(-time.Second)
+	for v, want := range map[string]bool{"500m": true, "2S": false, "999999u": true, "1H": false, "": false, "x": false, "10q": false} {
+		r := httptest.NewRequest("POST", "/svc/M", nil)
+		r.Header.Set("Content-Type", "application/grpc")
+		if v != "" {
+			r.Header.Set("Grpc-Timeout", v)
+		}
+		if got := grpcDeadlinePassed(r, start); got != want {
+			t.Errorf("grpc-timeout %q: %v, want %v", v, got, want)
+		}
 	}
 }

@@ -165,6 +165,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route
 	case errors.Is(lastErr, context.DeadlineExceeded):
 		p.localFor(w, r, dir, source, dest, http.StatusGatewayTimeout,
 			fmt.Sprintf("micromesh: %s did not answer within the route timeout (%v)", up.cluster.Name, rt.Timeout), start)
+	case grpcDeadlinePassed(r, start):
+		// The server gave up at the caller's deadline and reset the stream:
+		// the caller's deadline is what happened, not an unavailable server.
+		p.localFor(w, r, dir, source, dest, http.StatusGatewayTimeout,
+			fmt.Sprintf("micromesh: %s did not answer within the caller's deadline (grpc-timeout %s)", up.cluster.Name, r.Header.Get("Grpc-Timeout")), start)
 	case dir == inbound && up.cluster.Transport == config.TransportPlain:
 		p.localFor(w, r, dir, source, dest, http.StatusServiceUnavailable,
 			fmt.Sprintf("micromesh: the app at %s is not answering: %v", tried[0].addr, lastErr), start)
@@ -350,6 +355,21 @@ func (p *Proxy) copyResponse(w http.ResponseWriter, r *http.Request, resp *http.
 		h[http.TrailerPrefix+k] = vv
 	}
 	return resp.StatusCode
+}
+
+// grpcDeadlinePassed reports whether a gRPC request's grpc-timeout, counted
+// from start, has passed.
+func grpcDeadlinePassed(r *http.Request, start time.Time) bool {
+	v := r.Header.Get("Grpc-Timeout")
+	if !isGRPC(r) || len(v) < 2 {
+		return false
+	}
+	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
+	if err != nil {
+		return false
+	}
+	unit := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second, 'm': time.Millisecond, 'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
+	return unit != 0 && time.Since(start) >= time.Duration(n)*unit
 }
 
 func isGRPC(r *http.Request) bool {

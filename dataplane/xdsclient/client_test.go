@@ -108,7 +108,12 @@ func testClientFollowsTheMesh(t *testing.T, opts ...xdsclient.Option) {
 	cp := meshtest.NewEnv(t).StartControlPlane()
 	register(t, cp, "hello-1", "hello")
 	sc := startSidecar(t, cp, nil, opts...)
-	waitUntil(t, "hello has one endpoint", func() bool { return sc.endpoints("hello.default") == 1 })
+	// Resources arrive in more than one response (the secret may come after
+	// the endpoints): wait for all of them.
+	waitUntil(t, "hello has one endpoint and the secret is in", func() bool {
+		c := sc.cfg.Load()
+		return sc.endpoints("hello.default") == 1 && c != nil && c.Certificate != nil
+	})
 	c := sc.cfg.Load()
 	if c.Outbound == nil || c.Inbound == nil || c.InboundQUIC == nil || c.Routes["outbound"].Lookup("hello") == nil || c.Certificate == nil || len(c.Roots) == 0 {
 		t.Fatalf("incomplete config: %+v", c)
