@@ -17,6 +17,7 @@ import (
 
 	"github.com/micromesh/micromesh/identity"
 	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
+	"github.com/micromesh/micromesh/runtime"
 )
 
 // runtimeCallTimeout bounds run and update: a cold build takes a while.
@@ -35,11 +36,6 @@ func withRuntime(ctx context.Context, g *globalOptions, controlPlane string, tim
 	}
 	defer conn.Close()
 	return call(ctx, runtimev1.NewRuntimeServiceClient(conn))
-}
-
-// isGitSource tells a git URL from a path, as the runtime does.
-func isGitSource(s string) bool {
-	return strings.Contains(s, "://") || strings.HasPrefix(s, "git@") || strings.HasSuffix(strings.SplitN(s, "@", 2)[0], ".git")
 }
 
 type runOptions struct {
@@ -75,7 +71,7 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 				return fmt.Errorf("one source; the app's arguments go after --, as in: meshctl run %s -- %s", args[0], strings.Join(args[1:], " "))
 			}
 			src := args[0]
-			if !isGitSource(src) {
+			if !runtime.IsGit(src) {
 				abs, err := filepath.Abs(src)
 				if err != nil {
 					return err

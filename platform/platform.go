@@ -256,7 +256,7 @@ func (h *Host) serve(ctx context.Context, o Options, name string, register func(
 	case err := <-ran:
 		stopService()
 		<-served
-		return fmt.Errorf("%s: sidecar: %w", name, errors.Join(err, errors.New("exited before it was ready")))
+		return fmt.Errorf("%s: the sidecar exited before it was ready: %w", name, err)
 	case <-ctx.Done():
 		stop()
 		return ctx.Err()

@@ -184,7 +184,7 @@ func (in *instance) waitListening(ctx context.Context) error {
 		case <-in.sidecar.exited:
 			return fmt.Errorf("%w: %s", ErrStart, in.sidecar.describeExit("the sidecar of "+in.id))
 		case <-ctx.Done():
-			return fmt.Errorf("%w: the sidecar of %s did not listen within %v; its last lines:\n  %s", ErrStart, in.id, in.rt.o.StartTimeout, joinLines(in.sidecarTail.lines(), "\n  "))
+			return fmt.Errorf("%w: the sidecar of %s did not listen within %v; its last lines:\n  %s", ErrStart, in.id, in.rt.o.StartTimeout, strings.Join(in.sidecarTail.lines(), "\n  "))
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -201,7 +201,7 @@ func (in *instance) waitReady(ctx context.Context) error {
 			return fmt.Errorf("%w: %s", ErrStart, in.sidecar.describeExit("the sidecar of "+in.id))
 		case <-ctx.Done():
 			return fmt.Errorf("%w: %s did not become healthy within %v (is it serving gRPC health on $MESH_ADDRESS?); its last lines:\n  %s",
-				ErrStart, in.id, in.rt.o.StartTimeout, joinLines(in.appTail.lines(), "\n  "))
+				ErrStart, in.id, in.rt.o.StartTimeout, strings.Join(in.appTail.lines(), "\n  "))
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -109,20 +110,9 @@ func (p *proc) describeExit(what string) string {
 		msg = what + " was killed by a signal"
 	}
 	if lines := p.tail.lines(); len(lines) > 0 {
-		msg += "; its last lines:\n  " + joinLines(lines, "\n  ")
+		msg += "; its last lines:\n  " + strings.Join(lines, "\n  ")
 	}
 	return msg
-}
-
-func joinLines(lines []string, sep string) string {
-	out := ""
-	for i, l := range lines {
-		if i > 0 {
-			out += sep
-		}
-		out += l
-	}
-	return out
 }
 
 // tail keeps the last lines of a process's output.

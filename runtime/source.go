@@ -21,8 +21,8 @@ type source struct {
 	ref string // git ref ("" for the default branch)
 }
 
-// isGit tells a git URL from a path.
-func isGit(s string) bool {
+// IsGit tells a git URL from a path (the CLI makes paths absolute, not URLs).
+func IsGit(s string) bool {
 	return strings.Contains(s, "://") || strings.HasPrefix(s, "git@") || strings.HasSuffix(strings.SplitN(s, "@", 2)[0], ".git")
 }
 
@@ -32,7 +32,7 @@ func parseSource(s string) (source, error) {
 	if s == "" {
 		return source{}, fmt.Errorf("%w: no source: give a directory with a main package, or a git URL", ErrInvalid)
 	}
-	if !isGit(s) {
+	if !IsGit(s) {
 		if !filepath.IsAbs(s) {
 			return source{}, fmt.Errorf("%w: source %q: the path must be absolute", ErrInvalid, s)
 		}

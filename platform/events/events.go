@@ -80,24 +80,21 @@ func streamName(ns, topic string) string {
 	return "EV_" + ns + "_" + hex.EncodeToString(h[:8])
 }
 
-// stream returns the topic's stream, creating it on first use.
-func (s *Server) stream(ctx context.Context, ns, topic string, create bool) (jetstream.Stream, error) {
+// ensure makes the topic's stream exist: created on first use, then
+// remembered, so a publish costs no lookup.
+func (s *Server) ensure(ctx context.Context, ns, topic string) error {
 	name := streamName(ns, topic)
-	if _, ok := s.streams.Load(name); ok || !create {
-		st, err := s.js.Stream(ctx, name)
-		if err == nil || !create || !errors.Is(err, jetstream.ErrStreamNotFound) {
-			return st, err
-		}
+	if _, ok := s.streams.Load(name); ok {
+		return nil
 	}
-	st, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	_, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: name, Description: ns + "/" + topic, Subjects: []string{subject(ns, topic)},
 		Storage: jetstream.FileStorage, Retention: jetstream.LimitsPolicy, MaxAge: s.retention,
 	})
-	if err != nil {
-		return nil, err
+	if err == nil {
+		s.streams.Store(name, true)
 	}
-	s.streams.Store(name, true)
-	return st, nil
+	return err
 }
 
 func unavailable(err error) error {
@@ -136,7 +133,7 @@ func (s *Server) Publish(ctx context.Context, req *eventsv1.PublishRequest) (*ev
 }
 
 func (s *Server) publish(ctx context.Context, ns, topic string, payload []byte, md map[string]string, publisher string) (uint64, error) {
-	if _, err := s.stream(ctx, ns, topic, true); err != nil {
+	if err := s.ensure(ctx, ns, topic); err != nil {
 		return 0, err
 	}
 	msg := nats.NewMsg(subject(ns, topic))
@@ -146,6 +143,15 @@ func (s *Server) publish(ctx context.Context, ns, topic string, payload []byte, 
 		msg.Header.Set(hdrMeta+k, v)
 	}
 	ack, err := s.js.PublishMsg(ctx, msg)
+	if errors.Is(err, jetstream.ErrNoStreamResponse) {
+		// The stream went away behind our back (deleted by an operator):
+		// make it again, once.
+		s.streams.Delete(streamName(ns, topic))
+		if err := s.ensure(ctx, ns, topic); err != nil {
+			return 0, err
+		}
+		ack, err = s.js.PublishMsg(ctx, msg)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -184,7 +190,7 @@ func (s *Server) Read(ctx context.Context, req *eventsv1.ReadRequest) (*eventsv1
 		return nil, status.Errorf(codes.InvalidArgument, "limit %d: at most %d", limit, MaxReadLimit)
 	}
 	offset := max(req.GetOffset(), 1)
-	st, err := s.stream(ctx, ns, req.GetTopic(), false)
+	st, err := s.js.Stream(ctx, streamName(ns, req.GetTopic()))
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		if offset > 1 {
 			return nil, status.Errorf(codes.OutOfRange, "offset %d is beyond topic %s, which has no events", offset, req.GetTopic())
@@ -250,7 +256,10 @@ func (s *Server) Consume(stream grpc.BidiStreamingServer[eventsv1.ConsumeRequest
 			return status.Errorf(codes.InvalidArgument, "ack wait %v: at least %v", ackWait, MinAckWait)
 		}
 	}
-	st, err := s.stream(ctx, ns, topic, true)
+	if err := s.ensure(ctx, ns, topic); err != nil {
+		return unavailable(err)
+	}
+	st, err := s.js.Stream(ctx, streamName(ns, topic))
 	if err != nil {
 		return unavailable(err)
 	}
@@ -352,7 +361,9 @@ func (s *Server) Consume(stream grpc.BidiStreamingServer[eventsv1.ConsumeRequest
 			if n := req.GetNack(); n != nil {
 				_ = m.NakWithDelay(n.GetDelay().AsDuration())
 			} else {
-				_ = m.Ack()
+				// Confirmed by JetStream before the next request is read: once
+				// the client's stream ends, its acks are in.
+				_ = m.DoubleAck(ctx)
 			}
 		}
 	}()

@@ -105,8 +105,9 @@ func TestEventsOnTheMesh(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(200 * time.Millisecond) // the acks land
-	_ = m1.Close()
+	if err := m1.Close(); err != nil { // returns once the acks are in
+		t.Fatal(err)
+	}
 	m2, err := a.Consume(ctx, "orders", client.Group("audit"), client.AckWait(500*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)

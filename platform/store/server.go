@@ -164,7 +164,7 @@ func (s *Server) List(ctx context.Context, req *storev1.ListRequest) (*storev1.L
 
 // Databases implements the Store API: a workload sees its own.
 func (s *Server) Databases(ctx context.Context, _ *storev1.DatabasesRequest) (*storev1.DatabasesResponse, error) {
-	sc, err := scope(ctx, nil)
+	id, ns, err := tenancy.Namespace(ctx, "")
 	if err != nil {
 		return nil, err
 	}
@@ -172,12 +172,12 @@ func (s *Server) Databases(ctx context.Context, _ *storev1.DatabasesRequest) (*s
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	if id, _ := tenancy.Caller(ctx); tenancy.IsPlatform(id) {
+	if tenancy.IsPlatform(id) {
 		return &storev1.DatabasesResponse{Databases: all}, nil
 	}
 	out := []string{}
 	for _, d := range all {
-		if d == sc.Database {
+		if d == ns {
 			out = append(out, d)
 		}
 	}

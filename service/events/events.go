@@ -11,6 +11,7 @@ package events
 import (
 	"context"
 	"errors"
+	"io"
 	"sync"
 	"time"
 
@@ -192,11 +193,25 @@ func (c *Consumer) Nack(ev *Event, delay time.Duration) error {
 	return c.stream.Send(&eventsv1.ConsumeRequest{Kind: &eventsv1.ConsumeRequest_Nack{Nack: &eventsv1.Nack{Sequence: ev.Sequence, Delay: durationpb.New(delay)}}})
 }
 
-// Close ends the subscription (events not acknowledged come again).
+// Close ends the subscription and returns once the service has applied
+// every ack sent before it (events not acknowledged come again). Events
+// that arrive while it closes are dropped here: with AutoAck they count as
+// delivered, so use manual acks where every event matters.
 func (c *Consumer) Close() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.stream.CloseSend()
+	err := c.stream.CloseSend()
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	for {
+		if _, err := c.stream.Recv(); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
 }
 
 var defaultClient = sync.OnceValues(func() (*Client, error) {
