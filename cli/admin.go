@@ -6,13 +6,14 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/micromesh/micromesh/internal/join"
 	"github.com/micromesh/micromesh/internal/meshclient"
 )
 
 // adminConn connects to the control plane as the CLI's admin identity.
 func adminConn(ctx context.Context, g *globalOptions, addrFlag string) (*grpc.ClientConn, error) {
 	h := g.homeDir()
-	return meshclient.ControlPlane(ctx, h, controlPlaneAddr(addrFlag, h))
+	return meshclient.ControlPlane(ctx, h, join.ControlPlaneAddr(addrFlag, h))
 }
 
 // adminCallTimeout bounds one admin command's calls.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -16,40 +15,23 @@ import (
 	"github.com/micromesh/micromesh/controlplane"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/atomicfile"
-	"github.com/micromesh/micromesh/internal/envconfig"
+	"github.com/micromesh/micromesh/internal/join"
 	"github.com/micromesh/micromesh/xds"
 	"github.com/micromesh/micromesh/xds/bootstrap"
 )
 
 // joinOptions are the flags of commands that obtain a workload's credentials.
-type joinOptions struct {
-	serviceFlags
-	token        string
-	controlPlane string
-	bundle       string
-}
+type joinOptions struct{ join.Flags }
 
-func (o *joinOptions) add(cmd *cobra.Command) {
-	o.serviceFlags.add(cmd)
-	cmd.Flags().StringVar(&o.token, "token", "", "join token (default: $"+envconfig.Token+", else mint one from the local CA)")
-	cmd.Flags().StringVar(&o.controlPlane, "controlplane", "", "control plane address (default: the local server)")
-	cmd.Flags().StringVar(&o.bundle, "bundle", "", "trust bundle PEM to verify the control plane (default: the local CA's root)")
-}
+func (o *joinOptions) add(cmd *cobra.Command) { o.Flags.Add(cmd.Flags()) }
 
-// join gets credentials for the service, as `cert issue` does.
+// join gets credentials for the service into out, as `cert issue` does.
 func (o *joinOptions) join(ctx context.Context, g *globalOptions, out string) (*identity.Credentials, string, error) {
-	if o.token == "" {
-		o.token = os.Getenv(envconfig.Token) // the runtime hands it over here, not in argv
-	}
-	issue := certIssueOptions{serviceFlags: o.serviceFlags, token: o.token, out: out, controlPlane: o.controlPlane, bundle: o.bundle, timeout: 30 * time.Second}
-	if err := issue.validate(); err != nil {
+	if err := o.Validate(); err != nil {
 		return nil, "", err
 	}
-	if _, err := issue.run(ctx, g); err != nil {
-		return nil, "", err
-	}
-	creds, err := identity.LoadCredentials(out)
-	return creds, controlPlaneAddr(o.controlPlane, g.homeDir()), err
+	creds, err := join.Run(ctx, o.Options(g.homeDir(), localMint(g.homeDir()), out))
+	return creds, join.ControlPlaneAddr(o.ControlPlane, g.homeDir()), err
 }
 
 func newBootstrapCommand(g *globalOptions, s Streams) *cobra.Command {
@@ -175,7 +157,7 @@ meshctl cert issue) and reloads it when the directory changes.`,
 			}
 			certDir := abs(o.certDir)
 			b, err := bootstrap.Envoy(bootstrap.EnvoyOptions{
-				ControlPlane:   controlPlaneAddr(o.controlPlane, g.homeDir()),
+				ControlPlane:   join.ControlPlaneAddr(o.controlPlane, g.homeDir()),
 				ControlPlaneID: identity.ControlPlaneID(td).String(),
 				NodeID:         identity.NodeID(id, o.instance),
 				Cluster:        o.service,

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/internal/join"
 	"github.com/micromesh/micromesh/internal/meshclient"
 	"github.com/micromesh/micromesh/service/endpoints"
 )
@@ -38,7 +39,7 @@ func (t *serviceTarget) flagsShort(cmd *cobra.Command, short string) {
 // inbound): the CLI is a mesh client of its own.
 func dialService(ctx context.Context, g *globalOptions, t *serviceTarget, name string) (*grpc.ClientConn, error) {
 	h := g.homeDir()
-	return meshclient.DialService(ctx, h, controlPlaneAddr(t.controlPlane, h), t.namespace, name)
+	return meshclient.DialService(ctx, h, join.ControlPlaneAddr(t.controlPlane, h), t.namespace, name)
 }
 
 type callOptions struct {

@@ -16,6 +16,8 @@ import (
 
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/identity/ca"
+	"github.com/micromesh/micromesh/internal/home"
+	"github.com/micromesh/micromesh/internal/join"
 )
 
 func newCertCommand(g *globalOptions, s Streams) *cobra.Command {
@@ -44,15 +46,7 @@ func (f *serviceFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVarP(&f.namespace, "namespace", "n", identity.DefaultNamespace, "namespace (a DNS label)")
 }
 
-func (f *serviceFlags) validate() error {
-	if f.service == "" {
-		return errors.New("--service is required")
-	}
-	if err := identity.ValidateName("service name", f.service); err != nil {
-		return err
-	}
-	return identity.ValidateName("namespace", f.namespace)
-}
+func (f *serviceFlags) validate() error { return join.ValidateService(f.service, f.namespace) }
 
 // --- cert token ---
 
@@ -185,54 +179,34 @@ token carries.`,
 }
 
 func (o *certIssueOptions) run(ctx context.Context, g *globalOptions) (issueOutput, error) {
-	h := g.homeDir()
-	token := o.token
-	if token == "" {
-		signer, err := ca.LoadTokenSigner(h.CA())
-		if err != nil {
-			return issueOutput{}, fmt.Errorf("no --token given and none can be minted here: %w", err)
-		}
-		id, err := identity.ServiceID(signer.TrustDomain(), o.namespace, o.service)
-		if err != nil {
-			return issueOutput{}, err
-		}
-		if token, err = signer.Mint(id, time.Minute); err != nil {
-			return issueOutput{}, err
-		}
-	}
-	info, err := identity.InspectToken(token)
+	creds, err := join.Run(ctx, join.Options{
+		Service: o.service, Namespace: o.namespace, Token: o.token, Mint: localMint(g.homeDir()),
+		ControlPlane: o.controlPlane, Bundle: o.bundle, Home: g.homeDir(), Out: o.out, Timeout: o.timeout,
+	})
 	if err != nil {
-		return issueOutput{}, fmt.Errorf("--token: %w", err)
-	}
-	id, err := identity.ServiceID(info.ID.TrustDomain, o.namespace, o.service)
-	if err != nil {
-		return issueOutput{}, err
-	}
-	if id != info.ID {
-		return issueOutput{}, fmt.Errorf("the token is for %s, not %s: pass the matching --service and --namespace", info.ID, id)
-	}
-	var bundle *identity.Bundle
-	if pemRoots, from, err := loadRoots(o.bundle, h); err != nil {
-		return issueOutput{}, err
-	} else if pemRoots != nil {
-		if bundle, err = bundleFrom(pemRoots, from, id.TrustDomain); err != nil {
-			return issueOutput{}, err
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	creds, err := identity.Join(ctx, controlPlaneAddr(o.controlPlane, h), bundle, id, token)
-	if err != nil {
-		return issueOutput{}, err
-	}
-	if err := creds.WriteDir(o.out); err != nil {
 		return issueOutput{}, err
 	}
 	files := []string{identity.CertFile, identity.KeyFile, identity.BundleFile}
 	for i, f := range files {
 		files[i] = filepath.Join(o.out, f)
 	}
-	return issueOutput{ID: id.String(), Dir: o.out, Files: files, NotAfter: creds.Leaf().NotAfter.UTC()}, nil
+	return issueOutput{ID: creds.ID.String(), Dir: o.out, Files: files, NotAfter: creds.Leaf().NotAfter.UTC()}, nil
+}
+
+// localMint mints join tokens (one minute) from the CA in h: the server's,
+// when the CLI runs where the server does.
+func localMint(h home.Dir) func(service, namespace string) (string, error) {
+	return func(service, namespace string) (string, error) {
+		signer, err := ca.LoadTokenSigner(h.CA())
+		if err != nil {
+			return "", err
+		}
+		id, err := identity.ServiceID(signer.TrustDomain(), namespace, service)
+		if err != nil {
+			return "", err
+		}
+		return signer.Mint(id, time.Minute)
+	}
 }
 
 // --- cert inspect ---
@@ -286,7 +260,7 @@ local CA's root.`,
 			}
 			var bundle *identity.Bundle
 			var from string
-			if pemRoots, f, err := loadRoots(bundlePath, g.homeDir()); err != nil {
+			if pemRoots, f, err := join.LoadRoots(bundlePath, g.homeDir()); err != nil {
 				return err
 			} else if pemRoots != nil {
 				from = f
@@ -294,7 +268,7 @@ local CA's root.`,
 				if id, err := identity.IDFromCertificate(certs[0]); err == nil {
 					td = id.TrustDomain
 				}
-				if bundle, err = bundleFrom(pemRoots, f, td); err != nil {
+				if bundle, err = join.BundleFrom(pemRoots, f, td); err != nil {
 					return err
 				}
 			}
@@ -421,7 +395,7 @@ func newCertBundleCommand(g *globalOptions, s Streams) *cobra.Command {
 		Example: "  meshctl cert bundle > bundle.pem\n  meshctl cert bundle -o json",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			h := g.homeDir()
-			pemRoots, from, err := loadRoots("", h)
+			pemRoots, from, err := join.LoadRoots("", h)
 			if err != nil {
 				return err
 			}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/status"
 
+	"github.com/micromesh/micromesh/cli/sidecarcmd"
 	"github.com/micromesh/micromesh/internal/envconfig"
 	"github.com/micromesh/micromesh/internal/home"
 )
@@ -85,7 +85,10 @@ server there with no flags.`,
 		newServicesCommand(g, s),
 		newProxyStatusCommand(g, s),
 		newProxyConfigCommand(g, s),
-		newSidecarCommand(g, s),
+		sidecarcmd.New(sidecarcmd.Config{
+			Out: s.Out, Err: s.Err, Home: g.homeDir, Output: func() string { return g.output },
+			Mint: func(service, namespace string) (string, error) { return localMint(g.homeDir())(service, namespace) },
+		}),
 		newBootstrapCommand(g, s),
 		newEnvoyCommand(g, s),
 		newRunCommand(g, s),
@@ -120,10 +123,3 @@ func describe(err error) string {
 }
 
 // newLogger returns the text logger commands hand to the packages they run.
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
-}

@@ -11,6 +11,7 @@ import (
 	"github.com/micromesh/micromesh/controlplane"
 	"github.com/micromesh/micromesh/internal/envconfig"
 	"github.com/micromesh/micromesh/internal/home"
+	"github.com/micromesh/micromesh/internal/logging"
 	"github.com/micromesh/micromesh/platform"
 )
 
@@ -62,7 +63,7 @@ it. It serves the control plane's gRPC APIs with mTLS on --addr and /metrics,
 			if err := o.validate(); err != nil {
 				return err
 			}
-			log, err := newLogger(s.Err, o.logLevel)
+			log, err := logging.New(s.Err, o.logLevel)
 			if err != nil {
 				return err
 			}

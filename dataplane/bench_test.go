@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/micromesh/micromesh/dataplane"
@@ -44,7 +47,11 @@ func BenchmarkRequest(b *testing.B) {
 		}
 		waitFor(b, host+" reachable", func() bool { return once() == nil })
 		b.SetParallelism(8) // 16 callers on 2 cores
+		before := udpDatagrams(b)
 		b.ResetTimer()
+		defer func() {
+			b.ReportMetric(float64(udpDatagrams(b)-before)/float64(b.N), "datagrams/op")
+		}()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				if err := once(); err != nil {
@@ -57,4 +64,32 @@ func BenchmarkRequest(b *testing.B) {
 	b.Run("direct", func(b *testing.B) { run(b, "http://"+app+"/echo", "b") })
 	b.Run("quic", func(b *testing.B) { run(b, "http://"+a.Info.Outbound+"/echo", "b") })
 	b.Run("tls", func(b *testing.B) { run(b, "http://"+a.Info.Outbound+"/echo", "c") })
+}
+
+// udpDatagrams is the host's count of UDP datagrams sent (/proc/net/snmp):
+// the packets a request costs between the sidecars, ACKs included.
+func udpDatagrams(b *testing.B) int64 {
+	b.Helper()
+	data, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return 0
+	}
+	var header []string
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 0 || fields[0] != "Udp:" {
+			continue
+		}
+		if header == nil {
+			header = fields
+			continue
+		}
+		for i, name := range header {
+			if name == "OutDatagrams" && i < len(fields) {
+				n, _ := strconv.ParseInt(fields[i], 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
 }

@@ -8,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"go.step.sm/crypto/keyutil"
-
 	"github.com/micromesh/micromesh/internal/atomicfile"
 )
 
@@ -77,8 +75,8 @@ func LoadCredentials(dir string) (*Credentials, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, CertFile), err)
 	}
-	if err := keyutil.VerifyPair(chain[0].PublicKey, key); err != nil {
-		return nil, fmt.Errorf("%s: key does not match the certificate: %w", dir, err)
+	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(chain[0].PublicKey) {
+		return nil, fmt.Errorf("%s: the key does not match the certificate", dir)
 	}
 	return &Credentials{ID: id, Chain: chain, Key: key, Bundle: NewBundle(id.TrustDomain, roots)}, nil
 }

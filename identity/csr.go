@@ -4,17 +4,16 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-
-	"go.step.sm/crypto/keyutil"
-	"go.step.sm/crypto/x509util"
+	"net/url"
 )
 
 // NewKey generates a workload key: ECDSA P-256.
 func NewKey() (crypto.Signer, error) {
-	k, err := keyutil.GenerateDefaultSigner()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generate key: %w", err)
 	}
@@ -23,11 +22,15 @@ func NewKey() (crypto.Signer, error) {
 
 // NewCSR returns a DER certificate request for id, signed by key.
 func NewCSR(key crypto.Signer, id ID) ([]byte, error) {
-	cr, err := x509util.CreateCertificateRequest("", []string{id.String()}, key)
+	u, err := url.Parse(id.String())
 	if err != nil {
 		return nil, fmt.Errorf("create certificate request: %w", err)
 	}
-	return cr.Raw, nil
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{u}}, key)
+	if err != nil {
+		return nil, fmt.Errorf("create certificate request: %w", err)
+	}
+	return der, nil
 }
 
 // ParseCSR reads a certificate request in DER or PEM, checks its

@@ -3,11 +3,13 @@ package identity
 import (
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"math"
+	"strings"
 	"time"
-
-	"go.step.sm/crypto/jose"
 )
 
 // Join tokens are the embedded authority's one-time tokens (OTT): JWTs signed
@@ -15,13 +17,16 @@ import (
 // to one SPIFFE ID. A workload reads its token's claims to learn its ID and
 // the root to trust before it has any certificate.
 
-// TokenClaims is the payload of a join token, in the authority's format.
-type TokenClaims struct {
-	jose.Claims
-	SANs []string `json:"sans,omitempty"`
+// tokenPayload is what a workload reads of a join token's claims (package
+// identity/ca has the whole set). It is parsed with the standard library
+// alone, so programs that only join (the sidecar) link no JOSE code.
+type tokenPayload struct {
+	Subject string   `json:"sub"`
+	ID      string   `json:"jti"`
+	Expiry  *float64 `json:"exp"` // a JWT NumericDate: seconds since the epoch
 	// SHA is the hex SHA-256 of the root certificate, so a holder of the
 	// token alone can check the trust bundle it downloads.
-	SHA string `json:"sha,omitempty"`
+	SHA string `json:"sha"`
 }
 
 // TokenInfo is what a join token says, read without checking its signature.
@@ -45,21 +50,37 @@ func InspectToken(tok string) (TokenInfo, error) {
 	}
 	info := TokenInfo{ID: id, RootSHA: c.SHA, TokenID: c.ID}
 	if c.Expiry != nil {
-		info.Expiry = c.Expiry.Time()
+		sec, frac := math.Modf(*c.Expiry)
+		info.Expiry = time.Unix(int64(sec), int64(frac*1e9))
 	}
 	return info, nil
 }
 
-func unverifiedClaims(tok string) (*TokenClaims, error) {
-	jwt, err := jose.ParseSigned(tok)
-	if err != nil {
-		return nil, fmt.Errorf("%w: not a signed JWT: %v", ErrTokenInvalid, err)
+// unverifiedClaims reads the payload of a compact JWS (header.payload.signature).
+func unverifiedClaims(tok string) (*tokenPayload, error) {
+	parts := strings.Split(strings.TrimSpace(tok), ".")
+	if len(parts) != 3 || parts[2] == "" {
+		return nil, fmt.Errorf("%w: not a signed JWT (three base64url parts joined by dots)", ErrTokenInvalid)
 	}
-	var c TokenClaims
-	if err := jwt.UnsafeClaimsWithoutVerification(&c); err != nil {
+	var header struct {
+		Alg string `json:"alg"`
+	}
+	if err := decodeSegment(parts[0], &header); err != nil || header.Alg == "" || header.Alg == "none" {
+		return nil, fmt.Errorf("%w: not a signed JWT: its header names no signing algorithm", ErrTokenInvalid)
+	}
+	var c tokenPayload
+	if err := decodeSegment(parts[1], &c); err != nil {
 		return nil, fmt.Errorf("%w: unreadable claims: %v", ErrTokenInvalid, err)
 	}
 	return &c, nil
+}
+
+func decodeSegment(seg string, v any) error {
+	data, err := base64.RawURLEncoding.DecodeString(seg)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(data, v)
 }
 
 // Fingerprint returns the hex SHA-256 of a certificate's DER encoding.

@@ -63,8 +63,8 @@ type Options struct {
 	TrustDomain  string
 	// Mint returns a join token for a workload identity.
 	Mint func(id identity.ID, ttl time.Duration) (string, error)
-	// SidecarCommand runs a sidecar; flags are appended (default: this
-	// program's `sidecar` command).
+	// SidecarCommand runs a sidecar; flags are appended (default:
+	// mesh-sidecar beside this program, else its `sidecar` command).
 	SidecarCommand []string
 	// Go is the go command (default: go on $PATH).
 	Go     string
@@ -118,6 +118,17 @@ type service struct {
 	instances []*instance
 }
 
+// sidecarCommand is mesh-sidecar beside meshctl when there is one (`make
+// build` puts both in bin/): the data plane alone, a much smaller process
+// than meshctl's own `sidecar` command, which is the fallback.
+func sidecarCommand(meshctl string) []string {
+	lean := filepath.Join(filepath.Dir(meshctl), "mesh-sidecar")
+	if fi, err := os.Stat(lean); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+		return []string{lean}
+	}
+	return []string{meshctl, "sidecar"}
+}
+
 func key(ns, name string) string { return ns + "/" + name }
 
 // Open opens the runtime; Resume starts the services it ran before the
@@ -131,7 +142,7 @@ func Open(o Options) (*Runtime, error) {
 		if err != nil {
 			return nil, fmt.Errorf("runtime: finding meshctl: %w", err)
 		}
-		o.SidecarCommand = []string{self, "sidecar"}
+		o.SidecarCommand = sidecarCommand(self)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -156,5 +157,26 @@ func TestTailKeepsTheLastLines(t *testing.T) {
 	}
 	if got := strings.Join(tl.lines(), ","); got != "b,c,d" {
 		t.Errorf("tail = %s", got)
+	}
+}
+
+func TestSidecarCommandPrefersMeshSidecarBesideMeshctl(t *testing.T) {
+	dir := t.TempDir()
+	meshctl := filepath.Join(dir, "meshctl")
+	if got := sidecarCommand(meshctl); !slices.Equal(got, []string{meshctl, "sidecar"}) {
+		t.Fatalf("alone: %q", got)
+	}
+	lean := filepath.Join(dir, "mesh-sidecar")
+	if err := os.WriteFile(lean, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := sidecarCommand(meshctl); got[0] != meshctl {
+		t.Fatalf("not executable: %q", got)
+	}
+	if err := os.Chmod(lean, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := sidecarCommand(meshctl); !slices.Equal(got, []string{lean}) {
+		t.Fatalf("beside: %q", got)
 	}
 }

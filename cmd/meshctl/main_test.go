@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,7 +11,9 @@ import (
 	"time"
 )
 
-// meshctl is the binary under test, built once by TestMain.
+// meshctl is the binary under test, built once by TestMain with
+// mesh-sidecar beside it, as `make build` lays them out: the runtime
+// injects that one.
 var meshctl string
 
 func TestMain(m *testing.M) {
@@ -19,10 +22,10 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	meshctl = filepath.Join(dir, "meshctl")
-	build := exec.Command("go", "build", "-race", "-o", meshctl, ".")
+	build := exec.Command("go", "build", "-race", "-tags", "grpcnotrace", "-o", dir, ".", "../mesh-sidecar")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
-		panic("build meshctl: " + err.Error())
+		panic("build meshctl and mesh-sidecar: " + err.Error())
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -73,5 +76,19 @@ func TestServerIssueOpenSSLAndCtrlC(t *testing.T) {
 	}
 	if strings.Contains(srv.logs.String(), "eyJ") {
 		t.Error("the server logged a token")
+	}
+}
+
+// mesh-sidecar cannot mint tokens; without one it says where to get one.
+func TestMeshSidecarWithoutATokenSaysHowToGetOne(t *testing.T) {
+	cmd := exec.Command(filepath.Join(filepath.Dir(meshctl), "mesh-sidecar"), "--service", "hello", "--app", "none", "--outbound", "127.0.0.1:1", "--home", t.TempDir())
+	cmd.Env = append(os.Environ(), "MESH_TOKEN=")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("want exit status 1, got %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "meshctl cert token --service hello") {
+		t.Fatalf("the error does not say how to get a token:\n%s", out)
 	}
 }

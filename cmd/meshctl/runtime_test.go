@@ -93,6 +93,10 @@ func TestGitSourceUpdateAndCrashLoop(t *testing.T) {
 	if len(st.Version) != 7 { // the short commit
 		t.Errorf("version of a git source = %q, want its commit", st.Version)
 	}
+	// The runtime injected mesh-sidecar, the binary beside meshctl.
+	if n := running(filepath.Join(filepath.Dir(meshctl), "mesh-sidecar")); n != 1 {
+		t.Errorf("%d mesh-sidecar processes run, want the one of helloworld's instance", n)
+	}
 	srv.run(ctx, t, meshctl, "run", filepath.Join(examples, "pingpong"))
 
 	// Calls through pingpong's sidecar to helloworld while it is replaced.
@@ -156,4 +160,16 @@ func TestGitSourceUpdateAndCrashLoop(t *testing.T) {
 		srv.run(ctx, t, meshctl, "kill", name)
 	}
 	srv.interrupt(t)
+}
+
+// running counts the processes executing the binary at path.
+func running(path string) int {
+	exes, _ := filepath.Glob("/proc/[0-9]*/exe")
+	n := 0
+	for _, exe := range exes {
+		if target, err := os.Readlink(exe); err == nil && target == path {
+			n++
+		}
+	}
+	return n
 }

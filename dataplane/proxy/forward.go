@@ -188,25 +188,20 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rt *config.Route, 
 	if rt.Retry != nil && rt.Retry.PerTryTimeout > 0 && rt.Timeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, rt.Retry.PerTryTimeout)
 	}
-	out := &http.Request{
-		Method:        r.Method,
-		URL:           &url.URL{Scheme: up.scheme, Host: ep.addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
-		Proto:         "HTTP/1.1",
-		ProtoMajor:    1,
-		ProtoMinor:    1,
-		Header:        r.Header,
-		Body:          body.reader(),
-		ContentLength: r.ContentLength,
-		Host:          r.Host,
-		Trailer:       r.Trailer,
-	}
+	// One shallow copy carries ctx; every field a client request must
+	// differ in is set below (RequestURI empty: it marks server requests).
+	out := r.WithContext(ctx)
+	out.URL = &url.URL{Scheme: up.scheme, Host: ep.addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
+	out.Body, out.GetBody = body.reader(), nil
+	out.RequestURI, out.Close, out.TransferEncoding = "", false, nil
 	if out.Body == http.NoBody {
 		out.ContentLength = 0
 	} else if body.buf != nil {
 		out.GetBody = func() (io.ReadCloser, error) { return body.reader(), nil } // in memory: sent at once, resent if a kept-alive connection was stale
 	}
 	ep.active.Add(1)
-	resp, err := up.rt.RoundTrip(out.WithContext(ctx))
+	resp, err := up.rt.RoundTrip(out)
 	return resp, cancel, err
 }
 

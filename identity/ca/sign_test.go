@@ -168,7 +168,7 @@ func forgeWithID(t *testing.T, s *TokenSigner, id identity.ID, jti string) strin
 		t.Fatal(err)
 	}
 	now := time.Now()
-	tok, err := jose.Signed(signer).Claims(identity.TokenClaims{
+	tok, err := jose.Signed(signer).Claims(TokenClaims{
 		Claims: jose.Claims{ID: jti, Issuer: provisionerName, Subject: id.String(), Audience: jose.Audience{signAudience(id.TrustDomain)},
 			IssuedAt: jose.NewNumericDate(now), NotBefore: jose.NewNumericDate(now), Expiry: jose.NewNumericDate(now.Add(time.Minute))},
 		SANs: []string{id.String()},

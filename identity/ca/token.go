@@ -36,6 +36,16 @@ type TokenSigner struct {
 	rootSHA     string
 }
 
+// TokenClaims is the payload of a join token, in the authority's format:
+// the standard claims, the SANs the certificate may carry, and the hex
+// SHA-256 of the root (so a holder of the token alone can check the trust
+// bundle it downloads; identity.InspectToken reads it).
+type TokenClaims struct {
+	jose.Claims
+	SANs []string `json:"sans,omitempty"`
+	SHA  string   `json:"sha,omitempty"`
+}
+
 // LoadTokenSigner reads the token-signing key of the CA in dir.
 func LoadTokenSigner(dir string) (*TokenSigner, error) {
 	cfg, ok, err := readCAConfig(dir)
@@ -137,7 +147,7 @@ func (s *TokenSigner) mint(id identity.ID, ttl time.Duration, extraSANs []string
 	if err != nil {
 		return "", fmt.Errorf("token signer: %w", err)
 	}
-	claims := identity.TokenClaims{
+	claims := TokenClaims{
 		Claims: jose.Claims{
 			ID:        jti,
 			Issuer:    provisionerName,
@@ -161,12 +171,12 @@ func (s *TokenSigner) mint(id identity.ID, ttl time.Duration, extraSANs []string
 // and its times against now. It runs before the authority's own checks so a
 // forged token can never burn the ID of a real one in the used-token ledger,
 // and so each failure gets its own error.
-func verifyToken(tok string, pub *jose.JSONWebKey, td string, now time.Time) (*identity.TokenClaims, error) {
+func verifyToken(tok string, pub *jose.JSONWebKey, td string, now time.Time) (*TokenClaims, error) {
 	jwt, err := jose.ParseSigned(tok)
 	if err != nil {
 		return nil, fmt.Errorf("%w: not a signed JWT (mint one with `meshctl cert token`): %v", identity.ErrTokenInvalid, err)
 	}
-	var c identity.TokenClaims
+	var c TokenClaims
 	if err := jwt.Claims(pub.Key, &c); err != nil {
 		return nil, fmt.Errorf("%w: its signature does not verify: it was not minted by this mesh's CA", identity.ErrTokenInvalid)
 	}

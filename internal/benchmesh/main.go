@@ -39,16 +39,18 @@ func main() {
 }
 
 type options struct {
-	meshctl, fortio, nginx string
-	rounds                 int
-	duration               time.Duration
-	qps, conns, payload    int
-	sidecarEnv, profile    string
+	meshctl, sidecar    string
+	fortio, nginx       string
+	rounds              int
+	duration            time.Duration
+	qps, conns, payload int
+	sidecarEnv, profile string
 }
 
 func run() error {
 	var o options
 	flag.StringVar(&o.meshctl, "meshctl", "bin/meshctl", "meshctl binary")
+	flag.StringVar(&o.sidecar, "sidecar", "bin/mesh-sidecar", "sidecar binary, as the runtime injects it (meshctl: its sidecar command)")
 	flag.StringVar(&o.fortio, "fortio", "bin/fortio", "fortio binary")
 	flag.StringVar(&o.nginx, "nginx", "nginx", "nginx binary")
 	flag.IntVar(&o.rounds, "rounds", 3, "interleaved rounds")
@@ -118,19 +120,33 @@ func run() error {
 	for _, s := range []string{"echo", "echo-tls", "loadgen"} {
 		admins[s] = "127.0.0.1:" + freePort()
 	}
-	for _, s := range []struct{ name, transport string }{{"echo", "quic"}, {"echo-tls", "tls"}} {
-		c, err := start(o.meshctl, scEnv, "sidecar", "--service", s.name, "--app", echoApp, "--inbound-port", freePort(),
-			"--transport", s.transport, "--admin", admins[s.name], "--log-level", "warn")
+	// The sidecar as the runtime injects it: mesh-sidecar with a join
+	// token in $MESH_TOKEN.
+	startSidecar := func(service string, args ...string) error {
+		tok, err := exec.Command(o.meshctl, "--home", home, "cert", "token", "--service", service).Output()
+		if err != nil {
+			return fmt.Errorf("minting a token for %s: %w", service, err)
+		}
+		name, argv := o.sidecar, []string{}
+		if filepath.Base(o.sidecar) == "meshctl" {
+			argv = append(argv, "sidecar")
+		}
+		argv = append(argv, "--service", service, "--controlplane", cpAddr, "--admin", admins[service], "--log-level", "warn")
+		c, err := start(name, append(slices.Clone(scEnv), "MESH_TOKEN="+strings.TrimSpace(string(tok))), append(argv, args...)...)
 		if err != nil {
 			return err
 		}
-		sidecars[s.name] = c
+		sidecars[service] = c
+		return nil
 	}
-	c, err := start(o.meshctl, scEnv, "sidecar", "--service", "loadgen", "--app", "none", "--outbound", clientOut, "--admin", admins["loadgen"], "--log-level", "warn")
-	if err != nil {
+	for _, s := range []struct{ name, transport string }{{"echo", "quic"}, {"echo-tls", "tls"}} {
+		if err := startSidecar(s.name, "--app", echoApp, "--inbound-port", freePort(), "--transport", s.transport); err != nil {
+			return err
+		}
+	}
+	if err := startSidecar("loadgen", "--app", "none", "--outbound", clientOut); err != nil {
 		return err
 	}
-	sidecars["loadgen"] = c
 	for _, host := range []string{"echo", "echo-tls"} {
 		if err := waitRoute("http://"+clientOut+"/", host); err != nil {
 			return fmt.Errorf("the mesh does not route %s: %w (logs in %s)", host, err, dir)

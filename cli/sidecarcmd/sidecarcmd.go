@@ -1,10 +1,16 @@
-package cli
+// Package sidecarcmd is the command that runs the built-in sidecar: `meshctl
+// sidecar`, and the whole of the standalone mesh-sidecar binary, which the
+// runtime injects. It links the data plane and nothing of the server (no CA,
+// registry or platform), so the sidecar process stays small.
+package sidecarcmd
 
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"path/filepath"
 	"time"
@@ -14,10 +20,24 @@ import (
 	"github.com/micromesh/micromesh/dataplane"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/envconfig"
+	"github.com/micromesh/micromesh/internal/home"
+	"github.com/micromesh/micromesh/internal/join"
+	"github.com/micromesh/micromesh/internal/logging"
 )
 
+// Config is what the command needs from the program around it.
+type Config struct {
+	Out, Err io.Writer
+	// Home and Output read the program's --home and -o flags when the command runs.
+	Home   func() home.Dir
+	Output func() string // text or json
+	// Mint mints a join token from a local CA; nil in programs that have
+	// none (mesh-sidecar), which then need --token or $MESH_TOKEN.
+	Mint func(service, namespace string) (string, error)
+}
+
 type sidecarOptions struct {
-	joinOptions
+	join.Flags
 	app         string
 	appProtocol string
 	outbound    string
@@ -35,7 +55,7 @@ type sidecarOptions struct {
 }
 
 func (o *sidecarOptions) validate() error {
-	if err := o.serviceFlags.validate(); err != nil {
+	if err := o.Flags.Validate(); err != nil {
 		return err
 	}
 	if o.app == "" {
@@ -83,7 +103,8 @@ func loopback(flag, addr string) error {
 	return nil
 }
 
-func newSidecarCommand(g *globalOptions, s Streams) *cobra.Command {
+// New returns the sidecar command.
+func New(c Config) *cobra.Command {
 	o := &sidecarOptions{}
 	cmd := &cobra.Command{
 		Use:   "sidecar",
@@ -103,14 +124,14 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 			if err := o.validate(); err != nil {
 				return err
 			}
-			log, err := newLogger(s.Err, o.logLevel)
+			log, err := logging.New(c.Err, o.logLevel)
 			if err != nil {
 				return err
 			}
 			if o.instance == "" {
 				b := make([]byte, 4)
 				_, _ = rand.Read(b)
-				o.instance = o.service + "-" + hex.EncodeToString(b)
+				o.instance = o.Service + "-" + hex.EncodeToString(b)
 			}
 			var creds *identity.Credentials
 			certDir := o.certDir
@@ -122,21 +143,23 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 					return fmt.Errorf("--cert-dir: the certificate expired at %s; get a new one (meshctl cert issue)", creds.Leaf().NotAfter.Format(time.RFC3339))
 				}
 			} else {
-				certDir = filepath.Join(g.homeDir().Sidecar(o.instance), "certs")
-				if creds, _, err = o.join(cmd.Context(), g, certDir); err != nil {
+				certDir = filepath.Join(c.Home().Sidecar(o.instance), "certs")
+				if creds, err = join.Run(cmd.Context(), o.Options(c.Home(), c.Mint, certDir)); err != nil {
 					return err
 				}
 			}
 			opts := dataplane.Options{
-				Credentials: creds, CertDir: abs(certDir), Instance: o.instance,
-				ControlPlane: controlPlaneAddr(o.controlPlane, g.homeDir()),
+				Credentials: creds, CertDir: absPath(certDir), Instance: o.instance,
+				ControlPlane: join.ControlPlaneAddr(o.ControlPlane, c.Home()),
 				AppProtocol:  o.appProtocol, Outbound: o.outbound, InboundPort: o.inboundPort,
 				Advertise: o.advertise, Admin: o.admin, AccessLog: o.accessLog, SotW: o.xds == "sotw", NoQUIC: o.transport == "tls", Logger: log,
 				WaitForApp: o.waitApp, Version: o.version,
 				Ready: func(i dataplane.Info) {
-					_ = render(s.Out, g.output, i, func() string {
-						return fmt.Sprintf("sidecar ready: %s, outbound %s, inbound %s, admin http://%s\n", i.NodeID, dash(i.Outbound), dash(i.Inbound), dash(i.Admin))
-					})
+					if c.Output() == "json" {
+						_ = json.NewEncoder(c.Out).Encode(i)
+						return
+					}
+					fmt.Fprintf(c.Out, "sidecar ready: %s, outbound %s, inbound %s, admin http://%s\n", i.NodeID, dash(i.Outbound), dash(i.Inbound), dash(i.Admin))
 				},
 			}
 			if o.app != "none" {
@@ -145,8 +168,8 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 			return dataplane.Run(cmd.Context(), opts)
 		},
 	}
-	o.joinOptions.add(cmd)
 	f := cmd.Flags()
+	o.Flags.Add(f)
 	f.StringVar(&o.app, "app", "", "the app's address on loopback (127.0.0.1:PORT), or none")
 	f.StringVar(&o.appProtocol, "app-protocol", "http", "what the app speaks: http (HTTP/1.1) or grpc (h2c)")
 	f.StringVar(&o.outbound, "outbound", "", "loopback address the app calls out through (127.0.0.1:PORT)")
@@ -169,4 +192,11 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }
