@@ -90,6 +90,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route
 		p.localFor(w, r, dir, source, dest, http.StatusBadRequest, "micromesh: reading the request body: "+err.Error(), start)
 		return
 	}
+	defer body.release()
 	attempts := 1
 	if rt.Retry != nil {
 		attempts += int(rt.Retry.NumRetries)
@@ -241,12 +242,37 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // replayable is a request body that retries can resend: small bodies are
-// read up front; a streaming body can be resent only if no try has read it.
+// read up front (into a pooled buffer); a streaming body can be resent only
+// if no try has read it.
 type replayable struct {
 	buf     []byte // read up front, or nil
 	empty   bool
 	stream  io.ReadCloser
 	touched atomic.Bool
+	// pooled holds buf's pool slot. refs counts forward's hold plus each
+	// reader a transport has not closed yet: a transport may read a body
+	// after RoundTrip returns (until it closes it), so buf goes back to
+	// the pool only at zero.
+	pooled *[]byte
+	refs   atomic.Int32
+}
+
+// bodyBuffers pool the buffers of up-front bodies by size: 4, 16 and 64 KiB.
+var bodyBuffers = [...]sync.Pool{
+	{New: func() any { b := make([]byte, 4<<10); return &b }},
+	{New: func() any { b := make([]byte, 16<<10); return &b }},
+	{New: func() any { b := make([]byte, maxReplayBody); return &b }},
+}
+
+func bodyPool(n int64) *sync.Pool {
+	switch {
+	case n <= 4<<10:
+		return &bodyBuffers[0]
+	case n <= 16<<10:
+		return &bodyBuffers[1]
+	default:
+		return &bodyBuffers[2]
+	}
 }
 
 func newReplayable(r *http.Request, retries, grpc bool) (*replayable, error) {
@@ -265,13 +291,23 @@ func newReplayable(r *http.Request, retries, grpc bool) (*replayable, error) {
 		limit = maxInlineBody
 	}
 	if r.ContentLength > 0 && r.ContentLength <= limit {
-		buf := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, buf); err != nil {
+		bp := bodyPool(r.ContentLength).Get().(*[]byte)
+		b := &replayable{buf: (*bp)[:r.ContentLength], pooled: bp}
+		b.refs.Store(1)
+		if _, err := io.ReadFull(r.Body, b.buf); err != nil {
+			b.release()
 			return nil, err
 		}
-		return &replayable{buf: buf}, nil
+		return b, nil
 	}
 	return &replayable{stream: r.Body}, nil
+}
+
+// release drops one hold on the buffer; the last returns it to the pool.
+func (b *replayable) release() {
+	if b.pooled != nil && b.refs.Add(-1) == 0 {
+		bodyPool(int64(cap(*b.pooled))).Put(b.pooled)
+	}
 }
 
 func (b *replayable) replayable() bool {
@@ -283,10 +319,28 @@ func (b *replayable) reader() io.ReadCloser {
 	case b.empty:
 		return http.NoBody
 	case b.buf != nil:
-		return io.NopCloser(bytes.NewReader(b.buf))
+		b.refs.Add(1)
+		rd := &bufBody{b: b}
+		rd.Reset(b.buf)
+		return rd
 	default:
 		return &streamBody{b}
 	}
+}
+
+// bufBody reads an up-front body; Close releases its hold on the buffer
+// (once, however often a transport closes it).
+type bufBody struct {
+	bytes.Reader
+	b      *replayable
+	closed atomic.Bool
+}
+
+func (r *bufBody) Close() error {
+	if r.closed.CompareAndSwap(false, true) {
+		r.b.release()
+	}
+	return nil
 }
 
 // streamBody hands the incoming body to a try; transports close request
