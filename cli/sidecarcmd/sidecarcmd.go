@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -51,6 +53,7 @@ type sidecarOptions struct {
 	transport   string
 	logLevel    string
 	waitApp     bool
+	cores       int
 	version     string
 }
 
@@ -79,6 +82,9 @@ func (o *sidecarOptions) validate() error {
 	}
 	if o.appProtocol != "grpc" && o.appProtocol != "http" {
 		return fmt.Errorf("--app-protocol %q: grpc or http", o.appProtocol)
+	}
+	if o.cores < 0 {
+		return fmt.Errorf("--cores %d: want 1 or more (0: the default)", o.cores)
 	}
 	if o.transport != "quic" && o.transport != "tls" {
 		return fmt.Errorf("--transport %q: quic or tls", o.transport)
@@ -124,6 +130,7 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 			if err := o.validate(); err != nil {
 				return err
 			}
+			setCores(o.cores)
 			log, err := logging.New(c.Err, o.logLevel)
 			if err != nil {
 				return err
@@ -179,6 +186,7 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 	f.StringVar(&o.instance, "instance", "", "instance ID (default <service>-<random>)")
 	f.StringVar(&o.advertise, "advertise", "127.0.0.1", "the IP address peers reach this instance at")
 	f.BoolVar(&o.accessLog, "access-log", false, "log every request")
+	f.IntVar(&o.cores, "cores", 0, "CPU cores the proxy runs on (GOMAXPROCS; default 1, or $GOMAXPROCS when set)")
 	f.BoolVar(&o.waitApp, "wait-app", false, "register only once the app answers (gRPC health or TCP), pause heartbeats while it does not")
 	f.StringVar(&o.version, "version", "", "version registered with the instance")
 	f.StringVar(&o.transport, "transport", "quic", "what callers should use to reach this instance: quic (HTTP/3) or tls (HTTP/2)")
@@ -192,6 +200,20 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// setCores sets how many goroutines run at once (GOMAXPROCS). A sidecar
+// serves one instance: by default it runs on one core, which on a small
+// machine also costs less CPU per request than more (fewer threads woken
+// per hand-off; docs/dataplane.md has the figures). --cores, or
+// $GOMAXPROCS, gives a busy instance more.
+func setCores(n int) {
+	switch {
+	case n > 0:
+		runtime.GOMAXPROCS(n)
+	case os.Getenv("GOMAXPROCS") == "":
+		runtime.GOMAXPROCS(1)
+	}
 }
 
 func absPath(p string) string {

@@ -81,6 +81,7 @@ func decodeResponse(block []byte, req *http.Request) (*http.Response, error) {
 		Request:       req,
 	}
 	status := ""
+	var values []string // one backing array for single values, as net/textproto does
 	err := decodeFields(block, func(name, value string, pseudo bool) error {
 		if pseudo {
 			if name != ":status" || status != "" {
@@ -89,8 +90,16 @@ func decodeResponse(block []byte, req *http.Request) (*http.Response, error) {
 			status = value
 			return nil
 		}
-		k := textproto.CanonicalMIMEHeaderKey(name)
-		resp.Header[k] = append(resp.Header[k], value)
+		k := canonicalKey(name)
+		if vv := resp.Header[k]; vv != nil {
+			resp.Header[k] = append(vv, value)
+			return nil
+		}
+		if len(values) == 0 {
+			values = make([]string, 8)
+		}
+		values[0] = value
+		resp.Header[k], values = values[:1:1], values[1:]
 		return nil
 	})
 	if err != nil {
@@ -118,6 +127,28 @@ func decodeResponse(block []byte, req *http.Request) (*http.Response, error) {
 		resp.ContentLength = 0
 	}
 	return resp, nil
+}
+
+// commonKeys are the canonical forms of the header names most responses
+// carry: HTTP/3 sends names in lower case, and canonicalizing them would
+// allocate a string per field.
+var commonKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{
+		"Accept-Ranges", "Access-Control-Allow-Origin", "Cache-Control", "Content-Encoding", "Content-Language",
+		"Content-Length", "Content-Type", "Date", "Etag", "Expires", "Grpc-Encoding", "Grpc-Message", "Grpc-Status",
+		"Last-Modified", "Location", "Server", "Set-Cookie", "Trailer", "Vary", "X-Content-Type-Options",
+	} {
+		m[strings.ToLower(k)] = k
+	}
+	return m
+}()
+
+func canonicalKey(name string) string {
+	if k, ok := commonKeys[name]; ok {
+		return k
+	}
+	return textproto.CanonicalMIMEHeaderKey(name)
 }
 
 // decodeFields decodes a header block, checking the rules every field
@@ -233,7 +264,7 @@ func (b *body) trailers(n uint64) error {
 		if pseudo {
 			return fmt.Errorf("%w: pseudo-header %q in trailers", errMalformed, name)
 		}
-		k := textproto.CanonicalMIMEHeaderKey(name)
+		k := canonicalKey(name)
 		t[k] = append(t[k], value)
 		return nil
 	})

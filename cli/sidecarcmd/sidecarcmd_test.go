@@ -1,0 +1,56 @@
+package sidecarcmd
+
+import (
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/micromesh/micromesh/internal/join"
+)
+
+func TestValidateSaysWhatIsWrong(t *testing.T) {
+	ok := func() sidecarOptions {
+		return sidecarOptions{Flags: join.Flags{Service: "web", Namespace: "default"}, app: "127.0.0.1:8080", inboundPort: 18443,
+			appProtocol: "http", transport: "quic", xds: "delta"}
+	}
+	if o := ok(); o.validate() != nil {
+		t.Fatalf("good options refused: %v", o.validate())
+	}
+	for want, change := range map[string]func(*sidecarOptions){
+		"--service is required":        func(o *sidecarOptions) { o.Service = "" },
+		"--app is required":            func(o *sidecarOptions) { o.app = "" },
+		"must be a loopback address":   func(o *sidecarOptions) { o.app = "10.0.0.1:80" },
+		"--inbound-port is required":   func(o *sidecarOptions) { o.inboundPort = 0 },
+		"nothing to do":                func(o *sidecarOptions) { o.app = "none" },
+		"--cores -1: want 1 or more":   func(o *sidecarOptions) { o.cores = -1 },
+		`--transport "udp"`:            func(o *sidecarOptions) { o.transport = "udp" },
+		`--xds "rest"`:                 func(o *sidecarOptions) { o.xds = "rest" },
+		`--advertise "host" is not`:    func(o *sidecarOptions) { o.advertise = "host" },
+		`--app-protocol "h3": grpc or`: func(o *sidecarOptions) { o.appProtocol = "h3" },
+	} {
+		o := ok()
+		change(&o)
+		if err := o.validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("want an error containing %q, got %v", want, err)
+		}
+	}
+}
+
+func TestCoresDefaultToOneUnlessAsked(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	t.Setenv("GOMAXPROCS", "")
+	setCores(0)
+	if got := runtime.GOMAXPROCS(0); got != 1 {
+		t.Fatalf("default: GOMAXPROCS %d, want 1", got)
+	}
+	setCores(3)
+	if got := runtime.GOMAXPROCS(0); got != 3 {
+		t.Fatalf("--cores 3: GOMAXPROCS %d", got)
+	}
+	t.Setenv("GOMAXPROCS", "2")
+	runtime.GOMAXPROCS(2) // as the runtime read it at start
+	setCores(0)
+	if got := runtime.GOMAXPROCS(0); got != 2 {
+		t.Fatalf("$GOMAXPROCS=2: GOMAXPROCS %d", got)
+	}
+}
