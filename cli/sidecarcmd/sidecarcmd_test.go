@@ -2,6 +2,7 @@ package sidecarcmd
 
 import (
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -36,21 +37,31 @@ func TestValidateSaysWhatIsWrong(t *testing.T) {
 	}
 }
 
-func TestCoresDefaultToOneUnlessAsked(t *testing.T) {
+func TestRuntimeDefaultsToOneCoreAndGOGC75UnlessAsked(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
 	t.Setenv("GOMAXPROCS", "")
-	setCores(0)
+	t.Setenv("GOGC", "")
+	tuneRuntime(0)
+	if got := debug.SetGCPercent(100); got != sidecarGOGC {
+		t.Fatalf("GC target %d, want %d", got, sidecarGOGC)
+	}
 	if got := runtime.GOMAXPROCS(0); got != 1 {
 		t.Fatalf("default: GOMAXPROCS %d, want 1", got)
 	}
-	setCores(3)
+	tuneRuntime(3)
 	if got := runtime.GOMAXPROCS(0); got != 3 {
 		t.Fatalf("--cores 3: GOMAXPROCS %d", got)
 	}
 	t.Setenv("GOMAXPROCS", "2")
-	runtime.GOMAXPROCS(2) // as the runtime read it at start
-	setCores(0)
+	t.Setenv("GOGC", "200")
+	runtime.GOMAXPROCS(2) // as the runtime read them at start
+	debug.SetGCPercent(200)
+	tuneRuntime(0)
 	if got := runtime.GOMAXPROCS(0); got != 2 {
 		t.Fatalf("$GOMAXPROCS=2: GOMAXPROCS %d", got)
+	}
+	if got := debug.SetGCPercent(100); got != 200 {
+		t.Fatalf("$GOGC=200: GC target %d", got)
 	}
 }

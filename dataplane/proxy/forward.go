@@ -374,8 +374,12 @@ func (p *Proxy) copyResponse(w http.ResponseWriter, r *http.Request, resp *http.
 		// stay one HEADERS frame that ends the stream.
 		_ = rc.Flush()
 	}
-	bp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bp)
+	pool := &copyBuffers
+	if n := resp.ContentLength; n >= 0 && n <= 4<<10 {
+		pool = &bodyBuffers[0] // most answers are small: 4 KiB, not 32, in cache and in the heap
+	}
+	bp := pool.Get().(*[]byte)
+	defer pool.Put(bp)
 	buf := *bp
 	for {
 		n, err := resp.Body.Read(buf)
