@@ -55,6 +55,7 @@ type sidecarOptions struct {
 	logLevel    string
 	waitApp     bool
 	cores       int
+	batch       bool
 	version     string
 }
 
@@ -136,6 +137,11 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 			if err != nil {
 				return err
 			}
+			if o.batch {
+				if err := batchScheduling(); err != nil {
+					log.Warn("keeping the normal scheduling policy", "component", "sidecar", "err", err)
+				}
+			}
 			if o.instance == "" {
 				b := make([]byte, 4)
 				_, _ = rand.Read(b)
@@ -188,6 +194,7 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 	f.StringVar(&o.advertise, "advertise", "127.0.0.1", "the IP address peers reach this instance at")
 	f.BoolVar(&o.accessLog, "access-log", false, "log every request")
 	f.IntVar(&o.cores, "cores", 0, "CPU cores the proxy runs on (GOMAXPROCS; default 1, or $GOMAXPROCS when set)")
+	f.BoolVar(&o.batch, "batch-scheduling", true, "run with SCHED_BATCH (Linux): woken by a packet, the sidecar does not preempt the thread that sent it")
 	f.BoolVar(&o.waitApp, "wait-app", false, "register only once the app answers (gRPC health or TCP), pause heartbeats while it does not")
 	f.StringVar(&o.version, "version", "", "version registered with the instance")
 	f.StringVar(&o.transport, "transport", "quic", "what callers should use to reach this instance: quic (HTTP/3) or tls (HTTP/2)")
