@@ -214,7 +214,8 @@ func dash(s string) string {
 // says otherwise: the heap may grow 75 % past what is live between
 // collections, not 100 %. About 4 MB stays live (mostly protobuf-go's
 // type information for the Envoy messages), so this keeps the peak about
-// 1.5 MB lower, for about 10 % of the maximum rate (docs/dataplane.md).
+// 1.5 MB lower, at a cost within the benchmark's noise (at most ~10 % of
+// the maximum rate; docs/dataplane.md).
 const sidecarGOGC = 75
 
 // tuneRuntime sets how many goroutines run at once (GOMAXPROCS) and the
