@@ -30,6 +30,8 @@ func main() {
 		Output: func() string { return output },
 	})
 	cmd.Use = "mesh-sidecar"
+	cmd.Example = `  MESH_TOKEN=$(meshctl cert token --service hello) mesh-sidecar --service hello --app 127.0.0.1:8080 --inbound-port 18443 --outbound 127.0.0.1:15001
+  mesh-sidecar --service loadgen --app none --outbound 127.0.0.1:15002 --token "$TOKEN" --controlplane 10.0.0.5:8443`
 	cmd.SilenceUsage, cmd.SilenceErrors = true, true
 	cmd.Flags().StringVar(&homeDir, "home", homeDir, "state directory ($"+envconfig.Home+")")
 	cmd.Flags().StringVarP(&output, "output", "o", output, "output format: text or json")
