@@ -97,15 +97,11 @@ in protobuf JSON; "-" reads it from standard input; none means {}.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
 			defer cancel()
-			conn, err := dialService(ctx, g, &o.target, args[0])
+			conn, set, err := describeService(ctx, g, &o.target, args[0])
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
-			set, err := endpoints.Describe(ctx, conn)
-			if err != nil {
-				return fmt.Errorf("%s: %w", args[0], err)
-			}
 			ep, err := set.Lookup(args[1])
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
@@ -136,20 +132,31 @@ func newDescribeCommand(g *globalOptions, s Streams) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), adminCallTimeout)
 			defer cancel()
-			conn, err := dialService(ctx, g, t, args[0])
+			conn, set, err := describeService(ctx, g, t, args[0])
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
-			set, err := endpoints.Describe(ctx, conn)
-			if err != nil {
-				return fmt.Errorf("%s: %w", args[0], err)
-			}
 			return render(s.Out, g.output, set.Endpoints, func() string { return renderEndpoints(set) })
 		},
 	}
 	t.flags(cmd)
 	return cmd
+}
+
+// describeService connects to a service and reads its endpoints by
+// reflection; the caller closes the connection.
+func describeService(ctx context.Context, g *globalOptions, t *serviceTarget, name string) (*grpc.ClientConn, *endpoints.Set, error) {
+	conn, err := dialService(ctx, g, t, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	set, err := endpoints.Describe(ctx, conn)
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return conn, set, nil
 }
 
 func renderEndpoints(set *endpoints.Set) string {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -41,4 +42,20 @@ func Dial(ctx context.Context, name string, opts ...grpc.DialOption) (*grpc.Clie
 		return nil, fmt.Errorf("service.Dial %s: %w", name, err)
 	}
 	return cc, nil
+}
+
+// DialOnce returns a function that dials service name through the
+// sidecar on its first call and wraps the connection with newClient; later
+// calls return the same client (or the same error). The platform's client
+// packages (service/store, broker, events, config) build their
+// package-level functions on it.
+func DialOnce[C any](name string, newClient func(grpc.ClientConnInterface) C) func() (C, error) {
+	return sync.OnceValues(func() (C, error) {
+		conn, err := Dial(context.Background(), name)
+		if err != nil {
+			var zero C
+			return zero, err
+		}
+		return newClient(conn), nil
+	})
 }

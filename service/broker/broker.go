@@ -10,7 +10,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -112,13 +111,7 @@ func (s *Subscription) Next() (*Message, error) {
 	return msg, nil
 }
 
-var defaultClient = sync.OnceValues(func() (*Client, error) {
-	conn, err := service.Dial(context.Background(), ServiceName)
-	if err != nil {
-		return nil, err
-	}
-	return NewClient(conn), nil
-})
+var defaultClient = service.DialOnce(ServiceName, NewClient)
 
 // Publish publishes through the service's sidecar; see Client.Publish.
 func Publish(ctx context.Context, topic string, body []byte, opts ...Option) error {

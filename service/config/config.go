@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -159,13 +158,7 @@ func (w *Watcher) Next() (*Value, error) {
 	return &Value{JSON: resp.GetValue(), Revision: resp.GetRevision(), Deleted: resp.GetDeleted()}, nil
 }
 
-var defaultClient = sync.OnceValues(func() (*Client, error) {
-	conn, err := service.Dial(context.Background(), ServiceName)
-	if err != nil {
-		return nil, err
-	}
-	return NewClient(conn), nil
-})
+var defaultClient = service.DialOnce(ServiceName, NewClient)
 
 // Get reads through the service's sidecar; see Client.Get.
 func Get(ctx context.Context, path string, opts ...Option) (*Value, error) {

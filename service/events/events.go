@@ -214,13 +214,7 @@ func (c *Consumer) Close() error {
 	}
 }
 
-var defaultClient = sync.OnceValues(func() (*Client, error) {
-	conn, err := service.Dial(context.Background(), ServiceName)
-	if err != nil {
-		return nil, err
-	}
-	return NewClient(conn), nil
-})
+var defaultClient = service.DialOnce(ServiceName, NewClient)
 
 // Publish publishes through the service's sidecar; see Client.Publish.
 func Publish(ctx context.Context, topic string, payload []byte, opts ...Option) (uint64, error) {

@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -181,13 +180,7 @@ func wrap(err error) error {
 	return err
 }
 
-var defaultClient = sync.OnceValues(func() (*Client, error) {
-	conn, err := service.Dial(context.Background(), ServiceName)
-	if err != nil {
-		return nil, err
-	}
-	return NewClient(conn), nil
-})
+var defaultClient = service.DialOnce(ServiceName, NewClient)
 
 // Read reads through the service's sidecar; see Client.Read.
 func Read(ctx context.Context, key string, opts ...Option) ([]*Record, error) {
