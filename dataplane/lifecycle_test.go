@@ -41,20 +41,20 @@ func TestWaitForAppAndDrain(t *testing.T) {
 	if err := creds.WriteDir(certDir); err != nil {
 		t.Fatal(err)
 	}
-	inbound := uint16(meshtest.FreePort(t))
-	admin := "127.0.0.1:" + strconv.Itoa(meshtest.FreePort(t))
-	outbound := "127.0.0.1:" + strconv.Itoa(meshtest.FreePort(t))
 	ready := make(chan dataplane.Info, 1)
+	sc, err := dataplane.New(dataplane.Options{
+		Credentials: creds, CertDir: certDir, ControlPlane: cp.Info.Address, Instance: "late-1",
+		App: appAddr, AppProtocol: "http", Outbound: "127.0.0.1:0",
+		Admin: "127.0.0.1:0", TTL: 3 * time.Second, Drain: time.Second, WaitForApp: true, Version: "v7",
+		Ready: func(i dataplane.Info) { ready <- i },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	outbound, admin := sc.Info().Outbound, sc.Info().Admin
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		done <- dataplane.Run(ctx, dataplane.Options{
-			Credentials: creds, CertDir: certDir, ControlPlane: cp.Info.Address, Instance: "late-1",
-			App: appAddr, AppProtocol: "http", Outbound: outbound, InboundPort: inbound,
-			Admin: admin, TTL: 3 * time.Second, Drain: time.Second, WaitForApp: true, Version: "v7",
-			Ready: func(i dataplane.Info) { ready <- i },
-		})
-	}()
+	go func() { done <- sc.Run(ctx) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {

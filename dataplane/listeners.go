@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -33,14 +34,22 @@ const (
 // listeners binds and serves what LDS names. A new config is bound before
 // it is applied (a port that cannot be bound refuses it), and a replaced
 // listener is shut down gracefully after the swap.
+//
+// The sidecar's own ports (its outbound address and inbound port) are
+// bound at start, before the control plane has said anything (reserve):
+// a taken port fails the start with the reason instead of a refused
+// config the control plane would not send again, nothing can take a port
+// between registration and the first config, and "127.0.0.1:0" asks the
+// kernel for a free one. LDS then adopts the reserved sockets.
 type listeners struct {
 	src   *identity.Source
 	proxy *proxy.Proxy
 	log   *slog.Logger
 	conns *prometheus.GaugeVec
 
-	mu  sync.Mutex
-	cur [3]*served
+	mu       sync.Mutex
+	cur      [3]*served
+	reserved [3]*served // bound at start, not yet adopted by a config
 }
 
 type served struct {
@@ -72,9 +81,14 @@ func (l *listeners) prepare(cfg *config.Config) (commit func(bool), err error) {
 	l.mu.Lock()
 	want := wanted(cfg)
 	var fresh [3]*served
+	var adopted [3]bool
 	release := func() {
-		for _, f := range fresh {
-			if f != nil {
+		for k, f := range fresh {
+			switch {
+			case f == nil:
+			case adopted[k]:
+				l.reserved[k] = f // still ours, for the next config
+			default:
 				f.closeNow()
 			}
 		}
@@ -82,6 +96,18 @@ func (l *listeners) prepare(cfg *config.Config) (commit func(bool), err error) {
 	for k, addr := range want {
 		if addr == "" || (l.cur[k] != nil && l.cur[k].addr == addr) {
 			continue
+		}
+		if r := l.reserved[k]; r != nil {
+			if r.addr == addr {
+				fresh[k], adopted[k], l.reserved[k] = r, true, nil
+				continue
+			}
+			if samePort(r.addr, addr) {
+				// Our port on another host address: let it go and bind
+				// what the config says.
+				r.closeNow()
+				l.reserved[k] = nil
+			}
 		}
 		f := &served{addr: addr}
 		if listenerKind(k) == quicL {
@@ -118,6 +144,67 @@ func (l *listeners) prepare(cfg *config.Config) (commit func(bool), err error) {
 			}
 		}
 	}, nil
+}
+
+// reserve binds the sidecar's own ports: outbound (TCP on loopback; port 0
+// picks one) and, with pickInbound or a non-zero inboundPort, the inbound
+// port (TCP and UDP on all addresses, as the control plane's inbound
+// listeners name them; pickInbound finds one free for both). It returns
+// the outbound address and inbound port bound.
+func (l *listeners) reserve(outbound string, inboundPort uint16, pickInbound bool) (string, uint16, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fail := func(err error) (string, uint16, error) {
+		l.closeReservedLocked()
+		return "", 0, err
+	}
+	if outbound != "" {
+		ln, err := net.Listen("tcp", outbound)
+		if err != nil {
+			return fail(fmt.Errorf("outbound %s: %w", outbound, err))
+		}
+		host, _, _ := net.SplitHostPort(outbound)
+		outbound = net.JoinHostPort(host, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+		l.reserved[outboundL] = &served{addr: outbound, tcp: ln}
+	}
+	if inboundPort == 0 && !pickInbound {
+		return outbound, 0, nil
+	}
+	for attempt := 1; ; attempt++ {
+		addr := net.JoinHostPort("0.0.0.0", strconv.Itoa(int(inboundPort)))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fail(fmt.Errorf("inbound port %d (TCP, for TLS): %w", inboundPort, err))
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		addr = net.JoinHostPort("0.0.0.0", strconv.Itoa(port))
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			_ = ln.Close()
+			if inboundPort == 0 && attempt < 20 {
+				continue // free for TCP, taken for UDP: pick again
+			}
+			return fail(fmt.Errorf("inbound port %d (UDP, for QUIC): %w", port, err))
+		}
+		l.reserved[inboundL] = &served{addr: addr, tcp: ln}
+		l.reserved[quicL] = &served{addr: addr, udp: pc}
+		return outbound, uint16(port), nil
+	}
+}
+
+func (l *listeners) closeReservedLocked() {
+	for k, r := range l.reserved {
+		if r != nil {
+			r.closeNow()
+			l.reserved[k] = nil
+		}
+	}
+}
+
+func samePort(a, b string) bool {
+	_, pa, errA := net.SplitHostPort(a)
+	_, pb, errB := net.SplitHostPort(b)
+	return errA == nil && errB == nil && pa == pb
 }
 
 func (l *listeners) serve(k listenerKind, cfg *config.Config, f *served) {
@@ -165,6 +252,9 @@ func (l *listeners) addr(k listenerKind) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	f := l.cur[k]
+	if f == nil {
+		f = l.reserved[k]
+	}
 	switch {
 	case f == nil:
 		return ""
@@ -180,6 +270,7 @@ func (l *listeners) shutdown(drain time.Duration) {
 	l.mu.Lock()
 	cur := l.cur
 	l.cur = [3]*served{}
+	l.closeReservedLocked()
 	l.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, f := range cur {

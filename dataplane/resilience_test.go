@@ -2,6 +2,8 @@ package dataplane_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -9,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -128,40 +131,57 @@ func killableEcho(t *testing.T, name string) (string, func()) {
 	return ln.Addr().String(), stop
 }
 
-// A config the sidecar cannot apply (its inbound port is taken) is
-// NACKed with the reason, and the control plane shows it.
-func TestUnbindablePortIsNACKed(t *testing.T) {
+// A port the sidecar needs is taken: it does not start, and says which
+// port and why (it binds its own ports before asking the control plane
+// for anything, so it never waits on a config it cannot apply).
+func TestTakenPortFailsTheStart(t *testing.T) {
 	cp := meshtest.NewEnv(t).StartControlPlane()
 	creds := cp.Join("default", "b")
-	port := meshtest.FreePort(t)
-	taken, err := net.ListenPacket("udp", "0.0.0.0:"+itoa(port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer taken.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- dataplane.Run(ctx, dataplane.Options{Credentials: creds, CertDir: t.TempDir(), ControlPlane: cp.Info.Address,
-			App: startEcho(t, "b"), InboundPort: uint16(port), Outbound: "127.0.0.1:" + itoa(meshtest.FreePort(t)), Instance: "b-1"})
-	}()
-	waitFor(t, "the control plane shows the NACK", func() bool {
-		resp, err := cp.AdminClient().ProxyStatus(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range resp.GetProxies() {
-			for _, ts := range p.GetTypes() {
-				if ts.GetType() == "LDS" && strings.Contains(ts.GetNackError(), "address already in use") {
-					return true
-				}
+	for _, tc := range []struct {
+		name, network, want string
+	}{
+		{"inbound UDP", "udp", "inbound port %d (UDP, for QUIC)"},
+		{"inbound TCP", "tcp", "inbound port %d (TCP, for TLS)"},
+		{"outbound", "tcp-loopback", "outbound 127.0.0.1:%d"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			port := meshtest.FreePort(t)
+			var closer io.Closer
+			var err error
+			switch tc.network {
+			case "udp":
+				closer, err = net.ListenPacket("udp", "0.0.0.0:"+itoa(port))
+			case "tcp":
+				closer, err = net.Listen("tcp", "0.0.0.0:"+itoa(port))
+			default:
+				closer, err = net.Listen("tcp", "127.0.0.1:"+itoa(port))
 			}
-		}
-		return false
-	})
-	cancel()
-	<-done
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer closer.Close()
+			o := dataplane.Options{Credentials: creds, CertDir: t.TempDir(), ControlPlane: cp.Info.Address,
+				App: startEcho(t, "b"), InboundPort: uint16(port), Outbound: "127.0.0.1:0", Instance: "b-1"}
+			if tc.network == "tcp-loopback" {
+				o.InboundPort = 0 // picks one
+				o.Outbound = "127.0.0.1:" + itoa(port)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			err = dataplane.Run(ctx, o)
+			if !errors.Is(err, syscall.EADDRINUSE) || !strings.Contains(err.Error(), fmt.Sprintf(tc.want, port)) {
+				t.Fatalf("Run = %v, want %q and address already in use", err, fmt.Sprintf(tc.want, port))
+			}
+			// Nothing is left bound: the port it did take is free again.
+			if tc.network == "udp" {
+				l, err := net.Listen("tcp", "0.0.0.0:"+itoa(port))
+				if err != nil {
+					t.Fatalf("TCP port %d still held after the failed start: %v", port, err)
+				}
+				l.Close()
+			}
+		})
+	}
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }

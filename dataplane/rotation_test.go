@@ -38,7 +38,7 @@ func TestRotationUnderTraffic(t *testing.T) {
 			t.Fatal(err)
 		}
 		s, err := dataplane.New(dataplane.Options{Credentials: creds, CertDir: dir, ControlPlane: cp.Info.Address, App: app(),
-			InboundPort: uint16(meshtest.FreePort(t)), Outbound: "127.0.0.1:" + itoa(meshtest.FreePort(t)), Instance: name + "-1", Admin: "127.0.0.1:0"})
+			Outbound: "127.0.0.1:0", Instance: name + "-1", Admin: "127.0.0.1:0"})
 		if err != nil {
 			t.Fatal(err)
 		}

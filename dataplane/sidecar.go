@@ -47,12 +47,16 @@ type Options struct {
 	// Instance names this instance (default <service>-<random>).
 	Instance     string
 	ControlPlane string
-	// App is the local app's address (127.0.0.1:PORT), or "" for none.
+	// App is the local app's address (127.0.0.1:PORT), or "" for none
+	// (an outbound-only sidecar: nothing reaches it).
 	App         string
 	AppProtocol string // grpc or http
-	// Outbound is the loopback address the app calls out through ("" for none).
+	// Outbound is the loopback address the app calls out through ("" for
+	// none; port 0 picks a free one, Info tells which).
 	Outbound string
-	// InboundPort takes mTLS traffic: TCP (HTTP/2, HTTP/1.1 over TLS) and UDP (HTTP/3).
+	// InboundPort takes mTLS traffic: TCP (HTTP/2, HTTP/1.1 over TLS) and
+	// UDP (HTTP/3); with an App, 0 picks a port free for both. Both are
+	// bound by New: a taken one fails it.
 	InboundPort uint16
 	// Advertise is the address peers reach the inbound port at (default 127.0.0.1).
 	Advertise string
@@ -115,7 +119,9 @@ func Run(ctx context.Context, o Options) error {
 	return s.Run(ctx)
 }
 
-// New prepares a sidecar; Run runs it.
+// New prepares a sidecar and binds its own ports (outbound, inbound,
+// admin; Info tells which when one was 0); Run runs it and releases them
+// when it returns.
 func New(o Options) (*Sidecar, error) {
 	if o.Credentials == nil {
 		return nil, errors.New("sidecar: no credentials")
@@ -142,13 +148,6 @@ func New(o Options) (*Sidecar, error) {
 	}
 	log := o.Logger.With("component", "sidecar", "instance", o.Instance)
 	s := &Sidecar{o: o, log: log, reg: prometheus.NewRegistry(), config: make(chan struct{}), drainReg: make(chan struct{})}
-	if o.WaitForApp && o.App != "" && o.InboundPort != 0 {
-		app, err := newAppProbe(o.App, o.AppProtocol, log)
-		if err != nil {
-			return nil, err
-		}
-		s.app = app
-	}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.src = identity.NewSource(o.Credentials, identity.RemoteRenewer(o.ControlPlane),
 		identity.WithSourceLogger(o.Logger.With("component", "sidecar-cert")),
@@ -173,25 +172,55 @@ func New(o Options) (*Sidecar, error) {
 		"app_protocol": o.AppProtocol,
 	}
 	if o.Outbound != "" {
-		_, port, err := net.SplitHostPort(o.Outbound)
-		if err != nil {
+		if _, _, err := net.SplitHostPort(o.Outbound); err != nil {
 			return nil, fmt.Errorf("outbound address %q: %w", o.Outbound, err)
 		}
-		meta["outbound_port"] = mustPort(port)
 	}
-	if o.InboundPort != 0 {
-		meta["inbound_port"] = float64(o.InboundPort)
-		if o.App == "" {
-			return nil, errors.New("an inbound port needs the app's address")
-		}
+	if o.InboundPort != 0 && o.App == "" {
+		return nil, errors.New("an inbound port needs the app's address")
+	}
+	if o.App != "" {
 		_, port, err := net.SplitHostPort(o.App)
 		if err != nil {
 			return nil, fmt.Errorf("app address %q: %w", o.App, err)
 		}
 		meta["app_port"] = mustPort(port)
 	}
+	// Hold our own ports from now on (see listeners.reserve).
+	outbound, inbound, err := s.lst.reserve(o.Outbound, o.InboundPort, o.App != "")
+	if err != nil {
+		return nil, err
+	}
+	s.o.Outbound, s.o.InboundPort = outbound, inbound
+	if outbound != "" {
+		_, port, _ := net.SplitHostPort(outbound)
+		meta["outbound_port"] = mustPort(port)
+	}
+	if inbound != 0 {
+		meta["inbound_port"] = float64(inbound)
+	}
+	if o.Admin != "" {
+		ln, err := net.Listen("tcp", o.Admin)
+		if err != nil {
+			s.lst.shutdown(0)
+			return nil, fmt.Errorf("admin address %s: %w", o.Admin, err)
+		}
+		s.adminL = ln
+	}
+	if o.WaitForApp && o.App != "" {
+		app, err := newAppProbe(o.App, o.AppProtocol, log)
+		if err != nil {
+			s.closePorts()
+			return nil, err
+		}
+		s.app = app
+	}
 	md, err := structpb.NewStruct(meta)
 	if err != nil {
+		s.closePorts()
+		if s.app != nil {
+			s.app.close()
+		}
 		return nil, err
 	}
 	node := &core.Node{Id: identity.NodeID(o.Credentials.ID, o.Instance), Cluster: o.Credentials.ID.Name, Metadata: md, UserAgentName: "micromesh-sidecar"}
@@ -260,13 +289,9 @@ func (s *Sidecar) Certificate() *identity.Credentials { return s.src.Current() }
 
 // Run serves until ctx ends, then deregisters, drains and stops.
 func (s *Sidecar) Run(ctx context.Context) error {
+	defer s.closePorts() // on the way out early: nothing keeps serving
 	g, gctx := errgroup.WithContext(ctx)
-	if s.o.Admin != "" {
-		ln, err := net.Listen("tcp", s.o.Admin)
-		if err != nil {
-			return fmt.Errorf("admin address %s: %w", s.o.Admin, err)
-		}
-		s.adminL = ln
+	if ln := s.adminL; ln != nil {
 		admin := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error {
 			if err := admin.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -346,7 +371,15 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	return err
 }
 
-// Info describes the running sidecar.
+// closePorts stops whatever still serves or is bound, at once.
+func (s *Sidecar) closePorts() {
+	s.lst.shutdown(0)
+	if s.adminL != nil {
+		_ = s.adminL.Close()
+	}
+}
+
+// Info describes the sidecar: its addresses are known from New on.
 func (s *Sidecar) Info() Info {
 	i := Info{NodeID: identity.NodeID(s.o.Credentials.ID, s.o.Instance), Instance: s.o.Instance,
 		Outbound: s.lst.addr(outboundL), Inbound: s.lst.addr(inboundL)}

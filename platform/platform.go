@@ -26,7 +26,6 @@ import (
 	"github.com/micromesh/micromesh/internal/atomicfile"
 	"github.com/micromesh/micromesh/internal/envconfig"
 	"github.com/micromesh/micromesh/internal/home"
-	"github.com/micromesh/micromesh/internal/ports"
 	"github.com/micromesh/micromesh/platform/broker"
 	"github.com/micromesh/micromesh/platform/config"
 	"github.com/micromesh/micromesh/platform/events"
@@ -224,21 +223,15 @@ func (h *Host) serve(ctx context.Context, o Options, name string, register func(
 	served := make(chan error, 1)
 	go func() { served <- svc.Serve(sctx, lis) }()
 
-	free, err := ports.Free(1)
-	if err != nil {
-		stopService()
-		<-served
-		return err
-	}
-	ready := make(chan struct{})
+	ready := make(chan dataplane.Info, 1)
 	dctx, stopSidecar := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() {
 		ran <- dataplane.Run(dctx, dataplane.Options{
 			Credentials: creds, CertDir: certDir, Instance: instance, ControlPlane: o.ControlPlane,
-			App: lis.Addr().String(), AppProtocol: "grpc", InboundPort: uint16(free[0]),
+			App: lis.Addr().String(), AppProtocol: "grpc", // InboundPort 0: it picks a free one
 			Drain: time.Second, WaitForApp: true, Logger: log.With("sidecar", instance),
-			Ready: func(dataplane.Info) { close(ready) },
+			Ready: func(i dataplane.Info) { ready <- i },
 		})
 	}()
 	stop := func() {
@@ -251,8 +244,9 @@ func (h *Host) serve(ctx context.Context, o Options, name string, register func(
 			log.Warn("service", "err", err)
 		}
 	}
+	var info dataplane.Info
 	select {
-	case <-ready:
+	case info = <-ready:
 	case err := <-ran:
 		stopService()
 		<-served
@@ -262,7 +256,7 @@ func (h *Host) serve(ctx context.Context, o Options, name string, register func(
 		return ctx.Err()
 	}
 	h.stops = append(h.stops, stop)
-	log.Info("platform service ready", "service", name, "inbound_port", free[0])
+	log.Info("platform service ready", "service", name, "inbound", info.Inbound)
 	return nil
 }
 

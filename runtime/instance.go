@@ -88,20 +88,30 @@ func (in *instance) start(ctx context.Context) (err error) {
 			in.kill()
 		}
 	}()
-	free, err := ports.Free(4)
-	if err != nil {
-		return fmt.Errorf("%w: allocating ports: %v", ErrStart, err)
-	}
-	in.appAddr = "127.0.0.1:" + strconv.Itoa(free[0])
-	in.outbound = "127.0.0.1:" + strconv.Itoa(free[1])
-	in.admin = "127.0.0.1:" + strconv.Itoa(free[2])
-	in.inbound = uint16(free[3])
-
-	if err := in.startSidecar(); err != nil {
-		return err
-	}
-	if err := in.waitListening(ctx); err != nil {
-		return err
+	// The ports are picked free and bound by the sidecar at its start;
+	// another process may take one in between, and the sidecar then exits
+	// saying so: try again on other ports.
+	for attempt := 1; ; attempt++ {
+		free, err := ports.Free(4)
+		if err != nil {
+			return fmt.Errorf("%w: allocating ports: %v", ErrStart, err)
+		}
+		in.appAddr = "127.0.0.1:" + strconv.Itoa(free[0])
+		in.outbound = "127.0.0.1:" + strconv.Itoa(free[1])
+		in.admin = "127.0.0.1:" + strconv.Itoa(free[2])
+		in.inbound = uint16(free[3])
+		if err := in.startSidecar(); err != nil {
+			return err
+		}
+		err = in.waitListening(ctx)
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !in.sidecar.lostPort() {
+			return err
+		}
+		in.rt.log.Warn("the sidecar's ports were taken; trying others", "instance", in.id, "attempt", attempt)
+		in.sidecarTail.reset()
 	}
 	in.mu.Lock()
 	err = in.startApp()

@@ -115,6 +115,22 @@ func (p *proc) describeExit(what string) string {
 	return msg
 }
 
+// lostPort reports whether the process exited because an address it was
+// to bind was taken (the sidecar binds its ports at start and says so).
+func (p *proc) lostPort() bool {
+	select {
+	case <-p.exited:
+	default:
+		return false
+	}
+	for _, l := range p.tail.lines() {
+		if strings.Contains(l, "address already in use") {
+			return true
+		}
+	}
+	return false
+}
+
 // tail keeps the last lines of a process's output.
 type tail struct {
 	mu  sync.Mutex
@@ -123,6 +139,12 @@ type tail struct {
 }
 
 func newTail(n int) *tail { return &tail{max: n} }
+
+func (t *tail) reset() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = t.buf[:0]
+}
 
 func (t *tail) add(line string) {
 	t.mu.Lock()

@@ -160,6 +160,32 @@ func TestTailKeepsTheLastLines(t *testing.T) {
 	}
 }
 
+// A sidecar that exited because its port was taken is told apart from
+// one that failed otherwise: the runtime retries only the first.
+func TestLostPortIsToldApart(t *testing.T) {
+	for _, tc := range []struct {
+		script string
+		want   bool
+	}{
+		{`echo 'sidecar: inbound port 4242 (UDP, for QUIC): listen udp 0.0.0.0:4242: bind: address already in use'; exit 1`, true},
+		{`echo 'sidecar: no credentials'; exit 1`, false},
+	} {
+		log, err := openLog(filepath.Join(t.TempDir(), "sidecar.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := startProc([]string{"sh", "-c", tc.script}, nil, "", log, newTail(5))
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-p.exited
+		if got := p.lostPort(); got != tc.want {
+			t.Errorf("%s: lostPort = %v, want %v", tc.script, got, tc.want)
+		}
+		log.close()
+	}
+}
+
 func TestSidecarCommandPrefersMeshSidecarBesideMeshctl(t *testing.T) {
 	dir := t.TempDir()
 	meshctl := filepath.Join(dir, "meshctl")

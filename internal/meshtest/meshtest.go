@@ -9,6 +9,8 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
+	"fmt"
 	"log/slog"
 	"math/big"
 	"net"
@@ -252,21 +254,31 @@ func (c *ControlPlane) StartSidecar(ns, name string, opts ...SidecarOption) *Sid
 	}
 	o := dataplane.Options{
 		Credentials: creds, CertDir: certDir, ControlPlane: c.Info.Address,
-		Outbound: "127.0.0.1:" + strconv.Itoa(FreePort(t)), InboundPort: uint16(FreePort(t)),
-		Admin: "127.0.0.1:0", TTL: 3 * time.Second, Drain: time.Second, Logger: c.env.logger(),
+		// Port 0: the sidecar picks its ports and binds them at once.
+		Outbound: "127.0.0.1:0", Admin: "127.0.0.1:0", TTL: 3 * time.Second, Drain: time.Second, Logger: c.env.logger(),
 	}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.App == "" {
-		o.InboundPort = 0
+	s, err := c.runSidecar(ns, name, o)
+	if err != nil {
+		t.Fatalf("sidecar %s.%s: %v", name, ns, err)
 	}
+	s.Creds = creds
+	return s
+}
+
+// runSidecar runs a sidecar until the test ends; it returns once the
+// sidecar is ready, or with the error it exited with.
+func (c *ControlPlane) runSidecar(ns, name string, o dataplane.Options) (*Sidecar, error) {
+	t := c.env.t
+	t.Helper()
 	ready := make(chan dataplane.Info, 1)
 	o.Ready = func(i dataplane.Info) { ready <- i }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- dataplane.Run(ctx, o) }()
-	s := &Sidecar{Creds: creds}
+	s := &Sidecar{}
 	var once sync.Once
 	s.stop = func() {
 		once.Do(func() {
@@ -276,15 +288,17 @@ func (c *ControlPlane) StartSidecar(ns, name string, opts ...SidecarOption) *Sid
 			}
 		})
 	}
-	t.Cleanup(s.stop)
 	select {
 	case s.Info = <-ready:
+		t.Cleanup(s.stop)
+		return s, nil
 	case err := <-done:
-		t.Fatalf("sidecar %s.%s exited: %v", name, ns, err)
+		cancel()
+		return nil, fmt.Errorf("exited: %w", err)
 	case <-time.After(30 * time.Second):
-		t.Fatalf("sidecar %s.%s not ready after 30s", name, ns)
+		t.Cleanup(s.stop)
+		return nil, errors.New("not ready after 30s")
 	}
-	return s
 }
 
 // Stop stops the sidecar (deregister, drain, stop).
