@@ -88,30 +88,43 @@ func (in *instance) start(ctx context.Context) (err error) {
 			in.kill()
 		}
 	}()
-	// The ports are picked free and bound by the sidecar at its start;
-	// another process may take one in between, and the sidecar then exits
-	// saying so: try again on other ports.
+	// The ports are picked free, then bound by the sidecar and the app as
+	// they start; another process may take one in between, and the one
+	// that lost it exits saying so: start both again on other ports.
 	for attempt := 1; ; attempt++ {
-		free, err := ports.Free(4)
-		if err != nil {
-			return fmt.Errorf("%w: allocating ports: %v", ErrStart, err)
-		}
-		in.appAddr = "127.0.0.1:" + strconv.Itoa(free[0])
-		in.outbound = "127.0.0.1:" + strconv.Itoa(free[1])
-		in.admin = "127.0.0.1:" + strconv.Itoa(free[2])
-		in.inbound = uint16(free[3])
-		if err := in.startSidecar(); err != nil {
-			return err
-		}
-		err = in.waitListening(ctx)
+		err = in.startProcs(ctx)
 		if err == nil {
 			break
 		}
-		if attempt == 3 || !in.sidecar.lostPort() {
+		if attempt == 3 || !in.lostPort() {
 			return err
 		}
-		in.rt.log.Warn("the sidecar's ports were taken; trying others", "instance", in.id, "attempt", attempt)
-		in.sidecarTail.reset()
+		in.rt.log.Warn("a port picked for the instance was taken; trying others", "instance", in.id, "attempt", attempt)
+		in.stopProcs()
+	}
+	in.mu.Lock()
+	in.state = stateRunning
+	in.mu.Unlock()
+	go in.supervise()
+	return nil
+}
+
+// startProcs picks ports, starts the sidecar, waits until it listens,
+// starts the app and waits until the instance is registered.
+func (in *instance) startProcs(ctx context.Context) error {
+	free, err := ports.Free(4)
+	if err != nil {
+		return fmt.Errorf("%w: allocating ports: %v", ErrStart, err)
+	}
+	in.appAddr = "127.0.0.1:" + strconv.Itoa(free[0])
+	in.outbound = "127.0.0.1:" + strconv.Itoa(free[1])
+	in.admin = "127.0.0.1:" + strconv.Itoa(free[2])
+	in.inbound = uint16(free[3])
+	if err := in.startSidecar(); err != nil {
+		return err
+	}
+	if err := in.waitListening(ctx); err != nil {
+		return err
 	}
 	in.mu.Lock()
 	err = in.startApp()
@@ -119,14 +132,32 @@ func (in *instance) start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := in.waitReady(ctx); err != nil {
-		return err
-	}
+	return in.waitReady(ctx)
+}
+
+// lostPort reports whether the sidecar or the app exited because a port
+// picked for it was taken.
+func (in *instance) lostPort() bool {
 	in.mu.Lock()
-	in.state = stateRunning
+	app, sc := in.app, in.sidecar
 	in.mu.Unlock()
-	go in.supervise()
-	return nil
+	return (sc != nil && sc.lostPort()) || (app != nil && app.lostPort())
+}
+
+// stopProcs stops the sidecar and the app of a failed start attempt.
+func (in *instance) stopProcs() {
+	in.mu.Lock()
+	app, sc := in.app, in.sidecar
+	in.app, in.sidecar = nil, nil
+	in.mu.Unlock()
+	if app != nil {
+		app.stop(time.Second)
+	}
+	if sc != nil {
+		sc.stop(time.Second)
+	}
+	in.appTail.reset()
+	in.sidecarTail.reset()
 }
 
 func (in *instance) startSidecar() error {
