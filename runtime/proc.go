@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/micromesh/micromesh/internal/ports"
 )
 
 // proc is one child process (an app or a sidecar) whose output goes, line
@@ -123,12 +125,7 @@ func (p *proc) lostPort() bool {
 	default:
 		return false
 	}
-	for _, l := range p.tail.lines() {
-		if strings.Contains(l, "address already in use") {
-			return true
-		}
-	}
-	return false
+	return ports.InUse(strings.Join(p.tail.lines(), "\n"))
 }
 
 // tail keeps the last lines of a process's output.

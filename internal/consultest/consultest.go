@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/micromesh/micromesh/internal/ports"
 )
 
 // BinaryEnv names the variable that may point at the consul binary; by
@@ -30,32 +31,47 @@ type Agent struct {
 	Addr string // HTTP API, host:port
 	args []string
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
-	log *strings.Builder
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has exited
+	log    *strings.Builder
 }
 
 // Start starts a dev agent and waits until it has a leader.
 func Start(t testing.TB) *Agent {
 	t.Helper()
 	bin := binary(t)
-	ports := freePorts(t, 4)
-	a := &Agent{t: t, bin: bin, Addr: "127.0.0.1:" + strconv.Itoa(ports[0])}
-	a.args = []string{"agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
-		"-http-port", strconv.Itoa(ports[0]), "-serf-lan-port", strconv.Itoa(ports[1]),
-		"-serf-wan-port", strconv.Itoa(ports[2]), "-server-port", strconv.Itoa(ports[3]),
-		"-grpc-port", "-1", "-grpc-tls-port", "-1", "-dns-port", "-1", "-log-level", "info"}
-	a.start()
+	a := &Agent{t: t, bin: bin}
 	t.Cleanup(func() {
 		a.Stop()
 		if t.Failed() {
 			t.Logf("consul agent log:\n%s", a.Log())
 		}
 	})
-	return a
+	// The ports are picked free, then bound by the agent; another process
+	// may take one in between: start again on others.
+	for attempt := 1; ; attempt++ {
+		ps, err := ports.FreeLoopback(4) // serf speaks TCP and UDP
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Addr = "127.0.0.1:" + strconv.Itoa(ps[0])
+		a.args = []string{"agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+			"-http-port", strconv.Itoa(ps[0]), "-serf-lan-port", strconv.Itoa(ps[1]),
+			"-serf-wan-port", strconv.Itoa(ps[2]), "-server-port", strconv.Itoa(ps[3]),
+			"-grpc-port", "-1", "-grpc-tls-port", "-1", "-dns-port", "-1", "-log-level", "info"}
+		err = a.start()
+		if err == nil {
+			return a
+		}
+		if attempt == 3 || !ports.InUse(a.Log()) {
+			t.Fatal(err)
+		}
+		t.Logf("consul agent lost a port (%v); trying others", err)
+	}
 }
 
-func (a *Agent) start() {
+func (a *Agent) start() error {
 	a.t.Helper()
 	a.mu.Lock()
 	cmd := exec.Command(a.bin, a.args...)
@@ -63,9 +79,12 @@ func (a *Agent) start() {
 	cmd.Stdout, cmd.Stderr = &lockedWriter{w: a.log}, &lockedWriter{w: a.log}
 	if err := cmd.Start(); err != nil {
 		a.mu.Unlock()
-		a.t.Fatalf("start consul: %v", err)
+		return fmt.Errorf("start consul: %w", err)
 	}
 	a.cmd = cmd
+	exited := make(chan struct{})
+	a.exited = exited
+	go func() { _ = cmd.Wait(); close(exited) }()
 	a.mu.Unlock()
 	// Ready means a check update reaches the catalog at once. A new leader
 	// makes the agent schedule a full anti-entropy sync up to 3 s later
@@ -91,13 +110,20 @@ func (a *Agent) start() {
 			}
 			prompt = 0
 		}
+		select {
+		case <-exited:
+			a.Stop()
+			return fmt.Errorf("consul agent at %s exited while starting:\n%s", a.Addr, a.Log())
+		default:
+		}
 		if time.Now().After(deadline) {
 			a.Stop()
-			a.t.Fatalf("consul agent at %s not ready after 30s: %v\n%s", a.Addr, err, a.log.String())
+			return fmt.Errorf("consul agent at %s not ready after 30s: %v\n%s", a.Addr, err, a.Log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	_ = do("PUT", "http://"+a.Addr+"/v1/agent/service/deregister/consultest-probe", "")
+	return nil
 }
 
 // probe registers a probe service whose 300 ms TTL check lapses at once,
@@ -164,7 +190,7 @@ func (a *Agent) Stop() {
 		return
 	}
 	_ = a.cmd.Process.Kill()
-	_ = a.cmd.Wait()
+	<-a.exited
 	a.cmd = nil
 }
 
@@ -172,7 +198,9 @@ func (a *Agent) Stop() {
 func (a *Agent) Restart() {
 	a.t.Helper()
 	a.Stop()
-	a.start()
+	if err := a.start(); err != nil {
+		a.t.Fatal(err)
+	}
 }
 
 // binary finds the consul binary: $MESH_CONSUL_BIN, or bin/consul in the
@@ -201,26 +229,6 @@ func binary(t testing.TB) string {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-// freePorts asks the kernel for n free TCP ports. They are free now, not
-// reserved; collisions are possible but rare.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
-}
 
 type lockedWriter struct {
 	mu sync.Mutex

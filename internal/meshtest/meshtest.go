@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -31,6 +30,7 @@ import (
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/identity/ca"
 	"github.com/micromesh/micromesh/internal/home"
+	"github.com/micromesh/micromesh/internal/ports"
 	"github.com/micromesh/micromesh/platform"
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
@@ -307,21 +307,11 @@ func (s *Sidecar) Stop() { s.stop() }
 // FreePort returns a port free for both TCP and UDP on loopback now.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
-		l.Close()
-		if err == nil {
-			u.Close()
-			return port
-		}
+	p, err := ports.FreeLoopback(1)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no port free for both TCP and UDP")
-	return 0
+	return p[0]
 }
 
 // SignedCredentials signs credentials for service name of namespace ns with

@@ -7,6 +7,7 @@ package pgtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -89,24 +91,41 @@ func Start(t testing.TB) *Server {
 	if out, err := initdb.CombinedOutput(); err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
+	// The port is picked free, then bound by postgres; another process may
+	// take it in between: start again on another.
+	for attempt := 1; ; attempt++ {
+		s, logs, err := run(t, binDir, dir, data)
+		if err == nil {
+			return s
+		}
+		if attempt == 3 || !ports.InUse(logs) {
+			t.Fatalf("%v\n%s", err, logs)
+		}
+		t.Logf("postgres lost its port; trying another")
+	}
+}
+
+// run starts postgres on a free port and waits until it takes connections;
+// on failure it returns the server's output.
+func run(t testing.TB, binDir, dir, data string) (*Server, string, error) {
 	free, err := ports.Free(1)
 	if err != nil {
-		t.Fatal(err)
+		return nil, "", err
 	}
 	s := &Server{Port: free[0], dir: dir}
 	pg, err := command(filepath.Join(binDir, "postgres"), "-D", data, "-p", strconv.Itoa(s.Port), "-k", dir,
 		"-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200")
 	if err != nil {
-		t.Fatal(err)
+		return nil, "", err
 	}
-	var logs strings.Builder
-	pg.Stdout, pg.Stderr = &logs, &logs
+	logs := &lockedBuilder{}
+	pg.Stdout, pg.Stderr = logs, logs
 	if err := pg.Start(); err != nil {
-		t.Fatal(err)
+		return nil, "", err
 	}
 	exited := make(chan struct{})
 	go func() { _ = pg.Wait(); close(exited) }()
-	t.Cleanup(func() {
+	stop := func() {
 		_ = pg.Process.Signal(syscall.SIGINT) // fast shutdown
 		select {
 		case <-exited:
@@ -114,7 +133,7 @@ func Start(t testing.TB) *Server {
 			_ = pg.Process.Kill()
 			<-exited
 		}
-	})
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -122,18 +141,38 @@ func Start(t testing.TB) *Server {
 		cancel()
 		if err == nil {
 			_ = c.Close(context.Background())
-			return s
+			t.Cleanup(stop)
+			return s, "", nil
 		}
 		select {
 		case <-exited:
-			t.Fatalf("postgres exited:\n%s", logs.String())
+			return nil, logs.String(), errors.New("postgres exited")
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("postgres did not accept connections within 30 s: %v\n%s", err, logs.String())
+			stop()
+			return nil, logs.String(), fmt.Errorf("postgres did not accept connections within 30 s: %w", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// lockedBuilder collects a process's output while it runs.
+type lockedBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuilder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // DSN is the connection string for database db.

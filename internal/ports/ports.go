@@ -2,8 +2,10 @@
 package ports
 
 import (
+	"errors"
 	"net"
 	"strconv"
+	"strings"
 )
 
 // Free returns n distinct ports free on loopback for TCP now, the last one
@@ -40,4 +42,42 @@ func Free(n int) ([]int, error) {
 		ports = append(ports, port)
 	}
 	return ports, nil
+}
+
+// FreeLoopback returns n distinct ports free on 127.0.0.1 for both TCP and
+// UDP now (a Consul agent's serf ports, a sidecar's inbound port in tests).
+// Like Free, they are released when it returns.
+func FreeLoopback(n int) ([]int, error) {
+	var closers []func() error
+	defer func() {
+		for _, c := range closers {
+			_ = c()
+		}
+	}()
+	var ports []int
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 50*n {
+			return nil, errors.New("ports: no port free for both TCP and UDP on 127.0.0.1")
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, l.Close)
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue // taken for UDP: try another
+		}
+		closers = append(closers, u.Close)
+		ports = append(ports, port)
+	}
+	return ports, nil
+}
+
+// InUse reports whether a process's output says it could not bind an
+// address: the way to tell a start that lost a picked port (and should be
+// tried again on others) from one that failed.
+func InUse(output string) bool {
+	return strings.Contains(output, "address already in use") || strings.Contains(output, "Address already in use")
 }

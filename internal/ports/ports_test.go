@@ -1,6 +1,10 @@
 package ports
 
-import "testing"
+import (
+	"net"
+	"strconv"
+	"testing"
+)
 
 func TestFreePortsAreDistinct(t *testing.T) {
 	ps, err := Free(4)
@@ -13,5 +17,38 @@ func TestFreePortsAreDistinct(t *testing.T) {
 			t.Fatalf("ports %v", ps)
 		}
 		seen[p] = true
+	}
+}
+
+func TestFreeLoopbackPortsTakeTCPAndUDP(t *testing.T) {
+	ps, err := FreeLoopback(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range ps {
+		addr := "127.0.0.1:" + strconv.Itoa(p)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("TCP %s: %v", addr, err)
+		}
+		l.Close()
+		u, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			t.Fatalf("UDP %s: %v", addr, err)
+		}
+		u.Close()
+	}
+}
+
+func TestInUse(t *testing.T) {
+	for out, want := range map[string]bool{
+		"listen tcp 127.0.0.1:5432: bind: address already in use":                         true,
+		`LOG:  could not bind IPv4 address "127.0.0.1": Address already in use`:           true,
+		"FATAL:  could not create lock file: Permission denied":                           false,
+		"sidecar: inbound port 4242 (UDP, for QUIC): listen udp: bind: permission denied": false,
+	} {
+		if got := InUse(out); got != want {
+			t.Errorf("InUse(%q) = %v", out, got)
+		}
 	}
 }
