@@ -234,6 +234,7 @@ type config struct {
 type result struct {
 	qps, p50, p90, p99 float64
 	errors             int64
+	cpu                float64 // seconds of proxy CPU in the run
 	cpuPerReq          float64 // seconds of proxy CPU per request
 	switchesPerReq     float64 // context switches of proxy threads per request
 }
@@ -269,7 +270,7 @@ func load(o options, c config, qps int) (result, error) {
 	if err := json.Unmarshal(data, &f); err != nil {
 		return result{}, err
 	}
-	r := result{qps: f.ActualQPS}
+	r := result{qps: f.ActualQPS, cpu: cpu}
 	for code, n := range f.RetCodes {
 		if code != "200" {
 			r.errors += n
@@ -310,17 +311,19 @@ func report(o options, cs []config, sidecars map[string]*exec.Cmd) {
 	add := func(s float64) string { return fmt.Sprintf("%+.2f", s*1e3) }
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Printf("\nfortio %d qps × %d connections, %d B POST, HTTP/1.1, %v per run, medians of %d interleaved rounds\n\n", o.qps, o.conns, o.payload, o.duration, o.rounds)
-	fmt.Fprintln(w, "path\tp50 ms\tp90 ms\tp99 ms\tadded p50\tadded p90\tadded p99\tmax req/s\tvs direct\tproxy CPU µs/req\t")
+	fmt.Fprintf(w, "path\tp50 ms\tp90 ms\tp99 ms\tadded p50\tadded p90\tadded p99\tproxy CPU s at %d qps\tmax req/s\tvs direct\tproxy CPU µs/req\t\n", o.qps)
 	p := func(r result) float64 { return r.p50 }
 	p9 := func(r result) float64 { return r.p90 }
 	p99 := func(r result) float64 { return r.p99 }
 	q := func(r result) float64 { return r.qps }
 	cpu := func(r result) float64 { return r.cpuPerReq }
+	secs := func(r result) float64 { return r.cpu }
 	for _, c := range cs {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.3f×\t%s\t\n", c.name,
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.3f×\t%s\t\n", c.name,
 			ms(median(c.latency, p)), ms(median(c.latency, p9)), ms(median(c.latency, p99)),
 			add(median(c.latency, p)-median(a.latency, p)), add(median(c.latency, p9)-median(a.latency, p9)), add(median(c.latency, p99)-median(a.latency, p99)),
-			median(c.max, q), median(c.max, q)/median(a.max, q), cpuCell(c, median(c.max, cpu)))
+			cpuCell(c, "%.2f", median(c.latency, secs)),
+			median(c.max, q), median(c.max, q)/median(a.max, q), cpuCell(c, "%.0f", median(c.max, cpu)*1e6))
 	}
 	_ = w.Flush()
 	fmt.Println()
@@ -342,11 +345,12 @@ func report(o options, cs []config, sidecars map[string]*exec.Cmd) {
 		add(bAdd), add(dAdd), verdict(bAdd <= dAdd), median(b.max, q), median(d.max, q), verdict(median(b.max, q) >= median(d.max, q)), worst, verdict(worst <= 30))
 }
 
-func cpuCell(c config, v float64) string {
+// cpuCell formats a proxy CPU figure, "-" for the path without proxies.
+func cpuCell(c config, format string, v float64) string {
 	if len(c.pids) == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.0f", v*1e6)
+	return fmt.Sprintf(format, v)
 }
 
 // cpuSeconds sums user+system CPU of the processes (and their threads).
