@@ -1,33 +1,14 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/internal/syncbuf"
 )
-
-// syncBuffer is a buffer a command writes while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestBrokerCommands(t *testing.T) {
 	env := meshtest.NewEnv(t)
@@ -36,7 +17,7 @@ func TestBrokerCommands(t *testing.T) {
 	home := string(env.Home)
 
 	// subscribe runs until interrupted; it prints one message per line.
-	out, errOut := &syncBuffer{}, &syncBuffer{}
+	out, errOut := &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	cmd := NewRootCommand(Streams{In: strings.NewReader(""), Out: out, Err: errOut})
 	cmd.SetArgs([]string{"--home", home, "broker", "subscribe", "orders.created", "-n", "shop"})
 	ctx, cancel := context.WithCancel(context.Background())

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/internal/syncbuf"
 )
 
 func TestEventsCommands(t *testing.T) {
@@ -27,7 +28,7 @@ func TestEventsCommands(t *testing.T) {
 		t.Errorf("offset beyond: %v", err)
 	}
 
-	out2, errOut := &syncBuffer{}, &syncBuffer{}
+	out2, errOut := &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	cmd := NewRootCommand(Streams{In: strings.NewReader(""), Out: out2, Err: errOut})
 	cmd.SetArgs([]string{"--home", home, "events", "consume", "orders", "-n", "shop", "--group", "cli", "--offset", "2"})
 	ctx, cancel := context.WithCancel(context.Background())

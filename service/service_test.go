@@ -1,7 +1,6 @@
 package service_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,27 +21,11 @@ import (
 	"github.com/micromesh/micromesh/examples/helloworld/handler"
 	pb "github.com/micromesh/micromesh/examples/helloworld/proto"
 	"github.com/micromesh/micromesh/internal/envconfig"
+	"github.com/micromesh/micromesh/internal/syncbuf"
 	"github.com/micromesh/micromesh/service"
 	"github.com/micromesh/micromesh/service/endpoints"
 	merrors "github.com/micromesh/micromesh/service/errors"
 )
-
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // slowHello answers like helloworld, after a pause for "slow", and panics
 // for "panic".
@@ -64,9 +47,9 @@ func (h slowHello) Call(ctx context.Context, req *pb.CallRequest) (*pb.CallRespo
 
 // start serves helloworld (slowHello) with the framework and returns a
 // client connection, the logs and a stop function that waits for Serve.
-func start(t *testing.T) (*grpc.ClientConn, *logBuffer, func() error, chan struct{}) {
+func start(t *testing.T) (*grpc.ClientConn, *syncbuf.Buffer, func() error, chan struct{}) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &syncbuf.Buffer{}
 	started := make(chan struct{})
 	srv := service.New(service.Name("helloworld"), service.Version("v1"), service.GracePeriod(5*time.Second),
 		service.Logger(slog.New(slog.NewTextHandler(logs, nil))))

@@ -7,10 +7,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/micromesh/micromesh/internal/syncbuf"
 )
 
 // testServer is `meshctl server` running as a process in a fresh
@@ -19,25 +20,8 @@ type testServer struct {
 	home    string
 	env     []string
 	cmd     *exec.Cmd
-	logs    *lockedBuffer
+	logs    *syncbuf.Buffer
 	drained chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startServer starts the server on free ports and waits for its ready
@@ -50,7 +34,7 @@ func startServer(ctx context.Context, t *testing.T) *testServer {
 // startServerIn is startServer with $MESH_HOME at home.
 func startServerIn(ctx context.Context, t *testing.T, home string) *testServer {
 	t.Helper()
-	s := &testServer{home: home, logs: &lockedBuffer{}, drained: make(chan struct{})}
+	s := &testServer{home: home, logs: &syncbuf.Buffer{}, drained: make(chan struct{})}
 	s.env = append(os.Environ(), "MESH_HOME="+s.home)
 	s.cmd = exec.CommandContext(ctx, meshctl, "server", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
 	s.cmd.Env = s.env

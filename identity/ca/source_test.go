@@ -1,7 +1,6 @@
 package ca
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -17,25 +16,8 @@ import (
 	"time"
 
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/internal/syncbuf"
 )
-
-// syncBuffer collects a server's error log.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // A TLS server and client using Sources keep exchanging requests across three
 // forced rotations of both sides: no failed handshake, no failed request, and
@@ -65,7 +47,7 @@ func TestRotationKeepsTrafficFlowing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	errLog := &syncBuffer{}
+	errLog := &syncbuf.Buffer{}
 	srv := &http.Server{Handler: handler, TLSConfig: serverSrc.ServerTLSConfig(identity.AuthorizeID(clientID)), ErrorLog: log.New(errLog, "", 0)}
 	go func() { _ = srv.ServeTLS(ln, "", "") }()
 	t.Cleanup(func() { _ = srv.Close() })

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/micromesh/micromesh/internal/ports"
+	"github.com/micromesh/micromesh/internal/syncbuf"
 )
 
 // BinaryEnv names the variable that may point at the consul binary; by
@@ -34,7 +35,7 @@ type Agent struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has exited
-	log    *strings.Builder
+	log    *syncbuf.Buffer
 }
 
 // Start starts a dev agent and waits until it has a leader.
@@ -75,8 +76,8 @@ func (a *Agent) start() error {
 	a.t.Helper()
 	a.mu.Lock()
 	cmd := exec.Command(a.bin, a.args...)
-	a.log = &strings.Builder{}
-	cmd.Stdout, cmd.Stderr = &lockedWriter{w: a.log}, &lockedWriter{w: a.log}
+	a.log = &syncbuf.Buffer{} // one writer for both: exec then writes from one goroutine
+	cmd.Stdout, cmd.Stderr = a.log, a.log
 	if err := cmd.Start(); err != nil {
 		a.mu.Unlock()
 		return fmt.Errorf("start consul: %w", err)
@@ -229,17 +230,6 @@ func binary(t testing.TB) string {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  *strings.Builder
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
 
 // Ctx returns a context for a test's calls.
 func Ctx(t testing.TB) context.Context {

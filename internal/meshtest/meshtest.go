@@ -4,7 +4,6 @@
 package meshtest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -31,6 +30,7 @@ import (
 	"github.com/micromesh/micromesh/identity/ca"
 	"github.com/micromesh/micromesh/internal/home"
 	"github.com/micromesh/micromesh/internal/ports"
+	"github.com/micromesh/micromesh/internal/syncbuf"
 	"github.com/micromesh/micromesh/platform"
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
@@ -41,13 +41,13 @@ import (
 type Env struct {
 	t    testing.TB
 	Home home.Dir
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 }
 
 // NewEnv returns an environment with a fresh $MESH_HOME. What its
 // processes log is kept, and printed if the test fails.
 func NewEnv(t testing.TB) *Env {
-	e := &Env{t: t, Home: home.Dir(t.TempDir()), logs: &syncBuffer{}}
+	e := &Env{t: t, Home: home.Dir(t.TempDir()), logs: &syncbuf.Buffer{}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("logs of the test's mesh:\n%s", e.Logs())
@@ -61,24 +61,6 @@ func (e *Env) Logs() string { return e.logs.String() }
 
 func (e *Env) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // ControlPlane is a control plane running in-process.

@@ -15,8 +15,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/micromesh/micromesh/internal/ports"
+	"github.com/micromesh/micromesh/internal/syncbuf"
 )
 
 // Server is a running PostgreSQL server.
@@ -118,7 +117,7 @@ func run(t testing.TB, binDir, dir, data string) (*Server, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	logs := &lockedBuilder{}
+	logs := &syncbuf.Buffer{}
 	pg.Stdout, pg.Stderr = logs, logs
 	if err := pg.Start(); err != nil {
 		return nil, "", err
@@ -155,24 +154,6 @@ func run(t testing.TB, binDir, dir, data string) (*Server, string, error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// lockedBuilder collects a process's output while it runs.
-type lockedBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuilder) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuilder) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // DSN is the connection string for database db.
