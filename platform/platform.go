@@ -26,6 +26,7 @@ import (
 	"github.com/micromesh/micromesh/internal/atomicfile"
 	"github.com/micromesh/micromesh/internal/envconfig"
 	"github.com/micromesh/micromesh/internal/home"
+	"github.com/micromesh/micromesh/internal/version"
 	"github.com/micromesh/micromesh/platform/broker"
 	"github.com/micromesh/micromesh/platform/config"
 	"github.com/micromesh/micromesh/platform/events"
@@ -217,7 +218,7 @@ func (h *Host) serve(ctx context.Context, o Options, name string, register func(
 	if err != nil {
 		return err
 	}
-	svc := service.New(service.Name(name), service.Logger(log), service.GracePeriod(5*time.Second))
+	svc := service.New(service.Name(name), service.Version(version.Version), service.Logger(log), service.GracePeriod(5*time.Second))
 	register(svc)
 	sctx, stopService := context.WithCancel(context.Background())
 	served := make(chan error, 1)
@@ -230,7 +231,7 @@ func (h *Host) serve(ctx context.Context, o Options, name string, register func(
 		ran <- dataplane.Run(dctx, dataplane.Options{
 			Credentials: creds, CertDir: certDir, Instance: instance, ControlPlane: o.ControlPlane,
 			App: lis.Addr().String(), AppProtocol: "grpc", // InboundPort 0: it picks a free one
-			Drain: time.Second, WaitForApp: true, Logger: log.With("sidecar", instance),
+			Drain: time.Second, WaitForApp: true, Version: version.Version, Logger: log.With("sidecar", instance),
 			Ready: func(i dataplane.Info) { ready <- i },
 		})
 	}()

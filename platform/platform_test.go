@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/internal/version"
 	"github.com/micromesh/micromesh/platform"
 	"github.com/micromesh/micromesh/platform/natsserver"
 	brclient "github.com/micromesh/micromesh/service/broker"
@@ -69,5 +72,22 @@ func TestExternalNATS(t *testing.T) {
 	msg, err := sub.NextMsg(5 * time.Second)
 	if err != nil || string(msg.Data) != "hello" {
 		t.Fatalf("external subscriber: %v %v", msg, err)
+	}
+	// The platform's services are registered with the server's version.
+	snap, err := registry.List(ctx, cp.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, in := range snap.Instances {
+		if in.Namespace == identity.SystemNamespace && in.Service != "" {
+			seen++
+			if in.Version != version.Version {
+				t.Errorf("%s registered with version %q, want %q", in.Service, in.Version, version.Version)
+			}
+		}
+	}
+	if seen == 0 {
+		t.Error("no platform service in the registry")
 	}
 }
