@@ -360,17 +360,11 @@ func (rt *Runtime) startInstances(ctx context.Context, s *service, n int, binary
 	return ins, nil
 }
 
-// startInstance starts one instance; if a port it was given was taken in
-// the meantime (another program bound it), it tries once more on others.
+// startInstance starts one instance (instance.start tries other ports
+// when one it picked was taken meanwhile).
 func (rt *Runtime) startInstance(ctx context.Context, s *service, binary, version string) (*instance, error) {
 	in := rt.newInstance(s, binary, version)
-	err := in.start(ctx)
-	if err != nil && strings.Contains(err.Error(), "address already in use") {
-		rt.log.Warn("a port was taken while the instance started; trying other ports", "instance", in.id, "err", err)
-		in = rt.newInstance(s, binary, version)
-		err = in.start(ctx)
-	}
-	if err != nil {
+	if err := in.start(ctx); err != nil {
 		return nil, err
 	}
 	return in, nil

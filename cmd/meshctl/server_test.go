@@ -34,9 +34,15 @@ func startServer(ctx context.Context, t *testing.T) *testServer {
 // startServerIn is startServer with $MESH_HOME at home.
 func startServerIn(ctx context.Context, t *testing.T, home string) *testServer {
 	t.Helper()
+	return startServerWith(ctx, t, home, meshctl)
+}
+
+// startServerWith is startServerIn running the meshctl binary at bin.
+func startServerWith(ctx context.Context, t *testing.T, home, bin string) *testServer {
+	t.Helper()
 	s := &testServer{home: home, logs: &syncbuf.Buffer{}, drained: make(chan struct{})}
 	s.env = append(os.Environ(), "MESH_HOME="+s.home)
-	s.cmd = exec.CommandContext(ctx, meshctl, "server", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
+	s.cmd = exec.CommandContext(ctx, bin, "server", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
 	s.cmd.Env = s.env
 	stdout, err := s.cmd.StdoutPipe()
 	if err != nil {
