@@ -44,6 +44,65 @@ func TestControlPlaneAway(t *testing.T) {
 	})
 }
 
+// An app may call out before its sidecar has any config (the runtime starts
+// it once the outbound port accepts): the port is bound from the start, and
+// the call waits for the first config instead of failing.
+func TestCallBeforeTheFirstConfigWaitsForIt(t *testing.T) {
+	env := meshtest.NewEnv(t)
+	cp := env.StartControlPlane()
+	cp.StartSidecar("default", "b", meshtest.WithApp(startEcho(t, "b"), "http"))
+	creds := cp.Join("default", "a")
+	addr := cp.Info.Address
+	if err := cp.Stop(); err != nil { // away when a starts
+		t.Fatal(err)
+	}
+	sc, err := dataplane.New(dataplane.Options{Credentials: creds, CertDir: t.TempDir(), ControlPlane: addr,
+		Outbound: "127.0.0.1:0", Instance: "a-1", Drain: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- sc.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-ran
+	}()
+
+	type answer struct {
+		status int
+		body   string
+		err    error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", "http://"+sc.Info().Outbound+"/", strings.NewReader("early"))
+		req.Host = "b"
+		resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
+		if err != nil {
+			answered <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		answered <- answer{status: resp.StatusCode, body: string(b)}
+	}()
+	select {
+	case a := <-answered:
+		t.Fatalf("answered with no config: %+v", a)
+	case <-time.After(500 * time.Millisecond):
+	}
+	env.StartControlPlaneAt(addr)
+	select {
+	case a := <-answered:
+		if a.err != nil || a.status != 200 || !strings.Contains(a.body, `"app":"b"`) {
+			t.Fatalf("the early call: %+v", a)
+		}
+	case <-time.After(45 * time.Second):
+		t.Fatal("the early call was not answered after the control plane came back")
+	}
+}
+
 // An endpoint dies under load: retries and outlier detection keep errors
 // under 0.1 % of 5,000 requests.
 func TestEndpointKilledUnderLoad(t *testing.T) {

@@ -329,6 +329,7 @@ func compileCluster(cl *cluster.Cluster, endpoints map[string]*endpoint.ClusterL
 			c.EDS = cl.GetName()
 		}
 		cla = endpoints[c.EDS] // nil until it arrives: no endpoints yet
+		c.Waiting = cla == nil
 	case cluster.Cluster_STATIC:
 		cla = cl.GetLoadAssignment()
 	default:

@@ -164,6 +164,23 @@ func TestMissingReferencesAreWarming(t *testing.T) {
 	if c.Routes["outbound"] != nil || len(c.Clusters["hello.default"].Endpoints) != 0 {
 		t.Error("resources appeared from nowhere")
 	}
+	// Missing names each of them, so the proxy holds calls until they come.
+	missing := strings.Join(c.Missing(), "; ")
+	for _, want := range []string{"route configuration outbound", "endpoints of hello.default", "endpoints of world.default"} {
+		if !strings.Contains(missing, want) {
+			t.Errorf("Missing() = %q, want it to name %q", missing, want)
+		}
+	}
+	// Everything arrived, an empty endpoints resource included: warm.
+	full := meshFor(t, "default", "client")
+	full.Endpoints[0].Endpoints = nil // arrived, and empty
+	c, err = Compile(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := c.Missing(); len(m) != 0 {
+		t.Errorf("a complete config misses %v", m)
+	}
 }
 
 func findListener(r *Resources, name string) *listener.Listener {

@@ -6,6 +6,7 @@ package config
 
 import (
 	"net"
+	"sort"
 	"strconv"
 	"time"
 )
@@ -29,6 +30,24 @@ type Config struct {
 	Certificate *CertFiles
 	// Roots is the trust bundle (PEM), from SDS.
 	Roots []byte
+}
+
+// Missing names what the config refers to and has not received yet: the
+// outbound listener's route configuration, the endpoints of EDS clusters.
+// A proxy holds the app's first calls until nothing is missing, as Envoy's
+// listeners warm before they take traffic.
+func (c *Config) Missing() []string {
+	var out []string
+	if c.Outbound != nil && c.Outbound.Route != "" && c.Routes[c.Outbound.Route] == nil {
+		out = append(out, "route configuration "+c.Outbound.Route)
+	}
+	for _, cl := range c.Clusters {
+		if cl.Waiting {
+			out = append(out, "endpoints of "+cl.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Outbound is the loopback listener the app sends its calls to.
@@ -118,6 +137,9 @@ type Cluster struct {
 	Endpoints      []Endpoint
 	// EDS names the endpoints resource; empty for a static cluster.
 	EDS string
+	// Waiting is true while the EDS resource has not arrived (an empty
+	// one has: the cluster then has no endpoints).
+	Waiting bool
 }
 
 // Limits are circuit-breaker thresholds (0: unlimited).

@@ -31,6 +31,15 @@ type Proxy struct {
 
 	mu    sync.Mutex // one Apply at a time
 	state atomic.Pointer[state]
+
+	// warm is closed once a config has everything it refers to (or the
+	// initial fetch timeout has passed since the first Apply): until then
+	// the app's calls wait instead of failing for want of a route or
+	// endpoints that are on their way.
+	warm       chan struct{}
+	warmOnce   sync.Once
+	warmTimer  *time.Timer
+	warmWithin time.Duration
 }
 
 // state is a config with the upstreams built for it.
@@ -45,15 +54,34 @@ type Options struct {
 	Logger    *slog.Logger
 	AccessLog bool // log every request (info level)
 	Metrics   Registerer
+	// InitialFetchTimeout bounds how long the app's first calls wait for
+	// the resources the first config refers to (default 10 s; Envoy's
+	// initial_fetch_timeout).
+	InitialFetchTimeout time.Duration
 }
 
 // New returns a proxy that presents creds' certificate. It serves 503 until
-// the first Apply.
+// the first Apply; after it, the app's calls wait until the config is
+// complete (Config.Missing) or InitialFetchTimeout has passed.
 func New(creds *identity.Source, o Options) *Proxy {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Proxy{self: o.Self, creds: creds, log: o.Logger, accessLog: o.AccessLog, m: newMetrics(o.Metrics)}
+	if o.InitialFetchTimeout <= 0 {
+		o.InitialFetchTimeout = 10 * time.Second
+	}
+	return &Proxy{self: o.Self, creds: creds, log: o.Logger, accessLog: o.AccessLog, m: newMetrics(o.Metrics),
+		warm: make(chan struct{}), warmWithin: o.InitialFetchTimeout}
+}
+
+// warmed ends the warm-up: calls stop waiting.
+func (p *Proxy) warmed(why string) {
+	p.warmOnce.Do(func() {
+		close(p.warm)
+		if why != "" {
+			p.log.Warn(why)
+		}
+	})
 }
 
 // Apply swaps in cfg. Clusters whose transport is unchanged keep their
@@ -76,6 +104,15 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 		next.upstreams[name] = u
 	}
 	p.state.Store(next)
+	if missing := cfg.Missing(); len(missing) == 0 {
+		p.warmed("")
+	} else if p.warmTimer == nil {
+		p.warmTimer = time.AfterFunc(p.warmWithin, func() {
+			missing := p.state.Load().cfg.Missing()
+			p.warmed(fmt.Sprintf("the control plane has not sent everything the config refers to within %v; serving without it (missing: %s)",
+				p.warmWithin, strings.Join(missing, ", ")))
+		})
+	}
 	if prev != nil {
 		var stale []func()
 		for name, u := range prev.upstreams {
@@ -104,6 +141,12 @@ func (p *Proxy) Config() *config.Config {
 
 // Close closes every upstream's connections.
 func (p *Proxy) Close() {
+	p.mu.Lock()
+	if p.warmTimer != nil {
+		p.warmTimer.Stop()
+	}
+	p.mu.Unlock()
+	p.warmed("") // nobody waits on a proxy that is closing
 	if s := p.state.Load(); s != nil {
 		for _, u := range s.upstreams {
 			u.close()
@@ -119,6 +162,19 @@ func (p *Proxy) Inbound() http.Handler { return http.HandlerFunc(p.serveInbound)
 
 func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	select {
+	case <-p.warm:
+	default:
+		if p.state.Load() == nil {
+			break // nothing applied yet: answered below
+		}
+		// The first config is still arriving: wait for the rest of it.
+		select {
+		case <-p.warm:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	st := p.state.Load()
 	if st == nil || st.cfg.Outbound == nil {
 		p.local(w, r, outbound, "", http.StatusServiceUnavailable, "micromesh: the sidecar has no configuration yet", start)

@@ -1,0 +1,72 @@
+package proxy
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/micromesh/micromesh/dataplane/config"
+)
+
+// While the first config lacks what it refers to, the app's calls wait;
+// they are answered as soon as it is complete, or, if it never is, once
+// the initial fetch timeout has passed.
+func TestCallsWaitForTheFirstCompleteConfig(t *testing.T) {
+	partial := &config.Config{Outbound: &config.Outbound{Name: "outbound", Route: "outbound"},
+		Routes: map[string]*config.RouteTable{}, Clusters: map[string]*config.Cluster{}}
+	call := func(p *Proxy) <-chan *httptest.ResponseRecorder {
+		done := make(chan *httptest.ResponseRecorder, 1)
+		go func() {
+			w := httptest.NewRecorder()
+			r := httptest.NewRequest(http.MethodGet, "http://b/", nil)
+			p.Outbound().ServeHTTP(w, r)
+			done <- w
+		}()
+		return done
+	}
+
+	t.Run("answered once complete", func(t *testing.T) {
+		p := New(nil, Options{InitialFetchTimeout: time.Minute})
+		defer p.Close()
+		if err := p.Apply(partial); err != nil {
+			t.Fatal(err)
+		}
+		done := call(p)
+		select {
+		case w := <-done:
+			t.Fatalf("answered %d before the routes arrived", w.Code)
+		case <-time.After(200 * time.Millisecond):
+		}
+		complete := *partial
+		complete.Routes = map[string]*config.RouteTable{"outbound": {}}
+		if err := p.Apply(&complete); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case w := <-done:
+			if !strings.Contains(w.Body.String(), `"b" is not a service in the mesh`) {
+				t.Fatalf("answered %d %q, want the complete config's answer", w.Code, w.Body.String())
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("still waiting after the config became complete")
+		}
+	})
+
+	t.Run("answered after the timeout", func(t *testing.T) {
+		p := New(nil, Options{InitialFetchTimeout: 100 * time.Millisecond})
+		defer p.Close()
+		if err := p.Apply(partial); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case w := <-call(p):
+			if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "has not received its routes yet") {
+				t.Fatalf("answered %d %q", w.Code, w.Body.String())
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("still waiting long after the initial fetch timeout")
+		}
+	})
+}
