@@ -186,7 +186,7 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 	o.Flags.Add(f)
 	f.StringVar(&o.app, "app", "", "the app's address on loopback (127.0.0.1:PORT), or none")
 	f.StringVar(&o.appProtocol, "app-protocol", "http", "what the app speaks: http (HTTP/1.1) or grpc (h2c)")
-	f.StringVar(&o.outbound, "outbound", "", "loopback address the app calls out through (127.0.0.1:PORT)")
+	f.StringVar(&o.outbound, "outbound", "", "loopback address the app calls out through (127.0.0.1:PORT; port 0 picks a free one, printed when ready)")
 	f.Uint16Var(&o.inboundPort, "inbound-port", 0, "port taking mTLS callers: TCP (TLS) and UDP (QUIC)")
 	f.StringVar(&o.admin, "admin", "127.0.0.1:0", "loopback address for /ready, /config_dump, /metrics and /debug/pprof/")
 	f.StringVar(&o.certDir, "cert-dir", "", "use the certificate in this directory (cert.pem, key.pem, bundle.pem) instead of joining")
