@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/micromesh/micromesh/dataplane/config"
 	"github.com/micromesh/micromesh/identity"
 )
@@ -70,8 +72,22 @@ func New(creds *identity.Source, o Options) *Proxy {
 	if o.InitialFetchTimeout <= 0 {
 		o.InitialFetchTimeout = 10 * time.Second
 	}
-	return &Proxy{self: o.Self, creds: creds, log: o.Logger, accessLog: o.AccessLog, m: newMetrics(o.Metrics),
+	p := &Proxy{self: o.Self, creds: creds, log: o.Logger, accessLog: o.AccessLog, m: newMetrics(o.Metrics),
 		warm: make(chan struct{}), warmWithin: o.InitialFetchTimeout}
+	if o.Metrics != nil {
+		o.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "micromesh_config_warming",
+			Help: "1 while the app's calls wait for the first complete config (routes and endpoints it refers to), else 0.",
+		}, func() float64 {
+			select {
+			case <-p.warm:
+				return 0
+			default:
+				return 1
+			}
+		}))
+	}
+	return p
 }
 
 // warmed ends the warm-up: calls stop waiting.

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/micromesh/micromesh/dataplane/config"
 )
 
@@ -28,10 +30,14 @@ func TestCallsWaitForTheFirstCompleteConfig(t *testing.T) {
 	}
 
 	t.Run("answered once complete", func(t *testing.T) {
-		p := New(nil, Options{InitialFetchTimeout: time.Minute})
+		reg := prometheus.NewRegistry()
+		p := New(nil, Options{InitialFetchTimeout: time.Minute, Metrics: reg})
 		defer p.Close()
 		if err := p.Apply(partial); err != nil {
 			t.Fatal(err)
+		}
+		if v := gaugeOf(t, reg, "micromesh_config_warming"); v != 1 {
+			t.Errorf("micromesh_config_warming = %v while warming, want 1", v)
 		}
 		done := call(p)
 		select {
@@ -52,6 +58,9 @@ func TestCallsWaitForTheFirstCompleteConfig(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("still waiting after the config became complete")
 		}
+		if v := gaugeOf(t, reg, "micromesh_config_warming"); v != 0 {
+			t.Errorf("micromesh_config_warming = %v once warm, want 0", v)
+		}
 	})
 
 	t.Run("answered after the timeout", func(t *testing.T) {
@@ -69,4 +78,20 @@ func TestCallsWaitForTheFirstCompleteConfig(t *testing.T) {
 			t.Fatal("still waiting long after the initial fetch timeout")
 		}
 	})
+}
+
+// gaugeOf reads a gauge from reg.
+func gaugeOf(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
