@@ -122,6 +122,9 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	p.state.Store(next)
 	if missing := cfg.Missing(); len(missing) == 0 {
 		p.warmed("")
+		if p.warmTimer != nil {
+			p.warmTimer.Stop()
+		}
 	} else if p.warmTimer == nil {
 		p.warmTimer = time.AfterFunc(p.warmWithin, func() {
 			missing := p.state.Load().cfg.Missing()
