@@ -184,14 +184,12 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	select {
 	case <-p.warm:
 	default:
-		if p.state.Load() == nil {
-			break // nothing applied yet: answered below
-		}
-		// The first config is still arriving: wait for the rest of it.
-		select {
-		case <-p.warm:
-		case <-r.Context().Done():
-			return
+		if p.state.Load() != nil { // the first config is still arriving: wait for the rest
+			select {
+			case <-p.warm:
+			case <-r.Context().Done():
+				return
+			}
 		}
 	}
 	st := p.state.Load()
