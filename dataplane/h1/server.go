@@ -246,8 +246,6 @@ func (c *conn) serve() {
 		writers.Put(bw)
 		s.finished.Done()
 	}()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	headerTimeout := s.ReadHeaderTimeout
 	if headerTimeout <= 0 {
 		headerTimeout = 30 * time.Second
@@ -257,6 +255,7 @@ func (c *conn) serve() {
 		idleTimeout = 5 * time.Minute
 	}
 	first := true
+	remote := "" // the client's address, formatted once per connection
 	for {
 		// Wait for the next request's first byte (idle), then give it the
 		// header timeout.
@@ -296,8 +295,14 @@ func (c *conn) serve() {
 			writeError(bw, http.StatusBadRequest, msg)
 			return
 		}
-		req.RemoteAddr = c.nc.RemoteAddr().String()
-		req = req.WithContext(ctx)
+		// The request keeps the background context: a client that goes
+		// away is noticed when the response is written (package doc), so
+		// no cancellation is ever signalled while a handler runs, and a
+		// context per request would only be a copy of the request.
+		if remote == "" {
+			remote = c.nc.RemoteAddr().String()
+		}
+		req.RemoteAddr = remote
 		keep := c.serveOne(req, bw)
 		if !keep || s.shuttingDown() {
 			_ = bw.Flush()

@@ -54,10 +54,10 @@ func cleanHopHeaders(h http.Header) {
 
 // forward sends r to up along route rt, retrying as the route allows, and
 // streams the response back.
-func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route, up *upstream, dir direction, caller string, start time.Time) {
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route, up *upstream, dir direction, caller peer, start time.Time) {
 	source, dest := p.self, up.cluster.Name
 	if dir == inbound {
-		source, dest = workload(caller), p.self
+		source, dest = caller.workload, p.self
 	}
 	if lim := up.cluster.Limits.MaxRequests; lim > 0 && up.active.Load() >= int64(lim) {
 		p.m.overflow.WithLabelValues(up.cluster.Name).Inc()
@@ -75,7 +75,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route
 	for _, h := range rt.HeadersToAdd {
 		v := h.Value
 		if v == config.PeerURISAN {
-			v = caller
+			v = caller.id
 		}
 		r.Header.Set(h.Key, v)
 	}
@@ -366,7 +366,14 @@ func (p *Proxy) copyResponse(w http.ResponseWriter, r *http.Request, resp *http.
 	w.WriteHeader(resp.StatusCode)
 	streaming := resp.ContentLength < 0 || isGRPC(r)
 	rc := http.NewResponseController(w)
-	if streaming && resp.Header.Get("Grpc-Status") == "" {
+	switch {
+	case r.ProtoMajor == 3 && !streaming && resp.ContentLength > 0:
+		// quic-go's HTTP/3 server would copy a small body into a buffer
+		// of its own, made for each response, to learn its length; this
+		// one has its length: the headers go first (they leave in the
+		// same packet as the body) and the body is written through.
+		_ = rc.Flush()
+	case streaming && resp.Header.Get("Grpc-Status") == "":
 		// The headers go now: a stream's first message may be long in
 		// coming, and the caller may wait on the headers (gRPC's
 		// header-only acknowledgements, server-sent events). Not for a
@@ -433,7 +440,7 @@ func isGRPC(r *http.Request) bool {
 func (p *Proxy) local(w http.ResponseWriter, r *http.Request, dir direction, dest string, code int, msg string, start time.Time) {
 	source := p.self
 	if dir == inbound {
-		source = workload(peerID(r))
+		source = p.peers.peer(r).workload
 	}
 	p.localFor(w, r, dir, source, dest, code, msg, start)
 }
@@ -480,17 +487,4 @@ func grpcMessage(s string) string {
 		}
 	}
 	return b.String()
-}
-
-// workload turns a SPIFFE ID into "name.namespace" for metrics.
-func workload(spiffe string) string {
-	_, path, ok := strings.Cut(strings.TrimPrefix(spiffe, "spiffe://"), "/")
-	if !ok {
-		return "unknown"
-	}
-	parts := strings.Split(path, "/")
-	if len(parts) != 4 {
-		return "unknown"
-	}
-	return parts[3] + "." + parts[1]
 }

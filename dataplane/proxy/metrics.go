@@ -71,10 +71,26 @@ func (p *Proxy) record(r *http.Request, dir direction, source, dest, transport s
 		}
 	}
 	elapsed := time.Since(start)
-	p.m.requests.WithLabelValues(string(dir), source, dest, transport, strconv.Itoa(code)).Inc()
+	p.m.requests.WithLabelValues(string(dir), source, dest, transport, codeLabel(code)).Inc()
 	p.m.duration.WithLabelValues(string(dir), dest).Observe(elapsed.Seconds())
 	if p.accessLog {
 		p.log.Info("request", "direction", dir, "method", r.Method, "authority", r.Host, "path", r.URL.Path,
 			"source", source, "destination", dest, "transport", transport, "code", code, "duration", elapsed)
 	}
+}
+
+// codeLabels are the response_code labels of the codes HTTP defines,
+// formatted once.
+var codeLabels = func() (l [600]string) {
+	for c := range l {
+		l[c] = strconv.Itoa(c)
+	}
+	return l
+}()
+
+func codeLabel(code int) string {
+	if code >= 0 && code < len(codeLabels) {
+		return codeLabels[code]
+	}
+	return strconv.Itoa(code)
 }

@@ -10,7 +10,6 @@ package proxy
 import (
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -30,6 +29,7 @@ type Proxy struct {
 	log       *slog.Logger
 	accessLog bool
 	m         *metrics
+	peers     peerCache
 
 	mu    sync.Mutex // one Apply at a time
 	state atomic.Pointer[state]
@@ -214,7 +214,7 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		p.local(w, r, outbound, route.Cluster, http.StatusServiceUnavailable, "micromesh: cluster "+route.Cluster+" is not configured yet", start)
 		return
 	}
-	p.forward(w, r, route, up, outbound, "", start)
+	p.forward(w, r, route, up, outbound, peer{}, start)
 }
 
 func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
@@ -231,17 +231,17 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		p.local(w, r, inbound, "", http.StatusServiceUnavailable, "micromesh: the sidecar has no inbound configuration yet", start)
 		return
 	}
-	caller := peerID(r)
-	if caller == "" {
+	caller := p.peers.peer(r)
+	if caller.id == "" {
 		// The handshake requires and verifies a certificate; this is a bug.
 		p.local(w, r, inbound, "", http.StatusUnauthorized, "micromesh: no verified client certificate", start)
 		return
 	}
 	if lst.RBAC != nil {
-		if ok, _ := lst.RBAC.Allowed(config.Request{Principal: caller, Method: r.Method, Path: r.URL.Path, Header: r.Header.Get}); !ok {
+		if ok, _ := lst.RBAC.Allowed(config.Request{Principal: caller.id, Method: r.Method, Path: r.URL.Path, Header: r.Header.Get}); !ok {
 			p.m.denied.Inc()
-			p.localFor(w, r, inbound, caller, p.self, http.StatusForbidden,
-				fmt.Sprintf("micromesh: RBAC: %s may not call %s %s on %s", caller, r.Method, r.URL.Path, p.self), start)
+			p.localFor(w, r, inbound, caller.workload, p.self, http.StatusForbidden,
+				fmt.Sprintf("micromesh: RBAC: %s may not call %s %s on %s", caller.id, r.Method, r.URL.Path, p.self), start)
 			return
 		}
 	}
@@ -256,24 +256,4 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.forward(w, r, route, up, inbound, caller, start)
-}
-
-// peerID returns the SPIFFE ID of the verified client certificate.
-func peerID(r *http.Request) string {
-	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-		return ""
-	}
-	c := r.TLS.PeerCertificates[0]
-	if len(c.URIs) != 1 {
-		return ""
-	}
-	return c.URIs[0].String()
-}
-
-// authority returns the host of an authority, lower-cased, without a port.
-func authority(h string) string {
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		h = host
-	}
-	return strings.ToLower(h)
 }
