@@ -1,0 +1,262 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/micromesh/micromesh/dataplane/config"
+)
+
+// policy is the traffic policy of the route and cluster under test, as the
+// control plane would send it.
+type policy struct {
+	timeout     time.Duration // 0: Envoy's default (15 s)
+	retries     uint32        // 0: no retry policy
+	perTry      time.Duration
+	retryOn     string
+	maxRequests uint32
+	maxRetries  uint32
+}
+
+// policyProxy is a proxy whose outbound route "b" goes to a plaintext
+// cluster of the given backends (loopback HTTP/1.1), with pol applied: the
+// config is compiled from xDS resources, as a sidecar's is.
+func policyProxy(t *testing.T, pol policy, backends ...*httptest.Server) (*Proxy, *prometheus.Registry) {
+	t.Helper()
+	action := &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "b"}}
+	if pol.timeout > 0 {
+		action.Timeout = durationpb.New(pol.timeout)
+	}
+	if pol.retries > 0 {
+		action.RetryPolicy = &route.RetryPolicy{
+			RetryOn:      pol.retryOn,
+			NumRetries:   wrapperspb.UInt32(pol.retries),
+			RetryBackOff: &route.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(time.Millisecond)},
+		}
+		if pol.perTry > 0 {
+			action.RetryPolicy.PerTryTimeout = durationpb.New(pol.perTry)
+		}
+	}
+	rc := &route.RouteConfiguration{Name: "outbound", VirtualHosts: []*route.VirtualHost{{
+		Name: "b", Domains: []string{"b"},
+		Routes: []*route.Route{{
+			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &route.Route_Route{Route: action},
+		}},
+	}}}
+	var lbs []*endpointv3.LbEndpoint
+	for _, b := range backends {
+		host, port, _ := net.SplitHostPort(b.Listener.Addr().String())
+		p, _ := strconv.Atoi(port)
+		lbs = append(lbs, &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+			Address: &core.Address{Address: &core.Address_SocketAddress{SocketAddress: &core.SocketAddress{
+				Address: host, PortSpecifier: &core.SocketAddress_PortValue{PortValue: uint32(p)}}}},
+		}}})
+	}
+	cl := &clusterv3.Cluster{
+		Name:                 "b",
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		LoadAssignment:       &endpointv3.ClusterLoadAssignment{ClusterName: "b", Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}}},
+	}
+	if pol.maxRequests > 0 || pol.maxRetries > 0 {
+		cl.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			MaxRequests: wrapperspb.UInt32(pol.maxRequests), MaxRetries: wrapperspb.UInt32(pol.maxRetries),
+		}}}
+	}
+	cfg, err := config.Compile(config.Resources{Routes: []*route.RouteConfiguration{rc}, Clusters: []*clusterv3.Cluster{cl}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Outbound = &config.Outbound{Name: "outbound", Route: "outbound"}
+	reg := prometheus.NewRegistry()
+	p := New(nil, Options{Self: "a.default", Metrics: reg})
+	t.Cleanup(p.Close)
+	if err := p.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return p, reg
+}
+
+// call sends one request through p's outbound side, as the app would.
+func call(p *Proxy, method, body string) *httptest.ResponseRecorder {
+	w := httptest.NewRecorder()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	r := httptest.NewRequest(method, "http://b/thing", rd)
+	p.Outbound().ServeHTTP(w, r)
+	return w
+}
+
+// counterOf sums a counter over its label values (0 if never counted).
+func counterOf(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// backend is an upstream that answers with handler and counts requests.
+func backend(t *testing.T, n *atomic.Int32, handler http.HandlerFunc) *httptest.Server {
+	t.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		_, _ = io.Copy(io.Discard, r.Body)
+		handler(w, r)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// A route timeout bounds the whole request: a slow upstream gets 504 with
+// the timeout in the message, at the timeout, not when it answers.
+func TestRouteTimeoutAnswers504(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	var n atomic.Int32
+	slow := backend(t, &n, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second): // bounded: a proxy that does not cut it off gets an answer, too late
+		}
+	})
+	p, _ := policyProxy(t, policy{timeout: 200 * time.Millisecond}, slow)
+	start := time.Now()
+	w := call(p, http.MethodGet, "")
+	took := time.Since(start)
+	if w.Code != http.StatusGatewayTimeout || !strings.Contains(w.Body.String(), "did not answer within the route timeout (200ms)") {
+		t.Fatalf("answered %d %q, want 504 naming the route timeout", w.Code, w.Body.String())
+	}
+	if took < 200*time.Millisecond || took > 3*time.Second {
+		t.Fatalf("answered after %v, want about the 200ms timeout", took)
+	}
+}
+
+// A try that passes its per-try timeout is retried on another endpoint,
+// within the route timeout.
+func TestPerTryTimeoutRetriesElsewhere(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	var hung, good atomic.Int32
+	slow := backend(t, &hung, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second): // bounded: a proxy that does not cut it off gets an answer, too late
+		}
+	})
+	fast := backend(t, &good, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "fast") })
+	p, reg := policyProxy(t, policy{timeout: 10 * time.Second, retries: 2, perTry: 150 * time.Millisecond, retryOn: "reset,connect-failure"}, slow, fast)
+	for i := range 4 { // round robin: half the first tries go to the hung endpoint
+		start := time.Now()
+		w := call(p, http.MethodPost, "payload")
+		if w.Code != http.StatusOK || w.Body.String() != "fast" {
+			t.Fatalf("call %d: answered %d %q, want the fast endpoint's answer", i, w.Code, w.Body.String())
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("call %d took %v: the per-try timeout did not cut the hung try", i, took)
+		}
+	}
+	if hung.Load() == 0 {
+		t.Fatal("no try went to the hung endpoint: the test proves nothing")
+	}
+	if got := counterOf(t, reg, "micromesh_upstream_retries_total"); got < 1 {
+		t.Fatalf("micromesh_upstream_retries_total = %v, want the retries counted", got)
+	}
+}
+
+// A 503 is retried when the policy says so, and the caller sees the
+// retry's answer; without a retry policy the 503 is the answer.
+func TestRetryOn503(t *testing.T) {
+	var n atomic.Int32
+	flaky := backend(t, &n, func(w http.ResponseWriter, r *http.Request) {
+		if n.Load()%2 == 1 { // every other request fails
+			http.Error(w, "overloaded", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	p, reg := policyProxy(t, policy{retries: 1, retryOn: "503"}, flaky)
+	for i := range 3 {
+		if w := call(p, http.MethodPost, "x"); w.Code != http.StatusOK || w.Body.String() != "ok" {
+			t.Fatalf("call %d: answered %d %q, want the retry's 200", i, w.Code, w.Body.String())
+		}
+	}
+	if got := counterOf(t, reg, "micromesh_upstream_retries_total"); got != 3 {
+		t.Fatalf("micromesh_upstream_retries_total = %v, want 3 (one per call)", got)
+	}
+
+	n.Store(0)
+	p, _ = policyProxy(t, policy{}, flaky)
+	if w := call(p, http.MethodGet, ""); w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "overloaded") {
+		t.Fatalf("without retries: answered %d %q, want the upstream's 503", w.Code, w.Body.String())
+	}
+}
+
+// A cluster's max_requests breaker refuses what is past it with a 503 that
+// says so, counted; requests within it pass.
+func TestCircuitBreakerRefusesOverflow(t *testing.T) {
+	release := make(chan struct{})
+	var n atomic.Int32
+	entered := make(chan struct{}, 1)
+	held := backend(t, &n, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		select {
+		case <-release:
+		case <-time.After(5 * time.Second): // bounded, should the breaker let a second one in
+		}
+		_, _ = io.WriteString(w, "done")
+	})
+	p, reg := policyProxy(t, policy{maxRequests: 1}, held)
+	first := make(chan *httptest.ResponseRecorder, 1)
+	go func() { first <- call(p, http.MethodGet, "") }()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first request never reached the upstream")
+	}
+	w := call(p, http.MethodGet, "")
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "circuit breaker open: 1 requests in flight to b") {
+		t.Fatalf("second request: answered %d %q, want the breaker's 503", w.Code, w.Body.String())
+	}
+	if got := counterOf(t, reg, "micromesh_circuit_breaker_overflow_total"); got != 1 {
+		t.Fatalf("micromesh_circuit_breaker_overflow_total = %v, want 1", got)
+	}
+	close(release)
+	if w := <-first; w.Code != http.StatusOK || w.Body.String() != "done" {
+		t.Fatalf("first request: answered %d %q", w.Code, w.Body.String())
+	}
+	if w := call(p, http.MethodGet, ""); w.Code != http.StatusOK {
+		t.Fatalf("after the first finished: answered %d %q, want it let through", w.Code, w.Body.String())
+	}
+}
