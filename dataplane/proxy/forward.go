@@ -79,12 +79,14 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route
 		}
 		r.Header.Set(h.Key, v)
 	}
-	ctx := r.Context()
+	// The route timeout is a deadline each try's context carries (with the
+	// per-try timeout's, whichever is sooner): one context per try, none
+	// for the request.
+	var deadline time.Time
 	if rt.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, rt.Timeout)
-		defer cancel()
+		deadline = time.Now().Add(rt.Timeout)
 	}
+	ctx := r.Context()
 	body, err := newReplayable(r, rt.Retry != nil, isGRPC(r))
 	if err != nil {
 		p.localFor(w, r, dir, source, dest, http.StatusBadRequest, "micromesh: reading the request body: "+err.Error(), start)
@@ -105,7 +107,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route
 				break // retry budget spent
 			}
 			p.m.retries.WithLabelValues(up.cluster.Name).Inc()
-			if !sleep(ctx, backoff(rt.Retry, attempt)) {
+			wait := backoff(rt.Retry, attempt)
+			if !deadline.IsZero() && time.Until(deadline) <= wait {
+				lastErr = context.DeadlineExceeded // the route timeout passes before the retry could go
+				break
+			}
+			if !sleep(ctx, wait) {
 				break
 			}
 		}
@@ -122,15 +129,15 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route
 		if attempt > 0 {
 			up.retries.Add(1)
 		}
-		resp, cancel, err := p.attempt(ctx, r, rt, up, ep, body)
+		resp, cancel, err := p.attempt(ctx, deadline, r, rt, up, ep, body)
 		if attempt > 0 {
 			up.retries.Add(-1)
 		}
 		if err != nil {
 			cancel()
 			ep.active.Add(-1)
-			if ctx.Err() != nil {
-				lastErr = ctx.Err()
+			if ctx.Err() != nil || (!deadline.IsZero() && !time.Now().Before(deadline)) {
+				lastErr = context.DeadlineExceeded
 				break
 			}
 			up.lb.report(ep, localFailure)
@@ -163,9 +170,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route
 	switch {
 	case r.Context().Err() != nil:
 		p.record(r, dir, source, dest, up.cluster.Transport, 499, start) // the caller went away
-	case errors.Is(lastErr, context.DeadlineExceeded):
+	case !deadline.IsZero() && !time.Now().Before(deadline):
 		p.localFor(w, r, dir, source, dest, http.StatusGatewayTimeout,
 			fmt.Sprintf("micromesh: %s did not answer within the route timeout (%v)", up.cluster.Name, rt.Timeout), start)
+	case errors.Is(lastErr, context.DeadlineExceeded) && rt.Retry != nil && rt.Retry.PerTryTimeout > 0:
+		p.localFor(w, r, dir, source, dest, http.StatusGatewayTimeout,
+			fmt.Sprintf("micromesh: %s did not answer within the per-try timeout (%v) in %d attempt(s)", up.cluster.Name, rt.Retry.PerTryTimeout, len(tried)), start)
 	case grpcDeadlinePassed(r, start):
 		// The server gave up at the caller's deadline and reset the stream:
 		// the caller's deadline is what happened, not an unavailable server.
@@ -182,12 +192,17 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route
 
 // attempt sends one try to ep. The caller must call cancel and release
 // ep.active when done with the response.
-func (p *Proxy) attempt(ctx context.Context, r *http.Request, rt *config.Route, up *upstream, ep *endpoint, body *replayable) (*http.Response, context.CancelFunc, error) {
-	cancel := context.CancelFunc(func() {})
+func (p *Proxy) attempt(ctx context.Context, deadline time.Time, r *http.Request, rt *config.Route, up *upstream, ep *endpoint, body *replayable) (*http.Response, context.CancelFunc, error) {
+	cancel := context.CancelFunc(noCancel)
 	// A per-try timeout bounds whole requests: only for routes that have a
 	// timeout at all (not gRPC streams).
-	if rt.Retry != nil && rt.Retry.PerTryTimeout > 0 && rt.Timeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, rt.Retry.PerTryTimeout)
+	if rt.Retry != nil && rt.Retry.PerTryTimeout > 0 && !deadline.IsZero() {
+		if try := time.Now().Add(rt.Retry.PerTryTimeout); try.Before(deadline) {
+			deadline = try
+		}
+	}
+	if !deadline.IsZero() {
+		ctx, cancel = context.WithDeadline(ctx, deadline)
 	}
 	// One shallow copy carries ctx; every field a client request must
 	// differ in is set below (RequestURI empty: it marks server requests).
@@ -205,6 +220,8 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rt *config.Route, 
 	resp, err := up.rt.RoundTrip(out)
 	return resp, cancel, err
 }
+
+func noCancel() {}
 
 func retriableResponse(rp *config.RetryPolicy, resp *http.Response) bool {
 	if resp.StatusCode == http.StatusServiceUnavailable && rp.On.Status503 {

@@ -190,6 +190,12 @@ func TestPerTryTimeoutRetriesElsewhere(t *testing.T) {
 	if got := counterOf(t, reg, "micromesh_upstream_retries_total"); got < 1 {
 		t.Fatalf("micromesh_upstream_retries_total = %v, want the retries counted", got)
 	}
+
+	// Every try cut off, the route timeout still far: a 504 that says so.
+	p, _ = policyProxy(t, policy{timeout: 10 * time.Second, retries: 1, perTry: 100 * time.Millisecond, retryOn: "reset"}, slow)
+	if w := call(p, http.MethodGet, ""); w.Code != http.StatusGatewayTimeout || !strings.Contains(w.Body.String(), "did not answer within the per-try timeout (100ms) in 2 attempt(s)") {
+		t.Fatalf("every try timed out: answered %d %q, want 504 naming the per-try timeout", w.Code, w.Body.String())
+	}
 }
 
 // A 503 is retried when the policy says so, and the caller sees the
