@@ -272,6 +272,10 @@ func compileRouteTable(rc *route.RouteConfiguration) (*RouteTable, error) {
 	return t, nil
 }
 
+// defaultLimits are Envoy's circuit-breaker thresholds when a cluster sets
+// none.
+var defaultLimits = Limits{MaxConnections: 1024, MaxPendingRequests: 1024, MaxRequests: 1024, MaxRetries: 3}
+
 // defaultRouteTimeout is Envoy's route timeout when none is set.
 const defaultRouteTimeout = 15 * time.Second
 
@@ -335,15 +339,18 @@ func compileCluster(cl *cluster.Cluster, endpoints map[string]*endpoint.ClusterL
 	default:
 		return nil, fmt.Errorf("discovery type %v is not supported (EDS or STATIC)", cl.GetType())
 	}
+	// Thresholds not set are Envoy's defaults, as for a cluster with no
+	// circuit breakers at all.
+	c.Limits = defaultLimits
 	for _, t := range cl.GetCircuitBreakers().GetThresholds() {
 		if t.GetPriority() != core.RoutingPriority_DEFAULT {
 			continue
 		}
 		c.Limits = Limits{
-			MaxConnections:     t.GetMaxConnections().GetValue(),
-			MaxPendingRequests: t.GetMaxPendingRequests().GetValue(),
-			MaxRequests:        t.GetMaxRequests().GetValue(),
-			MaxRetries:         t.GetMaxRetries().GetValue(),
+			MaxConnections:     valueOr(t.GetMaxConnections().GetValue(), t.GetMaxConnections() != nil, defaultLimits.MaxConnections),
+			MaxPendingRequests: valueOr(t.GetMaxPendingRequests().GetValue(), t.GetMaxPendingRequests() != nil, defaultLimits.MaxPendingRequests),
+			MaxRequests:        valueOr(t.GetMaxRequests().GetValue(), t.GetMaxRequests() != nil, defaultLimits.MaxRequests),
+			MaxRetries:         valueOr(t.GetMaxRetries().GetValue(), t.GetMaxRetries() != nil, defaultLimits.MaxRetries),
 		}
 	}
 	if od := cl.GetOutlierDetection(); od != nil {

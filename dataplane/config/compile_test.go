@@ -8,6 +8,7 @@ import (
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/micromesh/micromesh/xds"
 )
@@ -77,6 +78,14 @@ func TestCompileWhatTheControlPlaneServes(t *testing.T) {
 	}
 	if app := c.Clusters["inbound|app"]; app.Transport != TransportPlain || !app.HTTP2 || app.Endpoints[0].Address != "127.0.0.1:8080" {
 		t.Errorf("app cluster = %+v", app)
+	}
+	// The app cluster sets no circuit breakers: Envoy's defaults apply.
+	if got := c.Clusters["inbound|app"].Limits; got != (Limits{MaxConnections: 1024, MaxPendingRequests: 1024, MaxRequests: 1024, MaxRetries: 3}) {
+		t.Errorf("app cluster limits = %+v, want Envoy's defaults", got)
+	}
+	if got, want := hello.Limits, (Limits{MaxConnections: xds.DefaultPolicy.MaxConnections, MaxPendingRequests: xds.DefaultPolicy.MaxPendingRequests,
+		MaxRequests: xds.DefaultPolicy.MaxRequests, MaxRetries: xds.DefaultPolicy.MaxRetries}); got != want {
+		t.Errorf("hello cluster limits = %+v, want the service policy's %+v", got, want)
 	}
 	if c.Certificate == nil || c.Certificate.Chain != "/certs/cert.pem" || c.Certificate.Key != "/certs/key.pem" || len(c.Roots) == 0 {
 		t.Errorf("secrets: %+v, %d bytes of roots", c.Certificate, len(c.Roots))
@@ -190,4 +199,23 @@ func findListener(r *Resources, name string) *listener.Listener {
 		}
 	}
 	panic("no listener " + name)
+}
+
+// Thresholds a cluster leaves unset are Envoy's defaults; those it sets
+// are kept, 0 included.
+func TestCircuitBreakerThresholdsDefaultAsEnvoys(t *testing.T) {
+	cl := &cluster.Cluster{
+		Name:                 "app",
+		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STATIC},
+		CircuitBreakers: &cluster.CircuitBreakers{Thresholds: []*cluster.CircuitBreakers_Thresholds{{
+			MaxRequests: wrapperspb.UInt32(5), MaxRetries: wrapperspb.UInt32(0),
+		}}},
+	}
+	c, err := Compile(Resources{Clusters: []*cluster.Cluster{cl}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.Clusters["app"].Limits, (Limits{MaxConnections: 1024, MaxPendingRequests: 1024, MaxRequests: 5, MaxRetries: 0}); got != want {
+		t.Fatalf("limits = %+v, want %+v", got, want)
+	}
 }

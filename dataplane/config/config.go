@@ -142,7 +142,12 @@ type Cluster struct {
 	Waiting bool
 }
 
-// Limits are circuit-breaker thresholds (0: unlimited).
+// Limits are circuit-breaker thresholds; Compile fills in Envoy's defaults
+// for those a cluster does not set (0 set explicitly: unlimited). The
+// proxy applies MaxRequests and MaxRetries to every cluster, and
+// MaxConnections and MaxPendingRequests to HTTP/1.1 pools (the app):
+// HTTP/3 and HTTP/2 upstreams hold one multiplexed connection per
+// endpoint.
 type Limits struct {
 	MaxConnections     uint32
 	MaxPendingRequests uint32

@@ -30,10 +30,24 @@ type Transport struct {
 	MaxIdlePerHost int
 	// IdleTimeout closes connections idle for longer (default 90 s).
 	IdleTimeout time.Duration
+	// MaxConns caps the connections open at once, busy or idle, over all
+	// addresses (Envoy's max_connections); 0: no cap. A request that finds
+	// no idle connection with the cap reached waits for one.
+	MaxConns int
+	// MaxPending caps the requests waiting for a connection (Envoy's
+	// max_pending_requests); past it RoundTrip fails at once with
+	// ErrPendingOverflow. 0: no cap.
+	MaxPending int
 
-	mu   sync.Mutex
-	idle map[string][]*pconn
+	mu      sync.Mutex
+	idle    map[string][]*pconn
+	open    int             // connections dialled and not closed
+	waiters []chan struct{} // requests waiting for a connection, oldest first
 }
+
+// ErrPendingOverflow is RoundTrip's error when MaxConns connections are
+// open and MaxPending requests already wait for one.
+var ErrPendingOverflow = errors.New("h1: too many requests waiting for a connection")
 
 // pconn is a pooled connection.
 type pconn struct {
@@ -44,6 +58,7 @@ type pconn struct {
 	bw     *bufio.Writer
 	idleAt time.Time
 	broken atomic.Bool // cancelled or failed mid-exchange: never reused
+	closed atomic.Bool
 }
 
 var errCannotRetry = errors.New("h1: the connection failed and the request body cannot be sent again")
@@ -88,32 +103,51 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-// get returns an idle connection to addr (reused) or dials one.
+// get returns an idle connection to addr (reused) or dials one, waiting
+// for one to be put back or closed when MaxConns are open.
 func (t *Transport) get(ctx context.Context, addr string) (*pconn, bool, error) {
 	idleTimeout := t.IdleTimeout
 	if idleTimeout <= 0 {
 		idleTimeout = 90 * time.Second
 	}
-	now := time.Now()
 	for {
 		t.mu.Lock()
-		list := t.idle[addr]
-		if len(list) == 0 {
+		if pc := t.popIdle(addr); pc != nil {
 			t.mu.Unlock()
-			break
+			idle := time.Since(pc.idleAt)
+			// Connections idle a while may have been closed by the server:
+			// look before using one (a non-blocking peek, one syscall).
+			if idle > idleTimeout || (idle > time.Second && !alive(pc.nc)) {
+				pc.close()
+				continue
+			}
+			return pc, true, nil
 		}
-		pc := list[len(list)-1]
-		list[len(list)-1] = nil
-		t.idle[addr] = list[:len(list)-1]
+		if t.MaxConns > 0 && t.open >= t.MaxConns {
+			// At the cap: an idle connection to another address makes room.
+			if other := t.popAnyIdle(); other != nil {
+				t.mu.Unlock()
+				other.close()
+				continue
+			}
+			if t.MaxPending > 0 && len(t.waiters) >= t.MaxPending {
+				t.mu.Unlock()
+				return nil, false, ErrPendingOverflow
+			}
+			ch := make(chan struct{}, 1)
+			t.waiters = append(t.waiters, ch)
+			t.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				t.leave(ch)
+				return nil, false, ctx.Err()
+			}
+		}
+		t.open++
 		t.mu.Unlock()
-		idle := now.Sub(pc.idleAt)
-		// Connections idle a while may have been closed by the server:
-		// look before using one (a non-blocking peek, one syscall).
-		if idle > idleTimeout || (idle > time.Second && !alive(pc.nc)) {
-			_ = pc.nc.Close()
-			continue
-		}
-		return pc, true, nil
+		break
 	}
 	dial := t.DialContext
 	if dial == nil {
@@ -121,10 +155,79 @@ func (t *Transport) get(ctx context.Context, addr string) (*pconn, bool, error) 
 	}
 	nc, err := dial(ctx, "tcp", addr)
 	if err != nil {
+		t.mu.Lock()
+		t.open--
+		t.wakeOne()
+		t.mu.Unlock()
 		return nil, false, err
 	}
 	pc := &pconn{t: t, addr: addr, nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}
 	return pc, false, nil
+}
+
+// popIdle takes the most recently used idle connection to addr. t.mu held.
+func (t *Transport) popIdle(addr string) *pconn {
+	list := t.idle[addr]
+	if len(list) == 0 {
+		return nil
+	}
+	pc := list[len(list)-1]
+	list[len(list)-1] = nil
+	t.idle[addr] = list[:len(list)-1]
+	return pc
+}
+
+// popAnyIdle takes an idle connection to any address. t.mu held.
+func (t *Transport) popAnyIdle() *pconn {
+	for addr := range t.idle {
+		if pc := t.popIdle(addr); pc != nil {
+			return pc
+		}
+	}
+	return nil
+}
+
+// wakeOne tells the oldest waiting request that a connection was put back
+// or closed. t.mu held.
+func (t *Transport) wakeOne() {
+	if len(t.waiters) == 0 {
+		return
+	}
+	ch := t.waiters[0]
+	t.waiters[0] = nil
+	t.waiters = t.waiters[1:]
+	ch <- struct{}{}
+}
+
+// leave takes a request that gave up out of the waiters; if it had been
+// woken meanwhile, the wake-up goes to the next one.
+func (t *Transport) leave(ch chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i, w := range t.waiters {
+		if w == ch {
+			t.waiters = append(t.waiters[:i], t.waiters[i+1:]...)
+			return
+		}
+	}
+	select {
+	case <-ch:
+		t.wakeOne()
+	default:
+	}
+}
+
+// close closes the connection (once) and makes room for a waiting request.
+func (pc *pconn) close() {
+	if !pc.closed.CompareAndSwap(false, true) {
+		return
+	}
+	_ = pc.nc.Close()
+	t := pc.t
+	t.mu.Lock()
+	t.open--
+	t.wakeOne()
+	t.mu.Unlock()
 }
 
 // alive reports whether an idle connection is still open: nothing to read
@@ -163,11 +266,12 @@ func (t *Transport) put(pc *pconn) {
 	}
 	if len(t.idle[pc.addr]) < max {
 		t.idle[pc.addr] = append(t.idle[pc.addr], pc)
+		t.wakeOne()
 		pc = nil
 	}
 	t.mu.Unlock()
 	if pc != nil {
-		_ = pc.nc.Close()
+		pc.close()
 	}
 }
 
@@ -179,7 +283,7 @@ func (t *Transport) CloseIdleConnections() {
 	t.mu.Unlock()
 	for _, list := range idle {
 		for _, pc := range list {
-			_ = pc.nc.Close()
+			pc.close()
 		}
 	}
 }
@@ -196,7 +300,7 @@ func (pc *pconn) roundTrip(req *http.Request) (resp *http.Response, wrote bool, 
 	})
 	fail := func(err error) (*http.Response, bool, error) {
 		stop()
-		_ = pc.nc.Close()
+		pc.close()
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
@@ -241,7 +345,7 @@ func (pc *pconn) roundTrip(req *http.Request) (resp *http.Response, wrote bool, 
 		resp, err = http.ReadResponse(pc.br, req)
 		if err != nil {
 			if bodyDone != nil {
-				_ = pc.nc.Close()
+				pc.close()
 				<-bodyDone
 			}
 			return fail(err)
@@ -252,7 +356,7 @@ func (pc *pconn) roundTrip(req *http.Request) (resp *http.Response, wrote bool, 
 		break
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		_ = pc.nc.Close()
+		pc.close()
 		stop()
 		return nil, true, errors.New("h1: the upstream switched protocols, which this proxy does not carry")
 	}
@@ -411,7 +515,7 @@ func (b *eofBody) release() {
 			ok = ok && err == nil
 		default:
 			ok = false // the request body is still going: the connection is busy
-			_ = b.pc.nc.Close()
+			b.pc.close()
 			return
 		}
 	}
@@ -419,11 +523,11 @@ func (b *eofBody) release() {
 		b.pc.t.put(b.pc)
 		return
 	}
-	_ = b.pc.nc.Close()
+	b.pc.close()
 }
 
 func (b *eofBody) discard() {
 	b.done = true
 	b.stop()
-	_ = b.pc.nc.Close()
+	b.pc.close()
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/micromesh/micromesh/dataplane/config"
+	"github.com/micromesh/micromesh/dataplane/h1"
 )
 
 type direction string
@@ -136,6 +137,13 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route
 		if err != nil {
 			cancel()
 			ep.active.Add(-1)
+			if errors.Is(err, h1.ErrPendingOverflow) {
+				p.m.overflow.WithLabelValues(up.cluster.Name).Inc()
+				p.localFor(w, r, dir, source, dest, http.StatusServiceUnavailable,
+					fmt.Sprintf("micromesh: circuit breaker open: %d connections to %s busy and %d requests waiting for one",
+						up.cluster.Limits.MaxConnections, up.cluster.Name, up.cluster.Limits.MaxPendingRequests), start)
+				return
+			}
 			if ctx.Err() != nil || (!deadline.IsZero() && !time.Now().Before(deadline)) {
 				lastErr = context.DeadlineExceeded
 				break

@@ -31,6 +31,8 @@ type policy struct {
 	retryOn     string
 	maxRequests uint32
 	maxRetries  uint32
+	maxConns    uint32
+	maxPending  uint32
 }
 
 // policyProxy is a proxy whose outbound route "b" goes to a plaintext
@@ -73,10 +75,17 @@ func policyProxy(t *testing.T, pol policy, backends ...*httptest.Server) (*Proxy
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 		LoadAssignment:       &endpointv3.ClusterLoadAssignment{ClusterName: "b", Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: lbs}}},
 	}
-	if pol.maxRequests > 0 || pol.maxRetries > 0 {
-		cl.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
-			MaxRequests: wrapperspb.UInt32(pol.maxRequests), MaxRetries: wrapperspb.UInt32(pol.maxRetries),
-		}}}
+	if pol.maxRequests > 0 || pol.maxRetries > 0 || pol.maxConns > 0 || pol.maxPending > 0 {
+		th := &clusterv3.CircuitBreakers_Thresholds{}
+		for _, f := range []struct {
+			v   uint32
+			dst **wrapperspb.UInt32Value
+		}{{pol.maxRequests, &th.MaxRequests}, {pol.maxRetries, &th.MaxRetries}, {pol.maxConns, &th.MaxConnections}, {pol.maxPending, &th.MaxPendingRequests}} {
+			if f.v > 0 {
+				*f.dst = wrapperspb.UInt32(f.v)
+			}
+		}
+		cl.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{th}}
 	}
 	cfg, err := config.Compile(config.Resources{Routes: []*route.RouteConfiguration{rc}, Clusters: []*clusterv3.Cluster{cl}})
 	if err != nil {
@@ -264,5 +273,41 @@ func TestCircuitBreakerRefusesOverflow(t *testing.T) {
 	}
 	if w := call(p, http.MethodGet, ""); w.Code != http.StatusOK {
 		t.Fatalf("after the first finished: answered %d %q, want it let through", w.Code, w.Body.String())
+	}
+}
+
+// On an HTTP/1.1 cluster (the app), max_connections makes requests wait
+// for a connection and max_pending_requests refuses what waits past it.
+func TestConnectionBreakersOfHTTP1Clusters(t *testing.T) {
+	release := make(chan struct{}, 4)
+	entered := make(chan struct{}, 4)
+	var n atomic.Int32
+	held := backend(t, &n, func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		select {
+		case <-release:
+		case <-time.After(5 * time.Second):
+		}
+		_, _ = io.WriteString(w, "done")
+	})
+	p, reg := policyProxy(t, policy{maxConns: 1, maxPending: 1}, held)
+	answers := make(chan *httptest.ResponseRecorder, 2)
+	go func() { answers <- call(p, http.MethodGet, "") }()
+	<-entered
+	go func() { answers <- call(p, http.MethodGet, "") }() // waits for the one connection
+	time.Sleep(100 * time.Millisecond)
+	w := call(p, http.MethodGet, "")
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "circuit breaker open: 1 connections to b busy and 1 requests waiting for one") {
+		t.Fatalf("third request: answered %d %q, want the breaker's 503", w.Code, w.Body.String())
+	}
+	if got := counterOf(t, reg, "micromesh_circuit_breaker_overflow_total"); got != 1 {
+		t.Fatalf("micromesh_circuit_breaker_overflow_total = %v, want 1", got)
+	}
+	release <- struct{}{}
+	release <- struct{}{}
+	for range 2 {
+		if w := <-answers; w.Code != http.StatusOK || w.Body.String() != "done" {
+			t.Fatalf("answered %d %q, want both held requests through", w.Code, w.Body.String())
+		}
 	}
 }

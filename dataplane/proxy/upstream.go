@@ -29,7 +29,12 @@ type upstream struct {
 
 // sameTransport reports whether a and b can share connections.
 func sameTransport(a, b *config.Cluster) bool {
-	return a.Transport == b.Transport && a.SAN == b.SAN && a.HTTP2 == b.HTTP2 && a.ConnectTimeout == b.ConnectTimeout
+	same := a.Transport == b.Transport && a.SAN == b.SAN && a.HTTP2 == b.HTTP2 && a.ConnectTimeout == b.ConnectTimeout
+	if same && a.Transport == config.TransportPlain && !a.HTTP2 {
+		// The HTTP/1.1 pool enforces the connection limits itself.
+		same = a.Limits.MaxConnections == b.Limits.MaxConnections && a.Limits.MaxPendingRequests == b.Limits.MaxPendingRequests
+	}
+	return same
 }
 
 // newUpstream builds the state of cluster c, keeping prev's connections
@@ -89,6 +94,8 @@ func (p *Proxy) newUpstream(c *config.Cluster, prev *upstream) (*upstream, error
 				DialContext:    (&net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
 				MaxIdlePerHost: 1024,
 				IdleTimeout:    90 * time.Second,
+				MaxConns:       int(c.Limits.MaxConnections),
+				MaxPending:     int(c.Limits.MaxPendingRequests),
 			}
 			u.rt, u.close = t, t.CloseIdleConnections
 			return u, nil
