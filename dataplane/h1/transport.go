@@ -342,7 +342,7 @@ func (pc *pconn) roundTrip(req *http.Request) (resp *http.Response, wrote bool, 
 		}
 	}
 	for {
-		resp, err = http.ReadResponse(pc.br, req)
+		resp, err = ReadResponse(pc.br, req)
 		if err != nil {
 			if bodyDone != nil {
 				pc.close()
