@@ -251,6 +251,32 @@ func TestServerRejectsMalformedRequests(t *testing.T) {
 	}
 }
 
+// A request head past MaxHeaderBytes is refused with 431 before the server
+// has read much more of it; one just under passes.
+func TestServerBoundsTheRequestHead(t *testing.T) {
+	addr, _, _ := serveH1(t, http.HandlerFunc(echo))
+	send := func(head string) string {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		go func() { _, _ = io.WriteString(c, head) }() // the server may stop reading early
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, _ := bufio.NewReader(c).ReadString('\n')
+		return b
+	}
+	big := "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + strings.Repeat("a", 4*h1.MaxHeaderBytes) + "\r\n\r\n"
+	if got := send(big); !strings.HasPrefix(got, "HTTP/1.1 431 ") {
+		t.Errorf("a %d-byte head: got %q, want 431", len(big), got)
+	}
+	fits := "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + strings.Repeat("a", h1.MaxHeaderBytes-100) + "\r\nConnection: close\r\n\r\n"
+	if got := send(fits); !strings.HasPrefix(got, "HTTP/1.1 200 ") {
+		t.Errorf("a head just under the limit: got %q, want 200", got)
+	}
+}
+
 // A client that sends Expect: 100-continue gets the go-ahead when the
 // handler reads the body.
 func TestServerExpectContinue(t *testing.T) {

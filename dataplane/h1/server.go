@@ -227,7 +227,8 @@ func (c *conn) serve() {
 	s := c.srv
 	handedOff := false
 	br := readers.Get().(*bufio.Reader)
-	br.Reset(c.nc)
+	lim := &headLimit{r: c.nc, left: -1}
+	br.Reset(lim)
 	bw := writers.Get().(*bufio.Writer)
 	bw.Reset(c.nc)
 	defer func() {
@@ -283,9 +284,14 @@ func (c *conn) serve() {
 				return
 			}
 		}
+		lim.left = MaxHeaderBytes + int64(br.Size()) // what is buffered already was read under the last limit
 		req, err := http.ReadRequest(br)
+		lim.left = -1
 		if err != nil {
-			if err != io.EOF && !isTimeout(err) {
+			switch {
+			case errors.Is(err, ErrHeaderTooLarge):
+				writeError(bw, http.StatusRequestHeaderFieldsTooLarge, fmt.Sprintf("request head larger than %d bytes", MaxHeaderBytes))
+			case err != io.EOF && !isTimeout(err):
 				writeError(bw, http.StatusBadRequest, "malformed HTTP/1.1 request: "+err.Error())
 			}
 			return
@@ -382,6 +388,28 @@ func writeError(bw *bufio.Writer, code int, msg string) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// headLimit bounds what a request head may read from the connection
+// (left < 0: no bound, for bodies).
+type headLimit struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *headLimit) Read(p []byte) (int, error) {
+	if l.left < 0 {
+		return l.r.Read(p)
+	}
+	if l.left == 0 {
+		return 0, ErrHeaderTooLarge
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
 }
 
 // requestBody tracks how far the handler read the request body.
