@@ -16,6 +16,7 @@ package h1
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -268,7 +269,13 @@ func (c *conn) serve() {
 			return
 		}
 		c.setActive(true)
-		_ = c.nc.SetReadDeadline(time.Now().Add(headerTimeout))
+		// The header timeout matters only while the head is still on its
+		// way; mostly it came whole with the first read, and the idle
+		// deadline can stay (moving a deadline is a timer operation).
+		whole := headBuffered(br)
+		if !whole {
+			_ = c.nc.SetReadDeadline(time.Now().Add(headerTimeout))
+		}
 		if first {
 			first = false
 			if p, _ := br.Peek(len(h2Preface)); string(p) == h2Preface {
@@ -296,7 +303,9 @@ func (c *conn) serve() {
 			}
 			return
 		}
-		_ = c.nc.SetReadDeadline(time.Time{})
+		if !whole || !bodyBuffered(req, br) {
+			_ = c.nc.SetReadDeadline(time.Time{}) // the body streams: no deadline on it
+		}
 		if msg := validate(req); msg != "" {
 			writeError(bw, http.StatusBadRequest, msg)
 			return
@@ -388,6 +397,18 @@ func writeError(bw *bufio.Writer, code int, msg string) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// headBuffered reports whether a whole request head is in br already.
+func headBuffered(br *bufio.Reader) bool {
+	p, _ := br.Peek(br.Buffered())
+	return bytes.Contains(p, []byte("\r\n\r\n")) || bytes.Contains(p, []byte("\n\n"))
+}
+
+// bodyBuffered reports whether all of req's body is in br already (or it
+// has none).
+func bodyBuffered(req *http.Request, br *bufio.Reader) bool {
+	return req.ContentLength == 0 || req.ContentLength > 0 && len(req.TransferEncoding) == 0 && int64(br.Buffered()) >= req.ContentLength
 }
 
 // headLimit bounds what a request head may read from the connection
