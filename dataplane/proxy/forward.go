@@ -110,8 +110,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route
 			p.m.retries.WithLabelValues(up.cluster.Name).Inc()
 			wait := backoff(rt.Retry, attempt)
 			if !deadline.IsZero() && time.Until(deadline) <= wait {
-				lastErr = context.DeadlineExceeded // the route timeout passes before the retry could go
-				break
+				break // the route timeout would pass before the retry went: answer with the last failure
 			}
 			if !sleep(ctx, wait) {
 				break
