@@ -22,11 +22,12 @@ const MaxHeaderBytes = 64 << 10
 // ErrHeaderTooLarge is the error for a message head past MaxHeaderBytes.
 var ErrHeaderTooLarge = fmt.Errorf("h1: message head larger than %d bytes", MaxHeaderBytes)
 
-// errMalformed marks a message that is not HTTP/1.1 as RFC 9112 has it.
-var errMalformed = errors.New("h1: malformed message")
+// ErrMalformed marks a message that is not HTTP/1.1 as RFC 9112 has it
+// (the error says what is wrong).
+var ErrMalformed = errors.New("h1: malformed message")
 
 func malformed(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{errMalformed}, args...)...)
+	return fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
 }
 
 var headBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}

@@ -88,7 +88,7 @@ func compare(t *testing.T, raw, method string, stricter bool) {
 	want, werr := readWith(http.ReadResponse, raw, method)
 	got, gerr := readWith(ReadResponse, raw, method)
 	switch {
-	case gerr != nil && (werr != nil || refusedOnlyHere[raw] || stricter && errors.Is(gerr, errMalformed)):
+	case gerr != nil && (werr != nil || refusedOnlyHere[raw] || stricter && errors.Is(gerr, ErrMalformed)):
 		return // both refuse, or we refuse on purpose
 	case gerr != nil:
 		t.Errorf("%q (%s): refused (%v), net/http reads it", raw, method, gerr)
@@ -105,7 +105,7 @@ func TestReadResponseAgreesWithNetHTTP(t *testing.T) {
 		compare(t, raw, http.MethodHead, false)
 	}
 	for raw := range refusedOnlyHere {
-		if _, err := readWith(ReadResponse, raw, http.MethodGet); !errors.Is(err, errMalformed) {
+		if _, err := readWith(ReadResponse, raw, http.MethodGet); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%q: %v, want it refused as malformed", raw, err)
 		}
 	}

@@ -188,6 +188,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route
 		// the caller's deadline is what happened, not an unavailable server.
 		p.localFor(w, r, dir, source, dest, http.StatusGatewayTimeout,
 			fmt.Sprintf("micromesh: %s did not answer within the caller's deadline (grpc-timeout %s)", up.cluster.Name, r.Header.Get("Grpc-Timeout")), start)
+	case dir == inbound && up.cluster.Transport == config.TransportPlain && (errors.Is(lastErr, h1.ErrMalformed) || errors.Is(lastErr, h1.ErrHeaderTooLarge)):
+		p.localFor(w, r, dir, source, dest, http.StatusBadGateway,
+			fmt.Sprintf("micromesh: the app at %s answered with a response the proxy cannot read: %v", tried[0].addr, lastErr), start)
 	case dir == inbound && up.cluster.Transport == config.TransportPlain:
 		p.localFor(w, r, dir, source, dest, http.StatusServiceUnavailable,
 			fmt.Sprintf("micromesh: the app at %s is not answering: %v", tried[0].addr, lastErr), start)
@@ -475,6 +478,7 @@ var grpcCodes = map[int]int{
 	http.StatusUnauthorized:       16, // UNAUTHENTICATED
 	http.StatusForbidden:          7,  // PERMISSION_DENIED
 	http.StatusNotFound:           12, // UNIMPLEMENTED
+	http.StatusBadGateway:         14, // UNAVAILABLE
 	http.StatusServiceUnavailable: 14, // UNAVAILABLE
 	http.StatusGatewayTimeout:     4,  // DEADLINE_EXCEEDED
 }

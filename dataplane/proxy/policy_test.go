@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -309,5 +311,60 @@ func TestConnectionBreakersOfHTTP1Clusters(t *testing.T) {
 		if w := <-answers; w.Code != http.StatusOK || w.Body.String() != "done" {
 			t.Fatalf("answered %d %q, want both held requests through", w.Code, w.Body.String())
 		}
+	}
+}
+
+// inboundProxy is a proxy whose inbound side forwards everything to the
+// app (a plaintext HTTP/1.1 cluster), as a sidecar's does.
+func inboundProxy(t *testing.T, app *httptest.Server) *Proxy {
+	t.Helper()
+	rc := &route.RouteConfiguration{Name: "inbound", VirtualHosts: []*route.VirtualHost{{
+		Name: "app", Domains: []string{"*"},
+		Routes: []*route.Route{{
+			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "b"}, Timeout: durationpb.New(0)}},
+		}},
+	}}}
+	p, _ := policyProxy(t, policy{}, app)
+	cfg := *p.Config()
+	routes, err := config.Compile(config.Resources{Routes: []*route.RouteConfiguration{rc}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Inbound = &config.Inbound{Name: "inbound", Route: routes.Routes["inbound"]}
+	if err := p.Apply(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// An app that answers with something that is not HTTP/1.1 (or a head past
+// the limit) gets its caller a 502 that says so, not "not answering".
+func TestAppsMalformedAnswerIs502(t *testing.T) {
+	for name, head := range map[string]string{
+		"bad header line": "HTTP/1.1 200 OK\r\nNo colon here\r\nContent-Length: 0\r\n\r\n",
+		"huge head":       "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", 100<<10) + "\r\nContent-Length: 0\r\n\r\n",
+		"CL and TE":       "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			var n atomic.Int32
+			app := backend(t, &n, func(w http.ResponseWriter, r *http.Request) {
+				c, _, err := http.NewResponseController(w).Hijack()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer c.Close()
+				_, _ = io.WriteString(c, head)
+			})
+			p := inboundProxy(t, app)
+			w := httptest.NewRecorder()
+			r := httptest.NewRequest(http.MethodGet, "http://b/", nil)
+			r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{certWith("caller", "spiffe://td/ns/default/svc/a")}}
+			p.Inbound().ServeHTTP(w, r)
+			if w.Code != http.StatusBadGateway || !strings.Contains(w.Body.String(), "answered with a response the proxy cannot read") {
+				t.Fatalf("answered %d %q, want 502 saying the app's answer could not be read", w.Code, w.Body.String())
+			}
+		})
 	}
 }
