@@ -11,7 +11,8 @@ import (
 	"github.com/micromesh/micromesh/internal/profiling"
 )
 
-// adminHandler serves /ready, /config_dump, /metrics and /debug/pprof/ on loopback.
+// adminHandler serves /ready, /config_dump, /clusters, /metrics and
+// /debug/pprof/ on loopback.
 func (s *Sidecar) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
@@ -26,6 +27,12 @@ func (s *Sidecar) adminHandler() http.Handler {
 		_, _ = w.Write([]byte("draining: deregistered, still serving\n"))
 	})
 	mux.HandleFunc("GET /config_dump", s.configDump)
+	mux.HandleFunc("GET /clusters", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(map[string]any{"clusters": s.proxy.Clusters()})
+	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	profiling.Mount(mux)
 	return mux

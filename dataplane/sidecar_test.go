@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/dataplane/proxy"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/meshtest"
 )
@@ -81,6 +82,19 @@ func metrics(t *testing.T, admin string) string {
 	return string(b)
 }
 
+// getJSON decodes what url answers into v.
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("%s: %v", url, err)
+	}
+}
+
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
@@ -116,6 +130,19 @@ func TestRequestThroughTheMesh(t *testing.T) {
 	}
 	if m := metrics(t, b.Info.Admin); !strings.Contains(m, `micromesh_open_connections{direction="inbound",transport="quic"} 1`) || !strings.Contains(m, "micromesh_xds_connected 1") {
 		t.Errorf("b's metrics lack its QUIC connection or xDS state:\n%s", grep(m, "micromesh_open_connections")+grep(m, "micromesh_xds"))
+	}
+	// a's /clusters shows b's cluster with its endpoint, healthy, none
+	// ejected, nothing in flight.
+	var clusters struct{ Clusters []proxy.ClusterStatus }
+	getJSON(t, "http://"+a.Info.Admin+"/clusters", &clusters)
+	var bc *proxy.ClusterStatus
+	for i := range clusters.Clusters {
+		if clusters.Clusters[i].Name == "b.default" {
+			bc = &clusters.Clusters[i]
+		}
+	}
+	if bc == nil || bc.Transport != "quic" || len(bc.Endpoints) != 1 || !bc.Endpoints[0].Healthy || bc.Endpoints[0].Ejected || bc.ActiveRequests != 0 || bc.MaxRequests == 0 {
+		t.Errorf("a's /clusters, b.default = %+v (of %+v)", bc, clusters.Clusters)
 	}
 	// The caller header cannot be spoofed.
 	_, spoofed := call(t, a.Info.Outbound, "b.default", "/", http.Header{"X-Mesh-Caller": {"spiffe://micromesh.local/ns/default/svc/admin"}})

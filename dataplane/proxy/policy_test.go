@@ -35,6 +35,7 @@ type policy struct {
 	maxRetries  uint32
 	maxConns    uint32
 	maxPending  uint32
+	eject5xx    uint32 // outlier detection: consecutive 5xx that eject
 }
 
 // policyProxy is a proxy whose outbound route "b" goes to a plaintext
@@ -88,6 +89,9 @@ func policyProxy(t *testing.T, pol policy, backends ...*httptest.Server) (*Proxy
 			}
 		}
 		cl.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{th}}
+	}
+	if pol.eject5xx > 0 {
+		cl.OutlierDetection = &clusterv3.OutlierDetection{Consecutive_5Xx: wrapperspb.UInt32(pol.eject5xx), MaxEjectionPercent: wrapperspb.UInt32(50)}
 	}
 	cfg, err := config.Compile(config.Resources{Routes: []*route.RouteConfiguration{rc}, Clusters: []*clusterv3.Cluster{cl}})
 	if err != nil {
@@ -366,5 +370,30 @@ func TestAppsMalformedAnswerIs502(t *testing.T) {
 				t.Fatalf("answered %d %q, want 502 saying the app's answer could not be read", w.Code, w.Body.String())
 			}
 		})
+	}
+}
+
+// Clusters shows what the breakers hold and how each endpoint stands:
+// an endpoint that failed past the threshold shows as ejected, until when.
+func TestClustersShowEjectionsAndLimits(t *testing.T) {
+	var nb, ng atomic.Int32
+	bad := backend(t, &nb, func(w http.ResponseWriter, r *http.Request) { http.Error(w, "broken", http.StatusInternalServerError) })
+	good := backend(t, &ng, func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") })
+	p, _ := policyProxy(t, policy{eject5xx: 2, maxRequests: 7}, bad, good)
+	for range 6 {
+		call(p, http.MethodGet, "")
+	}
+	cs := p.Clusters()
+	if len(cs) != 1 || cs[0].Name != "b" || cs[0].MaxRequests != 7 || cs[0].ActiveRequests != 0 || len(cs[0].Endpoints) != 2 {
+		t.Fatalf("clusters = %+v", cs)
+	}
+	for _, e := range cs[0].Endpoints {
+		isBad := e.Address == bad.Listener.Addr().String()
+		switch {
+		case isBad && (!e.Ejected || e.EjectedUntil == nil || !e.EjectedUntil.After(time.Now()) || e.Ejections != 1):
+			t.Errorf("failing endpoint: %+v, want ejected once, until later", e)
+		case !isBad && (e.Ejected || e.Ejections != 0 || !e.Healthy):
+			t.Errorf("answering endpoint: %+v, want healthy and not ejected", e)
+		}
 	}
 }

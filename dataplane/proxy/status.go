@@ -1,0 +1,66 @@
+package proxy
+
+import (
+	"sort"
+	"time"
+)
+
+// ClusterStatus is a cluster's live state: what its circuit breakers are
+// holding and how each endpoint stands with the balancer (the admin
+// endpoint's /clusters, as Envoy's).
+type ClusterStatus struct {
+	Name           string           `json:"name"`
+	Transport      string           `json:"transport"`
+	ActiveRequests int64            `json:"active_requests"`
+	MaxRequests    uint32           `json:"max_requests"`
+	ActiveRetries  int64            `json:"active_retries"`
+	MaxRetries     uint32           `json:"max_retries"`
+	Endpoints      []EndpointStatus `json:"endpoints"`
+}
+
+// EndpointStatus is one endpoint of a cluster.
+type EndpointStatus struct {
+	Address string `json:"address"`
+	Weight  uint32 `json:"weight"`
+	// Healthy is the health EDS gives; Ejected is outlier detection's
+	// verdict, until EjectedUntil.
+	Healthy                  bool       `json:"healthy"`
+	Ejected                  bool       `json:"ejected"`
+	EjectedUntil             *time.Time `json:"ejected_until,omitempty"`
+	Ejections                uint32     `json:"ejections"`
+	ConsecutiveErrors        uint32     `json:"consecutive_errors"`
+	ConsecutiveLocalFailures uint32     `json:"consecutive_local_failures"`
+	ActiveRequests           int64      `json:"active_requests"`
+}
+
+// Clusters returns the live state of every cluster in force, by name.
+func (p *Proxy) Clusters() []ClusterStatus {
+	st := p.state.Load()
+	if st == nil {
+		return nil
+	}
+	now := time.Now()
+	out := make([]ClusterStatus, 0, len(st.upstreams))
+	for _, u := range st.upstreams {
+		cs := ClusterStatus{
+			Name: u.cluster.Name, Transport: u.cluster.Transport,
+			ActiveRequests: u.active.Load(), MaxRequests: u.cluster.Limits.MaxRequests,
+			ActiveRetries: u.retries.Load(), MaxRetries: u.cluster.Limits.MaxRetries,
+			Endpoints: make([]EndpointStatus, 0, len(u.lb.eps)),
+		}
+		for _, e := range u.lb.eps {
+			es := EndpointStatus{Address: e.addr, Weight: e.weight, Healthy: e.healthy, ActiveRequests: e.active.Load()}
+			e.mu.Lock()
+			es.Ejections, es.ConsecutiveErrors, es.ConsecutiveLocalFailures = e.ejections, e.failures, e.localFails
+			if !e.ejectedUntil.IsZero() && now.Before(e.ejectedUntil) {
+				until := e.ejectedUntil
+				es.Ejected, es.EjectedUntil = true, &until
+			}
+			e.mu.Unlock()
+			cs.Endpoints = append(cs.Endpoints, es)
+		}
+		out = append(out, cs)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
