@@ -161,9 +161,11 @@ func newADS(log *slog.Logger, bundle *identity.Bundle, m *xdsMetrics) *ads {
 		sidecars:  cache.NewSnapshotCache(true, cache.IDHash{}, cpLogger{log}),
 		proxyless: cache.NewSnapshotCache(false, cache.IDHash{}, cpLogger{log}),
 		m:         m,
-		// Before the registry's first snapshot the mesh has no services, but
-		// it has its trust bundle: a proxy connecting now gets a complete
-		// (if empty) config, not a trust bundle it must refuse.
+		// Generation 0 stands until the registry's first snapshot: no
+		// proxy is given it (an empty mesh is a complete config that
+		// routes nowhere: an app calling out at once would be told its
+		// peers are not in the mesh); it has the trust bundle, so the
+		// snapshots built from it to check a connecting proxy are valid.
 		gen:     &generation{mesh: &xds.Mesh{TrustDomain: bundle.TrustDomain(), Roots: identity.EncodeCertificates(bundle.Roots())}, shared: map[[2]string]*sharedView{}},
 		streams: map[int64]*adsStream{},
 		nodes:   map[string]*nodeState{},
@@ -535,8 +537,10 @@ func (a *ads) request(streamID int64, node *core.Node) error {
 	if !existing {
 		a.log.Info("proxy connected", "node", s.nodeID, "kind", proxy.Kind, "delta", s.delta)
 	}
-	if err := a.cacheFor(proxy.Kind).SetSnapshot(context.Background(), s.nodeID, snap); err != nil {
-		return status.Errorf(codes.Internal, "set snapshot: %v", err)
+	if gen.version > 0 { // else the registry's first generation pushes to it
+		if err := a.cacheFor(proxy.Kind).SetSnapshot(context.Background(), s.nodeID, snap); err != nil {
+			return status.Errorf(codes.Internal, "set snapshot: %v", err)
+		}
 	}
 	if cur := a.currentGen(); cur != gen { // a newer generation arrived meanwhile
 		a.push(cur, s.nodeID)

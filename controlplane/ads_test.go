@@ -9,6 +9,7 @@ import (
 	"time"
 
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc/codes"
@@ -249,5 +250,48 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting until %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A control plane that starts again gives the proxies that reconnect at
+// once the mesh as its registry has it — not an empty one before the
+// registry's first snapshot is in (an app calling out would be told its
+// peers are not in the mesh).
+func TestRestartedControlPlaneServesTheRegistrysMesh(t *testing.T) {
+	env := meshtest.NewEnv(t)
+	cp := env.StartControlPlane()
+	ctx := ctxT(t)
+	if err := cp.Registry().Register(ctx, registry.Instance{ID: "hello-1", Service: "hello", Address: "127.0.0.1", Port: 9443, QUICPort: 9443}); err != nil {
+		t.Fatal(err)
+	}
+	web := cp.Join("default", "web")
+	addr := cp.Info.Address
+	for round := range 5 {
+		if err := cp.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		cp = env.StartControlPlaneAt(addr)
+		s, err := dialAs(t, cp, web).StreamSotW(ctx, adstest.Node(identity.NodeID(web.ID, "web-1"), sidecarMeta("/var/lib/web/certs")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Subscribe(resource.RouteType, "outbound"); err != nil {
+			t.Fatal(err)
+		}
+		rds, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rc route.RouteConfiguration
+		if len(rds.GetResources()) != 1 || rds.GetResources()[0].UnmarshalTo(&rc) != nil {
+			t.Fatalf("round %d: routes response %v", round, rds)
+		}
+		var hosts []string
+		for _, vh := range rc.GetVirtualHosts() {
+			hosts = append(hosts, vh.GetDomains()...)
+		}
+		if !slices.Contains(hosts, "hello") {
+			t.Fatalf("round %d: the first routes after a restart have hosts %v, want hello's", round, hosts)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -76,6 +77,9 @@ type Server struct {
 	ads      *ads
 	regAPI   *registryAPI
 	xdsStop  context.CancelFunc
+	// firstGen is closed once the registry's first snapshot is the mesh.
+	firstGen chan struct{}
+	synced   sync.Once
 }
 
 // gracePeriod bounds how long shutdown waits for in-flight RPCs.
@@ -103,7 +107,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, ca: ca}
+	s := &Server{cfg: cfg, log: log, ca: ca, firstGen: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			s.close()
@@ -222,6 +226,12 @@ func (s *Server) Run(ctx context.Context, ready func(home.ServerInfo)) error {
 		return err
 	}
 	defer func() { _ = s.cfg.Home.RemoveServerInfo(info.PID) }()
+	// Ready once proxies can get the mesh: the registry's first snapshot
+	// is applied (a Watch delivers it at once, or fails the start).
+	select {
+	case <-s.firstGen:
+	case <-gctx.Done():
+	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(identityv1.IdentityService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	s.metrics.ready.Store(true)
@@ -317,6 +327,12 @@ func (s *Server) watchRegistry(ctx context.Context) error {
 			}
 			latest = snap
 			s.regAPI.observe(snap)
+			if s.ads.currentGen().version == 0 {
+				first = time.Now()
+				apply() // the first: proxies are waiting for it, nothing to coalesce
+				s.synced.Do(func() { close(s.firstGen) })
+				continue
+			}
 			if !pending {
 				pending, first = true, time.Now()
 				deadline = time.After(debounceMax)
