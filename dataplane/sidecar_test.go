@@ -132,7 +132,8 @@ func TestRequestThroughTheMesh(t *testing.T) {
 		t.Errorf("b's metrics lack its QUIC connection or xDS state:\n%s", grep(m, "micromesh_open_connections")+grep(m, "micromesh_xds"))
 	}
 	// a's /clusters shows b's cluster with its endpoint, healthy, none
-	// ejected, nothing in flight.
+	// ejected. (Not "nothing in flight": a's handler may still be
+	// finishing the last call when the answer is already here.)
 	var clusters struct{ Clusters []proxy.ClusterStatus }
 	getJSON(t, "http://"+a.Info.Admin+"/clusters", &clusters)
 	var bc *proxy.ClusterStatus
@@ -141,7 +142,7 @@ func TestRequestThroughTheMesh(t *testing.T) {
 			bc = &clusters.Clusters[i]
 		}
 	}
-	if bc == nil || bc.Transport != "quic" || len(bc.Endpoints) != 1 || !bc.Endpoints[0].Healthy || bc.Endpoints[0].Ejected || bc.ActiveRequests != 0 || bc.MaxRequests == 0 {
+	if bc == nil || bc.Transport != "quic" || len(bc.Endpoints) != 1 || !bc.Endpoints[0].Healthy || bc.Endpoints[0].Ejected || bc.MaxRequests == 0 {
 		t.Errorf("a's /clusters, b.default = %+v (of %+v)", bc, clusters.Clusters)
 	}
 	// The caller header cannot be spoofed.

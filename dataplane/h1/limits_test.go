@@ -51,12 +51,13 @@ func TestTransportConnectionLimits(t *testing.T) {
 
 	// Both connections busy: the third waits, and nothing is dialled.
 	go roundTrip(context.Background(), tr, url, done)
+	waitUntil(t, "the third request waits", func() bool { return tr.Waiting() == 1 })
 	select {
 	case <-entered:
 		t.Fatal("a third request reached the server past MaxConns 2")
 	case got := <-done:
 		t.Fatalf("the third request ended (%q) instead of waiting", got)
-	case <-time.After(200 * time.Millisecond):
+	case <-time.After(100 * time.Millisecond):
 	}
 
 	// One waits already: a fourth is refused at once.
@@ -93,17 +94,16 @@ func TestTransportConnectionLimits(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go roundTrip(ctx, tr, url, done)
-	time.Sleep(100 * time.Millisecond)
+	waitUntil(t, "the request to cancel waits", func() bool { return tr.Waiting() == 1 })
 	cancel()
 	if got := <-done; got != "error: "+context.Canceled.Error() {
 		t.Fatalf("cancelled waiting request: %q, want the cancellation", got)
 	}
-	go roundTrip(context.Background(), tr, url, done)
-	select {
-	case got := <-done:
-		t.Fatalf("a request after the cancelled one ended (%q) instead of waiting in its place", got)
-	case <-time.After(200 * time.Millisecond):
+	if n := tr.Waiting(); n != 0 {
+		t.Fatalf("%d requests still wait after the only waiting one gave up", n)
 	}
+	go roundTrip(context.Background(), tr, url, done)
+	waitUntil(t, "a request after the cancelled one waits in its place", func() bool { return tr.Waiting() == 1 })
 	for range 3 {
 		release <- struct{}{}
 	}
@@ -137,5 +137,16 @@ func TestTransportLimitFreedByAFailedConnection(t *testing.T) {
 	go roundTrip(ctx, tr, "http://"+addr+"/", done)
 	if got := <-done; got != "ok" {
 		t.Fatalf("the request after the broken connection: %q, want it through on a new one", got)
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out: %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -17,7 +17,7 @@ import (
 func TestServerTimeouts(t *testing.T) {
 	addr, _, _ := serveH1(t, http.HandlerFunc(echo), func(s *h1.Server) {
 		s.ReadHeaderTimeout = 200 * time.Millisecond
-		s.IdleTimeout = 300 * time.Millisecond
+		s.IdleTimeout = time.Second
 	})
 	dial := func() net.Conn {
 		t.Helper()
@@ -43,12 +43,12 @@ func TestServerTimeouts(t *testing.T) {
 	closedWithin(c, "stalled head", 2*time.Second)
 
 	c = dial()
-	closedWithin(c, "idle connection", 2*time.Second)
+	closedWithin(c, "idle connection", 3*time.Second)
 
-	// A whole head, then the body 500 ms later (past both timeouts).
+	// A whole head, then the body 1.2 s later (past both timeouts).
 	c = dial()
 	_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\n")
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(1200 * time.Millisecond)
 	_, _ = io.WriteString(c, "late")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {

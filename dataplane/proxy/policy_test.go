@@ -301,7 +301,12 @@ func TestConnectionBreakersOfHTTP1Clusters(t *testing.T) {
 	go func() { answers <- call(p, http.MethodGet, "") }()
 	<-entered
 	go func() { answers <- call(p, http.MethodGet, "") }() // waits for the one connection
-	time.Sleep(100 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); p.Clusters()[0].ActiveRequests < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second request never got under way")
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // from counted in flight to waiting for the connection: a few instructions
 	w := call(p, http.MethodGet, "")
 	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "circuit breaker open: 1 connections to b busy and 1 requests waiting for one") {
 		t.Fatalf("third request: answered %d %q, want the breaker's 503", w.Code, w.Body.String())
