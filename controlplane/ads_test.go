@@ -19,6 +19,7 @@ import (
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/adstest"
 	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/internal/poll"
 )
 
 func sidecarMeta(certDir string) map[string]any {
@@ -242,17 +243,6 @@ func metrics(t *testing.T, cp *meshtest.ControlPlane) string {
 	return get(t, "http://"+cp.Info.AdminAddress+"/metrics")
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // A control plane that starts again gives the proxies that reconnect at
 // once the mesh as its registry has it — not an empty one before the
 // registry's first snapshot is in (an app calling out would be told its
@@ -294,4 +284,9 @@ func TestRestartedControlPlaneServesTheRegistrysMesh(t *testing.T) {
 			t.Fatalf("round %d: the first routes after a restart have hosts %v, want hello's", round, hosts)
 		}
 	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	poll.Until(t, what, 10*time.Second, 20*time.Millisecond, cond)
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/micromesh/micromesh/dataplane/h1"
+	"github.com/micromesh/micromesh/internal/poll"
 )
 
 // roundTrip sends a GET and reads the answer; it reports the body or the
@@ -142,11 +143,5 @@ func TestTransportLimitFreedByAFailedConnection(t *testing.T) {
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out: %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	poll.Until(t, what, 10*time.Second, time.Millisecond, cond)
 }

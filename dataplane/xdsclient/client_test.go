@@ -19,6 +19,7 @@ import (
 	"github.com/micromesh/micromesh/dataplane/xdsclient"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/internal/poll"
 )
 
 // sidecar is an xDS client whose config is compiled and kept, as the
@@ -78,17 +79,6 @@ func (s *sidecar) endpoints(cluster string) int {
 		return -1
 	}
 	return len(c.Clusters[cluster].Endpoints)
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func register(t *testing.T, cp *meshtest.ControlPlane, id, svc string) {
@@ -200,4 +190,9 @@ func testClientKeepsConfigWhileTheControlPlaneIsAway(t *testing.T, opts ...xdscl
 	waitUntil(t, "the client resyncs with the restarted control plane", func() bool {
 		return sc.client.Status().Connected && sc.endpoints("hello.default") == 2
 	})
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	poll.Until(t, what, 15*time.Second, 10*time.Millisecond, cond)
 }
