@@ -165,6 +165,14 @@ func (t *Transport) get(ctx context.Context, addr string) (*pconn, bool, error) 
 	return pc, false, nil
 }
 
+// Waiting returns how many requests wait for a connection (Envoy's
+// rq_pending_active).
+func (t *Transport) Waiting() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.waiters)
+}
+
 // popIdle takes the most recently used idle connection to addr. t.mu held.
 func (t *Transport) popIdle(addr string) *pconn {
 	list := t.idle[addr]

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/micromesh/micromesh/dataplane/config"
+	"github.com/micromesh/micromesh/internal/poll"
 )
 
 // policy is the traffic policy of the route and cluster under test, as the
@@ -301,12 +302,8 @@ func TestConnectionBreakersOfHTTP1Clusters(t *testing.T) {
 	go func() { answers <- call(p, http.MethodGet, "") }()
 	<-entered
 	go func() { answers <- call(p, http.MethodGet, "") }() // waits for the one connection
-	for deadline := time.Now().Add(10 * time.Second); p.Clusters()[0].ActiveRequests < 2; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the second request never got under way")
-		}
-	}
-	time.Sleep(50 * time.Millisecond) // from counted in flight to waiting for the connection: a few instructions
+	poll.Until(t, "the second request waits for the connection", 10*time.Second, time.Millisecond,
+		func() bool { return p.Clusters()[0].PendingRequests == 1 })
 	w := call(p, http.MethodGet, "")
 	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), "circuit breaker open: 1 connections to b busy and 1 requests waiting for one") {
 		t.Fatalf("third request: answered %d %q, want the breaker's 503", w.Code, w.Body.String())

@@ -3,19 +3,26 @@ package proxy
 import (
 	"sort"
 	"time"
+
+	"github.com/micromesh/micromesh/dataplane/h1"
 )
 
 // ClusterStatus is a cluster's live state: what its circuit breakers are
 // holding and how each endpoint stands with the balancer (the admin
 // endpoint's /clusters, as Envoy's).
 type ClusterStatus struct {
-	Name           string           `json:"name"`
-	Transport      string           `json:"transport"`
-	ActiveRequests int64            `json:"active_requests"`
-	MaxRequests    uint32           `json:"max_requests"`
-	ActiveRetries  int64            `json:"active_retries"`
-	MaxRetries     uint32           `json:"max_retries"`
-	Endpoints      []EndpointStatus `json:"endpoints"`
+	Name           string `json:"name"`
+	Transport      string `json:"transport"`
+	ActiveRequests int64  `json:"active_requests"`
+	MaxRequests    uint32 `json:"max_requests"`
+	ActiveRetries  int64  `json:"active_retries"`
+	MaxRetries     uint32 `json:"max_retries"`
+	// PendingRequests wait for a connection (HTTP/1.1 pools, past
+	// MaxConnections), up to MaxPendingRequests.
+	PendingRequests    int              `json:"pending_requests"`
+	MaxPendingRequests uint32           `json:"max_pending_requests"`
+	MaxConnections     uint32           `json:"max_connections"`
+	Endpoints          []EndpointStatus `json:"endpoints"`
 }
 
 // EndpointStatus is one endpoint of a cluster.
@@ -46,7 +53,11 @@ func (p *Proxy) Clusters() []ClusterStatus {
 			Name: u.cluster.Name, Transport: u.cluster.Transport,
 			ActiveRequests: u.active.Load(), MaxRequests: u.cluster.Limits.MaxRequests,
 			ActiveRetries: u.retries.Load(), MaxRetries: u.cluster.Limits.MaxRetries,
+			MaxPendingRequests: u.cluster.Limits.MaxPendingRequests, MaxConnections: u.cluster.Limits.MaxConnections,
 			Endpoints: make([]EndpointStatus, 0, len(u.lb.eps)),
+		}
+		if t, ok := u.rt.(*h1.Transport); ok {
+			cs.PendingRequests = t.Waiting()
 		}
 		for _, e := range u.lb.eps {
 			es := EndpointStatus{Address: e.addr, Weight: e.weight, Healthy: e.healthy, ActiveRequests: e.active.Load()}

@@ -13,41 +13,25 @@ import (
 // ports are released when it returns: whoever binds them may still lose a
 // race, and should try again on others.
 func Free(n int) ([]int, error) {
-	var closers []func() error
-	defer func() {
-		for _, c := range closers {
-			_ = c()
+	return pick(n, func(i int) (host string, udp bool) {
+		if i == n-1 {
+			return "", true
 		}
-	}()
-	var ports []int
-	for len(ports) < n {
-		last := len(ports) == n-1
-		addr := "127.0.0.1:0"
-		if last {
-			addr = ":0"
-		}
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		closers = append(closers, l.Close)
-		port := l.Addr().(*net.TCPAddr).Port
-		if last {
-			u, err := net.ListenPacket("udp", ":"+strconv.Itoa(port))
-			if err != nil {
-				continue // taken for UDP: try another
-			}
-			closers = append(closers, u.Close)
-		}
-		ports = append(ports, port)
-	}
-	return ports, nil
+		return "127.0.0.1", false
+	})
 }
 
 // FreeLoopback returns n distinct ports free on 127.0.0.1 for both TCP and
 // UDP now (a Consul agent's serf ports, a sidecar's inbound port in tests).
 // Like Free, they are released when it returns.
 func FreeLoopback(n int) ([]int, error) {
+	return pick(n, func(int) (string, bool) { return "127.0.0.1", true })
+}
+
+// pick holds a TCP port the kernel chooses on the host at(i) names for
+// each of n ports, and the same port for UDP where at says so, trying
+// others while one is taken for UDP; everything is released on return.
+func pick(n int, at func(i int) (host string, udp bool)) ([]int, error) {
 	var closers []func() error
 	defer func() {
 		for _, c := range closers {
@@ -57,19 +41,22 @@ func FreeLoopback(n int) ([]int, error) {
 	var ports []int
 	for tries := 0; len(ports) < n; tries++ {
 		if tries == 50*n {
-			return nil, errors.New("ports: no port free for both TCP and UDP on 127.0.0.1")
+			return nil, errors.New("ports: no port free for both TCP and UDP")
 		}
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		host, udp := at(len(ports))
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
 			return nil, err
 		}
 		closers = append(closers, l.Close)
 		port := l.Addr().(*net.TCPAddr).Port
-		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
-		if err != nil {
-			continue // taken for UDP: try another
+		if udp {
+			u, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port)))
+			if err != nil {
+				continue // taken for UDP: try another
+			}
+			closers = append(closers, u.Close)
 		}
-		closers = append(closers, u.Close)
 		ports = append(ports, port)
 	}
 	return ports, nil

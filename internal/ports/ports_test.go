@@ -18,6 +18,12 @@ func TestFreePortsAreDistinct(t *testing.T) {
 		}
 		seen[p] = true
 	}
+	// The last is a sidecar's inbound port: free for UDP on all addresses.
+	u, err := net.ListenPacket("udp", ":"+strconv.Itoa(ps[len(ps)-1]))
+	if err != nil {
+		t.Fatalf("the last port is not free for UDP: %v", err)
+	}
+	u.Close()
 }
 
 func TestFreeLoopbackPortsTakeTCPAndUDP(t *testing.T) {
