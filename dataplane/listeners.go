@@ -46,6 +46,7 @@ type listeners struct {
 	proxy *proxy.Proxy
 	log   *slog.Logger
 	conns *prometheus.GaugeVec
+	qlog  proxy.QUICTracer // nil: no qlog traces
 
 	mu       sync.Mutex
 	cur      [3]*served
@@ -201,6 +202,10 @@ func (l *listeners) closeReservedLocked() {
 	}
 }
 
+// maxStreams is QUIC's largest stream limit (2^60): a peer never runs out,
+// so no MAX_STREAMS frame is ever sent.
+const maxStreams = 1 << 60
+
 func samePort(a, b string) bool {
 	_, pa, errA := net.SplitHostPort(a)
 	_, pb, errB := net.SplitHostPort(b)
@@ -230,9 +235,17 @@ func (l *listeners) serve(k listenerKind, cfg *config.Config, f *served) {
 			Handler:   l.proxy.Inbound(),
 			TLSConfig: http3.ConfigureTLSConfig(l.src.ServerTLSConfig(identity.AuthorizeAny())),
 			QUICConfig: &quic.Config{
-				MaxIdleTimeout:     2 * time.Minute,
-				KeepAlivePeriod:    15 * time.Second,
-				MaxIncomingStreams: 4096,
+				MaxIdleTimeout:  2 * time.Minute,
+				KeepAlivePeriod: 15 * time.Second,
+				// No per-connection stream limit: quic-go grants each
+				// closed stream back with a MAX_STREAMS frame of its own,
+				// one more packet per request (and the peer's ACK of it);
+				// with the limit at QUIC's maximum it never needs to.
+				// Concurrency is bounded where it costs: the app
+				// cluster's circuit breaker (max_requests). Envoy's
+				// HTTP/2 default is unbounded too.
+				MaxIncomingStreams: maxStreams,
+				Tracer:             l.qlog,
 			},
 			ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
 				g := l.conns.WithLabelValues("inbound", "quic")

@@ -32,6 +32,7 @@ import (
 
 	"github.com/micromesh/micromesh/dataplane/config"
 	"github.com/micromesh/micromesh/dataplane/proxy"
+	"github.com/micromesh/micromesh/dataplane/qlogdir"
 	"github.com/micromesh/micromesh/dataplane/xdsclient"
 	"github.com/micromesh/micromesh/identity"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
@@ -76,6 +77,9 @@ type Options struct {
 	// instance critical. The runtime starts the app after the sidecar
 	// listens, so callers never see an instance whose app is not up yet.
 	WaitForApp bool
+	// QlogDir, if set, receives a qlog trace of every QUIC connection the
+	// sidecar opens or accepts (package qlogdir; for debugging: costly).
+	QlogDir string
 	// Version is registered with the instance.
 	Version string
 	// Ready, if set, is called once the sidecar serves and is registered.
@@ -152,15 +156,21 @@ func New(o Options) (*Sidecar, error) {
 	s.src = identity.NewSource(o.Credentials, identity.RemoteRenewer(o.ControlPlane),
 		identity.WithSourceLogger(o.Logger.With("component", "sidecar-cert")),
 		identity.OnRotate(func(c *identity.Credentials) error { return c.WriteDir(o.CertDir) }))
+	var qlogTracer proxy.QUICTracer
+	if o.QlogDir != "" {
+		qlogTracer = qlogdir.Tracer(o.QlogDir, o.Logger.With("component", "qlog"))
+	}
 	s.proxy = proxy.New(s.src, proxy.Options{
-		Self:      o.Credentials.ID.Name + "." + o.Credentials.ID.Namespace,
-		Logger:    o.Logger.With("component", "proxy"),
-		AccessLog: o.AccessLog,
-		Metrics:   s.reg,
+		Self:       o.Credentials.ID.Name + "." + o.Credentials.ID.Namespace,
+		Logger:     o.Logger.With("component", "proxy"),
+		AccessLog:  o.AccessLog,
+		Metrics:    s.reg,
+		QUICTracer: qlogTracer,
 	})
 	s.lst.src = s.src
 	s.lst.proxy = s.proxy
 	s.lst.log = log
+	s.lst.qlog = qlogTracer
 	s.lst.conns = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "micromesh_open_connections",
 		Help: "Connections open on the sidecar's listeners, by direction and transport (quic, tls, plain).",

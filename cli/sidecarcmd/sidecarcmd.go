@@ -50,6 +50,7 @@ type sidecarOptions struct {
 	instance    string
 	advertise   string
 	accessLog   bool
+	qlogDir     string
 	xds         string
 	transport   string
 	logLevel    string
@@ -167,7 +168,7 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 				ControlPlane: join.ControlPlaneAddr(o.ControlPlane, c.Home()),
 				AppProtocol:  o.appProtocol, Outbound: o.outbound, InboundPort: o.inboundPort,
 				Advertise: o.advertise, Admin: o.admin, AccessLog: o.accessLog, SotW: o.xds == "sotw", NoQUIC: o.transport == "tls", Logger: log,
-				WaitForApp: o.waitApp, Version: o.version,
+				WaitForApp: o.waitApp, Version: o.version, QlogDir: o.qlogDir,
 				Ready: func(i dataplane.Info) {
 					if c.Output() == "json" {
 						_ = json.NewEncoder(c.Out).Encode(i)
@@ -193,6 +194,7 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 	f.StringVar(&o.instance, "instance", "", "instance ID (default <service>-<random>)")
 	f.StringVar(&o.advertise, "advertise", "127.0.0.1", "the IP address peers reach this instance at")
 	f.BoolVar(&o.accessLog, "access-log", false, "log every request")
+	f.StringVar(&o.qlogDir, "qlog-dir", "", "write a qlog trace of every QUIC connection to this directory (for qvis; debugging only: costly)")
 	f.IntVar(&o.cores, "cores", 0, "CPU cores the proxy runs on (GOMAXPROCS; default 1, or $GOMAXPROCS when set)")
 	f.BoolVar(&o.batch, "batch-scheduling", true, "run with SCHED_BATCH (Linux): woken by a packet, the sidecar does not preempt the thread that sent it")
 	f.BoolVar(&o.waitApp, "wait-app", false, "register only once the app answers (gRPC health or TCP), pause heartbeats while it does not")

@@ -8,6 +8,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/qlogwriter"
 
 	"github.com/micromesh/micromesh/dataplane/config"
 	"github.com/micromesh/micromesh/identity"
@@ -30,6 +33,7 @@ type Proxy struct {
 	accessLog bool
 	m         *metrics
 	peers     peerCache
+	qlog      QUICTracer
 
 	mu    sync.Mutex // one Apply at a time
 	state atomic.Pointer[state]
@@ -56,11 +60,17 @@ type Options struct {
 	Logger    *slog.Logger
 	AccessLog bool // log every request (info level)
 	Metrics   Registerer
+	// QUICTracer, if set, traces every QUIC connection to upstreams
+	// (package qlogdir).
+	QUICTracer QUICTracer
 	// InitialFetchTimeout bounds how long the app's first calls wait for
 	// the resources the first config refers to (default 10 s; Envoy's
 	// initial_fetch_timeout).
 	InitialFetchTimeout time.Duration
 }
+
+// QUICTracer is a quic.Config Tracer.
+type QUICTracer = func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace
 
 // New returns a proxy that presents creds' certificate. It serves 503 until
 // the first Apply; after it, the app's calls wait until the config is
@@ -72,7 +82,7 @@ func New(creds *identity.Source, o Options) *Proxy {
 	if o.InitialFetchTimeout <= 0 {
 		o.InitialFetchTimeout = 10 * time.Second
 	}
-	p := &Proxy{self: o.Self, creds: creds, log: o.Logger, accessLog: o.AccessLog, m: newMetrics(o.Metrics),
+	p := &Proxy{self: o.Self, creds: creds, log: o.Logger, accessLog: o.AccessLog, m: newMetrics(o.Metrics), qlog: o.QUICTracer,
 		warm: make(chan struct{}), warmWithin: o.InitialFetchTimeout}
 	if o.Metrics != nil {
 		o.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -67,6 +67,7 @@ func (p *Proxy) newUpstream(c *config.Cluster, prev *upstream) (*upstream, error
 					HandshakeIdleTimeout: c.ConnectTimeout,
 					MaxIdleTimeout:       2 * time.Minute,
 					KeepAlivePeriod:      15 * time.Second,
+					Tracer:               p.qlog,
 				},
 				Logger: p.log.With("cluster", c.Name),
 			}

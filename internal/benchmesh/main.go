@@ -23,10 +23,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 )
@@ -45,6 +47,8 @@ type options struct {
 	duration            time.Duration
 	qps, conns, payload int
 	sidecarEnv, profile string
+	paths               string
+	hold                bool
 }
 
 func run() error {
@@ -59,6 +63,8 @@ func run() error {
 	flag.IntVar(&o.conns, "c", 16, "connections")
 	flag.IntVar(&o.payload, "payload", 1024, "request payload bytes (POST)")
 	flag.StringVar(&o.sidecarEnv, "sidecar-env", "", "extra environment of the sidecars, space-separated (GOGC=200 GOMAXPROCS=1)")
+	flag.StringVar(&o.paths, "paths", "ABCD", "the paths to run, by letter (A is the baseline of the added latencies and always runs)")
+	flag.BoolVar(&o.hold, "hold", false, "start everything, print the addresses of each path and wait for Ctrl-C instead of running fortio (for perf, pprof or a load of your own)")
 	flag.StringVar(&o.profile, "profile", "", "write execution traces (round 1's latency run) and CPU profiles (its max run) of both sidecars of B to this directory")
 	flag.Parse()
 
@@ -168,6 +174,9 @@ func run() error {
 		{name: "C sidecars, HTTP/2 TLS mTLS", url: "http://" + clientOut + "/", host: "echo-tls", procs: []*exec.Cmd{sidecars["loadgen"], sidecars["echo-tls"]}},
 		{name: "D nginx → TLS 1.3 mTLS → nginx", url: "http://" + nginxIn + "/", nginx: true},
 	}
+	configs = slices.DeleteFunc(configs, func(c config) bool {
+		return c.name[0] != 'A' && !strings.ContainsRune(strings.ToUpper(o.paths), rune(c.name[0]))
+	})
 	for i := range configs {
 		if configs[i].nginx {
 			configs[i].pids = nginxPids(dir)
@@ -176,10 +185,13 @@ func run() error {
 			configs[i].pids = append(configs[i].pids, p.Process.Pid)
 		}
 	}
+	if o.hold {
+		return hold(configs, admins)
+	}
 	for round := 1; round <= o.rounds; round++ {
 		for i := range configs {
 			var traced func() error
-			if o.profile != "" && round == 1 && i == 1 {
+			if o.profile != "" && round == 1 && configs[i].name[0] == 'B' {
 				traced = profile(o, "trace", admins["loadgen"], admins["echo"])
 			}
 			r, err := load(o, configs[i], o.qps)
@@ -191,7 +203,7 @@ func run() error {
 					return err
 				}
 			}
-			if o.profile != "" && round == 1 && i == 1 {
+			if o.profile != "" && round == 1 && configs[i].name[0] == 'B' {
 				for _, a := range []string{admins["loadgen"], admins["echo"]} {
 					if err := save(o.profile, "metrics-"+strings.ReplaceAll(a, ":", "_")+".txt", "http://"+a+"/metrics"); err != nil {
 						return err
@@ -203,7 +215,7 @@ func run() error {
 		}
 		for i := range configs {
 			var profiled func() error
-			if o.profile != "" && round == 1 && i == 1 {
+			if o.profile != "" && round == 1 && configs[i].name[0] == 'B' {
 				profiled = profile(o, "profile", admins["loadgen"], admins["echo"])
 			}
 			r, err := load(o, configs[i], 0)
@@ -333,12 +345,24 @@ func report(o options, cs []config, sidecars map[string]*exec.Cmd) {
 		worst = max(worst, m["VmHWM"])
 		fmt.Printf("sidecar %-9s peak RSS %.1f MB (now: %.1f MB own memory, %.1f MB of the mapped binary)\n", name, m["VmHWM"], m["RssAnon"], m["RssFile"])
 	}
-	b, d := cs[1], cs[3]
 	verdict := func(ok bool) string {
 		if ok {
 			return "met"
 		}
 		return "NOT met"
+	}
+	var b, d *config
+	for i := range cs {
+		switch cs[i].name[0] {
+		case 'B':
+			b = &cs[i]
+		case 'D':
+			d = &cs[i]
+		}
+	}
+	if b == nil || d == nil {
+		fmt.Printf("\nsidecar RSS ≤ 30 MB (%.1f): %s (run B and D for the other targets)\n", worst, verdict(worst <= 30))
+		return
 	}
 	bAdd, dAdd := median(b.latency, p99)-median(a.latency, p99), median(d.latency, p99)-median(a.latency, p99)
 	fmt.Printf("\ntargets: added p99 of B (%s ms) ≤ D (%s ms): %s; max req/s of B (%.0f) ≥ D (%.0f): %s; sidecar RSS ≤ 30 MB (%.1f): %s\n",
@@ -513,4 +537,24 @@ func save(dir, name, url string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, name), data, 0o644)
+}
+
+// hold prints where each path listens and waits for an interrupt: the
+// processes stay up for a load, a profile or perf of one's own.
+func hold(cs []config, admins map[string]string) error {
+	for _, c := range cs {
+		host := ""
+		if c.host != "" {
+			host = " -H 'Host: " + c.host + "'"
+		}
+		fmt.Printf("%-32s fortio load%s %s   pids %v\n", c.name, host, c.url, c.pids)
+	}
+	for name, a := range admins {
+		fmt.Printf("sidecar %-9s admin http://%s/\n", name, a)
+	}
+	fmt.Println("holding; Ctrl-C ends")
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	<-sig
+	return nil
 }

@@ -1,0 +1,125 @@
+package dataplane_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/micromesh/micromesh/dataplane"
+	"github.com/micromesh/micromesh/internal/meshtest"
+)
+
+// A request over QUIC costs the answering sidecar one packet: the answer's
+// HEADERS, DATA and FIN leave together, and no MAX_STREAMS frame follows
+// each request (quic-go grants every closed stream back with one, a packet
+// of its own and an ACK from the peer, unless the stream limit is QUIC's
+// maximum). b's qlog trace (--qlog-dir) counts them.
+func TestOneQUICPacketPerAnswer(t *testing.T) {
+	dir, clientDir := t.TempDir(), t.TempDir()
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"),
+		meshtest.WithOptions(func(o *dataplane.Options) { o.QlogDir = clientDir }))
+	b := cp.StartSidecar("default", "b", meshtest.WithApp(startEcho(t, "b"), "http"),
+		meshtest.WithOptions(func(o *dataplane.Options) { o.QlogDir = dir }))
+	waitFor(t, "a can reach b", func() bool {
+		resp, _ := call(t, a.Info.Outbound, "b", "/", nil)
+		return resp.StatusCode == 200
+	})
+	const n = 40
+	for range n {
+		if resp, e := call(t, a.Info.Outbound, "b", "/", nil); resp.StatusCode != 200 {
+			t.Fatalf("call: %d %s", resp.StatusCode, e.Body)
+		}
+	}
+	b.Stop() // closes the connection: the trace is flushed
+
+	var tr serverTrace
+	waitFor(t, "b's qlog trace of the connection", func() bool {
+		tr = readServerTrace(t, dir)
+		return tr.closed
+	})
+	t.Logf("b: %d 1-RTT packets, %d answers, %d MAX_STREAMS frames", tr.packets, tr.answers, tr.maxStreams)
+	// a traced its side too, readable by its user only.
+	if files, _ := filepath.Glob(filepath.Join(clientDir, "*_client.sqlog")); len(files) != 1 {
+		t.Errorf("a's traces: %v, want one client trace", files)
+	} else if fi, err := os.Stat(files[0]); err != nil {
+		t.Error(err)
+	} else if fi.Mode().Perm() != 0o600 {
+		t.Errorf("a's trace %s has mode %v, want 0600", files[0], fi.Mode())
+	}
+	if tr.answers < n {
+		t.Fatalf("b's trace shows %d answers, want at least %d", tr.answers, n)
+	}
+	if tr.maxStreams != 0 {
+		t.Errorf("b sent %d MAX_STREAMS frames over %d requests, want none", tr.maxStreams, tr.answers)
+	}
+	// One packet per answer, some slack for ACKs and a HEADERS frame
+	// packed before its DATA when the connection's goroutine runs on the
+	// other core (tests run with GOMAXPROCS 2, the sidecar with 1).
+	if tr.packets > tr.answers*3/2+5 {
+		t.Errorf("b sent %d packets for %d answers, want about one each", tr.packets, tr.answers)
+	}
+}
+
+type serverTrace struct {
+	packets, answers, maxStreams int
+	closed                       bool
+}
+
+// readServerTrace reads the server side's qlog (JSON-SEQ) of the one QUIC
+// connection in dir: 1-RTT packets sent, answers (a FIN on a request
+// stream), MAX_STREAMS frames, and whether the connection has closed.
+func readServerTrace(t *testing.T, dir string) serverTrace {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "*_server.sqlog"))
+	if len(files) != 1 {
+		t.Fatalf("want one server trace in %s, have %v", dir, files)
+	}
+	f, err := os.Open(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var tr serverTrace
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		var ev struct {
+			Name string
+			Data struct {
+				Header struct {
+					PacketType string `json:"packet_type"`
+				}
+				Frames []struct {
+					FrameType string `json:"frame_type"`
+					StreamID  int64  `json:"stream_id"`
+					Fin       bool
+				}
+			}
+		}
+		if json.Unmarshal([]byte(strings.TrimLeft(sc.Text(), "\x1e")), &ev) != nil {
+			continue // the trace's header, or a record still being written
+		}
+		switch ev.Name {
+		case "transport:connection_closed":
+			tr.closed = true
+		case "transport:packet_sent":
+			if ev.Data.Header.PacketType != "1RTT" {
+				continue
+			}
+			tr.packets++
+			for _, fr := range ev.Data.Frames {
+				switch {
+				case fr.FrameType == "max_streams":
+					tr.maxStreams++
+				case fr.FrameType == "stream" && fr.Fin && fr.StreamID%4 == 0:
+					tr.answers++
+				}
+			}
+		}
+	}
+	return tr
+}
