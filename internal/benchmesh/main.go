@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -47,7 +48,7 @@ type options struct {
 	duration            time.Duration
 	qps, conns, payload int
 	sidecarEnv, profile string
-	paths               string
+	paths, compare      string
 	hold                bool
 }
 
@@ -64,6 +65,7 @@ func run() error {
 	flag.IntVar(&o.payload, "payload", 1024, "request payload bytes (POST)")
 	flag.StringVar(&o.sidecarEnv, "sidecar-env", "", "extra environment of the sidecars, space-separated (GOGC=200 GOMAXPROCS=1)")
 	flag.StringVar(&o.paths, "paths", "ABCD", "the paths to run, by letter (A is the baseline of the added latencies and always runs)")
+	flag.StringVar(&o.compare, "compare", "", "another sidecar binary: adds path E, B's pair run by this binary, interleaved with the others (to compare two builds in one run)")
 	flag.BoolVar(&o.hold, "hold", false, "start everything, print the addresses of each path and wait for Ctrl-C instead of running fortio (for perf, pprof or a load of your own)")
 	flag.StringVar(&o.profile, "profile", "", "write execution traces (round 1's latency run) and CPU profiles (its max run) of both sidecars of B to this directory")
 	flag.Parse()
@@ -123,18 +125,18 @@ func run() error {
 	clientOut := "127.0.0.1:" + freePort()
 	sidecars := map[string]*exec.Cmd{}
 	admins := map[string]string{}
-	for _, s := range []string{"echo", "echo-tls", "loadgen"} {
+	for _, s := range []string{"echo", "echo-tls", "loadgen", "echo-e", "loadgen-e"} {
 		admins[s] = "127.0.0.1:" + freePort()
 	}
 	// The sidecar as the runtime injects it: mesh-sidecar with a join
 	// token in $MESH_TOKEN.
-	startSidecar := func(service string, args ...string) error {
+	startSidecar := func(bin, service string, args ...string) error {
 		tok, err := exec.Command(o.meshctl, "--home", home, "cert", "token", "--service", service).Output()
 		if err != nil {
 			return fmt.Errorf("minting a token for %s: %w", service, err)
 		}
-		name, argv := o.sidecar, []string{}
-		if filepath.Base(o.sidecar) == "meshctl" {
+		name, argv := bin, []string{}
+		if filepath.Base(bin) == "meshctl" {
 			argv = append(argv, "sidecar")
 		}
 		argv = append(argv, "--service", service, "--controlplane", cpAddr, "--admin", admins[service], "--log-level", "warn")
@@ -146,15 +148,27 @@ func run() error {
 		return nil
 	}
 	for _, s := range []struct{ name, transport string }{{"echo", "quic"}, {"echo-tls", "tls"}} {
-		if err := startSidecar(s.name, "--app", echoApp, "--inbound-port", freePort(), "--transport", s.transport); err != nil {
+		if err := startSidecar(o.sidecar, s.name, "--app", echoApp, "--inbound-port", freePort(), "--transport", s.transport); err != nil {
 			return err
 		}
 	}
-	if err := startSidecar("loadgen", "--app", "none", "--outbound", clientOut); err != nil {
+	if err := startSidecar(o.sidecar, "loadgen", "--app", "none", "--outbound", clientOut); err != nil {
 		return err
 	}
-	for _, host := range []string{"echo", "echo-tls"} {
-		if err := waitRoute("http://"+clientOut+"/", host); err != nil {
+	routes := map[string]string{"echo": clientOut, "echo-tls": clientOut}
+	compareOut := "127.0.0.1:" + freePort()
+	if o.compare != "" {
+		if err := startSidecar(o.compare, "echo-e", "--app", echoApp, "--inbound-port", freePort(), "--transport", "quic"); err != nil {
+			return err
+		}
+		if err := startSidecar(o.compare, "loadgen-e", "--app", "none", "--outbound", compareOut); err != nil {
+			return err
+		}
+		routes["echo-e"] = compareOut
+	}
+	maps.DeleteFunc(admins, func(name, _ string) bool { return sidecars[name] == nil })
+	for host, out := range routes {
+		if err := waitRoute("http://"+out+"/", host); err != nil {
 			return fmt.Errorf("the mesh does not route %s: %w (logs in %s)", host, err, dir)
 		}
 	}
@@ -174,8 +188,14 @@ func run() error {
 		{name: "C sidecars, HTTP/2 TLS mTLS", url: "http://" + clientOut + "/", host: "echo-tls", procs: []*exec.Cmd{sidecars["loadgen"], sidecars["echo-tls"]}},
 		{name: "D nginx → TLS 1.3 mTLS → nginx", url: "http://" + nginxIn + "/", nginx: true},
 	}
+	paths := strings.ToUpper(o.paths)
+	if o.compare != "" {
+		configs = append(configs, config{name: "E as B, " + filepath.Base(o.compare), url: "http://" + compareOut + "/", host: "echo-e",
+			procs: []*exec.Cmd{sidecars["loadgen-e"], sidecars["echo-e"]}})
+		paths += "E"
+	}
 	configs = slices.DeleteFunc(configs, func(c config) bool {
-		return c.name[0] != 'A' && !strings.ContainsRune(strings.ToUpper(o.paths), rune(c.name[0]))
+		return c.name[0] != 'A' && !strings.ContainsRune(paths, rune(c.name[0]))
 	})
 	for i := range configs {
 		if configs[i].nginx {
