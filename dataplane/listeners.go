@@ -241,8 +241,10 @@ func (l *listeners) serve(k listenerKind, cfg *config.Config, f *served) {
 				// closed stream back with a MAX_STREAMS frame of its own,
 				// one more packet per request (and the peer's ACK of it);
 				// with the limit at QUIC's maximum it never needs to.
-				// Concurrency is bounded where it costs: the app
-				// cluster's circuit breaker (max_requests). Envoy's
+				// Requests in flight are bounded by the app cluster's
+				// circuit breaker (max_requests); a peer is an
+				// authenticated mesh workload, and could open more
+				// connections under any per-connection limit. Envoy's
 				// HTTP/2 default is unbounded too.
 				MaxIncomingStreams: maxStreams,
 				Tracer:             l.qlog,
