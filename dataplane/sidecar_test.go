@@ -144,6 +144,9 @@ func TestRequestThroughTheMesh(t *testing.T) {
 	}
 	if bc == nil || bc.Transport != "quic" || len(bc.Endpoints) != 1 || !bc.Endpoints[0].Healthy || bc.Endpoints[0].Ejected || bc.MaxRequests == 0 {
 		t.Errorf("a's /clusters, b.default = %+v (of %+v)", bc, clusters.Clusters)
+	} else if q := bc.Endpoints[0].QUIC; q == nil || q.PacketsSent == 0 || q.PacketsReceived == 0 || q.SmoothedRTTMillis <= 0 || q.CongestionWindow == 0 {
+		// ... and the QUIC connection to it: RTT, window, packets.
+		t.Errorf("a's /clusters shows no QUIC connection state for b's endpoint: %+v", q)
 	}
 	// The caller header cannot be spoofed.
 	_, spoofed := call(t, a.Info.Outbound, "b.default", "/", http.Header{"X-Mesh-Caller": {"spiffe://micromesh.local/ns/default/svc/admin"}})

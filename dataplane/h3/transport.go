@@ -89,6 +89,19 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
+// ConnStats returns the transport statistics of the open connection to
+// addr (RTT, congestion window, packets and bytes sent, received and
+// lost), and false if there is none.
+func (t *Transport) ConnStats(addr string) (quic.ConnectionStats, bool) {
+	t.mu.Lock()
+	cc := t.conns[addr]
+	t.mu.Unlock()
+	if cc == nil || cc.qc.Context().Err() != nil {
+		return quic.ConnectionStats{}, false
+	}
+	return cc.qc.ConnectionStats(), true
+}
+
 // conn returns the connection to addr, dialling it if there is none; one
 // dial per address at a time.
 func (t *Transport) conn(ctx context.Context, addr string) (*clientConn, error) {

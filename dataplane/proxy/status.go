@@ -4,7 +4,10 @@ import (
 	"sort"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/micromesh/micromesh/dataplane/h1"
+	"github.com/micromesh/micromesh/dataplane/h3"
 )
 
 // ClusterStatus is a cluster's live state: what its circuit breakers are
@@ -38,6 +41,33 @@ type EndpointStatus struct {
 	ConsecutiveErrors        uint32     `json:"consecutive_errors"`
 	ConsecutiveLocalFailures uint32     `json:"consecutive_local_failures"`
 	ActiveRequests           int64      `json:"active_requests"`
+	// QUIC is the HTTP/3 connection to the endpoint, when there is one.
+	QUIC *QUICStatus `json:"quic,omitempty"`
+}
+
+// QUICStatus is a QUIC connection's transport state (RFC 9002's RTT
+// estimates; counters since the connection opened).
+type QUICStatus struct {
+	SmoothedRTTMillis  float64 `json:"smoothed_rtt_ms"`
+	MinRTTMillis       float64 `json:"min_rtt_ms"`
+	RTTVariationMillis float64 `json:"rtt_variation_ms"`
+	CongestionWindow   uint64  `json:"congestion_window"`
+	PacketsSent        uint64  `json:"packets_sent"`
+	PacketsReceived    uint64  `json:"packets_received"`
+	PacketsLost        uint64  `json:"packets_lost"`
+	BytesSent          uint64  `json:"bytes_sent"`
+	BytesReceived      uint64  `json:"bytes_received"`
+	BytesLost          uint64  `json:"bytes_lost"`
+}
+
+func quicStatus(s quic.ConnectionStats) *QUICStatus {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return &QUICStatus{
+		SmoothedRTTMillis: ms(s.SmoothedRTT), MinRTTMillis: ms(s.MinRTT), RTTVariationMillis: ms(s.MeanDeviation),
+		CongestionWindow: s.CongestionWindow,
+		PacketsSent:      s.PacketsSent, PacketsReceived: s.PacketsReceived, PacketsLost: s.PacketsLost,
+		BytesSent: s.BytesSent, BytesReceived: s.BytesReceived, BytesLost: s.BytesLost,
+	}
 }
 
 // Clusters returns the live state of every cluster in force, by name.
@@ -59,6 +89,7 @@ func (p *Proxy) Clusters() []ClusterStatus {
 		if t, ok := u.rt.(*h1.Transport); ok {
 			cs.PendingRequests = t.Waiting()
 		}
+		h3t, _ := u.rt.(*h3.Transport)
 		for _, e := range u.lb.eps {
 			es := EndpointStatus{Address: e.addr, Weight: e.weight, Healthy: e.healthy, ActiveRequests: e.active.Load()}
 			e.mu.Lock()
@@ -68,6 +99,11 @@ func (p *Proxy) Clusters() []ClusterStatus {
 				es.Ejected, es.EjectedUntil = true, &until
 			}
 			e.mu.Unlock()
+			if h3t != nil {
+				if qs, ok := h3t.ConnStats(e.addr); ok {
+					es.QUIC = quicStatus(qs)
+				}
+			}
 			cs.Endpoints = append(cs.Endpoints, es)
 		}
 		out = append(out, cs)
