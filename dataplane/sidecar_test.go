@@ -148,6 +148,10 @@ func TestRequestThroughTheMesh(t *testing.T) {
 		// ... and the QUIC connection to it: RTT, window, packets.
 		t.Errorf("a's /clusters shows no QUIC connection state for b's endpoint: %+v", q)
 	}
+	if m := metrics(t, a.Info.Admin); !strings.Contains(m, `micromesh_quic_packets_sent_total{cluster="b.default",endpoint=`) ||
+		!strings.Contains(m, `micromesh_quic_smoothed_rtt_seconds{cluster="b.default",endpoint=`) {
+		t.Errorf("a's metrics lack the QUIC connection to b:\n%s", grep(m, "micromesh_quic"))
+	}
 	// The caller header cannot be spoofed.
 	_, spoofed := call(t, a.Info.Outbound, "b.default", "/", http.Header{"X-Mesh-Caller": {"spiffe://micromesh.local/ns/default/svc/admin"}})
 	if spoofed.Caller != "spiffe://micromesh.local/ns/default/svc/a" {

@@ -85,6 +85,7 @@ func New(creds *identity.Source, o Options) *Proxy {
 	p := &Proxy{self: o.Self, creds: creds, log: o.Logger, accessLog: o.AccessLog, m: newMetrics(o.Metrics), qlog: o.QUICTracer,
 		warm: make(chan struct{}), warmWithin: o.InitialFetchTimeout}
 	if o.Metrics != nil {
+		o.Metrics.MustRegister(quicCollector{p})
 		o.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "micromesh_config_warming",
 			Help: "1 while the app's calls wait for the first complete config (routes and endpoints it refers to), else 0.",
