@@ -248,7 +248,11 @@ func run() error {
 				return err
 			}
 			configs[i].max = append(configs[i].max, r)
-			fmt.Fprintf(os.Stderr, "round %d %-32s max %6.0f qps  %5.0f µs CPU/request in the proxies\n", round, configs[i].name, r.qps, r.cpuPerReq*1e6)
+			split := ""
+			if r.callerCPUPerReq > 0 {
+				split = fmt.Sprintf(" (caller's sidecar %.0f, callee's %.0f)", r.callerCPUPerReq*1e6, (r.cpuPerReq-r.callerCPUPerReq)*1e6)
+			}
+			fmt.Fprintf(os.Stderr, "round %d %-32s max %6.0f qps  %5.0f µs CPU/request in the proxies%s\n", round, configs[i].name, r.qps, r.cpuPerReq*1e6, split)
 		}
 	}
 	report(o, configs, sidecars)
@@ -268,6 +272,7 @@ type result struct {
 	errors             int64
 	cpu                float64 // seconds of proxy CPU in the run
 	cpuPerReq          float64 // seconds of proxy CPU per request
+	callerCPUPerReq    float64 // of which the caller's sidecar (B, C, E)
 	switchesPerReq     float64 // context switches of proxy threads per request
 }
 
@@ -281,11 +286,19 @@ func load(o options, c config, qps int) (result, error) {
 	}
 	args = append(args, c.url)
 	before, switchesBefore := cpuSeconds(c.pids), contextSwitches(c.pids)
+	var callerBefore float64
+	if !c.nginx && len(c.pids) == 2 {
+		callerBefore = cpuSeconds(c.pids[:1])
+	}
 	cmd := exec.Command(o.fortio, args...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return result{}, fmt.Errorf("fortio %s: %w\n%s", c.name, err, b)
 	}
 	cpu, switches := cpuSeconds(c.pids)-before, contextSwitches(c.pids)-switchesBefore
+	var callerCPU float64
+	if !c.nginx && len(c.pids) == 2 {
+		callerCPU = cpuSeconds(c.pids[:1]) - callerBefore
+	}
 	data, err := os.ReadFile(out)
 	if err != nil {
 		return result{}, err
@@ -320,6 +333,7 @@ func load(o options, c config, qps int) (result, error) {
 	}
 	if n := f.DurationHistogram.Count; n > 0 {
 		r.cpuPerReq = cpu / float64(n)
+		r.callerCPUPerReq = callerCPU / float64(n)
 		r.switchesPerReq = float64(switches) / float64(n)
 	}
 	if r.errors > 0 {
