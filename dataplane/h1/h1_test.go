@@ -236,6 +236,13 @@ func TestServerRejectsMalformedRequests(t *testing.T) {
 		"bad length":      "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n",
 		"unknown expect":  "POST / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\nContent-Length: 1\r\n\r\nx",
 		"header no colon": "GET / HTTP/1.1\r\nHost: a\r\nbroken\r\n\r\n",
+		// Framing a proxy and the app behind it could read differently
+		// (request smuggling, RFC 9112 §6.3, §11.2): refused, not guessed.
+		"length and chunked": "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+		"two lengths":        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy",
+		"chunked in 1.0":     "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"gzip coding":        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+		"folded header":      "GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n 2\r\n\r\n",
 	} {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/textproto"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -176,6 +177,80 @@ func ReadResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
 	}
 	return resp, nil
 }
+
+// ReadRequest reads an HTTP/1.x request from br, as http.ReadRequest does,
+// with the head in one allocation and ReadResponse's framing rules (RFC
+// 9112 §6.3): both Transfer-Encoding and Content-Length, a coding other
+// than chunked, Transfer-Encoding in HTTP/1.0, differing Content-Lengths,
+// obsolete line folding and versions other than 1.0 and 1.1 are errors —
+// each a way to smuggle a request past a proxy. The body reads from br.
+func ReadRequest(br *bufio.Reader) (*http.Request, error) {
+	head, err := readHead(br)
+	if err != nil {
+		return nil, err
+	}
+	line, fields := nextLine(head)
+	method, rest, ok1 := strings.Cut(line, " ")
+	target, proto, ok2 := strings.Cut(rest, " ")
+	if !ok1 || !ok2 || method == "" || strings.IndexFunc(method, notToken) >= 0 {
+		return nil, malformed("request line %q", line)
+	}
+	req := &http.Request{Method: method, RequestURI: target, Proto: proto, ProtoMajor: 1}
+	switch proto {
+	case "HTTP/1.1":
+		req.ProtoMinor = 1
+	case "HTTP/1.0":
+	default:
+		return nil, malformed("request line %q", line)
+	}
+	// CONNECT names an authority (host:port), not a URL (as net/http).
+	rawURL, justAuthority := target, method == http.MethodConnect && !strings.HasPrefix(target, "/")
+	if justAuthority {
+		rawURL = "http://" + target
+	}
+	if req.URL, err = url.ParseRequestURI(rawURL); err != nil {
+		return nil, malformed("request target %q: %v", target, err)
+	}
+	if justAuthority {
+		req.URL.Scheme = ""
+	}
+	if req.Header, err = parseFields(fields); err != nil {
+		return nil, err
+	}
+	hosts := req.Header["Host"]
+	if len(hosts) > 1 {
+		return nil, malformed("%d Host headers", len(hosts))
+	}
+	if req.Host = req.URL.Host; req.Host == "" && len(hosts) == 1 {
+		req.Host = hosts[0]
+	}
+	delete(req.Header, "Host") // it is req.Host now (as net/http)
+	if pragma := req.Header["Pragma"]; len(pragma) > 0 && pragma[0] == "no-cache" && req.Header["Cache-Control"] == nil {
+		req.Header["Cache-Control"] = []string{"no-cache"} // HTTP/1.0's way of saying it, as net/http
+	}
+	req.Close = closes(req.Header, req.ProtoMinor) || req.ProtoMinor == 0 && httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close")
+	n, chunked, err := framing(req.Header)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case chunked && req.ProtoMinor == 0:
+		return nil, malformed("Transfer-Encoding in an HTTP/1.0 message (faulty framing, RFC 9112 §6.1)")
+	case chunked:
+		req.TransferEncoding = []string{"chunked"}
+		delete(req.Header, "Transfer-Encoding")
+		req.Trailer = declaredTrailers(req.Header)
+		req.ContentLength = -1
+		req.Body = &chunkedBody{cr: httputil.NewChunkedReader(br), br: br, trailer: &req.Trailer}
+	case n > 0:
+		req.ContentLength, req.Body = n, &lengthBody{br: br, left: n}
+	default: // no body: a request without framing has none (RFC 9112 §6.3)
+		req.ContentLength, req.Body = 0, http.NoBody
+	}
+	return req, nil
+}
+
+func notToken(r rune) bool { return !httpguts.IsTokenRune(r) }
 
 // closes reports whether the connection ends after this message.
 func closes(h http.Header, minor int) bool {

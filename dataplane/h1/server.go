@@ -292,7 +292,7 @@ func (c *conn) serve() {
 			}
 		}
 		lim.left = MaxHeaderBytes + int64(br.Size()) // what is buffered already was read under the last limit
-		req, err := http.ReadRequest(br)
+		req, err := ReadRequest(br)
 		lim.left = -1
 		if err != nil {
 			switch {
@@ -372,10 +372,8 @@ func validate(req *http.Request) string {
 	switch {
 	case req.ProtoMajor != 1:
 		return "unsupported protocol " + req.Proto
-	case req.ProtoMinor >= 1 && req.Host == "" && len(req.Header["Host"]) == 0:
+	case req.ProtoMinor >= 1 && req.Host == "":
 		return "missing required Host header"
-	case len(req.Header["Host"]) > 1:
-		return "too many Host headers"
 	}
 	if e := req.Header.Get("Expect"); e != "" && !expectContinue(req) {
 		return "unsupported Expect header: " + e
