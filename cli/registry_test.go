@@ -15,6 +15,7 @@ import (
 
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/internal/poll"
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 )
@@ -131,13 +132,7 @@ func TestBootstrapCommands(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(t, "the condition", 5*time.Second, 20*time.Millisecond, cond)
 }
 
 func TestServicesAndProxyStatusRendering(t *testing.T) {

@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync"
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -77,9 +76,9 @@ type Server struct {
 	ads      *ads
 	regAPI   *registryAPI
 	xdsStop  context.CancelFunc
-	// firstGen is closed once the registry's first snapshot is the mesh.
+	// firstGen is closed once the registry's first snapshot is the mesh
+	// (the ADS generation leaves 0, which happens once).
 	firstGen chan struct{}
-	synced   sync.Once
 }
 
 // gracePeriod bounds how long shutdown waits for in-flight RPCs.
@@ -330,7 +329,7 @@ func (s *Server) watchRegistry(ctx context.Context) error {
 			if s.ads.currentGen().version == 0 {
 				first = time.Now()
 				apply() // the first: proxies are waiting for it, nothing to coalesce
-				s.synced.Do(func() { close(s.firstGen) })
+				close(s.firstGen)
 				continue
 			}
 			if !pending {

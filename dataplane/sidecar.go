@@ -158,7 +158,10 @@ func New(o Options) (*Sidecar, error) {
 		identity.OnRotate(func(c *identity.Credentials) error { return c.WriteDir(o.CertDir) }))
 	var qlogTracer proxy.QUICTracer
 	if o.QlogDir != "" {
-		qlogTracer = qlogdir.Tracer(o.QlogDir, o.Logger.With("component", "qlog"))
+		var err error
+		if qlogTracer, err = qlogdir.Tracer(o.QlogDir, o.Logger.With("component", "qlog")); err != nil {
+			return nil, err
+		}
 	}
 	s.proxy = proxy.New(s.src, proxy.Options{
 		Self:       o.Credentials.ID.Name + "." + o.Credentials.ID.Namespace,

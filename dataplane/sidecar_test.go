@@ -16,6 +16,7 @@ import (
 	"github.com/micromesh/micromesh/dataplane/proxy"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/internal/poll"
 )
 
 // echo is an HTTP app that says who it is and what it received.
@@ -97,13 +98,7 @@ func getJSON(t *testing.T, url string, v any) {
 
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(t, what, 15*time.Second, 20*time.Millisecond, cond)
 }
 
 // The script of the issue: a control plane, two echo apps, two sidecars.

@@ -228,7 +228,7 @@ func ReadRequest(br *bufio.Reader) (*http.Request, error) {
 	if pragma := req.Header["Pragma"]; len(pragma) > 0 && pragma[0] == "no-cache" && req.Header["Cache-Control"] == nil {
 		req.Header["Cache-Control"] = []string{"no-cache"} // HTTP/1.0's way of saying it, as net/http
 	}
-	req.Close = closes(req.Header, req.ProtoMinor) || req.ProtoMinor == 0 && httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close")
+	req.Close = closes(req.Header, req.ProtoMinor)
 	n, chunked, err := framing(req.Header)
 	if err != nil {
 		return nil, err
@@ -252,13 +252,12 @@ func ReadRequest(br *bufio.Reader) (*http.Request, error) {
 
 func notToken(r rune) bool { return !httpguts.IsTokenRune(r) }
 
-// closes reports whether the connection ends after this message.
+// closes reports whether the connection ends after this message: it says
+// close, or it is HTTP/1.0 and does not say keep-alive.
 func closes(h http.Header, minor int) bool {
 	conn := h["Connection"]
-	if minor == 0 {
-		return !httpguts.HeaderValuesContainsToken(conn, "keep-alive")
-	}
-	return httpguts.HeaderValuesContainsToken(conn, "close")
+	return httpguts.HeaderValuesContainsToken(conn, "close") ||
+		minor == 0 && !httpguts.HeaderValuesContainsToken(conn, "keep-alive")
 }
 
 // framing reads Content-Length and Transfer-Encoding: the length (-1 if

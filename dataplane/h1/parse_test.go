@@ -18,6 +18,7 @@ var responseSeeds = []string{
 	"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
 	"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi",
 	"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi",
+	"HTTP/1.0 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 2\r\n\r\nhi",
 	"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi",
 	"HTTP/1.1 200 OK\r\n\r\nuntil the end",
 	"HTTP/1.1 204 No Content\r\n\r\n",

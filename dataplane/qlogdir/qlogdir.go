@@ -18,20 +18,20 @@ import (
 	"github.com/quic-go/quic-go/qlogwriter"
 )
 
-// Tracer returns a quic.Config Tracer writing <dir>/<odcid>_<client|server>.sqlog
-// (mode 0600; dir is created 0700). A file that cannot be created is logged
-// and the connection runs untraced.
-func Tracer(dir string, log *slog.Logger) func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace {
+// Tracer creates dir (0700) if needed and returns a quic.Config Tracer
+// writing <dir>/<odcid>_<client|server>.sqlog into it (mode 0600). A
+// trace file that cannot be created later is logged, and that connection
+// runs untraced.
+func Tracer(dir string, log *slog.Logger) (func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("qlog directory: %w", err)
+	}
 	return func(_ context.Context, isClient bool, odcid quic.ConnectionID) qlogwriter.Trace {
 		side := "server"
 		if isClient {
 			side = "client"
 		}
 		path := filepath.Join(dir, fmt.Sprintf("%s_%s.sqlog", odcid, side))
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			log.Warn("qlog: cannot create the trace directory; the connection runs untraced", "dir", dir, "err", err)
-			return nil
-		}
 		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 		if err != nil {
 			log.Warn("qlog: cannot create the trace file; the connection runs untraced", "path", path, "err", err)
@@ -40,7 +40,7 @@ func Tracer(dir string, log *slog.Logger) func(context.Context, bool, quic.Conne
 		seq := qlogwriter.NewConnectionFileSeq(&flushCloser{bufio.NewWriter(f), f}, isClient, odcid)
 		go seq.Run()
 		return seq
-	}
+	}, nil
 }
 
 // flushCloser flushes its buffer when the trace ends (the connection closed).

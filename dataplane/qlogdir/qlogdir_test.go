@@ -18,7 +18,11 @@ import (
 func TestTraceFileIsPrivateAndFlushedOnClose(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "traces")
 	odcid := quic.ConnectionIDFromBytes([]byte{1, 2, 3, 4})
-	tr := qlogdir.Tracer(dir, slog.New(slog.DiscardHandler))(context.Background(), false, odcid)
+	tracer, err := qlogdir.Tracer(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tracer(context.Background(), false, odcid)
 	if tr == nil {
 		t.Fatal("no trace")
 	}
@@ -44,15 +48,29 @@ func TestTraceFileIsPrivateAndFlushedOnClose(t *testing.T) {
 	}
 }
 
-func TestUnwritableDirLeavesTheConnectionUntraced(t *testing.T) {
+// A directory that cannot be made is an error at once (the sidecar does
+// not start); a trace file that cannot be made later leaves that
+// connection untraced, with a warning.
+func TestTraceDirAndFileFailures(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "not-a-dir")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := qlogdir.Tracer(file, slog.New(slog.DiscardHandler)); err == nil {
+		t.Error("a tracer for a directory that cannot exist")
+	}
+
+	dir := t.TempDir()
 	var logs syncbuf.Buffer
-	tr := qlogdir.Tracer(file, slog.New(slog.NewTextHandler(&logs, nil)))(context.Background(), true, quic.ConnectionIDFromBytes([]byte{9}))
-	if tr != nil {
-		t.Error("a trace for a directory that cannot exist")
+	tracer, err := qlogdir.Tracer(dir, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "09_client.sqlog"), nil, 0o600); err != nil { // taken
+		t.Fatal(err)
+	}
+	if tr := tracer(context.Background(), true, quic.ConnectionIDFromBytes([]byte{9})); tr != nil {
+		t.Error("a trace over an existing file")
 	}
 	if !strings.Contains(logs.String(), "runs untraced") {
 		t.Errorf("log: %q", logs.String())

@@ -19,7 +19,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -125,9 +124,6 @@ func run() error {
 	clientOut := "127.0.0.1:" + freePort()
 	sidecars := map[string]*exec.Cmd{}
 	admins := map[string]string{}
-	for _, s := range []string{"echo", "echo-tls", "loadgen", "echo-e", "loadgen-e"} {
-		admins[s] = "127.0.0.1:" + freePort()
-	}
 	// The sidecar as the runtime injects it: mesh-sidecar with a join
 	// token in $MESH_TOKEN.
 	startSidecar := func(bin, service string, args ...string) error {
@@ -135,6 +131,7 @@ func run() error {
 		if err != nil {
 			return fmt.Errorf("minting a token for %s: %w", service, err)
 		}
+		admins[service] = "127.0.0.1:" + freePort()
 		name, argv := bin, []string{}
 		if filepath.Base(bin) == "meshctl" {
 			argv = append(argv, "sidecar")
@@ -156,8 +153,9 @@ func run() error {
 		return err
 	}
 	routes := map[string]string{"echo": clientOut, "echo-tls": clientOut}
-	compareOut := "127.0.0.1:" + freePort()
+	var compareOut string
 	if o.compare != "" {
+		compareOut = "127.0.0.1:" + freePort()
 		if err := startSidecar(o.compare, "echo-e", "--app", echoApp, "--inbound-port", freePort(), "--transport", "quic"); err != nil {
 			return err
 		}
@@ -166,7 +164,6 @@ func run() error {
 		}
 		routes["echo-e"] = compareOut
 	}
-	maps.DeleteFunc(admins, func(name, _ string) bool { return sidecars[name] == nil })
 	for host, out := range routes {
 		if err := waitRoute("http://"+out+"/", host); err != nil {
 			return fmt.Errorf("the mesh does not route %s: %w (logs in %s)", host, err, dir)
@@ -286,18 +283,17 @@ func load(o options, c config, qps int) (result, error) {
 	}
 	args = append(args, c.url)
 	before, switchesBefore := cpuSeconds(c.pids), contextSwitches(c.pids)
-	var callerBefore float64
-	if !c.nginx && len(c.pids) == 2 {
-		callerBefore = cpuSeconds(c.pids[:1])
-	}
 	cmd := exec.Command(o.fortio, args...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return result{}, fmt.Errorf("fortio %s: %w\n%s", c.name, err, b)
 	}
-	cpu, switches := cpuSeconds(c.pids)-before, contextSwitches(c.pids)-switchesBefore
-	var callerCPU float64
-	if !c.nginx && len(c.pids) == 2 {
-		callerCPU = cpuSeconds(c.pids[:1]) - callerBefore
+	after, switches := cpuSeconds(c.pids), contextSwitches(c.pids)-switchesBefore
+	var cpu, callerCPU float64
+	for i := range after {
+		cpu += after[i] - before[i]
+	}
+	if !c.nginx && len(c.pids) == 2 { // a sidecar pair, the caller's first
+		callerCPU = after[0] - before[0]
 	}
 	data, err := os.ReadFile(out)
 	if err != nil {
@@ -411,10 +407,10 @@ func cpuCell(c config, format string, v float64) string {
 	return fmt.Sprintf(format, v)
 }
 
-// cpuSeconds sums user+system CPU of the processes (and their threads).
-func cpuSeconds(pids []int) float64 {
-	var total float64
-	for _, pid := range pids {
+// cpuSeconds is the user+system CPU of each process (and its threads).
+func cpuSeconds(pids []int) []float64 {
+	secs := make([]float64, len(pids))
+	for i, pid := range pids {
 		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
 			continue
@@ -424,9 +420,9 @@ func cpuSeconds(pids []int) float64 {
 		fields := strings.Fields(s[strings.LastIndex(s, ")")+2:])
 		ut, _ := strconv.ParseFloat(fields[11], 64)
 		st, _ := strconv.ParseFloat(fields[12], 64)
-		total += (ut + st) / 100 // USER_HZ
+		secs[i] = (ut + st) / 100 // USER_HZ
 	}
-	return total
+	return secs
 }
 
 // contextSwitches sums the voluntary and involuntary context switches of
