@@ -2,7 +2,6 @@ package dataplane
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log"
 	"log/slog"
@@ -15,10 +14,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/http3"
 
 	"github.com/micromesh/micromesh/dataplane/config"
 	"github.com/micromesh/micromesh/dataplane/h1"
+	"github.com/micromesh/micromesh/dataplane/h3"
 	"github.com/micromesh/micromesh/dataplane/proxy"
 	"github.com/micromesh/micromesh/identity"
 )
@@ -59,7 +58,7 @@ type served struct {
 	udp  net.PacketConn
 	http *http.Server
 	h1   *h1.Server
-	h3   *http3.Server
+	h3   *h3.Server
 }
 
 func wanted(cfg *config.Config) [3]string {
@@ -231,9 +230,12 @@ func (l *listeners) serve(k listenerKind, cfg *config.Config, f *served) {
 			ConnState: countConns(l.conns.WithLabelValues("inbound", "tls"))}
 		go func() { _ = f.http.ServeTLS(f.tcp, "", "") }()
 	case quicL:
-		f.h3 = &http3.Server{
+		// HTTP/3 in one goroutine per request (package h3).
+		g := l.conns.WithLabelValues("inbound", "quic")
+		f.h3 = &h3.Server{
 			Handler:   l.proxy.Inbound(),
-			TLSConfig: http3.ConfigureTLSConfig(l.src.ServerTLSConfig(identity.AuthorizeAny())),
+			TLSConfig: l.src.ServerTLSConfig(identity.AuthorizeAny()),
+			Logger:    l.log,
 			QUICConfig: &quic.Config{
 				MaxIdleTimeout:  2 * time.Minute,
 				KeepAlivePeriod: 15 * time.Second,
@@ -249,14 +251,12 @@ func (l *listeners) serve(k listenerKind, cfg *config.Config, f *served) {
 				MaxIncomingStreams: maxStreams,
 				Tracer:             l.qlog,
 			},
-			ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
-				g := l.conns.WithLabelValues("inbound", "quic")
-				g.Inc()
-				go func() {
-					<-c.Context().Done()
+			ConnState: func(_ *quic.Conn, open bool) {
+				if open {
+					g.Inc()
+				} else {
 					g.Dec()
-				}()
-				return ctx
+				}
 			},
 		}
 		go func() { _ = f.h3.Serve(f.udp) }()
@@ -314,10 +314,9 @@ func (f *served) shutdown(drain time.Duration) {
 		}
 	}
 	if f.h3 != nil {
-		if err := f.h3.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		if err := f.h3.Shutdown(ctx); err != nil {
 			_ = f.h3.Close()
 		}
-		_ = f.h3.Close()
 	}
 	f.closeNow()
 }

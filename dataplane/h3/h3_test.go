@@ -58,12 +58,32 @@ type testServer struct {
 	udp   net.PacketConn
 	addr  string
 	conns atomic.Int64
-	srv   *http3.Server
+	srv   interface {
+		Serve(net.PacketConn) error
+		Shutdown(context.Context) error
+		Close() error
+	}
 }
 
-// startServer runs quic-go's HTTP/3 server with h on a loopback port
-// (addr "" picks one).
-func startServer(t testing.TB, addr string, h http.Handler) (*testServer, *Transport) {
+// serverKind names the HTTP/3 server a test runs against: ours, or
+// quic-go's (the client must work with a server it did not grow up with).
+type serverKind string
+
+const (
+	ours   serverKind = "micromesh"
+	quicGo serverKind = "quic-go"
+)
+
+// eachServer runs test against both servers.
+func eachServer(t *testing.T, test func(t *testing.T, kind serverKind)) {
+	for _, kind := range []serverKind{ours, quicGo} {
+		t.Run(string(kind), func(t *testing.T) { test(t, kind) })
+	}
+}
+
+// startServer runs a kind of HTTP/3 server with h on a loopback port
+// (addr "" picks one), and returns it with a client transport trusting it.
+func startServer(t testing.TB, kind serverKind, addr string, h http.Handler, opts ...func(*Server)) (*testServer, *Transport) {
 	t.Helper()
 	cert, pool := sharedTLS()
 	if addr == "" {
@@ -74,13 +94,27 @@ func startServer(t testing.TB, addr string, h http.Handler) (*testServer, *Trans
 		t.Fatal(err)
 	}
 	ts := &testServer{udp: udp, addr: udp.LocalAddr().String()}
-	ts.srv = &http3.Server{
-		Handler:   h,
-		TLSConfig: http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}),
-		ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
-			ts.conns.Add(1)
-			return ctx
-		},
+	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}}
+	switch kind {
+	case ours:
+		s := &Server{Handler: h, TLSConfig: tlsConf, ConnState: func(_ *quic.Conn, open bool) {
+			if open {
+				ts.conns.Add(1)
+			}
+		}}
+		for _, o := range opts {
+			o(s)
+		}
+		ts.srv = s
+	default:
+		ts.srv = &http3.Server{
+			Handler:   h,
+			TLSConfig: http3.ConfigureTLSConfig(tlsConf),
+			ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+				ts.conns.Add(1)
+				return ctx
+			},
+		}
 	}
 	go func() { _ = ts.srv.Serve(udp) }()
 	t.Cleanup(func() { ts.close() })
@@ -97,281 +131,297 @@ func (ts *testServer) close() {
 func (ts *testServer) url(path string) string { return "https://" + ts.addr + path }
 
 func TestRequestAndResponse(t *testing.T) {
-	ts, tr := startServer(t, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		w.Header().Set("X-Method", r.Method)
-		w.Header().Set("X-Host", r.Host)
-		w.Header().Set("X-Path", r.URL.RequestURI())
-		w.Header().Set("X-Custom", r.Header.Get("X-Custom"))
-		w.Header().Set("X-Te", r.Header.Get("Te"))
-		w.Header().Set("X-Content-Length", fmt.Sprint(r.ContentLength))
-		w.Header().Add("X-Multi", "a")
-		w.Header().Add("X-Multi", "b")
-		w.WriteHeader(http.StatusCreated)
-		_, _ = w.Write(append([]byte("got:"), body...))
-	}))
-	cases := []struct {
-		name string
-		req  func() *http.Request
-		want string
-		cl   string
-	}{
-		{"get", func() *http.Request {
-			r, _ := http.NewRequest("GET", ts.url("/a/b?q=1"), nil)
-			return r
-		}, "got:", "-1"},
-		{"in-memory body", func() *http.Request {
-			r, _ := http.NewRequest("POST", ts.url("/post"), strings.NewReader("hello"))
-			return r
-		}, "got:hello", "5"},
-		{"streaming body", func() *http.Request {
-			r, _ := http.NewRequest("PUT", ts.url("/put"), io.NopCloser(strings.NewReader("streamed")))
-			return r
-		}, "got:streamed", "-1"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			req := tc.req()
-			req.Host = "svc.example"
-			req.Header.Set("X-Custom", "v1")
-			req.Header.Set("Te", "trailers, gzip")
-			req.Header.Set("Connection", "close")
-			resp, err := tr.RoundTrip(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			body, err := io.ReadAll(resp.Body)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if resp.StatusCode != http.StatusCreated || string(body) != tc.want || resp.Proto != "HTTP/3.0" {
-				t.Fatalf("got %d %q %s", resp.StatusCode, body, resp.Proto)
-			}
-			h := resp.Header
-			for k, want := range map[string]string{"X-Method": req.Method, "X-Host": "svc.example", "X-Custom": "v1", "X-Te": "trailers", "X-Content-Length": tc.cl} {
-				if h.Get(k) != want {
-					t.Errorf("%s = %q, want %q", k, h.Get(k), want)
+	eachServer(t, func(t *testing.T, kind serverKind) {
+		ts, tr := startServer(t, kind, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			w.Header().Set("X-Method", r.Method)
+			w.Header().Set("X-Host", r.Host)
+			w.Header().Set("X-Path", r.URL.RequestURI())
+			w.Header().Set("X-Custom", r.Header.Get("X-Custom"))
+			w.Header().Set("X-Te", r.Header.Get("Te"))
+			w.Header().Set("X-Content-Length", fmt.Sprint(r.ContentLength))
+			w.Header().Add("X-Multi", "a")
+			w.Header().Add("X-Multi", "b")
+			w.Header().Set("Content-Type", "text/plain")
+			w.Header().Set("Date", "Fri, 27 Nov 2026 21:00:00 GMT")
+			w.WriteHeader(http.StatusCreated)
+			_, _ = w.Write(append([]byte("got:"), body...))
+		}))
+		cases := []struct {
+			name string
+			req  func() *http.Request
+			want string
+			cl   string
+		}{
+			{"get", func() *http.Request {
+				r, _ := http.NewRequest("GET", ts.url("/a/b?q=1"), nil)
+				return r
+			}, "got:", map[serverKind]string{ours: "0", quicGo: "-1"}[kind]}, // ours sees the stream end with the headers
+			{"in-memory body", func() *http.Request {
+				r, _ := http.NewRequest("POST", ts.url("/post"), strings.NewReader("hello"))
+				return r
+			}, "got:hello", "5"},
+			{"streaming body", func() *http.Request {
+				r, _ := http.NewRequest("PUT", ts.url("/put"), io.NopCloser(strings.NewReader("streamed")))
+				return r
+			}, "got:streamed", "-1"},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				req := tc.req()
+				req.Host = "svc.example"
+				req.Header.Set("X-Custom", "v1")
+				req.Header.Set("Te", "trailers, gzip")
+				req.Header.Set("Connection", "close")
+				resp, err := tr.RoundTrip(req)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			// Eleven fields: the decoder's shared backing array refills,
-			// and a repeated field must not overwrite its neighbours.
-			if got := h.Values("X-Multi"); len(got) != 2 || got[0] != "a" || got[1] != "b" {
-				t.Errorf("X-Multi = %q", got)
-			}
-			if h.Get("Content-Type") == "" || h.Get("Date") == "" {
-				t.Errorf("common fields lost: %v", h)
-			}
-			if tc.name == "get" && h.Get("X-Path") != "/a/b?q=1" {
-				t.Errorf("path %q", h.Get("X-Path"))
-			}
-		})
-	}
-	if n := ts.conns.Load(); n != 1 {
-		t.Errorf("%d connections, want 1 (pooled)", n)
-	}
+				defer resp.Body.Close()
+				body, err := io.ReadAll(resp.Body)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resp.StatusCode != http.StatusCreated || string(body) != tc.want || resp.Proto != "HTTP/3.0" {
+					t.Fatalf("got %d %q %s", resp.StatusCode, body, resp.Proto)
+				}
+				h := resp.Header
+				for k, want := range map[string]string{"X-Method": req.Method, "X-Host": "svc.example", "X-Custom": "v1", "X-Te": "trailers", "X-Content-Length": tc.cl} {
+					if h.Get(k) != want {
+						t.Errorf("%s = %q, want %q", k, h.Get(k), want)
+					}
+				}
+				// Eleven fields: the decoder's shared backing array refills,
+				// and a repeated field must not overwrite its neighbours.
+				if got := h.Values("X-Multi"); len(got) != 2 || got[0] != "a" || got[1] != "b" {
+					t.Errorf("X-Multi = %q", got)
+				}
+				if h.Get("Content-Type") == "" || h.Get("Date") == "" {
+					t.Errorf("common fields lost: %v", h)
+				}
+				if tc.name == "get" && h.Get("X-Path") != "/a/b?q=1" {
+					t.Errorf("path %q", h.Get("X-Path"))
+				}
+			})
+		}
+		if n := ts.conns.Load(); n != 1 {
+			t.Errorf("%d connections, want 1 (pooled)", n)
+		}
+	})
 }
 
 func TestLargeStreamingBodiesBothWays(t *testing.T) {
-	ts, tr := startServer(t, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := sha256.New()
-		n, _ := io.Copy(h, r.Body)
-		w.Header().Set("X-Sum", fmt.Sprintf("%x", h.Sum(nil)))
-		w.Header().Set("X-Len", fmt.Sprint(n))
-		// Echo a body of the same size back, in pieces.
-		chunk := bytes.Repeat([]byte("z"), 10_000)
-		for left := n; left > 0; left -= int64(len(chunk)) {
-			_, _ = w.Write(chunk[:min(int64(len(chunk)), left)])
-		}
-	}))
-	payload := make([]byte, 3<<20+17)
-	_, _ = rand.Read(payload)
-	pr, pw := io.Pipe()
-	go func() {
-		for b := payload; len(b) > 0; {
-			n := min(len(b), 7777)
-			_, _ = pw.Write(b[:n])
-			b = b[n:]
-		}
-		_ = pw.Close()
-	}()
-	req, _ := http.NewRequest("POST", ts.url("/"), pr)
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	n, err := io.Copy(io.Discard, resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := sha256.Sum256(payload)
-	if resp.Header.Get("X-Sum") != fmt.Sprintf("%x", want) || resp.Header.Get("X-Len") != fmt.Sprint(len(payload)) || n != int64(len(payload)) {
-		t.Fatalf("server saw %s bytes (%s), we read %d", resp.Header.Get("X-Len"), resp.Header.Get("X-Sum"), n)
-	}
-}
-
-func TestTrailersBothWays(t *testing.T) {
-	ts, tr := startServer(t, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Trailer", "X-Echo")
-		_, _ = w.Write([]byte("body"))
-		w.Header().Set("X-Echo", r.Trailer.Get("X-Req-Trailer"))
-		w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
-	}))
-	for _, inline := range []bool{true, false} {
-		var body io.Reader = strings.NewReader("payload")
-		if !inline {
-			body = io.NopCloser(body)
-		}
-		req, _ := http.NewRequest("POST", ts.url("/"), body)
-		req.Trailer = http.Header{"X-Req-Trailer": {"from-client"}}
+	eachServer(t, func(t *testing.T, kind serverKind) {
+		ts, tr := startServer(t, kind, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := sha256.New()
+			n, _ := io.Copy(h, r.Body)
+			w.Header().Set("X-Sum", fmt.Sprintf("%x", h.Sum(nil)))
+			w.Header().Set("X-Len", fmt.Sprint(n))
+			// Echo a body of the same size back, in pieces.
+			chunk := bytes.Repeat([]byte("z"), 10_000)
+			for left := n; left > 0; left -= int64(len(chunk)) {
+				_, _ = w.Write(chunk[:min(int64(len(chunk)), left)])
+			}
+		}))
+		payload := make([]byte, 3<<20+17)
+		_, _ = rand.Read(payload)
+		pr, pw := io.Pipe()
+		go func() {
+			for b := payload; len(b) > 0; {
+				n := min(len(b), 7777)
+				_, _ = pw.Write(b[:n])
+				b = b[n:]
+			}
+			_ = pw.Close()
+		}()
+		req, _ := http.NewRequest("POST", ts.url("/"), pr)
 		resp, err := tr.RoundTrip(req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || string(b) != "body" {
-			t.Fatalf("inline=%v: %q %v", inline, b, err)
+		defer resp.Body.Close()
+		n, err := io.Copy(io.Discard, resp.Body)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if resp.Trailer.Get("X-Echo") != "from-client" || resp.Trailer.Get("Grpc-Status") != "0" {
-			t.Fatalf("inline=%v: trailers %v", inline, resp.Trailer)
+		want := sha256.Sum256(payload)
+		if resp.Header.Get("X-Sum") != fmt.Sprintf("%x", want) || resp.Header.Get("X-Len") != fmt.Sprint(len(payload)) || n != int64(len(payload)) {
+			t.Fatalf("server saw %s bytes (%s), we read %d", resp.Header.Get("X-Len"), resp.Header.Get("X-Sum"), n)
 		}
-	}
+	})
 }
 
-func TestCancellationReachesTheServer(t *testing.T) {
-	cancelled := make(chan struct{})
-	ts, tr := startServer(t, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/headers-first" {
-			w.WriteHeader(200)
-			w.(http.Flusher).Flush()
-		}
-		<-r.Context().Done()
-		close(cancelled)
-	}))
-	for _, path := range []string{"/before-headers", "/headers-first"} {
-		cancelled = make(chan struct{})
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		req, _ := http.NewRequestWithContext(ctx, "GET", ts.url(path), nil)
-		start := time.Now()
-		resp, err := tr.RoundTrip(req)
-		if path == "/headers-first" {
+func TestTrailersBothWays(t *testing.T) {
+	eachServer(t, func(t *testing.T, kind serverKind) {
+		ts, tr := startServer(t, kind, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Trailer", "X-Echo")
+			_, _ = w.Write([]byte("body"))
+			w.Header().Set("X-Echo", r.Trailer.Get("X-Req-Trailer"))
+			w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
+		}))
+		for _, inline := range []bool{true, false} {
+			var body io.Reader = strings.NewReader("payload")
+			if !inline {
+				body = io.NopCloser(body)
+			}
+			req, _ := http.NewRequest("POST", ts.url("/"), body)
+			req.Trailer = http.Header{"X-Req-Trailer": {"from-client"}}
+			resp, err := tr.RoundTrip(req)
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = io.ReadAll(resp.Body)
+			b, err := io.ReadAll(resp.Body)
 			resp.Body.Close()
+			if err != nil || string(b) != "body" {
+				t.Fatalf("inline=%v: %q %v", inline, b, err)
+			}
+			if resp.Trailer.Get("X-Echo") != "from-client" || resp.Trailer.Get("Grpc-Status") != "0" {
+				t.Fatalf("inline=%v: trailers %v", inline, resp.Trailer)
+			}
 		}
-		cancel()
-		if err == nil || time.Since(start) > 5*time.Second {
-			t.Fatalf("%s: err %v after %v", path, err, time.Since(start))
+	})
+}
+
+func TestCancellationReachesTheServer(t *testing.T) {
+	eachServer(t, func(t *testing.T, kind serverKind) {
+		cancelled := make(chan struct{})
+		ts, tr := startServer(t, kind, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/headers-first" {
+				w.WriteHeader(200)
+				w.(http.Flusher).Flush()
+			}
+			<-r.Context().Done()
+			close(cancelled)
+		}))
+		for _, path := range []string{"/before-headers", "/headers-first"} {
+			cancelled = make(chan struct{})
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			req, _ := http.NewRequestWithContext(ctx, "GET", ts.url(path), nil)
+			start := time.Now()
+			resp, err := tr.RoundTrip(req)
+			if path == "/headers-first" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+			cancel()
+			if err == nil || time.Since(start) > 5*time.Second {
+				t.Fatalf("%s: err %v after %v", path, err, time.Since(start))
+			}
+			if path == "/before-headers" && !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("%s: %v, want the deadline", path, err)
+			}
+			select {
+			case <-cancelled:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s: the server never saw the cancellation", path)
+			}
 		}
-		if path == "/before-headers" && !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("%s: %v, want the deadline", path, err)
-		}
-		select {
-		case <-cancelled:
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%s: the server never saw the cancellation", path)
-		}
-	}
+	})
 }
 
 func TestClosingTheBodyEarlyResetsTheStream(t *testing.T) {
-	writeErr := make(chan error, 1)
-	ts, tr := startServer(t, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		chunk := make([]byte, 32<<10)
-		for range 10_000 {
-			if _, err := w.Write(chunk); err != nil {
-				writeErr <- err
-				return
+	eachServer(t, func(t *testing.T, kind serverKind) {
+		writeErr := make(chan error, 1)
+		ts, tr := startServer(t, kind, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			chunk := make([]byte, 32<<10)
+			for range 10_000 {
+				if _, err := w.Write(chunk); err != nil {
+					writeErr <- err
+					return
+				}
+				w.(http.Flusher).Flush()
 			}
-			w.(http.Flusher).Flush()
-		}
-		writeErr <- nil
-	}))
-	req, _ := http.NewRequest("GET", ts.url("/"), nil)
-	resp, err := tr.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.ReadFull(resp.Body, make([]byte, 1000))
-	resp.Body.Close()
-	if _, err := resp.Body.Read(make([]byte, 1)); err == nil {
-		t.Fatal("read after close succeeded")
-	}
-	select {
-	case err := <-writeErr:
-		if err == nil {
-			t.Fatal("the server wrote everything")
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the server kept writing")
-	}
-}
-
-func TestConcurrentRequestsShareOneConnection(t *testing.T) {
-	ts, tr := startServer(t, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(w, r.Body)
-	}))
-	var wg sync.WaitGroup
-	errs := make(chan error, 64)
-	for i := range 64 {
-		wg.Go(func() {
-			msg := fmt.Sprintf("request %d", i)
-			req, _ := http.NewRequest("POST", ts.url("/"), strings.NewReader(msg))
-			resp, err := tr.RoundTrip(req)
-			if err != nil {
-				errs <- err
-				return
-			}
-			b, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err != nil || string(b) != msg {
-				errs <- fmt.Errorf("%q %v", b, err)
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	if n := ts.conns.Load(); n != 1 {
-		t.Errorf("%d connections, want 1", n)
-	}
-}
-
-func TestReconnectsAfterTheServerRestarts(t *testing.T) {
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) })
-	ts, tr := startServer(t, "", h)
-	get := func() error {
+			writeErr <- nil
+		}))
 		req, _ := http.NewRequest("GET", ts.url("/"), nil)
 		resp, err := tr.RoundTrip(req)
 		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.ReadFull(resp.Body, make([]byte, 1000))
+		resp.Body.Close()
+		if _, err := resp.Body.Read(make([]byte, 1)); err == nil {
+			t.Fatal("read after close succeeded")
+		}
+		select {
+		case err := <-writeErr:
+			if err == nil {
+				t.Fatal("the server wrote everything")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the server kept writing")
+		}
+	})
+}
+
+func TestConcurrentRequestsShareOneConnection(t *testing.T) {
+	eachServer(t, func(t *testing.T, kind serverKind) {
+		ts, tr := startServer(t, kind, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(w, r.Body)
+		}))
+		var wg sync.WaitGroup
+		errs := make(chan error, 64)
+		for i := range 64 {
+			wg.Go(func() {
+				msg := fmt.Sprintf("request %d", i)
+				req, _ := http.NewRequest("POST", ts.url("/"), strings.NewReader(msg))
+				resp, err := tr.RoundTrip(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || string(b) != msg {
+					errs <- fmt.Errorf("%q %v", b, err)
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		if n := ts.conns.Load(); n != 1 {
+			t.Errorf("%d connections, want 1", n)
+		}
+	})
+}
+
+func TestReconnectsAfterTheServerRestarts(t *testing.T) {
+	eachServer(t, func(t *testing.T, kind serverKind) {
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok")) })
+		ts, tr := startServer(t, kind, "", h)
+		get := func() error {
+			req, _ := http.NewRequest("GET", ts.url("/"), nil)
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			_, err = io.ReadAll(resp.Body)
 			return err
 		}
-		defer resp.Body.Close()
-		_, err = io.ReadAll(resp.Body)
-		return err
-	}
-	if err := get(); err != nil {
-		t.Fatal(err)
-	}
-	ts.close()
-	startServer(t, ts.addr, h)
-	var err error
-	for range 3 {
-		if err = get(); err == nil {
-			break
+		if err := get(); err != nil {
+			t.Fatal(err)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("after the restart: %v", err)
-	}
+		ts.close()
+		startServer(t, kind, ts.addr, h)
+		var err error
+		for range 3 {
+			if err = get(); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("after the restart: %v", err)
+		}
+	})
 }
 
 // rawServer accepts one QUIC connection speaking h3 and answers every
@@ -508,53 +558,57 @@ func mustReq(method, url string, body io.Reader) *http.Request {
 }
 
 func TestUntrustedServerIsRefused(t *testing.T) {
-	ts, _ := startServer(t, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	_, otherPool := testTLS(t)
-	tr := &Transport{TLSClientConfig: &tls.Config{RootCAs: otherPool}}
-	defer tr.Close()
-	_, err := tr.RoundTrip(mustReq("GET", ts.url("/"), nil))
-	if err == nil || !strings.Contains(err.Error(), "connecting to") {
-		t.Fatalf("err = %v", err)
-	}
+	eachServer(t, func(t *testing.T, kind serverKind) {
+		ts, _ := startServer(t, kind, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+		_, otherPool := testTLS(t)
+		tr := &Transport{TLSClientConfig: &tls.Config{RootCAs: otherPool}}
+		defer tr.Close()
+		_, err := tr.RoundTrip(mustReq("GET", ts.url("/"), nil))
+		if err == nil || !strings.Contains(err.Error(), "connecting to") {
+			t.Fatalf("err = %v", err)
+		}
+	})
 }
 
 // A draining server sends GOAWAY; the client closes its idle connection at
 // once (and a busy one after its last request), so Shutdown need not wait
 // out its deadline.
 func TestGoAwayClosesTheConnectionWhenIdle(t *testing.T) {
-	release := make(chan struct{})
-	ts, tr := startServer(t, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/slow" {
-			<-release
-		}
-		_, _ = w.Write([]byte("ok"))
-	}))
-	get := func(path string) error {
-		resp, err := tr.RoundTrip(mustReq("GET", ts.url(path), nil))
-		if err != nil {
+	eachServer(t, func(t *testing.T, kind serverKind) {
+		release := make(chan struct{})
+		ts, tr := startServer(t, kind, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/slow" {
+				<-release
+			}
+			_, _ = w.Write([]byte("ok"))
+		}))
+		get := func(path string) error {
+			resp, err := tr.RoundTrip(mustReq("GET", ts.url(path), nil))
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			_, err = io.ReadAll(resp.Body)
 			return err
 		}
-		defer resp.Body.Close()
-		_, err = io.ReadAll(resp.Body)
-		return err
-	}
-	if err := get("/"); err != nil {
-		t.Fatal(err)
-	}
-	slow := make(chan error, 1)
-	go func() { slow <- get("/slow") }()
-	time.Sleep(100 * time.Millisecond)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	shut := make(chan error, 1)
-	start := time.Now()
-	go func() { shut <- ts.srv.Shutdown(ctx) }()
-	time.Sleep(200 * time.Millisecond)
-	close(release) // the request in flight finishes; then the client closes
-	if err := <-slow; err != nil {
-		t.Fatalf("the request in flight failed: %v", err)
-	}
-	if err := <-shut; err != nil || time.Since(start) > 5*time.Second {
-		t.Fatalf("Shutdown: %v after %v", err, time.Since(start))
-	}
+		if err := get("/"); err != nil {
+			t.Fatal(err)
+		}
+		slow := make(chan error, 1)
+		go func() { slow <- get("/slow") }()
+		time.Sleep(100 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut := make(chan error, 1)
+		start := time.Now()
+		go func() { shut <- ts.srv.Shutdown(ctx) }()
+		time.Sleep(200 * time.Millisecond)
+		close(release) // the request in flight finishes; then the client closes
+		if err := <-slow; err != nil {
+			t.Fatalf("the request in flight failed: %v", err)
+		}
+		if err := <-shut; err != nil || time.Since(start) > 5*time.Second {
+			t.Fatalf("Shutdown: %v after %v", err, time.Since(start))
+		}
+	})
 }

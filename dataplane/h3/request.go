@@ -83,7 +83,7 @@ func (cc *clientConn) roundTrip(req *http.Request, w *writeBuf, hasBody bool) (*
 	if err != nil {
 		return fail(err)
 	}
-	resp.Body = &body{str: str, br: br, resp: resp, stop: stop, done: cc.end, contentLength: resp.ContentLength}
+	resp.Body = &body{str: str, br: br, trailer: &resp.Trailer, of: "response", stop: stop, done: cc.end, contentLength: resp.ContentLength}
 	return resp, nil
 }
 

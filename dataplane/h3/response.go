@@ -81,7 +81,7 @@ func decodeResponse(block []byte, req *http.Request) (*http.Response, error) {
 		Request:       req,
 	}
 	status := ""
-	var values []string // one backing array for single values, as net/textproto does
+	h := headerSink{h: resp.Header}
 	err := decodeFields(block, func(name, value string, pseudo bool) error {
 		if pseudo {
 			if name != ":status" || status != "" {
@@ -90,16 +90,7 @@ func decodeResponse(block []byte, req *http.Request) (*http.Response, error) {
 			status = value
 			return nil
 		}
-		k := canonicalKey(name)
-		if vv := resp.Header[k]; vv != nil {
-			resp.Header[k] = append(vv, value)
-			return nil
-		}
-		if len(values) == 0 {
-			values = make([]string, 8)
-		}
-		values[0] = value
-		resp.Header[k], values = values[:1:1], values[1:]
+		h.add(name, value)
 		return nil
 	})
 	if err != nil {
@@ -180,14 +171,15 @@ func decodeFields(block []byte, f func(name, value string, pseudo bool) error) e
 	}
 }
 
-// body is a response body read from the stream's DATA frames; trailers
-// land in the response when it ends.
+// body is a message body read from the stream's DATA frames; trailers
+// land in *trailer when it ends.
 type body struct {
 	str           *quic.Stream
 	br            *bufio.Reader
-	resp          *http.Response
-	stop          func() bool
-	done          func() // the request is over (once)
+	trailer       *http.Header
+	of            string      // "response" (the client's) or "request" (the server's)
+	stop          func() bool // nil: none
+	done          func()      // the exchange is over (once); nil: none
 	contentLength int64
 
 	mu        sync.Mutex  // Read against Close
@@ -212,7 +204,7 @@ func (b *body) Read(p []byte) (int, error) {
 			return 0, b.end(io.EOF)
 		}
 		if err != nil {
-			return 0, b.end(streamErr("reading the response body", err))
+			return 0, b.end(streamErr("reading the "+b.of+" body", err))
 		}
 		switch typ {
 		case frameData:
@@ -226,7 +218,7 @@ func (b *body) Read(p []byte) (int, error) {
 			return 0, b.end(fmt.Errorf("%w: frame type %#x on a request stream", errMalformed, typ))
 		default:
 			if err := skip(b.br, n); err != nil {
-				return 0, b.end(streamErr("reading the response body", err))
+				return 0, b.end(streamErr("reading the "+b.of+" body", err))
 			}
 		}
 	}
@@ -248,7 +240,7 @@ func (b *body) Read(p []byte) (int, error) {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF // mid-frame
 		}
-		return n, b.end(streamErr("reading the response body", err))
+		return n, b.end(streamErr("reading the "+b.of+" body", err))
 	}
 	return n, nil
 }
@@ -274,7 +266,7 @@ func (b *body) trailers(n uint64) error {
 	if _, _, err := readFrameHeader(b.br); err != io.EOF {
 		return fmt.Errorf("%w: frames after the trailers", errMalformed)
 	}
-	b.resp.Trailer = t
+	*b.trailer = t
 	if b.contentLength >= 0 && b.read != b.contentLength {
 		return fmt.Errorf("%w: body of %d bytes, content-length %d", errMalformed, b.read, b.contentLength)
 	}
@@ -282,12 +274,18 @@ func (b *body) trailers(n uint64) error {
 	return nil
 }
 
-// end records how the body ended and lets go of the stream.
+// end records how the body ended and lets go of the stream. A broken
+// response ends the exchange; a broken request body only its reading (the
+// handler may still answer: a server's early answer while the client
+// still sends is ordinary in gRPC).
 func (b *body) end(err error) error {
 	b.err = err
-	if err == io.EOF {
+	switch {
+	case err == io.EOF:
 		b.ended.Store(true)
-	} else {
+	case b.of == "request":
+		b.str.CancelRead(quic.StreamErrorCode(errRequestCancelled))
+	default:
 		b.str.CancelRead(quic.StreamErrorCode(errRequestCancelled))
 		b.str.CancelWrite(quic.StreamErrorCode(errRequestCancelled))
 	}
@@ -299,23 +297,34 @@ func (b *body) release() {
 	if b.br != nil {
 		putReader(b.br)
 		b.br = nil
-		b.stop()
-		b.done()
+		if b.stop != nil {
+			b.stop()
+		}
+		if b.done != nil {
+			b.done()
+		}
 	}
 }
 
-// Close abandons the rest of the body: the stream is cancelled both ways
-// unless it already ended.
+// Close abandons the rest of the body: a response's stream is cancelled
+// both ways unless it already ended; a request's is only asked to stop
+// sending (H3_NO_ERROR), as the response may still be on its way
+// (RFC 9114 §4.1). quic-go sends nothing once the stream's end was read.
 func (b *body) Close() error {
 	if !b.ended.Load() {
 		// Unblocks a Read in another goroutine.
-		b.str.CancelRead(quic.StreamErrorCode(errRequestCancelled))
-		b.str.CancelWrite(quic.StreamErrorCode(errRequestCancelled))
+		if b.of == "request" {
+			b.str.CancelRead(quic.StreamErrorCode(errNoError))
+		} else {
+			b.str.CancelRead(quic.StreamErrorCode(errRequestCancelled))
+			b.str.CancelWrite(quic.StreamErrorCode(errRequestCancelled))
+		}
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.err == nil {
-		b.end(errors.New("h3: read on closed response body"))
+		b.err = errors.New("h3: read on closed " + b.of + " body")
+		b.release()
 	}
 	return nil
 }
@@ -337,9 +346,9 @@ func codeName(c uint64) string {
 		return "H3_INTERNAL_ERROR"
 	case errRequestCancelled:
 		return "H3_REQUEST_CANCELLED"
-	case 0x10b:
+	case errRequestRejected:
 		return "H3_REQUEST_REJECTED"
-	case 0x10d:
+	case errRequestIncomplete:
 		return "H3_REQUEST_INCOMPLETE"
 	case errMessageError:
 		return "H3_MESSAGE_ERROR"

@@ -10,7 +10,6 @@ import (
 	"sync"
 
 	"github.com/quic-go/quic-go"
-	"github.com/quic-go/quic-go/quicvarint"
 )
 
 // NextProto is the ALPN protocol of HTTP/3.
@@ -242,20 +241,11 @@ var errConnGone = errors.New("h3: connection closed")
 
 func newClientConn(qc *quic.Conn, log *slog.Logger) (*clientConn, error) {
 	cc := &clientConn{qc: qc, log: log}
-	ctrl, err := qc.OpenUniStream()
-	if err != nil {
+	if _, err := openControl(qc); err != nil {
 		cc.close(errInternal, "")
 		return nil, err
 	}
-	// Our control stream: its type and an empty SETTINGS frame (no dynamic
-	// QPACK table, no limits beyond the defaults).
-	b := quicvarint.Append(nil, streamControl)
-	b = appendFrameHeader(b, frameSettings, 0)
-	if _, err := ctrl.Write(b); err != nil {
-		cc.close(errInternal, "")
-		return nil, err
-	}
-	go cc.acceptUniStreams()
+	go acceptUniStreams(qc, false, cc.onGoAway)
 	return cc, nil
 }
 
@@ -268,94 +258,17 @@ func (cc *clientConn) usable() bool {
 	return !cc.goAway
 }
 
-func (cc *clientConn) close(code uint64, msg string) {
-	_ = cc.qc.CloseWithError(quic.ApplicationErrorCode(code), msg)
-}
+func (cc *clientConn) close(code uint64, msg string) { closeConn(cc.qc, code, msg) }
 
-// acceptUniStreams serves the peer's unidirectional streams for the life of
-// the connection: its control stream is read, QPACK streams are drained
-// (no dynamic table is allowed, so they carry nothing we use), others are
-// refused.
-func (cc *clientConn) acceptUniStreams() {
-	var sawControl bool
-	for {
-		str, err := cc.qc.AcceptUniStream(context.Background())
-		if err != nil {
-			return
-		}
-		typ, err := quicvarint.Read(quicvarint.NewReader(str))
-		if err != nil {
-			str.CancelRead(quic.StreamErrorCode(errStreamCreation))
-			continue
-		}
-		switch typ {
-		case streamControl:
-			if sawControl {
-				cc.close(errStreamCreation, "duplicate control stream")
-				return
-			}
-			sawControl = true
-			go cc.readControl(str)
-		case streamEncoder, streamDecoder:
-			go drain(str)
-		case streamPush:
-			// We never grant a push ID, so a push stream is an error.
-			cc.close(errIDError, "push stream without MAX_PUSH_ID")
-			return
-		default:
-			str.CancelRead(quic.StreamErrorCode(errStreamCreation))
-		}
-	}
-}
-
-func drain(str *quic.ReceiveStream) {
-	buf := make([]byte, 512)
-	for {
-		if _, err := str.Read(buf); err != nil {
-			return
-		}
-	}
-}
-
-// readControl reads the peer's control stream: SETTINGS first, then
-// GOAWAY; everything else there is ignored or, if it belongs on request
-// streams, a connection error.
-func (cc *clientConn) readControl(str *quic.ReceiveStream) {
-	br := newReader(str)
-	first := true
-	for {
-		typ, n, err := readFrameHeader(br)
-		if err != nil {
-			if cc.qc.Context().Err() == nil {
-				cc.close(errClosedCritical, "control stream closed")
-			}
-			return
-		}
-		if first && typ != frameSettings {
-			cc.close(errMissingSettings, "first frame on the control stream is not SETTINGS")
-			return
-		}
-		first = false
-		switch typ {
-		case frameGoAway:
-			cc.mu.Lock()
-			cc.goAway = true
-			idle := cc.active == 0
-			cc.mu.Unlock()
-			cc.log.Debug("peer sent GOAWAY")
-			if idle {
-				cc.close(errNoError, "")
-				return
-			}
-			err = skip(br, n)
-		case frameData, frameHeaders:
-			cc.close(errFrameUnexpected, "DATA or HEADERS on the control stream")
-			return
-		default: // SETTINGS (nothing in it changes how we send), MAX_PUSH_ID, CANCEL_PUSH, unknown
-			err = skip(br, n)
-		}
-		if err != nil {
-			return
-		}
+// onGoAway records the server's GOAWAY: no new requests on this
+// connection, which closes with its last one.
+func (cc *clientConn) onGoAway() {
+	cc.mu.Lock()
+	cc.goAway = true
+	idle := cc.active == 0
+	cc.mu.Unlock()
+	cc.log.Debug("peer sent GOAWAY")
+	if idle {
+		cc.close(errNoError, "")
 	}
 }

@@ -392,21 +392,17 @@ func (p *Proxy) copyResponse(w http.ResponseWriter, r *http.Request, resp *http.
 	cleanHopHeaders(h)
 	w.WriteHeader(resp.StatusCode)
 	streaming := resp.ContentLength < 0 || isGRPC(r)
-	rc := http.NewResponseController(w)
-	switch {
-	case r.ProtoMajor == 3 && !streaming && resp.ContentLength > 0:
-		// quic-go's HTTP/3 server would copy a small body into a buffer
-		// of its own, made for each response, to learn its length; this
-		// one has its length: the headers go first (they leave in the
-		// same packet as the body) and the body is written through.
-		_ = rc.Flush()
-	case streaming && resp.Header.Get("Grpc-Status") == "":
+	flush := func() {}
+	if f, ok := w.(http.Flusher); ok {
+		flush = f.Flush // every server the proxy runs under flushes
+	}
+	if streaming && resp.Header.Get("Grpc-Status") == "" {
 		// The headers go now: a stream's first message may be long in
 		// coming, and the caller may wait on the headers (gRPC's
 		// header-only acknowledgements, server-sent events). Not for a
 		// gRPC trailers-only answer (its status in the headers): that must
 		// stay one HEADERS frame that ends the stream.
-		_ = rc.Flush()
+		flush()
 	}
 	pool := &copyBuffers
 	if n := resp.ContentLength; n >= 0 && n <= 4<<10 {
@@ -422,7 +418,7 @@ func (p *Proxy) copyResponse(w http.ResponseWriter, r *http.Request, resp *http.
 				return 499 // the caller went away
 			}
 			if streaming {
-				_ = rc.Flush()
+				flush()
 			}
 		}
 		if err == io.EOF {
