@@ -217,7 +217,11 @@ func (sc *serverConn) serve() {
 	}
 	sc.mu.Lock()
 	sc.ctrl = ctrl
+	draining, next := sc.draining, sc.next
 	sc.mu.Unlock()
+	if draining { // Shutdown came first
+		sendGoAway(ctrl, next)
+	}
 	go acceptUniStreams(sc.qc, true, nil)
 	for {
 		str, err := sc.qc.AcceptStream(context.Background())
@@ -251,13 +255,17 @@ func (sc *serverConn) goAway() {
 	sc.draining = true
 	ctrl, next := sc.ctrl, sc.next
 	sc.mu.Unlock()
-	if ctrl != nil {
-		b := appendFrameHeader(nil, frameGoAway, uint64(quicvarint.Len(uint64(next))))
-		b = quicvarint.Append(b, uint64(next))
-		// A write may wait for flow-control credit; it returns when the
-		// connection closes.
-		go func() { _, _ = ctrl.Write(b) }()
+	if ctrl != nil { // else serve sends it once the control stream is open
+		sendGoAway(ctrl, next)
 	}
+}
+
+func sendGoAway(ctrl *quic.SendStream, next quic.StreamID) {
+	b := appendFrameHeader(nil, frameGoAway, uint64(quicvarint.Len(uint64(next))))
+	b = quicvarint.Append(b, uint64(next))
+	// A write may wait for flow-control credit; it returns when the
+	// connection closes.
+	go func() { _, _ = ctrl.Write(b) }()
 }
 
 // exchange is one request and its response: allocated once per request.
