@@ -233,9 +233,10 @@ func (l *listeners) serve(k listenerKind, cfg *config.Config, f *served) {
 		// HTTP/3 in one goroutine per request (package h3).
 		g := l.conns.WithLabelValues("inbound", "quic")
 		f.h3 = &h3.Server{
-			Handler:   l.proxy.Inbound(),
-			TLSConfig: l.src.ServerTLSConfig(identity.AuthorizeAny()),
-			Logger:    l.log,
+			Handler:           l.proxy.Inbound(),
+			TLSConfig:         l.src.ServerTLSConfig(identity.AuthorizeAny()),
+			Logger:            l.log,
+			ReadHeaderTimeout: 30 * time.Second, // as the HTTP/1.1 and HTTP/2 listeners
 			QUICConfig: &quic.Config{
 				MaxIdleTimeout:  2 * time.Minute,
 				KeepAlivePeriod: 15 * time.Second,

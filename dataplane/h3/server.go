@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/quicvarint"
@@ -52,6 +53,10 @@ type Server struct {
 	// Logger receives handler panics and connection failures (nil:
 	// slog.Default).
 	Logger *slog.Logger
+	// ReadHeaderTimeout bounds how long a request stream may take to
+	// deliver its headers (0: no bound); past it the stream is reset
+	// with H3_REQUEST_INCOMPLETE.
+	ReadHeaderTimeout time.Duration
 
 	mu       sync.Mutex
 	ln       *quic.Listener
@@ -307,7 +312,13 @@ func (sc *serverConn) handle(str *quic.Stream) {
 	x := &exchange{}
 	x.er.r = str
 	br := newReader(&x.er)
+	if t := sc.s.ReadHeaderTimeout; t > 0 {
+		_ = str.SetReadDeadline(time.Now().Add(t))
+	}
 	req, err := sc.readRequest(str, br, x)
+	if err == nil && sc.s.ReadHeaderTimeout > 0 {
+		_ = str.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		var re *requestError
 		if !errors.As(err, &re) {

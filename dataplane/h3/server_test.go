@@ -337,3 +337,31 @@ func TestServerAnswersBeforeTheRequestEnds(t *testing.T) {
 		t.Fatal("the reader saw a whole body")
 	}
 }
+
+// A stream that never delivers its headers is reset once
+// ReadHeaderTimeout passes, and holds nothing after.
+func TestServerReadHeaderTimeout(t *testing.T) {
+	ts, _ := startServer(t, ours, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}),
+		func(s *Server) { s.ReadHeaderTimeout = 200 * time.Millisecond })
+	_, pool := sharedTLS()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	qc, err := quic.DialAddr(ctx, ts.addr, &tls.Config{RootCAs: pool, NextProtos: []string{NextProto}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qc.CloseWithError(0, "")
+	str, err := qc.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Half a HEADERS frame, then nothing.
+	_, _ = str.Write(headersFrame(t, ":method", "GET", ":scheme", "https", ":authority", "svc", ":path", "/")[:3])
+	start := time.Now()
+	_ = str.SetReadDeadline(start.Add(5 * time.Second))
+	_, err = str.Read(make([]byte, 1))
+	var se *quic.StreamError
+	if !errors.As(err, &se) || se.ErrorCode != errRequestIncomplete || time.Since(start) > 5*time.Second {
+		t.Fatalf("after %v: %v", time.Since(start), err)
+	}
+}
