@@ -75,18 +75,26 @@ func TestServerAnswersQuicGosClient(t *testing.T) {
 	}
 }
 
-// rawRequest opens a stream to our server on a connection of its own and
-// writes frames as given; it returns the answer, or the stream's error.
-func rawRequest(t *testing.T, ts *testServer, frames ...[]byte) (*http.Response, string, error) {
+// dialRaw opens a QUIC connection speaking h3 to ts, for tests that write
+// frames by hand; it closes with the test.
+func dialRaw(t *testing.T, ts *testServer) (context.Context, *quic.Conn) {
 	t.Helper()
 	_, pool := sharedTLS()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	qc, err := quic.DialAddr(ctx, ts.addr, &tls.Config{RootCAs: pool, NextProtos: []string{NextProto}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer qc.CloseWithError(0, "")
+	t.Cleanup(func() { _ = qc.CloseWithError(0, "") })
+	return ctx, qc
+}
+
+// rawRequest opens a stream to our server on a connection of its own and
+// writes frames as given; it returns the answer, or the stream's error.
+func rawRequest(t *testing.T, ts *testServer, frames ...[]byte) (*http.Response, string, error) {
+	t.Helper()
+	ctx, qc := dialRaw(t, ts)
 	if _, err := openControl(qc); err != nil {
 		t.Fatal(err)
 	}
@@ -264,13 +272,7 @@ func TestServerShutdownRejectsNewStreams(t *testing.T) {
 	ts, _ := startServer(t, ours, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		<-release
 	}))
-	_, pool := sharedTLS()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	qc, err := quic.DialAddr(ctx, ts.addr, &tls.Config{RootCAs: pool, NextProtos: []string{NextProto}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, qc := dialRaw(t, ts)
 	goAway := make(chan struct{})
 	go acceptUniStreams(qc, false, func() { close(goAway) })
 	if _, err := openControl(qc); err != nil {
@@ -287,7 +289,7 @@ func TestServerShutdownRejectsNewStreams(t *testing.T) {
 	second, _ := qc.OpenStreamSync(ctx)
 	_, _ = second.Write(req)
 	_ = second.Close()
-	_, err = second.Read(make([]byte, 1))
+	_, err := second.Read(make([]byte, 1))
 	var se *quic.StreamError
 	if !errors.As(err, &se) || se.ErrorCode != errRequestRejected {
 		t.Fatalf("stream after GOAWAY: %v", err)
@@ -343,14 +345,7 @@ func TestServerAnswersBeforeTheRequestEnds(t *testing.T) {
 func TestServerReadHeaderTimeout(t *testing.T) {
 	ts, _ := startServer(t, ours, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}),
 		func(s *Server) { s.ReadHeaderTimeout = 200 * time.Millisecond })
-	_, pool := sharedTLS()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	qc, err := quic.DialAddr(ctx, ts.addr, &tls.Config{RootCAs: pool, NextProtos: []string{NextProto}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer qc.CloseWithError(0, "")
+	ctx, qc := dialRaw(t, ts)
 	str, err := qc.OpenStreamSync(ctx)
 	if err != nil {
 		t.Fatal(err)
