@@ -452,3 +452,21 @@ func TestServerShutdown(t *testing.T) {
 		t.Error("still accepting after Shutdown")
 	}
 }
+
+// A handler (the proxy) may hand the server a header map whole instead of
+// filling Header(); after WriteHeader the header is fixed.
+func TestServerReplaceHeader(t *testing.T) {
+	type replacer interface{ ReplaceHeader(http.Header) }
+	url, _, _ := serveH1(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Dropped", "1")
+		w.(replacer).ReplaceHeader(http.Header{"X-Adopted": {"yes"}, "Content-Length": {"2"}})
+		w.WriteHeader(http.StatusAccepted)
+		w.(replacer).ReplaceHeader(http.Header{"X-Late": {"no"}})
+		_, _ = w.Write([]byte("ok"))
+	}))
+	resp, body := do(t, http.DefaultTransport, "GET", "http://"+url+"/", "", nil)
+	if resp.StatusCode != http.StatusAccepted || body != "ok" || resp.Header.Get("X-Adopted") != "yes" ||
+		resp.Header.Get("X-Dropped") != "" || resp.Header.Get("X-Late") != "" || resp.ContentLength != 2 {
+		t.Fatalf("%d %q %v", resp.StatusCode, body, resp.Header)
+	}
+}

@@ -30,7 +30,21 @@ type response struct {
 	failed        bool     // a write to the client failed
 }
 
-func (w *response) Header() http.Header { return w.header }
+func (w *response) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header, 8)
+	}
+	return w.header
+}
+
+// ReplaceHeader makes h the response's header map, in place of the one
+// Header returns, before WriteHeader: a proxy hands over the upstream's
+// header instead of copying it field by field.
+func (w *response) ReplaceHeader(h http.Header) {
+	if !w.wroteHeader {
+		w.header = h
+	}
+}
 
 func (w *response) WriteHeader(code int) {
 	if w.wroteHeader {
@@ -42,7 +56,7 @@ func (w *response) WriteHeader(code int) {
 	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
 		// Informational: sent now, the final status follows.
 		w.writeStatusLine(code)
-		_ = w.header.Write(w.bw)
+		_ = w.Header().Write(w.bw)
 		_, _ = w.bw.WriteString("\r\n")
 		_ = w.bw.Flush()
 		return
@@ -112,7 +126,7 @@ func (w *response) FlushError() error {
 // final: the handler is done, so a body never written has length 0.
 func (w *response) sendHead(final bool) {
 	w.headSent = true
-	h := w.header
+	h := w.Header()
 	code := w.status
 	w.noBody = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified || code < 200
 	if cl := h.Get("Content-Length"); cl != "" {

@@ -333,7 +333,7 @@ func (c *conn) serve() {
 // serveOne runs the handler for req and finishes the response. It reports
 // whether the connection can carry another request.
 func (c *conn) serveOne(req *http.Request, bw *bufio.Writer) (keep bool) {
-	w := &response{bw: bw, req: req, header: make(http.Header, 8), contentLength: -1}
+	w := &response{bw: bw, req: req, contentLength: -1}
 	body := &requestBody{rc: req.Body}
 	if req.Body != http.NoBody {
 		if expectContinue(req) {

@@ -360,3 +360,25 @@ func TestServerReadHeaderTimeout(t *testing.T) {
 		t.Fatalf("after %v: %v", time.Since(start), err)
 	}
 }
+
+// A handler (the proxy) may hand the server a header map whole instead of
+// filling Header(); after WriteHeader the header is fixed.
+func TestServerReplaceHeader(t *testing.T) {
+	ts, tr := startServer(t, ours, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Dropped", "1")
+		w.(*responseWriter).ReplaceHeader(http.Header{"X-Adopted": {"yes"}, "Content-Length": {"2"}})
+		w.WriteHeader(http.StatusAccepted)
+		w.(*responseWriter).ReplaceHeader(http.Header{"X-Late": {"no"}})
+		_, _ = w.Write([]byte("ok"))
+	}))
+	resp, err := tr.RoundTrip(mustReq("GET", ts.url("/"), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted || string(b) != "ok" || resp.Header.Get("X-Adopted") != "yes" ||
+		resp.Header.Get("X-Dropped") != "" || resp.Header.Get("X-Late") != "" || resp.ContentLength != 2 {
+		t.Fatalf("%d %q %v", resp.StatusCode, b, resp.Header)
+	}
+}

@@ -47,11 +47,24 @@ type responseWriter struct {
 func (w *responseWriter) init(str *quic.Stream, req *http.Request) {
 	w.str = str
 	w.head = req != nil && req.Method == http.MethodHead
-	w.header = http.Header{}
 	w.declared = -1
 }
 
-func (w *responseWriter) Header() http.Header { return w.header }
+func (w *responseWriter) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header, 8)
+	}
+	return w.header
+}
+
+// ReplaceHeader makes h the response's header map, in place of the one
+// Header returns, before WriteHeader: a proxy hands over the upstream's
+// header instead of copying it field by field.
+func (w *responseWriter) ReplaceHeader(h http.Header) {
+	if w.status == 0 {
+		w.header = h
+	}
+}
 
 // WriteHeader sends an informational response at once (1xx) or fixes the
 // final status and headers; later calls are ignored, as net/http does.
@@ -273,7 +286,7 @@ func (w *responseWriter) release() {
 // localReply answers a request the server refused before any handler saw
 // it.
 func (w *responseWriter) localReply(code int, msg string) {
-	w.header["Content-Type"] = []string{"text/plain; charset=utf-8"}
+	w.Header()["Content-Type"] = []string{"text/plain; charset=utf-8"}
 	w.header["Content-Length"] = []string{strconv.Itoa(len(msg) + 1)}
 	w.WriteHeader(code)
 	_, _ = w.Write([]byte(msg + "\n"))
