@@ -382,15 +382,17 @@ func (s *streamBody) Read(p []byte) (int, error) {
 
 func (s *streamBody) Close() error { return nil }
 
-// headerReplacer is a ResponseWriter that can adopt a header map whole
-// (the sidecar's HTTP/1.1 and HTTP/3 servers).
+// headerReplacer is a ResponseWriter that can adopt a header map whole,
+// dropping whatever its own held (the sidecar's HTTP/1.1 and HTTP/3
+// servers).
 type headerReplacer interface{ ReplaceHeader(http.Header) }
 
 // copyResponse streams resp to w, trailers included, flushing as it goes
 // for gRPC and unknown-length bodies. It returns the status code to record.
 func (p *Proxy) copyResponse(w http.ResponseWriter, r *http.Request, resp *http.Response) int {
-	if hr, ok := w.(headerReplacer); ok && len(w.Header()) == 0 {
-		hr.ReplaceHeader(resp.Header) // ours now: no copy
+	if hr, ok := w.(headerReplacer); ok {
+		// Nothing was set on w before: the upstream's map becomes w's.
+		hr.ReplaceHeader(resp.Header)
 	} else {
 		h := w.Header()
 		for k, vv := range resp.Header {
