@@ -397,6 +397,14 @@ func report(o options, cs []config, sidecars map[string]*exec.Cmd) {
 	bAdd, dAdd := median(b.latency, p99)-median(a.latency, p99), median(d.latency, p99)-median(a.latency, p99)
 	fmt.Printf("\ntargets: added p99 of B (%s ms) ≤ D (%s ms): %s; max req/s of B (%.0f) ≥ D (%.0f): %s; sidecar RSS ≤ 30 MB (%.1f): %s\n",
 		add(bAdd), add(dAdd), verdict(bAdd <= dAdd), median(b.max, q), median(d.max, q), verdict(median(b.max, q) >= median(d.max, q)), worst, verdict(worst <= 30))
+	// The same comparisons round by round: B and D ran minutes apart in
+	// one round, so a spell of the VM moves both.
+	var p99Gap, maxRatio []string
+	for i := range min(len(b.latency), len(d.latency), len(b.max), len(d.max)) {
+		p99Gap = append(p99Gap, add(b.latency[i].p99-d.latency[i].p99))
+		maxRatio = append(maxRatio, fmt.Sprintf("%.2f", b.max[i].qps/d.max[i].qps))
+	}
+	fmt.Printf("per round: B's p99 minus D's (ms) %s; B's maximum over D's %s\n", strings.Join(p99Gap, " "), strings.Join(maxRatio, " "))
 }
 
 // cpuCell formats a proxy CPU figure, "-" for the path without proxies.
