@@ -242,6 +242,49 @@ func TestRetryOn503(t *testing.T) {
 	}
 }
 
+// A gRPC UNAVAILABLE answer (trailers-only: grpc-status in the headers) is
+// retried when the policy says "unavailable", for a body the proxy could
+// keep; other gRPC errors are answers, not retried.
+func TestRetryOnGRPCUnavailable(t *testing.T) {
+	var n atomic.Int32
+	flaky := backend(t, &n, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/grpc")
+		switch {
+		case r.URL.Path == "/invalid":
+			w.Header().Set("Grpc-Status", "3") // INVALID_ARGUMENT: not retried
+		case n.Load()%2 == 1: // every other request is turned away
+			w.Header().Set("Grpc-Status", "14")
+			w.Header().Set("Grpc-Message", "draining")
+		default:
+			w.Header().Set("Trailer", "Grpc-Status")
+			_, _ = w.Write([]byte{0, 0, 0, 0, 0}) // an empty message
+			w.Header().Set("Grpc-Status", "0")
+		}
+	})
+	p, reg := policyProxy(t, policy{retries: 1, retryOn: "unavailable"}, flaky)
+	grpcCall := func(path string) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodPost, "http://b"+path, strings.NewReader("\x00\x00\x00\x00\x00"))
+		r.Header.Set("Content-Type", "application/grpc")
+		r.Header.Set("Te", "trailers")
+		p.Outbound().ServeHTTP(w, r)
+		return w
+	}
+	for i := range 3 {
+		w := grpcCall("/svc/Method")
+		if st := w.Result().Trailer.Get("Grpc-Status") + w.Header().Get("Grpc-Status"); st != "0" {
+			t.Fatalf("call %d: grpc-status %q (%v), want the retry's 0", i, st, w.Result().Header)
+		}
+	}
+	if got := counterOf(t, reg, "micromesh_upstream_retries_total"); got != 3 {
+		t.Fatalf("micromesh_upstream_retries_total = %v, want 3 (one per call)", got)
+	}
+	before := n.Load()
+	if w := grpcCall("/invalid"); w.Header().Get("Grpc-Status") != "3" || n.Load() != before+1 {
+		t.Fatalf("INVALID_ARGUMENT: grpc-status %q after %d tries, want 3 after one", w.Header().Get("Grpc-Status"), n.Load()-before)
+	}
+}
+
 // A cluster's max_requests breaker refuses what is past it with a 503 that
 // says so, counted; requests within it pass.
 func TestCircuitBreakerRefusesOverflow(t *testing.T) {
