@@ -269,11 +269,13 @@ func sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // replayable is a request body that retries can resend: small bodies are
-// read up front (into a pooled buffer); a streaming body can be resent only
-// if no try has read it.
+// read up front (into a pooled buffer); a streaming body is kept as it
+// streams when the route retries (up to 64 KiB), and otherwise can be
+// resent only if no try has read it.
 type replayable struct {
 	buf     []byte // read up front, or nil
 	empty   bool
+	kept    *keptStream // a streaming body the route may retry, or nil
 	stream  io.ReadCloser
 	touched atomic.Bool
 	// pooled holds buf's pool slot. refs counts forward's hold plus each
@@ -317,17 +319,20 @@ func newReplayable(r *http.Request, retries, grpc bool) (*replayable, error) {
 	case !grpc:
 		limit = maxInlineBody
 	}
-	if r.ContentLength > 0 && r.ContentLength <= limit {
-		bp := bodyPool(r.ContentLength).Get().(*[]byte)
-		b := &replayable{buf: (*bp)[:r.ContentLength], pooled: bp}
-		b.refs.Store(1)
-		if _, err := io.ReadFull(r.Body, b.buf); err != nil {
-			b.release()
-			return nil, err
+	if r.ContentLength < 0 || r.ContentLength > limit {
+		if retries {
+			return &replayable{kept: newKeptStream(r.Body)}, nil
 		}
-		return b, nil
+		return &replayable{stream: r.Body}, nil
 	}
-	return &replayable{stream: r.Body}, nil
+	bp := bodyPool(r.ContentLength).Get().(*[]byte)
+	b := &replayable{buf: (*bp)[:r.ContentLength], pooled: bp}
+	b.refs.Store(1)
+	if _, err := io.ReadFull(r.Body, b.buf); err != nil {
+		b.release()
+		return nil, err
+	}
+	return b, nil
 }
 
 // release drops one hold on the buffer; the last returns it to the pool.
@@ -338,6 +343,9 @@ func (b *replayable) release() {
 }
 
 func (b *replayable) replayable() bool {
+	if b.kept != nil {
+		return b.kept.replayable()
+	}
 	return b.empty || b.buf != nil || !b.touched.Load()
 }
 
@@ -345,6 +353,8 @@ func (b *replayable) reader() io.ReadCloser {
 	switch {
 	case b.empty:
 		return http.NoBody
+	case b.kept != nil:
+		return &keptCursor{k: b.kept}
 	case b.buf != nil:
 		b.refs.Add(1)
 		rd := &bufBody{b: b}

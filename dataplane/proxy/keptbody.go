@@ -1,0 +1,97 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"sync"
+)
+
+var errBodyNotKept = errors.New("the request body was longer than the proxy keeps for a retry")
+
+// keptStream is a streaming request body kept as it is read, up to
+// maxReplayBody, so that a retry can send it again from its start while the
+// caller may still be sending the rest (Envoy keeps request bodies the same
+// way, up to its per-request buffer limit). gRPC calls need it: an HTTP/2
+// client sends no content-length, so their bodies stream.
+//
+// Each try reads through a cursor of its own. One cursor at a time pulls
+// from the incoming body (a try given up may still be blocked in that
+// read); the others read what is kept, or wait for the puller.
+type keptStream struct {
+	src io.Reader
+
+	mu       sync.Mutex
+	cond     sync.Cond
+	kept     []byte // bytes [0, total) while !overflow
+	total    int
+	pulling  bool
+	err      error // how the incoming body ended (io.EOF), once read
+	overflow bool  // more than maxReplayBody came: nothing is kept
+}
+
+func newKeptStream(src io.Reader) *keptStream {
+	k := &keptStream{src: src}
+	k.cond.L = &k.mu
+	return k
+}
+
+// replayable reports whether a new try can send the body from its start.
+func (k *keptStream) replayable() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return !k.overflow
+}
+
+// keptCursor is one try's reading of a keptStream.
+type keptCursor struct {
+	k   *keptStream
+	pos int
+}
+
+func (c *keptCursor) Read(p []byte) (int, error) {
+	k := c.k
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for {
+		if c.pos < k.total {
+			if k.overflow {
+				return 0, errBodyNotKept
+			}
+			n := copy(p, k.kept[c.pos:k.total])
+			c.pos += n
+			return n, nil
+		}
+		if k.err != nil {
+			return 0, k.err
+		}
+		if !k.pulling {
+			break
+		}
+		k.cond.Wait()
+	}
+	k.pulling = true
+	k.mu.Unlock()
+	n, err := k.src.Read(p)
+	k.mu.Lock()
+	k.pulling = false
+	if n > 0 {
+		if !k.overflow {
+			if len(k.kept)+n > maxReplayBody {
+				k.overflow, k.kept = true, nil
+			} else {
+				k.kept = append(k.kept, p[:n]...)
+			}
+		}
+		k.total += n
+		c.pos += n
+	}
+	if err != nil {
+		k.err = err
+	}
+	k.cond.Broadcast()
+	return n, err
+}
+
+// Close leaves the incoming body open: a retry may still read it, and the
+// server closes it.
+func (c *keptCursor) Close() error { return nil }
