@@ -51,18 +51,21 @@ type keptCursor struct {
 func (c *keptCursor) Read(p []byte) (int, error) {
 	k := c.k
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	for {
 		if c.pos < k.total {
 			if k.overflow {
+				k.mu.Unlock()
 				return 0, errBodyNotKept
 			}
 			n := copy(p, k.kept[c.pos:k.total])
 			c.pos += n
+			k.mu.Unlock()
 			return n, nil
 		}
 		if k.err != nil {
-			return 0, k.err
+			err := k.err
+			k.mu.Unlock()
+			return 0, err
 		}
 		if !k.pulling {
 			break
@@ -71,7 +74,7 @@ func (c *keptCursor) Read(p []byte) (int, error) {
 	}
 	k.pulling = true
 	k.mu.Unlock()
-	n, err := k.src.Read(p)
+	n, err := k.src.Read(p) // unlocked: the caller may be slow to send
 	k.mu.Lock()
 	k.pulling = false
 	if n > 0 {
@@ -89,6 +92,7 @@ func (c *keptCursor) Read(p []byte) (int, error) {
 		k.err = err
 	}
 	k.cond.Broadcast()
+	k.mu.Unlock()
 	return n, err
 }
 
