@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 
 	"github.com/quic-go/quic-go/quicvarint"
@@ -65,6 +66,32 @@ const (
 const maxHeaderSectionSize = 256 << 10
 
 var errFrameTooLarge = errors.New("h3: HEADERS frame too large")
+
+// connectionSpecific reports whether a (lower-case) field name is one
+// HTTP/3 forbids: connection-specific fields belong to HTTP/1.1
+// (RFC 9114 §4.2).
+func connectionSpecific(name string) bool {
+	switch name {
+	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+		return true
+	}
+	return false
+}
+
+// contentLength parses a message's content-length values: one number,
+// repeated at most with the same value.
+func contentLength(cl []string) (int64, error) {
+	n, err := strconv.ParseInt(cl[0], 10, 64)
+	for _, v := range cl[1:] {
+		if v != cl[0] {
+			err = errors.New("differing values")
+		}
+	}
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("content-length %q", cl)
+	}
+	return n, nil
+}
 
 // appendFrameHeader appends a frame's type and length.
 func appendFrameHeader(b []byte, typ, length uint64) []byte {

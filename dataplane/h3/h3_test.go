@@ -575,9 +575,10 @@ func TestUntrustedServerIsRefused(t *testing.T) {
 // out its deadline.
 func TestGoAwayClosesTheConnectionWhenIdle(t *testing.T) {
 	eachServer(t, func(t *testing.T, kind serverKind) {
-		release := make(chan struct{})
+		release, entered := make(chan struct{}), make(chan struct{})
 		ts, tr := startServer(t, kind, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/slow" {
+				close(entered)
 				<-release
 			}
 			_, _ = w.Write([]byte("ok"))
@@ -596,14 +597,14 @@ func TestGoAwayClosesTheConnectionWhenIdle(t *testing.T) {
 		}
 		slow := make(chan error, 1)
 		go func() { slow <- get("/slow") }()
-		time.Sleep(100 * time.Millisecond)
+		<-entered // in flight when the server starts draining
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		shut := make(chan error, 1)
 		start := time.Now()
 		go func() { shut <- ts.srv.Shutdown(ctx) }()
-		time.Sleep(200 * time.Millisecond)
-		close(release) // the request in flight finishes; then the client closes
+		time.Sleep(200 * time.Millisecond) // the GOAWAY on its way (the test holds either way)
+		close(release)                     // the request in flight finishes; then the client closes
 		if err := <-slow; err != nil {
 			t.Fatalf("the request in flight failed: %v", err)
 		}

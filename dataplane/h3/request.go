@@ -175,8 +175,11 @@ func appendRequestHeaders(b []byte, req *http.Request, hasBody bool) ([]byte, er
 		if !httpguts.ValidHeaderFieldName(k) {
 			return nil, fmt.Errorf("h3: invalid header name %q", k)
 		}
+		if connectionSpecific(name) {
+			continue
+		}
 		switch name {
-		case "host", "content-length", "connection", "proxy-connection", "transfer-encoding", "upgrade", "keep-alive":
+		case "host", "content-length":
 			continue
 		case "te":
 			// Only "trailers" may be sent (RFC 9114 §4.2).

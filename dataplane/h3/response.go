@@ -103,14 +103,9 @@ func decodeResponse(block []byte, req *http.Request) (*http.Response, error) {
 	resp.StatusCode = code
 	resp.Status = status + " " + http.StatusText(code)
 	if cl := resp.Header["Content-Length"]; len(cl) > 0 {
-		n, err := strconv.ParseInt(cl[0], 10, 64)
-		for _, v := range cl[1:] {
-			if v != cl[0] {
-				err = errors.New("differing values")
-			}
-		}
-		if err != nil || n < 0 {
-			return nil, fmt.Errorf("%w: content-length %q", errMalformed, cl)
+		n, err := contentLength(cl)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errMalformed, err)
 		}
 		resp.ContentLength = n
 	}

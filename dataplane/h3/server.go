@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -58,11 +57,10 @@ type Server struct {
 	// with H3_REQUEST_INCOMPLETE.
 	ReadHeaderTimeout time.Duration
 
-	mu       sync.Mutex
-	ln       *quic.Listener
-	conns    map[*serverConn]struct{}
-	shutdown bool
-	idle     chan struct{} // closed when shutting down and the last connection is gone
+	mu    sync.Mutex
+	ln    *quic.Listener
+	conns map[*serverConn]struct{}
+	idle  chan struct{} // made by Shutdown or Close; closed when the last connection is gone
 }
 
 // Serve accepts connections on pc until Shutdown or Close; it returns
@@ -76,7 +74,7 @@ func (s *Server) Serve(pc net.PacketConn) error {
 	}
 	tlsConf.NextProtos = []string{NextProto}
 	s.mu.Lock()
-	if s.shutdown {
+	if s.idle != nil {
 		s.mu.Unlock()
 		return http.ErrServerClosed
 	}
@@ -91,7 +89,7 @@ func (s *Server) Serve(pc net.PacketConn) error {
 		qc, err := ln.Accept(context.Background())
 		if err != nil {
 			s.mu.Lock()
-			down := s.shutdown
+			down := s.idle != nil
 			s.mu.Unlock()
 			if down {
 				return http.ErrServerClosed
@@ -102,7 +100,7 @@ func (s *Server) Serve(pc net.PacketConn) error {
 		tlsState := qc.ConnectionState().TLS
 		sc.tls = &tlsState
 		s.mu.Lock()
-		if s.shutdown {
+		if s.idle != nil {
 			s.mu.Unlock()
 			closeConn(qc, errNoError, "")
 			continue
@@ -158,8 +156,7 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) beginShutdownLocked() chan struct{} {
-	if !s.shutdown {
-		s.shutdown = true
+	if s.idle == nil {
 		s.idle = make(chan struct{})
 		if s.ln != nil {
 			_ = s.ln.Close()
@@ -182,7 +179,7 @@ func (s *Server) closeIdleLocked() {
 func (s *Server) forget(sc *serverConn) {
 	s.mu.Lock()
 	delete(s.conns, sc)
-	if s.shutdown && len(s.conns) == 0 {
+	if s.idle != nil && len(s.conns) == 0 {
 		s.closeIdleLocked()
 	}
 	s.mu.Unlock()
@@ -320,15 +317,14 @@ func (sc *serverConn) handle(str *quic.Stream) {
 		_ = str.SetReadDeadline(time.Time{})
 	}
 	if err != nil {
+		putReader(br)
 		var re *requestError
 		if !errors.As(err, &re) {
 			// The stream broke (reset, connection gone): nothing to answer.
-			putReader(br)
 			str.CancelRead(quic.StreamErrorCode(errRequestIncomplete))
 			str.CancelWrite(quic.StreamErrorCode(errRequestIncomplete))
 			return
 		}
-		putReader(br)
 		str.CancelRead(quic.StreamErrorCode(errNoError))
 		x.w.init(str, nil)
 		x.w.localReply(re.code, re.msg)
@@ -409,13 +405,11 @@ func (sc *serverConn) readRequest(str *quic.Stream, br *bufio.Reader, x *exchang
 		if !httpguts.ValidHeaderFieldName(name) {
 			return badRequest("invalid header name %q", name)
 		}
-		switch name {
-		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+		switch {
+		case connectionSpecific(name):
 			return badRequest("connection-specific header %q (RFC 9114 §4.2)", name)
-		case "te":
-			if value != "trailers" {
-				return badRequest("te: %q (only \"trailers\" is allowed)", value)
-			}
+		case name == "te" && value != "trailers":
+			return badRequest("te: %q (only \"trailers\" is allowed)", value)
 		}
 		h.add(name, value)
 		return nil
@@ -451,18 +445,11 @@ func (sc *serverConn) readRequest(str *quic.Stream, br *bufio.Reader, x *exchang
 	if err != nil {
 		return nil, badRequest(":path %q: %v", path, err)
 	}
-	contentLength := int64(-1)
+	size := int64(-1)
 	if cl := hdr["Content-Length"]; len(cl) > 0 {
-		n, err := strconv.ParseInt(cl[0], 10, 64)
-		for _, v := range cl[1:] {
-			if v != cl[0] {
-				err = errors.New("differing values")
-			}
+		if size, err = contentLength(cl); err != nil {
+			return nil, badRequest("%v", err)
 		}
-		if err != nil || n < 0 {
-			return nil, badRequest("content-length %q", cl)
-		}
-		contentLength = n
 	}
 	r := http.Request{
 		Method:        method,
@@ -474,17 +461,17 @@ func (sc *serverConn) readRequest(str *quic.Stream, br *bufio.Reader, x *exchang
 		RemoteAddr:    sc.remote,
 		RequestURI:    path,
 		TLS:           sc.tls,
-		ContentLength: contentLength,
+		ContentLength: size,
 	}
 	if x.er.eof && br.Buffered() == 0 {
 		// The stream ended with the headers: no body.
-		if contentLength > 0 {
-			return nil, badRequest("content-length %d and no body", contentLength)
+		if size > 0 {
+			return nil, badRequest("content-length %d and no body", size)
 		}
 		putReader(br)
 		r.ContentLength, r.Body = 0, http.NoBody
 	} else {
-		x.body = body{str: str, br: br, of: "request", contentLength: contentLength}
+		x.body = body{str: str, br: br, of: "request", contentLength: size}
 		r.Body = &x.body
 	}
 	req := r.WithContext(str.Context())

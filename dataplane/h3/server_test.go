@@ -268,8 +268,9 @@ func TestServerResponseRules(t *testing.T) {
 // rejected (H3_REQUEST_REJECTED: not processed, safe to retry), and
 // Shutdown returns once the client has closed.
 func TestServerShutdownRejectsNewStreams(t *testing.T) {
-	release := make(chan struct{})
+	release, entered := make(chan struct{}), make(chan struct{})
 	ts, _ := startServer(t, ours, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
 		<-release
 	}))
 	ctx, qc := dialRaw(t, ts)
@@ -282,7 +283,7 @@ func TestServerShutdownRejectsNewStreams(t *testing.T) {
 	first, _ := qc.OpenStreamSync(ctx)
 	_, _ = first.Write(req)
 	_ = first.Close()
-	time.Sleep(100 * time.Millisecond) // accepted and in the handler
+	<-entered // accepted, before the GOAWAY
 	shut := make(chan error, 1)
 	go func() { shut <- ts.srv.Shutdown(ctx) }()
 	<-goAway
@@ -320,7 +321,7 @@ func TestServerAnswersBeforeTheRequestEnds(t *testing.T) {
 			_, err := io.Copy(io.Discard, r.Body)
 			readErr <- err
 		}()
-		time.Sleep(50 * time.Millisecond) // the reader is blocked
+		time.Sleep(50 * time.Millisecond) // the reader blocked in Read (it fails on the old code this way; no hook tells when it blocks)
 		w.Header().Set("Grpc-Status", "11")
 		w.WriteHeader(200)
 		_ = r.Body.Close()

@@ -112,8 +112,7 @@ func (w *responseWriter) appendHeaders(code int) {
 			continue
 		}
 		name := lowerName(k)
-		switch name {
-		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+		if connectionSpecific(name) {
 			continue
 		}
 		for _, v := range vv {

@@ -270,14 +270,13 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 // replayable is a request body that retries can resend: small bodies are
 // read up front (into a pooled buffer); a streaming body is kept as it
-// streams when the route retries (up to 64 KiB), and otherwise can be
-// resent only if no try has read it.
+// streams when the route retries (up to 64 KiB), and otherwise is handed
+// through (no retry will want it).
 type replayable struct {
-	buf     []byte // read up front, or nil
-	empty   bool
-	kept    *keptStream // a streaming body the route may retry, or nil
-	stream  io.ReadCloser
-	touched atomic.Bool
+	buf    []byte // read up front, or nil
+	empty  bool
+	kept   *keptStream // a streaming body the route may retry, or nil
+	stream io.ReadCloser
 	// pooled holds buf's pool slot. refs counts forward's hold plus each
 	// reader a transport has not closed yet: a transport may read a body
 	// after RoundTrip returns (until it closes it), so buf goes back to
@@ -346,7 +345,7 @@ func (b *replayable) replayable() bool {
 	if b.kept != nil {
 		return b.kept.replayable()
 	}
-	return b.empty || b.buf != nil || !b.touched.Load()
+	return b.stream == nil
 }
 
 func (b *replayable) reader() io.ReadCloser {
@@ -361,7 +360,9 @@ func (b *replayable) reader() io.ReadCloser {
 		rd.Reset(b.buf)
 		return rd
 	default:
-		return &streamBody{b}
+		// Transports close request bodies when a try ends; the incoming
+		// one is the server's to close.
+		return io.NopCloser(b.stream)
 	}
 }
 
@@ -379,18 +380,6 @@ func (r *bufBody) Close() error {
 	}
 	return nil
 }
-
-// streamBody hands the incoming body to a try; transports close request
-// bodies when a try ends, which must not close the incoming one (a retry
-// may still send it, and the server closes it).
-type streamBody struct{ b *replayable }
-
-func (s *streamBody) Read(p []byte) (int, error) {
-	s.b.touched.Store(true)
-	return s.b.stream.Read(p)
-}
-
-func (s *streamBody) Close() error { return nil }
 
 // headerReplacer is a ResponseWriter that can adopt a header map whole,
 // dropping whatever its own held (the sidecar's HTTP/1.1 and HTTP/3
