@@ -5,8 +5,6 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/micromesh/micromesh/internal/profiling"
 )
@@ -38,8 +36,8 @@ func (s *Sidecar) adminHandler() http.Handler {
 	return mux
 }
 
-// configDump writes the resources in force, Envoy-style JSON, with the xDS
-// client's state.
+// configDump writes the resources in force, Envoy-style JSON (the fields
+// the proxy reads, with proto JSON names), with the xDS client's state.
 func (s *Sidecar) configDump(w http.ResponseWriter, _ *http.Request) {
 	r := s.xds.Resources()
 	st := s.xds.Status()
@@ -48,26 +46,14 @@ func (s *Sidecar) configDump(w http.ResponseWriter, _ *http.Request) {
 		"connected": st.Connected,
 		"versions":  st.Versions,
 		"last_nack": st.LastNACK,
-		"listeners": messages(r.Listeners),
-		"routes":    messages(r.Routes),
-		"clusters":  messages(r.Clusters),
-		"endpoints": messages(r.Endpoints),
-		"secrets":   messages(r.Secrets),
+		"listeners": r.Listeners,
+		"routes":    r.Routes,
+		"clusters":  r.Clusters,
+		"endpoints": r.Endpoints,
+		"secrets":   r.Secrets,
 	}
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(dump)
-}
-
-func messages[T proto.Message](in []T) []json.RawMessage {
-	out := make([]json.RawMessage, 0, len(in))
-	for _, m := range in {
-		b, err := protojson.Marshal(m)
-		if err != nil {
-			continue
-		}
-		out = append(out, b)
-	}
-	return out
 }

@@ -19,7 +19,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
@@ -28,12 +27,12 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/micromesh/micromesh/dataplane/config"
 	"github.com/micromesh/micromesh/dataplane/proxy"
 	"github.com/micromesh/micromesh/dataplane/qlogdir"
 	"github.com/micromesh/micromesh/dataplane/xdsclient"
+	"github.com/micromesh/micromesh/dataplane/xdswire"
 	"github.com/micromesh/micromesh/identity"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 )
@@ -228,15 +227,7 @@ func New(o Options) (*Sidecar, error) {
 		}
 		s.app = app
 	}
-	md, err := structpb.NewStruct(meta)
-	if err != nil {
-		s.closePorts()
-		if s.app != nil {
-			s.app.close()
-		}
-		return nil, err
-	}
-	node := &core.Node{Id: identity.NodeID(o.Credentials.ID, o.Instance), Cluster: o.Credentials.ID.Name, Metadata: md, UserAgentName: "micromesh-sidecar"}
+	node := &xdswire.Node{ID: identity.NodeID(o.Credentials.ID, o.Instance), Cluster: o.Credentials.ID.Name, Metadata: meta, UserAgentName: "micromesh-sidecar"}
 	var xopts []xdsclient.Option
 	if !o.SotW {
 		xopts = append(xopts, xdsclient.Delta())

@@ -147,6 +147,36 @@ func TestRequestThroughTheMesh(t *testing.T) {
 		!strings.Contains(m, `micromesh_quic_smoothed_rtt_seconds{cluster="b.default",endpoint=`) {
 		t.Errorf("a's metrics lack the QUIC connection to b:\n%s", grep(m, "micromesh_quic"))
 	}
+	// a's /config_dump shows the resources in force as Envoy would: proto
+	// JSON names, typed configs with their @type.
+	var dump struct {
+		Connected bool
+		Listeners []struct {
+			Name    string
+			Address struct{ SocketAddress struct{ Protocol string } }
+		}
+		Clusters []struct {
+			Name            string
+			TransportSocket struct {
+				TypedConfig map[string]any
+			}
+		}
+	}
+	getJSON(t, "http://"+a.Info.Admin+"/config_dump", &dump)
+	udp, quicCluster := 0, false
+	for _, l := range dump.Listeners {
+		if l.Address.SocketAddress.Protocol == "UDP" {
+			udp++
+		}
+	}
+	for _, c := range dump.Clusters {
+		if c.Name == "b.default" && c.TransportSocket.TypedConfig["@type"] == "type.googleapis.com/envoy.extensions.transport_sockets.quic.v3.QuicUpstreamTransport" {
+			quicCluster = true
+		}
+	}
+	if !dump.Connected || len(dump.Listeners) != 3 || udp != 1 || !quicCluster {
+		t.Errorf("a's /config_dump: connected %v, %d listeners (%d UDP), b.default over QUIC: %v", dump.Connected, len(dump.Listeners), udp, quicCluster)
+	}
 	// The caller header cannot be spoofed.
 	_, spoofed := call(t, a.Info.Outbound, "b.default", "/", http.Header{"X-Mesh-Caller": {"spiffe://micromesh.local/ns/default/svc/admin"}})
 	if spoofed.Caller != "spiffe://micromesh.local/ns/default/svc/a" {

@@ -8,28 +8,16 @@ import (
 	"strings"
 	"time"
 
-	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	rbacfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
-	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	quicv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/quic/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
+	"github.com/micromesh/micromesh/dataplane/xdswire"
 )
 
 // Resources are the xDS resources in force, by type.
 type Resources struct {
-	Listeners []*listener.Listener
-	Routes    []*route.RouteConfiguration
-	Clusters  []*cluster.Cluster
-	Endpoints []*endpoint.ClusterLoadAssignment
-	Secrets   []*tlsv3.Secret
+	Listeners []*xdswire.Listener
+	Routes    []*xdswire.RouteConfiguration
+	Clusters  []*xdswire.Cluster
+	Endpoints []*xdswire.ClusterLoadAssignment
+	Secrets   []*xdswire.Secret
 }
 
 // Secret names the proxy looks up.
@@ -48,31 +36,31 @@ func Compile(r Resources) (*Config, error) {
 	for _, rc := range r.Routes {
 		t, err := compileRouteTable(rc)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("route %q: %w", rc.GetName(), err))
+			errs = append(errs, fmt.Errorf("route %q: %w", rc.Name, err))
 			continue
 		}
-		c.Routes[rc.GetName()] = t
+		c.Routes[rc.Name] = t
 	}
-	endpoints := map[string]*endpoint.ClusterLoadAssignment{}
+	endpoints := map[string]*xdswire.ClusterLoadAssignment{}
 	for _, cla := range r.Endpoints {
-		endpoints[cla.GetClusterName()] = cla
+		endpoints[cla.ClusterName] = cla
 	}
 	for _, cl := range r.Clusters {
 		cc, err := compileCluster(cl, endpoints)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("cluster %q: %w", cl.GetName(), err))
+			errs = append(errs, fmt.Errorf("cluster %q: %w", cl.Name, err))
 			continue
 		}
 		c.Clusters[cc.Name] = cc
 	}
 	for _, l := range r.Listeners {
 		if err := c.addListener(l); err != nil {
-			errs = append(errs, fmt.Errorf("listener %q: %w", l.GetName(), err))
+			errs = append(errs, fmt.Errorf("listener %q: %w", l.Name, err))
 		}
 	}
 	for _, s := range r.Secrets {
 		if err := c.addSecret(s); err != nil {
-			errs = append(errs, fmt.Errorf("secret %q: %w", s.GetName(), err))
+			errs = append(errs, fmt.Errorf("secret %q: %w", s.Name, err))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -81,81 +69,81 @@ func Compile(r Resources) (*Config, error) {
 	return c, nil
 }
 
-func (c *Config) addListener(l *listener.Listener) error {
-	if l.GetApiListener() != nil {
+func (c *Config) addListener(l *xdswire.Listener) error {
+	if l.APIListener != nil {
 		return errors.New("API listeners are for proxyless gRPC clients, not sidecars")
 	}
-	sa := l.GetAddress().GetSocketAddress()
-	if sa == nil {
-		return errors.New("it has no socket address")
-	}
-	addr := hostPort(sa.GetAddress(), sa.GetPortValue())
-	udp := sa.GetProtocol() == core.SocketAddress_UDP
-	if len(l.GetFilterChains()) != 1 {
-		return fmt.Errorf("it has %d filter chains; the built-in proxy takes exactly one", len(l.GetFilterChains()))
-	}
-	fc := l.GetFilterChains()[0]
-	if fc.GetFilterChainMatch() != nil {
-		return errors.New("filter chain matches are not supported")
-	}
-	if len(fc.GetFilters()) != 1 {
-		return fmt.Errorf("it has %d network filters; the built-in proxy takes one HTTP connection manager", len(fc.GetFilters()))
-	}
-	m := &hcm.HttpConnectionManager{}
-	if err := unpack(fc.GetFilters()[0].GetTypedConfig(), m); err != nil {
-		return fmt.Errorf("network filter %q: %w", fc.GetFilters()[0].GetName(), err)
-	}
-	filters, err := compileHTTPFilters(m.GetHttpFilters())
+	sa, err := socketAddress(l.Address)
 	if err != nil {
 		return err
 	}
-	ts := fc.GetTransportSocket()
+	addr := hostPort(sa.Address, sa.PortValue)
+	udp := sa.Protocol == xdswire.UDP
+	if len(l.FilterChains) != 1 {
+		return fmt.Errorf("it has %d filter chains; the built-in proxy takes exactly one", len(l.FilterChains))
+	}
+	fc := l.FilterChains[0]
+	if fc.FilterChainMatch != nil {
+		return errors.New("filter chain matches are not supported")
+	}
+	if len(fc.Filters) != 1 {
+		return fmt.Errorf("it has %d network filters; the built-in proxy takes one HTTP connection manager", len(fc.Filters))
+	}
+	m, err := typed[*xdswire.HTTPConnectionManager](fc.Filters[0].TypedConfig, xdswire.HTTPConnectionManagerType)
+	if err != nil {
+		return fmt.Errorf("network filter %q: %w", fc.Filters[0].Name, err)
+	}
+	if m.Unsupported != "" {
+		return fmt.Errorf("network filter %q: %s is not supported", fc.Filters[0].Name, m.Unsupported)
+	}
+	filters, err := compileHTTPFilters(m.HTTPFilters)
+	if err != nil {
+		return err
+	}
+	ts := fc.TransportSocket
 	if ts == nil {
 		// Plaintext: the app's outbound listener, on loopback only.
 		if udp {
 			return errors.New("a plaintext listener must be TCP")
 		}
-		if ip := net.ParseIP(sa.GetAddress()); ip == nil || !ip.IsLoopback() {
-			return fmt.Errorf("a plaintext listener must be on loopback, not %s", sa.GetAddress())
+		if ip := net.ParseIP(sa.Address); ip == nil || !ip.IsLoopback() {
+			return fmt.Errorf("a plaintext listener must be on loopback, not %s", sa.Address)
 		}
 		if c.Outbound != nil {
 			return fmt.Errorf("a second plaintext listener (the outbound one is %q)", c.Outbound.Name)
 		}
-		rds := m.GetRds().GetRouteConfigName()
-		if rds == "" {
+		if m.RDS == nil || m.RDS.RouteConfigName == "" {
 			return errors.New("the outbound listener must take its routes by RDS")
 		}
-		c.Outbound = &Outbound{Name: l.GetName(), Address: addr, Route: rds}
+		c.Outbound = &Outbound{Name: l.Name, Address: addr, Route: m.RDS.RouteConfigName}
 		return nil
 	}
-	in := &Inbound{Name: l.GetName(), Address: addr, UDP: udp, RBAC: filters.rbac}
-	var tlsCtx *tlsv3.DownstreamTlsContext
+	in := &Inbound{Name: l.Name, Address: addr, UDP: udp, RBAC: filters.rbac}
+	var tlsCtx *xdswire.DownstreamTLSContext
 	switch {
 	case udp:
-		q := &quicv3.QuicDownstreamTransport{}
-		if err := unpack(ts.GetTypedConfig(), q); err != nil {
+		q, err := typed[*xdswire.QUICDownstreamTransport](ts.TypedConfig, xdswire.QUICDownstreamType)
+		if err != nil {
 			return fmt.Errorf("transport socket: %w", err)
 		}
-		tlsCtx = q.GetDownstreamTlsContext()
+		tlsCtx = q.DownstreamTLSContext
 	default:
-		tlsCtx = &tlsv3.DownstreamTlsContext{}
-		if err := unpack(ts.GetTypedConfig(), tlsCtx); err != nil {
+		if tlsCtx, err = typed[*xdswire.DownstreamTLSContext](ts.TypedConfig, xdswire.DownstreamTLSType); err != nil {
 			return fmt.Errorf("transport socket: %w", err)
 		}
 	}
-	if !tlsCtx.GetRequireClientCertificate().GetValue() {
+	if tlsCtx == nil || tlsCtx.RequireClientCertificate == nil || !*tlsCtx.RequireClientCertificate {
 		return errors.New("a mesh listener must require client certificates")
 	}
 	in.RequireClientCert = true
-	in.ALPN = tlsCtx.GetCommonTlsContext().GetAlpnProtocols()
-	if err := checkSDS(tlsCtx.GetCommonTlsContext()); err != nil {
+	if err := checkSDS(tlsCtx.CommonTLSContext); err != nil {
 		return err
 	}
-	rc := m.GetRouteConfig()
-	if rc == nil {
+	in.ALPN = tlsCtx.CommonTLSContext.ALPNProtocols
+	if m.RouteConfig == nil {
 		return errors.New("an inbound listener must carry its route configuration inline")
 	}
-	if in.Route, err = compileRouteTable(rc); err != nil {
+	if in.Route, err = compileRouteTable(m.RouteConfig); err != nil {
 		return err
 	}
 	if udp {
@@ -172,14 +160,28 @@ func (c *Config) addListener(l *listener.Listener) error {
 	return nil
 }
 
+// socketAddress returns an address's socket address, or why there is none.
+func socketAddress(a *xdswire.Address) (*xdswire.SocketAddress, error) {
+	switch {
+	case a != nil && a.Unsupported != "":
+		return nil, fmt.Errorf("%s addresses are not supported", a.Unsupported)
+	case a == nil || a.SocketAddress == nil:
+		return nil, errors.New("it has no socket address")
+	}
+	return a.SocketAddress, nil
+}
+
 // checkSDS requires the proxy's certificate and the bundle by SDS, by the
 // names it knows.
-func checkSDS(ctc *tlsv3.CommonTlsContext) error {
-	sds := ctc.GetTlsCertificateSdsSecretConfigs()
-	if len(sds) != 1 || sds[0].GetName() != certSecret {
+func checkSDS(ctc *xdswire.CommonTLSContext) error {
+	if ctc == nil {
+		return errors.New("the TLS context has no common TLS context")
+	}
+	sds := ctc.TLSCertificateSDSSecretConfigs
+	if len(sds) != 1 || sds[0].Name != certSecret {
 		return fmt.Errorf("the certificate must come by SDS as %q", certSecret)
 	}
-	if len(ctc.GetTlsCertificates()) != 0 {
+	if len(ctc.TLSCertificates) != 0 {
 		return errors.New("inline certificates are not accepted; use SDS")
 	}
 	return nil
@@ -189,79 +191,85 @@ type httpFilters struct {
 	rbac *RBAC
 }
 
-func compileHTTPFilters(fs []*hcm.HttpFilter) (httpFilters, error) {
+func compileHTTPFilters(fs []*xdswire.HTTPFilter) (httpFilters, error) {
 	var out httpFilters
-	if len(fs) == 0 || fs[len(fs)-1].GetTypedConfig().GetTypeUrl() != typeURL(&routerv3.Router{}) {
+	if len(fs) == 0 || typeURL(fs[len(fs)-1].TypedConfig) != xdswire.RouterType {
 		return out, errors.New("the last HTTP filter must be the router")
 	}
 	for _, f := range fs[:len(fs)-1] {
-		switch f.GetTypedConfig().GetTypeUrl() {
-		case typeURL(&rbacfilter.RBAC{}):
-			r := &rbacfilter.RBAC{}
-			if err := unpack(f.GetTypedConfig(), r); err != nil {
+		switch typeURL(f.TypedConfig) {
+		case xdswire.RBACFilterType:
+			r, err := typed[*xdswire.RBACFilter](f.TypedConfig, xdswire.RBACFilterType)
+			if err != nil {
 				return out, err
 			}
-			if r.GetShadowRules() != nil {
+			if r.ShadowRules != nil {
 				return out, errors.New("RBAC shadow rules are not supported")
 			}
-			compiled, err := compileRBAC(r.GetRules())
+			if r.Unsupported != "" {
+				return out, fmt.Errorf("RBAC %s is not supported", r.Unsupported)
+			}
+			compiled, err := compileRBAC(r.Rules)
 			if err != nil {
 				return out, err
 			}
 			out.rbac = compiled
 		default:
-			if f.GetIsOptional() {
+			if f.IsOptional {
 				continue
 			}
-			return out, fmt.Errorf("HTTP filter %q (%s) is not supported", f.GetName(), f.GetTypedConfig().GetTypeUrl())
+			return out, fmt.Errorf("HTTP filter %q (%s) is not supported", f.Name, typeURL(f.TypedConfig))
 		}
 	}
 	return out, nil
 }
 
-func compileRouteTable(rc *route.RouteConfiguration) (*RouteTable, error) {
-	t := &RouteTable{Name: rc.GetName(), exact: map[string]*Route{}}
-	for _, vh := range rc.GetVirtualHosts() {
-		if len(vh.GetRoutes()) != 1 {
-			return nil, fmt.Errorf("virtual host %q has %d routes; the built-in proxy takes one per host", vh.GetName(), len(vh.GetRoutes()))
+func compileRouteTable(rc *xdswire.RouteConfiguration) (*RouteTable, error) {
+	t := &RouteTable{Name: rc.Name, exact: map[string]*Route{}}
+	for _, vh := range rc.VirtualHosts {
+		if len(vh.Routes) != 1 {
+			return nil, fmt.Errorf("virtual host %q has %d routes; the built-in proxy takes one per host", vh.Name, len(vh.Routes))
 		}
-		rt := vh.GetRoutes()[0]
-		switch p := rt.GetMatch().GetPathSpecifier().(type) {
-		case *route.RouteMatch_Prefix:
-			if p.Prefix != "/" && p.Prefix != "" {
-				return nil, fmt.Errorf("virtual host %q: only the prefix \"/\" is supported, not %q", vh.GetName(), p.Prefix)
-			}
-		default:
-			return nil, fmt.Errorf("virtual host %q: path match %T is not supported", vh.GetName(), p)
+		rt := vh.Routes[0]
+		switch {
+		case rt.Match != nil && rt.Match.Unsupported != "":
+			return nil, fmt.Errorf("virtual host %q: path match %s is not supported", vh.Name, rt.Match.Unsupported)
+		case rt.Match == nil || rt.Match.Prefix == nil:
+			return nil, fmt.Errorf("virtual host %q: the route has no path match", vh.Name)
+		case *rt.Match.Prefix != "/" && *rt.Match.Prefix != "":
+			return nil, fmt.Errorf("virtual host %q: only the prefix \"/\" is supported, not %q", vh.Name, *rt.Match.Prefix)
 		}
-		action := rt.GetRoute()
-		if action == nil || action.GetCluster() == "" {
-			return nil, fmt.Errorf("virtual host %q: only routes to a named cluster are supported", vh.GetName())
+		action := rt.Route
+		if rt.Unsupported != "" || action == nil || action.Unsupported != "" || action.Cluster == "" {
+			return nil, fmt.Errorf("virtual host %q: only routes to a named cluster are supported", vh.Name)
 		}
-		r := &Route{VirtualHost: vh.GetName(), Cluster: action.GetCluster(), Timeout: action.GetTimeout().AsDuration()}
-		if action.GetTimeout() == nil {
+		r := &Route{VirtualHost: vh.Name, Cluster: action.Cluster, Timeout: action.Timeout.D()}
+		if action.Timeout == nil {
 			r.Timeout = defaultRouteTimeout
 		}
-		if rp := action.GetRetryPolicy(); rp != nil {
+		if rp := action.RetryPolicy; rp != nil {
 			retry, err := compileRetry(rp)
 			if err != nil {
-				return nil, fmt.Errorf("virtual host %q: %w", vh.GetName(), err)
+				return nil, fmt.Errorf("virtual host %q: %w", vh.Name, err)
 			}
 			r.Retry = retry
 		}
-		r.HeadersToRemove = append(append([]string(nil), vh.GetRequestHeadersToRemove()...), rt.GetRequestHeadersToRemove()...)
-		for _, hv := range append(append([]*core.HeaderValueOption(nil), vh.GetRequestHeadersToAdd()...), rt.GetRequestHeadersToAdd()...) {
-			if v := hv.GetHeader().GetValue(); strings.Contains(v, "%") && v != PeerURISAN {
-				return nil, fmt.Errorf("virtual host %q: header value %q: only %s is supported", vh.GetName(), v, PeerURISAN)
+		r.HeadersToRemove = append(append([]string(nil), vh.RequestHeadersToRemove...), rt.RequestHeadersToRemove...)
+		for _, hv := range append(append([]*xdswire.HeaderValueOption(nil), vh.RequestHeadersToAdd...), rt.RequestHeadersToAdd...) {
+			if hv.Header == nil {
+				return nil, fmt.Errorf("virtual host %q: a header to add has no header", vh.Name)
 			}
-			r.HeadersToAdd = append(r.HeadersToAdd, HeaderValue{Key: strings.ToLower(hv.GetHeader().GetKey()), Value: hv.GetHeader().GetValue()})
+			if v := hv.Header.Value; strings.Contains(v, "%") && v != PeerURISAN {
+				return nil, fmt.Errorf("virtual host %q: header value %q: only %s is supported", vh.Name, v, PeerURISAN)
+			}
+			r.HeadersToAdd = append(r.HeadersToAdd, HeaderValue{Key: strings.ToLower(hv.Header.Key), Value: hv.Header.Value})
 		}
-		for _, d := range vh.GetDomains() {
+		for _, d := range vh.Domains {
 			switch {
 			case d == "*":
 				t.wildcard = r
 			case strings.Contains(d, "*"):
-				return nil, fmt.Errorf("virtual host %q: wildcard domain %q is not supported (only \"*\")", vh.GetName(), d)
+				return nil, fmt.Errorf("virtual host %q: wildcard domain %q is not supported (only \"*\")", vh.Name, d)
 			default:
 				t.exact[strings.ToLower(d)] = r
 			}
@@ -279,21 +287,17 @@ var defaultLimits = Limits{MaxConnections: 1024, MaxPendingRequests: 1024, MaxRe
 // defaultRouteTimeout is Envoy's route timeout when none is set.
 const defaultRouteTimeout = 15 * time.Second
 
-func compileRetry(rp *route.RetryPolicy) (*RetryPolicy, error) {
-	out := &RetryPolicy{NumRetries: 1, BaseInterval: 25e6, MaxInterval: 250e6}
-	if rp.GetNumRetries() != nil {
-		out.NumRetries = rp.GetNumRetries().GetValue()
-	}
-	out.PerTryTimeout = rp.GetPerTryTimeout().AsDuration()
-	if b := rp.GetRetryBackOff(); b != nil {
-		out.BaseInterval = b.GetBaseInterval().AsDuration()
-		if b.GetMaxInterval() != nil {
-			out.MaxInterval = b.GetMaxInterval().AsDuration()
+func compileRetry(rp *xdswire.RetryPolicy) (*RetryPolicy, error) {
+	out := &RetryPolicy{NumRetries: valueOr(rp.NumRetries, 1), PerTryTimeout: rp.PerTryTimeout.D(), BaseInterval: 25e6, MaxInterval: 250e6}
+	if b := rp.RetryBackOff; b != nil {
+		out.BaseInterval = b.BaseInterval.D()
+		if b.MaxInterval != nil {
+			out.MaxInterval = b.MaxInterval.D()
 		} else {
 			out.MaxInterval = 10 * out.BaseInterval
 		}
 	}
-	for _, cond := range strings.Split(rp.GetRetryOn(), ",") {
+	for _, cond := range strings.Split(rp.RetryOn, ",") {
 		switch strings.TrimSpace(cond) {
 		case "":
 		case "connect-failure":
@@ -313,187 +317,243 @@ func compileRetry(rp *route.RetryPolicy) (*RetryPolicy, error) {
 	return out, nil
 }
 
-func compileCluster(cl *cluster.Cluster, endpoints map[string]*endpoint.ClusterLoadAssignment) (*Cluster, error) {
-	c := &Cluster{Name: cl.GetName(), ConnectTimeout: cl.GetConnectTimeout().AsDuration()}
+func compileCluster(cl *xdswire.Cluster, endpoints map[string]*xdswire.ClusterLoadAssignment) (*Cluster, error) {
+	c := &Cluster{Name: cl.Name, ConnectTimeout: cl.ConnectTimeout.D()}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = 5e9
 	}
-	switch cl.GetLbPolicy() {
-	case cluster.Cluster_ROUND_ROBIN:
-	case cluster.Cluster_LEAST_REQUEST:
+	switch cl.LBPolicy {
+	case xdswire.RoundRobin:
+	case xdswire.LeastRequest:
 		c.LeastRequest = true
 	default:
-		return nil, fmt.Errorf("load-balancing policy %v is not supported", cl.GetLbPolicy())
+		return nil, fmt.Errorf("load-balancing policy %v is not supported", cl.LBPolicy)
 	}
-	var cla *endpoint.ClusterLoadAssignment
-	switch cl.GetType() {
-	case cluster.Cluster_EDS:
-		c.EDS = cl.GetEdsClusterConfig().GetServiceName()
+	if cl.Unsupported != "" {
+		return nil, fmt.Errorf("%s is not supported (EDS or STATIC)", cl.Unsupported)
+	}
+	var cla *xdswire.ClusterLoadAssignment
+	switch cl.Type {
+	case xdswire.EDS:
+		if cl.EDSClusterConfig != nil {
+			c.EDS = cl.EDSClusterConfig.ServiceName
+		}
 		if c.EDS == "" {
-			c.EDS = cl.GetName()
+			c.EDS = cl.Name
 		}
 		cla = endpoints[c.EDS] // nil until it arrives: no endpoints yet
 		c.Waiting = cla == nil
-	case cluster.Cluster_STATIC:
-		cla = cl.GetLoadAssignment()
+	case xdswire.Static:
+		cla = cl.LoadAssignment
 	default:
-		return nil, fmt.Errorf("discovery type %v is not supported (EDS or STATIC)", cl.GetType())
+		return nil, fmt.Errorf("discovery type %v is not supported (EDS or STATIC)", cl.Type)
 	}
 	// Thresholds not set are Envoy's defaults, as for a cluster with no
 	// circuit breakers at all.
 	c.Limits = defaultLimits
-	for _, t := range cl.GetCircuitBreakers().GetThresholds() {
-		if t.GetPriority() != core.RoutingPriority_DEFAULT {
-			continue
-		}
-		c.Limits = Limits{
-			MaxConnections:     valueOr(t.GetMaxConnections().GetValue(), t.GetMaxConnections() != nil, defaultLimits.MaxConnections),
-			MaxPendingRequests: valueOr(t.GetMaxPendingRequests().GetValue(), t.GetMaxPendingRequests() != nil, defaultLimits.MaxPendingRequests),
-			MaxRequests:        valueOr(t.GetMaxRequests().GetValue(), t.GetMaxRequests() != nil, defaultLimits.MaxRequests),
-			MaxRetries:         valueOr(t.GetMaxRetries().GetValue(), t.GetMaxRetries() != nil, defaultLimits.MaxRetries),
+	if cb := cl.CircuitBreakers; cb != nil {
+		for _, t := range cb.Thresholds {
+			if t.Priority != xdswire.PriorityDefault {
+				continue
+			}
+			c.Limits = Limits{
+				MaxConnections:     valueOr(t.MaxConnections, defaultLimits.MaxConnections),
+				MaxPendingRequests: valueOr(t.MaxPendingRequests, defaultLimits.MaxPendingRequests),
+				MaxRequests:        valueOr(t.MaxRequests, defaultLimits.MaxRequests),
+				MaxRetries:         valueOr(t.MaxRetries, defaultLimits.MaxRetries),
+			}
 		}
 	}
-	if od := cl.GetOutlierDetection(); od != nil {
+	if od := cl.OutlierDetection; od != nil {
 		c.Outlier = &Outlier{
-			Consecutive5xx:          valueOr(od.GetConsecutive_5Xx().GetValue(), od.GetConsecutive_5Xx() != nil, 5),
-			ConsecutiveLocalFailure: valueOr(od.GetConsecutiveLocalOriginFailure().GetValue(), od.GetConsecutiveLocalOriginFailure() != nil, 5),
-			Interval:                durOr(od.GetInterval().AsDuration(), 10e9),
-			BaseEjectionTime:        durOr(od.GetBaseEjectionTime().AsDuration(), 30e9),
-			MaxEjectionTime:         durOr(od.GetMaxEjectionTime().AsDuration(), 300e9),
-			MaxEjectionPercent:      valueOr(od.GetMaxEjectionPercent().GetValue(), od.GetMaxEjectionPercent() != nil, 10),
+			Consecutive5xx:          valueOr(od.Consecutive5xx, 5),
+			ConsecutiveLocalFailure: valueOr(od.ConsecutiveLocalOriginFailure, 5),
+			Interval:                durOr(od.Interval.D(), 10e9),
+			BaseEjectionTime:        durOr(od.BaseEjectionTime.D(), 30e9),
+			MaxEjectionTime:         durOr(od.MaxEjectionTime.D(), 300e9),
+			MaxEjectionPercent:      valueOr(od.MaxEjectionPercent, 10),
 		}
 	}
 	if err := c.setTransport(cl); err != nil {
 		return nil, err
 	}
-	for _, loc := range cla.GetEndpoints() {
-		for _, lb := range loc.GetLbEndpoints() {
-			sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
-			if sa == nil {
-				return nil, errors.New("an endpoint has no socket address")
+	for _, loc := range endpointsOf(cla) {
+		var region, zone string
+		if loc.Locality != nil {
+			region, zone = loc.Locality.Region, loc.Locality.Zone
+		}
+		for _, lb := range loc.LBEndpoints {
+			var a *xdswire.Address
+			if lb.Endpoint != nil {
+				a = lb.Endpoint.Address
 			}
-			if udp := sa.GetProtocol() == core.SocketAddress_UDP; udp != (c.Transport == TransportQUIC) {
-				return nil, fmt.Errorf("endpoint %s: a %s cluster needs %s addresses", sa.GetAddress(), c.Transport, map[bool]string{true: "UDP", false: "TCP"}[!udp])
+			sa, err := socketAddress(a)
+			if err != nil {
+				return nil, fmt.Errorf("an endpoint: %w", err)
+			}
+			if udp := sa.Protocol == xdswire.UDP; udp != (c.Transport == TransportQUIC) {
+				return nil, fmt.Errorf("endpoint %s: a %s cluster needs %s addresses", sa.Address, c.Transport, map[bool]string{true: "UDP", false: "TCP"}[!udp])
 			}
 			c.Endpoints = append(c.Endpoints, Endpoint{
-				Address: hostPort(sa.GetAddress(), sa.GetPortValue()),
-				Weight:  max(lb.GetLoadBalancingWeight().GetValue(), 1),
-				Healthy: healthy(lb.GetHealthStatus()),
-				Region:  loc.GetLocality().GetRegion(),
-				Zone:    loc.GetLocality().GetZone(),
+				Address: hostPort(sa.Address, sa.PortValue),
+				Weight:  max(valueOr(lb.LoadBalancingWeight, 1), 1),
+				Healthy: healthy(lb.HealthStatus),
+				Region:  region,
+				Zone:    zone,
 			})
 		}
 	}
 	return c, nil
 }
 
-func healthy(h core.HealthStatus) bool {
+func endpointsOf(cla *xdswire.ClusterLoadAssignment) []*xdswire.LocalityLBEndpoints {
+	if cla == nil {
+		return nil
+	}
+	return cla.Endpoints
+}
+
+func healthy(h xdswire.HealthStatus) bool {
 	switch h {
-	case core.HealthStatus_UNKNOWN, core.HealthStatus_HEALTHY, core.HealthStatus_DEGRADED:
+	case xdswire.HealthUnknown, xdswire.HealthHealthy, xdswire.HealthDegraded:
 		return true
 	}
 	return false
 }
 
 // setTransport reads the cluster's transport socket and protocol options.
-func (c *Cluster) setTransport(cl *cluster.Cluster) error {
-	if opts, ok := cl.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]; ok {
-		po := &httpv3.HttpProtocolOptions{}
-		if err := unpack(opts, po); err != nil {
+func (c *Cluster) setTransport(cl *xdswire.Cluster) error {
+	if opts, ok := cl.TypedExtensionProtocolOptions["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]; ok {
+		po, err := typed[*xdswire.HTTPProtocolOptions](opts, xdswire.HTTPProtocolOptionsType)
+		if err != nil {
 			return err
 		}
-		c.HTTP2 = po.GetExplicitHttpConfig().GetHttp2ProtocolOptions() != nil
+		c.HTTP2 = po.ExplicitHTTPConfig != nil && po.ExplicitHTTPConfig.HTTP2ProtocolOptions != nil
 	}
-	ts := cl.GetTransportSocket()
+	ts := cl.TransportSocket
 	if ts == nil {
 		c.Transport = TransportPlain
-		if cl.GetType() != cluster.Cluster_STATIC {
+		if cl.Type != xdswire.Static {
 			return errors.New("a plaintext cluster must be a static one (the local app)")
 		}
-		for _, loc := range cl.GetLoadAssignment().GetEndpoints() {
-			for _, lb := range loc.GetLbEndpoints() {
-				if ip := net.ParseIP(lb.GetEndpoint().GetAddress().GetSocketAddress().GetAddress()); ip == nil || !ip.IsLoopback() {
+		for _, loc := range endpointsOf(cl.LoadAssignment) {
+			for _, lb := range loc.LBEndpoints {
+				var host string
+				if lb.Endpoint != nil && lb.Endpoint.Address != nil && lb.Endpoint.Address.SocketAddress != nil {
+					host = lb.Endpoint.Address.SocketAddress.Address
+				}
+				if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
 					return errors.New("a plaintext cluster may only reach loopback")
 				}
 			}
 		}
 		return nil
 	}
-	var up *tlsv3.UpstreamTlsContext
-	switch ts.GetTypedConfig().GetTypeUrl() {
-	case typeURL(&quicv3.QuicUpstreamTransport{}):
-		q := &quicv3.QuicUpstreamTransport{}
-		if err := unpack(ts.GetTypedConfig(), q); err != nil {
+	var up *xdswire.UpstreamTLSContext
+	switch typeURL(ts.TypedConfig) {
+	case xdswire.QUICUpstreamType:
+		q, err := typed[*xdswire.QUICUpstreamTransport](ts.TypedConfig, xdswire.QUICUpstreamType)
+		if err != nil {
 			return err
 		}
-		c.Transport, up = TransportQUIC, q.GetUpstreamTlsContext()
-	case typeURL(&tlsv3.UpstreamTlsContext{}):
-		up = &tlsv3.UpstreamTlsContext{}
-		if err := unpack(ts.GetTypedConfig(), up); err != nil {
+		c.Transport, up = TransportQUIC, q.UpstreamTLSContext
+	case xdswire.UpstreamTLSType:
+		var err error
+		if up, err = typed[*xdswire.UpstreamTLSContext](ts.TypedConfig, xdswire.UpstreamTLSType); err != nil {
 			return err
 		}
 		c.Transport = TransportTLS
 	default:
-		return fmt.Errorf("transport socket %s is not supported", ts.GetTypedConfig().GetTypeUrl())
+		return fmt.Errorf("transport socket %s is not supported", typeURL(ts.TypedConfig))
 	}
-	ctc := up.GetCommonTlsContext()
+	if up == nil {
+		return errors.New("the transport socket has no upstream TLS context")
+	}
+	ctc := up.CommonTLSContext
 	if err := checkSDS(ctc); err != nil {
 		return err
 	}
-	var sans []*tlsv3.SubjectAltNameMatcher
-	switch v := ctc.GetValidationContextType().(type) {
-	case *tlsv3.CommonTlsContext_CombinedValidationContext:
-		if v.CombinedValidationContext.GetValidationContextSdsSecretConfig().GetName() != rootSecret {
-			return fmt.Errorf("the trust bundle must come by SDS as %q", rootSecret)
-		}
-		sans = v.CombinedValidationContext.GetDefaultValidationContext().GetMatchTypedSubjectAltNames()
-	default:
+	v := ctc.CombinedValidationContext
+	if v == nil || ctc.Unsupported != "" {
 		return errors.New("the upstream validation context must combine SDS ROOTCA with a SAN matcher")
 	}
-	if len(sans) != 1 || sans[0].GetSanType() != tlsv3.SubjectAltNameMatcher_URI || sans[0].GetMatcher().GetExact() == "" {
+	if v.ValidationContextSDSSecretConfig == nil || v.ValidationContextSDSSecretConfig.Name != rootSecret {
+		return fmt.Errorf("the trust bundle must come by SDS as %q", rootSecret)
+	}
+	var sans []*xdswire.SubjectAltNameMatcher
+	if v.DefaultValidationContext != nil {
+		sans = v.DefaultValidationContext.MatchTypedSubjectAltNames
+	}
+	if len(sans) != 1 || sans[0].SANType != xdswire.SANURI || sans[0].Matcher == nil || sans[0].Matcher.Exact == nil || *sans[0].Matcher.Exact == "" {
 		return errors.New("the upstream must be matched by exactly one exact URI SAN (its SPIFFE ID)")
 	}
-	c.SAN = sans[0].GetMatcher().GetExact()
+	c.SAN = *sans[0].Matcher.Exact
 	return nil
 }
 
-func (c *Config) addSecret(s *tlsv3.Secret) error {
-	switch t := s.GetType().(type) {
-	case *tlsv3.Secret_TlsCertificate:
-		chain, key := t.TlsCertificate.GetCertificateChain().GetFilename(), t.TlsCertificate.GetPrivateKey().GetFilename()
+func (c *Config) addSecret(s *xdswire.Secret) error {
+	switch {
+	case s.Unsupported != "":
+		return fmt.Errorf("secret type %s is not supported", s.Unsupported)
+	case s.TLSCertificate != nil:
+		t := s.TLSCertificate
+		var chain, key string
+		if t.CertificateChain != nil {
+			chain = t.CertificateChain.Filename
+		}
+		if t.PrivateKey != nil {
+			key = t.PrivateKey.Filename
+		}
 		if chain == "" || key == "" {
 			return errors.New("the certificate must name its files (the control plane never sends keys)")
 		}
-		c.Certificate = &CertFiles{Chain: chain, Key: key, Dir: t.TlsCertificate.GetWatchedDirectory().GetPath()}
-	case *tlsv3.Secret_ValidationContext:
-		roots := t.ValidationContext.GetTrustedCa().GetInlineBytes()
+		c.Certificate = &CertFiles{Chain: chain, Key: key}
+		if t.WatchedDirectory != nil {
+			c.Certificate.Dir = t.WatchedDirectory.Path
+		}
+	case s.ValidationContext != nil:
+		var roots []byte
+		if s.ValidationContext.TrustedCA != nil {
+			roots = s.ValidationContext.TrustedCA.InlineBytes
+		}
 		if len(roots) == 0 {
 			return errors.New("the trust bundle must be inline")
 		}
 		c.Roots = roots
 	default:
-		return fmt.Errorf("secret type %T is not supported", t)
+		return errors.New("the secret holds neither a certificate nor a trust bundle")
 	}
 	return nil
 }
 
-func unpack(a *anypb.Any, into proto.Message) error {
+// typed returns the message a typed config holds, which must be of type
+// url.
+func typed[T any](a *xdswire.Any, url string) (T, error) {
+	var zero T
 	if a == nil {
-		return errors.New("typed config is missing")
+		return zero, errors.New("typed config is missing")
 	}
-	if a.GetTypeUrl() != typeURL(into) {
-		return fmt.Errorf("typed config is %s, want %s", a.GetTypeUrl(), typeURL(into))
+	if a.TypeURL != url {
+		return zero, fmt.Errorf("typed config is %s, want %s", a.TypeURL, url)
 	}
-	return a.UnmarshalTo(into)
+	m, ok := a.Msg.(T)
+	if !ok {
+		return zero, fmt.Errorf("typed config %s was not decoded", url)
+	}
+	return m, nil
 }
 
-func typeURL(m proto.Message) string {
-	return "type.googleapis.com/" + string(m.ProtoReflect().Descriptor().FullName())
+func typeURL(a *xdswire.Any) string {
+	if a == nil {
+		return ""
+	}
+	return a.TypeURL
 }
 
-func valueOr(v uint32, set bool, def uint32) uint32 {
-	if set {
-		return v
+// valueOr returns *v, or def when the field is not set.
+func valueOr(v *uint32, def uint32) uint32 {
+	if v != nil {
+		return *v
 	}
 	return def
 }

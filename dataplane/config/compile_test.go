@@ -4,9 +4,14 @@ import (
 	"strings"
 	"testing"
 
+	xdsmatcher "github.com/cncf/xds/go/xds/type/matcher/v3"
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbac "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	rbacfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	exprpb "google.golang.org/genproto/googleapis/api/expr/v1alpha1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -15,7 +20,7 @@ import (
 
 // meshFor builds what the control plane serves a built-in sidecar of
 // service svc in namespace ns: the dataplane must take all of it.
-func meshFor(t *testing.T, ns, svc string) Resources {
+func meshFor(t *testing.T, ns, svc string) envoyResources {
 	t.Helper()
 	m := &xds.Mesh{TrustDomain: "micromesh.local", Roots: []byte("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"), Services: []xds.Service{
 		{Name: "hello", Namespace: "default", Protocol: xds.ProtocolGRPC, Endpoints: []xds.Endpoint{
@@ -34,11 +39,11 @@ func meshFor(t *testing.T, ns, svc string) Resources {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Resources{Listeners: r.Listeners, Routes: r.Routes, Clusters: r.Clusters, Endpoints: r.Endpoints, Secrets: r.Secrets}
+	return envoyResources{Listeners: r.Listeners, Routes: r.Routes, Clusters: r.Clusters, Endpoints: r.Endpoints, Secrets: r.Secrets}
 }
 
 func TestCompileWhatTheControlPlaneServes(t *testing.T) {
-	c, err := Compile(meshFor(t, "default", "client"))
+	c, err := Compile(meshFor(t, "default", "client").wire(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +103,7 @@ func TestCompileWhatTheControlPlaneServes(t *testing.T) {
 
 func TestCompiledRBACIsTheDefaultRules(t *testing.T) {
 	req := func(principal string) Request { return Request{Principal: principal, Method: "POST", Path: "/x"} }
-	c, err := Compile(meshFor(t, "default", "client"))
+	c, err := Compile(meshFor(t, "default", "client").wire(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +122,7 @@ func TestCompiledRBACIsTheDefaultRules(t *testing.T) {
 			t.Errorf("default namespace admits %q: %v, want %v", principal, got, want)
 		}
 	}
-	platform, err := Compile(meshFor(t, xds.SystemNamespace, "store"))
+	platform, err := Compile(meshFor(t, xds.SystemNamespace, "store").wire(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,33 +134,58 @@ func TestCompiledRBACIsTheDefaultRules(t *testing.T) {
 func TestCompileRefusesWhatItCannotHonour(t *testing.T) {
 	tests := []struct {
 		name    string
-		mutate  func(*Resources)
+		mutate  func(*envoyResources)
 		mention string
 	}{
-		{"two filter chains", func(r *Resources) {
+		{"two filter chains", func(r *envoyResources) {
 			l := findListener(r, "outbound")
 			l.FilterChains = append(l.FilterChains, proto.Clone(l.FilterChains[0]).(*listener.FilterChain))
 		}, "filter chains"},
-		{"plaintext listener off loopback", func(r *Resources) {
+		{"plaintext listener off loopback", func(r *envoyResources) {
 			findListener(r, "outbound").Address.GetSocketAddress().Address = "0.0.0.0"
 		}, "loopback"},
-		{"ring hash", func(r *Resources) { r.Clusters[0].LbPolicy = cluster.Cluster_RING_HASH }, "load-balancing policy"},
-		{"unknown HTTP filter", func(r *Resources) {
+		{"ring hash", func(r *envoyResources) { r.Clusters[0].LbPolicy = cluster.Cluster_RING_HASH }, "load-balancing policy"},
+		{"unknown HTTP filter", func(r *envoyResources) {
 			l := findListener(r, "inbound")
 			m := &hcm.HttpConnectionManager{}
 			mustUnpack(t, l.FilterChains[0].Filters[0].GetTypedConfig(), m)
 			m.HttpFilters = append([]*hcm.HttpFilter{{Name: "envoy.filters.http.lua", ConfigType: luaConfig()}}, m.HttpFilters...)
 			l.FilterChains[0].Filters[0].ConfigType = typedConfig(m)
 		}, "not supported"},
-		{"inbound without client certificates", func(r *Resources) {
+		{"inbound without client certificates", func(r *envoyResources) {
 			setRequireClientCert(t, findListener(r, "inbound"), false)
 		}, "require client certificates"},
+		// Rules the proxy cannot evaluate are refused, never read as if
+		// they were not there (which would admit more than they allow).
+		{"RBAC policy with a CEL condition", func(r *envoyResources) {
+			mutateRBAC(t, findListener(r, "inbound"), func(f *rbacfilter.RBAC) {
+				for _, p := range f.Rules.Policies {
+					p.Condition = &exprpb.Expr{}
+				}
+			})
+		}, "condition is not supported"},
+		{"RBAC matcher instead of rules", func(r *envoyResources) {
+			mutateRBAC(t, findListener(r, "inbound"), func(f *rbacfilter.RBAC) { f.Matcher = &xdsmatcher.Matcher{} })
+		}, "RBAC matcher is not supported"},
+		{"RBAC permission on a destination port", func(r *envoyResources) {
+			mutateRBAC(t, findListener(r, "inbound"), func(f *rbacfilter.RBAC) {
+				for _, p := range f.Rules.Policies {
+					p.Permissions = []*rbac.Permission{{Rule: &rbac.Permission_DestinationPort{DestinationPort: 80}}}
+				}
+			})
+		}, "permission destination_port is not supported"},
+		{"custom cluster type", func(r *envoyResources) {
+			r.Clusters[0].ClusterDiscoveryType = &cluster.Cluster_ClusterType{ClusterType: &cluster.Cluster_CustomClusterType{Name: "x"}}
+		}, "cluster_type is not supported"},
+		{"redirect route", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].Routes[0].Action = &route.Route_Redirect{Redirect: &route.RedirectAction{}}
+		}, "only routes to a named cluster"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			r := meshFor(t, "default", "client")
 			tc.mutate(&r)
-			_, err := Compile(r)
+			_, err := Compile(r.wire(t))
 			if err == nil || !strings.Contains(err.Error(), tc.mention) {
 				t.Fatalf("Compile = %v; want an error mentioning %q", err, tc.mention)
 			}
@@ -166,7 +196,7 @@ func TestCompileRefusesWhatItCannotHonour(t *testing.T) {
 func TestMissingReferencesAreWarming(t *testing.T) {
 	r := meshFor(t, "default", "client")
 	r.Routes, r.Endpoints = nil, nil // not arrived yet
-	c, err := Compile(r)
+	c, err := Compile(r.wire(t))
 	if err != nil {
 		t.Fatalf("missing RDS and EDS must not fail the compile: %v", err)
 	}
@@ -183,7 +213,7 @@ func TestMissingReferencesAreWarming(t *testing.T) {
 	// Everything arrived, an empty endpoints resource included: warm.
 	full := meshFor(t, "default", "client")
 	full.Endpoints[0].Endpoints = nil // arrived, and empty
-	c, err = Compile(full)
+	c, err = Compile(full.wire(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +222,7 @@ func TestMissingReferencesAreWarming(t *testing.T) {
 	}
 }
 
-func findListener(r *Resources, name string) *listener.Listener {
+func findListener(r *envoyResources, name string) *listener.Listener {
 	for _, l := range r.Listeners {
 		if l.Name == name {
 			return l
@@ -211,7 +241,7 @@ func TestCircuitBreakerThresholdsDefaultAsEnvoys(t *testing.T) {
 			MaxRequests: wrapperspb.UInt32(5), MaxRetries: wrapperspb.UInt32(0),
 		}}},
 	}
-	c, err := Compile(Resources{Clusters: []*cluster.Cluster{cl}})
+	c, err := Compile(envoyResources{Clusters: []*cluster.Cluster{cl}}.wire(t))
 	if err != nil {
 		t.Fatal(err)
 	}

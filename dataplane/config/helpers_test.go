@@ -3,15 +3,43 @@ package config
 import (
 	"testing"
 
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	rbacfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/micromesh/micromesh/dataplane/xdswire"
+	"github.com/micromesh/micromesh/dataplane/xdswire/xdswiretest"
 )
+
+// envoyResources are resources as the control plane builds them, with
+// go-control-plane's types; wire gives them as the sidecar receives them.
+type envoyResources struct {
+	Listeners []*listener.Listener
+	Routes    []*route.RouteConfiguration
+	Clusters  []*cluster.Cluster
+	Endpoints []*endpoint.ClusterLoadAssignment
+	Secrets   []*tlsv3.Secret
+}
+
+func (r envoyResources) wire(t *testing.T) Resources {
+	t.Helper()
+	return Resources{
+		Listeners: xdswiretest.DecodeAll[*xdswire.Listener](t, r.Listeners),
+		Routes:    xdswiretest.DecodeAll[*xdswire.RouteConfiguration](t, r.Routes),
+		Clusters:  xdswiretest.DecodeAll[*xdswire.Cluster](t, r.Clusters),
+		Endpoints: xdswiretest.DecodeAll[*xdswire.ClusterLoadAssignment](t, r.Endpoints),
+		Secrets:   xdswiretest.DecodeAll[*xdswire.Secret](t, r.Secrets),
+	}
+}
 
 func mustUnpack(t *testing.T, a *anypb.Any, m proto.Message) {
 	t.Helper()
@@ -47,4 +75,26 @@ func setRequireClientCert(t *testing.T, l *listener.Listener, v bool) {
 		t.Fatal(err)
 	}
 	l.FilterChains[0].TransportSocket.ConfigType = &core.TransportSocket_TypedConfig{TypedConfig: a}
+}
+
+// mutateRBAC changes the RBAC filter of listener l's connection manager.
+func mutateRBAC(t *testing.T, l *listener.Listener, change func(*rbacfilter.RBAC)) {
+	t.Helper()
+	m := &hcm.HttpConnectionManager{}
+	mustUnpack(t, l.FilterChains[0].Filters[0].GetTypedConfig(), m)
+	for _, f := range m.HttpFilters {
+		r := &rbacfilter.RBAC{}
+		if f.GetTypedConfig().UnmarshalTo(r) != nil {
+			continue
+		}
+		change(r)
+		a, err := anypb.New(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.ConfigType = &hcm.HttpFilter_TypedConfig{TypedConfig: a}
+		l.FilterChains[0].Filters[0].ConfigType = typedConfig(m)
+		return
+	}
+	t.Fatal("the listener has no RBAC filter")
 }

@@ -6,9 +6,7 @@ import (
 	"sort"
 	"strings"
 
-	rbac "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
-	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/micromesh/micromesh/dataplane/xdswire"
 )
 
 // RBAC is a compiled Envoy RBAC rule set (envoy.filters.http.rbac).
@@ -62,35 +60,38 @@ func (p policy) matches(req Request) bool {
 	return perm && prin
 }
 
-func compileRBAC(rules *rbac.RBAC) (*RBAC, error) {
+func compileRBAC(rules *xdswire.RBAC) (*RBAC, error) {
 	if rules == nil {
 		return &RBAC{allow: false}, nil // no rules: allow everything (a DENY with no policies)
 	}
 	out := &RBAC{}
-	switch rules.GetAction() {
-	case rbac.RBAC_ALLOW:
+	switch rules.Action {
+	case xdswire.RBACAllow:
 		out.allow = true
-	case rbac.RBAC_DENY:
+	case xdswire.RBACDeny:
 		out.allow = false
 	default:
-		return nil, fmt.Errorf("RBAC action %v is not supported (ALLOW or DENY)", rules.GetAction())
+		return nil, fmt.Errorf("RBAC action %v is not supported (ALLOW or DENY)", rules.Action)
 	}
-	names := make([]string, 0, len(rules.GetPolicies()))
-	for n := range rules.GetPolicies() {
+	names := make([]string, 0, len(rules.Policies))
+	for n := range rules.Policies {
 		names = append(names, n)
 	}
 	sort.Strings(names) // Envoy evaluates in name order
 	for _, n := range names {
-		p := rules.GetPolicies()[n]
+		p := rules.Policies[n]
+		if p.Unsupported != "" {
+			return nil, fmt.Errorf("RBAC policy %q: %s is not supported", n, p.Unsupported)
+		}
 		cp := policy{name: n}
-		for _, perm := range p.GetPermissions() {
+		for _, perm := range p.Permissions {
 			m, err := compilePermission(perm)
 			if err != nil {
 				return nil, fmt.Errorf("RBAC policy %q: %w", n, err)
 			}
 			cp.permissions = append(cp.permissions, m)
 		}
-		for _, prin := range p.GetPrincipals() {
+		for _, prin := range p.Principals {
 			m, err := compilePrincipal(prin)
 			if err != nil {
 				return nil, fmt.Errorf("RBAC policy %q: %w", n, err)
@@ -102,60 +103,64 @@ func compileRBAC(rules *rbac.RBAC) (*RBAC, error) {
 	return out, nil
 }
 
-func compilePermission(p *rbac.Permission) (permission, error) {
-	switch r := p.GetRule().(type) {
-	case *rbac.Permission_Any:
-		return func(Request) bool { return r.Any }, nil
-	case *rbac.Permission_AndRules:
-		ms, err := compilePermissions(r.AndRules.GetRules())
-		if err != nil {
-			return nil, err
-		}
-		return func(q Request) bool {
-			for _, m := range ms {
-				if !m(q) {
-					return false
-				}
+// all and anyOf combine matchers.
+func all[M ~func(Request) bool](ms []M) func(Request) bool {
+	return func(q Request) bool {
+		for _, m := range ms {
+			if !m(q) {
+				return false
 			}
-			return true
-		}, nil
-	case *rbac.Permission_OrRules:
-		ms, err := compilePermissions(r.OrRules.GetRules())
-		if err != nil {
-			return nil, err
 		}
-		return func(q Request) bool {
-			for _, m := range ms {
-				if m(q) {
-					return true
-				}
+		return true
+	}
+}
+
+func anyOf[M ~func(Request) bool](ms []M) func(Request) bool {
+	return func(q Request) bool {
+		for _, m := range ms {
+			if m(q) {
+				return true
 			}
-			return false
-		}, nil
-	case *rbac.Permission_NotRule:
-		m, err := compilePermission(r.NotRule)
+		}
+		return false
+	}
+}
+
+func compilePermission(p *xdswire.Permission) (permission, error) {
+	switch {
+	case p.Unsupported != "":
+		return nil, fmt.Errorf("RBAC permission %s is not supported", p.Unsupported)
+	case p.Any != nil:
+		v := *p.Any
+		return func(Request) bool { return v }, nil
+	case p.AndRules != nil:
+		ms, err := compilePermissions(p.AndRules.Rules)
+		return all(ms), err
+	case p.OrRules != nil:
+		ms, err := compilePermissions(p.OrRules.Rules)
+		return anyOf(ms), err
+	case p.NotRule != nil:
+		m, err := compilePermission(p.NotRule)
 		if err != nil {
 			return nil, err
 		}
 		return func(q Request) bool { return !m(q) }, nil
-	case *rbac.Permission_UrlPath:
-		sm, err := compileString(r.UrlPath.GetPath())
+	case p.URLPath != nil:
+		if p.URLPath.Path == nil {
+			return nil, fmt.Errorf("RBAC url_path has no path matcher")
+		}
+		sm, err := compileString(p.URLPath.Path)
 		if err != nil {
 			return nil, err
 		}
 		return func(q Request) bool { return sm(q.Path) }, nil
-	case *rbac.Permission_Header:
-		hm, err := compileHeader(r.Header)
-		if err != nil {
-			return nil, err
-		}
-		return hm, nil
-	default:
-		return nil, fmt.Errorf("RBAC permission %T is not supported", r)
+	case p.Header != nil:
+		return compileHeader(p.Header)
 	}
+	return nil, fmt.Errorf("RBAC permission has no rule")
 }
 
-func compilePermissions(ps []*rbac.Permission) ([]permission, error) {
+func compilePermissions(ps []*xdswire.Permission) ([]permission, error) {
 	var out []permission
 	for _, p := range ps {
 		m, err := compilePermission(p)
@@ -167,57 +172,39 @@ func compilePermissions(ps []*rbac.Permission) ([]permission, error) {
 	return out, nil
 }
 
-func compilePrincipal(p *rbac.Principal) (principal, error) {
-	switch id := p.GetIdentifier().(type) {
-	case *rbac.Principal_Any:
-		return func(Request) bool { return id.Any }, nil
-	case *rbac.Principal_Authenticated_:
-		if id.Authenticated.GetPrincipalName() == nil {
+func compilePrincipal(p *xdswire.Principal) (principal, error) {
+	switch {
+	case p.Unsupported != "":
+		return nil, fmt.Errorf("RBAC principal %s is not supported", p.Unsupported)
+	case p.Any != nil:
+		v := *p.Any
+		return func(Request) bool { return v }, nil
+	case p.Authenticated != nil:
+		if p.Authenticated.PrincipalName == nil {
 			return func(q Request) bool { return q.Principal != "" }, nil
 		}
-		sm, err := compileString(id.Authenticated.GetPrincipalName())
+		sm, err := compileString(p.Authenticated.PrincipalName)
 		if err != nil {
 			return nil, err
 		}
 		return func(q Request) bool { return q.Principal != "" && sm(q.Principal) }, nil
-	case *rbac.Principal_AndIds:
-		ms, err := compilePrincipals(id.AndIds.GetIds())
-		if err != nil {
-			return nil, err
-		}
-		return func(q Request) bool {
-			for _, m := range ms {
-				if !m(q) {
-					return false
-				}
-			}
-			return true
-		}, nil
-	case *rbac.Principal_OrIds:
-		ms, err := compilePrincipals(id.OrIds.GetIds())
-		if err != nil {
-			return nil, err
-		}
-		return func(q Request) bool {
-			for _, m := range ms {
-				if m(q) {
-					return true
-				}
-			}
-			return false
-		}, nil
-	case *rbac.Principal_NotId:
-		m, err := compilePrincipal(id.NotId)
+	case p.AndIDs != nil:
+		ms, err := compilePrincipals(p.AndIDs.IDs)
+		return all(ms), err
+	case p.OrIDs != nil:
+		ms, err := compilePrincipals(p.OrIDs.IDs)
+		return anyOf(ms), err
+	case p.NotID != nil:
+		m, err := compilePrincipal(p.NotID)
 		if err != nil {
 			return nil, err
 		}
 		return func(q Request) bool { return !m(q) }, nil
-	default:
-		return nil, fmt.Errorf("RBAC principal %T is not supported", id)
 	}
+	return nil, fmt.Errorf("RBAC principal has no identifier")
 }
 
-func compilePrincipals(ps []*rbac.Principal) ([]principal, error) {
+func compilePrincipals(ps []*xdswire.Principal) ([]principal, error) {
 	var out []principal
 	for _, p := range ps {
 		m, err := compilePrincipal(p)
@@ -231,8 +218,8 @@ func compilePrincipals(ps []*rbac.Principal) ([]principal, error) {
 
 // compileHeader supports the pseudo-headers :path and :method and plain
 // headers, with string matchers or presence.
-func compileHeader(h *route.HeaderMatcher) (permission, error) {
-	name := strings.ToLower(h.GetName())
+func compileHeader(h *xdswire.HeaderMatcher) (permission, error) {
+	name := strings.ToLower(h.Name)
 	get := func(q Request) string {
 		switch name {
 		case ":path":
@@ -246,47 +233,51 @@ func compileHeader(h *route.HeaderMatcher) (permission, error) {
 		return q.Header(name)
 	}
 	var m func(string) bool
-	switch spec := h.GetHeaderMatchSpecifier().(type) {
-	case *route.HeaderMatcher_StringMatch:
-		sm, err := compileString(spec.StringMatch)
+	switch {
+	case h.Unsupported != "":
+		return nil, fmt.Errorf("RBAC header matcher %s is not supported", h.Unsupported)
+	case h.StringMatch != nil:
+		sm, err := compileString(h.StringMatch)
 		if err != nil {
 			return nil, err
 		}
 		m = sm
-	case *route.HeaderMatcher_PresentMatch:
-		m = func(s string) bool { return (s != "") == spec.PresentMatch }
+	case h.PresentMatch != nil:
+		present := *h.PresentMatch
+		m = func(s string) bool { return (s != "") == present }
 	default:
-		return nil, fmt.Errorf("RBAC header matcher %T is not supported", spec)
+		return nil, fmt.Errorf("RBAC header matcher for %q matches nothing", h.Name)
 	}
-	invert := h.GetInvertMatch()
+	invert := h.InvertMatch
 	return func(q Request) bool { return m(get(q)) != invert }, nil
 }
 
-func compileString(sm *matcher.StringMatcher) (func(string) bool, error) {
+func compileString(sm *xdswire.StringMatcher) (func(string) bool, error) {
 	fold := func(s string) string { return s }
-	if sm.GetIgnoreCase() {
+	if sm.IgnoreCase {
 		fold = strings.ToLower
 	}
-	switch p := sm.GetMatchPattern().(type) {
-	case *matcher.StringMatcher_Exact:
-		want := fold(p.Exact)
+	switch {
+	case sm.Unsupported != "":
+		return nil, fmt.Errorf("string matcher %s is not supported", sm.Unsupported)
+	case sm.Exact != nil:
+		want := fold(*sm.Exact)
 		return func(s string) bool { return fold(s) == want }, nil
-	case *matcher.StringMatcher_Prefix:
-		want := fold(p.Prefix)
+	case sm.Prefix != nil:
+		want := fold(*sm.Prefix)
 		return func(s string) bool { return strings.HasPrefix(fold(s), want) }, nil
-	case *matcher.StringMatcher_Suffix:
-		want := fold(p.Suffix)
+	case sm.Suffix != nil:
+		want := fold(*sm.Suffix)
 		return func(s string) bool { return strings.HasSuffix(fold(s), want) }, nil
-	case *matcher.StringMatcher_Contains:
-		want := fold(p.Contains)
+	case sm.Contains != nil:
+		want := fold(*sm.Contains)
 		return func(s string) bool { return strings.Contains(fold(s), want) }, nil
-	case *matcher.StringMatcher_SafeRegex:
-		re, err := regexp.Compile("^(?:" + p.SafeRegex.GetRegex() + ")$")
+	case sm.SafeRegex != nil:
+		re, err := regexp.Compile("^(?:" + sm.SafeRegex.Regex + ")$")
 		if err != nil {
-			return nil, fmt.Errorf("regex %q: %w", p.SafeRegex.GetRegex(), err)
+			return nil, fmt.Errorf("regex %q: %w", sm.SafeRegex.Regex, err)
 		}
 		return re.MatchString, nil
-	default:
-		return nil, fmt.Errorf("string matcher %T is not supported", p)
 	}
+	return nil, fmt.Errorf("string matcher has no pattern")
 }

@@ -22,6 +22,8 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/micromesh/micromesh/dataplane/config"
+	"github.com/micromesh/micromesh/dataplane/xdswire"
+	"github.com/micromesh/micromesh/dataplane/xdswire/xdswiretest"
 	"github.com/micromesh/micromesh/internal/poll"
 )
 
@@ -94,7 +96,8 @@ func policyProxy(t *testing.T, pol policy, backends ...*httptest.Server) (*Proxy
 	if pol.eject5xx > 0 {
 		cl.OutlierDetection = &clusterv3.OutlierDetection{Consecutive_5Xx: wrapperspb.UInt32(pol.eject5xx), MaxEjectionPercent: wrapperspb.UInt32(50)}
 	}
-	cfg, err := config.Compile(config.Resources{Routes: []*route.RouteConfiguration{rc}, Clusters: []*clusterv3.Cluster{cl}})
+	cfg, err := config.Compile(config.Resources{Routes: []*xdswire.RouteConfiguration{xdswiretest.Decode[*xdswire.RouteConfiguration](t, rc)},
+		Clusters: []*xdswire.Cluster{xdswiretest.Decode[*xdswire.Cluster](t, cl)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,7 +379,7 @@ func inboundProxy(t *testing.T, app *httptest.Server) *Proxy {
 	}}}
 	p, _ := policyProxy(t, policy{}, app)
 	cfg := *p.Config()
-	routes, err := config.Compile(config.Resources{Routes: []*route.RouteConfiguration{rc}})
+	routes, err := config.Compile(config.Resources{Routes: []*xdswire.RouteConfiguration{xdswiretest.Decode[*xdswire.RouteConfiguration](t, rc)}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,5 +1,7 @@
 // Package xdsclient is the built-in proxy's xDS client: one ADS stream
-// (state of the world) to the control plane, over mTLS. It subscribes to
+// (delta, or state of the world) to the control plane, over mTLS, speaking
+// the protocol with xdswire's messages (no protobuf reflection in the
+// sidecar). It subscribes to
 // listeners and clusters, then to the route configurations, endpoints and
 // secrets they name; hands every candidate set of resources to an apply
 // function, which compiles and swaps it in atomically or refuses it; ACKs
@@ -17,22 +19,12 @@ import (
 	"sync"
 	"time"
 
-	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/micromesh/micromesh/dataplane/config"
+	"github.com/micromesh/micromesh/dataplane/xdswire"
 )
 
 // ApplyFunc takes a full set of resources; an error refuses it (the
@@ -44,7 +36,7 @@ type ApplyFunc func(config.Resources) error
 type Client struct {
 	addr  string
 	tls   func() *tls.Config
-	node  *core.Node
+	node  *xdswire.Node
 	apply ApplyFunc
 	log   *slog.Logger
 	delta bool
@@ -73,7 +65,7 @@ type Status struct {
 
 // New returns a client for the control plane at addr. tlsConfig is called
 // at each connection (so a renewed certificate is used).
-func New(addr string, tlsConfig func() *tls.Config, node *core.Node, apply ApplyFunc, log *slog.Logger, opts ...Option) *Client {
+func New(addr string, tlsConfig func() *tls.Config, node *xdswire.Node, apply ApplyFunc, log *slog.Logger, opts ...Option) *Client {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -157,7 +149,7 @@ func (c *Client) stream(ctx context.Context) (got bool, err error) {
 	defer conn.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	s, err := conn.NewStream(ctx, &adsStream, xdswire.StreamAggregatedResources, grpc.ForceCodecV2(xdswire.Codec{}))
 	if err != nil {
 		return false, err
 	}
@@ -165,21 +157,21 @@ func (c *Client) stream(ctx context.Context) (got bool, err error) {
 	first := true
 	send := func(typ string, nack error) error {
 		st := states[typ]
-		req := &discovery.DiscoveryRequest{TypeUrl: typ, VersionInfo: st.version, ResponseNonce: st.nonce, ResourceNames: st.names}
+		req := &xdswire.DiscoveryRequest{TypeURL: typ, VersionInfo: st.version, ResponseNonce: st.nonce, ResourceNames: st.names}
 		if nack != nil {
-			req.ErrorDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: nack.Error()}
+			req.ErrorDetail = nackDetail(nack)
 		}
 		if first {
 			req.Node, first = c.node, false
 		}
-		return s.Send(req)
+		return s.SendMsg(req)
 	}
 	// Resources kept from before a reconnection are offered as known
 	// versions, so an unchanged control plane need not resend them.
 	c.mu.Lock()
 	prev := c.status.Versions
 	c.mu.Unlock()
-	for _, typ := range []string{resource.ListenerType, resource.ClusterType} {
+	for _, typ := range []string{xdswire.ListenerType, xdswire.ClusterType} {
 		states[typ] = &typeState{version: prev[typ]}
 		if err := send(typ, nil); err != nil {
 			return false, err
@@ -211,8 +203,8 @@ func (c *Client) stream(ctx context.Context) (got bool, err error) {
 		return false, err
 	}
 	for {
-		resp, err := s.Recv()
-		if err != nil {
+		resp := &xdswire.DiscoveryResponse{}
+		if err := s.RecvMsg(resp); err != nil {
 			return got, err
 		}
 		if !got {
@@ -220,26 +212,26 @@ func (c *Client) stream(ctx context.Context) (got bool, err error) {
 			c.setConnected(true)
 			c.log.Info("connected to the control plane", "addr", c.addr)
 		}
-		typ := resp.GetTypeUrl()
+		typ := resp.TypeURL
 		st := states[typ]
 		if st == nil {
 			continue // not asked for
 		}
-		st.nonce = resp.GetNonce()
+		st.nonce = resp.Nonce
 		if err := c.accept(typ, resp); err != nil {
-			c.refused(typ, resp.GetVersionInfo(), err)
+			c.refused(typ, resp.VersionInfo, err)
 			if err := send(typ, err); err != nil {
 				return got, err
 			}
 			continue
 		}
-		st.version = resp.GetVersionInfo()
+		st.version = resp.VersionInfo
 		if err := send(typ, nil); err != nil {
 			return got, err
 		}
 		// Listeners and clusters name the routes, endpoints and secrets to
 		// subscribe to.
-		if typ == resource.ListenerType || typ == resource.ClusterType {
+		if typ == xdswire.ListenerType || typ == xdswire.ClusterType {
 			if err := subscribe(); err != nil {
 				return got, err
 			}
@@ -256,12 +248,24 @@ func (c *Client) refused(typ, version string, err error) {
 	c.log.Warn("refusing config (NACK); keeping the previous one", "type", short(typ), "version", version, "err", err)
 }
 
+// adsStream describes both ADS methods: bidirectional streams.
+var adsStream = grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
+
+// nackDetail is the error detail of a NACK.
+func nackDetail(err error) *xdswire.Status {
+	return &xdswire.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
+}
+
 // accept decodes a response and offers the resulting set to apply.
-func (c *Client) accept(typ string, resp *discovery.DiscoveryResponse) error {
+func (c *Client) accept(typ string, resp *xdswire.DiscoveryResponse) error {
 	c.mu.Lock()
 	candidate := c.res
 	c.mu.Unlock()
-	if err := replace(&candidate, typ, resp); err != nil {
+	msgs, err := decodeAll(typ, resp.Resources)
+	if err != nil {
+		return err
+	}
+	if err := replace(&candidate, typ, msgs); err != nil {
 		return err
 	}
 	if err := c.apply(candidate); err != nil {
@@ -269,46 +273,54 @@ func (c *Client) accept(typ string, resp *discovery.DiscoveryResponse) error {
 	}
 	c.mu.Lock()
 	c.res = candidate
-	c.status.Versions[typ] = resp.GetVersionInfo()
+	c.status.Versions[typ] = resp.VersionInfo
 	c.status.Updates++
 	c.mu.Unlock()
 	return nil
 }
 
-// replace puts the response's resources in place of r's resources of typ.
-func replace(r *config.Resources, typ string, resp *discovery.DiscoveryResponse) error {
-	var err error
-	switch typ {
-	case resource.ListenerType:
-		r.Listeners, err = decode[*listener.Listener](resp)
-	case resource.RouteType:
-		r.Routes, err = decode[*route.RouteConfiguration](resp)
-	case resource.ClusterType:
-		r.Clusters, err = decode[*cluster.Cluster](resp)
-	case resource.EndpointType:
-		r.Endpoints, err = decode[*endpoint.ClusterLoadAssignment](resp)
-	case resource.SecretType:
-		r.Secrets, err = decode[*tlsv3.Secret](resp)
-	default:
-		err = fmt.Errorf("type %s is not used by this proxy", typ)
-	}
-	return err
-}
-
-func decode[T proto.Message](resp *discovery.DiscoveryResponse) ([]T, error) {
-	out := make([]T, 0, len(resp.GetResources()))
-	for _, a := range resp.GetResources() {
-		m, err := a.UnmarshalNew()
+// decodeAll decodes a response's resources, which must all be of typ.
+func decodeAll(typ string, in []*xdswire.Any) ([]any, error) {
+	out := make([]any, 0, len(in))
+	for _, a := range in {
+		if a.TypeURL != typ {
+			return nil, fmt.Errorf("a %s response holds a %s", short(typ), a.TypeURL)
+		}
+		m, err := xdswire.Decode(a)
 		if err != nil {
-			return nil, fmt.Errorf("decode %s: %w", a.GetTypeUrl(), err)
+			return nil, fmt.Errorf("decode %s: %w", short(typ), err)
 		}
-		t, ok := m.(T)
-		if !ok {
-			return nil, fmt.Errorf("a %s response holds a %s", resp.GetTypeUrl(), a.GetTypeUrl())
-		}
-		out = append(out, t)
+		out = append(out, m)
 	}
 	return out, nil
+}
+
+// replace puts msgs in place of r's resources of typ.
+func replace(r *config.Resources, typ string, msgs []any) error {
+	switch typ {
+	case xdswire.ListenerType:
+		r.Listeners = as[*xdswire.Listener](msgs)
+	case xdswire.RouteType:
+		r.Routes = as[*xdswire.RouteConfiguration](msgs)
+	case xdswire.ClusterType:
+		r.Clusters = as[*xdswire.Cluster](msgs)
+	case xdswire.EndpointType:
+		r.Endpoints = as[*xdswire.ClusterLoadAssignment](msgs)
+	case xdswire.SecretType:
+		r.Secrets = as[*xdswire.Secret](msgs)
+	default:
+		return fmt.Errorf("type %s is not used by this proxy", typ)
+	}
+	return nil
+}
+
+// as converts decoded resources, all of type T (decodeAll checked).
+func as[T any](msgs []any) []T {
+	out := make([]T, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.(T)
+	}
+	return out
 }
 
 // dependencies returns, per type, the sorted names the accepted listeners and
@@ -319,32 +331,34 @@ func (c *Client) dependencies() map[string][]string {
 	c.mu.Unlock()
 	routes, eds, secrets := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, l := range r.Listeners {
-		for _, fc := range l.GetFilterChains() {
-			if fc.GetTransportSocket() != nil {
+		for _, fc := range l.FilterChains {
+			if fc.TransportSocket != nil {
 				secrets["default"], secrets["ROOTCA"] = true, true
 			}
-			for _, f := range fc.GetFilters() {
-				m := &hcm.HttpConnectionManager{}
-				if f.GetTypedConfig().UnmarshalTo(m) == nil && m.GetRds().GetRouteConfigName() != "" {
-					routes[m.GetRds().GetRouteConfigName()] = true
+			for _, f := range fc.Filters {
+				if f.TypedConfig == nil {
+					continue
+				}
+				if m, ok := f.TypedConfig.Msg.(*xdswire.HTTPConnectionManager); ok && m.RDS != nil && m.RDS.RouteConfigName != "" {
+					routes[m.RDS.RouteConfigName] = true
 				}
 			}
 		}
 	}
 	for _, cl := range r.Clusters {
-		if cl.GetType() == cluster.Cluster_EDS {
-			name := cl.GetEdsClusterConfig().GetServiceName()
-			if name == "" {
-				name = cl.GetName()
+		if cl.Type == xdswire.EDS {
+			name := cl.Name
+			if cl.EDSClusterConfig != nil && cl.EDSClusterConfig.ServiceName != "" {
+				name = cl.EDSClusterConfig.ServiceName
 			}
 			eds[name] = true
 		}
-		if cl.GetTransportSocket() != nil {
+		if cl.TransportSocket != nil {
 			secrets["default"], secrets["ROOTCA"] = true, true
 		}
 	}
 	out := map[string][]string{}
-	for typ, set := range map[string]map[string]bool{resource.RouteType: routes, resource.EndpointType: eds, resource.SecretType: secrets} {
+	for typ, set := range map[string]map[string]bool{xdswire.RouteType: routes, xdswire.EndpointType: eds, xdswire.SecretType: secrets} {
 		names := make([]string, 0, len(set))
 		for n := range set {
 			names = append(names, n)
@@ -357,15 +371,15 @@ func (c *Client) dependencies() map[string][]string {
 
 func short(typ string) string {
 	switch typ {
-	case resource.ListenerType:
+	case xdswire.ListenerType:
 		return "LDS"
-	case resource.RouteType:
+	case xdswire.RouteType:
 		return "RDS"
-	case resource.ClusterType:
+	case xdswire.ClusterType:
 		return "CDS"
-	case resource.EndpointType:
+	case xdswire.EndpointType:
 		return "EDS"
-	case resource.SecretType:
+	case xdswire.SecretType:
 		return "SDS"
 	}
 	return typ

@@ -11,12 +11,10 @@ import (
 	"testing"
 	"time"
 
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	"google.golang.org/protobuf/types/known/structpb"
-
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/dataplane/config"
 	"github.com/micromesh/micromesh/dataplane/xdsclient"
+	"github.com/micromesh/micromesh/dataplane/xdswire"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/meshtest"
 	"github.com/micromesh/micromesh/internal/poll"
@@ -41,8 +39,8 @@ var modes = []struct {
 func startSidecar(t *testing.T, cp *meshtest.ControlPlane, refuse func(config.Resources) error, opts ...xdsclient.Option) *sidecar {
 	t.Helper()
 	creds := cp.Join("default", "web")
-	meta, _ := structpb.NewStruct(map[string]any{"kind": "builtin", "inbound_port": 18443.0, "outbound_port": 15001.0, "app_port": 8080.0, "cert_dir": t.TempDir()})
-	node := &core.Node{Id: creds.ID.String() + "~web-1", Metadata: meta}
+	meta := map[string]any{"kind": "builtin", "inbound_port": 18443.0, "outbound_port": 15001.0, "app_port": 8080.0, "cert_dir": t.TempDir()}
+	node := &xdswire.Node{ID: creds.ID.String() + "~web-1", Metadata: meta}
 	cert := creds.TLSCertificate()
 	tlsConfig := func() *tls.Config {
 		return identity.ClientTLSConfig(func() *identity.Bundle { return creds.Bundle }, func() *tls.Certificate { return cert },
@@ -131,7 +129,7 @@ func testClientNACKsWhatItCannotApplyAndKeepsItsConfig(t *testing.T, opts ...xds
 	register(t, cp, "hello-1", "hello")
 	sc := startSidecar(t, cp, func(r config.Resources) error {
 		for _, c := range r.Clusters {
-			if c.GetName() == "evil.default" {
+			if c.Name == "evil.default" {
 				return errors.New("test: evil cluster refused")
 			}
 		}

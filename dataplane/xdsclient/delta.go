@@ -2,22 +2,19 @@ package xdsclient
 
 import (
 	"context"
+	"fmt"
 	"slices"
 
-	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/micromesh/micromesh/dataplane/xdswire"
 )
 
-// entry is a resource received over delta xDS.
+// entry is a resource received over delta xDS, decoded.
 type entry struct {
 	version string
-	msg     proto.Message
+	msg     any
 }
 
 // streamDelta runs one delta ADS stream. Only changed resources travel;
@@ -30,7 +27,7 @@ func (c *Client) streamDelta(ctx context.Context) (got bool, err error) {
 	defer conn.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	s, err := conn.NewStream(ctx, &adsStream, xdswire.DeltaAggregatedResources, grpc.ForceCodecV2(xdswire.Codec{}))
 	if err != nil {
 		return false, err
 	}
@@ -41,11 +38,11 @@ func (c *Client) streamDelta(ctx context.Context) (got bool, err error) {
 	known := c.known
 	c.mu.Unlock()
 	first := true
-	send := func(req *discovery.DeltaDiscoveryRequest) error {
+	send := func(req *xdswire.DeltaDiscoveryRequest) error {
 		if first {
 			req.Node, first = c.node, false
 		}
-		return s.Send(req)
+		return s.SendMsg(req)
 	}
 	versions := func(typ string) map[string]string {
 		c.mu.Lock()
@@ -57,8 +54,8 @@ func (c *Client) streamDelta(ctx context.Context) (got bool, err error) {
 		return out
 	}
 	subscribed := map[string][]string{}
-	for _, typ := range []string{resource.ListenerType, resource.ClusterType} {
-		if err := send(&discovery.DeltaDiscoveryRequest{TypeUrl: typ, ResourceNamesSubscribe: []string{"*"}, InitialResourceVersions: versions(typ)}); err != nil {
+	for _, typ := range []string{xdswire.ListenerType, xdswire.ClusterType} {
+		if err := send(&xdswire.DeltaDiscoveryRequest{TypeURL: typ, ResourceNamesSubscribe: []string{"*"}, InitialResourceVersions: versions(typ)}); err != nil {
 			return false, err
 		}
 	}
@@ -68,7 +65,7 @@ func (c *Client) streamDelta(ctx context.Context) (got bool, err error) {
 			if slices.Equal(cur, names) || (!ok && len(names) == 0) {
 				continue
 			}
-			req := &discovery.DeltaDiscoveryRequest{TypeUrl: dep}
+			req := &xdswire.DeltaDiscoveryRequest{TypeURL: dep}
 			for _, n := range names {
 				if !slices.Contains(cur, n) {
 					req.ResourceNamesSubscribe = append(req.ResourceNamesSubscribe, n)
@@ -93,8 +90,8 @@ func (c *Client) streamDelta(ctx context.Context) (got bool, err error) {
 		return false, err
 	}
 	for {
-		resp, err := s.Recv()
-		if err != nil {
+		resp := &xdswire.DeltaDiscoveryResponse{}
+		if err := s.RecvMsg(resp); err != nil {
 			return got, err
 		}
 		if !got {
@@ -102,19 +99,18 @@ func (c *Client) streamDelta(ctx context.Context) (got bool, err error) {
 			c.setConnected(true)
 			c.log.Info("connected to the control plane (delta xDS)", "addr", c.addr)
 		}
-		typ := resp.GetTypeUrl()
+		typ := resp.TypeURL
 		if err := c.acceptDelta(typ, resp); err != nil {
-			c.refused(typ, resp.GetSystemVersionInfo(), err)
-			if err := send(&discovery.DeltaDiscoveryRequest{TypeUrl: typ, ResponseNonce: resp.GetNonce(),
-				ErrorDetail: &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}}); err != nil {
+			c.refused(typ, resp.SystemVersionInfo, err)
+			if err := send(&xdswire.DeltaDiscoveryRequest{TypeURL: typ, ResponseNonce: resp.Nonce, ErrorDetail: nackDetail(err)}); err != nil {
 				return got, err
 			}
 			continue
 		}
-		if err := send(&discovery.DeltaDiscoveryRequest{TypeUrl: typ, ResponseNonce: resp.GetNonce()}); err != nil {
+		if err := send(&xdswire.DeltaDiscoveryRequest{TypeURL: typ, ResponseNonce: resp.Nonce}); err != nil {
 			return got, err
 		}
-		if typ == resource.ListenerType || typ == resource.ClusterType {
+		if typ == xdswire.ListenerType || typ == xdswire.ClusterType {
 			if err := subscribe(); err != nil {
 				return got, err
 			}
@@ -123,22 +119,25 @@ func (c *Client) streamDelta(ctx context.Context) (got bool, err error) {
 }
 
 // acceptDelta applies a delta response on top of the known resources.
-func (c *Client) acceptDelta(typ string, resp *discovery.DeltaDiscoveryResponse) error {
+func (c *Client) acceptDelta(typ string, resp *xdswire.DeltaDiscoveryResponse) error {
 	c.mu.Lock()
-	next := make(map[string]entry, len(c.known[typ])+len(resp.GetResources()))
+	next := make(map[string]entry, len(c.known[typ])+len(resp.Resources))
 	for n, e := range c.known[typ] {
 		next[n] = e
 	}
 	base := c.res
 	c.mu.Unlock()
-	for _, r := range resp.GetResources() {
-		m, err := r.GetResource().UnmarshalNew()
+	for _, r := range resp.Resources {
+		if r.Resource == nil {
+			return fmt.Errorf("resource %q has no body", r.Name)
+		}
+		msgs, err := decodeAll(typ, []*xdswire.Any{r.Resource})
 		if err != nil {
 			return err
 		}
-		next[r.GetName()] = entry{version: r.GetVersion(), msg: m}
+		next[r.Name] = entry{version: r.Version, msg: msgs[0]}
 	}
-	for _, n := range resp.GetRemovedResources() {
+	for _, n := range resp.RemovedResources {
 		delete(next, n)
 	}
 	names := make([]string, 0, len(next))
@@ -146,16 +145,12 @@ func (c *Client) acceptDelta(typ string, resp *discovery.DeltaDiscoveryResponse)
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	sotw := &discovery.DiscoveryResponse{TypeUrl: typ}
+	msgs := make([]any, 0, len(names))
 	for _, n := range names {
-		a, err := anyOf(next[n].msg)
-		if err != nil {
-			return err
-		}
-		sotw.Resources = append(sotw.Resources, a)
+		msgs = append(msgs, next[n].msg)
 	}
 	candidate := base
-	if err := replace(&candidate, typ, sotw); err != nil {
+	if err := replace(&candidate, typ, msgs); err != nil {
 		return err
 	}
 	if err := c.apply(candidate); err != nil {
@@ -164,10 +159,8 @@ func (c *Client) acceptDelta(typ string, resp *discovery.DeltaDiscoveryResponse)
 	c.mu.Lock()
 	c.known[typ] = next
 	c.res = candidate
-	c.status.Versions[typ] = resp.GetSystemVersionInfo()
+	c.status.Versions[typ] = resp.SystemVersionInfo
 	c.status.Updates++
 	c.mu.Unlock()
 	return nil
 }
-
-func anyOf(m proto.Message) (*anypb.Any, error) { return anypb.New(m) }

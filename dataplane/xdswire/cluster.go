@@ -1,0 +1,332 @@
+package xdswire
+
+// DiscoveryType is envoy.config.cluster.v3.Cluster.DiscoveryType.
+type DiscoveryType int32
+
+// Discovery types.
+const (
+	Static      DiscoveryType = 0
+	StrictDNS   DiscoveryType = 1
+	LogicalDNS  DiscoveryType = 2
+	EDS         DiscoveryType = 3
+	OriginalDst DiscoveryType = 4
+)
+
+var discoveryTypeNames = []string{"STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST"}
+
+func (t DiscoveryType) String() string               { return enumName(discoveryTypeNames, int32(t)) }
+func (t DiscoveryType) MarshalJSON() ([]byte, error) { return enumJSON(discoveryTypeNames, int32(t)) }
+
+// LBPolicy is envoy.config.cluster.v3.Cluster.LbPolicy.
+type LBPolicy int32
+
+// Load-balancing policies.
+const (
+	RoundRobin   LBPolicy = 0
+	LeastRequest LBPolicy = 1
+)
+
+var lbPolicyNames = []string{"ROUND_ROBIN", "LEAST_REQUEST", "RING_HASH", "RANDOM", "", "MAGLEV", "CLUSTER_PROVIDED", "LOAD_BALANCING_POLICY_CONFIG"}
+
+func (p LBPolicy) String() string               { return enumName(lbPolicyNames, int32(p)) }
+func (p LBPolicy) MarshalJSON() ([]byte, error) { return enumJSON(lbPolicyNames, int32(p)) }
+
+// Cluster is envoy.config.cluster.v3.Cluster.
+type Cluster struct {
+	Name                          string                 `json:"name,omitempty"`
+	Type                          DiscoveryType          `json:"type,omitempty"`
+	EDSClusterConfig              *EDSClusterConfig      `json:"edsClusterConfig,omitempty"`
+	ConnectTimeout                *Duration              `json:"connectTimeout,omitempty"`
+	LBPolicy                      LBPolicy               `json:"lbPolicy,omitempty"`
+	LoadAssignment                *ClusterLoadAssignment `json:"loadAssignment,omitempty"`
+	CircuitBreakers               *CircuitBreakers       `json:"circuitBreakers,omitempty"`
+	OutlierDetection              *OutlierDetection      `json:"outlierDetection,omitempty"`
+	TransportSocket               *TransportSocket       `json:"transportSocket,omitempty"`
+	TypedExtensionProtocolOptions map[string]*Any        `json:"typedExtensionProtocolOptions,omitempty"`
+	Unsupported                   string                 `json:"-"` // cluster_type (a custom discovery type)
+}
+
+func (m *Cluster) unmarshal(b []byte) error {
+	err := fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.Name)
+		case 2:
+			return enum(f, &m.Type)
+		case 38:
+			m.Unsupported = "cluster_type"
+		case 3:
+			return msg(f, &m.EDSClusterConfig)
+		case 4:
+			return f.duration(&m.ConnectTimeout)
+		case 6:
+			return enum(f, &m.LBPolicy)
+		case 33:
+			return msg(f, &m.LoadAssignment)
+		case 10:
+			return msg(f, &m.CircuitBreakers)
+		case 19:
+			return msg(f, &m.OutlierDetection)
+		case 24:
+			return msg(f, &m.TransportSocket)
+		case 36:
+			return mapEntry(f, &m.TypedExtensionProtocolOptions)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, a := range m.TypedExtensionProtocolOptions {
+		if err := a.resolve(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// EDSClusterConfig is Cluster.EdsClusterConfig.
+type EDSClusterConfig struct {
+	ServiceName string `json:"serviceName,omitempty"`
+}
+
+func (m *EDSClusterConfig) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 2 {
+			return f.str(&m.ServiceName)
+		}
+		return nil
+	})
+}
+
+// CircuitBreakers is envoy.config.cluster.v3.CircuitBreakers.
+type CircuitBreakers struct {
+	Thresholds []*Thresholds `json:"thresholds,omitempty"`
+}
+
+func (m *CircuitBreakers) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 1 {
+			return msgs(f, &m.Thresholds)
+		}
+		return nil
+	})
+}
+
+// RoutingPriority is envoy.config.core.v3.RoutingPriority.
+type RoutingPriority int32
+
+// Routing priorities.
+const (
+	PriorityDefault RoutingPriority = 0
+	PriorityHigh    RoutingPriority = 1
+)
+
+var routingPriorityNames = []string{"DEFAULT", "HIGH"}
+
+func (p RoutingPriority) String() string { return enumName(routingPriorityNames, int32(p)) }
+func (p RoutingPriority) MarshalJSON() ([]byte, error) {
+	return enumJSON(routingPriorityNames, int32(p))
+}
+
+// Thresholds is CircuitBreakers.Thresholds.
+type Thresholds struct {
+	Priority           RoutingPriority `json:"priority,omitempty"`
+	MaxConnections     *uint32         `json:"maxConnections,omitempty"`
+	MaxPendingRequests *uint32         `json:"maxPendingRequests,omitempty"`
+	MaxRequests        *uint32         `json:"maxRequests,omitempty"`
+	MaxRetries         *uint32         `json:"maxRetries,omitempty"`
+}
+
+func (m *Thresholds) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return enum(f, &m.Priority)
+		case 2:
+			return f.uint32Value(&m.MaxConnections)
+		case 3:
+			return f.uint32Value(&m.MaxPendingRequests)
+		case 4:
+			return f.uint32Value(&m.MaxRequests)
+		case 5:
+			return f.uint32Value(&m.MaxRetries)
+		}
+		return nil
+	})
+}
+
+// OutlierDetection is envoy.config.cluster.v3.OutlierDetection.
+type OutlierDetection struct {
+	Consecutive5xx                *uint32   `json:"consecutive5xx,omitempty"`
+	Interval                      *Duration `json:"interval,omitempty"`
+	BaseEjectionTime              *Duration `json:"baseEjectionTime,omitempty"`
+	MaxEjectionPercent            *uint32   `json:"maxEjectionPercent,omitempty"`
+	ConsecutiveLocalOriginFailure *uint32   `json:"consecutiveLocalOriginFailure,omitempty"`
+	MaxEjectionTime               *Duration `json:"maxEjectionTime,omitempty"`
+}
+
+func (m *OutlierDetection) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.uint32Value(&m.Consecutive5xx)
+		case 2:
+			return f.duration(&m.Interval)
+		case 3:
+			return f.duration(&m.BaseEjectionTime)
+		case 4:
+			return f.uint32Value(&m.MaxEjectionPercent)
+		case 13:
+			return f.uint32Value(&m.ConsecutiveLocalOriginFailure)
+		case 21:
+			return f.duration(&m.MaxEjectionTime)
+		}
+		return nil
+	})
+}
+
+// ClusterLoadAssignment is envoy.config.endpoint.v3.ClusterLoadAssignment.
+type ClusterLoadAssignment struct {
+	ClusterName string                 `json:"clusterName,omitempty"`
+	Endpoints   []*LocalityLBEndpoints `json:"endpoints,omitempty"`
+}
+
+func (m *ClusterLoadAssignment) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.ClusterName)
+		case 2:
+			return msgs(f, &m.Endpoints)
+		}
+		return nil
+	})
+}
+
+// LocalityLBEndpoints is envoy.config.endpoint.v3.LocalityLbEndpoints.
+type LocalityLBEndpoints struct {
+	Locality    *Locality     `json:"locality,omitempty"`
+	LBEndpoints []*LBEndpoint `json:"lbEndpoints,omitempty"`
+}
+
+func (m *LocalityLBEndpoints) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return msg(f, &m.Locality)
+		case 2:
+			return msgs(f, &m.LBEndpoints)
+		}
+		return nil
+	})
+}
+
+// Locality is envoy.config.core.v3.Locality.
+type Locality struct {
+	Region  string `json:"region,omitempty"`
+	Zone    string `json:"zone,omitempty"`
+	SubZone string `json:"subZone,omitempty"`
+}
+
+func (m *Locality) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.Region)
+		case 2:
+			return f.str(&m.Zone)
+		case 3:
+			return f.str(&m.SubZone)
+		}
+		return nil
+	})
+}
+
+// HealthStatus is envoy.config.core.v3.HealthStatus.
+type HealthStatus int32
+
+// Health statuses.
+const (
+	HealthUnknown   HealthStatus = 0
+	HealthHealthy   HealthStatus = 1
+	HealthUnhealthy HealthStatus = 2
+	HealthDraining  HealthStatus = 3
+	HealthTimeout   HealthStatus = 4
+	HealthDegraded  HealthStatus = 5
+)
+
+var healthStatusNames = []string{"UNKNOWN", "HEALTHY", "UNHEALTHY", "DRAINING", "TIMEOUT", "DEGRADED"}
+
+func (h HealthStatus) String() string               { return enumName(healthStatusNames, int32(h)) }
+func (h HealthStatus) MarshalJSON() ([]byte, error) { return enumJSON(healthStatusNames, int32(h)) }
+
+// LBEndpoint is envoy.config.endpoint.v3.LbEndpoint.
+type LBEndpoint struct {
+	Endpoint            *Endpoint    `json:"endpoint,omitempty"`
+	HealthStatus        HealthStatus `json:"healthStatus,omitempty"`
+	LoadBalancingWeight *uint32      `json:"loadBalancingWeight,omitempty"`
+}
+
+func (m *LBEndpoint) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return msg(f, &m.Endpoint)
+		case 2:
+			return enum(f, &m.HealthStatus)
+		case 4:
+			return f.uint32Value(&m.LoadBalancingWeight)
+		}
+		return nil
+	})
+}
+
+// Endpoint is envoy.config.endpoint.v3.Endpoint.
+type Endpoint struct {
+	Address *Address `json:"address,omitempty"`
+}
+
+func (m *Endpoint) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 1 {
+			return msg(f, &m.Address)
+		}
+		return nil
+	})
+}
+
+// HTTPProtocolOptions is envoy.extensions.upstreams.http.v3.HttpProtocolOptions.
+type HTTPProtocolOptions struct {
+	ExplicitHTTPConfig *ExplicitHTTPConfig `json:"explicitHttpConfig,omitempty"`
+}
+
+func (m *HTTPProtocolOptions) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 3 {
+			return msg(f, &m.ExplicitHTTPConfig)
+		}
+		return nil
+	})
+}
+
+// ExplicitHTTPConfig is HttpProtocolOptions.ExplicitHttpConfig.
+type ExplicitHTTPConfig struct {
+	HTTPProtocolOptions  *Unread `json:"httpProtocolOptions,omitempty"`
+	HTTP2ProtocolOptions *Unread `json:"http2ProtocolOptions,omitempty"`
+	HTTP3ProtocolOptions *Unread `json:"http3ProtocolOptions,omitempty"`
+}
+
+func (m *ExplicitHTTPConfig) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return msg(f, &m.HTTPProtocolOptions)
+		case 2:
+			return msg(f, &m.HTTP2ProtocolOptions)
+		case 3:
+			return msg(f, &m.HTTP3ProtocolOptions)
+		}
+		return nil
+	})
+}

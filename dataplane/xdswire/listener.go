@@ -1,0 +1,210 @@
+package xdswire
+
+// Listener is envoy.config.listener.v3.Listener.
+type Listener struct {
+	Name         string         `json:"name,omitempty"`
+	Address      *Address       `json:"address,omitempty"`
+	FilterChains []*FilterChain `json:"filterChains,omitempty"`
+	// APIListener is set for proxyless gRPC clients' listeners.
+	APIListener *Unread `json:"apiListener,omitempty"`
+}
+
+func (m *Listener) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.Name)
+		case 2:
+			return msg(f, &m.Address)
+		case 3:
+			return msgs(f, &m.FilterChains)
+		case 19:
+			return msg(f, &m.APIListener)
+		}
+		return nil
+	})
+}
+
+// Unread is a message whose presence is all the proxy reads of it.
+type Unread struct{}
+
+func (*Unread) unmarshal([]byte) error { return nil }
+
+// Address is envoy.config.core.v3.Address; only socket addresses are
+// decoded.
+type Address struct {
+	SocketAddress *SocketAddress `json:"socketAddress,omitempty"`
+	Unsupported   string         `json:"-"` // a pipe or an internal address
+}
+
+func (m *Address) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return msg(f, &m.SocketAddress)
+		case 2:
+			m.Unsupported = "pipe"
+		case 3:
+			m.Unsupported = "envoy_internal_address"
+		}
+		return nil
+	})
+}
+
+// Protocol is envoy.config.core.v3.SocketAddress.Protocol.
+type Protocol int32
+
+// Socket protocols.
+const (
+	TCP Protocol = 0
+	UDP Protocol = 1
+)
+
+var protocolNames = []string{"TCP", "UDP"}
+
+func (p Protocol) String() string               { return enumName(protocolNames, int32(p)) }
+func (p Protocol) MarshalJSON() ([]byte, error) { return enumJSON(protocolNames, int32(p)) }
+
+// SocketAddress is envoy.config.core.v3.SocketAddress.
+type SocketAddress struct {
+	Protocol  Protocol `json:"protocol,omitempty"`
+	Address   string   `json:"address,omitempty"`
+	PortValue uint32   `json:"portValue,omitempty"`
+}
+
+func (m *SocketAddress) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return enum(f, &m.Protocol)
+		case 2:
+			return f.str(&m.Address)
+		case 3:
+			return f.uint32(&m.PortValue)
+		}
+		return nil
+	})
+}
+
+// FilterChain is envoy.config.listener.v3.FilterChain.
+type FilterChain struct {
+	FilterChainMatch *Unread          `json:"filterChainMatch,omitempty"`
+	Filters          []*Filter        `json:"filters,omitempty"`
+	TransportSocket  *TransportSocket `json:"transportSocket,omitempty"`
+	Name             string           `json:"name,omitempty"`
+}
+
+func (m *FilterChain) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return msg(f, &m.FilterChainMatch)
+		case 3:
+			return msgs(f, &m.Filters)
+		case 6:
+			return msg(f, &m.TransportSocket)
+		case 7:
+			return f.str(&m.Name)
+		}
+		return nil
+	})
+}
+
+// Filter is envoy.config.listener.v3.Filter (a network filter).
+type Filter struct {
+	Name        string `json:"name,omitempty"`
+	TypedConfig *Any   `json:"typedConfig,omitempty"`
+}
+
+func (m *Filter) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.Name)
+		case 4:
+			return f.typedConfig(&m.TypedConfig)
+		}
+		return nil
+	})
+}
+
+// TransportSocket is envoy.config.core.v3.TransportSocket.
+type TransportSocket struct {
+	Name        string `json:"name,omitempty"`
+	TypedConfig *Any   `json:"typedConfig,omitempty"`
+}
+
+func (m *TransportSocket) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.Name)
+		case 3:
+			return f.typedConfig(&m.TypedConfig)
+		}
+		return nil
+	})
+}
+
+// HTTPConnectionManager is
+// envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.
+type HTTPConnectionManager struct {
+	StatPrefix  string              `json:"statPrefix,omitempty"`
+	RDS         *RDS                `json:"rds,omitempty"`
+	RouteConfig *RouteConfiguration `json:"routeConfig,omitempty"`
+	HTTPFilters []*HTTPFilter       `json:"httpFilters,omitempty"`
+	Unsupported string              `json:"-"` // scoped_routes
+}
+
+func (m *HTTPConnectionManager) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 2:
+			return f.str(&m.StatPrefix)
+		case 3:
+			return msg(f, &m.RDS)
+		case 4:
+			return msg(f, &m.RouteConfig)
+		case 5:
+			return msgs(f, &m.HTTPFilters)
+		case 31:
+			m.Unsupported = "scoped_routes"
+		}
+		return nil
+	})
+}
+
+// RDS is the connection manager's Rds.
+type RDS struct {
+	RouteConfigName string `json:"routeConfigName,omitempty"`
+}
+
+func (m *RDS) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 2 {
+			return f.str(&m.RouteConfigName)
+		}
+		return nil
+	})
+}
+
+// HTTPFilter is the connection manager's HttpFilter.
+type HTTPFilter struct {
+	Name        string `json:"name,omitempty"`
+	TypedConfig *Any   `json:"typedConfig,omitempty"`
+	IsOptional  bool   `json:"isOptional,omitempty"`
+}
+
+func (m *HTTPFilter) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.Name)
+		case 4:
+			return f.typedConfig(&m.TypedConfig)
+		case 6:
+			return f.boolean(&m.IsOptional)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,293 @@
+package xdswire
+
+// RBACFilter is envoy.extensions.filters.http.rbac.v3.RBAC, the HTTP
+// filter's config.
+type RBACFilter struct {
+	Rules       *RBAC   `json:"rules,omitempty"`
+	ShadowRules *Unread `json:"shadowRules,omitempty"`
+	// Unsupported names a matcher-based rule set (matcher, shadow_matcher).
+	Unsupported string `json:"-"`
+}
+
+func (m *RBACFilter) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return msg(f, &m.Rules)
+		case 2:
+			return msg(f, &m.ShadowRules)
+		case 4:
+			m.Unsupported = "matcher"
+		case 5:
+			m.Unsupported = "shadow_matcher"
+		}
+		return nil
+	})
+}
+
+// RBACAction is envoy.config.rbac.v3.RBAC.Action.
+type RBACAction int32
+
+// RBAC actions.
+const (
+	RBACAllow RBACAction = 0
+	RBACDeny  RBACAction = 1
+	RBACLog   RBACAction = 2
+)
+
+var rbacActionNames = []string{"ALLOW", "DENY", "LOG"}
+
+func (a RBACAction) String() string               { return enumName(rbacActionNames, int32(a)) }
+func (a RBACAction) MarshalJSON() ([]byte, error) { return enumJSON(rbacActionNames, int32(a)) }
+
+// RBAC is envoy.config.rbac.v3.RBAC.
+type RBAC struct {
+	Action   RBACAction         `json:"action,omitempty"`
+	Policies map[string]*Policy `json:"policies,omitempty"`
+}
+
+func (m *RBAC) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return enum(f, &m.Action)
+		case 2:
+			return mapEntry(f, &m.Policies)
+		}
+		return nil
+	})
+}
+
+// Policy is envoy.config.rbac.v3.Policy.
+type Policy struct {
+	Permissions []*Permission `json:"permissions,omitempty"`
+	Principals  []*Principal  `json:"principals,omitempty"`
+	// Unsupported names a condition (CEL), which the proxy does not
+	// evaluate: a policy with one is refused rather than matched without it.
+	Unsupported string `json:"-"`
+}
+
+func (m *Policy) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return msgs(f, &m.Permissions)
+		case 2:
+			return msgs(f, &m.Principals)
+		case 3:
+			m.Unsupported = "condition"
+		case 4:
+			m.Unsupported = "checked_condition"
+		case 5:
+			m.Unsupported = "cel_config"
+		}
+		return nil
+	})
+}
+
+// Permission is envoy.config.rbac.v3.Permission; one of its rules is set.
+type Permission struct {
+	AndRules    *PermissionSet `json:"andRules,omitempty"`
+	OrRules     *PermissionSet `json:"orRules,omitempty"`
+	Any         *bool          `json:"any,omitempty"`
+	Header      *HeaderMatcher `json:"header,omitempty"`
+	URLPath     *PathMatcher   `json:"urlPath,omitempty"`
+	NotRule     *Permission    `json:"notRule,omitempty"`
+	Unsupported string         `json:"-"` // another rule
+}
+
+var permissionRules = map[int]string{5: "destination_ip", 6: "destination_port", 11: "destination_port_range", 7: "metadata",
+	9: "requested_server_name", 12: "matcher", 13: "uri_template", 14: "sourced_metadata"}
+
+func (m *Permission) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return msg(f, &m.AndRules)
+		case 2:
+			return msg(f, &m.OrRules)
+		case 3:
+			return f.boolOpt(&m.Any)
+		case 4:
+			return msg(f, &m.Header)
+		case 10:
+			return msg(f, &m.URLPath)
+		case 8:
+			return msg(f, &m.NotRule)
+		}
+		if name, ok := permissionRules[int(f.num)]; ok {
+			m.Unsupported = name
+		}
+		return nil
+	})
+}
+
+// PermissionSet is Permission.Set.
+type PermissionSet struct {
+	Rules []*Permission `json:"rules,omitempty"`
+}
+
+func (m *PermissionSet) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 1 {
+			return msgs(f, &m.Rules)
+		}
+		return nil
+	})
+}
+
+// Principal is envoy.config.rbac.v3.Principal; one of its identifiers is
+// set.
+type Principal struct {
+	AndIDs        *PrincipalSet  `json:"andIds,omitempty"`
+	OrIDs         *PrincipalSet  `json:"orIds,omitempty"`
+	Any           *bool          `json:"any,omitempty"`
+	Authenticated *Authenticated `json:"authenticated,omitempty"`
+	NotID         *Principal     `json:"notId,omitempty"`
+	Unsupported   string         `json:"-"` // another identifier
+}
+
+var principalIDs = map[int]string{5: "source_ip", 10: "direct_remote_ip", 11: "remote_ip", 6: "header", 9: "url_path",
+	7: "metadata", 12: "filter_state", 13: "sourced_metadata", 14: "custom"}
+
+func (m *Principal) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return msg(f, &m.AndIDs)
+		case 2:
+			return msg(f, &m.OrIDs)
+		case 3:
+			return f.boolOpt(&m.Any)
+		case 4:
+			return msg(f, &m.Authenticated)
+		case 8:
+			return msg(f, &m.NotID)
+		}
+		if name, ok := principalIDs[int(f.num)]; ok {
+			m.Unsupported = name
+		}
+		return nil
+	})
+}
+
+// PrincipalSet is Principal.Set.
+type PrincipalSet struct {
+	IDs []*Principal `json:"ids,omitempty"`
+}
+
+func (m *PrincipalSet) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 1 {
+			return msgs(f, &m.IDs)
+		}
+		return nil
+	})
+}
+
+// Authenticated is Principal.Authenticated.
+type Authenticated struct {
+	PrincipalName *StringMatcher `json:"principalName,omitempty"`
+}
+
+func (m *Authenticated) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 2 {
+			return msg(f, &m.PrincipalName)
+		}
+		return nil
+	})
+}
+
+// HeaderMatcher is envoy.config.route.v3.HeaderMatcher; string_match and
+// present_match are decoded.
+type HeaderMatcher struct {
+	Name         string         `json:"name,omitempty"`
+	StringMatch  *StringMatcher `json:"stringMatch,omitempty"`
+	PresentMatch *bool          `json:"presentMatch,omitempty"`
+	InvertMatch  bool           `json:"invertMatch,omitempty"`
+	Unsupported  string         `json:"-"` // another header match specifier
+}
+
+var headerMatchers = map[int]string{4: "exact_match", 11: "safe_regex_match", 6: "range_match", 9: "prefix_match",
+	10: "suffix_match", 12: "contains_match"}
+
+func (m *HeaderMatcher) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.Name)
+		case 13:
+			return msg(f, &m.StringMatch)
+		case 7:
+			return f.boolOpt(&m.PresentMatch)
+		case 8:
+			return f.boolean(&m.InvertMatch)
+		}
+		if name, ok := headerMatchers[int(f.num)]; ok {
+			m.Unsupported = name
+		}
+		return nil
+	})
+}
+
+// PathMatcher is envoy.type.matcher.v3.PathMatcher.
+type PathMatcher struct {
+	Path *StringMatcher `json:"path,omitempty"`
+}
+
+func (m *PathMatcher) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 1 {
+			return msg(f, &m.Path)
+		}
+		return nil
+	})
+}
+
+// StringMatcher is envoy.type.matcher.v3.StringMatcher; one pattern is set.
+type StringMatcher struct {
+	Exact       *string       `json:"exact,omitempty"`
+	Prefix      *string       `json:"prefix,omitempty"`
+	Suffix      *string       `json:"suffix,omitempty"`
+	SafeRegex   *RegexMatcher `json:"safeRegex,omitempty"`
+	Contains    *string       `json:"contains,omitempty"`
+	IgnoreCase  bool          `json:"ignoreCase,omitempty"`
+	Unsupported string        `json:"-"` // custom
+}
+
+func (m *StringMatcher) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.strOpt(&m.Exact)
+		case 2:
+			return f.strOpt(&m.Prefix)
+		case 3:
+			return f.strOpt(&m.Suffix)
+		case 5:
+			return msg(f, &m.SafeRegex)
+		case 7:
+			return f.strOpt(&m.Contains)
+		case 6:
+			return f.boolean(&m.IgnoreCase)
+		case 8:
+			m.Unsupported = "custom"
+		}
+		return nil
+	})
+}
+
+// RegexMatcher is envoy.type.matcher.v3.RegexMatcher.
+type RegexMatcher struct {
+	Regex string `json:"regex,omitempty"`
+}
+
+func (m *RegexMatcher) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 2 {
+			return f.str(&m.Regex)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,214 @@
+package xdswire
+
+// RouteConfiguration is envoy.config.route.v3.RouteConfiguration.
+type RouteConfiguration struct {
+	Name         string         `json:"name,omitempty"`
+	VirtualHosts []*VirtualHost `json:"virtualHosts,omitempty"`
+}
+
+func (m *RouteConfiguration) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.Name)
+		case 2:
+			return msgs(f, &m.VirtualHosts)
+		}
+		return nil
+	})
+}
+
+// VirtualHost is envoy.config.route.v3.VirtualHost.
+type VirtualHost struct {
+	Name                   string               `json:"name,omitempty"`
+	Domains                []string             `json:"domains,omitempty"`
+	Routes                 []*Route             `json:"routes,omitempty"`
+	RequestHeadersToAdd    []*HeaderValueOption `json:"requestHeadersToAdd,omitempty"`
+	RequestHeadersToRemove []string             `json:"requestHeadersToRemove,omitempty"`
+}
+
+func (m *VirtualHost) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.Name)
+		case 2:
+			return f.strs(&m.Domains)
+		case 3:
+			return msgs(f, &m.Routes)
+		case 7:
+			return msgs(f, &m.RequestHeadersToAdd)
+		case 13:
+			return f.strs(&m.RequestHeadersToRemove)
+		}
+		return nil
+	})
+}
+
+// Route is envoy.config.route.v3.Route.
+type Route struct {
+	Name                   string               `json:"name,omitempty"`
+	Match                  *RouteMatch          `json:"match,omitempty"`
+	Route                  *RouteAction         `json:"route,omitempty"`
+	RequestHeadersToAdd    []*HeaderValueOption `json:"requestHeadersToAdd,omitempty"`
+	RequestHeadersToRemove []string             `json:"requestHeadersToRemove,omitempty"`
+	// Unsupported names another action than route.
+	Unsupported string `json:"-"`
+}
+
+func (m *Route) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 14:
+			return f.str(&m.Name)
+		case 1:
+			return msg(f, &m.Match)
+		case 2:
+			return msg(f, &m.Route)
+		case 9:
+			return msgs(f, &m.RequestHeadersToAdd)
+		case 12:
+			return f.strs(&m.RequestHeadersToRemove)
+		case 3:
+			m.Unsupported = "redirect"
+		case 7:
+			m.Unsupported = "direct_response"
+		case 17:
+			m.Unsupported = "filter_action"
+		case 18:
+			m.Unsupported = "non_forwarding_action"
+		}
+		return nil
+	})
+}
+
+// RouteMatch is envoy.config.route.v3.RouteMatch; only prefix matches are
+// decoded.
+type RouteMatch struct {
+	Prefix      *string `json:"prefix,omitempty"`
+	Unsupported string  `json:"-"` // another path specifier
+}
+
+func (m *RouteMatch) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.strOpt(&m.Prefix)
+		case 2:
+			m.Unsupported = "path"
+		case 10:
+			m.Unsupported = "safe_regex"
+		case 12:
+			m.Unsupported = "connect_matcher"
+		case 14:
+			m.Unsupported = "path_separated_prefix"
+		case 15:
+			m.Unsupported = "path_match_policy"
+		}
+		return nil
+	})
+}
+
+// RouteAction is envoy.config.route.v3.RouteAction.
+type RouteAction struct {
+	Cluster     string       `json:"cluster,omitempty"`
+	Timeout     *Duration    `json:"timeout,omitempty"`
+	RetryPolicy *RetryPolicy `json:"retryPolicy,omitempty"`
+	Unsupported string       `json:"-"` // another cluster specifier
+}
+
+func (m *RouteAction) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.Cluster)
+		case 8:
+			return f.duration(&m.Timeout)
+		case 9:
+			return msg(f, &m.RetryPolicy)
+		case 2:
+			m.Unsupported = "cluster_header"
+		case 3:
+			m.Unsupported = "weighted_clusters"
+		case 37:
+			m.Unsupported = "cluster_specifier_plugin"
+		case 39:
+			m.Unsupported = "inline_cluster_specifier_plugin"
+		}
+		return nil
+	})
+}
+
+// RetryPolicy is envoy.config.route.v3.RetryPolicy.
+type RetryPolicy struct {
+	RetryOn       string        `json:"retryOn,omitempty"`
+	NumRetries    *uint32       `json:"numRetries,omitempty"`
+	PerTryTimeout *Duration     `json:"perTryTimeout,omitempty"`
+	RetryBackOff  *RetryBackOff `json:"retryBackOff,omitempty"`
+}
+
+func (m *RetryPolicy) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.RetryOn)
+		case 2:
+			return f.uint32Value(&m.NumRetries)
+		case 3:
+			return f.duration(&m.PerTryTimeout)
+		case 8:
+			return msg(f, &m.RetryBackOff)
+		}
+		return nil
+	})
+}
+
+// RetryBackOff is RetryPolicy.RetryBackOff.
+type RetryBackOff struct {
+	BaseInterval *Duration `json:"baseInterval,omitempty"`
+	MaxInterval  *Duration `json:"maxInterval,omitempty"`
+}
+
+func (m *RetryBackOff) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.duration(&m.BaseInterval)
+		case 2:
+			return f.duration(&m.MaxInterval)
+		}
+		return nil
+	})
+}
+
+// HeaderValueOption is envoy.config.core.v3.HeaderValueOption.
+type HeaderValueOption struct {
+	Header *HeaderValue `json:"header,omitempty"`
+}
+
+func (m *HeaderValueOption) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 1 {
+			return msg(f, &m.Header)
+		}
+		return nil
+	})
+}
+
+// HeaderValue is envoy.config.core.v3.HeaderValue.
+type HeaderValue struct {
+	Key   string `json:"key,omitempty"`
+	Value string `json:"value,omitempty"`
+}
+
+func (m *HeaderValue) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.Key)
+		case 2:
+			return f.str(&m.Value)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,268 @@
+package xdswire
+
+// DownstreamTLSContext is envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.
+type DownstreamTLSContext struct {
+	CommonTLSContext         *CommonTLSContext `json:"commonTlsContext,omitempty"`
+	RequireClientCertificate *bool             `json:"requireClientCertificate,omitempty"`
+}
+
+func (m *DownstreamTLSContext) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return msg(f, &m.CommonTLSContext)
+		case 2:
+			return f.boolValue(&m.RequireClientCertificate)
+		}
+		return nil
+	})
+}
+
+// UpstreamTLSContext is envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.
+type UpstreamTLSContext struct {
+	CommonTLSContext *CommonTLSContext `json:"commonTlsContext,omitempty"`
+	SNI              string            `json:"sni,omitempty"`
+}
+
+func (m *UpstreamTLSContext) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return msg(f, &m.CommonTLSContext)
+		case 2:
+			return f.str(&m.SNI)
+		}
+		return nil
+	})
+}
+
+// QUICDownstreamTransport is envoy.extensions.transport_sockets.quic.v3.QuicDownstreamTransport.
+type QUICDownstreamTransport struct {
+	DownstreamTLSContext *DownstreamTLSContext `json:"downstreamTlsContext,omitempty"`
+}
+
+func (m *QUICDownstreamTransport) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 1 {
+			return msg(f, &m.DownstreamTLSContext)
+		}
+		return nil
+	})
+}
+
+// QUICUpstreamTransport is envoy.extensions.transport_sockets.quic.v3.QuicUpstreamTransport.
+type QUICUpstreamTransport struct {
+	UpstreamTLSContext *UpstreamTLSContext `json:"upstreamTlsContext,omitempty"`
+}
+
+func (m *QUICUpstreamTransport) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 1 {
+			return msg(f, &m.UpstreamTLSContext)
+		}
+		return nil
+	})
+}
+
+// CommonTLSContext is envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.
+type CommonTLSContext struct {
+	// TLSCertificates are inline certificates (the proxy refuses them).
+	TLSCertificates                []*Unread                  `json:"tlsCertificates,omitempty"`
+	TLSCertificateSDSSecretConfigs []*SDSSecretConfig         `json:"tlsCertificateSdsSecretConfigs,omitempty"`
+	CombinedValidationContext      *CombinedValidationContext `json:"combinedValidationContext,omitempty"`
+	ALPNProtocols                  []string                   `json:"alpnProtocols,omitempty"`
+	// Unsupported names another validation context than the combined one.
+	Unsupported string `json:"-"`
+}
+
+func (m *CommonTLSContext) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 2:
+			return msgs(f, &m.TLSCertificates)
+		case 6:
+			return msgs(f, &m.TLSCertificateSDSSecretConfigs)
+		case 8:
+			return msg(f, &m.CombinedValidationContext)
+		case 4:
+			return f.strs(&m.ALPNProtocols)
+		case 3:
+			m.Unsupported = "validation_context"
+		case 7:
+			m.Unsupported = "validation_context_sds_secret_config"
+		case 10:
+			m.Unsupported = "validation_context_certificate_provider"
+		case 12:
+			m.Unsupported = "validation_context_certificate_provider_instance"
+		}
+		return nil
+	})
+}
+
+// SDSSecretConfig is envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig.
+type SDSSecretConfig struct {
+	Name string `json:"name,omitempty"`
+}
+
+func (m *SDSSecretConfig) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 1 {
+			return f.str(&m.Name)
+		}
+		return nil
+	})
+}
+
+// CombinedValidationContext is CommonTlsContext.CombinedCertificateValidationContext.
+type CombinedValidationContext struct {
+	DefaultValidationContext         *CertificateValidationContext `json:"defaultValidationContext,omitempty"`
+	ValidationContextSDSSecretConfig *SDSSecretConfig              `json:"validationContextSdsSecretConfig,omitempty"`
+}
+
+func (m *CombinedValidationContext) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return msg(f, &m.DefaultValidationContext)
+		case 2:
+			return msg(f, &m.ValidationContextSDSSecretConfig)
+		}
+		return nil
+	})
+}
+
+// CertificateValidationContext is envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.
+type CertificateValidationContext struct {
+	TrustedCA                 *DataSource              `json:"trustedCa,omitempty"`
+	MatchTypedSubjectAltNames []*SubjectAltNameMatcher `json:"matchTypedSubjectAltNames,omitempty"`
+}
+
+func (m *CertificateValidationContext) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return msg(f, &m.TrustedCA)
+		case 15:
+			return msgs(f, &m.MatchTypedSubjectAltNames)
+		}
+		return nil
+	})
+}
+
+// SANType is SubjectAltNameMatcher.SanType.
+type SANType int32
+
+// SAN types.
+const (
+	SANUnspecified SANType = 0
+	SANEmail       SANType = 1
+	SANDNS         SANType = 2
+	SANURI         SANType = 3
+	SANIPAddress   SANType = 4
+	SANOtherName   SANType = 5
+)
+
+var sanTypeNames = []string{"SAN_TYPE_UNSPECIFIED", "EMAIL", "DNS", "URI", "IP_ADDRESS", "OTHER_NAME"}
+
+func (t SANType) String() string               { return enumName(sanTypeNames, int32(t)) }
+func (t SANType) MarshalJSON() ([]byte, error) { return enumJSON(sanTypeNames, int32(t)) }
+
+// SubjectAltNameMatcher is envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher.
+type SubjectAltNameMatcher struct {
+	SANType SANType        `json:"sanType,omitempty"`
+	Matcher *StringMatcher `json:"matcher,omitempty"`
+}
+
+func (m *SubjectAltNameMatcher) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return enum(f, &m.SANType)
+		case 2:
+			return msg(f, &m.Matcher)
+		}
+		return nil
+	})
+}
+
+// DataSource is envoy.config.core.v3.DataSource.
+type DataSource struct {
+	Filename     string `json:"filename,omitempty"`
+	InlineBytes  []byte `json:"inlineBytes,omitempty"`
+	InlineString string `json:"inlineString,omitempty"`
+}
+
+func (m *DataSource) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.Filename)
+		case 2:
+			return f.bytes(&m.InlineBytes)
+		case 3:
+			return f.str(&m.InlineString)
+		}
+		return nil
+	})
+}
+
+// Secret is envoy.extensions.transport_sockets.tls.v3.Secret.
+type Secret struct {
+	Name              string                        `json:"name,omitempty"`
+	TLSCertificate    *TLSCertificate               `json:"tlsCertificate,omitempty"`
+	ValidationContext *CertificateValidationContext `json:"validationContext,omitempty"`
+	Unsupported       string                        `json:"-"` // session_ticket_keys, generic_secret
+}
+
+func (m *Secret) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.Name)
+		case 2:
+			return msg(f, &m.TLSCertificate)
+		case 4:
+			return msg(f, &m.ValidationContext)
+		case 3:
+			m.Unsupported = "session_ticket_keys"
+		case 5:
+			m.Unsupported = "generic_secret"
+		}
+		return nil
+	})
+}
+
+// TLSCertificate is envoy.extensions.transport_sockets.tls.v3.TlsCertificate.
+type TLSCertificate struct {
+	CertificateChain *DataSource       `json:"certificateChain,omitempty"`
+	PrivateKey       *DataSource       `json:"privateKey,omitempty"`
+	WatchedDirectory *WatchedDirectory `json:"watchedDirectory,omitempty"`
+}
+
+func (m *TLSCertificate) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return msg(f, &m.CertificateChain)
+		case 2:
+			return msg(f, &m.PrivateKey)
+		case 7:
+			return msg(f, &m.WatchedDirectory)
+		}
+		return nil
+	})
+}
+
+// WatchedDirectory is envoy.config.core.v3.WatchedDirectory.
+type WatchedDirectory struct {
+	Path string `json:"path,omitempty"`
+}
+
+func (m *WatchedDirectory) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 1 {
+			return f.str(&m.Path)
+		}
+		return nil
+	})
+}

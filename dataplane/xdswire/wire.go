@@ -1,0 +1,302 @@
+// Package xdswire reads and writes the xDS messages the built-in sidecar
+// uses — the Envoy resources it compiles (listeners, route configurations,
+// clusters, endpoints, secrets) and the ADS protocol around them — straight
+// from and to the protobuf wire format, with
+// google.golang.org/protobuf/encoding/protowire and no generated types.
+//
+// Why not go-control-plane's types: linking them registers the descriptors
+// of every Envoy message they reach at start, and the first unmarshal of
+// each resource type completes them; in a running sidecar that reflection
+// metadata was about 3 MB of a 5.7 MB live heap (see docs/dataplane.md,
+// Memory). The built-in proxy compiles a few dozen fields; this package
+// decodes exactly those, skips every other field as protobuf parsers skip
+// unknown ones, and records the oneof alternatives it does not decode so
+// the compiler can refuse them by name. The tests build every resource with
+// go-control-plane's types and check that what this package decodes agrees
+// with them field by field, so the schema stays theirs.
+//
+// The Go types mirror Envoy's messages (a subset of their fields) and
+// marshal to JSON with the proto JSON field names, so the admin
+// /config_dump shows resources as Envoy shows them.
+package xdswire
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// field is one decoded field of a message: its number and wire type, and
+// its value — a varint or fixed value in u, a length-delimited one in b.
+type field struct {
+	num protowire.Number
+	typ protowire.Type
+	u   uint64
+	b   []byte
+}
+
+// unmarshaler is a message this package decodes.
+type unmarshaler interface {
+	unmarshal(b []byte) error
+}
+
+// fields calls fn for each field of the message in b, in wire order.
+func fields(b []byte, fn func(f field) error) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		f := field{num: num, typ: typ}
+		switch typ {
+		case protowire.VarintType:
+			f.u, n = protowire.ConsumeVarint(b)
+		case protowire.Fixed32Type:
+			var v uint32
+			v, n = protowire.ConsumeFixed32(b)
+			f.u = uint64(v)
+		case protowire.Fixed64Type:
+			f.u, n = protowire.ConsumeFixed64(b)
+		case protowire.BytesType:
+			f.b, n = protowire.ConsumeBytes(b)
+		case protowire.StartGroupType:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		default:
+			return fmt.Errorf("field %d: wire type %d is not valid here", num, typ)
+		}
+		if n < 0 {
+			return fmt.Errorf("field %d: %w", num, protowire.ParseError(n))
+		}
+		b = b[n:]
+		if err := fn(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (f field) want(t protowire.Type) error {
+	if f.typ != t {
+		return fmt.Errorf("field %d has wire type %d, want %d", f.num, f.typ, t)
+	}
+	return nil
+}
+
+// str reads a string field.
+func (f field) str(dst *string) error {
+	if err := f.want(protowire.BytesType); err != nil {
+		return err
+	}
+	if !utf8.Valid(f.b) {
+		return fmt.Errorf("field %d: string is not valid UTF-8", f.num)
+	}
+	*dst = string(f.b)
+	return nil
+}
+
+// strOpt reads a string field whose presence matters (a oneof member).
+func (f field) strOpt(dst **string) error {
+	var s string
+	if err := f.str(&s); err != nil {
+		return err
+	}
+	*dst = &s
+	return nil
+}
+
+// strs appends a repeated string field's value.
+func (f field) strs(dst *[]string) error {
+	var s string
+	if err := f.str(&s); err != nil {
+		return err
+	}
+	*dst = append(*dst, s)
+	return nil
+}
+
+func (f field) bytes(dst *[]byte) error {
+	if err := f.want(protowire.BytesType); err != nil {
+		return err
+	}
+	*dst = append([]byte(nil), f.b...)
+	return nil
+}
+
+func (f field) boolean(dst *bool) error {
+	if err := f.want(protowire.VarintType); err != nil {
+		return err
+	}
+	*dst = f.u != 0
+	return nil
+}
+
+func (f field) boolOpt(dst **bool) error {
+	var v bool
+	if err := f.boolean(&v); err != nil {
+		return err
+	}
+	*dst = &v
+	return nil
+}
+
+func (f field) uint32(dst *uint32) error {
+	if err := f.want(protowire.VarintType); err != nil {
+		return err
+	}
+	*dst = uint32(f.u)
+	return nil
+}
+
+// enum reads an enum field into any int32-based type.
+func enum[E ~int32](f field, dst *E) error {
+	if err := f.want(protowire.VarintType); err != nil {
+		return err
+	}
+	*dst = E(int32(f.u))
+	return nil
+}
+
+// msg decodes a message field into *dst, allocating it on first sight; a
+// message field seen twice merges, as protobuf's parsers do.
+func msg[T any, P interface {
+	*T
+	unmarshaler
+}](f field, dst **T) error {
+	if err := f.want(protowire.BytesType); err != nil {
+		return err
+	}
+	if *dst == nil {
+		*dst = new(T)
+	}
+	return P(*dst).unmarshal(f.b)
+}
+
+// msgs appends a repeated message field's value.
+func msgs[T any, P interface {
+	*T
+	unmarshaler
+}](f field, dst *[]*T) error {
+	var m *T
+	if err := msg[T, P](f, &m); err != nil {
+		return err
+	}
+	*dst = append(*dst, m)
+	return nil
+}
+
+// BoolValue and UInt32Value are google.protobuf's wrappers: a pointer to
+// the value, nil when the field is not set.
+func (f field) boolValue(dst **bool) error {
+	var v bool
+	if err := f.want(protowire.BytesType); err != nil {
+		return err
+	}
+	err := fields(f.b, func(g field) error {
+		if g.num == 1 {
+			return g.boolean(&v)
+		}
+		return nil
+	})
+	*dst = &v
+	return err
+}
+
+func (f field) uint32Value(dst **uint32) error {
+	var v uint32
+	if err := f.want(protowire.BytesType); err != nil {
+		return err
+	}
+	err := fields(f.b, func(g field) error {
+		if g.num == 1 {
+			return g.uint32(&v)
+		}
+		return nil
+	})
+	*dst = &v
+	return err
+}
+
+// Duration is google.protobuf.Duration; it marshals to JSON as proto JSON
+// does ("1.500s").
+type Duration time.Duration
+
+// D returns d as a time.Duration; nil is 0.
+func (d *Duration) D() time.Duration {
+	if d == nil {
+		return 0
+	}
+	return time.Duration(*d)
+}
+
+func (f field) duration(dst **Duration) error {
+	if err := f.want(protowire.BytesType); err != nil {
+		return err
+	}
+	var secs, nanos int64
+	err := fields(f.b, func(g field) error {
+		if err := g.want(protowire.VarintType); err != nil {
+			return err
+		}
+		switch g.num {
+		case 1:
+			secs = int64(g.u)
+		case 2:
+			nanos = int64(int32(g.u))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if secs > int64(maxSeconds) || secs < -int64(maxSeconds) || nanos <= -1e9 || nanos >= 1e9 {
+		return fmt.Errorf("field %d: duration %ds %dns is out of range", f.num, secs, nanos)
+	}
+	d := Duration(time.Duration(secs)*time.Second + time.Duration(nanos))
+	*dst = &d
+	return nil
+}
+
+// maxSeconds is the longest duration time.Duration holds, in seconds.
+const maxSeconds = int64(1<<63-1) / int64(time.Second)
+
+// MarshalJSON writes d as proto JSON: seconds with 0, 3, 6 or 9 decimals.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	n := int64(d)
+	sign := ""
+	if n < 0 {
+		sign, n = "-", -n
+	}
+	secs, nanos := n/1e9, n%1e9
+	var frac string
+	switch {
+	case nanos == 0:
+	case nanos%1e6 == 0:
+		frac = fmt.Sprintf(".%03d", nanos/1e6)
+	case nanos%1e3 == 0:
+		frac = fmt.Sprintf(".%06d", nanos/1e3)
+	default:
+		frac = fmt.Sprintf(".%09d", nanos)
+	}
+	return []byte(strconv.Quote(sign + strconv.FormatInt(secs, 10) + frac + "s")), nil
+}
+
+// enumJSON writes an enum value as proto JSON does: its name, or its
+// number when it has none.
+func enumJSON(names []string, v int32) ([]byte, error) {
+	if v >= 0 && int(v) < len(names) && names[v] != "" {
+		return []byte(strconv.Quote(names[v])), nil
+	}
+	return []byte(strconv.Itoa(int(v))), nil
+}
+
+// enumName is the name of an enum value, for messages.
+func enumName(names []string, v int32) string {
+	if v >= 0 && int(v) < len(names) && names[v] != "" {
+		return names[v]
+	}
+	return strconv.Itoa(int(v))
+}
