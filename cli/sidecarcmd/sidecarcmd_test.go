@@ -37,7 +37,7 @@ func TestValidateSaysWhatIsWrong(t *testing.T) {
 	}
 }
 
-func TestRuntimeDefaultsToOneCoreAndGOGC75UnlessAsked(t *testing.T) {
+func TestRuntimeDefaultsToOneCoreAndItsGOGCUnlessAsked(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
 	t.Setenv("GOMAXPROCS", "")
@@ -54,14 +54,14 @@ func TestRuntimeDefaultsToOneCoreAndGOGC75UnlessAsked(t *testing.T) {
 		t.Fatalf("--cores 3: GOMAXPROCS %d", got)
 	}
 	t.Setenv("GOMAXPROCS", "2")
-	t.Setenv("GOGC", "200")
+	t.Setenv("GOGC", "60")
 	runtime.GOMAXPROCS(2) // as the runtime read them at start
-	debug.SetGCPercent(200)
+	debug.SetGCPercent(60)
 	tuneRuntime(0)
 	if got := runtime.GOMAXPROCS(0); got != 2 {
 		t.Fatalf("$GOMAXPROCS=2: GOMAXPROCS %d", got)
 	}
-	if got := debug.SetGCPercent(100); got != 200 {
-		t.Fatalf("$GOGC=200: GC target %d", got)
+	if got := debug.SetGCPercent(100); got != 60 {
+		t.Fatalf("$GOGC=60: GC target %d", got)
 	}
 }
