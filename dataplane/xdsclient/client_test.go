@@ -96,11 +96,11 @@ func testClientFollowsTheMesh(t *testing.T, opts ...xdsclient.Option) {
 	cp := meshtest.NewEnv(t).StartControlPlane()
 	register(t, cp, "hello-1", "hello")
 	sc := startSidecar(t, cp, nil, opts...)
-	// Resources arrive in more than one response (the secret may come after
-	// the endpoints): wait for all of them.
-	waitUntil(t, "hello has one endpoint and the secret is in", func() bool {
+	// Resources arrive in more than one response (the route configuration
+	// and the secret may come after the endpoints): wait for all of them.
+	waitUntil(t, "hello has one endpoint, the routes and the secret are in", func() bool {
 		c := sc.cfg.Load()
-		return sc.endpoints("hello.default") == 1 && c != nil && c.Certificate != nil
+		return sc.endpoints("hello.default") == 1 && c != nil && c.Certificate != nil && len(c.Missing()) == 0
 	})
 	c := sc.cfg.Load()
 	if c.Outbound == nil || c.Inbound == nil || c.InboundQUIC == nil || c.Routes["outbound"].Lookup("hello") == nil || c.Certificate == nil || len(c.Roots) == 0 {
