@@ -47,25 +47,14 @@ func TestDecodesWhatTheControlPlaneServes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, l := range r.Listeners {
-			decodeLike(t, l)
-			seen["listener"]++
-		}
-		for _, x := range r.Routes {
-			decodeLike(t, x)
-			seen["route"]++
-		}
-		for _, x := range r.Clusters {
-			decodeLike(t, x)
-			seen["cluster"]++
-		}
-		for _, x := range r.Endpoints {
-			decodeLike(t, x)
-			seen["endpoints"]++
-		}
-		for _, x := range r.Secrets {
-			decodeLike(t, x)
-			seen["secret"]++
+		for kind, ms := range map[string][]proto.Message{
+			"listener": messages(r.Listeners), "route": messages(r.Routes), "cluster": messages(r.Clusters),
+			"endpoints": messages(r.Endpoints), "secret": messages(r.Secrets),
+		} {
+			for _, m := range ms {
+				decodeLike(t, m)
+				seen[kind]++
+			}
 		}
 	}
 	for _, k := range []string{"listener", "route", "cluster", "endpoints", "secret"} {
@@ -73,6 +62,14 @@ func TestDecodesWhatTheControlPlaneServes(t *testing.T) {
 			t.Errorf("the control plane built no %s", k)
 		}
 	}
+}
+
+func messages[M proto.Message](in []M) []proto.Message {
+	out := make([]proto.Message, len(in))
+	for i, m := range in {
+		out[i] = m
+	}
+	return out
 }
 
 func prefix(p string) *matcher.StringMatcher {
