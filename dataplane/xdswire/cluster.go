@@ -52,9 +52,10 @@ func (m *Cluster) unmarshal(b []byte) error {
 		case 1:
 			return f.str(&m.Name)
 		case 2:
+			m.Unsupported = ""
 			return enum(f, &m.Type)
 		case 38:
-			m.Unsupported = "cluster_type"
+			m.Type, m.Unsupported = Static, "cluster_type"
 		case 3:
 			return msg(f, &m.EDSClusterConfig)
 		case 4:
@@ -271,6 +272,8 @@ type LBEndpoint struct {
 func (m *LBEndpoint) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
 		switch f.num {
+		case 5:
+			m.Endpoint = nil // endpoint_name, the other host identifier
 		case 1:
 			return msg(f, &m.Endpoint)
 		case 2:
@@ -319,6 +322,9 @@ type ExplicitHTTPConfig struct {
 
 func (m *ExplicitHTTPConfig) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		if f.num <= 3 {
+			*m = ExplicitHTTPConfig{} // one protocol: the last one wins
+		}
 		switch f.num {
 		case 1:
 			return msg(f, &m.HTTPProtocolOptions)

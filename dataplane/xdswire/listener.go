@@ -35,10 +35,14 @@ func (*Unread) unmarshal([]byte) error { return nil }
 type Address struct {
 	SocketAddress *SocketAddress `json:"socketAddress,omitempty"`
 	Unsupported   string         `json:"-"` // a pipe or an internal address
+	address       oneof
 }
 
 func (m *Address) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		if f.num <= 3 && m.address.to(f.num) {
+			m.SocketAddress, m.Unsupported = nil, ""
+		}
 		switch f.num {
 		case 1:
 			return msg(f, &m.SocketAddress)
@@ -70,10 +74,14 @@ type SocketAddress struct {
 	Protocol  Protocol `json:"protocol,omitempty"`
 	Address   string   `json:"address,omitempty"`
 	PortValue uint32   `json:"portValue,omitempty"`
+	port      oneof
 }
 
 func (m *SocketAddress) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		if (f.num == 3 || f.num == 4) && m.port.to(f.num) {
+			m.PortValue = 0 // a named port: the proxy has no port
+		}
 		switch f.num {
 		case 1:
 			return enum(f, &m.Protocol)
@@ -123,6 +131,8 @@ func (m *Filter) unmarshal(b []byte) error {
 			return f.str(&m.Name)
 		case 4:
 			return f.typedConfig(&m.TypedConfig)
+		case 5:
+			m.TypedConfig = nil // config_discovery, the other config_type
 		}
 		return nil
 	})
@@ -154,10 +164,17 @@ type HTTPConnectionManager struct {
 	RouteConfig *RouteConfiguration `json:"routeConfig,omitempty"`
 	HTTPFilters []*HTTPFilter       `json:"httpFilters,omitempty"`
 	Unsupported string              `json:"-"` // scoped_routes
+	routes      oneof
 }
 
 func (m *HTTPConnectionManager) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		switch f.num {
+		case 3, 4, 31:
+			if m.routes.to(f.num) {
+				m.RDS, m.RouteConfig, m.Unsupported = nil, nil, ""
+			}
+		}
 		switch f.num {
 		case 2:
 			return f.str(&m.StatPrefix)
@@ -202,6 +219,8 @@ func (m *HTTPFilter) unmarshal(b []byte) error {
 			return f.str(&m.Name)
 		case 4:
 			return f.typedConfig(&m.TypedConfig)
+		case 5:
+			m.TypedConfig = nil // config_discovery, the other config_type
 		case 6:
 			return f.boolean(&m.IsOptional)
 		}

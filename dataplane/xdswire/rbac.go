@@ -94,6 +94,7 @@ type Permission struct {
 	URLPath     *PathMatcher   `json:"urlPath,omitempty"`
 	NotRule     *Permission    `json:"notRule,omitempty"`
 	Unsupported string         `json:"-"` // another rule
+	rule        oneof
 }
 
 var permissionRules = map[int]string{5: "destination_ip", 6: "destination_port", 11: "destination_port_range", 7: "metadata",
@@ -101,6 +102,9 @@ var permissionRules = map[int]string{5: "destination_ip", 6: "destination_port",
 
 func (m *Permission) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		if f.num <= 14 && m.rule.to(f.num) { // every field is the rule oneof's
+			*m = Permission{rule: m.rule}
+		}
 		switch f.num {
 		case 1:
 			return msg(f, &m.AndRules)
@@ -145,6 +149,7 @@ type Principal struct {
 	Authenticated *Authenticated `json:"authenticated,omitempty"`
 	NotID         *Principal     `json:"notId,omitempty"`
 	Unsupported   string         `json:"-"` // another identifier
+	identifier    oneof
 }
 
 var principalIDs = map[int]string{5: "source_ip", 10: "direct_remote_ip", 11: "remote_ip", 6: "header", 9: "url_path",
@@ -152,6 +157,9 @@ var principalIDs = map[int]string{5: "source_ip", 10: "direct_remote_ip", 11: "r
 
 func (m *Principal) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		if f.num <= 14 && m.identifier.to(f.num) { // every field is the identifier oneof's
+			*m = Principal{identifier: m.identifier}
+		}
 		switch f.num {
 		case 1:
 			return msg(f, &m.AndIDs)
@@ -207,6 +215,7 @@ type HeaderMatcher struct {
 	PresentMatch *bool          `json:"presentMatch,omitempty"`
 	InvertMatch  bool           `json:"invertMatch,omitempty"`
 	Unsupported  string         `json:"-"` // another header match specifier
+	specifier    oneof
 }
 
 var headerMatchers = map[int]string{4: "exact_match", 11: "safe_regex_match", 6: "range_match", 9: "prefix_match",
@@ -214,6 +223,9 @@ var headerMatchers = map[int]string{4: "exact_match", 11: "safe_regex_match", 6:
 
 func (m *HeaderMatcher) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		if _, ok := headerMatchers[int(f.num)]; (ok || f.num == 13 || f.num == 7) && m.specifier.to(f.num) {
+			m.StringMatch, m.PresentMatch, m.Unsupported = nil, nil, ""
+		}
 		switch f.num {
 		case 1:
 			return f.str(&m.Name)
@@ -254,10 +266,14 @@ type StringMatcher struct {
 	Contains    *string       `json:"contains,omitempty"`
 	IgnoreCase  bool          `json:"ignoreCase,omitempty"`
 	Unsupported string        `json:"-"` // custom
+	pattern     oneof
 }
 
 func (m *StringMatcher) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		if f.num != 6 && f.num <= 8 && m.pattern.to(f.num) { // all but ignore_case
+			m.Exact, m.Prefix, m.Suffix, m.SafeRegex, m.Contains, m.Unsupported = nil, nil, nil, nil, nil, ""
+		}
 		switch f.num {
 		case 1:
 			return f.strOpt(&m.Exact)

@@ -54,10 +54,17 @@ type Route struct {
 	RequestHeadersToRemove []string             `json:"requestHeadersToRemove,omitempty"`
 	// Unsupported names another action than route.
 	Unsupported string `json:"-"`
+	action      oneof
 }
 
 func (m *Route) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		switch f.num {
+		case 2, 3, 7, 17, 18:
+			if m.action.to(f.num) {
+				m.Route, m.Unsupported = nil, ""
+			}
+		}
 		switch f.num {
 		case 14:
 			return f.str(&m.Name)
@@ -87,10 +94,17 @@ func (m *Route) unmarshal(b []byte) error {
 type RouteMatch struct {
 	Prefix      *string `json:"prefix,omitempty"`
 	Unsupported string  `json:"-"` // another path specifier
+	path        oneof
 }
 
 func (m *RouteMatch) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		switch f.num {
+		case 1, 2, 10, 12, 14, 15:
+			if m.path.to(f.num) {
+				m.Prefix, m.Unsupported = nil, ""
+			}
+		}
 		switch f.num {
 		case 1:
 			return f.strOpt(&m.Prefix)
@@ -115,10 +129,17 @@ type RouteAction struct {
 	Timeout     *Duration    `json:"timeout,omitempty"`
 	RetryPolicy *RetryPolicy `json:"retryPolicy,omitempty"`
 	Unsupported string       `json:"-"` // another cluster specifier
+	specifier   oneof
 }
 
 func (m *RouteAction) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		switch f.num {
+		case 1, 2, 3, 37, 39:
+			if m.specifier.to(f.num) {
+				m.Cluster, m.Unsupported = "", ""
+			}
+		}
 		switch f.num {
 		case 1:
 			return f.str(&m.Cluster)

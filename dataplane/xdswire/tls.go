@@ -73,10 +73,17 @@ type CommonTLSContext struct {
 	ALPNProtocols                  []string                   `json:"alpnProtocols,omitempty"`
 	// Unsupported names another validation context than the combined one.
 	Unsupported string `json:"-"`
+	validation  oneof
 }
 
 func (m *CommonTLSContext) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		switch f.num {
+		case 3, 7, 8, 10, 12:
+			if m.validation.to(f.num) {
+				m.CombinedValidationContext, m.Unsupported = nil, ""
+			}
+		}
 		switch f.num {
 		case 2:
 			return msgs(f, &m.TLSCertificates)
@@ -190,10 +197,14 @@ type DataSource struct {
 	Filename     string `json:"filename,omitempty"`
 	InlineBytes  []byte `json:"inlineBytes,omitempty"`
 	InlineString string `json:"inlineString,omitempty"`
+	specifier    oneof
 }
 
 func (m *DataSource) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		if f.num <= 4 && m.specifier.to(f.num) {
+			m.Filename, m.InlineBytes, m.InlineString = "", nil, ""
+		}
 		switch f.num {
 		case 1:
 			return f.str(&m.Filename)
@@ -212,10 +223,14 @@ type Secret struct {
 	TLSCertificate    *TLSCertificate               `json:"tlsCertificate,omitempty"`
 	ValidationContext *CertificateValidationContext `json:"validationContext,omitempty"`
 	Unsupported       string                        `json:"-"` // session_ticket_keys, generic_secret
+	typ               oneof
 }
 
 func (m *Secret) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		if f.num >= 2 && f.num <= 5 && m.typ.to(f.num) {
+			m.TLSCertificate, m.ValidationContext, m.Unsupported = nil, nil, ""
+		}
 		switch f.num {
 		case 1:
 			return f.str(&m.Name)

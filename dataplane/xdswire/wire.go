@@ -86,6 +86,19 @@ func (f field) want(t protowire.Type) error {
 	return nil
 }
 
+// oneof remembers which alternative of a oneof a message set last:
+// protobuf keeps the last one on the wire, so a message that switches
+// alternatives clears what the previous one decoded (a second occurrence of
+// the same alternative merges, as for any field).
+type oneof protowire.Number
+
+// to records alternative n and reports whether another one was set before.
+func (o *oneof) to(n protowire.Number) bool {
+	switched := *o != 0 && protowire.Number(*o) != n
+	*o = oneof(n)
+	return switched
+}
+
 // str reads a string field.
 func (f field) str(dst *string) error {
 	if err := f.want(protowire.BytesType); err != nil {
