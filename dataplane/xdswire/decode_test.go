@@ -258,3 +258,40 @@ func TestDurationJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestOneofKeepsTheLastAlternative: two messages on the wire merge, and a
+// oneof keeps the alternative set last, as go-control-plane reads it.
+func TestOneofKeepsTheLastAlternative(t *testing.T) {
+	cat := func(ms ...proto.Message) []byte {
+		var b []byte
+		for _, m := range ms {
+			mb, err := proto.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b = append(b, mb...)
+		}
+		return b
+	}
+	header := &rbac.Permission{Rule: &rbac.Permission_Header{Header: &route.HeaderMatcher{Name: "x",
+		HeaderMatchSpecifier: &route.HeaderMatcher_PresentMatch{PresentMatch: true}}}}
+	b := cat(&rbac.Permission{Rule: &rbac.Permission_Any{Any: true}}, header)
+	var theirs rbac.Permission
+	if err := proto.Unmarshal(b, &theirs); err != nil {
+		t.Fatal(err)
+	}
+	ours := &Permission{}
+	if err := ours.unmarshal(b); err != nil {
+		t.Fatal(err)
+	}
+	if ours.Any != nil || ours.Header == nil {
+		t.Errorf("any then header decoded as %+v, want the header rule alone", ours)
+	}
+	checkAgrees(t, ours, &theirs)
+	// An unsupported alternative after a supported one wins too.
+	b = cat(header, &rbac.Permission{Rule: &rbac.Permission_DestinationPort{DestinationPort: 1}})
+	ours = &Permission{}
+	if err := ours.unmarshal(b); err != nil || ours.Header != nil || ours.Unsupported != "destination_port" {
+		t.Errorf("header then destination_port decoded as %+v (%v)", ours, err)
+	}
+}
