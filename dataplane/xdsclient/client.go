@@ -1,12 +1,12 @@
 // Package xdsclient is the built-in proxy's xDS client: one ADS stream
 // (delta, or state of the world) to the control plane, over mTLS, speaking
-// the protocol with xdswire's messages (no protobuf reflection in the
-// sidecar). It subscribes to
-// listeners and clusters, then to the route configurations, endpoints and
-// secrets they name; hands every candidate set of resources to an apply
-// function, which compiles and swaps it in atomically or refuses it; ACKs
-// or NACKs accordingly; and keeps the last good resources through
-// disconnections, reconnecting with jittered backoff.
+// the protocol with dataplane/xdswire's messages (no protobuf reflection
+// in the sidecar). It subscribes to listeners and clusters, then to the
+// route configurations, endpoints and secrets they name; hands every
+// candidate set of resources to an apply function, which compiles and
+// swaps it in atomically or refuses it; ACKs or NACKs accordingly; and
+// keeps the last good resources through disconnections, reconnecting with
+// jittered backoff.
 package xdsclient
 
 import (
