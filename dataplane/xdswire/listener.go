@@ -1,5 +1,7 @@
 package xdswire
 
+import "google.golang.org/protobuf/encoding/protowire"
+
 // Listener is envoy.config.listener.v3.Listener.
 type Listener struct {
 	Name         string         `json:"name,omitempty"`
@@ -125,14 +127,22 @@ type Filter struct {
 }
 
 func (m *Filter) unmarshal(b []byte) error {
+	return namedTypedConfig(b, 4, 5, &m.Name, &m.TypedConfig)
+}
+
+// namedTypedConfig reads a message made of a name (field 1) and a typed
+// config (field typed), as filters and transport sockets are; other, if
+// not 0, is the typed config's alternative in their oneof
+// (config_discovery), which the proxy does not read.
+func namedTypedConfig(b []byte, typed, other protowire.Number, name *string, tc **Any) error {
 	return fields(b, func(f field) error {
 		switch f.num {
 		case 1:
-			return f.str(&m.Name)
-		case 4:
-			return f.typedConfig(&m.TypedConfig)
-		case 5:
-			m.TypedConfig = nil // config_discovery, the other config_type
+			return f.str(name)
+		case typed:
+			return f.typedConfig(tc)
+		case other:
+			*tc = nil
 		}
 		return nil
 	})
@@ -145,15 +155,7 @@ type TransportSocket struct {
 }
 
 func (m *TransportSocket) unmarshal(b []byte) error {
-	return fields(b, func(f field) error {
-		switch f.num {
-		case 1:
-			return f.str(&m.Name)
-		case 3:
-			return f.typedConfig(&m.TypedConfig)
-		}
-		return nil
-	})
+	return namedTypedConfig(b, 3, 0, &m.Name, &m.TypedConfig)
 }
 
 // HTTPConnectionManager is
