@@ -19,6 +19,7 @@ import (
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/identity"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+	"github.com/micromesh/micromesh/xds"
 )
 
 func newRegistryCommand(g *globalOptions, s Streams) *cobra.Command {
@@ -40,6 +41,7 @@ type registerOptions struct {
 	kind         string
 	version      string
 	ttl          time.Duration
+	policy       map[string]string
 	controlPlane string
 }
 
@@ -57,6 +59,15 @@ func (o *registerOptions) validate() error {
 	return nil
 }
 
+// policyKeys are the --policy keys (xds.PolicyKeys without the prefix).
+func policyKeys() []string {
+	keys := xds.PolicyKeys()
+	for i, k := range keys {
+		keys[i] = strings.TrimPrefix(k, xds.PolicyKeyPrefix)
+	}
+	return keys
+}
+
 func newRegistryRegisterCommand(g *globalOptions, s Streams) *cobra.Command {
 	o := &registerOptions{}
 	cmd := &cobra.Command{
@@ -64,7 +75,8 @@ func newRegistryRegisterCommand(g *globalOptions, s Streams) *cobra.Command {
 		Short: "Register a static instance (it stays until deregistered)",
 		Args:  cobra.NoArgs,
 		Example: `  meshctl registry register --service greeter --address 10.0.0.7:7000 --kind proxyless
-  meshctl registry register --service web -n prod --address 10.0.0.8:15006 --kind envoy --id web-vm-1`,
+  meshctl registry register --service web -n prod --address 10.0.0.8:15006 --kind envoy --id web-vm-1
+  meshctl registry register --service legacy --address 10.0.0.9:8443 --kind envoy --policy timeout=2s --policy retries=0`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return err
@@ -78,6 +90,12 @@ func newRegistryRegisterCommand(g *globalOptions, s Streams) *cobra.Command {
 			in := &registryv1.Instance{
 				Id: id, Service: o.service, Namespace: o.namespace, Address: host, Port: uint32(port), QuicPort: uint32(o.quicPort),
 				Protocol: o.protocol, Kind: o.kind, Version: o.version,
+			}
+			for k, v := range o.policy {
+				if in.Metadata == nil {
+					in.Metadata = map[string]string{}
+				}
+				in.Metadata[xds.PolicyKeyPrefix+k] = v
 			}
 			if o.ttl != 0 {
 				in.Ttl = durationpb.New(o.ttl)
@@ -104,6 +122,7 @@ func newRegistryRegisterCommand(g *globalOptions, s Streams) *cobra.Command {
 	f.StringVar(&o.kind, "kind", registry.KindProxyless, "builtin, envoy or proxyless")
 	f.StringVar(&o.version, "version", "", "version label")
 	f.DurationVar(&o.ttl, "ttl", 0, "heartbeat deadline (default: static)")
+	f.StringToStringVar(&o.policy, "policy", nil, "traffic policy the service's callers apply, key=value, repeatable (keys: "+strings.Join(policyKeys(), ", ")+")")
 	f.StringVar(&o.controlPlane, "controlplane", "", "control plane address (default: the local server)")
 	return cmd
 }

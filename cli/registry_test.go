@@ -27,7 +27,7 @@ func TestRegistryAndServicesCommands(t *testing.T) {
 
 	for _, args := range [][]string{
 		{"registry", "register", "--service", "greeter", "--address", "127.0.0.1:7001", "--id", "greeter-1"},
-		{"registry", "register", "--service", "greeter", "--address", "127.0.0.1:7002", "--id", "greeter-2", "--version", "v2", "--kind", "envoy"},
+		{"registry", "register", "--service", "greeter", "--address", "127.0.0.1:7002", "--id", "greeter-2", "--version", "v2", "--kind", "envoy", "--policy", "timeout=2s"},
 		{"registry", "register", "--service", "billing", "-n", "prod", "--address", "10.0.0.9:8443", "--id", "billing-1", "--kind", "builtin", "--quic-port", "8443"},
 	} {
 		if _, err := runCLI(t, append([]string{"--home", home}, args...)...); err != nil {
@@ -62,6 +62,8 @@ func TestRegistryAndServicesCommands(t *testing.T) {
 		"registry register --service web --address 127.0.0.1:1 --id greeter-1":               "AlreadyExists",
 		"registry register --service web --address 127.0.0.1:1 --kind nginx":                 "kind",
 		"registry register --service web --address 127.0.0.1:1 --kind envoy --quic-port 443": "QUIC",
+		"registry register --service web --address 127.0.0.1:1 --policy retries=many":        `policy_retries: "many" is not a whole number`,
+		"registry register --service web --address 127.0.0.1:1 --policy timout=1s":           `"policy_timout" is not one of`,
 		"registry deregister --id nope":                                                      "NotFound",
 		"registry deregister":                                                                "--id",
 	} {
@@ -156,4 +158,23 @@ func TestServicesAndProxyStatusRendering(t *testing.T) {
 		}},
 	}}
 	golden(t, "proxy_status.txt", renderProxyStatus(proxyStatus(status)))
+}
+
+// A policy the control plane cannot apply is refused at registration,
+// with the key, the value and what it takes.
+func TestRegistrationRefusesABadPolicy(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	client := cp.RegistryClient(cp.Join("default", "web"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	in := &registryv1.Instance{Id: "web-1", Service: "web", Namespace: "default", Address: "127.0.0.1", Port: 8443, Kind: registry.KindBuiltin,
+		Metadata: map[string]string{"policy_timeout": "soon"}}
+	_, err := client.Register(ctx, &registryv1.RegisterRequest{Instance: in})
+	if err == nil || !strings.Contains(err.Error(), "InvalidArgument") || !strings.Contains(err.Error(), `policy key policy_timeout: "soon" is not a duration`) {
+		t.Fatalf("registering policy_timeout=soon: %v; want InvalidArgument naming the key and value", err)
+	}
+	in.Metadata = map[string]string{"policy_timeout": "2s", "policy_lb": "round_robin"}
+	if _, err := client.Register(ctx, &registryv1.RegisterRequest{Instance: in}); err != nil {
+		t.Fatalf("a valid policy: %v", err)
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/identity"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+	"github.com/micromesh/micromesh/xds"
 )
 
 // registryAPI serves the Registry API over the configured backend.
@@ -78,6 +79,9 @@ func (a *registryAPI) Register(ctx context.Context, req *registryv1.RegisterRequ
 	}
 	if err := in.Validate(); err != nil {
 		return nil, registryStatus(err)
+	}
+	if _, err := xds.PolicyFromMetadata(in.Metadata); err != nil {
+		return nil, registryStatus(fmt.Errorf("%w: %w", registry.ErrInvalid, err))
 	}
 	if err := authorize(caller, in.Namespace, in.Service); err != nil {
 		return nil, err

@@ -81,6 +81,11 @@ type Options struct {
 	QlogDir string
 	// Version is registered with the instance.
 	Version string
+	// Policy is the traffic policy the service's callers apply, registered
+	// with the instance as policy_<key> metadata ("timeout": "2s",
+	// "retries": "3"; keys in xds.PolicyKeys). The control plane refuses
+	// the registration, and so the start, if one is not valid.
+	Policy map[string]string
 	// Ready, if set, is called once the sidecar serves and is registered.
 	Ready func(Info)
 }
@@ -408,12 +413,21 @@ func (s *Sidecar) registryClient() (*registry, error) {
 	return &registry{conn: conn, client: registryv1.NewRegistryServiceClient(conn)}, nil
 }
 
+// policyPrefix is xds.PolicyKeyPrefix (the data plane does not link xds).
+const policyPrefix = "policy_"
+
 func (s *Sidecar) instance() *registryv1.Instance {
 	id := s.o.Credentials.ID
 	in := &registryv1.Instance{
 		Id: s.o.Instance, Service: id.Name, Namespace: id.Namespace, Address: s.o.Advertise,
 		Port: uint32(s.o.InboundPort), Protocol: s.o.AppProtocol, Kind: "builtin", Ttl: durationpb.New(s.o.TTL),
 		Version: s.o.Version,
+	}
+	for k, v := range s.o.Policy {
+		if in.Metadata == nil {
+			in.Metadata = map[string]string{}
+		}
+		in.Metadata[policyPrefix+k] = v
 	}
 	if cfg := s.proxy.Config(); cfg != nil && cfg.InboundQUIC != nil && !s.o.NoQUIC {
 		in.QuicPort = uint32(s.o.InboundPort)
