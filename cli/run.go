@@ -44,6 +44,7 @@ type runOptions struct {
 	instances uint32
 	env       []string
 	version   string
+	policy    map[string]string
 }
 
 func newRunCommand(g *globalOptions, s Streams) *cobra.Command {
@@ -87,7 +88,7 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 			err := withRuntime(cmd.Context(), g, o.target.controlPlane, runtimeCallTimeout, func(ctx context.Context, c runtimev1.RuntimeServiceClient) (err error) {
 				resp, err = c.Run(ctx, &runtimev1.RunRequest{
 					Name: o.name, Namespace: o.target.namespace, Source: src, Instances: o.instances,
-					Env: o.env, Args: args[1:], Version: o.version,
+					Env: o.env, Args: args[1:], Version: o.version, Policy: o.policy,
 				})
 				return err
 			})
@@ -107,6 +108,7 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 	f.Uint32Var(&o.instances, "instances", 1, "instances to run")
 	f.StringArrayVar(&o.env, "env", nil, "environment variable for the app, KEY=VALUE (repeatable)")
 	f.StringVar(&o.version, "version", "", "version to show (default: the git commit, or the build's hash)")
+	f.StringToStringVar(&o.policy, "policy", nil, "traffic policy the service's callers apply, key=value, repeatable (keys: "+strings.Join(policyKeys(), ", ")+")")
 	return cmd
 }
 

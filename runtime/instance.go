@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +39,7 @@ type instance struct {
 	version string
 	args    []string
 	env     []string
+	policy  map[string]string // the service's traffic policy, for its sidecar
 
 	appAddr, outbound, admin string
 	inbound                  uint16
@@ -62,7 +64,7 @@ type instance struct {
 func (rt *Runtime) newInstance(s *service, bin, version string) *instance {
 	return &instance{
 		rt: rt, name: s.spec.Name, ns: s.spec.Namespace, id: s.spec.Name + "-" + randomID(),
-		bin: bin, version: version, args: s.spec.Args, env: s.spec.Env,
+		bin: bin, version: version, args: s.spec.Args, env: s.spec.Env, policy: s.spec.Policy,
 		appTail: newTail(20), sidecarTail: newTail(20), state: stateStarting,
 		stopCh: make(chan struct{}), supervising: make(chan struct{}),
 	}
@@ -174,6 +176,7 @@ func (in *instance) startSidecar() error {
 		"--app", in.appAddr, "--app-protocol", "grpc", "--wait-app", "--version", in.version,
 		"--outbound", in.outbound, "--inbound-port", strconv.Itoa(int(in.inbound)), "--admin", in.admin,
 		"--controlplane", in.rt.o.ControlPlane)
+	argv = append(argv, policyArgs(in.policy)...)
 	env := append(baseEnv(), envconfig.Home+"="+string(in.rt.o.Home), envconfig.Token+"="+token)
 	p, err := startProc(argv, env, "", in.sidecarLog, in.sidecarTail)
 	if err != nil {
@@ -183,6 +186,20 @@ func (in *instance) startSidecar() error {
 	in.sidecar = p
 	in.mu.Unlock()
 	return nil
+}
+
+// policyArgs are the sidecar's --policy flags, in key order.
+func policyArgs(policy map[string]string) []string {
+	keys := make([]string, 0, len(policy))
+	for k := range policy {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var out []string
+	for _, k := range keys {
+		out = append(out, "--policy", k+"="+policy[k])
+	}
+	return out
 }
 
 // startApp starts the app with the runtime's environment. in.mu is held.

@@ -40,6 +40,7 @@ import (
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/home"
 	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
+	"github.com/micromesh/micromesh/xds"
 )
 
 // Errors, by kind (the Runtime API maps them to gRPC codes).
@@ -89,6 +90,9 @@ type Spec struct {
 	Env       []string `json:"env,omitempty"`
 	Args      []string `json:"args,omitempty"`
 	Version   string   `json:"version,omitempty"`
+	// Policy is the traffic policy the service's callers apply (keys
+	// without the policy_ prefix), passed to each sidecar as --policy.
+	Policy map[string]string `json:"policy,omitempty"`
 }
 
 // Runtime runs services.
@@ -228,6 +232,15 @@ func normalize(spec Spec) (Spec, source, error) {
 	}
 	if spec.Instances < 0 || spec.Instances > MaxInstances {
 		return spec, src, fmt.Errorf("%w: %d instances: between 1 and %d", ErrInvalid, spec.Instances, MaxInstances)
+	}
+	if len(spec.Policy) > 0 {
+		md := make(map[string]string, len(spec.Policy))
+		for k, v := range spec.Policy {
+			md[xds.PolicyKeyPrefix+k] = v
+		}
+		if _, err := xds.PolicyFromMetadata(md); err != nil {
+			return spec, src, fmt.Errorf("%w: --policy: %v", ErrInvalid, err)
+		}
 	}
 	for _, kv := range spec.Env {
 		k, _, ok := strings.Cut(kv, "=")

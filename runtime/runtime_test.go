@@ -56,6 +56,7 @@ func TestNormalizeRefusesBadSpecs(t *testing.T) {
 		{Spec{Source: dir, Name: "ok", Instances: 17}, "between 1 and 16"},
 		{Spec{Source: dir, Name: "ok", Env: []string{"NOEQUALS"}}, "KEY=VALUE"},
 		{Spec{Source: dir, Name: "ok", Env: []string{"MESH_PROXY=x"}}, "set by the runtime"},
+		{Spec{Source: dir, Name: "ok", Policy: map[string]string{"retries": "lots"}}, `--policy: policy key policy_retries: "lots"`},
 		{Spec{Source: filepath.Join(dir, "Under_Score")}, "pass --name"},
 	} {
 		if tc.spec.Source != dir {
@@ -204,5 +205,12 @@ func TestSidecarCommandPrefersMeshSidecarBesideMeshctl(t *testing.T) {
 	}
 	if got := sidecarCommand(meshctl); !slices.Equal(got, []string{lean}) {
 		t.Fatalf("beside: %q", got)
+	}
+}
+
+func TestPolicyArgsInKeyOrder(t *testing.T) {
+	got := strings.Join(policyArgs(map[string]string{"timeout": "2s", "lb": "round_robin"}), " ")
+	if got != "--policy lb=round_robin --policy timeout=2s" {
+		t.Errorf("policyArgs = %q", got)
 	}
 }

@@ -74,7 +74,9 @@ func TestQuickStart(t *testing.T) {
 	if out != `{"msg":"Hello Alice"}`+"\n" {
 		t.Fatalf("call helloworld: %q", out)
 	}
-	srv.run(ctx, t, meshctl, "run", filepath.Join(examples, "pingpong"))
+	// A traffic policy for pingpong's callers: its sidecar registers it
+	// (a malformed --policy would keep the sidecar from starting).
+	srv.run(ctx, t, meshctl, "run", filepath.Join(examples, "pingpong"), "--policy", "timeout=30s", "--policy", "retries=1")
 	if out := srv.run(ctx, t, meshctl, "call", "pingpong", "Pingpong.Ping", `{"name":"Bob"}`); out != `{"msg":"Hello Bob"}`+"\n" {
 		t.Fatalf("call pingpong: %q", out)
 	}
@@ -102,6 +104,7 @@ func TestQuickStart(t *testing.T) {
 		{[]string{"run", writeModule(t, "package main\n\nimport (\"fmt\"; \"os\")\n\nfunc main() { fmt.Println(\"cannot start: no config\"); os.Exit(3) }\n"), "--name", "quitter"}, []string{"exited with code 3", "cannot start: no config"}},
 		{[]string{"run", filepath.Join(examples, "helloworld")}, []string{"AlreadyExists", "meshctl update helloworld"}},
 		{[]string{"run", filepath.Join(examples, "nosuchdir")}, []string{"InvalidArgument", "no such file"}},
+		{[]string{"run", filepath.Join(examples, "helloworld"), "--name", "hw2", "--policy", "timeout=soon"}, []string{"InvalidArgument", `policy_timeout: "soon" is not a duration`}},
 		{[]string{"call", "nosuch", "X.Y", "{}"}, []string{"not running", "helloworld, pingpong"}},
 		{[]string{"call", "helloworld", "Helloworld.Nope", "{}"}, []string{"unknown endpoint", "Helloworld.Call"}},
 		{[]string{"call", "helloworld", "Helloworld.Call", `{"name": nope}`}, []string{"request JSON", "line 1:10"}},

@@ -45,7 +45,11 @@ type RunRequest struct {
 	Args []string `protobuf:"bytes,6,rep,name=args,proto3" json:"args,omitempty"`
 	// Version shown by Status; default: the commit of a git source, else the
 	// build's content hash.
-	Version       string `protobuf:"bytes,7,opt,name=version,proto3" json:"version,omitempty"`
+	Version string `protobuf:"bytes,7,opt,name=version,proto3" json:"version,omitempty"`
+	// Traffic policy the service's callers apply, by key without the policy_
+	// prefix (timeout, retries, lb, ...; see xds.PolicyKeys); the sidecars
+	// register it with each instance.
+	Policy        map[string]string `protobuf:"bytes,8,rep,name=policy,proto3" json:"policy,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -127,6 +131,13 @@ func (x *RunRequest) GetVersion() string {
 		return x.Version
 	}
 	return ""
+}
+
+func (x *RunRequest) GetPolicy() map[string]string {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
 }
 
 type RunResponse struct {
@@ -837,7 +848,7 @@ var File_runtime_v1_runtime_proto protoreflect.FileDescriptor
 
 const file_runtime_v1_runtime_proto_rawDesc = "" +
 	"\n" +
-	"\x18runtime/v1/runtime.proto\x12\x14micromesh.runtime.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n" +
+	"\x18runtime/v1/runtime.proto\x12\x14micromesh.runtime.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x02\n" +
 	"\n" +
 	"RunRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
@@ -846,7 +857,11 @@ const file_runtime_v1_runtime_proto_rawDesc = "" +
 	"\tinstances\x18\x04 \x01(\rR\tinstances\x12\x10\n" +
 	"\x03env\x18\x05 \x03(\tR\x03env\x12\x12\n" +
 	"\x04args\x18\x06 \x03(\tR\x04args\x12\x18\n" +
-	"\aversion\x18\a \x01(\tR\aversion\"F\n" +
+	"\aversion\x18\a \x01(\tR\aversion\x12D\n" +
+	"\x06policy\x18\b \x03(\v2,.micromesh.runtime.v1.RunRequest.PolicyEntryR\x06policy\x1a9\n" +
+	"\vPolicyEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"F\n" +
 	"\vRunResponse\x127\n" +
 	"\aservice\x18\x01 \x01(\v2\x1d.micromesh.runtime.v1.ServiceR\aservice\"A\n" +
 	"\rUpdateRequest\x12\x12\n" +
@@ -918,7 +933,7 @@ func file_runtime_v1_runtime_proto_rawDescGZIP() []byte {
 	return file_runtime_v1_runtime_proto_rawDescData
 }
 
-var file_runtime_v1_runtime_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_runtime_v1_runtime_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_runtime_v1_runtime_proto_goTypes = []any{
 	(*RunRequest)(nil),            // 0: micromesh.runtime.v1.RunRequest
 	(*RunResponse)(nil),           // 1: micromesh.runtime.v1.RunResponse
@@ -932,32 +947,34 @@ var file_runtime_v1_runtime_proto_goTypes = []any{
 	(*Instance)(nil),              // 9: micromesh.runtime.v1.Instance
 	(*LogsRequest)(nil),           // 10: micromesh.runtime.v1.LogsRequest
 	(*LogsResponse)(nil),          // 11: micromesh.runtime.v1.LogsResponse
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	nil,                           // 12: micromesh.runtime.v1.RunRequest.PolicyEntry
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 }
 var file_runtime_v1_runtime_proto_depIdxs = []int32{
-	8,  // 0: micromesh.runtime.v1.RunResponse.service:type_name -> micromesh.runtime.v1.Service
-	8,  // 1: micromesh.runtime.v1.UpdateResponse.service:type_name -> micromesh.runtime.v1.Service
-	8,  // 2: micromesh.runtime.v1.StatusResponse.services:type_name -> micromesh.runtime.v1.Service
-	12, // 3: micromesh.runtime.v1.Service.updated:type_name -> google.protobuf.Timestamp
-	9,  // 4: micromesh.runtime.v1.Service.instances:type_name -> micromesh.runtime.v1.Instance
-	12, // 5: micromesh.runtime.v1.Instance.last_exit:type_name -> google.protobuf.Timestamp
-	12, // 6: micromesh.runtime.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
-	12, // 7: micromesh.runtime.v1.LogsResponse.time:type_name -> google.protobuf.Timestamp
-	0,  // 8: micromesh.runtime.v1.RuntimeService.Run:input_type -> micromesh.runtime.v1.RunRequest
-	2,  // 9: micromesh.runtime.v1.RuntimeService.Update:input_type -> micromesh.runtime.v1.UpdateRequest
-	4,  // 10: micromesh.runtime.v1.RuntimeService.Kill:input_type -> micromesh.runtime.v1.KillRequest
-	6,  // 11: micromesh.runtime.v1.RuntimeService.Status:input_type -> micromesh.runtime.v1.StatusRequest
-	10, // 12: micromesh.runtime.v1.RuntimeService.Logs:input_type -> micromesh.runtime.v1.LogsRequest
-	1,  // 13: micromesh.runtime.v1.RuntimeService.Run:output_type -> micromesh.runtime.v1.RunResponse
-	3,  // 14: micromesh.runtime.v1.RuntimeService.Update:output_type -> micromesh.runtime.v1.UpdateResponse
-	5,  // 15: micromesh.runtime.v1.RuntimeService.Kill:output_type -> micromesh.runtime.v1.KillResponse
-	7,  // 16: micromesh.runtime.v1.RuntimeService.Status:output_type -> micromesh.runtime.v1.StatusResponse
-	11, // 17: micromesh.runtime.v1.RuntimeService.Logs:output_type -> micromesh.runtime.v1.LogsResponse
-	13, // [13:18] is the sub-list for method output_type
-	8,  // [8:13] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	12, // 0: micromesh.runtime.v1.RunRequest.policy:type_name -> micromesh.runtime.v1.RunRequest.PolicyEntry
+	8,  // 1: micromesh.runtime.v1.RunResponse.service:type_name -> micromesh.runtime.v1.Service
+	8,  // 2: micromesh.runtime.v1.UpdateResponse.service:type_name -> micromesh.runtime.v1.Service
+	8,  // 3: micromesh.runtime.v1.StatusResponse.services:type_name -> micromesh.runtime.v1.Service
+	13, // 4: micromesh.runtime.v1.Service.updated:type_name -> google.protobuf.Timestamp
+	9,  // 5: micromesh.runtime.v1.Service.instances:type_name -> micromesh.runtime.v1.Instance
+	13, // 6: micromesh.runtime.v1.Instance.last_exit:type_name -> google.protobuf.Timestamp
+	13, // 7: micromesh.runtime.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
+	13, // 8: micromesh.runtime.v1.LogsResponse.time:type_name -> google.protobuf.Timestamp
+	0,  // 9: micromesh.runtime.v1.RuntimeService.Run:input_type -> micromesh.runtime.v1.RunRequest
+	2,  // 10: micromesh.runtime.v1.RuntimeService.Update:input_type -> micromesh.runtime.v1.UpdateRequest
+	4,  // 11: micromesh.runtime.v1.RuntimeService.Kill:input_type -> micromesh.runtime.v1.KillRequest
+	6,  // 12: micromesh.runtime.v1.RuntimeService.Status:input_type -> micromesh.runtime.v1.StatusRequest
+	10, // 13: micromesh.runtime.v1.RuntimeService.Logs:input_type -> micromesh.runtime.v1.LogsRequest
+	1,  // 14: micromesh.runtime.v1.RuntimeService.Run:output_type -> micromesh.runtime.v1.RunResponse
+	3,  // 15: micromesh.runtime.v1.RuntimeService.Update:output_type -> micromesh.runtime.v1.UpdateResponse
+	5,  // 16: micromesh.runtime.v1.RuntimeService.Kill:output_type -> micromesh.runtime.v1.KillResponse
+	7,  // 17: micromesh.runtime.v1.RuntimeService.Status:output_type -> micromesh.runtime.v1.StatusResponse
+	11, // 18: micromesh.runtime.v1.RuntimeService.Logs:output_type -> micromesh.runtime.v1.LogsResponse
+	14, // [14:19] is the sub-list for method output_type
+	9,  // [9:14] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_runtime_v1_runtime_proto_init() }
@@ -971,7 +988,7 @@ func file_runtime_v1_runtime_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_runtime_v1_runtime_proto_rawDesc), len(file_runtime_v1_runtime_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
