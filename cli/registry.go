@@ -91,12 +91,7 @@ func newRegistryRegisterCommand(g *globalOptions, s Streams) *cobra.Command {
 				Id: id, Service: o.service, Namespace: o.namespace, Address: host, Port: uint32(port), QuicPort: uint32(o.quicPort),
 				Protocol: o.protocol, Kind: o.kind, Version: o.version,
 			}
-			for k, v := range o.policy {
-				if in.Metadata == nil {
-					in.Metadata = map[string]string{}
-				}
-				in.Metadata[xds.PolicyKeyPrefix+k] = v
-			}
+			in.Metadata = xds.PolicyMetadata(o.policy)
 			if o.ttl != 0 {
 				in.Ttl = durationpb.New(o.ttl)
 			}

@@ -233,14 +233,8 @@ func normalize(spec Spec) (Spec, source, error) {
 	if spec.Instances < 0 || spec.Instances > MaxInstances {
 		return spec, src, fmt.Errorf("%w: %d instances: between 1 and %d", ErrInvalid, spec.Instances, MaxInstances)
 	}
-	if len(spec.Policy) > 0 {
-		md := make(map[string]string, len(spec.Policy))
-		for k, v := range spec.Policy {
-			md[xds.PolicyKeyPrefix+k] = v
-		}
-		if _, err := xds.PolicyFromMetadata(md); err != nil {
-			return spec, src, fmt.Errorf("%w: --policy: %v", ErrInvalid, err)
-		}
+	if _, err := xds.PolicyFromMetadata(xds.PolicyMetadata(spec.Policy)); err != nil {
+		return spec, src, fmt.Errorf("%w: --policy: %v", ErrInvalid, err)
 	}
 	for _, kv := range spec.Env {
 		k, _, ok := strings.Cut(kv, "=")

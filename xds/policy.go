@@ -61,6 +61,19 @@ func countKey(field func(*Policy) *uint32, least, most uint64) func(*Policy, str
 	}
 }
 
+// PolicyMetadata turns a policy as flags give it (keys without the
+// prefix: "timeout" → "2s") into registry metadata; nil for none.
+func PolicyMetadata(policy map[string]string) map[string]string {
+	if len(policy) == 0 {
+		return nil
+	}
+	md := make(map[string]string, len(policy))
+	for k, v := range policy {
+		md[PolicyKeyPrefix+k] = v
+	}
+	return md
+}
+
 // HasPolicy reports whether metadata sets any policy key.
 func HasPolicy(md map[string]string) bool {
 	for k := range md {

@@ -55,7 +55,8 @@ var decoders = map[string]func() unmarshaler{
 
 // Any is google.protobuf.Any. Inside resources (typed configs), Msg holds
 // the decoded message when this package knows its type, else nil; in the
-// protocol messages it is left for Decode.
+// protocol messages it is left for Decode. Once decoded, Value is dropped:
+// the message is what stays in force, not its bytes too.
 type Any struct {
 	TypeURL string
 	Value   []byte
@@ -63,6 +64,7 @@ type Any struct {
 }
 
 func (a *Any) unmarshal(b []byte) error {
+	a.Msg = nil // a second occurrence on the wire replaces the value: decode again
 	return fields(b, func(f field) error {
 		switch f.num {
 		case 1:
@@ -77,14 +79,14 @@ func (a *Any) unmarshal(b []byte) error {
 // resolve decodes the value when its type is known.
 func (a *Any) resolve() error {
 	mk, ok := decoders[a.TypeURL]
-	if !ok {
+	if !ok || a.Msg != nil { // unknown, or decoded already
 		return nil
 	}
 	m := mk()
 	if err := m.unmarshal(a.Value); err != nil {
 		return fmt.Errorf("%s: %w", shortType(a.TypeURL), err)
 	}
-	a.Msg = m
+	a.Msg, a.Value = m, nil
 	return nil
 }
 

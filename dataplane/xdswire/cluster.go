@@ -52,10 +52,15 @@ func (m *Cluster) unmarshal(b []byte) error {
 		case 1:
 			return f.str(&m.Name)
 		case 2:
+			if !f.member(2) {
+				return nil
+			}
 			m.Unsupported = ""
 			return enum(f, &m.Type)
 		case 38:
-			m.Type, m.Unsupported = Static, "cluster_type"
+			if f.member() {
+				m.Type, m.Unsupported = Static, "cluster_type"
+			}
 		case 3:
 			return msg(f, &m.EDSClusterConfig)
 		case 4:
@@ -273,7 +278,9 @@ func (m *LBEndpoint) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
 		switch f.num {
 		case 5:
-			m.Endpoint = nil // endpoint_name, the other host identifier
+			if f.member() {
+				m.Endpoint = nil // endpoint_name, the other host identifier
+			}
 		case 1:
 			return msg(f, &m.Endpoint)
 		case 2:
@@ -322,6 +329,9 @@ type ExplicitHTTPConfig struct {
 
 func (m *ExplicitHTTPConfig) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		if f.num <= 3 && !f.member() {
+			return nil
+		}
 		if f.num <= 3 {
 			*m = ExplicitHTTPConfig{} // one protocol: the last one wins
 		}

@@ -42,6 +42,9 @@ type Address struct {
 
 func (m *Address) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		if f.num <= 3 && !f.member() {
+			return nil
+		}
 		if f.num <= 3 && m.address.to(f.num) {
 			m.SocketAddress, m.Unsupported = nil, ""
 		}
@@ -81,6 +84,9 @@ type SocketAddress struct {
 
 func (m *SocketAddress) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		if (f.num == 3 || f.num == 4) && !f.member(3) {
+			return nil
+		}
 		if (f.num == 3 || f.num == 4) && m.port.to(f.num) {
 			m.PortValue = 0 // a named port: the proxy has no port
 		}
@@ -142,7 +148,9 @@ func namedTypedConfig(b []byte, typed, other protowire.Number, name *string, tc 
 		case typed:
 			return f.typedConfig(tc)
 		case other:
-			*tc = nil
+			if f.member() {
+				*tc = nil
+			}
 		}
 		return nil
 	})
@@ -173,6 +181,9 @@ func (m *HTTPConnectionManager) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
 		switch f.num {
 		case 3, 4, 31:
+			if !f.member() {
+				return nil
+			}
 			if m.routes.to(f.num) {
 				m.RDS, m.RouteConfig, m.Unsupported = nil, nil, ""
 			}

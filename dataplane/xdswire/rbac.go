@@ -11,6 +11,9 @@ type RBACFilter struct {
 
 func (m *RBACFilter) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		if (f.num == 4 || f.num == 5) && !f.member() {
+			return nil
+		}
 		switch f.num {
 		case 1:
 			return msg(f, &m.Rules)
@@ -69,6 +72,9 @@ type Policy struct {
 
 func (m *Policy) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		if f.num >= 3 && f.num <= 5 && !f.member() {
+			return nil
+		}
 		switch f.num {
 		case 1:
 			return msgs(f, &m.Permissions)
@@ -102,6 +108,9 @@ var permissionRules = map[int]string{5: "destination_ip", 6: "destination_port",
 
 func (m *Permission) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		if f.num <= 14 && !f.member(3, 6) { // any and destination_port are varints
+			return nil
+		}
 		if f.num <= 14 && m.rule.to(f.num) { // every field is the rule oneof's
 			*m = Permission{rule: m.rule}
 		}
@@ -157,6 +166,9 @@ var principalIDs = map[int]string{5: "source_ip", 10: "direct_remote_ip", 11: "r
 
 func (m *Principal) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		if f.num <= 14 && !f.member(3) { // any is a varint
+			return nil
+		}
 		if f.num <= 14 && m.identifier.to(f.num) { // every field is the identifier oneof's
 			*m = Principal{identifier: m.identifier}
 		}
@@ -223,7 +235,12 @@ var headerMatchers = map[int]string{4: "exact_match", 11: "safe_regex_match", 6:
 
 func (m *HeaderMatcher) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
-		if _, ok := headerMatchers[int(f.num)]; (ok || f.num == 13 || f.num == 7) && m.specifier.to(f.num) {
+		_, other := headerMatchers[int(f.num)]
+		inOneof := other || f.num == 13 || f.num == 7
+		if inOneof && !f.member(7) { // present_match is a varint
+			return nil
+		}
+		if inOneof && m.specifier.to(f.num) {
 			m.StringMatch, m.PresentMatch, m.Unsupported = nil, nil, ""
 		}
 		switch f.num {
@@ -271,7 +288,11 @@ type StringMatcher struct {
 
 func (m *StringMatcher) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
-		if f.num != 6 && f.num <= 8 && m.pattern.to(f.num) { // all but ignore_case
+		inOneof := f.num != 6 && f.num <= 8 // all but ignore_case
+		if inOneof && !f.member() {
+			return nil
+		}
+		if inOneof && m.pattern.to(f.num) {
 			m.Exact, m.Prefix, m.Suffix, m.SafeRegex, m.Contains, m.Unsupported = nil, nil, nil, nil, nil, ""
 		}
 		switch f.num {

@@ -61,6 +61,9 @@ func (m *Route) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
 		switch f.num {
 		case 2, 3, 7, 17, 18:
+			if !f.member() {
+				return nil
+			}
 			if m.action.to(f.num) {
 				m.Route, m.Unsupported = nil, ""
 			}
@@ -101,6 +104,9 @@ func (m *RouteMatch) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
 		switch f.num {
 		case 1, 2, 10, 12, 14, 15:
+			if !f.member() {
+				return nil
+			}
 			if m.path.to(f.num) {
 				m.Prefix, m.Unsupported = nil, ""
 			}
@@ -136,6 +142,9 @@ func (m *RouteAction) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
 		switch f.num {
 		case 1, 2, 3, 37, 39:
+			if !f.member() {
+				return nil
+			}
 			if m.specifier.to(f.num) {
 				m.Cluster, m.Unsupported = "", ""
 			}

@@ -80,6 +80,9 @@ func (m *CommonTLSContext) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
 		switch f.num {
 		case 3, 7, 8, 10, 12:
+			if !f.member() {
+				return nil
+			}
 			if m.validation.to(f.num) {
 				m.CombinedValidationContext, m.Unsupported = nil, ""
 			}
@@ -202,6 +205,9 @@ type DataSource struct {
 
 func (m *DataSource) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		if f.num <= 4 && !f.member() {
+			return nil
+		}
 		if f.num <= 4 && m.specifier.to(f.num) {
 			m.Filename, m.InlineBytes, m.InlineString = "", nil, ""
 		}
@@ -228,6 +234,9 @@ type Secret struct {
 
 func (m *Secret) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		if f.num >= 2 && f.num <= 5 && !f.member() {
+			return nil
+		}
 		if f.num >= 2 && f.num <= 5 && m.typ.to(f.num) {
 			m.TLSCertificate, m.ValidationContext, m.Unsupported = nil, nil, ""
 		}

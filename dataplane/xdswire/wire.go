@@ -22,6 +22,7 @@ package xdswire
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -97,6 +98,18 @@ func (o *oneof) to(n protowire.Number) bool {
 	switched := *o != 0 && protowire.Number(*o) != n
 	*o = oneof(n)
 	return switched
+}
+
+// member reports whether f is a well-formed occurrence of a oneof member
+// (or of a field whose mere presence the proxy refuses): length-delimited,
+// or a varint for the field numbers listed. Protobuf's parsers keep a field
+// of the wrong wire type as an unknown field, so it neither sets nor
+// switches the oneof; this package skips it the same way.
+func (f field) member(varints ...protowire.Number) bool {
+	if slices.Contains(varints, f.num) {
+		return f.typ == protowire.VarintType
+	}
+	return f.typ == protowire.BytesType
 }
 
 // str reads a string field.
@@ -202,11 +215,15 @@ func msgs[T any, P interface {
 }
 
 // BoolValue and UInt32Value are google.protobuf's wrappers: a pointer to
-// the value, nil when the field is not set.
+// the value, nil when the field is not set. A wrapper seen twice merges, as
+// any message does: a second one without a value keeps the first's.
 func (f field) boolValue(dst **bool) error {
-	var v bool
 	if err := f.want(protowire.BytesType); err != nil {
 		return err
+	}
+	var v bool
+	if *dst != nil {
+		v = **dst
 	}
 	err := fields(f.b, func(g field) error {
 		if g.num == 1 {
@@ -219,9 +236,12 @@ func (f field) boolValue(dst **bool) error {
 }
 
 func (f field) uint32Value(dst **uint32) error {
-	var v uint32
 	if err := f.want(protowire.BytesType); err != nil {
 		return err
+	}
+	var v uint32
+	if *dst != nil {
+		v = **dst
 	}
 	err := fields(f.b, func(g field) error {
 		if g.num == 1 {
@@ -250,6 +270,9 @@ func (f field) duration(dst **Duration) error {
 		return err
 	}
 	var secs, nanos int64
+	if *dst != nil { // a second occurrence merges field by field
+		secs, nanos = int64(**dst)/1e9, int64(**dst)%1e9
+	}
 	err := fields(f.b, func(g field) error {
 		if err := g.want(protowire.VarintType); err != nil {
 			return err
