@@ -11,7 +11,12 @@
 // Memory). The built-in proxy compiles a few dozen fields; this package
 // decodes exactly those, skips every other field as protobuf parsers skip
 // unknown ones, and records the oneof alternatives it does not decode so
-// the compiler can refuse them by name. The tests build every resource with
+// the compiler can refuse them by name. Where protobuf's own parsers are
+// lenient this package mostly follows them (a oneof member of the wrong wire
+// type is an unknown field; a message, wrapper or duration seen twice
+// merges; a oneof keeps its last member), but a field it reads arriving
+// with the wrong wire type is an error, so the update is NACKed rather than
+// read without it. The tests build every resource with
 // go-control-plane's types and check that what this package decodes agrees
 // with them field by field, so the schema stays theirs.
 //
