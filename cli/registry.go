@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -184,9 +185,13 @@ func newServicesCommand(g *globalOptions, s Streams) *cobra.Command {
 }
 
 type serviceJSON struct {
-	Name      string          `json:"name"`
-	Namespace string          `json:"namespace"`
-	Instances []*instanceJSON `json:"instances"`
+	Name      string `json:"name"`
+	Namespace string `json:"namespace"`
+	// Policy is what the service's callers apply beyond xds.DefaultPolicy:
+	// the policy of its first instance by ID that sets one, as the control
+	// plane takes it.
+	Policy    map[string]string `json:"policy,omitempty"`
+	Instances []*instanceJSON   `json:"instances"`
 }
 
 type instanceJSON struct {
@@ -198,6 +203,9 @@ type instanceJSON struct {
 	Version  string `json:"version,omitempty"`
 	Health   string `json:"health"`
 	TTL      string `json:"ttl,omitempty"`
+	// Policy is the traffic policy this instance registered (keys without
+	// the policy_ prefix).
+	Policy map[string]string `json:"policy,omitempty"`
 }
 
 func servicesJSON(resp *registryv1.ListServicesResponse) []serviceJSON {
@@ -210,7 +218,15 @@ func servicesJSON(resp *registryv1.ListServicesResponse) []serviceJSON {
 			if in.GetTtl() != nil {
 				ij.TTL = in.GetTtl().AsDuration().String()
 			}
+			ij.Policy = xds.PolicyFlags(in.GetMetadata())
 			sj.Instances = append(sj.Instances, ij)
+		}
+		slices.SortFunc(sj.Instances, func(a, b *instanceJSON) int { return strings.Compare(a.ID, b.ID) })
+		for _, in := range sj.Instances {
+			if in.Policy != nil {
+				sj.Policy = in.Policy
+				break
+			}
 		}
 		out = append(out, sj)
 	}
@@ -232,5 +248,47 @@ func renderServices(resp *registryv1.ListServicesResponse) string {
 		}
 	}
 	slices.SortStableFunc(rows, func(a, b []string) int { return strings.Compare(a[0]+"/"+a[1], b[0]+"/"+b[1]) })
-	return table([]string{"NAMESPACE", "SERVICE", "INSTANCE", "ADDRESS", "KIND", "TRANSPORT", "VERSION", "HEALTH"}, rows)
+	out := table([]string{"NAMESPACE", "SERVICE", "INSTANCE", "ADDRESS", "KIND", "TRANSPORT", "VERSION", "HEALTH"}, rows)
+	if policies := renderPolicies(servicesJSON(resp)); policies != "" {
+		out += "\n" + policies
+	}
+	return out
+}
+
+// renderPolicies lists the services that set a traffic policy: what their
+// callers apply (keys not listed are xds.DefaultPolicy's), and the
+// instances that registered another one, which the control plane ignores
+// while they are not the first by ID that sets one.
+func renderPolicies(services []serviceJSON) string {
+	var rows [][]string
+	for _, svc := range services {
+		if svc.Policy == nil {
+			continue
+		}
+		policy := policyString(svc.Policy)
+		var differ []string
+		for _, in := range svc.Instances {
+			if in.Policy != nil && !maps.Equal(in.Policy, svc.Policy) {
+				differ = append(differ, in.ID)
+			}
+		}
+		if len(differ) > 0 {
+			policy += "  (" + strings.Join(differ, ", ") + " registered another, ignored: the first instance by ID applies)"
+		}
+		rows = append(rows, []string{svc.Namespace + "/" + svc.Name, policy})
+	}
+	if len(rows) == 0 {
+		return ""
+	}
+	slices.SortFunc(rows, func(a, b []string) int { return strings.Compare(a[0], b[0]) })
+	return table([]string{"SERVICE", "POLICY (keys not listed: the defaults)"}, rows)
+}
+
+// policyString writes a policy as --policy takes it: key=value, sorted.
+func policyString(p map[string]string) string {
+	parts := make([]string, 0, len(p))
+	for _, k := range slices.Sorted(maps.Keys(p)) {
+		parts = append(parts, k+"="+p[k])
+	}
+	return strings.Join(parts, " ")
 }

@@ -49,8 +49,11 @@ func TestRegistryAndServicesCommands(t *testing.T) {
 	if got[0].Name != "greeter" || len(got[0].Instances) != 2 || got[1].Namespace != "prod" || got[1].Instances[0].QUICPort != 8443 {
 		t.Errorf("services = %+v", got)
 	}
+	if p := got[0].Policy; len(p) != 1 || p["timeout"] != "2s" || got[1].Policy != nil {
+		t.Errorf("policies = %v, %v; want greeter's timeout=2s (registered with greeter-2) and none for billing", p, got[1].Policy)
+	}
 	text, err := runCLI(t, "--home", home, "services", "-n", "default")
-	if err != nil || !strings.Contains(text, "greeter-2") || strings.Contains(text, "billing") {
+	if err != nil || !strings.Contains(text, "greeter-2") || strings.Contains(text, "billing") || !strings.Contains(text, "default/greeter  timeout=2s") {
 		t.Errorf("services -n default:\n%s%v", text, err)
 	}
 
@@ -141,7 +144,10 @@ func TestServicesAndProxyStatusRendering(t *testing.T) {
 	services := &registryv1.ListServicesResponse{Services: []*registryv1.Service{
 		{Name: "greeter", Namespace: "default", Instances: []*registryv1.Instance{
 			{Id: "greeter-1", Address: "10.0.0.1", Port: 7000, Kind: "proxyless", Protocol: "grpc", Health: "passing"},
-			{Id: "greeter-2", Address: "10.0.0.2", Port: 7000, Kind: "proxyless", Protocol: "grpc", Health: "critical", Version: "v2"},
+			{Id: "greeter-2", Address: "10.0.0.2", Port: 7000, Kind: "proxyless", Protocol: "grpc", Health: "critical", Version: "v2",
+				Metadata: map[string]string{"policy_timeout": "2s", "policy_retries": "0", "team": "growth"}},
+			{Id: "greeter-3", Address: "10.0.0.3", Port: 7000, Kind: "proxyless", Protocol: "grpc", Health: "passing", Version: "v3",
+				Metadata: map[string]string{"policy_timeout": "5s"}},
 		}},
 		{Name: "web", Namespace: "prod", Instances: []*registryv1.Instance{
 			{Id: "web-1", Address: "10.1.0.1", Port: 8443, QuicPort: 8443, Kind: "builtin", Protocol: "http", Health: "passing"},

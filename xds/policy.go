@@ -74,6 +74,21 @@ func PolicyMetadata(policy map[string]string) map[string]string {
 	return md
 }
 
+// PolicyFlags is PolicyMetadata's inverse: the policy keys of md without
+// their prefix ("policy_timeout" → "timeout"); nil for none.
+func PolicyFlags(md map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range md {
+		if name, ok := strings.CutPrefix(k, PolicyKeyPrefix); ok {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[name] = v
+		}
+	}
+	return out
+}
+
 // HasPolicy reports whether metadata sets any policy key.
 func HasPolicy(md map[string]string) bool {
 	for k := range md {

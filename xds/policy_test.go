@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -35,5 +36,17 @@ func TestPolicyFromMetadata(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), mention) {
 			t.Errorf("%s: %v, want an error mentioning %q", md, err, mention)
 		}
+	}
+}
+
+func TestPolicyFlagsUndoesPolicyMetadata(t *testing.T) {
+	flags := map[string]string{"timeout": "2s", "retries": "0"}
+	md := PolicyMetadata(flags)
+	md["team"] = "growth" // not a policy key: left out
+	if got := PolicyFlags(md); !maps.Equal(got, flags) {
+		t.Errorf("PolicyFlags(%v) = %v, want %v", md, got, flags)
+	}
+	if got := PolicyFlags(map[string]string{"team": "growth"}); got != nil {
+		t.Errorf("PolicyFlags without policy keys = %v, want nil", got)
 	}
 }
