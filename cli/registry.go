@@ -21,6 +21,7 @@ import (
 	"github.com/micromesh/micromesh/identity"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	"github.com/micromesh/micromesh/xds"
+	"github.com/micromesh/micromesh/xds/policymeta"
 )
 
 func newRegistryCommand(g *globalOptions, s Streams) *cobra.Command {
@@ -64,7 +65,7 @@ func (o *registerOptions) validate() error {
 func policyKeys() []string {
 	keys := xds.PolicyKeys()
 	for i, k := range keys {
-		keys[i] = strings.TrimPrefix(k, xds.PolicyKeyPrefix)
+		keys[i] = strings.TrimPrefix(k, policymeta.Prefix)
 	}
 	return keys
 }
@@ -77,7 +78,8 @@ func newRegistryRegisterCommand(g *globalOptions, s Streams) *cobra.Command {
 		Args:  cobra.NoArgs,
 		Example: `  meshctl registry register --service greeter --address 10.0.0.7:7000 --kind proxyless
   meshctl registry register --service web -n prod --address 10.0.0.8:15006 --kind envoy --id web-vm-1
-  meshctl registry register --service legacy --address 10.0.0.9:8443 --kind envoy --policy timeout=2s --policy retries=0`,
+  meshctl registry register --service legacy --address 10.0.0.9:8443 --kind envoy --policy timeout=2s --policy retries=0
+  meshctl registry register --service reports --address 10.0.0.10:8443 --kind envoy --policy '/export/*:timeout=5m'`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return err
@@ -92,7 +94,7 @@ func newRegistryRegisterCommand(g *globalOptions, s Streams) *cobra.Command {
 				Id: id, Service: o.service, Namespace: o.namespace, Address: host, Port: uint32(port), QuicPort: uint32(o.quicPort),
 				Protocol: o.protocol, Kind: o.kind, Version: o.version,
 			}
-			in.Metadata = xds.PolicyMetadata(o.policy)
+			in.Metadata = policymeta.Metadata(o.policy)
 			if o.ttl != 0 {
 				in.Ttl = durationpb.New(o.ttl)
 			}
@@ -118,7 +120,7 @@ func newRegistryRegisterCommand(g *globalOptions, s Streams) *cobra.Command {
 	f.StringVar(&o.kind, "kind", registry.KindProxyless, "builtin, envoy or proxyless")
 	f.StringVar(&o.version, "version", "", "version label")
 	f.DurationVar(&o.ttl, "ttl", 0, "heartbeat deadline (default: static)")
-	f.StringToStringVar(&o.policy, "policy", nil, "traffic policy the service's callers apply, key=value, repeatable (keys: "+strings.Join(policyKeys(), ", ")+")")
+	f.StringToStringVar(&o.policy, "policy", nil, "traffic policy the service's callers apply, key=value, repeatable (keys: "+strings.Join(policyKeys(), ", ")+"); PATH:key=value for the requests of one path, PATH* for a prefix (timeout, per_try_timeout, retries)")
 	f.StringVar(&o.controlPlane, "controlplane", "", "control plane address (default: the local server)")
 	return cmd
 }
@@ -218,7 +220,7 @@ func servicesJSON(resp *registryv1.ListServicesResponse) []serviceJSON {
 			if in.GetTtl() != nil {
 				ij.TTL = in.GetTtl().AsDuration().String()
 			}
-			ij.Policy = xds.PolicyFlags(in.GetMetadata())
+			ij.Policy = policymeta.Flags(in.GetMetadata())
 			sj.Instances = append(sj.Instances, ij)
 		}
 		slices.SortFunc(sj.Instances, func(a, b *instanceJSON) int { return strings.Compare(a.ID, b.ID) })

@@ -27,7 +27,7 @@ func TestRegistryAndServicesCommands(t *testing.T) {
 
 	for _, args := range [][]string{
 		{"registry", "register", "--service", "greeter", "--address", "127.0.0.1:7001", "--id", "greeter-1"},
-		{"registry", "register", "--service", "greeter", "--address", "127.0.0.1:7002", "--id", "greeter-2", "--version", "v2", "--kind", "envoy", "--policy", "timeout=2s"},
+		{"registry", "register", "--service", "greeter", "--address", "127.0.0.1:7002", "--id", "greeter-2", "--version", "v2", "--kind", "envoy", "--policy", "timeout=2s", "--policy", "/reports/*:timeout=1m"},
 		{"registry", "register", "--service", "billing", "-n", "prod", "--address", "10.0.0.9:8443", "--id", "billing-1", "--kind", "builtin", "--quic-port", "8443"},
 	} {
 		if _, err := runCLI(t, append([]string{"--home", home}, args...)...); err != nil {
@@ -49,11 +49,11 @@ func TestRegistryAndServicesCommands(t *testing.T) {
 	if got[0].Name != "greeter" || len(got[0].Instances) != 2 || got[1].Namespace != "prod" || got[1].Instances[0].QUICPort != 8443 {
 		t.Errorf("services = %+v", got)
 	}
-	if p := got[0].Policy; len(p) != 1 || p["timeout"] != "2s" || got[1].Policy != nil {
-		t.Errorf("policies = %v, %v; want greeter's timeout=2s (registered with greeter-2) and none for billing", p, got[1].Policy)
+	if p := got[0].Policy; len(p) != 2 || p["timeout"] != "2s" || p["/reports/*:timeout"] != "1m" || got[1].Policy != nil {
+		t.Errorf("policies = %v, %v; want greeter's timeout=2s and /reports/*:timeout=1m (registered with greeter-2) and none for billing", p, got[1].Policy)
 	}
 	text, err := runCLI(t, "--home", home, "services", "-n", "default")
-	if err != nil || !strings.Contains(text, "greeter-2") || strings.Contains(text, "billing") || !strings.Contains(text, "default/greeter  timeout=2s") {
+	if err != nil || !strings.Contains(text, "greeter-2") || strings.Contains(text, "billing") || !strings.Contains(text, "default/greeter  /reports/*:timeout=1m timeout=2s") {
 		t.Errorf("services -n default:\n%s%v", text, err)
 	}
 
@@ -67,6 +67,8 @@ func TestRegistryAndServicesCommands(t *testing.T) {
 		"registry register --service web --address 127.0.0.1:1 --kind envoy --quic-port 443": "QUIC",
 		"registry register --service web --address 127.0.0.1:1 --policy retries=many":        `policy_retries: "many" is not a whole number`,
 		"registry register --service web --address 127.0.0.1:1 --policy timout=1s":           `"policy_timout" is not one of`,
+		"registry register --service web --address 127.0.0.1:1 --policy /a:max_requests=5":   "max_requests applies to the whole service, not to one path",
+		"registry register --service web --address 127.0.0.1:1 --policy a/b:timeout=1s":      `the path "a/b" does not start with /`,
 		"registry deregister --id nope":                                                      "NotFound",
 		"registry deregister":                                                                "--id",
 	} {

@@ -62,7 +62,8 @@ PATH is a directory with a main package; GIT-URL is cloned (file://, https://
 or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 		Example: `  meshctl run examples/helloworld
   meshctl run ./myservice --name orders --instances 2 --env DB_URL=postgres://...
-  meshctl run file:///srv/git/orders.git@v1.2.0 -- --verbose`,
+  meshctl run file:///srv/git/orders.git@v1.2.0 -- --verbose
+  meshctl run examples/helloworld --policy timeout=2s --policy '/helloworld.Greeter/SayHello:retries=0'`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dash := cmd.ArgsLenAtDash(); dash >= 0 && dash != 1 {
@@ -108,7 +109,7 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 	f.Uint32Var(&o.instances, "instances", 1, "instances to run")
 	f.StringArrayVar(&o.env, "env", nil, "environment variable for the app, KEY=VALUE (repeatable)")
 	f.StringVar(&o.version, "version", "", "version to show (default: the git commit, or the build's hash)")
-	f.StringToStringVar(&o.policy, "policy", nil, "traffic policy the service's callers apply, key=value, repeatable (keys: "+strings.Join(policyKeys(), ", ")+")")
+	f.StringToStringVar(&o.policy, "policy", nil, "traffic policy the service's callers apply, key=value, repeatable (keys: "+strings.Join(policyKeys(), ", ")+"); PATH:key=value for the requests of one path, PATH* for a prefix (timeout, per_try_timeout, retries)")
 	return cmd
 }
 

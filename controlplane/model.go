@@ -6,13 +6,14 @@ import (
 
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/xds"
+	"github.com/micromesh/micromesh/xds/policymeta"
 )
 
 // buildMesh turns a registry snapshot into the model xds translates:
 // instances grouped into services, sorted, with the trust bundle. A
-// service's traffic policy comes from its instances' policy_* metadata
-// (the first instance by ID that sets any; the registry API refused
-// invalid ones), else xds.DefaultPolicy.
+// service's traffic policy, its paths' included, comes from its instances'
+// policy_* metadata (the first instance by ID that sets any; the registry
+// API refused invalid ones), else xds.DefaultPolicy.
 func buildMesh(td string, roots []byte, snap registry.Snapshot) *xds.Mesh {
 	m := &xds.Mesh{TrustDomain: td, Roots: roots}
 	byKey := map[[2]string]int{}
@@ -24,9 +25,9 @@ func buildMesh(td string, roots []byte, snap registry.Snapshot) *xds.Mesh {
 			byKey[key] = i
 			m.Services = append(m.Services, xds.Service{Name: in.Service, Namespace: in.Namespace, Protocol: in.Protocol})
 		}
-		if m.Services[i].Policy == (xds.Policy{}) && xds.HasPolicy(in.Metadata) {
-			if p, err := xds.PolicyFromMetadata(in.Metadata); err == nil {
-				m.Services[i].Policy = p
+		if m.Services[i].Policy == (xds.Policy{}) && policymeta.Has(in.Metadata) {
+			if p, routes, err := xds.PolicyFromMetadata(in.Metadata); err == nil {
+				m.Services[i].Policy, m.Services[i].Routes = p, routes
 			}
 		}
 		m.Services[i].Endpoints = append(m.Services[i].Endpoints, xds.Endpoint{

@@ -80,7 +80,7 @@ func (a *registryAPI) Register(ctx context.Context, req *registryv1.RegisterRequ
 	if err := in.Validate(); err != nil {
 		return nil, registryStatus(err)
 	}
-	if _, err := xds.PolicyFromMetadata(in.Metadata); err != nil {
+	if _, _, err := xds.PolicyFromMetadata(in.Metadata); err != nil {
 		return nil, registryStatus(fmt.Errorf("%w: %w", registry.ErrInvalid, err))
 	}
 	if err := authorize(caller, in.Namespace, in.Service); err != nil {

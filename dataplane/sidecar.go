@@ -35,6 +35,7 @@ import (
 	"github.com/micromesh/micromesh/dataplane/xdswire"
 	"github.com/micromesh/micromesh/identity"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+	"github.com/micromesh/micromesh/xds/policymeta"
 )
 
 // Options describe a sidecar.
@@ -83,7 +84,8 @@ type Options struct {
 	Version string
 	// Policy is the traffic policy the service's callers apply, registered
 	// with the instance as policy_<key> metadata ("timeout": "2s",
-	// "retries": "3"; keys in xds.PolicyKeys). The control plane refuses
+	// "retries": "3"; "/pkg.Greeter/Slow:timeout": "30s" for one path;
+	// keys in xds.PolicyKeys; see package policymeta). The control plane refuses
 	// the registration, and so the start, if one is not valid.
 	Policy map[string]string
 	// Ready, if set, is called once the sidecar serves and is registered.
@@ -413,9 +415,6 @@ func (s *Sidecar) registryClient() (*registry, error) {
 	return &registry{conn: conn, client: registryv1.NewRegistryServiceClient(conn)}, nil
 }
 
-// policyPrefix is xds.PolicyKeyPrefix (the data plane does not link xds).
-const policyPrefix = "policy_"
-
 func (s *Sidecar) instance() *registryv1.Instance {
 	id := s.o.Credentials.ID
 	in := &registryv1.Instance{
@@ -423,12 +422,7 @@ func (s *Sidecar) instance() *registryv1.Instance {
 		Port: uint32(s.o.InboundPort), Protocol: s.o.AppProtocol, Kind: "builtin", Ttl: durationpb.New(s.o.TTL),
 		Version: s.o.Version,
 	}
-	for k, v := range s.o.Policy {
-		if in.Metadata == nil {
-			in.Metadata = map[string]string{}
-		}
-		in.Metadata[policyPrefix+k] = v
-	}
+	in.Metadata = policymeta.Metadata(s.o.Policy)
 	if cfg := s.proxy.Config(); cfg != nil && cfg.InboundQUIC != nil && !s.o.NoQUIC {
 		in.QuicPort = uint32(s.o.InboundPort)
 	}

@@ -35,7 +35,9 @@ func TestCallersApplyTheServicesPolicy(t *testing.T) {
 	cp.StartSidecar("default", "b", meshtest.WithApp(ln.Addr().String(), "http"),
 		meshtest.WithOptions(func(o *dataplane.Options) {
 			// consecutive_5xx: no ejection of the only endpoint mid-test.
-			o.Policy = map[string]string{"timeout": "3s", "per_try_timeout": "100ms", "retries": "1", "consecutive_5xx": "1000"}
+			o.Policy = map[string]string{"timeout": "3s", "per_try_timeout": "100ms", "retries": "1", "consecutive_5xx": "1000",
+				// A path of its own: one try, 1 s in all.
+				"/patient/*:timeout": "1s", "/patient/*:retries": "0"}
 		}))
 
 	waitFor(t, "a's calls to b time out per b's policy", func() bool {
@@ -51,5 +53,17 @@ func TestCallersApplyTheServicesPolicy(t *testing.T) {
 	// Both tries reached the app before the answer: no wait needed.
 	if resp.StatusCode != http.StatusGatewayTimeout || len(hits) != 2 || took > 2*time.Second {
 		t.Errorf("answer %d %q after %v and %d tries of the app; want 504 after 2 tries of 100 ms", resp.StatusCode, e.Body, took, len(hits))
+	}
+
+	// The path's policy: its own timeout and retries, not the service's
+	// 3 s and one retry.
+	for len(hits) > 0 {
+		<-hits
+	}
+	start = time.Now()
+	resp, e = call(t, a.Info.Outbound, "b", "/patient/report", nil)
+	took = time.Since(start)
+	if resp.StatusCode != http.StatusGatewayTimeout || len(hits) != 1 || took < 900*time.Millisecond || took > 2500*time.Millisecond {
+		t.Errorf("/patient/report: answer %d %q after %v and %d tries of the app; want 504 after one try of 1 s", resp.StatusCode, e.Body, took, len(hits))
 	}
 }

@@ -41,6 +41,7 @@ import (
 	"github.com/micromesh/micromesh/internal/home"
 	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
 	"github.com/micromesh/micromesh/xds"
+	"github.com/micromesh/micromesh/xds/policymeta"
 )
 
 // Errors, by kind (the Runtime API maps them to gRPC codes).
@@ -233,7 +234,7 @@ func normalize(spec Spec) (Spec, source, error) {
 	if spec.Instances < 0 || spec.Instances > MaxInstances {
 		return spec, src, fmt.Errorf("%w: %d instances: between 1 and %d", ErrInvalid, spec.Instances, MaxInstances)
 	}
-	if _, err := xds.PolicyFromMetadata(xds.PolicyMetadata(spec.Policy)); err != nil {
+	if _, _, err := xds.PolicyFromMetadata(policymeta.Metadata(spec.Policy)); err != nil {
 		return spec, src, fmt.Errorf("%w: --policy: %v", ErrInvalid, err)
 	}
 	for _, kv := range spec.Env {

@@ -57,6 +57,7 @@ func TestNormalizeRefusesBadSpecs(t *testing.T) {
 		{Spec{Source: dir, Name: "ok", Env: []string{"NOEQUALS"}}, "KEY=VALUE"},
 		{Spec{Source: dir, Name: "ok", Env: []string{"MESH_PROXY=x"}}, "set by the runtime"},
 		{Spec{Source: dir, Name: "ok", Policy: map[string]string{"retries": "lots"}}, `--policy: policy key policy_retries: "lots"`},
+		{Spec{Source: dir, Name: "ok", Policy: map[string]string{"/slow:lb": "round_robin"}}, `--policy: policy /slow:lb: lb applies to the whole service`},
 		{Spec{Source: filepath.Join(dir, "Under_Score")}, "pass --name"},
 	} {
 		if tc.spec.Source != dir {
@@ -209,8 +210,8 @@ func TestSidecarCommandPrefersMeshSidecarBesideMeshctl(t *testing.T) {
 }
 
 func TestPolicyArgsInKeyOrder(t *testing.T) {
-	got := strings.Join(policyArgs(map[string]string{"timeout": "2s", "lb": "round_robin"}), " ")
-	if got != "--policy lb=round_robin --policy timeout=2s" {
+	got := strings.Join(policyArgs(map[string]string{"timeout": "2s", "lb": "round_robin", "/slow:timeout": "1m"}), " ")
+	if got != "--policy /slow:timeout=1m --policy lb=round_robin --policy timeout=2s" {
 		t.Errorf("policyArgs = %q", got)
 	}
 }

@@ -26,7 +26,9 @@ func testMesh() *Mesh {
 		TrustDomain: "micromesh.local",
 		Roots:       []byte("-----BEGIN CERTIFICATE-----\nTEST ROOT\n-----END CERTIFICATE-----\n"),
 		Services: []Service{
-			{Name: "grpcsrv", Namespace: "default", Protocol: ProtocolGRPC, Endpoints: []Endpoint{
+			{Name: "grpcsrv", Namespace: "default", Protocol: ProtocolGRPC, Routes: []RoutePolicy{
+				{Path: "/pkg.Grpc/Slow", Timeout: 30 * time.Second, PerTryTimeout: 5 * time.Second, Retries: 0},
+			}, Endpoints: []Endpoint{
 				{ID: "g1", Address: "10.0.0.5", Port: 7000, Kind: KindProxyless, Health: HealthPassing},
 				{ID: "g2", Address: "10.0.0.6", Port: 7000, Kind: KindProxyless, Health: HealthCritical},
 			}},
@@ -37,6 +39,8 @@ func testMesh() *Mesh {
 			{Name: "world", Namespace: "default", Protocol: ProtocolHTTP, Policy: Policy{
 				Timeout: 2 * time.Second, PerTryTimeout: time.Second, Retries: 1, MaxConnections: 10, MaxPendingRequests: 10,
 				MaxRequests: 100, MaxRetries: 2, Consecutive5xx: 3, BaseEjectionTime: 10 * time.Second, MaxEjectionPercent: 100, LoadBalancer: "round_robin",
+			}, Routes: []RoutePolicy{
+				{Path: "/reports/", Prefix: true, Timeout: time.Minute, PerTryTimeout: time.Second, Retries: 3},
 			}, Endpoints: []Endpoint{
 				{ID: "w1", Address: "10.0.0.3", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Health: HealthPassing},
 				{ID: "w2", Address: "10.0.0.4", Port: 15006, Kind: KindEnvoy, Health: HealthPassing},

@@ -52,7 +52,21 @@ type Service struct {
 	Namespace string
 	Protocol  string // grpc or http
 	Policy    Policy
+	// Routes override the policy's timeouts and retries for the requests
+	// whose path they match, tried in order (PolicyFromMetadata sorts
+	// them: exact paths, then prefixes longest first).
+	Routes    []RoutePolicy
 	Endpoints []Endpoint
+}
+
+// RoutePolicy is the timeouts and retries of the requests to one path, or
+// to the paths under a prefix.
+type RoutePolicy struct {
+	Path          string
+	Prefix        bool // Path is a prefix ("/pkg.Greeter/" for every method of a gRPC service)
+	Timeout       time.Duration
+	PerTryTimeout time.Duration
+	Retries       uint32
 }
 
 // Endpoint is one instance of a service.

@@ -6,13 +6,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-)
 
-// PolicyKeyPrefix marks the registry metadata keys that set a service's
-// traffic policy: "policy_timeout=2s", "policy_retries=3", … An instance
-// registers them (a sidecar's --policy flag), the control plane reads them
-// into the service's Policy, and every caller's proxy applies it.
-const PolicyKeyPrefix = "policy_"
+	"github.com/micromesh/micromesh/xds/policymeta"
+)
 
 // policyKeys are the keys after the prefix, each with how it sets a
 // Policy field from a value.
@@ -61,73 +57,120 @@ func countKey(field func(*Policy) *uint32, least, most uint64) func(*Policy, str
 	}
 }
 
-// PolicyMetadata turns a policy as flags give it (keys without the
-// prefix: "timeout" → "2s") into registry metadata; nil for none.
-func PolicyMetadata(policy map[string]string) map[string]string {
-	if len(policy) == 0 {
-		return nil
-	}
-	md := make(map[string]string, len(policy))
-	for k, v := range policy {
-		md[PolicyKeyPrefix+k] = v
-	}
-	return md
-}
+// routeKeys are the policy keys a path may set: the route's; the others
+// (breakers, load balancing, outlier detection) belong to the service's
+// cluster.
+var routeKeys = map[string]bool{"timeout": true, "per_try_timeout": true, "retries": true}
 
-// PolicyFlags is PolicyMetadata's inverse: the policy keys of md without
-// their prefix ("policy_timeout" → "timeout"); nil for none.
-func PolicyFlags(md map[string]string) map[string]string {
-	var out map[string]string
-	for k, v := range md {
-		if name, ok := strings.CutPrefix(k, PolicyKeyPrefix); ok {
-			if out == nil {
-				out = map[string]string{}
-			}
-			out[name] = v
-		}
-	}
-	return out
-}
+// maxRouteEntries bounds a service's path entries (Consul takes 64
+// metadata keys per instance).
+const maxRouteEntries = 32
 
-// HasPolicy reports whether metadata sets any policy key.
-func HasPolicy(md map[string]string) bool {
-	for k := range md {
-		if strings.HasPrefix(k, PolicyKeyPrefix) {
-			return true
-		}
-	}
-	return false
-}
-
-// PolicyFromMetadata is DefaultPolicy with the policy keys of md applied.
-// A key it does not know or a value out of range is an error naming the
-// key, the value and what it takes.
-func PolicyFromMetadata(md map[string]string) (Policy, error) {
+// PolicyFromMetadata is DefaultPolicy with the policy keys of md applied
+// (policymeta's form), and the service's route policies, each starting
+// from the service's policy. A key it does not know, a value out of range
+// or a path it cannot route is an error naming the key, the value and
+// what it takes.
+func PolicyFromMetadata(md map[string]string) (Policy, []RoutePolicy, error) {
 	p := DefaultPolicy
-	keys := make([]string, 0, len(md))
+	var keys, routeEntries []string
 	for k := range md {
-		if strings.HasPrefix(k, PolicyKeyPrefix) {
+		switch {
+		case strings.HasPrefix(k, policymeta.RoutePrefix):
+			routeEntries = append(routeEntries, k)
+		case strings.HasPrefix(k, policymeta.Prefix):
 			keys = append(keys, k)
 		}
 	}
 	sort.Strings(keys) // the first error is the same every time
 	for _, k := range keys {
-		set, ok := policyKeys[strings.TrimPrefix(k, PolicyKeyPrefix)]
+		set, ok := policyKeys[strings.TrimPrefix(k, policymeta.Prefix)]
 		if !ok {
-			return DefaultPolicy, fmt.Errorf("policy key %q is not one of %s", k, strings.Join(PolicyKeys(), ", "))
+			return DefaultPolicy, nil, fmt.Errorf("policy key %q is not one of %s", k, strings.Join(PolicyKeys(), ", "))
 		}
 		if err := set(&p, md[k]); err != nil {
-			return DefaultPolicy, fmt.Errorf("policy key %s: %w", k, err)
+			return DefaultPolicy, nil, fmt.Errorf("policy key %s: %w", k, err)
 		}
 	}
-	return p, nil
+	if len(routeEntries) > maxRouteEntries {
+		return DefaultPolicy, nil, fmt.Errorf("%d path policy entries; at most %d", len(routeEntries), maxRouteEntries)
+	}
+	sort.Strings(routeEntries)
+	byPath := map[string]*Policy{}
+	for _, k := range routeEntries {
+		entry := md[k]
+		key, value, ok := strings.Cut(entry, "=")
+		path, name, ok2 := policymeta.SplitRoute(key)
+		if !ok || !ok2 {
+			return DefaultPolicy, nil, fmt.Errorf("policy key %s: %q is not PATH:KEY=VALUE", k, entry)
+		}
+		if err := validRoutePath(path); err != nil {
+			return DefaultPolicy, nil, fmt.Errorf("policy %s: %w", key, err)
+		}
+		if !routeKeys[name] {
+			if _, known := policyKeys[name]; known {
+				return DefaultPolicy, nil, fmt.Errorf("policy %s: %s applies to the whole service, not to one path (set it without a path)", key, name)
+			}
+			return DefaultPolicy, nil, fmt.Errorf("policy %s: %q is not a key a path can set (timeout, per_try_timeout, retries)", key, name)
+		}
+		rp := byPath[path]
+		if rp == nil {
+			rp = &Policy{Timeout: p.Timeout, PerTryTimeout: p.PerTryTimeout, Retries: p.Retries}
+			byPath[path] = rp
+		}
+		if err := policyKeys[name](rp, value); err != nil {
+			return DefaultPolicy, nil, fmt.Errorf("policy %s: %w", key, err)
+		}
+	}
+	routes := make([]RoutePolicy, 0, len(byPath))
+	for path, rp := range byPath {
+		r := RoutePolicy{Path: path, Timeout: rp.Timeout, PerTryTimeout: rp.PerTryTimeout, Retries: rp.Retries}
+		r.Path, r.Prefix = strings.CutSuffix(path, "*")
+		routes = append(routes, r)
+	}
+	sortRoutes(routes)
+	if len(routes) == 0 {
+		routes = nil
+	}
+	return p, routes, nil
+}
+
+// validRoutePath checks a path as a policy names it: absolute, "*" only at
+// the end (a prefix), nothing a flag or a URL path cannot carry.
+func validRoutePath(path string) error {
+	switch {
+	case !strings.HasPrefix(path, "/"):
+		return fmt.Errorf("the path %q does not start with /", path)
+	case len(path) > 256:
+		return fmt.Errorf("the path %.20q… is longer than 256 bytes", path)
+	case strings.Contains(strings.TrimSuffix(path, "*"), "*"):
+		return fmt.Errorf("the path %q has a * before its end (a trailing * makes it a prefix; nothing else is a wildcard)", path)
+	case strings.ContainsAny(path, " \t\r\n,=?#"):
+		return fmt.Errorf("the path %q holds a space, comma, =, ? or # (write the path alone, as the request carries it)", path)
+	}
+	return nil
+}
+
+// sortRoutes orders route policies as the routes are tried: exact paths
+// first, then prefixes longest first, so the most specific wins.
+func sortRoutes(routes []RoutePolicy) {
+	sort.Slice(routes, func(i, j int) bool {
+		a, b := routes[i], routes[j]
+		if a.Prefix != b.Prefix {
+			return !a.Prefix
+		}
+		if len(a.Path) != len(b.Path) {
+			return len(a.Path) > len(b.Path)
+		}
+		return a.Path < b.Path
+	})
 }
 
 // PolicyKeys lists the policy keys, prefixed, sorted.
 func PolicyKeys() []string {
 	out := make([]string, 0, len(policyKeys))
 	for k := range policyKeys {
-		out = append(out, PolicyKeyPrefix+k)
+		out = append(out, policymeta.Prefix+k)
 	}
 	sort.Strings(out)
 	return out

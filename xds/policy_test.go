@@ -1,14 +1,17 @@
 package xds
 
 import (
-	"maps"
+	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/micromesh/micromesh/xds/policymeta"
 )
 
 func TestPolicyFromMetadata(t *testing.T) {
-	p, err := PolicyFromMetadata(map[string]string{"policy_timeout": "250ms", "policy_retries": "0", "policy_lb": "round_robin",
+	p, routes, err := PolicyFromMetadata(map[string]string{"policy_timeout": "250ms", "policy_retries": "0", "policy_lb": "round_robin",
 		"policy_max_requests": "7", "policy_base_ejection_time": "1s", "policy_max_ejection_percent": "100", "other": "kept out"})
 	if err != nil {
 		t.Fatal(err)
@@ -16,11 +19,11 @@ func TestPolicyFromMetadata(t *testing.T) {
 	want := DefaultPolicy
 	want.Timeout, want.Retries, want.LoadBalancer, want.MaxRequests, want.BaseEjectionTime, want.MaxEjectionPercent =
 		250*time.Millisecond, 0, "round_robin", 7, time.Second, 100
-	if p != want {
-		t.Errorf("policy = %+v, want %+v", p, want)
+	if p != want || routes != nil {
+		t.Errorf("policy = %+v, %+v; want %+v and no routes", p, routes, want)
 	}
-	if p, err := PolicyFromMetadata(nil); err != nil || p != DefaultPolicy {
-		t.Errorf("no keys: %+v, %v; want the default policy", p, err)
+	if p, routes, err := PolicyFromMetadata(nil); err != nil || p != DefaultPolicy || routes != nil {
+		t.Errorf("no keys: %+v, %+v, %v; want the default policy", p, routes, err)
 	}
 	for md, mention := range map[string]string{
 		"policy_timeout=2":              `"2" is not a duration`,
@@ -30,23 +33,70 @@ func TestPolicyFromMetadata(t *testing.T) {
 		"policy_max_ejection_percent=x": "whole number",
 		"policy_lb=random":              "round_robin or least_request",
 		"policy_timout=1s":              `policy key "policy_timout" is not one of`,
+		"policy_route_0=/a:timeout":     "is not PATH:KEY=VALUE",
+		"policy_route_0=/a=1s":          "is not PATH:KEY=VALUE",
 	} {
 		k, v, _ := strings.Cut(md, "=")
-		_, err := PolicyFromMetadata(map[string]string{k: v})
+		_, _, err := PolicyFromMetadata(map[string]string{k: v})
 		if err == nil || !strings.Contains(err.Error(), mention) {
 			t.Errorf("%s: %v, want an error mentioning %q", md, err, mention)
 		}
 	}
 }
 
-func TestPolicyFlagsUndoesPolicyMetadata(t *testing.T) {
-	flags := map[string]string{"timeout": "2s", "retries": "0"}
-	md := PolicyMetadata(flags)
-	md["team"] = "growth" // not a policy key: left out
-	if got := PolicyFlags(md); !maps.Equal(got, flags) {
-		t.Errorf("PolicyFlags(%v) = %v, want %v", md, got, flags)
+// TestPathPolicies: a path's timeouts and retries start from the service's
+// and override what it sets; routes come exact first, then prefixes
+// longest first.
+func TestPathPolicies(t *testing.T) {
+	md := policymeta.Metadata(map[string]string{
+		"timeout":                        "2s",
+		"retries":                        "1",
+		"/pkg.Greeter/Slow:timeout":      "30s",
+		"/pkg.Greeter/Slow:retries":      "0",
+		"/pkg.Greeter/*:per_try_timeout": "100ms",
+		"/pkg.Greeter/Say*:retries":      "5",
+	})
+	p, routes, err := PolicyFromMetadata(md)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got := PolicyFlags(map[string]string{"team": "growth"}); got != nil {
-		t.Errorf("PolicyFlags without policy keys = %v, want nil", got)
+	if p.Timeout != 2*time.Second || p.Retries != 1 {
+		t.Errorf("service policy = %+v", p)
+	}
+	want := []RoutePolicy{
+		{Path: "/pkg.Greeter/Slow", Timeout: 30 * time.Second, PerTryTimeout: DefaultPolicy.PerTryTimeout, Retries: 0},
+		{Path: "/pkg.Greeter/Say", Prefix: true, Timeout: 2 * time.Second, PerTryTimeout: DefaultPolicy.PerTryTimeout, Retries: 5},
+		{Path: "/pkg.Greeter/", Prefix: true, Timeout: 2 * time.Second, PerTryTimeout: 100 * time.Millisecond, Retries: 1},
+	}
+	if !reflect.DeepEqual(routes, want) {
+		t.Errorf("routes =\n%+v\nwant\n%+v", routes, want)
+	}
+
+	for flag, mention := range map[string]string{
+		"pkg.Greeter/Slow:timeout=1s":  "does not start with /",
+		"/pkg.*/Slow:timeout=1s":       "has a * before its end",
+		"/a b:timeout=1s":              "holds a space",
+		"/a:max_requests=5":            "applies to the whole service, not to one path",
+		"/a:lb=round_robin":            "applies to the whole service",
+		"/a:colour=blue":               `"colour" is not a key a path can set`,
+		"/a:timeout=soon":              `policy /a:timeout: "soon" is not a duration`,
+		"/a:retries=11":                "from 0 to 10",
+		"/" + strings.Repeat("a", 300): "longer than 256 bytes",
+	} {
+		k, v, _ := strings.Cut(flag, "=")
+		if !strings.Contains(k, ":") {
+			k += ":timeout"
+		}
+		_, _, err := PolicyFromMetadata(policymeta.Metadata(map[string]string{k: v}))
+		if err == nil || !strings.Contains(err.Error(), mention) {
+			t.Errorf("%s: %v, want an error mentioning %q", flag, err, mention)
+		}
+	}
+	many := map[string]string{}
+	for i := range maxRouteEntries + 1 {
+		many[fmt.Sprintf("/m%d:timeout", i)] = "1s"
+	}
+	if _, _, err := PolicyFromMetadata(policymeta.Metadata(many)); err == nil || !strings.Contains(err.Error(), "at most 32") {
+		t.Errorf("%d path entries: %v, want an error naming the limit", len(many), err)
 	}
 }

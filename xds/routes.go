@@ -22,33 +22,55 @@ func (b *builder) outboundRoute(reachable []*Service) *route.RouteConfiguration 
 		pol := s.Policy
 		// A route timeout bounds a whole request, stream included: gRPC
 		// services get none (their callers' deadlines govern, and streams may
-		// live long); HTTP services get the policy's.
+		// live long) unless a path asks for one; HTTP services get the
+		// policy's.
 		timeout := pol.Timeout
 		if s.Protocol == ProtocolGRPC {
 			timeout = 0
 		}
-		action := &route.RouteAction{
-			ClusterSpecifier: &route.RouteAction_Cluster{Cluster: ClusterName(s.Namespace, s.Name)},
-			Timeout:          duration(timeout),
-		}
-		if pol.Retries > 0 {
-			action.RetryPolicy = &route.RetryPolicy{
-				RetryOn:       retryOn,
-				NumRetries:    u32(pol.Retries),
-				PerTryTimeout: duration(pol.PerTryTimeout),
-				RetryBackOff:  &route.RetryPolicy_RetryBackOff{BaseInterval: duration(25 * time.Millisecond), MaxInterval: duration(250 * time.Millisecond)},
+		routes := make([]*route.Route, 0, len(s.Routes)+1)
+		for _, rp := range s.Routes {
+			match := &route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: rp.Path}}
+			if rp.Prefix {
+				match.PathSpecifier = &route.RouteMatch_Prefix{Prefix: rp.Path}
 			}
+			routes = append(routes, &route.Route{
+				Match:  match,
+				Action: &route.Route_Route{Route: routeAction(s, rp.Timeout, rp.PerTryTimeout, rp.Retries)},
+			})
 		}
+		routes = append(routes, &route.Route{
+			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &route.Route_Route{Route: routeAction(s, timeout, pol.PerTryTimeout, pol.Retries)},
+		})
 		rc.VirtualHosts = append(rc.VirtualHosts, &route.VirtualHost{
 			Name:    ClusterName(s.Namespace, s.Name),
 			Domains: hostNames(b.proxy.Namespace, s.Namespace, s.Name),
-			Routes: []*route.Route{{
-				Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
-				Action: &route.Route_Route{Route: action},
-			}},
+			Routes:  routes,
 		})
 	}
 	return rc
+}
+
+// routeAction sends to s's cluster with a timeout (0: none) and retries.
+func routeAction(s *Service, timeout, perTry time.Duration, retries uint32) *route.RouteAction {
+	action := &route.RouteAction{
+		ClusterSpecifier: &route.RouteAction_Cluster{Cluster: ClusterName(s.Namespace, s.Name)},
+		Timeout:          duration(timeout),
+	}
+	if s.Protocol == ProtocolGRPC && timeout > 0 {
+		// Proxyless gRPC clients read a route's deadline from here.
+		action.MaxStreamDuration = &route.RouteAction_MaxStreamDuration{MaxStreamDuration: duration(timeout)}
+	}
+	if retries > 0 {
+		action.RetryPolicy = &route.RetryPolicy{
+			RetryOn:       retryOn,
+			NumRetries:    u32(retries),
+			PerTryTimeout: duration(perTry),
+			RetryBackOff:  &route.RetryPolicy_RetryBackOff{BaseInterval: duration(25 * time.Millisecond), MaxInterval: duration(250 * time.Millisecond)},
+		}
+	}
+	return action
 }
 
 // inboundRoute sends everything to the local app, replacing any caller

@@ -200,7 +200,7 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 	f.BoolVar(&o.batch, "batch-scheduling", true, "run with SCHED_BATCH (Linux): woken by a packet, the sidecar does not preempt the thread that sent it")
 	f.BoolVar(&o.waitApp, "wait-app", false, "register only once the app answers (gRPC health or TCP), pause heartbeats while it does not")
 	f.StringVar(&o.version, "version", "", "version registered with the instance")
-	f.StringToStringVar(&o.policy, "policy", nil, "traffic policy its callers apply, key=value, repeatable: timeout, per_try_timeout, retries, lb (round_robin|least_request), max_connections, max_pending_requests, max_requests, max_retries, consecutive_5xx, base_ejection_time, max_ejection_percent (e.g. --policy timeout=2s --policy retries=3)")
+	f.StringToStringVar(&o.policy, "policy", nil, "traffic policy its callers apply, key=value, repeatable: timeout, per_try_timeout, retries, lb (round_robin|least_request), max_connections, max_pending_requests, max_requests, max_retries, consecutive_5xx, base_ejection_time, max_ejection_percent (e.g. --policy timeout=2s --policy retries=3); PATH:key=value for the requests of one path, PATH* for a prefix: timeout, per_try_timeout, retries (e.g. --policy '/pkg.Greeter/Slow:timeout=30s')")
 	f.StringVar(&o.transport, "transport", "quic", "what callers should use to reach this instance: quic (HTTP/3) or tls (HTTP/2)")
 	f.StringVar(&o.xds, "xds", "delta", "xDS protocol: delta (only changes travel) or sotw (state of the world)")
 	f.StringVar(&o.logLevel, "log-level", envconfig.Get(envconfig.LogLevel, "info"), "debug, info, warn or error")

@@ -225,59 +225,80 @@ func compileHTTPFilters(fs []*xdswire.HTTPFilter) (httpFilters, error) {
 }
 
 func compileRouteTable(rc *xdswire.RouteConfiguration) (*RouteTable, error) {
-	t := &RouteTable{Name: rc.Name, exact: map[string]*Route{}}
+	t := &RouteTable{Name: rc.Name, exact: map[string][]*Route{}}
 	for _, vh := range rc.VirtualHosts {
-		if len(vh.Routes) != 1 {
-			return nil, fmt.Errorf("virtual host %q has %d routes; the built-in proxy takes one per host", vh.Name, len(vh.Routes))
+		if len(vh.Routes) == 0 {
+			return nil, fmt.Errorf("virtual host %q has no routes", vh.Name)
 		}
-		rt := vh.Routes[0]
-		switch {
-		case rt.Match != nil && rt.Match.Unsupported != "":
-			return nil, fmt.Errorf("virtual host %q: path match %s is not supported", vh.Name, rt.Match.Unsupported)
-		case rt.Match == nil || rt.Match.Prefix == nil:
-			return nil, fmt.Errorf("virtual host %q: the route has no path match", vh.Name)
-		case *rt.Match.Prefix != "/" && *rt.Match.Prefix != "":
-			return nil, fmt.Errorf("virtual host %q: only the prefix \"/\" is supported, not %q", vh.Name, *rt.Match.Prefix)
-		}
-		action := rt.Route
-		if rt.Unsupported != "" || action == nil || action.Unsupported != "" || action.Cluster == "" {
-			return nil, fmt.Errorf("virtual host %q: only routes to a named cluster are supported", vh.Name)
-		}
-		r := &Route{VirtualHost: vh.Name, Cluster: action.Cluster, Timeout: action.Timeout.D()}
-		if action.Timeout == nil {
-			r.Timeout = defaultRouteTimeout
-		}
-		if rp := action.RetryPolicy; rp != nil {
-			retry, err := compileRetry(rp)
+		routes := make([]*Route, 0, len(vh.Routes))
+		for i, rt := range vh.Routes {
+			r, err := compileRoute(vh, rt)
 			if err != nil {
-				return nil, fmt.Errorf("virtual host %q: %w", vh.Name, err)
+				return nil, fmt.Errorf("virtual host %q, route %d: %w", vh.Name, i, err)
 			}
-			r.Retry = retry
-		}
-		r.HeadersToRemove = append(append([]string(nil), vh.RequestHeadersToRemove...), rt.RequestHeadersToRemove...)
-		for _, hv := range append(append([]*xdswire.HeaderValueOption(nil), vh.RequestHeadersToAdd...), rt.RequestHeadersToAdd...) {
-			if hv.Header == nil {
-				return nil, fmt.Errorf("virtual host %q: a header to add has no header", vh.Name)
-			}
-			if v := hv.Header.Value; strings.Contains(v, "%") && v != PeerURISAN {
-				return nil, fmt.Errorf("virtual host %q: header value %q: only %s is supported", vh.Name, v, PeerURISAN)
-			}
-			r.HeadersToAdd = append(r.HeadersToAdd, HeaderValue{Key: strings.ToLower(hv.Header.Key), Value: hv.Header.Value})
+			routes = append(routes, r)
 		}
 		for _, d := range vh.Domains {
 			switch {
 			case d == "*":
-				t.wildcard = r
+				t.wildcard = routes
 			case strings.Contains(d, "*"):
 				return nil, fmt.Errorf("virtual host %q: wildcard domain %q is not supported (only \"*\")", vh.Name, d)
 			default:
-				t.exact[strings.ToLower(d)] = r
+				t.exact[strings.ToLower(d)] = routes
 			}
 			t.Hosts = append(t.Hosts, d)
 		}
 	}
 	sort.Strings(t.Hosts)
 	return t, nil
+}
+
+func compileRoute(vh *xdswire.VirtualHost, rt *xdswire.Route) (*Route, error) {
+	m := rt.Match
+	switch {
+	case m == nil:
+		return nil, errors.New("the route has no match")
+	case m.Unsupported != "":
+		return nil, fmt.Errorf("path match %s is not supported", m.Unsupported)
+	case m.Conditions != "":
+		return nil, fmt.Errorf("matching on %s is not supported (only the path)", m.Conditions)
+	case m.Prefix == nil && m.Path == nil:
+		return nil, errors.New("the route has no path match")
+	}
+	r := &Route{VirtualHost: vh.Name}
+	if m.Prefix != nil {
+		r.Match = PathMatch{Path: *m.Prefix, Prefix: true}
+	} else {
+		r.Match = PathMatch{Path: *m.Path}
+	}
+	r.Match.Fold = m.CaseSensitive != nil && !*m.CaseSensitive
+	action := rt.Route
+	if rt.Unsupported != "" || action == nil || action.Unsupported != "" || action.Cluster == "" {
+		return nil, errors.New("only routes to a named cluster are supported")
+	}
+	r.Cluster, r.Timeout = action.Cluster, action.Timeout.D()
+	if action.Timeout == nil {
+		r.Timeout = defaultRouteTimeout
+	}
+	if rp := action.RetryPolicy; rp != nil {
+		retry, err := compileRetry(rp)
+		if err != nil {
+			return nil, err
+		}
+		r.Retry = retry
+	}
+	r.HeadersToRemove = append(append([]string(nil), vh.RequestHeadersToRemove...), rt.RequestHeadersToRemove...)
+	for _, hv := range append(append([]*xdswire.HeaderValueOption(nil), vh.RequestHeadersToAdd...), rt.RequestHeadersToAdd...) {
+		if hv.Header == nil {
+			return nil, errors.New("a header to add has no header")
+		}
+		if v := hv.Header.Value; strings.Contains(v, "%") && v != PeerURISAN {
+			return nil, fmt.Errorf("header value %q: only %s is supported", v, PeerURISAN)
+		}
+		r.HeadersToAdd = append(r.HeadersToAdd, HeaderValue{Key: strings.ToLower(hv.Header.Key), Value: hv.Header.Value})
+	}
+	return r, nil
 }
 
 // defaultLimits are Envoy's circuit-breaker thresholds when a cluster sets

@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 
 	xdsmatcher "github.com/cncf/xds/go/xds/type/matcher/v3"
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -11,8 +12,10 @@ import (
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	rbacfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	exprpb "google.golang.org/genproto/googleapis/api/expr/v1alpha1"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/micromesh/micromesh/xds"
@@ -58,17 +61,17 @@ func TestCompileWhatTheControlPlaneServes(t *testing.T) {
 	}
 	rt := c.Routes["outbound"]
 	for host, cl := range map[string]string{"hello": "hello.default", "hello.default": "hello.default", "world": "world.default", "store.micromesh": "store.micromesh"} {
-		if r := rt.Lookup(host); r == nil || r.Cluster != cl {
+		if r := lookup(rt, host); r == nil || r.Cluster != cl {
 			t.Errorf("route for %q = %+v, want cluster %s", host, r, cl)
 		}
 	}
-	if r := rt.Lookup("billing"); r != nil {
+	if r := lookup(rt, "billing"); r != nil {
 		t.Errorf("an unknown host routes to %+v", r)
 	}
-	if r := rt.Lookup("hello"); r.Timeout != 0 || r.Retry == nil || !r.Retry.On.GRPCUnavailable || r.Retry.NumRetries != 2 {
+	if r := lookup(rt, "hello"); r.Timeout != 0 || r.Retry == nil || !r.Retry.On.GRPCUnavailable || r.Retry.NumRetries != 2 {
 		t.Errorf("hello route = %+v / %+v: a gRPC route has no timeout and retries UNAVAILABLE", r, r.Retry)
 	}
-	if r := rt.Lookup("world"); r.Timeout == 0 {
+	if r := lookup(rt, "world"); r.Timeout == 0 {
 		t.Error("an HTTP route has no timeout")
 	}
 	hello := c.Clusters["hello.default"]
@@ -95,7 +98,7 @@ func TestCompileWhatTheControlPlaneServes(t *testing.T) {
 	if c.Certificate == nil || c.Certificate.Chain != "/certs/cert.pem" || c.Certificate.Key != "/certs/key.pem" || len(c.Roots) == 0 {
 		t.Errorf("secrets: %+v, %d bytes of roots", c.Certificate, len(c.Roots))
 	}
-	in := c.Inbound.Route.Lookup("anything")
+	in := lookup(c.Inbound.Route, "anything")
 	if in == nil || in.Cluster != "inbound|app" || len(in.HeadersToRemove) != 1 || in.HeadersToAdd[0].Value != PeerURISAN {
 		t.Errorf("inbound route = %+v", in)
 	}
@@ -180,6 +183,13 @@ func TestCompileRefusesWhatItCannotHonour(t *testing.T) {
 		{"redirect route", func(r *envoyResources) {
 			r.Routes[0].VirtualHosts[0].Routes[0].Action = &route.Route_Redirect{Redirect: &route.RedirectAction{}}
 		}, "only routes to a named cluster"},
+		{"route matching on a header", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].Routes[0].Match.Headers = []*route.HeaderMatcher{{Name: "x-canary"}}
+		}, "matching on headers is not supported"},
+		{"route matching by regex", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].Routes[0].Match.PathSpecifier = &route.RouteMatch_SafeRegex{SafeRegex: &matcher.RegexMatcher{Regex: "/.*"}}
+		}, "path match safe_regex is not supported"},
+		{"virtual host without routes", func(r *envoyResources) { r.Routes[0].VirtualHosts[0].Routes = nil }, "has no routes"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -248,4 +258,50 @@ func TestCircuitBreakerThresholdsDefaultAsEnvoys(t *testing.T) {
 	if got, want := c.Clusters["app"].Limits, (Limits{MaxConnections: 1024, MaxPendingRequests: 1024, MaxRequests: 5, MaxRetries: 0}); got != want {
 		t.Fatalf("limits = %+v, want %+v", got, want)
 	}
+}
+
+// TestRoutesMatchThePathInOrder: a host's routes are tried in order, the
+// first whose path match takes the request wins, as in Envoy.
+func TestRoutesMatchThePathInOrder(t *testing.T) {
+	r := meshFor(t, "default", "client")
+	var vh *route.VirtualHost
+	for _, v := range r.Routes[0].VirtualHosts {
+		if v.Name == "world.default" {
+			vh = v
+		}
+	}
+	to := func(cluster string) *route.Route_Route {
+		return &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: cluster}, Timeout: durationpb.New(time.Second)}}
+	}
+	vh.Routes = append([]*route.Route{
+		{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: "/pkg.Greeter/Slow"}}, Action: to("exact")},
+		{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/Admin/"}, CaseSensitive: wrapperspb.Bool(false)}, Action: to("admin")},
+		{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/pkg.Greeter/"}}, Action: to("greeter")},
+	}, vh.Routes...)
+	c, err := Compile(r.wire(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := c.Routes["outbound"]
+	for path, want := range map[string]string{
+		"/pkg.Greeter/Slow": "exact", "/pkg.Greeter/SlowToo": "greeter", "/pkg.greeter/slow": "world.default",
+		"/admin/users": "admin", "/ADMIN/": "admin", "/admin": "world.default", "/": "world.default", "*": "",
+	} {
+		got, known := rt.Lookup("world", path)
+		if !known || (got == nil) != (want == "") || got != nil && got.Cluster != want {
+			t.Errorf("Lookup(world, %q) = %+v, %v; want cluster %q", path, got, known, want)
+		}
+	}
+	if got, _ := rt.Lookup("world", "/pkg.Greeter/Slow"); got.Timeout != time.Second {
+		t.Errorf("the exact route's timeout = %v, want its own 1s", got.Timeout)
+	}
+	if _, known := rt.Lookup("billing", "/"); known {
+		t.Error("an unknown host is known")
+	}
+}
+
+// lookup is the route of host for the path "/".
+func lookup(t *RouteTable, host string) *Route {
+	r, _ := t.Lookup(host, "/")
+	return r
 }

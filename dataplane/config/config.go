@@ -8,6 +8,7 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -70,26 +71,56 @@ type Inbound struct {
 	Route             *RouteTable
 }
 
-// RouteTable routes by authority.
+// RouteTable routes by authority, then path.
 type RouteTable struct {
 	Name     string
-	exact    map[string]*Route
-	wildcard *Route // "*"
+	exact    map[string][]*Route
+	wildcard []*Route // "*"
 	// Hosts lists the domains, for messages ("reachable: …").
 	Hosts []string
 }
 
-// Lookup returns the route of authority host (port already stripped).
-func (t *RouteTable) Lookup(host string) *Route {
-	if r, ok := t.exact[host]; ok {
-		return r
+// Lookup returns the route of authority host (port already stripped) and
+// path: the first of the host's routes whose match takes the path, as
+// Envoy does; nil if the host has none (known reports whether it is one of
+// the table's hosts).
+func (t *RouteTable) Lookup(host, path string) (r *Route, known bool) {
+	routes, ok := t.exact[host]
+	if !ok {
+		if t.wildcard == nil {
+			return nil, false
+		}
+		routes = t.wildcard
 	}
-	return t.wildcard
+	for _, r := range routes {
+		if r.Match.matches(path) {
+			return r, true
+		}
+	}
+	return nil, true
+}
+
+// PathMatch is a route's condition on the path: an exact path or a prefix,
+// with or without case.
+type PathMatch struct {
+	Path   string
+	Prefix bool // Path is a prefix
+	Fold   bool // case-insensitive
+}
+
+func (m PathMatch) matches(path string) bool {
+	switch {
+	case m.Prefix:
+		return len(path) >= len(m.Path) && (path[:len(m.Path)] == m.Path || m.Fold && strings.EqualFold(path[:len(m.Path)], m.Path))
+	default:
+		return path == m.Path || m.Fold && strings.EqualFold(path, m.Path)
+	}
 }
 
 // Route is where matched requests go and how.
 type Route struct {
 	VirtualHost string
+	Match       PathMatch
 	Cluster     string
 	// Timeout bounds the whole request, retries included; 0: none.
 	Timeout time.Duration

@@ -214,10 +214,14 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	host := authority(r.Host)
-	route := routes.Lookup(host)
-	if route == nil {
+	route, known := routes.Lookup(host, r.URL.Path)
+	if !known {
 		p.local(w, r, outbound, host, http.StatusServiceUnavailable,
 			fmt.Sprintf("micromesh: %q is not a service in the mesh this workload can call (it can call: %s)", host, strings.Join(routes.Hosts, ", ")), start)
+		return
+	}
+	if route == nil {
+		p.local(w, r, outbound, host, http.StatusNotFound, fmt.Sprintf("micromesh: no route of %q takes the path %q", host, r.URL.Path), start)
 		return
 	}
 	up := st.upstreams[route.Cluster]
@@ -256,7 +260,7 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	route := lst.Route.Lookup(authority(r.Host))
+	route, _ := lst.Route.Lookup(authority(r.Host), r.URL.Path)
 	if route == nil {
 		p.local(w, r, inbound, "", http.StatusNotFound, "micromesh: no inbound route", start)
 		return

@@ -129,7 +129,11 @@ func TestDecodesEveryRouteField(t *testing.T) {
 		RequestHeadersToAdd:    []*core.HeaderValueOption{{Header: &core.HeaderValue{Key: "x-a", Value: "1"}}},
 		RequestHeadersToRemove: []string{"x-b"},
 		Routes: []*route.Route{{
-			Name:  "only",
+			Name:   "exact",
+			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: "/a.B/C"}, CaseSensitive: wrapperspb.Bool(false)},
+			Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "c"}}},
+		}, {
+			Name:  "rest",
 			Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: ""}},
 			Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "c"},
 				Timeout: durationpb.New(1500 * time.Millisecond),
@@ -141,7 +145,10 @@ func TestDecodesEveryRouteField(t *testing.T) {
 		}},
 	}}}
 	got := decodeLike(t, rc).(*RouteConfiguration)
-	r := got.VirtualHosts[0].Routes[0]
+	if m := got.VirtualHosts[0].Routes[0].Match; m.Path == nil || *m.Path != "/a.B/C" || m.Prefix != nil || m.CaseSensitive == nil || *m.CaseSensitive {
+		t.Fatalf("decoded the exact match as %+v", m)
+	}
+	r := got.VirtualHosts[0].Routes[1]
 	if r.Match.Prefix == nil || *r.Match.Prefix != "" || r.Route.RetryPolicy.NumRetries == nil || *r.Route.RetryPolicy.NumRetries != 0 ||
 		r.Route.Timeout.D() != 1500*time.Millisecond || r.Route.RetryPolicy.RetryBackOff.MaxInterval == nil {
 		t.Fatalf("decoded %+v", r)
@@ -159,7 +166,9 @@ func TestRecordsWhatItDoesNotDecode(t *testing.T) {
 		{&rbac.Permission{Rule: &rbac.Permission_DestinationPort{DestinationPort: 80}}, func(m any) string { return m.(*Permission).Unsupported }, "destination_port"},
 		{&rbac.Principal{Identifier: &rbac.Principal_RemoteIp{RemoteIp: &core.CidrRange{AddressPrefix: "10.0.0.0"}}}, func(m any) string { return m.(*Principal).Unsupported }, "remote_ip"},
 		{&route.HeaderMatcher{Name: "a", HeaderMatchSpecifier: &route.HeaderMatcher_RangeMatch{RangeMatch: &typev3.Int64Range{End: 1}}}, func(m any) string { return m.(*HeaderMatcher).Unsupported }, "range_match"},
-		{&route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: "/x"}}, func(m any) string { return m.(*RouteMatch).Unsupported }, "path"},
+		{&route.RouteMatch{PathSpecifier: &route.RouteMatch_SafeRegex{SafeRegex: &matcher.RegexMatcher{Regex: "x"}}}, func(m any) string { return m.(*RouteMatch).Unsupported }, "safe_regex"},
+		{&route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: "/x"}, Headers: []*route.HeaderMatcher{{Name: "a"}}}, func(m any) string { return m.(*RouteMatch).Conditions }, "headers"},
+		{&route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}, Grpc: &route.RouteMatch_GrpcRouteMatchOptions{}}, func(m any) string { return m.(*RouteMatch).Conditions }, "grpc"},
 		{&route.Route{Action: &route.Route_Redirect{Redirect: &route.RedirectAction{}}}, func(m any) string { return m.(*Route).Unsupported }, "redirect"},
 		{&route.RouteAction{ClusterSpecifier: &route.RouteAction_ClusterHeader{ClusterHeader: "x"}}, func(m any) string { return m.(*RouteAction).Unsupported }, "cluster_header"},
 		{&tlsv3.Secret{Type: &tlsv3.Secret_GenericSecret{GenericSecret: &tlsv3.GenericSecret{}}}, func(m any) string { return m.(*Secret).Unsupported }, "generic_secret"},

@@ -1,5 +1,7 @@
 package xdswire
 
+import "google.golang.org/protobuf/encoding/protowire"
+
 // RouteConfiguration is envoy.config.route.v3.RouteConfiguration.
 type RouteConfiguration struct {
 	Name         string         `json:"name,omitempty"`
@@ -92,12 +94,17 @@ func (m *Route) unmarshal(b []byte) error {
 	})
 }
 
-// RouteMatch is envoy.config.route.v3.RouteMatch; only prefix matches are
-// decoded.
+// RouteMatch is envoy.config.route.v3.RouteMatch: a prefix or an exact
+// path, case-sensitive or not. Other path specifiers are named in
+// Unsupported; conditions besides the path (headers, query parameters, …)
+// in Conditions, so that a route is never taken for more than it says.
 type RouteMatch struct {
-	Prefix      *string `json:"prefix,omitempty"`
-	Unsupported string  `json:"-"` // another path specifier
-	path        oneof
+	Prefix        *string `json:"prefix,omitempty"`
+	Path          *string `json:"path,omitempty"`
+	CaseSensitive *bool   `json:"caseSensitive,omitempty"`
+	Unsupported   string  `json:"-"` // another path specifier
+	Conditions    string  `json:"-"` // the first condition besides the path
+	path          oneof
 }
 
 func (m *RouteMatch) unmarshal(b []byte) error {
@@ -108,14 +115,16 @@ func (m *RouteMatch) unmarshal(b []byte) error {
 				return nil
 			}
 			if m.path.to(f.num) {
-				m.Prefix, m.Unsupported = nil, ""
+				m.Prefix, m.Path, m.Unsupported = nil, nil, ""
 			}
 		}
 		switch f.num {
 		case 1:
 			return f.strOpt(&m.Prefix)
 		case 2:
-			m.Unsupported = "path"
+			return f.strOpt(&m.Path)
+		case 4:
+			return f.boolValue(&m.CaseSensitive)
 		case 10:
 			m.Unsupported = "safe_regex"
 		case 12:
@@ -124,9 +133,18 @@ func (m *RouteMatch) unmarshal(b []byte) error {
 			m.Unsupported = "path_separated_prefix"
 		case 15:
 			m.Unsupported = "path_match_policy"
+		case 6, 7, 8, 9, 11, 13, 16:
+			if m.Conditions == "" {
+				m.Conditions = routeConditions[f.num]
+			}
 		}
 		return nil
 	})
+}
+
+// routeConditions names RouteMatch's conditions besides the path.
+var routeConditions = map[protowire.Number]string{
+	6: "headers", 7: "query_parameters", 8: "grpc", 9: "runtime_fraction", 11: "tls_context", 13: "dynamic_metadata", 16: "filter_state",
 }
 
 // RouteAction is envoy.config.route.v3.RouteAction.

@@ -47,8 +47,10 @@ type RunRequest struct {
 	// build's content hash.
 	Version string `protobuf:"bytes,7,opt,name=version,proto3" json:"version,omitempty"`
 	// Traffic policy the service's callers apply, by key without the policy_
-	// prefix (timeout, retries, lb, ...; see xds.PolicyKeys); the sidecars
-	// register it with each instance.
+	// prefix (timeout, retries, lb, ...; see xds.PolicyKeys), or
+	// "PATH:key" for the requests of one path ("PATH*:key" for a prefix;
+	// timeout, per_try_timeout, retries); the sidecars register it with each
+	// instance (package policymeta).
 	Policy        map[string]string `protobuf:"bytes,8,rep,name=policy,proto3" json:"policy,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
