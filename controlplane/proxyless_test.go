@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	grpcxds "google.golang.org/grpc/xds"
 
 	"github.com/micromesh/micromesh/controlplane/registry"
@@ -23,6 +25,7 @@ import (
 	"github.com/micromesh/micromesh/internal/consultest"
 	"github.com/micromesh/micromesh/internal/meshtest"
 	"github.com/micromesh/micromesh/xds/bootstrap"
+	"github.com/micromesh/micromesh/xds/policymeta"
 )
 
 // backend is a gRPC server with its own mTLS (a proxyless server): it
@@ -34,7 +37,18 @@ type backend struct {
 	port int
 }
 
-func (b *backend) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+// slowCall is a request the backend answers only after 5 s (or its
+// caller's deadline).
+const slowCall = 7
+
+func (b *backend) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	if req.GetResponseSize() == slowCall {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(5 * time.Second):
+		}
+	}
 	caller := ""
 	if p, ok := peer.FromContext(ctx); ok {
 		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(info.State.PeerCertificates) > 0 {
@@ -70,7 +84,9 @@ func startBackend(t *testing.T, cp *meshtest.ControlPlane, name string) *backend
 
 func (b *backend) instance() registry.Instance {
 	return registry.Instance{ID: b.name, Service: "greeter", Namespace: "default", Address: "127.0.0.1",
-		Port: uint16(b.port), Kind: registry.KindProxyless, Protocol: registry.ProtocolGRPC}
+		Port: uint16(b.port), Kind: registry.KindProxyless, Protocol: registry.ProtocolGRPC,
+		// A deadline for one method, which grpc-go's client applies.
+		Metadata: policymeta.Metadata(map[string]string{"/grpc.testing.TestService/UnaryCall:timeout": "300ms"})}
 }
 
 // proxylessClient dials xds:///greeter with grpc-go's xDS resolver and xDS
@@ -151,10 +167,18 @@ func testProxylessClient(t *testing.T, cp *meshtest.ControlPlane) {
 	}
 	t.Logf("both backends served: %v", served)
 
+	// The method's timeout reaches the client: a call the backend would
+	// answer in 5 s ends at 300 ms.
+	start := time.Now()
+	_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: slowCall})
+	if status.Code(err) != codes.DeadlineExceeded || time.Since(start) > 2*time.Second {
+		t.Errorf("slow call: %v after %v; want DeadlineExceeded after the method's 300 ms", err, time.Since(start))
+	}
+
 	if err := cp.Registry().Deregister(ctx, b1.name); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
+	start = time.Now()
 	streak := 0
 	for streak < 20 {
 		resp, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
