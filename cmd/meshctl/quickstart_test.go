@@ -74,11 +74,16 @@ func TestQuickStart(t *testing.T) {
 	if out != `{"msg":"Hello Alice"}`+"\n" {
 		t.Fatalf("call helloworld: %q", out)
 	}
-	// A traffic policy for pingpong's callers: its sidecar registers it
-	// (a malformed --policy would keep the sidecar from starting).
-	srv.run(ctx, t, meshctl, "run", filepath.Join(examples, "pingpong"), "--policy", "timeout=30s", "--policy", "retries=1")
+	// A traffic policy for pingpong's callers, one path's too: its sidecar
+	// registers it (a malformed --policy would keep the sidecar from
+	// starting), and services shows it.
+	srv.run(ctx, t, meshctl, "run", filepath.Join(examples, "pingpong"), "--policy", "timeout=30s", "--policy", "retries=1",
+		"--policy", "/examples.pingpong.v1.Pingpong/*:retries=0")
 	if out := srv.run(ctx, t, meshctl, "call", "pingpong", "Pingpong.Ping", `{"name":"Bob"}`); out != `{"msg":"Hello Bob"}`+"\n" {
 		t.Fatalf("call pingpong: %q", out)
+	}
+	if out := srv.run(ctx, t, meshctl, "services"); !strings.Contains(out, "/examples.pingpong.v1.Pingpong/*:retries=0 retries=1 timeout=30s") {
+		t.Errorf("services does not show pingpong's policy:\n%s", out)
 	}
 
 	// The logs hold the request, from the app (with its caller) and its
