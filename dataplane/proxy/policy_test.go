@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -442,6 +443,41 @@ func TestClustersShowEjectionsAndLimits(t *testing.T) {
 			t.Errorf("failing endpoint: %+v, want ejected once, until later", e)
 		case !isBad && (e.Ejected || e.Ejections != 0 || !e.Healthy):
 			t.Errorf("answering endpoint: %+v, want healthy and not ejected", e)
+		}
+	}
+}
+
+// A host's routes are matched by path; a path none takes gets 404 naming
+// it (the control plane always ends with "/", other control planes may
+// not).
+func TestPathNoRouteTakesIs404(t *testing.T) {
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "b"+r.URL.Path) }))
+	t.Cleanup(b.Close)
+	p, _ := policyProxy(t, policy{}, b)
+	rc := &route.RouteConfiguration{Name: "outbound", VirtualHosts: []*route.VirtualHost{{
+		Name: "b", Domains: []string{"b"},
+		Routes: []*route.Route{{
+			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: "/only"}},
+			Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "b"}}},
+		}},
+	}}}
+	routes, err := config.Compile(config.Resources{Routes: []*xdswire.RouteConfiguration{xdswiretest.Decode[*xdswire.RouteConfiguration](t, rc)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := *p.Config()
+	cfg.Routes = routes.Routes
+	if err := p.Apply(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		"/only":  "200 b/only",
+		"/thing": `404 micromesh: no route of "b" takes the path "/thing"` + "\n",
+	} {
+		w := httptest.NewRecorder()
+		p.Outbound().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "http://b"+path, nil))
+		if got := fmt.Sprintf("%d %s", w.Code, w.Body.String()); got != want {
+			t.Errorf("GET %s: %q, want %q", path, got, want)
 		}
 	}
 }
