@@ -8,8 +8,15 @@ import (
 )
 
 // retryOn lists the failures a caller retries: connection failures, resets
-// and 503 for HTTP; UNAVAILABLE for gRPC (gRPC clients ignore the HTTP ones).
-const retryOn = "connect-failure,reset,503,unavailable"
+// and the retriableStatusCodes for HTTP; UNAVAILABLE for gRPC (gRPC
+// clients ignore the HTTP ones). Envoy has no "503" condition (it ignores
+// names it does not know): a status is retried through
+// retriable-status-codes.
+const retryOn = "connect-failure,reset,retriable-status-codes,unavailable"
+
+// retriableStatusCodes are the answers retried: 503, what an overloaded or
+// draining server says.
+var retriableStatusCodes = []uint32{503}
 
 // callerHeader carries the verified identity of the caller to the app.
 const callerHeader = "x-mesh-caller"
@@ -64,10 +71,11 @@ func routeAction(s *Service, timeout, perTry time.Duration, retries uint32) *rou
 	}
 	if retries > 0 {
 		action.RetryPolicy = &route.RetryPolicy{
-			RetryOn:       retryOn,
-			NumRetries:    u32(retries),
-			PerTryTimeout: duration(perTry),
-			RetryBackOff:  &route.RetryPolicy_RetryBackOff{BaseInterval: duration(25 * time.Millisecond), MaxInterval: duration(250 * time.Millisecond)},
+			RetryOn:              retryOn,
+			RetriableStatusCodes: retriableStatusCodes,
+			NumRetries:           u32(retries),
+			PerTryTimeout:        duration(perTry),
+			RetryBackOff:         &route.RetryPolicy_RetryBackOff{BaseInterval: duration(25 * time.Millisecond), MaxInterval: duration(250 * time.Millisecond)},
 		}
 	}
 	return action

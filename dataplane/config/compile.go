@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -318,6 +319,12 @@ func compileRetry(rp *xdswire.RetryPolicy) (*RetryPolicy, error) {
 			out.MaxInterval = 10 * out.BaseInterval
 		}
 	}
+	if rp.Unsupported != "" {
+		return nil, fmt.Errorf("retry policy %s is not supported", rp.Unsupported)
+	}
+	// Envoy's conditions, with Envoy's meaning (router filter,
+	// x-envoy-retry-on): 5xx and gateway-error include connect failures and
+	// resets; reset includes connect failures.
 	for _, cond := range strings.Split(rp.RetryOn, ",") {
 		switch strings.TrimSpace(cond) {
 		case "":
@@ -325,14 +332,16 @@ func compileRetry(rp *xdswire.RetryPolicy) (*RetryPolicy, error) {
 			out.On.ConnectFailure = true
 		case "reset":
 			out.On.Reset = true
-		case "503":
-			out.On.Status503 = true
+		case "5xx":
+			out.On.Status5xx, out.On.Reset = true, true
+		case "gateway-error":
+			out.On.GatewayError, out.On.Reset = true, true
+		case "retriable-status-codes":
+			out.On.StatusCodes = slices.Clone(rp.RetriableStatusCodes)
 		case "unavailable":
 			out.On.GRPCUnavailable = true
-		case "5xx", "gateway-error":
-			out.On.Status503, out.On.ConnectFailure, out.On.Reset = true, true, true
 		default:
-			return nil, fmt.Errorf("retry condition %q is not supported", cond)
+			return nil, fmt.Errorf("retry condition %q is not supported (the proxy retries on connect-failure, reset, 5xx, gateway-error, retriable-status-codes and unavailable)", cond)
 		}
 	}
 	return out, nil

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/micromesh/micromesh/dataplane/xdswire"
+	"github.com/micromesh/micromesh/dataplane/xdswire/xdswiretest"
 	"github.com/micromesh/micromesh/xds"
 )
 
@@ -304,4 +307,61 @@ func TestRoutesMatchThePathInOrder(t *testing.T) {
 func lookup(t *RouteTable, host string) *Route {
 	r, _ := t.Lookup(host, "/")
 	return r
+}
+
+// TestRetryConditionsAsEnvoys: the retry conditions mean what they mean to
+// Envoy's router; names Envoy does not know (it ignores them) are refused.
+func TestRetryConditionsAsEnvoys(t *testing.T) {
+	// decode reads a retry policy off the wire, inside the route
+	// configuration that carries it.
+	decode := func(rp *route.RetryPolicy) *xdswire.RetryPolicy {
+		rc := &route.RouteConfiguration{Name: "r", VirtualHosts: []*route.VirtualHost{{Name: "v", Domains: []string{"*"}, Routes: []*route.Route{{
+			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "c"}, RetryPolicy: rp}},
+		}}}}}
+		return xdswiretest.Decode[*xdswire.RouteConfiguration](t, rc).VirtualHosts[0].Routes[0].Route.RetryPolicy
+	}
+	compile := func(on string, codes ...uint32) (*RetryPolicy, error) {
+		return compileRetry(decode(&route.RetryPolicy{RetryOn: on, RetriableStatusCodes: codes}))
+	}
+	for _, tc := range []struct {
+		on      string
+		codes   []uint32
+		retried []int // of 500, 502, 503, 504, 429
+		reset   bool
+	}{
+		{"5xx", nil, []int{500, 502, 503, 504}, true},
+		{"gateway-error", nil, []int{502, 503, 504}, true},
+		{"retriable-status-codes", []uint32{503, 429}, []int{503, 429}, false},
+		{"connect-failure,reset,retriable-status-codes,unavailable", []uint32{503}, []int{503}, true},
+		{"connect-failure", nil, nil, false},
+		{"unavailable", []uint32{503}, nil, false}, // codes without the condition are not retried
+	} {
+		rp, err := compile(tc.on, tc.codes...)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.on, err)
+		}
+		var got []int
+		for _, code := range []int{500, 502, 503, 504, 429} {
+			if rp.On.Status(code) {
+				got = append(got, code)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.retried) || rp.On.Reset != tc.reset {
+			t.Errorf("%s %v: retries statuses %v and resets %v; want %v and %v", tc.on, tc.codes, got, rp.On.Reset, tc.retried, tc.reset)
+		}
+	}
+	for on, mention := range map[string]string{
+		"503":            `retry condition "503" is not supported`,
+		"refused-stream": `"refused-stream" is not supported`,
+		"5xx,internal":   `"internal" is not supported`,
+	} {
+		if _, err := compile(on); err == nil || !strings.Contains(err.Error(), mention) {
+			t.Errorf("%s: %v, want an error mentioning %q", on, err, mention)
+		}
+	}
+	rp := decode(&route.RetryPolicy{RetryOn: "5xx", RetriableHeaders: []*route.HeaderMatcher{{Name: "x"}}})
+	if _, err := compileRetry(rp); err == nil || !strings.Contains(err.Error(), "retriable_headers is not supported") {
+		t.Errorf("retriable headers: %v", err)
+	}
 }

@@ -147,10 +147,28 @@ type RetryPolicy struct {
 
 // RetryOn is the set of conditions that trigger a retry.
 type RetryOn struct {
-	ConnectFailure  bool // could not connect
-	Reset           bool // the upstream reset the stream or connection
-	Status503       bool // HTTP 503
-	GRPCUnavailable bool // grpc-status 14
+	ConnectFailure  bool     // could not connect (dial or handshake)
+	Reset           bool     // no answer at all: reset, disconnect, connect failure
+	Status5xx       bool     // any 5xx answer
+	GatewayError    bool     // a 502, 503 or 504 answer
+	StatusCodes     []uint32 // these answers (retriable-status-codes)
+	GRPCUnavailable bool     // grpc-status 14
+}
+
+// Status reports whether an answer with this status is retried.
+func (o *RetryOn) Status(code int) bool {
+	switch {
+	case o.Status5xx && code >= 500 && code <= 599:
+		return true
+	case o.GatewayError && (code == 502 || code == 503 || code == 504):
+		return true
+	}
+	for _, c := range o.StatusCodes {
+		if int(c) == code {
+			return true
+		}
+	}
+	return false
 }
 
 // Cluster is a group of upstream endpoints.

@@ -156,7 +156,7 @@ func (t *Transport) dial(addr string, call *dialCall) {
 		cc, err = newClientConn(qc, t.logger().With("peer", addr))
 	}
 	if err != nil {
-		err = fmt.Errorf("h3: connecting to %s: %w", addr, err)
+		err = fmt.Errorf("%w to %s: %w", ErrConnect, addr, err)
 	}
 	t.mu.Lock()
 	delete(t.dialing, addr)
@@ -238,6 +238,10 @@ func (cc *clientConn) end() {
 }
 
 var errConnGone = errors.New("h3: connection closed")
+
+// ErrConnect wraps a failure to open a connection (no request was sent on
+// it).
+var ErrConnect = errors.New("h3: connecting")
 
 func newClientConn(qc *quic.Conn, log *slog.Logger) (*clientConn, error) {
 	cc := &clientConn{qc: qc, log: log}

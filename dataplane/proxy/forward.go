@@ -149,7 +149,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route
 			}
 			up.lb.report(ep, localFailure)
 			lastErr = err
-			if rt.Retry != nil && (rt.Retry.On.ConnectFailure || rt.Retry.On.Reset) && body.replayable() {
+			if rt.Retry != nil && retriableError(rt.Retry, err) && body.replayable() {
 				continue
 			}
 			break
@@ -234,11 +234,18 @@ func (p *Proxy) attempt(ctx context.Context, deadline time.Time, r *http.Request
 func noCancel() {}
 
 func retriableResponse(rp *config.RetryPolicy, resp *http.Response) bool {
-	if resp.StatusCode == http.StatusServiceUnavailable && rp.On.Status503 {
+	if rp.On.Status(resp.StatusCode) {
 		return true
 	}
 	// A gRPC error with no body is trailers-only: grpc-status is a header.
 	return rp.On.GRPCUnavailable && resp.Header.Get("Grpc-Status") == "14"
+}
+
+// retriableError reports whether a try that got no answer is retried:
+// under reset any failure is, under connect-failure only a failure to
+// connect (the request never left).
+func retriableError(rp *config.RetryPolicy, err error) bool {
+	return rp.On.Reset || rp.On.ConnectFailure && connectFailure(err)
 }
 
 // backoff is the wait before retry n (1-based): exponential with full

@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/micromesh/micromesh/dataplane/config"
+	"github.com/micromesh/micromesh/dataplane/h3"
 	"github.com/micromesh/micromesh/dataplane/xdswire"
 	"github.com/micromesh/micromesh/dataplane/xdswire/xdswiretest"
 	"github.com/micromesh/micromesh/internal/poll"
@@ -35,6 +37,7 @@ type policy struct {
 	retries     uint32        // 0: no retry policy
 	perTry      time.Duration
 	retryOn     string
+	retryCodes  []uint32 // retriable_status_codes
 	maxRequests uint32
 	maxRetries  uint32
 	maxConns    uint32
@@ -53,9 +56,10 @@ func policyProxy(t *testing.T, pol policy, backends ...*httptest.Server) (*Proxy
 	}
 	if pol.retries > 0 {
 		action.RetryPolicy = &route.RetryPolicy{
-			RetryOn:      pol.retryOn,
-			NumRetries:   wrapperspb.UInt32(pol.retries),
-			RetryBackOff: &route.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(time.Millisecond)},
+			RetryOn:              pol.retryOn,
+			RetriableStatusCodes: pol.retryCodes,
+			NumRetries:           wrapperspb.UInt32(pol.retries),
+			RetryBackOff:         &route.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(time.Millisecond)},
 		}
 		if pol.perTry > 0 {
 			action.RetryPolicy.PerTryTimeout = durationpb.New(pol.perTry)
@@ -218,8 +222,9 @@ func TestPerTryTimeoutRetriesElsewhere(t *testing.T) {
 	}
 }
 
-// A 503 is retried when the policy says so, and the caller sees the
-// retry's answer; without a retry policy the 503 is the answer.
+// A 503 is retried when the policy says so (retriable-status-codes, as the
+// control plane sends it), and the caller sees the retry's answer; without
+// a retry policy the 503 is the answer.
 func TestRetryOn503(t *testing.T) {
 	var n atomic.Int32
 	flaky := backend(t, &n, func(w http.ResponseWriter, r *http.Request) {
@@ -229,7 +234,7 @@ func TestRetryOn503(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "ok")
 	})
-	p, reg := policyProxy(t, policy{retries: 1, retryOn: "503"}, flaky)
+	p, reg := policyProxy(t, policy{retries: 1, retryOn: "retriable-status-codes", retryCodes: []uint32{503}}, flaky)
 	for i := range 3 {
 		if w := call(p, http.MethodPost, "x"); w.Code != http.StatusOK || w.Body.String() != "ok" {
 			t.Fatalf("call %d: answered %d %q, want the retry's 200", i, w.Code, w.Body.String())
@@ -478,6 +483,30 @@ func TestPathNoRouteTakesIs404(t *testing.T) {
 		p.Outbound().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "http://b"+path, nil))
 		if got := fmt.Sprintf("%d %s", w.Code, w.Body.String()); got != want {
 			t.Errorf("GET %s: %q, want %q", path, got, want)
+		}
+	}
+}
+
+// A try that got no answer is retried under reset whatever the failure,
+// under connect-failure only when it could not connect, as in Envoy.
+func TestRetriedFailuresAsEnvoys(t *testing.T) {
+	dialErr := &connectError{errors.New("dial tcp 127.0.0.1:1: connect: connection refused")}
+	quicErr := fmt.Errorf("%w to 127.0.0.1:1: timeout: no recent network activity", h3.ErrConnect)
+	reset := errors.New("h3: reading the response: stream reset")
+	for _, tc := range []struct {
+		on   config.RetryOn
+		err  error
+		want bool
+	}{
+		{config.RetryOn{ConnectFailure: true}, dialErr, true},
+		{config.RetryOn{ConnectFailure: true}, quicErr, true},
+		{config.RetryOn{ConnectFailure: true}, reset, false},
+		{config.RetryOn{Reset: true}, reset, true},
+		{config.RetryOn{Reset: true}, dialErr, true},
+		{config.RetryOn{GRPCUnavailable: true}, dialErr, false},
+	} {
+		if got := retriableError(&config.RetryPolicy{On: tc.on}, tc.err); got != tc.want {
+			t.Errorf("%+v, %v: retried %v, want %v", tc.on, tc.err, got, tc.want)
 		}
 	}
 }

@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -74,10 +77,10 @@ func (p *Proxy) newUpstream(c *config.Cluster, prev *upstream) (*upstream, error
 			u.rt, u.close = t, func() { _ = t.Close() }
 			return u, nil
 		}
+		h2Conf := tlsConf.Clone()
+		h2Conf.NextProtos = []string{"h2"}
 		t := &http.Transport{
-			TLSClientConfig:     tlsConf,
-			DialContext:         (&net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
-			TLSHandshakeTimeout: c.ConnectTimeout,
+			DialTLSContext:      tlsDialer(c.ConnectTimeout, h2Conf),
 			DisableCompression:  true,
 			MaxIdleConnsPerHost: 64,
 			IdleConnTimeout:     2 * time.Minute,
@@ -92,7 +95,7 @@ func (p *Proxy) newUpstream(c *config.Cluster, prev *upstream) (*upstream, error
 		if !c.HTTP2 {
 			// The app over loopback: HTTP/1.1, one goroutine per exchange.
 			t := &h1.Transport{
-				DialContext:    (&net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+				DialContext:    dialer(c.ConnectTimeout),
 				MaxIdlePerHost: 1024,
 				IdleTimeout:    90 * time.Second,
 				MaxConns:       int(c.Limits.MaxConnections),
@@ -102,7 +105,7 @@ func (p *Proxy) newUpstream(c *config.Cluster, prev *upstream) (*upstream, error
 			return u, nil
 		}
 		t := &http.Transport{
-			DialContext:         (&net.Dialer{Timeout: c.ConnectTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			DialContext:         dialer(c.ConnectTimeout),
 			MaxIdleConns:        4096,
 			MaxIdleConnsPerHost: 1024,
 			IdleConnTimeout:     90 * time.Second,
@@ -114,4 +117,49 @@ func (p *Proxy) newUpstream(c *config.Cluster, prev *upstream) (*upstream, error
 		return u, nil
 	}
 	return nil, fmt.Errorf("cluster %s: transport %q is not supported", c.Name, c.Transport)
+}
+
+// connectError marks a failure to connect to an upstream: the dial or the
+// TLS handshake.
+type connectError struct{ err error }
+
+func (e *connectError) Error() string { return e.err.Error() }
+func (e *connectError) Unwrap() error { return e.err }
+
+func connectFailure(err error) bool {
+	var ce *connectError
+	return errors.As(err, &ce) || errors.Is(err, h3.ErrConnect)
+}
+
+// dialer opens TCP connections for the upstream transports, marking their
+// failures as connect failures.
+func dialer(timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, &connectError{err}
+		}
+		return c, nil
+	}
+}
+
+// tlsDialer opens TLS connections (dial and handshake, bounded by timeout),
+// marking their failures as connect failures.
+func tlsDialer(timeout time.Duration, conf *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	dial := dialer(timeout)
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		hctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		tc := tls.Client(c, conf)
+		if err := tc.HandshakeContext(hctx); err != nil {
+			_ = c.Close()
+			return nil, &connectError{err}
+		}
+		return tc, nil
+	}
 }

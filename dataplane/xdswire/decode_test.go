@@ -1,6 +1,7 @@
 package xdswire
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -137,7 +138,7 @@ func TestDecodesEveryRouteField(t *testing.T) {
 			Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: ""}},
 			Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "c"},
 				Timeout: durationpb.New(1500 * time.Millisecond),
-				RetryPolicy: &route.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(0), PerTryTimeout: durationpb.New(time.Microsecond),
+				RetryPolicy: &route.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(0), PerTryTimeout: durationpb.New(time.Microsecond), RetriableStatusCodes: []uint32{503, 429},
 					RetryBackOff: &route.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(time.Nanosecond), MaxInterval: durationpb.New(0)}},
 			}},
 			RequestHeadersToAdd:    []*core.HeaderValueOption{{Header: &core.HeaderValue{Key: "x-c", Value: "%DOWNSTREAM_PEER_URI_SAN%"}}},
@@ -150,7 +151,7 @@ func TestDecodesEveryRouteField(t *testing.T) {
 	}
 	r := got.VirtualHosts[0].Routes[1]
 	if r.Match.Prefix == nil || *r.Match.Prefix != "" || r.Route.RetryPolicy.NumRetries == nil || *r.Route.RetryPolicy.NumRetries != 0 ||
-		r.Route.Timeout.D() != 1500*time.Millisecond || r.Route.RetryPolicy.RetryBackOff.MaxInterval == nil {
+		r.Route.Timeout.D() != 1500*time.Millisecond || r.Route.RetryPolicy.RetryBackOff.MaxInterval == nil || fmt.Sprint(r.Route.RetryPolicy.RetriableStatusCodes) != "[503 429]" {
 		t.Fatalf("decoded %+v", r)
 	}
 }

@@ -187,12 +187,16 @@ func (m *RouteAction) unmarshal(b []byte) error {
 	})
 }
 
-// RetryPolicy is envoy.config.route.v3.RetryPolicy.
+// RetryPolicy is envoy.config.route.v3.RetryPolicy. Conditions on
+// headers (which widen or narrow what is retried) are named in
+// Unsupported.
 type RetryPolicy struct {
-	RetryOn       string        `json:"retryOn,omitempty"`
-	NumRetries    *uint32       `json:"numRetries,omitempty"`
-	PerTryTimeout *Duration     `json:"perTryTimeout,omitempty"`
-	RetryBackOff  *RetryBackOff `json:"retryBackOff,omitempty"`
+	RetryOn              string        `json:"retryOn,omitempty"`
+	NumRetries           *uint32       `json:"numRetries,omitempty"`
+	PerTryTimeout        *Duration     `json:"perTryTimeout,omitempty"`
+	RetriableStatusCodes []uint32      `json:"retriableStatusCodes,omitempty"`
+	RetryBackOff         *RetryBackOff `json:"retryBackOff,omitempty"`
+	Unsupported          string        `json:"-"`
 }
 
 func (m *RetryPolicy) unmarshal(b []byte) error {
@@ -204,8 +208,14 @@ func (m *RetryPolicy) unmarshal(b []byte) error {
 			return f.uint32Value(&m.NumRetries)
 		case 3:
 			return f.duration(&m.PerTryTimeout)
+		case 7:
+			return f.uint32s(&m.RetriableStatusCodes)
 		case 8:
 			return msg(f, &m.RetryBackOff)
+		case 9:
+			m.Unsupported = "retriable_headers"
+		case 10:
+			m.Unsupported = "retriable_request_headers"
 		}
 		return nil
 	})

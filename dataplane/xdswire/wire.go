@@ -182,6 +182,27 @@ func (f field) uint32(dst *uint32) error {
 	return nil
 }
 
+// uint32s appends a repeated uint32 field's values: packed (one
+// length-delimited run of varints, proto3's default) or one per field.
+func (f field) uint32s(dst *[]uint32) error {
+	if f.typ == protowire.VarintType {
+		*dst = append(*dst, uint32(f.u))
+		return nil
+	}
+	if err := f.want(protowire.BytesType); err != nil {
+		return err
+	}
+	for b := f.b; len(b) > 0; {
+		v, n := protowire.ConsumeVarint(b)
+		if n < 0 {
+			return fmt.Errorf("field %d: %w", f.num, protowire.ParseError(n))
+		}
+		*dst = append(*dst, uint32(v))
+		b = b[n:]
+	}
+	return nil
+}
+
 // enum reads an enum field into any int32-based type.
 func enum[E ~int32](f field, dst *E) error {
 	if err := f.want(protowire.VarintType); err != nil {
