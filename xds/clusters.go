@@ -63,10 +63,14 @@ func (b *builder) outboundCluster(s *Service) *cluster.Cluster {
 			ConsecutiveGatewayFailure:      u32(pol.Consecutive5xx),
 			ConsecutiveLocalOriginFailure:  u32(pol.Consecutive5xx),
 			SplitExternalLocalOriginErrors: true,
-			Interval:                       duration(10 * time.Second),
-			BaseEjectionTime:               duration(pol.BaseEjectionTime),
-			MaxEjectionTime:                duration(10 * pol.BaseEjectionTime),
-			MaxEjectionPercent:             u32(pol.MaxEjectionPercent),
+			// Envoy runs success-rate detection unless told not to; the
+			// built-in sidecar does not run it: the same for both.
+			EnforcingSuccessRate:            u32(0),
+			EnforcingLocalOriginSuccessRate: u32(0),
+			Interval:                        duration(10 * time.Second),
+			BaseEjectionTime:                duration(pol.BaseEjectionTime),
+			MaxEjectionTime:                 duration(10 * pol.BaseEjectionTime),
+			MaxEjectionPercent:              u32(pol.MaxEjectionPercent),
 		},
 	}
 	if pol.LoadBalancer == "least_request" && b.proxy.Kind != KindProxyless {

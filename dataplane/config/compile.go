@@ -347,6 +347,62 @@ func compileRetry(rp *xdswire.RetryPolicy) (*RetryPolicy, error) {
 	return out, nil
 }
 
+// compileOutlier reads outlier detection with Envoy's defaults and
+// meaning: consecutive 5xx and local-origin failures, each enforced fully
+// or not at all. Detection the proxy does not run (gateway failures, failure
+// percentage, success rate when asked for explicitly) is refused; success
+// rate left unset — on by default in Envoy, where it acts on clusters of at
+// least 5 hosts with 100 requests each per interval — is not run (the
+// control plane turns it off for Envoy too).
+func compileOutlier(od *xdswire.OutlierDetection) (*Outlier, error) {
+	enforced := func(name string, v *uint32, def uint32) (bool, error) {
+		switch p := valueOr(v, def); p {
+		case 0:
+			return false, nil
+		case 100:
+			return true, nil
+		default:
+			return false, fmt.Errorf("outlier detection %s of %d%% is not supported (0 or 100)", name, p)
+		}
+	}
+	for _, off := range []struct {
+		name string
+		v    *uint32
+	}{
+		{"enforcing_success_rate", od.EnforcingSuccessRate},
+		{"enforcing_local_origin_success_rate", od.EnforcingLocalOriginSuccessRate},
+		{"enforcing_consecutive_gateway_failure", od.EnforcingConsecutiveGatewayFailure},
+		{"enforcing_failure_percentage", od.EnforcingFailurePercentage},
+		{"enforcing_failure_percentage_local_origin", od.EnforcingFailurePercentageLocalOrigin},
+	} {
+		if off.v != nil && *off.v > 0 {
+			return nil, fmt.Errorf("outlier detection %s is not supported (the proxy ejects on consecutive 5xx and local failures)", off.name)
+		}
+	}
+	on5xx, err := enforced("enforcing_consecutive_5xx", od.EnforcingConsecutive5xx, 100)
+	if err != nil {
+		return nil, err
+	}
+	onLocal, err := enforced("enforcing_consecutive_local_origin_failure", od.EnforcingConsecutiveLocalOriginFailure, 100)
+	if err != nil {
+		return nil, err
+	}
+	o := &Outlier{
+		Split:              od.SplitExternalLocalOriginErrors,
+		Interval:           durOr(od.Interval.D(), 10e9),
+		BaseEjectionTime:   durOr(od.BaseEjectionTime.D(), 30e9),
+		MaxEjectionTime:    durOr(od.MaxEjectionTime.D(), 300e9),
+		MaxEjectionPercent: valueOr(od.MaxEjectionPercent, 10),
+	}
+	if on5xx {
+		o.Consecutive5xx = valueOr(od.Consecutive5xx, 5)
+	}
+	if onLocal && o.Split {
+		o.ConsecutiveLocalFailure = valueOr(od.ConsecutiveLocalOriginFailure, 5)
+	}
+	return o, nil
+}
+
 func compileCluster(cl *xdswire.Cluster, endpoints map[string]*xdswire.ClusterLoadAssignment) (*Cluster, error) {
 	c := &Cluster{Name: cl.Name, ConnectTimeout: cl.ConnectTimeout.D()}
 	if c.ConnectTimeout == 0 {
@@ -395,14 +451,11 @@ func compileCluster(cl *xdswire.Cluster, endpoints map[string]*xdswire.ClusterLo
 		}
 	}
 	if od := cl.OutlierDetection; od != nil {
-		c.Outlier = &Outlier{
-			Consecutive5xx:          valueOr(od.Consecutive5xx, 5),
-			ConsecutiveLocalFailure: valueOr(od.ConsecutiveLocalOriginFailure, 5),
-			Interval:                durOr(od.Interval.D(), 10e9),
-			BaseEjectionTime:        durOr(od.BaseEjectionTime.D(), 30e9),
-			MaxEjectionTime:         durOr(od.MaxEjectionTime.D(), 300e9),
-			MaxEjectionPercent:      valueOr(od.MaxEjectionPercent, 10),
+		o, err := compileOutlier(od)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %s: %w", cl.Name, err)
 		}
+		c.Outlier = o
 	}
 	if err := c.setTransport(cl); err != nil {
 		return nil, err

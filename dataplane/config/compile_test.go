@@ -193,6 +193,15 @@ func TestCompileRefusesWhatItCannotHonour(t *testing.T) {
 			r.Routes[0].VirtualHosts[0].Routes[0].Match.PathSpecifier = &route.RouteMatch_SafeRegex{SafeRegex: &matcher.RegexMatcher{Regex: "/.*"}}
 		}, "path match safe_regex is not supported"},
 		{"virtual host without routes", func(r *envoyResources) { r.Routes[0].VirtualHosts[0].Routes = nil }, "has no routes"},
+		{"success-rate outlier detection", func(r *envoyResources) {
+			r.Clusters[0].OutlierDetection.EnforcingSuccessRate = wrapperspb.UInt32(100)
+		}, "enforcing_success_rate is not supported"},
+		{"failure-percentage outlier detection", func(r *envoyResources) {
+			r.Clusters[0].OutlierDetection.EnforcingFailurePercentage = wrapperspb.UInt32(10)
+		}, "enforcing_failure_percentage is not supported"},
+		{"5xx ejection enforced half the time", func(r *envoyResources) {
+			r.Clusters[0].OutlierDetection.EnforcingConsecutive_5Xx = wrapperspb.UInt32(50)
+		}, "enforcing_consecutive_5xx of 50% is not supported"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -300,6 +309,30 @@ func TestRoutesMatchThePathInOrder(t *testing.T) {
 	}
 	if _, known := rt.Lookup("billing", "/"); known {
 		t.Error("an unknown host is known")
+	}
+}
+
+// TestOutlierDetectionAsEnvoys: enforcement off turns a detector off;
+// local-origin failures are counted apart only when split.
+func TestOutlierDetectionAsEnvoys(t *testing.T) {
+	r := meshFor(t, "default", "client")
+	od := r.Clusters[0].OutlierDetection
+	c, err := Compile(r.wire(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := c.Clusters[r.Clusters[0].Name].Outlier; !o.Split || o.Consecutive5xx == 0 || o.ConsecutiveLocalFailure == 0 {
+		t.Fatalf("what the control plane sends: %+v", o)
+	}
+	od.EnforcingConsecutive_5Xx = wrapperspb.UInt32(0)
+	od.SplitExternalLocalOriginErrors = false
+	od.EnforcingSuccessRate = nil // Envoy's default: on; not run here (documented)
+	c, err = Compile(r.wire(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := c.Clusters[r.Clusters[0].Name].Outlier; o.Split || o.Consecutive5xx != 0 || o.ConsecutiveLocalFailure != 0 {
+		t.Errorf("5xx enforcement off, not split: %+v; want no detector on", o)
 	}
 }
 

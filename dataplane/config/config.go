@@ -206,7 +206,13 @@ type Limits struct {
 
 // Outlier is outlier detection: when to eject an endpoint and for how long.
 type Outlier struct {
-	Consecutive5xx          uint32
+	// Consecutive5xx ejects after that many 5xx answers in a row (and, when
+	// Split is off, local failures counted as 5xx); 0: never.
+	Consecutive5xx uint32
+	// Split counts failures to connect or get an answer (local origin)
+	// apart, against ConsecutiveLocalFailure (0: never), as Envoy's
+	// split_external_local_origin_errors.
+	Split                   bool
 	ConsecutiveLocalFailure uint32
 	Interval                time.Duration
 	BaseEjectionTime        time.Duration

@@ -160,8 +160,12 @@ func (b *balancer) report(e *endpoint, o outcome) {
 	case serverError:
 		e.failures++
 	case localFailure:
-		e.failures++
-		e.localFails++
+		// As Envoy: counted apart when split, else as a 5xx.
+		if od.Split {
+			e.localFails++
+		} else {
+			e.failures++
+		}
 	}
 	trip := (od.Consecutive5xx > 0 && e.failures >= od.Consecutive5xx) ||
 		(od.ConsecutiveLocalFailure > 0 && e.localFails >= od.ConsecutiveLocalFailure)

@@ -10,7 +10,7 @@ import (
 
 func cluster(leastRequest bool, eps ...config.Endpoint) *config.Cluster {
 	return &config.Cluster{Name: "c", LeastRequest: leastRequest, Endpoints: eps,
-		Outlier: &config.Outlier{Consecutive5xx: 3, ConsecutiveLocalFailure: 2, BaseEjectionTime: time.Second, MaxEjectionTime: 4 * time.Second, MaxEjectionPercent: 50}}
+		Outlier: &config.Outlier{Consecutive5xx: 3, Split: true, ConsecutiveLocalFailure: 2, BaseEjectionTime: time.Second, MaxEjectionTime: 4 * time.Second, MaxEjectionPercent: 50}}
 }
 
 func ep(addr string, healthy bool) config.Endpoint {
@@ -93,6 +93,29 @@ func TestOutlierDetectionEjectsWithBackoff(t *testing.T) {
 	b.report(b.eps[1], serverError)
 	if !b.eps[1].available(now) {
 		t.Error("failures were counted across a success")
+	}
+}
+
+// Local failures count apart when split (as the control plane sets it):
+// 5xx and local failures in turn eject on neither count. Not split, as
+// Envoy's default, a local failure counts as a 5xx.
+func TestLocalFailuresCountAsEnvoys(t *testing.T) {
+	now := time.Unix(1000, 0)
+	for _, split := range []bool{true, false} {
+		c := cluster(false, ep("a", true), ep("b", true))
+		c.Outlier.Split = split
+		if !split {
+			c.Outlier.ConsecutiveLocalFailure = 0 // what the compiler leaves when not split
+		}
+		b := newBalancer(c, nil)
+		b.now = func() time.Time { return now }
+		a := b.eps[0]
+		b.report(a, serverError)
+		b.report(a, localFailure)
+		b.report(a, serverError)
+		if ejected := !a.available(now); ejected == split {
+			t.Errorf("split %v: 5xx, local failure, 5xx: ejected %v, want %v", split, ejected, !split)
+		}
 	}
 }
 

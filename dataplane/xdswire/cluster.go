@@ -164,12 +164,20 @@ func (m *Thresholds) unmarshal(b []byte) error {
 
 // OutlierDetection is envoy.config.cluster.v3.OutlierDetection.
 type OutlierDetection struct {
-	Consecutive5xx                *uint32   `json:"consecutive5xx,omitempty"`
-	Interval                      *Duration `json:"interval,omitempty"`
-	BaseEjectionTime              *Duration `json:"baseEjectionTime,omitempty"`
-	MaxEjectionPercent            *uint32   `json:"maxEjectionPercent,omitempty"`
-	ConsecutiveLocalOriginFailure *uint32   `json:"consecutiveLocalOriginFailure,omitempty"`
-	MaxEjectionTime               *Duration `json:"maxEjectionTime,omitempty"`
+	Consecutive5xx                         *uint32   `json:"consecutive5xx,omitempty"`
+	Interval                               *Duration `json:"interval,omitempty"`
+	BaseEjectionTime                       *Duration `json:"baseEjectionTime,omitempty"`
+	MaxEjectionPercent                     *uint32   `json:"maxEjectionPercent,omitempty"`
+	EnforcingConsecutive5xx                *uint32   `json:"enforcingConsecutive5xx,omitempty"`
+	EnforcingSuccessRate                   *uint32   `json:"enforcingSuccessRate,omitempty"`
+	EnforcingConsecutiveGatewayFailure     *uint32   `json:"enforcingConsecutiveGatewayFailure,omitempty"`
+	SplitExternalLocalOriginErrors         bool      `json:"splitExternalLocalOriginErrors,omitempty"`
+	ConsecutiveLocalOriginFailure          *uint32   `json:"consecutiveLocalOriginFailure,omitempty"`
+	EnforcingConsecutiveLocalOriginFailure *uint32   `json:"enforcingConsecutiveLocalOriginFailure,omitempty"`
+	EnforcingLocalOriginSuccessRate        *uint32   `json:"enforcingLocalOriginSuccessRate,omitempty"`
+	EnforcingFailurePercentage             *uint32   `json:"enforcingFailurePercentage,omitempty"`
+	EnforcingFailurePercentageLocalOrigin  *uint32   `json:"enforcingFailurePercentageLocalOrigin,omitempty"`
+	MaxEjectionTime                        *Duration `json:"maxEjectionTime,omitempty"`
 }
 
 func (m *OutlierDetection) unmarshal(b []byte) error {
@@ -183,8 +191,24 @@ func (m *OutlierDetection) unmarshal(b []byte) error {
 			return f.duration(&m.BaseEjectionTime)
 		case 4:
 			return f.uint32Value(&m.MaxEjectionPercent)
+		case 5:
+			return f.uint32Value(&m.EnforcingConsecutive5xx)
+		case 6:
+			return f.uint32Value(&m.EnforcingSuccessRate)
+		case 11:
+			return f.uint32Value(&m.EnforcingConsecutiveGatewayFailure)
+		case 12:
+			return f.boolean(&m.SplitExternalLocalOriginErrors)
 		case 13:
 			return f.uint32Value(&m.ConsecutiveLocalOriginFailure)
+		case 14:
+			return f.uint32Value(&m.EnforcingConsecutiveLocalOriginFailure)
+		case 15:
+			return f.uint32Value(&m.EnforcingLocalOriginSuccessRate)
+		case 17:
+			return f.uint32Value(&m.EnforcingFailurePercentage)
+		case 18:
+			return f.uint32Value(&m.EnforcingFailurePercentageLocalOrigin)
 		case 21:
 			return f.duration(&m.MaxEjectionTime)
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbac "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
@@ -303,5 +304,21 @@ func TestOneofKeepsTheLastAlternative(t *testing.T) {
 	ours = &Permission{}
 	if err := ours.unmarshal(b); err != nil || ours.Header != nil || ours.Unsupported != "destination_port" {
 		t.Errorf("header then destination_port decoded as %+v (%v)", ours, err)
+	}
+}
+
+// TestDecodesEveryOutlierField: the enforcement percentages and the split
+// of local-origin errors, which change what Envoy ejects.
+func TestDecodesEveryOutlierField(t *testing.T) {
+	u := wrapperspb.UInt32
+	cl := &cluster.Cluster{Name: "c", ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STATIC}, OutlierDetection: &cluster.OutlierDetection{
+		Consecutive_5Xx: u(3), Interval: durationpb.New(time.Second), BaseEjectionTime: durationpb.New(time.Second), MaxEjectionPercent: u(50),
+		EnforcingConsecutive_5Xx: u(0), EnforcingSuccessRate: u(0), EnforcingConsecutiveGatewayFailure: u(1), SplitExternalLocalOriginErrors: true,
+		ConsecutiveLocalOriginFailure: u(2), EnforcingConsecutiveLocalOriginFailure: u(100), EnforcingLocalOriginSuccessRate: u(0),
+		EnforcingFailurePercentage: u(4), EnforcingFailurePercentageLocalOrigin: u(5), MaxEjectionTime: durationpb.New(time.Minute),
+	}}
+	od := decodeLike(t, cl).(*Cluster).OutlierDetection
+	if !od.SplitExternalLocalOriginErrors || *od.EnforcingConsecutive5xx != 0 || *od.EnforcingFailurePercentageLocalOrigin != 5 {
+		t.Fatalf("decoded %+v", od)
 	}
 }
