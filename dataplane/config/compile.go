@@ -412,6 +412,14 @@ func compileCluster(cl *xdswire.Cluster, endpoints map[string]*xdswire.ClusterLo
 	case xdswire.RoundRobin:
 	case xdswire.LeastRequest:
 		c.LeastRequest = true
+		if lr := cl.LeastRequestLBConfig; lr != nil {
+			if lr.Unsupported != "" {
+				return nil, fmt.Errorf("cluster %s: least-request %s is not supported", cl.Name, lr.Unsupported)
+			}
+			if n := valueOr(lr.ChoiceCount, 2); n != 2 {
+				return nil, fmt.Errorf("cluster %s: least-request choice_count %d is not supported (2)", cl.Name, n)
+			}
+		}
 	default:
 		return nil, fmt.Errorf("load-balancing policy %v is not supported", cl.LBPolicy)
 	}
@@ -449,6 +457,14 @@ func compileCluster(cl *xdswire.Cluster, endpoints map[string]*xdswire.ClusterLo
 				MaxRetries:         valueOr(t.MaxRetries, defaultLimits.MaxRetries),
 			}
 		}
+	}
+	c.PanicThreshold = 50
+	if cc := cl.CommonLBConfig; cc != nil && cc.HealthyPanicThreshold != nil {
+		v := cc.HealthyPanicThreshold.Value
+		if !(v >= 0 && v <= 100) {
+			return nil, fmt.Errorf("cluster %s: healthy_panic_threshold %v is not a percentage", cl.Name, v)
+		}
+		c.PanicThreshold = v
 	}
 	if od := cl.OutlierDetection; od != nil {
 		o, err := compileOutlier(od)

@@ -14,6 +14,7 @@ import (
 	rbacfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	exprpb "google.golang.org/genproto/googleapis/api/expr/v1alpha1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -199,6 +200,12 @@ func TestCompileRefusesWhatItCannotHonour(t *testing.T) {
 		{"failure-percentage outlier detection", func(r *envoyResources) {
 			r.Clusters[0].OutlierDetection.EnforcingFailurePercentage = wrapperspb.UInt32(10)
 		}, "enforcing_failure_percentage is not supported"},
+		{"least request over three choices", func(r *envoyResources) {
+			r.Clusters[0].LbConfig = &cluster.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &cluster.Cluster_LeastRequestLbConfig{ChoiceCount: wrapperspb.UInt32(3)}}
+		}, "choice_count 3 is not supported"},
+		{"panic threshold past 100 %", func(r *envoyResources) {
+			r.Clusters[0].CommonLbConfig = &cluster.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 150}}
+		}, "healthy_panic_threshold 150 is not a percentage"},
 		{"5xx ejection enforced half the time", func(r *envoyResources) {
 			r.Clusters[0].OutlierDetection.EnforcingConsecutive_5Xx = wrapperspb.UInt32(50)
 		}, "enforcing_consecutive_5xx of 50% is not supported"},
@@ -309,6 +316,23 @@ func TestRoutesMatchThePathInOrder(t *testing.T) {
 	}
 	if _, known := rt.Lookup("billing", "/"); known {
 		t.Error("an unknown host is known")
+	}
+}
+
+// TestPanicThresholdDefaultsAsEnvoys: 50 % unless the cluster says.
+func TestPanicThresholdDefaultsAsEnvoys(t *testing.T) {
+	r := meshFor(t, "default", "client")
+	name := r.Clusters[0].Name
+	c, err := Compile(r.wire(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Clusters[name].PanicThreshold; got != 50 {
+		t.Errorf("panic threshold unset: %v, want Envoy's 50", got)
+	}
+	r.Clusters[0].CommonLbConfig = &cluster.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 0}}
+	if c, err = Compile(r.wire(t)); err != nil || c.Clusters[name].PanicThreshold != 0 {
+		t.Errorf("panic threshold 0: %v, %v", c.Clusters[name].PanicThreshold, err)
 	}
 }
 

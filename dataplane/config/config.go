@@ -178,8 +178,12 @@ type Cluster struct {
 	// SAN is the SPIFFE ID the upstream's certificate must carry (mesh clusters).
 	SAN string
 	// HTTP2 asks for h2c to a plain (local) cluster.
-	HTTP2          bool
-	LeastRequest   bool
+	HTTP2        bool
+	LeastRequest bool
+	// PanicThreshold is Envoy's healthy panic threshold, a percentage:
+	// below that share of available endpoints (healthy, not ejected), the
+	// balancer picks among all of them. Envoy's default is 50.
+	PanicThreshold float64
 	ConnectTimeout time.Duration
 	Limits         Limits
 	Outlier        *Outlier

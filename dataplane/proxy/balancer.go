@@ -30,14 +30,17 @@ type endpoint struct {
 type balancer struct {
 	eps          []*endpoint
 	leastRequest bool
-	outlier      *config.Outlier
-	next         atomic.Uint64
-	now          func() time.Time
-	onEject      func() // counts ejections (may be nil)
+	// panicThreshold: below this percentage of available endpoints, pick
+	// among all (config.Cluster.PanicThreshold).
+	panicThreshold float64
+	outlier        *config.Outlier
+	next           atomic.Uint64
+	now            func() time.Time
+	onEject        func() // counts ejections (may be nil)
 }
 
 func newBalancer(c *config.Cluster, previous *balancer) *balancer {
-	b := &balancer{leastRequest: c.LeastRequest, outlier: c.Outlier, now: time.Now}
+	b := &balancer{leastRequest: c.LeastRequest, panicThreshold: c.PanicThreshold, outlier: c.Outlier, now: time.Now}
 	old := map[string]*endpoint{}
 	if previous != nil {
 		for _, e := range previous.eps {
@@ -74,24 +77,39 @@ func (e *endpoint) available(now time.Time) bool {
 	return e.ejectedUntil.IsZero() || now.After(e.ejectedUntil)
 }
 
-// pick returns an endpoint not in tried, or nil when none is available.
-// When every healthy endpoint is ejected, it picks among them anyway:
-// better a likely failure than a certain one (Envoy's panic mode).
+// pick returns an endpoint not in tried, or nil when there is none. As in
+// Envoy, when fewer than the panic threshold's share of the endpoints are
+// available (healthy per EDS and not ejected) the balancer panics: it
+// picks among all of them, unhealthy and ejected too — better spread over
+// all than pile onto the few, or refuse everything, when health is this
+// bad (it usually says more about the checks than about the endpoints).
 func (b *balancer) pick(tried []*endpoint) *endpoint {
 	now := b.now()
-	var candidates []*endpoint
-	var fallback []*endpoint
+	var candidates, healthy, all []*endpoint
+	available := 0
 	for _, e := range b.eps {
-		if contains(tried, e) || !e.healthy {
+		ok := e.available(now)
+		if ok {
+			available++
+		}
+		if contains(tried, e) {
 			continue
 		}
-		fallback = append(fallback, e)
-		if e.available(now) {
+		all = append(all, e)
+		if e.healthy {
+			healthy = append(healthy, e)
+		}
+		if ok {
 			candidates = append(candidates, e)
 		}
 	}
-	if len(candidates) == 0 {
-		candidates = fallback
+	switch {
+	case float64(available)*100 < b.panicThreshold*float64(len(b.eps)):
+		candidates = all
+	case len(candidates) == 0:
+		// A retry when the available endpoints were all tried: rather an
+		// ejected one not tried yet than none.
+		candidates = healthy
 	}
 	switch n := len(candidates); {
 	case n == 0:

@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"maps"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,7 +12,7 @@ import (
 )
 
 func cluster(leastRequest bool, eps ...config.Endpoint) *config.Cluster {
-	return &config.Cluster{Name: "c", LeastRequest: leastRequest, Endpoints: eps,
+	return &config.Cluster{Name: "c", LeastRequest: leastRequest, Endpoints: eps, PanicThreshold: 50,
 		Outlier: &config.Outlier{Consecutive5xx: 3, Split: true, ConsecutiveLocalFailure: 2, BaseEjectionTime: time.Second, MaxEjectionTime: 4 * time.Second, MaxEjectionPercent: 50}}
 }
 
@@ -115,6 +118,37 @@ func TestLocalFailuresCountAsEnvoys(t *testing.T) {
 		b.report(a, serverError)
 		if ejected := !a.available(now); ejected == split {
 			t.Errorf("split %v: 5xx, local failure, 5xx: ejected %v, want %v", split, ejected, !split)
+		}
+	}
+}
+
+// Below the panic threshold's share of available endpoints the balancer
+// picks among all of them, unhealthy ones too, as Envoy does (default
+// 50 %); at or above it, only among the available.
+func TestPanicThresholdAsEnvoys(t *testing.T) {
+	for _, tc := range []struct {
+		threshold float64
+		eps       []config.Endpoint
+		want      string // the endpoints picked, sorted
+	}{
+		{50, []config.Endpoint{ep("a", true), ep("b", false)}, "a"},                   // 50 %: no panic
+		{50, []config.Endpoint{ep("a", true), ep("b", false), ep("c", false)}, "abc"}, // 33 %: panic
+		{0, []config.Endpoint{ep("a", true), ep("b", false), ep("c", false)}, "a"},    // panic off
+		{50, []config.Endpoint{ep("a", false)}, "a"},                                  // none available: panic
+		{0, []config.Endpoint{ep("a", false)}, ""},                                    // none, panic off: nothing
+	} {
+		c := cluster(false, tc.eps...)
+		c.PanicThreshold = tc.threshold
+		b := newBalancer(c, nil)
+		seen := map[string]bool{}
+		for range 60 {
+			if e := b.pick(nil); e != nil {
+				seen[e.addr] = true
+			}
+		}
+		got := slices.Sorted(maps.Keys(seen))
+		if strings.Join(got, "") != tc.want {
+			t.Errorf("threshold %v, %v: picked %v, want %q", tc.threshold, tc.eps, got, tc.want)
 		}
 	}
 }

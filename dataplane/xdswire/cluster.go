@@ -43,7 +43,58 @@ type Cluster struct {
 	OutlierDetection              *OutlierDetection      `json:"outlierDetection,omitempty"`
 	TransportSocket               *TransportSocket       `json:"transportSocket,omitempty"`
 	TypedExtensionProtocolOptions map[string]*Any        `json:"typedExtensionProtocolOptions,omitempty"`
+	CommonLBConfig                *CommonLBConfig        `json:"commonLbConfig,omitempty"`
+	LeastRequestLBConfig          *LeastRequestLBConfig  `json:"leastRequestLbConfig,omitempty"`
 	Unsupported                   string                 `json:"-"` // cluster_type (a custom discovery type)
+}
+
+// CommonLBConfig is Cluster.CommonLbConfig: only the panic threshold.
+type CommonLBConfig struct {
+	HealthyPanicThreshold *Percent `json:"healthyPanicThreshold,omitempty"`
+}
+
+func (m *CommonLBConfig) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 1 {
+			return msg(f, &m.HealthyPanicThreshold)
+		}
+		return nil
+	})
+}
+
+// Percent is envoy.type.v3.Percent.
+type Percent struct {
+	Value float64 `json:"value,omitempty"`
+}
+
+func (m *Percent) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 1 {
+			return f.double(&m.Value)
+		}
+		return nil
+	})
+}
+
+// LeastRequestLBConfig is Cluster.LeastRequestLbConfig: the number of
+// random choices; its other fields are named in Unsupported.
+type LeastRequestLBConfig struct {
+	ChoiceCount *uint32 `json:"choiceCount,omitempty"`
+	Unsupported string  `json:"-"`
+}
+
+func (m *LeastRequestLBConfig) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.uint32Value(&m.ChoiceCount)
+		case 2:
+			m.Unsupported = "active_request_bias"
+		case 3:
+			m.Unsupported = "slow_start_config"
+		}
+		return nil
+	})
 }
 
 func (m *Cluster) unmarshal(b []byte) error {
@@ -77,6 +128,10 @@ func (m *Cluster) unmarshal(b []byte) error {
 			return msg(f, &m.TransportSocket)
 		case 36:
 			return mapEntry(f, &m.TypedExtensionProtocolOptions)
+		case 27:
+			return msg(f, &m.CommonLBConfig)
+		case 37:
+			return msg(f, &m.LeastRequestLBConfig)
 		}
 		return nil
 	})

@@ -308,7 +308,8 @@ func TestOneofKeepsTheLastAlternative(t *testing.T) {
 }
 
 // TestDecodesEveryOutlierField: the enforcement percentages and the split
-// of local-origin errors, which change what Envoy ejects.
+// of local-origin errors, which change what Envoy ejects; the panic
+// threshold and the least-request choices.
 func TestDecodesEveryOutlierField(t *testing.T) {
 	u := wrapperspb.UInt32
 	cl := &cluster.Cluster{Name: "c", ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_STATIC}, OutlierDetection: &cluster.OutlierDetection{
@@ -316,8 +317,15 @@ func TestDecodesEveryOutlierField(t *testing.T) {
 		EnforcingConsecutive_5Xx: u(0), EnforcingSuccessRate: u(0), EnforcingConsecutiveGatewayFailure: u(1), SplitExternalLocalOriginErrors: true,
 		ConsecutiveLocalOriginFailure: u(2), EnforcingConsecutiveLocalOriginFailure: u(100), EnforcingLocalOriginSuccessRate: u(0),
 		EnforcingFailurePercentage: u(4), EnforcingFailurePercentageLocalOrigin: u(5), MaxEjectionTime: durationpb.New(time.Minute),
-	}}
-	od := decodeLike(t, cl).(*Cluster).OutlierDetection
+	},
+		CommonLbConfig: &cluster.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 12.5}},
+		LbConfig:       &cluster.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &cluster.Cluster_LeastRequestLbConfig{ChoiceCount: u(3)}},
+	}
+	got := decodeLike(t, cl).(*Cluster)
+	if got.CommonLBConfig.HealthyPanicThreshold.Value != 12.5 || *got.LeastRequestLBConfig.ChoiceCount != 3 {
+		t.Fatalf("decoded %+v, %+v", got.CommonLBConfig, got.LeastRequestLBConfig)
+	}
+	od := got.OutlierDetection
 	if !od.SplitExternalLocalOriginErrors || *od.EnforcingConsecutive5xx != 0 || *od.EnforcingFailurePercentageLocalOrigin != 5 {
 		t.Fatalf("decoded %+v", od)
 	}

@@ -27,6 +27,7 @@ package xdswire
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -179,6 +180,14 @@ func (f field) uint32(dst *uint32) error {
 		return err
 	}
 	*dst = uint32(f.u)
+	return nil
+}
+
+func (f field) double(dst *float64) error {
+	if err := f.want(protowire.Fixed64Type); err != nil {
+		return err
+	}
+	*dst = math.Float64frombits(f.u)
 	return nil
 }
 
