@@ -231,6 +231,9 @@ func compileRouteTable(rc *xdswire.RouteConfiguration) (*RouteTable, error) {
 		if len(vh.Routes) == 0 {
 			return nil, fmt.Errorf("virtual host %q has no routes", vh.Name)
 		}
+		if vh.Refused != "" {
+			return nil, fmt.Errorf("virtual host %q: %s is not supported", vh.Name, vh.Refused)
+		}
 		routes := make([]*Route, 0, len(vh.Routes))
 		for i, rt := range vh.Routes {
 			r, err := compileRoute(vh, rt)
@@ -278,9 +281,25 @@ func compileRoute(vh *xdswire.VirtualHost, rt *xdswire.Route) (*Route, error) {
 	if rt.Unsupported != "" || action == nil || action.Unsupported != "" || action.Cluster == "" {
 		return nil, errors.New("only routes to a named cluster are supported")
 	}
+	if rt.Refused != "" {
+		return nil, fmt.Errorf("%s is not supported", rt.Refused)
+	}
+	if action.Refused != "" {
+		return nil, fmt.Errorf("%s is not supported", action.Refused)
+	}
 	r.Cluster, r.Timeout = action.Cluster, action.Timeout.D()
 	if action.Timeout == nil {
 		r.Timeout = defaultRouteTimeout
+	}
+	if msd := action.MaxStreamDuration; msd != nil {
+		if msd.GRPCTimeoutHeader {
+			return nil, errors.New("max_stream_duration grpc_timeout_header_max/offset is not supported (the caller's grpc-timeout travels to the app, which enforces it)")
+		}
+		// A bound on the whole stream, as the route timeout is: the
+		// sooner wins.
+		if d := msd.MaxStreamDuration.D(); d > 0 && (r.Timeout == 0 || d < r.Timeout) {
+			r.Timeout = d
+		}
 	}
 	if rp := action.RetryPolicy; rp != nil {
 		retry, err := compileRetry(rp)

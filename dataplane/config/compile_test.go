@@ -8,6 +8,7 @@ import (
 
 	xdsmatcher "github.com/cncf/xds/go/xds/type/matcher/v3"
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbac "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -17,6 +18,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	exprpb "google.golang.org/genproto/googleapis/api/expr/v1alpha1"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -200,6 +202,24 @@ func TestCompileRefusesWhatItCannotHonour(t *testing.T) {
 		{"failure-percentage outlier detection", func(r *envoyResources) {
 			r.Clusters[0].OutlierDetection.EnforcingFailurePercentage = wrapperspb.UInt32(10)
 		}, "enforcing_failure_percentage is not supported"},
+		{"response headers to add", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].ResponseHeadersToAdd = []*core.HeaderValueOption{{Header: &core.HeaderValue{Key: "x", Value: "y"}}}
+		}, "response_headers_to_add is not supported"},
+		{"a host-wide retry policy", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].RetryPolicy = &route.RetryPolicy{RetryOn: "5xx"}
+		}, "retry_policy is not supported"},
+		{"per-route filter config", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].Routes[0].TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.rbac": {}}
+		}, "typed_per_filter_config is not supported"},
+		{"prefix rewrite", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].Routes[0].GetRoute().PrefixRewrite = "/v2/"
+		}, "prefix_rewrite is not supported"},
+		{"host rewrite", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].Routes[0].GetRoute().HostRewriteSpecifier = &route.RouteAction_HostRewriteLiteral{HostRewriteLiteral: "x"}
+		}, "host_rewrite_literal is not supported"},
+		{"grpc-timeout enforced by the proxy", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].Routes[0].GetRoute().MaxStreamDuration = &route.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderMax: durationpb.New(0)}
+		}, "grpc_timeout_header_max/offset is not supported"},
 		{"least request over three choices", func(r *envoyResources) {
 			r.Clusters[0].LbConfig = &cluster.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &cluster.Cluster_LeastRequestLbConfig{ChoiceCount: wrapperspb.UInt32(3)}}
 		}, "choice_count 3 is not supported"},
@@ -313,6 +333,14 @@ func TestRoutesMatchThePathInOrder(t *testing.T) {
 	}
 	if got, _ := rt.Lookup("world", "/pkg.Greeter/Slow"); got.Timeout != time.Second {
 		t.Errorf("the exact route's timeout = %v, want its own 1s", got.Timeout)
+	}
+	// max_stream_duration bounds a request as the timeout does: the sooner.
+	vh.Routes[0].GetRoute().MaxStreamDuration = &route.RouteAction_MaxStreamDuration{MaxStreamDuration: durationpb.New(300 * time.Millisecond)}
+	if c, err = Compile(r.wire(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := c.Routes["outbound"].Lookup("world", "/pkg.Greeter/Slow"); got.Timeout != 300*time.Millisecond {
+		t.Errorf("timeout 1s, max_stream_duration 300ms: %v, want 300ms", got.Timeout)
 	}
 	if _, known := rt.Lookup("billing", "/"); known {
 		t.Error("an unknown host is known")

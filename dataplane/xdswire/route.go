@@ -27,6 +27,18 @@ type VirtualHost struct {
 	Routes                 []*Route             `json:"routes,omitempty"`
 	RequestHeadersToAdd    []*HeaderValueOption `json:"requestHeadersToAdd,omitempty"`
 	RequestHeadersToRemove []string             `json:"requestHeadersToRemove,omitempty"`
+	// Refused names the first field set that changes what Envoy does with
+	// a request and that the proxy does not do (response headers,
+	// per-filter config, a host-wide retry policy…): refused, never read
+	// as if unset.
+	Refused string `json:"-"`
+}
+
+// virtualHostRefused are VirtualHost's fields the proxy refuses.
+var virtualHostRefused = map[protowire.Number]string{
+	21: "matcher", 6: "rate_limits", 10: "response_headers_to_add", 11: "response_headers_to_remove", 8: "cors",
+	15: "typed_per_filter_config", 14: "include_request_attempt_count", 19: "include_attempt_count_in_response",
+	16: "retry_policy", 20: "retry_policy_typed_config", 17: "hedge_policy", 22: "request_mirror_policies",
 }
 
 func (m *VirtualHost) unmarshal(b []byte) error {
@@ -42,6 +54,13 @@ func (m *VirtualHost) unmarshal(b []byte) error {
 			return msgs(f, &m.RequestHeadersToAdd)
 		case 13:
 			return f.strs(&m.RequestHeadersToRemove)
+		case 4:
+			if f.typ == protowire.VarintType && f.u != 0 && m.Refused == "" {
+				m.Refused = "require_tls"
+			}
+		}
+		if name, ok := virtualHostRefused[f.num]; ok && m.Refused == "" {
+			m.Refused = name
 		}
 		return nil
 	})
@@ -56,7 +75,14 @@ type Route struct {
 	RequestHeadersToRemove []string             `json:"requestHeadersToRemove,omitempty"`
 	// Unsupported names another action than route.
 	Unsupported string `json:"-"`
-	action      oneof
+	// Refused names the first field set that the proxy does not do.
+	Refused string `json:"-"`
+	action  oneof
+}
+
+// routeRefused are Route's fields the proxy refuses.
+var routeRefused = map[protowire.Number]string{
+	13: "typed_per_filter_config", 10: "response_headers_to_add", 11: "response_headers_to_remove",
 }
 
 func (m *Route) unmarshal(b []byte) error {
@@ -89,6 +115,9 @@ func (m *Route) unmarshal(b []byte) error {
 			m.Unsupported = "filter_action"
 		case 18:
 			m.Unsupported = "non_forwarding_action"
+		}
+		if name, ok := routeRefused[f.num]; ok && m.Refused == "" {
+			m.Refused = name
 		}
 		return nil
 	})
@@ -149,11 +178,44 @@ var routeConditions = map[protowire.Number]string{
 
 // RouteAction is envoy.config.route.v3.RouteAction.
 type RouteAction struct {
-	Cluster     string       `json:"cluster,omitempty"`
-	Timeout     *Duration    `json:"timeout,omitempty"`
-	RetryPolicy *RetryPolicy `json:"retryPolicy,omitempty"`
-	Unsupported string       `json:"-"` // another cluster specifier
-	specifier   oneof
+	Cluster           string             `json:"cluster,omitempty"`
+	Timeout           *Duration          `json:"timeout,omitempty"`
+	RetryPolicy       *RetryPolicy       `json:"retryPolicy,omitempty"`
+	MaxStreamDuration *MaxStreamDuration `json:"maxStreamDuration,omitempty"`
+	Unsupported       string             `json:"-"` // another cluster specifier
+	// Refused names the first field set that the proxy does not do
+	// (rewrites, mirrors, hedging, subsets…).
+	Refused   string `json:"-"`
+	specifier oneof
+}
+
+// routeActionRefused are RouteAction's fields the proxy refuses.
+var routeActionRefused = map[protowire.Number]string{
+	4: "metadata_match", 5: "prefix_rewrite", 32: "regex_rewrite", 41: "path_rewrite_policy", 45: "path_rewrite",
+	6: "host_rewrite_literal", 7: "auto_host_rewrite", 29: "host_rewrite_header", 35: "host_rewrite_path_regex",
+	33: "retry_policy_typed_config", 30: "request_mirror_policies", 13: "rate_limits", 17: "cors",
+	23: "max_grpc_timeout", 28: "grpc_timeout_offset", 25: "upgrade_configs", 34: "internal_redirect_policy",
+	26: "internal_redirect_action", 27: "hedge_policy",
+}
+
+// MaxStreamDuration is RouteAction.MaxStreamDuration.
+type MaxStreamDuration struct {
+	MaxStreamDuration *Duration `json:"maxStreamDuration,omitempty"`
+	// GRPCTimeoutHeader is set when grpc_timeout_header_max or _offset is
+	// (Envoy then enforces the caller's grpc-timeout; the proxy does not).
+	GRPCTimeoutHeader bool `json:"-"`
+}
+
+func (m *MaxStreamDuration) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.duration(&m.MaxStreamDuration)
+		case 2, 3:
+			m.GRPCTimeoutHeader = true
+		}
+		return nil
+	})
 }
 
 func (m *RouteAction) unmarshal(b []byte) error {
@@ -174,6 +236,8 @@ func (m *RouteAction) unmarshal(b []byte) error {
 			return f.duration(&m.Timeout)
 		case 9:
 			return msg(f, &m.RetryPolicy)
+		case 36:
+			return msg(f, &m.MaxStreamDuration)
 		case 2:
 			m.Unsupported = "cluster_header"
 		case 3:
@@ -182,6 +246,9 @@ func (m *RouteAction) unmarshal(b []byte) error {
 			m.Unsupported = "cluster_specifier_plugin"
 		case 39:
 			m.Unsupported = "inline_cluster_specifier_plugin"
+		}
+		if name, ok := routeActionRefused[f.num]; ok && m.Refused == "" {
+			m.Refused = name
 		}
 		return nil
 	})
