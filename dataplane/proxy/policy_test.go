@@ -510,3 +510,28 @@ func TestRetriedFailuresAsEnvoys(t *testing.T) {
 		}
 	}
 }
+
+// A path with dot segments is refused inbound before the RBAC rules judge
+// it: the app might serve another path than the one judged. Encoded dots
+// are decoded first.
+func TestInboundRefusesDotSegments(t *testing.T) {
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "app"+r.URL.Path) }))
+	t.Cleanup(app.Close)
+	p := inboundProxy(t, app)
+	for target, want := range map[string]int{
+		"/public/../admin":     http.StatusBadRequest,
+		"/public/%2e%2e/admin": http.StatusBadRequest,
+		"/./admin":             http.StatusBadRequest,
+		"/public/..":           http.StatusBadRequest,
+		"/public/..data/x.y":   http.StatusOK,
+		"/admin":               http.StatusOK,
+	} {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodGet, "http://b"+target, nil)
+		r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{certWith("caller", "spiffe://td/ns/default/svc/a")}}
+		p.Inbound().ServeHTTP(w, r)
+		if w.Code != want {
+			t.Errorf("GET %s: %d %q, want %d", target, w.Code, w.Body.String(), want)
+		}
+	}
+}

@@ -252,6 +252,14 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		p.local(w, r, inbound, "", http.StatusUnauthorized, "micromesh: no verified client certificate", start)
 		return
 	}
+	if dotSegment(r.URL.Path) {
+		// The app may resolve "a/../b" to "b" after the rules judged
+		// "a/…": refused rather than judged on another path than the one
+		// served.
+		p.localFor(w, r, inbound, caller.workload, p.self, http.StatusBadRequest,
+			fmt.Sprintf("micromesh: the path %q has a . or .. segment; send the path it stands for", r.URL.Path), start)
+		return
+	}
 	if lst.RBAC != nil {
 		if ok, _ := lst.RBAC.Allowed(config.Request{Principal: caller.id, Method: r.Method, Path: r.URL.Path, Header: r.Header.Get}); !ok {
 			p.m.denied.Inc()
@@ -271,4 +279,14 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.forward(w, r, route, up, inbound, caller, start)
+}
+
+// dotSegment reports whether path (decoded) has a "." or ".." segment.
+func dotSegment(path string) bool {
+	for seg := range strings.SplitSeq(path, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
 }
