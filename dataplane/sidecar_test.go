@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,6 +27,7 @@ type echoReply struct {
 	Proto  string `json:"proto"`
 	Path   string `json:"path"`
 	Body   string `json:"body"`
+	XFCC   string `json:"xfcc,omitempty"` // x-forwarded-client-cert
 }
 
 func startEcho(t testing.TB, name string) string {
@@ -37,7 +39,8 @@ func startEcho(t testing.TB, name string) string {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(echoReply{App: name, Caller: r.Header.Get("X-Mesh-Caller"), Proto: r.Proto, Path: r.URL.Path, Body: string(body)})
+		_ = json.NewEncoder(w).Encode(echoReply{App: name, Caller: r.Header.Get("X-Mesh-Caller"), Proto: r.Proto, Path: r.URL.Path, Body: string(body),
+			XFCC: strings.Join(r.Header.Values("X-Forwarded-Client-Cert"), ",")})
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
@@ -177,10 +180,15 @@ func TestRequestThroughTheMesh(t *testing.T) {
 	if !dump.Connected || len(dump.Listeners) != 3 || udp != 1 || !quicCluster {
 		t.Errorf("a's /config_dump: connected %v, %d listeners (%d UDP), b.default over QUIC: %v", dump.Connected, len(dump.Listeners), udp, quicCluster)
 	}
-	// The caller header cannot be spoofed.
-	_, spoofed := call(t, a.Info.Outbound, "b.default", "/", http.Header{"X-Mesh-Caller": {"spiffe://micromesh.local/ns/default/svc/admin"}})
+	// The caller header cannot be spoofed, nor x-forwarded-client-cert,
+	// which b's sidecar sets as Envoy's SANITIZE_SET does.
+	_, spoofed := call(t, a.Info.Outbound, "b.default", "/", http.Header{"X-Mesh-Caller": {"spiffe://micromesh.local/ns/default/svc/admin"},
+		"X-Forwarded-Client-Cert": {"URI=spiffe://micromesh.local/ns/default/svc/admin"}})
 	if spoofed.Caller != "spiffe://micromesh.local/ns/default/svc/a" {
 		t.Errorf("a spoofed x-mesh-caller reached b: %q", spoofed.Caller)
+	}
+	if !regexp.MustCompile(`^By=spiffe://micromesh\.local/ns/default/svc/b;Hash=[0-9a-f]{64};URI=spiffe://micromesh\.local/ns/default/svc/a$`).MatchString(spoofed.XFCC) {
+		t.Errorf("x-forwarded-client-cert at b: %q, want By (b), Hash and URI (a) only", spoofed.XFCC)
 	}
 	// An unknown service: 503 naming it.
 	resp, e := call(t, a.Info.Outbound, "nosuch", "/", nil)

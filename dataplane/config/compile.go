@@ -94,6 +94,9 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 	if err != nil {
 		return fmt.Errorf("network filter %q: %w", fc.Filters[0].Name, err)
 	}
+	if m.Refused != "" {
+		return fmt.Errorf("network filter %q: %s is not supported", fc.Filters[0].Name, m.Refused)
+	}
 	if m.Unsupported != "" {
 		return fmt.Errorf("network filter %q: %s is not supported", fc.Filters[0].Name, m.Unsupported)
 	}
@@ -120,6 +123,19 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 		return nil
 	}
 	in := &Inbound{Name: l.Name, Address: addr, UDP: udp, RBAC: filters.rbac}
+	switch m.ForwardClientCertDetails {
+	case xdswire.XFCCSanitize:
+	case xdswire.XFCCSanitizeSet:
+		in.SetXFCC = true
+		if d := m.SetCurrentClientCertDetails; d != nil {
+			if (d.Subject != nil && *d.Subject) || d.Cert || d.Chain || d.DNS || d.Issuer || d.Format != 0 {
+				return errors.New("set_current_client_cert_details other than uri is not supported")
+			}
+			in.XFCCURI = d.URI
+		}
+	default:
+		return fmt.Errorf("forward_client_cert_details %v is not supported (SANITIZE or SANITIZE_SET: the proxy does not pass on a client's own header)", m.ForwardClientCertDetails)
+	}
 	var tlsCtx *xdswire.DownstreamTLSContext
 	switch {
 	case udp:

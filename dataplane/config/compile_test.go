@@ -202,6 +202,19 @@ func TestCompileRefusesWhatItCannotHonour(t *testing.T) {
 		{"failure-percentage outlier detection", func(r *envoyResources) {
 			r.Clusters[0].OutlierDetection.EnforcingFailurePercentage = wrapperspb.UInt32(10)
 		}, "enforcing_failure_percentage is not supported"},
+		{"client certificates forwarded", func(r *envoyResources) {
+			mutateHCM(t, findListener(r, "inbound"), func(m *hcm.HttpConnectionManager) {
+				m.ForwardClientCertDetails = hcm.HttpConnectionManager_APPEND_FORWARD
+			})
+		}, "forward_client_cert_details APPEND_FORWARD is not supported"},
+		{"slashes merged", func(r *envoyResources) {
+			mutateHCM(t, findListener(r, "inbound"), func(m *hcm.HttpConnectionManager) { m.MergeSlashes = true })
+		}, "merge_slashes is not supported"},
+		{"websocket upgrades", func(r *envoyResources) {
+			mutateHCM(t, findListener(r, "inbound"), func(m *hcm.HttpConnectionManager) {
+				m.UpgradeConfigs = []*hcm.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}}
+			})
+		}, "upgrade_configs is not supported"},
 		{"response headers to add", func(r *envoyResources) {
 			r.Routes[0].VirtualHosts[0].ResponseHeadersToAdd = []*core.HeaderValueOption{{Header: &core.HeaderValue{Key: "x", Value: "y"}}}
 		}, "response_headers_to_add is not supported"},
@@ -296,6 +309,36 @@ func TestCircuitBreakerThresholdsDefaultAsEnvoys(t *testing.T) {
 	}
 	if got, want := c.Clusters["app"].Limits, (Limits{MaxConnections: 1024, MaxPendingRequests: 1024, MaxRequests: 5, MaxRetries: 0}); got != want {
 		t.Fatalf("limits = %+v, want %+v", got, want)
+	}
+}
+
+// mutateHCM changes the HTTP connection manager of l's first filter chain.
+func mutateHCM(t *testing.T, l *listener.Listener, change func(*hcm.HttpConnectionManager)) {
+	t.Helper()
+	m := &hcm.HttpConnectionManager{}
+	mustUnpack(t, l.FilterChains[0].Filters[0].GetTypedConfig(), m)
+	change(m)
+	l.FilterChains[0].Filters[0].ConfigType = typedConfig(m)
+}
+
+// TestHCMDefaultsAreAccepted: the connection manager's fields at their
+// defaults (SANITIZE, no merging, KEEP_UNCHANGED) are not refusals.
+func TestHCMDefaultsAreAccepted(t *testing.T) {
+	r := meshFor(t, "default", "client")
+	mutateHCM(t, findListener(&r, "inbound"), func(m *hcm.HttpConnectionManager) {
+		m.ForwardClientCertDetails = hcm.HttpConnectionManager_SANITIZE
+		m.MergeSlashes = false
+		m.PathWithEscapedSlashesAction = hcm.HttpConnectionManager_KEEP_UNCHANGED
+		m.NormalizePath = wrapperspb.Bool(true) // dot segments are refused by the proxy instead
+	})
+	if _, err := Compile(r.wire(t)); err != nil {
+		t.Fatal(err)
+	}
+	mutateHCM(t, findListener(&r, "inbound"), func(m *hcm.HttpConnectionManager) {
+		m.PathWithEscapedSlashesAction = hcm.HttpConnectionManager_UNESCAPE_AND_FORWARD
+	})
+	if _, err := Compile(r.wire(t)); err == nil || !strings.Contains(err.Error(), "path_with_escaped_slashes_action is not supported") {
+		t.Errorf("escaped slashes unescaped: %v", err)
 	}
 }
 

@@ -69,6 +69,12 @@ type Inbound struct {
 	RequireClientCert bool
 	RBAC              *RBAC // nil: no RBAC filter, everything allowed
 	Route             *RouteTable
+	// XFCC: the x-forwarded-client-cert header a client sent is always
+	// removed (Envoy's SANITIZE); with SetXFCC the proxy sets its own:
+	// By (this workload), Hash (of the client certificate), URI (the
+	// caller's SPIFFE ID) when XFCCURI (Envoy's SANITIZE_SET).
+	SetXFCC bool
+	XFCCURI bool
 }
 
 // RouteTable routes by authority, then path.

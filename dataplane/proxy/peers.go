@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net"
 	"net/http"
 	"strings"
@@ -11,6 +13,9 @@ import (
 type peer struct {
 	id       string // SPIFFE ID
 	workload string // "name.namespace", for metrics
+	// x-forwarded-client-cert values as Envoy writes them: By (this
+	// workload) and Hash (SHA-256 of the certificate, hex); then URI.
+	xfcc, xfccURI string
 }
 
 // maxPeers bounds the cache; past it the cache starts over.
@@ -21,6 +26,7 @@ const maxPeers = 256
 // certificate, and the lookup allocates nothing where formatting the
 // SPIFFE ID and the workload name would, per request.
 type peerCache struct {
+	by string // this workload's SPIFFE ID, for XFCC's By
 	mu sync.RWMutex
 	m  map[string]peer
 }
@@ -43,6 +49,12 @@ func (c *peerCache) peer(r *http.Request) peer {
 	}
 	id := cert.URIs[0].String()
 	p = peer{id: id, workload: workload(id)}
+	sum := sha256.Sum256(cert.Raw)
+	p.xfcc = "Hash=" + hex.EncodeToString(sum[:])
+	if c.by != "" {
+		p.xfcc = "By=" + c.by + ";" + p.xfcc
+	}
+	p.xfccURI = p.xfcc + ";URI=" + id
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= maxPeers {
 		c.m = make(map[string]peer)

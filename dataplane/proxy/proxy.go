@@ -84,6 +84,11 @@ func New(creds *identity.Source, o Options) *Proxy {
 	}
 	p := &Proxy{self: o.Self, creds: creds, log: o.Logger, accessLog: o.AccessLog, m: newMetrics(o.Metrics), qlog: o.QUICTracer,
 		warm: make(chan struct{}), warmWithin: o.InitialFetchTimeout}
+	if creds != nil {
+		if c := creds.Current(); c != nil {
+			p.peers.by = c.ID.String()
+		}
+	}
 	if o.Metrics != nil {
 		o.Metrics.MustRegister(quicCollector{p})
 		o.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -251,6 +256,17 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		// The handshake requires and verifies a certificate; this is a bug.
 		p.local(w, r, inbound, "", http.StatusUnauthorized, "micromesh: no verified client certificate", start)
 		return
+	}
+	// As Envoy's forward_client_cert_details SANITIZE (its default): a
+	// client's own claim about client certificates never reaches the app;
+	// SANITIZE_SET puts the proxy's own.
+	r.Header.Del("X-Forwarded-Client-Cert")
+	if lst.SetXFCC {
+		v := caller.xfcc
+		if lst.XFCCURI {
+			v = caller.xfccURI
+		}
+		r.Header["X-Forwarded-Client-Cert"] = []string{v}
 	}
 	if dotSegment(r.URL.Path) {
 		// The app may resolve "a/../b" to "b" after the rules judged

@@ -174,7 +174,81 @@ type HTTPConnectionManager struct {
 	RouteConfig *RouteConfiguration `json:"routeConfig,omitempty"`
 	HTTPFilters []*HTTPFilter       `json:"httpFilters,omitempty"`
 	Unsupported string              `json:"-"` // scoped_routes
-	routes      oneof
+	// ForwardClientCertDetails is the XFCC mode (0 SANITIZE … 4
+	// ALWAYS_FORWARD_ONLY); SetCurrentClientCertDetails what SANITIZE_SET
+	// and APPEND_FORWARD put in it.
+	ForwardClientCertDetails    ForwardClientCertDetails     `json:"forwardClientCertDetails,omitempty"`
+	SetCurrentClientCertDetails *SetCurrentClientCertDetails `json:"setCurrentClientCertDetails,omitempty"`
+	// Refused names the first field set to something the proxy does not
+	// do (slash merging, escaped-slash handling, upgrades, extensions…).
+	Refused string `json:"-"`
+	routes  oneof
+}
+
+// ForwardClientCertDetails is the connection manager's XFCC mode.
+type ForwardClientCertDetails int32
+
+// XFCC modes.
+const (
+	XFCCSanitize    ForwardClientCertDetails = 0
+	XFCCSanitizeSet ForwardClientCertDetails = 3
+)
+
+var xfccNames = []string{"SANITIZE", "FORWARD_ONLY", "APPEND_FORWARD", "SANITIZE_SET", "ALWAYS_FORWARD_ONLY"}
+
+func (d ForwardClientCertDetails) String() string { return enumName(xfccNames, int32(d)) }
+func (d ForwardClientCertDetails) MarshalJSON() ([]byte, error) {
+	return enumJSON(xfccNames, int32(d))
+}
+
+// SetCurrentClientCertDetails is the connection manager's
+// SetCurrentClientCertDetails.
+type SetCurrentClientCertDetails struct {
+	Subject *bool      `json:"subject,omitempty"`
+	Cert    bool       `json:"cert,omitempty"`
+	Chain   bool       `json:"chain,omitempty"`
+	DNS     bool       `json:"dns,omitempty"`
+	URI     bool       `json:"uri,omitempty"`
+	Format  XFCCFormat `json:"format,omitempty"` // TEXT (0) or JSON
+	Issuer  bool       `json:"issuer,omitempty"`
+}
+
+// XFCCFormat is the XFCC header's format.
+type XFCCFormat int32
+
+var xfccFormatNames = []string{"TEXT", "JSON"}
+
+func (f XFCCFormat) MarshalJSON() ([]byte, error) { return enumJSON(xfccFormatNames, int32(f)) }
+
+func (m *SetCurrentClientCertDetails) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.boolValue(&m.Subject)
+		case 3:
+			return f.boolean(&m.Cert)
+		case 4:
+			return f.boolean(&m.DNS)
+		case 5:
+			return f.boolean(&m.URI)
+		case 6:
+			return f.boolean(&m.Chain)
+		case 7:
+			return enum(f, &m.Format)
+		case 8:
+			return f.boolean(&m.Issuer)
+		}
+		return nil
+	})
+}
+
+// hcmRefused are the connection manager's fields the proxy refuses when
+// set (messages) or not zero (enums, booleans).
+var hcmRefused = map[protowire.Number]string{
+	60: "forward_client_cert_matcher",
+	33: "merge_slashes", 23: "upgrade_configs", 36: "request_id_extension",
+	38: "local_reply_config", 52: "early_header_mutation_extensions", 46: "original_ip_detection_extensions",
+	50: "typed_header_validation_config",
 }
 
 func (m *HTTPConnectionManager) unmarshal(b []byte) error {
@@ -199,9 +273,40 @@ func (m *HTTPConnectionManager) unmarshal(b []byte) error {
 			return msgs(f, &m.HTTPFilters)
 		case 31:
 			m.Unsupported = "scoped_routes"
+		case 16:
+			return enum(f, &m.ForwardClientCertDetails)
+		case 17:
+			return msg(f, &m.SetCurrentClientCertDetails)
+		}
+		if name, ok := hcmRefused[f.num]; ok && m.Refused == "" && !zeroScalar(f) {
+			m.Refused = name
+		}
+		// Escaped slashes kept as they are (0, 1) is what the proxy does;
+		// rejecting, unescaping or redirecting is not.
+		if f.num == 45 && f.typ == protowire.VarintType && f.u > 1 && m.Refused == "" {
+			m.Refused = "path_with_escaped_slashes_action"
 		}
 		return nil
 	})
+}
+
+// zeroScalar reports whether f is a varint 0 (an enum's default, false);
+// a BoolValue wrapper holding false is an empty or zero message.
+func zeroScalar(f field) bool {
+	switch f.typ {
+	case protowire.VarintType:
+		return f.u == 0
+	case protowire.BytesType:
+		if len(f.b) == 0 {
+			return true
+		}
+		num, typ, n := protowire.ConsumeTag(f.b)
+		if n > 0 && num == 1 && typ == protowire.VarintType {
+			v, m := protowire.ConsumeVarint(f.b[n:])
+			return m > 0 && v == 0 && n+m == len(f.b)
+		}
+	}
+	return false
 }
 
 // RDS is the connection manager's Rds.
