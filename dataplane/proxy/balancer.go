@@ -85,31 +85,24 @@ func (e *endpoint) available(now time.Time) bool {
 // bad (it usually says more about the checks than about the endpoints).
 func (b *balancer) pick(tried []*endpoint) *endpoint {
 	now := b.now()
-	var candidates, healthy, all []*endpoint
+	var candidates []*endpoint
 	available := 0
 	for _, e := range b.eps {
-		ok := e.available(now)
-		if ok {
-			available++
-		}
-		if contains(tried, e) {
+		if !e.available(now) {
 			continue
 		}
-		all = append(all, e)
-		if e.healthy {
-			healthy = append(healthy, e)
-		}
-		if ok {
+		available++
+		if !contains(tried, e) {
 			candidates = append(candidates, e)
 		}
 	}
 	switch {
 	case float64(available)*100 < b.panicThreshold*float64(len(b.eps)):
-		candidates = all
+		candidates = b.untried(tried, false)
 	case len(candidates) == 0:
 		// A retry when the available endpoints were all tried: rather an
 		// ejected one not tried yet than none.
-		candidates = healthy
+		candidates = b.untried(tried, true)
 	}
 	switch n := len(candidates); {
 	case n == 0:
@@ -125,6 +118,18 @@ func (b *balancer) pick(tried []*endpoint) *endpoint {
 	default:
 		return weightedRoundRobin(candidates, b.next.Add(1))
 	}
+}
+
+// untried lists the endpoints not in tried (only the healthy ones per EDS
+// if healthyOnly), ejected or not: the uncommon cases of pick.
+func (b *balancer) untried(tried []*endpoint, healthyOnly bool) []*endpoint {
+	var out []*endpoint
+	for _, e := range b.eps {
+		if !contains(tried, e) && (e.healthy || !healthyOnly) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // weightedRoundRobin spreads picks over candidates in proportion to their weights.

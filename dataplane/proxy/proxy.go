@@ -257,6 +257,14 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		p.local(w, r, inbound, "", http.StatusUnauthorized, "micromesh: no verified client certificate", start)
 		return
 	}
+	if dotSegment(r.URL.Path) {
+		// The app may resolve "a/../b" to "b" after the rules judged
+		// "a/…": refused rather than judged on another path than the one
+		// served.
+		p.localFor(w, r, inbound, caller.workload, p.self, http.StatusBadRequest,
+			fmt.Sprintf("micromesh: the path %q has a . or .. segment; send the path it stands for", r.URL.Path), start)
+		return
+	}
 	// As Envoy's forward_client_cert_details SANITIZE (its default): a
 	// client's own claim about client certificates never reaches the app;
 	// SANITIZE_SET puts the proxy's own.
@@ -267,14 +275,6 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 			v = caller.xfccURI
 		}
 		r.Header["X-Forwarded-Client-Cert"] = []string{v}
-	}
-	if dotSegment(r.URL.Path) {
-		// The app may resolve "a/../b" to "b" after the rules judged
-		// "a/…": refused rather than judged on another path than the one
-		// served.
-		p.localFor(w, r, inbound, caller.workload, p.self, http.StatusBadRequest,
-			fmt.Sprintf("micromesh: the path %q has a . or .. segment; send the path it stands for", r.URL.Path), start)
-		return
 	}
 	if lst.RBAC != nil {
 		if ok, _ := lst.RBAC.Allowed(config.Request{Principal: caller.id, Method: r.Method, Path: r.URL.Path, Header: r.Header.Get}); !ok {

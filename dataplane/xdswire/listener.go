@@ -290,23 +290,10 @@ func (m *HTTPConnectionManager) unmarshal(b []byte) error {
 	})
 }
 
-// zeroScalar reports whether f is a varint 0 (an enum's default, false);
-// a BoolValue wrapper holding false is an empty or zero message.
+// zeroScalar reports whether f holds its field's default: a varint 0 (an
+// enum's first value, false) or an empty message.
 func zeroScalar(f field) bool {
-	switch f.typ {
-	case protowire.VarintType:
-		return f.u == 0
-	case protowire.BytesType:
-		if len(f.b) == 0 {
-			return true
-		}
-		num, typ, n := protowire.ConsumeTag(f.b)
-		if n > 0 && num == 1 && typ == protowire.VarintType {
-			v, m := protowire.ConsumeVarint(f.b[n:])
-			return m > 0 && v == 0 && n+m == len(f.b)
-		}
-	}
-	return false
+	return (f.typ == protowire.VarintType && f.u == 0) || (f.typ == protowire.BytesType && len(f.b) == 0)
 }
 
 // RDS is the connection manager's Rds.
