@@ -28,6 +28,8 @@ type echoReply struct {
 	Path   string `json:"path"`
 	Body   string `json:"body"`
 	XFCC   string `json:"xfcc,omitempty"` // x-forwarded-client-cert
+	// RequestID is the x-request-id the app received.
+	RequestID string `json:"requestId,omitempty"`
 }
 
 func startEcho(t testing.TB, name string) string {
@@ -40,7 +42,7 @@ func startEcho(t testing.TB, name string) string {
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(echoReply{App: name, Caller: r.Header.Get("X-Mesh-Caller"), Proto: r.Proto, Path: r.URL.Path, Body: string(body),
-			XFCC: strings.Join(r.Header.Values("X-Forwarded-Client-Cert"), ",")})
+			XFCC: strings.Join(r.Header.Values("X-Forwarded-Client-Cert"), ","), RequestID: strings.Join(r.Header.Values("X-Request-Id"), ",")})
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
@@ -189,6 +191,14 @@ func TestRequestThroughTheMesh(t *testing.T) {
 	}
 	if !regexp.MustCompile(`^By=spiffe://micromesh\.local/ns/default/svc/b;Hash=[0-9a-f]{64};URI=spiffe://micromesh\.local/ns/default/svc/a$`).MatchString(spoofed.XFCC) {
 		t.Errorf("x-forwarded-client-cert at b: %q, want By (b), Hash and URI (a) only", spoofed.XFCC)
+	}
+	// A request gets an x-request-id (a random UUID) at a's sidecar, as
+	// Envoy's generate_request_id; one the app sent arrives as it was.
+	if !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`).MatchString(spoofed.RequestID) {
+		t.Errorf("x-request-id at b: %q, want one UUID", spoofed.RequestID)
+	}
+	if _, e := call(t, a.Info.Outbound, "b.default", "/", http.Header{"X-Request-Id": {"order-42"}}); e.RequestID != "order-42" {
+		t.Errorf("the app's x-request-id arrived at b as %q", e.RequestID)
 	}
 	// An unknown service: 503 naming it.
 	resp, e := call(t, a.Info.Outbound, "nosuch", "/", nil)

@@ -20,7 +20,8 @@ var serviceName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z
 // Dial returns a connection to service name (`name`, or `name.namespace`
 // for another namespace) through this service's sidecar at $MESH_PROXY. The
 // hop to the sidecar is loopback; the sidecar carries the call over mTLS,
-// picks an instance, retries and balances. The connection is lazy: it
+// picks an instance, retries and balances. Calls made with the context of
+// a request being served carry its x-request-id. The connection is lazy: it
 // connects on the first call, and ctx only bounds setting it up.
 func Dial(ctx context.Context, name string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	if err := ctx.Err(); err != nil {
@@ -36,6 +37,9 @@ func Dial(ctx context.Context, name string, opts ...grpc.DialOption) (*grpc.Clie
 	o := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()), // loopback to the sidecar, which speaks mTLS onwards
 		grpc.WithAuthority(name),
+		// A call made while serving one carries its x-request-id on.
+		grpc.WithChainUnaryInterceptor(propagateUnary),
+		grpc.WithChainStreamInterceptor(propagateStream),
 	}, opts...)
 	cc, err := grpc.NewClient("passthrough:///"+proxy, o...)
 	if err != nil {

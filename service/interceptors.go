@@ -28,6 +28,44 @@ func Caller(ctx context.Context) string {
 	return ""
 }
 
+// RequestIDHeader is the metadata key of a request's ID: set by the
+// first sidecar a request passes when the caller sent none (a random
+// UUID, as Envoy's x-request-id), kept by every sidecar after it.
+const RequestIDHeader = "x-request-id"
+
+// RequestID returns the ID of the request being served in ctx ("" when it
+// did not come through the mesh). Calls made with ctx through
+// connections from Dial carry it on, so one ID ties together the log
+// lines of every service a request reaches.
+func RequestID(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(RequestIDHeader); len(v) == 1 {
+		return v[0]
+	}
+	return ""
+}
+
+// withRequestID returns ctx with the served request's ID in its outgoing
+// metadata, unless there is none or the caller set one already.
+func withRequestID(ctx context.Context) context.Context {
+	id := RequestID(ctx)
+	if id == "" {
+		return ctx
+	}
+	if out, ok := metadata.FromOutgoingContext(ctx); ok && len(out.Get(RequestIDHeader)) > 0 {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, RequestIDHeader, id)
+}
+
+func propagateUnary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return invoker(withRequestID(ctx), method, req, reply, cc, opts...)
+}
+
+func propagateStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return streamer(withRequestID(ctx), desc, cc, method, opts...)
+}
+
 // quiet reports whether calls to method are left out of the log (health
 // checks and reflection: the platform's, not the service's).
 func quiet(method string) bool {
@@ -80,6 +118,9 @@ func (s *Service) logCall(ctx context.Context, method string, start time.Time, e
 	}
 	if c := Caller(ctx); c != "" {
 		attrs = append(attrs, slog.String("caller", c))
+	}
+	if id := RequestID(ctx); id != "" {
+		attrs = append(attrs, slog.String("request_id", id))
 	}
 	if err != nil {
 		attrs = append(attrs, slog.String("error", st.Message()))

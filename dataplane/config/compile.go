@@ -74,6 +74,9 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 	if l.APIListener != nil {
 		return errors.New("API listeners are for proxyless gRPC clients, not sidecars")
 	}
+	if l.Refused != "" {
+		return fmt.Errorf("%s is not supported", l.Refused)
+	}
 	sa, err := socketAddress(l.Address)
 	if err != nil {
 		return err
@@ -104,6 +107,10 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 	if err != nil {
 		return err
 	}
+	// Envoy sets x-request-id where it is missing unless told not to (with
+	// use_remote_address off — refused otherwise — it keeps one a request
+	// brings: preserve_external_request_id changes nothing then).
+	requestID := m.GenerateRequestID == nil || *m.GenerateRequestID
 	ts := fc.TransportSocket
 	if ts == nil {
 		// Plaintext: the app's outbound listener, on loopback only.
@@ -119,10 +126,10 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 		if m.RDS == nil || m.RDS.RouteConfigName == "" {
 			return errors.New("the outbound listener must take its routes by RDS")
 		}
-		c.Outbound = &Outbound{Name: l.Name, Address: addr, Route: m.RDS.RouteConfigName}
+		c.Outbound = &Outbound{Name: l.Name, Address: addr, Route: m.RDS.RouteConfigName, RequestID: requestID}
 		return nil
 	}
-	in := &Inbound{Name: l.Name, Address: addr, UDP: udp, RBAC: filters.rbac}
+	in := &Inbound{Name: l.Name, Address: addr, UDP: udp, RBAC: filters.rbac, RequestID: requestID}
 	switch m.ForwardClientCertDetails {
 	case xdswire.XFCCSanitize:
 	case xdswire.XFCCSanitizeSet:
@@ -153,7 +160,13 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 		return errors.New("a mesh listener must require client certificates")
 	}
 	in.RequireClientCert = true
-	if err := checkSDS(tlsCtx.CommonTLSContext); err != nil {
+	if tlsCtx.Refused != "" {
+		return fmt.Errorf("%s is not supported", tlsCtx.Refused)
+	}
+	if err := checkCommonTLS(tlsCtx.CommonTLSContext, udp, true); err != nil {
+		return err
+	}
+	if err := checkClientValidation(tlsCtx.CommonTLSContext); err != nil {
 		return err
 	}
 	in.ALPN = tlsCtx.CommonTLSContext.ALPNProtocols
@@ -188,11 +201,17 @@ func socketAddress(a *xdswire.Address) (*xdswire.SocketAddress, error) {
 	return a.SocketAddress, nil
 }
 
-// checkSDS requires the proxy's certificate and the bundle by SDS, by the
-// names it knows.
-func checkSDS(ctc *xdswire.CommonTLSContext) error {
+// checkCommonTLS requires the proxy's certificate by SDS, by the name it
+// knows, and a handshake the proxy makes as Envoy would: TLS 1.3 (QUIC's
+// only version; over TCP the parameters must pin it, as Envoy's defaults
+// allow TLS 1.2), Go's curves and signature algorithms. Cipher suites
+// are TLS 1.2's: Envoy ignores them for TLS 1.3 as the proxy does.
+func checkCommonTLS(ctc *xdswire.CommonTLSContext, quic, server bool) error {
 	if ctc == nil {
 		return errors.New("the TLS context has no common TLS context")
+	}
+	if ctc.Refused != "" {
+		return fmt.Errorf("%s is not supported", ctc.Refused)
 	}
 	sds := ctc.TLSCertificateSDSSecretConfigs
 	if len(sds) != 1 || sds[0].Name != certSecret {
@@ -200,6 +219,55 @@ func checkSDS(ctc *xdswire.CommonTLSContext) error {
 	}
 	if len(ctc.TLSCertificates) != 0 {
 		return errors.New("inline certificates are not accepted; use SDS")
+	}
+	var p xdswire.TLSParameters
+	if ctc.TLSParams != nil {
+		p = *ctc.TLSParams
+	}
+	switch {
+	case len(p.ECDHCurves) > 0:
+		return errors.New("tls_params ecdh_curves is not supported (the proxy offers Go's: X25519MLKEM768, X25519, P-256, P-384, P-521)")
+	case len(p.SignatureAlgorithms) > 0:
+		return errors.New("tls_params signature_algorithms is not supported")
+	case p.MaximumVersion != xdswire.TLSAuto && p.MaximumVersion < xdswire.TLSv1_3,
+		!quic && p.MinimumVersion != xdswire.TLSv1_3,
+		!quic && !server && p.MaximumVersion != xdswire.TLSv1_3:
+		which := "minimum and maximum"
+		if server {
+			which = "minimum"
+		}
+		return fmt.Errorf("TLS versions %v to %v are not supported: the proxy speaks TLS 1.3 only (set tls_params' %s to TLSv1_3; Envoy's defaults allow TLS 1.2)",
+			p.MinimumVersion, p.MaximumVersion, which)
+	}
+	return nil
+}
+
+// checkClientValidation requires an inbound listener to verify clients
+// against the trust bundle by SDS (authorization by identity is the RBAC
+// filter's: client SAN matchers at the handshake are not supported).
+func checkClientValidation(ctc *xdswire.CommonTLSContext) error {
+	bad := fmt.Errorf("an inbound listener must verify clients against the trust bundle by SDS as %q, and nothing else", rootSecret)
+	switch v := ctc.CombinedValidationContext; {
+	case ctc.Unsupported != "":
+		return fmt.Errorf("%s is not supported: %w", ctc.Unsupported, bad)
+	case ctc.ValidationContextSDSSecretConfig != nil:
+		if ctc.ValidationContextSDSSecretConfig.Name != rootSecret {
+			return bad
+		}
+	case v != nil:
+		if v.ValidationContextSDSSecretConfig == nil || v.ValidationContextSDSSecretConfig.Name != rootSecret {
+			return bad
+		}
+		if d := v.DefaultValidationContext; d != nil {
+			if d.Refused != "" {
+				return fmt.Errorf("client certificate check %s is not supported", d.Refused)
+			}
+			if len(d.MatchTypedSubjectAltNames) > 0 || d.TrustedCA != nil {
+				return fmt.Errorf("client SAN matchers and other roots are not supported: %w", bad)
+			}
+		}
+	default:
+		return bad
 	}
 	return nil
 }
@@ -242,6 +310,9 @@ func compileHTTPFilters(fs []*xdswire.HTTPFilter) (httpFilters, error) {
 }
 
 func compileRouteTable(rc *xdswire.RouteConfiguration) (*RouteTable, error) {
+	if rc.Refused != "" {
+		return nil, fmt.Errorf("%s is not supported", rc.Refused)
+	}
 	t := &RouteTable{Name: rc.Name, exact: map[string][]*Route{}}
 	for _, vh := range rc.VirtualHosts {
 		if len(vh.Routes) == 0 {
@@ -461,6 +532,9 @@ func compileCluster(cl *xdswire.Cluster, endpoints map[string]*xdswire.ClusterLo
 	if cl.Unsupported != "" {
 		return nil, fmt.Errorf("%s is not supported (EDS or STATIC)", cl.Unsupported)
 	}
+	if cl.Refused != "" {
+		return nil, fmt.Errorf("%s is not supported", cl.Refused)
+	}
 	var cla *xdswire.ClusterLoadAssignment
 	switch cl.Type {
 	case xdswire.EDS:
@@ -482,6 +556,9 @@ func compileCluster(cl *xdswire.Cluster, endpoints map[string]*xdswire.ClusterLo
 	c.Limits = defaultLimits
 	if cb := cl.CircuitBreakers; cb != nil {
 		for _, t := range cb.Thresholds {
+			if t.Refused != "" {
+				return nil, fmt.Errorf("circuit breaker %s is not supported", t.Refused)
+			}
 			if t.Priority != xdswire.PriorityDefault {
 				continue
 			}
@@ -562,6 +639,12 @@ func (c *Cluster) setTransport(cl *xdswire.Cluster) error {
 		if err != nil {
 			return err
 		}
+		if po.Refused != "" || po.Unsupported != "" {
+			return fmt.Errorf("HTTP protocol options %s is not supported", po.Refused+po.Unsupported)
+		}
+		if co := po.CommonHTTPProtocolOptions; co != nil && co.Refused != "" {
+			return fmt.Errorf("HTTP protocol options %s is not supported", co.Refused)
+		}
 		c.HTTP2 = po.ExplicitHTTPConfig != nil && po.ExplicitHTTPConfig.HTTP2ProtocolOptions != nil
 	}
 	ts := cl.TransportSocket
@@ -604,7 +687,7 @@ func (c *Cluster) setTransport(cl *xdswire.Cluster) error {
 		return errors.New("the transport socket has no upstream TLS context")
 	}
 	ctc := up.CommonTLSContext
-	if err := checkSDS(ctc); err != nil {
+	if err := checkCommonTLS(ctc, c.Transport == TransportQUIC, false); err != nil {
 		return err
 	}
 	v := ctc.CombinedValidationContext
@@ -615,8 +698,14 @@ func (c *Cluster) setTransport(cl *xdswire.Cluster) error {
 		return fmt.Errorf("the trust bundle must come by SDS as %q", rootSecret)
 	}
 	var sans []*xdswire.SubjectAltNameMatcher
-	if v.DefaultValidationContext != nil {
-		sans = v.DefaultValidationContext.MatchTypedSubjectAltNames
+	if d := v.DefaultValidationContext; d != nil {
+		if d.Refused != "" {
+			return fmt.Errorf("upstream certificate check %s is not supported", d.Refused)
+		}
+		if d.TrustedCA != nil {
+			return errors.New("the upstream's roots must be the trust bundle (SDS ROOTCA), not trusted_ca")
+		}
+		sans = d.MatchTypedSubjectAltNames
 	}
 	if len(sans) != 1 || sans[0].SANType != xdswire.SANURI || sans[0].Matcher == nil || sans[0].Matcher.Exact == nil || *sans[0].Matcher.Exact == "" {
 		return errors.New("the upstream must be matched by exactly one exact URI SAN (its SPIFFE ID)")
@@ -631,6 +720,9 @@ func (c *Config) addSecret(s *xdswire.Secret) error {
 		return fmt.Errorf("secret type %s is not supported", s.Unsupported)
 	case s.TLSCertificate != nil:
 		t := s.TLSCertificate
+		if t.Refused != "" {
+			return fmt.Errorf("certificate %s is not supported", t.Refused)
+		}
 		var chain, key string
 		if t.CertificateChain != nil {
 			chain = t.CertificateChain.Filename
@@ -646,6 +738,12 @@ func (c *Config) addSecret(s *xdswire.Secret) error {
 			c.Certificate.Dir = t.WatchedDirectory.Path
 		}
 	case s.ValidationContext != nil:
+		if s.ValidationContext.Refused != "" {
+			return fmt.Errorf("trust bundle check %s is not supported", s.ValidationContext.Refused)
+		}
+		if len(s.ValidationContext.MatchTypedSubjectAltNames) > 0 {
+			return errors.New("SAN matchers in the trust bundle secret are not supported (the clusters carry them)")
+		}
 		var roots []byte
 		if s.ValidationContext.TrustedCA != nil {
 			roots = s.ValidationContext.TrustedCA.InlineBytes

@@ -14,6 +14,8 @@ import (
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	rbacfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	exprpb "google.golang.org/genproto/googleapis/api/expr/v1alpha1"
@@ -239,6 +241,36 @@ func TestCompileRefusesWhatItCannotHonour(t *testing.T) {
 		{"panic threshold past 100 %", func(r *envoyResources) {
 			r.Clusters[0].CommonLbConfig = &cluster.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 150}}
 		}, "healthy_panic_threshold 150 is not a percentage"},
+		{"listener filters", func(r *envoyResources) {
+			findListener(r, "inbound").ListenerFilters = []*listener.ListenerFilter{{Name: "envoy.filters.listener.original_dst"}}
+		}, "listener_filters is not supported"},
+		{"a listener not bound", func(r *envoyResources) {
+			findListener(r, "outbound").BindToPort = wrapperspb.Bool(false)
+		}, "bind_to_port false is not supported"},
+		{"original destinations", func(r *envoyResources) {
+			findListener(r, "outbound").UseOriginalDst = wrapperspb.Bool(true)
+		}, "use_original_dst is not supported"},
+		{"more addresses", func(r *envoyResources) {
+			findListener(r, "inbound").AdditionalAddresses = []*listener.AdditionalAddress{{Address: &core.Address{}}}
+		}, "additional_addresses is not supported"},
+		{"headers added to every request", func(r *envoyResources) {
+			r.Routes[0].RequestHeadersToAdd = []*core.HeaderValueOption{{Header: &core.HeaderValue{Key: "x", Value: "y"}}}
+		}, "request_headers_to_add is not supported"},
+		{"headers only internal callers may send", func(r *envoyResources) {
+			r.Routes[0].InternalOnlyHeaders = []string{"x-internal"}
+		}, "internal_only_headers is not supported"},
+		{"the peer's address taken as the client's", func(r *envoyResources) {
+			mutateHCM(t, findListener(r, "outbound"), func(m *hcm.HttpConnectionManager) { m.UseRemoteAddress = wrapperspb.Bool(true) })
+		}, "use_remote_address is not supported"},
+		{"request IDs in answers", func(r *envoyResources) {
+			mutateHCM(t, findListener(r, "inbound"), func(m *hcm.HttpConnectionManager) { m.AlwaysSetRequestIdInResponse = true })
+		}, "always_set_request_id_in_response is not supported"},
+		{"a Via header", func(r *envoyResources) {
+			mutateHCM(t, findListener(r, "outbound"), func(m *hcm.HttpConnectionManager) { m.Via = "mesh" })
+		}, "via is not supported"},
+		{"Envoy's user-agent headers", func(r *envoyResources) {
+			mutateHCM(t, findListener(r, "outbound"), func(m *hcm.HttpConnectionManager) { m.AddUserAgent = wrapperspb.Bool(true) })
+		}, "add_user_agent is not supported"},
 		{"5xx ejection enforced half the time", func(r *envoyResources) {
 			r.Clusters[0].OutlierDetection.EnforcingConsecutive_5Xx = wrapperspb.UInt32(50)
 		}, "enforcing_consecutive_5xx of 50% is not supported"},
@@ -325,11 +357,17 @@ func mutateHCM(t *testing.T, l *listener.Listener, change func(*hcm.HttpConnecti
 // defaults (SANITIZE, no merging, KEEP_UNCHANGED) are not refusals.
 func TestHCMDefaultsAreAccepted(t *testing.T) {
 	r := meshFor(t, "default", "client")
+	findListener(&r, "inbound").BindToPort = wrapperspb.Bool(true)
+	findListener(&r, "inbound").Transparent = wrapperspb.Bool(false)
 	mutateHCM(t, findListener(&r, "inbound"), func(m *hcm.HttpConnectionManager) {
 		m.ForwardClientCertDetails = hcm.HttpConnectionManager_SANITIZE
 		m.MergeSlashes = false
 		m.PathWithEscapedSlashesAction = hcm.HttpConnectionManager_KEEP_UNCHANGED
 		m.NormalizePath = wrapperspb.Bool(true) // dot segments are refused by the proxy instead
+		m.UseRemoteAddress = wrapperspb.Bool(false)
+		m.AddUserAgent = wrapperspb.Bool(false)
+		m.GenerateRequestId = wrapperspb.Bool(true)
+		m.PreserveExternalRequestId = true // about edge requests, which need use_remote_address
 	})
 	if _, err := Compile(r.wire(t)); err != nil {
 		t.Fatal(err)
@@ -339,6 +377,28 @@ func TestHCMDefaultsAreAccepted(t *testing.T) {
 	})
 	if _, err := Compile(r.wire(t)); err == nil || !strings.Contains(err.Error(), "path_with_escaped_slashes_action is not supported") {
 		t.Errorf("escaped slashes unescaped: %v", err)
+	}
+}
+
+// TestRequestIDsAsEnvoyGeneratesThem: both kinds of listener set
+// x-request-id where it is missing unless generate_request_id says false.
+func TestRequestIDsAsEnvoyGeneratesThem(t *testing.T) {
+	r := meshFor(t, "default", "client")
+	c, err := Compile(r.wire(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Outbound.RequestID || !c.Inbound.RequestID || !c.InboundQUIC.RequestID {
+		t.Fatalf("by default: outbound %v, inbound %v, QUIC inbound %v; want request IDs on all", c.Outbound.RequestID, c.Inbound.RequestID, c.InboundQUIC.RequestID)
+	}
+	for _, name := range []string{"outbound", "inbound", "inbound-quic"} {
+		mutateHCM(t, findListener(&r, name), func(m *hcm.HttpConnectionManager) { m.GenerateRequestId = wrapperspb.Bool(false) })
+	}
+	if c, err = Compile(r.wire(t)); err != nil {
+		t.Fatal(err)
+	}
+	if c.Outbound.RequestID || c.Inbound.RequestID || c.InboundQUIC.RequestID {
+		t.Fatalf("generate_request_id false: outbound %v, inbound %v, QUIC inbound %v", c.Outbound.RequestID, c.Inbound.RequestID, c.InboundQUIC.RequestID)
 	}
 }
 
@@ -491,5 +551,226 @@ func TestRetryConditionsAsEnvoys(t *testing.T) {
 	rp := decode(&route.RetryPolicy{RetryOn: "5xx", RetriableHeaders: []*route.HeaderMatcher{{Name: "x"}}})
 	if _, err := compileRetry(rp); err == nil || !strings.Contains(err.Error(), "retriable_headers is not supported") {
 		t.Errorf("retriable headers: %v", err)
+	}
+}
+
+// TLS settings that would make Envoy accept other peers than the proxy
+// does (pinned hashes, CRLs, SAN matchers on clients, expired or
+// untrusted certificates), or handshake otherwise (TLS 1.2, chosen curves,
+// SNI required, custom handshakers, key logs), are refused by name.
+func TestRefusesTLSSettingsItCannotHonour(t *testing.T) {
+	inbound := func(r *envoyResources, change func(*tlsv3.DownstreamTlsContext)) {
+		mutateDownstreamTLS(t, findListener(r, "inbound"), change)
+	}
+	toHello := func(r *envoyResources, change func(*tlsv3.UpstreamTlsContext)) {
+		mutateUpstreamTLS(t, findCluster(t, r, "hello.default"), change)
+	}
+	toWorld := func(r *envoyResources, change func(*tlsv3.UpstreamTlsContext)) { // HTTP/2 over TLS
+		mutateUpstreamTLS(t, findCluster(t, r, "world.default"), change)
+	}
+	combined := func(c *tlsv3.CommonTlsContext) *tlsv3.CertificateValidationContext {
+		return c.GetCombinedValidationContext().GetDefaultValidationContext()
+	}
+	tests := []struct {
+		name    string
+		mutate  func(*envoyResources)
+		mention string
+	}{
+		{"client SAN matchers at the handshake", func(r *envoyResources) {
+			inbound(r, func(c *tlsv3.DownstreamTlsContext) {
+				c.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+					DefaultValidationContext:         &tlsv3.CertificateValidationContext{MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{SanType: tlsv3.SubjectAltNameMatcher_URI}}},
+					ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: "ROOTCA"},
+				}}
+			})
+		}, "client SAN matchers"},
+		{"clients checked against inline roots", func(r *envoyResources) {
+			inbound(r, func(c *tlsv3.DownstreamTlsContext) {
+				c.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{}}
+			})
+		}, "validation_context is not supported"},
+		{"clients checked against another secret", func(r *envoyResources) {
+			inbound(r, func(c *tlsv3.DownstreamTlsContext) {
+				c.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: "OTHER"}}
+			})
+		}, "verify clients against the trust bundle"},
+		{"SNI required", func(r *envoyResources) {
+			inbound(r, func(c *tlsv3.DownstreamTlsContext) { c.RequireSni = wrapperspb.Bool(true) })
+		}, "require_sni is not supported"},
+		{"TLS 1.2 clients allowed", func(r *envoyResources) {
+			inbound(r, func(c *tlsv3.DownstreamTlsContext) {
+				c.CommonTlsContext.TlsParams.TlsMinimumProtocolVersion = tlsv3.TlsParameters_TLSv1_2
+			})
+		}, "the proxy speaks TLS 1.3 only"},
+		{"no TLS parameters over TCP (Envoy's defaults: TLS 1.2)", func(r *envoyResources) {
+			toWorld(r, func(c *tlsv3.UpstreamTlsContext) { c.CommonTlsContext.TlsParams = nil })
+		}, "the proxy speaks TLS 1.3 only"},
+		{"QUIC capped below TLS 1.3", func(r *envoyResources) {
+			toHello(r, func(c *tlsv3.UpstreamTlsContext) {
+				c.CommonTlsContext.TlsParams = &tlsv3.TlsParameters{TlsMaximumProtocolVersion: tlsv3.TlsParameters_TLSv1_2}
+			})
+		}, "the proxy speaks TLS 1.3 only"},
+		{"chosen curves", func(r *envoyResources) {
+			toHello(r, func(c *tlsv3.UpstreamTlsContext) { c.CommonTlsContext.TlsParams.EcdhCurves = []string{"P-256"} })
+		}, "ecdh_curves is not supported"},
+		{"chosen signature algorithms", func(r *envoyResources) {
+			inbound(r, func(c *tlsv3.DownstreamTlsContext) {
+				c.CommonTlsContext.TlsParams.SignatureAlgorithms = []string{"ecdsa_secp256r1_sha256"}
+			})
+		}, "signature_algorithms is not supported"},
+		{"TLS keys logged", func(r *envoyResources) {
+			toHello(r, func(c *tlsv3.UpstreamTlsContext) { c.CommonTlsContext.KeyLog = &tlsv3.TlsKeyLog{Path: "/tmp/keys"} })
+		}, "key_log is not supported"},
+		{"a custom handshaker", func(r *envoyResources) {
+			inbound(r, func(c *tlsv3.DownstreamTlsContext) {
+				c.CommonTlsContext.CustomHandshaker = &core.TypedExtensionConfig{Name: "x"}
+			})
+		}, "custom_handshaker is not supported"},
+		{"a pinned upstream certificate hash", func(r *envoyResources) {
+			toHello(r, func(c *tlsv3.UpstreamTlsContext) { combined(c.CommonTlsContext).VerifyCertificateHash = []string{"ab"} })
+		}, "verify_certificate_hash is not supported"},
+		{"expired upstream certificates allowed", func(r *envoyResources) {
+			toWorld(r, func(c *tlsv3.UpstreamTlsContext) { combined(c.CommonTlsContext).AllowExpiredCertificate = true })
+		}, "allow_expired_certificate is not supported"},
+		{"untrusted upstream certificates accepted", func(r *envoyResources) {
+			toHello(r, func(c *tlsv3.UpstreamTlsContext) {
+				combined(c.CommonTlsContext).TrustChainVerification = tlsv3.CertificateValidationContext_ACCEPT_UNTRUSTED
+			})
+		}, "trust_chain_verification is not supported"},
+		{"the deprecated SAN matchers", func(r *envoyResources) {
+			toHello(r, func(c *tlsv3.UpstreamTlsContext) {
+				//lint:ignore SA1019 the deprecated field is what is refused
+				combined(c.CommonTlsContext).MatchSubjectAltNames = []*matcher.StringMatcher{{MatchPattern: &matcher.StringMatcher_Exact{Exact: "x"}}}
+			})
+		}, "match_subject_alt_names is not supported"},
+		{"a chain depth limit", func(r *envoyResources) {
+			toHello(r, func(c *tlsv3.UpstreamTlsContext) { combined(c.CommonTlsContext).MaxVerifyDepth = wrapperspb.UInt32(1) })
+		}, "max_verify_depth is not supported"},
+		{"a CRL on the trust bundle", func(r *envoyResources) {
+			findSecret(t, r, "ROOTCA").GetValidationContext().Crl = &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: "x"}}
+		}, "trust bundle check crl is not supported"},
+		{"a private key provider", func(r *envoyResources) {
+			findSecret(t, r, "default").GetTlsCertificate().PrivateKeyProvider = &tlsv3.PrivateKeyProvider{ProviderName: "hsm"}
+		}, "certificate private_key_provider is not supported"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := meshFor(t, "default", "client")
+			tc.mutate(&r)
+			_, err := Compile(r.wire(t))
+			if err == nil || !strings.Contains(err.Error(), tc.mention) {
+				t.Fatalf("Compile = %v; want an error mentioning %q", err, tc.mention)
+			}
+		})
+	}
+}
+
+// What Envoy would do as the proxy does is accepted: cipher suites (TLS
+// 1.2's; Envoy ignores them for TLS 1.3), a server's maximum left to its
+// default (TLS 1.3), QUIC without parameters (TLS 1.3 is QUIC's), the
+// client bundle combined with an empty default context, SNI not required.
+func TestAcceptsTLSSettingsThatChangeNothing(t *testing.T) {
+	r := meshFor(t, "default", "client")
+	mutateDownstreamTLS(t, findListener(&r, "inbound"), func(c *tlsv3.DownstreamTlsContext) {
+		c.CommonTlsContext.TlsParams.CipherSuites = []string{"ECDHE-ECDSA-AES128-GCM-SHA256"}
+		c.CommonTlsContext.TlsParams.TlsMaximumProtocolVersion = tlsv3.TlsParameters_TLS_AUTO
+		c.RequireSni = wrapperspb.Bool(false)
+		c.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+			DefaultValidationContext:         &tlsv3.CertificateValidationContext{},
+			ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: "ROOTCA"},
+		}}
+	})
+	mutateUpstreamTLS(t, findCluster(t, &r, "hello.default"), func(c *tlsv3.UpstreamTlsContext) { c.CommonTlsContext.TlsParams = nil })
+	mutateDownstreamTLS(t, findListener(&r, "inbound-quic"), func(c *tlsv3.DownstreamTlsContext) { c.CommonTlsContext.TlsParams = nil })
+	if _, err := Compile(r.wire(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Cluster settings that would change where or how Envoy sends requests
+// (active health checks, subsets, typed or per-endpoint policies, limits
+// on streams and connections, retry budgets) are refused by name.
+func TestRefusesClusterSettingsItCannotHonour(t *testing.T) {
+	protocolOptions := func(r *envoyResources, change func(*httpv3.HttpProtocolOptions)) {
+		c := findCluster(t, r, "hello.default")
+		key := "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+		po := &httpv3.HttpProtocolOptions{}
+		mustUnpack(t, c.TypedExtensionProtocolOptions[key], po)
+		change(po)
+		c.TypedExtensionProtocolOptions[key] = mustAny(t, po)
+	}
+	tests := []struct {
+		name    string
+		mutate  func(*envoyResources)
+		mention string
+	}{
+		{"active health checks", func(r *envoyResources) {
+			findCluster(t, r, "hello.default").HealthChecks = []*core.HealthCheck{{Timeout: durationpb.New(time.Second)}}
+		}, "health_checks is not supported"},
+		{"subsets", func(r *envoyResources) {
+			findCluster(t, r, "hello.default").LbSubsetConfig = &cluster.Cluster_LbSubsetConfig{FallbackPolicy: cluster.Cluster_LbSubsetConfig_ANY_ENDPOINT}
+		}, "lb_subset_config is not supported"},
+		{"a typed load-balancing policy", func(r *envoyResources) {
+			findCluster(t, r, "hello.default").LoadBalancingPolicy = &cluster.LoadBalancingPolicy{Policies: []*cluster.LoadBalancingPolicy_Policy{{}}}
+		}, "load_balancing_policy is not supported"},
+		{"the downstream's protocol", func(r *envoyResources) {
+			//lint:ignore SA1019 the deprecated field is what is refused
+			findCluster(t, r, "world.default").ProtocolSelection = cluster.Cluster_USE_DOWNSTREAM_PROTOCOL
+		}, "protocol_selection is not supported"},
+		{"per-endpoint transport sockets", func(r *envoyResources) {
+			findCluster(t, r, "hello.default").TransportSocketMatches = []*cluster.Cluster_TransportSocketMatch{{Name: "x"}}
+		}, "transport_socket_matches is not supported"},
+		{"HTTP/2 the deprecated way, even empty", func(r *envoyResources) {
+			//lint:ignore SA1019 the deprecated field is what is refused
+			findCluster(t, r, "world.default").Http2ProtocolOptions = &core.Http2ProtocolOptions{}
+		}, "http2_protocol_options is not supported"},
+		{"a retry budget", func(r *envoyResources) {
+			findCluster(t, r, "hello.default").CircuitBreakers = &cluster.CircuitBreakers{Thresholds: []*cluster.CircuitBreakers_Thresholds{{
+				RetryBudget: &cluster.CircuitBreakers_Thresholds_RetryBudget{BudgetPercent: &typev3.Percent{Value: 20}},
+			}}}
+		}, "retry_budget is not supported"},
+		{"a limit on connection pools", func(r *envoyResources) {
+			findCluster(t, r, "hello.default").CircuitBreakers = &cluster.CircuitBreakers{Thresholds: []*cluster.CircuitBreakers_Thresholds{{
+				MaxConnectionPools: wrapperspb.UInt32(1),
+			}}}
+		}, "max_connection_pools is not supported"},
+		{"a cluster-wide retry policy", func(r *envoyResources) {
+			protocolOptions(r, func(po *httpv3.HttpProtocolOptions) { po.RetryPolicy = &route.RetryPolicy{RetryOn: "5xx"} })
+		}, "retry_policy is not supported"},
+		{"a stream duration limit", func(r *envoyResources) {
+			protocolOptions(r, func(po *httpv3.HttpProtocolOptions) {
+				po.CommonHttpProtocolOptions = &core.HttpProtocolOptions{MaxStreamDuration: durationpb.New(time.Second)}
+			})
+		}, "max_stream_duration is not supported"},
+		{"requests per connection", func(r *envoyResources) {
+			protocolOptions(r, func(po *httpv3.HttpProtocolOptions) {
+				po.CommonHttpProtocolOptions = &core.HttpProtocolOptions{MaxRequestsPerConnection: wrapperspb.UInt32(100)}
+			})
+		}, "max_requests_per_connection is not supported"},
+		{"the protocol chosen by ALPN", func(r *envoyResources) {
+			protocolOptions(r, func(po *httpv3.HttpProtocolOptions) {
+				po.UpstreamProtocolOptions = &httpv3.HttpProtocolOptions_AutoConfig{AutoConfig: &httpv3.HttpProtocolOptions_AutoHttpConfig{}}
+			})
+		}, "auto_config is not supported"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := meshFor(t, "default", "client")
+			tc.mutate(&r)
+			_, err := Compile(r.wire(t))
+			if err == nil || !strings.Contains(err.Error(), tc.mention) {
+				t.Fatalf("Compile = %v; want an error mentioning %q", err, tc.mention)
+			}
+		})
+	}
+	// An idle timeout is the pool's business; counting what remains in a
+	// breaker is a statistic: both accepted.
+	r := meshFor(t, "default", "client")
+	protocolOptions(&r, func(po *httpv3.HttpProtocolOptions) {
+		po.CommonHttpProtocolOptions = &core.HttpProtocolOptions{IdleTimeout: durationpb.New(time.Minute)}
+	})
+	findCluster(t, &r, "hello.default").CircuitBreakers = &cluster.CircuitBreakers{Thresholds: []*cluster.CircuitBreakers_Thresholds{{TrackRemaining: true}}}
+	if _, err := Compile(r.wire(t)); err != nil {
+		t.Fatal(err)
 	}
 }

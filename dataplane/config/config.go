@@ -56,6 +56,9 @@ type Outbound struct {
 	Name    string
 	Address string // host:port
 	Route   string // route configuration, by name (RDS)
+	// RequestID: a request with no x-request-id gets one (a random UUID),
+	// as Envoy's generate_request_id (on unless the listener turns it off).
+	RequestID bool
 }
 
 // Inbound is a listener taking mTLS traffic from other proxies.
@@ -75,6 +78,8 @@ type Inbound struct {
 	// caller's SPIFFE ID) when XFCCURI (Envoy's SANITIZE_SET).
 	SetXFCC bool
 	XFCCURI bool
+	// RequestID: as Outbound.RequestID (a caller's x-request-id is kept).
+	RequestID bool
 }
 
 // RouteTable routes by authority, then path.

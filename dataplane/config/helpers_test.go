@@ -10,6 +10,7 @@ import (
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	rbacfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	quicv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/quic/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -67,14 +68,76 @@ func luaConfig() *hcm.HttpFilter_TypedConfig {
 
 func setRequireClientCert(t *testing.T, l *listener.Listener, v bool) {
 	t.Helper()
+	mutateDownstreamTLS(t, l, func(ctx *tlsv3.DownstreamTlsContext) { ctx.RequireClientCertificate = wrapperspb.Bool(v) })
+}
+
+// mutateDownstreamTLS changes the TLS context of l's transport socket
+// (plain TLS or QUIC's).
+func mutateDownstreamTLS(t *testing.T, l *listener.Listener, change func(*tlsv3.DownstreamTlsContext)) {
+	t.Helper()
+	ts := l.FilterChains[0].TransportSocket
+	q := &quicv3.QuicDownstreamTransport{}
+	if ts.GetTypedConfig().MessageIs(q) {
+		mustUnpack(t, ts.GetTypedConfig(), q)
+		change(q.DownstreamTlsContext)
+		ts.ConfigType = &core.TransportSocket_TypedConfig{TypedConfig: mustAny(t, q)}
+		return
+	}
 	ctx := &tlsv3.DownstreamTlsContext{}
-	mustUnpack(t, l.FilterChains[0].TransportSocket.GetTypedConfig(), ctx)
-	ctx.RequireClientCertificate = wrapperspb.Bool(v)
-	a, err := anypb.New(ctx)
+	mustUnpack(t, ts.GetTypedConfig(), ctx)
+	change(ctx)
+	ts.ConfigType = &core.TransportSocket_TypedConfig{TypedConfig: mustAny(t, ctx)}
+}
+
+// mutateUpstreamTLS changes the TLS context of cluster c's transport
+// socket (plain TLS or QUIC's).
+func mutateUpstreamTLS(t *testing.T, c *cluster.Cluster, change func(*tlsv3.UpstreamTlsContext)) {
+	t.Helper()
+	ts := c.TransportSocket
+	q := &quicv3.QuicUpstreamTransport{}
+	if ts.GetTypedConfig().MessageIs(q) {
+		mustUnpack(t, ts.GetTypedConfig(), q)
+		change(q.UpstreamTlsContext)
+		ts.ConfigType = &core.TransportSocket_TypedConfig{TypedConfig: mustAny(t, q)}
+		return
+	}
+	ctx := &tlsv3.UpstreamTlsContext{}
+	mustUnpack(t, ts.GetTypedConfig(), ctx)
+	change(ctx)
+	ts.ConfigType = &core.TransportSocket_TypedConfig{TypedConfig: mustAny(t, ctx)}
+}
+
+func mustAny(t *testing.T, m proto.Message) *anypb.Any {
+	t.Helper()
+	a, err := anypb.New(m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l.FilterChains[0].TransportSocket.ConfigType = &core.TransportSocket_TypedConfig{TypedConfig: a}
+	return a
+}
+
+// findCluster returns the cluster named name.
+func findCluster(t *testing.T, r *envoyResources, name string) *cluster.Cluster {
+	t.Helper()
+	for _, c := range r.Clusters {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("no cluster %s", name)
+	return nil
+}
+
+// findSecret returns the secret named name.
+func findSecret(t *testing.T, r *envoyResources, name string) *tlsv3.Secret {
+	t.Helper()
+	for _, s := range r.Secrets {
+		if s.Name == name {
+			return s
+		}
+	}
+	t.Fatalf("no secret %s", name)
+	return nil
 }
 
 // mutateRBAC changes the RBAC filter of listener l's connection manager.

@@ -75,7 +75,8 @@ func (p *Proxy) record(r *http.Request, dir direction, source, dest, transport s
 	p.m.duration.WithLabelValues(string(dir), dest).Observe(elapsed.Seconds())
 	if p.accessLog {
 		p.log.Info("request", "direction", dir, "method", r.Method, "authority", r.Host, "path", r.URL.Path,
-			"source", source, "destination", dest, "transport", transport, "code", code, "duration", elapsed)
+			"source", source, "destination", dest, "transport", transport, "code", code, "duration", elapsed,
+			"request_id", r.Header.Get(requestIDHeader))
 	}
 }
 

@@ -213,6 +213,9 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		p.local(w, r, outbound, "", http.StatusServiceUnavailable, "micromesh: the sidecar has no configuration yet", start)
 		return
 	}
+	if st.cfg.Outbound.RequestID {
+		ensureRequestID(r.Header)
+	}
 	routes := st.cfg.Routes[st.cfg.Outbound.Route]
 	if routes == nil {
 		p.local(w, r, outbound, "", http.StatusServiceUnavailable, "micromesh: the sidecar has not received its routes yet", start)
@@ -250,6 +253,9 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	if lst == nil {
 		p.local(w, r, inbound, "", http.StatusServiceUnavailable, "micromesh: the sidecar has no inbound configuration yet", start)
 		return
+	}
+	if lst.RequestID {
+		ensureRequestID(r.Header)
 	}
 	caller := p.peers.peer(r)
 	if caller.id == "" {

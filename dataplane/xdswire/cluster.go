@@ -1,5 +1,7 @@
 package xdswire
 
+import "google.golang.org/protobuf/encoding/protowire"
+
 // DiscoveryType is envoy.config.cluster.v3.Cluster.DiscoveryType.
 type DiscoveryType int32
 
@@ -46,7 +48,26 @@ type Cluster struct {
 	CommonLBConfig                *CommonLBConfig        `json:"commonLbConfig,omitempty"`
 	LeastRequestLBConfig          *LeastRequestLBConfig  `json:"leastRequestLbConfig,omitempty"`
 	Unsupported                   string                 `json:"-"` // cluster_type (a custom discovery type)
+	// Refused names the first field set that would change where or how
+	// Envoy sends requests in a way the proxy does not: active health
+	// checks, subsets, a typed load-balancing policy, upstream filters,
+	// per-endpoint transport sockets, the downstream's protocol, the
+	// deprecated protocol options.
+	Refused string `json:"-"`
 }
+
+// clusterRefused are the cluster's fields refused when set to more than
+// their default; clusterRefusedPresent those refused whenever present (an
+// empty http2_protocol_options still means HTTP/2).
+var (
+	clusterRefused = map[protowire.Number]string{
+		8: "health_checks", 22: "lb_subset_config", 41: "load_balancing_policy", 40: "filters",
+		26: "protocol_selection", 48: "upstream_config", 43: "transport_socket_matches", 59: "transport_socket_matcher",
+		9: "max_requests_per_connection", 29: "common_http_protocol_options", 46: "upstream_http_protocol_options",
+		51: "connection_pool_per_downstream_connection", 62: "queuing_policies",
+	}
+	clusterRefusedPresent = map[protowire.Number]string{13: "http_protocol_options", 14: "http2_protocol_options"}
+)
 
 // CommonLBConfig is Cluster.CommonLbConfig: only the panic threshold.
 type CommonLBConfig struct {
@@ -133,6 +154,10 @@ func (m *Cluster) unmarshal(b []byte) error {
 		case 37:
 			return msg(f, &m.LeastRequestLBConfig)
 		}
+		if name, ok := clusterRefusedPresent[f.num]; ok && m.Refused == "" && f.member() {
+			m.Refused = name
+		}
+		refuseSet(f, &m.Refused, clusterRefused)
 		return nil
 	})
 	if err != nil {
@@ -190,6 +215,8 @@ func (p RoutingPriority) MarshalJSON() ([]byte, error) {
 	return enumJSON(routingPriorityNames, int32(p))
 }
 
+var thresholdsRefused = map[protowire.Number]string{8: "retry_budget", 7: "max_connection_pools"}
+
 // Thresholds is CircuitBreakers.Thresholds.
 type Thresholds struct {
 	Priority           RoutingPriority `json:"priority,omitempty"`
@@ -197,6 +224,9 @@ type Thresholds struct {
 	MaxPendingRequests *uint32         `json:"maxPendingRequests,omitempty"`
 	MaxRequests        *uint32         `json:"maxRequests,omitempty"`
 	MaxRetries         *uint32         `json:"maxRetries,omitempty"`
+	// Refused: retry_budget (Envoy then bounds retries by a share of the
+	// requests in flight instead of max_retries), max_connection_pools.
+	Refused string `json:"-"`
 }
 
 func (m *Thresholds) unmarshal(b []byte) error {
@@ -213,6 +243,7 @@ func (m *Thresholds) unmarshal(b []byte) error {
 		case 5:
 			return f.uint32Value(&m.MaxRetries)
 		}
+		refuseSet(f, &m.Refused, thresholdsRefused)
 		return nil
 	})
 }
@@ -387,14 +418,69 @@ func (m *Endpoint) unmarshal(b []byte) error {
 
 // HTTPProtocolOptions is envoy.extensions.upstreams.http.v3.HttpProtocolOptions.
 type HTTPProtocolOptions struct {
-	ExplicitHTTPConfig *ExplicitHTTPConfig `json:"explicitHttpConfig,omitempty"`
+	CommonHTTPProtocolOptions *CommonHTTPProtocolOptions `json:"commonHttpProtocolOptions,omitempty"`
+	ExplicitHTTPConfig        *ExplicitHTTPConfig        `json:"explicitHttpConfig,omitempty"`
+	// Unsupported names the protocol's other choices: the downstream's
+	// (use_downstream_protocol_config) or ALPN's (auto_config).
+	Unsupported string `json:"-"`
+	// Refused names the first other field set: automatic SNI and SAN
+	// checks, upstream HTTP filters, header validation, cluster-wide
+	// outlier, mirror, hash and retry policies.
+	Refused  string `json:"-"`
+	protocol oneof
+}
+
+var httpProtocolOptionsRefused = map[protowire.Number]string{
+	2: "upstream_http_protocol_options", 6: "http_filters", 7: "header_validation_config",
+	8: "outlier_detection", 9: "request_mirror_policies", 10: "hash_policy", 11: "retry_policy",
 }
 
 func (m *HTTPProtocolOptions) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
-		if f.num == 3 {
-			return msg(f, &m.ExplicitHTTPConfig)
+		if f.num >= 3 && f.num <= 5 {
+			if !f.member() {
+				return nil
+			}
+			if m.protocol.to(f.num) {
+				m.ExplicitHTTPConfig, m.Unsupported = nil, ""
+			}
 		}
+		switch f.num {
+		case 1:
+			return msg(f, &m.CommonHTTPProtocolOptions)
+		case 3:
+			return msg(f, &m.ExplicitHTTPConfig)
+		case 4:
+			m.Unsupported = "use_downstream_protocol_config"
+		case 5:
+			m.Unsupported = "auto_config"
+		}
+		refuseSet(f, &m.Refused, httpProtocolOptionsRefused)
+		return nil
+	})
+}
+
+// CommonHTTPProtocolOptions is envoy.config.core.v3.HttpProtocolOptions:
+// the idle timeout is the pool's business (the proxy closes idle
+// connections on its own clock); every limit on a connection or stream
+// Envoy would apply is named in Refused.
+type CommonHTTPProtocolOptions struct {
+	IdleTimeout *Duration `json:"idleTimeout,omitempty"`
+	Refused     string    `json:"-"`
+}
+
+var commonHTTPProtocolOptionsRefused = map[protowire.Number]string{
+	2: "max_headers_count", 3: "max_connection_duration", 4: "max_stream_duration",
+	5: "headers_with_underscores_action", 6: "max_requests_per_connection", 7: "max_response_headers_kb",
+	8: "max_connection_duration_jitter",
+}
+
+func (m *CommonHTTPProtocolOptions) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 1 {
+			return f.duration(&m.IdleTimeout)
+		}
+		refuseSet(f, &m.Refused, commonHTTPProtocolOptionsRefused)
 		return nil
 	})
 }

@@ -12,6 +12,7 @@ import (
 	rbac "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	rbacfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -328,5 +329,16 @@ func TestDecodesEveryOutlierField(t *testing.T) {
 	od := got.OutlierDetection
 	if !od.SplitExternalLocalOriginErrors || *od.EnforcingConsecutive5xx != 0 || *od.EnforcingFailurePercentageLocalOrigin != 5 {
 		t.Fatalf("decoded %+v", od)
+	}
+}
+
+// TestDecodesTheRequestIDSetting: generate_request_id, unset (Envoy's
+// default: on) and set either way, agrees with go-control-plane's reading.
+func TestDecodesTheRequestIDSetting(t *testing.T) {
+	for _, v := range []*wrapperspb.BoolValue{nil, wrapperspb.Bool(false), wrapperspb.Bool(true)} {
+		got := decodeLike(t, &hcm.HttpConnectionManager{StatPrefix: "x", GenerateRequestId: v}).(*HTTPConnectionManager)
+		if (v == nil) != (got.GenerateRequestID == nil) || v != nil && *got.GenerateRequestID != v.Value {
+			t.Errorf("generate_request_id %v decoded as %v", v, got.GenerateRequestID)
+		}
 	}
 }

@@ -9,7 +9,19 @@ type Listener struct {
 	FilterChains []*FilterChain `json:"filterChains,omitempty"`
 	// APIListener is set for proxyless gRPC clients' listeners.
 	APIListener *Unread `json:"apiListener,omitempty"`
+	// Refused names the first field set that would change what Envoy
+	// accepts or how (more addresses, listener filters, original
+	// destinations, socket options, a listener not bound, access logs…).
+	Refused string `json:"-"`
 }
+
+var (
+	listenerRefused = map[protowire.Number]string{
+		33: "additional_addresses", 36: "fcds_config", 32: "filter_chain_matcher", 25: "default_filter_chain",
+		9: "listener_filters", 13: "socket_options", 22: "access_log", 30: "enable_mptcp", 27: "internal_listener",
+	}
+	listenerRefusedTrue = map[protowire.Number]string{4: "use_original_dst", 10: "transparent", 11: "freebind"}
+)
 
 func (m *Listener) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
@@ -22,7 +34,20 @@ func (m *Listener) unmarshal(b []byte) error {
 			return msgs(f, &m.FilterChains)
 		case 19:
 			return msg(f, &m.APIListener)
+		case 26: // bind_to_port: false leaves the port to another listener
+			var bind *bool
+			if err := f.boolValue(&bind); err != nil {
+				return err
+			}
+			if !*bind && m.Refused == "" {
+				m.Refused = "bind_to_port false"
+			}
+			return nil
 		}
+		if name, ok := listenerRefusedTrue[f.num]; ok {
+			return refuseTrue(f, &m.Refused, name)
+		}
+		refuseSet(f, &m.Refused, listenerRefused)
 		return nil
 	})
 }
@@ -179,6 +204,9 @@ type HTTPConnectionManager struct {
 	// and APPEND_FORWARD put in it.
 	ForwardClientCertDetails    ForwardClientCertDetails     `json:"forwardClientCertDetails,omitempty"`
 	SetCurrentClientCertDetails *SetCurrentClientCertDetails `json:"setCurrentClientCertDetails,omitempty"`
+	// GenerateRequestID is generate_request_id: unset means true (Envoy
+	// sets x-request-id on a request that has none).
+	GenerateRequestID *bool `json:"generateRequestId,omitempty"`
 	// Refused names the first field set to something the proxy does not
 	// do (slash merging, escaped-slash handling, upgrades, extensions…).
 	Refused string `json:"-"`
@@ -249,7 +277,16 @@ var hcmRefused = map[protowire.Number]string{
 	33: "merge_slashes", 23: "upgrade_configs", 36: "request_id_extension",
 	38: "local_reply_config", 52: "early_header_mutation_extensions", 46: "original_ip_detection_extensions",
 	50: "typed_header_validation_config",
+	// Headers Envoy would add or change: x-request-id in answers, Via,
+	// x-envoy-downstream-service-cluster/node (add_user_agent, below).
+	37: "always_set_request_id_in_response", 22: "via",
 }
+
+// hcmRefusedTrue are the connection manager's BoolValue fields the proxy
+// refuses when true: use_remote_address makes Envoy append the peer to
+// x-forwarded-for and treat requests as from the edge (a new x-request-id
+// for each); add_user_agent adds Envoy's own headers.
+var hcmRefusedTrue = map[protowire.Number]string{14: "use_remote_address", 6: "add_user_agent"}
 
 func (m *HTTPConnectionManager) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
@@ -277,10 +314,13 @@ func (m *HTTPConnectionManager) unmarshal(b []byte) error {
 			return enum(f, &m.ForwardClientCertDetails)
 		case 17:
 			return msg(f, &m.SetCurrentClientCertDetails)
+		case 15:
+			return f.boolValue(&m.GenerateRequestID)
 		}
-		if name, ok := hcmRefused[f.num]; ok && m.Refused == "" && !zeroScalar(f) {
-			m.Refused = name
+		if name, ok := hcmRefusedTrue[f.num]; ok {
+			return refuseTrue(f, &m.Refused, name)
 		}
+		refuseSet(f, &m.Refused, hcmRefused)
 		// Escaped slashes kept as they are (0, 1) is what the proxy does;
 		// rejecting, unescaping or redirecting is not.
 		if f.num == 45 && f.typ == protowire.VarintType && f.u > 1 && m.Refused == "" {

@@ -6,6 +6,17 @@ import "google.golang.org/protobuf/encoding/protowire"
 type RouteConfiguration struct {
 	Name         string         `json:"name,omitempty"`
 	VirtualHosts []*VirtualHost `json:"virtualHosts,omitempty"`
+	// Refused names the first field set that changes what Envoy does with
+	// every request (header changes for the whole configuration, headers
+	// only internal callers may send, mirrors, on-demand hosts, plugins…).
+	Refused string `json:"-"`
+}
+
+var routeConfigurationRefused = map[protowire.Number]string{
+	9: "vhds", 3: "internal_only_headers", 4: "response_headers_to_add", 5: "response_headers_to_remove",
+	6: "request_headers_to_add", 8: "request_headers_to_remove", 12: "cluster_specifier_plugins",
+	13: "request_mirror_policies", 18: "vhost_header", 15: "ignore_path_parameters_in_path_matching",
+	16: "typed_per_filter_config", 19: "route_specifiers",
 }
 
 func (m *RouteConfiguration) unmarshal(b []byte) error {
@@ -16,6 +27,7 @@ func (m *RouteConfiguration) unmarshal(b []byte) error {
 		case 2:
 			return msgs(f, &m.VirtualHosts)
 		}
+		refuseSet(f, &m.Refused, routeConfigurationRefused)
 		return nil
 	})
 }

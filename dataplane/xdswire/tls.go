@@ -1,9 +1,14 @@
 package xdswire
 
+import "google.golang.org/protobuf/encoding/protowire"
+
 // DownstreamTLSContext is envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.
 type DownstreamTLSContext struct {
 	CommonTLSContext         *CommonTLSContext `json:"commonTlsContext,omitempty"`
 	RequireClientCertificate *bool             `json:"requireClientCertificate,omitempty"`
+	// Refused: require_sni when true (Envoy would end handshakes without
+	// SNI; the proxy does not look at it).
+	Refused string `json:"-"`
 }
 
 func (m *DownstreamTLSContext) unmarshal(b []byte) error {
@@ -13,9 +18,31 @@ func (m *DownstreamTLSContext) unmarshal(b []byte) error {
 			return msg(f, &m.CommonTLSContext)
 		case 2:
 			return f.boolValue(&m.RequireClientCertificate)
+		case 3:
+			return refuseTrue(f, &m.Refused, "require_sni")
 		}
 		return nil
 	})
+}
+
+// refuseTrue records name in *refused when f, a BoolValue, is true.
+func refuseTrue(f field, refused *string, name string) error {
+	var v *bool
+	if err := f.boolValue(&v); err != nil {
+		return err
+	}
+	if *v && *refused == "" {
+		*refused = name
+	}
+	return nil
+}
+
+// refuseSet records the name refusals gives f's field in *refused when f
+// holds more than its default.
+func refuseSet(f field, refused *string, refusals map[protowire.Number]string) {
+	if name, ok := refusals[f.num]; ok && *refused == "" && !zeroScalar(f) {
+		*refused = name
+	}
 }
 
 // UpstreamTLSContext is envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.
@@ -66,14 +93,26 @@ func (m *QUICUpstreamTransport) unmarshal(b []byte) error {
 
 // CommonTLSContext is envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.
 type CommonTLSContext struct {
+	TLSParams *TLSParameters `json:"tlsParams,omitempty"`
 	// TLSCertificates are inline certificates (the proxy refuses them).
-	TLSCertificates                []*Unread                  `json:"tlsCertificates,omitempty"`
-	TLSCertificateSDSSecretConfigs []*SDSSecretConfig         `json:"tlsCertificateSdsSecretConfigs,omitempty"`
-	CombinedValidationContext      *CombinedValidationContext `json:"combinedValidationContext,omitempty"`
-	ALPNProtocols                  []string                   `json:"alpnProtocols,omitempty"`
-	// Unsupported names another validation context than the combined one.
+	TLSCertificates                  []*Unread                  `json:"tlsCertificates,omitempty"`
+	TLSCertificateSDSSecretConfigs   []*SDSSecretConfig         `json:"tlsCertificateSdsSecretConfigs,omitempty"`
+	ValidationContextSDSSecretConfig *SDSSecretConfig           `json:"validationContextSdsSecretConfig,omitempty"`
+	CombinedValidationContext        *CombinedValidationContext `json:"combinedValidationContext,omitempty"`
+	ALPNProtocols                    []string                   `json:"alpnProtocols,omitempty"`
+	// Unsupported names another validation context than these two.
 	Unsupported string `json:"-"`
-	validation  oneof
+	// Refused names the first other way of getting certificates or doing
+	// the handshake that is set (certificate providers, custom
+	// handshakers and selectors, key logging).
+	Refused    string `json:"-"`
+	validation oneof
+}
+
+var commonTLSRefused = map[protowire.Number]string{
+	9: "tls_certificate_certificate_provider", 11: "tls_certificate_certificate_provider_instance",
+	14: "tls_certificate_provider_instance", 16: "custom_tls_certificate_selector",
+	13: "custom_handshaker", 15: "key_log",
 }
 
 func (m *CommonTLSContext) unmarshal(b []byte) error {
@@ -84,26 +123,71 @@ func (m *CommonTLSContext) unmarshal(b []byte) error {
 				return nil
 			}
 			if m.validation.to(f.num) {
-				m.CombinedValidationContext, m.Unsupported = nil, ""
+				m.ValidationContextSDSSecretConfig, m.CombinedValidationContext, m.Unsupported = nil, nil, ""
 			}
 		}
 		switch f.num {
+		case 1:
+			return msg(f, &m.TLSParams)
 		case 2:
 			return msgs(f, &m.TLSCertificates)
 		case 6:
 			return msgs(f, &m.TLSCertificateSDSSecretConfigs)
+		case 7:
+			return msg(f, &m.ValidationContextSDSSecretConfig)
 		case 8:
 			return msg(f, &m.CombinedValidationContext)
 		case 4:
 			return f.strs(&m.ALPNProtocols)
 		case 3:
 			m.Unsupported = "validation_context"
-		case 7:
-			m.Unsupported = "validation_context_sds_secret_config"
 		case 10:
 			m.Unsupported = "validation_context_certificate_provider"
 		case 12:
 			m.Unsupported = "validation_context_certificate_provider_instance"
+		}
+		refuseSet(f, &m.Refused, commonTLSRefused)
+		return nil
+	})
+}
+
+// TLSVersion is TlsParameters.TlsProtocol.
+type TLSVersion int32
+
+// TLS versions.
+const (
+	TLSAuto TLSVersion = 0
+	TLSv1_2 TLSVersion = 3
+	TLSv1_3 TLSVersion = 4
+)
+
+var tlsVersionNames = []string{"TLS_AUTO", "TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3"}
+
+func (v TLSVersion) String() string               { return enumName(tlsVersionNames, int32(v)) }
+func (v TLSVersion) MarshalJSON() ([]byte, error) { return enumJSON(tlsVersionNames, int32(v)) }
+
+// TLSParameters is envoy.extensions.transport_sockets.tls.v3.TlsParameters.
+type TLSParameters struct {
+	MinimumVersion      TLSVersion `json:"tlsMinimumProtocolVersion,omitempty"`
+	MaximumVersion      TLSVersion `json:"tlsMaximumProtocolVersion,omitempty"`
+	CipherSuites        []string   `json:"cipherSuites,omitempty"`
+	ECDHCurves          []string   `json:"ecdhCurves,omitempty"`
+	SignatureAlgorithms []string   `json:"signatureAlgorithms,omitempty"`
+}
+
+func (m *TLSParameters) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return enum(f, &m.MinimumVersion)
+		case 2:
+			return enum(f, &m.MaximumVersion)
+		case 3:
+			return f.strs(&m.CipherSuites)
+		case 4:
+			return f.strs(&m.ECDHCurves)
+		case 5:
+			return f.strs(&m.SignatureAlgorithms)
 		}
 		return nil
 	})
@@ -145,6 +229,17 @@ func (m *CombinedValidationContext) unmarshal(b []byte) error {
 type CertificateValidationContext struct {
 	TrustedCA                 *DataSource              `json:"trustedCa,omitempty"`
 	MatchTypedSubjectAltNames []*SubjectAltNameMatcher `json:"matchTypedSubjectAltNames,omitempty"`
+	// Refused names the first other check set: each would make Envoy
+	// accept fewer peers (pinned hashes, CRLs, the deprecated SAN
+	// matchers, a depth limit, a custom validator, other roots) or more
+	// (expired or untrusted certificates) than the proxy does.
+	Refused string `json:"-"`
+}
+
+var validationRefused = map[protowire.Number]string{
+	2: "verify_certificate_hash", 3: "verify_certificate_spki", 7: "crl", 9: "match_subject_alt_names",
+	12: "custom_validator_config", 13: "ca_certificate_provider_instance", 16: "max_verify_depth",
+	17: "system_root_certs", 8: "allow_expired_certificate", 10: "trust_chain_verification",
 }
 
 func (m *CertificateValidationContext) unmarshal(b []byte) error {
@@ -154,7 +249,10 @@ func (m *CertificateValidationContext) unmarshal(b []byte) error {
 			return msg(f, &m.TrustedCA)
 		case 15:
 			return msgs(f, &m.MatchTypedSubjectAltNames)
+		case 6:
+			return refuseTrue(f, &m.Refused, "require_signed_certificate_timestamp")
 		}
+		refuseSet(f, &m.Refused, validationRefused)
 		return nil
 	})
 }
@@ -261,6 +359,14 @@ type TLSCertificate struct {
 	CertificateChain *DataSource       `json:"certificateChain,omitempty"`
 	PrivateKey       *DataSource       `json:"privateKey,omitempty"`
 	WatchedDirectory *WatchedDirectory `json:"watchedDirectory,omitempty"`
+	// Refused names the first other source or use of the key set (a
+	// password, a PKCS#12 file, a private key provider, OCSP stapling,
+	// SCTs).
+	Refused string `json:"-"`
+}
+
+var tlsCertificateRefused = map[protowire.Number]string{
+	3: "password", 6: "private_key_provider", 8: "pkcs12", 4: "ocsp_staple", 5: "signed_certificate_timestamp",
 }
 
 func (m *TLSCertificate) unmarshal(b []byte) error {
@@ -273,6 +379,7 @@ func (m *TLSCertificate) unmarshal(b []byte) error {
 		case 7:
 			return msg(f, &m.WatchedDirectory)
 		}
+		refuseSet(f, &m.Refused, tlsCertificateRefused)
 		return nil
 	})
 }

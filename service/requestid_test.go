@@ -1,0 +1,92 @@
+package service_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	pb "github.com/micromesh/micromesh/examples/helloworld/proto"
+	"github.com/micromesh/micromesh/internal/envconfig"
+	"github.com/micromesh/micromesh/internal/syncbuf"
+	"github.com/micromesh/micromesh/service"
+)
+
+// idEcho answers with the request ID it was called with.
+type idEcho struct {
+	pb.UnimplementedHelloworldServer
+}
+
+func (idEcho) Call(ctx context.Context, _ *pb.CallRequest) (*pb.CallResponse, error) {
+	return &pb.CallResponse{Msg: service.RequestID(ctx)}, nil
+}
+
+// relay calls "next" through the mesh with the context it serves.
+type relay struct {
+	pb.UnimplementedHelloworldServer
+}
+
+func (relay) Call(ctx context.Context, req *pb.CallRequest) (*pb.CallResponse, error) {
+	conn, err := service.Dial(ctx, "next")
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	return pb.NewHelloworldClient(conn).Call(ctx, req)
+}
+
+func serve(t *testing.T, name string, register func(*grpc.Server)) (addr string, logs *syncbuf.Buffer) {
+	t.Helper()
+	logs = &syncbuf.Buffer{}
+	srv := service.New(service.Name(name), service.Logger(slog.New(slog.NewTextHandler(logs, nil))))
+	register(srv.Server())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, lis) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return lis.Addr().String(), logs
+}
+
+// A call a service makes while serving one carries the served request's
+// x-request-id (which the first sidecar set), and both services' log
+// lines name it: one ID across every service a request reaches.
+func TestCallsCarryTheRequestID(t *testing.T) {
+	// "next" stands in for the sidecar's outbound listener: it is what
+	// Dial reaches at $MESH_PROXY.
+	next, nextLogs := serve(t, "next", func(s *grpc.Server) { pb.RegisterHelloworldServer(s, idEcho{}) })
+	t.Setenv(envconfig.Proxy, next)
+	front, frontLogs := serve(t, "front", func(s *grpc.Server) { pb.RegisterHelloworldServer(s, relay{}) })
+	conn, err := grpc.NewClient(front, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := pb.NewHelloworldClient(conn)
+
+	ctx := metadata.AppendToOutgoingContext(t.Context(), "x-request-id", "req-7")
+	resp, err := client.Call(ctx, &pb.CallRequest{Name: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetMsg() != "req-7" {
+		t.Errorf("next saw request ID %q, want req-7", resp.GetMsg())
+	}
+	for name, logs := range map[string]*syncbuf.Buffer{"front": frontLogs, "next": nextLogs} {
+		if !strings.Contains(logs.String(), "request_id=req-7") {
+			t.Errorf("%s's log does not name the request:\n%s", name, logs)
+		}
+	}
+	// Without one (not through the mesh), none is made up.
+	if resp, err = client.Call(t.Context(), &pb.CallRequest{Name: "x"}); err != nil || resp.GetMsg() != "" {
+		t.Errorf("no request ID: %q, %v", resp.GetMsg(), err)
+	}
+}
