@@ -59,18 +59,20 @@ func TestRegistryAndServicesCommands(t *testing.T) {
 
 	// Bad input gets a clear error and changes nothing.
 	for args, mention := range map[string]string{
-		"registry register --service greeter --address 127.0.0.1":                            "HOST:PORT",
-		"registry register --service greeter --address 127.0.0.1:99999":                      "port",
-		"registry register --service Greeter --address 127.0.0.1:1":                          "DNS label",
-		"registry register --service web --address 127.0.0.1:1 --id greeter-1":               "AlreadyExists",
-		"registry register --service web --address 127.0.0.1:1 --kind nginx":                 "kind",
-		"registry register --service web --address 127.0.0.1:1 --kind envoy --quic-port 443": "QUIC",
-		"registry register --service web --address 127.0.0.1:1 --policy retries=many":        `policy_retries: "many" is not a whole number`,
-		"registry register --service web --address 127.0.0.1:1 --policy timout=1s":           `"policy_timout" is not one of`,
-		"registry register --service web --address 127.0.0.1:1 --policy /a:max_requests=5":   "max_requests applies to the whole service, not to one path",
-		"registry register --service web --address 127.0.0.1:1 --policy a/b:timeout=1s":      `the path "a/b" does not start with /`,
-		"registry deregister --id nope":                                                      "NotFound",
-		"registry deregister":                                                                "--id",
+		"registry register --service greeter --address 127.0.0.1":                                      "HOST:PORT",
+		"registry register --service greeter --address 127.0.0.1:99999":                                "port",
+		"registry register --service Greeter --address 127.0.0.1:1":                                    "DNS label",
+		"registry register --service web --address 127.0.0.1:1 --id greeter-1":                         "AlreadyExists",
+		"registry register --service web --address 127.0.0.1:1 --kind nginx":                           "kind",
+		"registry register --service web --address 127.0.0.1:1 --kind envoy --quic-port 443":           "QUIC",
+		"registry register --service web --address 127.0.0.1:1 --policy retries=many":                  `policy_retries: "many" is not a whole number`,
+		"registry register --service web --address 127.0.0.1:1 --policy timout=1s":                     `"policy_timout" is not one of`,
+		"registry register --service web --address 127.0.0.1:1 --policy /a:max_requests=5":             "max_requests applies to the whole service, not to one path",
+		"registry register --service web --address 127.0.0.1:1 --policy a/b:timeout=1s":                `the path "a/b" does not start with /`,
+		"registry register --service web --address 127.0.0.1:1 --kind proxyless --policy rate_limit=5": "a proxyless instance has none",
+		"registry register --service web --address 127.0.0.1:1 --policy rate_limit_burst=5":            "rate_limit_burst needs policy_rate_limit",
+		"registry deregister --id nope":                                                                "NotFound",
+		"registry deregister":                                                                          "--id",
 	} {
 		_, err := runCLI(t, append([]string{"--home", home}, strings.Fields(args)...)...)
 		if err == nil || !strings.Contains(describe(err), mention) {

@@ -15,6 +15,7 @@ import (
 	"github.com/micromesh/micromesh/identity"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	"github.com/micromesh/micromesh/xds"
+	"github.com/micromesh/micromesh/xds/policymeta"
 )
 
 // registryAPI serves the Registry API over the configured backend.
@@ -80,8 +81,12 @@ func (a *registryAPI) Register(ctx context.Context, req *registryv1.RegisterRequ
 	if err := in.Validate(); err != nil {
 		return nil, registryStatus(err)
 	}
-	if _, _, err := xds.PolicyFromMetadata(in.Metadata); err != nil {
+	p, _, err := xds.PolicyFromMetadata(in.Metadata)
+	if err != nil {
 		return nil, registryStatus(fmt.Errorf("%w: %w", registry.ErrInvalid, err))
+	}
+	if p.RateLimit > 0 && in.Kind == xds.KindProxyless {
+		return nil, registryStatus(fmt.Errorf("%w: policy key %srate_limit: an instance's sidecar enforces it, and a proxyless instance has none", registry.ErrInvalid, policymeta.Prefix))
 	}
 	if err := authorize(caller, in.Namespace, in.Service); err != nil {
 		return nil, err

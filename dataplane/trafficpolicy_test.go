@@ -3,6 +3,9 @@ package dataplane_test
 import (
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,5 +68,54 @@ func TestCallersApplyTheServicesPolicy(t *testing.T) {
 	took = time.Since(start)
 	if resp.StatusCode != http.StatusGatewayTimeout || len(hits) != 1 || took < 900*time.Millisecond || took > 2500*time.Millisecond {
 		t.Errorf("/patient/report: answer %d %q after %v and %d tries of the app; want 504 after one try of 1 s", resp.StatusCode, e.Body, took, len(hits))
+	}
+}
+
+// A service's rate limit (--policy rate_limit=N) is enforced by its own
+// sidecar, per instance: past the burst, callers get 429 naming the limit,
+// the app never sees those requests, and the bucket refills with time.
+func TestAServicesRateLimit(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	var served atomic.Int32
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { served.Add(1); _, _ = w.Write([]byte("{}")) }))
+	t.Cleanup(app.Close)
+	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
+	b := cp.StartSidecar("default", "b", meshtest.WithApp(app.Listener.Addr().String(), "http"),
+		meshtest.WithOptions(func(o *dataplane.Options) { o.Policy = map[string]string{"rate_limit": "2"} }))
+
+	waitFor(t, "b's sidecar to enforce its rate limit", func() bool {
+		resp, _ := call(t, a.Info.Outbound, "b", "/", nil)
+		return resp.StatusCode == http.StatusTooManyRequests
+	})
+	served.Store(0)
+	ok, limited := 0, 0
+	start := time.Now()
+	for range 10 {
+		resp, e := call(t, a.Info.Outbound, "b", "/", nil)
+		switch resp.StatusCode {
+		case http.StatusOK:
+			ok++
+		case http.StatusTooManyRequests:
+			limited++
+			if !strings.Contains(e.Body, "rate limited: b.default takes 2 requests/s on this instance (bursts of up to 2)") {
+				t.Errorf("429 body %q does not name the limit", e.Body)
+			}
+		default:
+			t.Fatalf("answer %d %q", resp.StatusCode, e.Body)
+		}
+	}
+	// The bucket was empty when they began: only the tokens that came
+	// back meanwhile (one per 500 ms) let calls through.
+	most := 1 + int(time.Since(start)/(500*time.Millisecond))
+	if ok > most || ok+limited != 10 || int(served.Load()) != ok {
+		t.Errorf("10 calls in %v: %d served (the app saw %d), %d limited; want at most %d through, the rest 429 and never at the app",
+			time.Since(start), ok, served.Load(), limited, most)
+	}
+	waitFor(t, "the bucket to refill", func() bool {
+		resp, _ := call(t, a.Info.Outbound, "b", "/", nil)
+		return resp.StatusCode == http.StatusOK
+	})
+	if m := metrics(t, b.Info.Admin); !strings.Contains(m, `micromesh_rate_limited_total{direction="inbound",enforced="true"}`) {
+		t.Errorf("b's metrics lack the rate-limited count:\n%s", grep(m, "rate_limited"))
 	}
 }

@@ -32,13 +32,14 @@ func testMesh() *Mesh {
 				{ID: "g1", Address: "10.0.0.5", Port: 7000, Kind: KindProxyless, Health: HealthPassing},
 				{ID: "g2", Address: "10.0.0.6", Port: 7000, Kind: KindProxyless, Health: HealthCritical},
 			}},
-			{Name: "hello", Namespace: "default", Protocol: ProtocolGRPC, Endpoints: []Endpoint{
+			{Name: "hello", Namespace: "default", Protocol: ProtocolGRPC, Policy: helloPolicy(), Endpoints: []Endpoint{
 				{ID: "h1", Address: "10.0.0.1", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Health: HealthPassing, Region: "eu", Zone: "eu-1a", Weight: 2},
 				{ID: "h2", Address: "10.0.0.2", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Health: HealthWarning, Region: "eu", Zone: "eu-1b"},
 			}},
 			{Name: "world", Namespace: "default", Protocol: ProtocolHTTP, Policy: Policy{
 				Timeout: 2 * time.Second, PerTryTimeout: time.Second, Retries: 1, MaxConnections: 10, MaxPendingRequests: 10,
 				MaxRequests: 100, MaxRetries: 2, Consecutive5xx: 3, BaseEjectionTime: 10 * time.Second, MaxEjectionPercent: 100, LoadBalancer: "round_robin",
+				RateLimit: 50, RateLimitBurst: 100,
 			}, Routes: []RoutePolicy{
 				{Path: "/reports/", Prefix: true, Timeout: time.Minute, PerTryTimeout: time.Second, Retries: 3},
 			}, Endpoints: []Endpoint{
@@ -53,6 +54,14 @@ func testMesh() *Mesh {
 			}},
 		},
 	}
+}
+
+// helloPolicy: the default with a rate limit whose burst is under a
+// second of it (so the bucket refills in fills of the burst).
+func helloPolicy() Policy {
+	p := DefaultPolicy
+	p.RateLimit, p.RateLimitBurst = 20, 5
+	return p
 }
 
 var testProxies = map[string]Proxy{

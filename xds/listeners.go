@@ -1,14 +1,20 @@
 package xds
 
 import (
+	"time"
+
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	rbacfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	quicv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/quic/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // InboundQUICListener takes HTTP/3 traffic on the inbound port's UDP side
@@ -52,18 +58,69 @@ func (b *builder) outboundListener() *listener.Listener {
 // inboundHCM authorizes each request (RBAC) and forwards it to the app.
 func (b *builder) inboundHCM(codec hcm.HttpConnectionManager_CodecType) *hcm.HttpConnectionManager {
 	return &hcm.HttpConnectionManager{
-		StatPrefix:     InboundListener,
-		CodecType:      codec,
-		RouteSpecifier: &hcm.HttpConnectionManager_RouteConfig{RouteConfig: b.inboundRoute()},
-		HttpFilters: []*hcm.HttpFilter{
-			{Name: wellknown.HTTPRoleBasedAccessControl, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: toAny(&rbacfilter.RBAC{Rules: b.inboundRBAC()})}},
-			routerFilter(),
-		},
+		StatPrefix:               InboundListener,
+		CodecType:                codec,
+		RouteSpecifier:           &hcm.HttpConnectionManager_RouteConfig{RouteConfig: b.inboundRoute()},
+		HttpFilters:              b.inboundFilters(),
 		ForwardClientCertDetails: hcm.HttpConnectionManager_SANITIZE_SET,
 		SetCurrentClientCertDetails: &hcm.HttpConnectionManager_SetCurrentClientCertDetails{
 			Uri: true,
 		},
 	}
+}
+
+// inboundFilters: RBAC, then the service's rate limit if it has one (so
+// requests the rules deny draw no token), then the router.
+func (b *builder) inboundFilters() []*hcm.HttpFilter {
+	fs := []*hcm.HttpFilter{
+		{Name: wellknown.HTTPRoleBasedAccessControl, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: toAny(&rbacfilter.RBAC{Rules: b.inboundRBAC()})}},
+	}
+	if rl := b.rateLimit(); rl != nil {
+		fs = append(fs, &hcm.HttpFilter{Name: "envoy.filters.http.local_ratelimit", ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: toAny(rl)}})
+	}
+	return append(fs, routerFilter())
+}
+
+// RateLimitStatPrefix names the inbound listeners' rate limit.
+const RateLimitStatPrefix = "inbound_rate_limit"
+
+// rateLimit is the proxy's service's rate limit as Envoy's local rate
+// limit filter, or nil: a bucket of the burst, refilled at the rate, each
+// fill no larger than the bucket (older Envoys refill by timer, in whole
+// fills); enforced on every request; gRPC callers get RESOURCE_EXHAUSTED,
+// which they do not retry.
+func (b *builder) rateLimit() *ratelimitv3.LocalRateLimit {
+	s := b.ownService()
+	if s == nil || s.Policy.RateLimit == 0 {
+		return nil
+	}
+	rate, burst := s.Policy.RateLimit, s.Policy.RateLimitBurst
+	if burst == 0 {
+		burst = rate
+	}
+	perFill, every := rate, time.Second
+	if burst < rate {
+		perFill, every = burst, time.Duration(uint64(time.Second)*uint64(burst)/uint64(rate))
+	}
+	all := &core.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{Numerator: 100, Denominator: typev3.FractionalPercent_HUNDRED}}
+	return &ratelimitv3.LocalRateLimit{
+		StatPrefix:                     RateLimitStatPrefix,
+		TokenBucket:                    &typev3.TokenBucket{MaxTokens: burst, TokensPerFill: wrapperspb.UInt32(perFill), FillInterval: durationpb.New(every)},
+		FilterEnabled:                  all,
+		FilterEnforced:                 all,
+		RateLimitedAsResourceExhausted: true,
+	}
+}
+
+// ownService is the proxy's own service in the mesh (nil before its first
+// instance registers).
+func (b *builder) ownService() *Service {
+	for i := range b.mesh.Services {
+		if s := &b.mesh.Services[i]; s.Name == b.proxy.Service && s.Namespace == b.proxy.Namespace {
+			return s
+		}
+	}
+	return nil
 }
 
 // downstreamTLS requires a client certificate that chains to the trust

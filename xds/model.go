@@ -98,6 +98,11 @@ type Policy struct {
 	MaxEjectionPercent uint32
 	// LoadBalancer is "round_robin" or "least_request".
 	LoadBalancer string
+	// RateLimit bounds the requests each instance takes per second (its
+	// own sidecar refuses the rest); 0 for none. RateLimitBurst is how
+	// many it takes at once (0: RateLimit).
+	RateLimit      uint32
+	RateLimitBurst uint32
 }
 
 // DefaultPolicy is the policy of services that set none.

@@ -23,6 +23,8 @@ var policyKeys = map[string]func(p *Policy, v string) error{
 	"consecutive_5xx":      countKey(func(p *Policy) *uint32 { return &p.Consecutive5xx }, 1, 1000),
 	"base_ejection_time":   durationKey(func(p *Policy) *time.Duration { return &p.BaseEjectionTime }, time.Millisecond),
 	"max_ejection_percent": countKey(func(p *Policy) *uint32 { return &p.MaxEjectionPercent }, 0, 100),
+	"rate_limit":           countKey(func(p *Policy) *uint32 { return &p.RateLimit }, 1, 1_000_000),
+	"rate_limit_burst":     countKey(func(p *Policy) *uint32 { return &p.RateLimitBurst }, 1, 1_000_000),
 	"lb": func(p *Policy, v string) error {
 		if v != "round_robin" && v != "least_request" {
 			return fmt.Errorf("%q is not round_robin or least_request", v)
@@ -92,6 +94,9 @@ func PolicyFromMetadata(md map[string]string) (Policy, []RoutePolicy, error) {
 			return DefaultPolicy, nil, fmt.Errorf("policy key %s: %w", k, err)
 		}
 	}
+	if err := p.checkRateLimit(); err != nil {
+		return DefaultPolicy, nil, err
+	}
 	if len(routeEntries) > maxRouteEntries {
 		return DefaultPolicy, nil, fmt.Errorf("%d path policy entries; at most %d", len(routeEntries), maxRouteEntries)
 	}
@@ -133,6 +138,19 @@ func PolicyFromMetadata(md map[string]string) (Policy, []RoutePolicy, error) {
 		routes = nil
 	}
 	return p, routes, nil
+}
+
+// checkRateLimit: a burst needs a rate, and must hold 50 ms of it (the
+// shortest refill interval Envoy takes).
+func (p Policy) checkRateLimit() error {
+	switch {
+	case p.RateLimitBurst > 0 && p.RateLimit == 0:
+		return fmt.Errorf("policy key %srate_limit_burst needs %srate_limit (requests per second)", policymeta.Prefix, policymeta.Prefix)
+	case p.RateLimitBurst > 0 && uint64(p.RateLimitBurst)*20 < uint64(p.RateLimit):
+		return fmt.Errorf("policy key %srate_limit_burst %d is under 50 ms of %srate_limit %d: at least %d",
+			policymeta.Prefix, p.RateLimitBurst, policymeta.Prefix, p.RateLimit, (p.RateLimit+19)/20)
+	}
+	return nil
 }
 
 // validRoutePath checks a path as a policy names it: absolute, "*" only at

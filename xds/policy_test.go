@@ -26,21 +26,37 @@ func TestPolicyFromMetadata(t *testing.T) {
 		t.Errorf("no keys: %+v, %+v, %v; want the default policy", p, routes, err)
 	}
 	for md, mention := range map[string]string{
-		"policy_timeout=2":              `"2" is not a duration`,
-		"policy_timeout=-1s":            "outside",
-		"policy_retries=11":             "from 0 to 10",
-		"policy_max_requests=0":         "from 1 to",
-		"policy_max_ejection_percent=x": "whole number",
-		"policy_lb=random":              "round_robin or least_request",
-		"policy_timout=1s":              `policy key "policy_timout" is not one of`,
-		"policy_route_0=/a:timeout":     "is not PATH:KEY=VALUE",
-		"policy_route_0=/a=1s":          "is not PATH:KEY=VALUE",
+		"policy_timeout=2":               `"2" is not a duration`,
+		"policy_timeout=-1s":             "outside",
+		"policy_retries=11":              "from 0 to 10",
+		"policy_max_requests=0":          "from 1 to",
+		"policy_max_ejection_percent=x":  "whole number",
+		"policy_lb=random":               "round_robin or least_request",
+		"policy_timout=1s":               `policy key "policy_timout" is not one of`,
+		"policy_route_0=/a:timeout":      "is not PATH:KEY=VALUE",
+		"policy_route_0=/a=1s":           "is not PATH:KEY=VALUE",
+		"policy_rate_limit=0":            "from 1 to 1000000",
+		"policy_rate_limit_burst=10":     "rate_limit_burst needs policy_rate_limit",
+		"policy_route_0=/a:rate_limit=5": "applies to the whole service",
 	} {
 		k, v, _ := strings.Cut(md, "=")
 		_, _, err := PolicyFromMetadata(map[string]string{k: v})
 		if err == nil || !strings.Contains(err.Error(), mention) {
 			t.Errorf("%s: %v, want an error mentioning %q", md, err, mention)
 		}
+	}
+}
+
+// A rate limit takes its burst from the rate unless set; a burst must
+// hold 50 ms of the rate.
+func TestRateLimitPolicy(t *testing.T) {
+	p, _, err := PolicyFromMetadata(map[string]string{"policy_rate_limit": "100", "policy_rate_limit_burst": "5"})
+	if err != nil || p.RateLimit != 100 || p.RateLimitBurst != 5 {
+		t.Errorf("rate 100, burst 5: %+v, %v", p, err)
+	}
+	if _, _, err := PolicyFromMetadata(map[string]string{"policy_rate_limit": "100", "policy_rate_limit_burst": "4"}); err == nil ||
+		!strings.Contains(err.Error(), "policy_rate_limit_burst 4 is under 50 ms of policy_rate_limit 100: at least 5") {
+		t.Errorf("burst 4 of 100/s: %v", err)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -78,19 +79,25 @@ func TestQuickStart(t *testing.T) {
 	// registers it (a malformed --policy would keep the sidecar from
 	// starting), and services shows it.
 	srv.run(ctx, t, meshctl, "run", filepath.Join(examples, "pingpong"), "--policy", "timeout=30s", "--policy", "retries=1",
-		"--policy", "/examples.pingpong.v1.Pingpong/*:retries=0")
+		"--policy", "/examples.pingpong.v1.Pingpong/*:retries=0", "--policy", "rate_limit=500")
 	if out := srv.run(ctx, t, meshctl, "call", "pingpong", "Pingpong.Ping", `{"name":"Bob"}`); out != `{"msg":"Hello Bob"}`+"\n" {
 		t.Fatalf("call pingpong: %q", out)
 	}
-	if out := srv.run(ctx, t, meshctl, "services"); !strings.Contains(out, "/examples.pingpong.v1.Pingpong/*:retries=0 retries=1 timeout=30s") {
+	if out := srv.run(ctx, t, meshctl, "services"); !strings.Contains(out, "/examples.pingpong.v1.Pingpong/*:retries=0 rate_limit=500 retries=1 timeout=30s") {
 		t.Errorf("services does not show pingpong's policy:\n%s", out)
 	}
 
 	// The logs hold the request, from the app (with its caller) and its
-	// sidecar.
+	// sidecar; the call pingpong made while serving Ping carries Ping's
+	// request ID, so both apps' lines name the same request.
 	logs := srv.run(ctx, t, meshctl, "logs", "helloworld")
 	if !strings.Contains(logs, "method=/examples.helloworld.v1.Helloworld/Call") || !strings.Contains(logs, "caller=spiffe://micromesh.local/ns/default/svc/pingpong") || !strings.Contains(logs, "sidecar ready") {
 		t.Errorf("logs of helloworld:\n%s", logs)
+	}
+	if m := regexp.MustCompile(`caller=spiffe://micromesh\.local/ns/default/svc/pingpong request_id=([0-9a-f-]{36})`).FindStringSubmatch(logs); m == nil {
+		t.Errorf("helloworld's line for pingpong's call names no request ID:\n%s", logs)
+	} else if pp := srv.run(ctx, t, meshctl, "logs", "pingpong"); !strings.Contains(pp, "method=/examples.pingpong.v1.Pingpong/Ping") || !strings.Contains(pp, "request_id="+m[1]) {
+		t.Errorf("pingpong's logs do not name the request ID %s that reached helloworld:\n%s", m[1], pp)
 	}
 	status := srv.run(ctx, t, meshctl, "status")
 	for _, want := range []string{"NAME", "VERSION", "SOURCE", "INSTANCES", "STATUS", "UPDATED", "helloworld", "pingpong", "1/1", "running"} {

@@ -126,10 +126,10 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 		if m.RDS == nil || m.RDS.RouteConfigName == "" {
 			return errors.New("the outbound listener must take its routes by RDS")
 		}
-		c.Outbound = &Outbound{Name: l.Name, Address: addr, Route: m.RDS.RouteConfigName, RequestID: requestID}
+		c.Outbound = &Outbound{Name: l.Name, Address: addr, Route: m.RDS.RouteConfigName, RequestID: requestID, RateLimit: filters.rateLimit}
 		return nil
 	}
-	in := &Inbound{Name: l.Name, Address: addr, UDP: udp, RBAC: filters.rbac, RequestID: requestID}
+	in := &Inbound{Name: l.Name, Address: addr, UDP: udp, RBAC: filters.rbac, RequestID: requestID, RateLimit: filters.rateLimit}
 	switch m.ForwardClientCertDetails {
 	case xdswire.XFCCSanitize:
 	case xdswire.XFCCSanitizeSet:
@@ -273,13 +273,19 @@ func checkClientValidation(ctc *xdswire.CommonTLSContext) error {
 }
 
 type httpFilters struct {
-	rbac *RBAC
+	rbac      *RBAC
+	rateLimit *RateLimit
 }
 
 func compileHTTPFilters(fs []*xdswire.HTTPFilter) (httpFilters, error) {
 	var out httpFilters
 	if len(fs) == 0 || typeURL(fs[len(fs)-1].TypedConfig) != xdswire.RouterType {
 		return out, errors.New("the last HTTP filter must be the router")
+	}
+	if r, err := typed[*xdswire.Router](fs[len(fs)-1].TypedConfig, xdswire.RouterType); err != nil {
+		return out, err
+	} else if r.Refused != "" {
+		return out, fmt.Errorf("router %s is not supported", r.Refused)
 	}
 	for _, f := range fs[:len(fs)-1] {
 		switch typeURL(f.TypedConfig) {
@@ -299,6 +305,20 @@ func compileHTTPFilters(fs []*xdswire.HTTPFilter) (httpFilters, error) {
 				return out, err
 			}
 			out.rbac = compiled
+		case xdswire.LocalRateLimitType:
+			if out.rateLimit != nil {
+				return out, errors.New("a second local_ratelimit filter is not supported")
+			}
+			l, err := typed[*xdswire.LocalRateLimit](f.TypedConfig, xdswire.LocalRateLimitType)
+			if err != nil {
+				return out, err
+			}
+			if out.rateLimit, err = compileRateLimit(l); err != nil {
+				return out, fmt.Errorf("HTTP filter %q: %w", f.Name, err)
+			}
+			if out.rateLimit != nil {
+				out.rateLimit.BeforeRBAC = out.rbac == nil
+			}
 		default:
 			if f.IsOptional {
 				continue
@@ -307,6 +327,61 @@ func compileHTTPFilters(fs []*xdswire.HTTPFilter) (httpFilters, error) {
 		}
 	}
 	return out, nil
+}
+
+// compileRateLimit reads a local rate limit filter as Envoy runs it: off
+// unless filter_enabled says 100 %, refusing only when filter_enforced
+// says 100 % too (a runtime key changes nothing: the proxy has no
+// runtime, and Envoy uses the default when the key is unset); shares
+// between 0 and 100 % are refused. nil: the filter is off.
+func compileRateLimit(l *xdswire.LocalRateLimit) (*RateLimit, error) {
+	if l.Refused != "" {
+		return nil, fmt.Errorf("local_ratelimit %s is not supported", l.Refused)
+	}
+	all := func(name string, p *xdswire.RuntimeFractionalPercent) (bool, error) {
+		if p == nil || p.DefaultValue == nil {
+			return false, nil
+		}
+		switch share := p.DefaultValue.Of(); {
+		case share == 0:
+			return false, nil
+		case share >= 1:
+			return true, nil
+		default:
+			return false, fmt.Errorf("local_ratelimit %s of %g%% is not supported (0 or 100)", name, share*100)
+		}
+	}
+	enabled, err := all("filter_enabled", l.FilterEnabled)
+	if err != nil {
+		return nil, err
+	}
+	enforced, err := all("filter_enforced", l.FilterEnforced)
+	if err != nil {
+		return nil, err
+	}
+	tb := l.TokenBucket
+	if tb == nil || tb.MaxTokens == 0 || tb.FillInterval.D() <= 0 {
+		return nil, errors.New("local_ratelimit needs a token bucket with max_tokens and fill_interval")
+	}
+	if tb.FillInterval.D() < 50*time.Millisecond {
+		return nil, fmt.Errorf("local_ratelimit fill_interval %v is under Envoy's minimum of 50ms", tb.FillInterval.D())
+	}
+	rl := &RateLimit{Name: l.StatPrefix, MaxTokens: tb.MaxTokens, TokensPerFill: valueOr(tb.TokensPerFill, 1),
+		FillInterval: tb.FillInterval.D(), Status: 429, Enforced: enforced,
+		ResourceExhausted: l.RateLimitedAsResourceExhausted}
+	if rl.TokensPerFill == 0 {
+		return nil, errors.New("local_ratelimit tokens_per_fill 0 never refills the bucket")
+	}
+	if l.Status != nil && l.Status.Code != 0 {
+		if l.Status.Code < 400 || l.Status.Code > 599 {
+			return nil, fmt.Errorf("local_ratelimit status %d is not an error status", l.Status.Code)
+		}
+		rl.Status = int(l.Status.Code)
+	}
+	if !enabled {
+		return nil, nil
+	}
+	return rl, nil
 }
 
 func compileRouteTable(rc *xdswire.RouteConfiguration) (*RouteTable, error) {
@@ -588,7 +663,13 @@ func compileCluster(cl *xdswire.Cluster, endpoints map[string]*xdswire.ClusterLo
 	if err := c.setTransport(cl); err != nil {
 		return nil, err
 	}
+	if cla != nil && cla.Refused != "" {
+		return nil, fmt.Errorf("endpoints: %s is not supported", cla.Refused)
+	}
 	for _, loc := range endpointsOf(cla) {
+		if loc.Refused != "" {
+			return nil, fmt.Errorf("endpoints: %s is not supported", loc.Refused)
+		}
 		var region, zone string
 		if loc.Locality != nil {
 			region, zone = loc.Locality.Region, loc.Locality.Zone

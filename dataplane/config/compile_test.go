@@ -7,12 +7,17 @@ import (
 	"time"
 
 	xdsmatcher "github.com/cncf/xds/go/xds/type/matcher/v3"
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbac "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	commonratelimit "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	rbacfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
@@ -143,11 +148,7 @@ func TestCompiledRBACIsTheDefaultRules(t *testing.T) {
 }
 
 func TestCompileRefusesWhatItCannotHonour(t *testing.T) {
-	tests := []struct {
-		name    string
-		mutate  func(*envoyResources)
-		mention string
-	}{
+	refusals(t, []refusal{
 		{"two filter chains", func(r *envoyResources) {
 			l := findListener(r, "outbound")
 			l.FilterChains = append(l.FilterChains, proto.Clone(l.FilterChains[0]).(*listener.FilterChain))
@@ -241,6 +242,16 @@ func TestCompileRefusesWhatItCannotHonour(t *testing.T) {
 		{"panic threshold past 100 %", func(r *envoyResources) {
 			r.Clusters[0].CommonLbConfig = &cluster.Cluster_CommonLbConfig{HealthyPanicThreshold: &typev3.Percent{Value: 150}}
 		}, "healthy_panic_threshold 150 is not a percentage"},
+		{"a timeout from the caller's header", func(r *envoyResources) {
+			mutateHCM(t, findListener(r, "inbound"), func(m *hcm.HttpConnectionManager) {
+				m.HttpFilters[len(m.HttpFilters)-1].ConfigType = &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &routerv3.Router{RespectExpectedRqTimeout: true})}
+			})
+		}, "router respect_expected_rq_timeout is not supported"},
+		{"upstream access logs", func(r *envoyResources) {
+			mutateHCM(t, findListener(r, "outbound"), func(m *hcm.HttpConnectionManager) {
+				m.HttpFilters[len(m.HttpFilters)-1].ConfigType = &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &routerv3.Router{UpstreamLog: []*accesslogv3.AccessLog{{Name: "x"}}})}
+			})
+		}, "router upstream_log is not supported"},
 		{"listener filters", func(r *envoyResources) {
 			findListener(r, "inbound").ListenerFilters = []*listener.ListenerFilter{{Name: "envoy.filters.listener.original_dst"}}
 		}, "listener_filters is not supported"},
@@ -274,17 +285,7 @@ func TestCompileRefusesWhatItCannotHonour(t *testing.T) {
 		{"5xx ejection enforced half the time", func(r *envoyResources) {
 			r.Clusters[0].OutlierDetection.EnforcingConsecutive_5Xx = wrapperspb.UInt32(50)
 		}, "enforcing_consecutive_5xx of 50% is not supported"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			r := meshFor(t, "default", "client")
-			tc.mutate(&r)
-			_, err := Compile(r.wire(t))
-			if err == nil || !strings.Contains(err.Error(), tc.mention) {
-				t.Fatalf("Compile = %v; want an error mentioning %q", err, tc.mention)
-			}
-		})
-	}
+	})
 }
 
 func TestMissingReferencesAreWarming(t *testing.T) {
@@ -357,6 +358,10 @@ func mutateHCM(t *testing.T, l *listener.Listener, change func(*hcm.HttpConnecti
 // defaults (SANITIZE, no merging, KEEP_UNCHANGED) are not refusals.
 func TestHCMDefaultsAreAccepted(t *testing.T) {
 	r := meshFor(t, "default", "client")
+	mutateHCM(t, findListener(&r, "outbound"), func(m *hcm.HttpConnectionManager) {
+		m.HttpFilters[len(m.HttpFilters)-1].ConfigType = &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(t, &routerv3.Router{
+			DynamicStats: wrapperspb.Bool(false), SuppressEnvoyHeaders: true, SuppressGrpcRequestFailureCodeStats: true})}
+	})
 	findListener(&r, "inbound").BindToPort = wrapperspb.Bool(true)
 	findListener(&r, "inbound").Transparent = wrapperspb.Bool(false)
 	mutateHCM(t, findListener(&r, "inbound"), func(m *hcm.HttpConnectionManager) {
@@ -571,11 +576,7 @@ func TestRefusesTLSSettingsItCannotHonour(t *testing.T) {
 	combined := func(c *tlsv3.CommonTlsContext) *tlsv3.CertificateValidationContext {
 		return c.GetCombinedValidationContext().GetDefaultValidationContext()
 	}
-	tests := []struct {
-		name    string
-		mutate  func(*envoyResources)
-		mention string
-	}{
+	refusals(t, []refusal{
 		{"client SAN matchers at the handshake", func(r *envoyResources) {
 			inbound(r, func(c *tlsv3.DownstreamTlsContext) {
 				c.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
@@ -652,17 +653,7 @@ func TestRefusesTLSSettingsItCannotHonour(t *testing.T) {
 		{"a private key provider", func(r *envoyResources) {
 			findSecret(t, r, "default").GetTlsCertificate().PrivateKeyProvider = &tlsv3.PrivateKeyProvider{ProviderName: "hsm"}
 		}, "certificate private_key_provider is not supported"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			r := meshFor(t, "default", "client")
-			tc.mutate(&r)
-			_, err := Compile(r.wire(t))
-			if err == nil || !strings.Contains(err.Error(), tc.mention) {
-				t.Fatalf("Compile = %v; want an error mentioning %q", err, tc.mention)
-			}
-		})
-	}
+	})
 }
 
 // What Envoy would do as the proxy does is accepted: cipher suites (TLS
@@ -699,11 +690,7 @@ func TestRefusesClusterSettingsItCannotHonour(t *testing.T) {
 		change(po)
 		c.TypedExtensionProtocolOptions[key] = mustAny(t, po)
 	}
-	tests := []struct {
-		name    string
-		mutate  func(*envoyResources)
-		mention string
-	}{
+	refusals(t, []refusal{
 		{"active health checks", func(r *envoyResources) {
 			findCluster(t, r, "hello.default").HealthChecks = []*core.HealthCheck{{Timeout: durationpb.New(time.Second)}}
 		}, "health_checks is not supported"},
@@ -729,6 +716,15 @@ func TestRefusesClusterSettingsItCannotHonour(t *testing.T) {
 				RetryBudget: &cluster.CircuitBreakers_Thresholds_RetryBudget{BudgetPercent: &typev3.Percent{Value: 20}},
 			}}}
 		}, "retry_budget is not supported"},
+		{"failover priorities", func(r *envoyResources) {
+			r.Endpoints[0].Endpoints[0].Priority = 1
+		}, "endpoints: priority is not supported"},
+		{"requests dropped on purpose", func(r *envoyResources) {
+			r.Endpoints[0].Policy = &endpoint.ClusterLoadAssignment_Policy{DropOverloads: []*endpoint.ClusterLoadAssignment_Policy_DropOverload{{Category: "x", DropPercentage: &typev3.FractionalPercent{Numerator: 10}}}}
+		}, "endpoints: drop_overloads is not supported"},
+		{"endpoints that go stale", func(r *envoyResources) {
+			r.Endpoints[0].Policy = &endpoint.ClusterLoadAssignment_Policy{EndpointStaleAfter: durationpb.New(time.Minute)}
+		}, "endpoints: endpoint_stale_after is not supported"},
 		{"a limit on connection pools", func(r *envoyResources) {
 			findCluster(t, r, "hello.default").CircuitBreakers = &cluster.CircuitBreakers{Thresholds: []*cluster.CircuitBreakers_Thresholds{{
 				MaxConnectionPools: wrapperspb.UInt32(1),
@@ -752,7 +748,31 @@ func TestRefusesClusterSettingsItCannotHonour(t *testing.T) {
 				po.UpstreamProtocolOptions = &httpv3.HttpProtocolOptions_AutoConfig{AutoConfig: &httpv3.HttpProtocolOptions_AutoHttpConfig{}}
 			})
 		}, "auto_config is not supported"},
+	})
+	// An idle timeout is the pool's business; counting what remains in a
+	// breaker is a statistic: both accepted.
+	r := meshFor(t, "default", "client")
+	protocolOptions(&r, func(po *httpv3.HttpProtocolOptions) {
+		po.CommonHttpProtocolOptions = &core.HttpProtocolOptions{IdleTimeout: durationpb.New(time.Minute)}
+	})
+	findCluster(t, &r, "hello.default").CircuitBreakers = &cluster.CircuitBreakers{Thresholds: []*cluster.CircuitBreakers_Thresholds{{TrackRemaining: true}}}
+	if _, err := Compile(r.wire(t)); err != nil {
+		t.Fatal(err)
 	}
+}
+
+// refusal is a change to the control plane's resources the compiler must
+// refuse, with what its error must mention.
+type refusal struct {
+	name    string
+	mutate  func(*envoyResources)
+	mention string
+}
+
+// refusals compiles meshFor's resources with each change: each must be
+// refused, naming what.
+func refusals(t *testing.T, tests []refusal) {
+	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			r := meshFor(t, "default", "client")
@@ -763,14 +783,99 @@ func TestRefusesClusterSettingsItCannotHonour(t *testing.T) {
 			}
 		})
 	}
-	// An idle timeout is the pool's business; counting what remains in a
-	// breaker is a statistic: both accepted.
-	r := meshFor(t, "default", "client")
-	protocolOptions(&r, func(po *httpv3.HttpProtocolOptions) {
-		po.CommonHttpProtocolOptions = &core.HttpProtocolOptions{IdleTimeout: durationpb.New(time.Minute)}
+}
+
+// withRateLimit puts a local rate limit filter on listener name, before
+// the router (after RBAC when the listener has it).
+func withRateLimit(t *testing.T, r *envoyResources, name string, l *ratelimitv3.LocalRateLimit) {
+	t.Helper()
+	mutateHCM(t, findListener(r, name), func(m *hcm.HttpConnectionManager) {
+		f := &hcm.HttpFilter{Name: "envoy.filters.http.local_ratelimit", ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(t, l)}}
+		m.HttpFilters = append(m.HttpFilters[:len(m.HttpFilters)-1], f, m.HttpFilters[len(m.HttpFilters)-1])
 	})
-	findCluster(t, &r, "hello.default").CircuitBreakers = &cluster.CircuitBreakers{Thresholds: []*cluster.CircuitBreakers_Thresholds{{TrackRemaining: true}}}
-	if _, err := Compile(r.wire(t)); err != nil {
+}
+
+func percent(n uint32) *core.RuntimeFractionalPercent {
+	return &core.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{Numerator: n}}
+}
+
+// Envoy's local rate limit filter, read as Envoy runs it: off unless
+// enabled at 100 %, refusing only when enforced at 100 %, 429 unless told
+// otherwise; what the proxy cannot do is refused.
+func TestLocalRateLimitAsEnvoys(t *testing.T) {
+	bucket := &typev3.TokenBucket{MaxTokens: 20, TokensPerFill: wrapperspb.UInt32(10), FillInterval: durationpb.New(time.Second)}
+	r := meshFor(t, "default", "client")
+	withRateLimit(t, &r, "inbound", &ratelimitv3.LocalRateLimit{StatPrefix: "inbound_limit", TokenBucket: bucket,
+		FilterEnabled: percent(100), FilterEnforced: percent(100), RateLimitedAsResourceExhausted: true,
+		Status: &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable}})
+	withRateLimit(t, &r, "outbound", &ratelimitv3.LocalRateLimit{StatPrefix: "shadow", TokenBucket: bucket, FilterEnabled: percent(100)})
+	withRateLimit(t, &r, "inbound-quic", &ratelimitv3.LocalRateLimit{StatPrefix: "off", TokenBucket: bucket})
+	c, err := Compile(r.wire(t))
+	if err != nil {
 		t.Fatal(err)
+	}
+	want := RateLimit{Name: "inbound_limit", MaxTokens: 20, TokensPerFill: 10, FillInterval: time.Second, Status: 503, Enforced: true, ResourceExhausted: true}
+	if c.Inbound.RateLimit == nil || *c.Inbound.RateLimit != want {
+		t.Errorf("inbound limit = %+v, want %+v", c.Inbound.RateLimit, want)
+	}
+	if l := c.Outbound.RateLimit; l == nil || l.Enforced || l.Status != 429 {
+		t.Errorf("outbound limit enabled, not enforced = %+v", l)
+	}
+	if c.InboundQUIC.RateLimit != nil {
+		t.Errorf("a filter not enabled compiled to %+v", c.InboundQUIC.RateLimit)
+	}
+
+	for _, tc := range []struct {
+		name    string
+		limit   *ratelimitv3.LocalRateLimit
+		mention string
+	}{
+		{"half enforced", &ratelimitv3.LocalRateLimit{StatPrefix: "x", TokenBucket: bucket, FilterEnabled: percent(100), FilterEnforced: percent(50)}, "filter_enforced of 50% is not supported"},
+		{"descriptors", &ratelimitv3.LocalRateLimit{StatPrefix: "x", TokenBucket: bucket, Descriptors: []*commonratelimit.LocalRateLimitDescriptor{{Entries: []*commonratelimit.RateLimitDescriptor_Entry{{Key: "k"}}}}}, "descriptors is not supported"},
+		{"per connection", &ratelimitv3.LocalRateLimit{StatPrefix: "x", TokenBucket: bucket, LocalRateLimitPerDownstreamConnection: true}, "local_rate_limit_per_downstream_connection is not supported"},
+		{"no bucket", &ratelimitv3.LocalRateLimit{StatPrefix: "x", FilterEnabled: percent(100)}, "needs a token bucket"},
+		{"fills too often", &ratelimitv3.LocalRateLimit{StatPrefix: "x", FilterEnabled: percent(100),
+			TokenBucket: &typev3.TokenBucket{MaxTokens: 1, FillInterval: durationpb.New(10 * time.Millisecond)}}, "under Envoy's minimum of 50ms"},
+		{"a status that is no error", &ratelimitv3.LocalRateLimit{StatPrefix: "x", TokenBucket: bucket, FilterEnabled: percent(100),
+			Status: &typev3.HttpStatus{Code: typev3.StatusCode_OK}}, "status 200 is not an error status"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := meshFor(t, "default", "client")
+			withRateLimit(t, &r, "inbound", tc.limit)
+			if _, err := Compile(r.wire(t)); err == nil || !strings.Contains(err.Error(), tc.mention) {
+				t.Fatalf("Compile = %v; want an error mentioning %q", err, tc.mention)
+			}
+		})
+	}
+}
+
+// The control plane's rate limit for a service (xds.Policy.RateLimit)
+// compiles into one limit on both inbound listeners of its built-in
+// sidecars, after RBAC.
+func TestTheServicesRateLimitCompiles(t *testing.T) {
+	policy := xds.DefaultPolicy
+	policy.RateLimit, policy.RateLimitBurst = 100, 10
+	m := &xds.Mesh{TrustDomain: "micromesh.local", Roots: []byte("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"), Services: []xds.Service{
+		{Name: "client", Namespace: "default", Protocol: xds.ProtocolHTTP, Policy: policy, Endpoints: []xds.Endpoint{
+			{ID: "c1", Address: "10.0.0.1", Port: 18443, QUICPort: 18443, Kind: xds.KindBuiltin, Health: xds.HealthPassing},
+		}},
+	}}
+	r, err := xds.Build(m, xds.Proxy{NodeID: "n", Namespace: "default", Service: "client", Kind: xds.KindBuiltin,
+		InboundPort: 18443, OutboundPort: 15001, AppPort: 8080, AppProtocol: xds.ProtocolHTTP, CertDir: "/certs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Compile(envoyResources{Listeners: r.Listeners, Routes: r.Routes, Clusters: r.Clusters, Endpoints: r.Endpoints, Secrets: r.Secrets}.wire(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := RateLimit{Name: xds.RateLimitStatPrefix, MaxTokens: 10, TokensPerFill: 10, FillInterval: 100 * time.Millisecond, Status: 429, Enforced: true, ResourceExhausted: true}
+	for _, in := range []*Inbound{c.Inbound, c.InboundQUIC} {
+		if in.RateLimit == nil || *in.RateLimit != want {
+			t.Errorf("%s: rate limit %+v, want %+v", in.Name, in.RateLimit, want)
+		}
+	}
+	if c.Outbound.RateLimit != nil {
+		t.Errorf("the outbound listener got a rate limit: %+v", c.Outbound.RateLimit)
 	}
 }

@@ -59,6 +59,29 @@ type Outbound struct {
 	// RequestID: a request with no x-request-id gets one (a random UUID),
 	// as Envoy's generate_request_id (on unless the listener turns it off).
 	RequestID bool
+	// RateLimit is the listener's local rate limit, nil for none.
+	RateLimit *RateLimit
+}
+
+// RateLimit is Envoy's local rate limit filter on a listener: a token
+// bucket of MaxTokens (full at the start), topped up with TokensPerFill
+// every FillInterval; a request that finds it empty is answered Status.
+// Each listener has its own bucket, as each Envoy filter instance does.
+type RateLimit struct {
+	Name          string // stat_prefix
+	MaxTokens     uint32
+	TokensPerFill uint32
+	FillInterval  time.Duration
+	Status        int
+	// Enforced: an empty bucket refuses the request; if not (Envoy's
+	// filter_enforced 0 %), it is only counted.
+	Enforced bool
+	// ResourceExhausted answers gRPC callers RESOURCE_EXHAUSTED (which
+	// callers do not retry) instead of UNAVAILABLE.
+	ResourceExhausted bool
+	// BeforeRBAC: the filter comes before the RBAC filter (requests the
+	// rules deny draw tokens too).
+	BeforeRBAC bool
 }
 
 // Inbound is a listener taking mTLS traffic from other proxies.
@@ -80,6 +103,7 @@ type Inbound struct {
 	XFCCURI bool
 	// RequestID: as Outbound.RequestID (a caller's x-request-id is kept).
 	RequestID bool
+	RateLimit *RateLimit // nil for none
 }
 
 // RouteTable routes by authority, then path.

@@ -494,14 +494,20 @@ var grpcCodes = map[int]int{
 	http.StatusBadGateway:         14, // UNAVAILABLE
 	http.StatusServiceUnavailable: 14, // UNAVAILABLE
 	http.StatusGatewayTimeout:     4,  // DEADLINE_EXCEEDED
+	http.StatusTooManyRequests:    14, // UNAVAILABLE, as gRPC maps 429
 }
 
 func (p *Proxy) localFor(w http.ResponseWriter, r *http.Request, dir direction, source, dest string, code int, msg string, start time.Time) {
+	p.localReply(w, r, dir, source, dest, code, grpcCodes[code], msg, start)
+}
+
+// localReply is localFor with the gRPC status gRPC callers get.
+func (p *Proxy) localReply(w http.ResponseWriter, r *http.Request, dir direction, source, dest string, code, grpcCode int, msg string, start time.Time) {
 	h := w.Header()
 	h.Set("X-Mesh-Local-Reply", "1")
 	if isGRPC(r) {
 		h.Set("Content-Type", "application/grpc")
-		h.Set("Grpc-Status", strconv.Itoa(grpcCodes[code]))
+		h.Set("Grpc-Status", strconv.Itoa(grpcCode))
 		h.Set("Grpc-Message", grpcMessage(msg))
 		w.WriteHeader(http.StatusOK)
 	} else {

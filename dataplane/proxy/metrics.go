@@ -15,13 +15,16 @@ type Registerer = prometheus.Registerer
 // requests by direction, source, destination and response code; a
 // duration histogram.
 type metrics struct {
-	requests  *prometheus.CounterVec
-	duration  *prometheus.HistogramVec
-	local     *prometheus.CounterVec
-	denied    prometheus.Counter
-	retries   *prometheus.CounterVec
-	overflow  *prometheus.CounterVec
-	ejections *prometheus.CounterVec
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	local    *prometheus.CounterVec
+	denied   prometheus.Counter
+	// rateLimited counts requests a local rate limit found no token for,
+	// by direction and whether the limit is enforced.
+	rateLimited *prometheus.CounterVec
+	retries     *prometheus.CounterVec
+	overflow    *prometheus.CounterVec
+	ejections   *prometheus.CounterVec
 }
 
 func newMetrics(reg Registerer) *metrics {
@@ -39,6 +42,10 @@ func newMetrics(reg Registerer) *metrics {
 			Name: "micromesh_local_replies_total",
 			Help: "Replies the proxy made itself (no route, no healthy endpoint, RBAC denial, upstream failure), by direction and code.",
 		}, []string{"direction", "response_code"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "micromesh_rate_limited_total",
+			Help: "Requests a local rate limit had no token for, by direction and whether the limit is enforced (refused) or not (only counted).",
+		}, []string{"direction", "enforced"}),
 		denied: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "micromesh_rbac_denied_total",
 			Help: "Inbound requests refused by the RBAC rules.",
@@ -57,7 +64,7 @@ func newMetrics(reg Registerer) *metrics {
 		}, []string{"cluster"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.local, m.denied, m.retries, m.overflow, m.ejections)
+		reg.MustRegister(m.requests, m.duration, m.local, m.denied, m.retries, m.overflow, m.ejections, m.rateLimited)
 	}
 	return m
 }

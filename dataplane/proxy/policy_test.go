@@ -376,6 +376,13 @@ func TestConnectionBreakersOfHTTP1Clusters(t *testing.T) {
 // app (a plaintext HTTP/1.1 cluster), as a sidecar's does.
 func inboundProxy(t *testing.T, app *httptest.Server) *Proxy {
 	t.Helper()
+	p, _ := inboundProxyWithMetrics(t, app)
+	return p
+}
+
+// inboundProxyWithMetrics is inboundProxy with the registry of its metrics.
+func inboundProxyWithMetrics(t *testing.T, app *httptest.Server) (*Proxy, *prometheus.Registry) {
+	t.Helper()
 	rc := &route.RouteConfiguration{Name: "inbound", VirtualHosts: []*route.VirtualHost{{
 		Name: "app", Domains: []string{"*"},
 		Routes: []*route.Route{{
@@ -383,7 +390,7 @@ func inboundProxy(t *testing.T, app *httptest.Server) *Proxy {
 			Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "b"}, Timeout: durationpb.New(0)}},
 		}},
 	}}}
-	p, _ := policyProxy(t, policy{}, app)
+	p, reg := policyProxy(t, policy{}, app)
 	cfg := *p.Config()
 	routes, err := config.Compile(config.Resources{Routes: []*xdswire.RouteConfiguration{xdswiretest.Decode[*xdswire.RouteConfiguration](t, rc)}})
 	if err != nil {
@@ -393,7 +400,7 @@ func inboundProxy(t *testing.T, app *httptest.Server) *Proxy {
 	if err := p.Apply(&cfg); err != nil {
 		t.Fatal(err)
 	}
-	return p
+	return p, reg
 }
 
 // An app that answers with something that is not HTTP/1.1 (or a head past

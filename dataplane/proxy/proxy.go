@@ -52,6 +52,7 @@ type Proxy struct {
 type state struct {
 	cfg       *config.Config
 	upstreams map[string]*upstream
+	buckets   map[string]*bucket // local rate limits by listener
 }
 
 // Options configure New.
@@ -124,6 +125,11 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	defer p.mu.Unlock()
 	prev := p.state.Load()
 	next := &state{cfg: cfg, upstreams: make(map[string]*upstream, len(cfg.Clusters))}
+	var prevBuckets map[string]*bucket
+	if prev != nil {
+		prevBuckets = prev.buckets
+	}
+	next.buckets = keepBuckets(prevBuckets, cfg)
 	for name, c := range cfg.Clusters {
 		var old *upstream
 		if prev != nil {
@@ -216,6 +222,9 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	if st.cfg.Outbound.RequestID {
 		ensureRequestID(r.Header)
 	}
+	if p.rateLimited(st, st.cfg.Outbound.Name, w, r, outbound, p.self, authority(r.Host), start) {
+		return
+	}
 	routes := st.cfg.Routes[st.cfg.Outbound.Route]
 	if routes == nil {
 		p.local(w, r, outbound, "", http.StatusServiceUnavailable, "micromesh: the sidecar has not received its routes yet", start)
@@ -282,6 +291,9 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Header["X-Forwarded-Client-Cert"] = []string{v}
 	}
+	if lst.RateLimit != nil && lst.RateLimit.BeforeRBAC && p.rateLimited(st, lst.Name, w, r, inbound, caller.workload, p.self, start) {
+		return
+	}
 	if lst.RBAC != nil {
 		if ok, _ := lst.RBAC.Allowed(config.Request{Principal: caller.id, Method: r.Method, Path: r.URL.Path, Header: r.Header.Get}); !ok {
 			p.m.denied.Inc()
@@ -289,6 +301,9 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 				fmt.Sprintf("micromesh: RBAC: %s may not call %s %s on %s", caller.id, r.Method, r.URL.Path, p.self), start)
 			return
 		}
+	}
+	if lst.RateLimit != nil && !lst.RateLimit.BeforeRBAC && p.rateLimited(st, lst.Name, w, r, inbound, caller.workload, p.self, start) {
+		return
 	}
 	route, _ := lst.Route.Lookup(authority(r.Host), r.URL.Path)
 	if route == nil {

@@ -23,6 +23,7 @@ const (
 	HTTPConnectionManagerType = typePrefix + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 	RouterType                = typePrefix + "envoy.extensions.filters.http.router.v3.Router"
 	RBACFilterType            = typePrefix + "envoy.extensions.filters.http.rbac.v3.RBAC"
+	LocalRateLimitType        = typePrefix + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 	DownstreamTLSType         = typePrefix + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 	UpstreamTLSType           = typePrefix + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 	QUICDownstreamType        = typePrefix + "envoy.extensions.transport_sockets.quic.v3.QuicDownstreamTransport"
@@ -30,11 +31,29 @@ const (
 	HTTPProtocolOptionsType   = typePrefix + "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 )
 
-// Router is envoy.extensions.filters.http.router.v3.Router; the proxy reads
-// none of its fields.
-type Router struct{}
+// Router is envoy.extensions.filters.http.router.v3.Router. The proxy
+// reads none of its settings: statistics and tracing spans change nothing
+// a request gets, and the proxy never adds Envoy's informational x-envoy-*
+// headers (suppress_envoy_headers or not); what would change a request is
+// refused.
+type Router struct {
+	// Refused names the first field set that would: upstream access logs,
+	// upstream HTTP filters, header checks that refuse requests, a timeout
+	// taken from the caller's x-envoy-expected-rq-timeout-ms.
+	Refused string `json:"-"`
+}
 
-func (*Router) unmarshal([]byte) error { return nil }
+var routerRefused = map[protowire.Number]string{
+	3: "upstream_log", 9: "upstream_log_options", 8: "upstream_http_filters", 5: "strict_check_headers",
+	6: "respect_expected_rq_timeout",
+}
+
+func (m *Router) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		refuseSet(f, &m.Refused, routerRefused)
+		return nil
+	})
+}
 
 // decoders make the message of each type URL this package knows.
 var decoders = map[string]func() unmarshaler{
@@ -46,6 +65,7 @@ var decoders = map[string]func() unmarshaler{
 	HTTPConnectionManagerType: func() unmarshaler { return &HTTPConnectionManager{} },
 	RouterType:                func() unmarshaler { return &Router{} },
 	RBACFilterType:            func() unmarshaler { return &RBACFilter{} },
+	LocalRateLimitType:        func() unmarshaler { return &LocalRateLimit{} },
 	DownstreamTLSType:         func() unmarshaler { return &DownstreamTLSContext{} },
 	UpstreamTLSType:           func() unmarshaler { return &UpstreamTLSContext{} },
 	QUICDownstreamType:        func() unmarshaler { return &QUICDownstreamTransport{} },

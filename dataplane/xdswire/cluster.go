@@ -306,7 +306,13 @@ func (m *OutlierDetection) unmarshal(b []byte) error {
 type ClusterLoadAssignment struct {
 	ClusterName string                 `json:"clusterName,omitempty"`
 	Endpoints   []*LocalityLBEndpoints `json:"endpoints,omitempty"`
+	// Refused names the first policy the proxy does not apply: dropping a
+	// share of requests (drop_overloads), dropping endpoints not refreshed
+	// in time (endpoint_stale_after).
+	Refused string `json:"-"`
 }
+
+var claPolicyRefused = map[protowire.Number]string{2: "drop_overloads", 4: "endpoint_stale_after"}
 
 func (m *ClusterLoadAssignment) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
@@ -315,6 +321,14 @@ func (m *ClusterLoadAssignment) unmarshal(b []byte) error {
 			return f.str(&m.ClusterName)
 		case 2:
 			return msgs(f, &m.Endpoints)
+		case 4:
+			if err := f.want(protowire.BytesType); err != nil {
+				return err
+			}
+			return fields(f.b, func(g field) error {
+				refuseSet(g, &m.Refused, claPolicyRefused)
+				return nil
+			})
 		}
 		return nil
 	})
@@ -324,7 +338,13 @@ func (m *ClusterLoadAssignment) unmarshal(b []byte) error {
 type LocalityLBEndpoints struct {
 	Locality    *Locality     `json:"locality,omitempty"`
 	LBEndpoints []*LBEndpoint `json:"lbEndpoints,omitempty"`
+	// Refused names what the proxy does not do: priorities other than 0
+	// (Envoy keeps lower ones for failover), endpoints given another way
+	// (load_balancer_endpoints, LEDS).
+	Refused string `json:"-"`
 }
+
+var localityRefused = map[protowire.Number]string{5: "priority", 7: "load_balancer_endpoints", 8: "leds_cluster_locality_config"}
 
 func (m *LocalityLBEndpoints) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
@@ -334,6 +354,7 @@ func (m *LocalityLBEndpoints) unmarshal(b []byte) error {
 		case 2:
 			return msgs(f, &m.LBEndpoints)
 		}
+		refuseSet(f, &m.Refused, localityRefused)
 		return nil
 	})
 }

@@ -11,6 +11,7 @@ import (
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbac "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	rbacfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -340,5 +341,24 @@ func TestDecodesTheRequestIDSetting(t *testing.T) {
 		if (v == nil) != (got.GenerateRequestID == nil) || v != nil && *got.GenerateRequestID != v.Value {
 			t.Errorf("generate_request_id %v decoded as %v", v, got.GenerateRequestID)
 		}
+	}
+}
+
+// TestDecodesTheLocalRateLimit: the filter's fields the proxy reads agree
+// with go-control-plane's reading, the status by its enum name in JSON.
+func TestDecodesTheLocalRateLimit(t *testing.T) {
+	got := decodeLike(t, &ratelimitv3.LocalRateLimit{
+		StatPrefix:                     "inbound",
+		Status:                         &typev3.HttpStatus{Code: typev3.StatusCode_TooManyRequests},
+		TokenBucket:                    &typev3.TokenBucket{MaxTokens: 20, TokensPerFill: wrapperspb.UInt32(10), FillInterval: durationpb.New(time.Second)},
+		FilterEnabled:                  &core.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{Numerator: 100}, RuntimeKey: "k"},
+		FilterEnforced:                 &core.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{Numerator: 5000, Denominator: typev3.FractionalPercent_TEN_THOUSAND}},
+		RateLimitedAsResourceExhausted: true,
+	}).(*LocalRateLimit)
+	if got.Status.Code != 429 || got.TokenBucket.MaxTokens != 20 || *got.TokenBucket.TokensPerFill != 10 || got.FilterEnforced.DefaultValue.Of() != 0.5 || got.Refused != "" {
+		t.Errorf("decoded %+v", got)
+	}
+	if l := decodeLike(t, &ratelimitv3.LocalRateLimit{StatPrefix: "x", AlwaysConsumeDefaultTokenBucket: wrapperspb.Bool(true)}).(*LocalRateLimit); l.Refused != "always_consume_default_token_bucket" {
+		t.Errorf("always_consume_default_token_bucket true: Refused %q", l.Refused)
 	}
 }
