@@ -21,8 +21,14 @@ const CallerHeader = "x-mesh-caller"
 // its sidecar verified it, or "" when the call did not come through the
 // mesh.
 func Caller(ctx context.Context) string {
-	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get(CallerHeader); len(v) == 1 {
+	return incoming(ctx, CallerHeader)
+}
+
+// incoming returns the one value of metadata key in ctx's incoming
+// metadata, "" when there is none or more than one. It reads the key
+// alone (metadata.FromIncomingContext would copy the whole map per call).
+func incoming(ctx context.Context, key string) string {
+	if v := metadata.ValueFromIncomingContext(ctx, key); len(v) == 1 {
 		return v[0]
 	}
 	return ""
@@ -38,11 +44,7 @@ const RequestIDHeader = "x-request-id"
 // connections from Dial carry it on, so one ID ties together the log
 // lines of every service a request reaches.
 func RequestID(ctx context.Context) string {
-	md, _ := metadata.FromIncomingContext(ctx)
-	if v := md.Get(RequestIDHeader); len(v) == 1 {
-		return v[0]
-	}
-	return ""
+	return incoming(ctx, RequestIDHeader)
 }
 
 // withRequestID returns ctx with the served request's ID in its outgoing
