@@ -20,9 +20,13 @@ import (
 // fields, oneof alternatives set twice, unknown fields). The seeds are the
 // resources the control plane builds, so mutations start from real ones.
 func FuzzDecode(f *testing.F) {
+	limited := xds.DefaultPolicy // the proxy's own service: its listeners carry a rate limit
+	limited.RateLimit, limited.RateLimitBurst = 10, 3
 	m := &xds.Mesh{TrustDomain: "td", Roots: []byte("roots"), Services: []xds.Service{
 		{Name: "a", Namespace: "default", Protocol: xds.ProtocolGRPC, Endpoints: []xds.Endpoint{
 			{ID: "a1", Address: "10.0.0.1", Port: 1, QUICPort: 1, Kind: xds.KindBuiltin, Health: xds.HealthPassing}}},
+		{Name: "c", Namespace: "default", Protocol: xds.ProtocolHTTP, Policy: limited, Endpoints: []xds.Endpoint{
+			{ID: "c1", Address: "10.0.0.2", Port: 2, QUICPort: 2, Kind: xds.KindBuiltin, Health: xds.HealthPassing}}},
 	}}
 	r, err := xds.Build(m, xds.Proxy{NodeID: "n", Namespace: "default", Service: "c", Kind: xds.KindBuiltin,
 		InboundPort: 2, OutboundPort: 3, AppPort: 4, AppProtocol: xds.ProtocolHTTP, CertDir: "/c"})
