@@ -3,7 +3,6 @@ package service_test
 import (
 	"context"
 	"log/slog"
-	"net"
 	"strings"
 	"testing"
 
@@ -45,15 +44,8 @@ func serve(t *testing.T, name string, register func(*grpc.Server)) (addr string,
 	logs = &syncbuf.Buffer{}
 	srv := service.New(service.Name(name), service.Logger(slog.New(slog.NewTextHandler(logs, nil))))
 	register(srv.Server())
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, lis) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return lis.Addr().String(), logs
+	addr, _ = serveOn(t, srv)
+	return addr, logs
 }
 
 // A call a service makes while serving one carries the served request's

@@ -45,6 +45,25 @@ func (h slowHello) Call(ctx context.Context, req *pb.CallRequest) (*pb.CallRespo
 	return h.Helloworld.Call(ctx, req)
 }
 
+// serveOn serves srv on a loopback port until the test ends; stop ends
+// it sooner and returns what Serve returned.
+func serveOn(t *testing.T, srv *service.Service) (addr string, stop func() error) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, lis) }()
+	stop = sync.OnceValue(func() error {
+		cancel()
+		return <-done
+	})
+	t.Cleanup(func() { _ = stop() })
+	return lis.Addr().String(), stop
+}
+
 // start serves helloworld (slowHello) with the framework and returns a
 // client connection, the logs and a stop function that waits for Serve.
 func start(t *testing.T) (*grpc.ClientConn, *syncbuf.Buffer, func() error, chan struct{}) {
@@ -54,19 +73,8 @@ func start(t *testing.T) (*grpc.ClientConn, *syncbuf.Buffer, func() error, chan 
 	srv := service.New(service.Name("helloworld"), service.Version("v1"), service.GracePeriod(5*time.Second),
 		service.Logger(slog.New(slog.NewTextHandler(logs, nil))))
 	pb.RegisterHelloworldServer(srv.Server(), slowHello{started: started})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, lis) }()
-	stop := sync.OnceValue(func() error {
-		cancel()
-		return <-done
-	})
-	t.Cleanup(func() { _ = stop() })
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	addr, stop := serveOn(t, srv)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
