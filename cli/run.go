@@ -109,7 +109,7 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 	f.Uint32Var(&o.instances, "instances", 1, "instances to run")
 	f.StringArrayVar(&o.env, "env", nil, "environment variable for the app, KEY=VALUE (repeatable)")
 	f.StringVar(&o.version, "version", "", "version to show (default: the git commit, or the build's hash)")
-	f.StringToStringVar(&o.policy, "policy", nil, "traffic policy — what the service's callers apply, and rate_limit (requests/s) each instance enforces —, key=value, repeatable (keys: "+strings.Join(policyKeys(), ", ")+"); PATH:key=value for the requests of one path, PATH* for a prefix (timeout, per_try_timeout, retries)")
+	f.StringToStringVar(&o.policy, "policy", nil, "traffic policy — what the service's callers apply, and rate_limit (requests/s) each instance enforces —, key=value, repeatable (keys: "+strings.Join(policyKeys(), ", ")+"); PATH:key=value for the requests of one path, PATH* for a prefix (timeout, per_try_timeout, retries, rate_limit, rate_limit_burst)")
 	return cmd
 }
 

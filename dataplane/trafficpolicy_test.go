@@ -119,3 +119,29 @@ func TestAServicesRateLimit(t *testing.T) {
 		t.Errorf("b's metrics lack the rate-limited count:\n%s", grep(m, "rate_limited"))
 	}
 }
+
+// A path's own rate limit ('/export/*:rate_limit=1'): its requests draw
+// from its bucket alone; the rest of the service is not limited.
+func TestAPathsRateLimit(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("{}")) }))
+	t.Cleanup(app.Close)
+	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
+	cp.StartSidecar("default", "b", meshtest.WithApp(app.Listener.Addr().String(), "http"),
+		meshtest.WithOptions(func(o *dataplane.Options) { o.Policy = map[string]string{"/export/*:rate_limit": "1"} }))
+
+	waitFor(t, "b's sidecar to limit /export/", func() bool {
+		resp, _ := call(t, a.Info.Outbound, "b", "/export/all", nil)
+		return resp.StatusCode == http.StatusTooManyRequests
+	})
+	for i := range 20 {
+		if resp, e := call(t, a.Info.Outbound, "b", "/report", nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("call %d to /report, a path without a limit: %d %q", i, resp.StatusCode, e.Body)
+		}
+	}
+	// Quick calls past the bucket of 1: refused, naming the path's limit.
+	call(t, a.Info.Outbound, "b", "/export/all", nil)
+	if resp, e := call(t, a.Info.Outbound, "b", "/export/all", nil); resp.StatusCode != http.StatusTooManyRequests || !strings.Contains(e.Body, "takes 1 requests/s on this instance (bursts of up to 1)") {
+		t.Errorf("/export/all right after another: %d %q, want 429 naming the path's limit", resp.StatusCode, e.Body)
+	}
+}

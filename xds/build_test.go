@@ -32,7 +32,9 @@ func testMesh() *Mesh {
 				{ID: "g1", Address: "10.0.0.5", Port: 7000, Kind: KindProxyless, Health: HealthPassing},
 				{ID: "g2", Address: "10.0.0.6", Port: 7000, Kind: KindProxyless, Health: HealthCritical},
 			}},
-			{Name: "hello", Namespace: "default", Protocol: ProtocolGRPC, Policy: helloPolicy(), Endpoints: []Endpoint{
+			{Name: "hello", Namespace: "default", Protocol: ProtocolGRPC, Policy: helloPolicy(), Routes: []RoutePolicy{
+				{Path: "/pkg.Hello/Expensive", RateLimit: 2, RateLimitBurst: 1},
+			}, Endpoints: []Endpoint{
 				{ID: "h1", Address: "10.0.0.1", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Health: HealthPassing, Region: "eu", Zone: "eu-1a", Weight: 2},
 				{ID: "h2", Address: "10.0.0.2", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Health: HealthWarning, Region: "eu", Zone: "eu-1b"},
 			}},

@@ -75,26 +75,40 @@ func (b *builder) inboundFilters() []*hcm.HttpFilter {
 	fs := []*hcm.HttpFilter{
 		{Name: wellknown.HTTPRoleBasedAccessControl, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: toAny(&rbacfilter.RBAC{Rules: b.inboundRBAC()})}},
 	}
-	if rl := b.rateLimit(); rl != nil {
-		fs = append(fs, &hcm.HttpFilter{Name: "envoy.filters.http.local_ratelimit", ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: toAny(rl)}})
+	if s := b.ownService(); s != nil && (s.Policy.RateLimit > 0 || hasPathRateLimit(s)) {
+		// Without a service-wide limit the filter has no bucket of its
+		// own: only paths with a limit are limited.
+		rl := &ratelimitv3.LocalRateLimit{StatPrefix: RateLimitStatPrefix}
+		if s.Policy.RateLimit > 0 {
+			rl = localRateLimit(RateLimitStatPrefix, s.Policy.RateLimit, s.Policy.RateLimitBurst)
+		}
+		fs = append(fs, &hcm.HttpFilter{Name: RateLimitFilter, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: toAny(rl)}})
 	}
 	return append(fs, routerFilter())
+}
+
+// RateLimitFilter is the name of the inbound listeners' rate limit
+// filter, which routes' own limits refer to.
+const RateLimitFilter = "envoy.filters.http.local_ratelimit"
+
+func hasPathRateLimit(s *Service) bool {
+	for _, rp := range s.Routes {
+		if rp.RateLimit > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // RateLimitStatPrefix names the inbound listeners' rate limit.
 const RateLimitStatPrefix = "inbound_rate_limit"
 
-// rateLimit is the proxy's service's rate limit as Envoy's local rate
-// limit filter, or nil: a bucket of the burst, refilled at the rate, each
-// fill no larger than the bucket (older Envoys refill by timer, in whole
-// fills); enforced on every request; gRPC callers get RESOURCE_EXHAUSTED,
-// which they do not retry.
-func (b *builder) rateLimit() *ratelimitv3.LocalRateLimit {
-	s := b.ownService()
-	if s == nil || s.Policy.RateLimit == 0 {
-		return nil
-	}
-	rate, burst := s.Policy.RateLimit, s.Policy.RateLimitBurst
+// localRateLimit is a rate limit as Envoy's local rate limit filter
+// config: a bucket of the burst, refilled at the rate, each fill no larger
+// than the bucket (older Envoys refill by timer, in whole fills); enforced
+// on every request; gRPC callers get RESOURCE_EXHAUSTED, which they do not
+// retry.
+func localRateLimit(statPrefix string, rate, burst uint32) *ratelimitv3.LocalRateLimit {
 	if burst == 0 {
 		burst = rate
 	}
@@ -104,7 +118,7 @@ func (b *builder) rateLimit() *ratelimitv3.LocalRateLimit {
 	}
 	all := &core.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{Numerator: 100, Denominator: typev3.FractionalPercent_HUNDRED}}
 	return &ratelimitv3.LocalRateLimit{
-		StatPrefix:                     RateLimitStatPrefix,
+		StatPrefix:                     statPrefix,
 		TokenBucket:                    &typev3.TokenBucket{MaxTokens: burst, TokensPerFill: wrapperspb.UInt32(perFill), FillInterval: durationpb.New(every)},
 		FilterEnabled:                  all,
 		FilterEnforced:                 all,

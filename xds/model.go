@@ -67,6 +67,10 @@ type RoutePolicy struct {
 	Timeout       time.Duration
 	PerTryTimeout time.Duration
 	Retries       uint32
+	// RateLimit and RateLimitBurst: the path's own limit at each instance
+	// (0: the path draws from the service's, if any), as Policy's.
+	RateLimit      uint32
+	RateLimitBurst uint32
 }
 
 // Endpoint is one instance of a service.

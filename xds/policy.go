@@ -62,7 +62,7 @@ func countKey(field func(*Policy) *uint32, least, most uint64) func(*Policy, str
 // routeKeys are the policy keys a path may set: the route's; the others
 // (breakers, load balancing, outlier detection) belong to the service's
 // cluster.
-var routeKeys = map[string]bool{"timeout": true, "per_try_timeout": true, "retries": true}
+var routeKeys = map[string]bool{"timeout": true, "per_try_timeout": true, "retries": true, "rate_limit": true, "rate_limit_burst": true}
 
 // maxRouteEntries bounds a service's path entries (Consul takes 64
 // metadata keys per instance).
@@ -116,7 +116,7 @@ func PolicyFromMetadata(md map[string]string) (Policy, []RoutePolicy, error) {
 			if _, known := policyKeys[name]; known {
 				return DefaultPolicy, nil, fmt.Errorf("policy %s: %s applies to the whole service, not to one path (set it without a path)", key, name)
 			}
-			return DefaultPolicy, nil, fmt.Errorf("policy %s: %q is not a key a path can set (timeout, per_try_timeout, retries)", key, name)
+			return DefaultPolicy, nil, fmt.Errorf("policy %s: %q is not a key a path can set (timeout, per_try_timeout, retries, rate_limit, rate_limit_burst)", key, name)
 		}
 		rp := byPath[path]
 		if rp == nil {
@@ -129,7 +129,10 @@ func PolicyFromMetadata(md map[string]string) (Policy, []RoutePolicy, error) {
 	}
 	routes := make([]RoutePolicy, 0, len(byPath))
 	for path, rp := range byPath {
-		r := RoutePolicy{Path: path, Timeout: rp.Timeout, PerTryTimeout: rp.PerTryTimeout, Retries: rp.Retries}
+		if err := rp.checkRateLimit(); err != nil {
+			return DefaultPolicy, nil, fmt.Errorf("policy for %s: %w", path, err)
+		}
+		r := RoutePolicy{Path: path, Timeout: rp.Timeout, PerTryTimeout: rp.PerTryTimeout, Retries: rp.Retries, RateLimit: rp.RateLimit, RateLimitBurst: rp.RateLimitBurst}
 		r.Path, r.Prefix = strings.CutSuffix(path, "*")
 		routes = append(routes, r)
 	}

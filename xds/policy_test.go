@@ -26,18 +26,18 @@ func TestPolicyFromMetadata(t *testing.T) {
 		t.Errorf("no keys: %+v, %+v, %v; want the default policy", p, routes, err)
 	}
 	for md, mention := range map[string]string{
-		"policy_timeout=2":               `"2" is not a duration`,
-		"policy_timeout=-1s":             "outside",
-		"policy_retries=11":              "from 0 to 10",
-		"policy_max_requests=0":          "from 1 to",
-		"policy_max_ejection_percent=x":  "whole number",
-		"policy_lb=random":               "round_robin or least_request",
-		"policy_timout=1s":               `policy key "policy_timout" is not one of`,
-		"policy_route_0=/a:timeout":      "is not PATH:KEY=VALUE",
-		"policy_route_0=/a=1s":           "is not PATH:KEY=VALUE",
-		"policy_rate_limit=0":            "from 1 to 1000000",
-		"policy_rate_limit_burst=10":     "rate_limit_burst needs policy_rate_limit",
-		"policy_route_0=/a:rate_limit=5": "applies to the whole service",
+		"policy_timeout=2":                     `"2" is not a duration`,
+		"policy_timeout=-1s":                   "outside",
+		"policy_retries=11":                    "from 0 to 10",
+		"policy_max_requests=0":                "from 1 to",
+		"policy_max_ejection_percent=x":        "whole number",
+		"policy_lb=random":                     "round_robin or least_request",
+		"policy_timout=1s":                     `policy key "policy_timout" is not one of`,
+		"policy_route_0=/a:timeout":            "is not PATH:KEY=VALUE",
+		"policy_route_0=/a=1s":                 "is not PATH:KEY=VALUE",
+		"policy_rate_limit=0":                  "from 1 to 1000000",
+		"policy_rate_limit_burst=10":           "rate_limit_burst needs policy_rate_limit",
+		"policy_route_0=/a:rate_limit_burst=5": "policy for /a: policy key policy_rate_limit_burst needs policy_rate_limit",
 	} {
 		k, v, _ := strings.Cut(md, "=")
 		_, _, err := PolicyFromMetadata(map[string]string{k: v})
@@ -53,6 +53,11 @@ func TestRateLimitPolicy(t *testing.T) {
 	p, _, err := PolicyFromMetadata(map[string]string{"policy_rate_limit": "100", "policy_rate_limit_burst": "5"})
 	if err != nil || p.RateLimit != 100 || p.RateLimitBurst != 5 {
 		t.Errorf("rate 100, burst 5: %+v, %v", p, err)
+	}
+	// A path's own limit: its own bucket, not the service's numbers.
+	_, routes, err := PolicyFromMetadata(map[string]string{"policy_rate_limit": "100", "policy_route_0": "/export/*:rate_limit=2"})
+	if err != nil || len(routes) != 1 || routes[0].RateLimit != 2 || routes[0].RateLimitBurst != 0 || routes[0].Path != "/export/" || !routes[0].Prefix {
+		t.Errorf("a path's rate limit: %+v, %v", routes, err)
 	}
 	if _, _, err := PolicyFromMetadata(map[string]string{"policy_rate_limit": "100", "policy_rate_limit_burst": "4"}); err == nil ||
 		!strings.Contains(err.Error(), "policy_rate_limit_burst 4 is under 50 ms of policy_rate_limit 100: at least 5") {

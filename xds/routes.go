@@ -1,10 +1,12 @@
 package xds
 
 import (
+	"fmt"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 // retryOn lists the failures a caller retries: connection failures, resets
@@ -84,18 +86,37 @@ func routeAction(s *Service, timeout, perTry time.Duration, retries uint32) *rou
 // inboundRoute sends everything to the local app, replacing any caller
 // header a client sent with the verified peer's SPIFFE ID.
 func (b *builder) inboundRoute() *route.RouteConfiguration {
+	toApp := &route.Route_Route{Route: &route.RouteAction{
+		ClusterSpecifier: &route.RouteAction_Cluster{Cluster: AppCluster},
+		Timeout:          duration(0), // the caller's timeout governs
+	}}
+	var routes []*route.Route
+	if s := b.ownService(); s != nil {
+		// A path with a rate limit of its own: its requests draw from its
+		// bucket, not the service's (Envoy's per-route filter settings).
+		for i, rp := range s.Routes {
+			if rp.RateLimit == 0 {
+				continue
+			}
+			match := &route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: rp.Path}}
+			if rp.Prefix {
+				match.PathSpecifier = &route.RouteMatch_Prefix{Prefix: rp.Path}
+			}
+			limit := localRateLimit(fmt.Sprintf("%s_path_%d", RateLimitStatPrefix, i), rp.RateLimit, rp.RateLimitBurst)
+			routes = append(routes, &route.Route{Match: match, Action: toApp,
+				TypedPerFilterConfig: map[string]*anypb.Any{RateLimitFilter: toAny(limit)}})
+		}
+	}
+	routes = append(routes, &route.Route{
+		Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+		Action: toApp,
+	})
 	return &route.RouteConfiguration{
 		Name: InboundRoute,
 		VirtualHosts: []*route.VirtualHost{{
-			Name:    "app",
-			Domains: []string{"*"},
-			Routes: []*route.Route{{
-				Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
-				Action: &route.Route_Route{Route: &route.RouteAction{
-					ClusterSpecifier: &route.RouteAction_Cluster{Cluster: AppCluster},
-					Timeout:          duration(0), // the caller's timeout governs
-				}},
-			}},
+			Name:                   "app",
+			Domains:                []string{"*"},
+			Routes:                 routes,
 			RequestHeadersToRemove: []string{callerHeader},
 			RequestHeadersToAdd: []*core.HeaderValueOption{{
 				Header:       &core.HeaderValue{Key: callerHeader, Value: "%DOWNSTREAM_PEER_URI_SAN%"},

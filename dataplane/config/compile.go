@@ -126,10 +126,12 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 		if m.RDS == nil || m.RDS.RouteConfigName == "" {
 			return errors.New("the outbound listener must take its routes by RDS")
 		}
-		c.Outbound = &Outbound{Name: l.Name, Address: addr, Route: m.RDS.RouteConfigName, RequestID: requestID, RateLimit: filters.rateLimit}
+		c.Outbound = &Outbound{Name: l.Name, Address: addr, Route: m.RDS.RouteConfigName, RequestID: requestID,
+			RateLimit: filters.rateLimit, RateLimitFilter: filters.rateLimitFilter, RateLimitBeforeRBAC: filters.rateLimitBeforeRBAC}
 		return nil
 	}
-	in := &Inbound{Name: l.Name, Address: addr, UDP: udp, RBAC: filters.rbac, RequestID: requestID, RateLimit: filters.rateLimit}
+	in := &Inbound{Name: l.Name, Address: addr, UDP: udp, RBAC: filters.rbac, RequestID: requestID,
+		RateLimit: filters.rateLimit, RateLimitFilter: filters.rateLimitFilter, RateLimitBeforeRBAC: filters.rateLimitBeforeRBAC}
 	switch m.ForwardClientCertDetails {
 	case xdswire.XFCCSanitize:
 	case xdswire.XFCCSanitizeSet:
@@ -273,8 +275,10 @@ func checkClientValidation(ctc *xdswire.CommonTLSContext) error {
 }
 
 type httpFilters struct {
-	rbac      *RBAC
-	rateLimit *RateLimit
+	rbac                *RBAC
+	rateLimit           *RateLimit
+	rateLimitFilter     string
+	rateLimitBeforeRBAC bool
 }
 
 func compileHTTPFilters(fs []*xdswire.HTTPFilter) (httpFilters, error) {
@@ -306,19 +310,22 @@ func compileHTTPFilters(fs []*xdswire.HTTPFilter) (httpFilters, error) {
 			}
 			out.rbac = compiled
 		case xdswire.LocalRateLimitType:
-			if out.rateLimit != nil {
+			if out.rateLimitFilter != "" {
 				return out, errors.New("a second local_ratelimit filter is not supported")
+			}
+			if f.Name == "" {
+				return out, errors.New("a local_ratelimit filter needs a name (routes' settings refer to it)")
 			}
 			l, err := typed[*xdswire.LocalRateLimit](f.TypedConfig, xdswire.LocalRateLimitType)
 			if err != nil {
 				return out, err
 			}
-			if out.rateLimit, err = compileRateLimit(l); err != nil {
+			// The listener's token bucket may be left out: only routes
+			// with settings of their own are limited then.
+			if out.rateLimit, err = compileRateLimit(l, false); err != nil {
 				return out, fmt.Errorf("HTTP filter %q: %w", f.Name, err)
 			}
-			if out.rateLimit != nil {
-				out.rateLimit.BeforeRBAC = out.rbac == nil
-			}
+			out.rateLimitFilter, out.rateLimitBeforeRBAC = f.Name, out.rbac == nil
 		default:
 			if f.IsOptional {
 				continue
@@ -334,7 +341,7 @@ func compileHTTPFilters(fs []*xdswire.HTTPFilter) (httpFilters, error) {
 // says 100 % too (a runtime key changes nothing: the proxy has no
 // runtime, and Envoy uses the default when the key is unset); shares
 // between 0 and 100 % are refused. nil: the filter is off.
-func compileRateLimit(l *xdswire.LocalRateLimit) (*RateLimit, error) {
+func compileRateLimit(l *xdswire.LocalRateLimit, needBucket bool) (*RateLimit, error) {
 	if l.Refused != "" {
 		return nil, fmt.Errorf("local_ratelimit %s is not supported", l.Refused)
 	}
@@ -360,6 +367,9 @@ func compileRateLimit(l *xdswire.LocalRateLimit) (*RateLimit, error) {
 		return nil, err
 	}
 	tb := l.TokenBucket
+	if tb == nil && !needBucket {
+		return nil, nil
+	}
 	if tb == nil || tb.MaxTokens == 0 || tb.FillInterval.D() <= 0 {
 		return nil, errors.New("local_ratelimit needs a token bucket with max_tokens and fill_interval")
 	}
@@ -448,6 +458,20 @@ func compileRoute(vh *xdswire.VirtualHost, rt *xdswire.Route) (*Route, error) {
 	}
 	if action.Refused != "" {
 		return nil, fmt.Errorf("%s is not supported", action.Refused)
+	}
+	for name, a := range rt.TypedPerFilterConfig {
+		l, ok := a.Msg.(*xdswire.LocalRateLimit)
+		if !ok {
+			return nil, fmt.Errorf("typed_per_filter_config %q (%s) is not supported (only a local rate limit's)", name, a.TypeURL)
+		}
+		if r.RateLimitFilter != "" {
+			return nil, errors.New("typed_per_filter_config: a second local rate limit is not supported")
+		}
+		rl, err := compileRateLimit(l, true) // a route's settings need their bucket, as Envoy's
+		if err != nil {
+			return nil, fmt.Errorf("typed_per_filter_config %q: %w", name, err)
+		}
+		r.RateLimitFilter, r.RateLimit = name, rl
 	}
 	r.Cluster, r.Timeout = action.Cluster, action.Timeout.D()
 	if action.Timeout == nil {

@@ -225,8 +225,11 @@ func TestCompileRefusesWhatItCannotHonour(t *testing.T) {
 			r.Routes[0].VirtualHosts[0].RetryPolicy = &route.RetryPolicy{RetryOn: "5xx"}
 		}, "retry_policy is not supported"},
 		{"per-route filter config", func(r *envoyResources) {
-			r.Routes[0].VirtualHosts[0].Routes[0].TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.rbac": {}}
-		}, "typed_per_filter_config is not supported"},
+			r.Routes[0].VirtualHosts[0].Routes[0].TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.rbac": mustAny(t, &rbacfilter.RBACPerRoute{})}
+		}, `typed_per_filter_config "envoy.filters.http.rbac" (type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute) is not supported (only a local rate limit's)`},
+		{"a route's rate limit without its bucket", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].Routes[0].TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.local_ratelimit": mustAny(t, &ratelimitv3.LocalRateLimit{StatPrefix: "x", FilterEnabled: percent(100)})}
+		}, "needs a token bucket"},
 		{"prefix rewrite", func(r *envoyResources) {
 			r.Routes[0].VirtualHosts[0].Routes[0].GetRoute().PrefixRewrite = "/v2/"
 		}, "prefix_rewrite is not supported"},
@@ -833,7 +836,6 @@ func TestLocalRateLimitAsEnvoys(t *testing.T) {
 		{"half enforced", &ratelimitv3.LocalRateLimit{StatPrefix: "x", TokenBucket: bucket, FilterEnabled: percent(100), FilterEnforced: percent(50)}, "filter_enforced of 50% is not supported"},
 		{"descriptors", &ratelimitv3.LocalRateLimit{StatPrefix: "x", TokenBucket: bucket, Descriptors: []*commonratelimit.LocalRateLimitDescriptor{{Entries: []*commonratelimit.RateLimitDescriptor_Entry{{Key: "k"}}}}}, "descriptors is not supported"},
 		{"per connection", &ratelimitv3.LocalRateLimit{StatPrefix: "x", TokenBucket: bucket, LocalRateLimitPerDownstreamConnection: true}, "local_rate_limit_per_downstream_connection is not supported"},
-		{"no bucket", &ratelimitv3.LocalRateLimit{StatPrefix: "x", FilterEnabled: percent(100)}, "needs a token bucket"},
 		{"fills too often", &ratelimitv3.LocalRateLimit{StatPrefix: "x", FilterEnabled: percent(100),
 			TokenBucket: &typev3.TokenBucket{MaxTokens: 1, FillInterval: durationpb.New(10 * time.Millisecond)}}, "under Envoy's minimum of 50ms"},
 		{"a status that is no error", &ratelimitv3.LocalRateLimit{StatPrefix: "x", TokenBucket: bucket, FilterEnabled: percent(100),
@@ -849,6 +851,36 @@ func TestLocalRateLimitAsEnvoys(t *testing.T) {
 	}
 }
 
+// A route's own local rate limit settings (typed_per_filter_config under
+// the filter's name) replace the listener's for its requests, as in
+// Envoy: with a bucket of their own, or none when not enabled; the
+// listener's filter may then come without a bucket.
+func TestRoutesOwnRateLimit(t *testing.T) {
+	bucket := &typev3.TokenBucket{MaxTokens: 2, FillInterval: durationpb.New(time.Second)}
+	r := meshFor(t, "default", "client")
+	withRateLimit(t, &r, "outbound", &ratelimitv3.LocalRateLimit{StatPrefix: "no_bucket"})
+	routes := r.Routes[0].VirtualHosts[0].Routes
+	routes[0].TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.local_ratelimit": mustAny(t, &ratelimitv3.LocalRateLimit{
+		StatPrefix: "route", TokenBucket: bucket, FilterEnabled: percent(100), FilterEnforced: percent(100)})}
+	c, err := Compile(r.wire(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Outbound.RateLimit != nil || c.Outbound.RateLimitFilter != "envoy.filters.http.local_ratelimit" {
+		t.Errorf("outbound: limit %+v, filter %q; want no listener bucket, the filter named", c.Outbound.RateLimit, c.Outbound.RateLimitFilter)
+	}
+	var limited *Route
+	for _, rt := range c.Routes[r.Routes[0].Name].Routes() {
+		if rt.RateLimit != nil {
+			limited = rt
+		}
+	}
+	want := RateLimit{Name: "route", MaxTokens: 2, TokensPerFill: 1, FillInterval: time.Second, Status: 429, Enforced: true}
+	if limited == nil || *limited.RateLimit != want || limited.RateLimitFilter != "envoy.filters.http.local_ratelimit" {
+		t.Errorf("the route's limit: %+v", limited)
+	}
+}
+
 // The control plane's rate limit for a service (xds.Policy.RateLimit)
 // compiles into one limit on both inbound listeners of its built-in
 // sidecars, after RBAC.
@@ -856,7 +888,9 @@ func TestTheServicesRateLimitCompiles(t *testing.T) {
 	policy := xds.DefaultPolicy
 	policy.RateLimit, policy.RateLimitBurst = 100, 10
 	m := &xds.Mesh{TrustDomain: "micromesh.local", Roots: []byte("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"), Services: []xds.Service{
-		{Name: "client", Namespace: "default", Protocol: xds.ProtocolHTTP, Policy: policy, Endpoints: []xds.Endpoint{
+		{Name: "client", Namespace: "default", Protocol: xds.ProtocolHTTP, Policy: policy, Routes: []xds.RoutePolicy{
+			{Path: "/export/", Prefix: true, RateLimit: 1},
+		}, Endpoints: []xds.Endpoint{
 			{ID: "c1", Address: "10.0.0.1", Port: 18443, QUICPort: 18443, Kind: xds.KindBuiltin, Health: xds.HealthPassing},
 		}},
 	}}
@@ -877,5 +911,12 @@ func TestTheServicesRateLimitCompiles(t *testing.T) {
 	}
 	if c.Outbound.RateLimit != nil {
 		t.Errorf("the outbound listener got a rate limit: %+v", c.Outbound.RateLimit)
+	}
+	// The path's own limit replaces the service's for its requests.
+	for _, in := range []*Inbound{c.Inbound, c.InboundQUIC} {
+		r, _ := in.Route.Lookup("b", "/export/x")
+		if r == nil || r.RateLimitFilter != in.RateLimitFilter || r.RateLimit == nil || r.RateLimit.MaxTokens != 1 || r.RateLimit.FillInterval != time.Second {
+			t.Errorf("%s: /export/ route %+v, want its own limit of 1/s under the listener's filter %q", in.Name, r, in.RateLimitFilter)
+		}
 	}
 }

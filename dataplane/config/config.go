@@ -59,8 +59,13 @@ type Outbound struct {
 	// RequestID: a request with no x-request-id gets one (a random UUID),
 	// as Envoy's generate_request_id (on unless the listener turns it off).
 	RequestID bool
-	// RateLimit is the listener's local rate limit, nil for none.
-	RateLimit *RateLimit
+	// RateLimit is the listener's local rate limit, nil for none;
+	// RateLimitFilter the rate limit filter's name ("" without one: routes'
+	// own limits need it), RateLimitBeforeRBAC whether it comes before the
+	// RBAC filter (requests the rules deny draw tokens too).
+	RateLimit           *RateLimit
+	RateLimitFilter     string
+	RateLimitBeforeRBAC bool
 }
 
 // RateLimit is Envoy's local rate limit filter on a listener: a token
@@ -79,9 +84,6 @@ type RateLimit struct {
 	// ResourceExhausted answers gRPC callers RESOURCE_EXHAUSTED (which
 	// callers do not retry) instead of UNAVAILABLE.
 	ResourceExhausted bool
-	// BeforeRBAC: the filter comes before the RBAC filter (requests the
-	// rules deny draw tokens too).
-	BeforeRBAC bool
 }
 
 // Inbound is a listener taking mTLS traffic from other proxies.
@@ -103,7 +105,10 @@ type Inbound struct {
 	XFCCURI bool
 	// RequestID: as Outbound.RequestID (a caller's x-request-id is kept).
 	RequestID bool
-	RateLimit *RateLimit // nil for none
+	// RateLimit, RateLimitFilter, RateLimitBeforeRBAC: as Outbound's.
+	RateLimit           *RateLimit
+	RateLimitFilter     string
+	RateLimitBeforeRBAC bool
 }
 
 // RouteTable routes by authority, then path.
@@ -135,6 +140,15 @@ func (t *RouteTable) Lookup(host, path string) (r *Route, known bool) {
 	return nil, true
 }
 
+// Routes returns every route of the table (for state kept per route).
+func (t *RouteTable) Routes() []*Route {
+	var out []*Route
+	for _, rs := range t.exact {
+		out = append(out, rs...)
+	}
+	return append(out, t.wildcard...)
+}
+
 // PathMatch is a route's condition on the path: an exact path or a prefix,
 // with or without case.
 type PathMatch struct {
@@ -163,6 +177,12 @@ type Route struct {
 	// HeadersToRemove are removed from the request, then HeadersToAdd set.
 	HeadersToRemove []string
 	HeadersToAdd    []HeaderValue
+	// RateLimitFilter names the local rate limit filter whose settings
+	// this route replaces ("" for none): on a listener with that filter,
+	// the route's requests draw from RateLimit, the route's own bucket
+	// (nil: not limited), instead of the listener's.
+	RateLimitFilter string
+	RateLimit       *RateLimit
 }
 
 // HeaderValue is a header to set; Value may be "%DOWNSTREAM_PEER_URI_SAN%".

@@ -52,7 +52,7 @@ type Proxy struct {
 type state struct {
 	cfg       *config.Config
 	upstreams map[string]*upstream
-	buckets   map[string]*bucket // local rate limits by listener
+	limits    *limits // local rate limits with their buckets
 }
 
 // Options configure New.
@@ -125,11 +125,11 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	defer p.mu.Unlock()
 	prev := p.state.Load()
 	next := &state{cfg: cfg, upstreams: make(map[string]*upstream, len(cfg.Clusters))}
-	var prevBuckets map[string]*bucket
+	var prevLimits *limits
 	if prev != nil {
-		prevBuckets = prev.buckets
+		prevLimits = prev.limits
 	}
-	next.buckets = keepBuckets(prevBuckets, cfg)
+	next.limits = keepLimits(prevLimits, cfg)
 	for name, c := range cfg.Clusters {
 		var old *upstream
 		if prev != nil {
@@ -222,16 +222,22 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	if st.cfg.Outbound.RequestID {
 		ensureRequestID(r.Header)
 	}
-	if p.rateLimited(st, st.cfg.Outbound.Name, w, r, outbound, p.self, authority(r.Host), start) {
+	o := st.cfg.Outbound
+	routes := st.cfg.Routes[o.Route]
+	host := authority(r.Host)
+	var route *config.Route
+	known := false
+	if routes != nil {
+		route, known = routes.Lookup(host, r.URL.Path)
+	}
+	// The rate limit filter comes before the router and its replies.
+	if p.rateLimited(st.limits.bucketFor(o.RateLimitFilter, route, st.limits.listeners[o.Name]), w, r, outbound, p.self, host, start) {
 		return
 	}
-	routes := st.cfg.Routes[st.cfg.Outbound.Route]
 	if routes == nil {
 		p.local(w, r, outbound, "", http.StatusServiceUnavailable, "micromesh: the sidecar has not received its routes yet", start)
 		return
 	}
-	host := authority(r.Host)
-	route, known := routes.Lookup(host, r.URL.Path)
 	if !known {
 		p.local(w, r, outbound, host, http.StatusServiceUnavailable,
 			fmt.Sprintf("micromesh: %q is not a service in the mesh this workload can call (it can call: %s)", host, strings.Join(routes.Hosts, ", ")), start)
@@ -291,7 +297,9 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Header["X-Forwarded-Client-Cert"] = []string{v}
 	}
-	if lst.RateLimit != nil && lst.RateLimit.BeforeRBAC && p.rateLimited(st, lst.Name, w, r, inbound, caller.workload, p.self, start) {
+	route, _ := lst.Route.Lookup(authority(r.Host), r.URL.Path)
+	limit := st.limits.bucketFor(lst.RateLimitFilter, route, st.limits.listeners[lst.Name])
+	if lst.RateLimitBeforeRBAC && p.rateLimited(limit, w, r, inbound, caller.workload, p.self, start) {
 		return
 	}
 	if lst.RBAC != nil {
@@ -302,10 +310,9 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if lst.RateLimit != nil && !lst.RateLimit.BeforeRBAC && p.rateLimited(st, lst.Name, w, r, inbound, caller.workload, p.self, start) {
+	if !lst.RateLimitBeforeRBAC && p.rateLimited(limit, w, r, inbound, caller.workload, p.self, start) {
 		return
 	}
-	route, _ := lst.Route.Lookup(authority(r.Host), r.URL.Path)
 	if route == nil {
 		p.local(w, r, inbound, "", http.StatusNotFound, "micromesh: no inbound route", start)
 		return

@@ -48,48 +48,96 @@ var epoch = time.Now()
 
 func monotonic() int64 { return int64(time.Since(epoch)) }
 
-// keepBuckets gives each listener of cfg with a local rate limit its
-// bucket. A limit kept as it was keeps its bucket: an update of anything
-// else (endpoints change all the time) must not hand out a fresh burst.
-// Listeners with the same limit (name and numbers) share one bucket: the
-// control plane gives a built-in sidecar's two inbound listeners (QUIC and
-// TLS) the service's one limit per instance. (Envoy keeps a bucket per
-// filter instance; the control plane gives Envoy one inbound listener.)
-func keepBuckets(prev map[string]*bucket, cfg *config.Config) map[string]*bucket {
-	byLimit := map[config.RateLimit]*bucket{}
-	for _, b := range prev {
-		byLimit[b.cfg] = b
+// limits are a config's local rate limits, each with its bucket: the
+// listeners' and the routes' own.
+type limits struct {
+	listeners map[string]*bucket
+	routes    map[*config.Route]*bucket
+}
+
+// bucketKey names a limit across configs: the route it belongs to ("" for
+// a listener's) and its numbers.
+type bucketKey struct {
+	route string
+	limit config.RateLimit
+}
+
+// keepLimits gives each limit of cfg its bucket. A limit kept as it was
+// keeps its bucket: an update of anything else (endpoints change all the
+// time) must not hand out a fresh burst. Limits alike share one bucket —
+// listeners with the same limit, and a route's limit in the same route of
+// another listener: the control plane gives a built-in sidecar's two
+// inbound listeners (QUIC and TLS) the same filter and routes, one limit
+// per instance. (Envoy keeps a bucket per filter config; the control
+// plane gives Envoy one inbound listener.)
+func keepLimits(prev *limits, cfg *config.Config) *limits {
+	byKey := map[bucketKey]*bucket{}
+	if prev != nil {
+		for _, b := range prev.listeners {
+			byKey[bucketKey{limit: b.cfg}] = b
+		}
+		for r, b := range prev.routes {
+			byKey[bucketKey{route: routeName(r), limit: b.cfg}] = b
+		}
 	}
-	next := map[string]*bucket{}
-	add := func(listener string, rl *config.RateLimit) {
-		if rl == nil {
+	get := func(k bucketKey) *bucket {
+		b, ok := byKey[k]
+		if !ok {
+			b = newBucket(&k.limit)
+			byKey[k] = b
+		}
+		return b
+	}
+	next := &limits{listeners: map[string]*bucket{}, routes: map[*config.Route]*bucket{}}
+	addRoutes := func(t *config.RouteTable) {
+		if t == nil {
 			return
 		}
-		b, ok := byLimit[*rl]
-		if !ok {
-			b = newBucket(rl)
-			byLimit[*rl] = b
+		for _, r := range t.Routes() {
+			if r.RateLimit != nil {
+				next.routes[r] = get(bucketKey{route: routeName(r), limit: *r.RateLimit})
+			}
 		}
-		next[listener] = b
 	}
-	if cfg.Outbound != nil {
-		add(cfg.Outbound.Name, cfg.Outbound.RateLimit)
+	if o := cfg.Outbound; o != nil {
+		if o.RateLimit != nil {
+			next.listeners[o.Name] = get(bucketKey{limit: *o.RateLimit})
+		}
+		addRoutes(cfg.Routes[o.Route])
 	}
 	for _, in := range []*config.Inbound{cfg.Inbound, cfg.InboundQUIC} {
-		if in != nil {
-			add(in.Name, in.RateLimit)
+		if in == nil {
+			continue
 		}
+		if in.RateLimit != nil {
+			next.listeners[in.Name] = get(bucketKey{limit: *in.RateLimit})
+		}
+		addRoutes(in.Route)
 	}
 	return next
 }
 
-// rateLimited reports whether listener's bucket refused r, answering it
-// then: with the bucket's status (429 by default), and for gRPC callers
+// routeName names a route across configs: its virtual host and match.
+func routeName(r *config.Route) string {
+	return fmt.Sprintf("%s %s %v %v", r.VirtualHost, r.Match.Path, r.Match.Prefix, r.Match.Fold)
+}
+
+// bucketFor is the bucket a request on route through a listener with rate
+// limit filter filter (and listener-level bucket lb) draws from: the
+// route's own when it has settings for that filter, else the listener's.
+func (l *limits) bucketFor(filter string, route *config.Route, lb *bucket) *bucket {
+	if filter != "" && route != nil && route.RateLimitFilter == filter {
+		return l.routes[route] // nil: the route is not limited
+	}
+	return lb
+}
+
+// rateLimited reports whether b refused r, answering it then: with the
+// bucket's status (429 by default), and for gRPC callers
 // RESOURCE_EXHAUSTED when the filter asks for it (UNAVAILABLE otherwise,
 // gRPC's reading of 429, which callers may retry). A limit not enforced
 // only counts.
-func (p *Proxy) rateLimited(st *state, listener string, w http.ResponseWriter, r *http.Request, dir direction, source, dest string, start time.Time) bool {
-	b := st.buckets[listener]
+func (p *Proxy) rateLimited(b *bucket, w http.ResponseWriter, r *http.Request, dir direction, source, dest string, start time.Time) bool {
 	if b == nil || b.take(monotonic()) {
 		return false
 	}

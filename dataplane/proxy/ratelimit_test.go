@@ -10,7 +10,11 @@ import (
 	"testing"
 	"time"
 
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
 	"github.com/micromesh/micromesh/dataplane/config"
+	"github.com/micromesh/micromesh/dataplane/xdswire"
+	"github.com/micromesh/micromesh/dataplane/xdswire/xdswiretest"
 )
 
 // The bucket starts full, gives back a token every interval and never
@@ -94,22 +98,52 @@ func TestInboundRateLimit(t *testing.T) {
 }
 
 // A built-in sidecar's two inbound listeners with the service's limit draw
-// from one bucket (one limit per instance); a limit kept across updates
-// keeps its bucket; new numbers get a new one.
+// from one bucket (one limit per instance), and so do their routes' own
+// limits; a limit kept across updates keeps its bucket; new numbers get a
+// new one; a route's limit replaces the listener's for its requests.
 func TestBucketsPerLimit(t *testing.T) {
 	limit := func(rps uint32) *config.RateLimit {
 		return &config.RateLimit{Name: "inbound", MaxTokens: rps, TokensPerFill: rps, FillInterval: time.Second, Status: 429, Enforced: true}
 	}
-	cfg := &config.Config{Inbound: &config.Inbound{Name: "inbound", RateLimit: limit(10)}, InboundQUIC: &config.Inbound{Name: "inbound-quic", RateLimit: limit(10)}}
-	first := keepBuckets(nil, cfg)
-	if first["inbound"] == nil || first["inbound"] != first["inbound-quic"] {
-		t.Fatalf("the two inbound listeners' buckets: %p and %p, want one", first["inbound"], first["inbound-quic"])
+	table := func(rl *config.RateLimit) *config.RouteTable {
+		rc := &route.RouteConfiguration{Name: "inbound", VirtualHosts: []*route.VirtualHost{{Name: "app", Domains: []string{"*"}, Routes: []*route.Route{
+			{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/slow/"}}, Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "b"}}}},
+			{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}}, Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "b"}}}},
+		}}}}
+		c, err := config.Compile(config.Resources{Routes: []*xdswire.RouteConfiguration{xdswiretest.Decode[*xdswire.RouteConfiguration](t, rc)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tb := c.Routes["inbound"]
+		slow, _ := tb.Lookup("x", "/slow/a")
+		slow.RateLimitFilter, slow.RateLimit = "rl", rl
+		return tb
 	}
-	if again := keepBuckets(first, cfg); again["inbound"] != first["inbound"] {
-		t.Error("an update keeping the limit made a new bucket")
+	cfg := &config.Config{
+		Inbound:     &config.Inbound{Name: "inbound", RateLimit: limit(10), RateLimitFilter: "rl", Route: table(limit(1))},
+		InboundQUIC: &config.Inbound{Name: "inbound-quic", RateLimit: limit(10), RateLimitFilter: "rl", Route: table(limit(1))},
+	}
+	first := keepLimits(nil, cfg)
+	if first.listeners["inbound"] == nil || first.listeners["inbound"] != first.listeners["inbound-quic"] {
+		t.Fatalf("the two inbound listeners' buckets: %p and %p, want one", first.listeners["inbound"], first.listeners["inbound-quic"])
+	}
+	slowTCP, _ := cfg.Inbound.Route.Lookup("x", "/slow/a")
+	slowQUIC, _ := cfg.InboundQUIC.Route.Lookup("x", "/slow/a")
+	rest, _ := cfg.Inbound.Route.Lookup("x", "/other")
+	if b := first.bucketFor("rl", slowTCP, first.listeners["inbound"]); b == nil || b.cfg.MaxTokens != 1 || b != first.bucketFor("rl", slowQUIC, first.listeners["inbound-quic"]) {
+		t.Errorf("/slow/ on both listeners: %+v, want the route's one bucket of 1", b)
+	}
+	if b := first.bucketFor("rl", rest, first.listeners["inbound"]); b != first.listeners["inbound"] {
+		t.Error("a route without settings of its own does not draw from the listener's bucket")
+	}
+	if b := first.bucketFor("another", slowTCP, first.listeners["inbound"]); b != first.listeners["inbound"] {
+		t.Error("settings for another filter than the listener's were applied")
+	}
+	if again := keepLimits(first, cfg); again.listeners["inbound"] != first.listeners["inbound"] || again.routes[slowTCP] != first.routes[slowTCP] {
+		t.Error("an update keeping the limits made new buckets")
 	}
 	cfg.Inbound.RateLimit, cfg.InboundQUIC.RateLimit = limit(20), limit(20)
-	if changed := keepBuckets(first, cfg); changed["inbound"] == first["inbound"] || changed["inbound"].cfg.MaxTokens != 20 {
+	if changed := keepLimits(first, cfg); changed.listeners["inbound"] == first.listeners["inbound"] || changed.listeners["inbound"].cfg.MaxTokens != 20 {
 		t.Error("new numbers kept the old bucket")
 	}
 }

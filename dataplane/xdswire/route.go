@@ -85,6 +85,9 @@ type Route struct {
 	Route                  *RouteAction         `json:"route,omitempty"`
 	RequestHeadersToAdd    []*HeaderValueOption `json:"requestHeadersToAdd,omitempty"`
 	RequestHeadersToRemove []string             `json:"requestHeadersToRemove,omitempty"`
+	// TypedPerFilterConfig holds HTTP filters' settings for this route,
+	// by filter name (the compiler takes the local rate limit's only).
+	TypedPerFilterConfig map[string]*Any `json:"typedPerFilterConfig,omitempty"`
 	// Unsupported names another action than route.
 	Unsupported string `json:"-"`
 	// Refused names the first field set that the proxy does not do.
@@ -94,11 +97,11 @@ type Route struct {
 
 // routeRefused are Route's fields the proxy refuses.
 var routeRefused = map[protowire.Number]string{
-	13: "typed_per_filter_config", 10: "response_headers_to_add", 11: "response_headers_to_remove",
+	10: "response_headers_to_add", 11: "response_headers_to_remove",
 }
 
 func (m *Route) unmarshal(b []byte) error {
-	return fields(b, func(f field) error {
+	err := fields(b, func(f field) error {
 		switch f.num {
 		case 2, 3, 7, 17, 18:
 			if !f.member() {
@@ -127,12 +130,23 @@ func (m *Route) unmarshal(b []byte) error {
 			m.Unsupported = "filter_action"
 		case 18:
 			m.Unsupported = "non_forwarding_action"
+		case 13:
+			return mapEntry(f, &m.TypedPerFilterConfig)
 		}
 		if name, ok := routeRefused[f.num]; ok && m.Refused == "" {
 			m.Refused = name
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	for _, a := range m.TypedPerFilterConfig {
+		if err := a.resolve(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // RouteMatch is envoy.config.route.v3.RouteMatch: a prefix or an exact
