@@ -77,8 +77,13 @@ func TestOneQUICPacketPerAnswer(t *testing.T) {
 	}
 	// The proxy stops reading at the content-length; when the stream's
 	// end has not arrived by then (a FIN in a later packet) b asks a to
-	// stop, rarely. One per request would be a regression.
-	if tr.stopSending > n/10 {
+	// stop. In this test both sidecars share one process with two Ps, so
+	// a's connection loop can pack the body before the stream's close
+	// and send the FIN a packet later; on a loaded machine (make test
+	// runs packages side by side) that packet can come after b's answer:
+	// 6 of 20 once in CI, 0–2 otherwise. One per request with a body
+	// would be the regression.
+	if tr.stopSending > n/4 {
 		t.Errorf("b sent %d STOP_SENDING frames for %d requests with bodies it read whole, want (nearly) none", tr.stopSending, n/2)
 	}
 	// Each answer in one packet: some slack for a HEADERS frame packed
