@@ -27,6 +27,9 @@ type Resources struct {
 type builder struct {
 	mesh  *Mesh
 	proxy Proxy
+	// own is the proxy's own service, looked up once (ownService).
+	own       *Service
+	ownLooked bool
 }
 
 // ErrInvalidProxy is wrapped by errors about a proxy's own description.

@@ -127,14 +127,18 @@ func localRateLimit(statPrefix string, rate, burst uint32) *ratelimitv3.LocalRat
 }
 
 // ownService is the proxy's own service in the mesh (nil before its first
-// instance registers).
+// instance registers), found once per build: a scan of every service.
 func (b *builder) ownService() *Service {
-	for i := range b.mesh.Services {
-		if s := &b.mesh.Services[i]; s.Name == b.proxy.Service && s.Namespace == b.proxy.Namespace {
-			return s
+	if !b.ownLooked {
+		b.ownLooked = true
+		for i := range b.mesh.Services {
+			if s := &b.mesh.Services[i]; s.Name == b.proxy.Service && s.Namespace == b.proxy.Namespace {
+				b.own = s
+				break
+			}
 		}
 	}
-	return nil
+	return b.own
 }
 
 // downstreamTLS requires a client certificate that chains to the trust
