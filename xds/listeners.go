@@ -69,8 +69,9 @@ func (b *builder) inboundHCM(codec hcm.HttpConnectionManager_CodecType) *hcm.Htt
 	}
 }
 
-// inboundFilters: RBAC, then the service's rate limit if it has one (so
-// requests the rules deny draw no token), then the router.
+// inboundFilters: RBAC, then the local rate limit filter when the service
+// or one of its paths has a limit (after RBAC: requests the rules deny
+// draw no token), then the router.
 func (b *builder) inboundFilters() []*hcm.HttpFilter {
 	fs := []*hcm.HttpFilter{
 		{Name: wellknown.HTTPRoleBasedAccessControl, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: toAny(&rbacfilter.RBAC{Rules: b.inboundRBAC()})}},

@@ -336,6 +336,20 @@ func compileHTTPFilters(fs []*xdswire.HTTPFilter) (httpFilters, error) {
 	return out, nil
 }
 
+// allOrNone reads a share Envoy applies to a fraction of requests (0 to
+// 1; above 1 reads as 1), which the proxy applies to all or none: 0 is
+// off, all is on, anything between is refused.
+func allOrNone(what string, share float64) (bool, error) {
+	switch {
+	case share == 0:
+		return false, nil
+	case share >= 1:
+		return true, nil
+	default:
+		return false, fmt.Errorf("%s of %g%% is not supported (0 or 100)", what, share*100)
+	}
+}
+
 // compileRateLimit reads a local rate limit filter as Envoy runs it: off
 // unless filter_enabled says 100 %, refusing only when filter_enforced
 // says 100 % too (a runtime key changes nothing: the proxy has no
@@ -349,14 +363,7 @@ func compileRateLimit(l *xdswire.LocalRateLimit, needBucket bool) (*RateLimit, e
 		if p == nil || p.DefaultValue == nil {
 			return false, nil
 		}
-		switch share := p.DefaultValue.Of(); {
-		case share == 0:
-			return false, nil
-		case share >= 1:
-			return true, nil
-		default:
-			return false, fmt.Errorf("local_ratelimit %s of %g%% is not supported (0 or 100)", name, share*100)
-		}
+		return allOrNone("local_ratelimit "+name, p.DefaultValue.Of())
 	}
 	enabled, err := all("filter_enabled", l.FilterEnabled)
 	if err != nil {
@@ -561,14 +568,11 @@ func compileRetry(rp *xdswire.RetryPolicy) (*RetryPolicy, error) {
 // control plane turns it off for Envoy too).
 func compileOutlier(od *xdswire.OutlierDetection) (*Outlier, error) {
 	enforced := func(name string, v *uint32, def uint32) (bool, error) {
-		switch p := valueOr(v, def); p {
-		case 0:
-			return false, nil
-		case 100:
-			return true, nil
-		default:
-			return false, fmt.Errorf("outlier detection %s of %d%% is not supported (0 or 100)", name, p)
+		p := valueOr(v, def)
+		if p > 100 {
+			return false, fmt.Errorf("outlier detection %s of %d%% is not a percentage", name, p)
 		}
+		return allOrNone("outlier detection "+name, float64(p)/100)
 	}
 	for _, off := range []struct {
 		name string

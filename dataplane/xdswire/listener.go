@@ -330,12 +330,6 @@ func (m *HTTPConnectionManager) unmarshal(b []byte) error {
 	})
 }
 
-// zeroScalar reports whether f holds its field's default: a varint 0 (an
-// enum's first value, false) or an empty message.
-func zeroScalar(f field) bool {
-	return (f.typ == protowire.VarintType && f.u == 0) || (f.typ == protowire.BytesType && len(f.b) == 0)
-}
-
 // RDS is the connection manager's Rds.
 type RDS struct {
 	RouteConfigName string `json:"routeConfigName,omitempty"`

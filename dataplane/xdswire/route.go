@@ -51,6 +51,7 @@ var virtualHostRefused = map[protowire.Number]string{
 	21: "matcher", 6: "rate_limits", 10: "response_headers_to_add", 11: "response_headers_to_remove", 8: "cors",
 	15: "typed_per_filter_config", 14: "include_request_attempt_count", 19: "include_attempt_count_in_response",
 	16: "retry_policy", 20: "retry_policy_typed_config", 17: "hedge_policy", 22: "request_mirror_policies",
+	4: "require_tls",
 }
 
 func (m *VirtualHost) unmarshal(b []byte) error {
@@ -66,14 +67,8 @@ func (m *VirtualHost) unmarshal(b []byte) error {
 			return msgs(f, &m.RequestHeadersToAdd)
 		case 13:
 			return f.strs(&m.RequestHeadersToRemove)
-		case 4:
-			if f.typ == protowire.VarintType && f.u != 0 && m.Refused == "" {
-				m.Refused = "require_tls"
-			}
 		}
-		if name, ok := virtualHostRefused[f.num]; ok && m.Refused == "" {
-			m.Refused = name
-		}
+		refuseSet(f, &m.Refused, virtualHostRefused)
 		return nil
 	})
 }
@@ -133,9 +128,7 @@ func (m *Route) unmarshal(b []byte) error {
 		case 13:
 			return mapEntry(f, &m.TypedPerFilterConfig)
 		}
-		if name, ok := routeRefused[f.num]; ok && m.Refused == "" {
-			m.Refused = name
-		}
+		refuseSet(f, &m.Refused, routeRefused)
 		return nil
 	})
 	if err != nil {
@@ -273,9 +266,7 @@ func (m *RouteAction) unmarshal(b []byte) error {
 		case 39:
 			m.Unsupported = "inline_cluster_specifier_plugin"
 		}
-		if name, ok := routeActionRefused[f.num]; ok && m.Refused == "" {
-			m.Refused = name
-		}
+		refuseSet(f, &m.Refused, routeActionRefused)
 		return nil
 	})
 }

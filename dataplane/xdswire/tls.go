@@ -25,26 +25,6 @@ func (m *DownstreamTLSContext) unmarshal(b []byte) error {
 	})
 }
 
-// refuseTrue records name in *refused when f, a BoolValue, is true.
-func refuseTrue(f field, refused *string, name string) error {
-	var v *bool
-	if err := f.boolValue(&v); err != nil {
-		return err
-	}
-	if *v && *refused == "" {
-		*refused = name
-	}
-	return nil
-}
-
-// refuseSet records the name refusals gives f's field in *refused when f
-// holds more than its default.
-func refuseSet(f field, refused *string, refusals map[protowire.Number]string) {
-	if name, ok := refusals[f.num]; ok && *refused == "" && !zeroScalar(f) {
-		*refused = name
-	}
-}
-
 // UpstreamTLSContext is envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.
 type UpstreamTLSContext struct {
 	CommonTLSContext *CommonTLSContext `json:"commonTlsContext,omitempty"`

@@ -371,3 +371,32 @@ func enumName(names []string, v int32) string {
 	}
 	return strconv.Itoa(int(v))
 }
+
+// Refusals: a field the proxy does not honour is named in the message's
+// Refused (the compiler refuses the resource), never read as if unset.
+
+// refuseTrue records name in *refused when f, a BoolValue, is true.
+func refuseTrue(f field, refused *string, name string) error {
+	var v *bool
+	if err := f.boolValue(&v); err != nil {
+		return err
+	}
+	if *v && *refused == "" {
+		*refused = name
+	}
+	return nil
+}
+
+// refuseSet records the name refusals gives f's field in *refused when f
+// holds more than its default.
+func refuseSet(f field, refused *string, refusals map[protowire.Number]string) {
+	if name, ok := refusals[f.num]; ok && *refused == "" && !zeroScalar(f) {
+		*refused = name
+	}
+}
+
+// zeroScalar reports whether f holds its field's default: a varint 0 (an
+// enum's first value, false) or an empty message.
+func zeroScalar(f field) bool {
+	return (f.typ == protowire.VarintType && f.u == 0) || (f.typ == protowire.BytesType && len(f.b) == 0)
+}
