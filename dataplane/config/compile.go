@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"slices"
 	"sort"
@@ -457,8 +458,8 @@ func compileRoute(vh *xdswire.VirtualHost, rt *xdswire.Route) (*Route, error) {
 	}
 	r.Match.Fold = m.CaseSensitive != nil && !*m.CaseSensitive
 	action := rt.Route
-	if rt.Unsupported != "" || action == nil || action.Unsupported != "" || action.Cluster == "" {
-		return nil, errors.New("only routes to a named cluster are supported")
+	if rt.Unsupported != "" || action == nil || action.Unsupported != "" || (action.Cluster == "" && action.WeightedClusters == nil) {
+		return nil, errors.New("only routes to a named cluster or to weighted clusters are supported")
 	}
 	if rt.Refused != "" {
 		return nil, fmt.Errorf("%s is not supported", rt.Refused)
@@ -481,6 +482,13 @@ func compileRoute(vh *xdswire.VirtualHost, rt *xdswire.Route) (*Route, error) {
 		r.RateLimitFilter, r.RateLimit = name, rl
 	}
 	r.Cluster, r.Timeout = action.Cluster, action.Timeout.D()
+	if wc := action.WeightedClusters; wc != nil {
+		split, err := compileSplit(wc)
+		if err != nil {
+			return nil, err
+		}
+		r.Split = split
+	}
 	if action.Timeout == nil {
 		r.Timeout = defaultRouteTimeout
 	}
@@ -512,6 +520,50 @@ func compileRoute(vh *xdswire.VirtualHost, rt *xdswire.Route) (*Route, error) {
 		r.HeadersToAdd = append(r.HeadersToAdd, HeaderValue{Key: strings.ToLower(hv.Header.Key), Value: hv.Header.Value})
 	}
 	return r, nil
+}
+
+// maxSplitClusters bounds a route's weighted clusters (picking walks them).
+const maxSplitClusters = 64
+
+// compileSplit reads weighted_clusters as Envoy does: the weights' sum
+// (above 0) is the total, a cluster of weight 0 gets nothing, and the
+// deprecated total_weight, when set, must equal the sum.
+func compileSplit(wc *xdswire.WeightedCluster) (*Split, error) {
+	if wc.Refused != "" {
+		return nil, fmt.Errorf("weighted_clusters %s is not supported (each request picks at random)", wc.Refused)
+	}
+	switch {
+	case len(wc.Clusters) == 0:
+		return nil, errors.New("weighted_clusters has no clusters")
+	case len(wc.Clusters) > maxSplitClusters:
+		return nil, fmt.Errorf("weighted_clusters has %d clusters; the limit is %d", len(wc.Clusters), maxSplitClusters)
+	}
+	s := &Split{}
+	var sum uint64
+	for _, c := range wc.Clusters {
+		switch {
+		case c.Refused != "":
+			return nil, fmt.Errorf("weighted cluster %q: %s is not supported", c.Name, c.Refused)
+		case c.Name == "":
+			return nil, errors.New("a weighted cluster has no name")
+		}
+		var w uint32
+		if c.Weight != nil {
+			w = *c.Weight
+		}
+		sum += uint64(w)
+		s.Clusters = append(s.Clusters, WeightedCluster{Name: c.Name, Weight: w})
+	}
+	switch {
+	case sum == 0:
+		return nil, errors.New("weighted_clusters: the weights add up to 0")
+	case sum > math.MaxUint32:
+		return nil, fmt.Errorf("weighted_clusters: the weights add up to %d, above %d", sum, uint32(math.MaxUint32))
+	case wc.TotalWeight != nil && *wc.TotalWeight != 0 && uint64(*wc.TotalWeight) != sum:
+		return nil, fmt.Errorf("weighted_clusters: total_weight %d is not the sum of the weights, %d", *wc.TotalWeight, sum)
+	}
+	s.Total = uint32(sum)
+	return s, nil
 }
 
 // defaultLimits are Envoy's circuit-breaker thresholds when a cluster sets

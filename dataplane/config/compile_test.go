@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/micromesh/micromesh/dataplane/xdswire"
@@ -919,4 +921,89 @@ func TestTheServicesRateLimitCompiles(t *testing.T) {
 			t.Errorf("%s: /export/ route %+v, want its own limit of 1/s under the listener's filter %q", in.Name, r, in.RateLimitFilter)
 		}
 	}
+}
+
+// TestWeightedClustersAsEnvoys: a route's requests spread over clusters in
+// proportion to their weights, whose sum is the total; a cluster of weight
+// 0 gets none; what decides the pick other than a random value is refused.
+func TestWeightedClustersAsEnvoys(t *testing.T) {
+	split := func(r *envoyResources) *route.WeightedCluster {
+		wc := &route.WeightedCluster{Clusters: []*route.WeightedCluster_ClusterWeight{
+			{Name: "world.default~v1", Weight: wrapperspb.UInt32(90)},
+			{Name: "world.default~v2", Weight: wrapperspb.UInt32(10)},
+			{Name: "world.default~v3", Weight: wrapperspb.UInt32(0)},
+		}}
+		r.Routes[0].VirtualHosts[0].Routes[0].GetRoute().ClusterSpecifier = &route.RouteAction_WeightedClusters{WeightedClusters: wc}
+		return wc
+	}
+	r := meshFor(t, "default", "client")
+	split(&r)
+	c, err := Compile(r.wire(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vh := r.Routes[0].VirtualHosts[0]
+	rt, _ := c.Routes[r.Routes[0].Name].Lookup(vh.Domains[0], "/")
+	if rt == nil {
+		t.Fatalf("no route of %s for /", vh.Domains[0])
+	}
+	if rt.Cluster != "" || rt.Split == nil || rt.Split.Total != 100 || len(rt.Split.Clusters) != 3 {
+		t.Fatalf("compiled %+v (split %+v), want a split of 100 over 3 clusters", rt, rt.Split)
+	}
+	got := map[string]int{}
+	for n := uint32(0); n < rt.Split.Total; n++ {
+		got[rt.Split.Pick(n)]++
+	}
+	if got["world.default~v1"] != 90 || got["world.default~v2"] != 10 || got["world.default~v3"] != 0 {
+		t.Errorf("picks over [0, 100): %v, want 90 / 10 / 0", got)
+	}
+	// The deprecated total_weight, equal to the sum, changes nothing.
+	r = meshFor(t, "default", "client")
+	//lint:ignore SA1019 the deprecated field is what is checked
+	split(&r).TotalWeight = wrapperspb.UInt32(100)
+	if _, err := Compile(r.wire(t)); err != nil {
+		t.Errorf("total_weight equal to the sum: %v", err)
+	}
+
+	withSplit := func(change func(*route.WeightedCluster)) func(*envoyResources) {
+		return func(r *envoyResources) { change(split(r)) }
+	}
+	refusals(t, []refusal{
+		{"no clusters", withSplit(func(wc *route.WeightedCluster) { wc.Clusters = nil }), "has no clusters"},
+		{"weights add up to 0", withSplit(func(wc *route.WeightedCluster) {
+			for _, c := range wc.Clusters {
+				c.Weight = nil
+			}
+		}), "add up to 0"},
+		{"weights past 2^32", withSplit(func(wc *route.WeightedCluster) {
+			wc.Clusters[0].Weight = wrapperspb.UInt32(math.MaxUint32)
+		}), "above 4294967295"},
+		{"total_weight not the sum", withSplit(func(wc *route.WeightedCluster) {
+			//lint:ignore SA1019 the deprecated field is what is refused
+			wc.TotalWeight = wrapperspb.UInt32(1000)
+		}), "total_weight 1000 is not the sum"},
+		{"a cluster without a name", withSplit(func(wc *route.WeightedCluster) { wc.Clusters[1].Name = "" }), "has no name"},
+		{"runtime key prefix", withSplit(func(wc *route.WeightedCluster) { wc.RuntimeKeyPrefix = "routing.traffic_split" }), "runtime_key_prefix is not supported"},
+		{"random value from a header", withSplit(func(wc *route.WeightedCluster) {
+			wc.RandomValueSpecifier = &route.WeightedCluster_HeaderName{HeaderName: "x-random"}
+		}), "header_name is not supported"},
+		{"random value from the hash policy", withSplit(func(wc *route.WeightedCluster) {
+			wc.RandomValueSpecifier = &route.WeightedCluster_UseHashPolicy{UseHashPolicy: wrapperspb.Bool(true)}
+		}), "use_hash_policy is not supported"},
+		{"cluster from a header", withSplit(func(wc *route.WeightedCluster) { wc.Clusters[0].ClusterHeader = "x-cluster" }), "cluster_header is not supported"},
+		{"a cluster's subset", withSplit(func(wc *route.WeightedCluster) {
+			wc.Clusters[0].MetadataMatch = &core.Metadata{FilterMetadata: map[string]*structpb.Struct{"envoy.lb": {}}}
+		}), "metadata_match is not supported"},
+		{"a cluster's request headers", withSplit(func(wc *route.WeightedCluster) {
+			wc.Clusters[0].RequestHeadersToAdd = []*core.HeaderValueOption{{Header: &core.HeaderValue{Key: "x-v", Value: "1"}}}
+		}), "request_headers_to_add is not supported"},
+		{"a cluster's response headers", withSplit(func(wc *route.WeightedCluster) { wc.Clusters[0].ResponseHeadersToRemove = []string{"x-v"} }),
+			"response_headers_to_remove is not supported"},
+		{"a cluster's filter settings", withSplit(func(wc *route.WeightedCluster) {
+			wc.Clusters[0].TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.local_ratelimit": {}}
+		}), "typed_per_filter_config is not supported"},
+		{"a cluster's host rewrite", withSplit(func(wc *route.WeightedCluster) {
+			wc.Clusters[0].HostRewriteSpecifier = &route.WeightedCluster_ClusterWeight_HostRewriteLiteral{HostRewriteLiteral: "v2"}
+		}), "host_rewrite_literal is not supported"},
+	})
 }

@@ -170,7 +170,10 @@ func (m PathMatch) matches(path string) bool {
 type Route struct {
 	VirtualHost string
 	Match       PathMatch
-	Cluster     string
+	// Cluster is where the route's requests go, or "" when Split picks
+	// one per request.
+	Cluster string
+	Split   *Split
 	// Timeout bounds the whole request, retries included; 0: none.
 	Timeout time.Duration
 	Retry   *RetryPolicy
@@ -183,6 +186,32 @@ type Route struct {
 	// (nil: not limited), instead of the listener's.
 	RateLimitFilter string
 	RateLimit       *RateLimit
+}
+
+// Split spreads a route's requests over clusters in proportion to their
+// weights (Envoy's weighted_clusters): each request picks one, at random,
+// and its retries stay there.
+type Split struct {
+	Clusters []WeightedCluster
+	// Total is the sum of the weights, above 0.
+	Total uint32
+}
+
+// WeightedCluster is a cluster of a Split and its share.
+type WeightedCluster struct {
+	Name   string
+	Weight uint32
+}
+
+// Pick returns the cluster whose share holds n, for n in [0, Total).
+func (s *Split) Pick(n uint32) string {
+	for _, c := range s.Clusters {
+		if n < c.Weight {
+			return c.Name
+		}
+		n -= c.Weight
+	}
+	return s.Clusters[len(s.Clusters)-1].Name
 }
 
 // HeaderValue is a header to set; Value may be "%DOWNSTREAM_PEER_URI_SAN%".

@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
@@ -247,9 +248,10 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		p.local(w, r, outbound, host, http.StatusNotFound, fmt.Sprintf("micromesh: no route of %q takes the path %q", host, r.URL.Path), start)
 		return
 	}
-	up := st.upstreams[route.Cluster]
+	cluster := clusterOf(route)
+	up := st.upstreams[cluster]
 	if up == nil {
-		p.local(w, r, outbound, route.Cluster, http.StatusServiceUnavailable, "micromesh: cluster "+route.Cluster+" is not configured yet", start)
+		p.local(w, r, outbound, cluster, http.StatusServiceUnavailable, "micromesh: cluster "+cluster+" is not configured yet", start)
 		return
 	}
 	p.forward(w, r, route, up, outbound, peer{}, start)
@@ -317,9 +319,10 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		p.local(w, r, inbound, "", http.StatusNotFound, "micromesh: no inbound route", start)
 		return
 	}
-	up := st.upstreams[route.Cluster]
+	cluster := clusterOf(route)
+	up := st.upstreams[cluster]
 	if up == nil {
-		p.local(w, r, inbound, route.Cluster, http.StatusServiceUnavailable, "micromesh: the app's cluster is not configured yet", start)
+		p.local(w, r, inbound, cluster, http.StatusServiceUnavailable, "micromesh: the app's cluster is not configured yet", start)
 		return
 	}
 	p.forward(w, r, route, up, inbound, caller, start)
@@ -333,4 +336,14 @@ func dotSegment(path string) bool {
 		}
 	}
 	return false
+}
+
+// clusterOf returns the cluster a request on route goes to: the route's
+// own, or one of its split's, picked at random as Envoy's weighted_clusters
+// do (the request's retries stay there).
+func clusterOf(route *config.Route) string {
+	if s := route.Split; s != nil {
+		return s.Pick(rand.Uint32N(s.Total))
+	}
+	return route.Cluster
 }

@@ -146,6 +146,16 @@ func TestDecodesEveryRouteField(t *testing.T) {
 			}},
 			RequestHeadersToAdd:    []*core.HeaderValueOption{{Header: &core.HeaderValue{Key: "x-c", Value: "%DOWNSTREAM_PEER_URI_SAN%"}}},
 			RequestHeadersToRemove: []string{"x-d"},
+		}, {
+			Name:  "split",
+			Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/s"}},
+			Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_WeightedClusters{WeightedClusters: &route.WeightedCluster{
+				Clusters: []*route.WeightedCluster_ClusterWeight{
+					{Name: "c~v1", Weight: wrapperspb.UInt32(90)}, {Name: "c~v2", Weight: wrapperspb.UInt32(0)}, {Name: "c~v3"},
+				},
+				//lint:ignore SA1019 decoded, as Envoy still reads it
+				TotalWeight: wrapperspb.UInt32(90),
+			}}}},
 		}},
 	}}}
 	got := decodeLike(t, rc).(*RouteConfiguration)
@@ -156,6 +166,11 @@ func TestDecodesEveryRouteField(t *testing.T) {
 	if r.Match.Prefix == nil || *r.Match.Prefix != "" || r.Route.RetryPolicy.NumRetries == nil || *r.Route.RetryPolicy.NumRetries != 0 ||
 		r.Route.Timeout.D() != 1500*time.Millisecond || r.Route.RetryPolicy.RetryBackOff.MaxInterval == nil || fmt.Sprint(r.Route.RetryPolicy.RetriableStatusCodes) != "[503 429]" {
 		t.Fatalf("decoded %+v", r)
+	}
+	wc := got.VirtualHosts[0].Routes[2].Route.WeightedClusters
+	if wc == nil || len(wc.Clusters) != 3 || *wc.Clusters[0].Weight != 90 || wc.Clusters[1].Weight == nil || *wc.Clusters[1].Weight != 0 ||
+		wc.Clusters[2].Weight != nil || *wc.TotalWeight != 90 || wc.Clusters[2].Name != "c~v3" {
+		t.Fatalf("decoded the weighted clusters as %+v", wc)
 	}
 }
 

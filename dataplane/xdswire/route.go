@@ -198,6 +198,7 @@ var routeConditions = map[protowire.Number]string{
 // RouteAction is envoy.config.route.v3.RouteAction.
 type RouteAction struct {
 	Cluster           string             `json:"cluster,omitempty"`
+	WeightedClusters  *WeightedCluster   `json:"weightedClusters,omitempty"`
 	Timeout           *Duration          `json:"timeout,omitempty"`
 	RetryPolicy       *RetryPolicy       `json:"retryPolicy,omitempty"`
 	MaxStreamDuration *MaxStreamDuration `json:"maxStreamDuration,omitempty"`
@@ -245,7 +246,7 @@ func (m *RouteAction) unmarshal(b []byte) error {
 				return nil
 			}
 			if m.specifier.to(f.num) {
-				m.Cluster, m.Unsupported = "", ""
+				m.Cluster, m.WeightedClusters, m.Unsupported = "", nil, ""
 			}
 		}
 		switch f.num {
@@ -260,13 +261,72 @@ func (m *RouteAction) unmarshal(b []byte) error {
 		case 2:
 			m.Unsupported = "cluster_header"
 		case 3:
-			m.Unsupported = "weighted_clusters"
+			return msg(f, &m.WeightedClusters)
 		case 37:
 			m.Unsupported = "cluster_specifier_plugin"
 		case 39:
 			m.Unsupported = "inline_cluster_specifier_plugin"
 		}
 		refuseSet(f, &m.Refused, routeActionRefused)
+		return nil
+	})
+}
+
+// WeightedCluster is envoy.config.route.v3.WeightedCluster: each request
+// goes to one of Clusters, picked at random in proportion to the weights.
+type WeightedCluster struct {
+	Clusters []*ClusterWeight `json:"clusters,omitempty"`
+	// TotalWeight is deprecated in Envoy: the sum of the weights decides;
+	// when set, it must equal that sum.
+	TotalWeight *uint32 `json:"totalWeight,omitempty"`
+	// Refused names the first field set that the proxy does not do (how
+	// the random value is picked).
+	Refused string `json:"-"`
+}
+
+// weightedClusterRefused are WeightedCluster's fields the proxy refuses.
+var weightedClusterRefused = map[protowire.Number]string{
+	2: "runtime_key_prefix", 4: "header_name", 5: "use_hash_policy",
+}
+
+func (m *WeightedCluster) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return msgs(f, &m.Clusters)
+		case 3:
+			return f.uint32Value(&m.TotalWeight)
+		}
+		refuseSet(f, &m.Refused, weightedClusterRefused)
+		return nil
+	})
+}
+
+// ClusterWeight is WeightedCluster.ClusterWeight.
+type ClusterWeight struct {
+	Name   string  `json:"name,omitempty"`
+	Weight *uint32 `json:"weight,omitempty"`
+	// Refused names the first field set that the proxy does not do (a
+	// cluster by header, header changes, subsets, per-filter settings,
+	// host rewrites).
+	Refused string `json:"-"`
+}
+
+// clusterWeightRefused are ClusterWeight's fields the proxy refuses.
+var clusterWeightRefused = map[protowire.Number]string{
+	12: "cluster_header", 3: "metadata_match", 4: "request_headers_to_add", 9: "request_headers_to_remove",
+	5: "response_headers_to_add", 6: "response_headers_to_remove", 10: "typed_per_filter_config", 11: "host_rewrite_literal",
+}
+
+func (m *ClusterWeight) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.Name)
+		case 2:
+			return f.uint32Value(&m.Weight)
+		}
+		refuseSet(f, &m.Refused, clusterWeightRefused)
 		return nil
 	})
 }
