@@ -192,8 +192,10 @@ type serviceJSON struct {
 	// Policy is what the service's callers apply beyond xds.DefaultPolicy:
 	// the policy of its first instance by ID that sets one, as the control
 	// plane takes it.
-	Policy    map[string]string `json:"policy,omitempty"`
-	Instances []*instanceJSON   `json:"instances"`
+	Policy map[string]string `json:"policy,omitempty"`
+	// Split is how its callers spread its requests over its versions.
+	Split     []splitVersionJS `json:"split,omitempty"`
+	Instances []*instanceJSON  `json:"instances"`
 }
 
 type instanceJSON struct {
@@ -232,15 +234,28 @@ func servicesJSON(resp *registryv1.ListServicesResponse) []serviceJSON {
 		}
 		out = append(out, sj)
 	}
+	// Splits, also of services with no instance yet.
+	for _, sp := range resp.GetSplits() {
+		i := slices.IndexFunc(out, func(sj serviceJSON) bool { return sj.Name == sp.GetService() && sj.Namespace == sp.GetNamespace() })
+		if i < 0 {
+			out = append(out, serviceJSON{Name: sp.GetService(), Namespace: sp.GetNamespace(), Instances: []*instanceJSON{}})
+			i = len(out) - 1
+		}
+		for _, v := range sp.GetVersions() {
+			out[i].Split = append(out[i].Split, splitVersionJS{Version: v.GetVersion(), Weight: v.GetWeight()})
+		}
+	}
+	slices.SortStableFunc(out, func(a, b serviceJSON) int { return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name) })
 	return out
 }
 
 func renderServices(resp *registryv1.ListServicesResponse) string {
-	if len(resp.GetServices()) == 0 {
+	services := servicesJSON(resp)
+	if len(services) == 0 {
 		return "no services registered\n"
 	}
 	var rows [][]string
-	for _, svc := range servicesJSON(resp) {
+	for _, svc := range services {
 		for _, in := range svc.Instances {
 			transport := "tls"
 			if in.QUICPort != 0 {
@@ -251,10 +266,44 @@ func renderServices(resp *registryv1.ListServicesResponse) string {
 	}
 	slices.SortStableFunc(rows, func(a, b []string) int { return strings.Compare(a[0]+"/"+a[1], b[0]+"/"+b[1]) })
 	out := table([]string{"NAMESPACE", "SERVICE", "INSTANCE", "ADDRESS", "KIND", "TRANSPORT", "VERSION", "HEALTH"}, rows)
-	if policies := renderPolicies(servicesJSON(resp)); policies != "" {
+	if policies := renderPolicies(services); policies != "" {
 		out += "\n" + policies
 	}
+	if splits := renderSplits(services); splits != "" {
+		out += "\n" + splits
+	}
 	return out
+}
+
+// renderSplits lists the services whose traffic is split between
+// versions, naming versions with a share and no instance (their share of
+// requests fails).
+func renderSplits(services []serviceJSON) string {
+	var rows [][]string
+	for _, svc := range services {
+		if svc.Split == nil {
+			continue
+		}
+		have := map[string]bool{}
+		for _, in := range svc.Instances {
+			have[in.Version] = true
+		}
+		split := sharesString(svc.Split)
+		var missing []string
+		for _, v := range svc.Split {
+			if v.Weight > 0 && !have[v.Version] {
+				missing = append(missing, v.Version)
+			}
+		}
+		if len(missing) > 0 {
+			split += "  (no instance of " + strings.Join(missing, ", ") + ": its share fails)"
+		}
+		rows = append(rows, []string{svc.Namespace + "/" + svc.Name, split})
+	}
+	if len(rows) == 0 {
+		return ""
+	}
+	return table([]string{"SERVICE", "SPLIT (percent of requests by version)"}, rows)
 }
 
 // renderPolicies lists the services that set a traffic policy: what their

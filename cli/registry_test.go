@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -187,4 +190,89 @@ func TestRegistrationRefusesABadPolicy(t *testing.T) {
 	if _, err := client.Register(ctx, &registryv1.RegisterRequest{Instance: in}); err != nil {
 		t.Fatalf("a valid policy: %v", err)
 	}
+}
+
+func TestSplitCommands(t *testing.T) {
+	env := meshtest.NewEnv(t)
+	cp := env.StartControlPlane()
+	home := string(env.Home)
+	cli := func(args ...string) (string, error) { return runCLI(t, append([]string{"--home", home}, args...)...) }
+	if _, err := cli("registry", "register", "--service", "greeter", "--address", "127.0.0.1:7001", "--id", "greeter-1", "--version", "v1"); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := cli("split", "set", "greeter", "v2=10", "v1=90")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "split greeter.default: v1=90 v2=10\nwarning: no instance of greeter.default has version v2: its share of requests fails (503) until one registers\n"
+	if out != want {
+		t.Errorf("split set:\n%s\nwant:\n%s", out, want)
+	}
+	// A split of a service with no instance yet is listed too.
+	if _, err := cli("split", "set", "reports", "blue=100", "green=0"); err != nil {
+		t.Fatal(err)
+	}
+	var got []serviceJSON
+	waitFor(t, func() bool {
+		js, err := cli("-o", "json", "services")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = nil
+		if err := json.Unmarshal([]byte(js), &got); err != nil {
+			t.Fatal(err)
+		}
+		return len(got) == 2
+	})
+	if g := fmt.Sprintf("%s %v %s %v %d", got[0].Name, got[0].Split, got[1].Name, got[1].Split, len(got[1].Instances)); g != "greeter [{v1 90} {v2 10}] reports [{blue 100} {green 0}] 0" {
+		t.Errorf("services = %+v", got)
+	}
+	text, err := cli("services")
+	if err != nil || !strings.Contains(text, "default/greeter  v1=90 v2=10  (no instance of v2: its share fails)") || !strings.Contains(text, "default/reports  blue=100 green=0  (no instance of blue: its share fails)") {
+		t.Errorf("services:\n%s%v", text, err)
+	}
+
+	// Bad input gets a clear error and changes nothing.
+	for args, mention := range map[string]string{
+		"split set greeter":                "names no version",
+		"split set greeter v1":             "want VERSION=PERCENT",
+		"split set greeter v1=ninety":      "whole percentage",
+		"split set greeter v1=101":         "whole percentage",
+		"split set greeter v1=50 v2=40":    "add up to 90 %",
+		"split set greeter v1=50 v1=50":    `"v1" is named twice`,
+		"split set greeter v/1=100":        "may hold only",
+		"split set Greeter v1=100":         "DNS label",
+		"split set greeter -n Prod v1=100": "DNS label",
+		"split clear nothing-split":        "NotFound",
+		"split clear":                      "accepts 1 arg",
+	} {
+		_, err := cli(strings.Fields(args)...)
+		if err == nil || !strings.Contains(describe(err), mention) {
+			t.Errorf("%s: %v; want an error mentioning %q", args, err, mention)
+		}
+	}
+	if text, _ := cli("services"); !strings.Contains(text, "v1=90 v2=10") {
+		t.Errorf("after the refusals:\n%s", text)
+	}
+
+	// A workload may split only its own service.
+	client := cp.RegistryClient(cp.Join("default", "web"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = client.SetSplit(ctx, &registryv1.SetSplitRequest{Split: &registryv1.Split{Service: "greeter", Versions: []*registryv1.VersionWeight{{Version: "v1", Weight: 100}}}})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("web splitting greeter: %v; want PermissionDenied", err)
+	}
+	if _, err := client.SetSplit(ctx, &registryv1.SetSplitRequest{Split: &registryv1.Split{Service: "web", Versions: []*registryv1.VersionWeight{{Version: "v1", Weight: 100}}}}); err != nil {
+		t.Errorf("web splitting itself: %v", err)
+	}
+
+	if out, err := cli("split", "clear", "greeter"); err != nil || out != "split of greeter.default removed: its callers use every instance alike\n" {
+		t.Errorf("split clear: %q, %v", out, err)
+	}
+	waitFor(t, func() bool {
+		text, _ := cli("services")
+		return !strings.Contains(text, "v1=90")
+	})
 }

@@ -83,6 +83,7 @@ server there with no flags.`,
 		newCertCommand(g, s),
 		newRegistryCommand(g, s),
 		newServicesCommand(g, s),
+		newSplitCommand(g, s),
 		newProxyStatusCommand(g, s),
 		newProxyConfigCommand(g, s),
 		sidecarcmd.New(sidecarcmd.Config{

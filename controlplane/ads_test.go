@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -132,7 +133,12 @@ func TestSidecarGetsItsListenersAndNACKsAreKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := proxyStatus(t, cp, node)
-	waitUntil(t, "the NACK is recorded", func() bool { st = proxyStatus(t, cp, node); return st["CDS"].nacked })
+	// The NACKed version is recorded (a later one may be served already:
+	// the registration's push can follow the stream's opening).
+	waitUntil(t, "the NACK is recorded", func() bool {
+		st = proxyStatus(t, cp, node)
+		return st["CDS"].nackedVersion == cds.GetVersionInfo()
+	})
 	if st["CDS"].err != "test: refusing clusters" || st["LDS"].acked != st["LDS"].served {
 		t.Errorf("status after NACK: %+v", st)
 	}
@@ -206,17 +212,34 @@ func TestDeltaSendsOnlyWhatChanged(t *testing.T) {
 	if len(next.GetResources()) != 1 || next.GetResources()[0].GetName() != "b.default" {
 		t.Fatalf("after a change to b, the delta response holds %v", next.GetResources())
 	}
+	// The ACK completes a convergence: the histogram counts one more (the
+	// first response may count too, if the registrations' generation was
+	// pushed after the client connected).
+	before := convergences(t, cp)
 	if err := d.Ack(next); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "the convergence histogram counts the ACK", func() bool {
-		return strings.Contains(metrics(t, cp), "micromesh_xds_convergence_seconds_count 1")
-	})
+	waitUntil(t, "the convergence histogram counts the ACK", func() bool { return convergences(t, cp) == before+1 })
+}
+
+// convergences is the count of the control plane's convergence histogram.
+func convergences(t *testing.T, cp *meshtest.ControlPlane) int {
+	t.Helper()
+	for _, l := range strings.Split(metrics(t, cp), "\n") {
+		if v, ok := strings.CutPrefix(l, "micromesh_xds_convergence_seconds_count "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("convergence count %q: %v", v, err)
+			}
+			return n
+		}
+	}
+	return 0
 }
 
 type typeState struct {
 	served, acked string
-	nacked        bool
+	nackedVersion string
 	err           string
 }
 
@@ -233,7 +256,7 @@ func proxyStatus(t *testing.T, cp *meshtest.ControlPlane, node string) map[strin
 		}
 		for _, ts := range p.GetTypes() {
 			out[ts.GetType()] = typeState{served: ts.GetServedVersion(), acked: ts.GetAckedVersion(),
-				nacked: ts.GetNackedVersion() != "" && ts.GetNackedVersion() == ts.GetServedVersion(), err: ts.GetNackError()}
+				nackedVersion: ts.GetNackedVersion(), err: ts.GetNackError()}
 		}
 	}
 	return out

@@ -13,7 +13,8 @@ import (
 // instances grouped into services, sorted, with the trust bundle. A
 // service's traffic policy, its paths' included, comes from its instances'
 // policy_* metadata (the first instance by ID that sets any; the registry
-// API refused invalid ones), else xds.DefaultPolicy.
+// API refused invalid ones), else xds.DefaultPolicy; its split, from the
+// registry's splits.
 func buildMesh(td string, roots []byte, snap registry.Snapshot) *xds.Mesh {
 	m := &xds.Mesh{TrustDomain: td, Roots: roots}
 	byKey := map[[2]string]int{}
@@ -36,11 +37,21 @@ func buildMesh(td string, roots []byte, snap registry.Snapshot) *xds.Mesh {
 			Port:     uint32(in.Port),
 			QUICPort: uint32(in.QUICPort),
 			Kind:     in.Kind,
+			Version:  in.Version,
 			Health:   string(in.Health),
 			Region:   in.Region,
 			Zone:     in.Zone,
 			Weight:   in.Weight,
 		})
+	}
+	for _, sp := range snap.Splits {
+		i, ok := byKey[[2]string{sp.Namespace, sp.Service}]
+		if !ok {
+			continue // a split of a service with no instance: nothing to call
+		}
+		for _, v := range sp.Versions {
+			m.Services[i].Split = append(m.Services[i].Split, xds.VersionWeight{Version: v.Version, Weight: v.Weight})
+		}
 	}
 	slices.SortFunc(m.Services, func(a, b xds.Service) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
@@ -52,12 +53,13 @@ func (a *registryAPI) lookup(id string) (registry.Instance, bool) {
 // isAdmin reports whether id may act on any instance: the mesh's own identities.
 func isAdmin(id identity.ID) bool { return id.Namespace == identity.SystemNamespace }
 
-// authorize checks that caller may act on instances of service ns/name.
+// authorize checks that caller may act on service ns/name: its instances,
+// its split.
 func authorize(caller identity.ID, ns, name string) error {
 	if isAdmin(caller) || (caller.Namespace == ns && caller.Name == name) {
 		return nil
 	}
-	return status.Errorf(codes.PermissionDenied, "%s may register only instances of its own service (%s.%s), not of %s.%s",
+	return status.Errorf(codes.PermissionDenied, "%s may act only on its own service (%s.%s), not on %s.%s",
 		caller, caller.Name, caller.Namespace, name, ns)
 }
 
@@ -170,7 +172,84 @@ func (a *registryAPI) ListServices(ctx context.Context, req *registryv1.ListServ
 		}
 		resp.Services[n-1].Instances = append(resp.Services[n-1].Instances, InstanceToProto(in))
 	}
+	for _, sp := range snap.Splits {
+		if visible(sp.Namespace) {
+			resp.Splits = append(resp.Splits, SplitToProto(sp))
+		}
+	}
 	return resp, nil
+}
+
+func (a *registryAPI) SetSplit(ctx context.Context, req *registryv1.SetSplitRequest) (*registryv1.SetSplitResponse, error) {
+	caller, err := a.caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p := req.GetSplit()
+	if p == nil {
+		return nil, status.Error(codes.InvalidArgument, "the request has no split")
+	}
+	sp := registry.Split{Service: p.GetService(), Namespace: p.GetNamespace()}
+	for _, v := range p.GetVersions() {
+		sp.Versions = append(sp.Versions, registry.VersionWeight{Version: v.GetVersion(), Weight: v.GetWeight()})
+	}
+	if err := sp.Validate(); err != nil {
+		return nil, registryStatus(err)
+	}
+	if err := authorize(caller, sp.Namespace, sp.Service); err != nil {
+		return nil, err
+	}
+	if err := a.reg.SetSplit(ctx, sp); err != nil {
+		return nil, registryStatus(err)
+	}
+	a.log.Info("split set", "service", sp.Service, "namespace", sp.Namespace, "versions", splitString(sp), "by", caller.String())
+	return &registryv1.SetSplitResponse{}, nil
+}
+
+func (a *registryAPI) DeleteSplit(ctx context.Context, req *registryv1.DeleteSplitRequest) (*registryv1.DeleteSplitResponse, error) {
+	caller, err := a.caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ns := req.GetNamespace()
+	if ns == "" {
+		ns = identity.DefaultNamespace
+	}
+	if err := identity.ValidateName("service name", req.GetService()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := identity.ValidateName("namespace", ns); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := authorize(caller, ns, req.GetService()); err != nil {
+		return nil, err
+	}
+	if err := a.reg.DeleteSplit(ctx, ns, req.GetService()); err != nil {
+		return nil, registryStatus(err)
+	}
+	a.log.Info("split removed", "service", req.GetService(), "namespace", ns, "by", caller.String())
+	return &registryv1.DeleteSplitResponse{}, nil
+}
+
+// splitString is a split's versions as "v1=90,v2=10".
+func splitString(sp registry.Split) string {
+	var b strings.Builder
+	for i, v := range sp.Versions {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%s=%d", v.Version, v.Weight)
+	}
+	return b.String()
+}
+
+// SplitToProto converts a split for the wire.
+func SplitToProto(sp registry.Split) *registryv1.Split {
+	p := &registryv1.Split{Service: sp.Service, Namespace: sp.Namespace}
+	for _, v := range sp.Versions {
+		p.Versions = append(p.Versions, &registryv1.VersionWeight{Version: v.Version, Weight: v.Weight})
+	}
+	return p
 }
 
 // registryStatus maps registry errors to gRPC statuses.

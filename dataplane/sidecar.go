@@ -118,6 +118,9 @@ type Sidecar struct {
 	config   chan struct{} // closed at the first applied config
 	once     sync.Once
 	adminL   net.Listener
+
+	// warm holds back configs that refer to what has not arrived yet.
+	warm *warmer
 }
 
 // Run runs a sidecar until ctx ends, then deregisters, drains and stops.
@@ -158,6 +161,7 @@ func New(o Options) (*Sidecar, error) {
 	}
 	log := o.Logger.With("component", "sidecar", "instance", o.Instance)
 	s := &Sidecar{o: o, log: log, reg: prometheus.NewRegistry(), config: make(chan struct{}), drainReg: make(chan struct{})}
+	s.warm = &warmer{put: s.put, within: defaultWarmWithin, log: log}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.src = identity.NewSource(o.Credentials, identity.RemoteRenewer(o.ControlPlane),
 		identity.WithSourceLogger(o.Logger.With("component", "sidecar-cert")),
@@ -266,13 +270,19 @@ func (s *Sidecar) controlPlaneTLS() *tls.Config {
 	return s.src.ClientTLSConfig(identity.AuthorizeID(identity.ControlPlaneID(s.o.Credentials.ID.TrustDomain)))
 }
 
-// apply compiles resources and puts them in force: listeners first (a port
-// that cannot be bound refuses the config), then the proxy's routing.
+// apply compiles resources and puts them in force (put), unless s.warm
+// holds them until what they refer to arrives.
 func (s *Sidecar) apply(r config.Resources) error {
 	cfg, err := config.Compile(r)
 	if err != nil {
 		return err
 	}
+	return s.warm.offer(cfg)
+}
+
+// put puts cfg in force: listeners first (a port that cannot be bound
+// refuses the config), then the proxy's routing. s.warm orders the calls.
+func (s *Sidecar) put(cfg *config.Config) error {
 	commit, err := s.lst.prepare(cfg)
 	if err != nil {
 		return err
@@ -301,6 +311,7 @@ func (s *Sidecar) Certificate() *identity.Credentials { return s.src.Current() }
 // Run serves until ctx ends, then deregisters, drains and stops.
 func (s *Sidecar) Run(ctx context.Context) error {
 	defer s.closePorts() // on the way out early: nothing keeps serving
+	defer s.warm.close()
 	g, gctx := errgroup.WithContext(ctx)
 	if ln := s.adminL; ln != nil {
 		admin := &http.Server{Handler: s.adminHandler(), ReadHeaderTimeout: 10 * time.Second}

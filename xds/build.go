@@ -86,8 +86,14 @@ func BuildShared(m *Mesh, ns, kind string) *Shared {
 	reachable := b.reachable()
 	sh := &Shared{Namespace: ns, Kind: kind, Route: b.outboundRoute(reachable)}
 	for _, s := range reachable {
-		sh.Clusters = append(sh.Clusters, b.outboundCluster(s))
-		sh.Endpoints = append(sh.Endpoints, b.endpoints(s))
+		sh.Clusters = append(sh.Clusters, b.outboundCluster(s, ClusterName(s.Namespace, s.Name)))
+		sh.Endpoints = append(sh.Endpoints, b.endpoints(s, ClusterName(s.Namespace, s.Name)))
+		for _, v := range s.activeVersions() {
+			sub := s.ofVersion(v.Version)
+			name := VersionClusterName(s.Namespace, s.Name, v.Version)
+			sh.Clusters = append(sh.Clusters, b.outboundCluster(sub, name))
+			sh.Endpoints = append(sh.Endpoints, b.endpoints(sub, name))
+		}
 		if kind == KindProxyless {
 			for _, host := range hostNames(ns, s.Namespace, s.Name) {
 				sh.APIListeners = append(sh.APIListeners, apiListener(host))
@@ -280,8 +286,14 @@ func (r *Resources) Validate() error {
 	for _, rc := range r.Routes {
 		for _, vh := range rc.VirtualHosts {
 			for _, rt := range vh.Routes {
-				if c := rt.GetRoute().GetCluster(); c != "" && !clusters[c] {
-					errs = append(errs, fmt.Errorf("route %q refers to cluster %q, which is missing", rc.Name, c))
+				names := []string{rt.GetRoute().GetCluster()}
+				for _, wc := range rt.GetRoute().GetWeightedClusters().GetClusters() {
+					names = append(names, wc.GetName())
+				}
+				for _, c := range names {
+					if c != "" && !clusters[c] {
+						errs = append(errs, fmt.Errorf("route %q refers to cluster %q, which is missing", rc.Name, c))
+					}
 				}
 			}
 		}

@@ -17,7 +17,8 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 
-// testMesh: hello (two built-in sidecars serving QUIC, two zones), world
+// testMesh: hello (three built-in sidecars serving QUIC, two zones, three
+// versions split 90/10/0), world
 // (one built-in, one Envoy: so TLS for everyone), grpcsrv (a proxyless
 // server, one endpoint critical), store (a platform service), and billing in
 // namespace prod (unreachable from default).
@@ -34,9 +35,10 @@ func testMesh() *Mesh {
 			}},
 			{Name: "hello", Namespace: "default", Protocol: ProtocolGRPC, Policy: helloPolicy(), Routes: []RoutePolicy{
 				{Path: "/pkg.Hello/Expensive", RateLimit: 2, RateLimitBurst: 1},
-			}, Endpoints: []Endpoint{
-				{ID: "h1", Address: "10.0.0.1", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Health: HealthPassing, Region: "eu", Zone: "eu-1a", Weight: 2},
-				{ID: "h2", Address: "10.0.0.2", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Health: HealthWarning, Region: "eu", Zone: "eu-1b"},
+			}, Split: []VersionWeight{{"v1", 90}, {"v2", 10}, {"v3", 0}}, Endpoints: []Endpoint{
+				{ID: "h1", Address: "10.0.0.1", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Version: "v1", Health: HealthPassing, Region: "eu", Zone: "eu-1a", Weight: 2},
+				{ID: "h2", Address: "10.0.0.2", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Version: "v2", Health: HealthWarning, Region: "eu", Zone: "eu-1b"},
+				{ID: "h3", Address: "10.0.0.7", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Version: "v3", Health: HealthPassing, Region: "eu", Zone: "eu-1b"},
 			}},
 			{Name: "world", Namespace: "default", Protocol: ProtocolHTTP, Policy: Policy{
 				Timeout: 2 * time.Second, PerTryTimeout: time.Second, Retries: 1, MaxConnections: 10, MaxPendingRequests: 10,
@@ -202,7 +204,7 @@ func TestScoping(t *testing.T) {
 	for _, c := range r.Clusters {
 		names = append(names, c.Name)
 	}
-	if got := strings.Join(names, ","); got != "grpcsrv.default,hello.default,inbound|app,store.micromesh,world.default" {
+	if got := strings.Join(names, ","); got != "grpcsrv.default,hello.default,hello.default|v1,hello.default|v2,inbound|app,store.micromesh,world.default" {
 		t.Errorf("clusters of a default-namespace proxy: %s (billing.prod must not be reachable)", got)
 	}
 	var hosts []string

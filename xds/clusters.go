@@ -42,11 +42,12 @@ func transportFor(p Proxy, s *Service) transport {
 	return transportQUIC
 }
 
-// outboundCluster is the cluster through which proxy p calls service s.
-func (b *builder) outboundCluster(s *Service) *cluster.Cluster {
+// outboundCluster is the cluster, named name, through which proxy p calls
+// service s (or the instances of one of its versions: ofVersion).
+func (b *builder) outboundCluster(s *Service, name string) *cluster.Cluster {
 	pol := s.Policy
 	c := &cluster.Cluster{
-		Name:                 ClusterName(s.Namespace, s.Name),
+		Name:                 name,
 		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_EDS},
 		EdsClusterConfig:     &cluster.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
 		ConnectTimeout:       duration(connectTimeout),

@@ -8,11 +8,11 @@ import (
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 )
 
-// endpoints is the EDS resource of service s as proxy p sees it: QUIC ports
+// endpoints is the EDS resource, named name, of service s as proxy p sees it: QUIC ports
 // when p reaches s over QUIC, TCP ports otherwise; grouped by locality, each
 // locality weighted by the sum of its endpoints' weights (gRPC ignores
 // localities without a weight).
-func (b *builder) endpoints(s *Service) *endpoint.ClusterLoadAssignment {
+func (b *builder) endpoints(s *Service, name string) *endpoint.ClusterLoadAssignment {
 	quic := transportFor(b.proxy, s) == transportQUIC
 	type key struct{ region, zone string }
 	groups := map[key][]Endpoint{}
@@ -26,7 +26,7 @@ func (b *builder) endpoints(s *Service) *endpoint.ClusterLoadAssignment {
 	}
 	slices.SortFunc(keys, func(a, b key) int { return cmp.Or(cmp.Compare(a.region, b.region), cmp.Compare(a.zone, b.zone)) })
 
-	cla := &endpoint.ClusterLoadAssignment{ClusterName: ClusterName(s.Namespace, s.Name)}
+	cla := &endpoint.ClusterLoadAssignment{ClusterName: name}
 	for _, k := range keys {
 		loc := &endpoint.LocalityLbEndpoints{Locality: &core.Locality{Region: k.region, Zone: k.zone}}
 		var total uint32

@@ -55,8 +55,17 @@ type Service struct {
 	// Routes override the policy's timeouts and retries for the requests
 	// whose path they match, tried in order (PolicyFromMetadata sorts
 	// them: exact paths, then prefixes longest first).
-	Routes    []RoutePolicy
+	Routes []RoutePolicy
+	// Split spreads the service's requests over its versions (percentages
+	// adding up to 100, sorted by version); nil: every instance alike.
+	Split     []VersionWeight
 	Endpoints []Endpoint
+}
+
+// VersionWeight is one version's share of a service's requests.
+type VersionWeight struct {
+	Version string
+	Weight  uint32
 }
 
 // RoutePolicy is the timeouts and retries of the requests to one path, or
@@ -80,6 +89,7 @@ type Endpoint struct {
 	Port     uint32 // TCP: mTLS, HTTP/2 over TLS
 	QUICPort uint32 // UDP: HTTP/3 over QUIC (built-in sidecars only)
 	Kind     string
+	Version  string
 	Health   string
 	Region   string
 	Zone     string
@@ -147,4 +157,28 @@ type Proxy struct {
 // SPIFFEID returns the SPIFFE ID of service name in namespace ns.
 func (m *Mesh) SPIFFEID(ns, name string) string {
 	return "spiffe://" + m.TrustDomain + "/ns/" + ns + "/svc/" + name
+}
+
+// activeVersions are the versions of s's split that take requests (a
+// share above 0); none when s has no split.
+func (s *Service) activeVersions() []VersionWeight {
+	var out []VersionWeight
+	for _, v := range s.Split {
+		if v.Weight > 0 {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// ofVersion is s with only the endpoints of version v.
+func (s *Service) ofVersion(v string) *Service {
+	sub := *s
+	sub.Endpoints = nil
+	for _, e := range s.Endpoints {
+		if e.Version == v {
+			sub.Endpoints = append(sub.Endpoints, e)
+		}
+	}
+	return &sub
 }

@@ -25,6 +25,12 @@ const (
 // ClusterName returns the cluster (and EDS resource) name of a service.
 func ClusterName(ns, name string) string { return name + "." + ns }
 
+// VersionClusterName returns the cluster (and EDS resource) name of the
+// instances of one version of a service, which its split sends to.
+func VersionClusterName(ns, name, version string) string {
+	return ClusterName(ns, name) + "|" + version
+}
+
 // hostNames are the authorities a caller in namespace callerNS may use for
 // service name in namespace ns: "name.ns" always, "name" within one's own
 // namespace.

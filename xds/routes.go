@@ -61,11 +61,23 @@ func (b *builder) outboundRoute(reachable []*Service) *route.RouteConfiguration 
 	return rc
 }
 
-// routeAction sends to s's cluster with a timeout (0: none) and retries.
+// routeAction sends to s's cluster (or its versions' clusters, by its
+// split) with a timeout (0: none) and retries.
 func routeAction(s *Service, timeout, perTry time.Duration, retries uint32) *route.RouteAction {
 	action := &route.RouteAction{
 		ClusterSpecifier: &route.RouteAction_Cluster{Cluster: ClusterName(s.Namespace, s.Name)},
 		Timeout:          duration(timeout),
+	}
+	if vs := s.activeVersions(); len(vs) > 0 {
+		// The split: each request picks a version's cluster by its share,
+		// and its retries stay there.
+		wc := &route.WeightedCluster{}
+		for _, v := range vs {
+			wc.Clusters = append(wc.Clusters, &route.WeightedCluster_ClusterWeight{
+				Name: VersionClusterName(s.Namespace, s.Name, v.Version), Weight: u32(v.Weight),
+			})
+		}
+		action.ClusterSpecifier = &route.RouteAction_WeightedClusters{WeightedClusters: wc}
 	}
 	if s.Protocol == ProtocolGRPC && timeout > 0 {
 		// Proxyless gRPC clients read a route's deadline from here.

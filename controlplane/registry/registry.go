@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/micromesh/micromesh/identity"
@@ -25,6 +27,12 @@ type Registry interface {
 	Deregister(ctx context.Context, id string) error
 	// Heartbeat renews an instance's TTL; ErrNotFound if there is none.
 	Heartbeat(ctx context.Context, id string) error
+	// SetSplit sets how a service's callers spread its requests over its
+	// versions, replacing the split it had.
+	SetSplit(ctx context.Context, s Split) error
+	// DeleteSplit removes a service's split (its callers then use every
+	// instance alike); ErrNotFound if it has none.
+	DeleteSplit(ctx context.Context, namespace, service string) error
 	// Watch sends the current snapshot at once, then a new one after every
 	// change, until ctx ends; a slow reader only ever misses intermediate
 	// snapshots, never the latest.
@@ -53,7 +61,7 @@ func List(ctx context.Context, r Registry) (Snapshot, error) {
 // Errors, for errors.Is.
 var (
 	ErrInvalid     = errors.New("invalid registration")
-	ErrNotFound    = errors.New("no such instance")
+	ErrNotFound    = errors.New("not found")
 	ErrConflict    = errors.New("instance ID already registered for another service")
 	ErrUnavailable = errors.New("registry unavailable")
 )
@@ -120,6 +128,7 @@ const (
 
 var (
 	idPattern      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	versionPattern = idPattern
 	metaKeyPattern = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
 )
 
@@ -177,6 +186,11 @@ func (in *Instance) Validate() error {
 	if in.QUICPort != 0 && in.Kind != KindBuiltin {
 		return bad("only built-in sidecars serve QUIC; %s is %s", in.ID, in.Kind)
 	}
+	if in.Version != "" {
+		if err := ValidateVersion(in.Version); err != nil {
+			return bad("%v", err)
+		}
+	}
 	if in.Weight > MaxWeight {
 		return bad("weight %d is above %d", in.Weight, MaxWeight)
 	}
@@ -204,12 +218,111 @@ func (in *Instance) Validate() error {
 	return nil
 }
 
+// MaxVersionLength bounds a version label.
+const MaxVersionLength = 63
+
+// ValidateVersion checks a version label: what instances register and
+// splits name.
+func ValidateVersion(v string) error {
+	switch {
+	case v == "":
+		return errors.New("version is empty")
+	case len(v) > MaxVersionLength:
+		return fmt.Errorf("version %q is longer than %d characters", v, MaxVersionLength)
+	case !versionPattern.MatchString(v):
+		return fmt.Errorf("version %q may hold only letters, digits, '.', '_' and '-', starting with a letter or digit", v)
+	}
+	return nil
+}
+
+// Split is how a service's callers spread its requests over its versions
+// (a canary, a blue/green switch): each request goes to an instance of
+// one version, picked in proportion to the weights, which are percentages
+// adding up to 100. Instances of versions the split does not name get no
+// requests; a version named with no instance fails its share (its callers
+// answer 503), as in Envoy, Istio and Consul.
+type Split struct {
+	Namespace string `json:"namespace"`
+	Service   string `json:"service"`
+	// Versions, sorted by version.
+	Versions []VersionWeight `json:"versions"`
+}
+
+// VersionWeight is one version's share of a Split, in percent.
+type VersionWeight struct {
+	Version string `json:"version"`
+	Weight  uint32 `json:"weight"`
+}
+
+// MaxSplitVersions bounds the versions of a split.
+const MaxSplitVersions = 16
+
+// Validate checks a split and says what is wrong in terms a person can
+// act on. It fills the default namespace and sorts the versions.
+func (s *Split) Validate() error {
+	if s.Namespace == "" {
+		s.Namespace = identity.DefaultNamespace
+	}
+	bad := func(format string, args ...any) error {
+		return invalidSplit(fmt.Sprintf(format, args...))
+	}
+	if err := identity.ValidateName("service name", s.Service); err != nil {
+		return bad("%v", err)
+	}
+	if err := identity.ValidateName("namespace", s.Namespace); err != nil {
+		return bad("%v", err)
+	}
+	switch {
+	case len(s.Versions) == 0:
+		return bad("the split of %s.%s names no version; give VERSION=PERCENT for each", s.Service, s.Namespace)
+	case len(s.Versions) > MaxSplitVersions:
+		return bad("the split of %s.%s names %d versions; the limit is %d", s.Service, s.Namespace, len(s.Versions), MaxSplitVersions)
+	}
+	s.Versions = slices.Clone(s.Versions)
+	slices.SortFunc(s.Versions, func(a, b VersionWeight) int { return strings.Compare(a.Version, b.Version) })
+	var sum uint32
+	for i, v := range s.Versions {
+		if err := ValidateVersion(v.Version); err != nil {
+			return bad("%v", err)
+		}
+		if i > 0 && s.Versions[i-1].Version == v.Version {
+			return bad("version %q is named twice", v.Version)
+		}
+		if v.Weight > 100 {
+			return bad("version %s takes %d %%; a share is 0-100 %%", v.Version, v.Weight)
+		}
+		sum += v.Weight
+	}
+	if sum != 100 {
+		return bad("the shares of %s.%s add up to %d %%, not 100 %%", s.Service, s.Namespace, sum)
+	}
+	return nil
+}
+
+// invalidSplit is ErrInvalid, said of a split.
+type invalidSplit string
+
+func (e invalidSplit) Error() string        { return "invalid split: " + string(e) }
+func (e invalidSplit) Is(target error) bool { return target == ErrInvalid }
+
 // Snapshot is the registry's state at one moment.
 type Snapshot struct {
 	// Index increases with every change.
 	Index uint64 `json:"index"`
 	// Instances, sorted by namespace, service, ID.
 	Instances []Instance `json:"instances"`
+	// Splits, sorted by namespace, service.
+	Splits []Split `json:"splits,omitempty"`
+}
+
+// SortSplits puts splits in snapshot order.
+func SortSplits(ss []Split) {
+	slices.SortFunc(ss, func(a, b Split) int {
+		if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Service, b.Service)
+	})
 }
 
 // SortInstances puts instances in snapshot order.

@@ -1007,3 +1007,46 @@ func TestWeightedClustersAsEnvoys(t *testing.T) {
 		}), "host_rewrite_literal is not supported"},
 	})
 }
+
+// TestCompilesTheControlPlanesSplit: a service split between versions
+// compiles into a route over one cluster per version, each holding that
+// version's instances alone.
+func TestCompilesTheControlPlanesSplit(t *testing.T) {
+	m := &xds.Mesh{TrustDomain: "micromesh.local", Roots: []byte("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"), Services: []xds.Service{
+		{Name: "hello", Namespace: "default", Protocol: xds.ProtocolGRPC, Split: []xds.VersionWeight{{Version: "v1", Weight: 80}, {Version: "v2", Weight: 20}},
+			Endpoints: []xds.Endpoint{
+				{ID: "h1", Address: "10.0.0.1", Port: 8443, QUICPort: 8443, Kind: xds.KindBuiltin, Version: "v1", Health: xds.HealthPassing},
+				{ID: "h2", Address: "10.0.0.2", Port: 8443, QUICPort: 8443, Kind: xds.KindBuiltin, Version: "v2", Health: xds.HealthPassing},
+				{ID: "h3", Address: "10.0.0.3", Port: 15006, Kind: xds.KindEnvoy, Version: "v2", Health: xds.HealthPassing},
+			}},
+	}}
+	r, err := xds.Build(m, xds.Proxy{NodeID: "n", Namespace: "default", Service: "client", Kind: xds.KindBuiltin, OutboundPort: 15001, CertDir: "/certs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Compile(envoyResources{Listeners: r.Listeners, Routes: r.Routes, Clusters: r.Clusters, Endpoints: r.Endpoints, Secrets: r.Secrets}.wire(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, _ := c.Routes["outbound"].Lookup("hello", "/pkg.Hello/Hi")
+	if rt == nil || rt.Split == nil || fmt.Sprint(rt.Split.Clusters) != "[{hello.default|v1 80} {hello.default|v2 20}]" || rt.Split.Total != 100 {
+		t.Fatalf("hello's route: %+v", rt)
+	}
+	for name, want := range map[string]string{
+		"hello.default|v1": "quic [10.0.0.1:8443]", // built-in sidecars alone: QUIC
+		"hello.default|v2": "tls [10.0.0.2:8443 10.0.0.3:15006]",
+	} {
+		cl := c.Clusters[name]
+		if cl == nil {
+			t.Errorf("no cluster %s", name)
+			continue
+		}
+		var addrs []string
+		for _, e := range cl.Endpoints {
+			addrs = append(addrs, e.Address)
+		}
+		if got := cl.Transport + " " + fmt.Sprint(addrs); got != want {
+			t.Errorf("cluster %s: %s, want %s", name, got, want)
+		}
+	}
+}

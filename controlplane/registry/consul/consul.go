@@ -6,10 +6,18 @@
 // the Consul service "<ns>_<name>" tagged "micromesh", with the parts also in
 // its metadata (mesh_namespace, mesh_service). Mesh names are DNS labels,
 // which never contain '_', so the mapping cannot collide.
+//
+// Splits live in Consul's KV store, one JSON value per service under
+// micromesh/splits/<ns>/<name>, watched with a blocking query on the
+// prefix. (Consul's own service-splitter config entries split by subsets
+// its service-resolver defines with filters, and need service-defaults
+// that say the protocol; the mesh's versions are a label, so it keeps its
+// splits itself rather than write entries other tools own.)
 package consul
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +32,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/identity"
 )
 
 // Tag marks Consul services that belong to the mesh.
@@ -138,13 +147,13 @@ func (r *Registry) Register(ctx context.Context, in registry.Instance) error {
 func (r *Registry) Deregister(ctx context.Context, id string) error {
 	q := (&api.QueryOptions{}).WithContext(ctx)
 	if _, _, err := r.client.Agent().Service(id, q); isNotFound(err) {
-		return fmt.Errorf("%w: %q", registry.ErrNotFound, id)
+		return fmt.Errorf("%w: no instance %q", registry.ErrNotFound, id)
 	} else if err != nil {
 		return r.unavailable(err)
 	}
 	if err := r.client.Agent().ServiceDeregisterOpts(id, q); err != nil {
 		if isNotFound(err) {
-			return fmt.Errorf("%w: %q", registry.ErrNotFound, id)
+			return fmt.Errorf("%w: no instance %q", registry.ErrNotFound, id)
 		}
 		return r.unavailable(err)
 	}
@@ -162,9 +171,78 @@ func (r *Registry) Heartbeat(ctx context.Context, id string) error {
 		if _, _, serr := r.client.Agent().Service(id, (&api.QueryOptions{}).WithContext(ctx)); serr == nil {
 			return nil
 		}
-		return fmt.Errorf("%w: %q (register it again)", registry.ErrNotFound, id)
+		return fmt.Errorf("%w: no instance %q (register it again)", registry.ErrNotFound, id)
 	}
 	return r.unavailable(err)
+}
+
+// SplitsPrefix is the KV prefix under which splits are kept.
+const SplitsPrefix = "micromesh/splits/"
+
+func splitKey(ns, service string) string { return SplitsPrefix + ns + "/" + service }
+
+// SetSplit writes the service's split to the KV store.
+func (r *Registry) SetSplit(ctx context.Context, sp registry.Split) error {
+	if err := sp.Validate(); err != nil {
+		return err
+	}
+	data, err := json.Marshal(sp)
+	if err != nil {
+		return err
+	}
+	if _, err := r.client.KV().Put(&api.KVPair{Key: splitKey(sp.Namespace, sp.Service), Value: data}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		return r.unavailable(err)
+	}
+	return nil
+}
+
+// DeleteSplit removes the service's split from the KV store.
+func (r *Registry) DeleteSplit(ctx context.Context, ns, service string) error {
+	if ns == "" {
+		ns = identity.DefaultNamespace
+	}
+	key := splitKey(ns, service)
+	pair, _, err := r.client.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return r.unavailable(err)
+	}
+	if pair == nil {
+		return fmt.Errorf("%w: %s.%s has no split", registry.ErrNotFound, service, ns)
+	}
+	// Only the value read: a split set again meanwhile stays.
+	ok, _, err := r.client.KV().DeleteCAS(&api.KVPair{Key: key, ModifyIndex: pair.ModifyIndex}, (&api.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return r.unavailable(err)
+	}
+	if !ok {
+		return fmt.Errorf("%w: the split of %s.%s changed while it was being removed; try again", registry.ErrUnavailable, service, ns)
+	}
+	return nil
+}
+
+// splits reads every split, waiting for a change past index. Values that
+// are not valid splits (written by hand) are logged and skipped.
+func (r *Registry) splits(ctx context.Context, index uint64) ([]registry.Split, uint64, error) {
+	q := (&api.QueryOptions{WaitIndex: index, WaitTime: waitTime, AllowStale: true}).WithContext(ctx)
+	pairs, meta, err := r.client.KV().List(SplitsPrefix, q)
+	if err != nil {
+		return nil, 0, err
+	}
+	var out []registry.Split
+	for _, p := range pairs {
+		var sp registry.Split
+		if err := json.Unmarshal(p.Value, &sp); err != nil {
+			r.log.Warn("skipping a split that is not JSON", "key", p.Key, "err", err)
+			continue
+		}
+		if err := sp.Validate(); err != nil || p.Key != splitKey(sp.Namespace, sp.Service) {
+			r.log.Warn("skipping an invalid split", "key", p.Key, "err", err)
+			continue
+		}
+		out = append(out, sp)
+	}
+	registry.SortSplits(out)
+	return out, meta.LastIndex, nil
 }
 
 func (r *Registry) unavailable(err error) error {
@@ -276,6 +354,9 @@ func (r *Registry) Watch(ctx context.Context) (<-chan registry.Snapshot, error) 
 		}
 		w.services[name] = &serviceWatch{instances: entries, index: idx}
 	}
+	if w.splits, w.splitsIndex, err = r.splits(ctx, 0); err != nil {
+		return nil, r.unavailable(err)
+	}
 	w.out <- w.snapshot()
 	go w.run(ctx, index)
 	return w.out, nil
@@ -288,7 +369,10 @@ type watch struct {
 	changed  chan struct{}
 	mu       sync.Mutex
 	services map[string]*serviceWatch
-	emitted  uint64
+	splits   []registry.Split
+	// splitsIndex is where the first splits query left off.
+	splitsIndex uint64
+	emitted     uint64
 }
 
 type serviceWatch struct {
@@ -349,10 +433,14 @@ func (w *watch) run(ctx context.Context, index uint64) {
 		w.startService(ctx, &wg, name, sw)
 	}
 	w.mu.Unlock()
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		w.emit(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		w.watchSplits(ctx)
 	}()
 	b := backoff{conn: &w.conn}
 	for ctx.Err() == nil {
@@ -421,6 +509,37 @@ func (w *watch) startService(ctx context.Context, wg *sync.WaitGroup, name strin
 	}()
 }
 
+// watchSplits follows the splits' KV prefix.
+func (w *watch) watchSplits(ctx context.Context) {
+	index := w.splitsIndex
+	b := backoff{conn: &w.conn}
+	for ctx.Err() == nil {
+		splits, got, err := w.r.splits(ctx, index)
+		if err != nil {
+			if ctx.Err() == nil {
+				b.fail(ctx, err)
+			}
+			index = 0 // as in run: start over after an outage
+			continue
+		}
+		b.ok()
+		if got == index && index != 0 {
+			continue // the wait timed out with no change
+		}
+		index = nextIndex(index, got)
+		w.mu.Lock()
+		if !slices.EqualFunc(w.splits, splits, equalSplits) {
+			w.splits = splits
+			w.signal()
+		}
+		w.mu.Unlock()
+	}
+}
+
+func equalSplits(a, b registry.Split) bool {
+	return a.Namespace == b.Namespace && a.Service == b.Service && slices.Equal(a.Versions, b.Versions)
+}
+
 func (w *watch) signal() {
 	select {
 	case w.changed <- struct{}{}:
@@ -435,7 +554,7 @@ func (w *watch) snapshot() registry.Snapshot {
 	}
 	registry.SortInstances(ins)
 	w.emitted++
-	return registry.Snapshot{Index: w.emitted, Instances: ins}
+	return registry.Snapshot{Index: w.emitted, Instances: ins, Splits: w.splits}
 }
 
 // emit sends the latest snapshot after each change, replacing one the

@@ -21,6 +21,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/identity"
 )
 
 // DefaultDeregisterAfter is how long an instance may stay critical before it
@@ -29,6 +30,7 @@ const DefaultDeregisterAfter = time.Minute
 
 var (
 	instancesBucket = []byte("instances")
+	splitsBucket    = []byte("splits")
 	metaBucket      = []byte("meta")
 	indexKey        = []byte("index")
 )
@@ -49,7 +51,8 @@ type Registry struct {
 	mu       sync.Mutex
 	index    uint64
 	records  map[string]*record
-	deadline map[string]time.Time // next heartbeat due, per TTL instance (memory only)
+	splits   map[string]registry.Split // by splitKey
+	deadline map[string]time.Time      // next heartbeat due, per TTL instance (memory only)
 	subs     map[chan registry.Snapshot]struct{}
 	wake     chan struct{} // reschedules the sweeper
 	publish  chan struct{} // a change awaits publishing
@@ -77,6 +80,7 @@ func Open(dir string, opts ...Option) (*Registry, error) {
 		log:             slog.New(slog.DiscardHandler),
 		deregisterAfter: DefaultDeregisterAfter,
 		records:         map[string]*record{},
+		splits:          map[string]registry.Split{},
 		deadline:        map[string]time.Time{},
 		subs:            map[chan registry.Snapshot]struct{}{},
 		wake:            make(chan struct{}, 1),
@@ -112,6 +116,21 @@ func Open(dir string, opts ...Option) (*Registry, error) {
 		}
 		if v := mb.Get(indexKey); len(v) == 8 {
 			r.index = binary.BigEndian.Uint64(v)
+		}
+		sb, err := tx.CreateBucketIfNotExists(splitsBucket)
+		if err != nil {
+			return err
+		}
+		err = sb.ForEach(func(k, v []byte) error {
+			var sp registry.Split
+			if err := json.Unmarshal(v, &sp); err != nil {
+				return fmt.Errorf("split %s: %w", k, err)
+			}
+			r.splits[string(k)] = sp
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		return ib.ForEach(func(k, v []byte) error {
 			var rec record
@@ -177,7 +196,7 @@ func (r *Registry) Deregister(_ context.Context, id string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.records[id]; !ok {
-		return fmt.Errorf("%w: %q", registry.ErrNotFound, id)
+		return fmt.Errorf("%w: no instance %q", registry.ErrNotFound, id)
 	}
 	if err := r.commit(map[string]*record{id: nil}); err != nil {
 		return err
@@ -192,7 +211,7 @@ func (r *Registry) Heartbeat(_ context.Context, id string) error {
 	defer r.mu.Unlock()
 	rec, ok := r.records[id]
 	if !ok {
-		return fmt.Errorf("%w: %q (register it again)", registry.ErrNotFound, id)
+		return fmt.Errorf("%w: no instance %q (register it again)", registry.ErrNotFound, id)
 	}
 	if rec.Instance.TTL == 0 {
 		return nil // static: nothing to renew
@@ -208,6 +227,42 @@ func (r *Registry) Heartbeat(_ context.Context, id string) error {
 	}
 	r.kick()
 	return nil
+}
+
+// splitKey is where a service's split is kept.
+func splitKey(ns, service string) string { return ns + "/" + service }
+
+// SetSplit sets or replaces a service's split.
+func (r *Registry) SetSplit(_ context.Context, sp registry.Split) error {
+	if err := sp.Validate(); err != nil {
+		return err
+	}
+	data, err := json.Marshal(sp)
+	if err != nil {
+		return err
+	}
+	key := splitKey(sp.Namespace, sp.Service)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.update(func(tx *bolt.Tx) error {
+		return tx.Bucket(splitsBucket).Put([]byte(key), data)
+	}, func() { r.splits[key] = sp })
+}
+
+// DeleteSplit removes a service's split.
+func (r *Registry) DeleteSplit(_ context.Context, ns, service string) error {
+	if ns == "" {
+		ns = identity.DefaultNamespace
+	}
+	key := splitKey(ns, service)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.splits[key]; !ok {
+		return fmt.Errorf("%w: %s.%s has no split", registry.ErrNotFound, service, ns)
+	}
+	return r.update(func(tx *bolt.Tx) error {
+		return tx.Bucket(splitsBucket).Delete([]byte(key))
+	}, func() { delete(r.splits, key) })
 }
 
 // Watch streams snapshots.
@@ -242,8 +297,7 @@ func (r *Registry) Watch(ctx context.Context) (<-chan registry.Snapshot, error) 
 // transaction, then applies them in memory and notifies watchers.
 // Called with r.mu held.
 func (r *Registry) commit(changes map[string]*record) error {
-	next := r.index + 1
-	err := r.db.Update(func(tx *bolt.Tx) error {
+	return r.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(instancesBucket)
 		for id, rec := range changes {
 			if rec == nil {
@@ -260,6 +314,26 @@ func (r *Registry) commit(changes map[string]*record) error {
 				return err
 			}
 		}
+		return nil
+	}, func() {
+		for id, rec := range changes {
+			if rec == nil {
+				delete(r.records, id)
+			} else {
+				r.records[id] = rec
+			}
+		}
+	})
+}
+
+// update runs write and the next index in one transaction, then apply
+// (the change in memory) and notifies watchers. Called with r.mu held.
+func (r *Registry) update(write func(*bolt.Tx) error, apply func()) error {
+	next := r.index + 1
+	err := r.db.Update(func(tx *bolt.Tx) error {
+		if err := write(tx); err != nil {
+			return err
+		}
 		var v [8]byte
 		binary.BigEndian.PutUint64(v[:], next)
 		return tx.Bucket(metaBucket).Put(indexKey, v[:])
@@ -268,13 +342,7 @@ func (r *Registry) commit(changes map[string]*record) error {
 		return fmt.Errorf("%w: write: %v", registry.ErrUnavailable, err)
 	}
 	r.index = next
-	for id, rec := range changes {
-		if rec == nil {
-			delete(r.records, id)
-		} else {
-			r.records[id] = rec
-		}
-	}
+	apply()
 	select {
 	case r.publish <- struct{}{}:
 	default:
@@ -290,7 +358,13 @@ func (r *Registry) snapshotLocked() registry.Snapshot {
 		ins = append(ins, in)
 	}
 	registry.SortInstances(ins)
-	return registry.Snapshot{Index: r.index, Instances: ins}
+	var splits []registry.Split
+	for _, sp := range r.splits {
+		sp.Versions = slices.Clone(sp.Versions)
+		splits = append(splits, sp)
+	}
+	registry.SortSplits(splits)
+	return registry.Snapshot{Index: r.index, Instances: ins, Splits: splits}
 }
 
 // publisher hands watchers the latest snapshot after changes. A burst of

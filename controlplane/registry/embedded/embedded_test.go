@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"context"
+	"reflect"
 	"testing"
 	"time"
 
@@ -38,6 +39,10 @@ func TestSurvivesRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	split := registry.Split{Service: "web", Versions: []registry.VersionWeight{{Version: "v1", Weight: 75}, {Version: "v2", Weight: 25}}}
+	if err := r.SetSplit(ctx, split); err != nil {
+		t.Fatal(err)
+	}
 	before, _ := registry.List(ctx, r)
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
@@ -55,6 +60,9 @@ func TestSurvivesRestart(t *testing.T) {
 		if in.Health != registry.Passing {
 			t.Errorf("%s is %s after restart", in.ID, in.Health)
 		}
+	}
+	if len(after.Splits) != 1 || !reflect.DeepEqual(after.Splits[0], before.Splits[0]) || after.Splits[0].Namespace != "default" {
+		t.Errorf("splits after restart: %+v, want %+v", after.Splits, before.Splits)
 	}
 }
 

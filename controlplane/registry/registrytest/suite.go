@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -29,6 +30,8 @@ func Run(t *testing.T, open func(t *testing.T) registry.Registry) {
 	t.Run("DeregisterAndUnknownIDs", func(t *testing.T) { testDeregister(t, open(t)) })
 	t.Run("WatchSeesChangesWithinOneSecond", func(t *testing.T) { testWatch(t, open(t)) })
 	t.Run("NamespacesAreSeparate", func(t *testing.T) { testNamespaces(t, open(t)) })
+	t.Run("Splits", func(t *testing.T) { testSplits(t, open(t)) })
+	t.Run("InvalidSplits", func(t *testing.T) { testInvalidSplits(t, open(t)) })
 }
 
 // namespace returns a namespace no other test uses.
@@ -256,4 +259,131 @@ func testNamespaces(t *testing.T, r registry.Registry) {
 	if got := list(t, r, b); len(got) != 1 || got[0].Port != 9443 {
 		t.Errorf("namespace %s: %+v", b, got)
 	}
+}
+
+// splitsIn returns the splits of snapshot s in namespace ns.
+func splitsIn(s registry.Snapshot, ns string) []registry.Split {
+	var out []registry.Split
+	for _, sp := range s.Splits {
+		if sp.Namespace == ns {
+			out = append(out, sp)
+		}
+	}
+	return out
+}
+
+// waitForSplits reads snapshots until ns's splits are want.
+func waitForSplits(t *testing.T, ch <-chan registry.Snapshot, ns, what string, want []registry.Split) {
+	t.Helper()
+	deadline := time.NewTimer(Within)
+	defer deadline.Stop()
+	var last []registry.Split
+	for {
+		select {
+		case s, ok := <-ch:
+			if !ok {
+				t.Fatalf("watch closed while waiting for %s", what)
+			}
+			last = splitsIn(s, ns)
+			if slices.EqualFunc(last, want, func(a, b registry.Split) bool {
+				return a.Service == b.Service && slices.Equal(a.Versions, b.Versions)
+			}) {
+				return
+			}
+		case <-deadline.C:
+			t.Fatalf("watch did not show %s within %v: splits %+v, want %+v", what, Within, last, want)
+		}
+	}
+}
+
+func testSplits(t *testing.T, r registry.Registry) {
+	ns := namespace()
+	ch, err := r.Watch(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	canary := registry.Split{Namespace: ns, Service: "web", Versions: []registry.VersionWeight{vw("v2", 10), vw("v1", 90)}}
+	if err := r.SetSplit(ctxT(t), canary); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.DeleteSplit(context.Background(), ns, "web") })
+	sorted := []registry.VersionWeight{vw("v1", 90), vw("v2", 10)}
+	waitForSplits(t, ch, ns, "the split, versions sorted", []registry.Split{{Service: "web", Versions: sorted}})
+
+	// A split of another service, then the first replaced.
+	other := registry.Split{Namespace: ns, Service: "api", Versions: []registry.VersionWeight{vw("blue", 0), vw("green", 100)}}
+	if err := r.SetSplit(ctxT(t), other); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.DeleteSplit(context.Background(), ns, "api") })
+	canary.Versions = []registry.VersionWeight{vw("v1", 50), vw("v2", 50)}
+	if err := r.SetSplit(ctxT(t), canary); err != nil {
+		t.Fatal(err)
+	}
+	waitForSplits(t, ch, ns, "both splits, web's replaced", []registry.Split{
+		{Service: "api", Versions: other.Versions}, {Service: "web", Versions: canary.Versions},
+	})
+
+	if err := r.DeleteSplit(ctxT(t), ns, "web"); err != nil {
+		t.Fatal(err)
+	}
+	waitForSplits(t, ch, ns, "web's split removed", []registry.Split{{Service: "api", Versions: other.Versions}})
+	if err := r.DeleteSplit(ctxT(t), ns, "web"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("removing a split twice: %v, want ErrNotFound", err)
+	}
+}
+
+func testInvalidSplits(t *testing.T, r registry.Registry) {
+	ns := namespace()
+	ok := registry.Split{Namespace: ns, Service: "web", Versions: []registry.VersionWeight{vw("v1", 90), vw("v2", 10)}}
+	mod := func(f func(*registry.Split)) registry.Split {
+		s := ok
+		s.Versions = slices.Clone(ok.Versions)
+		f(&s)
+		return s
+	}
+	cases := map[string]struct {
+		split   registry.Split
+		mention string
+	}{
+		"service name":      {mod(func(s *registry.Split) { s.Service = "Web" }), "service name"},
+		"namespace":         {mod(func(s *registry.Split) { s.Namespace = "a_b" }), "namespace"},
+		"no versions":       {mod(func(s *registry.Split) { s.Versions = nil }), "names no version"},
+		"shares not 100":    {mod(func(s *registry.Split) { s.Versions[1].Weight = 20 }), "add up to 110 %"},
+		"a share above 100": {mod(func(s *registry.Split) { s.Versions = []registry.VersionWeight{vw("v1", 200)} }), "0-100 %"},
+		"a version twice":   {mod(func(s *registry.Split) { s.Versions[1].Version = "v1" }), `"v1" is named twice`},
+		"a bad version":     {mod(func(s *registry.Split) { s.Versions[1].Version = "v 2" }), `version "v 2" may hold only`},
+		"an empty version":  {mod(func(s *registry.Split) { s.Versions[1].Version = "" }), "version is empty"},
+		"too many versions": {mod(func(s *registry.Split) {
+			s.Versions = nil
+			for i := range registry.MaxSplitVersions + 1 {
+				s.Versions = append(s.Versions, registry.VersionWeight{Version: fmt.Sprintf("v%d", i)})
+			}
+		}), "the limit is 16"},
+	}
+	for name, c := range cases {
+		err := r.SetSplit(ctxT(t), c.split)
+		if !errors.Is(err, registry.ErrInvalid) || !strings.Contains(err.Error(), c.mention) {
+			t.Errorf("%s: SetSplit = %v, want ErrInvalid mentioning %q", name, err, c.mention)
+		}
+	}
+	s, err := registry.List(ctxT(t), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := splitsIn(s, ns); len(got) != 0 {
+		t.Errorf("invalid splits left %+v", got)
+	}
+	if err := r.DeleteSplit(ctxT(t), ns, "web"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("removing a split never set: %v, want ErrNotFound", err)
+	}
+	bad := instance(ns, "web", ns+"-1", 8443)
+	bad.Version = "v1/beta"
+	if err := r.Register(ctxT(t), bad); !errors.Is(err, registry.ErrInvalid) || !strings.Contains(err.Error(), "may hold only") {
+		t.Errorf("an instance of version %q: %v, want ErrInvalid", bad.Version, err)
+	}
+}
+
+func vw(version string, weight uint32) registry.VersionWeight {
+	return registry.VersionWeight{Version: version, Weight: weight}
 }

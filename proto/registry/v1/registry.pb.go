@@ -536,8 +536,11 @@ func (x *Service) GetInstances() []*Instance {
 }
 
 type ListServicesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Services      []*Service             `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Services []*Service             `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	// The splits of the namespaces listed, also of services with no
+	// instance yet.
+	Splits        []*Split `protobuf:"bytes,2,rep,name=splits,proto3" json:"splits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -579,6 +582,301 @@ func (x *ListServicesResponse) GetServices() []*Service {
 	return nil
 }
 
+func (x *ListServicesResponse) GetSplits() []*Split {
+	if x != nil {
+		return x.Splits
+	}
+	return nil
+}
+
+// Split spreads a service's requests over its versions: each request goes
+// to an instance of one version, picked by the versions' shares. Instances
+// of versions not named get none; a version named with no instance fails
+// its share (its callers answer 503).
+type Split struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// Empty: default.
+	Namespace     string           `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Versions      []*VersionWeight `protobuf:"bytes,3,rep,name=versions,proto3" json:"versions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Split) Reset() {
+	*x = Split{}
+	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Split) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Split) ProtoMessage() {}
+
+func (x *Split) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Split.ProtoReflect.Descriptor instead.
+func (*Split) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Split) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *Split) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Split) GetVersions() []*VersionWeight {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+// VersionWeight is a version's share of a split's requests.
+type VersionWeight struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// Percent; the shares of a split add up to 100.
+	Weight        uint32 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VersionWeight) Reset() {
+	*x = VersionWeight{}
+	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VersionWeight) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VersionWeight) ProtoMessage() {}
+
+func (x *VersionWeight) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VersionWeight.ProtoReflect.Descriptor instead.
+func (*VersionWeight) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *VersionWeight) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *VersionWeight) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+type SetSplitRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Split         *Split                 `protobuf:"bytes,1,opt,name=split,proto3" json:"split,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSplitRequest) Reset() {
+	*x = SetSplitRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSplitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSplitRequest) ProtoMessage() {}
+
+func (x *SetSplitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSplitRequest.ProtoReflect.Descriptor instead.
+func (*SetSplitRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SetSplitRequest) GetSplit() *Split {
+	if x != nil {
+		return x.Split
+	}
+	return nil
+}
+
+type SetSplitResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSplitResponse) Reset() {
+	*x = SetSplitResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSplitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSplitResponse) ProtoMessage() {}
+
+func (x *SetSplitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSplitResponse.ProtoReflect.Descriptor instead.
+func (*SetSplitResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{13}
+}
+
+type DeleteSplitRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// Empty: default.
+	Namespace     string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSplitRequest) Reset() {
+	*x = DeleteSplitRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSplitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSplitRequest) ProtoMessage() {}
+
+func (x *DeleteSplitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSplitRequest.ProtoReflect.Descriptor instead.
+func (*DeleteSplitRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DeleteSplitRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *DeleteSplitRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+type DeleteSplitResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSplitResponse) Reset() {
+	*x = DeleteSplitResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSplitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSplitResponse) ProtoMessage() {}
+
+func (x *DeleteSplitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSplitResponse.ProtoReflect.Descriptor instead.
+func (*DeleteSplitResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{15}
+}
+
 var File_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_registry_v1_registry_proto_rawDesc = "" +
@@ -618,15 +916,32 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12=\n" +
-	"\tinstances\x18\x03 \x03(\v2\x1f.micromesh.registry.v1.InstanceR\tinstances\"R\n" +
+	"\tinstances\x18\x03 \x03(\v2\x1f.micromesh.registry.v1.InstanceR\tinstances\"\x88\x01\n" +
 	"\x14ListServicesResponse\x12:\n" +
-	"\bservices\x18\x01 \x03(\v2\x1e.micromesh.registry.v1.ServiceR\bservices2\x9a\x03\n" +
+	"\bservices\x18\x01 \x03(\v2\x1e.micromesh.registry.v1.ServiceR\bservices\x124\n" +
+	"\x06splits\x18\x02 \x03(\v2\x1c.micromesh.registry.v1.SplitR\x06splits\"\x81\x01\n" +
+	"\x05Split\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12@\n" +
+	"\bversions\x18\x03 \x03(\v2$.micromesh.registry.v1.VersionWeightR\bversions\"A\n" +
+	"\rVersionWeight\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\rR\x06weight\"E\n" +
+	"\x0fSetSplitRequest\x122\n" +
+	"\x05split\x18\x01 \x01(\v2\x1c.micromesh.registry.v1.SplitR\x05split\"\x12\n" +
+	"\x10SetSplitResponse\"L\n" +
+	"\x12DeleteSplitRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"\x15\n" +
+	"\x13DeleteSplitResponse2\xdd\x04\n" +
 	"\x0fRegistryService\x12[\n" +
 	"\bRegister\x12&.micromesh.registry.v1.RegisterRequest\x1a'.micromesh.registry.v1.RegisterResponse\x12a\n" +
 	"\n" +
 	"Deregister\x12(.micromesh.registry.v1.DeregisterRequest\x1a).micromesh.registry.v1.DeregisterResponse\x12^\n" +
 	"\tHeartbeat\x12'.micromesh.registry.v1.HeartbeatRequest\x1a(.micromesh.registry.v1.HeartbeatResponse\x12g\n" +
-	"\fListServices\x12*.micromesh.registry.v1.ListServicesRequest\x1a+.micromesh.registry.v1.ListServicesResponseB=Z;github.com/micromesh/micromesh/proto/registry/v1;registryv1b\x06proto3"
+	"\fListServices\x12*.micromesh.registry.v1.ListServicesRequest\x1a+.micromesh.registry.v1.ListServicesResponse\x12[\n" +
+	"\bSetSplit\x12&.micromesh.registry.v1.SetSplitRequest\x1a'.micromesh.registry.v1.SetSplitResponse\x12d\n" +
+	"\vDeleteSplit\x12).micromesh.registry.v1.DeleteSplitRequest\x1a*.micromesh.registry.v1.DeleteSplitResponseB=Z;github.com/micromesh/micromesh/proto/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_registry_v1_registry_proto_rawDescOnce sync.Once
@@ -640,7 +955,7 @@ func file_registry_v1_registry_proto_rawDescGZIP() []byte {
 	return file_registry_v1_registry_proto_rawDescData
 }
 
-var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_registry_v1_registry_proto_goTypes = []any{
 	(*Instance)(nil),             // 0: micromesh.registry.v1.Instance
 	(*RegisterRequest)(nil),      // 1: micromesh.registry.v1.RegisterRequest
@@ -652,28 +967,41 @@ var file_registry_v1_registry_proto_goTypes = []any{
 	(*ListServicesRequest)(nil),  // 7: micromesh.registry.v1.ListServicesRequest
 	(*Service)(nil),              // 8: micromesh.registry.v1.Service
 	(*ListServicesResponse)(nil), // 9: micromesh.registry.v1.ListServicesResponse
-	nil,                          // 10: micromesh.registry.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil),  // 11: google.protobuf.Duration
+	(*Split)(nil),                // 10: micromesh.registry.v1.Split
+	(*VersionWeight)(nil),        // 11: micromesh.registry.v1.VersionWeight
+	(*SetSplitRequest)(nil),      // 12: micromesh.registry.v1.SetSplitRequest
+	(*SetSplitResponse)(nil),     // 13: micromesh.registry.v1.SetSplitResponse
+	(*DeleteSplitRequest)(nil),   // 14: micromesh.registry.v1.DeleteSplitRequest
+	(*DeleteSplitResponse)(nil),  // 15: micromesh.registry.v1.DeleteSplitResponse
+	nil,                          // 16: micromesh.registry.v1.Instance.MetadataEntry
+	(*durationpb.Duration)(nil),  // 17: google.protobuf.Duration
 }
 var file_registry_v1_registry_proto_depIdxs = []int32{
-	10, // 0: micromesh.registry.v1.Instance.metadata:type_name -> micromesh.registry.v1.Instance.MetadataEntry
-	11, // 1: micromesh.registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	16, // 0: micromesh.registry.v1.Instance.metadata:type_name -> micromesh.registry.v1.Instance.MetadataEntry
+	17, // 1: micromesh.registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
 	0,  // 2: micromesh.registry.v1.RegisterRequest.instance:type_name -> micromesh.registry.v1.Instance
 	0,  // 3: micromesh.registry.v1.Service.instances:type_name -> micromesh.registry.v1.Instance
 	8,  // 4: micromesh.registry.v1.ListServicesResponse.services:type_name -> micromesh.registry.v1.Service
-	1,  // 5: micromesh.registry.v1.RegistryService.Register:input_type -> micromesh.registry.v1.RegisterRequest
-	3,  // 6: micromesh.registry.v1.RegistryService.Deregister:input_type -> micromesh.registry.v1.DeregisterRequest
-	5,  // 7: micromesh.registry.v1.RegistryService.Heartbeat:input_type -> micromesh.registry.v1.HeartbeatRequest
-	7,  // 8: micromesh.registry.v1.RegistryService.ListServices:input_type -> micromesh.registry.v1.ListServicesRequest
-	2,  // 9: micromesh.registry.v1.RegistryService.Register:output_type -> micromesh.registry.v1.RegisterResponse
-	4,  // 10: micromesh.registry.v1.RegistryService.Deregister:output_type -> micromesh.registry.v1.DeregisterResponse
-	6,  // 11: micromesh.registry.v1.RegistryService.Heartbeat:output_type -> micromesh.registry.v1.HeartbeatResponse
-	9,  // 12: micromesh.registry.v1.RegistryService.ListServices:output_type -> micromesh.registry.v1.ListServicesResponse
-	9,  // [9:13] is the sub-list for method output_type
-	5,  // [5:9] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	10, // 5: micromesh.registry.v1.ListServicesResponse.splits:type_name -> micromesh.registry.v1.Split
+	11, // 6: micromesh.registry.v1.Split.versions:type_name -> micromesh.registry.v1.VersionWeight
+	10, // 7: micromesh.registry.v1.SetSplitRequest.split:type_name -> micromesh.registry.v1.Split
+	1,  // 8: micromesh.registry.v1.RegistryService.Register:input_type -> micromesh.registry.v1.RegisterRequest
+	3,  // 9: micromesh.registry.v1.RegistryService.Deregister:input_type -> micromesh.registry.v1.DeregisterRequest
+	5,  // 10: micromesh.registry.v1.RegistryService.Heartbeat:input_type -> micromesh.registry.v1.HeartbeatRequest
+	7,  // 11: micromesh.registry.v1.RegistryService.ListServices:input_type -> micromesh.registry.v1.ListServicesRequest
+	12, // 12: micromesh.registry.v1.RegistryService.SetSplit:input_type -> micromesh.registry.v1.SetSplitRequest
+	14, // 13: micromesh.registry.v1.RegistryService.DeleteSplit:input_type -> micromesh.registry.v1.DeleteSplitRequest
+	2,  // 14: micromesh.registry.v1.RegistryService.Register:output_type -> micromesh.registry.v1.RegisterResponse
+	4,  // 15: micromesh.registry.v1.RegistryService.Deregister:output_type -> micromesh.registry.v1.DeregisterResponse
+	6,  // 16: micromesh.registry.v1.RegistryService.Heartbeat:output_type -> micromesh.registry.v1.HeartbeatResponse
+	9,  // 17: micromesh.registry.v1.RegistryService.ListServices:output_type -> micromesh.registry.v1.ListServicesResponse
+	13, // 18: micromesh.registry.v1.RegistryService.SetSplit:output_type -> micromesh.registry.v1.SetSplitResponse
+	15, // 19: micromesh.registry.v1.RegistryService.DeleteSplit:output_type -> micromesh.registry.v1.DeleteSplitResponse
+	14, // [14:20] is the sub-list for method output_type
+	8,  // [8:14] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_registry_proto_init() }
@@ -687,7 +1015,7 @@ func file_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_registry_proto_rawDesc), len(file_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,8 @@ const (
 	RegistryService_Deregister_FullMethodName   = "/micromesh.registry.v1.RegistryService/Deregister"
 	RegistryService_Heartbeat_FullMethodName    = "/micromesh.registry.v1.RegistryService/Heartbeat"
 	RegistryService_ListServices_FullMethodName = "/micromesh.registry.v1.RegistryService/ListServices"
+	RegistryService_SetSplit_FullMethodName     = "/micromesh.registry.v1.RegistryService/SetSplit"
+	RegistryService_DeleteSplit_FullMethodName  = "/micromesh.registry.v1.RegistryService/DeleteSplit"
 )
 
 // RegistryServiceClient is the client API for RegistryService service.
@@ -47,6 +49,14 @@ type RegistryServiceClient interface {
 	// ListServices lists services and their instances: every namespace for
 	// micromesh identities, the caller's own and micromesh for others.
 	ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error)
+	// SetSplit sets how a service's callers spread its requests over its
+	// versions (a canary, a blue/green switch), replacing the split it had.
+	// Errors: INVALID_ARGUMENT (names, shares that do not add up to 100),
+	// PERMISSION_DENIED (not the caller's service), UNAVAILABLE.
+	SetSplit(ctx context.Context, in *SetSplitRequest, opts ...grpc.CallOption) (*SetSplitResponse, error)
+	// DeleteSplit removes a service's split: its callers then use every
+	// instance alike. NOT_FOUND if it has none.
+	DeleteSplit(ctx context.Context, in *DeleteSplitRequest, opts ...grpc.CallOption) (*DeleteSplitResponse, error)
 }
 
 type registryServiceClient struct {
@@ -97,6 +107,26 @@ func (c *registryServiceClient) ListServices(ctx context.Context, in *ListServic
 	return out, nil
 }
 
+func (c *registryServiceClient) SetSplit(ctx context.Context, in *SetSplitRequest, opts ...grpc.CallOption) (*SetSplitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetSplitResponse)
+	err := c.cc.Invoke(ctx, RegistryService_SetSplit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) DeleteSplit(ctx context.Context, in *DeleteSplitRequest, opts ...grpc.CallOption) (*DeleteSplitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteSplitResponse)
+	err := c.cc.Invoke(ctx, RegistryService_DeleteSplit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RegistryServiceServer is the server API for RegistryService service.
 // All implementations must embed UnimplementedRegistryServiceServer
 // for forward compatibility.
@@ -113,6 +143,14 @@ type RegistryServiceServer interface {
 	// ListServices lists services and their instances: every namespace for
 	// micromesh identities, the caller's own and micromesh for others.
 	ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error)
+	// SetSplit sets how a service's callers spread its requests over its
+	// versions (a canary, a blue/green switch), replacing the split it had.
+	// Errors: INVALID_ARGUMENT (names, shares that do not add up to 100),
+	// PERMISSION_DENIED (not the caller's service), UNAVAILABLE.
+	SetSplit(context.Context, *SetSplitRequest) (*SetSplitResponse, error)
+	// DeleteSplit removes a service's split: its callers then use every
+	// instance alike. NOT_FOUND if it has none.
+	DeleteSplit(context.Context, *DeleteSplitRequest) (*DeleteSplitResponse, error)
 	mustEmbedUnimplementedRegistryServiceServer()
 }
 
@@ -134,6 +172,12 @@ func (UnimplementedRegistryServiceServer) Heartbeat(context.Context, *HeartbeatR
 }
 func (UnimplementedRegistryServiceServer) ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListServices not implemented")
+}
+func (UnimplementedRegistryServiceServer) SetSplit(context.Context, *SetSplitRequest) (*SetSplitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetSplit not implemented")
+}
+func (UnimplementedRegistryServiceServer) DeleteSplit(context.Context, *DeleteSplitRequest) (*DeleteSplitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteSplit not implemented")
 }
 func (UnimplementedRegistryServiceServer) mustEmbedUnimplementedRegistryServiceServer() {}
 func (UnimplementedRegistryServiceServer) testEmbeddedByValue()                         {}
@@ -228,6 +272,42 @@ func _RegistryService_ListServices_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RegistryService_SetSplit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetSplitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).SetSplit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_SetSplit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).SetSplit(ctx, req.(*SetSplitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RegistryService_DeleteSplit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteSplitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).DeleteSplit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_DeleteSplit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).DeleteSplit(ctx, req.(*DeleteSplitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RegistryService_ServiceDesc is the grpc.ServiceDesc for RegistryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -250,6 +330,14 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListServices",
 			Handler:    _RegistryService_ListServices_Handler,
+		},
+		{
+			MethodName: "SetSplit",
+			Handler:    _RegistryService_SetSplit_Handler,
+		},
+		{
+			MethodName: "DeleteSplit",
+			Handler:    _RegistryService_DeleteSplit_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

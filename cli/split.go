@@ -1,0 +1,180 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	"github.com/micromesh/micromesh/controlplane"
+	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/identity"
+	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+)
+
+func newSplitCommand(g *globalOptions, s Streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "split",
+		Short: "Split a service's traffic between its versions (canary, blue/green)",
+		Long: `Split a service's traffic between its versions: each request its callers send
+goes to an instance of one version, picked by the versions' shares (percent,
+adding up to 100); retries stay with that version. Instances of versions the
+split does not name get no requests. meshctl services shows the splits.`,
+		Args: cobra.NoArgs,
+	}
+	cmd.AddCommand(newSplitSetCommand(g, s), newSplitClearCommand(g, s))
+	return cmd
+}
+
+type splitSetOptions struct {
+	namespace    string
+	controlPlane string
+}
+
+// parseShares reads VERSION=PERCENT arguments.
+func parseShares(args []string) ([]registry.VersionWeight, error) {
+	var out []registry.VersionWeight
+	for _, a := range args {
+		v, p, ok := strings.Cut(a, "=")
+		if !ok {
+			return nil, fmt.Errorf("%q: want VERSION=PERCENT, e.g. v2=10", a)
+		}
+		n, err := strconv.ParseUint(strings.TrimSuffix(p, "%"), 10, 32)
+		if err != nil || n > 100 {
+			return nil, fmt.Errorf("%q: the share must be a whole percentage, 0-100", a)
+		}
+		out = append(out, registry.VersionWeight{Version: v, Weight: uint32(n)})
+	}
+	return out, nil
+}
+
+type splitOutput struct {
+	Service   string           `json:"service"`
+	Namespace string           `json:"namespace"`
+	Versions  []splitVersionJS `json:"versions"`
+	// Missing are the versions with a share and no instance: their share
+	// of requests fails until one registers.
+	Missing []string `json:"missing,omitempty"`
+}
+
+type splitVersionJS struct {
+	Version string `json:"version"`
+	Weight  uint32 `json:"weight"`
+}
+
+func newSplitSetCommand(g *globalOptions, s Streams) *cobra.Command {
+	o := &splitSetOptions{}
+	cmd := &cobra.Command{
+		Use:   "set SERVICE VERSION=PERCENT...",
+		Short: "Set (or replace) a service's split",
+		Args:  cobra.MinimumNArgs(1),
+		Example: `  meshctl split set helloworld v1=90 v2=10     # a canary
+  meshctl split set helloworld v1=0 v2=100     # all to v2 (v1's instances stay, idle)
+  meshctl split set web -n prod blue=50 green=50`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			shares, err := parseShares(args[1:])
+			if err != nil {
+				return err
+			}
+			sp := registry.Split{Service: args[0], Namespace: o.namespace, Versions: shares}
+			if err := sp.Validate(); err != nil {
+				return err
+			}
+			out := splitOutput{Service: sp.Service, Namespace: sp.Namespace}
+			for _, v := range sp.Versions {
+				out.Versions = append(out.Versions, splitVersionJS(v))
+			}
+			err = withAdmin(cmd.Context(), g, o.controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
+				client := registryv1.NewRegistryServiceClient(conn)
+				if _, err := client.SetSplit(ctx, &registryv1.SetSplitRequest{Split: controlplane.SplitToProto(sp)}); err != nil {
+					return err
+				}
+				resp, err := client.ListServices(ctx, &registryv1.ListServicesRequest{Namespace: sp.Namespace})
+				if err != nil {
+					return err
+				}
+				out.Missing = missingVersions(sp, resp)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			return render(s.Out, g.output, out, func() string {
+				var b strings.Builder
+				fmt.Fprintf(&b, "split %s.%s: %s\n", sp.Service, sp.Namespace, sharesString(out.Versions))
+				for _, v := range out.Missing {
+					fmt.Fprintf(&b, "warning: no instance of %s.%s has version %s: its share of requests fails (503) until one registers\n", sp.Service, sp.Namespace, v)
+				}
+				return b.String()
+			})
+		},
+	}
+	cmd.Flags().StringVarP(&o.namespace, "namespace", "n", identity.DefaultNamespace, "namespace of the service")
+	cmd.Flags().StringVar(&o.controlPlane, "controlplane", "", "control plane address (default: the local server)")
+	return cmd
+}
+
+// missingVersions are the versions sp gives a share whose service has no
+// instance of that version in resp.
+func missingVersions(sp registry.Split, resp *registryv1.ListServicesResponse) []string {
+	have := map[string]bool{}
+	for _, svc := range resp.GetServices() {
+		if svc.GetName() == sp.Service && svc.GetNamespace() == sp.Namespace {
+			for _, in := range svc.GetInstances() {
+				have[in.GetVersion()] = true
+			}
+		}
+	}
+	var out []string
+	for _, v := range sp.Versions {
+		if v.Weight > 0 && !have[v.Version] {
+			out = append(out, v.Version)
+		}
+	}
+	return out
+}
+
+// sharesString writes shares as split set takes them: v1=90 v2=10.
+func sharesString(vs []splitVersionJS) string {
+	parts := make([]string, 0, len(vs))
+	for _, v := range vs {
+		parts = append(parts, fmt.Sprintf("%s=%d", v.Version, v.Weight))
+	}
+	return strings.Join(parts, " ")
+}
+
+func newSplitClearCommand(g *globalOptions, s Streams) *cobra.Command {
+	var namespace, controlPlane string
+	cmd := &cobra.Command{
+		Use:     "clear SERVICE",
+		Short:   "Remove a service's split: its callers use every instance alike again",
+		Args:    cobra.ExactArgs(1),
+		Example: "  meshctl split clear helloworld",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			service := args[0]
+			if err := identity.ValidateName("service name", service); err != nil {
+				return err
+			}
+			if err := identity.ValidateName("namespace", namespace); err != nil {
+				return err
+			}
+			err := withAdmin(cmd.Context(), g, controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
+				_, err := registryv1.NewRegistryServiceClient(conn).DeleteSplit(ctx, &registryv1.DeleteSplitRequest{Service: service, Namespace: namespace})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			out := map[string]string{"service": service, "namespace": namespace}
+			return render(s.Out, g.output, out, func() string {
+				return fmt.Sprintf("split of %s.%s removed: its callers use every instance alike\n", service, namespace)
+			})
+		},
+	}
+	cmd.Flags().StringVarP(&namespace, "namespace", "n", identity.DefaultNamespace, "namespace of the service")
+	cmd.Flags().StringVar(&controlPlane, "controlplane", "", "control plane address (default: the local server)")
+	return cmd
+}

@@ -1,0 +1,95 @@
+package dataplane
+
+import (
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/micromesh/micromesh/dataplane/config"
+)
+
+// defaultWarmWithin bounds how long a config waits for what it refers to
+// (the proxy's bound for its first config is the same).
+const defaultWarmWithin = 10 * time.Second
+
+// warmer puts configs in force in order, holding back one that refers to
+// resources that have not arrived yet once a config is in force: a new
+// cluster whose endpoints come in the next response (a split's new
+// version), so that no request is routed to a cluster with no endpoints
+// yet. That is Envoy's cluster warming, during which it pauses route
+// updates. A held config is replaced by any later one, and goes in force
+// anyway after within (the first config is not held: the proxy does not
+// serve until it is complete, on its own bound).
+type warmer struct {
+	put    func(*config.Config) error
+	within time.Duration
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	closed  bool
+	applied bool
+	held    *config.Config
+	timer   *time.Timer
+	gen     uint64 // which timer is current: one that fired late is not
+}
+
+// offer puts cfg in force, or holds it; an error is put's, for a config
+// that was not held.
+func (w *warmer) offer(cfg *config.Config) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if missing := cfg.Missing(); w.applied && len(missing) > 0 {
+		w.held = cfg
+		if w.timer == nil {
+			w.log.Debug("holding a config until what it refers to arrives", "missing", strings.Join(missing, ", "))
+			gen := w.gen
+			w.timer = time.AfterFunc(w.within, func() { w.timeout(gen) })
+		}
+		return nil
+	}
+	w.held = nil
+	if w.timer != nil {
+		w.timer.Stop()
+		w.timer = nil
+		w.gen++
+	}
+	if err := w.put(cfg); err != nil {
+		return err
+	}
+	w.applied = true
+	return nil
+}
+
+// timeout puts the held config in force: what it waited for has not come.
+func (w *warmer) timeout(gen uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if gen != w.gen {
+		return // stopped after it fired: a config in force since
+	}
+	w.timer = nil
+	w.gen++
+	cfg := w.held
+	if cfg == nil || w.closed {
+		return
+	}
+	w.held = nil
+	w.log.Warn("the control plane has not sent everything the config refers to; applying it without", "within", w.within, "missing", strings.Join(cfg.Missing(), ", "))
+	if err := w.put(cfg); err != nil {
+		w.log.Error("applying the held config failed; the one in force stays", "err", err)
+	}
+}
+
+// close ends the holding: a held config is dropped (the sidecar is
+// stopping).
+func (w *warmer) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closed, w.held = true, nil
+	if w.timer != nil {
+		w.timer.Stop()
+		w.timer = nil
+		w.gen++
+	}
+}
