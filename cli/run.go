@@ -63,7 +63,8 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 		Example: `  meshctl run examples/helloworld
   meshctl run ./myservice --name orders --instances 2 --env DB_URL=postgres://...
   meshctl run file:///srv/git/orders.git@v1.2.0 -- --verbose
-  meshctl run examples/helloworld --policy timeout=2s --policy '/helloworld.Greeter/SayHello:retries=0'`,
+  meshctl run examples/helloworld --policy timeout=2s --policy '/helloworld.Greeter/SayHello:retries=0'
+  meshctl run examples/helloworld --version v2   # beside the version running; then: meshctl split set helloworld ...`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dash := cmd.ArgsLenAtDash(); dash >= 0 && dash != 1 {
@@ -108,7 +109,7 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 	f.StringVar(&o.name, "name", "", "service name (default: the source's directory or repository name)")
 	f.Uint32Var(&o.instances, "instances", 1, "instances to run")
 	f.StringArrayVar(&o.env, "env", nil, "environment variable for the app, KEY=VALUE (repeatable)")
-	f.StringVar(&o.version, "version", "", "version to show (default: the git commit, or the build's hash)")
+	f.StringVar(&o.version, "version", "", "version, registered with each instance (what meshctl split names; default: the git commit, or the build's hash); run with another --version, a service runs beside its running version")
 	f.StringToStringVar(&o.policy, "policy", nil, "traffic policy — what the service's callers apply, and rate_limit (requests/s) each instance enforces —, key=value, repeatable (keys: "+strings.Join(policyKeys(), ", ")+"); PATH:key=value for the requests of one path, PATH* for a prefix (timeout, per_try_timeout, retries, rate_limit, rate_limit_burst)")
 	return cmd
 }
@@ -218,30 +219,36 @@ func ago(t *timestamppb.Timestamp, now time.Time) string {
 
 func newKillCommand(g *globalOptions, s Streams) *cobra.Command {
 	t := &serviceTarget{}
+	var version string
 	cmd := &cobra.Command{
 		Use:     "kill SERVICE",
 		Short:   "Stop a service: deregister, drain, stop each app, then its sidecar",
 		Args:    cobra.ExactArgs(1),
-		Example: "  meshctl kill helloworld",
+		Example: "  meshctl kill helloworld\n  meshctl kill helloworld --version v1   # one of the versions running side by side",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			err := withRuntime(cmd.Context(), g, t.controlPlane, runtimeCallTimeout, func(ctx context.Context, c runtimev1.RuntimeServiceClient) error {
-				_, err := c.Kill(ctx, &runtimev1.KillRequest{Name: args[0], Namespace: t.namespace})
+				_, err := c.Kill(ctx, &runtimev1.KillRequest{Name: args[0], Namespace: t.namespace, Version: version})
 				return err
 			})
 			if err != nil {
 				return err
 			}
-			return render(s.Out, g.output, map[string]string{"killed": args[0], "namespace": t.namespace}, func() string {
+			return render(s.Out, g.output, map[string]string{"killed": args[0], "namespace": t.namespace, "version": version}, func() string {
+				if version != "" {
+					return args[0] + " " + version + " stopped\n"
+				}
 				return args[0] + " stopped\n"
 			})
 		},
 	}
 	t.flags(cmd)
+	cmd.Flags().StringVar(&version, "version", "", "which version, when several run side by side")
 	return cmd
 }
 
 func newUpdateCommand(g *globalOptions, s Streams) *cobra.Command {
 	t := &serviceTarget{}
+	var version string
 	cmd := &cobra.Command{
 		Use:     "update SERVICE",
 		Short:   "Rebuild a service from its source and replace its instances one by one",
@@ -250,7 +257,7 @@ func newUpdateCommand(g *globalOptions, s Streams) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var resp *runtimev1.UpdateResponse
 			err := withRuntime(cmd.Context(), g, t.controlPlane, runtimeCallTimeout, func(ctx context.Context, c runtimev1.RuntimeServiceClient) (err error) {
-				resp, err = c.Update(ctx, &runtimev1.UpdateRequest{Name: args[0], Namespace: t.namespace})
+				resp, err = c.Update(ctx, &runtimev1.UpdateRequest{Name: args[0], Namespace: t.namespace, Version: version})
 				return err
 			})
 			if err != nil {
@@ -263,6 +270,7 @@ func newUpdateCommand(g *globalOptions, s Streams) *cobra.Command {
 		},
 	}
 	t.flags(cmd)
+	cmd.Flags().StringVar(&version, "version", "", "which version, when several run side by side")
 	return cmd
 }
 

@@ -74,7 +74,7 @@ func (a *runtimeAPI) Update(ctx context.Context, req *runtimev1.UpdateRequest) (
 	if err := a.authorize(ctx); err != nil {
 		return nil, err
 	}
-	svc, err := a.rt.Update(ctx, req.GetNamespace(), req.GetName())
+	svc, err := a.rt.Update(ctx, req.GetNamespace(), req.GetName(), req.GetVersion())
 	if err != nil {
 		return nil, runtimeStatus(err)
 	}
@@ -85,7 +85,7 @@ func (a *runtimeAPI) Kill(ctx context.Context, req *runtimev1.KillRequest) (*run
 	if err := a.authorize(ctx); err != nil {
 		return nil, err
 	}
-	if err := a.rt.Kill(ctx, req.GetNamespace(), req.GetName()); err != nil {
+	if err := a.rt.Kill(ctx, req.GetNamespace(), req.GetName(), req.GetVersion()); err != nil {
 		return nil, runtimeStatus(err)
 	}
 	return &runtimev1.KillResponse{}, nil

@@ -122,6 +122,31 @@ func ValidateName(what, s string) error {
 	return nil
 }
 
+// MaxVersionLength bounds a version label.
+const MaxVersionLength = 63
+
+// ValidateVersion checks a service version label (what instances register
+// and traffic splits name): 1 to 63 letters, digits, '.', '_' and '-',
+// starting with a letter or digit ("v2", "1.4.0-rc1", a commit hash).
+func ValidateVersion(v string) error {
+	switch {
+	case v == "":
+		return fmt.Errorf("%w: version is empty", ErrInvalidName)
+	case len(v) > MaxVersionLength:
+		return fmt.Errorf("%w: version %q is longer than %d characters", ErrInvalidName, v, MaxVersionLength)
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case (c == '.' || c == '_' || c == '-') && i > 0:
+		default:
+			return fmt.Errorf("%w: version %q may hold only letters, digits, '.', '_' and '-', starting with a letter or digit", ErrInvalidName, v)
+		}
+	}
+	return nil
+}
+
 // ValidateTrustDomain checks that td is a lower-case DNS name.
 func ValidateTrustDomain(td string) error {
 	if td == "" {

@@ -103,7 +103,7 @@ type Runtime struct {
 	trustDomain string
 
 	mu       sync.Mutex
-	services map[string]*service // by namespace/name
+	services map[string]*service // by key
 	closed   bool
 	saved    []savedService // to Resume
 	bg       sync.WaitGroup
@@ -134,7 +134,15 @@ func sidecarCommand(meshctl string) []string {
 	return []string{meshctl, "sidecar"}
 }
 
-func key(ns, name string) string { return ns + "/" + name }
+// key names a running service: namespace/name, and @version when it was
+// run with an explicit version (so that versions of one service can run
+// side by side, for a split between them).
+func key(ns, name, version string) string {
+	if version != "" {
+		return ns + "/" + name + "@" + version
+	}
+	return ns + "/" + name
+}
 
 // Open opens the runtime; Resume starts the services it ran before the
 // server last stopped.
@@ -228,6 +236,11 @@ func normalize(spec Spec) (Spec, source, error) {
 	if spec.Namespace == identity.SystemNamespace {
 		return spec, src, fmt.Errorf("%w: namespace %s is the platform's", ErrInvalid, identity.SystemNamespace)
 	}
+	if spec.Version != "" {
+		if err := identity.ValidateVersion(spec.Version); err != nil {
+			return spec, src, fmt.Errorf("%w: --version: %v", ErrInvalid, err)
+		}
+	}
 	if spec.Instances == 0 {
 		spec.Instances = 1
 	}
@@ -261,7 +274,7 @@ func (rt *Runtime) run(ctx context.Context, spec Spec, binary string) (*runtimev
 	if err != nil {
 		return nil, err
 	}
-	k := key(spec.Namespace, spec.Name)
+	k := key(spec.Namespace, spec.Name, spec.Version)
 	s := &service{spec: spec, src: src, status: "starting", updated: time.Now()}
 	s.op.Lock()
 	defer s.op.Unlock()
@@ -272,7 +285,11 @@ func (rt *Runtime) run(ctx context.Context, spec Spec, binary string) (*runtimev
 	}
 	if _, ok := rt.services[k]; ok {
 		rt.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s runs in namespace %s: `meshctl update %s` rebuilds it, `meshctl kill %s` stops it", ErrExists, spec.Name, spec.Namespace, spec.Name, spec.Name)
+		if spec.Version != "" {
+			return nil, fmt.Errorf("%w: %s %s runs in namespace %s: `meshctl update %s --version %s` rebuilds it, `meshctl kill %s --version %s` stops it",
+				ErrExists, spec.Name, spec.Version, spec.Namespace, spec.Name, spec.Version, spec.Name, spec.Version)
+		}
+		return nil, fmt.Errorf("%w: %s runs in namespace %s: `meshctl update %s` rebuilds it, `meshctl kill %s` stops it; another version runs beside it with --version", ErrExists, spec.Name, spec.Namespace, spec.Name, spec.Name)
 	}
 	rt.services[k] = s
 	rt.mu.Unlock()
@@ -328,11 +345,11 @@ func (rt *Runtime) build(ctx context.Context, spec Spec, src source) (binary, co
 		return "", "", err
 	}
 	start := time.Now()
-	dir, commit, err := src.fetch(ctx, filepath.Join(rt.o.Home.Src(), spec.Namespace, spec.Name))
+	dir, commit, err := src.fetch(ctx, filepath.Join(rt.o.Home.Src(), spec.Namespace, versionedName(spec)))
 	if err != nil {
 		return "", "", err
 	}
-	binary, _, err = build(ctx, goBin, dir, filepath.Join(rt.o.Home.Runtime(), "bin", spec.Namespace, spec.Name))
+	binary, _, err = build(ctx, goBin, dir, filepath.Join(rt.o.Home.Runtime(), "bin", spec.Namespace, versionedName(spec)))
 	if err != nil {
 		return "", "", err
 	}
@@ -378,17 +395,35 @@ func (rt *Runtime) startInstance(ctx context.Context, s *service, binary, versio
 	return in, nil
 }
 
-func (rt *Runtime) get(ns, name string) (*service, error) {
+// get finds a running service: of version (the one it was run with, or
+// the one it built) when given, else the only one of that name.
+func (rt *Runtime) get(ns, name, version string) (*service, error) {
 	if ns == "" {
 		ns = identity.DefaultNamespace
 	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
-	s, ok := rt.services[key(ns, name)]
-	if !ok {
-		return nil, fmt.Errorf("%w: %s is not running in namespace %s%s", ErrNotFound, name, ns, rt.runningList(ns))
+	var found []*service
+	for _, s := range rt.services {
+		if s.spec.Namespace != ns || s.spec.Name != name {
+			continue
+		}
+		s.mu.Lock()
+		built := s.version
+		s.mu.Unlock()
+		if version == "" || s.spec.Version == version || built == version {
+			found = append(found, s)
+		}
 	}
-	return s, nil
+	switch {
+	case len(found) == 1:
+		return found[0], nil
+	case len(found) > 1:
+		return nil, fmt.Errorf("%w: %s runs as several versions in namespace %s%s; say which with --version", ErrInvalid, name, ns, rt.runningList(ns))
+	case version != "":
+		return nil, fmt.Errorf("%w: %s %s is not running in namespace %s%s", ErrNotFound, name, version, ns, rt.runningList(ns))
+	}
+	return nil, fmt.Errorf("%w: %s is not running in namespace %s%s", ErrNotFound, name, ns, rt.runningList(ns))
 }
 
 // runningList says what runs in ns, for error messages. rt.mu is held.
@@ -396,7 +431,11 @@ func (rt *Runtime) runningList(ns string) string {
 	var names []string
 	for _, s := range rt.services {
 		if s.spec.Namespace == ns {
-			names = append(names, s.spec.Name)
+			name := s.spec.Name
+			if s.spec.Version != "" {
+				name += " " + s.spec.Version
+			}
+			names = append(names, name)
 		}
 	}
 	if len(names) == 0 {
@@ -406,11 +445,20 @@ func (rt *Runtime) runningList(ns string) string {
 	return "; running: " + strings.Join(names, ", ")
 }
 
+// versionedName is where a service's source and builds go: apart for
+// each version run side by side.
+func versionedName(spec Spec) string {
+	if spec.Version != "" {
+		return spec.Name + "@" + spec.Version
+	}
+	return spec.Name
+}
+
 // Update rebuilds a service and replaces its instances one at a time: a
 // new one is registered before an old one is drained and stopped, so
-// callers see no failed request.
-func (rt *Runtime) Update(ctx context.Context, ns, name string) (*runtimev1.Service, error) {
-	s, err := rt.get(ns, name)
+// callers see no failed request. which picks a version when several run.
+func (rt *Runtime) Update(ctx context.Context, ns, name, which string) (*runtimev1.Service, error) {
+	s, err := rt.get(ns, name, which)
 	if err != nil {
 		return nil, err
 	}
@@ -464,9 +512,10 @@ func (rt *Runtime) Update(ctx context.Context, ns, name string) (*runtimev1.Serv
 	return s.view(ctx), nil
 }
 
-// Kill drains and stops a service's instances and forgets it.
-func (rt *Runtime) Kill(ctx context.Context, ns, name string) error {
-	s, err := rt.get(ns, name)
+// Kill drains and stops a service's instances and forgets it; which picks
+// a version when several run.
+func (rt *Runtime) Kill(ctx context.Context, ns, name, which string) error {
+	s, err := rt.get(ns, name, which)
 	if err != nil {
 		return err
 	}
@@ -478,7 +527,7 @@ func (rt *Runtime) Kill(ctx context.Context, ns, name string) error {
 	s.mu.Unlock()
 	stopAll(ins)
 	rt.mu.Lock()
-	delete(rt.services, key(s.spec.Namespace, s.spec.Name))
+	delete(rt.services, key(s.spec.Namespace, s.spec.Name, s.spec.Version))
 	rt.mu.Unlock()
 	rt.log.Info("killed", "service", name, "namespace", s.spec.Namespace)
 	return rt.saveState()
@@ -510,7 +559,10 @@ func (rt *Runtime) Status(ctx context.Context, ns string) []*runtimev1.Service {
 		if out[i].Namespace != out[j].Namespace {
 			return out[i].Namespace < out[j].Namespace
 		}
-		return out[i].Name < out[j].Name
+		if out[i].Name != out[j].Name {
+			return out[i].Name < out[j].Name
+		}
+		return out[i].Version < out[j].Version
 	})
 	return out
 }
@@ -553,7 +605,7 @@ func (rt *Runtime) Logs(ctx context.Context, ns, name string, n int, since time.
 	}
 	dir := rt.LogDir(ns, name)
 	if _, err := os.Stat(dir); err != nil {
-		_, gerr := rt.get(ns, name)
+		_, gerr := rt.get(ns, name, "")
 		if gerr != nil {
 			return fmt.Errorf("%w: no logs", gerr)
 		}

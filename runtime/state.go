@@ -48,7 +48,8 @@ func (rt *Runtime) saveState() error {
 	}
 	rt.mu.Unlock()
 	sort.Slice(saved, func(i, j int) bool {
-		return key(saved[i].Spec.Namespace, saved[i].Spec.Name) < key(saved[j].Spec.Namespace, saved[j].Spec.Name)
+		a, b := saved[i].Spec, saved[j].Spec
+		return key(a.Namespace, a.Name, a.Version) < key(b.Namespace, b.Name, b.Version)
 	})
 	data, err := json.MarshalIndent(saved, "", "  ")
 	if err != nil {

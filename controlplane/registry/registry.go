@@ -128,7 +128,6 @@ const (
 
 var (
 	idPattern      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-	versionPattern = idPattern
 	metaKeyPattern = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
 )
 
@@ -218,22 +217,9 @@ func (in *Instance) Validate() error {
 	return nil
 }
 
-// MaxVersionLength bounds a version label.
-const MaxVersionLength = 63
-
 // ValidateVersion checks a version label: what instances register and
-// splits name.
-func ValidateVersion(v string) error {
-	switch {
-	case v == "":
-		return errors.New("version is empty")
-	case len(v) > MaxVersionLength:
-		return fmt.Errorf("version %q is longer than %d characters", v, MaxVersionLength)
-	case !versionPattern.MatchString(v):
-		return fmt.Errorf("version %q may hold only letters, digits, '.', '_' and '-', starting with a letter or digit", v)
-	}
-	return nil
-}
+// splits name (identity.ValidateVersion).
+func ValidateVersion(v string) error { return identity.ValidateVersion(v) }
 
 // Split is how a service's callers spread its requests over its versions
 // (a canary, a blue/green switch): each request goes to an instance of

@@ -37,17 +37,21 @@ const (
 type RuntimeServiceClient interface {
 	// Run builds the source and starts its instances, each behind its own
 	// sidecar; it returns once every instance is healthy and registered.
-	// Errors: INVALID_ARGUMENT (name, source, env), ALREADY_EXISTS (the name
-	// runs: use Update or Kill), FAILED_PRECONDITION (the build failed: the
+	// Versions run side by side when each is run with its own version (for a
+	// split between them). Errors: INVALID_ARGUMENT (name, source, env),
+	// ALREADY_EXISTS (the name, or that version of it, runs: use Update or
+	// Kill), FAILED_PRECONDITION (the build failed: the
 	// compiler's output is in the message; or an instance exited at start: its
 	// exit code and last log lines are in the message), DEADLINE_EXCEEDED.
 	Run(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (*RunResponse, error)
 	// Update rebuilds a service from its source and replaces its instances one
 	// at a time: a new instance is healthy and registered before an old one
-	// is drained and stopped. NOT_FOUND if it does not run.
+	// is drained and stopped. NOT_FOUND if it does not run; INVALID_ARGUMENT
+	// if several versions run and the request names none.
 	Update(ctx context.Context, in *UpdateRequest, opts ...grpc.CallOption) (*UpdateResponse, error)
 	// Kill deregisters a service's instances, drains them, stops each app and
-	// then its sidecar. NOT_FOUND if it does not run.
+	// then its sidecar. NOT_FOUND if it does not run; INVALID_ARGUMENT if
+	// several versions run and the request names none.
 	Kill(ctx context.Context, in *KillRequest, opts ...grpc.CallOption) (*KillResponse, error)
 	// Status lists the services the runtime runs.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
@@ -129,17 +133,21 @@ type RuntimeService_LogsClient = grpc.ServerStreamingClient[LogsResponse]
 type RuntimeServiceServer interface {
 	// Run builds the source and starts its instances, each behind its own
 	// sidecar; it returns once every instance is healthy and registered.
-	// Errors: INVALID_ARGUMENT (name, source, env), ALREADY_EXISTS (the name
-	// runs: use Update or Kill), FAILED_PRECONDITION (the build failed: the
+	// Versions run side by side when each is run with its own version (for a
+	// split between them). Errors: INVALID_ARGUMENT (name, source, env),
+	// ALREADY_EXISTS (the name, or that version of it, runs: use Update or
+	// Kill), FAILED_PRECONDITION (the build failed: the
 	// compiler's output is in the message; or an instance exited at start: its
 	// exit code and last log lines are in the message), DEADLINE_EXCEEDED.
 	Run(context.Context, *RunRequest) (*RunResponse, error)
 	// Update rebuilds a service from its source and replaces its instances one
 	// at a time: a new instance is healthy and registered before an old one
-	// is drained and stopped. NOT_FOUND if it does not run.
+	// is drained and stopped. NOT_FOUND if it does not run; INVALID_ARGUMENT
+	// if several versions run and the request names none.
 	Update(context.Context, *UpdateRequest) (*UpdateResponse, error)
 	// Kill deregisters a service's instances, drains them, stops each app and
-	// then its sidecar. NOT_FOUND if it does not run.
+	// then its sidecar. NOT_FOUND if it does not run; INVALID_ARGUMENT if
+	// several versions run and the request names none.
 	Kill(context.Context, *KillRequest) (*KillResponse, error)
 	// Status lists the services the runtime runs.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)

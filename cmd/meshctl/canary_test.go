@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A canary as a user runs one: helloworld v1 and v2 side by side, pingpong
+// calling helloworld; a split sends v2 every call, then the old version
+// goes and the split is cleared — no call fails throughout. Real
+// processes, sidecars, QUIC and the control plane's weighted clusters.
+func TestCanaryBetweenVersions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	srv := startServer(ctx, t)
+	examples, _ := filepath.Abs("../../examples")
+	for _, v := range []string{"v1", "v2"} {
+		srv.run(ctx, t, meshctl, "run", filepath.Join(examples, "helloworld"), "--version", v)
+	}
+	if out, err := srv.try(ctx, meshctl, "run", filepath.Join(examples, "helloworld"), "--version", "v2"); err == nil || !strings.Contains(out, "helloworld v2 runs") {
+		t.Errorf("running v2 twice: %v\n%s", err, out)
+	}
+	srv.run(ctx, t, meshctl, "run", filepath.Join(examples, "pingpong"))
+
+	// Which instance is which version.
+	var svcs []runtimeStatus
+	if err := json.Unmarshal([]byte(srv.run(ctx, t, meshctl, "status", "helloworld", "-o", "json")), &svcs); err != nil || len(svcs) != 2 {
+		t.Fatalf("status: %v %+v", err, svcs)
+	}
+	instanceOf := map[string]string{}
+	for _, s := range svcs {
+		instanceOf[s.Version] = s.Instances[0].ID
+	}
+	// served counts the calls each version's app logged.
+	served := func() map[string]int {
+		logs := srv.run(ctx, t, meshctl, "logs", "helloworld", "-n", "1000")
+		out := map[string]int{}
+		for _, l := range strings.Split(logs, "\n") {
+			if !strings.Contains(l, "method=/examples.helloworld.v1.Helloworld/Call") {
+				continue
+			}
+			for v, id := range instanceOf {
+				if strings.Contains(l, " "+id+" ") {
+					out[v]++
+				}
+			}
+		}
+		return out
+	}
+	ping := func() {
+		t.Helper()
+		if out := srv.run(ctx, t, meshctl, "call", "pingpong", "Pingpong.Ping", `{"name":"Bob"}`); out != `{"msg":"Hello Bob"}`+"\n" {
+			t.Fatalf("call pingpong: %q", out)
+		}
+	}
+
+	out := srv.run(ctx, t, meshctl, "split", "set", "helloworld", "v1=0", "v2=100")
+	if out != "split helloworld.default: v1=0 v2=100\n" {
+		t.Errorf("split set: %q", out)
+	}
+	// The split reaches pingpong's sidecar within moments; then every call
+	// goes to v2.
+	deadline := time.Now().Add(10 * time.Second)
+	for before := served(); ; {
+		ping()
+		if now := served(); now["v2"] > before["v2"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no call reached v2 within 10 s of the split: %v", served())
+		}
+	}
+	before := served()
+	for range 5 {
+		ping()
+	}
+	after := served()
+	if after["v1"] != before["v1"] || after["v2"] != before["v2"]+5 {
+		t.Errorf("5 calls under v1=0 v2=100: v1 %d → %d, v2 %d → %d", before["v1"], after["v1"], before["v2"], after["v2"])
+	}
+	if out := srv.run(ctx, t, meshctl, "services"); !strings.Contains(out, "default/helloworld  v1=0 v2=100") {
+		t.Errorf("services does not show the split:\n%s", out)
+	}
+
+	// Two versions run: kill says which.
+	if out, err := srv.try(ctx, meshctl, "kill", "helloworld"); err == nil || !strings.Contains(out, "several versions") {
+		t.Errorf("kill helloworld with two versions running: %v\n%s", err, out)
+	}
+	srv.run(ctx, t, meshctl, "kill", "helloworld", "--version", "v1")
+	srv.run(ctx, t, meshctl, "split", "clear", "helloworld")
+	for range 3 {
+		ping()
+	}
+	for _, name := range []string{"pingpong", "helloworld"} {
+		srv.run(ctx, t, meshctl, "kill", name)
+	}
+}
