@@ -14,13 +14,16 @@ import (
 const defaultWarmWithin = 10 * time.Second
 
 // warmer puts configs in force in order, holding back one that refers to
-// resources that have not arrived yet once a config is in force: a new
-// cluster whose endpoints come in the next response (a split's new
-// version), so that no request is routed to a cluster with no endpoints
-// yet. That is Envoy's cluster warming, during which it pauses route
-// updates. A held config is replaced by any later one, and goes in force
-// anyway after within (the first config is not held: the proxy does not
-// serve until it is complete, on its own bound).
+// resources that have not arrived yet — which the config in force did not
+// miss — once a config is in force: a new cluster whose endpoints come in
+// the next response (a split's new version), or a route to a cluster whose
+// removal came before the route that stops using it, so that no request
+// meets a cluster that is not there or has no endpoints yet. That is
+// Envoy's cluster warming, during which it pauses route updates. A held
+// config is replaced by any later one, and goes in force anyway after
+// within (the first config is not held: the proxy does not serve until it
+// is complete, on its own bound). What the config in force misses too (a
+// reference the control plane never fills) holds nothing back.
 type warmer struct {
 	put    func(*config.Config) error
 	within time.Duration
@@ -29,6 +32,8 @@ type warmer struct {
 	mu      sync.Mutex
 	closed  bool
 	applied bool
+	// missing is what the config in force misses.
+	missing map[string]bool
 	held    *config.Config
 	timer   *time.Timer
 	gen     uint64 // which timer is current: one that fired late is not
@@ -39,7 +44,7 @@ type warmer struct {
 func (w *warmer) offer(cfg *config.Config) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if missing := cfg.Missing(); w.applied && len(missing) > 0 {
+	if missing := w.newlyMissing(cfg); w.applied && len(missing) > 0 {
 		w.held = cfg
 		if w.timer == nil {
 			w.log.Debug("holding a config until what it refers to arrives", "missing", strings.Join(missing, ", "))
@@ -57,8 +62,28 @@ func (w *warmer) offer(cfg *config.Config) error {
 	if err := w.put(cfg); err != nil {
 		return err
 	}
-	w.applied = true
+	w.inForce(cfg)
 	return nil
+}
+
+// newlyMissing is what cfg misses that the config in force does not.
+func (w *warmer) newlyMissing(cfg *config.Config) []string {
+	var out []string
+	for _, m := range cfg.Missing() {
+		if !w.missing[m] {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// inForce records cfg as the config in force.
+func (w *warmer) inForce(cfg *config.Config) {
+	w.applied = true
+	w.missing = map[string]bool{}
+	for _, m := range cfg.Missing() {
+		w.missing[m] = true
+	}
 }
 
 // timeout puts the held config in force: what it waited for has not come.
@@ -75,10 +100,12 @@ func (w *warmer) timeout(gen uint64) {
 		return
 	}
 	w.held = nil
-	w.log.Warn("the control plane has not sent everything the config refers to; applying it without", "within", w.within, "missing", strings.Join(cfg.Missing(), ", "))
+	w.log.Warn("the control plane has not sent everything the config refers to; applying it without", "within", w.within, "missing", strings.Join(w.newlyMissing(cfg), ", "))
 	if err := w.put(cfg); err != nil {
 		w.log.Error("applying the held config failed; the one in force stays", "err", err)
+		return
 	}
+	w.inForce(cfg)
 }
 
 // close ends the holding: a held config is dropped (the sidecar is

@@ -18,6 +18,13 @@ import (
 // false for a version.
 func configOf(t *testing.T, versions []string, edsArrived map[string]bool) *config.Config {
 	t.Helper()
+	return configWithout(t, versions, edsArrived, "")
+}
+
+// configWithout is configOf without cluster noCluster (its removal came
+// first).
+func configWithout(t *testing.T, versions []string, edsArrived map[string]bool, noCluster string) *config.Config {
+	t.Helper()
 	svc := xds.Service{Name: "b", Namespace: "default", Protocol: xds.ProtocolHTTP}
 	for i, v := range versions {
 		svc.Endpoints = append(svc.Endpoints, xds.Endpoint{ID: "b-" + v, Address: "127.0.0.1", Port: uint32(9000 + i), Kind: xds.KindEnvoy, Version: v, Health: xds.HealthPassing})
@@ -36,8 +43,12 @@ func configOf(t *testing.T, versions []string, edsArrived map[string]bool) *conf
 	res := config.Resources{
 		Listeners: xdswiretest.DecodeAll[*xdswire.Listener](t, r.Listeners),
 		Routes:    xdswiretest.DecodeAll[*xdswire.RouteConfiguration](t, r.Routes),
-		Clusters:  xdswiretest.DecodeAll[*xdswire.Cluster](t, r.Clusters),
 		Secrets:   xdswiretest.DecodeAll[*xdswire.Secret](t, r.Secrets),
+	}
+	for _, c := range xdswiretest.DecodeAll[*xdswire.Cluster](t, r.Clusters) {
+		if c.Name != noCluster {
+			res.Clusters = append(res.Clusters, c)
+		}
 	}
 	for _, e := range xdswiretest.DecodeAll[*xdswire.ClusterLoadAssignment](t, r.Endpoints) {
 		if v, ok := edsArrived[e.ClusterName]; !ok || v {
@@ -114,6 +125,22 @@ func TestConfigsWaitForWhatTheyReferTo(t *testing.T) {
 		t.Fatalf("the complete config was not put in force (%d puts)", n)
 	}
 
+	// A cluster's removal comes before the route that stops using it: held
+	// until the route comes.
+	removedFirst := configWithout(t, []string{"v1", "v2"}, nil, "b.default|v2")
+	if err := w.offer(removedFirst); err != nil {
+		t.Fatal(err)
+	}
+	if got, n := rec.last(); got != warm || n != 3 {
+		t.Fatalf("a config routing to a removed cluster went in force (%d puts)", n)
+	}
+	if err := w.offer(complete); err != nil {
+		t.Fatal(err)
+	}
+	if got, n := rec.last(); got != complete || n != 4 {
+		t.Fatalf("the route without the removed cluster was not put in force (%d puts)", n)
+	}
+
 	// Endpoints that never come: in force after the bound.
 	rec.put = make(chan struct{}, 10)
 	w2 := &warmer{put: rec.record, within: 50 * time.Millisecond, log: slog.New(slog.DiscardHandler)}
@@ -133,5 +160,14 @@ func TestConfigsWaitForWhatTheyReferTo(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the held config never went in force")
+	}
+	// What the config in force misses too holds nothing back: the next
+	// update, still without v2's endpoints, goes in force at once.
+	again := configOf(t, []string{"v1", "v2"}, map[string]bool{"b.default|v2": false})
+	if err := w2.offer(again); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := rec.last(); got != again {
+		t.Error("an update missing only what the config in force misses was held")
 	}
 }

@@ -88,7 +88,10 @@ func BuildShared(m *Mesh, ns, kind string) *Shared {
 	for _, s := range reachable {
 		sh.Clusters = append(sh.Clusters, b.outboundCluster(s, ClusterName(s.Namespace, s.Name)))
 		sh.Endpoints = append(sh.Endpoints, b.endpoints(s, ClusterName(s.Namespace, s.Name)))
-		for _, v := range s.activeVersions() {
+		// Every version the split names has its cluster, a share of 0
+		// too: moving shares between them then changes only the route,
+		// and callers never wait for a cluster's endpoints.
+		for _, v := range s.Split {
 			sub := s.ofVersion(v.Version)
 			name := VersionClusterName(s.Namespace, s.Name, v.Version)
 			sh.Clusters = append(sh.Clusters, b.outboundCluster(sub, name))

@@ -204,7 +204,7 @@ func TestScoping(t *testing.T) {
 	for _, c := range r.Clusters {
 		names = append(names, c.Name)
 	}
-	if got := strings.Join(names, ","); got != "grpcsrv.default,hello.default,hello.default|v1,hello.default|v2,inbound|app,store.micromesh,world.default" {
+	if got := strings.Join(names, ","); got != "grpcsrv.default,hello.default,hello.default|v1,hello.default|v2,hello.default|v3,inbound|app,store.micromesh,world.default" {
 		t.Errorf("clusters of a default-namespace proxy: %s (billing.prod must not be reachable)", got)
 	}
 	var hosts []string

@@ -320,6 +320,20 @@ func TestMissingReferencesAreWarming(t *testing.T) {
 	if m := c.Missing(); len(m) != 0 {
 		t.Errorf("a complete config misses %v", m)
 	}
+	// A route to a cluster that is not there (its removal came first).
+	gone := meshFor(t, "default", "client")
+	for i, cl := range gone.Clusters {
+		if cl.Name == "world.default" {
+			gone.Clusters = append(gone.Clusters[:i], gone.Clusters[i+1:]...)
+			break
+		}
+	}
+	if c, err = Compile(gone.wire(t)); err != nil {
+		t.Fatal(err)
+	}
+	if m := strings.Join(c.Missing(), "; "); m != "cluster world.default" {
+		t.Errorf("routes to a cluster that is not there: Missing() = %q", m)
+	}
 }
 
 func findListener(r *envoyResources, name string) *listener.Listener {

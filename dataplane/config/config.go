@@ -34,9 +34,9 @@ type Config struct {
 }
 
 // Missing names what the config refers to and has not received yet: the
-// outbound listener's route configuration, the endpoints of EDS clusters.
-// A proxy holds the app's first calls until nothing is missing, as Envoy's
-// listeners warm before they take traffic.
+// outbound listener's route configuration, the clusters routes send to,
+// the endpoints of EDS clusters. A proxy holds the app's first calls until
+// nothing is missing, as Envoy's listeners warm before they take traffic.
 func (c *Config) Missing() []string {
 	var out []string
 	if c.Outbound != nil && c.Outbound.Route != "" && c.Routes[c.Outbound.Route] == nil {
@@ -45,6 +45,17 @@ func (c *Config) Missing() []string {
 	for _, cl := range c.Clusters {
 		if cl.Waiting {
 			out = append(out, "endpoints of "+cl.Name)
+		}
+	}
+	unknown := map[string]bool{}
+	for _, t := range c.Routes {
+		for _, r := range t.Routes() {
+			for _, name := range r.clusters() {
+				if c.Clusters[name] == nil && !unknown[name] {
+					unknown[name] = true
+					out = append(out, "cluster "+name)
+				}
+			}
 		}
 	}
 	sort.Strings(out)
@@ -201,6 +212,18 @@ type Split struct {
 type WeightedCluster struct {
 	Name   string
 	Weight uint32
+}
+
+// clusters are the clusters r may send to.
+func (r *Route) clusters() []string {
+	if r.Split == nil {
+		return []string{r.Cluster}
+	}
+	out := make([]string, len(r.Split.Clusters))
+	for i, c := range r.Split.Clusters {
+		out[i] = c.Name
+	}
+	return out
 }
 
 // Pick returns the cluster whose share holds n, for n in [0, Total).
