@@ -289,13 +289,7 @@ func renderSplits(services []serviceJSON) string {
 			have[in.Version] = true
 		}
 		split := sharesString(svc.Split)
-		var missing []string
-		for _, v := range svc.Split {
-			if v.Weight > 0 && !have[v.Version] {
-				missing = append(missing, v.Version)
-			}
-		}
-		if len(missing) > 0 {
+		if missing := unserved(svc.Split, have); len(missing) > 0 {
 			split += "  (no instance of " + strings.Join(missing, ", ") + ": its share fails)"
 		}
 		rows = append(rows, []string{svc.Namespace + "/" + svc.Name, split})

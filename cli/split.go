@@ -128,8 +128,17 @@ func missingVersions(sp registry.Split, resp *registryv1.ListServicesResponse) [
 			}
 		}
 	}
-	var out []string
+	var shares []splitVersionJS
 	for _, v := range sp.Versions {
+		shares = append(shares, splitVersionJS(v))
+	}
+	return unserved(shares, have)
+}
+
+// unserved are the versions with a share of which no instance runs.
+func unserved(shares []splitVersionJS, have map[string]bool) []string {
+	var out []string
+	for _, v := range shares {
 		if v.Weight > 0 && !have[v.Version] {
 			out = append(out, v.Version)
 		}

@@ -483,57 +483,55 @@ func (w *watch) startService(ctx context.Context, wg *sync.WaitGroup, name strin
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		b := backoff{conn: &w.conn}
-		for sctx.Err() == nil {
-			ins, got, err := w.r.serviceHealth(sctx, name, index)
-			if err != nil {
-				if sctx.Err() == nil {
-					b.fail(sctx, err)
-				}
-				index = 0 // as in run: start over after an outage
-				continue
-			}
-			b.ok()
-			w.r.log.Debug("consul service query returned", "service", name, "index", got, "waited_on", index, "instances", len(ins))
-			if got == index && index != 0 {
-				continue // the wait timed out with no change
-			}
-			index = nextIndex(index, got)
+		follow(sctx, &w.conn, index, func(ctx context.Context, index uint64) ([]registry.Instance, uint64, error) {
+			ins, got, err := w.r.serviceHealth(ctx, name, index)
+			w.r.log.Debug("consul service query returned", "service", name, "index", got, "waited_on", index, "instances", len(ins), "err", err)
+			return ins, got, err
+		}, func(ins []registry.Instance, index uint64) {
 			w.mu.Lock()
+			defer w.mu.Unlock()
 			if cur, ok := w.services[name]; ok && cur == sw {
 				sw.instances, sw.index = ins, index
 				w.signal()
 			}
-			w.mu.Unlock()
-		}
+		})
 	}()
 }
 
-// watchSplits follows the splits' KV prefix.
-func (w *watch) watchSplits(ctx context.Context) {
-	index := w.splitsIndex
-	b := backoff{conn: &w.conn}
+// follow runs a blocking query from index until ctx ends and hands apply
+// each answer that moved the index: after a failure it backs off and
+// starts over from index 0 (as run does); a wait that timed out with no
+// change is not an answer.
+func follow[T any](ctx context.Context, conn *connState, index uint64, query func(context.Context, uint64) (T, uint64, error), apply func(T, uint64)) {
+	b := backoff{conn: conn}
 	for ctx.Err() == nil {
-		splits, got, err := w.r.splits(ctx, index)
+		v, got, err := query(ctx, index)
 		if err != nil {
 			if ctx.Err() == nil {
 				b.fail(ctx, err)
 			}
-			index = 0 // as in run: start over after an outage
+			index = 0
 			continue
 		}
 		b.ok()
 		if got == index && index != 0 {
-			continue // the wait timed out with no change
+			continue
 		}
 		index = nextIndex(index, got)
+		apply(v, index)
+	}
+}
+
+// watchSplits follows the splits' KV prefix.
+func (w *watch) watchSplits(ctx context.Context) {
+	follow(ctx, &w.conn, w.splitsIndex, w.r.splits, func(splits []registry.Split, _ uint64) {
 		w.mu.Lock()
+		defer w.mu.Unlock()
 		if !slices.EqualFunc(w.splits, splits, equalSplits) {
 			w.splits = splits
 			w.signal()
 		}
-		w.mu.Unlock()
-	}
+	})
 }
 
 func equalSplits(a, b registry.Split) bool {
