@@ -3,6 +3,7 @@ package dataplane_test
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -75,6 +76,12 @@ func TestASplitSendsEachVersionItsShare(t *testing.T) {
 	// is more than five of them.
 	if c := calls(200); c["b-v1"] < 60 || c["b-v2"] < 60 {
 		t.Errorf("split v1=50 v2=50, 200 calls: %v", c)
+	}
+
+	// a's metrics tell the versions apart: the destination is the
+	// version's cluster.
+	if m := metrics(t, a.Info.Admin); !strings.Contains(m, `destination="b.default|v1"`) || !strings.Contains(m, `destination="b.default|v2"`) {
+		t.Errorf("a's request metrics do not name each version:\n%s", grep(m, "micromesh_requests_total"))
 	}
 
 	// Cleared, from all to v2: v1 serves again.
