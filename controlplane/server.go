@@ -307,16 +307,27 @@ func (s *Server) watchRegistry(ctx context.Context) error {
 		first    time.Time
 		quiet    = time.NewTimer(time.Hour)
 		deadline <-chan time.Time
+		linger   lingering
+		expire   = time.NewTimer(time.Hour) // the next lingering cluster goes
 	)
 	quiet.Stop()
+	expire.Stop()
+	defer expire.Stop()
 	apply := func() {
-		s.ads.update(buildMesh(s.ca.TrustDomain(), roots, latest), first)
+		mesh := buildMesh(s.ca.TrustDomain(), roots, latest)
+		if next := linger.apply(mesh, time.Now()); !next.IsZero() {
+			expire.Reset(time.Until(next))
+		}
+		s.ads.update(mesh, first)
 		pending, deadline = false, nil
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-expire.C:
+			first = time.Now()
+			apply()
 		case snap, ok := <-ch:
 			if !ok {
 				if ctx.Err() != nil {
