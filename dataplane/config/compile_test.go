@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"math"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -1061,6 +1062,56 @@ func TestCompilesTheControlPlanesSplit(t *testing.T) {
 		}
 		if got := cl.Transport + " " + fmt.Sprint(addrs); got != want {
 			t.Errorf("cluster %s: %s, want %s", name, got, want)
+		}
+	}
+}
+
+// TestRBACHeaderRulesAsEnvoys: a header given several times is matched as
+// its values joined by ","; a missing header matches only presence rules
+// (inverted string rules too do not match it) unless
+// treat_missing_header_as_empty.
+func TestRBACHeaderRulesAsEnvoys(t *testing.T) {
+	exact := func(v string) *route.HeaderMatcher_StringMatch {
+		return &route.HeaderMatcher_StringMatch{StringMatch: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: v}}}
+	}
+	rule := func(h *route.HeaderMatcher) *RBAC {
+		r := meshFor(t, "default", "client")
+		mutateRBAC(t, findListener(&r, "inbound"), func(f *rbacfilter.RBAC) {
+			f.Rules = &rbac.RBAC{Action: rbac.RBAC_ALLOW, Policies: map[string]*rbac.Policy{"p": {
+				Permissions: []*rbac.Permission{{Rule: &rbac.Permission_Header{Header: h}}},
+				Principals:  []*rbac.Principal{{Identifier: &rbac.Principal_Any{Any: true}}},
+			}}}
+		})
+		c, err := Compile(r.wire(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Inbound.RBAC
+	}
+	withHeaders := func(h http.Header) Request {
+		return Request{Principal: "spiffe://micromesh.local/ns/default/svc/a", Method: "GET", Path: "/", Header: HeaderOf(h)}
+	}
+	none, one, two := http.Header{}, http.Header{"X-Team": {"a"}}, http.Header{"X-Team": {"a", "b"}}
+	cases := []struct {
+		name string
+		rule *route.HeaderMatcher
+		want [3]bool // none, one, two
+	}{
+		{"exact", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: exact("a")}, [3]bool{false, true, false}},
+		{"exact, both values", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: exact("a,b")}, [3]bool{false, false, true}},
+		{"inverted", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: exact("a"), InvertMatch: true}, [3]bool{false, false, true}},
+		{"inverted, missing as empty", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: exact("a"), InvertMatch: true, TreatMissingHeaderAsEmpty: true}, [3]bool{true, false, true}},
+		{"empty, missing as empty", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: exact(""), TreatMissingHeaderAsEmpty: true}, [3]bool{true, false, false}},
+		{"present", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: &route.HeaderMatcher_PresentMatch{PresentMatch: true}}, [3]bool{false, true, true}},
+		{"absent", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: &route.HeaderMatcher_PresentMatch{PresentMatch: false}}, [3]bool{true, false, false}},
+		{"present, inverted", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: &route.HeaderMatcher_PresentMatch{PresentMatch: true}, InvertMatch: true}, [3]bool{true, false, false}},
+	}
+	for _, c := range cases {
+		r := rule(c.rule)
+		for i, h := range []http.Header{none, one, two} {
+			if got, _ := r.Allowed(withHeaders(h)); got != c.want[i] {
+				t.Errorf("%s, headers %v: allowed %v, want %v", c.name, h, got, c.want[i])
+			}
 		}
 	}
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/http"
 	"regexp"
 	"sort"
 	"strings"
@@ -26,7 +27,23 @@ type Request struct {
 	Principal string // the caller's SPIFFE ID
 	Method    string
 	Path      string
-	Header    func(name string) string
+	// Header returns a header's values joined by "," (as Envoy matches
+	// them) and whether the request has it.
+	Header func(name string) (string, bool)
+}
+
+// HeaderOf is Request.Header over h (names in canonical or lower case).
+func HeaderOf(h http.Header) func(string) (string, bool) {
+	return func(name string) (string, bool) {
+		vs := h.Values(name)
+		if len(vs) == 0 {
+			return "", false
+		}
+		if len(vs) == 1 {
+			return vs[0], true
+		}
+		return strings.Join(vs, ","), true
+	}
 }
 
 type permission func(Request) bool
@@ -217,18 +234,21 @@ func compilePrincipals(ps []*xdswire.Principal) ([]principal, error) {
 }
 
 // compileHeader supports the pseudo-headers :path and :method and plain
-// headers, with string matchers or presence.
+// headers, with string matchers or presence, as Envoy matches them: the
+// values of a header given several times joined by ","; a missing header
+// matches only a presence rule (present_match false, or true inverted)
+// unless treat_missing_header_as_empty says to match it as "".
 func compileHeader(h *xdswire.HeaderMatcher) (permission, error) {
 	name := strings.ToLower(h.Name)
-	get := func(q Request) string {
+	get := func(q Request) (string, bool) {
 		switch name {
 		case ":path":
-			return q.Path
+			return q.Path, true
 		case ":method":
-			return q.Method
+			return q.Method, true
 		}
 		if q.Header == nil {
-			return ""
+			return "", false
 		}
 		return q.Header(name)
 	}
@@ -248,8 +268,14 @@ func compileHeader(h *xdswire.HeaderMatcher) (permission, error) {
 	default:
 		return nil, fmt.Errorf("RBAC header matcher for %q matches nothing", h.Name)
 	}
-	invert := h.InvertMatch
-	return func(q Request) bool { return m(get(q)) != invert }, nil
+	invert, presence, asEmpty := h.InvertMatch, h.PresentMatch != nil, h.TreatMissingAsEmpty
+	return func(q Request) bool {
+		v, ok := get(q)
+		if !ok && !presence && !asEmpty {
+			return false // inverted or not
+		}
+		return m(v) != invert
+	}, nil
 }
 
 func compileString(sm *xdswire.StringMatcher) (func(string) bool, error) {

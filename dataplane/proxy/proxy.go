@@ -305,7 +305,7 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if lst.RBAC != nil {
-		if ok, _ := lst.RBAC.Allowed(config.Request{Principal: caller.id, Method: r.Method, Path: r.URL.Path, Header: r.Header.Get}); !ok {
+		if ok, _ := lst.RBAC.Allowed(config.Request{Principal: caller.id, Method: r.Method, Path: r.URL.Path, Header: config.HeaderOf(r.Header)}); !ok {
 			p.m.denied.Inc()
 			p.localFor(w, r, inbound, caller.workload, p.self, http.StatusForbidden,
 				fmt.Sprintf("micromesh: RBAC: %s may not call %s %s on %s", caller.id, r.Method, r.URL.Path, p.self), start)

@@ -101,6 +101,8 @@ func TestDecodesEveryRBACRule(t *testing.T) {
 			HeaderMatchSpecifier: &route.HeaderMatcher_StringMatch{StringMatch: str[0]}}}},
 		&rbac.Permission{Rule: &rbac.Permission_Header{Header: &route.HeaderMatcher{Name: "x-a",
 			HeaderMatchSpecifier: &route.HeaderMatcher_PresentMatch{PresentMatch: false}}}},
+		&rbac.Permission{Rule: &rbac.Permission_Header{Header: &route.HeaderMatcher{Name: "x-b", TreatMissingHeaderAsEmpty: true,
+			HeaderMatchSpecifier: &route.HeaderMatcher_StringMatch{StringMatch: str[0]}}}},
 		&rbac.Permission{Rule: &rbac.Permission_NotRule{NotRule: &rbac.Permission{Rule: &rbac.Permission_Any{Any: true}}}},
 		&rbac.Permission{Rule: &rbac.Permission_AndRules{AndRules: &rbac.Permission_Set{Rules: perms[:2]}}},
 		&rbac.Permission{Rule: &rbac.Permission_OrRules{OrRules: &rbac.Permission_Set{Rules: perms[2:4]}}},

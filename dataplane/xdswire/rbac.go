@@ -226,8 +226,11 @@ type HeaderMatcher struct {
 	StringMatch  *StringMatcher `json:"stringMatch,omitempty"`
 	PresentMatch *bool          `json:"presentMatch,omitempty"`
 	InvertMatch  bool           `json:"invertMatch,omitempty"`
-	Unsupported  string         `json:"-"` // another header match specifier
-	specifier    oneof
+	// TreatMissingAsEmpty: a missing header is matched as an empty one
+	// (else only a presence rule can match it).
+	TreatMissingAsEmpty bool   `json:"treatMissingHeaderAsEmpty,omitempty"`
+	Unsupported         string `json:"-"` // another header match specifier
+	specifier           oneof
 }
 
 var headerMatchers = map[int]string{4: "exact_match", 11: "safe_regex_match", 6: "range_match", 9: "prefix_match",
@@ -252,6 +255,8 @@ func (m *HeaderMatcher) unmarshal(b []byte) error {
 			return f.boolOpt(&m.PresentMatch)
 		case 8:
 			return f.boolean(&m.InvertMatch)
+		case 14:
+			return f.boolean(&m.TreatMissingAsEmpty)
 		}
 		if name, ok := headerMatchers[int(f.num)]; ok {
 			m.Unsupported = name
