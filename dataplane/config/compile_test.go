@@ -1091,24 +1091,24 @@ func TestRBACHeaderRulesAsEnvoys(t *testing.T) {
 	withHeaders := func(h http.Header) Request {
 		return Request{Principal: "spiffe://micromesh.local/ns/default/svc/a", Method: "GET", Path: "/", Header: HeaderOf(h)}
 	}
-	none, one, two := http.Header{}, http.Header{"X-Team": {"a"}}, http.Header{"X-Team": {"a", "b"}}
+	none, one, two, empty := http.Header{}, http.Header{"X-Team": {"a"}}, http.Header{"X-Team": {"a", "b"}}, http.Header{"X-Team": {""}}
 	cases := []struct {
 		name string
 		rule *route.HeaderMatcher
-		want [3]bool // none, one, two
+		want [4]bool // none, one, two, empty
 	}{
-		{"exact", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: exact("a")}, [3]bool{false, true, false}},
-		{"exact, both values", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: exact("a,b")}, [3]bool{false, false, true}},
-		{"inverted", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: exact("a"), InvertMatch: true}, [3]bool{false, false, true}},
-		{"inverted, missing as empty", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: exact("a"), InvertMatch: true, TreatMissingHeaderAsEmpty: true}, [3]bool{true, false, true}},
-		{"empty, missing as empty", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: exact(""), TreatMissingHeaderAsEmpty: true}, [3]bool{true, false, false}},
-		{"present", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: &route.HeaderMatcher_PresentMatch{PresentMatch: true}}, [3]bool{false, true, true}},
-		{"absent", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: &route.HeaderMatcher_PresentMatch{PresentMatch: false}}, [3]bool{true, false, false}},
-		{"present, inverted", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: &route.HeaderMatcher_PresentMatch{PresentMatch: true}, InvertMatch: true}, [3]bool{true, false, false}},
+		{"exact", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: exact("a")}, [4]bool{false, true, false, false}},
+		{"exact, both values", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: exact("a,b")}, [4]bool{false, false, true, false}},
+		{"inverted", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: exact("a"), InvertMatch: true}, [4]bool{false, false, true, true}},
+		{"inverted, missing as empty", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: exact("a"), InvertMatch: true, TreatMissingHeaderAsEmpty: true}, [4]bool{true, false, true, true}},
+		{"empty, missing as empty", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: exact(""), TreatMissingHeaderAsEmpty: true}, [4]bool{true, false, false, true}},
+		{"present", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: &route.HeaderMatcher_PresentMatch{PresentMatch: true}}, [4]bool{false, true, true, true}},
+		{"absent", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: &route.HeaderMatcher_PresentMatch{PresentMatch: false}}, [4]bool{true, false, false, false}},
+		{"present, inverted", &route.HeaderMatcher{Name: "x-team", HeaderMatchSpecifier: &route.HeaderMatcher_PresentMatch{PresentMatch: true}, InvertMatch: true}, [4]bool{true, false, false, false}},
 	}
 	for _, c := range cases {
 		r := rule(c.rule)
-		for i, h := range []http.Header{none, one, two} {
+		for i, h := range []http.Header{none, one, two, empty} {
 			if got, _ := r.Allowed(withHeaders(h)); got != c.want[i] {
 				t.Errorf("%s, headers %v: allowed %v, want %v", c.name, h, got, c.want[i])
 			}

@@ -234,10 +234,11 @@ func compilePrincipals(ps []*xdswire.Principal) ([]principal, error) {
 }
 
 // compileHeader supports the pseudo-headers :path and :method and plain
-// headers, with string matchers or presence, as Envoy matches them: the
-// values of a header given several times joined by ","; a missing header
-// matches only a presence rule (present_match false, or true inverted)
-// unless treat_missing_header_as_empty says to match it as "".
+// headers, with string matchers or presence, as Envoy's
+// HeaderUtility::matchHeaders: the values of a header given several times
+// joined by ","; a missing header matches only a presence rule
+// (present_match false, or true inverted) unless
+// treat_missing_header_as_empty says to match it as "".
 func compileHeader(h *xdswire.HeaderMatcher) (permission, error) {
 	name := strings.ToLower(h.Name)
 	get := func(q Request) (string, bool) {
@@ -252,7 +253,7 @@ func compileHeader(h *xdswire.HeaderMatcher) (permission, error) {
 		}
 		return q.Header(name)
 	}
-	var m func(string) bool
+	var m func(v string, present bool) bool
 	switch {
 	case h.Unsupported != "":
 		return nil, fmt.Errorf("RBAC header matcher %s is not supported", h.Unsupported)
@@ -261,21 +262,22 @@ func compileHeader(h *xdswire.HeaderMatcher) (permission, error) {
 		if err != nil {
 			return nil, err
 		}
-		m = sm
+		m = func(v string, present bool) bool {
+			// Missing: no match, inverted or not, unless read as "".
+			return (present || h.TreatMissingAsEmpty) && sm(v) != h.InvertMatch
+		}
 	case h.PresentMatch != nil:
-		present := *h.PresentMatch
-		m = func(s string) bool { return (s != "") == present }
+		want := *h.PresentMatch
+		m = func(_ string, present bool) bool {
+			if !present && !h.TreatMissingAsEmpty {
+				return !want != h.InvertMatch
+			}
+			return want != h.InvertMatch // present (or read as ""): Envoy's present_match is then its own value
+		}
 	default:
 		return nil, fmt.Errorf("RBAC header matcher for %q matches nothing", h.Name)
 	}
-	invert, presence, asEmpty := h.InvertMatch, h.PresentMatch != nil, h.TreatMissingAsEmpty
-	return func(q Request) bool {
-		v, ok := get(q)
-		if !ok && !presence && !asEmpty {
-			return false // inverted or not
-		}
-		return m(v) != invert
-	}, nil
+	return func(q Request) bool { return m(get(q)) }, nil
 }
 
 func compileString(sm *xdswire.StringMatcher) (func(string) bool, error) {
