@@ -746,6 +746,12 @@ func compileCluster(cl *xdswire.Cluster, endpoints map[string]*xdswire.ClusterLo
 	if cla != nil && cla.Refused != "" {
 		return nil, fmt.Errorf("endpoints: %s is not supported", cla.Refused)
 	}
+	if c.EDS != "" && !c.Waiting && staleFor(cla, c.Transport) {
+		// The assignment predates the cluster's transport (its instances
+		// moved between QUIC and TCP: CDS and EDS arrive apart): not
+		// arrived yet, as far as this cluster goes.
+		c.Waiting, cla = true, nil
+	}
 	for _, loc := range endpointsOf(cla) {
 		if loc.Refused != "" {
 			return nil, fmt.Errorf("endpoints: %s is not supported", loc.Refused)
@@ -776,6 +782,22 @@ func compileCluster(cl *xdswire.Cluster, endpoints map[string]*xdswire.ClusterLo
 		}
 	}
 	return c, nil
+}
+
+// staleFor reports whether an endpoint of cla has an address of the
+// other protocol than transport's (UDP for QUIC, TCP otherwise).
+func staleFor(cla *xdswire.ClusterLoadAssignment, transport string) bool {
+	for _, loc := range endpointsOf(cla) {
+		for _, lb := range loc.LBEndpoints {
+			if lb.Endpoint == nil {
+				continue
+			}
+			if sa, err := socketAddress(lb.Endpoint.Address); err == nil && (sa.Protocol == xdswire.UDP) != (transport == TransportQUIC) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func endpointsOf(cla *xdswire.ClusterLoadAssignment) []*xdswire.LocalityLBEndpoints {

@@ -1115,3 +1115,32 @@ func TestRBACHeaderRulesAsEnvoys(t *testing.T) {
 		}
 	}
 }
+
+// TestEndpointsOfAnotherTransportAreNotArrived: when a cluster's instances
+// move between QUIC and TCP (its last built-in instance gone, an Envoy
+// instance added), CDS and EDS arrive apart; a QUIC cluster with the old
+// assignment's TCP addresses (or the reverse) waits for its new one
+// instead of being refused.
+func TestEndpointsOfAnotherTransportAreNotArrived(t *testing.T) {
+	r := meshFor(t, "default", "client")
+	for _, cla := range r.Endpoints {
+		if cla.ClusterName != "hello.default" {
+			continue
+		}
+		for _, loc := range cla.Endpoints {
+			for _, lb := range loc.LbEndpoints {
+				lb.GetEndpoint().GetAddress().GetSocketAddress().Protocol = core.SocketAddress_TCP // the old assignment
+			}
+		}
+	}
+	c, err := Compile(r.wire(t))
+	if err != nil {
+		t.Fatalf("a QUIC cluster with a TCP assignment: %v", err)
+	}
+	if cl := c.Clusters["hello.default"]; cl.Transport != TransportQUIC || !cl.Waiting || len(cl.Endpoints) != 0 {
+		t.Errorf("hello.default: %s, waiting %v, %d endpoints", cl.Transport, cl.Waiting, len(cl.Endpoints))
+	}
+	if m := strings.Join(c.Missing(), "; "); m != "endpoints of hello.default" {
+		t.Errorf("Missing() = %q", m)
+	}
+}
