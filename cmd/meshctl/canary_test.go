@@ -98,4 +98,9 @@ func TestCanaryBetweenVersions(t *testing.T) {
 	for _, name := range []string{"pingpong", "helloworld"} {
 		srv.run(ctx, t, meshctl, "kill", name)
 	}
+	// Versions coming and going move clusters between QUIC and TCP and
+	// add and drop clusters: no sidecar refused a config on the way.
+	if logs := srv.logs.String(); strings.Contains(logs, "proxy rejected config") {
+		t.Errorf("a sidecar NACKed a config:\n%s", logs)
+	}
 }
