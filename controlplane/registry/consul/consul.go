@@ -442,21 +442,9 @@ func (w *watch) run(ctx context.Context, index uint64) {
 		defer wg.Done()
 		w.watchSplits(ctx)
 	}()
-	b := backoff{conn: &w.conn}
-	for ctx.Err() == nil {
-		names, got, err := w.r.meshServices(ctx, index)
-		if err != nil {
-			if ctx.Err() == nil {
-				b.fail(ctx, err)
-			}
-			// The agent may come back with its indexes reset (a restart):
-			// waiting on the old index would block until the wait time.
-			index = 0
-			continue
-		}
-		b.ok()
-		index = nextIndex(index, got)
+	follow(ctx, &w.conn, index, w.r.meshServices, func(names []string, _ uint64) {
 		w.mu.Lock()
+		defer w.mu.Unlock()
 		for name, sw := range w.services {
 			if !slices.Contains(names, name) {
 				sw.cancel()
@@ -471,8 +459,7 @@ func (w *watch) run(ctx context.Context, index uint64) {
 				w.startService(ctx, &wg, name, sw)
 			}
 		}
-		w.mu.Unlock()
-	}
+	})
 }
 
 // startService runs the blocking health query of one service. Called with w.mu held.
@@ -500,8 +487,9 @@ func (w *watch) startService(ctx context.Context, wg *sync.WaitGroup, name strin
 
 // follow runs a blocking query from index until ctx ends and hands apply
 // each answer that moved the index: after a failure it backs off and
-// starts over from index 0 (as run does); a wait that timed out with no
-// change is not an answer.
+// starts over from index 0 (the agent may come back with its indexes reset
+// — a restart —, and waiting on the old index would block for the wait
+// time); a wait that timed out with no change is not an answer.
 func follow[T any](ctx context.Context, conn *connState, index uint64, query func(context.Context, uint64) (T, uint64, error), apply func(T, uint64)) {
 	b := backoff{conn: conn}
 	for ctx.Err() == nil {
