@@ -193,9 +193,11 @@ type serviceJSON struct {
 	// the policy of its first instance by ID that sets one, as the control
 	// plane takes it.
 	Policy map[string]string `json:"policy,omitempty"`
-	// Split is how its callers spread its requests over its versions.
-	Split     []splitVersionJS `json:"split,omitempty"`
-	Instances []*instanceJSON  `json:"instances"`
+	// Split is how its callers spread its requests over its versions;
+	// SplitHeader the header that picks a version whatever the shares.
+	Split       []splitVersionJS `json:"split,omitempty"`
+	SplitHeader string           `json:"split_header,omitempty"`
+	Instances   []*instanceJSON  `json:"instances"`
 }
 
 type instanceJSON struct {
@@ -244,6 +246,7 @@ func servicesJSON(resp *registryv1.ListServicesResponse) []serviceJSON {
 		for _, v := range sp.GetVersions() {
 			out[i].Split = append(out[i].Split, splitVersionJS{Version: v.GetVersion(), Weight: v.GetWeight()})
 		}
+		out[i].SplitHeader = sp.GetHeader()
 	}
 	slices.SortStableFunc(out, func(a, b serviceJSON) int { return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name) })
 	return out
@@ -288,7 +291,7 @@ func renderSplits(services []serviceJSON) string {
 		for _, in := range svc.Instances {
 			have[in.Version] = true
 		}
-		split := sharesString(svc.Split)
+		split := sharesString(svc.Split) + headerNote(svc.SplitHeader)
 		if missing := unserved(svc.Split, have); len(missing) > 0 {
 			split += "  (no instance of " + strings.Join(missing, ", ") + ": its share fails)"
 		}

@@ -209,9 +209,12 @@ func TestSplitCommands(t *testing.T) {
 	if out != want {
 		t.Errorf("split set:\n%s\nwant:\n%s", out, want)
 	}
-	// A split of a service with no instance yet is listed too.
-	if _, err := cli("split", "set", "reports", "blue=100", "green=0"); err != nil {
-		t.Fatal(err)
+	// A split of a service with no instance yet is listed too; a header
+	// picks a version whatever the shares.
+	out, err = cli("split", "set", "reports", "blue=100", "green=0", "--header", "x-color")
+	if err != nil || out != "split reports.default: blue=100 green=0; a request with x-color: VERSION goes to that version\n"+
+		"warning: no instance of reports.default has version blue: its share of requests fails (503) until one registers\n" {
+		t.Errorf("split set --header: %q, %v", out, err)
 	}
 	var got []serviceJSON
 	waitFor(t, func() bool {
@@ -229,23 +232,24 @@ func TestSplitCommands(t *testing.T) {
 		t.Errorf("services = %+v", got)
 	}
 	text, err := cli("services")
-	if err != nil || !strings.Contains(text, "default/greeter  v1=90 v2=10  (no instance of v2: its share fails)") || !strings.Contains(text, "default/reports  blue=100 green=0  (no instance of blue: its share fails)") {
+	if err != nil || !strings.Contains(text, "default/greeter  v1=90 v2=10  (no instance of v2: its share fails)") || !strings.Contains(text, "default/reports  blue=100 green=0; a request with x-color: VERSION goes to that version  (no instance of blue: its share fails)") {
 		t.Errorf("services:\n%s%v", text, err)
 	}
 
 	// Bad input gets a clear error and changes nothing.
 	for args, mention := range map[string]string{
-		"split set greeter":                "names no version",
-		"split set greeter v1":             "want VERSION=PERCENT",
-		"split set greeter v1=ninety":      "whole percentage",
-		"split set greeter v1=101":         "whole percentage",
-		"split set greeter v1=50 v2=40":    "add up to 90 %",
-		"split set greeter v1=50 v1=50":    `"v1" is named twice`,
-		"split set greeter v/1=100":        "may hold only",
-		"split set Greeter v1=100":         "DNS label",
-		"split set greeter -n Prod v1=100": "DNS label",
-		"split clear nothing-split":        "NotFound",
-		"split clear":                      "accepts 1 arg",
+		"split set greeter":                      "names no version",
+		"split set greeter v1":                   "want VERSION=PERCENT",
+		"split set greeter v1=ninety":            "whole percentage",
+		"split set greeter v1=101":               "whole percentage",
+		"split set greeter v1=50 v2=40":          "add up to 90 %",
+		"split set greeter v1=50 v1=50":          `"v1" is named twice`,
+		"split set greeter v/1=100":              "may hold only",
+		"split set greeter v1=100 --header host": "means something else to the mesh",
+		"split set Greeter v1=100":               "DNS label",
+		"split set greeter -n Prod v1=100":       "DNS label",
+		"split clear nothing-split":              "NotFound",
+		"split clear":                            "accepts 1 arg",
 	} {
 		_, err := cli(strings.Fields(args)...)
 		if err == nil || !strings.Contains(describe(err), mention) {

@@ -31,6 +31,7 @@ split does not name get no requests. meshctl services shows the splits.`,
 
 type splitSetOptions struct {
 	namespace    string
+	header       string
 	controlPlane string
 }
 
@@ -55,6 +56,7 @@ type splitOutput struct {
 	Service   string           `json:"service"`
 	Namespace string           `json:"namespace"`
 	Versions  []splitVersionJS `json:"versions"`
+	Header    string           `json:"header,omitempty"`
 	// Missing are the versions with a share and no instance: their share
 	// of requests fails until one registers.
 	Missing []string `json:"missing,omitempty"`
@@ -73,17 +75,18 @@ func newSplitSetCommand(g *globalOptions, s Streams) *cobra.Command {
 		Args:  cobra.MinimumNArgs(1),
 		Example: `  meshctl split set helloworld v1=90 v2=10     # a canary
   meshctl split set helloworld v1=0 v2=100     # all to v2 (v1's instances stay, idle)
-  meshctl split set web -n prod blue=50 green=50`,
+  meshctl split set web -n prod blue=50 green=50
+  meshctl split set helloworld v1=100 v2=0 --header x-version   # testers send x-version: v2`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			shares, err := parseShares(args[1:])
 			if err != nil {
 				return err
 			}
-			sp := registry.Split{Service: args[0], Namespace: o.namespace, Versions: shares}
+			sp := registry.Split{Service: args[0], Namespace: o.namespace, Versions: shares, Header: o.header}
 			if err := sp.Validate(); err != nil {
 				return err
 			}
-			out := splitOutput{Service: sp.Service, Namespace: sp.Namespace}
+			out := splitOutput{Service: sp.Service, Namespace: sp.Namespace, Header: sp.Header}
 			for _, v := range sp.Versions {
 				out.Versions = append(out.Versions, splitVersionJS(v))
 			}
@@ -104,7 +107,7 @@ func newSplitSetCommand(g *globalOptions, s Streams) *cobra.Command {
 			}
 			return render(s.Out, g.output, out, func() string {
 				var b strings.Builder
-				fmt.Fprintf(&b, "split %s.%s: %s\n", sp.Service, sp.Namespace, sharesString(out.Versions))
+				fmt.Fprintf(&b, "split %s.%s: %s%s\n", sp.Service, sp.Namespace, sharesString(out.Versions), headerNote(sp.Header))
 				for _, v := range out.Missing {
 					fmt.Fprintf(&b, "warning: no instance of %s.%s has version %s: its share of requests fails (503) until one registers\n", sp.Service, sp.Namespace, v)
 				}
@@ -113,8 +116,17 @@ func newSplitSetCommand(g *globalOptions, s Streams) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&o.namespace, "namespace", "n", identity.DefaultNamespace, "namespace of the service")
+	cmd.Flags().StringVar(&o.header, "header", "", "a request header whose value, a version the split names, sends the request to that version whatever the shares")
 	cmd.Flags().StringVar(&o.controlPlane, "controlplane", "", "control plane address (default: the local server)")
 	return cmd
+}
+
+// headerNote says what a split's version header does ("" for none).
+func headerNote(h string) string {
+	if h == "" {
+		return ""
+	}
+	return "; a request with " + h + ": VERSION goes to that version"
 }
 
 // missingVersions are the versions sp gives a share whose service has no

@@ -52,6 +52,7 @@ func buildMesh(td string, roots []byte, snap registry.Snapshot) *xds.Mesh {
 		for _, v := range sp.Versions {
 			m.Services[i].Split = append(m.Services[i].Split, xds.VersionWeight{Version: v.Version, Weight: v.Weight})
 		}
+		m.Services[i].SplitHeader = sp.Header
 	}
 	slices.SortFunc(m.Services, func(a, b xds.Service) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))

@@ -189,7 +189,7 @@ func (a *registryAPI) SetSplit(ctx context.Context, req *registryv1.SetSplitRequ
 	if p == nil {
 		return nil, status.Error(codes.InvalidArgument, "the request has no split")
 	}
-	sp := registry.Split{Service: p.GetService(), Namespace: p.GetNamespace()}
+	sp := registry.Split{Service: p.GetService(), Namespace: p.GetNamespace(), Header: p.GetHeader()}
 	for _, v := range p.GetVersions() {
 		sp.Versions = append(sp.Versions, registry.VersionWeight{Version: v.GetVersion(), Weight: v.GetWeight()})
 	}
@@ -202,7 +202,7 @@ func (a *registryAPI) SetSplit(ctx context.Context, req *registryv1.SetSplitRequ
 	if err := a.reg.SetSplit(ctx, sp); err != nil {
 		return nil, registryStatus(err)
 	}
-	a.log.Info("split set", "service", sp.Service, "namespace", sp.Namespace, "versions", splitString(sp), "by", caller.String())
+	a.log.Info("split set", "service", sp.Service, "namespace", sp.Namespace, "versions", splitString(sp), "header", sp.Header, "by", caller.String())
 	return &registryv1.SetSplitResponse{}, nil
 }
 
@@ -245,7 +245,7 @@ func splitString(sp registry.Split) string {
 
 // SplitToProto converts a split for the wire.
 func SplitToProto(sp registry.Split) *registryv1.Split {
-	p := &registryv1.Split{Service: sp.Service, Namespace: sp.Namespace}
+	p := &registryv1.Split{Service: sp.Service, Namespace: sp.Namespace, Header: sp.Header}
 	for _, v := range sp.Versions {
 		p.Versions = append(p.Versions, &registryv1.VersionWeight{Version: v.Version, Weight: v.Weight})
 	}

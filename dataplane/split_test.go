@@ -26,11 +26,12 @@ func TestASplitSendsEachVersionItsShare(t *testing.T) {
 			meshtest.WithOptions(func(o *dataplane.Options) { o.Version = v }))
 	}
 	admin := cp.RegistryClient(cp.Join(identity.SystemNamespace, "meshctl"))
+	header := ""
 	split := func(shares map[string]uint32) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		sp := &registryv1.Split{Service: "b"}
+		sp := &registryv1.Split{Service: "b", Header: header}
 		for v, w := range shares {
 			sp.Versions = append(sp.Versions, &registryv1.VersionWeight{Version: v, Weight: w})
 		}
@@ -66,6 +67,25 @@ func TestASplitSendsEachVersionItsShare(t *testing.T) {
 	if c := calls(50); c["b-v2"] != 50 {
 		t.Errorf("split v2=100: %v", c)
 	}
+
+	// A tester's requests carry the version header: the shares still send
+	// everything to v2, x-version: v1 reaches v1 (before the header, no
+	// request could).
+	header = "x-version"
+	split(map[string]uint32{"v1": 0, "v2": 100})
+	waitFor(t, "x-version: v1 to reach v1 under v2=100", func() bool {
+		_, e := call(t, a.Info.Outbound, "b", "/", http.Header{"X-Version": {"v1"}})
+		return e.App == "b-v1"
+	})
+	for range 10 {
+		if _, e := call(t, a.Info.Outbound, "b", "/", http.Header{"X-Version": {"v1"}}); e.App != "b-v1" {
+			t.Fatalf("x-version: v1 reached %q", e.App)
+		}
+		if _, e := call(t, a.Info.Outbound, "b", "/", nil); e.App != "b-v2" {
+			t.Fatalf("without the header, v2=100: reached %q", e.App)
+		}
+	}
+	header = ""
 
 	split(map[string]uint32{"v1": 100, "v2": 0})
 	waitFor(t, "v1 to take every call", func() bool { return calls(10)["b-v1"] == 10 })

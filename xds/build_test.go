@@ -35,7 +35,7 @@ func testMesh() *Mesh {
 			}},
 			{Name: "hello", Namespace: "default", Protocol: ProtocolGRPC, Policy: helloPolicy(), Routes: []RoutePolicy{
 				{Path: "/pkg.Hello/Expensive", RateLimit: 2, RateLimitBurst: 1},
-			}, Split: []VersionWeight{{"v1", 90}, {"v2", 10}, {"v3", 0}}, Endpoints: []Endpoint{
+			}, Split: []VersionWeight{{"v1", 90}, {"v2", 10}, {"v3", 0}}, SplitHeader: "x-version", Endpoints: []Endpoint{
 				{ID: "h1", Address: "10.0.0.1", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Version: "v1", Health: HealthPassing, Region: "eu", Zone: "eu-1a", Weight: 2},
 				{ID: "h2", Address: "10.0.0.2", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Version: "v2", Health: HealthWarning, Region: "eu", Zone: "eu-1b"},
 				{ID: "h3", Address: "10.0.0.7", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Version: "v3", Health: HealthPassing, Region: "eu", Zone: "eu-1b"},

@@ -58,8 +58,12 @@ type Service struct {
 	Routes []RoutePolicy
 	// Split spreads the service's requests over its versions (percentages
 	// adding up to 100, sorted by version); nil: every instance alike.
-	Split     []VersionWeight
-	Endpoints []Endpoint
+	Split []VersionWeight
+	// SplitHeader names a request header whose value, a version the split
+	// names, sends the request to that version whatever the shares; "" for
+	// none.
+	SplitHeader string
+	Endpoints   []Endpoint
 }
 
 // VersionWeight is one version's share of a service's requests.

@@ -6,6 +6,8 @@ import (
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -43,15 +45,15 @@ func (b *builder) outboundRoute(reachable []*Service) *route.RouteConfiguration 
 			if rp.Prefix {
 				match.PathSpecifier = &route.RouteMatch_Prefix{Prefix: rp.Path}
 			}
-			routes = append(routes, &route.Route{
+			routes = append(routes, withVersionHeader(s, &route.Route{
 				Match:  match,
 				Action: &route.Route_Route{Route: routeAction(s, rp.Timeout, rp.PerTryTimeout, rp.Retries)},
-			})
+			})...)
 		}
-		routes = append(routes, &route.Route{
+		routes = append(routes, withVersionHeader(s, &route.Route{
 			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
 			Action: &route.Route_Route{Route: routeAction(s, timeout, pol.PerTryTimeout, pol.Retries)},
-		})
+		})...)
 		rc.VirtualHosts = append(rc.VirtualHosts, &route.VirtualHost{
 			Name:    ClusterName(s.Namespace, s.Name),
 			Domains: hostNames(b.proxy.Namespace, s.Namespace, s.Name),
@@ -59,6 +61,25 @@ func (b *builder) outboundRoute(reachable []*Service) *route.RouteConfiguration 
 		})
 	}
 	return rc
+}
+
+// withVersionHeader returns rt, preceded, when s's split has a version
+// header, by a route per version the split names that sends the requests
+// whose header names it to that version's cluster, whatever the shares
+// (a canary's testers), with rt's match and policy.
+func withVersionHeader(s *Service, rt *route.Route) []*route.Route {
+	if s.SplitHeader == "" || len(s.Split) == 0 {
+		return []*route.Route{rt}
+	}
+	out := make([]*route.Route, 0, len(s.Split)+1)
+	for _, v := range s.Split {
+		vr := proto.Clone(rt).(*route.Route)
+		vr.Match.Headers = []*route.HeaderMatcher{{Name: s.SplitHeader, HeaderMatchSpecifier: &route.HeaderMatcher_StringMatch{
+			StringMatch: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: v.Version}}}}}
+		vr.GetRoute().ClusterSpecifier = &route.RouteAction_Cluster{Cluster: VersionClusterName(s.Namespace, s.Name, v.Version)}
+		out = append(out, vr)
+	}
+	return append(out, rt)
 }
 
 // routeAction sends to s's cluster (or its versions' clusters, by its

@@ -421,6 +421,7 @@ func compileRouteTable(rc *xdswire.RouteConfiguration) (*RouteTable, error) {
 				return nil, fmt.Errorf("virtual host %q, route %d: %w", vh.Name, i, err)
 			}
 			routes = append(routes, r)
+			t.HeaderConditions = t.HeaderConditions || len(r.Headers) > 0
 		}
 		for _, d := range vh.Domains {
 			switch {
@@ -457,6 +458,17 @@ func compileRoute(vh *xdswire.VirtualHost, rt *xdswire.Route) (*Route, error) {
 		r.Match = PathMatch{Path: *m.Path}
 	}
 	r.Match.Fold = m.CaseSensitive != nil && !*m.CaseSensitive
+	for _, h := range m.Headers {
+		if strings.HasPrefix(h.Name, ":") && h.Name != ":method" {
+			// :path is the path match's; :authority picked the virtual host.
+			return nil, fmt.Errorf("a route's header matcher on %s is not supported (only :method among pseudo-headers)", h.Name)
+		}
+		match, err := compileHeader(h)
+		if err != nil {
+			return nil, fmt.Errorf("route header matcher: %w", err)
+		}
+		r.Headers = append(r.Headers, match)
+	}
 	action := rt.Route
 	if rt.Unsupported != "" || action == nil || action.Unsupported != "" || (action.Cluster == "" && action.WeightedClusters == nil) {
 		return nil, errors.New("only routes to a named cluster or to weighted clusters are supported")

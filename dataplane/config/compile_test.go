@@ -195,9 +195,17 @@ func TestCompileRefusesWhatItCannotHonour(t *testing.T) {
 		{"redirect route", func(r *envoyResources) {
 			r.Routes[0].VirtualHosts[0].Routes[0].Action = &route.Route_Redirect{Redirect: &route.RedirectAction{}}
 		}, "only routes to a named cluster"},
-		{"route matching on a header", func(r *envoyResources) {
-			r.Routes[0].VirtualHosts[0].Routes[0].Match.Headers = []*route.HeaderMatcher{{Name: "x-canary"}}
-		}, "matching on headers is not supported"},
+		{"route matching on query parameters", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].Routes[0].Match.QueryParameters = []*route.QueryParameterMatcher{{Name: "canary"}}
+		}, "matching on query_parameters is not supported"},
+		{"route matching on :path as a header", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].Routes[0].Match.Headers = []*route.HeaderMatcher{{Name: ":path",
+				HeaderMatchSpecifier: &route.HeaderMatcher_PresentMatch{PresentMatch: true}}}
+		}, "header matcher on :path is not supported"},
+		{"route header matcher with a range", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].Routes[0].Match.Headers = []*route.HeaderMatcher{{Name: "x-n",
+				HeaderMatchSpecifier: &route.HeaderMatcher_RangeMatch{RangeMatch: &typev3.Int64Range{End: 1}}}}
+		}, "header matcher range_match is not supported"},
 		{"route matching by regex", func(r *envoyResources) {
 			r.Routes[0].VirtualHosts[0].Routes[0].Match.PathSpecifier = &route.RouteMatch_SafeRegex{SafeRegex: &matcher.RegexMatcher{Regex: "/.*"}}
 		}, "path match safe_regex is not supported"},
@@ -1029,6 +1037,7 @@ func TestWeightedClustersAsEnvoys(t *testing.T) {
 func TestCompilesTheControlPlanesSplit(t *testing.T) {
 	m := &xds.Mesh{TrustDomain: "micromesh.local", Roots: []byte("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"), Services: []xds.Service{
 		{Name: "hello", Namespace: "default", Protocol: xds.ProtocolGRPC, Split: []xds.VersionWeight{{Version: "v1", Weight: 80}, {Version: "v2", Weight: 20}},
+			SplitHeader: "x-version",
 			Endpoints: []xds.Endpoint{
 				{ID: "h1", Address: "10.0.0.1", Port: 8443, QUICPort: 8443, Kind: xds.KindBuiltin, Version: "v1", Health: xds.HealthPassing},
 				{ID: "h2", Address: "10.0.0.2", Port: 8443, QUICPort: 8443, Kind: xds.KindBuiltin, Version: "v2", Health: xds.HealthPassing},
@@ -1046,6 +1055,13 @@ func TestCompilesTheControlPlanesSplit(t *testing.T) {
 	rt, _ := c.Routes["outbound"].Lookup("hello", "/pkg.Hello/Hi")
 	if rt == nil || rt.Split == nil || fmt.Sprint(rt.Split.Clusters) != "[{hello.default|v1 80} {hello.default|v2 20}]" || rt.Split.Total != 100 {
 		t.Fatalf("hello's route: %+v", rt)
+	}
+	// The version header picks a version whatever the shares.
+	for v, want := range map[string]string{"v1": "hello.default|v1", "v2": "hello.default|v2", "v9": ""} {
+		q := Request{Method: "POST", Path: "/pkg.Hello/Hi", Header: HeaderOf(http.Header{"X-Version": {v}})}
+		if got, _ := c.Routes["outbound"].LookupRequest("hello", q); got == nil || got.Cluster != want {
+			t.Errorf("x-version: %s → %+v, want cluster %q", v, got, want)
+		}
 	}
 	for name, want := range map[string]string{
 		"hello.default|v1": "quic [10.0.0.1:8443]", // built-in sidecars alone: QUIC
@@ -1142,5 +1158,51 @@ func TestEndpointsOfAnotherTransportAreNotArrived(t *testing.T) {
 	}
 	if m := strings.Join(c.Missing(), "; "); m != "endpoints of hello.default" {
 		t.Errorf("Missing() = %q", m)
+	}
+}
+
+// TestRoutesMatchHeaders: a route's header conditions must all hold for it
+// to take a request (a canary's testers sent to v2 by a header), else the
+// next route does; :method counts as a header.
+func TestRoutesMatchHeaders(t *testing.T) {
+	r := meshFor(t, "default", "client")
+	vh := r.Routes[0].VirtualHosts[0]
+	exact := func(name, v string) *route.HeaderMatcher {
+		return &route.HeaderMatcher{Name: name, HeaderMatchSpecifier: &route.HeaderMatcher_StringMatch{
+			StringMatch: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: v}}}}
+	}
+	to := func(cluster string, headers ...*route.HeaderMatcher) *route.Route {
+		return &route.Route{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}, Headers: headers},
+			Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: cluster}}}}
+	}
+	vh.Routes = append([]*route.Route{
+		to("v2-posts", exact("x-version", "v2"), exact(":method", "POST")),
+		to("v2", exact("x-version", "v2")),
+	}, vh.Routes...)
+	c, err := Compile(r.wire(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := c.Routes[r.Routes[0].Name]
+	if !rt.HeaderConditions {
+		t.Error("the table does not say it matches on headers")
+	}
+	host := vh.Domains[0]
+	plain, _ := rt.Lookup(host, "/")
+	for _, tc := range []struct {
+		method string
+		header http.Header
+		want   string
+	}{
+		{"POST", http.Header{"X-Version": {"v2"}}, "v2-posts"},
+		{"GET", http.Header{"X-Version": {"v2"}}, "v2"},
+		{"GET", http.Header{"X-Version": {"v3"}}, plain.Cluster},
+		{"GET", http.Header{}, plain.Cluster},
+		{"GET", http.Header{"X-Version": {"v2", "v1"}}, plain.Cluster}, // "v2,v1"
+	} {
+		got, _ := rt.LookupRequest(host, Request{Method: tc.method, Path: "/x", Header: HeaderOf(tc.header)})
+		if got == nil || got.Cluster != tc.want {
+			t.Errorf("%s %v: route %+v, want cluster %s", tc.method, tc.header, got, tc.want)
+		}
 	}
 }

@@ -129,13 +129,23 @@ type RouteTable struct {
 	wildcard []*Route // "*"
 	// Hosts lists the domains, for messages ("reachable: …").
 	Hosts []string
+	// HeaderConditions: some route matches on headers (LookupRequest needs
+	// the request's).
+	HeaderConditions bool
 }
 
 // Lookup returns the route of authority host (port already stripped) and
-// path: the first of the host's routes whose match takes the path, as
-// Envoy does; nil if the host has none (known reports whether it is one of
-// the table's hosts).
+// path for a request without headers (LookupRequest).
 func (t *RouteTable) Lookup(host, path string) (r *Route, known bool) {
+	return t.LookupRequest(host, Request{Path: path})
+}
+
+// LookupRequest returns the route of authority host (port already
+// stripped) for request q (its method, path and headers; Principal
+// unused): the first of the host's routes whose match takes the path and
+// whose header conditions hold, as Envoy does; nil if the host has none
+// (known reports whether it is one of the table's hosts).
+func (t *RouteTable) LookupRequest(host string, q Request) (r *Route, known bool) {
 	routes, ok := t.exact[host]
 	if !ok {
 		if t.wildcard == nil {
@@ -144,7 +154,7 @@ func (t *RouteTable) Lookup(host, path string) (r *Route, known bool) {
 		routes = t.wildcard
 	}
 	for _, r := range routes {
-		if r.Match.matches(path) {
+		if r.Match.matches(q.Path) && r.headersMatch(q) {
 			return r, true
 		}
 	}
@@ -168,6 +178,16 @@ type PathMatch struct {
 	Fold   bool // case-insensitive
 }
 
+// headersMatch reports whether every header condition of r holds for q.
+func (r *Route) headersMatch(q Request) bool {
+	for _, h := range r.Headers {
+		if !h(q) {
+			return false
+		}
+	}
+	return true
+}
+
 func (m PathMatch) matches(path string) bool {
 	switch {
 	case m.Prefix:
@@ -181,6 +201,9 @@ func (m PathMatch) matches(path string) bool {
 type Route struct {
 	VirtualHost string
 	Match       PathMatch
+	// Headers are conditions on the request's headers (Envoy's
+	// HeaderMatcher), all of which must hold.
+	Headers []func(Request) bool
 	// Cluster is where the route's requests go, or "" when Split picks
 	// one per request.
 	Cluster string

@@ -256,7 +256,7 @@ func compileHeader(h *xdswire.HeaderMatcher) (permission, error) {
 	var m func(v string, present bool) bool
 	switch {
 	case h.Unsupported != "":
-		return nil, fmt.Errorf("RBAC header matcher %s is not supported", h.Unsupported)
+		return nil, fmt.Errorf("header matcher %s is not supported", h.Unsupported)
 	case h.StringMatch != nil:
 		sm, err := compileString(h.StringMatch)
 		if err != nil {
@@ -275,7 +275,7 @@ func compileHeader(h *xdswire.HeaderMatcher) (permission, error) {
 			return want != h.InvertMatch // present (or read as ""): Envoy's present_match is then its own value
 		}
 	default:
-		return nil, fmt.Errorf("RBAC header matcher for %q matches nothing", h.Name)
+		return nil, fmt.Errorf("header matcher for %q matches nothing", h.Name)
 	}
 	return func(q Request) bool { return m(get(q)) }, nil
 }

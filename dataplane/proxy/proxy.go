@@ -229,7 +229,7 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	var route *config.Route
 	known := false
 	if routes != nil {
-		route, known = routes.Lookup(host, r.URL.Path)
+		route, known = routes.LookupRequest(host, routeRequest(routes, r))
 	}
 	// The rate limit filter comes before the router and its replies.
 	if p.rateLimited(st.limits.bucketFor(o.RateLimitFilter, route, st.limits.listeners[o.Name]), w, r, outbound, p.self, host, start) {
@@ -299,7 +299,7 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Header["X-Forwarded-Client-Cert"] = []string{v}
 	}
-	route, _ := lst.Route.Lookup(authority(r.Host), r.URL.Path)
+	route, _ := lst.Route.LookupRequest(authority(r.Host), routeRequest(lst.Route, r))
 	limit := st.limits.bucketFor(lst.RateLimitFilter, route, st.limits.listeners[lst.Name])
 	if lst.RateLimitBeforeRBAC && p.rateLimited(limit, w, r, inbound, caller.workload, p.self, start) {
 		return
@@ -346,4 +346,14 @@ func clusterOf(route *config.Route) string {
 		return s.Pick(rand.Uint32N(s.Total))
 	}
 	return route.Cluster
+}
+
+// routeRequest is what route matching reads of r: its headers only when
+// some route of t matches on them (reading them costs an allocation).
+func routeRequest(t *config.RouteTable, r *http.Request) config.Request {
+	q := config.Request{Method: r.Method, Path: r.URL.Path}
+	if t != nil && t.HeaderConditions {
+		q.Header = config.HeaderOf(r.Header)
+	}
+	return q
 }

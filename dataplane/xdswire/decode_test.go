@@ -188,7 +188,7 @@ func TestRecordsWhatItDoesNotDecode(t *testing.T) {
 		{&rbac.Principal{Identifier: &rbac.Principal_RemoteIp{RemoteIp: &core.CidrRange{AddressPrefix: "10.0.0.0"}}}, func(m any) string { return m.(*Principal).Unsupported }, "remote_ip"},
 		{&route.HeaderMatcher{Name: "a", HeaderMatchSpecifier: &route.HeaderMatcher_RangeMatch{RangeMatch: &typev3.Int64Range{End: 1}}}, func(m any) string { return m.(*HeaderMatcher).Unsupported }, "range_match"},
 		{&route.RouteMatch{PathSpecifier: &route.RouteMatch_SafeRegex{SafeRegex: &matcher.RegexMatcher{Regex: "x"}}}, func(m any) string { return m.(*RouteMatch).Unsupported }, "safe_regex"},
-		{&route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: "/x"}, Headers: []*route.HeaderMatcher{{Name: "a"}}}, func(m any) string { return m.(*RouteMatch).Conditions }, "headers"},
+		{&route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: "/x"}, QueryParameters: []*route.QueryParameterMatcher{{Name: "a"}}}, func(m any) string { return m.(*RouteMatch).Conditions }, "query_parameters"},
 		{&route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}, Grpc: &route.RouteMatch_GrpcRouteMatchOptions{}}, func(m any) string { return m.(*RouteMatch).Conditions }, "grpc"},
 		{&route.Route{Action: &route.Route_Redirect{Redirect: &route.RedirectAction{}}}, func(m any) string { return m.(*Route).Unsupported }, "redirect"},
 		{&route.RouteAction{ClusterSpecifier: &route.RouteAction_ClusterHeader{ClusterHeader: "x"}}, func(m any) string { return m.(*RouteAction).Unsupported }, "cluster_header"},

@@ -143,15 +143,16 @@ func (m *Route) unmarshal(b []byte) error {
 }
 
 // RouteMatch is envoy.config.route.v3.RouteMatch: a prefix or an exact
-// path, case-sensitive or not. Other path specifiers are named in
-// Unsupported; conditions besides the path (headers, query parameters, …)
-// in Conditions, so that a route is never taken for more than it says.
+// path, case-sensitive or not, and headers. Other path specifiers are
+// named in Unsupported; other conditions (query parameters, …) in
+// Conditions, so that a route is never taken for more than it says.
 type RouteMatch struct {
-	Prefix        *string `json:"prefix,omitempty"`
-	Path          *string `json:"path,omitempty"`
-	CaseSensitive *bool   `json:"caseSensitive,omitempty"`
-	Unsupported   string  `json:"-"` // another path specifier
-	Conditions    string  `json:"-"` // the first condition besides the path
+	Prefix        *string          `json:"prefix,omitempty"`
+	Path          *string          `json:"path,omitempty"`
+	CaseSensitive *bool            `json:"caseSensitive,omitempty"`
+	Headers       []*HeaderMatcher `json:"headers,omitempty"`
+	Unsupported   string           `json:"-"` // another path specifier
+	Conditions    string           `json:"-"` // the first condition besides the path and headers
 	path          oneof
 }
 
@@ -173,6 +174,8 @@ func (m *RouteMatch) unmarshal(b []byte) error {
 			return f.strOpt(&m.Path)
 		case 4:
 			return f.boolValue(&m.CaseSensitive)
+		case 6:
+			return msgs(f, &m.Headers)
 		case 10:
 			m.Unsupported = "safe_regex"
 		case 12:
@@ -181,7 +184,7 @@ func (m *RouteMatch) unmarshal(b []byte) error {
 			m.Unsupported = "path_separated_prefix"
 		case 15:
 			m.Unsupported = "path_match_policy"
-		case 6, 7, 8, 9, 11, 13, 16:
+		case 7, 8, 9, 11, 13, 16:
 			if m.Conditions == "" {
 				m.Conditions = routeConditions[f.num]
 			}
@@ -190,9 +193,10 @@ func (m *RouteMatch) unmarshal(b []byte) error {
 	})
 }
 
-// routeConditions names RouteMatch's conditions besides the path.
+// routeConditions names RouteMatch's conditions besides the path and
+// headers.
 var routeConditions = map[protowire.Number]string{
-	6: "headers", 7: "query_parameters", 8: "grpc", 9: "runtime_fraction", 11: "tls_context", 13: "dynamic_metadata", 16: "filter_state",
+	7: "query_parameters", 8: "grpc", 9: "runtime_fraction", 11: "tls_context", 13: "dynamic_metadata", 16: "filter_state",
 }
 
 // RouteAction is envoy.config.route.v3.RouteAction.

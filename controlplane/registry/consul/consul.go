@@ -523,7 +523,7 @@ func (w *watch) watchSplits(ctx context.Context) {
 }
 
 func equalSplits(a, b registry.Split) bool {
-	return a.Namespace == b.Namespace && a.Service == b.Service && slices.Equal(a.Versions, b.Versions)
+	return a.Namespace == b.Namespace && a.Service == b.Service && a.Header == b.Header && slices.Equal(a.Versions, b.Versions)
 }
 
 func (w *watch) signal() {

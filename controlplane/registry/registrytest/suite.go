@@ -286,7 +286,7 @@ func waitForSplits(t *testing.T, ch <-chan registry.Snapshot, ns, what string, w
 			}
 			last = splitsIn(s, ns)
 			if slices.EqualFunc(last, want, func(a, b registry.Split) bool {
-				return a.Service == b.Service && slices.Equal(a.Versions, b.Versions)
+				return a.Service == b.Service && a.Header == b.Header && slices.Equal(a.Versions, b.Versions)
 			}) {
 				return
 			}
@@ -311,7 +311,7 @@ func testSplits(t *testing.T, r registry.Registry) {
 	waitForSplits(t, ch, ns, "the split, versions sorted", []registry.Split{{Service: "web", Versions: sorted}})
 
 	// A split of another service, then the first replaced.
-	other := registry.Split{Namespace: ns, Service: "api", Versions: []registry.VersionWeight{vw("blue", 0), vw("green", 100)}}
+	other := registry.Split{Namespace: ns, Service: "api", Versions: []registry.VersionWeight{vw("blue", 0), vw("green", 100)}, Header: "x-color"}
 	if err := r.SetSplit(ctxT(t), other); err != nil {
 		t.Fatal(err)
 	}
@@ -321,13 +321,13 @@ func testSplits(t *testing.T, r registry.Registry) {
 		t.Fatal(err)
 	}
 	waitForSplits(t, ch, ns, "both splits, web's replaced", []registry.Split{
-		{Service: "api", Versions: other.Versions}, {Service: "web", Versions: canary.Versions},
+		{Service: "api", Versions: other.Versions, Header: "x-color"}, {Service: "web", Versions: canary.Versions},
 	})
 
 	if err := r.DeleteSplit(ctxT(t), ns, "web"); err != nil {
 		t.Fatal(err)
 	}
-	waitForSplits(t, ch, ns, "web's split removed", []registry.Split{{Service: "api", Versions: other.Versions}})
+	waitForSplits(t, ch, ns, "web's split removed", []registry.Split{{Service: "api", Versions: other.Versions, Header: "x-color"}})
 	if err := r.DeleteSplit(ctxT(t), ns, "web"); !errors.Is(err, registry.ErrNotFound) {
 		t.Errorf("removing a split twice: %v, want ErrNotFound", err)
 	}
@@ -346,14 +346,16 @@ func testInvalidSplits(t *testing.T, r registry.Registry) {
 		split   registry.Split
 		mention string
 	}{
-		"service name":      {mod(func(s *registry.Split) { s.Service = "Web" }), "service name"},
-		"namespace":         {mod(func(s *registry.Split) { s.Namespace = "a_b" }), "namespace"},
-		"no versions":       {mod(func(s *registry.Split) { s.Versions = nil }), "names no version"},
-		"shares not 100":    {mod(func(s *registry.Split) { s.Versions[1].Weight = 20 }), "add up to 110 %"},
-		"a share above 100": {mod(func(s *registry.Split) { s.Versions = []registry.VersionWeight{vw("v1", 200)} }), "0-100 %"},
-		"a version twice":   {mod(func(s *registry.Split) { s.Versions[1].Version = "v1" }), `"v1" is named twice`},
-		"a bad version":     {mod(func(s *registry.Split) { s.Versions[1].Version = "v 2" }), `version "v 2" may hold only`},
-		"an empty version":  {mod(func(s *registry.Split) { s.Versions[1].Version = "" }), "version is empty"},
+		"service name":         {mod(func(s *registry.Split) { s.Service = "Web" }), "service name"},
+		"namespace":            {mod(func(s *registry.Split) { s.Namespace = "a_b" }), "namespace"},
+		"no versions":          {mod(func(s *registry.Split) { s.Versions = nil }), "names no version"},
+		"shares not 100":       {mod(func(s *registry.Split) { s.Versions[1].Weight = 20 }), "add up to 110 %"},
+		"a share above 100":    {mod(func(s *registry.Split) { s.Versions = []registry.VersionWeight{vw("v1", 200)} }), "0-100 %"},
+		"a version twice":      {mod(func(s *registry.Split) { s.Versions[1].Version = "v1" }), `"v1" is named twice`},
+		"a bad version":        {mod(func(s *registry.Split) { s.Versions[1].Version = "v 2" }), `version "v 2" may hold only`},
+		"an empty version":     {mod(func(s *registry.Split) { s.Versions[1].Version = "" }), "version is empty"},
+		"a header in capitals": {mod(func(s *registry.Split) { s.Header = "X-Version" }), "lower-case HTTP header name"},
+		"the mesh's header":    {mod(func(s *registry.Split) { s.Header = "x-mesh-caller" }), "means something else to the mesh"},
 		"too many versions": {mod(func(s *registry.Split) {
 			s.Versions = nil
 			for i := range registry.MaxSplitVersions + 1 {

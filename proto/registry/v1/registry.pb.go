@@ -597,8 +597,12 @@ type Split struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
 	// Empty: default.
-	Namespace     string           `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Versions      []*VersionWeight `protobuf:"bytes,3,rep,name=versions,proto3" json:"versions,omitempty"`
+	Namespace string           `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Versions  []*VersionWeight `protobuf:"bytes,3,rep,name=versions,proto3" json:"versions,omitempty"`
+	// A request header whose value, a version the split names, sends the
+	// request to that version whatever the shares (a canary's testers);
+	// empty for none. Lower case.
+	Header        string `protobuf:"bytes,4,opt,name=header,proto3" json:"header,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -652,6 +656,13 @@ func (x *Split) GetVersions() []*VersionWeight {
 		return x.Versions
 	}
 	return nil
+}
+
+func (x *Split) GetHeader() string {
+	if x != nil {
+		return x.Header
+	}
+	return ""
 }
 
 // VersionWeight is a version's share of a split's requests.
@@ -919,11 +930,12 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\tinstances\x18\x03 \x03(\v2\x1f.micromesh.registry.v1.InstanceR\tinstances\"\x88\x01\n" +
 	"\x14ListServicesResponse\x12:\n" +
 	"\bservices\x18\x01 \x03(\v2\x1e.micromesh.registry.v1.ServiceR\bservices\x124\n" +
-	"\x06splits\x18\x02 \x03(\v2\x1c.micromesh.registry.v1.SplitR\x06splits\"\x81\x01\n" +
+	"\x06splits\x18\x02 \x03(\v2\x1c.micromesh.registry.v1.SplitR\x06splits\"\x99\x01\n" +
 	"\x05Split\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12@\n" +
-	"\bversions\x18\x03 \x03(\v2$.micromesh.registry.v1.VersionWeightR\bversions\"A\n" +
+	"\bversions\x18\x03 \x03(\v2$.micromesh.registry.v1.VersionWeightR\bversions\x12\x16\n" +
+	"\x06header\x18\x04 \x01(\tR\x06header\"A\n" +
 	"\rVersionWeight\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
 	"\x06weight\x18\x02 \x01(\rR\x06weight\"E\n" +
