@@ -23,8 +23,9 @@ func FuzzDecode(f *testing.F) {
 	limited := xds.DefaultPolicy // the proxy's own service: its listeners carry a rate limit
 	limited.RateLimit, limited.RateLimitBurst = 10, 3
 	m := &xds.Mesh{TrustDomain: "td", Roots: []byte("roots"), Services: []xds.Service{
-		{Name: "a", Namespace: "default", Protocol: xds.ProtocolGRPC, Endpoints: []xds.Endpoint{
-			{ID: "a1", Address: "10.0.0.1", Port: 1, QUICPort: 1, Kind: xds.KindBuiltin, Health: xds.HealthPassing}}},
+		{Name: "a", Namespace: "default", Protocol: xds.ProtocolGRPC, // split, with a version header: weighted clusters and header matchers
+			Split: []xds.VersionWeight{{Version: "v1", Weight: 70}, {Version: "v2", Weight: 30}}, SplitHeader: "x-version", Endpoints: []xds.Endpoint{
+				{ID: "a1", Address: "10.0.0.1", Port: 1, QUICPort: 1, Kind: xds.KindBuiltin, Version: "v1", Health: xds.HealthPassing}}},
 		{Name: "c", Namespace: "default", Protocol: xds.ProtocolHTTP, Policy: limited, Endpoints: []xds.Endpoint{
 			{ID: "c1", Address: "10.0.0.2", Port: 2, QUICPort: 2, Kind: xds.KindBuiltin, Health: xds.HealthPassing}}},
 	}}
