@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -60,6 +61,9 @@ type splitOutput struct {
 	// Missing are the versions with a share and no instance: their share
 	// of requests fails until one registers.
 	Missing []string `json:"missing,omitempty"`
+	// Unregistered: the service has no instance at all (a name mistyped,
+	// or the split set ahead of the service).
+	Unregistered bool `json:"unregistered,omitempty"`
 }
 
 type splitVersionJS struct {
@@ -100,6 +104,9 @@ func newSplitSetCommand(g *globalOptions, s Streams) *cobra.Command {
 					return err
 				}
 				out.Missing = missingVersions(sp, resp)
+				out.Unregistered = !slices.ContainsFunc(resp.GetServices(), func(svc *registryv1.Service) bool {
+					return svc.GetName() == sp.Service && svc.GetNamespace() == sp.Namespace
+				})
 				return nil
 			})
 			if err != nil {
@@ -108,6 +115,10 @@ func newSplitSetCommand(g *globalOptions, s Streams) *cobra.Command {
 			return render(s.Out, g.output, out, func() string {
 				var b strings.Builder
 				fmt.Fprintf(&b, "split %s.%s: %s%s\n", sp.Service, sp.Namespace, sharesString(out.Versions), headerNote(sp.Header))
+				if out.Unregistered {
+					fmt.Fprintf(&b, "warning: %s.%s has no instance registered (is the name right?); the split applies once it has\n", sp.Service, sp.Namespace)
+					return b.String()
+				}
 				for _, v := range out.Missing {
 					fmt.Fprintf(&b, "warning: no instance of %s.%s has version %s: its share of requests fails (503) until one registers\n", sp.Service, sp.Namespace, v)
 				}
