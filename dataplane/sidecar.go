@@ -256,6 +256,13 @@ func New(o Options) (*Sidecar, error) {
 			func() float64 { return float64(s.xds.Status().Updates) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_xds_rejected_total", Help: "Configuration updates refused (NACKed)."},
 			func() float64 { return float64(s.xds.Status().NACKs) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "micromesh_config_held", Help: "1 while an accepted configuration waits for what it refers to (a new cluster's endpoints) before it goes in force."},
+			func() float64 {
+				if s.warm.holding() {
+					return 1
+				}
+				return 0
+			}),
 	)
 	return s, nil
 }

@@ -128,7 +128,7 @@ func TestRequestThroughTheMesh(t *testing.T) {
 	if m := metrics(t, b.Info.Admin); !strings.Contains(m, `micromesh_requests_total{destination="b.default",direction="inbound",response_code="200",source="a.default",transport="quic"}`) {
 		t.Errorf("b's metrics show no inbound QUIC request from a:\n%s", grep(m, "micromesh_requests_total"))
 	}
-	if m := metrics(t, b.Info.Admin); !strings.Contains(m, `micromesh_open_connections{direction="inbound",transport="quic"} 1`) || !strings.Contains(m, "micromesh_xds_connected 1") {
+	if m := metrics(t, b.Info.Admin); !strings.Contains(m, `micromesh_open_connections{direction="inbound",transport="quic"} 1`) || !strings.Contains(m, "micromesh_xds_connected 1") || !strings.Contains(m, "micromesh_config_held 0") {
 		t.Errorf("b's metrics lack its QUIC connection or xDS state:\n%s", grep(m, "micromesh_open_connections")+grep(m, "micromesh_xds"))
 	}
 	// a's /clusters shows b's cluster with its endpoint, healthy, none

@@ -120,3 +120,10 @@ func (w *warmer) close() {
 		w.gen++
 	}
 }
+
+// holding reports whether a config is held.
+func (w *warmer) holding() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.held != nil
+}

@@ -116,6 +116,9 @@ func TestConfigsWaitForWhatTheyReferTo(t *testing.T) {
 	if got, n := rec.last(); got != complete || n != 2 {
 		t.Fatalf("a config routing to a cluster without its endpoints went in force (%d puts)", n)
 	}
+	if !w.holding() {
+		t.Error("holding() = false while a config is held (micromesh_config_held reads it)")
+	}
 	// Its endpoints arrive: in force.
 	warm := configOf(t, []string{"v1", "v2"}, nil)
 	if err := w.offer(warm); err != nil {
@@ -123,6 +126,9 @@ func TestConfigsWaitForWhatTheyReferTo(t *testing.T) {
 	}
 	if got, n := rec.last(); got != warm || n != 3 {
 		t.Fatalf("the complete config was not put in force (%d puts)", n)
+	}
+	if w.holding() {
+		t.Error("holding() = true with nothing held")
 	}
 
 	// A cluster's removal comes before the route that stops using it: held
