@@ -195,9 +195,9 @@ type serviceJSON struct {
 	Policy map[string]string `json:"policy,omitempty"`
 	// Split is how its callers spread its requests over its versions;
 	// SplitHeader the header that picks a version whatever the shares.
-	Split       []splitVersionJS `json:"split,omitempty"`
-	SplitHeader string           `json:"split_header,omitempty"`
-	Instances   []*instanceJSON  `json:"instances"`
+	Split       []registry.VersionWeight `json:"split,omitempty"`
+	SplitHeader string                   `json:"split_header,omitempty"`
+	Instances   []*instanceJSON          `json:"instances"`
 }
 
 type instanceJSON struct {
@@ -244,7 +244,7 @@ func servicesJSON(resp *registryv1.ListServicesResponse) []serviceJSON {
 			i = len(out) - 1
 		}
 		for _, v := range sp.GetVersions() {
-			out[i].Split = append(out[i].Split, splitVersionJS{Version: v.GetVersion(), Weight: v.GetWeight()})
+			out[i].Split = append(out[i].Split, registry.VersionWeight{Version: v.GetVersion(), Weight: v.GetWeight()})
 		}
 		out[i].SplitHeader = sp.GetHeader()
 	}
@@ -291,7 +291,7 @@ func renderSplits(services []serviceJSON) string {
 		for _, in := range svc.Instances {
 			have[in.Version] = true
 		}
-		split := sharesString(svc.Split) + headerNote(svc.SplitHeader)
+		split := registry.Shares(svc.Split) + headerNote(svc.SplitHeader)
 		if missing := unserved(svc.Split, have); len(missing) > 0 {
 			split += "  (no instance of " + strings.Join(missing, ", ") + ": its share fails)"
 		}

@@ -54,21 +54,16 @@ func parseShares(args []string) ([]registry.VersionWeight, error) {
 }
 
 type splitOutput struct {
-	Service   string           `json:"service"`
-	Namespace string           `json:"namespace"`
-	Versions  []splitVersionJS `json:"versions"`
-	Header    string           `json:"header,omitempty"`
+	Service   string                   `json:"service"`
+	Namespace string                   `json:"namespace"`
+	Versions  []registry.VersionWeight `json:"versions"`
+	Header    string                   `json:"header,omitempty"`
 	// Missing are the versions with a share and no instance: their share
 	// of requests fails until one registers.
 	Missing []string `json:"missing,omitempty"`
 	// Unregistered: the service has no instance at all (a name mistyped,
 	// or the split set ahead of the service).
 	Unregistered bool `json:"unregistered,omitempty"`
-}
-
-type splitVersionJS struct {
-	Version string `json:"version"`
-	Weight  uint32 `json:"weight"`
 }
 
 func newSplitSetCommand(g *globalOptions, s Streams) *cobra.Command {
@@ -90,10 +85,7 @@ func newSplitSetCommand(g *globalOptions, s Streams) *cobra.Command {
 			if err := sp.Validate(); err != nil {
 				return err
 			}
-			out := splitOutput{Service: sp.Service, Namespace: sp.Namespace, Header: sp.Header}
-			for _, v := range sp.Versions {
-				out.Versions = append(out.Versions, splitVersionJS(v))
-			}
+			out := splitOutput{Service: sp.Service, Namespace: sp.Namespace, Versions: sp.Versions, Header: sp.Header}
 			err = withAdmin(cmd.Context(), g, o.controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
 				client := registryv1.NewRegistryServiceClient(conn)
 				if _, err := client.SetSplit(ctx, &registryv1.SetSplitRequest{Split: controlplane.SplitToProto(sp)}); err != nil {
@@ -114,7 +106,7 @@ func newSplitSetCommand(g *globalOptions, s Streams) *cobra.Command {
 			}
 			return render(s.Out, g.output, out, func() string {
 				var b strings.Builder
-				fmt.Fprintf(&b, "split %s.%s: %s%s\n", sp.Service, sp.Namespace, sharesString(out.Versions), headerNote(sp.Header))
+				fmt.Fprintf(&b, "split %s.%s: %s%s\n", sp.Service, sp.Namespace, registry.Shares(out.Versions), headerNote(sp.Header))
 				if out.Unregistered {
 					fmt.Fprintf(&b, "warning: %s.%s has no instance registered (is the name right?); the split applies once it has\n", sp.Service, sp.Namespace)
 					return b.String()
@@ -151,15 +143,11 @@ func missingVersions(sp registry.Split, resp *registryv1.ListServicesResponse) [
 			}
 		}
 	}
-	var shares []splitVersionJS
-	for _, v := range sp.Versions {
-		shares = append(shares, splitVersionJS(v))
-	}
-	return unserved(shares, have)
+	return unserved(sp.Versions, have)
 }
 
 // unserved are the versions with a share of which no instance runs.
-func unserved(shares []splitVersionJS, have map[string]bool) []string {
+func unserved(shares []registry.VersionWeight, have map[string]bool) []string {
 	var out []string
 	for _, v := range shares {
 		if v.Weight > 0 && !have[v.Version] {
@@ -167,15 +155,6 @@ func unserved(shares []splitVersionJS, have map[string]bool) []string {
 		}
 	}
 	return out
-}
-
-// sharesString writes shares as split set takes them: v1=90 v2=10.
-func sharesString(vs []splitVersionJS) string {
-	parts := make([]string, 0, len(vs))
-	for _, v := range vs {
-		parts = append(parts, fmt.Sprintf("%s=%d", v.Version, v.Weight))
-	}
-	return strings.Join(parts, " ")
 }
 
 func newSplitClearCommand(g *globalOptions, s Streams) *cobra.Command {

@@ -50,6 +50,7 @@ func (l *lingering) apply(m *xds.Mesh, now time.Time) time.Time {
 	}
 	l.named = named
 	var next time.Time
+	added := map[*xds.Service]bool{}
 	for k, until := range l.until {
 		s := services[[2]string{k.ns, k.name}]
 		if named[k] || s == nil || !now.Before(until) {
@@ -57,12 +58,13 @@ func (l *lingering) apply(m *xds.Mesh, now time.Time) time.Time {
 			continue
 		}
 		s.Split = append(s.Split, xds.VersionWeight{Version: k.version})
+		added[s] = true
 		if next.IsZero() || until.Before(next) {
 			next = until
 		}
 	}
-	for i := range m.Services {
-		slices.SortFunc(m.Services[i].Split, func(a, b xds.VersionWeight) int { return strings.Compare(a.Version, b.Version) })
+	for s := range added { // splits are sorted by version
+		slices.SortFunc(s.Split, func(a, b xds.VersionWeight) int { return strings.Compare(a.Version, b.Version) })
 	}
 	return next
 }

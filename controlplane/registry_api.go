@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync/atomic"
 
 	"google.golang.org/grpc/codes"
@@ -202,7 +201,7 @@ func (a *registryAPI) SetSplit(ctx context.Context, req *registryv1.SetSplitRequ
 	if err := a.reg.SetSplit(ctx, sp); err != nil {
 		return nil, registryStatus(err)
 	}
-	a.log.Info("split set", "service", sp.Service, "namespace", sp.Namespace, "versions", splitString(sp), "header", sp.Header, "by", caller.String())
+	a.log.Info("split set", "service", sp.Service, "namespace", sp.Namespace, "versions", registry.Shares(sp.Versions), "header", sp.Header, "by", caller.String())
 	return &registryv1.SetSplitResponse{}, nil
 }
 
@@ -229,18 +228,6 @@ func (a *registryAPI) DeleteSplit(ctx context.Context, req *registryv1.DeleteSpl
 	}
 	a.log.Info("split removed", "service", req.GetService(), "namespace", ns, "by", caller.String())
 	return &registryv1.DeleteSplitResponse{}, nil
-}
-
-// splitString is a split's versions as "v1=90,v2=10".
-func splitString(sp registry.Split) string {
-	var b strings.Builder
-	for i, v := range sp.Versions {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprintf(&b, "%s=%d", v.Version, v.Weight)
-	}
-	return b.String()
 }
 
 // SplitToProto converts a split for the wire.

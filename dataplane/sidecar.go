@@ -161,7 +161,7 @@ func New(o Options) (*Sidecar, error) {
 	}
 	log := o.Logger.With("component", "sidecar", "instance", o.Instance)
 	s := &Sidecar{o: o, log: log, reg: prometheus.NewRegistry(), config: make(chan struct{}), drainReg: make(chan struct{})}
-	s.warm = &warmer{put: s.put, within: defaultWarmWithin, log: log}
+	s.warm = &warmer{put: s.put, within: proxy.DefaultInitialFetchTimeout, log: log}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.src = identity.NewSource(o.Credentials, identity.RemoteRenewer(o.ControlPlane),
 		identity.WithSourceLogger(o.Logger.With("component", "sidecar-cert")),

@@ -9,10 +9,6 @@ import (
 	"github.com/micromesh/micromesh/dataplane/config"
 )
 
-// defaultWarmWithin bounds how long a config waits for what it refers to
-// (the proxy's bound for its first config is the same).
-const defaultWarmWithin = 10 * time.Second
-
 // warmer puts configs in force in order, holding back one that refers to
 // resources that have not arrived yet — which the config in force did not
 // miss — once a config is in force: a new cluster whose endpoints come in
@@ -29,10 +25,9 @@ type warmer struct {
 	within time.Duration
 	log    *slog.Logger
 
-	mu      sync.Mutex
-	closed  bool
-	applied bool
-	// missing is what the config in force misses.
+	mu     sync.Mutex
+	closed bool
+	// missing is what the config in force misses; nil before the first.
 	missing map[string]bool
 	held    *config.Config
 	timer   *time.Timer
@@ -44,7 +39,7 @@ type warmer struct {
 func (w *warmer) offer(cfg *config.Config) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if missing := w.newlyMissing(cfg); w.applied && len(missing) > 0 {
+	if missing := w.newlyMissing(cfg); w.missing != nil && len(missing) > 0 {
 		w.held = cfg
 		if w.timer == nil {
 			w.log.Debug("holding a config until what it refers to arrives", "missing", strings.Join(missing, ", "))
@@ -79,7 +74,6 @@ func (w *warmer) newlyMissing(cfg *config.Config) []string {
 
 // inForce records cfg as the config in force.
 func (w *warmer) inForce(cfg *config.Config) {
-	w.applied = true
 	w.missing = map[string]bool{}
 	for _, m := range cfg.Missing() {
 		w.missing[m] = true

@@ -137,11 +137,16 @@ func sidecarCommand(meshctl string) []string {
 // key names a running service: namespace/name, and @version when it was
 // run with an explicit version (so that versions of one service can run
 // side by side, for a split between them).
-func key(ns, name, version string) string {
+func key(ns, name, version string) string { return ns + "/" + versioned(name, version) }
+
+// versioned is name, and @version when there is one: a service's key and
+// the directories of its source and builds, apart for each version run
+// side by side.
+func versioned(name, version string) string {
 	if version != "" {
-		return ns + "/" + name + "@" + version
+		return name + "@" + version
 	}
-	return ns + "/" + name
+	return name
 }
 
 // Open opens the runtime; Resume starts the services it ran before the
@@ -345,11 +350,11 @@ func (rt *Runtime) build(ctx context.Context, spec Spec, src source) (binary, co
 		return "", "", err
 	}
 	start := time.Now()
-	dir, commit, err := src.fetch(ctx, filepath.Join(rt.o.Home.Src(), spec.Namespace, versionedName(spec)))
+	dir, commit, err := src.fetch(ctx, filepath.Join(rt.o.Home.Src(), spec.Namespace, versioned(spec.Name, spec.Version)))
 	if err != nil {
 		return "", "", err
 	}
-	binary, _, err = build(ctx, goBin, dir, filepath.Join(rt.o.Home.Runtime(), "bin", spec.Namespace, versionedName(spec)))
+	binary, _, err = build(ctx, goBin, dir, filepath.Join(rt.o.Home.Runtime(), "bin", spec.Namespace, versioned(spec.Name, spec.Version)))
 	if err != nil {
 		return "", "", err
 	}
@@ -443,15 +448,6 @@ func (rt *Runtime) runningList(ns string) string {
 	}
 	sort.Strings(names)
 	return "; running: " + strings.Join(names, ", ")
-}
-
-// versionedName is where a service's source and builds go: apart for
-// each version run side by side.
-func versionedName(spec Spec) string {
-	if spec.Version != "" {
-		return spec.Name + "@" + spec.Version
-	}
-	return spec.Name
 }
 
 // Update rebuilds a service and replaces its instances one at a time: a

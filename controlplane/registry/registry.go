@@ -186,7 +186,7 @@ func (in *Instance) Validate() error {
 		return bad("only built-in sidecars serve QUIC; %s is %s", in.ID, in.Kind)
 	}
 	if in.Version != "" {
-		if err := ValidateVersion(in.Version); err != nil {
+		if err := identity.ValidateVersion(in.Version); err != nil {
 			return bad("%v", err)
 		}
 	}
@@ -216,10 +216,6 @@ func (in *Instance) Validate() error {
 	}
 	return nil
 }
-
-// ValidateVersion checks a version label: what instances register and
-// splits name (identity.ValidateVersion).
-func ValidateVersion(v string) error { return identity.ValidateVersion(v) }
 
 // Split is how a service's callers spread its requests over its versions
 // (a canary, a blue/green switch): each request goes to an instance of
@@ -252,6 +248,16 @@ type VersionWeight struct {
 	Weight  uint32 `json:"weight"`
 }
 
+// Shares writes versions' shares as `meshctl split set` takes them:
+// "v1=90 v2=10".
+func Shares(vs []VersionWeight) string {
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = fmt.Sprintf("%s=%d", v.Version, v.Weight)
+	}
+	return strings.Join(parts, " ")
+}
+
 // MaxSplitVersions bounds the versions of a split.
 const MaxSplitVersions = 16
 
@@ -280,7 +286,7 @@ func (s *Split) Validate() error {
 	slices.SortFunc(s.Versions, func(a, b VersionWeight) int { return strings.Compare(a.Version, b.Version) })
 	var sum uint32
 	for i, v := range s.Versions {
-		if err := ValidateVersion(v.Version); err != nil {
+		if err := identity.ValidateVersion(v.Version); err != nil {
 			return bad("%v", err)
 		}
 		if i > 0 && s.Versions[i-1].Version == v.Version {

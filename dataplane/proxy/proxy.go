@@ -66,10 +66,13 @@ type Options struct {
 	// (package qlogdir).
 	QUICTracer QUICTracer
 	// InitialFetchTimeout bounds how long the app's first calls wait for
-	// the resources the first config refers to (default 10 s; Envoy's
-	// initial_fetch_timeout).
+	// the resources the first config refers to (default
+	// DefaultInitialFetchTimeout; Envoy's initial_fetch_timeout).
 	InitialFetchTimeout time.Duration
 }
+
+// DefaultInitialFetchTimeout is Options.InitialFetchTimeout's default.
+const DefaultInitialFetchTimeout = 10 * time.Second
 
 // QUICTracer is a quic.Config Tracer.
 type QUICTracer = func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace
@@ -82,7 +85,7 @@ func New(creds *identity.Source, o Options) *Proxy {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.InitialFetchTimeout <= 0 {
-		o.InitialFetchTimeout = 10 * time.Second
+		o.InitialFetchTimeout = DefaultInitialFetchTimeout
 	}
 	p := &Proxy{self: o.Self, creds: creds, log: o.Logger, accessLog: o.AccessLog, m: newMetrics(o.Metrics), qlog: o.QUICTracer,
 		warm: make(chan struct{}), warmWithin: o.InitialFetchTimeout}
