@@ -128,8 +128,13 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 			return errors.New("the outbound listener must take its routes by RDS")
 		}
 		c.Outbound = &Outbound{Name: l.Name, Address: addr, Route: m.RDS.RouteConfigName, RequestID: requestID,
-			RateLimit: filters.rateLimit, RateLimitFilter: filters.rateLimitFilter, RateLimitBeforeRBAC: filters.rateLimitBeforeRBAC}
+			RateLimit: filters.rateLimit, RateLimitFilter: filters.rateLimitFilter, RateLimitBeforeRBAC: filters.rateLimitBeforeRBAC,
+			Fault: filters.fault, FaultFilter: filters.faultFilter, FaultFirst: filters.faultFirst}
 		return nil
+	}
+	if filters.faultFilter != "" {
+		// Faults are the caller's to inject (as Istio and gRPC do).
+		return fmt.Errorf("HTTP filter %q: fault injection on an inbound listener is not supported (only on the outbound one)", filters.faultFilter)
 	}
 	in := &Inbound{Name: l.Name, Address: addr, UDP: udp, RBAC: filters.rbac, RequestID: requestID,
 		RateLimit: filters.rateLimit, RateLimitFilter: filters.rateLimitFilter, RateLimitBeforeRBAC: filters.rateLimitBeforeRBAC}
@@ -280,6 +285,9 @@ type httpFilters struct {
 	rateLimit           *RateLimit
 	rateLimitFilter     string
 	rateLimitBeforeRBAC bool
+	fault               *Fault
+	faultFilter         string
+	faultFirst          bool // before the rate limit filter
 }
 
 func compileHTTPFilters(fs []*xdswire.HTTPFilter) (httpFilters, error) {
@@ -327,6 +335,21 @@ func compileHTTPFilters(fs []*xdswire.HTTPFilter) (httpFilters, error) {
 				return out, fmt.Errorf("HTTP filter %q: %w", f.Name, err)
 			}
 			out.rateLimitFilter, out.rateLimitBeforeRBAC = f.Name, out.rbac == nil
+		case xdswire.HTTPFaultType:
+			if out.faultFilter != "" {
+				return out, errors.New("a second fault filter is not supported")
+			}
+			if f.Name == "" {
+				return out, errors.New("a fault filter needs a name (routes' settings refer to it)")
+			}
+			m, err := typed[*xdswire.HTTPFault](f.TypedConfig, xdswire.HTTPFaultType)
+			if err != nil {
+				return out, err
+			}
+			if out.fault, err = compileFault(m); err != nil {
+				return out, fmt.Errorf("HTTP filter %q: %w", f.Name, err)
+			}
+			out.faultFilter, out.faultFirst = f.Name, out.rateLimitFilter == ""
 		default:
 			if f.IsOptional {
 				continue
@@ -480,18 +503,28 @@ func compileRoute(vh *xdswire.VirtualHost, rt *xdswire.Route) (*Route, error) {
 		return nil, fmt.Errorf("%s is not supported", action.Refused)
 	}
 	for name, a := range rt.TypedPerFilterConfig {
-		l, ok := a.Msg.(*xdswire.LocalRateLimit)
-		if !ok {
-			return nil, fmt.Errorf("typed_per_filter_config %q (%s) is not supported (only a local rate limit's)", name, a.TypeURL)
+		switch m := a.Msg.(type) {
+		case *xdswire.LocalRateLimit:
+			if r.RateLimitFilter != "" {
+				return nil, errors.New("typed_per_filter_config: a second local rate limit is not supported")
+			}
+			rl, err := compileRateLimit(m, true) // a route's settings need their bucket, as Envoy's
+			if err != nil {
+				return nil, fmt.Errorf("typed_per_filter_config %q: %w", name, err)
+			}
+			r.RateLimitFilter, r.RateLimit = name, rl
+		case *xdswire.HTTPFault:
+			if r.FaultFilter != "" {
+				return nil, errors.New("typed_per_filter_config: a second fault is not supported")
+			}
+			f, err := compileFault(m)
+			if err != nil {
+				return nil, fmt.Errorf("typed_per_filter_config %q: %w", name, err)
+			}
+			r.FaultFilter, r.Fault = name, f
+		default:
+			return nil, fmt.Errorf("typed_per_filter_config %q (%s) is not supported (only a local rate limit's or a fault's)", name, a.TypeURL)
 		}
-		if r.RateLimitFilter != "" {
-			return nil, errors.New("typed_per_filter_config: a second local rate limit is not supported")
-		}
-		rl, err := compileRateLimit(l, true) // a route's settings need their bucket, as Envoy's
-		if err != nil {
-			return nil, fmt.Errorf("typed_per_filter_config %q: %w", name, err)
-		}
-		r.RateLimitFilter, r.RateLimit = name, rl
 	}
 	r.Cluster, r.Timeout = action.Cluster, action.Timeout.D()
 	if wc := action.WeightedClusters; wc != nil {

@@ -237,7 +237,7 @@ func TestCompileRefusesWhatItCannotHonour(t *testing.T) {
 		}, "retry_policy is not supported"},
 		{"per-route filter config", func(r *envoyResources) {
 			r.Routes[0].VirtualHosts[0].Routes[0].TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.rbac": mustAny(t, &rbacfilter.RBACPerRoute{})}
-		}, `typed_per_filter_config "envoy.filters.http.rbac" (type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute) is not supported (only a local rate limit's)`},
+		}, `typed_per_filter_config "envoy.filters.http.rbac" (type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute) is not supported (only a local rate limit's or a fault's)`},
 		{"a route's rate limit without its bucket", func(r *envoyResources) {
 			r.Routes[0].VirtualHosts[0].Routes[0].TypedPerFilterConfig = map[string]*anypb.Any{"envoy.filters.http.local_ratelimit": mustAny(t, &ratelimitv3.LocalRateLimit{StatPrefix: "x", FilterEnabled: percent(100)})}
 		}, "needs a token bucket"},

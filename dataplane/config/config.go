@@ -77,6 +77,12 @@ type Outbound struct {
 	RateLimit           *RateLimit
 	RateLimitFilter     string
 	RateLimitBeforeRBAC bool
+	// Fault is the listener's fault injection, nil for none; FaultFilter
+	// the fault filter's name ("" without one: routes' own settings need
+	// it), FaultFirst whether it comes before the rate limit filter.
+	Fault       *Fault
+	FaultFilter string
+	FaultFirst  bool
 }
 
 // RateLimit is Envoy's local rate limit filter on a listener: a token
@@ -220,6 +226,10 @@ type Route struct {
 	// (nil: not limited), instead of the listener's.
 	RateLimitFilter string
 	RateLimit       *RateLimit
+	// FaultFilter names the fault filter whose settings this route
+	// replaces ("" for none), with Fault (never nil then).
+	FaultFilter string
+	Fault       *Fault
 }
 
 // Split spreads a route's requests over clusters in proportion to their

@@ -25,6 +25,10 @@ type metrics struct {
 	retries     *prometheus.CounterVec
 	overflow    *prometheus.CounterVec
 	ejections   *prometheus.CounterVec
+	// faults counts injected faults by kind (delay, abort);
+	// faultOverflow the faults not injected because MaxActive were.
+	faults        *prometheus.CounterVec
+	faultOverflow prometheus.Counter
 }
 
 func newMetrics(reg Registerer) *metrics {
@@ -62,9 +66,17 @@ func newMetrics(reg Registerer) *metrics {
 			Name: "micromesh_outlier_ejections_total",
 			Help: "Endpoints ejected by outlier detection, by cluster.",
 		}, []string{"cluster"}),
+		faults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "micromesh_faults_injected_total",
+			Help: "Faults the outbound fault filter injected, by kind (delay, abort).",
+		}, []string{"fault"}),
+		faultOverflow: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "micromesh_faults_overflow_total",
+			Help: "Faults not injected because as many requests as the filter's max_active_faults were already in one.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.local, m.denied, m.retries, m.overflow, m.ejections, m.rateLimited)
+		reg.MustRegister(m.requests, m.duration, m.local, m.denied, m.retries, m.overflow, m.ejections, m.rateLimited, m.faults, m.faultOverflow)
 	}
 	return m
 }

@@ -38,6 +38,9 @@ type Proxy struct {
 
 	mu    sync.Mutex // one Apply at a time
 	state atomic.Pointer[state]
+	// faultsActive counts the requests in a fault (delayed or being
+	// answered), for faults' MaxActive.
+	faultsActive atomic.Int64
 
 	// warm is closed once a config has everything it refers to (or the
 	// initial fetch timeout has passed since the first Apply): until then
@@ -234,8 +237,20 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	if routes != nil {
 		route, known = routes.LookupRequest(host, routeRequest(routes, r))
 	}
-	// The rate limit filter comes before the router and its replies.
+	// The fault and rate limit filters come before the router and its
+	// replies, in the listener's order.
+	var cluster string
+	if route != nil {
+		cluster = clusterOf(route) // picked once: the fault's upstream_cluster is the one the request goes to
+	}
+	fault := faultFor(o.FaultFilter, route, o.Fault)
+	if fault != nil && o.FaultFirst && p.faulted(fault, w, r, cluster, faultRequest(fault, r), host, start) {
+		return
+	}
 	if p.rateLimited(st.limits.bucketFor(o.RateLimitFilter, route, st.limits.listeners[o.Name]), w, r, outbound, p.self, host, start) {
+		return
+	}
+	if fault != nil && !o.FaultFirst && p.faulted(fault, w, r, cluster, faultRequest(fault, r), host, start) {
 		return
 	}
 	if routes == nil {
@@ -251,7 +266,6 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		p.local(w, r, outbound, host, http.StatusNotFound, fmt.Sprintf("micromesh: no route of %q takes the path %q", host, r.URL.Path), start)
 		return
 	}
-	cluster := clusterOf(route)
 	up := st.upstreams[cluster]
 	if up == nil {
 		p.local(w, r, outbound, cluster, http.StatusServiceUnavailable, "micromesh: cluster "+cluster+" is not configured yet", start)
@@ -353,6 +367,16 @@ func clusterOf(route *config.Route) string {
 
 // routeRequest is what route matching reads of r: its headers only when
 // some route of t matches on them (reading them costs an allocation).
+// faultRequest is what a fault's conditions read of r: its headers only
+// when the fault has header conditions.
+func faultRequest(f *config.Fault, r *http.Request) config.Request {
+	q := config.Request{Method: r.Method, Path: r.URL.Path}
+	if len(f.Headers) > 0 {
+		q.Header = config.HeaderOf(r.Header)
+	}
+	return q
+}
+
 func routeRequest(t *config.RouteTable, r *http.Request) config.Request {
 	q := config.Request{Method: r.Method, Path: r.URL.Path}
 	if t != nil && t.HeaderConditions {

@@ -24,6 +24,7 @@ const (
 	RouterType                = typePrefix + "envoy.extensions.filters.http.router.v3.Router"
 	RBACFilterType            = typePrefix + "envoy.extensions.filters.http.rbac.v3.RBAC"
 	LocalRateLimitType        = typePrefix + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+	HTTPFaultType             = typePrefix + "envoy.extensions.filters.http.fault.v3.HTTPFault"
 	DownstreamTLSType         = typePrefix + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 	UpstreamTLSType           = typePrefix + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 	QUICDownstreamType        = typePrefix + "envoy.extensions.transport_sockets.quic.v3.QuicDownstreamTransport"
@@ -66,6 +67,7 @@ var decoders = map[string]func() unmarshaler{
 	RouterType:                func() unmarshaler { return &Router{} },
 	RBACFilterType:            func() unmarshaler { return &RBACFilter{} },
 	LocalRateLimitType:        func() unmarshaler { return &LocalRateLimit{} },
+	HTTPFaultType:             func() unmarshaler { return &HTTPFault{} },
 	DownstreamTLSType:         func() unmarshaler { return &DownstreamTLSContext{} },
 	UpstreamTLSType:           func() unmarshaler { return &UpstreamTLSContext{} },
 	QUICDownstreamType:        func() unmarshaler { return &QUICDownstreamTransport{} },

@@ -11,6 +11,8 @@ import (
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbac "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	rbacfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -377,5 +379,45 @@ func TestDecodesTheLocalRateLimit(t *testing.T) {
 	}
 	if l := decodeLike(t, &ratelimitv3.LocalRateLimit{StatPrefix: "x", AlwaysConsumeDefaultTokenBucket: wrapperspb.Bool(true)}).(*LocalRateLimit); l.Refused != "always_consume_default_token_bucket" {
 		t.Errorf("always_consume_default_token_bucket true: Refused %q", l.Refused)
+	}
+}
+
+// TestDecodesTheFault: the fault filter's fields the proxy reads agree
+// with go-control-plane's reading; the oneofs keep the last member; the
+// header-driven kinds and what the proxy does not do are named.
+func TestDecodesTheFault(t *testing.T) {
+	got := decodeLike(t, &faultv3.HTTPFault{
+		Delay: &faultcommon.FaultDelay{FaultDelaySecifier: &faultcommon.FaultDelay_FixedDelay{FixedDelay: durationpb.New(250 * time.Millisecond)},
+			Percentage: &typev3.FractionalPercent{Numerator: 10}},
+		Abort: &faultv3.FaultAbort{ErrorType: &faultv3.FaultAbort_GrpcStatus{GrpcStatus: 0}, Percentage: &typev3.FractionalPercent{Numerator: 5, Denominator: typev3.FractionalPercent_MILLION},
+			ResponseBody: "chaos"},
+		UpstreamCluster: "b.default",
+		Headers:         []*route.HeaderMatcher{{Name: "x-chaos", HeaderMatchSpecifier: &route.HeaderMatcher_PresentMatch{PresentMatch: true}}},
+		MaxActiveFaults: wrapperspb.UInt32(0),
+	}).(*HTTPFault)
+	if got.Abort.GRPCStatus == nil || *got.Abort.GRPCStatus != 0 || got.Abort.HTTPStatus != nil || got.MaxActiveFaults == nil || *got.MaxActiveFaults != 0 || got.Refused != "" {
+		t.Errorf("decoded %+v, abort %+v", got, got.Abort)
+	}
+	for _, tc := range []struct {
+		m    *faultv3.HTTPFault
+		read func(*HTTPFault) string
+		want string
+	}{
+		{&faultv3.HTTPFault{DownstreamNodes: []string{"n"}}, func(f *HTTPFault) string { return f.Refused }, "downstream_nodes"},
+		{&faultv3.HTTPFault{Abort: &faultv3.FaultAbort{ErrorType: &faultv3.FaultAbort_HeaderAbort_{HeaderAbort: &faultv3.FaultAbort_HeaderAbort{}}}},
+			func(f *HTTPFault) string { return f.Abort.Unsupported }, "header_abort"},
+		{&faultv3.HTTPFault{Delay: &faultcommon.FaultDelay{FaultDelaySecifier: &faultcommon.FaultDelay_HeaderDelay_{HeaderDelay: &faultcommon.FaultDelay_HeaderDelay{}}}},
+			func(f *HTTPFault) string { return f.Delay.Unsupported }, "header_delay"},
+	} {
+		if got := tc.read(decodeLike(t, tc.m).(*HTTPFault)); got != tc.want {
+			t.Errorf("%v: named %q, want %q", tc.m, got, tc.want)
+		}
+	}
+	// A later member of a oneof replaces an earlier one.
+	a, _ := proto.Marshal(&faultv3.FaultAbort{ErrorType: &faultv3.FaultAbort_HeaderAbort_{HeaderAbort: &faultv3.FaultAbort_HeaderAbort{}}})
+	b, _ := proto.Marshal(&faultv3.FaultAbort{ErrorType: &faultv3.FaultAbort_HttpStatus{HttpStatus: 503}})
+	var abort FaultAbort
+	if err := abort.unmarshal(append(a, b...)); err != nil || abort.Unsupported != "" || abort.HTTPStatus == nil || *abort.HTTPStatus != 503 {
+		t.Errorf("header_abort then http_status: %+v, %v", abort, err)
 	}
 }
