@@ -88,8 +88,11 @@ func (b *backend) instance() registry.Instance {
 	return registry.Instance{ID: b.name, Service: "greeter", Namespace: "default", Address: "127.0.0.1",
 		Port: uint16(b.port), Kind: registry.KindProxyless, Protocol: registry.ProtocolGRPC,
 		Version: "v" + strings.TrimPrefix(b.name, "greeter-"),
-		// A deadline for one method, which grpc-go's client applies.
-		Metadata: policymeta.Metadata(map[string]string{"/grpc.testing.TestService/UnaryCall:timeout": "300ms"})}
+		// A deadline for one method, which grpc-go's client applies, and a
+		// fault on another (the backend does not implement it: only the
+		// fault answers UNAVAILABLE).
+		Metadata: policymeta.Metadata(map[string]string{"/grpc.testing.TestService/UnaryCall:timeout": "300ms",
+			"/grpc.testing.TestService/EmptyCall:fault_abort_grpc": "14"})}
 }
 
 // proxylessClient dials xds:///greeter with grpc-go's xDS resolver and xDS
@@ -176,6 +179,14 @@ func testProxylessClient(t *testing.T, cp *meshtest.ControlPlane) {
 	_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: slowCall})
 	if status.Code(err) != codes.DeadlineExceeded || time.Since(start) > 2*time.Second {
 		t.Errorf("slow call: %v after %v; want DeadlineExceeded after the method's 300 ms", err, time.Since(start))
+	}
+
+	// The other method's fault reaches grpc-go's fault filter (gRFC A33):
+	// its calls fail UNAVAILABLE in the client, never reaching a backend.
+	for range 5 {
+		if _, err := client.EmptyCall(ctx, &testgrpc.Empty{}); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "fault injection") {
+			t.Fatalf("EmptyCall under its fault: %v; want UNAVAILABLE from fault injection", err)
+		}
 	}
 
 	// A split that sends every call to v2 (greeter-2): grpc-go's weighted

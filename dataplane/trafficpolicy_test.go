@@ -145,3 +145,56 @@ func TestAPathsRateLimit(t *testing.T) {
 		t.Errorf("/export/all right after another: %d %q, want 429 naming the path's limit", resp.StatusCode, e.Body)
 	}
 }
+
+// A service's fault policy ('/broken/*:fault_abort=503', a delay on
+// another path) is injected by its callers' sidecars, before the request
+// leaves: the aborted calls get the fault's 503 and never reach the
+// service; the delayed ones arrive late but whole; other paths are
+// untouched; the caller's metrics count both.
+func TestAServicesFaultsReachItsCallers(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	var broken, slow, other atomic.Int32
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/broken/"):
+			broken.Add(1)
+		case strings.HasPrefix(r.URL.Path, "/slow/"):
+			slow.Add(1)
+		default:
+			other.Add(1)
+		}
+		_, _ = w.Write([]byte("{}"))
+	}))
+	t.Cleanup(app.Close)
+	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
+	cp.StartSidecar("default", "b", meshtest.WithApp(app.Listener.Addr().String(), "http"),
+		meshtest.WithOptions(func(o *dataplane.Options) {
+			o.Policy = map[string]string{"/broken/*:fault_abort": "503", "/slow/*:fault_delay": "300ms"}
+		}))
+
+	waitFor(t, "a's sidecar to abort b's /broken/ calls", func() bool {
+		resp, e := call(t, a.Info.Outbound, "b", "/broken/x", nil)
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(e.Body, "fault filter abort")
+	})
+	for i := range 10 {
+		if resp, e := call(t, a.Info.Outbound, "b", "/broken/x", nil); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(e.Body, "fault filter abort") {
+			t.Fatalf("call %d to /broken/x: %d %q, want the fault's 503", i, resp.StatusCode, e.Body)
+		}
+	}
+	if broken.Load() != 0 {
+		t.Errorf("b's app saw %d aborted calls", broken.Load())
+	}
+	start := time.Now()
+	if resp, e := call(t, a.Info.Outbound, "b", "/slow/x", nil); resp.StatusCode != http.StatusOK || time.Since(start) < 300*time.Millisecond || slow.Load() != 1 {
+		t.Errorf("/slow/x: %d %q after %v, app saw it %d times; want 200 after at least 300ms", resp.StatusCode, e.Body, time.Since(start), slow.Load())
+	}
+	if resp, e := call(t, a.Info.Outbound, "b", "/other", nil); resp.StatusCode != http.StatusOK || other.Load() != 1 {
+		t.Errorf("/other: %d %q, app saw it %d times", resp.StatusCode, e.Body, other.Load())
+	}
+	m := metrics(t, a.Info.Admin)
+	for _, want := range []string{`micromesh_faults_injected_total{fault="abort"}`, `micromesh_faults_injected_total{fault="delay"} 1`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("a's metrics lack %s:\n%s", want, grep(m, "faults"))
+		}
+	}
+}

@@ -27,8 +27,8 @@ func testMesh() *Mesh {
 		TrustDomain: "micromesh.local",
 		Roots:       []byte("-----BEGIN CERTIFICATE-----\nTEST ROOT\n-----END CERTIFICATE-----\n"),
 		Services: []Service{
-			{Name: "grpcsrv", Namespace: "default", Protocol: ProtocolGRPC, Routes: []RoutePolicy{
-				{Path: "/pkg.Grpc/Slow", Timeout: 30 * time.Second, PerTryTimeout: 5 * time.Second, Retries: 0},
+			{Name: "grpcsrv", Namespace: "default", Protocol: ProtocolGRPC, Policy: faultyPolicy(), Routes: []RoutePolicy{
+				{Path: "/pkg.Grpc/Slow", Timeout: 30 * time.Second, PerTryTimeout: 5 * time.Second, Retries: 0}, // no fault of its own
 			}, Endpoints: []Endpoint{
 				{ID: "g1", Address: "10.0.0.5", Port: 7000, Kind: KindProxyless, Health: HealthPassing},
 				{ID: "g2", Address: "10.0.0.6", Port: 7000, Kind: KindProxyless, Health: HealthCritical},
@@ -45,7 +45,7 @@ func testMesh() *Mesh {
 				MaxRequests: 100, MaxRetries: 2, Consecutive5xx: 3, BaseEjectionTime: 10 * time.Second, MaxEjectionPercent: 100, LoadBalancer: "round_robin",
 				RateLimit: 50, RateLimitBurst: 100,
 			}, Routes: []RoutePolicy{
-				{Path: "/reports/", Prefix: true, Timeout: time.Minute, PerTryTimeout: time.Second, Retries: 3},
+				{Path: "/reports/", Prefix: true, Timeout: time.Minute, PerTryTimeout: time.Second, Retries: 3, Fault: Fault{Abort: 503, AbortShare: 1_000_000}},
 			}, Endpoints: []Endpoint{
 				{ID: "w1", Address: "10.0.0.3", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Health: HealthPassing},
 				{ID: "w2", Address: "10.0.0.4", Port: 15006, Kind: KindEnvoy, Health: HealthPassing},
@@ -58,6 +58,14 @@ func testMesh() *Mesh {
 			}},
 		},
 	}
+}
+
+// faultyPolicy: the default with a delay in 12.5 % of the calls and
+// UNAVAILABLE in 0.05 %.
+func faultyPolicy() Policy {
+	p := DefaultPolicy
+	p.Fault = Fault{Delay: 50 * time.Millisecond, DelayShare: 125_000, AbortGRPC: 14, AbortShare: 500}
+	return p
 }
 
 // helloPolicy: the default with a rate limit whose burst is under a

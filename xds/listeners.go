@@ -50,7 +50,7 @@ func (b *builder) outboundListener() *listener.Listener {
 				ConfigSource:    adsSource(),
 				RouteConfigName: OutboundRoute,
 			}},
-			HttpFilters: []*hcm.HttpFilter{routerFilter()},
+			HttpFilters: []*hcm.HttpFilter{faultFilter(), routerFilter()},
 		})}}},
 	}
 }
@@ -204,7 +204,7 @@ func apiListener(name string) *listener.Listener {
 				ConfigSource:    adsSource(),
 				RouteConfigName: OutboundRoute,
 			}},
-			HttpFilters: []*hcm.HttpFilter{routerFilter()},
+			HttpFilters: []*hcm.HttpFilter{faultFilter(), routerFilter()},
 		})},
 	}
 }

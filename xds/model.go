@@ -84,6 +84,28 @@ type RoutePolicy struct {
 	// (0: the path draws from the service's, if any), as Policy's.
 	RateLimit      uint32
 	RateLimitBurst uint32
+	// Fault is what callers inject into the path's calls (the service's
+	// unless the path sets its own).
+	Fault Fault
+}
+
+// Fault is fault injection into a service's calls, applied by each
+// caller's proxy before the request leaves (Envoy's fault filter; gRPC's
+// A33 for proxyless callers): a delay in a share of the calls, then an
+// abort in a share. Shares are in parts per million.
+type Fault struct {
+	Delay      time.Duration // 0: none
+	DelayShare uint32
+	// Abort is the HTTP status aborted calls get (gRPC callers the status
+	// it maps to), AbortGRPC the gRPC status instead (1–16); 0: none.
+	Abort      uint32
+	AbortGRPC  uint32
+	AbortShare uint32
+}
+
+// Active reports whether f injects anything.
+func (f Fault) Active() bool {
+	return f.Delay > 0 && f.DelayShare > 0 || (f.Abort > 0 || f.AbortGRPC > 0) && f.AbortShare > 0
 }
 
 // Endpoint is one instance of a service.
@@ -121,6 +143,9 @@ type Policy struct {
 	// many it takes at once (0: RateLimit).
 	RateLimit      uint32
 	RateLimitBurst uint32
+	// Fault is injected into every call to the service (a path's own
+	// replaces it for that path).
+	Fault Fault
 }
 
 // DefaultPolicy is the policy of services that set none.

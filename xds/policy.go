@@ -2,6 +2,7 @@ package xds
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -25,6 +26,11 @@ var policyKeys = map[string]func(p *Policy, v string) error{
 	"max_ejection_percent": countKey(func(p *Policy) *uint32 { return &p.MaxEjectionPercent }, 0, 100),
 	"rate_limit":           countKey(func(p *Policy) *uint32 { return &p.RateLimit }, 1, 1_000_000),
 	"rate_limit_burst":     countKey(func(p *Policy) *uint32 { return &p.RateLimitBurst }, 1, 1_000_000),
+	"fault_delay":          durationKey(func(p *Policy) *time.Duration { return &p.Fault.Delay }, time.Millisecond),
+	"fault_delay_percent":  percentKey(func(p *Policy) *uint32 { return &p.Fault.DelayShare }),
+	"fault_abort":          countKey(func(p *Policy) *uint32 { return &p.Fault.Abort }, 200, 599),
+	"fault_abort_grpc":     countKey(func(p *Policy) *uint32 { return &p.Fault.AbortGRPC }, 1, 16),
+	"fault_abort_percent":  percentKey(func(p *Policy) *uint32 { return &p.Fault.AbortShare }),
 	"lb": func(p *Policy, v string) error {
 		if v != "round_robin" && v != "least_request" {
 			return fmt.Errorf("%q is not round_robin or least_request", v)
@@ -59,10 +65,50 @@ func countKey(field func(*Policy) *uint32, least, most uint64) func(*Policy, str
 	}
 }
 
+// percentKey sets a share in parts per million from a percentage (0–100,
+// at most four decimals: 0.0001 % is one in a million).
+func percentKey(field func(*Policy) *uint32) func(*Policy, string) error {
+	return func(p *Policy, v string) error {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 || f > 100 || math.IsNaN(f) {
+			return fmt.Errorf("%q is not a percentage from 0 to 100", v)
+		}
+		ppm := math.Round(f * 10_000)
+		if math.Abs(ppm-f*10_000) > 1e-6 {
+			return fmt.Errorf("%q has more than four decimals (the finest share is 0.0001 %%)", v)
+		}
+		*field(p) = uint32(ppm)
+		return nil
+	}
+}
+
+// checkFault completes a fault from its keys (has reports whether a key
+// was given): a delay or abort given without its share applies to every
+// call; a share without its fault, or two kinds of abort, are errors.
+func (f *Fault) check(has func(key string) bool) error {
+	k := func(name string) string { return policymeta.Prefix + name }
+	switch {
+	case f.Abort > 0 && f.AbortGRPC > 0:
+		return fmt.Errorf("policy keys %s and %s both set an abort; give one (an HTTP status, or a gRPC status)", k("fault_abort"), k("fault_abort_grpc"))
+	case has("fault_delay_percent") && f.Delay == 0:
+		return fmt.Errorf("policy key %s needs %s (how long to delay)", k("fault_delay_percent"), k("fault_delay"))
+	case has("fault_abort_percent") && f.Abort == 0 && f.AbortGRPC == 0:
+		return fmt.Errorf("policy key %s needs %s or %s (what to answer)", k("fault_abort_percent"), k("fault_abort"), k("fault_abort_grpc"))
+	}
+	if f.Delay > 0 && !has("fault_delay_percent") {
+		f.DelayShare = 1_000_000
+	}
+	if (f.Abort > 0 || f.AbortGRPC > 0) && !has("fault_abort_percent") {
+		f.AbortShare = 1_000_000
+	}
+	return nil
+}
+
 // routeKeys are the policy keys a path may set: the route's; the others
 // (breakers, load balancing, outlier detection) belong to the service's
 // cluster.
-var routeKeys = map[string]bool{"timeout": true, "per_try_timeout": true, "retries": true, "rate_limit": true, "rate_limit_burst": true}
+var routeKeys = map[string]bool{"timeout": true, "per_try_timeout": true, "retries": true, "rate_limit": true, "rate_limit_burst": true,
+	"fault_delay": true, "fault_delay_percent": true, "fault_abort": true, "fault_abort_grpc": true, "fault_abort_percent": true}
 
 // maxRouteEntries bounds a service's path entries (Consul takes 64
 // metadata keys per instance).
@@ -97,11 +143,16 @@ func PolicyFromMetadata(md map[string]string) (Policy, []RoutePolicy, error) {
 	if err := p.checkRateLimit(); err != nil {
 		return DefaultPolicy, nil, err
 	}
+	serviceHas := func(key string) bool { _, ok := md[policymeta.Prefix+key]; return ok }
+	if err := p.Fault.check(serviceHas); err != nil {
+		return DefaultPolicy, nil, err
+	}
 	if len(routeEntries) > maxRouteEntries {
 		return DefaultPolicy, nil, fmt.Errorf("%d path policy entries; at most %d", len(routeEntries), maxRouteEntries)
 	}
 	sort.Strings(routeEntries)
 	byPath := map[string]*Policy{}
+	pathKeys := map[string]map[string]bool{} // the keys each path sets
 	for _, k := range routeEntries {
 		entry := md[k]
 		key, value, ok := strings.Cut(entry, "=")
@@ -116,13 +167,22 @@ func PolicyFromMetadata(md map[string]string) (Policy, []RoutePolicy, error) {
 			if _, known := policyKeys[name]; known {
 				return DefaultPolicy, nil, fmt.Errorf("policy %s: %s applies to the whole service, not to one path (set it without a path)", key, name)
 			}
-			return DefaultPolicy, nil, fmt.Errorf("policy %s: %q is not a key a path can set (timeout, per_try_timeout, retries, rate_limit, rate_limit_burst)", key, name)
+			return DefaultPolicy, nil, fmt.Errorf("policy %s: %q is not a key a path can set (timeout, per_try_timeout, retries, rate_limit, rate_limit_burst, fault_*)", key, name)
 		}
 		rp := byPath[path]
 		if rp == nil {
-			rp = &Policy{Timeout: p.Timeout, PerTryTimeout: p.PerTryTimeout, Retries: p.Retries}
+			rp = &Policy{Timeout: p.Timeout, PerTryTimeout: p.PerTryTimeout, Retries: p.Retries, Fault: p.Fault}
 			byPath[path] = rp
+			pathKeys[path] = map[string]bool{}
 		}
+		// A path's abort of one kind replaces the service's of the other.
+		if other, ok := map[string]string{"fault_abort": "fault_abort_grpc", "fault_abort_grpc": "fault_abort"}[name]; ok {
+			if pathKeys[path][other] {
+				return DefaultPolicy, nil, fmt.Errorf("policy for %s: %s and %s both set an abort; give one", path, name, other)
+			}
+			rp.Fault.Abort, rp.Fault.AbortGRPC = 0, 0
+		}
+		pathKeys[path][name] = true
 		if err := policyKeys[name](rp, value); err != nil {
 			return DefaultPolicy, nil, fmt.Errorf("policy %s: %w", key, err)
 		}
@@ -132,7 +192,14 @@ func PolicyFromMetadata(md map[string]string) (Policy, []RoutePolicy, error) {
 		if err := rp.checkRateLimit(); err != nil {
 			return DefaultPolicy, nil, fmt.Errorf("policy for %s: %w", path, err)
 		}
-		r := RoutePolicy{Path: path, Timeout: rp.Timeout, PerTryTimeout: rp.PerTryTimeout, Retries: rp.Retries, RateLimit: rp.RateLimit, RateLimitBurst: rp.RateLimitBurst}
+		// A path's fault starts from the service's: a share either gave
+		// stays, the path's own keys replace the rest.
+		pathHas := func(key string) bool { return pathKeys[path][key] || serviceHas(key) }
+		if err := rp.Fault.check(pathHas); err != nil {
+			return DefaultPolicy, nil, fmt.Errorf("policy for %s: %w", path, err)
+		}
+		r := RoutePolicy{Path: path, Timeout: rp.Timeout, PerTryTimeout: rp.PerTryTimeout, Retries: rp.Retries, RateLimit: rp.RateLimit, RateLimitBurst: rp.RateLimitBurst,
+			Fault: rp.Fault}
 		r.Path, r.Prefix = strings.CutSuffix(path, "*")
 		routes = append(routes, r)
 	}

@@ -121,3 +121,48 @@ func TestPathPolicies(t *testing.T) {
 		t.Errorf("%d path entries: %v, want an error naming the limit", len(many), err)
 	}
 }
+
+// Fault keys: a fault given without its share applies to every call; a
+// share in percent with up to four decimals; a path's fault starts from
+// the service's; what cannot be applied is an error naming the keys.
+func TestFaultPolicy(t *testing.T) {
+	p, routes, err := PolicyFromMetadata(policymeta.Metadata(map[string]string{
+		"fault_delay": "100ms", "fault_abort": "503", "fault_abort_percent": "0.0125",
+		"/a:fault_delay_percent": "50", "/b:fault_abort_grpc": "14",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Fault{Delay: 100 * time.Millisecond, DelayShare: 1_000_000, Abort: 503, AbortShare: 125}); p.Fault != want {
+		t.Errorf("service fault %+v, want %+v", p.Fault, want)
+	}
+	byPath := map[string]Fault{}
+	for _, r := range routes {
+		byPath[r.Path] = r.Fault
+	}
+	if want := (Fault{Delay: 100 * time.Millisecond, DelayShare: 500_000, Abort: 503, AbortShare: 125}); byPath["/a"] != want {
+		t.Errorf("/a fault %+v, want %+v", byPath["/a"], want)
+	}
+	if want := (Fault{Delay: 100 * time.Millisecond, DelayShare: 1_000_000, AbortGRPC: 14, AbortShare: 125}); byPath["/b"] != want {
+		t.Errorf("/b fault %+v, want %+v (its gRPC abort in place of the service's HTTP one, the share kept)", byPath["/b"], want)
+	}
+	for _, tc := range []struct {
+		md      map[string]string
+		mention string
+	}{
+		{map[string]string{"fault_abort": "503", "fault_abort_grpc": "14"}, "both set an abort"},
+		{map[string]string{"fault_delay_percent": "5"}, "fault_delay_percent needs policy_fault_delay"},
+		{map[string]string{"fault_abort_percent": "5"}, "needs policy_fault_abort or policy_fault_abort_grpc"},
+		{map[string]string{"fault_abort": "100"}, "from 200 to 599"},
+		{map[string]string{"fault_abort_grpc": "0"}, "from 1 to 16"},
+		{map[string]string{"fault_abort": "503", "fault_abort_percent": "101"}, "not a percentage from 0 to 100"},
+		{map[string]string{"fault_abort": "503", "fault_abort_percent": "0.00001"}, "more than four decimals"},
+		{map[string]string{"fault_delay": "0s"}, "outside 1ms–24h"},
+		{map[string]string{"/x:fault_abort": "503", "/x:fault_abort_grpc": "2"}, "both set an abort"},
+		{map[string]string{"/x:fault_delay_percent": "5"}, "policy for /x"},
+	} {
+		if _, _, err := PolicyFromMetadata(policymeta.Metadata(tc.md)); err == nil || !strings.Contains(err.Error(), tc.mention) {
+			t.Errorf("%v: %v, want an error mentioning %q", tc.md, err, tc.mention)
+		}
+	}
+}

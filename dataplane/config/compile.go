@@ -349,6 +349,9 @@ func compileHTTPFilters(fs []*xdswire.HTTPFilter) (httpFilters, error) {
 			if out.fault, err = compileFault(m); err != nil {
 				return out, fmt.Errorf("HTTP filter %q: %w", f.Name, err)
 			}
+			if out.fault.Delay == 0 && !out.fault.Abort {
+				out.fault = nil // the control plane's: only routes' own settings inject
+			}
 			out.faultFilter, out.faultFirst = f.Name, out.rateLimitFilter == ""
 		default:
 			if f.IsOptional {

@@ -15,16 +15,24 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/micromesh/micromesh/xds"
+	"github.com/micromesh/micromesh/xds/policymeta"
 )
 
 const faultFilterName = "envoy.filters.http.fault"
 
-// withFault puts a fault filter on listener name, first of its filters
-// (Envoy's documentation asks for it before any other).
+// withFault gives listener name the fault filter f: in place of the
+// control plane's (outbound), else first of its filters (Envoy's
+// documentation asks for it before any other).
 func withFault(t *testing.T, r *envoyResources, name string, f *faultv3.HTTPFault) {
 	t.Helper()
 	mutateHCM(t, findListener(r, name), func(m *hcm.HttpConnectionManager) {
 		filter := &hcm.HttpFilter{Name: faultFilterName, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(t, f)}}
+		if m.HttpFilters[0].Name == faultFilterName {
+			m.HttpFilters[0] = filter
+			return
+		}
 		m.HttpFilters = append([]*hcm.HttpFilter{filter}, m.HttpFilters...)
 	})
 }
@@ -118,8 +126,9 @@ func TestFaultsRefuseWhatTheProxyCannotDo(t *testing.T) {
 		{"on an inbound listener", func(r *envoyResources) { withFault(t, r, "inbound", &faultv3.HTTPFault{Abort: abortWith(503, 1)}) },
 			"fault injection on an inbound listener is not supported"},
 		{"two fault filters", func(r *envoyResources) {
-			withFault(t, r, "outbound", &faultv3.HTTPFault{Abort: abortWith(503, 1)})
-			withFault(t, r, "outbound", &faultv3.HTTPFault{Abort: abortWith(503, 1)})
+			mutateHCM(t, findListener(r, "outbound"), func(m *hcm.HttpConnectionManager) {
+				m.HttpFilters = append([]*hcm.HttpFilter{m.HttpFilters[0]}, m.HttpFilters...)
+			})
 		}, "a second fault filter is not supported"},
 		{"a route's fault with a header abort", func(r *envoyResources) {
 			r.Routes[0].VirtualHosts[0].Routes[0].TypedPerFilterConfig = map[string]*anypb.Any{faultFilterName: mustAny(t, &faultv3.HTTPFault{
@@ -161,5 +170,57 @@ func TestFaultSharesRoll(t *testing.T) {
 	// 2,500 expected, standard deviation 43: ±300 fails once in 10^12.
 	if n < 2200 || n > 2800 {
 		t.Errorf("25%% of 10,000 rolls: %d", n)
+	}
+}
+
+// The control plane's fault for a service (from its policy keys) compiles
+// into the callers' route settings under the outbound listener's fault
+// filter, which injects nothing itself; a path's own fault replaces the
+// service's, and a path that turns it off gets none.
+func TestTheServicesFaultCompiles(t *testing.T) {
+	policy, routes, err := xds.PolicyFromMetadata(policymeta.Metadata(map[string]string{
+		"fault_abort": "503", "fault_abort_percent": "12.5", "fault_delay": "20ms",
+		"/pkg.S/Slow:fault_abort_grpc": "4", "/pkg.S/Fine:fault_abort_percent": "0", "/pkg.S/Fine:fault_delay_percent": "0",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &xds.Mesh{TrustDomain: "micromesh.local", Roots: []byte("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"), Services: []xds.Service{
+		{Name: "server", Namespace: "default", Protocol: xds.ProtocolGRPC, Policy: policy, Routes: routes, Endpoints: []xds.Endpoint{
+			{ID: "s1", Address: "10.0.0.1", Port: 18443, QUICPort: 18443, Kind: xds.KindBuiltin, Health: xds.HealthPassing},
+		}},
+	}}
+	r, err := xds.Build(m, xds.Proxy{NodeID: "n", Namespace: "default", Service: "client", Kind: xds.KindBuiltin,
+		InboundPort: 18443, OutboundPort: 15001, AppPort: 8080, AppProtocol: xds.ProtocolGRPC, CertDir: "/certs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Compile(envoyResources{Listeners: r.Listeners, Routes: r.Routes, Clusters: r.Clusters, Endpoints: r.Endpoints, Secrets: r.Secrets}.wire(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Outbound.Fault != nil || c.Outbound.FaultFilter != xds.FaultFilter {
+		t.Errorf("outbound: fault %+v under %q; want none of its own, the filter named", c.Outbound.Fault, c.Outbound.FaultFilter)
+	}
+	for _, tc := range []struct {
+		path string
+		want Fault
+	}{
+		{"/pkg.S/Other", Fault{Delay: 20 * time.Millisecond, DelayShare: Share{100, 100}, Abort: true, AbortShare: Share{1250, 10_000}, Status: 503, GRPCStatus: 14, Body: FaultAbortBody}},
+		{"/pkg.S/Slow", Fault{Delay: 20 * time.Millisecond, DelayShare: Share{100, 100}, Abort: true, AbortShare: Share{1250, 10_000}, Status: 200, GRPCStatus: 4, Body: FaultAbortBody}},
+	} {
+		rt, _ := c.Routes[xds.OutboundRoute].Lookup("server", tc.path)
+		if rt == nil || rt.Fault == nil || rt.FaultFilter != xds.FaultFilter {
+			t.Errorf("%s: route %+v, want a fault", tc.path, rt)
+			continue
+		}
+		got := *rt.Fault
+		if got.Delay != tc.want.Delay || got.DelayShare != tc.want.DelayShare || got.Abort != tc.want.Abort || got.AbortShare != tc.want.AbortShare ||
+			got.Status != tc.want.Status || got.GRPCStatus != tc.want.GRPCStatus || got.Body != tc.want.Body {
+			t.Errorf("%s: fault %+v, want %+v", tc.path, got, tc.want)
+		}
+	}
+	if rt, _ := c.Routes[xds.OutboundRoute].Lookup("server", "/pkg.S/Fine"); rt == nil || rt.Fault != nil {
+		t.Errorf("/pkg.S/Fine turned its faults off: route %+v", rt)
 	}
 }
