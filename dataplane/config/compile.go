@@ -84,6 +84,11 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 	}
 	addr := hostPort(sa.Address, sa.PortValue)
 	udp := sa.Protocol == xdswire.UDP
+	if udp && (l.UDPListenerConfig == nil || l.UDPListenerConfig.QUICOptions == nil) {
+		// Envoy runs such a listener as raw UDP, with UDP listener filters
+		// (on a TCP listener, Envoy ignores udp_listener_config).
+		return errors.New("a UDP listener needs udp_listener_config.quic_options (the built-in proxy's UDP listeners are QUIC)")
+	}
 	if len(l.FilterChains) != 1 {
 		return fmt.Errorf("it has %d filter chains; the built-in proxy takes exactly one", len(l.FilterChains))
 	}

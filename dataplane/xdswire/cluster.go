@@ -457,7 +457,7 @@ var httpProtocolOptionsRefused = map[protowire.Number]string{
 }
 
 func (m *HTTPProtocolOptions) unmarshal(b []byte) error {
-	return fields(b, func(f field) error {
+	err := fields(b, func(f field) error {
 		if f.num >= 3 && f.num <= 5 {
 			if !f.member() {
 				return nil
@@ -479,6 +479,10 @@ func (m *HTTPProtocolOptions) unmarshal(b []byte) error {
 		refuseSet(f, &m.Refused, httpProtocolOptionsRefused)
 		return nil
 	})
+	if e := m.ExplicitHTTPConfig; e != nil {
+		nested(&m.Refused, "explicit_http_config", e.Refused)
+	}
+	return err
 }
 
 // CommonHTTPProtocolOptions is envoy.config.core.v3.HttpProtocolOptions:
@@ -508,13 +512,16 @@ func (m *CommonHTTPProtocolOptions) unmarshal(b []byte) error {
 
 // ExplicitHTTPConfig is HttpProtocolOptions.ExplicitHttpConfig.
 type ExplicitHTTPConfig struct {
-	HTTPProtocolOptions  *Unread `json:"httpProtocolOptions,omitempty"`
-	HTTP2ProtocolOptions *Unread `json:"http2ProtocolOptions,omitempty"`
-	HTTP3ProtocolOptions *Unread `json:"http3ProtocolOptions,omitempty"`
+	HTTPProtocolOptions  *HTTP1Options `json:"httpProtocolOptions,omitempty"`
+	HTTP2ProtocolOptions *HTTP2Options `json:"http2ProtocolOptions,omitempty"`
+	HTTP3ProtocolOptions *HTTP3Options `json:"http3ProtocolOptions,omitempty"`
+	// Refused names the first option set that the proxy does not honour,
+	// with its path.
+	Refused string `json:"-"`
 }
 
 func (m *ExplicitHTTPConfig) unmarshal(b []byte) error {
-	return fields(b, func(f field) error {
+	err := fields(b, func(f field) error {
 		if f.num <= 3 && !f.member() {
 			return nil
 		}
@@ -531,4 +538,13 @@ func (m *ExplicitHTTPConfig) unmarshal(b []byte) error {
 		}
 		return nil
 	})
+	switch {
+	case m.HTTPProtocolOptions != nil:
+		nested(&m.Refused, "http_protocol_options", m.HTTPProtocolOptions.Refused)
+	case m.HTTP2ProtocolOptions != nil:
+		nested(&m.Refused, "http2_protocol_options", m.HTTP2ProtocolOptions.Refused)
+	case m.HTTP3ProtocolOptions != nil:
+		nested(&m.Refused, "http3_protocol_options", m.HTTP3ProtocolOptions.Refused)
+	}
+	return err
 }

@@ -421,3 +421,33 @@ func TestDecodesTheFault(t *testing.T) {
 		t.Errorf("header_abort then http_status: %+v, %v", abort, err)
 	}
 }
+
+// TestDecodesProtocolOptions: the protocol options agree with
+// go-control-plane's reading, and a refusal deep inside is named with its
+// path; an accepted setting is not.
+func TestDecodesProtocolOptions(t *testing.T) {
+	l := decodeLike(t, &listener.Listener{Name: "q", UdpListenerConfig: &listener.UdpListenerConfig{QuicOptions: &listener.QuicProtocolOptions{
+		QuicProtocolOptions: &core.QuicProtocolOptions{InitialStreamWindowSize: wrapperspb.UInt32(1 << 20), ConnectionKeepalive: &core.QuicKeepAliveSettings{MaxInterval: durationpb.New(time.Second)}},
+	}}}).(*Listener)
+	if l.UDPListenerConfig == nil || l.UDPListenerConfig.QUICOptions == nil || l.Refused != "udp_listener_config.quic_options.quic_protocol_options.connection_keepalive" {
+		t.Errorf("listener: %+v, refused %q", l.UDPListenerConfig, l.Refused)
+	}
+	m := decodeLike(t, &hcm.HttpConnectionManager{StatPrefix: "x",
+		Http2ProtocolOptions:      &core.Http2ProtocolOptions{HpackTableSize: wrapperspb.UInt32(1)},
+		Http3ProtocolOptions:      &core.Http3ProtocolOptions{DisableQpack: true},
+		CommonHttpProtocolOptions: &core.HttpProtocolOptions{IdleTimeout: durationpb.New(time.Minute)},
+	}).(*HTTPConnectionManager)
+	if m.Refused != "" || m.HTTP2Options == nil || m.HTTP3Options == nil || m.CommonOptions.IdleTimeout.D() != time.Minute {
+		t.Errorf("accepted options: refused %q, %+v", m.Refused, m)
+	}
+	if m := decodeLike(t, &hcm.HttpConnectionManager{StatPrefix: "x", Http2ProtocolOptions: &core.Http2ProtocolOptions{AllowConnect: true}}).(*HTTPConnectionManager); m.Refused != "http2_protocol_options.allow_connect" {
+		t.Errorf("allow_connect: refused %q", m.Refused)
+	}
+	for v, want := range map[bool]string{false: "", true: "enable_scone"} {
+		b, _ := proto.Marshal(&core.QuicProtocolOptions{EnableScone: wrapperspb.Bool(v)})
+		var q QUICOptions
+		if err := q.unmarshal(b); err != nil || q.Refused != want {
+			t.Errorf("enable_scone %v: refused %q, %v; want %q", v, q.Refused, err, want)
+		}
+	}
+}

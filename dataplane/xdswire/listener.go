@@ -9,6 +9,8 @@ type Listener struct {
 	FilterChains []*FilterChain `json:"filterChains,omitempty"`
 	// APIListener is set for proxyless gRPC clients' listeners.
 	APIListener *Unread `json:"apiListener,omitempty"`
+	// UDPListenerConfig makes a UDP listener a QUIC one (QUICOptions).
+	UDPListenerConfig *UDPListenerConfig `json:"udpListenerConfig,omitempty"`
 	// Refused names the first field set that would change what Envoy
 	// accepts or how (more addresses, listener filters, original
 	// destinations, socket options, a listener not bound, access logs…).
@@ -24,8 +26,10 @@ var (
 )
 
 func (m *Listener) unmarshal(b []byte) error {
-	return fields(b, func(f field) error {
+	err := fields(b, func(f field) error {
 		switch f.num {
+		case 18:
+			return msg(f, &m.UDPListenerConfig)
 		case 1:
 			return f.str(&m.Name)
 		case 2:
@@ -50,6 +54,10 @@ func (m *Listener) unmarshal(b []byte) error {
 		refuseSet(f, &m.Refused, listenerRefused)
 		return nil
 	})
+	if u := m.UDPListenerConfig; u != nil {
+		nested(&m.Refused, "udp_listener_config", u.Refused)
+	}
+	return err
 }
 
 // Unread is a message whose presence is all the proxy reads of it.
@@ -207,6 +215,12 @@ type HTTPConnectionManager struct {
 	// GenerateRequestID is generate_request_id: unset means true (Envoy
 	// sets x-request-id on a request that has none).
 	GenerateRequestID *bool `json:"generateRequestId,omitempty"`
+	// The protocol options, read for what they would change (named in
+	// Refused).
+	HTTP1Options  *HTTP1Options              `json:"httpProtocolOptions,omitempty"`
+	HTTP2Options  *HTTP2Options              `json:"http2ProtocolOptions,omitempty"`
+	HTTP3Options  *HTTP3Options              `json:"http3ProtocolOptions,omitempty"`
+	CommonOptions *CommonHTTPProtocolOptions `json:"commonHttpProtocolOptions,omitempty"`
 	// Refused names the first field set to something the proxy does not
 	// do (slash merging, escaped-slash handling, upgrades, extensions…).
 	Refused string `json:"-"`
@@ -289,7 +303,7 @@ var hcmRefused = map[protowire.Number]string{
 var hcmRefusedTrue = map[protowire.Number]string{14: "use_remote_address", 6: "add_user_agent"}
 
 func (m *HTTPConnectionManager) unmarshal(b []byte) error {
-	return fields(b, func(f field) error {
+	err := fields(b, func(f field) error {
 		switch f.num {
 		case 3, 4, 31:
 			if !f.member() {
@@ -316,6 +330,14 @@ func (m *HTTPConnectionManager) unmarshal(b []byte) error {
 			return msg(f, &m.SetCurrentClientCertDetails)
 		case 15:
 			return f.boolValue(&m.GenerateRequestID)
+		case 8:
+			return msg(f, &m.HTTP1Options)
+		case 9:
+			return msg(f, &m.HTTP2Options)
+		case 44:
+			return msg(f, &m.HTTP3Options)
+		case 35:
+			return msg(f, &m.CommonOptions)
 		}
 		if name, ok := hcmRefusedTrue[f.num]; ok {
 			return refuseTrue(f, &m.Refused, name)
@@ -328,6 +350,19 @@ func (m *HTTPConnectionManager) unmarshal(b []byte) error {
 		}
 		return nil
 	})
+	if m.HTTP1Options != nil {
+		nested(&m.Refused, "http_protocol_options", m.HTTP1Options.Refused)
+	}
+	if m.HTTP2Options != nil {
+		nested(&m.Refused, "http2_protocol_options", m.HTTP2Options.Refused)
+	}
+	if m.HTTP3Options != nil {
+		nested(&m.Refused, "http3_protocol_options", m.HTTP3Options.Refused)
+	}
+	if m.CommonOptions != nil {
+		nested(&m.Refused, "common_http_protocol_options", m.CommonOptions.Refused)
+	}
+	return err
 }
 
 // RDS is the connection manager's Rds.
