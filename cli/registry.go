@@ -193,6 +193,9 @@ type serviceJSON struct {
 	// the policy of its first instance by ID that sets one, as the control
 	// plane takes it.
 	Policy map[string]string `json:"policy,omitempty"`
+	// OperatorPolicy is what an operator set over it (meshctl policy set),
+	// key by key.
+	OperatorPolicy map[string]string `json:"operator_policy,omitempty"`
 	// Split is how its callers spread its requests over its versions;
 	// SplitHeader the header that picks a version whatever the shares.
 	Split       []registry.VersionWeight `json:"split,omitempty"`
@@ -247,6 +250,13 @@ func servicesJSON(resp *registryv1.ListServicesResponse) []serviceJSON {
 			out[i].Split = append(out[i].Split, registry.VersionWeight{Version: v.GetVersion(), Weight: v.GetWeight()})
 		}
 		out[i].SplitHeader = sp.GetHeader()
+	}
+	for _, p := range resp.GetPolicies() {
+		if i := slices.IndexFunc(out, func(sj serviceJSON) bool { return sj.Name == p.GetService() && sj.Namespace == p.GetNamespace() }); i >= 0 {
+			out[i].OperatorPolicy = p.GetKeys()
+		} else {
+			out = append(out, serviceJSON{Name: p.GetService(), Namespace: p.GetNamespace(), OperatorPolicy: p.GetKeys(), Instances: []*instanceJSON{}})
+		}
 	}
 	slices.SortStableFunc(out, func(a, b serviceJSON) int { return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name) })
 	return out
@@ -304,16 +314,20 @@ func renderSplits(services []serviceJSON) string {
 }
 
 // renderPolicies lists the services that set a traffic policy: what their
-// callers apply (keys not listed are xds.DefaultPolicy's), and the
-// instances that registered another one, which the control plane ignores
-// while they are not the first by ID that sets one.
+// instances registered (keys not listed are xds.DefaultPolicy's), the
+// keys an operator set over it, and the instances that registered another
+// one, which the control plane ignores while they are not the first by ID
+// that sets one.
 func renderPolicies(services []serviceJSON) string {
 	var rows [][]string
 	for _, svc := range services {
-		if svc.Policy == nil {
+		if svc.Policy == nil && svc.OperatorPolicy == nil {
 			continue
 		}
-		policy := policyString(svc.Policy)
+		policy := policymeta.String(svc.Policy)
+		if svc.OperatorPolicy != nil {
+			policy = strings.TrimSpace(policy + "  operator: " + policymeta.String(svc.OperatorPolicy))
+		}
 		var differ []string
 		for _, in := range svc.Instances {
 			if in.Policy != nil && !maps.Equal(in.Policy, svc.Policy) {
@@ -330,13 +344,4 @@ func renderPolicies(services []serviceJSON) string {
 	}
 	slices.SortFunc(rows, func(a, b []string) int { return strings.Compare(a[0], b[0]) })
 	return table([]string{"SERVICE", "POLICY (keys not listed: the defaults)"}, rows)
-}
-
-// policyString writes a policy as --policy takes it: key=value, sorted.
-func policyString(p map[string]string) string {
-	parts := make([]string, 0, len(p))
-	for _, k := range slices.Sorted(maps.Keys(p)) {
-		parts = append(parts, k+"="+p[k])
-	}
-	return strings.Join(parts, " ")
 }

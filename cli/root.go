@@ -84,6 +84,7 @@ server there with no flags.`,
 		newRegistryCommand(g, s),
 		newServicesCommand(g, s),
 		newSplitCommand(g, s),
+		newPolicyCommand(g, s),
 		newProxyStatusCommand(g, s),
 		newProxyConfigCommand(g, s),
 		sidecarcmd.New(sidecarcmd.Config{

@@ -13,11 +13,14 @@ import (
 // instances grouped into services, sorted, with the trust bundle. A
 // service's traffic policy, its paths' included, comes from its instances'
 // policy_* metadata (the first instance by ID that sets any; the registry
-// API refused invalid ones), else xds.DefaultPolicy; its split, from the
-// registry's splits.
+// API refused invalid ones) with an operator's policy over it, key by key
+// (an operator policy that no longer fits what the instances registered —
+// the API checked it against the instances of its day — is left out),
+// else xds.DefaultPolicy; its split, from the registry's splits.
 func buildMesh(td string, roots []byte, snap registry.Snapshot) *xds.Mesh {
 	m := &xds.Mesh{TrustDomain: td, Roots: roots}
 	byKey := map[[2]string]int{}
+	var registered []map[string]string // by service: the policy its instances registered
 	for _, in := range snap.Instances {
 		key := [2]string{in.Namespace, in.Service}
 		i, ok := byKey[key]
@@ -25,11 +28,10 @@ func buildMesh(td string, roots []byte, snap registry.Snapshot) *xds.Mesh {
 			i = len(m.Services)
 			byKey[key] = i
 			m.Services = append(m.Services, xds.Service{Name: in.Service, Namespace: in.Namespace, Protocol: in.Protocol})
+			registered = append(registered, nil)
 		}
-		if m.Services[i].Policy == (xds.Policy{}) && policymeta.Has(in.Metadata) {
-			if p, routes, err := xds.PolicyFromMetadata(in.Metadata); err == nil {
-				m.Services[i].Policy, m.Services[i].Routes = p, routes
-			}
+		if registered[i] == nil && policymeta.Has(in.Metadata) { // the first by ID
+			registered[i] = in.Metadata
 		}
 		m.Services[i].Endpoints = append(m.Services[i].Endpoints, xds.Endpoint{
 			ID:       in.ID,
@@ -43,6 +45,20 @@ func buildMesh(td string, roots []byte, snap registry.Snapshot) *xds.Mesh {
 			Zone:     in.Zone,
 			Weight:   in.Weight,
 		})
+	}
+	operator := map[[2]string]map[string]string{}
+	for _, p := range snap.Policies {
+		operator[[2]string{p.Namespace, p.Service}] = p.Keys
+	}
+	for i := range m.Services {
+		s := &m.Services[i]
+		p, routes, ok, err := effectivePolicy(registered[i], operator[[2]string{s.Namespace, s.Name}])
+		if err != nil {
+			p, routes, ok, _ = effectivePolicy(registered[i], nil)
+		}
+		if ok {
+			s.Policy, s.Routes = p, routes
+		}
 	}
 	for _, sp := range snap.Splits {
 		i, ok := byKey[[2]string{sp.Namespace, sp.Service}]

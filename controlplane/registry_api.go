@@ -176,7 +176,75 @@ func (a *registryAPI) ListServices(ctx context.Context, req *registryv1.ListServ
 			resp.Splits = append(resp.Splits, SplitToProto(sp))
 		}
 	}
+	for _, p := range snap.Policies {
+		if visible(p.Namespace) {
+			resp.Policies = append(resp.Policies, &registryv1.Policy{Service: p.Service, Namespace: p.Namespace, Keys: p.Keys})
+		}
+	}
 	return resp, nil
+}
+
+func (a *registryAPI) SetPolicy(ctx context.Context, req *registryv1.SetPolicyRequest) (*registryv1.SetPolicyResponse, error) {
+	caller, err := a.caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rp := req.GetPolicy()
+	if rp == nil {
+		return nil, status.Error(codes.InvalidArgument, "the request has no policy")
+	}
+	p := registry.Policy{Service: rp.GetService(), Namespace: rp.GetNamespace(), Keys: rp.GetKeys()}
+	if err := p.Validate(); err != nil {
+		return nil, registryStatus(err)
+	}
+	// What the control plane will apply: the instances' policy with these
+	// keys over it.
+	snap, err := registry.List(ctx, a.reg)
+	if err != nil {
+		return nil, registryStatus(err)
+	}
+	if _, _, _, err := effectivePolicy(registeredPolicy(snap, p.Namespace, p.Service), p.Keys); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "the policy of %s.%s over what its instances registered: %v", p.Service, p.Namespace, err)
+	}
+	if err := authorize(caller, p.Namespace, p.Service); err != nil {
+		return nil, err
+	}
+	if err := a.reg.SetPolicy(ctx, p); err != nil {
+		return nil, registryStatus(err)
+	}
+	a.log.Info("policy set", "service", p.Service, "namespace", p.Namespace, "policy", policymeta.String(p.Keys), "by", caller.String())
+	return &registryv1.SetPolicyResponse{}, nil
+}
+
+func (a *registryAPI) DeletePolicy(ctx context.Context, req *registryv1.DeletePolicyRequest) (*registryv1.DeletePolicyResponse, error) {
+	caller, err := a.caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ns, err := serviceOf(caller, req.GetNamespace(), req.GetService())
+	if err != nil {
+		return nil, err
+	}
+	if err := a.reg.DeletePolicy(ctx, ns, req.GetService()); err != nil {
+		return nil, registryStatus(err)
+	}
+	a.log.Info("policy removed", "service", req.GetService(), "namespace", ns, "by", caller.String())
+	return &registryv1.DeletePolicyResponse{}, nil
+}
+
+// serviceOf checks a request's service and namespace (default when empty)
+// and that caller may act on it; it returns the namespace.
+func serviceOf(caller identity.ID, ns, service string) (string, error) {
+	if ns == "" {
+		ns = identity.DefaultNamespace
+	}
+	if err := identity.ValidateName("service name", service); err != nil {
+		return "", status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := identity.ValidateName("namespace", ns); err != nil {
+		return "", status.Error(codes.InvalidArgument, err.Error())
+	}
+	return ns, authorize(caller, ns, service)
 }
 
 func (a *registryAPI) SetSplit(ctx context.Context, req *registryv1.SetSplitRequest) (*registryv1.SetSplitResponse, error) {
@@ -210,17 +278,8 @@ func (a *registryAPI) DeleteSplit(ctx context.Context, req *registryv1.DeleteSpl
 	if err != nil {
 		return nil, err
 	}
-	ns := req.GetNamespace()
-	if ns == "" {
-		ns = identity.DefaultNamespace
-	}
-	if err := identity.ValidateName("service name", req.GetService()); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	if err := identity.ValidateName("namespace", ns); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	if err := authorize(caller, ns, req.GetService()); err != nil {
+	ns, err := serviceOf(caller, req.GetNamespace(), req.GetService())
+	if err != nil {
 		return nil, err
 	}
 	if err := a.reg.DeleteSplit(ctx, ns, req.GetService()); err != nil {

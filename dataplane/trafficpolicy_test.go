@@ -1,6 +1,7 @@
 package dataplane_test
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/dataplane"
 	"github.com/micromesh/micromesh/internal/meshtest"
 )
@@ -197,4 +199,48 @@ func TestAServicesFaultsReachItsCallers(t *testing.T) {
 			t.Errorf("a's metrics lack %s:\n%s", want, grep(m, "faults"))
 		}
 	}
+}
+
+// An operator's policy changes what callers do while everything runs: a
+// fault set on b (registry.Policy, what `meshctl policy set` writes)
+// reaches a's sidecar and aborts its calls; removed, they reach b again —
+// no sidecar restarted.
+func TestAnOperatorsPolicyReachesCallers(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	var served atomic.Int32
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { served.Add(1); _, _ = w.Write([]byte("{}")) }))
+	t.Cleanup(app.Close)
+	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
+	cp.StartSidecar("default", "b", meshtest.WithApp(app.Listener.Addr().String(), "http"),
+		meshtest.WithOptions(func(o *dataplane.Options) { o.Policy = map[string]string{"timeout": "3s"} }))
+	waitFor(t, "a to reach b", func() bool {
+		resp, _ := call(t, a.Info.Outbound, "b", "/", nil)
+		return resp.StatusCode == http.StatusOK
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cp.Registry().SetPolicy(ctx, registry.Policy{Service: "b", Keys: map[string]string{"fault_abort": "503"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a's sidecar to apply the operator's fault", func() bool {
+		resp, e := call(t, a.Info.Outbound, "b", "/", nil)
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(e.Body, "fault filter abort")
+	})
+	before := served.Load()
+	for i := range 5 {
+		if resp, e := call(t, a.Info.Outbound, "b", "/", nil); resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("call %d under the operator's fault: %d %q", i, resp.StatusCode, e.Body)
+		}
+	}
+	if served.Load() != before {
+		t.Errorf("b's app saw %d calls under a fault that aborts all", served.Load()-before)
+	}
+	if err := cp.Registry().DeletePolicy(ctx, "default", "b"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a's calls to reach b again", func() bool {
+		resp, _ := call(t, a.Info.Outbound, "b", "/", nil)
+		return resp.StatusCode == http.StatusOK
+	})
 }

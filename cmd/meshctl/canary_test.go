@@ -95,6 +95,36 @@ func TestCanaryBetweenVersions(t *testing.T) {
 	for range 3 {
 		ping()
 	}
+
+	// Chaos at run time: an operator's fault on helloworld reaches
+	// pingpong's sidecar, whose calls to helloworld then fail there (the
+	// status comes back through pingpong); cleared, they work again.
+	if out := srv.run(ctx, t, meshctl, "policy", "set", "helloworld", "fault_abort_grpc=9"); out != "operator policy of helloworld.default: fault_abort_grpc=9\n" {
+		t.Errorf("policy set: %q", out)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		out, err := srv.try(ctx, meshctl, "call", "pingpong", "Pingpong.Ping", `{"name":"Bob"}`)
+		if err != nil && strings.Contains(out, "FailedPrecondition") && strings.Contains(out, "fault filter abort") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the operator's fault did not reach pingpong's calls within 10 s: %v\n%s", err, out)
+		}
+	}
+	if out := srv.run(ctx, t, meshctl, "services"); !strings.Contains(out, "operator: fault_abort_grpc=9") {
+		t.Errorf("services does not show the operator's policy:\n%s", out)
+	}
+	srv.run(ctx, t, meshctl, "policy", "clear", "helloworld")
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		if out, err := srv.try(ctx, meshctl, "call", "pingpong", "Pingpong.Ping", `{"name":"Bob"}`); err == nil && out == `{"msg":"Hello Bob"}`+"\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("calls still fail 10 s after the operator's policy was cleared")
+		}
+	}
 	for _, name := range []string{"pingpong", "helloworld"} {
 		srv.run(ctx, t, meshctl, "kill", name)
 	}

@@ -33,6 +33,12 @@ type Registry interface {
 	// DeleteSplit removes a service's split (its callers then use every
 	// instance alike); ErrNotFound if it has none.
 	DeleteSplit(ctx context.Context, namespace, service string) error
+	// SetPolicy sets an operator's traffic policy for a service, replacing
+	// the one it had.
+	SetPolicy(ctx context.Context, p Policy) error
+	// DeletePolicy removes a service's operator policy (its instances' own
+	// applies again); ErrNotFound if it has none.
+	DeletePolicy(ctx context.Context, namespace, service string) error
 	// Watch sends the current snapshot at once, then a new one after every
 	// change, until ctx ends; a slow reader only ever misses intermediate
 	// snapshots, never the latest.
@@ -317,6 +323,63 @@ type invalidSplit string
 func (e invalidSplit) Error() string        { return "invalid split: " + string(e) }
 func (e invalidSplit) Is(target error) bool { return target == ErrInvalid }
 
+// Policy is a service's traffic policy as an operator sets it at run time
+// (`meshctl policy set`), over what its instances registered: keys as
+// --policy takes them ("timeout" → "2s", "/pkg.S/Slow:retries" → "0"),
+// each replacing the instances' value for that key. The registry checks
+// its form; the control plane, what the keys mean.
+type Policy struct {
+	Namespace string            `json:"namespace"`
+	Service   string            `json:"service"`
+	Keys      map[string]string `json:"keys"`
+}
+
+// Bounds of a Policy (Consul's KV takes values up to 512 KiB; a policy is
+// far smaller).
+const (
+	MaxPolicyKeys     = 64
+	maxPolicyKeyBytes = 300 // a path of 256 bytes and a key
+	maxPolicyValue    = 64
+)
+
+// Validate checks a policy's form and says what is wrong in terms a
+// person can act on. It fills the default namespace.
+func (p *Policy) Validate() error {
+	if p.Namespace == "" {
+		p.Namespace = identity.DefaultNamespace
+	}
+	bad := func(format string, args ...any) error {
+		return invalidPolicy(fmt.Sprintf(format, args...))
+	}
+	if err := identity.ValidateName("service name", p.Service); err != nil {
+		return bad("%v", err)
+	}
+	if err := identity.ValidateName("namespace", p.Namespace); err != nil {
+		return bad("%v", err)
+	}
+	switch {
+	case len(p.Keys) == 0:
+		return bad("the policy of %s.%s sets no key; give KEY=VALUE (meshctl policy clear removes it)", p.Service, p.Namespace)
+	case len(p.Keys) > MaxPolicyKeys:
+		return bad("the policy of %s.%s sets %d keys; the limit is %d", p.Service, p.Namespace, len(p.Keys), MaxPolicyKeys)
+	}
+	for k, v := range p.Keys {
+		switch {
+		case k == "" || len(k) > maxPolicyKeyBytes || strings.ContainsAny(k, "= \t\r\n"):
+			return bad("policy key %.40q is not a key (KEY, or PATH:KEY for one path)", k)
+		case v == "" || len(v) > maxPolicyValue || strings.ContainsAny(v, "\r\n"):
+			return bad("policy key %s: value %.40q is empty, longer than %d bytes or holds a line break", k, v, maxPolicyValue)
+		}
+	}
+	return nil
+}
+
+// invalidPolicy is ErrInvalid, said of a policy.
+type invalidPolicy string
+
+func (e invalidPolicy) Error() string        { return "invalid policy: " + string(e) }
+func (e invalidPolicy) Is(target error) bool { return target == ErrInvalid }
+
 // Snapshot is the registry's state at one moment.
 type Snapshot struct {
 	// Index increases with every change.
@@ -325,16 +388,34 @@ type Snapshot struct {
 	Instances []Instance `json:"instances"`
 	// Splits, sorted by namespace, service.
 	Splits []Split `json:"splits,omitempty"`
+	// Policies set by operators, sorted by namespace, service.
+	Policies []Policy `json:"policies,omitempty"`
 }
 
-// SortSplits puts splits in snapshot order.
-func SortSplits(ss []Split) {
-	slices.SortFunc(ss, func(a, b Split) int {
-		if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+// ServiceOf returns the service the split is for.
+func (s Split) ServiceOf() (namespace, service string) { return s.Namespace, s.Service }
+
+// ServiceOf returns the service the policy is for.
+func (p Policy) ServiceOf() (namespace, service string) { return p.Namespace, p.Service }
+
+// SortByService puts what the registry keeps per service (splits,
+// policies) in snapshot order.
+func SortByService[T PerService](vs []T) {
+	slices.SortFunc(vs, func(a, b T) int {
+		ans, asv := a.ServiceOf()
+		bns, bsv := b.ServiceOf()
+		if c := strings.Compare(ans, bns); c != 0 {
 			return c
 		}
-		return strings.Compare(a.Service, b.Service)
+		return strings.Compare(asv, bsv)
 	})
+}
+
+// PerService is what the registry keeps per service besides its
+// instances: splits and operator policies.
+type PerService interface {
+	Split | Policy
+	ServiceOf() (namespace, service string)
 }
 
 // SortInstances puts instances in snapshot order.

@@ -67,6 +67,16 @@ func Flags(md map[string]string) map[string]string {
 	return out
 }
 
+// String writes a policy as flags give it, "key=value" sorted by key and
+// separated by spaces.
+func String(flags map[string]string) string {
+	parts := make([]string, 0, len(flags))
+	for _, k := range slices.Sorted(maps.Keys(flags)) {
+		parts = append(parts, k+"="+flags[k])
+	}
+	return strings.Join(parts, " ")
+}
+
 // Has reports whether md sets any policy key.
 func Has(md map[string]string) bool {
 	for k := range md {

@@ -7,9 +7,10 @@
 // its metadata (mesh_namespace, mesh_service). Mesh names are DNS labels,
 // which never contain '_', so the mapping cannot collide.
 //
-// Splits live in Consul's KV store, one JSON value per service under
-// micromesh/splits/<ns>/<name>, watched with a blocking query on the
-// prefix. (Consul's own service-splitter config entries split by subsets
+// Splits and operator policies live in Consul's KV store, one JSON value
+// per service under micromesh/splits/<ns>/<name> and
+// micromesh/policies/<ns>/<name>, each prefix watched with a blocking
+// query. (Consul's own service-splitter config entries split by subsets
 // its service-resolver defines with filters, and need service-defaults
 // that say the protocol; the mesh's versions are a label, so it keeps its
 // splits itself rather than write entries other tools own.)
@@ -17,7 +18,6 @@ package consul
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,7 +32,6 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/micromesh/micromesh/controlplane/registry"
-	"github.com/micromesh/micromesh/identity"
 )
 
 // Tag marks Consul services that belong to the mesh.
@@ -176,75 +175,6 @@ func (r *Registry) Heartbeat(ctx context.Context, id string) error {
 	return r.unavailable(err)
 }
 
-// SplitsPrefix is the KV prefix under which splits are kept.
-const SplitsPrefix = "micromesh/splits/"
-
-func splitKey(ns, service string) string { return SplitsPrefix + ns + "/" + service }
-
-// SetSplit writes the service's split to the KV store.
-func (r *Registry) SetSplit(ctx context.Context, sp registry.Split) error {
-	if err := sp.Validate(); err != nil {
-		return err
-	}
-	data, err := json.Marshal(sp)
-	if err != nil {
-		return err
-	}
-	if _, err := r.client.KV().Put(&api.KVPair{Key: splitKey(sp.Namespace, sp.Service), Value: data}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
-		return r.unavailable(err)
-	}
-	return nil
-}
-
-// DeleteSplit removes the service's split from the KV store.
-func (r *Registry) DeleteSplit(ctx context.Context, ns, service string) error {
-	if ns == "" {
-		ns = identity.DefaultNamespace
-	}
-	key := splitKey(ns, service)
-	pair, _, err := r.client.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return r.unavailable(err)
-	}
-	if pair == nil {
-		return fmt.Errorf("%w: %s.%s has no split", registry.ErrNotFound, service, ns)
-	}
-	// Only the value read: a split set again meanwhile stays.
-	ok, _, err := r.client.KV().DeleteCAS(&api.KVPair{Key: key, ModifyIndex: pair.ModifyIndex}, (&api.WriteOptions{}).WithContext(ctx))
-	if err != nil {
-		return r.unavailable(err)
-	}
-	if !ok {
-		return fmt.Errorf("%w: the split of %s.%s changed while it was being removed; try again", registry.ErrUnavailable, service, ns)
-	}
-	return nil
-}
-
-// splits reads every split, waiting for a change past index. Values that
-// are not valid splits (written by hand) are logged and skipped.
-func (r *Registry) splits(ctx context.Context, index uint64) ([]registry.Split, uint64, error) {
-	q := (&api.QueryOptions{WaitIndex: index, WaitTime: waitTime, AllowStale: true}).WithContext(ctx)
-	pairs, meta, err := r.client.KV().List(SplitsPrefix, q)
-	if err != nil {
-		return nil, 0, err
-	}
-	var out []registry.Split
-	for _, p := range pairs {
-		var sp registry.Split
-		if err := json.Unmarshal(p.Value, &sp); err != nil {
-			r.log.Warn("skipping a split that is not JSON", "key", p.Key, "err", err)
-			continue
-		}
-		if err := sp.Validate(); err != nil || p.Key != splitKey(sp.Namespace, sp.Service) {
-			r.log.Warn("skipping an invalid split", "key", p.Key, "err", err)
-			continue
-		}
-		out = append(out, sp)
-	}
-	registry.SortSplits(out)
-	return out, meta.LastIndex, nil
-}
-
 func (r *Registry) unavailable(err error) error {
 	return fmt.Errorf("%w: consul at %s: %v", registry.ErrUnavailable, r.addr, err)
 }
@@ -354,7 +284,10 @@ func (r *Registry) Watch(ctx context.Context) (<-chan registry.Snapshot, error) 
 		}
 		w.services[name] = &serviceWatch{instances: entries, index: idx}
 	}
-	if w.splits, w.splitsIndex, err = r.splits(ctx, 0); err != nil {
+	if w.splits, w.splitsIndex, err = splitsKV.list(ctx, r, 0); err != nil {
+		return nil, r.unavailable(err)
+	}
+	if w.policies, w.policiesIndex, err = policiesKV.list(ctx, r, 0); err != nil {
 		return nil, r.unavailable(err)
 	}
 	w.out <- w.snapshot()
@@ -370,9 +303,10 @@ type watch struct {
 	mu       sync.Mutex
 	services map[string]*serviceWatch
 	splits   []registry.Split
-	// splitsIndex is where the first splits query left off.
-	splitsIndex uint64
-	emitted     uint64
+	policies []registry.Policy
+	// splitsIndex and policiesIndex are where the first queries left off.
+	splitsIndex, policiesIndex uint64
+	emitted                    uint64
 }
 
 type serviceWatch struct {
@@ -433,14 +367,18 @@ func (w *watch) run(ctx context.Context, index uint64) {
 		w.startService(ctx, &wg, name, sw)
 	}
 	w.mu.Unlock()
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		w.emit(ctx)
 	}()
 	go func() {
 		defer wg.Done()
-		w.watchSplits(ctx)
+		splitsKV.follow(ctx, w, w.splitsIndex, &w.splits)
+	}()
+	go func() {
+		defer wg.Done()
+		policiesKV.follow(ctx, w, w.policiesIndex, &w.policies)
 	}()
 	follow(ctx, &w.conn, index, w.r.meshServices, func(names []string, _ uint64) {
 		w.mu.Lock()
@@ -510,22 +448,6 @@ func follow[T any](ctx context.Context, conn *connState, index uint64, query fun
 	}
 }
 
-// watchSplits follows the splits' KV prefix.
-func (w *watch) watchSplits(ctx context.Context) {
-	follow(ctx, &w.conn, w.splitsIndex, w.r.splits, func(splits []registry.Split, _ uint64) {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		if !slices.EqualFunc(w.splits, splits, equalSplits) {
-			w.splits = splits
-			w.signal()
-		}
-	})
-}
-
-func equalSplits(a, b registry.Split) bool {
-	return a.Namespace == b.Namespace && a.Service == b.Service && a.Header == b.Header && slices.Equal(a.Versions, b.Versions)
-}
-
 func (w *watch) signal() {
 	select {
 	case w.changed <- struct{}{}:
@@ -540,7 +462,7 @@ func (w *watch) snapshot() registry.Snapshot {
 	}
 	registry.SortInstances(ins)
 	w.emitted++
-	return registry.Snapshot{Index: w.emitted, Instances: ins, Splits: w.splits}
+	return registry.Snapshot{Index: w.emitted, Instances: ins, Splits: w.splits, Policies: w.policies}
 }
 
 // emit sends the latest snapshot after each change, replacing one the

@@ -21,7 +21,6 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/micromesh/micromesh/controlplane/registry"
-	"github.com/micromesh/micromesh/identity"
 )
 
 // DefaultDeregisterAfter is how long an instance may stay critical before it
@@ -30,7 +29,6 @@ const DefaultDeregisterAfter = time.Minute
 
 var (
 	instancesBucket = []byte("instances")
-	splitsBucket    = []byte("splits")
 	metaBucket      = []byte("meta")
 	indexKey        = []byte("index")
 )
@@ -51,8 +49,9 @@ type Registry struct {
 	mu       sync.Mutex
 	index    uint64
 	records  map[string]*record
-	splits   map[string]registry.Split // by splitKey
-	deadline map[string]time.Time      // next heartbeat due, per TTL instance (memory only)
+	splits   *kept[registry.Split]
+	policies *kept[registry.Policy]
+	deadline map[string]time.Time // next heartbeat due, per TTL instance (memory only)
 	subs     map[chan registry.Snapshot]struct{}
 	wake     chan struct{} // reschedules the sweeper
 	publish  chan struct{} // a change awaits publishing
@@ -80,7 +79,8 @@ func Open(dir string, opts ...Option) (*Registry, error) {
 		log:             slog.New(slog.DiscardHandler),
 		deregisterAfter: DefaultDeregisterAfter,
 		records:         map[string]*record{},
-		splits:          map[string]registry.Split{},
+		splits:          newKept[registry.Split]("splits", "split"),
+		policies:        newKept[registry.Policy]("policies", "policy"),
 		deadline:        map[string]time.Time{},
 		subs:            map[chan registry.Snapshot]struct{}{},
 		wake:            make(chan struct{}, 1),
@@ -117,19 +117,10 @@ func Open(dir string, opts ...Option) (*Registry, error) {
 		if v := mb.Get(indexKey); len(v) == 8 {
 			r.index = binary.BigEndian.Uint64(v)
 		}
-		sb, err := tx.CreateBucketIfNotExists(splitsBucket)
-		if err != nil {
+		if err := r.splits.load(tx); err != nil {
 			return err
 		}
-		err = sb.ForEach(func(k, v []byte) error {
-			var sp registry.Split
-			if err := json.Unmarshal(v, &sp); err != nil {
-				return fmt.Errorf("split %s: %w", k, err)
-			}
-			r.splits[string(k)] = sp
-			return nil
-		})
-		if err != nil {
+		if err := r.policies.load(tx); err != nil {
 			return err
 		}
 		return ib.ForEach(func(k, v []byte) error {
@@ -229,42 +220,6 @@ func (r *Registry) Heartbeat(_ context.Context, id string) error {
 	return nil
 }
 
-// splitKey is where a service's split is kept.
-func splitKey(ns, service string) string { return ns + "/" + service }
-
-// SetSplit sets or replaces a service's split.
-func (r *Registry) SetSplit(_ context.Context, sp registry.Split) error {
-	if err := sp.Validate(); err != nil {
-		return err
-	}
-	data, err := json.Marshal(sp)
-	if err != nil {
-		return err
-	}
-	key := splitKey(sp.Namespace, sp.Service)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.update(func(tx *bolt.Tx) error {
-		return tx.Bucket(splitsBucket).Put([]byte(key), data)
-	}, func() { r.splits[key] = sp })
-}
-
-// DeleteSplit removes a service's split.
-func (r *Registry) DeleteSplit(_ context.Context, ns, service string) error {
-	if ns == "" {
-		ns = identity.DefaultNamespace
-	}
-	key := splitKey(ns, service)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, ok := r.splits[key]; !ok {
-		return fmt.Errorf("%w: %s.%s has no split", registry.ErrNotFound, service, ns)
-	}
-	return r.update(func(tx *bolt.Tx) error {
-		return tx.Bucket(splitsBucket).Delete([]byte(key))
-	}, func() { delete(r.splits, key) })
-}
-
 // Watch streams snapshots.
 func (r *Registry) Watch(ctx context.Context) (<-chan registry.Snapshot, error) {
 	ch := make(chan registry.Snapshot, 1)
@@ -358,13 +313,7 @@ func (r *Registry) snapshotLocked() registry.Snapshot {
 		ins = append(ins, in)
 	}
 	registry.SortInstances(ins)
-	var splits []registry.Split
-	for _, sp := range r.splits {
-		sp.Versions = slices.Clone(sp.Versions)
-		splits = append(splits, sp)
-	}
-	registry.SortSplits(splits)
-	return registry.Snapshot{Index: r.index, Instances: ins, Splits: splits}
+	return registry.Snapshot{Index: r.index, Instances: ins, Splits: r.splits.list(cloneSplit), Policies: r.policies.list(clonePolicy)}
 }
 
 // publisher hands watchers the latest snapshot after changes. A burst of

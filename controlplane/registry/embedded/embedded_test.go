@@ -43,6 +43,9 @@ func TestSurvivesRestart(t *testing.T) {
 	if err := r.SetSplit(ctx, split); err != nil {
 		t.Fatal(err)
 	}
+	if err := r.SetPolicy(ctx, registry.Policy{Service: "web", Keys: map[string]string{"fault_abort": "503"}}); err != nil {
+		t.Fatal(err)
+	}
 	before, _ := registry.List(ctx, r)
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
@@ -63,6 +66,9 @@ func TestSurvivesRestart(t *testing.T) {
 	}
 	if len(after.Splits) != 1 || !reflect.DeepEqual(after.Splits[0], before.Splits[0]) || after.Splits[0].Namespace != "default" {
 		t.Errorf("splits after restart: %+v, want %+v", after.Splits, before.Splits)
+	}
+	if len(after.Policies) != 1 || !reflect.DeepEqual(after.Policies[0], before.Policies[0]) || after.Policies[0].Namespace != "default" {
+		t.Errorf("policies after restart: %+v, want %+v", after.Policies, before.Policies)
 	}
 }
 

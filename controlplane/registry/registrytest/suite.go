@@ -32,6 +32,8 @@ func Run(t *testing.T, open func(t *testing.T) registry.Registry) {
 	t.Run("NamespacesAreSeparate", func(t *testing.T) { testNamespaces(t, open(t)) })
 	t.Run("Splits", func(t *testing.T) { testSplits(t, open(t)) })
 	t.Run("InvalidSplits", func(t *testing.T) { testInvalidSplits(t, open(t)) })
+	t.Run("Policies", func(t *testing.T) { testPolicies(t, open(t)) })
+	t.Run("InvalidPolicies", func(t *testing.T) { testInvalidPolicies(t, open(t)) })
 }
 
 // namespace returns a namespace no other test uses.

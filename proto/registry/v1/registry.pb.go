@@ -540,7 +540,9 @@ type ListServicesResponse struct {
 	Services []*Service             `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
 	// The splits of the namespaces listed, also of services with no
 	// instance yet.
-	Splits        []*Split `protobuf:"bytes,2,rep,name=splits,proto3" json:"splits,omitempty"`
+	Splits []*Split `protobuf:"bytes,2,rep,name=splits,proto3" json:"splits,omitempty"`
+	// The operator policies of the namespaces listed.
+	Policies      []*Policy `protobuf:"bytes,3,rep,name=policies,proto3" json:"policies,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -589,6 +591,246 @@ func (x *ListServicesResponse) GetSplits() []*Split {
 	return nil
 }
 
+func (x *ListServicesResponse) GetPolicies() []*Policy {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+// Policy is an operator's traffic policy for a service: keys as --policy
+// takes them ("timeout" → "2s", "/pkg.S/Slow:fault_abort" → "503"), each
+// replacing the value the service's instances registered.
+type Policy struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// Empty: default.
+	Namespace     string            `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Keys          map[string]string `protobuf:"bytes,3,rep,name=keys,proto3" json:"keys,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Policy) Reset() {
+	*x = Policy{}
+	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Policy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Policy) ProtoMessage() {}
+
+func (x *Policy) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Policy.ProtoReflect.Descriptor instead.
+func (*Policy) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Policy) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *Policy) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Policy) GetKeys() map[string]string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type SetPolicyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Policy        *Policy                `protobuf:"bytes,1,opt,name=policy,proto3" json:"policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPolicyRequest) Reset() {
+	*x = SetPolicyRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPolicyRequest) ProtoMessage() {}
+
+func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
+func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SetPolicyRequest) GetPolicy() *Policy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+type SetPolicyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPolicyResponse) Reset() {
+	*x = SetPolicyResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPolicyResponse) ProtoMessage() {}
+
+func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
+func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{12}
+}
+
+type DeletePolicyRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// Empty: default.
+	Namespace     string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePolicyRequest) Reset() {
+	*x = DeletePolicyRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePolicyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePolicyRequest) ProtoMessage() {}
+
+func (x *DeletePolicyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePolicyRequest.ProtoReflect.Descriptor instead.
+func (*DeletePolicyRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *DeletePolicyRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *DeletePolicyRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+type DeletePolicyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeletePolicyResponse) Reset() {
+	*x = DeletePolicyResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeletePolicyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeletePolicyResponse) ProtoMessage() {}
+
+func (x *DeletePolicyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeletePolicyResponse.ProtoReflect.Descriptor instead.
+func (*DeletePolicyResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{14}
+}
+
 // Split spreads a service's requests over its versions: each request goes
 // to an instance of one version, picked by the versions' shares. Instances
 // of versions not named get none; a version named with no instance fails
@@ -609,7 +851,7 @@ type Split struct {
 
 func (x *Split) Reset() {
 	*x = Split{}
-	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_registry_v1_registry_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +863,7 @@ func (x *Split) String() string {
 func (*Split) ProtoMessage() {}
 
 func (x *Split) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_registry_v1_registry_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +876,7 @@ func (x *Split) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Split.ProtoReflect.Descriptor instead.
 func (*Split) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{10}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Split) GetService() string {
@@ -677,7 +919,7 @@ type VersionWeight struct {
 
 func (x *VersionWeight) Reset() {
 	*x = VersionWeight{}
-	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_registry_v1_registry_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +931,7 @@ func (x *VersionWeight) String() string {
 func (*VersionWeight) ProtoMessage() {}
 
 func (x *VersionWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_registry_v1_registry_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +944,7 @@ func (x *VersionWeight) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionWeight.ProtoReflect.Descriptor instead.
 func (*VersionWeight) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{11}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *VersionWeight) GetVersion() string {
@@ -728,7 +970,7 @@ type SetSplitRequest struct {
 
 func (x *SetSplitRequest) Reset() {
 	*x = SetSplitRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_registry_v1_registry_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -740,7 +982,7 @@ func (x *SetSplitRequest) String() string {
 func (*SetSplitRequest) ProtoMessage() {}
 
 func (x *SetSplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_registry_v1_registry_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -753,7 +995,7 @@ func (x *SetSplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSplitRequest.ProtoReflect.Descriptor instead.
 func (*SetSplitRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{12}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SetSplitRequest) GetSplit() *Split {
@@ -771,7 +1013,7 @@ type SetSplitResponse struct {
 
 func (x *SetSplitResponse) Reset() {
 	*x = SetSplitResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[13]
+	mi := &file_registry_v1_registry_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +1025,7 @@ func (x *SetSplitResponse) String() string {
 func (*SetSplitResponse) ProtoMessage() {}
 
 func (x *SetSplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[13]
+	mi := &file_registry_v1_registry_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +1038,7 @@ func (x *SetSplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSplitResponse.ProtoReflect.Descriptor instead.
 func (*SetSplitResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{13}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{18}
 }
 
 type DeleteSplitRequest struct {
@@ -810,7 +1052,7 @@ type DeleteSplitRequest struct {
 
 func (x *DeleteSplitRequest) Reset() {
 	*x = DeleteSplitRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[14]
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +1064,7 @@ func (x *DeleteSplitRequest) String() string {
 func (*DeleteSplitRequest) ProtoMessage() {}
 
 func (x *DeleteSplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[14]
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +1077,7 @@ func (x *DeleteSplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSplitRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSplitRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{14}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeleteSplitRequest) GetService() string {
@@ -860,7 +1102,7 @@ type DeleteSplitResponse struct {
 
 func (x *DeleteSplitResponse) Reset() {
 	*x = DeleteSplitResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[15]
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +1114,7 @@ func (x *DeleteSplitResponse) String() string {
 func (*DeleteSplitResponse) ProtoMessage() {}
 
 func (x *DeleteSplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[15]
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +1127,7 @@ func (x *DeleteSplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSplitResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSplitResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{15}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{20}
 }
 
 var File_registry_v1_registry_proto protoreflect.FileDescriptor
@@ -927,10 +1169,25 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12=\n" +
-	"\tinstances\x18\x03 \x03(\v2\x1f.micromesh.registry.v1.InstanceR\tinstances\"\x88\x01\n" +
+	"\tinstances\x18\x03 \x03(\v2\x1f.micromesh.registry.v1.InstanceR\tinstances\"\xc3\x01\n" +
 	"\x14ListServicesResponse\x12:\n" +
 	"\bservices\x18\x01 \x03(\v2\x1e.micromesh.registry.v1.ServiceR\bservices\x124\n" +
-	"\x06splits\x18\x02 \x03(\v2\x1c.micromesh.registry.v1.SplitR\x06splits\"\x99\x01\n" +
+	"\x06splits\x18\x02 \x03(\v2\x1c.micromesh.registry.v1.SplitR\x06splits\x129\n" +
+	"\bpolicies\x18\x03 \x03(\v2\x1d.micromesh.registry.v1.PolicyR\bpolicies\"\xb6\x01\n" +
+	"\x06Policy\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12;\n" +
+	"\x04keys\x18\x03 \x03(\v2'.micromesh.registry.v1.Policy.KeysEntryR\x04keys\x1a7\n" +
+	"\tKeysEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"I\n" +
+	"\x10SetPolicyRequest\x125\n" +
+	"\x06policy\x18\x01 \x01(\v2\x1d.micromesh.registry.v1.PolicyR\x06policy\"\x13\n" +
+	"\x11SetPolicyResponse\"M\n" +
+	"\x13DeletePolicyRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"\x16\n" +
+	"\x14DeletePolicyResponse\"\x99\x01\n" +
 	"\x05Split\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12@\n" +
@@ -945,7 +1202,7 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x12DeleteSplitRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"\x15\n" +
-	"\x13DeleteSplitResponse2\xdd\x04\n" +
+	"\x13DeleteSplitResponse2\xa6\x06\n" +
 	"\x0fRegistryService\x12[\n" +
 	"\bRegister\x12&.micromesh.registry.v1.RegisterRequest\x1a'.micromesh.registry.v1.RegisterResponse\x12a\n" +
 	"\n" +
@@ -953,7 +1210,9 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\tHeartbeat\x12'.micromesh.registry.v1.HeartbeatRequest\x1a(.micromesh.registry.v1.HeartbeatResponse\x12g\n" +
 	"\fListServices\x12*.micromesh.registry.v1.ListServicesRequest\x1a+.micromesh.registry.v1.ListServicesResponse\x12[\n" +
 	"\bSetSplit\x12&.micromesh.registry.v1.SetSplitRequest\x1a'.micromesh.registry.v1.SetSplitResponse\x12d\n" +
-	"\vDeleteSplit\x12).micromesh.registry.v1.DeleteSplitRequest\x1a*.micromesh.registry.v1.DeleteSplitResponseB=Z;github.com/micromesh/micromesh/proto/registry/v1;registryv1b\x06proto3"
+	"\vDeleteSplit\x12).micromesh.registry.v1.DeleteSplitRequest\x1a*.micromesh.registry.v1.DeleteSplitResponse\x12^\n" +
+	"\tSetPolicy\x12'.micromesh.registry.v1.SetPolicyRequest\x1a(.micromesh.registry.v1.SetPolicyResponse\x12g\n" +
+	"\fDeletePolicy\x12*.micromesh.registry.v1.DeletePolicyRequest\x1a+.micromesh.registry.v1.DeletePolicyResponseB=Z;github.com/micromesh/micromesh/proto/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_registry_v1_registry_proto_rawDescOnce sync.Once
@@ -967,7 +1226,7 @@ func file_registry_v1_registry_proto_rawDescGZIP() []byte {
 	return file_registry_v1_registry_proto_rawDescData
 }
 
-var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_registry_v1_registry_proto_goTypes = []any{
 	(*Instance)(nil),             // 0: micromesh.registry.v1.Instance
 	(*RegisterRequest)(nil),      // 1: micromesh.registry.v1.RegisterRequest
@@ -979,41 +1238,54 @@ var file_registry_v1_registry_proto_goTypes = []any{
 	(*ListServicesRequest)(nil),  // 7: micromesh.registry.v1.ListServicesRequest
 	(*Service)(nil),              // 8: micromesh.registry.v1.Service
 	(*ListServicesResponse)(nil), // 9: micromesh.registry.v1.ListServicesResponse
-	(*Split)(nil),                // 10: micromesh.registry.v1.Split
-	(*VersionWeight)(nil),        // 11: micromesh.registry.v1.VersionWeight
-	(*SetSplitRequest)(nil),      // 12: micromesh.registry.v1.SetSplitRequest
-	(*SetSplitResponse)(nil),     // 13: micromesh.registry.v1.SetSplitResponse
-	(*DeleteSplitRequest)(nil),   // 14: micromesh.registry.v1.DeleteSplitRequest
-	(*DeleteSplitResponse)(nil),  // 15: micromesh.registry.v1.DeleteSplitResponse
-	nil,                          // 16: micromesh.registry.v1.Instance.MetadataEntry
-	(*durationpb.Duration)(nil),  // 17: google.protobuf.Duration
+	(*Policy)(nil),               // 10: micromesh.registry.v1.Policy
+	(*SetPolicyRequest)(nil),     // 11: micromesh.registry.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),    // 12: micromesh.registry.v1.SetPolicyResponse
+	(*DeletePolicyRequest)(nil),  // 13: micromesh.registry.v1.DeletePolicyRequest
+	(*DeletePolicyResponse)(nil), // 14: micromesh.registry.v1.DeletePolicyResponse
+	(*Split)(nil),                // 15: micromesh.registry.v1.Split
+	(*VersionWeight)(nil),        // 16: micromesh.registry.v1.VersionWeight
+	(*SetSplitRequest)(nil),      // 17: micromesh.registry.v1.SetSplitRequest
+	(*SetSplitResponse)(nil),     // 18: micromesh.registry.v1.SetSplitResponse
+	(*DeleteSplitRequest)(nil),   // 19: micromesh.registry.v1.DeleteSplitRequest
+	(*DeleteSplitResponse)(nil),  // 20: micromesh.registry.v1.DeleteSplitResponse
+	nil,                          // 21: micromesh.registry.v1.Instance.MetadataEntry
+	nil,                          // 22: micromesh.registry.v1.Policy.KeysEntry
+	(*durationpb.Duration)(nil),  // 23: google.protobuf.Duration
 }
 var file_registry_v1_registry_proto_depIdxs = []int32{
-	16, // 0: micromesh.registry.v1.Instance.metadata:type_name -> micromesh.registry.v1.Instance.MetadataEntry
-	17, // 1: micromesh.registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	21, // 0: micromesh.registry.v1.Instance.metadata:type_name -> micromesh.registry.v1.Instance.MetadataEntry
+	23, // 1: micromesh.registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
 	0,  // 2: micromesh.registry.v1.RegisterRequest.instance:type_name -> micromesh.registry.v1.Instance
 	0,  // 3: micromesh.registry.v1.Service.instances:type_name -> micromesh.registry.v1.Instance
 	8,  // 4: micromesh.registry.v1.ListServicesResponse.services:type_name -> micromesh.registry.v1.Service
-	10, // 5: micromesh.registry.v1.ListServicesResponse.splits:type_name -> micromesh.registry.v1.Split
-	11, // 6: micromesh.registry.v1.Split.versions:type_name -> micromesh.registry.v1.VersionWeight
-	10, // 7: micromesh.registry.v1.SetSplitRequest.split:type_name -> micromesh.registry.v1.Split
-	1,  // 8: micromesh.registry.v1.RegistryService.Register:input_type -> micromesh.registry.v1.RegisterRequest
-	3,  // 9: micromesh.registry.v1.RegistryService.Deregister:input_type -> micromesh.registry.v1.DeregisterRequest
-	5,  // 10: micromesh.registry.v1.RegistryService.Heartbeat:input_type -> micromesh.registry.v1.HeartbeatRequest
-	7,  // 11: micromesh.registry.v1.RegistryService.ListServices:input_type -> micromesh.registry.v1.ListServicesRequest
-	12, // 12: micromesh.registry.v1.RegistryService.SetSplit:input_type -> micromesh.registry.v1.SetSplitRequest
-	14, // 13: micromesh.registry.v1.RegistryService.DeleteSplit:input_type -> micromesh.registry.v1.DeleteSplitRequest
-	2,  // 14: micromesh.registry.v1.RegistryService.Register:output_type -> micromesh.registry.v1.RegisterResponse
-	4,  // 15: micromesh.registry.v1.RegistryService.Deregister:output_type -> micromesh.registry.v1.DeregisterResponse
-	6,  // 16: micromesh.registry.v1.RegistryService.Heartbeat:output_type -> micromesh.registry.v1.HeartbeatResponse
-	9,  // 17: micromesh.registry.v1.RegistryService.ListServices:output_type -> micromesh.registry.v1.ListServicesResponse
-	13, // 18: micromesh.registry.v1.RegistryService.SetSplit:output_type -> micromesh.registry.v1.SetSplitResponse
-	15, // 19: micromesh.registry.v1.RegistryService.DeleteSplit:output_type -> micromesh.registry.v1.DeleteSplitResponse
-	14, // [14:20] is the sub-list for method output_type
-	8,  // [8:14] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	15, // 5: micromesh.registry.v1.ListServicesResponse.splits:type_name -> micromesh.registry.v1.Split
+	10, // 6: micromesh.registry.v1.ListServicesResponse.policies:type_name -> micromesh.registry.v1.Policy
+	22, // 7: micromesh.registry.v1.Policy.keys:type_name -> micromesh.registry.v1.Policy.KeysEntry
+	10, // 8: micromesh.registry.v1.SetPolicyRequest.policy:type_name -> micromesh.registry.v1.Policy
+	16, // 9: micromesh.registry.v1.Split.versions:type_name -> micromesh.registry.v1.VersionWeight
+	15, // 10: micromesh.registry.v1.SetSplitRequest.split:type_name -> micromesh.registry.v1.Split
+	1,  // 11: micromesh.registry.v1.RegistryService.Register:input_type -> micromesh.registry.v1.RegisterRequest
+	3,  // 12: micromesh.registry.v1.RegistryService.Deregister:input_type -> micromesh.registry.v1.DeregisterRequest
+	5,  // 13: micromesh.registry.v1.RegistryService.Heartbeat:input_type -> micromesh.registry.v1.HeartbeatRequest
+	7,  // 14: micromesh.registry.v1.RegistryService.ListServices:input_type -> micromesh.registry.v1.ListServicesRequest
+	17, // 15: micromesh.registry.v1.RegistryService.SetSplit:input_type -> micromesh.registry.v1.SetSplitRequest
+	19, // 16: micromesh.registry.v1.RegistryService.DeleteSplit:input_type -> micromesh.registry.v1.DeleteSplitRequest
+	11, // 17: micromesh.registry.v1.RegistryService.SetPolicy:input_type -> micromesh.registry.v1.SetPolicyRequest
+	13, // 18: micromesh.registry.v1.RegistryService.DeletePolicy:input_type -> micromesh.registry.v1.DeletePolicyRequest
+	2,  // 19: micromesh.registry.v1.RegistryService.Register:output_type -> micromesh.registry.v1.RegisterResponse
+	4,  // 20: micromesh.registry.v1.RegistryService.Deregister:output_type -> micromesh.registry.v1.DeregisterResponse
+	6,  // 21: micromesh.registry.v1.RegistryService.Heartbeat:output_type -> micromesh.registry.v1.HeartbeatResponse
+	9,  // 22: micromesh.registry.v1.RegistryService.ListServices:output_type -> micromesh.registry.v1.ListServicesResponse
+	18, // 23: micromesh.registry.v1.RegistryService.SetSplit:output_type -> micromesh.registry.v1.SetSplitResponse
+	20, // 24: micromesh.registry.v1.RegistryService.DeleteSplit:output_type -> micromesh.registry.v1.DeleteSplitResponse
+	12, // 25: micromesh.registry.v1.RegistryService.SetPolicy:output_type -> micromesh.registry.v1.SetPolicyResponse
+	14, // 26: micromesh.registry.v1.RegistryService.DeletePolicy:output_type -> micromesh.registry.v1.DeletePolicyResponse
+	19, // [19:27] is the sub-list for method output_type
+	11, // [11:19] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_registry_proto_init() }
@@ -1027,7 +1299,7 @@ func file_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_registry_proto_rawDesc), len(file_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

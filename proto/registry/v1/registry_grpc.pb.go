@@ -31,6 +31,8 @@ const (
 	RegistryService_ListServices_FullMethodName = "/micromesh.registry.v1.RegistryService/ListServices"
 	RegistryService_SetSplit_FullMethodName     = "/micromesh.registry.v1.RegistryService/SetSplit"
 	RegistryService_DeleteSplit_FullMethodName  = "/micromesh.registry.v1.RegistryService/DeleteSplit"
+	RegistryService_SetPolicy_FullMethodName    = "/micromesh.registry.v1.RegistryService/SetPolicy"
+	RegistryService_DeletePolicy_FullMethodName = "/micromesh.registry.v1.RegistryService/DeletePolicy"
 )
 
 // RegistryServiceClient is the client API for RegistryService service.
@@ -57,6 +59,16 @@ type RegistryServiceClient interface {
 	// DeleteSplit removes a service's split: its callers then use every
 	// instance alike. NOT_FOUND if it has none.
 	DeleteSplit(ctx context.Context, in *DeleteSplitRequest, opts ...grpc.CallOption) (*DeleteSplitResponse, error)
+	// SetPolicy sets an operator's traffic policy for a service at run time
+	// (timeouts, retries, breakers, faults… as --policy takes them), over
+	// what its instances registered, key by key; it replaces the policy the
+	// operator set before. Errors: INVALID_ARGUMENT (names, keys, values,
+	// a policy the control plane cannot apply), PERMISSION_DENIED (not the
+	// caller's service), UNAVAILABLE.
+	SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*SetPolicyResponse, error)
+	// DeletePolicy removes a service's operator policy: its instances' own
+	// applies again. NOT_FOUND if it has none.
+	DeletePolicy(ctx context.Context, in *DeletePolicyRequest, opts ...grpc.CallOption) (*DeletePolicyResponse, error)
 }
 
 type registryServiceClient struct {
@@ -127,6 +139,26 @@ func (c *registryServiceClient) DeleteSplit(ctx context.Context, in *DeleteSplit
 	return out, nil
 }
 
+func (c *registryServiceClient) SetPolicy(ctx context.Context, in *SetPolicyRequest, opts ...grpc.CallOption) (*SetPolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetPolicyResponse)
+	err := c.cc.Invoke(ctx, RegistryService_SetPolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) DeletePolicy(ctx context.Context, in *DeletePolicyRequest, opts ...grpc.CallOption) (*DeletePolicyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeletePolicyResponse)
+	err := c.cc.Invoke(ctx, RegistryService_DeletePolicy_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RegistryServiceServer is the server API for RegistryService service.
 // All implementations must embed UnimplementedRegistryServiceServer
 // for forward compatibility.
@@ -151,6 +183,16 @@ type RegistryServiceServer interface {
 	// DeleteSplit removes a service's split: its callers then use every
 	// instance alike. NOT_FOUND if it has none.
 	DeleteSplit(context.Context, *DeleteSplitRequest) (*DeleteSplitResponse, error)
+	// SetPolicy sets an operator's traffic policy for a service at run time
+	// (timeouts, retries, breakers, faults… as --policy takes them), over
+	// what its instances registered, key by key; it replaces the policy the
+	// operator set before. Errors: INVALID_ARGUMENT (names, keys, values,
+	// a policy the control plane cannot apply), PERMISSION_DENIED (not the
+	// caller's service), UNAVAILABLE.
+	SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error)
+	// DeletePolicy removes a service's operator policy: its instances' own
+	// applies again. NOT_FOUND if it has none.
+	DeletePolicy(context.Context, *DeletePolicyRequest) (*DeletePolicyResponse, error)
 	mustEmbedUnimplementedRegistryServiceServer()
 }
 
@@ -178,6 +220,12 @@ func (UnimplementedRegistryServiceServer) SetSplit(context.Context, *SetSplitReq
 }
 func (UnimplementedRegistryServiceServer) DeleteSplit(context.Context, *DeleteSplitRequest) (*DeleteSplitResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteSplit not implemented")
+}
+func (UnimplementedRegistryServiceServer) SetPolicy(context.Context, *SetPolicyRequest) (*SetPolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetPolicy not implemented")
+}
+func (UnimplementedRegistryServiceServer) DeletePolicy(context.Context, *DeletePolicyRequest) (*DeletePolicyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeletePolicy not implemented")
 }
 func (UnimplementedRegistryServiceServer) mustEmbedUnimplementedRegistryServiceServer() {}
 func (UnimplementedRegistryServiceServer) testEmbeddedByValue()                         {}
@@ -308,6 +356,42 @@ func _RegistryService_DeleteSplit_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RegistryService_SetPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).SetPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_SetPolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).SetPolicy(ctx, req.(*SetPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RegistryService_DeletePolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeletePolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).DeletePolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_DeletePolicy_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).DeletePolicy(ctx, req.(*DeletePolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RegistryService_ServiceDesc is the grpc.ServiceDesc for RegistryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -338,6 +422,14 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteSplit",
 			Handler:    _RegistryService_DeleteSplit_Handler,
+		},
+		{
+			MethodName: "SetPolicy",
+			Handler:    _RegistryService_SetPolicy_Handler,
+		},
+		{
+			MethodName: "DeletePolicy",
+			Handler:    _RegistryService_DeletePolicy_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
