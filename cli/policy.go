@@ -73,6 +73,17 @@ func operatorPolicy(ctx context.Context, client registryv1.RegistryServiceClient
 	return nil, nil
 }
 
+// putPolicy makes keys the operator's policy of a service: removed when
+// empty.
+func putPolicy(ctx context.Context, client registryv1.RegistryServiceClient, ns, service string, keys map[string]string) error {
+	if len(keys) == 0 {
+		_, err := client.DeletePolicy(ctx, &registryv1.DeletePolicyRequest{Service: service, Namespace: ns})
+		return err
+	}
+	_, err := client.SetPolicy(ctx, &registryv1.SetPolicyRequest{Policy: &registryv1.Policy{Service: service, Namespace: ns, Keys: keys}})
+	return err
+}
+
 func newPolicySetCommand(g *globalOptions, s Streams) *cobra.Command {
 	var namespace, controlPlane string
 	cmd := &cobra.Command{
@@ -103,8 +114,7 @@ func newPolicySetCommand(g *globalOptions, s Streams) *cobra.Command {
 					out.Keys = map[string]string{}
 				}
 				maps.Copy(out.Keys, keys)
-				_, err = client.SetPolicy(ctx, &registryv1.SetPolicyRequest{Policy: &registryv1.Policy{Service: p.Service, Namespace: p.Namespace, Keys: out.Keys}})
-				return err
+				return putPolicy(ctx, client, p.Namespace, p.Service, out.Keys)
 			})
 			if err != nil {
 				return err
@@ -112,8 +122,7 @@ func newPolicySetCommand(g *globalOptions, s Streams) *cobra.Command {
 			return render(s.Out, g.output, out, out.text)
 		},
 	}
-	cmd.Flags().StringVarP(&namespace, "namespace", "n", identity.DefaultNamespace, "namespace of the service")
-	cmd.Flags().StringVar(&controlPlane, "controlplane", "", "control plane address (default: the local server)")
+	targetFlags(cmd, &namespace, &controlPlane)
 	return cmd
 }
 
@@ -137,8 +146,7 @@ func newPolicyClearCommand(g *globalOptions, s Streams) *cobra.Command {
 			err := withAdmin(cmd.Context(), g, controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
 				client := registryv1.NewRegistryServiceClient(conn)
 				if len(drop) == 0 {
-					_, err := client.DeletePolicy(ctx, &registryv1.DeletePolicyRequest{Service: service, Namespace: namespace})
-					return err
+					return putPolicy(ctx, client, namespace, service, nil)
 				}
 				cur, err := operatorPolicy(ctx, client, namespace, service)
 				if err != nil {
@@ -156,12 +164,7 @@ func newPolicyClearCommand(g *globalOptions, s Streams) *cobra.Command {
 				for _, k := range drop {
 					delete(out.Keys, k)
 				}
-				if len(out.Keys) == 0 {
-					_, err = client.DeletePolicy(ctx, &registryv1.DeletePolicyRequest{Service: service, Namespace: namespace})
-					return err
-				}
-				_, err = client.SetPolicy(ctx, &registryv1.SetPolicyRequest{Policy: &registryv1.Policy{Service: service, Namespace: namespace, Keys: out.Keys}})
-				return err
+				return putPolicy(ctx, client, namespace, service, out.Keys)
 			})
 			if err != nil {
 				return err
@@ -169,7 +172,6 @@ func newPolicyClearCommand(g *globalOptions, s Streams) *cobra.Command {
 			return render(s.Out, g.output, out, out.text)
 		},
 	}
-	cmd.Flags().StringVarP(&namespace, "namespace", "n", identity.DefaultNamespace, "namespace of the service")
-	cmd.Flags().StringVar(&controlPlane, "controlplane", "", "control plane address (default: the local server)")
+	targetFlags(cmd, &namespace, &controlPlane)
 	return cmd
 }

@@ -118,10 +118,16 @@ func newSplitSetCommand(g *globalOptions, s Streams) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVarP(&o.namespace, "namespace", "n", identity.DefaultNamespace, "namespace of the service")
+	targetFlags(cmd, &o.namespace, &o.controlPlane)
 	cmd.Flags().StringVar(&o.header, "header", "", "a request header whose value, a version the split names, sends the request to that version whatever the shares")
-	cmd.Flags().StringVar(&o.controlPlane, "controlplane", "", "control plane address (default: the local server)")
 	return cmd
+}
+
+// targetFlags adds the flags of a command on one service: its namespace
+// and the control plane.
+func targetFlags(cmd *cobra.Command, namespace, controlPlane *string) {
+	cmd.Flags().StringVarP(namespace, "namespace", "n", identity.DefaultNamespace, "namespace of the service")
+	cmd.Flags().StringVar(controlPlane, "controlplane", "", "control plane address (default: the local server)")
 }
 
 // headerNote says what a split's version header does ("" for none).
@@ -185,7 +191,6 @@ func newSplitClearCommand(g *globalOptions, s Streams) *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVarP(&namespace, "namespace", "n", identity.DefaultNamespace, "namespace of the service")
-	cmd.Flags().StringVar(&controlPlane, "controlplane", "", "control plane address (default: the local server)")
+	targetFlags(cmd, &namespace, &controlPlane)
 	return cmd
 }

@@ -217,19 +217,27 @@ func (a *registryAPI) SetPolicy(ctx context.Context, req *registryv1.SetPolicyRe
 }
 
 func (a *registryAPI) DeletePolicy(ctx context.Context, req *registryv1.DeletePolicyRequest) (*registryv1.DeletePolicyResponse, error) {
+	if err := a.remove(ctx, "policy", req.GetNamespace(), req.GetService(), a.reg.DeletePolicy); err != nil {
+		return nil, err
+	}
+	return &registryv1.DeletePolicyResponse{}, nil
+}
+
+// remove removes what the registry keeps for a service (what: "split",
+// "policy") with del, for a caller that may act on the service.
+func (a *registryAPI) remove(ctx context.Context, what, ns, service string, del func(ctx context.Context, ns, service string) error) error {
 	caller, err := a.caller(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ns, err := serviceOf(caller, req.GetNamespace(), req.GetService())
-	if err != nil {
-		return nil, err
+	if ns, err = serviceOf(caller, ns, service); err != nil {
+		return err
 	}
-	if err := a.reg.DeletePolicy(ctx, ns, req.GetService()); err != nil {
-		return nil, registryStatus(err)
+	if err := del(ctx, ns, service); err != nil {
+		return registryStatus(err)
 	}
-	a.log.Info("policy removed", "service", req.GetService(), "namespace", ns, "by", caller.String())
-	return &registryv1.DeletePolicyResponse{}, nil
+	a.log.Info(what+" removed", "service", service, "namespace", ns, "by", caller.String())
+	return nil
 }
 
 // serviceOf checks a request's service and namespace (default when empty)
@@ -274,18 +282,9 @@ func (a *registryAPI) SetSplit(ctx context.Context, req *registryv1.SetSplitRequ
 }
 
 func (a *registryAPI) DeleteSplit(ctx context.Context, req *registryv1.DeleteSplitRequest) (*registryv1.DeleteSplitResponse, error) {
-	caller, err := a.caller(ctx)
-	if err != nil {
+	if err := a.remove(ctx, "split", req.GetNamespace(), req.GetService(), a.reg.DeleteSplit); err != nil {
 		return nil, err
 	}
-	ns, err := serviceOf(caller, req.GetNamespace(), req.GetService())
-	if err != nil {
-		return nil, err
-	}
-	if err := a.reg.DeleteSplit(ctx, ns, req.GetService()); err != nil {
-		return nil, registryStatus(err)
-	}
-	a.log.Info("split removed", "service", req.GetService(), "namespace", ns, "by", caller.String())
 	return &registryv1.DeleteSplitResponse{}, nil
 }
 

@@ -4,45 +4,17 @@ import (
 	"context"
 	"errors"
 	"maps"
-	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/micromesh/micromesh/controlplane/registry"
 )
 
-// policiesIn returns the operator policies of snapshot s in namespace ns.
-func policiesIn(s registry.Snapshot, ns string) []registry.Policy {
-	var out []registry.Policy
-	for _, p := range s.Policies {
-		if p.Namespace == ns {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 // waitForPolicies reads snapshots until ns's policies are want.
 func waitForPolicies(t *testing.T, ch <-chan registry.Snapshot, ns, what string, want []registry.Policy) {
 	t.Helper()
-	deadline := time.NewTimer(Within)
-	defer deadline.Stop()
-	var last []registry.Policy
-	for {
-		select {
-		case s, ok := <-ch:
-			if !ok {
-				t.Fatalf("watch closed while waiting for %s", what)
-			}
-			last = policiesIn(s, ns)
-			if slices.EqualFunc(last, want, func(a, b registry.Policy) bool { return a.Service == b.Service && maps.Equal(a.Keys, b.Keys) }) {
-				return
-			}
-		case <-deadline.C:
-			t.Fatalf("watch did not show %s within %v: policies %+v, want %+v", what, Within, last, want)
-		}
-	}
+	waitForKept(t, ch, ns, what, want, func(s registry.Snapshot) []registry.Policy { return s.Policies },
+		func(a, b registry.Policy) bool { return a.Service == b.Service && maps.Equal(a.Keys, b.Keys) })
 }
 
 // Operator policies are kept per service beside the instances: set,
@@ -104,7 +76,7 @@ func testInvalidPolicies(t *testing.T, r registry.Registry) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := policiesIn(s, ns); len(got) != 0 {
+	if got := inNamespace(s.Policies, ns); len(got) != 0 {
 		t.Errorf("invalid policies left %+v", got)
 	}
 	if err := r.DeletePolicy(ctxT(t), ns, "web"); !errors.Is(err, registry.ErrNotFound) {

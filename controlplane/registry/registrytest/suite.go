@@ -263,39 +263,49 @@ func testNamespaces(t *testing.T, r registry.Registry) {
 	}
 }
 
-// splitsIn returns the splits of snapshot s in namespace ns.
-func splitsIn(s registry.Snapshot, ns string) []registry.Split {
-	var out []registry.Split
-	for _, sp := range s.Splits {
-		if sp.Namespace == ns {
-			out = append(out, sp)
+// inNamespace returns the splits or policies of namespace ns.
+func inNamespace[T registry.PerService](vs []T, ns string) []T {
+	var out []T
+	for _, v := range vs {
+		if n, _ := v.ServiceOf(); n == ns {
+			out = append(out, v)
 		}
 	}
 	return out
 }
 
-// waitForSplits reads snapshots until ns's splits are want.
-func waitForSplits(t *testing.T, ch <-chan registry.Snapshot, ns, what string, want []registry.Split) {
+func splitsIn(s registry.Snapshot, ns string) []registry.Split { return inNamespace(s.Splits, ns) }
+
+// waitForKept reads snapshots until what of reads of ns in one (splits,
+// policies) equals want.
+func waitForKept[T registry.PerService](t *testing.T, ch <-chan registry.Snapshot, ns, what string, want []T,
+	of func(registry.Snapshot) []T, equal func(a, b T) bool) {
 	t.Helper()
 	deadline := time.NewTimer(Within)
 	defer deadline.Stop()
-	var last []registry.Split
+	var last []T
 	for {
 		select {
 		case s, ok := <-ch:
 			if !ok {
 				t.Fatalf("watch closed while waiting for %s", what)
 			}
-			last = splitsIn(s, ns)
-			if slices.EqualFunc(last, want, func(a, b registry.Split) bool {
-				return a.Service == b.Service && a.Header == b.Header && slices.Equal(a.Versions, b.Versions)
-			}) {
+			last = inNamespace(of(s), ns)
+			if slices.EqualFunc(last, want, equal) {
 				return
 			}
 		case <-deadline.C:
-			t.Fatalf("watch did not show %s within %v: splits %+v, want %+v", what, Within, last, want)
+			t.Fatalf("watch did not show %s within %v: %+v, want %+v", what, Within, last, want)
 		}
 	}
+}
+
+// waitForSplits reads snapshots until ns's splits are want.
+func waitForSplits(t *testing.T, ch <-chan registry.Snapshot, ns, what string, want []registry.Split) {
+	t.Helper()
+	waitForKept(t, ch, ns, what, want, func(s registry.Snapshot) []registry.Split { return s.Splits }, func(a, b registry.Split) bool {
+		return a.Service == b.Service && a.Header == b.Header && slices.Equal(a.Versions, b.Versions)
+	})
 }
 
 func testSplits(t *testing.T, r registry.Registry) {
