@@ -18,9 +18,12 @@ const FaultFilter = wellknown.Fault
 // (Envoy's documentation asks for it before any other filter): with no
 // fault of its own, so only routes with settings of their own inject any.
 // It is always there, so that a fault set or cleared changes routes only
-// (an Envoy listener update would drain connections).
+// (an Envoy listener update would drain connections). It is optional: a
+// proxy that has no fault filter (a built-in sidecar older than it) runs
+// the listener without it instead of refusing the listener — it then
+// refuses only the routes of a service with a fault, and keeps its last.
 func faultFilter() *hcm.HttpFilter {
-	return &hcm.HttpFilter{Name: FaultFilter, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: toAny(&faultv3.HTTPFault{})}}
+	return &hcm.HttpFilter{Name: FaultFilter, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: toAny(&faultv3.HTTPFault{})}, IsOptional: true}
 }
 
 // faultConfig is a route's typed_per_filter_config for f, nil when f
