@@ -452,7 +452,7 @@ func compileRouteTable(rc *xdswire.RouteConfiguration) (*RouteTable, error) {
 				return nil, fmt.Errorf("virtual host %q, route %d: %w", vh.Name, i, err)
 			}
 			routes = append(routes, r)
-			t.HeaderConditions = t.HeaderConditions || len(r.Headers) > 0
+			t.HeaderConditions = t.HeaderConditions || readsHeaders(rt.Match)
 		}
 		for _, d := range vh.Domains {
 			switch {
@@ -478,27 +478,15 @@ func compileRoute(vh *xdswire.VirtualHost, rt *xdswire.Route) (*Route, error) {
 	case m.Unsupported != "":
 		return nil, fmt.Errorf("path match %s is not supported", m.Unsupported)
 	case m.Conditions != "":
-		return nil, fmt.Errorf("matching on %s is not supported (only the path)", m.Conditions)
-	case m.Prefix == nil && m.Path == nil:
-		return nil, errors.New("the route has no path match")
+		return nil, fmt.Errorf("matching on %s is not supported", m.Conditions)
 	}
 	r := &Route{VirtualHost: vh.Name}
-	if m.Prefix != nil {
-		r.Match = PathMatch{Path: *m.Prefix, Prefix: true}
-	} else {
-		r.Match = PathMatch{Path: *m.Path}
+	var err error
+	if r.Match, err = compilePathMatch(m); err != nil {
+		return nil, err
 	}
-	r.Match.Fold = m.CaseSensitive != nil && !*m.CaseSensitive
-	for _, h := range m.Headers {
-		if strings.HasPrefix(h.Name, ":") && h.Name != ":method" {
-			// :path is the path match's; :authority picked the virtual host.
-			return nil, fmt.Errorf("a route's header matcher on %s is not supported (only :method among pseudo-headers)", h.Name)
-		}
-		match, err := compileHeader(h)
-		if err != nil {
-			return nil, fmt.Errorf("route header matcher: %w", err)
-		}
-		r.Headers = append(r.Headers, match)
+	if r.Conditions, err = compileConditions(m); err != nil {
+		return nil, err
 	}
 	action := rt.Route
 	if rt.Unsupported != "" || action == nil || action.Unsupported != "" || (action.Cluster == "" && action.WeightedClusters == nil) {

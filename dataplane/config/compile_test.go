@@ -195,9 +195,12 @@ func TestCompileRefusesWhatItCannotHonour(t *testing.T) {
 		{"redirect route", func(r *envoyResources) {
 			r.Routes[0].VirtualHosts[0].Routes[0].Action = &route.Route_Redirect{Redirect: &route.RedirectAction{}}
 		}, "only routes to a named cluster"},
-		{"route matching on query parameters", func(r *envoyResources) {
-			r.Routes[0].VirtualHosts[0].Routes[0].Match.QueryParameters = []*route.QueryParameterMatcher{{Name: "canary"}}
-		}, "matching on query_parameters is not supported"},
+		{"route matching on the TLS context", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].Routes[0].Match.TlsContext = &route.RouteMatch_TlsContextMatchOptions{Presented: wrapperspb.Bool(true)}
+		}, "matching on tls_context is not supported"},
+		{"a query parameter matcher without a name", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].Routes[0].Match.QueryParameters = []*route.QueryParameterMatcher{{}}
+		}, "needs a name"},
 		{"route matching on :path as a header", func(r *envoyResources) {
 			r.Routes[0].VirtualHosts[0].Routes[0].Match.Headers = []*route.HeaderMatcher{{Name: ":path",
 				HeaderMatchSpecifier: &route.HeaderMatcher_PresentMatch{PresentMatch: true}}}
@@ -206,9 +209,15 @@ func TestCompileRefusesWhatItCannotHonour(t *testing.T) {
 			r.Routes[0].VirtualHosts[0].Routes[0].Match.Headers = []*route.HeaderMatcher{{Name: "x-n",
 				HeaderMatchSpecifier: &route.HeaderMatcher_RangeMatch{RangeMatch: &typev3.Int64Range{End: 1}}}}
 		}, "header matcher range_match is not supported"},
-		{"route matching by regex", func(r *envoyResources) {
-			r.Routes[0].VirtualHosts[0].Routes[0].Match.PathSpecifier = &route.RouteMatch_SafeRegex{SafeRegex: &matcher.RegexMatcher{Regex: "/.*"}}
-		}, "path match safe_regex is not supported"},
+		{"route matching by a regex that does not compile", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].Routes[0].Match.PathSpecifier = &route.RouteMatch_SafeRegex{SafeRegex: &matcher.RegexMatcher{Regex: "/(a"}}
+		}, `safe_regex "/(a"`},
+		{"a path-separated prefix ending in /", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].Routes[0].Match.PathSpecifier = &route.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: "/api/"}
+		}, "must start with / and hold no ?, # or trailing /"},
+		{"route matching by a path match policy", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].Routes[0].Match.PathSpecifier = &route.RouteMatch_PathMatchPolicy{PathMatchPolicy: &core.TypedExtensionConfig{Name: "uri_template"}}
+		}, "path match path_match_policy is not supported"},
 		{"virtual host without routes", func(r *envoyResources) { r.Routes[0].VirtualHosts[0].Routes = nil }, "has no routes"},
 		{"success-rate outlier detection", func(r *envoyResources) {
 			r.Clusters[0].OutlierDetection.EnforcingSuccessRate = wrapperspb.UInt32(100)

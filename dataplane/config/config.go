@@ -6,6 +6,7 @@ package config
 
 import (
 	"net"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -135,8 +136,8 @@ type RouteTable struct {
 	wildcard []*Route // "*"
 	// Hosts lists the domains, for messages ("reachable: …").
 	Hosts []string
-	// HeaderConditions: some route matches on headers (LookupRequest needs
-	// the request's).
+	// HeaderConditions: some route's conditions read headers
+	// (LookupRequest needs the request's).
 	HeaderConditions bool
 }
 
@@ -160,7 +161,7 @@ func (t *RouteTable) LookupRequest(host string, q Request) (r *Route, known bool
 		routes = t.wildcard
 	}
 	for _, r := range routes {
-		if r.Match.matches(q.Path) && r.headersMatch(q) {
+		if r.Match.matches(q.Path) && r.conditionsMatch(q) {
 			return r, true
 		}
 	}
@@ -176,18 +177,23 @@ func (t *RouteTable) Routes() []*Route {
 	return append(out, t.wildcard...)
 }
 
-// PathMatch is a route's condition on the path: an exact path or a prefix,
-// with or without case.
+// PathMatch is a route's condition on the path (without the query): an
+// exact path, a prefix, a prefix of whole segments (Envoy's
+// path_separated_prefix: "/api" takes "/api" and "/api/x", not "/apix"),
+// with or without case; or a regular expression the whole path matches
+// (Regex, with its source in Path).
 type PathMatch struct {
-	Path   string
-	Prefix bool // Path is a prefix
-	Fold   bool // case-insensitive
+	Path    string
+	Prefix  bool // Path is a prefix
+	Segment bool // Path is a prefix of whole segments
+	Fold    bool // case-insensitive
+	Regex   *regexp.Regexp
 }
 
-// headersMatch reports whether every header condition of r holds for q.
-func (r *Route) headersMatch(q Request) bool {
-	for _, h := range r.Headers {
-		if !h(q) {
+// conditionsMatch reports whether every condition of r holds for q.
+func (r *Route) conditionsMatch(q Request) bool {
+	for _, c := range r.Conditions {
+		if !c(q) {
 			return false
 		}
 	}
@@ -196,8 +202,13 @@ func (r *Route) headersMatch(q Request) bool {
 
 func (m PathMatch) matches(path string) bool {
 	switch {
-	case m.Prefix:
-		return len(path) >= len(m.Path) && (path[:len(m.Path)] == m.Path || m.Fold && strings.EqualFold(path[:len(m.Path)], m.Path))
+	case m.Regex != nil:
+		return m.Regex.MatchString(path)
+	case m.Prefix || m.Segment:
+		if len(path) < len(m.Path) || !(path[:len(m.Path)] == m.Path || m.Fold && strings.EqualFold(path[:len(m.Path)], m.Path)) {
+			return false
+		}
+		return !m.Segment || len(path) == len(m.Path) || path[len(m.Path)] == '/'
 	default:
 		return path == m.Path || m.Fold && strings.EqualFold(path, m.Path)
 	}
@@ -207,9 +218,10 @@ func (m PathMatch) matches(path string) bool {
 type Route struct {
 	VirtualHost string
 	Match       PathMatch
-	// Headers are conditions on the request's headers (Envoy's
-	// HeaderMatcher), all of which must hold.
-	Headers []func(Request) bool
+	// Conditions are what else the request must hold, all of them: its
+	// headers (Envoy's HeaderMatcher), query parameters, being gRPC, or
+	// falling in a share of the requests.
+	Conditions []func(Request) bool
 	// Cluster is where the route's requests go, or "" when Split picks
 	// one per request.
 	Cluster string

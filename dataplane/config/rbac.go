@@ -30,6 +30,9 @@ type Request struct {
 	// Header returns a header's values joined by "," (as Envoy matches
 	// them) and whether the request has it.
 	Header func(name string) (string, bool)
+	// Query is the request's raw query string (routes' query parameter
+	// conditions read it).
+	Query string
 }
 
 // HeaderOf is Request.Header over h (names in canonical or lower case).

@@ -378,7 +378,7 @@ func faultRequest(f *config.Fault, r *http.Request) config.Request {
 }
 
 func routeRequest(t *config.RouteTable, r *http.Request) config.Request {
-	q := config.Request{Method: r.Method, Path: r.URL.Path}
+	q := config.Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery}
 	if t != nil && t.HeaderConditions {
 		q.Header = config.HeaderOf(r.Header)
 	}

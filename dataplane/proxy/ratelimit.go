@@ -119,7 +119,8 @@ func keepLimits(prev *limits, cfg *config.Config) *limits {
 
 // routeName names a route across configs: its virtual host and match.
 func routeName(r *config.Route) string {
-	return fmt.Sprintf("%s %s %v %v", r.VirtualHost, r.Match.Path, r.Match.Prefix, r.Match.Fold)
+	m := r.Match
+	return fmt.Sprintf("%s %s %v %v %v %v", r.VirtualHost, m.Path, m.Prefix, m.Segment, m.Fold, m.Regex != nil)
 }
 
 // bucketFor is the bucket a request on route through a listener with rate

@@ -189,9 +189,8 @@ func TestRecordsWhatItDoesNotDecode(t *testing.T) {
 		{&rbac.Permission{Rule: &rbac.Permission_DestinationPort{DestinationPort: 80}}, func(m any) string { return m.(*Permission).Unsupported }, "destination_port"},
 		{&rbac.Principal{Identifier: &rbac.Principal_RemoteIp{RemoteIp: &core.CidrRange{AddressPrefix: "10.0.0.0"}}}, func(m any) string { return m.(*Principal).Unsupported }, "remote_ip"},
 		{&route.HeaderMatcher{Name: "a", HeaderMatchSpecifier: &route.HeaderMatcher_RangeMatch{RangeMatch: &typev3.Int64Range{End: 1}}}, func(m any) string { return m.(*HeaderMatcher).Unsupported }, "range_match"},
-		{&route.RouteMatch{PathSpecifier: &route.RouteMatch_SafeRegex{SafeRegex: &matcher.RegexMatcher{Regex: "x"}}}, func(m any) string { return m.(*RouteMatch).Unsupported }, "safe_regex"},
-		{&route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: "/x"}, QueryParameters: []*route.QueryParameterMatcher{{Name: "a"}}}, func(m any) string { return m.(*RouteMatch).Conditions }, "query_parameters"},
-		{&route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}, Grpc: &route.RouteMatch_GrpcRouteMatchOptions{}}, func(m any) string { return m.(*RouteMatch).Conditions }, "grpc"},
+		{&route.RouteMatch{PathSpecifier: &route.RouteMatch_ConnectMatcher_{ConnectMatcher: &route.RouteMatch_ConnectMatcher{}}}, func(m any) string { return m.(*RouteMatch).Unsupported }, "connect_matcher"},
+		{&route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: "/x"}, DynamicMetadata: []*matcher.MetadataMatcher{{Filter: "f"}}}, func(m any) string { return m.(*RouteMatch).Conditions }, "dynamic_metadata"},
 		{&route.Route{Action: &route.Route_Redirect{Redirect: &route.RedirectAction{}}}, func(m any) string { return m.(*Route).Unsupported }, "redirect"},
 		{&route.RouteAction{ClusterSpecifier: &route.RouteAction_ClusterHeader{ClusterHeader: "x"}}, func(m any) string { return m.(*RouteAction).Unsupported }, "cluster_header"},
 		{&tlsv3.Secret{Type: &tlsv3.Secret_GenericSecret{GenericSecret: &tlsv3.GenericSecret{}}}, func(m any) string { return m.(*Secret).Unsupported }, "generic_secret"},
@@ -449,5 +448,28 @@ func TestDecodesProtocolOptions(t *testing.T) {
 		if err := q.unmarshal(b); err != nil || q.Refused != want {
 			t.Errorf("enable_scone %v: refused %q, %v; want %q", v, q.Refused, err, want)
 		}
+	}
+}
+
+// TestDecodesRouteMatches: regex and segment-prefix paths, query
+// parameter matchers, gRPC and runtime-fraction conditions agree with
+// go-control-plane's reading.
+func TestDecodesRouteMatches(t *testing.T) {
+	action := &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "c"}}}
+	rc := decodeLike(t, &route.RouteConfiguration{Name: "r", VirtualHosts: []*route.VirtualHost{{Name: "v", Domains: []string{"*"}, Routes: []*route.Route{
+		{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_SafeRegex{SafeRegex: &matcher.RegexMatcher{Regex: "/v[0-9]+"}}}, Action: action},
+		{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: "/api"},
+			QueryParameters: []*route.QueryParameterMatcher{
+				{Name: "a", QueryParameterMatchSpecifier: &route.QueryParameterMatcher_StringMatch{StringMatch: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Prefix{Prefix: "x"}}}},
+				{Name: "b", QueryParameterMatchSpecifier: &route.QueryParameterMatcher_PresentMatch{PresentMatch: true}},
+			},
+			Grpc:            &route.RouteMatch_GrpcRouteMatchOptions{},
+			RuntimeFraction: &core.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{Numerator: 5, Denominator: typev3.FractionalPercent_TEN_THOUSAND}},
+		}, Action: action},
+	}}}}).(*RouteConfiguration)
+	m0, m1 := rc.VirtualHosts[0].Routes[0].Match, rc.VirtualHosts[0].Routes[1].Match
+	if m0.SafeRegex == nil || m0.SafeRegex.Regex != "/v[0-9]+" || m1.PathSeparatedPrefix == nil || len(m1.QueryParameters) != 2 || m1.GRPC == nil ||
+		m1.RuntimeFraction.DefaultValue.Of() != 0.0005 || m0.Unsupported != "" || m1.Conditions != "" {
+		t.Errorf("decoded %+v / %+v", m0, m1)
 	}
 }

@@ -147,13 +147,21 @@ func (m *Route) unmarshal(b []byte) error {
 // named in Unsupported; other conditions (query parameters, …) in
 // Conditions, so that a route is never taken for more than it says.
 type RouteMatch struct {
-	Prefix        *string          `json:"prefix,omitempty"`
-	Path          *string          `json:"path,omitempty"`
-	CaseSensitive *bool            `json:"caseSensitive,omitempty"`
-	Headers       []*HeaderMatcher `json:"headers,omitempty"`
-	Unsupported   string           `json:"-"` // another path specifier
-	Conditions    string           `json:"-"` // the first condition besides the path and headers
-	path          oneof
+	Prefix              *string                  `json:"prefix,omitempty"`
+	Path                *string                  `json:"path,omitempty"`
+	SafeRegex           *RegexMatcher            `json:"safeRegex,omitempty"`
+	PathSeparatedPrefix *string                  `json:"pathSeparatedPrefix,omitempty"`
+	CaseSensitive       *bool                    `json:"caseSensitive,omitempty"`
+	Headers             []*HeaderMatcher         `json:"headers,omitempty"`
+	QueryParameters     []*QueryParameterMatcher `json:"queryParameters,omitempty"`
+	// GRPC matches gRPC requests only (content-type application/grpc…).
+	GRPC *Unread `json:"grpc,omitempty"`
+	// RuntimeFraction matches a share of the requests (its runtime key
+	// overrides nothing: the proxy has no runtime).
+	RuntimeFraction *RuntimeFractionalPercent `json:"runtimeFraction,omitempty"`
+	Unsupported     string                    `json:"-"` // another path specifier
+	Conditions      string                    `json:"-"` // the first condition the proxy does not read
+	path            oneof
 }
 
 func (m *RouteMatch) unmarshal(b []byte) error {
@@ -164,7 +172,7 @@ func (m *RouteMatch) unmarshal(b []byte) error {
 				return nil
 			}
 			if m.path.to(f.num) {
-				m.Prefix, m.Path, m.Unsupported = nil, nil, ""
+				m.Prefix, m.Path, m.SafeRegex, m.PathSeparatedPrefix, m.Unsupported = nil, nil, nil, nil, ""
 			}
 		}
 		switch f.num {
@@ -172,19 +180,25 @@ func (m *RouteMatch) unmarshal(b []byte) error {
 			return f.strOpt(&m.Prefix)
 		case 2:
 			return f.strOpt(&m.Path)
+		case 10:
+			return msg(f, &m.SafeRegex)
+		case 14:
+			return f.strOpt(&m.PathSeparatedPrefix)
 		case 4:
 			return f.boolValue(&m.CaseSensitive)
 		case 6:
 			return msgs(f, &m.Headers)
-		case 10:
-			m.Unsupported = "safe_regex"
+		case 7:
+			return msgs(f, &m.QueryParameters)
+		case 8:
+			return msg(f, &m.GRPC)
+		case 9:
+			return msg(f, &m.RuntimeFraction)
 		case 12:
 			m.Unsupported = "connect_matcher"
-		case 14:
-			m.Unsupported = "path_separated_prefix"
 		case 15:
 			m.Unsupported = "path_match_policy"
-		case 7, 8, 9, 11, 13, 16:
+		case 11, 13, 16:
 			if m.Conditions == "" {
 				m.Conditions = routeConditions[f.num]
 			}
@@ -193,10 +207,32 @@ func (m *RouteMatch) unmarshal(b []byte) error {
 	})
 }
 
-// routeConditions names RouteMatch's conditions besides the path and
-// headers.
-var routeConditions = map[protowire.Number]string{
-	7: "query_parameters", 8: "grpc", 9: "runtime_fraction", 11: "tls_context", 13: "dynamic_metadata", 16: "filter_state",
+// routeConditions names RouteMatch's conditions the proxy does not read.
+var routeConditions = map[protowire.Number]string{11: "tls_context", 13: "dynamic_metadata", 16: "filter_state"}
+
+// QueryParameterMatcher is envoy.config.route.v3.QueryParameterMatcher.
+type QueryParameterMatcher struct {
+	Name         string         `json:"name,omitempty"`
+	StringMatch  *StringMatcher `json:"stringMatch,omitempty"`
+	PresentMatch *bool          `json:"presentMatch,omitempty"`
+	specifier    oneof
+}
+
+func (m *QueryParameterMatcher) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if (f.num == 5 || f.num == 6) && f.member(6) && m.specifier.to(f.num) {
+			m.StringMatch, m.PresentMatch = nil, nil
+		}
+		switch f.num {
+		case 1:
+			return f.str(&m.Name)
+		case 5:
+			return msg(f, &m.StringMatch)
+		case 6:
+			return f.boolOpt(&m.PresentMatch)
+		}
+		return nil
+	})
 }
 
 // RouteAction is envoy.config.route.v3.RouteAction.
