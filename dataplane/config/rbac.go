@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/micromesh/micromesh/dataplane/xdswire"
@@ -257,28 +258,49 @@ func compileHeader(h *xdswire.HeaderMatcher) (permission, error) {
 		return q.Header(name)
 	}
 	var m func(v string, present bool) bool
+	value := func(match func(string) bool) func(v string, present bool) bool {
+		return func(v string, present bool) bool {
+			// Missing: no match, inverted or not, unless read as "".
+			return (present || h.TreatMissingAsEmpty) && match(v) != h.InvertMatch
+		}
+	}
+	sm := h.StringMatch
+	switch { // the deprecated specifiers, as the string matcher reads them
+	case h.ExactMatch != nil:
+		sm = &xdswire.StringMatcher{Exact: h.ExactMatch}
+	case h.PrefixMatch != nil:
+		sm = &xdswire.StringMatcher{Prefix: h.PrefixMatch}
+	case h.SuffixMatch != nil:
+		sm = &xdswire.StringMatcher{Suffix: h.SuffixMatch}
+	case h.ContainsMatch != nil:
+		sm = &xdswire.StringMatcher{Contains: h.ContainsMatch}
+	case h.SafeRegexMatch != nil:
+		sm = &xdswire.StringMatcher{SafeRegex: h.SafeRegexMatch}
+	}
 	switch {
-	case h.Unsupported != "":
-		return nil, fmt.Errorf("header matcher %s is not supported", h.Unsupported)
-	case h.StringMatch != nil:
-		sm, err := compileString(h.StringMatch)
+	case sm != nil:
+		match, err := compileString(sm)
 		if err != nil {
 			return nil, err
 		}
-		m = func(v string, present bool) bool {
-			// Missing: no match, inverted or not, unless read as "".
-			return (present || h.TreatMissingAsEmpty) && sm(v) != h.InvertMatch
-		}
-	case h.PresentMatch != nil:
-		want := *h.PresentMatch
+		m = value(match)
+	case h.RangeMatch != nil:
+		// Envoy: the value is a base-10 integer in [start, end).
+		lo, hi := h.RangeMatch.Start, h.RangeMatch.End
+		m = value(func(v string) bool {
+			n, err := strconv.ParseInt(v, 10, 64)
+			return err == nil && n >= lo && n < hi
+		})
+	default:
+		// present_match, or no specifier at all: Envoy reads a bare name as
+		// present_match true.
+		want := h.PresentMatch == nil || *h.PresentMatch
 		m = func(_ string, present bool) bool {
 			if !present && !h.TreatMissingAsEmpty {
 				return !want != h.InvertMatch
 			}
 			return want != h.InvertMatch // present (or read as ""): Envoy's present_match is then its own value
 		}
-	default:
-		return nil, fmt.Errorf("header matcher for %q matches nothing", h.Name)
 	}
 	return func(q Request) bool { return m(get(q)) }, nil
 }

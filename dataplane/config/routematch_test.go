@@ -108,3 +108,39 @@ func TestRouteRuntimeFraction(t *testing.T) {
 		t.Errorf("50%% of 10,000 requests: %d matched", n)
 	}
 }
+
+// Header matchers of every kind Envoy reads: a range of integers
+// [start, end), the deprecated string specifiers, a bare name (present).
+func TestHeaderMatcherKindsAsEnvoys(t *testing.T) {
+	str := func(s string) *string { return &s }
+	for _, tc := range []struct {
+		name  string
+		h     xdswire.HeaderMatcher
+		value string // "" with present false: missing
+		miss  bool
+		want  bool
+	}{
+		{"in range", xdswire.HeaderMatcher{Name: "n", RangeMatch: &xdswire.Int64Range{Start: -5, End: 10}}, "-5", false, true},
+		{"at the range's end", xdswire.HeaderMatcher{Name: "n", RangeMatch: &xdswire.Int64Range{Start: -5, End: 10}}, "10", false, false},
+		{"not a number", xdswire.HeaderMatcher{Name: "n", RangeMatch: &xdswire.Int64Range{Start: -5, End: 10}}, "3.0", false, false},
+		{"out of range, inverted", xdswire.HeaderMatcher{Name: "n", RangeMatch: &xdswire.Int64Range{End: 10}, InvertMatch: true}, "12", false, true},
+		{"deprecated exact", xdswire.HeaderMatcher{Name: "n", ExactMatch: str("v1")}, "v1", false, true},
+		{"deprecated exact, case", xdswire.HeaderMatcher{Name: "n", ExactMatch: str("v1")}, "V1", false, false},
+		{"deprecated prefix", xdswire.HeaderMatcher{Name: "n", PrefixMatch: str("v")}, "v2", false, true},
+		{"deprecated suffix", xdswire.HeaderMatcher{Name: "n", SuffixMatch: str("-beta")}, "v2-beta", false, true},
+		{"deprecated contains", xdswire.HeaderMatcher{Name: "n", ContainsMatch: str("can")}, "x-canary", false, true},
+		{"deprecated regex", xdswire.HeaderMatcher{Name: "n", SafeRegexMatch: &xdswire.RegexMatcher{Regex: "v[0-9]"}}, "v7", false, true},
+		{"deprecated regex, whole value", xdswire.HeaderMatcher{Name: "n", SafeRegexMatch: &xdswire.RegexMatcher{Regex: "v[0-9]"}}, "v7x", false, false},
+		{"a bare name, present", xdswire.HeaderMatcher{Name: "n"}, "", false, true},
+		{"a bare name, missing", xdswire.HeaderMatcher{Name: "n"}, "", true, false},
+	} {
+		match, err := compileHeader(&tc.h)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		q := Request{Header: func(name string) (string, bool) { return tc.value, name == "n" && !tc.miss }}
+		if got := match(q); got != tc.want {
+			t.Errorf("%s, value %q: %v, want %v", tc.name, tc.value, got, tc.want)
+		}
+	}
+}

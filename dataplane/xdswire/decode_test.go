@@ -188,7 +188,6 @@ func TestRecordsWhatItDoesNotDecode(t *testing.T) {
 	}{
 		{&rbac.Permission{Rule: &rbac.Permission_DestinationPort{DestinationPort: 80}}, func(m any) string { return m.(*Permission).Unsupported }, "destination_port"},
 		{&rbac.Principal{Identifier: &rbac.Principal_RemoteIp{RemoteIp: &core.CidrRange{AddressPrefix: "10.0.0.0"}}}, func(m any) string { return m.(*Principal).Unsupported }, "remote_ip"},
-		{&route.HeaderMatcher{Name: "a", HeaderMatchSpecifier: &route.HeaderMatcher_RangeMatch{RangeMatch: &typev3.Int64Range{End: 1}}}, func(m any) string { return m.(*HeaderMatcher).Unsupported }, "range_match"},
 		{&route.RouteMatch{PathSpecifier: &route.RouteMatch_ConnectMatcher_{ConnectMatcher: &route.RouteMatch_ConnectMatcher{}}}, func(m any) string { return m.(*RouteMatch).Unsupported }, "connect_matcher"},
 		{&route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: "/x"}, DynamicMetadata: []*matcher.MetadataMatcher{{Filter: "f"}}}, func(m any) string { return m.(*RouteMatch).Conditions }, "dynamic_metadata"},
 		{&route.Route{Action: &route.Route_Redirect{Redirect: &route.RedirectAction{}}}, func(m any) string { return m.(*Route).Unsupported }, "redirect"},
@@ -471,5 +470,29 @@ func TestDecodesRouteMatches(t *testing.T) {
 	if m0.SafeRegex == nil || m0.SafeRegex.Regex != "/v[0-9]+" || m1.PathSeparatedPrefix == nil || len(m1.QueryParameters) != 2 || m1.GRPC == nil ||
 		m1.RuntimeFraction.DefaultValue.Of() != 0.0005 || m0.Unsupported != "" || m1.Conditions != "" {
 		t.Errorf("decoded %+v / %+v", m0, m1)
+	}
+}
+
+// TestDecodesHeaderMatcherKinds: range and the deprecated string
+// specifiers agree with go-control-plane's reading (int64s are JSON
+// strings in both).
+func TestDecodesHeaderMatcherKinds(t *testing.T) {
+	hm := func(h *route.HeaderMatcher) *route.Route {
+		return &route.Route{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}, Headers: []*route.HeaderMatcher{h}},
+			Action: &route.Route_Route{Route: &route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "c"}}}}
+	}
+	rc := decodeLike(t, &route.RouteConfiguration{Name: "r", VirtualHosts: []*route.VirtualHost{{Name: "v", Domains: []string{"*"}, Routes: []*route.Route{
+		hm(&route.HeaderMatcher{Name: "n", HeaderMatchSpecifier: &route.HeaderMatcher_RangeMatch{RangeMatch: &typev3.Int64Range{Start: -5, End: 1 << 40}}}),
+		//lint:ignore SA1019 the deprecated specifiers are what this reads
+		hm(&route.HeaderMatcher{Name: "e", HeaderMatchSpecifier: &route.HeaderMatcher_ExactMatch{ExactMatch: "x"}}),
+		//lint:ignore SA1019 the deprecated specifiers are what this reads
+		hm(&route.HeaderMatcher{Name: "r", HeaderMatchSpecifier: &route.HeaderMatcher_SafeRegexMatch{SafeRegexMatch: &matcher.RegexMatcher{Regex: "a+"}}}),
+	}}}}).(*RouteConfiguration)
+	routes := rc.VirtualHosts[0].Routes
+	if r := routes[0].Match.Headers[0].RangeMatch; r == nil || r.Start != -5 || r.End != 1<<40 {
+		t.Errorf("range: %+v", r)
+	}
+	if e := routes[1].Match.Headers[0].ExactMatch; e == nil || *e != "x" {
+		t.Errorf("exact_match: %v", e)
 	}
 }

@@ -1,5 +1,7 @@
 package xdswire
 
+import "google.golang.org/protobuf/encoding/protowire"
+
 // RBACFilter is envoy.extensions.filters.http.rbac.v3.RBAC, the HTTP
 // filter's config.
 type RBACFilter struct {
@@ -225,11 +227,18 @@ type HeaderMatcher struct {
 	Name         string         `json:"name,omitempty"`
 	StringMatch  *StringMatcher `json:"stringMatch,omitempty"`
 	PresentMatch *bool          `json:"presentMatch,omitempty"`
-	InvertMatch  bool           `json:"invertMatch,omitempty"`
+	RangeMatch   *Int64Range    `json:"rangeMatch,omitempty"`
+	// The deprecated specifiers string_match replaced (Envoy still reads
+	// them): case-sensitive.
+	ExactMatch     *string       `json:"exactMatch,omitempty"`
+	PrefixMatch    *string       `json:"prefixMatch,omitempty"`
+	SuffixMatch    *string       `json:"suffixMatch,omitempty"`
+	ContainsMatch  *string       `json:"containsMatch,omitempty"`
+	SafeRegexMatch *RegexMatcher `json:"safeRegexMatch,omitempty"`
+	InvertMatch    bool          `json:"invertMatch,omitempty"`
 	// TreatMissingAsEmpty: a missing header is matched as an empty one
 	// (else only a presence rule can match it).
-	TreatMissingAsEmpty bool   `json:"treatMissingHeaderAsEmpty,omitempty"`
-	Unsupported         string `json:"-"` // another header match specifier
+	TreatMissingAsEmpty bool `json:"treatMissingHeaderAsEmpty,omitempty"`
 	specifier           oneof
 }
 
@@ -244,7 +253,8 @@ func (m *HeaderMatcher) unmarshal(b []byte) error {
 			return nil
 		}
 		if inOneof && m.specifier.to(f.num) {
-			m.StringMatch, m.PresentMatch, m.Unsupported = nil, nil, ""
+			m.StringMatch, m.PresentMatch, m.RangeMatch = nil, nil, nil
+			m.ExactMatch, m.PrefixMatch, m.SuffixMatch, m.ContainsMatch, m.SafeRegexMatch = nil, nil, nil, nil, nil
 		}
 		switch f.num {
 		case 1:
@@ -253,13 +263,42 @@ func (m *HeaderMatcher) unmarshal(b []byte) error {
 			return msg(f, &m.StringMatch)
 		case 7:
 			return f.boolOpt(&m.PresentMatch)
+		case 6:
+			return msg(f, &m.RangeMatch)
+		case 4:
+			return f.strOpt(&m.ExactMatch)
+		case 9:
+			return f.strOpt(&m.PrefixMatch)
+		case 10:
+			return f.strOpt(&m.SuffixMatch)
+		case 12:
+			return f.strOpt(&m.ContainsMatch)
+		case 11:
+			return msg(f, &m.SafeRegexMatch)
 		case 8:
 			return f.boolean(&m.InvertMatch)
 		case 14:
 			return f.boolean(&m.TreatMissingAsEmpty)
 		}
-		if name, ok := headerMatchers[int(f.num)]; ok {
-			m.Unsupported = name
+		return nil
+	})
+}
+
+// Int64Range is envoy.type.v3.Int64Range: [Start, End).
+type Int64Range struct {
+	Start int64 `json:"start,string,omitempty"`
+	End   int64 `json:"end,string,omitempty"`
+}
+
+func (m *Int64Range) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if (f.num == 1 || f.num == 2) && f.typ == protowire.VarintType {
+			v := int64(f.u) // int64 is a plain varint, two's complement
+			if f.num == 1 {
+				m.Start = v
+			} else {
+				m.End = v
+			}
 		}
 		return nil
 	})
