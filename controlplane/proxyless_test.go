@@ -92,7 +92,7 @@ func (b *backend) instance() registry.Instance {
 		// fault on another (the backend does not implement it: only the
 		// fault answers UNAVAILABLE).
 		Metadata: policymeta.Metadata(map[string]string{"/grpc.testing.TestService/UnaryCall:timeout": "300ms",
-			"/grpc.testing.TestService/EmptyCall:fault_abort_grpc": "14"})}
+			"/grpc.testing.TestService/EmptyCall:fault_abort_grpc": "14", "/grpc.testing.TestService/EmptyCall:fault_header": "x-chaos"})}
 }
 
 // proxylessClient dials xds:///greeter with grpc-go's xDS resolver and xDS
@@ -181,11 +181,17 @@ func testProxylessClient(t *testing.T, cp *meshtest.ControlPlane) {
 		t.Errorf("slow call: %v after %v; want DeadlineExceeded after the method's 300 ms", err, time.Since(start))
 	}
 
-	// The other method's fault reaches grpc-go's fault filter (gRFC A33):
-	// its calls fail UNAVAILABLE in the client, never reaching a backend.
+	// The other method's opt-in fault reaches grpc-go's fault filter (gRFC
+	// A33): calls with x-chaos fail UNAVAILABLE in the client, never
+	// reaching a backend; the others reach one (which does not implement
+	// the method).
+	chaos := metadata.AppendToOutgoingContext(ctx, "x-chaos", "1")
 	for range 5 {
-		if _, err := client.EmptyCall(ctx, &testgrpc.Empty{}); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "fault injection") {
-			t.Fatalf("EmptyCall under its fault: %v; want UNAVAILABLE from fault injection", err)
+		if _, err := client.EmptyCall(chaos, &testgrpc.Empty{}); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "fault injection") {
+			t.Fatalf("EmptyCall with x-chaos under its fault: %v; want UNAVAILABLE from fault injection", err)
+		}
+		if _, err := client.EmptyCall(ctx, &testgrpc.Empty{}); status.Code(err) != codes.Unimplemented {
+			t.Fatalf("EmptyCall without x-chaos: %v; want the backend's UNIMPLEMENTED", err)
 		}
 	}
 

@@ -171,7 +171,9 @@ func TestAServicesFaultsReachItsCallers(t *testing.T) {
 	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
 	cp.StartSidecar("default", "b", meshtest.WithApp(app.Listener.Addr().String(), "http"),
 		meshtest.WithOptions(func(o *dataplane.Options) {
-			o.Policy = map[string]string{"/broken/*:fault_abort": "503", "/slow/*:fault_delay": "300ms"}
+			o.Policy = map[string]string{"/broken/*:fault_abort": "503", "/slow/*:fault_delay": "300ms",
+				// Only the testers' requests, which carry x-chaos.
+				"/optin/*:fault_abort": "503", "/optin/*:fault_header": "x-chaos"}
 		}))
 
 	waitFor(t, "a's sidecar to abort b's /broken/ calls", func() bool {
@@ -192,6 +194,13 @@ func TestAServicesFaultsReachItsCallers(t *testing.T) {
 	}
 	if resp, e := call(t, a.Info.Outbound, "b", "/other", nil); resp.StatusCode != http.StatusOK || other.Load() != 1 {
 		t.Errorf("/other: %d %q, app saw it %d times", resp.StatusCode, e.Body, other.Load())
+	}
+	// An opt-in fault: the requests with its header fail, the others not.
+	if resp, e := call(t, a.Info.Outbound, "b", "/optin/x", nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("/optin/x without x-chaos: %d %q; want it untouched", resp.StatusCode, e.Body)
+	}
+	if resp, e := call(t, a.Info.Outbound, "b", "/optin/x", http.Header{"X-Chaos": {"1"}}); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(e.Body, "fault filter abort") {
+		t.Errorf("/optin/x with x-chaos: %d %q; want the fault's 503", resp.StatusCode, e.Body)
 	}
 	m := metrics(t, a.Info.Admin)
 	for _, want := range []string{`micromesh_faults_injected_total{fault="abort"}`, `micromesh_faults_injected_total{fault="delay"} 1`} {

@@ -3,6 +3,7 @@ package identity
 import (
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 )
 
@@ -143,6 +144,28 @@ func ValidateVersion(v string) error {
 		default:
 			return fmt.Errorf("%w: version %q may hold only letters, digits, '.', '_' and '-', starting with a letter or digit", ErrInvalidName, v)
 		}
+	}
+	return nil
+}
+
+// headerPattern: a lower-case HTTP header name (an RFC 9110 token).
+var headerPattern = regexp.MustCompile(`^[a-z0-9!#$%&'*+.^_` + "`" + `|~-]+$`)
+
+// reservedHeaders are headers traffic rules may not match on: the mesh's
+// own, and those that mean something else to proxies.
+var reservedHeaders = map[string]bool{"host": true, "x-mesh-caller": true, "x-forwarded-client-cert": true, "x-request-id": true,
+	"content-length": true, "transfer-encoding": true, "connection": true, "te": true}
+
+// ValidateRouteHeader checks the name of a request header a traffic rule
+// matches on (a split's version header, a fault's opt-in header): a
+// lower-case HTTP header name of at most 64 characters that means nothing
+// else to the mesh.
+func ValidateRouteHeader(h string) error {
+	switch {
+	case len(h) > 64 || !headerPattern.MatchString(h):
+		return fmt.Errorf("%w: header %q is not a lower-case HTTP header name of at most 64 characters", ErrInvalidName, h)
+	case reservedHeaders[h]:
+		return fmt.Errorf("%w: header %q means something else to the mesh; pick another (x-version, say)", ErrInvalidName, h)
 	}
 	return nil
 }

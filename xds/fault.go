@@ -1,11 +1,13 @@
 package xds
 
 import (
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	faultcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -59,4 +61,30 @@ func perMillion(ppm uint32) *typev3.FractionalPercent {
 		return &typev3.FractionalPercent{Numerator: ppm / 100, Denominator: typev3.FractionalPercent_TEN_THOUSAND}
 	}
 	return &typev3.FractionalPercent{Numerator: ppm, Denominator: typev3.FractionalPercent_MILLION}
+}
+
+// withFault gives routes the fault f: each of them; or, when f has an
+// opt-in header, a copy of each for the requests that carry the header,
+// ahead of it, the route itself left without a fault (a match in the
+// route, not the fault filter's own header condition, because gRPC's
+// fault filter ignores that one).
+func withFault(f Fault, routes []*route.Route) []*route.Route {
+	cfg := faultConfig(f)
+	if cfg == nil {
+		return routes
+	}
+	if f.Header == "" {
+		for _, r := range routes {
+			r.TypedPerFilterConfig = cfg
+		}
+		return routes
+	}
+	out := make([]*route.Route, 0, 2*len(routes))
+	for _, r := range routes {
+		fr := proto.Clone(r).(*route.Route)
+		fr.Match.Headers = append(fr.Match.Headers, &route.HeaderMatcher{Name: f.Header, HeaderMatchSpecifier: &route.HeaderMatcher_PresentMatch{PresentMatch: true}})
+		fr.TypedPerFilterConfig = cfg
+		out = append(out, fr, r)
+	}
+	return out
 }

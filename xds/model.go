@@ -101,6 +101,9 @@ type Fault struct {
 	Abort      uint32
 	AbortGRPC  uint32
 	AbortShare uint32
+	// Header, when set, limits the fault to requests carrying that header
+	// (testers opt in; other calls are untouched).
+	Header string
 }
 
 // Active reports whether f injects anything.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/xds/policymeta"
 )
 
@@ -31,6 +32,13 @@ var policyKeys = map[string]func(p *Policy, v string) error{
 	"fault_abort":          countKey(func(p *Policy) *uint32 { return &p.Fault.Abort }, 200, 599),
 	"fault_abort_grpc":     countKey(func(p *Policy) *uint32 { return &p.Fault.AbortGRPC }, 1, 16),
 	"fault_abort_percent":  percentKey(func(p *Policy) *uint32 { return &p.Fault.AbortShare }),
+	"fault_header": func(p *Policy, v string) error {
+		if err := identity.ValidateRouteHeader(v); err != nil {
+			return err
+		}
+		p.Fault.Header = v
+		return nil
+	},
 	"lb": func(p *Policy, v string) error {
 		if v != "round_robin" && v != "least_request" {
 			return fmt.Errorf("%q is not round_robin or least_request", v)
@@ -94,6 +102,8 @@ func (f *Fault) check(has func(key string) bool) error {
 		return fmt.Errorf("policy key %s needs %s (how long to delay)", k("fault_delay_percent"), k("fault_delay"))
 	case has("fault_abort_percent") && f.Abort == 0 && f.AbortGRPC == 0:
 		return fmt.Errorf("policy key %s needs %s or %s (what to answer)", k("fault_abort_percent"), k("fault_abort"), k("fault_abort_grpc"))
+	case f.Header != "" && f.Delay == 0 && f.Abort == 0 && f.AbortGRPC == 0:
+		return fmt.Errorf("policy key %s needs a fault (%s, %s or %s)", k("fault_header"), k("fault_delay"), k("fault_abort"), k("fault_abort_grpc"))
 	}
 	if f.Delay > 0 && !has("fault_delay_percent") {
 		f.DelayShare = 1_000_000
@@ -108,7 +118,7 @@ func (f *Fault) check(has func(key string) bool) error {
 // (breakers, load balancing, outlier detection) belong to the service's
 // cluster.
 var routeKeys = map[string]bool{"timeout": true, "per_try_timeout": true, "retries": true, "rate_limit": true, "rate_limit_burst": true,
-	"fault_delay": true, "fault_delay_percent": true, "fault_abort": true, "fault_abort_grpc": true, "fault_abort_percent": true}
+	"fault_delay": true, "fault_delay_percent": true, "fault_abort": true, "fault_abort_grpc": true, "fault_abort_percent": true, "fault_header": true}
 
 // maxRouteEntries bounds a service's path entries (Consul takes 64
 // metadata keys per instance).

@@ -143,6 +143,9 @@ func TestFaultPolicy(t *testing.T) {
 	if want := (Fault{Delay: 100 * time.Millisecond, DelayShare: 500_000, Abort: 503, AbortShare: 125}); byPath["/a"] != want {
 		t.Errorf("/a fault %+v, want %+v", byPath["/a"], want)
 	}
+	if p, _, err := PolicyFromMetadata(policymeta.Metadata(map[string]string{"fault_abort": "503", "fault_header": "x-chaos"})); err != nil || p.Fault.Header != "x-chaos" {
+		t.Errorf("fault_header: %+v, %v", p.Fault, err)
+	}
 	if want := (Fault{Delay: 100 * time.Millisecond, DelayShare: 1_000_000, AbortGRPC: 14, AbortShare: 125}); byPath["/b"] != want {
 		t.Errorf("/b fault %+v, want %+v (its gRPC abort in place of the service's HTTP one, the share kept)", byPath["/b"], want)
 	}
@@ -160,6 +163,9 @@ func TestFaultPolicy(t *testing.T) {
 		{map[string]string{"fault_delay": "0s"}, "outside 1ms–24h"},
 		{map[string]string{"/x:fault_abort": "503", "/x:fault_abort_grpc": "2"}, "both set an abort"},
 		{map[string]string{"/x:fault_delay_percent": "5"}, "policy for /x"},
+		{map[string]string{"fault_header": "x-chaos"}, "fault_header needs a fault"},
+		{map[string]string{"fault_abort": "503", "fault_header": "X-Chaos"}, "lower-case HTTP header name"},
+		{map[string]string{"fault_abort": "503", "fault_header": "x-mesh-caller"}, "means something else to the mesh"},
 	} {
 		if _, _, err := PolicyFromMetadata(policymeta.Metadata(tc.md)); err == nil || !strings.Contains(err.Error(), tc.mention) {
 			t.Errorf("%v: %v, want an error mentioning %q", tc.md, err, tc.mention)

@@ -45,17 +45,15 @@ func (b *builder) outboundRoute(reachable []*Service) *route.RouteConfiguration 
 			if rp.Prefix {
 				match.PathSpecifier = &route.RouteMatch_Prefix{Prefix: rp.Path}
 			}
-			routes = append(routes, withVersionHeader(s, &route.Route{
-				Match:                match,
-				Action:               &route.Route_Route{Route: routeAction(s, rp.Timeout, rp.PerTryTimeout, rp.Retries)},
-				TypedPerFilterConfig: faultConfig(rp.Fault),
-			})...)
+			routes = append(routes, withFault(rp.Fault, withVersionHeader(s, &route.Route{
+				Match:  match,
+				Action: &route.Route_Route{Route: routeAction(s, rp.Timeout, rp.PerTryTimeout, rp.Retries)},
+			}))...)
 		}
-		routes = append(routes, withVersionHeader(s, &route.Route{
-			Match:                &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
-			Action:               &route.Route_Route{Route: routeAction(s, timeout, pol.PerTryTimeout, pol.Retries)},
-			TypedPerFilterConfig: faultConfig(pol.Fault),
-		})...)
+		routes = append(routes, withFault(pol.Fault, withVersionHeader(s, &route.Route{
+			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &route.Route_Route{Route: routeAction(s, timeout, pol.PerTryTimeout, pol.Retries)},
+		}))...)
 		rc.VirtualHosts = append(rc.VirtualHosts, &route.VirtualHost{
 			Name:    ClusterName(s.Namespace, s.Name),
 			Domains: hostNames(b.proxy.Namespace, s.Namespace, s.Name),

@@ -240,14 +240,6 @@ type Split struct {
 	Header string `json:"header,omitempty"`
 }
 
-// headerPattern: a lower-case HTTP header name.
-var headerPattern = regexp.MustCompile(`^[a-z0-9!#$%&'*+.^_` + "`" + `|~-]+$`)
-
-// reservedHeaders are headers a split may not route by: the mesh's own,
-// and those that mean something else to proxies.
-var reservedHeaders = map[string]bool{"host": true, "x-mesh-caller": true, "x-forwarded-client-cert": true, "x-request-id": true,
-	"content-length": true, "transfer-encoding": true, "connection": true, "te": true}
-
 // VersionWeight is one version's share of a Split, in percent.
 type VersionWeight struct {
 	Version string `json:"version"`
@@ -306,12 +298,9 @@ func (s *Split) Validate() error {
 	if sum != 100 {
 		return bad("the shares of %s.%s add up to %d %%, not 100 %%", s.Service, s.Namespace, sum)
 	}
-	if h := s.Header; h != "" {
-		switch {
-		case len(h) > 64 || !headerPattern.MatchString(h):
-			return bad("header %q is not a lower-case HTTP header name of at most 64 characters", h)
-		case reservedHeaders[h]:
-			return bad("header %q means something else to the mesh; pick another (x-version, say)", h)
+	if s.Header != "" {
+		if err := identity.ValidateRouteHeader(s.Header); err != nil {
+			return bad("%v", err)
 		}
 	}
 	return nil
