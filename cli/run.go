@@ -275,10 +275,11 @@ func newUpdateCommand(g *globalOptions, s Streams) *cobra.Command {
 }
 
 type logsOptions struct {
-	target serviceTarget
-	follow bool
-	lines  uint32
-	since  time.Duration
+	target  serviceTarget
+	follow  bool
+	lines   uint32
+	since   time.Duration
+	version string
 }
 
 func newLogsCommand(g *globalOptions, s Streams) *cobra.Command {
@@ -287,12 +288,12 @@ func newLogsCommand(g *globalOptions, s Streams) *cobra.Command {
 		Use:     "logs SERVICE",
 		Short:   "Show the logs of a service's apps and sidecars",
 		Args:    cobra.ExactArgs(1),
-		Example: "  meshctl logs helloworld\n  meshctl logs helloworld -f\n  meshctl logs helloworld --since 1h -n 0",
+		Example: "  meshctl logs helloworld\n  meshctl logs helloworld -f\n  meshctl logs helloworld --since 1h -n 0\n  meshctl logs helloworld --version v2   # a canary's own lines",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.since < 0 {
 				return fmt.Errorf("--since %v: must be positive", o.since)
 			}
-			req := &runtimev1.LogsRequest{Name: args[0], Namespace: o.target.namespace, Lines: o.lines, Follow: o.follow}
+			req := &runtimev1.LogsRequest{Name: args[0], Namespace: o.target.namespace, Lines: o.lines, Follow: o.follow, Version: o.version}
 			if o.since > 0 {
 				req.Since = timestamppb.New(time.Now().Add(-o.since))
 			} else if o.lines == 0 {
@@ -319,6 +320,7 @@ func newLogsCommand(g *globalOptions, s Streams) *cobra.Command {
 	cmd.Flags().BoolVarP(&o.follow, "follow", "f", false, "keep printing new lines")
 	cmd.Flags().Uint32VarP(&o.lines, "lines", "n", 0, "lines from the end to start with (default 100; 0 with --since: all since then)")
 	cmd.Flags().DurationVar(&o.since, "since", 0, "only lines newer than this, e.g. 1h")
+	cmd.Flags().StringVar(&o.version, "version", "", "only the instances of this version (of versions side by side)")
 	return cmd
 }
 

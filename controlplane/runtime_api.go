@@ -110,7 +110,12 @@ func (a *runtimeAPI) Logs(req *runtimev1.LogsRequest, stream runtimev1.RuntimeSe
 	} else if n == 0 {
 		n = 100
 	}
-	err := a.rt.Logs(ctx, req.GetNamespace(), req.GetName(), n, since, req.GetFollow(), func(l runtime.Line) error {
+	if v := req.GetVersion(); v != "" {
+		if err := identity.ValidateVersion(v); err != nil {
+			return status.Error(codes.InvalidArgument, err.Error())
+		}
+	}
+	err := a.rt.Logs(ctx, req.GetNamespace(), req.GetName(), req.GetVersion(), n, since, req.GetFollow(), func(l runtime.Line) error {
 		return stream.Send(&runtimev1.LogsResponse{Time: timestamppb.New(l.Time), Instance: l.Instance, Source: l.Source, Line: l.Text})
 	})
 	return runtimeStatus(err)

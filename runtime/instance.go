@@ -85,6 +85,13 @@ func (in *instance) start(ctx context.Context) (err error) {
 		in.appLog.close()
 		return err
 	}
+	// Noted for `meshctl logs --version` (versions side by side share
+	// the service's log directory).
+	if err := os.WriteFile(versionFile(dir, in.id), []byte(in.version+"\n"), 0o600); err != nil {
+		in.appLog.close()
+		in.sidecarLog.close()
+		return err
+	}
 	defer func() {
 		if err != nil {
 			in.kill()

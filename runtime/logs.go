@@ -82,7 +82,7 @@ type Line struct {
 
 // logFiles lists a service's current log files (not rotated ones) with
 // the instance and source each holds.
-func logFiles(dir string) ([]logRef, error) {
+func logFiles(dir, version string) ([]logRef, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
@@ -98,9 +98,25 @@ func logFiles(dir string) ([]logRef, error) {
 		if i < 0 {
 			continue
 		}
+		if version != "" && instanceVersion(dir, base[:i]) != version {
+			continue
+		}
 		refs = append(refs, logRef{path: filepath.Join(dir, name), instance: base[:i], source: base[i+1:]})
 	}
 	return refs, nil
+}
+
+// versionFile is where an instance's version is noted beside its logs.
+func versionFile(dir, instance string) string { return filepath.Join(dir, instance+".version") }
+
+// instanceVersion is the version an instance of dir's service ran ("" if
+// it is not noted).
+func instanceVersion(dir, instance string) string {
+	b, err := os.ReadFile(versionFile(dir, instance))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 type logRef struct {
@@ -123,8 +139,8 @@ func parseLine(ref logRef, s string) (Line, bool) {
 // readLogs returns the last n lines (0: all) newer than since from the
 // service's logs, rotated files included, in time order, and each current
 // file's size (where following starts).
-func readLogs(dir string, since time.Time, n int) ([]Line, map[string]int64, error) {
-	refs, err := logFiles(dir)
+func readLogs(dir, version string, since time.Time, n int) ([]Line, map[string]int64, error) {
+	refs, err := logFiles(dir, version)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -161,7 +177,7 @@ func readLogs(dir string, since time.Time, n int) ([]Line, map[string]int64, err
 // followLogs sends lines appended to the service's log files after
 // offsets, until ctx ends. Files that appear (new instances) are read from
 // their start; a file that shrank was rotated and is read from its start.
-func followLogs(ctx context.Context, dir string, offsets map[string]int64, send func(Line) error) error {
+func followLogs(ctx context.Context, dir, version string, offsets map[string]int64, send func(Line) error) error {
 	partial := map[string]string{}
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
@@ -171,7 +187,7 @@ func followLogs(ctx context.Context, dir string, offsets map[string]int64, send 
 			return nil
 		case <-tick.C:
 		}
-		refs, err := logFiles(dir)
+		refs, err := logFiles(dir, version)
 		if err != nil {
 			continue
 		}

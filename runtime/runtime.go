@@ -593,9 +593,10 @@ func (rt *Runtime) LogDir(ns, name string) string {
 }
 
 // Logs sends the last n lines newer than since of a service's apps and
-// sidecars, then, with follow, new lines until ctx ends. A service that no
-// longer runs still has its logs.
-func (rt *Runtime) Logs(ctx context.Context, ns, name string, n int, since time.Time, follow bool, send func(Line) error) error {
+// sidecars (of the instances of version, when not ""), then, with follow,
+// new lines until ctx ends. A service that no longer runs still has its
+// logs.
+func (rt *Runtime) Logs(ctx context.Context, ns, name, version string, n int, since time.Time, follow bool, send func(Line) error) error {
 	if err := identity.ValidateName("service", name); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
@@ -607,7 +608,7 @@ func (rt *Runtime) Logs(ctx context.Context, ns, name string, n int, since time.
 		}
 		return fmt.Errorf("%w: no logs yet", ErrNotFound)
 	}
-	lines, offsets, err := readLogs(dir, since, n)
+	lines, offsets, err := readLogs(dir, version, since, n)
 	if err != nil {
 		return err
 	}
@@ -619,7 +620,7 @@ func (rt *Runtime) Logs(ctx context.Context, ns, name string, n int, since time.
 	if !follow {
 		return nil
 	}
-	return followLogs(ctx, dir, offsets, send)
+	return followLogs(ctx, dir, version, offsets, send)
 }
 
 // Close stops every service (they start again with the next Open).

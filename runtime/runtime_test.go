@@ -87,14 +87,14 @@ func TestLogsReadRotateAndFollow(t *testing.T) {
 	app.writeLine(t0, "old app line")
 	side.writeLine(t0.Add(time.Minute), "sidecar line")
 	app.writeLine(t0.Add(2*time.Minute), "new app line")
-	lines, offsets, err := readLogs(dir, time.Time{}, 0)
+	lines, offsets, err := readLogs(dir, "", time.Time{}, 0)
 	if err != nil || len(lines) != 3 || lines[1].Source != "sidecar" || lines[2].Text != "new app line" || lines[0].Instance != "svc-1" {
 		t.Fatalf("all lines: %+v %v", lines, err)
 	}
-	if lines, _, _ := readLogs(dir, t0.Add(30*time.Second), 0); len(lines) != 2 {
+	if lines, _, _ := readLogs(dir, "", t0.Add(30*time.Second), 0); len(lines) != 2 {
 		t.Errorf("since: %+v", lines)
 	}
-	if lines, _, _ := readLogs(dir, time.Time{}, 1); len(lines) != 1 || lines[0].Text != "new app line" {
+	if lines, _, _ := readLogs(dir, "", time.Time{}, 1); len(lines) != 1 || lines[0].Text != "new app line" {
 		t.Errorf("last 1: %+v", lines)
 	}
 
@@ -104,7 +104,7 @@ func TestLogsReadRotateAndFollow(t *testing.T) {
 	var got []string
 	done := make(chan error, 1)
 	go func() {
-		done <- followLogs(ctx, dir, offsets, func(l Line) error {
+		done <- followLogs(ctx, dir, "", offsets, func(l Line) error {
 			mu.Lock()
 			got = append(got, l.Text)
 			mu.Unlock()
@@ -144,7 +144,7 @@ func TestLogsReadRotateAndFollow(t *testing.T) {
 		t.Errorf("no rotated file: %v", err)
 	}
 	// Rotated lines still count for reading.
-	if lines, _, _ := readLogs(dir, time.Time{}, 0); len(lines) != 5 {
+	if lines, _, _ := readLogs(dir, "", time.Time{}, 0); len(lines) != 5 {
 		t.Errorf("after rotation: %d lines", len(lines))
 	}
 	if st, _ := os.Stat(filepath.Join(dir, "svc-1.app.log")); st.Mode().Perm() != 0o600 {
@@ -213,5 +213,40 @@ func TestPolicyArgsInKeyOrder(t *testing.T) {
 	got := strings.Join(policyArgs(map[string]string{"timeout": "2s", "lb": "round_robin", "/slow:timeout": "1m"}), " ")
 	if got != "--policy /slow:timeout=1m --policy lb=round_robin --policy timeout=2s" {
 		t.Errorf("policyArgs = %q", got)
+	}
+}
+
+// Logs of one version: the instances whose noted version is that one
+// (versions side by side share the service's log directory); instances
+// with no version noted (older logs) show only without a version.
+func TestLogsOfOneVersion(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	for id, version := range map[string]string{"svc-a": "v1", "svc-b": "v2", "svc-c": ""} {
+		l, err := openLog(filepath.Join(dir, id+".app.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.writeLine(now, "line of "+id)
+		l.close()
+		if version != "" {
+			if err := os.WriteFile(versionFile(dir, id), []byte(version+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for version, want := range map[string][]string{"v2": {"svc-b"}, "v1": {"svc-a"}, "v3": nil, "": {"svc-a", "svc-b", "svc-c"}} {
+		lines, _, err := readLogs(dir, version, time.Time{}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, l := range lines {
+			got = append(got, l.Instance)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("version %q: instances %v, want %v", version, got, want)
+		}
 	}
 }

@@ -35,16 +35,19 @@ func TestCanaryBetweenVersions(t *testing.T) {
 	for _, s := range svcs {
 		instanceOf[s.Version] = s.Instances[0].ID
 	}
-	// served counts the calls each version's app logged.
+	// served counts the calls each version's app logged, read with
+	// `logs --version` (which must show that version's instance alone).
 	served := func() map[string]int {
-		logs := srv.run(ctx, t, meshctl, "logs", "helloworld", "-n", "1000")
 		out := map[string]int{}
-		for _, l := range strings.Split(logs, "\n") {
-			if !strings.Contains(l, "method=/examples.helloworld.v1.Helloworld/Call") {
-				continue
-			}
-			for v, id := range instanceOf {
-				if strings.Contains(l, " "+id+" ") {
+		for v, id := range instanceOf {
+			for _, l := range strings.Split(srv.run(ctx, t, meshctl, "logs", "helloworld", "--version", v, "-n", "1000"), "\n") {
+				if l == "" {
+					continue
+				}
+				if !strings.Contains(l, " "+id+" ") {
+					t.Fatalf("logs --version %s shows a line of another instance:\n%s", v, l)
+				}
+				if strings.Contains(l, "method=/examples.helloworld.v1.Helloworld/Call") {
 					out[v]++
 				}
 			}

@@ -725,7 +725,10 @@ type LogsRequest struct {
 	// Only lines newer than this.
 	Since *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
 	// Keep streaming new lines.
-	Follow        bool `protobuf:"varint,5,opt,name=follow,proto3" json:"follow,omitempty"`
+	Follow bool `protobuf:"varint,5,opt,name=follow,proto3" json:"follow,omitempty"`
+	// Only the instances of this version (of versions side by side); empty
+	// for all.
+	Version       string `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -793,6 +796,13 @@ func (x *LogsRequest) GetFollow() bool {
 		return x.Follow
 	}
 	return false
+}
+
+func (x *LogsRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
 }
 
 // One log line.
@@ -925,13 +935,14 @@ const file_runtime_v1_runtime_proto_rawDesc = "" +
 	"\x0elast_exit_code\x18\v \x01(\x05R\flastExitCode\x127\n" +
 	"\tlast_exit\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\blastExit\x12\x1d\n" +
 	"\n" +
-	"last_lines\x18\r \x03(\tR\tlastLines\"\x9f\x01\n" +
+	"last_lines\x18\r \x03(\tR\tlastLines\"\xb9\x01\n" +
 	"\vLogsRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x14\n" +
 	"\x05lines\x18\x03 \x01(\rR\x05lines\x120\n" +
 	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x16\n" +
-	"\x06follow\x18\x05 \x01(\bR\x06follow\"\x86\x01\n" +
+	"\x06follow\x18\x05 \x01(\bR\x06follow\x12\x18\n" +
+	"\aversion\x18\x06 \x01(\tR\aversion\"\x86\x01\n" +
 	"\fLogsResponse\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
 	"\binstance\x18\x02 \x01(\tR\binstance\x12\x16\n" +
