@@ -365,8 +365,6 @@ func clusterOf(route *config.Route) string {
 	return route.Cluster
 }
 
-// routeRequest is what route matching reads of r: its headers only when
-// some route of t matches on them (reading them costs an allocation).
 // faultRequest is what a fault's conditions read of r: its headers only
 // when the fault has header conditions.
 func faultRequest(f *config.Fault, r *http.Request) config.Request {
@@ -377,6 +375,8 @@ func faultRequest(f *config.Fault, r *http.Request) config.Request {
 	return q
 }
 
+// routeRequest is what route matching reads of r: its headers only when
+// some route of t matches on them (reading them costs an allocation).
 func routeRequest(t *config.RouteTable, r *http.Request) config.Request {
 	q := config.Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery}
 	if t != nil && t.HeaderConditions {
