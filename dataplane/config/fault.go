@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"time"
 
 	"github.com/micromesh/micromesh/dataplane/xdswire"
@@ -76,11 +75,7 @@ func shareOf(p *xdswire.FractionalPercent) Share {
 	if p == nil { // unset: 0 %, as Envoy and gRPC read it
 		return Share{}
 	}
-	den := [...]uint32{100, 10_000, 1_000_000}
-	if p.Denominator < 0 || int(p.Denominator) >= len(den) {
-		return Share{}
-	}
-	return Share{Numerator: p.Numerator, Denominator: den[p.Denominator]}
+	return Share{Numerator: p.Numerator, Denominator: p.Denominator.Value()} // an unknown denominator: 0, never
 }
 
 // compileFault reads an HTTPFault as Envoy applies it.
@@ -123,15 +118,9 @@ func compileFault(m *xdswire.HTTPFault) (*Fault, error) {
 			return nil, errors.New("fault abort needs http_status or grpc_status")
 		}
 	}
-	for _, h := range m.Headers {
-		if strings.HasPrefix(h.Name, ":") && h.Name != ":method" && h.Name != ":path" {
-			return nil, fmt.Errorf("a fault's header matcher on %s is not supported (only :method and :path among pseudo-headers)", h.Name)
-		}
-		match, err := compileHeader(h)
-		if err != nil {
-			return nil, fmt.Errorf("fault header matcher: %w", err)
-		}
-		f.Headers = append(f.Headers, match)
+	var err error
+	if f.Headers, err = compileHeaders(m.Headers, "a fault's", ":method", ":path"); err != nil {
+		return nil, err
 	}
 	return f, nil
 }

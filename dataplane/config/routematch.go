@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/micromesh/micromesh/dataplane/xdswire"
@@ -49,17 +50,10 @@ func readsHeaders(m *xdswire.RouteMatch) bool { return len(m.Headers) > 0 || m.G
 // pick per request; the runtime key overrides nothing, there being no
 // runtime).
 func compileConditions(m *xdswire.RouteMatch) ([]func(Request) bool, error) {
-	var out []func(Request) bool
-	for _, h := range m.Headers {
-		if strings.HasPrefix(h.Name, ":") && h.Name != ":method" {
-			// :path is the path match's; :authority picked the virtual host.
-			return nil, fmt.Errorf("a route's header matcher on %s is not supported (only :method among pseudo-headers)", h.Name)
-		}
-		match, err := compileHeader(h)
-		if err != nil {
-			return nil, fmt.Errorf("route header matcher: %w", err)
-		}
-		out = append(out, match)
+	// :path is the path match's; :authority picked the virtual host.
+	out, err := compileHeaders(m.Headers, "a route's", ":method")
+	if err != nil {
+		return nil, err
 	}
 	for _, qp := range m.QueryParameters {
 		match, err := compileQueryParameter(qp)
@@ -77,6 +71,23 @@ func compileConditions(m *xdswire.RouteMatch) ([]func(Request) bool, error) {
 	if rf := m.RuntimeFraction; rf != nil {
 		share := shareOf(rf.DefaultValue)
 		out = append(out, func(Request) bool { return share.Roll() })
+	}
+	return out, nil
+}
+
+// compileHeaders compiles the header matchers of what ("a route's", "a
+// fault's"), which may name the pseudo-headers listed and no other.
+func compileHeaders(hs []*xdswire.HeaderMatcher, what string, pseudo ...string) ([]func(Request) bool, error) {
+	var out []func(Request) bool
+	for _, h := range hs {
+		if strings.HasPrefix(h.Name, ":") && !slices.Contains(pseudo, h.Name) {
+			return nil, fmt.Errorf("%s header matcher on %s is not supported (only %s among pseudo-headers)", what, h.Name, strings.Join(pseudo, " and "))
+		}
+		match, err := compileHeader(h)
+		if err != nil {
+			return nil, fmt.Errorf("%s header matcher: %w", what, err)
+		}
+		out = append(out, match)
 	}
 	return out, nil
 }

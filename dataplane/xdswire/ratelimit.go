@@ -158,12 +158,21 @@ var denominatorNames = []string{"HUNDRED", "TEN_THOUSAND", "MILLION"}
 func (d Denominator) String() string               { return enumName(denominatorNames, int32(d)) }
 func (d Denominator) MarshalJSON() ([]byte, error) { return enumJSON(denominatorNames, int32(d)) }
 
+// Value is the denominator's number (100, 10,000 or 1,000,000); 0 for a
+// value the enum does not name.
+func (d Denominator) Value() uint32 {
+	den := [...]uint32{100, 10_000, 1_000_000}
+	if d < 0 || int(d) >= len(den) {
+		return 0
+	}
+	return den[d]
+}
+
 // Of returns the fraction's share as a number between 0 and 1 (above 1 when
 // the numerator exceeds the denominator, which Envoy reads as 1).
 func (m *FractionalPercent) Of() float64 {
-	den := [...]float64{100, 10_000, 1_000_000}
-	if int(m.Denominator) >= len(den) || m.Denominator < 0 {
+	if m.Denominator.Value() == 0 {
 		return 0
 	}
-	return float64(m.Numerator) / den[m.Denominator]
+	return float64(m.Numerator) / float64(m.Denominator.Value())
 }
