@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/micromesh/micromesh/dataplane/h1"
@@ -376,6 +377,36 @@ func TestTransportCancel(t *testing.T) {
 	}
 	if n := conns.Load(); n != 2 {
 		t.Errorf("connections = %d, want 2 (the cancelled one is not reused)", n)
+	}
+}
+
+// A streaming request body that fails half-sent ends the exchange at
+// once with the body's error (the upstream, left waiting for the rest,
+// sees its connection close), not at the upstream's or caller's timeout.
+func TestTransportFailingRequestBody(t *testing.T) {
+	got := make(chan error, 1)
+	addr, _ := serveStd(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.Copy(io.Discard, r.Body)
+		got <- err
+	}), 0)
+	tr := &h1.Transport{}
+	defer tr.CloseIdleConnections()
+	broken := errors.New("the caller's body broke")
+	body := io.MultiReader(strings.NewReader("half"), iotest.ErrReader(broken))
+	req, _ := http.NewRequest("POST", "http://"+addr+"/", io.NopCloser(body))
+	req.ContentLength = -1 // streams, chunked
+	start := time.Now()
+	_, err := tr.RoundTrip(req)
+	if !errors.Is(err, broken) || time.Since(start) > 2*time.Second {
+		t.Fatalf("got %v after %v, want the body's error promptly", err, time.Since(start))
+	}
+	select {
+	case err := <-got:
+		if err == nil {
+			t.Error("the upstream read the truncated body as whole")
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the upstream still waits for the rest of the body")
 	}
 }
 

@@ -338,7 +338,11 @@ func (pc *pconn) roundTrip(req *http.Request) (resp *http.Response, wrote bool, 
 				err = pc.bw.Flush()
 			}
 			if err != nil {
+				// The upstream would wait for the rest of a body that is
+				// not coming: the connection goes (as net/http's does),
+				// and the exchange fails with the body's error.
 				pc.broken.Store(true)
+				pc.close()
 			}
 			bodyDone <- err
 		}()
@@ -354,7 +358,10 @@ func (pc *pconn) roundTrip(req *http.Request) (resp *http.Response, wrote bool, 
 		if err != nil {
 			if bodyDone != nil {
 				pc.close()
-				<-bodyDone
+				var be *bodyError
+				if berr := <-bodyDone; errors.As(berr, &be) && ctx.Err() == nil {
+					err = berr // the request's body failed, not the upstream
+				}
 			}
 			return fail(err)
 		}
@@ -433,6 +440,24 @@ func writeHead(bw *bufio.Writer, req *http.Request, hasBody bool) {
 	_, _ = bw.WriteString("\r\n")
 }
 
+// bodyError is a failure to read the request body itself (not to write
+// it to the upstream).
+type bodyError struct{ err error }
+
+func (e *bodyError) Error() string { return "h1: reading the request body: " + e.err.Error() }
+func (e *bodyError) Unwrap() error { return e.err }
+
+// readTagged tags the errors of reading r as bodyErrors.
+type readTagged struct{ r io.Reader }
+
+func (t readTagged) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &bodyError{err}
+	}
+	return n, err
+}
+
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
 // writeBody writes body, exactly n bytes when n >= 0 (and no trailers),
@@ -443,7 +468,7 @@ func writeBody(bw *bufio.Writer, body io.ReadCloser, n int64, trailer http.Heade
 	defer copyBufs.Put(bp)
 	buf := *bp
 	if n >= 0 && len(trailer) == 0 {
-		m, err := io.CopyBuffer(bw, io.LimitReader(body, n), buf)
+		m, err := io.CopyBuffer(bw, io.LimitReader(readTagged{body}, n), buf)
 		if err != nil {
 			return err
 		}
@@ -453,7 +478,7 @@ func writeBody(bw *bufio.Writer, body io.ReadCloser, n int64, trailer http.Heade
 		return nil
 	}
 	for {
-		k, err := body.Read(buf)
+		k, err := readTagged{body}.Read(buf)
 		if k > 0 {
 			_, _ = bw.WriteString(strconv.FormatInt(int64(k), 16))
 			_, _ = bw.WriteString("\r\n")
