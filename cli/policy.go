@@ -93,6 +93,7 @@ func newPolicySetCommand(g *globalOptions, s Streams) *cobra.Command {
 		Example: `  meshctl policy set helloworld fault_abort=503 fault_abort_percent=20   # a fifth of the calls fail
   meshctl policy set helloworld '/examples.helloworld.v1.Helloworld/Call:fault_delay=2s'
   meshctl policy set helloworld fault_abort_grpc=14 fault_header=x-chaos            # only requests with x-chaos
+  meshctl policy set helloworld mirror=helloworld-next mirror_percent=10            # a copy of a tenth of the calls
   meshctl policy set reports -n prod timeout=30s retries=0`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			keys, err := parsePolicyArgs(args[1:])

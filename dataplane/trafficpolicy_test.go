@@ -2,6 +2,8 @@ package dataplane_test
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -207,6 +209,70 @@ func TestAServicesFaultsReachItsCallers(t *testing.T) {
 		if !strings.Contains(m, want) {
 			t.Errorf("a's metrics lack %s:\n%s", want, grep(m, "faults"))
 		}
+	}
+}
+
+// A service's mirror reaches its callers: a's sidecar sends b's answer
+// to a and a copy of each call to b-shadow (over QUIC, mTLS, as a itself:
+// b-shadow's app sees a as the caller, the authority b-shadow with the
+// body), whose answers a never sees; a path with a 0 % mirror is not
+// copied.
+func TestAServicesMirrorGetsCopies(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	type seen struct{ host, caller, path, body string }
+	copies := make(chan seen, 64)
+	shadow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		copies <- seen{r.Host, r.Header.Get("X-Mesh-Caller"), r.URL.Path, string(body)}
+		http.Error(w, "the shadow's answer", http.StatusInternalServerError)
+	}))
+	t.Cleanup(shadow.Close)
+	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
+	cp.StartSidecar("default", "b-shadow", meshtest.WithApp(shadow.Listener.Addr().String(), "http"))
+	cp.StartSidecar("default", "b", meshtest.WithApp(startEcho(t, "b"), "http"),
+		meshtest.WithOptions(func(o *dataplane.Options) {
+			o.Policy = map[string]string{"mirror": "b-shadow", "/quiet/*:mirror_percent": "0"}
+		}))
+
+	waitFor(t, "a's sidecar to mirror b's calls to b-shadow", func() bool {
+		resp, e := call(t, a.Info.Outbound, "b", "/warm", nil)
+		if resp.StatusCode != http.StatusOK || e.App != "b" {
+			return false // b's route not there yet
+		}
+		select {
+		case <-copies:
+			return true
+		case <-time.After(100 * time.Millisecond):
+			return false
+		}
+	})
+	for len(copies) > 0 {
+		<-copies
+	}
+	for i := range 5 {
+		if resp, e := call(t, a.Info.Outbound, "b", fmt.Sprintf("/x/%d", i), nil); resp.StatusCode != http.StatusOK || e.App != "b" || e.Body != "ping" {
+			t.Fatalf("call %d: %d %+v, want b's answer (the shadow's 500 dropped)", i, resp.StatusCode, e)
+		}
+		select {
+		case c := <-copies:
+			want := seen{"b-shadow", "spiffe://micromesh.local/ns/default/svc/a", fmt.Sprintf("/x/%d", i), "ping"}
+			if c != want {
+				t.Errorf("copy %d: %+v, want %+v", i, c, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("call %d: no copy reached b-shadow", i)
+		}
+	}
+	if resp, _ := call(t, a.Info.Outbound, "b", "/quiet/x", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("/quiet/x: %d", resp.StatusCode)
+	}
+	select {
+	case c := <-copies:
+		t.Errorf("a 0 %% mirror copied %+v", c)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if m := metrics(t, a.Info.Admin); !strings.Contains(m, `micromesh_mirrored_requests_total{cluster="b-shadow.default",outcome="500"}`) {
+		t.Errorf("a's metrics lack the copies:\n%s", grep(m, "mirror"))
 	}
 }
 

@@ -44,8 +44,10 @@ func testMesh() *Mesh {
 				Timeout: 2 * time.Second, PerTryTimeout: time.Second, Retries: 1, MaxConnections: 10, MaxPendingRequests: 10,
 				MaxRequests: 100, MaxRetries: 2, Consecutive5xx: 3, BaseEjectionTime: 10 * time.Second, MaxEjectionPercent: 100, LoadBalancer: "round_robin",
 				RateLimit: 50, RateLimitBurst: 100,
+				Mirror: Mirror{Service: "billing", Namespace: "prod", Share: 1_000_000}, // not reachable from default: no mirror
 			}, Routes: []RoutePolicy{
-				{Path: "/reports/", Prefix: true, Timeout: time.Minute, PerTryTimeout: time.Second, Retries: 3, Fault: Fault{Abort: 503, AbortShare: 1_000_000, Header: "x-chaos"}},
+				{Path: "/reports/", Prefix: true, Timeout: time.Minute, PerTryTimeout: time.Second, Retries: 3, Fault: Fault{Abort: 503, AbortShare: 1_000_000, Header: "x-chaos"},
+					Mirror: Mirror{Service: "hello", Share: 250_000}},
 			}, Endpoints: []Endpoint{
 				{ID: "w1", Address: "10.0.0.3", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Health: HealthPassing},
 				{ID: "w2", Address: "10.0.0.4", Port: 15006, Kind: KindEnvoy, Health: HealthPassing},

@@ -87,6 +87,9 @@ type RoutePolicy struct {
 	// Fault is what callers inject into the path's calls (the service's
 	// unless the path sets its own).
 	Fault Fault
+	// Mirror is where callers send a copy of the path's calls (the
+	// service's unless the path sets its own).
+	Mirror Mirror
 }
 
 // Fault is fault injection into a service's calls, applied by each
@@ -110,6 +113,21 @@ type Fault struct {
 func (f Fault) Active() bool {
 	return f.Delay > 0 && f.DelayShare > 0 || (f.Abort > 0 || f.AbortGRPC > 0) && f.AbortShare > 0
 }
+
+// Mirror is shadow traffic: each caller's proxy sends a copy of a share
+// of the service's requests to another service and drops its answers
+// (Envoy's request_mirror_policies, Istio's mirror) — a new version tried
+// on live traffic without answering any of it.
+type Mirror struct {
+	// Service is the service the copies go to; Namespace is its
+	// namespace ("" for the mirrored service's own). Service "": none.
+	Service   string
+	Namespace string
+	Share     uint32 // parts per million
+}
+
+// Active reports whether m mirrors anything.
+func (m Mirror) Active() bool { return m.Service != "" && m.Share > 0 }
 
 // Endpoint is one instance of a service.
 type Endpoint struct {
@@ -149,6 +167,9 @@ type Policy struct {
 	// Fault is injected into every call to the service (a path's own
 	// replaces it for that path).
 	Fault Fault
+	// Mirror is where callers send a copy of the service's calls (a path's
+	// own replaces it for that path).
+	Mirror Mirror
 }
 
 // DefaultPolicy is the policy of services that set none.

@@ -39,6 +39,20 @@ var policyKeys = map[string]func(p *Policy, v string) error{
 		p.Fault.Header = v
 		return nil
 	},
+	"mirror": func(p *Policy, v string) error {
+		name, ns, dotted := strings.Cut(v, ".")
+		if err := identity.ValidateName("mirror service", name); err != nil {
+			return fmt.Errorf("%q is not a service (write name or name.namespace): %w", v, err)
+		}
+		if dotted {
+			if err := identity.ValidateName("mirror namespace", ns); err != nil {
+				return fmt.Errorf("%q is not a service (write name or name.namespace): %w", v, err)
+			}
+		}
+		p.Mirror.Service, p.Mirror.Namespace = name, ns
+		return nil
+	},
+	"mirror_percent": percentKey(func(p *Policy) *uint32 { return &p.Mirror.Share }),
 	"lb": func(p *Policy, v string) error {
 		if v != "round_robin" && v != "least_request" {
 			return fmt.Errorf("%q is not round_robin or least_request", v)
@@ -114,11 +128,24 @@ func (f *Fault) check(has func(key string) bool) error {
 	return nil
 }
 
+// check completes a mirror from its keys: a mirror without its share
+// copies every call; a share without a mirror is an error.
+func (m *Mirror) check(has func(key string) bool) error {
+	if has("mirror_percent") && m.Service == "" {
+		return fmt.Errorf("policy key %smirror_percent needs %smirror (the service the copies go to)", policymeta.Prefix, policymeta.Prefix)
+	}
+	if m.Service != "" && !has("mirror_percent") {
+		m.Share = 1_000_000
+	}
+	return nil
+}
+
 // routeKeys are the policy keys a path may set: the route's; the others
 // (breakers, load balancing, outlier detection) belong to the service's
 // cluster.
 var routeKeys = map[string]bool{"timeout": true, "per_try_timeout": true, "retries": true, "rate_limit": true, "rate_limit_burst": true,
-	"fault_delay": true, "fault_delay_percent": true, "fault_abort": true, "fault_abort_grpc": true, "fault_abort_percent": true, "fault_header": true}
+	"fault_delay": true, "fault_delay_percent": true, "fault_abort": true, "fault_abort_grpc": true, "fault_abort_percent": true, "fault_header": true,
+	"mirror": true, "mirror_percent": true}
 
 // maxRouteEntries bounds a service's path entries (Consul takes 64
 // metadata keys per instance).
@@ -157,6 +184,9 @@ func PolicyFromMetadata(md map[string]string) (Policy, []RoutePolicy, error) {
 	if err := p.Fault.check(serviceHas); err != nil {
 		return DefaultPolicy, nil, err
 	}
+	if err := p.Mirror.check(serviceHas); err != nil {
+		return DefaultPolicy, nil, err
+	}
 	if len(routeEntries) > maxRouteEntries {
 		return DefaultPolicy, nil, fmt.Errorf("%d path policy entries; at most %d", len(routeEntries), maxRouteEntries)
 	}
@@ -177,11 +207,11 @@ func PolicyFromMetadata(md map[string]string) (Policy, []RoutePolicy, error) {
 			if _, known := policyKeys[name]; known {
 				return DefaultPolicy, nil, fmt.Errorf("policy %s: %s applies to the whole service, not to one path (set it without a path)", key, name)
 			}
-			return DefaultPolicy, nil, fmt.Errorf("policy %s: %q is not a key a path can set (timeout, per_try_timeout, retries, rate_limit, rate_limit_burst, fault_*)", key, name)
+			return DefaultPolicy, nil, fmt.Errorf("policy %s: %q is not a key a path can set (timeout, per_try_timeout, retries, rate_limit, rate_limit_burst, fault_*, mirror, mirror_percent)", key, name)
 		}
 		rp := byPath[path]
 		if rp == nil {
-			rp = &Policy{Timeout: p.Timeout, PerTryTimeout: p.PerTryTimeout, Retries: p.Retries, Fault: p.Fault}
+			rp = &Policy{Timeout: p.Timeout, PerTryTimeout: p.PerTryTimeout, Retries: p.Retries, Fault: p.Fault, Mirror: p.Mirror}
 			byPath[path] = rp
 			pathKeys[path] = map[string]bool{}
 		}
@@ -208,8 +238,13 @@ func PolicyFromMetadata(md map[string]string) (Policy, []RoutePolicy, error) {
 		if err := rp.Fault.check(pathHas); err != nil {
 			return DefaultPolicy, nil, fmt.Errorf("policy for %s: %w", path, err)
 		}
+		// A path's mirror likewise: its own service with the service's
+		// share, unless it gives one.
+		if err := rp.Mirror.check(pathHas); err != nil {
+			return DefaultPolicy, nil, fmt.Errorf("policy for %s: %w", path, err)
+		}
 		r := RoutePolicy{Path: path, Timeout: rp.Timeout, PerTryTimeout: rp.PerTryTimeout, Retries: rp.Retries, RateLimit: rp.RateLimit, RateLimitBurst: rp.RateLimitBurst,
-			Fault: rp.Fault}
+			Fault: rp.Fault, Mirror: rp.Mirror}
 		r.Path, r.Prefix = strings.CutSuffix(path, "*")
 		routes = append(routes, r)
 	}

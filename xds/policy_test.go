@@ -172,3 +172,42 @@ func TestFaultPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestMirrorPolicy: a mirror copies every call unless given a share; a
+// path's mirror starts from the service's.
+func TestMirrorPolicy(t *testing.T) {
+	p, routes, err := PolicyFromMetadata(policymeta.Metadata(map[string]string{
+		"mirror": "hello-shadow", "/a:mirror_percent": "12.5", "/b:mirror": "audit.ops",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Mirror{Service: "hello-shadow", Share: 1_000_000}); p.Mirror != want {
+		t.Errorf("service mirror %+v, want %+v", p.Mirror, want)
+	}
+	byPath := map[string]Mirror{}
+	for _, r := range routes {
+		byPath[r.Path] = r.Mirror
+	}
+	if want := (Mirror{Service: "hello-shadow", Share: 125_000}); byPath["/a"] != want {
+		t.Errorf("/a mirror %+v, want %+v", byPath["/a"], want)
+	}
+	if want := (Mirror{Service: "audit", Namespace: "ops", Share: 1_000_000}); byPath["/b"] != want {
+		t.Errorf("/b mirror %+v, want %+v", byPath["/b"], want)
+	}
+	for _, tc := range []struct {
+		md      map[string]string
+		mention string
+	}{
+		{map[string]string{"mirror_percent": "5"}, "mirror_percent needs policy_mirror"},
+		{map[string]string{"mirror": "Hello"}, `"Hello" is not a service (write name or name.namespace)`},
+		{map[string]string{"mirror": "a.b.c"}, `"a.b.c" is not a service`},
+		{map[string]string{"mirror": "a."}, `"a." is not a service`},
+		{map[string]string{"mirror": "a", "mirror_percent": "x"}, "not a percentage"},
+		{map[string]string{"/x:mirror_percent": "5"}, "policy for /x: policy key policy_mirror_percent needs policy_mirror"},
+	} {
+		if _, _, err := PolicyFromMetadata(policymeta.Metadata(tc.md)); err == nil || !strings.Contains(err.Error(), tc.mention) {
+			t.Errorf("%v: %v, want an error mentioning %q", tc.md, err, tc.mention)
+		}
+	}
+}

@@ -29,6 +29,10 @@ const callerHeader = "x-mesh-caller"
 // matched by the authority the app uses ("name" or "name.namespace").
 func (b *builder) outboundRoute(reachable []*Service) *route.RouteConfiguration {
 	rc := &route.RouteConfiguration{Name: OutboundRoute}
+	canReach := make(map[[2]string]bool, len(reachable))
+	for _, s := range reachable {
+		canReach[[2]string{s.Namespace, s.Name}] = true
+	}
 	for _, s := range reachable {
 		pol := s.Policy
 		// A route timeout bounds a whole request, stream included: gRPC
@@ -45,14 +49,18 @@ func (b *builder) outboundRoute(reachable []*Service) *route.RouteConfiguration 
 			if rp.Prefix {
 				match.PathSpecifier = &route.RouteMatch_Prefix{Prefix: rp.Path}
 			}
+			action := routeAction(s, rp.Timeout, rp.PerTryTimeout, rp.Retries)
+			action.RequestMirrorPolicies = mirrorPolicies(s, rp.Mirror, canReach)
 			routes = append(routes, withFault(rp.Fault, withVersionHeader(s, &route.Route{
 				Match:  match,
-				Action: &route.Route_Route{Route: routeAction(s, rp.Timeout, rp.PerTryTimeout, rp.Retries)},
+				Action: &route.Route_Route{Route: action},
 			}))...)
 		}
+		action := routeAction(s, timeout, pol.PerTryTimeout, pol.Retries)
+		action.RequestMirrorPolicies = mirrorPolicies(s, pol.Mirror, canReach)
 		routes = append(routes, withFault(pol.Fault, withVersionHeader(s, &route.Route{
 			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
-			Action: &route.Route_Route{Route: routeAction(s, timeout, pol.PerTryTimeout, pol.Retries)},
+			Action: &route.Route_Route{Route: action},
 		}))...)
 		rc.VirtualHosts = append(rc.VirtualHosts, &route.VirtualHost{
 			Name:    ClusterName(s.Namespace, s.Name),
@@ -80,6 +88,28 @@ func withVersionHeader(s *Service, rt *route.Route) []*route.Route {
 		out = append(out, vr)
 	}
 	return append(out, rt)
+}
+
+// mirrorPolicies copies a share of s's requests to m's service (Envoy
+// appends -shadow to the copies' authority, so the mirror's logs tell
+// them apart): none when m mirrors nothing, names s itself, or names a
+// service the proxy cannot reach (its cluster is not in the proxy's
+// view; the mirror starts when the service appears).
+func mirrorPolicies(s *Service, m Mirror, canReach map[[2]string]bool) []*route.RouteAction_RequestMirrorPolicy {
+	if !m.Active() {
+		return nil
+	}
+	ns := m.Namespace
+	if ns == "" {
+		ns = s.Namespace
+	}
+	if (ns == s.Namespace && m.Service == s.Name) || !canReach[[2]string{ns, m.Service}] {
+		return nil
+	}
+	return []*route.RouteAction_RequestMirrorPolicy{{
+		Cluster:         ClusterName(ns, m.Service),
+		RuntimeFraction: &core.RuntimeFractionalPercent{DefaultValue: perMillion(m.Share)},
+	}}
 }
 
 // routeAction sends to s's cluster (or its versions' clusters, by its

@@ -543,6 +543,19 @@ func compileRoute(vh *xdswire.VirtualHost, rt *xdswire.Route) (*Route, error) {
 			r.Timeout = d
 		}
 	}
+	for _, mp := range action.RequestMirrorPolicies {
+		switch {
+		case mp.Refused != "":
+			return nil, fmt.Errorf("request_mirror_policies %s is not supported", mp.Refused)
+		case mp.Cluster == "":
+			return nil, errors.New("a request mirror policy has no cluster")
+		}
+		m := Mirror{Cluster: mp.Cluster, Share: Share{Numerator: 1, Denominator: 1}, Host: mp.HostRewriteLiteral, KeepHost: mp.DisableShadowHostSuffixAppend}
+		if rf := mp.RuntimeFraction; rf != nil {
+			m.Share = shareOf(rf.DefaultValue) // no runtime layer: the default, as Envoy without the key
+		}
+		r.Mirrors = append(r.Mirrors, m)
+	}
 	if rp := action.RetryPolicy; rp != nil {
 		retry, err := compileRetry(rp)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	xdsmatcher "github.com/cncf/xds/go/xds/type/matcher/v3"
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	mutationv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -1213,4 +1215,59 @@ func TestRoutesMatchHeaders(t *testing.T) {
 			t.Errorf("%s %v: route %+v, want cluster %s", tc.method, tc.header, got, tc.want)
 		}
 	}
+}
+
+// TestMirrorsAsEnvoys: a route's mirror policies copy every request
+// unless a share is given; the copies carry -shadow after the host (before
+// a port) unless told to keep it or given one; what the proxy cannot do is
+// refused. A mirror's cluster the proxy lacks leaves nothing waiting.
+func TestMirrorsAsEnvoys(t *testing.T) {
+	mirror := func(r *envoyResources, mp ...*route.RouteAction_RequestMirrorPolicy) {
+		r.Routes[0].VirtualHosts[0].Routes[0].GetRoute().RequestMirrorPolicies = mp
+	}
+	r := meshFor(t, "default", "client")
+	mirror(&r, &route.RouteAction_RequestMirrorPolicy{Cluster: "world.default"},
+		&route.RouteAction_RequestMirrorPolicy{Cluster: "nowhere.default", RuntimeFraction: percent(25), DisableShadowHostSuffixAppend: true},
+		&route.RouteAction_RequestMirrorPolicy{Cluster: "world.default", RuntimeFraction: &core.RuntimeFractionalPercent{RuntimeKey: "k"}, HostRewriteLiteral: "audit"})
+	c, err := Compile(r.wire(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if missing := c.Missing(); len(missing) != 0 {
+		t.Errorf("Missing() = %v; a mirror's cluster is not waited for", missing)
+	}
+	vh := r.Routes[0].VirtualHosts[0]
+	rt, _ := c.Routes[r.Routes[0].Name].Lookup(vh.Domains[0], "/")
+	want := []Mirror{
+		{Cluster: "world.default", Share: Share{1, 1}},
+		{Cluster: "nowhere.default", Share: Share{25, 100}, KeepHost: true},
+		{Cluster: "world.default", Share: Share{}, Host: "audit"}, // no default value: 0 %, as a fraction with nothing set
+	}
+	if rt == nil || !reflect.DeepEqual(rt.Mirrors, want) {
+		t.Fatalf("compiled mirrors %+v, want %+v", rt, want)
+	}
+	for host, shadow := range map[string]string{"world": "world-shadow", "world.default:8080": "world.default-shadow:8080", "[::1]:80": "[::1]-shadow:80", "[::1]": "[::1]-shadow"} {
+		if got := want[0].ShadowHost(host); got != shadow {
+			t.Errorf("ShadowHost(%q) = %q, want %q", host, got, shadow)
+		}
+	}
+	if got := want[1].ShadowHost("world"); got != "world" {
+		t.Errorf("kept host: %q", got)
+	}
+	if got := want[2].ShadowHost("world"); got != "audit" {
+		t.Errorf("rewritten host: %q", got)
+	}
+	refusals(t, []refusal{
+		{"mirror without a cluster", func(r *envoyResources) { mirror(r, &route.RouteAction_RequestMirrorPolicy{}) }, "has no cluster"},
+		{"mirror cluster from a header", func(r *envoyResources) {
+			mirror(r, &route.RouteAction_RequestMirrorPolicy{ClusterHeader: "x-mirror"})
+		}, "request_mirror_policies cluster_header is not supported"},
+		{"mirror header mutations", func(r *envoyResources) {
+			mirror(r, &route.RouteAction_RequestMirrorPolicy{Cluster: "world.default", RequestHeadersMutations: []*mutationv3.HeaderMutation{{
+				Action: &mutationv3.HeaderMutation_Remove{Remove: "x-a"}}}})
+		}, "request_headers_mutations is not supported"},
+		{"a host-wide mirror", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].RequestMirrorPolicies = []*route.RouteAction_RequestMirrorPolicy{{Cluster: "world.default"}}
+		}, "request_mirror_policies is not supported"},
+	})
 }

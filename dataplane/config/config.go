@@ -242,6 +242,37 @@ type Route struct {
 	// replaces ("" for none), with Fault (never nil then).
 	FaultFilter string
 	Fault       *Fault
+	// Mirrors copy a share of the route's requests to other clusters.
+	Mirrors []Mirror
+}
+
+// Mirror copies a share of a route's requests to another cluster and
+// drops its answers (Envoy's request_mirror_policies): the copy leaves
+// with the request and never holds up, retries or changes the original's
+// answer. A cluster the proxy does not have is skipped, as Envoy does.
+type Mirror struct {
+	Cluster string
+	Share   Share
+	// Host is the copies' authority, or "" for the request's with -shadow
+	// appended to its host (Envoy's way: the mirror's logs tell copies
+	// from originals); KeepHost leaves the request's as it is.
+	Host     string
+	KeepHost bool
+}
+
+// ShadowHost is the authority a copy of a request to host carries:
+// "-shadow" appended to the host, before any port.
+func (m Mirror) ShadowHost(host string) string {
+	switch {
+	case m.Host != "":
+		return m.Host
+	case m.KeepHost || host == "":
+		return host
+	}
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
+		return host[:i] + "-shadow" + host[i:]
+	}
+	return host + "-shadow"
 }
 
 // Split spreads a route's requests over clusters in proportion to their

@@ -55,7 +55,7 @@ func cleanHopHeaders(h http.Header) {
 
 // forward sends r to up along route rt, retrying as the route allows, and
 // streams the response back.
-func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route, up *upstream, dir direction, caller peer, start time.Time) {
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route, up *upstream, mirrors []mirrorTarget, dir direction, caller peer, start time.Time) {
 	source, dest := p.self, up.cluster.Name
 	if dir == inbound {
 		source, dest = caller.workload, p.self
@@ -88,12 +88,15 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route
 		deadline = time.Now().Add(rt.Timeout)
 	}
 	ctx := r.Context()
-	body, err := newReplayable(r, rt.Retry != nil, isGRPC(r))
+	body, err := newReplayable(r, rt.Retry != nil || len(mirrors) > 0, isGRPC(r))
 	if err != nil {
 		p.localFor(w, r, dir, source, dest, http.StatusBadRequest, "micromesh: reading the request body: "+err.Error(), start)
 		return
 	}
-	defer body.release()
+	defer body.done()
+	if len(mirrors) > 0 {
+		p.mirror(mirrors, r, rt, body)
+	}
 	attempts := 1
 	if rt.Retry != nil {
 		attempts += int(rt.Retry.NumRetries)
@@ -354,6 +357,30 @@ func (b *replayable) replayable() bool {
 	}
 	return b.stream == nil
 }
+
+// follower is a reader of the body for a mirror: what the tries read,
+// as they read it.
+func (b *replayable) follower() io.ReadCloser {
+	switch {
+	case b.kept != nil:
+		return &keptCursor{k: b.kept, follow: true}
+	case b.stream != nil:
+		return io.NopCloser(errReader{errBodyNotKept}) // not kept: forward keeps bodies it mirrors
+	}
+	return b.reader()
+}
+
+// done ends the original request's reading of the body.
+func (b *replayable) done() {
+	if b.kept != nil {
+		b.kept.leave()
+	}
+	b.release()
+}
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }
 
 func (b *replayable) reader() io.ReadCloser {
 	switch {

@@ -6,7 +6,11 @@ import (
 	"sync"
 )
 
-var errBodyNotKept = errors.New("the request body was longer than the proxy keeps for a retry")
+var errBodyNotKept = errors.New("the request body was longer than the proxy keeps for a retry or a mirror")
+
+// errBodyLeft ends a mirror's copy of a body the original stopped reading
+// (its answer came before the whole body was sent).
+var errBodyLeft = errors.New("the original request ended before its body was read")
 
 // keptStream is a streaming request body kept as it is read, up to
 // maxReplayBody, so that a retry can send it again from its start while the
@@ -27,6 +31,7 @@ type keptStream struct {
 	pulling  bool
 	err      error // how the incoming body ended (io.EOF), once read
 	overflow bool  // more than maxReplayBody came: nothing is kept
+	left     bool  // the original is done: followers get no more
 }
 
 func newKeptStream(src io.Reader) *keptStream {
@@ -42,10 +47,23 @@ func (k *keptStream) replayable() bool {
 	return !k.overflow
 }
 
-// keptCursor is one try's reading of a keptStream.
+// leave ends the original's reading: followers waiting for more get
+// errBodyLeft.
+func (k *keptStream) leave() {
+	k.mu.Lock()
+	k.left = true
+	k.cond.Broadcast()
+	k.mu.Unlock()
+}
+
+// keptCursor is one try's reading of a keptStream, or a mirror's: a
+// follower never pulls from the incoming body, it reads what the tries
+// have pulled (so a mirror neither paces the original nor is the reader
+// when the body grows past what is kept).
 type keptCursor struct {
-	k   *keptStream
-	pos int
+	k      *keptStream
+	pos    int
+	follow bool
 }
 
 func (c *keptCursor) Read(p []byte) (int, error) {
@@ -67,7 +85,11 @@ func (c *keptCursor) Read(p []byte) (int, error) {
 			k.mu.Unlock()
 			return 0, err
 		}
-		if !k.pulling {
+		if c.follow && k.left {
+			k.mu.Unlock()
+			return 0, errBodyLeft
+		}
+		if !k.pulling && !c.follow {
 			break
 		}
 		k.cond.Wait()

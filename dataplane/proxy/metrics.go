@@ -29,6 +29,9 @@ type metrics struct {
 	// faultOverflow the faults not injected because MaxActive were.
 	faults        *prometheus.CounterVec
 	faultOverflow prometheus.Counter
+	// mirrored counts requests' copies by mirror cluster and outcome (the
+	// copy's response code, or why it got none).
+	mirrored *prometheus.CounterVec
 }
 
 func newMetrics(reg Registerer) *metrics {
@@ -74,9 +77,13 @@ func newMetrics(reg Registerer) *metrics {
 			Name: "micromesh_faults_overflow_total",
 			Help: "Faults not injected because as many requests as the filter's max_active_faults were already in one.",
 		}),
+		mirrored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "micromesh_mirrored_requests_total",
+			Help: "Copies of requests sent to mirror clusters (their answers dropped), by cluster and outcome: the copy's response code, or reset, body_not_kept (the body outgrew what the proxy keeps), overflow, no_endpoint, no_cluster.",
+		}, []string{"cluster", "outcome"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.local, m.denied, m.retries, m.overflow, m.ejections, m.rateLimited, m.faults, m.faultOverflow)
+		reg.MustRegister(m.requests, m.duration, m.local, m.denied, m.retries, m.overflow, m.ejections, m.rateLimited, m.faults, m.faultOverflow, m.mirrored)
 	}
 	return m
 }

@@ -131,6 +131,12 @@ func call(p *Proxy, method, body string) *httptest.ResponseRecorder {
 // counterOf sums a counter over its label values (0 if never counted).
 func counterOf(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
+	return counterOfLabels(t, reg, name, nil)
+}
+
+// counterOfLabels sums a counter over the series that have labels.
+func counterOfLabels(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +144,13 @@ func counterOf(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	sum := 0.0
 	for _, mf := range mfs {
 		if mf.GetName() == name {
+		series:
 			for _, m := range mf.GetMetric() {
+				for _, lp := range m.GetLabel() {
+					if want, ok := labels[lp.GetName()]; ok && want != lp.GetValue() {
+						continue series
+					}
+				}
 				sum += m.GetCounter().GetValue()
 			}
 		}

@@ -271,7 +271,11 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		p.local(w, r, outbound, cluster, http.StatusServiceUnavailable, "micromesh: cluster "+cluster+" is not configured yet", start)
 		return
 	}
-	p.forward(w, r, route, up, outbound, peer{}, start)
+	var mirrors []mirrorTarget
+	if len(route.Mirrors) > 0 {
+		mirrors = p.mirrorsFor(st, route)
+	}
+	p.forward(w, r, route, up, mirrors, outbound, peer{}, start)
 }
 
 func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
@@ -342,7 +346,7 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		p.local(w, r, inbound, cluster, http.StatusServiceUnavailable, "micromesh: the app's cluster is not configured yet", start)
 		return
 	}
-	p.forward(w, r, route, up, inbound, caller, start)
+	p.forward(w, r, route, up, nil, inbound, caller, start)
 }
 
 // dotSegment reports whether path (decoded) has a "." or ".." segment.

@@ -147,6 +147,11 @@ func TestDecodesEveryRouteField(t *testing.T) {
 				Timeout: durationpb.New(1500 * time.Millisecond),
 				RetryPolicy: &route.RetryPolicy{RetryOn: "5xx", NumRetries: wrapperspb.UInt32(0), PerTryTimeout: durationpb.New(time.Microsecond), RetriableStatusCodes: []uint32{503, 429},
 					RetryBackOff: &route.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(time.Nanosecond), MaxInterval: durationpb.New(0)}},
+				RequestMirrorPolicies: []*route.RouteAction_RequestMirrorPolicy{
+					{Cluster: "m", RuntimeFraction: &core.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{Numerator: 5, Denominator: typev3.FractionalPercent_TEN_THOUSAND}},
+						DisableShadowHostSuffixAppend: true, HostRewriteLiteral: "h", TraceSampled: wrapperspb.Bool(true)},
+					{Cluster: "n", ClusterHeader: "x-m"},
+				},
 			}},
 			RequestHeadersToAdd:    []*core.HeaderValueOption{{Header: &core.HeaderValue{Key: "x-c", Value: "%DOWNSTREAM_PEER_URI_SAN%"}}},
 			RequestHeadersToRemove: []string{"x-d"},
@@ -170,6 +175,10 @@ func TestDecodesEveryRouteField(t *testing.T) {
 	if r.Match.Prefix == nil || *r.Match.Prefix != "" || r.Route.RetryPolicy.NumRetries == nil || *r.Route.RetryPolicy.NumRetries != 0 ||
 		r.Route.Timeout.D() != 1500*time.Millisecond || r.Route.RetryPolicy.RetryBackOff.MaxInterval == nil || fmt.Sprint(r.Route.RetryPolicy.RetriableStatusCodes) != "[503 429]" {
 		t.Fatalf("decoded %+v", r)
+	}
+	if mp := r.Route.RequestMirrorPolicies; len(mp) != 2 || mp[0].Cluster != "m" || mp[0].RuntimeFraction.DefaultValue.Numerator != 5 ||
+		!mp[0].DisableShadowHostSuffixAppend || mp[0].HostRewriteLiteral != "h" || mp[0].Refused != "" || mp[1].Refused != "cluster_header" {
+		t.Fatalf("decoded the mirror policies as %+v", mp)
 	}
 	wc := got.VirtualHosts[0].Routes[2].Route.WeightedClusters
 	if wc == nil || len(wc.Clusters) != 3 || *wc.Clusters[0].Weight != 90 || wc.Clusters[1].Weight == nil || *wc.Clusters[1].Weight != 0 ||

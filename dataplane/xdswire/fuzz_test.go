@@ -28,6 +28,7 @@ func FuzzDecode(f *testing.F) {
 	limited.RateLimit, limited.RateLimitBurst = 10, 3
 	faulty := xds.DefaultPolicy // callers' routes to a carry fault settings, opt-in by header
 	faulty.Fault = xds.Fault{Delay: 5e6, DelayShare: 125_000, AbortGRPC: 14, AbortShare: 33, Header: "x-chaos"}
+	faulty.Mirror = xds.Mirror{Service: "c", Share: 250_000} // and a mirror policy
 	m := &xds.Mesh{TrustDomain: "td", Roots: []byte("roots"), Services: []xds.Service{
 		{Name: "a", Namespace: "default", Protocol: xds.ProtocolGRPC, Policy: faulty, // split, with a version header: weighted clusters and header matchers
 			Split: []xds.VersionWeight{{Version: "v1", Weight: 70}, {Version: "v2", Weight: 30}}, SplitHeader: "x-version", Endpoints: []xds.Endpoint{

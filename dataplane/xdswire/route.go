@@ -242,7 +242,9 @@ type RouteAction struct {
 	Timeout           *Duration          `json:"timeout,omitempty"`
 	RetryPolicy       *RetryPolicy       `json:"retryPolicy,omitempty"`
 	MaxStreamDuration *MaxStreamDuration `json:"maxStreamDuration,omitempty"`
-	Unsupported       string             `json:"-"` // another cluster specifier
+	// RequestMirrorPolicies copy the route's requests to other clusters.
+	RequestMirrorPolicies []*RequestMirrorPolicy `json:"requestMirrorPolicies,omitempty"`
+	Unsupported           string                 `json:"-"` // another cluster specifier
 	// Refused names the first field set that the proxy does not do
 	// (rewrites, mirrors, hedging, subsets…).
 	Refused   string `json:"-"`
@@ -253,9 +255,43 @@ type RouteAction struct {
 var routeActionRefused = map[protowire.Number]string{
 	4: "metadata_match", 5: "prefix_rewrite", 32: "regex_rewrite", 41: "path_rewrite_policy", 45: "path_rewrite",
 	6: "host_rewrite_literal", 7: "auto_host_rewrite", 29: "host_rewrite_header", 35: "host_rewrite_path_regex",
-	33: "retry_policy_typed_config", 30: "request_mirror_policies", 13: "rate_limits", 17: "cors",
+	33: "retry_policy_typed_config", 13: "rate_limits", 17: "cors",
 	23: "max_grpc_timeout", 28: "grpc_timeout_offset", 25: "upgrade_configs", 34: "internal_redirect_policy",
 	26: "internal_redirect_action", 27: "hedge_policy",
+}
+
+// RequestMirrorPolicy is RouteAction.RequestMirrorPolicy: a copy of a
+// share of the route's requests goes to Cluster, its answer dropped.
+type RequestMirrorPolicy struct {
+	Cluster         string                    `json:"cluster,omitempty"`
+	RuntimeFraction *RuntimeFractionalPercent `json:"runtimeFraction,omitempty"`
+	// DisableShadowHostSuffixAppend keeps the copy's authority as it is
+	// (Envoy appends -shadow).
+	DisableShadowHostSuffixAppend bool   `json:"disableShadowHostSuffixAppend,omitempty"`
+	HostRewriteLiteral            string `json:"hostRewriteLiteral,omitempty"`
+	// Refused names the first field set that the proxy does not do (the
+	// cluster from a header, header changes for the copies). trace_sampled
+	// is read as unset: the proxy does not trace.
+	Refused string `json:"-"`
+}
+
+var requestMirrorPolicyRefused = map[protowire.Number]string{5: "cluster_header", 7: "request_headers_mutations"}
+
+func (m *RequestMirrorPolicy) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.Cluster)
+		case 3:
+			return msg(f, &m.RuntimeFraction)
+		case 6:
+			return f.boolean(&m.DisableShadowHostSuffixAppend)
+		case 8:
+			return f.str(&m.HostRewriteLiteral)
+		}
+		refuseSet(f, &m.Refused, requestMirrorPolicyRefused)
+		return nil
+	})
 }
 
 // MaxStreamDuration is RouteAction.MaxStreamDuration.
@@ -298,6 +334,8 @@ func (m *RouteAction) unmarshal(b []byte) error {
 			return msg(f, &m.RetryPolicy)
 		case 36:
 			return msg(f, &m.MaxStreamDuration)
+		case 30:
+			return msgs(f, &m.RequestMirrorPolicies)
 		case 2:
 			m.Unsupported = "cluster_header"
 		case 3:
