@@ -5,7 +5,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/dataplane"
 	hellohandler "github.com/micromesh/micromesh/examples/helloworld/handler"
 	hellopb "github.com/micromesh/micromesh/examples/helloworld/proto"
@@ -73,6 +75,57 @@ func TestCallAndDescribeThroughTheMesh(t *testing.T) {
 		for _, m := range tc.mention {
 			if err == nil || !strings.Contains(describe(err), m) {
 				t.Errorf("call %q: %v; want an error mentioning %q", tc.args, err, m)
+			}
+		}
+	}
+
+	// --as pingpong: the call goes through a sidecar of pingpong's and
+	// meets what pingpong's calls meet — here an operator's fault on
+	// helloworld —, where the direct call does not; from another
+	// namespace helloworld is not reachable at all.
+	if err := cp.Registry().SetPolicy(t.Context(), registry.Policy{Service: "helloworld", Keys: map[string]string{"fault_abort_grpc": "9"}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err = call("helloworld", "Helloworld.Call", `{"name":"Dan"}`, "--as", "pingpong")
+		if err != nil && strings.Contains(describe(err), "FailedPrecondition") && strings.Contains(describe(err), "fault filter abort") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("call --as pingpong with helloworld's fault set: %v; want FailedPrecondition from the fault filter", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if out, err := call("helloworld", "Helloworld.Call", `{"name":"Dan"}`); err != nil || !strings.Contains(out, "Hello Dan") {
+		t.Errorf("the direct call with helloworld's fault set: %q %v; want the answer (no caller's sidecar, no fault)", out, err)
+	}
+	if err := cp.Registry().DeletePolicy(t.Context(), "default", "helloworld"); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		out, err = call("helloworld", "Helloworld.Call", `{"name":"Eve"}`, "--as", "pingpong")
+		if err == nil && out == `{"msg":"Hello Eve"}`+"\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("call --as pingpong with the fault cleared: %q %v", out, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, tc := range []struct {
+		as      string
+		mention []string
+	}{
+		{"pingpong.other", []string{"Unavailable", `"helloworld.default" is not a service in the mesh this workload can call`}},
+		{"Ping", []string{"--as \"Ping\" (write name or name.namespace)"}},
+		{"pingpong.", []string{"--as \"pingpong.\""}},
+	} {
+		_, err := call("helloworld", "Helloworld.Call", `{"name":"Fay"}`, "--as", tc.as)
+		for _, m := range tc.mention {
+			if err == nil || !strings.Contains(describe(err), m) {
+				t.Errorf("call --as %s: %v; want an error mentioning %q", tc.as, err, m)
 			}
 		}
 	}
