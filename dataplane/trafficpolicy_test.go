@@ -75,6 +75,45 @@ func TestCallersApplyTheServicesPolicy(t *testing.T) {
 	}
 }
 
+// retry_on chooses what callers retry: here 429 (which the default does
+// not retry) — a busy b turns every other request away and a's calls all
+// succeed, each turned-away one on its retry; a path that keeps the
+// default passes the 429 on.
+func TestCallersRetryWhatTheServiceSays(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	var n atomic.Int32
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1)%2 == 1 {
+			http.Error(w, "busy", http.StatusTooManyRequests)
+			return
+		}
+		_, _ = w.Write([]byte("{}"))
+	}))
+	t.Cleanup(busy.Close)
+	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
+	cp.StartSidecar("default", "b", meshtest.WithApp(busy.Listener.Addr().String(), "http"),
+		meshtest.WithOptions(func(o *dataplane.Options) {
+			o.Policy = map[string]string{"retries": "1", "retry_on": "429,reset", "/strict/*:retry_on": "503"}
+		}))
+	waitFor(t, "a to reach b", func() bool {
+		resp, _ := call(t, a.Info.Outbound, "b", "/", nil)
+		return resp.StatusCode == http.StatusOK
+	})
+	for i := range 6 {
+		if resp, e := call(t, a.Info.Outbound, "b", "/", nil); resp.StatusCode != http.StatusOK {
+			t.Fatalf("call %d: %d %q, want 200 (a 429 retried)", i, resp.StatusCode, e.Body)
+		}
+	}
+	codes := map[int]int{}
+	for range 6 {
+		resp, _ := call(t, a.Info.Outbound, "b", "/strict/x", nil)
+		codes[resp.StatusCode]++
+	}
+	if codes[http.StatusTooManyRequests] != 3 || codes[http.StatusOK] != 3 {
+		t.Errorf("/strict/x (retry_on 503): answers %v, want three 429s passed on and three 200s", codes)
+	}
+}
+
 // A service's rate limit (--policy rate_limit=N) is enforced by its own
 // sidecar, per instance: past the burst, callers get 429 naming the limit,
 // the app never sees those requests, and the bucket refills with time.

@@ -46,7 +46,7 @@ func testMesh() *Mesh {
 				RateLimit: 50, RateLimitBurst: 100,
 				Mirror: Mirror{Service: "billing", Namespace: "prod", Share: 1_000_000}, // not reachable from default: no mirror
 			}, Routes: []RoutePolicy{
-				{Path: "/reports/", Prefix: true, Timeout: time.Minute, PerTryTimeout: time.Second, Retries: 3, Fault: Fault{Abort: 503, AbortShare: 1_000_000, Header: "x-chaos"},
+				{Path: "/reports/", Prefix: true, Timeout: time.Minute, PerTryTimeout: time.Second, Retries: 3, RetryOn: "5xx,429,resource-exhausted", Fault: Fault{Abort: 503, AbortShare: 1_000_000, Header: "x-chaos"},
 					Mirror: Mirror{Service: "hello", Share: 250_000}},
 			}, Endpoints: []Endpoint{
 				{ID: "w1", Address: "10.0.0.3", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Health: HealthPassing},

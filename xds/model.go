@@ -80,6 +80,7 @@ type RoutePolicy struct {
 	Timeout       time.Duration
 	PerTryTimeout time.Duration
 	Retries       uint32
+	RetryOn       string // as Policy's
 	// RateLimit and RateLimitBurst: the path's own limit at each instance
 	// (0: the path draws from the service's, if any), as Policy's.
 	RateLimit      uint32
@@ -148,6 +149,10 @@ type Policy struct {
 	Timeout       time.Duration // per request, including retries
 	PerTryTimeout time.Duration
 	Retries       uint32
+	// RetryOn lists what is retried, comma-separated: Envoy's conditions
+	// and HTTP statuses (PolicyFromMetadata checks and normalizes it); ""
+	// for the default, connect failures, resets, 503 and gRPC UNAVAILABLE.
+	RetryOn string
 	// Circuit breakers, per caller.
 	MaxConnections     uint32
 	MaxPendingRequests uint32

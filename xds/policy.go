@@ -3,6 +3,7 @@ package xds
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,9 +16,14 @@ import (
 // policyKeys are the keys after the prefix, each with how it sets a
 // Policy field from a value.
 var policyKeys = map[string]func(p *Policy, v string) error{
-	"timeout":              durationKey(func(p *Policy) *time.Duration { return &p.Timeout }, 0),
-	"per_try_timeout":      durationKey(func(p *Policy) *time.Duration { return &p.PerTryTimeout }, 0),
-	"retries":              countKey(func(p *Policy) *uint32 { return &p.Retries }, 0, 10),
+	"timeout":         durationKey(func(p *Policy) *time.Duration { return &p.Timeout }, 0),
+	"per_try_timeout": durationKey(func(p *Policy) *time.Duration { return &p.PerTryTimeout }, 0),
+	"retries":         countKey(func(p *Policy) *uint32 { return &p.Retries }, 0, 10),
+	"retry_on": func(p *Policy, v string) error {
+		on, err := parseRetryOn(v)
+		p.RetryOn = on
+		return err
+	},
 	"max_connections":      countKey(func(p *Policy) *uint32 { return &p.MaxConnections }, 1, 1<<20),
 	"max_pending_requests": countKey(func(p *Policy) *uint32 { return &p.MaxPendingRequests }, 1, 1<<20),
 	"max_requests":         countKey(func(p *Policy) *uint32 { return &p.MaxRequests }, 1, 1<<20),
@@ -128,6 +134,37 @@ func (f *Fault) check(has func(key string) bool) error {
 	return nil
 }
 
+// retryConditions are the retry conditions a policy may name: Envoy's
+// (router filter) and gRPC's (x-envoy-retry-grpc-on, gRFC A44), which
+// every kind of caller reads the same way.
+var retryConditions = []string{"connect-failure", "reset", "5xx", "gateway-error", "retriable-4xx",
+	"cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"}
+
+// parseRetryOn checks a retry_on value — conditions and HTTP statuses,
+// comma-separated (Istio's retryOn) — and returns it without spaces or
+// repeats.
+func parseRetryOn(v string) (string, error) {
+	var out []string
+	for _, c := range strings.Split(v, ",") {
+		c = strings.TrimSpace(c)
+		if c == "" || slices.Contains(out, c) {
+			continue
+		}
+		if n, err := strconv.Atoi(c); err == nil {
+			if n < 400 || n > 599 {
+				return "", fmt.Errorf("%q: status %d is not an error status (400–599)", v, n)
+			}
+		} else if !slices.Contains(retryConditions, c) {
+			return "", fmt.Errorf("%q: %q is not a retry condition (%s, or an HTTP status 400–599)", v, c, strings.Join(retryConditions, ", "))
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return "", fmt.Errorf("%q names no retry condition (%s, or an HTTP status 400–599)", v, strings.Join(retryConditions, ", "))
+	}
+	return strings.Join(out, ","), nil
+}
+
 // check completes a mirror from its keys: a mirror without its share
 // copies every call; a share without a mirror is an error.
 func (m *Mirror) check(has func(key string) bool) error {
@@ -143,7 +180,7 @@ func (m *Mirror) check(has func(key string) bool) error {
 // routeKeys are the policy keys a path may set: the route's; the others
 // (breakers, load balancing, outlier detection) belong to the service's
 // cluster.
-var routeKeys = map[string]bool{"timeout": true, "per_try_timeout": true, "retries": true, "rate_limit": true, "rate_limit_burst": true,
+var routeKeys = map[string]bool{"timeout": true, "per_try_timeout": true, "retries": true, "retry_on": true, "rate_limit": true, "rate_limit_burst": true,
 	"fault_delay": true, "fault_delay_percent": true, "fault_abort": true, "fault_abort_grpc": true, "fault_abort_percent": true, "fault_header": true,
 	"mirror": true, "mirror_percent": true}
 
@@ -207,11 +244,11 @@ func PolicyFromMetadata(md map[string]string) (Policy, []RoutePolicy, error) {
 			if _, known := policyKeys[name]; known {
 				return DefaultPolicy, nil, fmt.Errorf("policy %s: %s applies to the whole service, not to one path (set it without a path)", key, name)
 			}
-			return DefaultPolicy, nil, fmt.Errorf("policy %s: %q is not a key a path can set (timeout, per_try_timeout, retries, rate_limit, rate_limit_burst, fault_*, mirror, mirror_percent)", key, name)
+			return DefaultPolicy, nil, fmt.Errorf("policy %s: %q is not a key a path can set (timeout, per_try_timeout, retries, retry_on, rate_limit, rate_limit_burst, fault_*, mirror, mirror_percent)", key, name)
 		}
 		rp := byPath[path]
 		if rp == nil {
-			rp = &Policy{Timeout: p.Timeout, PerTryTimeout: p.PerTryTimeout, Retries: p.Retries, Fault: p.Fault, Mirror: p.Mirror}
+			rp = &Policy{Timeout: p.Timeout, PerTryTimeout: p.PerTryTimeout, Retries: p.Retries, RetryOn: p.RetryOn, Fault: p.Fault, Mirror: p.Mirror}
 			byPath[path] = rp
 			pathKeys[path] = map[string]bool{}
 		}
@@ -243,7 +280,7 @@ func PolicyFromMetadata(md map[string]string) (Policy, []RoutePolicy, error) {
 		if err := rp.Mirror.check(pathHas); err != nil {
 			return DefaultPolicy, nil, fmt.Errorf("policy for %s: %w", path, err)
 		}
-		r := RoutePolicy{Path: path, Timeout: rp.Timeout, PerTryTimeout: rp.PerTryTimeout, Retries: rp.Retries, RateLimit: rp.RateLimit, RateLimitBurst: rp.RateLimitBurst,
+		r := RoutePolicy{Path: path, Timeout: rp.Timeout, PerTryTimeout: rp.PerTryTimeout, Retries: rp.Retries, RetryOn: rp.RetryOn, RateLimit: rp.RateLimit, RateLimitBurst: rp.RateLimitBurst,
 			Fault: rp.Fault, Mirror: rp.Mirror}
 		r.Path, r.Prefix = strings.CutSuffix(path, "*")
 		routes = append(routes, r)

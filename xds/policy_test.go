@@ -211,3 +211,46 @@ func TestMirrorPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestRetryOnPolicy: retry_on takes Envoy's and gRPC's conditions and
+// HTTP statuses, without repeats; a path takes the service's unless it
+// sets its own; routes carry the statuses as retriable_status_codes.
+func TestRetryOnPolicy(t *testing.T) {
+	p, routes, err := PolicyFromMetadata(policymeta.Metadata(map[string]string{
+		"retry_on": "5xx, 429,429,resource-exhausted", "/a:retries": "1", "/b:retry_on": "unavailable",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.RetryOn != "5xx,429,resource-exhausted" {
+		t.Errorf("retry_on = %q", p.RetryOn)
+	}
+	byPath := map[string]string{}
+	for _, r := range routes {
+		byPath[r.Path] = r.RetryOn
+	}
+	if byPath["/a"] != "5xx,429,resource-exhausted" || byPath["/b"] != "unavailable" {
+		t.Errorf("paths' retry_on: %v", byPath)
+	}
+	for on, want := range map[string]string{
+		"":                            "connect-failure,reset,retriable-status-codes,unavailable [503]",
+		"5xx,429,resource-exhausted":  "5xx,retriable-status-codes,resource-exhausted [429]",
+		"409,gateway-error,503":       "retriable-status-codes,gateway-error [409 503]",
+		"cancelled,deadline-exceeded": "cancelled,deadline-exceeded []",
+	} {
+		conds, codes := retryOnOf(on)
+		if got := fmt.Sprint(conds, " ", codes); got != want {
+			t.Errorf("retryOnOf(%q) = %s, want %s", on, got, want)
+		}
+	}
+	for v, mention := range map[string]string{
+		"5xxx":  `"5xxx" is not a retry condition`,
+		"200":   "status 200 is not an error status (400–599)",
+		" , ":   "names no retry condition",
+		"retry": "connect-failure, reset, 5xx",
+	} {
+		if _, _, err := PolicyFromMetadata(policymeta.Metadata(map[string]string{"retry_on": v})); err == nil || !strings.Contains(err.Error(), mention) {
+			t.Errorf("retry_on=%q: %v, want an error mentioning %q", v, err, mention)
+		}
+	}
+}

@@ -2,6 +2,8 @@ package xds
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -11,16 +13,34 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// retryOn lists the failures a caller retries: connection failures, resets
-// and the retriableStatusCodes for HTTP; UNAVAILABLE for gRPC (gRPC
-// clients ignore the HTTP ones). Envoy has no "503" condition (it ignores
-// names it does not know): a status is retried through
-// retriable-status-codes.
-const retryOn = "connect-failure,reset,retriable-status-codes,unavailable"
+// defaultRetryOn lists the failures a caller retries unless the policy
+// says otherwise: connection failures, resets, 503 (what an overloaded or
+// draining server says) for HTTP; UNAVAILABLE for gRPC (gRPC clients
+// ignore the HTTP ones).
+const defaultRetryOn = "connect-failure,reset,503,unavailable"
 
-// retriableStatusCodes are the answers retried: 503, what an overloaded or
-// draining server says.
-var retriableStatusCodes = []uint32{503}
+// retryOnOf writes a policy's retry_on as Envoy's retry_on and
+// retriable_status_codes: Envoy has no condition per status (it ignores
+// names it does not know), so statuses are retried through
+// retriable-status-codes.
+func retryOnOf(on string) (string, []uint32) {
+	if on == "" {
+		on = defaultRetryOn
+	}
+	var conds []string
+	var codes []uint32
+	for _, c := range strings.Split(on, ",") {
+		if n, err := strconv.ParseUint(c, 10, 32); err == nil {
+			if len(codes) == 0 {
+				conds = append(conds, "retriable-status-codes")
+			}
+			codes = append(codes, uint32(n))
+			continue
+		}
+		conds = append(conds, c)
+	}
+	return strings.Join(conds, ","), codes
+}
 
 // callerHeader carries the verified identity of the caller to the app.
 const callerHeader = "x-mesh-caller"
@@ -49,14 +69,14 @@ func (b *builder) outboundRoute(reachable []*Service) *route.RouteConfiguration 
 			if rp.Prefix {
 				match.PathSpecifier = &route.RouteMatch_Prefix{Prefix: rp.Path}
 			}
-			action := routeAction(s, rp.Timeout, rp.PerTryTimeout, rp.Retries)
+			action := routeAction(s, rp.Timeout, rp.PerTryTimeout, rp.Retries, rp.RetryOn)
 			action.RequestMirrorPolicies = mirrorPolicies(s, rp.Mirror, canReach)
 			routes = append(routes, withFault(rp.Fault, withVersionHeader(s, &route.Route{
 				Match:  match,
 				Action: &route.Route_Route{Route: action},
 			}))...)
 		}
-		action := routeAction(s, timeout, pol.PerTryTimeout, pol.Retries)
+		action := routeAction(s, timeout, pol.PerTryTimeout, pol.Retries, pol.RetryOn)
 		action.RequestMirrorPolicies = mirrorPolicies(s, pol.Mirror, canReach)
 		routes = append(routes, withFault(pol.Fault, withVersionHeader(s, &route.Route{
 			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
@@ -113,8 +133,9 @@ func mirrorPolicies(s *Service, m Mirror, canReach map[[2]string]bool) []*route.
 }
 
 // routeAction sends to s's cluster (or its versions' clusters, by its
-// split) with a timeout (0: none) and retries.
-func routeAction(s *Service, timeout, perTry time.Duration, retries uint32) *route.RouteAction {
+// split) with a timeout (0: none) and retries on retryOn (a policy's
+// retry_on; "" for the default).
+func routeAction(s *Service, timeout, perTry time.Duration, retries uint32, retryOn string) *route.RouteAction {
 	action := &route.RouteAction{
 		ClusterSpecifier: &route.RouteAction_Cluster{Cluster: ClusterName(s.Namespace, s.Name)},
 		Timeout:          duration(timeout),
@@ -135,9 +156,10 @@ func routeAction(s *Service, timeout, perTry time.Duration, retries uint32) *rou
 		action.MaxStreamDuration = &route.RouteAction_MaxStreamDuration{MaxStreamDuration: duration(timeout)}
 	}
 	if retries > 0 {
+		on, codes := retryOnOf(retryOn)
 		action.RetryPolicy = &route.RetryPolicy{
-			RetryOn:              retryOn,
-			RetriableStatusCodes: retriableStatusCodes,
+			RetryOn:              on,
+			RetriableStatusCodes: codes,
 			NumRetries:           u32(retries),
 			PerTryTimeout:        duration(perTry),
 			RetryBackOff:         &route.RetryPolicy_RetryBackOff{BaseInterval: duration(25 * time.Millisecond), MaxInterval: duration(250 * time.Millisecond)},

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"net"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -655,11 +654,15 @@ func compileRetry(rp *xdswire.RetryPolicy) (*RetryPolicy, error) {
 		case "gateway-error":
 			out.On.GatewayError, out.On.Reset = true, true
 		case "retriable-status-codes":
-			out.On.StatusCodes = slices.Clone(rp.RetriableStatusCodes)
-		case "unavailable":
-			out.On.GRPCUnavailable = true
+			out.On.StatusCodes = append(out.On.StatusCodes, rp.RetriableStatusCodes...)
+		case "retriable-4xx":
+			out.On.StatusCodes = append(out.On.StatusCodes, 409) // Envoy's: only 409 is safe to retry
 		default:
-			return nil, fmt.Errorf("retry condition %q is not supported (the proxy retries on connect-failure, reset, 5xx, gateway-error, retriable-status-codes and unavailable)", cond)
+			code, ok := GRPCConditions[strings.TrimSpace(cond)]
+			if !ok {
+				return nil, fmt.Errorf("retry condition %q is not supported (the proxy retries on connect-failure, reset, 5xx, gateway-error, retriable-4xx, retriable-status-codes, and the gRPC statuses cancelled, deadline-exceeded, internal, resource-exhausted and unavailable)", cond)
+			}
+			out.On.GRPCStatus |= 1 << code
 		}
 	}
 	return out, nil

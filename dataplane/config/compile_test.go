@@ -86,7 +86,7 @@ func TestCompileWhatTheControlPlaneServes(t *testing.T) {
 	if r := lookup(rt, "billing"); r != nil {
 		t.Errorf("an unknown host routes to %+v", r)
 	}
-	if r := lookup(rt, "hello"); r.Timeout != 0 || r.Retry == nil || !r.Retry.On.GRPCUnavailable || r.Retry.NumRetries != 2 {
+	if r := lookup(rt, "hello"); r.Timeout != 0 || r.Retry == nil || !r.Retry.On.GRPC(14) || r.Retry.NumRetries != 2 {
 		t.Errorf("hello route = %+v / %+v: a gRPC route has no timeout and retries UNAVAILABLE", r, r.Retry)
 	}
 	if r := lookup(rt, "world"); r.Timeout == 0 {
@@ -566,7 +566,8 @@ func TestRetryConditionsAsEnvoys(t *testing.T) {
 		{"retriable-status-codes", []uint32{503, 429}, []int{503, 429}, false},
 		{"connect-failure,reset,retriable-status-codes,unavailable", []uint32{503}, []int{503}, true},
 		{"connect-failure", nil, nil, false},
-		{"unavailable", []uint32{503}, nil, false}, // codes without the condition are not retried
+		{"unavailable", []uint32{503}, nil, false},                                 // codes without the condition are not retried
+		{"retriable-4xx,retriable-status-codes", []uint32{429}, []int{429}, false}, // 409 too, below
 	} {
 		rp, err := compile(tc.on, tc.codes...)
 		if err != nil {
@@ -582,17 +583,34 @@ func TestRetryConditionsAsEnvoys(t *testing.T) {
 			t.Errorf("%s %v: retries statuses %v and resets %v; want %v and %v", tc.on, tc.codes, got, rp.On.Reset, tc.retried, tc.reset)
 		}
 	}
+	if rp, err := compile("retriable-4xx"); err != nil || !rp.On.Status(409) || rp.On.Status(400) {
+		t.Errorf("retriable-4xx: %+v, %v; want 409 alone retried", rp, err)
+	}
+	// gRPC statuses, by Envoy's names.
+	rp, err := compile("cancelled,deadline-exceeded,internal,resource-exhausted,unavailable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var grpc []int
+	for code := range 17 {
+		if rp.On.GRPC(code) {
+			grpc = append(grpc, code)
+		}
+	}
+	if fmt.Sprint(grpc) != "[1 4 8 13 14]" {
+		t.Errorf("gRPC statuses retried: %v, want [1 4 8 13 14]", grpc)
+	}
 	for on, mention := range map[string]string{
-		"503":            `retry condition "503" is not supported`,
-		"refused-stream": `"refused-stream" is not supported`,
-		"5xx,internal":   `"internal" is not supported`,
+		"503":             `retry condition "503" is not supported`,
+		"refused-stream":  `"refused-stream" is not supported`,
+		"5xx,unavailabel": `"unavailabel" is not supported`,
 	} {
 		if _, err := compile(on); err == nil || !strings.Contains(err.Error(), mention) {
 			t.Errorf("%s: %v, want an error mentioning %q", on, err, mention)
 		}
 	}
-	rp := decode(&route.RetryPolicy{RetryOn: "5xx", RetriableHeaders: []*route.HeaderMatcher{{Name: "x"}}})
-	if _, err := compileRetry(rp); err == nil || !strings.Contains(err.Error(), "retriable_headers is not supported") {
+	wire := decode(&route.RetryPolicy{RetryOn: "5xx", RetriableHeaders: []*route.HeaderMatcher{{Name: "x"}}})
+	if _, err := compileRetry(wire); err == nil || !strings.Contains(err.Error(), "retriable_headers is not supported") {
 		t.Errorf("retriable headers: %v", err)
 	}
 }

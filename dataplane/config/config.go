@@ -330,13 +330,23 @@ type RetryPolicy struct {
 
 // RetryOn is the set of conditions that trigger a retry.
 type RetryOn struct {
-	ConnectFailure  bool     // could not connect (dial or handshake)
-	Reset           bool     // no answer at all: reset, disconnect, connect failure
-	Status5xx       bool     // any 5xx answer
-	GatewayError    bool     // a 502, 503 or 504 answer
-	StatusCodes     []uint32 // these answers (retriable-status-codes)
-	GRPCUnavailable bool     // grpc-status 14
+	ConnectFailure bool     // could not connect (dial or handshake)
+	Reset          bool     // no answer at all: reset, disconnect, connect failure
+	Status5xx      bool     // any 5xx answer
+	GatewayError   bool     // a 502, 503 or 504 answer
+	StatusCodes    []uint32 // these answers (retriable-status-codes)
+	// GRPCStatus holds bit n for each gRPC status n retried (Envoy's
+	// cancelled, deadline-exceeded, internal, resource-exhausted and
+	// unavailable), read from a trailers-only answer's headers as Envoy
+	// reads it.
+	GRPCStatus uint32
 }
+
+// GRPCConditions are Envoy's gRPC retry conditions and their statuses.
+var GRPCConditions = map[string]int{"cancelled": 1, "deadline-exceeded": 4, "resource-exhausted": 8, "internal": 13, "unavailable": 14}
+
+// GRPC reports whether an answer with gRPC status code is retried.
+func (o *RetryOn) GRPC(code int) bool { return code > 0 && code < 32 && o.GRPCStatus&(1<<code) != 0 }
 
 // Status reports whether an answer with this status is retried.
 func (o *RetryOn) Status(code int) bool {

@@ -241,7 +241,11 @@ func retriableResponse(rp *config.RetryPolicy, resp *http.Response) bool {
 		return true
 	}
 	// A gRPC error with no body is trailers-only: grpc-status is a header.
-	return rp.On.GRPCUnavailable && resp.Header.Get("Grpc-Status") == "14"
+	if rp.On.GRPCStatus == 0 {
+		return false
+	}
+	code, err := strconv.Atoi(resp.Header.Get("Grpc-Status"))
+	return err == nil && rp.On.GRPC(code)
 }
 
 // retriableError reports whether a try that got no answer is retried:

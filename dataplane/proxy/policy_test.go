@@ -306,6 +306,26 @@ func TestRetryOnGRPCUnavailable(t *testing.T) {
 	}
 }
 
+// The other gRPC conditions retry their statuses, and only those.
+func TestRetryOnGRPCStatuses(t *testing.T) {
+	var n atomic.Int32
+	busy := backend(t, &n, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/grpc")
+		w.Header().Set("Grpc-Status", strings.TrimPrefix(r.URL.Path, "/"))
+	})
+	p, _ := policyProxy(t, policy{retries: 2, retryOn: "resource-exhausted,deadline-exceeded"}, busy)
+	for status, tries := range map[string]int32{"8": 3, "4": 3, "14": 1, "13": 1, "1": 1} {
+		before := n.Load()
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodPost, "http://b/"+status, strings.NewReader("\x00\x00\x00\x00\x00"))
+		r.Header.Set("Content-Type", "application/grpc")
+		p.Outbound().ServeHTTP(w, r)
+		if got := n.Load() - before; w.Header().Get("Grpc-Status") != status || got != tries {
+			t.Errorf("grpc-status %s: answered %q after %d tries, want it after %d", status, w.Header().Get("Grpc-Status"), got, tries)
+		}
+	}
+}
+
 // A cluster's max_requests breaker refuses what is past it with a 503 that
 // says so, counted; requests within it pass.
 func TestCircuitBreakerRefusesOverflow(t *testing.T) {
@@ -522,7 +542,7 @@ func TestRetriedFailuresAsEnvoys(t *testing.T) {
 		{config.RetryOn{ConnectFailure: true}, reset, false},
 		{config.RetryOn{Reset: true}, reset, true},
 		{config.RetryOn{Reset: true}, dialErr, true},
-		{config.RetryOn{GRPCUnavailable: true}, dialErr, false},
+		{config.RetryOn{GRPCStatus: 1 << 14}, dialErr, false},
 	} {
 		if got := retriableError(&config.RetryPolicy{On: tc.on}, tc.err); got != tc.want {
 			t.Errorf("%+v, %v: retried %v, want %v", tc.on, tc.err, got, tc.want)
