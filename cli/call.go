@@ -1,7 +1,10 @@
 package cli
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -107,7 +110,10 @@ call meets what that service's calls meet — the target's faults, splits,
 retries and mirrors, and its RBAC rules toward that service.
 
 ENDPOINT is Service.Method (see meshctl describe SERVICE). JSON is the request
-in protobuf JSON; "-" reads it from standard input; none means {}.`,
+in protobuf JSON; "-" reads it from standard input; none means {}. An
+endpoint that takes a stream of requests takes a JSON array of them, or with
+"-" one per line of standard input, each sent as it is read (a bidirectional
+stream's answers print as they come).`,
 		Example: `  meshctl call helloworld Helloworld.Call '{"name":"Alice"}'
   echo '{"name":"Bob"}' | meshctl call helloworld Helloworld.Call -
   meshctl call -n prod orders Orders.Get '{"id":"42"}' --metadata tenant=acme --timeout 5s
@@ -117,15 +123,6 @@ in protobuf JSON; "-" reads it from standard input; none means {}.`,
 			md, err := o.validate()
 			if err != nil {
 				return err
-			}
-			var body []byte
-			if len(args) == 3 {
-				body = []byte(args[2])
-				if args[2] == "-" {
-					if body, err = io.ReadAll(s.In); err != nil {
-						return fmt.Errorf("reading the request from stdin: %w", err)
-					}
-				}
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
 			defer cancel()
@@ -138,8 +135,26 @@ in protobuf JSON; "-" reads it from standard input; none means {}.`,
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
-			if _, err := ep.NewRequest(body); err != nil {
-				return err
+			arg := ""
+			if len(args) == 3 {
+				arg = args[2]
+			}
+			var body []byte
+			var next func() ([]byte, error)
+			if ep.ClientStreaming {
+				if next, err = streamMessages(arg, s.In); err != nil {
+					return err
+				}
+			} else {
+				body = []byte(arg)
+				if arg == "-" {
+					if body, err = io.ReadAll(s.In); err != nil {
+						return fmt.Errorf("reading the request from stdin: %w", err)
+					}
+				}
+				if _, err := ep.NewRequest(body); err != nil {
+					return err
+				}
 			}
 			if o.as != "" {
 				name, ns, _ := o.asCaller()
@@ -156,10 +171,14 @@ in protobuf JSON; "-" reads it from standard input; none means {}.`,
 				defer conn.Close()
 			}
 			ctx = metadata.NewOutgoingContext(ctx, md)
-			return ep.Call(ctx, conn, body, func(b []byte) error {
+			show := func(b []byte) error {
 				_, err := fmt.Fprintf(s.Out, "%s\n", b)
 				return err
-			})
+			}
+			if ep.ClientStreaming {
+				return ep.Stream(ctx, conn, next, show)
+			}
+			return ep.Call(ctx, conn, body, show)
 		},
 	}
 	o.target.flags(cmd)
@@ -167,6 +186,42 @@ in protobuf JSON; "-" reads it from standard input; none means {}.`,
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 30*time.Second, "deadline of the call (the service sees it)")
 	cmd.Flags().StringVar(&o.as, "as", "", "call as this service (name, or name.namespace): through a sidecar of its own, meeting the target's faults, splits, retries, mirrors and RBAC rules as that service's calls do")
 	return cmd
+}
+
+// streamMessages yields the requests of a client or bidirectional stream:
+// the elements of a JSON array, or with "-" each line of in (blank lines
+// skipped) as it is read; none: no requests.
+func streamMessages(arg string, in io.Reader) (func() ([]byte, error), error) {
+	switch {
+	case arg == "-":
+		sc := bufio.NewScanner(in)
+		sc.Buffer(make([]byte, 64<<10), 4<<20)
+		return func() ([]byte, error) {
+			for sc.Scan() {
+				if line := bytes.TrimSpace(sc.Bytes()); len(line) > 0 {
+					return bytes.Clone(line), nil
+				}
+			}
+			if err := sc.Err(); err != nil {
+				return nil, fmt.Errorf("reading requests from stdin: %w", err)
+			}
+			return nil, io.EOF
+		}, nil
+	case strings.TrimSpace(arg) == "":
+		return func() ([]byte, error) { return nil, io.EOF }, nil
+	}
+	var msgs []json.RawMessage
+	if err := json.Unmarshal([]byte(arg), &msgs); err != nil {
+		return nil, fmt.Errorf("the endpoint takes a stream of requests: give a JSON array of them ([{...},{...}]), or - for one per line of standard input (%v)", err)
+	}
+	return func() ([]byte, error) {
+		if len(msgs) == 0 {
+			return nil, io.EOF
+		}
+		m := msgs[0]
+		msgs = msgs[1:]
+		return m, nil
+	}, nil
 }
 
 func newDescribeCommand(g *globalOptions, s Streams) *cobra.Command {

@@ -1,13 +1,17 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/dataplane"
@@ -195,6 +199,79 @@ func TestShadowANewVersion(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("helloworld-next got no copy of pingpong's calls to helloworld")
+		}
+	}
+}
+
+// streams serves grpc-go's interop TestService's client and
+// bidirectional streams.
+type streams struct {
+	testgrpc.UnimplementedTestServiceServer
+}
+
+func (streams) StreamingInputCall(s testgrpc.TestService_StreamingInputCallServer) error {
+	sum := 0
+	for {
+		req, err := s.Recv()
+		if err == io.EOF {
+			return s.SendAndClose(&testgrpc.StreamingInputCallResponse{AggregatedPayloadSize: int32(sum)})
+		}
+		if err != nil {
+			return err
+		}
+		sum += len(req.GetPayload().GetBody())
+	}
+}
+
+func (streams) FullDuplexCall(s testgrpc.TestService_FullDuplexCallServer) error {
+	for {
+		req, err := s.Recv()
+		if err != nil {
+			return nil
+		}
+		for _, p := range req.GetResponseParameters() {
+			if err := s.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// meshctl call sends a stream of requests: a JSON array, or one per line
+// of standard input, straight to an instance or as another service.
+func TestCallStreams(t *testing.T) {
+	env := meshtest.NewEnv(t)
+	cp := env.StartControlPlane()
+	home := string(env.Home)
+	cp.StartService("default", "tester", func(s *service.Service) { testgrpc.RegisterTestServiceServer(s.Server(), streams{}) })
+
+	out, err := runCLI(t, "--home", home, "call", "tester", "TestService.StreamingInputCall", `[{"payload":{"body":"AAA="}},{},{"payload":{"body":"AAAAAA=="}}]`)
+	if err != nil || out != `{"aggregatedPayloadSize":6}`+"\n" {
+		t.Fatalf("client stream from an array: %q %v", out, err)
+	}
+	stdin := func(in string, args ...string) (string, error) {
+		var o, e bytes.Buffer
+		cmd := NewRootCommand(Streams{In: strings.NewReader(in), Out: &o, Err: &e})
+		cmd.SetArgs(append([]string{"--home", home, "call"}, args...))
+		err := cmd.ExecuteContext(t.Context())
+		return o.String(), err
+	}
+	for _, as := range [][]string{nil, {"--as", "client"}} {
+		out, err = stdin("{\"responseParameters\":[{\"size\":1}]}\n\n{\"responseParameters\":[{\"size\":2},{\"size\":0}]}\n",
+			append([]string{"tester", "TestService.FullDuplexCall", "-"}, as...)...)
+		if want := `{"payload":{"body":"AA=="}}` + "\n" + `{"payload":{"body":"AAA="}}` + "\n" + `{"payload":{}}` + "\n"; err != nil || out != want {
+			t.Errorf("bidi stream from stdin %v: %q %v, want %q", as, out, err, want)
+		}
+	}
+	for _, tc := range []struct {
+		args    []string
+		mention string
+	}{
+		{[]string{"tester", "TestService.StreamingInputCall", `{"payload":{}}`}, "give a JSON array of them"},
+		{[]string{"tester", "TestService.StreamingInputCall", `[{},{"nope":1}]`}, `message 2: request JSON`},
+	} {
+		if _, err := runCLI(t, append([]string{"--home", home, "call"}, tc.args...)...); err == nil || !strings.Contains(describe(err), tc.mention) {
+			t.Errorf("call %q: %v; want an error mentioning %q", tc.args, err, tc.mention)
 		}
 	}
 }

@@ -296,8 +296,8 @@ func (e *Endpoint) NewRequest(body []byte) (proto.Message, error) {
 
 // Call calls the endpoint with the JSON request body and hands each
 // response, as compact JSON, to out: once for a unary endpoint, once per
-// message for a server-streaming one. Client and bidirectional streams are
-// not callable this way.
+// message for a server-streaming one. Client and bidirectional streams
+// are called with Stream.
 func (e *Endpoint) Call(ctx context.Context, conn grpc.ClientConnInterface, body []byte, out func(json []byte) error, opts ...grpc.CallOption) error {
 	if e.ClientStreaming {
 		return fmt.Errorf("%s takes a stream of requests: it cannot be called with one JSON body", e.Name)
@@ -316,6 +316,64 @@ func (e *Endpoint) Call(ctx context.Context, conn grpc.ClientConnInterface, body
 	if err := stream.CloseSend(); err != nil {
 		return err
 	}
+	return e.receive(stream, out)
+}
+
+// Stream calls a client- or bidirectional-streaming endpoint: it sends
+// each JSON message next returns, until next returns io.EOF, while it
+// hands each response, as compact JSON, to out as it arrives (a bidi
+// stream's answers need not wait for the requests to end). A message that
+// is not the request's JSON ends the call with an error naming it.
+func (e *Endpoint) Stream(ctx context.Context, conn grpc.ClientConnInterface, next func() ([]byte, error), out func(json []byte) error, opts ...grpc.CallOption) error {
+	if !e.ClientStreaming {
+		return fmt.Errorf("%s takes one request, not a stream: call it with one JSON body", e.Name)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := conn.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: e.ServerStreaming}, e.Method, opts...)
+	if err != nil {
+		return err
+	}
+	sent := make(chan error, 1)
+	go func() {
+		err := func() error {
+			for n := 1; ; n++ {
+				body, err := next()
+				if err == io.EOF {
+					return stream.CloseSend()
+				}
+				if err != nil {
+					return err
+				}
+				req, err := e.NewRequest(body)
+				if err != nil {
+					return fmt.Errorf("message %d: %w", n, err)
+				}
+				if err := stream.SendMsg(req); err != nil {
+					return nil // the call ended: its status comes from the receiving side
+				}
+			}
+		}()
+		sent <- err
+		if err != nil {
+			cancel() // the call cannot go on: end the receiving side too
+		}
+	}()
+	err = e.receive(stream, out)
+	select {
+	case serr := <-sent:
+		if serr != nil {
+			return serr // what went wrong on this side, not the cancellation it caused
+		}
+	default:
+		// Still waiting for a message to send: the call is over without it.
+	}
+	return err
+}
+
+// receive hands each response of stream to out until the stream ends (or
+// after one, for an endpoint that answers once).
+func (e *Endpoint) receive(stream grpc.ClientStream, out func(json []byte) error) error {
 	for {
 		resp := dynamicpb.NewMessage(e.desc.Output())
 		err := stream.RecvMsg(resp)

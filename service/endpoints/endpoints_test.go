@@ -3,6 +3,7 @@ package endpoints
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -30,6 +31,40 @@ func (streamer) StreamingOutputCall(req *testgrpc.StreamingOutputCallRequest, s 
 		}
 	}
 	return nil
+}
+
+// StreamingInputCall sums the sizes of the payloads it is sent.
+func (streamer) StreamingInputCall(s testgrpc.TestService_StreamingInputCallServer) error {
+	sum := 0
+	for {
+		req, err := s.Recv()
+		if err == io.EOF {
+			return s.SendAndClose(&testgrpc.StreamingInputCallResponse{AggregatedPayloadSize: int32(sum)})
+		}
+		if err != nil {
+			return err
+		}
+		sum += len(req.GetPayload().GetBody())
+	}
+}
+
+// FullDuplexCall answers each request as it comes with a payload of the
+// size it asks for.
+func (streamer) FullDuplexCall(s testgrpc.TestService_FullDuplexCallServer) error {
+	for {
+		req, err := s.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		for _, p := range req.GetResponseParameters() {
+			if err := s.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
+				return err
+			}
+		}
+	}
 }
 
 func serve(t *testing.T) *grpc.ClientConn {
@@ -113,5 +148,70 @@ func TestDescribeLookupAndCall(t *testing.T) {
 	cs, _ := set.Lookup("TestService.StreamingInputCall")
 	if err := cs.Call(t.Context(), conn, nil, func([]byte) error { return nil }); err == nil || !strings.Contains(err.Error(), "stream of requests") {
 		t.Errorf("client stream: %v", err)
+	}
+}
+
+// Client and bidirectional streams: each JSON message is sent as it comes;
+// a bidi stream's answers arrive before the requests end; a bad message
+// ends the call naming it; a unary endpoint is refused.
+func TestStream(t *testing.T) {
+	conn := serve(t)
+	set, err := Describe(t.Context(), conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	messages := func(ms ...string) func() ([]byte, error) {
+		return func() ([]byte, error) {
+			if len(ms) == 0 {
+				return nil, io.EOF
+			}
+			m := ms[0]
+			ms = ms[1:]
+			return []byte(m), nil
+		}
+	}
+	cs, _ := set.Lookup("TestService.StreamingInputCall")
+	var got []string
+	collect := func(b []byte) error { got = append(got, string(b)); return nil }
+	if err := cs.Stream(t.Context(), conn, messages(`{"payload":{"body":"AAA="}}`, `{}`, `{"payload":{"body":"AAAAAA=="}}`), collect); err != nil || len(got) != 1 || got[0] != `{"aggregatedPayloadSize":6}` {
+		t.Fatalf("client stream: %q %v", got, err)
+	}
+
+	// Bidi: the second request is sent only once the first's answer came.
+	bidi, _ := set.Lookup("TestService.FullDuplexCall")
+	answered := make(chan struct{}, 1)
+	sentSecond := false
+	first := true
+	next := func() ([]byte, error) {
+		switch {
+		case first:
+			first = false
+			return []byte(`{"responseParameters":[{"size":1}]}`), nil
+		case !sentSecond:
+			<-answered
+			sentSecond = true
+			return []byte(`{"responseParameters":[{"size":2},{"size":3}]}`), nil
+		}
+		return nil, io.EOF
+	}
+	got = nil
+	err = bidi.Stream(t.Context(), conn, next, func(b []byte) error {
+		got = append(got, string(b))
+		select {
+		case answered <- struct{}{}:
+		default:
+		}
+		return nil
+	})
+	if err != nil || len(got) != 3 || got[0] != `{"payload":{"body":"AA=="}}` {
+		t.Fatalf("bidi stream: %q %v", got, err)
+	}
+
+	if err := bidi.Stream(t.Context(), conn, messages(`{"responseParameters":[{"size":1}]}`, `{"nope":1}`), func([]byte) error { return nil }); !errors.Is(err, ErrBadRequestJSON) || !strings.Contains(err.Error(), "message 2") {
+		t.Errorf("a bad second message: %v; want it named", err)
+	}
+	unary, _ := set.Lookup("TestService.UnaryCall")
+	if err := unary.Stream(t.Context(), conn, messages(), func([]byte) error { return nil }); err == nil || !strings.Contains(err.Error(), "takes one request") {
+		t.Errorf("Stream on a unary endpoint: %v", err)
 	}
 }
