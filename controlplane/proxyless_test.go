@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,13 +38,21 @@ type backend struct {
 	testgrpc.UnimplementedTestServiceServer
 	name string
 	port int
+	busy atomic.Int32 // busyCall requests seen
 }
 
 // slowCall is a request the backend answers only after 5 s (or its
 // caller's deadline).
 const slowCall = 7
 
+// busyCall is a request the backend turns away (RESOURCE_EXHAUSTED) every
+// other time.
+const busyCall = 8
+
 func (b *backend) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	if req.GetResponseSize() == busyCall && b.busy.Add(1)%2 == 1 {
+		return nil, status.Error(codes.ResourceExhausted, "busy")
+	}
 	if req.GetResponseSize() == slowCall {
 		select {
 		case <-ctx.Done():
@@ -91,7 +100,9 @@ func (b *backend) instance() registry.Instance {
 		// A deadline for one method, which grpc-go's client applies, and a
 		// fault on another (the backend does not implement it: only the
 		// fault answers UNAVAILABLE).
+		// And what is retried: RESOURCE_EXHAUSTED (gRFC A44).
 		Metadata: policymeta.Metadata(map[string]string{"/grpc.testing.TestService/UnaryCall:timeout": "300ms",
+			"/grpc.testing.TestService/UnaryCall:retry_on":         "resource-exhausted,unavailable",
 			"/grpc.testing.TestService/EmptyCall:fault_abort_grpc": "14", "/grpc.testing.TestService/EmptyCall:fault_header": "x-chaos"})}
 }
 
@@ -179,6 +190,17 @@ func testProxylessClient(t *testing.T, cp *meshtest.ControlPlane) {
 	_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: slowCall})
 	if status.Code(err) != codes.DeadlineExceeded || time.Since(start) > 2*time.Second {
 		t.Errorf("slow call: %v after %v; want DeadlineExceeded after the method's 300 ms", err, time.Since(start))
+	}
+
+	// The method's retry_on reaches the client: every other busyCall is
+	// turned away RESOURCE_EXHAUSTED, and each call succeeds on a retry.
+	for i := range 6 {
+		if _, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{ResponseSize: busyCall}); err != nil {
+			t.Fatalf("busy call %d: %v; want RESOURCE_EXHAUSTED retried per retry_on", i, err)
+		}
+	}
+	if turned := b1.busy.Load() + b2.busy.Load(); turned < 9 {
+		t.Errorf("the backends saw %d busy calls for 6 answers; want the retries among them", turned)
 	}
 
 	// The other method's opt-in fault reaches grpc-go's fault filter (gRFC
