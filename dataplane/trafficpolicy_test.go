@@ -315,6 +315,58 @@ func TestAServicesMirrorGetsCopies(t *testing.T) {
 	}
 }
 
+// Across namespaces only a rule allows: orders (namespace shop) cannot
+// even route to billing until billing's allow_from names it; then orders'
+// calls arrive as orders.shop while cart, of the same namespace, is refused
+// by billing's sidecar (403). deny_from refuses a caller of billing's own
+// namespace. Each rule set on the running service, no restart.
+func TestAllowFromAndDenyFrom(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	orders := cp.StartSidecar("shop", "orders", meshtest.WithApp(startEcho(t, "orders"), "http"))
+	cart := cp.StartSidecar("shop", "cart", meshtest.WithApp(startEcho(t, "cart"), "http"))
+	web := cp.StartSidecar("default", "web", meshtest.WithApp(startEcho(t, "web"), "http"))
+	cp.StartSidecar("default", "billing", meshtest.WithApp(startEcho(t, "billing"), "http"))
+	waitFor(t, "web to reach billing", func() bool {
+		resp, _ := call(t, web.Info.Outbound, "billing", "/", nil)
+		return resp.StatusCode == http.StatusOK
+	})
+	if resp, e := call(t, orders.Info.Outbound, "billing.default", "/", nil); resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(e.Body, "is not a service in the mesh this workload can call") {
+		t.Fatalf("orders.shop → billing.default with no rule: %d %q; want 503, not in its mesh", resp.StatusCode, e.Body)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	setPolicy := func(keys map[string]string) {
+		if err := cp.Registry().SetPolicy(ctx, registry.Policy{Service: "billing", Keys: keys}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setPolicy(map[string]string{"allow_from": "orders.shop"})
+	waitFor(t, "orders.shop to reach billing.default", func() bool {
+		resp, _ := call(t, orders.Info.Outbound, "billing.default", "/", nil)
+		return resp.StatusCode == http.StatusOK
+	})
+	if resp, e := call(t, orders.Info.Outbound, "billing.default", "/", nil); resp.StatusCode != http.StatusOK || e.App != "billing" || e.Caller != "spiffe://micromesh.local/ns/shop/svc/orders" {
+		t.Errorf("orders → billing: %d %+v", resp.StatusCode, e)
+	}
+	waitFor(t, "cart.shop to route to billing.default", func() bool {
+		resp, _ := call(t, cart.Info.Outbound, "billing.default", "/", nil)
+		return resp.StatusCode != http.StatusServiceUnavailable
+	})
+	if resp, e := call(t, cart.Info.Outbound, "billing.default", "/", nil); resp.StatusCode != http.StatusForbidden || !strings.Contains(e.Body, "RBAC") {
+		t.Errorf("cart.shop → billing: %d %q; want 403 from billing's sidecar (allow_from names orders alone)", resp.StatusCode, e.Body)
+	}
+
+	setPolicy(map[string]string{"allow_from": "orders.shop", "deny_from": "web.default"})
+	waitFor(t, "billing to refuse web", func() bool {
+		resp, _ := call(t, web.Info.Outbound, "billing", "/", nil)
+		return resp.StatusCode == http.StatusForbidden
+	})
+	if resp, _ := call(t, orders.Info.Outbound, "billing.default", "/", nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("orders → billing with web denied: %d", resp.StatusCode)
+	}
+}
+
 // An operator's policy changes what callers do while everything runs: a
 // fault set on b (registry.Policy, what `meshctl policy set` writes)
 // reaches a's sidecar and aborts its calls; removed, they reach b again —

@@ -185,12 +185,15 @@ func (p Proxy) validate() error {
 	return nil
 }
 
-// reachable lists the services proxy p may call, sorted.
+// reachable lists the services proxies of the namespace may call, sorted:
+// those of their namespace, the platform's, and those whose allow_from
+// names the namespace or a service of it (the service's RBAC then admits
+// only the callers it names).
 func (b *builder) reachable() []*Service {
 	var out []*Service
 	for i := range b.mesh.Services {
 		s := &b.mesh.Services[i]
-		if s.Namespace == b.proxy.Namespace || s.Namespace == SystemNamespace {
+		if s.Namespace == b.proxy.Namespace || s.Namespace == SystemNamespace || allowsNamespace(s.Policy.AllowFrom, b.proxy.Namespace) {
 			out = append(out, s)
 		}
 	}
@@ -198,6 +201,21 @@ func (b *builder) reachable() []*Service {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 	return out
+}
+
+// allowsNamespace reports whether a list of callers names namespace ns or
+// a service of it.
+func allowsNamespace(list, ns string) bool {
+	services, namespaces := Callers(list)
+	if slices.Contains(namespaces, ns) {
+		return true
+	}
+	for _, s := range services {
+		if s[0] == ns {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Resources) sort() {

@@ -44,7 +44,7 @@ func testMesh() *Mesh {
 				Timeout: 2 * time.Second, PerTryTimeout: time.Second, Retries: 1, MaxConnections: 10, MaxPendingRequests: 10,
 				MaxRequests: 100, MaxRetries: 2, Consecutive5xx: 3, BaseEjectionTime: 10 * time.Second, MaxEjectionPercent: 100, LoadBalancer: "round_robin",
 				RateLimit: 50, RateLimitBurst: 100,
-				Mirror: Mirror{Service: "billing", Namespace: "prod", Share: 1_000_000}, // not reachable from default: no mirror
+				Mirror: Mirror{Service: "ghost", Namespace: "prod", Share: 1_000_000}, // not reachable from default: no mirror
 			}, Routes: []RoutePolicy{
 				{Path: "/reports/", Prefix: true, Timeout: time.Minute, PerTryTimeout: time.Second, Retries: 3, RetryOn: "5xx,429,resource-exhausted", Fault: Fault{Abort: 503, AbortShare: 1_000_000, Header: "x-chaos"},
 					Mirror: Mirror{Service: "hello", Share: 250_000}},
@@ -75,6 +75,8 @@ func faultyPolicy() Policy {
 func helloPolicy() Policy {
 	p := DefaultPolicy
 	p.RateLimit, p.RateLimitBurst = 20, 5
+	// Callers of other namespaces it admits, and one of its own it refuses.
+	p.AllowFrom, p.DenyFrom = "*.reports,orders.shop", "legacy.default"
 	return p
 }
 

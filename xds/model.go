@@ -175,6 +175,13 @@ type Policy struct {
 	// Mirror is where callers send a copy of the service's calls (a path's
 	// own replaces it for that path).
 	Mirror Mirror
+	// AllowFrom lists callers beyond the service's namespace and the
+	// platform's that its instances admit, DenyFrom callers they refuse
+	// whatever else admits them: "name.namespace" or "*.namespace",
+	// comma-separated, sorted (PolicyFromMetadata checks and sorts them);
+	// "" for none.
+	AllowFrom string
+	DenyFrom  string
 }
 
 // DefaultPolicy is the policy of services that set none.

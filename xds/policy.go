@@ -59,6 +59,8 @@ var policyKeys = map[string]func(p *Policy, v string) error{
 		return nil
 	},
 	"mirror_percent": percentKey(func(p *Policy) *uint32 { return &p.Mirror.Share }),
+	"allow_from":     callersKey(func(p *Policy) *string { return &p.AllowFrom }),
+	"deny_from":      callersKey(func(p *Policy) *string { return &p.DenyFrom }),
 	"lb": func(p *Policy, v string) error {
 		if v != "round_robin" && v != "least_request" {
 			return fmt.Errorf("%q is not round_robin or least_request", v)
@@ -163,6 +165,58 @@ func parseRetryOn(v string) (string, error) {
 		return "", fmt.Errorf("%q names no retry condition (%s, or an HTTP status 400–599)", v, strings.Join(retryConditions, ", "))
 	}
 	return strings.Join(out, ","), nil
+}
+
+// callersKey sets a list of callers: "name.namespace" or "*.namespace",
+// comma-separated; stored sorted, without repeats.
+func callersKey(field func(*Policy) *string) func(*Policy, string) error {
+	return func(p *Policy, v string) error {
+		var out []string
+		for _, c := range strings.Split(v, ",") {
+			c = strings.TrimSpace(c)
+			if c == "" {
+				continue
+			}
+			name, ns, ok := strings.Cut(c, ".")
+			if !ok {
+				return fmt.Errorf("%q: caller %q names no namespace (write name.namespace, or *.namespace for all of one)", v, c)
+			}
+			if name != "*" {
+				if err := identity.ValidateName("caller service", name); err != nil {
+					return fmt.Errorf("%q: %w", v, err)
+				}
+			}
+			if err := identity.ValidateName("caller namespace", ns); err != nil {
+				return fmt.Errorf("%q: %w", v, err)
+			}
+			if !slices.Contains(out, c) {
+				out = append(out, c)
+			}
+		}
+		if len(out) == 0 {
+			return fmt.Errorf("%q names no caller (name.namespace or *.namespace, comma-separated)", v)
+		}
+		slices.Sort(out)
+		*field(p) = strings.Join(out, ",")
+		return nil
+	}
+}
+
+// Callers splits a list of callers (Policy's AllowFrom, DenyFrom) into
+// services ("name.namespace") and whole namespaces (from "*.namespace").
+func Callers(list string) (services [][2]string, namespaces []string) {
+	if list == "" {
+		return nil, nil
+	}
+	for _, c := range strings.Split(list, ",") {
+		name, ns, _ := strings.Cut(c, ".")
+		if name == "*" {
+			namespaces = append(namespaces, ns)
+		} else {
+			services = append(services, [2]string{ns, name})
+		}
+	}
+	return services, namespaces
 }
 
 // check completes a mirror from its keys: a mirror without its share

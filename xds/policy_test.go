@@ -254,3 +254,35 @@ func TestRetryOnPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestCallerPolicies: allow_from and deny_from take services and whole
+// namespaces, stored sorted without repeats; anything else is refused
+// saying what to write.
+func TestCallerPolicies(t *testing.T) {
+	p, _, err := PolicyFromMetadata(policymeta.Metadata(map[string]string{"allow_from": "orders.shop, *.reports,orders.shop", "deny_from": "legacy.default"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.AllowFrom != "*.reports,orders.shop" || p.DenyFrom != "legacy.default" {
+		t.Errorf("allow_from %q, deny_from %q", p.AllowFrom, p.DenyFrom)
+	}
+	services, namespaces := Callers(p.AllowFrom)
+	if fmt.Sprint(services, namespaces) != "[[shop orders]] [reports]" {
+		t.Errorf("Callers(%q) = %v %v", p.AllowFrom, services, namespaces)
+	}
+	for v, mention := range map[string]string{
+		"orders":        `caller "orders" names no namespace`,
+		"Orders.shop":   "caller service",
+		"orders.Shop":   "caller namespace",
+		"*.*":           "caller namespace",
+		" , ":           "names no caller",
+		"orders.shop.x": "caller namespace",
+	} {
+		if _, _, err := PolicyFromMetadata(policymeta.Metadata(map[string]string{"allow_from": v})); err == nil || !strings.Contains(err.Error(), mention) {
+			t.Errorf("allow_from=%q: %v, want an error mentioning %q", v, err, mention)
+		}
+	}
+	if _, _, err := PolicyFromMetadata(policymeta.Metadata(map[string]string{"/x:allow_from": "a.b"})); err == nil || !strings.Contains(err.Error(), "applies to the whole service") {
+		t.Errorf("a path's allow_from: %v", err)
+	}
+}

@@ -5,33 +5,67 @@ import (
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 )
 
-// inboundRBAC is the default rule set until rules are configurable: allow
-// callers of the proxy's own namespace and the platform's identities
-// (namespace micromesh: the CLI, the runtime, the API gateway), deny other
-// namespaces; a platform service admits every identity of the trust
-// domain. Everything else is denied.
+// inboundRBAC admits callers of the proxy's own namespace and the
+// platform's identities (namespace micromesh: the CLI, the runtime, the
+// API gateway), and those its service's allow_from names; it refuses those
+// its deny_from names, whatever else admits them. A platform service
+// admits every identity of the trust domain. Everything else is denied:
+// across namespaces only a rule allows.
 func (b *builder) inboundRBAC() *rbac.RBAC {
 	td := "spiffe://" + b.mesh.TrustDomain + "/"
-	if b.proxy.Namespace == SystemNamespace {
-		return allowPrefixes(map[string]string{"trust-domain": td})
+	var own Policy
+	if s := b.ownService(); s != nil {
+		own = s.Policy
 	}
-	return allowPrefixes(map[string]string{
-		"same-namespace": td + "ns/" + b.proxy.Namespace + "/",
-		"platform":       td + "ns/" + SystemNamespace + "/",
-	})
-}
-
-// allowPrefixes allows, per named policy, callers whose SPIFFE ID starts
-// with the prefix.
-func allowPrefixes(policies map[string]string) *rbac.RBAC {
+	allow := map[string][]*rbac.Principal{}
+	if b.proxy.Namespace == SystemNamespace {
+		allow["trust-domain"] = []*rbac.Principal{idPrefix(td)}
+	} else {
+		allow["same-namespace"] = []*rbac.Principal{idPrefix(td + "ns/" + b.proxy.Namespace + "/")}
+		allow["platform"] = []*rbac.Principal{idPrefix(td + "ns/" + SystemNamespace + "/")}
+	}
+	if ids := callerPrincipals(td, own.AllowFrom); len(ids) > 0 {
+		allow["allow-from"] = ids
+	}
+	deny := callerPrincipals(td, own.DenyFrom)
 	r := &rbac.RBAC{Action: rbac.RBAC_ALLOW, Policies: map[string]*rbac.Policy{}}
-	for name, prefix := range policies {
+	for name, ids := range allow {
+		p := &rbac.Principal{Identifier: &rbac.Principal_OrIds{OrIds: &rbac.Principal_Set{Ids: ids}}}
+		if len(ids) == 1 {
+			p = ids[0]
+		}
+		if len(deny) > 0 {
+			p = &rbac.Principal{Identifier: &rbac.Principal_AndIds{AndIds: &rbac.Principal_Set{Ids: []*rbac.Principal{p,
+				{Identifier: &rbac.Principal_NotId{NotId: &rbac.Principal{Identifier: &rbac.Principal_OrIds{OrIds: &rbac.Principal_Set{Ids: deny}}}}},
+			}}}}
+		}
 		r.Policies[name] = &rbac.Policy{
 			Permissions: []*rbac.Permission{{Rule: &rbac.Permission_Any{Any: true}}},
-			Principals: []*rbac.Principal{{Identifier: &rbac.Principal_Authenticated_{Authenticated: &rbac.Principal_Authenticated{
-				PrincipalName: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Prefix{Prefix: prefix}},
-			}}}},
+			Principals:  []*rbac.Principal{p},
 		}
 	}
 	return r
+}
+
+// callerPrincipals matches the callers of a list (AllowFrom, DenyFrom):
+// a service by its SPIFFE ID, a namespace by its IDs' prefix.
+func callerPrincipals(td, list string) []*rbac.Principal {
+	services, namespaces := Callers(list)
+	var out []*rbac.Principal
+	for _, s := range services {
+		out = append(out, idMatch(&matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: td + "ns/" + s[0] + "/svc/" + s[1]}}))
+	}
+	for _, ns := range namespaces {
+		out = append(out, idPrefix(td+"ns/"+ns+"/"))
+	}
+	return out
+}
+
+// idPrefix matches callers whose SPIFFE ID starts with prefix.
+func idPrefix(prefix string) *rbac.Principal {
+	return idMatch(&matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Prefix{Prefix: prefix}})
+}
+
+func idMatch(m *matcher.StringMatcher) *rbac.Principal {
+	return &rbac.Principal{Identifier: &rbac.Principal_Authenticated_{Authenticated: &rbac.Principal_Authenticated{PrincipalName: m}}}
 }

@@ -1289,3 +1289,60 @@ func TestMirrorsAsEnvoys(t *testing.T) {
 		}, "request_mirror_policies is not supported"},
 	})
 }
+
+// A service's allow_from admits callers of other namespaces, each named
+// service or whole namespace, and makes it reachable from there; its
+// deny_from refuses callers whatever else admits them — as the compiled
+// RBAC of its inbound listener decides, and as other namespaces' routes
+// show.
+func TestAllowAndDenyFrom(t *testing.T) {
+	pol := xds.DefaultPolicy
+	pol.AllowFrom, pol.DenyFrom = "*.reports,orders.shop", "legacy.default"
+	m := &xds.Mesh{TrustDomain: "micromesh.local", Roots: []byte("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"), Services: []xds.Service{
+		{Name: "billing", Namespace: "default", Protocol: xds.ProtocolGRPC, Policy: pol, Endpoints: []xds.Endpoint{
+			{ID: "b1", Address: "10.0.0.1", Port: 8443, QUICPort: 8443, Kind: xds.KindBuiltin, Health: xds.HealthPassing},
+		}},
+		{Name: "orders", Namespace: "shop", Protocol: xds.ProtocolGRPC, Policy: xds.DefaultPolicy, Endpoints: []xds.Endpoint{
+			{ID: "o1", Address: "10.0.0.2", Port: 8443, QUICPort: 8443, Kind: xds.KindBuiltin, Health: xds.HealthPassing},
+		}},
+	}}
+	build := func(ns, svc string) *Config {
+		t.Helper()
+		r, err := xds.Build(m, xds.Proxy{NodeID: "n", Namespace: ns, Service: svc, Kind: xds.KindBuiltin,
+			InboundPort: 18443, OutboundPort: 15001, AppPort: 8080, AppProtocol: xds.ProtocolGRPC, CertDir: "/certs"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := Compile(envoyResources{Listeners: r.Listeners, Routes: r.Routes, Clusters: r.Clusters, Endpoints: r.Endpoints, Secrets: r.Secrets}.wire(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	billing := build("default", "billing")
+	for principal, want := range map[string]bool{
+		"spiffe://micromesh.local/ns/default/svc/web":       true,
+		"spiffe://micromesh.local/ns/default/svc/legacy":    false, // denied, though of its namespace
+		"spiffe://micromesh.local/ns/shop/svc/orders":       true,
+		"spiffe://micromesh.local/ns/shop/svc/cart":         false,
+		"spiffe://micromesh.local/ns/shop/svc/ordersx":      false,
+		"spiffe://micromesh.local/ns/reports/svc/any":       true,
+		"spiffe://micromesh.local/ns/reportsx/svc/any":      false,
+		"spiffe://micromesh.local/ns/micromesh/svc/meshctl": true,
+		"spiffe://other.example/ns/shop/svc/orders":         false,
+	} {
+		if got, _ := billing.Inbound.RBAC.Allowed(Request{Principal: principal, Method: "POST", Path: "/x"}); got != want {
+			t.Errorf("billing admits %q: %v, want %v", principal, got, want)
+		}
+	}
+	hosts := func(c *Config) string { return strings.Join(c.Routes[xds.OutboundRoute].Hosts, ",") }
+	if h := hosts(build("shop", "orders")); !strings.Contains(h, "billing.default") {
+		t.Errorf("shop's proxies reach %s; want billing.default, which admits orders.shop", h)
+	}
+	if h := hosts(build("reports", "any")); !strings.Contains(h, "billing.default") {
+		t.Errorf("reports' proxies reach %s; want billing.default, which admits *.reports", h)
+	}
+	if h := hosts(build("other", "x")); strings.Contains(h, "billing") {
+		t.Errorf("other's proxies reach %s; billing admits none of them", h)
+	}
+}
