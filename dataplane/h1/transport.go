@@ -338,11 +338,15 @@ func (pc *pconn) roundTrip(req *http.Request) (resp *http.Response, wrote bool, 
 				err = pc.bw.Flush()
 			}
 			if err != nil {
-				// The upstream would wait for the rest of a body that is
-				// not coming: the connection goes (as net/http's does),
-				// and the exchange fails with the body's error.
 				pc.broken.Store(true)
-				pc.close()
+				// A body that failed to be read: the upstream would wait
+				// for the rest, which is not coming. The connection goes,
+				// and the exchange fails with the body's error. (A failed
+				// write means the connection is gone already.)
+				var be *bodyError
+				if errors.As(err, &be) {
+					pc.close()
+				}
 			}
 			bodyDone <- err
 		}()
