@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,6 +20,7 @@ import (
 	pingpb "github.com/micromesh/micromesh/examples/pingpong/proto"
 	"github.com/micromesh/micromesh/internal/envconfig"
 	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/internal/testsvc"
 	"github.com/micromesh/micromesh/service"
 )
 
@@ -203,47 +203,13 @@ func TestShadowANewVersion(t *testing.T) {
 	}
 }
 
-// streams serves grpc-go's interop TestService's client and
-// bidirectional streams.
-type streams struct {
-	testgrpc.UnimplementedTestServiceServer
-}
-
-func (streams) StreamingInputCall(s testgrpc.TestService_StreamingInputCallServer) error {
-	sum := 0
-	for {
-		req, err := s.Recv()
-		if err == io.EOF {
-			return s.SendAndClose(&testgrpc.StreamingInputCallResponse{AggregatedPayloadSize: int32(sum)})
-		}
-		if err != nil {
-			return err
-		}
-		sum += len(req.GetPayload().GetBody())
-	}
-}
-
-func (streams) FullDuplexCall(s testgrpc.TestService_FullDuplexCallServer) error {
-	for {
-		req, err := s.Recv()
-		if err != nil {
-			return nil
-		}
-		for _, p := range req.GetResponseParameters() {
-			if err := s.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
-				return err
-			}
-		}
-	}
-}
-
 // meshctl call sends a stream of requests: a JSON array, or one per line
 // of standard input, straight to an instance or as another service.
 func TestCallStreams(t *testing.T) {
 	env := meshtest.NewEnv(t)
 	cp := env.StartControlPlane()
 	home := string(env.Home)
-	cp.StartService("default", "tester", func(s *service.Service) { testgrpc.RegisterTestServiceServer(s.Server(), streams{}) })
+	cp.StartService("default", "tester", func(s *service.Service) { testgrpc.RegisterTestServiceServer(s.Server(), testsvc.Service{}) })
 
 	out, err := runCLI(t, "--home", home, "call", "tester", "TestService.StreamingInputCall", `[{"payload":{"body":"AAA="}},{},{"payload":{"body":"AAAAAA=="}}]`)
 	if err != nil || out != `{"aggregatedPayloadSize":6}`+"\n" {

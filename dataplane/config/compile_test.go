@@ -55,12 +55,7 @@ func meshFor(t *testing.T, ns, svc string) envoyResources {
 			{ID: "s1", Address: "10.0.0.9", Port: 9443, QUICPort: 9443, Kind: xds.KindBuiltin, Health: xds.HealthPassing},
 		}},
 	}}
-	r, err := xds.Build(m, xds.Proxy{NodeID: "n", Namespace: ns, Service: svc, Kind: xds.KindBuiltin,
-		InboundPort: 18443, OutboundPort: 15001, AppPort: 8080, AppProtocol: xds.ProtocolGRPC, CertDir: "/certs"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return envoyResources{Listeners: r.Listeners, Routes: r.Routes, Clusters: r.Clusters, Endpoints: r.Endpoints, Secrets: r.Secrets}
+	return sidecarOf(t, m, ns, svc)
 }
 
 func TestCompileWhatTheControlPlaneServes(t *testing.T) {
@@ -1306,19 +1301,7 @@ func TestAllowAndDenyFrom(t *testing.T) {
 			{ID: "o1", Address: "10.0.0.2", Port: 8443, QUICPort: 8443, Kind: xds.KindBuiltin, Health: xds.HealthPassing},
 		}},
 	}}
-	build := func(ns, svc string) *Config {
-		t.Helper()
-		r, err := xds.Build(m, xds.Proxy{NodeID: "n", Namespace: ns, Service: svc, Kind: xds.KindBuiltin,
-			InboundPort: 18443, OutboundPort: 15001, AppPort: 8080, AppProtocol: xds.ProtocolGRPC, CertDir: "/certs"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := Compile(envoyResources{Listeners: r.Listeners, Routes: r.Routes, Clusters: r.Clusters, Endpoints: r.Endpoints, Secrets: r.Secrets}.wire(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
+	build := func(ns, svc string) *Config { return compiled(t, sidecarOf(t, m, ns, svc)) }
 	billing := build("default", "billing")
 	for principal, want := range map[string]bool{
 		"spiffe://micromesh.local/ns/default/svc/web":       true,

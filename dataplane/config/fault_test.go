@@ -190,15 +190,7 @@ func TestTheServicesFaultCompiles(t *testing.T) {
 			{ID: "s1", Address: "10.0.0.1", Port: 18443, QUICPort: 18443, Kind: xds.KindBuiltin, Health: xds.HealthPassing},
 		}},
 	}}
-	r, err := xds.Build(m, xds.Proxy{NodeID: "n", Namespace: "default", Service: "client", Kind: xds.KindBuiltin,
-		InboundPort: 18443, OutboundPort: 15001, AppPort: 8080, AppProtocol: xds.ProtocolGRPC, CertDir: "/certs"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := Compile(envoyResources{Listeners: r.Listeners, Routes: r.Routes, Clusters: r.Clusters, Endpoints: r.Endpoints, Secrets: r.Secrets}.wire(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := compiled(t, sidecarOf(t, m, "default", "client"))
 	if c.Outbound.Fault != nil || c.Outbound.FaultFilter != xds.FaultFilter {
 		t.Errorf("outbound: fault %+v under %q; want none of its own, the filter named", c.Outbound.Fault, c.Outbound.FaultFilter)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/micromesh/micromesh/dataplane/xdswire"
 	"github.com/micromesh/micromesh/dataplane/xdswire/xdswiretest"
+	"github.com/micromesh/micromesh/xds"
 )
 
 // envoyResources are resources as the control plane builds them, with
@@ -40,6 +41,28 @@ func (r envoyResources) wire(t *testing.T) Resources {
 		Endpoints: xdswiretest.DecodeAll[*xdswire.ClusterLoadAssignment](t, r.Endpoints),
 		Secrets:   xdswiretest.DecodeAll[*xdswire.Secret](t, r.Secrets),
 	}
+}
+
+// sidecarOf is what the control plane serves a built-in sidecar of service
+// svc in namespace ns of m (a gRPC app behind it).
+func sidecarOf(t *testing.T, m *xds.Mesh, ns, svc string) envoyResources {
+	t.Helper()
+	r, err := xds.Build(m, xds.Proxy{NodeID: "n", Namespace: ns, Service: svc, Kind: xds.KindBuiltin,
+		InboundPort: 18443, OutboundPort: 15001, AppPort: 8080, AppProtocol: xds.ProtocolGRPC, CertDir: "/certs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return envoyResources{Listeners: r.Listeners, Routes: r.Routes, Clusters: r.Clusters, Endpoints: r.Endpoints, Secrets: r.Secrets}
+}
+
+// compiled compiles r as the sidecar receives it; an error fails the test.
+func compiled(t *testing.T, r envoyResources) *Config {
+	t.Helper()
+	c, err := Compile(r.wire(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func mustUnpack(t *testing.T, a *anypb.Any, m proto.Message) {

@@ -52,14 +52,7 @@ func mirrorProxy(t *testing.T, b *httptest.Server, retries uint32, mirrors []*ro
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Outbound = &config.Outbound{Name: "outbound", Route: "outbound"}
-	reg := prometheus.NewRegistry()
-	p := New(nil, Options{Self: "a.default", Metrics: reg})
-	t.Cleanup(p.Close)
-	if err := p.Apply(cfg); err != nil {
-		t.Fatal(err)
-	}
-	return p, reg
+	return outboundProxy(t, cfg)
 }
 
 // mirrorBackend records each copy it gets on seen.

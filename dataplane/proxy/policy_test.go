@@ -106,6 +106,14 @@ func policyProxy(t *testing.T, pol policy, backends ...*httptest.Server) (*Proxy
 	if err != nil {
 		t.Fatal(err)
 	}
+	return outboundProxy(t, cfg)
+}
+
+// outboundProxy is a proxy running cfg behind an outbound listener named
+// "outbound" that routes by route configuration "outbound", with its
+// metrics registry.
+func outboundProxy(t *testing.T, cfg *config.Config) (*Proxy, *prometheus.Registry) {
+	t.Helper()
 	cfg.Outbound = &config.Outbound{Name: "outbound", Route: "outbound"}
 	reg := prometheus.NewRegistry()
 	p := New(nil, Options{Self: "a.default", Metrics: reg})

@@ -71,12 +71,7 @@ func TestWeightedClustersSplitRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Outbound = &config.Outbound{Name: "outbound", Route: "outbound"}
-	p := New(nil, Options{Self: "a.default"})
-	t.Cleanup(p.Close)
-	if err := p.Apply(cfg); err != nil {
-		t.Fatal(err)
-	}
+	p, _ := outboundProxy(t, cfg)
 
 	const calls = 1000
 	answers := map[int]int{}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/micromesh/micromesh/dataplane"
 	"github.com/micromesh/micromesh/identity"
-	"github.com/micromesh/micromesh/identity/ca"
 	"github.com/micromesh/micromesh/internal/home"
 )
 
@@ -42,26 +41,14 @@ func StartCaller(ctx context.Context, h home.Dir, addr, ns, caller string, log *
 	if err := identity.ValidateName("namespace", ns); err != nil {
 		return nil, err
 	}
-	signer, err := ca.LoadTokenSigner(h.CA())
-	if err != nil {
+	creds, err := joinAs(ctx, h, addr, ns, caller)
+	if errors.Is(err, errNoLocalCA) {
 		return nil, fmt.Errorf("calling as a service needs the server's state (its CA mints the certificate): %w", err)
 	}
-	id, err := identity.ServiceID(signer.TrustDomain(), ns, caller)
 	if err != nil {
 		return nil, err
 	}
-	token, err := signer.Mint(id, time.Minute)
-	if err != nil {
-		return nil, err
-	}
-	roots, err := identity.ReadCertificates(h.RootCert())
-	if err != nil {
-		return nil, err
-	}
-	creds, err := identity.Join(ctx, addr, identity.NewBundle(signer.TrustDomain(), roots), id, token)
-	if err != nil {
-		return nil, fmt.Errorf("joining as %s: %w", id, err)
-	}
+	id := creds.ID
 	dir, err := os.MkdirTemp("", "meshctl-as-") // 0700
 	if err != nil {
 		return nil, err

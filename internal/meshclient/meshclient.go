@@ -8,6 +8,7 @@ package meshclient
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -38,11 +39,31 @@ func AdminCredentials(ctx context.Context, h home.Dir, addr string) (*identity.C
 	if c, err := identity.LoadCredentials(dir); err == nil && time.Until(c.Leaf().NotAfter) > minLife {
 		return c, nil
 	}
-	signer, err := ca.LoadTokenSigner(h.CA())
-	if err != nil {
+	creds, err := joinAs(ctx, h, addr, identity.SystemNamespace, AdminService)
+	if errors.Is(err, errNoLocalCA) {
 		return nil, fmt.Errorf("admin commands run where the server's state is: %w", err)
 	}
-	id, err := identity.ServiceID(signer.TrustDomain(), identity.SystemNamespace, AdminService)
+	if err != nil {
+		return nil, err
+	}
+	if err := creds.WriteDir(dir); err != nil {
+		return nil, err
+	}
+	return creds, nil
+}
+
+// errNoLocalCA marks a CLI without the server's CA at hand.
+var errNoLocalCA = errors.New("no local CA")
+
+// joinAs gets a certificate for service name of namespace ns through the
+// control plane at addr, with a join token minted from the local CA (the
+// server's, in h): only where the server's state is.
+func joinAs(ctx context.Context, h home.Dir, addr, ns, name string) (*identity.Credentials, error) {
+	signer, err := ca.LoadTokenSigner(h.CA())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errNoLocalCA, err)
+	}
+	id, err := identity.ServiceID(signer.TrustDomain(), ns, name)
 	if err != nil {
 		return nil, err
 	}
@@ -56,10 +77,7 @@ func AdminCredentials(ctx context.Context, h home.Dir, addr string) (*identity.C
 	}
 	creds, err := identity.Join(ctx, addr, identity.NewBundle(signer.TrustDomain(), roots), id, token)
 	if err != nil {
-		return nil, err
-	}
-	if err := creds.WriteDir(dir); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("joining as %s: %w", id, err)
 	}
 	return creds, nil
 }

@@ -1,7 +1,6 @@
 package endpoints
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -12,65 +11,14 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/reflection"
+
+	"github.com/micromesh/micromesh/internal/testsvc"
 )
-
-// streamer serves grpc-go's interop TestService: a unary and a
-// server-streaming endpoint with nested messages.
-type streamer struct {
-	testgrpc.UnimplementedTestServiceServer
-}
-
-func (streamer) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
-	return &testgrpc.SimpleResponse{Username: "size " + string(rune('0'+req.GetResponseSize()))}, nil
-}
-
-func (streamer) StreamingOutputCall(req *testgrpc.StreamingOutputCallRequest, s testgrpc.TestService_StreamingOutputCallServer) error {
-	for _, p := range req.GetResponseParameters() {
-		if err := s.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// StreamingInputCall sums the sizes of the payloads it is sent.
-func (streamer) StreamingInputCall(s testgrpc.TestService_StreamingInputCallServer) error {
-	sum := 0
-	for {
-		req, err := s.Recv()
-		if err == io.EOF {
-			return s.SendAndClose(&testgrpc.StreamingInputCallResponse{AggregatedPayloadSize: int32(sum)})
-		}
-		if err != nil {
-			return err
-		}
-		sum += len(req.GetPayload().GetBody())
-	}
-}
-
-// FullDuplexCall answers each request as it comes with a payload of the
-// size it asks for.
-func (streamer) FullDuplexCall(s testgrpc.TestService_FullDuplexCallServer) error {
-	for {
-		req, err := s.Recv()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		for _, p := range req.GetResponseParameters() {
-			if err := s.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
-				return err
-			}
-		}
-	}
-}
 
 func serve(t *testing.T) *grpc.ClientConn {
 	t.Helper()
 	srv := grpc.NewServer()
-	testgrpc.RegisterTestServiceServer(srv, streamer{})
+	testgrpc.RegisterTestServiceServer(srv, testsvc.Service{})
 	reflection.Register(srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
