@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
 var errBodyNotKept = errors.New("the request body was longer than the proxy keeps for a retry or a mirror")
@@ -64,6 +65,10 @@ type keptCursor struct {
 	k      *keptStream
 	pos    int
 	follow bool
+	// cut is set once the cursor fell behind a body that outgrew what is
+	// kept (errBodyNotKept): what a mirror's copy counts, whichever way its
+	// transport reports the broken body.
+	cut atomic.Bool
 }
 
 func (c *keptCursor) Read(p []byte) (int, error) {
@@ -73,6 +78,7 @@ func (c *keptCursor) Read(p []byte) (int, error) {
 		if c.pos < k.total {
 			if k.overflow {
 				k.mu.Unlock()
+				c.cut.Store(true)
 				return 0, errBodyNotKept
 			}
 			n := copy(p, k.kept[c.pos:k.total])

@@ -67,6 +67,9 @@ func (p *Proxy) mirror(targets []mirrorTarget, r *http.Request, rt *config.Route
 			timeout = maxMirrorTime
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		copyBody := body.follower()
+		follower, _ := copyBody.(*keptCursor)
+		cut := func() bool { return follower != nil && follower.cut.Load() }
 		out := (&http.Request{
 			Method:        r.Method,
 			URL:           &url.URL{Scheme: up.scheme, Host: ep.addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
@@ -75,7 +78,7 @@ func (p *Proxy) mirror(targets []mirrorTarget, r *http.Request, rt *config.Route
 			ProtoMinor:    1,
 			Header:        r.Header.Clone(),
 			Host:          t.m.ShadowHost(r.Host),
-			Body:          body.follower(),
+			Body:          copyBody,
 			ContentLength: r.ContentLength,
 		}).WithContext(ctx)
 		if out.Body == http.NoBody {
@@ -90,8 +93,8 @@ func (p *Proxy) mirror(targets []mirrorTarget, r *http.Request, rt *config.Route
 			resp, err := up.rt.RoundTrip(out)
 			if err != nil {
 				outcome := "reset"
-				if errors.Is(err, errBodyNotKept) {
-					outcome = "body_not_kept"
+				if cut() || errors.Is(err, errBodyNotKept) {
+					outcome = "body_not_kept" // the copy's fault, not the endpoint's
 				} else {
 					up.lb.report(ep, localFailure)
 				}
@@ -101,12 +104,16 @@ func (p *Proxy) mirror(targets []mirrorTarget, r *http.Request, rt *config.Route
 			}
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxMirrorAnswer))
 			resp.Body.Close()
-			if resp.StatusCode >= 500 {
+			outcome := codeLabel(resp.StatusCode)
+			switch {
+			case cut():
+				outcome = "body_not_kept" // answered, but to a body cut short
+			case resp.StatusCode >= 500:
 				up.lb.report(ep, serverError)
-			} else {
+			default:
 				up.lb.report(ep, success)
 			}
-			p.m.mirrored.WithLabelValues(name, codeLabel(resp.StatusCode)).Inc()
+			p.m.mirrored.WithLabelValues(name, outcome).Inc()
 		}()
 	}
 }
