@@ -25,8 +25,15 @@ const defaultRetryOn = "connect-failure,reset,503,unavailable"
 // retriable-status-codes.
 func retryOnOf(on string) (string, []uint32) {
 	if on == "" {
-		on = defaultRetryOn
+		return defaultConds, defaultCodes // shared by every route: read only
 	}
+	return parseRetryConds(on)
+}
+
+// defaultConds and defaultCodes are defaultRetryOn's, written once.
+var defaultConds, defaultCodes = parseRetryConds(defaultRetryOn)
+
+func parseRetryConds(on string) (string, []uint32) {
 	var conds []string
 	var codes []uint32
 	for _, c := range strings.Split(on, ",") {
