@@ -357,6 +357,16 @@ func TestAllowFromAndDenyFrom(t *testing.T) {
 		t.Errorf("cart.shop → billing: %d %q; want 403 from billing's sidecar (allow_from names orders alone)", resp.StatusCode, e.Body)
 	}
 
+	// A path's allow_from: cart may call /reports/… and nothing else.
+	setPolicy(map[string]string{"allow_from": "orders.shop", "/reports/*:allow_from": "cart.shop"})
+	waitFor(t, "billing to admit cart.shop on /reports/", func() bool {
+		resp, _ := call(t, cart.Info.Outbound, "billing.default", "/reports/daily", nil)
+		return resp.StatusCode == http.StatusOK
+	})
+	if resp, _ := call(t, cart.Info.Outbound, "billing.default", "/charge", nil); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("cart.shop → billing /charge with /reports/ allowed: %d, want 403", resp.StatusCode)
+	}
+
 	setPolicy(map[string]string{"allow_from": "orders.shop", "deny_from": "web.default"})
 	waitFor(t, "billing to refuse web", func() bool {
 		resp, _ := call(t, web.Info.Outbound, "billing", "/", nil)

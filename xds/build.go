@@ -193,7 +193,7 @@ func (b *builder) reachable() []*Service {
 	var out []*Service
 	for i := range b.mesh.Services {
 		s := &b.mesh.Services[i]
-		if s.Namespace == b.proxy.Namespace || s.Namespace == SystemNamespace || allowsNamespace(s.Policy.AllowFrom, b.proxy.Namespace) {
+		if s.Namespace == b.proxy.Namespace || s.Namespace == SystemNamespace || admitsNamespace(s, b.proxy.Namespace) {
 			out = append(out, s)
 		}
 	}
@@ -201,6 +201,20 @@ func (b *builder) reachable() []*Service {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 	return out
+}
+
+// admitsNamespace reports whether s's allow_from, or one of its paths',
+// names namespace ns or a service of it.
+func admitsNamespace(s *Service, ns string) bool {
+	if allowsNamespace(s.Policy.AllowFrom, ns) {
+		return true
+	}
+	for _, rp := range s.Routes {
+		if allowsNamespace(rp.AllowFrom, ns) {
+			return true
+		}
+	}
+	return false
 }
 
 // allowsNamespace reports whether a list of callers names namespace ns or

@@ -91,6 +91,9 @@ type RoutePolicy struct {
 	// Mirror is where callers send a copy of the path's calls (the
 	// service's unless the path sets its own).
 	Mirror Mirror
+	// AllowFrom lists callers admitted on this path alone, beside those
+	// the service admits everywhere (Policy's form).
+	AllowFrom string
 }
 
 // Fault is fault injection into a service's calls, applied by each

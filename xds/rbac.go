@@ -7,8 +7,9 @@ import (
 
 // inboundRBAC admits callers of the proxy's own namespace and the
 // platform's identities (namespace micromesh: the CLI, the runtime, the
-// API gateway), and those its service's allow_from names; it refuses those
-// its deny_from names, whatever else admits them. A platform service
+// API gateway), those its service's allow_from names, and on a path those
+// the path's allow_from names; it refuses those its deny_from names,
+// whatever else admits them. A platform service
 // admits every identity of the trust domain. Everything else is denied:
 // across namespaces only a rule allows.
 func (b *builder) inboundRBAC() *rbac.RBAC {
@@ -27,6 +28,22 @@ func (b *builder) inboundRBAC() *rbac.RBAC {
 	if ids := callerPrincipals(td, own.AllowFrom); len(ids) > 0 {
 		allow["allow-from"] = ids
 	}
+	// A path's allow_from admits its callers on that path alone.
+	onPath := map[string]*rbac.Permission{}
+	if s := b.ownService(); s != nil {
+		for _, rp := range s.Routes {
+			if ids := callerPrincipals(td, rp.AllowFrom); len(ids) > 0 {
+				name := "allow-from " + rp.Path
+				pm := &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: rp.Path}}
+				if rp.Prefix {
+					name += "*"
+					pm = &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Prefix{Prefix: rp.Path}}
+				}
+				allow[name] = ids
+				onPath[name] = &rbac.Permission{Rule: &rbac.Permission_UrlPath{UrlPath: &matcher.PathMatcher{Rule: &matcher.PathMatcher_Path{Path: pm}}}}
+			}
+		}
+	}
 	deny := callerPrincipals(td, own.DenyFrom)
 	r := &rbac.RBAC{Action: rbac.RBAC_ALLOW, Policies: map[string]*rbac.Policy{}}
 	for name, ids := range allow {
@@ -39,10 +56,11 @@ func (b *builder) inboundRBAC() *rbac.RBAC {
 				{Identifier: &rbac.Principal_NotId{NotId: &rbac.Principal{Identifier: &rbac.Principal_OrIds{OrIds: &rbac.Principal_Set{Ids: deny}}}}},
 			}}}}
 		}
-		r.Policies[name] = &rbac.Policy{
-			Permissions: []*rbac.Permission{{Rule: &rbac.Permission_Any{Any: true}}},
-			Principals:  []*rbac.Principal{p},
+		perm := onPath[name]
+		if perm == nil {
+			perm = &rbac.Permission{Rule: &rbac.Permission_Any{Any: true}}
 		}
+		r.Policies[name] = &rbac.Policy{Permissions: []*rbac.Permission{perm}, Principals: []*rbac.Principal{p}}
 	}
 	return r
 }

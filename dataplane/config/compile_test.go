@@ -1294,7 +1294,10 @@ func TestAllowAndDenyFrom(t *testing.T) {
 	pol := xds.DefaultPolicy
 	pol.AllowFrom, pol.DenyFrom = "*.reports,orders.shop", "legacy.default"
 	m := &xds.Mesh{TrustDomain: "micromesh.local", Roots: []byte("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"), Services: []xds.Service{
-		{Name: "billing", Namespace: "default", Protocol: xds.ProtocolGRPC, Policy: pol, Endpoints: []xds.Endpoint{
+		{Name: "billing", Namespace: "default", Protocol: xds.ProtocolGRPC, Policy: pol, Routes: []xds.RoutePolicy{
+			{Path: "/pkg.Billing/Report", AllowFrom: "reports.ops"},           // one method, one more caller
+			{Path: "/pkg.Billing/Audit/", Prefix: true, AllowFrom: "*.audit"}, // a prefix, a namespace
+		}, Endpoints: []xds.Endpoint{
 			{ID: "b1", Address: "10.0.0.1", Port: 8443, QUICPort: 8443, Kind: xds.KindBuiltin, Health: xds.HealthPassing},
 		}},
 		{Name: "orders", Namespace: "shop", Protocol: xds.ProtocolGRPC, Policy: xds.DefaultPolicy, Endpoints: []xds.Endpoint{
@@ -1318,12 +1321,32 @@ func TestAllowAndDenyFrom(t *testing.T) {
 			t.Errorf("billing admits %q: %v, want %v", principal, got, want)
 		}
 	}
+	// A path's allow_from: its callers there and nowhere else; deny_from
+	// still wins.
+	for _, tc := range []struct {
+		principal, path string
+		want            bool
+	}{
+		{"spiffe://micromesh.local/ns/ops/svc/reports", "/pkg.Billing/Report", true},
+		{"spiffe://micromesh.local/ns/ops/svc/reports", "/pkg.Billing/Report2", false},
+		{"spiffe://micromesh.local/ns/ops/svc/reports", "/pkg.Billing/Charge", false},
+		{"spiffe://micromesh.local/ns/audit/svc/any", "/pkg.Billing/Audit/Log", true},
+		{"spiffe://micromesh.local/ns/audit/svc/any", "/pkg.Billing/Charge", false},
+		{"spiffe://micromesh.local/ns/default/svc/legacy", "/pkg.Billing/Report", false},
+	} {
+		if got, _ := billing.Inbound.RBAC.Allowed(Request{Principal: tc.principal, Method: "POST", Path: tc.path}); got != tc.want {
+			t.Errorf("billing admits %s on %s: %v, want %v", tc.principal, tc.path, got, tc.want)
+		}
+	}
 	hosts := func(c *Config) string { return strings.Join(c.Routes[xds.OutboundRoute].Hosts, ",") }
 	if h := hosts(build("shop", "orders")); !strings.Contains(h, "billing.default") {
 		t.Errorf("shop's proxies reach %s; want billing.default, which admits orders.shop", h)
 	}
 	if h := hosts(build("reports", "any")); !strings.Contains(h, "billing.default") {
 		t.Errorf("reports' proxies reach %s; want billing.default, which admits *.reports", h)
+	}
+	if h := hosts(build("audit", "any")); !strings.Contains(h, "billing.default") {
+		t.Errorf("audit's proxies reach %s; want billing.default, a path of which admits *.audit", h)
 	}
 	if h := hosts(build("other", "x")); strings.Contains(h, "billing") {
 		t.Errorf("other's proxies reach %s; billing admits none of them", h)
