@@ -321,7 +321,16 @@ func compileHTTPFilters(fs []*xdswire.HTTPFilter) (httpFilters, error) {
 			if err != nil {
 				return out, err
 			}
-			out.rbac = compiled
+			if out.rbac == nil {
+				out.rbac = compiled
+				break
+			}
+			// Another RBAC filter: both decide (it was once read as
+			// replacing the first, which dropped the first's rules).
+			if out.rateLimitFilter != "" && !out.rateLimitBeforeRBAC {
+				return out, errors.New("a local_ratelimit filter between RBAC filters is not supported")
+			}
+			out.rbac.then(compiled)
 		case xdswire.LocalRateLimitType:
 			if out.rateLimitFilter != "" {
 				return out, errors.New("a second local_ratelimit filter is not supported")

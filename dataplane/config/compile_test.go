@@ -1352,3 +1352,42 @@ func TestAllowAndDenyFrom(t *testing.T) {
 		t.Errorf("other's proxies reach %s; billing admits none of them", h)
 	}
 }
+
+// A listener's RBAC filters all decide, in order, as Envoy's do: a DENY
+// filter ahead of the ALLOW one refuses its callers though the ALLOW one
+// admits them (a second filter once replaced the first, silently dropping
+// its rules). A rate limit between two RBAC filters is refused.
+func TestRBACFiltersChain(t *testing.T) {
+	denyLegacy := &rbacfilter.RBAC{Rules: &rbac.RBAC{Action: rbac.RBAC_DENY, Policies: map[string]*rbac.Policy{"legacy": {
+		Permissions: []*rbac.Permission{{Rule: &rbac.Permission_Any{Any: true}}},
+		Principals: []*rbac.Principal{{Identifier: &rbac.Principal_Authenticated_{Authenticated: &rbac.Principal_Authenticated{
+			PrincipalName: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: "spiffe://micromesh.local/ns/default/svc/legacy"}}}}}},
+	}}}}
+	withDeny := func(r *envoyResources) {
+		mutateHCM(t, findListener(r, "inbound"), func(m *hcm.HttpConnectionManager) {
+			f := &hcm.HttpFilter{Name: "deny", ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(t, denyLegacy)}}
+			m.HttpFilters = append([]*hcm.HttpFilter{f}, m.HttpFilters...)
+		})
+	}
+	r := meshFor(t, "default", "client")
+	withDeny(&r)
+	c := compiled(t, r)
+	for principal, want := range map[string]bool{
+		"spiffe://micromesh.local/ns/default/svc/web":    true,
+		"spiffe://micromesh.local/ns/default/svc/legacy": false, // the DENY filter
+		"spiffe://micromesh.local/ns/prod/svc/web":       false, // the ALLOW filter
+	} {
+		if got, _ := c.Inbound.RBAC.Allowed(Request{Principal: principal, Method: "GET", Path: "/"}); got != want {
+			t.Errorf("admits %s: %v, want %v", principal, got, want)
+		}
+	}
+	refusals(t, []refusal{{"a rate limit between RBAC filters", func(r *envoyResources) {
+		withRateLimit(t, r, "inbound", &ratelimitv3.LocalRateLimit{StatPrefix: "rl", TokenBucket: &typev3.TokenBucket{MaxTokens: 1, FillInterval: durationpb.New(time.Second)},
+			FilterEnabled: percent(100), FilterEnforced: percent(100)})
+		withDeny(r)
+		mutateHCM(t, findListener(r, "inbound"), func(m *hcm.HttpConnectionManager) {
+			// deny, rbac (ALLOW), local rate limit, router → deny, local rate limit, rbac, router
+			m.HttpFilters[1], m.HttpFilters[2] = m.HttpFilters[2], m.HttpFilters[1]
+		})
+	}, "between RBAC filters"}})
+}

@@ -11,10 +11,22 @@ import (
 	"github.com/micromesh/micromesh/dataplane/xdswire"
 )
 
-// RBAC is a compiled Envoy RBAC rule set (envoy.filters.http.rbac).
+// RBAC is a compiled Envoy RBAC rule set (envoy.filters.http.rbac), or a
+// listener's chain of them: each filter decides in turn, and a request
+// passes only if every one admits it (Istio, say, puts a DENY filter ahead
+// of an ALLOW one).
 type RBAC struct {
 	allow    bool // ALLOW: a match admits; DENY: a match refuses
 	policies []policy
+	next     *RBAC // the listener's next RBAC filter, or nil
+}
+
+// then appends next to r's chain.
+func (r *RBAC) then(next *RBAC) {
+	for r.next != nil {
+		r = r.next
+	}
+	r.next = next
 }
 
 type policy struct {
@@ -53,9 +65,18 @@ func HeaderOf(h http.Header) func(string) (string, bool) {
 type permission func(Request) bool
 type principal func(Request) bool
 
-// Allowed reports whether req may pass, and the policy that decided ("" when
-// none matched).
+// Allowed reports whether req may pass every filter of the chain, and the
+// policy that decided last ("" when none matched).
 func (r *RBAC) Allowed(req Request) (bool, string) {
+	ok, name := r.decide(req)
+	for f := r.next; ok && f != nil; f = f.next {
+		ok, name = f.decide(req)
+	}
+	return ok, name
+}
+
+// decide is one filter's decision.
+func (r *RBAC) decide(req Request) (bool, string) {
 	for _, p := range r.policies {
 		if p.matches(req) {
 			return r.allow, p.name
