@@ -367,6 +367,17 @@ func TestAllowFromAndDenyFrom(t *testing.T) {
 		t.Errorf("cart.shop → billing /charge with /reports/ allowed: %d, want 403", resp.StatusCode)
 	}
 
+	// A path's deny_from: web, of billing's namespace, is refused on
+	// /admin/… and nowhere else.
+	setPolicy(map[string]string{"allow_from": "orders.shop", "/admin/*:deny_from": "web.default"})
+	waitFor(t, "billing to refuse web on /admin/", func() bool {
+		resp, _ := call(t, web.Info.Outbound, "billing", "/admin/reset", nil)
+		return resp.StatusCode == http.StatusForbidden
+	})
+	if resp, _ := call(t, web.Info.Outbound, "billing", "/charge", nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("web → billing /charge with /admin/ denied: %d, want 200", resp.StatusCode)
+	}
+
 	setPolicy(map[string]string{"allow_from": "orders.shop", "deny_from": "web.default"})
 	waitFor(t, "billing to refuse web", func() bool {
 		resp, _ := call(t, web.Info.Outbound, "billing", "/", nil)

@@ -34,7 +34,7 @@ func testMesh() *Mesh {
 				{ID: "g2", Address: "10.0.0.6", Port: 7000, Kind: KindProxyless, Health: HealthCritical},
 			}},
 			{Name: "hello", Namespace: "default", Protocol: ProtocolGRPC, Policy: helloPolicy(), Routes: []RoutePolicy{
-				{Path: "/pkg.Hello/Expensive", RateLimit: 2, RateLimitBurst: 1, AllowFrom: "batch.jobs"}, // one more caller, on this path alone
+				{Path: "/pkg.Hello/Expensive", RateLimit: 2, RateLimitBurst: 1, AllowFrom: "batch.jobs", DenyFrom: "*.default"}, // one more caller, and none of its namespace, on this path alone
 			}, Split: []VersionWeight{{"v1", 90}, {"v2", 10}, {"v3", 0}}, SplitHeader: "x-version", Endpoints: []Endpoint{
 				{ID: "h1", Address: "10.0.0.1", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Version: "v1", Health: HealthPassing, Region: "eu", Zone: "eu-1a", Weight: 2},
 				{ID: "h2", Address: "10.0.0.2", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Version: "v2", Health: HealthWarning, Region: "eu", Zone: "eu-1b"},

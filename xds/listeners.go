@@ -69,13 +69,16 @@ func (b *builder) inboundHCM(codec hcm.HttpConnectionManager_CodecType) *hcm.Htt
 	}
 }
 
-// inboundFilters: RBAC, then the local rate limit filter when the service
-// or one of its paths has a limit (after RBAC: requests the rules deny
-// draw no token), then the router.
+// inboundFilters: a DENY RBAC filter when a path of the service refuses
+// callers (deny_from), the RBAC rules, then the local rate limit filter
+// when the service or one of its paths has a limit (after RBAC: requests
+// the rules deny draw no token), then the router.
 func (b *builder) inboundFilters() []*hcm.HttpFilter {
-	fs := []*hcm.HttpFilter{
-		{Name: wellknown.HTTPRoleBasedAccessControl, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: toAny(&rbacfilter.RBAC{Rules: b.inboundRBAC()})}},
+	var fs []*hcm.HttpFilter
+	if deny := b.pathDenyRBAC(); deny != nil {
+		fs = append(fs, &hcm.HttpFilter{Name: DenyFilter, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: toAny(&rbacfilter.RBAC{Rules: deny})}})
 	}
+	fs = append(fs, &hcm.HttpFilter{Name: wellknown.HTTPRoleBasedAccessControl, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: toAny(&rbacfilter.RBAC{Rules: b.inboundRBAC()})}})
 	if s := b.ownService(); s != nil && (s.Policy.RateLimit > 0 || hasPathRateLimit(s)) {
 		// Without a service-wide limit the filter has no bucket of its
 		// own: only paths with a limit are limited.
@@ -87,6 +90,10 @@ func (b *builder) inboundFilters() []*hcm.HttpFilter {
 	}
 	return append(fs, routerFilter())
 }
+
+// DenyFilter is the name of the inbound listeners' DENY RBAC filter (paths'
+// deny_from), ahead of the rules.
+const DenyFilter = "envoy.filters.http.rbac.deny"
 
 // RateLimitFilter is the name of the inbound listeners' rate limit
 // filter, which routes' own limits refer to.

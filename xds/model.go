@@ -92,8 +92,10 @@ type RoutePolicy struct {
 	// service's unless the path sets its own).
 	Mirror Mirror
 	// AllowFrom lists callers admitted on this path alone, beside those
-	// the service admits everywhere (Policy's form).
+	// the service admits everywhere; DenyFrom callers refused on this path
+	// whatever admits them (Policy's form).
 	AllowFrom string
+	DenyFrom  string
 }
 
 // Fault is fault injection into a service's calls, applied by each

@@ -236,7 +236,7 @@ func (m *Mirror) check(has func(key string) bool) error {
 // cluster.
 var routeKeys = map[string]bool{"timeout": true, "per_try_timeout": true, "retries": true, "retry_on": true, "rate_limit": true, "rate_limit_burst": true,
 	"fault_delay": true, "fault_delay_percent": true, "fault_abort": true, "fault_abort_grpc": true, "fault_abort_percent": true, "fault_header": true,
-	"mirror": true, "mirror_percent": true, "allow_from": true}
+	"mirror": true, "mirror_percent": true, "allow_from": true, "deny_from": true}
 
 // maxRouteEntries bounds a service's path entries (Consul takes 64
 // metadata keys per instance).
@@ -298,7 +298,7 @@ func PolicyFromMetadata(md map[string]string) (Policy, []RoutePolicy, error) {
 			if _, known := policyKeys[name]; known {
 				return DefaultPolicy, nil, fmt.Errorf("policy %s: %s applies to the whole service, not to one path (set it without a path)", key, name)
 			}
-			return DefaultPolicy, nil, fmt.Errorf("policy %s: %q is not a key a path can set (timeout, per_try_timeout, retries, retry_on, rate_limit, rate_limit_burst, fault_*, mirror, mirror_percent, allow_from)", key, name)
+			return DefaultPolicy, nil, fmt.Errorf("policy %s: %q is not a key a path can set (timeout, per_try_timeout, retries, retry_on, rate_limit, rate_limit_burst, fault_*, mirror, mirror_percent, allow_from, deny_from)", key, name)
 		}
 		rp := byPath[path]
 		if rp == nil {
@@ -335,7 +335,7 @@ func PolicyFromMetadata(md map[string]string) (Policy, []RoutePolicy, error) {
 			return DefaultPolicy, nil, fmt.Errorf("policy for %s: %w", path, err)
 		}
 		r := RoutePolicy{Path: path, Timeout: rp.Timeout, PerTryTimeout: rp.PerTryTimeout, Retries: rp.Retries, RetryOn: rp.RetryOn, RateLimit: rp.RateLimit, RateLimitBurst: rp.RateLimitBurst,
-			Fault: rp.Fault, Mirror: rp.Mirror, AllowFrom: rp.AllowFrom}
+			Fault: rp.Fault, Mirror: rp.Mirror, AllowFrom: rp.AllowFrom, DenyFrom: rp.DenyFrom}
 		r.Path, r.Prefix = strings.CutSuffix(path, "*")
 		routes = append(routes, r)
 	}

@@ -282,13 +282,13 @@ func TestCallerPolicies(t *testing.T) {
 			t.Errorf("allow_from=%q: %v, want an error mentioning %q", v, err, mention)
 		}
 	}
-	// A path's allow_from admits on that path alone; it does not inherit
-	// the service's. deny_from is the whole service's.
+	// A path's allow_from admits, its deny_from refuses, on that path
+	// alone; neither inherits the service's.
 	p, routes, err := PolicyFromMetadata(policymeta.Metadata(map[string]string{"allow_from": "a.b", "/x:allow_from": "c.d", "/y:timeout": "1s"}))
 	if err != nil || len(routes) != 2 || routes[0].AllowFrom != "c.d" || routes[1].AllowFrom != "" || p.AllowFrom != "a.b" {
 		t.Errorf("a path's allow_from: %+v, %v", routes, err)
 	}
-	if _, _, err := PolicyFromMetadata(policymeta.Metadata(map[string]string{"/x:deny_from": "a.b"})); err == nil || !strings.Contains(err.Error(), "applies to the whole service") {
-		t.Errorf("a path's deny_from: %v", err)
+	if _, routes, err := PolicyFromMetadata(policymeta.Metadata(map[string]string{"deny_from": "e.f", "/x:deny_from": "a.b"})); err != nil || len(routes) != 1 || routes[0].DenyFrom != "a.b" {
+		t.Errorf("a path's deny_from: %+v, %v", routes, err)
 	}
 }

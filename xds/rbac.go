@@ -33,14 +33,9 @@ func (b *builder) inboundRBAC() *rbac.RBAC {
 	if s := b.ownService(); s != nil {
 		for _, rp := range s.Routes {
 			if ids := callerPrincipals(td, rp.AllowFrom); len(ids) > 0 {
-				name := "allow-from " + rp.Path
-				pm := &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: rp.Path}}
-				if rp.Prefix {
-					name += "*"
-					pm = &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Prefix{Prefix: rp.Path}}
-				}
-				allow[name] = ids
-				onPath[name] = &rbac.Permission{Rule: &rbac.Permission_UrlPath{UrlPath: &matcher.PathMatcher{Rule: &matcher.PathMatcher_Path{Path: pm}}}}
+				path, perm := pathPermission(rp)
+				allow["allow-from "+path] = ids
+				onPath["allow-from "+path] = perm
 			}
 		}
 	}
@@ -63,6 +58,43 @@ func (b *builder) inboundRBAC() *rbac.RBAC {
 		r.Policies[name] = &rbac.Policy{Permissions: []*rbac.Permission{perm}, Principals: []*rbac.Principal{p}}
 	}
 	return r
+}
+
+// pathDenyRBAC refuses, on each path of the service with a deny_from, the
+// callers it names (a DENY filter ahead of the rules: Envoy runs both);
+// nil when no path refuses anyone.
+func (b *builder) pathDenyRBAC() *rbac.RBAC {
+	s := b.ownService()
+	if s == nil {
+		return nil
+	}
+	td := "spiffe://" + b.mesh.TrustDomain + "/"
+	var r *rbac.RBAC
+	for _, rp := range s.Routes {
+		ids := callerPrincipals(td, rp.DenyFrom)
+		if len(ids) == 0 {
+			continue
+		}
+		if r == nil {
+			r = &rbac.RBAC{Action: rbac.RBAC_DENY, Policies: map[string]*rbac.Policy{}}
+		}
+		name, perm := pathPermission(rp)
+		r.Policies["deny-from "+name] = &rbac.Policy{Permissions: []*rbac.Permission{perm},
+			Principals: []*rbac.Principal{{Identifier: &rbac.Principal_OrIds{OrIds: &rbac.Principal_Set{Ids: ids}}}}}
+	}
+	return r
+}
+
+// pathPermission matches a path policy's requests (exact, or the prefix),
+// with its name in policies (the path, * after a prefix).
+func pathPermission(rp RoutePolicy) (string, *rbac.Permission) {
+	name := rp.Path
+	pm := &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Exact{Exact: rp.Path}}
+	if rp.Prefix {
+		name += "*"
+		pm = &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Prefix{Prefix: rp.Path}}
+	}
+	return name, &rbac.Permission{Rule: &rbac.Permission_UrlPath{UrlPath: &matcher.PathMatcher{Rule: &matcher.PathMatcher_Path{Path: pm}}}}
 }
 
 // callerPrincipals matches the callers of a list (AllowFrom, DenyFrom):

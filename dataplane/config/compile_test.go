@@ -1295,8 +1295,8 @@ func TestAllowAndDenyFrom(t *testing.T) {
 	pol.AllowFrom, pol.DenyFrom = "*.reports,orders.shop", "legacy.default"
 	m := &xds.Mesh{TrustDomain: "micromesh.local", Roots: []byte("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"), Services: []xds.Service{
 		{Name: "billing", Namespace: "default", Protocol: xds.ProtocolGRPC, Policy: pol, Routes: []xds.RoutePolicy{
-			{Path: "/pkg.Billing/Report", AllowFrom: "reports.ops"},           // one method, one more caller
-			{Path: "/pkg.Billing/Audit/", Prefix: true, AllowFrom: "*.audit"}, // a prefix, a namespace
+			{Path: "/pkg.Billing/Report", AllowFrom: "reports.ops", DenyFrom: "web.default"}, // one method: one more caller, one fewer
+			{Path: "/pkg.Billing/Audit/", Prefix: true, AllowFrom: "*.audit"},                // a prefix, a namespace
 		}, Endpoints: []xds.Endpoint{
 			{ID: "b1", Address: "10.0.0.1", Port: 8443, QUICPort: 8443, Kind: xds.KindBuiltin, Health: xds.HealthPassing},
 		}},
@@ -1333,6 +1333,8 @@ func TestAllowAndDenyFrom(t *testing.T) {
 		{"spiffe://micromesh.local/ns/audit/svc/any", "/pkg.Billing/Audit/Log", true},
 		{"spiffe://micromesh.local/ns/audit/svc/any", "/pkg.Billing/Charge", false},
 		{"spiffe://micromesh.local/ns/default/svc/legacy", "/pkg.Billing/Report", false},
+		{"spiffe://micromesh.local/ns/default/svc/web", "/pkg.Billing/Report", false}, // the path's deny_from
+		{"spiffe://micromesh.local/ns/default/svc/web", "/pkg.Billing/Charge", true},
 	} {
 		if got, _ := billing.Inbound.RBAC.Allowed(Request{Principal: tc.principal, Method: "POST", Path: tc.path}); got != tc.want {
 			t.Errorf("billing admits %s on %s: %v, want %v", tc.principal, tc.path, got, tc.want)
