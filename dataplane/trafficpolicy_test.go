@@ -357,34 +357,36 @@ func TestAllowFromAndDenyFrom(t *testing.T) {
 		t.Errorf("cart.shop → billing: %d %q; want 403 from billing's sidecar (allow_from names orders alone)", resp.StatusCode, e.Body)
 	}
 
-	// A path's allow_from: cart may call /reports/… and nothing else.
-	setPolicy(map[string]string{"allow_from": "orders.shop", "/reports/*:allow_from": "cart.shop"})
-	waitFor(t, "billing to admit cart.shop on /reports/", func() bool {
-		resp, _ := call(t, cart.Info.Outbound, "billing.default", "/reports/daily", nil)
-		return resp.StatusCode == http.StatusOK
-	})
-	if resp, _ := call(t, cart.Info.Outbound, "billing.default", "/charge", nil); resp.StatusCode != http.StatusForbidden {
-		t.Errorf("cart.shop → billing /charge with /reports/ allowed: %d, want 403", resp.StatusCode)
+	// Each rule set on billing, then the call that shows it took, then one
+	// it must leave alone.
+	type probe struct {
+		from       *meshtest.Sidecar
+		host, path string
+		code       int
 	}
-
-	// A path's deny_from: web, of billing's namespace, is refused on
-	// /admin/… and nowhere else.
-	setPolicy(map[string]string{"allow_from": "orders.shop", "/admin/*:deny_from": "web.default"})
-	waitFor(t, "billing to refuse web on /admin/", func() bool {
-		resp, _ := call(t, web.Info.Outbound, "billing", "/admin/reset", nil)
-		return resp.StatusCode == http.StatusForbidden
-	})
-	if resp, _ := call(t, web.Info.Outbound, "billing", "/charge", nil); resp.StatusCode != http.StatusOK {
-		t.Errorf("web → billing /charge with /admin/ denied: %d, want 200", resp.StatusCode)
-	}
-
-	setPolicy(map[string]string{"allow_from": "orders.shop", "deny_from": "web.default"})
-	waitFor(t, "billing to refuse web", func() bool {
-		resp, _ := call(t, web.Info.Outbound, "billing", "/", nil)
-		return resp.StatusCode == http.StatusForbidden
-	})
-	if resp, _ := call(t, orders.Info.Outbound, "billing.default", "/", nil); resp.StatusCode != http.StatusOK {
-		t.Errorf("orders → billing with web denied: %d", resp.StatusCode)
+	for _, step := range []struct {
+		what        string
+		keys        map[string]string
+		shows, left probe
+	}{
+		{"a path's allow_from: cart may call /reports/… and nothing else",
+			map[string]string{"allow_from": "orders.shop", "/reports/*:allow_from": "cart.shop"},
+			probe{cart, "billing.default", "/reports/daily", http.StatusOK}, probe{cart, "billing.default", "/charge", http.StatusForbidden}},
+		{"a path's deny_from: web, of billing's namespace, is refused on /admin/… and nowhere else",
+			map[string]string{"allow_from": "orders.shop", "/admin/*:deny_from": "web.default"},
+			probe{web, "billing", "/admin/reset", http.StatusForbidden}, probe{web, "billing", "/charge", http.StatusOK}},
+		{"deny_from: web is refused everywhere, orders still admitted",
+			map[string]string{"allow_from": "orders.shop", "deny_from": "web.default"},
+			probe{web, "billing", "/", http.StatusForbidden}, probe{orders, "billing.default", "/", http.StatusOK}},
+	} {
+		setPolicy(step.keys)
+		waitFor(t, step.what, func() bool {
+			resp, _ := call(t, step.shows.from.Info.Outbound, step.shows.host, step.shows.path, nil)
+			return resp.StatusCode == step.shows.code
+		})
+		if resp, e := call(t, step.left.from.Info.Outbound, step.left.host, step.left.path, nil); resp.StatusCode != step.left.code {
+			t.Errorf("%s: %s %s answered %d %q, want %d", step.what, step.left.host, step.left.path, resp.StatusCode, e.Body, step.left.code)
+		}
 	}
 }
 
