@@ -455,7 +455,7 @@ func compileRouteTable(rc *xdswire.RouteConfiguration) (*RouteTable, error) {
 		}
 		routes := make([]*Route, 0, len(vh.Routes))
 		for i, rt := range vh.Routes {
-			r, err := compileRoute(vh, rt)
+			r, err := compileRoute(rc, vh, rt)
 			if err != nil {
 				return nil, fmt.Errorf("virtual host %q, route %d: %w", vh.Name, i, err)
 			}
@@ -478,7 +478,7 @@ func compileRouteTable(rc *xdswire.RouteConfiguration) (*RouteTable, error) {
 	return t, nil
 }
 
-func compileRoute(vh *xdswire.VirtualHost, rt *xdswire.Route) (*Route, error) {
+func compileRoute(rc *xdswire.RouteConfiguration, vh *xdswire.VirtualHost, rt *xdswire.Route) (*Route, error) {
 	m := rt.Match
 	switch {
 	case m == nil:
@@ -551,7 +551,16 @@ func compileRoute(vh *xdswire.VirtualHost, rt *xdswire.Route) (*Route, error) {
 			r.Timeout = d
 		}
 	}
-	for _, mp := range action.RequestMirrorPolicies {
+	// The most specific non-empty set of mirrors wins, not merged:
+	// the route's, else its host's, else the configuration's (Envoy's).
+	mirrors := action.RequestMirrorPolicies
+	if len(mirrors) == 0 {
+		mirrors = vh.RequestMirrorPolicies
+	}
+	if len(mirrors) == 0 && rc != nil {
+		mirrors = rc.RequestMirrorPolicies
+	}
+	for _, mp := range mirrors {
 		switch {
 		case mp.Refused != "":
 			return nil, fmt.Errorf("request_mirror_policies %s is not supported", mp.Refused)

@@ -1279,10 +1279,30 @@ func TestMirrorsAsEnvoys(t *testing.T) {
 			mirror(r, &route.RouteAction_RequestMirrorPolicy{Cluster: "world.default", RequestHeadersMutations: []*mutationv3.HeaderMutation{{
 				Action: &mutationv3.HeaderMutation_Remove{Remove: "x-a"}}}})
 		}, "request_headers_mutations is not supported"},
-		{"a host-wide mirror", func(r *envoyResources) {
-			r.Routes[0].VirtualHosts[0].RequestMirrorPolicies = []*route.RouteAction_RequestMirrorPolicy{{Cluster: "world.default"}}
-		}, "request_mirror_policies is not supported"},
 	})
+
+	// Host-wide and configuration-wide mirrors: the most specific
+	// non-empty set wins, not merged (Envoy's rule).
+	r = meshFor(t, "default", "client")
+	r.Routes[0].RequestMirrorPolicies = []*route.RouteAction_RequestMirrorPolicy{{Cluster: "from-config"}}
+	c = compiled(t, r)
+	vh = r.Routes[0].VirtualHosts[0]
+	if rt, _ := c.Routes[r.Routes[0].Name].Lookup(vh.Domains[0], "/"); rt == nil || len(rt.Mirrors) != 1 || rt.Mirrors[0].Cluster != "from-config" {
+		t.Errorf("the configuration's mirror: %+v", rt)
+	}
+	vh.RequestMirrorPolicies = []*route.RouteAction_RequestMirrorPolicy{{Cluster: "from-host"}, {Cluster: "from-host-2"}}
+	c = compiled(t, r)
+	if rt, _ := c.Routes[r.Routes[0].Name].Lookup(vh.Domains[0], "/"); rt == nil || len(rt.Mirrors) != 2 || rt.Mirrors[0].Cluster != "from-host" {
+		t.Errorf("the host's mirrors over the configuration's: %+v", rt)
+	}
+	mirror(&r, &route.RouteAction_RequestMirrorPolicy{Cluster: "from-route"})
+	c = compiled(t, r)
+	if rt, _ := c.Routes[r.Routes[0].Name].Lookup(vh.Domains[0], "/"); rt == nil || len(rt.Mirrors) != 1 || rt.Mirrors[0].Cluster != "from-route" {
+		t.Errorf("the route's mirror over the host's: %+v", rt)
+	}
+	refusals(t, []refusal{{"a host-wide mirror from a header", func(r *envoyResources) {
+		r.Routes[0].VirtualHosts[0].RequestMirrorPolicies = []*route.RouteAction_RequestMirrorPolicy{{ClusterHeader: "x-m"}}
+	}, "request_mirror_policies cluster_header is not supported"}})
 }
 
 // A service's allow_from admits callers of other namespaces, each named

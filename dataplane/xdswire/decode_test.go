@@ -132,8 +132,9 @@ func TestDecodesEveryRBACRule(t *testing.T) {
 // TestDecodesEveryRouteField covers a route's retry policy, timeouts and
 // header changes.
 func TestDecodesEveryRouteField(t *testing.T) {
-	rc := &route.RouteConfiguration{Name: "r", VirtualHosts: []*route.VirtualHost{{
+	rc := &route.RouteConfiguration{Name: "r", RequestMirrorPolicies: []*route.RouteAction_RequestMirrorPolicy{{Cluster: "rc-m"}}, VirtualHosts: []*route.VirtualHost{{
 		Name: "v", Domains: []string{"a", "*"},
+		RequestMirrorPolicies:  []*route.RouteAction_RequestMirrorPolicy{{Cluster: "vh-m"}},
 		RequestHeadersToAdd:    []*core.HeaderValueOption{{Header: &core.HeaderValue{Key: "x-a", Value: "1"}}},
 		RequestHeadersToRemove: []string{"x-b"},
 		Routes: []*route.Route{{
@@ -168,6 +169,9 @@ func TestDecodesEveryRouteField(t *testing.T) {
 		}},
 	}}}
 	got := decodeLike(t, rc).(*RouteConfiguration)
+	if got.Refused != "" || got.VirtualHosts[0].Refused != "" || got.RequestMirrorPolicies[0].Cluster != "rc-m" || got.VirtualHosts[0].RequestMirrorPolicies[0].Cluster != "vh-m" {
+		t.Fatalf("decoded the configuration's and host's mirrors as %+v, %+v", got.RequestMirrorPolicies, got.VirtualHosts[0].RequestMirrorPolicies)
+	}
 	if m := got.VirtualHosts[0].Routes[0].Match; m.Path == nil || *m.Path != "/a.B/C" || m.Prefix != nil || m.CaseSensitive == nil || *m.CaseSensitive {
 		t.Fatalf("decoded the exact match as %+v", m)
 	}

@@ -6,6 +6,9 @@ import "google.golang.org/protobuf/encoding/protowire"
 type RouteConfiguration struct {
 	Name         string         `json:"name,omitempty"`
 	VirtualHosts []*VirtualHost `json:"virtualHosts,omitempty"`
+	// RequestMirrorPolicies are the mirrors of every route that names
+	// none, in a virtual host that names none.
+	RequestMirrorPolicies []*RequestMirrorPolicy `json:"requestMirrorPolicies,omitempty"`
 	// Refused names the first field set that changes what Envoy does with
 	// every request (header changes for the whole configuration, headers
 	// only internal callers may send, mirrors, on-demand hosts, plugins…).
@@ -15,7 +18,7 @@ type RouteConfiguration struct {
 var routeConfigurationRefused = map[protowire.Number]string{
 	9: "vhds", 3: "internal_only_headers", 4: "response_headers_to_add", 5: "response_headers_to_remove",
 	6: "request_headers_to_add", 8: "request_headers_to_remove", 12: "cluster_specifier_plugins",
-	13: "request_mirror_policies", 18: "vhost_header", 15: "ignore_path_parameters_in_path_matching",
+	18: "vhost_header", 15: "ignore_path_parameters_in_path_matching",
 	16: "typed_per_filter_config", 19: "route_specifiers",
 }
 
@@ -26,6 +29,8 @@ func (m *RouteConfiguration) unmarshal(b []byte) error {
 			return f.str(&m.Name)
 		case 2:
 			return msgs(f, &m.VirtualHosts)
+		case 13:
+			return msgs(f, &m.RequestMirrorPolicies)
 		}
 		refuseSet(f, &m.Refused, routeConfigurationRefused)
 		return nil
@@ -39,6 +44,9 @@ type VirtualHost struct {
 	Routes                 []*Route             `json:"routes,omitempty"`
 	RequestHeadersToAdd    []*HeaderValueOption `json:"requestHeadersToAdd,omitempty"`
 	RequestHeadersToRemove []string             `json:"requestHeadersToRemove,omitempty"`
+	// RequestMirrorPolicies are the mirrors of every route of the host
+	// that names none.
+	RequestMirrorPolicies []*RequestMirrorPolicy `json:"requestMirrorPolicies,omitempty"`
 	// Refused names the first field set that changes what Envoy does with
 	// a request and that the proxy does not do (response headers,
 	// per-filter config, a host-wide retry policy…): refused, never read
@@ -50,7 +58,7 @@ type VirtualHost struct {
 var virtualHostRefused = map[protowire.Number]string{
 	21: "matcher", 6: "rate_limits", 10: "response_headers_to_add", 11: "response_headers_to_remove", 8: "cors",
 	15: "typed_per_filter_config", 14: "include_request_attempt_count", 19: "include_attempt_count_in_response",
-	16: "retry_policy", 20: "retry_policy_typed_config", 17: "hedge_policy", 22: "request_mirror_policies",
+	16: "retry_policy", 20: "retry_policy_typed_config", 17: "hedge_policy",
 	4: "require_tls",
 }
 
@@ -67,6 +75,8 @@ func (m *VirtualHost) unmarshal(b []byte) error {
 			return msgs(f, &m.RequestHeadersToAdd)
 		case 13:
 			return f.strs(&m.RequestHeadersToRemove)
+		case 22:
+			return msgs(f, &m.RequestMirrorPolicies)
 		}
 		refuseSet(f, &m.Refused, virtualHostRefused)
 		return nil
