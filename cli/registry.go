@@ -120,7 +120,7 @@ func newRegistryRegisterCommand(g *globalOptions, s Streams) *cobra.Command {
 	f.StringVar(&o.kind, "kind", registry.KindProxyless, "builtin, envoy or proxyless")
 	f.StringVar(&o.version, "version", "", "version label")
 	f.DurationVar(&o.ttl, "ttl", 0, "heartbeat deadline (default: static)")
-	f.StringToStringVar(&o.policy, "policy", nil, "traffic policy — what the service's callers apply (fault_* injects faults into their calls), and rate_limit (requests/s) each instance enforces —, key=value, repeatable (keys: "+strings.Join(policyKeys(), ", ")+"); PATH:key=value for the requests of one path, PATH* for a prefix (timeout, per_try_timeout, retries, rate_limit, rate_limit_burst, fault_*)")
+	f.StringToStringVar(&o.policy, "policy", nil, "traffic policy — what the service's callers apply (fault_* injects faults into their calls), and rate_limit (requests/s) each instance enforces —, key=value, repeatable (keys: "+strings.Join(policyKeys(), ", ")+"); PATH:key=value for the requests of one path, PATH* for a prefix ("+strings.Join(xds.PathPolicyKeys(), ", ")+")")
 	f.StringVar(&o.controlPlane, "controlplane", "", "control plane address (default: the local server)")
 	return cmd
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/micromesh/micromesh/identity"
 	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
 	"github.com/micromesh/micromesh/runtime"
+	"github.com/micromesh/micromesh/xds"
 )
 
 // runtimeCallTimeout bounds run and update: a cold build takes a while.
@@ -110,7 +111,7 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 	f.Uint32Var(&o.instances, "instances", 1, "instances to run")
 	f.StringArrayVar(&o.env, "env", nil, "environment variable for the app, KEY=VALUE (repeatable)")
 	f.StringVar(&o.version, "version", "", "version, registered with each instance (what meshctl split names; default: the git commit, or the build's hash); run with another --version, a service runs beside its running version")
-	f.StringToStringVar(&o.policy, "policy", nil, "traffic policy — what the service's callers apply (fault_* injects faults into their calls), and rate_limit (requests/s) each instance enforces —, key=value, repeatable (keys: "+strings.Join(policyKeys(), ", ")+"); PATH:key=value for the requests of one path, PATH* for a prefix (timeout, per_try_timeout, retries, rate_limit, rate_limit_burst, fault_*)")
+	f.StringToStringVar(&o.policy, "policy", nil, "traffic policy — what the service's callers apply (fault_* injects faults into their calls), and rate_limit (requests/s) each instance enforces —, key=value, repeatable (keys: "+strings.Join(policyKeys(), ", ")+"); PATH:key=value for the requests of one path, PATH* for a prefix ("+strings.Join(xds.PathPolicyKeys(), ", ")+")")
 	return cmd
 }
 

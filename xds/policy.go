@@ -298,7 +298,7 @@ func PolicyFromMetadata(md map[string]string) (Policy, []RoutePolicy, error) {
 			if _, known := policyKeys[name]; known {
 				return DefaultPolicy, nil, fmt.Errorf("policy %s: %s applies to the whole service, not to one path (set it without a path)", key, name)
 			}
-			return DefaultPolicy, nil, fmt.Errorf("policy %s: %q is not a key a path can set (timeout, per_try_timeout, retries, retry_on, rate_limit, rate_limit_burst, fault_*, mirror, mirror_percent, allow_from, deny_from)", key, name)
+			return DefaultPolicy, nil, fmt.Errorf("policy %s: %q is not a key a path can set (%s)", key, name, strings.Join(PathPolicyKeys(), ", "))
 		}
 		rp := byPath[path]
 		if rp == nil {
@@ -388,6 +388,17 @@ func sortRoutes(routes []RoutePolicy) {
 		}
 		return a.Path < b.Path
 	})
+}
+
+// PathPolicyKeys lists the keys a path's policy takes, sorted (without
+// the prefix: PATH:key=value).
+func PathPolicyKeys() []string {
+	out := make([]string, 0, len(routeKeys))
+	for k := range routeKeys {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // PolicyKeys lists the policy keys, prefixed, sorted.
