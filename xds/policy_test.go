@@ -2,6 +2,7 @@ package xds
 
 import (
 	"fmt"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -290,5 +291,40 @@ func TestCallerPolicies(t *testing.T) {
 	}
 	if _, routes, err := PolicyFromMetadata(policymeta.Metadata(map[string]string{"deny_from": "e.f", "/x:deny_from": "a.b"})); err != nil || len(routes) != 1 || routes[0].DenyFrom != "a.b" {
 		t.Errorf("a path's deny_from: %+v, %v", routes, err)
+	}
+}
+
+// TestPolicyKeysAreDocumented: docs/policies.md has a row for every key,
+// saying whether a path takes it, and no row for a key that is gone.
+func TestPolicyKeysAreDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/policies.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{} // key → its "path" column
+	for _, line := range strings.Split(string(doc), "\n") {
+		cells := strings.Split(line, "|")
+		if len(cells) < 5 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`") {
+			continue
+		}
+		rows[strings.Trim(strings.TrimSpace(cells[1]), "`")] = strings.TrimSpace(cells[3])
+	}
+	path := map[string]bool{}
+	for _, k := range PathPolicyKeys() {
+		path[k] = true
+	}
+	for _, k := range PolicyKeys() {
+		k = strings.TrimPrefix(k, policymeta.Prefix)
+		col, ok := rows[k]
+		switch {
+		case !ok:
+			t.Errorf("docs/policies.md has no row for %s", k)
+		case (col == "yes") != path[k]:
+			t.Errorf("docs/policies.md says a path takes %s: %q; PathPolicyKeys says %v", k, col, path[k])
+		}
+		delete(rows, k)
+	}
+	for k := range rows {
+		t.Errorf("docs/policies.md has a row for %s, which is not a policy key", k)
 	}
 }
