@@ -13,6 +13,7 @@ import (
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/identity"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+	"github.com/micromesh/micromesh/xds"
 	"github.com/micromesh/micromesh/xds/policymeta"
 )
 
@@ -89,7 +90,10 @@ func newPolicySetCommand(g *globalOptions, s Streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "set SERVICE KEY=VALUE...",
 		Short: "Set keys of a service's traffic policy (the others the operator set stay)",
-		Args:  cobra.MinimumNArgs(2),
+		Long: "Set keys of a service's traffic policy while it runs, over what its instances registered; the others the\n" +
+			"operator set stay. Keys (each described in docs/policies.md): " + strings.Join(policyKeys(), ", ") + ".\n" +
+			"PATH:KEY=VALUE sets a key for one path, PATH*:KEY=VALUE for a prefix (" + strings.Join(xds.PathPolicyKeys(), ", ") + ").",
+		Args: cobra.MinimumNArgs(2),
 		Example: `  meshctl policy set helloworld fault_abort=503 fault_abort_percent=20   # a fifth of the calls fail
   meshctl policy set helloworld '/examples.helloworld.v1.Helloworld/Call:fault_delay=2s'
   meshctl policy set helloworld fault_abort_grpc=14 fault_header=x-chaos            # only requests with x-chaos
