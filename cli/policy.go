@@ -38,13 +38,50 @@ type policyOutput struct {
 	Service   string            `json:"service"`
 	Namespace string            `json:"namespace"`
 	Keys      map[string]string `json:"keys"`
+	// UnknownMirrors are mirrors the keys name that have no instances
+	// (name.namespace): callers send them no copies until they do.
+	UnknownMirrors []string `json:"unknown_mirrors,omitempty"`
 }
 
 func (o policyOutput) text() string {
 	if len(o.Keys) == 0 {
 		return fmt.Sprintf("operator policy of %s.%s removed: its instances' own applies\n", o.Service, o.Namespace)
 	}
-	return fmt.Sprintf("operator policy of %s.%s: %s\n", o.Service, o.Namespace, policymeta.String(o.Keys))
+	out := fmt.Sprintf("operator policy of %s.%s: %s\n", o.Service, o.Namespace, policymeta.String(o.Keys))
+	for _, m := range o.UnknownMirrors {
+		out += fmt.Sprintf("note: the mirror %s has no instances: callers send it copies once it has\n", m)
+	}
+	return out
+}
+
+// unknownMirrors lists the mirrors keys name (mirror, PATH:mirror) that
+// have no registered instance, as name.namespace (the service's namespace
+// when the value names none).
+func unknownMirrors(ctx context.Context, client registryv1.RegistryServiceClient, ns string, keys map[string]string) ([]string, error) {
+	var out []string
+	listed := map[string]*registryv1.ListServicesResponse{}
+	for k, v := range keys {
+		if k != "mirror" && !strings.HasSuffix(k, ":mirror") {
+			continue
+		}
+		name, mns, _ := strings.Cut(v, ".")
+		if mns == "" {
+			mns = ns
+		}
+		resp := listed[mns]
+		if resp == nil {
+			var err error
+			if resp, err = client.ListServices(ctx, &registryv1.ListServicesRequest{Namespace: mns}); err != nil {
+				return nil, err
+			}
+			listed[mns] = resp
+		}
+		if !slices.ContainsFunc(resp.GetServices(), func(s *registryv1.Service) bool { return s.GetName() == name && s.GetNamespace() == mns }) {
+			out = append(out, name+"."+mns)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // parsePolicyArgs reads KEY=VALUE arguments.
@@ -121,7 +158,11 @@ func newPolicySetCommand(g *globalOptions, s Streams) *cobra.Command {
 					out.Keys = map[string]string{}
 				}
 				maps.Copy(out.Keys, keys)
-				return putPolicy(ctx, client, p.Namespace, p.Service, out.Keys)
+				if err := putPolicy(ctx, client, p.Namespace, p.Service, out.Keys); err != nil {
+					return err
+				}
+				out.UnknownMirrors, err = unknownMirrors(ctx, client, p.Namespace, keys)
+				return err
 			})
 			if err != nil {
 				return err

@@ -39,6 +39,15 @@ func TestPolicyCommands(t *testing.T) {
 		text, _ := cli("services")
 		return strings.Contains(text, "default/greeter  timeout=2s  operator: fault_abort=503 fault_abort_percent=20 timeout=5s")
 	})
+	// A mirror with no instances is set, with a note saying so; one that
+	// runs, without.
+	out, err = cli("policy", "set", "greeter", "mirror=greeter-nxt", "/x:mirror=greeter.default")
+	if err != nil || !strings.Contains(out, "note: the mirror greeter-nxt.default has no instances") || strings.Contains(out, "the mirror greeter.default") {
+		t.Fatalf("policy set mirror: %q, %v", out, err)
+	}
+	if out, err = cli("policy", "clear", "greeter", "mirror", "/x:mirror"); err != nil {
+		t.Fatalf("policy clear mirror: %q, %v", out, err)
+	}
 	js, err := cli("-o", "json", "services")
 	if err != nil {
 		t.Fatal(err)
