@@ -58,15 +58,12 @@ type callOptions struct {
 // asCaller splits --as into a service and its namespace (the target's
 // when not given).
 func (o *callOptions) asCaller() (name, ns string, err error) {
-	name, ns, dotted := strings.Cut(o.as, ".")
-	if !dotted {
+	name, ns, err = identity.SplitService(o.as)
+	if err != nil {
+		return "", "", fmt.Errorf("--as: %w", err)
+	}
+	if ns == "" {
 		ns = o.target.namespace
-	}
-	if err := identity.ValidateName("--as service", name); err != nil {
-		return "", "", fmt.Errorf("--as %q (write name or name.namespace): %w", o.as, err)
-	}
-	if err := identity.ValidateName("--as namespace", ns); err != nil {
-		return "", "", fmt.Errorf("--as %q (write name or name.namespace): %w", o.as, err)
 	}
 	return name, ns, nil
 }

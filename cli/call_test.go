@@ -125,8 +125,8 @@ func TestCallAndDescribeThroughTheMesh(t *testing.T) {
 		mention []string
 	}{
 		{"pingpong.other", []string{"Unavailable", `"helloworld.default" is not a service in the mesh this workload can call`}},
-		{"Ping", []string{"--as \"Ping\" (write name or name.namespace)"}},
-		{"pingpong.", []string{"--as \"pingpong.\""}},
+		{"Ping", []string{`--as: "Ping" is not a service (write name or name.namespace)`}},
+		{"pingpong.", []string{`--as: "pingpong." is not a service`, "namespace is empty"}},
 	} {
 		_, err := call("helloworld", "Helloworld.Call", `{"name":"Fay"}`, "--as", tc.as)
 		for _, m := range tc.mention {

@@ -64,7 +64,10 @@ func unknownMirrors(ctx context.Context, client registryv1.RegistryServiceClient
 		if k != "mirror" && !strings.HasSuffix(k, ":mirror") {
 			continue
 		}
-		name, mns, _ := strings.Cut(v, ".")
+		name, mns, err := identity.SplitService(v)
+		if err != nil {
+			return nil, err // the registry took it: cannot happen
+		}
 		if mns == "" {
 			mns = ns
 		}

@@ -170,6 +170,21 @@ func ValidateRouteHeader(h string) error {
 	return nil
 }
 
+// SplitService reads a reference to a service, "name" or
+// "name.namespace", as callers name services; ns is "" when s names none.
+func SplitService(s string) (name, ns string, err error) {
+	name, ns, dotted := strings.Cut(s, ".")
+	if err := ValidateName("service", name); err != nil {
+		return "", "", fmt.Errorf("%q is not a service (write name or name.namespace): %w", s, err)
+	}
+	if dotted {
+		if err := ValidateName("namespace", ns); err != nil {
+			return "", "", fmt.Errorf("%q is not a service (write name or name.namespace): %w", s, err)
+		}
+	}
+	return name, ns, nil
+}
+
 // ValidateTrustDomain checks that td is a lower-case DNS name.
 func ValidateTrustDomain(td string) error {
 	if td == "" {

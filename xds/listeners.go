@@ -69,13 +69,13 @@ func (b *builder) inboundHCM(codec hcm.HttpConnectionManager_CodecType) *hcm.Htt
 	}
 }
 
-// inboundFilters: a DENY RBAC filter when a path of the service refuses
-// callers (deny_from), the RBAC rules, then the local rate limit filter
+// inboundFilters: a DENY RBAC filter when the service or a path of it
+// refuses callers (deny_from), the RBAC rules, then the local rate limit filter
 // when the service or one of its paths has a limit (after RBAC: requests
 // the rules deny draw no token), then the router.
 func (b *builder) inboundFilters() []*hcm.HttpFilter {
 	var fs []*hcm.HttpFilter
-	if deny := b.pathDenyRBAC(); deny != nil {
+	if deny := b.denyRBAC(); deny != nil {
 		fs = append(fs, &hcm.HttpFilter{Name: DenyFilter, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: toAny(&rbacfilter.RBAC{Rules: deny})}})
 	}
 	fs = append(fs, &hcm.HttpFilter{Name: wellknown.HTTPRoleBasedAccessControl, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: toAny(&rbacfilter.RBAC{Rules: b.inboundRBAC()})}})
@@ -91,8 +91,8 @@ func (b *builder) inboundFilters() []*hcm.HttpFilter {
 	return append(fs, routerFilter())
 }
 
-// DenyFilter is the name of the inbound listeners' DENY RBAC filter (paths'
-// deny_from), ahead of the rules.
+// DenyFilter is the name of the inbound listeners' DENY RBAC filter
+// (deny_from), ahead of the rules.
 const DenyFilter = "envoy.filters.http.rbac.deny"
 
 // RateLimitFilter is the name of the inbound listeners' rate limit

@@ -46,17 +46,9 @@ var policyKeys = map[string]func(p *Policy, v string) error{
 		return nil
 	},
 	"mirror": func(p *Policy, v string) error {
-		name, ns, dotted := strings.Cut(v, ".")
-		if err := identity.ValidateName("mirror service", name); err != nil {
-			return fmt.Errorf("%q is not a service (write name or name.namespace): %w", v, err)
-		}
-		if dotted {
-			if err := identity.ValidateName("mirror namespace", ns); err != nil {
-				return fmt.Errorf("%q is not a service (write name or name.namespace): %w", v, err)
-			}
-		}
+		name, ns, err := identity.SplitService(v)
 		p.Mirror.Service, p.Mirror.Namespace = name, ns
-		return nil
+		return err
 	},
 	"mirror_percent": percentKey(func(p *Policy) *uint32 { return &p.Mirror.Share }),
 	"allow_from":     callersKey(func(p *Policy) *string { return &p.AllowFrom }),
@@ -112,7 +104,7 @@ func percentKey(field func(*Policy) *uint32) func(*Policy, string) error {
 	}
 }
 
-// checkFault completes a fault from its keys (has reports whether a key
+// check completes a fault from its keys (has reports whether a key
 // was given): a delay or abort given without its share applies to every
 // call; a share without its fault, or two kinds of abort, are errors.
 func (f *Fault) check(has func(key string) bool) error {

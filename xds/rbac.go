@@ -8,82 +8,66 @@ import (
 // inboundRBAC admits callers of the proxy's own namespace and the
 // platform's identities (namespace micromesh: the CLI, the runtime, the
 // API gateway), those its service's allow_from names, and on a path those
-// the path's allow_from names; it refuses those its deny_from names,
-// whatever else admits them. A platform service
-// admits every identity of the trust domain. Everything else is denied:
-// across namespaces only a rule allows.
+// the path's allow_from names. A platform service admits every identity
+// of the trust domain. Everything else is denied: across namespaces only
+// a rule allows. (deny_from is denyRBAC's, a filter ahead of this one.)
 func (b *builder) inboundRBAC() *rbac.RBAC {
 	td := "spiffe://" + b.mesh.TrustDomain + "/"
-	var own Policy
-	if s := b.ownService(); s != nil {
-		own = s.Policy
-	}
-	allow := map[string][]*rbac.Principal{}
+	r := rules{RBAC: &rbac.RBAC{Action: rbac.RBAC_ALLOW, Policies: map[string]*rbac.Policy{}}}
 	if b.proxy.Namespace == SystemNamespace {
-		allow["trust-domain"] = []*rbac.Principal{idPrefix(td)}
+		r.add("trust-domain", anyRequest(), []*rbac.Principal{idPrefix(td)})
 	} else {
-		allow["same-namespace"] = []*rbac.Principal{idPrefix(td + "ns/" + b.proxy.Namespace + "/")}
-		allow["platform"] = []*rbac.Principal{idPrefix(td + "ns/" + SystemNamespace + "/")}
+		r.add("same-namespace", anyRequest(), []*rbac.Principal{idPrefix(td + "ns/" + b.proxy.Namespace + "/")})
+		r.add("platform", anyRequest(), []*rbac.Principal{idPrefix(td + "ns/" + SystemNamespace + "/")})
 	}
-	if ids := callerPrincipals(td, own.AllowFrom); len(ids) > 0 {
-		allow["allow-from"] = ids
-	}
-	// A path's allow_from admits its callers on that path alone.
-	onPath := map[string]*rbac.Permission{}
 	if s := b.ownService(); s != nil {
+		r.add("allow-from", anyRequest(), callerPrincipals(td, s.Policy.AllowFrom))
 		for _, rp := range s.Routes {
-			if ids := callerPrincipals(td, rp.AllowFrom); len(ids) > 0 {
-				path, perm := pathPermission(rp)
-				allow["allow-from "+path] = ids
-				onPath["allow-from "+path] = perm
-			}
+			name, perm := pathPermission(rp)
+			r.add("allow-from "+name, perm, callerPrincipals(td, rp.AllowFrom))
 		}
 	}
-	deny := callerPrincipals(td, own.DenyFrom)
-	r := &rbac.RBAC{Action: rbac.RBAC_ALLOW, Policies: map[string]*rbac.Policy{}}
-	for name, ids := range allow {
-		p := &rbac.Principal{Identifier: &rbac.Principal_OrIds{OrIds: &rbac.Principal_Set{Ids: ids}}}
-		if len(ids) == 1 {
-			p = ids[0]
-		}
-		if len(deny) > 0 {
-			p = &rbac.Principal{Identifier: &rbac.Principal_AndIds{AndIds: &rbac.Principal_Set{Ids: []*rbac.Principal{p,
-				{Identifier: &rbac.Principal_NotId{NotId: &rbac.Principal{Identifier: &rbac.Principal_OrIds{OrIds: &rbac.Principal_Set{Ids: deny}}}}},
-			}}}}
-		}
-		perm := onPath[name]
-		if perm == nil {
-			perm = &rbac.Permission{Rule: &rbac.Permission_Any{Any: true}}
-		}
-		r.Policies[name] = &rbac.Policy{Permissions: []*rbac.Permission{perm}, Principals: []*rbac.Principal{p}}
-	}
-	return r
+	return r.RBAC
 }
 
-// pathDenyRBAC refuses, on each path of the service with a deny_from, the
-// callers it names (a DENY filter ahead of the rules: Envoy runs both);
-// nil when no path refuses anyone.
-func (b *builder) pathDenyRBAC() *rbac.RBAC {
+// denyRBAC refuses the callers the service's deny_from names, and on a
+// path those the path's deny_from names, whatever admits them: a DENY
+// filter ahead of the rules (Envoy runs both). Nil when it refuses no one.
+func (b *builder) denyRBAC() *rbac.RBAC {
 	s := b.ownService()
 	if s == nil {
 		return nil
 	}
 	td := "spiffe://" + b.mesh.TrustDomain + "/"
-	var r *rbac.RBAC
+	r := rules{RBAC: &rbac.RBAC{Action: rbac.RBAC_DENY, Policies: map[string]*rbac.Policy{}}}
+	r.add("deny-from", anyRequest(), callerPrincipals(td, s.Policy.DenyFrom))
 	for _, rp := range s.Routes {
-		ids := callerPrincipals(td, rp.DenyFrom)
-		if len(ids) == 0 {
-			continue
-		}
-		if r == nil {
-			r = &rbac.RBAC{Action: rbac.RBAC_DENY, Policies: map[string]*rbac.Policy{}}
-		}
 		name, perm := pathPermission(rp)
-		r.Policies["deny-from "+name] = &rbac.Policy{Permissions: []*rbac.Permission{perm},
-			Principals: []*rbac.Principal{{Identifier: &rbac.Principal_OrIds{OrIds: &rbac.Principal_Set{Ids: ids}}}}}
+		r.add("deny-from "+name, perm, callerPrincipals(td, rp.DenyFrom))
 	}
-	return r
+	if len(r.Policies) == 0 {
+		return nil
+	}
+	return r.RBAC
 }
+
+// rules builds an RBAC rule set policy by policy.
+type rules struct{ *rbac.RBAC }
+
+// add makes a policy of the requests perm matches from any of callers;
+// none when callers is empty.
+func (r rules) add(name string, perm *rbac.Permission, callers []*rbac.Principal) {
+	if len(callers) == 0 {
+		return
+	}
+	p := callers[0]
+	if len(callers) > 1 {
+		p = &rbac.Principal{Identifier: &rbac.Principal_OrIds{OrIds: &rbac.Principal_Set{Ids: callers}}}
+	}
+	r.Policies[name] = &rbac.Policy{Permissions: []*rbac.Permission{perm}, Principals: []*rbac.Principal{p}}
+}
+
+func anyRequest() *rbac.Permission { return &rbac.Permission{Rule: &rbac.Permission_Any{Any: true}} }
 
 // pathPermission matches a path policy's requests (exact, or the prefix),
 // with its name in policies (the path, * after a prefix).
