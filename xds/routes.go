@@ -49,6 +49,15 @@ func parseRetryConds(on string) (string, []uint32) {
 	return strings.Join(conds, ","), codes
 }
 
+// routeMatch matches rp's requests: its path exactly, or the paths under
+// its prefix.
+func (rp RoutePolicy) routeMatch() *route.RouteMatch {
+	if rp.Prefix {
+		return &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: rp.Path}}
+	}
+	return &route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: rp.Path}}
+}
+
 // callerHeader carries the verified identity of the caller to the app.
 const callerHeader = "x-mesh-caller"
 
@@ -72,14 +81,10 @@ func (b *builder) outboundRoute(reachable []*Service) *route.RouteConfiguration 
 		}
 		routes := make([]*route.Route, 0, len(s.Routes)+1)
 		for _, rp := range s.Routes {
-			match := &route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: rp.Path}}
-			if rp.Prefix {
-				match.PathSpecifier = &route.RouteMatch_Prefix{Prefix: rp.Path}
-			}
 			action := routeAction(s, rp.Timeout, rp.PerTryTimeout, rp.Retries, rp.RetryOn)
 			action.RequestMirrorPolicies = mirrorPolicies(s, rp.Mirror, canReach)
 			routes = append(routes, withFault(rp.Fault, withVersionHeader(s, &route.Route{
-				Match:  match,
+				Match:  rp.routeMatch(),
 				Action: &route.Route_Route{Route: action},
 			}))...)
 		}
@@ -190,12 +195,8 @@ func (b *builder) inboundRoute() *route.RouteConfiguration {
 			if rp.RateLimit == 0 {
 				continue
 			}
-			match := &route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: rp.Path}}
-			if rp.Prefix {
-				match.PathSpecifier = &route.RouteMatch_Prefix{Prefix: rp.Path}
-			}
 			limit := localRateLimit(fmt.Sprintf("%s_path_%d", RateLimitStatPrefix, i), rp.RateLimit, rp.RateLimitBurst)
-			routes = append(routes, &route.Route{Match: match, Action: toApp,
+			routes = append(routes, &route.Route{Match: rp.routeMatch(), Action: toApp,
 				TypedPerFilterConfig: map[string]*anypb.Any{RateLimitFilter: toAny(limit)}})
 		}
 	}
