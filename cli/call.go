@@ -153,6 +153,9 @@ stream's answers print as they come).`,
 					return err
 				}
 			}
+			// The call goes where describe went, or through a sidecar as
+			// the --as service.
+			via := grpc.ClientConnInterface(conn)
 			if o.as != "" {
 				name, ns, _ := o.asCaller()
 				h := g.homeDir()
@@ -162,10 +165,12 @@ stream's answers print as they come).`,
 					return err
 				}
 				defer caller.Close()
-				if conn, err = caller.Dial(o.target.namespace, args[0]); err != nil {
+				asConn, err := caller.Dial(o.target.namespace, args[0])
+				if err != nil {
 					return err
 				}
-				defer conn.Close()
+				defer asConn.Close()
+				via = asConn
 			}
 			ctx = metadata.NewOutgoingContext(ctx, md)
 			show := func(b []byte) error {
@@ -173,9 +178,9 @@ stream's answers print as they come).`,
 				return err
 			}
 			if ep.ClientStreaming {
-				return ep.Stream(ctx, conn, next, show)
+				return ep.Stream(ctx, via, next, show)
 			}
-			return ep.Call(ctx, conn, body, show)
+			return ep.Call(ctx, via, body, show)
 		},
 	}
 	o.target.flags(cmd)
