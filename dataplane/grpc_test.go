@@ -19,11 +19,13 @@ import (
 
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/internal/testsvc"
 )
 
-// streamer implements the four kinds of gRPC call.
+// streamer implements the four kinds of gRPC call: testsvc's client
+// stream, and the others answering with what these tests look at.
 type streamer struct {
-	testgrpc.UnimplementedTestServiceServer
+	testsvc.Service
 }
 
 func callerOf(ctx context.Context) string {
@@ -49,20 +51,6 @@ func (streamer) StreamingOutputCall(req *testgrpc.StreamingOutputCallRequest, s 
 		}
 	}
 	return nil
-}
-
-func (streamer) StreamingInputCall(s testgrpc.TestService_StreamingInputCallServer) error {
-	total := 0
-	for {
-		req, err := s.Recv()
-		if errors.Is(err, io.EOF) {
-			return s.SendAndClose(&testgrpc.StreamingInputCallResponse{AggregatedPayloadSize: int32(total)})
-		}
-		if err != nil {
-			return err
-		}
-		total += len(req.GetPayload().GetBody())
-	}
 }
 
 func (streamer) FullDuplexCall(s testgrpc.TestService_FullDuplexCallServer) error {

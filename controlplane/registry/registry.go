@@ -262,16 +262,10 @@ const MaxSplitVersions = 16
 // Validate checks a split and says what is wrong in terms a person can
 // act on. It fills the default namespace and sorts the versions.
 func (s *Split) Validate() error {
-	if s.Namespace == "" {
-		s.Namespace = identity.DefaultNamespace
-	}
 	bad := func(format string, args ...any) error {
 		return invalidSplit(fmt.Sprintf(format, args...))
 	}
-	if err := identity.ValidateName("service name", s.Service); err != nil {
-		return bad("%v", err)
-	}
-	if err := identity.ValidateName("namespace", s.Namespace); err != nil {
+	if err := validTarget(s.Service, &s.Namespace); err != nil {
 		return bad("%v", err)
 	}
 	switch {
@@ -306,6 +300,18 @@ func (s *Split) Validate() error {
 	return nil
 }
 
+// validTarget checks the service a split or policy is for, filling the
+// default namespace.
+func validTarget(service string, ns *string) error {
+	if *ns == "" {
+		*ns = identity.DefaultNamespace
+	}
+	if err := identity.ValidateName("service name", service); err != nil {
+		return err
+	}
+	return identity.ValidateName("namespace", *ns)
+}
+
 // invalidSplit is ErrInvalid, said of a split.
 type invalidSplit string
 
@@ -334,16 +340,10 @@ const (
 // Validate checks a policy's form and says what is wrong in terms a
 // person can act on. It fills the default namespace.
 func (p *Policy) Validate() error {
-	if p.Namespace == "" {
-		p.Namespace = identity.DefaultNamespace
-	}
 	bad := func(format string, args ...any) error {
 		return invalidPolicy(fmt.Sprintf(format, args...))
 	}
-	if err := identity.ValidateName("service name", p.Service); err != nil {
-		return bad("%v", err)
-	}
-	if err := identity.ValidateName("namespace", p.Namespace); err != nil {
+	if err := validTarget(p.Service, &p.Namespace); err != nil {
 		return bad("%v", err)
 	}
 	switch {
