@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/micromesh/micromesh/controlplane"
+	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/envconfig"
 	"github.com/micromesh/micromesh/internal/home"
 	"github.com/micromesh/micromesh/internal/logging"
@@ -26,6 +27,8 @@ type serverOptions struct {
 	natsURL     string
 	storePG     string
 	retention   time.Duration
+	gatewayAddr string
+	gatewayNS   string
 }
 
 func (o *serverOptions) validate() error {
@@ -41,7 +44,21 @@ func (o *serverOptions) validate() error {
 	if o.retention <= 0 {
 		return fmt.Errorf("--events-retention %v must be positive", o.retention)
 	}
+	if o.gatewayAddr == "" {
+		return fmt.Errorf("--gateway-addr must not be empty (say off for no API gateway)")
+	}
+	if err := identity.ValidateName("namespace", o.gatewayNS); err != nil {
+		return fmt.Errorf("--gateway-namespace: %w", err)
+	}
 	return nil
+}
+
+// gateway is where the API gateway serves, "" for none.
+func (o *serverOptions) gateway() string {
+	if o.gatewayAddr == "off" {
+		return ""
+	}
+	return o.gatewayAddr
 }
 
 func newServerCommand(g *globalOptions, s Streams) *cobra.Command {
@@ -53,12 +70,17 @@ func newServerCommand(g *globalOptions, s Streams) *cobra.Command {
 
 On first start it creates the mesh's CA under $MESH_HOME/ca; later starts reuse
 it. It serves the control plane's gRPC APIs with mTLS on --addr and /metrics,
-/healthz and /ready on --admin-addr, and prints one line when ready.`,
+/healthz and /ready on --admin-addr, runs the platform services (store,
+config, broker, events) on the mesh, serves the API gateway — HTTP and JSON
+to the mesh's services, POST /helloworld/call — on --gateway-addr, and
+prints one line when ready.`,
 		Args: cobra.NoArgs,
 		Example: `  meshctl server
   meshctl server --addr 127.0.0.1:9443 --admin-addr 127.0.0.1:9090
   MESH_HOME=/tmp/mesh meshctl server --trust-domain example.org
-  meshctl server --registry consul --consul-addr 127.0.0.1:8500`,
+  meshctl server --registry consul --consul-addr 127.0.0.1:8500
+  meshctl server --gateway-addr 127.0.0.1:9080 --gateway-namespace shop
+  meshctl server --gateway-addr off`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return err
@@ -100,11 +122,17 @@ it. It serves the control plane's gRPC APIs with mTLS on --addr and /metrics,
 			}()
 			err = srv.Run(cpCtx, func(info home.ServerInfo) {
 				mu.Lock()
-				host, hostErr = platform.Start(cmd.Context(), platform.Options{Home: g.homeDir(), ControlPlane: info.Address, NATSURL: o.natsURL, StorePostgres: o.storePG, EventsRetention: o.retention, Logger: log})
+				host, hostErr = platform.Start(cmd.Context(), platform.Options{Home: g.homeDir(), ControlPlane: info.Address, NATSURL: o.natsURL, StorePostgres: o.storePG, EventsRetention: o.retention,
+					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, Logger: log})
 				mu.Unlock()
 				if hostErr != nil {
 					stopCP()
 					return
+				}
+				if info.GatewayAddress = host.GatewayAddr(); info.GatewayAddress != "" {
+					if err := g.homeDir().WriteServerInfo(info); err != nil {
+						log.Warn("publishing the gateway's address", "err", err)
+					}
 				}
 				_ = render(s.Out, g.output, info, func() string { return renderServerReady(info, g.home) })
 			})
@@ -124,11 +152,17 @@ it. It serves the control plane's gRPC APIs with mTLS on --addr and /metrics,
 	f.StringVar(&o.natsURL, "nats-url", "", "an external NATS cluster for the broker, events and config (default: one runs in-process, files under $MESH_HOME/nats)")
 	f.StringVar(&o.storePG, "store-postgres", "", "keep the store's records in PostgreSQL (a DSN, postgres://…) instead of bbolt under $MESH_HOME/store")
 	f.DurationVar(&o.retention, "events-retention", 24*time.Hour, "how long events are kept")
+	f.StringVar(&o.gatewayAddr, "gateway-addr", envconfig.Get(envconfig.GatewayAddr, envconfig.DefaultGatewayAddr), "API gateway HTTP address, or off ($"+envconfig.GatewayAddr+")")
+	f.StringVar(&o.gatewayNS, "gateway-namespace", "default", "namespace of the services the gateway's paths name without one (/NAME/...; /NAME.NAMESPACE/... for others)")
 	f.StringVar(&o.logLevel, "log-level", envconfig.Get(envconfig.LogLevel, "info"), "debug, info, warn or error ($"+envconfig.LogLevel+")")
 	return cmd
 }
 
 func renderServerReady(info home.ServerInfo, homeDir string) string {
-	return fmt.Sprintf("micromesh server ready: grpc %s, admin http://%s, trust domain %s, home %s\n",
-		info.Address, info.AdminAddress, info.TrustDomain, homeDir)
+	gw := ""
+	if info.GatewayAddress != "" {
+		gw = ", gateway http://" + info.GatewayAddress
+	}
+	return fmt.Sprintf("micromesh server ready: grpc %s, admin http://%s%s, trust domain %s, home %s\n",
+		info.Address, info.AdminAddress, gw, info.TrustDomain, homeDir)
 }

@@ -308,6 +308,37 @@ func (s *Sidecar) put(cfg *config.Config) error {
 // Ready reports whether the sidecar serves and is registered.
 func (s *Sidecar) Ready() bool { return s.ready.Load() }
 
+// Hosts lists the authorities the outbound listener routes (name and
+// name.namespace of each service the workload can call), sorted, not to be
+// changed; nil before the first config. Routes tells whether it routes
+// one. The API gateway asks them to tell a service not in the mesh from
+// one that is down.
+func (s *Sidecar) Hosts() []string {
+	if t := s.outboundRoutes(); t != nil {
+		return t.Hosts
+	}
+	return nil
+}
+
+// Routes reports whether the outbound listener routes authority (name or
+// name.namespace).
+func (s *Sidecar) Routes(authority string) bool {
+	t := s.outboundRoutes()
+	if t == nil {
+		return false
+	}
+	_, known := t.Lookup(authority, "/")
+	return known
+}
+
+func (s *Sidecar) outboundRoutes() *config.RouteTable {
+	cfg := s.proxy.Config()
+	if cfg == nil || cfg.Outbound == nil {
+		return nil
+	}
+	return cfg.Routes[cfg.Outbound.Route]
+}
+
 // Rotate renews the sidecar's certificate now (it renews at half-life on
 // its own); connections in use are kept.
 func (s *Sidecar) Rotate(ctx context.Context) error { return s.src.Rotate(ctx) }

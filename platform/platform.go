@@ -3,7 +3,8 @@
 // server`: each has its own identity (spiffe://<td>/ns/micromesh/svc/<name>),
 // its own gRPC server (the framework's) and its own sidecar, and is reached
 // like any other service, through the caller's sidecar. Tenancy comes from
-// the caller's verified identity.
+// the caller's verified identity. The API gateway (package gateway) runs
+// here too, calling into the mesh from outside it.
 package platform
 
 import (
@@ -30,6 +31,7 @@ import (
 	"github.com/micromesh/micromesh/platform/broker"
 	"github.com/micromesh/micromesh/platform/config"
 	"github.com/micromesh/micromesh/platform/events"
+	"github.com/micromesh/micromesh/platform/gateway"
 	"github.com/micromesh/micromesh/platform/natsserver"
 	"github.com/micromesh/micromesh/platform/store"
 	brokerv1 "github.com/micromesh/micromesh/proto/broker/v1"
@@ -52,13 +54,22 @@ type Options struct {
 	StorePostgres string
 	// EventsRetention is how long events are kept (default 24 h).
 	EventsRetention time.Duration
-	Logger          *slog.Logger
+	// GatewayAddr, if set, is where the API gateway serves HTTP (package
+	// gateway); GatewayNamespace the namespace of the services its paths
+	// name without one (default "default").
+	GatewayAddr      string
+	GatewayNamespace string
+	Logger           *slog.Logger
 }
 
 // Host runs the platform services.
 type Host struct {
-	stops []func()
+	stops       []func()
+	gatewayAddr string
 }
+
+// GatewayAddr is where the API gateway serves HTTP ("" for none).
+func (h *Host) GatewayAddr() string { return h.gatewayAddr }
 
 // Start starts every platform service and returns once each is
 // registered.
@@ -139,6 +150,15 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+
+	if o.GatewayAddr != "" {
+		gw, err := gateway.Start(ctx, gateway.Options{Addr: o.GatewayAddr, Namespace: o.GatewayNamespace, Home: o.Home, ControlPlane: o.ControlPlane, Logger: o.Logger})
+		if err != nil {
+			return nil, err
+		}
+		h.stops = append(h.stops, gw.Stop)
+		h.gatewayAddr = gw.Addr()
 	}
 	return h, nil
 }

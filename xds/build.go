@@ -188,12 +188,15 @@ func (p Proxy) validate() error {
 // reachable lists the services proxies of the namespace may call, sorted:
 // those of their namespace, the platform's, and those whose allow_from
 // names the namespace or a service of it (the service's RBAC then admits
-// only the callers it names).
+// only the callers it names). The platform's own proxies (the API
+// gateway, `meshctl call --as` a platform service) reach every service:
+// every service's RBAC admits the platform's identities (inboundRBAC),
+// unless its deny_from names them.
 func (b *builder) reachable() []*Service {
 	var out []*Service
 	for i := range b.mesh.Services {
 		s := &b.mesh.Services[i]
-		if s.Namespace == b.proxy.Namespace || s.Namespace == SystemNamespace || admitsNamespace(s, b.proxy.Namespace) {
+		if s.Namespace == b.proxy.Namespace || s.Namespace == SystemNamespace || b.proxy.Namespace == SystemNamespace || admitsNamespace(s, b.proxy.Namespace) {
 			out = append(out, s)
 		}
 	}

@@ -228,6 +228,23 @@ func TestScoping(t *testing.T) {
 	}
 }
 
+// A platform proxy (the API gateway's) reaches every service, whatever
+// its namespace: every service admits the platform's identities.
+func TestPlatformProxiesReachEveryService(t *testing.T) {
+	gw := Proxy{NodeID: "gateway~0", Namespace: SystemNamespace, Service: "gateway", Kind: KindBuiltin, OutboundPort: 15001, CertDir: "/certs"}
+	r, err := Build(testMesh(), gw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hosts []string
+	for _, vh := range r.Routes[0].VirtualHosts {
+		hosts = append(hosts, strings.Join(vh.Domains, "|"))
+	}
+	if got := strings.Join(hosts, ","); !strings.Contains(got, "billing.prod") || !strings.Contains(got, "hello.default") || !strings.Contains(got, "store|store.micromesh") {
+		t.Errorf("virtual hosts of the gateway's proxy: %s (want every namespace's services)", got)
+	}
+}
+
 func TestTransportPerPair(t *testing.T) {
 	m := testMesh()
 	tests := []struct {

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -82,6 +84,20 @@ func TestQuickStart(t *testing.T) {
 		"--policy", "/examples.pingpong.v1.Pingpong/*:retries=0", "--policy", "rate_limit=500")
 	if out := srv.run(ctx, t, meshctl, "call", "pingpong", "Pingpong.Ping", `{"name":"Bob"}`); out != `{"msg":"Hello Bob"}`+"\n" {
 		t.Fatalf("call pingpong: %q", out)
+	}
+	// The API gateway: HTTP and JSON from outside the mesh, as curl sends it.
+	for path, want := range map[string]string{"/helloworld/call": `{"msg":"Hello Carol"}`, "/pingpong/ping": `{"msg":"Hello Carol"}`} {
+		req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+srv.gateway+path, strings.NewReader(`{"name":"Carol"}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != want {
+			t.Errorf("POST %s through the gateway: %d %s", path, resp.StatusCode, body)
+		}
 	}
 	if out := srv.run(ctx, t, meshctl, "services"); !strings.Contains(out, "/examples.pingpong.v1.Pingpong/*:retries=0 rate_limit=500 retries=1 timeout=30s") {
 		t.Errorf("services does not show pingpong's policy:\n%s", out)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,6 +23,8 @@ type testServer struct {
 	cmd     *exec.Cmd
 	logs    *syncbuf.Buffer
 	drained chan struct{}
+	// gateway is the API gateway's address, from the ready line.
+	gateway string
 }
 
 // startServer starts the server on free ports and waits for its ready
@@ -42,7 +45,7 @@ func startServerWith(ctx context.Context, t *testing.T, home, bin string) *testS
 	t.Helper()
 	s := &testServer{home: home, logs: &syncbuf.Buffer{}, drained: make(chan struct{})}
 	s.env = append(os.Environ(), "MESH_HOME="+s.home)
-	s.cmd = exec.CommandContext(ctx, bin, "server", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0")
+	s.cmd = exec.CommandContext(ctx, bin, "server", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0")
 	s.cmd.Env = s.env
 	stdout, err := s.cmd.StdoutPipe()
 	if err != nil {
@@ -68,6 +71,11 @@ func startServerWith(ctx context.Context, t *testing.T, home, bin string) *testS
 	case line := <-first:
 		if !strings.HasPrefix(line, "micromesh server ready: grpc 127.0.0.1:") {
 			t.Fatalf("first line = %q", line)
+		}
+		if m := regexp.MustCompile(`, gateway http://(127\.0\.0\.1:\d+),`).FindStringSubmatch(line); m != nil {
+			s.gateway = m[1]
+		} else {
+			t.Fatalf("the ready line names no gateway: %q", line)
 		}
 	case <-ctx.Done():
 		t.Fatalf("no ready line; logs:\n%s", s.logs.String())

@@ -16,6 +16,9 @@ const (
 	ControlPlane = "MESH_CONTROLPLANE"
 	// AdminAddr is where `meshctl server` serves /metrics and health.
 	AdminAddr = "MESH_ADMIN_ADDR"
+	// GatewayAddr is where `meshctl server` serves the API gateway
+	// ("off": none).
+	GatewayAddr = "MESH_GATEWAY_ADDR"
 	// TrustDomain is the trust domain of a new CA.
 	TrustDomain = "MESH_TRUST_DOMAIN"
 	// LogLevel is debug, info, warn or error.
@@ -49,6 +52,7 @@ const (
 const (
 	DefaultControlPlane = "127.0.0.1:8443"
 	DefaultAdminAddr    = "127.0.0.1:8090"
+	DefaultGatewayAddr  = "127.0.0.1:8080"
 	DefaultConsulAddr   = "127.0.0.1:8500"
 )
 

@@ -60,11 +60,13 @@ func (d Dir) Ensure() error {
 
 // ServerInfo is what a running control plane publishes for local clients.
 type ServerInfo struct {
-	Address      string    `json:"address"`       // gRPC (xDS and APIs), mTLS
-	AdminAddress string    `json:"admin_address"` // /metrics, /healthz, /ready
-	TrustDomain  string    `json:"trust_domain"`
-	PID          int       `json:"pid"`
-	Started      time.Time `json:"started"`
+	Address      string `json:"address"`       // gRPC (xDS and APIs), mTLS
+	AdminAddress string `json:"admin_address"` // /metrics, /healthz, /ready
+	// GatewayAddress is the API gateway's (HTTP), when it runs.
+	GatewayAddress string    `json:"gateway_address,omitempty"`
+	TrustDomain    string    `json:"trust_domain"`
+	PID            int       `json:"pid"`
+	Started        time.Time `json:"started"`
 }
 
 // ErrNoServer means no control plane has published itself in this home.

@@ -1,0 +1,226 @@
+// Package gateway is the mesh's API gateway: HTTP from outside the mesh to
+// its services, as Micro's API gateway mapped it. `POST /helloworld/call`
+// with a JSON body calls endpoint Helloworld.Call of service helloworld
+// and answers its response as JSON; a service that is not gRPC gets the
+// request as it came, its path less the service's segment. docs/gateway.md
+// has the whole mapping.
+//
+// The gateway is a workload of the mesh like any other: it has its own
+// identity (spiffe://<td>/ns/micromesh/svc/gateway), and its calls leave
+// through a built-in sidecar of its own, run in-process — HTTP/3 over QUIC
+// with mTLS to the service's sidecar, which applies the service's RBAC to
+// the gateway's identity (a service's deny_from=gateway.micromesh shuts
+// it out), and its callers' policy (timeouts, retries, faults, splits).
+// It learns which services exist from its sidecar's routes and which
+// speak gRPC from the registry; what an endpoint takes from the service's
+// own gRPC reflection.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/micromesh/micromesh/dataplane"
+	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/identity/ca"
+	"github.com/micromesh/micromesh/internal/home"
+	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+)
+
+// Service is the gateway's service name, in the platform's namespace.
+const Service = "gateway"
+
+// Options configure a gateway.
+type Options struct {
+	// Addr is where it serves HTTP (host:port; port 0 picks one).
+	Addr string
+	// Namespace is the namespace of services a path names without one
+	// (/helloworld/...; /helloworld.prod/... names its own). Default
+	// "default".
+	Namespace string
+	// Home is the server's state: the gateway's certificate is minted
+	// from its CA.
+	Home home.Dir
+	// ControlPlane is the control plane's address.
+	ControlPlane string
+	Logger       *slog.Logger
+}
+
+// Gateway is a running API gateway.
+type Gateway struct {
+	addr        string
+	srv         *http.Server
+	served      chan error
+	stopSidecar context.CancelFunc
+	ran         chan error
+	dir         string
+	handler     *Handler
+	cpConn      *grpc.ClientConn
+	log         *slog.Logger
+}
+
+// Start joins the mesh as the gateway, starts its sidecar and serves HTTP
+// on o.Addr; it returns once the sidecar has its configuration and the
+// address is bound.
+func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Namespace == "" {
+		o.Namespace = "default"
+	}
+	if err := identity.ValidateName("namespace", o.Namespace); err != nil {
+		return nil, err
+	}
+	log := o.Logger.With("component", "gateway")
+	lis, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("API gateway address %s: %w (pick another with --gateway-addr, or turn it off with --gateway-addr off)", o.Addr, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = lis.Close()
+		}
+	}()
+	creds, err := join(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "micromesh-gateway-") // 0700
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{addr: lis.Addr().String(), served: make(chan error, 1), ran: make(chan error, 1), dir: dir, log: log}
+	defer func() {
+		if err != nil {
+			_ = os.RemoveAll(dir)
+		}
+	}()
+	if err := creds.WriteDir(dir); err != nil {
+		return nil, err
+	}
+	ready := make(chan dataplane.Info, 1)
+	sc, err := dataplane.New(dataplane.Options{
+		Credentials: creds, CertDir: dir, ControlPlane: o.ControlPlane, Outbound: "127.0.0.1:0",
+		Drain: time.Second, Logger: o.Logger.With("sidecar", Service),
+		Ready: func(i dataplane.Info) { ready <- i },
+	})
+	if err != nil {
+		return nil, err
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	g.stopSidecar = stop
+	go func() { g.ran <- sc.Run(runCtx) }()
+	var info dataplane.Info
+	select {
+	case info = <-ready:
+	case err := <-g.ran:
+		stop()
+		if err == nil {
+			err = errors.New("the sidecar stopped")
+		}
+		return nil, fmt.Errorf("API gateway: its sidecar: %w", err)
+	case <-ctx.Done():
+		stop()
+		<-g.ran
+		return nil, fmt.Errorf("API gateway: its sidecar got no configuration from the control plane at %s: %w", o.ControlPlane, ctx.Err())
+	}
+
+	// The registry tells which services speak gRPC; the gateway's own
+	// certificate (renewed by its sidecar) authenticates it.
+	cfg := identity.ClientTLSConfig(
+		func() *identity.Bundle { return sc.Certificate().Bundle },
+		func() *tls.Certificate { return sc.Certificate().TLSCertificate() },
+		identity.AuthorizeID(identity.ControlPlaneID(creds.ID.TrustDomain)))
+	g.cpConn, err = grpc.NewClient(o.ControlPlane, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		g.stopSidecar()
+		<-g.ran
+		return nil, err
+	}
+	g.handler, err = NewHandler(HandlerOptions{
+		Namespace: o.Namespace, Outbound: info.Outbound, Hosts: sc.Hosts, Routes: sc.Routes,
+		Protocols: RegistryProtocols(registryv1.NewRegistryServiceClient(g.cpConn)), Logger: log,
+	})
+	if err != nil {
+		_ = g.cpConn.Close()
+		g.stopSidecar()
+		<-g.ran
+		return nil, err
+	}
+	g.srv = &http.Server{
+		Handler:           g.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	go func() { g.served <- g.srv.Serve(lis) }()
+	if ip := net.ParseIP(hostOf(g.addr)); ip == nil || !ip.IsLoopback() {
+		log.Warn("the API gateway listens beyond loopback: every service it can reach answers whoever reaches it (a service shuts it out with deny_from=gateway.micromesh)", "addr", g.addr)
+	}
+	log.Info("API gateway ready", "addr", g.addr, "namespace", o.Namespace)
+	return g, nil
+}
+
+// join mints the gateway's certificate from the local CA.
+func join(ctx context.Context, o Options) (*identity.Credentials, error) {
+	signer, err := ca.LoadTokenSigner(o.Home.CA())
+	if err != nil {
+		return nil, err
+	}
+	id, err := identity.ServiceID(signer.TrustDomain(), identity.SystemNamespace, Service)
+	if err != nil {
+		return nil, err
+	}
+	token, err := signer.Mint(id, time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	creds, err := identity.Join(ctx, o.ControlPlane, nil, id, token)
+	if err != nil {
+		return nil, fmt.Errorf("API gateway: joining the mesh: %w", err)
+	}
+	return creds, nil
+}
+
+func hostOf(addr string) string {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return h
+}
+
+// Addr is where the gateway serves HTTP.
+func (g *Gateway) Addr() string { return g.addr }
+
+// Stop stops taking requests, lets those in flight finish (a few seconds
+// at most: streams are cut), then stops the sidecar.
+func (g *Gateway) Stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := g.srv.Shutdown(ctx); err != nil {
+		_ = g.srv.Close()
+	}
+	if err := <-g.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		g.log.Warn("serving", "err", err)
+	}
+	g.handler.Close()
+	_ = g.cpConn.Close()
+	g.stopSidecar()
+	if err := <-g.ran; err != nil {
+		g.log.Warn("sidecar", "err", err)
+	}
+	_ = os.RemoveAll(g.dir)
+}

@@ -1,0 +1,257 @@
+package gateway_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/examples/helloworld/handler"
+	pb "github.com/micromesh/micromesh/examples/helloworld/proto"
+	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/internal/poll"
+	"github.com/micromesh/micromesh/internal/testsvc"
+	"github.com/micromesh/micromesh/platform/gateway"
+	"github.com/micromesh/micromesh/service"
+)
+
+// mesh is a control plane with helloworld (default and prod), the
+// interop test service as "tester", a plain HTTP app as "web", and the
+// gateway in front of them.
+type mesh struct {
+	cp   *meshtest.ControlPlane
+	base string
+}
+
+func startMesh(t *testing.T) *mesh {
+	t.Helper()
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	hello := func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), handler.Helloworld{}) }
+	cp.StartService("default", "helloworld", hello)
+	cp.StartService("prod", "helloworld", hello)
+	cp.StartService("default", "tester", func(s *service.Service) { testgrpc.RegisterTestServiceServer(s.Server(), metadataEcho{}) })
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{
+			"method": r.Method, "path": r.URL.Path, "query": r.URL.RawQuery, "body": string(body),
+			"caller": r.Header.Get("X-Mesh-Caller"), "forwarded_for": r.Header.Get("X-Forwarded-For"), "spoof": r.Header.Get("X-Mesh-Spoof"),
+		})
+	}))
+	t.Cleanup(web.Close)
+	cp.StartSidecar("default", "web", meshtest.WithApp(strings.TrimPrefix(web.URL, "http://"), "http"))
+
+	gw, err := gateway.Start(t.Context(), gateway.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Stop)
+	m := &mesh{cp: cp, base: "http://" + gw.Addr()}
+	// The registrations reach the gateway's sidecar a push later.
+	poll.Until(t, "the gateway routes to the four services", 10*time.Second, 20*time.Millisecond, func() bool {
+		_, body := m.do(t, "GET", "/", "", "")
+		return strings.Count(body, `"path"`) == 4
+	})
+	return m
+}
+
+// metadataEcho is the interop test service whose UnaryCall answers with
+// the metadata it got.
+type metadataEcho struct{ testsvc.Service }
+
+func (metadataEcho) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	var got []string
+	for _, k := range []string{"x-tenant", "authorization", "x-forwarded-for", "x-mesh-caller", "x-mesh-spoof", "connection", "accept"} {
+		got = append(got, k+"="+strings.Join(md.Get(k), ","))
+	}
+	return &testgrpc.SimpleResponse{Username: strings.Join(got, " ")}, nil
+}
+
+// do sends a request to the gateway and returns the status and body.
+func (m *mesh) do(t *testing.T, method, path, contentType, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, m.base+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, strings.TrimSpace(string(b))
+}
+
+func TestGatewayCallsServicesOverTheMesh(t *testing.T) {
+	m := startMesh(t)
+
+	for _, tc := range []struct {
+		name, method, path, ct, body string
+		code                         int
+		want                         string
+	}{
+		{"Micro's mapping", "POST", "/helloworld/call", "application/json", `{"name":"Ada"}`, 200, `{"msg":"Hello Ada"}`},
+		{"service and method named", "POST", "/helloworld/Helloworld/Call", "", `{"name":"Ada"}`, 200, `{"msg":"Hello Ada"}`},
+		{"full gRPC service name", "POST", "/helloworld/examples.helloworld.v1.Helloworld/call", "", `{"name":"Ada"}`, 200, `{"msg":"Hello Ada"}`},
+		{"another namespace", "POST", "/helloworld.prod/call", "application/json", `{"name":"Bo"}`, 200, `{"msg":"Hello Bo"}`},
+		{"the service's own error", "POST", "/helloworld/call", "application/json", `{}`, 400,
+			`{"id":"helloworld.call","code":400,"detail":"name is required","status":"Bad Request"}`},
+		{"GET is an empty request", "GET", "/helloworld/call", "", "", 400, `"detail":"name is required"`},
+		{"bad JSON", "POST", "/helloworld/call", "application/json", `{"name":`, 400, `request JSON for Helloworld.Call`},
+		{"unknown field", "POST", "/helloworld/call", "application/json", `{"nom":"Ada"}`, 400, `unknown field \"nom\"`},
+		{"not JSON", "POST", "/helloworld/call", "application/xml", `<name/>`, 400, `the gateway takes JSON`},
+		{"unknown endpoint", "POST", "/helloworld/shout", "", `{}`, 404, `service helloworld has no endpoint at /shout (it has: /helloworld/call)`},
+		{"too deep", "POST", "/helloworld/a/b/c", "", `{}`, 404, `has no endpoint at /a/b/c`},
+		{"unknown service", "POST", "/nosuch/call", "", `{}`, 404, `no service nosuch in namespace default`},
+		{"unknown namespace", "POST", "/helloworld.staging/call", "", `{}`, 404, `no service helloworld in namespace staging`},
+		{"not a service name", "POST", "/Hello_World/call", "", `{}`, 404, `a path starts with the service it calls`},
+		{"platform services are not served", "POST", "/store.micromesh/read", "", `{}`, 404, `are not served through the API gateway`},
+		{"wrong method", "PUT", "/helloworld/call", "", `{}`, 405, `call an endpoint with POST`},
+		{"too long", "POST", "/helloworld/call", "", `{"name":"` + strings.Repeat("a", gateway.MaxBody) + `"}`, 413, `longer than`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := m.do(t, tc.method, tc.path, tc.ct, tc.body)
+			if code != tc.code || !strings.Contains(body, tc.want) {
+				t.Errorf("%s %s: %d %s\nwant %d with %s", tc.method, tc.path, code, body, tc.code, tc.want)
+			}
+		})
+	}
+
+	t.Run("index and endpoints", func(t *testing.T) {
+		code, body := m.do(t, "GET", "/", "", "")
+		for _, want := range []string{`"path":"/helloworld"`, `"path":"/helloworld.prod"`, `"path":"/tester"`, `"path":"/web"`} {
+			if code != 200 || !strings.Contains(body, want) {
+				t.Errorf("GET /: %d %s\nwant %s", code, body, want)
+			}
+		}
+		if strings.Contains(body, "micromesh") {
+			t.Errorf("GET / lists the platform's services: %s", body)
+		}
+		code, body = m.do(t, "GET", "/helloworld", "", "")
+		if code != 200 || !strings.Contains(body, `"path":"/helloworld/call","name":"Helloworld.Call"`) {
+			t.Errorf("GET /helloworld: %d %s", code, body)
+		}
+	})
+
+	t.Run("streams", func(t *testing.T) {
+		// Server stream: a line per message.
+		code, body := m.do(t, "POST", "/tester/streamingoutputcall", "", `{"responseParameters":[{"size":1},{"size":2},{"size":3}]}`)
+		if lines := strings.Split(body, "\n"); code != 200 || len(lines) != 3 || lines[2] != `{"payload":{"body":"AAAA"}}` {
+			t.Errorf("server stream: %d %q", code, body)
+		}
+		// Client stream: a request per line.
+		code, body = m.do(t, "POST", "/tester/streaminginputcall", "application/x-ndjson", `{"payload":{"body":"AAAA"}}`+"\n\n"+`{"payload":{"body":"AAA="}}`+"\n")
+		if code != 200 || body != `{"aggregatedPayloadSize":5}` {
+			t.Errorf("client stream: %d %s", code, body)
+		}
+		// Bidirectional, answers read while the requests are still being sent.
+		pr, pw := io.Pipe()
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", m.base+"/tester/fullduplexcall", pr)
+		go func() { _, _ = fmt.Fprintln(pw, `{"responseParameters":[{"size":2}]}`) }()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		lines := bufio.NewScanner(resp.Body)
+		if !lines.Scan() || lines.Text() != `{"payload":{"body":"AAA="}}` {
+			t.Fatalf("bidi: first answer %q before the requests ended (%v)", lines.Text(), lines.Err())
+		}
+		_, _ = fmt.Fprintln(pw, `{"responseParameters":[{"size":1}]}`)
+		_ = pw.Close()
+		if !lines.Scan() || lines.Text() != `{"payload":{"body":"AA=="}}` || lines.Scan() {
+			t.Errorf("bidi: second answer %q", lines.Text())
+		}
+		// A bad message mid-stream: the call ends with an error naming it.
+		code, body = m.do(t, "POST", "/tester/streaminginputcall", "", `{"payload":{}}`+"\n"+`{"payload":7}`+"\n")
+		if code != 400 || !strings.Contains(body, "message 2") {
+			t.Errorf("client stream with a bad message: %d %s", code, body)
+		}
+	})
+
+	t.Run("headers travel as metadata", func(t *testing.T) {
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", m.base+"/tester/unarycall", strings.NewReader(`{}`))
+		for k, v := range map[string]string{"X-Tenant": "acme", "Authorization": "Bearer abc", "X-Mesh-Spoof": "yes",
+			"X-Mesh-Caller": "spiffe://micromesh.local/ns/default/svc/admin", "Accept": "application/json"} {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var got struct{ Username string }
+		if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%d %v", resp.StatusCode, err)
+		}
+		want := "x-tenant=acme authorization=Bearer abc x-forwarded-for=127.0.0.1 x-mesh-caller=spiffe://micromesh.local/ns/micromesh/svc/gateway x-mesh-spoof= connection= accept="
+		if got.Username != want {
+			t.Errorf("metadata the service got:\n%s\nwant\n%s", got.Username, want)
+		}
+	})
+
+	t.Run("HTTP services get the request as it came", func(t *testing.T) {
+		req, _ := http.NewRequestWithContext(t.Context(), "PUT", m.base+"/web/orders/42%2F7?full=1", strings.NewReader("hi"))
+		req.Header.Set("X-Mesh-Spoof", "yes")
+		req.Header.Set("X-Mesh-Caller", "spiffe://micromesh.local/ns/default/svc/admin")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var got map[string]string
+		if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%d %v", resp.StatusCode, err)
+		}
+		want := map[string]string{"method": "PUT", "path": "/orders/42/7", "query": "full=1", "body": "hi",
+			"caller": "spiffe://micromesh.local/ns/micromesh/svc/gateway", "forwarded_for": "127.0.0.1", "spoof": ""}
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("%s = %q, want %q (all: %v)", k, got[k], v, got)
+			}
+		}
+	})
+}
+
+// A service shuts the gateway out like any caller: its deny_from names
+// the gateway's identity, and its sidecar refuses the gateway's calls.
+func TestGatewayMeetsTheServicesRules(t *testing.T) {
+	m := startMesh(t)
+	if code, body := m.do(t, "POST", "/helloworld/call", "", `{"name":"Ada"}`); code != 200 {
+		t.Fatalf("before the rule: %d %s", code, body)
+	}
+	if err := m.cp.Registry().SetPolicy(t.Context(), registry.Policy{Service: "helloworld", Keys: map[string]string{"deny_from": "gateway.micromesh"}}); err != nil {
+		t.Fatal(err)
+	}
+	var code int
+	var body string
+	poll.Until(t, "the gateway refused", 10*time.Second, 50*time.Millisecond, func() bool {
+		code, body = m.do(t, "POST", "/helloworld/call", "", `{"name":"Ada"}`)
+		return code == http.StatusForbidden
+	})
+	if !strings.Contains(body, `"status":"Forbidden"`) {
+		t.Errorf("refused: %s", body)
+	}
+	// The other namespace's helloworld has no such rule.
+	if code, body := m.do(t, "POST", "/helloworld.prod/call", "", `{"name":"Ada"}`); code != 200 {
+		t.Errorf("prod's helloworld: %d %s", code, body)
+	}
+}

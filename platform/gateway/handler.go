@@ -1,0 +1,541 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/service/endpoints"
+	merrors "github.com/micromesh/micromesh/service/errors"
+	"github.com/micromesh/micromesh/xds"
+)
+
+// MaxBody bounds a request's JSON body (and each message of a stream).
+const MaxBody = 4 << 20
+
+// describeTTL is how long a service's endpoints are used before they are
+// asked again; a path that names none is looked up again after
+// describeRetry (the service may have been updated).
+const (
+	describeTTL   = 30 * time.Second
+	describeRetry = time.Second
+)
+
+// HandlerOptions configure a Handler.
+type HandlerOptions struct {
+	// Namespace is that of services a path names without one.
+	Namespace string
+	// Outbound is the gateway's sidecar's outbound listener.
+	Outbound string
+	// Hosts lists the authorities the sidecar routes (name.namespace);
+	// Routes tells whether it routes one.
+	Hosts     func() []string
+	Routes    func(authority string) bool
+	Protocols Protocols
+	Logger    *slog.Logger
+}
+
+// Handler maps HTTP requests to the mesh's services (see the package
+// comment and docs/gateway.md).
+type Handler struct {
+	o     HandlerOptions
+	conn  *grpc.ClientConn
+	proxy *httputil.ReverseProxy
+	log   *slog.Logger
+
+	mu   sync.Mutex
+	sets map[string]described // by authority
+}
+
+type described struct {
+	set *endpoints.Set
+	at  time.Time
+}
+
+// NewHandler returns a handler that calls through the sidecar at
+// o.Outbound.
+func NewHandler(o HandlerOptions) (*Handler, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	// One HTTP/2 connection to the sidecar carries every call: the
+	// authority, per call, picks the service.
+	conn, err := grpc.NewClient("passthrough:///"+o.Outbound, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{o: o, conn: conn, log: o.Logger, sets: map[string]described{}}
+	h.proxy = &httputil.ReverseProxy{
+		Rewrite:   func(*httputil.ProxyRequest) {}, // set per request (forward)
+		Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, DisableCompression: true},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			writeError(w, &merrors.Error{ID: "gateway", Code: codes.Unavailable, Detail: "the gateway's sidecar: " + err.Error()})
+		},
+	}
+	return h, nil
+}
+
+// Close closes the connections to the sidecar.
+func (h *Handler) Close() {
+	_ = h.conn.Close()
+	h.proxy.Transport.(*http.Transport).CloseIdleConnections()
+}
+
+// target is the service a request's path names.
+type target struct {
+	name, ns  string
+	authority string // name.ns
+	segment   string // as the path wrote it
+	rest      string // the path after it, escaped ("" or "/...")
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/" {
+		h.index(w, r)
+		return
+	}
+	t, err := h.target(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	proto, err := h.o.Protocols.Protocol(r.Context(), t.ns, t.name)
+	if err != nil {
+		writeError(w, &merrors.Error{ID: "gateway", Code: codes.Unavailable, Detail: err.Error()})
+		return
+	}
+	if proto == xds.ProtocolGRPC {
+		h.rpc(w, r, t)
+		return
+	}
+	h.forward(w, r, t)
+}
+
+// target reads the service from the path's first segment: NAME (of the
+// gateway's namespace) or NAME.NAMESPACE.
+func (h *Handler) target(r *http.Request) (*target, error) {
+	esc := strings.TrimPrefix(r.URL.EscapedPath(), "/")
+	seg, rest, _ := strings.Cut(esc, "/")
+	if rest != "" || strings.HasSuffix(esc, "/") {
+		rest = "/" + rest
+	}
+	name, ns, err := identity.SplitService(seg)
+	if err != nil {
+		return nil, merrors.NotFound("gateway", "a path starts with the service it calls, /NAME/... or /NAME.NAMESPACE/...: %v", err)
+	}
+	if ns == "" {
+		ns = h.o.Namespace
+	}
+	if ns == xds.SystemNamespace {
+		return nil, merrors.NotFound("gateway", "the platform's services (namespace %s) are not served through the API gateway; call them with meshctl", ns)
+	}
+	t := &target{name: name, ns: ns, authority: name + "." + ns, segment: seg, rest: rest}
+	if !h.o.Routes(t.authority) {
+		return nil, merrors.NotFound("gateway", "no service %s in namespace %s (GET / lists the services)", name, ns)
+	}
+	return t, nil
+}
+
+// index lists the services the gateway serves, with their paths.
+func (h *Handler) index(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, "GET, HEAD", "GET / lists the services; call one at /NAME/...")
+		return
+	}
+	type svc struct {
+		Name      string `json:"name"`
+		Namespace string `json:"namespace"`
+		Path      string `json:"path"`
+	}
+	list := []svc{}
+	for _, host := range h.o.Hosts() {
+		name, ns, ok := strings.Cut(host, ".")
+		if !ok || ns == xds.SystemNamespace {
+			continue
+		}
+		path := "/" + host
+		if ns == h.o.Namespace {
+			path = "/" + name
+		}
+		list = append(list, svc{name, ns, path})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"services": list})
+}
+
+// forward sends the request as it came to a service that is not gRPC,
+// its path less the service's segment.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, t *target) {
+	rest := t.rest
+	if rest == "" {
+		rest = "/"
+	}
+	path, err := url.PathUnescape(rest)
+	if err != nil {
+		writeError(w, merrors.BadRequest("gateway", "path %q: %v", r.URL.EscapedPath(), err))
+		return
+	}
+	rp := *h.proxy
+	rp.Rewrite = func(pr *httputil.ProxyRequest) {
+		pr.Out.URL.Scheme, pr.Out.URL.Host, pr.Out.Host = "http", h.o.Outbound, t.authority
+		pr.Out.URL.Path, pr.Out.URL.RawPath = path, rest
+		pr.SetXForwarded()
+		for k := range pr.Out.Header {
+			if strings.HasPrefix(strings.ToLower(k), "x-mesh-") {
+				pr.Out.Header.Del(k)
+			}
+		}
+	}
+	rp.ServeHTTP(w, r)
+}
+
+// rpc calls an endpoint of a gRPC service with the request's JSON.
+func (h *Handler) rpc(w http.ResponseWriter, r *http.Request, t *target) {
+	set, age, err := h.describe(r.Context(), t.authority, false)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if t.rest == "" || t.rest == "/" {
+		h.describeService(w, r, t, set)
+		return
+	}
+	ep, err := resolve(set, t, path(t))
+	if err != nil && age > describeRetry {
+		if set, _, err = h.describe(r.Context(), t.authority, true); err == nil {
+			ep, err = resolve(set, t, path(t))
+		}
+	}
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	switch r.Method {
+	case http.MethodPost:
+	case http.MethodGet:
+		if ep.ClientStreaming {
+			methodNotAllowed(w, "POST", fmt.Sprintf("%s takes a stream of requests: POST them, one JSON object per line", ep.Name))
+			return
+		}
+	default:
+		methodNotAllowed(w, "GET, POST", fmt.Sprintf("%s %s: call an endpoint with POST and a JSON body (or GET for an empty request)", r.Method, r.URL.Path))
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" && r.Method == http.MethodPost {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json") && mt != "application/x-ndjson" && mt != "text/plain") {
+			writeError(w, &merrors.Error{ID: "gateway", Code: codes.InvalidArgument, Detail: fmt.Sprintf("content type %q: the gateway takes JSON (application/json)", ct)})
+			return
+		}
+	}
+	ctx := metadata.NewOutgoingContext(r.Context(), outgoingMetadata(r))
+	call := grpc.CallAuthority(t.authority)
+	out := &responses{w: w, streaming: ep.ServerStreaming}
+	if ep.ClientStreaming {
+		_ = http.NewResponseController(w).EnableFullDuplex() // bidi answers while the requests come
+		err = ep.Stream(ctx, h.conn, ndjsonReader(r.Body), out.write, call)
+	} else {
+		var body []byte
+		if r.Method == http.MethodPost {
+			body, err = io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+			if err != nil {
+				writeError(w, merrors.BadRequest("gateway", "reading the request body: %v", err))
+				return
+			}
+			if len(body) > MaxBody {
+				writeStatus(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the request body is longer than %d bytes", MaxBody))
+				return
+			}
+		}
+		err = ep.Call(ctx, h.conn, body, out.write, call)
+	}
+	if err != nil {
+		if errors.Is(err, endpoints.ErrBadRequestJSON) {
+			err = &merrors.Error{ID: "gateway", Code: codes.InvalidArgument, Detail: err.Error()}
+		}
+		out.fail(err)
+		return
+	}
+	out.end()
+}
+
+// path is the target's rest, unescaped.
+func path(t *target) string {
+	p, err := url.PathUnescape(t.rest)
+	if err != nil {
+		return t.rest
+	}
+	return p
+}
+
+// describe returns the service's endpoints, from its reflection service
+// through the sidecar, cached describeTTL (fresh: asked again), and how
+// long ago they were asked.
+func (h *Handler) describe(ctx context.Context, authority string, fresh bool) (*endpoints.Set, time.Duration, error) {
+	h.mu.Lock()
+	d, ok := h.sets[authority]
+	h.mu.Unlock()
+	if ok && !fresh && time.Since(d.at) < describeTTL {
+		return d.set, time.Since(d.at), nil
+	}
+	set, err := endpoints.Describe(ctx, withAuthority{h.conn, authority})
+	if err != nil {
+		return nil, 0, err
+	}
+	h.mu.Lock()
+	h.sets[authority] = described{set: set, at: time.Now()}
+	h.mu.Unlock()
+	return set, 0, nil
+}
+
+// describeService answers GET /NAME with the service's endpoints.
+func (h *Handler) describeService(w http.ResponseWriter, r *http.Request, t *target, set *endpoints.Set) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, "GET, HEAD", fmt.Sprintf("GET /%s lists its endpoints; call one at /%s/ENDPOINT", t.segment, t.segment))
+		return
+	}
+	type endpoint struct {
+		Path string `json:"path"`
+		*endpoints.Endpoint
+	}
+	list := []endpoint{}
+	for _, ep := range set.Endpoints {
+		list = append(list, endpoint{Path: endpointPath(t, ep), Endpoint: ep})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"service": t.name, "namespace": t.ns, "endpoints": list})
+}
+
+// withAuthority calls every method of conn with one authority.
+type withAuthority struct {
+	cc        *grpc.ClientConn
+	authority string
+}
+
+func (a withAuthority) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	return a.cc.Invoke(ctx, method, args, reply, append(opts, grpc.CallAuthority(a.authority))...)
+}
+
+func (a withAuthority) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return a.cc.NewStream(ctx, desc, method, append(opts, grpc.CallAuthority(a.authority))...)
+}
+
+// resolve finds the endpoint a path names: /METHOD (of the gRPC service
+// named like the mesh service, or the only one with that method), or
+// /SERVICE/METHOD (SERVICE short or full); letters' case, '-' and '_'
+// aside, as Micro's gateway mapped /foo/bar to Foo.Bar.
+func resolve(set *endpoints.Set, t *target, p string) (*endpoints.Endpoint, error) {
+	parts := strings.Split(strings.Trim(p, "/"), "/")
+	var found []*endpoints.Endpoint
+	switch len(parts) {
+	case 1:
+		var named []*endpoints.Endpoint
+		for _, ep := range set.Endpoints {
+			_, short, method := split(ep)
+			if fold(method) != fold(parts[0]) {
+				continue
+			}
+			found = append(found, ep)
+			if fold(short) == fold(t.name) {
+				named = append(named, ep)
+			}
+		}
+		if len(found) > 1 && len(named) == 1 {
+			found = named
+		}
+	case 2:
+		for _, ep := range set.Endpoints {
+			full, short, method := split(ep)
+			if fold(method) == fold(parts[1]) && (fold(short) == fold(parts[0]) || strings.EqualFold(full, parts[0])) {
+				found = append(found, ep)
+			}
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		var paths []string
+		for _, ep := range set.Endpoints {
+			paths = append(paths, endpointPath(t, ep))
+		}
+		return nil, merrors.NotFound("gateway", "service %s has no endpoint at %s (it has: %s)", t.name, p, strings.Join(paths, ", "))
+	default:
+		var paths []string
+		for _, ep := range found {
+			paths = append(paths, "/"+t.segment+"/"+strings.ToLower(shortOf(ep))+"/"+strings.ToLower(methodOf(ep)))
+		}
+		return nil, merrors.NotFound("gateway", "%s names more than one endpoint of service %s: say which, %s", p, t.name, strings.Join(paths, " or "))
+	}
+}
+
+// endpointPath is the shortest path that names ep.
+func endpointPath(t *target, ep *endpoints.Endpoint) string {
+	_, short, method := split(ep)
+	if fold(short) == fold(t.name) {
+		return "/" + t.segment + "/" + strings.ToLower(method)
+	}
+	return "/" + t.segment + "/" + strings.ToLower(short) + "/" + strings.ToLower(method)
+}
+
+// split reads an endpoint's gRPC path /pkg.Service/Method.
+func split(ep *endpoints.Endpoint) (full, short, method string) {
+	full, method, _ = strings.Cut(strings.TrimPrefix(ep.Method, "/"), "/")
+	short = full[strings.LastIndex(full, ".")+1:]
+	return full, short, method
+}
+
+func shortOf(ep *endpoints.Endpoint) string  { _, s, _ := split(ep); return s }
+func methodOf(ep *endpoints.Endpoint) string { _, _, m := split(ep); return m }
+
+// fold compares names as the gateway's paths do.
+func fold(s string) string {
+	return strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(s))
+}
+
+// notForwarded are request headers that are HTTP's or the mesh's, not
+// the caller's metadata.
+var notForwarded = map[string]bool{
+	"connection": true, "keep-alive": true, "proxy-connection": true, "proxy-authorization": true,
+	"te": true, "trailer": true, "transfer-encoding": true, "upgrade": true, "host": true,
+	"content-type": true, "content-length": true, "accept-encoding": true, "user-agent": true,
+	"accept": true, "expect": true,
+}
+
+// outgoingMetadata carries the request's own headers to the service as
+// gRPC metadata (Micro's gateway did the same), and who called: X-Forwarded-For.
+func outgoingMetadata(r *http.Request) metadata.MD {
+	md := metadata.MD{}
+	for k, vs := range r.Header {
+		k = strings.ToLower(k)
+		if notForwarded[k] || strings.HasPrefix(k, "grpc-") || strings.HasPrefix(k, "x-mesh-") || strings.HasPrefix(k, ":") {
+			continue
+		}
+		md[k] = vs
+	}
+	if host := hostOf(r.RemoteAddr); host != "" {
+		md["x-forwarded-for"] = append(md["x-forwarded-for"], host)
+	}
+	return md
+}
+
+// ndjsonReader reads a stream's request messages, one JSON value per line
+// (blank lines skipped).
+func ndjsonReader(body io.Reader) func() ([]byte, error) {
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 0, 64<<10), MaxBody)
+	return func() ([]byte, error) {
+		for sc.Scan() {
+			if line := bytes.TrimSpace(sc.Bytes()); len(line) > 0 {
+				return line, nil
+			}
+		}
+		if err := sc.Err(); err != nil {
+			return nil, &merrors.Error{ID: "gateway", Code: codes.InvalidArgument, Detail: "reading the request stream: " + err.Error()}
+		}
+		return nil, io.EOF
+	}
+}
+
+// responses writes an endpoint's answers: one JSON body, or for a
+// server stream one JSON value per line (application/x-ndjson), each
+// flushed as it comes.
+type responses struct {
+	w         http.ResponseWriter
+	streaming bool
+	started   bool
+}
+
+func (o *responses) write(msg []byte) error {
+	if !o.started {
+		o.started = true
+		ct := "application/json"
+		if o.streaming {
+			ct = "application/x-ndjson"
+		}
+		o.w.Header().Set("Content-Type", ct)
+		o.w.WriteHeader(http.StatusOK)
+	}
+	if _, err := o.w.Write(append(msg, '\n')); err != nil {
+		return err
+	}
+	if o.streaming {
+		return http.NewResponseController(o.w).Flush()
+	}
+	return nil
+}
+
+// fail answers the call's error: as the status, or, once a stream's
+// answers have started, as a last line {"error": {...}}.
+func (o *responses) fail(err error) {
+	if !o.started {
+		writeError(o.w, err)
+		return
+	}
+	b, _ := json.Marshal(map[string]errorBody{"error": bodyOf(err)})
+	_, _ = o.w.Write(append(b, '\n'))
+}
+
+// end answers a stream that sent nothing with an empty one.
+func (o *responses) end() {
+	if !o.started && o.streaming {
+		o.w.Header().Set("Content-Type", "application/x-ndjson")
+		o.w.WriteHeader(http.StatusOK)
+	}
+}
+
+// errorBody is an error as the gateway answers it (Micro's form).
+type errorBody struct {
+	ID     string `json:"id,omitempty"`
+	Code   int    `json:"code"`
+	Detail string `json:"detail"`
+	Status string `json:"status"`
+}
+
+func bodyOf(err error) errorBody {
+	e := merrors.FromError(err)
+	code := merrors.HTTPStatus(e.Code)
+	return errorBody{ID: e.ID, Code: code, Detail: e.Detail, Status: http.StatusText(code)}
+}
+
+// writeStatus answers an HTTP status no gRPC code maps to.
+func writeStatus(w http.ResponseWriter, code int, detail string) {
+	writeJSON(w, code, errorBody{ID: "gateway", Code: code, Detail: detail, Status: http.StatusText(code)})
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow, detail string) {
+	w.Header().Set("Allow", allow)
+	writeStatus(w, http.StatusMethodNotAllowed, detail)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	b := bodyOf(err)
+	writeJSON(w, b.Code, b)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(`{"code":500,"detail":"encoding the answer","status":"Internal Server Error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
+}
