@@ -26,8 +26,8 @@ import (
 )
 
 // mesh is a control plane with helloworld (default and prod), the
-// interop test service as "tester", a plain HTTP app as "web", and the
-// gateway in front of them.
+// interop test service as "tester", a plain HTTP app as "web", a platform
+// service "store", and the gateway in front of them.
 type mesh struct {
 	cp   *meshtest.ControlPlane
 	base string
@@ -39,6 +39,7 @@ func startMesh(t *testing.T) *mesh {
 	hello := func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), handler.Helloworld{}) }
 	cp.StartService("default", "helloworld", hello)
 	cp.StartService("prod", "helloworld", hello)
+	cp.StartService("micromesh", "store", hello) // a platform service's name
 	cp.StartService("default", "tester", func(s *service.Service) { testgrpc.RegisterTestServiceServer(s.Server(), metadataEcho{}) })
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -58,9 +59,10 @@ func startMesh(t *testing.T) *mesh {
 	t.Cleanup(gw.Stop)
 	m := &mesh{cp: cp, base: "http://" + gw.Addr()}
 	// The registrations reach the gateway's sidecar a push later.
-	poll.Until(t, "the gateway routes to the four services", 10*time.Second, 20*time.Millisecond, func() bool {
+	poll.Until(t, "the gateway routes to the five services", 10*time.Second, 20*time.Millisecond, func() bool {
 		_, body := m.do(t, "GET", "/", "", "")
-		return strings.Count(body, `"path"`) == 4
+		_, store := m.do(t, "GET", "/store/x", "", "")
+		return strings.Count(body, `"path"`) == 4 && strings.Contains(store, "one of the platform's services")
 	})
 	return m
 }
@@ -115,6 +117,11 @@ func TestGatewayCallsServicesOverTheMesh(t *testing.T) {
 		{"the service's own error", "POST", "/helloworld/call", "application/json", `{}`, 400,
 			`{"id":"helloworld.call","code":400,"detail":"name is required","status":"Bad Request"}`},
 		{"GET is an empty request", "GET", "/helloworld/call", "", "", 400, `"detail":"name is required"`},
+		{"GET takes the query's fields", "GET", "/helloworld/call?name=Cy", "", "", 200, `{"msg":"Hello Cy"}`},
+		{"curl -d's JSON", "POST", "/helloworld/call", "application/x-www-form-urlencoded", `{"name":"Di"}`, 200, `{"msg":"Hello Di"}`},
+		{"a form", "POST", "/helloworld/call", "application/x-www-form-urlencoded", `name=Ed+Fu`, 200, `{"msg":"Hello Ed Fu"}`},
+		{"a form's unknown field", "POST", "/helloworld/call", "application/x-www-form-urlencoded", `nom=Ed`, 400, `\"nom\" is not a field (fields: name)`},
+		{"a query's field of the wrong type", "GET", "/tester/unarycall?responseSize=big", "", "", 400, `field responseSize: \"big\" is not a number`},
 		{"bad JSON", "POST", "/helloworld/call", "application/json", `{"name":`, 400, `request JSON for Helloworld.Call`},
 		{"unknown field", "POST", "/helloworld/call", "application/json", `{"nom":"Ada"}`, 400, `unknown field \"nom\"`},
 		{"not JSON", "POST", "/helloworld/call", "application/xml", `<name/>`, 400, `the gateway takes JSON`},
@@ -124,6 +131,7 @@ func TestGatewayCallsServicesOverTheMesh(t *testing.T) {
 		{"unknown namespace", "POST", "/helloworld.staging/call", "", `{}`, 404, `no service helloworld in namespace staging`},
 		{"not a service name", "POST", "/Hello_World/call", "", `{}`, 404, `a path starts with the service it calls`},
 		{"platform services are not served", "POST", "/store.micromesh/read", "", `{}`, 404, `are not served through the API gateway`},
+		{"platform services named alone", "POST", "/store/read", "", `{}`, 404, `store is one of the platform's services`},
 		{"wrong method", "PUT", "/helloworld/call", "", `{}`, 405, `call an endpoint with POST`},
 		{"too long", "POST", "/helloworld/call", "", `{"name":"` + strings.Repeat("a", gateway.MaxBody) + `"}`, 413, `longer than`},
 	} {

@@ -149,6 +149,9 @@ func (h *Handler) target(r *http.Request) (*target, error) {
 	}
 	t := &target{name: name, ns: ns, authority: name + "." + ns, segment: seg, rest: rest}
 	if !h.o.Routes(t.authority) {
+		if h.o.Routes(name + "." + xds.SystemNamespace) {
+			return nil, merrors.NotFound("gateway", "%s is one of the platform's services (namespace %s), which the API gateway does not serve: call it with meshctl", name, xds.SystemNamespace)
+		}
 		return nil, merrors.NotFound("gateway", "no service %s in namespace %s (GET / lists the services)", name, ns)
 	}
 	return t, nil
@@ -238,10 +241,12 @@ func (h *Handler) rpc(w http.ResponseWriter, r *http.Request, t *target) {
 		methodNotAllowed(w, "GET, POST", fmt.Sprintf("%s %s: call an endpoint with POST and a JSON body (or GET for an empty request)", r.Method, r.URL.Path))
 		return
 	}
+	form := false
 	if ct := r.Header.Get("Content-Type"); ct != "" && r.Method == http.MethodPost {
 		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json") && mt != "application/x-ndjson" && mt != "text/plain") {
-			writeError(w, &merrors.Error{ID: "gateway", Code: codes.InvalidArgument, Detail: fmt.Sprintf("content type %q: the gateway takes JSON (application/json)", ct)})
+		form = mt == "application/x-www-form-urlencoded"
+		if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json") && mt != "application/x-ndjson" && mt != "text/plain" && !form) {
+			writeError(w, &merrors.Error{ID: "gateway", Code: codes.InvalidArgument, Detail: fmt.Sprintf("content type %q: the gateway takes JSON (application/json) or a form", ct)})
 			return
 		}
 	}
@@ -253,18 +258,13 @@ func (h *Handler) rpc(w http.ResponseWriter, r *http.Request, t *target) {
 		err = ep.Stream(ctx, h.conn, ndjsonReader(r.Body), out.write, call)
 	} else {
 		var body []byte
-		if r.Method == http.MethodPost {
-			body, err = io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
-			if err != nil {
-				writeError(w, merrors.BadRequest("gateway", "reading the request body: %v", err))
-				return
-			}
-			if len(body) > MaxBody {
-				writeStatus(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the request body is longer than %d bytes", MaxBody))
-				return
-			}
+		if body, err = requestJSON(r, ep, form); err == nil {
+			err = ep.Call(ctx, h.conn, body, out.write, call)
 		}
-		err = ep.Call(ctx, h.conn, body, out.write, call)
+	}
+	if errors.Is(err, errTooLarge) {
+		writeStatus(w, http.StatusRequestEntityTooLarge, err.Error())
+		return
 	}
 	if err != nil {
 		if errors.Is(err, endpoints.ErrBadRequestJSON) {
@@ -275,6 +275,33 @@ func (h *Handler) rpc(w http.ResponseWriter, r *http.Request, t *target) {
 	}
 	out.end()
 }
+
+// requestJSON is a unary or server-streaming call's request: the JSON
+// body of a POST, a form's fields (curl -d's default content type: a body
+// that is a JSON object is taken as JSON), or a GET's query parameters.
+func requestJSON(r *http.Request, ep *endpoints.Endpoint, form bool) ([]byte, error) {
+	if r.Method == http.MethodGet {
+		return ep.ValuesJSON(r.URL.Query())
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	if err != nil {
+		return nil, merrors.BadRequest("gateway", "reading the request body: %v", err)
+	}
+	if len(body) > MaxBody {
+		return nil, errTooLarge
+	}
+	if trimmed := bytes.TrimSpace(body); form && (len(trimmed) == 0 || trimmed[0] != '{') {
+		vals, err := url.ParseQuery(string(body))
+		if err != nil {
+			return nil, merrors.BadRequest("gateway", "the form: %v", err)
+		}
+		return ep.ValuesJSON(vals)
+	}
+	return body, nil
+}
+
+// errTooLarge: a body past MaxBody (413).
+var errTooLarge = fmt.Errorf("the request body is longer than %d bytes", MaxBody)
 
 // path is the target's rest, unescaped.
 func path(t *target) string {

@@ -15,8 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -398,4 +401,79 @@ func (e *Endpoint) receive(stream grpc.ClientStream, out func(json []byte) error
 			return nil
 		}
 	}
+}
+
+// ValuesJSON turns form values (a query string, an HTML form) into the
+// endpoint's request JSON, each value read as its field's type: name=Ada,
+// count=3, verbose=true, a repeated field's values as a list, a message
+// field's value as JSON. Keys are the fields' JSON or proto names; one
+// that names no field is an error that says so.
+func (e *Endpoint) ValuesJSON(vals url.Values) ([]byte, error) {
+	fields := e.desc.Input().Fields()
+	obj := make(map[string]json.RawMessage, len(vals))
+	for key, vs := range vals {
+		fd := fields.ByJSONName(key)
+		if fd == nil {
+			fd = fields.ByName(protoreflect.Name(key))
+		}
+		if fd == nil || fd.IsMap() {
+			return nil, fmt.Errorf("%w for %s (%s): %q is not a field (fields: %s)", ErrBadRequestJSON, e.Name, e.desc.Input().FullName(), key, fieldNames(e.Request.Fields))
+		}
+		var items []json.RawMessage
+		for _, v := range vs {
+			item, err := formValue(fd, v)
+			if err != nil {
+				return nil, fmt.Errorf("%w for %s: field %s: %w", ErrBadRequestJSON, e.Name, fd.JSONName(), err)
+			}
+			items = append(items, item)
+		}
+		if !fd.IsList() {
+			if len(items) > 1 {
+				return nil, fmt.Errorf("%w for %s: field %s takes one value, not %d", ErrBadRequestJSON, e.Name, fd.JSONName(), len(items))
+			}
+			obj[fd.JSONName()] = items[0]
+			continue
+		}
+		list, err := json.Marshal(items)
+		if err != nil {
+			return nil, err
+		}
+		obj[fd.JSONName()] = list
+	}
+	return json.Marshal(obj)
+}
+
+// formValue is v as JSON of fd's kind.
+func formValue(fd protoreflect.FieldDescriptor, v string) (json.RawMessage, error) {
+	switch fd.Kind() {
+	case protoreflect.BoolKind:
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not true or false", v)
+		}
+		return json.Marshal(b)
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind,
+		protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.FloatKind, protoreflect.DoubleKind:
+		if !jsonNumber.MatchString(v) {
+			return nil, fmt.Errorf("%q is not a number", v)
+		}
+		return json.RawMessage(v), nil
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		if !json.Valid([]byte(v)) {
+			return json.Marshal(v) // a well-known type's string form (a timestamp, a duration)
+		}
+		return json.RawMessage(v), nil
+	default: // strings, bytes (base64), 64-bit integers and enums as strings
+		return json.Marshal(v)
+	}
+}
+
+var jsonNumber = regexp.MustCompile(`^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?$`)
+
+func fieldNames(fields []Field) string {
+	names := make([]string, len(fields))
+	for i, f := range fields {
+		names[i] = f.Name
+	}
+	return strings.Join(names, ", ")
 }

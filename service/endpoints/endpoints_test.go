@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -161,5 +162,52 @@ func TestStream(t *testing.T) {
 	unary, _ := set.Lookup("TestService.UnaryCall")
 	if err := unary.Stream(t.Context(), conn, messages(), func([]byte) error { return nil }); err == nil || !strings.Contains(err.Error(), "takes one request") {
 		t.Errorf("Stream on a unary endpoint: %v", err)
+	}
+}
+
+// Form values (a query string) become the request's JSON, each read as its
+// field's type.
+func TestValuesJSON(t *testing.T) {
+	set, err := Describe(t.Context(), serve(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unary, _ := set.Lookup("TestService.UnaryCall")
+	stream, _ := set.Lookup("TestService.StreamingOutputCall")
+	for _, tc := range []struct {
+		ep    *Endpoint
+		query string
+		want  string // JSON, or the error's words
+		bad   bool
+	}{
+		{unary, "responseSize=3&fillUsername=true&responseType=COMPRESSABLE", `{"fillUsername":true,"responseSize":3,"responseType":"COMPRESSABLE"}`, false},
+		{unary, "response_size=-2.5e1", `{"responseSize":-2.5e1}`, false},
+		{unary, `payload={"body":"AAAA"}`, `{"payload":{"body":"AAAA"}}`, false},
+		{stream, `responseParameters={"size":1}&responseParameters={"size":2}`, `{"responseParameters":[{"size":1},{"size":2}]}`, false},
+		{unary, "", `{}`, false},
+		{unary, "responseSize=three", `field responseSize: "three" is not a number`, true},
+		{unary, "responseSize=NaN", `"NaN" is not a number`, true},
+		{unary, "fillUsername=maybe", `"maybe" is not true or false`, true},
+		{unary, "nope=1", `"nope" is not a field (fields: responseType, responseSize, payload`, true},
+		{unary, "responseSize=1&responseSize=2", `field responseSize takes one value, not 2`, true},
+	} {
+		vals, err := url.ParseQuery(tc.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := tc.ep.ValuesJSON(vals)
+		if tc.bad {
+			if err == nil || !errors.Is(err, ErrBadRequestJSON) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s: %s, %v; want an error with %s", tc.ep.Name, got, err, tc.want)
+			}
+			continue
+		}
+		if err != nil || string(got) != tc.want {
+			t.Errorf("%s %q: %s, %v; want %s", tc.ep.Name, tc.query, got, err, tc.want)
+			continue
+		}
+		if _, err := tc.ep.NewRequest(got); err != nil {
+			t.Errorf("%s: the request does not parse: %v", got, err)
+		}
 	}
 }
