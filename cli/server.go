@@ -123,7 +123,7 @@ prints one line when ready.`,
 			err = srv.Run(cpCtx, func(info home.ServerInfo) {
 				mu.Lock()
 				host, hostErr = platform.Start(cmd.Context(), platform.Options{Home: g.homeDir(), ControlPlane: info.Address, NATSURL: o.natsURL, StorePostgres: o.storePG, EventsRetention: o.retention,
-					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, Logger: log})
+					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, Metrics: srv.Metrics(), Logger: log})
 				mu.Unlock()
 				if hostErr != nil {
 					stopCP()

@@ -16,6 +16,7 @@ import (
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	xdsserver "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -286,6 +287,10 @@ func openRegistry(ctx context.Context, cfg Config) (registry.Registry, func() er
 
 // Registry returns the server's registry.
 func (s *Server) Registry() registry.Registry { return s.reg }
+
+// Metrics is the registry the admin port's /metrics serves: what runs
+// beside the control plane (the API gateway) adds its own there.
+func (s *Server) Metrics() prometheus.Registerer { return s.metrics.reg }
 
 // Debounce bounds: a change is applied once the registry has been quiet for
 // debounceQuiet, and never later than debounceMax after it arrived.

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/micromesh/micromesh/dataplane"
 	"github.com/micromesh/micromesh/identity"
@@ -59,7 +60,10 @@ type Options struct {
 	// name without one (default "default").
 	GatewayAddr      string
 	GatewayNamespace string
-	Logger           *slog.Logger
+	// Metrics, if set, gets the metrics of what runs here (the server's
+	// /metrics).
+	Metrics prometheus.Registerer
+	Logger  *slog.Logger
 }
 
 // Host runs the platform services.
@@ -153,7 +157,7 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 	}
 
 	if o.GatewayAddr != "" {
-		gw, err := gateway.Start(ctx, gateway.Options{Addr: o.GatewayAddr, Namespace: o.GatewayNamespace, Home: o.Home, ControlPlane: o.ControlPlane, Logger: o.Logger})
+		gw, err := gateway.Start(ctx, gateway.Options{Addr: o.GatewayAddr, Namespace: o.GatewayNamespace, Home: o.Home, ControlPlane: o.ControlPlane, Metrics: o.Metrics, Logger: o.Logger})
 		if err != nil {
 			return nil, err
 		}

@@ -27,6 +27,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -53,7 +54,9 @@ type Options struct {
 	Home home.Dir
 	// ControlPlane is the control plane's address.
 	ControlPlane string
-	Logger       *slog.Logger
+	// Metrics, if set, gets the gateway's metrics (the server's /metrics).
+	Metrics prometheus.Registerer
+	Logger  *slog.Logger
 }
 
 // Gateway is a running API gateway.
@@ -150,7 +153,7 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 	}
 	g.handler, err = NewHandler(HandlerOptions{
 		Namespace: o.Namespace, Outbound: info.Outbound, Hosts: sc.Hosts, Routes: sc.Routes,
-		Protocols: RegistryProtocols(registryv1.NewRegistryServiceClient(g.cpConn)), Logger: log,
+		Protocols: RegistryProtocols(registryv1.NewRegistryServiceClient(g.cpConn)), Metrics: o.Metrics, Logger: log,
 	})
 	if err != nil {
 		_ = g.cpConn.Close()

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 
@@ -29,8 +30,9 @@ import (
 // interop test service as "tester", a plain HTTP app as "web", a platform
 // service "store", and the gateway in front of them.
 type mesh struct {
-	cp   *meshtest.ControlPlane
-	base string
+	cp      *meshtest.ControlPlane
+	base    string
+	metrics *prometheus.Registry
 }
 
 func startMesh(t *testing.T) *mesh {
@@ -52,12 +54,13 @@ func startMesh(t *testing.T) *mesh {
 	t.Cleanup(web.Close)
 	cp.StartSidecar("default", "web", meshtest.WithApp(strings.TrimPrefix(web.URL, "http://"), "http"))
 
-	gw, err := gateway.Start(t.Context(), gateway.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address})
+	reg := prometheus.NewRegistry()
+	gw, err := gateway.Start(t.Context(), gateway.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address, Metrics: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(gw.Stop)
-	m := &mesh{cp: cp, base: "http://" + gw.Addr()}
+	m := &mesh{cp: cp, base: "http://" + gw.Addr(), metrics: reg}
 	// The registrations reach the gateway's sidecar a push later.
 	poll.Until(t, "the gateway routes to the five services", 10*time.Second, 20*time.Millisecond, func() bool {
 		_, body := m.do(t, "GET", "/", "", "")
@@ -78,6 +81,31 @@ func (metadataEcho) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*
 		got = append(got, k+"="+strings.Join(md.Get(k), ","))
 	}
 	return &testgrpc.SimpleResponse{Username: strings.Join(got, " ")}, nil
+}
+
+// count is the value of a counter, or a histogram's count, with exactly
+// these labels (Prometheus' text form, sorted); 0 if none.
+func (m *mesh) count(t *testing.T, name, labels string) float64 {
+	t.Helper()
+	families, err := m.metrics.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, metric := range f.GetMetric() {
+			var ls []string
+			for _, l := range metric.GetLabel() {
+				ls = append(ls, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			if strings.Join(ls, ",") == labels {
+				return metric.GetCounter().GetValue() + float64(metric.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return 0
 }
 
 // do sends a request to the gateway and returns the status and body.
@@ -142,6 +170,22 @@ func TestGatewayCallsServicesOverTheMesh(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("metrics", func(t *testing.T) {
+		for labels, atLeast := range map[string]float64{
+			`namespace="default",response_code="200",service="helloworld"`: 5,
+			`namespace="prod",response_code="200",service="helloworld"`:    1,
+			`namespace="default",response_code="400",service="helloworld"`: 3,
+			`namespace="",response_code="404",service=""`:                  3, // no label per unknown name
+		} {
+			if got := m.count(t, "micromesh_gateway_requests_total", labels); got < atLeast {
+				t.Errorf("micromesh_gateway_requests_total{%s} = %v, want at least %v", labels, got, atLeast)
+			}
+		}
+		if got := m.count(t, "micromesh_gateway_requests_total", `namespace="default",response_code="404",service="nosuch"`); got != 0 {
+			t.Errorf("an unknown service got a label of its own")
+		}
+	})
 
 	t.Run("index and endpoints", func(t *testing.T) {
 		code, body := m.do(t, "GET", "/", "", "")

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -50,7 +51,9 @@ type HandlerOptions struct {
 	Hosts     func() []string
 	Routes    func(authority string) bool
 	Protocols Protocols
-	Logger    *slog.Logger
+	// Metrics, if set, gets the gateway's metrics.
+	Metrics prometheus.Registerer
+	Logger  *slog.Logger
 }
 
 // Handler maps HTTP requests to the mesh's services (see the package
@@ -60,6 +63,7 @@ type Handler struct {
 	conn  *grpc.ClientConn
 	proxy *httputil.ReverseProxy
 	log   *slog.Logger
+	m     *metrics
 
 	mu   sync.Mutex
 	sets map[string]described // by authority
@@ -82,7 +86,7 @@ func NewHandler(o HandlerOptions) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{o: o, conn: conn, log: o.Logger, sets: map[string]described{}}
+	h := &Handler{o: o, conn: conn, log: o.Logger, sets: map[string]described{}, m: newMetrics(o.Metrics)}
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:   func(*httputil.ProxyRequest) {}, // set per request (forward)
 		Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second, DisableCompression: true},
@@ -107,7 +111,14 @@ type target struct {
 	rest      string // the path after it, escaped ("" or "/...")
 }
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	w := &statusWriter{ResponseWriter: rw}
+	var t *target
+	defer func() {
+		h.m.record(t, w.code, start)
+		h.log.Debug("request", "method", r.Method, "path", r.URL.Path, "code", w.code, "duration", time.Since(start))
+	}()
 	if r.URL.Path == "/" {
 		h.index(w, r)
 		return
