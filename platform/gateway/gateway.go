@@ -161,15 +161,16 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 		<-g.ran
 		return nil, err
 	}
+	loopback := isLoopback(g.addr)
 	g.srv = &http.Server{
-		Handler:           g.handler,
+		Handler:           SameOrigin(g.handler, loopback),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	go func() { g.served <- g.srv.Serve(lis) }()
-	if ip := net.ParseIP(hostOf(g.addr)); ip == nil || !ip.IsLoopback() {
+	if !loopback {
 		log.Warn("the API gateway listens beyond loopback: every service it can reach answers whoever reaches it (a service shuts it out with deny_from=gateway.micromesh)", "addr", g.addr)
 	}
 	log.Info("API gateway ready", "addr", g.addr, "namespace", o.Namespace)
@@ -195,6 +196,12 @@ func join(ctx context.Context, o Options) (*identity.Credentials, error) {
 		return nil, fmt.Errorf("API gateway: joining the mesh: %w", err)
 	}
 	return creds, nil
+}
+
+// isLoopback reports whether a listening address is a loopback one.
+func isLoopback(addr string) bool {
+	ip := net.ParseIP(hostOf(addr))
+	return ip != nil && ip.IsLoopback()
 }
 
 func hostOf(addr string) string {

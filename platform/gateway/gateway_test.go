@@ -283,6 +283,48 @@ func TestGatewayCallsServicesOverTheMesh(t *testing.T) {
 	})
 }
 
+// A web page cannot use the browser to call the mesh's services through
+// the gateway on the user's machine: cross-site requests, foreign origins
+// and DNS names rebound to loopback are refused; curl passes.
+func TestGatewayRefusesOtherSitesPages(t *testing.T) {
+	m := startMesh(t)
+	for _, tc := range []struct {
+		name    string
+		headers map[string]string
+		code    int
+		want    string
+	}{
+		{"curl", nil, 200, `{"msg":"Hello Ada"}`},
+		{"the gateway's own page", map[string]string{"Sec-Fetch-Site": "same-origin", "Origin": m.base}, 200, `{"msg":"Hello Ada"}`},
+		{"typed into the address bar", map[string]string{"Sec-Fetch-Site": "none"}, 200, `{"msg":"Hello Ada"}`},
+		{"another site's page", map[string]string{"Sec-Fetch-Site": "cross-site"}, 403, "a cross-site request from a browser"},
+		{"a sibling site's page", map[string]string{"Sec-Fetch-Site": "same-site"}, 403, "a same-site request"},
+		{"a foreign origin", map[string]string{"Origin": "http://evil.example"}, 403, "from origin http://evil.example"},
+		{"a sandboxed page", map[string]string{"Origin": "null"}, 403, "from origin null"},
+		{"a rebound DNS name", map[string]string{"Host": "evil.example"}, 421, "not evil.example"},
+		{"localhost by name", map[string]string{"Host": "localhost:8080"}, 200, `{"msg":"Hello Ada"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequestWithContext(t.Context(), "GET", m.base+"/helloworld/call?name=Ada", nil)
+			for k, v := range tc.headers {
+				req.Header.Set(k, v)
+			}
+			if h := tc.headers["Host"]; h != "" {
+				req.Host = h
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.code || !strings.Contains(string(body), tc.want) {
+				t.Errorf("%d %s, want %d with %s", resp.StatusCode, body, tc.code, tc.want)
+			}
+		})
+	}
+}
+
 // A service shuts the gateway out like any caller: its deny_from names
 // the gateway's identity, and its sidecar refuses the gateway's calls.
 func TestGatewayMeetsTheServicesRules(t *testing.T) {
