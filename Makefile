@@ -22,8 +22,8 @@ run: build ## start the server in the foreground with embedded defaults
 
 test: lint proto-check test-go ## the whole suite: lint, generated code, tests with -race
 
-test-go: deps postgres bin/consul
-	$(GO) test -race -count=1 -timeout 15m ./...
+test-go: deps postgres bin/consul bin/jsdom/node_modules/jsdom/package.json
+	MESH_JSDOM=$(BIN)/jsdom/node_modules $(GO) test -race -count=1 -timeout 15m ./...
 
 lint: bin/staticcheck ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $(GOFILES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -85,6 +85,15 @@ bin/consul: tools/consul/go.mod tools/consul/go.sum
 # the newest whose dependencies the module proxy here serves.
 bin/fortio: tools/fortio/go.mod tools/fortio/go.sum
 	cd tools/fortio && $(GO) build -o $(BIN)/fortio fortio.org/fortio
+
+# jsdom, a DOM for the dashboard's browser test (platform/dashboard), from
+# the npm registry with the machine's Node.js, at the versions
+# tools/jsdom/package-lock.json pins.
+bin/jsdom/node_modules/jsdom/package.json: tools/jsdom/package.json tools/jsdom/package-lock.json
+	@command -v npm >/dev/null || { echo "installing nodejs and npm"; (apt-get install -y nodejs npm >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y nodejs npm >/dev/null; }); }
+	rm -rf bin/jsdom && mkdir -p bin/jsdom && cp tools/jsdom/package.json tools/jsdom/package-lock.json bin/jsdom/
+	cd bin/jsdom && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 bin/buf: $(TOOLS)
 	cd tools && $(GO) build -o $(BIN)/buf github.com/bufbuild/buf/cmd/buf

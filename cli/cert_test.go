@@ -199,6 +199,8 @@ func TestCommandsRejectBadInput(t *testing.T) {
 		{[]string{"cert", "bundle"}, "make run"},
 		{[]string{"-o", "yaml", "version"}, "--output"},
 		{[]string{"server", "--cert-ttl", "-1h"}, "--cert-ttl"},
+		{[]string{"server", "--gateway-addr", "off"}, "say --dashboard-addr off too"},
+		{[]string{"server", "--gateway-namespace", "Shop"}, "--gateway-namespace"},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

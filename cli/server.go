@@ -29,6 +29,7 @@ type serverOptions struct {
 	retention   time.Duration
 	gatewayAddr string
 	gatewayNS   string
+	dashboard   string
 }
 
 func (o *serverOptions) validate() error {
@@ -47,10 +48,24 @@ func (o *serverOptions) validate() error {
 	if o.gatewayAddr == "" {
 		return fmt.Errorf("--gateway-addr must not be empty (say off for no API gateway)")
 	}
+	if o.dashboard == "" {
+		return fmt.Errorf("--dashboard-addr must not be empty (say off for no dashboard)")
+	}
+	if o.gateway() == "" && o.dashboardAddr() != "" {
+		return fmt.Errorf("the dashboard calls services through the API gateway: with --gateway-addr off, say --dashboard-addr off too")
+	}
 	if err := identity.ValidateName("namespace", o.gatewayNS); err != nil {
 		return fmt.Errorf("--gateway-namespace: %w", err)
 	}
 	return nil
+}
+
+// dashboardAddr is where the dashboard serves, "" for none.
+func (o *serverOptions) dashboardAddr() string {
+	if o.dashboard == "off" {
+		return ""
+	}
+	return o.dashboard
 }
 
 // gateway is where the API gateway serves, "" for none.
@@ -72,15 +87,15 @@ On first start it creates the mesh's CA under $MESH_HOME/ca; later starts reuse
 it. It serves the control plane's gRPC APIs with mTLS on --addr and /metrics,
 /healthz and /ready on --admin-addr, runs the platform services (store,
 config, broker, events) on the mesh, serves the API gateway — HTTP and JSON
-to the mesh's services, POST /helloworld/call — on --gateway-addr, and
-prints one line when ready.`,
+to the mesh's services, POST /helloworld/call — on --gateway-addr and the
+web dashboard on --dashboard-addr, and prints one line when ready.`,
 		Args: cobra.NoArgs,
 		Example: `  meshctl server
   meshctl server --addr 127.0.0.1:9443 --admin-addr 127.0.0.1:9090
   MESH_HOME=/tmp/mesh meshctl server --trust-domain example.org
   meshctl server --registry consul --consul-addr 127.0.0.1:8500
   meshctl server --gateway-addr 127.0.0.1:9080 --gateway-namespace shop
-  meshctl server --gateway-addr off`,
+  meshctl server --gateway-addr off --dashboard-addr off`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return err
@@ -123,13 +138,14 @@ prints one line when ready.`,
 			err = srv.Run(cpCtx, func(info home.ServerInfo) {
 				mu.Lock()
 				host, hostErr = platform.Start(cmd.Context(), platform.Options{Home: g.homeDir(), ControlPlane: info.Address, NATSURL: o.natsURL, StorePostgres: o.storePG, EventsRetention: o.retention,
-					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, Metrics: srv.Metrics(), Logger: log})
+					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, DashboardAddr: o.dashboardAddr(), Metrics: srv.Metrics(), Logger: log})
 				mu.Unlock()
 				if hostErr != nil {
 					stopCP()
 					return
 				}
-				if info.GatewayAddress = host.GatewayAddr(); info.GatewayAddress != "" {
+				info.GatewayAddress, info.DashboardAddress = host.GatewayAddr(), host.DashboardAddr()
+				if info.GatewayAddress != "" {
 					if err := g.homeDir().WriteServerInfo(info); err != nil {
 						log.Warn("publishing the gateway's address", "err", err)
 					}
@@ -153,6 +169,7 @@ prints one line when ready.`,
 	f.StringVar(&o.storePG, "store-postgres", "", "keep the store's records in PostgreSQL (a DSN, postgres://…) instead of bbolt under $MESH_HOME/store")
 	f.DurationVar(&o.retention, "events-retention", 24*time.Hour, "how long events are kept")
 	f.StringVar(&o.gatewayAddr, "gateway-addr", envconfig.Get(envconfig.GatewayAddr, envconfig.DefaultGatewayAddr), "API gateway HTTP address, or off ($"+envconfig.GatewayAddr+")")
+	f.StringVar(&o.dashboard, "dashboard-addr", envconfig.Get(envconfig.DashboardAddr, envconfig.DefaultDashboardAddr), "web dashboard HTTP address, or off ($"+envconfig.DashboardAddr+")")
 	f.StringVar(&o.gatewayNS, "gateway-namespace", "default", "namespace of the services the gateway's paths name without one (/NAME/...; /NAME.NAMESPACE/... for others)")
 	f.StringVar(&o.logLevel, "log-level", envconfig.Get(envconfig.LogLevel, "info"), "debug, info, warn or error ($"+envconfig.LogLevel+")")
 	return cmd
@@ -162,6 +179,9 @@ func renderServerReady(info home.ServerInfo, homeDir string) string {
 	gw := ""
 	if info.GatewayAddress != "" {
 		gw = ", gateway http://" + info.GatewayAddress
+	}
+	if info.DashboardAddress != "" {
+		gw += ", dashboard http://" + info.DashboardAddress
 	}
 	return fmt.Sprintf("micromesh server ready: grpc %s, admin http://%s%s, trust domain %s, home %s\n",
 		info.Address, info.AdminAddress, gw, info.TrustDomain, homeDir)

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -31,6 +32,7 @@ import (
 	"github.com/micromesh/micromesh/internal/version"
 	"github.com/micromesh/micromesh/platform/broker"
 	"github.com/micromesh/micromesh/platform/config"
+	"github.com/micromesh/micromesh/platform/dashboard"
 	"github.com/micromesh/micromesh/platform/events"
 	"github.com/micromesh/micromesh/platform/gateway"
 	"github.com/micromesh/micromesh/platform/natsserver"
@@ -60,6 +62,9 @@ type Options struct {
 	// name without one (default "default").
 	GatewayAddr      string
 	GatewayNamespace string
+	// DashboardAddr, if set, is where the dashboard serves HTTP (package
+	// dashboard); it needs the gateway.
+	DashboardAddr string
 	// Metrics, if set, gets the metrics of what runs here (the server's
 	// /metrics).
 	Metrics prometheus.Registerer
@@ -68,12 +73,16 @@ type Options struct {
 
 // Host runs the platform services.
 type Host struct {
-	stops       []func()
-	gatewayAddr string
+	stops         []func()
+	gatewayAddr   string
+	dashboardAddr string
 }
 
 // GatewayAddr is where the API gateway serves HTTP ("" for none).
 func (h *Host) GatewayAddr() string { return h.gatewayAddr }
+
+// DashboardAddr is where the dashboard serves HTTP ("" for none).
+func (h *Host) DashboardAddr() string { return h.dashboardAddr }
 
 // Start starts every platform service and returns once each is
 // registered.
@@ -163,8 +172,45 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 		}
 		h.stops = append(h.stops, gw.Stop)
 		h.gatewayAddr = gw.Addr()
+		if o.DashboardAddr != "" {
+			if err := h.dashboard(o.DashboardAddr, gw, o.Logger); err != nil {
+				return nil, err
+			}
+		}
+	} else if o.DashboardAddr != "" {
+		return nil, errors.New("the dashboard calls services through the API gateway: run both, or neither (--dashboard-addr off)")
 	}
 	return h, nil
+}
+
+// dashboard serves the dashboard at addr.
+func (h *Host) dashboard(addr string, gw *gateway.Gateway, log *slog.Logger) error {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("dashboard address %s: %w (pick another with --dashboard-addr, or turn it off with --dashboard-addr off)", addr, err)
+	}
+	host, _, _ := net.SplitHostPort(lis.Addr().String())
+	ip := net.ParseIP(host)
+	srv := &http.Server{
+		Handler:           gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.Handler(), Services: gw.ListServices}), ip != nil && ip.IsLoopback()),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	h.dashboardAddr = lis.Addr().String()
+	h.stops = append(h.stops, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			_ = srv.Close()
+		}
+		<-served
+	})
+	log.Info("dashboard ready", "component", "dashboard", "addr", h.dashboardAddr)
+	return nil
 }
 
 // secretKey is the key config secrets are sealed with: $MESH_CONFIG_KEY

@@ -99,6 +99,18 @@ func TestQuickStart(t *testing.T) {
 			t.Errorf("POST %s through the gateway: %d %s", path, resp.StatusCode, body)
 		}
 	}
+	// The dashboard lists them, and calls through the gateway.
+	for path, want := range map[string]string{"/status": `"name":"pingpong"`, "/api/pingpong": `"path":"/pingpong/ping"`} {
+		resp, err := http.Get("http://" + srv.dashboard + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s from the dashboard: %d %s", path, resp.StatusCode, body)
+		}
+	}
 	if out := srv.run(ctx, t, meshctl, "services"); !strings.Contains(out, "/examples.pingpong.v1.Pingpong/*:retries=0 rate_limit=500 retries=1 timeout=30s") {
 		t.Errorf("services does not show pingpong's policy:\n%s", out)
 	}

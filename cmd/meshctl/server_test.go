@@ -23,8 +23,8 @@ type testServer struct {
 	cmd     *exec.Cmd
 	logs    *syncbuf.Buffer
 	drained chan struct{}
-	// gateway is the API gateway's address, from the ready line.
-	gateway string
+	// gateway and dashboard are their addresses, from the ready line.
+	gateway, dashboard string
 }
 
 // startServer starts the server on free ports and waits for its ready
@@ -45,7 +45,7 @@ func startServerWith(ctx context.Context, t *testing.T, home, bin string) *testS
 	t.Helper()
 	s := &testServer{home: home, logs: &syncbuf.Buffer{}, drained: make(chan struct{})}
 	s.env = append(os.Environ(), "MESH_HOME="+s.home)
-	s.cmd = exec.CommandContext(ctx, bin, "server", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0")
+	s.cmd = exec.CommandContext(ctx, bin, "server", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0", "--dashboard-addr", "127.0.0.1:0")
 	s.cmd.Env = s.env
 	stdout, err := s.cmd.StdoutPipe()
 	if err != nil {
@@ -72,10 +72,10 @@ func startServerWith(ctx context.Context, t *testing.T, home, bin string) *testS
 		if !strings.HasPrefix(line, "micromesh server ready: grpc 127.0.0.1:") {
 			t.Fatalf("first line = %q", line)
 		}
-		if m := regexp.MustCompile(`, gateway http://(127\.0\.0\.1:\d+),`).FindStringSubmatch(line); m != nil {
-			s.gateway = m[1]
+		if m := regexp.MustCompile(`, gateway http://(127\.0\.0\.1:\d+), dashboard http://(127\.0\.0\.1:\d+),`).FindStringSubmatch(line); m != nil {
+			s.gateway, s.dashboard = m[1], m[2]
 		} else {
-			t.Fatalf("the ready line names no gateway: %q", line)
+			t.Fatalf("the ready line names no gateway and dashboard: %q", line)
 		}
 	case <-ctx.Done():
 		t.Fatalf("no ready line; logs:\n%s", s.logs.String())

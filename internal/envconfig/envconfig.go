@@ -19,6 +19,9 @@ const (
 	// GatewayAddr is where `meshctl server` serves the API gateway
 	// ("off": none).
 	GatewayAddr = "MESH_GATEWAY_ADDR"
+	// DashboardAddr is where `meshctl server` serves the dashboard ("off":
+	// none).
+	DashboardAddr = "MESH_DASHBOARD_ADDR"
 	// TrustDomain is the trust domain of a new CA.
 	TrustDomain = "MESH_TRUST_DOMAIN"
 	// LogLevel is debug, info, warn or error.
@@ -50,10 +53,11 @@ const (
 
 // Defaults.
 const (
-	DefaultControlPlane = "127.0.0.1:8443"
-	DefaultAdminAddr    = "127.0.0.1:8090"
-	DefaultGatewayAddr  = "127.0.0.1:8080"
-	DefaultConsulAddr   = "127.0.0.1:8500"
+	DefaultControlPlane  = "127.0.0.1:8443"
+	DefaultAdminAddr     = "127.0.0.1:8090"
+	DefaultGatewayAddr   = "127.0.0.1:8080"
+	DefaultDashboardAddr = "127.0.0.1:8082"
+	DefaultConsulAddr    = "127.0.0.1:8500"
 )
 
 // HomeDir returns $MESH_HOME, or ~/.micromesh.

@@ -63,10 +63,12 @@ type ServerInfo struct {
 	Address      string `json:"address"`       // gRPC (xDS and APIs), mTLS
 	AdminAddress string `json:"admin_address"` // /metrics, /healthz, /ready
 	// GatewayAddress is the API gateway's (HTTP), when it runs.
-	GatewayAddress string    `json:"gateway_address,omitempty"`
-	TrustDomain    string    `json:"trust_domain"`
-	PID            int       `json:"pid"`
-	Started        time.Time `json:"started"`
+	GatewayAddress string `json:"gateway_address,omitempty"`
+	// DashboardAddress is the dashboard's (HTTP), when it runs.
+	DashboardAddress string    `json:"dashboard_address,omitempty"`
+	TrustDomain      string    `json:"trust_domain"`
+	PID              int       `json:"pid"`
+	Started          time.Time `json:"started"`
 }
 
 // ErrNoServer means no control plane has published itself in this home.

@@ -215,6 +215,15 @@ func hostOf(addr string) string {
 // Addr is where the gateway serves HTTP.
 func (g *Gateway) Addr() string { return g.addr }
 
+// Handler is the gateway's HTTP handler (the dashboard serves it too).
+func (g *Gateway) Handler() http.Handler { return g.handler }
+
+// ListServices lists the mesh's services with their instances, as the
+// gateway's identity sees them (every namespace).
+func (g *Gateway) ListServices(ctx context.Context) (*registryv1.ListServicesResponse, error) {
+	return registryv1.NewRegistryServiceClient(g.cpConn).ListServices(ctx, &registryv1.ListServicesRequest{})
+}
+
 // Stop stops taking requests, lets those in flight finish (a few seconds
 // at most: streams are cut), then stops the sidecar.
 func (g *Gateway) Stop() {

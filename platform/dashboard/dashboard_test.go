@@ -1,0 +1,177 @@
+package dashboard_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/micromesh/micromesh/examples/helloworld/handler"
+	pb "github.com/micromesh/micromesh/examples/helloworld/proto"
+	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/internal/poll"
+	"github.com/micromesh/micromesh/platform/dashboard"
+	"github.com/micromesh/micromesh/platform/gateway"
+	"github.com/micromesh/micromesh/service"
+)
+
+func get(t *testing.T, url string, header map[string]string) (*http.Response, string) {
+	t.Helper()
+	return send(t, "GET", url, "", header)
+}
+
+func send(t *testing.T, method, url, body string, header map[string]string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(b)
+}
+
+// The dashboard as its page uses it: the page and its script, the
+// registry's listing, and the gateway's endpoints and calls under /api —
+// with the fields the script reads.
+func TestDashboard(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	cp.StartService("default", "helloworld", func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), handler.Helloworld{}) })
+	gw, err := gateway.Start(t.Context(), gateway.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Stop)
+	srv := httptest.NewServer(gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.Handler(), Services: gw.ListServices}), true))
+	t.Cleanup(srv.Close)
+	poll.Until(t, "the gateway routes to helloworld", 10*time.Second, 20*time.Millisecond, func() bool {
+		_, body := get(t, srv.URL+"/api/", nil)
+		return strings.Contains(body, `"path":"/helloworld"`)
+	})
+
+	resp, page := get(t, srv.URL+"/", nil)
+	if resp.StatusCode != 200 || !strings.Contains(page, `<script src="app.js" defer></script>`) || !strings.Contains(resp.Header.Get("Content-Type"), "text/html") {
+		t.Errorf("GET /: %d %s\n%s", resp.StatusCode, resp.Header.Get("Content-Type"), page)
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") || resp.Header.Get("X-Frame-Options") != "DENY" {
+		t.Errorf("the page may run others' scripts or be framed: CSP %q, X-Frame-Options %q", csp, resp.Header.Get("X-Frame-Options"))
+	}
+	resp, script := get(t, srv.URL+"/app.js", nil)
+	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Type"), "javascript") {
+		t.Errorf("GET /app.js: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	for _, used := range []string{`getJSON("status")`, `getJSON("api/")`, `getJSON("api" + path)`, `fetch("api" + ep.path, { method: "POST"`, "textContent"} {
+		if !strings.Contains(script, used) {
+			t.Errorf("the script no longer has %s: check this test's contract", used)
+		}
+	}
+	if strings.Contains(script, "innerHTML") {
+		t.Error("the script writes markup: services' names and answers must be text")
+	}
+	if node, err := exec.LookPath("node"); err == nil {
+		if out, err := exec.Command(node, "--check", "static/app.js").CombinedOutput(); err != nil {
+			t.Errorf("app.js does not parse: %v\n%s", err, out)
+		}
+	}
+
+	// /status: the registry's listing, with what the script shows.
+	var status struct {
+		Services []struct {
+			Name, Namespace string
+			Instances       []map[string]any
+		}
+	}
+	_, body := get(t, srv.URL+"/status", nil)
+	if err := json.Unmarshal([]byte(body), &status); err != nil {
+		t.Fatalf("/status: %v\n%s", err, body)
+	}
+	found := false
+	for _, s := range status.Services {
+		if s.Name != "helloworld" || s.Namespace != "default" || len(s.Instances) != 1 {
+			continue
+		}
+		found = true
+		in := s.Instances[0]
+		for _, k := range []string{"id", "address", "port", "quicPort", "kind", "protocol", "health"} {
+			if in[k] == nil || in[k] == "" {
+				t.Errorf("/status: helloworld's instance has no %s: %v", k, in)
+			}
+		}
+		if in["health"] != "passing" || in["protocol"] != "grpc" {
+			t.Errorf("/status: helloworld's instance: %v", in)
+		}
+	}
+	if !found {
+		t.Errorf("/status lists no helloworld with its instance: %s", body)
+	}
+
+	// /api: the gateway's endpoints and a call, as the page makes it.
+	_, body = get(t, srv.URL+"/api/helloworld", nil)
+	for _, want := range []string{`"path":"/helloworld/call"`, `"request":{"name":"examples.helloworld.v1.CallRequest","fields":[{"name":"name","type":"string"}]}`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/api/helloworld lacks %s:\n%s", want, body)
+		}
+	}
+	same := map[string]string{"Content-Type": "application/json", "Origin": srv.URL, "Sec-Fetch-Site": "same-origin"}
+	if resp, body := send(t, "POST", srv.URL+"/api/helloworld/call", `{"name":"Ada"}`, same); resp.StatusCode != 200 || strings.TrimSpace(body) != `{"msg":"Hello Ada"}` {
+		t.Errorf("a call from the page: %d %s", resp.StatusCode, body)
+	}
+	// Another site's page cannot make it.
+	if resp, body := send(t, "POST", srv.URL+"/api/helloworld/call", `{"name":"Ada"}`, map[string]string{"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}); resp.StatusCode != 403 {
+		t.Errorf("a call from another site's page: %d %s", resp.StatusCode, body)
+	}
+}
+
+// The page in a DOM (jsdom, which make test installs into bin/jsdom and
+// names in $MESH_JSDOM): a user lists the services, opens one, calls its
+// endpoint and reads the answer (testdata/browser.js).
+func TestDashboardInABrowser(t *testing.T) {
+	modules := os.Getenv("MESH_JSDOM")
+	if modules == "" {
+		t.Skip("$MESH_JSDOM names no jsdom (make test installs it)")
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatalf("$MESH_JSDOM is set but there is no node: %v", err)
+	}
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	hello := func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), handler.Helloworld{}) }
+	cp.StartService("default", "helloworld", hello)
+	cp.StartService("prod", "helloworld", hello)
+	web := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(web.Close)
+	cp.StartSidecar("default", "web", meshtest.WithApp(strings.TrimPrefix(web.URL, "http://"), "http"))
+	gw, err := gateway.Start(t.Context(), gateway.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Stop)
+	srv := httptest.NewServer(gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.Handler(), Services: gw.ListServices}), true))
+	t.Cleanup(srv.Close)
+	poll.Until(t, "the gateway routes to the services", 10*time.Second, 20*time.Millisecond, func() bool {
+		_, body := get(t, srv.URL+"/api/", nil)
+		return strings.Count(body, `"path"`) == 3
+	})
+	cmd := exec.CommandContext(t.Context(), node, "testdata/browser.js", srv.URL+"/")
+	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
+	out, err := cmd.CombinedOutput()
+	t.Logf("browser.js:\n%s", out)
+	if err != nil {
+		t.Errorf("the page in a DOM: %v", err)
+	}
+}

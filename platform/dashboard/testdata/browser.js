@@ -1,0 +1,72 @@
+// The dashboard in a DOM (jsdom): what a user sees and clicks. Run by
+// TestDashboardInABrowser: node browser.js URL, with NODE_PATH at jsdom's
+// node_modules; prints what it checks and exits 1 if any check fails.
+"use strict";
+const { JSDOM } = require("jsdom");
+
+const url = process.argv[2];
+let failed = 0;
+function check(what, ok, got) {
+  console.log((ok ? "ok   " : "FAIL ") + what + (ok ? "" : ": " + got));
+  if (!ok) failed++;
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function until(what, cond) {
+  for (let i = 0; i < 100; i++) {
+    if (cond()) return true;
+    await sleep(50);
+  }
+  check(what, false, "not within 5 s");
+  return false;
+}
+
+(async () => {
+  const dom = await JSDOM.fromURL(url, {
+    runScripts: "dangerously", resources: "usable", pretendToBeVisual: true,
+    // jsdom has no fetch: the page's calls go through Node's, to the same origin.
+    beforeParse(win) { win.fetch = (u, o) => fetch(new URL(u, win.location.href), o); },
+  });
+  const w = dom.window, doc = w.document;
+  const click = (el) => el.dispatchEvent(new w.MouseEvent("click", { bubbles: true }));
+  const rows = () => [...doc.querySelectorAll("#services tbody tr")];
+  const row = (name, ns) => rows().find((r) => r.cells[0].textContent === name && r.cells[1].textContent === ns);
+
+  await until("the services are listed", () => row("helloworld", "default"));
+  check("no error shown", doc.querySelector("#error").textContent === "", doc.querySelector("#error").textContent);
+  check("helloworld's instances", row("helloworld", "default").cells[2].textContent === "1/1", row("helloworld", "default").cells[2].textContent);
+  check("a service's name is text, not markup", doc.querySelector("#services img") === null, "an element from a name");
+
+  click(row("helloworld", "default"));
+  await until("helloworld's endpoints", () => doc.querySelector(".endpoint"));
+  check("the service is shown", doc.querySelector("#service-name").textContent === "helloworld.default", doc.querySelector("#service-name").textContent);
+  const inst = doc.querySelector("#instances tbody tr");
+  check("its instance, passing", inst && inst.cells[6].textContent === "passing" && inst.cells[4].textContent === "grpc", inst && inst.textContent);
+  const ep = doc.querySelector(".endpoint");
+  check("the endpoint's path", ep.querySelector("h4").textContent === "POST /api/helloworld/call", ep.querySelector("h4").textContent);
+  check("a request skeleton", JSON.parse(ep.querySelector("textarea").value).name === "", ep.querySelector("textarea").value);
+
+  ep.querySelector("textarea").value = '{"name":"<b>Ada</b>"}';
+  click(ep.querySelector("button"));
+  await until("the call's answer", () => ep.querySelector("pre"));
+  check("200 shown", ep.querySelector("span").textContent.startsWith("200"), ep.querySelector("span").textContent);
+  check("the answer, as text", JSON.parse(ep.querySelector("pre").textContent).msg === "Hello <b>Ada</b>" && ep.querySelector("pre b") === null, ep.querySelector("pre").innerHTML);
+
+  ep.querySelector("textarea").value = "{}";
+  click(ep.querySelector("button"));
+  await until("the error's answer", () => ep.querySelector("span").textContent.startsWith("400"));
+  check("the service's error", ep.querySelector("pre").textContent.includes("name is required"), ep.querySelector("pre").textContent);
+
+  const http = row("web", "default");
+  click(http);
+  await until("the HTTP service's note", () => doc.querySelector("#endpoints-note").textContent !== "");
+  check("an HTTP service says where it is forwarded", doc.querySelector("#endpoints-note").textContent.includes("forwards requests to /web/"), doc.querySelector("#endpoints-note").textContent);
+
+  const ns = doc.querySelector("#namespace");
+  check("namespaces to filter by", [...ns.options].map((o) => o.value).join(",") === ",default,prod", [...ns.options].map((o) => o.value).join(","));
+  ns.value = "prod";
+  ns.dispatchEvent(new w.Event("change"));
+  check("the filter", rows().length === 1 && rows()[0].cells[1].textContent === "prod", rows().map((r) => r.textContent).join(" | "));
+
+  w.close();
+  process.exit(failed ? 1 : 0);
+})().catch((e) => { console.log("FAIL " + e.stack); process.exit(1); });
