@@ -355,7 +355,7 @@ func (h *Handler) describeService(w http.ResponseWriter, r *http.Request, t *tar
 	}
 	list := []endpoint{}
 	for _, ep := range set.Endpoints {
-		list = append(list, endpoint{Path: endpointPath(t, ep), Endpoint: ep})
+		list = append(list, endpoint{Path: endpointPath(set, t, ep), Endpoint: ep})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"service": t.name, "namespace": t.ns, "endpoints": list})
 }
@@ -374,77 +374,31 @@ func (a withAuthority) NewStream(ctx context.Context, desc *grpc.StreamDesc, met
 	return a.cc.NewStream(ctx, desc, method, append(opts, grpc.CallAuthority(a.authority))...)
 }
 
-// resolve finds the endpoint a path names: /METHOD (of the gRPC service
-// named like the mesh service, or the only one with that method), or
-// /SERVICE/METHOD (SERVICE short or full); letters' case, '-' and '_'
-// aside, as Micro's gateway mapped /foo/bar to Foo.Bar.
+// resolve finds the endpoint a path names (endpoints.Set.Match: /METHOD
+// or /SERVICE/METHOD, as Micro's gateway mapped /foo/bar to Foo.Bar).
 func resolve(set *endpoints.Set, t *target, p string) (*endpoints.Endpoint, error) {
-	parts := strings.Split(strings.Trim(p, "/"), "/")
-	var found []*endpoints.Endpoint
-	switch len(parts) {
-	case 1:
-		var named []*endpoints.Endpoint
-		for _, ep := range set.Endpoints {
-			_, short, method := split(ep)
-			if fold(method) != fold(parts[0]) {
-				continue
-			}
-			found = append(found, ep)
-			if fold(short) == fold(t.name) {
-				named = append(named, ep)
-			}
-		}
-		if len(found) > 1 && len(named) == 1 {
-			found = named
-		}
-	case 2:
-		for _, ep := range set.Endpoints {
-			full, short, method := split(ep)
-			if fold(method) == fold(parts[1]) && (fold(short) == fold(parts[0]) || strings.EqualFold(full, parts[0])) {
-				found = append(found, ep)
-			}
-		}
-	}
+	found := set.Match(t.name, strings.Split(strings.Trim(p, "/"), "/"))
 	switch len(found) {
 	case 1:
 		return found[0], nil
 	case 0:
 		var paths []string
 		for _, ep := range set.Endpoints {
-			paths = append(paths, endpointPath(t, ep))
+			paths = append(paths, endpointPath(set, t, ep))
 		}
 		return nil, merrors.NotFound("gateway", "service %s has no endpoint at %s (it has: %s)", t.name, p, strings.Join(paths, ", "))
 	default:
 		var paths []string
 		for _, ep := range found {
-			paths = append(paths, "/"+t.segment+"/"+strings.ToLower(shortOf(ep))+"/"+strings.ToLower(methodOf(ep)))
+			paths = append(paths, endpointPath(set, t, ep))
 		}
 		return nil, merrors.NotFound("gateway", "%s names more than one endpoint of service %s: say which, %s", p, t.name, strings.Join(paths, " or "))
 	}
 }
 
 // endpointPath is the shortest path that names ep.
-func endpointPath(t *target, ep *endpoints.Endpoint) string {
-	_, short, method := split(ep)
-	if fold(short) == fold(t.name) {
-		return "/" + t.segment + "/" + strings.ToLower(method)
-	}
-	return "/" + t.segment + "/" + strings.ToLower(short) + "/" + strings.ToLower(method)
-}
-
-// split reads an endpoint's gRPC path /pkg.Service/Method.
-func split(ep *endpoints.Endpoint) (full, short, method string) {
-	full, method, _ = strings.Cut(strings.TrimPrefix(ep.Method, "/"), "/")
-	short = full[strings.LastIndex(full, ".")+1:]
-	return full, short, method
-}
-
-func shortOf(ep *endpoints.Endpoint) string  { _, s, _ := split(ep); return s }
-func methodOf(ep *endpoints.Endpoint) string { _, _, m := split(ep); return m }
-
-// fold compares names as the gateway's paths do.
-func fold(s string) string {
-	return strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(s))
+func endpointPath(set *endpoints.Set, t *target, ep *endpoints.Endpoint) string {
+	return "/" + t.segment + "/" + strings.Join(set.Words(t.name, ep), "/")
 }
 
 // notForwarded are request headers that are HTTP's or the mesh's, not
