@@ -136,51 +136,7 @@ stream's answers print as they come).`,
 			if len(args) == 3 {
 				arg = args[2]
 			}
-			var body []byte
-			var next func() ([]byte, error)
-			if ep.ClientStreaming {
-				if next, err = streamMessages(arg, s.In); err != nil {
-					return err
-				}
-			} else {
-				body = []byte(arg)
-				if arg == "-" {
-					if body, err = io.ReadAll(s.In); err != nil {
-						return fmt.Errorf("reading the request from stdin: %w", err)
-					}
-				}
-				if _, err := ep.NewRequest(body); err != nil {
-					return err
-				}
-			}
-			// The call goes where describe went, or through a sidecar as
-			// the --as service.
-			via := grpc.ClientConnInterface(conn)
-			if o.as != "" {
-				name, ns, _ := o.asCaller()
-				h := g.homeDir()
-				caller, err := meshclient.StartCaller(ctx, h, join.ControlPlaneAddr(o.target.controlPlane, h), ns, name,
-					slog.New(slog.NewTextHandler(s.Err, &slog.HandlerOptions{Level: slog.LevelWarn})))
-				if err != nil {
-					return err
-				}
-				defer caller.Close()
-				asConn, err := caller.Dial(o.target.namespace, args[0])
-				if err != nil {
-					return err
-				}
-				defer asConn.Close()
-				via = asConn
-			}
-			ctx = metadata.NewOutgoingContext(ctx, md)
-			show := func(b []byte) error {
-				_, err := fmt.Fprintf(s.Out, "%s\n", b)
-				return err
-			}
-			if ep.ClientStreaming {
-				return ep.Stream(ctx, via, next, show)
-			}
-			return ep.Call(ctx, via, body, show)
+			return o.invoke(ctx, g, s, conn, args[0], ep, arg, md)
 		},
 	}
 	o.target.flags(cmd)
@@ -188,6 +144,57 @@ stream's answers print as they come).`,
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 30*time.Second, "deadline of the call (the service sees it)")
 	cmd.Flags().StringVar(&o.as, "as", "", "call as this service (name, or name.namespace): through a sidecar of its own, meeting the target's faults, splits, retries, mirrors and RBAC rules as that service's calls do")
 	return cmd
+}
+
+// invoke calls endpoint ep of service name with the request arg (JSON,
+// "-" for standard input, a JSON array or "-" lines for a stream) where
+// describe went (conn), or through a sidecar as the --as service, and
+// prints each answer as a line of JSON.
+func (o *callOptions) invoke(ctx context.Context, g *globalOptions, s Streams, conn *grpc.ClientConn, name string, ep *endpoints.Endpoint, arg string, md metadata.MD) error {
+	var body []byte
+	var next func() ([]byte, error)
+	var err error
+	if ep.ClientStreaming {
+		if next, err = streamMessages(arg, s.In); err != nil {
+			return err
+		}
+	} else {
+		body = []byte(arg)
+		if arg == "-" {
+			if body, err = io.ReadAll(s.In); err != nil {
+				return fmt.Errorf("reading the request from stdin: %w", err)
+			}
+		}
+		if _, err := ep.NewRequest(body); err != nil {
+			return err
+		}
+	}
+	via := grpc.ClientConnInterface(conn)
+	if o.as != "" {
+		caller, ns, _ := o.asCaller()
+		h := g.homeDir()
+		c, err := meshclient.StartCaller(ctx, h, join.ControlPlaneAddr(o.target.controlPlane, h), ns, caller,
+			slog.New(slog.NewTextHandler(s.Err, &slog.HandlerOptions{Level: slog.LevelWarn})))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		asConn, err := c.Dial(o.target.namespace, name)
+		if err != nil {
+			return err
+		}
+		defer asConn.Close()
+		via = asConn
+	}
+	ctx = metadata.NewOutgoingContext(ctx, md)
+	show := func(b []byte) error {
+		_, err := fmt.Fprintf(s.Out, "%s\n", b)
+		return err
+	}
+	if ep.ClientStreaming {
+		return ep.Stream(ctx, via, next, show)
+	}
+	return ep.Call(ctx, via, body, show)
 }
 
 // streamMessages yields the requests of a client or bidirectional stream:

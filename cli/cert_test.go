@@ -106,8 +106,7 @@ func TestInspectRendering(t *testing.T) {
 func runCLI(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	cmd := NewRootCommand(Streams{In: strings.NewReader(""), Out: &out, Err: &errOut})
-	cmd.SetArgs(args)
+	cmd := NewCommand(Streams{In: strings.NewReader(""), Out: &out, Err: &errOut}, args)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := cmd.ExecuteContext(ctx)

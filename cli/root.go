@@ -49,7 +49,7 @@ func (g *globalOptions) validate() error {
 func Execute() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root := NewRootCommand(Streams{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
+	root := NewCommand(Streams{In: os.Stdin, Out: os.Stdout, Err: os.Stderr}, os.Args[1:])
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "meshctl: "+describe(err))
 		return 1
@@ -57,8 +57,25 @@ func Execute() int {
 	return 0
 }
 
+// NewCommand returns meshctl set to run args: the command tree, and when
+// args' first word names no command but a service could, that service's
+// command (servicecmd.go: `meshctl helloworld call --name Alice`).
+func NewCommand(s Streams, args []string) *cobra.Command {
+	root, g := newRoot(s)
+	if word := serviceWord(root, args); word != "" {
+		root.AddCommand(newServiceCommand(g, s, word))
+	}
+	root.SetArgs(args)
+	return root
+}
+
 // NewRootCommand returns the meshctl command tree.
 func NewRootCommand(s Streams) *cobra.Command {
+	root, _ := newRoot(s)
+	return root
+}
+
+func newRoot(s Streams) (*cobra.Command, *globalOptions) {
 	g := &globalOptions{}
 	root := &cobra.Command{
 		Use:   "meshctl",
@@ -69,6 +86,9 @@ State lives under $MESH_HOME (default ~/.micromesh). Commands find the local
 server there with no flags.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// A word that names no command may name a service; one close to a
+		// command's name is still suggested (servicecmd.go).
+		SuggestionsMinimumDistance: 2,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			return g.validate()
 		},
@@ -106,7 +126,7 @@ server there with no flags.`,
 		newDescribeCommand(g, s),
 		newVersionCommand(g, s),
 	)
-	return root
+	return root, g
 }
 
 // describe turns an error into one line a person can act on; gRPC statuses

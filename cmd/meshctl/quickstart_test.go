@@ -85,6 +85,10 @@ func TestQuickStart(t *testing.T) {
 	if out := srv.run(ctx, t, meshctl, "call", "pingpong", "Pingpong.Ping", `{"name":"Bob"}`); out != `{"msg":"Hello Bob"}`+"\n" {
 		t.Fatalf("call pingpong: %q", out)
 	}
+	// Every service is a command of its own.
+	if out := srv.run(ctx, t, meshctl, "helloworld", "call", "--name", "Carol"); out != `{"msg":"Hello Carol"}`+"\n" {
+		t.Errorf("meshctl helloworld call --name Carol: %q", out)
+	}
 	// The API gateway: HTTP and JSON from outside the mesh, as curl sends it.
 	for path, want := range map[string]string{"/helloworld/call": `{"msg":"Hello Carol"}`, "/pingpong/ping": `{"msg":"Hello Carol"}`} {
 		req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+srv.gateway+path, strings.NewReader(`{"name":"Carol"}`))

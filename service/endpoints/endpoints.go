@@ -410,8 +410,13 @@ func (e *Endpoint) receive(stream grpc.ClientStream, out func(json []byte) error
 // that names no field is an error that says so.
 func (e *Endpoint) ValuesJSON(vals url.Values) ([]byte, error) {
 	fields := e.desc.Input().Fields()
-	obj := make(map[string]json.RawMessage, len(vals))
-	for key, vs := range vals {
+	keys := make([]string, 0, len(vals))
+	for key := range vals {
+		keys = append(keys, key)
+	}
+	sort.Strings(keys) // a field named twice (JSON and proto name) keeps one order
+	items := map[protoreflect.FieldDescriptor][]json.RawMessage{}
+	for _, key := range keys {
 		fd := fields.ByJSONName(key)
 		if fd == nil {
 			fd = fields.ByName(protoreflect.Name(key))
@@ -419,26 +424,28 @@ func (e *Endpoint) ValuesJSON(vals url.Values) ([]byte, error) {
 		if fd == nil || fd.IsMap() {
 			return nil, fmt.Errorf("%w for %s (%s): %q is not a field (fields: %s)", ErrBadRequestJSON, e.Name, e.desc.Input().FullName(), key, fieldNames(e.Request.Fields))
 		}
-		var items []json.RawMessage
-		for _, v := range vs {
+		for _, v := range vals[key] {
 			item, err := formValue(fd, v)
 			if err != nil {
 				return nil, fmt.Errorf("%w for %s: field %s: %w", ErrBadRequestJSON, e.Name, fd.JSONName(), err)
 			}
-			items = append(items, item)
+			items[fd] = append(items[fd], item)
 		}
+	}
+	obj := make(map[string]json.RawMessage, len(items))
+	for fd, list := range items {
 		if !fd.IsList() {
-			if len(items) > 1 {
-				return nil, fmt.Errorf("%w for %s: field %s takes one value, not %d", ErrBadRequestJSON, e.Name, fd.JSONName(), len(items))
+			if len(list) > 1 {
+				return nil, fmt.Errorf("%w for %s: field %s takes one value, not %d", ErrBadRequestJSON, e.Name, fd.JSONName(), len(list))
 			}
-			obj[fd.JSONName()] = items[0]
+			obj[fd.JSONName()] = list[0]
 			continue
 		}
-		list, err := json.Marshal(items)
+		b, err := json.Marshal(list)
 		if err != nil {
 			return nil, err
 		}
-		obj[fd.JSONName()] = list
+		obj[fd.JSONName()] = b
 	}
 	return json.Marshal(obj)
 }

@@ -184,6 +184,8 @@ func TestValuesJSON(t *testing.T) {
 		{unary, "response_size=-2.5e1", `{"responseSize":-2.5e1}`, false},
 		{unary, `payload={"body":"AAAA"}`, `{"payload":{"body":"AAAA"}}`, false},
 		{stream, `responseParameters={"size":1}&responseParameters={"size":2}`, `{"responseParameters":[{"size":1},{"size":2}]}`, false},
+		{stream, `response_parameters={"size":2}&responseParameters={"size":1}`, `{"responseParameters":[{"size":1},{"size":2}]}`, false}, // both names: one field
+		{unary, "responseSize=1&response_size=2", `field responseSize takes one value, not 2`, true},
 		{unary, "", `{}`, false},
 		{unary, "responseSize=three", `field responseSize: "three" is not a number`, true},
 		{unary, "responseSize=NaN", `"NaN" is not a number`, true},
