@@ -123,6 +123,7 @@ server there with no flags.`,
 		newBrokerCommand(g, s),
 		newEventsCommand(g, s),
 		newConfigCommand(g, s),
+		newAuthCommand(g, s),
 		newDescribeCommand(g, s),
 		newVersionCommand(g, s),
 	)

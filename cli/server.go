@@ -14,6 +14,7 @@ import (
 	"github.com/micromesh/micromesh/internal/home"
 	"github.com/micromesh/micromesh/internal/logging"
 	"github.com/micromesh/micromesh/platform"
+	"github.com/micromesh/micromesh/platform/gateway"
 )
 
 type serverOptions struct {
@@ -29,6 +30,7 @@ type serverOptions struct {
 	retention   time.Duration
 	gatewayAddr string
 	gatewayNS   string
+	gatewayAuth string
 	dashboard   string
 }
 
@@ -47,6 +49,9 @@ func (o *serverOptions) validate() error {
 	}
 	if o.gatewayAddr == "" {
 		return fmt.Errorf("--gateway-addr must not be empty (say off for no API gateway)")
+	}
+	if err := gateway.ValidateAuthMode(o.gatewayAuth); err != nil {
+		return fmt.Errorf("--gateway-auth: %w", err)
 	}
 	if o.dashboard == "" {
 		return fmt.Errorf("--dashboard-addr must not be empty (say off for no dashboard)")
@@ -138,7 +143,7 @@ web dashboard on --dashboard-addr, and prints one line when ready.`,
 			err = srv.Run(cpCtx, func(info home.ServerInfo) {
 				mu.Lock()
 				host, hostErr = platform.Start(cmd.Context(), platform.Options{Home: g.homeDir(), ControlPlane: info.Address, NATSURL: o.natsURL, StorePostgres: o.storePG, EventsRetention: o.retention,
-					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, DashboardAddr: o.dashboardAddr(), Metrics: srv.Metrics(), Logger: log})
+					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, GatewayAuth: o.gatewayAuth, DashboardAddr: o.dashboardAddr(), Metrics: srv.Metrics(), Logger: log})
 				mu.Unlock()
 				if hostErr != nil {
 					stopCP()
@@ -170,6 +175,7 @@ web dashboard on --dashboard-addr, and prints one line when ready.`,
 	f.DurationVar(&o.retention, "events-retention", 24*time.Hour, "how long events are kept")
 	f.StringVar(&o.gatewayAddr, "gateway-addr", envconfig.Get(envconfig.GatewayAddr, envconfig.DefaultGatewayAddr), "API gateway HTTP address, or off ($"+envconfig.GatewayAddr+")")
 	f.StringVar(&o.dashboard, "dashboard-addr", envconfig.Get(envconfig.DashboardAddr, envconfig.DefaultDashboardAddr), "web dashboard HTTP address, or off ($"+envconfig.DashboardAddr+")")
+	f.StringVar(&o.gatewayAuth, "gateway-auth", gateway.AuthOptional, "access tokens the API gateway asks for: off, optional (a token that does not verify is refused; one that does keeps the request to its namespace) or required (meshctl auth)")
 	f.StringVar(&o.gatewayNS, "gateway-namespace", "default", "namespace of the services the gateway's paths name without one (/NAME/...; /NAME.NAMESPACE/... for others)")
 	f.StringVar(&o.logLevel, "log-level", envconfig.Get(envconfig.LogLevel, "info"), "debug, info, warn or error ($"+envconfig.LogLevel+")")
 	return cmd

@@ -1,5 +1,5 @@
-// Package platform runs the platform's primitives — store, broker, events
-// and config — as services on the mesh inside `meshctl
+// Package platform runs the platform's primitives — store, broker, events,
+// config and auth — as services on the mesh inside `meshctl
 // server`: each has its own identity (spiffe://<td>/ns/micromesh/svc/<name>),
 // its own gRPC server (the framework's) and its own sidecar, and is reached
 // like any other service, through the caller's sidecar. Tenancy comes from
@@ -30,6 +30,7 @@ import (
 	"github.com/micromesh/micromesh/internal/envconfig"
 	"github.com/micromesh/micromesh/internal/home"
 	"github.com/micromesh/micromesh/internal/version"
+	"github.com/micromesh/micromesh/platform/auth"
 	"github.com/micromesh/micromesh/platform/broker"
 	"github.com/micromesh/micromesh/platform/config"
 	"github.com/micromesh/micromesh/platform/dashboard"
@@ -37,6 +38,7 @@ import (
 	"github.com/micromesh/micromesh/platform/gateway"
 	"github.com/micromesh/micromesh/platform/natsserver"
 	"github.com/micromesh/micromesh/platform/store"
+	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	brokerv1 "github.com/micromesh/micromesh/proto/broker/v1"
 	configv1 "github.com/micromesh/micromesh/proto/config/v1"
 	eventsv1 "github.com/micromesh/micromesh/proto/events/v1"
@@ -62,6 +64,9 @@ type Options struct {
 	// name without one (default "default").
 	GatewayAddr      string
 	GatewayNamespace string
+	// GatewayAuth is what the gateway asks of access tokens (gateway.AuthOff,
+	// AuthOptional: the default, AuthRequired).
+	GatewayAuth string
 	// DashboardAddr, if set, is where the dashboard serves HTTP (package
 	// dashboard); it needs the gateway.
 	DashboardAddr string
@@ -165,8 +170,24 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 		return nil, err
 	}
 
+	signer, err := ca.LoadTokenSigner(o.Home.CA())
+	if err != nil {
+		return nil, err
+	}
+	accounts, err := auth.Open(filepath.Join(string(o.Home), "auth"), signer.TrustDomain(), o.Logger.With("component", "auth"))
+	if err != nil {
+		return nil, err
+	}
+	h.stops = append(h.stops, func() { _ = accounts.Close() })
+	err = h.serve(ctx, o, "auth", func(s *service.Service) {
+		authv1.RegisterAuthServiceServer(s.Server(), accounts)
+	})
+	if err != nil {
+		return nil, err
+	}
+
 	if o.GatewayAddr != "" {
-		gw, err := gateway.Start(ctx, gateway.Options{Addr: o.GatewayAddr, Namespace: o.GatewayNamespace, Home: o.Home, ControlPlane: o.ControlPlane, Metrics: o.Metrics, Logger: o.Logger})
+		gw, err := gateway.Start(ctx, gateway.Options{Addr: o.GatewayAddr, Namespace: o.GatewayNamespace, Auth: o.GatewayAuth, Home: o.Home, ControlPlane: o.ControlPlane, Metrics: o.Metrics, Logger: o.Logger})
 		if err != nil {
 			return nil, err
 		}
@@ -190,9 +211,12 @@ func (h *Host) dashboard(addr string, gw *gateway.Gateway, log *slog.Logger) err
 		return fmt.Errorf("dashboard address %s: %w (pick another with --dashboard-addr, or turn it off with --dashboard-addr off)", addr, err)
 	}
 	host, _, _ := net.SplitHostPort(lis.Addr().String())
-	ip := net.ParseIP(host)
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		_ = lis.Close()
+		return fmt.Errorf("dashboard address %s: the dashboard has no login and serves the operator: it listens on loopback only", addr)
+	}
 	srv := &http.Server{
-		Handler:           gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.Handler(), Services: gw.ListServices}), ip != nil && ip.IsLoopback()),
+		Handler:           gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.OperatorHandler(), Services: gw.ListServices}), true),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,

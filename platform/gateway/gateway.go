@@ -35,6 +35,8 @@ import (
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/identity/ca"
 	"github.com/micromesh/micromesh/internal/home"
+	"github.com/micromesh/micromesh/platform/auth"
+	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 )
 
@@ -54,6 +56,9 @@ type Options struct {
 	Home home.Dir
 	// ControlPlane is the control plane's address.
 	ControlPlane string
+	// Auth is what the gateway asks of requests' access tokens: AuthOff,
+	// AuthOptional (the default) or AuthRequired.
+	Auth string
 	// Metrics, if set, gets the gateway's metrics (the server's /metrics).
 	Metrics prometheus.Registerer
 	Logger  *slog.Logger
@@ -68,6 +73,7 @@ type Gateway struct {
 	ran         chan error
 	dir         string
 	handler     *Handler
+	public      http.Handler // handler behind the token check
 	cpConn      *grpc.ClientConn
 	log         *slog.Logger
 }
@@ -83,6 +89,12 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 		o.Namespace = "default"
 	}
 	if err := identity.ValidateName("namespace", o.Namespace); err != nil {
+		return nil, err
+	}
+	if o.Auth == "" {
+		o.Auth = AuthOptional
+	}
+	if err := ValidateAuthMode(o.Auth); err != nil {
 		return nil, err
 	}
 	log := o.Logger.With("component", "gateway")
@@ -161,9 +173,18 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 		<-g.ran
 		return nil, err
 	}
+	g.public = g.handler
+	if o.Auth != AuthOff {
+		client := authv1.NewAuthServiceClient(withAuthority{g.handler.conn, platformAuthority})
+		g.public = &authenticated{next: g.handler, mode: o.Auth, client: client, namespace: o.Namespace,
+			verifier: auth.NewVerifier(func(ctx context.Context) (string, error) {
+				resp, err := client.PublicKeys(ctx, &authv1.PublicKeysRequest{})
+				return resp.GetJwks(), err
+			})}
+	}
 	loopback := isLoopback(g.addr)
 	g.srv = &http.Server{
-		Handler:           SameOrigin(g.handler, loopback),
+		Handler:           SameOrigin(g.public, loopback),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -173,7 +194,7 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 	if !loopback {
 		log.Warn("the API gateway listens beyond loopback: every service it can reach answers whoever reaches it (a service shuts it out with deny_from=gateway.micromesh)", "addr", g.addr)
 	}
-	log.Info("API gateway ready", "addr", g.addr, "namespace", o.Namespace)
+	log.Info("API gateway ready", "addr", g.addr, "namespace", o.Namespace, "auth", o.Auth)
 	return g, nil
 }
 
@@ -215,8 +236,13 @@ func hostOf(addr string) string {
 // Addr is where the gateway serves HTTP.
 func (g *Gateway) Addr() string { return g.addr }
 
-// Handler is the gateway's HTTP handler (the dashboard serves it too).
-func (g *Gateway) Handler() http.Handler { return g.handler }
+// Handler is the gateway's HTTP handler, access tokens checked as
+// Options.Auth says.
+func (g *Gateway) Handler() http.Handler { return g.public }
+
+// OperatorHandler is the gateway's handler with no token check: the
+// dashboard's, which serves the operator on loopback.
+func (g *Gateway) OperatorHandler() http.Handler { return g.handler }
 
 // ListServices lists the mesh's services with their instances, as the
 // gateway's identity sees them (every namespace).

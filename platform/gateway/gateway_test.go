@@ -77,7 +77,7 @@ type metadataEcho struct{ testsvc.Service }
 func (metadataEcho) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	var got []string
-	for _, k := range []string{"x-tenant", "authorization", "x-forwarded-for", "x-mesh-caller", "x-mesh-spoof", "connection", "accept"} {
+	for _, k := range []string{"x-tenant", "x-api-key", "x-forwarded-for", "x-mesh-caller", "x-mesh-spoof", "connection", "accept"} {
 		got = append(got, k+"="+strings.Join(md.Get(k), ","))
 	}
 	return &testgrpc.SimpleResponse{Username: strings.Join(got, " ")}, nil
@@ -241,7 +241,7 @@ func TestGatewayCallsServicesOverTheMesh(t *testing.T) {
 
 	t.Run("headers travel as metadata", func(t *testing.T) {
 		req, _ := http.NewRequestWithContext(t.Context(), "POST", m.base+"/tester/unarycall", strings.NewReader(`{}`))
-		for k, v := range map[string]string{"X-Tenant": "acme", "Authorization": "Bearer abc", "X-Mesh-Spoof": "yes",
+		for k, v := range map[string]string{"X-Tenant": "acme", "X-Api-Key": "abc", "X-Mesh-Spoof": "yes",
 			"X-Mesh-Caller": "spiffe://micromesh.local/ns/default/svc/admin", "Accept": "application/json"} {
 			req.Header.Set(k, v)
 		}
@@ -254,7 +254,7 @@ func TestGatewayCallsServicesOverTheMesh(t *testing.T) {
 		if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != 200 {
 			t.Fatalf("%d %v", resp.StatusCode, err)
 		}
-		want := "x-tenant=acme authorization=Bearer abc x-forwarded-for=127.0.0.1 x-mesh-caller=spiffe://micromesh.local/ns/micromesh/svc/gateway x-mesh-spoof= connection= accept="
+		want := "x-tenant=acme x-api-key=abc x-forwarded-for=127.0.0.1 x-mesh-caller=spiffe://micromesh.local/ns/micromesh/svc/gateway x-mesh-spoof= connection= accept="
 		if got.Username != want {
 			t.Errorf("metadata the service got:\n%s\nwant\n%s", got.Username, want)
 		}

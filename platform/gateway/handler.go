@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -180,10 +181,14 @@ func (h *Handler) index(w http.ResponseWriter, r *http.Request) {
 		Path      string `json:"path"`
 	}
 	list := []svc{}
+	user := userOf(r.Context())
 	for _, host := range h.o.Hosts() {
 		name, ns, ok := strings.Cut(host, ".")
 		if !ok || ns == xds.SystemNamespace {
 			continue
+		}
+		if user != nil && ns != user.Namespace && !slices.Contains(user.Scopes, AdminScope) {
+			continue // a user sees their namespace's services
 		}
 		path := "/" + host
 		if ns == h.o.Namespace {

@@ -1,0 +1,130 @@
+package gateway_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/micromesh/micromesh/examples/helloworld/handler"
+	pb "github.com/micromesh/micromesh/examples/helloworld/proto"
+	"github.com/micromesh/micromesh/internal/meshclient"
+	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/internal/poll"
+	"github.com/micromesh/micromesh/platform/gateway"
+	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
+	"github.com/micromesh/micromesh/service"
+)
+
+// With --gateway-auth required, a request needs an access token of an
+// account, which keeps it to the account's namespace (an admin-scoped
+// one's reaches all); the token comes from meshctl auth token or the
+// gateway's own /_/token.
+func TestGatewayAuth(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	cp.StartPlatform()
+	hello := func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), handler.Helloworld{}) }
+	cp.StartService("default", "helloworld", hello)
+	cp.StartService("shop", "helloworld", hello)
+	gw, err := gateway.Start(t.Context(), gateway.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address, Auth: gateway.AuthRequired})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Stop)
+	m := &mesh{cp: cp, base: "http://" + gw.Addr()}
+
+	conn, err := meshclient.DialService(t.Context(), cp.Home(), cp.Info.Address, "micromesh", "auth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	accounts := authv1.NewAuthServiceClient(conn)
+	for _, a := range []*authv1.CreateAccountRequest{
+		{Account: &authv1.Account{Name: "alice"}, Secret: "alice's secret"},
+		{Account: &authv1.Account{Name: "ops", Namespace: "shop", Scopes: []string{gateway.AdminScope}}, Secret: "ops's own secret"},
+	} {
+		if _, err := accounts.CreateAccount(t.Context(), a); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The token, from the gateway.
+	token := func(body string) (int, string) {
+		code, out := m.do(t, "POST", gateway.TokenPath, "application/json", body)
+		var resp struct {
+			AccessToken string `json:"access_token"`
+		}
+		_ = json.Unmarshal([]byte(out), &resp)
+		if resp.AccessToken != "" {
+			return code, resp.AccessToken
+		}
+		return code, out
+	}
+	code, alice := token(`{"name":"alice","secret":"alice's secret","ttl":"10m"}`)
+	if code != 200 {
+		t.Fatalf("POST %s: %d %s", gateway.TokenPath, code, alice)
+	}
+	_, ops := token(`{"name":"ops","namespace":"shop","secret":"ops's own secret"}`)
+	if code, body := token(`{"name":"alice","secret":"a wrong secret"}`); code != 401 || !strings.Contains(body, "wrong account name or secret") {
+		t.Errorf("a wrong secret: %d %s", code, body)
+	}
+	if code, body := token(`{"name":"alice","password":"x"}`); code != 400 || !strings.Contains(body, `unknown field \"password\"`) {
+		t.Errorf("a malformed body: %d %s", code, body)
+	}
+
+	poll.Until(t, "the gateway routes to both helloworlds", 10*time.Second, 20*time.Millisecond, func() bool {
+		req, _ := http.NewRequestWithContext(t.Context(), "GET", m.base+"/", nil)
+		req.Header.Set("Authorization", "Bearer "+ops)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var idx struct{ Services []struct{ Path string } }
+		_ = json.NewDecoder(resp.Body).Decode(&idx)
+		return len(idx.Services) == 2
+	})
+
+	tampered := alice[:len(alice)-6] + "AAAAAA"
+	if strings.HasSuffix(alice, "AAAAAA") {
+		tampered = alice[:len(alice)-6] + "BBBBBB"
+	}
+	for _, tc := range []struct {
+		name, path, authorization string
+		code                      int
+		want                      string
+	}{
+		{"no token", "/helloworld/call", "", 401, "this gateway needs an access token"},
+		{"alice in her namespace", "/helloworld/call", "Bearer " + alice, 200, `{"msg":"Hello Ada"}`},
+		{"alice in another", "/helloworld.shop/call", "Bearer " + alice, 403, "spiffe://micromesh.local/ns/default/user/alice may call services of namespace default, not shop"},
+		{"an admin anywhere", "/helloworld/call", "Bearer " + ops, 200, `{"msg":"Hello Ada"}`},
+		{"a tampered token", "/helloworld/call", "Bearer " + tampered, 401, "the signature does not verify"},
+		{"not a bearer token", "/helloworld/call", "Basic YWxpY2U6c2VjcmV0", 401, "invalid access token"},
+		{"alice's index", "/", "Bearer " + alice, 200, `{"services":[{"name":"helloworld","namespace":"default","path":"/helloworld"}]}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			method := "POST"
+			if tc.path == "/" {
+				method = "GET"
+			}
+			req, _ := http.NewRequestWithContext(t.Context(), method, m.base+tc.path, strings.NewReader(`{"name":"Ada"}`))
+			if tc.authorization != "" {
+				req.Header.Set("Authorization", tc.authorization)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.code || !strings.Contains(string(body), tc.want) {
+				t.Errorf("%d %s, want %d with %s", resp.StatusCode, body, tc.code, tc.want)
+			}
+			if tc.code == 401 && !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), `Bearer realm="micromesh"`) {
+				t.Errorf("401 without a Bearer challenge: %q", resp.Header.Get("WWW-Authenticate"))
+			}
+		})
+	}
+}
