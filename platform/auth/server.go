@@ -2,7 +2,8 @@
 // secret in a namespace, with scopes) and the access tokens they trade
 // their secret for — JWTs (ES256) whose subject is
 // spiffe://<td>/ns/<namespace>/user/<name>, verified by whoever holds the
-// service's public keys (Verifier; the API gateway). Accounts live in a
+// service's public keys (service/auth.Verifier: the API gateway, and
+// services themselves). Accounts live in a
 // bbolt file under $MESH_HOME/auth, secrets as bcrypt hashes; the signing
 // key beside it (0600). docs/auth.md.
 package auth
@@ -32,6 +33,7 @@ import (
 	"github.com/micromesh/micromesh/internal/atomicfile"
 	"github.com/micromesh/micromesh/platform/tenancy"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
+	userauth "github.com/micromesh/micromesh/service/auth"
 )
 
 // Token lifetimes and the issuer and audience of every token.
@@ -39,8 +41,6 @@ const (
 	DefaultTokenTTL = time.Hour
 	MinTokenTTL     = time.Minute
 	MaxTokenTTL     = 24 * time.Hour
-	Issuer          = "micromesh-auth"
-	Audience        = "micromesh"
 	minSecret       = 12
 	maxSecret       = 256
 	// Failures in a row before an account's logins are held back, and the
@@ -76,14 +76,6 @@ type stored struct {
 	Scopes    []string  `json:"scopes,omitempty"`
 	Created   time.Time `json:"created"`
 	Hash      []byte    `json:"hash"`
-}
-
-// Claims are an access token's claims.
-type Claims struct {
-	jose.Claims
-	Namespace string   `json:"ns"`
-	Name      string   `json:"name"`
-	Scopes    []string `json:"scopes,omitempty"`
 }
 
 // Open opens (or creates) the accounts and the signing key under dir, for
@@ -317,9 +309,9 @@ func (s *Server) Token(ctx context.Context, req *authv1.TokenRequest) (*authv1.T
 	if _, err := rand.Read(jti); err != nil {
 		return nil, err
 	}
-	claims := Claims{
+	claims := userauth.Claims{
 		Claims: jose.Claims{
-			Issuer: Issuer, Subject: sub, Audience: jose.Audience{Audience}, ID: base64.RawURLEncoding.EncodeToString(jti),
+			Issuer: userauth.Issuer, Subject: sub, Audience: jose.Audience{userauth.Audience}, ID: base64.RawURLEncoding.EncodeToString(jti),
 			IssuedAt: jose.NewNumericDate(now), NotBefore: jose.NewNumericDate(now), Expiry: jose.NewNumericDate(now.Add(ttl)),
 		},
 		Namespace: acc.Namespace, Name: acc.Name, Scopes: acc.Scopes,

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
+	userauth "github.com/micromesh/micromesh/service/auth"
 )
 
 // as is a call's context as the caller's sidecar hands it on.
@@ -87,7 +88,7 @@ func TestAccountsAndTokens(t *testing.T) {
 	if err != nil || tok.GetSubject() != "spiffe://micromesh.local/ns/default/user/alice" {
 		t.Fatalf("token: %v %v", tok, err)
 	}
-	v := NewVerifier(func(ctx context.Context) (string, error) {
+	v := userauth.NewVerifier(func(ctx context.Context) (string, error) {
 		r, err := s.PublicKeys(admin, &authv1.PublicKeysRequest{})
 		return r.GetJwks(), err
 	})
@@ -113,7 +114,7 @@ func TestAccountsAndTokens(t *testing.T) {
 		"tampered":    {tampered, "signature does not verify"},
 		"not a token": {"hello", "not a signed JWT"},
 	} {
-		if _, err := v.Verify(context.Background(), tc.tok); !errors.Is(err, ErrInvalidToken) || !strings.Contains(err.Error(), tc.want) {
+		if _, err := v.Verify(context.Background(), tc.tok); !errors.Is(err, userauth.ErrInvalidToken) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", name, err, tc.want)
 		}
 	}
@@ -141,7 +142,7 @@ func TestAccountsAndTokens(t *testing.T) {
 	if _, err := s2.Token(shop, &authv1.TokenRequest{Name: "ops", Namespace: "shop", Secret: "twelve chars"}); err != nil {
 		t.Errorf("after a restart: %v", err)
 	}
-	v2 := NewVerifier(func(ctx context.Context) (string, error) {
+	v2 := userauth.NewVerifier(func(ctx context.Context) (string, error) {
 		r, err := s2.PublicKeys(admin, &authv1.PublicKeysRequest{})
 		return r.GetJwks(), err
 	})

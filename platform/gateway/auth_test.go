@@ -1,22 +1,41 @@
 package gateway_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/micromesh/micromesh/dataplane"
 	"github.com/micromesh/micromesh/examples/helloworld/handler"
 	pb "github.com/micromesh/micromesh/examples/helloworld/proto"
+	"github.com/micromesh/micromesh/internal/envconfig"
 	"github.com/micromesh/micromesh/internal/meshclient"
 	"github.com/micromesh/micromesh/internal/meshtest"
 	"github.com/micromesh/micromesh/internal/poll"
 	"github.com/micromesh/micromesh/platform/gateway"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	"github.com/micromesh/micromesh/service"
+	userauth "github.com/micromesh/micromesh/service/auth"
+	merrors "github.com/micromesh/micromesh/service/errors"
 )
+
+// whoami's Call answers with the subject of the call's access token.
+type whoami struct {
+	pb.UnimplementedHelloworldServer
+}
+
+func (whoami) Call(ctx context.Context, _ *pb.CallRequest) (*pb.CallResponse, error) {
+	u, err := userauth.User(ctx)
+	if err != nil {
+		return nil, merrors.Unauthorized("whoami.call", "%v", err)
+	}
+	return &pb.CallResponse{Msg: u.Subject}, nil
+}
 
 // With --gateway-auth required, a request needs an access token of an
 // account, which keeps it to the account's namespace (an admin-scoped
@@ -28,6 +47,12 @@ func TestGatewayAuth(t *testing.T) {
 	hello := func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), handler.Helloworld{}) }
 	cp.StartService("default", "helloworld", hello)
 	cp.StartService("shop", "helloworld", hello)
+	// whoami answers with the user its call is for (service/auth.User),
+	// reaching the auth service through its own sidecar for the keys.
+	outbound := "127.0.0.1:" + strconv.Itoa(meshtest.FreePort(t))
+	t.Setenv(envconfig.Proxy, outbound)
+	cp.StartService("default", "whoami", func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), whoami{}) },
+		meshtest.WithOptions(func(o *dataplane.Options) { o.Outbound = outbound }))
 	gw, err := gateway.Start(t.Context(), gateway.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address, Auth: gateway.AuthRequired})
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +109,7 @@ func TestGatewayAuth(t *testing.T) {
 		defer resp.Body.Close()
 		var idx struct{ Services []struct{ Path string } }
 		_ = json.NewDecoder(resp.Body).Decode(&idx)
-		return len(idx.Services) == 2
+		return len(idx.Services) == 3
 	})
 
 	tampered := alice[:len(alice)-6] + "AAAAAA"
@@ -102,7 +127,8 @@ func TestGatewayAuth(t *testing.T) {
 		{"an admin anywhere", "/helloworld/call", "Bearer " + ops, 200, `{"msg":"Hello Ada"}`},
 		{"a tampered token", "/helloworld/call", "Bearer " + tampered, 401, "the signature does not verify"},
 		{"not a bearer token", "/helloworld/call", "Basic YWxpY2U6c2VjcmV0", 401, "invalid access token"},
-		{"alice's index", "/", "Bearer " + alice, 200, `{"services":[{"name":"helloworld","namespace":"default","path":"/helloworld"}]}`},
+		{"alice's index", "/", "Bearer " + alice, 200, `{"services":[{"name":"helloworld","namespace":"default","path":"/helloworld"},{"name":"whoami","namespace":"default","path":"/whoami"}]}`},
+		{"the service knows the user", "/whoami/call", "Bearer " + alice, 200, `{"msg":"spiffe://micromesh.local/ns/default/user/alice"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			method := "POST"

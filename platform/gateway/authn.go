@@ -15,8 +15,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/micromesh/micromesh/identity"
-	"github.com/micromesh/micromesh/platform/auth"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
+	"github.com/micromesh/micromesh/service/auth"
 	merrors "github.com/micromesh/micromesh/service/errors"
 	"github.com/micromesh/micromesh/xds"
 )

@@ -35,9 +35,9 @@ import (
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/identity/ca"
 	"github.com/micromesh/micromesh/internal/home"
-	"github.com/micromesh/micromesh/platform/auth"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+	"github.com/micromesh/micromesh/service/auth"
 )
 
 // Service is the gateway's service name, in the platform's namespace.
