@@ -1,6 +1,7 @@
 package dataplane_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -133,10 +134,10 @@ func TestEndpointKilledUnderLoad(t *testing.T) {
 				req.Host = "b"
 				resp, err := client.Do(req)
 				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
+					body, _ := io.ReadAll(resp.Body)
 					resp.Body.Close()
 					if resp.StatusCode != 200 {
-						err = errStatus(resp.StatusCode)
+						err = fmt.Errorf("%w: %s", errStatus(resp.StatusCode), bytes.TrimSpace(body))
 					}
 				}
 				if err != nil {
@@ -158,7 +159,7 @@ func TestEndpointKilledUnderLoad(t *testing.T) {
 	if f := failures.Load(); f*1000 > total {
 		t.Fatalf("%d of %d requests failed (> 0.1%%); first: %v", f, total, firstErr.Load())
 	} else {
-		t.Logf("%d of %d requests failed", f, total)
+		t.Logf("%d of %d requests failed; first: %v", f, total, firstErr.Load())
 	}
 	m := metrics(t, a.Info.Admin)
 	if !strings.Contains(m, `micromesh_upstream_retries_total{cluster="b.default"}`) {

@@ -197,7 +197,12 @@ var DefaultPolicy = Policy{
 	MaxConnections:     1024,
 	MaxPendingRequests: 1024,
 	MaxRequests:        1024,
-	MaxRetries:         3,
+	// Retries in flight are bounded by the requests in flight (one try
+	// at a time each) and by Retries per request: Envoy's default of 3
+	// fails requests when an endpoint starts failing under load, before
+	// outlier detection ejects it (Istio sets every threshold to 2^32-1
+	// for the same reason).
+	MaxRetries:         1024,
 	Consecutive5xx:     5,
 	BaseEjectionTime:   30 * time.Second,
 	MaxEjectionPercent: 50,
