@@ -46,19 +46,27 @@ func send(t *testing.T, method, url, body string, header map[string]string) (*ht
 	return resp, string(b)
 }
 
+// serveDashboard starts a gateway on cp and serves the dashboard over it,
+// as meshctl server does.
+func serveDashboard(t *testing.T, cp *meshtest.ControlPlane) *httptest.Server {
+	t.Helper()
+	gw, err := gateway.Start(t.Context(), gateway.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Stop)
+	srv := httptest.NewServer(gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.OperatorHandler(), Services: gw.ListServices}), true))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
 // The dashboard as its page uses it: the page and its script, the
 // registry's listing, and the gateway's endpoints and calls under /api —
 // with the fields the script reads.
 func TestDashboard(t *testing.T) {
 	cp := meshtest.NewEnv(t).StartControlPlane()
 	cp.StartService("default", "helloworld", func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), handler.Helloworld{}) })
-	gw, err := gateway.Start(t.Context(), gateway.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(gw.Stop)
-	srv := httptest.NewServer(gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.Handler(), Services: gw.ListServices}), true))
-	t.Cleanup(srv.Close)
+	srv := serveDashboard(t, cp)
 	poll.Until(t, "the gateway routes to helloworld", 10*time.Second, 20*time.Millisecond, func() bool {
 		_, body := get(t, srv.URL+"/api/", nil)
 		return strings.Contains(body, `"path":"/helloworld"`)
@@ -156,13 +164,7 @@ func TestDashboardInABrowser(t *testing.T) {
 	web := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(web.Close)
 	cp.StartSidecar("default", "web", meshtest.WithApp(strings.TrimPrefix(web.URL, "http://"), "http"))
-	gw, err := gateway.Start(t.Context(), gateway.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(gw.Stop)
-	srv := httptest.NewServer(gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.Handler(), Services: gw.ListServices}), true))
-	t.Cleanup(srv.Close)
+	srv := serveDashboard(t, cp)
 	poll.Until(t, "the gateway routes to the services", 10*time.Second, 20*time.Millisecond, func() bool {
 		_, body := get(t, srv.URL+"/api/", nil)
 		return strings.Count(body, `"path"`) == 3

@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -135,17 +134,12 @@ func TestGatewayAuth(t *testing.T) {
 			if tc.path == "/" {
 				method = "GET"
 			}
-			req, _ := http.NewRequestWithContext(t.Context(), method, m.base+tc.path, strings.NewReader(`{"name":"Ada"}`))
+			var header map[string]string
 			if tc.authorization != "" {
-				req.Header.Set("Authorization", tc.authorization)
+				header = map[string]string{"Authorization": tc.authorization}
 			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != tc.code || !strings.Contains(string(body), tc.want) {
+			resp, body := m.send(t, method, tc.path, `{"name":"Ada"}`, header)
+			if resp.StatusCode != tc.code || !strings.Contains(body, tc.want) {
 				t.Errorf("%d %s, want %d with %s", resp.StatusCode, body, tc.code, tc.want)
 			}
 			if tc.code == 401 && !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), `Bearer realm="micromesh"`) {

@@ -111,12 +111,27 @@ func (m *mesh) count(t *testing.T, name, labels string) float64 {
 // do sends a request to the gateway and returns the status and body.
 func (m *mesh) do(t *testing.T, method, path, contentType, body string) (int, string) {
 	t.Helper()
+	var header map[string]string
+	if contentType != "" {
+		header = map[string]string{"Content-Type": contentType}
+	}
+	resp, b := m.send(t, method, path, body, header)
+	return resp.StatusCode, strings.TrimSpace(b)
+}
+
+// send sends a request with these headers ("Host" sets the Host) and
+// returns the response (its body read) and the body.
+func (m *mesh) send(t *testing.T, method, path, body string, header map[string]string) (*http.Response, string) {
+	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, m.base+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	if h := header["Host"]; h != "" {
+		req.Host = h
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -127,7 +142,7 @@ func (m *mesh) do(t *testing.T, method, path, contentType, body string) (int, st
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp.StatusCode, strings.TrimSpace(string(b))
+	return resp, string(b)
 }
 
 func TestGatewayCallsServicesOverTheMesh(t *testing.T) {
@@ -305,20 +320,8 @@ func TestGatewayRefusesOtherSitesPages(t *testing.T) {
 		{"localhost by name", map[string]string{"Host": "localhost:8080"}, 200, `{"msg":"Hello Ada"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			req, _ := http.NewRequestWithContext(t.Context(), "GET", m.base+"/helloworld/call?name=Ada", nil)
-			for k, v := range tc.headers {
-				req.Header.Set(k, v)
-			}
-			if h := tc.headers["Host"]; h != "" {
-				req.Host = h
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != tc.code || !strings.Contains(string(body), tc.want) {
+			resp, body := m.send(t, "GET", "/helloworld/call?name=Ada", "", tc.headers)
+			if resp.StatusCode != tc.code || !strings.Contains(body, tc.want) {
 				t.Errorf("%d %s, want %d with %s", resp.StatusCode, body, tc.code, tc.want)
 			}
 		})
