@@ -50,6 +50,7 @@ bench: ## benchmarks, each with its same-run baseline (the convergence runs take
 	$(GO) test -run '^$$' -bench Convergence -benchtime 20x -timeout 60m ./controlplane/
 	$(GO) test -run '^$$' -bench FrameworkCall -benchtime 3s ./service/
 	$(GO) test -run '^$$' -bench Platform -benchtime 1x ./platform/
+	$(GO) test -run '^$$' -bench GatewayCall -benchtime 3s -count 3 ./platform/gateway/
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./dataplane/...
 	$(MAKE) bench-dataplane
 

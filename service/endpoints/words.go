@@ -63,6 +63,6 @@ func (e *Endpoint) parts() (full, short, method string) {
 }
 
 // fold compares names as words do.
-func fold(s string) string {
-	return strings.ToLower(strings.NewReplacer("-", "", "_", "").Replace(s))
-}
+func fold(s string) string { return strings.ToLower(unseparated.Replace(s)) }
+
+var unseparated = strings.NewReplacer("-", "", "_", "")
