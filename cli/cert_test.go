@@ -200,6 +200,8 @@ func TestCommandsRejectBadInput(t *testing.T) {
 		{[]string{"server", "--cert-ttl", "-1h"}, "--cert-ttl"},
 		{[]string{"server", "--gateway-addr", "off"}, "say --dashboard-addr off too"},
 		{[]string{"server", "--gateway-namespace", "Shop"}, "--gateway-namespace"},
+		{[]string{"server", "--gateway-cors-origin", "app.example.com"}, "write scheme://host[:port]"},
+		{[]string{"server", "--gateway-timeout", "0s"}, "--gateway-timeout 0s: must be positive"},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

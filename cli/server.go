@@ -31,6 +31,8 @@ type serverOptions struct {
 	gatewayAddr string
 	gatewayNS   string
 	gatewayAuth string
+	gatewayCORS []string
+	gatewayTime time.Duration
 	dashboard   string
 }
 
@@ -52,6 +54,14 @@ func (o *serverOptions) validate() error {
 	}
 	if err := gateway.ValidateAuthMode(o.gatewayAuth); err != nil {
 		return fmt.Errorf("--gateway-auth: %w", err)
+	}
+	for _, origin := range o.gatewayCORS {
+		if err := gateway.ValidateOrigin(origin); err != nil {
+			return fmt.Errorf("--gateway-cors-origin: %w", err)
+		}
+	}
+	if o.gatewayTime <= 0 {
+		return fmt.Errorf("--gateway-timeout %v: must be positive", o.gatewayTime)
 	}
 	if o.dashboard == "" {
 		return fmt.Errorf("--dashboard-addr must not be empty (say off for no dashboard)")
@@ -143,7 +153,7 @@ web dashboard on --dashboard-addr, and prints one line when ready.`,
 			err = srv.Run(cpCtx, func(info home.ServerInfo) {
 				mu.Lock()
 				host, hostErr = platform.Start(cmd.Context(), platform.Options{Home: g.homeDir(), ControlPlane: info.Address, NATSURL: o.natsURL, StorePostgres: o.storePG, EventsRetention: o.retention,
-					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, GatewayAuth: o.gatewayAuth, DashboardAddr: o.dashboardAddr(), Metrics: srv.Metrics(), Logger: log})
+					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, GatewayAuth: o.gatewayAuth, GatewayCORSOrigins: o.gatewayCORS, GatewayTimeout: o.gatewayTime, DashboardAddr: o.dashboardAddr(), Metrics: srv.Metrics(), Logger: log})
 				mu.Unlock()
 				if hostErr != nil {
 					stopCP()
@@ -176,6 +186,8 @@ web dashboard on --dashboard-addr, and prints one line when ready.`,
 	f.StringVar(&o.gatewayAddr, "gateway-addr", envconfig.Get(envconfig.GatewayAddr, envconfig.DefaultGatewayAddr), "API gateway HTTP address, or off ($"+envconfig.GatewayAddr+")")
 	f.StringVar(&o.dashboard, "dashboard-addr", envconfig.Get(envconfig.DashboardAddr, envconfig.DefaultDashboardAddr), "web dashboard HTTP address, or off ($"+envconfig.DashboardAddr+")")
 	f.StringVar(&o.gatewayAuth, "gateway-auth", gateway.AuthOptional, "access tokens the API gateway asks for: off, optional (a token that does not verify is refused; one that does keeps the request to its namespace) or required (meshctl auth)")
+	f.StringArrayVar(&o.gatewayCORS, "gateway-cors-origin", nil, "a web origin (https://app.example.com) whose pages may call the gateway from a browser (repeatable)")
+	f.DurationVar(&o.gatewayTime, "gateway-timeout", gateway.DefaultTimeout, "how long the gateway waits for a call of one request and one answer (streams are not bounded)")
 	f.StringVar(&o.gatewayNS, "gateway-namespace", "default", "namespace of the services the gateway's paths name without one (/NAME/...; /NAME.NAMESPACE/... for others)")
 	f.StringVar(&o.logLevel, "log-level", envconfig.Get(envconfig.LogLevel, "info"), "debug, info, warn or error ($"+envconfig.LogLevel+")")
 	return cmd

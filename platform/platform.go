@@ -67,6 +67,10 @@ type Options struct {
 	// GatewayAuth is what the gateway asks of access tokens (gateway.AuthOff,
 	// AuthOptional: the default, AuthRequired).
 	GatewayAuth string
+	// GatewayCORSOrigins may call the gateway from browsers; GatewayTimeout
+	// bounds its unary calls (default 30 s).
+	GatewayCORSOrigins []string
+	GatewayTimeout     time.Duration
 	// DashboardAddr, if set, is where the dashboard serves HTTP (package
 	// dashboard); it needs the gateway.
 	DashboardAddr string
@@ -187,7 +191,7 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 	}
 
 	if o.GatewayAddr != "" {
-		gw, err := gateway.Start(ctx, gateway.Options{Addr: o.GatewayAddr, Namespace: o.GatewayNamespace, Auth: o.GatewayAuth, Home: o.Home, ControlPlane: o.ControlPlane, Metrics: o.Metrics, Logger: o.Logger})
+		gw, err := gateway.Start(ctx, gateway.Options{Addr: o.GatewayAddr, Namespace: o.GatewayNamespace, Auth: o.GatewayAuth, CORSOrigins: o.GatewayCORSOrigins, Timeout: o.GatewayTimeout, Home: o.Home, ControlPlane: o.ControlPlane, Metrics: o.Metrics, Logger: o.Logger})
 		if err != nil {
 			return nil, err
 		}

@@ -59,6 +59,12 @@ type Options struct {
 	// Auth is what the gateway asks of requests' access tokens: AuthOff,
 	// AuthOptional (the default) or AuthRequired.
 	Auth string
+	// CORSOrigins are web origins whose pages may call the gateway from a
+	// browser (scheme://host[:port]).
+	CORSOrigins []string
+	// Timeout bounds a call of one request and one answer (default 30 s;
+	// streams are not bounded).
+	Timeout time.Duration
 	// Metrics, if set, gets the gateway's metrics (the server's /metrics).
 	Metrics prometheus.Registerer
 	Logger  *slog.Logger
@@ -96,6 +102,14 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 	}
 	if err := ValidateAuthMode(o.Auth); err != nil {
 		return nil, err
+	}
+	for _, origin := range o.CORSOrigins {
+		if err := ValidateOrigin(origin); err != nil {
+			return nil, err
+		}
+	}
+	if o.Timeout < 0 {
+		return nil, fmt.Errorf("the gateway's timeout %v: must be positive", o.Timeout)
 	}
 	log := o.Logger.With("component", "gateway")
 	lis, err := net.Listen("tcp", o.Addr)
@@ -164,7 +178,7 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.handler, err = NewHandler(HandlerOptions{
-		Namespace: o.Namespace, Outbound: info.Outbound, Hosts: sc.Hosts, Routes: sc.Routes,
+		Namespace: o.Namespace, Timeout: o.Timeout, Outbound: info.Outbound, Hosts: sc.Hosts, Routes: sc.Routes,
 		Protocols: RegistryProtocols(registryv1.NewRegistryServiceClient(g.cpConn)), Metrics: o.Metrics, Logger: log,
 	})
 	if err != nil {
@@ -184,7 +198,7 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 	}
 	loopback := isLoopback(g.addr)
 	g.srv = &http.Server{
-		Handler:           SameOrigin(g.public, loopback),
+		Handler:           SameOrigin(g.public, loopback, o.CORSOrigins...),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,

@@ -35,7 +35,7 @@ type mesh struct {
 	metrics *prometheus.Registry
 }
 
-func startMesh(t *testing.T) *mesh {
+func startMesh(t *testing.T, opts ...func(*gateway.Options)) *mesh {
 	t.Helper()
 	cp := meshtest.NewEnv(t).StartControlPlane()
 	hello := func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), handler.Helloworld{}) }
@@ -55,7 +55,11 @@ func startMesh(t *testing.T) *mesh {
 	cp.StartSidecar("default", "web", meshtest.WithApp(strings.TrimPrefix(web.URL, "http://"), "http"))
 
 	reg := prometheus.NewRegistry()
-	gw, err := gateway.Start(t.Context(), gateway.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address, Metrics: reg})
+	o := gateway.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address, Metrics: reg}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	gw, err := gateway.Start(t.Context(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,6 +330,50 @@ func TestGatewayRefusesOtherSitesPages(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A web app of a trusted origin calls the gateway from the browser (CORS:
+// preflight, then the call); a call of one request and one answer that
+// takes longer than the gateway's timeout is answered 504.
+func TestGatewayCORSAndTimeout(t *testing.T) {
+	const app = "https://app.example.com"
+	m := startMesh(t, func(o *gateway.Options) { o.CORSOrigins, o.Timeout = []string{app}, 300*time.Millisecond })
+
+	resp, body := m.send(t, "OPTIONS", "/helloworld/call", "", map[string]string{"Origin": app, "Sec-Fetch-Site": "cross-site",
+		"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization, content-type"})
+	if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != app || resp.Header.Get("Access-Control-Allow-Headers") != "authorization, content-type" ||
+		!strings.Contains(resp.Header.Get("Access-Control-Allow-Methods"), "POST") {
+		t.Errorf("preflight: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	resp, body = m.send(t, "POST", "/helloworld/call", `{"name":"Ada"}`, map[string]string{"Origin": app, "Sec-Fetch-Site": "cross-site", "Content-Type": "application/json"})
+	if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != app || strings.TrimSpace(body) != `{"msg":"Hello Ada"}` {
+		t.Errorf("the trusted page's call: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	resp, body = m.send(t, "POST", "/helloworld/call", `{"name":"Ada"}`, map[string]string{"Origin": "https://app.example.com.evil.example", "Sec-Fetch-Site": "cross-site"})
+	if resp.StatusCode != 403 || resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("another origin's call: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+
+	m.cp.StartService("default", "slow", func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), slow{}) })
+	poll.Until(t, "the gateway routes to slow", 10*time.Second, 20*time.Millisecond, func() bool {
+		_, body := m.do(t, "GET", "/", "", "")
+		return strings.Contains(body, `"path":"/slow"`)
+	})
+	start := time.Now()
+	code, body := m.do(t, "POST", "/slow/call", "", `{"name":"Ada"}`)
+	if code != 504 || !strings.Contains(body, "Helloworld.Call did not answer within the gateway's timeout (300ms)") || time.Since(start) > 5*time.Second {
+		t.Errorf("a slow call: %d %s after %v", code, body, time.Since(start))
+	}
+}
+
+// slow answers Call when its caller gives up.
+type slow struct {
+	pb.UnimplementedHelloworldServer
+}
+
+func (slow) Call(ctx context.Context, _ *pb.CallRequest) (*pb.CallResponse, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
 }
 
 // A service shuts the gateway out like any caller: its deny_from names

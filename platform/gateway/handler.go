@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/service/endpoints"
@@ -32,6 +33,9 @@ import (
 
 // MaxBody bounds a request's JSON body (and each message of a stream).
 const MaxBody = 4 << 20
+
+// DefaultTimeout bounds a unary call through the gateway: 504 after it.
+const DefaultTimeout = 30 * time.Second
 
 // describeTTL is how long a service's endpoints are used before they are
 // asked again; a path that names none is looked up again after
@@ -45,6 +49,8 @@ const (
 type HandlerOptions struct {
 	// Namespace is that of services a path names without one.
 	Namespace string
+	// Timeout bounds a unary call (default 30 s); streams are not bounded.
+	Timeout time.Duration
 	// Outbound is the gateway's sidecar's outbound listener.
 	Outbound string
 	// Hosts lists the authorities the sidecar routes (name.namespace);
@@ -80,6 +86,9 @@ type described struct {
 func NewHandler(o HandlerOptions) (*Handler, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.Timeout == 0 {
+		o.Timeout = DefaultTimeout
 	}
 	// One HTTP/2 connection to the sidecar carries every call: the
 	// authority, per call, picks the service.
@@ -275,6 +284,11 @@ func (h *Handler) rpc(w http.ResponseWriter, r *http.Request, t *target) {
 	} else {
 		var body []byte
 		if body, err = requestJSON(r, ep, form); err == nil {
+			if !ep.ServerStreaming {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, h.o.Timeout)
+				defer cancel()
+			}
 			err = ep.Call(ctx, h.conn, body, out.write, call)
 		}
 	}
@@ -283,6 +297,9 @@ func (h *Handler) rpc(w http.ResponseWriter, r *http.Request, t *target) {
 		return
 	}
 	if err != nil {
+		if status.Code(err) == codes.DeadlineExceeded && r.Context().Err() == nil && !ep.ServerStreaming && !ep.ClientStreaming {
+			err = &merrors.Error{ID: "gateway", Code: codes.DeadlineExceeded, Detail: fmt.Sprintf("%s did not answer within the gateway's timeout (%v)", ep.Name, h.o.Timeout)}
+		}
 		if errors.Is(err, endpoints.ErrBadRequestJSON) {
 			err = &merrors.Error{ID: "gateway", Code: codes.InvalidArgument, Detail: err.Error()}
 		}

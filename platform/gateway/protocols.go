@@ -17,10 +17,12 @@ type Protocols interface {
 }
 
 // protocolsTTL is how long a namespace's listing is used; a service not in
-// it is looked up again after protocolsRetry.
+// it is looked up again after protocolsRetry (the gateway asks only for
+// services its sidecar routes, so a miss is a service registered since
+// the listing: a gRPC one would otherwise be forwarded as HTTP).
 const (
 	protocolsTTL   = 5 * time.Second
-	protocolsRetry = 500 * time.Millisecond
+	protocolsRetry = 20 * time.Millisecond
 )
 
 // RegistryProtocols reads the protocols from the registry API (the
