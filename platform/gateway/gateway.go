@@ -24,7 +24,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,7 +77,6 @@ type Gateway struct {
 	served      chan error
 	stopSidecar context.CancelFunc
 	ran         chan error
-	dir         string
 	handler     *Handler
 	public      http.Handler // handler behind the token check
 	cpConn      *grpc.ClientConn
@@ -125,16 +124,10 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "micromesh-gateway-") // 0700
-	if err != nil {
-		return nil, err
-	}
-	g := &Gateway{addr: lis.Addr().String(), served: make(chan error, 1), ran: make(chan error, 1), dir: dir, log: log}
-	defer func() {
-		if err != nil {
-			_ = os.RemoveAll(dir)
-		}
-	}()
+	// Its certificate files live under the server's state, as the platform
+	// services' do (0700; replaced at every start, renewed in place).
+	dir := filepath.Join(o.Home.Sidecar(Service), "certs")
+	g := &Gateway{addr: lis.Addr().String(), served: make(chan error, 1), ran: make(chan error, 1), log: log}
 	if err := creds.WriteDir(dir); err != nil {
 		return nil, err
 	}
@@ -281,5 +274,4 @@ func (g *Gateway) Stop() {
 	if err := <-g.ran; err != nil {
 		g.log.Warn("sidecar", "err", err)
 	}
-	_ = os.RemoveAll(g.dir)
 }

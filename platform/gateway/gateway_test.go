@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/examples/helloworld/handler"
 	pb "github.com/micromesh/micromesh/examples/helloworld/proto"
+	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/meshtest"
 	"github.com/micromesh/micromesh/internal/poll"
 	"github.com/micromesh/micromesh/internal/testsvc"
@@ -203,6 +206,13 @@ func TestGatewayCallsServicesOverTheMesh(t *testing.T) {
 		}
 		if got := m.count(t, "micromesh_gateway_requests_total", `namespace="default",response_code="404",service="nosuch"`); got != 0 {
 			t.Errorf("an unknown service got a label of its own")
+		}
+	})
+
+	t.Run("its key stays in the server's state, 0600", func(t *testing.T) {
+		fi, err := os.Stat(filepath.Join(m.cp.Home().Sidecar(gateway.Service), "certs", identity.KeyFile))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("the gateway's key: %v %v", fi, err)
 		}
 	})
 
