@@ -16,25 +16,24 @@ type Protocols interface {
 	Protocol(ctx context.Context, ns, name string) (string, error)
 }
 
-// protocolsTTL is how long a namespace's listing is used; a service not in
-// it is looked up again after protocolsRetry (the gateway asks only for
-// services its sidecar routes, so a miss is a service registered since
-// the listing: a gRPC one would otherwise be forwarded as HTTP).
-const (
-	protocolsTTL   = 5 * time.Second
-	protocolsRetry = 20 * time.Millisecond
-)
+// protocolsTTL is how long a namespace's listing is used. A service not
+// in it is listed again at once (the gateway asks only for services its
+// sidecar routes, so a miss is a service registered since the listing: a
+// gRPC one would otherwise be forwarded as HTTP); listings of one
+// namespace are never two at a time, and a request joins the one under way.
+const protocolsTTL = 5 * time.Second
 
 // RegistryProtocols reads the protocols from the registry API (the
 // instances' registrations), one listing per namespace every few seconds.
 func RegistryProtocols(c registryv1.RegistryServiceClient) Protocols {
-	return &registryProtocols{client: c, byNS: map[string]*nsProtocols{}}
+	return &registryProtocols{client: c, byNS: map[string]*nsProtocols{}, listing: map[string]chan struct{}{}}
 }
 
 type registryProtocols struct {
-	client registryv1.RegistryServiceClient
-	mu     sync.Mutex
-	byNS   map[string]*nsProtocols
+	client  registryv1.RegistryServiceClient
+	mu      sync.Mutex
+	byNS    map[string]*nsProtocols
+	listing map[string]chan struct{} // closed when the namespace's listing under way ends
 }
 
 type nsProtocols struct {
@@ -43,18 +42,65 @@ type nsProtocols struct {
 }
 
 func (p *registryProtocols) Protocol(ctx context.Context, ns, name string) (string, error) {
-	p.mu.Lock()
-	cur := p.byNS[ns]
-	p.mu.Unlock()
-	if cur != nil {
-		proto, ok := cur.byName[name]
-		if age := time.Since(cur.at); age < protocolsTTL && (ok || age < protocolsRetry) {
+	joined := false
+	for {
+		p.mu.Lock()
+		if cur := p.byNS[ns]; cur != nil && time.Since(cur.at) < protocolsTTL {
+			if proto, ok := cur.byName[name]; ok {
+				p.mu.Unlock()
+				return proto, nil
+			}
+		}
+		if ch := p.listing[ns]; ch != nil && !joined {
+			// A listing is under way: it may have begun before the
+			// service registered, so a miss after it lists once more.
+			p.mu.Unlock()
+			joined = true
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+		}
+		if ch := p.listing[ns]; ch != nil {
+			p.mu.Unlock()
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return "", ctx.Err()
+			}
+			p.mu.Lock()
+			proto := ""
+			if cur := p.byNS[ns]; cur != nil {
+				proto = cur.byName[name]
+			}
+			p.mu.Unlock()
 			return proto, nil
 		}
+		ch := make(chan struct{})
+		p.listing[ns] = ch
+		p.mu.Unlock()
+		next, err := p.list(ctx, ns)
+		p.mu.Lock()
+		if err == nil {
+			p.byNS[ns] = next
+		}
+		delete(p.listing, ns)
+		close(ch)
+		p.mu.Unlock()
+		if err != nil {
+			return "", err
+		}
+		return next.byName[name], nil
 	}
+}
+
+// list lists namespace ns's services with their protocols.
+func (p *registryProtocols) list(ctx context.Context, ns string) (*nsProtocols, error) {
 	resp, err := p.client.ListServices(ctx, &registryv1.ListServicesRequest{Namespace: ns})
 	if err != nil {
-		return "", fmt.Errorf("listing the services of namespace %s: %w", ns, err)
+		return nil, fmt.Errorf("listing the services of namespace %s: %w", ns, err)
 	}
 	next := &nsProtocols{at: time.Now(), byName: map[string]string{}}
 	for _, s := range resp.GetServices() {
@@ -66,8 +112,5 @@ func (p *registryProtocols) Protocol(ctx context.Context, ns, name string) (stri
 		}
 		next.byName[s.GetName()] = proto
 	}
-	p.mu.Lock()
-	p.byNS[ns] = next
-	p.mu.Unlock()
-	return next.byName[name], nil
+	return next, nil
 }
