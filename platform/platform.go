@@ -29,6 +29,7 @@ import (
 	"github.com/micromesh/micromesh/internal/atomicfile"
 	"github.com/micromesh/micromesh/internal/envconfig"
 	"github.com/micromesh/micromesh/internal/home"
+	"github.com/micromesh/micromesh/internal/meshclient"
 	"github.com/micromesh/micromesh/internal/version"
 	"github.com/micromesh/micromesh/platform/auth"
 	"github.com/micromesh/micromesh/platform/broker"
@@ -214,8 +215,7 @@ func (h *Host) dashboard(addr string, gw *gateway.Gateway, log *slog.Logger) err
 	if err != nil {
 		return fmt.Errorf("dashboard address %s: %w (pick another with --dashboard-addr, or turn it off with --dashboard-addr off)", addr, err)
 	}
-	host, _, _ := net.SplitHostPort(lis.Addr().String())
-	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+	if !gateway.IsLoopback(lis.Addr().String()) {
 		_ = lis.Close()
 		return fmt.Errorf("dashboard address %s: the dashboard has no login and serves the operator: it listens on loopback only", addr)
 	}
@@ -290,21 +290,9 @@ func (h *Host) nats(o Options) (func(name string) (*nats.Conn, error), error) {
 // serve runs one platform service and its sidecar.
 func (h *Host) serve(ctx context.Context, o Options, name string, register func(*service.Service)) error {
 	log := o.Logger.With("platform", name)
-	signer, err := ca.LoadTokenSigner(o.Home.CA())
+	creds, err := meshclient.JoinAs(ctx, o.Home, o.ControlPlane, identity.SystemNamespace, name)
 	if err != nil {
-		return err
-	}
-	id, err := identity.ServiceID(signer.TrustDomain(), identity.SystemNamespace, name)
-	if err != nil {
-		return err
-	}
-	token, err := signer.Mint(id, time.Minute)
-	if err != nil {
-		return err
-	}
-	creds, err := identity.Join(ctx, o.ControlPlane, nil, id, token)
-	if err != nil {
-		return fmt.Errorf("%s: joining the mesh: %w", name, err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	instance := name + "-0"
 	certDir := filepath.Join(o.Home.Sidecar(instance), "certs")

@@ -41,7 +41,7 @@ func StartCaller(ctx context.Context, h home.Dir, addr, ns, caller string, log *
 	if err := identity.ValidateName("namespace", ns); err != nil {
 		return nil, err
 	}
-	creds, err := joinAs(ctx, h, addr, ns, caller)
+	creds, err := JoinAs(ctx, h, addr, ns, caller)
 	if errors.Is(err, errNoLocalCA) {
 		return nil, fmt.Errorf("calling as a service needs the server's state (its CA mints the certificate): %w", err)
 	}

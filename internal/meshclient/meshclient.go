@@ -39,7 +39,7 @@ func AdminCredentials(ctx context.Context, h home.Dir, addr string) (*identity.C
 	if c, err := identity.LoadCredentials(dir); err == nil && time.Until(c.Leaf().NotAfter) > minLife {
 		return c, nil
 	}
-	creds, err := joinAs(ctx, h, addr, identity.SystemNamespace, AdminService)
+	creds, err := JoinAs(ctx, h, addr, identity.SystemNamespace, AdminService)
 	if errors.Is(err, errNoLocalCA) {
 		return nil, fmt.Errorf("admin commands run where the server's state is: %w", err)
 	}
@@ -55,10 +55,11 @@ func AdminCredentials(ctx context.Context, h home.Dir, addr string) (*identity.C
 // errNoLocalCA marks a CLI without the server's CA at hand.
 var errNoLocalCA = errors.New("no local CA")
 
-// joinAs gets a certificate for service name of namespace ns through the
+// JoinAs gets a certificate for service name of namespace ns through the
 // control plane at addr, with a join token minted from the local CA (the
-// server's, in h): only where the server's state is.
-func joinAs(ctx context.Context, h home.Dir, addr, ns, name string) (*identity.Credentials, error) {
+// server's, in h): only where the server's state is — the CLI, and what
+// the server runs itself (the platform services, the API gateway).
+func JoinAs(ctx context.Context, h home.Dir, addr, ns, name string) (*identity.Credentials, error) {
 	signer, err := ca.LoadTokenSigner(h.CA())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errNoLocalCA, err)

@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/micromesh/micromesh/identity"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	"github.com/micromesh/micromesh/service/auth"
 	merrors "github.com/micromesh/micromesh/service/errors"
@@ -103,18 +102,11 @@ func (a *authenticated) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // none: the index, or a path that names no service, which the handler
 // answers).
 func (a *authenticated) pathNamespace(r *http.Request) string {
-	seg, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-	if seg == "" {
-		return ""
-	}
-	_, ns, err := identity.SplitService(seg)
+	t, err := parseTarget(r.URL.EscapedPath(), a.namespace)
 	if err != nil {
 		return ""
 	}
-	if ns == "" {
-		ns = a.namespace
-	}
-	return ns
+	return t.ns
 }
 
 // token trades an account's secret for an access token, through the auth

@@ -33,8 +33,8 @@ import (
 
 	"github.com/micromesh/micromesh/dataplane"
 	"github.com/micromesh/micromesh/identity"
-	"github.com/micromesh/micromesh/identity/ca"
 	"github.com/micromesh/micromesh/internal/home"
+	"github.com/micromesh/micromesh/internal/meshclient"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	"github.com/micromesh/micromesh/service/auth"
@@ -120,9 +120,9 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 			_ = lis.Close()
 		}
 	}()
-	creds, err := join(ctx, o)
+	creds, err := meshclient.JoinAs(ctx, o.Home, o.ControlPlane, identity.SystemNamespace, Service)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("API gateway: %w", err)
 	}
 	// Its certificate files live under the server's state, as the platform
 	// services' do (0700; replaced at every start, renewed in place).
@@ -189,7 +189,7 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 				return resp.GetJwks(), err
 			})}
 	}
-	loopback := isLoopback(g.addr)
+	loopback := IsLoopback(g.addr)
 	g.srv = &http.Server{
 		Handler:           SameOrigin(g.public, loopback, o.CORSOrigins...),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -198,36 +198,16 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	go func() { g.served <- g.srv.Serve(lis) }()
-	if !loopback {
-		log.Warn("the API gateway listens beyond loopback: every service it can reach answers whoever reaches it (a service shuts it out with deny_from=gateway.micromesh)", "addr", g.addr)
+	if !loopback && o.Auth != AuthRequired {
+		log.Warn("the API gateway listens beyond loopback without --gateway-auth required: every service it can reach answers whoever reaches it", "addr", g.addr, "auth", o.Auth)
 	}
 	log.Info("API gateway ready", "addr", g.addr, "namespace", o.Namespace, "auth", o.Auth)
 	return g, nil
 }
 
-// join mints the gateway's certificate from the local CA.
-func join(ctx context.Context, o Options) (*identity.Credentials, error) {
-	signer, err := ca.LoadTokenSigner(o.Home.CA())
-	if err != nil {
-		return nil, err
-	}
-	id, err := identity.ServiceID(signer.TrustDomain(), identity.SystemNamespace, Service)
-	if err != nil {
-		return nil, err
-	}
-	token, err := signer.Mint(id, time.Minute)
-	if err != nil {
-		return nil, err
-	}
-	creds, err := identity.Join(ctx, o.ControlPlane, nil, id, token)
-	if err != nil {
-		return nil, fmt.Errorf("API gateway: joining the mesh: %w", err)
-	}
-	return creds, nil
-}
-
-// isLoopback reports whether a listening address is a loopback one.
-func isLoopback(addr string) bool {
+// IsLoopback reports whether a listening address (host:port) is a
+// loopback one.
+func IsLoopback(addr string) bool {
 	ip := net.ParseIP(hostOf(addr))
 	return ip != nil && ip.IsLoopback()
 }

@@ -119,6 +119,29 @@ type target struct {
 	authority string // name.ns
 	segment   string // as the path wrote it
 	rest      string // the path after it, escaped ("" or "/...")
+	path      string // rest unescaped
+}
+
+// parseTarget reads the service a path names from its first segment:
+// NAME (of namespace ns) or NAME.NAMESPACE.
+func parseTarget(escapedPath, ns string) (*target, error) {
+	esc := strings.TrimPrefix(escapedPath, "/")
+	seg, rest, _ := strings.Cut(esc, "/")
+	if rest != "" || strings.HasSuffix(esc, "/") {
+		rest = "/" + rest
+	}
+	name, named, err := identity.SplitService(seg)
+	if err != nil {
+		return nil, merrors.NotFound("gateway", "a path starts with the service it calls, /NAME/... or /NAME.NAMESPACE/...: %v", err)
+	}
+	if named != "" {
+		ns = named
+	}
+	path, err := url.PathUnescape(rest)
+	if err != nil {
+		return nil, merrors.BadRequest("gateway", "path %q: %v", escapedPath, err)
+	}
+	return &target{name: name, ns: ns, authority: name + "." + ns, segment: seg, rest: rest, path: path}, nil
 }
 
 func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
@@ -150,30 +173,20 @@ func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	h.forward(w, r, t)
 }
 
-// target reads the service from the path's first segment: NAME (of the
-// gateway's namespace) or NAME.NAMESPACE.
+// target is the service r's path names, one the gateway serves.
 func (h *Handler) target(r *http.Request) (*target, error) {
-	esc := strings.TrimPrefix(r.URL.EscapedPath(), "/")
-	seg, rest, _ := strings.Cut(esc, "/")
-	if rest != "" || strings.HasSuffix(esc, "/") {
-		rest = "/" + rest
-	}
-	name, ns, err := identity.SplitService(seg)
+	t, err := parseTarget(r.URL.EscapedPath(), h.o.Namespace)
 	if err != nil {
-		return nil, merrors.NotFound("gateway", "a path starts with the service it calls, /NAME/... or /NAME.NAMESPACE/...: %v", err)
+		return nil, err
 	}
-	if ns == "" {
-		ns = h.o.Namespace
+	if t.ns == xds.SystemNamespace {
+		return nil, merrors.NotFound("gateway", "the platform's services (namespace %s) are not served through the API gateway; call them with meshctl", t.ns)
 	}
-	if ns == xds.SystemNamespace {
-		return nil, merrors.NotFound("gateway", "the platform's services (namespace %s) are not served through the API gateway; call them with meshctl", ns)
-	}
-	t := &target{name: name, ns: ns, authority: name + "." + ns, segment: seg, rest: rest}
 	if !h.o.Routes(t.authority) {
-		if h.o.Routes(name + "." + xds.SystemNamespace) {
-			return nil, merrors.NotFound("gateway", "%s is one of the platform's services (namespace %s), which the API gateway does not serve: call it with meshctl", name, xds.SystemNamespace)
+		if h.o.Routes(t.name + "." + xds.SystemNamespace) {
+			return nil, merrors.NotFound("gateway", "%s is one of the platform's services (namespace %s), which the API gateway does not serve: call it with meshctl", t.name, xds.SystemNamespace)
 		}
-		return nil, merrors.NotFound("gateway", "no service %s in namespace %s (GET / lists the services)", name, ns)
+		return nil, merrors.NotFound("gateway", "no service %s in namespace %s (GET / lists the services)", t.name, t.ns)
 	}
 	return t, nil
 }
@@ -211,14 +224,9 @@ func (h *Handler) index(w http.ResponseWriter, r *http.Request) {
 // forward sends the request as it came to a service that is not gRPC,
 // its path less the service's segment.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, t *target) {
-	rest := t.rest
+	rest, path := t.rest, t.path
 	if rest == "" {
-		rest = "/"
-	}
-	path, err := url.PathUnescape(rest)
-	if err != nil {
-		writeError(w, merrors.BadRequest("gateway", "path %q: %v", r.URL.EscapedPath(), err))
-		return
+		rest, path = "/", "/"
 	}
 	rp := *h.proxy
 	rp.Rewrite = func(pr *httputil.ProxyRequest) {
@@ -245,10 +253,10 @@ func (h *Handler) rpc(w http.ResponseWriter, r *http.Request, t *target) {
 		h.describeService(w, r, t, set)
 		return
 	}
-	ep, err := resolve(set, t, path(t))
+	ep, err := resolve(set, t)
 	if err != nil && age > describeRetry {
 		if set, _, err = h.describe(r.Context(), t.authority, true); err == nil {
-			ep, err = resolve(set, t, path(t))
+			ep, err = resolve(set, t)
 		}
 	}
 	if err != nil {
@@ -336,15 +344,6 @@ func requestJSON(r *http.Request, ep *endpoints.Endpoint, form bool) ([]byte, er
 // errTooLarge: a body past MaxBody (413).
 var errTooLarge = fmt.Errorf("the request body is longer than %d bytes", MaxBody)
 
-// path is the target's rest, unescaped.
-func path(t *target) string {
-	p, err := url.PathUnescape(t.rest)
-	if err != nil {
-		return t.rest
-	}
-	return p
-}
-
 // describe returns the service's endpoints, from its reflection service
 // through the sidecar, cached describeTTL (fresh: asked again), and how
 // long ago they were asked.
@@ -398,7 +397,8 @@ func (a withAuthority) NewStream(ctx context.Context, desc *grpc.StreamDesc, met
 
 // resolve finds the endpoint a path names (endpoints.Set.Match: /METHOD
 // or /SERVICE/METHOD, as Micro's gateway mapped /foo/bar to Foo.Bar).
-func resolve(set *endpoints.Set, t *target, p string) (*endpoints.Endpoint, error) {
+func resolve(set *endpoints.Set, t *target) (*endpoints.Endpoint, error) {
+	p := t.path
 	found := set.Match(t.name, strings.Split(strings.Trim(p, "/"), "/"))
 	switch len(found) {
 	case 1:
