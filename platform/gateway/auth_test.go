@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/micromesh/micromesh/dataplane"
 	"github.com/micromesh/micromesh/examples/helloworld/handler"
 	pb "github.com/micromesh/micromesh/examples/helloworld/proto"
@@ -52,12 +54,13 @@ func TestGatewayAuth(t *testing.T) {
 	t.Setenv(envconfig.Proxy, outbound)
 	cp.StartService("default", "whoami", func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), whoami{}) },
 		meshtest.WithOptions(func(o *dataplane.Options) { o.Outbound = outbound }))
-	gw, err := gateway.Start(t.Context(), gateway.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address, Auth: gateway.AuthRequired})
+	reg := prometheus.NewRegistry()
+	gw, err := gateway.Start(t.Context(), gateway.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address, Auth: gateway.AuthRequired, Metrics: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(gw.Stop)
-	m := &mesh{cp: cp, base: "http://" + gw.Addr()}
+	m := &mesh{cp: cp, base: "http://" + gw.Addr(), metrics: reg}
 
 	conn, err := meshclient.DialService(t.Context(), cp.Home(), cp.Info.Address, "micromesh", "auth")
 	if err != nil {
@@ -146,5 +149,10 @@ func TestGatewayAuth(t *testing.T) {
 				t.Errorf("401 without a Bearer challenge: %q", resp.Header.Get("WWW-Authenticate"))
 			}
 		})
+	}
+	// Refusals of the token check are counted too (with no service label:
+	// an unauthenticated request names none that counts).
+	if got := m.count(t, "micromesh_gateway_requests_total", `namespace="",response_code="401",service=""`); got < 3 {
+		t.Errorf("401s counted: %v, want at least 3", got)
 	}
 }

@@ -189,6 +189,7 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 				return resp.GetJwks(), err
 			})}
 	}
+	g.public = g.handler.observed(g.public)
 	loopback := IsLoopback(g.addr)
 	g.srv = &http.Server{
 		Handler:           SameOrigin(g.public, loopback, o.CORSOrigins...),
@@ -229,7 +230,7 @@ func (g *Gateway) Handler() http.Handler { return g.public }
 
 // OperatorHandler is the gateway's handler with no token check: the
 // dashboard's, which serves the operator on loopback.
-func (g *Gateway) OperatorHandler() http.Handler { return g.handler }
+func (g *Gateway) OperatorHandler() http.Handler { return g.handler.observed(g.handler) }
 
 // ListServices lists the mesh's services with their instances, as the
 // gateway's identity sees them (every namespace).

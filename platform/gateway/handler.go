@@ -144,14 +144,7 @@ func parseTarget(escapedPath, ns string) (*target, error) {
 	return &target{name: name, ns: ns, authority: name + "." + ns, segment: seg, rest: rest, path: path}, nil
 }
 
-func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	w := &statusWriter{ResponseWriter: rw}
-	var t *target
-	defer func() {
-		h.m.record(t, w.code, start)
-		h.log.Debug("request", "method", r.Method, "path", r.URL.Path, "code", w.code, "duration", time.Since(start))
-	}()
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/" {
 		h.index(w, r)
 		return
@@ -160,6 +153,9 @@ func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		writeError(w, err)
 		return
+	}
+	if obs, ok := r.Context().Value(observationKey{}).(*observation); ok {
+		obs.target = t
 	}
 	proto, err := h.o.Protocols.Protocol(r.Context(), t.ns, t.name)
 	if err != nil {

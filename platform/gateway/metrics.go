@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"time"
@@ -41,6 +42,27 @@ func (m *metrics) record(t *target, code int, start time.Time) {
 	m.requests.WithLabelValues(ns, name, strconv.Itoa(code)).Inc()
 	m.duration.WithLabelValues(ns, name).Observe(time.Since(start).Seconds())
 }
+
+// observed counts and logs every request next answers — the token check's
+// refusals too —, labelled with the service the handler found in its path
+// (an observation in the request's context).
+func (h *Handler) observed(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		w := &statusWriter{ResponseWriter: rw}
+		obs := &observation{}
+		defer func() {
+			h.m.record(obs.target, w.code, start)
+			h.log.Debug("request", "method", r.Method, "path", r.URL.Path, "code", w.code, "duration", time.Since(start))
+		}()
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), observationKey{}, obs)))
+	})
+}
+
+type observationKey struct{}
+
+// observation is what the handler learnt of a request: its service.
+type observation struct{ target *target }
 
 // statusWriter remembers the status a handler answered.
 type statusWriter struct {
