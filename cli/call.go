@@ -25,6 +25,9 @@ import (
 type serviceTarget struct {
 	namespace    string
 	controlPlane string
+	// explicitNS is set when the command was given the namespace: in a
+	// remote environment, one not given is the account's.
+	explicitNS bool
 }
 
 func (t *serviceTarget) flags(cmd *cobra.Command) {
@@ -41,7 +44,21 @@ func (t *serviceTarget) flagsShort(cmd *cobra.Command, short string) {
 // dialService connects to a ready instance of service name as the CLI's
 // admin identity, straight to the instance's mTLS port (its sidecar's
 // inbound): the CLI is a mesh client of its own.
+//
+// In a remote environment it connects to the environment's remote proxy
+// instead, as the account the CLI logged in with.
 func dialService(ctx context.Context, g *globalOptions, t *serviceTarget, name string) (*grpc.ClientConn, error) {
+	env, err := g.environment()
+	if err != nil {
+		return nil, err
+	}
+	if env != nil {
+		authority := name
+		if t.explicitNS {
+			authority += "." + t.namespace
+		}
+		return dialRemote(g, env, authority, true)
+	}
 	h := g.homeDir()
 	return meshclient.DialService(ctx, h, join.ControlPlaneAddr(t.controlPlane, h), t.namespace, name)
 }
@@ -121,6 +138,7 @@ stream's answers print as they come).`,
 			if err != nil {
 				return err
 			}
+			o.target.explicitNS = cmd.Flags().Changed("namespace")
 			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
 			defer cancel()
 			conn, set, err := describeService(ctx, g, &o.target, args[0])
@@ -171,6 +189,13 @@ func (o *callOptions) invoke(ctx context.Context, g *globalOptions, s Streams, c
 	}
 	via := grpc.ClientConnInterface(conn)
 	if o.as != "" {
+		env, err := g.environment()
+		if err != nil {
+			return err
+		}
+		if env != nil {
+			return fmt.Errorf("--as runs a sidecar with a certificate from the server's CA, on the server's machine: not in environment %s", env.Name)
+		}
 		caller, ns, _ := o.asCaller()
 		h := g.homeDir()
 		c, err := meshclient.StartCaller(ctx, h, join.ControlPlaneAddr(o.target.controlPlane, h), ns, caller,
@@ -241,6 +266,7 @@ func newDescribeCommand(g *globalOptions, s Streams) *cobra.Command {
 		Args:    cobra.ExactArgs(1),
 		Example: "  meshctl describe helloworld\n  meshctl describe helloworld -o json",
 		RunE: func(cmd *cobra.Command, args []string) error {
+			t.explicitNS = cmd.Flags().Changed("namespace")
 			ctx, cancel := context.WithTimeout(cmd.Context(), adminCallTimeout)
 			defer cancel()
 			conn, set, err := describeService(ctx, g, t, args[0])

@@ -31,6 +31,7 @@ type Streams struct {
 type globalOptions struct {
 	home   string
 	output string
+	env    string // "" for the current one (meshctl env)
 }
 
 func (g *globalOptions) homeDir() home.Dir { return home.Dir(g.home) }
@@ -63,7 +64,7 @@ func Execute() int {
 func NewCommand(s Streams, args []string) *cobra.Command {
 	root, g := newRoot(s)
 	if word := serviceWord(root, args); word != "" {
-		root.AddCommand(newServiceCommand(g, s, word))
+		root.AddCommand(remoteOK(newServiceCommand(g, s, word)))
 	}
 	root.SetArgs(args)
 	return root
@@ -90,7 +91,10 @@ server there with no flags.`,
 		// command's name is still suggested (servicecmd.go).
 		SuggestionsMinimumDistance: 2,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return g.validate()
+			if err := g.validate(); err != nil {
+				return err
+			}
+			return g.checkRemote(cmd)
 		},
 	}
 	root.SetIn(s.In)
@@ -98,6 +102,7 @@ server there with no flags.`,
 	root.SetErr(s.Err)
 	root.PersistentFlags().StringVar(&g.home, "home", envconfig.HomeDir(), "state directory ($"+envconfig.Home+")")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", outputText, "output format: text or json")
+	root.PersistentFlags().StringVar(&g.env, "env", envconfig.Get(envconfig.Env, ""), "environment to talk to, over the current one (meshctl env; $"+envconfig.Env+")")
 	root.AddCommand(
 		newServerCommand(g, s),
 		newCertCommand(g, s),
@@ -118,14 +123,17 @@ server there with no flags.`,
 		newLogsCommand(g, s),
 		newKillCommand(g, s),
 		newUpdateCommand(g, s),
-		newCallCommand(g, s),
+		remoteOK(newCallCommand(g, s)),
 		newStoreCommand(g, s),
 		newBrokerCommand(g, s),
 		newEventsCommand(g, s),
 		newConfigCommand(g, s),
 		newAuthCommand(g, s),
-		newDescribeCommand(g, s),
-		newVersionCommand(g, s),
+		remoteOK(newDescribeCommand(g, s)),
+		remoteOK(newVersionCommand(g, s)),
+		newEnvCommand(g, s),
+		newLoginCommand(g, s),
+		newLogoutCommand(g, s),
 	)
 	return root, g
 }
@@ -133,9 +141,8 @@ server there with no flags.`,
 // describe turns an error into one line a person can act on; gRPC statuses
 // lose their "rpc error: code = ... desc =" wrapping.
 func describe(err error) string {
-	if st, ok := status.FromError(err); ok {
-		return st.Code().String() + ": " + st.Message()
-	}
+	// A status wrapped in context ("helloworld: reflection: …") keeps
+	// the context and loses only gRPC's own wording.
 	var se interface{ GRPCStatus() *status.Status }
 	if errors.As(err, &se) {
 		st := se.GRPCStatus()

@@ -34,6 +34,7 @@ type serverOptions struct {
 	gatewayCORS []string
 	gatewayTime time.Duration
 	dashboard   string
+	proxyAddr   string
 }
 
 func (o *serverOptions) validate() error {
@@ -63,6 +64,9 @@ func (o *serverOptions) validate() error {
 	if o.gatewayTime <= 0 {
 		return fmt.Errorf("--gateway-timeout %v: must be positive", o.gatewayTime)
 	}
+	if o.proxyAddr == "" {
+		return fmt.Errorf("--proxy-addr must not be empty (say off for no remote proxy)")
+	}
 	if o.dashboard == "" {
 		return fmt.Errorf("--dashboard-addr must not be empty (say off for no dashboard)")
 	}
@@ -81,6 +85,14 @@ func (o *serverOptions) dashboardAddr() string {
 		return ""
 	}
 	return o.dashboard
+}
+
+// remoteProxy is where the remote proxy serves, "" for none.
+func (o *serverOptions) remoteProxy() string {
+	if o.proxyAddr == "off" {
+		return ""
+	}
+	return o.proxyAddr
 }
 
 // gateway is where the API gateway serves, "" for none.
@@ -103,14 +115,17 @@ it. It serves the control plane's gRPC APIs with mTLS on --addr and /metrics,
 /healthz and /ready on --admin-addr, runs the platform services (store,
 config, broker, events) on the mesh, serves the API gateway — HTTP and JSON
 to the mesh's services, POST /helloworld/call — on --gateway-addr and the
-web dashboard on --dashboard-addr, and prints one line when ready.`,
+web dashboard on --dashboard-addr, the remote proxy — gRPC over TLS with
+access tokens, for meshctl in a remote environment (meshctl env) — on
+--proxy-addr, and prints one line when ready.`,
 		Args: cobra.NoArgs,
 		Example: `  meshctl server
   meshctl server --addr 127.0.0.1:9443 --admin-addr 127.0.0.1:9090
   MESH_HOME=/tmp/mesh meshctl server --trust-domain example.org
   meshctl server --registry consul --consul-addr 127.0.0.1:8500
   meshctl server --gateway-addr 127.0.0.1:9080 --gateway-namespace shop
-  meshctl server --gateway-addr off --dashboard-addr off`,
+  meshctl server --gateway-addr off --dashboard-addr off
+  meshctl server --proxy-addr 0.0.0.0:8081     # meshctl of other machines: meshctl env add`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return err
@@ -153,16 +168,16 @@ web dashboard on --dashboard-addr, and prints one line when ready.`,
 			err = srv.Run(cpCtx, func(info home.ServerInfo) {
 				mu.Lock()
 				host, hostErr = platform.Start(cmd.Context(), platform.Options{Home: g.homeDir(), ControlPlane: info.Address, NATSURL: o.natsURL, StorePostgres: o.storePG, EventsRetention: o.retention,
-					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, GatewayAuth: o.gatewayAuth, GatewayCORSOrigins: o.gatewayCORS, GatewayTimeout: o.gatewayTime, DashboardAddr: o.dashboardAddr(), Metrics: srv.Metrics(), Logger: log})
+					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, GatewayAuth: o.gatewayAuth, GatewayCORSOrigins: o.gatewayCORS, GatewayTimeout: o.gatewayTime, DashboardAddr: o.dashboardAddr(), RemoteProxyAddr: o.remoteProxy(), Metrics: srv.Metrics(), Logger: log})
 				mu.Unlock()
 				if hostErr != nil {
 					stopCP()
 					return
 				}
-				info.GatewayAddress, info.DashboardAddress = host.GatewayAddr(), host.DashboardAddr()
-				if info.GatewayAddress != "" {
+				info.GatewayAddress, info.DashboardAddress, info.RemoteProxyAddress = host.GatewayAddr(), host.DashboardAddr(), host.RemoteProxyAddr()
+				if info.GatewayAddress != "" || info.RemoteProxyAddress != "" {
 					if err := g.homeDir().WriteServerInfo(info); err != nil {
-						log.Warn("publishing the gateway's address", "err", err)
+						log.Warn("publishing the gateway's and the remote proxy's addresses", "err", err)
 					}
 				}
 				_ = render(s.Out, g.output, info, func() string { return renderServerReady(info, g.home) })
@@ -185,6 +200,7 @@ web dashboard on --dashboard-addr, and prints one line when ready.`,
 	f.DurationVar(&o.retention, "events-retention", 24*time.Hour, "how long events are kept")
 	f.StringVar(&o.gatewayAddr, "gateway-addr", envconfig.Get(envconfig.GatewayAddr, envconfig.DefaultGatewayAddr), "API gateway HTTP address, or off ($"+envconfig.GatewayAddr+")")
 	f.StringVar(&o.dashboard, "dashboard-addr", envconfig.Get(envconfig.DashboardAddr, envconfig.DefaultDashboardAddr), "web dashboard HTTP address, or off ($"+envconfig.DashboardAddr+")")
+	f.StringVar(&o.proxyAddr, "proxy-addr", envconfig.Get(envconfig.RemoteProxyAddr, envconfig.DefaultRemoteProxy), "remote proxy address (gRPC over TLS, access tokens: meshctl env, meshctl login), or off ($"+envconfig.RemoteProxyAddr+")")
 	f.StringVar(&o.gatewayAuth, "gateway-auth", gateway.AuthOptional, "access tokens the API gateway asks for: off, optional (a token that does not verify is refused; one that does keeps the request to its namespace) or required (meshctl auth)")
 	f.StringArrayVar(&o.gatewayCORS, "gateway-cors-origin", nil, "a web origin (https://app.example.com) whose pages may call the gateway from a browser (repeatable)")
 	f.DurationVar(&o.gatewayTime, "gateway-timeout", gateway.DefaultTimeout, "how long the gateway waits for a call of one request and one answer (streams are not bounded)")
@@ -200,6 +216,9 @@ func renderServerReady(info home.ServerInfo, homeDir string) string {
 	}
 	if info.DashboardAddress != "" {
 		gw += ", dashboard http://" + info.DashboardAddress
+	}
+	if info.RemoteProxyAddress != "" {
+		gw += ", remote proxy " + info.RemoteProxyAddress
 	}
 	return fmt.Sprintf("micromesh server ready: grpc %s, admin http://%s%s, trust domain %s, home %s\n",
 		info.Address, info.AdminAddress, gw, info.TrustDomain, homeDir)

@@ -20,8 +20,9 @@ func TestServerPortConflict(t *testing.T) {
 	}{
 		{[]string{"--addr", addr, "--admin-addr", "127.0.0.1:0"}, "is another server running? pick another with --addr"},
 		{[]string{"--addr", "127.0.0.1:0", "--admin-addr", addr}, "pick another with --admin-addr"},
-		{[]string{"--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--gateway-addr", addr, "--dashboard-addr", "127.0.0.1:0"}, "pick another with --gateway-addr, or turn it off with --gateway-addr off"},
-		{[]string{"--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0", "--dashboard-addr", addr}, "pick another with --dashboard-addr, or turn it off with --dashboard-addr off"},
+		{[]string{"--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--gateway-addr", addr, "--dashboard-addr", "127.0.0.1:0", "--proxy-addr", "127.0.0.1:0"}, "pick another with --gateway-addr, or turn it off with --gateway-addr off"},
+		{[]string{"--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0", "--dashboard-addr", addr, "--proxy-addr", "127.0.0.1:0"}, "pick another with --dashboard-addr, or turn it off with --dashboard-addr off"},
+		{[]string{"--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0", "--dashboard-addr", "127.0.0.1:0", "--proxy-addr", addr}, "pick another with --proxy-addr, or turn it off with --proxy-addr off"},
 	} {
 		_, err := runCLI(t, append([]string{"--home", t.TempDir(), "server"}, tc.args...)...)
 		if err == nil || !strings.Contains(err.Error(), "address already in use") || !strings.Contains(err.Error(), tc.want) {

@@ -35,7 +35,7 @@ func serviceWord(root *cobra.Command, args []string) string {
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		switch {
-		case a == "--home" || a == "-o" || a == "--output":
+		case a == "--home" || a == "-o" || a == "--output" || a == "--env":
 			i++ // its value
 			continue
 		case strings.HasPrefix(a, "-"):
@@ -108,7 +108,7 @@ func parseServiceArgs(g *globalOptions, args []string) (*serviceArgs, error) {
 		}
 		single := !strings.HasPrefix(arg, "--")
 		switch {
-		case name == "home" && !single, name == "o" && single, name == "output" && !single,
+		case name == "home" && !single, name == "o" && single, name == "output" && !single, name == "env" && !single,
 			name == "n" && single, name == "namespace" && !single, name == "as" && !single,
 			name == "timeout" && !single, name == "metadata" && !single, name == "controlplane" && !single:
 			v, err := takeValue(false)
@@ -118,10 +118,13 @@ func parseServiceArgs(g *globalOptions, args []string) (*serviceArgs, error) {
 			switch name {
 			case "home":
 				g.home = v
+			case "env":
+				g.env = v
 			case "o", "output":
 				g.output = v
 			case "n", "namespace":
 				a.call.target.namespace = v
+				a.call.target.explicitNS = true
 			case "as":
 				a.call.as = v
 			case "timeout":
@@ -161,6 +164,7 @@ func newServiceCommand(g *globalOptions, s Streams, word string) *cobra.Command 
 			name, ns, _ := identity.SplitService(word)
 			if ns != "" {
 				a.call.target.namespace = ns
+				a.call.target.explicitNS = true
 			}
 			md, err := a.call.validate()
 			if err != nil {

@@ -277,7 +277,7 @@ func startServerProcess(b *testing.B) *serverProcess {
 		b.Fatalf("build meshctl: %v\n%s", err, out)
 	}
 	dir := home.Dir(b.TempDir())
-	cmd := exec.Command(bin, "server", "--home", string(dir), "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--gateway-addr", "off", "--dashboard-addr", "off", "--log-level", "warn")
+	cmd := exec.Command(bin, "server", "--home", string(dir), "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--gateway-addr", "off", "--dashboard-addr", "off", "--proxy-addr", "off", "--log-level", "warn")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)

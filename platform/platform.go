@@ -3,8 +3,9 @@
 // server`: each has its own identity (spiffe://<td>/ns/micromesh/svc/<name>),
 // its own gRPC server (the framework's) and its own sidecar, and is reached
 // like any other service, through the caller's sidecar. Tenancy comes from
-// the caller's verified identity. The API gateway (package gateway) runs
-// here too, calling into the mesh from outside it.
+// the caller's verified identity. The API gateway (package gateway) and
+// the remote proxy (package remote) run here too, calling into the mesh
+// from outside it.
 package platform
 
 import (
@@ -38,6 +39,7 @@ import (
 	"github.com/micromesh/micromesh/platform/events"
 	"github.com/micromesh/micromesh/platform/gateway"
 	"github.com/micromesh/micromesh/platform/natsserver"
+	"github.com/micromesh/micromesh/platform/remote"
 	"github.com/micromesh/micromesh/platform/store"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	brokerv1 "github.com/micromesh/micromesh/proto/broker/v1"
@@ -75,6 +77,9 @@ type Options struct {
 	// DashboardAddr, if set, is where the dashboard serves HTTP (package
 	// dashboard); it needs the gateway.
 	DashboardAddr string
+	// RemoteProxyAddr, if set, is where the remote proxy serves gRPC over
+	// TLS (package remote).
+	RemoteProxyAddr string
 	// Metrics, if set, gets the metrics of what runs here (the server's
 	// /metrics).
 	Metrics prometheus.Registerer
@@ -86,6 +91,7 @@ type Host struct {
 	stops         []func()
 	gatewayAddr   string
 	dashboardAddr string
+	proxyAddr     string
 }
 
 // GatewayAddr is where the API gateway serves HTTP ("" for none).
@@ -93,6 +99,9 @@ func (h *Host) GatewayAddr() string { return h.gatewayAddr }
 
 // DashboardAddr is where the dashboard serves HTTP ("" for none).
 func (h *Host) DashboardAddr() string { return h.dashboardAddr }
+
+// RemoteProxyAddr is where the remote proxy serves ("" for none).
+func (h *Host) RemoteProxyAddr() string { return h.proxyAddr }
 
 // Start starts every platform service and returns once each is
 // registered.
@@ -205,6 +214,14 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 		}
 	} else if o.DashboardAddr != "" {
 		return nil, errors.New("the dashboard calls services through the API gateway: run both, or neither (--dashboard-addr off)")
+	}
+	if o.RemoteProxyAddr != "" {
+		p, err := remote.Start(ctx, remote.Options{Addr: o.RemoteProxyAddr, Home: o.Home, ControlPlane: o.ControlPlane, Logger: o.Logger})
+		if err != nil {
+			return nil, err
+		}
+		h.stops = append(h.stops, p.Stop)
+		h.proxyAddr = p.Addr()
 	}
 	return h, nil
 }

@@ -23,8 +23,9 @@ type testServer struct {
 	cmd     *exec.Cmd
 	logs    *syncbuf.Buffer
 	drained chan struct{}
-	// gateway and dashboard are their addresses, from the ready line.
-	gateway, dashboard string
+	// gateway, dashboard and proxy (the remote proxy) are their addresses,
+	// from the ready line.
+	gateway, dashboard, proxy string
 }
 
 // startServer starts the server on free ports and waits for its ready
@@ -45,7 +46,7 @@ func startServerWith(ctx context.Context, t *testing.T, home, bin string) *testS
 	t.Helper()
 	s := &testServer{home: home, logs: &syncbuf.Buffer{}, drained: make(chan struct{})}
 	s.env = append(os.Environ(), "MESH_HOME="+s.home)
-	s.cmd = exec.CommandContext(ctx, bin, "server", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0", "--dashboard-addr", "127.0.0.1:0")
+	s.cmd = exec.CommandContext(ctx, bin, "server", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0", "--dashboard-addr", "127.0.0.1:0", "--proxy-addr", "127.0.0.1:0")
 	s.cmd.Env = s.env
 	stdout, err := s.cmd.StdoutPipe()
 	if err != nil {
@@ -72,10 +73,10 @@ func startServerWith(ctx context.Context, t *testing.T, home, bin string) *testS
 		if !strings.HasPrefix(line, "micromesh server ready: grpc 127.0.0.1:") {
 			t.Fatalf("first line = %q", line)
 		}
-		if m := regexp.MustCompile(`, gateway http://(127\.0\.0\.1:\d+), dashboard http://(127\.0\.0\.1:\d+),`).FindStringSubmatch(line); m != nil {
-			s.gateway, s.dashboard = m[1], m[2]
+		if m := regexp.MustCompile(`, gateway http://(127\.0\.0\.1:\d+), dashboard http://(127\.0\.0\.1:\d+), remote proxy (127\.0\.0\.1:\d+),`).FindStringSubmatch(line); m != nil {
+			s.gateway, s.dashboard, s.proxy = m[1], m[2], m[3]
 		} else {
-			t.Fatalf("the ready line names no gateway and dashboard: %q", line)
+			t.Fatalf("the ready line names no gateway, dashboard and remote proxy: %q", line)
 		}
 	case <-ctx.Done():
 		t.Fatalf("no ready line; logs:\n%s", s.logs.String())

@@ -113,7 +113,7 @@ func run() error {
 	home := filepath.Join(dir, "mesh")
 	env := []string{"MESH_HOME=" + home}
 	cpAddr := "127.0.0.1:" + freePort()
-	if _, err := start(o.meshctl, env, "server", "--addr", cpAddr, "--admin-addr", "127.0.0.1:0", "--gateway-addr", "off", "--dashboard-addr", "off", "--log-level", "warn"); err != nil {
+	if _, err := start(o.meshctl, env, "server", "--addr", cpAddr, "--admin-addr", "127.0.0.1:0", "--gateway-addr", "off", "--dashboard-addr", "off", "--proxy-addr", "off", "--log-level", "warn"); err != nil {
 		return err
 	}
 	if err := waitFile(filepath.Join(home, "controlplane.json")); err != nil {

@@ -22,6 +22,12 @@ const (
 	// DashboardAddr is where `meshctl server` serves the dashboard ("off":
 	// none).
 	DashboardAddr = "MESH_DASHBOARD_ADDR"
+	// RemoteProxyAddr is where `meshctl server` serves the remote proxy
+	// ("off": none).
+	RemoteProxyAddr = "MESH_REMOTE_PROXY_ADDR"
+	// Env is the environment meshctl talks to (`meshctl env`), over the
+	// current one.
+	Env = "MESH_ENV"
 	// TrustDomain is the trust domain of a new CA.
 	TrustDomain = "MESH_TRUST_DOMAIN"
 	// LogLevel is debug, info, warn or error.
@@ -57,6 +63,7 @@ const (
 	DefaultAdminAddr     = "127.0.0.1:8090"
 	DefaultGatewayAddr   = "127.0.0.1:8080"
 	DefaultDashboardAddr = "127.0.0.1:8082"
+	DefaultRemoteProxy   = "127.0.0.1:8081"
 	DefaultConsulAddr    = "127.0.0.1:8500"
 )
 

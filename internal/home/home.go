@@ -65,10 +65,13 @@ type ServerInfo struct {
 	// GatewayAddress is the API gateway's (HTTP), when it runs.
 	GatewayAddress string `json:"gateway_address,omitempty"`
 	// DashboardAddress is the dashboard's (HTTP), when it runs.
-	DashboardAddress string    `json:"dashboard_address,omitempty"`
-	TrustDomain      string    `json:"trust_domain"`
-	PID              int       `json:"pid"`
-	Started          time.Time `json:"started"`
+	DashboardAddress string `json:"dashboard_address,omitempty"`
+	// RemoteProxyAddress is the remote proxy's (gRPC over TLS), when it
+	// runs.
+	RemoteProxyAddress string    `json:"remote_proxy_address,omitempty"`
+	TrustDomain        string    `json:"trust_domain"`
+	PID                int       `json:"pid"`
+	Started            time.Time `json:"started"`
 }
 
 // ErrNoServer means no control plane has published itself in this home.

@@ -18,23 +18,18 @@ package gateway
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
-	"github.com/micromesh/micromesh/dataplane"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/home"
-	"github.com/micromesh/micromesh/internal/meshclient"
+	"github.com/micromesh/micromesh/platform/edge"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	"github.com/micromesh/micromesh/service/auth"
@@ -72,15 +67,13 @@ type Options struct {
 
 // Gateway is a running API gateway.
 type Gateway struct {
-	addr        string
-	srv         *http.Server
-	served      chan error
-	stopSidecar context.CancelFunc
-	ran         chan error
-	handler     *Handler
-	public      http.Handler // handler behind the token check
-	cpConn      *grpc.ClientConn
-	log         *slog.Logger
+	addr    string
+	srv     *http.Server
+	served  chan error
+	sidecar *edge.Sidecar
+	handler *Handler
+	public  http.Handler // handler behind the token check
+	log     *slog.Logger
 }
 
 // Start joins the mesh as the gateway, starts its sidecar and serves HTTP
@@ -120,64 +113,17 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 			_ = lis.Close()
 		}
 	}()
-	creds, err := meshclient.JoinAs(ctx, o.Home, o.ControlPlane, identity.SystemNamespace, Service)
+	sc, err := edge.Start(ctx, edge.Options{Name: Service, Home: o.Home, ControlPlane: o.ControlPlane, Logger: o.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("API gateway: %w", err)
 	}
-	// Its certificate files live under the server's state, as the platform
-	// services' do (0700; replaced at every start, renewed in place).
-	dir := filepath.Join(o.Home.Sidecar(Service), "certs")
-	g := &Gateway{addr: lis.Addr().String(), served: make(chan error, 1), ran: make(chan error, 1), log: log}
-	if err := creds.WriteDir(dir); err != nil {
-		return nil, err
-	}
-	ready := make(chan dataplane.Info, 1)
-	sc, err := dataplane.New(dataplane.Options{
-		Credentials: creds, CertDir: dir, ControlPlane: o.ControlPlane, Outbound: "127.0.0.1:0",
-		Drain: time.Second, Logger: o.Logger.With("sidecar", Service),
-		Ready: func(i dataplane.Info) { ready <- i },
-	})
-	if err != nil {
-		return nil, err
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	g.stopSidecar = stop
-	go func() { g.ran <- sc.Run(runCtx) }()
-	var info dataplane.Info
-	select {
-	case info = <-ready:
-	case err := <-g.ran:
-		stop()
-		if err == nil {
-			err = errors.New("the sidecar stopped")
-		}
-		return nil, fmt.Errorf("API gateway: its sidecar: %w", err)
-	case <-ctx.Done():
-		stop()
-		<-g.ran
-		return nil, fmt.Errorf("API gateway: its sidecar got no configuration from the control plane at %s: %w", o.ControlPlane, ctx.Err())
-	}
-
-	// The registry tells which services speak gRPC; the gateway's own
-	// certificate (renewed by its sidecar) authenticates it.
-	cfg := identity.ClientTLSConfig(
-		func() *identity.Bundle { return sc.Certificate().Bundle },
-		func() *tls.Certificate { return sc.Certificate().TLSCertificate() },
-		identity.AuthorizeID(identity.ControlPlaneID(creds.ID.TrustDomain)))
-	g.cpConn, err = grpc.NewClient(o.ControlPlane, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-	if err != nil {
-		g.stopSidecar()
-		<-g.ran
-		return nil, err
-	}
+	g := &Gateway{addr: lis.Addr().String(), served: make(chan error, 1), sidecar: sc, log: log}
 	g.handler, err = NewHandler(HandlerOptions{
-		Namespace: o.Namespace, Timeout: o.Timeout, Outbound: info.Outbound, Hosts: sc.Hosts, Routes: sc.Routes,
-		Protocols: RegistryProtocols(registryv1.NewRegistryServiceClient(g.cpConn)), Metrics: o.Metrics, Logger: log,
+		Namespace: o.Namespace, Timeout: o.Timeout, Outbound: sc.Outbound, Hosts: sc.Hosts, Routes: sc.Routes,
+		Protocols: RegistryProtocols(registryv1.NewRegistryServiceClient(sc.ControlPlane)), Metrics: o.Metrics, Logger: log,
 	})
 	if err != nil {
-		_ = g.cpConn.Close()
-		g.stopSidecar()
-		<-g.ran
+		sc.Stop()
 		return nil, err
 	}
 	g.public = g.handler
@@ -235,7 +181,7 @@ func (g *Gateway) OperatorHandler() http.Handler { return g.handler.observed(g.h
 // ListServices lists the mesh's services with their instances, as the
 // gateway's identity sees them (every namespace).
 func (g *Gateway) ListServices(ctx context.Context) (*registryv1.ListServicesResponse, error) {
-	return registryv1.NewRegistryServiceClient(g.cpConn).ListServices(ctx, &registryv1.ListServicesRequest{})
+	return registryv1.NewRegistryServiceClient(g.sidecar.ControlPlane).ListServices(ctx, &registryv1.ListServicesRequest{})
 }
 
 // Stop stops taking requests, lets those in flight finish (a few seconds
@@ -250,9 +196,5 @@ func (g *Gateway) Stop() {
 		g.log.Warn("serving", "err", err)
 	}
 	g.handler.Close()
-	_ = g.cpConn.Close()
-	g.stopSidecar()
-	if err := <-g.ran; err != nil {
-		g.log.Warn("sidecar", "err", err)
-	}
+	g.sidecar.Stop()
 }

@@ -1,0 +1,329 @@
+// Package remote is the mesh's remote proxy: gRPC over TLS from outside
+// the mesh — meshctl in a remote environment (docs/environments.md) — to
+// its services. A call names its service by its authority (name or
+// name.namespace) and carries an account's access token
+// (authorization: Bearer, from the auth service); the proxy verifies the
+// token, keeps it to the account's namespace (every namespace with the
+// scope admin) and forwards the call unchanged — unary or streaming,
+// message by message without decoding it — through its own sidecar, as
+// the workload proxy.micromesh. The token travels on, so the service
+// learns the user (service/auth.User). One call needs no token: the auth
+// service's Token, which is how a person logs in.
+//
+// The proxy presents its workload certificate (SPIFFE ID
+// spiffe://<td>/ns/micromesh/svc/proxy, from the server's CA); clients
+// check it against the mesh's root, as meshctl does with the root an
+// environment was added with.
+package remote
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/internal/home"
+	"github.com/micromesh/micromesh/platform/edge"
+	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
+	"github.com/micromesh/micromesh/service/auth"
+)
+
+// Service is the remote proxy's service name, in the platform's
+// namespace.
+const Service = "proxy"
+
+// AdminScope lets a token reach every namespace's services.
+const AdminScope = "admin"
+
+// LoginMethod is the one call the proxy forwards without a token, to the
+// auth service (LoginAuthority).
+const LoginMethod = authv1.AuthService_Token_FullMethodName
+
+// LoginAuthority is the auth service's authority.
+const LoginAuthority = "auth." + identity.SystemNamespace
+
+// maxMessage bounds one message either way (the services bound their own).
+const maxMessage = 16 << 20
+
+// Options configure a remote proxy.
+type Options struct {
+	// Addr is where it serves gRPC over TLS (host:port; port 0 picks one).
+	Addr string
+	// Home is the server's state: the proxy's certificate is minted from
+	// its CA.
+	Home         home.Dir
+	ControlPlane string
+	Logger       *slog.Logger
+}
+
+// Proxy is a running remote proxy.
+type Proxy struct {
+	addr     string
+	srv      *grpc.Server
+	served   chan error
+	sidecar  *edge.Sidecar
+	conn     *grpc.ClientConn // to the sidecar's outbound
+	verifier *auth.Verifier
+	log      *slog.Logger
+}
+
+// Start joins the mesh as the proxy, starts its sidecar and serves on
+// o.Addr.
+func Start(ctx context.Context, o Options) (_ *Proxy, err error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	log := o.Logger.With("component", "remote-proxy")
+	lis, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("remote proxy address %s: %w (pick another with --proxy-addr, or turn it off with --proxy-addr off)", o.Addr, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = lis.Close()
+		}
+	}()
+	sc, err := edge.Start(ctx, edge.Options{Name: Service, Home: o.Home, ControlPlane: o.ControlPlane, Logger: o.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("remote proxy: %w", err)
+	}
+	p := &Proxy{addr: lis.Addr().String(), served: make(chan error, 1), sidecar: sc, log: log}
+	// One HTTP/2 connection to the sidecar carries every call; the
+	// authority, per call, picks the service.
+	p.conn, err = grpc.NewClient("passthrough:///"+sc.Outbound,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage), grpc.MaxCallSendMsgSize(maxMessage)))
+	if err != nil {
+		sc.Stop()
+		return nil, err
+	}
+	keys := authv1.NewAuthServiceClient(p.conn)
+	p.verifier = auth.NewVerifier(func(ctx context.Context) (string, error) {
+		resp, err := keys.PublicKeys(ctx, &authv1.PublicKeysRequest{}, grpc.CallAuthority(LoginAuthority))
+		return resp.GetJwks(), err
+	})
+	cfg := &tls.Config{
+		MinVersion:     tls.VersionTLS13,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return sc.TLSCertificate(), nil },
+	}
+	p.srv = grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(cfg)),
+		grpc.UnknownServiceHandler(p.forward),
+		grpc.ForceServerCodecV2(frameCodec{}),
+		grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage),
+		grpc.ConnectionTimeout(10*time.Second),
+	)
+	go func() { p.served <- p.srv.Serve(lis) }()
+	log.Info("remote proxy ready", "addr", p.addr, "id", sc.ID.String())
+	return p, nil
+}
+
+// Addr is where the proxy serves.
+func (p *Proxy) Addr() string { return p.addr }
+
+// Stop stops taking calls, lets those in flight finish (a few seconds at
+// most: streams are cut), then stops the sidecar.
+func (p *Proxy) Stop() {
+	done := make(chan struct{})
+	go func() { p.srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		p.srv.Stop()
+		<-done
+	}
+	<-p.served
+	_ = p.conn.Close()
+	p.sidecar.Stop()
+}
+
+// forward checks a call and relays it to the service its authority names.
+func (p *Proxy) forward(_ any, ss grpc.ServerStream) error {
+	ctx := ss.Context()
+	method, _ := grpc.MethodFromServerStream(ss)
+	in, _ := metadata.FromIncomingContext(ctx)
+	name, ns, err := ParseAuthority(first(in, ":authority"))
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	out := forwarded(in)
+	login := method == LoginMethod && name == "auth" && ns == identity.SystemNamespace
+	if !login {
+		claims, err := p.authenticate(ctx, in)
+		if err != nil {
+			return err
+		}
+		if ns == "" {
+			ns = claims.Namespace
+		}
+		if ns == identity.SystemNamespace {
+			return status.Errorf(codes.PermissionDenied, "%s.%s is a platform service: the remote proxy reaches the namespaces' own services (and %s's Token, to log in)", name, ns, LoginAuthority)
+		}
+		if ns != claims.Namespace && !slices.Contains(claims.Scopes, AdminScope) {
+			return status.Errorf(codes.PermissionDenied, "%s may call services of namespace %s, not %s", claims.Subject, claims.Namespace, ns)
+		}
+		out.Set("authorization", in.Get("authorization")...) // the service reads the user from it
+	}
+	// Named here, not by the sidecar's 503, which lists every service
+	// the proxy can reach, of every namespace.
+	if !p.sidecar.Routes(name + "." + ns) {
+		return status.Errorf(codes.NotFound, "no service %s in namespace %s (is it running? meshctl services on the server lists them)", name, ns)
+	}
+	if pr, ok := peer.FromContext(ctx); ok {
+		if host, _, err := net.SplitHostPort(pr.Addr.String()); err == nil {
+			out.Append("x-forwarded-for", host)
+		}
+	}
+	return p.relay(ctx, ss, method, name+"."+ns, out)
+}
+
+// authenticate verifies the call's access token.
+func (p *Proxy) authenticate(ctx context.Context, in metadata.MD) (*auth.Claims, error) {
+	h := first(in, "authorization")
+	scheme, raw, _ := strings.Cut(h, " ")
+	if h == "" {
+		return nil, status.Error(codes.Unauthenticated, "the remote proxy needs an access token (authorization: Bearer TOKEN): meshctl login ACCOUNT")
+	}
+	if !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(raw) == "" {
+		return nil, status.Error(codes.Unauthenticated, "authorization: want Bearer TOKEN")
+	}
+	claims, err := p.verifier.Verify(ctx, strings.TrimSpace(raw))
+	if errors.Is(err, auth.ErrInvalidToken) {
+		return nil, status.Errorf(codes.Unauthenticated, "%v (meshctl login ACCOUNT for a new one)", err)
+	}
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "checking the access token: %v", err)
+	}
+	return claims, nil
+}
+
+// relay runs the call against the service at authority, message by
+// message both ways, and answers with its status, headers and trailers.
+func (p *Proxy) relay(ctx context.Context, ss grpc.ServerStream, method, authority string, md metadata.MD) error {
+	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, md))
+	defer cancel()
+	cs, err := p.conn.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, method,
+		grpc.CallAuthority(authority), grpc.ForceCodecV2(frameCodec{}))
+	if err != nil {
+		return err
+	}
+	// The caller's messages, until it half-closes; the handler does not
+	// wait for this: once the answer is done, the server ends the stream
+	// and RecvMsg returns.
+	go func() {
+		for {
+			f := &frame{}
+			if err := ss.RecvMsg(f); err != nil {
+				if err == io.EOF {
+					_ = cs.CloseSend()
+				} else {
+					cancel()
+				}
+				return
+			}
+			if err := cs.SendMsg(f); err != nil {
+				return // the answer's RecvMsg reports why
+			}
+		}
+	}()
+	if hdr, err := cs.Header(); err == nil && len(hdr) > 0 {
+		if err := ss.SendHeader(hdr); err != nil {
+			return err
+		}
+	}
+	for {
+		f := &frame{}
+		err := cs.RecvMsg(f)
+		if err != nil {
+			ss.SetTrailer(cs.Trailer())
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+		if err := ss.SendMsg(f); err != nil {
+			return err
+		}
+	}
+}
+
+// ParseAuthority reads the service a call's authority names: NAME or
+// NAME.NAMESPACE (a port, as a client may add one, is ignored). ns is
+// "" when the authority names none.
+func ParseAuthority(a string) (name, ns string, err error) {
+	if h, _, err := net.SplitHostPort(a); err == nil {
+		a = h
+	}
+	if a == "" {
+		return "", "", errors.New("the call names no service: dial the remote proxy with the service as the authority (NAME or NAME.NAMESPACE), as meshctl does")
+	}
+	name, ns, err = identity.SplitService(a)
+	if err != nil {
+		return "", "", fmt.Errorf("the call's authority %q: %w", a, err)
+	}
+	return name, ns, nil
+}
+
+// forwarded is the metadata a call carries on: not HTTP's or gRPC's own,
+// not the mesh's (x-mesh-*: the callee's sidecar sets the caller), not the
+// token (put back only once verified), not a client's X-Forwarded-For.
+func forwarded(in metadata.MD) metadata.MD {
+	out := metadata.MD{}
+	for k, v := range in {
+		switch {
+		case strings.HasPrefix(k, ":"), strings.HasPrefix(k, "grpc-"), strings.HasPrefix(k, "x-mesh-"),
+			k == "content-type", k == "user-agent", k == "te", k == "authorization", k == "x-forwarded-for":
+			continue
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func first(md metadata.MD, k string) string {
+	if v := md.Get(k); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+// frame is one message, as bytes: the proxy does not decode messages.
+type frame struct{ b []byte }
+
+// frameCodec passes messages through as they came.
+type frameCodec struct{}
+
+func (frameCodec) Marshal(v any) (mem.BufferSlice, error) {
+	f, ok := v.(*frame)
+	if !ok {
+		return nil, fmt.Errorf("remote proxy: cannot send %T", v)
+	}
+	return mem.BufferSlice{mem.SliceBuffer(f.b)}, nil
+}
+
+func (frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	f, ok := v.(*frame)
+	if !ok {
+		return fmt.Errorf("remote proxy: cannot receive into %T", v)
+	}
+	f.b = data.Materialize()
+	return nil
+}
+
+func (frameCodec) Name() string { return "proto" }

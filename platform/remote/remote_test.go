@@ -1,0 +1,246 @@
+package remote_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strconv"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/micromesh/micromesh/dataplane"
+	"github.com/micromesh/micromesh/examples/helloworld/handler"
+	pb "github.com/micromesh/micromesh/examples/helloworld/proto"
+	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/internal/envconfig"
+	"github.com/micromesh/micromesh/internal/meshclient"
+	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/internal/testsvc"
+	"github.com/micromesh/micromesh/platform/remote"
+	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
+	"github.com/micromesh/micromesh/service"
+	userauth "github.com/micromesh/micromesh/service/auth"
+	merrors "github.com/micromesh/micromesh/service/errors"
+)
+
+// whoami's Call answers with the subject of the call's access token and
+// the metadata "tenant" it was sent.
+type whoami struct {
+	pb.UnimplementedHelloworldServer
+}
+
+func (whoami) Call(ctx context.Context, _ *pb.CallRequest) (*pb.CallResponse, error) {
+	u, err := userauth.User(ctx)
+	if err != nil {
+		return nil, merrors.Unauthorized("whoami.call", "%v", err)
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	return &pb.CallResponse{Msg: u.Subject + " tenant=" + strings.Join(md.Get("tenant"), ",")}, nil
+}
+
+type mesh struct {
+	t      *testing.T
+	cp     *meshtest.ControlPlane
+	proxy  *remote.Proxy
+	bundle *identity.Bundle
+}
+
+// dial connects to the remote proxy as meshctl does: TLS checked against
+// the mesh's root and the proxy's SPIFFE ID, the service as the
+// authority, the token (if any) with every call.
+func (m *mesh) dial(authority, token string) *grpc.ClientConn {
+	m.t.Helper()
+	proxyID := identity.ID{TrustDomain: m.bundle.TrustDomain(), Namespace: identity.SystemNamespace, Kind: identity.KindService, Name: remote.Service}
+	cfg := identity.ClientTLSConfig(func() *identity.Bundle { return m.bundle }, nil, identity.AuthorizeID(proxyID))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg)), grpc.WithAuthority(authority)}
+	if token != "" {
+		opts = append(opts, grpc.WithPerRPCCredentials(bearer(token)))
+	}
+	conn, err := grpc.NewClient(m.proxy.Addr(), opts...)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+// login trades a secret for a token through the proxy, with no token.
+func (m *mesh) login(name, ns, secret string) (string, error) {
+	resp, err := authv1.NewAuthServiceClient(m.dial(remote.LoginAuthority, "")).Token(m.t.Context(), &authv1.TokenRequest{Name: name, Namespace: ns, Secret: secret})
+	return resp.GetAccessToken(), err
+}
+
+func (m *mesh) hello(authority, token string) (string, error) {
+	resp, err := pb.NewHelloworldClient(m.dial(authority, token)).Call(m.t.Context(), &pb.CallRequest{Name: "Remote"})
+	return resp.GetMsg(), err
+}
+
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+func (bearer) RequireTransportSecurity() bool { return true }
+
+// meshctl in a remote environment: it logs in through the remote proxy
+// (the one call it forwards without a token) and calls services with the
+// token, kept to the account's namespace (all with the scope admin); the
+// service learns the user; streams pass both ways; bad and missing
+// tokens, other namespaces, platform services and unknown services each
+// get a status that says what to do.
+func TestRemoteProxy(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	cp.StartPlatform()
+	hello := func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), handler.Helloworld{}) }
+	cp.StartService("default", "helloworld", hello)
+	cp.StartService("shop", "helloworld", hello)
+	cp.StartService("default", "tester", func(s *service.Service) { testgrpc.RegisterTestServiceServer(s.Server(), testsvc.Service{}) })
+	outbound := "127.0.0.1:" + strconv.Itoa(meshtest.FreePort(t))
+	t.Setenv(envconfig.Proxy, outbound)
+	cp.StartService("default", "whoami", func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), whoami{}) },
+		meshtest.WithOptions(func(o *dataplane.Options) { o.Outbound = outbound }))
+	p, err := remote.Start(t.Context(), remote.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	m := &mesh{t: t, cp: cp, proxy: p, bundle: cp.Bundle()}
+
+	conn, err := meshclient.DialService(t.Context(), cp.Home(), cp.Info.Address, "micromesh", "auth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, a := range []*authv1.CreateAccountRequest{
+		{Account: &authv1.Account{Name: "alice"}, Secret: "alice's secret"},
+		{Account: &authv1.Account{Name: "ops", Namespace: "shop", Scopes: []string{remote.AdminScope}}, Secret: "ops's own secret"},
+	} {
+		if _, err := authv1.NewAuthServiceClient(conn).CreateAccount(t.Context(), a); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Logging in: the one call without a token.
+	if _, err := m.login("alice", "default", "not alice's secret"); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("login with a wrong secret: %v, want Unauthenticated", err)
+	}
+	alice, err := m.login("alice", "default", "alice's secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, err := m.login("ops", "shop", "ops's own secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Calls with the token: the account's namespace when the authority
+	// names none.
+	for _, authority := range []string{"helloworld", "helloworld.default"} {
+		if msg, err := m.hello(authority, alice); err != nil || msg != "Hello Remote" {
+			t.Errorf("alice → %s: %q, %v", authority, msg, err)
+		}
+	}
+	// The service learns the user from the token, and gets the call's
+	// metadata.
+	ctx := metadata.AppendToOutgoingContext(t.Context(), "tenant", "acme", "x-mesh-caller", "spiffe://micromesh.local/ns/default/svc/forged")
+	who, err := pb.NewHelloworldClient(m.dial("whoami", alice)).Call(ctx, &pb.CallRequest{})
+	if err != nil || who.GetMsg() != "spiffe://micromesh.local/ns/default/user/alice tenant=acme" {
+		t.Errorf("whoami as alice: %q, %v", who.GetMsg(), err)
+	}
+	// An admin-scoped account reaches other namespaces; its own is shop.
+	if msg, err := m.hello("helloworld.default", ops); err != nil || msg != "Hello Remote" {
+		t.Errorf("ops → helloworld.default: %q, %v", msg, err)
+	}
+	if msg, err := m.hello("helloworld", ops); err != nil || msg != "Hello Remote" {
+		t.Errorf("ops → helloworld (its namespace, shop): %q, %v", msg, err)
+	}
+
+	// Streams, both ways, message by message.
+	tc := testgrpc.NewTestServiceClient(m.dial("tester", alice))
+	out, err := tc.StreamingOutputCall(t.Context(), &testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 3}, {Size: 70000}, {Size: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sizes []int
+	for {
+		r, err := out.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("server stream: %v", err)
+		}
+		sizes = append(sizes, len(r.GetPayload().GetBody()))
+	}
+	if len(sizes) != 3 || sizes[0] != 3 || sizes[1] != 70000 || sizes[2] != 1 {
+		t.Errorf("server stream sizes %v, want [3 70000 1]", sizes)
+	}
+	bidi, err := tc.FullDuplexCall(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ { // each answer before the next request: full duplex
+		if err := bidi.Send(&testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: int32(i)}}}); err != nil {
+			t.Fatal(err)
+		}
+		r, err := bidi.Recv()
+		if err != nil || len(r.GetPayload().GetBody()) != i {
+			t.Fatalf("bidi answer %d: %v, %v", i, r, err)
+		}
+	}
+	if err := bidi.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bidi.Recv(); err != io.EOF {
+		t.Errorf("bidi end: %v, want EOF", err)
+	}
+
+	// Refusals.
+	for _, tc := range []struct {
+		what, authority, token string
+		code                   codes.Code
+		want                   string
+	}{
+		{"no token", "helloworld", "", codes.Unauthenticated, "meshctl login"},
+		{"a tampered token", "helloworld", alice[:len(alice)-4] + "AAAA", codes.Unauthenticated, "meshctl login"},
+		{"not a JWT", "helloworld", "opaque", codes.Unauthenticated, ""},
+		{"another namespace", "helloworld.shop", alice, codes.PermissionDenied, "may call services of namespace default, not shop"},
+		{"a platform service", "store.micromesh", ops, codes.PermissionDenied, "platform service"},
+		{"the auth service beyond Token", "auth.micromesh", alice, codes.PermissionDenied, "platform service"},
+		{"an unknown service", "nosuch", alice, codes.NotFound, "no service nosuch in namespace default"},
+		{"an authority that is no service", "Hello..World", alice, codes.InvalidArgument, "is not a service"},
+	} {
+		_, err := m.hello(tc.authority, tc.token)
+		if status.Code(err) != tc.code || !strings.Contains(status.Convert(err).Message(), tc.want) {
+			t.Errorf("%s: %v, want %v with %q", tc.what, err, tc.code, tc.want)
+		}
+		// An unknown service is named alone: the proxy reaches every
+		// namespace, which its sidecar's own answer would list.
+		if strings.Contains(status.Convert(err).Message(), "helloworld.shop") && tc.code == codes.NotFound {
+			t.Errorf("%s: the answer lists other namespaces' services: %v", tc.what, err)
+		}
+	}
+
+	// The proxy is proxy.micromesh: a client expecting another identity
+	// refuses it.
+	cfg := identity.ClientTLSConfig(func() *identity.Bundle { return m.bundle }, nil, identity.AuthorizeID(identity.ControlPlaneID(m.bundle.TrustDomain())))
+	wrong, err := grpc.NewClient(p.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)), grpc.WithAuthority("helloworld"), grpc.WithPerRPCCredentials(bearer(alice)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wrong.Close()
+	_, err = pb.NewHelloworldClient(wrong).Call(t.Context(), &pb.CallRequest{})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "proxy") {
+		t.Errorf("a client expecting the control plane's identity: %v, want a handshake failure naming the proxy", err)
+	}
+	if errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+}
