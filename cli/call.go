@@ -57,7 +57,7 @@ func dialService(ctx context.Context, g *globalOptions, t *serviceTarget, name s
 		if t.explicitNS {
 			authority += "." + t.namespace
 		}
-		return dialRemote(g, env, authority, true)
+		return dialRemote(ctx, g, env, authority, true)
 	}
 	h := g.homeDir()
 	return meshclient.DialService(ctx, h, join.ControlPlaneAddr(t.controlPlane, h), t.namespace, name)

@@ -11,7 +11,9 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/micromesh/micromesh/identity"
@@ -63,30 +65,78 @@ func (g *globalOptions) checkRemote(cmd *cobra.Command) error {
 }
 
 // dialRemote connects to env's remote proxy for calls to the service at
-// authority, with the token the CLI logged in with.
-func dialRemote(g *globalOptions, env *clienv.Env, authority string, withToken bool) (*grpc.ClientConn, error) {
+// authority; withToken, as the account the CLI logged in with (its access
+// token refreshed first when it has less than a minute left).
+func dialRemote(ctx context.Context, g *globalOptions, env *clienv.Env, authority string, withToken bool) (*grpc.ClientConn, error) {
+	opts := []grpc.DialOption{grpc.WithAuthority(authority)}
+	if withToken {
+		tok, err := accessToken(ctx, g, env)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(tok)))
+	}
+	return dialProxy(env, opts...)
+}
+
+// dialProxy connects to env's remote proxy, its certificate checked
+// against the environment's root and the proxy's SPIFFE ID.
+func dialProxy(env *clienv.Env, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	bundle, err := env.Bundle()
 	if err != nil {
 		return nil, err
 	}
-	opts := []grpc.DialOption{grpc.WithAuthority(authority)}
-	if withToken {
-		tok, err := clienv.LoadToken(g.homeDir(), env.Name)
-		if err != nil {
-			return nil, err
-		}
-		if tok == nil {
-			return nil, fmt.Errorf("not logged in to environment %s: meshctl login ACCOUNT [-n NAMESPACE]", env.Name)
-		}
-		if !time.Now().Before(tok.Expires) {
-			return nil, fmt.Errorf("the token for environment %s (%s) expired at %s: meshctl login again", env.Name, tok.Subject, tok.Expires.Local().Format(time.DateTime))
-		}
-		opts = append(opts, grpc.WithPerRPCCredentials(bearerToken(tok.AccessToken)))
-	}
 	proxyID := identity.ID{TrustDomain: env.TrustDomain, Namespace: identity.SystemNamespace, Kind: identity.KindService, Name: remote.Service}
 	cfg := identity.ClientTLSConfig(func() *identity.Bundle { return bundle }, nil, identity.AuthorizeID(proxyID))
-	opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-	return grpc.NewClient(env.Proxy, opts...)
+	return grpc.NewClient(env.Proxy, append(opts, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))...)
+}
+
+// accessToken is the access token of env's login, refreshed through its
+// session when it is about to expire.
+func accessToken(ctx context.Context, g *globalOptions, env *clienv.Env) (string, error) {
+	h := g.homeDir()
+	var access string
+	err := clienv.Locked(h, env.Name, func() error {
+		tok, err := clienv.LoadToken(h, env.Name)
+		if err != nil {
+			return err
+		}
+		if tok == nil {
+			return fmt.Errorf("not logged in to environment %s: meshctl login ACCOUNT [-n NAMESPACE]", env.Name)
+		}
+		now := time.Now()
+		if tok.Usable(now) {
+			access = tok.AccessToken
+			return nil
+		}
+		if !tok.Refreshable(now) {
+			return fmt.Errorf("the login to environment %s (%s) expired at %s: meshctl login again", env.Name, tok.Subject, tok.Until().Local().Format(time.DateTime))
+		}
+		conn, err := dialProxy(env, grpc.WithAuthority(remote.LoginAuthority))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		req := &authv1.RefreshRequest{RefreshToken: tok.RefreshToken}
+		if tok.TTL > 0 {
+			req.Ttl = durationpb.New(tok.TTL)
+		}
+		resp, err := authv1.NewAuthServiceClient(conn).Refresh(ctx, req)
+		if status.Code(err) == codes.Unauthenticated {
+			return fmt.Errorf("the session of environment %s (%s) ended: %s", env.Name, tok.Subject, status.Convert(err).Message())
+		}
+		if err != nil {
+			return fmt.Errorf("renewing the access token of environment %s: %w", env.Name, err)
+		}
+		tok.AccessToken, tok.Expires = resp.GetAccessToken(), resp.GetExpires().AsTime()
+		tok.RefreshToken, tok.RefreshExpires = resp.GetRefreshToken(), resp.GetRefreshExpires().AsTime()
+		if err := clienv.SaveToken(h, env.Name, *tok); err != nil {
+			return err
+		}
+		access = tok.AccessToken
+		return nil
+	})
+	return access, err
 }
 
 // bearerToken sends an access token with each call (over TLS only).
@@ -249,7 +299,7 @@ func listEnvs(g *globalOptions, s Streams) error {
 			if err != nil {
 				e.Problems = err.Error()
 			} else if tok != nil {
-				e.Subject, e.Expires = tok.Subject, tok.Expires
+				e.Subject, e.Expires = tok.Subject, tok.Until()
 			}
 		}
 		out = append(out, e)
@@ -287,10 +337,12 @@ func newLoginCommand(g *globalOptions, s Streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "login ACCOUNT",
 		Short: "Log in to the current remote environment with an account's secret (standard input)",
-		Long: `Trade an account's secret for an access token through the environment's
-remote proxy and keep it (under $MESH_HOME/cli/tokens, 0600) for the commands
-that follow. The secret is read from standard input, or asked for without
-echo at a terminal. Log in again when the token expires.`,
+		Long: `Trade an account's secret for an access token and a session through the
+environment's remote proxy, and keep them (under $MESH_HOME/cli/tokens, 0600)
+for the commands that follow. The secret is read from standard input, or
+asked for without echo at a terminal. Access tokens last --ttl and are
+renewed through the session as they run out; the session lasts 30 days
+from its last use, until meshctl logout ends it, or the account is deleted.`,
 		Example: `  echo "$SECRET" | meshctl login alice -n shop
   meshctl login alice --env staging --ttl 8h`,
 		Args: cobra.ExactArgs(1),
@@ -309,35 +361,37 @@ echo at a terminal. Log in again when the token expires.`,
 			if err != nil {
 				return err
 			}
-			conn, err := dialRemote(g, env, remote.LoginAuthority, false)
+			conn, err := dialRemote(cmd.Context(), g, env, remote.LoginAuthority, false)
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
 			ctx, cancel := context.WithTimeout(cmd.Context(), adminCallTimeout)
 			defer cancel()
-			resp, err := authv1.NewAuthServiceClient(conn).Token(ctx, &authv1.TokenRequest{Name: args[0], Namespace: ns, Secret: secret, Ttl: durationpb.New(ttl)})
+			resp, err := authv1.NewAuthServiceClient(conn).Token(ctx, &authv1.TokenRequest{Name: args[0], Namespace: ns, Secret: secret, Ttl: durationpb.New(ttl), Refreshable: true})
 			if err != nil {
 				return fmt.Errorf("environment %s (%s): %w", env.Name, env.Proxy, err)
 			}
-			tok := clienv.Token{AccessToken: resp.GetAccessToken(), Subject: resp.GetSubject(), Expires: resp.GetExpires().AsTime()}
-			if err := clienv.SaveToken(g.homeDir(), env.Name, tok); err != nil {
+			tok := clienv.Token{AccessToken: resp.GetAccessToken(), Subject: resp.GetSubject(), Expires: resp.GetExpires().AsTime(), TTL: ttl,
+				RefreshToken: resp.GetRefreshToken(), RefreshExpires: resp.GetRefreshExpires().AsTime()}
+			err = clienv.Locked(g.homeDir(), env.Name, func() error { return clienv.SaveToken(g.homeDir(), env.Name, tok) })
+			if err != nil {
 				return err
 			}
-			return render(s.Out, g.output, map[string]any{"env": env.Name, "subject": tok.Subject, "expires": tok.Expires}, func() string {
-				return fmt.Sprintf("logged in to %s as %s until %s\n", env.Name, tok.Subject, tok.Expires.Local().Format(time.DateTime))
+			return render(s.Out, g.output, map[string]any{"env": env.Name, "subject": tok.Subject, "expires": tok.Until()}, func() string {
+				return fmt.Sprintf("logged in to %s as %s until %s (access tokens of %v, renewed as they run out)\n", env.Name, tok.Subject, tok.Until().Local().Format(time.DateTime), ttl)
 			})
 		},
 	}
 	cmd.Flags().StringVarP(&ns, "namespace", "n", identity.DefaultNamespace, "the account's namespace")
-	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token lasts (1m to 24h)")
+	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long each access token lasts (1m to 24h)")
 	return remoteOK(cmd)
 }
 
 func newLogoutCommand(g *globalOptions, s Streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "logout",
-		Short: "Forget the token of the current remote environment",
+		Short: "End the session of the current remote environment and forget its tokens",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			env, err := g.environment()
@@ -347,15 +401,39 @@ func newLogoutCommand(g *globalOptions, s Streams) *cobra.Command {
 			if env == nil {
 				return errors.New("the local environment has no login")
 			}
-			had, err := clienv.RemoveToken(g.homeDir(), env.Name)
+			h := g.homeDir()
+			var ended error // why the session could not be ended on the server
+			err = clienv.Locked(h, env.Name, func() error {
+				tok, err := clienv.LoadToken(h, env.Name)
+				if err != nil || tok == nil || tok.RefreshToken == "" {
+					return err
+				}
+				ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+				defer cancel()
+				conn, err := dialProxy(env, grpc.WithAuthority(remote.LoginAuthority))
+				if err != nil {
+					ended = err
+					return nil
+				}
+				defer conn.Close()
+				_, ended = authv1.NewAuthServiceClient(conn).Revoke(ctx, &authv1.RevokeRequest{RefreshToken: tok.RefreshToken})
+				return nil
+			})
 			if err != nil {
 				return err
 			}
-			return render(s.Out, g.output, map[string]any{"env": env.Name, "logged_out": had}, func() string {
-				if !had {
+			had, err := clienv.RemoveToken(h, env.Name)
+			if err != nil {
+				return err
+			}
+			return render(s.Out, g.output, map[string]any{"env": env.Name, "logged_out": had, "session_ended": had && ended == nil}, func() string {
+				switch {
+				case !had:
 					return "not logged in to " + env.Name + "\n"
+				case ended != nil:
+					return fmt.Sprintf("logged out of %s here; the session could not be ended on the server (%v): it lapses 30 days after its last use\n", env.Name, ended)
 				}
-				return "logged out of " + env.Name + " (the token itself lasts until it expires)\n"
+				return "logged out of " + env.Name + " (session ended; an access token already issued lasts until it expires)\n"
 			})
 		},
 	}

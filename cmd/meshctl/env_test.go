@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,21 +96,74 @@ func TestRemoteEnvironment(t *testing.T) {
 		}
 	}
 
-	// An expired token says so; logout forgets it.
-	tok := filepath.Join(laptop, "cli", "tokens", "staging.json")
-	kept, _ := os.ReadFile(tok)
-	if err := os.WriteFile(tok, []byte(`{"access_token":"x","subject":"spiffe://micromesh.local/ns/default/user/alice","expires":"2020-01-01T00:00:00Z"}`), 0o600); err != nil {
-		t.Fatal(err)
+	// The access token renews itself through the session as it runs out:
+	// the refresh token is traded for a new one each time.
+	tokPath := filepath.Join(laptop, "cli", "tokens", "staging.json")
+	readTok := func() map[string]any {
+		t.Helper()
+		var m map[string]any
+		data, err := os.ReadFile(tokPath)
+		if err == nil {
+			err = json.Unmarshal(data, &m)
+		}
+		if err != nil {
+			t.Fatalf("the token file: %v", err)
+		}
+		return m
 	}
+	writeTok := func(m map[string]any) {
+		t.Helper()
+		data, _ := json.Marshal(m)
+		if err := os.WriteFile(tokPath, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expired := func(m map[string]any) map[string]any {
+		c := maps.Clone(m)
+		c["expires"] = "2020-01-01T00:00:00Z"
+		return c
+	}
+	first := readTok()
+	if !strings.HasPrefix(fmt.Sprint(first["refresh_token"]), "mrt.") {
+		t.Fatalf("login kept no refresh token: %v", first["refresh_token"] != nil)
+	}
+	writeTok(expired(first))
+	if out := must("", "call", "helloworld", "Helloworld.Call", `{"name":"Cy"}`); out != `{"msg":"Hello Cy"}`+"\n" {
+		t.Errorf("a call with a run-out access token: %q", out)
+	}
+	renewed := readTok()
+	if renewed["access_token"] == first["access_token"] || renewed["refresh_token"] == first["refresh_token"] || renewed["expires"] == "2020-01-01T00:00:00Z" {
+		t.Error("the call did not renew the access token and rotate the refresh token")
+	}
+	// The traded refresh token again — a copy: the server ends the session.
+	writeTok(expired(first))
+	if out, err := run("", "call", "helloworld", "Helloworld.Call"); err == nil || !strings.Contains(out, "the session of environment staging") || !strings.Contains(out, "already used") {
+		t.Errorf("a traded refresh token again: %v\n%s", err, out)
+	}
+	writeTok(expired(renewed))
+	if out, err := run("", "call", "helloworld", "Helloworld.Call"); err == nil || !strings.Contains(out, "unknown or revoked") || !strings.Contains(out, "log in again") {
+		t.Errorf("the session's latest token after it ended: %v\n%s", err, out)
+	}
+	// Without a session, a run-out token says to log in again.
+	noSession := expired(renewed)
+	delete(noSession, "refresh_token")
+	writeTok(noSession)
 	if out, err := run("", "call", "helloworld", "Helloworld.Call"); err == nil || !strings.Contains(out, "expired") || !strings.Contains(out, "meshctl login again") {
 		t.Errorf("a call with an expired token: %v\n%s", err, out)
 	}
-	if err := os.WriteFile(tok, kept, 0o600); err != nil {
-		t.Fatal(err)
+
+	// Logout ends the session on the server and forgets it here.
+	must("alice's long secret\n", "login", "alice")
+	before := readTok()
+	if out := must("", "logout"); !strings.Contains(out, "session ended") {
+		t.Errorf("logout: %s", out)
 	}
-	must("", "logout")
 	if out, err := run("", "call", "helloworld", "Helloworld.Call"); err == nil || !strings.Contains(out, "not logged in") {
 		t.Errorf("a call after logout: %v\n%s", err, out)
+	}
+	writeTok(expired(before))
+	if out, err := run("", "call", "helloworld", "Helloworld.Call"); err == nil || !strings.Contains(out, "unknown or revoked") {
+		t.Errorf("the session's refresh token after logout: %v\n%s", err, out)
 	}
 	must("", "env", "use", "local")
 	must("", "env", "remove", "staging")

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/micromesh/micromesh/identity"
@@ -141,11 +142,54 @@ func (e *Env) Validate() error {
 	return nil
 }
 
-// Token is an access token the CLI logged in with.
+// Token is an access token the CLI logged in with, and the refresh
+// token of its session.
 type Token struct {
 	AccessToken string    `json:"access_token"`
 	Subject     string    `json:"subject"`
 	Expires     time.Time `json:"expires"`
+	// TTL is the access tokens' lifetime asked for at login (refreshes ask
+	// for the same).
+	TTL            time.Duration `json:"ttl,omitempty"`
+	RefreshToken   string        `json:"refresh_token,omitempty"`
+	RefreshExpires time.Time     `json:"refresh_expires,omitzero"`
+}
+
+// Usable reports whether the access token has more than a minute left.
+func (t *Token) Usable(now time.Time) bool { return t.Expires.Sub(now) > time.Minute }
+
+// Refreshable reports whether the session can give a new access token.
+func (t *Token) Refreshable(now time.Time) bool {
+	return t.RefreshToken != "" && now.Before(t.RefreshExpires)
+}
+
+// Until is when the login ends: the session's end, or the access token's
+// without one.
+func (t *Token) Until() time.Time {
+	if t.RefreshToken != "" {
+		return t.RefreshExpires
+	}
+	return t.Expires
+}
+
+// Locked runs fn holding env's token lock (flock on a file beside the
+// token): two meshctl processes refreshing one session at once would
+// trade its refresh token twice, and the second trade ends the session.
+func Locked(h home.Dir, env string, fn func() error) error {
+	p := tokenPath(h, env) + ".lock"
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("locking %s: %w", p, err)
+	}
+	defer func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN) }()
+	return fn()
 }
 
 func tokenPath(h home.Dir, env string) string {
@@ -183,6 +227,7 @@ func LoadToken(h home.Dir, env string) (*Token, error) {
 
 // RemoveToken forgets env's token; it reports whether there was one.
 func RemoveToken(h home.Dir, env string) (bool, error) {
+	_ = os.Remove(tokenPath(h, env) + ".lock")
 	err := os.Remove(tokenPath(h, env))
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/micromesh/micromesh/identity"
@@ -62,6 +63,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	failures map[string]*failures
+	swept    time.Time // expired sessions last forgotten
 }
 
 type failures struct {
@@ -92,11 +94,23 @@ func Open(dir, td string, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth: opening the accounts: %w", err)
 	}
-	if err := db.Update(func(tx *bbolt.Tx) error { _, err := tx.CreateBucketIfNotExists(bucket); return err }); err != nil {
+	err = db.Update(func(tx *bbolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucket); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(sessionsBucket)
+		return err
+	})
+	if err != nil {
 		_ = db.Close()
 		return nil, err
 	}
-	return &Server{db: db, key: key, td: td, log: log, now: time.Now, failures: map[string]*failures{}}, nil
+	srv := &Server{db: db, key: key, td: td, log: log, now: time.Now, failures: map[string]*failures{}}
+	if err := srv.sweepSessions(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return srv, nil
 }
 
 // Close closes the accounts.
@@ -224,6 +238,9 @@ func (s *Server) DeleteAccount(ctx context.Context, req *authv1.DeleteAccountReq
 		if b.Get([]byte(key)) == nil {
 			return status.Errorf(codes.NotFound, "no account %s in namespace %s", req.GetName(), ns)
 		}
+		if err := endSessionsOf(tx, key); err != nil {
+			return err
+		}
 		return b.Delete([]byte(key))
 	})
 	if err != nil {
@@ -267,12 +284,9 @@ func (s *Server) Token(ctx context.Context, req *authv1.TokenRequest) (*authv1.T
 	if err != nil {
 		return nil, err
 	}
-	ttl := DefaultTokenTTL
-	if d := req.GetTtl(); d != nil {
-		ttl = d.AsDuration()
-		if ttl < MinTokenTTL || ttl > MaxTokenTTL {
-			return nil, status.Errorf(codes.InvalidArgument, "ttl %v: between %v and %v", ttl, MinTokenTTL, MaxTokenTTL)
-		}
+	ttl, err := tokenTTL(req.GetTtl())
+	if err != nil {
+		return nil, err
 	}
 	if wait := s.heldBack(key); wait > 0 {
 		return nil, status.Errorf(codes.ResourceExhausted, "too many failed logins for %s in namespace %s: try again in %v", req.GetName(), ns, wait.Round(time.Second))
@@ -298,29 +312,57 @@ func (s *Server) Token(ctx context.Context, req *authv1.TokenRequest) (*authv1.T
 		return nil, status.Error(codes.Unauthenticated, "wrong account name or secret")
 	}
 	s.succeeded(key)
-	sub := acc.subject(s.td)
+	tok, exp, err := s.issue(acc, ttl)
+	if err != nil {
+		return nil, err
+	}
+	resp := &authv1.TokenResponse{AccessToken: tok, Expires: timestamppb.New(exp), Subject: acc.subject(s.td)}
+	if req.GetRefreshable() {
+		refresh, until, err := s.startSession(key)
+		if err != nil {
+			return nil, err
+		}
+		resp.RefreshToken, resp.RefreshExpires = refresh, timestamppb.New(until)
+	}
+	return resp, nil
+}
+
+// issue signs an access token for acc, lasting ttl.
+func (s *Server) issue(acc stored, ttl time.Duration) (string, time.Time, error) {
 	now := s.now()
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: s.key.Key},
 		new(jose.SignerOptions).WithType("JWT").WithHeader("kid", s.key.KeyID))
 	if err != nil {
-		return nil, err
+		return "", time.Time{}, err
 	}
 	jti := make([]byte, 16)
 	if _, err := rand.Read(jti); err != nil {
-		return nil, err
+		return "", time.Time{}, err
 	}
 	claims := userauth.Claims{
 		Claims: jose.Claims{
-			Issuer: userauth.Issuer, Subject: sub, Audience: jose.Audience{userauth.Audience}, ID: base64.RawURLEncoding.EncodeToString(jti),
+			Issuer: userauth.Issuer, Subject: acc.subject(s.td), Audience: jose.Audience{userauth.Audience}, ID: base64.RawURLEncoding.EncodeToString(jti),
 			IssuedAt: jose.NewNumericDate(now), NotBefore: jose.NewNumericDate(now), Expiry: jose.NewNumericDate(now.Add(ttl)),
 		},
 		Namespace: acc.Namespace, Name: acc.Name, Scopes: acc.Scopes,
 	}
 	tok, err := jose.Signed(signer).Claims(claims).CompactSerialize()
 	if err != nil {
-		return nil, err
+		return "", time.Time{}, err
 	}
-	return &authv1.TokenResponse{AccessToken: tok, Expires: timestamppb.New(now.Add(ttl)), Subject: sub}, nil
+	return tok, now.Add(ttl), nil
+}
+
+// tokenTTL reads a requested lifetime (DefaultTokenTTL when none).
+func tokenTTL(d *durationpb.Duration) (time.Duration, error) {
+	if d == nil {
+		return DefaultTokenTTL, nil
+	}
+	ttl := d.AsDuration()
+	if ttl < MinTokenTTL || ttl > MaxTokenTTL {
+		return 0, status.Errorf(codes.InvalidArgument, "ttl %v: between %v and %v", ttl, MinTokenTTL, MaxTokenTTL)
+	}
+	return ttl, nil
 }
 
 func (s *Server) PublicKeys(ctx context.Context, _ *authv1.PublicKeysRequest) (*authv1.PublicKeysResponse, error) {

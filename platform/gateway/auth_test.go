@@ -101,6 +101,34 @@ func TestGatewayAuth(t *testing.T) {
 		t.Errorf("a malformed body: %d %s", code, body)
 	}
 
+	// A session: refresh and revoke through the gateway too.
+	code, body := m.do(t, "POST", gateway.TokenPath, "application/json", `{"name":"alice","secret":"alice's secret","refresh":true}`)
+	var sess struct {
+		AccessToken    string `json:"access_token"`
+		RefreshToken   string `json:"refresh_token"`
+		RefreshExpires string `json:"refresh_expires"`
+	}
+	if err := json.Unmarshal([]byte(body), &sess); code != 200 || err != nil || sess.RefreshToken == "" || sess.RefreshExpires == "" {
+		t.Fatalf("a login with a session: %d %s", code, body)
+	}
+	code, body = m.do(t, "POST", gateway.RefreshPath, "application/json", `{"refresh_token":"`+sess.RefreshToken+`","ttl":"5m"}`)
+	var renewed struct {
+		AccessToken  string `json:"access_token"`
+		RefreshToken string `json:"refresh_token"`
+	}
+	if err := json.Unmarshal([]byte(body), &renewed); code != 200 || err != nil || renewed.AccessToken == "" || renewed.RefreshToken == sess.RefreshToken {
+		t.Fatalf("refresh: %d %s", code, body)
+	}
+	if code, body := m.do(t, "POST", gateway.RefreshPath, "application/json", `{"refresh_token":"`+sess.RefreshToken+`"}`); code != 401 || !strings.Contains(body, "already used") {
+		t.Errorf("a traded refresh token again: %d %s", code, body)
+	}
+	if code, body := m.do(t, "POST", gateway.RevokePath, "application/json", `{"refresh_token":"`+renewed.RefreshToken+`"}`); code != 200 || !strings.Contains(body, `"revoked":true`) {
+		t.Errorf("revoke: %d %s", code, body)
+	}
+	if code, body := m.do(t, "GET", gateway.RefreshPath, "", ""); code != 405 || !strings.Contains(body, "refresh_token") {
+		t.Errorf("GET %s: %d %s", gateway.RefreshPath, code, body)
+	}
+
 	poll.Until(t, "the gateway routes to both helloworlds", 10*time.Second, 20*time.Millisecond, func() bool {
 		req, _ := http.NewRequestWithContext(t.Context(), "GET", m.base+"/", nil)
 		req.Header.Set("Authorization", "Bearer "+ops)

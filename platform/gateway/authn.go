@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	"github.com/micromesh/micromesh/service/auth"
@@ -34,10 +35,17 @@ const (
 // AdminScope lets a token reach every namespace's services.
 const AdminScope = "admin"
 
-// TokenPath is where the gateway trades an account's secret for a token:
-// POST {"name":…,"namespace":…,"secret":…,"ttl":"10m"}. No service is
-// named "_" (not a DNS label).
-const TokenPath = "/_/token"
+// The gateway's own paths for tokens (no service is named "_": not a DNS
+// label). TokenPath trades an account's secret for an access token: POST
+// {"name":…,"namespace":…,"secret":…,"ttl":"10m","refresh":true} — with
+// refresh, a session's refresh token too; RefreshPath trades a refresh
+// token for new tokens: POST {"refresh_token":…,"ttl":"10m"}; RevokePath
+// ends its session: POST {"refresh_token":…}.
+const (
+	TokenPath   = "/_/token"
+	RefreshPath = "/_/refresh"
+	RevokePath  = "/_/revoke"
+)
 
 // ValidateAuthMode checks a mode's name.
 func ValidateAuthMode(mode string) error {
@@ -69,7 +77,8 @@ type authenticated struct {
 }
 
 func (a *authenticated) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == TokenPath {
+	switch r.URL.Path {
+	case TokenPath, RefreshPath, RevokePath:
 		a.token(w, r)
 		return
 	}
@@ -109,41 +118,74 @@ func (a *authenticated) pathNamespace(r *http.Request) string {
 	return t.ns
 }
 
-// token trades an account's secret for an access token, through the auth
-// service.
+// token serves the token paths, through the auth service.
 func (a *authenticated) token(w http.ResponseWriter, r *http.Request) {
+	usage := map[string]string{
+		TokenPath:   `{"name":"…","namespace":"…","secret":"…","ttl":"1h","refresh":true}`,
+		RefreshPath: `{"refresh_token":"…","ttl":"1h"}`,
+		RevokePath:  `{"refresh_token":"…"}`,
+	}[r.URL.Path]
 	if r.Method != http.MethodPost {
-		methodNotAllowed(w, "POST", "POST "+TokenPath+` {"name":"…","namespace":"…","secret":"…"} for an access token`)
+		methodNotAllowed(w, "POST", "POST "+r.URL.Path+" "+usage)
 		return
 	}
 	var req struct {
-		Name      string `json:"name"`
-		Namespace string `json:"namespace"`
-		Secret    string `json:"secret"`
-		TTL       string `json:"ttl"`
+		Name         string `json:"name"`
+		Namespace    string `json:"namespace"`
+		Secret       string `json:"secret"`
+		TTL          string `json:"ttl"`
+		Refresh      bool   `json:"refresh"`
+		RefreshToken string `json:"refresh_token"`
 	}
 	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		writeError(w, merrors.BadRequest("gateway", `the body: want {"name":"…","namespace":"…","secret":"…","ttl":"1h"}: %v`, err))
+		writeError(w, merrors.BadRequest("gateway", "the body: want %s: %v", usage, err))
 		return
 	}
-	treq := &authv1.TokenRequest{Name: req.Name, Namespace: req.Namespace, Secret: req.Secret}
+	var ttl *durationpb.Duration
 	if req.TTL != "" {
 		d, err := time.ParseDuration(req.TTL)
 		if err != nil {
 			writeError(w, merrors.BadRequest("gateway", "ttl %q: %v", req.TTL, err))
 			return
 		}
-		treq.Ttl = durationpb.New(d)
+		ttl = durationpb.New(d)
 	}
-	resp, err := a.client.Token(r.Context(), treq)
+	var (
+		resp interface {
+			GetAccessToken() string
+			GetExpires() *timestamppb.Timestamp
+			GetSubject() string
+			GetRefreshToken() string
+			GetRefreshExpires() *timestamppb.Timestamp
+		}
+		err error
+	)
+	switch r.URL.Path {
+	case TokenPath:
+		resp, err = a.client.Token(r.Context(), &authv1.TokenRequest{Name: req.Name, Namespace: req.Namespace, Secret: req.Secret, Ttl: ttl, Refreshable: req.Refresh})
+	case RefreshPath:
+		resp, err = a.client.Refresh(r.Context(), &authv1.RefreshRequest{RefreshToken: req.RefreshToken, Ttl: ttl})
+	case RevokePath:
+		if _, err := a.client.Revoke(r.Context(), &authv1.RevokeRequest{RefreshToken: req.RefreshToken}); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"revoked": true})
+		return
+	}
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"access_token": resp.GetAccessToken(), "token_type": "Bearer",
-		"expires": resp.GetExpires().AsTime().Format(time.RFC3339), "subject": resp.GetSubject()})
+	out := map[string]any{"access_token": resp.GetAccessToken(), "token_type": "Bearer",
+		"expires": resp.GetExpires().AsTime().Format(time.RFC3339), "subject": resp.GetSubject()}
+	if resp.GetRefreshToken() != "" {
+		out["refresh_token"] = resp.GetRefreshToken()
+		out["refresh_expires"] = resp.GetRefreshExpires().AsTime().Format(time.RFC3339)
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // bearer reads a request's access token.

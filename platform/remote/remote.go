@@ -7,8 +7,9 @@
 // scope admin) and forwards the call unchanged — unary or streaming,
 // message by message without decoding it — through its own sidecar, as
 // the workload proxy.micromesh. The token travels on, so the service
-// learns the user (service/auth.User). One call needs no token: the auth
-// service's Token, which is how a person logs in.
+// learns the user (service/auth.User). Three calls need no token: the
+// auth service's Token, Refresh and Revoke, which is how a person logs in
+// (with a secret), stays logged in and logs out (with a refresh token).
 //
 // The proxy presents its workload certificate (SPIFFE ID
 // spiffe://<td>/ns/micromesh/svc/proxy, from the server's CA); clients
@@ -51,9 +52,14 @@ const Service = "proxy"
 // AdminScope lets a token reach every namespace's services.
 const AdminScope = "admin"
 
-// LoginMethod is the one call the proxy forwards without a token, to the
-// auth service (LoginAuthority).
-const LoginMethod = authv1.AuthService_Token_FullMethodName
+// loginMethods are the calls the proxy forwards without an access token,
+// to the auth service (LoginAuthority): logging in (a secret), a session's
+// refresh and its end (a refresh token).
+var loginMethods = map[string]bool{
+	authv1.AuthService_Token_FullMethodName:   true,
+	authv1.AuthService_Refresh_FullMethodName: true,
+	authv1.AuthService_Revoke_FullMethodName:  true,
+}
 
 // LoginAuthority is the auth service's authority.
 const LoginAuthority = "auth." + identity.SystemNamespace
@@ -163,7 +169,7 @@ func (p *Proxy) forward(_ any, ss grpc.ServerStream) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	out := forwarded(in)
-	login := method == LoginMethod && name == "auth" && ns == identity.SystemNamespace
+	login := loginMethods[method] && name == "auth" && ns == identity.SystemNamespace
 	if !login {
 		claims, err := p.authenticate(ctx, in)
 		if err != nil {
@@ -173,7 +179,7 @@ func (p *Proxy) forward(_ any, ss grpc.ServerStream) error {
 			ns = claims.Namespace
 		}
 		if ns == identity.SystemNamespace {
-			return status.Errorf(codes.PermissionDenied, "%s.%s is a platform service: the remote proxy reaches the namespaces' own services (and %s's Token, to log in)", name, ns, LoginAuthority)
+			return status.Errorf(codes.PermissionDenied, "%s.%s is a platform service: the remote proxy reaches the namespaces' own services (and %s's Token, Refresh and Revoke, to log in and out)", name, ns, LoginAuthority)
 		}
 		if ns != claims.Namespace && !slices.Contains(claims.Scopes, AdminScope) {
 			return status.Errorf(codes.PermissionDenied, "%s may call services of namespace %s, not %s", claims.Subject, claims.Namespace, ns)

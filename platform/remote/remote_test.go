@@ -140,6 +140,27 @@ func TestRemoteProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A session: refreshed and ended through the proxy, with no access
+	// token (the refresh token is the credential).
+	login := authv1.NewAuthServiceClient(m.dial(remote.LoginAuthority, ""))
+	sess, err := login.Token(t.Context(), &authv1.TokenRequest{Name: "alice", Secret: "alice's secret", Refreshable: true})
+	if err != nil || sess.GetRefreshToken() == "" {
+		t.Fatalf("a login with a session: %v %v", sess, err)
+	}
+	renewed, err := login.Refresh(t.Context(), &authv1.RefreshRequest{RefreshToken: sess.GetRefreshToken()})
+	if err != nil {
+		t.Fatalf("refresh through the proxy: %v", err)
+	}
+	if msg, err := m.hello("helloworld", renewed.GetAccessToken()); err != nil || msg != "Hello Remote" {
+		t.Errorf("a call with the refreshed token: %q, %v", msg, err)
+	}
+	if _, err := login.Revoke(t.Context(), &authv1.RevokeRequest{RefreshToken: renewed.GetRefreshToken()}); err != nil {
+		t.Errorf("revoke through the proxy: %v", err)
+	}
+	if _, err := login.Refresh(t.Context(), &authv1.RefreshRequest{RefreshToken: renewed.GetRefreshToken()}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("refresh after revoke: %v", err)
+	}
+
 	// Calls with the token: the account's namespace when the authority
 	// names none.
 	for _, authority := range []string{"helloworld", "helloworld.default"} {

@@ -11,8 +11,9 @@
 // asking: the API gateway does, for each request that carries one.
 //
 // Accounts are managed by the platform's identities (namespace micromesh:
-// the CLI on the server's machine) alone; Token and PublicKeys answer any
-// caller of the mesh (the gateway relays Token for users outside it).
+// the CLI on the server's machine) alone; Token, Refresh, Revoke and
+// PublicKeys answer any caller of the mesh (the gateway and the remote
+// proxy relay them for users outside it).
 
 package authv1
 
@@ -393,7 +394,10 @@ type TokenRequest struct {
 	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	Secret    string                 `protobuf:"bytes,3,opt,name=secret,proto3" json:"secret,omitempty"`
 	// How long the token lasts: 1 minute to 24 hours (default 1 hour).
-	Ttl           *durationpb.Duration `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Ttl *durationpb.Duration `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// Also answer a refresh token, which gets new access tokens without
+	// the secret (a session: meshctl login).
+	Refreshable   bool `protobuf:"varint,5,opt,name=refreshable,proto3" json:"refreshable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -456,14 +460,26 @@ func (x *TokenRequest) GetTtl() *durationpb.Duration {
 	return nil
 }
 
+func (x *TokenRequest) GetRefreshable() bool {
+	if x != nil {
+		return x.Refreshable
+	}
+	return false
+}
+
 type TokenResponse struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	AccessToken string                 `protobuf:"bytes,1,opt,name=access_token,json=accessToken,proto3" json:"access_token,omitempty"`
 	Expires     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires,proto3" json:"expires,omitempty"`
 	// The token's subject: spiffe://<td>/ns/<namespace>/user/<name>.
-	Subject       string `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Subject string `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
+	// With refreshable (and from Refresh): the refresh token, a secret, and
+	// until when it can be traded (30 days after it was issued; each trade
+	// gives a new one, while the account lasts).
+	RefreshToken   string                 `protobuf:"bytes,4,opt,name=refresh_token,json=refreshToken,proto3" json:"refresh_token,omitempty"`
+	RefreshExpires *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=refresh_expires,json=refreshExpires,proto3" json:"refresh_expires,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *TokenResponse) Reset() {
@@ -517,6 +533,230 @@ func (x *TokenResponse) GetSubject() string {
 	return ""
 }
 
+func (x *TokenResponse) GetRefreshToken() string {
+	if x != nil {
+		return x.RefreshToken
+	}
+	return ""
+}
+
+func (x *TokenResponse) GetRefreshExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RefreshExpires
+	}
+	return nil
+}
+
+type RefreshRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	RefreshToken string                 `protobuf:"bytes,1,opt,name=refresh_token,json=refreshToken,proto3" json:"refresh_token,omitempty"`
+	// The new access token's lifetime, as Token's (default 1 hour).
+	Ttl           *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshRequest) Reset() {
+	*x = RefreshRequest{}
+	mi := &file_auth_v1_auth_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshRequest) ProtoMessage() {}
+
+func (x *RefreshRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshRequest.ProtoReflect.Descriptor instead.
+func (*RefreshRequest) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RefreshRequest) GetRefreshToken() string {
+	if x != nil {
+		return x.RefreshToken
+	}
+	return ""
+}
+
+func (x *RefreshRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+// RefreshResponse is a TokenResponse.
+type RefreshResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	AccessToken    string                 `protobuf:"bytes,1,opt,name=access_token,json=accessToken,proto3" json:"access_token,omitempty"`
+	Expires        *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expires,proto3" json:"expires,omitempty"`
+	Subject        string                 `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
+	RefreshToken   string                 `protobuf:"bytes,4,opt,name=refresh_token,json=refreshToken,proto3" json:"refresh_token,omitempty"`
+	RefreshExpires *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=refresh_expires,json=refreshExpires,proto3" json:"refresh_expires,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RefreshResponse) Reset() {
+	*x = RefreshResponse{}
+	mi := &file_auth_v1_auth_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshResponse) ProtoMessage() {}
+
+func (x *RefreshResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshResponse.ProtoReflect.Descriptor instead.
+func (*RefreshResponse) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RefreshResponse) GetAccessToken() string {
+	if x != nil {
+		return x.AccessToken
+	}
+	return ""
+}
+
+func (x *RefreshResponse) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+func (x *RefreshResponse) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *RefreshResponse) GetRefreshToken() string {
+	if x != nil {
+		return x.RefreshToken
+	}
+	return ""
+}
+
+func (x *RefreshResponse) GetRefreshExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RefreshExpires
+	}
+	return nil
+}
+
+type RevokeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RefreshToken  string                 `protobuf:"bytes,1,opt,name=refresh_token,json=refreshToken,proto3" json:"refresh_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeRequest) Reset() {
+	*x = RevokeRequest{}
+	mi := &file_auth_v1_auth_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeRequest) ProtoMessage() {}
+
+func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeRequest.ProtoReflect.Descriptor instead.
+func (*RevokeRequest) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RevokeRequest) GetRefreshToken() string {
+	if x != nil {
+		return x.RefreshToken
+	}
+	return ""
+}
+
+type RevokeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeResponse) Reset() {
+	*x = RevokeResponse{}
+	mi := &file_auth_v1_auth_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeResponse) ProtoMessage() {}
+
+func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_auth_v1_auth_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
+func (*RevokeResponse) Descriptor() ([]byte, []int) {
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{12}
+}
+
 type PublicKeysRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -525,7 +765,7 @@ type PublicKeysRequest struct {
 
 func (x *PublicKeysRequest) Reset() {
 	*x = PublicKeysRequest{}
-	mi := &file_auth_v1_auth_proto_msgTypes[9]
+	mi := &file_auth_v1_auth_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +777,7 @@ func (x *PublicKeysRequest) String() string {
 func (*PublicKeysRequest) ProtoMessage() {}
 
 func (x *PublicKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[9]
+	mi := &file_auth_v1_auth_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +790,7 @@ func (x *PublicKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublicKeysRequest.ProtoReflect.Descriptor instead.
 func (*PublicKeysRequest) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{9}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{13}
 }
 
 type PublicKeysResponse struct {
@@ -563,7 +803,7 @@ type PublicKeysResponse struct {
 
 func (x *PublicKeysResponse) Reset() {
 	*x = PublicKeysResponse{}
-	mi := &file_auth_v1_auth_proto_msgTypes[10]
+	mi := &file_auth_v1_auth_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -575,7 +815,7 @@ func (x *PublicKeysResponse) String() string {
 func (*PublicKeysResponse) ProtoMessage() {}
 
 func (x *PublicKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_auth_v1_auth_proto_msgTypes[10]
+	mi := &file_auth_v1_auth_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -588,7 +828,7 @@ func (x *PublicKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublicKeysResponse.ProtoReflect.Descriptor instead.
 func (*PublicKeysResponse) Descriptor() ([]byte, []int) {
-	return file_auth_v1_auth_proto_rawDescGZIP(), []int{10}
+	return file_auth_v1_auth_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PublicKeysResponse) GetJwks() string {
@@ -621,26 +861,43 @@ const file_auth_v1_auth_proto_rawDesc = "" +
 	"\x13ListAccountsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"N\n" +
 	"\x14ListAccountsResponse\x126\n" +
-	"\baccounts\x18\x01 \x03(\v2\x1a.micromesh.auth.v1.AccountR\baccounts\"\x85\x01\n" +
+	"\baccounts\x18\x01 \x03(\v2\x1a.micromesh.auth.v1.AccountR\baccounts\"\xa7\x01\n" +
 	"\fTokenRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x16\n" +
 	"\x06secret\x18\x03 \x01(\tR\x06secret\x12+\n" +
-	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\x82\x01\n" +
+	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12 \n" +
+	"\vrefreshable\x18\x05 \x01(\bR\vrefreshable\"\xec\x01\n" +
 	"\rTokenResponse\x12!\n" +
 	"\faccess_token\x18\x01 \x01(\tR\vaccessToken\x124\n" +
 	"\aexpires\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12\x18\n" +
-	"\asubject\x18\x03 \x01(\tR\asubject\"\x13\n" +
+	"\asubject\x18\x03 \x01(\tR\asubject\x12#\n" +
+	"\rrefresh_token\x18\x04 \x01(\tR\frefreshToken\x12C\n" +
+	"\x0frefresh_expires\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0erefreshExpires\"b\n" +
+	"\x0eRefreshRequest\x12#\n" +
+	"\rrefresh_token\x18\x01 \x01(\tR\frefreshToken\x12+\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\xee\x01\n" +
+	"\x0fRefreshResponse\x12!\n" +
+	"\faccess_token\x18\x01 \x01(\tR\vaccessToken\x124\n" +
+	"\aexpires\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12\x18\n" +
+	"\asubject\x18\x03 \x01(\tR\asubject\x12#\n" +
+	"\rrefresh_token\x18\x04 \x01(\tR\frefreshToken\x12C\n" +
+	"\x0frefresh_expires\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x0erefreshExpires\"4\n" +
+	"\rRevokeRequest\x12#\n" +
+	"\rrefresh_token\x18\x01 \x01(\tR\frefreshToken\"\x10\n" +
+	"\x0eRevokeResponse\"\x13\n" +
 	"\x11PublicKeysRequest\"(\n" +
 	"\x12PublicKeysResponse\x12\x12\n" +
-	"\x04jwks\x18\x01 \x01(\tR\x04jwks2\xdd\x03\n" +
+	"\x04jwks\x18\x01 \x01(\tR\x04jwks2\xfe\x04\n" +
 	"\vAuthService\x12b\n" +
 	"\rCreateAccount\x12'.micromesh.auth.v1.CreateAccountRequest\x1a(.micromesh.auth.v1.CreateAccountResponse\x12b\n" +
 	"\rDeleteAccount\x12'.micromesh.auth.v1.DeleteAccountRequest\x1a(.micromesh.auth.v1.DeleteAccountResponse\x12_\n" +
 	"\fListAccounts\x12&.micromesh.auth.v1.ListAccountsRequest\x1a'.micromesh.auth.v1.ListAccountsResponse\x12J\n" +
 	"\x05Token\x12\x1f.micromesh.auth.v1.TokenRequest\x1a .micromesh.auth.v1.TokenResponse\x12Y\n" +
 	"\n" +
-	"PublicKeys\x12$.micromesh.auth.v1.PublicKeysRequest\x1a%.micromesh.auth.v1.PublicKeysResponseB5Z3github.com/micromesh/micromesh/proto/auth/v1;authv1b\x06proto3"
+	"PublicKeys\x12$.micromesh.auth.v1.PublicKeysRequest\x1a%.micromesh.auth.v1.PublicKeysResponse\x12P\n" +
+	"\aRefresh\x12!.micromesh.auth.v1.RefreshRequest\x1a\".micromesh.auth.v1.RefreshResponse\x12M\n" +
+	"\x06Revoke\x12 .micromesh.auth.v1.RevokeRequest\x1a!.micromesh.auth.v1.RevokeResponseB5Z3github.com/micromesh/micromesh/proto/auth/v1;authv1b\x06proto3"
 
 var (
 	file_auth_v1_auth_proto_rawDescOnce sync.Once
@@ -654,7 +911,7 @@ func file_auth_v1_auth_proto_rawDescGZIP() []byte {
 	return file_auth_v1_auth_proto_rawDescData
 }
 
-var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_auth_v1_auth_proto_goTypes = []any{
 	(*Account)(nil),               // 0: micromesh.auth.v1.Account
 	(*CreateAccountRequest)(nil),  // 1: micromesh.auth.v1.CreateAccountRequest
@@ -665,33 +922,45 @@ var file_auth_v1_auth_proto_goTypes = []any{
 	(*ListAccountsResponse)(nil),  // 6: micromesh.auth.v1.ListAccountsResponse
 	(*TokenRequest)(nil),          // 7: micromesh.auth.v1.TokenRequest
 	(*TokenResponse)(nil),         // 8: micromesh.auth.v1.TokenResponse
-	(*PublicKeysRequest)(nil),     // 9: micromesh.auth.v1.PublicKeysRequest
-	(*PublicKeysResponse)(nil),    // 10: micromesh.auth.v1.PublicKeysResponse
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
+	(*RefreshRequest)(nil),        // 9: micromesh.auth.v1.RefreshRequest
+	(*RefreshResponse)(nil),       // 10: micromesh.auth.v1.RefreshResponse
+	(*RevokeRequest)(nil),         // 11: micromesh.auth.v1.RevokeRequest
+	(*RevokeResponse)(nil),        // 12: micromesh.auth.v1.RevokeResponse
+	(*PublicKeysRequest)(nil),     // 13: micromesh.auth.v1.PublicKeysRequest
+	(*PublicKeysResponse)(nil),    // 14: micromesh.auth.v1.PublicKeysResponse
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
 }
 var file_auth_v1_auth_proto_depIdxs = []int32{
-	11, // 0: micromesh.auth.v1.Account.created:type_name -> google.protobuf.Timestamp
+	15, // 0: micromesh.auth.v1.Account.created:type_name -> google.protobuf.Timestamp
 	0,  // 1: micromesh.auth.v1.CreateAccountRequest.account:type_name -> micromesh.auth.v1.Account
 	0,  // 2: micromesh.auth.v1.CreateAccountResponse.account:type_name -> micromesh.auth.v1.Account
 	0,  // 3: micromesh.auth.v1.ListAccountsResponse.accounts:type_name -> micromesh.auth.v1.Account
-	12, // 4: micromesh.auth.v1.TokenRequest.ttl:type_name -> google.protobuf.Duration
-	11, // 5: micromesh.auth.v1.TokenResponse.expires:type_name -> google.protobuf.Timestamp
-	1,  // 6: micromesh.auth.v1.AuthService.CreateAccount:input_type -> micromesh.auth.v1.CreateAccountRequest
-	3,  // 7: micromesh.auth.v1.AuthService.DeleteAccount:input_type -> micromesh.auth.v1.DeleteAccountRequest
-	5,  // 8: micromesh.auth.v1.AuthService.ListAccounts:input_type -> micromesh.auth.v1.ListAccountsRequest
-	7,  // 9: micromesh.auth.v1.AuthService.Token:input_type -> micromesh.auth.v1.TokenRequest
-	9,  // 10: micromesh.auth.v1.AuthService.PublicKeys:input_type -> micromesh.auth.v1.PublicKeysRequest
-	2,  // 11: micromesh.auth.v1.AuthService.CreateAccount:output_type -> micromesh.auth.v1.CreateAccountResponse
-	4,  // 12: micromesh.auth.v1.AuthService.DeleteAccount:output_type -> micromesh.auth.v1.DeleteAccountResponse
-	6,  // 13: micromesh.auth.v1.AuthService.ListAccounts:output_type -> micromesh.auth.v1.ListAccountsResponse
-	8,  // 14: micromesh.auth.v1.AuthService.Token:output_type -> micromesh.auth.v1.TokenResponse
-	10, // 15: micromesh.auth.v1.AuthService.PublicKeys:output_type -> micromesh.auth.v1.PublicKeysResponse
-	11, // [11:16] is the sub-list for method output_type
-	6,  // [6:11] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	16, // 4: micromesh.auth.v1.TokenRequest.ttl:type_name -> google.protobuf.Duration
+	15, // 5: micromesh.auth.v1.TokenResponse.expires:type_name -> google.protobuf.Timestamp
+	15, // 6: micromesh.auth.v1.TokenResponse.refresh_expires:type_name -> google.protobuf.Timestamp
+	16, // 7: micromesh.auth.v1.RefreshRequest.ttl:type_name -> google.protobuf.Duration
+	15, // 8: micromesh.auth.v1.RefreshResponse.expires:type_name -> google.protobuf.Timestamp
+	15, // 9: micromesh.auth.v1.RefreshResponse.refresh_expires:type_name -> google.protobuf.Timestamp
+	1,  // 10: micromesh.auth.v1.AuthService.CreateAccount:input_type -> micromesh.auth.v1.CreateAccountRequest
+	3,  // 11: micromesh.auth.v1.AuthService.DeleteAccount:input_type -> micromesh.auth.v1.DeleteAccountRequest
+	5,  // 12: micromesh.auth.v1.AuthService.ListAccounts:input_type -> micromesh.auth.v1.ListAccountsRequest
+	7,  // 13: micromesh.auth.v1.AuthService.Token:input_type -> micromesh.auth.v1.TokenRequest
+	13, // 14: micromesh.auth.v1.AuthService.PublicKeys:input_type -> micromesh.auth.v1.PublicKeysRequest
+	9,  // 15: micromesh.auth.v1.AuthService.Refresh:input_type -> micromesh.auth.v1.RefreshRequest
+	11, // 16: micromesh.auth.v1.AuthService.Revoke:input_type -> micromesh.auth.v1.RevokeRequest
+	2,  // 17: micromesh.auth.v1.AuthService.CreateAccount:output_type -> micromesh.auth.v1.CreateAccountResponse
+	4,  // 18: micromesh.auth.v1.AuthService.DeleteAccount:output_type -> micromesh.auth.v1.DeleteAccountResponse
+	6,  // 19: micromesh.auth.v1.AuthService.ListAccounts:output_type -> micromesh.auth.v1.ListAccountsResponse
+	8,  // 20: micromesh.auth.v1.AuthService.Token:output_type -> micromesh.auth.v1.TokenResponse
+	14, // 21: micromesh.auth.v1.AuthService.PublicKeys:output_type -> micromesh.auth.v1.PublicKeysResponse
+	10, // 22: micromesh.auth.v1.AuthService.Refresh:output_type -> micromesh.auth.v1.RefreshResponse
+	12, // 23: micromesh.auth.v1.AuthService.Revoke:output_type -> micromesh.auth.v1.RevokeResponse
+	17, // [17:24] is the sub-list for method output_type
+	10, // [10:17] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_auth_v1_auth_proto_init() }
@@ -705,7 +974,7 @@ func file_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_auth_v1_auth_proto_rawDesc), len(file_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

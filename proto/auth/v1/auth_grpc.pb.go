@@ -11,8 +11,9 @@
 // asking: the API gateway does, for each request that carries one.
 //
 // Accounts are managed by the platform's identities (namespace micromesh:
-// the CLI on the server's machine) alone; Token and PublicKeys answer any
-// caller of the mesh (the gateway relays Token for users outside it).
+// the CLI on the server's machine) alone; Token, Refresh, Revoke and
+// PublicKeys answer any caller of the mesh (the gateway and the remote
+// proxy relay them for users outside it).
 
 package authv1
 
@@ -34,6 +35,8 @@ const (
 	AuthService_ListAccounts_FullMethodName  = "/micromesh.auth.v1.AuthService/ListAccounts"
 	AuthService_Token_FullMethodName         = "/micromesh.auth.v1.AuthService/Token"
 	AuthService_PublicKeys_FullMethodName    = "/micromesh.auth.v1.AuthService/PublicKeys"
+	AuthService_Refresh_FullMethodName       = "/micromesh.auth.v1.AuthService/Refresh"
+	AuthService_Revoke_FullMethodName        = "/micromesh.auth.v1.AuthService/Revoke"
 )
 
 // AuthServiceClient is the client API for AuthService service.
@@ -54,6 +57,16 @@ type AuthServiceClient interface {
 	Token(ctx context.Context, in *TokenRequest, opts ...grpc.CallOption) (*TokenResponse, error)
 	// PublicKeys are the keys tokens are signed with, as a JWK set.
 	PublicKeys(ctx context.Context, in *PublicKeysRequest, opts ...grpc.CallOption) (*PublicKeysResponse, error)
+	// Refresh trades a refresh token (from Token with refreshable, or an
+	// earlier Refresh) for a new access token and a new refresh token; the
+	// one traded stops working. A refresh token presented again after it
+	// was traded revokes its whole session (it was copied: OAuth 2.1's
+	// rotation with reuse detection). UNAUTHENTICATED for an unknown,
+	// used, expired or revoked one — log in again.
+	Refresh(ctx context.Context, in *RefreshRequest, opts ...grpc.CallOption) (*RefreshResponse, error)
+	// Revoke ends the session a refresh token belongs to (logging out).
+	// Answers OK for a token it does not know (RFC 7009).
+	Revoke(ctx context.Context, in *RevokeRequest, opts ...grpc.CallOption) (*RevokeResponse, error)
 }
 
 type authServiceClient struct {
@@ -114,6 +127,26 @@ func (c *authServiceClient) PublicKeys(ctx context.Context, in *PublicKeysReques
 	return out, nil
 }
 
+func (c *authServiceClient) Refresh(ctx context.Context, in *RefreshRequest, opts ...grpc.CallOption) (*RefreshResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RefreshResponse)
+	err := c.cc.Invoke(ctx, AuthService_Refresh_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *authServiceClient) Revoke(ctx context.Context, in *RevokeRequest, opts ...grpc.CallOption) (*RevokeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeResponse)
+	err := c.cc.Invoke(ctx, AuthService_Revoke_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuthServiceServer is the server API for AuthService service.
 // All implementations must embed UnimplementedAuthServiceServer
 // for forward compatibility.
@@ -132,6 +165,16 @@ type AuthServiceServer interface {
 	Token(context.Context, *TokenRequest) (*TokenResponse, error)
 	// PublicKeys are the keys tokens are signed with, as a JWK set.
 	PublicKeys(context.Context, *PublicKeysRequest) (*PublicKeysResponse, error)
+	// Refresh trades a refresh token (from Token with refreshable, or an
+	// earlier Refresh) for a new access token and a new refresh token; the
+	// one traded stops working. A refresh token presented again after it
+	// was traded revokes its whole session (it was copied: OAuth 2.1's
+	// rotation with reuse detection). UNAUTHENTICATED for an unknown,
+	// used, expired or revoked one — log in again.
+	Refresh(context.Context, *RefreshRequest) (*RefreshResponse, error)
+	// Revoke ends the session a refresh token belongs to (logging out).
+	// Answers OK for a token it does not know (RFC 7009).
+	Revoke(context.Context, *RevokeRequest) (*RevokeResponse, error)
 	mustEmbedUnimplementedAuthServiceServer()
 }
 
@@ -156,6 +199,12 @@ func (UnimplementedAuthServiceServer) Token(context.Context, *TokenRequest) (*To
 }
 func (UnimplementedAuthServiceServer) PublicKeys(context.Context, *PublicKeysRequest) (*PublicKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PublicKeys not implemented")
+}
+func (UnimplementedAuthServiceServer) Refresh(context.Context, *RefreshRequest) (*RefreshResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Refresh not implemented")
+}
+func (UnimplementedAuthServiceServer) Revoke(context.Context, *RevokeRequest) (*RevokeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Revoke not implemented")
 }
 func (UnimplementedAuthServiceServer) mustEmbedUnimplementedAuthServiceServer() {}
 func (UnimplementedAuthServiceServer) testEmbeddedByValue()                     {}
@@ -268,6 +317,42 @@ func _AuthService_PublicKeys_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AuthService_Refresh_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RefreshRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).Refresh(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_Refresh_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).Refresh(ctx, req.(*RefreshRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AuthService_Revoke_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).Revoke(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_Revoke_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).Revoke(ctx, req.(*RevokeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuthService_ServiceDesc is the grpc.ServiceDesc for AuthService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -294,6 +379,14 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PublicKeys",
 			Handler:    _AuthService_PublicKeys_Handler,
+		},
+		{
+			MethodName: "Refresh",
+			Handler:    _AuthService_Refresh_Handler,
+		},
+		{
+			MethodName: "Revoke",
+			Handler:    _AuthService_Revoke_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
