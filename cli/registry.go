@@ -19,6 +19,7 @@ import (
 
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/platform/remote"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	"github.com/micromesh/micromesh/xds"
 	"github.com/micromesh/micromesh/xds/policymeta"
@@ -160,9 +161,12 @@ func newRegistryDeregisterCommand(g *globalOptions, s Streams) *cobra.Command {
 func newServicesCommand(g *globalOptions, s Streams) *cobra.Command {
 	var namespace, controlPlane string
 	cmd := &cobra.Command{
-		Use:     "services",
-		Short:   "List services and their instances: addresses, kind, health",
-		Args:    cobra.NoArgs,
+		Use:   "services",
+		Short: "List services and their instances: addresses, kind, health",
+		Args:  cobra.NoArgs,
+		Long: `List services and their instances: addresses, kind, health, the traffic
+policy each service set, and splits. In a remote environment: the services
+of your account's namespace (any with the scope admin).`,
 		Example: "  meshctl services\n  meshctl services -n prod -o json",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if namespace != "" {
@@ -171,10 +175,26 @@ func newServicesCommand(g *globalOptions, s Streams) *cobra.Command {
 				}
 			}
 			var resp *registryv1.ListServicesResponse
-			err := withAdmin(cmd.Context(), g, controlPlane, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
+			list := func(ctx context.Context, conn *grpc.ClientConn) (err error) {
 				resp, err = registryv1.NewRegistryServiceClient(conn).ListServices(ctx, &registryv1.ListServicesRequest{Namespace: namespace})
 				return err
-			})
+			}
+			env, err := g.environment()
+			if err != nil {
+				return err
+			}
+			if env != nil { // through the remote proxy, the account's namespace
+				ctx, cancel := context.WithTimeout(cmd.Context(), adminCallTimeout)
+				defer cancel()
+				conn, derr := dialRemote(ctx, g, env, remote.RegistryAuthority, true)
+				if derr != nil {
+					return derr
+				}
+				defer conn.Close()
+				err = list(ctx, conn)
+			} else {
+				err = withAdmin(cmd.Context(), g, controlPlane, list)
+			}
 			if err != nil {
 				return err
 			}
@@ -183,7 +203,7 @@ func newServicesCommand(g *globalOptions, s Streams) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "only this namespace")
 	cmd.Flags().StringVar(&controlPlane, "controlplane", "", "control plane address (default: the local server)")
-	return cmd
+	return remoteOK(cmd)
 }
 
 type serviceJSON struct {

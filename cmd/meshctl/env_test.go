@@ -77,13 +77,17 @@ func TestRemoteEnvironment(t *testing.T) {
 	if out := must("", "describe", "helloworld"); !strings.Contains(out, "Helloworld.Call") {
 		t.Errorf("describe:\n%s", out)
 	}
+	if out := must("", "services"); !strings.Contains(out, "helloworld") || strings.Contains(out, "micromesh") {
+		t.Errorf("services, as alice of namespace default:\n%s", out)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"call", "-n", "shop", "helloworld", "Helloworld.Call"}, "may call services of namespace default, not shop"},
 		{[]string{"call", "nosuch", "X.Y"}, "no service nosuch in namespace default"},
-		{[]string{"services"}, "meshctl services acts as the server's admin, on the server's machine; the environment is staging, remote"},
+		{[]string{"status"}, "meshctl status acts as the server's admin, on the server's machine; the environment is staging, remote"},
+		{[]string{"services", "-n", "shop"}, "may list services of namespace default, not shop"},
 		{[]string{"policy", "clear", "helloworld"}, "--env local, or meshctl env use local"},
 		{[]string{"call", "helloworld", "Helloworld.Call", "--as", "pingpong"}, "--as runs a sidecar with a certificate from the server's CA"},
 		{[]string{"--env", "prod", "call", "helloworld", "Helloworld.Call"}, `no environment "prod"`},

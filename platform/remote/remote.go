@@ -10,6 +10,8 @@
 // learns the user (service/auth.User). Three calls need no token: the
 // auth service's Token, Refresh and Revoke, which is how a person logs in
 // (with a secret), stays logged in and logs out (with a refresh token).
+// The registry's ListServices (authority registry.micromesh) the proxy
+// answers itself, kept to the account's namespace: meshctl services.
 //
 // The proxy presents its workload certificate (SPIFFE ID
 // spiffe://<td>/ns/micromesh/svc/proxy, from the server's CA); clients
@@ -37,11 +39,13 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/home"
 	"github.com/micromesh/micromesh/platform/edge"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
+	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	"github.com/micromesh/micromesh/service/auth"
 )
 
@@ -178,6 +182,9 @@ func (p *Proxy) forward(_ any, ss grpc.ServerStream) error {
 		if ns == "" {
 			ns = claims.Namespace
 		}
+		if name == "registry" && ns == identity.SystemNamespace && method == registryv1.RegistryService_ListServices_FullMethodName {
+			return p.listServices(ss, claims)
+		}
 		if ns == identity.SystemNamespace {
 			return status.Errorf(codes.PermissionDenied, "%s.%s is a platform service: the remote proxy reaches the namespaces' own services (and %s's Token, Refresh and Revoke, to log in and out)", name, ns, LoginAuthority)
 		}
@@ -189,7 +196,7 @@ func (p *Proxy) forward(_ any, ss grpc.ServerStream) error {
 	// Named here, not by the sidecar's 503, which lists every service
 	// the proxy can reach, of every namespace.
 	if !p.sidecar.Routes(name + "." + ns) {
-		return status.Errorf(codes.NotFound, "no service %s in namespace %s (is it running? meshctl services on the server lists them)", name, ns)
+		return status.Errorf(codes.NotFound, "no service %s in namespace %s (is it running? meshctl services lists them)", name, ns)
 	}
 	if pr, ok := peer.FromContext(ctx); ok {
 		if host, _, err := net.SplitHostPort(pr.Addr.String()); err == nil {
@@ -197,6 +204,42 @@ func (p *Proxy) forward(_ any, ss grpc.ServerStream) error {
 		}
 	}
 	return p.relay(ctx, ss, method, name+"."+ns, out)
+}
+
+// RegistryAuthority names the registry's listing, which the proxy answers
+// itself (ListServices, kept to the account's namespace).
+const RegistryAuthority = "registry." + identity.SystemNamespace
+
+// listServices answers the registry's ListServices for the account: its
+// namespace's services (any namespace's, or all, with the scope admin),
+// as the proxy's identity lists them.
+func (p *Proxy) listServices(ss grpc.ServerStream, claims *auth.Claims) error {
+	f := &frame{}
+	if err := ss.RecvMsg(f); err != nil {
+		return err
+	}
+	req := &registryv1.ListServicesRequest{}
+	if err := proto.Unmarshal(f.b, req); err != nil {
+		return status.Errorf(codes.InvalidArgument, "ListServices: %v", err)
+	}
+	ns := req.GetNamespace()
+	if !slices.Contains(claims.Scopes, AdminScope) {
+		if ns == "" {
+			ns = claims.Namespace
+		}
+		if ns != claims.Namespace {
+			return status.Errorf(codes.PermissionDenied, "%s may list services of namespace %s, not %s", claims.Subject, claims.Namespace, ns)
+		}
+	}
+	resp, err := registryv1.NewRegistryServiceClient(p.sidecar.ControlPlane).ListServices(ss.Context(), &registryv1.ListServicesRequest{Namespace: ns})
+	if err != nil {
+		return err
+	}
+	b, err := proto.Marshal(resp)
+	if err != nil {
+		return err
+	}
+	return ss.SendMsg(&frame{b: b})
 }
 
 // authenticate verifies the call's access token.

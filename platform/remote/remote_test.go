@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,6 +26,7 @@ import (
 	"github.com/micromesh/micromesh/internal/testsvc"
 	"github.com/micromesh/micromesh/platform/remote"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
+	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	"github.com/micromesh/micromesh/service"
 	userauth "github.com/micromesh/micromesh/service/auth"
 	merrors "github.com/micromesh/micromesh/service/errors"
@@ -181,6 +183,28 @@ func TestRemoteProxy(t *testing.T) {
 	}
 	if msg, err := m.hello("helloworld", ops); err != nil || msg != "Hello Remote" {
 		t.Errorf("ops → helloworld (its namespace, shop): %q, %v", msg, err)
+	}
+
+	// The registry's listing, kept to the account's namespace.
+	list := func(token, ns string) ([]string, error) {
+		resp, err := registryv1.NewRegistryServiceClient(m.dial(remote.RegistryAuthority, token)).ListServices(t.Context(), &registryv1.ListServicesRequest{Namespace: ns})
+		var names []string
+		for _, s := range resp.GetServices() {
+			names = append(names, s.GetName()+"."+s.GetNamespace())
+		}
+		return names, err
+	}
+	if names, err := list(alice, ""); err != nil || !slices.Equal(names, []string{"helloworld.default", "tester.default", "whoami.default"}) {
+		t.Errorf("alice's listing: %v, %v", names, err)
+	}
+	if _, err := list(alice, "shop"); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("alice listing shop: %v", err)
+	}
+	if names, err := list(ops, ""); err != nil || !slices.Contains(names, "helloworld.shop") || !slices.Contains(names, "auth.micromesh") {
+		t.Errorf("an admin's listing: %v, %v", names, err)
+	}
+	if _, err := list("", ""); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("a listing without a token: %v", err)
 	}
 
 	// Streams, both ways, message by message.
