@@ -54,6 +54,10 @@ type ads struct {
 	gen     *generation
 	streams map[int64]*adsStream
 	nodes   map[string]*nodeState
+	// pushed is the last generation set on every node's snapshot; pushedCh
+	// is closed when a newer one is (waitMesh).
+	pushed   *generation
+	pushedCh chan struct{}
 }
 
 var _ server.Callbacks = (*ads)(nil)
@@ -166,9 +170,10 @@ func newADS(log *slog.Logger, bundle *identity.Bundle, m *xdsMetrics) *ads {
 		// routes nowhere: an app calling out at once would be told its
 		// peers are not in the mesh); it has the trust bundle, so the
 		// snapshots built from it to check a connecting proxy are valid.
-		gen:     &generation{mesh: &xds.Mesh{TrustDomain: bundle.TrustDomain(), Roots: identity.EncodeCertificates(bundle.Roots())}, shared: map[[2]string]*sharedView{}},
-		streams: map[int64]*adsStream{},
-		nodes:   map[string]*nodeState{},
+		gen:      &generation{mesh: &xds.Mesh{TrustDomain: bundle.TrustDomain(), Roots: identity.EncodeCertificates(bundle.Roots())}, shared: map[[2]string]*sharedView{}},
+		streams:  map[int64]*adsStream{},
+		nodes:    map[string]*nodeState{},
+		pushedCh: make(chan struct{}),
 	}
 	a.mux = &cache.MuxCache{
 		Classify:      func(r *cache.Request) string { return cacheClass(r.GetNode()) },
@@ -223,8 +228,34 @@ func (a *ads) update(mesh *xds.Mesh, event time.Time) {
 	}
 	close(work)
 	wg.Wait()
+	a.mu.Lock()
+	if a.pushed == nil || a.pushed.version < gen.version {
+		a.pushed = gen
+		close(a.pushedCh)
+		a.pushedCh = make(chan struct{})
+	}
+	a.mu.Unlock()
 	a.m.builds.Observe(time.Since(start).Seconds())
 	a.log.Debug("pushed mesh", "generation", gen.version, "services", len(mesh.Services), "proxies", len(nodes), "took", time.Since(start))
+}
+
+// waitMesh waits until a generation whose mesh satisfies ok has been set
+// for every node — and is what a node connecting from then on gets —, or
+// ctx ends; it reports whether one was.
+func (a *ads) waitMesh(ctx context.Context, ok func(*xds.Mesh) bool) bool {
+	for {
+		a.mu.Lock()
+		gen, changed := a.pushed, a.pushedCh
+		a.mu.Unlock()
+		if gen != nil && ok(gen.mesh) {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // push builds and sets the snapshot of one node for gen.

@@ -2,6 +2,7 @@ package controlplane_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strconv"
@@ -21,6 +22,7 @@ import (
 	"github.com/micromesh/micromesh/internal/adstest"
 	"github.com/micromesh/micromesh/internal/meshtest"
 	"github.com/micromesh/micromesh/internal/poll"
+	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 )
 
 func sidecarMeta(certDir string) map[string]any {
@@ -312,4 +314,37 @@ func TestRestartedControlPlaneServesTheRegistrysMesh(t *testing.T) {
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	poll.Until(t, what, 10*time.Second, 20*time.Millisecond, cond)
+}
+
+// Read your writes: once Register answers, a proxy that connects is
+// configured with the new instance (the registry's change reaches the mesh
+// debounced; a caller started at once — meshctl call --as right after
+// meshctl run — had been told the service was not in the mesh).
+func TestARegisteredInstanceIsInTheNextProxysConfig(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	caller := cp.Join("default", "caller")
+	conn := dialAs(t, cp, caller)
+	for i := range 12 {
+		name := fmt.Sprintf("svc%d", i)
+		reg := cp.RegistryClient(cp.Join("default", name))
+		if _, err := reg.Register(ctxT(t), &registryv1.RegisterRequest{Instance: &registryv1.Instance{
+			Id: name + "-1", Service: name, Namespace: "default", Address: "127.0.0.1", Port: 8443, QuicPort: 8443, Kind: "builtin",
+		}}); err != nil {
+			t.Fatal(err)
+		}
+		s, err := conn.StreamSotW(ctxT(t), adstest.Node(identity.NodeID(caller.ID, fmt.Sprint(i)), sidecarMeta("/c")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Subscribe(resource.ClusterType); err != nil {
+			t.Fatal(err)
+		}
+		cds, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if names, _ := adstest.Names(cds); !slices.Contains(names, name+".default") {
+			t.Fatalf("registered %s, then a new proxy got clusters %v", name, names)
+		}
+	}
 }

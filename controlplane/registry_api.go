@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -27,7 +28,14 @@ type registryAPI struct {
 	// latest is the registry's last snapshot, indexed by instance ID: who
 	// owns an ID, for authorizing deregistrations and heartbeats.
 	latest atomic.Pointer[map[string]registry.Instance]
+	// inMesh, if set, waits until the mesh's configuration satisfies ok
+	// (ads.waitMesh).
+	inMesh func(ctx context.Context, ok func(*xds.Mesh) bool) bool
 }
+
+// registerVisible bounds how long Register waits for its instance to be in
+// the configuration the control plane serves.
+const registerVisible = 2 * time.Second
 
 var _ registryv1.RegistryServiceServer = (*registryAPI)(nil)
 
@@ -47,6 +55,20 @@ func (a *registryAPI) lookup(id string) (registry.Instance, bool) {
 	}
 	in, ok := (*m)[id]
 	return in, ok
+}
+
+// hasInstance reports whether m has instance id of service ns/name.
+func hasInstance(m *xds.Mesh, ns, name, id string) bool {
+	for _, s := range m.Services {
+		if s.Namespace == ns && s.Name == name {
+			for _, e := range s.Endpoints {
+				if e.ID == id {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // isAdmin reports whether id may act on any instance: the mesh's own identities.
@@ -97,6 +119,18 @@ func (a *registryAPI) Register(ctx context.Context, req *registryv1.RegisterRequ
 	}
 	if err := a.reg.Register(ctx, in); err != nil {
 		return nil, registryStatus(err)
+	}
+	// Read your writes: once Register answers, a proxy that connects is
+	// configured with the instance (the registry's change reaches the
+	// mesh debounced, tens of milliseconds later; a caller started at
+	// once — meshctl call --as after meshctl run — was told the service
+	// was not in the mesh).
+	if a.inMesh != nil {
+		wctx, cancel := context.WithTimeout(ctx, registerVisible)
+		if !a.inMesh(wctx, func(m *xds.Mesh) bool { return hasInstance(m, in.Namespace, in.Service, in.ID) }) && ctx.Err() == nil {
+			a.log.Warn("the instance is registered but not yet in the mesh's configuration", "id", in.ID, "waited", registerVisible)
+		}
+		cancel()
 	}
 	a.log.Info("registered", "id", in.ID, "service", in.Service, "namespace", in.Namespace, "address", in.Address, "port", in.Port, "kind", in.Kind, "by", caller.String())
 	return &registryv1.RegisterResponse{}, nil

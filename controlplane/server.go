@@ -146,7 +146,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		grpc.ChainStreamInterceptor(s.metrics.streamInterceptor),
 	)
 	identityv1.RegisterIdentityServiceServer(s.grpc, &identityAPI{ca: ca, log: cfg.Logger.With("component", "identity-api"), issued: s.metrics.issued})
-	s.regAPI = &registryAPI{reg: s.reg, bundle: ca.Bundle(), log: cfg.Logger.With("component", "registry-api")}
+	s.regAPI = &registryAPI{reg: s.reg, bundle: ca.Bundle(), log: cfg.Logger.With("component", "registry-api"), inMesh: s.ads.waitMesh}
 	registryv1.RegisterRegistryServiceServer(s.grpc, s.regAPI)
 	adminv1.RegisterAdminServiceServer(s.grpc, &adminAPI{ads: s.ads, bundle: ca.Bundle()})
 	s.runtime, err = runtime.Open(runtime.Options{
