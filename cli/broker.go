@@ -39,7 +39,7 @@ func withPlatform(ctx context.Context, g *globalOptions, controlPlane, name stri
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	conn, err := dialService(ctx, g, &serviceTarget{namespace: identity.SystemNamespace, controlPlane: controlPlane}, name)
+	conn, err := dialService(ctx, g, &serviceTarget{namespace: identity.SystemNamespace, controlPlane: controlPlane, explicitNS: true}, name)
 	if err != nil {
 		return err
 	}

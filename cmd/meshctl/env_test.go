@@ -27,8 +27,10 @@ func TestRemoteEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.run(ctx, t, meshctl, "run", filepath.Join(examples, "helloworld"))
-	if out, err := withStdin(ctx, srv.env, "alice's long secret\n", "auth", "create", "alice", "--secret-stdin"); err != nil {
-		t.Fatalf("auth create: %v\n%s", err, out)
+	for _, a := range [][]string{{"alice"}, {"ops", "--scope", "admin"}} {
+		if out, err := withStdin(ctx, srv.env, a[0]+"'s long secret\n", append([]string{"auth", "create", "--secret-stdin"}, a...)...); err != nil {
+			t.Fatalf("auth create %s: %v\n%s", a[0], err, out)
+		}
 	}
 	root := filepath.Join(t.TempDir(), "root.pem")
 	if err := os.WriteFile(root, []byte(srv.run(ctx, t, meshctl, "cert", "bundle")), 0o644); err != nil {
@@ -88,6 +90,7 @@ func TestRemoteEnvironment(t *testing.T) {
 		{[]string{"call", "nosuch", "X.Y"}, "no service nosuch in namespace default"},
 		{[]string{"status"}, "meshctl status acts as the server's admin, on the server's machine; the environment is staging, remote"},
 		{[]string{"services", "-n", "shop"}, "may list services of namespace default, not shop"},
+		{[]string{"config", "get"}, "for accounts with the scope admin only"},
 		{[]string{"policy", "clear", "helloworld"}, "--env local, or meshctl env use local"},
 		{[]string{"call", "helloworld", "Helloworld.Call", "--as", "pingpong"}, "--as runs a sidecar with a certificate from the server's CA"},
 		{[]string{"--env", "prod", "call", "helloworld", "Helloworld.Call"}, `no environment "prod"`},
@@ -169,6 +172,20 @@ func TestRemoteEnvironment(t *testing.T) {
 	if out, err := run("", "call", "helloworld", "Helloworld.Call"); err == nil || !strings.Contains(out, "unknown or revoked") {
 		t.Errorf("the session's refresh token after logout: %v\n%s", err, out)
 	}
+	// An admin account reaches the platform's services too: config, auth.
+	must("ops's long secret\n", "login", "ops")
+	must("", "config", "set", "greeting.text", `"hello from afar"`)
+	if out := must("", "config", "get", "greeting.text"); !strings.Contains(out, "hello from afar") {
+		t.Errorf("config get as ops: %s", out)
+	}
+	if out := must("", "auth", "accounts"); !strings.Contains(out, "alice") || !strings.Contains(out, "ops") {
+		t.Errorf("auth accounts as ops:\n%s", out)
+	}
+	if out := srv.run(ctx, t, meshctl, "config", "get", "greeting.text"); !strings.Contains(out, "hello from afar") {
+		t.Errorf("the server's own CLI does not see what ops set: %s", out)
+	}
+	must("", "logout")
+
 	must("", "env", "use", "local")
 	must("", "env", "remove", "staging")
 	if out := must("", "env", "-o", "json"); strings.Contains(out, "staging") {

@@ -11,7 +11,10 @@
 // auth service's Token, Refresh and Revoke, which is how a person logs in
 // (with a secret), stays logged in and logs out (with a refresh token).
 // The registry's ListServices (authority registry.micromesh) the proxy
-// answers itself, kept to the account's namespace: meshctl services.
+// answers itself, kept to the account's namespace: meshctl services. The
+// platform's services (store, config, broker, events, auth) are reached
+// only with the scope admin: their tenancy trusts the proxy's platform
+// identity with every namespace, as it does the server's own CLI.
 //
 // The proxy presents its workload certificate (SPIFFE ID
 // spiffe://<td>/ns/micromesh/svc/proxy, from the server's CA); clients
@@ -185,10 +188,11 @@ func (p *Proxy) forward(_ any, ss grpc.ServerStream) error {
 		if name == "registry" && ns == identity.SystemNamespace && method == registryv1.RegistryService_ListServices_FullMethodName {
 			return p.listServices(ss, claims)
 		}
-		if ns == identity.SystemNamespace {
-			return status.Errorf(codes.PermissionDenied, "%s.%s is a platform service: the remote proxy reaches the namespaces' own services (and %s's Token, Refresh and Revoke, to log in and out)", name, ns, LoginAuthority)
+		admin := slices.Contains(claims.Scopes, AdminScope)
+		if ns == identity.SystemNamespace && !admin {
+			return status.Errorf(codes.PermissionDenied, "%s.%s is a platform service: through the remote proxy, for accounts with the scope %s only (others reach their namespace's services, and %s's Token, Refresh and Revoke, to log in and out)", name, ns, AdminScope, LoginAuthority)
 		}
-		if ns != claims.Namespace && !slices.Contains(claims.Scopes, AdminScope) {
+		if ns != claims.Namespace && !admin {
 			return status.Errorf(codes.PermissionDenied, "%s may call services of namespace %s, not %s", claims.Subject, claims.Namespace, ns)
 		}
 		out.Set("authorization", in.Get("authorization")...) // the service reads the user from it

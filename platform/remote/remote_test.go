@@ -257,7 +257,8 @@ func TestRemoteProxy(t *testing.T) {
 		{"a tampered token", "helloworld", alice[:len(alice)-4] + "AAAA", codes.Unauthenticated, "meshctl login"},
 		{"not a JWT", "helloworld", "opaque", codes.Unauthenticated, ""},
 		{"another namespace", "helloworld.shop", alice, codes.PermissionDenied, "may call services of namespace default, not shop"},
-		{"a platform service", "store.micromesh", ops, codes.PermissionDenied, "platform service"},
+		{"a platform service", "store.micromesh", alice, codes.PermissionDenied, "for accounts with the scope admin only"},
+		{"a platform service, as an admin", "store.micromesh", ops, codes.Unimplemented, "Helloworld"}, // reached the store
 		{"the auth service beyond Token", "auth.micromesh", alice, codes.PermissionDenied, "platform service"},
 		{"an unknown service", "nosuch", alice, codes.NotFound, "no service nosuch in namespace default"},
 		{"an authority that is no service", "Hello..World", alice, codes.InvalidArgument, "is not a service"},
