@@ -112,10 +112,12 @@ server there with no flags.`,
 		newPolicyCommand(g, s),
 		newProxyStatusCommand(g, s),
 		newProxyConfigCommand(g, s),
-		sidecarcmd.New(sidecarcmd.Config{
+		// The sidecar joins with a token or certificates of its own, in any
+		// environment.
+		remoteOK(sidecarcmd.New(sidecarcmd.Config{
 			Out: s.Out, Err: s.Err, Home: g.homeDir, Output: func() string { return g.output },
 			Mint: func(service, namespace string) (string, error) { return localMint(g.homeDir())(service, namespace) },
-		}),
+		})),
 		newBootstrapCommand(g, s),
 		newEnvoyCommand(g, s),
 		newRunCommand(g, s),

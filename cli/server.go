@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -35,6 +36,7 @@ type serverOptions struct {
 	gatewayTime time.Duration
 	dashboard   string
 	proxyAddr   string
+	advertise   string
 }
 
 func (o *serverOptions) validate() error {
@@ -63,6 +65,11 @@ func (o *serverOptions) validate() error {
 	}
 	if o.gatewayTime <= 0 {
 		return fmt.Errorf("--gateway-timeout %v: must be positive", o.gatewayTime)
+	}
+	if o.advertise != "" {
+		if ip := net.ParseIP(o.advertise); ip == nil || ip.IsUnspecified() {
+			return fmt.Errorf("--advertise %q: want this host's IP address that other hosts reach it at", o.advertise)
+		}
 	}
 	if o.proxyAddr == "" {
 		return fmt.Errorf("--proxy-addr must not be empty (say off for no remote proxy)")
@@ -142,6 +149,7 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
 				CertTTL:     o.certTTL,
 				Registry:    o.registry,
 				ConsulAddr:  o.consulAddr,
+				Advertise:   o.advertise,
 				Logger:      log,
 			})
 			if err != nil {
@@ -168,7 +176,7 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
 			err = srv.Run(cpCtx, func(info home.ServerInfo) {
 				mu.Lock()
 				host, hostErr = platform.Start(cmd.Context(), platform.Options{Home: g.homeDir(), ControlPlane: info.Address, NATSURL: o.natsURL, StorePostgres: o.storePG, EventsRetention: o.retention,
-					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, GatewayAuth: o.gatewayAuth, GatewayCORSOrigins: o.gatewayCORS, GatewayTimeout: o.gatewayTime, DashboardAddr: o.dashboardAddr(), RemoteProxyAddr: o.remoteProxy(), Metrics: srv.Metrics(), Logger: log})
+					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, GatewayAuth: o.gatewayAuth, GatewayCORSOrigins: o.gatewayCORS, GatewayTimeout: o.gatewayTime, DashboardAddr: o.dashboardAddr(), RemoteProxyAddr: o.remoteProxy(), Advertise: o.advertise, Metrics: srv.Metrics(), Logger: log})
 				mu.Unlock()
 				if hostErr != nil {
 					stopCP()
@@ -200,6 +208,7 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
 	f.DurationVar(&o.retention, "events-retention", 24*time.Hour, "how long events are kept")
 	f.StringVar(&o.gatewayAddr, "gateway-addr", envconfig.Get(envconfig.GatewayAddr, envconfig.DefaultGatewayAddr), "API gateway HTTP address, or off ($"+envconfig.GatewayAddr+")")
 	f.StringVar(&o.dashboard, "dashboard-addr", envconfig.Get(envconfig.DashboardAddr, envconfig.DefaultDashboardAddr), "web dashboard HTTP address, or off ($"+envconfig.DashboardAddr+")")
+	f.StringVar(&o.advertise, "advertise", "", "this host's IP address other hosts reach its services' sidecars at (default 127.0.0.1: this host only; with --addr where they reach the control plane, a mesh across hosts)")
 	f.StringVar(&o.proxyAddr, "proxy-addr", envconfig.Get(envconfig.RemoteProxyAddr, envconfig.DefaultRemoteProxy), "remote proxy address (gRPC over TLS, access tokens: meshctl env, meshctl login), or off ($"+envconfig.RemoteProxyAddr+")")
 	f.StringVar(&o.gatewayAuth, "gateway-auth", gateway.AuthOptional, "access tokens the API gateway asks for: off, optional (a token that does not verify is refused; one that does keeps the request to its namespace) or required (meshctl auth)")
 	f.StringArrayVar(&o.gatewayCORS, "gateway-cors-origin", nil, "a web origin (https://app.example.com) whose pages may call the gateway from a browser (repeatable)")

@@ -51,6 +51,9 @@ type Config struct {
 	// SidecarCommand is how the runtime starts a sidecar (default: this
 	// program's `sidecar` command).
 	SidecarCommand []string
+	// Advertise is the IP address the sidecars the runtime starts are
+	// reached at by other hosts (default 127.0.0.1: this host only).
+	Advertise string
 }
 
 // Registry backends.
@@ -151,7 +154,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	adminv1.RegisterAdminServiceServer(s.grpc, &adminAPI{ads: s.ads, bundle: ca.Bundle()})
 	s.runtime, err = runtime.Open(runtime.Options{
 		Home: cfg.Home, ControlPlane: s.grpcLn.Addr().String(), TrustDomain: ca.TrustDomain(),
-		Mint: ca.Tokens().Mint, SidecarCommand: cfg.SidecarCommand, Logger: cfg.Logger,
+		Mint: ca.Tokens().Mint, SidecarCommand: cfg.SidecarCommand, Advertise: cfg.Advertise, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return nil, err

@@ -80,6 +80,9 @@ type Options struct {
 	// RemoteProxyAddr, if set, is where the remote proxy serves gRPC over
 	// TLS (package remote).
 	RemoteProxyAddr string
+	// Advertise is the IP address the platform services' sidecars are
+	// reached at by other hosts (default 127.0.0.1).
+	Advertise string
 	// Metrics, if set, gets the metrics of what runs here (the server's
 	// /metrics).
 	Metrics prometheus.Registerer
@@ -334,7 +337,7 @@ func (h *Host) serve(ctx context.Context, o Options, name string, register func(
 		ran <- dataplane.Run(dctx, dataplane.Options{
 			Credentials: creds, CertDir: certDir, Instance: instance, ControlPlane: o.ControlPlane,
 			App: lis.Addr().String(), AppProtocol: "grpc", // InboundPort 0: it picks a free one
-			Drain: time.Second, WaitForApp: true, Version: version.Version, Logger: log.With("sidecar", instance),
+			Drain: time.Second, WaitForApp: true, Version: version.Version, Advertise: o.Advertise, Logger: log.With("sidecar", instance),
 			Ready: func(i dataplane.Info) { ready <- i },
 		})
 	}()

@@ -183,6 +183,9 @@ func (in *instance) startSidecar() error {
 		"--app", in.appAddr, "--app-protocol", "grpc", "--wait-app", "--version", in.version,
 		"--outbound", in.outbound, "--inbound-port", strconv.Itoa(int(in.inbound)), "--admin", in.admin,
 		"--controlplane", in.rt.o.ControlPlane)
+	if in.rt.o.Advertise != "" {
+		argv = append(argv, "--advertise", in.rt.o.Advertise)
+	}
 	argv = append(argv, policyArgs(in.policy)...)
 	env := append(baseEnv(), envconfig.Home+"="+string(in.rt.o.Home), envconfig.Token+"="+token)
 	p, err := startProc(argv, env, "", in.sidecarLog, in.sidecarTail)

@@ -68,6 +68,9 @@ type Options struct {
 	// SidecarCommand runs a sidecar; flags are appended (default:
 	// mesh-sidecar beside this program, else its `sidecar` command).
 	SidecarCommand []string
+	// Advertise is the IP address sidecars register for peers to reach
+	// them at (default: theirs, 127.0.0.1).
+	Advertise string
 	// Go is the go command (default: go on $PATH).
 	Go     string
 	Logger *slog.Logger

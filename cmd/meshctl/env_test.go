@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/micromesh/micromesh/internal/netnstest"
 )
 
 // meshctl on another machine: an environment added with the server's
@@ -200,7 +202,15 @@ func TestRemoteEnvironment(t *testing.T) {
 // withStdin runs meshctl with env and stdin and returns its combined
 // output.
 func withStdin(ctx context.Context, env []string, stdin string, args ...string) (string, error) {
+	return withStdinOn(ctx, nil, env, stdin, args...)
+}
+
+// withStdinOn is withStdin in host (nil: this one).
+func withStdinOn(ctx context.Context, host *netnstest.Host, env []string, stdin string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, meshctl, args...)
+	if host != nil {
+		cmd = host.Command(ctx, meshctl, args...)
+	}
 	cmd.Env = env
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/micromesh/micromesh/internal/netnstest"
 	"github.com/micromesh/micromesh/internal/syncbuf"
 )
 
@@ -23,9 +24,20 @@ type testServer struct {
 	cmd     *exec.Cmd
 	logs    *syncbuf.Buffer
 	drained chan struct{}
-	// gateway, dashboard and proxy (the remote proxy) are their addresses,
-	// from the ready line.
-	gateway, dashboard, proxy string
+	// grpc (the control plane), gateway, dashboard and proxy (the remote
+	// proxy) are their addresses, from the ready line.
+	grpc, gateway, dashboard, proxy string
+	// host, if set, is the network namespace it runs in (and run and try
+	// run their commands in).
+	host *netnstest.Host
+}
+
+// command is name with args, in the server's host.
+func (s *testServer) command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	if s.host != nil {
+		return s.host.Command(ctx, name, args...)
+	}
+	return exec.CommandContext(ctx, name, args...)
 }
 
 // startServer starts the server on free ports and waits for its ready
@@ -44,9 +56,15 @@ func startServerIn(ctx context.Context, t *testing.T, home string) *testServer {
 // startServerWith is startServerIn running the meshctl binary at bin.
 func startServerWith(ctx context.Context, t *testing.T, home, bin string) *testServer {
 	t.Helper()
-	s := &testServer{home: home, logs: &syncbuf.Buffer{}, drained: make(chan struct{})}
+	return startServerOn(ctx, t, nil, home, bin, "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0", "--dashboard-addr", "127.0.0.1:0", "--proxy-addr", "127.0.0.1:0")
+}
+
+// startServerOn runs bin's server with args in host (nil: this one).
+func startServerOn(ctx context.Context, t *testing.T, host *netnstest.Host, home, bin string, args ...string) *testServer {
+	t.Helper()
+	s := &testServer{home: home, logs: &syncbuf.Buffer{}, drained: make(chan struct{}), host: host}
 	s.env = append(os.Environ(), "MESH_HOME="+s.home)
-	s.cmd = exec.CommandContext(ctx, bin, "server", "--addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--gateway-addr", "127.0.0.1:0", "--dashboard-addr", "127.0.0.1:0", "--proxy-addr", "127.0.0.1:0")
+	s.cmd = s.command(ctx, bin, append([]string{"server"}, args...)...)
 	s.cmd.Env = s.env
 	stdout, err := s.cmd.StdoutPipe()
 	if err != nil {
@@ -70,11 +88,11 @@ func startServerWith(ctx context.Context, t *testing.T, home, bin string) *testS
 	}()
 	select {
 	case line := <-first:
-		if !strings.HasPrefix(line, "micromesh server ready: grpc 127.0.0.1:") {
+		if !strings.HasPrefix(line, "micromesh server ready: grpc ") {
 			t.Fatalf("first line = %q", line)
 		}
-		if m := regexp.MustCompile(`, gateway http://(127\.0\.0\.1:\d+), dashboard http://(127\.0\.0\.1:\d+), remote proxy (127\.0\.0\.1:\d+),`).FindStringSubmatch(line); m != nil {
-			s.gateway, s.dashboard, s.proxy = m[1], m[2], m[3]
+		if m := regexp.MustCompile(`^micromesh server ready: grpc ([0-9.]+:\d+), .*, gateway http://([0-9.]+:\d+), dashboard http://([0-9.]+:\d+), remote proxy ([0-9.]+:\d+),`).FindStringSubmatch(line); m != nil {
+			s.grpc, s.gateway, s.dashboard, s.proxy = m[1], m[2], m[3], m[4]
 		} else {
 			t.Fatalf("the ready line names no gateway, dashboard and remote proxy: %q", line)
 		}
@@ -97,7 +115,7 @@ func (s *testServer) run(ctx context.Context, t *testing.T, name string, args ..
 
 // try is run that returns the error.
 func (s *testServer) try(ctx context.Context, name string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
+	cmd := s.command(ctx, name, args...)
 	cmd.Env = s.env
 	cmd.Dir = s.home
 	out, err := cmd.CombinedOutput()
