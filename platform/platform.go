@@ -219,7 +219,7 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 		return nil, errors.New("the dashboard calls services through the API gateway: run both, or neither (--dashboard-addr off)")
 	}
 	if o.RemoteProxyAddr != "" {
-		p, err := remote.Start(ctx, remote.Options{Addr: o.RemoteProxyAddr, Home: o.Home, ControlPlane: o.ControlPlane, Logger: o.Logger})
+		p, err := remote.Start(ctx, remote.Options{Addr: o.RemoteProxyAddr, Home: o.Home, ControlPlane: o.ControlPlane, Metrics: o.Metrics, Logger: o.Logger})
 		if err != nil {
 			return nil, err
 		}

@@ -24,6 +24,7 @@ import (
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/meshtest"
 	"github.com/micromesh/micromesh/internal/poll"
+	"github.com/micromesh/micromesh/internal/promtest"
 	"github.com/micromesh/micromesh/internal/testsvc"
 	"github.com/micromesh/micromesh/platform/gateway"
 	"github.com/micromesh/micromesh/service"
@@ -91,28 +92,10 @@ func (metadataEcho) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*
 }
 
 // count is the value of a counter, or a histogram's count, with exactly
-// these labels (Prometheus' text form, sorted); 0 if none.
+// these labels (promtest.Count).
 func (m *mesh) count(t *testing.T, name, labels string) float64 {
 	t.Helper()
-	families, err := m.metrics.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, metric := range f.GetMetric() {
-			var ls []string
-			for _, l := range metric.GetLabel() {
-				ls = append(ls, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
-			}
-			if strings.Join(ls, ",") == labels {
-				return metric.GetCounter().GetValue() + float64(metric.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return 0
+	return promtest.Count(t, m.metrics, name, labels)
 }
 
 // do sends a request to the gateway and returns the status and body.

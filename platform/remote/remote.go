@@ -34,6 +34,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -82,7 +83,34 @@ type Options struct {
 	// its CA.
 	Home         home.Dir
 	ControlPlane string
-	Logger       *slog.Logger
+	// Metrics, if set, gets the proxy's metrics (the server's /metrics).
+	Metrics prometheus.Registerer
+	Logger  *slog.Logger
+}
+
+// metrics count the proxy's calls by the service they reached (empty
+// labels for a call refused before it named one that exists) and code.
+type metrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "micromesh_remote_proxy_requests_total",
+			Help: "Calls the remote proxy answered, by the service's namespace and name and the gRPC status code.",
+		}, []string{"namespace", "service", "grpc_code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "micromesh_remote_proxy_request_duration_seconds",
+			Help:    "Time from a call's arrival to its status, by the service's namespace and name.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"namespace", "service"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.duration)
+	}
+	return m
 }
 
 // Proxy is a running remote proxy.
@@ -93,6 +121,7 @@ type Proxy struct {
 	sidecar  *edge.Sidecar
 	conn     *grpc.ClientConn // to the sidecar's outbound
 	verifier *auth.Verifier
+	m        *metrics
 	log      *slog.Logger
 }
 
@@ -116,7 +145,7 @@ func Start(ctx context.Context, o Options) (_ *Proxy, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("remote proxy: %w", err)
 	}
-	p := &Proxy{addr: lis.Addr().String(), served: make(chan error, 1), sidecar: sc, log: log}
+	p := &Proxy{addr: lis.Addr().String(), served: make(chan error, 1), sidecar: sc, m: newMetrics(o.Metrics), log: log}
 	// One HTTP/2 connection to the sidecar carries every call; the
 	// authority, per call, picks the service.
 	p.conn, err = grpc.NewClient("passthrough:///"+sc.Outbound,
@@ -166,8 +195,27 @@ func (p *Proxy) Stop() {
 	p.sidecar.Stop()
 }
 
-// forward checks a call and relays it to the service its authority names.
+// forward serves a call, counted and timed by the service it reached.
 func (p *Proxy) forward(_ any, ss grpc.ServerStream) error {
+	start := time.Now()
+	l := &labels{}
+	err := p.serve(ss, l)
+	code := status.Code(err)
+	p.m.requests.WithLabelValues(l.ns, l.name, code.String()).Inc()
+	p.m.duration.WithLabelValues(l.ns, l.name).Observe(time.Since(start).Seconds())
+	if code != codes.OK {
+		method, _ := grpc.MethodFromServerStream(ss)
+		p.log.Debug("call refused or failed", "method", method, "service", l.name, "namespace", l.ns, "code", code, "err", status.Convert(err).Message())
+	}
+	return err
+}
+
+// labels name the service a call reached, once it is known to exist (no
+// label per name a caller makes up).
+type labels struct{ ns, name string }
+
+// serve checks a call and relays it to the service its authority names.
+func (p *Proxy) serve(ss grpc.ServerStream, l *labels) error {
 	ctx := ss.Context()
 	method, _ := grpc.MethodFromServerStream(ss)
 	in, _ := metadata.FromIncomingContext(ctx)
@@ -177,7 +225,9 @@ func (p *Proxy) forward(_ any, ss grpc.ServerStream) error {
 	}
 	out := forwarded(in)
 	login := loginMethods[method] && name == "auth" && ns == identity.SystemNamespace
-	if !login {
+	if login {
+		l.ns, l.name = ns, name
+	} else {
 		claims, err := p.authenticate(ctx, in)
 		if err != nil {
 			return err
@@ -186,6 +236,7 @@ func (p *Proxy) forward(_ any, ss grpc.ServerStream) error {
 			ns = claims.Namespace
 		}
 		if name == "registry" && ns == identity.SystemNamespace && method == registryv1.RegistryService_ListServices_FullMethodName {
+			l.ns, l.name = ns, name
 			return p.listServices(ss, claims)
 		}
 		admin := slices.Contains(claims.Scopes, AdminScope)
@@ -202,6 +253,7 @@ func (p *Proxy) forward(_ any, ss grpc.ServerStream) error {
 	if !p.sidecar.Routes(name + "." + ns) {
 		return status.Errorf(codes.NotFound, "no service %s in namespace %s (is it running? meshctl services lists them)", name, ns)
 	}
+	l.ns, l.name = ns, name
 	if pr, ok := peer.FromContext(ctx); ok {
 		if host, _, err := net.SplitHostPort(pr.Addr.String()); err == nil {
 			out.Append("x-forwarded-for", host)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -23,6 +24,7 @@ import (
 	"github.com/micromesh/micromesh/internal/envconfig"
 	"github.com/micromesh/micromesh/internal/meshclient"
 	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/internal/promtest"
 	"github.com/micromesh/micromesh/internal/testsvc"
 	"github.com/micromesh/micromesh/platform/remote"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
@@ -108,7 +110,8 @@ func TestRemoteProxy(t *testing.T) {
 	t.Setenv(envconfig.Proxy, outbound)
 	cp.StartService("default", "whoami", func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), whoami{}) },
 		meshtest.WithOptions(func(o *dataplane.Options) { o.Outbound = outbound }))
-	p, err := remote.Start(t.Context(), remote.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address})
+	reg := prometheus.NewRegistry()
+	p, err := remote.Start(t.Context(), remote.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address, Metrics: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,6 +274,22 @@ func TestRemoteProxy(t *testing.T) {
 		// namespace, which its sidecar's own answer would list.
 		if strings.Contains(status.Convert(err).Message(), "helloworld.shop") && tc.code == codes.NotFound {
 			t.Errorf("%s: the answer lists other namespaces' services: %v", tc.what, err)
+		}
+	}
+
+	// Counted by the service reached; refusals before one was named, and
+	// names that exist nowhere, unlabelled.
+	for labels, atLeast := range map[string]float64{
+		`grpc_code="OK",namespace="default",service="helloworld"`:          4,
+		`grpc_code="OK",namespace="micromesh",service="auth"`:              4, // logins, refresh, revoke
+		`grpc_code="Unauthenticated",namespace="",service=""`:              3,
+		`grpc_code="NotFound",namespace="",service=""`:                     1,
+		`grpc_code="PermissionDenied",namespace="",service=""`:             3,
+		`grpc_code="OK",namespace="micromesh",service="registry"`:          2,
+		`grpc_code="Unauthenticated",namespace="micromesh",service="auth"`: 2, // a wrong secret, a revoked session
+	} {
+		if got := promtest.Count(t, reg, "micromesh_remote_proxy_requests_total", labels); got < atLeast {
+			t.Errorf("micromesh_remote_proxy_requests_total{%s} = %v, want at least %v", labels, got, atLeast)
 		}
 	}
 
