@@ -104,7 +104,7 @@ server there with no flags.`,
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", outputText, "output format: text or json")
 	root.PersistentFlags().StringVar(&g.env, "env", envconfig.Get(envconfig.Env, ""), "environment to talk to, over the current one (meshctl env; $"+envconfig.Env+")")
 	root.AddCommand(
-		newServerCommand(g, s),
+		remoteOK(newServerCommand(g, s)), // the local server, whatever environment the CLI talks to
 		newCertCommand(g, s),
 		newRegistryCommand(g, s),
 		newServicesCommand(g, s),

@@ -91,6 +91,9 @@ func TestRemoteEnvironment(t *testing.T) {
 		{[]string{"call", "-n", "shop", "helloworld", "Helloworld.Call"}, "may call services of namespace default, not shop"},
 		{[]string{"call", "nosuch", "X.Y"}, "no service nosuch in namespace default"},
 		{[]string{"status"}, "meshctl status acts as the server's admin, on the server's machine; the environment is staging, remote"},
+		// The server itself runs here whatever the CLI talks to (this one
+		// stops at its flags).
+		{[]string{"server", "--gateway-addr", ""}, "--gateway-addr must not be empty"},
 		{[]string{"services", "-n", "shop"}, "may list services of namespace default, not shop"},
 		{[]string{"config", "get"}, "for accounts with the scope admin only"},
 		{[]string{"policy", "clear", "helloworld"}, "--env local, or meshctl env use local"},

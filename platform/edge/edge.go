@@ -12,9 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -117,4 +119,55 @@ func (s *Sidecar) Stop() {
 	if err := <-s.ran; err != nil {
 		s.log.Warn("sidecar", "err", err)
 	}
+}
+
+// Listen binds addr for the workload's own server (before its sidecar
+// starts, so that a port in use is reported first, naming the flag that
+// moves it) and starts the sidecar; what names the server in errors.
+func Listen(ctx context.Context, o Options, addr, what, flag string) (net.Listener, *Sidecar, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s address %s: %w (pick another with %s, or turn it off with %s off)", what, addr, err, flag, flag)
+	}
+	sc, err := Start(ctx, o)
+	if err != nil {
+		_ = lis.Close()
+		return nil, nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return lis, sc, nil
+}
+
+// Metrics count and time the requests an edge server answers, by the
+// service's namespace and name and the answer's code.
+type Metrics struct {
+	Requests *prometheus.CounterVec
+	Duration *prometheus.HistogramVec
+}
+
+// NewMetrics makes prefix_requests_total{namespace,service,codeLabel} and
+// prefix_request_duration_seconds{namespace,service}, registered with reg
+// if it is set; what says what they count.
+func NewMetrics(reg prometheus.Registerer, prefix, what, codeLabel string) *Metrics {
+	m := &Metrics{
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: prefix + "_requests_total",
+			Help: what + ", by the service's namespace and name and the " + codeLabel + ".",
+		}, []string{"namespace", "service", codeLabel}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    prefix + "_request_duration_seconds",
+			Help:    "Time from a request's arrival to its answer's end, by the service's namespace and name.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"namespace", "service"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Requests, m.Duration)
+	}
+	return m
+}
+
+// Record counts one request of service ns/name answered with code, begun
+// at start.
+func (m *Metrics) Record(ns, name, code string, start time.Time) {
+	m.Requests.WithLabelValues(ns, name, code).Inc()
+	m.Duration.WithLabelValues(ns, name).Observe(time.Since(start).Seconds())
 }

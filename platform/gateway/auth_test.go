@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -18,25 +17,11 @@ import (
 	"github.com/micromesh/micromesh/internal/meshclient"
 	"github.com/micromesh/micromesh/internal/meshtest"
 	"github.com/micromesh/micromesh/internal/poll"
+	"github.com/micromesh/micromesh/internal/testsvc"
 	"github.com/micromesh/micromesh/platform/gateway"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	"github.com/micromesh/micromesh/service"
-	userauth "github.com/micromesh/micromesh/service/auth"
-	merrors "github.com/micromesh/micromesh/service/errors"
 )
-
-// whoami's Call answers with the subject of the call's access token.
-type whoami struct {
-	pb.UnimplementedHelloworldServer
-}
-
-func (whoami) Call(ctx context.Context, _ *pb.CallRequest) (*pb.CallResponse, error) {
-	u, err := userauth.User(ctx)
-	if err != nil {
-		return nil, merrors.Unauthorized("whoami.call", "%v", err)
-	}
-	return &pb.CallResponse{Msg: u.Subject}, nil
-}
 
 // With --gateway-auth required, a request needs an access token of an
 // account, which keeps it to the account's namespace (an admin-scoped
@@ -52,7 +37,7 @@ func TestGatewayAuth(t *testing.T) {
 	// reaching the auth service through its own sidecar for the keys.
 	outbound := "127.0.0.1:" + strconv.Itoa(meshtest.FreePort(t))
 	t.Setenv(envconfig.Proxy, outbound)
-	cp.StartService("default", "whoami", func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), whoami{}) },
+	cp.StartService("default", "whoami", func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), testsvc.Whoami{}) },
 		meshtest.WithOptions(func(o *dataplane.Options) { o.Outbound = outbound }))
 	reg := prometheus.NewRegistry()
 	gw, err := gateway.Start(t.Context(), gateway.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address, Auth: gateway.AuthRequired, Metrics: reg})

@@ -104,19 +104,15 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 		return nil, fmt.Errorf("the gateway's timeout %v: must be positive", o.Timeout)
 	}
 	log := o.Logger.With("component", "gateway")
-	lis, err := net.Listen("tcp", o.Addr)
+	lis, sc, err := edge.Listen(ctx, edge.Options{Name: Service, Home: o.Home, ControlPlane: o.ControlPlane, Logger: o.Logger}, o.Addr, "API gateway", "--gateway-addr")
 	if err != nil {
-		return nil, fmt.Errorf("API gateway address %s: %w (pick another with --gateway-addr, or turn it off with --gateway-addr off)", o.Addr, err)
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
 			_ = lis.Close()
 		}
 	}()
-	sc, err := edge.Start(ctx, edge.Options{Name: Service, Home: o.Home, ControlPlane: o.ControlPlane, Logger: o.Logger})
-	if err != nil {
-		return nil, fmt.Errorf("API gateway: %w", err)
-	}
 	g := &Gateway{addr: lis.Addr().String(), served: make(chan error, 1), sidecar: sc, log: log}
 	g.handler, err = NewHandler(HandlerOptions{
 		Namespace: o.Namespace, Timeout: o.Timeout, Outbound: sc.Outbound, Hosts: sc.Hosts, Routes: sc.Routes,

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/platform/edge"
 	"github.com/micromesh/micromesh/service/endpoints"
 	merrors "github.com/micromesh/micromesh/service/errors"
 	"github.com/micromesh/micromesh/xds"
@@ -70,7 +71,7 @@ type Handler struct {
 	conn  *grpc.ClientConn
 	proxy *httputil.ReverseProxy
 	log   *slog.Logger
-	m     *metrics
+	m     *edge.Metrics
 
 	mu   sync.Mutex
 	sets map[string]described // by authority

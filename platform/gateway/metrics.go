@@ -7,40 +7,24 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/micromesh/micromesh/platform/edge"
 )
 
-// metrics count the gateway's requests by the service they named (empty
-// for a path that named none: no label per unknown name) and status code.
-type metrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
+// newMetrics counts the gateway's requests by the service they named
+// (empty for a path that named none: no label per unknown name) and status
+// code.
+func newMetrics(reg prometheus.Registerer) *edge.Metrics {
+	return edge.NewMetrics(reg, "micromesh_gateway", "Requests the API gateway answered", "response_code")
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "micromesh_gateway_requests_total",
-			Help: "Requests the API gateway answered, by the service's namespace and name and the response code.",
-		}, []string{"namespace", "service", "response_code"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "micromesh_gateway_request_duration_seconds",
-			Help:    "Time from a request's headers to its answer's last byte, by the service's namespace and name.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}, []string{"namespace", "service"}),
-	}
-	if reg != nil {
-		reg.MustRegister(m.requests, m.duration)
-	}
-	return m
-}
-
-func (m *metrics) record(t *target, code int, start time.Time) {
+// record counts a request of the service t names (none: nil).
+func record(m *edge.Metrics, t *target, code int, start time.Time) {
 	ns, name := "", ""
 	if t != nil {
 		ns, name = t.ns, t.name
 	}
-	m.requests.WithLabelValues(ns, name, strconv.Itoa(code)).Inc()
-	m.duration.WithLabelValues(ns, name).Observe(time.Since(start).Seconds())
+	m.Record(ns, name, strconv.Itoa(code), start)
 }
 
 // observed counts and logs every request next answers — the token check's
@@ -52,7 +36,7 @@ func (h *Handler) observed(next http.Handler) http.Handler {
 		w := &statusWriter{ResponseWriter: rw}
 		obs := &observation{}
 		defer func() {
-			h.m.record(obs.target, w.code, start)
+			record(h.m, obs.target, w.code, start)
 			h.log.Debug("request", "method", r.Method, "path", r.URL.Path, "code", w.code, "duration", time.Since(start))
 		}()
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), observationKey{}, obs)))

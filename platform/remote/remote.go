@@ -88,31 +88,6 @@ type Options struct {
 	Logger  *slog.Logger
 }
 
-// metrics count the proxy's calls by the service they reached (empty
-// labels for a call refused before it named one that exists) and code.
-type metrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
-}
-
-func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "micromesh_remote_proxy_requests_total",
-			Help: "Calls the remote proxy answered, by the service's namespace and name and the gRPC status code.",
-		}, []string{"namespace", "service", "grpc_code"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "micromesh_remote_proxy_request_duration_seconds",
-			Help:    "Time from a call's arrival to its status, by the service's namespace and name.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}, []string{"namespace", "service"}),
-	}
-	if reg != nil {
-		reg.MustRegister(m.requests, m.duration)
-	}
-	return m
-}
-
 // Proxy is a running remote proxy.
 type Proxy struct {
 	addr     string
@@ -121,7 +96,7 @@ type Proxy struct {
 	sidecar  *edge.Sidecar
 	conn     *grpc.ClientConn // to the sidecar's outbound
 	verifier *auth.Verifier
-	m        *metrics
+	m        *edge.Metrics
 	log      *slog.Logger
 }
 
@@ -132,20 +107,17 @@ func Start(ctx context.Context, o Options) (_ *Proxy, err error) {
 		o.Logger = slog.Default()
 	}
 	log := o.Logger.With("component", "remote-proxy")
-	lis, err := net.Listen("tcp", o.Addr)
+	lis, sc, err := edge.Listen(ctx, edge.Options{Name: Service, Home: o.Home, ControlPlane: o.ControlPlane, Logger: o.Logger}, o.Addr, "remote proxy", "--proxy-addr")
 	if err != nil {
-		return nil, fmt.Errorf("remote proxy address %s: %w (pick another with --proxy-addr, or turn it off with --proxy-addr off)", o.Addr, err)
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
 			_ = lis.Close()
 		}
 	}()
-	sc, err := edge.Start(ctx, edge.Options{Name: Service, Home: o.Home, ControlPlane: o.ControlPlane, Logger: o.Logger})
-	if err != nil {
-		return nil, fmt.Errorf("remote proxy: %w", err)
-	}
-	p := &Proxy{addr: lis.Addr().String(), served: make(chan error, 1), sidecar: sc, m: newMetrics(o.Metrics), log: log}
+	p := &Proxy{addr: lis.Addr().String(), served: make(chan error, 1), sidecar: sc,
+		m: edge.NewMetrics(o.Metrics, "micromesh_remote_proxy", "Calls the remote proxy answered", "grpc_code"), log: log}
 	// One HTTP/2 connection to the sidecar carries every call; the
 	// authority, per call, picks the service.
 	p.conn, err = grpc.NewClient("passthrough:///"+sc.Outbound,
@@ -201,8 +173,7 @@ func (p *Proxy) forward(_ any, ss grpc.ServerStream) error {
 	l := &labels{}
 	err := p.serve(ss, l)
 	code := status.Code(err)
-	p.m.requests.WithLabelValues(l.ns, l.name, code.String()).Inc()
-	p.m.duration.WithLabelValues(l.ns, l.name).Observe(time.Since(start).Seconds())
+	p.m.Record(l.ns, l.name, code.String(), start)
 	if code != codes.OK {
 		method, _ := grpc.MethodFromServerStream(ss)
 		p.log.Debug("call refused or failed", "method", method, "service", l.name, "namespace", l.ns, "code", code, "err", status.Convert(err).Message())

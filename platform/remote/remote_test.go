@@ -30,24 +30,7 @@ import (
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	"github.com/micromesh/micromesh/service"
-	userauth "github.com/micromesh/micromesh/service/auth"
-	merrors "github.com/micromesh/micromesh/service/errors"
 )
-
-// whoami's Call answers with the subject of the call's access token and
-// the metadata "tenant" it was sent.
-type whoami struct {
-	pb.UnimplementedHelloworldServer
-}
-
-func (whoami) Call(ctx context.Context, _ *pb.CallRequest) (*pb.CallResponse, error) {
-	u, err := userauth.User(ctx)
-	if err != nil {
-		return nil, merrors.Unauthorized("whoami.call", "%v", err)
-	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	return &pb.CallResponse{Msg: u.Subject + " tenant=" + strings.Join(md.Get("tenant"), ",")}, nil
-}
 
 type mesh struct {
 	t      *testing.T
@@ -108,7 +91,7 @@ func TestRemoteProxy(t *testing.T) {
 	cp.StartService("default", "tester", func(s *service.Service) { testgrpc.RegisterTestServiceServer(s.Server(), testsvc.Service{}) })
 	outbound := "127.0.0.1:" + strconv.Itoa(meshtest.FreePort(t))
 	t.Setenv(envconfig.Proxy, outbound)
-	cp.StartService("default", "whoami", func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), whoami{}) },
+	cp.StartService("default", "whoami", func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), testsvc.Whoami{}) },
 		meshtest.WithOptions(func(o *dataplane.Options) { o.Outbound = outbound }))
 	reg := prometheus.NewRegistry()
 	p, err := remote.Start(t.Context(), remote.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address, Metrics: reg})
