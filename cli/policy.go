@@ -139,6 +139,7 @@ func newPolicySetCommand(g *globalOptions, s Streams) *cobra.Command {
   meshctl policy set helloworld fault_abort_grpc=14 fault_header=x-chaos            # only requests with x-chaos
   meshctl policy set helloworld mirror=helloworld-next mirror_percent=10            # a copy of a tenth of the calls
   meshctl policy set billing allow_from=orders.shop,*.reports deny_from=legacy.default # who may call it
+  meshctl policy set billing scopes='*' '/refund/*:scopes=finance'                  # accounts' tokens it asks for
   meshctl policy set reports -n prod timeout=30s retries=0`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			keys, err := parsePolicyArgs(args[1:])

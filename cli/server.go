@@ -175,7 +175,7 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
 			}()
 			err = srv.Run(cpCtx, func(info home.ServerInfo) {
 				mu.Lock()
-				host, hostErr = platform.Start(cmd.Context(), platform.Options{Home: g.homeDir(), ControlPlane: info.Address, NATSURL: o.natsURL, StorePostgres: o.storePG, EventsRetention: o.retention,
+				host, hostErr = platform.Start(cmd.Context(), platform.Options{Home: g.homeDir(), ControlPlane: info.Address, AccountKeys: srv.SetAccountKeys, NATSURL: o.natsURL, StorePostgres: o.storePG, EventsRetention: o.retention,
 					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, GatewayAuth: o.gatewayAuth, GatewayCORSOrigins: o.gatewayCORS, GatewayTimeout: o.gatewayTime, DashboardAddr: o.dashboardAddr(), RemoteProxyAddr: o.remoteProxy(), Advertise: o.advertise, Metrics: srv.Metrics(), Logger: log})
 				mu.Unlock()
 				if hostErr != nil {

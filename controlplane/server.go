@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
+	"sync"
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -83,6 +85,32 @@ type Server struct {
 	// firstGen is closed once the registry's first snapshot is the mesh
 	// (the ADS generation leaves 0, which happens once).
 	firstGen chan struct{}
+
+	// The keys accounts' access tokens are signed with (SetAccountKeys);
+	// keysChanged wakes watchRegistry to build with new ones.
+	keysMu      sync.Mutex
+	keys        []byte
+	keysChanged chan struct{}
+}
+
+// SetAccountKeys gives the mesh the JWK set (JSON) the auth service signs
+// accounts' access tokens with: the proxies of services whose policy asks
+// for tokens (scopes) verify them with it. Until it is set, no token
+// verifies and those services refuse the requests their policy covers.
+func (s *Server) SetAccountKeys(jwks []byte) {
+	s.keysMu.Lock()
+	s.keys = slices.Clone(jwks)
+	s.keysMu.Unlock()
+	select {
+	case s.keysChanged <- struct{}{}:
+	default: // a rebuild is already due; it reads the latest keys
+	}
+}
+
+func (s *Server) accountKeys() []byte {
+	s.keysMu.Lock()
+	defer s.keysMu.Unlock()
+	return s.keys
 }
 
 // gracePeriod bounds how long shutdown waits for in-flight RPCs.
@@ -110,7 +138,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, ca: ca, firstGen: make(chan struct{})}
+	s := &Server{cfg: cfg, log: log, ca: ca, firstGen: make(chan struct{}), keysChanged: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			s.close()
@@ -323,6 +351,7 @@ func (s *Server) watchRegistry(ctx context.Context) error {
 	defer expire.Stop()
 	apply := func() {
 		mesh := buildMesh(s.ca.TrustDomain(), roots, latest)
+		mesh.AccountKeys = s.accountKeys()
 		if next := linger.apply(mesh, time.Now()); !next.IsZero() {
 			expire.Reset(time.Until(next))
 		}
@@ -336,6 +365,11 @@ func (s *Server) watchRegistry(ctx context.Context) error {
 		case <-expire.C:
 			first = time.Now()
 			apply()
+		case <-s.keysChanged:
+			if s.ads.currentGen().version != 0 { // else the first snapshot brings them
+				first = time.Now()
+				apply()
+			}
 		case snap, ok := <-ch:
 			if !ok {
 				if ctx.Err() != nil {

@@ -54,6 +54,10 @@ type Options struct {
 	Home home.Dir
 	// ControlPlane is where the sidecars reach the control plane.
 	ControlPlane string
+	// AccountKeys, if set, is given the auth service's public keys (a JWK
+	// set) once it has them: the control plane's SetAccountKeys, so that
+	// services' sidecars verify accounts' tokens.
+	AccountKeys func(jwks []byte)
 	// NATSURL points the broker (and later events and config) at an
 	// external NATS cluster; empty runs one in-process.
 	NATSURL string
@@ -196,6 +200,13 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 		return nil, err
 	}
 	h.stops = append(h.stops, func() { _ = accounts.Close() })
+	if o.AccountKeys != nil {
+		jwks, err := accounts.PublicKeySet()
+		if err != nil {
+			return nil, fmt.Errorf("the auth service's public keys: %w", err)
+		}
+		o.AccountKeys(jwks)
+	}
 	err = h.serve(ctx, o, "auth", func(s *service.Service) {
 		authv1.RegisterAuthServiceServer(s.Server(), accounts)
 	})

@@ -26,6 +26,7 @@ func testMesh() *Mesh {
 	return &Mesh{
 		TrustDomain: "micromesh.local",
 		Roots:       []byte("-----BEGIN CERTIFICATE-----\nTEST ROOT\n-----END CERTIFICATE-----\n"),
+		AccountKeys: []byte(`{"keys":[{"use":"sig","kty":"EC","kid":"test-key","crv":"P-256","alg":"ES256","x":"TEST-X","y":"TEST-Y"}]}`),
 		Services: []Service{
 			{Name: "grpcsrv", Namespace: "default", Protocol: ProtocolGRPC, Policy: faultyPolicy(), Routes: []RoutePolicy{
 				{Path: "/pkg.Grpc/Slow", Timeout: 30 * time.Second, PerTryTimeout: 5 * time.Second, Retries: 0}, // no fault of its own
@@ -34,7 +35,7 @@ func testMesh() *Mesh {
 				{ID: "g2", Address: "10.0.0.6", Port: 7000, Kind: KindProxyless, Health: HealthCritical},
 			}},
 			{Name: "hello", Namespace: "default", Protocol: ProtocolGRPC, Policy: helloPolicy(), Routes: []RoutePolicy{
-				{Path: "/pkg.Hello/Expensive", RateLimit: 2, RateLimitBurst: 1, AllowFrom: "batch.jobs", DenyFrom: "*.default"}, // one more caller, and none of its namespace, on this path alone
+				{Path: "/pkg.Hello/Expensive", RateLimit: 2, RateLimitBurst: 1, AllowFrom: "batch.jobs", DenyFrom: "*.default", Scopes: "billing"}, // one more caller, and none of its namespace, on this path alone; an account with scope billing
 			}, Split: []VersionWeight{{"v1", 90}, {"v2", 10}, {"v3", 0}}, SplitHeader: "x-version", Endpoints: []Endpoint{
 				{ID: "h1", Address: "10.0.0.1", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Version: "v1", Health: HealthPassing, Region: "eu", Zone: "eu-1a", Weight: 2},
 				{ID: "h2", Address: "10.0.0.2", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Version: "v2", Health: HealthWarning, Region: "eu", Zone: "eu-1b"},
@@ -44,10 +45,11 @@ func testMesh() *Mesh {
 				Timeout: 2 * time.Second, PerTryTimeout: time.Second, Retries: 1, MaxConnections: 10, MaxPendingRequests: 10,
 				MaxRequests: 100, MaxRetries: 2, Consecutive5xx: 3, BaseEjectionTime: 10 * time.Second, MaxEjectionPercent: 100, LoadBalancer: "round_robin",
 				RateLimit: 50, RateLimitBurst: 100,
+				Scopes: "*",                                                           // any account of default
 				Mirror: Mirror{Service: "ghost", Namespace: "prod", Share: 1_000_000}, // not reachable from default: no mirror
 			}, Routes: []RoutePolicy{
 				{Path: "/reports/", Prefix: true, Timeout: time.Minute, PerTryTimeout: time.Second, Retries: 3, RetryOn: "5xx,429,resource-exhausted", Fault: Fault{Abort: 503, AbortShare: 1_000_000, Header: "x-chaos"},
-					Mirror: Mirror{Service: "hello", Share: 250_000}},
+					Mirror: Mirror{Service: "hello", Share: 250_000}, Scopes: "ops,reports"},
 			}, Endpoints: []Endpoint{
 				{ID: "w1", Address: "10.0.0.3", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Health: HealthPassing},
 				{ID: "w2", Address: "10.0.0.4", Port: 15006, Kind: KindEnvoy, Health: HealthPassing},

@@ -69,12 +69,14 @@ func (b *builder) inboundHCM(codec hcm.HttpConnectionManager_CodecType) *hcm.Htt
 	}
 }
 
-// inboundFilters: a DENY RBAC filter when the service or a path of it
+// inboundFilters: when the service asks for accounts' tokens, the
+// jwt_authn filter and the RBAC filter on accounts (accountFilters: a token
+// that does not verify is refused first, 401); a DENY RBAC filter when the service or a path of it
 // refuses callers (deny_from), the RBAC rules, then the local rate limit filter
 // when the service or one of its paths has a limit (after RBAC: requests
 // the rules deny draw no token), then the router.
 func (b *builder) inboundFilters() []*hcm.HttpFilter {
-	var fs []*hcm.HttpFilter
+	fs := b.accountFilters()
 	if deny := b.denyRBAC(); deny != nil {
 		fs = append(fs, &hcm.HttpFilter{Name: DenyFilter, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: toAny(&rbacfilter.RBAC{Rules: deny})}})
 	}

@@ -44,6 +44,10 @@ type Mesh struct {
 	Roots []byte
 	// Services, sorted by namespace then name (Build sorts a copy if not).
 	Services []Service
+	// AccountKeys is the JWK set (JSON) the auth service signs accounts'
+	// access tokens with: what proxies verify tokens with where a policy
+	// asks for them (Policy.Scopes). Nil: no token verifies.
+	AccountKeys []byte
 }
 
 // Service is one service of the mesh.
@@ -96,6 +100,9 @@ type RoutePolicy struct {
 	// whatever admits them (Policy's form).
 	AllowFrom string
 	DenyFrom  string
+	// Scopes is what the path's requests need of an account's access
+	// token (the service's unless the path sets its own; Policy's form).
+	Scopes string
 }
 
 // Fault is fault injection into a service's calls, applied by each
@@ -187,6 +194,11 @@ type Policy struct {
 	// "" for none.
 	AllowFrom string
 	DenyFrom  string
+	// Scopes asks every request for an account's access token: "*" any
+	// account of the service's namespace, else one with a scope of the
+	// list (comma-separated, sorted); an account with scope admin, of
+	// any namespace, passes every list. "" (the default): no token needed.
+	Scopes string
 }
 
 // DefaultPolicy is the policy of services that set none.

@@ -3,6 +3,7 @@ package xds
 import (
 	"fmt"
 	"math"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -53,6 +54,7 @@ var policyKeys = map[string]func(p *Policy, v string) error{
 	"mirror_percent": percentKey(func(p *Policy) *uint32 { return &p.Mirror.Share }),
 	"allow_from":     callersKey(func(p *Policy) *string { return &p.AllowFrom }),
 	"deny_from":      callersKey(func(p *Policy) *string { return &p.DenyFrom }),
+	"scopes":         scopesKey,
 	"lb": func(p *Policy, v string) error {
 		if v != "round_robin" && v != "least_request" {
 			return fmt.Errorf("%q is not round_robin or least_request", v)
@@ -194,6 +196,42 @@ func callersKey(field func(*Policy) *string) func(*Policy, string) error {
 	}
 }
 
+// scopeRE is an account scope as the auth service takes it.
+var scopeRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
+
+// scopesKey sets Scopes: "*" (any account of the namespace) or scopes,
+// comma-separated; sorted, without repeats.
+func scopesKey(p *Policy, v string) error {
+	if strings.TrimSpace(v) == "*" {
+		p.Scopes = "*"
+		return nil
+	}
+	var out []string
+	for _, sc := range strings.Split(v, ",") {
+		sc = strings.TrimSpace(sc)
+		switch {
+		case sc == "":
+			continue
+		case sc == "*":
+			return fmt.Errorf("%q: * stands alone (any account of the namespace), not in a list", v)
+		case !scopeRE.MatchString(sc):
+			return fmt.Errorf("%q: scope %q is not 1–64 letters, digits, '.', '_', ':' or '-'", v, sc)
+		}
+		if !slices.Contains(out, sc) {
+			out = append(out, sc)
+		}
+	}
+	if len(out) == 0 {
+		return fmt.Errorf("%q names no scope (scopes, comma-separated, or * for any account)", v)
+	}
+	if len(out) > 16 {
+		return fmt.Errorf("%q: %d scopes; at most 16", v, len(out))
+	}
+	slices.Sort(out)
+	p.Scopes = strings.Join(out, ",")
+	return nil
+}
+
 // Callers splits a list of callers (Policy's AllowFrom, DenyFrom) into
 // services ("name.namespace") and whole namespaces (from "*.namespace").
 func Callers(list string) (services [][2]string, namespaces []string) {
@@ -228,7 +266,7 @@ func (m *Mirror) check(has func(key string) bool) error {
 // cluster.
 var routeKeys = map[string]bool{"timeout": true, "per_try_timeout": true, "retries": true, "retry_on": true, "rate_limit": true, "rate_limit_burst": true,
 	"fault_delay": true, "fault_delay_percent": true, "fault_abort": true, "fault_abort_grpc": true, "fault_abort_percent": true, "fault_header": true,
-	"mirror": true, "mirror_percent": true, "allow_from": true, "deny_from": true}
+	"mirror": true, "mirror_percent": true, "allow_from": true, "deny_from": true, "scopes": true}
 
 // maxRouteEntries bounds a service's path entries (Consul takes 64
 // metadata keys per instance).
@@ -294,7 +332,7 @@ func PolicyFromMetadata(md map[string]string) (Policy, []RoutePolicy, error) {
 		}
 		rp := byPath[path]
 		if rp == nil {
-			rp = &Policy{Timeout: p.Timeout, PerTryTimeout: p.PerTryTimeout, Retries: p.Retries, RetryOn: p.RetryOn, Fault: p.Fault, Mirror: p.Mirror}
+			rp = &Policy{Timeout: p.Timeout, PerTryTimeout: p.PerTryTimeout, Retries: p.Retries, RetryOn: p.RetryOn, Fault: p.Fault, Mirror: p.Mirror, Scopes: p.Scopes}
 			byPath[path] = rp
 			pathKeys[path] = map[string]bool{}
 		}
@@ -327,7 +365,7 @@ func PolicyFromMetadata(md map[string]string) (Policy, []RoutePolicy, error) {
 			return DefaultPolicy, nil, fmt.Errorf("policy for %s: %w", path, err)
 		}
 		r := RoutePolicy{Path: path, Timeout: rp.Timeout, PerTryTimeout: rp.PerTryTimeout, Retries: rp.Retries, RetryOn: rp.RetryOn, RateLimit: rp.RateLimit, RateLimitBurst: rp.RateLimitBurst,
-			Fault: rp.Fault, Mirror: rp.Mirror, AllowFrom: rp.AllowFrom, DenyFrom: rp.DenyFrom}
+			Fault: rp.Fault, Mirror: rp.Mirror, AllowFrom: rp.AllowFrom, DenyFrom: rp.DenyFrom, Scopes: rp.Scopes}
 		r.Path, r.Prefix = strings.CutSuffix(path, "*")
 		routes = append(routes, r)
 	}

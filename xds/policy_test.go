@@ -294,6 +294,31 @@ func TestCallerPolicies(t *testing.T) {
 	}
 }
 
+// TestScopesPolicy: scopes takes * alone or scopes as the auth service
+// takes them, stored sorted without repeats; a path's list replaces the
+// service's there, and a path without one keeps the service's.
+func TestScopesPolicy(t *testing.T) {
+	p, routes, err := PolicyFromMetadata(policymeta.Metadata(map[string]string{"scopes": "*", "/refund/*:scopes": "finance, ops:write,finance", "/x:timeout": "1s"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Scopes != "*" || len(routes) != 2 || routes[0].Path != "/x" || routes[0].Scopes != "*" || routes[1].Scopes != "finance,ops:write" {
+		t.Errorf("scopes %q, routes %+v", p.Scopes, routes)
+	}
+	for v, mention := range map[string]string{
+		"":                                  "names no scope",
+		" , ":                               "names no scope",
+		"a,*":                               "* stands alone",
+		"a b":                               `scope "a b" is not`,
+		"a/b":                               `scope "a/b" is not`,
+		"a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q": "at most 16",
+	} {
+		if _, _, err := PolicyFromMetadata(policymeta.Metadata(map[string]string{"scopes": v})); err == nil || !strings.Contains(err.Error(), mention) {
+			t.Errorf("scopes=%q: %v, want an error mentioning %q", v, err, mention)
+		}
+	}
+}
+
 // TestPolicyKeysAreDocumented: docs/policies.md has a row for every key,
 // saying whether a path takes it, and no row for a key that is gone.
 func TestPolicyKeysAreDocumented(t *testing.T) {

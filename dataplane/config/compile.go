@@ -131,6 +131,9 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 		if m.RDS == nil || m.RDS.RouteConfigName == "" {
 			return errors.New("the outbound listener must take its routes by RDS")
 		}
+		if filters.jwt != nil {
+			return errors.New("a jwt_authn filter on the outbound listener is not supported (services verify their callers' tokens)")
+		}
 		c.Outbound = &Outbound{Name: l.Name, Address: addr, Route: m.RDS.RouteConfigName, RequestID: requestID,
 			RateLimit: filters.rateLimit, RateLimitFilter: filters.rateLimitFilter, RateLimitBeforeRBAC: filters.rateLimitBeforeRBAC,
 			Fault: filters.fault, FaultFilter: filters.faultFilter, FaultFirst: filters.faultFirst}
@@ -140,7 +143,7 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 		// Faults are the caller's to inject (as Istio and gRPC do).
 		return fmt.Errorf("HTTP filter %q: fault injection on an inbound listener is not supported (only on the outbound one)", filters.faultFilter)
 	}
-	in := &Inbound{Name: l.Name, Address: addr, UDP: udp, RBAC: filters.rbac, RequestID: requestID,
+	in := &Inbound{Name: l.Name, Address: addr, UDP: udp, RBAC: filters.rbac, JWT: filters.jwt, RequestID: requestID,
 		RateLimit: filters.rateLimit, RateLimitFilter: filters.rateLimitFilter, RateLimitBeforeRBAC: filters.rateLimitBeforeRBAC}
 	switch m.ForwardClientCertDetails {
 	case xdswire.XFCCSanitize:
@@ -285,6 +288,7 @@ func checkClientValidation(ctc *xdswire.CommonTLSContext) error {
 }
 
 type httpFilters struct {
+	jwt                 *JWT
 	rbac                *RBAC
 	rateLimit           *RateLimit
 	rateLimitFilter     string
@@ -306,6 +310,17 @@ func compileHTTPFilters(fs []*xdswire.HTTPFilter) (httpFilters, error) {
 	}
 	for _, f := range fs[:len(fs)-1] {
 		switch typeURL(f.TypedConfig) {
+		case xdswire.JWTAuthenticationType:
+			if out.jwt != nil || out.rbac != nil || out.rateLimitFilter != "" || out.faultFilter != "" {
+				return out, errors.New("a jwt_authn filter is supported once, ahead of the other HTTP filters")
+			}
+			m, err := typed[*xdswire.JWTAuthentication](f.TypedConfig, xdswire.JWTAuthenticationType)
+			if err != nil {
+				return out, err
+			}
+			if out.jwt, err = compileJWT(m); err != nil {
+				return out, fmt.Errorf("HTTP filter %q: %w", f.Name, err)
+			}
 		case xdswire.RBACFilterType:
 			r, err := typed[*xdswire.RBACFilter](f.TypedConfig, xdswire.RBACFilterType)
 			if err != nil {

@@ -114,7 +114,10 @@ type Inbound struct {
 	// RequireClientCert is always true for mesh listeners.
 	RequireClientCert bool
 	RBAC              *RBAC // nil: no RBAC filter, everything allowed
-	Route             *RouteTable
+	// JWT verifies accounts' access tokens ahead of RBAC (nil: no
+	// jwt_authn filter).
+	JWT   *JWT
+	Route *RouteTable
 	// XFCC: the x-forwarded-client-cert header a client sent is always
 	// removed (Envoy's SANITIZE); with SetXFCC the proxy sets its own:
 	// By (this workload), Hash (of the client certificate), URI (the

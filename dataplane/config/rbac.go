@@ -17,6 +17,7 @@ import (
 // of an ALLOW one).
 type RBAC struct {
 	allow    bool // ALLOW: a match admits; DENY: a match refuses
+	claims   bool // a principal matches a verified token's claims
 	policies []policy
 	next     *RBAC // the listener's next RBAC filter, or nil
 }
@@ -46,6 +47,10 @@ type Request struct {
 	// Query is the request's raw query string (routes' query parameter
 	// conditions read it).
 	Query string
+	// Claims are the claims of the access token the jwt_authn filter
+	// verified (nil: none), under ClaimsKey in its metadata (JWT.PayloadKey).
+	Claims    map[string]any
+	ClaimsKey string
 }
 
 // HeaderOf is Request.Header over h (names in canonical or lower case).
@@ -68,11 +73,21 @@ type principal func(Request) bool
 // Allowed reports whether req may pass every filter of the chain, and the
 // policy that decided last ("" when none matched).
 func (r *RBAC) Allowed(req Request) (bool, string) {
-	ok, name := r.decide(req)
-	for f := r.next; ok && f != nil; f = f.next {
-		ok, name = f.decide(req)
-	}
+	ok, name, _ := r.Decide(req)
 	return ok, name
+}
+
+// Decide is Allowed, and also reports whether the filter that decided
+// last matches accounts' claims (a refusal then is about the request's
+// access token, not its caller).
+func (r *RBAC) Decide(req Request) (ok bool, policy string, claims bool) {
+	ok, policy = r.decide(req)
+	f := r
+	for f.next != nil && ok {
+		f = f.next
+		ok, policy = f.decide(req)
+	}
+	return ok, policy, f.claims
 }
 
 // decide is one filter's decision.
@@ -134,6 +149,7 @@ func compileRBAC(rules *xdswire.RBAC) (*RBAC, error) {
 			cp.permissions = append(cp.permissions, m)
 		}
 		for _, prin := range p.Principals {
+			out.claims = out.claims || hasMetadata(prin)
 			m, err := compilePrincipal(prin)
 			if err != nil {
 				return nil, fmt.Errorf("RBAC policy %q: %w", n, err)
@@ -242,8 +258,142 @@ func compilePrincipal(p *xdswire.Principal) (principal, error) {
 			return nil, err
 		}
 		return func(q Request) bool { return !m(q) }, nil
+	case p.Metadata != nil:
+		return compileMetadata(p.Metadata)
+	case p.SourcedMetadata != nil:
+		if p.SourcedMetadata.MetadataSource != xdswire.MetadataDynamic {
+			return nil, fmt.Errorf("RBAC principal sourced_metadata from %v is not supported (DYNAMIC only)", p.SourcedMetadata.MetadataSource)
+		}
+		if p.SourcedMetadata.MetadataMatcher == nil {
+			return nil, fmt.Errorf("RBAC principal sourced_metadata has no matcher")
+		}
+		return compileMetadata(p.SourcedMetadata.MetadataMatcher)
 	}
 	return nil, fmt.Errorf("RBAC principal has no identifier")
+}
+
+// hasMetadata reports whether a principal matches metadata anywhere.
+func hasMetadata(p *xdswire.Principal) bool {
+	switch {
+	case p.Metadata != nil || p.SourcedMetadata != nil:
+		return true
+	case p.NotID != nil:
+		return hasMetadata(p.NotID)
+	case p.AndIDs != nil || p.OrIDs != nil:
+		set := p.AndIDs
+		if set == nil {
+			set = p.OrIDs
+		}
+		for _, id := range set.IDs {
+			if hasMetadata(id) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// compileMetadata matches the jwt_authn filter's metadata — a verified
+// token's claims under its payload key —, as Envoy's MetadataMatcher: the
+// value at the path (a missing one is null), matched, then inverted.
+func compileMetadata(m *xdswire.MetadataMatcher) (principal, error) {
+	if m.Filter != jwtFilter {
+		return nil, fmt.Errorf("RBAC metadata of filter %q is not supported (only %s's)", m.Filter, jwtFilter)
+	}
+	if len(m.Path) == 0 || m.Value == nil {
+		return nil, fmt.Errorf("RBAC metadata matcher needs a path and a value")
+	}
+	path := make([]string, len(m.Path))
+	for i, s := range m.Path {
+		path[i] = s.Key
+	}
+	match, err := compileValue(m.Value)
+	if err != nil {
+		return nil, err
+	}
+	invert := m.Invert
+	return func(q Request) bool {
+		v, ok := claimAt(q, path)
+		return (ok && match(v)) != invert
+	}, nil
+}
+
+// jwtFilter is the metadata namespace of the jwt_authn filter.
+const jwtFilter = "envoy.filters.http.jwt_authn"
+
+// claimAt walks the claims: path[0] is the payload key.
+func claimAt(q Request, path []string) (any, bool) {
+	if q.Claims == nil || path[0] != q.ClaimsKey {
+		return nil, false
+	}
+	var v any = q.Claims
+	for _, k := range path[1:] {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if v, ok = m[k]; !ok {
+			return nil, false
+		}
+	}
+	return v, v != nil
+}
+
+func compileValue(m *xdswire.ValueMatcher) (func(any) bool, error) {
+	switch {
+	case m.Unsupported != "":
+		return nil, fmt.Errorf("RBAC value matcher %s is not supported", m.Unsupported)
+	case m.StringMatch != nil:
+		sm, err := compileString(m.StringMatch)
+		if err != nil {
+			return nil, err
+		}
+		return func(v any) bool { s, ok := v.(string); return ok && sm(s) }, nil
+	case m.BoolMatch != nil:
+		want := *m.BoolMatch
+		return func(v any) bool { b, ok := v.(bool); return ok && b == want }, nil
+	case m.PresentMatch != nil:
+		want := *m.PresentMatch
+		return func(any) bool { return want }, nil // reached only for a present value
+	case m.ListMatch != nil:
+		if m.ListMatch.OneOf == nil {
+			return nil, fmt.Errorf("RBAC list matcher has no one_of")
+		}
+		one, err := compileValue(m.ListMatch.OneOf)
+		if err != nil {
+			return nil, err
+		}
+		return func(v any) bool {
+			l, ok := v.([]any)
+			if !ok {
+				return false
+			}
+			for _, x := range l {
+				if x != nil && one(x) {
+					return true
+				}
+			}
+			return false
+		}, nil
+	case m.OrMatch != nil:
+		var ms []func(any) bool
+		for _, vm := range m.OrMatch.ValueMatchers {
+			f, err := compileValue(vm)
+			if err != nil {
+				return nil, err
+			}
+			ms = append(ms, f)
+		}
+		return func(v any) bool {
+			for _, f := range ms {
+				if f(v) {
+					return true
+				}
+			}
+			return false
+		}, nil
+	}
+	return nil, fmt.Errorf("RBAC value matcher has no pattern")
 }
 
 func compilePrincipals(ps []*xdswire.Principal) ([]principal, error) {

@@ -322,14 +322,32 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	}
 	route, _ := lst.Route.LookupRequest(authority(r.Host), routeRequest(lst.Route, r))
 	limit := st.limits.bucketFor(lst.RateLimitFilter, route, st.limits.listeners[lst.Name])
+	var claims map[string]any
+	if lst.JWT != nil {
+		var err error
+		if claims, err = lst.JWT.Check(r.URL.Path, r.Header, start); err != nil {
+			p.m.denied.Inc()
+			w.Header().Set("Www-Authenticate", `Bearer realm="micromesh", error="invalid_token"`)
+			p.localFor(w, r, inbound, caller.workload, p.self, http.StatusUnauthorized,
+				fmt.Sprintf("micromesh: %s: %v (meshctl login, or the gateway's /_/token, gives one)", p.self, err), start)
+			return
+		}
+	}
 	if lst.RateLimitBeforeRBAC && p.rateLimited(limit, w, r, inbound, caller.workload, p.self, start) {
 		return
 	}
 	if lst.RBAC != nil {
-		if ok, _ := lst.RBAC.Allowed(config.Request{Principal: caller.id, Method: r.Method, Path: r.URL.Path, Header: config.HeaderOf(r.Header)}); !ok {
+		req := config.Request{Principal: caller.id, Method: r.Method, Path: r.URL.Path, Header: config.HeaderOf(r.Header), Claims: claims}
+		if lst.JWT != nil {
+			req.ClaimsKey = lst.JWT.PayloadKey()
+		}
+		if ok, _, byClaims := lst.RBAC.Decide(req); !ok {
 			p.m.denied.Inc()
-			p.localFor(w, r, inbound, caller.workload, p.self, http.StatusForbidden,
-				fmt.Sprintf("micromesh: RBAC: %s may not call %s %s on %s", caller.id, r.Method, r.URL.Path, p.self), start)
+			msg := fmt.Sprintf("micromesh: RBAC: %s may not call %s %s on %s", caller.id, r.Method, r.URL.Path, p.self)
+			if byClaims {
+				msg = accountRefusal(p.self, r, claims)
+			}
+			p.localFor(w, r, inbound, caller.workload, p.self, http.StatusForbidden, msg, start)
 			return
 		}
 	}
@@ -387,4 +405,28 @@ func routeRequest(t *config.RouteTable, r *http.Request) config.Request {
 		q.Header = config.HeaderOf(r.Header)
 	}
 	return q
+}
+
+// accountRefusal says why the rules on accounts refused a request: it
+// carries no access token, or its account lacks what the service's policy
+// asks for.
+func accountRefusal(self string, r *http.Request, claims map[string]any) string {
+	if claims == nil {
+		return fmt.Sprintf("micromesh: RBAC: %s %s on %s needs an account's access token (Authorization: Bearer; meshctl login, or the gateway's /_/token); the call carries none", r.Method, r.URL.Path, self)
+	}
+	name, _ := claims["name"].(string)
+	ns, _ := claims["ns"].(string)
+	var scopes []string
+	if l, ok := claims["scopes"].([]any); ok {
+		for _, s := range l {
+			if s, ok := s.(string); ok {
+				scopes = append(scopes, s)
+			}
+		}
+	}
+	if len(scopes) == 0 {
+		scopes = []string{"none"}
+	}
+	return fmt.Sprintf("micromesh: RBAC: account %s of namespace %s (scopes: %s) may not call %s %s on %s: its policy asks for other scopes or namespace (meshctl services shows them)",
+		name, ns, strings.Join(scopes, ", "), r.Method, r.URL.Path, self)
 }

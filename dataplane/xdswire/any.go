@@ -25,6 +25,7 @@ const (
 	RBACFilterType            = typePrefix + "envoy.extensions.filters.http.rbac.v3.RBAC"
 	LocalRateLimitType        = typePrefix + "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 	HTTPFaultType             = typePrefix + "envoy.extensions.filters.http.fault.v3.HTTPFault"
+	JWTAuthenticationType     = typePrefix + "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
 	DownstreamTLSType         = typePrefix + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 	UpstreamTLSType           = typePrefix + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 	QUICDownstreamType        = typePrefix + "envoy.extensions.transport_sockets.quic.v3.QuicDownstreamTransport"
@@ -68,6 +69,7 @@ var decoders = map[string]func() unmarshaler{
 	RBACFilterType:            func() unmarshaler { return &RBACFilter{} },
 	LocalRateLimitType:        func() unmarshaler { return &LocalRateLimit{} },
 	HTTPFaultType:             func() unmarshaler { return &HTTPFault{} },
+	JWTAuthenticationType:     func() unmarshaler { return &JWTAuthentication{} },
 	DownstreamTLSType:         func() unmarshaler { return &DownstreamTLSContext{} },
 	UpstreamTLSType:           func() unmarshaler { return &UpstreamTLSContext{} },
 	QUICDownstreamType:        func() unmarshaler { return &QUICDownstreamTransport{} },

@@ -159,12 +159,17 @@ type Principal struct {
 	Any           *bool          `json:"any,omitempty"`
 	Authenticated *Authenticated `json:"authenticated,omitempty"`
 	NotID         *Principal     `json:"notId,omitempty"`
-	Unsupported   string         `json:"-"` // another identifier
-	identifier    oneof
+	// Metadata matches the request's dynamic metadata (what the jwt_authn
+	// filter puts there: a verified token's claims); SourcedMetadata, its
+	// successor, names the source.
+	Metadata        *MetadataMatcher `json:"metadata,omitempty"`
+	SourcedMetadata *SourcedMetadata `json:"sourcedMetadata,omitempty"`
+	Unsupported     string           `json:"-"` // another identifier
+	identifier      oneof
 }
 
 var principalIDs = map[int]string{5: "source_ip", 10: "direct_remote_ip", 11: "remote_ip", 6: "header", 9: "url_path",
-	7: "metadata", 12: "filter_state", 13: "sourced_metadata", 14: "custom"}
+	12: "filter_state", 14: "custom"}
 
 func (m *Principal) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
@@ -185,6 +190,10 @@ func (m *Principal) unmarshal(b []byte) error {
 			return msg(f, &m.Authenticated)
 		case 8:
 			return msg(f, &m.NotID)
+		case 7:
+			return msg(f, &m.Metadata)
+		case 13:
+			return msg(f, &m.SourcedMetadata)
 		}
 		if name, ok := principalIDs[int(f.num)]; ok {
 			m.Unsupported = name
@@ -368,6 +377,148 @@ func (m *RegexMatcher) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
 		if f.num == 2 {
 			return f.str(&m.Regex)
+		}
+		return nil
+	})
+}
+
+// SourcedMetadata is envoy.config.rbac.v3.SourcedMetadata: a metadata
+// matcher and where the metadata comes from.
+type SourcedMetadata struct {
+	MetadataMatcher *MetadataMatcher `json:"metadataMatcher,omitempty"`
+	MetadataSource  MetadataSource   `json:"metadataSource,omitempty"`
+}
+
+func (m *SourcedMetadata) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return msg(f, &m.MetadataMatcher)
+		case 2:
+			return enum(f, &m.MetadataSource)
+		}
+		return nil
+	})
+}
+
+// MetadataSource is envoy.config.rbac.v3.MetadataSource.
+type MetadataSource int32
+
+// Metadata sources: the request's dynamic metadata, or its route's.
+const (
+	MetadataDynamic MetadataSource = 0
+	MetadataRoute   MetadataSource = 1
+)
+
+var metadataSourceNames = []string{"DYNAMIC", "ROUTE"}
+
+func (s MetadataSource) String() string               { return enumName(metadataSourceNames, int32(s)) }
+func (s MetadataSource) MarshalJSON() ([]byte, error) { return enumJSON(metadataSourceNames, int32(s)) }
+
+// MetadataMatcher is envoy.type.matcher.v3.MetadataMatcher: the value at
+// a path of keys in one filter's metadata.
+type MetadataMatcher struct {
+	Filter string         `json:"filter,omitempty"`
+	Path   []*PathSegment `json:"path,omitempty"`
+	Value  *ValueMatcher  `json:"value,omitempty"`
+	Invert bool           `json:"invert,omitempty"`
+}
+
+func (m *MetadataMatcher) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.Filter)
+		case 2:
+			return msgs(f, &m.Path)
+		case 3:
+			return msg(f, &m.Value)
+		case 4:
+			return f.boolean(&m.Invert)
+		}
+		return nil
+	})
+}
+
+// PathSegment is MetadataMatcher.PathSegment: a key.
+type PathSegment struct {
+	Key string `json:"key,omitempty"`
+}
+
+func (m *PathSegment) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 1 {
+			return f.str(&m.Key)
+		}
+		return nil
+	})
+}
+
+// ValueMatcher is envoy.type.matcher.v3.ValueMatcher; one of its kinds is
+// set. The proxy matches strings, booleans, presence, lists and ors of
+// them; a null or double matcher is named in Unsupported.
+type ValueMatcher struct {
+	StringMatch  *StringMatcher    `json:"stringMatch,omitempty"`
+	BoolMatch    *bool             `json:"boolMatch,omitempty"`
+	PresentMatch *bool             `json:"presentMatch,omitempty"`
+	ListMatch    *ListMatcher      `json:"listMatch,omitempty"`
+	OrMatch      *ValueMatcherList `json:"orMatch,omitempty"`
+	Unsupported  string            `json:"-"`
+	kind         oneof
+}
+
+func (m *ValueMatcher) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num > 7 || !f.member(4, 5) {
+			return nil
+		}
+		if m.kind.to(f.num) {
+			*m = ValueMatcher{kind: m.kind}
+		}
+		switch f.num {
+		case 3:
+			return msg(f, &m.StringMatch)
+		case 4:
+			return f.boolOpt(&m.BoolMatch)
+		case 5:
+			return f.boolOpt(&m.PresentMatch)
+		case 6:
+			return msg(f, &m.ListMatch)
+		case 7:
+			return msg(f, &m.OrMatch)
+		case 1:
+			m.Unsupported = "null_match"
+		case 2:
+			m.Unsupported = "double_match"
+		}
+		return nil
+	})
+}
+
+// ListMatcher is envoy.type.matcher.v3.ListMatcher: a list holding a
+// value the matcher matches.
+type ListMatcher struct {
+	OneOf *ValueMatcher `json:"oneOf,omitempty"`
+}
+
+func (m *ListMatcher) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 1 {
+			return msg(f, &m.OneOf)
+		}
+		return nil
+	})
+}
+
+// ValueMatcherList is ValueMatcher.OrMatcher.
+type ValueMatcherList struct {
+	ValueMatchers []*ValueMatcher `json:"valueMatchers,omitempty"`
+}
+
+func (m *ValueMatcherList) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 1 {
+			return msgs(f, &m.ValueMatchers)
 		}
 		return nil
 	})

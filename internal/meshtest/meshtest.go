@@ -367,13 +367,14 @@ func (c *ControlPlane) StartService(ns, name string, register func(*service.Serv
 }
 
 // StartPlatform runs the platform services (store, ...) on this control
-// plane, each behind its own sidecar, as `meshctl server` does.
+// plane, each behind its own sidecar, as `meshctl server` does (the auth
+// service's keys given to the control plane).
 func (c *ControlPlane) StartPlatform() {
 	t := c.env.t
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	h, err := platform.Start(ctx, platform.Options{Home: c.env.Home, ControlPlane: c.Info.Address, Logger: c.env.logger()})
+	h, err := platform.Start(ctx, platform.Options{Home: c.env.Home, ControlPlane: c.Info.Address, AccountKeys: c.server.SetAccountKeys, Logger: c.env.logger()})
 	if err != nil {
 		t.Fatal(err)
 	}

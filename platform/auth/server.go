@@ -369,12 +369,19 @@ func (s *Server) PublicKeys(ctx context.Context, _ *authv1.PublicKeysRequest) (*
 	if _, err := tenancy.Caller(ctx); err != nil {
 		return nil, err
 	}
-	pub := s.key.Public()
-	b, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{pub}})
+	b, err := s.PublicKeySet()
 	if err != nil {
 		return nil, err
 	}
 	return &authv1.PublicKeysResponse{Jwks: string(b)}, nil
+}
+
+// PublicKeySet is the JWK set (JSON) tokens are verified with: what
+// PublicKeys answers, and what the control plane gives the services'
+// sidecars (controlplane.Server.SetAccountKeys).
+func (s *Server) PublicKeySet() ([]byte, error) {
+	pub := s.key.Public()
+	return json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{pub}})
 }
 
 // unknownHash is compared against for accounts that do not exist, so an
