@@ -60,7 +60,7 @@ func (g *globalOptions) checkRemote(cmd *cobra.Command) error {
 	if err != nil || env == nil {
 		return err
 	}
-	return fmt.Errorf("meshctl %s acts as the server's admin, on the server's machine; the environment is %s, remote, where call, describe, services, SERVICE commands, login and logout work, and for accounts with the scope admin store, config, broker, events and auth (--env local, or meshctl env use local, for this machine's server)",
+	return fmt.Errorf("meshctl %s acts as the server's admin, on the server's machine; the environment is %s, remote, where call, describe, services, SERVICE commands, login and logout work, and for accounts with the scope admin store, config, broker, events, auth, policy, split, registry, proxy-status, proxy-config, run (from git), status, logs, update and kill (--env local, or meshctl env use local, for this machine's server)",
 		strings.TrimPrefix(cmd.CommandPath(), "meshctl "), env.Name)
 }
 

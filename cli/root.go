@@ -106,12 +106,14 @@ server there with no flags.`,
 	root.AddCommand(
 		remoteOK(newServerCommand(g, s)), // the local server, whatever environment the CLI talks to
 		newCertCommand(g, s),
-		newRegistryCommand(g, s),
+		// The control plane's APIs: in a remote environment, for accounts
+		// with the scope admin, through the remote proxy (adminConn).
+		remoteOK(newRegistryCommand(g, s)),
 		newServicesCommand(g, s),
-		newSplitCommand(g, s),
-		newPolicyCommand(g, s),
-		newProxyStatusCommand(g, s),
-		newProxyConfigCommand(g, s),
+		remoteOK(newSplitCommand(g, s)),
+		remoteOK(newPolicyCommand(g, s)),
+		remoteOK(newProxyStatusCommand(g, s)),
+		remoteOK(newProxyConfigCommand(g, s)),
 		// The sidecar joins with a token or certificates of its own, in any
 		// environment.
 		remoteOK(sidecarcmd.New(sidecarcmd.Config{
@@ -120,11 +122,11 @@ server there with no flags.`,
 		})),
 		newBootstrapCommand(g, s),
 		newEnvoyCommand(g, s),
-		newRunCommand(g, s),
-		newStatusCommand(g, s),
-		newLogsCommand(g, s),
-		newKillCommand(g, s),
-		newUpdateCommand(g, s),
+		remoteOK(newRunCommand(g, s)),
+		remoteOK(newStatusCommand(g, s)),
+		remoteOK(newLogsCommand(g, s)),
+		remoteOK(newKillCommand(g, s)),
+		remoteOK(newUpdateCommand(g, s)),
 		remoteOK(newCallCommand(g, s)),
 		remoteOK(newStoreCommand(g, s)),
 		remoteOK(newBrokerCommand(g, s)),

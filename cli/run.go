@@ -76,6 +76,11 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 			}
 			src := args[0]
 			if !runtime.IsGit(src) {
+				if env, err := g.environment(); err != nil {
+					return err
+				} else if env != nil {
+					return fmt.Errorf("%s is a directory of this machine; the environment is %s, remote, whose server builds what it can fetch: a git URL (https://, ssh://, or file:// of its own machine)", src, env.Name)
+				}
 				abs, err := filepath.Abs(src)
 				if err != nil {
 					return err

@@ -90,13 +90,15 @@ func TestRemoteEnvironment(t *testing.T) {
 	}{
 		{[]string{"call", "-n", "shop", "helloworld", "Helloworld.Call"}, "may call services of namespace default, not shop"},
 		{[]string{"call", "nosuch", "X.Y"}, "no service nosuch in namespace default"},
-		{[]string{"status"}, "meshctl status acts as the server's admin, on the server's machine; the environment is staging, remote"},
+		{[]string{"cert", "token", "--service", "x"}, "meshctl cert token acts as the server's admin, on the server's machine; the environment is staging, remote"},
 		// The server itself runs here whatever the CLI talks to (this one
 		// stops at its flags).
 		{[]string{"server", "--gateway-addr", ""}, "--gateway-addr must not be empty"},
 		{[]string{"services", "-n", "shop"}, "may list services of namespace default, not shop"},
 		{[]string{"config", "get"}, "for accounts with the scope admin only"},
-		{[]string{"policy", "clear", "helloworld"}, "--env local, or meshctl env use local"},
+		{[]string{"policy", "clear", "helloworld"}, "the control plane's API (meshctl policy, split, status, logs, run, …) is for accounts with the scope admin"},
+		{[]string{"run", "./somewhere"}, "./somewhere is a directory of this machine; the environment is staging, remote"},
+		{[]string{"status", "--controlplane", "127.0.0.1:1"}, "--controlplane names a control plane to reach as this machine's server admin"},
 		{[]string{"call", "helloworld", "Helloworld.Call", "--as", "pingpong"}, "--as runs a sidecar with a certificate from the server's CA"},
 		{[]string{"--env", "prod", "call", "helloworld", "Helloworld.Call"}, `no environment "prod"`},
 		{[]string{"env", "add", "local", "--proxy", srv.proxy, "--bundle", root}, "always there"},
@@ -189,6 +191,21 @@ func TestRemoteEnvironment(t *testing.T) {
 	if out := srv.run(ctx, t, meshctl, "config", "get", "greeting.text"); !strings.Contains(out, "hello from afar") {
 		t.Errorf("the server's own CLI does not see what ops set: %s", out)
 	}
+	// And the control plane's APIs: the runtime, policies, proxy status.
+	if out := must("", "status"); !strings.Contains(out, "helloworld") {
+		t.Errorf("status as ops:\n%s", out)
+	}
+	must("", "policy", "set", "helloworld", "timeout=3s")
+	if out := srv.run(ctx, t, meshctl, "services", "-o", "json"); !strings.Contains(out, `"timeout":"3s"`) && !strings.Contains(out, `"timeout": "3s"`) {
+		t.Errorf("the server's own CLI does not see the policy ops set:\n%s", out)
+	}
+	if out := must("", "proxy-status"); !strings.Contains(out, "helloworld") {
+		t.Errorf("proxy-status as ops:\n%s", out)
+	}
+	if out := must("", "logs", "helloworld"); !strings.Contains(out, "helloworld") {
+		t.Errorf("logs as ops:\n%s", out)
+	}
+	must("", "policy", "clear", "helloworld")
 	must("", "logout")
 
 	must("", "env", "use", "local")

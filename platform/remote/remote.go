@@ -12,6 +12,9 @@
 // (with a secret), stays logged in and logs out (with a refresh token).
 // The registry's ListServices (authority registry.micromesh) the proxy
 // answers itself, kept to the account's namespace: meshctl services. The
+// control plane's APIs (authority controlplane.micromesh: policies, splits,
+// the runtime, proxy status) it relays for accounts with the scope admin,
+// logging each call with the account: meshctl's admin commands. The
 // platform's services (store, config, broker, events, auth) are reached
 // only with the scope admin: their tenancy trusts the proxy's platform
 // identity with every namespace, as it does the server's own CLI.
@@ -48,8 +51,10 @@ import (
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/home"
 	"github.com/micromesh/micromesh/platform/edge"
+	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
 	"github.com/micromesh/micromesh/service/auth"
 )
 
@@ -211,6 +216,10 @@ func (p *Proxy) serve(ss grpc.ServerStream, l *labels) error {
 			return p.listServices(ss, claims)
 		}
 		admin := slices.Contains(claims.Scopes, AdminScope)
+		if name+"."+ns == ControlPlaneAuthority {
+			l.ns, l.name = ns, name
+			return p.administer(ctx, ss, method, claims, admin, forwarded(in))
+		}
 		if ns == identity.SystemNamespace && !admin {
 			return status.Errorf(codes.PermissionDenied, "%s.%s is a platform service: through the remote proxy, for accounts with the scope %s only (others reach their namespace's services, and %s's Token, Refresh and Revoke, to log in and out)", name, ns, AdminScope, LoginAuthority)
 		}
@@ -269,6 +278,34 @@ func (p *Proxy) listServices(ss grpc.ServerStream, claims *auth.Claims) error {
 	return ss.SendMsg(&frame{b: b})
 }
 
+// ControlPlaneAuthority names the control plane's own APIs — the registry's
+// (policies, splits, instances), the admin API (proxy status and config)
+// and the runtime's (run from git, status, logs, update, kill) —, which the
+// proxy relays for accounts with the scope admin: meshctl's admin commands
+// in a remote environment.
+const ControlPlaneAuthority = "controlplane." + identity.SystemNamespace
+
+// administered are the control plane's services an admin account reaches;
+// not the identity API (certificates come from join tokens minted on the
+// server's machine) nor xDS.
+var administered = []string{registryv1.RegistryService_ServiceDesc.ServiceName, adminv1.AdminService_ServiceDesc.ServiceName,
+	runtimev1.RuntimeService_ServiceDesc.ServiceName}
+
+// administer relays a call to the control plane's APIs, as the proxy's
+// platform identity, for an account with the scope admin; each call is
+// logged with the account (an audit trail of remote administration).
+func (p *Proxy) administer(ctx context.Context, ss grpc.ServerStream, method string, claims *auth.Claims, admin bool, md metadata.MD) error {
+	if !admin {
+		return status.Errorf(codes.PermissionDenied, "the control plane's API (meshctl policy, split, status, logs, run, …) is for accounts with the scope %s; %s has not got it", AdminScope, claims.Subject)
+	}
+	svc, _, _ := strings.Cut(strings.TrimPrefix(method, "/"), "/")
+	if !slices.Contains(administered, svc) {
+		return status.Errorf(codes.PermissionDenied, "%s is not reachable through the remote proxy (the control plane's %s are)", svc, strings.Join(administered, ", "))
+	}
+	p.log.Info("remote administration", "account", claims.Subject, "method", method)
+	return p.relayOn(ctx, ss, p.sidecar.ControlPlane, method, md)
+}
+
 // authenticate verifies the call's access token.
 func (p *Proxy) authenticate(ctx context.Context, in metadata.MD) (*auth.Claims, error) {
 	h := first(in, "authorization")
@@ -292,10 +329,15 @@ func (p *Proxy) authenticate(ctx context.Context, in metadata.MD) (*auth.Claims,
 // relay runs the call against the service at authority, message by
 // message both ways, and answers with its status, headers and trailers.
 func (p *Proxy) relay(ctx context.Context, ss grpc.ServerStream, method, authority string, md metadata.MD) error {
+	return p.relayOn(ctx, ss, p.conn, method, md, grpc.CallAuthority(authority))
+}
+
+// relayOn is relay over conn.
+func (p *Proxy) relayOn(ctx context.Context, ss grpc.ServerStream, conn *grpc.ClientConn, method string, md metadata.MD, opts ...grpc.CallOption) error {
 	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, md))
 	defer cancel()
-	cs, err := p.conn.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, method,
-		grpc.CallAuthority(authority), grpc.ForceCodecV2(frameCodec{}))
+	cs, err := conn.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, method,
+		append(opts, grpc.ForceCodecV2(frameCodec{}))...)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/dataplane"
 	"github.com/micromesh/micromesh/examples/helloworld/handler"
 	pb "github.com/micromesh/micromesh/examples/helloworld/proto"
@@ -25,9 +27,11 @@ import (
 	"github.com/micromesh/micromesh/internal/meshclient"
 	"github.com/micromesh/micromesh/internal/meshtest"
 	"github.com/micromesh/micromesh/internal/promtest"
+	"github.com/micromesh/micromesh/internal/syncbuf"
 	"github.com/micromesh/micromesh/internal/testsvc"
 	"github.com/micromesh/micromesh/platform/remote"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
+	identityv1 "github.com/micromesh/micromesh/proto/identity/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	"github.com/micromesh/micromesh/service"
 )
@@ -94,7 +98,9 @@ func TestRemoteProxy(t *testing.T) {
 	cp.StartService("default", "whoami", func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), testsvc.Whoami{}) },
 		meshtest.WithOptions(func(o *dataplane.Options) { o.Outbound = outbound }))
 	reg := prometheus.NewRegistry()
-	p, err := remote.Start(t.Context(), remote.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address, Metrics: reg})
+	logs := &syncbuf.Buffer{}
+	p, err := remote.Start(t.Context(), remote.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address, Metrics: reg,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,6 +197,29 @@ func TestRemoteProxy(t *testing.T) {
 	}
 	if _, err := list("", ""); status.Code(err) != codes.Unauthenticated {
 		t.Errorf("a listing without a token: %v", err)
+	}
+
+	// The control plane's APIs, for admin accounts: a policy set through
+	// the proxy reaches the registry, and the call is logged with the
+	// account; the identity API stays on the server's machine.
+	cpAdmin := registryv1.NewRegistryServiceClient(m.dial(remote.ControlPlaneAuthority, ops))
+	if _, err := cpAdmin.SetPolicy(t.Context(), &registryv1.SetPolicyRequest{Policy: &registryv1.Policy{Service: "helloworld", Namespace: "default", Keys: map[string]string{"timeout": "3s"}}}); err != nil {
+		t.Fatalf("SetPolicy as ops: %v", err)
+	}
+	if snap, err := registry.List(t.Context(), cp.Registry()); err != nil || len(snap.Policies) != 1 || snap.Policies[0].Keys["timeout"] != "3s" {
+		t.Errorf("the registry's policies after ops's SetPolicy: %+v, %v", snap.Policies, err)
+	}
+	if l := logs.String(); !strings.Contains(l, "remote administration") || !strings.Contains(l, "ns/shop/user/ops") {
+		t.Error("the proxy did not log ops's SetPolicy with the account")
+	} else if strings.Contains(l, "eyJ") {
+		t.Error("the proxy logged an access token")
+	}
+	if _, err := registryv1.NewRegistryServiceClient(m.dial(remote.ControlPlaneAuthority, alice)).DeletePolicy(t.Context(),
+		&registryv1.DeletePolicyRequest{Service: "helloworld", Namespace: "default"}); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "scope admin") {
+		t.Errorf("DeletePolicy as alice: %v; want PermissionDenied, for the scope admin", err)
+	}
+	if _, err := identityv1.NewIdentityServiceClient(m.dial(remote.ControlPlaneAuthority, ops)).TrustBundle(t.Context(), &identityv1.TrustBundleRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("the identity API through the proxy: %v; want PermissionDenied", err)
 	}
 
 	// Streams, both ways, message by message.
