@@ -19,13 +19,14 @@ type brokerOptions struct {
 }
 
 func (o *brokerOptions) add(cmd *cobra.Command) {
-	cmd.Flags().StringVarP(&o.namespace, "namespace", "n", identity.DefaultNamespace, "the namespace whose topic it is")
+	cmd.Flags().StringVarP(&o.namespace, "namespace", "n", "", "the namespace it acts in (default: default; in a remote environment, the account's own)")
 	cmd.Flags().StringVar(&o.controlPlane, "controlplane", "", "control plane address (default: the local server)")
 }
 
 // withBroker calls the broker through the mesh as the CLI's admin
 // identity; timeout 0 means until ctx ends.
 func withBroker(ctx context.Context, g *globalOptions, o *brokerOptions, timeout time.Duration, call func(context.Context, *client.Client) error) error {
+	o.namespace = g.namespaceOr(o.namespace)
 	return withPlatform(ctx, g, o.controlPlane, "broker", timeout, func(ctx context.Context, conn *grpc.ClientConn) error {
 		return call(ctx, client.NewClient(conn))
 	})

@@ -15,6 +15,7 @@ import (
 // withConfig calls the config service through the mesh as the CLI's
 // admin identity.
 func withConfig(ctx context.Context, g *globalOptions, o *brokerOptions, call func(context.Context, *client.Client) error) error {
+	o.namespace = g.namespaceOr(o.namespace)
 	return withPlatform(ctx, g, o.controlPlane, "config", adminCallTimeout, func(ctx context.Context, conn *grpc.ClientConn) error {
 		return call(ctx, client.NewClient(conn))
 	})

@@ -60,8 +60,30 @@ func (g *globalOptions) checkRemote(cmd *cobra.Command) error {
 	if err != nil || env == nil {
 		return err
 	}
-	return fmt.Errorf("meshctl %s acts as the server's admin, on the server's machine; the environment is %s, remote, where call, describe, services, SERVICE commands, login and logout work, and for accounts with the scope admin store, config, broker, events, auth, policy, split, registry, proxy-status, proxy-config, run (from git), status, logs, update and kill (--env local, or meshctl env use local, for this machine's server)",
+	return fmt.Errorf("meshctl %s acts as the server's admin, on the server's machine; the environment is %s, remote, where call, describe, services, SERVICE commands, store, config, broker, events, login and logout work, and for accounts with the scope admin auth, policy, split, registry, proxy-status, proxy-config, run (from git), status, logs, update and kill (--env local, or meshctl env use local, for this machine's server)",
 		strings.TrimPrefix(cmd.CommandPath(), "meshctl "), env.Name)
+}
+
+// namespaceOr is ns, or when it is "" the namespace platform commands act
+// in by default: in a remote environment the logged-in account's (read
+// from its token's subject), else default.
+func (g *globalOptions) namespaceOr(ns string) string {
+	if ns != "" {
+		return ns
+	}
+	env, err := g.environment()
+	if err != nil || env == nil {
+		return identity.DefaultNamespace
+	}
+	tok, err := clienv.LoadToken(g.homeDir(), env.Name)
+	if err != nil || tok == nil {
+		return identity.DefaultNamespace // the call says to log in
+	}
+	id, err := identity.ParseID(tok.Subject)
+	if err != nil {
+		return identity.DefaultNamespace
+	}
+	return id.Namespace
 }
 
 // dialRemote connects to env's remote proxy for calls to the service at

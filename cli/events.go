@@ -16,6 +16,7 @@ import (
 // withEvents calls the events service through the mesh as the CLI's admin
 // identity; timeout 0 means until ctx ends.
 func withEvents(ctx context.Context, g *globalOptions, o *brokerOptions, timeout time.Duration, call func(context.Context, *client.Client) error) error {
+	o.namespace = g.namespaceOr(o.namespace)
 	return withPlatform(ctx, g, o.controlPlane, "events", timeout, func(ctx context.Context, conn *grpc.ClientConn) error {
 		return call(ctx, client.NewClient(conn))
 	})

@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
-	"github.com/micromesh/micromesh/identity"
 	client "github.com/micromesh/micromesh/service/store"
 )
 
@@ -21,7 +20,7 @@ type storeOptions struct {
 }
 
 func (o *storeOptions) add(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&o.database, "database", identity.DefaultNamespace, "database (a namespace)")
+	cmd.Flags().StringVar(&o.database, "database", "", "database: a namespace (default: default; in a remote environment, the account's own)")
 	cmd.Flags().StringVar(&o.table, "table", "default", "table (services write to their own name's by default)")
 	cmd.Flags().StringVar(&o.controlPlane, "controlplane", "", "control plane address (default: the local server)")
 }
@@ -32,6 +31,7 @@ func (o *storeOptions) scope() []client.Option {
 
 // withStore calls the store through the mesh as the CLI's admin identity.
 func withStore(ctx context.Context, g *globalOptions, o *storeOptions, call func(context.Context, *client.Client) error) error {
+	o.database = g.namespaceOr(o.database)
 	return withPlatform(ctx, g, o.controlPlane, "store", adminCallTimeout, func(ctx context.Context, conn *grpc.ClientConn) error {
 		return call(ctx, client.NewClient(conn))
 	})
@@ -286,7 +286,7 @@ func newStoreTablesCommand(g *globalOptions, s Streams) *cobra.Command {
 			return render(s.Out, g.output, tables, func() string { return lines(tables) })
 		},
 	}
-	cmd.Flags().StringVar(&o.database, "database", identity.DefaultNamespace, "database (a namespace)")
+	cmd.Flags().StringVar(&o.database, "database", "", "database: a namespace (default: default; in a remote environment, the account's own)")
 	cmd.Flags().StringVar(&o.controlPlane, "controlplane", "", "control plane address (default: the local server)")
 	return cmd
 }

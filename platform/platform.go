@@ -41,12 +41,14 @@ import (
 	"github.com/micromesh/micromesh/platform/natsserver"
 	"github.com/micromesh/micromesh/platform/remote"
 	"github.com/micromesh/micromesh/platform/store"
+	"github.com/micromesh/micromesh/platform/tenancy"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	brokerv1 "github.com/micromesh/micromesh/proto/broker/v1"
 	configv1 "github.com/micromesh/micromesh/proto/config/v1"
 	eventsv1 "github.com/micromesh/micromesh/proto/events/v1"
 	storev1 "github.com/micromesh/micromesh/proto/store/v1"
 	"github.com/micromesh/micromesh/service"
+	userauth "github.com/micromesh/micromesh/service/auth"
 )
 
 // Options configure the platform services.
@@ -122,6 +124,22 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 			h.Stop()
 		}
 	}()
+	// The accounts first: the other services act for the accounts the
+	// remote proxy calls them for, verifying their tokens with its keys.
+	signer, err := ca.LoadTokenSigner(o.Home.CA())
+	if err != nil {
+		return nil, err
+	}
+	accounts, err := auth.Open(filepath.Join(string(o.Home), "auth"), signer.TrustDomain(), o.Logger.With("component", "auth"))
+	if err != nil {
+		return nil, err
+	}
+	h.stops = append(h.stops, func() { _ = accounts.Close() })
+	forAccounts := service.ServerOptions(tenancy.Accounts(userauth.NewVerifier(func(context.Context) (string, error) {
+		b, err := accounts.PublicKeySet()
+		return string(b), err
+	}))...)
+
 	var b store.Backend
 	if o.StorePostgres != "" {
 		b, err = store.OpenPostgres(ctx, o.StorePostgres, 0, o.Logger.With("component", "store", "backend", "postgres"))
@@ -134,7 +152,7 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 	h.stops = append(h.stops, func() { _ = b.Close() })
 	err = h.serve(ctx, o, "store", func(s *service.Service) {
 		storev1.RegisterStoreServiceServer(s.Server(), store.NewServer(b))
-	})
+	}, forAccounts)
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +168,7 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 	h.stops = append(h.stops, nc.Close)
 	err = h.serve(ctx, o, "broker", func(s *service.Service) {
 		brokerv1.RegisterBrokerServiceServer(s.Server(), broker.NewServer(nc))
-	})
+	}, forAccounts)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +184,7 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 	}
 	err = h.serve(ctx, o, "events", func(s *service.Service) {
 		eventsv1.RegisterEventsServiceServer(s.Server(), ev)
-	})
+	}, forAccounts)
 	if err != nil {
 		return nil, err
 	}
@@ -186,20 +204,11 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 	}
 	err = h.serve(ctx, o, "config", func(s *service.Service) {
 		configv1.RegisterConfigServiceServer(s.Server(), cfg)
-	})
+	}, forAccounts)
 	if err != nil {
 		return nil, err
 	}
 
-	signer, err := ca.LoadTokenSigner(o.Home.CA())
-	if err != nil {
-		return nil, err
-	}
-	accounts, err := auth.Open(filepath.Join(string(o.Home), "auth"), signer.TrustDomain(), o.Logger.With("component", "auth"))
-	if err != nil {
-		return nil, err
-	}
-	h.stops = append(h.stops, func() { _ = accounts.Close() })
 	if o.AccountKeys != nil {
 		jwks, err := accounts.PublicKeySet()
 		if err != nil {
@@ -319,7 +328,7 @@ func (h *Host) nats(o Options) (func(name string) (*nats.Conn, error), error) {
 }
 
 // serve runs one platform service and its sidecar.
-func (h *Host) serve(ctx context.Context, o Options, name string, register func(*service.Service)) error {
+func (h *Host) serve(ctx context.Context, o Options, name string, register func(*service.Service), opts ...service.Option) error {
 	log := o.Logger.With("platform", name)
 	creds, err := meshclient.JoinAs(ctx, o.Home, o.ControlPlane, identity.SystemNamespace, name)
 	if err != nil {
@@ -335,7 +344,7 @@ func (h *Host) serve(ctx context.Context, o Options, name string, register func(
 	if err != nil {
 		return err
 	}
-	svc := service.New(service.Name(name), service.Version(version.Version), service.Logger(log), service.GracePeriod(5*time.Second))
+	svc := service.New(append([]service.Option{service.Name(name), service.Version(version.Version), service.Logger(log), service.GracePeriod(5 * time.Second)}, opts...)...)
 	register(svc)
 	sctx, stopService := context.WithCancel(context.Background())
 	served := make(chan error, 1)

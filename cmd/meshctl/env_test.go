@@ -84,6 +84,14 @@ func TestRemoteEnvironment(t *testing.T) {
 	if out := must("", "services"); !strings.Contains(out, "helloworld") || strings.Contains(out, "micromesh") {
 		t.Errorf("services, as alice of namespace default:\n%s", out)
 	}
+	// The store, config, broker and events, in alice's namespace.
+	must("", "store", "write", "note", "from alice's laptop")
+	if out := srv.run(ctx, t, meshctl, "store", "read", "note", "--database", "default"); !strings.Contains(out, "from alice's laptop") {
+		t.Errorf("the server's own CLI does not see alice's record in database default:\n%s", out)
+	}
+	if out := must("", "store", "read", "note"); !strings.Contains(out, "from alice's laptop") {
+		t.Errorf("store read as alice:\n%s", out)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -95,7 +103,8 @@ func TestRemoteEnvironment(t *testing.T) {
 		// stops at its flags).
 		{[]string{"server", "--gateway-addr", ""}, "--gateway-addr must not be empty"},
 		{[]string{"services", "-n", "shop"}, "may list services of namespace default, not shop"},
-		{[]string{"config", "get"}, "for accounts with the scope admin only"},
+		{[]string{"auth", "accounts"}, "for accounts with the scope admin only"},
+		{[]string{"store", "read", "note", "--database", "shop"}, "may act in its own namespace (default), not shop"},
 		{[]string{"policy", "clear", "helloworld"}, "the control plane's API (meshctl policy, split, status, logs, run, …) is for accounts with the scope admin"},
 		{[]string{"run", "./somewhere"}, "./somewhere is a directory of this machine; the environment is staging, remote"},
 		{[]string{"status", "--controlplane", "127.0.0.1:1"}, "--controlplane names a control plane to reach as this machine's server admin"},

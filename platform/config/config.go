@@ -132,7 +132,11 @@ func (s *Server) view(v any, decrypt bool, caller identity.ID, ns, path string) 
 	b, _ := json.Marshal(v)
 	var cp any
 	_ = json.Unmarshal(b, &cp)
-	out, err := s.sealer.reveal(cp, decrypt, caller.Name, tenancy.IsPlatform(caller), ns, path)
+	reader := caller.Name
+	if caller.Kind == identity.KindUser {
+		reader = "user:" + reader // an account named as a service is not that service
+	}
+	out, err := s.sealer.reveal(cp, decrypt, reader, tenancy.IsPlatform(caller), ns, path)
 	if errors.Is(err, errNoRight) {
 		return nil, status.Errorf(codes.PermissionDenied, "%s: %v", caller, err)
 	}

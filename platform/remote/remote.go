@@ -11,13 +11,14 @@
 // auth service's Token, Refresh and Revoke, which is how a person logs in
 // (with a secret), stays logged in and logs out (with a refresh token).
 // The registry's ListServices (authority registry.micromesh) the proxy
-// answers itself, kept to the account's namespace: meshctl services. The
-// control plane's APIs (authority controlplane.micromesh: policies, splits,
-// the runtime, proxy status) it relays for accounts with the scope admin,
-// logging each call with the account: meshctl's admin commands. The
-// platform's services (store, config, broker, events, auth) are reached
-// only with the scope admin: their tenancy trusts the proxy's platform
-// identity with every namespace, as it does the server's own CLI.
+// answers itself, kept to the account's namespace: meshctl services.
+// The platform's store, config, broker and events every account reaches,
+// acting in its own namespace (the services bind the call to the token's
+// account: package tenancy); the auth service's account management only
+// accounts with the scope admin. The control plane's APIs (authority
+// controlplane.micromesh: policies, splits, the runtime, proxy status) it
+// relays for accounts with the scope admin, logging each call with the
+// account: meshctl's admin commands.
 //
 // The proxy presents its workload certificate (SPIFFE ID
 // spiffe://<td>/ns/micromesh/svc/proxy, from the server's CA); clients
@@ -220,10 +221,12 @@ func (p *Proxy) serve(ss grpc.ServerStream, l *labels) error {
 			l.ns, l.name = ns, name
 			return p.administer(ctx, ss, method, claims, admin, forwarded(in))
 		}
-		if ns == identity.SystemNamespace && !admin {
-			return status.Errorf(codes.PermissionDenied, "%s.%s is a platform service: through the remote proxy, for accounts with the scope %s only (others reach their namespace's services, and %s's Token, Refresh and Revoke, to log in and out)", name, ns, AdminScope, LoginAuthority)
+		tenanted := ns == identity.SystemNamespace && slices.Contains(Tenanted, name)
+		if ns == identity.SystemNamespace && !admin && !tenanted {
+			return status.Errorf(codes.PermissionDenied, "%s.%s is a platform service: through the remote proxy, for accounts with the scope %s only (others reach their namespace's services, %s in their namespace, and %s's Token, Refresh and Revoke, to log in and out)",
+				name, ns, AdminScope, strings.Join(Tenanted, ", "), LoginAuthority)
 		}
-		if ns != claims.Namespace && !admin {
+		if ns != claims.Namespace && !admin && !tenanted {
 			return status.Errorf(codes.PermissionDenied, "%s may call services of namespace %s, not %s", claims.Subject, claims.Namespace, ns)
 		}
 		out.Set("authorization", in.Get("authorization")...) // the service reads the user from it
@@ -277,6 +280,11 @@ func (p *Proxy) listServices(ss grpc.ServerStream, claims *auth.Claims) error {
 	}
 	return ss.SendMsg(&frame{b: b})
 }
+
+// Tenanted are the platform services every account reaches: they act in
+// the account's namespace (its token, passed on, binds them: package
+// tenancy); an admin account's calls act as the platform's.
+var Tenanted = []string{"store", "config", "broker", "events"}
 
 // ControlPlaneAuthority names the control plane's own APIs — the registry's
 // (policies, splits, instances), the admin API (proxy status and config)

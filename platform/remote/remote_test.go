@@ -31,8 +31,10 @@ import (
 	"github.com/micromesh/micromesh/internal/testsvc"
 	"github.com/micromesh/micromesh/platform/remote"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
+	configv1 "github.com/micromesh/micromesh/proto/config/v1"
 	identityv1 "github.com/micromesh/micromesh/proto/identity/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+	storev1 "github.com/micromesh/micromesh/proto/store/v1"
 	"github.com/micromesh/micromesh/service"
 )
 
@@ -66,6 +68,18 @@ func (m *mesh) dial(authority, token string) *grpc.ClientConn {
 func (m *mesh) login(name, ns, secret string) (string, error) {
 	resp, err := authv1.NewAuthServiceClient(m.dial(remote.LoginAuthority, "")).Token(m.t.Context(), &authv1.TokenRequest{Name: name, Namespace: ns, Secret: secret})
 	return resp.GetAccessToken(), err
+}
+
+// platform connects to a platform service as the server's own CLI does
+// (a platform identity, through the mesh).
+func (m *mesh) platform(t *testing.T, name string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := meshclient.DialService(t.Context(), m.cp.Home(), m.cp.Info.Address, identity.SystemNamespace, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
 }
 
 func (m *mesh) hello(authority, token string) (string, error) {
@@ -222,6 +236,38 @@ func TestRemoteProxy(t *testing.T) {
 		t.Errorf("the identity API through the proxy: %v; want PermissionDenied", err)
 	}
 
+	// Every account reaches the store, config, broker and events — in its
+	// own namespace: the services bind the call to the token passed on.
+	ctxT := t.Context()
+	platformStore := storev1.NewStoreServiceClient(m.platform(t, "store"))
+	if _, err := storev1.NewStoreServiceClient(m.dial("store.micromesh", alice)).Write(ctxT, &storev1.WriteRequest{Record: &storev1.Record{Key: "k", Value: []byte("alice's")}}); err != nil {
+		t.Fatalf("alice writes the store: %v", err)
+	}
+	if r, err := platformStore.Read(ctxT, &storev1.ReadRequest{Scope: &storev1.Scope{Database: "default", Table: "default"}, Key: "k"}); err != nil || len(r.GetRecords()) != 1 || string(r.GetRecords()[0].GetValue()) != "alice's" {
+		t.Errorf("alice's record, in database default, table default: %v, %v", r, err)
+	}
+	if _, err := storev1.NewStoreServiceClient(m.dial("store.micromesh", alice)).Write(ctxT, &storev1.WriteRequest{Scope: &storev1.Scope{Database: "shop"},
+		Record: &storev1.Record{Key: "k", Value: []byte("x")}}); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "not shop") {
+		t.Errorf("alice writing shop's database: %v; want PermissionDenied", err)
+	}
+	if _, err := storev1.NewStoreServiceClient(m.dial("store.micromesh", ops)).Write(ctxT, &storev1.WriteRequest{Scope: &storev1.Scope{Database: "default"},
+		Record: &storev1.Record{Key: "by-ops", Value: []byte("x")}}); err != nil {
+		t.Errorf("ops (admin) writing default's database: %v", err)
+	}
+	// A secret whose readers name a service "alice": the account alice is
+	// not that service.
+	if _, err := configv1.NewConfigServiceClient(m.platform(t, "config")).Set(ctxT, &configv1.SetRequest{Namespace: "default", Path: "db.password",
+		Value: []byte(`"s3cret"`), Secret: true, Readers: []string{"alice"}}); err != nil {
+		t.Fatal(err)
+	}
+	aliceConfig := configv1.NewConfigServiceClient(m.dial("config.micromesh", alice))
+	if v, err := aliceConfig.Get(ctxT, &configv1.GetRequest{Path: "db.password"}); err != nil || strings.Contains(string(v.GetValue()), "s3cret") {
+		t.Errorf("alice reads the config, secrets masked: %s, %v", v.GetValue(), err)
+	}
+	if _, err := aliceConfig.Get(ctxT, &configv1.GetRequest{Path: "db.password", Secret: true}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("alice decrypting a secret for the service alice: %v; want PermissionDenied", err)
+	}
+
 	// Streams, both ways, message by message.
 	tc := testgrpc.NewTestServiceClient(m.dial("tester", alice))
 	out, err := tc.StreamingOutputCall(t.Context(), &testgrpc.StreamingOutputCallRequest{ResponseParameters: []*testgrpc.ResponseParameters{{Size: 3}, {Size: 70000}, {Size: 1}}})
@@ -272,8 +318,8 @@ func TestRemoteProxy(t *testing.T) {
 		{"a tampered token", "helloworld", alice[:len(alice)-4] + "AAAA", codes.Unauthenticated, "meshctl login"},
 		{"not a JWT", "helloworld", "opaque", codes.Unauthenticated, ""},
 		{"another namespace", "helloworld.shop", alice, codes.PermissionDenied, "may call services of namespace default, not shop"},
-		{"a platform service", "store.micromesh", alice, codes.PermissionDenied, "for accounts with the scope admin only"},
-		{"a platform service, as an admin", "store.micromesh", ops, codes.Unimplemented, "Helloworld"}, // reached the store
+		{"a platform service every account reaches", "store.micromesh", alice, codes.Unimplemented, "Helloworld"}, // reached the store
+		{"a platform service, as an admin", "store.micromesh", ops, codes.Unimplemented, "Helloworld"},            // reached the store
 		{"the auth service beyond Token", "auth.micromesh", alice, codes.PermissionDenied, "platform service"},
 		{"an unknown service", "nosuch", alice, codes.NotFound, "no service nosuch in namespace default"},
 		{"an authority that is no service", "Hello..World", alice, codes.InvalidArgument, "is not a service"},
@@ -296,7 +342,7 @@ func TestRemoteProxy(t *testing.T) {
 		`grpc_code="OK",namespace="micromesh",service="auth"`:              4, // logins, refresh, revoke
 		`grpc_code="Unauthenticated",namespace="",service=""`:              3,
 		`grpc_code="NotFound",namespace="",service=""`:                     1,
-		`grpc_code="PermissionDenied",namespace="",service=""`:             3,
+		`grpc_code="PermissionDenied",namespace="",service=""`:             2,
 		`grpc_code="OK",namespace="micromesh",service="registry"`:          2,
 		`grpc_code="Unauthenticated",namespace="micromesh",service="auth"`: 2, // a wrong secret, a revoked session
 	} {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/platform/tenancy"
 	storev1 "github.com/micromesh/micromesh/proto/store/v1"
 )
@@ -26,7 +27,8 @@ type Server struct {
 // NewServer serves b.
 func NewServer(b Backend) *Server { return &Server{b: b} }
 
-// DefaultTable is the table of a platform identity that names none.
+// DefaultTable is the table of a platform identity or an account that
+// names none.
 const DefaultTable = "default"
 
 // scope resolves the request's scope against the caller.
@@ -36,7 +38,7 @@ func scope(ctx context.Context, req *storev1.Scope) (Scope, error) {
 		return Scope{}, err
 	}
 	s := Scope{Database: ns, Table: id.Name}
-	if tenancy.IsPlatform(id) {
+	if tenancy.IsPlatform(id) || id.Kind == identity.KindUser { // a workload's own table is its name
 		s.Table = DefaultTable
 	}
 	if t := req.GetTable(); t != "" {

@@ -1,6 +1,8 @@
 // Package tenancy tells a platform service which namespace a call acts in:
 // the caller's own, from the SPIFFE ID its sidecar verified — or, for the
-// platform's identities (the CLI), the one the request names.
+// platform's identities (the CLI), the one the request names; for an
+// account the platform's edge calls for (Accounts: the remote proxy passing
+// a user's access token on), the account's.
 package tenancy
 
 import (
@@ -13,8 +15,12 @@ import (
 	"github.com/micromesh/micromesh/service"
 )
 
-// Caller returns the verified caller of the call in ctx.
+// Caller returns the verified caller of the call in ctx: the account a
+// platform edge calls for (spiffe://…/ns/NS/user/NAME), else the workload.
 func Caller(ctx context.Context) (identity.ID, error) {
+	if id, ok := account(ctx); ok {
+		return id, nil
+	}
 	raw := service.Caller(ctx)
 	if raw == "" {
 		return identity.ID{}, status.Error(codes.Unauthenticated, "platform services are reached through the mesh: no verified caller (x-mesh-caller)")
@@ -49,5 +55,6 @@ func Namespace(ctx context.Context, requested string) (identity.ID, string, erro
 	if requested != "" && requested != id.Namespace {
 		return id, "", status.Errorf(codes.PermissionDenied, "%s may act in its own namespace (%s), not %s", id, id.Namespace, requested)
 	}
+	// A workload, or an account (whose identity names its namespace).
 	return id, id.Namespace, nil
 }

@@ -54,6 +54,16 @@ func User(ctx context.Context) (*Claims, error) {
 	return defaultVerifier.Verify(ctx, tok)
 }
 
+// VerifyCall verifies the access token the call in ctx carries:
+// ErrNoToken when it carries none.
+func (v *Verifier) VerifyCall(ctx context.Context) (*Claims, error) {
+	tok, err := bearerToken(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return v.Verify(ctx, tok)
+}
+
 // bearerToken reads the access token of the call in ctx.
 func bearerToken(ctx context.Context) (string, error) {
 	vals := metadata.ValueFromIncomingContext(ctx, "authorization")
