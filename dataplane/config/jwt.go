@@ -12,6 +12,7 @@ import (
 	"hash"
 	"math/big"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -43,9 +44,10 @@ type JWT struct {
 }
 
 type jwk struct {
-	kid string
-	alg string
-	key *ecdsa.PublicKey
+	kid  string
+	alg  string
+	hash func() hash.Hash
+	key  *ecdsa.PublicKey
 }
 
 type jwtRule struct {
@@ -288,7 +290,7 @@ func (j *JWT) verifySlow(token string, now time.Time) (map[string]any, time.Time
 			continue
 		}
 		known = true
-		if verifyES(k.key, header.Alg, signed, s) {
+		if verifyES(k, signed, s) {
 			good = true
 			break
 		}
@@ -370,27 +372,31 @@ func audienceIn(aud any, want []string) bool {
 	return false
 }
 
+// ecAlg is a JWS ECDSA algorithm, with its curve (by its JWK name) and
+// hash.
+type ecAlg struct {
+	alg, crv string
+	curve    func() elliptic.Curve
+	hash     func() hash.Hash
+}
+
+var ecAlgs = []ecAlg{
+	{"ES256", "P-256", elliptic.P256, sha256.New},
+	{"ES384", "P-384", elliptic.P384, sha512.New384},
+	{"ES512", "P-521", elliptic.P521, sha512.New},
+}
+
 // verifyES checks a JWS ECDSA signature: r and s, each the curve's size,
-// over the hash the algorithm names.
-func verifyES(key *ecdsa.PublicKey, alg, signed string, sig []byte) bool {
-	var h hash.Hash
-	switch alg {
-	case "ES256":
-		h = sha256.New()
-	case "ES384":
-		h = sha512.New384()
-	case "ES512":
-		h = sha512.New()
-	default:
-		return false
-	}
-	size := (key.Curve.Params().BitSize + 7) / 8
+// over the key's algorithm's hash.
+func verifyES(k jwk, signed string, sig []byte) bool {
+	size := (k.key.Curve.Params().BitSize + 7) / 8
 	if len(sig) != 2*size {
 		return false
 	}
+	h := k.hash()
 	h.Write([]byte(signed))
 	r, s := new(big.Int).SetBytes(sig[:size]), new(big.Int).SetBytes(sig[size:])
-	return ecdsa.Verify(key, h.Sum(nil), r, s)
+	return ecdsa.Verify(k.key, h.Sum(nil), r, s)
 }
 
 // parseJWKS reads a JWK set of EC public keys (P-256, P-384, P-521).
@@ -411,18 +417,11 @@ func parseJWKS(b []byte) ([]jwk, error) {
 		if k.Kty != "EC" {
 			return nil, fmt.Errorf("JWK %d: key type %q is not supported (EC)", i, k.Kty)
 		}
-		var curve elliptic.Curve
-		alg := map[string]string{"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}[k.Crv]
-		switch k.Crv {
-		case "P-256":
-			curve = elliptic.P256()
-		case "P-384":
-			curve = elliptic.P384()
-		case "P-521":
-			curve = elliptic.P521()
-		default:
+		ai := slices.IndexFunc(ecAlgs, func(a ecAlg) bool { return a.crv == k.Crv })
+		if ai < 0 {
 			return nil, fmt.Errorf("JWK %d: curve %q is not supported (P-256, P-384, P-521)", i, k.Crv)
 		}
+		alg, curve := ecAlgs[ai].alg, ecAlgs[ai].curve()
 		if k.Alg != "" && k.Alg != alg {
 			return nil, fmt.Errorf("JWK %d: algorithm %q does not fit curve %s", i, k.Alg, k.Crv)
 		}
@@ -436,7 +435,7 @@ func parseJWKS(b []byte) ([]jwk, error) {
 		if err != nil {
 			return nil, fmt.Errorf("JWK %d: %w", i, err)
 		}
-		out = append(out, jwk{kid: k.Kid, alg: alg, key: key})
+		out = append(out, jwk{kid: k.Kid, alg: alg, hash: ecAlgs[ai].hash, key: key})
 	}
 	return out, nil
 }

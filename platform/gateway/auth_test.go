@@ -163,6 +163,28 @@ func TestGatewayAuth(t *testing.T) {
 			}
 		})
 	}
+	// The platform's store (config, broker, events) for accounts: in the
+	// account's namespace, the token passed on binding the store to it.
+	as := func(token, path, body string) (int, string) {
+		resp, b := m.send(t, "POST", path, body, map[string]string{"Authorization": "Bearer " + token})
+		return resp.StatusCode, b
+	}
+	if code, body := as(alice, "/store.micromesh/write", `{"record":{"key":"greeting","value":"aGk="}}`); code != 200 {
+		t.Errorf("alice writes the store: %d %s", code, body)
+	}
+	if code, body := as(alice, "/store.micromesh/read", `{"key":"greeting"}`); code != 200 || !strings.Contains(body, `"aGk="`) {
+		t.Errorf("alice reads the store: %d %s", code, body)
+	}
+	if code, body := as(ops, "/store.micromesh/read", `{"scope":{"database":"default","table":"default"},"key":"greeting"}`); code != 200 || !strings.Contains(body, `"aGk="`) {
+		t.Errorf("ops (admin) reads alice's record in database default, table default: %d %s", code, body)
+	}
+	if code, body := as(alice, "/store.micromesh/read", `{"scope":{"database":"shop"},"key":"greeting"}`); code != 403 || !strings.Contains(body, "not shop") {
+		t.Errorf("alice reads shop's database: %d %s; want 403", code, body)
+	}
+	if code, body := as(alice, "/auth.micromesh/accounts", `{}`); code != 403 || !strings.Contains(body, "not micromesh") {
+		t.Errorf("alice calls the auth service's account management: %d %s; want 403", code, body)
+	}
+
 	// Refusals of the token check are counted too (with no service label:
 	// an unauthenticated request names none that counts).
 	if got := m.count(t, "micromesh_gateway_requests_total", `namespace="",response_code="401",service=""`); got < 3 {

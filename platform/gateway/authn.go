@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/micromesh/micromesh/platform/tenancy"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	"github.com/micromesh/micromesh/service/auth"
 	merrors "github.com/micromesh/micromesh/service/errors"
@@ -100,11 +101,19 @@ func (a *authenticated) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &merrors.Error{ID: "gateway", Code: codes.Unavailable, Detail: err.Error()})
 		return
 	}
-	if ns := a.pathNamespace(r); ns != "" && ns != claims.Namespace && !slices.Contains(claims.Scopes, AdminScope) {
+	if ns := a.pathNamespace(r); ns != "" && ns != claims.Namespace && !slices.Contains(claims.Scopes, AdminScope) && !forAccounts(r, a.namespace) {
 		writeError(w, merrors.Forbidden("gateway", "%s may call services of namespace %s, not %s", claims.Subject, claims.Namespace, ns))
 		return
 	}
 	a.next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, claims)))
+}
+
+// forAccounts reports whether a path names one of the platform's services
+// that act in the account's namespace (/store.micromesh/…: tenancy), which
+// every account may call.
+func forAccounts(r *http.Request, namespace string) bool {
+	t, err := parseTarget(r.URL.EscapedPath(), namespace)
+	return err == nil && t.ns == xds.SystemNamespace && slices.Contains(tenancy.Services, t.name)
 }
 
 // pathNamespace is the namespace of the service a path names ("" for

@@ -27,6 +27,7 @@ import (
 
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/platform/edge"
+	"github.com/micromesh/micromesh/platform/tenancy"
 	"github.com/micromesh/micromesh/service/endpoints"
 	merrors "github.com/micromesh/micromesh/service/errors"
 	"github.com/micromesh/micromesh/xds"
@@ -177,11 +178,20 @@ func (h *Handler) target(r *http.Request) (*target, error) {
 		return nil, err
 	}
 	if t.ns == xds.SystemNamespace {
-		return nil, merrors.NotFound("gateway", "the platform's services (namespace %s) are not served through the API gateway; call them with meshctl", t.ns)
+		// Those that act in the account's namespace, for a request with a
+		// verified token (passed on: the service binds the call to it).
+		// Without one the call would act as the gateway, a platform
+		// identity, in any namespace.
+		if !slices.Contains(tenancy.Services, t.name) {
+			return nil, merrors.NotFound("gateway", "the platform's %s is not served through the API gateway (%s are, to accounts' requests); call it with meshctl", t.name, strings.Join(tenancy.Services, ", "))
+		}
+		if userOf(r.Context()) == nil {
+			return nil, merrors.Unauthorized("gateway", "the platform's %s acts in an account's namespace: send its access token (Authorization: Bearer; POST %s)", t.name, TokenPath)
+		}
 	}
 	if !h.o.Routes(t.authority) {
 		if h.o.Routes(t.name + "." + xds.SystemNamespace) {
-			return nil, merrors.NotFound("gateway", "%s is one of the platform's services (namespace %s), which the API gateway does not serve: call it with meshctl", t.name, xds.SystemNamespace)
+			return nil, merrors.NotFound("gateway", "%s is one of the platform's services: /%s.%s/… with an account's access token (it acts in the account's namespace), or meshctl", t.name, t.name, xds.SystemNamespace)
 		}
 		return nil, merrors.NotFound("gateway", "no service %s in namespace %s (GET / lists the services)", t.name, t.ns)
 	}

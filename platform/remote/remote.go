@@ -52,6 +52,7 @@ import (
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/home"
 	"github.com/micromesh/micromesh/platform/edge"
+	"github.com/micromesh/micromesh/platform/tenancy"
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
@@ -221,10 +222,10 @@ func (p *Proxy) serve(ss grpc.ServerStream, l *labels) error {
 			l.ns, l.name = ns, name
 			return p.administer(ctx, ss, method, claims, admin, forwarded(in))
 		}
-		tenanted := ns == identity.SystemNamespace && slices.Contains(Tenanted, name)
+		tenanted := ns == identity.SystemNamespace && slices.Contains(tenancy.Services, name)
 		if ns == identity.SystemNamespace && !admin && !tenanted {
 			return status.Errorf(codes.PermissionDenied, "%s.%s is a platform service: through the remote proxy, for accounts with the scope %s only (others reach their namespace's services, %s in their namespace, and %s's Token, Refresh and Revoke, to log in and out)",
-				name, ns, AdminScope, strings.Join(Tenanted, ", "), LoginAuthority)
+				name, ns, AdminScope, strings.Join(tenancy.Services, ", "), LoginAuthority)
 		}
 		if ns != claims.Namespace && !admin && !tenanted {
 			return status.Errorf(codes.PermissionDenied, "%s may call services of namespace %s, not %s", claims.Subject, claims.Namespace, ns)
@@ -280,11 +281,6 @@ func (p *Proxy) listServices(ss grpc.ServerStream, claims *auth.Claims) error {
 	}
 	return ss.SendMsg(&frame{b: b})
 }
-
-// Tenanted are the platform services every account reaches: they act in
-// the account's namespace (its token, passed on, binds them: package
-// tenancy); an admin account's calls act as the platform's.
-var Tenanted = []string{"store", "config", "broker", "events"}
 
 // ControlPlaneAuthority names the control plane's own APIs — the registry's
 // (policies, splits, instances), the admin API (proxy status and config)

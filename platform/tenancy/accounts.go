@@ -17,6 +17,11 @@ import (
 // identities do.
 const AdminScope = "admin"
 
+// Services are the platform services that act for accounts (Accounts):
+// what the platform's edges — the remote proxy, the API gateway — serve
+// to every account, in its namespace.
+var Services = []string{"store", "config", "broker", "events"}
+
 // Accounts makes a platform service act for the accounts the platform's
 // edges (the remote proxy) call it for: when a platform identity's call
 // carries an access token (authorization: Bearer), the token is verified
