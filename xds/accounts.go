@@ -106,7 +106,8 @@ func (b *builder) jwtAuthn() *jwtv3.JwtAuthentication {
 // most specific path's, as the routes are tried; else the service's):
 // no list, anyone the other filters admit; "*", an account of the
 // service's namespace; a list, such an account with one of its scopes;
-// and an account with scope admin whatever the list.
+// and an account with scope admin whatever the list. gRPC reflection and
+// health need no account.
 func (b *builder) accountsRBAC() *rbac.RBAC {
 	s := b.ownService()
 	r := rules{RBAC: &rbac.RBAC{Action: rbac.RBAC_ALLOW, Policies: map[string]*rbac.Policy{}}}
@@ -125,8 +126,21 @@ func (b *builder) accountsRBAC() *rbac.RBAC {
 		rest = notAny(earlier)
 	}
 	r.add("scopes", rest, []*rbac.Principal{b.accountPrincipal(s.Policy.Scopes)})
+	// What describes the service, not its data: its gRPC reflection (what
+	// meshctl call, describe and the gateway read to encode a call) and
+	// health. The rules on callers still apply.
+	var describe []*rbac.Permission
+	for _, p := range serviceMetadataPaths {
+		describe = append(describe, &rbac.Permission{Rule: &rbac.Permission_UrlPath{UrlPath: &matcher.PathMatcher{Rule: &matcher.PathMatcher_Path{Path: &matcher.StringMatcher{MatchPattern: &matcher.StringMatcher_Prefix{Prefix: p}}}}}})
+	}
+	r.add("service metadata", &rbac.Permission{Rule: &rbac.Permission_OrRules{OrRules: &rbac.Permission_Set{Rules: describe}}},
+		[]*rbac.Principal{{Identifier: &rbac.Principal_Any{Any: true}}})
 	return r.RBAC
 }
+
+// serviceMetadataPaths are the gRPC services every caller may call
+// whatever a service's scopes: reflection and health.
+var serviceMetadataPaths = []string{"/grpc.reflection.v1.ServerReflection/", "/grpc.reflection.v1alpha.ServerReflection/", "/grpc.health.v1.Health/"}
 
 // notAny matches the requests none of perms matches.
 func notAny(perms []*rbac.Permission) *rbac.Permission {

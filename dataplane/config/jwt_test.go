@@ -91,6 +91,8 @@ func TestAccountsTokensAtTheInbound(t *testing.T) {
 		admitted          bool
 	}{
 		{"no token", "/x", "", "", false},
+		{"gRPC reflection needs none", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "", "", true},
+		{"nor health", "/grpc.health.v1.Health/Check", "", "", true},
 		{"an account of the namespace", "/x", is.sign(t, account(now, "default", "alice")), "", true},
 		{"no scope ops on /admin/", "/admin/reset", is.sign(t, account(now, "default", "alice")), "", false},
 		{"scope ops on /admin/", "/admin/reset", is.sign(t, account(now, "default", "carol", "ops")), "", true},

@@ -14,6 +14,7 @@ import (
 
 	"go.step.sm/crypto/jose"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -146,6 +147,11 @@ func TestAServicesScopesAskForAccountsTokens(t *testing.T) {
 		_, err := hello.Call(ctx, &pb.CallRequest{Name: "x"})
 		return status.Code(err) == codes.PermissionDenied
 	})
+	// What describes the service needs no token: health, and reflection
+	// (which meshctl call and the gateway read to encode a call).
+	if _, err := healthpb.NewHealthClient(meshtest.DialThrough(t, web.Info.Outbound, "helloworld")).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Errorf("helloworld's health without a token: %v", err)
+	}
 	for who, want := range map[string]codes.Code{"": codes.PermissionDenied, "alice": codes.PermissionDenied, "fin": codes.OK, "tampered": codes.Unauthenticated} {
 		cctx := ctx
 		if who != "" {

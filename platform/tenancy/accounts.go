@@ -23,12 +23,13 @@ const AdminScope = "admin"
 var Services = []string{"store", "config", "broker", "events"}
 
 // Accounts makes a platform service act for the accounts the platform's
-// edges (the remote proxy) call it for: when a platform identity's call
-// carries an access token (authorization: Bearer), the token is verified
-// with v and the call acts as that account — in its namespace alone,
-// unless it has the scope admin (Namespace, Caller's user). A token that
-// does not verify is refused (UNAUTHENTICATED). Calls of workloads, and
-// the platform's own calls without a token, are as before.
+// edges (the remote proxy, the API gateway) call it for: when a platform
+// identity's call carries an access token (authorization: Bearer), the
+// token is verified with v and the call acts as that account — in its
+// namespace alone, unless it has the scope admin (Namespace, Caller's
+// user). A token that does not verify is refused (UNAUTHENTICATED). Calls
+// of workloads, and the platform's own calls without a token, are as
+// before.
 func Accounts(v *userauth.Verifier) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {

@@ -1,8 +1,8 @@
 // Package tenancy tells a platform service which namespace a call acts in:
 // the caller's own, from the SPIFFE ID its sidecar verified — or, for the
 // platform's identities (the CLI), the one the request names; for an
-// account the platform's edge calls for (Accounts: the remote proxy passing
-// a user's access token on), the account's.
+// account the platform's edges call for (Accounts: the remote proxy or the
+// API gateway passing a user's access token on), the account's.
 package tenancy
 
 import (
