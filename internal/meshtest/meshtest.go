@@ -366,6 +366,11 @@ func (c *ControlPlane) StartService(ns, name string, register func(*service.Serv
 	return &Service{Sidecar: sc, App: lis.Addr().String()}
 }
 
+// SetAccountKeys gives the control plane the JWK set accounts' tokens are
+// signed with, as meshctl server does once the auth service starts (for a
+// test that signs tokens of its own).
+func (c *ControlPlane) SetAccountKeys(jwks []byte) { c.server.SetAccountKeys(jwks) }
+
 // StartPlatform runs the platform services (store, ...) on this control
 // plane, each behind its own sidecar, as `meshctl server` does (the auth
 // service's keys given to the control plane).

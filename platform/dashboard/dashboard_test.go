@@ -1,6 +1,9 @@
 package dashboard_test
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -11,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"go.step.sm/crypto/jose"
+
+	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/examples/helloworld/handler"
 	pb "github.com/micromesh/micromesh/examples/helloworld/proto"
 	"github.com/micromesh/micromesh/internal/meshtest"
@@ -83,7 +89,7 @@ func TestDashboard(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Type"), "javascript") {
 		t.Errorf("GET /app.js: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
-	for _, used := range []string{`getJSON("status")`, `getJSON("api/")`, `getJSON("api" + path)`, `fetch("api" + ep.path, { method: "POST"`, "textContent"} {
+	for _, used := range []string{`getJSON("status")`, `getJSON("api/")`, `getJSON("api" + path)`, `fetch("api" + ep.path, { method: "POST"`, `headers.Authorization = "Bearer " + token`, "textContent"} {
 		if !strings.Contains(script, used) {
 			t.Errorf("the script no longer has %s: check this test's contract", used)
 		}
@@ -169,11 +175,48 @@ func TestDashboardInABrowser(t *testing.T) {
 		_, body := get(t, srv.URL+"/api/", nil)
 		return strings.Count(body, `"path"`) == 3
 	})
-	cmd := exec.CommandContext(t.Context(), node, "testdata/browser.js", srv.URL+"/")
+	// prod's helloworld asks for accounts' tokens: the page's token field.
+	token := accountsOf(t, cp, "prod", "ann")
+	if err := cp.Registry().SetPolicy(t.Context(), registry.Policy{Service: "helloworld", Namespace: "prod", Keys: map[string]string{"scopes": "*"}}); err != nil {
+		t.Fatal(err)
+	}
+	same := map[string]string{"Content-Type": "application/json", "Origin": srv.URL, "Sec-Fetch-Site": "same-origin"}
+	poll.Until(t, "prod's helloworld to ask for a token", 10*time.Second, 20*time.Millisecond, func() bool {
+		resp, _ := send(t, "POST", srv.URL+"/api/helloworld.prod/call", `{"name":"x"}`, same)
+		return resp.StatusCode == 403
+	})
+	cmd := exec.CommandContext(t.Context(), node, "testdata/browser.js", srv.URL+"/", token)
 	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)
 	out, err := cmd.CombinedOutput()
 	t.Logf("browser.js:\n%s", out)
 	if err != nil {
 		t.Errorf("the page in a DOM: %v", err)
 	}
+}
+
+// accountsOf gives the control plane a signing key of the test's, as the
+// auth service's, and returns a token of account name in namespace ns
+// signed with it.
+func accountsOf(t *testing.T, cp *meshtest.ControlPlane, ns, name string) string {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &k.PublicKey, KeyID: "test", Algorithm: "ES256", Use: "sig"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp.SetAccountKeys(jwks)
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k}, new(jose.SignerOptions).WithType("JWT").WithHeader("kid", "test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tok, err := jose.Signed(signer).Claims(map[string]any{"iss": "micromesh-auth", "aud": "micromesh", "ns": ns, "name": name,
+		"sub": "spiffe://micromesh.local/ns/" + ns + "/user/" + name, "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix()}).CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }

@@ -150,7 +150,12 @@ function endpointForm(ep) {
     }
     const started = performance.now();
     try {
-      const resp = await fetch("api" + ep.path, { method: "POST", headers: { "Content-Type": "application/json" }, body });
+      const headers = { "Content-Type": "application/json" };
+      // An account's token, for a service whose policy asks for one
+      // (scopes): its sidecar verifies it. Kept in the page only.
+      const token = $("#token").value.trim();
+      if (token) headers.Authorization = "Bearer " + token;
+      const resp = await fetch("api" + ep.path, { method: "POST", headers, body });
       const text = await resp.text();
       const ms = Math.round(performance.now() - started);
       let shown = text;

@@ -56,6 +56,21 @@ async function until(what, cond) {
   await until("the error's answer", () => ep.querySelector("span").textContent.startsWith("400"));
   check("the service's error", ep.querySelector("pre").textContent.includes("name is required"), ep.querySelector("pre").textContent);
 
+  // A service whose policy asks for an account's token (prod's
+  // helloworld): refused without one, answered with the token field set.
+  const token = process.argv[3];
+  click(row("helloworld", "prod"));
+  await until("prod's helloworld", () => doc.querySelector("#service-name").textContent === "helloworld.prod" && doc.querySelector(".endpoint"));
+  const pep = doc.querySelector(".endpoint");
+  pep.querySelector("textarea").value = '{"name":"Ann"}';
+  click(pep.querySelector("button"));
+  await until("the refusal without a token", () => pep.querySelector("span").textContent.startsWith("403"));
+  check("the service's sidecar asks for a token", pep.querySelector("pre") && pep.querySelector("pre").textContent.includes("needs an account's access token"), pep.textContent);
+  doc.querySelector("#token").value = token;
+  click(pep.querySelector("button"));
+  await until("the call with the token", () => pep.querySelector("span").textContent.startsWith("200"));
+  check("the answer with the token", pep.querySelector("pre") && pep.querySelector("pre").textContent.includes("Hello Ann"), pep.textContent);
+
   const http = row("web", "default");
   click(http);
   await until("the HTTP service's note", () => doc.querySelector("#endpoints-note").textContent !== "");
