@@ -1,10 +1,6 @@
 package config
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -14,52 +10,15 @@ import (
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	"go.step.sm/crypto/jose"
 
+	"github.com/micromesh/micromesh/internal/tokentest"
 	"github.com/micromesh/micromesh/xds"
 )
 
-// issuer signs tokens as the auth service does (ES256, a kid).
-type issuer struct {
-	key  *ecdsa.PrivateKey
-	kid  string
-	jwks []byte
-}
+func newIssuer(t *testing.T, kid string) *tokentest.Issuer { return tokentest.New(t, kid) }
 
-func newIssuer(t *testing.T, kid string) *issuer {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &k.PublicKey, KeyID: kid, Algorithm: "ES256", Use: "sig"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &issuer{key: k, kid: kid, jwks: set}
-}
-
-func (is *issuer) sign(t *testing.T, claims map[string]any) string {
-	t.Helper()
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: is.key}, new(jose.SignerOptions).WithType("JWT").WithHeader("kid", is.kid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := jose.Signed(signer).Claims(claims).CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
-
-// account is the claims of an account's token, valid for an hour from now.
 func account(now time.Time, ns, name string, scopes ...string) map[string]any {
-	c := map[string]any{"iss": "micromesh-auth", "aud": "micromesh", "sub": "spiffe://micromesh.local/ns/" + ns + "/user/" + name,
-		"ns": ns, "name": name, "iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix()}
-	if len(scopes) > 0 {
-		c["scopes"] = scopes
-	}
-	return c
+	return tokentest.Account(now, "micromesh.local", ns, name, scopes...)
 }
 
 // A sidecar of a service whose policy asks for accounts' tokens verifies
@@ -69,7 +28,7 @@ func account(now time.Time, ns, name string, scopes ...string) map[string]any {
 // there, admin everywhere.
 func TestAccountsTokensAtTheInbound(t *testing.T) {
 	is := newIssuer(t, "k1")
-	m := &xds.Mesh{TrustDomain: "micromesh.local", Roots: []byte("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"), AccountKeys: is.jwks,
+	m := &xds.Mesh{TrustDomain: "micromesh.local", Roots: []byte("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"), AccountKeys: is.JWKS,
 		Services: []xds.Service{{Name: "hello", Namespace: "default", Protocol: xds.ProtocolGRPC, Policy: xds.Policy{Scopes: "*"},
 			Routes:    []xds.RoutePolicy{{Path: "/admin/open", Scopes: "*"}, {Path: "/admin/", Prefix: true, Scopes: "ops"}}, // as PolicyFromMetadata sorts them
 			Endpoints: []xds.Endpoint{{ID: "h1", Address: "10.0.0.1", Port: 8443, QUICPort: 8443, Kind: xds.KindBuiltin, Health: xds.HealthPassing}}}}}
@@ -93,21 +52,21 @@ func TestAccountsTokensAtTheInbound(t *testing.T) {
 		{"no token", "/x", "", "", false},
 		{"gRPC reflection needs none", "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "", "", true},
 		{"nor health", "/grpc.health.v1.Health/Check", "", "", true},
-		{"an account of the namespace", "/x", is.sign(t, account(now, "default", "alice")), "", true},
-		{"no scope ops on /admin/", "/admin/reset", is.sign(t, account(now, "default", "alice")), "", false},
-		{"scope ops on /admin/", "/admin/reset", is.sign(t, account(now, "default", "carol", "ops")), "", true},
-		{"the most specific path: /admin/open is any account's", "/admin/open", is.sign(t, account(now, "default", "alice")), "", true},
-		{"another namespace", "/x", is.sign(t, account(now, "shop", "bob", "ops")), "", false},
-		{"admin, of another namespace", "/admin/reset", is.sign(t, account(now, "shop", "root", "admin")), "", true},
-		{"expired beyond the skew", "/x", is.sign(t, at(-31*time.Second, account(now, "default", "alice"))), "expired at", false},
-		{"expired within the skew", "/x", is.sign(t, at(-20*time.Second, account(now, "default", "alice"))), "", true},
-		{"not yet valid", "/x", is.sign(t, with(account(now, "default", "alice"), "nbf", now.Add(time.Minute).Unix())), "not valid before", false},
-		{"another issuer", "/x", is.sign(t, with(account(now, "default", "alice"), "iss", "someone")), `issued by "someone"`, false},
-		{"another audience", "/x", is.sign(t, with(account(now, "default", "alice"), "aud", []string{"a", "b"})), "not for audience micromesh", false},
-		{"an audience among others", "/x", is.sign(t, with(account(now, "default", "alice"), "aud", []string{"a", "micromesh"})), "", true},
-		{"another key with the same kid", "/x", other.sign(t, account(now, "default", "alice")), "bad signature", false},
-		{"an unknown kid", "/x", newIssuer(t, "k2").sign(t, account(now, "default", "alice")), "key the mesh does not know", false},
-		{"alg none", "/x", "eyJhbGciOiJub25lIn0." + strings.Split(is.sign(t, account(now, "default", "alice")), ".")[1] + ".", "key the mesh does not know", false},
+		{"an account of the namespace", "/x", is.Sign(t, account(now, "default", "alice")), "", true},
+		{"no scope ops on /admin/", "/admin/reset", is.Sign(t, account(now, "default", "alice")), "", false},
+		{"scope ops on /admin/", "/admin/reset", is.Sign(t, account(now, "default", "carol", "ops")), "", true},
+		{"the most specific path: /admin/open is any account's", "/admin/open", is.Sign(t, account(now, "default", "alice")), "", true},
+		{"another namespace", "/x", is.Sign(t, account(now, "shop", "bob", "ops")), "", false},
+		{"admin, of another namespace", "/admin/reset", is.Sign(t, account(now, "shop", "root", "admin")), "", true},
+		{"expired beyond the skew", "/x", is.Sign(t, at(-31*time.Second, account(now, "default", "alice"))), "expired at", false},
+		{"expired within the skew", "/x", is.Sign(t, at(-20*time.Second, account(now, "default", "alice"))), "", true},
+		{"not yet valid", "/x", is.Sign(t, with(account(now, "default", "alice"), "nbf", now.Add(time.Minute).Unix())), "not valid before", false},
+		{"another issuer", "/x", is.Sign(t, with(account(now, "default", "alice"), "iss", "someone")), `issued by "someone"`, false},
+		{"another audience", "/x", is.Sign(t, with(account(now, "default", "alice"), "aud", []string{"a", "b"})), "not for audience micromesh", false},
+		{"an audience among others", "/x", is.Sign(t, with(account(now, "default", "alice"), "aud", []string{"a", "micromesh"})), "", true},
+		{"another key with the same kid", "/x", other.Sign(t, account(now, "default", "alice")), "bad signature", false},
+		{"an unknown kid", "/x", newIssuer(t, "k2").Sign(t, account(now, "default", "alice")), "key the mesh does not know", false},
+		{"alg none", "/x", "eyJhbGciOiJub25lIn0." + strings.Split(is.Sign(t, account(now, "default", "alice")), ".")[1] + ".", "key the mesh does not know", false},
 		{"not a JWT", "/x", "abc.def", "not a JWT", false},
 		{"garbage parts", "/x", "a.b.c", "header", false},
 	} {
@@ -141,7 +100,7 @@ func TestAccountsTokensAtTheInbound(t *testing.T) {
 	}
 
 	// A verified token is kept, but not past its expiry.
-	tok := is.sign(t, at(10*time.Minute, account(now, "default", "alice")))
+	tok := is.Sign(t, at(10*time.Minute, account(now, "default", "alice")))
 	h := http.Header{"Authorization": {"Bearer " + tok}}
 	if _, err := in.JWT.Check("/x", h, now); err != nil {
 		t.Fatal(err)
@@ -156,7 +115,7 @@ func TestAccountsTokensAtTheInbound(t *testing.T) {
 func TestJWTRefusals(t *testing.T) {
 	is := newIssuer(t, "k1")
 	provider := func() *jwtv3.JwtProvider {
-		return &jwtv3.JwtProvider{JwksSourceSpecifier: &jwtv3.JwtProvider_LocalJwks{LocalJwks: &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: string(is.jwks)}}}}
+		return &jwtv3.JwtProvider{JwksSourceSpecifier: &jwtv3.JwtProvider_LocalJwks{LocalJwks: &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: string(is.JWKS)}}}}
 	}
 	withJWT := func(j *jwtv3.JwtAuthentication, last bool) func(*envoyResources) {
 		return func(r *envoyResources) {
@@ -192,7 +151,7 @@ func TestJWTRefusals(t *testing.T) {
 // (401); allow_missing_or_failed lets a bad one through unverified.
 func TestJWTRequirements(t *testing.T) {
 	is := newIssuer(t, "k1")
-	jwks := &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: string(is.jwks)}}
+	jwks := &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: string(is.JWKS)}}
 	compile := func(req *jwtv3.JwtRequirement, forward bool) *JWT {
 		j := &jwtv3.JwtAuthentication{Providers: map[string]*jwtv3.JwtProvider{"p": {Forward: forward, PayloadInMetadata: "pl", JwksSourceSpecifier: &jwtv3.JwtProvider_LocalJwks{LocalJwks: jwks}}},
 			Rules: []*jwtv3.RequirementRule{{Match: prefixMatch("/api/"), RequirementType: &jwtv3.RequirementRule_Requires{Requires: req}}}}
@@ -203,7 +162,7 @@ func TestJWTRequirements(t *testing.T) {
 		return compiled(t, r).Inbound.JWT
 	}
 	now := time.Now()
-	good := is.sign(t, account(now, "default", "alice"))
+	good := is.Sign(t, account(now, "default", "alice"))
 	provider := compile(&jwtv3.JwtRequirement{RequiresType: &jwtv3.JwtRequirement_ProviderName{ProviderName: "p"}}, false)
 	if _, err := provider.Check("/api/x", http.Header{}, now); err != ErrNoToken {
 		t.Errorf("no token where the provider is required: %v; want ErrNoToken", err)

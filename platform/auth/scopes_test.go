@@ -2,9 +2,6 @@ package auth_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"go.step.sm/crypto/jose"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -25,9 +21,9 @@ import (
 	"github.com/micromesh/micromesh/internal/meshclient"
 	"github.com/micromesh/micromesh/internal/meshtest"
 	"github.com/micromesh/micromesh/internal/poll"
+	"github.com/micromesh/micromesh/internal/tokentest"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	"github.com/micromesh/micromesh/service"
-	userauth "github.com/micromesh/micromesh/service/auth"
 	"github.com/micromesh/micromesh/xds"
 )
 
@@ -187,22 +183,7 @@ func flip(s string) string {
 // would give, signed with a key the mesh does not know.
 func foreignToken(t *testing.T, name, ns string, scopes ...string) string {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k}, new(jose.SignerOptions).WithType("JWT").WithHeader("kid", "someone-elses"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	tok, err := jose.Signed(signer).Claims(userauth.Claims{Claims: jose.Claims{Issuer: userauth.Issuer, Audience: jose.Audience{userauth.Audience},
-		Subject: "spiffe://micromesh.local/ns/" + ns + "/user/" + name, Expiry: jose.NewNumericDate(now.Add(time.Hour)), NotBefore: jose.NewNumericDate(now)},
-		Namespace: ns, Name: name, Scopes: scopes}).CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	return tokentest.New(t, "someone-elses").Sign(t, tokentest.Account(time.Now(), "micromesh.local", ns, name, scopes...))
 }
 
 func drain(ch chan string) {

@@ -1,9 +1,6 @@
 package dashboard_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -14,13 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"go.step.sm/crypto/jose"
-
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/examples/helloworld/handler"
 	pb "github.com/micromesh/micromesh/examples/helloworld/proto"
 	"github.com/micromesh/micromesh/internal/meshtest"
 	"github.com/micromesh/micromesh/internal/poll"
+	"github.com/micromesh/micromesh/internal/tokentest"
 	"github.com/micromesh/micromesh/platform/dashboard"
 	"github.com/micromesh/micromesh/platform/gateway"
 	"github.com/micromesh/micromesh/service"
@@ -199,24 +195,7 @@ func TestDashboardInABrowser(t *testing.T) {
 // signed with it.
 func accountsOf(t *testing.T, cp *meshtest.ControlPlane, ns, name string) string {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &k.PublicKey, KeyID: "test", Algorithm: "ES256", Use: "sig"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp.SetAccountKeys(jwks)
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k}, new(jose.SignerOptions).WithType("JWT").WithHeader("kid", "test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	tok, err := jose.Signed(signer).Claims(map[string]any{"iss": "micromesh-auth", "aud": "micromesh", "ns": ns, "name": name,
-		"sub": "spiffe://micromesh.local/ns/" + ns + "/user/" + name, "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix()}).CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
+	is := tokentest.New(t, "test")
+	cp.SetAccountKeys(is.JWKS)
+	return is.Sign(t, tokentest.Account(time.Now(), "micromesh.local", ns, name))
 }
