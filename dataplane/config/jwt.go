@@ -51,8 +51,8 @@ type jwk struct {
 }
 
 type jwtRule struct {
-	match func(path string) bool
-	need  jwtNeed
+	path PathMatch // as a route's
+	need jwtNeed
 }
 
 // jwtNeed is a requirement as an or-list: the token verified, or missing
@@ -134,26 +134,21 @@ func (j *JWT) compileProvider(name string, p *xdswire.JWTProvider) error {
 }
 
 func (j *JWT) compileRule(r *xdswire.RequirementRule) (jwtRule, error) {
-	if r.Match == nil {
+	m := r.Match
+	if m == nil {
 		return jwtRule{}, errors.New("no match")
 	}
-	if r.Match.Unsupported != "" || r.Match.Conditions != "" || len(r.Match.Headers) > 0 || r.Match.SafeRegex != nil || r.Match.PathSeparatedPrefix != nil {
-		return jwtRule{}, errors.New("only prefix and path matches are supported")
+	if m.Unsupported != "" {
+		return jwtRule{}, fmt.Errorf("path specifier %s is not supported", m.Unsupported)
 	}
-	if r.Match.CaseSensitive != nil && !*r.Match.CaseSensitive {
-		return jwtRule{}, errors.New("case-insensitive matches are not supported")
+	if m.Conditions != "" || readsHeaders(m) || len(m.QueryParameters) > 0 || m.RuntimeFraction != nil {
+		return jwtRule{}, errors.New("a match on more than the path is not supported")
 	}
-	var rule jwtRule
-	switch {
-	case r.Match.Prefix != nil:
-		p := *r.Match.Prefix
-		rule.match = func(path string) bool { return strings.HasPrefix(path, p) }
-	case r.Match.Path != nil:
-		p := *r.Match.Path
-		rule.match = func(path string) bool { return path == p }
-	default:
-		return jwtRule{}, errors.New("no path match")
+	path, err := compilePathMatch(m)
+	if err != nil {
+		return jwtRule{}, err
 	}
+	rule := jwtRule{path: path}
 	if r.RequirementName != "" {
 		return jwtRule{}, errors.New("requirement_name is not supported (give the requirement)")
 	}
@@ -205,7 +200,7 @@ func (j *JWT) compileNeed(r *xdswire.JWTRequirement, top bool) (jwtNeed, error) 
 func (j *JWT) Check(path string, h http.Header, now time.Time) (map[string]any, error) {
 	var rule *jwtRule
 	for i := range j.rules {
-		if j.rules[i].match(path) {
+		if j.rules[i].path.matches(path) {
 			rule = &j.rules[i]
 			break
 		}

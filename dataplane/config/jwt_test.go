@@ -141,6 +141,9 @@ func TestJWTRefusals(t *testing.T) {
 		{"an RSA key", withJWT(&jwtv3.JwtAuthentication{Providers: map[string]*jwtv3.JwtProvider{"p": rsa}}, false), `key type "RSA" is not supported`},
 		{"two providers", withJWT(&jwtv3.JwtAuthentication{Providers: map[string]*jwtv3.JwtProvider{"p": provider(), "q": provider()}}, false), "2 providers"},
 		{"after the RBAC filter", withJWT(&jwtv3.JwtAuthentication{Providers: map[string]*jwtv3.JwtProvider{"p": provider()}}, true), "ahead of the other HTTP filters"},
+		{"a rule matching headers", withJWT(&jwtv3.JwtAuthentication{Providers: map[string]*jwtv3.JwtProvider{"p": provider()},
+			Rules: []*jwtv3.RequirementRule{{Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}, Headers: []*route.HeaderMatcher{{Name: "x-a"}}}}}}, false),
+			"a match on more than the path"},
 		{"a requirement naming another provider", withJWT(&jwtv3.JwtAuthentication{Providers: map[string]*jwtv3.JwtProvider{"p": provider()},
 			Rules: []*jwtv3.RequirementRule{{Match: prefixMatch("/"), RequirementType: &jwtv3.RequirementRule_Requires{Requires: &jwtv3.JwtRequirement{
 				RequiresType: &jwtv3.JwtRequirement_ProviderName{ProviderName: "q"}}}}}}, false), `provider "q"`},
