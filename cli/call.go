@@ -14,10 +14,13 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
+	"github.com/micromesh/micromesh/dataplane/tracing"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/join"
 	"github.com/micromesh/micromesh/internal/meshclient"
+	"github.com/micromesh/micromesh/service"
 	"github.com/micromesh/micromesh/service/endpoints"
 )
 
@@ -70,6 +73,8 @@ type callOptions struct {
 	// as is the service to call as ("name" or "name.namespace"; "" for
 	// the CLI's admin identity, straight to an instance).
 	as string
+	// trace records the call's trace whatever the sampling, and says its ID.
+	trace bool
 }
 
 // asCaller splits --as into a service and its namespace (the target's
@@ -101,7 +106,7 @@ func (o *callOptions) validate() (metadata.MD, error) {
 		if !ok || k == "" {
 			return nil, fmt.Errorf("--metadata %q: want key=value", kv)
 		}
-		if strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") || k == "x-mesh-caller" {
+		if strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") || k == "x-mesh-caller" || (o.trace && k == service.TraceHeader) {
 			return nil, fmt.Errorf("--metadata %q: %s is reserved", kv, k)
 		}
 		md.Append(k, v)
@@ -131,7 +136,8 @@ stream's answers print as they come).`,
 		Example: `  meshctl call helloworld Helloworld.Call '{"name":"Alice"}'
   echo '{"name":"Bob"}' | meshctl call helloworld Helloworld.Call -
   meshctl call -n prod orders Orders.Get '{"id":"42"}' --metadata tenant=acme --timeout 5s
-  meshctl call helloworld Helloworld.Call '{"name":"Dan"}' --as pingpong   # as pingpong's calls go`,
+  meshctl call helloworld Helloworld.Call '{"name":"Dan"}' --as pingpong   # as pingpong's calls go
+  meshctl call helloworld Helloworld.Call '{"name":"Eve"}' --trace         # then: meshctl trace ID`,
 		Args: cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			md, err := o.validate()
@@ -160,6 +166,7 @@ stream's answers print as they come).`,
 	o.target.flags(cmd)
 	cmd.Flags().StringArrayVar(&o.metadata, "metadata", nil, "request metadata key=value (repeatable)")
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 30*time.Second, "deadline of the call (the service sees it)")
+	cmd.Flags().BoolVar(&o.trace, "trace", false, "record the call's trace (every hop's span, whatever the mesh's sampling) and print its ID on standard error: meshctl trace ID shows it")
 	cmd.Flags().StringVar(&o.as, "as", "", "call as this service (name, or name.namespace): through a sidecar of its own, meeting the target's faults, splits, retries, mirrors and RBAC rules as that service's calls do")
 	return cmd
 }
@@ -211,15 +218,50 @@ func (o *callOptions) invoke(ctx context.Context, g *globalOptions, s Streams, c
 		defer asConn.Close()
 		via = asConn
 	}
+	var tc tracing.Context
+	if o.trace {
+		tc = tracing.Context{TraceID: tracing.NewTraceID(), SpanID: tracing.NewSpanID(), Sampled: true}
+		md.Set(service.TraceHeader, tc.String())
+	}
 	ctx = metadata.NewOutgoingContext(ctx, md)
 	show := func(b []byte) error {
 		_, err := fmt.Fprintf(s.Out, "%s\n", b)
 		return err
 	}
+	start := time.Now()
 	if ep.ClientStreaming {
-		return ep.Stream(ctx, via, next, show)
+		err = ep.Stream(ctx, via, next, show)
+	} else {
+		err = ep.Call(ctx, via, body, show)
 	}
-	return ep.Call(ctx, via, body, show)
+	if o.trace {
+		o.recordTrace(g, s, tc, name, ep, start, err)
+	}
+	return err
+}
+
+// recordTrace records the call as its trace's root span, as the CLI's
+// admin identity (in a remote environment, which gives the CLI none, the
+// trace starts at the first proxy), and says the trace's ID.
+func (o *callOptions) recordTrace(g *globalOptions, s Streams, tc tracing.Context, name string, ep *endpoints.Endpoint, start time.Time, callErr error) {
+	end := time.Now()
+	if env, err := g.environment(); err == nil && env == nil {
+		span := &tracing.Span{TraceID: tc.TraceID, SpanID: tc.SpanID, Service: meshclient.AdminService + "." + identity.SystemNamespace,
+			Name: "meshctl call " + name + " " + ep.Name, Kind: tracing.KindClient, Start: start, End: end,
+			Attrs: []tracing.Attr{tracing.String("rpc.system", "grpc"), tracing.String("rpc.method", strings.TrimPrefix(ep.Method, "/")),
+				tracing.String("server.address", name+"."+o.target.namespace), tracing.Int("rpc.grpc.status_code", int64(status.Code(callErr)))}}
+		if callErr != nil {
+			span.Error, span.Message = true, status.Convert(callErr).Message()
+		}
+		err := withAdmin(context.Background(), g, o.target.controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
+			_, _, err := tracing.Export(ctx, conn, tracing.Resource{SDK: "meshctl"}, []*tracing.Span{span})
+			return err
+		})
+		if err != nil {
+			fmt.Fprintf(s.Err, "recording the call's own span: %v\n", describe(err))
+		}
+	}
+	fmt.Fprintf(s.Err, "trace %s (meshctl trace %s)\n", tc.TraceIDString(), tc.TraceIDString())
 }
 
 // streamMessages yields the requests of a client or bidirectional stream:

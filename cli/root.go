@@ -114,6 +114,8 @@ server there with no flags.`,
 		remoteOK(newPolicyCommand(g, s)),
 		remoteOK(newProxyStatusCommand(g, s)),
 		remoteOK(newProxyConfigCommand(g, s)),
+		remoteOK(newTracesCommand(g, s)),
+		remoteOK(newTraceCommand(g, s)),
 		// The sidecar joins with a token or certificates of its own, in any
 		// environment.
 		remoteOK(sidecarcmd.New(sidecarcmd.Config{

@@ -10,12 +10,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/micromesh/micromesh/controlplane"
+	"github.com/micromesh/micromesh/controlplane/traces"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/envconfig"
 	"github.com/micromesh/micromesh/internal/home"
 	"github.com/micromesh/micromesh/internal/logging"
 	"github.com/micromesh/micromesh/platform"
 	"github.com/micromesh/micromesh/platform/gateway"
+	"github.com/micromesh/micromesh/xds"
 )
 
 type serverOptions struct {
@@ -37,6 +39,12 @@ type serverOptions struct {
 	dashboard   string
 	proxyAddr   string
 	advertise   string
+	// Tracing: proxies trace requests, sampling percent of the traces they
+	// start; the control plane keeps spans for tracesAge, at most tracesMax.
+	tracing   bool
+	sampling  float64
+	tracesAge time.Duration
+	tracesMax int
 }
 
 func (o *serverOptions) validate() error {
@@ -83,7 +91,24 @@ func (o *serverOptions) validate() error {
 	if err := identity.ValidateName("namespace", o.gatewayNS); err != nil {
 		return fmt.Errorf("--gateway-namespace: %w", err)
 	}
+	if o.sampling < 0 || o.sampling > 100 {
+		return fmt.Errorf("--trace-sampling %v: a percentage, 0 to 100", o.sampling)
+	}
+	if o.tracesAge <= 0 {
+		return fmt.Errorf("--traces-max-age %v: must be positive", o.tracesAge)
+	}
+	if o.tracesMax <= 0 {
+		return fmt.Errorf("--traces-max-spans %d: must be positive", o.tracesMax)
+	}
 	return nil
+}
+
+// meshTracing is the mesh's tracing, nil for none.
+func (o *serverOptions) meshTracing() *xds.Tracing {
+	if !o.tracing {
+		return nil
+	}
+	return &xds.Tracing{SamplingPercent: o.sampling}
 }
 
 // dashboardAddr is where the dashboard serves, "" for none.
@@ -132,7 +157,8 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
   meshctl server --registry consul --consul-addr 127.0.0.1:8500
   meshctl server --gateway-addr 127.0.0.1:9080 --gateway-namespace shop
   meshctl server --gateway-addr off --dashboard-addr off
-  meshctl server --proxy-addr 0.0.0.0:8081     # meshctl of other machines: meshctl env add`,
+  meshctl server --proxy-addr 0.0.0.0:8081     # meshctl of other machines: meshctl env add
+  meshctl server --trace-sampling 100           # record every request's trace (development)`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return err
@@ -142,15 +168,18 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
 				return err
 			}
 			srv, err := controlplane.New(cmd.Context(), controlplane.Config{
-				Home:        g.homeDir(),
-				Addr:        o.addr,
-				AdminAddr:   o.adminAddr,
-				TrustDomain: o.trustDomain,
-				CertTTL:     o.certTTL,
-				Registry:    o.registry,
-				ConsulAddr:  o.consulAddr,
-				Advertise:   o.advertise,
-				Logger:      log,
+				Home:           g.homeDir(),
+				Addr:           o.addr,
+				AdminAddr:      o.adminAddr,
+				TrustDomain:    o.trustDomain,
+				CertTTL:        o.certTTL,
+				Registry:       o.registry,
+				ConsulAddr:     o.consulAddr,
+				Advertise:      o.advertise,
+				Logger:         log,
+				Tracing:        o.meshTracing(),
+				TracesMaxAge:   o.tracesAge,
+				TracesMaxSpans: o.tracesMax,
 			})
 			if err != nil {
 				return err
@@ -214,6 +243,10 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
 	f.StringArrayVar(&o.gatewayCORS, "gateway-cors-origin", nil, "a web origin (https://app.example.com) whose pages may call the gateway from a browser (repeatable)")
 	f.DurationVar(&o.gatewayTime, "gateway-timeout", gateway.DefaultTimeout, "how long the gateway waits for a call of one request and one answer (streams are not bounded)")
 	f.StringVar(&o.gatewayNS, "gateway-namespace", "default", "namespace of the services the gateway's paths name without one (/NAME/...; /NAME.NAMESPACE/... for others)")
+	f.BoolVar(&o.tracing, "tracing", true, "have proxies trace requests and send their spans here (meshctl traces, meshctl trace)")
+	f.Float64Var(&o.sampling, "trace-sampling", 1, "percentage of the requests that bring no trace context whose trace is recorded (requests that bring a sampled W3C traceparent, as meshctl call --trace sends, always are)")
+	f.DurationVar(&o.tracesAge, "traces-max-age", traces.DefaultMaxAge, "how long spans are kept")
+	f.IntVar(&o.tracesMax, "traces-max-spans", traces.DefaultMaxSpans, "how many spans are kept at most (the oldest go first)")
 	f.StringVar(&o.logLevel, "log-level", envconfig.Get(envconfig.LogLevel, "info"), "debug, info, warn or error ($"+envconfig.LogLevel+")")
 	return cmd
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/micromesh/micromesh/controlplane/traces"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/identity/ca"
 	"github.com/micromesh/micromesh/internal/profiling"
@@ -156,4 +157,16 @@ func newXDSMetrics(reg prometheus.Registerer) *xdsMetrics {
 	}
 	reg.MustRegister(m.pushes, m.nacks, m.connected, m.convergence, m.builds)
 	return m
+}
+
+// registerTraces exports the trace collector's and store's counts.
+func (m *metrics) registerTraces(c *traces.Collector, st *traces.Store) {
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_spans_received_total", Help: "Spans proxies exported that the control plane keeps."},
+			func() float64 { n, _ := c.Stats(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_spans_rejected_total", Help: "Spans refused as malformed (OTLP partial success)."},
+			func() float64 { _, n := c.Stats(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "micromesh_spans_kept", Help: "Spans the control plane keeps now."},
+			func() float64 { return float64(st.Count()) }),
+	)
 }

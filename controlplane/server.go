@@ -19,6 +19,7 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	xdsserver "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	collectortracev1 "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -29,6 +30,7 @@ import (
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/controlplane/registry/consul"
 	"github.com/micromesh/micromesh/controlplane/registry/embedded"
+	"github.com/micromesh/micromesh/controlplane/traces"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/identity/ca"
 	"github.com/micromesh/micromesh/internal/home"
@@ -36,7 +38,9 @@ import (
 	identityv1 "github.com/micromesh/micromesh/proto/identity/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
+	tracev1 "github.com/micromesh/micromesh/proto/trace/v1"
 	"github.com/micromesh/micromesh/runtime"
+	"github.com/micromesh/micromesh/xds"
 )
 
 // Config configures the control plane.
@@ -56,6 +60,13 @@ type Config struct {
 	// Advertise is the IP address the sidecars the runtime starts are
 	// reached at by other hosts (default 127.0.0.1: this host only).
 	Advertise string
+	// Tracing, if set, has proxies trace requests and export their spans
+	// to the control plane (nil: no proxy traces). TracesMaxAge and
+	// TracesMaxSpans bound the spans kept (0: traces.DefaultMaxAge,
+	// traces.DefaultMaxSpans).
+	Tracing        *xds.Tracing
+	TracesMaxAge   time.Duration
+	TracesMaxSpans int
 }
 
 // Registry backends.
@@ -91,6 +102,8 @@ type Server struct {
 	keysMu      sync.Mutex
 	keys        []byte
 	keysChanged chan struct{}
+
+	traces *traces.Store
 }
 
 // SetAccountKeys gives the mesh the JWK set (JSON) the auth service signs
@@ -180,6 +193,14 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.regAPI = &registryAPI{reg: s.reg, bundle: ca.Bundle(), log: cfg.Logger.With("component", "registry-api"), inMesh: s.ads.waitMesh}
 	registryv1.RegisterRegistryServiceServer(s.grpc, s.regAPI)
 	adminv1.RegisterAdminServiceServer(s.grpc, &adminAPI{ads: s.ads, bundle: ca.Bundle()})
+	if s.traces, err = traces.Open(cfg.Home.Traces(), traces.Options{MaxAge: cfg.TracesMaxAge, MaxSpans: cfg.TracesMaxSpans, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	caller := func(ctx context.Context) (identity.ID, error) { return verifiedPeer(ctx, ca.Bundle()) }
+	collector := traces.NewCollector(s.traces, caller, cfg.Logger)
+	collectortracev1.RegisterTraceServiceServer(s.grpc, collector)
+	tracev1.RegisterTraceServiceServer(s.grpc, traces.NewAPI(s.traces, caller))
+	s.metrics.registerTraces(collector, s.traces)
 	s.runtime, err = runtime.Open(runtime.Options{
 		Home: cfg.Home, ControlPlane: s.grpcLn.Addr().String(), TrustDomain: ca.TrustDomain(),
 		Mint: ca.Tokens().Mint, SidecarCommand: cfg.SidecarCommand, Advertise: cfg.Advertise, Logger: cfg.Logger,
@@ -241,6 +262,7 @@ func (s *Server) Run(ctx context.Context, ready func(home.ServerInfo)) error {
 	g.Go(func() error { return s.ca.Run(gctx) })
 	g.Go(func() error { return s.creds.Run(gctx) })
 	g.Go(func() error { return s.watchRegistry(gctx) })
+	g.Go(func() error { s.expireTraces(gctx); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
 		// Services first: their sidecars deregister through us.
@@ -352,6 +374,7 @@ func (s *Server) watchRegistry(ctx context.Context) error {
 	apply := func() {
 		mesh := buildMesh(s.ca.TrustDomain(), roots, latest)
 		mesh.AccountKeys = s.accountKeys()
+		mesh.Tracing = s.cfg.Tracing
 		if next := linger.apply(mesh, time.Now()); !next.IsZero() {
 			expire.Reset(time.Until(next))
 		}
@@ -417,7 +440,28 @@ func (s *Server) close() {
 			s.log.Warn("close registry", "err", err)
 		}
 	}
+	if s.traces != nil {
+		if err := s.traces.Close(); err != nil {
+			s.log.Warn("close traces", "err", err)
+		}
+	}
 	if err := s.ca.Close(); err != nil {
 		s.log.Warn("close CA", "err", err)
+	}
+}
+
+// expireTraces drops spans past their age at start and every minute.
+func (s *Server) expireTraces(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		if err := s.traces.Expire(time.Now()); err != nil {
+			s.log.Warn("expire traces", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
 	}
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/micromesh/micromesh/dataplane/config"
 	"github.com/micromesh/micromesh/dataplane/proxy"
 	"github.com/micromesh/micromesh/dataplane/qlogdir"
+	"github.com/micromesh/micromesh/dataplane/tracing"
 	"github.com/micromesh/micromesh/dataplane/xdsclient"
 	"github.com/micromesh/micromesh/dataplane/xdswire"
 	"github.com/micromesh/micromesh/identity"
@@ -121,6 +122,8 @@ type Sidecar struct {
 
 	// warm holds back configs that refer to what has not arrived yet.
 	warm *warmer
+	// spans exports traced requests' spans to the control plane.
+	spans *tracing.Exporter
 }
 
 // Run runs a sidecar until ctx ends, then deregisters, drains and stops.
@@ -166,6 +169,7 @@ func New(o Options) (*Sidecar, error) {
 	s.src = identity.NewSource(o.Credentials, identity.RemoteRenewer(o.ControlPlane),
 		identity.WithSourceLogger(o.Logger.With("component", "sidecar-cert")),
 		identity.OnRotate(func(c *identity.Credentials) error { return c.WriteDir(o.CertDir) }))
+	s.spans = tracing.NewExporter(tracing.Resource{Instance: o.Instance, SDK: "micromesh-sidecar"}, o.Logger.With("component", "tracing"))
 	var qlogTracer proxy.QUICTracer
 	if o.QlogDir != "" {
 		var err error
@@ -179,6 +183,7 @@ func New(o Options) (*Sidecar, error) {
 		AccessLog:  o.AccessLog,
 		Metrics:    s.reg,
 		QUICTracer: qlogTracer,
+		Spans:      s.spans,
 	})
 	s.lst.src = s.src
 	s.lst.proxy = s.proxy
@@ -256,6 +261,10 @@ func New(o Options) (*Sidecar, error) {
 			func() float64 { return float64(s.xds.Status().Updates) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_xds_rejected_total", Help: "Configuration updates refused (NACKed)."},
 			func() float64 { return float64(s.xds.Status().NACKs) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_spans_exported_total", Help: "Spans of traced requests exported to the control plane."},
+			func() float64 { n, _, _ := s.spans.Stats(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_spans_dropped_total", Help: "Spans dropped: the export queue was full, or the control plane refused them."},
+			func() float64 { _, d, f := s.spans.Stats(); return float64(d + f) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "micromesh_config_held", Help: "1 while an accepted configuration waits for what it refers to (a new cluster's endpoints) before it goes in force."},
 			func() float64 {
 				if s.warm.holding() {
@@ -366,6 +375,15 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	xctx, stopXDS := context.WithCancel(context.Background())
 	defer stopXDS()
+	// Spans are exported over a connection of their own (it connects at
+	// the first export), until the requests in flight at shutdown are done.
+	spansConn, err := grpc.NewClient(s.o.ControlPlane, grpc.WithTransportCredentials(credentials.NewTLS(s.controlPlaneTLS())))
+	if err != nil {
+		return fmt.Errorf("control plane address %q: %w", s.o.ControlPlane, err)
+	}
+	spansDone := make(chan struct{})
+	defer func() { stopXDS(); <-spansDone; _ = spansConn.Close() }()
+	go func() { defer close(spansDone); s.spans.Run(xctx, spansConn) }()
 	xdone := make(chan error, 1)
 	go func() { xdone <- s.xds.Run(xctx) }()
 	g.Go(func() error { return s.src.Run(gctx) })

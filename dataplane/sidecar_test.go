@@ -30,6 +30,8 @@ type echoReply struct {
 	XFCC   string `json:"xfcc,omitempty"` // x-forwarded-client-cert
 	// RequestID is the x-request-id the app received.
 	RequestID string `json:"requestId,omitempty"`
+	// Traceparent is the W3C trace context the app received.
+	Traceparent string `json:"traceparent,omitempty"`
 }
 
 func startEcho(t testing.TB, name string) string {
@@ -42,7 +44,8 @@ func startEcho(t testing.TB, name string) string {
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(echoReply{App: name, Caller: r.Header.Get("X-Mesh-Caller"), Proto: r.Proto, Path: r.URL.Path, Body: string(body),
-			XFCC: strings.Join(r.Header.Values("X-Forwarded-Client-Cert"), ","), RequestID: strings.Join(r.Header.Values("X-Request-Id"), ",")})
+			XFCC: strings.Join(r.Header.Values("X-Forwarded-Client-Cert"), ","), RequestID: strings.Join(r.Header.Values("X-Request-Id"), ","),
+			Traceparent: strings.Join(r.Header.Values("Traceparent"), ",")})
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })

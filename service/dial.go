@@ -21,7 +21,8 @@ var serviceName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z
 // for another namespace) through this service's sidecar at $MESH_PROXY. The
 // hop to the sidecar is loopback; the sidecar carries the call over mTLS,
 // picks an instance, retries and balances. Calls made with the context of
-// a request being served carry its x-request-id. The connection is lazy: it
+// a request being served carry its x-request-id and trace context (so
+// the request's trace goes on through them). The connection is lazy: it
 // connects on the first call, and ctx only bounds setting it up.
 func Dial(ctx context.Context, name string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	if err := ctx.Err(); err != nil {
@@ -37,7 +38,8 @@ func Dial(ctx context.Context, name string, opts ...grpc.DialOption) (*grpc.Clie
 	o := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()), // loopback to the sidecar, which speaks mTLS onwards
 		grpc.WithAuthority(name),
-		// A call made while serving one carries its x-request-id on.
+		// A call made while serving one carries its x-request-id and
+		// trace context on.
 		grpc.WithChainUnaryInterceptor(propagateUnary),
 		grpc.WithChainStreamInterceptor(propagateStream),
 	}, opts...)

@@ -47,25 +47,59 @@ func RequestID(ctx context.Context) string {
 	return incoming(ctx, RequestIDHeader)
 }
 
-// withRequestID returns ctx with the served request's ID in its outgoing
-// metadata, unless there is none or the caller set one already.
-func withRequestID(ctx context.Context) context.Context {
-	id := RequestID(ctx)
-	if id == "" {
+// TraceHeader and TraceStateHeader are W3C trace context: the sidecars
+// record a span of each request of a sampled trace and name theirs in
+// traceparent, so a call made while serving one continues its trace.
+const (
+	TraceHeader      = "traceparent"
+	TraceStateHeader = "tracestate"
+)
+
+// TraceID returns the trace the request being served in ctx belongs to
+// (32 hex digits; "" when it came with none): what `meshctl trace` shows.
+func TraceID(ctx context.Context) string {
+	v := incoming(ctx, TraceHeader)
+	if len(v) < 55 || v[2] != '-' || v[35] != '-' {
+		return ""
+	}
+	return v[3:35]
+}
+
+// propagated are the request's metadata a call made while serving it
+// carries on: its ID and its trace context.
+var propagated = [...]string{RequestIDHeader, TraceHeader, TraceStateHeader}
+
+// withPropagated returns ctx with the served request's ID and trace
+// context in its outgoing metadata, each unless there is none or the
+// caller set one already.
+func withPropagated(ctx context.Context) context.Context {
+	var kv []string
+	var out metadata.MD
+	for _, k := range propagated {
+		v := incoming(ctx, k)
+		if v == "" {
+			continue
+		}
+		if out == nil {
+			out, _ = metadata.FromOutgoingContext(ctx)
+		}
+		if len(out.Get(k)) > 0 {
+			continue
+		}
+		kv = append(kv, k, v)
+	}
+	if len(kv) == 0 {
 		return ctx
 	}
-	if out, ok := metadata.FromOutgoingContext(ctx); ok && len(out.Get(RequestIDHeader)) > 0 {
-		return ctx
-	}
-	return metadata.AppendToOutgoingContext(ctx, RequestIDHeader, id)
+	return metadata.AppendToOutgoingContext(ctx, kv...)
 }
 
 func propagateUnary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	return invoker(withRequestID(ctx), method, req, reply, cc, opts...)
+	return invoker(withPropagated(ctx), method, req, reply, cc, opts...)
 }
 
 func propagateStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	return streamer(withRequestID(ctx), desc, cc, method, opts...)
+	return streamer(withPropagated(ctx), desc, cc, method, opts...)
 }
 
 // quiet reports whether calls to method are left out of the log (health
@@ -123,6 +157,9 @@ func (s *Service) logCall(ctx context.Context, method string, start time.Time, e
 	}
 	if id := RequestID(ctx); id != "" {
 		attrs = append(attrs, slog.String("request_id", id))
+	}
+	if id := TraceID(ctx); id != "" {
+		attrs = append(attrs, slog.String("trace_id", id))
 	}
 	if err != nil {
 		attrs = append(attrs, slog.String("error", st.Message()))

@@ -16,13 +16,13 @@ import (
 	"github.com/micromesh/micromesh/service"
 )
 
-// idEcho answers with the request ID it was called with.
+// idEcho answers with the request ID and the trace it was called with.
 type idEcho struct {
 	pb.UnimplementedHelloworldServer
 }
 
 func (idEcho) Call(ctx context.Context, _ *pb.CallRequest) (*pb.CallResponse, error) {
-	return &pb.CallResponse{Msg: service.RequestID(ctx)}, nil
+	return &pb.CallResponse{Msg: strings.TrimSpace(service.RequestID(ctx) + " " + service.TraceID(ctx))}, nil
 }
 
 // relay calls "next" through the mesh with the context it serves.
@@ -49,8 +49,9 @@ func serve(t *testing.T, name string, register func(*grpc.Server)) (addr string,
 }
 
 // A call a service makes while serving one carries the served request's
-// x-request-id (which the first sidecar set), and both services' log
-// lines name it: one ID across every service a request reaches.
+// x-request-id (which the first sidecar set) and trace context, and both
+// services' log lines name them: one ID across every service a request
+// reaches, and the trace its sidecars record.
 func TestCallsCarryTheRequestID(t *testing.T) {
 	// "next" stands in for the sidecar's outbound listener: it is what
 	// Dial reaches at $MESH_PROXY.
@@ -64,17 +65,18 @@ func TestCallsCarryTheRequestID(t *testing.T) {
 	defer conn.Close()
 	client := pb.NewHelloworldClient(conn)
 
-	ctx := metadata.AppendToOutgoingContext(t.Context(), "x-request-id", "req-7")
+	const trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	ctx := metadata.AppendToOutgoingContext(t.Context(), "x-request-id", "req-7", "traceparent", "00-"+trace+"-00f067aa0ba902b7-01")
 	resp, err := client.Call(ctx, &pb.CallRequest{Name: "x"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.GetMsg() != "req-7" {
-		t.Errorf("next saw request ID %q, want req-7", resp.GetMsg())
+	if resp.GetMsg() != "req-7 "+trace {
+		t.Errorf("next saw request ID and trace %q, want req-7 and %s", resp.GetMsg(), trace)
 	}
 	for name, logs := range map[string]*syncbuf.Buffer{"front": frontLogs, "next": nextLogs} {
-		if !strings.Contains(logs.String(), "request_id=req-7") {
-			t.Errorf("%s's log does not name the request:\n%s", name, logs)
+		if !strings.Contains(logs.String(), "request_id=req-7") || !strings.Contains(logs.String(), "trace_id="+trace) {
+			t.Errorf("%s's log does not name the request and its trace:\n%s", name, logs)
 		}
 	}
 	// Without one (not through the mesh), none is made up.

@@ -27,6 +27,7 @@ func testMesh() *Mesh {
 		TrustDomain: "micromesh.local",
 		Roots:       []byte("-----BEGIN CERTIFICATE-----\nTEST ROOT\n-----END CERTIFICATE-----\n"),
 		AccountKeys: []byte(`{"keys":[{"use":"sig","kty":"EC","kid":"test-key","crv":"P-256","alg":"ES256","x":"TEST-X","y":"TEST-Y"}]}`),
+		Tracing:     &Tracing{SamplingPercent: 2.5},
 		Services: []Service{
 			{Name: "grpcsrv", Namespace: "default", Protocol: ProtocolGRPC, Policy: faultyPolicy(), Routes: []RoutePolicy{
 				{Path: "/pkg.Grpc/Slow", Timeout: 30 * time.Second, PerTryTimeout: 5 * time.Second, Retries: 0}, // no fault of its own

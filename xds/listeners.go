@@ -51,6 +51,7 @@ func (b *builder) outboundListener() *listener.Listener {
 				RouteConfigName: OutboundRoute,
 			}},
 			HttpFilters: []*hcm.HttpFilter{faultFilter(), routerFilter()},
+			Tracing:     b.hcmTracing(),
 		})}}},
 	}
 }
@@ -66,6 +67,7 @@ func (b *builder) inboundHCM(codec hcm.HttpConnectionManager_CodecType) *hcm.Htt
 		SetCurrentClientCertDetails: &hcm.HttpConnectionManager_SetCurrentClientCertDetails{
 			Uri: true,
 		},
+		Tracing: b.hcmTracing(),
 	}
 }
 

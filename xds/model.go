@@ -48,6 +48,8 @@ type Mesh struct {
 	// access tokens with: what proxies verify tokens with where a policy
 	// asks for them (Policy.Scopes). Nil: no token verifies.
 	AccountKeys []byte
+	// Tracing, if set, has proxies trace requests (nil: none traced).
+	Tracing *Tracing
 }
 
 // Service is one service of the mesh.

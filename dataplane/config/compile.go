@@ -116,6 +116,10 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 	// use_remote_address off — refused otherwise — it keeps one a request
 	// brings: preserve_external_request_id changes nothing then).
 	requestID := m.GenerateRequestID == nil || *m.GenerateRequestID
+	tracing, err := compileTracing(m.Tracing)
+	if err != nil {
+		return fmt.Errorf("network filter %q: %w", fc.Filters[0].Name, err)
+	}
 	ts := fc.TransportSocket
 	if ts == nil {
 		// Plaintext: the app's outbound listener, on loopback only.
@@ -134,7 +138,7 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 		if filters.jwt != nil {
 			return errors.New("a jwt_authn filter on the outbound listener is not supported (services verify their callers' tokens)")
 		}
-		c.Outbound = &Outbound{Name: l.Name, Address: addr, Route: m.RDS.RouteConfigName, RequestID: requestID,
+		c.Outbound = &Outbound{Name: l.Name, Address: addr, Route: m.RDS.RouteConfigName, RequestID: requestID, Tracing: tracing,
 			RateLimit: filters.rateLimit, RateLimitFilter: filters.rateLimitFilter, RateLimitBeforeRBAC: filters.rateLimitBeforeRBAC,
 			Fault: filters.fault, FaultFilter: filters.faultFilter, FaultFirst: filters.faultFirst}
 		return nil
@@ -143,7 +147,7 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 		// Faults are the caller's to inject (as Istio and gRPC do).
 		return fmt.Errorf("HTTP filter %q: fault injection on an inbound listener is not supported (only on the outbound one)", filters.faultFilter)
 	}
-	in := &Inbound{Name: l.Name, Address: addr, UDP: udp, RBAC: filters.rbac, JWT: filters.jwt, RequestID: requestID,
+	in := &Inbound{Name: l.Name, Address: addr, UDP: udp, RBAC: filters.rbac, JWT: filters.jwt, RequestID: requestID, Tracing: tracing,
 		RateLimit: filters.rateLimit, RateLimitFilter: filters.rateLimitFilter, RateLimitBeforeRBAC: filters.rateLimitBeforeRBAC}
 	switch m.ForwardClientCertDetails {
 	case xdswire.XFCCSanitize:

@@ -71,6 +71,8 @@ type Outbound struct {
 	// RequestID: a request with no x-request-id gets one (a random UUID),
 	// as Envoy's generate_request_id (on unless the listener turns it off).
 	RequestID bool
+	// Tracing, if set, traces the listener's requests (CLIENT spans).
+	Tracing *Tracing
 	// RateLimit is the listener's local rate limit, nil for none;
 	// RateLimitFilter the rate limit filter's name ("" without one: routes'
 	// own limits need it), RateLimitBeforeRBAC whether it comes before the
@@ -126,6 +128,8 @@ type Inbound struct {
 	XFCCURI bool
 	// RequestID: as Outbound.RequestID (a caller's x-request-id is kept).
 	RequestID bool
+	// Tracing: as Outbound.Tracing (SERVER spans).
+	Tracing *Tracing
 	// RateLimit, RateLimitFilter, RateLimitBeforeRBAC: as Outbound's.
 	RateLimit           *RateLimit
 	RateLimitFilter     string

@@ -547,6 +547,9 @@ func (p *Proxy) localReply(w http.ResponseWriter, r *http.Request, dir direction
 		_, _ = io.WriteString(w, msg+"\n")
 	}
 	p.m.local.WithLabelValues(string(dir), strconv.Itoa(code)).Inc()
+	if a := p.tracedSpan(r); a != nil {
+		a.msg = msg
+	}
 	p.record(r, dir, source, dest, "local", code, start)
 	if !p.accessLog {
 		p.log.Debug("local reply", "direction", dir, "code", code, "msg", msg)

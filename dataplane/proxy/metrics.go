@@ -96,7 +96,9 @@ func (p *Proxy) record(r *http.Request, dir direction, source, dest, transport s
 			transport = "quic"
 		}
 	}
-	elapsed := time.Since(start)
+	now := time.Now()
+	elapsed := now.Sub(start)
+	p.traceEnd(r, dir, source, dest, transport, code, now)
 	p.m.requests.WithLabelValues(string(dir), source, dest, transport, codeLabel(code)).Inc()
 	p.m.duration.WithLabelValues(string(dir), dest).Observe(elapsed.Seconds())
 	if p.accessLog {

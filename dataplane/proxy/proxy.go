@@ -23,6 +23,7 @@ import (
 	"github.com/quic-go/quic-go/qlogwriter"
 
 	"github.com/micromesh/micromesh/dataplane/config"
+	"github.com/micromesh/micromesh/dataplane/tracing"
 	"github.com/micromesh/micromesh/identity"
 )
 
@@ -35,6 +36,7 @@ type Proxy struct {
 	m         *metrics
 	peers     peerCache
 	qlog      QUICTracer
+	spans     SpanRecorder // nil: no tracing
 
 	mu    sync.Mutex // one Apply at a time
 	state atomic.Pointer[state]
@@ -72,6 +74,9 @@ type Options struct {
 	// the resources the first config refers to (default
 	// DefaultInitialFetchTimeout; Envoy's initial_fetch_timeout).
 	InitialFetchTimeout time.Duration
+	// Spans, if set, takes the spans of traced requests (listeners with
+	// tracing); without it no request is traced.
+	Spans SpanRecorder
 }
 
 // DefaultInitialFetchTimeout is Options.InitialFetchTimeout's default.
@@ -90,7 +95,7 @@ func New(creds *identity.Source, o Options) *Proxy {
 	if o.InitialFetchTimeout <= 0 {
 		o.InitialFetchTimeout = DefaultInitialFetchTimeout
 	}
-	p := &Proxy{self: o.Self, creds: creds, log: o.Logger, accessLog: o.AccessLog, m: newMetrics(o.Metrics), qlog: o.QUICTracer,
+	p := &Proxy{self: o.Self, creds: creds, log: o.Logger, accessLog: o.AccessLog, m: newMetrics(o.Metrics), qlog: o.QUICTracer, spans: o.Spans,
 		warm: make(chan struct{}), warmWithin: o.InitialFetchTimeout}
 	if creds != nil {
 		if c := creds.Current(); c != nil {
@@ -230,6 +235,9 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		ensureRequestID(r.Header)
 	}
 	o := st.cfg.Outbound
+	if o.Tracing != nil {
+		r = p.traceStart(w, r, o.Tracing, tracing.KindClient, start)
+	}
 	routes := st.cfg.Routes[o.Route]
 	host := authority(r.Host)
 	var route *config.Route
@@ -294,6 +302,9 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	}
 	if lst.RequestID {
 		ensureRequestID(r.Header)
+	}
+	if lst.Tracing != nil {
+		r = p.traceStart(w, r, lst.Tracing, tracing.KindServer, start)
 	}
 	caller := p.peers.peer(r)
 	if caller.id == "" {

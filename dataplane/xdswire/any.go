@@ -75,6 +75,7 @@ var decoders = map[string]func() unmarshaler{
 	QUICDownstreamType:        func() unmarshaler { return &QUICDownstreamTransport{} },
 	QUICUpstreamType:          func() unmarshaler { return &QUICUpstreamTransport{} },
 	HTTPProtocolOptionsType:   func() unmarshaler { return &HTTPProtocolOptions{} },
+	OpenTelemetryConfigType:   func() unmarshaler { return &OpenTelemetryConfig{} },
 }
 
 // Any is google.protobuf.Any. Inside resources (typed configs), Msg holds

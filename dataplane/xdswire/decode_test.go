@@ -34,7 +34,7 @@ import (
 func TestDecodesWhatTheControlPlaneServes(t *testing.T) {
 	policy := xds.DefaultPolicy
 	policy.LoadBalancer = "round_robin"
-	m := &xds.Mesh{TrustDomain: "micromesh.local", Roots: []byte("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"), Services: []xds.Service{
+	m := &xds.Mesh{TrustDomain: "micromesh.local", Roots: []byte("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"), Tracing: &xds.Tracing{SamplingPercent: 2.5}, Services: []xds.Service{
 		{Name: "hello", Namespace: "default", Protocol: xds.ProtocolGRPC, Endpoints: []xds.Endpoint{
 			{ID: "h1", Address: "10.0.0.1", Port: 8443, QUICPort: 8443, Kind: xds.KindBuiltin, Health: xds.HealthPassing, Region: "r", Zone: "a", Weight: 3},
 			{ID: "h2", Address: "10.0.0.2", Port: 8443, QUICPort: 8443, Kind: xds.KindBuiltin, Health: xds.HealthCritical, Zone: "b"},

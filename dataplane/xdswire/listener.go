@@ -221,6 +221,8 @@ type HTTPConnectionManager struct {
 	HTTP2Options  *HTTP2Options              `json:"http2ProtocolOptions,omitempty"`
 	HTTP3Options  *HTTP3Options              `json:"http3ProtocolOptions,omitempty"`
 	CommonOptions *CommonHTTPProtocolOptions `json:"commonHttpProtocolOptions,omitempty"`
+	// Tracing, if set, makes the proxy trace requests and export spans.
+	Tracing *Tracing `json:"tracing,omitempty"`
 	// Refused names the first field set to something the proxy does not
 	// do (slash merging, escaped-slash handling, upgrades, extensions…).
 	Refused string `json:"-"`
@@ -338,6 +340,8 @@ func (m *HTTPConnectionManager) unmarshal(b []byte) error {
 			return msg(f, &m.HTTP3Options)
 		case 35:
 			return msg(f, &m.CommonOptions)
+		case 7:
+			return msg(f, &m.Tracing)
 		}
 		if name, ok := hcmRefusedTrue[f.num]; ok {
 			return refuseTrue(f, &m.Refused, name)
@@ -361,6 +365,9 @@ func (m *HTTPConnectionManager) unmarshal(b []byte) error {
 	}
 	if m.CommonOptions != nil {
 		nested(&m.Refused, "common_http_protocol_options", m.CommonOptions.Refused)
+	}
+	if m.Tracing != nil {
+		nested(&m.Refused, "tracing", m.Tracing.Refused)
 	}
 	return err
 }

@@ -36,6 +36,8 @@ func (d Dir) CLICredentials() string { return filepath.Join(string(d), "cli", "a
 func (d Dir) Sidecar(instance string) string { return filepath.Join(string(d), "sidecars", instance) }
 
 // Logs holds the logs of the services the runtime runs.
+func (d Dir) Traces() string { return filepath.Join(string(d), "traces") }
+
 func (d Dir) Logs() string { return filepath.Join(string(d), "logs") }
 
 // Runtime holds the runtime's state and builds.

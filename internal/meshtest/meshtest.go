@@ -34,7 +34,9 @@ import (
 	"github.com/micromesh/micromesh/platform"
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+	tracev1 "github.com/micromesh/micromesh/proto/trace/v1"
 	"github.com/micromesh/micromesh/service"
+	"github.com/micromesh/micromesh/xds"
 )
 
 // Env is one test's mesh: a state directory and what runs in it.
@@ -77,6 +79,12 @@ type CPOption func(*controlplane.Config)
 // WithConsul makes the control plane use the Consul agent at addr.
 func WithConsul(addr string) CPOption {
 	return func(c *controlplane.Config) { c.Registry, c.ConsulAddr = controlplane.RegistryConsul, addr }
+}
+
+// WithTracing has proxies record percent of the traces that requests
+// start (requests that bring a sampled traceparent are always recorded).
+func WithTracing(percent float64) CPOption {
+	return func(c *controlplane.Config) { c.Tracing = &xds.Tracing{SamplingPercent: percent} }
 }
 
 // StartControlPlane starts a control plane on loopback ports of the
@@ -198,6 +206,12 @@ func (c *ControlPlane) RegistryClient(creds *identity.Credentials) registryv1.Re
 func (c *ControlPlane) AdminClient() adminv1.AdminServiceClient {
 	c.env.t.Helper()
 	return adminv1.NewAdminServiceClient(c.Dial(c.Join(identity.SystemNamespace, "meshtest")))
+}
+
+// TraceClient calls the trace API as a micromesh-namespace identity.
+func (c *ControlPlane) TraceClient() tracev1.TraceServiceClient {
+	c.env.t.Helper()
+	return tracev1.NewTraceServiceClient(c.Dial(c.Join(identity.SystemNamespace, "meshtest")))
 }
 
 // Logs returns what the environment's processes have logged.

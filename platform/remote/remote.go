@@ -57,6 +57,7 @@ import (
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
+	tracev1 "github.com/micromesh/micromesh/proto/trace/v1"
 	"github.com/micromesh/micromesh/service/auth"
 )
 
@@ -283,8 +284,9 @@ func (p *Proxy) listServices(ss grpc.ServerStream, claims *auth.Claims) error {
 }
 
 // ControlPlaneAuthority names the control plane's own APIs — the registry's
-// (policies, splits, instances), the admin API (proxy status and config)
-// and the runtime's (run from git, status, logs, update, kill) —, which the
+// (policies, splits, instances), the admin API (proxy status and config),
+// the runtime's (run from git, status, logs, update, kill) and the trace
+// API (traces, trace) —, which the
 // proxy relays for accounts with the scope admin: meshctl's admin commands
 // in a remote environment.
 const ControlPlaneAuthority = "controlplane." + identity.SystemNamespace
@@ -293,7 +295,7 @@ const ControlPlaneAuthority = "controlplane." + identity.SystemNamespace
 // not the identity API (certificates come from join tokens minted on the
 // server's machine) nor xDS.
 var administered = []string{registryv1.RegistryService_ServiceDesc.ServiceName, adminv1.AdminService_ServiceDesc.ServiceName,
-	runtimev1.RuntimeService_ServiceDesc.ServiceName}
+	runtimev1.RuntimeService_ServiceDesc.ServiceName, tracev1.TraceService_ServiceDesc.ServiceName}
 
 // administer relays a call to the control plane's APIs, as the proxy's
 // platform identity, for an account with the scope admin; each call is

@@ -18,6 +18,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/micromesh/micromesh/xds"
 )
 
 // EnvoyOptions describe an Envoy sidecar.
@@ -34,7 +36,7 @@ type EnvoyOptions struct {
 }
 
 // XDSCluster is the bootstrap's static cluster for the control plane.
-const XDSCluster = "xds_cluster"
+const XDSCluster = xds.ControlPlaneCluster
 
 // xdsCertSecret is the bootstrap's static secret for the xDS connection:
 // files in CertDir, reloaded when the directory changes.

@@ -1,0 +1,153 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/micromesh/micromesh/dataplane/config"
+	"github.com/micromesh/micromesh/dataplane/tracing"
+)
+
+// SpanRecorder takes the spans of finished requests (a tracing.Exporter).
+type SpanRecorder interface{ Record(*tracing.Span) }
+
+// spanKey keys a traced request's *activeSpan in its context.
+type spanKey struct{}
+
+// activeSpan is a recorded request's span while it is served.
+type activeSpan struct {
+	span *tracing.Span
+	w    http.ResponseWriter // where the gRPC status ends up
+	msg  string              // the proxy's own answer, if it gave one
+}
+
+// traceStart joins r to its trace, as Envoy's tracing does on a listener
+// with tracing: a request that brings a W3C traceparent keeps its trace and
+// its sampling decision; one that brings none starts a trace, recorded as
+// t's sampling says. Either way the traceparent sent on names this hop's
+// span, so a recorded trace is whole. Only recorded requests cost more
+// than the header: they carry their span in the returned request's
+// context until record ends it.
+func (p *Proxy) traceStart(w http.ResponseWriter, r *http.Request, t *config.Tracing, kind tracing.Kind, start time.Time) *http.Request {
+	if p.spans == nil {
+		return r
+	}
+	parent, ok := tracing.Context{}, false
+	if v := r.Header[tracing.Header]; len(v) == 1 {
+		parent, ok = tracing.Parse(v[0])
+	}
+	if ok && !parent.Sampled {
+		return r // not recorded upstream: passed on as it came
+	}
+	c := tracing.Context{TraceID: parent.TraceID, Sampled: true}
+	if !ok {
+		delete(r.Header, tracing.StateHeader) // vendors' state of a context that was not kept
+		c.TraceID = tracing.NewTraceID()
+		if c.Sampled = t.Sample(); !c.Sampled {
+			c.SpanID = tracing.NewSpanID()
+			r.Header[tracing.Header] = []string{c.String()}
+			return r
+		}
+	}
+	c.SpanID = tracing.NewSpanID()
+	r.Header[tracing.Header] = []string{c.String()}
+	s := &tracing.Span{TraceID: c.TraceID, SpanID: c.SpanID, Service: t.Service, Name: spanName(r), Kind: kind, Start: start}
+	if ok {
+		s.Parent = parent.SpanID
+	}
+	return r.WithContext(context.WithValue(r.Context(), spanKey{}, &activeSpan{span: s, w: w}))
+}
+
+// spanName is a gRPC request's method ("pkg.Service/Method"), or an HTTP
+// request's method and path.
+func spanName(r *http.Request) string {
+	path := r.URL.Path
+	if isGRPC(r) && len(path) > 1 {
+		return path[1:]
+	}
+	const max = 128
+	if len(path) > max {
+		path = path[:max] + "…"
+	}
+	return r.Method + " " + path
+}
+
+// tracedSpan returns r's span, nil if r is not recorded.
+func (p *Proxy) tracedSpan(r *http.Request) *activeSpan {
+	if p.spans == nil {
+		return nil
+	}
+	a, _ := r.Context().Value(spanKey{}).(*activeSpan)
+	return a
+}
+
+// traceEnd finishes r's span, if r is recorded, and hands it over.
+func (p *Proxy) traceEnd(r *http.Request, dir direction, source, dest, transport string, code int, end time.Time) {
+	a := p.tracedSpan(r)
+	if a == nil {
+		return
+	}
+	s := a.span
+	s.End = end
+	s.Attrs = append(make([]tracing.Attr, 0, 10),
+		tracing.String("http.request.method", r.Method),
+		tracing.String("url.path", r.URL.Path),
+		tracing.String("server.address", authority(r.Host)),
+		tracing.Int("http.response.status_code", int64(code)),
+		tracing.String("micromesh.transport", transport),
+	)
+	if dir == inbound {
+		s.Attrs = append(s.Attrs, tracing.String("micromesh.caller", source))
+	} else {
+		s.Attrs = append(s.Attrs, tracing.String("upstream_cluster", dest))
+	}
+	if id := r.Header.Get(requestIDHeader); id != "" {
+		s.Attrs = append(s.Attrs, tracing.String("guid:x-request-id", id))
+	}
+	grpcCode := -1
+	if isGRPC(r) {
+		h := a.w.Header()
+		v := h.Get("Grpc-Status")
+		if v == "" {
+			v = h.Get(http.TrailerPrefix + "Grpc-Status")
+		}
+		if n, err := strconv.Atoi(v); err == nil {
+			grpcCode = n
+			s.Attrs = append(s.Attrs, tracing.String("rpc.system", "grpc"), tracing.Int("rpc.grpc.status_code", int64(n)))
+		}
+		if a.msg == "" && grpcCode > 0 {
+			a.msg = h.Get("Grpc-Message")
+			if a.msg == "" {
+				a.msg = h.Get(http.TrailerPrefix + "Grpc-Message")
+			}
+		}
+	}
+	s.Error = failed(s.Kind, code, grpcCode)
+	if s.Error || a.msg != "" {
+		s.Message = a.msg
+	}
+	p.spans.Record(s)
+}
+
+// failed says whether a span records a failure, as OpenTelemetry's
+// conventions have it: HTTP 5xx on either side and 4xx on the caller's;
+// a gRPC status other than OK on the caller's, and on the server's those
+// that are the server's fault.
+func failed(kind tracing.Kind, code, grpcCode int) bool {
+	if code >= 500 || (kind == tracing.KindClient && code >= 400 && code != 499) {
+		return true
+	}
+	if grpcCode <= 0 {
+		return false
+	}
+	if kind == tracing.KindClient {
+		return true
+	}
+	switch grpcCode {
+	case 2, 4, 12, 13, 14, 15: // UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS
+		return true
+	}
+	return false
+}

@@ -1,0 +1,150 @@
+package dataplane_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/micromesh/micromesh/dataplane/tracing"
+	"github.com/micromesh/micromesh/internal/meshtest"
+	tracev1 "github.com/micromesh/micromesh/proto/trace/v1"
+)
+
+// A traced request through two sidecars: the caller's sidecar records a
+// CLIENT span, the callee's a SERVER span under it, the app receives a
+// traceparent naming the SERVER span (so its own calls continue the trace),
+// and both spans reach the control plane over OTLP.
+func TestTracedRequestThroughTheMesh(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane(meshtest.WithTracing(100))
+	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
+	cp.StartSidecar("default", "b", meshtest.WithApp(startEcho(t, "b"), "http"))
+	waitFor(t, "a can reach b", func() bool {
+		resp, _ := call(t, a.Info.Outbound, "b", "/warm", nil)
+		return resp.StatusCode == 200
+	})
+
+	// A caller's own trace context is continued: its trace, its span as
+	// the parent of a's CLIENT span.
+	parent := tracing.Context{TraceID: tracing.NewTraceID(), SpanID: tracing.NewSpanID(), Sampled: true}
+	resp, reply := call(t, a.Info.Outbound, "b", "/traced", http.Header{"Traceparent": {parent.String()}, "Tracestate": {"vendor=1"}})
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	got, ok := tracing.Parse(reply.Traceparent)
+	if !ok || got.TraceID != parent.TraceID || !got.Sampled || got.SpanID == parent.SpanID {
+		t.Fatalf("the app received traceparent %q; want trace %s, sampled, a span of the sidecars'", reply.Traceparent, parent.TraceIDString())
+	}
+
+	tc := cp.TraceClient()
+	var spans []*tracev1.Span
+	waitFor(t, "both spans at the control plane", func() bool {
+		r, err := tc.GetTrace(context.Background(), &tracev1.GetTraceRequest{TraceId: parent.TraceIDString()})
+		if err != nil {
+			return false
+		}
+		spans = r.Spans
+		return len(spans) == 2
+	})
+	var client, server *tracev1.Span
+	for _, s := range spans {
+		switch s.Kind {
+		case tracev1.Kind_KIND_CLIENT:
+			client = s
+		case tracev1.Kind_KIND_SERVER:
+			server = s
+		}
+	}
+	if client == nil || server == nil {
+		t.Fatalf("spans %v: want a CLIENT and a SERVER span", spans)
+	}
+	if client.Service != "a.default" || client.ParentSpanId != hexOf(parent.SpanID[:]) || client.Name != "POST /traced" {
+		t.Errorf("client span: service %q parent %q name %q", client.Service, client.ParentSpanId, client.Name)
+	}
+	if server.Service != "b.default" || server.ParentSpanId != client.SpanId {
+		t.Errorf("server span: service %q parent %q, want b.default under %s", server.Service, server.ParentSpanId, client.SpanId)
+	}
+	if server.SpanId != hexOf(got.SpanID[:]) {
+		t.Errorf("the app's traceparent names span %x, the server span is %s", got.SpanID, server.SpanId)
+	}
+	for k, want := range map[string]string{"http.response.status_code": "200", "micromesh.transport": "quic", "micromesh.caller": "a.default", "url.path": "/traced"} {
+		if server.Attributes[k] != want {
+			t.Errorf("server span %s = %q, want %q", k, server.Attributes[k], want)
+		}
+	}
+	if client.Attributes["upstream_cluster"] != "b.default" || client.Attributes["server.address"] != "b" {
+		t.Errorf("client span attributes %v", client.Attributes)
+	}
+	if client.Error || server.Error {
+		t.Error("a 200 recorded as an error")
+	}
+	if server.Start.AsTime().Before(client.Start.AsTime()) || server.Duration.AsDuration() > client.Duration.AsDuration() {
+		t.Errorf("the server span (%v, %v) is not within the client's (%v, %v)", server.Start.AsTime(), server.Duration.AsDuration(), client.Start.AsTime(), client.Duration.AsDuration())
+	}
+
+	// A failure is recorded as one, with the proxy's reason.
+	resp, _ = call(t, a.Info.Outbound, "nosuch", "/", http.Header{"Traceparent": {tracing.Context{TraceID: tracing.NewTraceID(), SpanID: tracing.NewSpanID(), Sampled: true}.String()}})
+	if resp.StatusCode != 503 {
+		t.Fatalf("unknown service: status %d", resp.StatusCode)
+	}
+	waitFor(t, "the failed request's trace", func() bool {
+		l, err := tc.ListTraces(context.Background(), &tracev1.ListTracesRequest{Service: "a", ErrorsOnly: true})
+		if err != nil || len(l.Traces) == 0 {
+			return false
+		}
+		r, err := tc.GetTrace(context.Background(), &tracev1.GetTraceRequest{TraceId: l.Traces[0].TraceId})
+		return err == nil && len(r.Spans) == 1 && r.Spans[0].Error && strings.Contains(r.Spans[0].Message, `"nosuch" is not a service in the mesh`)
+	})
+}
+
+// A trace that was not recorded upstream stays unrecorded; a request with
+// no trace context starts one, recorded as the sampling says (0 here) and
+// passed on so the next hops agree.
+func TestUnsampledTracesAreNotRecorded(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane(meshtest.WithTracing(0))
+	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
+	cp.StartSidecar("default", "b", meshtest.WithApp(startEcho(t, "b"), "http"))
+	waitFor(t, "a can reach b", func() bool {
+		resp, _ := call(t, a.Info.Outbound, "b", "/warm", nil)
+		return resp.StatusCode == 200
+	})
+	_, reply := call(t, a.Info.Outbound, "b", "/", nil)
+	got, ok := tracing.Parse(reply.Traceparent)
+	if !ok || got.Sampled {
+		t.Fatalf("the app received traceparent %q; want a new, unsampled trace context", reply.Traceparent)
+	}
+	unsampled := tracing.Context{TraceID: tracing.NewTraceID(), SpanID: tracing.NewSpanID()}
+	_, reply = call(t, a.Info.Outbound, "b", "/", http.Header{"Traceparent": {unsampled.String()}})
+	if reply.Traceparent != unsampled.String() {
+		t.Errorf("an unsampled traceparent arrived as %q, want it unchanged (%q)", reply.Traceparent, unsampled.String())
+	}
+	// A malformed one is replaced (W3C: restart the trace).
+	_, reply = call(t, a.Info.Outbound, "b", "/", http.Header{"Traceparent": {"00-zz-yy-01"}})
+	if _, ok := tracing.Parse(reply.Traceparent); !ok {
+		t.Errorf("a malformed traceparent arrived as %q, want a new one", reply.Traceparent)
+	}
+	// Then one sampled trace: it alone is kept.
+	sampled := tracing.Context{TraceID: tracing.NewTraceID(), SpanID: tracing.NewSpanID(), Sampled: true}
+	call(t, a.Info.Outbound, "b", "/", http.Header{"Traceparent": {sampled.String()}})
+	tc := cp.TraceClient()
+	waitFor(t, "the sampled trace", func() bool {
+		r, err := tc.GetTrace(context.Background(), &tracev1.GetTraceRequest{TraceId: sampled.TraceIDString()})
+		return err == nil && len(r.Spans) == 2
+	})
+	l, err := tc.ListTraces(context.Background(), &tracev1.ListTracesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Traces) != 1 || l.Traces[0].TraceId != sampled.TraceIDString() {
+		t.Errorf("traces kept: %v; want only %s", l.Traces, sampled.TraceIDString())
+	}
+}
+
+func hexOf(p []byte) string {
+	const digits = "0123456789abcdef"
+	out := make([]byte, 0, 2*len(p))
+	for _, c := range p {
+		out = append(out, digits[c>>4], digits[c&0xf])
+	}
+	return string(out)
+}
