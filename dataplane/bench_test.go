@@ -26,44 +26,71 @@ func BenchmarkRequest(b *testing.B) {
 	cp.StartSidecar("default", "b", meshtest.WithApp(app, "http"), meshtest.WithInstance("b-quic"))
 	cp.StartSidecar("default", "c", meshtest.WithApp(app, "http"), meshtest.WithInstance("c-tls"),
 		meshtest.WithOptions(func(o *dataplane.Options) { o.NoQUIC = true }))
-	body := bytes.Repeat([]byte("x"), 1024)
-	run := func(b *testing.B, url, host string) {
-		tr := &http.Transport{MaxIdleConnsPerHost: 64}
-		defer tr.CloseIdleConnections()
-		client := &http.Client{Transport: tr}
-		once := func() error {
-			req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
-			req.Host = host
-			resp, err := client.Do(req)
-			if err != nil {
-				return err
-			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				return fmt.Errorf("status %d", resp.StatusCode)
-			}
-			return nil
-		}
-		waitFor(b, host+" reachable", func() bool { return once() == nil })
-		b.SetParallelism(8) // 16 callers on 2 cores
-		before := udpDatagrams(b)
-		b.ResetTimer()
-		defer func() {
-			b.ReportMetric(float64(udpDatagrams(b)-before)/float64(b.N), "datagrams/op")
-		}()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				if err := once(); err != nil {
-					b.Error(err)
-					return
-				}
-			}
+	b.Run("direct", func(b *testing.B) { benchRequests(b, "http://"+app+"/echo", "b") })
+	b.Run("quic", func(b *testing.B) { benchRequests(b, "http://"+a.Info.Outbound+"/echo", "b") })
+	b.Run("tls", func(b *testing.B) { benchRequests(b, "http://"+a.Info.Outbound+"/echo", "c") })
+}
+
+// BenchmarkTracing is BenchmarkRequest's QUIC path with the mesh's tracing
+// off (the baseline), on with nothing sampled (what every unsampled
+// request pays: a traceparent made and carried), at the default 1 % and
+// with every request recorded — its spans exported to the control plane,
+// which keeps them on disk, in this same process.
+func BenchmarkTracing(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		opts []meshtest.CPOption
+	}{
+		{"off", nil},
+		{"sampled=0%", []meshtest.CPOption{meshtest.WithTracing(0)}},
+		{"sampled=1%", []meshtest.CPOption{meshtest.WithTracing(1)}},
+		{"sampled=100%", []meshtest.CPOption{meshtest.WithTracing(100)}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			cp := meshtest.NewEnv(b).StartControlPlane(tc.opts...)
+			a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(b, "a"), "http"))
+			cp.StartSidecar("default", "b", meshtest.WithApp(startEcho(b, "b"), "http"))
+			benchRequests(b, "http://"+a.Info.Outbound+"/echo", "b")
 		})
 	}
-	b.Run("direct", func(b *testing.B) { run(b, "http://"+app+"/echo", "b") })
-	b.Run("quic", func(b *testing.B) { run(b, "http://"+a.Info.Outbound+"/echo", "b") })
-	b.Run("tls", func(b *testing.B) { run(b, "http://"+a.Info.Outbound+"/echo", "c") })
+}
+
+// benchRequests sends 1 KiB POSTs to url (Host host) from 16 callers,
+// keep-alive, once it answers.
+func benchRequests(b *testing.B, url, host string) {
+	body := bytes.Repeat([]byte("x"), 1024)
+	tr := &http.Transport{MaxIdleConnsPerHost: 64}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	once := func() error {
+		req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
+		req.Host = host
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	waitFor(b, host+" reachable", func() bool { return once() == nil })
+	b.SetParallelism(8) // 16 callers on 2 cores
+	before := udpDatagrams(b)
+	b.ResetTimer()
+	defer func() {
+		b.ReportMetric(float64(udpDatagrams(b)-before)/float64(b.N), "datagrams/op")
+	}()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := once(); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
 
 // udpDatagrams is the host's count of UDP datagrams sent (/proc/net/snmp):

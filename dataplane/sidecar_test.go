@@ -30,7 +30,9 @@ type echoReply struct {
 	XFCC   string `json:"xfcc,omitempty"` // x-forwarded-client-cert
 	// RequestID is the x-request-id the app received.
 	RequestID string `json:"requestId,omitempty"`
-	// Traceparent is the W3C trace context the app received.
+	// Traceparent is the W3C trace context the app received, when the
+	// request asks for it (X-Echo-Trace: 1: an answer of constant size
+	// otherwise, so that the benchmarks compare like with like).
 	Traceparent string `json:"traceparent,omitempty"`
 }
 
@@ -43,9 +45,13 @@ func startEcho(t testing.TB, name string) string {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/json")
+		var trace string
+		if r.Header.Get("X-Echo-Trace") == "1" {
+			trace = strings.Join(r.Header.Values("Traceparent"), ",")
+		}
 		_ = json.NewEncoder(w).Encode(echoReply{App: name, Caller: r.Header.Get("X-Mesh-Caller"), Proto: r.Proto, Path: r.URL.Path, Body: string(body),
 			XFCC: strings.Join(r.Header.Values("X-Forwarded-Client-Cert"), ","), RequestID: strings.Join(r.Header.Values("X-Request-Id"), ","),
-			Traceparent: strings.Join(r.Header.Values("Traceparent"), ",")})
+			Traceparent: trace})
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })

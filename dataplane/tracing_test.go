@@ -27,7 +27,7 @@ func TestTracedRequestThroughTheMesh(t *testing.T) {
 	// A caller's own trace context is continued: its trace, its span as
 	// the parent of a's CLIENT span.
 	parent := tracing.Context{TraceID: tracing.NewTraceID(), SpanID: tracing.NewSpanID(), Sampled: true}
-	resp, reply := call(t, a.Info.Outbound, "b", "/traced", http.Header{"Traceparent": {parent.String()}, "Tracestate": {"vendor=1"}})
+	resp, reply := call(t, a.Info.Outbound, "b", "/traced", http.Header{"Traceparent": {parent.String()}, "Tracestate": {"vendor=1"}, "X-Echo-Trace": {"1"}})
 	if resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
@@ -108,18 +108,19 @@ func TestUnsampledTracesAreNotRecorded(t *testing.T) {
 		resp, _ := call(t, a.Info.Outbound, "b", "/warm", nil)
 		return resp.StatusCode == 200
 	})
-	_, reply := call(t, a.Info.Outbound, "b", "/", nil)
+	echoTrace := http.Header{"X-Echo-Trace": {"1"}}
+	_, reply := call(t, a.Info.Outbound, "b", "/", echoTrace)
 	got, ok := tracing.Parse(reply.Traceparent)
 	if !ok || got.Sampled {
 		t.Fatalf("the app received traceparent %q; want a new, unsampled trace context", reply.Traceparent)
 	}
 	unsampled := tracing.Context{TraceID: tracing.NewTraceID(), SpanID: tracing.NewSpanID()}
-	_, reply = call(t, a.Info.Outbound, "b", "/", http.Header{"Traceparent": {unsampled.String()}})
+	_, reply = call(t, a.Info.Outbound, "b", "/", http.Header{"Traceparent": {unsampled.String()}, "X-Echo-Trace": {"1"}})
 	if reply.Traceparent != unsampled.String() {
 		t.Errorf("an unsampled traceparent arrived as %q, want it unchanged (%q)", reply.Traceparent, unsampled.String())
 	}
 	// A malformed one is replaced (W3C: restart the trace).
-	_, reply = call(t, a.Info.Outbound, "b", "/", http.Header{"Traceparent": {"00-zz-yy-01"}})
+	_, reply = call(t, a.Info.Outbound, "b", "/", http.Header{"Traceparent": {"00-zz-yy-01"}, "X-Echo-Trace": {"1"}})
 	if _, ok := tracing.Parse(reply.Traceparent); !ok {
 		t.Errorf("a malformed traceparent arrived as %q, want a new one", reply.Traceparent)
 	}

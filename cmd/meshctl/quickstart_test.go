@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/micromesh/micromesh/internal/poll"
 )
 
 // pids lists the app and sidecar PIDs of what the runtime runs.
@@ -114,6 +116,28 @@ func TestQuickStart(t *testing.T) {
 		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
 			t.Errorf("GET %s from the dashboard: %d %s", path, resp.StatusCode, body)
 		}
+	}
+	// A traced call through the real processes: the CLI's own span, then
+	// each sidecar's, one tree (pingpong's framework carried the trace on).
+	out = srv.run(ctx, t, meshctl, "call", "pingpong", "Pingpong.Ping", `{"name":"Dee"}`, "--trace")
+	m := regexp.MustCompile(`meshctl trace ([0-9a-f]{32})`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("call --trace names no trace:\n%s", out)
+	}
+	var spans []struct {
+		Service string `json:"service"`
+		Kind    string `json:"kind"`
+	}
+	poll.Until(t, "the traced call's four spans", 20*time.Second, 200*time.Millisecond, func() bool {
+		out, err := srv.try(ctx, meshctl, "trace", m[1], "-o", "json")
+		return err == nil && json.Unmarshal([]byte(out), &spans) == nil && len(spans) == 4
+	})
+	var hops []string
+	for _, s := range spans {
+		hops = append(hops, s.Service+" "+s.Kind)
+	}
+	if got := strings.Join(hops, " → "); got != "meshctl.micromesh CLIENT → pingpong.default SERVER → pingpong.default CLIENT → helloworld.default SERVER" {
+		t.Errorf("the trace's hops: %s", got)
 	}
 	if out := srv.run(ctx, t, meshctl, "services"); !strings.Contains(out, "/examples.pingpong.v1.Pingpong/*:retries=0 rate_limit=500 retries=1 timeout=30s") {
 		t.Errorf("services does not show pingpong's policy:\n%s", out)

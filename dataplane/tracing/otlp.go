@@ -87,19 +87,30 @@ func appendSpan(b []byte, s *Span) []byte {
 }
 
 // appendAttr appends an attribute as a KeyValue in field num (1 of a
-// Resource, 9 of a Span).
+// Resource, 9 of a Span), sizes computed ahead so that nothing is built
+// apart and copied.
 func appendAttr(b []byte, num protowire.Number, a Attr) []byte {
-	var v []byte // AnyValue
+	var vlen int // the AnyValue
 	if a.IsInt {
-		v = protowire.AppendTag(v, 3, protowire.VarintType)
-		v = protowire.AppendVarint(v, uint64(a.Int))
+		vlen = protowire.SizeTag(3) + protowire.SizeVarint(uint64(a.Int))
 	} else {
-		v = protowire.AppendTag(v, 1, protowire.BytesType)
-		v = protowire.AppendString(v, a.Str)
+		vlen = protowire.SizeTag(1) + protowire.SizeBytes(len(a.Str))
 	}
-	kv := appendString(nil, 1, a.Key)
-	kv = appendBytes(kv, 2, v)
-	return appendBytes(b, num, kv)
+	kvlen := protowire.SizeTag(2) + protowire.SizeBytes(vlen)
+	if a.Key != "" {
+		kvlen += protowire.SizeTag(1) + protowire.SizeBytes(len(a.Key))
+	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(kvlen))
+	b = appendString(b, 1, a.Key)
+	b = protowire.AppendTag(b, 2, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(vlen))
+	if a.IsInt {
+		b = protowire.AppendTag(b, 3, protowire.VarintType)
+		return protowire.AppendVarint(b, uint64(a.Int))
+	}
+	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	return protowire.AppendString(b, a.Str)
 }
 
 func appendString(b []byte, num protowire.Number, s string) []byte {

@@ -1,10 +1,12 @@
 // Package dashboard is the mesh's web dashboard: the services that run,
-// their instances and health, their endpoints with their fields, and a
-// form to call any of them — served by `meshctl server` on
-// 127.0.0.1:8082. It is a page and a script (static/, embedded) over two
-// JSON sources: the registry's listing (/status) and the API gateway
-// (/api/..., the gateway's own handler, so a call from the dashboard is
-// the gateway's: the same mapping, rules and errors). docs/gateway.md.
+// their instances and health, their endpoints with their fields, a form
+// to call any of them (traced on request), and the traces the control
+// plane keeps — served by `meshctl server` on 127.0.0.1:8082. It is a page
+// and a script (static/, embedded) over three JSON sources: the registry's
+// listing (/status), the API gateway (/api/..., the gateway's own handler,
+// so a call from the dashboard is the gateway's: the same mapping, rules
+// and errors) and the trace API (/traces, /traces/ID). docs/gateway.md,
+// docs/tracing.md.
 package dashboard
 
 import (
@@ -14,9 +16,13 @@ import (
 	"io/fs"
 	"net/http"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+	tracev1 "github.com/micromesh/micromesh/proto/trace/v1"
 )
 
 //go:embed static
@@ -28,6 +34,8 @@ type Options struct {
 	API http.Handler
 	// Services lists the mesh's services with their instances.
 	Services func(ctx context.Context) (*registryv1.ListServicesResponse, error)
+	// Traces reads the traces the control plane keeps (nil: none shown).
+	Traces tracev1.TraceServiceClient
 }
 
 // New returns the dashboard's handler.
@@ -45,22 +53,66 @@ func New(o Options) http.Handler {
 	})
 	mux.Handle("/api/", http.StripPrefix("/api", o.API))
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
 		resp, err := o.Services(r.Context())
 		if err != nil {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_ = json.NewEncoder(w).Encode(map[string]any{"code": http.StatusServiceUnavailable, "detail": "the registry: " + err.Error(), "status": "Service Unavailable"})
+			writeError(w, http.StatusServiceUnavailable, "the registry: "+err.Error())
 			return
 		}
-		b, err := protojson.Marshal(resp)
-		if err != nil {
-			w.WriteHeader(http.StatusInternalServerError)
-			_ = json.NewEncoder(w).Encode(map[string]any{"code": http.StatusInternalServerError, "detail": err.Error(), "status": "Internal Server Error"})
-			return
-		}
-		_, _ = w.Write(append(b, '\n'))
+		writeProto(w, resp)
 	})
+	if o.Traces != nil {
+		mux.HandleFunc("GET /traces", func(w http.ResponseWriter, r *http.Request) {
+			q := r.URL.Query()
+			req := &tracev1.ListTracesRequest{Service: q.Get("service"), ErrorsOnly: q.Get("errors") == "1", Limit: 50}
+			resp, err := o.Traces.ListTraces(r.Context(), req)
+			if err != nil {
+				writeStatus(w, err)
+				return
+			}
+			writeProto(w, resp)
+		})
+		mux.HandleFunc("GET /traces/{id}", func(w http.ResponseWriter, r *http.Request) {
+			resp, err := o.Traces.GetTrace(r.Context(), &tracev1.GetTraceRequest{TraceId: r.PathValue("id")})
+			if err != nil {
+				writeStatus(w, err)
+				return
+			}
+			writeProto(w, resp)
+		})
+	}
 	return headers(mux)
+}
+
+// writeProto answers m as JSON.
+func writeProto(w http.ResponseWriter, m proto.Message) {
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// writeStatus answers a gRPC error with its HTTP code and message.
+func writeStatus(w http.ResponseWriter, err error) {
+	code := http.StatusServiceUnavailable
+	switch status.Code(err) {
+	case codes.InvalidArgument:
+		code = http.StatusBadRequest
+	case codes.NotFound:
+		code = http.StatusNotFound
+	case codes.PermissionDenied:
+		code = http.StatusForbidden
+	}
+	writeError(w, code, status.Convert(err).Message())
+}
+
+// writeError answers an error as the gateway does: {code, detail, status}.
+func writeError(w http.ResponseWriter, code int, detail string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]any{"code": code, "detail": detail, "status": http.StatusText(code)})
 }
 
 // headers keep the page to itself: its own scripts and styles only, in

@@ -57,7 +57,7 @@ func serveDashboard(t *testing.T, cp *meshtest.ControlPlane) *httptest.Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(gw.Stop)
-	srv := httptest.NewServer(gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.OperatorHandler(), Services: gw.ListServices}), true))
+	srv := httptest.NewServer(gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.OperatorHandler(), Services: gw.ListServices, Traces: gw.Traces()}), true))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -85,7 +85,8 @@ func TestDashboard(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Type"), "javascript") {
 		t.Errorf("GET /app.js: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
-	for _, used := range []string{`getJSON("status")`, `getJSON("api/")`, `getJSON("api" + path)`, `fetch("api" + ep.path, { method: "POST"`, `headers.Authorization = "Bearer " + token`, "textContent"} {
+	for _, used := range []string{`getJSON("status")`, `getJSON("api/")`, `getJSON("api" + path)`, `fetch("api" + ep.path, { method: "POST"`, `headers.Authorization = "Bearer " + token`, "textContent",
+		`getJSON("traces"`, `getJSON("traces/" + id)`, "headers.traceparent = trace.header"} {
 		if !strings.Contains(script, used) {
 			t.Errorf("the script no longer has %s: check this test's contract", used)
 		}
@@ -141,6 +142,16 @@ func TestDashboard(t *testing.T) {
 	if resp, body := send(t, "POST", srv.URL+"/api/helloworld/call", `{"name":"Ada"}`, same); resp.StatusCode != 200 || strings.TrimSpace(body) != `{"msg":"Hello Ada"}` {
 		t.Errorf("a call from the page: %d %s", resp.StatusCode, body)
 	}
+	// /traces: the trace API's answers; bad input is the caller's error.
+	if resp, body := get(t, srv.URL+"/traces", nil); resp.StatusCode != 200 || !strings.HasPrefix(body, "{") {
+		t.Errorf("/traces: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := get(t, srv.URL+"/traces/xyz", nil); resp.StatusCode != 400 || !strings.Contains(body, "32 hex digits") {
+		t.Errorf("/traces/xyz: %d %s; want 400 naming the form", resp.StatusCode, body)
+	}
+	if resp, body := get(t, srv.URL+"/traces/"+strings.Repeat("a", 32), nil); resp.StatusCode != 404 || !strings.Contains(body, "meshctl call --trace") {
+		t.Errorf("an unknown trace: %d %s; want 404 saying how one is recorded", resp.StatusCode, body)
+	}
 	// Another site's page cannot make it.
 	if resp, body := send(t, "POST", srv.URL+"/api/helloworld/call", `{"name":"Ada"}`, map[string]string{"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}); resp.StatusCode != 403 {
 		t.Errorf("a call from another site's page: %d %s", resp.StatusCode, body)
@@ -159,7 +170,7 @@ func TestDashboardInABrowser(t *testing.T) {
 	if err != nil {
 		t.Fatalf("$MESH_JSDOM is set but there is no node: %v", err)
 	}
-	cp := meshtest.NewEnv(t).StartControlPlane()
+	cp := meshtest.NewEnv(t).StartControlPlane(meshtest.WithTracing(0)) // only the traced call is recorded
 	hello := func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), handler.Helloworld{}) }
 	cp.StartService("default", "helloworld", hello)
 	cp.StartService("prod", "helloworld", hello)

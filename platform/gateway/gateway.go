@@ -32,6 +32,7 @@ import (
 	"github.com/micromesh/micromesh/platform/edge"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+	tracev1 "github.com/micromesh/micromesh/proto/trace/v1"
 	"github.com/micromesh/micromesh/service/auth"
 )
 
@@ -178,6 +179,12 @@ func (g *Gateway) OperatorHandler() http.Handler { return g.handler.observed(g.h
 // gateway's identity sees them (every namespace).
 func (g *Gateway) ListServices(ctx context.Context) (*registryv1.ListServicesResponse, error) {
 	return registryv1.NewRegistryServiceClient(g.sidecar.ControlPlane).ListServices(ctx, &registryv1.ListServicesRequest{})
+}
+
+// Traces reads the traces the control plane keeps, as the gateway's
+// platform identity (the dashboard shows them).
+func (g *Gateway) Traces() tracev1.TraceServiceClient {
+	return tracev1.NewTraceServiceClient(g.sidecar.ControlPlane)
 }
 
 // Stop stops taking requests, lets those in flight finish (a few seconds

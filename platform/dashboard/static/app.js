@@ -1,6 +1,7 @@
 // The dashboard's script: /status lists the services and instances (the
-// registry), /api/ is the API gateway (endpoints and calls). Everything a
-// service or a response says is written as text, never as markup.
+// registry), /api/ is the API gateway (endpoints and calls), /traces the
+// traces the control plane keeps. Everything a service, a response or a
+// span says is written as text, never as markup.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
@@ -50,7 +51,7 @@ async function load() {
   }
   nsSel.value = namespaces.includes(current) ? current : "";
   renderServices();
-  if (selected) renderService();
+  if (selected && $("#traces").hidden) renderService();
 }
 
 function renderServices() {
@@ -67,7 +68,7 @@ function renderServices() {
       el("td", passing + "/" + instances.length, passing === instances.length && passing > 0 ? "passing" : "critical"),
       el("td", [...new Set(instances.map((i) => i.version).filter(Boolean))].join(", ")));
     if (selected && selected.name === s.name && selected.namespace === s.namespace) tr.classList.add("selected");
-    tr.addEventListener("click", () => { selected = { name: s.name, namespace: s.namespace }; renderServices(); renderService(); });
+    tr.addEventListener("click", () => { selected = { name: s.name, namespace: s.namespace }; $("#traces").hidden = true; renderServices(); renderService(); });
     body.appendChild(tr);
   }
 }
@@ -140,6 +141,12 @@ function endpointForm(ep) {
   if (ep.client_streaming) input.title = "one JSON object per line";
   const button = el("button", "Call");
   button.type = "button";
+  // Traced: the call brings a sampled W3C traceparent, so every hop
+  // records its span whatever the mesh's sampling.
+  const traced = el("input");
+  traced.type = "checkbox";
+  const traceLabel = el("label", " trace");
+  traceLabel.prepend(traced);
   const result = el("div");
   button.addEventListener("click", async () => {
     result.replaceChildren(el("span", "calling…"));
@@ -155,21 +162,136 @@ function endpointForm(ep) {
       // (scopes): its sidecar verifies it. Kept in the page only.
       const token = $("#token").value.trim();
       if (token) headers.Authorization = "Bearer " + token;
+      let trace = null;
+      if (traced.checked) {
+        trace = newTrace();
+        headers.traceparent = trace.header;
+      }
       const resp = await fetch("api" + ep.path, { method: "POST", headers, body });
       const text = await resp.text();
       const ms = Math.round(performance.now() - started);
       let shown = text;
       try { shown = JSON.stringify(JSON.parse(text), null, 2); } catch (e) { /* streams: one value per line */ }
-      result.replaceChildren(el("span", resp.status + " " + resp.statusText + " in " + ms + " ms", resp.ok ? "status-ok" : "status-err"), el("pre", shown));
+      result.replaceChildren(el("span", resp.status + " " + resp.statusText + " in " + ms + " ms", resp.ok ? "status-ok" : "status-err"));
+      if (trace) {
+        const link = el("a", "trace " + trace.id);
+        link.className = "trace-link";
+        link.addEventListener("click", () => showTrace(trace.id, 3000));
+        result.append(link);
+      }
+      result.append(el("pre", shown));
     } catch (e) {
       result.replaceChildren(el("span", "failed: " + e.message, "status-err"));
     }
   });
-  box.append(input, button, result);
+  box.append(input, button, traceLabel, result);
   return box;
 }
 
+// newTrace is a new, sampled W3C trace context.
+function newTrace() {
+  const hex = (n) => Array.from(crypto.getRandomValues(new Uint8Array(n)), (b) => b.toString(16).padStart(2, "0")).join("");
+  const id = hex(16);
+  return { id, header: "00-" + id + "-" + hex(8) + "-01" };
+}
+
+const seconds = (d) => parseFloat(String(d || "0s").replace("s", "")) || 0;
+function short(sec) {
+  if (sec >= 1) return sec.toFixed(3) + " s";
+  if (sec >= 0.001) return (sec * 1000).toFixed(3) + " ms";
+  return Math.round(sec * 1e6) + " µs";
+}
+
+async function showTraces() {
+  $("#service").hidden = true;
+  $("#traces").hidden = false;
+  $("#trace").hidden = true;
+  const note = $("#traces-note");
+  const body = $("#trace-list tbody");
+  body.replaceChildren();
+  note.textContent = "";
+  let list;
+  try {
+    list = await getJSON("traces" + (selected ? "?service=" + encodeURIComponent(selected.name + "." + selected.namespace) : ""));
+  } catch (e) {
+    note.textContent = "Traces: " + e.message;
+    return;
+  }
+  const traces = list.traces || [];
+  if (selected) note.textContent = "Traces through " + selected.name + "." + selected.namespace + ".";
+  if (traces.length === 0) {
+    note.textContent = "No traces recorded. Tick 'trace' on a call, or raise meshctl server --trace-sampling.";
+    return;
+  }
+  for (const t of traces) {
+    const tr = el("tr");
+    tr.append(el("td", t.traceId), el("td", new Date(t.start).toLocaleTimeString()), el("td", short(seconds(t.duration))),
+      el("td", String(t.spans || 0)), el("td", t.errors ? String(t.errors) : "-", t.errors ? "critical" : ""),
+      el("td", (t.rootService || "") + " " + (t.rootName || "")), el("td", (t.services || []).join(", ")));
+    tr.addEventListener("click", () => showTrace(t.traceId, 0));
+    body.appendChild(tr);
+  }
+}
+
+// showTrace shows one trace as a tree in time; a trace just made may have
+// spans on their way (the proxies export about once a second): waitMs.
+async function showTrace(id, waitMs) {
+  $("#service").hidden = true;
+  $("#traces").hidden = false;
+  const view = $("#trace");
+  view.hidden = false;
+  $("#trace-title").textContent = "trace " + id;
+  const body = $("#spans tbody");
+  body.replaceChildren();
+  let spans = [];
+  for (const until = Date.now() + waitMs; ;) {
+    try {
+      spans = (await getJSON("traces/" + id)).spans || [];
+    } catch (e) {
+      if (Date.now() >= until) {
+        $("#trace-title").textContent = "trace " + id + ": " + e.message;
+        return;
+      }
+    }
+    if (spans.length > 0 && Date.now() >= until) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const ids = new Set(spans.map((s) => s.spanId));
+  const kids = {};
+  const roots = [];
+  for (const s of spans) {
+    if (s.parentSpanId && ids.has(s.parentSpanId)) (kids[s.parentSpanId] = kids[s.parentSpanId] || []).push(s);
+    else roots.push(s);
+  }
+  const start = (s) => new Date(s.start).getTime() / 1000 + (Number(String(s.start).match(/\.(\d+)/)?.[1]?.slice(3).padEnd(6, "0") || 0) / 1e9);
+  const first = Math.min(...spans.map(start));
+  const last = Math.max(...spans.map((s) => start(s) + seconds(s.duration)));
+  const total = Math.max(last - first, 1e-9);
+  $("#trace-title").textContent = "trace " + id + ": " + spans.length + " spans, " + short(last - first);
+  const walk = (s, depth) => {
+    const off = start(s) - first, dur = seconds(s.duration);
+    const bar = el("div", undefined, "bar");
+    const fill = el("span", undefined, s.error ? "failed" : "");
+    fill.style.left = (100 * off / total).toFixed(2) + "%";
+    fill.style.width = (100 * dur / total).toFixed(2) + "%";
+    bar.append(fill);
+    const a = s.attributes || {};
+    const st = [a["http.response.status_code"], a["rpc.grpc.status_code"] !== undefined ? "grpc " + a["rpc.grpc.status_code"] : "", s.error ? "ERROR" : "", s.message || ""]
+      .filter(Boolean).join(" ");
+    const tr = el("tr");
+    const tl = el("td");
+    tl.append(bar);
+    tr.append(el("td", "+" + short(off)), el("td", short(dur)), el("td", s.service), el("td", (s.kind || "").replace("KIND_", "")),
+      el("td", "  ".repeat(depth) + s.name), tl, el("td", st, s.error ? "critical" : ""));
+    tr.title = Object.entries(a).map(([k, v]) => k + "=" + v).join("\n");
+    body.appendChild(tr);
+    for (const k of (kids[s.spanId] || []).sort((x, y) => start(x) - start(y))) walk(k, depth + 1);
+  };
+  for (const r of roots.sort((x, y) => start(x) - start(y))) walk(r, 0);
+}
+
 $("#refresh").addEventListener("click", load);
+$("#show-traces").addEventListener("click", showTraces);
 $("#namespace").addEventListener("change", renderServices);
 load();
 setInterval(load, 5000);

@@ -56,11 +56,33 @@ async function until(what, cond) {
   await until("the error's answer", () => ep.querySelector("span").textContent.startsWith("400"));
   check("the service's error", ep.querySelector("pre").textContent.includes("name is required"), ep.querySelector("pre").textContent);
 
+  // A traced call: every hop's span, shown as a tree in time.
+  ep.querySelector("textarea").value = '{"name":"Tess"}';
+  ep.querySelector("input[type=checkbox]").checked = true;
+  click(ep.querySelector("button"));
+  await until("the traced call's trace link", () => ep.querySelector("a.trace-link"));
+  const traceID = ep.querySelector("a.trace-link").textContent.replace("trace ", "");
+  check("a trace ID", /^[0-9a-f]{32}$/.test(traceID), traceID);
+  click(ep.querySelector("a.trace-link"));
+  const spanRows = () => [...doc.querySelectorAll("#spans tbody tr")];
+  await until("the trace's spans", () => spanRows().length >= 2);
+  const spanText = spanRows().map((r) => [...r.cells].map((c) => c.textContent.trim()).join(" "));
+  check("the gateway's call, then helloworld's answer", spanText.length === 2 && spanText[0].includes("gateway.micromesh CLIENT") &&
+    spanText[1].includes("helloworld.default SERVER") && spanText[1].includes("examples.helloworld.v1.Helloworld/Call") && spanText[1].includes("200 grpc 0"), spanText.join(" | "));
+  check("drawn to scale", doc.querySelector("#spans .bar span").style.width !== "", "no bar");
+  ep.querySelector("input[type=checkbox]").checked = false;
+  click(doc.querySelector("#show-traces"));
+  await until("the traces listed", () => doc.querySelector("#trace-list tbody tr"));
+  const listed = [...doc.querySelectorAll("#trace-list tbody tr")].map((r) => r.cells[0].textContent);
+  check("the traced call alone is listed", listed.length === 1 && listed[0] === traceID, listed.join(","));
+
+
   // A service whose policy asks for an account's token (prod's
   // helloworld): refused without one, answered with the token field set.
   const token = process.argv[3];
   click(row("helloworld", "prod"));
   await until("prod's helloworld", () => doc.querySelector("#service-name").textContent === "helloworld.prod" && doc.querySelector(".endpoint"));
+  check("the service shown, not the traces", !doc.querySelector("#service").hidden && doc.querySelector("#traces").hidden, "traces still shown");
   const pep = doc.querySelector(".endpoint");
   pep.querySelector("textarea").value = '{"name":"Ann"}';
   click(pep.querySelector("button"));
