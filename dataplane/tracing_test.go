@@ -98,8 +98,9 @@ func TestTracedRequestThroughTheMesh(t *testing.T) {
 }
 
 // A trace that was not recorded upstream stays unrecorded; a request with
-// no trace context starts one, recorded as the sampling says (0 here) and
-// passed on so the next hops agree.
+// no trace context is recorded as its x-request-id says (sampling 0 here:
+// only an ID whose trace status says traced) and otherwise passed on
+// untouched, its ID deciding alike at every hop.
 func TestUnsampledTracesAreNotRecorded(t *testing.T) {
 	cp := meshtest.NewEnv(t).StartControlPlane(meshtest.WithTracing(0))
 	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
@@ -110,34 +111,41 @@ func TestUnsampledTracesAreNotRecorded(t *testing.T) {
 	})
 	echoTrace := http.Header{"X-Echo-Trace": {"1"}}
 	_, reply := call(t, a.Info.Outbound, "b", "/", echoTrace)
-	got, ok := tracing.Parse(reply.Traceparent)
-	if !ok || got.Sampled {
-		t.Fatalf("the app received traceparent %q; want a new, unsampled trace context", reply.Traceparent)
+	if reply.Traceparent != "" {
+		t.Errorf("an unsampled request arrived with traceparent %q; want none (its x-request-id carries the decision)", reply.Traceparent)
 	}
 	unsampled := tracing.Context{TraceID: tracing.NewTraceID(), SpanID: tracing.NewSpanID()}
 	_, reply = call(t, a.Info.Outbound, "b", "/", http.Header{"Traceparent": {unsampled.String()}, "X-Echo-Trace": {"1"}})
 	if reply.Traceparent != unsampled.String() {
 		t.Errorf("an unsampled traceparent arrived as %q, want it unchanged (%q)", reply.Traceparent, unsampled.String())
 	}
-	// A malformed one is replaced (W3C: restart the trace).
+	// A malformed one is dropped (W3C: start afresh; this one is not recorded).
 	_, reply = call(t, a.Info.Outbound, "b", "/", http.Header{"Traceparent": {"00-zz-yy-01"}, "X-Echo-Trace": {"1"}})
-	if _, ok := tracing.Parse(reply.Traceparent); !ok {
-		t.Errorf("a malformed traceparent arrived as %q, want a new one", reply.Traceparent)
+	if reply.Traceparent != "" {
+		t.Errorf("a malformed traceparent arrived as %q, want it dropped", reply.Traceparent)
 	}
-	// Then one sampled trace: it alone is kept.
+	// A sampled trace, and a request whose x-request-id an Envoy marked
+	// traced ('9' for sampled, in the UUID's version digit): both kept.
 	sampled := tracing.Context{TraceID: tracing.NewTraceID(), SpanID: tracing.NewSpanID(), Sampled: true}
 	call(t, a.Info.Outbound, "b", "/", http.Header{"Traceparent": {sampled.String()}})
+	_, reply = call(t, a.Info.Outbound, "b", "/marked", http.Header{"X-Request-Id": {"0f0f0f0f-1111-9222-8333-444444444444"}, "X-Echo-Trace": {"1"}})
+	marked, ok := tracing.Parse(reply.Traceparent)
+	if !ok || !marked.Sampled || reply.RequestID != "0f0f0f0f-1111-9222-8333-444444444444" {
+		t.Fatalf("a request marked traced reached the app with traceparent %q and ID %q", reply.Traceparent, reply.RequestID)
+	}
 	tc := cp.TraceClient()
-	waitFor(t, "the sampled trace", func() bool {
-		r, err := tc.GetTrace(context.Background(), &tracev1.GetTraceRequest{TraceId: sampled.TraceIDString()})
-		return err == nil && len(r.Spans) == 2
-	})
+	for _, id := range []string{sampled.TraceIDString(), marked.TraceIDString()} {
+		waitFor(t, "trace "+id, func() bool {
+			r, err := tc.GetTrace(context.Background(), &tracev1.GetTraceRequest{TraceId: id})
+			return err == nil && len(r.Spans) == 2
+		})
+	}
 	l, err := tc.ListTraces(context.Background(), &tracev1.ListTracesRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(l.Traces) != 1 || l.Traces[0].TraceId != sampled.TraceIDString() {
-		t.Errorf("traces kept: %v; want only %s", l.Traces, sampled.TraceIDString())
+	if len(l.Traces) != 2 {
+		t.Errorf("traces kept: %v; want only the two recorded", l.Traces)
 	}
 }
 

@@ -37,6 +37,10 @@ type Proxy struct {
 	peers     peerCache
 	qlog      QUICTracer
 	spans     SpanRecorder // nil: no tracing
+	// recording counts recorded requests in flight (tracedSpan's fast
+	// path); a request that never ends its span leaves it above zero,
+	// which costs only the fast path.
+	recording atomic.Int32
 
 	mu    sync.Mutex // one Apply at a time
 	state atomic.Pointer[state]

@@ -21,43 +21,101 @@ type activeSpan struct {
 	span *tracing.Span
 	w    http.ResponseWriter // where the gRPC status ends up
 	msg  string              // the proxy's own answer, if it gave one
+	// ended: the span was handed over (a request is recorded once).
+	ended bool
 }
 
 // traceStart joins r to its trace, as Envoy's tracing does on a listener
-// with tracing: a request that brings a W3C traceparent keeps its trace and
-// its sampling decision; one that brings none starts a trace, recorded as
-// t's sampling says. Either way the traceparent sent on names this hop's
-// span, so a recorded trace is whole. Only recorded requests cost more
-// than the header: they carry their span in the returned request's
-// context until record ends it.
+// with tracing. A request that brings a W3C traceparent keeps its trace
+// and its decision (recorded or not). One that brings none is recorded
+// when its x-request-id says so — the trace status Envoy keeps in the
+// UUID — or when the ID falls within the sampling (sampledByRequestID: a
+// hash of the ID, so every hop the ID reaches decides alike, with no
+// header of its own). A recorded request starts a trace, and the
+// traceparent sent on names this hop's span; an unrecorded one is passed
+// on as it came and costs nothing more. Recorded requests carry their span
+// in the returned request's context until record ends it.
 func (p *Proxy) traceStart(w http.ResponseWriter, r *http.Request, t *config.Tracing, kind tracing.Kind, start time.Time) *http.Request {
 	if p.spans == nil {
 		return r
 	}
 	parent, ok := tracing.Context{}, false
-	if v := r.Header[tracing.Header]; len(v) == 1 {
+	v, present := r.Header[tracing.Header]
+	if present && len(v) == 1 {
 		parent, ok = tracing.Parse(v[0])
 	}
 	if ok && !parent.Sampled {
 		return r // not recorded upstream: passed on as it came
 	}
-	c := tracing.Context{TraceID: parent.TraceID, Sampled: true}
 	if !ok {
-		delete(r.Header, tracing.StateHeader) // vendors' state of a context that was not kept
-		c.TraceID = tracing.NewTraceID()
-		if c.Sampled = t.Sample(); !c.Sampled {
-			c.SpanID = tracing.NewSpanID()
-			r.Header[tracing.Header] = []string{c.String()}
+		if !sampledByRequestID(r.Header, t) {
+			if present {
+				delete(r.Header, tracing.Header) // malformed: W3C says to start afresh, which this hop does not record
+			}
 			return r
 		}
+		delete(r.Header, tracing.StateHeader) // vendors' state of a context that was not kept
+		parent.TraceID = tracing.NewTraceID()
 	}
-	c.SpanID = tracing.NewSpanID()
+	c := tracing.Context{TraceID: parent.TraceID, SpanID: tracing.NewSpanID(), Sampled: true}
 	r.Header[tracing.Header] = []string{c.String()}
 	s := &tracing.Span{TraceID: c.TraceID, SpanID: c.SpanID, Service: t.Service, Name: spanName(r), Kind: kind, Start: start}
 	if ok {
 		s.Parent = parent.SpanID
 	}
+	p.recording.Add(1)
 	return r.WithContext(context.WithValue(r.Context(), spanKey{}, &activeSpan{span: s, w: w}))
+}
+
+// Envoy's trace status in a UUID request ID: the version digit (index 14)
+// rewritten when the request is traced.
+const (
+	traceStatusAt   = 14
+	traceSampled    = '9'
+	traceForced     = 'a'
+	traceClient     = 'b'
+	samplingBuckets = 10000
+)
+
+// sampledByRequestID decides whether a request with no trace context is
+// recorded, as Envoy does from its x-request-id: traced if the ID's trace
+// status says so (sampled, forced, or the client's), else if the ID's
+// first 8 hex digits, mod 10,000, fall under the sampling (random_sampling
+// in hundredths of a percent); a request with no such ID draws at random.
+// When it decides to trace, it marks the ID sampled, as Envoy does.
+func sampledByRequestID(h http.Header, t *config.Tracing) bool {
+	ids := h[requestIDHeader]
+	if len(ids) != 1 || len(ids[0]) < 36 {
+		return t.Sample()
+	}
+	id := ids[0]
+	switch id[traceStatusAt] {
+	case traceSampled, traceForced, traceClient:
+		return true
+	}
+	var v uint64
+	for i := range 8 {
+		c := id[i]
+		switch {
+		case '0' <= c && c <= '9':
+			v = v<<4 | uint64(c-'0')
+		case 'a' <= c && c <= 'f':
+			v = v<<4 | uint64(c-'a'+10)
+		case 'A' <= c && c <= 'F':
+			v = v<<4 | uint64(c-'A'+10)
+		default:
+			return t.Sample()
+		}
+	}
+	if v%samplingBuckets >= uint64(t.Sampling*samplingBuckets+0.5) {
+		return false
+	}
+	if id[traceStatusAt] == '4' {
+		b := []byte(id)
+		b[traceStatusAt] = traceSampled
+		ids[0] = string(b)
+	}
+	return true
 }
 
 // spanName is a gRPC request's method ("pkg.Service/Method"), or an HTTP
@@ -74,9 +132,11 @@ func spanName(r *http.Request) string {
 	return r.Method + " " + path
 }
 
-// tracedSpan returns r's span, nil if r is not recorded.
+// tracedSpan returns r's span, nil if r is not recorded. While no
+// recorded request is in flight — nearly always, at a sampling of 1 % —
+// it does not look in r's context.
 func (p *Proxy) tracedSpan(r *http.Request) *activeSpan {
-	if p.spans == nil {
+	if p.spans == nil || p.recording.Load() == 0 {
 		return nil
 	}
 	a, _ := r.Context().Value(spanKey{}).(*activeSpan)
@@ -86,9 +146,11 @@ func (p *Proxy) tracedSpan(r *http.Request) *activeSpan {
 // traceEnd finishes r's span, if r is recorded, and hands it over.
 func (p *Proxy) traceEnd(r *http.Request, dir direction, source, dest, transport string, code int, end time.Time) {
 	a := p.tracedSpan(r)
-	if a == nil {
+	if a == nil || a.ended {
 		return
 	}
+	a.ended = true
+	p.recording.Add(-1)
 	s := a.span
 	s.End = end
 	s.Attrs = append(make([]tracing.Attr, 0, 10),
