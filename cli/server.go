@@ -40,11 +40,13 @@ type serverOptions struct {
 	proxyAddr   string
 	advertise   string
 	// Tracing: proxies trace requests, sampling percent of the traces they
-	// start; the control plane keeps spans for tracesAge, at most tracesMax.
+	// start; the control plane keeps spans for tracesAge, at most
+	// tracesMax, and sends them on to forward if set.
 	tracing   bool
 	sampling  float64
 	tracesAge time.Duration
 	tracesMax int
+	forward   string
 }
 
 func (o *serverOptions) validate() error {
@@ -99,6 +101,11 @@ func (o *serverOptions) validate() error {
 	}
 	if o.tracesMax <= 0 {
 		return fmt.Errorf("--traces-max-spans %d: must be positive", o.tracesMax)
+	}
+	if o.forward != "" {
+		if _, _, err := traces.ParseForward(o.forward); err != nil {
+			return fmt.Errorf("--traces-forward %w", err)
+		}
 	}
 	return nil
 }
@@ -180,6 +187,7 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
 				Tracing:        o.meshTracing(),
 				TracesMaxAge:   o.tracesAge,
 				TracesMaxSpans: o.tracesMax,
+				TracesForward:  o.forward,
 			})
 			if err != nil {
 				return err
@@ -247,6 +255,7 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
 	f.Float64Var(&o.sampling, "trace-sampling", 1, "percentage of the requests that bring no trace context whose trace is recorded (requests that bring a sampled W3C traceparent, as meshctl call --trace sends, always are)")
 	f.DurationVar(&o.tracesAge, "traces-max-age", traces.DefaultMaxAge, "how long spans are kept")
 	f.IntVar(&o.tracesMax, "traces-max-spans", traces.DefaultMaxSpans, "how many spans are kept at most (the oldest go first)")
+	f.StringVar(&o.forward, "traces-forward", "", "also send the spans on to this OTLP/gRPC collector: http://HOST:4317 (plaintext) or https://… (TLS) — Jaeger, Tempo, an OpenTelemetry Collector")
 	f.StringVar(&o.logLevel, "log-level", envconfig.Get(envconfig.LogLevel, "info"), "debug, info, warn or error ($"+envconfig.LogLevel+")")
 	return cmd
 }

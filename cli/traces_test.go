@@ -139,6 +139,9 @@ func TestCallTraceAndShowIt(t *testing.T) {
 		{[]string{"traces", "--limit", "0"}, "from 1 to 1000"},
 		{[]string{"traces", "--service", "Bad_Name"}, "DNS label"},
 		{[]string{"call", "pingpong", "Pingpong.Ping", "{}", "--trace", "--metadata", "traceparent=x"}, "reserved"},
+		{[]string{"server", "--traces-forward", "jaeger:4317"}, "http://HOST:PORT"},
+		{[]string{"server", "--trace-sampling", "150"}, "0 to 100"},
+		{[]string{"server", "--traces-max-spans", "0"}, "must be positive"},
 	} {
 		_, _, err := cli(tc.args...)
 		if err == nil || !strings.Contains(describe(err), tc.says) {

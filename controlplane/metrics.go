@@ -159,8 +159,17 @@ func newXDSMetrics(reg prometheus.Registerer) *xdsMetrics {
 	return m
 }
 
-// registerTraces exports the trace collector's and store's counts.
-func (m *metrics) registerTraces(c *traces.Collector, st *traces.Store) {
+// registerTraces exports the trace collector's, store's and forwarder's
+// counts.
+func (m *metrics) registerTraces(c *traces.Collector, st *traces.Store, f *traces.Forwarder) {
+	if f != nil {
+		m.reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_spans_forwarded_total", Help: "Spans sent on to the collector of --traces-forward."},
+				func() float64 { n, _ := f.Stats(); return float64(n) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_spans_forward_dropped_total", Help: "Spans not sent on: the forward queue full, or the collector away or refusing."},
+				func() float64 { _, n := f.Stats(); return float64(n) }),
+		)
+	}
 	m.reg.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_spans_received_total", Help: "Spans proxies exported that the control plane keeps."},
 			func() float64 { n, _ := c.Stats(); return float64(n) }),

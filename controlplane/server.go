@@ -67,6 +67,9 @@ type Config struct {
 	Tracing        *xds.Tracing
 	TracesMaxAge   time.Duration
 	TracesMaxSpans int
+	// TracesForward, if set, is another OTLP/gRPC collector the spans are
+	// sent on to (http://HOST:PORT, or https:// for TLS).
+	TracesForward string
 }
 
 // Registry backends.
@@ -103,7 +106,8 @@ type Server struct {
 	keys        []byte
 	keysChanged chan struct{}
 
-	traces *traces.Store
+	traces  *traces.Store
+	forward *traces.Forwarder
 }
 
 // SetAccountKeys gives the mesh the JWK set (JSON) the auth service signs
@@ -198,9 +202,15 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	caller := func(ctx context.Context) (identity.ID, error) { return verifiedPeer(ctx, ca.Bundle()) }
 	collector := traces.NewCollector(s.traces, caller, cfg.Logger)
+	if cfg.TracesForward != "" {
+		if s.forward, err = traces.NewForwarder(cfg.TracesForward, cfg.Logger); err != nil {
+			return nil, err
+		}
+		collector.ForwardTo(s.forward)
+	}
 	collectortracev1.RegisterTraceServiceServer(s.grpc, collector)
 	tracev1.RegisterTraceServiceServer(s.grpc, traces.NewAPI(s.traces, caller))
-	s.metrics.registerTraces(collector, s.traces)
+	s.metrics.registerTraces(collector, s.traces, s.forward)
 	s.runtime, err = runtime.Open(runtime.Options{
 		Home: cfg.Home, ControlPlane: s.grpcLn.Addr().String(), TrustDomain: ca.TrustDomain(),
 		Mint: ca.Tokens().Mint, SidecarCommand: cfg.SidecarCommand, Advertise: cfg.Advertise, Logger: cfg.Logger,
@@ -263,6 +273,9 @@ func (s *Server) Run(ctx context.Context, ready func(home.ServerInfo)) error {
 	g.Go(func() error { return s.creds.Run(gctx) })
 	g.Go(func() error { return s.watchRegistry(gctx) })
 	g.Go(func() error { s.expireTraces(gctx); return nil })
+	if s.forward != nil {
+		g.Go(func() error { s.forward.Run(gctx); return nil })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		// Services first: their sidecars deregister through us.

@@ -8,15 +8,18 @@ import (
 
 	"github.com/micromesh/micromesh/dataplane/tracing"
 	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/internal/otlptest"
 	tracev1 "github.com/micromesh/micromesh/proto/trace/v1"
 )
 
 // A traced request through two sidecars: the caller's sidecar records a
 // CLIENT span, the callee's a SERVER span under it, the app receives a
 // traceparent naming the SERVER span (so its own calls continue the trace),
-// and both spans reach the control plane over OTLP.
+// and both spans reach the control plane over OTLP — and through it, the
+// collector it forwards to.
 func TestTracedRequestThroughTheMesh(t *testing.T) {
-	cp := meshtest.NewEnv(t).StartControlPlane(meshtest.WithTracing(100))
+	jaeger := otlptest.Start(t, 0)
+	cp := meshtest.NewEnv(t).StartControlPlane(meshtest.WithTracing(100), meshtest.WithTracesForward(jaeger.Endpoint))
 	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
 	cp.StartSidecar("default", "b", meshtest.WithApp(startEcho(t, "b"), "http"))
 	waitFor(t, "a can reach b", func() bool {
@@ -78,6 +81,15 @@ func TestTracedRequestThroughTheMesh(t *testing.T) {
 	if client.Error || server.Error {
 		t.Error("a 200 recorded as an error")
 	}
+	waitFor(t, "the spans at the collector the control plane forwards to", func() bool {
+		n := 0
+		for _, s := range jaeger.Spans() {
+			if string(s.TraceId) == string(parent.TraceID[:]) && (s.Service == "a.default" || s.Service == "b.default") {
+				n++
+			}
+		}
+		return n == 2
+	})
 	if server.Start.AsTime().Before(client.Start.AsTime()) || server.Duration.AsDuration() > client.Duration.AsDuration() {
 		t.Errorf("the server span (%v, %v) is not within the client's (%v, %v)", server.Start.AsTime(), server.Duration.AsDuration(), client.Start.AsTime(), client.Duration.AsDuration())
 	}

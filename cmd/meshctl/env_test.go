@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/micromesh/micromesh/internal/netnstest"
+	"github.com/micromesh/micromesh/internal/poll"
 )
 
 // meshctl on another machine: an environment added with the server's
@@ -214,6 +215,17 @@ func TestRemoteEnvironment(t *testing.T) {
 	if out := must("", "logs", "helloworld"); !strings.Contains(out, "helloworld") {
 		t.Errorf("logs as ops:\n%s", out)
 	}
+	// Traces too: a traced call through the proxy (its sidecar's span, then
+	// helloworld's), read back through it.
+	out := must("", "call", "helloworld", "Helloworld.Call", `{"name":"Tia"}`, "--trace")
+	m := regexp.MustCompile(`meshctl trace ([0-9a-f]{32})`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("call --trace as ops names no trace:\n%s", out)
+	}
+	poll.Until(t, "the traced call's spans, through the proxy", 20*time.Second, 200*time.Millisecond, func() bool {
+		out, err := run("", "trace", m[1])
+		return err == nil && strings.Contains(out, "proxy.micromesh") && strings.Contains(out, "helloworld.default")
+	})
 	must("", "policy", "clear", "helloworld")
 	must("", "logout")
 

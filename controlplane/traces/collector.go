@@ -45,6 +45,8 @@ type Collector struct {
 	caller Caller
 	log    *slog.Logger
 	now    func() time.Time
+	// forward, if set, sends what is kept on to another collector.
+	forward *Forwarder
 
 	received, rejected atomic.Uint64
 }
@@ -56,6 +58,9 @@ func NewCollector(store *Store, caller Caller, log *slog.Logger) *Collector {
 	}
 	return &Collector{store: store, caller: caller, log: log.With("component", "traces"), now: time.Now}
 }
+
+// ForwardTo has the collector send what it keeps on through f.
+func (c *Collector) ForwardTo(f *Forwarder) { c.forward = f }
 
 // Stats counts spans kept and spans refused.
 func (c *Collector) Stats() (received, rejected uint64) { return c.received.Load(), c.rejected.Load() }
@@ -106,6 +111,11 @@ func (c *Collector) Export(ctx context.Context, req *collectorv1.ExportTraceServ
 		return nil, status.Errorf(codes.Unavailable, "the control plane could not keep the spans: %v", err)
 	}
 	c.received.Add(uint64(len(keep)))
+	if c.forward != nil && len(keep) > 0 {
+		// As it came (its service names checked): a malformed span is the
+		// other collector's to refuse as well.
+		c.forward.offer(req)
+	}
 	resp := &collectorv1.ExportTraceServiceResponse{}
 	if rejected > 0 {
 		c.rejected.Add(uint64(rejected))

@@ -41,6 +41,7 @@ func main() {
 }
 
 type options struct {
+	serverArgs          string
 	meshctl, sidecar    string
 	fortio, nginx       string
 	rounds              int
@@ -65,6 +66,7 @@ func run() error {
 	flag.StringVar(&o.sidecarEnv, "sidecar-env", "", "extra environment of the sidecars, space-separated (GOGC=200 GOMAXPROCS=1)")
 	flag.StringVar(&o.paths, "paths", "ABCD", "the paths to run, by letter (A is the baseline of the added latencies and always runs)")
 	flag.StringVar(&o.compare, "compare", "", "another sidecar binary: adds path E, B's pair run by this binary, interleaved with the others (to compare two builds in one run)")
+	flag.StringVar(&o.serverArgs, "server-args", "", "extra flags of meshctl server, space-separated (--tracing=false: the data path without tracing; --trace-sampling 100)")
 	flag.BoolVar(&o.hold, "hold", false, "start everything, print the addresses of each path and wait for Ctrl-C instead of running fortio (for perf, pprof or a load of your own)")
 	flag.StringVar(&o.profile, "profile", "", "write execution traces (round 1's latency run) and CPU profiles (its max run) of both sidecars of B to this directory")
 	flag.Parse()
@@ -113,7 +115,9 @@ func run() error {
 	home := filepath.Join(dir, "mesh")
 	env := []string{"MESH_HOME=" + home}
 	cpAddr := "127.0.0.1:" + freePort()
-	if _, err := start(o.meshctl, env, "server", "--addr", cpAddr, "--admin-addr", "127.0.0.1:0", "--gateway-addr", "off", "--dashboard-addr", "off", "--proxy-addr", "off", "--log-level", "warn"); err != nil {
+	serverArgs := append([]string{"server", "--addr", cpAddr, "--admin-addr", "127.0.0.1:0", "--gateway-addr", "off", "--dashboard-addr", "off", "--proxy-addr", "off", "--log-level", "warn"},
+		strings.Fields(o.serverArgs)...)
+	if _, err := start(o.meshctl, env, serverArgs...); err != nil {
 		return err
 	}
 	if err := waitFile(filepath.Join(home, "controlplane.json")); err != nil {

@@ -87,6 +87,12 @@ func WithTracing(percent float64) CPOption {
 	return func(c *controlplane.Config) { c.Tracing = &xds.Tracing{SamplingPercent: percent} }
 }
 
+// WithTracesForward has the control plane send the spans it keeps on to
+// the OTLP/gRPC collector at endpoint (http://HOST:PORT).
+func WithTracesForward(endpoint string) CPOption {
+	return func(c *controlplane.Config) { c.TracesForward = endpoint }
+}
+
 // StartControlPlane starts a control plane on loopback ports of the
 // system's choosing and waits until it is ready.
 func (e *Env) StartControlPlane(opts ...CPOption) *ControlPlane {
