@@ -24,28 +24,34 @@ import (
 	"github.com/micromesh/micromesh/service"
 )
 
-// The examples run behind their sidecars; the CLI describes and calls them
-// through the mesh, and pingpong reaches helloworld through its own
-// sidecar.
-func TestCallAndDescribeThroughTheMesh(t *testing.T) {
-	env := meshtest.NewEnv(t)
-	cp := env.StartControlPlane()
-	home := string(env.Home)
+// startExamples runs helloworld and pingpong behind their sidecars on cp;
+// pingpong calls helloworld through its sidecar's outbound address, which
+// the runtime would hand it as MESH_PROXY.
+func startExamples(t *testing.T, cp *meshtest.ControlPlane) {
+	t.Helper()
 	cp.StartService("default", "helloworld", func(s *service.Service) {
 		hellopb.RegisterHelloworldServer(s.Server(), hellohandler.Helloworld{})
 	})
-	// pingpong calls helloworld through its sidecar's outbound address,
-	// which the runtime would hand it as MESH_PROXY.
 	outbound := "127.0.0.1:" + strconv.Itoa(meshtest.FreePort(t))
 	t.Setenv(envconfig.Proxy, outbound)
 	conn, err := service.Dial(t.Context(), "helloworld")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	cp.StartService("default", "pingpong", func(s *service.Service) {
 		pingpb.RegisterPingpongServer(s.Server(), &pinghandler.Pingpong{Hello: hellopb.NewHelloworldClient(conn)})
 	}, meshtest.WithOptions(func(o *dataplane.Options) { o.Outbound = outbound }))
+}
+
+// The examples run behind their sidecars; the CLI describes and calls them
+// through the mesh, and pingpong reaches helloworld through its own
+// sidecar.
+func TestCallAndDescribeThroughTheMesh(t *testing.T) {
+	env := meshtest.NewEnv(t)
+	cp := env.StartControlPlane()
+	startExamples(t, cp)
+	home := string(env.Home)
 
 	call := func(args ...string) (string, error) {
 		return runCLI(t, append([]string{"--home", home, "call"}, args...)...)

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -105,12 +104,8 @@ func TestInspectRendering(t *testing.T) {
 // runCLI runs meshctl in-process and returns its stdout.
 func runCLI(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	var out, errOut bytes.Buffer
-	cmd := NewCommand(Streams{In: strings.NewReader(""), Out: &out, Err: &errOut}, args)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err := cmd.ExecuteContext(ctx)
-	return out.String(), err
+	out, _, err := runCLIErr(t, args...)
+	return out, err
 }
 
 func TestCertCommandsAgainstServer(t *testing.T) {

@@ -5,19 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/micromesh/micromesh/dataplane"
-	hellohandler "github.com/micromesh/micromesh/examples/helloworld/handler"
-	hellopb "github.com/micromesh/micromesh/examples/helloworld/proto"
-	pinghandler "github.com/micromesh/micromesh/examples/pingpong/handler"
-	pingpb "github.com/micromesh/micromesh/examples/pingpong/proto"
-	"github.com/micromesh/micromesh/internal/envconfig"
 	"github.com/micromesh/micromesh/internal/meshtest"
-	"github.com/micromesh/micromesh/service"
 )
 
 // runCLIErr is runCLI that also returns what the command wrote on
@@ -38,21 +30,8 @@ func runCLIErr(t *testing.T, args ...string) (string, string, error) {
 // mesh samples no other request.
 func TestCallTraceAndShowIt(t *testing.T) {
 	env := meshtest.NewEnv(t)
-	cp := env.StartControlPlane(meshtest.WithTracing(0))
+	startExamples(t, env.StartControlPlane(meshtest.WithTracing(0)))
 	home := string(env.Home)
-	cp.StartService("default", "helloworld", func(s *service.Service) {
-		hellopb.RegisterHelloworldServer(s.Server(), hellohandler.Helloworld{})
-	})
-	outbound := "127.0.0.1:" + strconv.Itoa(meshtest.FreePort(t))
-	t.Setenv(envconfig.Proxy, outbound)
-	conn, err := service.Dial(t.Context(), "helloworld")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	cp.StartService("default", "pingpong", func(s *service.Service) {
-		pingpb.RegisterPingpongServer(s.Server(), &pinghandler.Pingpong{Hello: hellopb.NewHelloworldClient(conn)})
-	}, meshtest.WithOptions(func(o *dataplane.Options) { o.Outbound = outbound }))
 	cli := func(args ...string) (string, string, error) {
 		return runCLIErr(t, append([]string{"--home", home}, args...)...)
 	}
