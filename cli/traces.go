@@ -102,6 +102,16 @@ func short(d time.Duration) string {
 	return d.Round(time.Microsecond).String()
 }
 
+// when is a trace's start in local time: the time of day for today's,
+// with the date for older ones.
+func when(t time.Time) string {
+	t = t.Local()
+	if y, m, d := t.Date(); time.Now().Year() == y && time.Now().Month() == m && time.Now().Day() == d {
+		return t.Format("15:04:05.000")
+	}
+	return t.Format("2006-01-02 15:04:05")
+}
+
 func renderTraces(ts []traceSummaryJSON) string {
 	if len(ts) == 0 {
 		return "no traces recorded (meshctl call --trace records one; meshctl server --trace-sampling sets how many requests start one)\n"
@@ -112,7 +122,7 @@ func renderTraces(ts []traceSummaryJSON) string {
 		if t.Errors > 0 {
 			errs = fmt.Sprint(t.Errors)
 		}
-		rows = append(rows, []string{t.TraceID, t.Start.Local().Format("15:04:05.000"), short(time.Duration(t.DurationMS * float64(time.Millisecond))),
+		rows = append(rows, []string{t.TraceID, when(t.Start), short(time.Duration(t.DurationMS * float64(time.Millisecond))),
 			fmt.Sprint(t.Spans), errs, t.RootService + " " + t.RootName, strings.Join(t.Services, ",")})
 	}
 	return table([]string{"TRACE", "START", "DURATION", "SPANS", "ERRORS", "ROOT", "SERVICES"}, rows)

@@ -44,7 +44,7 @@ const (
 // Options configure Open.
 type Options struct {
 	MaxAge   time.Duration // spans older than this go (default DefaultMaxAge)
-	MaxSpans int           // past this many, the oldest go (default DefaultMaxSpans)
+	MaxSpans int           // past this many (give or take one commit's), the oldest go (default DefaultMaxSpans)
 	Logger   *slog.Logger
 }
 

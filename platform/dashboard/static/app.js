@@ -243,17 +243,21 @@ async function showTrace(id, waitMs) {
   $("#trace-title").textContent = "trace " + id;
   const body = $("#spans tbody");
   body.replaceChildren();
+  // Until the spans stop coming (none new for 1.2 s) or waitMs is up.
   let spans = [];
+  let changed = Date.now();
   for (const until = Date.now() + waitMs; ;) {
     try {
-      spans = (await getJSON("traces/" + id)).spans || [];
+      const got = (await getJSON("traces/" + id)).spans || [];
+      if (got.length !== spans.length) changed = Date.now();
+      spans = got;
     } catch (e) {
       if (Date.now() >= until) {
         $("#trace-title").textContent = "trace " + id + ": " + e.message;
         return;
       }
     }
-    if (spans.length > 0 && Date.now() >= until) break;
+    if (spans.length > 0 && (Date.now() >= until || Date.now() - changed >= 1200)) break;
     await new Promise((r) => setTimeout(r, 250));
   }
   const ids = new Set(spans.map((s) => s.spanId));
