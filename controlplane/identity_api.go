@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -113,9 +114,78 @@ func peerCertificates(ctx context.Context) []*x509.Certificate {
 }
 
 // verifiedPeer returns the SPIFFE ID of the caller's verified certificate.
+// The TLS handshake proved the caller holds the certificate's key; the
+// chain is verified here (the listener takes callers without one, for
+// Sign), and the result kept for the connection (peerCache).
 func verifiedPeer(ctx context.Context, bundle *identity.Bundle) (identity.ID, error) {
-	id, _, err := bundle.VerifyCertificates(peerCertificates(ctx), time.Now())
-	return id, err
+	return verifiedPeers.verify(peerCertificates(ctx), bundle, time.Now())
+}
+
+// peerCache keeps, per connection and trust bundle, the identity a
+// verified chain stands for, until the chain's first expiry or for
+// peerCacheFor, whichever is sooner: a proxy's heartbeats and span
+// exports then cost a map lookup instead of two ECDSA verifications each.
+// A connection's TLS state holds its peer's certificates for the
+// connection's life, so the leaf's pointer names the connection; a new
+// bundle (a rotated root) is a new key, verified afresh.
+type peerCache struct {
+	mu sync.Mutex
+	m  map[peerKey]peerEntry
+}
+
+type peerKey struct {
+	leaf   *x509.Certificate
+	bundle *identity.Bundle
+}
+
+type peerEntry struct {
+	id    identity.ID
+	until time.Time
+}
+
+const (
+	peerCacheFor  = time.Minute
+	peerCacheSize = 16 << 10
+)
+
+var verifiedPeers = &peerCache{m: map[peerKey]peerEntry{}}
+
+func (c *peerCache) verify(certs []*x509.Certificate, bundle *identity.Bundle, now time.Time) (identity.ID, error) {
+	if len(certs) == 0 {
+		_, _, err := bundle.VerifyCertificates(nil, now)
+		return identity.ID{}, err
+	}
+	k := peerKey{certs[0], bundle}
+	c.mu.Lock()
+	v, ok := c.m[k]
+	c.mu.Unlock()
+	if ok && now.Before(v.until) {
+		return v.id, nil
+	}
+	id, _, err := bundle.VerifyCertificates(certs, now)
+	if err != nil {
+		return id, err
+	}
+	until := now.Add(peerCacheFor)
+	for _, cert := range certs {
+		if cert.NotAfter.Before(until) {
+			until = cert.NotAfter
+		}
+	}
+	c.mu.Lock()
+	if len(c.m) >= peerCacheSize {
+		for k, v := range c.m {
+			if !now.Before(v.until) {
+				delete(c.m, k)
+			}
+		}
+		if len(c.m) >= peerCacheSize {
+			clear(c.m) // more live connections than the bound: start over
+		}
+	}
+	c.m[k] = peerEntry{id: id, until: until}
+	c.mu.Unlock()
+	return id, nil
 }
 
 func shortID(s string) string {
