@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -297,7 +298,10 @@ func spanStatus(s spanJSON) string {
 		parts = append(parts, c)
 	}
 	if c := s.Attributes["rpc.grpc.status_code"]; c != "" {
-		parts = append(parts, "grpc "+codes.Code(atoiOr(c, 2)).String())
+		if n, err := strconv.Atoi(c); err == nil {
+			c = codes.Code(n).String()
+		}
+		parts = append(parts, "grpc "+c)
 	}
 	if s.Error {
 		parts = append(parts, "ERROR")
@@ -313,15 +317,4 @@ func spanStatus(s spanJSON) string {
 		return "-"
 	}
 	return strings.Join(parts, " ")
-}
-
-func atoiOr(s string, def int) int {
-	n := 0
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return def
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n
 }

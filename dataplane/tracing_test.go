@@ -2,6 +2,7 @@ package dataplane_test
 
 import (
 	"context"
+	"encoding/hex"
 	"net/http"
 	"strings"
 	"testing"
@@ -61,13 +62,13 @@ func TestTracedRequestThroughTheMesh(t *testing.T) {
 	if client == nil || server == nil {
 		t.Fatalf("spans %v: want a CLIENT and a SERVER span", spans)
 	}
-	if client.Service != "a.default" || client.ParentSpanId != hexOf(parent.SpanID[:]) || client.Name != "POST /traced" {
+	if client.Service != "a.default" || client.ParentSpanId != hex.EncodeToString(parent.SpanID[:]) || client.Name != "POST /traced" {
 		t.Errorf("client span: service %q parent %q name %q", client.Service, client.ParentSpanId, client.Name)
 	}
 	if server.Service != "b.default" || server.ParentSpanId != client.SpanId {
 		t.Errorf("server span: service %q parent %q, want b.default under %s", server.Service, server.ParentSpanId, client.SpanId)
 	}
-	if server.SpanId != hexOf(got.SpanID[:]) {
+	if server.SpanId != hex.EncodeToString(got.SpanID[:]) {
 		t.Errorf("the app's traceparent names span %x, the server span is %s", got.SpanID, server.SpanId)
 	}
 	for k, want := range map[string]string{"http.response.status_code": "200", "micromesh.transport": "quic", "micromesh.caller": "a.default", "url.path": "/traced"} {
@@ -159,13 +160,4 @@ func TestUnsampledTracesAreNotRecorded(t *testing.T) {
 	if len(l.Traces) != 2 {
 		t.Errorf("traces kept: %v; want only the two recorded", l.Traces)
 	}
-}
-
-func hexOf(p []byte) string {
-	const digits = "0123456789abcdef"
-	out := make([]byte, 0, 2*len(p))
-	for _, c := range p {
-		out = append(out, digits[c>>4], digits[c&0xf])
-	}
-	return string(out)
 }

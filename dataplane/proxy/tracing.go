@@ -93,19 +93,9 @@ func sampledByRequestID(h http.Header, t *config.Tracing) bool {
 	case traceSampled, traceForced, traceClient:
 		return true
 	}
-	var v uint64
-	for i := range 8 {
-		c := id[i]
-		switch {
-		case '0' <= c && c <= '9':
-			v = v<<4 | uint64(c-'0')
-		case 'a' <= c && c <= 'f':
-			v = v<<4 | uint64(c-'a'+10)
-		case 'A' <= c && c <= 'F':
-			v = v<<4 | uint64(c-'A'+10)
-		default:
-			return t.Sample()
-		}
+	v, err := strconv.ParseUint(id[:8], 16, 32)
+	if err != nil {
+		return t.Sample()
 	}
 	if v%samplingBuckets >= uint64(t.Sampling*samplingBuckets+0.5) {
 		return false
@@ -187,9 +177,7 @@ func (p *Proxy) traceEnd(r *http.Request, dir direction, source, dest, transport
 		}
 	}
 	s.Error = failed(s.Kind, code, grpcCode)
-	if s.Error || a.msg != "" {
-		s.Message = a.msg
-	}
+	s.Message = a.msg
 	p.spans.Record(s)
 }
 

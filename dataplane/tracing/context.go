@@ -6,6 +6,7 @@
 package tracing
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"math/rand/v2"
 )
@@ -82,8 +83,8 @@ func (c Context) TraceIDString() string { return hex.EncodeToString(c.TraceID[:]
 // system call per request.
 func NewTraceID() (id [16]byte) {
 	for {
-		putUint64(id[:8], rand.Uint64())
-		putUint64(id[8:], rand.Uint64())
+		binary.BigEndian.PutUint64(id[:8], rand.Uint64())
+		binary.BigEndian.PutUint64(id[8:], rand.Uint64())
 		if id != ([16]byte{}) {
 			return id
 		}
@@ -93,16 +94,9 @@ func NewTraceID() (id [16]byte) {
 // NewSpanID returns a random, non-zero span ID.
 func NewSpanID() (id [8]byte) {
 	for {
-		putUint64(id[:], rand.Uint64())
+		binary.BigEndian.PutUint64(id[:], rand.Uint64())
 		if id != ([8]byte{}) {
 			return id
 		}
-	}
-}
-
-func putUint64(b []byte, v uint64) {
-	for i := 7; i >= 0; i-- {
-		b[i] = byte(v)
-		v >>= 8
 	}
 }

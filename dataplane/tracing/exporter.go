@@ -10,10 +10,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/encoding"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/micromesh/micromesh/internal/rawcodec"
 )
 
 // Exporter batches recorded spans and sends them over OTLP/gRPC, as
@@ -110,9 +110,10 @@ func (e *Exporter) pending() int {
 	return len(e.queue)
 }
 
-// Flush sends one batch over Run's connection (up to BatchSize spans). A batch the collector
-// could not take for now (unavailable, overloaded, timed out) goes back to
-// the queue's head; one it refused for good is dropped and logged.
+// Flush sends one batch (up to BatchSize spans) over Run's connection. A
+// batch the collector could not take for now (unavailable, overloaded,
+// timed out) goes back to the queue's head; one it refused for good is
+// dropped and logged.
 func (e *Exporter) Flush(ctx context.Context) error {
 	e.mu.Lock()
 	n := min(len(e.queue), BatchSize)
@@ -160,85 +161,53 @@ func (e *Exporter) Flush(ctx context.Context) error {
 func Export(ctx context.Context, conn grpc.ClientConnInterface, res Resource, spans []*Span) (rejected int64, msg string, err error) {
 	req := AppendExportRequest(nil, res, spans)
 	var resp []byte
-	if err := conn.Invoke(ctx, ExportMethod, &req, &resp, grpc.ForceCodecV2(rawCodec{})); err != nil {
+	if err := conn.Invoke(ctx, ExportMethod, &req, &resp, grpc.ForceCodecV2(rawcodec.Codec{})); err != nil {
 		return 0, "", err
 	}
 	rejected, msg = partialSuccess(resp)
 	return rejected, msg, nil
 }
 
-// partialSuccess reads an ExportTraceServiceResponse's partial_success.
+// partialSuccess reads an ExportTraceServiceResponse's partial_success
+// (field 1: rejected_spans 1, error_message 2).
 func partialSuccess(b []byte) (rejected int64, msg string) {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return 0, ""
+	fields(b, func(num protowire.Number, typ protowire.Type, v []byte) {
+		if num != 1 || typ != protowire.BytesType {
+			return
 		}
-		b = b[n:]
-		if num == 1 && typ == protowire.BytesType {
-			ps, m := protowire.ConsumeBytes(b)
-			if m < 0 {
-				return 0, ""
+		fields(v, func(num protowire.Number, typ protowire.Type, v []byte) {
+			switch {
+			case num == 1 && typ == protowire.VarintType:
+				u, _ := protowire.ConsumeVarint(v)
+				rejected = int64(u)
+			case num == 2 && typ == protowire.BytesType:
+				msg = string(v)
 			}
-			for len(ps) > 0 {
-				pn, pt, k := protowire.ConsumeTag(ps)
-				if k < 0 {
-					break
-				}
-				ps = ps[k:]
-				switch {
-				case pn == 1 && pt == protowire.VarintType:
-					v, k := protowire.ConsumeVarint(ps)
-					if k < 0 {
-						return rejected, msg
-					}
-					rejected, ps = int64(v), ps[k:]
-				case pn == 2 && pt == protowire.BytesType:
-					v, k := protowire.ConsumeString(ps)
-					if k < 0 {
-						return rejected, msg
-					}
-					msg, ps = v, ps[k:]
-				default:
-					k := protowire.ConsumeFieldValue(pn, pt, ps)
-					if k < 0 {
-						return rejected, msg
-					}
-					ps = ps[k:]
-				}
-			}
-			b = b[m:]
-			continue
-		}
-		m := protowire.ConsumeFieldValue(num, typ, b)
-		if m < 0 {
-			return 0, ""
-		}
-		b = b[m:]
-	}
+		})
+	})
 	return rejected, msg
 }
 
-// rawCodec sends and receives messages already encoded: *[]byte both ways.
-type rawCodec struct{}
-
-var _ encoding.CodecV2 = rawCodec{}
-
-func (rawCodec) Name() string { return "proto" }
-
-func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
-	b, ok := v.(*[]byte)
-	if !ok {
-		return nil, fmt.Errorf("tracing: cannot marshal %T", v)
+// fields calls fn with each field of message b: its number, its type and
+// its value as encoded (a length-delimited one without its length); it
+// stops at the first malformed field and reports whether b was whole.
+func fields(b []byte, fn func(num protowire.Number, typ protowire.Type, v []byte)) bool {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false
+		}
+		b = b[n:]
+		m := protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			return false
+		}
+		v := b[:m]
+		if typ == protowire.BytesType {
+			v, _ = protowire.ConsumeBytes(v)
+		}
+		fn(num, typ, v)
+		b = b[m:]
 	}
-	return mem.BufferSlice{mem.SliceBuffer(*b)}, nil
-}
-
-func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	b, ok := v.(*[]byte)
-	if !ok {
-		return fmt.Errorf("tracing: cannot unmarshal into %T", v)
-	}
-	*b = data.Materialize()
-	return nil
+	return true
 }

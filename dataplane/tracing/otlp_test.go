@@ -88,24 +88,17 @@ func TestPartialSuccess(t *testing.T) {
 // that count them without OTLP's types).
 func splitSpans(b []byte) [][]byte {
 	var out [][]byte
-	each(b, 1, func(rs []byte) {
-		each(rs, 2, func(ss []byte) {
-			each(ss, 2, func(sp []byte) { out = append(out, sp) })
-		})
-	})
-	return out
-}
-
-func each(b []byte, num protowire.Number, fn func([]byte)) {
-	for len(b) > 0 {
-		n, typ, k := protowire.ConsumeTag(b)
-		b = b[k:]
-		if n == num && typ == protowire.BytesType {
-			v, m := protowire.ConsumeBytes(b)
-			fn(v)
-			b = b[m:]
-			continue
+	in := func(want protowire.Number, fn func([]byte)) func(protowire.Number, protowire.Type, []byte) {
+		return func(num protowire.Number, typ protowire.Type, v []byte) {
+			if num == want && typ == protowire.BytesType {
+				fn(v)
+			}
 		}
-		b = b[protowire.ConsumeFieldValue(n, typ, b):]
 	}
+	fields(b, in(1, func(rs []byte) {
+		fields(rs, in(2, func(ss []byte) {
+			fields(ss, in(2, func(sp []byte) { out = append(out, sp) }))
+		}))
+	}))
+	return out
 }

@@ -43,7 +43,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -51,6 +50,7 @@ import (
 
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/home"
+	"github.com/micromesh/micromesh/internal/rawcodec"
 	"github.com/micromesh/micromesh/platform/edge"
 	"github.com/micromesh/micromesh/platform/tenancy"
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
@@ -147,7 +147,7 @@ func Start(ctx context.Context, o Options) (_ *Proxy, err error) {
 	p.srv = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(cfg)),
 		grpc.UnknownServiceHandler(p.forward),
-		grpc.ForceServerCodecV2(frameCodec{}),
+		grpc.ForceServerCodecV2(rawcodec.Codec{}),
 		grpc.MaxRecvMsgSize(maxMessage), grpc.MaxSendMsgSize(maxMessage),
 		grpc.ConnectionTimeout(10*time.Second),
 	)
@@ -255,12 +255,12 @@ const RegistryAuthority = "registry." + identity.SystemNamespace
 // namespace's services (any namespace's, or all, with the scope admin),
 // as the proxy's identity lists them.
 func (p *Proxy) listServices(ss grpc.ServerStream, claims *auth.Claims) error {
-	f := &frame{}
-	if err := ss.RecvMsg(f); err != nil {
+	var f []byte
+	if err := ss.RecvMsg(&f); err != nil {
 		return err
 	}
 	req := &registryv1.ListServicesRequest{}
-	if err := proto.Unmarshal(f.b, req); err != nil {
+	if err := proto.Unmarshal(f, req); err != nil {
 		return status.Errorf(codes.InvalidArgument, "ListServices: %v", err)
 	}
 	ns := req.GetNamespace()
@@ -280,15 +280,14 @@ func (p *Proxy) listServices(ss grpc.ServerStream, claims *auth.Claims) error {
 	if err != nil {
 		return err
 	}
-	return ss.SendMsg(&frame{b: b})
+	return ss.SendMsg(&b)
 }
 
 // ControlPlaneAuthority names the control plane's own APIs — the registry's
 // (policies, splits, instances), the admin API (proxy status and config),
 // the runtime's (run from git, status, logs, update, kill) and the trace
-// API (traces, trace) —, which the
-// proxy relays for accounts with the scope admin: meshctl's admin commands
-// in a remote environment.
+// API (traces, trace) —, which the proxy relays for accounts with the
+// scope admin: meshctl's admin commands in a remote environment.
 const ControlPlaneAuthority = "controlplane." + identity.SystemNamespace
 
 // administered are the control plane's services an admin account reaches;
@@ -343,7 +342,7 @@ func (p *Proxy) relayOn(ctx context.Context, ss grpc.ServerStream, conn *grpc.Cl
 	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, md))
 	defer cancel()
 	cs, err := conn.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, method,
-		append(opts, grpc.ForceCodecV2(frameCodec{}))...)
+		append(opts, grpc.ForceCodecV2(rawcodec.Codec{}))...)
 	if err != nil {
 		return err
 	}
@@ -352,8 +351,8 @@ func (p *Proxy) relayOn(ctx context.Context, ss grpc.ServerStream, conn *grpc.Cl
 	// and RecvMsg returns.
 	go func() {
 		for {
-			f := &frame{}
-			if err := ss.RecvMsg(f); err != nil {
+			var f []byte
+			if err := ss.RecvMsg(&f); err != nil {
 				if err == io.EOF {
 					_ = cs.CloseSend()
 				} else {
@@ -361,7 +360,7 @@ func (p *Proxy) relayOn(ctx context.Context, ss grpc.ServerStream, conn *grpc.Cl
 				}
 				return
 			}
-			if err := cs.SendMsg(f); err != nil {
+			if err := cs.SendMsg(&f); err != nil {
 				return // the answer's RecvMsg reports why
 			}
 		}
@@ -372,8 +371,8 @@ func (p *Proxy) relayOn(ctx context.Context, ss grpc.ServerStream, conn *grpc.Cl
 		}
 	}
 	for {
-		f := &frame{}
-		err := cs.RecvMsg(f)
+		var f []byte
+		err := cs.RecvMsg(&f)
 		if err != nil {
 			ss.SetTrailer(cs.Trailer())
 			if err == io.EOF {
@@ -381,7 +380,7 @@ func (p *Proxy) relayOn(ctx context.Context, ss grpc.ServerStream, conn *grpc.Cl
 			}
 			return err
 		}
-		if err := ss.SendMsg(f); err != nil {
+		if err := ss.SendMsg(&f); err != nil {
 			return err
 		}
 	}
@@ -426,28 +425,3 @@ func first(md metadata.MD, k string) string {
 	}
 	return ""
 }
-
-// frame is one message, as bytes: the proxy does not decode messages.
-type frame struct{ b []byte }
-
-// frameCodec passes messages through as they came.
-type frameCodec struct{}
-
-func (frameCodec) Marshal(v any) (mem.BufferSlice, error) {
-	f, ok := v.(*frame)
-	if !ok {
-		return nil, fmt.Errorf("remote proxy: cannot send %T", v)
-	}
-	return mem.BufferSlice{mem.SliceBuffer(f.b)}, nil
-}
-
-func (frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	f, ok := v.(*frame)
-	if !ok {
-		return fmt.Errorf("remote proxy: cannot receive into %T", v)
-	}
-	f.b = data.Materialize()
-	return nil
-}
-
-func (frameCodec) Name() string { return "proto" }
