@@ -50,7 +50,7 @@ func (p *Proxy) faulted(f *config.Fault, w http.ResponseWriter, r *http.Request,
 		case <-t.C:
 		case <-r.Context().Done():
 			t.Stop()
-			p.record(r, outbound, p.self, dest, "local", 499, start) // the caller went away
+			p.record(w, r, outbound, p.self, dest, "local", 499, start) // the caller went away
 			return true
 		}
 	}

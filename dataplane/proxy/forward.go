@@ -174,12 +174,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *config.Route
 		resp.Body.Close()
 		cancel()
 		ep.active.Add(-1)
-		p.record(r, dir, source, dest, up.cluster.Transport, code, start)
+		p.record(w, r, dir, source, dest, up.cluster.Transport, code, start)
 		return
 	}
 	switch {
 	case r.Context().Err() != nil:
-		p.record(r, dir, source, dest, up.cluster.Transport, 499, start) // the caller went away
+		p.record(w, r, dir, source, dest, up.cluster.Transport, 499, start) // the caller went away
 	case !deadline.IsZero() && !time.Now().Before(deadline):
 		p.localFor(w, r, dir, source, dest, http.StatusGatewayTimeout,
 			fmt.Sprintf("micromesh: %s did not answer within the route timeout (%v)", up.cluster.Name, rt.Timeout), start)
@@ -550,7 +550,7 @@ func (p *Proxy) localReply(w http.ResponseWriter, r *http.Request, dir direction
 	if a := p.tracedSpan(r); a != nil {
 		a.msg = msg
 	}
-	p.record(r, dir, source, dest, "local", code, start)
+	p.record(w, r, dir, source, dest, "local", code, start)
 	if !p.accessLog {
 		p.log.Debug("local reply", "direction", dir, "code", code, "msg", msg)
 	}

@@ -38,8 +38,8 @@ func newMetrics(reg Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "micromesh_requests_total",
-			Help: "Requests through the proxy, by direction, source and destination workload, transport (quic, tls, plain, local) and response code.",
-		}, []string{"direction", "source", "destination", "transport", "response_code"}),
+			Help: "Requests through the proxy, by direction, source and destination workload, transport (quic, tls, plain, local), HTTP response code and gRPC status (empty for other requests, and for gRPC calls that ended with none).",
+		}, []string{"direction", "source", "destination", "transport", "response_code", "grpc_status"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "micromesh_request_duration_seconds",
 			Help:    "Time from a request's arrival at the proxy to the end of its response, by direction and destination.",
@@ -89,7 +89,7 @@ func newMetrics(reg Registerer) *metrics {
 }
 
 // record counts a finished request.
-func (p *Proxy) record(r *http.Request, dir direction, source, dest, transport string, code int, start time.Time) {
+func (p *Proxy) record(w http.ResponseWriter, r *http.Request, dir direction, source, dest, transport string, code int, start time.Time) {
 	if dir == inbound && transport != "local" {
 		transport = "tls"
 		if r.ProtoMajor == 3 {
@@ -98,14 +98,41 @@ func (p *Proxy) record(r *http.Request, dir direction, source, dest, transport s
 	}
 	now := time.Now()
 	elapsed := now.Sub(start)
-	p.traceEnd(r, dir, source, dest, transport, code, now)
-	p.m.requests.WithLabelValues(string(dir), source, dest, transport, codeLabel(code)).Inc()
+	grpcCode := -1
+	if w != nil && isGRPC(r) {
+		grpcCode = grpcStatus(w.Header())
+	}
+	p.traceEnd(r, dir, source, dest, transport, code, grpcCode, now)
+	p.m.requests.WithLabelValues(string(dir), source, dest, transport, codeLabel(code), grpcLabel(grpcCode)).Inc()
 	p.m.duration.WithLabelValues(string(dir), dest).Observe(elapsed.Seconds())
 	if p.accessLog {
 		p.log.Info("request", "direction", dir, "method", r.Method, "authority", r.Host, "path", r.URL.Path,
 			"source", source, "destination", dest, "transport", transport, "code", code, "duration", elapsed,
 			"request_id", r.Header.Get(requestIDHeader))
 	}
+}
+
+// grpcStatus is a gRPC answer's status: in its headers when the answer is
+// trailers-only, else in its trailers; -1 if it has none (the caller went
+// away, the upstream broke off).
+func grpcStatus(h http.Header) int {
+	v := h.Get("Grpc-Status")
+	if v == "" {
+		v = h.Get(http.TrailerPrefix + "Grpc-Status")
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return -1
+	}
+	return n
+}
+
+// grpcLabel is the grpc_status label of a gRPC status, "" for none.
+func grpcLabel(code int) string {
+	if code < 0 {
+		return ""
+	}
+	return codeLabel(code)
 }
 
 // codeLabels are the response_code labels of the codes HTTP defines,

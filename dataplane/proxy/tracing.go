@@ -134,7 +134,7 @@ func (p *Proxy) tracedSpan(r *http.Request) *activeSpan {
 }
 
 // traceEnd finishes r's span, if r is recorded, and hands it over.
-func (p *Proxy) traceEnd(r *http.Request, dir direction, source, dest, transport string, code int, end time.Time) {
+func (p *Proxy) traceEnd(r *http.Request, dir direction, source, dest, transport string, code, grpcCode int, end time.Time) {
 	a := p.tracedSpan(r)
 	if a == nil || a.ended {
 		return
@@ -158,16 +158,10 @@ func (p *Proxy) traceEnd(r *http.Request, dir direction, source, dest, transport
 	if id := r.Header.Get(requestIDHeader); id != "" {
 		s.Attrs = append(s.Attrs, tracing.String("guid:x-request-id", id))
 	}
-	grpcCode := -1
 	if isGRPC(r) {
 		h := a.w.Header()
-		v := h.Get("Grpc-Status")
-		if v == "" {
-			v = h.Get(http.TrailerPrefix + "Grpc-Status")
-		}
-		if n, err := strconv.Atoi(v); err == nil {
-			grpcCode = n
-			s.Attrs = append(s.Attrs, tracing.String("rpc.system", "grpc"), tracing.Int("rpc.grpc.status_code", int64(n)))
+		if grpcCode >= 0 {
+			s.Attrs = append(s.Attrs, tracing.String("rpc.system", "grpc"), tracing.Int("rpc.grpc.status_code", int64(grpcCode)))
 		}
 		if a.msg == "" && grpcCode > 0 {
 			a.msg = h.Get("Grpc-Message")
