@@ -27,11 +27,11 @@ import (
 // startExamples runs helloworld and pingpong behind their sidecars on cp;
 // pingpong calls helloworld through its sidecar's outbound address, which
 // the runtime would hand it as MESH_PROXY.
-func startExamples(t *testing.T, cp *meshtest.ControlPlane) {
+func startExamples(t *testing.T, cp *meshtest.ControlPlane, opts ...meshtest.SidecarOption) {
 	t.Helper()
 	cp.StartService("default", "helloworld", func(s *service.Service) {
 		hellopb.RegisterHelloworldServer(s.Server(), hellohandler.Helloworld{})
-	})
+	}, opts...)
 	outbound := "127.0.0.1:" + strconv.Itoa(meshtest.FreePort(t))
 	t.Setenv(envconfig.Proxy, outbound)
 	conn, err := service.Dial(t.Context(), "helloworld")
@@ -41,7 +41,7 @@ func startExamples(t *testing.T, cp *meshtest.ControlPlane) {
 	t.Cleanup(func() { conn.Close() })
 	cp.StartService("default", "pingpong", func(s *service.Service) {
 		pingpb.RegisterPingpongServer(s.Server(), &pinghandler.Pingpong{Hello: hellopb.NewHelloworldClient(conn)})
-	}, meshtest.WithOptions(func(o *dataplane.Options) { o.Outbound = outbound }))
+	}, append(opts, meshtest.WithOptions(func(o *dataplane.Options) { o.Outbound = outbound }))...)
 }
 
 // The examples run behind their sidecars; the CLI describes and calls them

@@ -116,6 +116,7 @@ server there with no flags.`,
 		remoteOK(newProxyConfigCommand(g, s)),
 		remoteOK(newTracesCommand(g, s)),
 		remoteOK(newTraceCommand(g, s)),
+		remoteOK(newStatCommand(g, s)),
 		// The sidecar joins with a token or certificates of its own, in any
 		// environment.
 		remoteOK(sidecarcmd.New(sidecarcmd.Config{

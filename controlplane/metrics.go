@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/micromesh/micromesh/controlplane/stats"
 	"github.com/micromesh/micromesh/controlplane/traces"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/identity/ca"
@@ -157,6 +158,16 @@ func newXDSMetrics(reg prometheus.Registerer) *xdsMetrics {
 	}
 	reg.MustRegister(m.pushes, m.nacks, m.connected, m.convergence, m.builds)
 	return m
+}
+
+// registerStats exports the stats collector's counts.
+func (m *metrics) registerStats(c *stats.Collector) {
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_stats_exports_total", Help: "Exports of request metrics from proxies that the control plane keeps."},
+			func() float64 { n, _ := c.Stats(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_stats_rejected_total", Help: "Data points of request metrics refused as malformed (OTLP partial success)."},
+			func() float64 { _, n := c.Stats(); return float64(n) }),
+	)
 }
 
 // registerTraces exports the trace collector's, store's and forwarder's

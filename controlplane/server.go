@@ -19,6 +19,7 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	xdsserver "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	collectormetricsv1 "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	collectortracev1 "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -30,6 +31,7 @@ import (
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/controlplane/registry/consul"
 	"github.com/micromesh/micromesh/controlplane/registry/embedded"
+	"github.com/micromesh/micromesh/controlplane/stats"
 	"github.com/micromesh/micromesh/controlplane/traces"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/identity/ca"
@@ -38,6 +40,7 @@ import (
 	identityv1 "github.com/micromesh/micromesh/proto/identity/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
+	statsv1 "github.com/micromesh/micromesh/proto/stats/v1"
 	tracev1 "github.com/micromesh/micromesh/proto/trace/v1"
 	"github.com/micromesh/micromesh/runtime"
 	"github.com/micromesh/micromesh/xds"
@@ -107,6 +110,7 @@ type Server struct {
 	keysChanged chan struct{}
 
 	traces  *traces.Store
+	stats   *stats.Store
 	forward *traces.Forwarder
 }
 
@@ -211,6 +215,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	collectortracev1.RegisterTraceServiceServer(s.grpc, collector)
 	tracev1.RegisterTraceServiceServer(s.grpc, traces.NewAPI(s.traces, caller))
 	s.metrics.registerTraces(collector, s.traces, s.forward)
+	s.stats = stats.NewStore()
+	statsCollector := stats.NewCollector(s.stats, caller, cfg.Logger)
+	collectormetricsv1.RegisterMetricsServiceServer(s.grpc, statsCollector)
+	statsv1.RegisterStatsServiceServer(s.grpc, stats.NewAPI(s.stats, caller, s.registeredServices))
+	s.metrics.registerStats(statsCollector)
 	s.runtime, err = runtime.Open(runtime.Options{
 		Home: cfg.Home, ControlPlane: s.grpcLn.Addr().String(), TrustDomain: ca.TrustDomain(),
 		Mint: ca.Tokens().Mint, SidecarCommand: cfg.SidecarCommand, Advertise: cfg.Advertise, Logger: cfg.Logger,
@@ -463,7 +472,8 @@ func (s *Server) close() {
 	}
 }
 
-// expireTraces drops spans past their age at start and every minute.
+// expireTraces drops spans past their age, and request metrics past the
+// longest window, at start and every minute.
 func (s *Server) expireTraces(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
@@ -471,10 +481,25 @@ func (s *Server) expireTraces(ctx context.Context) {
 		if err := s.traces.Expire(time.Now()); err != nil {
 			s.log.Warn("expire traces", "err", err)
 		}
+		s.stats.Expire()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// registeredServices lists the registry's services ("name.namespace")
+// with their instance counts, for the stats API.
+func (s *Server) registeredServices(ctx context.Context) (map[string]int, error) {
+	snap, err := registry.List(ctx, s.reg)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for _, inst := range snap.Instances {
+		out[inst.Service+"."+inst.Namespace]++
+	}
+	return out, nil
 }

@@ -29,8 +29,10 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/micromesh/micromesh/dataplane/config"
+	"github.com/micromesh/micromesh/dataplane/otlpwire"
 	"github.com/micromesh/micromesh/dataplane/proxy"
 	"github.com/micromesh/micromesh/dataplane/qlogdir"
+	"github.com/micromesh/micromesh/dataplane/stats"
 	"github.com/micromesh/micromesh/dataplane/tracing"
 	"github.com/micromesh/micromesh/dataplane/xdsclient"
 	"github.com/micromesh/micromesh/dataplane/xdswire"
@@ -81,6 +83,10 @@ type Options struct {
 	// QlogDir, if set, receives a qlog trace of every QUIC connection the
 	// sidecar opens or accepts (package qlogdir; for debugging: costly).
 	QlogDir string
+	// StatsInterval is how often the sidecar sends its request metrics
+	// to the control plane (package stats; 0: stats.DefaultInterval;
+	// negative: never).
+	StatsInterval time.Duration
 	// Version is registered with the instance.
 	Version string
 	// Policy is the traffic policy the service's callers apply, registered
@@ -124,6 +130,8 @@ type Sidecar struct {
 	warm *warmer
 	// spans exports traced requests' spans to the control plane.
 	spans *tracing.Exporter
+	// stats exports request metrics to the control plane; nil if off.
+	stats *stats.Exporter
 }
 
 // Run runs a sidecar until ctx ends, then deregisters, drains and stops.
@@ -194,6 +202,10 @@ func New(o Options) (*Sidecar, error) {
 		Help: "Connections open on the sidecar's listeners, by direction and transport (quic, tls, plain).",
 	}, []string{"direction", "transport"})
 	s.reg.MustRegister(s.lst.conns)
+	if o.StatsInterval >= 0 {
+		s.stats = stats.NewExporter(s.reg, o.Credentials.ID.Name+"."+o.Credentials.ID.Namespace,
+			otlpwire.Resource{Instance: o.Instance, SDK: "micromesh-sidecar"}, o.StatsInterval, o.Logger.With("component", "stats"))
+	}
 	meta := map[string]any{
 		"kind":         "builtin",
 		"cert_dir":     o.CertDir,
@@ -375,15 +387,22 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	xctx, stopXDS := context.WithCancel(context.Background())
 	defer stopXDS()
-	// Spans are exported over a connection of their own (it connects at
-	// the first export), until the requests in flight at shutdown are done.
+	// Spans and request metrics are exported over a connection of their
+	// own (it connects at the first export), until the requests in flight
+	// at shutdown are done.
 	spansConn, err := grpc.NewClient(s.o.ControlPlane, grpc.WithTransportCredentials(credentials.NewTLS(s.controlPlaneTLS())))
 	if err != nil {
 		return fmt.Errorf("control plane address %q: %w", s.o.ControlPlane, err)
 	}
-	spansDone := make(chan struct{})
-	defer func() { stopXDS(); <-spansDone; _ = spansConn.Close() }()
+	spansDone, statsDone := make(chan struct{}), make(chan struct{})
+	defer func() { stopXDS(); <-spansDone; <-statsDone; _ = spansConn.Close() }()
 	go func() { defer close(spansDone); s.spans.Run(xctx, spansConn) }()
+	go func() {
+		defer close(statsDone)
+		if s.stats != nil {
+			s.stats.Run(xctx, spansConn)
+		}
+	}()
 	xdone := make(chan error, 1)
 	go func() { xdone <- s.xds.Run(xctx) }()
 	g.Go(func() error { return s.src.Run(gctx) })

@@ -45,6 +45,9 @@ func startEcho(t testing.TB, name string) string {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/json")
+		if code, err := strconv.Atoi(r.Header.Get("X-Echo-Status")); err == nil {
+			w.WriteHeader(code) // the answer a test asks for
+		}
 		var trace string
 		if r.Header.Get("X-Echo-Trace") == "1" {
 			trace = strings.Join(r.Header.Values("Traceparent"), ",")

@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/micromesh/micromesh/dataplane"
+	"github.com/micromesh/micromesh/dataplane/stats"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/envconfig"
 	"github.com/micromesh/micromesh/internal/home"
@@ -51,6 +52,7 @@ type sidecarOptions struct {
 	advertise   string
 	accessLog   bool
 	qlogDir     string
+	statsEvery  time.Duration
 	xds         string
 	transport   string
 	logLevel    string
@@ -59,6 +61,15 @@ type sidecarOptions struct {
 	batch       bool
 	version     string
 	policy      map[string]string
+}
+
+// statsInterval is --stats-interval as dataplane.Options has it (0 there
+// is the default; never is negative).
+func statsInterval(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 func (o *sidecarOptions) validate() error {
@@ -86,6 +97,9 @@ func (o *sidecarOptions) validate() error {
 	}
 	if o.appProtocol != "grpc" && o.appProtocol != "http" {
 		return fmt.Errorf("--app-protocol %q: grpc or http", o.appProtocol)
+	}
+	if o.statsEvery != 0 && o.statsEvery < time.Second {
+		return fmt.Errorf("--stats-interval %v: want 1s or more (0: never)", o.statsEvery)
 	}
 	if o.cores < 0 {
 		return fmt.Errorf("--cores %d: want 1 or more (0: the default)", o.cores)
@@ -169,7 +183,7 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 				ControlPlane: join.ControlPlaneAddr(o.ControlPlane, c.Home()),
 				AppProtocol:  o.appProtocol, Outbound: o.outbound, InboundPort: o.inboundPort,
 				Advertise: o.advertise, Admin: o.admin, AccessLog: o.accessLog, SotW: o.xds == "sotw", NoQUIC: o.transport == "tls", Logger: log,
-				WaitForApp: o.waitApp, Version: o.version, QlogDir: o.qlogDir, Policy: o.policy,
+				WaitForApp: o.waitApp, Version: o.version, QlogDir: o.qlogDir, Policy: o.policy, StatsInterval: statsInterval(o.statsEvery),
 				Ready: func(i dataplane.Info) {
 					if c.Output() == "json" {
 						_ = json.NewEncoder(c.Out).Encode(i)
@@ -195,6 +209,7 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 	f.StringVar(&o.instance, "instance", "", "instance ID (default <service>-<random>)")
 	f.StringVar(&o.advertise, "advertise", "127.0.0.1", "the IP address peers reach this instance at")
 	f.BoolVar(&o.accessLog, "access-log", false, "log every request")
+	f.DurationVar(&o.statsEvery, "stats-interval", stats.DefaultInterval, "how often to send request metrics to the control plane, for meshctl stat (0: never)")
 	f.StringVar(&o.qlogDir, "qlog-dir", "", "write a qlog trace of every QUIC connection to this directory (for qvis; debugging only: costly)")
 	f.IntVar(&o.cores, "cores", 0, "CPU cores the proxy runs on (GOMAXPROCS; default 1, or $GOMAXPROCS when set)")
 	f.BoolVar(&o.batch, "batch-scheduling", true, "run with SCHED_BATCH (Linux): woken by a packet, the sidecar does not preempt the thread that sent it")

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/micromesh/micromesh/dataplane/otlpwire"
 	"github.com/micromesh/micromesh/internal/rawcodec"
 )
 
@@ -164,50 +164,6 @@ func Export(ctx context.Context, conn grpc.ClientConnInterface, res Resource, sp
 	if err := conn.Invoke(ctx, ExportMethod, &req, &resp, grpc.ForceCodecV2(rawcodec.Codec{})); err != nil {
 		return 0, "", err
 	}
-	rejected, msg = partialSuccess(resp)
+	rejected, msg = otlpwire.PartialSuccess(resp)
 	return rejected, msg, nil
-}
-
-// partialSuccess reads an ExportTraceServiceResponse's partial_success
-// (field 1: rejected_spans 1, error_message 2).
-func partialSuccess(b []byte) (rejected int64, msg string) {
-	fields(b, func(num protowire.Number, typ protowire.Type, v []byte) {
-		if num != 1 || typ != protowire.BytesType {
-			return
-		}
-		fields(v, func(num protowire.Number, typ protowire.Type, v []byte) {
-			switch {
-			case num == 1 && typ == protowire.VarintType:
-				u, _ := protowire.ConsumeVarint(v)
-				rejected = int64(u)
-			case num == 2 && typ == protowire.BytesType:
-				msg = string(v)
-			}
-		})
-	})
-	return rejected, msg
-}
-
-// fields calls fn with each field of message b: its number, its type and
-// its value as encoded (a length-delimited one without its length); it
-// stops at the first malformed field and reports whether b was whole.
-func fields(b []byte, fn func(num protowire.Number, typ protowire.Type, v []byte)) bool {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return false
-		}
-		b = b[n:]
-		m := protowire.ConsumeFieldValue(num, typ, b)
-		if m < 0 {
-			return false
-		}
-		v := b[:m]
-		if typ == protowire.BytesType {
-			v, _ = protowire.ConsumeBytes(v)
-		}
-		fn(num, typ, v)
-		b = b[m:]
-	}
-	return true
 }

@@ -8,6 +8,8 @@ import (
 	tracev1 "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/micromesh/micromesh/dataplane/otlpwire"
 )
 
 // The hand encoding agrees with OpenTelemetry's own types, field by field.
@@ -76,10 +78,10 @@ func TestPartialSuccess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, msg := partialSuccess(b); n != 3 || msg != "too old" {
+	if n, msg := otlpwire.PartialSuccess(b); n != 3 || msg != "too old" {
 		t.Errorf("partialSuccess = %d, %q", n, msg)
 	}
-	if n, _ := partialSuccess(nil); n != 0 {
+	if n, _ := otlpwire.PartialSuccess(nil); n != 0 {
 		t.Errorf("empty answer: %d rejected", n)
 	}
 }
@@ -95,9 +97,9 @@ func splitSpans(b []byte) [][]byte {
 			}
 		}
 	}
-	fields(b, in(1, func(rs []byte) {
-		fields(rs, in(2, func(ss []byte) {
-			fields(ss, in(2, func(sp []byte) { out = append(out, sp) }))
+	otlpwire.Fields(b, in(1, func(rs []byte) {
+		otlpwire.Fields(rs, in(2, func(ss []byte) {
+			otlpwire.Fields(ss, in(2, func(sp []byte) { out = append(out, sp) }))
 		}))
 	}))
 	return out

@@ -3,6 +3,8 @@ package tracing
 import (
 	"encoding/hex"
 	"time"
+
+	"github.com/micromesh/micromesh/dataplane/otlpwire"
 )
 
 // Kind is a span's kind, as OTLP numbers them.
@@ -33,19 +35,14 @@ type Span struct {
 	Message string
 }
 
-// Attr is a span attribute: a string, or an integer when Int is set.
-type Attr struct {
-	Key   string
-	Str   string
-	Int   int64
-	IsInt bool
-}
+// Attr is a span attribute: a string, or an integer when IsInt is set.
+type Attr = otlpwire.Attr
 
 // String is a string attribute.
-func String(k, v string) Attr { return Attr{Key: k, Str: v} }
+func String(k, v string) Attr { return otlpwire.String(k, v) }
 
 // Int is an integer attribute.
-func Int(k string, v int64) Attr { return Attr{Key: k, Int: v, IsInt: true} }
+func Int(k string, v int64) Attr { return otlpwire.Int(k, v) }
 
 // TraceIDString is the span's trace ID in hex.
 func (s *Span) TraceIDString() string { return hex.EncodeToString(s.TraceID[:]) }

@@ -34,6 +34,7 @@ import (
 	"github.com/micromesh/micromesh/platform"
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+	statsv1 "github.com/micromesh/micromesh/proto/stats/v1"
 	tracev1 "github.com/micromesh/micromesh/proto/trace/v1"
 	"github.com/micromesh/micromesh/service"
 	"github.com/micromesh/micromesh/xds"
@@ -218,6 +219,12 @@ func (c *ControlPlane) AdminClient() adminv1.AdminServiceClient {
 func (c *ControlPlane) TraceClient() tracev1.TraceServiceClient {
 	c.env.t.Helper()
 	return tracev1.NewTraceServiceClient(c.Dial(c.Join(identity.SystemNamespace, "meshtest")))
+}
+
+// StatsClient calls the stats API as a micromesh-namespace identity.
+func (c *ControlPlane) StatsClient() statsv1.StatsServiceClient {
+	c.env.t.Helper()
+	return statsv1.NewStatsServiceClient(c.Dial(c.Join(identity.SystemNamespace, "meshtest")))
 }
 
 // Logs returns what the environment's processes have logged.

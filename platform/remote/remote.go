@@ -57,6 +57,7 @@ import (
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
+	statsv1 "github.com/micromesh/micromesh/proto/stats/v1"
 	tracev1 "github.com/micromesh/micromesh/proto/trace/v1"
 	"github.com/micromesh/micromesh/service/auth"
 )
@@ -285,8 +286,8 @@ func (p *Proxy) listServices(ss grpc.ServerStream, claims *auth.Claims) error {
 
 // ControlPlaneAuthority names the control plane's own APIs — the registry's
 // (policies, splits, instances), the admin API (proxy status and config),
-// the runtime's (run from git, status, logs, update, kill) and the trace
-// API (traces, trace) —, which the proxy relays for accounts with the
+// the runtime's (run from git, status, logs, update, kill), the trace
+// API (traces, trace) and the stats API (stat) —, which the proxy relays for accounts with the
 // scope admin: meshctl's admin commands in a remote environment.
 const ControlPlaneAuthority = "controlplane." + identity.SystemNamespace
 
@@ -294,7 +295,7 @@ const ControlPlaneAuthority = "controlplane." + identity.SystemNamespace
 // not the identity API (certificates come from join tokens minted on the
 // server's machine) nor xDS.
 var administered = []string{registryv1.RegistryService_ServiceDesc.ServiceName, adminv1.AdminService_ServiceDesc.ServiceName,
-	runtimev1.RuntimeService_ServiceDesc.ServiceName, tracev1.TraceService_ServiceDesc.ServiceName}
+	runtimev1.RuntimeService_ServiceDesc.ServiceName, tracev1.TraceService_ServiceDesc.ServiceName, statsv1.StatsService_ServiceDesc.ServiceName}
 
 // administer relays a call to the control plane's APIs, as the proxy's
 // platform identity, for an account with the scope admin; each call is

@@ -1,0 +1,170 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	statsv1 "github.com/micromesh/micromesh/proto/stats/v1"
+)
+
+type statOptions struct {
+	controlPlane string
+	namespace    string
+	window       time.Duration
+}
+
+func (o *statOptions) validate() error {
+	if o.window < 10*time.Second || o.window > 10*time.Minute {
+		return fmt.Errorf("--window %v: from 10s to 10m", o.window)
+	}
+	return nil
+}
+
+// trafficJSON is what a service's or a call's requests came to in meshctl
+// stat -o json; rates and latencies only when there were requests.
+type trafficJSON struct {
+	Requests          uint64   `json:"requests"`
+	Failures          uint64   `json:"failures"`
+	RequestsPerSecond float64  `json:"requests_per_second"`
+	SuccessRate       *float64 `json:"success_rate,omitempty"`
+	P50MS             *float64 `json:"p50_ms,omitempty"`
+	P95MS             *float64 `json:"p95_ms,omitempty"`
+	P99MS             *float64 `json:"p99_ms,omitempty"`
+}
+
+type serviceStatJSON struct {
+	Service   string `json:"service"`
+	Instances uint32 `json:"instances"`
+	Reporting uint32 `json:"reporting"`
+	trafficJSON
+}
+
+type callStatJSON struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	trafficJSON
+}
+
+type statJSON struct {
+	WindowSeconds float64           `json:"window_seconds"`
+	Services      []serviceStatJSON `json:"services"`
+	Calls         []callStatJSON    `json:"calls"`
+}
+
+func newStatCommand(g *globalOptions, s Streams) *cobra.Command {
+	o := &statOptions{}
+	cmd := &cobra.Command{
+		Use:   "stat [SERVICE]",
+		Short: "Show each service's requests per second, success rate and latency, and the calls between services",
+		Long: `Show the golden signals of the mesh's services over a recent window: for
+each service its requests per second, success rate and latency percentiles
+as its own sidecars saw them (its app's time included), and for each pair
+of caller and service the same as the callers' sidecars saw them (the
+network and the callee's sidecar included).
+
+A request failed if it was answered with an HTTP 5xx or a gRPC status that
+is the server's fault (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
+UNAVAILABLE, DATA_LOSS); NOT_FOUND or INVALID_ARGUMENT is the caller's.
+Latencies are interpolated within the sidecars' histogram buckets, as
+Prometheus's histogram_quantile does.
+
+Sidecars send their counts to the control plane every 10 s (meshctl sidecar
+--stats-interval): a call shows here within that, and the figures of a
+window of 1 m move in steps of it.`,
+		Example: `  meshctl stat
+  meshctl stat helloworld
+  meshctl stat -n shop --window 5m
+  meshctl stat -o json`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.validate(); err != nil {
+				return err
+			}
+			service := ""
+			if len(args) == 1 {
+				service = args[0]
+			}
+			return withAdmin(cmd.Context(), g, o.controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
+				resp, err := statsv1.NewStatsServiceClient(conn).GetStats(ctx, &statsv1.GetStatsRequest{
+					Namespace: o.namespace, Service: service, Window: durationpb.New(o.window),
+				})
+				if err != nil {
+					return err
+				}
+				out := statJSON{WindowSeconds: resp.Window.AsDuration().Seconds(), Services: []serviceStatJSON{}, Calls: []callStatJSON{}}
+				for _, sv := range resp.Services {
+					out.Services = append(out.Services, serviceStatJSON{Service: sv.Service, Instances: sv.Instances, Reporting: sv.Reporting, trafficJSON: trafficOf(sv.Traffic)})
+				}
+				for _, e := range resp.Edges {
+					out.Calls = append(out.Calls, callStatJSON{From: e.Source, To: e.Destination, trafficJSON: trafficOf(e.Traffic)})
+				}
+				return render(s.Out, g.output, out, func() string { return renderStat(out) })
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.controlPlane, "controlplane", "", "control plane address (default: the local server)")
+	f.StringVarP(&o.namespace, "namespace", "n", "", "only this namespace's services and the calls to and from them (default: every namespace)")
+	f.DurationVar(&o.window, "window", time.Minute, "how far back to look (10s to 10m)")
+	return cmd
+}
+
+func trafficOf(t *statsv1.Traffic) trafficJSON {
+	out := trafficJSON{Requests: t.GetRequests(), Failures: t.GetFailures(), RequestsPerSecond: t.GetRequestsPerSecond()}
+	if t.GetRequests() > 0 {
+		sr := t.GetSuccessRate()
+		out.SuccessRate = &sr
+	}
+	for _, p := range []struct {
+		d   *durationpb.Duration
+		out **float64
+	}{{t.GetP50(), &out.P50MS}, {t.GetP95(), &out.P95MS}, {t.GetP99(), &out.P99MS}} {
+		if p.d != nil {
+			v := ms(p.d.AsDuration())
+			*p.out = &v
+		}
+	}
+	return out
+}
+
+func renderStat(st statJSON) string {
+	if len(st.Services) == 0 && len(st.Calls) == 0 {
+		return "no services (meshctl run starts one)\n"
+	}
+	var b strings.Builder
+	rows := make([][]string, 0, len(st.Services))
+	for _, sv := range st.Services {
+		rows = append(rows, append([]string{sv.Service, fmt.Sprintf("%d/%d", sv.Reporting, sv.Instances)}, trafficCells(sv.trafficJSON)...))
+	}
+	b.WriteString(table([]string{"SERVICE", "REPORTING", "SUCCESS", "RPS", "P50", "P95", "P99"}, rows))
+	if len(st.Calls) > 0 {
+		rows = rows[:0]
+		for _, c := range st.Calls {
+			rows = append(rows, append([]string{c.From, c.To}, trafficCells(c.trafficJSON)...))
+		}
+		b.WriteString("\n")
+		b.WriteString(table([]string{"FROM", "TO", "SUCCESS", "RPS", "P50", "P95", "P99"}, rows))
+	}
+	return b.String()
+}
+
+// trafficCells are the SUCCESS, RPS and percentile columns; "-" where
+// there were no requests.
+func trafficCells(t trafficJSON) []string {
+	cells := []string{"-", fmt.Sprintf("%.2f", t.RequestsPerSecond), "-", "-", "-"}
+	if t.SuccessRate != nil {
+		cells[0] = fmt.Sprintf("%.2f%%", 100**t.SuccessRate)
+	}
+	for i, p := range []*float64{t.P50MS, t.P95MS, t.P99MS} {
+		if p != nil {
+			cells[2+i] = short(time.Duration(*p * float64(time.Millisecond)))
+		}
+	}
+	return cells
+}

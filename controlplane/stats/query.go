@@ -1,0 +1,180 @@
+package stats
+
+import (
+	"math"
+	"sort"
+	"strconv"
+	"time"
+)
+
+// Traffic is what a set of requests came to over a window.
+type Traffic struct {
+	Requests, Failures uint64
+	PerSecond          float64
+	// Latency percentiles; zero when no durations were counted.
+	P50, P95, P99 time.Duration
+
+	hist *hist // the durations, merged
+}
+
+// SuccessRate is 1 − Failures ÷ Requests; 0 with no requests.
+func (t *Traffic) SuccessRate() float64 {
+	if t.Requests == 0 {
+		return 0
+	}
+	return 1 - float64(t.Failures)/float64(t.Requests)
+}
+
+// ServiceStats are a service's inbound requests, from its own sidecars.
+type ServiceStats struct {
+	Service   string // "name.namespace"
+	Reporting int    // instances that reported within the window
+	Traffic
+}
+
+// EdgeStats are the calls from Source to Destination, from the callers'
+// sidecars.
+type EdgeStats struct {
+	Source, Destination string
+	Traffic
+}
+
+// Query adds up what every instance counted over window: per service its
+// inbound requests, per caller and callee the outbound ones. Services
+// come sorted by name, edges by caller then callee.
+func (st *Store) Query(window time.Duration) ([]*ServiceStats, []*EdgeStats) {
+	services := map[string]*ServiceStats{}
+	edges := map[[2]string]*EdgeStats{}
+	for _, d := range st.deltas(window) {
+		svc := services[d.service]
+		if svc == nil {
+			svc = &ServiceStats{Service: d.service}
+			services[d.service] = svc
+		}
+		svc.Reporting++
+		for k, v := range d.requests {
+			var t *Traffic
+			switch k.direction {
+			case "inbound":
+				t = &svc.Traffic
+			case "outbound":
+				t = &edge(edges, d.service, k.destination).Traffic
+			default:
+				continue
+			}
+			t.add(k, v, d.seconds)
+		}
+		for k, h := range d.durations {
+			switch k.direction {
+			case "inbound":
+				svc.merge(h)
+			case "outbound":
+				edge(edges, d.service, k.destination).merge(h)
+			}
+		}
+	}
+	outS := make([]*ServiceStats, 0, len(services))
+	for _, s := range services {
+		s.percentiles()
+		outS = append(outS, s)
+	}
+	sort.Slice(outS, func(i, j int) bool { return outS[i].Service < outS[j].Service })
+	outE := make([]*EdgeStats, 0, len(edges))
+	for _, e := range edges {
+		e.percentiles()
+		outE = append(outE, e)
+	}
+	sort.Slice(outE, func(i, j int) bool {
+		if outE[i].Source != outE[j].Source {
+			return outE[i].Source < outE[j].Source
+		}
+		return outE[i].Destination < outE[j].Destination
+	})
+	return outS, outE
+}
+
+func edge(edges map[[2]string]*EdgeStats, source, dest string) *EdgeStats {
+	e := edges[[2]string{source, dest}]
+	if e == nil {
+		e = &EdgeStats{Source: source, Destination: dest}
+		edges[[2]string{source, dest}] = e
+	}
+	return e
+}
+
+// add counts v requests of series k, counted over seconds.
+func (t *Traffic) add(k reqKey, v float64, seconds float64) {
+	n := uint64(math.Round(v))
+	t.Requests += n
+	if failed(k) {
+		t.Failures += n
+	}
+	t.PerSecond += v / seconds
+}
+
+// failed says whether a series counts failures: HTTP 5xx, or a gRPC
+// status that is the server's fault — the test tracing applies to a
+// server's span (dataplane/proxy), so a NOT_FOUND or INVALID_ARGUMENT is
+// the caller's mistake, not the service failing.
+func failed(k reqKey) bool {
+	if c, err := strconv.Atoi(k.code); err == nil && c >= 500 {
+		return true
+	}
+	switch k.grpc {
+	case "2", "4", "12", "13", "14", "15": // UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS
+		return true
+	}
+	return false
+}
+
+// merge adds h's counts (a histogram of another layout is left out).
+func (t *Traffic) merge(h *hist) {
+	if t.hist == nil {
+		t.hist = &hist{bounds: h.bounds, counts: make([]uint64, len(h.counts))}
+	}
+	if len(h.counts) != len(t.hist.counts) {
+		return
+	}
+	for i, c := range h.counts {
+		t.hist.counts[i] += c
+	}
+	t.hist.count += h.count
+	t.hist.sum += h.sum
+}
+
+func (t *Traffic) percentiles() {
+	if t.hist == nil || t.hist.count == 0 {
+		return
+	}
+	t.P50, t.P95, t.P99 = t.hist.quantile(.5), t.hist.quantile(.95), t.hist.quantile(.99)
+}
+
+// quantile is the q-quantile of h's observations, interpolated linearly
+// within the bucket it falls in, as Prometheus's histogram_quantile does:
+// from 0 in the first bucket, and the highest bound when it falls past
+// every bound.
+func (h *hist) quantile(q float64) time.Duration {
+	rank := q * float64(h.count)
+	var cum float64
+	for i, c := range h.counts {
+		if c == 0 {
+			continue
+		}
+		if cum+float64(c) >= rank {
+			if i >= len(h.bounds) {
+				break
+			}
+			lower := 0.0
+			if i > 0 {
+				lower = h.bounds[i-1]
+			}
+			v := lower + (h.bounds[i]-lower)*(rank-cum)/float64(c)
+			return time.Duration(v * float64(time.Second))
+		}
+		cum += float64(c)
+	}
+	if len(h.bounds) == 0 {
+		return 0
+	}
+	return time.Duration(h.bounds[len(h.bounds)-1] * float64(time.Second))
+}
