@@ -1,12 +1,13 @@
 // Package dashboard is the mesh's web dashboard: the services that run,
 // their instances and health, their endpoints with their fields, a form
-// to call any of them (traced on request), and the traces the control
-// plane keeps — served by `meshctl server` on 127.0.0.1:8082. It is a page
-// and a script (static/, embedded) over three JSON sources: the registry's
-// listing (/status), the API gateway (/api/..., the gateway's own handler,
-// so a call from the dashboard is the gateway's: the same mapping, rules
-// and errors) and the trace API (/traces, /traces/ID). docs/gateway.md,
-// docs/tracing.md.
+// to call any of them (traced on request), each service's success rate,
+// rate and latency and the calls between services, and the traces the
+// control plane keeps — served by `meshctl server` on 127.0.0.1:8082. It
+// is a page and a script (static/, embedded) over four JSON sources: the
+// registry's listing (/status), the API gateway (/api/..., the gateway's
+// own handler, so a call from the dashboard is the gateway's: the same
+// mapping, rules and errors), the stats API (/stats) and the trace API
+// (/traces, /traces/ID). docs/gateway.md, docs/stats.md, docs/tracing.md.
 package dashboard
 
 import (
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+	statsv1 "github.com/micromesh/micromesh/proto/stats/v1"
 	tracev1 "github.com/micromesh/micromesh/proto/trace/v1"
 )
 
@@ -36,6 +38,8 @@ type Options struct {
 	Services func(ctx context.Context) (*registryv1.ListServicesResponse, error)
 	// Traces reads the traces the control plane keeps (nil: none shown).
 	Traces tracev1.TraceServiceClient
+	// Stats reads the services' request figures (nil: none shown).
+	Stats statsv1.StatsServiceClient
 }
 
 // New returns the dashboard's handler.
@@ -73,6 +77,16 @@ func New(o Options) http.Handler {
 		})
 		mux.HandleFunc("GET /traces/{id}", func(w http.ResponseWriter, r *http.Request) {
 			resp, err := o.Traces.GetTrace(r.Context(), &tracev1.GetTraceRequest{TraceId: r.PathValue("id")})
+			if err != nil {
+				writeStatus(w, err)
+				return
+			}
+			writeProto(w, resp)
+		})
+	}
+	if o.Stats != nil {
+		mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+			resp, err := o.Stats.GetStats(r.Context(), &statsv1.GetStatsRequest{Namespace: r.URL.Query().Get("namespace")})
 			if err != nil {
 				writeStatus(w, err)
 				return

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/dataplane"
 	"github.com/micromesh/micromesh/examples/helloworld/handler"
 	pb "github.com/micromesh/micromesh/examples/helloworld/proto"
 	"github.com/micromesh/micromesh/internal/meshtest"
@@ -57,7 +58,7 @@ func serveDashboard(t *testing.T, cp *meshtest.ControlPlane) *httptest.Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(gw.Stop)
-	srv := httptest.NewServer(gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.OperatorHandler(), Services: gw.ListServices, Traces: gw.Traces()}), true))
+	srv := httptest.NewServer(gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.OperatorHandler(), Services: gw.ListServices, Traces: gw.Traces(), Stats: gw.Stats()}), true))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -86,7 +87,7 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("GET /app.js: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 	for _, used := range []string{`getJSON("status")`, `getJSON("api/")`, `getJSON("api" + path)`, `fetch("api" + ep.path, { method: "POST"`, `headers.Authorization = "Bearer " + token`, "textContent",
-		`getJSON("traces"`, `getJSON("traces/" + id)`, "headers.traceparent = trace.header"} {
+		`getJSON("traces"`, `getJSON("traces/" + id)`, "headers.traceparent = trace.header", `getJSON("stats")`} {
 		if !strings.Contains(script, used) {
 			t.Errorf("the script no longer has %s: check this test's contract", used)
 		}
@@ -152,6 +153,13 @@ func TestDashboard(t *testing.T) {
 	if resp, body := get(t, srv.URL+"/traces/"+strings.Repeat("a", 32), nil); resp.StatusCode != 404 || !strings.Contains(body, "meshctl call --trace") {
 		t.Errorf("an unknown trace: %d %s; want 404 saying how one is recorded", resp.StatusCode, body)
 	}
+	// /stats: the stats API's answer, for the page's columns.
+	if resp, body := get(t, srv.URL+"/stats", nil); resp.StatusCode != 200 || !strings.Contains(body, `"service":"helloworld.default"`) {
+		t.Errorf("/stats: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := get(t, srv.URL+"/stats?namespace=Bad_NS", nil); resp.StatusCode != 400 || !strings.Contains(body, "namespace") {
+		t.Errorf("/stats?namespace=Bad_NS: %d %s; want 400", resp.StatusCode, body)
+	}
 	// Another site's page cannot make it.
 	if resp, body := send(t, "POST", srv.URL+"/api/helloworld/call", `{"name":"Ada"}`, map[string]string{"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}); resp.StatusCode != 403 {
 		t.Errorf("a call from another site's page: %d %s", resp.StatusCode, body)
@@ -172,8 +180,9 @@ func TestDashboardInABrowser(t *testing.T) {
 	}
 	cp := meshtest.NewEnv(t).StartControlPlane(meshtest.WithTracing(0)) // only the traced call is recorded
 	hello := func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), handler.Helloworld{}) }
-	cp.StartService("default", "helloworld", hello)
-	cp.StartService("prod", "helloworld", hello)
+	often := meshtest.WithOptions(func(o *dataplane.Options) { o.StatsInterval = 200 * time.Millisecond })
+	cp.StartService("default", "helloworld", hello, often)
+	cp.StartService("prod", "helloworld", hello, often)
 	web := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(web.Close)
 	cp.StartSidecar("default", "web", meshtest.WithApp(strings.TrimPrefix(web.URL, "http://"), "http"))

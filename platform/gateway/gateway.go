@@ -32,6 +32,7 @@ import (
 	"github.com/micromesh/micromesh/platform/edge"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+	statsv1 "github.com/micromesh/micromesh/proto/stats/v1"
 	tracev1 "github.com/micromesh/micromesh/proto/trace/v1"
 	"github.com/micromesh/micromesh/service/auth"
 )
@@ -185,6 +186,12 @@ func (g *Gateway) ListServices(ctx context.Context) (*registryv1.ListServicesRes
 // platform identity (the dashboard shows them).
 func (g *Gateway) Traces() tracev1.TraceServiceClient {
 	return tracev1.NewTraceServiceClient(g.sidecar.ControlPlane)
+}
+
+// Stats returns a client of the control plane's stats API, as the
+// gateway's platform identity.
+func (g *Gateway) Stats() statsv1.StatsServiceClient {
+	return statsv1.NewStatsServiceClient(g.sidecar.ControlPlane)
 }
 
 // Stop stops taking requests, lets those in flight finish (a few seconds

@@ -1,12 +1,15 @@
 // The dashboard's script: /status lists the services and instances (the
-// registry), /api/ is the API gateway (endpoints and calls), /traces the
-// traces the control plane keeps. Everything a service, a response or a
+// registry), /api/ is the API gateway (endpoints and calls), /stats each
+// service's and each call's success, rate and latency over the last
+// minute, /traces the traces the control plane keeps. Everything a service, a response or a
 // span says is written as text, never as markup.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
 let status = { services: [] };
 let selected = null; // {name, namespace}
+// The last minute's figures: by service ("name.namespace"), and the calls.
+let stats = { services: {}, edges: [] };
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -39,6 +42,13 @@ async function load() {
     showError("loading: " + e.message);
     return;
   }
+  try {
+    const st = await getJSON("stats");
+    stats = { services: {}, edges: st.edges || [] };
+    for (const s of st.services || []) stats.services[s.service] = s;
+  } catch (e) {
+    stats = { services: {}, edges: [] }; // the figures are extra: the rest shows without them
+  }
   const nsSel = $("#namespace");
   const current = nsSel.value;
   const namespaces = [...new Set((status.services || []).map((s) => s.namespace))].sort();
@@ -67,6 +77,9 @@ function renderServices() {
     tr.append(el("td", s.name), el("td", s.namespace),
       el("td", passing + "/" + instances.length, passing === instances.length && passing > 0 ? "passing" : "critical"),
       el("td", [...new Set(instances.map((i) => i.version).filter(Boolean))].join(", ")));
+    const st = stats.services[s.name + "." + s.namespace];
+    const t = trafficCells(st && st.traffic);
+    tr.append(el("td", t.success, t.failing ? "critical" : ""), el("td", t.rps), el("td", t.p99));
     if (selected && selected.name === s.name && selected.namespace === s.namespace) tr.classList.add("selected");
     tr.addEventListener("click", () => { selected = { name: s.name, namespace: s.namespace }; $("#traces").hidden = true; renderServices(); renderService(); });
     body.appendChild(tr);
@@ -85,6 +98,7 @@ async function renderService() {
       el("td", i.kind || ""), el("td", i.protocol || ""), el("td", i.version || ""), el("td", i.health || "", i.health));
     body.appendChild(tr);
   }
+  renderCalls(selected.name + "." + selected.namespace);
   const note = $("#endpoints-note");
   const list = $("#endpoints");
   list.replaceChildren();
@@ -193,6 +207,36 @@ function newTrace() {
   const hex = (n) => Array.from(crypto.getRandomValues(new Uint8Array(n)), (b) => b.toString(16).padStart(2, "0")).join("");
   const id = hex(16);
   return { id, header: "00-" + id + "-" + hex(8) + "-01" };
+}
+
+// trafficCells formats a Traffic of the stats API (protojson: zero
+// fields left out, counts as strings, durations as "0.0015s").
+function trafficCells(t) {
+  t = t || {};
+  const requests = Number(t.requests || 0);
+  if (!requests) return { success: "-", rps: "0", p50: "-", p95: "-", p99: "-", failing: false };
+  const rate = t.successRate || 0;
+  return {
+    success: (100 * rate).toFixed(1) + "%", rps: (t.requestsPerSecond || 0).toFixed(2),
+    p50: t.p50 ? short(seconds(t.p50)) : "-", p95: t.p95 ? short(seconds(t.p95)) : "-", p99: t.p99 ? short(seconds(t.p99)) : "-",
+    failing: rate < 0.95,
+  };
+}
+
+// renderCalls lists the calls to and from a service ("name.namespace";
+// a version's cluster, "name.ns|v2", is its service's).
+function renderCalls(svc) {
+  const body = $("#calls tbody");
+  body.replaceChildren();
+  const calls = stats.edges.filter((e) => e.source === svc || e.destination.split("|")[0] === svc);
+  $("#calls-note").textContent = calls.length ? "" : "No calls to or from it in the last minute.";
+  for (const e of calls) {
+    const t = trafficCells(e.traffic);
+    const tr = el("tr");
+    tr.append(el("td", e.source), el("td", e.destination), el("td", t.success, t.failing ? "critical" : ""),
+      el("td", t.rps), el("td", t.p50), el("td", t.p95), el("td", t.p99));
+    body.appendChild(tr);
+  }
 }
 
 const seconds = (d) => parseFloat(String(d || "0s").replace("s", "")) || 0;

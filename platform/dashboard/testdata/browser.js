@@ -76,6 +76,18 @@ async function until(what, cond) {
   const listed = [...doc.querySelectorAll("#trace-list tbody tr")].map((r) => r.cells[0].textContent);
   check("the traced call alone is listed", listed.length === 1 && listed[0] === traceID, listed.join(","));
 
+  // The last minute's figures: helloworld answered every call (the 400
+  // was the caller's mistake, not a failure).
+  const success = () => row("helloworld", "default").cells[4].textContent;
+  for (let i = 0; i < 20 && success() !== "100.0%"; i++) {
+    click(doc.querySelector("#refresh"));
+    await sleep(250);
+  }
+  check("helloworld's success rate", success() === "100.0%", success());
+  check("its rate and p99", row("helloworld", "default").cells[5].textContent !== "0" && /s$/.test(row("helloworld", "default").cells[6].textContent),
+    row("helloworld", "default").textContent);
+  check("web, never called: no figures", row("web", "default").cells[4].textContent === "-", row("web", "default").textContent);
+
 
   // A service whose policy asks for an account's token (prod's
   // helloworld): refused without one, answered with the token field set.
