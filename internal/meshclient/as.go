@@ -62,6 +62,9 @@ func StartCaller(ctx context.Context, h home.Dir, addr, ns, caller string, log *
 		Credentials: creds, CertDir: dir, ControlPlane: addr, Outbound: "127.0.0.1:0",
 		Drain: 100 * time.Millisecond, Logger: log,
 		Ready: func(i dataplane.Info) { ready <- i },
+		// A diagnostic, not an instance of the service: its calls are
+		// not the service's figures (meshctl stat).
+		StatsInterval: -1,
 	})
 	if err != nil {
 		_ = os.RemoveAll(dir)
