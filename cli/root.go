@@ -117,6 +117,7 @@ server there with no flags.`,
 		remoteOK(newTracesCommand(g, s)),
 		remoteOK(newTraceCommand(g, s)),
 		remoteOK(newStatCommand(g, s)),
+		remoteOK(newCheckCommand(g, s)),
 		// The sidecar joins with a token or certificates of its own, in any
 		// environment.
 		remoteOK(sidecarcmd.New(sidecarcmd.Config{

@@ -1,0 +1,63 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/internal/meshtest"
+)
+
+// An operator checks the mesh: all is well; then a service's only
+// instance stops heartbeating, and the check fails naming it and what to
+// look at.
+func TestCheck(t *testing.T) {
+	env := meshtest.NewEnv(t)
+	cp := env.StartControlPlane()
+	startExamples(t, cp)
+	home := string(env.Home)
+	cli := func(args ...string) (string, error) { return runCLI(t, append([]string{"--home", home}, args...)...) }
+
+	out, err := cli("check")
+	if err != nil {
+		t.Fatalf("check on a healthy mesh: %v\n%s", err, out)
+	}
+	for _, want := range []string{"control plane\n  √ reachable: at ", "√ its certificate: valid for", "√ the CA's intermediate: valid for 3", "proxies\n  √ in sync: 2 connected",
+		"services\n  √ healthy: ", "traffic\n  √ success", "all checks passed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check lacks %q:\n%s", want, out)
+		}
+	}
+
+	// An instance whose heartbeats stopped: critical, and its service has
+	// no other.
+	if err := cp.Registry().Register(context.Background(), registry.Instance{ID: "billing-1", Service: "billing", Namespace: "default",
+		Address: "127.0.0.1", Port: 9, Protocol: "grpc", Kind: registry.KindBuiltin, TTL: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	var results []checkJSON
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		out, err = cli("check", "-o", "json")
+		if jerr := json.Unmarshal([]byte(out), &results); jerr != nil {
+			t.Fatalf("%q: %v", out, jerr)
+		}
+		if err != nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err == nil || !strings.Contains(err.Error(), "1 check(s) failed") {
+		t.Fatalf("check with a dead service: %v\n%s", err, out)
+	}
+	var found bool
+	for _, r := range results {
+		if r.Section == "services" && r.Check == "billing.default" {
+			found = r.Status == checkFail && strings.Contains(r.Detail, "no instance passing (1 registered)") && strings.Contains(r.Detail, "meshctl logs billing")
+		}
+	}
+	if !found {
+		t.Errorf("no failed check of billing.default saying what to do: %+v", results)
+	}
+}
