@@ -252,6 +252,42 @@ func newKillCommand(g *globalOptions, s Streams) *cobra.Command {
 	return cmd
 }
 
+func newScaleCommand(g *globalOptions, s Streams) *cobra.Command {
+	t := &serviceTarget{}
+	var version string
+	cmd := &cobra.Command{
+		Use:   "scale SERVICE INSTANCES",
+		Short: "Run more or fewer instances of a service",
+		Long: `Set how many instances of a service run (1 to 16), from the build it runs:
+new instances are healthy and registered before scale returns; extra ones
+are deregistered, drained and stopped, the newest first, so callers see no
+failed request. The count stays across restarts of the server.`,
+		Args:    cobra.ExactArgs(2),
+		Example: "  meshctl scale helloworld 3\n  meshctl scale helloworld 1 --version v1   # one of the versions running side by side",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := strconv.ParseUint(args[1], 10, 32)
+			if err != nil || n < 1 || n > 16 {
+				return fmt.Errorf("INSTANCES %q: a number from 1 to 16 (meshctl kill %s stops it)", args[1], args[0])
+			}
+			var resp *runtimev1.ScaleResponse
+			err = withRuntime(cmd.Context(), g, t.controlPlane, runtimeCallTimeout, func(ctx context.Context, c runtimev1.RuntimeServiceClient) (err error) {
+				resp, err = c.Scale(ctx, &runtimev1.ScaleRequest{Name: args[0], Namespace: t.namespace, Version: version, Instances: uint32(n)})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			svc := resp.GetService()
+			return render(s.Out, g.output, svc, func() string {
+				return fmt.Sprintf("%s scaled: %d instance(s)\n", svc.GetName(), len(svc.GetInstances()))
+			})
+		},
+	}
+	t.flags(cmd)
+	cmd.Flags().StringVar(&version, "version", "", "which version, when several run side by side")
+	return cmd
+}
+
 func newUpdateCommand(g *globalOptions, s Streams) *cobra.Command {
 	t := &serviceTarget{}
 	var version string

@@ -81,6 +81,17 @@ func (a *runtimeAPI) Update(ctx context.Context, req *runtimev1.UpdateRequest) (
 	return &runtimev1.UpdateResponse{Service: svc}, nil
 }
 
+func (a *runtimeAPI) Scale(ctx context.Context, req *runtimev1.ScaleRequest) (*runtimev1.ScaleResponse, error) {
+	if err := a.authorize(ctx); err != nil {
+		return nil, err
+	}
+	svc, err := a.rt.Scale(ctx, req.GetNamespace(), req.GetName(), req.GetVersion(), int(min(req.GetInstances(), runtime.MaxInstances+1)))
+	if err != nil {
+		return nil, runtimeStatus(err)
+	}
+	return &runtimev1.ScaleResponse{Service: svc}, nil
+}
+
 func (a *runtimeAPI) Kill(ctx context.Context, req *runtimev1.KillRequest) (*runtimev1.KillResponse, error) {
 	if err := a.authorize(ctx); err != nil {
 		return nil, err

@@ -511,6 +511,54 @@ func (rt *Runtime) Update(ctx context.Context, ns, name, which string) (*runtime
 	return s.view(ctx), nil
 }
 
+// Scale sets how many instances a service runs, from the binary it runs:
+// new instances are registered before Scale returns; extra ones are
+// drained and stopped, the newest first. The count is saved, so the
+// service starts with it again after a restart. which picks a version
+// when several run.
+func (rt *Runtime) Scale(ctx context.Context, ns, name, which string, n int) (*runtimev1.Service, error) {
+	if n < 1 || n > MaxInstances {
+		return nil, fmt.Errorf("%w: %d instances: between 1 and %d (meshctl kill stops a service)", ErrInvalid, n, MaxInstances)
+	}
+	s, err := rt.get(ns, name, which)
+	if err != nil {
+		return nil, err
+	}
+	s.op.Lock()
+	defer s.op.Unlock()
+	s.mu.Lock()
+	if s.status == "stopped" {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s is being killed", ErrNotFound, name)
+	}
+	binary, version, have := s.binary, s.version, len(s.instances)
+	s.mu.Unlock()
+	switch {
+	case n > have:
+		ins, err := rt.startInstances(ctx, s, n-have, binary, version)
+		if err != nil {
+			return nil, fmt.Errorf("scaling %s to %d: %w (the %d running still do)", name, n, err, have)
+		}
+		s.mu.Lock()
+		s.instances = append(s.instances, ins...)
+		s.mu.Unlock()
+	case n < have:
+		s.mu.Lock()
+		extra := append([]*instance(nil), s.instances[n:]...)
+		s.instances = s.instances[:n:n]
+		s.mu.Unlock()
+		stopAll(extra)
+	}
+	s.mu.Lock()
+	s.spec.Instances, s.updated = n, time.Now()
+	s.mu.Unlock()
+	rt.log.Info("scaled", "service", name, "namespace", s.spec.Namespace, "from", have, "to", n)
+	if err := rt.saveState(); err != nil {
+		rt.log.Error("saving the runtime's state", "err", err)
+	}
+	return s.view(ctx), nil
+}
+
 // Kill drains and stops a service's instances and forgets it; which picks
 // a version when several run.
 func (rt *Runtime) Kill(ctx context.Context, ns, name, which string) error {

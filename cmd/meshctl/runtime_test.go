@@ -127,11 +127,36 @@ func TestGitSourceUpdateAndCrashLoop(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	srv.run(ctx, t, meshctl, "update", "helloworld")
 	time.Sleep(1500 * time.Millisecond) // calls after the old instance is gone
+	updated := statusOf(ctx, t, srv, "helloworld")
+	if updated.Instances[0].ID == st.Instances[0].ID {
+		t.Errorf("update kept instance %s", updated.Instances[0].ID)
+	}
+	// Scaled out and back in under the same calls: the new instances
+	// registered before scale answers, the extra ones drained.
+	if out := srv.run(ctx, t, meshctl, "scale", "helloworld", "3"); !strings.Contains(out, "helloworld scaled: 3 instance(s)") {
+		t.Errorf("scale to 3: %s", out)
+	}
+	if n := len(statusOf(ctx, t, srv, "helloworld").Instances); n != 3 {
+		t.Errorf("%d instances after scale 3", n)
+	}
+	time.Sleep(time.Second)
+	srv.run(ctx, t, meshctl, "scale", "helloworld", "1")
+	time.Sleep(time.Second)
 	close(stop)
 	wg.Wait()
-	t.Logf("update under load: %d calls, %d failed", calls.Load(), failed.Load())
-	if after := statusOf(ctx, t, srv, "helloworld"); after.Instances[0].ID == st.Instances[0].ID {
-		t.Errorf("update kept instance %s", after.Instances[0].ID)
+	t.Logf("update and scale under load: %d calls, %d failed", calls.Load(), failed.Load())
+	if after := statusOf(ctx, t, srv, "helloworld"); len(after.Instances) != 1 || after.Instances[0].ID != updated.Instances[0].ID {
+		t.Errorf("after scale 1: %+v; want the first instance kept", after.Instances)
+	}
+	if state, err := os.ReadFile(filepath.Join(srv.home, "runtime", "services.json")); err != nil || !strings.Contains(string(state), `"instances": 1`) {
+		t.Errorf("the runtime's saved state after scaling: %v\n%s", err, state)
+	}
+	for _, bad := range [][]string{{"scale", "helloworld", "0"}, {"scale", "helloworld", "17"}, {"scale", "nosuch", "2"}} {
+		if out, err := srv.try(ctx, meshctl, bad...); err == nil {
+			t.Errorf("%v: no error\n%s", bad, out)
+		} else if !strings.Contains(out, "1 to 16") && !strings.Contains(out, "not running") {
+			t.Errorf("%v: %s", bad, out)
+		}
 	}
 
 	// The crasher serves, exits with 2 after 1.5 s, again and again: the

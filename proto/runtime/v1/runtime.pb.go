@@ -292,6 +292,120 @@ func (x *UpdateResponse) GetService() *Service {
 	return nil
 }
 
+type ScaleRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Which version, when several run side by side.
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// How many instances to run: 1 to 16.
+	Instances     uint32 `protobuf:"varint,4,opt,name=instances,proto3" json:"instances,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScaleRequest) Reset() {
+	*x = ScaleRequest{}
+	mi := &file_runtime_v1_runtime_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScaleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScaleRequest) ProtoMessage() {}
+
+func (x *ScaleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_runtime_v1_runtime_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScaleRequest.ProtoReflect.Descriptor instead.
+func (*ScaleRequest) Descriptor() ([]byte, []int) {
+	return file_runtime_v1_runtime_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ScaleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ScaleRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ScaleRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *ScaleRequest) GetInstances() uint32 {
+	if x != nil {
+		return x.Instances
+	}
+	return 0
+}
+
+type ScaleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       *Service               `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScaleResponse) Reset() {
+	*x = ScaleResponse{}
+	mi := &file_runtime_v1_runtime_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScaleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScaleResponse) ProtoMessage() {}
+
+func (x *ScaleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_runtime_v1_runtime_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScaleResponse.ProtoReflect.Descriptor instead.
+func (*ScaleResponse) Descriptor() ([]byte, []int) {
+	return file_runtime_v1_runtime_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ScaleResponse) GetService() *Service {
+	if x != nil {
+		return x.Service
+	}
+	return nil
+}
+
 type KillRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -304,7 +418,7 @@ type KillRequest struct {
 
 func (x *KillRequest) Reset() {
 	*x = KillRequest{}
-	mi := &file_runtime_v1_runtime_proto_msgTypes[4]
+	mi := &file_runtime_v1_runtime_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -316,7 +430,7 @@ func (x *KillRequest) String() string {
 func (*KillRequest) ProtoMessage() {}
 
 func (x *KillRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runtime_v1_runtime_proto_msgTypes[4]
+	mi := &file_runtime_v1_runtime_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -329,7 +443,7 @@ func (x *KillRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillRequest.ProtoReflect.Descriptor instead.
 func (*KillRequest) Descriptor() ([]byte, []int) {
-	return file_runtime_v1_runtime_proto_rawDescGZIP(), []int{4}
+	return file_runtime_v1_runtime_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *KillRequest) GetName() string {
@@ -361,7 +475,7 @@ type KillResponse struct {
 
 func (x *KillResponse) Reset() {
 	*x = KillResponse{}
-	mi := &file_runtime_v1_runtime_proto_msgTypes[5]
+	mi := &file_runtime_v1_runtime_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -373,7 +487,7 @@ func (x *KillResponse) String() string {
 func (*KillResponse) ProtoMessage() {}
 
 func (x *KillResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runtime_v1_runtime_proto_msgTypes[5]
+	mi := &file_runtime_v1_runtime_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -386,7 +500,7 @@ func (x *KillResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillResponse.ProtoReflect.Descriptor instead.
 func (*KillResponse) Descriptor() ([]byte, []int) {
-	return file_runtime_v1_runtime_proto_rawDescGZIP(), []int{5}
+	return file_runtime_v1_runtime_proto_rawDescGZIP(), []int{7}
 }
 
 type StatusRequest struct {
@@ -399,7 +513,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_runtime_v1_runtime_proto_msgTypes[6]
+	mi := &file_runtime_v1_runtime_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -411,7 +525,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runtime_v1_runtime_proto_msgTypes[6]
+	mi := &file_runtime_v1_runtime_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -424,7 +538,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_runtime_v1_runtime_proto_rawDescGZIP(), []int{6}
+	return file_runtime_v1_runtime_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StatusRequest) GetNamespace() string {
@@ -443,7 +557,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_runtime_v1_runtime_proto_msgTypes[7]
+	mi := &file_runtime_v1_runtime_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -455,7 +569,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runtime_v1_runtime_proto_msgTypes[7]
+	mi := &file_runtime_v1_runtime_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -468,7 +582,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_runtime_v1_runtime_proto_rawDescGZIP(), []int{7}
+	return file_runtime_v1_runtime_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StatusResponse) GetServices() []*Service {
@@ -494,7 +608,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_runtime_v1_runtime_proto_msgTypes[8]
+	mi := &file_runtime_v1_runtime_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +620,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_runtime_v1_runtime_proto_msgTypes[8]
+	mi := &file_runtime_v1_runtime_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +633,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_runtime_v1_runtime_proto_rawDescGZIP(), []int{8}
+	return file_runtime_v1_runtime_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Service) GetName() string {
@@ -596,7 +710,7 @@ type Instance struct {
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_runtime_v1_runtime_proto_msgTypes[9]
+	mi := &file_runtime_v1_runtime_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +722,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_runtime_v1_runtime_proto_msgTypes[9]
+	mi := &file_runtime_v1_runtime_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +735,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_runtime_v1_runtime_proto_rawDescGZIP(), []int{9}
+	return file_runtime_v1_runtime_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Instance) GetId() string {
@@ -735,7 +849,7 @@ type LogsRequest struct {
 
 func (x *LogsRequest) Reset() {
 	*x = LogsRequest{}
-	mi := &file_runtime_v1_runtime_proto_msgTypes[10]
+	mi := &file_runtime_v1_runtime_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +861,7 @@ func (x *LogsRequest) String() string {
 func (*LogsRequest) ProtoMessage() {}
 
 func (x *LogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_runtime_v1_runtime_proto_msgTypes[10]
+	mi := &file_runtime_v1_runtime_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +874,7 @@ func (x *LogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsRequest.ProtoReflect.Descriptor instead.
 func (*LogsRequest) Descriptor() ([]byte, []int) {
-	return file_runtime_v1_runtime_proto_rawDescGZIP(), []int{10}
+	return file_runtime_v1_runtime_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LogsRequest) GetName() string {
@@ -819,7 +933,7 @@ type LogsResponse struct {
 
 func (x *LogsResponse) Reset() {
 	*x = LogsResponse{}
-	mi := &file_runtime_v1_runtime_proto_msgTypes[11]
+	mi := &file_runtime_v1_runtime_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +945,7 @@ func (x *LogsResponse) String() string {
 func (*LogsResponse) ProtoMessage() {}
 
 func (x *LogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_runtime_v1_runtime_proto_msgTypes[11]
+	mi := &file_runtime_v1_runtime_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +958,7 @@ func (x *LogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogsResponse.ProtoReflect.Descriptor instead.
 func (*LogsResponse) Descriptor() ([]byte, []int) {
-	return file_runtime_v1_runtime_proto_rawDescGZIP(), []int{11}
+	return file_runtime_v1_runtime_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LogsResponse) GetTime() *timestamppb.Timestamp {
@@ -900,6 +1014,13 @@ const file_runtime_v1_runtime_proto_rawDesc = "" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\"I\n" +
 	"\x0eUpdateResponse\x127\n" +
+	"\aservice\x18\x01 \x01(\v2\x1d.micromesh.runtime.v1.ServiceR\aservice\"x\n" +
+	"\fScaleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x1c\n" +
+	"\tinstances\x18\x04 \x01(\rR\tinstances\"H\n" +
+	"\rScaleResponse\x127\n" +
 	"\aservice\x18\x01 \x01(\v2\x1d.micromesh.runtime.v1.ServiceR\aservice\"Y\n" +
 	"\vKillRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
@@ -947,11 +1068,12 @@ const file_runtime_v1_runtime_proto_rawDesc = "" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1a\n" +
 	"\binstance\x18\x02 \x01(\tR\binstance\x12\x16\n" +
 	"\x06source\x18\x03 \x01(\tR\x06source\x12\x12\n" +
-	"\x04line\x18\x04 \x01(\tR\x04line2\xa6\x03\n" +
+	"\x04line\x18\x04 \x01(\tR\x04line2\xf8\x03\n" +
 	"\x0eRuntimeService\x12J\n" +
 	"\x03Run\x12 .micromesh.runtime.v1.RunRequest\x1a!.micromesh.runtime.v1.RunResponse\x12S\n" +
 	"\x06Update\x12#.micromesh.runtime.v1.UpdateRequest\x1a$.micromesh.runtime.v1.UpdateResponse\x12M\n" +
-	"\x04Kill\x12!.micromesh.runtime.v1.KillRequest\x1a\".micromesh.runtime.v1.KillResponse\x12S\n" +
+	"\x04Kill\x12!.micromesh.runtime.v1.KillRequest\x1a\".micromesh.runtime.v1.KillResponse\x12P\n" +
+	"\x05Scale\x12\".micromesh.runtime.v1.ScaleRequest\x1a#.micromesh.runtime.v1.ScaleResponse\x12S\n" +
 	"\x06Status\x12#.micromesh.runtime.v1.StatusRequest\x1a$.micromesh.runtime.v1.StatusResponse\x12O\n" +
 	"\x04Logs\x12!.micromesh.runtime.v1.LogsRequest\x1a\".micromesh.runtime.v1.LogsResponse0\x01B;Z9github.com/micromesh/micromesh/proto/runtime/v1;runtimev1b\x06proto3"
 
@@ -967,48 +1089,53 @@ func file_runtime_v1_runtime_proto_rawDescGZIP() []byte {
 	return file_runtime_v1_runtime_proto_rawDescData
 }
 
-var file_runtime_v1_runtime_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_runtime_v1_runtime_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_runtime_v1_runtime_proto_goTypes = []any{
 	(*RunRequest)(nil),            // 0: micromesh.runtime.v1.RunRequest
 	(*RunResponse)(nil),           // 1: micromesh.runtime.v1.RunResponse
 	(*UpdateRequest)(nil),         // 2: micromesh.runtime.v1.UpdateRequest
 	(*UpdateResponse)(nil),        // 3: micromesh.runtime.v1.UpdateResponse
-	(*KillRequest)(nil),           // 4: micromesh.runtime.v1.KillRequest
-	(*KillResponse)(nil),          // 5: micromesh.runtime.v1.KillResponse
-	(*StatusRequest)(nil),         // 6: micromesh.runtime.v1.StatusRequest
-	(*StatusResponse)(nil),        // 7: micromesh.runtime.v1.StatusResponse
-	(*Service)(nil),               // 8: micromesh.runtime.v1.Service
-	(*Instance)(nil),              // 9: micromesh.runtime.v1.Instance
-	(*LogsRequest)(nil),           // 10: micromesh.runtime.v1.LogsRequest
-	(*LogsResponse)(nil),          // 11: micromesh.runtime.v1.LogsResponse
-	nil,                           // 12: micromesh.runtime.v1.RunRequest.PolicyEntry
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*ScaleRequest)(nil),          // 4: micromesh.runtime.v1.ScaleRequest
+	(*ScaleResponse)(nil),         // 5: micromesh.runtime.v1.ScaleResponse
+	(*KillRequest)(nil),           // 6: micromesh.runtime.v1.KillRequest
+	(*KillResponse)(nil),          // 7: micromesh.runtime.v1.KillResponse
+	(*StatusRequest)(nil),         // 8: micromesh.runtime.v1.StatusRequest
+	(*StatusResponse)(nil),        // 9: micromesh.runtime.v1.StatusResponse
+	(*Service)(nil),               // 10: micromesh.runtime.v1.Service
+	(*Instance)(nil),              // 11: micromesh.runtime.v1.Instance
+	(*LogsRequest)(nil),           // 12: micromesh.runtime.v1.LogsRequest
+	(*LogsResponse)(nil),          // 13: micromesh.runtime.v1.LogsResponse
+	nil,                           // 14: micromesh.runtime.v1.RunRequest.PolicyEntry
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_runtime_v1_runtime_proto_depIdxs = []int32{
-	12, // 0: micromesh.runtime.v1.RunRequest.policy:type_name -> micromesh.runtime.v1.RunRequest.PolicyEntry
-	8,  // 1: micromesh.runtime.v1.RunResponse.service:type_name -> micromesh.runtime.v1.Service
-	8,  // 2: micromesh.runtime.v1.UpdateResponse.service:type_name -> micromesh.runtime.v1.Service
-	8,  // 3: micromesh.runtime.v1.StatusResponse.services:type_name -> micromesh.runtime.v1.Service
-	13, // 4: micromesh.runtime.v1.Service.updated:type_name -> google.protobuf.Timestamp
-	9,  // 5: micromesh.runtime.v1.Service.instances:type_name -> micromesh.runtime.v1.Instance
-	13, // 6: micromesh.runtime.v1.Instance.last_exit:type_name -> google.protobuf.Timestamp
-	13, // 7: micromesh.runtime.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
-	13, // 8: micromesh.runtime.v1.LogsResponse.time:type_name -> google.protobuf.Timestamp
-	0,  // 9: micromesh.runtime.v1.RuntimeService.Run:input_type -> micromesh.runtime.v1.RunRequest
-	2,  // 10: micromesh.runtime.v1.RuntimeService.Update:input_type -> micromesh.runtime.v1.UpdateRequest
-	4,  // 11: micromesh.runtime.v1.RuntimeService.Kill:input_type -> micromesh.runtime.v1.KillRequest
-	6,  // 12: micromesh.runtime.v1.RuntimeService.Status:input_type -> micromesh.runtime.v1.StatusRequest
-	10, // 13: micromesh.runtime.v1.RuntimeService.Logs:input_type -> micromesh.runtime.v1.LogsRequest
-	1,  // 14: micromesh.runtime.v1.RuntimeService.Run:output_type -> micromesh.runtime.v1.RunResponse
-	3,  // 15: micromesh.runtime.v1.RuntimeService.Update:output_type -> micromesh.runtime.v1.UpdateResponse
-	5,  // 16: micromesh.runtime.v1.RuntimeService.Kill:output_type -> micromesh.runtime.v1.KillResponse
-	7,  // 17: micromesh.runtime.v1.RuntimeService.Status:output_type -> micromesh.runtime.v1.StatusResponse
-	11, // 18: micromesh.runtime.v1.RuntimeService.Logs:output_type -> micromesh.runtime.v1.LogsResponse
-	14, // [14:19] is the sub-list for method output_type
-	9,  // [9:14] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	14, // 0: micromesh.runtime.v1.RunRequest.policy:type_name -> micromesh.runtime.v1.RunRequest.PolicyEntry
+	10, // 1: micromesh.runtime.v1.RunResponse.service:type_name -> micromesh.runtime.v1.Service
+	10, // 2: micromesh.runtime.v1.UpdateResponse.service:type_name -> micromesh.runtime.v1.Service
+	10, // 3: micromesh.runtime.v1.ScaleResponse.service:type_name -> micromesh.runtime.v1.Service
+	10, // 4: micromesh.runtime.v1.StatusResponse.services:type_name -> micromesh.runtime.v1.Service
+	15, // 5: micromesh.runtime.v1.Service.updated:type_name -> google.protobuf.Timestamp
+	11, // 6: micromesh.runtime.v1.Service.instances:type_name -> micromesh.runtime.v1.Instance
+	15, // 7: micromesh.runtime.v1.Instance.last_exit:type_name -> google.protobuf.Timestamp
+	15, // 8: micromesh.runtime.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
+	15, // 9: micromesh.runtime.v1.LogsResponse.time:type_name -> google.protobuf.Timestamp
+	0,  // 10: micromesh.runtime.v1.RuntimeService.Run:input_type -> micromesh.runtime.v1.RunRequest
+	2,  // 11: micromesh.runtime.v1.RuntimeService.Update:input_type -> micromesh.runtime.v1.UpdateRequest
+	6,  // 12: micromesh.runtime.v1.RuntimeService.Kill:input_type -> micromesh.runtime.v1.KillRequest
+	4,  // 13: micromesh.runtime.v1.RuntimeService.Scale:input_type -> micromesh.runtime.v1.ScaleRequest
+	8,  // 14: micromesh.runtime.v1.RuntimeService.Status:input_type -> micromesh.runtime.v1.StatusRequest
+	12, // 15: micromesh.runtime.v1.RuntimeService.Logs:input_type -> micromesh.runtime.v1.LogsRequest
+	1,  // 16: micromesh.runtime.v1.RuntimeService.Run:output_type -> micromesh.runtime.v1.RunResponse
+	3,  // 17: micromesh.runtime.v1.RuntimeService.Update:output_type -> micromesh.runtime.v1.UpdateResponse
+	7,  // 18: micromesh.runtime.v1.RuntimeService.Kill:output_type -> micromesh.runtime.v1.KillResponse
+	5,  // 19: micromesh.runtime.v1.RuntimeService.Scale:output_type -> micromesh.runtime.v1.ScaleResponse
+	9,  // 20: micromesh.runtime.v1.RuntimeService.Status:output_type -> micromesh.runtime.v1.StatusResponse
+	13, // 21: micromesh.runtime.v1.RuntimeService.Logs:output_type -> micromesh.runtime.v1.LogsResponse
+	16, // [16:22] is the sub-list for method output_type
+	10, // [10:16] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_runtime_v1_runtime_proto_init() }
@@ -1022,7 +1149,7 @@ func file_runtime_v1_runtime_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_runtime_v1_runtime_proto_rawDesc), len(file_runtime_v1_runtime_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

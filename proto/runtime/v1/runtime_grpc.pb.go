@@ -27,6 +27,7 @@ const (
 	RuntimeService_Run_FullMethodName    = "/micromesh.runtime.v1.RuntimeService/Run"
 	RuntimeService_Update_FullMethodName = "/micromesh.runtime.v1.RuntimeService/Update"
 	RuntimeService_Kill_FullMethodName   = "/micromesh.runtime.v1.RuntimeService/Kill"
+	RuntimeService_Scale_FullMethodName  = "/micromesh.runtime.v1.RuntimeService/Scale"
 	RuntimeService_Status_FullMethodName = "/micromesh.runtime.v1.RuntimeService/Status"
 	RuntimeService_Logs_FullMethodName   = "/micromesh.runtime.v1.RuntimeService/Logs"
 )
@@ -53,6 +54,13 @@ type RuntimeServiceClient interface {
 	// then its sidecar. NOT_FOUND if it does not run; INVALID_ARGUMENT if
 	// several versions run and the request names none.
 	Kill(ctx context.Context, in *KillRequest, opts ...grpc.CallOption) (*KillResponse, error)
+	// Scale sets how many instances a service runs, from the build it runs:
+	// new instances are healthy and registered before it answers; extra
+	// ones are drained and stopped, the newest first. The count is kept
+	// across restarts of the server. NOT_FOUND if it does not run;
+	// INVALID_ARGUMENT for a count outside 1 to 16, or if several versions
+	// run and the request names none.
+	Scale(ctx context.Context, in *ScaleRequest, opts ...grpc.CallOption) (*ScaleResponse, error)
 	// Status lists the services the runtime runs.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 	// Logs returns log lines of a service's apps and sidecars; with follow,
@@ -92,6 +100,16 @@ func (c *runtimeServiceClient) Kill(ctx context.Context, in *KillRequest, opts .
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(KillResponse)
 	err := c.cc.Invoke(ctx, RuntimeService_Kill_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *runtimeServiceClient) Scale(ctx context.Context, in *ScaleRequest, opts ...grpc.CallOption) (*ScaleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ScaleResponse)
+	err := c.cc.Invoke(ctx, RuntimeService_Scale_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -149,6 +167,13 @@ type RuntimeServiceServer interface {
 	// then its sidecar. NOT_FOUND if it does not run; INVALID_ARGUMENT if
 	// several versions run and the request names none.
 	Kill(context.Context, *KillRequest) (*KillResponse, error)
+	// Scale sets how many instances a service runs, from the build it runs:
+	// new instances are healthy and registered before it answers; extra
+	// ones are drained and stopped, the newest first. The count is kept
+	// across restarts of the server. NOT_FOUND if it does not run;
+	// INVALID_ARGUMENT for a count outside 1 to 16, or if several versions
+	// run and the request names none.
+	Scale(context.Context, *ScaleRequest) (*ScaleResponse, error)
 	// Status lists the services the runtime runs.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	// Logs returns log lines of a service's apps and sidecars; with follow,
@@ -172,6 +197,9 @@ func (UnimplementedRuntimeServiceServer) Update(context.Context, *UpdateRequest)
 }
 func (UnimplementedRuntimeServiceServer) Kill(context.Context, *KillRequest) (*KillResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Kill not implemented")
+}
+func (UnimplementedRuntimeServiceServer) Scale(context.Context, *ScaleRequest) (*ScaleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Scale not implemented")
 }
 func (UnimplementedRuntimeServiceServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
@@ -254,6 +282,24 @@ func _RuntimeService_Kill_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RuntimeService_Scale_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ScaleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RuntimeServiceServer).Scale(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RuntimeService_Scale_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RuntimeServiceServer).Scale(ctx, req.(*ScaleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _RuntimeService_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(StatusRequest)
 	if err := dec(in); err != nil {
@@ -301,6 +347,10 @@ var RuntimeService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Kill",
 			Handler:    _RuntimeService_Kill_Handler,
+		},
+		{
+			MethodName: "Scale",
+			Handler:    _RuntimeService_Scale_Handler,
 		},
 		{
 			MethodName: "Status",
