@@ -140,7 +140,11 @@ func renderStat(st statJSON) string {
 	var b strings.Builder
 	rows := make([][]string, 0, len(st.Services))
 	for _, sv := range st.Services {
-		rows = append(rows, append([]string{sv.Service, fmt.Sprintf("%d/%d", sv.Reporting, sv.Instances)}, trafficCells(sv.trafficJSON)...))
+		of := fmt.Sprintf("%d/%d", sv.Reporting, sv.Instances)
+		if sv.Instances == 0 {
+			of = fmt.Sprintf("%d/-", sv.Reporting) // an edge proxy of the platform's: not registered
+		}
+		rows = append(rows, append([]string{sv.Service, of}, trafficCells(sv.trafficJSON)...))
 	}
 	b.WriteString(table([]string{"SERVICE", "REPORTING", "SUCCESS", "RPS", "P50", "P95", "P99"}, rows))
 	if len(st.Calls) > 0 {

@@ -491,15 +491,16 @@ func (s *Server) expireTraces(ctx context.Context) {
 }
 
 // registeredServices lists the registry's services ("name.namespace")
-// with their instance counts, for the stats API.
-func (s *Server) registeredServices(ctx context.Context) (map[string]int, error) {
+// with their instances' IDs, for the stats API.
+func (s *Server) registeredServices(ctx context.Context) (map[string][]string, error) {
 	snap, err := registry.List(ctx, s.reg)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]int{}
+	out := map[string][]string{}
 	for _, inst := range snap.Instances {
-		out[inst.Service+"."+inst.Namespace]++
+		k := inst.Service + "." + inst.Namespace
+		out[k] = append(out[k], inst.ID)
 	}
 	return out, nil
 }

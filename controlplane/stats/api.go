@@ -22,8 +22,8 @@ const (
 )
 
 // Registered lists the services in the registry ("name.namespace") with
-// their instance counts.
-type Registered func(ctx context.Context) (map[string]int, error)
+// their instances' IDs.
+type Registered func(ctx context.Context) (map[string][]string, error)
 
 // API serves micromesh.stats.v1.StatsService to identities of the
 // micromesh namespace (the CLI's admin identity, the dashboard).
@@ -83,7 +83,7 @@ func (a *API) GetStats(ctx context.Context, req *statsv1.GetStatsRequest) (*stat
 		}
 		only = name + "." + sns
 	}
-	var registered map[string]int
+	var registered map[string][]string
 	if a.registered != nil {
 		if registered, err = a.registered(ctx); err != nil {
 			return nil, status.Errorf(codes.Unavailable, "listing the registry's services: %v", err)
@@ -103,12 +103,12 @@ func (a *API) GetStats(ctx context.Context, req *statsv1.GetStatsRequest) (*stat
 			continue
 		}
 		seen[s.Service] = true
-		resp.Services = append(resp.Services, &statsv1.ServiceStats{Service: s.Service, Instances: uint32(registered[s.Service]),
-			Reporting: uint32(s.Reporting), Traffic: traffic(&s.Traffic)})
+		resp.Services = append(resp.Services, &statsv1.ServiceStats{Service: s.Service, Instances: uint32(len(registered[s.Service])),
+			Reporting: reporting(s.Reporting, registered[s.Service]), Traffic: traffic(&s.Traffic)})
 	}
-	for svc, n := range registered {
+	for svc, ids := range registered {
 		if keep(svc) && !seen[svc] {
-			resp.Services = append(resp.Services, &statsv1.ServiceStats{Service: svc, Instances: uint32(n), Traffic: &statsv1.Traffic{}})
+			resp.Services = append(resp.Services, &statsv1.ServiceStats{Service: svc, Instances: uint32(len(ids)), Traffic: &statsv1.Traffic{}})
 		}
 	}
 	sortServices(resp.Services)
@@ -121,6 +121,24 @@ func (a *API) GetStats(ctx context.Context, req *statsv1.GetStatsRequest) (*stat
 		}
 	}
 	return resp, nil
+}
+
+// reporting counts the registered instances that reported; for a service
+// with none registered (a platform's edge proxy: the gateway's, the remote
+// proxy's), those that reported. An instance stopped within the window
+// reported, but is no longer one of the service's: its requests count,
+// itself not.
+func reporting(reported, registered []string) uint32 {
+	if len(registered) == 0 {
+		return uint32(len(reported))
+	}
+	n := 0
+	for _, id := range reported {
+		if slices.Contains(registered, id) {
+			n++
+		}
+	}
+	return uint32(n)
 }
 
 func traffic(t *Traffic) *statsv1.Traffic {

@@ -27,8 +27,8 @@ func (t *Traffic) SuccessRate() float64 {
 
 // ServiceStats are a service's inbound requests, from its own sidecars.
 type ServiceStats struct {
-	Service   string // "name.namespace"
-	Reporting int    // instances that reported within the window
+	Service   string   // "name.namespace"
+	Reporting []string // IDs of the instances that reported within the window, sorted
 	Traffic
 }
 
@@ -51,7 +51,7 @@ func (st *Store) Query(window time.Duration) ([]*ServiceStats, []*EdgeStats) {
 			svc = &ServiceStats{Service: d.service}
 			services[d.service] = svc
 		}
-		svc.Reporting++
+		svc.Reporting = append(svc.Reporting, d.instance)
 		for k, v := range d.requests {
 			var t *Traffic
 			switch k.direction {
@@ -76,6 +76,7 @@ func (st *Store) Query(window time.Duration) ([]*ServiceStats, []*EdgeStats) {
 	outS := make([]*ServiceStats, 0, len(services))
 	for _, s := range services {
 		s.percentiles()
+		sort.Strings(s.Reporting)
 		outS = append(outS, s)
 	}
 	sort.Slice(outS, func(i, j int) bool { return outS[i].Service < outS[j].Service })

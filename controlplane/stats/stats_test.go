@@ -108,7 +108,7 @@ func TestRatesSuccessAndLatencyOverAWindow(t *testing.T) {
 		}
 	}
 	exportAll()
-	if svcs, _ := st.Query(time.Minute); len(svcs) != 2 || svcs[0].Requests != 0 || svcs[0].Reporting != 2 {
+	if svcs, _ := st.Query(time.Minute); len(svcs) != 2 || svcs[0].Requests != 0 || len(svcs[0].Reporting) != 2 {
 		t.Fatalf("after one export: %+v; want both services reporting, no figures yet", svcs)
 	}
 	// 60 s: api-1 serves 540 in 5 ms (10 of them 503s), api-2 60 gRPC
@@ -127,8 +127,8 @@ func TestRatesSuccessAndLatencyOverAWindow(t *testing.T) {
 		t.Fatalf("services %+v", svcs)
 	}
 	api := svcs[0]
-	if api.Requests != 600 || api.Failures != 18 || api.Reporting != 2 {
-		t.Errorf("api: %d requests, %d failures, %d reporting; want 600, 18, 2", api.Requests, api.Failures, api.Reporting)
+	if api.Requests != 600 || api.Failures != 18 || strings.Join(api.Reporting, ",") != "api-1,api-2" {
+		t.Errorf("api: %d requests, %d failures, %v reporting; want 600, 18, api-1 and api-2", api.Requests, api.Failures, api.Reporting)
 	}
 	if api.PerSecond < 9.99 || api.PerSecond > 10.01 {
 		t.Errorf("api: %v requests/s, want 10", api.PerSecond)
@@ -147,7 +147,7 @@ func TestRatesSuccessAndLatencyOverAWindow(t *testing.T) {
 	if len(edges) != 1 || edges[0].Source != "web.shop" || edges[0].Destination != "api.shop" || edges[0].Requests != 600 || edges[0].Failures != 18 {
 		t.Fatalf("edges %+v", edges)
 	}
-	if web := svcs[1]; web.Requests != 0 || web.Reporting != 1 {
+	if web := svcs[1]; web.Requests != 0 || len(web.Reporting) != 1 {
 		t.Errorf("web: %+v, want reporting with no inbound requests", web)
 	}
 
@@ -234,5 +234,24 @@ func TestCollectorRefusals(t *testing.T) {
 	resp, err := c.Export(context.Background(), &req)
 	if err != nil || resp.PartialSuccess.GetRejectedDataPoints() != 1 || !strings.Contains(resp.PartialSuccess.GetErrorMessage(), "bucket counts add up to") {
 		t.Errorf("a malformed histogram: %v %v", resp, err)
+	}
+}
+
+// Reporting counts the registered instances that reported; a service with
+// none registered (an edge proxy), those that reported.
+func TestReportingInstances(t *testing.T) {
+	for _, c := range []struct {
+		reported, registered []string
+		want                 uint32
+	}{
+		{[]string{"a-1", "a-2"}, []string{"a-1", "a-2"}, 2},
+		{[]string{"a-1", "a-2"}, []string{"a-1"}, 1}, // a-2 scaled away within the window
+		{[]string{"a-1"}, []string{"a-1", "a-3"}, 1}, // a-3 not reporting (yet)
+		{[]string{"gateway-1"}, nil, 1},
+		{nil, []string{"a-1"}, 0},
+	} {
+		if got := reporting(c.reported, c.registered); got != c.want {
+			t.Errorf("reporting(%v, %v) = %d, want %d", c.reported, c.registered, got, c.want)
+		}
 	}
 }

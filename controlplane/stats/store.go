@@ -59,6 +59,7 @@ type sample struct {
 // instance is what one sidecar reported, oldest sample first.
 type instance struct {
 	service string // "name.namespace"
+	id      string
 	samples []*sample
 }
 
@@ -84,7 +85,7 @@ func (st *Store) add(service, id string, s *sample) {
 	key := service + "\x00" + id
 	in := st.instances[key]
 	if in == nil {
-		in = &instance{service: service}
+		in = &instance{service: service, id: id}
 		st.instances[key] = in
 	}
 	if n := len(in.samples); n > 0 && !s.at.After(in.samples[n-1].at) {
@@ -128,6 +129,7 @@ func (st *Store) Expire() {
 // window's end less those at its start.
 type delta struct {
 	service   string
+	instance  string
 	seconds   float64
 	requests  map[reqKey]float64
 	durations map[durKey]*hist
@@ -158,7 +160,7 @@ func (st *Store) deltas(window time.Duration) []delta {
 				break
 			}
 		}
-		d := delta{service: in.service, requests: map[reqKey]float64{}, durations: map[durKey]*hist{}}
+		d := delta{service: in.service, instance: in.id, requests: map[reqKey]float64{}, durations: map[durKey]*hist{}}
 		switch {
 		case !last.start.IsZero() && !last.start.Before(from):
 			// Started within the window: counted from zero at its start

@@ -165,7 +165,9 @@ type ServiceStats struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "name.namespace".
 	Service string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
-	// Instances registered, and how many of them reported in the window.
+	// Instances registered, and how many of them reported in the window
+	// (for a service with none registered — an edge proxy of the
+	// platform's —, how many instances reported).
 	Instances     uint32   `protobuf:"varint,2,opt,name=instances,proto3" json:"instances,omitempty"`
 	Reporting     uint32   `protobuf:"varint,3,opt,name=reporting,proto3" json:"reporting,omitempty"`
 	Traffic       *Traffic `protobuf:"bytes,4,opt,name=traffic,proto3" json:"traffic,omitempty"`
