@@ -75,7 +75,7 @@ func (c *Collector) Export(ctx context.Context, req *collectorv1.ExportMetricsSe
 	}
 	type kept struct {
 		instance string
-		s        *sample
+		e        *export
 	}
 	var keep []kept
 	for _, rm := range req.ResourceMetrics {
@@ -91,7 +91,7 @@ func (c *Collector) Export(ctx context.Context, req *collectorv1.ExportMetricsSe
 		if inst == "" || len(inst) > 256 {
 			return nil, status.Errorf(codes.InvalidArgument, "service.instance.id: want the instance's ID (1–256 bytes), so that instances are told apart; got %d bytes", len(inst))
 		}
-		s := &sample{at: now, requests: map[reqKey]float64{}, durations: map[durKey]*hist{}}
+		s := &export{at: now, requests: map[reqKey]float64{}, durations: map[durKey]*hist{}}
 		for _, sm := range rm.ScopeMetrics {
 			for _, m := range sm.Metrics {
 				switch m.Name {
@@ -105,7 +105,7 @@ func (c *Collector) Export(ctx context.Context, req *collectorv1.ExportMetricsSe
 		keep = append(keep, kept{inst, s})
 	}
 	for _, k := range keep {
-		c.store.add(self, k.instance, k.s)
+		c.store.add(self, k.instance, k.e)
 	}
 	c.exports.Add(1)
 	resp := &collectorv1.ExportMetricsServiceResponse{}
@@ -118,7 +118,7 @@ func (c *Collector) Export(ctx context.Context, req *collectorv1.ExportMetricsSe
 }
 
 // requests reads micromesh_requests_total: a cumulative, monotonic sum.
-func (c *Collector) requests(s *sample, m *metricsv1.Metric, reject func(int, error)) {
+func (c *Collector) requests(s *export, m *metricsv1.Metric, reject func(int, error)) {
 	sum := m.GetSum()
 	if sum == nil || !sum.IsMonotonic || sum.AggregationTemporality != metricsv1.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE {
 		reject(max(1, len(sum.GetDataPoints())), fmt.Errorf("%s: want a monotonic cumulative sum", m.Name))
@@ -146,7 +146,7 @@ func (c *Collector) requests(s *sample, m *metricsv1.Metric, reject func(int, er
 
 // durations reads micromesh_request_duration_seconds: a cumulative
 // histogram with explicit bounds.
-func (c *Collector) durations(s *sample, m *metricsv1.Metric, reject func(int, error)) {
+func (c *Collector) durations(s *export, m *metricsv1.Metric, reject func(int, error)) {
 	h := m.GetHistogram()
 	if h == nil || h.AggregationTemporality != metricsv1.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE {
 		reject(max(1, len(h.GetDataPoints())), fmt.Errorf("%s: want a cumulative histogram", m.Name))
@@ -189,7 +189,7 @@ func checkHistogram(p *metricsv1.HistogramDataPoint) error {
 }
 
 // setStart notes the points' start (the sidecar's): the latest of them.
-func (s *sample) setStart(ns uint64) {
+func (s *export) setStart(ns uint64) {
 	if t := time.Unix(0, int64(ns)); ns != 0 && t.After(s.start) {
 		s.start = t
 	}

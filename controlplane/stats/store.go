@@ -47,20 +47,80 @@ type hist struct {
 	sum    float64
 }
 
-// sample is one export of an instance: its totals at a moment, counted
-// from start (the sidecar's start: a later start means the totals began
-// again).
-type sample struct {
+// export is what one export of an instance carries: its totals at a
+// moment, counted from start (the sidecar's start: a later start means
+// the totals began again).
+type export struct {
 	at, start time.Time
 	requests  map[reqKey]float64
 	durations map[durKey]*hist
 }
 
-// instance is what one sidecar reported, oldest sample first.
+// empty reports whether e has no series: the sidecar had counted nothing.
+func (e *export) empty() bool { return len(e.requests) == 0 && len(e.durations) == 0 }
+
+// sample is an export as kept: values by the instance's series, so that
+// the series' labels are held once per instance, not once per sample.
+type sample struct {
+	at, start time.Time
+	requests  []float64 // by index in instance.reqs; past its end: 0
+	durations []*hist   // by index in instance.durs; nil: none yet
+}
+
+func (s *sample) empty() bool { return len(s.requests) == 0 && len(s.durations) == 0 }
+
+// instance is what one sidecar reported: its series, and its samples,
+// oldest first.
 type instance struct {
 	service string // "name.namespace"
 	id      string
+	reqs    []reqKey
+	reqIx   map[reqKey]int
+	durs    []durKey
+	durIx   map[durKey]int
+	bounds  [][]float64 // by index in durs: the layout last seen, shared by the samples
 	samples []*sample
+}
+
+// compact turns e into a sample over in's series, adding the new ones (up
+// to maxSeries in all).
+func (in *instance) compact(e *export) *sample {
+	s := &sample{at: e.at, start: e.start}
+	for k, v := range e.requests {
+		i, ok := in.reqIx[k]
+		if !ok {
+			if len(in.reqs)+len(in.durs) >= maxSeries {
+				continue
+			}
+			i = len(in.reqs)
+			in.reqs = append(in.reqs, k)
+			in.reqIx[k] = i
+		}
+		if i >= len(s.requests) {
+			s.requests = append(s.requests, make([]float64, i+1-len(s.requests))...)
+		}
+		s.requests[i] = v
+	}
+	for k, h := range e.durations {
+		i, ok := in.durIx[k]
+		if !ok {
+			if len(in.reqs)+len(in.durs) >= maxSeries {
+				continue
+			}
+			i = len(in.durs)
+			in.durs = append(in.durs, k)
+			in.durIx[k] = i
+			in.bounds = append(in.bounds, nil)
+		}
+		if !slices.Equal(in.bounds[i], h.bounds) {
+			in.bounds[i] = slices.Clone(h.bounds)
+		}
+		if i >= len(s.durations) {
+			s.durations = append(s.durations, make([]*hist, i+1-len(s.durations))...)
+		}
+		s.durations[i] = &hist{bounds: in.bounds[i], counts: slices.Clone(h.counts), count: h.count, sum: h.sum}
+	}
+	return s
 }
 
 // Store keeps recent samples of every reporting instance.
@@ -79,18 +139,19 @@ func NewStore() *Store {
 // closer than step to the one before the newest replaces the newest, so
 // an instance keeps at most MaxWindow ÷ step samples however often it
 // exports.
-func (st *Store) add(service, id string, s *sample) {
+func (st *Store) add(service, id string, e *export) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	key := service + "\x00" + id
 	in := st.instances[key]
 	if in == nil {
-		in = &instance{service: service, id: id}
+		in = &instance{service: service, id: id, reqIx: map[reqKey]int{}, durIx: map[durKey]int{}}
 		st.instances[key] = in
 	}
-	if n := len(in.samples); n > 0 && !s.at.After(in.samples[n-1].at) {
+	if n := len(in.samples); n > 0 && !e.at.After(in.samples[n-1].at) {
 		return // not newer than what is kept (a retried export)
 	}
+	s := in.compact(e)
 	if n := len(in.samples); n >= 2 && s.at.Sub(in.samples[n-2].at) < step {
 		in.samples[n-1] = s
 	} else {
@@ -177,23 +238,26 @@ func (st *Store) deltas(window time.Duration) []delta {
 			out = append(out, d) // reporting, with no figures yet
 			continue
 		}
-		for k, v := range last.requests {
-			if base != nil {
-				if b, ok := base.requests[k]; ok && b <= v {
+		for i, v := range last.requests {
+			if base != nil && i < len(base.requests) {
+				if b := base.requests[i]; b <= v {
 					v -= b
 				}
 			}
 			if v > 0 {
-				d.requests[k] = v
+				d.requests[in.reqs[i]] = v
 			}
 		}
-		for k, h := range last.durations {
+		for i, h := range last.durations {
+			if h == nil {
+				continue
+			}
 			var b *hist
-			if base != nil {
-				b = base.durations[k]
+			if base != nil && i < len(base.durations) {
+				b = base.durations[i]
 			}
 			if dh := h.minus(b); dh.count > 0 {
-				d.durations[k] = dh
+				d.durations[in.durs[i]] = dh
 			}
 		}
 		out = append(out, d)
@@ -218,6 +282,3 @@ func (h *hist) minus(b *hist) *hist {
 	out.sum -= b.sum
 	return out
 }
-
-// empty reports whether s has no series: the sidecar had counted nothing.
-func (s *sample) empty() bool { return len(s.requests) == 0 && len(s.durations) == 0 }
