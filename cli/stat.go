@@ -3,10 +3,13 @@ package cli
 import (
 	"context"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -17,11 +20,16 @@ type statOptions struct {
 	controlPlane string
 	namespace    string
 	window       time.Duration
+	watch        bool
+	every        time.Duration
 }
 
 func (o *statOptions) validate() error {
 	if o.window < 10*time.Second || o.window > 10*time.Minute {
 		return fmt.Errorf("--window %v: from 10s to 10m", o.window)
+	}
+	if o.every < time.Second {
+		return fmt.Errorf("--every %v: 1s or more", o.every)
 	}
 	return nil
 }
@@ -80,6 +88,7 @@ window of 1 m move in steps of it.`,
 		Example: `  meshctl stat
   meshctl stat helloworld
   meshctl stat -n shop --window 5m
+  meshctl stat -w            # again every 5 s, until Ctrl-C
   meshctl stat -o json`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -90,29 +99,66 @@ window of 1 m move in steps of it.`,
 			if len(args) == 1 {
 				service = args[0]
 			}
-			return withAdmin(cmd.Context(), g, o.controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
-				resp, err := statsv1.NewStatsServiceClient(conn).GetStats(ctx, &statsv1.GetStatsRequest{
-					Namespace: o.namespace, Service: service, Window: durationpb.New(o.window),
+			req := &statsv1.GetStatsRequest{Namespace: o.namespace, Service: service, Window: durationpb.New(o.window)}
+			if !o.watch {
+				return withAdmin(cmd.Context(), g, o.controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
+					return showStat(ctx, conn, req, g.output, s.Out)
 				})
-				if err != nil {
+			}
+			// Until interrupted: one connection, a fresh look every
+			// interval, each under its own deadline.
+			conn, err := adminConn(cmd.Context(), g, o.controlPlane)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			clear := isTerminal(s.Out) && g.output != outputJSON
+			t := time.NewTicker(o.every)
+			defer t.Stop()
+			for {
+				if clear {
+					_, _ = io.WriteString(s.Out, "\x1b[H\x1b[2J") // home, clear the screen
+				}
+				ctx, cancel := context.WithTimeout(cmd.Context(), adminCallTimeout)
+				err := showStat(ctx, conn, req, g.output, s.Out)
+				cancel()
+				if err != nil && cmd.Context().Err() == nil {
 					return err
 				}
-				out := statJSON{WindowSeconds: resp.Window.AsDuration().Seconds(), Services: []serviceStatJSON{}, Calls: []callStatJSON{}}
-				for _, sv := range resp.Services {
-					out.Services = append(out.Services, serviceStatJSON{Service: sv.Service, Instances: sv.Instances, Reporting: sv.Reporting, trafficJSON: trafficOf(sv.Traffic)})
+				if !clear && g.output != outputJSON {
+					_, _ = io.WriteString(s.Out, "\n")
 				}
-				for _, e := range resp.Edges {
-					out.Calls = append(out.Calls, callStatJSON{From: e.Source, To: e.Destination, trafficJSON: trafficOf(e.Traffic)})
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-t.C:
 				}
-				return render(s.Out, g.output, out, func() string { return renderStat(out) })
-			})
+			}
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.controlPlane, "controlplane", "", "control plane address (default: the local server)")
 	f.StringVarP(&o.namespace, "namespace", "n", "", "only this namespace's services and the calls to and from them (default: every namespace)")
 	f.DurationVar(&o.window, "window", time.Minute, "how far back to look (10s to 10m)")
+	f.BoolVarP(&o.watch, "watch", "w", false, "show the figures again every --every until interrupted (-o json: one object per look)")
+	f.DurationVar(&o.every, "every", 5*time.Second, "with --watch, how often to look (1s or more)")
 	return cmd
+}
+
+// showStat asks for the figures and renders them.
+func showStat(ctx context.Context, conn *grpc.ClientConn, req *statsv1.GetStatsRequest, format string, w io.Writer) error {
+	resp, err := statsv1.NewStatsServiceClient(conn).GetStats(ctx, req)
+	if err != nil {
+		return err
+	}
+	out := statJSON{WindowSeconds: resp.Window.AsDuration().Seconds(), Services: []serviceStatJSON{}, Calls: []callStatJSON{}}
+	for _, sv := range resp.Services {
+		out.Services = append(out.Services, serviceStatJSON{Service: sv.Service, Instances: sv.Instances, Reporting: sv.Reporting, trafficJSON: trafficOf(sv.Traffic)})
+	}
+	for _, e := range resp.Edges {
+		out.Calls = append(out.Calls, callStatJSON{From: e.Source, To: e.Destination, trafficJSON: trafficOf(e.Traffic)})
+	}
+	return render(w, format, out, func() string { return renderStat(out) })
 }
 
 func trafficOf(t *statsv1.Traffic) trafficJSON {
@@ -171,4 +217,11 @@ func trafficCells(t trafficJSON) []string {
 		}
 	}
 	return cells
+}
+
+// isTerminal reports whether w is a terminal (where a watch redraws the
+// screen rather than appends).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }

@@ -1,7 +1,10 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -79,6 +82,23 @@ func TestStatShowsServicesAndCalls(t *testing.T) {
 	}
 	if !strings.Contains(out, "FROM") || !strings.Contains(out, "pingpong.default  helloworld.default") {
 		t.Errorf("meshctl stat pingpong shows no call to helloworld:\n%s", out)
+	}
+	// --watch looks again every --every until interrupted.
+	var buf bytes.Buffer
+	ctx, cancel := context.WithTimeout(t.Context(), 2500*time.Millisecond)
+	defer cancel()
+	if err := NewCommand(Streams{In: strings.NewReader(""), Out: &buf, Err: io.Discard}, []string{"--home", home, "stat", "-w", "--every", "1s", "-o", "json"}).ExecuteContext(ctx); err != nil {
+		t.Fatalf("stat --watch: %v", err)
+	}
+	looks := 0
+	for dec := json.NewDecoder(&buf); ; looks++ {
+		var st statJSON
+		if err := dec.Decode(&st); err != nil {
+			break
+		}
+	}
+	if looks < 2 || looks > 4 {
+		t.Errorf("stat --watch for 2.5 s looked %d times, want 2–3", looks)
 	}
 	if _, err := cli("stat", "--window", "1s"); err == nil || !strings.Contains(err.Error(), "--window 1s: from 10s to 10m") {
 		t.Errorf("--window 1s: %v", err)
