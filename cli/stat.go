@@ -51,6 +51,13 @@ type serviceStatJSON struct {
 	Instances uint32 `json:"instances"`
 	Reporting uint32 `json:"reporting"`
 	trafficJSON
+	// Methods: with a SERVICE named, its figures by gRPC method.
+	Methods []methodStatJSON `json:"methods,omitempty"`
+}
+
+type methodStatJSON struct {
+	Method string `json:"method"`
+	trafficJSON
 }
 
 type callStatJSON struct {
@@ -74,7 +81,8 @@ func newStatCommand(g *globalOptions, s Streams) *cobra.Command {
 each service its requests per second, success rate and latency percentiles
 as its own sidecars saw them (its app's time included), and for each pair
 of caller and service the same as the callers' sidecars saw them (the
-network and the callee's sidecar included).
+network and the callee's sidecar included). With a SERVICE named, its
+figures by gRPC method too.
 
 A request failed if it was answered with an HTTP 5xx or a gRPC status that
 is the server's fault (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL,
@@ -99,7 +107,7 @@ window of 1 m move in steps of it.`,
 			if len(args) == 1 {
 				service = args[0]
 			}
-			req := &statsv1.GetStatsRequest{Namespace: o.namespace, Service: service, Window: durationpb.New(o.window)}
+			req := &statsv1.GetStatsRequest{Namespace: o.namespace, Service: service, Window: durationpb.New(o.window), ByMethod: service != ""}
 			if !o.watch {
 				return withAdmin(cmd.Context(), g, o.controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
 					return showStat(ctx, conn, req, g.output, s.Out)
@@ -153,7 +161,11 @@ func showStat(ctx context.Context, conn *grpc.ClientConn, req *statsv1.GetStatsR
 	}
 	out := statJSON{WindowSeconds: resp.Window.AsDuration().Seconds(), Services: []serviceStatJSON{}, Calls: []callStatJSON{}}
 	for _, sv := range resp.Services {
-		out.Services = append(out.Services, serviceStatJSON{Service: sv.Service, Instances: sv.Instances, Reporting: sv.Reporting, trafficJSON: trafficOf(sv.Traffic)})
+		o := serviceStatJSON{Service: sv.Service, Instances: sv.Instances, Reporting: sv.Reporting, trafficJSON: trafficOf(sv.Traffic)}
+		for _, m := range sv.Methods {
+			o.Methods = append(o.Methods, methodStatJSON{Method: m.Method, trafficJSON: trafficOf(m.Traffic)})
+		}
+		out.Services = append(out.Services, o)
 	}
 	for _, e := range resp.Edges {
 		out.Calls = append(out.Calls, callStatJSON{From: e.Source, To: e.Destination, trafficJSON: trafficOf(e.Traffic)})
@@ -193,6 +205,17 @@ func renderStat(st statJSON) string {
 		rows = append(rows, append([]string{sv.Service, of}, trafficCells(sv.trafficJSON)...))
 	}
 	b.WriteString(table([]string{"SERVICE", "REPORTING", "SUCCESS", "RPS", "P50", "P95", "P99"}, rows))
+	for _, sv := range st.Services {
+		if len(sv.Methods) == 0 {
+			continue
+		}
+		rows = rows[:0]
+		for _, m := range sv.Methods {
+			rows = append(rows, append([]string{m.Method}, trafficCells(m.trafficJSON)...))
+		}
+		b.WriteString("\n")
+		b.WriteString(table([]string{"METHOD (" + sv.Service + ")", "SUCCESS", "RPS", "P50", "P95", "P99"}, rows))
+	}
 	if len(st.Calls) > 0 {
 		rows = rows[:0]
 		for _, c := range st.Calls {

@@ -80,6 +80,9 @@ func TestStatShowsServicesAndCalls(t *testing.T) {
 	if !strings.HasPrefix(lines[0], "SERVICE") || !strings.HasPrefix(lines[1], "pingpong.default") || !strings.Contains(lines[1], "1/1") || !strings.Contains(lines[1], "100.00%") {
 		t.Errorf("meshctl stat pingpong:\n%s", out)
 	}
+	if !strings.Contains(out, "METHOD (pingpong.default)") || !strings.Contains(out, "examples.pingpong.v1.Pingpong/Ping") {
+		t.Errorf("meshctl stat pingpong shows no methods:\n%s", out)
+	}
 	if !strings.Contains(out, "FROM") || !strings.Contains(out, "pingpong.default  helloworld.default") {
 		t.Errorf("meshctl stat pingpong shows no call to helloworld:\n%s", out)
 	}

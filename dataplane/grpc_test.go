@@ -122,11 +122,13 @@ func TestGRPCThroughBothTransports(t *testing.T) {
 			if status.Code(err) != codes.NotFound || status.Convert(err).Message() != "no such thing" {
 				t.Errorf("error status = %v", err)
 			}
-			// Both sidecars count it by its gRPC status (trailers-only:
-			// the status is in the headers); successes as status 0.
+			// Both sidecars count it by its method and gRPC status
+			// (trailers-only: the status is in the headers); successes as
+			// status 0.
 			for _, side := range []struct{ admin, direction string }{{a.Info.Admin, "outbound"}, {b.Info.Admin, "inbound"}} {
 				m := metrics(t, side.admin)
-				for _, want := range []string{`direction="` + side.direction + `",grpc_status="5",response_code="200"`, `direction="` + side.direction + `",grpc_status="0",response_code="200"`} {
+				unary := `grpc_method="grpc.testing.TestService/UnaryCall"`
+				for _, want := range []string{`direction="` + side.direction + `",` + unary + `,grpc_status="5",response_code="200"`, `direction="` + side.direction + `",` + unary + `,grpc_status="0",response_code="200"`} {
 					if !strings.Contains(m, want) {
 						t.Errorf("%s metrics lack %s:\n%s", side.direction, want, grep(m, "micromesh_requests_total"))
 					}

@@ -137,7 +137,7 @@ func TestRequestThroughTheMesh(t *testing.T) {
 		t.Errorf("b saw caller %q, want a's SPIFFE ID", reply.Caller)
 	}
 	// It went over QUIC: b's inbound counts it as such.
-	if m := metrics(t, b.Info.Admin); !strings.Contains(m, `micromesh_requests_total{destination="b.default",direction="inbound",grpc_status="",response_code="200",source="a.default",transport="quic"}`) {
+	if m := metrics(t, b.Info.Admin); !strings.Contains(m, `micromesh_requests_total{destination="b.default",direction="inbound",grpc_method="",grpc_status="",response_code="200",source="a.default",transport="quic"}`) {
 		t.Errorf("b's metrics show no inbound QUIC request from a:\n%s", grep(m, "micromesh_requests_total"))
 	}
 	if m := metrics(t, b.Info.Admin); !strings.Contains(m, `micromesh_open_connections{direction="inbound",transport="quic"} 1`) || !strings.Contains(m, "micromesh_xds_connected 1") || !strings.Contains(m, "micromesh_config_held 0") {

@@ -113,7 +113,7 @@ func TestAcrossHosts(t *testing.T) {
 		t.Errorf("on host B: helloworld through B's sidecar: %v %q\n%s", err, out, logs.String())
 	}
 	metrics, _ := curl("http://127.0.0.1:15090/metrics")
-	if !strings.Contains(metrics, `micromesh_requests_total{destination="helloworld.default",direction="outbound",grpc_status="0",response_code="200",source="web.default",transport="quic"} 1`) {
+	if !strings.Contains(metrics, `micromesh_requests_total{destination="helloworld.default",direction="outbound",grpc_method="examples.helloworld.v1.Helloworld/Call",grpc_status="0",response_code="200",source="web.default",transport="quic"} 1`) {
 		var lines []string
 		for _, l := range strings.Split(metrics, "\n") {
 			if strings.HasPrefix(l, "micromesh_requests_total") {

@@ -3,6 +3,7 @@ package stats
 import (
 	"cmp"
 	"context"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -103,8 +104,14 @@ func (a *API) GetStats(ctx context.Context, req *statsv1.GetStatsRequest) (*stat
 			continue
 		}
 		seen[s.Service] = true
-		resp.Services = append(resp.Services, &statsv1.ServiceStats{Service: s.Service, Instances: uint32(len(registered[s.Service])),
-			Reporting: reporting(s.Reporting, registered[s.Service]), Traffic: traffic(&s.Traffic)})
+		out := &statsv1.ServiceStats{Service: s.Service, Instances: uint32(len(registered[s.Service])),
+			Reporting: reporting(s.Reporting, registered[s.Service]), Traffic: traffic(&s.Traffic)}
+		if req.ByMethod {
+			for _, name := range slices.Sorted(maps.Keys(s.Methods)) {
+				out.Methods = append(out.Methods, &statsv1.MethodStats{Method: name, Traffic: traffic(s.Methods[name])})
+			}
+		}
+		resp.Services = append(resp.Services, out)
 	}
 	for svc, ids := range registered {
 		if keep(svc) && !seen[svc] {

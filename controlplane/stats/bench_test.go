@@ -44,7 +44,7 @@ func BenchmarkStatsAt1000Sidecars(b *testing.B) {
 			s.serve(caller, 1, "200", "14", time.Millisecond)
 			s.serve(caller, 1, "503", "", time.Millisecond)
 			s.serve(caller, 1, "200", "5", time.Millisecond)
-			s.requests.WithLabelValues("outbound", svc, caller.service, "quic", "200", "0").Add(50)
+			s.requests.WithLabelValues("outbound", svc, caller.service, "quic", "200", "0", "pkg.Api/Get").Add(50)
 		}
 		fams, _ := s.reg.Gather()
 		raw[i] = dpstats.AppendExportRequest(nil, svc, otlpwire.Resource{Instance: s.instance}, s.start, clk.t, fams)

@@ -140,7 +140,7 @@ func (c *Collector) requests(s *export, m *metricsv1.Metric, reject func(int, er
 		s.setStart(p.StartTimeUnixNano)
 		a := p.Attributes
 		s.requests[reqKey{direction: attr(a, "direction"), source: attr(a, "source"), destination: attr(a, "destination"),
-			code: attr(a, "response_code"), grpc: attr(a, "grpc_status")}] = v
+			code: attr(a, "response_code"), grpc: attr(a, "grpc_status"), method: attr(a, "grpc_method")}] = v
 	}
 }
 
@@ -162,7 +162,7 @@ func (c *Collector) durations(s *export, m *metricsv1.Metric, reject func(int, e
 			continue
 		}
 		s.setStart(p.StartTimeUnixNano)
-		s.durations[durKey{direction: attr(p.Attributes, "direction"), destination: attr(p.Attributes, "destination")}] =
+		s.durations[durKey{direction: attr(p.Attributes, "direction"), destination: attr(p.Attributes, "destination"), method: attr(p.Attributes, "grpc_method")}] =
 			&hist{bounds: p.ExplicitBounds, counts: p.BucketCounts, count: p.Count, sum: p.GetSum()}
 	}
 }

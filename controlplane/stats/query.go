@@ -30,6 +30,9 @@ type ServiceStats struct {
 	Service   string   // "name.namespace"
 	Reporting []string // IDs of the instances that reported within the window, sorted
 	Traffic
+	// Methods are the same by gRPC method ("pkg.Service/Method"; "other"
+	// past the sidecars' bound); requests of no gRPC method are in none.
+	Methods map[string]*Traffic
 }
 
 // EdgeStats are the calls from Source to Destination, from the callers'
@@ -57,6 +60,9 @@ func (st *Store) Query(window time.Duration) ([]*ServiceStats, []*EdgeStats) {
 			switch k.direction {
 			case "inbound":
 				t = &svc.Traffic
+				if k.method != "" {
+					svc.method(k.method).add(k, v, d.seconds)
+				}
 			case "outbound":
 				t = &edge(edges, d.service, k.destination).Traffic
 			default:
@@ -68,6 +74,9 @@ func (st *Store) Query(window time.Duration) ([]*ServiceStats, []*EdgeStats) {
 			switch k.direction {
 			case "inbound":
 				svc.merge(h)
+				if k.method != "" {
+					svc.method(k.method).merge(h)
+				}
 			case "outbound":
 				edge(edges, d.service, k.destination).merge(h)
 			}
@@ -76,6 +85,9 @@ func (st *Store) Query(window time.Duration) ([]*ServiceStats, []*EdgeStats) {
 	outS := make([]*ServiceStats, 0, len(services))
 	for _, s := range services {
 		s.percentiles()
+		for _, m := range s.Methods {
+			m.percentiles()
+		}
 		sort.Strings(s.Reporting)
 		outS = append(outS, s)
 	}
@@ -92,6 +104,18 @@ func (st *Store) Query(window time.Duration) ([]*ServiceStats, []*EdgeStats) {
 		return outE[i].Destination < outE[j].Destination
 	})
 	return outS, outE
+}
+
+func (s *ServiceStats) method(name string) *Traffic {
+	t := s.Methods[name]
+	if t == nil {
+		if s.Methods == nil {
+			s.Methods = map[string]*Traffic{}
+		}
+		t = &Traffic{}
+		s.Methods[name] = t
+	}
+	return t
 }
 
 func edge(edges map[[2]string]*EdgeStats, source, dest string) *EdgeStats {

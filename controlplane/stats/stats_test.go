@@ -35,24 +35,28 @@ type sidecar struct {
 func newSidecar(service, instance string, start time.Time) *sidecar {
 	s := &sidecar{reg: prometheus.NewRegistry(), service: service, instance: instance, start: start,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "micromesh_requests_total"},
-			[]string{"direction", "source", "destination", "transport", "response_code", "grpc_status"}),
+			[]string{"direction", "source", "destination", "transport", "response_code", "grpc_status", "grpc_method"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "micromesh_request_duration_seconds",
-			Buckets: []float64{.001, .01, .1, 1}}, []string{"direction", "destination"}),
+			Buckets: []float64{.001, .01, .1, 1}}, []string{"direction", "destination", "grpc_method"}),
 	}
 	s.reg.MustRegister(s.requests, s.duration)
 	return s
 }
 
 // serve counts n inbound requests from source answered code (and gRPC
-// status), each taking d; the caller's sidecar, if given, counts them
-// outbound.
+// status: a call of method pkg.Api/Get), each taking d; the caller's
+// sidecar, if given, counts them outbound.
 func (s *sidecar) serve(caller *sidecar, n int, code, grpc string, d time.Duration) {
+	method := ""
+	if grpc != "" {
+		method = "pkg.Api/Get"
+	}
 	for range n {
-		s.requests.WithLabelValues("inbound", callerName(caller), s.service, "quic", code, grpc).Inc()
-		s.duration.WithLabelValues("inbound", s.service).Observe(d.Seconds())
+		s.requests.WithLabelValues("inbound", callerName(caller), s.service, "quic", code, grpc, method).Inc()
+		s.duration.WithLabelValues("inbound", s.service, method).Observe(d.Seconds())
 		if caller != nil {
-			caller.requests.WithLabelValues("outbound", caller.service, s.service, "quic", code, grpc).Inc()
-			caller.duration.WithLabelValues("outbound", s.service).Observe(d.Seconds() + .0005)
+			caller.requests.WithLabelValues("outbound", caller.service, s.service, "quic", code, grpc, method).Inc()
+			caller.duration.WithLabelValues("outbound", s.service, method).Observe(d.Seconds() + .0005)
 		}
 	}
 }
@@ -143,6 +147,10 @@ func TestRatesSuccessAndLatencyOverAWindow(t *testing.T) {
 	}
 	if want := time.Duration((0.01 + 0.09*(594-540)/60.0) * float64(time.Second)); api.P99 != want {
 		t.Errorf("api p99 %v, want %v", api.P99, want)
+	}
+	// api-2's gRPC calls, by method; api-1's HTTP requests in none.
+	if m := api.Methods; len(m) != 1 || m["pkg.Api/Get"].Requests != 60 || m["pkg.Api/Get"].Failures != 6 || m["pkg.Api/Get"].P50 <= 10*time.Millisecond {
+		t.Errorf("api's methods: %+v; want pkg.Api/Get: 60 requests, 6 failures, p50 over 10 ms", m["pkg.Api/Get"])
 	}
 	if len(edges) != 1 || edges[0].Source != "web.shop" || edges[0].Destination != "api.shop" || edges[0].Requests != 600 || edges[0].Failures != 18 {
 		t.Fatalf("edges %+v", edges)

@@ -30,12 +30,12 @@ const (
 
 // reqKey is one series of micromesh_requests_total.
 type reqKey struct {
-	direction, source, destination, code, grpc string
+	direction, source, destination, code, grpc, method string
 }
 
 // durKey is one series of micromesh_request_duration_seconds.
 type durKey struct {
-	direction, destination string
+	direction, destination, method string
 }
 
 // hist is a histogram's cumulative state: counts per bucket (one more
@@ -56,9 +56,6 @@ type export struct {
 	durations map[durKey]*hist
 }
 
-// empty reports whether e has no series: the sidecar had counted nothing.
-func (e *export) empty() bool { return len(e.requests) == 0 && len(e.durations) == 0 }
-
 // sample is an export as kept: values by the instance's series, so that
 // the series' labels are held once per instance, not once per sample.
 type sample struct {
@@ -67,6 +64,7 @@ type sample struct {
 	durations []*hist   // by index in instance.durs; nil: none yet
 }
 
+// empty reports whether s has no series: the sidecar had counted nothing.
 func (s *sample) empty() bool { return len(s.requests) == 0 && len(s.durations) == 0 }
 
 // instance is what one sidecar reported: its series, and its samples,

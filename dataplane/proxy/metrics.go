@@ -1,8 +1,12 @@
 package proxy
 
 import (
+	"maps"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,19 +36,81 @@ type metrics struct {
 	// mirrored counts requests' copies by mirror cluster and outcome (the
 	// copy's response code, or why it got none).
 	mirrored *prometheus.CounterVec
+	// methods are the grpc_method labels seen.
+	methods methodLabels
+}
+
+// maxMethods bounds the grpc_method labels of one proxy: the methods of
+// the services it serves and calls, not whatever paths a caller sends.
+const maxMethods = 256
+
+// methodLabels gives each gRPC method its label, once: the first
+// maxMethods methods by name, then "other", so that no caller can grow
+// the proxy's series (and its memory) without bound. Reads take no lock.
+type methodLabels struct {
+	mu   sync.Mutex
+	seen atomic.Pointer[map[string]string]
+}
+
+// label is the grpc_method label of a gRPC request's path
+// ("/pkg.Service/Method" → "pkg.Service/Method"); "other" past the bound
+// or for a path not of that form.
+func (m *methodLabels) label(path string) string {
+	if seen := m.seen.Load(); seen != nil {
+		if l, ok := (*seen)[path]; ok {
+			return l
+		}
+	}
+	if !grpcPath(path) {
+		return "other"
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var cur map[string]string
+	if seen := m.seen.Load(); seen != nil {
+		cur = *seen
+	}
+	if l, ok := cur[path]; ok {
+		return l
+	}
+	if len(cur) >= maxMethods {
+		return "other"
+	}
+	next := maps.Clone(cur)
+	if next == nil {
+		next = map[string]string{}
+	}
+	key := strings.Clone(path) // not the request's memory
+	next[key] = key[1:]
+	m.seen.Store(&next)
+	return next[key]
+}
+
+// grpcPath reports whether path is a gRPC method's: "/service/method",
+// printable ASCII, at most 256 bytes.
+func grpcPath(path string) bool {
+	if len(path) < 4 || len(path) > 256 || path[0] != '/' || strings.Count(path, "/") != 2 || strings.HasSuffix(path, "/") || path[1] == '/' {
+		return false
+	}
+	for i := 0; i < len(path); i++ {
+		if c := path[i]; c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func newMetrics(reg Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "micromesh_requests_total",
-			Help: "Requests through the proxy, by direction, source and destination workload, transport (quic, tls, plain, local), HTTP response code and gRPC status (empty for other requests, and for gRPC calls that ended with none).",
-		}, []string{"direction", "source", "destination", "transport", "response_code", "grpc_status"}),
+			Help: "Requests through the proxy, by direction, source and destination workload, transport (quic, tls, plain, local), HTTP response code, gRPC status (empty for other requests, and for gRPC calls that ended with none) and gRPC method (pkg.Service/Method; empty for other requests; past 256 different ones, other).",
+		}, []string{"direction", "source", "destination", "transport", "response_code", "grpc_status", "grpc_method"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "micromesh_request_duration_seconds",
-			Help:    "Time from a request's arrival at the proxy to the end of its response, by direction and destination.",
+			Help:    "Time from a request's arrival at the proxy to the end of its response, by direction, destination and gRPC method.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
-		}, []string{"direction", "destination"}),
+		}, []string{"direction", "destination", "grpc_method"}),
 		local: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "micromesh_local_replies_total",
 			Help: "Replies the proxy made itself (no route, no healthy endpoint, RBAC denial, upstream failure), by direction and code.",
@@ -98,13 +164,16 @@ func (p *Proxy) record(w http.ResponseWriter, r *http.Request, dir direction, so
 	}
 	now := time.Now()
 	elapsed := now.Sub(start)
-	grpcCode := -1
-	if w != nil && isGRPC(r) {
-		grpcCode = grpcStatus(w.Header())
+	grpcCode, method := -1, ""
+	if isGRPC(r) {
+		if w != nil {
+			grpcCode = grpcStatus(w.Header())
+		}
+		method = p.m.methods.label(r.URL.Path)
 	}
 	p.traceEnd(r, dir, source, dest, transport, code, grpcCode, now)
-	p.m.requests.WithLabelValues(string(dir), source, dest, transport, codeLabel(code), grpcLabel(grpcCode)).Inc()
-	p.m.duration.WithLabelValues(string(dir), dest).Observe(elapsed.Seconds())
+	p.m.requests.WithLabelValues(string(dir), source, dest, transport, codeLabel(code), grpcLabel(grpcCode), method).Inc()
+	p.m.duration.WithLabelValues(string(dir), dest, method).Observe(elapsed.Seconds())
 	if p.accessLog {
 		p.log.Info("request", "direction", dir, "method", r.Method, "authority", r.Host, "path", r.URL.Path,
 			"source", source, "destination", dest, "transport", transport, "code", code, "duration", elapsed,

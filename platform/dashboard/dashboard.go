@@ -86,7 +86,8 @@ func New(o Options) http.Handler {
 	}
 	if o.Stats != nil {
 		mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
-			resp, err := o.Stats.GetStats(r.Context(), &statsv1.GetStatsRequest{Namespace: r.URL.Query().Get("namespace")})
+			q := r.URL.Query()
+			resp, err := o.Stats.GetStats(r.Context(), &statsv1.GetStatsRequest{Namespace: q.Get("namespace"), ByMethod: q.Get("methods") == "1"})
 			if err != nil {
 				writeStatus(w, err)
 				return

@@ -43,7 +43,7 @@ async function load() {
     return;
   }
   try {
-    const st = await getJSON("stats");
+    const st = await getJSON("stats?methods=1");
     stats = { services: {}, edges: st.edges || [] };
     for (const s of st.services || []) stats.services[s.service] = s;
   } catch (e) {
@@ -99,6 +99,7 @@ async function renderService() {
     body.appendChild(tr);
   }
   renderCalls(selected.name + "." + selected.namespace);
+  renderMethods(selected.name + "." + selected.namespace);
   const note = $("#endpoints-note");
   const list = $("#endpoints");
   list.replaceChildren();
@@ -115,13 +116,15 @@ async function renderService() {
     note.textContent = "An HTTP service: the API gateway forwards requests to " + path + "/… as they come.";
     return;
   }
+  const shown = selected;
   let described;
   try {
     described = await getJSON("api" + path);
   } catch (e) {
-    note.textContent = "Its endpoints: " + e.message;
+    if (selected === shown) note.textContent = "Its endpoints: " + e.message;
     return;
   }
+  if (selected !== shown) return; // another service was opened meanwhile: its endpoints, not these
   for (const ep of described.endpoints || []) list.appendChild(endpointForm(ep));
 }
 
@@ -234,6 +237,21 @@ function renderCalls(svc) {
     const t = trafficCells(e.traffic);
     const tr = el("tr");
     tr.append(el("td", e.source), el("td", e.destination), el("td", t.success, t.failing ? "critical" : ""),
+      el("td", t.rps), el("td", t.p50), el("td", t.p95), el("td", t.p99));
+    body.appendChild(tr);
+  }
+}
+
+// renderMethods lists a service's figures by gRPC method.
+function renderMethods(svc) {
+  const body = $("#methods tbody");
+  body.replaceChildren();
+  const methods = ((stats.services[svc] || {}).methods) || [];
+  $("#methods-note").textContent = methods.length ? "" : "No gRPC calls to it in the last minute.";
+  for (const m of methods) {
+    const t = trafficCells(m.traffic);
+    const tr = el("tr");
+    tr.append(el("td", m.method), el("td", t.success, t.failing ? "critical" : ""),
       el("td", t.rps), el("td", t.p50), el("td", t.p95), el("td", t.p99));
     body.appendChild(tr);
   }

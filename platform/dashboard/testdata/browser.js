@@ -87,6 +87,11 @@ async function until(what, cond) {
   check("its rate and p99", row("helloworld", "default").cells[5].textContent !== "0" && /s$/.test(row("helloworld", "default").cells[6].textContent),
     row("helloworld", "default").textContent);
   check("web, never called: no figures", row("web", "default").cells[4].textContent === "-", row("web", "default").textContent);
+  click(row("helloworld", "default"));
+  await until("helloworld's methods", () => doc.querySelector("#methods tbody tr"));
+  const methodRow = doc.querySelector("#methods tbody tr");
+  check("its figures by method", methodRow.cells[0].textContent === "examples.helloworld.v1.Helloworld/Call" && methodRow.cells[1].textContent === "100.0%",
+    methodRow.textContent);
 
 
   // A service whose policy asks for an account's token (prod's

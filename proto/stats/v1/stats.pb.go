@@ -38,7 +38,9 @@ type GetStatsRequest struct {
 	// the calls to and from it.
 	Service string `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
 	// How far back to look: 10s to 10m (default 1m).
-	Window        *durationpb.Duration `protobuf:"bytes,3,opt,name=window,proto3" json:"window,omitempty"`
+	Window *durationpb.Duration `protobuf:"bytes,3,opt,name=window,proto3" json:"window,omitempty"`
+	// Also each service's figures by gRPC method.
+	ByMethod      bool `protobuf:"varint,4,opt,name=by_method,json=byMethod,proto3" json:"by_method,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -92,6 +94,13 @@ func (x *GetStatsRequest) GetWindow() *durationpb.Duration {
 		return x.Window
 	}
 	return nil
+}
+
+func (x *GetStatsRequest) GetByMethod() bool {
+	if x != nil {
+		return x.ByMethod
+	}
+	return false
 }
 
 type GetStatsResponse struct {
@@ -168,9 +177,13 @@ type ServiceStats struct {
 	// Instances registered, and how many of them reported in the window
 	// (for a service with none registered — an edge proxy of the
 	// platform's —, how many instances reported).
-	Instances     uint32   `protobuf:"varint,2,opt,name=instances,proto3" json:"instances,omitempty"`
-	Reporting     uint32   `protobuf:"varint,3,opt,name=reporting,proto3" json:"reporting,omitempty"`
-	Traffic       *Traffic `protobuf:"bytes,4,opt,name=traffic,proto3" json:"traffic,omitempty"`
+	Instances uint32   `protobuf:"varint,2,opt,name=instances,proto3" json:"instances,omitempty"`
+	Reporting uint32   `protobuf:"varint,3,opt,name=reporting,proto3" json:"reporting,omitempty"`
+	Traffic   *Traffic `protobuf:"bytes,4,opt,name=traffic,proto3" json:"traffic,omitempty"`
+	// By gRPC method ("pkg.Service/Method"), sorted, when asked for: the
+	// sidecars label the first 256 methods they see by name and the rest
+	// "other"; requests that are not gRPC calls are in none.
+	Methods       []*MethodStats `protobuf:"bytes,5,rep,name=methods,proto3" json:"methods,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -233,6 +246,65 @@ func (x *ServiceStats) GetTraffic() *Traffic {
 	return nil
 }
 
+func (x *ServiceStats) GetMethods() []*MethodStats {
+	if x != nil {
+		return x.Methods
+	}
+	return nil
+}
+
+type MethodStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Method        string                 `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	Traffic       *Traffic               `protobuf:"bytes,2,opt,name=traffic,proto3" json:"traffic,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MethodStats) Reset() {
+	*x = MethodStats{}
+	mi := &file_stats_v1_stats_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MethodStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MethodStats) ProtoMessage() {}
+
+func (x *MethodStats) ProtoReflect() protoreflect.Message {
+	mi := &file_stats_v1_stats_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MethodStats.ProtoReflect.Descriptor instead.
+func (*MethodStats) Descriptor() ([]byte, []int) {
+	return file_stats_v1_stats_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MethodStats) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *MethodStats) GetTraffic() *Traffic {
+	if x != nil {
+		return x.Traffic
+	}
+	return nil
+}
+
 // EdgeStats are the calls from one service to another, as the callers'
 // sidecars saw them (outbound: the network and the callee's sidecar
 // included).
@@ -250,7 +322,7 @@ type EdgeStats struct {
 
 func (x *EdgeStats) Reset() {
 	*x = EdgeStats{}
-	mi := &file_stats_v1_stats_proto_msgTypes[3]
+	mi := &file_stats_v1_stats_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -262,7 +334,7 @@ func (x *EdgeStats) String() string {
 func (*EdgeStats) ProtoMessage() {}
 
 func (x *EdgeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_stats_v1_stats_proto_msgTypes[3]
+	mi := &file_stats_v1_stats_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -275,7 +347,7 @@ func (x *EdgeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeStats.ProtoReflect.Descriptor instead.
 func (*EdgeStats) Descriptor() ([]byte, []int) {
-	return file_stats_v1_stats_proto_rawDescGZIP(), []int{3}
+	return file_stats_v1_stats_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EdgeStats) GetSource() string {
@@ -321,7 +393,7 @@ type Traffic struct {
 
 func (x *Traffic) Reset() {
 	*x = Traffic{}
-	mi := &file_stats_v1_stats_proto_msgTypes[4]
+	mi := &file_stats_v1_stats_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -333,7 +405,7 @@ func (x *Traffic) String() string {
 func (*Traffic) ProtoMessage() {}
 
 func (x *Traffic) ProtoReflect() protoreflect.Message {
-	mi := &file_stats_v1_stats_proto_msgTypes[4]
+	mi := &file_stats_v1_stats_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -346,7 +418,7 @@ func (x *Traffic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Traffic.ProtoReflect.Descriptor instead.
 func (*Traffic) Descriptor() ([]byte, []int) {
-	return file_stats_v1_stats_proto_rawDescGZIP(), []int{4}
+	return file_stats_v1_stats_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Traffic) GetRequests() uint64 {
@@ -402,20 +474,25 @@ var File_stats_v1_stats_proto protoreflect.FileDescriptor
 
 const file_stats_v1_stats_proto_rawDesc = "" +
 	"\n" +
-	"\x14stats/v1/stats.proto\x12\x12micromesh.stats.v1\x1a\x1egoogle/protobuf/duration.proto\"|\n" +
+	"\x14stats/v1/stats.proto\x12\x12micromesh.stats.v1\x1a\x1egoogle/protobuf/duration.proto\"\x99\x01\n" +
 	"\x0fGetStatsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x121\n" +
-	"\x06window\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06window\"\xb8\x01\n" +
+	"\x06window\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12\x1b\n" +
+	"\tby_method\x18\x04 \x01(\bR\bbyMethod\"\xb8\x01\n" +
 	"\x10GetStatsResponse\x12<\n" +
 	"\bservices\x18\x01 \x03(\v2 .micromesh.stats.v1.ServiceStatsR\bservices\x123\n" +
 	"\x05edges\x18\x02 \x03(\v2\x1d.micromesh.stats.v1.EdgeStatsR\x05edges\x121\n" +
-	"\x06window\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06window\"\x9b\x01\n" +
+	"\x06window\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06window\"\xd6\x01\n" +
 	"\fServiceStats\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\tinstances\x18\x02 \x01(\rR\tinstances\x12\x1c\n" +
 	"\treporting\x18\x03 \x01(\rR\treporting\x125\n" +
-	"\atraffic\x18\x04 \x01(\v2\x1b.micromesh.stats.v1.TrafficR\atraffic\"|\n" +
+	"\atraffic\x18\x04 \x01(\v2\x1b.micromesh.stats.v1.TrafficR\atraffic\x129\n" +
+	"\amethods\x18\x05 \x03(\v2\x1f.micromesh.stats.v1.MethodStatsR\amethods\"\\\n" +
+	"\vMethodStats\x12\x16\n" +
+	"\x06method\x18\x01 \x01(\tR\x06method\x125\n" +
+	"\atraffic\x18\x02 \x01(\v2\x1b.micromesh.stats.v1.TrafficR\atraffic\"|\n" +
 	"\tEdgeStats\x12\x16\n" +
 	"\x06source\x18\x01 \x01(\tR\x06source\x12 \n" +
 	"\vdestination\x18\x02 \x01(\tR\vdestination\x125\n" +
@@ -443,32 +520,35 @@ func file_stats_v1_stats_proto_rawDescGZIP() []byte {
 	return file_stats_v1_stats_proto_rawDescData
 }
 
-var file_stats_v1_stats_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_stats_v1_stats_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_stats_v1_stats_proto_goTypes = []any{
 	(*GetStatsRequest)(nil),     // 0: micromesh.stats.v1.GetStatsRequest
 	(*GetStatsResponse)(nil),    // 1: micromesh.stats.v1.GetStatsResponse
 	(*ServiceStats)(nil),        // 2: micromesh.stats.v1.ServiceStats
-	(*EdgeStats)(nil),           // 3: micromesh.stats.v1.EdgeStats
-	(*Traffic)(nil),             // 4: micromesh.stats.v1.Traffic
-	(*durationpb.Duration)(nil), // 5: google.protobuf.Duration
+	(*MethodStats)(nil),         // 3: micromesh.stats.v1.MethodStats
+	(*EdgeStats)(nil),           // 4: micromesh.stats.v1.EdgeStats
+	(*Traffic)(nil),             // 5: micromesh.stats.v1.Traffic
+	(*durationpb.Duration)(nil), // 6: google.protobuf.Duration
 }
 var file_stats_v1_stats_proto_depIdxs = []int32{
-	5,  // 0: micromesh.stats.v1.GetStatsRequest.window:type_name -> google.protobuf.Duration
+	6,  // 0: micromesh.stats.v1.GetStatsRequest.window:type_name -> google.protobuf.Duration
 	2,  // 1: micromesh.stats.v1.GetStatsResponse.services:type_name -> micromesh.stats.v1.ServiceStats
-	3,  // 2: micromesh.stats.v1.GetStatsResponse.edges:type_name -> micromesh.stats.v1.EdgeStats
-	5,  // 3: micromesh.stats.v1.GetStatsResponse.window:type_name -> google.protobuf.Duration
-	4,  // 4: micromesh.stats.v1.ServiceStats.traffic:type_name -> micromesh.stats.v1.Traffic
-	4,  // 5: micromesh.stats.v1.EdgeStats.traffic:type_name -> micromesh.stats.v1.Traffic
-	5,  // 6: micromesh.stats.v1.Traffic.p50:type_name -> google.protobuf.Duration
-	5,  // 7: micromesh.stats.v1.Traffic.p95:type_name -> google.protobuf.Duration
-	5,  // 8: micromesh.stats.v1.Traffic.p99:type_name -> google.protobuf.Duration
-	0,  // 9: micromesh.stats.v1.StatsService.GetStats:input_type -> micromesh.stats.v1.GetStatsRequest
-	1,  // 10: micromesh.stats.v1.StatsService.GetStats:output_type -> micromesh.stats.v1.GetStatsResponse
-	10, // [10:11] is the sub-list for method output_type
-	9,  // [9:10] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	4,  // 2: micromesh.stats.v1.GetStatsResponse.edges:type_name -> micromesh.stats.v1.EdgeStats
+	6,  // 3: micromesh.stats.v1.GetStatsResponse.window:type_name -> google.protobuf.Duration
+	5,  // 4: micromesh.stats.v1.ServiceStats.traffic:type_name -> micromesh.stats.v1.Traffic
+	3,  // 5: micromesh.stats.v1.ServiceStats.methods:type_name -> micromesh.stats.v1.MethodStats
+	5,  // 6: micromesh.stats.v1.MethodStats.traffic:type_name -> micromesh.stats.v1.Traffic
+	5,  // 7: micromesh.stats.v1.EdgeStats.traffic:type_name -> micromesh.stats.v1.Traffic
+	6,  // 8: micromesh.stats.v1.Traffic.p50:type_name -> google.protobuf.Duration
+	6,  // 9: micromesh.stats.v1.Traffic.p95:type_name -> google.protobuf.Duration
+	6,  // 10: micromesh.stats.v1.Traffic.p99:type_name -> google.protobuf.Duration
+	0,  // 11: micromesh.stats.v1.StatsService.GetStats:input_type -> micromesh.stats.v1.GetStatsRequest
+	1,  // 12: micromesh.stats.v1.StatsService.GetStats:output_type -> micromesh.stats.v1.GetStatsResponse
+	12, // [12:13] is the sub-list for method output_type
+	11, // [11:12] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_stats_v1_stats_proto_init() }
@@ -482,7 +562,7 @@ func file_stats_v1_stats_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stats_v1_stats_proto_rawDesc), len(file_stats_v1_stats_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
