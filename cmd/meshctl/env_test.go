@@ -226,6 +226,13 @@ func TestRemoteEnvironment(t *testing.T) {
 		out, err := run("", "trace", m[1])
 		return err == nil && strings.Contains(out, "proxy.micromesh") && strings.Contains(out, "helloworld.default")
 	})
+	// The figures and the health check, through the proxy as well.
+	if out := must("", "stat", "helloworld"); !strings.Contains(out, "helloworld.default") {
+		t.Errorf("stat as ops:\n%s", out)
+	}
+	if out := must("", "check"); !strings.Contains(out, "√ reachable") || !strings.Contains(out, "√ in sync") || !strings.Contains(out, "all checks passed") {
+		t.Errorf("check as ops:\n%s", out)
+	}
 	must("", "policy", "clear", "helloworld")
 	must("", "logout")
 
