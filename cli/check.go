@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 
+	"github.com/micromesh/micromesh/internal/version"
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	statsv1 "github.com/micromesh/micromesh/proto/stats/v1"
@@ -120,6 +121,7 @@ func (c *checker) controlPlane(ctx context.Context, conn *grpc.ClientConn) *admi
 		return nil
 	}
 	c.add("control plane", "reachable", checkOK, "at "+conn.Target())
+	c.status(ctx, conn)
 	info, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(info.State.PeerCertificates) == 0 {
 		c.add("control plane", "certificates", checkWarn, "no certificate chain seen on the connection")
@@ -131,6 +133,32 @@ func (c *checker) controlPlane(ctx context.Context, conn *grpc.ClientConn) *admi
 		c.cert("the CA's intermediate", chain[1], "the server replaces it at start once a third of its life is left: restart the server")
 	}
 	return resp
+}
+
+// status checks the server's version against meshctl's and whether its
+// registry answers.
+func (c *checker) status(ctx context.Context, conn *grpc.ClientConn) {
+	st, err := adminv1.NewAdminServiceClient(conn).Status(ctx, &adminv1.StatusRequest{})
+	if err != nil {
+		c.add("control plane", "status", checkWarn, describe(err)+" (a server older than this meshctl?)")
+		return
+	}
+	if st.Version != version.Version {
+		c.add("control plane", "version", checkWarn, fmt.Sprintf("the server is %s, this meshctl %s: commands may not match its API (use the server's build)", st.Version, version.Version))
+	} else {
+		c.add("control plane", "version", checkOK, fmt.Sprintf("%s, up %s", st.Version, days(c.now.Sub(st.Started.AsTime()))))
+	}
+	r := st.Registry
+	where := r.Backend
+	if r.Address != "" {
+		where += " at " + r.Address
+	}
+	if r.Unreachable {
+		c.add("control plane", "registry", checkFail, fmt.Sprintf("%s unreachable for %s (%s): proxies keep their last configuration, but nothing can register or deregister until it answers",
+			where, days(c.now.Sub(r.Since.AsTime())), r.Error))
+		return
+	}
+	c.add("control plane", "registry", checkOK, where)
 }
 
 func (c *checker) cert(what string, cert *x509.Certificate, fix string) {
@@ -185,20 +213,16 @@ func (c *checker) proxies(ctx context.Context, conn *grpc.ClientConn, resp *admi
 			switch typeState(t) {
 			case "NACKED":
 				bad++
-				c.add("proxies", p.NodeId, checkFail, fmt.Sprintf("rejected its %s (version %s): %s — meshctl proxy-config %s shows what it was served", shortType(t.Type), t.NackedVersion, t.NackError, p.NodeId))
+				c.add("proxies", p.NodeId, checkFail, fmt.Sprintf("rejected its %s (version %s): %s — meshctl proxy-config %s shows what it was served", t.Type, t.NackedVersion, t.NackError, p.NodeId))
 			case "STALE":
 				bad++
-				c.add("proxies", p.NodeId, checkWarn, fmt.Sprintf("has not acknowledged its %s (served %s, running %s): it may be overloaded or cut off", shortType(t.Type), t.ServedVersion, orNone(t.AckedVersion)))
+				c.add("proxies", p.NodeId, checkWarn, fmt.Sprintf("has not acknowledged its %s (served %s, running %s): it may be overloaded or cut off", t.Type, t.ServedVersion, orNone(t.AckedVersion)))
 			}
 		}
 	}
 	if bad == 0 {
 		c.add("proxies", "in sync", checkOK, fmt.Sprintf("%d connected, each running what it is served", len(resp.Proxies)))
 	}
-}
-
-func shortType(url string) string {
-	return url[strings.LastIndex(url, ".")+1:]
 }
 
 func orNone(s string) string {

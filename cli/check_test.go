@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/internal/consultest"
 	"github.com/micromesh/micromesh/internal/meshtest"
 )
 
@@ -25,7 +26,7 @@ func TestCheck(t *testing.T) {
 	if err != nil {
 		t.Fatalf("check on a healthy mesh: %v\n%s", err, out)
 	}
-	for _, want := range []string{"control plane\n  √ reachable: at ", "√ its certificate: valid for", "√ the CA's intermediate: valid for 3", "proxies\n  √ in sync: 2 connected",
+	for _, want := range []string{"control plane\n  √ reachable: at ", "√ version: dev, up ", "√ registry: embedded at " + home, "√ its certificate: valid for", "√ the CA's intermediate: valid for 3", "proxies\n  √ in sync: 2 connected",
 		"services\n  √ healthy: ", "traffic\n  √ success", "all checks passed"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check lacks %q:\n%s", want, out)
@@ -59,5 +60,28 @@ func TestCheck(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no failed check of billing.default saying what to do: %+v", results)
+	}
+}
+
+// With Consul as the registry, a stopped agent fails the check, saying
+// what still works and what does not.
+func TestCheckSaysTheRegistryIsDown(t *testing.T) {
+	agent := consultest.Start(t)
+	env := meshtest.NewEnv(t)
+	env.StartControlPlane(meshtest.WithConsul(agent.Addr))
+	home := string(env.Home)
+	out, err := runCLI(t, "--home", home, "check")
+	if err != nil || !strings.Contains(out, "√ registry: consul at "+agent.Addr) {
+		t.Fatalf("check with Consul up: %v\n%s", err, out)
+	}
+	agent.Stop()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		out, err = runCLI(t, "--home", home, "check")
+		if err != nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err == nil || !strings.Contains(out, "× registry: consul at "+agent.Addr+" unreachable for") || !strings.Contains(out, "proxies keep their last configuration") {
+		t.Errorf("check with Consul down: %v\n%s", err, out)
 	}
 }

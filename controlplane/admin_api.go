@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"slices"
 	"sort"
+	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -16,15 +17,19 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/internal/version"
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 )
 
 // adminAPI tells operators what the control plane serves to whom.
 type adminAPI struct {
 	adminv1.UnimplementedAdminServiceServer
-	ads    *ads
-	bundle *identity.Bundle
+	ads     *ads
+	bundle  *identity.Bundle
+	reg     registry.Registry
+	started time.Time
 }
 
 var _ adminv1.AdminServiceServer = (*adminAPI)(nil)
@@ -38,6 +43,24 @@ func (a *adminAPI) authorize(ctx context.Context) error {
 		return status.Errorf(codes.PermissionDenied, "the admin API is for identities of namespace %s; %s is not one", identity.SystemNamespace, id)
 	}
 	return nil
+}
+
+// Status says how the control plane is; the registry's state when its
+// backend tells it.
+func (a *adminAPI) Status(ctx context.Context, _ *adminv1.StatusRequest) (*adminv1.StatusResponse, error) {
+	if err := a.authorize(ctx); err != nil {
+		return nil, err
+	}
+	resp := &adminv1.StatusResponse{Version: version.Version, Started: timestamppb.New(a.started), TrustDomain: a.bundle.TrustDomain(),
+		Registry: &adminv1.Registry{}}
+	if st, ok := a.reg.(registry.Stater); ok {
+		s := st.State()
+		resp.Registry = &adminv1.Registry{Backend: s.Backend, Address: s.Address, Unreachable: s.Unreachable, Error: s.Error}
+		if s.Unreachable {
+			resp.Registry.Since = timestamppb.New(s.Since)
+		}
+	}
+	return resp, nil
 }
 
 func (a *adminAPI) ProxyStatus(ctx context.Context, _ *adminv1.ProxyStatusRequest) (*adminv1.ProxyStatusResponse, error) {

@@ -200,7 +200,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	identityv1.RegisterIdentityServiceServer(s.grpc, &identityAPI{ca: ca, log: cfg.Logger.With("component", "identity-api"), issued: s.metrics.issued})
 	s.regAPI = &registryAPI{reg: s.reg, bundle: ca.Bundle(), log: cfg.Logger.With("component", "registry-api"), inMesh: s.ads.waitMesh}
 	registryv1.RegisterRegistryServiceServer(s.grpc, s.regAPI)
-	adminv1.RegisterAdminServiceServer(s.grpc, &adminAPI{ads: s.ads, bundle: ca.Bundle()})
+	adminv1.RegisterAdminServiceServer(s.grpc, &adminAPI{ads: s.ads, bundle: ca.Bundle(), reg: s.reg, started: time.Now()})
 	if s.traces, err = traces.Open(cfg.Home.Traces(), traces.Options{MaxAge: cfg.TracesMaxAge, MaxSpans: cfg.TracesMaxSpans, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}

@@ -64,6 +64,23 @@ func List(ctx context.Context, r Registry) (Snapshot, error) {
 	}
 }
 
+// State is where a registry keeps its instances and whether it answers.
+type State struct {
+	Backend string // embedded, consul
+	Address string // the agent's, or the database file's
+	// Unreachable since Since, with the last Error: the control plane
+	// serves the last state it saw (proxies keep their configs) and
+	// registrations fail.
+	Unreachable bool
+	Since       time.Time
+	Error       string
+}
+
+// Stater is a registry that says how it is (every backend here is one).
+type Stater interface {
+	State() State
+}
+
 // Errors, for errors.Is.
 var (
 	ErrInvalid     = errors.New("invalid registration")

@@ -63,9 +63,43 @@ type Registry struct {
 	addr            string
 	log             *slog.Logger
 	deregisterAfter time.Duration
+
+	// state is whether Consul answered the watches' last queries.
+	stateMu sync.Mutex
+	state   registry.State
 }
 
-var _ registry.Registry = (*Registry)(nil)
+var (
+	_ registry.Registry = (*Registry)(nil)
+	_ registry.Stater   = (*Registry)(nil)
+)
+
+// State says where the registry is and whether Consul answered the
+// watches' last queries (and since when it has not).
+func (r *Registry) State() registry.State {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	s := r.state
+	s.Backend, s.Address = "consul", r.addr
+	return s
+}
+
+// setReachable records a watch's finding (one watch serves the control
+// plane; others, if any, report the same agent).
+func (r *Registry) setReachable(ok bool, err error) {
+	r.stateMu.Lock()
+	defer r.stateMu.Unlock()
+	if ok {
+		r.state.Unreachable, r.state.Since, r.state.Error = false, time.Time{}, ""
+		return
+	}
+	if !r.state.Unreachable {
+		r.state.Unreachable, r.state.Since = true, time.Now()
+	}
+	if err != nil {
+		r.state.Error = err.Error()
+	}
+}
 
 // Option configures New.
 type Option func(*Registry)
@@ -271,7 +305,7 @@ func fromEntry(e *api.ServiceEntry) (registry.Instance, bool) {
 // service list, one per mesh service on its health.
 func (r *Registry) Watch(ctx context.Context) (<-chan registry.Snapshot, error) {
 	w := &watch{r: r, out: make(chan registry.Snapshot, 1), services: map[string]*serviceWatch{}, changed: make(chan struct{}, 1)}
-	w.conn.log = r.log
+	w.conn.log, w.conn.reg = r.log, r
 	// The first snapshot is complete before Watch returns.
 	names, index, err := r.meshServices(ctx, 0)
 	if err != nil {
@@ -494,12 +528,16 @@ func (w *watch) emit(ctx context.Context) {
 type connState struct {
 	mu     sync.Mutex
 	log    *slog.Logger
+	reg    *Registry
 	failed bool
 }
 
 func (c *connState) set(failed bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.reg != nil {
+		c.reg.setReachable(!failed, err)
+	}
 	if failed == c.failed {
 		return
 	}

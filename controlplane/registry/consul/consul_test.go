@@ -49,11 +49,24 @@ func TestWatchSurvivesAgentRestart(t *testing.T) {
 	}
 	waitInstances(t, ch, 1, time.Second)
 
+	if st := r.State(); st.Backend != "consul" || st.Address != agent.Addr || st.Unreachable {
+		t.Errorf("state while Consul answers: %+v", st)
+	}
+
 	agent.Stop()
 	select {
 	case s := <-ch:
 		t.Fatalf("the watch reported %d instances while Consul was down; it must keep the last state", len(s.Instances))
 	case <-time.After(500 * time.Millisecond):
+	}
+	// The registry says so (what meshctl check shows).
+	for deadline := time.Now().Add(10 * time.Second); !r.State().Unreachable; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the registry's state does not say Consul is unreachable")
+		}
+	}
+	if st := r.State(); st.Since.IsZero() || st.Error == "" {
+		t.Errorf("state while Consul is down: %+v; want since when and the error", st)
 	}
 	agent.Restart() // a dev agent comes back empty; the instance registers again
 	if err := r.Register(ctx, web); err != nil {
@@ -64,6 +77,9 @@ func TestWatchSurvivesAgentRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitInstances(t, ch, 2, 10*time.Second) // reconnect backoff is at most 5s
+	if st := r.State(); st.Unreachable {
+		t.Errorf("state after Consul came back: %+v", st)
+	}
 }
 
 func waitInstances(t *testing.T, ch <-chan registry.Snapshot, n int, within time.Duration) {

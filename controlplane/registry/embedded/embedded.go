@@ -61,6 +61,11 @@ type Registry struct {
 	pubDone chan struct{}
 }
 
+// State says where the registry keeps its instances: it always answers.
+func (r *Registry) State() registry.State {
+	return registry.State{Backend: "embedded", Address: r.db.Path()}
+}
+
 var _ registry.Registry = (*Registry)(nil)
 
 // Option configures Open.

@@ -25,6 +25,192 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type StatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusRequest) Reset() {
+	*x = StatusRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusRequest) ProtoMessage() {}
+
+func (x *StatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
+func (*StatusRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+type StatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// meshctl's version the server was built as.
+	Version       string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Started       *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=started,proto3" json:"started,omitempty"`
+	TrustDomain   string                 `protobuf:"bytes,3,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	Registry      *Registry              `protobuf:"bytes,4,opt,name=registry,proto3" json:"registry,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusResponse) Reset() {
+	*x = StatusResponse{}
+	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusResponse) ProtoMessage() {}
+
+func (x *StatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
+func (*StatusResponse) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StatusResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetRegistry() *Registry {
+	if x != nil {
+		return x.Registry
+	}
+	return nil
+}
+
+type Registry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// embedded or consul.
+	Backend string `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"`
+	// The Consul agent's address, or the embedded database's file.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// Unreachable since, with the last error: the control plane serves the
+	// last state it saw (proxies keep their configuration) and
+	// registrations fail until it answers again.
+	Unreachable   bool                   `protobuf:"varint,3,opt,name=unreachable,proto3" json:"unreachable,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=since,proto3" json:"since,omitempty"`
+	Error         string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Registry) Reset() {
+	*x = Registry{}
+	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Registry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Registry) ProtoMessage() {}
+
+func (x *Registry) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Registry.ProtoReflect.Descriptor instead.
+func (*Registry) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Registry) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *Registry) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Registry) GetUnreachable() bool {
+	if x != nil {
+		return x.Unreachable
+	}
+	return false
+}
+
+func (x *Registry) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *Registry) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 type ProxyStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -33,7 +219,7 @@ type ProxyStatusRequest struct {
 
 func (x *ProxyStatusRequest) Reset() {
 	*x = ProxyStatusRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_admin_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +231,7 @@ func (x *ProxyStatusRequest) String() string {
 func (*ProxyStatusRequest) ProtoMessage() {}
 
 func (x *ProxyStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_admin_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +244,7 @@ func (x *ProxyStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyStatusRequest.ProtoReflect.Descriptor instead.
 func (*ProxyStatusRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 type TypeStatus struct {
@@ -78,7 +264,7 @@ type TypeStatus struct {
 
 func (x *TypeStatus) Reset() {
 	*x = TypeStatus{}
-	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_admin_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -90,7 +276,7 @@ func (x *TypeStatus) String() string {
 func (*TypeStatus) ProtoMessage() {}
 
 func (x *TypeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_admin_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -103,7 +289,7 @@ func (x *TypeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypeStatus.ProtoReflect.Descriptor instead.
 func (*TypeStatus) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TypeStatus) GetType() string {
@@ -170,7 +356,7 @@ type Proxy struct {
 
 func (x *Proxy) Reset() {
 	*x = Proxy{}
-	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_admin_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -182,7 +368,7 @@ func (x *Proxy) String() string {
 func (*Proxy) ProtoMessage() {}
 
 func (x *Proxy) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_admin_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -195,7 +381,7 @@ func (x *Proxy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Proxy.ProtoReflect.Descriptor instead.
 func (*Proxy) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Proxy) GetNodeId() string {
@@ -258,7 +444,7 @@ type ProxyStatusResponse struct {
 
 func (x *ProxyStatusResponse) Reset() {
 	*x = ProxyStatusResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_admin_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -270,7 +456,7 @@ func (x *ProxyStatusResponse) String() string {
 func (*ProxyStatusResponse) ProtoMessage() {}
 
 func (x *ProxyStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_admin_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -283,7 +469,7 @@ func (x *ProxyStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyStatusResponse.ProtoReflect.Descriptor instead.
 func (*ProxyStatusResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ProxyStatusResponse) GetProxies() []*Proxy {
@@ -311,7 +497,7 @@ type ProxyConfigRequest struct {
 
 func (x *ProxyConfigRequest) Reset() {
 	*x = ProxyConfigRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_admin_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -323,7 +509,7 @@ func (x *ProxyConfigRequest) String() string {
 func (*ProxyConfigRequest) ProtoMessage() {}
 
 func (x *ProxyConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_admin_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -336,7 +522,7 @@ func (x *ProxyConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyConfigRequest.ProtoReflect.Descriptor instead.
 func (*ProxyConfigRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ProxyConfigRequest) GetNodeId() string {
@@ -363,7 +549,7 @@ type ProxyConfigResponse struct {
 
 func (x *ProxyConfigResponse) Reset() {
 	*x = ProxyConfigResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +561,7 @@ func (x *ProxyConfigResponse) String() string {
 func (*ProxyConfigResponse) ProtoMessage() {}
 
 func (x *ProxyConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +574,7 @@ func (x *ProxyConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyConfigResponse.ProtoReflect.Descriptor instead.
 func (*ProxyConfigResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ProxyConfigResponse) GetJson() string {
@@ -402,7 +588,19 @@ var File_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x14admin/v1/admin.proto\x12\x12micromesh.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n" +
+	"\x14admin/v1/admin.proto\x12\x12micromesh.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0f\n" +
+	"\rStatusRequest\"\xbd\x01\n" +
+	"\x0eStatusResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x124\n" +
+	"\astarted\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x12!\n" +
+	"\ftrust_domain\x18\x03 \x01(\tR\vtrustDomain\x128\n" +
+	"\bregistry\x18\x04 \x01(\v2\x1c.micromesh.admin.v1.RegistryR\bregistry\"\xa8\x01\n" +
+	"\bRegistry\x12\x18\n" +
+	"\abackend\x18\x01 \x01(\tR\abackend\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12 \n" +
+	"\vunreachable\x18\x03 \x01(\bR\vunreachable\x120\n" +
+	"\x05since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\x14\n" +
 	"\x12ProxyStatusRequest\"\xa2\x02\n" +
 	"\n" +
 	"TypeStatus\x12\x12\n" +
@@ -431,10 +629,11 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\")\n" +
 	"\x13ProxyConfigResponse\x12\x12\n" +
-	"\x04json\x18\x01 \x01(\tR\x04json2\xce\x01\n" +
+	"\x04json\x18\x01 \x01(\tR\x04json2\x9f\x02\n" +
 	"\fAdminService\x12^\n" +
 	"\vProxyStatus\x12&.micromesh.admin.v1.ProxyStatusRequest\x1a'.micromesh.admin.v1.ProxyStatusResponse\x12^\n" +
-	"\vProxyConfig\x12&.micromesh.admin.v1.ProxyConfigRequest\x1a'.micromesh.admin.v1.ProxyConfigResponseB7Z5github.com/micromesh/micromesh/proto/admin/v1;adminv1b\x06proto3"
+	"\vProxyConfig\x12&.micromesh.admin.v1.ProxyConfigRequest\x1a'.micromesh.admin.v1.ProxyConfigResponse\x12O\n" +
+	"\x06Status\x12!.micromesh.admin.v1.StatusRequest\x1a\".micromesh.admin.v1.StatusResponseB7Z5github.com/micromesh/micromesh/proto/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -448,31 +647,39 @@ func file_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_admin_v1_admin_proto_rawDescData
 }
 
-var file_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_admin_v1_admin_proto_goTypes = []any{
-	(*ProxyStatusRequest)(nil),    // 0: micromesh.admin.v1.ProxyStatusRequest
-	(*TypeStatus)(nil),            // 1: micromesh.admin.v1.TypeStatus
-	(*Proxy)(nil),                 // 2: micromesh.admin.v1.Proxy
-	(*ProxyStatusResponse)(nil),   // 3: micromesh.admin.v1.ProxyStatusResponse
-	(*ProxyConfigRequest)(nil),    // 4: micromesh.admin.v1.ProxyConfigRequest
-	(*ProxyConfigResponse)(nil),   // 5: micromesh.admin.v1.ProxyConfigResponse
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*StatusRequest)(nil),         // 0: micromesh.admin.v1.StatusRequest
+	(*StatusResponse)(nil),        // 1: micromesh.admin.v1.StatusResponse
+	(*Registry)(nil),              // 2: micromesh.admin.v1.Registry
+	(*ProxyStatusRequest)(nil),    // 3: micromesh.admin.v1.ProxyStatusRequest
+	(*TypeStatus)(nil),            // 4: micromesh.admin.v1.TypeStatus
+	(*Proxy)(nil),                 // 5: micromesh.admin.v1.Proxy
+	(*ProxyStatusResponse)(nil),   // 6: micromesh.admin.v1.ProxyStatusResponse
+	(*ProxyConfigRequest)(nil),    // 7: micromesh.admin.v1.ProxyConfigRequest
+	(*ProxyConfigResponse)(nil),   // 8: micromesh.admin.v1.ProxyConfigResponse
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_admin_v1_admin_proto_depIdxs = []int32{
-	6, // 0: micromesh.admin.v1.TypeStatus.acked_at:type_name -> google.protobuf.Timestamp
-	6, // 1: micromesh.admin.v1.TypeStatus.nacked_at:type_name -> google.protobuf.Timestamp
-	6, // 2: micromesh.admin.v1.Proxy.connected_at:type_name -> google.protobuf.Timestamp
-	1, // 3: micromesh.admin.v1.Proxy.types:type_name -> micromesh.admin.v1.TypeStatus
-	2, // 4: micromesh.admin.v1.ProxyStatusResponse.proxies:type_name -> micromesh.admin.v1.Proxy
-	0, // 5: micromesh.admin.v1.AdminService.ProxyStatus:input_type -> micromesh.admin.v1.ProxyStatusRequest
-	4, // 6: micromesh.admin.v1.AdminService.ProxyConfig:input_type -> micromesh.admin.v1.ProxyConfigRequest
-	3, // 7: micromesh.admin.v1.AdminService.ProxyStatus:output_type -> micromesh.admin.v1.ProxyStatusResponse
-	5, // 8: micromesh.admin.v1.AdminService.ProxyConfig:output_type -> micromesh.admin.v1.ProxyConfigResponse
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	9,  // 0: micromesh.admin.v1.StatusResponse.started:type_name -> google.protobuf.Timestamp
+	2,  // 1: micromesh.admin.v1.StatusResponse.registry:type_name -> micromesh.admin.v1.Registry
+	9,  // 2: micromesh.admin.v1.Registry.since:type_name -> google.protobuf.Timestamp
+	9,  // 3: micromesh.admin.v1.TypeStatus.acked_at:type_name -> google.protobuf.Timestamp
+	9,  // 4: micromesh.admin.v1.TypeStatus.nacked_at:type_name -> google.protobuf.Timestamp
+	9,  // 5: micromesh.admin.v1.Proxy.connected_at:type_name -> google.protobuf.Timestamp
+	4,  // 6: micromesh.admin.v1.Proxy.types:type_name -> micromesh.admin.v1.TypeStatus
+	5,  // 7: micromesh.admin.v1.ProxyStatusResponse.proxies:type_name -> micromesh.admin.v1.Proxy
+	3,  // 8: micromesh.admin.v1.AdminService.ProxyStatus:input_type -> micromesh.admin.v1.ProxyStatusRequest
+	7,  // 9: micromesh.admin.v1.AdminService.ProxyConfig:input_type -> micromesh.admin.v1.ProxyConfigRequest
+	0,  // 10: micromesh.admin.v1.AdminService.Status:input_type -> micromesh.admin.v1.StatusRequest
+	6,  // 11: micromesh.admin.v1.AdminService.ProxyStatus:output_type -> micromesh.admin.v1.ProxyStatusResponse
+	8,  // 12: micromesh.admin.v1.AdminService.ProxyConfig:output_type -> micromesh.admin.v1.ProxyConfigResponse
+	1,  // 13: micromesh.admin.v1.AdminService.Status:output_type -> micromesh.admin.v1.StatusResponse
+	11, // [11:14] is the sub-list for method output_type
+	8,  // [8:11] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_admin_v1_admin_proto_init() }
@@ -486,7 +693,7 @@ func file_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_v1_admin_proto_rawDesc), len(file_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

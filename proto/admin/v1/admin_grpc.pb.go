@@ -24,6 +24,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	AdminService_ProxyStatus_FullMethodName = "/micromesh.admin.v1.AdminService/ProxyStatus"
 	AdminService_ProxyConfig_FullMethodName = "/micromesh.admin.v1.AdminService/ProxyConfig"
+	AdminService_Status_FullMethodName      = "/micromesh.admin.v1.AdminService/Status"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -36,6 +37,9 @@ type AdminServiceClient interface {
 	// ProxyConfig returns the resources served to one proxy, as Envoy-style
 	// JSON; private key material is never included.
 	ProxyConfig(ctx context.Context, in *ProxyConfigRequest, opts ...grpc.CallOption) (*ProxyConfigResponse, error)
+	// Status says how the control plane is: its version, since when it
+	// runs, its registry and whether the registry answers.
+	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 }
 
 type adminServiceClient struct {
@@ -66,6 +70,16 @@ func (c *adminServiceClient) ProxyConfig(ctx context.Context, in *ProxyConfigReq
 	return out, nil
 }
 
+func (c *adminServiceClient) Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatusResponse)
+	err := c.cc.Invoke(ctx, AdminService_Status_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -76,6 +90,9 @@ type AdminServiceServer interface {
 	// ProxyConfig returns the resources served to one proxy, as Envoy-style
 	// JSON; private key material is never included.
 	ProxyConfig(context.Context, *ProxyConfigRequest) (*ProxyConfigResponse, error)
+	// Status says how the control plane is: its version, since when it
+	// runs, its registry and whether the registry answers.
+	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -91,6 +108,9 @@ func (UnimplementedAdminServiceServer) ProxyStatus(context.Context, *ProxyStatus
 }
 func (UnimplementedAdminServiceServer) ProxyConfig(context.Context, *ProxyConfigRequest) (*ProxyConfigResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ProxyConfig not implemented")
+}
+func (UnimplementedAdminServiceServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -149,6 +169,24 @@ func _AdminService_ProxyConfig_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Status(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Status_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Status(ctx, req.(*StatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -163,6 +201,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ProxyConfig",
 			Handler:    _AdminService_ProxyConfig_Handler,
+		},
+		{
+			MethodName: "Status",
+			Handler:    _AdminService_Status_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
