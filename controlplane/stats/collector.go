@@ -105,7 +105,9 @@ func (c *Collector) Export(ctx context.Context, req *collectorv1.ExportMetricsSe
 		keep = append(keep, kept{inst, s})
 	}
 	for _, k := range keep {
-		c.store.add(self, k.instance, k.e)
+		if err := c.store.add(self, k.instance, k.e); err != nil {
+			return nil, status.Errorf(codes.ResourceExhausted, "%s: %v (instance %q refused; those that reported within %v are kept)", self, err, k.instance, MaxWindow)
+		}
 	}
 	c.exports.Add(1)
 	resp := &collectorv1.ExportMetricsServiceResponse{}

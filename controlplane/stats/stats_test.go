@@ -2,6 +2,7 @@ package stats
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -242,6 +243,26 @@ func TestCollectorRefusals(t *testing.T) {
 	resp, err := c.Export(context.Background(), &req)
 	if err != nil || resp.PartialSuccess.GetRejectedDataPoints() != 1 || !strings.Contains(resp.PartialSuccess.GetErrorMessage(), "bucket counts add up to") {
 		t.Errorf("a malformed histogram: %v %v", resp, err)
+	}
+
+	// Made-up instance IDs cannot fill the control plane's memory: past
+	// MaxInstances of one service, new ones are refused until some fall
+	// silent.
+	for i := range MaxInstances + 1 {
+		clk.t = clk.t.Add(time.Millisecond)
+		s.instance = fmt.Sprintf("made-up-%d", i)
+		_, err = s.export(t, c, *as)
+		if i < MaxInstances-1 && err != nil {
+			t.Fatalf("instance %d: %v", i, err)
+		}
+	}
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "more than 1024 instances") {
+		t.Errorf("instance %d: %v, want ResourceExhausted", MaxInstances+1, err)
+	}
+	clk.t = clk.t.Add(MaxWindow + time.Minute)
+	c.store.Expire()
+	if _, err := s.export(t, c, *as); err != nil {
+		t.Errorf("after the others fell silent: %v", err)
 	}
 }
 

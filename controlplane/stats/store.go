@@ -11,6 +11,7 @@
 package stats
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -26,6 +27,10 @@ const (
 	step = 10 * time.Second
 	// maxSeries bounds the series one instance may report.
 	maxSeries = 4096
+	// MaxInstances bounds the instances of one service that report at
+	// once (within MaxWindow): a workload cannot fill the control plane's
+	// memory by making up instance IDs.
+	MaxInstances = 1024
 )
 
 // reqKey is one series of micromesh_requests_total.
@@ -125,29 +130,37 @@ func (in *instance) compact(e *export) *sample {
 type Store struct {
 	mu        sync.Mutex
 	instances map[string]*instance // by service and instance ID
+	counts    map[string]int       // instances by service
 	now       func() time.Time
 }
 
 // NewStore returns an empty store.
 func NewStore() *Store {
-	return &Store{instances: map[string]*instance{}, now: time.Now}
+	return &Store{instances: map[string]*instance{}, counts: map[string]int{}, now: time.Now}
 }
+
+// errTooManyInstances refuses an instance past MaxInstances.
+var errTooManyInstances = fmt.Errorf("more than %d instances of one service reporting", MaxInstances)
 
 // add keeps s as the newest sample of service's instance id. A sample
 // closer than step to the one before the newest replaces the newest, so
 // an instance keeps at most MaxWindow ÷ step samples however often it
 // exports.
-func (st *Store) add(service, id string, e *export) {
+func (st *Store) add(service, id string, e *export) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	key := service + "\x00" + id
 	in := st.instances[key]
 	if in == nil {
+		if st.counts[service] >= MaxInstances {
+			return errTooManyInstances
+		}
 		in = &instance{service: service, id: id, reqIx: map[reqKey]int{}, durIx: map[durKey]int{}}
 		st.instances[key] = in
+		st.counts[service]++
 	}
 	if n := len(in.samples); n > 0 && !e.at.After(in.samples[n-1].at) {
-		return // not newer than what is kept (a retried export)
+		return nil // not newer than what is kept (a retried export)
 	}
 	s := in.compact(e)
 	if n := len(in.samples); n >= 2 && s.at.Sub(in.samples[n-2].at) < step {
@@ -156,6 +169,7 @@ func (st *Store) add(service, id string, e *export) {
 		in.samples = append(in.samples, s)
 	}
 	in.trim(st.now().Add(-MaxWindow - step))
+	return nil
 }
 
 // trim drops samples before cut, but for the newest; it reports whether
@@ -180,6 +194,9 @@ func (st *Store) Expire() {
 	for k, in := range st.instances {
 		if in.trim(cut) {
 			delete(st.instances, k)
+			if st.counts[in.service]--; st.counts[in.service] <= 0 {
+				delete(st.counts, in.service)
+			}
 		}
 	}
 }
