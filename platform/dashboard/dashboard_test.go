@@ -87,7 +87,7 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("GET /app.js: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 	for _, used := range []string{`getJSON("status")`, `getJSON("api/")`, `getJSON("api" + path)`, `fetch("api" + ep.path, { method: "POST"`, `headers.Authorization = "Bearer " + token`, "textContent",
-		`getJSON("traces"`, `getJSON("traces/" + id)`, "headers.traceparent = trace.header", `getJSON("stats?methods=1")`} {
+		`getJSON("traces"`, `getJSON("traces/" + id)`, "headers.traceparent = trace.header", `getJSON("stats?methods=1")`, "setInterval(() => load(true), 5000)"} {
 		if !strings.Contains(script, used) {
 			t.Errorf("the script no longer has %s: check this test's contract", used)
 		}

@@ -31,7 +31,10 @@ async function getJSON(url) {
 // gateway was given, /name.namespace otherwise — as GET /api/ lists them.
 let gatewayPaths = {};
 
-async function load() {
+// load reads the services and their figures and shows them again; a
+// refresh of its own (auto) leaves the open service's endpoint forms as
+// they are — what the user typed, the last answer.
+async function load(auto) {
   showError("");
   try {
     status = await getJSON("status");
@@ -61,7 +64,10 @@ async function load() {
   }
   nsSel.value = namespaces.includes(current) ? current : "";
   renderServices();
-  if (selected && $("#traces").hidden) renderService();
+  if (selected && $("#traces").hidden) {
+    if (auto === true) renderFigures();
+    else renderService();
+  }
 }
 
 function renderServices() {
@@ -86,10 +92,9 @@ function renderServices() {
   }
 }
 
-async function renderService() {
+// renderFigures shows the open service's instances, calls and methods.
+function renderFigures() {
   const s = (status.services || []).find((x) => x.name === selected.name && x.namespace === selected.namespace);
-  $("#service").hidden = false;
-  $("#service-name").textContent = selected.name + "." + selected.namespace;
   const body = $("#instances tbody");
   body.replaceChildren();
   for (const i of (s && s.instances) || []) {
@@ -100,6 +105,13 @@ async function renderService() {
   }
   renderCalls(selected.name + "." + selected.namespace);
   renderMethods(selected.name + "." + selected.namespace);
+}
+
+async function renderService() {
+  const s = (status.services || []).find((x) => x.name === selected.name && x.namespace === selected.namespace);
+  $("#service").hidden = false;
+  $("#service-name").textContent = selected.name + "." + selected.namespace;
+  renderFigures();
   const note = $("#endpoints-note");
   const list = $("#endpoints");
   list.replaceChildren();
@@ -356,8 +368,11 @@ async function showTrace(id, waitMs) {
   for (const r of roots.sort((x, y) => start(x) - start(y))) walk(r, 0);
 }
 
-$("#refresh").addEventListener("click", load);
+$("#refresh").addEventListener("click", () => load());
 $("#show-traces").addEventListener("click", showTraces);
 $("#namespace").addEventListener("change", renderServices);
 load();
-setInterval(load, 5000);
+// Every 5 s the services, their figures and the open service's instances,
+// calls and methods again (sidecars report every 10 s) — not its endpoint
+// forms, which hold what the user typed and the last answer.
+setInterval(() => load(true), 5000);

@@ -92,6 +92,14 @@ async function until(what, cond) {
   const methodRow = doc.querySelector("#methods tbody tr");
   check("its figures by method", methodRow.cells[0].textContent === "examples.helloworld.v1.Helloworld/Call" && methodRow.cells[1].textContent === "100.0%",
     methodRow.textContent);
+  // The page's refresh every 5 s redraws the figures, not what the user
+  // is typing.
+  await until("helloworld's endpoint form", () => doc.querySelector(".endpoint textarea"));
+  await sleep(1000); // the page's own loads settle
+  doc.querySelector(".endpoint textarea").value = '{"name":"typing"}';
+  await sleep(5600);
+  check("a refresh keeps the form", doc.querySelector(".endpoint textarea").value === '{"name":"typing"}', doc.querySelector(".endpoint textarea").value);
+  check("and the figures", doc.querySelector("#methods tbody tr") !== null && row("helloworld", "default").cells[4].textContent === "100.0%", "gone");
 
 
   // A service whose policy asks for an account's token (prod's
