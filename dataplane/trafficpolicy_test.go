@@ -433,3 +433,46 @@ func TestAnOperatorsPolicyReachesCallers(t *testing.T) {
 		return resp.StatusCode == http.StatusOK
 	})
 }
+
+// An operator turns a service's access log on while it runs: its own
+// sidecar logs each request it takes (what meshctl logs shows), and stops
+// when the key is cleared. No restart, no flag.
+func TestAccessLogByPolicy(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
+	cp.StartSidecar("default", "b", meshtest.WithApp(startEcho(t, "b"), "http"))
+	waitFor(t, "a to reach b", func() bool {
+		resp, _ := call(t, a.Info.Outbound, "b", "/", nil)
+		return resp.StatusCode == http.StatusOK
+	})
+	logged := func(path string) bool {
+		return strings.Contains(cp.Logs(), `msg=request component=proxy direction=inbound method=POST authority=b path=`+path+` source=a.default destination=b.default transport=quic code=200`)
+	}
+	call(t, a.Info.Outbound, "b", "/before", nil)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cp.Registry().SetPolicy(ctx, registry.Policy{Service: "b", Keys: map[string]string{"access_log": "on"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b's sidecar to log a request", func() bool {
+		call(t, a.Info.Outbound, "b", "/logged", nil)
+		return logged("/logged")
+	})
+	if logged("/before") {
+		t.Error("a request before the policy was logged")
+	}
+	if strings.Contains(cp.Logs(), `direction=outbound method=POST authority=b path=/logged`) {
+		t.Error("a's sidecar logged its calls: the policy is b's, for b's own sidecar")
+	}
+
+	if err := cp.Registry().DeletePolicy(ctx, "default", "b"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b's sidecar to stop logging", func() bool {
+		path := fmt.Sprintf("/after-%d", time.Now().UnixNano())
+		call(t, a.Info.Outbound, "b", path, nil)
+		time.Sleep(50 * time.Millisecond)
+		return !logged(path)
+	})
+}

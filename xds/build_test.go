@@ -45,7 +45,7 @@ func testMesh() *Mesh {
 			{Name: "world", Namespace: "default", Protocol: ProtocolHTTP, Policy: Policy{
 				Timeout: 2 * time.Second, PerTryTimeout: time.Second, Retries: 1, MaxConnections: 10, MaxPendingRequests: 10,
 				MaxRequests: 100, MaxRetries: 2, Consecutive5xx: 3, BaseEjectionTime: 10 * time.Second, MaxEjectionPercent: 100, LoadBalancer: "round_robin",
-				RateLimit: 50, RateLimitBurst: 100,
+				RateLimit: 50, RateLimitBurst: 100, AccessLog: true,
 				Scopes: "*",                                                           // any account of default
 				Mirror: Mirror{Service: "ghost", Namespace: "prod", Share: 1_000_000}, // not reachable from default: no mirror
 			}, Routes: []RoutePolicy{
@@ -80,6 +80,7 @@ func helloPolicy() Policy {
 	p.RateLimit, p.RateLimitBurst = 20, 5
 	// Callers of other namespaces it admits, and one of its own it refuses.
 	p.AllowFrom, p.DenyFrom = "*.reports,orders.shop", "legacy.default"
+	p.AccessLog = true
 	return p
 }
 

@@ -3,8 +3,10 @@ package xds
 import (
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	rbacfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -67,8 +69,22 @@ func (b *builder) inboundHCM(codec hcm.HttpConnectionManager_CodecType) *hcm.Htt
 		SetCurrentClientCertDetails: &hcm.HttpConnectionManager_SetCurrentClientCertDetails{
 			Uri: true,
 		},
-		Tracing: b.hcmTracing(),
+		Tracing:   b.hcmTracing(),
+		AccessLog: b.inboundAccessLog(),
 	}
+}
+
+// AccessLogger is the access logger of a service's inbound listeners when
+// its policy says access_log=on.
+const AccessLogger = "envoy.access_loggers.stdout"
+
+// inboundAccessLog is Envoy's stdout access logger in its default format
+// when the service's policy asks for access logs; none otherwise.
+func (b *builder) inboundAccessLog() []*accesslogv3.AccessLog {
+	if s := b.ownService(); s == nil || !s.Policy.AccessLog {
+		return nil
+	}
+	return []*accesslogv3.AccessLog{{Name: AccessLogger, ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: toAny(&streamv3.StdoutAccessLog{})}}}
 }
 
 // inboundFilters: when the service asks for accounts' tokens, the

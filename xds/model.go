@@ -183,6 +183,9 @@ type Policy struct {
 	// many it takes at once (0: RateLimit).
 	RateLimit      uint32
 	RateLimitBurst uint32
+	// AccessLog has the service's own sidecars log every request they
+	// take (Envoy's stdout access logger on the inbound listeners).
+	AccessLog bool
 	// Fault is injected into every call to the service (a path's own
 	// replaces it for that path).
 	Fault Fault

@@ -55,6 +55,17 @@ var policyKeys = map[string]func(p *Policy, v string) error{
 	"allow_from":     callersKey(func(p *Policy) *string { return &p.AllowFrom }),
 	"deny_from":      callersKey(func(p *Policy) *string { return &p.DenyFrom }),
 	"scopes":         scopesKey,
+	"access_log": func(p *Policy, v string) error {
+		switch v {
+		case "on":
+			p.AccessLog = true
+		case "off":
+			p.AccessLog = false
+		default:
+			return fmt.Errorf("%q is not on or off", v)
+		}
+		return nil
+	},
 	"lb": func(p *Policy, v string) error {
 		if v != "round_robin" && v != "least_request" {
 			return fmt.Errorf("%q is not round_robin or least_request", v)

@@ -1413,3 +1413,28 @@ func TestRBACFiltersChain(t *testing.T) {
 		})
 	}, "between RBAC filters"}})
 }
+
+// Access loggers: Envoy's stdout and stderr turn the proxy's request log
+// on; what it would not write as asked is refused, naming it.
+func TestCompileAccessLogs(t *testing.T) {
+	stdout := &xdswire.Any{TypeURL: xdswire.StdoutAccessLogType, Msg: &xdswire.StreamAccessLog{}}
+	if on, err := compileAccessLogs(nil); on || err != nil {
+		t.Errorf("none: %v %v", on, err)
+	}
+	if on, err := compileAccessLogs([]*xdswire.AccessLog{{Name: "envoy.access_loggers.stdout", TypedConfig: stdout}}); !on || err != nil {
+		t.Errorf("stdout: %v %v", on, err)
+	}
+	for _, c := range []struct {
+		log  *xdswire.AccessLog
+		want string
+	}{
+		{&xdswire.AccessLog{Name: "f", TypedConfig: stdout, Refused: "filter"}, `access log "f": filter is not supported`},
+		{&xdswire.AccessLog{Name: "fmt", TypedConfig: &xdswire.Any{TypeURL: xdswire.StdoutAccessLogType, Msg: &xdswire.StreamAccessLog{Refused: "log_format"}}}, "log_format is not supported"},
+		{&xdswire.AccessLog{Name: "file", TypedConfig: &xdswire.Any{TypeURL: "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"}}, "type type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog is not supported"},
+		{&xdswire.AccessLog{Name: "bare"}, "type none is not supported"},
+	} {
+		if _, err := compileAccessLogs([]*xdswire.AccessLog{c.log}); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.log.Name, err, c.want)
+		}
+	}
+}

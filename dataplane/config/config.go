@@ -73,6 +73,9 @@ type Outbound struct {
 	RequestID bool
 	// Tracing, if set, traces the listener's requests (CLIENT spans).
 	Tracing *Tracing
+	// AccessLog: the listener logs every request (Envoy's stdout or
+	// stderr access logger).
+	AccessLog bool
 	// RateLimit is the listener's local rate limit, nil for none;
 	// RateLimitFilter the rate limit filter's name ("" without one: routes'
 	// own limits need it), RateLimitBeforeRBAC whether it comes before the
@@ -130,6 +133,8 @@ type Inbound struct {
 	RequestID bool
 	// Tracing: as Outbound.Tracing (SERVER spans).
 	Tracing *Tracing
+	// AccessLog: as Outbound.AccessLog.
+	AccessLog bool
 	// RateLimit, RateLimitFilter, RateLimitBeforeRBAC: as Outbound's.
 	RateLimit           *RateLimit
 	RateLimitFilter     string

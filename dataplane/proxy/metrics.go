@@ -174,10 +174,28 @@ func (p *Proxy) record(w http.ResponseWriter, r *http.Request, dir direction, so
 	p.traceEnd(r, dir, source, dest, transport, code, grpcCode, now)
 	p.m.requests.WithLabelValues(string(dir), source, dest, transport, codeLabel(code), grpcLabel(grpcCode), method).Inc()
 	p.m.duration.WithLabelValues(string(dir), dest, method).Observe(elapsed.Seconds())
-	if p.accessLog {
+	if p.accessLog || p.listenerLogs(dir, transport) {
 		p.log.Info("request", "direction", dir, "method", r.Method, "authority", r.Host, "path", r.URL.Path,
 			"source", source, "destination", dest, "transport", transport, "code", code, "duration", elapsed,
-			"request_id", r.Header.Get(requestIDHeader))
+			"request_id", r.Header.Get(requestIDHeader), "grpc_status", grpcLabel(grpcCode))
+	}
+}
+
+// listenerLogs reports whether the listener a request came in on has an
+// access log (Envoy's stdout logger: a service's policy access_log=on).
+func (p *Proxy) listenerLogs(dir direction, transport string) bool {
+	st := p.state.Load()
+	if st == nil || st.cfg == nil {
+		return false
+	}
+	c := st.cfg
+	switch {
+	case dir == outbound:
+		return c.Outbound != nil && c.Outbound.AccessLog
+	case transport == "quic":
+		return c.InboundQUIC != nil && c.InboundQUIC.AccessLog
+	default:
+		return c.Inbound != nil && c.Inbound.AccessLog
 	}
 }
 

@@ -76,6 +76,8 @@ var decoders = map[string]func() unmarshaler{
 	QUICUpstreamType:          func() unmarshaler { return &QUICUpstreamTransport{} },
 	HTTPProtocolOptionsType:   func() unmarshaler { return &HTTPProtocolOptions{} },
 	OpenTelemetryConfigType:   func() unmarshaler { return &OpenTelemetryConfig{} },
+	StdoutAccessLogType:       func() unmarshaler { return &StreamAccessLog{} },
+	StderrAccessLogType:       func() unmarshaler { return &StreamAccessLog{Stderr: true} },
 }
 
 // Any is google.protobuf.Any. Inside resources (typed configs), Msg holds

@@ -6,11 +6,13 @@ import (
 	"testing"
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbac "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	faultcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
@@ -21,6 +23,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -507,5 +510,35 @@ func TestDecodesHeaderMatcherKinds(t *testing.T) {
 	}
 	if e := routes[1].Match.Headers[0].ExactMatch; e == nil || *e != "x" {
 		t.Errorf("exact_match: %v", e)
+	}
+}
+
+// TestDecodesAccessLogs: a connection manager's stdout/stderr access
+// loggers agree with go-control-plane's reading; a filter or a format of
+// one's own is named.
+func TestDecodesAccessLogs(t *testing.T) {
+	stdout, _ := anypb.New(&streamv3.StdoutAccessLog{})
+	got := decodeLike(t, &hcm.HttpConnectionManager{StatPrefix: "inbound", AccessLog: []*accesslogv3.AccessLog{
+		{Name: "envoy.access_loggers.stdout", ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: stdout}},
+	}}).(*HTTPConnectionManager)
+	if len(got.AccessLogs) != 1 || got.AccessLogs[0].Refused != "" {
+		t.Fatalf("access logs %+v", got.AccessLogs)
+	}
+	if l, ok := got.AccessLogs[0].TypedConfig.Msg.(*StreamAccessLog); !ok || l.Stderr || l.Refused != "" {
+		t.Errorf("stdout logger decoded as %#v", got.AccessLogs[0].TypedConfig.Msg)
+	}
+	if l := decodeLike(t, &streamv3.StderrAccessLog{}).(*StreamAccessLog); !l.Stderr {
+		t.Error("stderr logger not told apart")
+	}
+	formatted := decodeLike(t, &streamv3.StdoutAccessLog{AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{LogFormat: &core.SubstitutionFormatString{
+		Format: &core.SubstitutionFormatString_TextFormatSource{TextFormatSource: &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: "%RESPONSE_CODE%"}}}}}}).(*StreamAccessLog)
+	if formatted.Refused != "log_format" {
+		t.Errorf("a format of one's own: Refused %q", formatted.Refused)
+	}
+	filtered := decodeLike(t, &hcm.HttpConnectionManager{StatPrefix: "x", AccessLog: []*accesslogv3.AccessLog{{Name: "l",
+		Filter:     &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_NotHealthCheckFilter{NotHealthCheckFilter: &accesslogv3.NotHealthCheckFilter{}}},
+		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: stdout}}}}).(*HTTPConnectionManager)
+	if filtered.AccessLogs[0].Refused != "filter" {
+		t.Errorf("a filter: Refused %q", filtered.AccessLogs[0].Refused)
 	}
 }

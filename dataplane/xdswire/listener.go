@@ -223,6 +223,8 @@ type HTTPConnectionManager struct {
 	CommonOptions *CommonHTTPProtocolOptions `json:"commonHttpProtocolOptions,omitempty"`
 	// Tracing, if set, makes the proxy trace requests and export spans.
 	Tracing *Tracing `json:"tracing,omitempty"`
+	// AccessLogs, if any, make the proxy log every request.
+	AccessLogs []*AccessLog `json:"accessLog,omitempty"`
 	// Refused names the first field set to something the proxy does not
 	// do (slash merging, escaped-slash handling, upgrades, extensions…).
 	Refused string `json:"-"`
@@ -324,6 +326,8 @@ func (m *HTTPConnectionManager) unmarshal(b []byte) error {
 			return msg(f, &m.RouteConfig)
 		case 5:
 			return msgs(f, &m.HTTPFilters)
+		case 13:
+			return msgs(f, &m.AccessLogs)
 		case 31:
 			m.Unsupported = "scoped_routes"
 		case 16:
