@@ -118,6 +118,7 @@ server there with no flags.`,
 		remoteOK(newTraceCommand(g, s)),
 		remoteOK(newStatCommand(g, s)),
 		remoteOK(newCheckCommand(g, s)),
+		remoteOK(newTapCommand(g, s)),
 		// The sidecar joins with a token or certificates of its own, in any
 		// environment.
 		remoteOK(sidecarcmd.New(sidecarcmd.Config{

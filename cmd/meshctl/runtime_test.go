@@ -12,6 +12,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/micromesh/micromesh/internal/poll"
+	"github.com/micromesh/micromesh/internal/syncbuf"
 )
 
 // gitService makes a git repository of helloworld as its own module
@@ -150,6 +153,32 @@ func TestGitSourceUpdateAndCrashLoop(t *testing.T) {
 	}
 	if state, err := os.ReadFile(filepath.Join(srv.home, "runtime", "services.json")); err != nil || !strings.Contains(string(state), `"instances": 1`) {
 		t.Errorf("the runtime's saved state after scaling: %v\n%s", err, state)
+	}
+	// tap: the requests helloworld takes, live, while it runs; its access
+	// log off again after Ctrl-C.
+	tap := srv.command(ctx, meshctl, "tap", "helloworld", "-o", "json")
+	tap.Env, tap.Dir = srv.env, srv.home
+	tapped := &syncbuf.Buffer{}
+	tap.Stdout, tap.Stderr = tapped, tapped
+	if err := tap.Start(); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, "a call through pingpong in tap's output", 20*time.Second, 300*time.Millisecond, func() bool {
+		srv.try(ctx, meshctl, "call", "pingpong", "Pingpong.Ping", `{"name":"Tap"}`)
+		return strings.Contains(tapped.String(), `"source": "pingpong.default"`) && strings.Contains(tapped.String(), `"path": "/examples.helloworld.v1.Helloworld/Call"`)
+	})
+	if !strings.Contains(srv.run(ctx, t, meshctl, "services", "-o", "json"), "access_log") {
+		t.Error("tap runs, but helloworld's policy has no access_log")
+	}
+	_ = tap.Process.Signal(os.Interrupt)
+	if err := tap.Wait(); err != nil {
+		t.Errorf("tap after Ctrl-C: %v\n%s", err, tapped.String())
+	}
+	if out := srv.run(ctx, t, meshctl, "services", "-o", "json"); strings.Contains(out, "access_log") {
+		t.Errorf("tap ended, helloworld's access log still on:\n%s", out)
+	}
+	if out, err := srv.try(ctx, meshctl, "tap", "nosuch"); err == nil || !strings.Contains(out, "nosuch does not run in namespace default") {
+		t.Errorf("tap nosuch: %v\n%s", err, out)
 	}
 	for _, bad := range [][]string{{"scale", "helloworld", "0"}, {"scale", "helloworld", "17"}, {"scale", "nosuch", "2"}} {
 		if out, err := srv.try(ctx, meshctl, bad...); err == nil {
