@@ -114,7 +114,7 @@ type Runtime struct {
 
 // service is a service the runtime runs.
 type service struct {
-	op sync.Mutex // one Run, Update or Kill at a time
+	op sync.Mutex // one Run, Update, Scale or Kill at a time
 
 	mu        sync.Mutex
 	spec      Spec
@@ -434,6 +434,25 @@ func (rt *Runtime) get(ns, name, version string) (*service, error) {
 	return nil, fmt.Errorf("%w: %s is not running in namespace %s%s", ErrNotFound, name, ns, rt.runningList(ns))
 }
 
+// acquire finds a running service, as get does, and takes its operation
+// lock (one Run, Update, Scale or Kill at a time; the caller unlocks
+// s.op); a service being killed is not found.
+func (rt *Runtime) acquire(ns, name, which string) (*service, error) {
+	s, err := rt.get(ns, name, which)
+	if err != nil {
+		return nil, err
+	}
+	s.op.Lock()
+	s.mu.Lock()
+	stopped := s.status == "stopped"
+	s.mu.Unlock()
+	if stopped {
+		s.op.Unlock()
+		return nil, fmt.Errorf("%w: %s is being killed", ErrNotFound, name)
+	}
+	return s, nil
+}
+
 // runningList says what runs in ns, for error messages. rt.mu is held.
 func (rt *Runtime) runningList(ns string) string {
 	var names []string
@@ -457,17 +476,12 @@ func (rt *Runtime) runningList(ns string) string {
 // new one is registered before an old one is drained and stopped, so
 // callers see no failed request. which picks a version when several run.
 func (rt *Runtime) Update(ctx context.Context, ns, name, which string) (*runtimev1.Service, error) {
-	s, err := rt.get(ns, name, which)
+	s, err := rt.acquire(ns, name, which)
 	if err != nil {
 		return nil, err
 	}
-	s.op.Lock()
 	defer s.op.Unlock()
 	s.mu.Lock()
-	if s.status == "stopped" {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s is being killed", ErrNotFound, name)
-	}
 	spec, src, prev := s.spec, s.src, s.status
 	s.status = "updating"
 	s.mu.Unlock()
@@ -520,17 +534,12 @@ func (rt *Runtime) Scale(ctx context.Context, ns, name, which string, n int) (*r
 	if n < 1 || n > MaxInstances {
 		return nil, fmt.Errorf("%w: %d instances: between 1 and %d (meshctl kill stops a service)", ErrInvalid, n, MaxInstances)
 	}
-	s, err := rt.get(ns, name, which)
+	s, err := rt.acquire(ns, name, which)
 	if err != nil {
 		return nil, err
 	}
-	s.op.Lock()
 	defer s.op.Unlock()
 	s.mu.Lock()
-	if s.status == "stopped" {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("%w: %s is being killed", ErrNotFound, name)
-	}
 	binary, version, have := s.binary, s.version, len(s.instances)
 	s.mu.Unlock()
 	switch {
