@@ -61,9 +61,10 @@ func newCheckCommand(g *globalOptions, s Streams) *cobra.Command {
 		Long: `Check the mesh as an operator would before trusting it, and say what to do
 about each problem found:
 
-  control plane  it answers; the certificates it serves with (its own, or
-                 the remote proxy's, and the CA's intermediate) are not
-                 about to expire
+  control plane  it answers; its version is meshctl's; its registry
+                 (Consul) answers; the certificates it serves with (its
+                 own, or the remote proxy's, and the CA's intermediate)
+                 are not about to expire
   proxies        every connected proxy runs the configuration it is served
                  (none rejected one; none lags behind)
   services       every service has a passing instance; no instance is
