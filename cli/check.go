@@ -176,6 +176,9 @@ func (c *checker) cert(what string, cert *x509.Certificate, fix string) {
 
 // days is a long duration for people.
 func days(d time.Duration) string {
+	if d < time.Hour {
+		return d.Round(time.Second).String()
+	}
 	if d < 48*time.Hour {
 		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
 	}
