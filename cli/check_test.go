@@ -9,6 +9,7 @@ import (
 
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/internal/consultest"
+	"github.com/micromesh/micromesh/internal/meshcheck"
 	"github.com/micromesh/micromesh/internal/meshtest"
 )
 
@@ -39,7 +40,7 @@ func TestCheck(t *testing.T) {
 		Address: "127.0.0.1", Port: 9, Protocol: "grpc", Kind: registry.KindBuiltin, TTL: time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	var results []checkJSON
+	var results []meshcheck.Result
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		out, err = cli("check", "-o", "json")
 		if jerr := json.Unmarshal([]byte(out), &results); jerr != nil {
@@ -55,7 +56,7 @@ func TestCheck(t *testing.T) {
 	var found bool
 	for _, r := range results {
 		if r.Section == "services" && r.Check == "billing.default" {
-			found = r.Status == checkFail && strings.Contains(r.Detail, "no instance passing (1 registered)") && strings.Contains(r.Detail, "meshctl logs billing")
+			found = r.Status == meshcheck.Fail && strings.Contains(r.Detail, "no instance passing (1 registered)") && strings.Contains(r.Detail, "meshctl logs billing")
 		}
 	}
 	if !found {

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
+	"github.com/micromesh/micromesh/internal/meshcheck"
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 )
 
@@ -34,27 +35,12 @@ type typeStatusJSON struct {
 	NackError string `json:"nack_error,omitempty"`
 }
 
-// typeState summarizes one type: SYNCED when the proxy ACKed what is served,
-// NACKED when it rejected the served version, STALE while an ACK is awaited.
-func typeState(t *adminv1.TypeStatus) string {
-	switch {
-	case t.GetServedVersion() == "" || t.GetServedVersion() == "empty" && t.GetAckedVersion() == "":
-		return "-"
-	case t.GetAckedVersion() == t.GetServedVersion():
-		return "SYNCED"
-	case t.GetNackedVersion() == t.GetServedVersion():
-		return "NACKED"
-	default:
-		return "STALE"
-	}
-}
-
 func proxyStatus(resp *adminv1.ProxyStatusResponse) proxyStatusJSON {
 	out := proxyStatusJSON{Generation: resp.GetGeneration(), Proxies: []proxyEntryJSON{}}
 	for _, p := range resp.GetProxies() {
 		e := proxyEntryJSON{Node: p.GetNodeId(), Kind: p.GetKind(), Delta: p.GetDelta(), Connected: p.GetConnectedAt().AsTime().UTC()}
 		for _, t := range p.GetTypes() {
-			e.Types = append(e.Types, typeStatusJSON{Type: t.GetType(), State: typeState(t), Served: t.GetServedVersion(), Acked: t.GetAckedVersion(), NackError: t.GetNackError()})
+			e.Types = append(e.Types, typeStatusJSON{Type: t.GetType(), State: meshcheck.TypeState(t), Served: t.GetServedVersion(), Acked: t.GetAckedVersion(), NackError: t.GetNackError()})
 		}
 		out.Proxies = append(out.Proxies, e)
 	}

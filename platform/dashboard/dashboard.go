@@ -7,7 +7,8 @@
 // registry's listing (/status), the API gateway (/api/..., the gateway's
 // own handler, so a call from the dashboard is the gateway's: the same
 // mapping, rules and errors), the stats API (/stats) and the trace API
-// (/traces, /traces/ID). docs/gateway.md, docs/stats.md, docs/tracing.md.
+// (/traces, /traces/ID), and meshctl check's checks (/check).
+// docs/gateway.md, docs/stats.md, docs/tracing.md.
 package dashboard
 
 import (
@@ -16,12 +17,14 @@ import (
 	"encoding/json"
 	"io/fs"
 	"net/http"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/micromesh/micromesh/internal/meshcheck"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	statsv1 "github.com/micromesh/micromesh/proto/stats/v1"
 	tracev1 "github.com/micromesh/micromesh/proto/trace/v1"
@@ -40,6 +43,8 @@ type Options struct {
 	Traces tracev1.TraceServiceClient
 	// Stats reads the services' request figures (nil: none shown).
 	Stats statsv1.StatsServiceClient
+	// Check checks the mesh (meshctl check's checks; nil: no health view).
+	Check func(ctx context.Context) []meshcheck.Result
 }
 
 // New returns the dashboard's handler.
@@ -93,6 +98,15 @@ func New(o Options) http.Handler {
 				return
 			}
 			writeProto(w, resp)
+		})
+	}
+	if o.Check != nil {
+		mux.HandleFunc("GET /check", func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+			defer cancel()
+			results := o.Check(ctx)
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]any{"checks": results, "failed": meshcheck.Failed(results)})
 		})
 	}
 	return headers(mux)

@@ -58,7 +58,7 @@ func serveDashboard(t *testing.T, cp *meshtest.ControlPlane) *httptest.Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(gw.Stop)
-	srv := httptest.NewServer(gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.OperatorHandler(), Services: gw.ListServices, Traces: gw.Traces(), Stats: gw.Stats()}), true))
+	srv := httptest.NewServer(gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.OperatorHandler(), Services: gw.ListServices, Traces: gw.Traces(), Stats: gw.Stats(), Check: gw.Check}), true))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -87,7 +87,7 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("GET /app.js: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 	for _, used := range []string{`getJSON("status")`, `getJSON("api/")`, `getJSON("api" + path)`, `fetch("api" + ep.path, { method: "POST"`, `headers.Authorization = "Bearer " + token`, "textContent",
-		`getJSON("traces"`, `getJSON("traces/" + id)`, "headers.traceparent = trace.header", `getJSON("stats?methods=1")`, "setInterval(() => load(true), 5000)"} {
+		`getJSON("traces"`, `getJSON("traces/" + id)`, "headers.traceparent = trace.header", `getJSON("stats?methods=1")`, "setInterval(() => load(true), 5000)", `getJSON("check")`} {
 		if !strings.Contains(script, used) {
 			t.Errorf("the script no longer has %s: check this test's contract", used)
 		}
@@ -159,6 +159,10 @@ func TestDashboard(t *testing.T) {
 	}
 	if resp, body := get(t, srv.URL+"/stats?namespace=Bad_NS", nil); resp.StatusCode != 400 || !strings.Contains(body, "namespace") {
 		t.Errorf("/stats?namespace=Bad_NS: %d %s; want 400", resp.StatusCode, body)
+	}
+	// /check: meshctl check's checks, run by the server.
+	if resp, body := get(t, srv.URL+"/check", nil); resp.StatusCode != 200 || !strings.Contains(body, `"section":"control plane"`) || !strings.Contains(body, `"failed":0`) {
+		t.Errorf("/check: %d %s", resp.StatusCode, body)
 	}
 	// Another site's page cannot make it.
 	if resp, body := send(t, "POST", srv.URL+"/api/helloworld/call", `{"name":"Ada"}`, map[string]string{"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}); resp.StatusCode != 403 {

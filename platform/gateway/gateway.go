@@ -29,6 +29,8 @@ import (
 
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/home"
+	"github.com/micromesh/micromesh/internal/meshcheck"
+	"github.com/micromesh/micromesh/internal/version"
 	"github.com/micromesh/micromesh/platform/edge"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
@@ -192,6 +194,12 @@ func (g *Gateway) Traces() tracev1.TraceServiceClient {
 // gateway's platform identity.
 func (g *Gateway) Stats() statsv1.StatsServiceClient {
 	return statsv1.NewStatsServiceClient(g.sidecar.ControlPlane)
+}
+
+// Check checks the mesh (meshcheck.Run) as the gateway's platform
+// identity: the dashboard's health view.
+func (g *Gateway) Check(ctx context.Context) []meshcheck.Result {
+	return meshcheck.Run(ctx, g.sidecar.ControlPlane, g.sidecar.ControlPlane.Target(), version.Version)
 }
 
 // Stop stops taking requests, lets those in flight finish (a few seconds

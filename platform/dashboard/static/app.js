@@ -87,7 +87,7 @@ function renderServices() {
     const t = trafficCells(st && st.traffic);
     tr.append(el("td", t.success, t.failing ? "critical" : ""), el("td", t.rps), el("td", t.p99));
     if (selected && selected.name === s.name && selected.namespace === s.namespace) tr.classList.add("selected");
-    tr.addEventListener("click", () => { selected = { name: s.name, namespace: s.namespace }; $("#traces").hidden = true; renderServices(); renderService(); });
+    tr.addEventListener("click", () => { selected = { name: s.name, namespace: s.namespace }; $("#traces").hidden = true; $("#health").hidden = true; renderServices(); renderService(); });
     body.appendChild(tr);
   }
 }
@@ -254,6 +254,33 @@ function renderCalls(svc) {
   }
 }
 
+// showHealth runs meshctl check's checks on the server and lists them:
+// what failed or warns says what to look at.
+async function showHealth() {
+  $("#service").hidden = true;
+  $("#traces").hidden = true;
+  $("#health").hidden = false;
+  const body = $("#checks tbody");
+  body.replaceChildren();
+  $("#health-note").textContent = "checking…";
+  let res;
+  try {
+    res = await getJSON("check");
+  } catch (e) {
+    $("#health-note").textContent = "the checks: " + e.message;
+    return;
+  }
+  const marks = { ok: "√", warn: "‼", fail: "×" };
+  const classes = { ok: "passing", warn: "warning", fail: "critical" };
+  for (const c of res.checks || []) {
+    const tr = el("tr");
+    tr.append(el("td", c.section), el("td", marks[c.status] || c.status, classes[c.status]), el("td", c.check), el("td", c.detail || ""));
+    body.appendChild(tr);
+  }
+  const warns = (res.checks || []).filter((c) => c.status === "warn").length;
+  $("#health-note").textContent = res.failed ? res.failed + " failed, " + warns + " warning(s)" : warns ? "no failures, " + warns + " warning(s)" : "all checks passed";
+}
+
 // renderMethods lists a service's figures by gRPC method.
 function renderMethods(svc) {
   const body = $("#methods tbody");
@@ -278,6 +305,7 @@ function short(sec) {
 
 async function showTraces() {
   $("#service").hidden = true;
+  $("#health").hidden = true;
   $("#traces").hidden = false;
   $("#trace").hidden = true;
   const note = $("#traces-note");
@@ -370,6 +398,7 @@ async function showTrace(id, waitMs) {
 
 $("#refresh").addEventListener("click", () => load());
 $("#show-traces").addEventListener("click", showTraces);
+$("#show-health").addEventListener("click", showHealth);
 $("#namespace").addEventListener("change", renderServices);
 load();
 // Every 5 s the services, their figures and the open service's instances,

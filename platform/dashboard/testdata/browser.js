@@ -118,6 +118,13 @@ async function until(what, cond) {
   await until("the call with the token", () => pep.querySelector("span").textContent.startsWith("200"));
   check("the answer with the token", pep.querySelector("pre") && pep.querySelector("pre").textContent.includes("Hello Ann"), pep.textContent);
 
+  // Health: meshctl check's checks, from the server.
+  click(doc.querySelector("#show-health"));
+  await until("the checks", () => doc.querySelector("#checks tbody tr"));
+  const checks = [...doc.querySelectorAll("#checks tbody tr")].map((r) => [...r.cells].map((c) => c.textContent).join(" "));
+  check("the control plane checked, nothing failed", checks.some((c) => c.startsWith("control plane √ reachable")) && !checks.some((c) => c.includes(" × ")) &&
+    !doc.querySelector("#health").hidden && doc.querySelector("#service").hidden, checks.join(" | "));
+
   const http = row("web", "default");
   click(http);
   await until("the HTTP service's note", () => doc.querySelector("#endpoints-note").textContent !== "");
