@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/micromesh/micromesh/controlplane/stats"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
 )
@@ -40,6 +41,7 @@ type tapLineJSON struct {
 func newTapCommand(g *globalOptions, s Streams) *cobra.Command {
 	t := &serviceTarget{}
 	var version string
+	var filter tapFilter
 	cmd := &cobra.Command{
 		Use:   "tap SERVICE",
 		Short: "Watch the requests a service takes, live, until Ctrl-C",
@@ -51,7 +53,7 @@ tap turns the service's access log on (policy key access_log=on, which
 its sidecars apply at once) for as long as it runs, and off again when it
 ends, unless the log was on already; then it follows the sidecars' logs.
 Services the runtime runs only (meshctl run): it reads their logs.`,
-		Example: "  meshctl tap helloworld\n  meshctl tap helloworld -o json | jq 'select(.code >= 500)'",
+		Example: "  meshctl tap helloworld\n  meshctl tap helloworld --from pingpong --failed\n  meshctl tap helloworld --path /examples.helloworld.v1.Helloworld/ -o json",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -90,11 +92,14 @@ Services the runtime runs only (meshctl run): it reads their logs.`,
 				}
 			}()
 			fmt.Fprintf(s.Err, "tapping %s (its sidecars log each request until Ctrl-C)\n", args[0])
-			return tapLines(stream, g.output, s.Out)
+			return tapLines(stream, filter, g.output, s.Out)
 		},
 	}
 	t.flags(cmd)
 	cmd.Flags().StringVar(&version, "version", "", "only the instances of this version (of versions side by side)")
+	cmd.Flags().StringVar(&filter.from, "from", "", "only the calls of this caller (name, or name.namespace)")
+	cmd.Flags().StringVar(&filter.path, "path", "", "only requests whose path starts so (/pkg.Service/ for one gRPC service)")
+	cmd.Flags().BoolVar(&filter.failed, "failed", false, "only failures: HTTP 5xx or a gRPC status that is the server's fault (as meshctl stat counts them)")
 	return cmd
 }
 
@@ -133,8 +138,28 @@ func tapOn(ctx context.Context, reg registryv1.RegistryServiceClient, ns, servic
 	}, nil
 }
 
-// tapLines prints the sidecars' request lines until the stream ends.
-func tapLines(stream runtimev1.RuntimeService_LogsClient, format string, w io.Writer) error {
+// tapFilter picks the requests tap shows.
+type tapFilter struct {
+	from   string // caller: "name" or "name.namespace"
+	path   string // prefix
+	failed bool   // only failures (as meshctl stat counts them)
+}
+
+func (f tapFilter) keep(l tapLineJSON) bool {
+	switch {
+	case f.from != "" && l.Source != f.from && !strings.HasPrefix(l.Source, f.from+"."):
+		return false
+	case f.path != "" && !strings.HasPrefix(l.Path, f.path):
+		return false
+	case f.failed && !stats.Failed(strconv.Itoa(l.Code), l.GRPCStatus):
+		return false
+	}
+	return true
+}
+
+// tapLines prints the sidecars' request lines f keeps until the stream
+// ends.
+func tapLines(stream runtimev1.RuntimeService_LogsClient, f tapFilter, format string, w io.Writer) error {
 	for {
 		l, err := stream.Recv()
 		if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
@@ -143,16 +168,10 @@ func tapLines(stream runtimev1.RuntimeService_LogsClient, format string, w io.Wr
 		if err != nil {
 			return err
 		}
-		if l.GetSource() != "sidecar" || !strings.Contains(l.GetLine(), "msg=request ") {
+		line, ok := tapLine(l)
+		if !ok || !f.keep(line) {
 			continue
 		}
-		kv := logfmt(l.GetLine())
-		if kv["direction"] != "inbound" {
-			continue
-		}
-		code, _ := strconv.Atoi(kv["code"])
-		line := tapLineJSON{Time: l.GetTime().AsTime(), Instance: l.GetInstance(), Source: kv["source"], Method: kv["method"], Path: kv["path"],
-			Code: code, GRPCStatus: kv["grpc_status"], Duration: kv["duration"], Transport: kv["transport"], RequestID: kv["request_id"]}
 		if err := render(w, format, line, func() string {
 			grpc := ""
 			if line.GRPCStatus != "" {
@@ -164,6 +183,21 @@ func tapLines(stream runtimev1.RuntimeService_LogsClient, format string, w io.Wr
 			return err
 		}
 	}
+}
+
+// tapLine reads a log line: a request the sidecar took (its access log's
+// inbound line), or not one.
+func tapLine(l *runtimev1.LogsResponse) (tapLineJSON, bool) {
+	if l.GetSource() != "sidecar" || !strings.Contains(l.GetLine(), "msg=request ") {
+		return tapLineJSON{}, false
+	}
+	kv := logfmt(l.GetLine())
+	if kv["direction"] != "inbound" {
+		return tapLineJSON{}, false
+	}
+	code, _ := strconv.Atoi(kv["code"])
+	return tapLineJSON{Time: l.GetTime().AsTime(), Instance: l.GetInstance(), Source: kv["source"], Method: kv["method"], Path: kv["path"],
+		Code: code, GRPCStatus: kv["grpc_status"], Duration: kv["duration"], Transport: kv["transport"], RequestID: kv["request_id"]}, true
 }
 
 // logfmt reads slog's text format (key=value, values quoted when they

@@ -137,15 +137,19 @@ func (t *Traffic) add(k reqKey, v float64, seconds float64) {
 	t.PerSecond += v / seconds
 }
 
-// failed says whether a series counts failures: HTTP 5xx, or a gRPC
+// failed says whether a series counts failures (Failed).
+func failed(k reqKey) bool { return Failed(k.code, k.grpc) }
+
+// Failed says whether an answer — its HTTP code and gRPC status, as the
+// sidecars label them ("" for none) — is a failure: HTTP 5xx, or a gRPC
 // status that is the server's fault — the test tracing applies to a
 // server's span (dataplane/proxy), so a NOT_FOUND or INVALID_ARGUMENT is
 // the caller's mistake, not the service failing.
-func failed(k reqKey) bool {
-	if c, err := strconv.Atoi(k.code); err == nil && c >= 500 {
+func Failed(code, grpc string) bool {
+	if c, err := strconv.Atoi(code); err == nil && c >= 500 {
 		return true
 	}
-	switch k.grpc {
+	switch grpc {
 	case "2", "4", "12", "13", "14", "15": // UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS
 		return true
 	}
