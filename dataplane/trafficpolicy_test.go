@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -440,15 +442,32 @@ func TestAnOperatorsPolicyReachesCallers(t *testing.T) {
 func TestAccessLogByPolicy(t *testing.T) {
 	cp := meshtest.NewEnv(t).StartControlPlane()
 	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
-	cp.StartSidecar("default", "b", meshtest.WithApp(startEcho(t, "b"), "http"))
+	b := cp.StartSidecar("default", "b", meshtest.WithApp(startEcho(t, "b"), "http"))
 	waitFor(t, "a to reach b", func() bool {
 		resp, _ := call(t, a.Info.Outbound, "b", "/", nil)
 		return resp.StatusCode == http.StatusOK
 	})
+	// served is how many of a's requests b's sidecar has counted: it logs
+	// a request before it counts it, so once counted, its line is there.
+	counted := regexp.MustCompile(`micromesh_requests_total\{destination="b.default",direction="inbound",[^}]*source="a.default",transport="quic"\} (\d+)`)
+	served := func() int {
+		n := 0
+		for _, m := range counted.FindAllStringSubmatch(metrics(t, b.Info.Admin), -1) {
+			v, _ := strconv.Atoi(m[1])
+			n += v
+		}
+		return n
+	}
+	// callCounted calls b at path and waits until b's sidecar counted it.
+	callCounted := func(path string) {
+		n := served()
+		call(t, a.Info.Outbound, "b", path, nil)
+		waitFor(t, "b's sidecar to count "+path, func() bool { return served() > n })
+	}
 	logged := func(path string) bool {
 		return strings.Contains(cp.Logs(), `msg=request component=proxy direction=inbound method=POST authority=b path=`+path+` source=a.default destination=b.default transport=quic code=200`)
 	}
-	call(t, a.Info.Outbound, "b", "/before", nil)
+	callCounted("/before")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -471,8 +490,7 @@ func TestAccessLogByPolicy(t *testing.T) {
 	}
 	waitFor(t, "b's sidecar to stop logging", func() bool {
 		path := fmt.Sprintf("/after-%d", time.Now().UnixNano())
-		call(t, a.Info.Outbound, "b", path, nil)
-		time.Sleep(50 * time.Millisecond)
+		callCounted(path)
 		return !logged(path)
 	})
 }

@@ -283,15 +283,17 @@ func (st *Store) deltas(window time.Duration) []delta {
 // minus is h less an earlier b of the same series (nil, or a different
 // layout or larger counts — a restart —: h whole).
 func (h *hist) minus(b *hist) *hist {
-	out := &hist{bounds: h.bounds, counts: append([]uint64(nil), h.counts...), count: h.count, sum: h.sum}
+	out := &hist{bounds: h.bounds, counts: slices.Clone(h.counts), count: h.count, sum: h.sum}
 	if b == nil || len(b.counts) != len(h.counts) || b.count > h.count || !slices.Equal(b.bounds, h.bounds) {
 		return out
 	}
-	for i := range out.counts {
-		if b.counts[i] > out.counts[i] {
-			return &hist{bounds: h.bounds, counts: append([]uint64(nil), h.counts...), count: h.count, sum: h.sum}
+	for i, c := range b.counts {
+		if c > h.counts[i] {
+			return out
 		}
-		out.counts[i] -= b.counts[i]
+	}
+	for i, c := range b.counts {
+		out.counts[i] -= c
 	}
 	out.count -= b.count
 	out.sum -= b.sum

@@ -166,19 +166,18 @@ func (p *Proxy) record(w http.ResponseWriter, r *http.Request, dir direction, so
 	elapsed := now.Sub(start)
 	grpcCode, method := -1, ""
 	if isGRPC(r) {
-		if w != nil {
-			grpcCode = grpcStatus(w.Header())
-		}
+		grpcCode = grpcStatus(w.Header())
 		method = p.m.methods.label(r.URL.Path)
 	}
 	p.traceEnd(r, dir, source, dest, transport, code, grpcCode, now)
-	p.m.requests.WithLabelValues(string(dir), source, dest, transport, codeLabel(code), grpcLabel(grpcCode), method).Inc()
-	p.m.duration.WithLabelValues(string(dir), dest, method).Observe(elapsed.Seconds())
+	// The line before the counts: a request counted has been logged.
 	if p.accessLog || p.listenerLogs(dir, transport) {
 		p.log.Info("request", "direction", dir, "method", r.Method, "authority", r.Host, "path", r.URL.Path,
 			"source", source, "destination", dest, "transport", transport, "code", code, "duration", elapsed,
 			"request_id", r.Header.Get(requestIDHeader), "grpc_status", grpcLabel(grpcCode))
 	}
+	p.m.requests.WithLabelValues(string(dir), source, dest, transport, codeLabel(code), grpcLabel(grpcCode), method).Inc()
+	p.m.duration.WithLabelValues(string(dir), dest, method).Observe(elapsed.Seconds())
 }
 
 // listenerLogs reports whether the listener a request came in on has an
