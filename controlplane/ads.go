@@ -2,34 +2,29 @@ package controlplane
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"runtime"
-	"sort"
 	"sync"
 	"time"
 
-	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cache "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/xds"
 )
 
-// ads serves the mesh to proxies over the Aggregated Discovery Service
-// (state-of-the-world and delta), on go-control-plane's snapshot cache.
+// ads serves the mesh to proxies over the Aggregated Discovery Service:
+// state-of-the-world streams from go-control-plane's snapshot cache, delta
+// streams from our own delta server (delta.go).
 //
 // A proxy authenticates with its workload certificate; its node ID must
 // name the same SPIFFE ID. Each change of the mesh is a generation: the
@@ -43,11 +38,12 @@ type ads struct {
 	bundle *identity.Bundle
 	// Proxyless gRPC clients subscribe to single listeners by name, which a
 	// cache in ADS mode never answers (it wants the snapshot to hold exactly
-	// the names asked for); Envoy and the built-in sidecar keep ADS mode for
-	// its ordering (clusters before endpoints, listeners before routes).
+	// the names asked for); Envoy's state-of-the-world streams keep ADS mode
+	// for its ordering (clusters before endpoints, listeners before routes).
 	sidecars  cache.SnapshotCache
 	proxyless cache.SnapshotCache
 	mux       *cache.MuxCache
+	delta     *deltaServer // delta streams: every node's snapshot is set here too
 	m         *xdsMetrics
 
 	mu      sync.Mutex
@@ -82,46 +78,6 @@ type sharedView struct {
 	endpoints typeView
 	err       error // from ValidateShared: nothing invalid is served
 }
-
-// typeView is one type's resources in the cache's forms, built once and
-// shared by every snapshot that holds them: nothing in the cache modifies them.
-type typeView struct {
-	res      cache.Resources
-	plain    map[string]types.Resource // res.Items without TTLs
-	versions map[string]string         // name → content hash, for delta
-}
-
-// snapshot is a proxy's resources per type. It implements the cache's
-// ResourceSnapshot over shared typeViews: go-control-plane's own Snapshot
-// rebuilds a map of every resource on each GetResources, which at 1,000
-// proxies × 1,000 clusters was a fifth of the control plane's CPU.
-type snapshot [types.UnknownType]typeView
-
-var _ cache.ResourceSnapshot = (*snapshot)(nil)
-
-func (s *snapshot) of(typeURL string) typeView {
-	if i := cache.GetResponseType(typeURL); i < types.UnknownType {
-		return s[i]
-	}
-	return typeView{}
-}
-
-// GetVersion returns the version of a type.
-func (s *snapshot) GetVersion(typeURL string) string { return s.of(typeURL).res.Version }
-
-// GetResourcesAndTTL returns a type's resources.
-func (s *snapshot) GetResourcesAndTTL(typeURL string) map[string]types.ResourceWithTTL {
-	return s.of(typeURL).res.Items
-}
-
-// GetResources returns a type's resources.
-func (s *snapshot) GetResources(typeURL string) map[string]types.Resource { return s.of(typeURL).plain }
-
-// ConstructVersionMap: the versions are computed with the views.
-func (s *snapshot) ConstructVersionMap() error { return nil }
-
-// GetVersionMap returns a type's resource versions.
-func (s *snapshot) GetVersionMap(typeURL string) map[string]string { return s.of(typeURL).versions }
 
 type adsStream struct {
 	id     identity.ID // verified from the certificate
@@ -175,6 +131,7 @@ func newADS(log *slog.Logger, bundle *identity.Bundle, m *xdsMetrics) *ads {
 		nodes:    map[string]*nodeState{},
 		pushedCh: make(chan struct{}),
 	}
+	a.delta = newDeltaServer(a)
 	a.mux = &cache.MuxCache{
 		Classify:      func(r *cache.Request) string { return cacheClass(r.GetNode()) },
 		ClassifyDelta: func(r *cache.DeltaRequest) string { return cacheClass(r.GetNode()) },
@@ -189,6 +146,13 @@ func cacheClass(n *core.Node) string {
 		return xds.KindProxyless
 	}
 	return "sidecar"
+}
+
+// setSnapshot makes snap the node's configuration, for its streams of
+// either kind and the admin API.
+func (a *ads) setSnapshot(nodeID, kind string, snap *snapshot) error {
+	a.delta.set(nodeID, snap)
+	return a.cacheFor(kind).SetSnapshot(context.Background(), nodeID, snap)
 }
 
 func (a *ads) cacheFor(kind string) cache.SnapshotCache {
@@ -286,7 +250,7 @@ func (a *ads) push(gen *generation, nodeID string) {
 		n.versions = versions
 	}
 	a.mu.Unlock()
-	if err := a.cacheFor(proxy.Kind).SetSnapshot(context.Background(), nodeID, snap); err != nil {
+	if err := a.setSnapshot(nodeID, proxy.Kind, snap); err != nil {
 		a.log.Error("set snapshot", "node", nodeID, "err", err)
 	}
 }
@@ -304,10 +268,10 @@ func (g *generation) view(ns, kind string) *sharedView {
 	v.once.Do(func() {
 		v.sh = xds.BuildShared(g.mesh, ns, kind)
 		v.err = v.sh.ValidateShared()
-		v.listeners = newTypeView(v.sh.APIListeners)
-		v.routes = newTypeView([]*route.RouteConfiguration{v.sh.Route})
-		v.clusters = newTypeView(v.sh.Clusters)
-		v.endpoints = newTypeView(v.sh.Endpoints)
+		v.listeners = newTypeView(v.sh.APIListeners, true)
+		v.routes = newTypeView([]*route.RouteConfiguration{v.sh.Route}, true)
+		v.clusters = newTypeView(v.sh.Clusters, true)
+		v.endpoints = newTypeView(v.sh.Endpoints, true)
 	})
 	return v
 }
@@ -332,7 +296,7 @@ func (a *ads) snapshot(gen *generation, p xds.Proxy) (*snapshot, map[string]stri
 	case !own.UsesShared:
 		set(resource.RouteType, emptyView)
 		set(resource.EndpointType, emptyView)
-		set(resource.ClusterType, newTypeView(own.Clusters))
+		set(resource.ClusterType, newTypeView(own.Clusters, false))
 	case len(own.Clusters) == 0:
 		set(resource.RouteType, v.routes)
 		set(resource.EndpointType, v.endpoints)
@@ -340,95 +304,20 @@ func (a *ads) snapshot(gen *generation, p xds.Proxy) (*snapshot, map[string]stri
 	default:
 		set(resource.RouteType, v.routes)
 		set(resource.EndpointType, v.endpoints)
-		set(resource.ClusterType, v.clusters.plus(own.Clusters))
+		set(resource.ClusterType, v.clusters.plus(newResources(own.Clusters, false)))
 	}
 	if p.Kind == xds.KindProxyless {
 		set(resource.ListenerType, v.listeners)
 		set(resource.SecretType, emptyView)
 	} else {
-		set(resource.ListenerType, newTypeView(own.Listeners))
-		set(resource.SecretType, newTypeView(own.Secrets))
+		set(resource.ListenerType, newTypeView(own.Listeners, false))
+		set(resource.SecretType, newTypeView(own.Secrets, false))
 	}
 	versions := make(map[string]string, len(allTypes))
 	for _, typ := range allTypes {
 		versions[typ] = snap.GetVersion(typ)
 	}
 	return snap, versions, nil
-}
-
-// emptyView is a type with no resources.
-var emptyView = typeView{
-	res:      cache.Resources{Version: "empty", Items: map[string]types.ResourceWithTTL{}},
-	plain:    map[string]types.Resource{},
-	versions: map[string]string{},
-}
-
-// newTypeView indexes and hashes resources; the version is a hash of the
-// names and content hashes, in name order.
-func newTypeView[T types.Resource](items []T) typeView {
-	tv := typeView{
-		res:      cache.Resources{Items: make(map[string]types.ResourceWithTTL, len(items))},
-		plain:    make(map[string]types.Resource, len(items)),
-		versions: make(map[string]string, len(items)),
-	}
-	for _, it := range items {
-		name := cache.GetResourceName(it)
-		tv.res.Items[name] = types.ResourceWithTTL{Resource: it}
-		tv.plain[name] = it
-		tv.versions[name] = hashResource(it)
-	}
-	tv.res.Version = versionOf(tv.versions)
-	return tv
-}
-
-// plus returns the view with extra resources added (a copy; tv is shared).
-func (tv typeView) plus(extra []*cluster.Cluster) typeView {
-	out := typeView{
-		res:      cache.Resources{Items: make(map[string]types.ResourceWithTTL, len(tv.res.Items)+len(extra))},
-		plain:    make(map[string]types.Resource, len(tv.plain)+len(extra)),
-		versions: make(map[string]string, len(tv.versions)+len(extra)),
-	}
-	for k, v := range tv.res.Items {
-		out.res.Items[k] = v
-		out.plain[k] = v.Resource
-	}
-	for k, v := range tv.versions {
-		out.versions[k] = v
-	}
-	for _, it := range extra {
-		name := cache.GetResourceName(it)
-		out.res.Items[name] = types.ResourceWithTTL{Resource: it}
-		out.plain[name] = it
-		out.versions[name] = hashResource(it)
-	}
-	out.res.Version = versionOf(out.versions)
-	return out
-}
-
-func hashResource(r types.Resource) string {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
-	if err != nil {
-		return "unmarshalable"
-	}
-	h := fnv.New64a()
-	_, _ = h.Write(b)
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-func versionOf(versions map[string]string) string {
-	names := make([]string, 0, len(versions))
-	for n := range versions {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	h := fnv.New64a()
-	for _, n := range names {
-		_, _ = h.Write([]byte(n))
-		_, _ = h.Write([]byte{0})
-		_, _ = h.Write([]byte(versions[n]))
-		_, _ = h.Write([]byte{0})
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // --- callbacks ---
@@ -479,6 +368,7 @@ func (a *ads) closed(streamID int64) {
 	if n.streams--; n.streams == 0 {
 		delete(a.nodes, s.nodeID)
 		a.cacheFor(n.proxy.Kind).ClearSnapshot(s.nodeID)
+		a.delta.clear(s.nodeID)
 		a.m.connected.WithLabelValues(n.proxy.Kind).Dec()
 		a.log.Info("proxy disconnected", "node", s.nodeID)
 	}
@@ -569,7 +459,7 @@ func (a *ads) request(streamID int64, node *core.Node) error {
 		a.log.Info("proxy connected", "node", s.nodeID, "kind", proxy.Kind, "delta", s.delta)
 	}
 	if gen.version > 0 { // else the registry's first generation pushes to it
-		if err := a.cacheFor(proxy.Kind).SetSnapshot(context.Background(), s.nodeID, snap); err != nil {
+		if err := a.setSnapshot(s.nodeID, proxy.Kind, snap); err != nil {
 			return status.Errorf(codes.Internal, "set snapshot: %v", err)
 		}
 	}

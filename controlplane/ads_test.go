@@ -224,6 +224,66 @@ func TestDeltaSendsOnlyWhatChanged(t *testing.T) {
 	waitUntil(t, "the convergence histogram counts the ACK", func() bool { return convergences(t, cp) == before+1 })
 }
 
+// A proxy that reconnects offering the versions it holds is sent only
+// what changed meanwhile: the versions delta responses carry are the ones
+// the server compares.
+func TestDeltaReconnectionGetsOnlyWhatChanged(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	ctx := ctxT(t)
+	reg := cp.Registry()
+	for _, in := range []registry.Instance{
+		{ID: "a-1", Service: "a", Address: "127.0.0.1", Port: 9001},
+		{ID: "b-1", Service: "b", Address: "127.0.0.1", Port: 9002},
+	} {
+		if err := reg.Register(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client := cp.Join("default", "client")
+	node := adstest.Node(identity.NodeID(client.ID, ""), map[string]any{"kind": "proxyless"})
+	conn := dialAs(t, cp, client)
+	first, err := conn.StreamDelta(ctx, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Subscribe(resource.EndpointType, "a.default", "b.default"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := first.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := map[string]string{}
+	for _, r := range resp.GetResources() {
+		held[r.GetName()] = r.GetVersion()
+	}
+	if len(held) != 2 {
+		t.Fatalf("first delta response holds %v, want a and b", held)
+	}
+	if err := first.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the first stream is gone", func() bool { return len(proxyStatus(t, cp, node.GetId())) == 0 })
+
+	if err := reg.Register(ctx, registry.Instance{ID: "b-2", Service: "b", Address: "127.0.0.1", Port: 9003}); err != nil {
+		t.Fatal(err)
+	}
+	again, err := conn.StreamDelta(ctx, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := again.Resume(resource.EndpointType, held, "a.default", "b.default"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = again.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetResources()) != 1 || resp.GetResources()[0].GetName() != "b.default" || len(resp.GetRemovedResources()) != 0 {
+		t.Fatalf("after reconnecting with a and b held and b changed, the response holds %v, removes %v; want b only", resp.GetResources(), resp.GetRemovedResources())
+	}
+}
+
 // convergences is the count of the control plane's convergence histogram.
 func convergences(t *testing.T, cp *meshtest.ControlPlane) int {
 	t.Helper()

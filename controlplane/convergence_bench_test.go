@@ -96,7 +96,9 @@ func benchConvergence(b *testing.B, proxies, services, instances, namespaces int
 			b.Fatal(err)
 		}
 		defer conn.Close()
-		node := adstest.Node(identity.NodeID(creds.ID, strconv.Itoa(p)), map[string]any{"kind": "builtin", "outbound_port": 15001.0, "cert_dir": "/certs"})
+		// A built-in sidecar as `meshctl run` starts one: an outbound
+		// listener and an inbound one with its app's cluster.
+		node := adstest.Node(identity.NodeID(creds.ID, strconv.Itoa(p)), map[string]any{"kind": "builtin", "outbound_port": 15001.0, "inbound_port": 15006.0, "app_port": 8080.0, "app_protocol": "http", "cert_dir": "/certs"})
 		d, err := conn.StreamDelta(ctx, node)
 		if err != nil {
 			b.Fatal(err)
@@ -147,6 +149,7 @@ func benchConvergence(b *testing.B, proxies, services, instances, namespaces int
 	b.ReportMetric(float64(p99s[len(p99s)/2].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(p99s[len(p99s)-1].Microseconds())/1000, "worst-p99-ms")
 	b.ReportMetric(srv.rssMB(b), "cp-rss-MB")
+	b.ReportMetric(srv.liveHeapMB(b), "cp-live-heap-MB")
 }
 
 // convergence tracks, per round, when each proxy ACKed the changed cluster.
@@ -351,6 +354,32 @@ func (s *serverProcess) fetch(b *testing.B, urlPath, path string) {
 	}
 	defer f.Close()
 	_, _ = io.Copy(f, resp.Body)
+}
+
+// liveHeapMB is the server's heap after a collection: what it holds, not
+// the garbage collector's headroom.
+func (s *serverProcess) liveHeapMB(b *testing.B) float64 {
+	resp, err := http.Get("http://" + s.info.AdminAddress + "/debug/pprof/heap?gc=1&debug=1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	stats := map[string]float64{}
+	for sc.Scan() {
+		if name, value, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "# "), " = "); ok {
+			value, _, _ = strings.Cut(value, " / ") // Stack = in use / from the OS
+			if n, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
+				stats[name] = n / (1 << 20)
+			}
+		}
+	}
+	// Where the rest of the RSS is: the heap's spans, free pages not yet
+	// returned to the kernel, goroutine stacks.
+	b.Logf("control plane MB: heap live %.0f, in use %.0f, idle not released %.0f; stacks %.0f; runtime total %.0f",
+		stats["HeapAlloc"], stats["HeapInuse"], stats["HeapIdle"]-stats["HeapReleased"], stats["Stack"], stats["Sys"])
+	return stats["HeapAlloc"]
 }
 
 // rssMB reads the server process's resident set size.

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	xdsserver "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	collectormetricsv1 "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	collectortracev1 "go.opentelemetry.io/proto/otlp/collector/trace/v1"
@@ -230,7 +229,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	runtimev1.RegisterRuntimeServiceServer(s.grpc, &runtimeAPI{rt: s.runtime, bundle: ca.Bundle()})
 	xdsCtx, xdsStop := context.WithCancel(context.Background())
 	s.xdsStop = xdsStop
-	discovery.RegisterAggregatedDiscoveryServiceServer(s.grpc, xdsserver.NewServer(xdsCtx, s.ads.mux, s.ads))
+	discovery.RegisterAggregatedDiscoveryServiceServer(s.grpc, s.ads.service(xdsCtx))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)

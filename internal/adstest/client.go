@@ -111,12 +111,21 @@ func (d *Delta) Subscribe(typeURL string, names ...string) error {
 	return d.send(&discovery.DeltaDiscoveryRequest{TypeUrl: typeURL, ResourceNamesSubscribe: names})
 }
 
+// Resume subscribes to names of typeURL as a proxy that reconnects does,
+// offering the versions it holds.
+func (d *Delta) Resume(typeURL string, held map[string]string, names ...string) error {
+	return d.send(&discovery.DeltaDiscoveryRequest{TypeUrl: typeURL, ResourceNamesSubscribe: names, InitialResourceVersions: held})
+}
+
 func (d *Delta) send(r *discovery.DeltaDiscoveryRequest) error {
 	if !d.sent {
 		r.Node, d.sent = d.node, true
 	}
 	return d.stream.Send(r)
 }
+
+// CloseSend ends the stream from the proxy's side.
+func (d *Delta) CloseSend() error { return d.stream.CloseSend() }
 
 // Recv returns the next response.
 func (d *Delta) Recv() (*discovery.DeltaDiscoveryResponse, error) { return d.stream.Recv() }
