@@ -122,6 +122,7 @@ type envoyOptions struct {
 	appPort      uint32
 	appProtocol  string
 	adminPort    uint32
+	xds          string
 }
 
 func newEnvoyCommand(g *globalOptions, s Streams) *cobra.Command {
@@ -132,7 +133,9 @@ func newEnvoyCommand(g *globalOptions, s Streams) *cobra.Command {
 		Short: "Print an Envoy v3 bootstrap: ADS over mTLS to the control plane, certificates by SDS",
 		Long: `Print an Envoy v3 bootstrap for a sidecar of the service. Envoy reads its
 certificate from --cert-dir (cert.pem, key.pem, bundle.pem, as written by
-meshctl cert issue) and reloads it when the directory changes.`,
+meshctl cert issue) and reloads it when the directory changes. It speaks
+delta xDS: a change sends it only what changed (--xds sotw for state of
+the world).`,
 		Args: cobra.NoArgs,
 		Example: `  meshctl cert issue --service web --out /etc/envoy/certs
   meshctl envoy bootstrap --service web --cert-dir /etc/envoy/certs --app-port 8080 > envoy.json
@@ -143,6 +146,9 @@ meshctl cert issue) and reloads it when the directory changes.`,
 			}
 			if o.certDir == "" {
 				return errors.New("--cert-dir is required: where cert.pem, key.pem and bundle.pem are")
+			}
+			if o.xds != "delta" && o.xds != "sotw" {
+				return fmt.Errorf("--xds %q: delta or sotw", o.xds)
 			}
 			if o.inboundPort != 0 && o.appPort == 0 {
 				return errors.New("--app-port is required with an inbound port")
@@ -163,6 +169,7 @@ meshctl cert issue) and reloads it when the directory changes.`,
 				Cluster:        o.service,
 				CertDir:        certDir,
 				AdminPort:      o.adminPort,
+				SotW:           o.xds == "sotw",
 				Metadata: map[string]any{
 					controlplane.MetaKind: xds.KindEnvoy, controlplane.MetaInboundPort: float64(o.inboundPort),
 					controlplane.MetaOutboundPort: float64(o.outboundPort), controlplane.MetaAppPort: float64(o.appPort),
@@ -195,6 +202,7 @@ meshctl cert issue) and reloads it when the directory changes.`,
 	f.Uint32Var(&o.appPort, "app-port", 0, "the app's port on loopback")
 	f.StringVar(&o.appProtocol, "app-protocol", xds.ProtocolHTTP, "grpc or http")
 	f.Uint32Var(&o.adminPort, "admin-port", 15000, "Envoy's admin port on loopback")
+	f.StringVar(&o.xds, "xds", "delta", "xDS protocol: delta (only changes travel) or sotw (state of the world: every change resends all of a type)")
 	cmd.AddCommand(boot)
 	return cmd
 }

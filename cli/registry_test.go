@@ -11,6 +11,7 @@ import (
 	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -136,6 +137,16 @@ func TestBootstrapCommands(t *testing.T) {
 	}
 	if b.GetNode().GetId() != "spiffe://micromesh.local/ns/default/svc/web~web-1" {
 		t.Errorf("node id %q", b.GetNode().GetId())
+	}
+	if got := b.GetDynamicResources().GetAdsConfig().GetApiType(); got != corev3.ApiConfigSource_DELTA_GRPC {
+		t.Errorf("envoy bootstrap speaks %v, want delta xDS", got)
+	}
+	sotwJSON, err := runCLI(t, "--home", home, "envoy", "bootstrap", "--service", "web", "--cert-dir", out, "--app-port", "8080", "--xds", "sotw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := protojson.Unmarshal([]byte(sotwJSON), &b); err != nil || b.GetDynamicResources().GetAdsConfig().GetApiType() != corev3.ApiConfigSource_GRPC {
+		t.Errorf("envoy bootstrap --xds sotw: %v, %v", err, b.GetDynamicResources().GetAdsConfig().GetApiType())
 	}
 	if _, err := runCLI(t, "--home", home, "envoy", "bootstrap", "--service", "web"); err == nil || !strings.Contains(err.Error(), "--cert-dir") {
 		t.Errorf("envoy bootstrap without --cert-dir: %v", err)
