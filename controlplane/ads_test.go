@@ -175,18 +175,8 @@ func TestSidecarGetsItsListenersAndNACKsAreKept(t *testing.T) {
 }
 
 func TestDeltaSendsOnlyWhatChanged(t *testing.T) {
-	cp := meshtest.NewEnv(t).StartControlPlane()
-	ctx := ctxT(t)
-	reg := cp.Registry()
-	for _, in := range []registry.Instance{
-		{ID: "a-1", Service: "a", Address: "127.0.0.1", Port: 9001},
-		{ID: "b-1", Service: "b", Address: "127.0.0.1", Port: 9002},
-	} {
-		if err := reg.Register(ctx, in); err != nil {
-			t.Fatal(err)
-		}
-	}
-	client := cp.Join("default", "client")
+	cp, client := meshOfAAndB(t)
+	ctx, reg := ctxT(t), cp.Registry()
 	d, err := dialAs(t, cp, client).StreamDelta(ctx, adstest.Node(identity.NodeID(client.ID, ""), map[string]any{"kind": "proxyless"}))
 	if err != nil {
 		t.Fatal(err)
@@ -228,18 +218,8 @@ func TestDeltaSendsOnlyWhatChanged(t *testing.T) {
 // what changed meanwhile: the versions delta responses carry are the ones
 // the server compares.
 func TestDeltaReconnectionGetsOnlyWhatChanged(t *testing.T) {
-	cp := meshtest.NewEnv(t).StartControlPlane()
-	ctx := ctxT(t)
-	reg := cp.Registry()
-	for _, in := range []registry.Instance{
-		{ID: "a-1", Service: "a", Address: "127.0.0.1", Port: 9001},
-		{ID: "b-1", Service: "b", Address: "127.0.0.1", Port: 9002},
-	} {
-		if err := reg.Register(ctx, in); err != nil {
-			t.Fatal(err)
-		}
-	}
-	client := cp.Join("default", "client")
+	cp, client := meshOfAAndB(t)
+	ctx, reg := ctxT(t), cp.Registry()
 	node := adstest.Node(identity.NodeID(client.ID, ""), map[string]any{"kind": "proxyless"})
 	conn := dialAs(t, cp, client)
 	first, err := conn.StreamDelta(ctx, node)
@@ -282,6 +262,22 @@ func TestDeltaReconnectionGetsOnlyWhatChanged(t *testing.T) {
 	if len(resp.GetResources()) != 1 || resp.GetResources()[0].GetName() != "b.default" || len(resp.GetRemovedResources()) != 0 {
 		t.Fatalf("after reconnecting with a and b held and b changed, the response holds %v, removes %v; want b only", resp.GetResources(), resp.GetRemovedResources())
 	}
+}
+
+// meshOfAAndB starts a control plane with services a and b registered and
+// joins a client of their namespace.
+func meshOfAAndB(t *testing.T) (*meshtest.ControlPlane, *identity.Credentials) {
+	t.Helper()
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	for _, in := range []registry.Instance{
+		{ID: "a-1", Service: "a", Address: "127.0.0.1", Port: 9001},
+		{ID: "b-1", Service: "b", Address: "127.0.0.1", Port: 9002},
+	} {
+		if err := cp.Registry().Register(ctxT(t), in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cp, cp.Join("default", "client")
 }
 
 // convergences is the count of the control plane's convergence histogram.
