@@ -168,6 +168,13 @@ func benchConvergence(b *testing.B, proxies, services, instances, namespaces int
 	b.ReportMetric(float64(p99s[len(p99s)/2].Microseconds())/1000, "p99-ms")
 	b.ReportMetric(float64(p99s[len(p99s)-1].Microseconds())/1000, "worst-p99-ms")
 	b.ReportMetric(srv.rssMB(b), "cp-rss-MB")
+	// MESH_BENCH_REST (a duration) also reports the RSS after that long
+	// with no change: the runtime returns the initial sync's free pages
+	// to the kernel in the background, over seconds.
+	if rest, err := time.ParseDuration(os.Getenv("MESH_BENCH_REST")); err == nil {
+		time.Sleep(rest)
+		b.ReportMetric(srv.rssMB(b), "cp-rss-at-rest-MB")
+	}
 	b.ReportMetric(srv.liveHeapMB(b), "cp-live-heap-MB")
 }
 
