@@ -36,7 +36,7 @@ type entry struct {
 	name    string
 	version string // a hash of the content
 	res     types.Resource
-	wire    *discovery.Resource // as delta responses carry it, marshalled once
+	wire    *discovery.Resource // as delta responses carry it, marshalled once (shared resources; nil for a proxy's own)
 }
 
 // indexFrom is the size from which a set is indexed rather than walked.
