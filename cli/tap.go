@@ -14,11 +14,12 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/micromesh/micromesh/controlplane/stats"
+	"github.com/micromesh/micromesh/identity"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
+	tapv1 "github.com/micromesh/micromesh/proto/tap/v1"
 )
 
 // tapKey is the policy key tap turns on for as long as it runs.
@@ -47,12 +48,14 @@ func newTapCommand(g *globalOptions, s Streams) *cobra.Command {
 		Short: "Watch the requests a service takes, live, until Ctrl-C",
 		Long: `Show each request a service's instances take as it ends: when, which instance,
 the caller, method and path, HTTP code and gRPC status, duration and
-transport — from its own sidecars, until Ctrl-C.
+transport — from its own proxies, until Ctrl-C.
 
 tap turns the service's access log on (policy key access_log=on, which
-its sidecars apply at once) for as long as it runs, and off again when it
-ends, unless the log was on already; then it follows the sidecars' logs.
-Services the runtime runs only (meshctl run): it reads their logs.`,
+its proxies apply at once) for as long as it runs, and off again when it
+ends, unless the log was on already. The proxies — built-in sidecars on
+any host, and Envoy — send each request to the control plane (Envoy's
+OpenTelemetry access logger), which hands them to tap; nothing is kept.
+Durations are whole milliseconds, as Envoy's access logs have them.`,
 		Example: "  meshctl tap helloworld\n  meshctl tap helloworld --from pingpong --failed\n  meshctl tap helloworld --path /examples.helloworld.v1.Helloworld/ -o json",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -64,17 +67,26 @@ Services the runtime runs only (meshctl run): it reads their logs.`,
 			defer conn.Close()
 			ns := t.namespace
 			reg := registryv1.NewRegistryServiceClient(conn)
-			rt := runtimev1.NewRuntimeServiceClient(conn)
-			// A service the runtime does not run says so before any policy
-			// is touched.
-			st, err := rt.Status(ctx, &runtimev1.StatusRequest{Namespace: ns})
+			// A service the registry does not have says so before any
+			// policy is touched.
+			listed, err := reg.ListServices(ctx, &registryv1.ListServicesRequest{Namespace: ns})
 			if err != nil {
 				return err
 			}
-			if !slices.ContainsFunc(st.GetServices(), func(sv *runtimev1.Service) bool { return sv.GetName() == args[0] }) {
-				return fmt.Errorf("%s does not run in namespace %s under the runtime (meshctl status lists what does): tap reads the logs of services meshctl run started", args[0], ns)
+			if !slices.ContainsFunc(listed.GetServices(), func(sv *registryv1.Service) bool { return sv.GetName() == args[0] }) {
+				return fmt.Errorf("%s is not a service in namespace %s (meshctl services lists them)", args[0], ns)
 			}
-			stream, err := rt.Logs(ctx, &runtimev1.LogsRequest{Name: args[0], Namespace: ns, Follow: true, Version: version, Since: timestamppb.Now()})
+			if version != "" {
+				// Versions are the runtime's: its instances of that one.
+				if filter.instances, err = versionInstances(ctx, runtimev1.NewRuntimeServiceClient(conn), ns, args[0], version); err != nil {
+					return err
+				}
+			}
+			// Watching before the log goes on: the first request is seen.
+			stream, err := tapv1.NewTapServiceClient(conn).Watch(ctx, &tapv1.WatchRequest{Namespace: ns, Service: args[0]})
+			if err == nil {
+				_, err = stream.Header()
+			}
 			if err != nil {
 				return err
 			}
@@ -91,16 +103,37 @@ Services the runtime runs only (meshctl run): it reads their logs.`,
 					fmt.Fprintf(s.Err, "meshctl: turning %s's access log off: %v (meshctl policy clear %s %s)\n", args[0], describe(err), args[0], tapKey)
 				}
 			}()
-			fmt.Fprintf(s.Err, "tapping %s (its sidecars log each request until Ctrl-C)\n", args[0])
-			return tapLines(stream, filter, g.output, s.Out)
+			fmt.Fprintf(s.Err, "tapping %s (its proxies send each request until Ctrl-C)\n", args[0])
+			return tapLines(stream, filter, g.output, s.Out, s.Err)
 		},
 	}
 	t.flags(cmd)
-	cmd.Flags().StringVar(&version, "version", "", "only the instances of this version (of versions side by side)")
+	cmd.Flags().StringVar(&version, "version", "", "only the instances of this version (of versions the runtime runs side by side)")
 	cmd.Flags().StringVar(&filter.from, "from", "", "only the calls of this caller (name, or name.namespace)")
 	cmd.Flags().StringVar(&filter.path, "path", "", "only requests whose path starts so (/pkg.Service/ for one gRPC service)")
 	cmd.Flags().BoolVar(&filter.failed, "failed", false, "only failures: HTTP 5xx or a gRPC status that is the server's fault (as meshctl stat counts them)")
 	return cmd
+}
+
+// versionInstances returns the IDs of the instances of one version of a
+// service the runtime runs.
+func versionInstances(ctx context.Context, rt runtimev1.RuntimeServiceClient, ns, service, version string) (map[string]bool, error) {
+	st, err := rt.Status(ctx, &runtimev1.StatusRequest{Namespace: ns})
+	if err != nil {
+		return nil, err
+	}
+	ids := map[string]bool{}
+	for _, sv := range st.GetServices() {
+		if sv.GetName() == service && sv.GetVersion() == version {
+			for _, in := range sv.GetInstances() {
+				ids[in.GetId()] = true
+			}
+		}
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("the runtime runs no instance of %s version %s in namespace %s (meshctl status lists what it runs)", service, version, ns)
+	}
+	return ids, nil
 }
 
 // tapOn sets the service's access_log policy key, unless the operator's
@@ -140,9 +173,10 @@ func tapOn(ctx context.Context, reg registryv1.RegistryServiceClient, ns, servic
 
 // tapFilter picks the requests tap shows.
 type tapFilter struct {
-	from   string // caller: "name" or "name.namespace"
-	path   string // prefix
-	failed bool   // only failures (as meshctl stat counts them)
+	from      string          // caller: "name" or "name.namespace"
+	path      string          // prefix
+	failed    bool            // only failures (as meshctl stat counts them)
+	instances map[string]bool // only these instances (nil: all)
 }
 
 func (f tapFilter) keep(l tapLineJSON) bool {
@@ -153,23 +187,27 @@ func (f tapFilter) keep(l tapLineJSON) bool {
 		return false
 	case f.failed && !stats.Failed(strconv.Itoa(l.Code), l.GRPCStatus):
 		return false
+	case f.instances != nil && !f.instances[l.Instance]:
+		return false
 	}
 	return true
 }
 
-// tapLines prints the sidecars' request lines f keeps until the stream
-// ends.
-func tapLines(stream runtimev1.RuntimeService_LogsClient, f tapFilter, format string, w io.Writer) error {
+// tapLines prints the requests f keeps until the stream ends.
+func tapLines(stream tapv1.TapService_WatchClient, f tapFilter, format string, w, errw io.Writer) error {
 	for {
-		l, err := stream.Recv()
+		r, err := stream.Recv()
 		if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		line, ok := tapLine(l)
-		if !ok || !f.keep(line) {
+		if r.GetMissed() > 0 {
+			fmt.Fprintf(errw, "meshctl: %d requests missed (tap fell behind)\n", r.GetMissed())
+		}
+		line := tapLine(r)
+		if !f.keep(line) {
 			continue
 		}
 		if err := render(w, format, line, func() string {
@@ -185,49 +223,30 @@ func tapLines(stream runtimev1.RuntimeService_LogsClient, f tapFilter, format st
 	}
 }
 
-// tapLine reads a log line: a request the sidecar took (its access log's
-// inbound line), or not one.
-func tapLine(l *runtimev1.LogsResponse) (tapLineJSON, bool) {
-	if l.GetSource() != "sidecar" || !strings.Contains(l.GetLine(), "msg=request ") {
-		return tapLineJSON{}, false
+// tapLine is a request as tap shows it: the caller as "name.namespace",
+// the transport as the mesh names it.
+func tapLine(r *tapv1.WatchResponse) tapLineJSON {
+	l := tapLineJSON{Time: r.GetTime().AsTime(), Instance: r.GetInstance(), Source: r.GetSource(), Method: r.GetMethod(), Path: r.GetPath(),
+		Code: int(r.GetCode()), Duration: r.GetDuration().AsDuration().String(), RequestID: r.GetRequestId()}
+	if id, err := identity.ParseID(l.Source); err == nil {
+		l.Source = id.Name + "." + id.Namespace
 	}
-	kv := logfmt(l.GetLine())
-	if kv["direction"] != "inbound" {
-		return tapLineJSON{}, false
+	if l.Source == "" {
+		l.Source = "-"
 	}
-	code, _ := strconv.Atoi(kv["code"])
-	return tapLineJSON{Time: l.GetTime().AsTime(), Instance: l.GetInstance(), Source: kv["source"], Method: kv["method"], Path: kv["path"],
-		Code: code, GRPCStatus: kv["grpc_status"], Duration: kv["duration"], Transport: kv["transport"], RequestID: kv["request_id"]}, true
-}
-
-// logfmt reads slog's text format (key=value, values quoted when they
-// need it) into a map.
-func logfmt(line string) map[string]string {
-	out := map[string]string{}
-	for line != "" {
-		line = strings.TrimLeft(line, " ")
-		eq := strings.IndexByte(line, '=')
-		if eq <= 0 {
-			break
-		}
-		key := line[:eq]
-		line = line[eq+1:]
-		var val string
-		if strings.HasPrefix(line, `"`) {
-			q, err := strconv.QuotedPrefix(line)
-			if err != nil {
-				break
-			}
-			val, _ = strconv.Unquote(q)
-			line = line[len(q):]
-		} else {
-			end := strings.IndexByte(line, ' ')
-			if end < 0 {
-				end = len(line)
-			}
-			val, line = line[:end], line[end:]
-		}
-		out[key] = val
+	if r.GetGrpcStatus() >= 0 {
+		l.GRPCStatus = strconv.Itoa(int(r.GetGrpcStatus()))
 	}
-	return out
+	if r.GetDuration().AsDuration() < time.Millisecond {
+		l.Duration = "<1ms"
+	}
+	switch r.GetProtocol() {
+	case "HTTP/3":
+		l.Transport = "quic"
+	case "":
+		l.Transport = "-"
+	default:
+		l.Transport = "tls"
+	}
+	return l
 }

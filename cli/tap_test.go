@@ -4,48 +4,34 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
+	tapv1 "github.com/micromesh/micromesh/proto/tap/v1"
 )
 
-// slog's text lines read back, quoted values included.
-func TestLogfmt(t *testing.T) {
-	got := logfmt(`time=2026-11-29T03:58:01.412Z level=INFO msg=request component=proxy path="/a b" source=pingpong.default code=200 note="say \"hi\"" empty=""`)
-	for k, want := range map[string]string{"msg": "request", "path": "/a b", "source": "pingpong.default", "code": "200", "note": `say "hi"`, "empty": ""} {
-		if got[k] != want {
-			t.Errorf("%s = %q, want %q", k, got[k], want)
-		}
-	}
-}
-
-// A sidecar's access line becomes a request; other lines none; the
-// filters pick by caller, path and failure.
+// A request from the tap API as tap shows it; the filters pick by caller,
+// path, failure and instance.
 func TestTapLinesAndFilters(t *testing.T) {
-	line := func(s string) *runtimev1.LogsResponse {
-		return &runtimev1.LogsResponse{Time: timestamppb.New(time.Unix(1_800_000_000, 0)), Instance: "h-1", Source: "sidecar", Line: s}
+	req := func(source string, grpc int32, dur time.Duration) *tapv1.WatchResponse {
+		return &tapv1.WatchResponse{Time: timestamppb.New(time.Unix(1_800_000_000, 0)), Instance: "h-1", Source: source, Method: "POST",
+			Path: "/pkg.H/Call", Code: 200, GrpcStatus: grpc, Duration: durationpb.New(dur), Protocol: "HTTP/3", RequestId: "r1"}
 	}
-	ok := line(`time=x level=INFO msg=request component=proxy direction=inbound method=POST authority=helloworld path=/pkg.H/Call source=pingpong.default destination=helloworld.default transport=quic code=200 duration=212µs request_id=r1 grpc_status=0`)
-	fault := line(`time=x level=INFO msg=request component=proxy direction=inbound method=POST authority=helloworld path=/pkg.H/Call source=web.shop destination=helloworld.default transport=tls code=200 duration=1ms request_id=r2 grpc_status=14`)
-	mistake := line(`time=x level=INFO msg=request component=proxy direction=inbound method=POST authority=helloworld path=/pkg.H/Call source=web.shop destination=helloworld.default transport=tls code=200 duration=1ms request_id=r3 grpc_status=3`)
-	for _, l := range []*runtimev1.LogsResponse{
-		line(`time=x level=INFO msg=request component=proxy direction=outbound method=POST path=/x`),
-		line(`time=x level=INFO msg="sidecar ready" component=sidecar`),
-		{Source: "app", Line: ok.Line},
-	} {
-		if _, is := tapLine(l); is {
-			t.Errorf("not a request the service took, read as one: %q", l.Line)
-		}
+	r := tapLine(req("spiffe://micromesh.local/ns/default/svc/pingpong", 0, 0))
+	if r.Source != "pingpong.default" || r.Path != "/pkg.H/Call" || r.Code != 200 || r.GRPCStatus != "0" || r.Duration != "<1ms" || r.Transport != "quic" || r.Instance != "h-1" || r.RequestID != "r1" {
+		t.Fatalf("tapLine = %+v", r)
 	}
-	r, is := tapLine(ok)
-	if !is || r.Source != "pingpong.default" || r.Path != "/pkg.H/Call" || r.Code != 200 || r.GRPCStatus != "0" || r.Duration != "212µs" || r.Transport != "quic" || r.Instance != "h-1" {
-		t.Fatalf("tapLine = %+v, %v", r, is)
+	f := tapLine(req("spiffe://micromesh.local/ns/shop/svc/web", 14, 3*time.Millisecond)) // UNAVAILABLE: the server's fault
+	m := tapLine(req("spiffe://micromesh.local/ns/shop/svc/web", 3, time.Millisecond))    // INVALID_ARGUMENT: the caller's
+	if f.Source != "web.shop" || f.Duration != "3ms" {
+		t.Errorf("tapLine = %+v", f)
 	}
-	f, _ := tapLine(fault)
-	m, _ := tapLine(mistake)
+	if h := tapLine(&tapv1.WatchResponse{Code: 404, GrpcStatus: -1, Protocol: "HTTP/1.1"}); h.GRPCStatus != "" || h.Transport != "tls" || h.Source != "-" {
+		t.Errorf("an HTTP request from no verified caller: %+v", h)
+	}
 	for _, c := range []struct {
 		filter tapFilter
-		want   [3]bool // ok, fault, mistake
+		want   [3]bool // r, f, m
 	}{
 		{tapFilter{}, [3]bool{true, true, true}},
 		{tapFilter{from: "pingpong"}, [3]bool{true, false, false}},
@@ -53,7 +39,9 @@ func TestTapLinesAndFilters(t *testing.T) {
 		{tapFilter{from: "web.default"}, [3]bool{false, false, false}},
 		{tapFilter{path: "/pkg.H/"}, [3]bool{true, true, true}},
 		{tapFilter{path: "/other"}, [3]bool{false, false, false}},
-		{tapFilter{failed: true}, [3]bool{false, true, false}}, // UNAVAILABLE is the server's fault, INVALID_ARGUMENT the caller's
+		{tapFilter{failed: true}, [3]bool{false, true, false}},
+		{tapFilter{instances: map[string]bool{"h-2": true}}, [3]bool{false, false, false}},
+		{tapFilter{instances: map[string]bool{"h-1": true}}, [3]bool{true, true, true}},
 	} {
 		got := [3]bool{c.filter.keep(r), c.filter.keep(f), c.filter.keep(m)}
 		if got != c.want {

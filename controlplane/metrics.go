@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/micromesh/micromesh/controlplane/stats"
+	"github.com/micromesh/micromesh/controlplane/tap"
 	"github.com/micromesh/micromesh/controlplane/traces"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/identity/ca"
@@ -168,6 +169,12 @@ func (m *metrics) registerStats(c *stats.Collector) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_stats_rejected_total", Help: "Data points of request metrics refused as malformed (OTLP partial success)."},
 			func() float64 { _, n := c.Stats(); return float64(n) }),
 	)
+}
+
+// registerTap exports the tap collector's count.
+func (m *metrics) registerTap(c *tap.Collector) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_tap_records_total", Help: "Access log records proxies sent the control plane (meshctl tap)."},
+		func() float64 { return float64(c.Records()) }))
 }
 
 // registerTraces exports the trace collector's, store's and forwarder's

@@ -18,6 +18,7 @@ import (
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	collectorlogsv1 "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	collectormetricsv1 "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	collectortracev1 "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"golang.org/x/sync/errgroup"
@@ -31,6 +32,7 @@ import (
 	"github.com/micromesh/micromesh/controlplane/registry/consul"
 	"github.com/micromesh/micromesh/controlplane/registry/embedded"
 	"github.com/micromesh/micromesh/controlplane/stats"
+	"github.com/micromesh/micromesh/controlplane/tap"
 	"github.com/micromesh/micromesh/controlplane/traces"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/identity/ca"
@@ -40,6 +42,7 @@ import (
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
 	statsv1 "github.com/micromesh/micromesh/proto/stats/v1"
+	tapv1 "github.com/micromesh/micromesh/proto/tap/v1"
 	tracev1 "github.com/micromesh/micromesh/proto/trace/v1"
 	"github.com/micromesh/micromesh/runtime"
 	"github.com/micromesh/micromesh/xds"
@@ -219,6 +222,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	collectormetricsv1.RegisterMetricsServiceServer(s.grpc, statsCollector)
 	statsv1.RegisterStatsServiceServer(s.grpc, stats.NewAPI(s.stats, caller, s.registeredServices))
 	s.metrics.registerStats(statsCollector)
+	hub := tap.NewHub()
+	tapCollector := tap.NewCollector(hub, caller, cfg.Logger)
+	collectorlogsv1.RegisterLogsServiceServer(s.grpc, tapCollector)
+	tapv1.RegisterTapServiceServer(s.grpc, tap.NewAPI(hub, caller))
+	s.metrics.registerTap(tapCollector)
 	s.runtime, err = runtime.Open(runtime.Options{
 		Home: cfg.Home, ControlPlane: s.grpcLn.Addr().String(), TrustDomain: ca.TrustDomain(),
 		Mint: ca.Tokens().Mint, SidecarCommand: cfg.SidecarCommand, Advertise: cfg.Advertise, Logger: cfg.Logger,

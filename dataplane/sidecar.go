@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/micromesh/micromesh/dataplane/accesslog"
 	"github.com/micromesh/micromesh/dataplane/config"
 	"github.com/micromesh/micromesh/dataplane/otlpwire"
 	"github.com/micromesh/micromesh/dataplane/proxy"
@@ -130,6 +131,7 @@ type Sidecar struct {
 	warm *warmer
 	// spans exports traced requests' spans to the control plane.
 	spans *tracing.Exporter
+	tap   *accesslog.Exporter // access log records for meshctl tap
 	// stats exports request metrics to the control plane; nil if off.
 	stats *stats.Exporter
 }
@@ -178,6 +180,7 @@ func New(o Options) (*Sidecar, error) {
 		identity.WithSourceLogger(o.Logger.With("component", "sidecar-cert")),
 		identity.OnRotate(func(c *identity.Credentials) error { return c.WriteDir(o.CertDir) }))
 	s.spans = tracing.NewExporter(tracing.Resource{Instance: o.Instance, SDK: "micromesh-sidecar"}, o.Logger.With("component", "tracing"))
+	s.tap = accesslog.NewExporter(otlpwire.Resource{Instance: o.Instance, SDK: "micromesh-sidecar"}, o.Logger.With("component", "accesslog"))
 	var qlogTracer proxy.QUICTracer
 	if o.QlogDir != "" {
 		var err error
@@ -192,6 +195,7 @@ func New(o Options) (*Sidecar, error) {
 		Metrics:    s.reg,
 		QUICTracer: qlogTracer,
 		Spans:      s.spans,
+		Tap:        s.tap,
 	})
 	s.lst.src = s.src
 	s.lst.proxy = s.proxy
@@ -277,6 +281,10 @@ func New(o Options) (*Sidecar, error) {
 			func() float64 { n, _, _ := s.spans.Stats(); return float64(n) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_spans_dropped_total", Help: "Spans dropped: the export queue was full, or the control plane refused them."},
 			func() float64 { _, d, f := s.spans.Stats(); return float64(d + f) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_access_log_records_exported_total", Help: "Access log records (meshctl tap) sent to the control plane."},
+			func() float64 { n, _, _ := s.tap.Stats(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_access_log_records_dropped_total", Help: "Access log records dropped: the export queue was full, or the control plane refused them."},
+			func() float64 { _, d, f := s.tap.Stats(); return float64(d + f) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "micromesh_config_held", Help: "1 while an accepted configuration waits for what it refers to (a new cluster's endpoints) before it goes in force."},
 			func() float64 {
 				if s.warm.holding() {
@@ -394,9 +402,10 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("control plane address %q: %w", s.o.ControlPlane, err)
 	}
-	spansDone, statsDone := make(chan struct{}), make(chan struct{})
-	defer func() { stopXDS(); <-spansDone; <-statsDone; _ = spansConn.Close() }()
+	spansDone, statsDone, tapDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	defer func() { stopXDS(); <-spansDone; <-statsDone; <-tapDone; _ = spansConn.Close() }()
 	go func() { defer close(spansDone); s.spans.Run(xctx, spansConn) }()
+	go func() { defer close(tapDone); s.tap.Run(xctx, spansConn) }()
 	go func() {
 		defer close(statsDone)
 		if s.stats != nil {

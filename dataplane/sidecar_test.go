@@ -91,7 +91,13 @@ func call(t *testing.T, outbound, host, path string, header http.Header) (*http.
 
 func metrics(t *testing.T, admin string) string {
 	t.Helper()
-	resp, err := http.Get("http://" + admin + "/metrics")
+	return adminText(t, admin, "/metrics")
+}
+
+// adminText is what a sidecar's admin endpoint answers at path.
+func adminText(t *testing.T, admin, path string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	otelalsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/open_telemetry/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	rbacfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
@@ -15,6 +16,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	commonv1 "go.opentelemetry.io/proto/otlp/common/v1"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -75,16 +77,54 @@ func (b *builder) inboundHCM(codec hcm.HttpConnectionManager_CodecType) *hcm.Htt
 }
 
 // AccessLogger is the access logger of a service's inbound listeners when
-// its policy says access_log=on.
-const AccessLogger = "envoy.access_loggers.stdout"
+// its policy says access_log=on; TapLogger sends the same requests to the
+// control plane, for meshctl tap.
+const (
+	AccessLogger = "envoy.access_loggers.stdout"
+	TapLogger    = "envoy.access_loggers.open_telemetry"
+)
+
+// TapLogName is the log name of TapLogger's records.
+const TapLogName = "micromesh.tap"
+
+// TapAttributes are the attributes of each request TapLogger sends, as
+// Envoy's command operators: the built-in sidecar knows these and no
+// others.
+var TapAttributes = []struct{ Key, Format string }{
+	{"source.principal", "%DOWNSTREAM_PEER_URI_SAN%"},
+	{"http.request.method", "%REQ(:METHOD)%"},
+	{"url.path", "%REQ(:PATH)%"},
+	{"http.response.status_code", "%RESPONSE_CODE%"},
+	{"rpc.grpc.status_code", "%GRPC_STATUS_NUMBER%"},
+	{"duration_ms", "%DURATION%"},
+	{"network.protocol.name", "%PROTOCOL%"},
+	{"request_id", "%REQ(X-REQUEST-ID)%"},
+}
+
+// tapFlushInterval is how long TapLogger holds records before it sends them.
+const tapFlushInterval = 500 * time.Millisecond
 
 // inboundAccessLog is Envoy's stdout access logger in its default format
-// when the service's policy asks for access logs; none otherwise.
+// and its OpenTelemetry access logger to the control plane when the
+// service's policy asks for access logs; none otherwise.
 func (b *builder) inboundAccessLog() []*accesslogv3.AccessLog {
 	if s := b.ownService(); s == nil || !s.Policy.AccessLog {
 		return nil
 	}
-	return []*accesslogv3.AccessLog{{Name: AccessLogger, ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: toAny(&streamv3.StdoutAccessLog{})}}}
+	attrs := &commonv1.KeyValueList{}
+	for _, a := range TapAttributes {
+		attrs.Values = append(attrs.Values, &commonv1.KeyValue{Key: a.Key, Value: &commonv1.AnyValue{Value: &commonv1.AnyValue_StringValue{StringValue: a.Format}}})
+	}
+	tap := &otelalsv3.OpenTelemetryAccessLogConfig{
+		GrpcService:         controlPlaneService(),
+		LogName:             TapLogName,
+		Attributes:          attrs,
+		BufferFlushInterval: durationpb.New(tapFlushInterval),
+	}
+	return []*accesslogv3.AccessLog{
+		{Name: AccessLogger, ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: toAny(&streamv3.StdoutAccessLog{})}},
+		{Name: TapLogger, ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: toAny(tap)}},
+	}
 }
 
 // inboundFilters: when the service asks for accounts' tokens, the

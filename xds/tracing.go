@@ -11,7 +11,7 @@ import (
 )
 
 // ControlPlaneCluster is the bootstrap's cluster of the control plane
-// (xDS, and the spans proxies export).
+// (xDS, and the spans, metrics and access logs proxies export).
 const ControlPlaneCluster = "xds_cluster"
 
 // OpenTelemetryTracer names Envoy's OpenTelemetry tracer.
@@ -29,6 +29,15 @@ type Tracing struct {
 // tracingExportTimeout bounds one export of spans.
 const tracingExportTimeout = 10 * time.Second
 
+// controlPlaneService is the gRPC service proxies export telemetry to:
+// the control plane, through the bootstrap's cluster.
+func controlPlaneService() *core.GrpcService {
+	return &core.GrpcService{
+		TargetSpecifier: &core.GrpcService_EnvoyGrpc_{EnvoyGrpc: &core.GrpcService_EnvoyGrpc{ClusterName: ControlPlaneCluster}},
+		Timeout:         durationpb.New(tracingExportTimeout),
+	}
+}
+
 // hcmTracing is a connection manager's tracing for the proxy, nil when
 // the mesh traces nothing. Spans carry the service as "name.namespace".
 func (b *builder) hcmTracing() *hcm.HttpConnectionManager_Tracing {
@@ -37,10 +46,7 @@ func (b *builder) hcmTracing() *hcm.HttpConnectionManager_Tracing {
 		return nil
 	}
 	otel := &tracev3.OpenTelemetryConfig{
-		GrpcService: &core.GrpcService{
-			TargetSpecifier: &core.GrpcService_EnvoyGrpc_{EnvoyGrpc: &core.GrpcService_EnvoyGrpc{ClusterName: ControlPlaneCluster}},
-			Timeout:         durationpb.New(tracingExportTimeout),
-		},
+		GrpcService: controlPlaneService(),
 		ServiceName: b.proxy.Service + "." + b.proxy.Namespace,
 	}
 	return &hcm.HttpConnectionManager_Tracing{

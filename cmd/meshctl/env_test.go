@@ -15,6 +15,7 @@ import (
 
 	"github.com/micromesh/micromesh/internal/netnstest"
 	"github.com/micromesh/micromesh/internal/poll"
+	"github.com/micromesh/micromesh/internal/syncbuf"
 )
 
 // meshctl on another machine: an environment added with the server's
@@ -232,6 +233,22 @@ func TestRemoteEnvironment(t *testing.T) {
 	}
 	if out := must("", "check"); !strings.Contains(out, "√ reachable") || !strings.Contains(out, "√ in sync") || !strings.Contains(out, "all checks passed") {
 		t.Errorf("check as ops:\n%s", out)
+	}
+	// tap, through the proxy: the calls the proxy relays to helloworld.
+	tap := exec.CommandContext(ctx, meshctl, "tap", "helloworld", "-o", "json")
+	tap.Env = env
+	tapped := &syncbuf.Buffer{}
+	tap.Stdout, tap.Stderr = tapped, tapped
+	if err := tap.Start(); err != nil {
+		t.Fatal(err)
+	}
+	poll.Until(t, "a call through the proxy in tap's output, through the proxy", 20*time.Second, 300*time.Millisecond, func() bool {
+		_, _ = run("", "call", "helloworld", "Helloworld.Call", `{"name":"Tap"}`)
+		return strings.Contains(tapped.String(), `"source": "proxy.micromesh"`)
+	})
+	_ = tap.Process.Signal(os.Interrupt)
+	if err := tap.Wait(); err != nil {
+		t.Errorf("tap as ops after Ctrl-C: %v\n%s", err, tapped.String())
 	}
 	must("", "policy", "clear", "helloworld")
 	must("", "logout")

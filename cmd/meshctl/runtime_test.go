@@ -177,7 +177,7 @@ func TestGitSourceUpdateAndCrashLoop(t *testing.T) {
 	if out := srv.run(ctx, t, meshctl, "services", "-o", "json"); strings.Contains(out, "access_log") {
 		t.Errorf("tap ended, helloworld's access log still on:\n%s", out)
 	}
-	if out, err := srv.try(ctx, meshctl, "tap", "nosuch"); err == nil || !strings.Contains(out, "nosuch does not run in namespace default") {
+	if out, err := srv.try(ctx, meshctl, "tap", "nosuch"); err == nil || !strings.Contains(out, "nosuch is not a service in namespace default") {
 		t.Errorf("tap nosuch: %v\n%s", err, out)
 	}
 	for _, bad := range [][]string{{"scale", "helloworld", "0"}, {"scale", "helloworld", "17"}, {"scale", "nosuch", "2"}} {

@@ -120,7 +120,7 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 	if err != nil {
 		return fmt.Errorf("network filter %q: %w", fc.Filters[0].Name, err)
 	}
-	accessLog, err := compileAccessLogs(m.AccessLogs)
+	accessLog, tap, err := compileAccessLogs(m.AccessLogs)
 	if err != nil {
 		return fmt.Errorf("network filter %q: %w", fc.Filters[0].Name, err)
 	}
@@ -142,7 +142,7 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 		if filters.jwt != nil {
 			return errors.New("a jwt_authn filter on the outbound listener is not supported (services verify their callers' tokens)")
 		}
-		c.Outbound = &Outbound{Name: l.Name, Address: addr, Route: m.RDS.RouteConfigName, RequestID: requestID, Tracing: tracing, AccessLog: accessLog,
+		c.Outbound = &Outbound{Name: l.Name, Address: addr, Route: m.RDS.RouteConfigName, RequestID: requestID, Tracing: tracing, AccessLog: accessLog, Tap: tap,
 			RateLimit: filters.rateLimit, RateLimitFilter: filters.rateLimitFilter, RateLimitBeforeRBAC: filters.rateLimitBeforeRBAC,
 			Fault: filters.fault, FaultFilter: filters.faultFilter, FaultFirst: filters.faultFirst}
 		return nil
@@ -151,7 +151,7 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 		// Faults are the caller's to inject (as Istio and gRPC do).
 		return fmt.Errorf("HTTP filter %q: fault injection on an inbound listener is not supported (only on the outbound one)", filters.faultFilter)
 	}
-	in := &Inbound{Name: l.Name, Address: addr, UDP: udp, RBAC: filters.rbac, JWT: filters.jwt, RequestID: requestID, Tracing: tracing, AccessLog: accessLog,
+	in := &Inbound{Name: l.Name, Address: addr, UDP: udp, RBAC: filters.rbac, JWT: filters.jwt, RequestID: requestID, Tracing: tracing, AccessLog: accessLog, Tap: tap,
 		RateLimit: filters.rateLimit, RateLimitFilter: filters.rateLimitFilter, RateLimitBeforeRBAC: filters.rateLimitBeforeRBAC}
 	switch m.ForwardClientCertDetails {
 	case xdswire.XFCCSanitize:
@@ -1076,31 +1076,4 @@ func durOr(d, def time.Duration) time.Duration {
 		return def
 	}
 	return d
-}
-
-// compileAccessLogs reads a connection manager's access loggers: the
-// proxy logs every request (one structured line, info level) when it has
-// Envoy's stdout or stderr logger; anything it would not write as asked
-// (a filter, a format of one's own, another logger) is refused.
-func compileAccessLogs(logs []*xdswire.AccessLog) (bool, error) {
-	for _, l := range logs {
-		if l.Refused != "" {
-			return false, fmt.Errorf("access log %q: %s is not supported (the sidecar logs every request, in its own format)", l.Name, l.Refused)
-		}
-		var sl *xdswire.StreamAccessLog
-		if l.TypedConfig != nil {
-			sl, _ = l.TypedConfig.Msg.(*xdswire.StreamAccessLog)
-		}
-		if sl == nil {
-			typ := "none"
-			if l.TypedConfig != nil {
-				typ = l.TypedConfig.TypeURL
-			}
-			return false, fmt.Errorf("access log %q: type %s is not supported (the sidecar writes envoy.access_loggers.stdout and stderr)", l.Name, typ)
-		}
-		if sl.Refused != "" {
-			return false, fmt.Errorf("access log %q: %s is not supported (the sidecar logs every request in its own format)", l.Name, sl.Refused)
-		}
-	}
-	return len(logs) > 0, nil
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -1415,14 +1416,25 @@ func TestRBACFiltersChain(t *testing.T) {
 }
 
 // Access loggers: Envoy's stdout and stderr turn the proxy's request log
-// on; what it would not write as asked is refused, naming it.
+// on, its OpenTelemetry logger to the control plane turns tap records on;
+// what it would not write as asked is refused, naming it.
 func TestCompileAccessLogs(t *testing.T) {
 	stdout := &xdswire.Any{TypeURL: xdswire.StdoutAccessLogType, Msg: &xdswire.StreamAccessLog{}}
-	if on, err := compileAccessLogs(nil); on || err != nil {
-		t.Errorf("none: %v %v", on, err)
+	if on, tap, err := compileAccessLogs(nil); on || tap != nil || err != nil {
+		t.Errorf("none: %v %v %v", on, tap, err)
 	}
-	if on, err := compileAccessLogs([]*xdswire.AccessLog{{Name: "envoy.access_loggers.stdout", TypedConfig: stdout}}); !on || err != nil {
-		t.Errorf("stdout: %v %v", on, err)
+	if on, tap, err := compileAccessLogs([]*xdswire.AccessLog{{Name: "envoy.access_loggers.stdout", TypedConfig: stdout}}); !on || tap != nil || err != nil {
+		t.Errorf("stdout: %v %v %v", on, tap, err)
+	}
+	otel := func(cluster string, attrs ...xdswire.KeyFormat) *xdswire.Any {
+		return &xdswire.Any{TypeURL: xdswire.OpenTelemetryAccessLogType, Msg: &xdswire.OpenTelemetryAccessLog{
+			GRPCService: &xdswire.GRPCService{EnvoyGRPC: &xdswire.EnvoyGRPC{ClusterName: cluster}}, LogName: "micromesh.tap", Attributes: attrs}}
+	}
+	on, tap, err := compileAccessLogs([]*xdswire.AccessLog{{Name: "envoy.access_loggers.stdout", TypedConfig: stdout},
+		{Name: "tap", TypedConfig: otel("xds_cluster", xdswire.KeyFormat{Key: "url.path", Format: "%REQ(:PATH)%"}, xdswire.KeyFormat{Key: "code", Format: "%RESPONSE_CODE%"})}})
+	if !on || err != nil || tap == nil || tap.LogName != "micromesh.tap" || tap.FlushInterval != time.Second ||
+		!slices.Equal(tap.Attributes, []TapAttribute{{"url.path", TapPath}, {"code", TapCode}}) {
+		t.Errorf("stdout and OpenTelemetry: %v %+v %v", on, tap, err)
 	}
 	for _, c := range []struct {
 		log  *xdswire.AccessLog
@@ -1432,8 +1444,12 @@ func TestCompileAccessLogs(t *testing.T) {
 		{&xdswire.AccessLog{Name: "fmt", TypedConfig: &xdswire.Any{TypeURL: xdswire.StdoutAccessLogType, Msg: &xdswire.StreamAccessLog{Refused: "log_format"}}}, "log_format is not supported"},
 		{&xdswire.AccessLog{Name: "file", TypedConfig: &xdswire.Any{TypeURL: "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"}}, "type type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog is not supported"},
 		{&xdswire.AccessLog{Name: "bare"}, "type none is not supported"},
+		{&xdswire.AccessLog{Name: "elsewhere", TypedConfig: otel("collector")}, `cluster "collector": the built-in proxy sends access logs to the control plane only`},
+		{&xdswire.AccessLog{Name: "op", TypedConfig: otel("xds_cluster", xdswire.KeyFormat{Key: "ua", Format: "%REQ(USER-AGENT)%"})}, `attribute "ua": format "%REQ(USER-AGENT)%" is not supported`},
+		{&xdswire.AccessLog{Name: "mixed", TypedConfig: otel("xds_cluster", xdswire.KeyFormat{Key: "p", Format: "path=%REQ(:PATH)%"})}, `format "path=%REQ(:PATH)%" is not supported`},
+		{&xdswire.AccessLog{Name: "body", TypedConfig: &xdswire.Any{TypeURL: xdswire.OpenTelemetryAccessLogType, Msg: &xdswire.OpenTelemetryAccessLog{Refused: "body"}}}, `access log "body": body is not supported`},
 	} {
-		if _, err := compileAccessLogs([]*xdswire.AccessLog{c.log}); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, _, err := compileAccessLogs([]*xdswire.AccessLog{c.log}); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", c.log.Name, err, c.want)
 		}
 	}

@@ -76,6 +76,9 @@ type Outbound struct {
 	// AccessLog: the listener logs every request (Envoy's stdout or
 	// stderr access logger).
 	AccessLog bool
+	// Tap, if set, sends each request to the control plane as an OTLP
+	// log record (Envoy's OpenTelemetry access logger).
+	Tap *Tap
 	// RateLimit is the listener's local rate limit, nil for none;
 	// RateLimitFilter the rate limit filter's name ("" without one: routes'
 	// own limits need it), RateLimitBeforeRBAC whether it comes before the
@@ -135,6 +138,9 @@ type Inbound struct {
 	Tracing *Tracing
 	// AccessLog: as Outbound.AccessLog.
 	AccessLog bool
+	// Tap, if set, sends each request to the control plane as an OTLP
+	// log record (Envoy's OpenTelemetry access logger).
+	Tap *Tap
 	// RateLimit, RateLimitFilter, RateLimitBeforeRBAC: as Outbound's.
 	RateLimit           *RateLimit
 	RateLimitFilter     string

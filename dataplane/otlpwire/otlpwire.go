@@ -28,6 +28,7 @@ func Int(k string, v int64) Attr { return Attr{Key: k, Int: v, IsInt: true} }
 type Resource struct {
 	Instance string // service.instance.id
 	SDK      string // telemetry.sdk.name
+	Attrs    []Attr // any others
 }
 
 // AppendResource appends an opentelemetry.proto.resource.v1.Resource of
@@ -40,6 +41,9 @@ func AppendResource(b []byte, num protowire.Number, service string, res Resource
 	}
 	if res.SDK != "" {
 		r = AppendAttr(r, 1, String("telemetry.sdk.name", res.SDK))
+	}
+	for _, a := range res.Attrs {
+		r = AppendAttr(r, 1, a)
 	}
 	return AppendBytes(b, num, r)
 }
@@ -146,4 +150,18 @@ func Fields(b []byte, fn func(num protowire.Number, typ protowire.Type, v []byte
 		b = b[m:]
 	}
 	return true
+}
+
+// GroupInOrder groups items by key, the groups in the order their first
+// item appears: one resource's worth of spans or records each.
+func GroupInOrder[T any, K comparable](items []T, key func(T) K) (order []K, groups map[K][]T) {
+	groups = map[K][]T{}
+	for _, it := range items {
+		k := key(it)
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], it)
+	}
+	return order, groups
 }

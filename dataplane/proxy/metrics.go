@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/micromesh/micromesh/dataplane/config"
 )
 
 // Registerer is where the proxy's metrics are registered.
@@ -170,8 +172,12 @@ func (p *Proxy) record(w http.ResponseWriter, r *http.Request, dir direction, so
 		method = p.m.methods.label(r.URL.Path)
 	}
 	p.traceEnd(r, dir, source, dest, transport, code, grpcCode, now)
+	stdout, tap := p.listenerLogs(dir, transport)
+	if tap != nil && p.tap != nil {
+		p.tapRecord(tap, r, dir, code, grpcCode, start, elapsed)
+	}
 	// The line before the counts: a request counted has been logged.
-	if p.accessLog || p.listenerLogs(dir, transport) {
+	if p.accessLog || stdout {
 		p.log.Info("request", "direction", dir, "method", r.Method, "authority", r.Host, "path", r.URL.Path,
 			"source", source, "destination", dest, "transport", transport, "code", code, "duration", elapsed,
 			"request_id", r.Header.Get(requestIDHeader), "grpc_status", grpcLabel(grpcCode))
@@ -180,22 +186,30 @@ func (p *Proxy) record(w http.ResponseWriter, r *http.Request, dir direction, so
 	p.m.duration.WithLabelValues(string(dir), dest, method).Observe(elapsed.Seconds())
 }
 
-// listenerLogs reports whether the listener a request came in on has an
-// access log (Envoy's stdout logger: a service's policy access_log=on).
-func (p *Proxy) listenerLogs(dir direction, transport string) bool {
+// listenerLogs returns the access logs of the listener a request came in
+// on: Envoy's stdout logger, and its OpenTelemetry logger (a service's
+// policy access_log=on puts both on its inbound listeners).
+func (p *Proxy) listenerLogs(dir direction, transport string) (stdout bool, tap *config.Tap) {
 	st := p.state.Load()
 	if st == nil || st.cfg == nil {
-		return false
+		return false, nil
 	}
 	c := st.cfg
 	switch {
 	case dir == outbound:
-		return c.Outbound != nil && c.Outbound.AccessLog
+		if c.Outbound != nil {
+			return c.Outbound.AccessLog, c.Outbound.Tap
+		}
 	case transport == "quic":
-		return c.InboundQUIC != nil && c.InboundQUIC.AccessLog
+		if c.InboundQUIC != nil {
+			return c.InboundQUIC.AccessLog, c.InboundQUIC.Tap
+		}
 	default:
-		return c.Inbound != nil && c.Inbound.AccessLog
+		if c.Inbound != nil {
+			return c.Inbound.AccessLog, c.Inbound.Tap
+		}
 	}
+	return false, nil
 }
 
 // grpcStatus is a gRPC answer's status: in its headers when the answer is

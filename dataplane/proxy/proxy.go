@@ -37,6 +37,7 @@ type Proxy struct {
 	peers     peerCache
 	qlog      QUICTracer
 	spans     SpanRecorder // nil: no tracing
+	tap       TapRecorder  // nil: no access log records to the control plane
 	// recording counts recorded requests in flight (tracedSpan's fast
 	// path); a request that never ends its span leaves it above zero,
 	// which costs only the fast path.
@@ -81,6 +82,9 @@ type Options struct {
 	// Spans, if set, takes the spans of traced requests (listeners with
 	// tracing); without it no request is traced.
 	Spans SpanRecorder
+	// Tap, if set, takes the access log records of listeners with Envoy's
+	// OpenTelemetry access logger; without it none are made.
+	Tap TapRecorder
 }
 
 // DefaultInitialFetchTimeout is Options.InitialFetchTimeout's default.
@@ -99,7 +103,7 @@ func New(creds *identity.Source, o Options) *Proxy {
 	if o.InitialFetchTimeout <= 0 {
 		o.InitialFetchTimeout = DefaultInitialFetchTimeout
 	}
-	p := &Proxy{self: o.Self, creds: creds, log: o.Logger, accessLog: o.AccessLog, m: newMetrics(o.Metrics), qlog: o.QUICTracer, spans: o.Spans,
+	p := &Proxy{self: o.Self, creds: creds, log: o.Logger, accessLog: o.AccessLog, m: newMetrics(o.Metrics), qlog: o.QUICTracer, spans: o.Spans, tap: o.Tap,
 		warm: make(chan struct{}), warmWithin: o.InitialFetchTimeout}
 	if creds != nil {
 		if c := creds.Current(); c != nil {

@@ -18,14 +18,7 @@ type Resource = otlpwire.Resource
 // opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest holding
 // spans, one ResourceSpans per service in the order they first appear.
 func AppendExportRequest(b []byte, res Resource, spans []*Span) []byte {
-	var order []string
-	by := map[string][]*Span{}
-	for _, s := range spans {
-		if _, ok := by[s.Service]; !ok {
-			order = append(order, s.Service)
-		}
-		by[s.Service] = append(by[s.Service], s)
-	}
+	order, by := otlpwire.GroupInOrder(spans, func(s *Span) string { return s.Service })
 	for _, svc := range order {
 		rs := otlpwire.AppendResource(nil, 1, svc, res)
 		// scope_spans (2): scope (1) then spans (2)

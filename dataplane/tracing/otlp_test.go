@@ -6,7 +6,6 @@ import (
 
 	collectorv1 "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracev1 "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/micromesh/micromesh/dataplane/otlpwire"
@@ -84,23 +83,4 @@ func TestPartialSuccess(t *testing.T) {
 	if n, _ := otlpwire.PartialSuccess(nil); n != 0 {
 		t.Errorf("empty answer: %d rejected", n)
 	}
-}
-
-// splitSpans returns the encoded spans of an export request (for tests
-// that count them without OTLP's types).
-func splitSpans(b []byte) [][]byte {
-	var out [][]byte
-	in := func(want protowire.Number, fn func([]byte)) func(protowire.Number, protowire.Type, []byte) {
-		return func(num protowire.Number, typ protowire.Type, v []byte) {
-			if num == want && typ == protowire.BytesType {
-				fn(v)
-			}
-		}
-	}
-	otlpwire.Fields(b, in(1, func(rs []byte) {
-		otlpwire.Fields(rs, in(2, func(ss []byte) {
-			otlpwire.Fields(ss, in(2, func(sp []byte) { out = append(out, sp) }))
-		}))
-	}))
-	return out
 }

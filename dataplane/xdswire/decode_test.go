@@ -2,6 +2,7 @@ package xdswire
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbac "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	otelalsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/open_telemetry/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	faultcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
@@ -20,7 +22,9 @@ import (
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	tracingv3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	otlpcommon "go.opentelemetry.io/proto/otlp/common/v1"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -540,5 +544,34 @@ func TestDecodesAccessLogs(t *testing.T) {
 		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: stdout}}}}).(*HTTPConnectionManager)
 	if filtered.AccessLogs[0].Refused != "filter" {
 		t.Errorf("a filter: Refused %q", filtered.AccessLogs[0].Refused)
+	}
+
+	// The OpenTelemetry logger as the control plane writes it.
+	str := func(s string) *otlpcommon.AnyValue {
+		return &otlpcommon.AnyValue{Value: &otlpcommon.AnyValue_StringValue{StringValue: s}}
+	}
+	otel := &otelalsv3.OpenTelemetryAccessLogConfig{
+		GrpcService: &core.GrpcService{TargetSpecifier: &core.GrpcService_EnvoyGrpc_{EnvoyGrpc: &core.GrpcService_EnvoyGrpc{ClusterName: "xds_cluster"}}},
+		LogName:     "micromesh.tap",
+		Attributes: &otlpcommon.KeyValueList{Values: []*otlpcommon.KeyValue{
+			{Key: "url.path", Value: str("%REQ(:PATH)%")}, {Key: "http.response.status_code", Value: str("%RESPONSE_CODE%")},
+		}},
+		BufferFlushInterval: durationpb.New(500 * time.Millisecond),
+	}
+	ol := decodeLike(t, otel).(*OpenTelemetryAccessLog)
+	if ol.Refused != "" || ol.LogName != "micromesh.tap" || ol.GRPCService.EnvoyGRPC.ClusterName != "xds_cluster" || ol.FlushInterval.D() != 500*time.Millisecond ||
+		!slices.Equal(ol.Attributes, KeyFormats{{"url.path", "%REQ(:PATH)%"}, {"http.response.status_code", "%RESPONSE_CODE%"}}) {
+		t.Errorf("OpenTelemetry access logger decoded as %+v", ol)
+	}
+	for want, cfg := range map[string]*otelalsv3.OpenTelemetryAccessLogConfig{
+		"body":                {Body: str("%REQ(:PATH)%")},
+		"resource_attributes": {ResourceAttributes: &otlpcommon.KeyValueList{Values: []*otlpcommon.KeyValue{{Key: "k", Value: str("v")}}}},
+		"custom_tags":         {CustomTags: []*tracingv3.CustomTag{{Tag: "t", Type: &tracingv3.CustomTag_Literal_{Literal: &tracingv3.CustomTag_Literal{Value: "v"}}}}},
+		"attributes: a value other than a string": {Attributes: &otlpcommon.KeyValueList{Values: []*otlpcommon.KeyValue{{Key: "n", Value: &otlpcommon.AnyValue{Value: &otlpcommon.AnyValue_IntValue{IntValue: 1}}}}}},
+		"grpc_service.google_grpc":                {GrpcService: &core.GrpcService{TargetSpecifier: &core.GrpcService_GoogleGrpc_{GoogleGrpc: &core.GrpcService_GoogleGrpc{TargetUri: "x", StatPrefix: "x"}}}},
+	} {
+		if got := decodeLike(t, cfg).(*OpenTelemetryAccessLog).Refused; got != want {
+			t.Errorf("%v: Refused %q, want %q", cfg, got, want)
+		}
 	}
 }

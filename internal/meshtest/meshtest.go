@@ -35,6 +35,7 @@ import (
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	statsv1 "github.com/micromesh/micromesh/proto/stats/v1"
+	tapv1 "github.com/micromesh/micromesh/proto/tap/v1"
 	tracev1 "github.com/micromesh/micromesh/proto/trace/v1"
 	"github.com/micromesh/micromesh/service"
 	"github.com/micromesh/micromesh/xds"
@@ -225,6 +226,12 @@ func (c *ControlPlane) TraceClient() tracev1.TraceServiceClient {
 func (c *ControlPlane) StatsClient() statsv1.StatsServiceClient {
 	c.env.t.Helper()
 	return statsv1.NewStatsServiceClient(c.Dial(c.Join(identity.SystemNamespace, "meshtest")))
+}
+
+// TapClient calls the tap API as a micromesh-namespace identity.
+func (c *ControlPlane) TapClient() tapv1.TapServiceClient {
+	c.env.t.Helper()
+	return tapv1.NewTapServiceClient(c.Dial(c.Join(identity.SystemNamespace, "meshtest")))
 }
 
 // Logs returns what the environment's processes have logged.

@@ -58,6 +58,7 @@ import (
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
 	statsv1 "github.com/micromesh/micromesh/proto/stats/v1"
+	tapv1 "github.com/micromesh/micromesh/proto/tap/v1"
 	tracev1 "github.com/micromesh/micromesh/proto/trace/v1"
 	"github.com/micromesh/micromesh/service/auth"
 )
@@ -287,15 +288,17 @@ func (p *Proxy) listServices(ss grpc.ServerStream, claims *auth.Claims) error {
 // ControlPlaneAuthority names the control plane's own APIs — the registry's
 // (policies, splits, instances), the admin API (proxy status and config),
 // the runtime's (run from git, status, logs, update, kill), the trace
-// API (traces, trace) and the stats API (stat) —, which the proxy relays for accounts with the
-// scope admin: meshctl's admin commands in a remote environment.
+// API (traces, trace), the stats API (stat) and the tap API (tap) —, which
+// the proxy relays for accounts with the scope admin: meshctl's admin
+// commands in a remote environment.
 const ControlPlaneAuthority = "controlplane." + identity.SystemNamespace
 
 // administered are the control plane's services an admin account reaches;
 // not the identity API (certificates come from join tokens minted on the
 // server's machine) nor xDS.
 var administered = []string{registryv1.RegistryService_ServiceDesc.ServiceName, adminv1.AdminService_ServiceDesc.ServiceName,
-	runtimev1.RuntimeService_ServiceDesc.ServiceName, tracev1.TraceService_ServiceDesc.ServiceName, statsv1.StatsService_ServiceDesc.ServiceName}
+	runtimev1.RuntimeService_ServiceDesc.ServiceName, tracev1.TraceService_ServiceDesc.ServiceName, statsv1.StatsService_ServiceDesc.ServiceName,
+	tapv1.TapService_ServiceDesc.ServiceName}
 
 // administer relays a call to the control plane's APIs, as the proxy's
 // platform identity, for an account with the scope admin; each call is

@@ -1,4 +1,4 @@
-package tracing
+package otlpexport
 
 import (
 	"context"
@@ -9,23 +9,25 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+const method = "/test.Collector/Export"
+
 // conn answers Export with the next of errs (nil: accepted), counting the
-// spans of accepted calls.
+// records of accepted calls (the test's encoding: a byte per record).
 type conn struct {
 	errs     []error
 	accepted int
 }
 
-func (c *conn) Invoke(_ context.Context, method string, args, _ any, _ ...grpc.CallOption) error {
-	if method != ExportMethod {
-		return status.Errorf(codes.Unimplemented, "%s", method)
+func (c *conn) Invoke(_ context.Context, m string, args, _ any, _ ...grpc.CallOption) error {
+	if m != method {
+		return status.Errorf(codes.Unimplemented, "%s", m)
 	}
 	var err error
 	if len(c.errs) > 0 {
 		err, c.errs = c.errs[0], c.errs[1:]
 	}
 	if err == nil {
-		c.accepted += countSpans(*args.(*[]byte))
+		c.accepted += len(*args.(*[]byte))
 	}
 	return err
 }
@@ -34,13 +36,10 @@ func (*conn) NewStream(context.Context, *grpc.StreamDesc, string, ...grpc.CallOp
 	return nil, status.Error(codes.Unimplemented, "no streams")
 }
 
-// countSpans counts the spans in an encoded export request.
-func countSpans(b []byte) int { return len(splitSpans(b)) }
-
 func TestExporterBoundsAndRetries(t *testing.T) {
-	e := NewExporter(Resource{}, nil)
-	for range MaxQueue + 10 {
-		e.Record(&Span{TraceID: NewTraceID(), SpanID: NewSpanID(), Service: "a.default"})
+	e := New("records", method, func(batch []int) []byte { return make([]byte, len(batch)) }, nil)
+	for i := range MaxQueue + 10 {
+		e.Record(i)
 	}
 	if _, dropped, _ := e.Stats(); dropped != 10 {
 		t.Fatalf("dropped %d past the queue's bound, want 10", dropped)
@@ -60,7 +59,7 @@ func TestExporterBoundsAndRetries(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.accepted != BatchSize {
-		t.Fatalf("the collector got %d spans, want a batch of %d", c.accepted, BatchSize)
+		t.Fatalf("the collector got %d records, want a batch of %d", c.accepted, BatchSize)
 	}
 	_ = e.Flush(ctx)
 	exported, dropped, failed := e.Stats()
