@@ -94,6 +94,25 @@ func metrics(t *testing.T, admin string) string {
 	return adminText(t, admin, "/metrics")
 }
 
+// echoPair starts sidecars a and b of namespace default in front of echo
+// apps, and waits until a reaches b.
+func echoPair(t *testing.T, cp *meshtest.ControlPlane) (a, b *meshtest.Sidecar) {
+	t.Helper()
+	a = cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
+	b = cp.StartSidecar("default", "b", meshtest.WithApp(startEcho(t, "b"), "http"))
+	waitReachable(t, a, "b")
+	return a, b
+}
+
+// waitReachable waits until from's outbound reaches service to.
+func waitReachable(t *testing.T, from *meshtest.Sidecar, to string) {
+	t.Helper()
+	waitFor(t, "the caller to reach "+to, func() bool {
+		resp, _ := call(t, from.Info.Outbound, to, "/", nil)
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
 // adminText is what a sidecar's admin endpoint answers at path.
 func adminText(t *testing.T, admin, path string) string {
 	t.Helper()

@@ -3,7 +3,6 @@ package dataplane_test
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -21,12 +20,7 @@ import (
 // logger), which hands it to whoever watches b; cleared, they stop.
 func TestTapOfAService(t *testing.T) {
 	cp := meshtest.NewEnv(t).StartControlPlane()
-	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
-	b := cp.StartSidecar("default", "b", meshtest.WithApp(startEcho(t, "b"), "http"))
-	waitFor(t, "a to reach b", func() bool {
-		resp, _ := call(t, a.Info.Outbound, "b", "/", nil)
-		return resp.StatusCode == http.StatusOK
-	})
+	a, b := echoPair(t, cp)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	watch, err := cp.TapClient().Watch(ctx, &tapv1.WatchRequest{Service: "b"})

@@ -97,10 +97,7 @@ func TestCallersRetryWhatTheServiceSays(t *testing.T) {
 		meshtest.WithOptions(func(o *dataplane.Options) {
 			o.Policy = map[string]string{"retries": "1", "retry_on": "429,reset", "/strict/*:retry_on": "503"}
 		}))
-	waitFor(t, "a to reach b", func() bool {
-		resp, _ := call(t, a.Info.Outbound, "b", "/", nil)
-		return resp.StatusCode == http.StatusOK
-	})
+	waitReachable(t, a, "b")
 	for i := range 6 {
 		if resp, e := call(t, a.Info.Outbound, "b", "/", nil); resp.StatusCode != http.StatusOK {
 			t.Fatalf("call %d: %d %q, want 200 (a 429 retried)", i, resp.StatusCode, e.Body)
@@ -404,10 +401,7 @@ func TestAnOperatorsPolicyReachesCallers(t *testing.T) {
 	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
 	cp.StartSidecar("default", "b", meshtest.WithApp(app.Listener.Addr().String(), "http"),
 		meshtest.WithOptions(func(o *dataplane.Options) { o.Policy = map[string]string{"timeout": "3s"} }))
-	waitFor(t, "a to reach b", func() bool {
-		resp, _ := call(t, a.Info.Outbound, "b", "/", nil)
-		return resp.StatusCode == http.StatusOK
-	})
+	waitReachable(t, a, "b")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -441,12 +435,7 @@ func TestAnOperatorsPolicyReachesCallers(t *testing.T) {
 // when the key is cleared. No restart, no flag.
 func TestAccessLogByPolicy(t *testing.T) {
 	cp := meshtest.NewEnv(t).StartControlPlane()
-	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
-	b := cp.StartSidecar("default", "b", meshtest.WithApp(startEcho(t, "b"), "http"))
-	waitFor(t, "a to reach b", func() bool {
-		resp, _ := call(t, a.Info.Outbound, "b", "/", nil)
-		return resp.StatusCode == http.StatusOK
-	})
+	a, b := echoPair(t, cp)
 	// served is how many of a's requests b's sidecar has counted: it logs
 	// a request before it counts it, so once counted, its line is there.
 	counted := regexp.MustCompile(`micromesh_requests_total\{destination="b.default",direction="inbound",[^}]*source="a.default",transport="quic"\} (\d+)`)

@@ -46,14 +46,7 @@ func AppendExportRequest(b []byte, res otlpwire.Resource, records []*Record) []b
 		if k.logName != "" {
 			res.Attrs = append(res.Attrs[:len(res.Attrs):len(res.Attrs)], otlpwire.String("log_name", k.logName))
 		}
-		rl := otlpwire.AppendResource(nil, 1, k.service, res)
-		// scope_logs (2): scope (1) then log_records (2)
-		sl := otlpwire.AppendScope(nil, 1, "micromesh.proxy")
-		for _, r := range by[k] {
-			sl = otlpwire.AppendBytes(sl, 2, appendRecord(nil, r))
-		}
-		rl = otlpwire.AppendBytes(rl, 2, sl)
-		b = otlpwire.AppendBytes(b, 1, rl)
+		b = otlpwire.AppendScoped(b, k.service, res, "micromesh.proxy", by[k], appendRecord)
 	}
 	return b
 }

@@ -48,6 +48,20 @@ func AppendResource(b []byte, num protowire.Number, service string, res Resource
 	return AppendBytes(b, num, r)
 }
 
+// AppendScoped appends, in field 1 of an export request, one resource
+// (service and res) holding one scope named scope with items, each
+// encoded by appendItem: a ResourceSpans of Spans, a ResourceLogs of
+// LogRecords (both: resource 1, scopes 2; a scope's name 1, items 2).
+func AppendScoped[T any](b []byte, service string, res Resource, scope string, items []T, appendItem func([]byte, T) []byte) []byte {
+	r := AppendResource(nil, 1, service, res)
+	s := AppendScope(nil, 1, scope)
+	for _, it := range items {
+		s = AppendBytes(s, 2, appendItem(nil, it))
+	}
+	r = AppendBytes(r, 2, s)
+	return AppendBytes(b, 1, r)
+}
+
 // AppendScope appends an InstrumentationScope named name in field num.
 func AppendScope(b []byte, num protowire.Number, name string) []byte {
 	return AppendBytes(b, num, AppendString(nil, 1, name))

@@ -20,14 +20,7 @@ type Resource = otlpwire.Resource
 func AppendExportRequest(b []byte, res Resource, spans []*Span) []byte {
 	order, by := otlpwire.GroupInOrder(spans, func(s *Span) string { return s.Service })
 	for _, svc := range order {
-		rs := otlpwire.AppendResource(nil, 1, svc, res)
-		// scope_spans (2): scope (1) then spans (2)
-		ss := otlpwire.AppendScope(nil, 1, "micromesh.proxy")
-		for _, s := range by[svc] {
-			ss = otlpwire.AppendBytes(ss, 2, appendSpan(nil, s))
-		}
-		rs = otlpwire.AppendBytes(rs, 2, ss)
-		b = otlpwire.AppendBytes(b, 1, rs)
+		b = otlpwire.AppendScoped(b, svc, res, "micromesh.proxy", by[svc], appendSpan)
 	}
 	return b
 }
