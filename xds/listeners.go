@@ -87,18 +87,31 @@ const (
 // TapLogName is the log name of TapLogger's records.
 const TapLogName = "micromesh.tap"
 
+// The keys of TapLogger's attributes (the control plane reads records by
+// them).
+const (
+	TapKeySource     = "source.principal"
+	TapKeyMethod     = "http.request.method"
+	TapKeyPath       = "url.path"
+	TapKeyCode       = "http.response.status_code"
+	TapKeyGRPCStatus = "rpc.grpc.status_code"
+	TapKeyDuration   = "duration_ms"
+	TapKeyProtocol   = "network.protocol.name"
+	TapKeyRequestID  = "request_id"
+)
+
 // TapAttributes are the attributes of each request TapLogger sends, as
 // Envoy's command operators: the built-in sidecar knows these and no
 // others.
 var TapAttributes = []struct{ Key, Format string }{
-	{"source.principal", "%DOWNSTREAM_PEER_URI_SAN%"},
-	{"http.request.method", "%REQ(:METHOD)%"},
-	{"url.path", "%REQ(:PATH)%"},
-	{"http.response.status_code", "%RESPONSE_CODE%"},
-	{"rpc.grpc.status_code", "%GRPC_STATUS_NUMBER%"},
-	{"duration_ms", "%DURATION%"},
-	{"network.protocol.name", "%PROTOCOL%"},
-	{"request_id", "%REQ(X-REQUEST-ID)%"},
+	{TapKeySource, "%DOWNSTREAM_PEER_URI_SAN%"},
+	{TapKeyMethod, "%REQ(:METHOD)%"},
+	{TapKeyPath, "%REQ(:PATH)%"},
+	{TapKeyCode, "%RESPONSE_CODE%"},
+	{TapKeyGRPCStatus, "%GRPC_STATUS_NUMBER%"},
+	{TapKeyDuration, "%DURATION%"},
+	{TapKeyProtocol, "%PROTOCOL%"},
+	{TapKeyRequestID, "%REQ(X-REQUEST-ID)%"},
 }
 
 // tapFlushInterval is how long TapLogger holds records before it sends them.

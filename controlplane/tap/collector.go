@@ -89,33 +89,33 @@ func (c *Collector) Export(ctx context.Context, req *collectorv1.ExportLogsServi
 	return &collectorv1.ExportLogsServiceResponse{}, nil
 }
 
-// request reads a record's attributes, as xds.TapAttributes names them.
+// request reads a record's attributes by the keys xds.TapAttributes gives them.
 func request(instance string, at uint64, attrs []*commonv1.KeyValue) *tapv1.WatchResponse {
 	r := &tapv1.WatchResponse{Time: timestamppb.New(time.Unix(0, int64(at))), Instance: instance, GrpcStatus: -1}
 	for _, kv := range attrs {
 		v := value(kv.GetValue())
 		switch kv.GetKey() {
-		case "source.principal":
+		case xds.TapKeySource:
 			r.Source = v
-		case "http.request.method":
+		case xds.TapKeyMethod:
 			r.Method = v
-		case "url.path":
+		case xds.TapKeyPath:
 			r.Path = v
-		case "http.response.status_code":
+		case xds.TapKeyCode:
 			if n, err := strconv.ParseUint(v, 10, 32); err == nil {
 				r.Code = uint32(n)
 			}
-		case "rpc.grpc.status_code":
+		case xds.TapKeyGRPCStatus:
 			if n, err := strconv.ParseInt(v, 10, 32); err == nil {
 				r.GrpcStatus = int32(n)
 			}
-		case "duration_ms":
+		case xds.TapKeyDuration:
 			if n, err := strconv.ParseInt(v, 10, 64); err == nil {
 				r.Duration = durationpb.New(time.Duration(n) * time.Millisecond)
 			}
-		case "network.protocol.name":
+		case xds.TapKeyProtocol:
 			r.Protocol = v
-		case "request_id":
+		case xds.TapKeyRequestID:
 			r.RequestId = v
 		}
 	}
