@@ -15,6 +15,7 @@ import (
 	"github.com/micromesh/micromesh/internal/envconfig"
 	"github.com/micromesh/micromesh/internal/home"
 	"github.com/micromesh/micromesh/internal/logging"
+	"github.com/micromesh/micromesh/internal/servingcert"
 	"github.com/micromesh/micromesh/platform"
 	"github.com/micromesh/micromesh/platform/gateway"
 	"github.com/micromesh/micromesh/xds"
@@ -36,6 +37,8 @@ type serverOptions struct {
 	gatewayAuth string
 	gatewayCORS []string
 	gatewayTime time.Duration
+	gatewayTLS  servingcert.Files
+	gatewayH3   bool
 	dashboard   string
 	proxyAddr   string
 	advertise   string
@@ -75,6 +78,12 @@ func (o *serverOptions) validate() error {
 	}
 	if o.gatewayTime <= 0 {
 		return fmt.Errorf("--gateway-timeout %v: must be positive", o.gatewayTime)
+	}
+	if err := o.gatewayTLS.Check("--gateway-tls-cert", "--gateway-tls-key"); err != nil {
+		return err
+	}
+	if !o.gatewayTLS.IsZero() && o.gateway() == "" {
+		return fmt.Errorf("--gateway-tls-cert and --gateway-tls-key are the API gateway's: with --gateway-addr off there is none")
 	}
 	if o.advertise != "" {
 		if ip := net.ParseIP(o.advertise); ip == nil || ip.IsUnspecified() {
@@ -153,7 +162,8 @@ On first start it creates the mesh's CA under $MESH_HOME/ca; later starts reuse
 it. It serves the control plane's gRPC APIs with mTLS on --addr and /metrics,
 /healthz and /ready on --admin-addr, runs the platform services (store,
 config, broker, events) on the mesh, serves the API gateway — HTTP and JSON
-to the mesh's services, POST /helloworld/call — on --gateway-addr and the
+to the mesh's services, POST /helloworld/call; HTTPS and HTTP/3 with
+--gateway-tls-cert and --gateway-tls-key — on --gateway-addr and the
 web dashboard on --dashboard-addr, the remote proxy — gRPC over TLS with
 access tokens, for meshctl in a remote environment (meshctl env) — on
 --proxy-addr, and prints one line when ready.`,
@@ -164,6 +174,9 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
   meshctl server --registry consul --consul-addr 127.0.0.1:8500
   meshctl server --gateway-addr 127.0.0.1:9080 --gateway-namespace shop
   meshctl server --gateway-addr off --dashboard-addr off
+  meshctl server --gateway-addr 0.0.0.0:443 --gateway-auth required \
+      --gateway-tls-cert /etc/letsencrypt/live/api.example.com/fullchain.pem \
+      --gateway-tls-key /etc/letsencrypt/live/api.example.com/privkey.pem   # HTTPS and HTTP/3
   meshctl server --proxy-addr 0.0.0.0:8081     # meshctl of other machines: meshctl env add
   meshctl server --trace-sampling 100           # record every request's trace (development)`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -213,13 +226,13 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
 			err = srv.Run(cpCtx, func(info home.ServerInfo) {
 				mu.Lock()
 				host, hostErr = platform.Start(cmd.Context(), platform.Options{Home: g.homeDir(), ControlPlane: info.Address, AccountKeys: srv.SetAccountKeys, NATSURL: o.natsURL, StorePostgres: o.storePG, EventsRetention: o.retention,
-					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, GatewayAuth: o.gatewayAuth, GatewayCORSOrigins: o.gatewayCORS, GatewayTimeout: o.gatewayTime, DashboardAddr: o.dashboardAddr(), RemoteProxyAddr: o.remoteProxy(), Advertise: o.advertise, Metrics: srv.Metrics(), Logger: log})
+					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, GatewayAuth: o.gatewayAuth, GatewayCORSOrigins: o.gatewayCORS, GatewayTimeout: o.gatewayTime, GatewayTLS: o.gatewayTLS, GatewayHTTP3: o.gatewayH3 && !o.gatewayTLS.IsZero(), DashboardAddr: o.dashboardAddr(), RemoteProxyAddr: o.remoteProxy(), Advertise: o.advertise, Metrics: srv.Metrics(), Logger: log})
 				mu.Unlock()
 				if hostErr != nil {
 					stopCP()
 					return
 				}
-				info.GatewayAddress, info.DashboardAddress, info.RemoteProxyAddress = host.GatewayAddr(), host.DashboardAddr(), host.RemoteProxyAddr()
+				info.GatewayAddress, info.GatewayURL, info.DashboardAddress, info.RemoteProxyAddress = host.GatewayAddr(), host.GatewayURL(), host.DashboardAddr(), host.RemoteProxyAddr()
 				if info.GatewayAddress != "" || info.RemoteProxyAddress != "" {
 					if err := g.homeDir().WriteServerInfo(info); err != nil {
 						log.Warn("publishing the gateway's and the remote proxy's addresses", "err", err)
@@ -249,6 +262,9 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
 	f.StringVar(&o.proxyAddr, "proxy-addr", envconfig.Get(envconfig.RemoteProxyAddr, envconfig.DefaultRemoteProxy), "remote proxy address (gRPC over TLS, access tokens: meshctl env, meshctl login), or off ($"+envconfig.RemoteProxyAddr+")")
 	f.StringVar(&o.gatewayAuth, "gateway-auth", gateway.AuthOptional, "access tokens the API gateway asks for: off, optional (a token that does not verify is refused; one that does keeps the request to its namespace) or required (meshctl auth)")
 	f.StringArrayVar(&o.gatewayCORS, "gateway-cors-origin", nil, "a web origin (https://app.example.com) whose pages may call the gateway from a browser (repeatable)")
+	f.StringVar(&o.gatewayTLS.Cert, "gateway-tls-cert", envconfig.Get(envconfig.GatewayTLSCert, ""), "serve the API gateway over HTTPS with this certificate chain (PEM, leaf first; renewed files are picked up with no restart) ($"+envconfig.GatewayTLSCert+")")
+	f.StringVar(&o.gatewayTLS.Key, "gateway-tls-key", envconfig.Get(envconfig.GatewayTLSKey, ""), "the private key of --gateway-tls-cert (PEM, mode 0600) ($"+envconfig.GatewayTLSKey+")")
+	f.BoolVar(&o.gatewayH3, "gateway-http3", true, "with --gateway-tls-cert, also serve HTTP/3 (QUIC) on the UDP port of the same number, announced to HTTPS clients by Alt-Svc")
 	f.DurationVar(&o.gatewayTime, "gateway-timeout", gateway.DefaultTimeout, "how long the gateway waits for a call of one request and one answer (streams are not bounded)")
 	f.StringVar(&o.gatewayNS, "gateway-namespace", "default", "namespace of the services the gateway's paths name without one (/NAME/...; /NAME.NAMESPACE/... for others)")
 	f.BoolVar(&o.tracing, "tracing", true, "have proxies trace requests and send their spans here (meshctl traces, meshctl trace)")
@@ -262,8 +278,8 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
 
 func renderServerReady(info home.ServerInfo, homeDir string) string {
 	gw := ""
-	if info.GatewayAddress != "" {
-		gw = ", gateway http://" + info.GatewayAddress
+	if info.GatewayURL != "" {
+		gw = ", gateway " + info.GatewayURL
 	}
 	if info.DashboardAddress != "" {
 		gw += ", dashboard http://" + info.DashboardAddress

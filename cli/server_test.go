@@ -30,3 +30,20 @@ func TestServerPortConflict(t *testing.T) {
 		}
 	}
 }
+
+// The gateway's TLS flags: both files or neither, and a gateway to serve.
+func TestServerGatewayTLSFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--gateway-tls-cert", "gw.crt"}, "--gateway-tls-cert needs --gateway-tls-key: the private key of the certificate"},
+		{[]string{"--gateway-tls-key", "gw.key"}, "--gateway-tls-key needs --gateway-tls-cert"},
+		{[]string{"--gateway-addr", "off", "--dashboard-addr", "off", "--gateway-tls-cert", "gw.crt", "--gateway-tls-key", "gw.key"}, "with --gateway-addr off there is none"},
+	} {
+		_, err := runCLI(t, append([]string{"--home", t.TempDir(), "server"}, tc.args...)...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("server %v: %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}

@@ -31,6 +31,7 @@ import (
 	"github.com/micromesh/micromesh/internal/envconfig"
 	"github.com/micromesh/micromesh/internal/home"
 	"github.com/micromesh/micromesh/internal/meshclient"
+	"github.com/micromesh/micromesh/internal/servingcert"
 	"github.com/micromesh/micromesh/internal/version"
 	"github.com/micromesh/micromesh/platform/auth"
 	"github.com/micromesh/micromesh/platform/broker"
@@ -80,6 +81,10 @@ type Options struct {
 	// bounds its unary calls (default 30 s).
 	GatewayCORSOrigins []string
 	GatewayTimeout     time.Duration
+	// GatewayTLS, if set, makes the gateway serve HTTPS with this
+	// certificate and key; GatewayHTTP3 then adds HTTP/3 on the same port.
+	GatewayTLS   servingcert.Files
+	GatewayHTTP3 bool
 	// DashboardAddr, if set, is where the dashboard serves HTTP (package
 	// dashboard); it needs the gateway.
 	DashboardAddr string
@@ -99,12 +104,17 @@ type Options struct {
 type Host struct {
 	stops         []func()
 	gatewayAddr   string
+	gatewayURL    string
 	dashboardAddr string
 	proxyAddr     string
 }
 
 // GatewayAddr is where the API gateway serves HTTP ("" for none).
 func (h *Host) GatewayAddr() string { return h.gatewayAddr }
+
+// GatewayURL is the API gateway's base URL, http:// or https:// ("" for
+// none).
+func (h *Host) GatewayURL() string { return h.gatewayURL }
 
 // DashboardAddr is where the dashboard serves HTTP ("" for none).
 func (h *Host) DashboardAddr() string { return h.dashboardAddr }
@@ -224,12 +234,12 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 	}
 
 	if o.GatewayAddr != "" {
-		gw, err := gateway.Start(ctx, gateway.Options{Addr: o.GatewayAddr, Namespace: o.GatewayNamespace, Auth: o.GatewayAuth, CORSOrigins: o.GatewayCORSOrigins, Timeout: o.GatewayTimeout, Home: o.Home, ControlPlane: o.ControlPlane, Metrics: o.Metrics, Logger: o.Logger})
+		gw, err := gateway.Start(ctx, gateway.Options{Addr: o.GatewayAddr, Namespace: o.GatewayNamespace, Auth: o.GatewayAuth, CORSOrigins: o.GatewayCORSOrigins, Timeout: o.GatewayTimeout, TLS: o.GatewayTLS, HTTP3: o.GatewayHTTP3, Home: o.Home, ControlPlane: o.ControlPlane, Metrics: o.Metrics, Logger: o.Logger})
 		if err != nil {
 			return nil, err
 		}
 		h.stops = append(h.stops, gw.Stop)
-		h.gatewayAddr = gw.Addr()
+		h.gatewayAddr, h.gatewayURL = gw.Addr(), gw.URL()
 		if o.DashboardAddr != "" {
 			if err := h.dashboard(o.DashboardAddr, gw, o.Logger); err != nil {
 				return nil, err

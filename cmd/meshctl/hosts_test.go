@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/micromesh/micromesh/internal/netnstest"
+	"github.com/micromesh/micromesh/internal/servingcert/servingcerttest"
 )
 
 // A mesh across two hosts (network namespaces joined by a link): the
@@ -26,9 +28,19 @@ func TestAcrossHosts(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	// The gateway serves HTTPS with a certificate for A's address from a
+	// CA of the operator's own (a public one's, in production).
+	ca := servingcerttest.NewCA(t)
+	tlsDir := t.TempDir()
+	gwCert, _ := ca.Write(t, tlsDir, "gateway", servingcerttest.Cert{Names: []string{a.IP}})
+	caPEM := ca.WritePEM(t, tlsDir)
 	srv := startServerOn(ctx, t, a, t.TempDir(), meshctl,
 		"--addr", a.IP+":0", "--admin-addr", "127.0.0.1:0", "--advertise", a.IP,
-		"--proxy-addr", a.IP+":0", "--gateway-addr", a.IP+":0", "--gateway-auth", "required", "--dashboard-addr", "127.0.0.1:0")
+		"--proxy-addr", a.IP+":0", "--gateway-addr", a.IP+":0", "--gateway-auth", "required", "--dashboard-addr", "127.0.0.1:0",
+		"--gateway-tls-cert", gwCert.Cert, "--gateway-tls-key", gwCert.Key)
+	if srv.gatewayURL != "https://"+srv.gateway {
+		t.Fatalf("the gateway serves at %s, want HTTPS", srv.gatewayURL)
+	}
 	examples, err := filepath.Abs("../../examples")
 	if err != nil {
 		t.Fatal(err)
@@ -62,22 +74,25 @@ func TestAcrossHosts(t *testing.T) {
 		t.Errorf("on host B: call: %q", out)
 	}
 
-	// On host B: curl through the gateway, which requires a token.
+	// On host B: curl through the gateway, which requires a token, over
+	// HTTPS (HTTP/2, HTTP/3 announced).
 	curl := func(args ...string) (string, error) {
-		out, err := b.Command(ctx, "curl", append([]string{"-sS", "--max-time", "10"}, args...)...).CombinedOutput()
+		out, err := b.Command(ctx, "curl", append([]string{"-sS", "--max-time", "10", "--cacert", caPEM}, args...)...).CombinedOutput()
 		return string(out), err
 	}
-	if out, err := curl("-o", "/dev/null", "-w", "%{http_code}", "-d", `{"name":"Bo"}`, "http://"+srv.gateway+"/helloworld/call"); err != nil || out != "401" {
+	_, port, _ := net.SplitHostPort(srv.gateway)
+	if out, err := curl("-D", "-", "-o", "/dev/null", "-w", "%{http_code} HTTP/%{http_version}", "-d", `{"name":"Bo"}`, srv.gatewayURL+"/helloworld/call"); err != nil ||
+		!strings.HasSuffix(out, "401 HTTP/2") || !strings.Contains(out, `alt-svc: h3=":`+port+`"`) {
 		t.Errorf("on host B: the gateway without a token: %s %v", out, err)
 	}
-	out, err := curl("-d", `{"name":"alice","secret":"alice's long secret"}`, "http://"+srv.gateway+"/_/token")
+	out, err := curl("-d", `{"name":"alice","secret":"alice's long secret"}`, srv.gatewayURL+"/_/token")
 	var tok struct {
 		AccessToken string `json:"access_token"`
 	}
 	if err != nil || json.Unmarshal([]byte(out), &tok) != nil || tok.AccessToken == "" {
 		t.Fatalf("on host B: a token from the gateway: %v %s", err, out)
 	}
-	if out, err := curl("-H", "Authorization: Bearer "+tok.AccessToken, "-d", `{"name":"Bo"}`, "http://"+srv.gateway+"/helloworld/call"); err != nil || strings.TrimSpace(out) != `{"msg":"Hello Bo"}` {
+	if out, err := curl("-H", "Authorization: Bearer "+tok.AccessToken, "-d", `{"name":"Bo"}`, srv.gatewayURL+"/helloworld/call"); err != nil || strings.TrimSpace(out) != `{"msg":"Hello Bo"}` {
 		t.Errorf("on host B: the gateway with a token: %s %v", out, err)
 	}
 

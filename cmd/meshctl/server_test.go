@@ -25,8 +25,9 @@ type testServer struct {
 	logs    *syncbuf.Buffer
 	drained chan struct{}
 	// grpc (the control plane), gateway, dashboard and proxy (the remote
-	// proxy) are their addresses, from the ready line.
-	grpc, gateway, dashboard, proxy string
+	// proxy) are their addresses, from the ready line; gatewayURL the
+	// gateway's base URL (http:// or https://).
+	grpc, gateway, gatewayURL, dashboard, proxy string
 	// host, if set, is the network namespace it runs in (and run and try
 	// run their commands in).
 	host *netnstest.Host
@@ -91,8 +92,8 @@ func startServerOn(ctx context.Context, t *testing.T, host *netnstest.Host, home
 		if !strings.HasPrefix(line, "micromesh server ready: grpc ") {
 			t.Fatalf("first line = %q", line)
 		}
-		if m := regexp.MustCompile(`^micromesh server ready: grpc ([0-9.]+:\d+), .*, gateway http://([0-9.]+:\d+), dashboard http://([0-9.]+:\d+), remote proxy ([0-9.]+:\d+),`).FindStringSubmatch(line); m != nil {
-			s.grpc, s.gateway, s.dashboard, s.proxy = m[1], m[2], m[3], m[4]
+		if m := regexp.MustCompile(`^micromesh server ready: grpc ([0-9.]+:\d+), .*, gateway (https?://([0-9.]+:\d+)), dashboard http://([0-9.]+:\d+), remote proxy ([0-9.]+:\d+),`).FindStringSubmatch(line); m != nil {
+			s.grpc, s.gatewayURL, s.gateway, s.dashboard, s.proxy = m[1], m[2], m[3], m[4], m[5]
 		} else {
 			t.Fatalf("the ready line names no gateway, dashboard and remote proxy: %q", line)
 		}

@@ -14,6 +14,7 @@ import (
 	"go.step.sm/crypto/x509util"
 
 	"github.com/micromesh/micromesh/internal/atomicfile"
+	"github.com/micromesh/micromesh/internal/keyfile"
 
 	"github.com/micromesh/micromesh/identity"
 )
@@ -176,7 +177,7 @@ func loadKeyPair(certPath, keyPath string) (keyPair, error) {
 	if err != nil {
 		return keyPair{}, err
 	}
-	if err := checkKeyMode(keyPath); err != nil {
+	if err := keyfile.CheckPrivate(keyPath, "a CA key"); err != nil {
 		return keyPair{}, err
 	}
 	key, err := identity.ReadKey(keyPath)
@@ -184,19 +185,6 @@ func loadKeyPair(certPath, keyPath string) (keyPair, error) {
 		return keyPair{}, err
 	}
 	return keyPair{cert: certs[0], key: key}, nil
-}
-
-// checkKeyMode refuses a key file that others can read: a leaked CA key
-// is the whole mesh's identity.
-func checkKeyMode(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return fmt.Errorf("%s has mode %04o; a CA key must be readable by its owner only: chmod 600 %s", path, fi.Mode().Perm(), path)
-	}
-	return nil
 }
 
 // fileExists reports whether path exists; other errors are returned.

@@ -12,6 +12,7 @@ import (
 	"go.step.sm/crypto/randutil"
 
 	"github.com/micromesh/micromesh/internal/atomicfile"
+	"github.com/micromesh/micromesh/internal/keyfile"
 
 	"github.com/micromesh/micromesh/identity"
 )
@@ -94,7 +95,7 @@ func loadOrCreateProvisionerKey(dir string) (*jose.JSONWebKey, error) {
 }
 
 func readProvisionerKey(path string) (*jose.JSONWebKey, error) {
-	if err := checkKeyMode(path); err != nil {
+	if err := keyfile.CheckPrivate(path, "the CA's token-signing key"); err != nil {
 		return nil, err
 	}
 	data, err := os.ReadFile(path)

@@ -19,6 +19,10 @@ const (
 	// GatewayAddr is where `meshctl server` serves the API gateway
 	// ("off": none).
 	GatewayAddr = "MESH_GATEWAY_ADDR"
+	// GatewayTLSCert and GatewayTLSKey are the files of the certificate
+	// and key the API gateway serves HTTPS and HTTP/3 with.
+	GatewayTLSCert = "MESH_GATEWAY_TLS_CERT"
+	GatewayTLSKey  = "MESH_GATEWAY_TLS_KEY"
 	// DashboardAddr is where `meshctl server` serves the dashboard ("off":
 	// none).
 	DashboardAddr = "MESH_DASHBOARD_ADDR"

@@ -64,8 +64,10 @@ func (d Dir) Ensure() error {
 type ServerInfo struct {
 	Address      string `json:"address"`       // gRPC (xDS and APIs), mTLS
 	AdminAddress string `json:"admin_address"` // /metrics, /healthz, /ready
-	// GatewayAddress is the API gateway's (HTTP), when it runs.
+	// GatewayAddress is the API gateway's (HTTP, or HTTPS and HTTP/3),
+	// when it runs; GatewayURL its base URL (http:// or https://).
 	GatewayAddress string `json:"gateway_address,omitempty"`
+	GatewayURL     string `json:"gateway_url,omitempty"`
 	// DashboardAddress is the dashboard's (HTTP), when it runs.
 	DashboardAddress string `json:"dashboard_address,omitempty"`
 	// RemoteProxyAddress is the remote proxy's (gRPC over TLS), when it

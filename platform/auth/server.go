@@ -32,6 +32,7 @@ import (
 
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/atomicfile"
+	"github.com/micromesh/micromesh/internal/keyfile"
 	"github.com/micromesh/micromesh/platform/tenancy"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	userauth "github.com/micromesh/micromesh/service/auth"
@@ -120,8 +121,8 @@ func (s *Server) Close() error { return s.db.Close() }
 func signingKey(path string) (*jose.JSONWebKey, error) {
 	data, err := os.ReadFile(path)
 	if err == nil {
-		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
-			return nil, fmt.Errorf("%s is readable by others (mode %v): chmod 600 it", path, fi.Mode().Perm())
+		if err := keyfile.CheckPrivate(path, "the accounts' signing key"); err != nil {
+			return nil, err
 		}
 		var key jose.JSONWebKey
 		if err := json.Unmarshal(data, &key); err != nil || key.IsPublic() {

@@ -45,7 +45,7 @@ func TestGatewayAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(gw.Stop)
-	m := &mesh{cp: cp, base: "http://" + gw.Addr(), metrics: reg}
+	m := &mesh{cp: cp, base: gw.URL(), client: http.DefaultClient, metrics: reg}
 
 	conn, err := meshclient.DialService(t.Context(), cp.Home(), cp.Info.Address, "micromesh", "auth")
 	if err != nil {

@@ -2,41 +2,64 @@ package gateway_test
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go/http3"
+
 	"github.com/micromesh/micromesh/examples/helloworld/handler"
 	pb "github.com/micromesh/micromesh/examples/helloworld/proto"
 	"github.com/micromesh/micromesh/internal/meshtest"
 	"github.com/micromesh/micromesh/internal/poll"
+	"github.com/micromesh/micromesh/internal/servingcert/servingcerttest"
 	"github.com/micromesh/micromesh/platform/gateway"
 	"github.com/micromesh/micromesh/service"
 )
 
-// BenchmarkGatewayCall: Helloworld.Call as JSON over HTTP/1.1 through the
-// API gateway (its handler, its sidecar, HTTP/3 over QUIC with mTLS,
-// helloworld's sidecar, the app), beside the baseline in the same run: the
-// same call as gRPC from a client through a sidecar of its own — what a
-// service of the mesh pays. The difference is the gateway's own work:
+// BenchmarkGatewayCall: Helloworld.Call as JSON through the API gateway
+// (its handler, its sidecar, HTTP/3 over QUIC with mTLS, helloworld's
+// sidecar, the app) — over plain HTTP/1.1, and from outside over HTTPS
+// (HTTP/1.1 and HTTP/2) and HTTP/3 —, beside the baseline in the same run:
+// the same call as gRPC from a client through a sidecar of its own — what
+// a service of the mesh pays. The difference is the gateway's own work:
 // HTTP/JSON in, reflection-described JSON↔protobuf, one more loopback hop.
-// Calls one after another, everything in one process.
+// Calls one after another on kept connections, everything in one process.
 func BenchmarkGatewayCall(b *testing.B) {
 	cp := meshtest.NewEnv(b).StartControlPlane()
 	cp.StartService("default", "helloworld", func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), handler.Helloworld{}) })
-	gw, err := gateway.Start(context.Background(), gateway.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address, Auth: gateway.AuthOff})
+	plain, err := gateway.Start(context.Background(), gateway.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address, Auth: gateway.AuthOff})
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(gw.Stop)
+	b.Cleanup(plain.Stop)
+	ca := servingcerttest.NewCA(b)
+	files, _ := ca.Write(b, b.TempDir(), "gateway", servingcerttest.Cert{})
+	secure, err := gateway.Start(context.Background(), gateway.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address, Auth: gateway.AuthOff, TLS: files, HTTP3: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(secure.Stop)
 	caller := cp.StartSidecar("default", "caller")
 	client := pb.NewHelloworldClient(meshtest.DialThrough(b, caller.Info.Outbound, "helloworld"))
-	httpc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
-	url := "http://" + gw.Addr() + "/helloworld/call"
-	viaGateway := func() error {
-		resp, err := httpc.Post(url, "application/json", strings.NewReader(`{"name":"Ada"}`))
+	h3 := &http3.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}}
+	b.Cleanup(func() { _ = h3.Close() })
+	clients := []struct {
+		name string
+		url  string
+		c    *http.Client
+	}{
+		{"gateway", plain.URL(), &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}},
+		{"gateway-https", secure.URL(), &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4, TLSClientConfig: &tls.Config{RootCAs: ca.Pool}}}},
+		{"gateway-http2", secure.URL(), &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true, TLSClientConfig: &tls.Config{RootCAs: ca.Pool}}}},
+		{"gateway-http3", secure.URL(), &http.Client{Transport: h3}},
+	}
+	call := func(httpc *http.Client, base string) error {
+		resp, err := httpc.Post(base+"/helloworld/call", "application/json", strings.NewReader(`{"name":"Ada"}`))
 		if err != nil {
 			return err
 		}
@@ -47,18 +70,23 @@ func BenchmarkGatewayCall(b *testing.B) {
 		}
 		return nil
 	}
-	poll.Until(b, "the gateway and the caller route to helloworld", 10*time.Second, 20*time.Millisecond, func() bool {
+	poll.Until(b, "the gateways and the caller route to helloworld", 10*time.Second, 20*time.Millisecond, func() bool {
 		_, err := client.Call(context.Background(), &pb.CallRequest{Name: "Ada"})
-		return err == nil && viaGateway() == nil
+		for _, c := range clients {
+			err = errors.Join(err, call(c.c, c.url))
+		}
+		return err == nil
 	})
 
-	b.Run("gateway", func(b *testing.B) {
-		for b.Loop() {
-			if err := viaGateway(); err != nil {
-				b.Fatal(err)
+	for _, c := range clients {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				if err := call(c.c, c.url); err != nil {
+					b.Fatal(err)
+				}
 			}
-		}
-	})
+		})
+	}
 	b.Run("baseline=grpc-through-a-sidecar", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := client.Call(context.Background(), &pb.CallRequest{Name: "Ada"}); err != nil {

@@ -30,6 +30,7 @@ import (
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/home"
 	"github.com/micromesh/micromesh/internal/meshcheck"
+	"github.com/micromesh/micromesh/internal/servingcert"
 	"github.com/micromesh/micromesh/internal/version"
 	"github.com/micromesh/micromesh/platform/edge"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
@@ -64,6 +65,14 @@ type Options struct {
 	// Timeout bounds a call of one request and one answer (default 30 s;
 	// streams are not bounded).
 	Timeout time.Duration
+	// TLS, if set, names the certificate and key the gateway serves HTTPS
+	// with (HTTP/2 and HTTP/1.1) — a public CA's, for clients from
+	// outside; renewed files are picked up with no restart
+	// (servingcert). Unset, the gateway serves plain HTTP.
+	TLS servingcert.Files
+	// HTTP3, with TLS, also serves HTTP/3 over QUIC on the same port (UDP)
+	// and advertises it to HTTPS clients (Alt-Svc).
+	HTTP3 bool
 	// Metrics, if set, gets the gateway's metrics (the server's /metrics).
 	Metrics prometheus.Registerer
 	Logger  *slog.Logger
@@ -72,8 +81,10 @@ type Options struct {
 // Gateway is a running API gateway.
 type Gateway struct {
 	addr    string
+	scheme  string // http or https
 	srv     *http.Server
 	served  chan error
+	h3      *http3Server // nil unless Options.HTTP3
 	sidecar *edge.Sidecar
 	handler *Handler
 	public  http.Handler // handler behind the token check
@@ -107,7 +118,17 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 	if o.Timeout < 0 {
 		return nil, fmt.Errorf("the gateway's timeout %v: must be positive", o.Timeout)
 	}
+	if o.HTTP3 && o.TLS.IsZero() {
+		return nil, errors.New("HTTP/3 needs TLS: give the gateway a certificate and key")
+	}
 	log := o.Logger.With("component", "gateway")
+	var certs *servingcert.Source
+	if !o.TLS.IsZero() {
+		var err error
+		if certs, err = servingcert.Load(o.TLS, log); err != nil {
+			return nil, fmt.Errorf("the API gateway's TLS: %w", err)
+		}
+	}
 	lis, sc, err := edge.Listen(ctx, edge.Options{Name: Service, Home: o.Home, ControlPlane: o.ControlPlane, Logger: o.Logger}, o.Addr, "API gateway", "--gateway-addr")
 	if err != nil {
 		return nil, err
@@ -117,7 +138,7 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 			_ = lis.Close()
 		}
 	}()
-	g := &Gateway{addr: lis.Addr().String(), served: make(chan error, 1), sidecar: sc, log: log}
+	g := &Gateway{addr: lis.Addr().String(), scheme: "http", served: make(chan error, 1), sidecar: sc, log: log}
 	g.handler, err = NewHandler(HandlerOptions{
 		Namespace: o.Namespace, Timeout: o.Timeout, Outbound: sc.Outbound, Hosts: sc.Hosts, Routes: sc.Routes,
 		Protocols: RegistryProtocols(registryv1.NewRegistryServiceClient(sc.ControlPlane)), Metrics: o.Metrics, Logger: log,
@@ -137,20 +158,37 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 	}
 	g.public = g.handler.observed(g.public)
 	loopback := IsLoopback(g.addr)
+	handler := SameOrigin(g.public, loopback, o.CORSOrigins...)
 	g.srv = &http.Server{
-		Handler:           SameOrigin(g.public, loopback, o.CORSOrigins...),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	go func() { g.served <- g.srv.Serve(lis) }()
+	if certs == nil {
+		go func() { g.served <- g.srv.Serve(lis) }()
+	} else {
+		g.scheme = "https"
+		g.srv.TLSConfig = serverTLS(certs)
+		if o.HTTP3 {
+			if g.h3, err = listenHTTP3(g.addr, handler, serverTLS(certs), log); err != nil {
+				sc.Stop()
+				return nil, err
+			}
+			g.srv.Handler = g.h3.advertised(handler)
+		}
+		go func() { g.served <- g.srv.ServeTLS(lis, "", "") }()
+	}
 	if !loopback && o.Auth != AuthRequired {
 		log.Warn("the API gateway listens beyond loopback without --gateway-auth required: every service it can reach answers whoever reaches it", "addr", g.addr, "auth", o.Auth)
 	}
-	log.Info("API gateway ready", "addr", g.addr, "namespace", o.Namespace, "auth", o.Auth)
+	log.Info("API gateway ready", "url", g.URL(), "http3", g.h3 != nil, "namespace", o.Namespace, "auth", o.Auth)
 	return g, nil
 }
+
+// maxHeaderBytes bounds a request's head, over every protocol.
+const maxHeaderBytes = 64 << 10
 
 // IsLoopback reports whether a listening address (host:port) is a
 // loopback one.
@@ -167,8 +205,11 @@ func hostOf(addr string) string {
 	return h
 }
 
-// Addr is where the gateway serves HTTP.
+// Addr is where the gateway serves HTTP (TCP, and UDP for HTTP/3).
 func (g *Gateway) Addr() string { return g.addr }
+
+// URL is the gateway's base URL: http://ADDR, or https://ADDR with TLS.
+func (g *Gateway) URL() string { return g.scheme + "://" + g.addr }
 
 // Handler is the gateway's HTTP handler, access tokens checked as
 // Options.Auth says.
@@ -207,6 +248,9 @@ func (g *Gateway) Check(ctx context.Context) []meshcheck.Result {
 func (g *Gateway) Stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if g.h3 != nil {
+		g.h3.stop(ctx)
+	}
 	if err := g.srv.Shutdown(ctx); err != nil {
 		_ = g.srv.Close()
 	}

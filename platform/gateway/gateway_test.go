@@ -36,10 +36,17 @@ import (
 type mesh struct {
 	cp      *meshtest.ControlPlane
 	base    string
+	client  *http.Client
 	metrics *prometheus.Registry
 }
 
 func startMesh(t *testing.T, opts ...func(*gateway.Options)) *mesh {
+	t.Helper()
+	return startMeshFor(t, http.DefaultClient, opts...)
+}
+
+// startMeshFor is startMesh with the client that calls the gateway.
+func startMeshFor(t *testing.T, client *http.Client, opts ...func(*gateway.Options)) *mesh {
 	t.Helper()
 	cp := meshtest.NewEnv(t).StartControlPlane()
 	hello := func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), handler.Helloworld{}) }
@@ -68,7 +75,7 @@ func startMesh(t *testing.T, opts ...func(*gateway.Options)) *mesh {
 		t.Fatal(err)
 	}
 	t.Cleanup(gw.Stop)
-	m := &mesh{cp: cp, base: "http://" + gw.Addr(), metrics: reg}
+	m := &mesh{cp: cp, base: gw.URL(), client: client, metrics: reg}
 	// The registrations reach the gateway's sidecar a push later.
 	poll.Until(t, "the gateway routes to the five services", 10*time.Second, 20*time.Millisecond, func() bool {
 		_, body := m.do(t, "GET", "/", "", "")
@@ -123,7 +130,7 @@ func (m *mesh) send(t *testing.T, method, path, body string, header map[string]s
 	if h := header["Host"]; h != "" {
 		req.Host = h
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := m.client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,8 +143,12 @@ func (m *mesh) send(t *testing.T, method, path, body string, header map[string]s
 }
 
 func TestGatewayCallsServicesOverTheMesh(t *testing.T) {
-	m := startMesh(t)
+	callServices(t, startMesh(t))
+}
 
+// callServices is what a client of the gateway does, whatever protocol
+// m's client speaks.
+func callServices(t *testing.T, m *mesh) {
 	for _, tc := range []struct {
 		name, method, path, ct, body string
 		code                         int
@@ -231,7 +242,7 @@ func TestGatewayCallsServicesOverTheMesh(t *testing.T) {
 		pr, pw := io.Pipe()
 		req, _ := http.NewRequestWithContext(t.Context(), "POST", m.base+"/tester/fullduplexcall", pr)
 		go func() { _, _ = fmt.Fprintln(pw, `{"responseParameters":[{"size":2}]}`) }()
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := m.client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -258,7 +269,7 @@ func TestGatewayCallsServicesOverTheMesh(t *testing.T) {
 			"X-Mesh-Caller": "spiffe://micromesh.local/ns/default/svc/admin", "Accept": "application/json"} {
 			req.Header.Set(k, v)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := m.client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -277,7 +288,7 @@ func TestGatewayCallsServicesOverTheMesh(t *testing.T) {
 		req, _ := http.NewRequestWithContext(t.Context(), "PUT", m.base+"/web/orders/42%2F7?full=1", strings.NewReader("hi"))
 		req.Header.Set("X-Mesh-Spoof", "yes")
 		req.Header.Set("X-Mesh-Caller", "spiffe://micromesh.local/ns/default/svc/admin")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := m.client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

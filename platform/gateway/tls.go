@@ -1,0 +1,80 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+
+	"github.com/micromesh/micromesh/internal/servingcert"
+)
+
+// serverTLS is the gateway's TLS for clients from outside: TLS 1.2 at
+// least (public clients), Go's default cipher suites and curves, the
+// certificate the operator's files hold now.
+func serverTLS(certs *servingcert.Source) *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate}
+}
+
+// http3Server serves the gateway's handler over HTTP/3 on the UDP port of
+// the same number as its TCP one.
+type http3Server struct {
+	srv    *http3.Server
+	conn   net.PacketConn
+	altSvc string // the Alt-Svc value HTTPS answers carry
+	served chan error
+	log    *slog.Logger
+}
+
+// listenHTTP3 binds UDP at addr (the gateway's TCP address, its port
+// chosen) and serves h on it.
+func listenHTTP3(addr string, h http.Handler, tlsConf *tls.Config, log *slog.Logger) (*http3Server, error) {
+	conn, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("the API gateway's HTTP/3 (UDP) at %s: %w (the TCP port is the gateway's; HTTP/3 takes the UDP port of the same number)", addr, err)
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	s := &http3Server{
+		conn: conn, altSvc: fmt.Sprintf(`h3=":%s"; ma=86400`, port), served: make(chan error, 1), log: log,
+		srv: &http3.Server{
+			Handler:        h,
+			TLSConfig:      tlsConf,
+			MaxHeaderBytes: maxHeaderBytes,
+			IdleTimeout:    2 * time.Minute,
+			// A config of our own keeps 0-RTT off (http3.Server allows it
+			// when given none): a replayed early request would reach a
+			// service twice.
+			QUICConfig: &quic.Config{MaxIdleTimeout: 2 * time.Minute},
+		},
+	}
+	go func() { s.served <- s.srv.Serve(conn) }()
+	return s, nil
+}
+
+// advertised tells HTTPS clients that HTTP/3 is served too (RFC 7838):
+// browsers and curl --http3 move to it for their next requests.
+func (s *http3Server) advertised(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Alt-Svc", s.altSvc)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// stop ends the HTTP/3 connections gracefully (GOAWAY; requests in flight
+// finish until ctx is done).
+func (s *http3Server) stop(ctx context.Context) {
+	if err := s.srv.Shutdown(ctx); err != nil {
+		_ = s.srv.Close()
+	}
+	_ = s.conn.Close()
+	if err := <-s.served; err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, quic.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+		s.log.Warn("serving HTTP/3", "err", err)
+	}
+}
