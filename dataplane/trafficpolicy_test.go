@@ -162,6 +162,58 @@ func TestAServicesRateLimit(t *testing.T) {
 	}
 }
 
+// A service-wide rate limit (rate_limit_scope=service): its two instances
+// share it — each takes half of the rate and of the burst, so a quick run
+// of calls gets the service's burst through, not twice it — and when one
+// instance goes, the other takes the whole limit.
+func TestAServiceWideRateLimit(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	var served [2]atomic.Int32
+	policy := meshtest.WithOptions(func(o *dataplane.Options) {
+		o.Policy = map[string]string{"rate_limit": "4", "rate_limit_scope": "service"}
+	})
+	var b [2]*meshtest.Sidecar
+	for i := range b {
+		app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { served[i].Add(1); _, _ = w.Write([]byte("{}")) }))
+		t.Cleanup(app.Close)
+		b[i] = cp.StartSidecar("default", "b", meshtest.WithApp(app.Listener.Addr().String(), "http"), meshtest.WithInstance(fmt.Sprintf("b-%d", i)), policy)
+	}
+	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
+
+	limitSays := func(want string) func() bool {
+		return func() bool {
+			resp, e := call(t, a.Info.Outbound, "b", "/", nil)
+			return resp.StatusCode == http.StatusTooManyRequests && strings.Contains(e.Body, want)
+		}
+	}
+	half := "takes 2 requests/s on this instance (bursts of up to 2)"
+	waitFor(t, "both instances to take half of the limit", limitSays(half))
+	waitFor(t, "both instances to take half of the limit", limitSays(half)) // the other one, round robin
+	time.Sleep(1100 * time.Millisecond)                                     // both buckets full again: 2 + 2
+
+	served[0].Store(0)
+	served[1].Store(0)
+	ok := 0
+	start := time.Now()
+	for range 20 {
+		if resp, _ := call(t, a.Info.Outbound, "b", "/", nil); resp.StatusCode == http.StatusOK {
+			ok++
+		}
+	}
+	// The service's burst of 4, and what came back meanwhile: one token
+	// per 500 ms at each instance.
+	most := 4 + 2*int(time.Since(start)/(500*time.Millisecond))
+	if ok < 4 || ok > most {
+		t.Errorf("20 quick calls in %v: %d through, want 4 to %d (each instance alone would let 4 through)", time.Since(start), ok, most)
+	}
+	if served[0].Load() == 0 || served[1].Load() == 0 {
+		t.Errorf("served %d and %d: both instances take calls", served[0].Load(), served[1].Load())
+	}
+
+	b[1].Stop()
+	waitFor(t, "the instance left to take the whole limit", limitSays("takes 4 requests/s on this instance (bursts of up to 4)"))
+}
+
 // A path's own rate limit ('/export/*:rate_limit=1'): its requests draw
 // from its bucket alone; the rest of the service is not limited.
 func TestAPathsRateLimit(t *testing.T) {

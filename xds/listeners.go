@@ -157,7 +157,7 @@ func (b *builder) inboundFilters() []*hcm.HttpFilter {
 		// own: only paths with a limit are limited.
 		rl := &ratelimitv3.LocalRateLimit{StatPrefix: RateLimitStatPrefix}
 		if s.Policy.RateLimit > 0 {
-			rl = localRateLimit(RateLimitStatPrefix, s.Policy.RateLimit, s.Policy.RateLimitBurst)
+			rl = localRateLimit(RateLimitStatPrefix, s.Policy.RateLimit, s.Policy.RateLimitBurst, rateLimitShare(s))
 		}
 		fs = append(fs, &hcm.HttpFilter{Name: RateLimitFilter, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: toAny(rl)}})
 	}
@@ -184,17 +184,41 @@ func hasPathRateLimit(s *Service) bool {
 // RateLimitStatPrefix names the inbound listeners' rate limit.
 const RateLimitStatPrefix = "inbound_rate_limit"
 
+// rateLimitShare is how many instances share s's rate limits: those that
+// may take requests (all but the critical ones; at least one) when the
+// limits are the service's, else 1.
+func rateLimitShare(s *Service) uint32 {
+	if !s.Policy.RateLimitShared {
+		return 1
+	}
+	n := uint32(0)
+	for _, e := range s.Endpoints {
+		if e.Health != HealthCritical {
+			n++
+		}
+	}
+	return max(n, 1)
+}
+
 // localRateLimit is a rate limit as Envoy's local rate limit filter
 // config: a bucket of the burst, refilled at the rate, each fill no larger
 // than the bucket (older Envoys refill by timer, in whole fills); enforced
 // on every request; gRPC callers get RESOURCE_EXHAUSTED, which they do not
-// retry.
-func localRateLimit(statPrefix string, rate, burst uint32) *ratelimitv3.LocalRateLimit {
+// retry. Shared by share instances, each takes 1/share of the rate and of
+// the burst (rounded up: at least one request), in fills of at least 50
+// ms (Envoy's shortest fill interval; the policy's burst holds 50 ms of
+// the rate, so a share's holds a fill).
+func localRateLimit(statPrefix string, rate, burst, share uint32) *ratelimitv3.LocalRateLimit {
 	if burst == 0 {
 		burst = rate
 	}
 	perFill, every := rate, time.Second
-	if burst < rate {
+	switch {
+	case share > 1:
+		burst = (burst + share - 1) / share
+		perFill = min(max(1, (rate+20*share-1)/(20*share)), burst)
+		every = time.Duration(uint64(time.Second) * uint64(perFill) * uint64(share) / uint64(rate))
+	case burst < rate:
 		perFill, every = burst, time.Duration(uint64(time.Second)*uint64(burst)/uint64(rate))
 	}
 	all := &core.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{Numerator: 100, Denominator: typev3.FractionalPercent_HUNDRED}}

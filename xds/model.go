@@ -183,6 +183,12 @@ type Policy struct {
 	// many it takes at once (0: RateLimit).
 	RateLimit      uint32
 	RateLimitBurst uint32
+	// RateLimitShared makes the service's limits (its own and its paths')
+	// the whole service's: each instance takes its share, the limit over
+	// the number of instances that may take requests (Envoy's
+	// local_cluster_rate_limit, computed here), so scaling out does not
+	// raise it. False: each instance takes the whole limit.
+	RateLimitShared bool
 	// AccessLog has the service's own sidecars log every request they
 	// take (Envoy's stdout access logger on the inbound listeners).
 	AccessLog bool

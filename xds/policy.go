@@ -73,6 +73,17 @@ var policyKeys = map[string]func(p *Policy, v string) error{
 		p.LoadBalancer = v
 		return nil
 	},
+	"rate_limit_scope": func(p *Policy, v string) error {
+		switch v {
+		case "instance":
+			p.RateLimitShared = false
+		case "service":
+			p.RateLimitShared = true
+		default:
+			return fmt.Errorf("%q is not instance (each instance takes the limit) or service (the instances share it)", v)
+		}
+		return nil
+	},
 }
 
 func durationKey(field func(*Policy) *time.Duration, least time.Duration) func(*Policy, string) error {

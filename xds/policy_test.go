@@ -66,6 +66,64 @@ func TestRateLimitPolicy(t *testing.T) {
 	}
 }
 
+// TestSharedRateLimit: rate_limit_scope=service gives each instance that
+// may take requests its share of the rate and the burst, in fills Envoy
+// takes (≥ 50 ms); the shares add up to the service's limit.
+func TestSharedRateLimit(t *testing.T) {
+	p, _, err := PolicyFromMetadata(map[string]string{"policy_rate_limit": "100", "policy_rate_limit_scope": "service", "policy_route_0": "/export/*:rate_limit=2"})
+	if err != nil || !p.RateLimitShared {
+		t.Fatalf("scope service: %+v, %v", p, err)
+	}
+	for md, want := range map[string]string{
+		"policy_rate_limit_scope=cluster":            `"cluster" is not instance (each instance takes the limit) or service (the instances share it)`,
+		"policy_route_0=/a:rate_limit_scope=service": "rate_limit_scope applies to the whole service, not to one path",
+	} {
+		k, v, _ := strings.Cut(md, "=")
+		if _, _, err := PolicyFromMetadata(map[string]string{k: v, "policy_rate_limit": "10"}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", md, err, want)
+		}
+	}
+
+	s := &Service{Policy: p, Endpoints: []Endpoint{{Health: HealthPassing}, {Health: HealthWarning}, {Health: ""}, {Health: HealthCritical}}}
+	if n := rateLimitShare(s); n != 3 {
+		t.Errorf("shared by %d instances, want 3 (all but the critical one)", n)
+	}
+	s.Endpoints = nil
+	if n := rateLimitShare(s); n != 1 {
+		t.Errorf("no instances: shared by %d, want 1", n)
+	}
+	s.Policy.RateLimitShared, s.Endpoints = false, make([]Endpoint, 5)
+	if n := rateLimitShare(s); n != 1 {
+		t.Errorf("scope instance: shared by %d, want 1", n)
+	}
+
+	for _, rate := range []uint32{1, 2, 3, 7, 10, 20, 99, 100, 1000, 12345, 1_000_000} {
+		for _, burst := range []uint32{0, 1, 5, 20, 50, 1000, 1_000_000} {
+			if Policy.checkRateLimit(Policy{RateLimit: rate, RateLimitBurst: burst}) != nil {
+				continue
+			}
+			whole := burst
+			if burst == 0 {
+				whole = rate
+			}
+			for _, share := range []uint32{1, 2, 3, 4, 7, 16, 100} {
+				b := localRateLimit("x", rate, burst, share).TokenBucket
+				every := b.FillInterval.AsDuration()
+				perInstance := float64(b.TokensPerFill.GetValue()) / every.Seconds()
+				if got := perInstance * float64(share); got < float64(rate)*0.999 || got > float64(rate)*1.001 {
+					t.Errorf("rate %d burst %d over %d: the shares add up to %.3f/s", rate, burst, share, got)
+				}
+				if b.MaxTokens != (whole+share-1)/share || b.TokensPerFill.GetValue() > b.MaxTokens {
+					t.Errorf("rate %d burst %d over %d: bucket %d, fills of %d", rate, burst, share, b.MaxTokens, b.TokensPerFill.GetValue())
+				}
+				if every < 50*time.Millisecond && share > 1 {
+					t.Errorf("rate %d burst %d over %d: fills every %v, under Envoy's 50 ms", rate, burst, share, every)
+				}
+			}
+		}
+	}
+}
+
 // TestPathPolicies: a path's timeouts and retries start from the service's
 // and override what it sets; routes come exact first, then prefixes
 // longest first.

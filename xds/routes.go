@@ -195,7 +195,7 @@ func (b *builder) inboundRoute() *route.RouteConfiguration {
 			if rp.RateLimit == 0 {
 				continue
 			}
-			limit := localRateLimit(fmt.Sprintf("%s_path_%d", RateLimitStatPrefix, i), rp.RateLimit, rp.RateLimitBurst)
+			limit := localRateLimit(fmt.Sprintf("%s_path_%d", RateLimitStatPrefix, i), rp.RateLimit, rp.RateLimitBurst, rateLimitShare(s))
 			routes = append(routes, &route.Route{Match: rp.routeMatch(), Action: toApp,
 				TypedPerFilterConfig: map[string]*anypb.Any{RateLimitFilter: toAny(limit)}})
 		}
