@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,9 +20,6 @@ import (
 	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
 	tapv1 "github.com/micromesh/micromesh/proto/tap/v1"
 )
-
-// tapKey is the policy key tap turns on for as long as it runs.
-const tapKey = "access_log"
 
 // tapLineJSON is one request of meshctl tap -o json.
 type tapLineJSON struct {
@@ -50,12 +46,13 @@ func newTapCommand(g *globalOptions, s Streams) *cobra.Command {
 the caller, method and path, HTTP code and gRPC status, duration and
 transport — from its own proxies, until Ctrl-C.
 
-tap turns the service's access log on (policy key access_log=on, which
-its proxies apply at once) for as long as it runs, and off again when it
-ends, unless the log was on already. The proxies — built-in sidecars on
-any host, and Envoy — send each request to the control plane (Envoy's
-OpenTelemetry access logger), which hands them to tap; nothing is kept.
-Durations are whole milliseconds, as Envoy's access logs have them.`,
+While anyone taps a service, the control plane has its proxies —
+built-in sidecars on any host, and Envoy — send each request to it
+(Envoy's OpenTelemetry access logger), which hands them to the tappers;
+when the last one goes (Ctrl-C, a lost connection), the proxies stop.
+Nothing is kept, and the service's policy is not touched (its access_log
+key is for log lines: meshctl logs). Durations are whole milliseconds, as
+Envoy's access logs have them.`,
 		Example: "  meshctl tap helloworld\n  meshctl tap helloworld --from pingpong --failed\n  meshctl tap helloworld --path /examples.helloworld.v1.Helloworld/ -o json",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -90,19 +87,6 @@ Durations are whole milliseconds, as Envoy's access logs have them.`,
 			if err != nil {
 				return err
 			}
-			off, err := tapOn(ctx, reg, ns, args[0])
-			if err != nil {
-				return err
-			}
-			defer func() {
-				// Ctrl-C ended ctx: put the policy back with a context of
-				// its own.
-				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), adminCallTimeout)
-				defer cancel()
-				if err := off(cctx); err != nil {
-					fmt.Fprintf(s.Err, "meshctl: turning %s's access log off: %v (meshctl policy clear %s %s)\n", args[0], describe(err), args[0], tapKey)
-				}
-			}()
 			fmt.Fprintf(s.Err, "tapping %s (its proxies send each request until Ctrl-C)\n", args[0])
 			return tapLines(stream, filter, g.output, s.Out, s.Err)
 		},
@@ -134,41 +118,6 @@ func versionInstances(ctx context.Context, rt runtimev1.RuntimeServiceClient, ns
 		return nil, fmt.Errorf("the runtime runs no instance of %s version %s in namespace %s (meshctl status lists what it runs)", service, version, ns)
 	}
 	return ids, nil
-}
-
-// tapOn sets the service's access_log policy key, unless the operator's
-// policy has it on already, and returns how to undo that.
-func tapOn(ctx context.Context, reg registryv1.RegistryServiceClient, ns, service string) (off func(context.Context) error, err error) {
-	keys, err := operatorPolicy(ctx, reg, ns, service)
-	if err != nil {
-		return nil, err
-	}
-	if keys[tapKey] == "on" {
-		return func(context.Context) error { return nil }, nil
-	}
-	on := maps.Clone(keys)
-	if on == nil {
-		on = map[string]string{}
-	}
-	on[tapKey] = "on"
-	if err := putPolicy(ctx, reg, ns, service, on); err != nil {
-		return nil, err
-	}
-	return func(ctx context.Context) error {
-		// The operator's keys as they are now, less this one (back to
-		// what it was, if anything).
-		now, err := operatorPolicy(ctx, reg, ns, service)
-		if err != nil {
-			return err
-		}
-		now = maps.Clone(now)
-		if v, ok := keys[tapKey]; ok {
-			now[tapKey] = v
-		} else {
-			delete(now, tapKey)
-		}
-		return putPolicy(ctx, reg, ns, service, now)
-	}, nil
 }
 
 // tapFilter picks the requests tap shows.

@@ -114,6 +114,9 @@ type Server struct {
 	traces  *traces.Store
 	stats   *stats.Store
 	forward *traces.Forwarder
+	// tap has the watchers of services' requests: while a service has
+	// any, its proxies send them (xds.Service.Tapped).
+	tap *tap.Hub
 }
 
 // SetAccountKeys gives the mesh the JWK set (JSON) the auth service signs
@@ -222,10 +225,10 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	collectormetricsv1.RegisterMetricsServiceServer(s.grpc, statsCollector)
 	statsv1.RegisterStatsServiceServer(s.grpc, stats.NewAPI(s.stats, caller, s.registeredServices))
 	s.metrics.registerStats(statsCollector)
-	hub := tap.NewHub()
-	tapCollector := tap.NewCollector(hub, caller, cfg.Logger)
+	s.tap = tap.NewHub()
+	tapCollector := tap.NewCollector(s.tap, caller, cfg.Logger)
 	collectorlogsv1.RegisterLogsServiceServer(s.grpc, tapCollector)
-	tapv1.RegisterTapServiceServer(s.grpc, tap.NewAPI(hub, caller))
+	tapv1.RegisterTapServiceServer(s.grpc, tap.NewAPI(s.tap, caller))
 	s.metrics.registerTap(tapCollector)
 	s.runtime, err = runtime.Open(runtime.Options{
 		Home: cfg.Home, ControlPlane: s.grpcLn.Addr().String(), TrustDomain: ca.TrustDomain(),
@@ -404,6 +407,10 @@ func (s *Server) watchRegistry(ctx context.Context) error {
 		mesh := buildMesh(s.ca.TrustDomain(), roots, latest)
 		mesh.AccountKeys = s.accountKeys()
 		mesh.Tracing = s.cfg.Tracing
+		for i := range mesh.Services {
+			sv := &mesh.Services[i]
+			sv.Tapped = s.tap.Tapped(sv.Name + "." + sv.Namespace)
+		}
 		if next := linger.apply(mesh, time.Now()); !next.IsZero() {
 			expire.Reset(time.Until(next))
 		}
@@ -419,6 +426,11 @@ func (s *Server) watchRegistry(ctx context.Context) error {
 			apply()
 		case <-s.keysChanged:
 			if s.ads.currentGen().version != 0 { // else the first snapshot brings them
+				first = time.Now()
+				apply()
+			}
+		case <-s.tap.Changed():
+			if s.ads.currentGen().version != 0 {
 				first = time.Now()
 				apply()
 			}

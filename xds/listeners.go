@@ -118,10 +118,12 @@ var TapAttributes = []struct{ Key, Format string }{
 const tapFlushInterval = 500 * time.Millisecond
 
 // inboundAccessLog is Envoy's stdout access logger in its default format
-// and its OpenTelemetry access logger to the control plane when the
-// service's policy asks for access logs; none otherwise.
+// when the service's policy asks for access logs, and its OpenTelemetry
+// access logger to the control plane then and while the service is
+// tapped; none otherwise.
 func (b *builder) inboundAccessLog() []*accesslogv3.AccessLog {
-	if s := b.ownService(); s == nil || !s.Policy.AccessLog {
+	s := b.ownService()
+	if s == nil || !s.Policy.AccessLog && !s.Tapped {
 		return nil
 	}
 	attrs := &commonv1.KeyValueList{}
@@ -134,9 +136,13 @@ func (b *builder) inboundAccessLog() []*accesslogv3.AccessLog {
 		Attributes:          attrs,
 		BufferFlushInterval: durationpb.New(tapFlushInterval),
 	}
+	toControlPlane := &accesslogv3.AccessLog{Name: TapLogger, ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: toAny(tap)}}
+	if !s.Policy.AccessLog {
+		return []*accesslogv3.AccessLog{toControlPlane}
+	}
 	return []*accesslogv3.AccessLog{
 		{Name: AccessLogger, ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: toAny(&streamv3.StdoutAccessLog{})}},
-		{Name: TapLogger, ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: toAny(tap)}},
+		toControlPlane,
 	}
 }
 

@@ -70,6 +70,11 @@ type Service struct {
 	// none.
 	SplitHeader string
 	Endpoints   []Endpoint
+	// Tapped: someone watches the service's requests (meshctl tap, the
+	// dashboard), so its own proxies send each to the control plane
+	// (Envoy's OpenTelemetry access logger) — set by the control plane
+	// for as long as they watch, not a policy.
+	Tapped bool
 }
 
 // VersionWeight is one version's share of a service's requests.

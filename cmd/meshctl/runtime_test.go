@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,29 +155,42 @@ func TestGitSourceUpdateAndCrashLoop(t *testing.T) {
 	if state, err := os.ReadFile(filepath.Join(srv.home, "runtime", "services.json")); err != nil || !strings.Contains(string(state), `"instances": 1`) {
 		t.Errorf("the runtime's saved state after scaling: %v\n%s", err, state)
 	}
-	// tap: the requests helloworld takes, live, while it runs; its access
-	// log off again after Ctrl-C.
-	tap := srv.command(ctx, meshctl, "tap", "helloworld", "-o", "json")
-	tap.Env, tap.Dir = srv.env, srv.home
-	tapped := &syncbuf.Buffer{}
-	tap.Stdout, tap.Stderr = tapped, tapped
-	if err := tap.Start(); err != nil {
-		t.Fatal(err)
+	// tap: the requests helloworld takes, live, while it runs; its proxy
+	// sends them only while someone taps — not after Ctrl-C, nor after a
+	// tap killed outright — and its policy is never touched.
+	helloNode := regexp.MustCompile(`spiffe://[^"]*/svc/helloworld~[^"]*`)
+	tapLogger := func() bool {
+		node := helloNode.FindString(srv.run(ctx, t, meshctl, "proxy-status", "-o", "json"))
+		return strings.Contains(srv.run(ctx, t, meshctl, "proxy-config", node, "listeners"), "envoy.access_loggers.open_telemetry")
 	}
+	startTap := func() (*exec.Cmd, *syncbuf.Buffer) {
+		tap := srv.command(ctx, meshctl, "tap", "helloworld", "-o", "json")
+		tap.Env, tap.Dir = srv.env, srv.home
+		tapped := &syncbuf.Buffer{}
+		tap.Stdout, tap.Stderr = tapped, tapped
+		if err := tap.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return tap, tapped
+	}
+	tap, tapped := startTap()
 	poll.Until(t, "a call through pingpong in tap's output", 20*time.Second, 300*time.Millisecond, func() bool {
 		srv.try(ctx, meshctl, "call", "pingpong", "Pingpong.Ping", `{"name":"Tap"}`)
 		return strings.Contains(tapped.String(), `"source": "pingpong.default"`) && strings.Contains(tapped.String(), `"path": "/examples.helloworld.v1.Helloworld/Call"`)
 	})
-	if !strings.Contains(srv.run(ctx, t, meshctl, "services", "-o", "json"), "access_log") {
-		t.Error("tap runs, but helloworld's policy has no access_log")
+	if out := srv.run(ctx, t, meshctl, "services", "-o", "json"); strings.Contains(out, "access_log") {
+		t.Errorf("tap set helloworld's policy:\n%s", out)
 	}
 	_ = tap.Process.Signal(os.Interrupt)
 	if err := tap.Wait(); err != nil {
 		t.Errorf("tap after Ctrl-C: %v\n%s", err, tapped.String())
 	}
-	if out := srv.run(ctx, t, meshctl, "services", "-o", "json"); strings.Contains(out, "access_log") {
-		t.Errorf("tap ended, helloworld's access log still on:\n%s", out)
-	}
+	poll.Until(t, "helloworld's proxy to stop sending after Ctrl-C", 10*time.Second, 100*time.Millisecond, func() bool { return !tapLogger() })
+	tap, _ = startTap()
+	poll.Until(t, "helloworld's proxy to send while tapped again", 10*time.Second, 100*time.Millisecond, tapLogger)
+	_ = tap.Process.Kill()
+	_ = tap.Wait()
+	poll.Until(t, "helloworld's proxy to stop sending after tap was killed", 10*time.Second, 100*time.Millisecond, func() bool { return !tapLogger() })
 	if out, err := srv.try(ctx, meshctl, "tap", "nosuch"); err == nil || !strings.Contains(out, "nosuch is not a service in namespace default") {
 		t.Errorf("tap nosuch: %v\n%s", err, out)
 	}

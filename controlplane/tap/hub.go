@@ -16,14 +16,38 @@ import (
 // the next are dropped (and counted in the one after).
 const watchBuffer = 1024
 
-// Hub hands each service's requests to its watchers.
+// Hub hands each service's requests to its watchers, and tells the
+// control plane which services have watchers: their proxies send their
+// requests (Tapped) for as long as someone watches, and no longer.
 type Hub struct {
 	mu       sync.Mutex
 	watchers map[string]map[*watcher]struct{} // by "name.namespace"
+	changed  chan struct{}                    // a service gained its first watcher or lost its last
 }
 
 // NewHub returns a hub with no watchers.
-func NewHub() *Hub { return &Hub{watchers: map[string]map[*watcher]struct{}{}} }
+func NewHub() *Hub {
+	return &Hub{watchers: map[string]map[*watcher]struct{}{}, changed: make(chan struct{}, 1)}
+}
+
+// Changed is signalled when the set of watched services changes (once for
+// any number of changes not yet read).
+func (h *Hub) Changed() <-chan struct{} { return h.changed }
+
+// Tapped reports whether a service ("name.namespace") has watchers.
+func (h *Hub) Tapped(service string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.watchers[service]) > 0
+}
+
+// signal notes a change of the watched services; under h.mu.
+func (h *Hub) signal() {
+	select {
+	case h.changed <- struct{}{}:
+	default: // one is pending: the reader reads the latest
+	}
+}
 
 type watcher struct {
 	ch     chan *tapv1.WatchResponse
@@ -65,6 +89,7 @@ func (h *Hub) subscribe(service string) (*watcher, func()) {
 	defer h.mu.Unlock()
 	if h.watchers[service] == nil {
 		h.watchers[service] = map[*watcher]struct{}{}
+		h.signal()
 	}
 	h.watchers[service][w] = struct{}{}
 	return w, func() {
@@ -73,6 +98,7 @@ func (h *Hub) subscribe(service string) (*watcher, func()) {
 		delete(h.watchers[service], w)
 		if len(h.watchers[service]) == 0 {
 			delete(h.watchers, service)
+			h.signal()
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package dashboard_test
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -58,7 +60,7 @@ func serveDashboard(t *testing.T, cp *meshtest.ControlPlane) *httptest.Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(gw.Stop)
-	srv := httptest.NewServer(gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.OperatorHandler(), Services: gw.ListServices, Traces: gw.Traces(), Stats: gw.Stats(), Check: gw.Check}), true))
+	srv := httptest.NewServer(gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.OperatorHandler(), Services: gw.ListServices, Traces: gw.Traces(), Stats: gw.Stats(), Check: gw.Check, Tap: gw.Tap()}), true))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -87,7 +89,8 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("GET /app.js: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 	for _, used := range []string{`getJSON("status")`, `getJSON("api/")`, `getJSON("api" + path)`, `fetch("api" + ep.path, { method: "POST"`, `headers.Authorization = "Bearer " + token`, "textContent",
-		`getJSON("traces"`, `getJSON("traces/" + id)`, "headers.traceparent = trace.header", `getJSON("stats?methods=1")`, "setInterval(() => load(true), 5000)", `getJSON("check")`} {
+		`getJSON("traces"`, `getJSON("traces/" + id)`, "headers.traceparent = trace.header", `getJSON("stats?methods=1")`, "setInterval(() => load(true), 5000)", `getJSON("check")`,
+		`fetch("tap?service=" + encodeURIComponent(svc.name) + "&namespace=" + encodeURIComponent(svc.namespace)`} {
 		if !strings.Contains(script, used) {
 			t.Errorf("the script no longer has %s: check this test's contract", used)
 		}
@@ -164,6 +167,57 @@ func TestDashboard(t *testing.T) {
 	if resp, body := get(t, srv.URL+"/check", nil); resp.StatusCode != 200 || !strings.Contains(body, `"section":"control plane"`) || !strings.Contains(body, `"failed":0`) {
 		t.Errorf("/check: %d %s", resp.StatusCode, body)
 	}
+	// /tap: a registered service's requests, as JSON lines; bad input is
+	// the caller's error, a name the registry lacks is said at once.
+	for _, tc := range []struct {
+		query string
+		code  int
+		want  string
+	}{
+		{"service=nosuch", 404, "tap: nosuch is not a service in namespace default"},
+		{"service=helloworld&namespace=prod", 404, "tap: helloworld is not a service in namespace prod"},
+		{"service=Bad_Name", 400, `service name \"Bad_Name\" must be a DNS label`},
+		{"service=helloworld&namespace=x.y", 400, `namespace \"x.y\" must be a DNS label`},
+	} {
+		if resp, body := get(t, srv.URL+"/tap?"+tc.query, nil); resp.StatusCode != tc.code || !strings.Contains(body, tc.want) {
+			t.Errorf("/tap?%s: %d %s; want %d saying %q", tc.query, resp.StatusCode, body, tc.code, tc.want)
+		}
+	}
+	tapCtx, stopTap := context.WithCancel(t.Context())
+	req, _ := http.NewRequestWithContext(tapCtx, "GET", srv.URL+"/tap?service=helloworld", nil)
+	tapResp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tapResp.StatusCode != 200 || tapResp.Header.Get("Content-Type") != "application/x-ndjson" {
+		t.Fatalf("/tap?service=helloworld: %d %s", tapResp.StatusCode, tapResp.Header.Get("Content-Type"))
+	}
+	lines := bufio.NewScanner(tapResp.Body)
+	tapped := make(chan string, 100)
+	go func() {
+		for lines.Scan() {
+			tapped <- lines.Text()
+		}
+		close(tapped)
+	}()
+	var line string
+	for line == "" {
+		send(t, "POST", srv.URL+"/api/helloworld/call", `{"name":"Tap"}`, same)
+		select {
+		case line = <-tapped:
+		case <-time.After(300 * time.Millisecond):
+		case <-t.Context().Done():
+			t.Fatal("no tapped request")
+		}
+	}
+	for _, want := range []string{`"source":"spiffe://micromesh.local/ns/micromesh/svc/gateway"`, `"path":"/examples.helloworld.v1.Helloworld/Call"`, `"code":200`, `"grpcStatus":0`, `"protocol":"HTTP/3"`} {
+		if !strings.Contains(line, want) {
+			t.Errorf("a tapped request lacks %s: %s", want, line)
+		}
+	}
+	stopTap()
+	tapResp.Body.Close()
+
 	// Another site's page cannot make it.
 	if resp, body := send(t, "POST", srv.URL+"/api/helloworld/call", `{"name":"Ada"}`, map[string]string{"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}); resp.StatusCode != 403 {
 		t.Errorf("a call from another site's page: %d %s", resp.StatusCode, body)

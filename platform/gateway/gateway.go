@@ -36,6 +36,7 @@ import (
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	statsv1 "github.com/micromesh/micromesh/proto/stats/v1"
+	tapv1 "github.com/micromesh/micromesh/proto/tap/v1"
 	tracev1 "github.com/micromesh/micromesh/proto/trace/v1"
 	"github.com/micromesh/micromesh/service/auth"
 )
@@ -235,6 +236,12 @@ func (g *Gateway) Traces() tracev1.TraceServiceClient {
 // gateway's platform identity.
 func (g *Gateway) Stats() statsv1.StatsServiceClient {
 	return statsv1.NewStatsServiceClient(g.sidecar.ControlPlane)
+}
+
+// Tap returns a client of the control plane's tap API, as the gateway's
+// platform identity (the dashboard's live requests).
+func (g *Gateway) Tap() tapv1.TapServiceClient {
+	return tapv1.NewTapServiceClient(g.sidecar.ControlPlane)
 }
 
 // Check checks the mesh (meshcheck.Run) as the gateway's platform

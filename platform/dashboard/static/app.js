@@ -1,7 +1,8 @@
 // The dashboard's script: /status lists the services and instances (the
 // registry), /api/ is the API gateway (endpoints and calls), /stats each
 // service's and each call's success, rate and latency over the last
-// minute, /traces the traces the control plane keeps. Everything a service, a response or a
+// minute, /tap a service's requests live, /traces the traces the control
+// plane keeps. Everything a service, a response or a
 // span says is written as text, never as markup.
 "use strict";
 
@@ -87,7 +88,14 @@ function renderServices() {
     const t = trafficCells(st && st.traffic);
     tr.append(el("td", t.success, t.failing ? "critical" : ""), el("td", t.rps), el("td", t.p99));
     if (selected && selected.name === s.name && selected.namespace === s.namespace) tr.classList.add("selected");
-    tr.addEventListener("click", () => { selected = { name: s.name, namespace: s.namespace }; $("#traces").hidden = true; $("#health").hidden = true; renderServices(); renderService(); });
+    tr.addEventListener("click", () => {
+      if (!selected || selected.name !== s.name || selected.namespace !== s.namespace) {
+        stopTap("");
+        $("#tap-list tbody").replaceChildren();
+      }
+      selected = { name: s.name, namespace: s.namespace };
+      $("#traces").hidden = true; $("#health").hidden = true; renderServices(); renderService();
+    });
     body.appendChild(tr);
   }
 }
@@ -396,6 +404,80 @@ async function showTrace(id, waitMs) {
   for (const r of roots.sort((x, y) => start(x) - start(y))) walk(r, 0);
 }
 
+// Tap: the open service's requests as they end, newest first, from
+// GET tap (a JSON object a line) until the user stops it, opens another
+// service, or the server ends it (after 5 minutes).
+let tapping = null; // {service, abort}
+const tapRows = 200;
+
+// caller is a SPIFFE ID as meshctl tap shows it: name.namespace.
+function caller(id) {
+  const m = /\/ns\/([^/]+)\/(?:svc|user)\/([^/]+)$/.exec(id || "");
+  return m ? m[2] + "." + m[1] : (id || "-");
+}
+
+function tapRow(r) {
+  const ms = Math.round(seconds(r.duration) * 1000);
+  const code = String(r.code || "") + (r.grpcStatus >= 0 ? " grpc " + r.grpcStatus : "");
+  const failed = r.code >= 500 || [2, 4, 12, 13, 14, 15].includes(r.grpcStatus);
+  const tr = el("tr");
+  tr.append(el("td", r.time ? new Date(r.time).toLocaleTimeString() : ""), el("td", r.instance || ""), el("td", caller(r.source)),
+    el("td", (r.method || "") + " " + (r.path || "")), el("td", code, failed ? "critical" : ""),
+    el("td", ms < 1 ? "<1ms" : ms + "ms"), el("td", r.protocol === "HTTP/3" ? "quic" : "tls"));
+  return tr;
+}
+
+const tapIdle = $("#tap-note").textContent;
+function stopTap(why) {
+  if (tapping) {
+    tapping.abort.abort();
+    tapping = null;
+    $("#tap").textContent = "tap";
+  }
+  $("#tap-note").textContent = why || tapIdle;
+}
+
+async function startTap() {
+  const svc = selected;
+  const abort = new AbortController();
+  tapping = { service: svc.name + "." + svc.namespace, abort };
+  $("#tap").textContent = "stop";
+  $("#tap-list tbody").replaceChildren();
+  $("#tap-note").textContent = "Tapping " + tapping.service + ": each request shows as it ends.";
+  const mine = tapping;
+  try {
+    const resp = await fetch("tap?service=" + encodeURIComponent(svc.name) + "&namespace=" + encodeURIComponent(svc.namespace),
+      { headers: { Accept: "application/x-ndjson" }, signal: abort.signal });
+    if (!resp.ok) {
+      const body = await resp.json().catch(() => ({ detail: resp.statusText }));
+      throw new Error(body.detail || resp.statusText);
+    }
+    const reader = resp.body.getReader();
+    const text = new TextDecoder();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += text.decode(value, { stream: true });
+      let nl;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (!line.trim()) continue;
+        const r = JSON.parse(line);
+        const body = $("#tap-list tbody");
+        body.prepend(tapRow(r));
+        while (body.rows.length > tapRows) body.deleteRow(-1);
+        if (r.missed) $("#tap-note").textContent = "Tapping " + mine.service + ": " + r.missed + " request(s) missed (too many to show).";
+      }
+    }
+    if (tapping === mine) stopTap("Stopped after 5 minutes: tap again to go on.");
+  } catch (e) {
+    if (tapping === mine) stopTap("tap: " + e.message);
+  }
+}
+
+$("#tap").addEventListener("click", () => (tapping ? stopTap("Stopped.") : startTap()));
 $("#refresh").addEventListener("click", () => load());
 $("#show-traces").addEventListener("click", showTraces);
 $("#show-health").addEventListener("click", showHealth);

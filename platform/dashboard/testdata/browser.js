@@ -23,8 +23,12 @@ async function until(what, cond) {
 (async () => {
   const dom = await JSDOM.fromURL(url, {
     runScripts: "dangerously", resources: "usable", pretendToBeVisual: true,
-    // jsdom has no fetch: the page's calls go through Node's, to the same origin.
-    beforeParse(win) { win.fetch = (u, o) => fetch(new URL(u, win.location.href), o); },
+    // jsdom has no fetch: the page's calls go through Node's, to the same
+    // origin; nor TextDecoder (for tap's stream), which browsers have.
+    beforeParse(win) {
+      win.fetch = (u, o) => fetch(new URL(u, win.location.href), o);
+      win.TextDecoder = TextDecoder;
+    },
   });
   const w = dom.window, doc = w.document;
   const click = (el) => el.dispatchEvent(new w.MouseEvent("click", { bubbles: true }));
@@ -100,6 +104,23 @@ async function until(what, cond) {
   await sleep(5600);
   check("a refresh keeps the form", doc.querySelector(".endpoint textarea").value === '{"name":"typing"}', doc.querySelector(".endpoint textarea").value);
   check("and the figures", doc.querySelector("#methods tbody tr") !== null && row("helloworld", "default").cells[4].textContent === "100.0%", "gone");
+
+  // Tap: helloworld's requests as they end, until stopped.
+  click(doc.querySelector("#tap"));
+  await until("tapping", () => doc.querySelector("#tap-note").textContent.startsWith("Tapping helloworld.default"));
+  check("the button stops it", doc.querySelector("#tap").textContent === "stop", doc.querySelector("#tap").textContent);
+  const tapped = () => [...doc.querySelectorAll("#tap-list tbody tr")].map((r) => [...r.cells].map((c) => c.textContent));
+  const form = doc.querySelector(".endpoint");
+  for (let i = 0; i < 30 && !tapped().some((r) => r[3].includes("Helloworld/Call")); i++) {
+    form.querySelector("textarea").value = '{"name":"Tap"}';
+    click(form.querySelector("button"));
+    await sleep(300);
+  }
+  const call = tapped().find((r) => r[3].includes("Helloworld/Call"));
+  check("a call, as it ended", call && call[2] === "gateway.micromesh" && call[3] === "POST /examples.helloworld.v1.Helloworld/Call" &&
+    call[4] === "200 grpc 0" && call[6] === "quic" && /ms$/.test(call[5]), call ? call.join(" | ") : doc.querySelector("#tap-note").textContent);
+  click(doc.querySelector("#tap"));
+  check("stopped", doc.querySelector("#tap").textContent === "tap" && doc.querySelector("#tap-note").textContent === "Stopped.", doc.querySelector("#tap-note").textContent);
 
 
   // A service whose policy asks for an account's token (prod's
