@@ -23,7 +23,7 @@ run: build ## start the server in the foreground with embedded defaults
 test: lint proto-check test-go ## the whole suite: lint, generated code, tests with -race
 
 test-go: deps postgres bin/consul bin/jsdom/node_modules/jsdom/package.json
-	MESH_JSDOM=$(BIN)/jsdom/node_modules $(GO) test -race -count=1 -timeout 15m ./...
+	MESH_JSDOM=$(BIN)/jsdom/node_modules $(GO) test -race -count=1 -timeout 20m ./...
 
 lint: bin/staticcheck ## gofmt, go vet, staticcheck
 	@out=$$(gofmt -l $(GOFILES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -14,7 +14,7 @@ import (
 // goes and the split is cleared — no call fails throughout. Real
 // processes, sidecars, QUIC and the control plane's weighted clusters.
 func TestCanaryBetweenVersions(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	srv := startServer(ctx, t)
 	examples, _ := filepath.Abs("../../examples")

@@ -37,7 +37,7 @@ func dialPlatform(ctx context.Context, t *testing.T, s *testServer, name string)
 // kill -9 of the server while clients write: every write the store or the
 // events service acknowledged is there after a restart.
 func TestNothingAcknowledgedIsLostOnKill9(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	srv := startServer(ctx, t)
 	store := stclient.NewClient(dialPlatform(ctx, t, srv, "store"))

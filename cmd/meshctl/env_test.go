@@ -23,7 +23,7 @@ import (
 // describe and the service's own command as that account — and the
 // admin's commands refused there with what to do instead.
 func TestRemoteEnvironment(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	srv := startServer(ctx, t)
 	examples, err := filepath.Abs("../../examples")

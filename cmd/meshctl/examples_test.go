@@ -11,7 +11,7 @@ import (
 // examples/kv and examples/pubsub, run from source, use the store and the
 // events primitives through their sidecars.
 func TestPlatformExamples(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	srv := startServer(ctx, t)
 	examples, _ := filepath.Abs("../../examples")

@@ -26,7 +26,7 @@ func TestAcrossHosts(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("no curl for host B's HTTP calls")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	// The gateway serves HTTPS with a certificate for A's address from a
 	// CA of the operator's own (a public one's, in production).

@@ -62,7 +62,7 @@ func writeModule(t *testing.T, main string) string {
 // and pingpong from source, call through the mesh, read the logs, kill,
 // and nothing is left running.
 func TestQuickStart(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	srv := startServer(ctx, t)
 	examples, err := filepath.Abs("../../examples")
@@ -213,7 +213,7 @@ func TestQuickStart(t *testing.T) {
 // The server stops what it runs on Ctrl-C, and starts it again when it
 // starts again.
 func TestServerRestartStartsServicesAgain(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	srv := startServer(ctx, t)
 	examples, _ := filepath.Abs("../../examples")

@@ -87,7 +87,7 @@ func statusOf(ctx context.Context, t *testing.T, s *testServer, name string) run
 // A git source at a tag; an update under a steady stream of calls fails
 // none; a crash-looping service backs off and disturbs no other.
 func TestGitSourceUpdateAndCrashLoop(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	srv := startServer(ctx, t)
 	examples, _ := filepath.Abs("../../examples")
