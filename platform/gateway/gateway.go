@@ -174,6 +174,7 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 		g.srv.TLSConfig = serverTLS(certs)
 		if o.HTTP3 {
 			if g.h3, err = listenHTTP3(g.addr, handler, serverTLS(certs), log); err != nil {
+				g.handler.Close()
 				sc.Stop()
 				return nil, err
 			}
