@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -84,6 +85,12 @@ func (o *serverOptions) validate() error {
 	}
 	if !o.gatewayTLS.IsZero() && o.gateway() == "" {
 		return fmt.Errorf("--gateway-tls-cert and --gateway-tls-key are the API gateway's: with --gateway-addr off there is none")
+	}
+	if !o.gatewayTLS.IsZero() {
+		// Checked before anything starts (the gateway loads it again).
+		if _, err := servingcert.Load(o.gatewayTLS, slog.New(slog.DiscardHandler)); err != nil {
+			return fmt.Errorf("--gateway-tls-cert and --gateway-tls-key: %w", err)
+		}
 	}
 	if o.advertise != "" {
 		if ip := net.ParseIP(o.advertise); ip == nil || ip.IsUnspecified() {

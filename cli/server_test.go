@@ -2,8 +2,12 @@ package cli
 
 import (
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/micromesh/micromesh/internal/servingcert/servingcerttest"
 )
 
 // A port another program holds: the server says which flag moves it.
@@ -31,8 +35,14 @@ func TestServerPortConflict(t *testing.T) {
 	}
 }
 
-// The gateway's TLS flags: both files or neither, and a gateway to serve.
+// The gateway's TLS flags: both files or neither, a gateway to serve, and
+// a pair it can serve — refused before anything starts.
 func TestServerGatewayTLSFlags(t *testing.T) {
+	dir := t.TempDir()
+	open, _ := servingcerttest.NewCA(t).Write(t, dir, "open", servingcerttest.Cert{})
+	if err := os.Chmod(open.Key, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -40,6 +50,8 @@ func TestServerGatewayTLSFlags(t *testing.T) {
 		{[]string{"--gateway-tls-cert", "gw.crt"}, "--gateway-tls-cert needs --gateway-tls-key: the private key of the certificate"},
 		{[]string{"--gateway-tls-key", "gw.key"}, "--gateway-tls-key needs --gateway-tls-cert"},
 		{[]string{"--gateway-addr", "off", "--dashboard-addr", "off", "--gateway-tls-cert", "gw.crt", "--gateway-tls-key", "gw.key"}, "with --gateway-addr off there is none"},
+		{[]string{"--gateway-tls-cert", open.Cert, "--gateway-tls-key", open.Key}, "--gateway-tls-cert and --gateway-tls-key: " + open.Key + " has mode 0644"},
+		{[]string{"--gateway-tls-cert", open.Cert, "--gateway-tls-key", filepath.Join(dir, "nope.key")}, "no such file"},
 	} {
 		_, err := runCLI(t, append([]string{"--home", t.TempDir(), "server"}, tc.args...)...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
