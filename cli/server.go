@@ -40,6 +40,8 @@ type serverOptions struct {
 	gatewayTime time.Duration
 	gatewayTLS  servingcert.Files
 	gatewayH3   bool
+	gatewayRate float64
+	gatewayBurs int
 	dashboard   string
 	proxyAddr   string
 	advertise   string
@@ -79,6 +81,9 @@ func (o *serverOptions) validate() error {
 	}
 	if o.gatewayTime <= 0 {
 		return fmt.Errorf("--gateway-timeout %v: must be positive", o.gatewayTime)
+	}
+	if err := gateway.ValidateClientLimit(o.gatewayRate, o.gatewayBurs); err != nil {
+		return fmt.Errorf("--gateway-rate-limit and --gateway-rate-limit-burst: %w", err)
 	}
 	if err := o.gatewayTLS.Check("--gateway-tls-cert", "--gateway-tls-key"); err != nil {
 		return err
@@ -183,7 +188,8 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
   meshctl server --gateway-addr off --dashboard-addr off
   meshctl server --gateway-addr 0.0.0.0:443 --gateway-auth required \
       --gateway-tls-cert /etc/letsencrypt/live/api.example.com/fullchain.pem \
-      --gateway-tls-key /etc/letsencrypt/live/api.example.com/privkey.pem   # HTTPS and HTTP/3
+      --gateway-tls-key /etc/letsencrypt/live/api.example.com/privkey.pem \
+      --gateway-rate-limit 20 --gateway-rate-limit-burst 40                # HTTPS and HTTP/3, 20 requests/s per client
   meshctl server --proxy-addr 0.0.0.0:8081     # meshctl of other machines: meshctl env add
   meshctl server --trace-sampling 100           # record every request's trace (development)`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -233,7 +239,7 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
 			err = srv.Run(cpCtx, func(info home.ServerInfo) {
 				mu.Lock()
 				host, hostErr = platform.Start(cmd.Context(), platform.Options{Home: g.homeDir(), ControlPlane: info.Address, AccountKeys: srv.SetAccountKeys, NATSURL: o.natsURL, StorePostgres: o.storePG, EventsRetention: o.retention,
-					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, GatewayAuth: o.gatewayAuth, GatewayCORSOrigins: o.gatewayCORS, GatewayTimeout: o.gatewayTime, GatewayTLS: o.gatewayTLS, GatewayHTTP3: o.gatewayH3 && !o.gatewayTLS.IsZero(), DashboardAddr: o.dashboardAddr(), RemoteProxyAddr: o.remoteProxy(), Advertise: o.advertise, Metrics: srv.Metrics(), Logger: log})
+					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, GatewayAuth: o.gatewayAuth, GatewayCORSOrigins: o.gatewayCORS, GatewayTimeout: o.gatewayTime, GatewayTLS: o.gatewayTLS, GatewayHTTP3: o.gatewayH3 && !o.gatewayTLS.IsZero(), GatewayRateLimit: o.gatewayRate, GatewayRateLimitBurst: o.gatewayBurs, DashboardAddr: o.dashboardAddr(), RemoteProxyAddr: o.remoteProxy(), Advertise: o.advertise, Metrics: srv.Metrics(), Logger: log})
 				mu.Unlock()
 				if hostErr != nil {
 					stopCP()
@@ -272,6 +278,8 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
 	f.StringVar(&o.gatewayTLS.Cert, "gateway-tls-cert", envconfig.Get(envconfig.GatewayTLSCert, ""), "serve the API gateway over HTTPS with this certificate chain (PEM, leaf first; renewed files are picked up with no restart) ($"+envconfig.GatewayTLSCert+")")
 	f.StringVar(&o.gatewayTLS.Key, "gateway-tls-key", envconfig.Get(envconfig.GatewayTLSKey, ""), "the private key of --gateway-tls-cert (PEM, mode 0600) ($"+envconfig.GatewayTLSKey+")")
 	f.BoolVar(&o.gatewayH3, "gateway-http3", true, "with --gateway-tls-cert, also serve HTTP/3 (QUIC) on the UDP port of the same number, announced to HTTPS clients by Alt-Svc")
+	f.Float64Var(&o.gatewayRate, "gateway-rate-limit", 0, "requests per second the API gateway takes from each client — each account with a token, else each address; the rest get 429 with Retry-After (0: no limit)")
+	f.IntVar(&o.gatewayBurs, "gateway-rate-limit-burst", 0, "how many requests a client may send at once under --gateway-rate-limit (default: the rate, rounded up)")
 	f.DurationVar(&o.gatewayTime, "gateway-timeout", gateway.DefaultTimeout, "how long the gateway waits for a call of one request and one answer (streams are not bounded)")
 	f.StringVar(&o.gatewayNS, "gateway-namespace", "default", "namespace of the services the gateway's paths name without one (/NAME/...; /NAME.NAMESPACE/... for others)")
 	f.BoolVar(&o.tracing, "tracing", true, "have proxies trace requests and send their spans here (meshctl traces, meshctl trace)")

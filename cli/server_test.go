@@ -47,6 +47,8 @@ func TestServerGatewayTLSFlags(t *testing.T) {
 		args []string
 		want string
 	}{
+		{[]string{"--gateway-rate-limit", "-1"}, "--gateway-rate-limit and --gateway-rate-limit-burst: rate -1: requests per second per client"},
+		{[]string{"--gateway-rate-limit-burst", "10"}, "a burst of 10 needs a rate"},
 		{[]string{"--gateway-tls-cert", "gw.crt"}, "--gateway-tls-cert needs --gateway-tls-key: the private key of the certificate"},
 		{[]string{"--gateway-tls-key", "gw.key"}, "--gateway-tls-key needs --gateway-tls-cert"},
 		{[]string{"--gateway-addr", "off", "--dashboard-addr", "off", "--gateway-tls-cert", "gw.crt", "--gateway-tls-key", "gw.key"}, "with --gateway-addr off there is none"},

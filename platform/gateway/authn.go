@@ -70,7 +70,7 @@ func userOf(ctx context.Context) *auth.Claims {
 // against the auth service's keys before h sees them, per mode, and
 // serves TokenPath.
 type authenticated struct {
-	next      *Handler
+	next      http.Handler
 	mode      string
 	verifier  *auth.Verifier
 	client    authv1.AuthServiceClient

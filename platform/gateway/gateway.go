@@ -74,6 +74,13 @@ type Options struct {
 	// HTTP3, with TLS, also serves HTTP/3 over QUIC on the same port (UDP)
 	// and advertises it to HTTPS clients (Alt-Svc).
 	HTTP3 bool
+	// RateLimit bounds each client's requests to the services, per
+	// second: each account (a request with a verified access token) or,
+	// without one, each client address; past it, 429 with Retry-After.
+	// RateLimitBurst is how many at once (0: the rate, rounded up). 0:
+	// no limit.
+	RateLimit      float64
+	RateLimitBurst int
 	// Metrics, if set, gets the gateway's metrics (the server's /metrics).
 	Metrics prometheus.Registerer
 	Logger  *slog.Logger
@@ -119,6 +126,9 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 	if o.Timeout < 0 {
 		return nil, fmt.Errorf("the gateway's timeout %v: must be positive", o.Timeout)
 	}
+	if err := ValidateClientLimit(o.RateLimit, o.RateLimitBurst); err != nil {
+		return nil, fmt.Errorf("the gateway's rate limit: %w", err)
+	}
 	if o.HTTP3 && o.TLS.IsZero() {
 		return nil, errors.New("HTTP/3 needs TLS: give the gateway a certificate and key")
 	}
@@ -148,10 +158,14 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 		sc.Stop()
 		return nil, err
 	}
-	g.public = g.handler
+	var services http.Handler = g.handler
+	if o.RateLimit > 0 {
+		services = newClientLimit(g.handler, o.RateLimit, o.RateLimitBurst, o.Metrics, log)
+	}
+	g.public = services
 	if o.Auth != AuthOff {
 		client := authv1.NewAuthServiceClient(withAuthority{g.handler.conn, platformAuthority})
-		g.public = &authenticated{next: g.handler, mode: o.Auth, client: client, namespace: o.Namespace,
+		g.public = &authenticated{next: services, mode: o.Auth, client: client, namespace: o.Namespace,
 			verifier: auth.NewVerifier(func(ctx context.Context) (string, error) {
 				resp, err := client.PublicKeys(ctx, &authv1.PublicKeysRequest{})
 				return resp.GetJwks(), err

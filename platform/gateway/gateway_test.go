@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -403,5 +404,43 @@ func TestGatewayMeetsTheServicesRules(t *testing.T) {
 	// The other namespace's helloworld has no such rule.
 	if code, body := m.do(t, "POST", "/helloworld.prod/call", "", `{"name":"Ada"}`); code != 200 {
 		t.Errorf("prod's helloworld: %d %s", code, body)
+	}
+}
+
+// --gateway-rate-limit: a client past its share gets 429 with Retry-After
+// before its call reaches the mesh, other clients are not held back; the
+// refusals are counted.
+func TestGatewayRateLimitsEachClient(t *testing.T) {
+	m := startMesh(t, func(o *gateway.Options) { o.RateLimit, o.RateLimitBurst = 5, 5 })
+	// A client of its own (startMesh's polls drew from 127.0.0.1's bucket):
+	// another loopback address.
+	other := *m
+	other.client = &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext}}
+	var codes []int
+	var refused *http.Response
+	var body string
+	for range 8 {
+		resp, b := other.send(t, "POST", "/helloworld/call", `{"name":"Ada"}`, map[string]string{"Content-Type": "application/json"})
+		codes = append(codes, resp.StatusCode)
+		if resp.StatusCode == http.StatusTooManyRequests && refused == nil {
+			refused, body = resp, b
+		}
+	}
+	if fmt.Sprint(codes[:5]) != "[200 200 200 200 200]" || refused == nil {
+		t.Fatalf("8 quick calls at 5/s, bursts of 5: %v", codes)
+	}
+	if refused.Header.Get("Retry-After") != "1" || !strings.Contains(body, `"code":429`) ||
+		!strings.Contains(body, "this gateway takes 5 requests/s from each client (bursts of 5); addr 127.0.0.2 is over it") {
+		t.Errorf("the refusal: Retry-After %q %s", refused.Header.Get("Retry-After"), body)
+	}
+	time.Sleep(time.Second) // 127.0.0.1's bucket full again
+	if code, _ := m.do(t, "POST", "/helloworld/call", "application/json", `{"name":"Ada"}`); code != 200 {
+		t.Errorf("another client, meanwhile: %d", code)
+	}
+	if n := m.count(t, "micromesh_gateway_rate_limited_total", ""); n < 1 {
+		t.Errorf("micromesh_gateway_rate_limited_total = %v", n)
+	}
+	if n := m.count(t, "micromesh_gateway_requests_total", `namespace="",response_code="429",service=""`); n < 1 {
+		t.Errorf("the refusals are not among the gateway's requests: %v", n)
 	}
 }
