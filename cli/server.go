@@ -40,6 +40,7 @@ type serverOptions struct {
 	gatewayTime time.Duration
 	gatewayTLS  servingcert.Files
 	gatewayH3   bool
+	gatewayRedi string
 	gatewayRate float64
 	gatewayBurs int
 	dashboard   string
@@ -87,6 +88,9 @@ func (o *serverOptions) validate() error {
 	}
 	if err := o.gatewayTLS.Check("--gateway-tls-cert", "--gateway-tls-key"); err != nil {
 		return err
+	}
+	if o.gatewayRedi != "" && o.gatewayTLS.IsZero() {
+		return fmt.Errorf("--gateway-redirect-addr sends plain HTTP to the gateway's HTTPS: it needs --gateway-tls-cert and --gateway-tls-key")
 	}
 	if !o.gatewayTLS.IsZero() && o.gateway() == "" {
 		return fmt.Errorf("--gateway-tls-cert and --gateway-tls-key are the API gateway's: with --gateway-addr off there is none")
@@ -188,7 +192,7 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
   meshctl server --gateway-addr off --dashboard-addr off
   meshctl server --gateway-addr 0.0.0.0:443 --gateway-auth required \
       --gateway-tls-cert /etc/letsencrypt/live/api.example.com/fullchain.pem \
-      --gateway-tls-key /etc/letsencrypt/live/api.example.com/privkey.pem \
+      --gateway-tls-key /etc/letsencrypt/live/api.example.com/privkey.pem --gateway-redirect-addr 0.0.0.0:80 \
       --gateway-rate-limit 20 --gateway-rate-limit-burst 40                # HTTPS and HTTP/3, 20 requests/s per client
   meshctl server --proxy-addr 0.0.0.0:8081     # meshctl of other machines: meshctl env add
   meshctl server --trace-sampling 100           # record every request's trace (development)`,
@@ -239,7 +243,7 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
 			err = srv.Run(cpCtx, func(info home.ServerInfo) {
 				mu.Lock()
 				host, hostErr = platform.Start(cmd.Context(), platform.Options{Home: g.homeDir(), ControlPlane: info.Address, AccountKeys: srv.SetAccountKeys, NATSURL: o.natsURL, StorePostgres: o.storePG, EventsRetention: o.retention,
-					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, GatewayAuth: o.gatewayAuth, GatewayCORSOrigins: o.gatewayCORS, GatewayTimeout: o.gatewayTime, GatewayTLS: o.gatewayTLS, GatewayHTTP3: o.gatewayH3 && !o.gatewayTLS.IsZero(), GatewayRateLimit: o.gatewayRate, GatewayRateLimitBurst: o.gatewayBurs, DashboardAddr: o.dashboardAddr(), RemoteProxyAddr: o.remoteProxy(), Advertise: o.advertise, Metrics: srv.Metrics(), Logger: log})
+					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, GatewayAuth: o.gatewayAuth, GatewayCORSOrigins: o.gatewayCORS, GatewayTimeout: o.gatewayTime, GatewayTLS: o.gatewayTLS, GatewayHTTP3: o.gatewayH3 && !o.gatewayTLS.IsZero(), GatewayRedirectAddr: o.gatewayRedi, GatewayRateLimit: o.gatewayRate, GatewayRateLimitBurst: o.gatewayBurs, DashboardAddr: o.dashboardAddr(), RemoteProxyAddr: o.remoteProxy(), Advertise: o.advertise, Metrics: srv.Metrics(), Logger: log})
 				mu.Unlock()
 				if hostErr != nil {
 					stopCP()
@@ -278,6 +282,7 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
 	f.StringVar(&o.gatewayTLS.Cert, "gateway-tls-cert", envconfig.Get(envconfig.GatewayTLSCert, ""), "serve the API gateway over HTTPS with this certificate chain (PEM, leaf first; renewed files are picked up with no restart) ($"+envconfig.GatewayTLSCert+")")
 	f.StringVar(&o.gatewayTLS.Key, "gateway-tls-key", envconfig.Get(envconfig.GatewayTLSKey, ""), "the private key of --gateway-tls-cert (PEM, mode 0600) ($"+envconfig.GatewayTLSKey+")")
 	f.BoolVar(&o.gatewayH3, "gateway-http3", true, "with --gateway-tls-cert, also serve HTTP/3 (QUIC) on the UDP port of the same number, announced to HTTPS clients by Alt-Svc")
+	f.StringVar(&o.gatewayRedi, "gateway-redirect-addr", "", "with --gateway-tls-cert, also answer plain HTTP here with a redirect to the same URL over HTTPS (308): 0.0.0.0:80, usually")
 	f.Float64Var(&o.gatewayRate, "gateway-rate-limit", 0, "requests per second the API gateway takes from each client — each account with a token, else each address; the rest get 429 with Retry-After (0: no limit)")
 	f.IntVar(&o.gatewayBurs, "gateway-rate-limit-burst", 0, "how many requests a client may send at once under --gateway-rate-limit (default: the rate, rounded up)")
 	f.DurationVar(&o.gatewayTime, "gateway-timeout", gateway.DefaultTimeout, "how long the gateway waits for a call of one request and one answer (streams are not bounded)")

@@ -47,6 +47,7 @@ func TestServerGatewayTLSFlags(t *testing.T) {
 		args []string
 		want string
 	}{
+		{[]string{"--gateway-redirect-addr", "127.0.0.1:0"}, "--gateway-redirect-addr sends plain HTTP to the gateway's HTTPS: it needs --gateway-tls-cert and --gateway-tls-key"},
 		{[]string{"--gateway-rate-limit", "-1"}, "--gateway-rate-limit and --gateway-rate-limit-burst: rate -1: requests per second per client"},
 		{[]string{"--gateway-rate-limit-burst", "10"}, "a burst of 10 needs a rate"},
 		{[]string{"--gateway-tls-cert", "gw.crt"}, "--gateway-tls-cert needs --gateway-tls-key: the private key of the certificate"},

@@ -85,6 +85,9 @@ type Options struct {
 	// certificate and key; GatewayHTTP3 then adds HTTP/3 on the same port.
 	GatewayTLS   servingcert.Files
 	GatewayHTTP3 bool
+	// GatewayRedirectAddr, with GatewayTLS, answers plain HTTP with a
+	// redirect to HTTPS.
+	GatewayRedirectAddr string
 	// GatewayRateLimit bounds each client's requests per second (0: none);
 	// GatewayRateLimitBurst how many at once (gateway.Options).
 	GatewayRateLimit      float64
@@ -238,7 +241,7 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 	}
 
 	if o.GatewayAddr != "" {
-		gw, err := gateway.Start(ctx, gateway.Options{Addr: o.GatewayAddr, Namespace: o.GatewayNamespace, Auth: o.GatewayAuth, CORSOrigins: o.GatewayCORSOrigins, Timeout: o.GatewayTimeout, TLS: o.GatewayTLS, HTTP3: o.GatewayHTTP3, RateLimit: o.GatewayRateLimit, RateLimitBurst: o.GatewayRateLimitBurst, Home: o.Home, ControlPlane: o.ControlPlane, Metrics: o.Metrics, Logger: o.Logger})
+		gw, err := gateway.Start(ctx, gateway.Options{Addr: o.GatewayAddr, Namespace: o.GatewayNamespace, Auth: o.GatewayAuth, CORSOrigins: o.GatewayCORSOrigins, Timeout: o.GatewayTimeout, TLS: o.GatewayTLS, HTTP3: o.GatewayHTTP3, RedirectAddr: o.GatewayRedirectAddr, RateLimit: o.GatewayRateLimit, RateLimitBurst: o.GatewayRateLimitBurst, Home: o.Home, ControlPlane: o.ControlPlane, Metrics: o.Metrics, Logger: o.Logger})
 		if err != nil {
 			return nil, err
 		}

@@ -74,6 +74,9 @@ type Options struct {
 	// HTTP3, with TLS, also serves HTTP/3 over QUIC on the same port (UDP)
 	// and advertises it to HTTPS clients (Alt-Svc).
 	HTTP3 bool
+	// RedirectAddr, with TLS, is where plain HTTP is answered with a
+	// redirect to the same URL over HTTPS (308; port 80, usually).
+	RedirectAddr string
 	// RateLimit bounds each client's requests to the services, per
 	// second: each account (a request with a verified access token) or,
 	// without one, each client address; past it, 429 with Retry-After.
@@ -88,15 +91,16 @@ type Options struct {
 
 // Gateway is a running API gateway.
 type Gateway struct {
-	addr    string
-	scheme  string // http or https
-	srv     *http.Server
-	served  chan error
-	h3      *http3Server // nil unless Options.HTTP3
-	sidecar *edge.Sidecar
-	handler *Handler
-	public  http.Handler // handler behind the token check
-	log     *slog.Logger
+	addr     string
+	scheme   string // http or https
+	srv      *http.Server
+	served   chan error
+	h3       *http3Server // nil unless Options.HTTP3
+	redirect *redirector  // nil unless Options.RedirectAddr
+	sidecar  *edge.Sidecar
+	handler  *Handler
+	public   http.Handler // handler behind the token check
+	log      *slog.Logger
 }
 
 // Start joins the mesh as the gateway, starts its sidecar and serves HTTP
@@ -131,6 +135,9 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 	}
 	if o.HTTP3 && o.TLS.IsZero() {
 		return nil, errors.New("HTTP/3 needs TLS: give the gateway a certificate and key")
+	}
+	if o.RedirectAddr != "" && o.TLS.IsZero() {
+		return nil, errors.New("a redirect to HTTPS needs TLS: give the gateway a certificate and key")
 	}
 	log := o.Logger.With("component", "gateway")
 	var certs *servingcert.Source
@@ -194,6 +201,16 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 			}
 			g.srv.Handler = g.h3.advertised(handler)
 		}
+		if o.RedirectAddr != "" {
+			if g.redirect, err = listenRedirect(o.RedirectAddr, g.addr, log); err != nil {
+				if g.h3 != nil {
+					g.h3.stop(ctx)
+				}
+				g.handler.Close()
+				sc.Stop()
+				return nil, err
+			}
+		}
 		go func() { g.served <- g.srv.ServeTLS(lis, "", "") }()
 	}
 	if !loopback && o.Auth != AuthRequired {
@@ -226,6 +243,14 @@ func (g *Gateway) Addr() string { return g.addr }
 
 // URL is the gateway's base URL: http://ADDR, or https://ADDR with TLS.
 func (g *Gateway) URL() string { return g.scheme + "://" + g.addr }
+
+// RedirectAddr is where plain HTTP is redirected to HTTPS ("" for none).
+func (g *Gateway) RedirectAddr() string {
+	if g.redirect == nil {
+		return ""
+	}
+	return g.redirect.addr
+}
 
 // Handler is the gateway's HTTP handler, access tokens checked as
 // Options.Auth says.
@@ -272,6 +297,9 @@ func (g *Gateway) Stop() {
 	defer cancel()
 	if g.h3 != nil {
 		g.h3.stop(ctx)
+	}
+	if g.redirect != nil {
+		g.redirect.stop(ctx)
 	}
 	if err := g.srv.Shutdown(ctx); err != nil {
 		_ = g.srv.Close()

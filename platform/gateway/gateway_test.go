@@ -35,10 +35,11 @@ import (
 // interop test service as "tester", a plain HTTP app as "web", a platform
 // service "store", and the gateway in front of them.
 type mesh struct {
-	cp      *meshtest.ControlPlane
-	base    string
-	client  *http.Client
-	metrics *prometheus.Registry
+	cp       *meshtest.ControlPlane
+	base     string
+	redirect string // where plain HTTP is redirected to HTTPS, if anywhere
+	client   *http.Client
+	metrics  *prometheus.Registry
 }
 
 func startMesh(t *testing.T, opts ...func(*gateway.Options)) *mesh {
@@ -76,7 +77,7 @@ func startMeshFor(t *testing.T, client *http.Client, opts ...func(*gateway.Optio
 		t.Fatal(err)
 	}
 	t.Cleanup(gw.Stop)
-	m := &mesh{cp: cp, base: gw.URL(), client: client, metrics: reg}
+	m := &mesh{cp: cp, base: gw.URL(), redirect: gw.RedirectAddr(), client: client, metrics: reg}
 	// The registrations reach the gateway's sidecar a push later.
 	poll.Until(t, "the gateway routes to the five services", 10*time.Second, 20*time.Millisecond, func() bool {
 		_, body := m.do(t, "GET", "/", "", "")

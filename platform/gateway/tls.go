@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -76,5 +77,63 @@ func (s *http3Server) stop(ctx context.Context) {
 	_ = s.conn.Close()
 	if err := <-s.served; err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, quic.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 		s.log.Warn("serving HTTP/3", "err", err)
+	}
+}
+
+// redirector answers plain HTTP with a redirect to the same URL over
+// HTTPS: the host the client asked for, the gateway's HTTPS port (left out
+// when 443), the path and query as sent. 308 keeps the method and body
+// (a POST stays a POST).
+type redirector struct {
+	addr   string
+	srv    *http.Server
+	served chan error
+	log    *slog.Logger
+}
+
+func listenRedirect(addr, httpsAddr string, log *slog.Logger) (*redirector, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("the API gateway's redirect to HTTPS at %s: %w (pick another, or leave it out)", addr, err)
+	}
+	_, port, _ := net.SplitHostPort(httpsAddr)
+	if port == "443" {
+		port = ""
+	}
+	rd := &redirector{addr: lis.Addr().String(), served: make(chan error, 1), log: log}
+	rd.srv = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			host := r.Host
+			if h, _, err := net.SplitHostPort(host); err == nil {
+				host = h
+			}
+			host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+			if host == "" {
+				http.Error(w, "the request names no host (Host header) to redirect to over HTTPS", http.StatusBadRequest)
+				return
+			}
+			if port != "" {
+				host = net.JoinHostPort(host, port)
+			} else if strings.Contains(host, ":") {
+				host = "[" + host + "]" // an IPv6 literal
+			}
+			http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	go func() { rd.served <- rd.srv.Serve(lis) }()
+	log.Info("redirecting plain HTTP to HTTPS", "addr", rd.addr)
+	return rd, nil
+}
+
+func (rd *redirector) stop(ctx context.Context) {
+	if err := rd.srv.Shutdown(ctx); err != nil {
+		_ = rd.srv.Close()
+	}
+	if err := <-rd.served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		rd.log.Warn("redirecting to HTTPS", "err", err)
 	}
 }

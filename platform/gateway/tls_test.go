@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -86,6 +87,51 @@ func TestGatewayOverHTTPSAndHTTP3(t *testing.T) {
 	})
 }
 
+// With a redirect address, plain HTTP there is sent to the same URL over
+// HTTPS — the host asked for, the gateway's HTTPS port, path and query —
+// with 308, so a POST stays a POST; a client that follows it gets its
+// answer.
+func TestGatewayRedirectsToHTTPS(t *testing.T) {
+	ca := servingcerttest.NewCA(t)
+	files, _ := ca.Write(t, t.TempDir(), "gateway", servingcerttest.Cert{})
+	h2 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}}}
+	m := startMeshFor(t, h2, func(o *gateway.Options) { o.TLS, o.RedirectAddr = files, "127.0.0.1:0" })
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(m.base, "https://"))
+	redirect := m.redirect
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, tc := range []struct {
+		host, want string
+	}{
+		{"", "https://127.0.0.1:" + port + "/helloworld/call?name=Ada"},
+		{"api.example.com", "https://api.example.com:" + port + "/helloworld/call?name=Ada"},
+		{"api.example.com:80", "https://api.example.com:" + port + "/helloworld/call?name=Ada"},
+		{"[::1]:80", "https://[::1]:" + port + "/helloworld/call?name=Ada"},
+	} {
+		req, _ := http.NewRequestWithContext(t.Context(), "POST", "http://"+redirect+"/helloworld/call?name=Ada", strings.NewReader(`{}`))
+		if tc.host != "" {
+			req.Host = tc.host
+		}
+		resp, err := noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != tc.want {
+			t.Errorf("Host %q: %d to %q, want 308 to %q", tc.host, resp.StatusCode, resp.Header.Get("Location"), tc.want)
+		}
+	}
+	follow := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}}}
+	resp, err := follow.Post("http://"+redirect+"/helloworld/call", "application/json", strings.NewReader(`{"name":"Ada"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || strings.TrimSpace(string(body)) != `{"msg":"Hello Ada"}` || resp.Request.URL.Scheme != "https" {
+		t.Errorf("a POST that follows the redirect: %d %s (ended at %v)", resp.StatusCode, body, resp.Request.URL)
+	}
+}
+
 // TestGatewayTLSRefusals: what cannot be served is refused at start with
 // what to do about it.
 func TestGatewayTLSRefusals(t *testing.T) {
@@ -105,6 +151,7 @@ func TestGatewayTLSRefusals(t *testing.T) {
 		{"HTTP/3 without TLS", func(o *gateway.Options) { o.HTTP3 = true }, "HTTP/3 needs TLS"},
 		{"a key readable by others", func(o *gateway.Options) { o.TLS = open }, "the API gateway's TLS: " + open.Key + " has mode 0644"},
 		{"only a certificate", func(o *gateway.Options) { o.TLS = servingcert.Files{Cert: good.Cert} }, "needs both files"},
+		{"a redirect without TLS", func(o *gateway.Options) { o.RedirectAddr = "127.0.0.1:0" }, "a redirect to HTTPS needs TLS"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := gateway.Options{Addr: "127.0.0.1:0", Home: cp.Home(), ControlPlane: cp.Info.Address}
