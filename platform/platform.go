@@ -277,7 +277,7 @@ func (h *Host) dashboard(addr string, gw *gateway.Gateway, log *slog.Logger) err
 		return fmt.Errorf("dashboard address %s: the dashboard has no login and serves the operator: it listens on loopback only", addr)
 	}
 	srv := &http.Server{
-		Handler:           gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.OperatorHandler(), Services: gw.ListServices, Traces: gw.Traces(), Stats: gw.Stats(), Check: gw.Check, Tap: gw.Tap()}), true),
+		Handler:           gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.OperatorHandler(), Services: gw.ListServices, Traces: gw.Traces(), Stats: gw.Stats(), Check: gw.Check, Tap: gw.Tap(), Registry: gw.Registry()}), true),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,

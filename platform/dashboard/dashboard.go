@@ -1,15 +1,18 @@
 // Package dashboard is the mesh's web dashboard: the services that run,
 // their instances and health, their endpoints with their fields, a form
 // to call any of them (traced on request), each service's success rate,
-// rate and latency and the calls between services, the requests a
-// service takes as they happen (tap), and the traces the control plane
+// rate and latency and the calls between services, its traffic policy
+// and split between versions (changed from forms), the requests a service takes as they happen
+// (tap), and the traces the control plane
 // keeps — served by `meshctl server` on 127.0.0.1:8082. It is a page and
 // a script (static/, embedded) over these JSON sources: the registry's
 // listing (/status), the API gateway (/api/..., the gateway's own
 // handler, so a call from the dashboard is the gateway's: the same
 // mapping, rules and errors), the stats API (/stats), the tap API (/tap,
-// a stream of JSON lines), the trace API (/traces, /traces/ID), and
-// meshctl check's checks (/check). docs/gateway.md, docs/stats.md,
+// a stream of JSON lines), the trace API (/traces, /traces/ID), meshctl
+// check's checks (/check), and the registry's operator policies and
+// splits (POST /policy sets and clears keys, as meshctl policy; POST
+// /split, as meshctl split). docs/gateway.md, docs/stats.md,
 // docs/tracing.md.
 package dashboard
 
@@ -19,6 +22,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/http"
 	"slices"
 	"time"
@@ -53,6 +57,9 @@ type Options struct {
 	Check func(ctx context.Context) []meshcheck.Result
 	// Tap watches a service's requests live (nil: no live view).
 	Tap tapv1.TapServiceClient
+	// Registry sets and clears operators' policy keys (nil: the policy is
+	// shown, not changed).
+	Registry registryv1.RegistryServiceClient
 }
 
 // TapMax bounds a tap from the dashboard: a tab left open does not keep a
@@ -125,7 +132,121 @@ func New(o Options) http.Handler {
 	if o.Tap != nil {
 		mux.HandleFunc("GET /tap", func(w http.ResponseWriter, r *http.Request) { serveTap(w, r, o) })
 	}
+	if o.Registry != nil {
+		mux.HandleFunc("POST /policy", func(w http.ResponseWriter, r *http.Request) { servePolicy(w, r, o.Registry) })
+		mux.HandleFunc("POST /split", func(w http.ResponseWriter, r *http.Request) { serveSplit(w, r, o.Registry) })
+	}
 	return headers(mux)
+}
+
+// policyChange is what POST /policy takes: keys of a service's operator
+// policy to set and to clear, as meshctl policy set and clear take them.
+type policyChange struct {
+	Service   string            `json:"service"`
+	Namespace string            `json:"namespace"`
+	Set       map[string]string `json:"set"`
+	Clear     []string          `json:"clear"`
+}
+
+// servePolicy changes a service's operator policy as meshctl policy does —
+// the keys it names set or cleared, the operator's others kept — and
+// answers the policy as it is then ({"keys": …}). The registry checks the
+// keys: a bad one is a 400 naming it, and nothing changes.
+func servePolicy(w http.ResponseWriter, r *http.Request, reg registryv1.RegistryServiceClient) {
+	var c policyChange
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&c); err != nil {
+		writeError(w, http.StatusBadRequest, `policy: a JSON body {"service":…,"namespace":…,"set":{"key":"value"},"clear":["key"]}: `+err.Error())
+		return
+	}
+	if c.Namespace == "" {
+		c.Namespace = identity.DefaultNamespace
+	}
+	if err := identity.ValidateName("service name", c.Service); err != nil {
+		writeError(w, http.StatusBadRequest, "policy: "+err.Error())
+		return
+	}
+	if len(c.Set) == 0 && len(c.Clear) == 0 {
+		writeError(w, http.StatusBadRequest, "policy: nothing to set or clear")
+		return
+	}
+	listed, err := reg.ListServices(r.Context(), &registryv1.ListServicesRequest{Namespace: c.Namespace})
+	if err != nil {
+		writeStatus(w, err)
+		return
+	}
+	keys := map[string]string{}
+	for _, p := range listed.GetPolicies() {
+		if p.GetService() == c.Service && p.GetNamespace() == c.Namespace {
+			maps.Copy(keys, p.GetKeys())
+		}
+	}
+	for _, k := range c.Clear {
+		delete(keys, k)
+	}
+	maps.Copy(keys, c.Set)
+	if len(keys) == 0 {
+		_, err = reg.DeletePolicy(r.Context(), &registryv1.DeletePolicyRequest{Service: c.Service, Namespace: c.Namespace})
+		if status.Code(err) == codes.NotFound {
+			err = nil // cleared already
+		}
+	} else {
+		_, err = reg.SetPolicy(r.Context(), &registryv1.SetPolicyRequest{Policy: &registryv1.Policy{Service: c.Service, Namespace: c.Namespace, Keys: keys}})
+	}
+	if err != nil {
+		writeStatus(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"keys": keys})
+}
+
+// splitChange is what POST /split takes: a service's split between its
+// versions (shares in percent, adding up to 100; a header that picks a
+// version whatever the shares), or clear to remove it.
+type splitChange struct {
+	Service   string            `json:"service"`
+	Namespace string            `json:"namespace"`
+	Versions  map[string]uint32 `json:"versions"`
+	Header    string            `json:"header"`
+	Clear     bool              `json:"clear"`
+}
+
+// serveSplit sets or clears a service's split, as meshctl split set and
+// clear do; the registry checks it (shares, versions, header) and its
+// refusal is a 400 that says why.
+func serveSplit(w http.ResponseWriter, r *http.Request, reg registryv1.RegistryServiceClient) {
+	var c splitChange
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&c); err != nil {
+		writeError(w, http.StatusBadRequest, `split: a JSON body {"service":…,"namespace":…,"versions":{"v1":90,"v2":10},"header":"x-version"} or {"service":…,"clear":true}: `+err.Error())
+		return
+	}
+	if c.Namespace == "" {
+		c.Namespace = identity.DefaultNamespace
+	}
+	if err := identity.ValidateName("service name", c.Service); err != nil {
+		writeError(w, http.StatusBadRequest, "split: "+err.Error())
+		return
+	}
+	var err error
+	switch {
+	case c.Clear:
+		_, err = reg.DeleteSplit(r.Context(), &registryv1.DeleteSplitRequest{Service: c.Service, Namespace: c.Namespace})
+	case len(c.Versions) == 0:
+		writeError(w, http.StatusBadRequest, "split: name the versions and their shares (v1=90 v2=10), or clear it")
+		return
+	default:
+		sp := &registryv1.Split{Service: c.Service, Namespace: c.Namespace, Header: c.Header}
+		for _, v := range slices.Sorted(maps.Keys(c.Versions)) {
+			sp.Versions = append(sp.Versions, &registryv1.VersionWeight{Version: v, Weight: c.Versions[v]})
+		}
+		_, err = reg.SetSplit(r.Context(), &registryv1.SetSplitRequest{Split: sp})
+	}
+	if err != nil {
+		writeStatus(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte("{}\n"))
 }
 
 // tapJSON writes every field, zeros too: gRPC status 0 (OK) is not -1

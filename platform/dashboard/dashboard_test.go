@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -51,6 +52,30 @@ func send(t *testing.T, method, url, body string, header map[string]string) (*ht
 	return resp, string(b)
 }
 
+// listing is what /status says of policies and splits (protojson: its
+// spacing is not stable, so decoded).
+type listing struct {
+	Policies, Splits []struct {
+		Service, Namespace string
+		Keys               map[string]string
+		Versions           []struct {
+			Version string
+			Weight  int
+		}
+		Header string
+	}
+}
+
+func listed(t *testing.T, base string) listing {
+	t.Helper()
+	_, body := get(t, base+"/status", nil)
+	var l listing
+	if err := json.Unmarshal([]byte(body), &l); err != nil {
+		t.Fatalf("/status: %v\n%s", err, body)
+	}
+	return l
+}
+
 // serveDashboard starts a gateway on cp and serves the dashboard over it,
 // as meshctl server does.
 func serveDashboard(t *testing.T, cp *meshtest.ControlPlane) *httptest.Server {
@@ -60,7 +85,7 @@ func serveDashboard(t *testing.T, cp *meshtest.ControlPlane) *httptest.Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(gw.Stop)
-	srv := httptest.NewServer(gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.OperatorHandler(), Services: gw.ListServices, Traces: gw.Traces(), Stats: gw.Stats(), Check: gw.Check, Tap: gw.Tap()}), true))
+	srv := httptest.NewServer(gateway.SameOrigin(dashboard.New(dashboard.Options{API: gw.OperatorHandler(), Services: gw.ListServices, Traces: gw.Traces(), Stats: gw.Stats(), Check: gw.Check, Tap: gw.Tap(), Registry: gw.Registry()}), true))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -90,7 +115,7 @@ func TestDashboard(t *testing.T) {
 	}
 	for _, used := range []string{`getJSON("status")`, `getJSON("api/")`, `getJSON("api" + path)`, `fetch("api" + ep.path, { method: "POST"`, `headers.Authorization = "Bearer " + token`, "textContent",
 		`getJSON("traces"`, `getJSON("traces/" + id)`, "headers.traceparent = trace.header", `getJSON("stats?methods=1")`, "setInterval(() => load(true), 5000)", `getJSON("check")`,
-		`fetch("tap?service=" + encodeURIComponent(svc.name) + "&namespace=" + encodeURIComponent(svc.namespace)`} {
+		`fetch("tap?service=" + encodeURIComponent(svc.name) + "&namespace=" + encodeURIComponent(svc.namespace)`, `fetch("policy", {`, "status.policies", `fetch("split", {`, "status.splits"} {
 		if !strings.Contains(script, used) {
 			t.Errorf("the script no longer has %s: check this test's contract", used)
 		}
@@ -217,6 +242,53 @@ func TestDashboard(t *testing.T) {
 	}
 	stopTap()
 	tapResp.Body.Close()
+
+	// /policy: an operator's keys set and cleared, as meshctl policy; a key
+	// the registry refuses changes nothing.
+	for _, tc := range []struct {
+		body string
+		code int
+		want string
+	}{
+		{`{"service":"helloworld","set":{"timeout":"2s","retries":"4"}}`, 200, `{"keys":{"retries":"4","timeout":"2s"}}`},
+		{`{"service":"helloworld","set":{"timeout":"soon"}}`, 400, `policy key policy_timeout: \"soon\" is not a duration`},
+		{`{"service":"helloworld","clear":["retries"]}`, 200, `{"keys":{"timeout":"2s"}}`},
+		{`{"service":"helloworld"}`, 400, "nothing to set or clear"},
+		{`{"service":"Bad_Name","set":{"timeout":"1s"}}`, 400, `service name \"Bad_Name\"`},
+		{`{"service":`, 400, "a JSON body"},
+	} {
+		if resp, body := send(t, "POST", srv.URL+"/policy", tc.body, same); resp.StatusCode != tc.code || !strings.Contains(body, tc.want) {
+			t.Errorf("POST /policy %s: %d %s; want %d with %s", tc.body, resp.StatusCode, body, tc.code, tc.want)
+		}
+	}
+	if got := listed(t, srv.URL).Policies; fmt.Sprint(got) != "[{helloworld default map[timeout:2s] [] }]" {
+		t.Errorf("/status after the policy changes: policies %v", got)
+	}
+	if resp, body := send(t, "POST", srv.URL+"/policy", `{"service":"helloworld","clear":["timeout"]}`, same); resp.StatusCode != 200 || strings.TrimSpace(body) != `{"keys":{}}` {
+		t.Errorf("clearing the last key: %d %s", resp.StatusCode, body)
+	}
+
+	// /split: a split between versions set and cleared, as meshctl split.
+	for _, tc := range []struct {
+		body string
+		code int
+		want string
+	}{
+		{`{"service":"helloworld","versions":{"v1":90,"v2":10},"header":"x-version"}`, 200, `{}`},
+		{`{"service":"helloworld","versions":{"v1":50}}`, 400, "the shares of helloworld.default add up to 50 %, not 100 %"},
+		{`{"service":"helloworld"}`, 400, "name the versions and their shares"},
+		{`{"service":"Bad_Name","clear":true}`, 400, `service name \"Bad_Name\"`},
+	} {
+		if resp, body := send(t, "POST", srv.URL+"/split", tc.body, same); resp.StatusCode != tc.code || !strings.Contains(body, tc.want) {
+			t.Errorf("POST /split %s: %d %s; want %d with %s", tc.body, resp.StatusCode, body, tc.code, tc.want)
+		}
+	}
+	if got := listed(t, srv.URL).Splits; fmt.Sprint(got) != "[{helloworld default map[] [{v1 90} {v2 10}] x-version}]" {
+		t.Errorf("/status after the split: splits %v", got)
+	}
+	if resp, body := send(t, "POST", srv.URL+"/split", `{"service":"helloworld","clear":true}`, same); resp.StatusCode != 200 {
+		t.Errorf("clearing the split: %d %s", resp.StatusCode, body)
+	}
 
 	// Another site's page cannot make it.
 	if resp, body := send(t, "POST", srv.URL+"/api/helloworld/call", `{"name":"Ada"}`, map[string]string{"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}); resp.StatusCode != 403 {

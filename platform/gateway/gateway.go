@@ -278,6 +278,12 @@ func (g *Gateway) Stats() statsv1.StatsServiceClient {
 	return statsv1.NewStatsServiceClient(g.sidecar.ControlPlane)
 }
 
+// Registry returns a client of the control plane's registry API, as the
+// gateway's platform identity (the dashboard's policy changes).
+func (g *Gateway) Registry() registryv1.RegistryServiceClient {
+	return registryv1.NewRegistryServiceClient(g.sidecar.ControlPlane)
+}
+
 // Tap returns a client of the control plane's tap API, as the gateway's
 // platform identity (the dashboard's live requests).
 func (g *Gateway) Tap() tapv1.TapServiceClient {

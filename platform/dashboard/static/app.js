@@ -92,6 +92,8 @@ function renderServices() {
       if (!selected || selected.name !== s.name || selected.namespace !== s.namespace) {
         stopTap("");
         $("#tap-list tbody").replaceChildren();
+        $("#policy-note").textContent = "";
+        $("#split-note").textContent = "";
       }
       selected = { name: s.name, namespace: s.namespace };
       $("#traces").hidden = true; $("#health").hidden = true; renderServices(); renderService();
@@ -113,7 +115,126 @@ function renderFigures() {
   }
   renderCalls(selected.name + "." + selected.namespace);
   renderMethods(selected.name + "." + selected.namespace);
+  renderPolicy(s);
+  renderSplit();
 }
+
+// renderSplit shows the open service's split between its versions
+// (meshctl split), if it has one.
+function renderSplit() {
+  const sp = (status.splits || []).find((x) => x.service === selected.name && (x.namespace || "default") === selected.namespace);
+  $("#split-now").textContent = sp ? (sp.versions || []).map((v) => v.version + " " + (v.weight || 0) + "%").join(" · ") + (sp.header ? " (" + sp.header + " picks one)" : "") : "none (every instance alike)";
+  $("#split-clear").hidden = !sp;
+}
+
+// changeSplit sets ({versions, header}) or clears ({clear: true}) the open
+// service's split, then shows the listing again.
+async function changeSplit(change) {
+  const note = $("#split-note");
+  note.textContent = "";
+  try {
+    const resp = await fetch("split", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(Object.assign({ service: selected.name, namespace: selected.namespace }, change)),
+    });
+    const body = await resp.json().catch(() => ({ detail: resp.statusText }));
+    if (!resp.ok) throw new Error(body.detail || resp.statusText);
+    note.textContent = change.clear ? "cleared" : "split: callers apply it in the next push";
+    note.className = "passing";
+    await load(true);
+  } catch (e) {
+    note.textContent = e.message;
+    note.className = "critical";
+  }
+}
+
+$("#split-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const versions = {};
+  for (const part of $("#split-input").value.trim().split(/[\s,]+/).filter(Boolean)) {
+    const eq = part.indexOf("=");
+    const n = Number(part.slice(eq + 1));
+    if (eq <= 0 || !Number.isInteger(n) || n < 0) {
+      $("#split-note").textContent = "write version=percent for each version, e.g. v1=90 v2=10";
+      $("#split-note").className = "critical";
+      return;
+    }
+    versions[part.slice(0, eq)] = n;
+  }
+  changeSplit({ versions, header: $("#split-header").value.trim() });
+});
+$("#split-clear").addEventListener("click", () => changeSplit({ clear: true }));
+
+// renderPolicy shows the open service's policy: the keys its instances
+// registered (the first's metadata, as meshctl services reads them) and
+// the operator's over them, each of those with a button that clears it.
+function renderPolicy(s) {
+  const registered = {};
+  const md = ((s && s.instances && s.instances[0]) || {}).metadata || {};
+  for (const [k, v] of Object.entries(md)) {
+    if (k.startsWith("policy_route_")) {
+      const eq = v.indexOf("=");
+      if (eq > 0) registered[v.slice(0, eq)] = v.slice(eq + 1);
+    } else if (k.startsWith("policy_")) registered[k.slice("policy_".length)] = v;
+  }
+  const op = ((status.policies || []).find((p) => p.service === selected.name && (p.namespace || "default") === selected.namespace) || {}).keys || {};
+  const body = $("#policy tbody");
+  body.replaceChildren();
+  for (const k of [...new Set([...Object.keys(registered), ...Object.keys(op)])].sort()) {
+    const tr = el("tr");
+    const by = k in op ? "operator" : "service";
+    tr.append(el("td", k), el("td", k in op ? op[k] : registered[k]), el("td", by, by === "operator" ? "warning" : ""));
+    const td = el("td");
+    if (k in op) {
+      const b = el("button", "clear");
+      b.type = "button";
+      b.addEventListener("click", () => changePolicy({ clear: [k] }));
+      td.append(b);
+    }
+    tr.append(td);
+    body.appendChild(tr);
+  }
+  if (!body.rows.length) {
+    const tr = el("tr");
+    const td = el("td", "the defaults (none set)");
+    td.colSpan = 4;
+    tr.append(td);
+    body.appendChild(tr);
+  }
+}
+
+// changePolicy sets or clears operator keys of the open service, then
+// shows the listing again.
+async function changePolicy(change) {
+  const note = $("#policy-note");
+  note.textContent = "";
+  try {
+    const resp = await fetch("policy", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(Object.assign({ service: selected.name, namespace: selected.namespace }, change)),
+    });
+    const body = await resp.json().catch(() => ({ detail: resp.statusText }));
+    if (!resp.ok) throw new Error(body.detail || resp.statusText);
+    note.textContent = change.set ? "set: the proxies apply it in the next push" : "cleared";
+    note.className = "passing";
+    await load(true);
+  } catch (e) {
+    note.textContent = e.message;
+    note.className = "critical";
+  }
+}
+
+$("#policy-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const v = $("#policy-input").value.trim();
+  const eq = v.indexOf("=");
+  if (eq <= 0) {
+    $("#policy-note").textContent = "write key=value (PATH:key=value for one path)";
+    $("#policy-note").className = "critical";
+    return;
+  }
+  changePolicy({ set: { [v.slice(0, eq)]: v.slice(eq + 1) } }).then(() => { if ($("#policy-note").className === "passing") $("#policy-input").value = ""; });
+});
 
 async function renderService() {
   const s = (status.services || []).find((x) => x.name === selected.name && x.namespace === selected.namespace);

@@ -122,6 +122,32 @@ async function until(what, cond) {
   click(doc.querySelector("#tap"));
   check("stopped", doc.querySelector("#tap").textContent === "tap" && doc.querySelector("#tap-note").textContent === "Stopped.", doc.querySelector("#tap-note").textContent);
 
+  // Its policy: set a key from the form, see it as the operator's, clear it.
+  const policyRows = () => [...doc.querySelectorAll("#policy tbody tr")].map((r) => [...r.cells].map((c) => c.textContent));
+  const submit = (v) => { doc.querySelector("#policy-input").value = v; doc.querySelector("#policy-form").dispatchEvent(new w.Event("submit", { cancelable: true })); };
+  submit("timeout=soon");
+  await until("a refused key's reason", () => doc.querySelector("#policy-note").textContent.includes("is not a duration"));
+  submit("retries=4");
+  await until("the operator's key", () => policyRows().some((r) => r[0] === "retries" && r[1] === "4" && r[2] === "operator"));
+  check("the form emptied", doc.querySelector("#policy-input").value === "", doc.querySelector("#policy-input").value);
+  click([...doc.querySelectorAll("#policy tbody tr")].find((r) => r.cells[0].textContent === "retries").querySelector("button"));
+  await until("the key cleared", () => !policyRows().some((r) => r[0] === "retries"));
+
+  // Its split between versions: refused shares say why; set, shown, cleared.
+  const splitNow = () => doc.querySelector("#split-now").textContent;
+  check("no split yet", splitNow() === "none (every instance alike)" && doc.querySelector("#split-clear").hidden, splitNow());
+  const splitForm = (v, header) => {
+    doc.querySelector("#split-input").value = v;
+    doc.querySelector("#split-header").value = header;
+    doc.querySelector("#split-form").dispatchEvent(new w.Event("submit", { cancelable: true }));
+  };
+  splitForm("v1=60", "");
+  await until("refused shares' reason", () => doc.querySelector("#split-note").textContent.includes("add up to 60 %, not 100 %"));
+  splitForm("v1=90 v2=10", "x-version");
+  await until("the split shown", () => splitNow() === "v1 90% · v2 10% (x-version picks one)");
+  click(doc.querySelector("#split-clear"));
+  await until("the split cleared", () => splitNow() === "none (every instance alike)");
+
 
   // A service whose policy asks for an account's token (prod's
   // helloworld): refused without one, answered with the token field set.
