@@ -142,11 +142,37 @@ func New(o Options) http.Handler {
 // policyChange is what POST /policy takes: keys of a service's operator
 // policy to set and to clear, as meshctl policy set and clear take them.
 type policyChange struct {
-	Service   string            `json:"service"`
-	Namespace string            `json:"namespace"`
-	Set       map[string]string `json:"set"`
-	Clear     []string          `json:"clear"`
+	serviceRef
+	Set   map[string]string `json:"set"`
+	Clear []string          `json:"clear"`
 }
+
+// serviceRef names the service a change is for.
+type serviceRef struct {
+	Service   string `json:"service"`
+	Namespace string `json:"namespace"` // "": default
+}
+
+// decodeChange reads a change's JSON body into c (what names it, usage
+// its form, for the message) and checks the service it names; false when
+// it has answered the request with what is wrong.
+func decodeChange(w http.ResponseWriter, r *http.Request, c interface{ ref() *serviceRef }, what, usage string) bool {
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(c); err != nil {
+		writeError(w, http.StatusBadRequest, what+": a JSON body "+usage+": "+err.Error())
+		return false
+	}
+	ref := c.ref()
+	if ref.Namespace == "" {
+		ref.Namespace = identity.DefaultNamespace
+	}
+	if err := identity.ValidateName("service name", ref.Service); err != nil {
+		writeError(w, http.StatusBadRequest, what+": "+err.Error())
+		return false
+	}
+	return true
+}
+
+func (r *serviceRef) ref() *serviceRef { return r }
 
 // servePolicy changes a service's operator policy as meshctl policy does —
 // the keys it names set or cleared, the operator's others kept — and
@@ -154,15 +180,7 @@ type policyChange struct {
 // keys: a bad one is a 400 naming it, and nothing changes.
 func servePolicy(w http.ResponseWriter, r *http.Request, reg registryv1.RegistryServiceClient) {
 	var c policyChange
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&c); err != nil {
-		writeError(w, http.StatusBadRequest, `policy: a JSON body {"service":…,"namespace":…,"set":{"key":"value"},"clear":["key"]}: `+err.Error())
-		return
-	}
-	if c.Namespace == "" {
-		c.Namespace = identity.DefaultNamespace
-	}
-	if err := identity.ValidateName("service name", c.Service); err != nil {
-		writeError(w, http.StatusBadRequest, "policy: "+err.Error())
+	if !decodeChange(w, r, &c, "policy", `{"service":…,"namespace":…,"set":{"key":"value"},"clear":["key"]}`) {
 		return
 	}
 	if len(c.Set) == 0 && len(c.Clear) == 0 {
@@ -204,11 +222,10 @@ func servePolicy(w http.ResponseWriter, r *http.Request, reg registryv1.Registry
 // versions (shares in percent, adding up to 100; a header that picks a
 // version whatever the shares), or clear to remove it.
 type splitChange struct {
-	Service   string            `json:"service"`
-	Namespace string            `json:"namespace"`
-	Versions  map[string]uint32 `json:"versions"`
-	Header    string            `json:"header"`
-	Clear     bool              `json:"clear"`
+	serviceRef
+	Versions map[string]uint32 `json:"versions"`
+	Header   string            `json:"header"`
+	Clear    bool              `json:"clear"`
 }
 
 // serveSplit sets or clears a service's split, as meshctl split set and
@@ -216,15 +233,7 @@ type splitChange struct {
 // refusal is a 400 that says why.
 func serveSplit(w http.ResponseWriter, r *http.Request, reg registryv1.RegistryServiceClient) {
 	var c splitChange
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&c); err != nil {
-		writeError(w, http.StatusBadRequest, `split: a JSON body {"service":…,"namespace":…,"versions":{"v1":90,"v2":10},"header":"x-version"} or {"service":…,"clear":true}: `+err.Error())
-		return
-	}
-	if c.Namespace == "" {
-		c.Namespace = identity.DefaultNamespace
-	}
-	if err := identity.ValidateName("service name", c.Service); err != nil {
-		writeError(w, http.StatusBadRequest, "split: "+err.Error())
+	if !decodeChange(w, r, &c, "split", `{"service":…,"namespace":…,"versions":{"v1":90,"v2":10},"header":"x-version"} or {"service":…,"clear":true}`) {
 		return
 	}
 	var err error

@@ -129,17 +129,22 @@ function renderSplit() {
 
 // changeSplit sets ({versions, header}) or clears ({clear: true}) the open
 // service's split, then shows the listing again.
-async function changeSplit(change) {
-  const note = $("#split-note");
+function changeSplit(change) {
+  return postChange("split", change, $("#split-note"), change.clear ? "cleared" : "split: callers apply it in the next push");
+}
+
+// postChange posts a change of the open service to url, then says how it
+// went in note (done when it went) and shows the listing again.
+async function postChange(url, change, note, done) {
   note.textContent = "";
   try {
-    const resp = await fetch("split", {
+    const resp = await fetch(url, {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify(Object.assign({ service: selected.name, namespace: selected.namespace }, change)),
     });
     const body = await resp.json().catch(() => ({ detail: resp.statusText }));
     if (!resp.ok) throw new Error(body.detail || resp.statusText);
-    note.textContent = change.clear ? "cleared" : "split: callers apply it in the next push";
+    note.textContent = done;
     note.className = "passing";
     await load(true);
   } catch (e) {
@@ -205,23 +210,8 @@ function renderPolicy(s) {
 
 // changePolicy sets or clears operator keys of the open service, then
 // shows the listing again.
-async function changePolicy(change) {
-  const note = $("#policy-note");
-  note.textContent = "";
-  try {
-    const resp = await fetch("policy", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(Object.assign({ service: selected.name, namespace: selected.namespace }, change)),
-    });
-    const body = await resp.json().catch(() => ({ detail: resp.statusText }));
-    if (!resp.ok) throw new Error(body.detail || resp.statusText);
-    note.textContent = change.set ? "set: the proxies apply it in the next push" : "cleared";
-    note.className = "passing";
-    await load(true);
-  } catch (e) {
-    note.textContent = e.message;
-    note.className = "critical";
-  }
+function changePolicy(change) {
+  return postChange("policy", change, $("#policy-note"), change.set ? "set: the proxies apply it in the next push" : "cleared");
 }
 
 $("#policy-form").addEventListener("submit", (ev) => {
