@@ -1,9 +1,9 @@
 // Package tap is the control plane's side of `meshctl tap`: the OTLP logs
 // collector the proxies send their access log records to (Envoy's
-// OpenTelemetry access logger, which a service's policy access_log=on
-// adds to its inbound listeners), and the TapService that hands each
-// record, as it arrives, to whoever watches that service. Nothing is
-// stored.
+// OpenTelemetry access logger, on a service's inbound listeners while its
+// Hub has watchers, and while its policy says access_log=on), and the
+// TapService that hands each record, as it arrives, to whoever watches
+// that service. Nothing is stored.
 package tap
 
 import (
