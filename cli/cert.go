@@ -23,7 +23,7 @@ import (
 func newCertCommand(g *globalOptions, s Streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "cert",
-		Short: "Mint join tokens, issue and inspect workload certificates",
+		Short: "Mint join tokens, issue, inspect and revoke workload certificates",
 		Args:  cobra.NoArgs,
 	}
 	cmd.AddCommand(
@@ -31,6 +31,8 @@ func newCertCommand(g *globalOptions, s Streams) *cobra.Command {
 		newCertIssueCommand(g, s),
 		newCertInspectCommand(g, s),
 		newCertBundleCommand(g, s),
+		newCertRevokeCommand(g, s),
+		newCertRevokedCommand(g, s),
 	)
 	return cmd
 }

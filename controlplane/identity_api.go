@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/identity/ca"
@@ -70,6 +72,68 @@ func (a *identityAPI) TrustBundle(context.Context, *identityv1.TrustBundleReques
 	return resp, nil
 }
 
+// authorizeAdmin admits operators: identities of namespace micromesh.
+func (a *identityAPI) authorizeAdmin(ctx context.Context) (identity.ID, error) {
+	id, err := verifiedPeer(ctx, a.ca.Bundle())
+	if err != nil {
+		return identity.ID{}, status.Error(codes.Unauthenticated, err.Error())
+	}
+	if !isAdmin(id) {
+		return identity.ID{}, status.Errorf(codes.PermissionDenied, "revocation is for identities of namespace %s (operators); %s is not one", identity.SystemNamespace, id)
+	}
+	return id, nil
+}
+
+func (a *identityAPI) Revoke(ctx context.Context, req *identityv1.RevokeRequest) (*identityv1.RevokeResponse, error) {
+	caller, err := a.authorizeAdmin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var revoked []ca.Revoked
+	switch t := req.GetTarget().(type) {
+	case *identityv1.RevokeRequest_Serial:
+		var r ca.Revoked
+		r, err = a.ca.RevokeSerial(t.Serial, req.GetReason())
+		revoked = []ca.Revoked{r}
+	case *identityv1.RevokeRequest_SpiffeId:
+		var id identity.ID
+		if id, err = identity.ParseID(t.SpiffeId); err == nil {
+			revoked, err = a.ca.RevokeID(id, req.GetReason())
+		}
+	default:
+		err = fmt.Errorf("%w: name what to revoke: a certificate's serial or a SPIFFE ID", identity.ErrInvalid)
+	}
+	if err != nil {
+		return nil, a.refuse(ctx, err, []any{"method", "Revoke", "caller", caller.String(), "err", err})
+	}
+	a.log.Info("revoked", "caller", caller.String(), "certificates", len(revoked))
+	return &identityv1.RevokeResponse{Revoked: revokedProto(revoked)}, nil
+}
+
+func (a *identityAPI) ListRevoked(ctx context.Context, _ *identityv1.ListRevokedRequest) (*identityv1.ListRevokedResponse, error) {
+	if _, err := a.authorizeAdmin(ctx); err != nil {
+		return nil, err
+	}
+	revoked, err := a.ca.Revoked()
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "read revocations: %v", err)
+	}
+	resp := &identityv1.ListRevokedResponse{Revoked: revokedProto(revoked)}
+	if crl := a.ca.Revocations(); crl != nil {
+		resp.Crl = crl.PEM()
+	}
+	return resp, nil
+}
+
+func revokedProto(rs []ca.Revoked) []*identityv1.RevokedCertificate {
+	out := make([]*identityv1.RevokedCertificate, len(rs))
+	for i, r := range rs {
+		out[i] = &identityv1.RevokedCertificate{Serial: r.Serial, SpiffeId: r.ID.String(), Reason: r.Reason,
+			RevokedAt: timestamppb.New(r.RevokedAt), ExpiresAt: timestamppb.New(r.ExpiresAt)}
+	}
+	return out
+}
+
 // refuse logs a refused request and returns its status.
 func (a *identityAPI) refuse(ctx context.Context, err error, attrs []any) error {
 	st := statusOf(err)
@@ -91,6 +155,8 @@ func statusOf(err error) *status.Status {
 		return status.New(codes.Unauthenticated, err.Error())
 	case errors.Is(err, identity.ErrPermissionDenied):
 		return status.New(codes.PermissionDenied, err.Error())
+	case errors.Is(err, identity.ErrNotFound):
+		return status.New(codes.NotFound, err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.New(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
@@ -160,6 +226,10 @@ func (c *peerCache) verify(certs []*x509.Certificate, bundle *identity.Bundle, n
 	v, ok := c.m[k]
 	c.mu.Unlock()
 	if ok && now.Before(v.until) {
+		// Verified before; revoked since?
+		if err := bundle.CheckRevoked(v.id, certs[:1]); err != nil {
+			return identity.ID{}, err
+		}
 		return v.id, nil
 	}
 	id, _, err := bundle.VerifyCertificates(certs, now)

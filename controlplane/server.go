@@ -106,6 +106,8 @@ type Server struct {
 	firstGen chan struct{}
 
 	// The keys accounts' access tokens are signed with (SetAccountKeys);
+	// streams are the open streams, ended when their caller is revoked.
+	streams *liveStreams
 	// keysChanged wakes watchRegistry to build with new ones.
 	keysMu      sync.Mutex
 	keys        []byte
@@ -191,6 +193,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 
 	s.metrics = newMetrics(ca, s.creds)
+	s.streams = newLiveStreams()
 	s.ads = newADS(cfg.Logger.With("component", "xds"), ca.Bundle(), newXDSMetrics(s.metrics.reg))
 	s.grpc = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(s.creds.ServerTLSConfigOptionalClient())),
@@ -200,7 +203,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		// item of the heap at 1,000 proxies.
 		grpc.ReadBufferSize(4<<10),
 		grpc.ChainUnaryInterceptor(s.metrics.unaryInterceptor),
-		grpc.ChainStreamInterceptor(s.metrics.streamInterceptor),
+		grpc.ChainStreamInterceptor(s.metrics.streamInterceptor, s.streams.intercept),
 	)
 	identityv1.RegisterIdentityServiceServer(s.grpc, &identityAPI{ca: ca, log: cfg.Logger.With("component", "identity-api"), issued: s.metrics.issued})
 	s.regAPI = &registryAPI{reg: s.reg, bundle: ca.Bundle(), log: cfg.Logger.With("component", "registry-api"), inMesh: s.ads.waitMesh}
@@ -405,6 +408,9 @@ func (s *Server) watchRegistry(ctx context.Context) error {
 	defer expire.Stop()
 	apply := func() {
 		mesh := buildMesh(s.ca.TrustDomain(), roots, latest)
+		if crl := s.ca.Revocations(); crl != nil {
+			mesh.Revocations = crl.PEM()
+		}
 		mesh.AccountKeys = s.accountKeys()
 		mesh.Tracing = s.cfg.Tracing
 		for i := range mesh.Services {
@@ -430,6 +436,14 @@ func (s *Server) watchRegistry(ctx context.Context) error {
 				apply()
 			}
 		case <-s.tap.Changed():
+			if s.ads.currentGen().version != 0 {
+				first = time.Now()
+				apply()
+			}
+		case <-s.ca.RevocationsChanged():
+			if n := s.streams.end(s.ca.Revocations()); n > 0 {
+				s.log.Warn("ended the streams of revoked certificates", "streams", n)
+			}
 			if s.ads.currentGen().version != 0 {
 				first = time.Now()
 				apply()

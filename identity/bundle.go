@@ -8,12 +8,14 @@ import (
 )
 
 // Bundle is a trust domain's trust bundle: the roots that certify its
-// identities. It verifies peers, and it is immutable: a refreshed bundle is a
-// new value.
+// identities. It verifies peers, and its roots are immutable: a refreshed
+// bundle is a new value. The CA's own bundle also checks the CA's live
+// revocation list (WithRevocations).
 type Bundle struct {
 	trustDomain string
 	roots       []*x509.Certificate
 	pool        *x509.CertPool
+	revoked     func() *Revocations // nil: none
 }
 
 // NewBundle returns the bundle of trust domain td.
@@ -23,6 +25,26 @@ func NewBundle(td string, roots []*x509.Certificate) *Bundle {
 		pool.AddCert(r)
 	}
 	return &Bundle{trustDomain: td, roots: roots, pool: pool}
+}
+
+// WithRevocations returns the bundle checking every chain it verifies
+// against the revocation list revoked returns at that moment as well: the
+// CA's own bundle, so that whatever verifies with it in the control plane's
+// process (its APIs, renewals, in-process proxies) refuses revoked
+// certificates at once.
+func (b *Bundle) WithRevocations(revoked func() *Revocations) *Bundle {
+	c := *b
+	c.revoked = revoked
+	return &c
+}
+
+// CheckRevoked refuses a verified chain (leaf first) that the bundle's
+// revocation list revokes; without a list it accepts every chain.
+func (b *Bundle) CheckRevoked(id ID, chain []*x509.Certificate) error {
+	if b.revoked == nil {
+		return nil
+	}
+	return b.revoked().Check(id, chain)
 }
 
 // TrustDomain is the trust domain whose identities the bundle certifies.
@@ -87,6 +109,9 @@ func (b *Bundle) VerifyCertificates(certs []*x509.Certificate, now time.Time) (I
 	})
 	if err != nil {
 		return ID{}, nil, fmt.Errorf("%w: the certificate of %s does not chain to the trust bundle of %s: %v", ErrUntrusted, id, b.trustDomain, err)
+	}
+	if err := b.CheckRevoked(id, certs); err != nil {
+		return ID{}, nil, err
 	}
 	return id, certs, nil
 }

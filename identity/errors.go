@@ -15,6 +15,8 @@ var (
 	ErrUnauthenticated = errors.New("not authenticated")
 	// ErrPermissionDenied: the credential is good but does not allow this.
 	ErrPermissionDenied = errors.New("permission denied")
+	// ErrNotFound: what the request names does not exist (or no longer).
+	ErrNotFound = errors.New("not found")
 )
 
 // Specific errors, each wrapping its class.
@@ -30,6 +32,7 @@ var (
 	ErrCertExpired        = fmt.Errorf("%w: certificate expired", ErrUnauthenticated)
 	ErrUntrusted          = fmt.Errorf("%w: certificate not trusted", ErrUnauthenticated)
 	ErrForeignTrustDomain = fmt.Errorf("%w: certificate from another trust domain", ErrUnauthenticated)
+	ErrRevoked            = fmt.Errorf("%w: certificate revoked", ErrUnauthenticated)
 
 	ErrIDMismatch = fmt.Errorf("%w: identity mismatch", ErrPermissionDenied)
 )

@@ -39,6 +39,7 @@ func AuthorizeAny() Authorizer { return func(ID) error { return nil } }
 // without touching established connections. Safe for concurrent use.
 type Source struct {
 	cur      atomic.Pointer[sourceState]
+	revoked  atomic.Pointer[Revocations]
 	renew    RenewFunc
 	log      *slog.Logger
 	onRotate func(*Credentials) error
@@ -168,7 +169,7 @@ func (s *Source) ServerTLSConfig(authorize Authorizer) *tls.Config {
 		MinVersion:            tls.VersionTLS13,
 		GetCertificate:        func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return s.certificate(), nil },
 		ClientAuth:            tls.RequireAnyClientCert, // verified below, against the live bundle
-		VerifyPeerCertificate: verifyPeer(s.bundle, authorize),
+		VerifyPeerCertificate: verifyPeer(s.bundle, s.Revocations, authorize),
 	}
 }
 
@@ -188,7 +189,31 @@ func (s *Source) ServerTLSConfigOptionalClient() *tls.Config {
 // certificate and accepting a server that verifies against the current bundle
 // and that authorize accepts.
 func (s *Source) ClientTLSConfig(authorize Authorizer) *tls.Config {
-	return ClientTLSConfig(s.bundle, s.certificate, authorize)
+	cfg := ClientTLSConfig(s.bundle, s.certificate, authorize)
+	cfg.VerifyPeerCertificate = verifyPeer(s.bundle, s.Revocations, authorize)
+	return cfg
+}
+
+// SetRevocations makes r the revocation list peers are checked against at
+// each handshake from now on (nil: none). Established connections are the
+// caller's to close (CheckPeer tells which).
+func (s *Source) SetRevocations(r *Revocations) { s.revoked.Store(r) }
+
+// Revocations returns the revocation list in force, or nil.
+func (s *Source) Revocations() *Revocations { return s.revoked.Load() }
+
+// CheckPeer checks an established connection's peer (its verified chain,
+// leaf first) against the revocation list in force.
+func (s *Source) CheckPeer(chain []*x509.Certificate) error {
+	r := s.revoked.Load()
+	if r == nil || len(chain) == 0 {
+		return nil
+	}
+	id, err := IDFromCertificate(chain[0])
+	if err != nil {
+		return err
+	}
+	return r.Check(id, chain)
 }
 
 // ClientTLSConfig returns a TLS 1.3 client config that verifies the server
@@ -201,7 +226,7 @@ func ClientTLSConfig(bundle func() *Bundle, cert func() *tls.Certificate, author
 		// do not use; VerifyPeerCertificate does the full chain check
 		// against the live bundle instead.
 		InsecureSkipVerify:    true,
-		VerifyPeerCertificate: verifyPeer(bundle, authorize),
+		VerifyPeerCertificate: verifyPeer(bundle, nil, authorize),
 	}
 	if cert != nil {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
@@ -214,11 +239,18 @@ func ClientTLSConfig(bundle func() *Bundle, cert func() *tls.Certificate, author
 	return cfg
 }
 
-func verifyPeer(bundle func() *Bundle, authorize Authorizer) func([][]byte, [][]*x509.Certificate) error {
+// verifyPeer checks a peer's chain against the bundle, the revocation list
+// (revoked may be nil) and authorize.
+func verifyPeer(bundle func() *Bundle, revoked func() *Revocations, authorize Authorizer) func([][]byte, [][]*x509.Certificate) error {
 	return func(raw [][]byte, _ [][]*x509.Certificate) error {
-		id, _, err := bundle().Verify(raw, time.Now())
+		id, chain, err := bundle().Verify(raw, time.Now())
 		if err != nil {
 			return err
+		}
+		if revoked != nil {
+			if err := revoked().Check(id, chain); err != nil {
+				return err
+			}
 		}
 		if authorize == nil {
 			return errors.New("no authorizer: refusing every peer")

@@ -26,6 +26,7 @@ func testMesh() *Mesh {
 	return &Mesh{
 		TrustDomain: "micromesh.local",
 		Roots:       []byte("-----BEGIN CERTIFICATE-----\nTEST ROOT\n-----END CERTIFICATE-----\n"),
+		Revocations: []byte("-----BEGIN X509 CRL-----\nTEST CRL\n-----END X509 CRL-----\n"),
 		AccountKeys: []byte(`{"keys":[{"use":"sig","kty":"EC","kid":"test-key","crv":"P-256","alg":"ES256","x":"TEST-X","y":"TEST-Y"}]}`),
 		Tracing:     &Tracing{SamplingPercent: 2.5},
 		Services: []Service{

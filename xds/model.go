@@ -42,6 +42,9 @@ type Mesh struct {
 	TrustDomain string
 	// Roots is the trust bundle, PEM.
 	Roots []byte
+	// Revocations is the CA's certificate revocation list, PEM; nil while
+	// nothing is revoked. Proxies refuse the peers it lists.
+	Revocations []byte
 	// Services, sorted by namespace then name (Build sorts a copy if not).
 	Services []Service
 	// AccountKeys is the JWK set (JSON) the auth service signs accounts'

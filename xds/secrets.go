@@ -22,12 +22,20 @@ func (b *builder) certSecret() *tlsv3.Secret {
 	}
 }
 
-// rootSecret is the trust bundle, inline (it is public).
+// rootSecret is the trust bundle, inline (it is public), with the CA's
+// revocation list when it has one. The list is the intermediate's, and
+// proxies get no list for the root: Envoy then checks only the leaf
+// against it (only_verify_leaf_cert_crl), as the built-in sidecar does.
 func (b *builder) rootSecret() *tlsv3.Secret {
+	vc := &tlsv3.CertificateValidationContext{
+		TrustedCa: &core.DataSource{Specifier: &core.DataSource_InlineBytes{InlineBytes: b.mesh.Roots}},
+	}
+	if len(b.mesh.Revocations) > 0 {
+		vc.Crl = &core.DataSource{Specifier: &core.DataSource_InlineBytes{InlineBytes: b.mesh.Revocations}}
+		vc.OnlyVerifyLeafCertCrl = true
+	}
 	return &tlsv3.Secret{
 		Name: RootSecret,
-		Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-			TrustedCa: &core.DataSource{Specifier: &core.DataSource_InlineBytes{InlineBytes: b.mesh.Roots}},
-		}},
+		Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc},
 	}
 }

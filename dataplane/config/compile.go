@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/micromesh/micromesh/dataplane/xdswire"
+	"github.com/micromesh/micromesh/identity"
 )
 
 // Resources are the xDS resources in force, by type.
@@ -282,8 +283,8 @@ func checkClientValidation(ctc *xdswire.CommonTLSContext) error {
 			return bad
 		}
 		if d := v.DefaultValidationContext; d != nil {
-			if d.Refused != "" {
-				return fmt.Errorf("client certificate check %s is not supported", d.Refused)
+			if r := refusedCheck(d); r != "" {
+				return fmt.Errorf("client certificate check %s is not supported", r)
 			}
 			if len(d.MatchTypedSubjectAltNames) > 0 || d.TrustedCA != nil {
 				return fmt.Errorf("client SAN matchers and other roots are not supported: %w", bad)
@@ -980,8 +981,8 @@ func (c *Cluster) setTransport(cl *xdswire.Cluster) error {
 	}
 	var sans []*xdswire.SubjectAltNameMatcher
 	if d := v.DefaultValidationContext; d != nil {
-		if d.Refused != "" {
-			return fmt.Errorf("upstream certificate check %s is not supported", d.Refused)
+		if r := refusedCheck(d); r != "" {
+			return fmt.Errorf("upstream certificate check %s is not supported", r)
 		}
 		if d.TrustedCA != nil {
 			return errors.New("the upstream's roots must be the trust bundle (SDS ROOTCA), not trusted_ca")
@@ -993,6 +994,20 @@ func (c *Cluster) setTransport(cl *xdswire.Cluster) error {
 	}
 	c.SAN = *sans[0].Matcher.Exact
 	return nil
+}
+
+// refusedCheck names the first check of a listener's or cluster's own
+// validation context the proxy cannot honour: what the decoder refused,
+// or a revocation list (the proxy takes the one in the trust bundle's
+// secret, for every peer alike).
+func refusedCheck(d *xdswire.CertificateValidationContext) string {
+	switch {
+	case d.Refused != "":
+		return d.Refused
+	case d.CRL != nil || d.OnlyVerifyLeafCertCRL:
+		return "crl (outside the trust bundle's secret " + rootSecret + ")"
+	}
+	return ""
 }
 
 func (c *Config) addSecret(s *xdswire.Secret) error {
@@ -1033,6 +1048,19 @@ func (c *Config) addSecret(s *xdswire.Secret) error {
 			return errors.New("the trust bundle must be inline")
 		}
 		c.Roots = roots
+		if crl := s.ValidationContext.CRL; crl != nil {
+			if !s.ValidationContext.OnlyVerifyLeafCertCRL {
+				return errors.New("a revocation list needs only_verify_leaf_cert_crl: the proxy checks peers' leaf certificates against it, Envoy without it every CA of the chain")
+			}
+			if len(crl.InlineBytes) == 0 {
+				return errors.New("the revocation list must be inline bytes")
+			}
+			r, err := identity.NewRevocations(crl.InlineBytes)
+			if err != nil {
+				return err
+			}
+			c.Revocations = r
+		}
 	default:
 		return errors.New("the secret holds neither a certificate nor a trust bundle")
 	}

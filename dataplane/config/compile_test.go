@@ -1,8 +1,15 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"math"
+	"math/big"
 	"net/http"
 	"reflect"
 	"slices"
@@ -699,9 +706,22 @@ func TestRefusesTLSSettingsItCannotHonour(t *testing.T) {
 		{"a chain depth limit", func(r *envoyResources) {
 			toHello(r, func(c *tlsv3.UpstreamTlsContext) { combined(c.CommonTlsContext).MaxVerifyDepth = wrapperspb.UInt32(1) })
 		}, "max_verify_depth is not supported"},
-		{"a CRL on the trust bundle", func(r *envoyResources) {
-			findSecret(t, r, "ROOTCA").GetValidationContext().Crl = &core.DataSource{Specifier: &core.DataSource_InlineString{InlineString: "x"}}
-		}, "trust bundle check crl is not supported"},
+		{"a CRL on the trust bundle checking the whole chain", func(r *envoyResources) {
+			findSecret(t, r, "ROOTCA").GetValidationContext().Crl = &core.DataSource{Specifier: &core.DataSource_InlineBytes{InlineBytes: testCRL(t)}}
+		}, "needs only_verify_leaf_cert_crl"},
+		{"a CRL in a file", func(r *envoyResources) {
+			vc := findSecret(t, r, "ROOTCA").GetValidationContext()
+			vc.Crl, vc.OnlyVerifyLeafCertCrl = &core.DataSource{Specifier: &core.DataSource_Filename{Filename: "/etc/crl.pem"}}, true
+		}, "revocation list must be inline bytes"},
+		{"a CRL that does not parse", func(r *envoyResources) {
+			vc := findSecret(t, r, "ROOTCA").GetValidationContext()
+			vc.Crl, vc.OnlyVerifyLeafCertCrl = &core.DataSource{Specifier: &core.DataSource_InlineBytes{InlineBytes: []byte("-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n")}}, true
+		}, "revocation list does not parse"},
+		{"a CRL of one upstream", func(r *envoyResources) {
+			toHello(r, func(c *tlsv3.UpstreamTlsContext) {
+				combined(c.CommonTlsContext).Crl = &core.DataSource{Specifier: &core.DataSource_InlineBytes{InlineBytes: testCRL(t)}}
+			})
+		}, "upstream certificate check crl (outside the trust bundle's secret ROOTCA) is not supported"},
 		{"a private key provider", func(r *envoyResources) {
 			findSecret(t, r, "default").GetTlsCertificate().PrivateKeyProvider = &tlsv3.PrivateKeyProvider{ProviderName: "hsm"}
 		}, "certificate private_key_provider is not supported"},
@@ -1452,5 +1472,48 @@ func TestCompileAccessLogs(t *testing.T) {
 		if _, _, err := compileAccessLogs([]*xdswire.AccessLog{c.log}); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", c.log.Name, err, c.want)
 		}
+	}
+}
+
+// testCRL is a revocation list of one serial (7), signed by a throwaway CA.
+func testCRL(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	der, err := x509.CreateCertificate(rand.Reader, ca, ca, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ca, err = x509.ParseCertificate(der); err != nil {
+		t.Fatal(err)
+	}
+	crl, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now(), NextUpdate: time.Now().Add(time.Hour),
+		RevokedCertificateEntries: []x509.RevocationListEntry{{SerialNumber: big.NewInt(7), RevocationTime: time.Now()}}}, ca, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl})
+}
+
+// The trust bundle's secret carries the CA's revocation list once a
+// certificate is revoked; the proxy checks peers against it.
+func TestCompileTakesTheRevocationList(t *testing.T) {
+	c, err := Compile(meshFor(t, "default", "client").wire(t))
+	if err != nil || c.Revocations != nil {
+		t.Fatalf("without revocations: %v, list %v", err, c.Revocations)
+	}
+	r := meshFor(t, "default", "client")
+	vc := findSecret(t, &r, "ROOTCA").GetValidationContext()
+	vc.Crl, vc.OnlyVerifyLeafCertCrl = &core.DataSource{Specifier: &core.DataSource_InlineBytes{InlineBytes: testCRL(t)}}, true
+	c, err = Compile(r.wire(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Revocations.Len() != 1 {
+		t.Errorf("revocation list of %d, want 1", c.Revocations.Len())
 	}
 }

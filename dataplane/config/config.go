@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/micromesh/micromesh/identity"
 )
 
 // Transports to upstream clusters.
@@ -32,6 +34,9 @@ type Config struct {
 	Certificate *CertFiles
 	// Roots is the trust bundle (PEM), from SDS.
 	Roots []byte
+	// Revocations is the CA's revocation list, from the trust bundle's SDS
+	// secret; nil: none.
+	Revocations *identity.Revocations
 }
 
 // Missing names what the config refers to and has not received yet: the

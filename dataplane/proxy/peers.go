@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+
+	"github.com/micromesh/micromesh/identity"
 )
 
 // peer is what the inbound side derives from a caller's certificate.
@@ -16,6 +18,9 @@ type peer struct {
 	// x-forwarded-client-cert values as Envoy writes them: By (this
 	// workload) and Hash (SHA-256 of the certificate, hex); then URI.
 	xfcc, xfccURI string
+	// revoked, if not "", says why the certificate is refused: the CA
+	// revoked it after the connection was made.
+	revoked string
 }
 
 // maxPeers bounds the cache; past it the cache starts over.
@@ -26,9 +31,20 @@ const maxPeers = 256
 // certificate, and the lookup allocates nothing where formatting the
 // SPIFFE ID and the workload name would, per request.
 type peerCache struct {
-	by string // this workload's SPIFFE ID, for XFCC's By
-	mu sync.RWMutex
-	m  map[string]peer
+	by      string // this workload's SPIFFE ID, for XFCC's By
+	mu      sync.RWMutex
+	m       map[string]peer
+	revoked *identity.Revocations // what peers are checked against
+}
+
+// setRevocations checks peers against r from now on: the cache starts
+// over, so a connection made before a certificate was revoked has its
+// next request refused.
+func (c *peerCache) setRevocations(r *identity.Revocations) {
+	c.mu.Lock()
+	c.revoked = r
+	c.m = nil
+	c.mu.Unlock()
 }
 
 // peer returns the verified caller of r, or the zero peer if r carries no
@@ -56,6 +72,13 @@ func (c *peerCache) peer(r *http.Request) peer {
 	}
 	p.xfccURI = p.xfcc + ";URI=" + id
 	c.mu.Lock()
+	if c.revoked != nil {
+		if sid, err := identity.IDFromCertificate(cert); err == nil {
+			if err := c.revoked.Check(sid, r.TLS.PeerCertificates); err != nil {
+				p.revoked = err.Error()
+			}
+		}
+	}
 	if c.m == nil || len(c.m) >= maxPeers {
 		c.m = make(map[string]peer)
 	}

@@ -8,6 +8,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -150,10 +151,31 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 		prevLimits = prev.limits
 	}
 	next.limits = keepLimits(prevLimits, cfg)
+	// A new revocation list: handshakes and requests of callers are
+	// checked against it from now on, and connections to upstreams are
+	// made anew (the old ones close once their requests are done), each
+	// checked against it in its handshake.
+	var prevRevoked *identity.Revocations
+	if prev != nil {
+		prevRevoked = prev.cfg.Revocations
+	}
+	newRevocations := !bytes.Equal(prevRevoked.PEM(), cfg.Revocations.PEM())
+	if newRevocations {
+		if p.creds != nil {
+			p.creds.SetRevocations(cfg.Revocations)
+		}
+		p.peers.setRevocations(cfg.Revocations)
+		if prev != nil {
+			p.log.Info("new revocation list", "revoked_certificates", cfg.Revocations.Len())
+		}
+	}
 	for name, c := range cfg.Clusters {
 		var old *upstream
 		if prev != nil {
 			old = prev.upstreams[name]
+		}
+		if newRevocations && old != nil && c.Transport != config.TransportPlain {
+			old = &upstream{cluster: old.cluster, lb: old.lb} // the balancer's state stays, not the connections
 		}
 		u, err := p.newUpstream(c, old)
 		if err != nil {
@@ -318,6 +340,13 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	if caller.id == "" {
 		// The handshake requires and verifies a certificate; this is a bug.
 		p.local(w, r, inbound, "", http.StatusUnauthorized, "micromesh: no verified client certificate", start)
+		return
+	}
+	if caller.revoked != "" {
+		// Revoked after the connection was made (a new one is refused in
+		// its handshake).
+		p.m.denied.Inc()
+		p.localFor(w, r, inbound, caller.workload, p.self, http.StatusForbidden, "micromesh: "+caller.revoked, start)
 		return
 	}
 	if dotSegment(r.URL.Path) {

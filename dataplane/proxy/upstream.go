@@ -51,7 +51,7 @@ func (p *Proxy) newUpstream(c *config.Cluster, prev *upstream) (*upstream, error
 	u.lb = newBalancer(c, prevLB)
 	ejections := p.m.ejections.WithLabelValues(c.Name)
 	u.lb.onEject = ejections.Inc
-	if prev != nil && sameTransport(prev.cluster, c) {
+	if prev != nil && prev.rt != nil && sameTransport(prev.cluster, c) {
 		u.rt, u.close, u.scheme = prev.rt, prev.close, prev.scheme
 		return u, nil
 	}

@@ -209,15 +209,20 @@ func (m *CombinedValidationContext) unmarshal(b []byte) error {
 type CertificateValidationContext struct {
 	TrustedCA                 *DataSource              `json:"trustedCa,omitempty"`
 	MatchTypedSubjectAltNames []*SubjectAltNameMatcher `json:"matchTypedSubjectAltNames,omitempty"`
+	// CRL is the certificate revocation list peers' leaves are checked
+	// against; the proxy takes one only with OnlyVerifyLeafCertCRL
+	// (without it Envoy wants a list for every CA of the chain).
+	CRL                   *DataSource `json:"crl,omitempty"`
+	OnlyVerifyLeafCertCRL bool        `json:"onlyVerifyLeafCertCrl,omitempty"`
 	// Refused names the first other check set: each would make Envoy
-	// accept fewer peers (pinned hashes, CRLs, the deprecated SAN
-	// matchers, a depth limit, a custom validator, other roots) or more
-	// (expired or untrusted certificates) than the proxy does.
+	// accept fewer peers (pinned hashes, the deprecated SAN matchers, a
+	// depth limit, a custom validator, other roots) or more (expired or
+	// untrusted certificates) than the proxy does.
 	Refused string `json:"-"`
 }
 
 var validationRefused = map[protowire.Number]string{
-	2: "verify_certificate_hash", 3: "verify_certificate_spki", 7: "crl", 9: "match_subject_alt_names",
+	2: "verify_certificate_hash", 3: "verify_certificate_spki", 9: "match_subject_alt_names",
 	12: "custom_validator_config", 13: "ca_certificate_provider_instance", 16: "max_verify_depth",
 	17: "system_root_certs", 8: "allow_expired_certificate", 10: "trust_chain_verification",
 }
@@ -229,6 +234,10 @@ func (m *CertificateValidationContext) unmarshal(b []byte) error {
 			return msg(f, &m.TrustedCA)
 		case 15:
 			return msgs(f, &m.MatchTypedSubjectAltNames)
+		case 7:
+			return msg(f, &m.CRL)
+		case 14:
+			return f.boolean(&m.OnlyVerifyLeafCertCRL)
 		case 6:
 			return refuseTrue(f, &m.Refused, "require_signed_certificate_timestamp")
 		}

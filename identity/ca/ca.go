@@ -8,6 +8,7 @@ package ca
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/smallstep/certificates/authority"
@@ -48,12 +51,17 @@ type CA struct {
 	certTTL     time.Duration
 	log         *slog.Logger
 
-	bundle       *identity.Bundle
-	intermediate *x509.Certificate
-	tokens       *TokenSigner
-	tokenKey     *jose.JSONWebKey // public half, to verify tokens
-	auth         *authority.Authority
-	ledger       *ledger
+	bundle          *identity.Bundle
+	intermediate    *x509.Certificate
+	intermediateKey crypto.Signer
+	tokens          *TokenSigner
+	tokenKey        *jose.JSONWebKey // public half, to verify tokens
+	auth            *authority.Authority
+	ledger          *ledger
+
+	crlMu      sync.Mutex // one new revocation list at a time
+	crl        atomic.Pointer[identity.Revocations]
+	crlChanged chan struct{}
 }
 
 type caOptions struct {
@@ -141,18 +149,28 @@ func Open(ctx context.Context, dir string, opts ...Option) (*CA, error) {
 		_ = led.close()
 		return nil, err
 	}
-	return &CA{
-		dir:          dir,
-		trustDomain:  td,
-		certTTL:      o.certTTL,
-		log:          o.log,
-		bundle:       identity.NewBundle(td, []*x509.Certificate{root.cert}),
-		intermediate: inter.cert,
-		tokens:       &TokenSigner{key: tokenKey, trustDomain: td, rootSHA: identity.Fingerprint(root.cert)},
-		tokenKey:     &pub,
-		auth:         auth,
-		ledger:       led,
-	}, nil
+	c := &CA{
+		dir:             dir,
+		trustDomain:     td,
+		certTTL:         o.certTTL,
+		log:             o.log,
+		bundle:          identity.NewBundle(td, []*x509.Certificate{root.cert}),
+		intermediate:    inter.cert,
+		intermediateKey: inter.key,
+		tokens:          &TokenSigner{key: tokenKey, trustDomain: td, rootSHA: identity.Fingerprint(root.cert)},
+		tokenKey:        &pub,
+		auth:            auth,
+		ledger:          led,
+		crlChanged:      make(chan struct{}, 1),
+	}
+	// Whatever verifies with the CA's bundle checks its revocations too.
+	c.bundle = c.bundle.WithRevocations(c.Revocations)
+	// The revocations recorded before a restart are in force at once.
+	if err := c.refreshCRL(time.Now()); err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // newAuthority builds the embedded smallstep authority: one JWK provisioner
@@ -309,17 +327,24 @@ func (ca *CA) RenewFunc() identity.RenewFunc {
 	}
 }
 
-// Run does the CA's housekeeping until ctx ends: it forgets used tokens once
-// they have expired.
+// Run does the CA's housekeeping until ctx ends: it forgets used tokens and
+// issued and revoked certificates once they have expired, and keeps the
+// revocation list fresh.
 func (ca *CA) Run(ctx context.Context) error {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		if n, err := ca.ledger.purge(time.Now()); err != nil {
-			ca.log.Warn("purge used tokens", "err", err)
-		} else if n > 0 {
-			ca.log.Debug("purged used tokens", "count", n)
+		now := time.Now()
+		if tokens, revoked, err := ca.ledger.purge(now); err != nil {
+			ca.log.Warn("purge the ledger", "err", err)
+		} else if tokens > 0 || revoked > 0 {
+			ca.log.Debug("purged the ledger", "used_tokens", tokens, "expired_revocations", revoked)
 		}
+		ca.crlMu.Lock()
+		if err := ca.refreshCRL(now); err != nil {
+			ca.log.Warn("renew the revocation list", "err", err)
+		}
+		ca.crlMu.Unlock()
 		select {
 		case <-ctx.Done():
 			return nil

@@ -33,6 +33,7 @@ import (
 	"github.com/micromesh/micromesh/internal/syncbuf"
 	"github.com/micromesh/micromesh/platform"
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
+	identityv1 "github.com/micromesh/micromesh/proto/identity/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	statsv1 "github.com/micromesh/micromesh/proto/stats/v1"
 	tapv1 "github.com/micromesh/micromesh/proto/tap/v1"
@@ -226,6 +227,13 @@ func (c *ControlPlane) TraceClient() tracev1.TraceServiceClient {
 func (c *ControlPlane) StatsClient() statsv1.StatsServiceClient {
 	c.env.t.Helper()
 	return statsv1.NewStatsServiceClient(c.Dial(c.Join(identity.SystemNamespace, "meshtest")))
+}
+
+// IdentityClient calls the Identity API as a micromesh-namespace identity
+// (an operator: it may revoke certificates).
+func (c *ControlPlane) IdentityClient() identityv1.IdentityServiceClient {
+	c.env.t.Helper()
+	return identityv1.NewIdentityServiceClient(c.Dial(c.Join(identity.SystemNamespace, "meshtest")))
 }
 
 // TapClient calls the tap API as a micromesh-namespace identity.

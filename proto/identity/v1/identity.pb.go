@@ -26,6 +26,313 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type RevokeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Target:
+	//
+	//	*RevokeRequest_Serial
+	//	*RevokeRequest_SpiffeId
+	Target isRevokeRequest_Target `protobuf_oneof:"target"`
+	// Why, for the record (one line, at most 256 bytes).
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeRequest) Reset() {
+	*x = RevokeRequest{}
+	mi := &file_identity_v1_identity_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeRequest) ProtoMessage() {}
+
+func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_identity_v1_identity_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeRequest.ProtoReflect.Descriptor instead.
+func (*RevokeRequest) Descriptor() ([]byte, []int) {
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RevokeRequest) GetTarget() isRevokeRequest_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *RevokeRequest) GetSerial() string {
+	if x != nil {
+		if x, ok := x.Target.(*RevokeRequest_Serial); ok {
+			return x.Serial
+		}
+	}
+	return ""
+}
+
+func (x *RevokeRequest) GetSpiffeId() string {
+	if x != nil {
+		if x, ok := x.Target.(*RevokeRequest_SpiffeId); ok {
+			return x.SpiffeId
+		}
+	}
+	return ""
+}
+
+func (x *RevokeRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type isRevokeRequest_Target interface {
+	isRevokeRequest_Target()
+}
+
+type RevokeRequest_Serial struct {
+	// A certificate's serial number: decimal, as `meshctl cert inspect`
+	// prints it, or colon-separated hex, as openssl does.
+	Serial string `protobuf:"bytes,1,opt,name=serial,proto3,oneof"`
+}
+
+type RevokeRequest_SpiffeId struct {
+	// Every unexpired certificate of this SPIFFE ID.
+	SpiffeId string `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3,oneof"`
+}
+
+func (*RevokeRequest_Serial) isRevokeRequest_Target() {}
+
+func (*RevokeRequest_SpiffeId) isRevokeRequest_Target() {}
+
+type RevokeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The certificates revoked, oldest revocation first.
+	Revoked       []*RevokedCertificate `protobuf:"bytes,1,rep,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeResponse) Reset() {
+	*x = RevokeResponse{}
+	mi := &file_identity_v1_identity_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeResponse) ProtoMessage() {}
+
+func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_identity_v1_identity_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
+func (*RevokeResponse) Descriptor() ([]byte, []int) {
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RevokeResponse) GetRevoked() []*RevokedCertificate {
+	if x != nil {
+		return x.Revoked
+	}
+	return nil
+}
+
+type RevokedCertificate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Decimal.
+	Serial    string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	SpiffeId  string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	Reason    string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	// When the certificate expires: it is listed until then.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokedCertificate) Reset() {
+	*x = RevokedCertificate{}
+	mi := &file_identity_v1_identity_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokedCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokedCertificate) ProtoMessage() {}
+
+func (x *RevokedCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_identity_v1_identity_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokedCertificate.ProtoReflect.Descriptor instead.
+func (*RevokedCertificate) Descriptor() ([]byte, []int) {
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RevokedCertificate) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RevokedCertificate) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *RevokedCertificate) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RevokedCertificate) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *RevokedCertificate) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+type ListRevokedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRevokedRequest) Reset() {
+	*x = ListRevokedRequest{}
+	mi := &file_identity_v1_identity_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRevokedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRevokedRequest) ProtoMessage() {}
+
+func (x *ListRevokedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_identity_v1_identity_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRevokedRequest.ProtoReflect.Descriptor instead.
+func (*ListRevokedRequest) Descriptor() ([]byte, []int) {
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{3}
+}
+
+type ListRevokedResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Revoked []*RevokedCertificate  `protobuf:"bytes,1,rep,name=revoked,proto3" json:"revoked,omitempty"`
+	// The revocation list in force (PEM "X509 CRL", signed by the
+	// intermediate); empty while nothing is revoked.
+	Crl           []byte `protobuf:"bytes,2,opt,name=crl,proto3" json:"crl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRevokedResponse) Reset() {
+	*x = ListRevokedResponse{}
+	mi := &file_identity_v1_identity_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRevokedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRevokedResponse) ProtoMessage() {}
+
+func (x *ListRevokedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_identity_v1_identity_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRevokedResponse.ProtoReflect.Descriptor instead.
+func (*ListRevokedResponse) Descriptor() ([]byte, []int) {
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListRevokedResponse) GetRevoked() []*RevokedCertificate {
+	if x != nil {
+		return x.Revoked
+	}
+	return nil
+}
+
+func (x *ListRevokedResponse) GetCrl() []byte {
+	if x != nil {
+		return x.Crl
+	}
+	return nil
+}
+
 type SignRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// PKCS#10 certificate request, DER or PEM: ECDSA P-256 key, exactly one URI
@@ -39,7 +346,7 @@ type SignRequest struct {
 
 func (x *SignRequest) Reset() {
 	*x = SignRequest{}
-	mi := &file_identity_v1_identity_proto_msgTypes[0]
+	mi := &file_identity_v1_identity_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -51,7 +358,7 @@ func (x *SignRequest) String() string {
 func (*SignRequest) ProtoMessage() {}
 
 func (x *SignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[0]
+	mi := &file_identity_v1_identity_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -64,7 +371,7 @@ func (x *SignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignRequest.ProtoReflect.Descriptor instead.
 func (*SignRequest) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{0}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SignRequest) GetCsr() []byte {
@@ -91,7 +398,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_identity_v1_identity_proto_msgTypes[1]
+	mi := &file_identity_v1_identity_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -103,7 +410,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[1]
+	mi := &file_identity_v1_identity_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -116,7 +423,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{1}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -135,7 +442,7 @@ type SignResponse struct {
 
 func (x *SignResponse) Reset() {
 	*x = SignResponse{}
-	mi := &file_identity_v1_identity_proto_msgTypes[2]
+	mi := &file_identity_v1_identity_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -147,7 +454,7 @@ func (x *SignResponse) String() string {
 func (*SignResponse) ProtoMessage() {}
 
 func (x *SignResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[2]
+	mi := &file_identity_v1_identity_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -160,7 +467,7 @@ func (x *SignResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignResponse.ProtoReflect.Descriptor instead.
 func (*SignResponse) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{2}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SignResponse) GetCertificate() *Certificate {
@@ -179,7 +486,7 @@ type RenewResponse struct {
 
 func (x *RenewResponse) Reset() {
 	*x = RenewResponse{}
-	mi := &file_identity_v1_identity_proto_msgTypes[3]
+	mi := &file_identity_v1_identity_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -191,7 +498,7 @@ func (x *RenewResponse) String() string {
 func (*RenewResponse) ProtoMessage() {}
 
 func (x *RenewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[3]
+	mi := &file_identity_v1_identity_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -204,7 +511,7 @@ func (x *RenewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
 func (*RenewResponse) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{3}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RenewResponse) GetCertificate() *Certificate {
@@ -230,7 +537,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_identity_v1_identity_proto_msgTypes[4]
+	mi := &file_identity_v1_identity_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -242,7 +549,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[4]
+	mi := &file_identity_v1_identity_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -255,7 +562,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{4}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Certificate) GetChain() [][]byte {
@@ -294,7 +601,7 @@ type TrustBundleRequest struct {
 
 func (x *TrustBundleRequest) Reset() {
 	*x = TrustBundleRequest{}
-	mi := &file_identity_v1_identity_proto_msgTypes[5]
+	mi := &file_identity_v1_identity_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -306,7 +613,7 @@ func (x *TrustBundleRequest) String() string {
 func (*TrustBundleRequest) ProtoMessage() {}
 
 func (x *TrustBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[5]
+	mi := &file_identity_v1_identity_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -319,7 +626,7 @@ func (x *TrustBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustBundleRequest.ProtoReflect.Descriptor instead.
 func (*TrustBundleRequest) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{5}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{10}
 }
 
 type TrustBundleResponse struct {
@@ -333,7 +640,7 @@ type TrustBundleResponse struct {
 
 func (x *TrustBundleResponse) Reset() {
 	*x = TrustBundleResponse{}
-	mi := &file_identity_v1_identity_proto_msgTypes[6]
+	mi := &file_identity_v1_identity_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +652,7 @@ func (x *TrustBundleResponse) String() string {
 func (*TrustBundleResponse) ProtoMessage() {}
 
 func (x *TrustBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[6]
+	mi := &file_identity_v1_identity_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +665,7 @@ func (x *TrustBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustBundleResponse.ProtoReflect.Descriptor instead.
 func (*TrustBundleResponse) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{6}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TrustBundleResponse) GetTrustDomain() string {
@@ -379,7 +686,26 @@ var File_identity_v1_identity_proto protoreflect.FileDescriptor
 
 const file_identity_v1_identity_proto_rawDesc = "" +
 	"\n" +
-	"\x1aidentity/v1/identity.proto\x12\x15micromesh.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"5\n" +
+	"\x1aidentity/v1/identity.proto\x12\x15micromesh.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"j\n" +
+	"\rRevokeRequest\x12\x18\n" +
+	"\x06serial\x18\x01 \x01(\tH\x00R\x06serial\x12\x1d\n" +
+	"\tspiffe_id\x18\x02 \x01(\tH\x00R\bspiffeId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reasonB\b\n" +
+	"\x06target\"U\n" +
+	"\x0eRevokeResponse\x12C\n" +
+	"\arevoked\x18\x01 \x03(\v2).micromesh.identity.v1.RevokedCertificateR\arevoked\"\xd7\x01\n" +
+	"\x12RevokedCertificate\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x129\n" +
+	"\n" +
+	"revoked_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x14\n" +
+	"\x12ListRevokedRequest\"l\n" +
+	"\x13ListRevokedResponse\x12C\n" +
+	"\arevoked\x18\x01 \x03(\v2).micromesh.identity.v1.RevokedCertificateR\arevoked\x12\x10\n" +
+	"\x03crl\x18\x02 \x01(\fR\x03crl\"5\n" +
 	"\vSignRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\" \n" +
@@ -397,11 +723,13 @@ const file_identity_v1_identity_proto_rawDesc = "" +
 	"\x12TrustBundleRequest\"N\n" +
 	"\x13TrustBundleResponse\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12\x14\n" +
-	"\x05roots\x18\x02 \x03(\fR\x05roots2\x9c\x02\n" +
+	"\x05roots\x18\x02 \x03(\fR\x05roots2\xd9\x03\n" +
 	"\x0fIdentityService\x12O\n" +
 	"\x04Sign\x12\".micromesh.identity.v1.SignRequest\x1a#.micromesh.identity.v1.SignResponse\x12R\n" +
 	"\x05Renew\x12#.micromesh.identity.v1.RenewRequest\x1a$.micromesh.identity.v1.RenewResponse\x12d\n" +
-	"\vTrustBundle\x12).micromesh.identity.v1.TrustBundleRequest\x1a*.micromesh.identity.v1.TrustBundleResponseB=Z;github.com/micromesh/micromesh/proto/identity/v1;identityv1b\x06proto3"
+	"\vTrustBundle\x12).micromesh.identity.v1.TrustBundleRequest\x1a*.micromesh.identity.v1.TrustBundleResponse\x12U\n" +
+	"\x06Revoke\x12$.micromesh.identity.v1.RevokeRequest\x1a%.micromesh.identity.v1.RevokeResponse\x12d\n" +
+	"\vListRevoked\x12).micromesh.identity.v1.ListRevokedRequest\x1a*.micromesh.identity.v1.ListRevokedResponseB=Z;github.com/micromesh/micromesh/proto/identity/v1;identityv1b\x06proto3"
 
 var (
 	file_identity_v1_identity_proto_rawDescOnce sync.Once
@@ -415,32 +743,45 @@ func file_identity_v1_identity_proto_rawDescGZIP() []byte {
 	return file_identity_v1_identity_proto_rawDescData
 }
 
-var file_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_identity_v1_identity_proto_goTypes = []any{
-	(*SignRequest)(nil),           // 0: micromesh.identity.v1.SignRequest
-	(*RenewRequest)(nil),          // 1: micromesh.identity.v1.RenewRequest
-	(*SignResponse)(nil),          // 2: micromesh.identity.v1.SignResponse
-	(*RenewResponse)(nil),         // 3: micromesh.identity.v1.RenewResponse
-	(*Certificate)(nil),           // 4: micromesh.identity.v1.Certificate
-	(*TrustBundleRequest)(nil),    // 5: micromesh.identity.v1.TrustBundleRequest
-	(*TrustBundleResponse)(nil),   // 6: micromesh.identity.v1.TrustBundleResponse
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*RevokeRequest)(nil),         // 0: micromesh.identity.v1.RevokeRequest
+	(*RevokeResponse)(nil),        // 1: micromesh.identity.v1.RevokeResponse
+	(*RevokedCertificate)(nil),    // 2: micromesh.identity.v1.RevokedCertificate
+	(*ListRevokedRequest)(nil),    // 3: micromesh.identity.v1.ListRevokedRequest
+	(*ListRevokedResponse)(nil),   // 4: micromesh.identity.v1.ListRevokedResponse
+	(*SignRequest)(nil),           // 5: micromesh.identity.v1.SignRequest
+	(*RenewRequest)(nil),          // 6: micromesh.identity.v1.RenewRequest
+	(*SignResponse)(nil),          // 7: micromesh.identity.v1.SignResponse
+	(*RenewResponse)(nil),         // 8: micromesh.identity.v1.RenewResponse
+	(*Certificate)(nil),           // 9: micromesh.identity.v1.Certificate
+	(*TrustBundleRequest)(nil),    // 10: micromesh.identity.v1.TrustBundleRequest
+	(*TrustBundleResponse)(nil),   // 11: micromesh.identity.v1.TrustBundleResponse
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_identity_v1_identity_proto_depIdxs = []int32{
-	4, // 0: micromesh.identity.v1.SignResponse.certificate:type_name -> micromesh.identity.v1.Certificate
-	4, // 1: micromesh.identity.v1.RenewResponse.certificate:type_name -> micromesh.identity.v1.Certificate
-	7, // 2: micromesh.identity.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
-	0, // 3: micromesh.identity.v1.IdentityService.Sign:input_type -> micromesh.identity.v1.SignRequest
-	1, // 4: micromesh.identity.v1.IdentityService.Renew:input_type -> micromesh.identity.v1.RenewRequest
-	5, // 5: micromesh.identity.v1.IdentityService.TrustBundle:input_type -> micromesh.identity.v1.TrustBundleRequest
-	2, // 6: micromesh.identity.v1.IdentityService.Sign:output_type -> micromesh.identity.v1.SignResponse
-	3, // 7: micromesh.identity.v1.IdentityService.Renew:output_type -> micromesh.identity.v1.RenewResponse
-	6, // 8: micromesh.identity.v1.IdentityService.TrustBundle:output_type -> micromesh.identity.v1.TrustBundleResponse
-	6, // [6:9] is the sub-list for method output_type
-	3, // [3:6] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	2,  // 0: micromesh.identity.v1.RevokeResponse.revoked:type_name -> micromesh.identity.v1.RevokedCertificate
+	12, // 1: micromesh.identity.v1.RevokedCertificate.revoked_at:type_name -> google.protobuf.Timestamp
+	12, // 2: micromesh.identity.v1.RevokedCertificate.expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 3: micromesh.identity.v1.ListRevokedResponse.revoked:type_name -> micromesh.identity.v1.RevokedCertificate
+	9,  // 4: micromesh.identity.v1.SignResponse.certificate:type_name -> micromesh.identity.v1.Certificate
+	9,  // 5: micromesh.identity.v1.RenewResponse.certificate:type_name -> micromesh.identity.v1.Certificate
+	12, // 6: micromesh.identity.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
+	5,  // 7: micromesh.identity.v1.IdentityService.Sign:input_type -> micromesh.identity.v1.SignRequest
+	6,  // 8: micromesh.identity.v1.IdentityService.Renew:input_type -> micromesh.identity.v1.RenewRequest
+	10, // 9: micromesh.identity.v1.IdentityService.TrustBundle:input_type -> micromesh.identity.v1.TrustBundleRequest
+	0,  // 10: micromesh.identity.v1.IdentityService.Revoke:input_type -> micromesh.identity.v1.RevokeRequest
+	3,  // 11: micromesh.identity.v1.IdentityService.ListRevoked:input_type -> micromesh.identity.v1.ListRevokedRequest
+	7,  // 12: micromesh.identity.v1.IdentityService.Sign:output_type -> micromesh.identity.v1.SignResponse
+	8,  // 13: micromesh.identity.v1.IdentityService.Renew:output_type -> micromesh.identity.v1.RenewResponse
+	11, // 14: micromesh.identity.v1.IdentityService.TrustBundle:output_type -> micromesh.identity.v1.TrustBundleResponse
+	1,  // 15: micromesh.identity.v1.IdentityService.Revoke:output_type -> micromesh.identity.v1.RevokeResponse
+	4,  // 16: micromesh.identity.v1.IdentityService.ListRevoked:output_type -> micromesh.identity.v1.ListRevokedResponse
+	12, // [12:17] is the sub-list for method output_type
+	7,  // [7:12] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_identity_v1_identity_proto_init() }
@@ -448,13 +789,17 @@ func file_identity_v1_identity_proto_init() {
 	if File_identity_v1_identity_proto != nil {
 		return
 	}
+	file_identity_v1_identity_proto_msgTypes[0].OneofWrappers = []any{
+		(*RevokeRequest_Serial)(nil),
+		(*RevokeRequest_SpiffeId)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_identity_v1_identity_proto_rawDesc), len(file_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,8 @@ const (
 	IdentityService_Sign_FullMethodName        = "/micromesh.identity.v1.IdentityService/Sign"
 	IdentityService_Renew_FullMethodName       = "/micromesh.identity.v1.IdentityService/Renew"
 	IdentityService_TrustBundle_FullMethodName = "/micromesh.identity.v1.IdentityService/TrustBundle"
+	IdentityService_Revoke_FullMethodName      = "/micromesh.identity.v1.IdentityService/Revoke"
+	IdentityService_ListRevoked_FullMethodName = "/micromesh.identity.v1.IdentityService/ListRevoked"
 )
 
 // IdentityServiceClient is the client API for IdentityService service.
@@ -44,6 +46,23 @@ type IdentityServiceClient interface {
 	Renew(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*RenewResponse, error)
 	// TrustBundle returns the roots that certify this trust domain.
 	TrustBundle(ctx context.Context, in *TrustBundleRequest, opts ...grpc.CallOption) (*TrustBundleResponse, error)
+	// Revoke revokes certificates this CA issued: one by serial, or every
+	// unexpired one of a SPIFFE ID (what to do when a workload's key may have
+	// leaked: whoever holds a certificate can renew it). Revoked certificates
+	// are renewed no more, the control plane refuses them, and every proxy
+	// gets the new revocation list (the trust bundle's SDS secret) and refuses
+	// them too. The workload needs a new join token. Revoking a certificate
+	// twice answers with its first revocation. For identities of namespace
+	// micromesh (operators).
+	// Errors: INVALID_ARGUMENT (no target, a serial that is not a number, an
+	// ID of another trust domain, a reason of more than one line or 256
+	// bytes), NOT_FOUND (no unexpired certificate with that serial or ID),
+	// PERMISSION_DENIED (not an operator; the control plane's own identity),
+	// UNAUTHENTICATED.
+	Revoke(ctx context.Context, in *RevokeRequest, opts ...grpc.CallOption) (*RevokeResponse, error)
+	// ListRevoked lists the revoked certificates that have not expired, and
+	// the revocation list in force. For identities of namespace micromesh.
+	ListRevoked(ctx context.Context, in *ListRevokedRequest, opts ...grpc.CallOption) (*ListRevokedResponse, error)
 }
 
 type identityServiceClient struct {
@@ -84,6 +103,26 @@ func (c *identityServiceClient) TrustBundle(ctx context.Context, in *TrustBundle
 	return out, nil
 }
 
+func (c *identityServiceClient) Revoke(ctx context.Context, in *RevokeRequest, opts ...grpc.CallOption) (*RevokeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeResponse)
+	err := c.cc.Invoke(ctx, IdentityService_Revoke_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *identityServiceClient) ListRevoked(ctx context.Context, in *ListRevokedRequest, opts ...grpc.CallOption) (*ListRevokedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRevokedResponse)
+	err := c.cc.Invoke(ctx, IdentityService_ListRevoked_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // IdentityServiceServer is the server API for IdentityService service.
 // All implementations must embed UnimplementedIdentityServiceServer
 // for forward compatibility.
@@ -100,6 +139,23 @@ type IdentityServiceServer interface {
 	Renew(context.Context, *RenewRequest) (*RenewResponse, error)
 	// TrustBundle returns the roots that certify this trust domain.
 	TrustBundle(context.Context, *TrustBundleRequest) (*TrustBundleResponse, error)
+	// Revoke revokes certificates this CA issued: one by serial, or every
+	// unexpired one of a SPIFFE ID (what to do when a workload's key may have
+	// leaked: whoever holds a certificate can renew it). Revoked certificates
+	// are renewed no more, the control plane refuses them, and every proxy
+	// gets the new revocation list (the trust bundle's SDS secret) and refuses
+	// them too. The workload needs a new join token. Revoking a certificate
+	// twice answers with its first revocation. For identities of namespace
+	// micromesh (operators).
+	// Errors: INVALID_ARGUMENT (no target, a serial that is not a number, an
+	// ID of another trust domain, a reason of more than one line or 256
+	// bytes), NOT_FOUND (no unexpired certificate with that serial or ID),
+	// PERMISSION_DENIED (not an operator; the control plane's own identity),
+	// UNAUTHENTICATED.
+	Revoke(context.Context, *RevokeRequest) (*RevokeResponse, error)
+	// ListRevoked lists the revoked certificates that have not expired, and
+	// the revocation list in force. For identities of namespace micromesh.
+	ListRevoked(context.Context, *ListRevokedRequest) (*ListRevokedResponse, error)
 	mustEmbedUnimplementedIdentityServiceServer()
 }
 
@@ -118,6 +174,12 @@ func (UnimplementedIdentityServiceServer) Renew(context.Context, *RenewRequest) 
 }
 func (UnimplementedIdentityServiceServer) TrustBundle(context.Context, *TrustBundleRequest) (*TrustBundleResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method TrustBundle not implemented")
+}
+func (UnimplementedIdentityServiceServer) Revoke(context.Context, *RevokeRequest) (*RevokeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Revoke not implemented")
+}
+func (UnimplementedIdentityServiceServer) ListRevoked(context.Context, *ListRevokedRequest) (*ListRevokedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRevoked not implemented")
 }
 func (UnimplementedIdentityServiceServer) mustEmbedUnimplementedIdentityServiceServer() {}
 func (UnimplementedIdentityServiceServer) testEmbeddedByValue()                         {}
@@ -194,6 +256,42 @@ func _IdentityService_TrustBundle_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _IdentityService_Revoke_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).Revoke(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_Revoke_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).Revoke(ctx, req.(*RevokeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IdentityService_ListRevoked_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRevokedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IdentityServiceServer).ListRevoked(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IdentityService_ListRevoked_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IdentityServiceServer).ListRevoked(ctx, req.(*ListRevokedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // IdentityService_ServiceDesc is the grpc.ServiceDesc for IdentityService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -212,6 +310,14 @@ var IdentityService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TrustBundle",
 			Handler:    _IdentityService_TrustBundle_Handler,
+		},
+		{
+			MethodName: "Revoke",
+			Handler:    _IdentityService_Revoke_Handler,
+		},
+		{
+			MethodName: "ListRevoked",
+			Handler:    _IdentityService_ListRevoked_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
