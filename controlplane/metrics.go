@@ -60,6 +60,10 @@ func newMetrics(ca *ca.CA, own *identity.Source) *metrics {
 			Name: "micromesh_controlplane_certificate_expiry_timestamp_seconds",
 			Help: "When the control plane's own serving certificate expires (Unix time).",
 		}, func() float64 { return float64(own.Current().Leaf().NotAfter.Unix()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "micromesh_ca_revoked_certificates",
+			Help: "Unexpired certificates on the CA's revocation list (meshctl cert revoked).",
+		}, func() float64 { return float64(ca.Revocations().Len()) }),
 	)
 	m.issued.WithLabelValues("sign")
 	m.issued.WithLabelValues("renew")

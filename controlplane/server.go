@@ -380,6 +380,10 @@ func (s *Server) Registry() registry.Registry { return s.reg }
 // beside the control plane (the API gateway) adds its own there.
 func (s *Server) Metrics() prometheus.Registerer { return s.metrics.reg }
 
+// revokedStreamGrace is how long a revoked caller's open streams outlive a
+// new revocation list: enough for its proxy to receive the list.
+const revokedStreamGrace = 2 * time.Second
+
 // Debounce bounds: a change is applied once the registry has been quiet for
 // debounceQuiet, and never later than debounceMax after it arrived.
 const (
@@ -441,13 +445,24 @@ func (s *Server) watchRegistry(ctx context.Context) error {
 				apply()
 			}
 		case <-s.ca.RevocationsChanged():
-			if n := s.streams.end(s.ca.Revocations()); n > 0 {
-				s.log.Warn("ended the streams of revoked certificates", "streams", n)
-			}
 			if s.ads.currentGen().version != 0 {
 				first = time.Now()
 				apply()
 			}
+			// The revoked proxies get the list first, and a built-in
+			// sidecar that finds itself on it stops (whatever runs it
+			// starts it again with a new join token); then their streams
+			// end. Their new calls are refused already.
+			crl := s.ca.Revocations()
+			go func() {
+				select {
+				case <-ctx.Done():
+				case <-time.After(revokedStreamGrace):
+					if n := s.streams.end(crl); n > 0 {
+						s.log.Warn("ended the streams of revoked certificates", "streams", n)
+					}
+				}
+			}()
 		case snap, ok := <-ch:
 			if !ok {
 				if ctx.Err() != nil {

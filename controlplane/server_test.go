@@ -58,19 +58,6 @@ func client(t *testing.T, cp *meshtest.ControlPlane, cert *tls.Certificate) iden
 	return identityv1.NewIdentityServiceClient(conn)
 }
 
-func csrFor(t *testing.T, id identity.ID) []byte {
-	t.Helper()
-	key, err := identity.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := identity.NewCSR(key, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return csr
-}
-
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
@@ -114,7 +101,7 @@ func TestSignRefusalsAreStatuses(t *testing.T) {
 	c := client(t, r, nil)
 	hello, tok := r.Token("default", "hello")
 	_, used := r.Token("default", "hello")
-	if _, err := c.Sign(ctxT(t), &identityv1.SignRequest{Csr: csrFor(t, hello), Token: used}); err != nil {
+	if _, err := c.Sign(ctxT(t), &identityv1.SignRequest{Csr: meshtest.CSR(t, hello), Token: used}); err != nil {
 		t.Fatal(err)
 	}
 	other, _ := identity.ServiceID(r.Info.TrustDomain, "default", "other")
@@ -134,11 +121,11 @@ func TestSignRefusalsAreStatuses(t *testing.T) {
 	}{
 		{"malformed CSR", &identityv1.SignRequest{Csr: []byte("junk"), Token: tok}, codes.InvalidArgument},
 		{"invalid service name", &identityv1.SignRequest{Csr: badName, Token: tok}, codes.InvalidArgument},
-		{"CSR for another ID", &identityv1.SignRequest{Csr: csrFor(t, other), Token: tok}, codes.PermissionDenied},
-		{"no token", &identityv1.SignRequest{Csr: csrFor(t, hello)}, codes.Unauthenticated},
-		{"forged token", &identityv1.SignRequest{Csr: csrFor(t, hello), Token: forged}, codes.Unauthenticated},
-		{"expired token", &identityv1.SignRequest{Csr: csrFor(t, hello), Token: expired}, codes.Unauthenticated},
-		{"reused token", &identityv1.SignRequest{Csr: csrFor(t, hello), Token: used}, codes.Unauthenticated},
+		{"CSR for another ID", &identityv1.SignRequest{Csr: meshtest.CSR(t, other), Token: tok}, codes.PermissionDenied},
+		{"no token", &identityv1.SignRequest{Csr: meshtest.CSR(t, hello)}, codes.Unauthenticated},
+		{"forged token", &identityv1.SignRequest{Csr: meshtest.CSR(t, hello), Token: forged}, codes.Unauthenticated},
+		{"expired token", &identityv1.SignRequest{Csr: meshtest.CSR(t, hello), Token: expired}, codes.Unauthenticated},
+		{"reused token", &identityv1.SignRequest{Csr: meshtest.CSR(t, hello), Token: used}, codes.Unauthenticated},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -152,7 +139,7 @@ func TestSignRefusalsAreStatuses(t *testing.T) {
 		})
 	}
 	// None of the refusals used up the token.
-	if _, err := c.Sign(ctxT(t), &identityv1.SignRequest{Csr: csrFor(t, hello), Token: tok}); err != nil {
+	if _, err := c.Sign(ctxT(t), &identityv1.SignRequest{Csr: meshtest.CSR(t, hello), Token: tok}); err != nil {
 		t.Fatalf("the token was used up by refused requests: %v", err)
 	}
 	// Each refusal is logged, and no token is.
@@ -214,7 +201,7 @@ func TestRenewRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Without a client certificate.
-	_, err = client(t, r, nil).Renew(ctxT(t), &identityv1.RenewRequest{Csr: csrFor(t, id)})
+	_, err = client(t, r, nil).Renew(ctxT(t), &identityv1.RenewRequest{Csr: meshtest.CSR(t, id)})
 	if status.Code(err) != codes.Unauthenticated || !strings.Contains(status.Convert(err).Message(), "present a certificate") {
 		t.Errorf("renew without a certificate: %v", err)
 	}
@@ -233,13 +220,13 @@ func TestRenewRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	foreign := (&identity.Credentials{ID: fid, Chain: fchain, Key: fkey, Bundle: foreignCA.Bundle()}).TLSCertificate()
-	_, err = client(t, r, foreign).Renew(ctxT(t), &identityv1.RenewRequest{Csr: csrFor(t, fid)})
+	_, err = client(t, r, foreign).Renew(ctxT(t), &identityv1.RenewRequest{Csr: meshtest.CSR(t, fid)})
 	if status.Code(err) != codes.Unauthenticated || !strings.Contains(status.Convert(err).Message(), "other.example") {
 		t.Errorf("renew with a foreign certificate: %v", err)
 	}
 	// For another identity than the certificate's.
 	other, _ := identity.ServiceID(r.Info.TrustDomain, "default", "other")
-	_, err = client(t, r, creds.TLSCertificate()).Renew(ctxT(t), &identityv1.RenewRequest{Csr: csrFor(t, other)})
+	_, err = client(t, r, creds.TLSCertificate()).Renew(ctxT(t), &identityv1.RenewRequest{Csr: meshtest.CSR(t, other)})
 	if status.Code(err) != codes.PermissionDenied {
 		t.Errorf("renew for another ID: %v", err)
 	}

@@ -18,19 +18,19 @@ import (
 	identityv1 "github.com/micromesh/micromesh/proto/identity/v1"
 )
 
-// An operator revokes a workload whose key may have leaked: its peers
-// refuse it on the connections they already have and in every new
-// handshake, the control plane ends its streams and renews it no more, it
-// leaves the mesh; the same service started again with a new join token
-// works.
+// An operator revokes a workload whose key may have leaked: its own
+// sidecar stops (whatever runs it starts it again with a new join token),
+// its peers refuse its certificate on the connections they already have
+// and in every new handshake, the control plane renews it no more and it
+// leaves the mesh; the service started again with a new join token works.
 func TestRevokedWorkloadIsCutOff(t *testing.T) {
 	cp := meshtest.NewEnv(t).StartControlPlane()
 	a, b := echoPair(t, cp)
 	c := cp.StartSidecar("default", "c", meshtest.WithApp(startEcho(t, "c"), "http"))
 	waitReachable(t, c, "a")
-	waitReachable(t, c, "b")
-	// A connection of a's, made before the revocation and kept (HTTP/2
-	// over TLS straight to b's inbound, with a's certificate).
+	// A connection made with a's certificate before the revocation and
+	// kept (HTTP/2 over TLS straight to b's inbound): what a thief of a's
+	// key would hold.
 	kept := tlsClient(a.Creds, b.Creds.ID)
 	get := func() (*http.Response, string, bool) {
 		t.Helper()
@@ -50,7 +50,7 @@ func TestRevokedWorkloadIsCutOff(t *testing.T) {
 	}
 
 	ids := cp.IdentityClient()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	resp, err := ids.Revoke(ctx, &identityv1.RevokeRequest{Target: &identityv1.RevokeRequest_SpiffeId{SpiffeId: a.Creds.ID.String()}, Reason: "key leaked"})
 	if err != nil {
@@ -61,41 +61,31 @@ func TestRevokedWorkloadIsCutOff(t *testing.T) {
 	}
 	serial := a.Creds.Chain[0].SerialNumber.String()
 
-	// b refuses a on the connection a already has, naming why.
-	var body string
-	waitFor(t, "b to refuse a on its kept connection", func() bool {
-		r, text, reused := get()
-		if !reused {
-			t.Fatal("the kept connection was not reused")
-		}
-		body = text
-		return r.StatusCode == http.StatusForbidden
-	})
-	if !strings.Contains(body, "was revoked") || !strings.Contains(body, serial) {
-		t.Errorf("b's refusal: %q, want it to say a's certificate %s was revoked", body, serial)
+	// a's sidecar finds itself in the list it is sent, and stops saying why.
+	if err := a.WaitExit(t, 15*time.Second); err == nil || !strings.Contains(err.Error(), "was revoked") || !strings.Contains(err.Error(), serial) {
+		t.Errorf("a's sidecar stopped with %v, want the revocation of %s", err, serial)
 	}
-	// A new connection of a's is refused in its handshake: by b ...
+	// b refuses a on the connection already made, naming why ...
+	r, body, reused := get()
+	if !reused || r.StatusCode != http.StatusForbidden || !strings.Contains(body, "was revoked") || !strings.Contains(body, serial) {
+		t.Errorf("b on a's kept connection (reused %v): %d %q, want 403 saying a's certificate %s was revoked", reused, r.StatusCode, body, serial)
+	}
+	// ... and a new connection in its handshake.
 	if _, err := tlsClient(a.Creds, b.Creds.ID).Get("https://" + b.Info.Inbound + "/"); err == nil {
 		t.Error("b accepted a new connection from a")
 	}
-	waitFor(t, "a's sidecar to stop reaching b", func() bool {
-		r, _ := call(t, a.Info.Outbound, "b", "/", nil)
-		return r.StatusCode != http.StatusOK
-	})
-	// ... and c no longer reaches a: its connections are made anew with
-	// the new list, each checking a's certificate in the handshake; and a
-	// leaves the registry once its heartbeats are refused.
-	waitFor(t, "c to stop reaching a", func() bool {
-		r, _ := call(t, c.Info.Outbound, "a", "/", nil)
-		return r.StatusCode != http.StatusOK
-	})
+	// The control plane renews a's certificate no more, and a leaves the
+	// registry (its deregistration is refused too: its TTL lapses).
+	if _, _, err := identity.RemoteRenewer(cp.Info.Address)(ctx, a.Creds, meshtest.CSR(t, a.Creds.ID)); err == nil || !strings.Contains(err.Error(), "revoked") {
+		t.Errorf("renewing a revoked certificate: %v, want a refusal saying it was revoked", err)
+	}
 	waitFor(t, "a to leave the registry", func() bool {
 		snap, err := registry.List(ctx, cp.Registry())
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, in := range snap.Instances {
-			if in.Service == "a" && in.Health == "passing" {
+			if in.Service == "a" && in.Health == registry.Passing {
 				return false
 			}
 		}
@@ -105,12 +95,6 @@ func TestRevokedWorkloadIsCutOff(t *testing.T) {
 	if r, e := call(t, c.Info.Outbound, "b", "/", nil); r.StatusCode != http.StatusOK || e.Caller != c.Creds.ID.String() {
 		t.Errorf("c → b after a's revocation: %d %+v", r.StatusCode, e)
 	}
-
-	// The control plane renews a's certificate no more.
-	if _, _, err := identity.RemoteRenewer(cp.Info.Address)(ctx, a.Creds, mustCSRFor(t, a.Creds.ID)); err == nil || !strings.Contains(err.Error(), "revoked") {
-		t.Errorf("renewing a revoked certificate: %v, want a refusal saying it was revoked", err)
-	}
-	// Listed, with the list in force.
 	list, err := ids.ListRevoked(ctx, &identityv1.ListRevokedRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -118,33 +102,15 @@ func TestRevokedWorkloadIsCutOff(t *testing.T) {
 	if len(list.GetRevoked()) != len(resp.GetRevoked()) || !strings.Contains(string(list.GetCrl()), "BEGIN X509 CRL") {
 		t.Errorf("ListRevoked = %d entries, CRL %q", len(list.GetRevoked()), list.GetCrl())
 	}
-	// a's xDS stream, open before the revocation, was ended, and its
-	// reconnections are refused.
-	admin := cp.AdminClient()
-	waitFor(t, "a's xDS stream to end", func() bool {
-		st, err := admin.ProxyStatus(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range st.GetProxies() {
-			if p.GetNodeId() == a.Info.NodeID {
-				return false
-			}
-		}
-		return true
-	})
-	if !strings.Contains(cp.Logs(), "ended the streams of revoked certificates") || !strings.Contains(cp.Logs(), `msg="refused xDS stream"`) {
-		t.Error("the control plane's log does not show a's streams ended and refused")
-	}
 
-	// a again, with a new join token: a new certificate, and it works.
+	// a again, with a new join token: a new certificate, and it works
+	// both ways.
 	a2 := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a2"), "http"), meshtest.WithInstance("a-2"))
 	waitReachable(t, a2, "b")
 	waitFor(t, "c to reach the new a", func() bool {
 		r, e := call(t, c.Info.Outbound, "a", "/", nil)
 		return r.StatusCode == http.StatusOK && e.App == "a2"
 	})
-
 }
 
 // Bad revocations are refused with a reason and change nothing; only
@@ -185,17 +151,4 @@ func TestRevokeRefusals(t *testing.T) {
 		t.Errorf("after refusals: %v, %v", list, err)
 	}
 	waitReachable(t, a, "b")
-}
-
-func mustCSRFor(t *testing.T, id identity.ID) []byte {
-	t.Helper()
-	key, err := identity.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := identity.NewCSR(key, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return csr
 }

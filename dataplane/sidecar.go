@@ -124,8 +124,12 @@ type Sidecar struct {
 	drainReg chan struct{}
 	app      *appProbe
 	config   chan struct{} // closed at the first applied config
-	once     sync.Once
-	adminL   net.Listener
+	// revoked gets the reason once a revocation list in force revokes the
+	// sidecar's own certificate: it stops, so that whatever runs it (the
+	// runtime) starts it again with a new join token.
+	revoked chan error
+	once    sync.Once
+	adminL  net.Listener
 
 	// warm holds back configs that refer to what has not arrived yet.
 	warm *warmer
@@ -173,7 +177,7 @@ func New(o Options) (*Sidecar, error) {
 		o.AppProtocol = "http"
 	}
 	log := o.Logger.With("component", "sidecar", "instance", o.Instance)
-	s := &Sidecar{o: o, log: log, reg: prometheus.NewRegistry(), config: make(chan struct{}), drainReg: make(chan struct{})}
+	s := &Sidecar{o: o, log: log, reg: prometheus.NewRegistry(), config: make(chan struct{}), drainReg: make(chan struct{}), revoked: make(chan error, 1)}
 	s.warm = &warmer{put: s.put, within: proxy.DefaultInitialFetchTimeout, log: log}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.src = identity.NewSource(o.Credentials, identity.RemoteRenewer(o.ControlPlane),
@@ -331,6 +335,14 @@ func (s *Sidecar) put(cfg *config.Config) error {
 	if cfg.Outbound != nil || cfg.Inbound != nil {
 		s.once.Do(func() { close(s.config) })
 	}
+	if own := s.src.Current(); own != nil {
+		if err := cfg.Revocations.Check(own.ID, own.Chain); err != nil {
+			select {
+			case s.revoked <- err:
+			default: // already told
+			}
+		}
+	}
 	return nil
 }
 
@@ -393,6 +405,15 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			return admin.Close()
 		})
 	}
+	g.Go(func() error {
+		select {
+		case err := <-s.revoked:
+			s.log.Error("this workload's certificate was revoked: stopping (it needs a new join token; the runtime starts it again with one)", "err", err)
+			return fmt.Errorf("stopped: %w", err)
+		case <-gctx.Done():
+			return nil
+		}
+	})
 	xctx, stopXDS := context.WithCancel(context.Background())
 	defer stopXDS()
 	// Spans and request metrics are exported over a connection of their

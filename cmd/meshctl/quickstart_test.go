@@ -162,6 +162,24 @@ func TestQuickStart(t *testing.T) {
 		}
 	}
 
+	// A key may have leaked: the operator revokes helloworld's
+	// certificates. Its sidecar finds itself on the revocation list and
+	// stops, the runtime starts it again with a new join token, and
+	// helloworld answers again, pingpong's calls to it included.
+	if out := srv.run(ctx, t, meshctl, "cert", "revoke", "--service", "helloworld", "--reason", "quick start"); !strings.Contains(out, "spiffe://micromesh.local/ns/default/svc/helloworld") {
+		t.Errorf("cert revoke --service helloworld:\n%s", out)
+	}
+	poll.Until(t, "the runtime to start helloworld's sidecar again", 30*time.Second, 200*time.Millisecond, func() bool {
+		return strings.Contains(srv.logs.String(), "sidecar exited; restarting it")
+	})
+	poll.Until(t, "pingpong to reach helloworld again", 60*time.Second, 500*time.Millisecond, func() bool {
+		out, err := srv.try(ctx, meshctl, "call", "pingpong", "Pingpong.Ping", `{"name":"Eve"}`)
+		return err == nil && out == `{"msg":"Hello Eve"}`+"\n"
+	})
+	if out := srv.run(ctx, t, meshctl, "cert", "revoked"); !strings.Contains(out, "quick start") {
+		t.Errorf("cert revoked:\n%s", out)
+	}
+
 	// Bad input, each with what to do about it, leaving nothing running.
 	before := pids(ctx, t, srv)
 	for _, tc := range []struct {

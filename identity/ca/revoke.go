@@ -103,11 +103,13 @@ func (ca *CA) RevokeID(id identity.ID, reason string) ([]Revoked, error) {
 	return ca.revoke(recs, reason)
 }
 
-// revocable refuses to revoke the control plane's own identity: every
-// proxy would refuse it, and nothing could issue it anew but a restart.
+// revocable refuses to revoke the mesh's own identities, those of
+// namespace micromesh: the control plane, the platform services and edge
+// servers running in its process, the CLI's admin identity. Revoked, they
+// would be refused by every proxy with nothing to issue them anew.
 func (ca *CA) revocable(id identity.ID) error {
-	if id == identity.ControlPlaneID(ca.trustDomain) {
-		return fmt.Errorf("%w: %s is the control plane's own identity; restart `meshctl server` for a new certificate instead", identity.ErrPermissionDenied, id)
+	if id.Namespace == identity.SystemNamespace {
+		return fmt.Errorf("%w: %s is one of the mesh's own identities (namespace %s: the server and what runs in it); restart `meshctl server` to give them new certificates instead", identity.ErrPermissionDenied, id, identity.SystemNamespace)
 	}
 	return nil
 }

@@ -154,6 +154,10 @@ func TestRevokeRefusesBadInput(t *testing.T) {
 		{"identity never issued", func() error { _, err := ca.RevokeID(nobody, ""); return err }, identity.ErrNotFound, nobody.String()},
 		{"identity of another trust domain", func() error { _, err := ca.RevokeID(foreign, ""); return err }, identity.ErrInvalid, "other.example"},
 		{"the control plane", func() error { _, err := ca.RevokeID(identity.ControlPlaneID(ca.TrustDomain()), ""); return err }, identity.ErrPermissionDenied, "restart"},
+		{"a platform service", func() error {
+			_, err := ca.RevokeID(mustID(t, ca.TrustDomain(), identity.SystemNamespace, "store"), "")
+			return err
+		}, identity.ErrPermissionDenied, "the mesh's own identities"},
 		{"reason of two lines", func() error { _, err := ca.RevokeID(a.ID, "one\ntwo"); return err }, identity.ErrInvalid, "one line"},
 		{"reason too long", func() error { _, err := ca.RevokeID(a.ID, strings.Repeat("x", MaxReasonLen+1)); return err }, identity.ErrInvalid, "one line"},
 	} {

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -250,6 +251,11 @@ type Sidecar struct {
 	Info  dataplane.Info
 	Creds *identity.Credentials
 	stop  func()
+	// exited is closed when the sidecar's Run returns, with its error in
+	// exitErr; expectExit: a test waits for it to stop on its own.
+	exited     chan struct{}
+	exitErr    error
+	expectExit atomic.Bool
 }
 
 // SidecarOption configures StartSidecar.
@@ -300,15 +306,18 @@ func (c *ControlPlane) runSidecar(ns, name string, o dataplane.Options) (*Sideca
 	ready := make(chan dataplane.Info, 1)
 	o.Ready = func(i dataplane.Info) { ready <- i }
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- dataplane.Run(ctx, o) }()
-	s := &Sidecar{}
+	s := &Sidecar{exited: make(chan struct{})}
+	go func() {
+		s.exitErr = dataplane.Run(ctx, o)
+		close(s.exited)
+	}()
 	var once sync.Once
 	s.stop = func() {
 		once.Do(func() {
 			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("sidecar %s.%s: %v", name, ns, err)
+			<-s.exited
+			if s.exitErr != nil && !s.expectExit.Load() {
+				t.Errorf("sidecar %s.%s: %v", name, ns, s.exitErr)
 			}
 		})
 	}
@@ -316,9 +325,9 @@ func (c *ControlPlane) runSidecar(ns, name string, o dataplane.Options) (*Sideca
 	case s.Info = <-ready:
 		t.Cleanup(s.stop)
 		return s, nil
-	case err := <-done:
+	case <-s.exited:
 		cancel()
-		return nil, fmt.Errorf("exited: %w", err)
+		return nil, fmt.Errorf("exited: %w", s.exitErr)
 	case <-time.After(30 * time.Second):
 		t.Cleanup(s.stop)
 		return nil, errors.New("not ready after 30s")
@@ -327,6 +336,34 @@ func (c *ControlPlane) runSidecar(ns, name string, o dataplane.Options) (*Sideca
 
 // Stop stops the sidecar (deregister, drain, stop).
 func (s *Sidecar) Stop() { s.stop() }
+
+// WaitExit waits up to d for the sidecar to stop on its own and returns
+// the error it stopped with; it fails the test if it runs on.
+func (s *Sidecar) WaitExit(t testing.TB, d time.Duration) error {
+	t.Helper()
+	s.expectExit.Store(true)
+	select {
+	case <-s.exited:
+		return s.exitErr
+	case <-time.After(d):
+		t.Fatalf("the sidecar %s still runs after %v", s.Info.NodeID, d)
+		return nil
+	}
+}
+
+// CSR returns a certificate request for id with a new key.
+func CSR(t testing.TB, id identity.ID) []byte {
+	t.Helper()
+	key, err := identity.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := identity.NewCSR(key, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return csr
+}
 
 // FreePort returns a port free for both TCP and UDP on loopback now.
 func FreePort(t testing.TB) int {

@@ -51,14 +51,15 @@ type IdentityServiceClient interface {
 	// leaked: whoever holds a certificate can renew it). Revoked certificates
 	// are renewed no more, the control plane refuses them, and every proxy
 	// gets the new revocation list (the trust bundle's SDS secret) and refuses
-	// them too. The workload needs a new join token. Revoking a certificate
+	// them too; a built-in sidecar whose own certificate it lists stops (the
+	// runtime starts it again with a new join token). Revoking a certificate
 	// twice answers with its first revocation. For identities of namespace
 	// micromesh (operators).
 	// Errors: INVALID_ARGUMENT (no target, a serial that is not a number, an
 	// ID of another trust domain, a reason of more than one line or 256
 	// bytes), NOT_FOUND (no unexpired certificate with that serial or ID),
-	// PERMISSION_DENIED (not an operator; the control plane's own identity),
-	// UNAUTHENTICATED.
+	// PERMISSION_DENIED (not an operator; an identity of namespace micromesh:
+	// the server's own), UNAUTHENTICATED.
 	Revoke(ctx context.Context, in *RevokeRequest, opts ...grpc.CallOption) (*RevokeResponse, error)
 	// ListRevoked lists the revoked certificates that have not expired, and
 	// the revocation list in force. For identities of namespace micromesh.
@@ -144,14 +145,15 @@ type IdentityServiceServer interface {
 	// leaked: whoever holds a certificate can renew it). Revoked certificates
 	// are renewed no more, the control plane refuses them, and every proxy
 	// gets the new revocation list (the trust bundle's SDS secret) and refuses
-	// them too. The workload needs a new join token. Revoking a certificate
+	// them too; a built-in sidecar whose own certificate it lists stops (the
+	// runtime starts it again with a new join token). Revoking a certificate
 	// twice answers with its first revocation. For identities of namespace
 	// micromesh (operators).
 	// Errors: INVALID_ARGUMENT (no target, a serial that is not a number, an
 	// ID of another trust domain, a reason of more than one line or 256
 	// bytes), NOT_FOUND (no unexpired certificate with that serial or ID),
-	// PERMISSION_DENIED (not an operator; the control plane's own identity),
-	// UNAUTHENTICATED.
+	// PERMISSION_DENIED (not an operator; an identity of namespace micromesh:
+	// the server's own), UNAUTHENTICATED.
 	Revoke(context.Context, *RevokeRequest) (*RevokeResponse, error)
 	// ListRevoked lists the revoked certificates that have not expired, and
 	// the revocation list in force. For identities of namespace micromesh.
