@@ -39,6 +39,7 @@ type serverOptions struct {
 	gatewayCORS []string
 	gatewayTime time.Duration
 	gatewayTLS  servingcert.Files
+	gatewayACME gateway.ACME
 	gatewayH3   bool
 	gatewayRedi string
 	gatewayRate float64
@@ -89,8 +90,21 @@ func (o *serverOptions) validate() error {
 	if err := o.gatewayTLS.Check("--gateway-tls-cert", "--gateway-tls-key"); err != nil {
 		return err
 	}
-	if o.gatewayRedi != "" && o.gatewayTLS.IsZero() {
-		return fmt.Errorf("--gateway-redirect-addr sends plain HTTP to the gateway's HTTPS: it needs --gateway-tls-cert and --gateway-tls-key")
+	if !o.gatewayACME.IsZero() {
+		if !o.gatewayTLS.IsZero() {
+			return fmt.Errorf("--gateway-acme-domains gets the gateway's certificate from an ACME CA: leave out --gateway-tls-cert and --gateway-tls-key, or it")
+		}
+		if o.gateway() == "" {
+			return fmt.Errorf("--gateway-acme-domains is the API gateway's: with --gateway-addr off there is none")
+		}
+		if err := o.gatewayACME.Validate(); err != nil {
+			return fmt.Errorf("--gateway-acme-*: %w", err)
+		}
+	} else if o.gatewayACME.Email != "" || o.gatewayACME.Bundle != "" || o.gatewayACME.Directory != gateway.LetsEncrypt {
+		return fmt.Errorf("--gateway-acme-email, --gateway-acme-ca and --gateway-acme-ca-bundle go with --gateway-acme-domains")
+	}
+	if o.gatewayRedi != "" && o.gatewayTLS.IsZero() && o.gatewayACME.IsZero() {
+		return fmt.Errorf("--gateway-redirect-addr sends plain HTTP to the gateway's HTTPS: it needs --gateway-tls-cert and --gateway-tls-key, or --gateway-acme-domains")
 	}
 	if !o.gatewayTLS.IsZero() && o.gateway() == "" {
 		return fmt.Errorf("--gateway-tls-cert and --gateway-tls-key are the API gateway's: with --gateway-addr off there is none")
@@ -179,7 +193,8 @@ it. It serves the control plane's gRPC APIs with mTLS on --addr and /metrics,
 /healthz and /ready on --admin-addr, runs the platform services (store,
 config, broker, events) on the mesh, serves the API gateway — HTTP and JSON
 to the mesh's services, POST /helloworld/call; HTTPS and HTTP/3 with
---gateway-tls-cert and --gateway-tls-key — on --gateway-addr and the
+--gateway-tls-cert and --gateway-tls-key, or with certificates it gets
+itself from Let's Encrypt with --gateway-acme-domains — on --gateway-addr and the
 web dashboard on --dashboard-addr, the remote proxy — gRPC over TLS with
 access tokens, for meshctl in a remote environment (meshctl env) — on
 --proxy-addr, and prints one line when ready.`,
@@ -194,6 +209,8 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
       --gateway-tls-cert /etc/letsencrypt/live/api.example.com/fullchain.pem \
       --gateway-tls-key /etc/letsencrypt/live/api.example.com/privkey.pem --gateway-redirect-addr 0.0.0.0:80 \
       --gateway-rate-limit 20 --gateway-rate-limit-burst 40                # HTTPS and HTTP/3, 20 requests/s per client
+  meshctl server --gateway-addr 0.0.0.0:443 --gateway-redirect-addr 0.0.0.0:80 \
+      --gateway-acme-domains api.example.com --gateway-acme-email ops@example.com   # certificates from Let's Encrypt
   meshctl server --proxy-addr 0.0.0.0:8081     # meshctl of other machines: meshctl env add
   meshctl server --trace-sampling 100           # record every request's trace (development)`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -243,7 +260,7 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
 			err = srv.Run(cpCtx, func(info home.ServerInfo) {
 				mu.Lock()
 				host, hostErr = platform.Start(cmd.Context(), platform.Options{Home: g.homeDir(), ControlPlane: info.Address, AccountKeys: srv.SetAccountKeys, NATSURL: o.natsURL, StorePostgres: o.storePG, EventsRetention: o.retention,
-					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, GatewayAuth: o.gatewayAuth, GatewayCORSOrigins: o.gatewayCORS, GatewayTimeout: o.gatewayTime, GatewayTLS: o.gatewayTLS, GatewayHTTP3: o.gatewayH3 && !o.gatewayTLS.IsZero(), GatewayRedirectAddr: o.gatewayRedi, GatewayRateLimit: o.gatewayRate, GatewayRateLimitBurst: o.gatewayBurs, DashboardAddr: o.dashboardAddr(), RemoteProxyAddr: o.remoteProxy(), Advertise: o.advertise, Metrics: srv.Metrics(), Logger: log})
+					GatewayAddr: o.gateway(), GatewayNamespace: o.gatewayNS, GatewayAuth: o.gatewayAuth, GatewayCORSOrigins: o.gatewayCORS, GatewayTimeout: o.gatewayTime, GatewayTLS: o.gatewayTLS, GatewayACME: o.gatewayACME, GatewayHTTP3: o.gatewayH3 && (!o.gatewayTLS.IsZero() || !o.gatewayACME.IsZero()), GatewayRedirectAddr: o.gatewayRedi, GatewayRateLimit: o.gatewayRate, GatewayRateLimitBurst: o.gatewayBurs, DashboardAddr: o.dashboardAddr(), RemoteProxyAddr: o.remoteProxy(), Advertise: o.advertise, Metrics: srv.Metrics(), Logger: log})
 				mu.Unlock()
 				if hostErr != nil {
 					stopCP()
@@ -281,8 +298,12 @@ access tokens, for meshctl in a remote environment (meshctl env) — on
 	f.StringArrayVar(&o.gatewayCORS, "gateway-cors-origin", nil, "a web origin (https://app.example.com) whose pages may call the gateway from a browser (repeatable)")
 	f.StringVar(&o.gatewayTLS.Cert, "gateway-tls-cert", envconfig.Get(envconfig.GatewayTLSCert, ""), "serve the API gateway over HTTPS with this certificate chain (PEM, leaf first; renewed files are picked up with no restart) ($"+envconfig.GatewayTLSCert+")")
 	f.StringVar(&o.gatewayTLS.Key, "gateway-tls-key", envconfig.Get(envconfig.GatewayTLSKey, ""), "the private key of --gateway-tls-cert (PEM, mode 0600) ($"+envconfig.GatewayTLSKey+")")
-	f.BoolVar(&o.gatewayH3, "gateway-http3", true, "with --gateway-tls-cert, also serve HTTP/3 (QUIC) on the UDP port of the same number, announced to HTTPS clients by Alt-Svc")
-	f.StringVar(&o.gatewayRedi, "gateway-redirect-addr", "", "with --gateway-tls-cert, also answer plain HTTP here with a redirect to the same URL over HTTPS (308): 0.0.0.0:80, usually")
+	f.StringSliceVar(&o.gatewayACME.Domains, "gateway-acme-domains", envconfig.List(envconfig.GatewayACMEDomains), "serve the API gateway over HTTPS with certificates it gets and renews itself from an ACME CA (Let's Encrypt), for these names (comma-separated; giving them accepts the CA's terms of service) ($"+envconfig.GatewayACMEDomains+")")
+	f.StringVar(&o.gatewayACME.Email, "gateway-acme-email", envconfig.Get(envconfig.GatewayACMEEmail, ""), "with --gateway-acme-domains, the contact the CA may write to about the certificates ($"+envconfig.GatewayACMEEmail+")")
+	f.StringVar(&o.gatewayACME.Directory, "gateway-acme-ca", gateway.LetsEncrypt, "with --gateway-acme-domains, the ACME CA's directory URL (your own step-ca's, say)")
+	f.StringVar(&o.gatewayACME.Bundle, "gateway-acme-ca-bundle", "", "with --gateway-acme-ca, a PEM file of the roots its HTTPS certificate chains to (a private CA's)")
+	f.BoolVar(&o.gatewayH3, "gateway-http3", true, "with --gateway-tls-cert or --gateway-acme-domains, also serve HTTP/3 (QUIC) on the UDP port of the same number, announced to HTTPS clients by Alt-Svc")
+	f.StringVar(&o.gatewayRedi, "gateway-redirect-addr", "", "with --gateway-tls-cert or --gateway-acme-domains, also answer plain HTTP here with a redirect to the same URL over HTTPS (308), and the ACME CA's http-01 challenges: 0.0.0.0:80, usually")
 	f.Float64Var(&o.gatewayRate, "gateway-rate-limit", 0, "requests per second the API gateway takes from each client — each account with a token, else each address; the rest get 429 with Retry-After (0: no limit)")
 	f.IntVar(&o.gatewayBurs, "gateway-rate-limit-burst", 0, "how many requests a client may send at once under --gateway-rate-limit (default: the rate, rounded up)")
 	f.DurationVar(&o.gatewayTime, "gateway-timeout", gateway.DefaultTimeout, "how long the gateway waits for a call of one request and one answer (streams are not bounded)")

@@ -47,7 +47,7 @@ func TestServerGatewayTLSFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--gateway-redirect-addr", "127.0.0.1:0"}, "--gateway-redirect-addr sends plain HTTP to the gateway's HTTPS: it needs --gateway-tls-cert and --gateway-tls-key"},
+		{[]string{"--gateway-redirect-addr", "127.0.0.1:0"}, "--gateway-redirect-addr sends plain HTTP to the gateway's HTTPS: it needs --gateway-tls-cert and --gateway-tls-key, or --gateway-acme-domains"},
 		{[]string{"--gateway-rate-limit", "-1"}, "--gateway-rate-limit and --gateway-rate-limit-burst: rate -1: requests per second per client"},
 		{[]string{"--gateway-rate-limit-burst", "10"}, "a burst of 10 needs a rate"},
 		{[]string{"--gateway-tls-cert", "gw.crt"}, "--gateway-tls-cert needs --gateway-tls-key: the private key of the certificate"},
@@ -55,6 +55,11 @@ func TestServerGatewayTLSFlags(t *testing.T) {
 		{[]string{"--gateway-addr", "off", "--dashboard-addr", "off", "--gateway-tls-cert", "gw.crt", "--gateway-tls-key", "gw.key"}, "with --gateway-addr off there is none"},
 		{[]string{"--gateway-tls-cert", open.Cert, "--gateway-tls-key", open.Key}, "--gateway-tls-cert and --gateway-tls-key: " + open.Key + " has mode 0644"},
 		{[]string{"--gateway-tls-cert", open.Cert, "--gateway-tls-key", filepath.Join(dir, "nope.key")}, "no such file"},
+		{[]string{"--gateway-acme-domains", "api.example.com", "--gateway-tls-cert", open.Cert, "--gateway-tls-key", open.Key}, "leave out --gateway-tls-cert and --gateway-tls-key, or it"},
+		{[]string{"--gateway-acme-domains", "localhost"}, "--gateway-acme-*: \"localhost\" has one label"},
+		{[]string{"--gateway-acme-domains", "api.example.com", "--gateway-acme-ca", "http://ca.example.com/dir"}, "not an https:// URL"},
+		{[]string{"--gateway-acme-email", "ops@example.com"}, "go with --gateway-acme-domains"},
+		{[]string{"--gateway-addr", "off", "--dashboard-addr", "off", "--gateway-acme-domains", "api.example.com"}, "with --gateway-addr off there is none"},
 	} {
 		_, err := runCLI(t, append([]string{"--home", t.TempDir(), "server"}, tc.args...)...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

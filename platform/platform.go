@@ -83,7 +83,10 @@ type Options struct {
 	GatewayTimeout     time.Duration
 	// GatewayTLS, if set, makes the gateway serve HTTPS with this
 	// certificate and key; GatewayHTTP3 then adds HTTP/3 on the same port.
-	GatewayTLS   servingcert.Files
+	GatewayTLS servingcert.Files
+	// GatewayACME, instead of GatewayTLS, has the gateway get its
+	// certificates from an ACME CA.
+	GatewayACME  gateway.ACME
 	GatewayHTTP3 bool
 	// GatewayRedirectAddr, with GatewayTLS, answers plain HTTP with a
 	// redirect to HTTPS.
@@ -241,7 +244,7 @@ func Start(ctx context.Context, o Options) (_ *Host, err error) {
 	}
 
 	if o.GatewayAddr != "" {
-		gw, err := gateway.Start(ctx, gateway.Options{Addr: o.GatewayAddr, Namespace: o.GatewayNamespace, Auth: o.GatewayAuth, CORSOrigins: o.GatewayCORSOrigins, Timeout: o.GatewayTimeout, TLS: o.GatewayTLS, HTTP3: o.GatewayHTTP3, RedirectAddr: o.GatewayRedirectAddr, RateLimit: o.GatewayRateLimit, RateLimitBurst: o.GatewayRateLimitBurst, Home: o.Home, ControlPlane: o.ControlPlane, Metrics: o.Metrics, Logger: o.Logger})
+		gw, err := gateway.Start(ctx, gateway.Options{Addr: o.GatewayAddr, Namespace: o.GatewayNamespace, Auth: o.GatewayAuth, CORSOrigins: o.GatewayCORSOrigins, Timeout: o.GatewayTimeout, TLS: o.GatewayTLS, ACME: o.GatewayACME, HTTP3: o.GatewayHTTP3, RedirectAddr: o.GatewayRedirectAddr, RateLimit: o.GatewayRateLimit, RateLimitBurst: o.GatewayRateLimitBurst, Home: o.Home, ControlPlane: o.ControlPlane, Metrics: o.Metrics, Logger: o.Logger})
 		if err != nil {
 			return nil, err
 		}

@@ -5,6 +5,7 @@ package envconfig
 import (
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Names of the environment variables Micromesh reads.
@@ -23,6 +24,10 @@ const (
 	// and key the API gateway serves HTTPS and HTTP/3 with.
 	GatewayTLSCert = "MESH_GATEWAY_TLS_CERT"
 	GatewayTLSKey  = "MESH_GATEWAY_TLS_KEY"
+	// GatewayACMEDomains (comma-separated) and GatewayACMEEmail have the
+	// API gateway get its certificates from an ACME CA.
+	GatewayACMEDomains = "MESH_GATEWAY_ACME_DOMAINS"
+	GatewayACMEEmail   = "MESH_GATEWAY_ACME_EMAIL"
 	// DashboardAddr is where `meshctl server` serves the dashboard ("off":
 	// none).
 	DashboardAddr = "MESH_DASHBOARD_ADDR"
@@ -80,6 +85,16 @@ func HomeDir() string {
 		return filepath.Join(h, ".micromesh")
 	}
 	return ".micromesh"
+}
+
+// List returns the variable's comma-separated values (none when it is
+// unset or empty).
+func List(name string) []string {
+	v := os.Getenv(name)
+	if v == "" {
+		return nil
+	}
+	return strings.Split(v, ",")
 }
 
 // Get returns the variable's value, or def when it is unset or empty.

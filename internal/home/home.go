@@ -35,9 +35,13 @@ func (d Dir) CLICredentials() string { return filepath.Join(string(d), "cli", "a
 // Sidecar is the state directory of a sidecar instance.
 func (d Dir) Sidecar(instance string) string { return filepath.Join(string(d), "sidecars", instance) }
 
-// Logs holds the logs of the services the runtime runs.
+// Traces holds the spans the control plane keeps.
 func (d Dir) Traces() string { return filepath.Join(string(d), "traces") }
 
+// ACMECache holds the API gateway's ACME account key and certificates.
+func (d Dir) ACMECache() string { return filepath.Join(string(d), "gateway", "acme") }
+
+// Logs holds the logs of the services the runtime runs.
 func (d Dir) Logs() string { return filepath.Join(string(d), "logs") }
 
 // Runtime holds the runtime's state and builds.

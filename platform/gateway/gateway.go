@@ -18,6 +18,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -71,11 +72,16 @@ type Options struct {
 	// outside; renewed files are picked up with no restart
 	// (servingcert). Unset, the gateway serves plain HTTP.
 	TLS servingcert.Files
-	// HTTP3, with TLS, also serves HTTP/3 over QUIC on the same port (UDP)
-	// and advertises it to HTTPS clients (Alt-Svc).
+	// ACME, if set (instead of TLS), has the gateway serve HTTPS with
+	// certificates it gets and renews itself from an ACME CA (Let's
+	// Encrypt, say) for the domains it names.
+	ACME ACME
+	// HTTP3, with TLS or ACME, also serves HTTP/3 over QUIC on the same
+	// port (UDP) and advertises it to HTTPS clients (Alt-Svc).
 	HTTP3 bool
-	// RedirectAddr, with TLS, is where plain HTTP is answered with a
-	// redirect to the same URL over HTTPS (308; port 80, usually).
+	// RedirectAddr, with TLS or ACME, is where plain HTTP is answered with
+	// a redirect to the same URL over HTTPS (308; port 80, usually) — and,
+	// with ACME, the CA's http-01 challenges.
 	RedirectAddr string
 	// RateLimit bounds each client's requests to the services, per
 	// second: each account (a request with a verified access token) or,
@@ -133,19 +139,36 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 	if err := ValidateClientLimit(o.RateLimit, o.RateLimitBurst); err != nil {
 		return nil, fmt.Errorf("the gateway's rate limit: %w", err)
 	}
-	if o.HTTP3 && o.TLS.IsZero() {
-		return nil, errors.New("HTTP/3 needs TLS: give the gateway a certificate and key")
+	if !o.TLS.IsZero() && !o.ACME.IsZero() {
+		return nil, errors.New("the gateway's certificate comes from files or from an ACME CA, not both")
 	}
-	if o.RedirectAddr != "" && o.TLS.IsZero() {
-		return nil, errors.New("a redirect to HTTPS needs TLS: give the gateway a certificate and key")
+	if o.HTTP3 && o.TLS.IsZero() && o.ACME.IsZero() {
+		return nil, errors.New("HTTP/3 needs TLS: give the gateway a certificate and key, or ACME domains")
+	}
+	if o.RedirectAddr != "" && o.TLS.IsZero() && o.ACME.IsZero() {
+		return nil, errors.New("a redirect to HTTPS needs TLS: give the gateway a certificate and key, or ACME domains")
 	}
 	log := o.Logger.With("component", "gateway")
-	var certs *servingcert.Source
-	if !o.TLS.IsZero() {
-		var err error
-		if certs, err = servingcert.Load(o.TLS, log); err != nil {
+	// tlsConf and h3Conf: the HTTPS and HTTP/3 listeners', nil for plain
+	// HTTP; acmeCA, with ACME.
+	var tlsConf, h3Conf *tls.Config
+	var acmeCA *acmeCerts
+	switch {
+	case !o.TLS.IsZero():
+		certs, err := servingcert.Load(o.TLS, log)
+		if err != nil {
 			return nil, fmt.Errorf("the API gateway's TLS: %w", err)
 		}
+		tlsConf, h3Conf = serverTLS(certs.GetCertificate), serverTLS(certs.GetCertificate)
+	case !o.ACME.IsZero():
+		a := o.ACME
+		if a.Cache == "" {
+			a.Cache = o.Home.ACMECache()
+		}
+		if acmeCA, err = newACME(a, log); err != nil {
+			return nil, fmt.Errorf("the API gateway's ACME: %w", err)
+		}
+		tlsConf, h3Conf = acmeCA.tlsConfig(), serverTLS(acmeCA.m.GetCertificate)
 	}
 	lis, sc, err := edge.Listen(ctx, edge.Options{Name: Service, Home: o.Home, ControlPlane: o.ControlPlane, Logger: o.Logger}, o.Addr, "API gateway", "--gateway-addr")
 	if err != nil {
@@ -188,13 +211,13 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	if certs == nil {
+	if tlsConf == nil {
 		go func() { g.served <- g.srv.Serve(lis) }()
 	} else {
 		g.scheme = "https"
-		g.srv.TLSConfig = serverTLS(certs)
+		g.srv.TLSConfig = tlsConf
 		if o.HTTP3 {
-			if g.h3, err = listenHTTP3(g.addr, handler, serverTLS(certs), log); err != nil {
+			if g.h3, err = listenHTTP3(g.addr, handler, h3Conf, log); err != nil {
 				g.handler.Close()
 				sc.Stop()
 				return nil, err
@@ -202,7 +225,11 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 			g.srv.Handler = g.h3.advertised(handler)
 		}
 		if o.RedirectAddr != "" {
-			if g.redirect, err = listenRedirect(o.RedirectAddr, g.addr, log); err != nil {
+			var challenges func(http.Handler) http.Handler
+			if acmeCA != nil {
+				challenges = acmeCA.httpHandler
+			}
+			if g.redirect, err = listenRedirect(o.RedirectAddr, g.addr, challenges, log); err != nil {
 				if g.h3 != nil {
 					g.h3.stop(ctx)
 				}
@@ -212,6 +239,9 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 			}
 		}
 		go func() { g.served <- g.srv.ServeTLS(lis, "", "") }()
+		if acmeCA != nil {
+			acmeCA.warm()
+		}
 	}
 	if !loopback && o.Auth != AuthRequired {
 		log.Warn("the API gateway listens beyond loopback without --gateway-auth required: every service it can reach answers whoever reaches it", "addr", g.addr, "auth", o.Auth)

@@ -13,15 +13,13 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
-
-	"github.com/micromesh/micromesh/internal/servingcert"
 )
 
 // serverTLS is the gateway's TLS for clients from outside: TLS 1.2 at
 // least (public clients), Go's default cipher suites and curves, the
-// certificate the operator's files hold now.
-func serverTLS(certs *servingcert.Source) *tls.Config {
-	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate}
+// certificate getCert gives now (the operator's files', or the ACME CA's).
+func serverTLS(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)) *tls.Config {
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: getCert}
 }
 
 // http3Server serves the gateway's handler over HTTP/3 on the UDP port of
@@ -91,7 +89,10 @@ type redirector struct {
 	log    *slog.Logger
 }
 
-func listenRedirect(addr, httpsAddr string, log *slog.Logger) (*redirector, error) {
+// listenRedirect redirects plain HTTP at addr to httpsAddr; challenges, if
+// not nil, wraps the redirect with what answers an ACME CA's http-01
+// challenges.
+func listenRedirect(addr, httpsAddr string, challenges func(http.Handler) http.Handler, log *slog.Logger) (*redirector, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("the API gateway's redirect to HTTPS at %s: %w (pick another, or leave it out)", addr, err)
@@ -101,24 +102,28 @@ func listenRedirect(addr, httpsAddr string, log *slog.Logger) (*redirector, erro
 		port = ""
 	}
 	rd := &redirector{addr: lis.Addr().String(), served: make(chan error, 1), log: log}
+	var redirect http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+		if host == "" {
+			http.Error(w, "the request names no host (Host header) to redirect to over HTTPS", http.StatusBadRequest)
+			return
+		}
+		if port != "" {
+			host = net.JoinHostPort(host, port)
+		} else if strings.Contains(host, ":") {
+			host = "[" + host + "]" // an IPv6 literal
+		}
+		http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
+	})
+	if challenges != nil {
+		redirect = challenges(redirect)
+	}
 	rd.srv = &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			host := r.Host
-			if h, _, err := net.SplitHostPort(host); err == nil {
-				host = h
-			}
-			host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-			if host == "" {
-				http.Error(w, "the request names no host (Host header) to redirect to over HTTPS", http.StatusBadRequest)
-				return
-			}
-			if port != "" {
-				host = net.JoinHostPort(host, port)
-			} else if strings.Contains(host, ":") {
-				host = "[" + host + "]" // an IPv6 literal
-			}
-			http.Redirect(w, r, "https://"+host+r.URL.RequestURI(), http.StatusPermanentRedirect)
-		}),
+		Handler:           redirect,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
 		MaxHeaderBytes:    maxHeaderBytes,
