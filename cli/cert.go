@@ -31,8 +31,9 @@ func newCertCommand(g *globalOptions, s Streams) *cobra.Command {
 		newCertIssueCommand(g, s),
 		newCertInspectCommand(g, s),
 		newCertBundleCommand(g, s),
-		newCertRevokeCommand(g, s),
-		newCertRevokedCommand(g, s),
+		// Through a remote environment's proxy too, for admin accounts.
+		remoteOK(newCertRevokeCommand(g, s)),
+		remoteOK(newCertRevokedCommand(g, s)),
 	)
 	return cmd
 }

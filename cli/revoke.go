@@ -113,7 +113,7 @@ certificate would have expired; meshctl cert revoked lists them.`,
 				return err
 			}
 			var resp *identityv1.RevokeResponse
-			err := withAdmin(cmd.Context(), g, o.controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
+			err := withAdmin(cmd.Context(), g, o.controlPlane, func(ctx context.Context, conn *grpc.ClientConn) (err error) {
 				req := &identityv1.RevokeRequest{Reason: o.reason}
 				switch {
 				case o.serial != "":
@@ -121,18 +121,8 @@ certificate would have expired; meshctl cert revoked lists them.`,
 				case o.id != "":
 					req.Target = &identityv1.RevokeRequest_SpiffeId{SpiffeId: o.id}
 				default:
-					// The control plane's trust domain names the service.
-					bundle, err := identityv1.NewIdentityServiceClient(conn).TrustBundle(ctx, &identityv1.TrustBundleRequest{})
-					if err != nil {
-						return err
-					}
-					id, err := identity.ServiceID(bundle.GetTrustDomain(), o.namespace, o.service)
-					if err != nil {
-						return err
-					}
-					req.Target = &identityv1.RevokeRequest_SpiffeId{SpiffeId: id.String()}
+					req.Target = &identityv1.RevokeRequest_Service{Service: &identityv1.ServiceName{Name: o.service, Namespace: o.namespace}}
 				}
-				var err error
 				resp, err = identityv1.NewIdentityServiceClient(conn).Revoke(ctx, req)
 				return err
 			})

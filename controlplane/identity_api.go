@@ -100,8 +100,17 @@ func (a *identityAPI) Revoke(ctx context.Context, req *identityv1.RevokeRequest)
 		if id, err = identity.ParseID(t.SpiffeId); err == nil {
 			revoked, err = a.ca.RevokeID(id, req.GetReason())
 		}
+	case *identityv1.RevokeRequest_Service:
+		ns := t.Service.GetNamespace()
+		if ns == "" {
+			ns = identity.DefaultNamespace
+		}
+		var id identity.ID
+		if id, err = identity.ServiceID(a.ca.TrustDomain(), ns, t.Service.GetName()); err == nil {
+			revoked, err = a.ca.RevokeID(id, req.GetReason())
+		}
 	default:
-		err = fmt.Errorf("%w: name what to revoke: a certificate's serial or a SPIFFE ID", identity.ErrInvalid)
+		err = fmt.Errorf("%w: name what to revoke: a certificate's serial, a service or a SPIFFE ID", identity.ErrInvalid)
 	}
 	if err != nil {
 		return nil, a.refuse(ctx, err, []any{"method", "Revoke", "caller", caller.String(), "err", err})

@@ -127,10 +127,12 @@ func TestRevokeRefusals(t *testing.T) {
 		code codes.Code
 		says string
 	}{
-		{"nothing named", &identityv1.RevokeRequest{}, codes.InvalidArgument, "serial or a SPIFFE ID"},
+		{"nothing named", &identityv1.RevokeRequest{}, codes.InvalidArgument, "a service or a SPIFFE ID"},
 		{"a serial that is not a number", &identityv1.RevokeRequest{Target: &identityv1.RevokeRequest_Serial{Serial: "abc"}}, codes.InvalidArgument, "decimal"},
 		{"a serial never issued", &identityv1.RevokeRequest{Target: &identityv1.RevokeRequest_Serial{Serial: "42"}}, codes.NotFound, "42"},
 		{"an ID that does not parse", &identityv1.RevokeRequest{Target: &identityv1.RevokeRequest_SpiffeId{SpiffeId: "http://x"}}, codes.InvalidArgument, "spiffe"},
+		{"a service name that is no DNS label", &identityv1.RevokeRequest{Target: &identityv1.RevokeRequest_Service{Service: &identityv1.ServiceName{Name: "Bad_Name"}}}, codes.InvalidArgument, "DNS label"},
+		{"a service never issued", &identityv1.RevokeRequest{Target: &identityv1.RevokeRequest_Service{Service: &identityv1.ServiceName{Name: "nobody", Namespace: "shop"}}}, codes.NotFound, "ns/shop/svc/nobody"},
 		{"an ID never issued", &identityv1.RevokeRequest{Target: &identityv1.RevokeRequest_SpiffeId{SpiffeId: "spiffe://micromesh.local/ns/default/svc/nobody"}}, codes.NotFound, "nobody"},
 		{"the control plane", &identityv1.RevokeRequest{Target: &identityv1.RevokeRequest_SpiffeId{SpiffeId: identity.ControlPlaneID("micromesh.local").String()}}, codes.PermissionDenied, "restart"},
 		{"a reason of two lines", &identityv1.RevokeRequest{Target: &identityv1.RevokeRequest_SpiffeId{SpiffeId: a.Creds.ID.String()}, Reason: "a\nb"}, codes.InvalidArgument, "one line"},

@@ -55,6 +55,7 @@ import (
 	"github.com/micromesh/micromesh/platform/tenancy"
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
+	identityv1 "github.com/micromesh/micromesh/proto/identity/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
 	statsv1 "github.com/micromesh/micromesh/proto/stats/v1"
@@ -288,17 +289,22 @@ func (p *Proxy) listServices(ss grpc.ServerStream, claims *auth.Claims) error {
 // ControlPlaneAuthority names the control plane's own APIs — the registry's
 // (policies, splits, instances), the admin API (proxy status and config),
 // the runtime's (run from git, status, logs, update, kill), the trace
-// API (traces, trace), the stats API (stat) and the tap API (tap) —, which
+// API (traces, trace), the stats API (stat), the tap API (tap) and the
+// identity API's revocation (cert revoke, cert revoked) —, which
 // the proxy relays for accounts with the scope admin: meshctl's admin
 // commands in a remote environment.
 const ControlPlaneAuthority = "controlplane." + identity.SystemNamespace
 
 // administered are the control plane's services an admin account reaches;
-// not the identity API (certificates come from join tokens minted on the
-// server's machine) nor xDS.
+// not xDS, and of the identity API only revocation (certificates come from
+// join tokens minted on the server's machine).
 var administered = []string{registryv1.RegistryService_ServiceDesc.ServiceName, adminv1.AdminService_ServiceDesc.ServiceName,
 	runtimev1.RuntimeService_ServiceDesc.ServiceName, tracev1.TraceService_ServiceDesc.ServiceName, statsv1.StatsService_ServiceDesc.ServiceName,
 	tapv1.TapService_ServiceDesc.ServiceName}
+
+// administeredMethods are single methods of other control-plane services
+// an admin account reaches: meshctl cert revoke and cert revoked.
+var administeredMethods = []string{identityv1.IdentityService_Revoke_FullMethodName, identityv1.IdentityService_ListRevoked_FullMethodName}
 
 // administer relays a call to the control plane's APIs, as the proxy's
 // platform identity, for an account with the scope admin; each call is
@@ -308,8 +314,9 @@ func (p *Proxy) administer(ctx context.Context, ss grpc.ServerStream, method str
 		return status.Errorf(codes.PermissionDenied, "the control plane's API (meshctl policy, split, status, logs, run, …) is for accounts with the scope %s; %s has not got it", AdminScope, claims.Subject)
 	}
 	svc, _, _ := strings.Cut(strings.TrimPrefix(method, "/"), "/")
-	if !slices.Contains(administered, svc) {
-		return status.Errorf(codes.PermissionDenied, "%s is not reachable through the remote proxy (the control plane's %s are)", svc, strings.Join(administered, ", "))
+	if !slices.Contains(administered, svc) && !slices.Contains(administeredMethods, method) {
+		return status.Errorf(codes.PermissionDenied, "%s is not reachable through the remote proxy (the control plane's %s are, and %s)", method,
+			strings.Join(administered, ", "), strings.Join(administeredMethods, ", "))
 	}
 	p.log.Info("remote administration", "account", claims.Subject, "method", method)
 	return p.relayOn(ctx, ss, p.sidecar.ControlPlane, method, md)

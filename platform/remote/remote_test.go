@@ -232,7 +232,20 @@ func TestRemoteProxy(t *testing.T) {
 		&registryv1.DeletePolicyRequest{Service: "helloworld", Namespace: "default"}); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "scope admin") {
 		t.Errorf("DeletePolicy as alice: %v; want PermissionDenied, for the scope admin", err)
 	}
-	if _, err := identityv1.NewIdentityServiceClient(m.dial(remote.ControlPlaneAuthority, ops)).TrustBundle(t.Context(), &identityv1.TrustBundleRequest{}); status.Code(err) != codes.PermissionDenied {
+	// Of the identity API, revocation alone: for admin accounts.
+	victim := cp.Join("shop", "victim")
+	ids := identityv1.NewIdentityServiceClient(m.dial(remote.ControlPlaneAuthority, ops))
+	if resp, err := ids.Revoke(t.Context(), &identityv1.RevokeRequest{Target: &identityv1.RevokeRequest_Service{Service: &identityv1.ServiceName{Name: "victim", Namespace: "shop"}}}); err != nil ||
+		len(resp.GetRevoked()) != 1 || resp.GetRevoked()[0].GetSerial() != victim.Chain[0].SerialNumber.String() {
+		t.Errorf("Revoke as ops: %v, %v", resp, err)
+	}
+	if list, err := ids.ListRevoked(t.Context(), &identityv1.ListRevokedRequest{}); err != nil || len(list.GetRevoked()) != 1 {
+		t.Errorf("ListRevoked as ops: %v, %v", list, err)
+	}
+	if _, err := identityv1.NewIdentityServiceClient(m.dial(remote.ControlPlaneAuthority, alice)).ListRevoked(t.Context(), &identityv1.ListRevokedRequest{}); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "scope admin") {
+		t.Errorf("ListRevoked as alice: %v; want PermissionDenied, for the scope admin", err)
+	}
+	if _, err := ids.TrustBundle(t.Context(), &identityv1.TrustBundleRequest{}); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("the identity API through the proxy: %v; want PermissionDenied", err)
 	}
 

@@ -32,6 +32,7 @@ type RevokeRequest struct {
 	//
 	//	*RevokeRequest_Serial
 	//	*RevokeRequest_SpiffeId
+	//	*RevokeRequest_Service
 	Target isRevokeRequest_Target `protobuf_oneof:"target"`
 	// Why, for the record (one line, at most 256 bytes).
 	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
@@ -94,6 +95,15 @@ func (x *RevokeRequest) GetSpiffeId() string {
 	return ""
 }
 
+func (x *RevokeRequest) GetService() *ServiceName {
+	if x != nil {
+		if x, ok := x.Target.(*RevokeRequest_Service); ok {
+			return x.Service
+		}
+	}
+	return nil
+}
+
 func (x *RevokeRequest) GetReason() string {
 	if x != nil {
 		return x.Reason
@@ -116,9 +126,70 @@ type RevokeRequest_SpiffeId struct {
 	SpiffeId string `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3,oneof"`
 }
 
+type RevokeRequest_Service struct {
+	// Every unexpired certificate of this service (of the control plane's
+	// trust domain).
+	Service *ServiceName `protobuf:"bytes,4,opt,name=service,proto3,oneof"`
+}
+
 func (*RevokeRequest_Serial) isRevokeRequest_Target() {}
 
 func (*RevokeRequest_SpiffeId) isRevokeRequest_Target() {}
+
+func (*RevokeRequest_Service) isRevokeRequest_Target() {}
+
+type ServiceName struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Default: default.
+	Namespace     string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceName) Reset() {
+	*x = ServiceName{}
+	mi := &file_identity_v1_identity_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceName) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceName) ProtoMessage() {}
+
+func (x *ServiceName) ProtoReflect() protoreflect.Message {
+	mi := &file_identity_v1_identity_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceName.ProtoReflect.Descriptor instead.
+func (*ServiceName) Descriptor() ([]byte, []int) {
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ServiceName) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ServiceName) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
 
 type RevokeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -130,7 +201,7 @@ type RevokeResponse struct {
 
 func (x *RevokeResponse) Reset() {
 	*x = RevokeResponse{}
-	mi := &file_identity_v1_identity_proto_msgTypes[1]
+	mi := &file_identity_v1_identity_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -142,7 +213,7 @@ func (x *RevokeResponse) String() string {
 func (*RevokeResponse) ProtoMessage() {}
 
 func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[1]
+	mi := &file_identity_v1_identity_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -155,7 +226,7 @@ func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeResponse) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{1}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RevokeResponse) GetRevoked() []*RevokedCertificate {
@@ -180,7 +251,7 @@ type RevokedCertificate struct {
 
 func (x *RevokedCertificate) Reset() {
 	*x = RevokedCertificate{}
-	mi := &file_identity_v1_identity_proto_msgTypes[2]
+	mi := &file_identity_v1_identity_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -192,7 +263,7 @@ func (x *RevokedCertificate) String() string {
 func (*RevokedCertificate) ProtoMessage() {}
 
 func (x *RevokedCertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[2]
+	mi := &file_identity_v1_identity_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -205,7 +276,7 @@ func (x *RevokedCertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokedCertificate.ProtoReflect.Descriptor instead.
 func (*RevokedCertificate) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{2}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RevokedCertificate) GetSerial() string {
@@ -251,7 +322,7 @@ type ListRevokedRequest struct {
 
 func (x *ListRevokedRequest) Reset() {
 	*x = ListRevokedRequest{}
-	mi := &file_identity_v1_identity_proto_msgTypes[3]
+	mi := &file_identity_v1_identity_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -263,7 +334,7 @@ func (x *ListRevokedRequest) String() string {
 func (*ListRevokedRequest) ProtoMessage() {}
 
 func (x *ListRevokedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[3]
+	mi := &file_identity_v1_identity_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -276,7 +347,7 @@ func (x *ListRevokedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevokedRequest.ProtoReflect.Descriptor instead.
 func (*ListRevokedRequest) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{3}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{4}
 }
 
 type ListRevokedResponse struct {
@@ -291,7 +362,7 @@ type ListRevokedResponse struct {
 
 func (x *ListRevokedResponse) Reset() {
 	*x = ListRevokedResponse{}
-	mi := &file_identity_v1_identity_proto_msgTypes[4]
+	mi := &file_identity_v1_identity_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +374,7 @@ func (x *ListRevokedResponse) String() string {
 func (*ListRevokedResponse) ProtoMessage() {}
 
 func (x *ListRevokedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[4]
+	mi := &file_identity_v1_identity_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +387,7 @@ func (x *ListRevokedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRevokedResponse.ProtoReflect.Descriptor instead.
 func (*ListRevokedResponse) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{4}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListRevokedResponse) GetRevoked() []*RevokedCertificate {
@@ -346,7 +417,7 @@ type SignRequest struct {
 
 func (x *SignRequest) Reset() {
 	*x = SignRequest{}
-	mi := &file_identity_v1_identity_proto_msgTypes[5]
+	mi := &file_identity_v1_identity_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +429,7 @@ func (x *SignRequest) String() string {
 func (*SignRequest) ProtoMessage() {}
 
 func (x *SignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[5]
+	mi := &file_identity_v1_identity_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,7 +442,7 @@ func (x *SignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignRequest.ProtoReflect.Descriptor instead.
 func (*SignRequest) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{5}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SignRequest) GetCsr() []byte {
@@ -398,7 +469,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_identity_v1_identity_proto_msgTypes[6]
+	mi := &file_identity_v1_identity_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +481,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[6]
+	mi := &file_identity_v1_identity_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +494,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{6}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -442,7 +513,7 @@ type SignResponse struct {
 
 func (x *SignResponse) Reset() {
 	*x = SignResponse{}
-	mi := &file_identity_v1_identity_proto_msgTypes[7]
+	mi := &file_identity_v1_identity_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +525,7 @@ func (x *SignResponse) String() string {
 func (*SignResponse) ProtoMessage() {}
 
 func (x *SignResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[7]
+	mi := &file_identity_v1_identity_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +538,7 @@ func (x *SignResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignResponse.ProtoReflect.Descriptor instead.
 func (*SignResponse) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{7}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SignResponse) GetCertificate() *Certificate {
@@ -486,7 +557,7 @@ type RenewResponse struct {
 
 func (x *RenewResponse) Reset() {
 	*x = RenewResponse{}
-	mi := &file_identity_v1_identity_proto_msgTypes[8]
+	mi := &file_identity_v1_identity_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +569,7 @@ func (x *RenewResponse) String() string {
 func (*RenewResponse) ProtoMessage() {}
 
 func (x *RenewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[8]
+	mi := &file_identity_v1_identity_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +582,7 @@ func (x *RenewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
 func (*RenewResponse) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{8}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RenewResponse) GetCertificate() *Certificate {
@@ -537,7 +608,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_identity_v1_identity_proto_msgTypes[9]
+	mi := &file_identity_v1_identity_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -549,7 +620,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[9]
+	mi := &file_identity_v1_identity_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -562,7 +633,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{9}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Certificate) GetChain() [][]byte {
@@ -601,7 +672,7 @@ type TrustBundleRequest struct {
 
 func (x *TrustBundleRequest) Reset() {
 	*x = TrustBundleRequest{}
-	mi := &file_identity_v1_identity_proto_msgTypes[10]
+	mi := &file_identity_v1_identity_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -613,7 +684,7 @@ func (x *TrustBundleRequest) String() string {
 func (*TrustBundleRequest) ProtoMessage() {}
 
 func (x *TrustBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[10]
+	mi := &file_identity_v1_identity_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -626,7 +697,7 @@ func (x *TrustBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustBundleRequest.ProtoReflect.Descriptor instead.
 func (*TrustBundleRequest) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{10}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{11}
 }
 
 type TrustBundleResponse struct {
@@ -640,7 +711,7 @@ type TrustBundleResponse struct {
 
 func (x *TrustBundleResponse) Reset() {
 	*x = TrustBundleResponse{}
-	mi := &file_identity_v1_identity_proto_msgTypes[11]
+	mi := &file_identity_v1_identity_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +723,7 @@ func (x *TrustBundleResponse) String() string {
 func (*TrustBundleResponse) ProtoMessage() {}
 
 func (x *TrustBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_identity_v1_identity_proto_msgTypes[11]
+	mi := &file_identity_v1_identity_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +736,7 @@ func (x *TrustBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TrustBundleResponse.ProtoReflect.Descriptor instead.
 func (*TrustBundleResponse) Descriptor() ([]byte, []int) {
-	return file_identity_v1_identity_proto_rawDescGZIP(), []int{11}
+	return file_identity_v1_identity_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TrustBundleResponse) GetTrustDomain() string {
@@ -686,12 +757,16 @@ var File_identity_v1_identity_proto protoreflect.FileDescriptor
 
 const file_identity_v1_identity_proto_rawDesc = "" +
 	"\n" +
-	"\x1aidentity/v1/identity.proto\x12\x15micromesh.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"j\n" +
+	"\x1aidentity/v1/identity.proto\x12\x15micromesh.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaa\x01\n" +
 	"\rRevokeRequest\x12\x18\n" +
 	"\x06serial\x18\x01 \x01(\tH\x00R\x06serial\x12\x1d\n" +
-	"\tspiffe_id\x18\x02 \x01(\tH\x00R\bspiffeId\x12\x16\n" +
+	"\tspiffe_id\x18\x02 \x01(\tH\x00R\bspiffeId\x12>\n" +
+	"\aservice\x18\x04 \x01(\v2\".micromesh.identity.v1.ServiceNameH\x00R\aservice\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reasonB\b\n" +
-	"\x06target\"U\n" +
+	"\x06target\"?\n" +
+	"\vServiceName\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"U\n" +
 	"\x0eRevokeResponse\x12C\n" +
 	"\arevoked\x18\x01 \x03(\v2).micromesh.identity.v1.RevokedCertificateR\arevoked\"\xd7\x01\n" +
 	"\x12RevokedCertificate\x12\x16\n" +
@@ -743,45 +818,47 @@ func file_identity_v1_identity_proto_rawDescGZIP() []byte {
 	return file_identity_v1_identity_proto_rawDescData
 }
 
-var file_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_identity_v1_identity_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_identity_v1_identity_proto_goTypes = []any{
 	(*RevokeRequest)(nil),         // 0: micromesh.identity.v1.RevokeRequest
-	(*RevokeResponse)(nil),        // 1: micromesh.identity.v1.RevokeResponse
-	(*RevokedCertificate)(nil),    // 2: micromesh.identity.v1.RevokedCertificate
-	(*ListRevokedRequest)(nil),    // 3: micromesh.identity.v1.ListRevokedRequest
-	(*ListRevokedResponse)(nil),   // 4: micromesh.identity.v1.ListRevokedResponse
-	(*SignRequest)(nil),           // 5: micromesh.identity.v1.SignRequest
-	(*RenewRequest)(nil),          // 6: micromesh.identity.v1.RenewRequest
-	(*SignResponse)(nil),          // 7: micromesh.identity.v1.SignResponse
-	(*RenewResponse)(nil),         // 8: micromesh.identity.v1.RenewResponse
-	(*Certificate)(nil),           // 9: micromesh.identity.v1.Certificate
-	(*TrustBundleRequest)(nil),    // 10: micromesh.identity.v1.TrustBundleRequest
-	(*TrustBundleResponse)(nil),   // 11: micromesh.identity.v1.TrustBundleResponse
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*ServiceName)(nil),           // 1: micromesh.identity.v1.ServiceName
+	(*RevokeResponse)(nil),        // 2: micromesh.identity.v1.RevokeResponse
+	(*RevokedCertificate)(nil),    // 3: micromesh.identity.v1.RevokedCertificate
+	(*ListRevokedRequest)(nil),    // 4: micromesh.identity.v1.ListRevokedRequest
+	(*ListRevokedResponse)(nil),   // 5: micromesh.identity.v1.ListRevokedResponse
+	(*SignRequest)(nil),           // 6: micromesh.identity.v1.SignRequest
+	(*RenewRequest)(nil),          // 7: micromesh.identity.v1.RenewRequest
+	(*SignResponse)(nil),          // 8: micromesh.identity.v1.SignResponse
+	(*RenewResponse)(nil),         // 9: micromesh.identity.v1.RenewResponse
+	(*Certificate)(nil),           // 10: micromesh.identity.v1.Certificate
+	(*TrustBundleRequest)(nil),    // 11: micromesh.identity.v1.TrustBundleRequest
+	(*TrustBundleResponse)(nil),   // 12: micromesh.identity.v1.TrustBundleResponse
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 }
 var file_identity_v1_identity_proto_depIdxs = []int32{
-	2,  // 0: micromesh.identity.v1.RevokeResponse.revoked:type_name -> micromesh.identity.v1.RevokedCertificate
-	12, // 1: micromesh.identity.v1.RevokedCertificate.revoked_at:type_name -> google.protobuf.Timestamp
-	12, // 2: micromesh.identity.v1.RevokedCertificate.expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 3: micromesh.identity.v1.ListRevokedResponse.revoked:type_name -> micromesh.identity.v1.RevokedCertificate
-	9,  // 4: micromesh.identity.v1.SignResponse.certificate:type_name -> micromesh.identity.v1.Certificate
-	9,  // 5: micromesh.identity.v1.RenewResponse.certificate:type_name -> micromesh.identity.v1.Certificate
-	12, // 6: micromesh.identity.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
-	5,  // 7: micromesh.identity.v1.IdentityService.Sign:input_type -> micromesh.identity.v1.SignRequest
-	6,  // 8: micromesh.identity.v1.IdentityService.Renew:input_type -> micromesh.identity.v1.RenewRequest
-	10, // 9: micromesh.identity.v1.IdentityService.TrustBundle:input_type -> micromesh.identity.v1.TrustBundleRequest
-	0,  // 10: micromesh.identity.v1.IdentityService.Revoke:input_type -> micromesh.identity.v1.RevokeRequest
-	3,  // 11: micromesh.identity.v1.IdentityService.ListRevoked:input_type -> micromesh.identity.v1.ListRevokedRequest
-	7,  // 12: micromesh.identity.v1.IdentityService.Sign:output_type -> micromesh.identity.v1.SignResponse
-	8,  // 13: micromesh.identity.v1.IdentityService.Renew:output_type -> micromesh.identity.v1.RenewResponse
-	11, // 14: micromesh.identity.v1.IdentityService.TrustBundle:output_type -> micromesh.identity.v1.TrustBundleResponse
-	1,  // 15: micromesh.identity.v1.IdentityService.Revoke:output_type -> micromesh.identity.v1.RevokeResponse
-	4,  // 16: micromesh.identity.v1.IdentityService.ListRevoked:output_type -> micromesh.identity.v1.ListRevokedResponse
-	12, // [12:17] is the sub-list for method output_type
-	7,  // [7:12] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	1,  // 0: micromesh.identity.v1.RevokeRequest.service:type_name -> micromesh.identity.v1.ServiceName
+	3,  // 1: micromesh.identity.v1.RevokeResponse.revoked:type_name -> micromesh.identity.v1.RevokedCertificate
+	13, // 2: micromesh.identity.v1.RevokedCertificate.revoked_at:type_name -> google.protobuf.Timestamp
+	13, // 3: micromesh.identity.v1.RevokedCertificate.expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 4: micromesh.identity.v1.ListRevokedResponse.revoked:type_name -> micromesh.identity.v1.RevokedCertificate
+	10, // 5: micromesh.identity.v1.SignResponse.certificate:type_name -> micromesh.identity.v1.Certificate
+	10, // 6: micromesh.identity.v1.RenewResponse.certificate:type_name -> micromesh.identity.v1.Certificate
+	13, // 7: micromesh.identity.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
+	6,  // 8: micromesh.identity.v1.IdentityService.Sign:input_type -> micromesh.identity.v1.SignRequest
+	7,  // 9: micromesh.identity.v1.IdentityService.Renew:input_type -> micromesh.identity.v1.RenewRequest
+	11, // 10: micromesh.identity.v1.IdentityService.TrustBundle:input_type -> micromesh.identity.v1.TrustBundleRequest
+	0,  // 11: micromesh.identity.v1.IdentityService.Revoke:input_type -> micromesh.identity.v1.RevokeRequest
+	4,  // 12: micromesh.identity.v1.IdentityService.ListRevoked:input_type -> micromesh.identity.v1.ListRevokedRequest
+	8,  // 13: micromesh.identity.v1.IdentityService.Sign:output_type -> micromesh.identity.v1.SignResponse
+	9,  // 14: micromesh.identity.v1.IdentityService.Renew:output_type -> micromesh.identity.v1.RenewResponse
+	12, // 15: micromesh.identity.v1.IdentityService.TrustBundle:output_type -> micromesh.identity.v1.TrustBundleResponse
+	2,  // 16: micromesh.identity.v1.IdentityService.Revoke:output_type -> micromesh.identity.v1.RevokeResponse
+	5,  // 17: micromesh.identity.v1.IdentityService.ListRevoked:output_type -> micromesh.identity.v1.ListRevokedResponse
+	13, // [13:18] is the sub-list for method output_type
+	8,  // [8:13] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_identity_v1_identity_proto_init() }
@@ -792,6 +869,7 @@ func file_identity_v1_identity_proto_init() {
 	file_identity_v1_identity_proto_msgTypes[0].OneofWrappers = []any{
 		(*RevokeRequest_Serial)(nil),
 		(*RevokeRequest_SpiffeId)(nil),
+		(*RevokeRequest_Service)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -799,7 +877,7 @@ func file_identity_v1_identity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_identity_v1_identity_proto_rawDesc), len(file_identity_v1_identity_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
