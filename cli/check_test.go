@@ -27,11 +27,20 @@ func TestCheck(t *testing.T) {
 	if err != nil {
 		t.Fatalf("check on a healthy mesh: %v\n%s", err, out)
 	}
-	for _, want := range []string{"control plane\n  √ reachable: at ", "√ version: dev, up ", "√ registry: embedded at " + home, "√ its certificate: valid for", "√ the CA's intermediate: valid for 3", "proxies\n  √ in sync: 2 connected",
+	for _, want := range []string{"control plane\n  √ reachable: at ", "√ version: dev, up ", "√ registry: embedded at " + home, "√ its certificate: valid for", "√ the CA's intermediate: valid for 3", "√ revocations: no certificate revoked", "proxies\n  √ in sync: 2 connected",
 		"services\n  √ healthy: ", "traffic\n  √ success", "all checks passed"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check lacks %q:\n%s", want, out)
 		}
+	}
+
+	// A revoked certificate is reported, with whose it is.
+	victim := cp.Join("shop", "victim")
+	if _, err := cli("cert", "revoke", "--service", "victim", "-n", "shop"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cli("check"); err != nil || !strings.Contains(out, "√ revocations: 1 certificate(s) revoked ("+victim.ID.String()+" ×1)") {
+		t.Errorf("check after a revocation: %v\n%s", err, out)
 	}
 
 	// An instance whose heartbeats stopped: critical, and its service has

@@ -16,7 +16,9 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/micromesh/micromesh/identity"
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
+	identityv1 "github.com/micromesh/micromesh/proto/identity/v1"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	statsv1 "github.com/micromesh/micromesh/proto/stats/v1"
 )
@@ -131,7 +133,49 @@ func (c *checker) controlPlane(ctx context.Context, conn *grpc.ClientConn) *admi
 	if len(chain) > 1 {
 		c.cert("the CA's intermediate", chain[1], "the server replaces it at start once a third of its life is left: restart the server")
 	}
+	c.revocations(ctx, conn)
 	return resp
+}
+
+// revocations reports what is revoked, and fails a revocation list past
+// its next update: Envoy refuses every peer once the list it holds is
+// stale (the server reissues it half-way through its life).
+func (c *checker) revocations(ctx context.Context, conn *grpc.ClientConn) {
+	resp, err := identityv1.NewIdentityServiceClient(conn).ListRevoked(ctx, &identityv1.ListRevokedRequest{})
+	if err != nil {
+		c.add("control plane", "revocations", Warn, describe(err)+" (a server older than this meshctl?)")
+		return
+	}
+	if len(resp.GetRevoked()) == 0 {
+		c.add("control plane", "revocations", OK, "no certificate revoked")
+		return
+	}
+	counts := map[string]int{}
+	var ids []string
+	for _, r := range resp.GetRevoked() {
+		if counts[r.GetSpiffeId()] == 0 {
+			ids = append(ids, r.GetSpiffeId())
+		}
+		counts[r.GetSpiffeId()]++
+	}
+	var who []string
+	for _, id := range ids {
+		who = append(who, fmt.Sprintf("%s ×%d", id, counts[id]))
+	}
+	detail := fmt.Sprintf("%d certificate(s) revoked (%s): meshctl cert revoked lists them", len(resp.GetRevoked()), strings.Join(who, ", "))
+	list, err := identity.NewRevocations(resp.GetCrl())
+	if err != nil {
+		c.add("control plane", "revocations", Fail, detail+"; but the revocation list does not parse: "+err.Error())
+		return
+	}
+	switch left := list.NextUpdate().Sub(c.now); {
+	case left <= 0:
+		c.add("control plane", "revocations", Fail, fmt.Sprintf("%s; the revocation list went stale %s ago: Envoy refuses every peer with it — the server reissues it hourly when due (its log says why not): restart the server", detail, days(-left)))
+	case left < 24*time.Hour:
+		c.add("control plane", "revocations", Warn, fmt.Sprintf("%s; the revocation list goes stale in %s and has not been reissued (the server does it half-way through its 7 days): its log says why", detail, days(left)))
+	default:
+		c.add("control plane", "revocations", OK, detail)
+	}
 }
 
 // status checks the server's version against meshctl's and whether its
