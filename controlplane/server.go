@@ -105,9 +105,10 @@ type Server struct {
 	// (the ADS generation leaves 0, which happens once).
 	firstGen chan struct{}
 
-	// The keys accounts' access tokens are signed with (SetAccountKeys);
 	// streams are the open streams, ended when their caller is revoked.
 	streams *liveStreams
+
+	// The keys accounts' access tokens are signed with (SetAccountKeys);
 	// keysChanged wakes watchRegistry to build with new ones.
 	keysMu      sync.Mutex
 	keys        []byte
