@@ -130,7 +130,10 @@ certificate would have expired; meshctl cert revoked lists them.`,
 				return err
 			}
 			list := revokedList(resp.GetRevoked())
-			return render(s.Out, g.output, list, func() string { return renderRevoked(list) })
+			return render(s.Out, g.output, list, func() string {
+				return renderRevoked(list) + "\nThe control plane and every proxy refuse these certificates now. A built-in sidecar holding one stops;\n" +
+					"meshctl run's services start again with new certificates, others need a new join token (meshctl cert token).\n"
+			})
 		},
 	}
 	cmd.Flags().StringVar(&o.service, "service", "", "revoke every unexpired certificate of this service")

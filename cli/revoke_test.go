@@ -40,7 +40,7 @@ func TestCertRevokeCommands(t *testing.T) {
 		}
 	}
 	serial := hello.Chain[0].SerialNumber.String()
-	if out, err = cli("cert", "revoke", serial); err != nil || !strings.Contains(out, serial) || !strings.Contains(out, hello.ID.String()) {
+	if out, err = cli("cert", "revoke", serial); err != nil || !strings.Contains(out, serial) || !strings.Contains(out, hello.ID.String()) || !strings.Contains(out, "every proxy refuse these certificates now") {
 		t.Fatalf("revoke SERIAL: %q, %v", out, err)
 	}
 	out, err = cli("cert", "revoked")
