@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"time"
 )
 
@@ -65,23 +64,12 @@ func (r *Revocations) Len() int {
 	return len(r.serials)
 }
 
-// Number is the list's CRL number: later lists have larger ones.
-func (r *Revocations) Number() *big.Int { return r.list.Number }
-
 // ThisUpdate and NextUpdate bound the list's validity: a new one is issued
 // before NextUpdate.
 func (r *Revocations) ThisUpdate() time.Time { return r.list.ThisUpdate }
 
 // NextUpdate is when the list goes stale.
 func (r *Revocations) NextUpdate() time.Time { return r.list.NextUpdate }
-
-// CheckSignature verifies that issuer signed the list.
-func (r *Revocations) CheckSignature(issuer *x509.Certificate) error {
-	if err := r.list.CheckSignatureFrom(issuer); err != nil {
-		return fmt.Errorf("%w: the revocation list is not signed by %s: %v", ErrInvalid, issuer.Subject, err)
-	}
-	return nil
-}
 
 // Check refuses a verified chain (leaf first) whose leaf the list revokes:
 // same issuer, same serial.

@@ -189,44 +189,34 @@ func (s *Source) ServerTLSConfigOptionalClient() *tls.Config {
 // certificate and accepting a server that verifies against the current bundle
 // and that authorize accepts.
 func (s *Source) ClientTLSConfig(authorize Authorizer) *tls.Config {
-	cfg := ClientTLSConfig(s.bundle, s.certificate, authorize)
-	cfg.VerifyPeerCertificate = verifyPeer(s.bundle, s.Revocations, authorize)
-	return cfg
+	return clientTLSConfig(s.bundle, s.Revocations, s.certificate, authorize)
 }
 
 // SetRevocations makes r the revocation list peers are checked against at
 // each handshake from now on (nil: none). Established connections are the
-// caller's to close (CheckPeer tells which).
+// caller's to judge (the proxy checks each request's caller).
 func (s *Source) SetRevocations(r *Revocations) { s.revoked.Store(r) }
 
 // Revocations returns the revocation list in force, or nil.
 func (s *Source) Revocations() *Revocations { return s.revoked.Load() }
 
-// CheckPeer checks an established connection's peer (its verified chain,
-// leaf first) against the revocation list in force.
-func (s *Source) CheckPeer(chain []*x509.Certificate) error {
-	r := s.revoked.Load()
-	if r == nil || len(chain) == 0 {
-		return nil
-	}
-	id, err := IDFromCertificate(chain[0])
-	if err != nil {
-		return err
-	}
-	return r.Check(id, chain)
-}
-
 // ClientTLSConfig returns a TLS 1.3 client config that verifies the server
 // against bundle() and authorize, and presents cert() when it is not nil.
 // The functions are called at each handshake, so rotations take effect.
 func ClientTLSConfig(bundle func() *Bundle, cert func() *tls.Certificate, authorize Authorizer) *tls.Config {
+	return clientTLSConfig(bundle, nil, cert, authorize)
+}
+
+// clientTLSConfig is ClientTLSConfig checking the server against revoked's
+// list too (revoked may be nil).
+func clientTLSConfig(bundle func() *Bundle, revoked func() *Revocations, cert func() *tls.Certificate, authorize Authorizer) *tls.Config {
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		// Go's own verification checks host names, which SPIFFE identities
 		// do not use; VerifyPeerCertificate does the full chain check
 		// against the live bundle instead.
 		InsecureSkipVerify:    true,
-		VerifyPeerCertificate: verifyPeer(bundle, nil, authorize),
+		VerifyPeerCertificate: verifyPeer(bundle, revoked, authorize),
 	}
 	if cert != nil {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {

@@ -197,11 +197,6 @@ func (ca *CA) Revocations() *identity.Revocations { return ca.crl.Load() }
 // revocation, a revoked certificate's expiry, a renewal of the list).
 func (ca *CA) RevocationsChanged() <-chan struct{} { return ca.crlChanged }
 
-// CheckRevoked refuses a verified chain whose leaf is revoked.
-func (ca *CA) CheckRevoked(id identity.ID, chain []*x509.Certificate) error {
-	return ca.crl.Load().Check(id, chain)
-}
-
 // refreshCRL issues a new list when revocations expired or the one in force
 // is half-way through its life; called at start and by Run. Callers hold
 // crlMu.

@@ -212,35 +212,42 @@ func (c *ControlPlane) RegistryClient(creds *identity.Credentials) registryv1.Re
 	return registryv1.NewRegistryServiceClient(c.Dial(creds))
 }
 
+// operator connects to the control plane as a micromesh-namespace
+// identity, which the control plane's admin APIs admit.
+func (c *ControlPlane) operator() *grpc.ClientConn {
+	c.env.t.Helper()
+	return c.Dial(c.Join(identity.SystemNamespace, "meshtest"))
+}
+
 // AdminClient calls the Admin API as a micromesh-namespace identity.
 func (c *ControlPlane) AdminClient() adminv1.AdminServiceClient {
 	c.env.t.Helper()
-	return adminv1.NewAdminServiceClient(c.Dial(c.Join(identity.SystemNamespace, "meshtest")))
+	return adminv1.NewAdminServiceClient(c.operator())
 }
 
 // TraceClient calls the trace API as a micromesh-namespace identity.
 func (c *ControlPlane) TraceClient() tracev1.TraceServiceClient {
 	c.env.t.Helper()
-	return tracev1.NewTraceServiceClient(c.Dial(c.Join(identity.SystemNamespace, "meshtest")))
+	return tracev1.NewTraceServiceClient(c.operator())
 }
 
 // StatsClient calls the stats API as a micromesh-namespace identity.
 func (c *ControlPlane) StatsClient() statsv1.StatsServiceClient {
 	c.env.t.Helper()
-	return statsv1.NewStatsServiceClient(c.Dial(c.Join(identity.SystemNamespace, "meshtest")))
+	return statsv1.NewStatsServiceClient(c.operator())
 }
 
 // IdentityClient calls the Identity API as a micromesh-namespace identity
 // (an operator: it may revoke certificates).
 func (c *ControlPlane) IdentityClient() identityv1.IdentityServiceClient {
 	c.env.t.Helper()
-	return identityv1.NewIdentityServiceClient(c.Dial(c.Join(identity.SystemNamespace, "meshtest")))
+	return identityv1.NewIdentityServiceClient(c.operator())
 }
 
 // TapClient calls the tap API as a micromesh-namespace identity.
 func (c *ControlPlane) TapClient() tapv1.TapServiceClient {
 	c.env.t.Helper()
-	return tapv1.NewTapServiceClient(c.Dial(c.Join(identity.SystemNamespace, "meshtest")))
+	return tapv1.NewTapServiceClient(c.operator())
 }
 
 // Logs returns what the environment's processes have logged.

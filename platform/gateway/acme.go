@@ -51,36 +51,41 @@ func (a ACME) IsZero() bool { return len(a.Domains) == 0 }
 // Validate checks the settings, so that a mistake is reported at start
 // rather than at a client's first handshake.
 func (a ACME) Validate() error {
+	_, err := a.validate()
+	return err
+}
+
+// validate is Validate, returning the roots Bundle holds (nil: the
+// system's).
+func (a ACME) validate() (*x509.CertPool, error) {
 	if len(a.Domains) == 0 {
-		return errors.New("ACME needs the domain names the gateway is reached by")
+		return nil, errors.New("ACME needs the domain names the gateway is reached by")
 	}
 	seen := map[string]bool{}
 	for _, d := range a.Domains {
 		if err := validateDomain(d); err != nil {
-			return err
+			return nil, err
 		}
 		if seen[d] {
-			return fmt.Errorf("domain %q is given twice", d)
+			return nil, fmt.Errorf("domain %q is given twice", d)
 		}
 		seen[d] = true
 	}
 	if a.Email != "" {
 		if addr, err := mail.ParseAddress(a.Email); err != nil || addr.Address != a.Email {
-			return fmt.Errorf("contact %q is not an email address (name@example.com)", a.Email)
+			return nil, fmt.Errorf("contact %q is not an email address (name@example.com)", a.Email)
 		}
 	}
 	if a.Directory != "" {
 		u, err := url.Parse(a.Directory)
 		if err != nil || u.Scheme != "https" || u.Host == "" {
-			return fmt.Errorf("ACME directory %q is not an https:// URL", a.Directory)
+			return nil, fmt.Errorf("ACME directory %q is not an https:// URL", a.Directory)
 		}
 	}
-	if a.Bundle != "" {
-		if _, err := loadRoots(a.Bundle); err != nil {
-			return err
-		}
+	if a.Bundle == "" {
+		return nil, nil
 	}
-	return nil
+	return loadRoots(a.Bundle)
 }
 
 // validateDomain accepts a DNS name of two labels or more, as ACME CAs
@@ -126,7 +131,8 @@ type acmeCerts struct {
 }
 
 func newACME(a ACME, log *slog.Logger) (*acmeCerts, error) {
-	if err := a.Validate(); err != nil {
+	roots, err := a.validate()
+	if err != nil {
 		return nil, err
 	}
 	if a.Cache == "" {
@@ -136,11 +142,7 @@ func newACME(a ACME, log *slog.Logger) (*acmeCerts, error) {
 	if client.DirectoryURL == "" {
 		client.DirectoryURL = LetsEncrypt
 	}
-	if a.Bundle != "" {
-		roots, err := loadRoots(a.Bundle)
-		if err != nil {
-			return nil, err
-		}
+	if roots != nil {
 		client.HTTPClient = &http.Client{Transport: &http.Transport{
 			Proxy:           http.ProxyFromEnvironment,
 			TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
