@@ -11,6 +11,7 @@ import (
 	"net/mail"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 
 	"golang.org/x/crypto/acme"
@@ -163,7 +164,23 @@ func newACME(a ACME, log *slog.Logger) (*acmeCerts, error) {
 func (c *acmeCerts) tlsConfig() *tls.Config {
 	cfg := c.m.TLSConfig()
 	cfg.MinVersion = tls.VersionTLS12
+	cfg.GetCertificate = c.getCertificate
 	return cfg
+}
+
+// getCertificate is autocert's, told that a TLS 1.3 client offering ECDSA
+// P-256 signatures takes an ECDSA certificate: autocert decides by the
+// client's TLS 1.2 cipher suites, which a TLS 1.3-only client — every
+// HTTP/3 client — does not list, and would otherwise have the CA issue an
+// RSA certificate while that client's handshake waits.
+func (c *acmeCerts) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if slices.Contains(hello.SupportedVersions, tls.VersionTLS13) && slices.Contains(hello.SignatureSchemes, tls.ECDSAWithP256AndSHA256) &&
+		!slices.Contains(hello.CipherSuites, tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256) {
+		h := *hello
+		h.CipherSuites = append(slices.Clone(hello.CipherSuites), tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
+		hello = &h
+	}
+	return c.m.GetCertificate(hello)
 }
 
 // httpHandler answers http-01 challenges on the plain HTTP port, and
@@ -176,7 +193,7 @@ func (c *acmeCerts) httpHandler(next http.Handler) http.Handler { return c.m.HTT
 func (c *acmeCerts) warm() {
 	go func() {
 		for _, d := range c.domains {
-			cert, err := c.m.GetCertificate(&tls.ClientHelloInfo{
+			cert, err := c.getCertificate(&tls.ClientHelloInfo{
 				ServerName:        d,
 				SupportedCurves:   []tls.CurveID{tls.CurveP256},
 				SignatureSchemes:  []tls.SignatureScheme{tls.ECDSAWithP256AndSHA256},

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -45,6 +46,12 @@ func TestGatewayGetsItsCertificateByACME(t *testing.T) {
 		m3.client = &http.Client{Transport: protocol{next: h3, major: 3}}
 		if code, body := m3.do(t, "POST", "/helloworld/call", "application/json", `{"name":"Ada"}`); code != 200 || body != `{"msg":"Hello Ada"}` {
 			t.Errorf("%d %s", code, body)
+		}
+		// The certificate got at start (ECDSA), not one more from the CA:
+		// an HTTP/3 client is TLS 1.3 only, and lists no TLS 1.2 suite.
+		resp, _ := m3.send(t, "GET", "/", "", nil)
+		if leaf := resp.TLS.PeerCertificates[0]; leaf.PublicKeyAlgorithm != x509.ECDSA {
+			t.Errorf("HTTP/3 got a %v certificate, want the ECDSA one", leaf.PublicKeyAlgorithm)
 		}
 	})
 	t.Run("the certificate", func(t *testing.T) {

@@ -168,7 +168,7 @@ func Start(ctx context.Context, o Options) (_ *Gateway, err error) {
 		if acmeCA, err = newACME(a, log); err != nil {
 			return nil, fmt.Errorf("the API gateway's ACME: %w", err)
 		}
-		tlsConf, h3Conf = acmeCA.tlsConfig(), serverTLS(acmeCA.m.GetCertificate)
+		tlsConf, h3Conf = acmeCA.tlsConfig(), serverTLS(acmeCA.getCertificate)
 	}
 	lis, sc, err := edge.Listen(ctx, edge.Options{Name: Service, Home: o.Home, ControlPlane: o.ControlPlane, Logger: o.Logger}, o.Addr, "API gateway", "--gateway-addr")
 	if err != nil {
