@@ -237,6 +237,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.runtime, err = runtime.Open(runtime.Options{
 		Home: cfg.Home, ControlPlane: s.grpcLn.Addr().String(), TrustDomain: ca.TrustDomain(),
 		Mint: ca.Tokens().Mint, SidecarCommand: cfg.SidecarCommand, Advertise: cfg.Advertise, Logger: cfg.Logger,
+		AppTracing: cfg.Tracing != nil,
 	})
 	if err != nil {
 		return nil, err

@@ -9,8 +9,9 @@ import (
 	"github.com/micromesh/micromesh/internal/profiling"
 )
 
-// adminHandler serves /ready, /config_dump, /clusters, /metrics and
-// /debug/pprof/ on loopback.
+// adminHandler serves /ready, /config_dump, /clusters, /metrics,
+// /debug/pprof/ and the app's OTLP/HTTP trace export (/v1/traces) on
+// loopback.
 func (s *Sidecar) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
@@ -31,6 +32,7 @@ func (s *Sidecar) adminHandler() http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(map[string]any{"clusters": s.proxy.Clusters()})
 	})
+	mux.HandleFunc("POST /v1/traces", s.appTraces)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	profiling.Mount(mux)
 	return mux

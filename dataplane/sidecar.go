@@ -30,7 +30,6 @@ import (
 
 	"github.com/micromesh/micromesh/dataplane/accesslog"
 	"github.com/micromesh/micromesh/dataplane/config"
-	"github.com/micromesh/micromesh/dataplane/otlpwire"
 	"github.com/micromesh/micromesh/dataplane/proxy"
 	"github.com/micromesh/micromesh/dataplane/qlogdir"
 	"github.com/micromesh/micromesh/dataplane/stats"
@@ -38,6 +37,7 @@ import (
 	"github.com/micromesh/micromesh/dataplane/xdsclient"
 	"github.com/micromesh/micromesh/dataplane/xdswire"
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/internal/otlpwire"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	"github.com/micromesh/micromesh/xds/policymeta"
 )
@@ -135,7 +135,10 @@ type Sidecar struct {
 	warm *warmer
 	// spans exports traced requests' spans to the control plane.
 	spans *tracing.Exporter
-	tap   *accesslog.Exporter // access log records for meshctl tap
+	// appSpans exports the spans the app sends the admin listener's
+	// /v1/traces (OTLP/HTTP) under the sidecar's service.
+	appSpans *tracing.AppExporter
+	tap      *accesslog.Exporter // access log records for meshctl tap
 	// stats exports request metrics to the control plane; nil if off.
 	stats *stats.Exporter
 }
@@ -184,6 +187,7 @@ func New(o Options) (*Sidecar, error) {
 		identity.WithSourceLogger(o.Logger.With("component", "sidecar-cert")),
 		identity.OnRotate(func(c *identity.Credentials) error { return c.WriteDir(o.CertDir) }))
 	s.spans = tracing.NewExporter(tracing.Resource{Instance: o.Instance, SDK: "micromesh-sidecar"}, o.Logger.With("component", "tracing"))
+	s.appSpans = tracing.NewAppExporter(o.Credentials.ID.Name+"."+o.Credentials.ID.Namespace, tracing.Resource{Instance: o.Instance}, o.Logger.With("component", "tracing"))
 	s.tap = accesslog.NewExporter(otlpwire.Resource{Instance: o.Instance, SDK: "micromesh-sidecar"}, o.Logger.With("component", "accesslog"))
 	var qlogTracer proxy.QUICTracer
 	if o.QlogDir != "" {
@@ -285,6 +289,10 @@ func New(o Options) (*Sidecar, error) {
 			func() float64 { n, _, _ := s.spans.Stats(); return float64(n) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_spans_dropped_total", Help: "Spans dropped: the export queue was full, or the control plane refused them."},
 			func() float64 { _, d, f := s.spans.Stats(); return float64(d + f) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_app_spans_exported_total", Help: "Spans the app sent the sidecar (OTLP/HTTP, /v1/traces on the admin listener) exported to the control plane."},
+			func() float64 { n, _, _ := s.appSpans.Stats(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_app_spans_dropped_total", Help: "Spans of the app's dropped: too large, the export queue full, or refused by the control plane."},
+			func() float64 { _, d, f := s.appSpans.Stats(); return float64(d + f) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_access_log_records_exported_total", Help: "Access log records (meshctl tap) sent to the control plane."},
 			func() float64 { n, _, _ := s.tap.Stats(); return float64(n) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "micromesh_access_log_records_dropped_total", Help: "Access log records dropped: the export queue was full, or the control plane refused them."},
@@ -423,9 +431,17 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("control plane address %q: %w", s.o.ControlPlane, err)
 	}
-	spansDone, statsDone, tapDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
-	defer func() { stopXDS(); <-spansDone; <-statsDone; <-tapDone; _ = spansConn.Close() }()
+	spansDone, appSpansDone, statsDone, tapDone := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
+	defer func() {
+		stopXDS()
+		<-spansDone
+		<-appSpansDone
+		<-statsDone
+		<-tapDone
+		_ = spansConn.Close()
+	}()
 	go func() { defer close(spansDone); s.spans.Run(xctx, spansConn) }()
+	go func() { defer close(appSpansDone); s.appSpans.Run(xctx, spansConn) }()
 	go func() { defer close(tapDone); s.tap.Run(xctx, spansConn) }()
 	go func() {
 		defer close(statsDone)

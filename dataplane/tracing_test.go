@@ -1,11 +1,22 @@
 package dataplane_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/hex"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	otlpcollector "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	otlpcommon "go.opentelemetry.io/proto/otlp/common/v1"
+	otlpresource "go.opentelemetry.io/proto/otlp/resource/v1"
+	otlptrace "go.opentelemetry.io/proto/otlp/trace/v1"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/micromesh/micromesh/dataplane/tracing"
 	"github.com/micromesh/micromesh/internal/meshtest"
@@ -159,5 +170,105 @@ func TestUnsampledTracesAreNotRecorded(t *testing.T) {
 	}
 	if len(l.Traces) != 2 {
 		t.Errorf("traces kept: %v; want only the two recorded", l.Traces)
+	}
+}
+
+// The app's OTLP/HTTP endpoint (POST /v1/traces on the admin listener):
+// an export, gzipped or not, reaches the control plane under the
+// sidecar's service whatever service.name the app gave; what is not an
+// export is refused with OTLP/HTTP's codes and a google.rpc.Status that
+// says why.
+func TestAppSpansEndpoint(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane(meshtest.WithTracing(0))
+	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
+	url := "http://" + a.Info.Admin + "/v1/traces"
+	post := func(contentType, encoding string, body []byte) (int, []byte) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", contentType)
+		if encoding != "" {
+			req.Header.Set("Content-Encoding", encoding)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	export := func(spans ...*otlptrace.Span) []byte {
+		b, err := proto.Marshal(&otlpcollector.ExportTraceServiceRequest{ResourceSpans: []*otlptrace.ResourceSpans{{
+			Resource:   &otlpresource.Resource{Attributes: []*otlpcommon.KeyValue{{Key: "service.name", Value: &otlpcommon.AnyValue{Value: &otlpcommon.AnyValue_StringValue{StringValue: "b.default"}}}}},
+			ScopeSpans: []*otlptrace.ScopeSpans{{Spans: spans}},
+		}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	trace := tracing.NewTraceID()
+	span := func(name string, size int) *otlptrace.Span {
+		id := tracing.NewSpanID()
+		now := uint64(time.Now().UnixNano())
+		return &otlptrace.Span{TraceId: trace[:], SpanId: id[:], Name: name, Kind: otlptrace.Span_SPAN_KIND_INTERNAL,
+			StartTimeUnixNano: now, EndTimeUnixNano: now + 1000, TraceState: strings.Repeat("x", size)}
+	}
+
+	code, body := post("application/x-protobuf", "", export(span("plain", 0)))
+	if code != 200 {
+		t.Fatalf("an export: %d %q", code, body)
+	}
+	var zipped bytes.Buffer
+	zw := gzip.NewWriter(&zipped)
+	zw.Write(export(span("gzipped", 0), span("too large", tracing.MaxAppSpanBytes)))
+	zw.Close()
+	code, body = post("application/x-protobuf", "gzip", zipped.Bytes())
+	var resp otlpcollector.ExportTraceServiceResponse
+	if code != 200 || proto.Unmarshal(body, &resp) != nil || resp.GetPartialSuccess().GetRejectedSpans() != 1 ||
+		!strings.Contains(resp.GetPartialSuccess().GetErrorMessage(), "1 span(s) over 65536 bytes dropped") {
+		t.Errorf("a gzipped export with a span too large: %d, partial success %v", code, resp.GetPartialSuccess())
+	}
+	waitFor(t, "the app's spans at the control plane", func() bool {
+		r, err := cp.TraceClient().GetTrace(context.Background(), &tracev1.GetTraceRequest{TraceId: hex.EncodeToString(trace[:])})
+		return err == nil && len(r.Spans) == 2
+	})
+	r, _ := cp.TraceClient().GetTrace(context.Background(), &tracev1.GetTraceRequest{TraceId: hex.EncodeToString(trace[:])})
+	for _, s := range r.Spans {
+		if s.Service != "a.default" || s.Kind != tracev1.Kind_KIND_INTERNAL || (s.Name != "plain" && s.Name != "gzipped") {
+			t.Errorf("span %q kept as %s %s, want a.default's INTERNAL", s.Name, s.Service, s.Kind)
+		}
+	}
+
+	for _, c := range []struct {
+		name, contentType, encoding string
+		body                        []byte
+		code                        int
+		says                        string
+	}{
+		{"JSON", "application/json", "", []byte(`{"resourceSpans":[]}`), 415, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/protobuf"},
+		{"not protobuf", "application/x-protobuf", "", []byte("hello"), 400, "not an OTLP ExportTraceServiceRequest"},
+		{"not gzip", "application/x-protobuf", "gzip", []byte("hello"), 400, "not gzip"},
+		{"brotli", "application/x-protobuf", "br", export(span("x", 0)), 415, `Content-Encoding "br"`},
+		{"too large", "application/x-protobuf", "", make([]byte, 5<<20), 413, "at most 4194304 bytes"},
+	} {
+		code, body := post(c.contentType, c.encoding, c.body)
+		msg := string(body)
+		if c.code != 415 || c.encoding != "" {
+			var st spb.Status
+			if err := proto.Unmarshal(body, &st); err != nil {
+				t.Errorf("%s: the answer is not a google.rpc.Status: %v", c.name, err)
+			}
+			msg = st.GetMessage()
+		}
+		if code != c.code || !strings.Contains(msg, c.says) {
+			t.Errorf("%s: %d %q, want %d saying %q", c.name, code, msg, c.code, c.says)
+		}
+	}
+	if resp, err := http.Get(url); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET /v1/traces: %v %v, want 405", resp.StatusCode, err)
 	}
 }

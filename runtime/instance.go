@@ -214,7 +214,13 @@ func policyArgs(policy map[string]string) []string {
 
 // startApp starts the app with the runtime's environment. in.mu is held.
 func (in *instance) startApp() error {
-	env := append(baseEnv(), in.env...)
+	env := baseEnv()
+	if in.rt.o.AppTracing {
+		env = append(env, AppTraceEnv(in.name+"."+in.ns, in.admin)...)
+	}
+	// The service's own variables (meshctl run --env) win over the
+	// runtime's OTEL_ ones; nothing wins over MESH_ ones.
+	env = append(env, in.env...)
 	env = append(env,
 		envconfig.Service+"="+in.name, envconfig.Namespace+"="+in.ns, envconfig.Version+"="+in.version,
 		envconfig.Address+"="+in.appAddr, envconfig.Proxy+"="+in.outbound,
@@ -225,6 +231,26 @@ func (in *instance) startApp() error {
 	}
 	in.app = p
 	return nil
+}
+
+// AppTraceEnv is OpenTelemetry's standard configuration pointing the SDK
+// of an app of service ("name.namespace") at its sidecar's OTLP/HTTP
+// endpoint (the admin listener's /v1/traces, loopback): spans of
+// requests the mesh records only (the sampler follows the parent, whose
+// decision is the sidecar's), batched about once a second as the
+// sidecar's own, no metrics or logs (an SDK configured from the
+// environment would send those to the same host and fail).
+func AppTraceEnv(service, admin string) []string {
+	return []string{
+		"OTEL_SERVICE_NAME=" + service,
+		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://" + admin + "/v1/traces",
+		"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/protobuf",
+		"OTEL_TRACES_SAMPLER=parentbased_always_off",
+		"OTEL_BSP_SCHEDULE_DELAY=1000",
+		"OTEL_PROPAGATORS=tracecontext,baggage",
+		"OTEL_METRICS_EXPORTER=none",
+		"OTEL_LOGS_EXPORTER=none",
+	}
 }
 
 // baseEnv is the server's environment without Micromesh's own variables.

@@ -83,6 +83,10 @@ type Options struct {
 	// StopGrace is how long a process gets between SIGTERM and SIGKILL
 	// (default 10 s).
 	StopGrace time.Duration
+	// AppTracing points each app's OpenTelemetry SDK at its sidecar
+	// (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT and friends: see AppTraceEnv),
+	// which sends the app's spans on with its own.
+	AppTracing bool
 }
 
 // Spec is what to run.

@@ -70,13 +70,19 @@ func TraceID(ctx context.Context) string {
 var propagated = [...]string{RequestIDHeader, TraceHeader, TraceStateHeader}
 
 // withPropagated returns ctx with the served request's ID and trace
-// context in its outgoing metadata, each unless there is none or the
-// caller set one already.
+// context in its outgoing metadata — the trace context of the span the
+// app started in ctx, if any (OpenTelemetry's) — each unless there is
+// none or the caller set one already.
 func withPropagated(ctx context.Context) context.Context {
 	var kv []string
 	var out metadata.MD
+	local := localTrace(ctx)
 	for _, k := range propagated {
 		v := incoming(ctx, k)
+		if local != nil && k != RequestIDHeader {
+			// A span the app started: the call's parent.
+			v = local[k]
+		}
 		if v == "" {
 			continue
 		}
@@ -116,7 +122,7 @@ func (s *Service) unaryInterceptor(ctx context.Context, req any, info *grpc.Unar
 		}
 		s.logCall(ctx, info.FullMethod, start, err)
 	}()
-	return h(ctx, req)
+	return h(withServedTrace(ctx), req)
 }
 
 func (s *Service) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
@@ -127,6 +133,9 @@ func (s *Service) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.St
 		}
 		s.logCall(ss.Context(), info.FullMethod, start, err)
 	}()
+	if ctx := withServedTrace(ss.Context()); ctx != ss.Context() {
+		ss = tracedStream{ss, ctx}
+	}
 	return h(srv, ss)
 }
 

@@ -13,6 +13,7 @@ type options struct {
 	logger        *slog.Logger
 	grace         time.Duration
 	serverOptions []grpc.ServerOption
+	noTracing     bool
 }
 
 // Option configures New.
@@ -39,3 +40,9 @@ func GracePeriod(d time.Duration) Option { return func(o *options) { o.grace = d
 func ServerOptions(opts ...grpc.ServerOption) Option {
 	return func(o *options) { o.serverOptions = append(o.serverOptions, opts...) }
 }
+
+// NoTracing leaves OpenTelemetry to the app: New installs no tracer
+// provider even when the environment names an OTLP endpoint (the
+// runtime's points at the service's sidecar). The served call's trace
+// context is still in the handler's ctx.
+func NoTracing() Option { return func(o *options) { o.noTracing = true } }

@@ -43,6 +43,9 @@ type Service struct {
 	server *grpc.Server
 	health *health.Server
 	log    *slog.Logger
+	// stopTracing flushes and ends the tracer provider New installed
+	// (nil: none).
+	stopTracing func(context.Context) error
 }
 
 // New makes a service. Its name is $MESH_SERVICE when the runtime runs it
@@ -63,6 +66,14 @@ func New(opts ...Option) *Service {
 	}
 	s := &Service{opts: o, health: health.NewServer()}
 	s.log = o.logger.With("component", "service", "service", o.name)
+	if !o.noTracing && tracingEnabled() {
+		stop, err := startTracing(context.Background(), s.traceName())
+		if err != nil {
+			s.log.Warn("the service's own spans are off", "err", err)
+		} else {
+			s.stopTracing = stop
+		}
+	}
 	so := append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
@@ -156,6 +167,22 @@ func (s *Service) Serve(ctx context.Context, lis net.Listener) error {
 		s.server.Stop()
 		<-done
 	}
+	if s.stopTracing != nil {
+		tctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.stopTracing(tctx); err != nil {
+			s.log.Warn("sending the last spans", "err", err)
+		}
+		cancel()
+	}
 	s.log.Info("stopped")
 	return nil
+}
+
+// traceName is the service.name of its spans: name.namespace in the
+// mesh (the sidecar names them so anyway), else the name.
+func (s *Service) traceName() string {
+	if ns := os.Getenv(envconfig.Namespace); ns != "" && s.opts.name != "" {
+		return s.opts.name + "." + ns
+	}
+	return s.opts.name
 }

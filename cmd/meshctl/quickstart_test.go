@@ -118,26 +118,37 @@ func TestQuickStart(t *testing.T) {
 		}
 	}
 	// A traced call through the real processes: the CLI's own span, then
-	// each sidecar's, one tree (pingpong's framework carried the trace on).
+	// each sidecar's and pingpong's own (OpenTelemetry's API; the runtime
+	// pointed its SDK at its sidecar), one tree: pingpong's span under its
+	// sidecar's SERVER span, its call to helloworld under its span.
 	out = srv.run(ctx, t, meshctl, "call", "pingpong", "Pingpong.Ping", `{"name":"Dee"}`, "--trace")
 	m := regexp.MustCompile(`meshctl trace ([0-9a-f]{32})`).FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("call --trace names no trace:\n%s", out)
 	}
 	var spans []struct {
-		Service string `json:"service"`
-		Kind    string `json:"kind"`
+		SpanID   string `json:"span_id"`
+		ParentID string `json:"parent_span_id"`
+		Service  string `json:"service"`
+		Kind     string `json:"kind"`
+		Name     string `json:"name"`
 	}
-	poll.Until(t, "the traced call's four spans", 20*time.Second, 200*time.Millisecond, func() bool {
+	poll.Until(t, "the traced call's five spans", 20*time.Second, 200*time.Millisecond, func() bool {
 		out, err := srv.try(ctx, meshctl, "trace", m[1], "-o", "json")
-		return err == nil && json.Unmarshal([]byte(out), &spans) == nil && len(spans) == 4
+		return err == nil && json.Unmarshal([]byte(out), &spans) == nil && len(spans) == 5
 	})
 	var hops []string
-	for _, s := range spans {
+	for i, s := range spans {
 		hops = append(hops, s.Service+" "+s.Kind)
+		if i > 0 && s.ParentID != spans[i-1].SpanID {
+			t.Errorf("span %d (%s %s %q) has parent %s, want the span before it, %s", i, s.Service, s.Kind, s.Name, s.ParentID, spans[i-1].SpanID)
+		}
 	}
-	if got := strings.Join(hops, " → "); got != "meshctl.micromesh CLIENT → pingpong.default SERVER → pingpong.default CLIENT → helloworld.default SERVER" {
+	if got := strings.Join(hops, " → "); got != "meshctl.micromesh CLIENT → pingpong.default SERVER → pingpong.default INTERNAL → pingpong.default CLIENT → helloworld.default SERVER" {
 		t.Errorf("the trace's hops: %s", got)
+	}
+	if spans[2].Name != "ask helloworld" {
+		t.Errorf("pingpong's own span is named %q, want %q", spans[2].Name, "ask helloworld")
 	}
 	if out := srv.run(ctx, t, meshctl, "services"); !strings.Contains(out, "/examples.pingpong.v1.Pingpong/*:retries=0 rate_limit=500 retries=1 timeout=30s") {
 		t.Errorf("services does not show pingpong's policy:\n%s", out)

@@ -9,8 +9,8 @@ import (
 	collectorv1 "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/micromesh/micromesh/dataplane/otlpwire"
 	dpstats "github.com/micromesh/micromesh/dataplane/stats"
+	"github.com/micromesh/micromesh/internal/otlpwire"
 )
 
 // A mesh of 1,000 sidecars, each with 20 request series (callers ×

@@ -13,9 +13,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/micromesh/micromesh/dataplane/otlpwire"
 	dpstats "github.com/micromesh/micromesh/dataplane/stats"
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/internal/otlpwire"
 )
 
 // clock is a store's time, moved by the test.

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/micromesh/micromesh/dataplane/otlpexport"
-	"github.com/micromesh/micromesh/dataplane/otlpwire"
+	"github.com/micromesh/micromesh/internal/otlpwire"
 )
 
 // ExportMethod is OTLP/gRPC's log export: what Envoy's OpenTelemetry

@@ -8,7 +8,7 @@ import (
 	logsv1 "go.opentelemetry.io/proto/otlp/logs/v1"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/micromesh/micromesh/dataplane/otlpwire"
+	"github.com/micromesh/micromesh/internal/otlpwire"
 )
 
 // The hand encoding agrees with OpenTelemetry's own types, field by field.

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/micromesh/micromesh/dataplane/otlpwire"
+	"github.com/micromesh/micromesh/internal/otlpwire"
 	"github.com/micromesh/micromesh/internal/rawcodec"
 )
 
@@ -30,8 +30,14 @@ type Exporter[T any] struct {
 	conn   grpc.ClientConnInterface
 	log    *slog.Logger
 
+	// size, when set, bounds the queue and each batch in bytes too
+	// (LimitBytes): records of very different sizes, an app's spans.
+	size                    func(T) int
+	maxBytes, maxBatchBytes int
+
 	mu      sync.Mutex
 	queue   []T
+	bytes   int // the queue's, when size is set
 	kick    chan struct{}
 	failing atomic.Bool // exports failing: logged once per change
 
@@ -55,16 +61,32 @@ func New[T any](what, method string, encode func([]T) []byte, log *slog.Logger) 
 	return &Exporter[T]{what: what, method: method, encode: encode, log: log, kick: make(chan struct{}, 1)}
 }
 
+// LimitBytes bounds the queue to maxBytes and each batch to batchBytes
+// (a record larger than that goes alone), size telling a record's; call
+// it before the first Record.
+func (e *Exporter[T]) LimitBytes(maxBytes, batchBytes int, size func(T) int) {
+	e.size, e.maxBytes, e.maxBatchBytes = size, maxBytes, batchBytes
+}
+
 // Record queues s for export; it never blocks.
-func (e *Exporter[T]) Record(s T) {
+func (e *Exporter[T]) Record(s T) { e.Offer(s) }
+
+// Offer queues s for export and reports whether it was queued: not when
+// the queue is full (then s is dropped and counted). It never blocks.
+func (e *Exporter[T]) Offer(s T) bool {
+	n := 0
+	if e.size != nil {
+		n = e.size(s)
+	}
 	e.mu.Lock()
-	if len(e.queue) >= MaxQueue {
+	if len(e.queue) >= MaxQueue || (e.size != nil && e.bytes+n > e.maxBytes) {
 		e.mu.Unlock()
 		e.dropped.Add(1)
-		return
+		return false
 	}
 	e.queue = append(e.queue, s)
-	full := len(e.queue) >= BatchSize
+	e.bytes += n
+	full := len(e.queue) >= BatchSize || (e.size != nil && e.bytes >= e.maxBatchBytes)
 	e.mu.Unlock()
 	if full {
 		select {
@@ -72,7 +94,12 @@ func (e *Exporter[T]) Record(s T) {
 		default:
 		}
 	}
+	return true
 }
+
+// CountDropped counts n records dropped before they reached the queue
+// (too large to send, say).
+func (e *Exporter[T]) CountDropped(n int) { e.dropped.Add(uint64(n)) }
 
 // Stats counts records exported, dropped (the queue full) and lost to
 // failed exports.
@@ -109,6 +136,46 @@ func (e *Exporter[T]) Run(ctx context.Context, conn grpc.ClientConnInterface) {
 	}
 }
 
+// takeBytes is how many of the queue's first n records make a batch
+// within maxBatchBytes (at least one), their bytes leaving the queue's
+// count. e.mu is held.
+func (e *Exporter[T]) takeBytes(n int) int {
+	sum := 0
+	for i := range n {
+		m := e.size(e.queue[i])
+		if i > 0 && sum+m > e.maxBatchBytes {
+			e.bytes -= sum
+			return i
+		}
+		sum += m
+	}
+	e.bytes -= sum
+	return n
+}
+
+// requeue puts back at the queue's head a batch the collector could not
+// take for now, as much of it as the bounds leave room for (the rest is
+// dropped and counted).
+func (e *Exporter[T]) requeue(batch []T) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	keep := min(len(batch), MaxQueue-len(e.queue))
+	if e.size != nil {
+		sum := 0
+		for i := range keep {
+			m := e.size(batch[i])
+			if e.bytes+sum+m > e.maxBytes {
+				keep = i
+				break
+			}
+			sum += m
+		}
+		e.bytes += sum
+	}
+	e.dropped.Add(uint64(len(batch) - keep))
+	e.queue = append(batch[:keep:keep], e.queue...)
+}
+
 func (e *Exporter[T]) pending() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -122,6 +189,9 @@ func (e *Exporter[T]) pending() int {
 func (e *Exporter[T]) Flush(ctx context.Context) error {
 	e.mu.Lock()
 	n := min(len(e.queue), BatchSize)
+	if e.size != nil {
+		n = e.takeBytes(n)
+	}
 	batch := e.queue[:n:n]
 	e.queue = e.queue[n:]
 	e.mu.Unlock()
@@ -134,13 +204,7 @@ func (e *Exporter[T]) Flush(ctx context.Context) error {
 	if err != nil {
 		switch status.Code(err) {
 		case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted, codes.Canceled:
-			e.mu.Lock()
-			if room := MaxQueue - len(e.queue); room < n {
-				e.dropped.Add(uint64(n - room))
-				batch = batch[:room]
-			}
-			e.queue = append(batch, e.queue...)
-			e.mu.Unlock()
+			e.requeue(batch)
 		default:
 			e.failed.Add(uint64(n))
 		}

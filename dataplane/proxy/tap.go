@@ -7,7 +7,7 @@ import (
 
 	"github.com/micromesh/micromesh/dataplane/accesslog"
 	"github.com/micromesh/micromesh/dataplane/config"
-	"github.com/micromesh/micromesh/dataplane/otlpwire"
+	"github.com/micromesh/micromesh/internal/otlpwire"
 )
 
 // TapRecorder takes the access log records of finished requests (an

@@ -23,7 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/micromesh/micromesh/dataplane/otlpwire"
+	"github.com/micromesh/micromesh/internal/otlpwire"
 	"github.com/micromesh/micromesh/internal/rawcodec"
 )
 

@@ -3,7 +3,7 @@ package tracing
 import (
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/micromesh/micromesh/dataplane/otlpwire"
+	"github.com/micromesh/micromesh/internal/otlpwire"
 )
 
 // ExportMethod is OTLP/gRPC's trace export: what Envoy's OpenTelemetry

@@ -4,7 +4,7 @@ import (
 	"encoding/hex"
 	"time"
 
-	"github.com/micromesh/micromesh/dataplane/otlpwire"
+	"github.com/micromesh/micromesh/internal/otlpwire"
 )
 
 // Kind is a span's kind, as OTLP numbers them.
