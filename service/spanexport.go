@@ -135,7 +135,7 @@ func (e *spanExporter) post(ctx context.Context, body []byte) (again bool, after
 	}
 	msg := strings.TrimSpace(string(b))
 	if resp.Header.Get("Content-Type") == "application/x-protobuf" {
-		msg = statusMessage(b)
+		msg = otlpwire.StringField(b, 2) // a google.rpc.Status's message
 	}
 	switch resp.StatusCode {
 	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
@@ -199,17 +199,6 @@ type closeBoth struct {
 func (c closeBoth) Close() error {
 	c.ReadCloser.Close()
 	return c.conn.Close()
-}
-
-// statusMessage is a google.rpc.Status's message (field 2).
-func statusMessage(b []byte) string {
-	var msg string
-	otlpwire.Fields(b, func(num protowire.Number, typ protowire.Type, v []byte) {
-		if num == 2 && typ == protowire.BytesType {
-			msg = string(v)
-		}
-	})
-	return msg
 }
 
 // Shutdown stops the exporter: later exports do nothing.

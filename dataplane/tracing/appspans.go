@@ -146,7 +146,7 @@ func keptResource(b []byte) ([]byte, bool) {
 	var out []byte
 	ok := otlpwire.Fields(b, func(num protowire.Number, typ protowire.Type, v []byte) {
 		if num == resourceAttribute && typ == protowire.BytesType {
-			switch attributeKey(v) {
+			switch otlpwire.StringField(v, 1) { // the KeyValue's key
 			case "service.name", "service.instance.id":
 				return
 			}
@@ -154,17 +154,6 @@ func keptResource(b []byte) ([]byte, bool) {
 		out = appendField(out, num, typ, v)
 	})
 	return out, ok
-}
-
-// attributeKey is a KeyValue's key (field 1).
-func attributeKey(kv []byte) string {
-	var key string
-	otlpwire.Fields(kv, func(num protowire.Number, typ protowire.Type, v []byte) {
-		if num == 1 && typ == protowire.BytesType {
-			key = string(v)
-		}
-	})
-	return key
 }
 
 // appendField appends a field as Fields gave it.

@@ -144,6 +144,18 @@ func PartialSuccess(b []byte) (rejected int64, msg string) {
 	return rejected, msg
 }
 
+// StringField is the last value of string field num of message b ("" if
+// none): a KeyValue's key (1), a google.rpc.Status's message (2).
+func StringField(b []byte, num protowire.Number) string {
+	var s string
+	Fields(b, func(n protowire.Number, typ protowire.Type, v []byte) {
+		if n == num && typ == protowire.BytesType {
+			s = string(v)
+		}
+	})
+	return s
+}
+
 // Fields calls fn with each field of message b: its number, its type and
 // its value as encoded (a length-delimited one without its length); it
 // stops at the first malformed field and reports whether b was whole.
