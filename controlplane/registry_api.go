@@ -28,6 +28,9 @@ type registryAPI struct {
 	// latest is the registry's last snapshot, indexed by instance ID: who
 	// owns an ID, for authorizing deregistrations and heartbeats.
 	latest atomic.Pointer[map[string]registry.Instance]
+	// snap is the registry's last snapshot (splits and versions, for
+	// rollouts).
+	snap atomic.Pointer[registry.Snapshot]
 	// inMesh, if set, waits until the mesh's configuration satisfies ok
 	// (ads.waitMesh).
 	inMesh func(ctx context.Context, ok func(*xds.Mesh) bool) bool
@@ -46,6 +49,7 @@ func (a *registryAPI) observe(s registry.Snapshot) {
 		m[in.ID] = in
 	}
 	a.latest.Store(&m)
+	a.snap.Store(&s)
 }
 
 func (a *registryAPI) lookup(id string) (registry.Instance, bool) {
@@ -327,6 +331,9 @@ func SplitToProto(sp registry.Split) *registryv1.Split {
 	p := &registryv1.Split{Service: sp.Service, Namespace: sp.Namespace, Header: sp.Header}
 	for _, v := range sp.Versions {
 		p.Versions = append(p.Versions, &registryv1.VersionWeight{Version: v.Version, Weight: v.Weight})
+	}
+	if sp.Rollout != nil {
+		p.Rollout = rolloutToProto(sp.Rollout)
 	}
 	return p
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/controlplane/registry/consul"
 	"github.com/micromesh/micromesh/controlplane/registry/embedded"
+	"github.com/micromesh/micromesh/controlplane/rollout"
 	"github.com/micromesh/micromesh/controlplane/stats"
 	"github.com/micromesh/micromesh/controlplane/tap"
 	"github.com/micromesh/micromesh/controlplane/traces"
@@ -114,9 +115,11 @@ type Server struct {
 	keys        []byte
 	keysChanged chan struct{}
 
-	traces  *traces.Store
-	stats   *stats.Store
-	forward *traces.Forwarder
+	traces *traces.Store
+	stats  *stats.Store
+	// rollouts moves progressive rollouts on (meshctl rollout).
+	rollouts *rollout.Runner
+	forward  *traces.Forwarder
 	// tap has the watchers of services' requests: while a service has
 	// any, its proxies send them (xds.Service.Tapped).
 	tap *tap.Hub
@@ -225,6 +228,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	tracev1.RegisterTraceServiceServer(s.grpc, traces.NewAPI(s.traces, caller))
 	s.metrics.registerTraces(collector, s.traces, s.forward)
 	s.stats = stats.NewStore()
+	s.rollouts = rollout.NewRunner(s.reg, s.stats, cfg.Logger)
 	statsCollector := stats.NewCollector(s.stats, caller, cfg.Logger)
 	collectormetricsv1.RegisterMetricsServiceServer(s.grpc, statsCollector)
 	statsv1.RegisterStatsServiceServer(s.grpc, stats.NewAPI(s.stats, caller, s.registeredServices))
@@ -297,6 +301,7 @@ func (s *Server) Run(ctx context.Context, ready func(home.ServerInfo)) error {
 	g.Go(func() error { return s.creds.Run(gctx) })
 	g.Go(func() error { return s.watchRegistry(gctx) })
 	g.Go(func() error { s.expireTraces(gctx); return nil })
+	g.Go(func() error { s.rollouts.Run(gctx, rolloutTick); return nil })
 	if s.forward != nil {
 		g.Go(func() error { s.forward.Run(gctx); return nil })
 	}
@@ -474,6 +479,7 @@ func (s *Server) watchRegistry(ctx context.Context) error {
 			}
 			latest = snap
 			s.regAPI.observe(snap)
+			s.rollouts.Observe(snap.Splits)
 			if s.ads.currentGen().version == 0 {
 				first = time.Now()
 				apply() // the first: proxies are waiting for it, nothing to coalesce
@@ -521,6 +527,11 @@ func (s *Server) close() {
 		s.log.Warn("close CA", "err", err)
 	}
 }
+
+// rolloutTick is how often rollouts in progress are judged: often
+// enough that a failing canary is rolled back within seconds of its
+// callers' sidecars reporting (every 10 s).
+const rolloutTick = 2 * time.Second
 
 // expireTraces drops spans past their age, and request metrics past the
 // longest window, at start and every minute.

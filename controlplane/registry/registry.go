@@ -255,6 +255,9 @@ type Split struct {
 	// names, sends the request to that version whatever the shares (a
 	// canary's testers); "" for none.
 	Header string `json:"header,omitempty"`
+	// Rollout, if set, is the progressive rollout that sets the shares
+	// (`meshctl rollout start`); one that ended stays to be read.
+	Rollout *Rollout `json:"rollout,omitempty"`
 }
 
 // VersionWeight is one version's share of a Split, in percent.
@@ -312,6 +315,14 @@ func (s *Split) Validate() error {
 	if s.Header != "" {
 		if err := identity.ValidateRouteHeader(s.Header); err != nil {
 			return bad("%v", err)
+		}
+	}
+	if r := s.Rollout; r != nil {
+		if err := r.Validate(s.Service, s.Namespace); err != nil {
+			return err
+		}
+		if !slices.Equal(s.Versions, r.Shares()) {
+			return bad("its shares %s are not its rollout's (%s)", Shares(s.Versions), Shares(r.Shares()))
 		}
 	}
 	return nil

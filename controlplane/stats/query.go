@@ -106,6 +106,27 @@ func (st *Store) Query(window time.Duration) ([]*ServiceStats, []*EdgeStats) {
 	return outS, outE
 }
 
+// Destination adds up every caller's calls to dest (a cluster: a
+// version of a split, "name.namespace|version") over window: how a
+// canary is doing, as its callers saw it.
+func (st *Store) Destination(window time.Duration, dest string) Traffic {
+	var t Traffic
+	for _, d := range st.deltas(window) {
+		for k, v := range d.requests {
+			if k.direction == "outbound" && k.destination == dest {
+				t.add(k, v, d.seconds)
+			}
+		}
+		for k, h := range d.durations {
+			if k.direction == "outbound" && k.destination == dest {
+				t.merge(h)
+			}
+		}
+	}
+	t.percentiles()
+	return t
+}
+
 func (s *ServiceStats) method(name string) *Traffic {
 	t := s.Methods[name]
 	if t == nil {

@@ -108,6 +108,11 @@ func (r *Registry) DeletePolicy(_ context.Context, ns, service string) error {
 
 func cloneSplit(sp registry.Split) registry.Split {
 	sp.Versions = slices.Clone(sp.Versions)
+	if sp.Rollout != nil {
+		r := *sp.Rollout
+		r.Steps = slices.Clone(r.Steps)
+		sp.Rollout = &r
+	}
 	return sp
 }
 

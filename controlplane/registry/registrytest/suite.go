@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -343,6 +344,19 @@ func testSplits(t *testing.T, r registry.Registry) {
 	if err := r.DeleteSplit(ctxT(t), ns, "web"); !errors.Is(err, registry.ErrNotFound) {
 		t.Errorf("removing a split twice: %v, want ErrNotFound", err)
 	}
+
+	// A split set by a rollout keeps it, every field, as it was written.
+	ro := &registry.Rollout{From: "v1", To: "v2", Steps: []uint32{20, 100}, Step: 1, Since: time.Date(2026, 11, 29, 12, 0, 0, 5, time.UTC),
+		Interval: time.Minute, MinSuccess: 0.995, MaxP99: 250 * time.Millisecond, MinRequests: 30, State: registry.RolloutProgressing, Message: "waiting for traffic"}
+	rolling := registry.Split{Namespace: ns, Service: "web", Versions: ro.Shares(), Rollout: ro}
+	if err := r.SetSplit(ctxT(t), rolling); err != nil {
+		t.Fatal(err)
+	}
+	waitForKept(t, ch, ns, "the rollout's split", []registry.Split{{Service: "api", Versions: other.Versions, Header: "x-color"}, {Service: "web", Versions: rolling.Versions, Rollout: ro}},
+		func(s registry.Snapshot) []registry.Split { return s.Splits }, func(a, b registry.Split) bool {
+			return a.Service == b.Service && slices.Equal(a.Versions, b.Versions) && (a.Rollout == nil) == (b.Rollout == nil) &&
+				(a.Rollout == nil || reflect.DeepEqual(*a.Rollout, *b.Rollout))
+		})
 }
 
 func testInvalidSplits(t *testing.T, r registry.Registry) {
@@ -368,6 +382,24 @@ func testInvalidSplits(t *testing.T, r registry.Registry) {
 		"an empty version":     {mod(func(s *registry.Split) { s.Versions[1].Version = "" }), "version is empty"},
 		"a header in capitals": {mod(func(s *registry.Split) { s.Header = "X-Version" }), "lower-case HTTP header name"},
 		"the mesh's header":    {mod(func(s *registry.Split) { s.Header = "x-mesh-caller" }), "means something else to the mesh"},
+		"a rollout's shares not its own": {mod(func(s *registry.Split) {
+			s.Rollout = &registry.Rollout{From: "v1", To: "v2", Steps: []uint32{50, 100}, Interval: time.Minute, State: registry.RolloutProgressing}
+		}), "its shares v1=90 v2=10 are not its rollout's (v1=50 v2=50)"},
+		"a rollout's steps falling": {mod(func(s *registry.Split) {
+			s.Rollout = &registry.Rollout{From: "v1", To: "v2", Steps: []uint32{10, 5, 100}, Interval: time.Minute, State: registry.RolloutProgressing}
+		}), "each above the one before"},
+		"a rollout short of 100 %": {mod(func(s *registry.Split) {
+			s.Rollout = &registry.Rollout{From: "v1", To: "v2", Steps: []uint32{10, 50}, Interval: time.Minute, State: registry.RolloutProgressing}
+		}), "the last gives the new version 100 %"},
+		"a rollout to itself": {mod(func(s *registry.Split) {
+			s.Rollout = &registry.Rollout{From: "v1", To: "v1", Steps: []uint32{100}, Interval: time.Minute, State: registry.RolloutProgressing}
+		}), "from v1 to itself"},
+		"a rollout's interval": {mod(func(s *registry.Split) {
+			s.Rollout = &registry.Rollout{From: "v1", To: "v2", Steps: []uint32{10, 100}, Interval: time.Second, State: registry.RolloutProgressing}
+		}), "interval 1s: between 10s"},
+		"a rollout's success rate": {mod(func(s *registry.Split) {
+			s.Rollout = &registry.Rollout{From: "v1", To: "v2", Steps: []uint32{10, 100}, Interval: time.Minute, MinSuccess: 99, State: registry.RolloutProgressing}
+		}), "between 0 and 100 %"},
 		"too many versions": {mod(func(s *registry.Split) {
 			s.Versions = nil
 			for i := range registry.MaxSplitVersions + 1 {

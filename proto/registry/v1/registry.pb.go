@@ -16,6 +16,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -844,7 +845,9 @@ type Split struct {
 	// A request header whose value, a version the split names, sends the
 	// request to that version whatever the shares (a canary's testers);
 	// empty for none. Lower case.
-	Header        string `protobuf:"bytes,4,opt,name=header,proto3" json:"header,omitempty"`
+	Header string `protobuf:"bytes,4,opt,name=header,proto3" json:"header,omitempty"`
+	// The rollout that sets the shares, if any (in progress or ended).
+	Rollout       *Rollout `protobuf:"bytes,5,opt,name=rollout,proto3" json:"rollout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -907,6 +910,350 @@ func (x *Split) GetHeader() string {
 	return ""
 }
 
+func (x *Split) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+// Rollout is a progressive rollout of a service's new version.
+type Rollout struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The versions it moves traffic from and to.
+	From string `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To   string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// The new version's shares, in percent, rising, the last 100 (default
+	// 10, 25, 50, 100).
+	Steps []uint32 `protobuf:"varint,3,rep,packed,name=steps,proto3" json:"steps,omitempty"`
+	// How long each step runs before the next (10s-1h; default 1m).
+	Interval *durationpb.Duration `protobuf:"bytes,4,opt,name=interval,proto3" json:"interval,omitempty"`
+	// The lowest success rate of the new version's calls, 0-1 (default
+	// 0.99); the highest p99 latency (unset: none); how many calls a step
+	// needs before it is judged (default 20).
+	MinSuccessRate float64              `protobuf:"fixed64,5,opt,name=min_success_rate,json=minSuccessRate,proto3" json:"min_success_rate,omitempty"`
+	MaxP99         *durationpb.Duration `protobuf:"bytes,6,opt,name=max_p99,json=maxP99,proto3" json:"max_p99,omitempty"`
+	MinRequests    uint32               `protobuf:"varint,7,opt,name=min_requests,json=minRequests,proto3" json:"min_requests,omitempty"`
+	// Read only: the step in force (0-based), since when; progressing,
+	// succeeded, rolled back or aborted; what it waits for or why it ended.
+	Step          uint32                 `protobuf:"varint,8,opt,name=step,proto3" json:"step,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=since,proto3" json:"since,omitempty"`
+	State         string                 `protobuf:"bytes,10,opt,name=state,proto3" json:"state,omitempty"`
+	Message       string                 `protobuf:"bytes,11,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rollout) Reset() {
+	*x = Rollout{}
+	mi := &file_registry_v1_registry_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rollout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rollout) ProtoMessage() {}
+
+func (x *Rollout) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
+func (*Rollout) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Rollout) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *Rollout) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *Rollout) GetSteps() []uint32 {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *Rollout) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *Rollout) GetMinSuccessRate() float64 {
+	if x != nil {
+		return x.MinSuccessRate
+	}
+	return 0
+}
+
+func (x *Rollout) GetMaxP99() *durationpb.Duration {
+	if x != nil {
+		return x.MaxP99
+	}
+	return nil
+}
+
+func (x *Rollout) GetMinRequests() uint32 {
+	if x != nil {
+		return x.MinRequests
+	}
+	return 0
+}
+
+func (x *Rollout) GetStep() uint32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *Rollout) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *Rollout) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Rollout) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type StartRolloutRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// Empty: default.
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// from, to, steps, interval and the thresholds; the rest is ignored.
+	Rollout       *Rollout `protobuf:"bytes,3,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartRolloutRequest) Reset() {
+	*x = StartRolloutRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartRolloutRequest) ProtoMessage() {}
+
+func (x *StartRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartRolloutRequest.ProtoReflect.Descriptor instead.
+func (*StartRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *StartRolloutRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *StartRolloutRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *StartRolloutRequest) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+type StartRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Split         *Split                 `protobuf:"bytes,1,opt,name=split,proto3" json:"split,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartRolloutResponse) Reset() {
+	*x = StartRolloutResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartRolloutResponse) ProtoMessage() {}
+
+func (x *StartRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartRolloutResponse.ProtoReflect.Descriptor instead.
+func (*StartRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *StartRolloutResponse) GetSplit() *Split {
+	if x != nil {
+		return x.Split
+	}
+	return nil
+}
+
+type AbortRolloutRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// Empty: default.
+	Namespace     string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortRolloutRequest) Reset() {
+	*x = AbortRolloutRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortRolloutRequest) ProtoMessage() {}
+
+func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortRolloutRequest.ProtoReflect.Descriptor instead.
+func (*AbortRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *AbortRolloutRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *AbortRolloutRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+type AbortRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Split         *Split                 `protobuf:"bytes,1,opt,name=split,proto3" json:"split,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortRolloutResponse) Reset() {
+	*x = AbortRolloutResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortRolloutResponse) ProtoMessage() {}
+
+func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortRolloutResponse.ProtoReflect.Descriptor instead.
+func (*AbortRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *AbortRolloutResponse) GetSplit() *Split {
+	if x != nil {
+		return x.Split
+	}
+	return nil
+}
+
 // VersionWeight is a version's share of a split's requests.
 type VersionWeight struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -919,7 +1266,7 @@ type VersionWeight struct {
 
 func (x *VersionWeight) Reset() {
 	*x = VersionWeight{}
-	mi := &file_registry_v1_registry_proto_msgTypes[16]
+	mi := &file_registry_v1_registry_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1278,7 @@ func (x *VersionWeight) String() string {
 func (*VersionWeight) ProtoMessage() {}
 
 func (x *VersionWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[16]
+	mi := &file_registry_v1_registry_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +1291,7 @@ func (x *VersionWeight) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionWeight.ProtoReflect.Descriptor instead.
 func (*VersionWeight) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{16}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *VersionWeight) GetVersion() string {
@@ -970,7 +1317,7 @@ type SetSplitRequest struct {
 
 func (x *SetSplitRequest) Reset() {
 	*x = SetSplitRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[17]
+	mi := &file_registry_v1_registry_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1329,7 @@ func (x *SetSplitRequest) String() string {
 func (*SetSplitRequest) ProtoMessage() {}
 
 func (x *SetSplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[17]
+	mi := &file_registry_v1_registry_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1342,7 @@ func (x *SetSplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSplitRequest.ProtoReflect.Descriptor instead.
 func (*SetSplitRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{17}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetSplitRequest) GetSplit() *Split {
@@ -1013,7 +1360,7 @@ type SetSplitResponse struct {
 
 func (x *SetSplitResponse) Reset() {
 	*x = SetSplitResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_registry_v1_registry_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1372,7 @@ func (x *SetSplitResponse) String() string {
 func (*SetSplitResponse) ProtoMessage() {}
 
 func (x *SetSplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_registry_v1_registry_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1385,7 @@ func (x *SetSplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSplitResponse.ProtoReflect.Descriptor instead.
 func (*SetSplitResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{18}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{23}
 }
 
 type DeleteSplitRequest struct {
@@ -1052,7 +1399,7 @@ type DeleteSplitRequest struct {
 
 func (x *DeleteSplitRequest) Reset() {
 	*x = DeleteSplitRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_registry_v1_registry_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1411,7 @@ func (x *DeleteSplitRequest) String() string {
 func (*DeleteSplitRequest) ProtoMessage() {}
 
 func (x *DeleteSplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_registry_v1_registry_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1424,7 @@ func (x *DeleteSplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSplitRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSplitRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{19}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DeleteSplitRequest) GetService() string {
@@ -1102,7 +1449,7 @@ type DeleteSplitResponse struct {
 
 func (x *DeleteSplitResponse) Reset() {
 	*x = DeleteSplitResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_registry_v1_registry_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1461,7 @@ func (x *DeleteSplitResponse) String() string {
 func (*DeleteSplitResponse) ProtoMessage() {}
 
 func (x *DeleteSplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_registry_v1_registry_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,14 +1474,14 @@ func (x *DeleteSplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSplitResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSplitResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{20}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{25}
 }
 
 var File_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	"\x1aregistry/v1/registry.proto\x12\x15micromesh.registry.v1\x1a\x1egoogle/protobuf/duration.proto\"\xf8\x03\n" +
+	"\x1aregistry/v1/registry.proto\x12\x15micromesh.registry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x03\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x1c\n" +
@@ -1187,12 +1534,37 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x13DeletePolicyRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"\x16\n" +
-	"\x14DeletePolicyResponse\"\x99\x01\n" +
+	"\x14DeletePolicyResponse\"\xd3\x01\n" +
 	"\x05Split\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12@\n" +
 	"\bversions\x18\x03 \x03(\v2$.micromesh.registry.v1.VersionWeightR\bversions\x12\x16\n" +
-	"\x06header\x18\x04 \x01(\tR\x06header\"A\n" +
+	"\x06header\x18\x04 \x01(\tR\x06header\x128\n" +
+	"\arollout\x18\x05 \x01(\v2\x1e.micromesh.registry.v1.RolloutR\arollout\"\xf1\x02\n" +
+	"\aRollout\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x14\n" +
+	"\x05steps\x18\x03 \x03(\rR\x05steps\x125\n" +
+	"\binterval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12(\n" +
+	"\x10min_success_rate\x18\x05 \x01(\x01R\x0eminSuccessRate\x122\n" +
+	"\amax_p99\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x06maxP99\x12!\n" +
+	"\fmin_requests\x18\a \x01(\rR\vminRequests\x12\x12\n" +
+	"\x04step\x18\b \x01(\rR\x04step\x120\n" +
+	"\x05since\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
+	"\x05state\x18\n" +
+	" \x01(\tR\x05state\x12\x18\n" +
+	"\amessage\x18\v \x01(\tR\amessage\"\x87\x01\n" +
+	"\x13StartRolloutRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x128\n" +
+	"\arollout\x18\x03 \x01(\v2\x1e.micromesh.registry.v1.RolloutR\arollout\"J\n" +
+	"\x14StartRolloutResponse\x122\n" +
+	"\x05split\x18\x01 \x01(\v2\x1c.micromesh.registry.v1.SplitR\x05split\"M\n" +
+	"\x13AbortRolloutRequest\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"J\n" +
+	"\x14AbortRolloutResponse\x122\n" +
+	"\x05split\x18\x01 \x01(\v2\x1c.micromesh.registry.v1.SplitR\x05split\"A\n" +
 	"\rVersionWeight\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
 	"\x06weight\x18\x02 \x01(\rR\x06weight\"E\n" +
@@ -1202,7 +1574,7 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x12DeleteSplitRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"\x15\n" +
-	"\x13DeleteSplitResponse2\xa6\x06\n" +
+	"\x13DeleteSplitResponse2\xf8\a\n" +
 	"\x0fRegistryService\x12[\n" +
 	"\bRegister\x12&.micromesh.registry.v1.RegisterRequest\x1a'.micromesh.registry.v1.RegisterResponse\x12a\n" +
 	"\n" +
@@ -1212,7 +1584,9 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\bSetSplit\x12&.micromesh.registry.v1.SetSplitRequest\x1a'.micromesh.registry.v1.SetSplitResponse\x12d\n" +
 	"\vDeleteSplit\x12).micromesh.registry.v1.DeleteSplitRequest\x1a*.micromesh.registry.v1.DeleteSplitResponse\x12^\n" +
 	"\tSetPolicy\x12'.micromesh.registry.v1.SetPolicyRequest\x1a(.micromesh.registry.v1.SetPolicyResponse\x12g\n" +
-	"\fDeletePolicy\x12*.micromesh.registry.v1.DeletePolicyRequest\x1a+.micromesh.registry.v1.DeletePolicyResponseB=Z;github.com/micromesh/micromesh/proto/registry/v1;registryv1b\x06proto3"
+	"\fDeletePolicy\x12*.micromesh.registry.v1.DeletePolicyRequest\x1a+.micromesh.registry.v1.DeletePolicyResponse\x12g\n" +
+	"\fStartRollout\x12*.micromesh.registry.v1.StartRolloutRequest\x1a+.micromesh.registry.v1.StartRolloutResponse\x12g\n" +
+	"\fAbortRollout\x12*.micromesh.registry.v1.AbortRolloutRequest\x1a+.micromesh.registry.v1.AbortRolloutResponseB=Z;github.com/micromesh/micromesh/proto/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_registry_v1_registry_proto_rawDescOnce sync.Once
@@ -1226,66 +1600,83 @@ func file_registry_v1_registry_proto_rawDescGZIP() []byte {
 	return file_registry_v1_registry_proto_rawDescData
 }
 
-var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_registry_v1_registry_proto_goTypes = []any{
-	(*Instance)(nil),             // 0: micromesh.registry.v1.Instance
-	(*RegisterRequest)(nil),      // 1: micromesh.registry.v1.RegisterRequest
-	(*RegisterResponse)(nil),     // 2: micromesh.registry.v1.RegisterResponse
-	(*DeregisterRequest)(nil),    // 3: micromesh.registry.v1.DeregisterRequest
-	(*DeregisterResponse)(nil),   // 4: micromesh.registry.v1.DeregisterResponse
-	(*HeartbeatRequest)(nil),     // 5: micromesh.registry.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),    // 6: micromesh.registry.v1.HeartbeatResponse
-	(*ListServicesRequest)(nil),  // 7: micromesh.registry.v1.ListServicesRequest
-	(*Service)(nil),              // 8: micromesh.registry.v1.Service
-	(*ListServicesResponse)(nil), // 9: micromesh.registry.v1.ListServicesResponse
-	(*Policy)(nil),               // 10: micromesh.registry.v1.Policy
-	(*SetPolicyRequest)(nil),     // 11: micromesh.registry.v1.SetPolicyRequest
-	(*SetPolicyResponse)(nil),    // 12: micromesh.registry.v1.SetPolicyResponse
-	(*DeletePolicyRequest)(nil),  // 13: micromesh.registry.v1.DeletePolicyRequest
-	(*DeletePolicyResponse)(nil), // 14: micromesh.registry.v1.DeletePolicyResponse
-	(*Split)(nil),                // 15: micromesh.registry.v1.Split
-	(*VersionWeight)(nil),        // 16: micromesh.registry.v1.VersionWeight
-	(*SetSplitRequest)(nil),      // 17: micromesh.registry.v1.SetSplitRequest
-	(*SetSplitResponse)(nil),     // 18: micromesh.registry.v1.SetSplitResponse
-	(*DeleteSplitRequest)(nil),   // 19: micromesh.registry.v1.DeleteSplitRequest
-	(*DeleteSplitResponse)(nil),  // 20: micromesh.registry.v1.DeleteSplitResponse
-	nil,                          // 21: micromesh.registry.v1.Instance.MetadataEntry
-	nil,                          // 22: micromesh.registry.v1.Policy.KeysEntry
-	(*durationpb.Duration)(nil),  // 23: google.protobuf.Duration
+	(*Instance)(nil),              // 0: micromesh.registry.v1.Instance
+	(*RegisterRequest)(nil),       // 1: micromesh.registry.v1.RegisterRequest
+	(*RegisterResponse)(nil),      // 2: micromesh.registry.v1.RegisterResponse
+	(*DeregisterRequest)(nil),     // 3: micromesh.registry.v1.DeregisterRequest
+	(*DeregisterResponse)(nil),    // 4: micromesh.registry.v1.DeregisterResponse
+	(*HeartbeatRequest)(nil),      // 5: micromesh.registry.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),     // 6: micromesh.registry.v1.HeartbeatResponse
+	(*ListServicesRequest)(nil),   // 7: micromesh.registry.v1.ListServicesRequest
+	(*Service)(nil),               // 8: micromesh.registry.v1.Service
+	(*ListServicesResponse)(nil),  // 9: micromesh.registry.v1.ListServicesResponse
+	(*Policy)(nil),                // 10: micromesh.registry.v1.Policy
+	(*SetPolicyRequest)(nil),      // 11: micromesh.registry.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),     // 12: micromesh.registry.v1.SetPolicyResponse
+	(*DeletePolicyRequest)(nil),   // 13: micromesh.registry.v1.DeletePolicyRequest
+	(*DeletePolicyResponse)(nil),  // 14: micromesh.registry.v1.DeletePolicyResponse
+	(*Split)(nil),                 // 15: micromesh.registry.v1.Split
+	(*Rollout)(nil),               // 16: micromesh.registry.v1.Rollout
+	(*StartRolloutRequest)(nil),   // 17: micromesh.registry.v1.StartRolloutRequest
+	(*StartRolloutResponse)(nil),  // 18: micromesh.registry.v1.StartRolloutResponse
+	(*AbortRolloutRequest)(nil),   // 19: micromesh.registry.v1.AbortRolloutRequest
+	(*AbortRolloutResponse)(nil),  // 20: micromesh.registry.v1.AbortRolloutResponse
+	(*VersionWeight)(nil),         // 21: micromesh.registry.v1.VersionWeight
+	(*SetSplitRequest)(nil),       // 22: micromesh.registry.v1.SetSplitRequest
+	(*SetSplitResponse)(nil),      // 23: micromesh.registry.v1.SetSplitResponse
+	(*DeleteSplitRequest)(nil),    // 24: micromesh.registry.v1.DeleteSplitRequest
+	(*DeleteSplitResponse)(nil),   // 25: micromesh.registry.v1.DeleteSplitResponse
+	nil,                           // 26: micromesh.registry.v1.Instance.MetadataEntry
+	nil,                           // 27: micromesh.registry.v1.Policy.KeysEntry
+	(*durationpb.Duration)(nil),   // 28: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
 }
 var file_registry_v1_registry_proto_depIdxs = []int32{
-	21, // 0: micromesh.registry.v1.Instance.metadata:type_name -> micromesh.registry.v1.Instance.MetadataEntry
-	23, // 1: micromesh.registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	26, // 0: micromesh.registry.v1.Instance.metadata:type_name -> micromesh.registry.v1.Instance.MetadataEntry
+	28, // 1: micromesh.registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
 	0,  // 2: micromesh.registry.v1.RegisterRequest.instance:type_name -> micromesh.registry.v1.Instance
 	0,  // 3: micromesh.registry.v1.Service.instances:type_name -> micromesh.registry.v1.Instance
 	8,  // 4: micromesh.registry.v1.ListServicesResponse.services:type_name -> micromesh.registry.v1.Service
 	15, // 5: micromesh.registry.v1.ListServicesResponse.splits:type_name -> micromesh.registry.v1.Split
 	10, // 6: micromesh.registry.v1.ListServicesResponse.policies:type_name -> micromesh.registry.v1.Policy
-	22, // 7: micromesh.registry.v1.Policy.keys:type_name -> micromesh.registry.v1.Policy.KeysEntry
+	27, // 7: micromesh.registry.v1.Policy.keys:type_name -> micromesh.registry.v1.Policy.KeysEntry
 	10, // 8: micromesh.registry.v1.SetPolicyRequest.policy:type_name -> micromesh.registry.v1.Policy
-	16, // 9: micromesh.registry.v1.Split.versions:type_name -> micromesh.registry.v1.VersionWeight
-	15, // 10: micromesh.registry.v1.SetSplitRequest.split:type_name -> micromesh.registry.v1.Split
-	1,  // 11: micromesh.registry.v1.RegistryService.Register:input_type -> micromesh.registry.v1.RegisterRequest
-	3,  // 12: micromesh.registry.v1.RegistryService.Deregister:input_type -> micromesh.registry.v1.DeregisterRequest
-	5,  // 13: micromesh.registry.v1.RegistryService.Heartbeat:input_type -> micromesh.registry.v1.HeartbeatRequest
-	7,  // 14: micromesh.registry.v1.RegistryService.ListServices:input_type -> micromesh.registry.v1.ListServicesRequest
-	17, // 15: micromesh.registry.v1.RegistryService.SetSplit:input_type -> micromesh.registry.v1.SetSplitRequest
-	19, // 16: micromesh.registry.v1.RegistryService.DeleteSplit:input_type -> micromesh.registry.v1.DeleteSplitRequest
-	11, // 17: micromesh.registry.v1.RegistryService.SetPolicy:input_type -> micromesh.registry.v1.SetPolicyRequest
-	13, // 18: micromesh.registry.v1.RegistryService.DeletePolicy:input_type -> micromesh.registry.v1.DeletePolicyRequest
-	2,  // 19: micromesh.registry.v1.RegistryService.Register:output_type -> micromesh.registry.v1.RegisterResponse
-	4,  // 20: micromesh.registry.v1.RegistryService.Deregister:output_type -> micromesh.registry.v1.DeregisterResponse
-	6,  // 21: micromesh.registry.v1.RegistryService.Heartbeat:output_type -> micromesh.registry.v1.HeartbeatResponse
-	9,  // 22: micromesh.registry.v1.RegistryService.ListServices:output_type -> micromesh.registry.v1.ListServicesResponse
-	18, // 23: micromesh.registry.v1.RegistryService.SetSplit:output_type -> micromesh.registry.v1.SetSplitResponse
-	20, // 24: micromesh.registry.v1.RegistryService.DeleteSplit:output_type -> micromesh.registry.v1.DeleteSplitResponse
-	12, // 25: micromesh.registry.v1.RegistryService.SetPolicy:output_type -> micromesh.registry.v1.SetPolicyResponse
-	14, // 26: micromesh.registry.v1.RegistryService.DeletePolicy:output_type -> micromesh.registry.v1.DeletePolicyResponse
-	19, // [19:27] is the sub-list for method output_type
-	11, // [11:19] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	21, // 9: micromesh.registry.v1.Split.versions:type_name -> micromesh.registry.v1.VersionWeight
+	16, // 10: micromesh.registry.v1.Split.rollout:type_name -> micromesh.registry.v1.Rollout
+	28, // 11: micromesh.registry.v1.Rollout.interval:type_name -> google.protobuf.Duration
+	28, // 12: micromesh.registry.v1.Rollout.max_p99:type_name -> google.protobuf.Duration
+	29, // 13: micromesh.registry.v1.Rollout.since:type_name -> google.protobuf.Timestamp
+	16, // 14: micromesh.registry.v1.StartRolloutRequest.rollout:type_name -> micromesh.registry.v1.Rollout
+	15, // 15: micromesh.registry.v1.StartRolloutResponse.split:type_name -> micromesh.registry.v1.Split
+	15, // 16: micromesh.registry.v1.AbortRolloutResponse.split:type_name -> micromesh.registry.v1.Split
+	15, // 17: micromesh.registry.v1.SetSplitRequest.split:type_name -> micromesh.registry.v1.Split
+	1,  // 18: micromesh.registry.v1.RegistryService.Register:input_type -> micromesh.registry.v1.RegisterRequest
+	3,  // 19: micromesh.registry.v1.RegistryService.Deregister:input_type -> micromesh.registry.v1.DeregisterRequest
+	5,  // 20: micromesh.registry.v1.RegistryService.Heartbeat:input_type -> micromesh.registry.v1.HeartbeatRequest
+	7,  // 21: micromesh.registry.v1.RegistryService.ListServices:input_type -> micromesh.registry.v1.ListServicesRequest
+	22, // 22: micromesh.registry.v1.RegistryService.SetSplit:input_type -> micromesh.registry.v1.SetSplitRequest
+	24, // 23: micromesh.registry.v1.RegistryService.DeleteSplit:input_type -> micromesh.registry.v1.DeleteSplitRequest
+	11, // 24: micromesh.registry.v1.RegistryService.SetPolicy:input_type -> micromesh.registry.v1.SetPolicyRequest
+	13, // 25: micromesh.registry.v1.RegistryService.DeletePolicy:input_type -> micromesh.registry.v1.DeletePolicyRequest
+	17, // 26: micromesh.registry.v1.RegistryService.StartRollout:input_type -> micromesh.registry.v1.StartRolloutRequest
+	19, // 27: micromesh.registry.v1.RegistryService.AbortRollout:input_type -> micromesh.registry.v1.AbortRolloutRequest
+	2,  // 28: micromesh.registry.v1.RegistryService.Register:output_type -> micromesh.registry.v1.RegisterResponse
+	4,  // 29: micromesh.registry.v1.RegistryService.Deregister:output_type -> micromesh.registry.v1.DeregisterResponse
+	6,  // 30: micromesh.registry.v1.RegistryService.Heartbeat:output_type -> micromesh.registry.v1.HeartbeatResponse
+	9,  // 31: micromesh.registry.v1.RegistryService.ListServices:output_type -> micromesh.registry.v1.ListServicesResponse
+	23, // 32: micromesh.registry.v1.RegistryService.SetSplit:output_type -> micromesh.registry.v1.SetSplitResponse
+	25, // 33: micromesh.registry.v1.RegistryService.DeleteSplit:output_type -> micromesh.registry.v1.DeleteSplitResponse
+	12, // 34: micromesh.registry.v1.RegistryService.SetPolicy:output_type -> micromesh.registry.v1.SetPolicyResponse
+	14, // 35: micromesh.registry.v1.RegistryService.DeletePolicy:output_type -> micromesh.registry.v1.DeletePolicyResponse
+	18, // 36: micromesh.registry.v1.RegistryService.StartRollout:output_type -> micromesh.registry.v1.StartRolloutResponse
+	20, // 37: micromesh.registry.v1.RegistryService.AbortRollout:output_type -> micromesh.registry.v1.AbortRolloutResponse
+	28, // [28:38] is the sub-list for method output_type
+	18, // [18:28] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_registry_proto_init() }
@@ -1299,7 +1690,7 @@ func file_registry_v1_registry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_registry_proto_rawDesc), len(file_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

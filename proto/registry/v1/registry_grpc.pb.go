@@ -33,6 +33,8 @@ const (
 	RegistryService_DeleteSplit_FullMethodName  = "/micromesh.registry.v1.RegistryService/DeleteSplit"
 	RegistryService_SetPolicy_FullMethodName    = "/micromesh.registry.v1.RegistryService/SetPolicy"
 	RegistryService_DeletePolicy_FullMethodName = "/micromesh.registry.v1.RegistryService/DeletePolicy"
+	RegistryService_StartRollout_FullMethodName = "/micromesh.registry.v1.RegistryService/StartRollout"
+	RegistryService_AbortRollout_FullMethodName = "/micromesh.registry.v1.RegistryService/AbortRollout"
 )
 
 // RegistryServiceClient is the client API for RegistryService service.
@@ -69,6 +71,18 @@ type RegistryServiceClient interface {
 	// DeletePolicy removes a service's operator policy: its instances' own
 	// applies again. NOT_FOUND if it has none.
 	DeletePolicy(ctx context.Context, in *DeletePolicyRequest, opts ...grpc.CallOption) (*DeletePolicyResponse, error)
+	// StartRollout starts moving a service's traffic from one version to
+	// another in steps, judged by the new version's calls (success rate,
+	// p99): the control plane takes each step when the one before ran its
+	// interval healthy, and sends all traffic back to the old version as soon
+	// as a threshold is crossed. It replaces the service's split (and any
+	// rollout in progress). Errors: INVALID_ARGUMENT (names, steps,
+	// thresholds), FAILED_PRECONDITION (a version with no instance),
+	// PERMISSION_DENIED (not the caller's service), UNAVAILABLE.
+	StartRollout(ctx context.Context, in *StartRolloutRequest, opts ...grpc.CallOption) (*StartRolloutResponse, error)
+	// AbortRollout stops a service's rollout in progress and sends all its
+	// traffic back to the old version. NOT_FOUND if none is in progress.
+	AbortRollout(ctx context.Context, in *AbortRolloutRequest, opts ...grpc.CallOption) (*AbortRolloutResponse, error)
 }
 
 type registryServiceClient struct {
@@ -159,6 +173,26 @@ func (c *registryServiceClient) DeletePolicy(ctx context.Context, in *DeletePoli
 	return out, nil
 }
 
+func (c *registryServiceClient) StartRollout(ctx context.Context, in *StartRolloutRequest, opts ...grpc.CallOption) (*StartRolloutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StartRolloutResponse)
+	err := c.cc.Invoke(ctx, RegistryService_StartRollout_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) AbortRollout(ctx context.Context, in *AbortRolloutRequest, opts ...grpc.CallOption) (*AbortRolloutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AbortRolloutResponse)
+	err := c.cc.Invoke(ctx, RegistryService_AbortRollout_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RegistryServiceServer is the server API for RegistryService service.
 // All implementations must embed UnimplementedRegistryServiceServer
 // for forward compatibility.
@@ -193,6 +227,18 @@ type RegistryServiceServer interface {
 	// DeletePolicy removes a service's operator policy: its instances' own
 	// applies again. NOT_FOUND if it has none.
 	DeletePolicy(context.Context, *DeletePolicyRequest) (*DeletePolicyResponse, error)
+	// StartRollout starts moving a service's traffic from one version to
+	// another in steps, judged by the new version's calls (success rate,
+	// p99): the control plane takes each step when the one before ran its
+	// interval healthy, and sends all traffic back to the old version as soon
+	// as a threshold is crossed. It replaces the service's split (and any
+	// rollout in progress). Errors: INVALID_ARGUMENT (names, steps,
+	// thresholds), FAILED_PRECONDITION (a version with no instance),
+	// PERMISSION_DENIED (not the caller's service), UNAVAILABLE.
+	StartRollout(context.Context, *StartRolloutRequest) (*StartRolloutResponse, error)
+	// AbortRollout stops a service's rollout in progress and sends all its
+	// traffic back to the old version. NOT_FOUND if none is in progress.
+	AbortRollout(context.Context, *AbortRolloutRequest) (*AbortRolloutResponse, error)
 	mustEmbedUnimplementedRegistryServiceServer()
 }
 
@@ -226,6 +272,12 @@ func (UnimplementedRegistryServiceServer) SetPolicy(context.Context, *SetPolicyR
 }
 func (UnimplementedRegistryServiceServer) DeletePolicy(context.Context, *DeletePolicyRequest) (*DeletePolicyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeletePolicy not implemented")
+}
+func (UnimplementedRegistryServiceServer) StartRollout(context.Context, *StartRolloutRequest) (*StartRolloutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartRollout not implemented")
+}
+func (UnimplementedRegistryServiceServer) AbortRollout(context.Context, *AbortRolloutRequest) (*AbortRolloutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AbortRollout not implemented")
 }
 func (UnimplementedRegistryServiceServer) mustEmbedUnimplementedRegistryServiceServer() {}
 func (UnimplementedRegistryServiceServer) testEmbeddedByValue()                         {}
@@ -392,6 +444,42 @@ func _RegistryService_DeletePolicy_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RegistryService_StartRollout_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartRolloutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).StartRollout(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_StartRollout_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).StartRollout(ctx, req.(*StartRolloutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RegistryService_AbortRollout_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AbortRolloutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).AbortRollout(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_AbortRollout_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).AbortRollout(ctx, req.(*AbortRolloutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RegistryService_ServiceDesc is the grpc.ServiceDesc for RegistryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -430,6 +518,14 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeletePolicy",
 			Handler:    _RegistryService_DeletePolicy_Handler,
+		},
+		{
+			MethodName: "StartRollout",
+			Handler:    _RegistryService_StartRollout_Handler,
+		},
+		{
+			MethodName: "AbortRollout",
+			Handler:    _RegistryService_AbortRollout_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

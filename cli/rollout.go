@@ -1,0 +1,317 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/identity"
+	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+)
+
+func newRolloutCommand(g *globalOptions, s Streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "rollout",
+		Short: "Move a service's traffic to a new version step by step, back at the first sign of trouble",
+		Long: `Move a service's traffic from one version to another in steps (a progressive
+canary): the control plane gives the new version each step's share of
+requests, judges it by its callers' reports (success rate, p99 latency)
+and takes the next step when a step has run its interval healthy — or sends
+all traffic back to the old version as soon as a threshold is crossed. The
+rollout is kept with the service's split: it goes on across restarts of the
+control plane. meshctl split set during a rollout replaces it.`,
+		Args: cobra.NoArgs,
+	}
+	cmd.AddCommand(newRolloutStartCommand(g, s), newRolloutStatusCommand(g, s), newRolloutAbortCommand(g, s))
+	return cmd
+}
+
+type rolloutStartOptions struct {
+	namespace, controlPlane string
+	from, to                string
+	steps                   string
+	interval                time.Duration
+	minSuccess              string
+	maxP99                  time.Duration
+	minRequests             uint32
+}
+
+// parseSteps reads --steps: the new version's shares, "10,25,50,100".
+func parseSteps(s string) ([]uint32, error) {
+	var out []uint32
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(f), "%"), 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("--steps %q: want the new version's shares in percent, rising to 100, e.g. 10,25,50,100", s)
+		}
+		out = append(out, uint32(n))
+	}
+	return out, nil
+}
+
+// parsePercent reads "99", "99%" or "99.5 %" as a fraction.
+func parsePercent(flag, s string) (float64, error) {
+	f, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(s), "%")), 64)
+	if err != nil || f < 0 || f > 100 {
+		return 0, fmt.Errorf("--%s %q: want a percentage, 0-100 (e.g. 99.5)", flag, s)
+	}
+	return f / 100, nil
+}
+
+func newRolloutStartCommand(g *globalOptions, s Streams) *cobra.Command {
+	o := &rolloutStartOptions{}
+	cmd := &cobra.Command{
+		Use:   "start SERVICE --to VERSION",
+		Short: "Start moving a service's traffic to a new version",
+		Args:  cobra.ExactArgs(1),
+		Example: `  meshctl run --version v2 examples/helloworld     # the new version beside v1
+  meshctl rollout start helloworld --to v2          # 10, 25, 50, 100 %, a minute each, ≥ 99 % success
+  meshctl rollout start helloworld --from v1 --to v2 --steps 5,50,100 --interval 5m --max-p99 300ms
+  meshctl rollout status helloworld`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			service := args[0]
+			if err := identity.ValidateName("service name", service); err != nil {
+				return err
+			}
+			steps, err := parseSteps(o.steps)
+			if err != nil {
+				return err
+			}
+			minSuccess, err := parsePercent("min-success", o.minSuccess)
+			if err != nil {
+				return err
+			}
+			if o.to == "" {
+				return fmt.Errorf("name the version to roll out with --to (one started with meshctl run --version)")
+			}
+			var sp *registryv1.Split
+			err = withAdmin(cmd.Context(), g, o.controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
+				client := registryv1.NewRegistryServiceClient(conn)
+				from := o.from
+				if from == "" {
+					resp, err := client.ListServices(ctx, &registryv1.ListServicesRequest{Namespace: o.namespace})
+					if err != nil {
+						return err
+					}
+					if from, err = rolloutFrom(service, o.namespace, o.to, resp); err != nil {
+						return err
+					}
+				}
+				r := &registryv1.Rollout{From: from, To: o.to, Steps: steps, Interval: durationpb.New(o.interval),
+					MinSuccessRate: minSuccess, MinRequests: o.minRequests}
+				if o.maxP99 > 0 {
+					r.MaxP99 = durationpb.New(o.maxP99)
+				}
+				resp, err := client.StartRollout(ctx, &registryv1.StartRolloutRequest{Service: service, Namespace: o.namespace, Rollout: r})
+				if err != nil {
+					return err
+				}
+				sp = resp.GetSplit()
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			out := rolloutOf(sp)
+			return render(s.Out, g.output, out, func() string {
+				return fmt.Sprintf("rollout of %s.%s started: %s\n%s", out.Service, out.Namespace, out.Shares, describeRollout(out))
+			})
+		},
+	}
+	targetFlags(cmd, &o.namespace, &o.controlPlane)
+	f := cmd.Flags()
+	f.StringVar(&o.to, "to", "", "the version to move traffic to (required)")
+	f.StringVar(&o.from, "from", "", "the version traffic moves from (default: the one that has it now)")
+	f.StringVar(&o.steps, "steps", "10,25,50,100", "the new version's shares, in percent, rising to 100")
+	f.DurationVar(&o.interval, "interval", time.Minute, "how long each step runs before the next (10s-1h)")
+	f.StringVar(&o.minSuccess, "min-success", "99", "the lowest success rate of the new version's requests, in percent")
+	f.DurationVar(&o.maxP99, "max-p99", 0, "the highest p99 latency of the new version's requests (default: none)")
+	f.Uint32Var(&o.minRequests, "min-requests", 20, "how many requests to the new version a step needs before it is judged")
+	return cmd
+}
+
+// rolloutFrom is the version a rollout to `to` starts from when none is
+// named: the one with the largest share of the service's split, else the
+// only other version with instances.
+func rolloutFrom(service, ns, to string, resp *registryv1.ListServicesResponse) (string, error) {
+	for _, sp := range resp.GetSplits() {
+		if sp.GetService() == service && sp.GetNamespace() == ns {
+			best := ""
+			var most uint32
+			for _, v := range sp.GetVersions() {
+				if v.GetVersion() != to && v.GetWeight() > most {
+					best, most = v.GetVersion(), v.GetWeight()
+				}
+			}
+			if best != "" {
+				return best, nil
+			}
+		}
+	}
+	others := map[string]bool{}
+	for _, svc := range resp.GetServices() {
+		if svc.GetName() == service && svc.GetNamespace() == ns {
+			for _, in := range svc.GetInstances() {
+				if v := in.GetVersion(); v != to && v != "" {
+					others[v] = true
+				}
+			}
+		}
+	}
+	if len(others) == 1 {
+		for v := range others {
+			return v, nil
+		}
+	}
+	if len(others) == 0 {
+		return "", fmt.Errorf("%s.%s runs no version besides %s to move traffic from: name it with --from", service, ns, to)
+	}
+	return "", fmt.Errorf("%s.%s runs %d other versions: name the one traffic moves from with --from", service, ns, len(others))
+}
+
+// rolloutOutput is a rollout as meshctl shows it.
+type rolloutOutput struct {
+	Service     string    `json:"service"`
+	Namespace   string    `json:"namespace"`
+	Shares      string    `json:"shares"`
+	From        string    `json:"from"`
+	To          string    `json:"to"`
+	Steps       []uint32  `json:"steps"`
+	Step        uint32    `json:"step"`
+	Since       time.Time `json:"since"`
+	Interval    string    `json:"interval"`
+	MinSuccess  float64   `json:"min_success_rate"`
+	MaxP99      string    `json:"max_p99,omitempty"`
+	MinRequests uint32    `json:"min_requests"`
+	State       string    `json:"state"`
+	Message     string    `json:"message,omitempty"`
+}
+
+func rolloutOf(sp *registryv1.Split) rolloutOutput {
+	r := sp.GetRollout()
+	var shares []registry.VersionWeight
+	for _, v := range sp.GetVersions() {
+		shares = append(shares, registry.VersionWeight{Version: v.GetVersion(), Weight: v.GetWeight()})
+	}
+	out := rolloutOutput{Service: sp.GetService(), Namespace: sp.GetNamespace(), Shares: registry.Shares(shares), From: r.GetFrom(), To: r.GetTo(),
+		Steps: r.GetSteps(), Step: r.GetStep(), Since: r.GetSince().AsTime(), Interval: r.GetInterval().AsDuration().String(),
+		MinSuccess: r.GetMinSuccessRate(), MinRequests: r.GetMinRequests(), State: r.GetState(), Message: r.GetMessage()}
+	if r.GetMaxP99() != nil {
+		out.MaxP99 = r.GetMaxP99().AsDuration().String()
+	}
+	return out
+}
+
+// describeRollout says where a rollout is and what it asks of the new
+// version.
+func describeRollout(r rolloutOutput) string {
+	var b strings.Builder
+	switch r.State {
+	case registry.RolloutProgressing:
+		share := uint32(0)
+		if int(r.Step) < len(r.Steps) {
+			share = r.Steps[r.Step]
+		}
+		fmt.Fprintf(&b, "  %s → %s: step %d of %d (%s at %d %%) since %s, %s a step\n", r.From, r.To, r.Step+1, len(r.Steps), r.To, share,
+			r.Since.Local().Format("15:04:05"), r.Interval)
+	default:
+		fmt.Fprintf(&b, "  %s → %s: %s at %s\n", r.From, r.To, r.State, r.Since.Local().Format("2006-01-02 15:04:05"))
+	}
+	cond := fmt.Sprintf("success ≥ %s", strconv.FormatFloat(r.MinSuccess*100, 'f', -1, 64)+" %")
+	if r.MaxP99 != "" {
+		cond += ", p99 ≤ " + r.MaxP99
+	}
+	fmt.Fprintf(&b, "  asks of %s: %s, judged on ≥ %d requests\n", r.To, cond, r.MinRequests)
+	if r.Message != "" {
+		fmt.Fprintf(&b, "  %s\n", r.Message)
+	}
+	return b.String()
+}
+
+func newRolloutStatusCommand(g *globalOptions, s Streams) *cobra.Command {
+	var namespace, controlPlane string
+	cmd := &cobra.Command{
+		Use:     "status [SERVICE]",
+		Short:   "Show the rollouts of a namespace's services, in progress or ended",
+		Args:    cobra.MaximumNArgs(1),
+		Example: "  meshctl rollout status\n  meshctl rollout status helloworld -o json",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				if err := identity.ValidateName("service name", args[0]); err != nil {
+					return err
+				}
+			}
+			var outs []rolloutOutput
+			err := withAdmin(cmd.Context(), g, controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
+				resp, err := registryv1.NewRegistryServiceClient(conn).ListServices(ctx, &registryv1.ListServicesRequest{Namespace: namespace})
+				if err != nil {
+					return err
+				}
+				for _, sp := range resp.GetSplits() {
+					if sp.GetRollout() != nil && (len(args) == 0 || sp.GetService() == args[0]) {
+						outs = append(outs, rolloutOf(sp))
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if len(args) == 1 && len(outs) == 0 {
+				return fmt.Errorf("%s.%s has no rollout: start one with meshctl rollout start %s --to VERSION", args[0], namespace, args[0])
+			}
+			return render(s.Out, g.output, outs, func() string {
+				if len(outs) == 0 {
+					return fmt.Sprintf("no rollouts in namespace %s\n", namespace)
+				}
+				var b strings.Builder
+				for _, r := range outs {
+					fmt.Fprintf(&b, "%s.%s: %s (%s)\n%s", r.Service, r.Namespace, r.State, r.Shares, describeRollout(r))
+				}
+				return b.String()
+			})
+		},
+	}
+	targetFlags(cmd, &namespace, &controlPlane)
+	return cmd
+}
+
+func newRolloutAbortCommand(g *globalOptions, s Streams) *cobra.Command {
+	var namespace, controlPlane string
+	cmd := &cobra.Command{
+		Use:     "abort SERVICE",
+		Short:   "Stop a service's rollout and send all its traffic back to the old version",
+		Args:    cobra.ExactArgs(1),
+		Example: "  meshctl rollout abort helloworld",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := identity.ValidateName("service name", args[0]); err != nil {
+				return err
+			}
+			var sp *registryv1.Split
+			err := withAdmin(cmd.Context(), g, controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
+				resp, err := registryv1.NewRegistryServiceClient(conn).AbortRollout(ctx, &registryv1.AbortRolloutRequest{Service: args[0], Namespace: namespace})
+				if err != nil {
+					return err
+				}
+				sp = resp.GetSplit()
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			out := rolloutOf(sp)
+			return render(s.Out, g.output, out, func() string {
+				return fmt.Sprintf("rollout of %s.%s aborted: %s\n", out.Service, out.Namespace, out.Shares)
+			})
+		},
+	}
+	targetFlags(cmd, &namespace, &controlPlane)
+	return cmd
+}

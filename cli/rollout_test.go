@@ -1,0 +1,147 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/micromesh/micromesh/dataplane"
+	hellohandler "github.com/micromesh/micromesh/examples/helloworld/handler"
+	hellopb "github.com/micromesh/micromesh/examples/helloworld/proto"
+	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/internal/poll"
+	"github.com/micromesh/micromesh/service"
+)
+
+// broken is a helloworld whose every call fails (the server's fault).
+type broken struct {
+	hellopb.UnimplementedHelloworldServer
+}
+
+func (broken) Call(context.Context, *hellopb.CallRequest) (*hellopb.CallResponse, error) {
+	return nil, status.Error(codes.Internal, "v2 is broken")
+}
+
+// A progressive rollout as an operator runs one, with callers busy: to a
+// broken version it is rolled back on its own within seconds (callers get
+// v1 alone again); one aborted goes back at once; to a healthy version it
+// goes step by step to all the traffic.
+func TestRolloutCommands(t *testing.T) {
+	env := meshtest.NewEnv(t)
+	cp := env.StartControlPlane()
+	often := func(version string) meshtest.SidecarOption {
+		return meshtest.WithOptions(func(o *dataplane.Options) { o.Version = version; o.StatsInterval = 200 * time.Millisecond })
+	}
+	cp.StartService("default", "helloworld", func(s *service.Service) { hellopb.RegisterHelloworldServer(s.Server(), hellohandler.Helloworld{}) }, often("v1"))
+	cp.StartService("default", "helloworld", func(s *service.Service) { hellopb.RegisterHelloworldServer(s.Server(), broken{}) }, often("v2"))
+	cp.StartService("default", "helloworld", func(s *service.Service) { hellopb.RegisterHelloworldServer(s.Server(), hellohandler.Helloworld{}) }, often("v3"))
+	home := string(env.Home)
+	cli := func(args ...string) (string, error) { return runCLI(t, append([]string{"--home", home}, args...)...) }
+	status := func() rolloutOutput {
+		t.Helper()
+		out, err := cli("-o", "json", "rollout", "status")
+		var rs []rolloutOutput
+		if err != nil || json.Unmarshal([]byte(out), &rs) != nil || len(rs) != 1 {
+			t.Fatalf("rollout status: %q, %v", out, err)
+		}
+		return rs[0]
+	}
+
+	// Callers: a caller's sidecar calling helloworld every 10 ms (at most
+	// 6,000 calls), counting failures since the last reset.
+	caller := cp.StartSidecar("default", "caller", meshtest.WithOptions(func(o *dataplane.Options) { o.StatsInterval = 200 * time.Millisecond }))
+	client := hellopb.NewHelloworldClient(meshtest.DialThrough(t, caller.Info.Outbound, "helloworld"))
+	if _, err := cli("split", "set", "helloworld", "v1=100"); err != nil {
+		t.Fatal(err)
+	}
+	var failed, calls atomic.Int64
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; i < 6000 && ctx.Err() == nil; i++ {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			if _, err := client.Call(cctx, &hellopb.CallRequest{Name: "r"}); err != nil && ctx.Err() == nil {
+				failed.Add(1)
+			}
+			cancel()
+			calls.Add(1)
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	t.Cleanup(func() { stop(); wg.Wait() })
+	waitFor(t, func() bool { return calls.Load() > 20 })
+
+	// Refusals first: each says what to do, and changes nothing.
+	for args, mention := range map[string]string{
+		"rollout start helloworld":                           "--to",
+		"rollout start helloworld --to v9":                   "no instance of version v9 registered",
+		"rollout start helloworld --to v2 --steps 10,5,100":  "each above the one before",
+		"rollout start helloworld --to v2 --steps 10,50":     "the last gives the new version 100 %",
+		"rollout start helloworld --to v2 --interval 1s":     "interval 1s: between 10s",
+		"rollout start helloworld --to v2 --min-success 120": "want a percentage",
+		"rollout start helloworld --from v1 --to v1":         "from v1 to itself",
+		"rollout start helloworld --to v1":                   "name the one traffic moves from with --from",
+		"rollout abort helloworld":                           "no rollout in progress",
+		"rollout status helloworld":                          "has no rollout",
+	} {
+		if _, err := cli(strings.Fields(args)...); err == nil || !strings.Contains(describe(err), mention) {
+			t.Errorf("%s: %v; want an error mentioning %q", args, err, mention)
+		}
+	}
+
+	// To the broken v2: rolled back by the control plane.
+	out, err := cli("rollout", "start", "helloworld", "--to", "v2", "--steps", "20,100", "--interval", "10s", "--min-requests", "5")
+	if err != nil || !strings.Contains(out, "rollout of helloworld.default started: v1=80 v2=20") || !strings.Contains(out, "step 1 of 2 (v2 at 20 %)") {
+		t.Fatalf("rollout start: %q, %v", out, err)
+	}
+	poll.Until(t, "the broken version rolled back", 30*time.Second, 200*time.Millisecond, func() bool { return status().State == "rolled back" })
+	r := status()
+	if r.Shares != "v1=100 v2=0" || !strings.Contains(r.Message, "v2's success rate") || !strings.Contains(r.Message, "all traffic back to v1") {
+		t.Errorf("rolled back: %+v", r)
+	}
+	if failed.Load() == 0 {
+		t.Error("no call failed while v2 had a share: the test did not exercise the rollback")
+	}
+	// Callers' sidecars get the split back; then no call fails.
+	time.Sleep(time.Second)
+	failed.Store(0)
+	n := calls.Load()
+	waitFor(t, func() bool { return calls.Load() > n+50 })
+	if f := failed.Load(); f != 0 {
+		t.Errorf("%d calls failed after the rollback", f)
+	}
+
+	// Aborted: back to v1 at once.
+	if _, err := cli("rollout", "start", "helloworld", "--to", "v3", "--interval", "10s"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cli("rollout", "abort", "helloworld"); err != nil || out != "rollout of helloworld.default aborted: v1=100 v3=0\n" {
+		t.Errorf("abort: %q, %v", out, err)
+	}
+	if r := status(); r.State != "aborted" || !strings.Contains(r.Message, "aborted by spiffe://") {
+		t.Errorf("aborted: %+v", r)
+	}
+
+	// To the healthy v3, from v1 (the version with the traffic): step by
+	// step to all of it.
+	out, err = cli("rollout", "start", "helloworld", "--to", "v3", "--steps", "50,100", "--interval", "10s", "--min-requests", "5", "--max-p99", "2s")
+	if err != nil || !strings.Contains(out, "v1=50 v3=50") {
+		t.Fatalf("rollout start v3: %q, %v", out, err)
+	}
+	poll.Until(t, "the second step", 20*time.Second, 200*time.Millisecond, func() bool { r := status(); return r.Step == 1 && r.Shares == "v1=0 v3=100" })
+	poll.Until(t, "the rollout's success", 20*time.Second, 200*time.Millisecond, func() bool { return status().State == "succeeded" })
+	if r := status(); r.Shares != "v1=0 v3=100" || !strings.Contains(r.Message, "v3 took all traffic and stayed healthy") {
+		t.Errorf("succeeded: %+v", r)
+	}
+	text, err := cli("rollout", "status")
+	if err != nil || !strings.Contains(text, "helloworld.default: succeeded (v1=0 v3=100)") || !strings.Contains(text, "asks of v3: success ≥ 99 %, p99 ≤ 2s, judged on ≥ 5 requests") {
+		t.Errorf("rollout status: %q, %v", text, err)
+	}
+}

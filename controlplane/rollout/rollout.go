@@ -1,0 +1,143 @@
+// Package rollout runs progressive rollouts (`meshctl rollout start`):
+// it judges the new version of each service under one by the calls its
+// callers' sidecars report (controlplane/stats), and moves the service's
+// split a step on, or all the way back, in the registry — where the
+// rollout is kept with the split (registry.Rollout), so a restarted
+// control plane carries on where it was.
+package rollout
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/controlplane/stats"
+)
+
+// Next is what rollout r does at now, given its new version's traffic
+// (canary) over the window Window gives: it rolls back as soon as a
+// threshold is crossed with enough requests judged, goes a step on when
+// the step has run its interval healthy (and ends, succeeded, after the
+// last), and otherwise waits — saying for what when the step's time is up
+// but its traffic too thin. changed reports whether r is to be written.
+func Next(r registry.Rollout, canary stats.Traffic, now time.Time) (next registry.Rollout, changed bool) {
+	if r.State != registry.RolloutProgressing {
+		return r, false
+	}
+	judged := canary.Requests >= uint64(r.MinRequests) && canary.Requests > 0
+	if judged {
+		if sr := canary.SuccessRate(); sr < r.MinSuccess {
+			return end(r, now, registry.RolloutRolledBack, fmt.Sprintf("%s's success rate %s is under %s (%d of %d requests failed) at %d %%; all traffic back to %s",
+				r.To, percent(sr), percent(r.MinSuccess), canary.Failures, canary.Requests, r.Steps[r.Step], r.From)), true
+		}
+		if r.MaxP99 > 0 && canary.P99 > r.MaxP99 {
+			return end(r, now, registry.RolloutRolledBack, fmt.Sprintf("%s's p99 latency %v is over %v (%d requests) at %d %%; all traffic back to %s",
+				r.To, canary.P99.Round(time.Millisecond), r.MaxP99, canary.Requests, r.Steps[r.Step], r.From)), true
+		}
+	}
+	if now.Sub(r.Since) < r.Interval {
+		return r, false
+	}
+	if !judged {
+		msg := fmt.Sprintf("waiting for traffic: %d of the %d requests to %s a step needs, in the last %v", canary.Requests, r.MinRequests, r.To, r.Interval)
+		if msg == r.Message {
+			return r, false
+		}
+		r.Message = msg
+		return r, true
+	}
+	if r.Step == len(r.Steps)-1 {
+		return end(r, now, registry.RolloutSucceeded, fmt.Sprintf("%s took all traffic and stayed healthy (success rate %s, p99 %v)",
+			r.To, percent(canary.SuccessRate()), canary.P99.Round(time.Millisecond))), true
+	}
+	r.Step++
+	r.Since = now
+	r.Message = ""
+	return r, true
+}
+
+// Window is the window a progressing rollout's traffic is judged over at
+// now: the step so far (at least the sidecars' 10 s reporting period),
+// at most its interval.
+func Window(r registry.Rollout, now time.Time) time.Duration {
+	return min(max(now.Sub(r.Since), registry.MinRolloutInterval), r.Interval)
+}
+
+func end(r registry.Rollout, now time.Time, state, msg string) registry.Rollout {
+	r.State, r.Message, r.Since = state, msg, now
+	return r
+}
+
+func percent(f float64) string { return fmt.Sprintf("%.1f %%", f*100) }
+
+// Runner judges every progressing rollout every tick.
+type Runner struct {
+	reg    registry.Registry
+	stats  *stats.Store
+	log    *slog.Logger
+	now    func() time.Time
+	splits atomic.Pointer[[]registry.Split]
+}
+
+// NewRunner returns a runner writing to reg, reading stats.
+func NewRunner(reg registry.Registry, st *stats.Store, log *slog.Logger) *Runner {
+	return &Runner{reg: reg, stats: st, log: log.With("component", "rollout"), now: time.Now}
+}
+
+// Observe gives the runner the registry's splits (each snapshot's).
+func (r *Runner) Observe(splits []registry.Split) { r.splits.Store(&splits) }
+
+// Run checks the rollouts every tick until ctx ends.
+func (r *Runner) Run(ctx context.Context, tick time.Duration) {
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.Check(ctx)
+		}
+	}
+}
+
+// Check judges each progressing rollout once and writes those that move.
+func (r *Runner) Check(ctx context.Context) {
+	p := r.splits.Load()
+	if p == nil {
+		return
+	}
+	now := r.now()
+	for _, sp := range *p {
+		ro := sp.Rollout
+		if ro == nil || ro.State != registry.RolloutProgressing {
+			continue
+		}
+		dest := sp.Service + "." + sp.Namespace + "|" + ro.To
+		next, changed := Next(*ro, r.stats.Destination(Window(*ro, now), dest), now)
+		if !changed {
+			continue
+		}
+		sp.Rollout = &next
+		sp.Versions = next.Shares()
+		if err := r.reg.SetSplit(ctx, sp); err != nil {
+			r.log.Error("moving a rollout on", "service", sp.Service, "namespace", sp.Namespace, "err", err)
+			continue
+		}
+		attrs := []any{"service", sp.Service, "namespace", sp.Namespace, "shares", registry.Shares(sp.Versions)}
+		if next.Message != "" {
+			attrs = append(attrs, "message", next.Message)
+		}
+		switch next.State {
+		case registry.RolloutRolledBack:
+			r.log.Warn("rollout rolled back", attrs...)
+		case registry.RolloutSucceeded:
+			r.log.Info("rollout succeeded", attrs...)
+		default:
+			r.log.Info("rollout step", append(attrs, "step", next.Step+1, "of", len(next.Steps))...)
+		}
+	}
+}

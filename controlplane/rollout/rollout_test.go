@@ -1,0 +1,81 @@
+package rollout
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/controlplane/stats"
+)
+
+func TestNext(t *testing.T) {
+	t0 := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	base := registry.Rollout{From: "v1", To: "v2", Steps: []uint32{10, 50, 100}, Since: t0, Interval: time.Minute,
+		MinSuccess: 0.99, MaxP99: 200 * time.Millisecond, MinRequests: 20, State: registry.RolloutProgressing}
+	at := func(step int) registry.Rollout { r := base; r.Step = step; return r }
+	healthy := stats.Traffic{Requests: 100, Failures: 0, P99: 50 * time.Millisecond}
+	for _, c := range []struct {
+		name    string
+		r       registry.Rollout
+		traffic stats.Traffic
+		now     time.Time
+		changed bool
+		state   string
+		step    int
+		says    string
+	}{
+		{"healthy, mid-step: waits", at(0), healthy, t0.Add(30 * time.Second), false, registry.RolloutProgressing, 0, ""},
+		{"healthy, step over: next step", at(0), healthy, t0.Add(time.Minute), true, registry.RolloutProgressing, 1, ""},
+		{"healthy at 100 %, step over: succeeded", at(2), healthy, t0.Add(time.Minute), true, registry.RolloutSucceeded, 2, "v2 took all traffic"},
+		{"failing mid-step: rolled back at once", at(1), stats.Traffic{Requests: 100, Failures: 5}, t0.Add(10 * time.Second), true,
+			registry.RolloutRolledBack, 1, "v2's success rate 95.0 % is under 99.0 % (5 of 100 requests failed) at 50 %; all traffic back to v1"},
+		{"slow: rolled back", at(0), stats.Traffic{Requests: 100, P99: 300 * time.Millisecond}, t0.Add(time.Minute), true,
+			registry.RolloutRolledBack, 0, "v2's p99 latency 300ms is over 200ms"},
+		{"too few requests to judge a failure", at(0), stats.Traffic{Requests: 10, Failures: 10}, t0.Add(10 * time.Second), false, registry.RolloutProgressing, 0, ""},
+		{"step over, too few requests: waits, saying so", at(0), stats.Traffic{Requests: 3}, t0.Add(time.Minute), true,
+			registry.RolloutProgressing, 0, "waiting for traffic: 3 of the 20 requests to v2 a step needs"},
+		{"no traffic at all, nothing asked: still waits", func() registry.Rollout { r := at(0); r.MinRequests = 0; return r }(), stats.Traffic{}, t0.Add(time.Minute), true,
+			registry.RolloutProgressing, 0, "waiting for traffic: 0 of the 0"},
+		{"ended: nothing more", func() registry.Rollout { r := at(1); r.State = registry.RolloutAborted; return r }(), stats.Traffic{Requests: 100, Failures: 100}, t0.Add(time.Hour), false,
+			registry.RolloutAborted, 1, ""},
+	} {
+		next, changed := Next(c.r, c.traffic, c.now)
+		if changed != c.changed || next.State != c.state || next.Step != c.step || !strings.Contains(next.Message, c.says) {
+			t.Errorf("%s: changed %v, %s at step %d, %q; want %v, %s at step %d, saying %q", c.name, changed, next.State, next.Step, next.Message, c.changed, c.state, c.step, c.says)
+		}
+		if changed && next.State != registry.RolloutProgressing && !next.Since.Equal(c.now) {
+			t.Errorf("%s: ended at %v, want %v", c.name, next.Since, c.now)
+		}
+		if err := next.Validate("helloworld", "default"); err != nil {
+			t.Errorf("%s: %v", c.name, err)
+		}
+	}
+	// Waiting says so once: the same message again is no change.
+	r, _ := Next(at(0), stats.Traffic{Requests: 3}, t0.Add(time.Minute))
+	if _, changed := Next(r, stats.Traffic{Requests: 3}, t0.Add(61*time.Second)); changed {
+		t.Error("the same wait written twice")
+	}
+	// The shares follow the state.
+	for _, c := range []struct {
+		state string
+		step  int
+		want  string
+	}{{registry.RolloutProgressing, 1, "v1=50 v2=50"}, {registry.RolloutSucceeded, 2, "v1=0 v2=100"}, {registry.RolloutRolledBack, 1, "v1=100 v2=0"}, {registry.RolloutAborted, 0, "v1=100 v2=0"}} {
+		r := at(c.step)
+		r.State = c.state
+		if got := registry.Shares(r.Shares()); got != c.want {
+			t.Errorf("%s at step %d: shares %s, want %s", c.state, c.step, got, c.want)
+		}
+	}
+}
+
+func TestWindow(t *testing.T) {
+	t0 := time.Now()
+	r := registry.Rollout{Since: t0, Interval: time.Minute}
+	for _, c := range []struct{ after, want time.Duration }{{0, 10 * time.Second}, {25 * time.Second, 25 * time.Second}, {5 * time.Minute, time.Minute}} {
+		if got := Window(r, t0.Add(c.after)); got != c.want {
+			t.Errorf("%v into the step: window %v, want %v", c.after, got, c.want)
+		}
+	}
+}
