@@ -220,7 +220,9 @@ type serviceJSON struct {
 	// SplitHeader the header that picks a version whatever the shares.
 	Split       []registry.VersionWeight `json:"split,omitempty"`
 	SplitHeader string                   `json:"split_header,omitempty"`
-	Instances   []*instanceJSON          `json:"instances"`
+	// Rollout is the rollout that sets the split, if any (meshctl rollout).
+	Rollout   *rolloutOutput  `json:"rollout,omitempty"`
+	Instances []*instanceJSON `json:"instances"`
 }
 
 type instanceJSON struct {
@@ -270,6 +272,10 @@ func servicesJSON(resp *registryv1.ListServicesResponse) []serviceJSON {
 			out[i].Split = append(out[i].Split, registry.VersionWeight{Version: v.GetVersion(), Weight: v.GetWeight()})
 		}
 		out[i].SplitHeader = sp.GetHeader()
+		if sp.GetRollout() != nil {
+			r := rolloutOf(sp)
+			out[i].Rollout = &r
+		}
 	}
 	for _, p := range resp.GetPolicies() {
 		if i := slices.IndexFunc(out, func(sj serviceJSON) bool { return sj.Name == p.GetService() && sj.Namespace == p.GetNamespace() }); i >= 0 {
@@ -324,6 +330,12 @@ func renderSplits(services []serviceJSON) string {
 		split := registry.Shares(svc.Split) + headerNote(svc.SplitHeader)
 		if missing := unserved(svc.Split, have); len(missing) > 0 {
 			split += "  (no instance of " + strings.Join(missing, ", ") + ": its share fails)"
+		}
+		if r := svc.Rollout; r != nil {
+			split += "  rollout " + r.From + " → " + r.To + ": " + r.State
+			if r.State == registry.RolloutProgressing {
+				split += fmt.Sprintf(", step %d of %d", r.Step+1, len(r.Steps))
+			}
 		}
 		rows = append(rows, []string{svc.Namespace + "/" + svc.Name, split})
 	}

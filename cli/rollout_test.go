@@ -140,6 +140,9 @@ func TestRolloutCommands(t *testing.T) {
 	if r := status(); r.Shares != "v1=0 v3=100" || !strings.Contains(r.Message, "v3 took all traffic and stayed healthy") {
 		t.Errorf("succeeded: %+v", r)
 	}
+	if text, err := cli("services"); err != nil || !strings.Contains(text, "v1=0 v3=100  rollout v1 → v3: succeeded") {
+		t.Errorf("services does not show the rollout: %q, %v", text, err)
+	}
 	text, err := cli("rollout", "status")
 	if err != nil || !strings.Contains(text, "helloworld.default: succeeded (v1=0 v3=100)") || !strings.Contains(text, "asks of v3: success ≥ 99 %, p99 ≤ 2s, judged on ≥ 5 requests") {
 		t.Errorf("rollout status: %q, %v", text, err)

@@ -3,6 +3,7 @@ package registry
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/micromesh/micromesh/identity"
@@ -67,12 +68,7 @@ func (r *Rollout) Shares() []VersionWeight {
 		to = 100
 	}
 	vs := []VersionWeight{{Version: r.From, Weight: 100 - to}, {Version: r.To, Weight: to}}
-	slices.SortFunc(vs, func(a, b VersionWeight) int {
-		if a.Version < b.Version {
-			return -1
-		}
-		return 1
-	})
+	slices.SortFunc(vs, func(a, b VersionWeight) int { return strings.Compare(a.Version, b.Version) })
 	return vs
 }
 
