@@ -130,7 +130,7 @@ func newRolloutStartCommand(g *globalOptions, s Streams) *cobra.Command {
 	f.StringVar(&o.to, "to", "", "the version to move traffic to (required)")
 	f.StringVar(&o.from, "from", "", "the version traffic moves from (default: the one that has it now)")
 	f.StringVar(&o.steps, "steps", "10,25,50,100", "the new version's shares, in percent, rising to 100")
-	f.DurationVar(&o.interval, "interval", time.Minute, "how long each step runs before the next (10s-1h)")
+	f.DurationVar(&o.interval, "interval", time.Minute, "how long each step runs before the next (30s-1h)")
 	f.StringVar(&o.minSuccess, "min-success", "99", "the lowest success rate of the new version's requests, in percent")
 	f.DurationVar(&o.maxP99, "max-p99", 0, "the highest p99 latency of the new version's requests (default: none)")
 	f.Uint32Var(&o.minRequests, "min-requests", 20, "how many requests to the new version a step needs before it is judged")

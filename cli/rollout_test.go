@@ -55,7 +55,7 @@ func TestRolloutCommands(t *testing.T) {
 	}
 
 	// Callers: a caller's sidecar calling helloworld every 10 ms (at most
-	// 6,000 calls), counting failures since the last reset.
+	// 12,000 calls), counting failures since the last reset.
 	caller := cp.StartSidecar("default", "caller", meshtest.WithOptions(func(o *dataplane.Options) { o.StatsInterval = 200 * time.Millisecond }))
 	client := hellopb.NewHelloworldClient(meshtest.DialThrough(t, caller.Info.Outbound, "helloworld"))
 	if _, err := cli("split", "set", "helloworld", "v1=100"); err != nil {
@@ -65,7 +65,7 @@ func TestRolloutCommands(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		for i := 0; i < 6000 && ctx.Err() == nil; i++ {
+		for i := 0; i < 12000 && ctx.Err() == nil; i++ {
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			if _, err := client.Call(cctx, &hellopb.CallRequest{Name: "r"}); err != nil && ctx.Err() == nil {
 				failed.Add(1)
@@ -84,7 +84,7 @@ func TestRolloutCommands(t *testing.T) {
 		"rollout start helloworld --to v9":                   "no instance of version v9 registered",
 		"rollout start helloworld --to v2 --steps 10,5,100":  "each above the one before",
 		"rollout start helloworld --to v2 --steps 10,50":     "the last gives the new version 100 %",
-		"rollout start helloworld --to v2 --interval 1s":     "interval 1s: between 10s",
+		"rollout start helloworld --to v2 --interval 1s":     "interval 1s: between 30s",
 		"rollout start helloworld --to v2 --min-success 120": "want a percentage",
 		"rollout start helloworld --from v1 --to v1":         "from v1 to itself",
 		"rollout start helloworld --to v1":                   "name the one traffic moves from with --from",
@@ -97,7 +97,7 @@ func TestRolloutCommands(t *testing.T) {
 	}
 
 	// To the broken v2: rolled back by the control plane.
-	out, err := cli("rollout", "start", "helloworld", "--to", "v2", "--steps", "20,100", "--interval", "10s", "--min-requests", "5")
+	out, err := cli("rollout", "start", "helloworld", "--to", "v2", "--steps", "20,100", "--interval", "30s", "--min-requests", "5")
 	if err != nil || !strings.Contains(out, "rollout of helloworld.default started: v1=80 v2=20") || !strings.Contains(out, "step 1 of 2 (v2 at 20 %)") {
 		t.Fatalf("rollout start: %q, %v", out, err)
 	}
@@ -119,7 +119,7 @@ func TestRolloutCommands(t *testing.T) {
 	}
 
 	// Aborted: back to v1 at once.
-	if _, err := cli("rollout", "start", "helloworld", "--to", "v3", "--interval", "10s"); err != nil {
+	if _, err := cli("rollout", "start", "helloworld", "--to", "v3", "--interval", "30s"); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := cli("rollout", "abort", "helloworld"); err != nil || out != "rollout of helloworld.default aborted: v1=100 v3=0\n" {
@@ -131,12 +131,12 @@ func TestRolloutCommands(t *testing.T) {
 
 	// To the healthy v3, from v1 (the version with the traffic): step by
 	// step to all of it.
-	out, err = cli("rollout", "start", "helloworld", "--to", "v3", "--steps", "50,100", "--interval", "10s", "--min-requests", "5", "--max-p99", "2s")
+	out, err = cli("rollout", "start", "helloworld", "--to", "v3", "--steps", "50,100", "--interval", "30s", "--min-requests", "5", "--max-p99", "2s")
 	if err != nil || !strings.Contains(out, "v1=50 v3=50") {
 		t.Fatalf("rollout start v3: %q, %v", out, err)
 	}
-	poll.Until(t, "the second step", 20*time.Second, 200*time.Millisecond, func() bool { r := status(); return r.Step == 1 && r.Shares == "v1=0 v3=100" })
-	poll.Until(t, "the rollout's success", 20*time.Second, 200*time.Millisecond, func() bool { return status().State == "succeeded" })
+	poll.Until(t, "the second step", 45*time.Second, 200*time.Millisecond, func() bool { r := status(); return r.Step == 1 && r.Shares == "v1=0 v3=100" })
+	poll.Until(t, "the rollout's success", 45*time.Second, 200*time.Millisecond, func() bool { return status().State == "succeeded" })
 	if r := status(); r.Shares != "v1=0 v3=100" || !strings.Contains(r.Message, "v3 took all traffic and stayed healthy") {
 		t.Errorf("succeeded: %+v", r)
 	}

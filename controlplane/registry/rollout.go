@@ -49,7 +49,7 @@ const (
 
 // Bounds of a rollout.
 const (
-	MinRolloutInterval = 10 * time.Second // the sidecars report every 10 s
+	MinRolloutInterval = 30 * time.Second // three of the sidecars' reports (every 10 s): a window of fewer may hold none to compare
 	MaxRolloutInterval = time.Hour
 	MaxRolloutSteps    = 20
 )
@@ -103,7 +103,7 @@ func (r *Rollout) Validate(service, namespace string) error {
 		return bad("step %d of %d", r.Step, len(r.Steps))
 	}
 	if r.Interval < MinRolloutInterval || r.Interval > MaxRolloutInterval {
-		return bad("interval %v: between %v (the sidecars report every 10 s) and %v", r.Interval, MinRolloutInterval, MaxRolloutInterval)
+		return bad("interval %v: between %v (a step is judged on three of the sidecars' reports, one every 10 s) and %v", r.Interval, MinRolloutInterval, MaxRolloutInterval)
 	}
 	if r.MinSuccess < 0 || r.MinSuccess > 1 {
 		return bad("a lowest success rate of %g: between 0 and 100 %%", r.MinSuccess*100)

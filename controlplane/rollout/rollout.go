@@ -60,8 +60,8 @@ func Next(r registry.Rollout, canary stats.Traffic, now time.Time) (next registr
 }
 
 // Window is the window a progressing rollout's traffic is judged over at
-// now: the step so far (at least the sidecars' 10 s reporting period),
-// at most its interval.
+// now: the step so far (at least registry.MinRolloutInterval, three of
+// the sidecars' reports), at most its interval.
 func Window(r registry.Rollout, now time.Time) time.Duration {
 	return min(max(now.Sub(r.Since), registry.MinRolloutInterval), r.Interval)
 }

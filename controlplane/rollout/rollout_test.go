@@ -73,7 +73,7 @@ func TestNext(t *testing.T) {
 func TestWindow(t *testing.T) {
 	t0 := time.Now()
 	r := registry.Rollout{Since: t0, Interval: time.Minute}
-	for _, c := range []struct{ after, want time.Duration }{{0, 10 * time.Second}, {25 * time.Second, 25 * time.Second}, {5 * time.Minute, time.Minute}} {
+	for _, c := range []struct{ after, want time.Duration }{{0, 30 * time.Second}, {45 * time.Second, 45 * time.Second}, {5 * time.Minute, time.Minute}} {
 		if got := Window(r, t0.Add(c.after)); got != c.want {
 			t.Errorf("%v into the step: window %v, want %v", c.after, got, c.want)
 		}

@@ -396,7 +396,7 @@ func testInvalidSplits(t *testing.T, r registry.Registry) {
 		}), "from v1 to itself"},
 		"a rollout's interval": {mod(func(s *registry.Split) {
 			s.Rollout = &registry.Rollout{From: "v1", To: "v2", Steps: []uint32{10, 100}, Interval: time.Second, State: registry.RolloutProgressing}
-		}), "interval 1s: between 10s"},
+		}), "interval 1s: between 30s"},
 		"a rollout's success rate": {mod(func(s *registry.Split) {
 			s.Rollout = &registry.Rollout{From: "v1", To: "v2", Steps: []uint32{10, 100}, Interval: time.Minute, MinSuccess: 99, State: registry.RolloutProgressing}
 		}), "between 0 and 100 %"},

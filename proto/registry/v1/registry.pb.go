@@ -926,7 +926,7 @@ type Rollout struct {
 	// The new version's shares, in percent, rising, the last 100 (default
 	// 10, 25, 50, 100).
 	Steps []uint32 `protobuf:"varint,3,rep,packed,name=steps,proto3" json:"steps,omitempty"`
-	// How long each step runs before the next (10s-1h; default 1m).
+	// How long each step runs before the next (30s-1h; default 1m).
 	Interval *durationpb.Duration `protobuf:"bytes,4,opt,name=interval,proto3" json:"interval,omitempty"`
 	// The lowest success rate of the new version's calls, 0-1 (default
 	// 0.99); the highest p99 latency (unset: none); how many calls a step
