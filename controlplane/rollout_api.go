@@ -92,6 +92,7 @@ func (a *registryAPI) AbortRollout(ctx context.Context, req *registryv1.AbortRol
 	}
 	sp := *cur
 	r := *cur.Rollout
+	r.Clamp()
 	r.State, r.Since, r.Message = registry.RolloutAborted, time.Now().UTC(), "aborted by "+caller.String()+"; all traffic back to "+r.From
 	sp.Rollout = &r
 	sp.Versions = r.Shares()

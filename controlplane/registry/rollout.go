@@ -57,6 +57,12 @@ const (
 // DefaultRolloutSteps are To's shares when none are given.
 var DefaultRolloutSteps = []uint32{10, 25, 50, 100}
 
+// Clamp brings a rollout kept by an earlier release within today's bounds
+// (an interval since refused), so that it can be moved on or ended.
+func (r *Rollout) Clamp() {
+	r.Interval = min(max(r.Interval, MinRolloutInterval), MaxRolloutInterval)
+}
+
 // Shares are the split's shares at the rollout's current step (for a
 // rollout that ended: all to To when it succeeded, else all to From).
 func (r *Rollout) Shares() []VersionWeight {

@@ -121,6 +121,7 @@ func (r *Runner) Check(ctx context.Context) {
 		if !changed {
 			continue
 		}
+		next.Clamp()
 		sp.Rollout = &next
 		sp.Versions = next.Shares()
 		if err := r.reg.SetSplit(ctx, sp); err != nil {

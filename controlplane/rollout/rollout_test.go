@@ -79,3 +79,16 @@ func TestWindow(t *testing.T) {
 		}
 	}
 }
+
+// A rollout kept under older bounds (a 10 s interval, since refused) can
+// still be moved on: clamped into today's.
+func TestClampKeepsOldRolloutsMoving(t *testing.T) {
+	r := registry.Rollout{From: "v1", To: "v2", Steps: []uint32{50, 100}, Interval: 10 * time.Second, State: registry.RolloutProgressing}
+	if err := r.Validate("helloworld", "default"); err == nil {
+		t.Fatal("a 10 s interval accepted")
+	}
+	r.Clamp()
+	if err := r.Validate("helloworld", "default"); err != nil || r.Interval != registry.MinRolloutInterval {
+		t.Errorf("clamped: %v, %v", r.Interval, err)
+	}
+}
