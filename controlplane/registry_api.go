@@ -347,6 +347,8 @@ func registryStatus(err error) error {
 		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, registry.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, registry.ErrChanged):
+		return status.Error(codes.Aborted, err.Error()+"; try again")
 	case errors.Is(err, registry.ErrUnavailable):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

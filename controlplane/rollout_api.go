@@ -96,7 +96,7 @@ func (a *registryAPI) AbortRollout(ctx context.Context, req *registryv1.AbortRol
 	r.State, r.Since, r.Message = registry.RolloutAborted, time.Now().UTC(), "aborted by "+caller.String()+"; all traffic back to "+r.From
 	sp.Rollout = &r
 	sp.Versions = r.Shares()
-	if err := a.reg.SetSplit(ctx, sp); err != nil {
+	if err := a.reg.SetSplitIf(ctx, sp, cur); err != nil {
 		return nil, registryStatus(err)
 	}
 	a.log.Info("rollout aborted", "service", sp.Service, "namespace", ns, "shares", registry.Shares(sp.Versions), "by", caller.String())

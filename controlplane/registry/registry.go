@@ -30,6 +30,11 @@ type Registry interface {
 	// SetSplit sets how a service's callers spread its requests over its
 	// versions, replacing the split it had.
 	SetSplit(ctx context.Context, s Split) error
+	// SetSplitIf sets s only while the service's split is still prev (nil:
+	// it has none), ErrChanged otherwise: a write that must not undo one
+	// made since it read (a rollout's next step against an operator's
+	// split set).
+	SetSplitIf(ctx context.Context, s Split, prev *Split) error
 	// DeleteSplit removes a service's split (its callers then use every
 	// instance alike); ErrNotFound if it has none.
 	DeleteSplit(ctx context.Context, namespace, service string) error
@@ -87,6 +92,7 @@ var (
 	ErrNotFound    = errors.New("not found")
 	ErrConflict    = errors.New("instance ID already registered for another service")
 	ErrUnavailable = errors.New("registry unavailable")
+	ErrChanged     = errors.New("changed since it was read")
 )
 
 // Protocols an instance serves.

@@ -39,6 +39,24 @@ type Rollout struct {
 	Message string `json:"message,omitempty"`
 }
 
+// SameSplit reports whether a and b are the same split, their rollouts
+// included (times compared as instants: they may have been through JSON).
+func SameSplit(a, b *Split) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	if a.Namespace != b.Namespace || a.Service != b.Service || a.Header != b.Header || !slices.Equal(a.Versions, b.Versions) {
+		return false
+	}
+	ra, rb := a.Rollout, b.Rollout
+	if ra == nil || rb == nil {
+		return ra == rb
+	}
+	return ra.From == rb.From && ra.To == rb.To && slices.Equal(ra.Steps, rb.Steps) && ra.Step == rb.Step && ra.Since.Equal(rb.Since) &&
+		ra.Interval == rb.Interval && ra.MinSuccess == rb.MinSuccess && ra.MaxP99 == rb.MaxP99 && ra.MinRequests == rb.MinRequests &&
+		ra.State == rb.State && ra.Message == rb.Message
+}
+
 // Rollout states.
 const (
 	RolloutProgressing = "progressing"

@@ -8,6 +8,7 @@ package rollout
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync/atomic"
@@ -121,11 +122,18 @@ func (r *Runner) Check(ctx context.Context) {
 		if !changed {
 			continue
 		}
+		prev := sp
 		next.Clamp()
 		sp.Rollout = &next
 		sp.Versions = next.Shares()
-		if err := r.reg.SetSplit(ctx, sp); err != nil {
-			r.log.Error("moving a rollout on", "service", sp.Service, "namespace", sp.Namespace, "err", err)
+		// Only over the split judged: an operator's split set (or abort)
+		// since then stands, and the next tick judges what is there.
+		if err := r.reg.SetSplitIf(ctx, sp, &prev); err != nil {
+			if errors.Is(err, registry.ErrChanged) {
+				r.log.Info("the split changed while its rollout was judged: judging it again", "service", sp.Service, "namespace", sp.Namespace)
+			} else {
+				r.log.Error("moving a rollout on", "service", sp.Service, "namespace", sp.Namespace, "err", err)
+			}
 			continue
 		}
 		attrs := []any{"service", sp.Service, "namespace", sp.Namespace, "shares", registry.Shares(sp.Versions)}

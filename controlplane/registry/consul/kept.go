@@ -31,9 +31,7 @@ type kvKind[T registry.PerService] struct {
 
 var (
 	splitsKV = kvKind[registry.Split]{prefix: SplitsPrefix, what: "split", validate: (*registry.Split).Validate,
-		equal: func(a, b registry.Split) bool {
-			return a.Namespace == b.Namespace && a.Service == b.Service && a.Header == b.Header && slices.Equal(a.Versions, b.Versions)
-		}}
+		equal: func(a, b registry.Split) bool { return registry.SameSplit(&a, &b) }}
 	policiesKV = kvKind[registry.Policy]{prefix: PoliciesPrefix, what: "policy", validate: (*registry.Policy).Validate,
 		equal: func(a, b registry.Policy) bool {
 			return a.Namespace == b.Namespace && a.Service == b.Service && maps.Equal(a.Keys, b.Keys)
@@ -123,6 +121,44 @@ func (k kvKind[T]) follow(ctx context.Context, w *watch, index uint64, dst *[]T)
 // SetSplit writes the service's split to the KV store.
 func (r *Registry) SetSplit(ctx context.Context, sp registry.Split) error {
 	return splitsKV.set(ctx, r, sp)
+}
+
+// SetSplitIf writes the service's split while the KV store still holds
+// prev: a check-and-set on the value's modify index.
+func (r *Registry) SetSplitIf(ctx context.Context, sp registry.Split, prev *registry.Split) error {
+	if err := sp.Validate(); err != nil {
+		return err
+	}
+	data, err := json.Marshal(sp)
+	if err != nil {
+		return err
+	}
+	key := splitsKV.key(sp.ServiceOf())
+	pair, _, err := r.client.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return r.unavailable(err)
+	}
+	changed := fmt.Errorf("%w: the split of %s.%s", registry.ErrChanged, sp.Service, sp.Namespace)
+	var cur *registry.Split
+	index := uint64(0) // CAS with 0: only if there is none
+	if pair != nil {
+		var x registry.Split
+		if err := json.Unmarshal(pair.Value, &x); err != nil {
+			return changed
+		}
+		cur, index = &x, pair.ModifyIndex
+	}
+	if !registry.SameSplit(cur, prev) {
+		return changed
+	}
+	ok, _, err := r.client.KV().CAS(&api.KVPair{Key: key, Value: data, ModifyIndex: index}, (&api.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return r.unavailable(err)
+	}
+	if !ok {
+		return changed
+	}
+	return nil
 }
 
 // DeleteSplit removes the service's split from the KV store.

@@ -91,6 +91,30 @@ func (r *Registry) SetSplit(_ context.Context, sp registry.Split) error {
 	return setKept(r, r.splits, sp, (*registry.Split).Validate)
 }
 
+// SetSplitIf sets a service's split while it is still prev.
+func (r *Registry) SetSplitIf(_ context.Context, sp registry.Split, prev *registry.Split) error {
+	if err := sp.Validate(); err != nil {
+		return err
+	}
+	data, err := json.Marshal(sp)
+	if err != nil {
+		return err
+	}
+	key := keptKey(sp.ServiceOf())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var cur *registry.Split
+	if x, ok := r.splits.m[key]; ok {
+		cur = &x
+	}
+	if !registry.SameSplit(cur, prev) {
+		return fmt.Errorf("%w: the split of %s.%s", registry.ErrChanged, sp.Service, sp.Namespace)
+	}
+	return r.update(func(tx *bolt.Tx) error {
+		return tx.Bucket(r.splits.bucket).Put([]byte(key), data)
+	}, func() { r.splits.m[key] = sp })
+}
+
 // DeleteSplit removes a service's split.
 func (r *Registry) DeleteSplit(_ context.Context, ns, service string) error {
 	return deleteKept(r, r.splits, ns, service)

@@ -352,11 +352,40 @@ func testSplits(t *testing.T, r registry.Registry) {
 	if err := r.SetSplit(ctxT(t), rolling); err != nil {
 		t.Fatal(err)
 	}
-	waitForKept(t, ch, ns, "the rollout's split", []registry.Split{{Service: "api", Versions: other.Versions, Header: "x-color"}, {Service: "web", Versions: rolling.Versions, Rollout: ro}},
-		func(s registry.Snapshot) []registry.Split { return s.Splits }, func(a, b registry.Split) bool {
-			return a.Service == b.Service && slices.Equal(a.Versions, b.Versions) && (a.Rollout == nil) == (b.Rollout == nil) &&
-				(a.Rollout == nil || reflect.DeepEqual(*a.Rollout, *b.Rollout))
-		})
+	waitForRollout := func(what string, want *registry.Rollout) registry.Split {
+		t.Helper()
+		var got registry.Split
+		waitForKept(t, ch, ns, what, []registry.Split{{Service: "api", Versions: other.Versions, Header: "x-color"}, {Service: "web", Versions: want.Shares(), Rollout: want}},
+			func(s registry.Snapshot) []registry.Split { return s.Splits }, func(a, b registry.Split) bool {
+				if a.Service == "web" {
+					got = a
+				}
+				return a.Service == b.Service && slices.Equal(a.Versions, b.Versions) && (a.Rollout == nil) == (b.Rollout == nil) &&
+					(a.Rollout == nil || reflect.DeepEqual(*a.Rollout, *b.Rollout))
+			})
+		return got
+	}
+	read := waitForRollout("the rollout's split", ro)
+
+	// Written only over what was read: a rollout's next state (the same
+	// shares, a new message: seen by watchers too) over the split it
+	// judged; not over one changed since.
+	next := *ro
+	next.Message = "judged again"
+	if err := r.SetSplitIf(ctxT(t), registry.Split{Namespace: ns, Service: "web", Versions: next.Shares(), Rollout: &next}, &read); err != nil {
+		t.Fatalf("SetSplitIf over the split read: %v", err)
+	}
+	waitForRollout("the rollout's new message", &next)
+	if err := r.SetSplitIf(ctxT(t), registry.Split{Namespace: ns, Service: "web", Versions: ro.Shares(), Rollout: ro}, &read); !errors.Is(err, registry.ErrChanged) {
+		t.Errorf("SetSplitIf over a split changed since: %v, want ErrChanged", err)
+	}
+	if err := r.SetSplitIf(ctxT(t), registry.Split{Namespace: ns, Service: "new", Versions: []registry.VersionWeight{vw("v1", 100)}}, nil); err != nil {
+		t.Errorf("SetSplitIf of a service with none, expecting none: %v", err)
+	}
+	t.Cleanup(func() { _ = r.DeleteSplit(context.Background(), ns, "new") })
+	if err := r.SetSplitIf(ctxT(t), registry.Split{Namespace: ns, Service: "new", Versions: []registry.VersionWeight{vw("v2", 100)}}, nil); !errors.Is(err, registry.ErrChanged) {
+		t.Errorf("SetSplitIf expecting none where there is one: %v, want ErrChanged", err)
+	}
 }
 
 func testInvalidSplits(t *testing.T, r registry.Registry) {
