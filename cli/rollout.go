@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/controlplane/rollout"
 	"github.com/micromesh/micromesh/identity"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 )
@@ -100,7 +101,7 @@ func newRolloutStartCommand(g *globalOptions, s Streams) *cobra.Command {
 					if err != nil {
 						return err
 					}
-					if from, err = rolloutFrom(service, o.namespace, o.to, resp); err != nil {
+					if from, err = rollout.From(service, o.namespace, o.to, resp); err != nil {
 						return err
 					}
 				}
@@ -135,45 +136,6 @@ func newRolloutStartCommand(g *globalOptions, s Streams) *cobra.Command {
 	f.DurationVar(&o.maxP99, "max-p99", 0, "the highest p99 latency of the new version's requests (default: none)")
 	f.Uint32Var(&o.minRequests, "min-requests", 20, "how many requests to the new version a step needs before it is judged")
 	return cmd
-}
-
-// rolloutFrom is the version a rollout to `to` starts from when none is
-// named: the one with the largest share of the service's split, else the
-// only other version with instances.
-func rolloutFrom(service, ns, to string, resp *registryv1.ListServicesResponse) (string, error) {
-	for _, sp := range resp.GetSplits() {
-		if sp.GetService() == service && sp.GetNamespace() == ns {
-			best := ""
-			var most uint32
-			for _, v := range sp.GetVersions() {
-				if v.GetVersion() != to && v.GetWeight() > most {
-					best, most = v.GetVersion(), v.GetWeight()
-				}
-			}
-			if best != "" {
-				return best, nil
-			}
-		}
-	}
-	others := map[string]bool{}
-	for _, svc := range resp.GetServices() {
-		if svc.GetName() == service && svc.GetNamespace() == ns {
-			for _, in := range svc.GetInstances() {
-				if v := in.GetVersion(); v != to && v != "" {
-					others[v] = true
-				}
-			}
-		}
-	}
-	if len(others) == 1 {
-		for v := range others {
-			return v, nil
-		}
-	}
-	if len(others) == 0 {
-		return "", fmt.Errorf("%s.%s runs no version besides %s to move traffic from: name it with --from", service, ns, to)
-	}
-	return "", fmt.Errorf("%s.%s runs %d other versions: name the one traffic moves from with --from", service, ns, len(others))
 }
 
 // rolloutOutput is a rollout as meshctl shows it.

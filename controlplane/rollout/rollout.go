@@ -16,6 +16,7 @@ import (
 
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/controlplane/stats"
+	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 )
 
 // Next is what rollout r does at now, given its new version's traffic
@@ -149,4 +150,43 @@ func (r *Runner) Check(ctx context.Context) {
 			r.log.Info("rollout step", append(attrs, "step", next.Step+1, "of", len(next.Steps))...)
 		}
 	}
+}
+
+// From is the version a rollout of service.ns to `to` starts from when
+// none is named (meshctl rollout start, the dashboard): the one with the largest share of the service's split, else the
+// only other version with instances.
+func From(service, ns, to string, resp *registryv1.ListServicesResponse) (string, error) {
+	for _, sp := range resp.GetSplits() {
+		if sp.GetService() == service && sp.GetNamespace() == ns {
+			best := ""
+			var most uint32
+			for _, v := range sp.GetVersions() {
+				if v.GetVersion() != to && v.GetWeight() > most {
+					best, most = v.GetVersion(), v.GetWeight()
+				}
+			}
+			if best != "" {
+				return best, nil
+			}
+		}
+	}
+	others := map[string]bool{}
+	for _, svc := range resp.GetServices() {
+		if svc.GetName() == service && svc.GetNamespace() == ns {
+			for _, in := range svc.GetInstances() {
+				if v := in.GetVersion(); v != to && v != "" {
+					others[v] = true
+				}
+			}
+		}
+	}
+	if len(others) == 1 {
+		for v := range others {
+			return v, nil
+		}
+	}
+	if len(others) == 0 {
+		return "", fmt.Errorf("%s.%s runs no version besides %s to move traffic from: name it with --from", service, ns, to)
+	}
+	return "", fmt.Errorf("%s.%s runs %d other versions: name the one traffic moves from with --from", service, ns, len(others))
 }

@@ -32,6 +32,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/micromesh/micromesh/controlplane/rollout"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/meshcheck"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
@@ -135,6 +136,7 @@ func New(o Options) http.Handler {
 	if o.Registry != nil {
 		mux.HandleFunc("POST /policy", func(w http.ResponseWriter, r *http.Request) { servePolicy(w, r, o.Registry) })
 		mux.HandleFunc("POST /split", func(w http.ResponseWriter, r *http.Request) { serveSplit(w, r, o.Registry) })
+		mux.HandleFunc("POST /rollout", func(w http.ResponseWriter, r *http.Request) { serveRollout(w, r, o.Registry) })
 	}
 	return headers(mux)
 }
@@ -258,6 +260,54 @@ func serveSplit(w http.ResponseWriter, r *http.Request, reg registryv1.RegistryS
 	_, _ = w.Write([]byte("{}\n"))
 }
 
+// rolloutChange is what POST /rollout takes: a rollout to start (to; from
+// as meshctl rollout start picks it when empty: the version with the
+// largest share, else the only other one running), or abort.
+type rolloutChange struct {
+	serviceRef
+	From  string `json:"from"`
+	To    string `json:"to"`
+	Abort bool   `json:"abort"`
+}
+
+// serveRollout starts a rollout with meshctl rollout start's defaults, or
+// aborts one; the control plane's refusal is a 4xx that says why.
+func serveRollout(w http.ResponseWriter, r *http.Request, reg registryv1.RegistryServiceClient) {
+	var c rolloutChange
+	if !decodeChange(w, r, &c, "rollout", `{"service":…,"namespace":…,"to":"v2"} or {"service":…,"abort":true}`) {
+		return
+	}
+	var err error
+	switch {
+	case c.Abort:
+		_, err = reg.AbortRollout(r.Context(), &registryv1.AbortRolloutRequest{Service: c.Service, Namespace: c.Namespace})
+	case c.To == "":
+		writeError(w, http.StatusBadRequest, "rollout: name the version to roll out (one started with meshctl run --version), or abort")
+		return
+	default:
+		from := c.From
+		if from == "" {
+			resp, lerr := reg.ListServices(r.Context(), &registryv1.ListServicesRequest{Namespace: c.Namespace})
+			if lerr != nil {
+				writeStatus(w, lerr)
+				return
+			}
+			if from, err = rollout.From(c.Service, c.Namespace, c.To, resp); err != nil {
+				writeError(w, http.StatusBadRequest, err.Error())
+				return
+			}
+		}
+		_, err = reg.StartRollout(r.Context(), &registryv1.StartRolloutRequest{Service: c.Service, Namespace: c.Namespace,
+			Rollout: &registryv1.Rollout{From: from, To: c.To}})
+	}
+	if err != nil {
+		writeStatus(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write([]byte("{}\n"))
+}
+
 // tapJSON writes every field, zeros too: gRPC status 0 (OK) is not -1
 // (not gRPC).
 var tapJSON = protojson.MarshalOptions{EmitUnpopulated: true}
@@ -343,6 +393,8 @@ func writeStatus(w http.ResponseWriter, err error) {
 		code = http.StatusNotFound
 	case codes.PermissionDenied:
 		code = http.StatusForbidden
+	case codes.FailedPrecondition, codes.Aborted:
+		code = http.StatusConflict
 	}
 	writeError(w, code, status.Convert(err).Message())
 }

@@ -115,7 +115,7 @@ func TestDashboard(t *testing.T) {
 	}
 	for _, used := range []string{`getJSON("status")`, `getJSON("api/")`, `getJSON("api" + path)`, `fetch("api" + ep.path, { method: "POST"`, `headers.Authorization = "Bearer " + token`, "textContent",
 		`getJSON("traces"`, `getJSON("traces/" + id)`, "headers.traceparent = trace.header", `getJSON("stats?methods=1")`, "setInterval(() => load(true), 5000)", `getJSON("check")`,
-		`fetch("tap?service=" + encodeURIComponent(svc.name) + "&namespace=" + encodeURIComponent(svc.namespace)`, `postChange("policy", change`, "status.policies", `postChange("split", change`, "status.splits", "fetch(url, {"} {
+		`fetch("tap?service=" + encodeURIComponent(svc.name) + "&namespace=" + encodeURIComponent(svc.namespace)`, `postChange("policy", change`, "status.policies", `postChange("split", change`, `postChange("rollout", change`, "status.splits", "fetch(url, {"} {
 		if !strings.Contains(script, used) {
 			t.Errorf("the script no longer has %s: check this test's contract", used)
 		}
@@ -288,6 +288,59 @@ func TestDashboard(t *testing.T) {
 	}
 	if resp, body := send(t, "POST", srv.URL+"/split", `{"service":"helloworld","clear":true}`, same); resp.StatusCode != 200 {
 		t.Errorf("clearing the split: %d %s", resp.StatusCode, body)
+	}
+
+	// /rollout: started (from the version running) and aborted, as meshctl
+	// rollout; refusals say why. Two versions of helloworld registered by
+	// hand: a rollout's start needs their instances, not their traffic.
+	for i, v := range []string{"v1", "v2"} {
+		in := registry.Instance{ID: "hello-" + v, Service: "helloworld", Namespace: "default", Address: "127.0.0.1", Port: uint16(40001 + i),
+			Protocol: registry.ProtocolGRPC, Kind: registry.KindBuiltin, Version: v}
+		if err := cp.Registry().Register(t.Context(), in); err != nil {
+			t.Fatal(err)
+		}
+		defer cp.Registry().Deregister(context.Background(), in.ID)
+	}
+	for _, tc := range []struct {
+		body string
+		code int
+		want string
+	}{
+		{`{"service":"helloworld"}`, 400, "name the version to roll out"},
+		{`{"service":"helloworld","abort":true}`, 404, "has no rollout in progress"},
+		{`{"service":"helloworld","to":"v9"}`, 400, "runs 2 other versions: name the one traffic moves from"},
+		{`{"service":"helloworld","from":"v1","to":"v9"}`, 409, "no instance of version v9 registered"},
+		{`{"service":"helloworld","from":"v1","to":"v2"}`, 200, `{}`},
+		{`{"service":"helloworld","abort":true}`, 200, `{}`},
+	} {
+		if tc.code == 200 {
+			// The registry's snapshot holds the instances (or the
+			// rollout) a moment after the write.
+			poll.Until(t, tc.body, 5*time.Second, 20*time.Millisecond, func() bool {
+				resp, _ := send(t, "POST", srv.URL+"/rollout", tc.body, same)
+				return resp.StatusCode == 200
+			})
+			continue
+		}
+		if resp, body := send(t, "POST", srv.URL+"/rollout", tc.body, same); resp.StatusCode != tc.code || !strings.Contains(body, tc.want) {
+			t.Errorf("POST /rollout %s: %d %s; want %d with %s", tc.body, resp.StatusCode, body, tc.code, tc.want)
+		}
+	}
+	var rolled struct {
+		Splits []struct {
+			Versions []struct {
+				Version string
+				Weight  int
+			}
+			Rollout struct{ From, To, State, Message string }
+		}
+	}
+	if _, body := get(t, srv.URL+"/status", nil); json.Unmarshal([]byte(body), &rolled) != nil || len(rolled.Splits) != 1 ||
+		rolled.Splits[0].Rollout.State != "aborted" || fmt.Sprint(rolled.Splits[0].Versions) != "[{v1 100} {v2 0}]" {
+		t.Errorf("/status after the rollout: %s", body)
+	}
+	if resp, body := send(t, "POST", srv.URL+"/split", `{"service":"helloworld","clear":true}`, same); resp.StatusCode != 200 {
+		t.Errorf("clearing the rollout's split: %d %s", resp.StatusCode, body)
 	}
 
 	// Another site's page cannot make it.

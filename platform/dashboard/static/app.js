@@ -94,6 +94,7 @@ function renderServices() {
         $("#tap-list tbody").replaceChildren();
         $("#policy-note").textContent = "";
         $("#split-note").textContent = "";
+        $("#rollout-note").textContent = "";
       }
       selected = { name: s.name, namespace: s.namespace };
       $("#traces").hidden = true; $("#health").hidden = true; renderServices(); renderService();
@@ -125,6 +126,18 @@ function renderSplit() {
   const sp = (status.splits || []).find((x) => x.service === selected.name && (x.namespace || "default") === selected.namespace);
   $("#split-now").textContent = sp ? (sp.versions || []).map((v) => v.version + " " + (v.weight || 0) + "%").join(" · ") + (sp.header ? " (" + sp.header + " picks one)" : "") : "none (every instance alike)";
   $("#split-clear").hidden = !sp;
+  // Its rollout (meshctl rollout), in progress or ended.
+  const r = sp && sp.rollout;
+  const progressing = r && r.state === "progressing";
+  $("#rollout-now").textContent = !r ? "none" : r.from + " → " + r.to + ": " + r.state +
+    (progressing ? ", step " + ((r.step || 0) + 1) + " of " + (r.steps || []).length : "") + (r.message ? " — " + r.message : "");
+  $("#rollout-abort").hidden = !progressing;
+}
+
+// changeRollout starts ({to}) or aborts ({abort: true}) the open service's
+// rollout, then shows the listing again.
+function changeRollout(change) {
+  return postChange("rollout", change, $("#rollout-note"), change.abort ? "aborted: all traffic back" : "rollout started: the control plane takes it from here");
 }
 
 // changeSplit sets ({versions, header}) or clears ({clear: true}) the open
@@ -169,6 +182,17 @@ $("#split-form").addEventListener("submit", (ev) => {
   changeSplit({ versions, header: $("#split-header").value.trim() });
 });
 $("#split-clear").addEventListener("click", () => changeSplit({ clear: true }));
+$("#rollout-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const to = $("#rollout-to").value.trim();
+  if (!to) {
+    $("#rollout-note").textContent = "name the version to roll out, one started with meshctl run --version";
+    $("#rollout-note").className = "critical";
+    return;
+  }
+  changeRollout({ to }).then(() => { if ($("#rollout-note").className === "passing") $("#rollout-to").value = ""; });
+});
+$("#rollout-abort").addEventListener("click", () => changeRollout({ abort: true }));
 
 // renderPolicy shows the open service's policy: the keys its instances
 // registered (the first's metadata, as meshctl services reads them) and

@@ -148,6 +148,15 @@ async function until(what, cond) {
   click(doc.querySelector("#split-clear"));
   await until("the split cleared", () => splitNow() === "none (every instance alike)");
 
+  // Its rollout: none; the form says what a start needs, and the control
+  // plane's refusal reaches the page.
+  check("no rollout", doc.querySelector("#rollout-now").textContent === "none" && doc.querySelector("#rollout-abort").hidden, doc.querySelector("#rollout-now").textContent);
+  const rolloutForm = (v) => { doc.querySelector("#rollout-to").value = v; doc.querySelector("#rollout-form").dispatchEvent(new w.Event("submit", { cancelable: true })); };
+  rolloutForm("");
+  check("a start with no version", doc.querySelector("#rollout-note").textContent.includes("name the version to roll out"), doc.querySelector("#rollout-note").textContent);
+  rolloutForm("v9");
+  await until("the control plane's refusal", () => doc.querySelector("#rollout-note").textContent.includes("to move traffic from"));
+
 
   // A service whose policy asks for an account's token (prod's
   // helloworld): refused without one, answered with the token field set.
