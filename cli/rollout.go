@@ -15,6 +15,7 @@ import (
 	"github.com/micromesh/micromesh/controlplane/rollout"
 	"github.com/micromesh/micromesh/identity"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
+	statsv1 "github.com/micromesh/micromesh/proto/stats/v1"
 )
 
 func newRolloutCommand(g *globalOptions, s Streams) *cobra.Command {
@@ -92,17 +93,15 @@ func newRolloutStartCommand(g *globalOptions, s Streams) *cobra.Command {
 			if o.to == "" {
 				return fmt.Errorf("name the version to roll out with --to (one started with meshctl run --version)")
 			}
-			var sp *registryv1.Split
-			err = withAdmin(cmd.Context(), g, o.controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
-				client := registryv1.NewRegistryServiceClient(conn)
+			out, err := changeRollout(cmd.Context(), g, o.controlPlane, func(ctx context.Context, client registryv1.RegistryServiceClient) (*registryv1.Split, error) {
 				from := o.from
 				if from == "" {
 					resp, err := client.ListServices(ctx, &registryv1.ListServicesRequest{Namespace: o.namespace})
 					if err != nil {
-						return err
+						return nil, err
 					}
 					if from, err = rollout.From(service, o.namespace, o.to, resp); err != nil {
-						return err
+						return nil, err
 					}
 				}
 				r := &registryv1.Rollout{From: from, To: o.to, Steps: steps, Interval: durationpb.New(o.interval),
@@ -111,16 +110,11 @@ func newRolloutStartCommand(g *globalOptions, s Streams) *cobra.Command {
 					r.MaxP99 = durationpb.New(o.maxP99)
 				}
 				resp, err := client.StartRollout(ctx, &registryv1.StartRolloutRequest{Service: service, Namespace: o.namespace, Rollout: r})
-				if err != nil {
-					return err
-				}
-				sp = resp.GetSplit()
-				return nil
+				return resp.GetSplit(), err
 			})
 			if err != nil {
 				return err
 			}
-			out := rolloutOf(sp)
 			return render(s.Out, g.output, out, func() string {
 				return fmt.Sprintf("rollout of %s.%s started: %s\n%s", out.Service, out.Namespace, out.Shares, describeRollout(out))
 			})
@@ -136,6 +130,21 @@ func newRolloutStartCommand(g *globalOptions, s Streams) *cobra.Command {
 	f.DurationVar(&o.maxP99, "max-p99", 0, "the highest p99 latency of the new version's requests (default: none)")
 	f.Uint32Var(&o.minRequests, "min-requests", 20, "how many requests to the new version a step needs before it is judged")
 	return cmd
+}
+
+// changeRollout calls the registry as change does and answers the split
+// it returns as a rollout.
+func changeRollout(ctx context.Context, g *globalOptions, controlPlane string, change func(context.Context, registryv1.RegistryServiceClient) (*registryv1.Split, error)) (rolloutOutput, error) {
+	var sp *registryv1.Split
+	err := withAdmin(ctx, g, controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
+		var err error
+		sp, err = change(ctx, registryv1.NewRegistryServiceClient(conn))
+		return err
+	})
+	if err != nil {
+		return rolloutOutput{}, err
+	}
+	return rolloutOf(sp), nil
 }
 
 // rolloutOutput is a rollout as meshctl shows it.
@@ -154,6 +163,46 @@ type rolloutOutput struct {
 	MinRequests uint32    `json:"min_requests"`
 	State       string    `json:"state"`
 	Message     string    `json:"message,omitempty"`
+	// Canary is how the new version is doing now, as its callers report
+	// (a rollout in progress, in meshctl rollout status).
+	Canary *canaryJSON `json:"canary,omitempty"`
+}
+
+// canaryJSON is a rollout's new version's calls over the window its step
+// is judged on: every caller's added up, p99 the slowest caller's.
+type canaryJSON struct {
+	Window      string  `json:"window"`
+	Requests    uint64  `json:"requests"`
+	Failures    uint64  `json:"failures"`
+	SuccessRate float64 `json:"success_rate"`
+	P99         string  `json:"p99,omitempty"`
+}
+
+// canaryNow reads the stats API for the calls to a rollout's new version
+// (its cluster, "name.namespace|version") over the window the control
+// plane judges the step on.
+func canaryNow(ctx context.Context, conn *grpc.ClientConn, sp *registryv1.Split) (*canaryJSON, error) {
+	ro := sp.GetRollout()
+	window := min(max(time.Since(ro.GetSince().AsTime()), registry.MinRolloutInterval), ro.GetInterval().AsDuration(), 10*time.Minute)
+	resp, err := statsv1.NewStatsServiceClient(conn).GetStats(ctx, &statsv1.GetStatsRequest{Namespace: sp.GetNamespace(), Service: sp.GetService(), Window: durationpb.New(window)})
+	if err != nil {
+		return nil, err
+	}
+	c := &canaryJSON{Window: window.Round(time.Second).String()}
+	dest := sp.GetService() + "." + sp.GetNamespace() + "|" + ro.GetTo()
+	var p99 time.Duration
+	for _, e := range resp.GetEdges() {
+		if e.GetDestination() == dest {
+			c.Requests += e.GetTraffic().GetRequests()
+			c.Failures += e.GetTraffic().GetFailures()
+			p99 = max(p99, e.GetTraffic().GetP99().AsDuration())
+		}
+	}
+	if c.Requests > 0 {
+		c.SuccessRate = 1 - float64(c.Failures)/float64(c.Requests)
+		c.P99 = p99.Round(100 * time.Microsecond).String()
+	}
+	return c, nil
 }
 
 func rolloutOf(sp *registryv1.Split) rolloutOutput {
@@ -191,6 +240,14 @@ func describeRollout(r rolloutOutput) string {
 		cond += ", p99 ≤ " + r.MaxP99
 	}
 	fmt.Fprintf(&b, "  asks of %s: %s, judged on ≥ %d requests\n", r.To, cond, r.MinRequests)
+	if c := r.Canary; c != nil {
+		if c.Requests == 0 {
+			fmt.Fprintf(&b, "  now: no calls to %s reported in the last %s\n", r.To, c.Window)
+		} else {
+			fmt.Fprintf(&b, "  now: %d calls to %s in the last %s, %s success, p99 %s (the slowest caller's)\n", c.Requests, r.To, c.Window,
+				strconv.FormatFloat(c.SuccessRate*100, 'f', 1, 64)+" %", c.P99)
+		}
+	}
 	if r.Message != "" {
 		fmt.Fprintf(&b, "  %s\n", r.Message)
 	}
@@ -218,7 +275,13 @@ func newRolloutStatusCommand(g *globalOptions, s Streams) *cobra.Command {
 				}
 				for _, sp := range resp.GetSplits() {
 					if sp.GetRollout() != nil && (len(args) == 0 || sp.GetService() == args[0]) {
-						outs = append(outs, rolloutOf(sp))
+						r := rolloutOf(sp)
+						if r.State == registry.RolloutProgressing {
+							if r.Canary, err = canaryNow(ctx, conn, sp); err != nil {
+								return err
+							}
+						}
+						outs = append(outs, r)
 					}
 				}
 				return nil
@@ -256,19 +319,13 @@ func newRolloutAbortCommand(g *globalOptions, s Streams) *cobra.Command {
 			if err := identity.ValidateName("service name", args[0]); err != nil {
 				return err
 			}
-			var sp *registryv1.Split
-			err := withAdmin(cmd.Context(), g, controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
-				resp, err := registryv1.NewRegistryServiceClient(conn).AbortRollout(ctx, &registryv1.AbortRolloutRequest{Service: args[0], Namespace: namespace})
-				if err != nil {
-					return err
-				}
-				sp = resp.GetSplit()
-				return nil
+			out, err := changeRollout(cmd.Context(), g, controlPlane, func(ctx context.Context, client registryv1.RegistryServiceClient) (*registryv1.Split, error) {
+				resp, err := client.AbortRollout(ctx, &registryv1.AbortRolloutRequest{Service: args[0], Namespace: namespace})
+				return resp.GetSplit(), err
 			})
 			if err != nil {
 				return err
 			}
-			out := rolloutOf(sp)
 			return render(s.Out, g.output, out, func() string {
 				return fmt.Sprintf("rollout of %s.%s aborted: %s\n", out.Service, out.Namespace, out.Shares)
 			})

@@ -135,6 +135,11 @@ func TestRolloutCommands(t *testing.T) {
 	if err != nil || !strings.Contains(out, "v1=50 v3=50") {
 		t.Fatalf("rollout start v3: %q, %v", out, err)
 	}
+	// Status shows what the control plane judges: v3's calls so far.
+	poll.Until(t, "v3's calls in rollout status", 20*time.Second, 200*time.Millisecond, func() bool {
+		text, _ := cli("rollout", "status", "helloworld")
+		return strings.Contains(text, "calls to v3 in the last 30s, 100.0 % success, p99 ")
+	})
 	poll.Until(t, "the second step", 45*time.Second, 200*time.Millisecond, func() bool { r := status(); return r.Step == 1 && r.Shares == "v1=0 v3=100" })
 	poll.Until(t, "the rollout's success", 45*time.Second, 200*time.Millisecond, func() bool { return status().State == "succeeded" })
 	if r := status(); r.Shares != "v1=0 v3=100" || !strings.Contains(r.Message, "v3 took all traffic and stayed healthy") {

@@ -264,11 +264,8 @@ func (a *registryAPI) DeletePolicy(ctx context.Context, req *registryv1.DeletePo
 // remove removes what the registry keeps for a service (what: "split",
 // "policy") with del, for a caller that may act on the service.
 func (a *registryAPI) remove(ctx context.Context, what, ns, service string, del func(ctx context.Context, ns, service string) error) error {
-	caller, err := a.caller(ctx)
+	caller, ns, err := a.callerOn(ctx, ns, service)
 	if err != nil {
-		return err
-	}
-	if ns, err = serviceOf(caller, ns, service); err != nil {
 		return err
 	}
 	if err := del(ctx, ns, service); err != nil {
@@ -276,6 +273,17 @@ func (a *registryAPI) remove(ctx context.Context, what, ns, service string, del 
 	}
 	a.log.Info(what+" removed", "service", service, "namespace", ns, "by", caller.String())
 	return nil
+}
+
+// callerOn is the caller of a request on service ns/name, once checked
+// that it may act on it, and the namespace (default when empty).
+func (a *registryAPI) callerOn(ctx context.Context, ns, service string) (identity.ID, string, error) {
+	caller, err := a.caller(ctx)
+	if err != nil {
+		return identity.ID{}, "", err
+	}
+	ns, err = serviceOf(caller, ns, service)
+	return caller, ns, err
 }
 
 // serviceOf checks a request's service and namespace (default when empty)

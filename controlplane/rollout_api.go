@@ -25,11 +25,7 @@ const (
 // one version to another; the rollout runner (controlplane/rollout) takes
 // it on from there.
 func (a *registryAPI) StartRollout(ctx context.Context, req *registryv1.StartRolloutRequest) (*registryv1.StartRolloutResponse, error) {
-	caller, err := a.caller(ctx)
-	if err != nil {
-		return nil, err
-	}
-	ns, err := serviceOf(caller, req.GetNamespace(), req.GetService())
+	caller, ns, err := a.callerOn(ctx, req.GetNamespace(), req.GetService())
 	if err != nil {
 		return nil, err
 	}
@@ -78,11 +74,7 @@ func (a *registryAPI) StartRollout(ctx context.Context, req *registryv1.StartRol
 // AbortRollout ends a service's rollout in progress, all traffic back to
 // the version it came from.
 func (a *registryAPI) AbortRollout(ctx context.Context, req *registryv1.AbortRolloutRequest) (*registryv1.AbortRolloutResponse, error) {
-	caller, err := a.caller(ctx)
-	if err != nil {
-		return nil, err
-	}
-	ns, err := serviceOf(caller, req.GetNamespace(), req.GetService())
+	caller, ns, err := a.callerOn(ctx, req.GetNamespace(), req.GetService())
 	if err != nil {
 		return nil, err
 	}
