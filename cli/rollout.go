@@ -256,41 +256,39 @@ func describeRollout(r rolloutOutput) string {
 
 func newRolloutStatusCommand(g *globalOptions, s Streams) *cobra.Command {
 	var namespace, controlPlane string
+	var watch bool
 	cmd := &cobra.Command{
-		Use:     "status [SERVICE]",
-		Short:   "Show the rollouts of a namespace's services, in progress or ended",
+		Use:   "status [SERVICE]",
+		Short: "Show the rollouts of a namespace's services, in progress or ended",
+		Long: `Show the rollouts of a namespace's services, in progress or ended: where
+each is, what it asks of the new version, how the new version is doing now.
+With --watch and a service, follow its rollout until it ends: each step and
+change is printed as it happens, and the command fails unless the rollout
+succeeded (for a pipeline: meshctl rollout start ... && meshctl rollout
+status S --watch).`,
 		Args:    cobra.MaximumNArgs(1),
-		Example: "  meshctl rollout status\n  meshctl rollout status helloworld -o json",
+		Example: "  meshctl rollout status\n  meshctl rollout status helloworld -o json\n  meshctl rollout status helloworld --watch",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
 				if err := identity.ValidateName("service name", args[0]); err != nil {
 					return err
 				}
+			} else if watch {
+				return fmt.Errorf("--watch follows one service's rollout: name the service")
 			}
-			var outs []rolloutOutput
-			err := withAdmin(cmd.Context(), g, controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
-				resp, err := registryv1.NewRegistryServiceClient(conn).ListServices(ctx, &registryv1.ListServicesRequest{Namespace: namespace})
-				if err != nil {
-					return err
-				}
-				for _, sp := range resp.GetSplits() {
-					if sp.GetRollout() != nil && (len(args) == 0 || sp.GetService() == args[0]) {
-						r := rolloutOf(sp)
-						if r.State == registry.RolloutProgressing {
-							if r.Canary, err = canaryNow(ctx, conn, sp); err != nil {
-								return err
-							}
-						}
-						outs = append(outs, r)
-					}
-				}
-				return nil
-			})
+			service := ""
+			if len(args) == 1 {
+				service = args[0]
+			}
+			outs, err := listRollouts(cmd.Context(), g, controlPlane, namespace, service)
 			if err != nil {
 				return err
 			}
-			if len(args) == 1 && len(outs) == 0 {
-				return fmt.Errorf("%s.%s has no rollout: start one with meshctl rollout start %s --to VERSION", args[0], namespace, args[0])
+			if service != "" && len(outs) == 0 {
+				return fmt.Errorf("%s.%s has no rollout: start one with meshctl rollout start %s --to VERSION", service, namespace, service)
+			}
+			if watch {
+				return watchRollout(cmd.Context(), g, s, controlPlane, outs[0])
 			}
 			return render(s.Out, g.output, outs, func() string {
 				if len(outs) == 0 {
@@ -305,7 +303,77 @@ func newRolloutStatusCommand(g *globalOptions, s Streams) *cobra.Command {
 		},
 	}
 	targetFlags(cmd, &namespace, &controlPlane)
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "follow the service's rollout until it ends; fail unless it succeeded")
 	return cmd
+}
+
+// listRollouts reads the rollouts of namespace's services (or service's),
+// with the new version's calls now for those in progress.
+func listRollouts(ctx context.Context, g *globalOptions, controlPlane, namespace, service string) ([]rolloutOutput, error) {
+	var outs []rolloutOutput
+	err := withAdmin(ctx, g, controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
+		resp, err := registryv1.NewRegistryServiceClient(conn).ListServices(ctx, &registryv1.ListServicesRequest{Namespace: namespace})
+		if err != nil {
+			return err
+		}
+		for _, sp := range resp.GetSplits() {
+			if sp.GetRollout() != nil && (service == "" || sp.GetService() == service) {
+				r := rolloutOf(sp)
+				if r.State == registry.RolloutProgressing {
+					if r.Canary, err = canaryNow(ctx, conn, sp); err != nil {
+						return err
+					}
+				}
+				outs = append(outs, r)
+			}
+		}
+		return nil
+	})
+	return outs, err
+}
+
+// rolloutWatchEvery is how often --watch looks: the control plane judges
+// every 2 s.
+var rolloutWatchEvery = 2 * time.Second
+
+// watchRollout prints r's state, then each change of its step, state or
+// message, until it ends: nil if it succeeded, an error saying how it
+// ended otherwise. -o json: one object per change.
+func watchRollout(ctx context.Context, g *globalOptions, s Streams, controlPlane string, r rolloutOutput) error {
+	show := func(r rolloutOutput) error {
+		return render(s.Out, g.output, r, func() string {
+			return fmt.Sprintf("%s %s.%s: %s (%s)\n%s", time.Now().Format("15:04:05"), r.Service, r.Namespace, r.State, r.Shares, describeRollout(r))
+		})
+	}
+	if err := show(r); err != nil {
+		return err
+	}
+	last := r
+	for r.State == registry.RolloutProgressing {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(rolloutWatchEvery):
+		}
+		outs, err := listRollouts(ctx, g, controlPlane, r.Namespace, r.Service)
+		if err != nil {
+			return err
+		}
+		if len(outs) == 0 {
+			return fmt.Errorf("the rollout of %s.%s is gone: its split was cleared", r.Service, r.Namespace)
+		}
+		r = outs[0]
+		if r.Step != last.Step || r.State != last.State || r.Message != last.Message || !r.Since.Equal(last.Since) {
+			if err := show(r); err != nil {
+				return err
+			}
+			last = r
+		}
+	}
+	if r.State != registry.RolloutSucceeded {
+		return fmt.Errorf("the rollout of %s.%s %s: %s", r.Service, r.Namespace, r.State, r.Message)
+	}
+	return nil
 }
 
 func newRolloutAbortCommand(g *globalOptions, s Streams) *cobra.Command {

@@ -16,7 +16,6 @@ import (
 	hellohandler "github.com/micromesh/micromesh/examples/helloworld/handler"
 	hellopb "github.com/micromesh/micromesh/examples/helloworld/proto"
 	"github.com/micromesh/micromesh/internal/meshtest"
-	"github.com/micromesh/micromesh/internal/poll"
 	"github.com/micromesh/micromesh/service"
 )
 
@@ -90,6 +89,7 @@ func TestRolloutCommands(t *testing.T) {
 		"rollout start helloworld --to v1":                   "name the one traffic moves from with --from",
 		"rollout abort helloworld":                           "no rollout in progress",
 		"rollout status helloworld":                          "has no rollout",
+		"rollout status --watch":                             "name the service",
 	} {
 		if _, err := cli(strings.Fields(args)...); err == nil || !strings.Contains(describe(err), mention) {
 			t.Errorf("%s: %v; want an error mentioning %q", args, err, mention)
@@ -101,7 +101,10 @@ func TestRolloutCommands(t *testing.T) {
 	if err != nil || !strings.Contains(out, "rollout of helloworld.default started: v1=80 v2=20") || !strings.Contains(out, "step 1 of 2 (v2 at 20 %)") {
 		t.Fatalf("rollout start: %q, %v", out, err)
 	}
-	poll.Until(t, "the broken version rolled back", 30*time.Second, 200*time.Millisecond, func() bool { return status().State == "rolled back" })
+	// Followed until it ends: it fails, saying how.
+	if _, err := cli("rollout", "status", "helloworld", "--watch"); err == nil || !strings.Contains(err.Error(), "the rollout of helloworld.default rolled back: v2's success rate") {
+		t.Fatalf("rollout status --watch of the broken version: %v", err)
+	}
 	r := status()
 	if r.Shares != "v1=100 v2=0" || !strings.Contains(r.Message, "v2's success rate") || !strings.Contains(r.Message, "all traffic back to v1") {
 		t.Errorf("rolled back: %+v", r)
@@ -135,13 +138,13 @@ func TestRolloutCommands(t *testing.T) {
 	if err != nil || !strings.Contains(out, "v1=50 v3=50") {
 		t.Fatalf("rollout start v3: %q, %v", out, err)
 	}
-	// Status shows what the control plane judges: v3's calls so far.
-	poll.Until(t, "v3's calls in rollout status", 20*time.Second, 200*time.Millisecond, func() bool {
-		text, _ := cli("rollout", "status", "helloworld")
-		return strings.Contains(text, "calls to v3 in the last 30s, 100.0 % success, p99 ")
-	})
-	poll.Until(t, "the second step", 45*time.Second, 200*time.Millisecond, func() bool { r := status(); return r.Step == 1 && r.Shares == "v1=0 v3=100" })
-	poll.Until(t, "the rollout's success", 45*time.Second, 200*time.Millisecond, func() bool { return status().State == "succeeded" })
+	// Followed until it ends, each step as it comes with what the control
+	// plane judged (v3's calls): it succeeds.
+	watched, _, err := runCLIWithin(t, 2*time.Minute, "--home", home, "rollout", "status", "helloworld", "--watch")
+	if err != nil || !strings.Contains(watched, "step 2 of 2 (v3 at 100 %)") || !strings.Contains(watched, "calls to v3 in the last 30s, 100.0 % success, p99 ") ||
+		!strings.Contains(watched, "helloworld.default: succeeded (v1=0 v3=100)") {
+		t.Fatalf("rollout status --watch: %v\n%s", err, watched)
+	}
 	if r := status(); r.Shares != "v1=0 v3=100" || !strings.Contains(r.Message, "v3 took all traffic and stayed healthy") {
 		t.Errorf("succeeded: %+v", r)
 	}

@@ -16,9 +16,16 @@ import (
 // standard error.
 func runCLIErr(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
+	return runCLIWithin(t, 30*time.Second, args...)
+}
+
+// runCLIWithin is runCLIErr for a command given up to d (one that
+// follows something, say).
+func runCLIWithin(t *testing.T, d time.Duration, args ...string) (string, string, error) {
+	t.Helper()
 	var out, errOut bytes.Buffer
 	cmd := NewCommand(Streams{In: strings.NewReader(""), Out: &out, Err: &errOut}, args)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	err := cmd.ExecuteContext(ctx)
 	return out.String(), errOut.String(), err
