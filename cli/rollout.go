@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/micromesh/micromesh/controlplane/registry"
@@ -105,7 +106,7 @@ func newRolloutStartCommand(g *globalOptions, s Streams) *cobra.Command {
 					}
 				}
 				r := &registryv1.Rollout{From: from, To: o.to, Steps: steps, Interval: durationpb.New(o.interval),
-					MinSuccessRate: minSuccess, MinRequests: o.minRequests}
+					MinSuccessRate: proto.Float64(minSuccess), MinRequests: proto.Uint32(o.minRequests)}
 				if o.maxP99 > 0 {
 					r.MaxP99 = durationpb.New(o.maxP99)
 				}

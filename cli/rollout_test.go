@@ -122,8 +122,12 @@ func TestRolloutCommands(t *testing.T) {
 	}
 
 	// Aborted: back to v1 at once.
-	if _, err := cli("rollout", "start", "helloworld", "--to", "v3", "--interval", "30s"); err != nil {
+	// (Zero thresholds are kept as given, not taken for defaults.)
+	if _, err := cli("rollout", "start", "helloworld", "--to", "v3", "--interval", "30s", "--min-success", "0", "--min-requests", "0"); err != nil {
 		t.Fatal(err)
+	}
+	if r := status(); r.MinSuccess != 0 || r.MinRequests != 0 {
+		t.Errorf("zero thresholds read back as %v and %d", r.MinSuccess, r.MinRequests)
 	}
 	if out, err := cli("rollout", "abort", "helloworld"); err != nil || out != "rollout of helloworld.default aborted: v1=100 v3=0\n" {
 		t.Errorf("abort: %q, %v", out, err)

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -42,10 +43,10 @@ func (a *registryAPI) StartRollout(ctx context.Context, req *registryv1.StartRol
 	if p.GetInterval() == nil {
 		r.Interval = defaultRolloutInterval
 	}
-	if p.MinSuccessRate == 0 {
+	if p.MinSuccessRate == nil {
 		r.MinSuccess = defaultRolloutMinSuccess
 	}
-	if p.MinRequests == 0 {
+	if p.MinRequests == nil {
 		r.MinRequests = defaultRolloutMinRequests
 	}
 	if err := r.Validate(req.GetService(), ns); err != nil {
@@ -127,7 +128,7 @@ func (a *registryAPI) hasVersion(ns, name, v string) bool {
 // rolloutToProto converts a rollout for the wire.
 func rolloutToProto(r *registry.Rollout) *registryv1.Rollout {
 	p := &registryv1.Rollout{From: r.From, To: r.To, Steps: r.Steps, Interval: durationpb.New(r.Interval),
-		MinSuccessRate: r.MinSuccess, MinRequests: r.MinRequests, Step: uint32(r.Step), Since: timestamppb.New(r.Since),
+		MinSuccessRate: proto.Float64(r.MinSuccess), MinRequests: proto.Uint32(r.MinRequests), Step: uint32(r.Step), Since: timestamppb.New(r.Since),
 		State: r.State, Message: r.Message}
 	if r.MaxP99 > 0 {
 		p.MaxP99 = durationpb.New(r.MaxP99)

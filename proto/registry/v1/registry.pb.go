@@ -928,12 +928,12 @@ type Rollout struct {
 	Steps []uint32 `protobuf:"varint,3,rep,packed,name=steps,proto3" json:"steps,omitempty"`
 	// How long each step runs before the next (30s-1h; default 1m).
 	Interval *durationpb.Duration `protobuf:"bytes,4,opt,name=interval,proto3" json:"interval,omitempty"`
-	// The lowest success rate of the new version's calls, 0-1 (default
-	// 0.99); the highest p99 latency (unset: none); how many calls a step
-	// needs before it is judged (default 20).
-	MinSuccessRate float64              `protobuf:"fixed64,5,opt,name=min_success_rate,json=minSuccessRate,proto3" json:"min_success_rate,omitempty"`
+	// The lowest success rate of the new version's calls, 0-1 (unset:
+	// 0.99; 0: not judged on it); the highest p99 latency (unset: none);
+	// how many calls a step needs before it is judged (unset: 20).
+	MinSuccessRate *float64             `protobuf:"fixed64,5,opt,name=min_success_rate,json=minSuccessRate,proto3,oneof" json:"min_success_rate,omitempty"`
 	MaxP99         *durationpb.Duration `protobuf:"bytes,6,opt,name=max_p99,json=maxP99,proto3" json:"max_p99,omitempty"`
-	MinRequests    uint32               `protobuf:"varint,7,opt,name=min_requests,json=minRequests,proto3" json:"min_requests,omitempty"`
+	MinRequests    *uint32              `protobuf:"varint,7,opt,name=min_requests,json=minRequests,proto3,oneof" json:"min_requests,omitempty"`
 	// Read only: the step in force (0-based), since when; progressing,
 	// succeeded, rolled back or aborted; what it waits for or why it ended.
 	Step          uint32                 `protobuf:"varint,8,opt,name=step,proto3" json:"step,omitempty"`
@@ -1003,8 +1003,8 @@ func (x *Rollout) GetInterval() *durationpb.Duration {
 }
 
 func (x *Rollout) GetMinSuccessRate() float64 {
-	if x != nil {
-		return x.MinSuccessRate
+	if x != nil && x.MinSuccessRate != nil {
+		return *x.MinSuccessRate
 	}
 	return 0
 }
@@ -1017,8 +1017,8 @@ func (x *Rollout) GetMaxP99() *durationpb.Duration {
 }
 
 func (x *Rollout) GetMinRequests() uint32 {
-	if x != nil {
-		return x.MinRequests
+	if x != nil && x.MinRequests != nil {
+		return *x.MinRequests
 	}
 	return 0
 }
@@ -1540,20 +1540,22 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12@\n" +
 	"\bversions\x18\x03 \x03(\v2$.micromesh.registry.v1.VersionWeightR\bversions\x12\x16\n" +
 	"\x06header\x18\x04 \x01(\tR\x06header\x128\n" +
-	"\arollout\x18\x05 \x01(\v2\x1e.micromesh.registry.v1.RolloutR\arollout\"\xf1\x02\n" +
+	"\arollout\x18\x05 \x01(\v2\x1e.micromesh.registry.v1.RolloutR\arollout\"\xa1\x03\n" +
 	"\aRollout\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12\x14\n" +
 	"\x05steps\x18\x03 \x03(\rR\x05steps\x125\n" +
-	"\binterval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12(\n" +
-	"\x10min_success_rate\x18\x05 \x01(\x01R\x0eminSuccessRate\x122\n" +
-	"\amax_p99\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x06maxP99\x12!\n" +
-	"\fmin_requests\x18\a \x01(\rR\vminRequests\x12\x12\n" +
+	"\binterval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\binterval\x12-\n" +
+	"\x10min_success_rate\x18\x05 \x01(\x01H\x00R\x0eminSuccessRate\x88\x01\x01\x122\n" +
+	"\amax_p99\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x06maxP99\x12&\n" +
+	"\fmin_requests\x18\a \x01(\rH\x01R\vminRequests\x88\x01\x01\x12\x12\n" +
 	"\x04step\x18\b \x01(\rR\x04step\x120\n" +
 	"\x05since\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
 	"\x05state\x18\n" +
 	" \x01(\tR\x05state\x12\x18\n" +
-	"\amessage\x18\v \x01(\tR\amessage\"\x87\x01\n" +
+	"\amessage\x18\v \x01(\tR\amessageB\x13\n" +
+	"\x11_min_success_rateB\x0f\n" +
+	"\r_min_requests\"\x87\x01\n" +
 	"\x13StartRolloutRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x128\n" +
@@ -1684,6 +1686,7 @@ func file_registry_v1_registry_proto_init() {
 	if File_registry_v1_registry_proto != nil {
 		return
 	}
+	file_registry_v1_registry_proto_msgTypes[16].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
