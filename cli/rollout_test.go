@@ -16,6 +16,7 @@ import (
 	hellohandler "github.com/micromesh/micromesh/examples/helloworld/handler"
 	hellopb "github.com/micromesh/micromesh/examples/helloworld/proto"
 	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/internal/poll"
 	"github.com/micromesh/micromesh/service"
 )
 
@@ -112,14 +113,16 @@ func TestRolloutCommands(t *testing.T) {
 	if failed.Load() == 0 {
 		t.Error("no call failed while v2 had a share: the test did not exercise the rollback")
 	}
-	// Callers' sidecars get the split back; then no call fails.
-	time.Sleep(time.Second)
-	failed.Store(0)
-	n := calls.Load()
-	waitFor(t, func() bool { return calls.Load() > n+50 })
-	if f := failed.Load(); f != 0 {
-		t.Errorf("%d calls failed after the rollback", f)
-	}
+	// Once callers' sidecars have the split back (a push away), no call
+	// fails: 50 calls in a row succeed.
+	poll.Until(t, "50 calls in a row without a failure after the rollback", 15*time.Second, 10*time.Millisecond, func() bool {
+		failed.Store(0)
+		n := calls.Load()
+		for calls.Load() < n+50 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		return failed.Load() == 0
+	})
 
 	// Aborted: back to v1 at once.
 	// (Zero thresholds are kept as given, not taken for defaults.)
