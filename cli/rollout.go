@@ -170,13 +170,28 @@ type rolloutOutput struct {
 }
 
 // canaryJSON is a rollout's new version's calls over the window its step
-// is judged on: every caller's added up, p99 the slowest caller's.
+// is judged on, as its callers' built-in sidecars reported them (every
+// caller's added up, p99 the slowest caller's) and as its own did (Own:
+// Envoy sidecars' and proxyless clients' calls too).
 type canaryJSON struct {
-	Window      string  `json:"window"`
+	Window string `json:"window"`
+	canaryTraffic
+	Own canaryTraffic `json:"own"`
+}
+
+type canaryTraffic struct {
 	Requests    uint64  `json:"requests"`
 	Failures    uint64  `json:"failures"`
 	SuccessRate float64 `json:"success_rate"`
 	P99         string  `json:"p99,omitempty"`
+}
+
+func (c *canaryTraffic) set(requests, failures uint64, p99 time.Duration) {
+	c.Requests, c.Failures = requests, failures
+	if requests > 0 {
+		c.SuccessRate = 1 - float64(failures)/float64(requests)
+		c.P99 = p99.Round(100 * time.Microsecond).String()
+	}
 }
 
 // canaryNow reads the stats API for the calls to a rollout's new version
@@ -190,18 +205,24 @@ func canaryNow(ctx context.Context, conn *grpc.ClientConn, sp *registryv1.Split)
 		return nil, err
 	}
 	c := &canaryJSON{Window: window.Round(time.Second).String()}
-	dest := sp.GetService() + "." + sp.GetNamespace() + "|" + ro.GetTo()
+	svc := sp.GetService() + "." + sp.GetNamespace()
+	var requests, failures uint64
 	var p99 time.Duration
 	for _, e := range resp.GetEdges() {
-		if e.GetDestination() == dest {
-			c.Requests += e.GetTraffic().GetRequests()
-			c.Failures += e.GetTraffic().GetFailures()
+		if e.GetDestination() == svc+"|"+ro.GetTo() {
+			requests += e.GetTraffic().GetRequests()
+			failures += e.GetTraffic().GetFailures()
 			p99 = max(p99, e.GetTraffic().GetP99().AsDuration())
 		}
 	}
-	if c.Requests > 0 {
-		c.SuccessRate = 1 - float64(c.Failures)/float64(c.Requests)
-		c.P99 = p99.Round(100 * time.Microsecond).String()
+	c.set(requests, failures, p99)
+	for _, s := range resp.GetServices() {
+		for _, v := range s.GetVersions() {
+			if s.GetService() == svc && v.GetVersion() == ro.GetTo() {
+				t := v.GetTraffic()
+				c.Own.set(t.GetRequests(), t.GetFailures(), t.GetP99().AsDuration())
+			}
+		}
 	}
 	return c, nil
 }
@@ -242,11 +263,18 @@ func describeRollout(r rolloutOutput) string {
 	}
 	fmt.Fprintf(&b, "  asks of %s: %s, judged on ≥ %d requests\n", r.To, cond, r.MinRequests)
 	if c := r.Canary; c != nil {
-		if c.Requests == 0 {
+		switch {
+		case c.Requests == 0 && c.Own.Requests == 0:
 			fmt.Fprintf(&b, "  now: no calls to %s reported in the last %s\n", r.To, c.Window)
-		} else {
+		case c.Requests == 0:
+			fmt.Fprintf(&b, "  now: no calls to %s reported by its callers in the last %s\n", r.To, c.Window)
+		default:
 			fmt.Fprintf(&b, "  now: %d calls to %s in the last %s, %s success, p99 %s (the slowest caller's)\n", c.Requests, r.To, c.Window,
 				strconv.FormatFloat(c.SuccessRate*100, 'f', 1, 64)+" %", c.P99)
+		}
+		if c.Own.Requests > 0 {
+			fmt.Fprintf(&b, "       at %s's own sidecars: %d calls, %s success, p99 %s\n", r.To, c.Own.Requests,
+				strconv.FormatFloat(c.Own.SuccessRate*100, 'f', 1, 64)+" %", c.Own.P99)
 		}
 	}
 	if r.Message != "" {

@@ -17,6 +17,7 @@ import (
 	hellopb "github.com/micromesh/micromesh/examples/helloworld/proto"
 	"github.com/micromesh/micromesh/internal/meshtest"
 	"github.com/micromesh/micromesh/internal/poll"
+	"github.com/micromesh/micromesh/internal/proxylesstest"
 	"github.com/micromesh/micromesh/service"
 )
 
@@ -161,5 +162,70 @@ func TestRolloutCommands(t *testing.T) {
 	text, err := cli("rollout", "status")
 	if err != nil || !strings.Contains(text, "helloworld.default: succeeded (v1=0 v3=100)") || !strings.Contains(text, "asks of v3: success ≥ 99 %, p99 ≤ 2s, judged on ≥ 5 requests") {
 		t.Errorf("rollout status: %q, %v", text, err)
+	}
+}
+
+// A rollout of a service whose callers report nothing — proxyless gRPC
+// clients here, Envoy sidecars alike — is judged on what the new
+// version's own sidecars count: a broken version is rolled back, a
+// healthy one takes all the traffic.
+func TestRolloutJudgedWhereItsCallersReportNothing(t *testing.T) {
+	env := meshtest.NewEnv(t)
+	cp := env.StartControlPlane()
+	often := func(version string) meshtest.SidecarOption {
+		return meshtest.WithOptions(func(o *dataplane.Options) { o.Version = version; o.StatsInterval = 200 * time.Millisecond })
+	}
+	cp.StartService("default", "helloworld", func(s *service.Service) { hellopb.RegisterHelloworldServer(s.Server(), hellohandler.Helloworld{}) }, often("v1"))
+	cp.StartService("default", "helloworld", func(s *service.Service) { hellopb.RegisterHelloworldServer(s.Server(), broken{}) }, often("v2"))
+	cp.StartService("default", "helloworld", func(s *service.Service) { hellopb.RegisterHelloworldServer(s.Server(), hellohandler.Helloworld{}) }, often("v3"))
+	home := string(env.Home)
+	cli := func(args ...string) (string, error) { return runCLI(t, append([]string{"--home", home}, args...)...) }
+	if _, err := cli("split", "set", "helloworld", "v1=100"); err != nil {
+		t.Fatal(err)
+	}
+
+	// A proxyless client (grpc-go's xDS client, no sidecar) calls
+	// helloworld every 10 ms, at most 12,000 times.
+	client := hellopb.NewHelloworldClient(proxylesstest.Dial(t, cp, "default", "caller", "helloworld"))
+	var calls atomic.Int64
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; i < 12000 && ctx.Err() == nil; i++ {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, _ = client.Call(cctx, &hellopb.CallRequest{Name: "r"})
+			cancel()
+			calls.Add(1)
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	t.Cleanup(func() { stop(); wg.Wait() })
+	waitFor(t, func() bool { return calls.Load() > 20 })
+
+	if _, err := cli("rollout", "start", "helloworld", "--to", "v2", "--steps", "20,100", "--interval", "30s", "--min-requests", "5"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli("rollout", "status", "helloworld", "--watch"); err == nil || !strings.Contains(err.Error(), "rolled back: v2's success rate at its own sidecars") {
+		t.Fatalf("rollout status --watch of the broken version: %v", err)
+	}
+
+	if _, err := cli("rollout", "start", "helloworld", "--to", "v3", "--steps", "100", "--interval", "30s", "--min-requests", "5"); err != nil {
+		t.Fatal(err)
+	}
+	// While it runs, status shows v3's own figures (its callers report none).
+	poll.Until(t, "rollout status to show v3's own sidecars' figures", 20*time.Second, 200*time.Millisecond, func() bool {
+		out, err := cli("rollout", "status", "helloworld")
+		return err == nil && strings.Contains(out, "no calls to v3 reported by its callers") && strings.Contains(out, "at v3's own sidecars: ")
+	})
+	watched, _, err := runCLIWithin(t, 2*time.Minute, "--home", home, "rollout", "status", "helloworld", "--watch")
+	if err != nil || !strings.Contains(watched, "helloworld.default: succeeded (v1=0 v3=100)") {
+		t.Fatalf("rollout status --watch: %v\n%s", err, watched)
+	}
+	if text, err := cli("rollout", "status"); err != nil || !strings.Contains(text, "v3 took all traffic and stayed healthy (success rate at its own sidecars 100.0 %") {
+		t.Errorf("rollout status: %q, %v", text, err)
+	}
+	// meshctl stat shows the versions side by side.
+	if text, err := cli("stat", "helloworld", "--window", "1m"); err != nil || !strings.Contains(text, "VERSION (helloworld.default)") || !strings.Contains(text, "\nv2 ") || !strings.Contains(text, "\nv3 ") {
+		t.Errorf("stat: %q, %v", text, err)
 	}
 }

@@ -53,6 +53,14 @@ type serviceStatJSON struct {
 	trafficJSON
 	// Methods: with a SERVICE named, its figures by gRPC method.
 	Methods []methodStatJSON `json:"methods,omitempty"`
+	// Versions: its figures by the version of the instances that served
+	// them.
+	Versions []versionStatJSON `json:"versions,omitempty"`
+}
+
+type versionStatJSON struct {
+	Version string `json:"version"`
+	trafficJSON
 }
 
 type methodStatJSON struct {
@@ -165,6 +173,9 @@ func showStat(ctx context.Context, conn *grpc.ClientConn, req *statsv1.GetStatsR
 		for _, m := range sv.Methods {
 			o.Methods = append(o.Methods, methodStatJSON{Method: m.Method, trafficJSON: trafficOf(m.Traffic)})
 		}
+		for _, v := range sv.Versions {
+			o.Versions = append(o.Versions, versionStatJSON{Version: v.Version, trafficJSON: trafficOf(v.Traffic)})
+		}
 		out.Services = append(out.Services, o)
 	}
 	for _, e := range resp.Edges {
@@ -205,6 +216,19 @@ func renderStat(st statJSON) string {
 		rows = append(rows, append([]string{sv.Service, of}, trafficCells(sv.trafficJSON)...))
 	}
 	b.WriteString(table([]string{"SERVICE", "REPORTING", "SUCCESS", "RPS", "P50", "P95", "P99"}, rows))
+	for _, sv := range st.Services {
+		// Versions side by side (a canary beside the stable one), where
+		// more than one served.
+		if len(sv.Versions) < 2 {
+			continue
+		}
+		rows = rows[:0]
+		for _, v := range sv.Versions {
+			rows = append(rows, append([]string{v.Version}, trafficCells(v.trafficJSON)...))
+		}
+		b.WriteString("\n")
+		b.WriteString(table([]string{"VERSION (" + sv.Service + ")", "SUCCESS", "RPS", "P50", "P95", "P99"}, rows))
+	}
 	for _, sv := range st.Services {
 		if len(sv.Methods) == 0 {
 			continue

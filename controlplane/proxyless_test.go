@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -15,19 +13,16 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
-	xdscreds "google.golang.org/grpc/credentials/xds"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
-	grpcxds "google.golang.org/grpc/xds"
 
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/consultest"
 	"github.com/micromesh/micromesh/internal/meshtest"
-	"github.com/micromesh/micromesh/xds/bootstrap"
+	"github.com/micromesh/micromesh/internal/proxylesstest"
 	"github.com/micromesh/micromesh/xds/policymeta"
 )
 
@@ -110,39 +105,7 @@ func (b *backend) instance() registry.Instance {
 // credentials, bootstrapped as `meshctl bootstrap grpc` would.
 func proxylessClient(t *testing.T, cp *meshtest.ControlPlane) testgrpc.TestServiceClient {
 	t.Helper()
-	dir := t.TempDir()
-	creds := cp.Join("default", "client")
-	if err := creds.WriteDir(dir); err != nil {
-		t.Fatal(err)
-	}
-	doc, err := bootstrap.GRPC(bootstrap.GRPCOptions{
-		ServerURI: cp.Info.Address,
-		NodeID:    identity.NodeID(creds.ID, ""),
-		Cluster:   "client",
-		Files: bootstrap.Files{
-			Cert: filepath.Join(dir, identity.CertFile), Key: filepath.Join(dir, identity.KeyFile), Bundle: filepath.Join(dir, identity.BundleFile),
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "bootstrap.json"), doc, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	resolver, err := grpcxds.NewXDSResolverWithConfigForTesting(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tc, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient("xds:///greeter", grpc.WithResolvers(resolver), grpc.WithTransportCredentials(tc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return testgrpc.NewTestServiceClient(conn)
+	return testgrpc.NewTestServiceClient(proxylesstest.Dial(t, cp, "default", "client", "greeter"))
 }
 
 // The scenario of the issue: two mTLS backends registered as one service; a

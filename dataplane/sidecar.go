@@ -186,9 +186,9 @@ func New(o Options) (*Sidecar, error) {
 	s.src = identity.NewSource(o.Credentials, identity.RemoteRenewer(o.ControlPlane),
 		identity.WithSourceLogger(o.Logger.With("component", "sidecar-cert")),
 		identity.OnRotate(func(c *identity.Credentials) error { return c.WriteDir(o.CertDir) }))
-	s.spans = tracing.NewExporter(tracing.Resource{Instance: o.Instance, SDK: "micromesh-sidecar"}, o.Logger.With("component", "tracing"))
+	s.spans = tracing.NewExporter(tracing.Resource{Instance: o.Instance, Version: o.Version, SDK: "micromesh-sidecar"}, o.Logger.With("component", "tracing"))
 	s.appSpans = tracing.NewAppExporter(o.Credentials.ID.Name+"."+o.Credentials.ID.Namespace, tracing.Resource{Instance: o.Instance}, o.Logger.With("component", "tracing"))
-	s.tap = accesslog.NewExporter(otlpwire.Resource{Instance: o.Instance, SDK: "micromesh-sidecar"}, o.Logger.With("component", "accesslog"))
+	s.tap = accesslog.NewExporter(otlpwire.Resource{Instance: o.Instance, Version: o.Version, SDK: "micromesh-sidecar"}, o.Logger.With("component", "accesslog"))
 	var qlogTracer proxy.QUICTracer
 	if o.QlogDir != "" {
 		var err error
@@ -216,7 +216,7 @@ func New(o Options) (*Sidecar, error) {
 	s.reg.MustRegister(s.lst.conns)
 	if o.StatsInterval >= 0 {
 		s.stats = stats.NewExporter(s.reg, o.Credentials.ID.Name+"."+o.Credentials.ID.Namespace,
-			otlpwire.Resource{Instance: o.Instance, SDK: "micromesh-sidecar"}, o.StatsInterval, o.Logger.With("component", "stats"))
+			otlpwire.Resource{Instance: o.Instance, Version: o.Version, SDK: "micromesh-sidecar"}, o.StatsInterval, o.Logger.With("component", "stats"))
 	}
 	meta := map[string]any{
 		"kind":         "builtin",

@@ -1,6 +1,6 @@
 // Package rollout runs progressive rollouts (`meshctl rollout start`):
 // it judges the new version of each service under one by the calls its
-// callers' sidecars report (controlplane/stats), and moves the service's
+// callers' sidecars and its own report (controlplane/stats), and moves the service's
 // split a step on, or all the way back, in the registry — where the
 // rollout is kept with the split (registry.Rollout), so a restarted
 // control plane carries on where it was.
@@ -19,32 +19,58 @@ import (
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 )
 
+// Canary is a rollout's new version's traffic over a window, seen from
+// both ends.
+type Canary struct {
+	// Callers are the calls to its cluster as the callers' built-in
+	// sidecars reported them: the network and failures to connect
+	// included, but nothing from Envoy sidecars or proxyless clients,
+	// which report no figures.
+	Callers stats.Traffic
+	// Own are the calls that reached it, as its own sidecars reported
+	// them: every caller's, whatever its proxy, with the app's time.
+	Own stats.Traffic
+}
+
 // Next is what rollout r does at now, given its new version's traffic
-// (canary) over the window Window gives: it rolls back as soon as a
-// threshold is crossed with enough requests judged, goes a step on when
-// the step has run its interval healthy (and ends, succeeded, after the
-// last), and otherwise waits — saying for what when the step's time is up
-// but its traffic too thin. changed reports whether r is to be written.
-func Next(r registry.Rollout, canary stats.Traffic, now time.Time) (next registry.Rollout, changed bool) {
+// over the window Window gives: it rolls back as soon as a threshold is
+// crossed in either view of the canary that holds enough requests, goes
+// a step on when the step has run its interval healthy in every view
+// judged (at least one), ends, succeeded, after the last, and otherwise
+// waits — saying for what when the step's time is up but its traffic too
+// thin. changed reports whether r is to be written.
+func Next(r registry.Rollout, canary Canary, now time.Time) (next registry.Rollout, changed bool) {
 	if r.State != registry.RolloutProgressing {
 		return r, false
 	}
-	judged := canary.Requests >= uint64(r.MinRequests) && canary.Requests > 0
-	if judged {
-		if sr := canary.SuccessRate(); sr < r.MinSuccess {
-			return end(r, now, registry.RolloutRolledBack, fmt.Sprintf("%s's success rate %s is under %s (%d of %d requests failed) at %d %%; all traffic back to %s",
-				r.To, percent(sr), percent(r.MinSuccess), canary.Failures, canary.Requests, r.Steps[r.Step], r.From)), true
+	views := []struct {
+		t     stats.Traffic
+		where string
+	}{{canary.Callers, ""}, {canary.Own, " at its own sidecars"}}
+	judged := -1 // the first view judged
+	for i, v := range views {
+		t := v.t
+		if t.Requests < uint64(r.MinRequests) || t.Requests == 0 {
+			continue
 		}
-		if r.MaxP99 > 0 && canary.P99 > r.MaxP99 {
-			return end(r, now, registry.RolloutRolledBack, fmt.Sprintf("%s's p99 latency %v is over %v (%d requests) at %d %%; all traffic back to %s",
-				r.To, canary.P99.Round(time.Millisecond), r.MaxP99, canary.Requests, r.Steps[r.Step], r.From)), true
+		if judged < 0 {
+			judged = i
+		}
+		if sr := t.SuccessRate(); sr < r.MinSuccess {
+			return end(r, now, registry.RolloutRolledBack, fmt.Sprintf("%s's success rate%s %s is under %s (%d of %d requests failed) at %d %%; all traffic back to %s",
+				r.To, v.where, percent(sr), percent(r.MinSuccess), t.Failures, t.Requests, r.Steps[r.Step], r.From)), true
+		}
+		if r.MaxP99 > 0 && t.P99 > r.MaxP99 {
+			return end(r, now, registry.RolloutRolledBack, fmt.Sprintf("%s's p99 latency%s %v is over %v (%d requests) at %d %%; all traffic back to %s",
+				r.To, v.where, t.P99.Round(time.Millisecond), r.MaxP99, t.Requests, r.Steps[r.Step], r.From)), true
 		}
 	}
 	if now.Sub(r.Since) < r.Interval {
 		return r, false
 	}
-	if !judged {
-		msg := fmt.Sprintf("waiting for traffic: %d of the %d requests to %s a step needs, in the last %v", canary.Requests, r.MinRequests, r.To, r.Interval)
+	if judged < 0 {
+		msg := fmt.Sprintf("waiting for traffic: %d of the %d requests to %s a step needs, in the last %v",
+			max(canary.Callers.Requests, canary.Own.Requests), r.MinRequests, r.To, r.Interval)
 		if msg == r.Message {
 			return r, false
 		}
@@ -52,8 +78,9 @@ func Next(r registry.Rollout, canary stats.Traffic, now time.Time) (next registr
 		return r, true
 	}
 	if r.Step == len(r.Steps)-1 {
-		return end(r, now, registry.RolloutSucceeded, fmt.Sprintf("%s took all traffic and stayed healthy (success rate %s, p99 %v)",
-			r.To, percent(canary.SuccessRate()), canary.P99.Round(time.Millisecond))), true
+		t := views[judged].t
+		return end(r, now, registry.RolloutSucceeded, fmt.Sprintf("%s took all traffic and stayed healthy (success rate%s %s, p99 %v)",
+			r.To, views[judged].where, percent(t.SuccessRate()), t.P99.Round(time.Millisecond))), true
 	}
 	r.Step++
 	r.Since = now
@@ -118,8 +145,8 @@ func (r *Runner) Check(ctx context.Context) {
 		if ro == nil || ro.State != registry.RolloutProgressing {
 			continue
 		}
-		dest := sp.Service + "." + sp.Namespace + "|" + ro.To
-		next, changed := Next(*ro, r.stats.Destination(Window(*ro, now), dest), now)
+		svc, window := sp.Service+"."+sp.Namespace, Window(*ro, now)
+		next, changed := Next(*ro, Canary{Callers: r.stats.Destination(window, svc+"|"+ro.To), Own: r.stats.Version(window, svc, ro.To)}, now)
 		if !changed {
 			continue
 		}

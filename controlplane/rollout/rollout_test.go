@@ -14,11 +14,15 @@ func TestNext(t *testing.T) {
 	base := registry.Rollout{From: "v1", To: "v2", Steps: []uint32{10, 50, 100}, Since: t0, Interval: time.Minute,
 		MinSuccess: 0.99, MaxP99: 200 * time.Millisecond, MinRequests: 20, State: registry.RolloutProgressing}
 	at := func(step int) registry.Rollout { r := base; r.Step = step; return r }
-	healthy := stats.Traffic{Requests: 100, Failures: 0, P99: 50 * time.Millisecond}
+	healthy := Canary{Callers: stats.Traffic{Requests: 100, Failures: 0, P99: 50 * time.Millisecond}}
+	// The canary's own sidecars alone report (its callers are Envoy
+	// sidecars or proxyless clients).
+	own := func(t stats.Traffic) Canary { return Canary{Own: t} }
+	callers := func(t stats.Traffic) Canary { return Canary{Callers: t} }
 	for _, c := range []struct {
 		name    string
 		r       registry.Rollout
-		traffic stats.Traffic
+		canary  Canary
 		now     time.Time
 		changed bool
 		state   string
@@ -28,19 +32,30 @@ func TestNext(t *testing.T) {
 		{"healthy, mid-step: waits", at(0), healthy, t0.Add(30 * time.Second), false, registry.RolloutProgressing, 0, ""},
 		{"healthy, step over: next step", at(0), healthy, t0.Add(time.Minute), true, registry.RolloutProgressing, 1, ""},
 		{"healthy at 100 %, step over: succeeded", at(2), healthy, t0.Add(time.Minute), true, registry.RolloutSucceeded, 2, "v2 took all traffic"},
-		{"failing mid-step: rolled back at once", at(1), stats.Traffic{Requests: 100, Failures: 5}, t0.Add(10 * time.Second), true,
+		{"failing mid-step: rolled back at once", at(1), callers(stats.Traffic{Requests: 100, Failures: 5}), t0.Add(10 * time.Second), true,
 			registry.RolloutRolledBack, 1, "v2's success rate 95.0 % is under 99.0 % (5 of 100 requests failed) at 50 %; all traffic back to v1"},
-		{"slow: rolled back", at(0), stats.Traffic{Requests: 100, P99: 300 * time.Millisecond}, t0.Add(time.Minute), true,
+		{"slow: rolled back", at(0), callers(stats.Traffic{Requests: 100, P99: 300 * time.Millisecond}), t0.Add(time.Minute), true,
 			registry.RolloutRolledBack, 0, "v2's p99 latency 300ms is over 200ms"},
-		{"too few requests to judge a failure", at(0), stats.Traffic{Requests: 10, Failures: 10}, t0.Add(10 * time.Second), false, registry.RolloutProgressing, 0, ""},
-		{"step over, too few requests: waits, saying so", at(0), stats.Traffic{Requests: 3}, t0.Add(time.Minute), true,
+		{"too few requests to judge a failure", at(0), callers(stats.Traffic{Requests: 10, Failures: 10}), t0.Add(10 * time.Second), false, registry.RolloutProgressing, 0, ""},
+		{"step over, too few requests: waits, saying so", at(0), callers(stats.Traffic{Requests: 3}), t0.Add(time.Minute), true,
 			registry.RolloutProgressing, 0, "waiting for traffic: 3 of the 20 requests to v2 a step needs"},
-		{"no traffic at all, nothing asked: still waits", func() registry.Rollout { r := at(0); r.MinRequests = 0; return r }(), stats.Traffic{}, t0.Add(time.Minute), true,
+		{"no traffic at all, nothing asked: still waits", func() registry.Rollout { r := at(0); r.MinRequests = 0; return r }(), callers(stats.Traffic{}), t0.Add(time.Minute), true,
 			registry.RolloutProgressing, 0, "waiting for traffic: 0 of the 0"},
-		{"ended: nothing more", func() registry.Rollout { r := at(1); r.State = registry.RolloutAborted; return r }(), stats.Traffic{Requests: 100, Failures: 100}, t0.Add(time.Hour), false,
+		{"ended: nothing more", func() registry.Rollout { r := at(1); r.State = registry.RolloutAborted; return r }(), callers(stats.Traffic{Requests: 100, Failures: 100}), t0.Add(time.Hour), false,
 			registry.RolloutAborted, 1, ""},
+		{"only its own sidecars report, healthy: next step", at(0), own(stats.Traffic{Requests: 100, P99: 20 * time.Millisecond}), t0.Add(time.Minute), true, registry.RolloutProgressing, 1, ""},
+		{"only its own sidecars report, failing: rolled back", at(0), own(stats.Traffic{Requests: 100, Failures: 50}), t0.Add(10 * time.Second), true,
+			registry.RolloutRolledBack, 0, "v2's success rate at its own sidecars 50.0 % is under 99.0 % (50 of 100 requests failed) at 10 %"},
+		{"healthy to its built-in callers, failing Envoy's: rolled back", at(1), Canary{Callers: healthy.Callers, Own: stats.Traffic{Requests: 300, Failures: 30}}, t0.Add(time.Minute), true,
+			registry.RolloutRolledBack, 1, "v2's success rate at its own sidecars 90.0 %"},
+		{"slow where its callers see it, though quick at its own sidecars: rolled back", at(0), Canary{Callers: stats.Traffic{Requests: 100, P99: time.Second}, Own: stats.Traffic{Requests: 100, P99: time.Millisecond}}, t0.Add(time.Minute), true,
+			registry.RolloutRolledBack, 0, "v2's p99 latency 1s is over 200ms"},
+		{"too few calls from its callers, enough at its own sidecars: judged on those", at(2), Canary{Callers: stats.Traffic{Requests: 3, Failures: 3}, Own: stats.Traffic{Requests: 40, P99: 10 * time.Millisecond}}, t0.Add(time.Minute), true,
+			registry.RolloutSucceeded, 2, "v2 took all traffic and stayed healthy (success rate at its own sidecars 100.0 %, p99 10ms)"},
+		{"too few either way: waits, counting the larger", at(0), Canary{Callers: stats.Traffic{Requests: 3}, Own: stats.Traffic{Requests: 7}}, t0.Add(time.Minute), true,
+			registry.RolloutProgressing, 0, "waiting for traffic: 7 of the 20"},
 	} {
-		next, changed := Next(c.r, c.traffic, c.now)
+		next, changed := Next(c.r, c.canary, c.now)
 		if changed != c.changed || next.State != c.state || next.Step != c.step || !strings.Contains(next.Message, c.says) {
 			t.Errorf("%s: changed %v, %s at step %d, %q; want %v, %s at step %d, saying %q", c.name, changed, next.State, next.Step, next.Message, c.changed, c.state, c.step, c.says)
 		}
@@ -52,8 +67,8 @@ func TestNext(t *testing.T) {
 		}
 	}
 	// Waiting says so once: the same message again is no change.
-	r, _ := Next(at(0), stats.Traffic{Requests: 3}, t0.Add(time.Minute))
-	if _, changed := Next(r, stats.Traffic{Requests: 3}, t0.Add(61*time.Second)); changed {
+	r, _ := Next(at(0), callers(stats.Traffic{Requests: 3}), t0.Add(time.Minute))
+	if _, changed := Next(r, callers(stats.Traffic{Requests: 3}), t0.Add(61*time.Second)); changed {
 		t.Error("the same wait written twice")
 	}
 	// The shares follow the state.

@@ -111,6 +111,9 @@ func (a *API) GetStats(ctx context.Context, req *statsv1.GetStatsRequest) (*stat
 				out.Methods = append(out.Methods, &statsv1.MethodStats{Method: name, Traffic: traffic(s.Methods[name])})
 			}
 		}
+		for _, v := range slices.Sorted(maps.Keys(s.Versions)) {
+			out.Versions = append(out.Versions, &statsv1.VersionStats{Version: v, Traffic: traffic(s.Versions[v])})
+		}
 		resp.Services = append(resp.Services, out)
 	}
 	for svc, ids := range registered {

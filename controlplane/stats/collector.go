@@ -91,7 +91,13 @@ func (c *Collector) Export(ctx context.Context, req *collectorv1.ExportMetricsSe
 		if inst == "" || len(inst) > 256 {
 			return nil, status.Errorf(codes.InvalidArgument, "service.instance.id: want the instance's ID (1–256 bytes), so that instances are told apart; got %d bytes", len(inst))
 		}
-		s := &export{at: now, requests: map[reqKey]float64{}, durations: map[durKey]*hist{}}
+		version := attr(attrs, "service.version")
+		if version != "" {
+			if err := identity.ValidateVersion(version); err != nil {
+				return nil, status.Errorf(codes.InvalidArgument, "service.version: %v (the version the instance registered with; leave it out for none)", err)
+			}
+		}
+		s := &export{at: now, version: version, requests: map[reqKey]float64{}, durations: map[durKey]*hist{}}
 		for _, sm := range rm.ScopeMetrics {
 			for _, m := range sm.Metrics {
 				switch m.Name {

@@ -33,6 +33,9 @@ type ServiceStats struct {
 	// Methods are the same by gRPC method ("pkg.Service/Method"; "other"
 	// past the sidecars' bound); requests of no gRPC method are in none.
 	Methods map[string]*Traffic
+	// Versions are the same by the version of the instances that counted
+	// them; those of instances with no version are in none.
+	Versions map[string]*Traffic
 }
 
 // EdgeStats are the calls from Source to Destination, from the callers'
@@ -63,6 +66,9 @@ func (st *Store) Query(window time.Duration) ([]*ServiceStats, []*EdgeStats) {
 				if k.method != "" {
 					svc.method(k.method).add(k, v, d.seconds)
 				}
+				if d.version != "" {
+					svc.version(d.version).add(k, v, d.seconds)
+				}
 			case "outbound":
 				t = &edge(edges, d.service, k.destination).Traffic
 			default:
@@ -77,6 +83,9 @@ func (st *Store) Query(window time.Duration) ([]*ServiceStats, []*EdgeStats) {
 				if k.method != "" {
 					svc.method(k.method).merge(h)
 				}
+				if d.version != "" {
+					svc.version(d.version).merge(h)
+				}
 			case "outbound":
 				edge(edges, d.service, k.destination).merge(h)
 			}
@@ -87,6 +96,9 @@ func (st *Store) Query(window time.Duration) ([]*ServiceStats, []*EdgeStats) {
 		s.percentiles()
 		for _, m := range s.Methods {
 			m.percentiles()
+		}
+		for _, v := range s.Versions {
+			v.percentiles()
 		}
 		sort.Strings(s.Reporting)
 		outS = append(outS, s)
@@ -110,15 +122,34 @@ func (st *Store) Query(window time.Duration) ([]*ServiceStats, []*EdgeStats) {
 // version of a split, "name.namespace|version") over window: how a
 // canary is doing, as its callers saw it.
 func (st *Store) Destination(window time.Duration, dest string) Traffic {
+	return st.sum(window, func(_ *delta, direction, destination string) bool {
+		return direction == "outbound" && destination == dest
+	})
+}
+
+// Version adds up what the instances of service ("name.namespace") that
+// reported version counted inbound over window: how a canary is doing as
+// its own sidecars saw it — every caller's calls, those of Envoy sidecars
+// and proxyless clients too, with the app's time; not the calls that
+// never reached it.
+func (st *Store) Version(window time.Duration, service, version string) Traffic {
+	return st.sum(window, func(d *delta, direction, _ string) bool {
+		return direction == "inbound" && d.service == service && d.version == version
+	})
+}
+
+// sum adds up the series of every instance's delta over window that
+// match.
+func (st *Store) sum(window time.Duration, match func(d *delta, direction, destination string) bool) Traffic {
 	var t Traffic
 	for _, d := range st.deltas(window) {
 		for k, v := range d.requests {
-			if k.direction == "outbound" && k.destination == dest {
+			if match(&d, k.direction, k.destination) {
 				t.add(k, v, d.seconds)
 			}
 		}
 		for k, h := range d.durations {
-			if k.direction == "outbound" && k.destination == dest {
+			if match(&d, k.direction, k.destination) {
 				t.merge(h)
 			}
 		}
@@ -135,6 +166,18 @@ func (s *ServiceStats) method(name string) *Traffic {
 		}
 		t = &Traffic{}
 		s.Methods[name] = t
+	}
+	return t
+}
+
+func (s *ServiceStats) version(v string) *Traffic {
+	t := s.Versions[v]
+	if t == nil {
+		if s.Versions == nil {
+			s.Versions = map[string]*Traffic{}
+		}
+		t = &Traffic{}
+		s.Versions[v] = t
 	}
 	return t
 }

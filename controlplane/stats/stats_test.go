@@ -30,6 +30,7 @@ type sidecar struct {
 	duration *prometheus.HistogramVec
 	service  string
 	instance string
+	version  string // service.version; "" for none
 	start    time.Time
 }
 
@@ -56,8 +57,12 @@ func (s *sidecar) serve(caller *sidecar, n int, code, grpc string, d time.Durati
 		s.requests.WithLabelValues("inbound", callerName(caller), s.service, "quic", code, grpc, method).Inc()
 		s.duration.WithLabelValues("inbound", s.service, method).Observe(d.Seconds())
 		if caller != nil {
-			caller.requests.WithLabelValues("outbound", caller.service, s.service, "quic", code, grpc, method).Inc()
-			caller.duration.WithLabelValues("outbound", s.service, method).Observe(d.Seconds() + .0005)
+			cluster := s.service // as a caller names it: a version's own under a split
+			if s.version != "" {
+				cluster += "|" + s.version
+			}
+			caller.requests.WithLabelValues("outbound", caller.service, cluster, "quic", code, grpc, method).Inc()
+			caller.duration.WithLabelValues("outbound", cluster, method).Observe(d.Seconds() + .0005)
 		}
 	}
 }
@@ -76,7 +81,7 @@ func (s *sidecar) export(t *testing.T, c *Collector, as identity.ID) (*collector
 		t.Fatal(err)
 	}
 	var req collectorv1.ExportMetricsServiceRequest
-	b := dpstats.AppendExportRequest(nil, s.service, otlpwire.Resource{Instance: s.instance}, s.start, time.Now(), fams)
+	b := dpstats.AppendExportRequest(nil, s.service, otlpwire.Resource{Instance: s.instance, Version: s.version}, s.start, time.Now(), fams)
 	if err := proto.Unmarshal(b, &req); err != nil {
 		t.Fatal(err)
 	}
@@ -184,6 +189,57 @@ func TestRatesSuccessAndLatencyOverAWindow(t *testing.T) {
 	}
 }
 
+// A canary as the rollouts judge it: v2's calls as its callers' sidecars
+// saw them (its cluster, "api.shop|v2") and as its own did — those count
+// the calls of callers that report nothing (a proxyless client, an Envoy
+// sidecar) too.
+func TestAVersionSeenFromBothEnds(t *testing.T) {
+	clk := &clock{t: time.Unix(1_800_000_000, 0)}
+	c, st, as := newCollector(clk)
+	web := newSidecar("web.shop", "web-1", clk.t.Add(-time.Hour))
+	v1 := newSidecar("api.shop", "api-1", clk.t.Add(-time.Hour))
+	v1.version = "v1"
+	v2 := newSidecar("api.shop", "api-2", clk.t.Add(-time.Hour))
+	v2.version = "v2"
+	exportAll := func() {
+		for _, s := range []*sidecar{web, v1, v2} {
+			*as = workload(s.service)
+			if resp, err := s.export(t, c, *as); err != nil || resp.PartialSuccess != nil {
+				t.Fatalf("export %s: %v %v", s.instance, resp, err)
+			}
+		}
+	}
+	exportAll()
+	for range 3 {
+		clk.t = clk.t.Add(10 * time.Second)
+		v1.serve(web, 90, "200", "", time.Millisecond)
+		v2.serve(web, 9, "200", "", 5*time.Millisecond)
+		v2.serve(web, 1, "503", "", 5*time.Millisecond)
+		v2.serve(nil, 20, "503", "", 50*time.Millisecond) // a proxyless client's calls
+		exportAll()
+	}
+	callers, own := st.Destination(time.Minute, "api.shop|v2"), st.Version(time.Minute, "api.shop", "v2")
+	if callers.Requests != 30 || callers.Failures != 3 {
+		t.Errorf("v2 as its callers saw it: %d requests, %d failed; want 30, 3", callers.Requests, callers.Failures)
+	}
+	if own.Requests != 90 || own.Failures != 63 || own.P99 <= 10*time.Millisecond {
+		t.Errorf("v2 at its own sidecars: %d requests, %d failed, p99 %v; want 90, 63, over 10 ms", own.Requests, own.Failures, own.P99)
+	}
+	if v := st.Version(time.Minute, "api.shop", "v1"); v.Requests != 270 || v.Failures != 0 {
+		t.Errorf("v1 at its own sidecars: %+v", v)
+	}
+	if v := st.Version(time.Minute, "web.shop", "v2"); v.Requests != 0 {
+		t.Errorf("another service's v2: %+v", v)
+	}
+	svcs, _ := st.Query(time.Minute)
+	if len(svcs) != 2 || len(svcs[0].Versions) != 2 || svcs[0].Versions["v2"].Requests != 90 || svcs[0].Versions["v1"].Requests != 270 || svcs[0].Versions["v2"].P50 == 0 {
+		t.Errorf("api's versions: %+v", svcs[0].Versions)
+	}
+	if len(svcs[1].Versions) != 0 {
+		t.Errorf("web, of no version: %+v", svcs[1].Versions)
+	}
+}
+
 // Frequent exports do not grow what is kept: one sample per step.
 func TestSamplesKeptPerStep(t *testing.T) {
 	clk := &clock{t: time.Unix(1_800_000_000, 0)}
@@ -227,6 +283,11 @@ func TestCollectorRefusals(t *testing.T) {
 		t.Errorf("no instance ID: %v", err)
 	}
 	s.instance = "api-1"
+	s.version = "V 2!"
+	if _, err := s.export(t, c, *as); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "service.version") {
+		t.Errorf("a malformed version: %v", err)
+	}
+	s.version = ""
 
 	// A malformed histogram point is refused in a partial success; the
 	// rest is kept.

@@ -57,6 +57,7 @@ type hist struct {
 // the totals began again).
 type export struct {
 	at, start time.Time
+	version   string // the instance's (service.version), "" if none
 	requests  map[reqKey]float64
 	durations map[durKey]*hist
 }
@@ -77,6 +78,7 @@ func (s *sample) empty() bool { return len(s.requests) == 0 && len(s.durations) 
 type instance struct {
 	service string // "name.namespace"
 	id      string
+	version string // as its newest export gave it
 	reqs    []reqKey
 	reqIx   map[reqKey]int
 	durs    []durKey
@@ -162,6 +164,7 @@ func (st *Store) add(service, id string, e *export) error {
 	if n := len(in.samples); n > 0 && !e.at.After(in.samples[n-1].at) {
 		return nil // not newer than what is kept (a retried export)
 	}
+	in.version = e.version
 	s := in.compact(e)
 	if n := len(in.samples); n >= 2 && s.at.Sub(in.samples[n-2].at) < step {
 		in.samples[n-1] = s
@@ -206,6 +209,7 @@ func (st *Store) Expire() {
 type delta struct {
 	service   string
 	instance  string
+	version   string
 	seconds   float64
 	requests  map[reqKey]float64
 	durations map[durKey]*hist
@@ -236,7 +240,7 @@ func (st *Store) deltas(window time.Duration) []delta {
 				break
 			}
 		}
-		d := delta{service: in.service, instance: in.id, requests: map[reqKey]float64{}, durations: map[durKey]*hist{}}
+		d := delta{service: in.service, instance: in.id, version: in.version, requests: map[reqKey]float64{}, durations: map[durKey]*hist{}}
 		switch {
 		case !last.start.IsZero() && !last.start.Before(from):
 			// Started within the window: counted from zero at its start

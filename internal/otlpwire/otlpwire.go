@@ -29,6 +29,7 @@ func Int(k string, v int64) Attr { return Attr{Key: k, Int: v, IsInt: true} }
 // service.name.
 type Resource struct {
 	Instance string // service.instance.id
+	Version  string // service.version: the instance's version ("" when it has none)
 	SDK      string // telemetry.sdk.name
 	Attrs    []Attr // any others
 }
@@ -40,6 +41,9 @@ func AppendResource(b []byte, num protowire.Number, service string, res Resource
 	r = AppendAttr(r, 1, String("service.name", service))
 	if res.Instance != "" {
 		r = AppendAttr(r, 1, String("service.instance.id", res.Instance))
+	}
+	if res.Version != "" {
+		r = AppendAttr(r, 1, String("service.version", res.Version))
 	}
 	if res.SDK != "" {
 		r = AppendAttr(r, 1, String("telemetry.sdk.name", res.SDK))

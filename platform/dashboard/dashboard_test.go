@@ -364,7 +364,7 @@ func TestDashboardInABrowser(t *testing.T) {
 	cp := meshtest.NewEnv(t).StartControlPlane(meshtest.WithTracing(0)) // only the traced call is recorded
 	hello := func(s *service.Service) { pb.RegisterHelloworldServer(s.Server(), handler.Helloworld{}) }
 	often := meshtest.WithOptions(func(o *dataplane.Options) { o.StatsInterval = 200 * time.Millisecond })
-	cp.StartService("default", "helloworld", hello, often)
+	cp.StartService("default", "helloworld", hello, often, meshtest.WithOptions(func(o *dataplane.Options) { o.Version = "v1" }))
 	cp.StartService("prod", "helloworld", hello, often)
 	web := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(web.Close)

@@ -116,6 +116,7 @@ function renderFigures() {
   }
   renderCalls(selected.name + "." + selected.namespace);
   renderMethods(selected.name + "." + selected.namespace);
+  renderVersions(selected.name + "." + selected.namespace);
   renderPolicy(s);
   renderSplit();
 }
@@ -426,14 +427,26 @@ async function showHealth() {
 
 // renderMethods lists a service's figures by gRPC method.
 function renderMethods(svc) {
-  const body = $("#methods tbody");
-  body.replaceChildren();
   const methods = ((stats.services[svc] || {}).methods) || [];
   $("#methods-note").textContent = methods.length ? "" : "No gRPC calls to it in the last minute.";
-  for (const m of methods) {
-    const t = trafficCells(m.traffic);
+  renderTrafficRows($("#methods tbody"), methods.map((m) => [m.method, m.traffic]));
+}
+
+// renderVersions lists a service's figures by the version of the
+// instances that served them.
+function renderVersions(svc) {
+  const versions = ((stats.services[svc] || {}).versions) || [];
+  $("#versions-note").textContent = versions.length ? "" : "No calls to a versioned instance of it in the last minute.";
+  renderTrafficRows($("#versions tbody"), versions.map((v) => [v.version, v.traffic]));
+}
+
+// renderTrafficRows fills body with a row per [name, traffic].
+function renderTrafficRows(body, rows) {
+  body.replaceChildren();
+  for (const [name, traffic] of rows) {
+    const t = trafficCells(traffic);
     const tr = el("tr");
-    tr.append(el("td", m.method), el("td", t.success, t.failing ? "critical" : ""),
+    tr.append(el("td", name), el("td", t.success, t.failing ? "critical" : ""),
       el("td", t.rps), el("td", t.p50), el("td", t.p95), el("td", t.p99));
     body.appendChild(tr);
   }

@@ -96,6 +96,9 @@ async function until(what, cond) {
   const methodRow = doc.querySelector("#methods tbody tr");
   check("its figures by method", methodRow.cells[0].textContent === "examples.helloworld.v1.Helloworld/Call" && methodRow.cells[1].textContent === "100.0%",
     methodRow.textContent);
+  await until("helloworld's versions", () => doc.querySelector("#versions tbody tr"));
+  const versionRow = doc.querySelector("#versions tbody tr");
+  check("its figures by version", versionRow.cells[0].textContent === "v1" && versionRow.cells[1].textContent === "100.0%", versionRow.textContent);
   // The page's refresh every 5 s redraws the figures, not what the user
   // is typing.
   await until("helloworld's endpoint form", () => doc.querySelector(".endpoint textarea"));
@@ -155,7 +158,7 @@ async function until(what, cond) {
   rolloutForm("");
   check("a start with no version", doc.querySelector("#rollout-note").textContent.includes("name the version to roll out"), doc.querySelector("#rollout-note").textContent);
   rolloutForm("v9");
-  await until("the control plane's refusal", () => doc.querySelector("#rollout-note").textContent.includes("to move traffic from"));
+  await until("the control plane's refusal", () => doc.querySelector("#rollout-note").textContent.includes("no instance of version v9 registered"));
 
 
   // A service whose policy asks for an account's token (prod's

@@ -183,7 +183,12 @@ type ServiceStats struct {
 	// By gRPC method ("pkg.Service/Method"), sorted, when asked for: the
 	// sidecars label the first 256 methods they see by name and the rest
 	// "other"; requests that are not gRPC calls are in none.
-	Methods       []*MethodStats `protobuf:"bytes,5,rep,name=methods,proto3" json:"methods,omitempty"`
+	Methods []*MethodStats `protobuf:"bytes,5,rep,name=methods,proto3" json:"methods,omitempty"`
+	// By the version of the instances that counted them (what each
+	// registered with), sorted: a canary's own figures beside the stable
+	// version's, every caller's calls included — Envoy sidecars' and
+	// proxyless clients' too. Instances of no version are in none.
+	Versions      []*VersionStats `protobuf:"bytes,6,rep,name=versions,proto3" json:"versions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -253,6 +258,65 @@ func (x *ServiceStats) GetMethods() []*MethodStats {
 	return nil
 }
 
+func (x *ServiceStats) GetVersions() []*VersionStats {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+type VersionStats struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Traffic       *Traffic               `protobuf:"bytes,2,opt,name=traffic,proto3" json:"traffic,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VersionStats) Reset() {
+	*x = VersionStats{}
+	mi := &file_stats_v1_stats_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VersionStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VersionStats) ProtoMessage() {}
+
+func (x *VersionStats) ProtoReflect() protoreflect.Message {
+	mi := &file_stats_v1_stats_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VersionStats.ProtoReflect.Descriptor instead.
+func (*VersionStats) Descriptor() ([]byte, []int) {
+	return file_stats_v1_stats_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *VersionStats) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *VersionStats) GetTraffic() *Traffic {
+	if x != nil {
+		return x.Traffic
+	}
+	return nil
+}
+
 type MethodStats struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Method        string                 `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
@@ -263,7 +327,7 @@ type MethodStats struct {
 
 func (x *MethodStats) Reset() {
 	*x = MethodStats{}
-	mi := &file_stats_v1_stats_proto_msgTypes[3]
+	mi := &file_stats_v1_stats_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -275,7 +339,7 @@ func (x *MethodStats) String() string {
 func (*MethodStats) ProtoMessage() {}
 
 func (x *MethodStats) ProtoReflect() protoreflect.Message {
-	mi := &file_stats_v1_stats_proto_msgTypes[3]
+	mi := &file_stats_v1_stats_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -288,7 +352,7 @@ func (x *MethodStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MethodStats.ProtoReflect.Descriptor instead.
 func (*MethodStats) Descriptor() ([]byte, []int) {
-	return file_stats_v1_stats_proto_rawDescGZIP(), []int{3}
+	return file_stats_v1_stats_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *MethodStats) GetMethod() string {
@@ -322,7 +386,7 @@ type EdgeStats struct {
 
 func (x *EdgeStats) Reset() {
 	*x = EdgeStats{}
-	mi := &file_stats_v1_stats_proto_msgTypes[4]
+	mi := &file_stats_v1_stats_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -334,7 +398,7 @@ func (x *EdgeStats) String() string {
 func (*EdgeStats) ProtoMessage() {}
 
 func (x *EdgeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_stats_v1_stats_proto_msgTypes[4]
+	mi := &file_stats_v1_stats_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -347,7 +411,7 @@ func (x *EdgeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeStats.ProtoReflect.Descriptor instead.
 func (*EdgeStats) Descriptor() ([]byte, []int) {
-	return file_stats_v1_stats_proto_rawDescGZIP(), []int{4}
+	return file_stats_v1_stats_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *EdgeStats) GetSource() string {
@@ -393,7 +457,7 @@ type Traffic struct {
 
 func (x *Traffic) Reset() {
 	*x = Traffic{}
-	mi := &file_stats_v1_stats_proto_msgTypes[5]
+	mi := &file_stats_v1_stats_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -405,7 +469,7 @@ func (x *Traffic) String() string {
 func (*Traffic) ProtoMessage() {}
 
 func (x *Traffic) ProtoReflect() protoreflect.Message {
-	mi := &file_stats_v1_stats_proto_msgTypes[5]
+	mi := &file_stats_v1_stats_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -418,7 +482,7 @@ func (x *Traffic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Traffic.ProtoReflect.Descriptor instead.
 func (*Traffic) Descriptor() ([]byte, []int) {
-	return file_stats_v1_stats_proto_rawDescGZIP(), []int{5}
+	return file_stats_v1_stats_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Traffic) GetRequests() uint64 {
@@ -483,13 +547,17 @@ const file_stats_v1_stats_proto_rawDesc = "" +
 	"\x10GetStatsResponse\x12<\n" +
 	"\bservices\x18\x01 \x03(\v2 .micromesh.stats.v1.ServiceStatsR\bservices\x123\n" +
 	"\x05edges\x18\x02 \x03(\v2\x1d.micromesh.stats.v1.EdgeStatsR\x05edges\x121\n" +
-	"\x06window\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06window\"\xd6\x01\n" +
+	"\x06window\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06window\"\x94\x02\n" +
 	"\fServiceStats\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\tinstances\x18\x02 \x01(\rR\tinstances\x12\x1c\n" +
 	"\treporting\x18\x03 \x01(\rR\treporting\x125\n" +
 	"\atraffic\x18\x04 \x01(\v2\x1b.micromesh.stats.v1.TrafficR\atraffic\x129\n" +
-	"\amethods\x18\x05 \x03(\v2\x1f.micromesh.stats.v1.MethodStatsR\amethods\"\\\n" +
+	"\amethods\x18\x05 \x03(\v2\x1f.micromesh.stats.v1.MethodStatsR\amethods\x12<\n" +
+	"\bversions\x18\x06 \x03(\v2 .micromesh.stats.v1.VersionStatsR\bversions\"_\n" +
+	"\fVersionStats\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x125\n" +
+	"\atraffic\x18\x02 \x01(\v2\x1b.micromesh.stats.v1.TrafficR\atraffic\"\\\n" +
 	"\vMethodStats\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x125\n" +
 	"\atraffic\x18\x02 \x01(\v2\x1b.micromesh.stats.v1.TrafficR\atraffic\"|\n" +
@@ -520,35 +588,38 @@ func file_stats_v1_stats_proto_rawDescGZIP() []byte {
 	return file_stats_v1_stats_proto_rawDescData
 }
 
-var file_stats_v1_stats_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_stats_v1_stats_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_stats_v1_stats_proto_goTypes = []any{
 	(*GetStatsRequest)(nil),     // 0: micromesh.stats.v1.GetStatsRequest
 	(*GetStatsResponse)(nil),    // 1: micromesh.stats.v1.GetStatsResponse
 	(*ServiceStats)(nil),        // 2: micromesh.stats.v1.ServiceStats
-	(*MethodStats)(nil),         // 3: micromesh.stats.v1.MethodStats
-	(*EdgeStats)(nil),           // 4: micromesh.stats.v1.EdgeStats
-	(*Traffic)(nil),             // 5: micromesh.stats.v1.Traffic
-	(*durationpb.Duration)(nil), // 6: google.protobuf.Duration
+	(*VersionStats)(nil),        // 3: micromesh.stats.v1.VersionStats
+	(*MethodStats)(nil),         // 4: micromesh.stats.v1.MethodStats
+	(*EdgeStats)(nil),           // 5: micromesh.stats.v1.EdgeStats
+	(*Traffic)(nil),             // 6: micromesh.stats.v1.Traffic
+	(*durationpb.Duration)(nil), // 7: google.protobuf.Duration
 }
 var file_stats_v1_stats_proto_depIdxs = []int32{
-	6,  // 0: micromesh.stats.v1.GetStatsRequest.window:type_name -> google.protobuf.Duration
+	7,  // 0: micromesh.stats.v1.GetStatsRequest.window:type_name -> google.protobuf.Duration
 	2,  // 1: micromesh.stats.v1.GetStatsResponse.services:type_name -> micromesh.stats.v1.ServiceStats
-	4,  // 2: micromesh.stats.v1.GetStatsResponse.edges:type_name -> micromesh.stats.v1.EdgeStats
-	6,  // 3: micromesh.stats.v1.GetStatsResponse.window:type_name -> google.protobuf.Duration
-	5,  // 4: micromesh.stats.v1.ServiceStats.traffic:type_name -> micromesh.stats.v1.Traffic
-	3,  // 5: micromesh.stats.v1.ServiceStats.methods:type_name -> micromesh.stats.v1.MethodStats
-	5,  // 6: micromesh.stats.v1.MethodStats.traffic:type_name -> micromesh.stats.v1.Traffic
-	5,  // 7: micromesh.stats.v1.EdgeStats.traffic:type_name -> micromesh.stats.v1.Traffic
-	6,  // 8: micromesh.stats.v1.Traffic.p50:type_name -> google.protobuf.Duration
-	6,  // 9: micromesh.stats.v1.Traffic.p95:type_name -> google.protobuf.Duration
-	6,  // 10: micromesh.stats.v1.Traffic.p99:type_name -> google.protobuf.Duration
-	0,  // 11: micromesh.stats.v1.StatsService.GetStats:input_type -> micromesh.stats.v1.GetStatsRequest
-	1,  // 12: micromesh.stats.v1.StatsService.GetStats:output_type -> micromesh.stats.v1.GetStatsResponse
-	12, // [12:13] is the sub-list for method output_type
-	11, // [11:12] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	5,  // 2: micromesh.stats.v1.GetStatsResponse.edges:type_name -> micromesh.stats.v1.EdgeStats
+	7,  // 3: micromesh.stats.v1.GetStatsResponse.window:type_name -> google.protobuf.Duration
+	6,  // 4: micromesh.stats.v1.ServiceStats.traffic:type_name -> micromesh.stats.v1.Traffic
+	4,  // 5: micromesh.stats.v1.ServiceStats.methods:type_name -> micromesh.stats.v1.MethodStats
+	3,  // 6: micromesh.stats.v1.ServiceStats.versions:type_name -> micromesh.stats.v1.VersionStats
+	6,  // 7: micromesh.stats.v1.VersionStats.traffic:type_name -> micromesh.stats.v1.Traffic
+	6,  // 8: micromesh.stats.v1.MethodStats.traffic:type_name -> micromesh.stats.v1.Traffic
+	6,  // 9: micromesh.stats.v1.EdgeStats.traffic:type_name -> micromesh.stats.v1.Traffic
+	7,  // 10: micromesh.stats.v1.Traffic.p50:type_name -> google.protobuf.Duration
+	7,  // 11: micromesh.stats.v1.Traffic.p95:type_name -> google.protobuf.Duration
+	7,  // 12: micromesh.stats.v1.Traffic.p99:type_name -> google.protobuf.Duration
+	0,  // 13: micromesh.stats.v1.StatsService.GetStats:input_type -> micromesh.stats.v1.GetStatsRequest
+	1,  // 14: micromesh.stats.v1.StatsService.GetStats:output_type -> micromesh.stats.v1.GetStatsResponse
+	14, // [14:15] is the sub-list for method output_type
+	13, // [13:14] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_stats_v1_stats_proto_init() }
@@ -562,7 +633,7 @@ func file_stats_v1_stats_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stats_v1_stats_proto_rawDesc), len(file_stats_v1_stats_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
