@@ -44,6 +44,7 @@ type rolloutStartOptions struct {
 	minSuccess              string
 	maxP99                  time.Duration
 	minRequests             uint32
+	retire                  bool
 }
 
 // parseSteps reads --steps: the new version's shares, "10,25,50,100".
@@ -110,6 +111,7 @@ func newRolloutStartCommand(g *globalOptions, s Streams) *cobra.Command {
 				if o.maxP99 > 0 {
 					r.MaxP99 = durationpb.New(o.maxP99)
 				}
+				r.Retire = o.retire
 				resp, err := client.StartRollout(ctx, &registryv1.StartRolloutRequest{Service: service, Namespace: o.namespace, Rollout: r})
 				return resp.GetSplit(), err
 			})
@@ -130,6 +132,7 @@ func newRolloutStartCommand(g *globalOptions, s Streams) *cobra.Command {
 	f.StringVar(&o.minSuccess, "min-success", "99", "the lowest success rate of the new version's requests, in percent")
 	f.DurationVar(&o.maxP99, "max-p99", 0, "the highest p99 latency of the new version's requests (default: none)")
 	f.Uint32Var(&o.minRequests, "min-requests", 20, "how many requests to the new version a step needs before it is judged")
+	f.BoolVar(&o.retire, "retire", false, "when it ends, stop the instances of the version that lost (the old one if it succeeds, the new one if not) 30s after, where the server's runtime runs them")
 	return cmd
 }
 
@@ -164,6 +167,10 @@ type rolloutOutput struct {
 	MinRequests uint32    `json:"min_requests"`
 	State       string    `json:"state"`
 	Message     string    `json:"message,omitempty"`
+	// Retire: the version that lost is stopped 30 s after the end;
+	// Retired: when it was.
+	Retire  bool       `json:"retire,omitempty"`
+	Retired *time.Time `json:"retired,omitempty"`
 	// Canary is how the new version is doing now, as its callers report
 	// (a rollout in progress, in meshctl rollout status).
 	Canary *canaryJSON `json:"canary,omitempty"`
@@ -235,7 +242,11 @@ func rolloutOf(sp *registryv1.Split) rolloutOutput {
 	}
 	out := rolloutOutput{Service: sp.GetService(), Namespace: sp.GetNamespace(), Shares: registry.Shares(shares), From: r.GetFrom(), To: r.GetTo(),
 		Steps: r.GetSteps(), Step: r.GetStep(), Since: r.GetSince().AsTime(), Interval: r.GetInterval().AsDuration().String(),
-		MinSuccess: r.GetMinSuccessRate(), MinRequests: r.GetMinRequests(), State: r.GetState(), Message: r.GetMessage()}
+		MinSuccess: r.GetMinSuccessRate(), MinRequests: r.GetMinRequests(), State: r.GetState(), Message: r.GetMessage(), Retire: r.GetRetire()}
+	if r.GetRetired() != nil {
+		t := r.GetRetired().AsTime()
+		out.Retired = &t
+	}
 	if r.GetMaxP99() != nil {
 		out.MaxP99 = r.GetMaxP99().AsDuration().String()
 	}
@@ -262,6 +273,14 @@ func describeRollout(r rolloutOutput) string {
 		cond += ", p99 ≤ " + r.MaxP99
 	}
 	fmt.Fprintf(&b, "  asks of %s: %s, judged on ≥ %d requests\n", r.To, cond, r.MinRequests)
+	switch {
+	case r.Retired != nil:
+		fmt.Fprintf(&b, "  retired: the version that lost stopped at %s\n", r.Retired.Local().Format("15:04:05"))
+	case r.Retire && r.State == registry.RolloutProgressing:
+		fmt.Fprintf(&b, "  retires: the version that loses is stopped %v after the end\n", registry.RetireAfter)
+	case r.Retire:
+		fmt.Fprintf(&b, "  retires: %s is stopped at %s (if the server's runtime runs it)\n", loser(r), r.Since.Add(registry.RetireAfter).Local().Format("15:04:05"))
+	}
 	if c := r.Canary; c != nil {
 		switch {
 		case c.Requests == 0 && c.Own.Requests == 0:
@@ -281,6 +300,12 @@ func describeRollout(r rolloutOutput) string {
 		fmt.Fprintf(&b, "  %s\n", r.Message)
 	}
 	return b.String()
+}
+
+// loser is the version an ended rollout leaves without traffic.
+func loser(r rolloutOutput) string {
+	ro := registry.Rollout{From: r.From, To: r.To, State: r.State}
+	return ro.Loser()
 }
 
 func newRolloutStatusCommand(g *globalOptions, s Streams) *cobra.Command {

@@ -13,9 +13,13 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/controlplane/rollout"
 	"github.com/micromesh/micromesh/identity"
+	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
 	"github.com/micromesh/micromesh/runtime"
 	"github.com/micromesh/micromesh/xds"
@@ -46,6 +50,10 @@ type runOptions struct {
 	env       []string
 	version   string
 	policy    map[string]string
+	rollout   bool
+	// --rollout-steps, --rollout-interval
+	rolloutSteps    string
+	rolloutInterval time.Duration
 }
 
 func newRunCommand(g *globalOptions, s Streams) *cobra.Command {
@@ -65,7 +73,8 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
   meshctl run ./myservice --name orders --instances 2 --env DB_URL=postgres://...
   meshctl run file:///srv/git/orders.git@v1.2.0 -- --verbose
   meshctl run examples/helloworld --policy timeout=2s --policy '/helloworld.Greeter/SayHello:retries=0'
-  meshctl run examples/helloworld --version v2   # beside the version running; then: meshctl split set helloworld ...`,
+  meshctl run examples/helloworld --version v2   # beside the version running; then: meshctl split set helloworld ...
+  meshctl run examples/helloworld --version v2 --rollout   # and move the traffic to it step by step`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dash := cmd.ArgsLenAtDash(); dash >= 0 && dash != 1 {
@@ -92,6 +101,13 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 					return err
 				}
 			}
+			var plan *rolloutPlan
+			if o.rollout {
+				var err error
+				if plan, err = prepareRollout(cmd.Context(), g, o, src); err != nil {
+					return err
+				}
+			}
 			var resp *runtimev1.RunResponse
 			err := withRuntime(cmd.Context(), g, o.target.controlPlane, runtimeCallTimeout, func(ctx context.Context, c runtimev1.RuntimeServiceClient) (err error) {
 				resp, err = c.Run(ctx, &runtimev1.RunRequest{
@@ -101,12 +117,35 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 				return err
 			})
 			if err != nil {
+				plan.undo(cmd.Context(), g, o)
 				return err
 			}
 			svc := resp.GetService()
-			return render(s.Out, g.output, svc, func() string {
+			running := func() string {
 				return fmt.Sprintf("%s is running: %d instance(s), version %s, in namespace %s\ncall it: meshctl call %s <Endpoint> '{...}'   (meshctl describe %s lists them)\n",
 					svc.GetName(), len(svc.GetInstances()), svc.GetVersion(), svc.GetNamespace(), svc.GetName(), svc.GetName())
+			}
+			if plan == nil {
+				return render(s.Out, g.output, svc, running)
+			}
+			out := runRolloutJSON{Service: svc}
+			if plan.from != "" {
+				r, err := changeRollout(cmd.Context(), g, o.target.controlPlane, func(ctx context.Context, client registryv1.RegistryServiceClient) (*registryv1.Split, error) {
+					resp, err := client.StartRollout(ctx, &registryv1.StartRolloutRequest{Service: plan.name, Namespace: o.target.namespace,
+						Rollout: &registryv1.Rollout{From: plan.from, To: o.version, Steps: plan.steps, Interval: durationpb.New(o.rolloutInterval), Retire: true}})
+					return resp.GetSplit(), err
+				})
+				if err != nil {
+					return fmt.Errorf("%s %s runs, without traffic: starting its rollout: %w (meshctl rollout start %s --to %s tries again)", plan.name, o.version, err, plan.name, o.version)
+				}
+				out.Rollout = &r
+			}
+			return render(s.Out, g.output, out, func() string {
+				if out.Rollout == nil {
+					return running() + fmt.Sprintf("the first version of %s: it takes all the traffic, with nothing to roll out from\n", svc.GetName())
+				}
+				return running() + fmt.Sprintf("rollout of %s.%s started: %s\n%sfollow it: meshctl rollout status %s --watch\n",
+					out.Rollout.Service, out.Rollout.Namespace, out.Rollout.Shares, describeRollout(*out.Rollout), svc.GetName())
 			})
 		},
 	}
@@ -116,6 +155,9 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 	f.Uint32Var(&o.instances, "instances", 1, "instances to run")
 	f.StringArrayVar(&o.env, "env", nil, "environment variable for the app, KEY=VALUE (repeatable)")
 	f.StringVar(&o.version, "version", "", "version, registered with each instance (what meshctl split names; default: the git commit, or the build's hash); run with another --version, a service runs beside its running version")
+	f.BoolVar(&o.rollout, "rollout", false, "with --version: run it without traffic beside the version running, then move the traffic to it in steps while it stays healthy (as meshctl rollout start: ≥ 99 % success on ≥ 20 requests a step), and stop the version that lost 30s after the rollout ends")
+	f.StringVar(&o.rolloutSteps, "rollout-steps", "10,25,50,100", "with --rollout: the new version's shares, in percent, rising to 100")
+	f.DurationVar(&o.rolloutInterval, "rollout-interval", time.Minute, "with --rollout: how long each step runs before the next (30s-1h)")
 	f.StringToStringVar(&o.policy, "policy", nil, "traffic policy — what the service's callers apply (fault_* injects faults into their calls), and rate_limit (requests/s) each instance enforces —, key=value, repeatable (keys: "+strings.Join(policyKeys(), ", ")+"); PATH:key=value for the requests of one path, PATH* for a prefix ("+strings.Join(xds.PathPolicyKeys(), ", ")+")")
 	return cmd
 }
@@ -385,4 +427,93 @@ func printLogs(stream grpc.ServerStreamingClient[runtimev1.LogsResponse], w io.W
 			return err
 		}
 	}
+}
+
+// runRolloutJSON is what run --rollout answers.
+type runRolloutJSON struct {
+	Service *runtimev1.Service `json:"service"`
+	// Rollout is nil for a first version (nothing to roll out from).
+	Rollout *rolloutOutput `json:"rollout,omitempty"`
+}
+
+// rolloutPlan is what run --rollout found before running: the service's
+// name, the version traffic moves from ("" for a first version), and
+// whether it set a split to keep the new version dark meanwhile.
+type rolloutPlan struct {
+	name, from string
+	steps      []uint32
+	setSplit   bool
+}
+
+// prepareRollout finds the version run --rollout moves traffic from and,
+// when the service has no split (every instance alike), sets one giving
+// that version all of it, so that the new version's instances take no
+// traffic until the rollout's first step.
+func prepareRollout(ctx context.Context, g *globalOptions, o *runOptions, src string) (*rolloutPlan, error) {
+	if o.version == "" {
+		return nil, errors.New("--rollout needs --version: the name of the version the traffic moves to")
+	}
+	steps, err := parseSteps(o.rolloutSteps)
+	if err != nil {
+		return nil, fmt.Errorf("--rollout-steps: %w", err)
+	}
+	plan := &rolloutPlan{name: o.name, steps: steps}
+	if plan.name == "" {
+		var err error
+		if plan.name, err = runtime.DefaultName(src); err != nil {
+			return nil, err
+		}
+	}
+	ns := o.target.namespace
+	err = withAdmin(ctx, g, o.target.controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
+		client := registryv1.NewRegistryServiceClient(conn)
+		resp, err := client.ListServices(ctx, &registryv1.ListServicesRequest{Namespace: ns})
+		if err != nil {
+			return err
+		}
+		for _, svc := range resp.GetServices() {
+			for _, in := range svc.GetInstances() {
+				if svc.GetName() == plan.name && svc.GetNamespace() == ns && in.GetVersion() == o.version {
+					return fmt.Errorf("%s %s already runs in namespace %s: meshctl rollout start %s --to %s moves traffic to it", plan.name, o.version, ns, plan.name, o.version)
+				}
+			}
+		}
+		plan.from, err = rollout.From(plan.name, ns, o.version, resp)
+		if errors.Is(err, rollout.ErrNoOtherVersion) {
+			plan.from = ""
+			return nil // a first version
+		}
+		if err != nil {
+			return fmt.Errorf("%w; or run it without --rollout, then: meshctl rollout start %s --from VERSION --to %s", err, plan.name, o.version)
+		}
+		// Refused now, not once the new version runs.
+		r := registry.Rollout{From: plan.from, To: o.version, Steps: steps, Interval: o.rolloutInterval, MinSuccess: 0.99, State: registry.RolloutProgressing}
+		if err := r.Validate(plan.name, ns); err != nil {
+			return err
+		}
+		for _, sp := range resp.GetSplits() {
+			if sp.GetService() == plan.name && sp.GetNamespace() == ns {
+				return nil // versions it does not name take no traffic
+			}
+		}
+		_, err = client.SetSplit(ctx, &registryv1.SetSplitRequest{Split: &registryv1.Split{Service: plan.name, Namespace: ns,
+			Versions: []*registryv1.VersionWeight{{Version: plan.from, Weight: 100}}}})
+		plan.setSplit = err == nil
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return plan, nil
+}
+
+// undo clears the split prepareRollout set, when the run failed.
+func (p *rolloutPlan) undo(ctx context.Context, g *globalOptions, o *runOptions) {
+	if p == nil || !p.setSplit {
+		return
+	}
+	_ = withAdmin(ctx, g, o.target.controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
+		_, err := registryv1.NewRegistryServiceClient(conn).DeleteSplit(ctx, &registryv1.DeleteSplitRequest{Service: p.name, Namespace: o.target.namespace})
+		return err
+	})
 }

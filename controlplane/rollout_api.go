@@ -36,7 +36,7 @@ func (a *registryAPI) StartRollout(ctx context.Context, req *registryv1.StartRol
 	}
 	r := registry.Rollout{From: p.GetFrom(), To: p.GetTo(), Steps: p.GetSteps(), Interval: p.GetInterval().AsDuration(),
 		MinSuccess: p.GetMinSuccessRate(), MaxP99: p.GetMaxP99().AsDuration(), MinRequests: p.GetMinRequests(),
-		State: registry.RolloutProgressing, Since: time.Now().UTC()}
+		State: registry.RolloutProgressing, Since: time.Now().UTC(), Retire: p.GetRetire()}
 	if len(r.Steps) == 0 {
 		r.Steps = registry.DefaultRolloutSteps
 	}
@@ -68,7 +68,7 @@ func (a *registryAPI) StartRollout(ctx context.Context, req *registryv1.StartRol
 		return nil, registryStatus(err)
 	}
 	a.log.Info("rollout started", "service", sp.Service, "namespace", ns, "from", r.From, "to", r.To,
-		"steps", fmt.Sprint(r.Steps), "interval", r.Interval.String(), "shares", registry.Shares(sp.Versions), "by", caller.String())
+		"steps", fmt.Sprint(r.Steps), "interval", r.Interval.String(), "shares", registry.Shares(sp.Versions), "retire", r.Retire, "by", caller.String())
 	return &registryv1.StartRolloutResponse{Split: SplitToProto(sp)}, nil
 }
 
@@ -129,9 +129,12 @@ func (a *registryAPI) hasVersion(ns, name, v string) bool {
 func rolloutToProto(r *registry.Rollout) *registryv1.Rollout {
 	p := &registryv1.Rollout{From: r.From, To: r.To, Steps: r.Steps, Interval: durationpb.New(r.Interval),
 		MinSuccessRate: proto.Float64(r.MinSuccess), MinRequests: proto.Uint32(r.MinRequests), Step: uint32(r.Step), Since: timestamppb.New(r.Since),
-		State: r.State, Message: r.Message}
+		State: r.State, Message: r.Message, Retire: r.Retire}
 	if r.MaxP99 > 0 {
 		p.MaxP99 = durationpb.New(r.MaxP99)
+	}
+	if !r.Retired.IsZero() {
+		p.Retired = timestamppb.New(r.Retired)
 	}
 	return p
 }

@@ -228,7 +228,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	tracev1.RegisterTraceServiceServer(s.grpc, traces.NewAPI(s.traces, caller))
 	s.metrics.registerTraces(collector, s.traces, s.forward)
 	s.stats = stats.NewStore()
-	s.rollouts = rollout.NewRunner(s.reg, s.stats, cfg.Logger)
+	s.rollouts = rollout.NewRunner(s.reg, s.stats, s.retire, cfg.Logger)
 	statsCollector := stats.NewCollector(s.stats, caller, cfg.Logger)
 	collectormetricsv1.RegisterMetricsServiceServer(s.grpc, statsCollector)
 	statsv1.RegisterStatsServiceServer(s.grpc, stats.NewAPI(s.stats, caller, s.registeredServices))
@@ -564,4 +564,17 @@ func (s *Server) registeredServices(ctx context.Context) (map[string][]string, e
 		out[k] = append(out[k], inst.ID)
 	}
 	return out, nil
+}
+
+// retire stops the runtime's instances of a version of a service, for a
+// rollout that ended asking for it (rollout.Retirer).
+func (s *Server) retire(ctx context.Context, ns, name, version string) (bool, error) {
+	if s.runtime == nil {
+		return false, nil
+	}
+	err := s.runtime.Kill(ctx, ns, name, version)
+	if errors.Is(err, runtime.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
 }

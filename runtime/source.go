@@ -59,6 +59,17 @@ func parseSource(s string) (source, error) {
 
 // defaultName is the service name a source suggests: its directory's or
 // repository's last element.
+// DefaultName is the service name the runtime gives a service run from
+// src (a directory or a git URL) when none is given: the directory's or
+// repository's name, lower-cased.
+func DefaultName(src string) (string, error) {
+	s, err := parseSource(src)
+	if err != nil {
+		return "", err
+	}
+	return s.defaultName(), nil
+}
+
 func (s source) defaultName() string {
 	p := s.dir
 	if p == "" {

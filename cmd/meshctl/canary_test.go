@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -128,6 +130,50 @@ func TestCanaryBetweenVersions(t *testing.T) {
 			t.Fatal("calls still fail 10 s after the operator's policy was cleared")
 		}
 	}
+	// The next version by `run --rollout`: it starts beside v2 without
+	// traffic, then takes it (here in one step, judged for 30 s on the
+	// calls that reach it), and v2 is stopped 30 s after it succeeded.
+	out = srv.run(ctx, t, meshctl, "run", filepath.Join(examples, "helloworld"), "--version", "v3", "--rollout", "--rollout-steps", "100", "--rollout-interval", "30s")
+	if !strings.Contains(out, "helloworld is running: 1 instance(s), version v3") || !strings.Contains(out, "rollout of helloworld.default started: v2=0 v3=100") ||
+		!strings.Contains(out, "retires: the version that loses is stopped 30s after the end") {
+		t.Errorf("run --rollout:\n%s", out)
+	}
+	// Four callers at once: a step is judged on 20 calls in 30 s, and a
+	// meshctl process per call takes its time on this machine.
+	pinging, stopPinging := context.WithCancel(ctx)
+	var pinged atomic.Int64
+	var pingers sync.WaitGroup
+	for range 4 {
+		pingers.Go(func() {
+			for pinging.Err() == nil && pinged.Add(1) < 2000 {
+				_, _ = srv.try(pinging, meshctl, "call", "pingpong", "Pingpong.Ping", `{"name":"Bob"}`)
+			}
+		})
+	}
+	started := time.Now()
+	watched, err := srv.try(ctx, meshctl, "rollout", "status", "helloworld", "--watch")
+	stopPinging()
+	pingers.Wait()
+	t.Logf("%d calls in the %v the rollout ran", pinged.Load(), time.Since(started).Round(time.Second))
+	if err != nil || !strings.Contains(watched, "helloworld.default: succeeded (v2=0 v3=100)") {
+		t.Fatalf("rollout status --watch: %v\n%s", err, watched)
+	}
+	deadline = time.Now().Add(45 * time.Second)
+	for {
+		var svcs []runtimeStatus
+		if err := json.Unmarshal([]byte(srv.run(ctx, t, meshctl, "status", "helloworld", "-o", "json")), &svcs); err == nil && len(svcs) == 1 && svcs[0].Version == "v3" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("v2 still runs 45 s after the rollout to v3 succeeded: %v", svcs)
+		}
+		time.Sleep(time.Second)
+	}
+	if out := srv.run(ctx, t, meshctl, "rollout", "status", "helloworld"); !strings.Contains(out, "v2's instances stopped") || !strings.Contains(out, "retired: the version that lost stopped at") {
+		t.Errorf("rollout status after v2 was stopped:\n%s", out)
+	}
+	ping()
+
 	for _, name := range []string{"pingpong", "helloworld"} {
 		srv.run(ctx, t, meshctl, "kill", name)
 	}

@@ -37,6 +37,29 @@ type Rollout struct {
 	// RolloutAborted; Message says what it waits for, or why it ended.
 	State   string `json:"state"`
 	Message string `json:"message,omitempty"`
+	// Retire asks that, RetireAfter it ended, the runtime stop the
+	// instances of the version that lost: From when it succeeded, To when
+	// it was rolled back or aborted. Retired is when it did (zero: not
+	// yet, or never: the version is not the runtime's).
+	Retire  bool      `json:"retire,omitempty"`
+	Retired time.Time `json:"retired,omitzero"`
+}
+
+// RetireAfter is how long after a rollout ends the version that lost is
+// stopped (Rollout.Retire): callers' sidecars have their new shares long
+// before, and the requests they had sent it have ended.
+const RetireAfter = 30 * time.Second
+
+// Loser is the version a rollout that ended leaves without traffic: From
+// when it succeeded, else To ("" while it progresses).
+func (r *Rollout) Loser() string {
+	switch r.State {
+	case RolloutProgressing:
+		return ""
+	case RolloutSucceeded:
+		return r.From
+	}
+	return r.To
 }
 
 // SameSplit reports whether a and b are the same split, their rollouts
@@ -54,7 +77,7 @@ func SameSplit(a, b *Split) bool {
 	}
 	return ra.From == rb.From && ra.To == rb.To && slices.Equal(ra.Steps, rb.Steps) && ra.Step == rb.Step && ra.Since.Equal(rb.Since) &&
 		ra.Interval == rb.Interval && ra.MinSuccess == rb.MinSuccess && ra.MaxP99 == rb.MaxP99 && ra.MinRequests == rb.MinRequests &&
-		ra.State == rb.State && ra.Message == rb.Message
+		ra.State == rb.State && ra.Message == rb.Message && ra.Retire == rb.Retire && ra.Retired.Equal(rb.Retired)
 }
 
 // Rollout states.

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -102,18 +103,38 @@ func end(r registry.Rollout, now time.Time, state, msg string) registry.Rollout 
 
 func percent(f float64) string { return fmt.Sprintf("%.1f %%", f*100) }
 
-// Runner judges every progressing rollout every tick.
+// Runner judges every progressing rollout every tick, and stops the
+// version that lost of those that ended asking for it (Rollout.Retire).
 type Runner struct {
 	reg    registry.Registry
 	stats  *stats.Store
+	retire Retirer
 	log    *slog.Logger
 	now    func() time.Time
 	splits atomic.Pointer[[]registry.Split]
+
+	// notHere are the retirements the retirer had nothing to stop for
+	// (by service, namespace, version and end): not tried again.
+	notHere map[retirement]bool
+	// failed is the last error of each retirement that failed, so that a
+	// failure is logged once, not every tick.
+	failed map[retirement]string
 }
 
-// NewRunner returns a runner writing to reg, reading stats.
-func NewRunner(reg registry.Registry, st *stats.Store, log *slog.Logger) *Runner {
-	return &Runner{reg: reg, stats: st, log: log.With("component", "rollout"), now: time.Now}
+// Retirer stops the instances of a version of a service (the runtime's
+// Kill); stopped is false, with no error, when it runs none of them.
+type Retirer func(ctx context.Context, namespace, service, version string) (stopped bool, err error)
+
+type retirement struct {
+	namespace, service, version string
+	ended                       time.Time
+}
+
+// NewRunner returns a runner writing to reg, reading stats, stopping
+// versions with retire (nil: none are stopped).
+func NewRunner(reg registry.Registry, st *stats.Store, retire Retirer, log *slog.Logger) *Runner {
+	return &Runner{reg: reg, stats: st, retire: retire, log: log.With("component", "rollout"), now: time.Now,
+		notHere: map[retirement]bool{}, failed: map[retirement]string{}}
 }
 
 // Observe gives the runner the registry's splits (each snapshot's).
@@ -142,6 +163,9 @@ func (r *Runner) Check(ctx context.Context) {
 	now := r.now()
 	for _, sp := range *p {
 		ro := sp.Rollout
+		if ro != nil && ro.State != registry.RolloutProgressing && ro.Retire && ro.Retired.IsZero() && now.Sub(ro.Since) >= registry.RetireAfter {
+			r.retireLoser(ctx, sp)
+		}
 		if ro == nil || ro.State != registry.RolloutProgressing {
 			continue
 		}
@@ -179,6 +203,45 @@ func (r *Runner) Check(ctx context.Context) {
 	}
 }
 
+// retireLoser stops the version that lost sp's rollout, and notes when
+// in the rollout.
+func (r *Runner) retireLoser(ctx context.Context, sp registry.Split) {
+	ro := sp.Rollout
+	key := retirement{sp.Namespace, sp.Service, ro.Loser(), ro.Since}
+	if r.retire == nil || r.notHere[key] {
+		return
+	}
+	log := r.log.With("service", sp.Service, "namespace", sp.Namespace, "version", key.version)
+	stopped, err := r.retire(ctx, sp.Namespace, sp.Service, key.version)
+	if err != nil {
+		if r.failed[key] != err.Error() {
+			log.Error("stopping the version that lost the rollout (tried again every tick)", "err", err)
+			r.failed[key] = err.Error()
+		}
+		return
+	}
+	delete(r.failed, key)
+	if !stopped {
+		// Not the runtime's: left as it is, by whoever runs it.
+		log.Info("the version that lost the rollout is not run by this server's runtime: left running")
+		r.notHere[key] = true
+		return
+	}
+	next := *ro
+	next.Retired = r.now()
+	next.Message = strings.TrimSuffix(next.Message, ".") + "; " + key.version + "'s instances stopped"
+	prev := sp
+	sp.Rollout = &next
+	if err := r.reg.SetSplitIf(ctx, sp, &prev); err != nil {
+		// Stopped all the same, though not noted (the split changed
+		// meanwhile, or the registry is away).
+		r.notHere[key] = true
+		log.Warn("noting that the version that lost the rollout was stopped", "err", err)
+		return
+	}
+	log.Info("stopped the version that lost the rollout")
+}
+
 // From is the version a rollout of service.ns to `to` starts from when
 // none is named (meshctl rollout start, the dashboard): the one with the largest share of the service's split, else the
 // only other version with instances.
@@ -213,7 +276,17 @@ func From(service, ns, to string, resp *registryv1.ListServicesResponse) (string
 		}
 	}
 	if len(others) == 0 {
-		return "", fmt.Errorf("%s.%s runs no version besides %s to move traffic from: name it with --from", service, ns, to)
+		return "", noOtherVersion(fmt.Sprintf("%s.%s runs no version besides %s to move traffic from: name it with --from", service, ns, to))
 	}
 	return "", fmt.Errorf("%s.%s runs %d other versions: name the one traffic moves from with --from", service, ns, len(others))
 }
+
+// ErrNoOtherVersion is what From answers (errors.Is) when the service
+// runs no version but the new one: a first version, with nothing to roll
+// out from.
+var ErrNoOtherVersion = errors.New("no other version")
+
+type noOtherVersion string
+
+func (e noOtherVersion) Error() string        { return string(e) }
+func (e noOtherVersion) Is(target error) bool { return target == ErrNoOtherVersion }

@@ -1,11 +1,15 @@
 package rollout
 
 import (
+	"context"
+	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/micromesh/micromesh/controlplane/registry"
+	"github.com/micromesh/micromesh/controlplane/registry/embedded"
 	"github.com/micromesh/micromesh/controlplane/stats"
 )
 
@@ -105,5 +109,75 @@ func TestClampKeepsOldRolloutsMoving(t *testing.T) {
 	r.Clamp()
 	if err := r.Validate("helloworld", "default"); err != nil || r.Interval != registry.MinRolloutInterval {
 		t.Errorf("clamped: %v, %v", r.Interval, err)
+	}
+}
+
+// A rollout that ended asking for it has the version that lost stopped,
+// RetireAfter its end and once; one the retirer does not run is left, and
+// not asked for again; one that failed is tried again.
+func TestRunnerRetiresTheLoser(t *testing.T) {
+	ctx := t.Context()
+	reg, err := embedded.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reg.Close() })
+	t0 := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	ended := func(service, state string) registry.Split {
+		r := registry.Rollout{From: "v1", To: "v2", Steps: []uint32{50, 100}, Step: 1, Since: t0, Interval: time.Minute, MinSuccess: 0.99,
+			State: state, Message: "why it ended", Retire: true}
+		return registry.Split{Service: service, Namespace: "default", Rollout: &r, Versions: r.Shares()}
+	}
+	for _, sp := range []registry.Split{ended("won", registry.RolloutSucceeded), ended("lost", registry.RolloutRolledBack), ended("elsewhere", registry.RolloutAborted)} {
+		if err := reg.SetSplit(ctx, sp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var stopped []string
+	fail := errors.New("the runtime is busy")
+	retire := func(_ context.Context, ns, service, version string) (bool, error) {
+		switch {
+		case service == "elsewhere":
+			return false, nil
+		case service == "lost" && fail != nil:
+			return false, fail
+		}
+		stopped = append(stopped, service+"/"+version)
+		return true, nil
+	}
+	r := NewRunner(reg, stats.NewStore(), retire, slog.New(slog.DiscardHandler))
+	check := func(at time.Time) {
+		snap, err := registry.List(ctx, reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Observe(snap.Splits)
+		r.now = func() time.Time { return at }
+		r.Check(ctx)
+	}
+	check(t0.Add(registry.RetireAfter - time.Second))
+	if len(stopped) != 0 {
+		t.Fatalf("stopped before RetireAfter: %v", stopped)
+	}
+	check(t0.Add(registry.RetireAfter))
+	fail = nil
+	check(t0.Add(registry.RetireAfter + 2*time.Second))
+	check(t0.Add(registry.RetireAfter + 4*time.Second))
+	if got := strings.Join(stopped, " "); got != "won/v1 lost/v2" {
+		t.Errorf("stopped %q; want the old version of the one that succeeded, the new one of the one rolled back (after a failure), once each", got)
+	}
+	snap, _ := registry.List(ctx, reg)
+	for _, sp := range snap.Splits {
+		ro := sp.Rollout
+		switch sp.Service {
+		case "won", "lost":
+			if ro.Retired.IsZero() || !strings.HasSuffix(ro.Message, "'s instances stopped") {
+				t.Errorf("%s: retired %v, %q", sp.Service, ro.Retired, ro.Message)
+			}
+		case "elsewhere":
+			if !ro.Retired.IsZero() || ro.Message != "why it ended" {
+				t.Errorf("elsewhere, not the runtime's: retired %v, %q", ro.Retired, ro.Message)
+			}
+		}
 	}
 }

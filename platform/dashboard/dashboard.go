@@ -265,16 +265,17 @@ func serveSplit(w http.ResponseWriter, r *http.Request, reg registryv1.RegistryS
 // largest share, else the only other one running), or abort.
 type rolloutChange struct {
 	serviceRef
-	From  string `json:"from"`
-	To    string `json:"to"`
-	Abort bool   `json:"abort"`
+	From   string `json:"from"`
+	To     string `json:"to"`
+	Retire bool   `json:"retire"`
+	Abort  bool   `json:"abort"`
 }
 
 // serveRollout starts a rollout with meshctl rollout start's defaults, or
 // aborts one; the control plane's refusal is a 4xx that says why.
 func serveRollout(w http.ResponseWriter, r *http.Request, reg registryv1.RegistryServiceClient) {
 	var c rolloutChange
-	if !decodeChange(w, r, &c, "rollout", `{"service":…,"namespace":…,"to":"v2"} or {"service":…,"abort":true}`) {
+	if !decodeChange(w, r, &c, "rollout", `{"service":…,"namespace":…,"to":"v2","retire":true} or {"service":…,"abort":true}`) {
 		return
 	}
 	var err error
@@ -298,7 +299,7 @@ func serveRollout(w http.ResponseWriter, r *http.Request, reg registryv1.Registr
 			}
 		}
 		_, err = reg.StartRollout(r.Context(), &registryv1.StartRolloutRequest{Service: c.Service, Namespace: c.Namespace,
-			Rollout: &registryv1.Rollout{From: from, To: c.To}})
+			Rollout: &registryv1.Rollout{From: from, To: c.To, Retire: c.Retire}})
 	}
 	if err != nil {
 		writeStatus(w, err)

@@ -310,7 +310,7 @@ func TestDashboard(t *testing.T) {
 		{`{"service":"helloworld","abort":true}`, 404, "has no rollout in progress"},
 		{`{"service":"helloworld","to":"v9"}`, 400, "runs 2 other versions: name the one traffic moves from"},
 		{`{"service":"helloworld","from":"v1","to":"v9"}`, 409, "no instance of version v9 registered"},
-		{`{"service":"helloworld","from":"v1","to":"v2"}`, 200, `{}`},
+		{`{"service":"helloworld","from":"v1","to":"v2","retire":true}`, 200, `{}`},
 		{`{"service":"helloworld","abort":true}`, 200, `{}`},
 	} {
 		if tc.code == 200 {
@@ -332,11 +332,14 @@ func TestDashboard(t *testing.T) {
 				Version string
 				Weight  int
 			}
-			Rollout struct{ From, To, State, Message string }
+			Rollout struct {
+				From, To, State, Message string
+				Retire                   bool
+			}
 		}
 	}
 	if _, body := get(t, srv.URL+"/status", nil); json.Unmarshal([]byte(body), &rolled) != nil || len(rolled.Splits) != 1 ||
-		rolled.Splits[0].Rollout.State != "aborted" || fmt.Sprint(rolled.Splits[0].Versions) != "[{v1 100} {v2 0}]" {
+		rolled.Splits[0].Rollout.State != "aborted" || !rolled.Splits[0].Rollout.Retire || fmt.Sprint(rolled.Splits[0].Versions) != "[{v1 100} {v2 0}]" {
 		t.Errorf("/status after the rollout: %s", body)
 	}
 	if resp, body := send(t, "POST", srv.URL+"/split", `{"service":"helloworld","clear":true}`, same); resp.StatusCode != 200 {

@@ -376,6 +376,21 @@ func testSplits(t *testing.T, r registry.Registry) {
 		t.Fatalf("SetSplitIf over the split read: %v", err)
 	}
 	waitForRollout("the rollout's new message", &next)
+	// Asked to retire the version that loses, then noted as retired: each
+	// change alone seen by watchers.
+	retire := next
+	retire.Retire = true
+	retired := retire
+	retired.Retired = time.Date(2026, 11, 29, 12, 1, 0, 7, time.UTC)
+	for _, step := range []struct {
+		what string
+		ro   *registry.Rollout
+	}{{"asked to retire", &retire}, {"retired", &retired}, {"the rollout's new message again", &next}} {
+		if err := r.SetSplit(ctxT(t), registry.Split{Namespace: ns, Service: "web", Versions: step.ro.Shares(), Rollout: step.ro}); err != nil {
+			t.Fatal(err)
+		}
+		waitForRollout(step.what, step.ro)
+	}
 	if err := r.SetSplitIf(ctxT(t), registry.Split{Namespace: ns, Service: "web", Versions: ro.Shares(), Rollout: ro}, &read); !errors.Is(err, registry.ErrChanged) {
 		t.Errorf("SetSplitIf over a split changed since: %v, want ErrChanged", err)
 	}

@@ -191,7 +191,7 @@ $("#rollout-form").addEventListener("submit", (ev) => {
     $("#rollout-note").className = "critical";
     return;
   }
-  changeRollout({ to }).then(() => { if ($("#rollout-note").className === "passing") $("#rollout-to").value = ""; });
+  changeRollout({ to, retire: $("#rollout-retire").checked }).then(() => { if ($("#rollout-note").className === "passing") $("#rollout-to").value = ""; });
 });
 $("#rollout-abort").addEventListener("click", () => changeRollout({ abort: true }));
 

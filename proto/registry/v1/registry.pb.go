@@ -936,10 +936,17 @@ type Rollout struct {
 	MinRequests    *uint32              `protobuf:"varint,7,opt,name=min_requests,json=minRequests,proto3,oneof" json:"min_requests,omitempty"`
 	// Read only: the step in force (0-based), since when; progressing,
 	// succeeded, rolled back or aborted; what it waits for or why it ended.
-	Step          uint32                 `protobuf:"varint,8,opt,name=step,proto3" json:"step,omitempty"`
-	Since         *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=since,proto3" json:"since,omitempty"`
-	State         string                 `protobuf:"bytes,10,opt,name=state,proto3" json:"state,omitempty"`
-	Message       string                 `protobuf:"bytes,11,opt,name=message,proto3" json:"message,omitempty"`
+	Step    uint32                 `protobuf:"varint,8,opt,name=step,proto3" json:"step,omitempty"`
+	Since   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=since,proto3" json:"since,omitempty"`
+	State   string                 `protobuf:"bytes,10,opt,name=state,proto3" json:"state,omitempty"`
+	Message string                 `protobuf:"bytes,11,opt,name=message,proto3" json:"message,omitempty"`
+	// When it ends, stop the instances of the version that lost — the old
+	// one when it succeeded, the new one when it was rolled back or
+	// aborted — 30 s after (the runtime's instances: a version the runtime
+	// does not run is left as it is).
+	Retire bool `protobuf:"varint,12,opt,name=retire,proto3" json:"retire,omitempty"`
+	// Read only: when the version that lost was stopped.
+	Retired       *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=retired,proto3" json:"retired,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1049,6 +1056,20 @@ func (x *Rollout) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *Rollout) GetRetire() bool {
+	if x != nil {
+		return x.Retire
+	}
+	return false
+}
+
+func (x *Rollout) GetRetired() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Retired
+	}
+	return nil
 }
 
 type StartRolloutRequest struct {
@@ -1540,7 +1561,7 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12@\n" +
 	"\bversions\x18\x03 \x03(\v2$.micromesh.registry.v1.VersionWeightR\bversions\x12\x16\n" +
 	"\x06header\x18\x04 \x01(\tR\x06header\x128\n" +
-	"\arollout\x18\x05 \x01(\v2\x1e.micromesh.registry.v1.RolloutR\arollout\"\xa1\x03\n" +
+	"\arollout\x18\x05 \x01(\v2\x1e.micromesh.registry.v1.RolloutR\arollout\"\xef\x03\n" +
 	"\aRollout\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12\x14\n" +
@@ -1553,7 +1574,9 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x05since\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
 	"\x05state\x18\n" +
 	" \x01(\tR\x05state\x12\x18\n" +
-	"\amessage\x18\v \x01(\tR\amessageB\x13\n" +
+	"\amessage\x18\v \x01(\tR\amessage\x12\x16\n" +
+	"\x06retire\x18\f \x01(\bR\x06retire\x124\n" +
+	"\aretired\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\aretiredB\x13\n" +
 	"\x11_min_success_rateB\x0f\n" +
 	"\r_min_requests\"\x87\x01\n" +
 	"\x13StartRolloutRequest\x12\x18\n" +
@@ -1650,35 +1673,36 @@ var file_registry_v1_registry_proto_depIdxs = []int32{
 	28, // 11: micromesh.registry.v1.Rollout.interval:type_name -> google.protobuf.Duration
 	28, // 12: micromesh.registry.v1.Rollout.max_p99:type_name -> google.protobuf.Duration
 	29, // 13: micromesh.registry.v1.Rollout.since:type_name -> google.protobuf.Timestamp
-	16, // 14: micromesh.registry.v1.StartRolloutRequest.rollout:type_name -> micromesh.registry.v1.Rollout
-	15, // 15: micromesh.registry.v1.StartRolloutResponse.split:type_name -> micromesh.registry.v1.Split
-	15, // 16: micromesh.registry.v1.AbortRolloutResponse.split:type_name -> micromesh.registry.v1.Split
-	15, // 17: micromesh.registry.v1.SetSplitRequest.split:type_name -> micromesh.registry.v1.Split
-	1,  // 18: micromesh.registry.v1.RegistryService.Register:input_type -> micromesh.registry.v1.RegisterRequest
-	3,  // 19: micromesh.registry.v1.RegistryService.Deregister:input_type -> micromesh.registry.v1.DeregisterRequest
-	5,  // 20: micromesh.registry.v1.RegistryService.Heartbeat:input_type -> micromesh.registry.v1.HeartbeatRequest
-	7,  // 21: micromesh.registry.v1.RegistryService.ListServices:input_type -> micromesh.registry.v1.ListServicesRequest
-	22, // 22: micromesh.registry.v1.RegistryService.SetSplit:input_type -> micromesh.registry.v1.SetSplitRequest
-	24, // 23: micromesh.registry.v1.RegistryService.DeleteSplit:input_type -> micromesh.registry.v1.DeleteSplitRequest
-	11, // 24: micromesh.registry.v1.RegistryService.SetPolicy:input_type -> micromesh.registry.v1.SetPolicyRequest
-	13, // 25: micromesh.registry.v1.RegistryService.DeletePolicy:input_type -> micromesh.registry.v1.DeletePolicyRequest
-	17, // 26: micromesh.registry.v1.RegistryService.StartRollout:input_type -> micromesh.registry.v1.StartRolloutRequest
-	19, // 27: micromesh.registry.v1.RegistryService.AbortRollout:input_type -> micromesh.registry.v1.AbortRolloutRequest
-	2,  // 28: micromesh.registry.v1.RegistryService.Register:output_type -> micromesh.registry.v1.RegisterResponse
-	4,  // 29: micromesh.registry.v1.RegistryService.Deregister:output_type -> micromesh.registry.v1.DeregisterResponse
-	6,  // 30: micromesh.registry.v1.RegistryService.Heartbeat:output_type -> micromesh.registry.v1.HeartbeatResponse
-	9,  // 31: micromesh.registry.v1.RegistryService.ListServices:output_type -> micromesh.registry.v1.ListServicesResponse
-	23, // 32: micromesh.registry.v1.RegistryService.SetSplit:output_type -> micromesh.registry.v1.SetSplitResponse
-	25, // 33: micromesh.registry.v1.RegistryService.DeleteSplit:output_type -> micromesh.registry.v1.DeleteSplitResponse
-	12, // 34: micromesh.registry.v1.RegistryService.SetPolicy:output_type -> micromesh.registry.v1.SetPolicyResponse
-	14, // 35: micromesh.registry.v1.RegistryService.DeletePolicy:output_type -> micromesh.registry.v1.DeletePolicyResponse
-	18, // 36: micromesh.registry.v1.RegistryService.StartRollout:output_type -> micromesh.registry.v1.StartRolloutResponse
-	20, // 37: micromesh.registry.v1.RegistryService.AbortRollout:output_type -> micromesh.registry.v1.AbortRolloutResponse
-	28, // [28:38] is the sub-list for method output_type
-	18, // [18:28] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	29, // 14: micromesh.registry.v1.Rollout.retired:type_name -> google.protobuf.Timestamp
+	16, // 15: micromesh.registry.v1.StartRolloutRequest.rollout:type_name -> micromesh.registry.v1.Rollout
+	15, // 16: micromesh.registry.v1.StartRolloutResponse.split:type_name -> micromesh.registry.v1.Split
+	15, // 17: micromesh.registry.v1.AbortRolloutResponse.split:type_name -> micromesh.registry.v1.Split
+	15, // 18: micromesh.registry.v1.SetSplitRequest.split:type_name -> micromesh.registry.v1.Split
+	1,  // 19: micromesh.registry.v1.RegistryService.Register:input_type -> micromesh.registry.v1.RegisterRequest
+	3,  // 20: micromesh.registry.v1.RegistryService.Deregister:input_type -> micromesh.registry.v1.DeregisterRequest
+	5,  // 21: micromesh.registry.v1.RegistryService.Heartbeat:input_type -> micromesh.registry.v1.HeartbeatRequest
+	7,  // 22: micromesh.registry.v1.RegistryService.ListServices:input_type -> micromesh.registry.v1.ListServicesRequest
+	22, // 23: micromesh.registry.v1.RegistryService.SetSplit:input_type -> micromesh.registry.v1.SetSplitRequest
+	24, // 24: micromesh.registry.v1.RegistryService.DeleteSplit:input_type -> micromesh.registry.v1.DeleteSplitRequest
+	11, // 25: micromesh.registry.v1.RegistryService.SetPolicy:input_type -> micromesh.registry.v1.SetPolicyRequest
+	13, // 26: micromesh.registry.v1.RegistryService.DeletePolicy:input_type -> micromesh.registry.v1.DeletePolicyRequest
+	17, // 27: micromesh.registry.v1.RegistryService.StartRollout:input_type -> micromesh.registry.v1.StartRolloutRequest
+	19, // 28: micromesh.registry.v1.RegistryService.AbortRollout:input_type -> micromesh.registry.v1.AbortRolloutRequest
+	2,  // 29: micromesh.registry.v1.RegistryService.Register:output_type -> micromesh.registry.v1.RegisterResponse
+	4,  // 30: micromesh.registry.v1.RegistryService.Deregister:output_type -> micromesh.registry.v1.DeregisterResponse
+	6,  // 31: micromesh.registry.v1.RegistryService.Heartbeat:output_type -> micromesh.registry.v1.HeartbeatResponse
+	9,  // 32: micromesh.registry.v1.RegistryService.ListServices:output_type -> micromesh.registry.v1.ListServicesResponse
+	23, // 33: micromesh.registry.v1.RegistryService.SetSplit:output_type -> micromesh.registry.v1.SetSplitResponse
+	25, // 34: micromesh.registry.v1.RegistryService.DeleteSplit:output_type -> micromesh.registry.v1.DeleteSplitResponse
+	12, // 35: micromesh.registry.v1.RegistryService.SetPolicy:output_type -> micromesh.registry.v1.SetPolicyResponse
+	14, // 36: micromesh.registry.v1.RegistryService.DeletePolicy:output_type -> micromesh.registry.v1.DeletePolicyResponse
+	18, // 37: micromesh.registry.v1.RegistryService.StartRollout:output_type -> micromesh.registry.v1.StartRolloutResponse
+	20, // 38: micromesh.registry.v1.RegistryService.AbortRollout:output_type -> micromesh.registry.v1.AbortRolloutResponse
+	29, // [29:39] is the sub-list for method output_type
+	19, // [19:29] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_registry_proto_init() }
