@@ -30,21 +30,28 @@ func (broken) Call(context.Context, *hellopb.CallRequest) (*hellopb.CallResponse
 	return nil, status.Error(codes.Internal, "v2 is broken")
 }
 
-// A progressive rollout as an operator runs one, with callers busy: to a
-// broken version it is rolled back on its own within seconds (callers get
-// v1 alone again); one aborted goes back at once; to a healthy version it
-// goes step by step to all the traffic.
-func TestRolloutCommands(t *testing.T) {
+// helloworldInThreeVersions starts a mesh with helloworld v1 (healthy), v2
+// (broken) and v3 (healthy), whose sidecars report every 200 ms; cli
+// runs meshctl on it.
+func helloworldInThreeVersions(t *testing.T) (cp *meshtest.ControlPlane, home string, cli func(args ...string) (string, error)) {
 	env := meshtest.NewEnv(t)
-	cp := env.StartControlPlane()
+	cp = env.StartControlPlane()
 	often := func(version string) meshtest.SidecarOption {
 		return meshtest.WithOptions(func(o *dataplane.Options) { o.Version = version; o.StatsInterval = 200 * time.Millisecond })
 	}
 	cp.StartService("default", "helloworld", func(s *service.Service) { hellopb.RegisterHelloworldServer(s.Server(), hellohandler.Helloworld{}) }, often("v1"))
 	cp.StartService("default", "helloworld", func(s *service.Service) { hellopb.RegisterHelloworldServer(s.Server(), broken{}) }, often("v2"))
 	cp.StartService("default", "helloworld", func(s *service.Service) { hellopb.RegisterHelloworldServer(s.Server(), hellohandler.Helloworld{}) }, often("v3"))
-	home := string(env.Home)
-	cli := func(args ...string) (string, error) { return runCLI(t, append([]string{"--home", home}, args...)...) }
+	home = string(env.Home)
+	return cp, home, func(args ...string) (string, error) { return runCLI(t, append([]string{"--home", home}, args...)...) }
+}
+
+// A progressive rollout as an operator runs one, with callers busy: to a
+// broken version it is rolled back on its own within seconds (callers get
+// v1 alone again); one aborted goes back at once; to a healthy version it
+// goes step by step to all the traffic.
+func TestRolloutCommands(t *testing.T) {
+	cp, home, cli := helloworldInThreeVersions(t)
 	status := func() rolloutOutput {
 		t.Helper()
 		out, err := cli("-o", "json", "rollout", "status")
@@ -170,16 +177,7 @@ func TestRolloutCommands(t *testing.T) {
 // version's own sidecars count: a broken version is rolled back, a
 // healthy one takes all the traffic.
 func TestRolloutJudgedWhereItsCallersReportNothing(t *testing.T) {
-	env := meshtest.NewEnv(t)
-	cp := env.StartControlPlane()
-	often := func(version string) meshtest.SidecarOption {
-		return meshtest.WithOptions(func(o *dataplane.Options) { o.Version = version; o.StatsInterval = 200 * time.Millisecond })
-	}
-	cp.StartService("default", "helloworld", func(s *service.Service) { hellopb.RegisterHelloworldServer(s.Server(), hellohandler.Helloworld{}) }, often("v1"))
-	cp.StartService("default", "helloworld", func(s *service.Service) { hellopb.RegisterHelloworldServer(s.Server(), broken{}) }, often("v2"))
-	cp.StartService("default", "helloworld", func(s *service.Service) { hellopb.RegisterHelloworldServer(s.Server(), hellohandler.Helloworld{}) }, often("v3"))
-	home := string(env.Home)
-	cli := func(args ...string) (string, error) { return runCLI(t, append([]string{"--home", home}, args...)...) }
+	cp, home, cli := helloworldInThreeVersions(t)
 	if _, err := cli("split", "set", "helloworld", "v1=100"); err != nil {
 		t.Fatal(err)
 	}
