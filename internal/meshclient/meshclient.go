@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -122,7 +123,7 @@ func DialService(ctx context.Context, h home.Dir, addr, ns, name string) (*grpc.
 	if err != nil {
 		return nil, err
 	}
-	inst, err := pickInstance(list, ns, name)
+	inst, err := pickInstance(list, ns, name, rand.IntN)
 	if err != nil {
 		return nil, err
 	}
@@ -140,9 +141,11 @@ func DialService(ctx context.Context, h home.Dir, addr, ns, name string) (*grpc.
 	return conn, nil
 }
 
-// pickInstance chooses a healthy instance of name; the error says what
-// exists when name does not.
-func pickInstance(list *registryv1.ListServicesResponse, ns, name string) (*registryv1.Instance, error) {
+// pickInstance chooses a healthy instance of name as the mesh's callers
+// would, at random: under a split, of a version drawn by its shares
+// (versions the split does not name get nothing); the error says what
+// exists when name does not. intn is rand.IntN.
+func pickInstance(list *registryv1.ListServicesResponse, ns, name string, intn func(int) int) (*registryv1.Instance, error) {
 	var names []string
 	for _, s := range list.GetServices() {
 		if s.GetNamespace() != ns {
@@ -152,12 +155,42 @@ func pickInstance(list *registryv1.ListServicesResponse, ns, name string) (*regi
 		if s.GetName() != name {
 			continue
 		}
+		byVersion := map[string][]*registryv1.Instance{}
+		var healthy []*registryv1.Instance
 		for _, in := range s.GetInstances() {
 			if in.GetHealth() == "passing" && in.GetPort() != 0 {
-				return in, nil
+				healthy = append(healthy, in)
+				byVersion[in.GetVersion()] = append(byVersion[in.GetVersion()], in)
 			}
 		}
-		return nil, fmt.Errorf("service %q has no healthy instance (see `meshctl services -n %s`)", name, ns)
+		if len(healthy) == 0 {
+			return nil, fmt.Errorf("service %q has no healthy instance (see `meshctl services -n %s`)", name, ns)
+		}
+		i := slices.IndexFunc(list.GetSplits(), func(sp *registryv1.Split) bool { return sp.GetNamespace() == ns && sp.GetService() == name })
+		if i < 0 {
+			return healthy[intn(len(healthy))], nil
+		}
+		// The split's shares, over the versions with a healthy instance.
+		var total uint32
+		for _, v := range list.GetSplits()[i].GetVersions() {
+			if len(byVersion[v.GetVersion()]) > 0 {
+				total += v.GetWeight()
+			}
+		}
+		if total == 0 {
+			return nil, fmt.Errorf("service %q's split sends its calls to versions with no healthy instance (see `meshctl services -n %s`)", name, ns)
+		}
+		n := uint32(intn(int(total)))
+		for _, v := range list.GetSplits()[i].GetVersions() {
+			ins := byVersion[v.GetVersion()]
+			if len(ins) == 0 {
+				continue
+			}
+			if n < v.GetWeight() {
+				return ins[intn(len(ins))], nil
+			}
+			n -= v.GetWeight()
+		}
 	}
 	slices.Sort(names)
 	names = slices.Compact(names)
