@@ -113,9 +113,10 @@ type Runner struct {
 	now    func() time.Time
 	splits atomic.Pointer[[]registry.Split]
 
-	// notHere are the retirements the retirer had nothing to stop for
-	// (by service, namespace, version and end): not tried again.
-	notHere map[retirement]bool
+	// handled are the retirements done, or that the retirer had nothing
+	// to stop for (by service, namespace, version and end): not tried
+	// again (the splits observed may not show them done yet).
+	handled map[retirement]bool
 	// failed is the last error of each retirement that failed, so that a
 	// failure is logged once, not every tick.
 	failed map[retirement]string
@@ -134,7 +135,7 @@ type retirement struct {
 // versions with retire (nil: none are stopped).
 func NewRunner(reg registry.Registry, st *stats.Store, retire Retirer, log *slog.Logger) *Runner {
 	return &Runner{reg: reg, stats: st, retire: retire, log: log.With("component", "rollout"), now: time.Now,
-		notHere: map[retirement]bool{}, failed: map[retirement]string{}}
+		handled: map[retirement]bool{}, failed: map[retirement]string{}}
 }
 
 // Observe gives the runner the registry's splits (each snapshot's).
@@ -208,7 +209,7 @@ func (r *Runner) Check(ctx context.Context) {
 func (r *Runner) retireLoser(ctx context.Context, sp registry.Split) {
 	ro := sp.Rollout
 	key := retirement{sp.Namespace, sp.Service, ro.Loser(), ro.Since}
-	if r.retire == nil || r.notHere[key] {
+	if r.retire == nil || r.handled[key] {
 		return
 	}
 	log := r.log.With("service", sp.Service, "namespace", sp.Namespace, "version", key.version)
@@ -221,10 +222,10 @@ func (r *Runner) retireLoser(ctx context.Context, sp registry.Split) {
 		return
 	}
 	delete(r.failed, key)
+	r.handled[key] = true
 	if !stopped {
 		// Not the runtime's: left as it is, by whoever runs it.
 		log.Info("the version that lost the rollout is not run by this server's runtime: left running")
-		r.notHere[key] = true
 		return
 	}
 	next := *ro
@@ -235,7 +236,6 @@ func (r *Runner) retireLoser(ctx context.Context, sp registry.Split) {
 	if err := r.reg.SetSplitIf(ctx, sp, &prev); err != nil {
 		// Stopped all the same, though not noted (the split changed
 		// meanwhile, or the registry is away).
-		r.notHere[key] = true
 		log.Warn("noting that the version that lost the rollout was stopped", "err", err)
 		return
 	}

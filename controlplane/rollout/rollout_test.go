@@ -160,6 +160,7 @@ func TestRunnerRetiresTheLoser(t *testing.T) {
 		t.Fatalf("stopped before RetireAfter: %v", stopped)
 	}
 	check(t0.Add(registry.RetireAfter))
+	r.Check(ctx) // again before the registry's next snapshot: nothing twice
 	fail = nil
 	check(t0.Add(registry.RetireAfter + 2*time.Second))
 	check(t0.Add(registry.RetireAfter + 4*time.Second))
