@@ -11,6 +11,7 @@ import (
 	"github.com/micromesh/micromesh/internal/consultest"
 	"github.com/micromesh/micromesh/internal/meshcheck"
 	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/internal/poll"
 )
 
 // An operator checks the mesh: all is well; then a service's only
@@ -71,6 +72,36 @@ func TestCheck(t *testing.T) {
 	if !found {
 		t.Errorf("no failed check of billing.default saying what to do: %+v", results)
 	}
+
+	// A split that sends calls to a version with no instance fails; a
+	// rollout rolled back within the hour is a warning.
+	if err := cp.Registry().SetSplit(context.Background(), registry.Split{Service: "helloworld", Namespace: "default",
+		Versions: []registry.VersionWeight{{Version: "v1", Weight: 90}, {Version: "v9", Weight: 10}}}); err != nil {
+		t.Fatal(err)
+	}
+	back := &registry.Rollout{From: "v1", To: "v2", Steps: []uint32{50, 100}, Since: time.Now(), Interval: time.Minute, State: registry.RolloutRolledBack,
+		Message: "v2's success rate 50.0 % is under 99.0 %"}
+	if err := cp.Registry().SetSplit(context.Background(), registry.Split{Service: "pingpong", Namespace: "default", Versions: back.Shares(), Rollout: back}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"splits/helloworld.default": "fail its split gives v1 90 % of the calls, but no instance of it is registered: those calls fail — meshctl run --version v1",
+		"splits/pingpong.default":   "fail its split gives v1 100 % of the calls",
+		"rollouts/pingpong.default": "warn v1 → v2 rolled back at ",
+	}
+	poll.Until(t, "check to see the splits", 10*time.Second, 100*time.Millisecond, func() bool {
+		out, _ := cli("check", "-o", "json")
+		if json.Unmarshal([]byte(out), &results) != nil {
+			return false
+		}
+		seen := 0
+		for _, r := range results {
+			if w, ok := want[r.Section+"/"+r.Check]; ok && strings.HasPrefix(r.Status+" "+r.Detail, w) {
+				seen++
+			}
+		}
+		return seen == len(want)
+	})
 }
 
 // With Consul as the registry, a stopped agent fails the check, saying

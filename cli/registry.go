@@ -268,9 +268,7 @@ func servicesJSON(resp *registryv1.ListServicesResponse) []serviceJSON {
 			out = append(out, serviceJSON{Name: sp.GetService(), Namespace: sp.GetNamespace(), Instances: []*instanceJSON{}})
 			i = len(out) - 1
 		}
-		for _, v := range sp.GetVersions() {
-			out[i].Split = append(out[i].Split, registry.VersionWeight{Version: v.GetVersion(), Weight: v.GetWeight()})
-		}
+		out[i].Split = append(out[i].Split, registry.WeightsOf(sp.GetVersions())...)
 		out[i].SplitHeader = sp.GetHeader()
 		if sp.GetRollout() != nil {
 			r := rolloutOf(sp)

@@ -236,11 +236,7 @@ func canaryNow(ctx context.Context, conn *grpc.ClientConn, sp *registryv1.Split)
 
 func rolloutOf(sp *registryv1.Split) rolloutOutput {
 	r := sp.GetRollout()
-	var shares []registry.VersionWeight
-	for _, v := range sp.GetVersions() {
-		shares = append(shares, registry.VersionWeight{Version: v.GetVersion(), Weight: v.GetWeight()})
-	}
-	out := rolloutOutput{Service: sp.GetService(), Namespace: sp.GetNamespace(), Shares: registry.Shares(shares), From: r.GetFrom(), To: r.GetTo(),
+	out := rolloutOutput{Service: sp.GetService(), Namespace: sp.GetNamespace(), Shares: registry.Shares(registry.WeightsOf(sp.GetVersions())), From: r.GetFrom(), To: r.GetTo(),
 		Steps: r.GetSteps(), Step: r.GetStep(), Since: r.GetSince().AsTime(), Interval: r.GetInterval().AsDuration().String(),
 		MinSuccess: r.GetMinSuccessRate(), MinRequests: r.GetMinRequests(), State: r.GetState(), Message: r.GetMessage(), Retire: r.GetRetire()}
 	if r.GetRetired() != nil {

@@ -310,10 +310,7 @@ func (a *registryAPI) SetSplit(ctx context.Context, req *registryv1.SetSplitRequ
 	if p == nil {
 		return nil, status.Error(codes.InvalidArgument, "the request has no split")
 	}
-	sp := registry.Split{Service: p.GetService(), Namespace: p.GetNamespace(), Header: p.GetHeader()}
-	for _, v := range p.GetVersions() {
-		sp.Versions = append(sp.Versions, registry.VersionWeight{Version: v.GetVersion(), Weight: v.GetWeight()})
-	}
+	sp := registry.Split{Service: p.GetService(), Namespace: p.GetNamespace(), Header: p.GetHeader(), Versions: registry.WeightsOf(p.GetVersions())}
 	if err := sp.Validate(); err != nil {
 		return nil, registryStatus(err)
 	}

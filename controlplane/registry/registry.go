@@ -282,6 +282,22 @@ func Shares(vs []VersionWeight) string {
 	return strings.Join(parts, " ")
 }
 
+// APIVersionWeight is a version's share as the registry API carries it
+// (registryv1.VersionWeight).
+type APIVersionWeight interface {
+	GetVersion() string
+	GetWeight() uint32
+}
+
+// WeightsOf converts a split's shares from the registry API.
+func WeightsOf[V APIVersionWeight](vs []V) []VersionWeight {
+	out := make([]VersionWeight, 0, len(vs))
+	for _, v := range vs {
+		out = append(out, VersionWeight{Version: v.GetVersion(), Weight: v.GetWeight()})
+	}
+	return out
+}
+
 // MaxSplitVersions bounds the versions of a split.
 const MaxSplitVersions = 16
 

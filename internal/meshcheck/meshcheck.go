@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/identity"
 	adminv1 "github.com/micromesh/micromesh/proto/admin/v1"
 	identityv1 "github.com/micromesh/micromesh/proto/identity/v1"
@@ -309,6 +310,58 @@ func (c *checker) services(ctx context.Context, conn *grpc.ClientConn) {
 	}
 	if bad == 0 {
 		c.add("services", "healthy", OK, fmt.Sprintf("%d services, each with its instances passing", len(resp.Services)))
+	}
+	c.splits(resp)
+}
+
+// rolledBackWithin is how long a rolled back rollout is warned of.
+const rolledBackWithin = time.Hour
+
+// splits checks that each split sends its calls to versions with an
+// instance passing, and says where each rollout is: one waiting for
+// traffic, or rolled back within the hour, is a warning.
+func (c *checker) splits(resp *registryv1.ListServicesResponse) {
+	passing := map[string]int{}    // by "name.ns|version"
+	registered := map[string]int{} // the same
+	for _, s := range resp.Services {
+		for _, in := range s.Instances {
+			k := s.Name + "." + s.Namespace + "|" + in.GetVersion()
+			registered[k]++
+			if in.Health == "passing" {
+				passing[k]++
+			}
+		}
+	}
+	for _, sp := range resp.Splits {
+		name := sp.GetService() + "." + sp.GetNamespace()
+		ok := true
+		for _, v := range sp.GetVersions() {
+			k := name + "|" + v.GetVersion()
+			if v.GetWeight() == 0 || passing[k] > 0 {
+				continue
+			}
+			ok = false
+			why := "no instance of it is registered"
+			if registered[k] > 0 {
+				why = fmt.Sprintf("none of its %d instances is passing", registered[k])
+			}
+			c.add("splits", name, Fail, fmt.Sprintf("its split gives %s %d %% of the calls, but %s: those calls fail — meshctl run --version %s, or meshctl split set %s",
+				v.GetVersion(), v.GetWeight(), why, v.GetVersion(), sp.GetService()))
+		}
+		r := sp.GetRollout()
+		switch {
+		case r == nil:
+		case r.GetState() == "progressing" && strings.HasPrefix(r.GetMessage(), "waiting for traffic"):
+			c.add("rollouts", name, Warn, fmt.Sprintf("%s → %s: %s — meshctl rollout status %s", r.GetFrom(), r.GetTo(), r.GetMessage(), sp.GetService()))
+		case r.GetState() == "progressing":
+			c.add("rollouts", name, OK, fmt.Sprintf("%s → %s: step %d of %d (%s)", r.GetFrom(), r.GetTo(), r.GetStep()+1, len(r.GetSteps()), registry.Shares(registry.WeightsOf(sp.GetVersions()))))
+		case r.GetState() == "rolled back" && c.now.Sub(r.GetSince().AsTime()) < rolledBackWithin:
+			c.add("rollouts", name, Warn, fmt.Sprintf("%s → %s rolled back at %s: %s — meshctl logs %s --version %s",
+				r.GetFrom(), r.GetTo(), r.GetSince().AsTime().Local().Format("15:04"), r.GetMessage(), sp.GetService(), r.GetTo()))
+		}
+		if ok && len(sp.GetVersions()) > 0 && r == nil {
+			c.add("splits", name, OK, registry.Shares(registry.WeightsOf(sp.GetVersions())))
+		}
 	}
 }
 
