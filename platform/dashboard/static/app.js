@@ -131,7 +131,8 @@ function renderSplit() {
   const r = sp && sp.rollout;
   const progressing = r && r.state === "progressing";
   $("#rollout-now").textContent = !r ? "none" : r.from + " → " + r.to + ": " + r.state +
-    (progressing ? ", step " + ((r.step || 0) + 1) + " of " + (r.steps || []).length : "") + (r.message ? " — " + r.message : "");
+    (progressing ? ", step " + ((r.step || 0) + 1) + " of " + (r.steps || []).length : "") + (r.message ? " — " + r.message : "") +
+    (r.retire && !r.retired ? " (the version that loses is stopped 30 s after the end)" : "");
   $("#rollout-abort").hidden = !progressing;
 }
 
