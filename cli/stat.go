@@ -216,29 +216,17 @@ func renderStat(st statJSON) string {
 		rows = append(rows, append([]string{sv.Service, of}, trafficCells(sv.trafficJSON)...))
 	}
 	b.WriteString(table([]string{"SERVICE", "REPORTING", "SUCCESS", "RPS", "P50", "P95", "P99"}, rows))
+	// Each service's versions side by side (a canary beside the stable
+	// one), where more than one served; then its methods.
 	for _, sv := range st.Services {
-		// Versions side by side (a canary beside the stable one), where
-		// more than one served.
-		if len(sv.Versions) < 2 {
-			continue
+		if len(sv.Versions) >= 2 {
+			b.WriteString(byKey("VERSION ("+sv.Service+")", sv.Versions, func(v versionStatJSON) (string, trafficJSON) { return v.Version, v.trafficJSON }))
 		}
-		rows = rows[:0]
-		for _, v := range sv.Versions {
-			rows = append(rows, append([]string{v.Version}, trafficCells(v.trafficJSON)...))
-		}
-		b.WriteString("\n")
-		b.WriteString(table([]string{"VERSION (" + sv.Service + ")", "SUCCESS", "RPS", "P50", "P95", "P99"}, rows))
 	}
 	for _, sv := range st.Services {
-		if len(sv.Methods) == 0 {
-			continue
+		if len(sv.Methods) > 0 {
+			b.WriteString(byKey("METHOD ("+sv.Service+")", sv.Methods, func(m methodStatJSON) (string, trafficJSON) { return m.Method, m.trafficJSON }))
 		}
-		rows = rows[:0]
-		for _, m := range sv.Methods {
-			rows = append(rows, append([]string{m.Method}, trafficCells(m.trafficJSON)...))
-		}
-		b.WriteString("\n")
-		b.WriteString(table([]string{"METHOD (" + sv.Service + ")", "SUCCESS", "RPS", "P50", "P95", "P99"}, rows))
 	}
 	if len(st.Calls) > 0 {
 		rows = rows[:0]
@@ -249,6 +237,17 @@ func renderStat(st statJSON) string {
 		b.WriteString(table([]string{"FROM", "TO", "SUCCESS", "RPS", "P50", "P95", "P99"}, rows))
 	}
 	return b.String()
+}
+
+// byKey is a table, after a blank line, of one service's figures by
+// version or by method: a row of each.
+func byKey[T any](head string, items []T, row func(T) (string, trafficJSON)) string {
+	rows := make([][]string, 0, len(items))
+	for _, it := range items {
+		k, t := row(it)
+		rows = append(rows, append([]string{k}, trafficCells(t)...))
+	}
+	return "\n" + table([]string{head, "SUCCESS", "RPS", "P50", "P95", "P99"}, rows)
 }
 
 // trafficCells are the SUCCESS, RPS and percentile columns; "-" where

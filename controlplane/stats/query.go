@@ -158,26 +158,19 @@ func (st *Store) sum(window time.Duration, match func(d *delta, direction, desti
 	return t
 }
 
-func (s *ServiceStats) method(name string) *Traffic {
-	t := s.Methods[name]
-	if t == nil {
-		if s.Methods == nil {
-			s.Methods = map[string]*Traffic{}
-		}
-		t = &Traffic{}
-		s.Methods[name] = t
-	}
-	return t
-}
+func (s *ServiceStats) method(name string) *Traffic { return entry(&s.Methods, name) }
 
-func (s *ServiceStats) version(v string) *Traffic {
-	t := s.Versions[v]
+func (s *ServiceStats) version(v string) *Traffic { return entry(&s.Versions, v) }
+
+// entry is (*m)[k], made (and the map) on first use.
+func entry(m *map[string]*Traffic, k string) *Traffic {
+	t := (*m)[k]
 	if t == nil {
-		if s.Versions == nil {
-			s.Versions = map[string]*Traffic{}
+		if *m == nil {
+			*m = map[string]*Traffic{}
 		}
 		t = &Traffic{}
-		s.Versions[v] = t
+		(*m)[k] = t
 	}
 	return t
 }
