@@ -326,7 +326,7 @@ func renderSplits(services []serviceJSON) string {
 			have[in.Version] = true
 		}
 		split := registry.Shares(svc.Split) + headerNote(svc.SplitHeader)
-		if missing := unserved(svc.Split, have); len(missing) > 0 {
+		if missing := registry.Unserved(svc.Split, have); len(missing) > 0 {
 			split += "  (no instance of " + strings.Join(missing, ", ") + ": its share fails)"
 		}
 		if r := svc.Rollout; r != nil {

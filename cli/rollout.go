@@ -14,6 +14,7 @@ import (
 
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/controlplane/rollout"
+	"github.com/micromesh/micromesh/controlplane/stats"
 	"github.com/micromesh/micromesh/identity"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	statsv1 "github.com/micromesh/micromesh/proto/stats/v1"
@@ -107,11 +108,10 @@ func newRolloutStartCommand(g *globalOptions, s Streams) *cobra.Command {
 					}
 				}
 				r := &registryv1.Rollout{From: from, To: o.to, Steps: steps, Interval: durationpb.New(o.interval),
-					MinSuccessRate: proto.Float64(minSuccess), MinRequests: proto.Uint32(o.minRequests)}
+					MinSuccessRate: proto.Float64(minSuccess), MinRequests: proto.Uint32(o.minRequests), Retire: o.retire}
 				if o.maxP99 > 0 {
 					r.MaxP99 = durationpb.New(o.maxP99)
 				}
-				r.Retire = o.retire
 				resp, err := client.StartRollout(ctx, &registryv1.StartRolloutRequest{Service: service, Namespace: o.namespace, Rollout: r})
 				return resp.GetSplit(), err
 			})
@@ -171,8 +171,9 @@ type rolloutOutput struct {
 	// Retired: when it was.
 	Retire  bool       `json:"retire,omitempty"`
 	Retired *time.Time `json:"retired,omitempty"`
-	// Canary is how the new version is doing now, as its callers report
-	// (a rollout in progress, in meshctl rollout status).
+	// Canary is how the new version is doing now, as its callers and its
+	// own sidecars report (a rollout in progress, in meshctl rollout
+	// status).
 	Canary *canaryJSON `json:"canary,omitempty"`
 }
 
@@ -206,7 +207,8 @@ func (c *canaryTraffic) set(requests, failures uint64, p99 time.Duration) {
 // plane judges the step on.
 func canaryNow(ctx context.Context, conn *grpc.ClientConn, sp *registryv1.Split) (*canaryJSON, error) {
 	ro := sp.GetRollout()
-	window := min(max(time.Since(ro.GetSince().AsTime()), registry.MinRolloutInterval), ro.GetInterval().AsDuration(), 10*time.Minute)
+	// The runner's window, within what the stats API answers.
+	window := min(rollout.Window(registry.Rollout{Since: ro.GetSince().AsTime(), Interval: ro.GetInterval().AsDuration()}, time.Now()), stats.MaxWindow)
 	resp, err := statsv1.NewStatsServiceClient(conn).GetStats(ctx, &statsv1.GetStatsRequest{Namespace: sp.GetNamespace(), Service: sp.GetService(), Window: durationpb.New(window)})
 	if err != nil {
 		return nil, err

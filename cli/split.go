@@ -149,18 +149,7 @@ func missingVersions(sp registry.Split, resp *registryv1.ListServicesResponse) [
 			}
 		}
 	}
-	return unserved(sp.Versions, have)
-}
-
-// unserved are the versions with a share of which no instance runs.
-func unserved(shares []registry.VersionWeight, have map[string]bool) []string {
-	var out []string
-	for _, v := range shares {
-		if v.Weight > 0 && !have[v.Version] {
-			out = append(out, v.Version)
-		}
-	}
-	return out
+	return registry.Unserved(sp.Versions, have)
 }
 
 func newSplitClearCommand(g *globalOptions, s Streams) *cobra.Command {

@@ -298,6 +298,18 @@ func WeightsOf[V APIVersionWeight](vs []V) []VersionWeight {
 	return out
 }
 
+// Unserved are the versions with a share of which have holds no
+// instance: their share of the calls fails.
+func Unserved(shares []VersionWeight, have map[string]bool) []string {
+	var out []string
+	for _, v := range shares {
+		if v.Weight > 0 && !have[v.Version] {
+			out = append(out, v.Version)
+		}
+	}
+	return out
+}
+
 // MaxSplitVersions bounds the versions of a split.
 const MaxSplitVersions = 16
 

@@ -45,6 +45,10 @@ type Rollout struct {
 	Retired time.Time `json:"retired,omitzero"`
 }
 
+// WaitingForTraffic starts the message of a rollout whose step has run
+// its interval with too few calls to judge.
+const WaitingForTraffic = "waiting for traffic"
+
 // RetireAfter is how long after a rollout ends the version that lost is
 // stopped (Rollout.Retire): callers' sidecars have their new shares long
 // before, and the requests they had sent it have ended.

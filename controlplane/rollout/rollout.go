@@ -70,8 +70,8 @@ func Next(r registry.Rollout, canary Canary, now time.Time) (next registry.Rollo
 		return r, false
 	}
 	if judged < 0 {
-		msg := fmt.Sprintf("waiting for traffic: %d of the %d requests to %s a step needs, in the last %v",
-			max(canary.Callers.Requests, canary.Own.Requests), r.MinRequests, r.To, r.Interval)
+		msg := fmt.Sprintf("%s: %d of the %d requests to %s a step needs, in the last %v",
+			registry.WaitingForTraffic, max(canary.Callers.Requests, canary.Own.Requests), r.MinRequests, r.To, r.Interval)
 		if msg == r.Message {
 			return r, false
 		}
@@ -162,10 +162,14 @@ func (r *Runner) Check(ctx context.Context) {
 		return
 	}
 	now := r.now()
+	pending := map[retirement]bool{}
 	for _, sp := range *p {
 		ro := sp.Rollout
-		if ro != nil && ro.State != registry.RolloutProgressing && ro.Retire && ro.Retired.IsZero() && now.Sub(ro.Since) >= registry.RetireAfter {
-			r.retireLoser(ctx, sp)
+		if ro != nil && ro.State != registry.RolloutProgressing && ro.Retire && ro.Retired.IsZero() {
+			pending[retirementOf(sp)] = true
+			if now.Sub(ro.Since) >= registry.RetireAfter {
+				r.retireLoser(ctx, sp)
+			}
 		}
 		if ro == nil || ro.State != registry.RolloutProgressing {
 			continue
@@ -202,13 +206,30 @@ func (r *Runner) Check(ctx context.Context) {
 			r.log.Info("rollout step", append(attrs, "step", next.Step+1, "of", len(next.Steps))...)
 		}
 	}
+	// What is remembered of retirements no split asks for any more (noted
+	// done, or the split changed) is forgotten.
+	for k := range r.handled {
+		if !pending[k] {
+			delete(r.handled, k)
+		}
+	}
+	for k := range r.failed {
+		if !pending[k] {
+			delete(r.failed, k)
+		}
+	}
+}
+
+// retirementOf is the retirement an ended rollout of sp asks for.
+func retirementOf(sp registry.Split) retirement {
+	return retirement{sp.Namespace, sp.Service, sp.Rollout.Loser(), sp.Rollout.Since}
 }
 
 // retireLoser stops the version that lost sp's rollout, and notes when
 // in the rollout.
 func (r *Runner) retireLoser(ctx context.Context, sp registry.Split) {
 	ro := sp.Rollout
-	key := retirement{sp.Namespace, sp.Service, ro.Loser(), ro.Since}
+	key := retirementOf(sp)
 	if r.retire == nil || r.handled[key] {
 		return
 	}

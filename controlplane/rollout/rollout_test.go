@@ -167,6 +167,12 @@ func TestRunnerRetiresTheLoser(t *testing.T) {
 	if got := strings.Join(stopped, " "); got != "won/v1 lost/v2" {
 		t.Errorf("stopped %q; want the old version of the one that succeeded, the new one of the one rolled back (after a failure), once each", got)
 	}
+	// Once the registry shows them done, only the one left running is
+	// remembered (not asked again).
+	check(t0.Add(registry.RetireAfter + 6*time.Second))
+	if len(r.handled) != 1 || len(r.failed) != 0 || strings.Join(stopped, " ") != "won/v1 lost/v2" {
+		t.Errorf("remembered %v and %v, stopped %v; want only elsewhere's retirement", r.handled, r.failed, stopped)
+	}
 	snap, _ := registry.List(ctx, reg)
 	for _, sp := range snap.Splits {
 		ro := sp.Rollout

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -321,46 +322,46 @@ const rolledBackWithin = time.Hour
 // instance passing, and says where each rollout is: one waiting for
 // traffic, or rolled back within the hour, is a warning.
 func (c *checker) splits(resp *registryv1.ListServicesResponse) {
-	passing := map[string]int{}    // by "name.ns|version"
-	registered := map[string]int{} // the same
+	passing := map[string]map[string]bool{} // versions with an instance passing, by "name.ns"
+	registered := map[string]int{}          // instances by "name.ns|version"
 	for _, s := range resp.Services {
+		name := s.Name + "." + s.Namespace
+		if passing[name] == nil {
+			passing[name] = map[string]bool{}
+		}
 		for _, in := range s.Instances {
-			k := s.Name + "." + s.Namespace + "|" + in.GetVersion()
-			registered[k]++
+			registered[name+"|"+in.GetVersion()]++
 			if in.Health == "passing" {
-				passing[k]++
+				passing[name][in.GetVersion()] = true
 			}
 		}
 	}
 	for _, sp := range resp.Splits {
 		name := sp.GetService() + "." + sp.GetNamespace()
-		ok := true
-		for _, v := range sp.GetVersions() {
-			k := name + "|" + v.GetVersion()
-			if v.GetWeight() == 0 || passing[k] > 0 {
-				continue
-			}
-			ok = false
+		shares := registry.WeightsOf(sp.GetVersions())
+		unserved := registry.Unserved(shares, passing[name])
+		for _, v := range unserved {
 			why := "no instance of it is registered"
-			if registered[k] > 0 {
-				why = fmt.Sprintf("none of its %d instances is passing", registered[k])
+			if n := registered[name+"|"+v]; n > 0 {
+				why = fmt.Sprintf("none of its %d instances is passing", n)
 			}
+			weight := shares[slices.IndexFunc(shares, func(w registry.VersionWeight) bool { return w.Version == v })].Weight
 			c.add("splits", name, Fail, fmt.Sprintf("its split gives %s %d %% of the calls, but %s: those calls fail — meshctl run --version %s, or meshctl split set %s",
-				v.GetVersion(), v.GetWeight(), why, v.GetVersion(), sp.GetService()))
+				v, weight, why, v, sp.GetService()))
 		}
 		r := sp.GetRollout()
 		switch {
 		case r == nil:
-		case r.GetState() == "progressing" && strings.HasPrefix(r.GetMessage(), "waiting for traffic"):
+			if len(unserved) == 0 {
+				c.add("splits", name, OK, registry.Shares(shares))
+			}
+		case r.GetState() == registry.RolloutProgressing && strings.HasPrefix(r.GetMessage(), registry.WaitingForTraffic):
 			c.add("rollouts", name, Warn, fmt.Sprintf("%s → %s: %s — meshctl rollout status %s", r.GetFrom(), r.GetTo(), r.GetMessage(), sp.GetService()))
-		case r.GetState() == "progressing":
-			c.add("rollouts", name, OK, fmt.Sprintf("%s → %s: step %d of %d (%s)", r.GetFrom(), r.GetTo(), r.GetStep()+1, len(r.GetSteps()), registry.Shares(registry.WeightsOf(sp.GetVersions()))))
-		case r.GetState() == "rolled back" && c.now.Sub(r.GetSince().AsTime()) < rolledBackWithin:
+		case r.GetState() == registry.RolloutProgressing:
+			c.add("rollouts", name, OK, fmt.Sprintf("%s → %s: step %d of %d (%s)", r.GetFrom(), r.GetTo(), r.GetStep()+1, len(r.GetSteps()), registry.Shares(shares)))
+		case r.GetState() == registry.RolloutRolledBack && c.now.Sub(r.GetSince().AsTime()) < rolledBackWithin:
 			c.add("rollouts", name, Warn, fmt.Sprintf("%s → %s rolled back at %s: %s — meshctl logs %s --version %s",
 				r.GetFrom(), r.GetTo(), r.GetSince().AsTime().Local().Format("15:04"), r.GetMessage(), sp.GetService(), r.GetTo()))
-		}
-		if ok && len(sp.GetVersions()) > 0 && r == nil {
-			c.add("splits", name, OK, registry.Shares(registry.WeightsOf(sp.GetVersions())))
 		}
 	}
 }
