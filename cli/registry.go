@@ -288,7 +288,14 @@ func servicesJSON(resp *registryv1.ListServicesResponse) []serviceJSON {
 
 func renderServices(resp *registryv1.ListServicesResponse) string {
 	services := servicesJSON(resp)
+	outside := ""
+	if es := externalsOf(resp); len(es) > 0 {
+		outside = "outside the mesh (reached over TLS by their callers' sidecars):\n" + renderExternals(es)
+	}
 	if len(services) == 0 {
+		if outside != "" {
+			return "no services registered\n\n" + outside
+		}
 		return "no services registered\n"
 	}
 	var rows [][]string
@@ -308,6 +315,9 @@ func renderServices(resp *registryv1.ListServicesResponse) string {
 	}
 	if splits := renderSplits(services); splits != "" {
 		out += "\n" + splits
+	}
+	if outside != "" {
+		out += "\n" + outside
 	}
 	return out
 }

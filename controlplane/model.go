@@ -16,7 +16,8 @@ import (
 // API refused invalid ones) with an operator's policy over it, key by key
 // (an operator policy that no longer fits what the instances registered —
 // the API checked it against the instances of its day — is left out),
-// else xds.DefaultPolicy; its split, from the registry's splits.
+// else xds.DefaultPolicy; its split, from the registry's splits. The
+// registry's external services come as they are.
 func buildMesh(td string, roots []byte, snap registry.Snapshot) *xds.Mesh {
 	m := &xds.Mesh{TrustDomain: td, Roots: roots}
 	byKey := map[[2]string]int{}
@@ -75,6 +76,13 @@ func buildMesh(td string, roots []byte, snap registry.Snapshot) *xds.Mesh {
 	})
 	for i := range m.Services {
 		slices.SortFunc(m.Services[i].Endpoints, func(a, b xds.Endpoint) int { return cmp.Compare(a.ID, b.ID) })
+	}
+	for _, e := range snap.Externals { // sorted by namespace, name
+		x := xds.External{Name: e.Name, Namespace: e.Namespace, Host: e.Host, Port: uint32(e.Port)}
+		if e.CA != "" {
+			x.CA = []byte(e.CA)
+		}
+		m.Externals = append(m.Externals, x)
 	}
 	return m
 }

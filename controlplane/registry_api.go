@@ -219,6 +219,11 @@ func (a *registryAPI) ListServices(ctx context.Context, req *registryv1.ListServ
 			resp.Policies = append(resp.Policies, &registryv1.Policy{Service: p.Service, Namespace: p.Namespace, Keys: p.Keys})
 		}
 	}
+	for _, e := range snap.Externals {
+		if visible(e.Namespace) {
+			resp.Externals = append(resp.Externals, ExternalToProto(e))
+		}
+	}
 	return resp, nil
 }
 
@@ -393,4 +398,81 @@ func InstanceToProto(in registry.Instance) *registryv1.Instance {
 		p.Ttl = durationpb.New(in.TTL)
 	}
 	return p
+}
+
+// SetExternal declares a service outside the mesh: an operator's act,
+// since it opens a way out for every app of the namespace.
+func (a *registryAPI) SetExternal(ctx context.Context, req *registryv1.SetExternalRequest) (*registryv1.SetExternalResponse, error) {
+	caller, err := a.caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	x := req.GetExternal()
+	if x == nil {
+		return nil, status.Error(codes.InvalidArgument, "the request has no external service")
+	}
+	if x.GetPort() > 65535 {
+		return nil, status.Errorf(codes.InvalidArgument, "invalid external service: port %d is not a TCP port (1-65535; 0 for 443)", x.GetPort())
+	}
+	e := ExternalFromProto(x)
+	if err := e.Validate(); err != nil {
+		return nil, registryStatus(err)
+	}
+	if !isAdmin(caller) {
+		return nil, status.Errorf(codes.PermissionDenied, "%s may not declare services outside the mesh: an operator does (an identity of the %s namespace, as meshctl's)", caller, identity.SystemNamespace)
+	}
+	snap, err := registry.List(ctx, a.reg)
+	if err != nil {
+		return nil, registryStatus(err)
+	}
+	for _, in := range snap.Instances {
+		if in.Namespace == e.Namespace && in.Service == e.Name {
+			return nil, status.Errorf(codes.FailedPrecondition, "%s.%s is a service in the mesh (instance %s); an external service of that name would be hidden by it — pick another name", e.Name, e.Namespace, in.ID)
+		}
+	}
+	if err := a.reg.SetExternal(ctx, e); err != nil {
+		return nil, registryStatus(err)
+	}
+	roots := "system"
+	if e.CA != "" {
+		roots = "own"
+	}
+	a.log.Info("external service set", "service", e.Name, "namespace", e.Namespace, "host", e.Host, "port", e.Port, "roots", roots, "by", caller.String())
+	return &registryv1.SetExternalResponse{}, nil
+}
+
+// DeleteExternal removes a service outside the mesh (operators only).
+func (a *registryAPI) DeleteExternal(ctx context.Context, req *registryv1.DeleteExternalRequest) (*registryv1.DeleteExternalResponse, error) {
+	caller, err := a.caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ns := req.GetNamespace()
+	if ns == "" {
+		ns = identity.DefaultNamespace
+	}
+	if err := identity.ValidateName("service name", req.GetName()); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if err := identity.ValidateName("namespace", ns); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if !isAdmin(caller) {
+		return nil, status.Errorf(codes.PermissionDenied, "%s may not remove services outside the mesh: an operator does (an identity of the %s namespace, as meshctl's)", caller, identity.SystemNamespace)
+	}
+	if err := a.reg.DeleteExternal(ctx, ns, req.GetName()); err != nil {
+		return nil, registryStatus(err)
+	}
+	a.log.Info("external service removed", "service", req.GetName(), "namespace", ns, "by", caller.String())
+	return &registryv1.DeleteExternalResponse{}, nil
+}
+
+// ExternalFromProto converts an external service from the wire (unchecked).
+func ExternalFromProto(x *registryv1.External) registry.External {
+	return registry.External{Name: x.GetName(), Namespace: x.GetNamespace(), Host: x.GetHost(), Port: uint16(x.GetPort()), CA: x.GetCa()}
+}
+
+// ExternalToProto converts an external service for the wire.
+func ExternalToProto(e registry.External) *registryv1.External {
+	return &registryv1.External{Name: e.Name, Namespace: e.Namespace, Host: e.Host, Port: uint32(e.Port), Ca: e.CA}
 }

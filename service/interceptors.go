@@ -69,13 +69,12 @@ func TraceID(ctx context.Context) string {
 // carries on: its ID and its trace context.
 var propagated = [...]string{RequestIDHeader, TraceHeader, TraceStateHeader}
 
-// withPropagated returns ctx with the served request's ID and trace
-// context in its outgoing metadata — the trace context of the span the
-// app started in ctx, if any (OpenTelemetry's) — each unless there is
-// none or the caller set one already.
-func withPropagated(ctx context.Context) context.Context {
+// propagatedFrom returns, as key/value pairs, the served request's ID and
+// trace context that a call made with ctx carries on — the trace context
+// of the span the app started in ctx, if any (OpenTelemetry's) — each
+// unless there is none or set(k) says the caller set one already.
+func propagatedFrom(ctx context.Context, set func(k string) bool) []string {
 	var kv []string
-	var out metadata.MD
 	local := localTrace(ctx)
 	for _, k := range propagated {
 		v := incoming(ctx, k)
@@ -83,17 +82,26 @@ func withPropagated(ctx context.Context) context.Context {
 			// A span the app started: the call's parent.
 			v = local[k]
 		}
-		if v == "" {
-			continue
-		}
-		if out == nil {
-			out, _ = metadata.FromOutgoingContext(ctx)
-		}
-		if len(out.Get(k)) > 0 {
+		if v == "" || set(k) {
 			continue
 		}
 		kv = append(kv, k, v)
 	}
+	return kv
+}
+
+// withPropagated returns ctx with the served request's ID and trace
+// context in its outgoing metadata (propagatedFrom).
+func withPropagated(ctx context.Context) context.Context {
+	var out metadata.MD
+	read := false
+	kv := propagatedFrom(ctx, func(k string) bool {
+		if !read {
+			out, _ = metadata.FromOutgoingContext(ctx)
+			read = true
+		}
+		return len(out.Get(k)) > 0
+	})
 	if len(kv) == 0 {
 		return ctx
 	}

@@ -84,7 +84,12 @@ func WithDefaults(m *Mesh) *Mesh {
 func BuildShared(m *Mesh, ns, kind string) *Shared {
 	b := &builder{mesh: m, proxy: Proxy{Namespace: ns, Kind: kind}}
 	reachable := b.reachable()
+	externals := b.externals()
 	sh := &Shared{Namespace: ns, Kind: kind, Route: b.outboundRoute(reachable)}
+	for _, e := range externals {
+		sh.Route.VirtualHosts = append(sh.Route.VirtualHosts, externalVirtualHost(ns, e))
+		sh.Clusters = append(sh.Clusters, externalCluster(e))
+	}
 	for _, s := range reachable {
 		sh.Clusters = append(sh.Clusters, b.outboundCluster(s, ClusterName(s.Namespace, s.Name)))
 		sh.Endpoints = append(sh.Endpoints, b.endpoints(s, ClusterName(s.Namespace, s.Name)))

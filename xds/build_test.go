@@ -21,7 +21,9 @@ var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 // versions split 90/10/0), world
 // (one built-in, one Envoy: so TLS for everyone), grpcsrv (a proxyless
 // server, one endpoint critical), store (a platform service), and billing in
-// namespace prod (unreachable from default).
+// namespace prod (unreachable from default); outside the mesh payments
+// (the system's roots) and maps (its own CA, port 8443) for default,
+// one named hello (the mesh service wins) and one for prod.
 func testMesh() *Mesh {
 	return &Mesh{
 		TrustDomain: "micromesh.local",
@@ -62,6 +64,12 @@ func testMesh() *Mesh {
 			{Name: "store", Namespace: SystemNamespace, Protocol: ProtocolGRPC, Endpoints: []Endpoint{
 				{ID: "s1", Address: "127.0.0.1", Port: 9443, QUICPort: 9443, Kind: KindBuiltin, Health: HealthPassing},
 			}},
+		},
+		Externals: []External{
+			{Name: "hello", Namespace: "default", Host: "hello.example", Port: 443},
+			{Name: "maps", Namespace: "default", Host: "maps.example", Port: 8443, CA: []byte("-----BEGIN CERTIFICATE-----\nTEST MAPS CA\n-----END CERTIFICATE-----\n")},
+			{Name: "payments", Namespace: "default", Host: "api.payments.example", Port: 443},
+			{Name: "ledger", Namespace: "prod", Host: "ledger.example", Port: 443},
 		},
 	}
 }
@@ -221,14 +229,14 @@ func TestScoping(t *testing.T) {
 	for _, c := range r.Clusters {
 		names = append(names, c.Name)
 	}
-	if got := strings.Join(names, ","); got != "grpcsrv.default,hello.default,hello.default|v1,hello.default|v2,hello.default|v3,inbound|app,store.micromesh,world.default" {
-		t.Errorf("clusters of a default-namespace proxy: %s (billing.prod must not be reachable)", got)
+	if got := strings.Join(names, ","); got != "grpcsrv.default,hello.default,hello.default|v1,hello.default|v2,hello.default|v3,inbound|app,maps.default,payments.default,store.micromesh,world.default" {
+		t.Errorf("clusters of a default-namespace proxy: %s (billing.prod and prod's external ledger must not be reachable; the mesh's hello wins over the external one)", got)
 	}
 	var hosts []string
 	for _, vh := range r.Routes[0].VirtualHosts {
 		hosts = append(hosts, strings.Join(vh.Domains, "|"))
 	}
-	if got := strings.Join(hosts, ","); got != "grpcsrv|grpcsrv.default,hello|hello.default,world|world.default,store.micromesh" {
+	if got := strings.Join(hosts, ","); got != "grpcsrv|grpcsrv.default,hello|hello.default,world|world.default,store.micromesh,maps|maps.default,payments|payments.default" {
 		t.Errorf("virtual hosts: %s", got)
 	}
 }
@@ -245,8 +253,12 @@ func TestPlatformProxiesReachEveryService(t *testing.T) {
 	for _, vh := range r.Routes[0].VirtualHosts {
 		hosts = append(hosts, strings.Join(vh.Domains, "|"))
 	}
-	if got := strings.Join(hosts, ","); !strings.Contains(got, "billing.prod") || !strings.Contains(got, "hello.default") || !strings.Contains(got, "store|store.micromesh") {
+	got := strings.Join(hosts, ",")
+	if !strings.Contains(got, "billing.prod") || !strings.Contains(got, "hello.default") || !strings.Contains(got, "store|store.micromesh") {
 		t.Errorf("virtual hosts of the gateway's proxy: %s (want every namespace's services)", got)
+	}
+	if strings.Contains(got, "payments") || strings.Contains(got, "ledger") {
+		t.Errorf("virtual hosts of the gateway's proxy: %s (want no external service: the mesh is no relay to the outside)", got)
 	}
 }
 

@@ -53,6 +53,9 @@ type Mesh struct {
 	AccountKeys []byte
 	// Tracing, if set, has proxies trace requests (nil: none traced).
 	Tracing *Tracing
+	// Externals are the services outside the mesh that sidecars reach
+	// for their apps, sorted by namespace then name.
+	Externals []External
 }
 
 // Service is one service of the mesh.

@@ -44,6 +44,12 @@ type Registry interface {
 	// DeletePolicy removes a service's operator policy (its instances' own
 	// applies again); ErrNotFound if it has none.
 	DeletePolicy(ctx context.Context, namespace, service string) error
+	// SetExternal declares a service outside the mesh, replacing the one
+	// of that name in its namespace.
+	SetExternal(ctx context.Context, e External) error
+	// DeleteExternal removes an external service; ErrNotFound if there is
+	// none of that name.
+	DeleteExternal(ctx context.Context, namespace, name string) error
 	// Watch sends the current snapshot at once, then a new one after every
 	// change, until ctx ends; a slow reader only ever misses intermediate
 	// snapshots, never the latest.
@@ -441,6 +447,8 @@ type Snapshot struct {
 	Splits []Split `json:"splits,omitempty"`
 	// Policies set by operators, sorted by namespace, service.
 	Policies []Policy `json:"policies,omitempty"`
+	// Externals, services outside the mesh, sorted by namespace, name.
+	Externals []External `json:"externals,omitempty"`
 }
 
 // ServiceOf returns the service the split is for.
@@ -450,7 +458,7 @@ func (s Split) ServiceOf() (namespace, service string) { return s.Namespace, s.S
 func (p Policy) ServiceOf() (namespace, service string) { return p.Namespace, p.Service }
 
 // SortByService puts what the registry keeps per service (splits,
-// policies) in snapshot order.
+// policies, externals) in snapshot order.
 func SortByService[T PerService](vs []T) {
 	slices.SortFunc(vs, func(a, b T) int {
 		ans, asv := a.ServiceOf()
@@ -463,9 +471,10 @@ func SortByService[T PerService](vs []T) {
 }
 
 // PerService is what the registry keeps per service besides its
-// instances: splits and operator policies.
+// instances: splits, operator policies, and external services (one per
+// name).
 type PerService interface {
-	Split | Policy
+	Split | Policy | External
 	ServiceOf() (namespace, service string)
 }
 

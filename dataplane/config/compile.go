@@ -274,6 +274,8 @@ func checkClientValidation(ctc *xdswire.CommonTLSContext) error {
 	switch v := ctc.CombinedValidationContext; {
 	case ctc.Unsupported != "":
 		return fmt.Errorf("%s is not supported: %w", ctc.Unsupported, bad)
+	case ctc.ValidationContext != nil:
+		return fmt.Errorf("an inline validation_context is not supported: %w", bad)
 	case ctc.ValidationContextSDSSecretConfig != nil:
 		if ctc.ValidationContextSDSSecretConfig.Name != rootSecret {
 			return bad
@@ -554,7 +556,7 @@ func compileRoute(rc *xdswire.RouteConfiguration, vh *xdswire.VirtualHost, rt *x
 			return nil, fmt.Errorf("typed_per_filter_config %q (%s) is not supported (only a local rate limit's or a fault's)", name, a.TypeURL)
 		}
 	}
-	r.Cluster, r.Timeout = action.Cluster, action.Timeout.D()
+	r.Cluster, r.Timeout, r.HostRewrite = action.Cluster, action.Timeout.D(), action.HostRewriteLiteral
 	if wc := action.WeightedClusters; wc != nil {
 		split, err := compileSplit(wc)
 		if err != nil {
@@ -802,8 +804,13 @@ func compileCluster(cl *xdswire.Cluster, endpoints map[string]*xdswire.ClusterLo
 		c.Waiting = cla == nil
 	case xdswire.Static:
 		cla = cl.LoadAssignment
+	case xdswire.LogicalDNS:
+		cla = cl.LoadAssignment
+		if n := countEndpoints(cla); n != 1 {
+			return nil, fmt.Errorf("cluster %s: a LOGICAL_DNS cluster needs exactly one endpoint, the host name to resolve (it has %d)", cl.Name, n)
+		}
 	default:
-		return nil, fmt.Errorf("discovery type %v is not supported (EDS or STATIC)", cl.Type)
+		return nil, fmt.Errorf("discovery type %v is not supported (EDS, STATIC, or LOGICAL_DNS for a service outside the mesh)", cl.Type)
 	}
 	// Thresholds not set are Envoy's defaults, as for a cluster with no
 	// circuit breakers at all.
@@ -883,6 +890,15 @@ func compileCluster(cl *xdswire.Cluster, endpoints map[string]*xdswire.ClusterLo
 	return c, nil
 }
 
+// countEndpoints counts cla's endpoints.
+func countEndpoints(cla *xdswire.ClusterLoadAssignment) int {
+	n := 0
+	for _, loc := range endpointsOf(cla) {
+		n += len(loc.LBEndpoints)
+	}
+	return n
+}
+
 // staleFor reports whether an endpoint of cla has an address of the
 // other protocol than transport's (UDP for QUIC, TCP otherwise).
 func staleFor(cla *xdswire.ClusterLoadAssignment, transport string) bool {
@@ -916,6 +932,9 @@ func healthy(h xdswire.HealthStatus) bool {
 
 // setTransport reads the cluster's transport socket and protocol options.
 func (c *Cluster) setTransport(cl *xdswire.Cluster) error {
+	if cl.Type == xdswire.LogicalDNS {
+		return c.setExternal(cl)
+	}
 	if opts, ok := cl.TypedExtensionProtocolOptions["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]; ok {
 		po, err := typed[*xdswire.HTTPProtocolOptions](opts, xdswire.HTTPProtocolOptionsType)
 		if err != nil {
@@ -1006,6 +1025,8 @@ func refusedCheck(d *xdswire.CertificateValidationContext) string {
 		return d.Refused
 	case d.CRL != nil || d.OnlyVerifyLeafCertCRL:
 		return "crl (outside the trust bundle's secret " + rootSecret + ")"
+	case d.SystemRootCerts != nil:
+		return "system_root_certs (mesh peers are checked against the trust bundle)"
 	}
 	return ""
 }

@@ -257,9 +257,9 @@ func TestCompileRefusesWhatItCannotHonour(t *testing.T) {
 		{"prefix rewrite", func(r *envoyResources) {
 			r.Routes[0].VirtualHosts[0].Routes[0].GetRoute().PrefixRewrite = "/v2/"
 		}, "prefix_rewrite is not supported"},
-		{"host rewrite", func(r *envoyResources) {
-			r.Routes[0].VirtualHosts[0].Routes[0].GetRoute().HostRewriteSpecifier = &route.RouteAction_HostRewriteLiteral{HostRewriteLiteral: "x"}
-		}, "host_rewrite_literal is not supported"},
+		{"host rewrite from a header", func(r *envoyResources) {
+			r.Routes[0].VirtualHosts[0].Routes[0].GetRoute().HostRewriteSpecifier = &route.RouteAction_HostRewriteHeader{HostRewriteHeader: "x-host"}
+		}, "host_rewrite_header is not supported"},
 		{"grpc-timeout enforced by the proxy", func(r *envoyResources) {
 			r.Routes[0].VirtualHosts[0].Routes[0].GetRoute().MaxStreamDuration = &route.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderMax: durationpb.New(0)}
 		}, "grpc_timeout_header_max/offset is not supported"},

@@ -5,6 +5,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"net"
 	"regexp"
 	"sort"
@@ -20,6 +21,9 @@ const (
 	TransportTLS   = "tls"   // HTTP/2 over TLS 1.3, mTLS
 	TransportQUIC  = "quic"  // HTTP/3 over QUIC, mTLS
 	TransportPlain = "plain" // loopback to the local app: HTTP/1.1, or h2c
+	// TransportExternal reaches a service outside the mesh: HTTP/1.1 over
+	// TLS 1.2 or 1.3, the server checked by its DNS name (Cluster.External).
+	TransportExternal = "external"
 )
 
 // Config is everything the proxy serves by, at one version. It is never
@@ -252,6 +256,8 @@ type Route struct {
 	// Timeout bounds the whole request, retries included; 0: none.
 	Timeout time.Duration
 	Retry   *RetryPolicy
+	// HostRewrite replaces the request's authority upstream ("": kept).
+	HostRewrite string
 	// HeadersToRemove are removed from the request, then HeadersToAdd set.
 	HeadersToRemove []string
 	HeadersToAdd    []HeaderValue
@@ -409,6 +415,22 @@ type Cluster struct {
 	// Waiting is true while the EDS resource has not arrived (an empty
 	// one has: the cluster then has no endpoints).
 	Waiting bool
+	// External is how a cluster outside the mesh is reached
+	// (TransportExternal); nil for others.
+	External *ExternalTLS
+}
+
+// ExternalTLS is TLS to a server outside the mesh: the proxy presents no
+// certificate, sends ServerName as SNI and checks the server's
+// certificate for it against Roots (nil: the system's).
+type ExternalTLS struct {
+	ServerName string
+	// RootsPEM is the roots as configured (nil: the system's), Roots
+	// them parsed.
+	RootsPEM   []byte
+	Roots      *x509.CertPool
+	MinVersion uint16 // tls.VersionTLS12 or tls.VersionTLS13
+	MaxVersion uint16
 }
 
 // Limits are circuit-breaker thresholds; Compile fills in Envoy's defaults

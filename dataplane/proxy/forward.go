@@ -221,6 +221,9 @@ func (p *Proxy) attempt(ctx context.Context, deadline time.Time, r *http.Request
 	// differ in is set below (RequestURI empty: it marks server requests).
 	out := r.WithContext(ctx)
 	out.URL = &url.URL{Scheme: up.scheme, Host: ep.addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	if rt.HostRewrite != "" {
+		out.Host = rt.HostRewrite
+	}
 	out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
 	out.Body, out.GetBody = body.reader(), nil
 	out.RequestURI, out.Close, out.TransferEncoding = "", false, nil

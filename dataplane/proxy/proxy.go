@@ -174,7 +174,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 		if prev != nil {
 			old = prev.upstreams[name]
 		}
-		if newRevocations && old != nil && c.Transport != config.TransportPlain {
+		if newRevocations && old != nil && (c.Transport == config.TransportTLS || c.Transport == config.TransportQUIC) {
 			old = &upstream{cluster: old.cluster, lb: old.lb} // the balancer's state stays, not the connections
 		}
 		u, err := p.newUpstream(c, old)

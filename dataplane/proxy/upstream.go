@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -33,7 +34,11 @@ type upstream struct {
 // sameTransport reports whether a and b can share connections.
 func sameTransport(a, b *config.Cluster) bool {
 	same := a.Transport == b.Transport && a.SAN == b.SAN && a.HTTP2 == b.HTTP2 && a.ConnectTimeout == b.ConnectTimeout
-	if same && a.Transport == config.TransportPlain && !a.HTTP2 {
+	if same && a.Transport == config.TransportExternal {
+		x, y := a.External, b.External
+		same = x.ServerName == y.ServerName && bytes.Equal(x.RootsPEM, y.RootsPEM) && x.MinVersion == y.MinVersion && x.MaxVersion == y.MaxVersion
+	}
+	if same && (a.Transport == config.TransportPlain && !a.HTTP2 || a.Transport == config.TransportExternal) {
 		// The HTTP/1.1 pool enforces the connection limits itself.
 		same = a.Limits.MaxConnections == b.Limits.MaxConnections && a.Limits.MaxPendingRequests == b.Limits.MaxPendingRequests
 	}
@@ -88,6 +93,22 @@ func (p *Proxy) newUpstream(c *config.Cluster, prev *upstream) (*upstream, error
 			HTTP2:               &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
 		}
 		t.Protocols.SetHTTP2(true)
+		u.rt, u.close = t, t.CloseIdleConnections
+		return u, nil
+	case config.TransportExternal:
+		// A service outside the mesh: HTTP/1.1 over TLS, the server checked
+		// by its name; no client certificate (the mesh's identity stays
+		// in the mesh).
+		x := c.External
+		conf := &tls.Config{ServerName: x.ServerName, RootCAs: x.Roots, MinVersion: x.MinVersion, MaxVersion: x.MaxVersion, NextProtos: []string{"http/1.1"}}
+		t := &h1.Transport{
+			DialContext:    tlsDialer(c.ConnectTimeout, conf),
+			MaxIdlePerHost: 256,
+			IdleTimeout:    90 * time.Second,
+			MaxConns:       int(c.Limits.MaxConnections),
+			MaxPending:     int(c.Limits.MaxPendingRequests),
+		}
+		u.scheme = "https"
 		u.rt, u.close = t, t.CloseIdleConnections
 		return u, nil
 	case config.TransportPlain:

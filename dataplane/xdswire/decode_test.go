@@ -52,6 +52,9 @@ func TestDecodesWhatTheControlPlaneServes(t *testing.T) {
 		{Name: "store", Namespace: xds.SystemNamespace, Protocol: xds.ProtocolGRPC, Endpoints: []xds.Endpoint{
 			{ID: "s1", Address: "10.0.0.9", Port: 9443, QUICPort: 9443, Kind: xds.KindBuiltin, Health: xds.HealthPassing},
 		}},
+	}, Externals: []xds.External{ // one with its own roots, one with the system's
+		{Name: "maps", Namespace: "default", Host: "maps.example", Port: 8443, CA: []byte("-----BEGIN CERTIFICATE-----\nY\n-----END CERTIFICATE-----\n")},
+		{Name: "payments", Namespace: "default", Host: "api.payments.example", Port: 443},
 	}}
 	seen := map[string]int{}
 	for _, ns := range []string{"default", xds.SystemNamespace} {
@@ -213,7 +216,8 @@ func TestRecordsWhatItDoesNotDecode(t *testing.T) {
 		{&route.Route{Action: &route.Route_Redirect{Redirect: &route.RedirectAction{}}}, func(m any) string { return m.(*Route).Unsupported }, "redirect"},
 		{&route.RouteAction{ClusterSpecifier: &route.RouteAction_ClusterHeader{ClusterHeader: "x"}}, func(m any) string { return m.(*RouteAction).Unsupported }, "cluster_header"},
 		{&tlsv3.Secret{Type: &tlsv3.Secret_GenericSecret{GenericSecret: &tlsv3.GenericSecret{}}}, func(m any) string { return m.(*Secret).Unsupported }, "generic_secret"},
-		{&tlsv3.CommonTlsContext{ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{}}}, func(m any) string { return m.(*CommonTLSContext).Unsupported }, "validation_context"},
+		//lint:ignore SA1019 a deprecated field is still one a control plane may send.
+		{&tlsv3.CommonTlsContext{ValidationContextType: &tlsv3.CommonTlsContext_ValidationContextCertificateProviderInstance{ValidationContextCertificateProviderInstance: &tlsv3.CommonTlsContext_CertificateProviderInstance{InstanceName: "x"}}}, func(m any) string { return m.(*CommonTLSContext).Unsupported }, "validation_context_certificate_provider_instance"},
 		{&core.Address{Address: &core.Address_Pipe{Pipe: &core.Pipe{Path: "/p"}}}, func(m any) string { return m.(*Address).Unsupported }, "pipe"},
 	}
 	targets := map[string]func() unmarshaler{

@@ -254,7 +254,9 @@ type RouteAction struct {
 	MaxStreamDuration *MaxStreamDuration `json:"maxStreamDuration,omitempty"`
 	// RequestMirrorPolicies copy the route's requests to other clusters.
 	RequestMirrorPolicies []*RequestMirrorPolicy `json:"requestMirrorPolicies,omitempty"`
-	Unsupported           string                 `json:"-"` // another cluster specifier
+	// HostRewriteLiteral replaces the request's authority upstream.
+	HostRewriteLiteral string `json:"hostRewriteLiteral,omitempty"`
+	Unsupported        string `json:"-"` // another cluster specifier
 	// Refused names the first field set that the proxy does not do
 	// (rewrites, mirrors, hedging, subsets…).
 	Refused   string `json:"-"`
@@ -264,7 +266,7 @@ type RouteAction struct {
 // routeActionRefused are RouteAction's fields the proxy refuses.
 var routeActionRefused = map[protowire.Number]string{
 	4: "metadata_match", 5: "prefix_rewrite", 32: "regex_rewrite", 41: "path_rewrite_policy", 45: "path_rewrite",
-	6: "host_rewrite_literal", 7: "auto_host_rewrite", 29: "host_rewrite_header", 35: "host_rewrite_path_regex",
+	7: "auto_host_rewrite", 29: "host_rewrite_header", 35: "host_rewrite_path_regex",
 	33: "retry_policy_typed_config", 13: "rate_limits", 17: "cors",
 	23: "max_grpc_timeout", 28: "grpc_timeout_offset", 25: "upgrade_configs", 34: "internal_redirect_policy",
 	26: "internal_redirect_action", 27: "hedge_policy",
@@ -346,6 +348,8 @@ func (m *RouteAction) unmarshal(b []byte) error {
 			return msg(f, &m.MaxStreamDuration)
 		case 30:
 			return msgs(f, &m.RequestMirrorPolicies)
+		case 6:
+			return f.str(&m.HostRewriteLiteral)
 		case 2:
 			m.Unsupported = "cluster_header"
 		case 3:

@@ -79,8 +79,11 @@ type CommonTLSContext struct {
 	TLSCertificateSDSSecretConfigs   []*SDSSecretConfig         `json:"tlsCertificateSdsSecretConfigs,omitempty"`
 	ValidationContextSDSSecretConfig *SDSSecretConfig           `json:"validationContextSdsSecretConfig,omitempty"`
 	CombinedValidationContext        *CombinedValidationContext `json:"combinedValidationContext,omitempty"`
-	ALPNProtocols                    []string                   `json:"alpnProtocols,omitempty"`
-	// Unsupported names another validation context than these two.
+	// ValidationContext is an inline one (a cluster to a service outside
+	// the mesh: its own roots and DNS name).
+	ValidationContext *CertificateValidationContext `json:"validationContext,omitempty"`
+	ALPNProtocols     []string                      `json:"alpnProtocols,omitempty"`
+	// Unsupported names another validation context than these three.
 	Unsupported string `json:"-"`
 	// Refused names the first other way of getting certificates or doing
 	// the handshake that is set (certificate providers, custom
@@ -103,7 +106,7 @@ func (m *CommonTLSContext) unmarshal(b []byte) error {
 				return nil
 			}
 			if m.validation.to(f.num) {
-				m.ValidationContextSDSSecretConfig, m.CombinedValidationContext, m.Unsupported = nil, nil, ""
+				m.ValidationContextSDSSecretConfig, m.CombinedValidationContext, m.ValidationContext, m.Unsupported = nil, nil, nil, ""
 			}
 		}
 		switch f.num {
@@ -120,7 +123,7 @@ func (m *CommonTLSContext) unmarshal(b []byte) error {
 		case 4:
 			return f.strs(&m.ALPNProtocols)
 		case 3:
-			m.Unsupported = "validation_context"
+			return msg(f, &m.ValidationContext)
 		case 10:
 			m.Unsupported = "validation_context_certificate_provider"
 		case 12:
@@ -214,6 +217,9 @@ type CertificateValidationContext struct {
 	// (without it Envoy wants a list for every CA of the chain).
 	CRL                   *DataSource `json:"crl,omitempty"`
 	OnlyVerifyLeafCertCRL bool        `json:"onlyVerifyLeafCertCrl,omitempty"`
+	// SystemRootCerts, when set, trusts the host's roots (a cluster to a
+	// service outside the mesh).
+	SystemRootCerts *SystemRootCerts `json:"systemRootCerts,omitempty"`
 	// Refused names the first other check set: each would make Envoy
 	// accept fewer peers (pinned hashes, the deprecated SAN matchers, a
 	// depth limit, a custom validator, other roots) or more (expired or
@@ -224,7 +230,7 @@ type CertificateValidationContext struct {
 var validationRefused = map[protowire.Number]string{
 	2: "verify_certificate_hash", 3: "verify_certificate_spki", 9: "match_subject_alt_names",
 	12: "custom_validator_config", 13: "ca_certificate_provider_instance", 16: "max_verify_depth",
-	17: "system_root_certs", 8: "allow_expired_certificate", 10: "trust_chain_verification",
+	8: "allow_expired_certificate", 10: "trust_chain_verification",
 }
 
 func (m *CertificateValidationContext) unmarshal(b []byte) error {
@@ -238,6 +244,8 @@ func (m *CertificateValidationContext) unmarshal(b []byte) error {
 			return msg(f, &m.CRL)
 		case 14:
 			return f.boolean(&m.OnlyVerifyLeafCertCRL)
+		case 17:
+			return msg(f, &m.SystemRootCerts)
 		case 6:
 			return refuseTrue(f, &m.Refused, "require_signed_certificate_timestamp")
 		}
@@ -245,6 +253,12 @@ func (m *CertificateValidationContext) unmarshal(b []byte) error {
 		return nil
 	})
 }
+
+// SystemRootCerts is CertificateValidationContext.SystemRootCerts (no
+// fields).
+type SystemRootCerts struct{}
+
+func (m *SystemRootCerts) unmarshal([]byte) error { return nil }
 
 // SANType is SubjectAltNameMatcher.SanType.
 type SANType int32

@@ -313,6 +313,24 @@ func (c *checker) services(ctx context.Context, conn *grpc.ClientConn) {
 		c.add("services", "healthy", OK, fmt.Sprintf("%d services, each with its instances passing", len(resp.Services)))
 	}
 	c.splits(resp)
+	c.externals(resp)
+}
+
+// externals warns of services outside the mesh that a mesh service of
+// the same name hides (registered after them: its callers reach the mesh
+// service).
+func (c *checker) externals(resp *registryv1.ListServicesResponse) {
+	for _, e := range resp.GetExternals() {
+		name := e.GetName() + "." + e.GetNamespace()
+		if slices.ContainsFunc(resp.GetServices(), func(s *registryv1.Service) bool {
+			return s.GetName() == e.GetName() && s.GetNamespace() == e.GetNamespace()
+		}) {
+			c.add("outside the mesh", name, Warn, fmt.Sprintf("a mesh service has that name, so callers reach it, not %s — meshctl external remove %s -n %s, and declare it under another name",
+				e.GetHost(), e.GetName(), e.GetNamespace()))
+			continue
+		}
+		c.add("outside the mesh", name, OK, "reaches "+e.GetHost())
+	}
 }
 
 // rolledBackWithin is how long a rolled back rollout is warned of.

@@ -7,10 +7,10 @@
 // its metadata (mesh_namespace, mesh_service). Mesh names are DNS labels,
 // which never contain '_', so the mapping cannot collide.
 //
-// Splits and operator policies live in Consul's KV store, one JSON value
-// per service under micromesh/splits/<ns>/<name> and
-// micromesh/policies/<ns>/<name>, each prefix watched with a blocking
-// query. (Consul's own service-splitter config entries split by subsets
+// Splits, operator policies and external services live in Consul's KV
+// store, one JSON value per service under micromesh/splits/<ns>/<name>,
+// micromesh/policies/<ns>/<name> and micromesh/externals/<ns>/<name>,
+// each prefix watched with a blocking query. (Consul's own service-splitter config entries split by subsets
 // its service-resolver defines with filters, and need service-defaults
 // that say the protocol; the mesh's versions are a label, so it keeps its
 // splits itself rather than write entries other tools own.)
@@ -324,23 +324,27 @@ func (r *Registry) Watch(ctx context.Context) (<-chan registry.Snapshot, error) 
 	if w.policies, w.policiesIndex, err = policiesKV.list(ctx, r, 0); err != nil {
 		return nil, r.unavailable(err)
 	}
+	if w.externals, w.externalsIndex, err = externalsKV.list(ctx, r, 0); err != nil {
+		return nil, r.unavailable(err)
+	}
 	w.out <- w.snapshot()
 	go w.run(ctx, index)
 	return w.out, nil
 }
 
 type watch struct {
-	r        *Registry
-	conn     connState
-	out      chan registry.Snapshot
-	changed  chan struct{}
-	mu       sync.Mutex
-	services map[string]*serviceWatch
-	splits   []registry.Split
-	policies []registry.Policy
-	// splitsIndex and policiesIndex are where the first queries left off.
-	splitsIndex, policiesIndex uint64
-	emitted                    uint64
+	r         *Registry
+	conn      connState
+	out       chan registry.Snapshot
+	changed   chan struct{}
+	mu        sync.Mutex
+	services  map[string]*serviceWatch
+	splits    []registry.Split
+	policies  []registry.Policy
+	externals []registry.External
+	// The indexes where the first queries of the KV prefixes left off.
+	splitsIndex, policiesIndex, externalsIndex uint64
+	emitted                                    uint64
 }
 
 type serviceWatch struct {
@@ -401,10 +405,14 @@ func (w *watch) run(ctx context.Context, index uint64) {
 		w.startService(ctx, &wg, name, sw)
 	}
 	w.mu.Unlock()
-	wg.Add(3)
+	wg.Add(4)
 	go func() {
 		defer wg.Done()
 		w.emit(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		externalsKV.follow(ctx, w, w.externalsIndex, &w.externals)
 	}()
 	go func() {
 		defer wg.Done()
@@ -496,7 +504,7 @@ func (w *watch) snapshot() registry.Snapshot {
 	}
 	registry.SortInstances(ins)
 	w.emitted++
-	return registry.Snapshot{Index: w.emitted, Instances: ins, Splits: w.splits, Policies: w.policies}
+	return registry.Snapshot{Index: w.emitted, Instances: ins, Splits: w.splits, Policies: w.policies, Externals: w.externals}
 }
 
 // emit sends the latest snapshot after each change, replacing one the

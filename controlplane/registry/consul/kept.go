@@ -14,17 +14,18 @@ import (
 )
 
 // Prefixes of the KV keys under which the registry keeps, per service, a
-// split and an operator policy.
+// split and an operator policy, and the external services by name.
 const (
-	SplitsPrefix   = "micromesh/splits/"
-	PoliciesPrefix = "micromesh/policies/"
+	SplitsPrefix    = "micromesh/splits/"
+	PoliciesPrefix  = "micromesh/policies/"
+	ExternalsPrefix = "micromesh/externals/"
 )
 
 // kvKind is one kind of it in the KV store: one JSON value per service
 // under prefix + "<ns>/<name>".
 type kvKind[T registry.PerService] struct {
 	prefix   string
-	what     string // "split", "policy": for messages
+	what     string // "split", "policy", "external service": for messages
 	validate func(*T) error
 	equal    func(a, b T) bool
 }
@@ -36,6 +37,8 @@ var (
 		equal: func(a, b registry.Policy) bool {
 			return a.Namespace == b.Namespace && a.Service == b.Service && maps.Equal(a.Keys, b.Keys)
 		}}
+	externalsKV = kvKind[registry.External]{prefix: ExternalsPrefix, what: "external service", validate: (*registry.External).Validate,
+		equal: func(a, b registry.External) bool { return a == b }}
 )
 
 func (k kvKind[T]) key(ns, service string) string { return k.prefix + ns + "/" + service }
@@ -174,4 +177,14 @@ func (r *Registry) SetPolicy(ctx context.Context, p registry.Policy) error {
 // DeletePolicy removes the service's operator policy from the KV store.
 func (r *Registry) DeletePolicy(ctx context.Context, ns, service string) error {
 	return policiesKV.remove(ctx, r, ns, service)
+}
+
+// SetExternal writes an external service to the KV store.
+func (r *Registry) SetExternal(ctx context.Context, e registry.External) error {
+	return externalsKV.set(ctx, r, e)
+}
+
+// DeleteExternal removes an external service from the KV store.
+func (r *Registry) DeleteExternal(ctx context.Context, ns, name string) error {
+	return externalsKV.remove(ctx, r, ns, name)
 }

@@ -46,15 +46,16 @@ type Registry struct {
 	log             *slog.Logger
 	deregisterAfter time.Duration
 
-	mu       sync.Mutex
-	index    uint64
-	records  map[string]*record
-	splits   *kept[registry.Split]
-	policies *kept[registry.Policy]
-	deadline map[string]time.Time // next heartbeat due, per TTL instance (memory only)
-	subs     map[chan registry.Snapshot]struct{}
-	wake     chan struct{} // reschedules the sweeper
-	publish  chan struct{} // a change awaits publishing
+	mu        sync.Mutex
+	index     uint64
+	records   map[string]*record
+	splits    *kept[registry.Split]
+	policies  *kept[registry.Policy]
+	externals *kept[registry.External]
+	deadline  map[string]time.Time // next heartbeat due, per TTL instance (memory only)
+	subs      map[chan registry.Snapshot]struct{}
+	wake      chan struct{} // reschedules the sweeper
+	publish   chan struct{} // a change awaits publishing
 
 	stop    chan struct{}
 	done    chan struct{}
@@ -86,6 +87,7 @@ func Open(dir string, opts ...Option) (*Registry, error) {
 		records:         map[string]*record{},
 		splits:          newKept[registry.Split]("splits", "split"),
 		policies:        newKept[registry.Policy]("policies", "policy"),
+		externals:       newKept[registry.External]("externals", "external service"),
 		deadline:        map[string]time.Time{},
 		subs:            map[chan registry.Snapshot]struct{}{},
 		wake:            make(chan struct{}, 1),
@@ -126,6 +128,9 @@ func Open(dir string, opts ...Option) (*Registry, error) {
 			return err
 		}
 		if err := r.policies.load(tx); err != nil {
+			return err
+		}
+		if err := r.externals.load(tx); err != nil {
 			return err
 		}
 		return ib.ForEach(func(k, v []byte) error {
@@ -318,7 +323,8 @@ func (r *Registry) snapshotLocked() registry.Snapshot {
 		ins = append(ins, in)
 	}
 	registry.SortInstances(ins)
-	return registry.Snapshot{Index: r.index, Instances: ins, Splits: r.splits.list(cloneSplit), Policies: r.policies.list(clonePolicy)}
+	return registry.Snapshot{Index: r.index, Instances: ins, Splits: r.splits.list(cloneSplit), Policies: r.policies.list(clonePolicy),
+		Externals: r.externals.list(func(e registry.External) registry.External { return e })}
 }
 
 // publisher hands watchers the latest snapshot after changes. A burst of

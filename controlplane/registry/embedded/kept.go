@@ -13,7 +13,7 @@ import (
 	"github.com/micromesh/micromesh/identity"
 )
 
-// kept holds one kind of it — splits, operator policies — in memory by
+// kept holds one kind of it — splits, operator policies, externals — in memory by
 // "namespace/service" and in its own bucket.
 type kept[T registry.PerService] struct {
 	bucket []byte
@@ -128,6 +128,16 @@ func (r *Registry) SetPolicy(_ context.Context, p registry.Policy) error {
 // DeletePolicy removes a service's operator policy.
 func (r *Registry) DeletePolicy(_ context.Context, ns, service string) error {
 	return deleteKept(r, r.policies, ns, service)
+}
+
+// SetExternal declares or replaces a service outside the mesh.
+func (r *Registry) SetExternal(_ context.Context, e registry.External) error {
+	return setKept(r, r.externals, e, (*registry.External).Validate)
+}
+
+// DeleteExternal removes an external service.
+func (r *Registry) DeleteExternal(_ context.Context, ns, name string) error {
+	return deleteKept(r, r.externals, ns, name)
 }
 
 func cloneSplit(sp registry.Split) registry.Split {

@@ -35,6 +35,8 @@ func Run(t *testing.T, open func(t *testing.T) registry.Registry) {
 	t.Run("InvalidSplits", func(t *testing.T) { testInvalidSplits(t, open(t)) })
 	t.Run("Policies", func(t *testing.T) { testPolicies(t, open(t)) })
 	t.Run("InvalidPolicies", func(t *testing.T) { testInvalidPolicies(t, open(t)) })
+	t.Run("Externals", func(t *testing.T) { testExternals(t, open(t)) })
+	t.Run("InvalidExternals", func(t *testing.T) { testInvalidExternals(t, open(t)) })
 }
 
 // namespace returns a namespace no other test uses.

@@ -29,6 +29,259 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// External is a service outside the mesh, reached by its name from the
+// apps of its namespace through their sidecars.
+type External struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The name callers use (a DNS label, like a mesh service's).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Empty: default.
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// The server's DNS name: resolved, sent as SNI and as the requests'
+	// authority, and checked against its certificate.
+	Host string `protobuf:"bytes,3,opt,name=host,proto3" json:"host,omitempty"`
+	// The server's TLS port; 0: 443.
+	Port uint32 `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
+	// PEM roots the server's certificate must chain to; empty: the system's.
+	Ca            string `protobuf:"bytes,5,opt,name=ca,proto3" json:"ca,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *External) Reset() {
+	*x = External{}
+	mi := &file_registry_v1_registry_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *External) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*External) ProtoMessage() {}
+
+func (x *External) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use External.ProtoReflect.Descriptor instead.
+func (*External) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *External) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *External) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *External) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *External) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *External) GetCa() string {
+	if x != nil {
+		return x.Ca
+	}
+	return ""
+}
+
+type SetExternalRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	External      *External              `protobuf:"bytes,1,opt,name=external,proto3" json:"external,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetExternalRequest) Reset() {
+	*x = SetExternalRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetExternalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetExternalRequest) ProtoMessage() {}
+
+func (x *SetExternalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetExternalRequest.ProtoReflect.Descriptor instead.
+func (*SetExternalRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SetExternalRequest) GetExternal() *External {
+	if x != nil {
+		return x.External
+	}
+	return nil
+}
+
+type SetExternalResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetExternalResponse) Reset() {
+	*x = SetExternalResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetExternalResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetExternalResponse) ProtoMessage() {}
+
+func (x *SetExternalResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetExternalResponse.ProtoReflect.Descriptor instead.
+func (*SetExternalResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{2}
+}
+
+type DeleteExternalRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Empty: default.
+	Namespace     string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteExternalRequest) Reset() {
+	*x = DeleteExternalRequest{}
+	mi := &file_registry_v1_registry_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteExternalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteExternalRequest) ProtoMessage() {}
+
+func (x *DeleteExternalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteExternalRequest.ProtoReflect.Descriptor instead.
+func (*DeleteExternalRequest) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DeleteExternalRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteExternalRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+type DeleteExternalResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteExternalResponse) Reset() {
+	*x = DeleteExternalResponse{}
+	mi := &file_registry_v1_registry_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteExternalResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteExternalResponse) ProtoMessage() {}
+
+func (x *DeleteExternalResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_registry_v1_registry_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteExternalResponse.ProtoReflect.Descriptor instead.
+func (*DeleteExternalResponse) Descriptor() ([]byte, []int) {
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{4}
+}
+
 type Instance struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -58,7 +311,7 @@ type Instance struct {
 
 func (x *Instance) Reset() {
 	*x = Instance{}
-	mi := &file_registry_v1_registry_proto_msgTypes[0]
+	mi := &file_registry_v1_registry_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -70,7 +323,7 @@ func (x *Instance) String() string {
 func (*Instance) ProtoMessage() {}
 
 func (x *Instance) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[0]
+	mi := &file_registry_v1_registry_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -83,7 +336,7 @@ func (x *Instance) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instance.ProtoReflect.Descriptor instead.
 func (*Instance) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{0}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Instance) GetId() string {
@@ -200,7 +453,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[1]
+	mi := &file_registry_v1_registry_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -212,7 +465,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[1]
+	mi := &file_registry_v1_registry_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -225,7 +478,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{1}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RegisterRequest) GetInstance() *Instance {
@@ -243,7 +496,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[2]
+	mi := &file_registry_v1_registry_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -255,7 +508,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[2]
+	mi := &file_registry_v1_registry_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -268,7 +521,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{2}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{7}
 }
 
 type DeregisterRequest struct {
@@ -280,7 +533,7 @@ type DeregisterRequest struct {
 
 func (x *DeregisterRequest) Reset() {
 	*x = DeregisterRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[3]
+	mi := &file_registry_v1_registry_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -292,7 +545,7 @@ func (x *DeregisterRequest) String() string {
 func (*DeregisterRequest) ProtoMessage() {}
 
 func (x *DeregisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[3]
+	mi := &file_registry_v1_registry_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -305,7 +558,7 @@ func (x *DeregisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{3}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeregisterRequest) GetId() string {
@@ -323,7 +576,7 @@ type DeregisterResponse struct {
 
 func (x *DeregisterResponse) Reset() {
 	*x = DeregisterResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[4]
+	mi := &file_registry_v1_registry_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -335,7 +588,7 @@ func (x *DeregisterResponse) String() string {
 func (*DeregisterResponse) ProtoMessage() {}
 
 func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[4]
+	mi := &file_registry_v1_registry_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -348,7 +601,7 @@ func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{4}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{9}
 }
 
 type HeartbeatRequest struct {
@@ -360,7 +613,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[5]
+	mi := &file_registry_v1_registry_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -372,7 +625,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[5]
+	mi := &file_registry_v1_registry_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -385,7 +638,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{5}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HeartbeatRequest) GetId() string {
@@ -403,7 +656,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_registry_v1_registry_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -415,7 +668,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[6]
+	mi := &file_registry_v1_registry_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -428,7 +681,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{6}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{11}
 }
 
 type ListServicesRequest struct {
@@ -441,7 +694,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_registry_v1_registry_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -453,7 +706,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[7]
+	mi := &file_registry_v1_registry_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -466,7 +719,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{7}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListServicesRequest) GetNamespace() string {
@@ -487,7 +740,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_registry_v1_registry_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -499,7 +752,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[8]
+	mi := &file_registry_v1_registry_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -512,7 +765,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{8}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Service) GetName() string {
@@ -543,14 +796,16 @@ type ListServicesResponse struct {
 	// instance yet.
 	Splits []*Split `protobuf:"bytes,2,rep,name=splits,proto3" json:"splits,omitempty"`
 	// The operator policies of the namespaces listed.
-	Policies      []*Policy `protobuf:"bytes,3,rep,name=policies,proto3" json:"policies,omitempty"`
+	Policies []*Policy `protobuf:"bytes,3,rep,name=policies,proto3" json:"policies,omitempty"`
+	// The services outside the mesh of the namespaces listed.
+	Externals     []*External `protobuf:"bytes,4,rep,name=externals,proto3" json:"externals,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_registry_v1_registry_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +817,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[9]
+	mi := &file_registry_v1_registry_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +830,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{9}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListServicesResponse) GetServices() []*Service {
@@ -599,6 +854,13 @@ func (x *ListServicesResponse) GetPolicies() []*Policy {
 	return nil
 }
 
+func (x *ListServicesResponse) GetExternals() []*External {
+	if x != nil {
+		return x.Externals
+	}
+	return nil
+}
+
 // Policy is an operator's traffic policy for a service: keys as --policy
 // takes them ("timeout" → "2s", "/pkg.S/Slow:fault_abort" → "503"), each
 // replacing the value the service's instances registered.
@@ -614,7 +876,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_registry_v1_registry_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +888,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[10]
+	mi := &file_registry_v1_registry_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +901,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{10}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Policy) GetService() string {
@@ -672,7 +934,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_registry_v1_registry_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +946,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[11]
+	mi := &file_registry_v1_registry_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +959,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{11}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SetPolicyRequest) GetPolicy() *Policy {
@@ -715,7 +977,7 @@ type SetPolicyResponse struct {
 
 func (x *SetPolicyResponse) Reset() {
 	*x = SetPolicyResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_registry_v1_registry_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +989,7 @@ func (x *SetPolicyResponse) String() string {
 func (*SetPolicyResponse) ProtoMessage() {}
 
 func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[12]
+	mi := &file_registry_v1_registry_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +1002,7 @@ func (x *SetPolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyResponse.ProtoReflect.Descriptor instead.
 func (*SetPolicyResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{12}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{17}
 }
 
 type DeletePolicyRequest struct {
@@ -754,7 +1016,7 @@ type DeletePolicyRequest struct {
 
 func (x *DeletePolicyRequest) Reset() {
 	*x = DeletePolicyRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[13]
+	mi := &file_registry_v1_registry_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +1028,7 @@ func (x *DeletePolicyRequest) String() string {
 func (*DeletePolicyRequest) ProtoMessage() {}
 
 func (x *DeletePolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[13]
+	mi := &file_registry_v1_registry_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +1041,7 @@ func (x *DeletePolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePolicyRequest.ProtoReflect.Descriptor instead.
 func (*DeletePolicyRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{13}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeletePolicyRequest) GetService() string {
@@ -804,7 +1066,7 @@ type DeletePolicyResponse struct {
 
 func (x *DeletePolicyResponse) Reset() {
 	*x = DeletePolicyResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[14]
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +1078,7 @@ func (x *DeletePolicyResponse) String() string {
 func (*DeletePolicyResponse) ProtoMessage() {}
 
 func (x *DeletePolicyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[14]
+	mi := &file_registry_v1_registry_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +1091,7 @@ func (x *DeletePolicyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeletePolicyResponse.ProtoReflect.Descriptor instead.
 func (*DeletePolicyResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{14}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{19}
 }
 
 // Split spreads a service's requests over its versions: each request goes
@@ -854,7 +1116,7 @@ type Split struct {
 
 func (x *Split) Reset() {
 	*x = Split{}
-	mi := &file_registry_v1_registry_proto_msgTypes[15]
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -866,7 +1128,7 @@ func (x *Split) String() string {
 func (*Split) ProtoMessage() {}
 
 func (x *Split) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[15]
+	mi := &file_registry_v1_registry_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -879,7 +1141,7 @@ func (x *Split) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Split.ProtoReflect.Descriptor instead.
 func (*Split) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{15}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Split) GetService() string {
@@ -953,7 +1215,7 @@ type Rollout struct {
 
 func (x *Rollout) Reset() {
 	*x = Rollout{}
-	mi := &file_registry_v1_registry_proto_msgTypes[16]
+	mi := &file_registry_v1_registry_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1227,7 @@ func (x *Rollout) String() string {
 func (*Rollout) ProtoMessage() {}
 
 func (x *Rollout) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[16]
+	mi := &file_registry_v1_registry_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1240,7 @@ func (x *Rollout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
 func (*Rollout) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{16}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Rollout) GetFrom() string {
@@ -1085,7 +1347,7 @@ type StartRolloutRequest struct {
 
 func (x *StartRolloutRequest) Reset() {
 	*x = StartRolloutRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[17]
+	mi := &file_registry_v1_registry_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1359,7 @@ func (x *StartRolloutRequest) String() string {
 func (*StartRolloutRequest) ProtoMessage() {}
 
 func (x *StartRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[17]
+	mi := &file_registry_v1_registry_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1372,7 @@ func (x *StartRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRolloutRequest.ProtoReflect.Descriptor instead.
 func (*StartRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{17}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StartRolloutRequest) GetService() string {
@@ -1143,7 +1405,7 @@ type StartRolloutResponse struct {
 
 func (x *StartRolloutResponse) Reset() {
 	*x = StartRolloutResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_registry_v1_registry_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1155,7 +1417,7 @@ func (x *StartRolloutResponse) String() string {
 func (*StartRolloutResponse) ProtoMessage() {}
 
 func (x *StartRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[18]
+	mi := &file_registry_v1_registry_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1168,7 +1430,7 @@ func (x *StartRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRolloutResponse.ProtoReflect.Descriptor instead.
 func (*StartRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{18}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StartRolloutResponse) GetSplit() *Split {
@@ -1189,7 +1451,7 @@ type AbortRolloutRequest struct {
 
 func (x *AbortRolloutRequest) Reset() {
 	*x = AbortRolloutRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_registry_v1_registry_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1463,7 @@ func (x *AbortRolloutRequest) String() string {
 func (*AbortRolloutRequest) ProtoMessage() {}
 
 func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[19]
+	mi := &file_registry_v1_registry_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1476,7 @@ func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutRequest.ProtoReflect.Descriptor instead.
 func (*AbortRolloutRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{19}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AbortRolloutRequest) GetService() string {
@@ -1240,7 +1502,7 @@ type AbortRolloutResponse struct {
 
 func (x *AbortRolloutResponse) Reset() {
 	*x = AbortRolloutResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_registry_v1_registry_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1514,7 @@ func (x *AbortRolloutResponse) String() string {
 func (*AbortRolloutResponse) ProtoMessage() {}
 
 func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[20]
+	mi := &file_registry_v1_registry_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1527,7 @@ func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortRolloutResponse.ProtoReflect.Descriptor instead.
 func (*AbortRolloutResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{20}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AbortRolloutResponse) GetSplit() *Split {
@@ -1287,7 +1549,7 @@ type VersionWeight struct {
 
 func (x *VersionWeight) Reset() {
 	*x = VersionWeight{}
-	mi := &file_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_registry_v1_registry_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1299,7 +1561,7 @@ func (x *VersionWeight) String() string {
 func (*VersionWeight) ProtoMessage() {}
 
 func (x *VersionWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[21]
+	mi := &file_registry_v1_registry_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1312,7 +1574,7 @@ func (x *VersionWeight) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionWeight.ProtoReflect.Descriptor instead.
 func (*VersionWeight) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{21}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *VersionWeight) GetVersion() string {
@@ -1338,7 +1600,7 @@ type SetSplitRequest struct {
 
 func (x *SetSplitRequest) Reset() {
 	*x = SetSplitRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_registry_v1_registry_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1612,7 @@ func (x *SetSplitRequest) String() string {
 func (*SetSplitRequest) ProtoMessage() {}
 
 func (x *SetSplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[22]
+	mi := &file_registry_v1_registry_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1625,7 @@ func (x *SetSplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSplitRequest.ProtoReflect.Descriptor instead.
 func (*SetSplitRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{22}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SetSplitRequest) GetSplit() *Split {
@@ -1381,7 +1643,7 @@ type SetSplitResponse struct {
 
 func (x *SetSplitResponse) Reset() {
 	*x = SetSplitResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_registry_v1_registry_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1393,7 +1655,7 @@ func (x *SetSplitResponse) String() string {
 func (*SetSplitResponse) ProtoMessage() {}
 
 func (x *SetSplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[23]
+	mi := &file_registry_v1_registry_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1406,7 +1668,7 @@ func (x *SetSplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSplitResponse.ProtoReflect.Descriptor instead.
 func (*SetSplitResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{23}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{28}
 }
 
 type DeleteSplitRequest struct {
@@ -1420,7 +1682,7 @@ type DeleteSplitRequest struct {
 
 func (x *DeleteSplitRequest) Reset() {
 	*x = DeleteSplitRequest{}
-	mi := &file_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_registry_v1_registry_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1432,7 +1694,7 @@ func (x *DeleteSplitRequest) String() string {
 func (*DeleteSplitRequest) ProtoMessage() {}
 
 func (x *DeleteSplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[24]
+	mi := &file_registry_v1_registry_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1445,7 +1707,7 @@ func (x *DeleteSplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSplitRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSplitRequest) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{24}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DeleteSplitRequest) GetService() string {
@@ -1470,7 +1732,7 @@ type DeleteSplitResponse struct {
 
 func (x *DeleteSplitResponse) Reset() {
 	*x = DeleteSplitResponse{}
-	mi := &file_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_registry_v1_registry_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1744,7 @@ func (x *DeleteSplitResponse) String() string {
 func (*DeleteSplitResponse) ProtoMessage() {}
 
 func (x *DeleteSplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_registry_v1_registry_proto_msgTypes[25]
+	mi := &file_registry_v1_registry_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,14 +1757,27 @@ func (x *DeleteSplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSplitResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSplitResponse) Descriptor() ([]byte, []int) {
-	return file_registry_v1_registry_proto_rawDescGZIP(), []int{25}
+	return file_registry_v1_registry_proto_rawDescGZIP(), []int{30}
 }
 
 var File_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	"\x1aregistry/v1/registry.proto\x12\x15micromesh.registry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x03\n" +
+	"\x1aregistry/v1/registry.proto\x12\x15micromesh.registry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n" +
+	"\bExternal\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04host\x18\x03 \x01(\tR\x04host\x12\x12\n" +
+	"\x04port\x18\x04 \x01(\rR\x04port\x12\x0e\n" +
+	"\x02ca\x18\x05 \x01(\tR\x02ca\"Q\n" +
+	"\x12SetExternalRequest\x12;\n" +
+	"\bexternal\x18\x01 \x01(\v2\x1f.micromesh.registry.v1.ExternalR\bexternal\"\x15\n" +
+	"\x13SetExternalResponse\"I\n" +
+	"\x15DeleteExternalRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"\x18\n" +
+	"\x16DeleteExternalResponse\"\xf8\x03\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x1c\n" +
@@ -1537,11 +1812,12 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12=\n" +
-	"\tinstances\x18\x03 \x03(\v2\x1f.micromesh.registry.v1.InstanceR\tinstances\"\xc3\x01\n" +
+	"\tinstances\x18\x03 \x03(\v2\x1f.micromesh.registry.v1.InstanceR\tinstances\"\x82\x02\n" +
 	"\x14ListServicesResponse\x12:\n" +
 	"\bservices\x18\x01 \x03(\v2\x1e.micromesh.registry.v1.ServiceR\bservices\x124\n" +
 	"\x06splits\x18\x02 \x03(\v2\x1c.micromesh.registry.v1.SplitR\x06splits\x129\n" +
-	"\bpolicies\x18\x03 \x03(\v2\x1d.micromesh.registry.v1.PolicyR\bpolicies\"\xb6\x01\n" +
+	"\bpolicies\x18\x03 \x03(\v2\x1d.micromesh.registry.v1.PolicyR\bpolicies\x12=\n" +
+	"\texternals\x18\x04 \x03(\v2\x1f.micromesh.registry.v1.ExternalR\texternals\"\xb6\x01\n" +
 	"\x06Policy\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12;\n" +
@@ -1599,7 +1875,7 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\x12DeleteSplitRequest\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\"\x15\n" +
-	"\x13DeleteSplitResponse2\xf8\a\n" +
+	"\x13DeleteSplitResponse2\xcd\t\n" +
 	"\x0fRegistryService\x12[\n" +
 	"\bRegister\x12&.micromesh.registry.v1.RegisterRequest\x1a'.micromesh.registry.v1.RegisterResponse\x12a\n" +
 	"\n" +
@@ -1611,7 +1887,9 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\tSetPolicy\x12'.micromesh.registry.v1.SetPolicyRequest\x1a(.micromesh.registry.v1.SetPolicyResponse\x12g\n" +
 	"\fDeletePolicy\x12*.micromesh.registry.v1.DeletePolicyRequest\x1a+.micromesh.registry.v1.DeletePolicyResponse\x12g\n" +
 	"\fStartRollout\x12*.micromesh.registry.v1.StartRolloutRequest\x1a+.micromesh.registry.v1.StartRolloutResponse\x12g\n" +
-	"\fAbortRollout\x12*.micromesh.registry.v1.AbortRolloutRequest\x1a+.micromesh.registry.v1.AbortRolloutResponseB=Z;github.com/micromesh/micromesh/proto/registry/v1;registryv1b\x06proto3"
+	"\fAbortRollout\x12*.micromesh.registry.v1.AbortRolloutRequest\x1a+.micromesh.registry.v1.AbortRolloutResponse\x12d\n" +
+	"\vSetExternal\x12).micromesh.registry.v1.SetExternalRequest\x1a*.micromesh.registry.v1.SetExternalResponse\x12m\n" +
+	"\x0eDeleteExternal\x12,.micromesh.registry.v1.DeleteExternalRequest\x1a-.micromesh.registry.v1.DeleteExternalResponseB=Z;github.com/micromesh/micromesh/proto/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_registry_v1_registry_proto_rawDescOnce sync.Once
@@ -1625,84 +1903,95 @@ func file_registry_v1_registry_proto_rawDescGZIP() []byte {
 	return file_registry_v1_registry_proto_rawDescData
 }
 
-var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_registry_v1_registry_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_registry_v1_registry_proto_goTypes = []any{
-	(*Instance)(nil),              // 0: micromesh.registry.v1.Instance
-	(*RegisterRequest)(nil),       // 1: micromesh.registry.v1.RegisterRequest
-	(*RegisterResponse)(nil),      // 2: micromesh.registry.v1.RegisterResponse
-	(*DeregisterRequest)(nil),     // 3: micromesh.registry.v1.DeregisterRequest
-	(*DeregisterResponse)(nil),    // 4: micromesh.registry.v1.DeregisterResponse
-	(*HeartbeatRequest)(nil),      // 5: micromesh.registry.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),     // 6: micromesh.registry.v1.HeartbeatResponse
-	(*ListServicesRequest)(nil),   // 7: micromesh.registry.v1.ListServicesRequest
-	(*Service)(nil),               // 8: micromesh.registry.v1.Service
-	(*ListServicesResponse)(nil),  // 9: micromesh.registry.v1.ListServicesResponse
-	(*Policy)(nil),                // 10: micromesh.registry.v1.Policy
-	(*SetPolicyRequest)(nil),      // 11: micromesh.registry.v1.SetPolicyRequest
-	(*SetPolicyResponse)(nil),     // 12: micromesh.registry.v1.SetPolicyResponse
-	(*DeletePolicyRequest)(nil),   // 13: micromesh.registry.v1.DeletePolicyRequest
-	(*DeletePolicyResponse)(nil),  // 14: micromesh.registry.v1.DeletePolicyResponse
-	(*Split)(nil),                 // 15: micromesh.registry.v1.Split
-	(*Rollout)(nil),               // 16: micromesh.registry.v1.Rollout
-	(*StartRolloutRequest)(nil),   // 17: micromesh.registry.v1.StartRolloutRequest
-	(*StartRolloutResponse)(nil),  // 18: micromesh.registry.v1.StartRolloutResponse
-	(*AbortRolloutRequest)(nil),   // 19: micromesh.registry.v1.AbortRolloutRequest
-	(*AbortRolloutResponse)(nil),  // 20: micromesh.registry.v1.AbortRolloutResponse
-	(*VersionWeight)(nil),         // 21: micromesh.registry.v1.VersionWeight
-	(*SetSplitRequest)(nil),       // 22: micromesh.registry.v1.SetSplitRequest
-	(*SetSplitResponse)(nil),      // 23: micromesh.registry.v1.SetSplitResponse
-	(*DeleteSplitRequest)(nil),    // 24: micromesh.registry.v1.DeleteSplitRequest
-	(*DeleteSplitResponse)(nil),   // 25: micromesh.registry.v1.DeleteSplitResponse
-	nil,                           // 26: micromesh.registry.v1.Instance.MetadataEntry
-	nil,                           // 27: micromesh.registry.v1.Policy.KeysEntry
-	(*durationpb.Duration)(nil),   // 28: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
+	(*External)(nil),               // 0: micromesh.registry.v1.External
+	(*SetExternalRequest)(nil),     // 1: micromesh.registry.v1.SetExternalRequest
+	(*SetExternalResponse)(nil),    // 2: micromesh.registry.v1.SetExternalResponse
+	(*DeleteExternalRequest)(nil),  // 3: micromesh.registry.v1.DeleteExternalRequest
+	(*DeleteExternalResponse)(nil), // 4: micromesh.registry.v1.DeleteExternalResponse
+	(*Instance)(nil),               // 5: micromesh.registry.v1.Instance
+	(*RegisterRequest)(nil),        // 6: micromesh.registry.v1.RegisterRequest
+	(*RegisterResponse)(nil),       // 7: micromesh.registry.v1.RegisterResponse
+	(*DeregisterRequest)(nil),      // 8: micromesh.registry.v1.DeregisterRequest
+	(*DeregisterResponse)(nil),     // 9: micromesh.registry.v1.DeregisterResponse
+	(*HeartbeatRequest)(nil),       // 10: micromesh.registry.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),      // 11: micromesh.registry.v1.HeartbeatResponse
+	(*ListServicesRequest)(nil),    // 12: micromesh.registry.v1.ListServicesRequest
+	(*Service)(nil),                // 13: micromesh.registry.v1.Service
+	(*ListServicesResponse)(nil),   // 14: micromesh.registry.v1.ListServicesResponse
+	(*Policy)(nil),                 // 15: micromesh.registry.v1.Policy
+	(*SetPolicyRequest)(nil),       // 16: micromesh.registry.v1.SetPolicyRequest
+	(*SetPolicyResponse)(nil),      // 17: micromesh.registry.v1.SetPolicyResponse
+	(*DeletePolicyRequest)(nil),    // 18: micromesh.registry.v1.DeletePolicyRequest
+	(*DeletePolicyResponse)(nil),   // 19: micromesh.registry.v1.DeletePolicyResponse
+	(*Split)(nil),                  // 20: micromesh.registry.v1.Split
+	(*Rollout)(nil),                // 21: micromesh.registry.v1.Rollout
+	(*StartRolloutRequest)(nil),    // 22: micromesh.registry.v1.StartRolloutRequest
+	(*StartRolloutResponse)(nil),   // 23: micromesh.registry.v1.StartRolloutResponse
+	(*AbortRolloutRequest)(nil),    // 24: micromesh.registry.v1.AbortRolloutRequest
+	(*AbortRolloutResponse)(nil),   // 25: micromesh.registry.v1.AbortRolloutResponse
+	(*VersionWeight)(nil),          // 26: micromesh.registry.v1.VersionWeight
+	(*SetSplitRequest)(nil),        // 27: micromesh.registry.v1.SetSplitRequest
+	(*SetSplitResponse)(nil),       // 28: micromesh.registry.v1.SetSplitResponse
+	(*DeleteSplitRequest)(nil),     // 29: micromesh.registry.v1.DeleteSplitRequest
+	(*DeleteSplitResponse)(nil),    // 30: micromesh.registry.v1.DeleteSplitResponse
+	nil,                            // 31: micromesh.registry.v1.Instance.MetadataEntry
+	nil,                            // 32: micromesh.registry.v1.Policy.KeysEntry
+	(*durationpb.Duration)(nil),    // 33: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 34: google.protobuf.Timestamp
 }
 var file_registry_v1_registry_proto_depIdxs = []int32{
-	26, // 0: micromesh.registry.v1.Instance.metadata:type_name -> micromesh.registry.v1.Instance.MetadataEntry
-	28, // 1: micromesh.registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
-	0,  // 2: micromesh.registry.v1.RegisterRequest.instance:type_name -> micromesh.registry.v1.Instance
-	0,  // 3: micromesh.registry.v1.Service.instances:type_name -> micromesh.registry.v1.Instance
-	8,  // 4: micromesh.registry.v1.ListServicesResponse.services:type_name -> micromesh.registry.v1.Service
-	15, // 5: micromesh.registry.v1.ListServicesResponse.splits:type_name -> micromesh.registry.v1.Split
-	10, // 6: micromesh.registry.v1.ListServicesResponse.policies:type_name -> micromesh.registry.v1.Policy
-	27, // 7: micromesh.registry.v1.Policy.keys:type_name -> micromesh.registry.v1.Policy.KeysEntry
-	10, // 8: micromesh.registry.v1.SetPolicyRequest.policy:type_name -> micromesh.registry.v1.Policy
-	21, // 9: micromesh.registry.v1.Split.versions:type_name -> micromesh.registry.v1.VersionWeight
-	16, // 10: micromesh.registry.v1.Split.rollout:type_name -> micromesh.registry.v1.Rollout
-	28, // 11: micromesh.registry.v1.Rollout.interval:type_name -> google.protobuf.Duration
-	28, // 12: micromesh.registry.v1.Rollout.max_p99:type_name -> google.protobuf.Duration
-	29, // 13: micromesh.registry.v1.Rollout.since:type_name -> google.protobuf.Timestamp
-	29, // 14: micromesh.registry.v1.Rollout.retired:type_name -> google.protobuf.Timestamp
-	16, // 15: micromesh.registry.v1.StartRolloutRequest.rollout:type_name -> micromesh.registry.v1.Rollout
-	15, // 16: micromesh.registry.v1.StartRolloutResponse.split:type_name -> micromesh.registry.v1.Split
-	15, // 17: micromesh.registry.v1.AbortRolloutResponse.split:type_name -> micromesh.registry.v1.Split
-	15, // 18: micromesh.registry.v1.SetSplitRequest.split:type_name -> micromesh.registry.v1.Split
-	1,  // 19: micromesh.registry.v1.RegistryService.Register:input_type -> micromesh.registry.v1.RegisterRequest
-	3,  // 20: micromesh.registry.v1.RegistryService.Deregister:input_type -> micromesh.registry.v1.DeregisterRequest
-	5,  // 21: micromesh.registry.v1.RegistryService.Heartbeat:input_type -> micromesh.registry.v1.HeartbeatRequest
-	7,  // 22: micromesh.registry.v1.RegistryService.ListServices:input_type -> micromesh.registry.v1.ListServicesRequest
-	22, // 23: micromesh.registry.v1.RegistryService.SetSplit:input_type -> micromesh.registry.v1.SetSplitRequest
-	24, // 24: micromesh.registry.v1.RegistryService.DeleteSplit:input_type -> micromesh.registry.v1.DeleteSplitRequest
-	11, // 25: micromesh.registry.v1.RegistryService.SetPolicy:input_type -> micromesh.registry.v1.SetPolicyRequest
-	13, // 26: micromesh.registry.v1.RegistryService.DeletePolicy:input_type -> micromesh.registry.v1.DeletePolicyRequest
-	17, // 27: micromesh.registry.v1.RegistryService.StartRollout:input_type -> micromesh.registry.v1.StartRolloutRequest
-	19, // 28: micromesh.registry.v1.RegistryService.AbortRollout:input_type -> micromesh.registry.v1.AbortRolloutRequest
-	2,  // 29: micromesh.registry.v1.RegistryService.Register:output_type -> micromesh.registry.v1.RegisterResponse
-	4,  // 30: micromesh.registry.v1.RegistryService.Deregister:output_type -> micromesh.registry.v1.DeregisterResponse
-	6,  // 31: micromesh.registry.v1.RegistryService.Heartbeat:output_type -> micromesh.registry.v1.HeartbeatResponse
-	9,  // 32: micromesh.registry.v1.RegistryService.ListServices:output_type -> micromesh.registry.v1.ListServicesResponse
-	23, // 33: micromesh.registry.v1.RegistryService.SetSplit:output_type -> micromesh.registry.v1.SetSplitResponse
-	25, // 34: micromesh.registry.v1.RegistryService.DeleteSplit:output_type -> micromesh.registry.v1.DeleteSplitResponse
-	12, // 35: micromesh.registry.v1.RegistryService.SetPolicy:output_type -> micromesh.registry.v1.SetPolicyResponse
-	14, // 36: micromesh.registry.v1.RegistryService.DeletePolicy:output_type -> micromesh.registry.v1.DeletePolicyResponse
-	18, // 37: micromesh.registry.v1.RegistryService.StartRollout:output_type -> micromesh.registry.v1.StartRolloutResponse
-	20, // 38: micromesh.registry.v1.RegistryService.AbortRollout:output_type -> micromesh.registry.v1.AbortRolloutResponse
-	29, // [29:39] is the sub-list for method output_type
-	19, // [19:29] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	0,  // 0: micromesh.registry.v1.SetExternalRequest.external:type_name -> micromesh.registry.v1.External
+	31, // 1: micromesh.registry.v1.Instance.metadata:type_name -> micromesh.registry.v1.Instance.MetadataEntry
+	33, // 2: micromesh.registry.v1.Instance.ttl:type_name -> google.protobuf.Duration
+	5,  // 3: micromesh.registry.v1.RegisterRequest.instance:type_name -> micromesh.registry.v1.Instance
+	5,  // 4: micromesh.registry.v1.Service.instances:type_name -> micromesh.registry.v1.Instance
+	13, // 5: micromesh.registry.v1.ListServicesResponse.services:type_name -> micromesh.registry.v1.Service
+	20, // 6: micromesh.registry.v1.ListServicesResponse.splits:type_name -> micromesh.registry.v1.Split
+	15, // 7: micromesh.registry.v1.ListServicesResponse.policies:type_name -> micromesh.registry.v1.Policy
+	0,  // 8: micromesh.registry.v1.ListServicesResponse.externals:type_name -> micromesh.registry.v1.External
+	32, // 9: micromesh.registry.v1.Policy.keys:type_name -> micromesh.registry.v1.Policy.KeysEntry
+	15, // 10: micromesh.registry.v1.SetPolicyRequest.policy:type_name -> micromesh.registry.v1.Policy
+	26, // 11: micromesh.registry.v1.Split.versions:type_name -> micromesh.registry.v1.VersionWeight
+	21, // 12: micromesh.registry.v1.Split.rollout:type_name -> micromesh.registry.v1.Rollout
+	33, // 13: micromesh.registry.v1.Rollout.interval:type_name -> google.protobuf.Duration
+	33, // 14: micromesh.registry.v1.Rollout.max_p99:type_name -> google.protobuf.Duration
+	34, // 15: micromesh.registry.v1.Rollout.since:type_name -> google.protobuf.Timestamp
+	34, // 16: micromesh.registry.v1.Rollout.retired:type_name -> google.protobuf.Timestamp
+	21, // 17: micromesh.registry.v1.StartRolloutRequest.rollout:type_name -> micromesh.registry.v1.Rollout
+	20, // 18: micromesh.registry.v1.StartRolloutResponse.split:type_name -> micromesh.registry.v1.Split
+	20, // 19: micromesh.registry.v1.AbortRolloutResponse.split:type_name -> micromesh.registry.v1.Split
+	20, // 20: micromesh.registry.v1.SetSplitRequest.split:type_name -> micromesh.registry.v1.Split
+	6,  // 21: micromesh.registry.v1.RegistryService.Register:input_type -> micromesh.registry.v1.RegisterRequest
+	8,  // 22: micromesh.registry.v1.RegistryService.Deregister:input_type -> micromesh.registry.v1.DeregisterRequest
+	10, // 23: micromesh.registry.v1.RegistryService.Heartbeat:input_type -> micromesh.registry.v1.HeartbeatRequest
+	12, // 24: micromesh.registry.v1.RegistryService.ListServices:input_type -> micromesh.registry.v1.ListServicesRequest
+	27, // 25: micromesh.registry.v1.RegistryService.SetSplit:input_type -> micromesh.registry.v1.SetSplitRequest
+	29, // 26: micromesh.registry.v1.RegistryService.DeleteSplit:input_type -> micromesh.registry.v1.DeleteSplitRequest
+	16, // 27: micromesh.registry.v1.RegistryService.SetPolicy:input_type -> micromesh.registry.v1.SetPolicyRequest
+	18, // 28: micromesh.registry.v1.RegistryService.DeletePolicy:input_type -> micromesh.registry.v1.DeletePolicyRequest
+	22, // 29: micromesh.registry.v1.RegistryService.StartRollout:input_type -> micromesh.registry.v1.StartRolloutRequest
+	24, // 30: micromesh.registry.v1.RegistryService.AbortRollout:input_type -> micromesh.registry.v1.AbortRolloutRequest
+	1,  // 31: micromesh.registry.v1.RegistryService.SetExternal:input_type -> micromesh.registry.v1.SetExternalRequest
+	3,  // 32: micromesh.registry.v1.RegistryService.DeleteExternal:input_type -> micromesh.registry.v1.DeleteExternalRequest
+	7,  // 33: micromesh.registry.v1.RegistryService.Register:output_type -> micromesh.registry.v1.RegisterResponse
+	9,  // 34: micromesh.registry.v1.RegistryService.Deregister:output_type -> micromesh.registry.v1.DeregisterResponse
+	11, // 35: micromesh.registry.v1.RegistryService.Heartbeat:output_type -> micromesh.registry.v1.HeartbeatResponse
+	14, // 36: micromesh.registry.v1.RegistryService.ListServices:output_type -> micromesh.registry.v1.ListServicesResponse
+	28, // 37: micromesh.registry.v1.RegistryService.SetSplit:output_type -> micromesh.registry.v1.SetSplitResponse
+	30, // 38: micromesh.registry.v1.RegistryService.DeleteSplit:output_type -> micromesh.registry.v1.DeleteSplitResponse
+	17, // 39: micromesh.registry.v1.RegistryService.SetPolicy:output_type -> micromesh.registry.v1.SetPolicyResponse
+	19, // 40: micromesh.registry.v1.RegistryService.DeletePolicy:output_type -> micromesh.registry.v1.DeletePolicyResponse
+	23, // 41: micromesh.registry.v1.RegistryService.StartRollout:output_type -> micromesh.registry.v1.StartRolloutResponse
+	25, // 42: micromesh.registry.v1.RegistryService.AbortRollout:output_type -> micromesh.registry.v1.AbortRolloutResponse
+	2,  // 43: micromesh.registry.v1.RegistryService.SetExternal:output_type -> micromesh.registry.v1.SetExternalResponse
+	4,  // 44: micromesh.registry.v1.RegistryService.DeleteExternal:output_type -> micromesh.registry.v1.DeleteExternalResponse
+	33, // [33:45] is the sub-list for method output_type
+	21, // [21:33] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_registry_proto_init() }
@@ -1710,14 +1999,14 @@ func file_registry_v1_registry_proto_init() {
 	if File_registry_v1_registry_proto != nil {
 		return
 	}
-	file_registry_v1_registry_proto_msgTypes[16].OneofWrappers = []any{}
+	file_registry_v1_registry_proto_msgTypes[21].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_registry_v1_registry_proto_rawDesc), len(file_registry_v1_registry_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

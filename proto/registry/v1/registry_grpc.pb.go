@@ -25,16 +25,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RegistryService_Register_FullMethodName     = "/micromesh.registry.v1.RegistryService/Register"
-	RegistryService_Deregister_FullMethodName   = "/micromesh.registry.v1.RegistryService/Deregister"
-	RegistryService_Heartbeat_FullMethodName    = "/micromesh.registry.v1.RegistryService/Heartbeat"
-	RegistryService_ListServices_FullMethodName = "/micromesh.registry.v1.RegistryService/ListServices"
-	RegistryService_SetSplit_FullMethodName     = "/micromesh.registry.v1.RegistryService/SetSplit"
-	RegistryService_DeleteSplit_FullMethodName  = "/micromesh.registry.v1.RegistryService/DeleteSplit"
-	RegistryService_SetPolicy_FullMethodName    = "/micromesh.registry.v1.RegistryService/SetPolicy"
-	RegistryService_DeletePolicy_FullMethodName = "/micromesh.registry.v1.RegistryService/DeletePolicy"
-	RegistryService_StartRollout_FullMethodName = "/micromesh.registry.v1.RegistryService/StartRollout"
-	RegistryService_AbortRollout_FullMethodName = "/micromesh.registry.v1.RegistryService/AbortRollout"
+	RegistryService_Register_FullMethodName       = "/micromesh.registry.v1.RegistryService/Register"
+	RegistryService_Deregister_FullMethodName     = "/micromesh.registry.v1.RegistryService/Deregister"
+	RegistryService_Heartbeat_FullMethodName      = "/micromesh.registry.v1.RegistryService/Heartbeat"
+	RegistryService_ListServices_FullMethodName   = "/micromesh.registry.v1.RegistryService/ListServices"
+	RegistryService_SetSplit_FullMethodName       = "/micromesh.registry.v1.RegistryService/SetSplit"
+	RegistryService_DeleteSplit_FullMethodName    = "/micromesh.registry.v1.RegistryService/DeleteSplit"
+	RegistryService_SetPolicy_FullMethodName      = "/micromesh.registry.v1.RegistryService/SetPolicy"
+	RegistryService_DeletePolicy_FullMethodName   = "/micromesh.registry.v1.RegistryService/DeletePolicy"
+	RegistryService_StartRollout_FullMethodName   = "/micromesh.registry.v1.RegistryService/StartRollout"
+	RegistryService_AbortRollout_FullMethodName   = "/micromesh.registry.v1.RegistryService/AbortRollout"
+	RegistryService_SetExternal_FullMethodName    = "/micromesh.registry.v1.RegistryService/SetExternal"
+	RegistryService_DeleteExternal_FullMethodName = "/micromesh.registry.v1.RegistryService/DeleteExternal"
 )
 
 // RegistryServiceClient is the client API for RegistryService service.
@@ -83,6 +85,17 @@ type RegistryServiceClient interface {
 	// AbortRollout stops a service's rollout in progress and sends all its
 	// traffic back to the old version. NOT_FOUND if none is in progress.
 	AbortRollout(ctx context.Context, in *AbortRolloutRequest, opts ...grpc.CallOption) (*AbortRolloutResponse, error)
+	// SetExternal declares a service outside the mesh, replacing the one of
+	// that name: the sidecars of its namespace take their apps' plain HTTP
+	// for it and send it over TLS to its host, checking the host's
+	// certificate. Operators only (identities of the micromesh namespace).
+	// Errors: INVALID_ARGUMENT (names, host, CA), FAILED_PRECONDITION (a mesh
+	// service of that name runs in the namespace), PERMISSION_DENIED,
+	// UNAVAILABLE.
+	SetExternal(ctx context.Context, in *SetExternalRequest, opts ...grpc.CallOption) (*SetExternalResponse, error)
+	// DeleteExternal removes a service outside the mesh: its callers get 503
+	// "not a service in the mesh" again. NOT_FOUND if there is none.
+	DeleteExternal(ctx context.Context, in *DeleteExternalRequest, opts ...grpc.CallOption) (*DeleteExternalResponse, error)
 }
 
 type registryServiceClient struct {
@@ -193,6 +206,26 @@ func (c *registryServiceClient) AbortRollout(ctx context.Context, in *AbortRollo
 	return out, nil
 }
 
+func (c *registryServiceClient) SetExternal(ctx context.Context, in *SetExternalRequest, opts ...grpc.CallOption) (*SetExternalResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetExternalResponse)
+	err := c.cc.Invoke(ctx, RegistryService_SetExternal_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) DeleteExternal(ctx context.Context, in *DeleteExternalRequest, opts ...grpc.CallOption) (*DeleteExternalResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteExternalResponse)
+	err := c.cc.Invoke(ctx, RegistryService_DeleteExternal_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RegistryServiceServer is the server API for RegistryService service.
 // All implementations must embed UnimplementedRegistryServiceServer
 // for forward compatibility.
@@ -239,6 +272,17 @@ type RegistryServiceServer interface {
 	// AbortRollout stops a service's rollout in progress and sends all its
 	// traffic back to the old version. NOT_FOUND if none is in progress.
 	AbortRollout(context.Context, *AbortRolloutRequest) (*AbortRolloutResponse, error)
+	// SetExternal declares a service outside the mesh, replacing the one of
+	// that name: the sidecars of its namespace take their apps' plain HTTP
+	// for it and send it over TLS to its host, checking the host's
+	// certificate. Operators only (identities of the micromesh namespace).
+	// Errors: INVALID_ARGUMENT (names, host, CA), FAILED_PRECONDITION (a mesh
+	// service of that name runs in the namespace), PERMISSION_DENIED,
+	// UNAVAILABLE.
+	SetExternal(context.Context, *SetExternalRequest) (*SetExternalResponse, error)
+	// DeleteExternal removes a service outside the mesh: its callers get 503
+	// "not a service in the mesh" again. NOT_FOUND if there is none.
+	DeleteExternal(context.Context, *DeleteExternalRequest) (*DeleteExternalResponse, error)
 	mustEmbedUnimplementedRegistryServiceServer()
 }
 
@@ -278,6 +322,12 @@ func (UnimplementedRegistryServiceServer) StartRollout(context.Context, *StartRo
 }
 func (UnimplementedRegistryServiceServer) AbortRollout(context.Context, *AbortRolloutRequest) (*AbortRolloutResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AbortRollout not implemented")
+}
+func (UnimplementedRegistryServiceServer) SetExternal(context.Context, *SetExternalRequest) (*SetExternalResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetExternal not implemented")
+}
+func (UnimplementedRegistryServiceServer) DeleteExternal(context.Context, *DeleteExternalRequest) (*DeleteExternalResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteExternal not implemented")
 }
 func (UnimplementedRegistryServiceServer) mustEmbedUnimplementedRegistryServiceServer() {}
 func (UnimplementedRegistryServiceServer) testEmbeddedByValue()                         {}
@@ -480,6 +530,42 @@ func _RegistryService_AbortRollout_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RegistryService_SetExternal_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetExternalRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).SetExternal(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_SetExternal_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).SetExternal(ctx, req.(*SetExternalRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RegistryService_DeleteExternal_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteExternalRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).DeleteExternal(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_DeleteExternal_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).DeleteExternal(ctx, req.(*DeleteExternalRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RegistryService_ServiceDesc is the grpc.ServiceDesc for RegistryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -526,6 +612,14 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AbortRollout",
 			Handler:    _RegistryService_AbortRollout_Handler,
+		},
+		{
+			MethodName: "SetExternal",
+			Handler:    _RegistryService_SetExternal_Handler,
+		},
+		{
+			MethodName: "DeleteExternal",
+			Handler:    _RegistryService_DeleteExternal_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
