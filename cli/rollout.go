@@ -45,6 +45,7 @@ type rolloutStartOptions struct {
 	minSuccess              string
 	maxP99                  time.Duration
 	minRequests             uint32
+	deadline                time.Duration
 	retire                  bool
 }
 
@@ -79,6 +80,7 @@ func newRolloutStartCommand(g *globalOptions, s Streams) *cobra.Command {
 		Example: `  meshctl run --version v2 examples/helloworld     # the new version beside v1
   meshctl rollout start helloworld --to v2          # 10, 25, 50, 100 %, a minute each, ≥ 99 % success
   meshctl rollout start helloworld --from v1 --to v2 --steps 5,50,100 --interval 5m --max-p99 300ms
+  meshctl rollout start helloworld --to v2 --deadline 10m   # back to v1 if a step gets too few calls to judge
   meshctl rollout status helloworld`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			service := args[0]
@@ -112,6 +114,9 @@ func newRolloutStartCommand(g *globalOptions, s Streams) *cobra.Command {
 				if o.maxP99 > 0 {
 					r.MaxP99 = durationpb.New(o.maxP99)
 				}
+				if o.deadline > 0 {
+					r.Deadline = durationpb.New(o.deadline)
+				}
 				resp, err := client.StartRollout(ctx, &registryv1.StartRolloutRequest{Service: service, Namespace: o.namespace, Rollout: r})
 				return resp.GetSplit(), err
 			})
@@ -132,6 +137,7 @@ func newRolloutStartCommand(g *globalOptions, s Streams) *cobra.Command {
 	f.StringVar(&o.minSuccess, "min-success", "99", "the lowest success rate of the new version's requests, in percent")
 	f.DurationVar(&o.maxP99, "max-p99", 0, "the highest p99 latency of the new version's requests (default: none)")
 	f.Uint32Var(&o.minRequests, "min-requests", 20, "how many requests to the new version a step needs before it is judged")
+	f.DurationVar(&o.deadline, "deadline", 0, "roll back when a step still lacks the requests it needs this long past its interval (30s-24h; default: wait as long as it takes)")
 	f.BoolVar(&o.retire, "retire", false, "when it ends, stop the instances of the version that lost (the old one if it succeeds, the new one if not) 30s after, where the server's runtime runs them")
 	return cmd
 }
@@ -165,6 +171,7 @@ type rolloutOutput struct {
 	MinSuccess  float64   `json:"min_success_rate"`
 	MaxP99      string    `json:"max_p99,omitempty"`
 	MinRequests uint32    `json:"min_requests"`
+	Deadline    string    `json:"deadline,omitempty"`
 	State       string    `json:"state"`
 	Message     string    `json:"message,omitempty"`
 	// Retire: the version that lost is stopped 30 s after the end;
@@ -248,6 +255,9 @@ func rolloutOf(sp *registryv1.Split) rolloutOutput {
 	if r.GetMaxP99() != nil {
 		out.MaxP99 = r.GetMaxP99().AsDuration().String()
 	}
+	if r.GetDeadline() != nil {
+		out.Deadline = r.GetDeadline().AsDuration().String()
+	}
 	return out
 }
 
@@ -270,7 +280,11 @@ func describeRollout(r rolloutOutput) string {
 	if r.MaxP99 != "" {
 		cond += ", p99 ≤ " + r.MaxP99
 	}
-	fmt.Fprintf(&b, "  asks of %s: %s, judged on ≥ %d requests\n", r.To, cond, r.MinRequests)
+	fmt.Fprintf(&b, "  asks of %s: %s, judged on ≥ %d requests", r.To, cond, r.MinRequests)
+	if r.Deadline != "" {
+		fmt.Fprintf(&b, " (rolled back if a step lacks them %s past its interval)", r.Deadline)
+	}
+	b.WriteString("\n")
 	switch {
 	case r.Retired != nil:
 		fmt.Fprintf(&b, "  retired: the version that lost stopped at %s\n", r.Retired.Local().Format("15:04:05"))

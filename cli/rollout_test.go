@@ -93,6 +93,7 @@ func TestRolloutCommands(t *testing.T) {
 		"rollout start helloworld --to v2 --steps 10,5,100":  "each above the one before",
 		"rollout start helloworld --to v2 --steps 10,50":     "the last gives the new version 100 %",
 		"rollout start helloworld --to v2 --interval 1s":     "interval 1s: between 30s",
+		"rollout start helloworld --to v2 --deadline 1s":     "deadline 1s: 0 (a step waits for traffic as long as it takes) or between 30s and 24h0m0s",
 		"rollout start helloworld --to v2 --min-success 120": "want a percentage",
 		"rollout start helloworld --from v1 --to v1":         "from v1 to itself",
 		"rollout start helloworld --to v1":                   "name the one traffic moves from with --from",
@@ -106,8 +107,9 @@ func TestRolloutCommands(t *testing.T) {
 	}
 
 	// To the broken v2: rolled back by the control plane.
-	out, err := cli("rollout", "start", "helloworld", "--to", "v2", "--steps", "20,100", "--interval", "30s", "--min-requests", "5")
-	if err != nil || !strings.Contains(out, "rollout of helloworld.default started: v1=80 v2=20") || !strings.Contains(out, "step 1 of 2 (v2 at 20 %)") {
+	out, err := cli("rollout", "start", "helloworld", "--to", "v2", "--steps", "20,100", "--interval", "30s", "--min-requests", "5", "--deadline", "10m")
+	if err != nil || !strings.Contains(out, "rollout of helloworld.default started: v1=80 v2=20") || !strings.Contains(out, "step 1 of 2 (v2 at 20 %)") ||
+		!strings.Contains(out, "judged on ≥ 5 requests (rolled back if a step lacks them 10m0s past its interval)") {
 		t.Fatalf("rollout start: %q, %v", out, err)
 	}
 	// Followed until it ends: it fails, saying how.

@@ -36,7 +36,7 @@ func (a *registryAPI) StartRollout(ctx context.Context, req *registryv1.StartRol
 	}
 	r := registry.Rollout{From: p.GetFrom(), To: p.GetTo(), Steps: p.GetSteps(), Interval: p.GetInterval().AsDuration(),
 		MinSuccess: p.GetMinSuccessRate(), MaxP99: p.GetMaxP99().AsDuration(), MinRequests: p.GetMinRequests(),
-		State: registry.RolloutProgressing, Since: time.Now().UTC(), Retire: p.GetRetire()}
+		Deadline: p.GetDeadline().AsDuration(), State: registry.RolloutProgressing, Since: time.Now().UTC(), Retire: p.GetRetire()}
 	if len(r.Steps) == 0 {
 		r.Steps = registry.DefaultRolloutSteps
 	}
@@ -132,6 +132,9 @@ func rolloutToProto(r *registry.Rollout) *registryv1.Rollout {
 		State: r.State, Message: r.Message, Retire: r.Retire}
 	if r.MaxP99 > 0 {
 		p.MaxP99 = durationpb.New(r.MaxP99)
+	}
+	if r.Deadline > 0 {
+		p.Deadline = durationpb.New(r.Deadline)
 	}
 	if !r.Retired.IsZero() {
 		p.Retired = timestamppb.New(r.Retired)

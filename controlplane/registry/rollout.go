@@ -33,6 +33,10 @@ type Rollout struct {
 	MinSuccess  float64       `json:"min_success"`
 	MaxP99      time.Duration `json:"max_p99,omitempty"`
 	MinRequests uint32        `json:"min_requests"`
+	// Deadline is how long past its interval a step may wait for the
+	// requests it needs before the rollout is rolled back, all traffic
+	// to From (Argo's progress deadline); 0: it waits as long as it takes.
+	Deadline time.Duration `json:"deadline,omitempty"`
 	// State is RolloutProgressing, RolloutSucceeded, RolloutRolledBack or
 	// RolloutAborted; Message says what it waits for, or why it ended.
 	State   string `json:"state"`
@@ -80,7 +84,7 @@ func SameSplit(a, b *Split) bool {
 		return ra == rb
 	}
 	return ra.From == rb.From && ra.To == rb.To && slices.Equal(ra.Steps, rb.Steps) && ra.Step == rb.Step && ra.Since.Equal(rb.Since) &&
-		ra.Interval == rb.Interval && ra.MinSuccess == rb.MinSuccess && ra.MaxP99 == rb.MaxP99 && ra.MinRequests == rb.MinRequests &&
+		ra.Interval == rb.Interval && ra.MinSuccess == rb.MinSuccess && ra.MaxP99 == rb.MaxP99 && ra.MinRequests == rb.MinRequests && ra.Deadline == rb.Deadline &&
 		ra.State == rb.State && ra.Message == rb.Message && ra.Retire == rb.Retire && ra.Retired.Equal(rb.Retired)
 }
 
@@ -97,6 +101,7 @@ const (
 	MinRolloutInterval = 30 * time.Second // three of the sidecars' reports (every 10 s): a window of fewer may hold none to compare
 	MaxRolloutInterval = time.Hour
 	MaxRolloutSteps    = 20
+	MaxRolloutDeadline = 24 * time.Hour
 )
 
 // DefaultRolloutSteps are To's shares when none are given.
@@ -161,6 +166,9 @@ func (r *Rollout) Validate(service, namespace string) error {
 	}
 	if r.MaxP99 < 0 {
 		return bad("a highest p99 of %v", r.MaxP99)
+	}
+	if r.Deadline != 0 && (r.Deadline < MinRolloutInterval || r.Deadline > MaxRolloutDeadline) {
+		return bad("deadline %v: 0 (a step waits for traffic as long as it takes) or between %v and %v", r.Deadline, MinRolloutInterval, MaxRolloutDeadline)
 	}
 	switch r.State {
 	case RolloutProgressing, RolloutSucceeded, RolloutRolledBack, RolloutAborted:

@@ -70,8 +70,13 @@ func Next(r registry.Rollout, canary Canary, now time.Time) (next registry.Rollo
 		return r, false
 	}
 	if judged < 0 {
+		seen := max(canary.Callers.Requests, canary.Own.Requests)
+		if r.Deadline > 0 && now.Sub(r.Since) >= r.Interval+r.Deadline {
+			return end(r, now, registry.RolloutRolledBack, fmt.Sprintf("no traffic to judge %s by: %d of the %d requests a step needs, %v into its step at %d %% (deadline %v past the interval); all traffic back to %s",
+				r.To, seen, r.MinRequests, now.Sub(r.Since).Round(time.Second), r.Steps[r.Step], r.Deadline, r.From)), true
+		}
 		msg := fmt.Sprintf("%s: %d of the %d requests to %s a step needs, in the last %v",
-			registry.WaitingForTraffic, max(canary.Callers.Requests, canary.Own.Requests), r.MinRequests, r.To, r.Interval)
+			registry.WaitingForTraffic, seen, r.MinRequests, r.To, r.Interval)
 		if msg == r.Message {
 			return r, false
 		}

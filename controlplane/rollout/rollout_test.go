@@ -13,6 +13,12 @@ import (
 	"github.com/micromesh/micromesh/controlplane/stats"
 )
 
+// withDeadline is r with a progress deadline.
+func withDeadline(r registry.Rollout, d time.Duration) registry.Rollout {
+	r.Deadline = d
+	return r
+}
+
 func TestNext(t *testing.T) {
 	t0 := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 	base := registry.Rollout{From: "v1", To: "v2", Steps: []uint32{10, 50, 100}, Since: t0, Interval: time.Minute,
@@ -58,6 +64,11 @@ func TestNext(t *testing.T) {
 			registry.RolloutSucceeded, 2, "v2 took all traffic and stayed healthy (success rate at its own sidecars 100.0 %, p99 10ms)"},
 		{"too few either way: waits, counting the larger", at(0), Canary{Callers: stats.Traffic{Requests: 3}, Own: stats.Traffic{Requests: 7}}, t0.Add(time.Minute), true,
 			registry.RolloutProgressing, 0, "waiting for traffic: 7 of the 20"},
+		{"too few, within the deadline: waits", withDeadline(at(1), 5*time.Minute), callers(stats.Traffic{Requests: 3}), t0.Add(5*time.Minute + 59*time.Second), true,
+			registry.RolloutProgressing, 1, "waiting for traffic: 3 of the 20"},
+		{"too few, the deadline past the interval passed: rolled back", withDeadline(at(1), 5*time.Minute), callers(stats.Traffic{Requests: 3}), t0.Add(6 * time.Minute), true,
+			registry.RolloutRolledBack, 1, "no traffic to judge v2 by: 3 of the 20 requests a step needs, 6m0s into its step at 50 % (deadline 5m0s past the interval); all traffic back to v1"},
+		{"enough, past the deadline: judged, next step", withDeadline(at(0), 5*time.Minute), healthy, t0.Add(time.Hour), true, registry.RolloutProgressing, 1, ""},
 	} {
 		next, changed := Next(c.r, c.canary, c.now)
 		if changed != c.changed || next.State != c.state || next.Step != c.step || !strings.Contains(next.Message, c.says) {

@@ -382,6 +382,9 @@ func TestDashboardInABrowser(t *testing.T) {
 	if err := cp.Registry().SetPolicy(t.Context(), registry.Policy{Service: "helloworld", Namespace: "prod", Keys: map[string]string{"scopes": "*"}}); err != nil {
 		t.Fatal(err)
 	}
+	if err := cp.Registry().SetExternal(t.Context(), registry.External{Name: "payments", Host: "api.payments.example"}); err != nil {
+		t.Fatal(err)
+	}
 	same := map[string]string{"Content-Type": "application/json", "Origin": srv.URL, "Sec-Fetch-Site": "same-origin"}
 	poll.Until(t, "prod's helloworld to ask for a token", 10*time.Second, 20*time.Millisecond, func() bool {
 		resp, _ := send(t, "POST", srv.URL+"/api/helloworld.prod/call", `{"name":"x"}`, same)

@@ -349,7 +349,7 @@ func testSplits(t *testing.T, r registry.Registry) {
 
 	// A split set by a rollout keeps it, every field, as it was written.
 	ro := &registry.Rollout{From: "v1", To: "v2", Steps: []uint32{20, 100}, Step: 1, Since: time.Date(2026, 11, 29, 12, 0, 0, 5, time.UTC),
-		Interval: time.Minute, MinSuccess: 0.995, MaxP99: 250 * time.Millisecond, MinRequests: 30, State: registry.RolloutProgressing, Message: "waiting for traffic"}
+		Interval: time.Minute, MinSuccess: 0.995, MaxP99: 250 * time.Millisecond, MinRequests: 30, Deadline: 10 * time.Minute, State: registry.RolloutProgressing, Message: "waiting for traffic"}
 	rolling := registry.Split{Namespace: ns, Service: "web", Versions: ro.Shares(), Rollout: ro}
 	if err := r.SetSplit(ctxT(t), rolling); err != nil {
 		t.Fatal(err)
@@ -443,6 +443,9 @@ func testInvalidSplits(t *testing.T, r registry.Registry) {
 		"a rollout's interval": {mod(func(s *registry.Split) {
 			s.Rollout = &registry.Rollout{From: "v1", To: "v2", Steps: []uint32{10, 100}, Interval: time.Second, State: registry.RolloutProgressing}
 		}), "interval 1s: between 30s"},
+		"a rollout's deadline": {mod(func(s *registry.Split) {
+			s.Rollout = &registry.Rollout{From: "v1", To: "v2", Steps: []uint32{10, 100}, Interval: time.Minute, Deadline: time.Second, State: registry.RolloutProgressing}
+		}), "deadline 1s: 0"},
 		"a rollout's success rate": {mod(func(s *registry.Split) {
 			s.Rollout = &registry.Rollout{From: "v1", To: "v2", Steps: []uint32{10, 100}, Interval: time.Minute, MinSuccess: 99, State: registry.RolloutProgressing}
 		}), "between 0 and 100 %"},

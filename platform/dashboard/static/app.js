@@ -71,8 +71,24 @@ async function load(auto) {
   }
 }
 
+// renderExternals lists the services outside the mesh of the namespace
+// shown (meshctl external): hidden when there are none.
+function renderExternals(ns) {
+  const list = (status.externals || []).filter((e) => !ns || (e.namespace || "default") === ns)
+    .sort((a, b) => ((a.namespace || "") + a.name).localeCompare((b.namespace || "") + b.name));
+  const body = $("#externals tbody");
+  body.replaceChildren();
+  for (const e of list) {
+    const port = e.port && e.port !== 443 ? ":" + e.port : "";
+    body.appendChild(el("tr"));
+    body.lastChild.append(el("td", e.name), el("td", e.namespace || "default"), el("td", "https://" + e.host + port));
+  }
+  $("#externals").hidden = list.length === 0;
+}
+
 function renderServices() {
   const ns = $("#namespace").value;
+  renderExternals(ns);
   const body = $("#services tbody");
   body.replaceChildren();
   const list = (status.services || []).filter((s) => !ns || s.namespace === ns)

@@ -39,6 +39,9 @@ async function until(what, cond) {
   check("no error shown", doc.querySelector("#error").textContent === "", doc.querySelector("#error").textContent);
   check("helloworld's instances", row("helloworld", "default").cells[2].textContent === "1/1", row("helloworld", "default").cells[2].textContent);
   check("a service's name is text, not markup", doc.querySelector("#services img") === null, "an element from a name");
+  const ext = doc.querySelector("#externals tbody tr");
+  check("the service outside the mesh", !doc.querySelector("#externals").hidden && ext && ext.cells[0].textContent === "payments" &&
+    ext.cells[2].textContent === "https://api.payments.example", ext && ext.textContent);
 
   click(row("helloworld", "default"));
   await until("helloworld's endpoints", () => doc.querySelector(".endpoint"));

@@ -1208,7 +1208,11 @@ type Rollout struct {
 	// does not run is left as it is).
 	Retire bool `protobuf:"varint,12,opt,name=retire,proto3" json:"retire,omitempty"`
 	// Read only: when the version that lost was stopped.
-	Retired       *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=retired,proto3" json:"retired,omitempty"`
+	Retired *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=retired,proto3" json:"retired,omitempty"`
+	// How long past its interval a step may wait for the calls it needs
+	// (min_requests) before the rollout is rolled back, all traffic to the
+	// old version (30s-24h; unset: it waits as long as it takes).
+	Deadline      *durationpb.Duration `protobuf:"bytes,14,opt,name=deadline,proto3" json:"deadline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1334,12 +1338,20 @@ func (x *Rollout) GetRetired() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Rollout) GetDeadline() *durationpb.Duration {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
 type StartRolloutRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Service string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
 	// Empty: default.
 	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	// from, to, steps, interval and the thresholds; the rest is ignored.
+	// from, to, steps, interval, the thresholds, deadline and retire; the
+	// rest is ignored.
 	Rollout       *Rollout `protobuf:"bytes,3,opt,name=rollout,proto3" json:"rollout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1837,7 +1849,7 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12@\n" +
 	"\bversions\x18\x03 \x03(\v2$.micromesh.registry.v1.VersionWeightR\bversions\x12\x16\n" +
 	"\x06header\x18\x04 \x01(\tR\x06header\x128\n" +
-	"\arollout\x18\x05 \x01(\v2\x1e.micromesh.registry.v1.RolloutR\arollout\"\xef\x03\n" +
+	"\arollout\x18\x05 \x01(\v2\x1e.micromesh.registry.v1.RolloutR\arollout\"\xa6\x04\n" +
 	"\aRollout\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12\x14\n" +
@@ -1852,7 +1864,8 @@ const file_registry_v1_registry_proto_rawDesc = "" +
 	" \x01(\tR\x05state\x12\x18\n" +
 	"\amessage\x18\v \x01(\tR\amessage\x12\x16\n" +
 	"\x06retire\x18\f \x01(\bR\x06retire\x124\n" +
-	"\aretired\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\aretiredB\x13\n" +
+	"\aretired\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\aretired\x125\n" +
+	"\bdeadline\x18\x0e \x01(\v2\x19.google.protobuf.DurationR\bdeadlineB\x13\n" +
 	"\x11_min_success_rateB\x0f\n" +
 	"\r_min_requests\"\x87\x01\n" +
 	"\x13StartRolloutRequest\x12\x18\n" +
@@ -1959,39 +1972,40 @@ var file_registry_v1_registry_proto_depIdxs = []int32{
 	33, // 14: micromesh.registry.v1.Rollout.max_p99:type_name -> google.protobuf.Duration
 	34, // 15: micromesh.registry.v1.Rollout.since:type_name -> google.protobuf.Timestamp
 	34, // 16: micromesh.registry.v1.Rollout.retired:type_name -> google.protobuf.Timestamp
-	21, // 17: micromesh.registry.v1.StartRolloutRequest.rollout:type_name -> micromesh.registry.v1.Rollout
-	20, // 18: micromesh.registry.v1.StartRolloutResponse.split:type_name -> micromesh.registry.v1.Split
-	20, // 19: micromesh.registry.v1.AbortRolloutResponse.split:type_name -> micromesh.registry.v1.Split
-	20, // 20: micromesh.registry.v1.SetSplitRequest.split:type_name -> micromesh.registry.v1.Split
-	6,  // 21: micromesh.registry.v1.RegistryService.Register:input_type -> micromesh.registry.v1.RegisterRequest
-	8,  // 22: micromesh.registry.v1.RegistryService.Deregister:input_type -> micromesh.registry.v1.DeregisterRequest
-	10, // 23: micromesh.registry.v1.RegistryService.Heartbeat:input_type -> micromesh.registry.v1.HeartbeatRequest
-	12, // 24: micromesh.registry.v1.RegistryService.ListServices:input_type -> micromesh.registry.v1.ListServicesRequest
-	27, // 25: micromesh.registry.v1.RegistryService.SetSplit:input_type -> micromesh.registry.v1.SetSplitRequest
-	29, // 26: micromesh.registry.v1.RegistryService.DeleteSplit:input_type -> micromesh.registry.v1.DeleteSplitRequest
-	16, // 27: micromesh.registry.v1.RegistryService.SetPolicy:input_type -> micromesh.registry.v1.SetPolicyRequest
-	18, // 28: micromesh.registry.v1.RegistryService.DeletePolicy:input_type -> micromesh.registry.v1.DeletePolicyRequest
-	22, // 29: micromesh.registry.v1.RegistryService.StartRollout:input_type -> micromesh.registry.v1.StartRolloutRequest
-	24, // 30: micromesh.registry.v1.RegistryService.AbortRollout:input_type -> micromesh.registry.v1.AbortRolloutRequest
-	1,  // 31: micromesh.registry.v1.RegistryService.SetExternal:input_type -> micromesh.registry.v1.SetExternalRequest
-	3,  // 32: micromesh.registry.v1.RegistryService.DeleteExternal:input_type -> micromesh.registry.v1.DeleteExternalRequest
-	7,  // 33: micromesh.registry.v1.RegistryService.Register:output_type -> micromesh.registry.v1.RegisterResponse
-	9,  // 34: micromesh.registry.v1.RegistryService.Deregister:output_type -> micromesh.registry.v1.DeregisterResponse
-	11, // 35: micromesh.registry.v1.RegistryService.Heartbeat:output_type -> micromesh.registry.v1.HeartbeatResponse
-	14, // 36: micromesh.registry.v1.RegistryService.ListServices:output_type -> micromesh.registry.v1.ListServicesResponse
-	28, // 37: micromesh.registry.v1.RegistryService.SetSplit:output_type -> micromesh.registry.v1.SetSplitResponse
-	30, // 38: micromesh.registry.v1.RegistryService.DeleteSplit:output_type -> micromesh.registry.v1.DeleteSplitResponse
-	17, // 39: micromesh.registry.v1.RegistryService.SetPolicy:output_type -> micromesh.registry.v1.SetPolicyResponse
-	19, // 40: micromesh.registry.v1.RegistryService.DeletePolicy:output_type -> micromesh.registry.v1.DeletePolicyResponse
-	23, // 41: micromesh.registry.v1.RegistryService.StartRollout:output_type -> micromesh.registry.v1.StartRolloutResponse
-	25, // 42: micromesh.registry.v1.RegistryService.AbortRollout:output_type -> micromesh.registry.v1.AbortRolloutResponse
-	2,  // 43: micromesh.registry.v1.RegistryService.SetExternal:output_type -> micromesh.registry.v1.SetExternalResponse
-	4,  // 44: micromesh.registry.v1.RegistryService.DeleteExternal:output_type -> micromesh.registry.v1.DeleteExternalResponse
-	33, // [33:45] is the sub-list for method output_type
-	21, // [21:33] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	33, // 17: micromesh.registry.v1.Rollout.deadline:type_name -> google.protobuf.Duration
+	21, // 18: micromesh.registry.v1.StartRolloutRequest.rollout:type_name -> micromesh.registry.v1.Rollout
+	20, // 19: micromesh.registry.v1.StartRolloutResponse.split:type_name -> micromesh.registry.v1.Split
+	20, // 20: micromesh.registry.v1.AbortRolloutResponse.split:type_name -> micromesh.registry.v1.Split
+	20, // 21: micromesh.registry.v1.SetSplitRequest.split:type_name -> micromesh.registry.v1.Split
+	6,  // 22: micromesh.registry.v1.RegistryService.Register:input_type -> micromesh.registry.v1.RegisterRequest
+	8,  // 23: micromesh.registry.v1.RegistryService.Deregister:input_type -> micromesh.registry.v1.DeregisterRequest
+	10, // 24: micromesh.registry.v1.RegistryService.Heartbeat:input_type -> micromesh.registry.v1.HeartbeatRequest
+	12, // 25: micromesh.registry.v1.RegistryService.ListServices:input_type -> micromesh.registry.v1.ListServicesRequest
+	27, // 26: micromesh.registry.v1.RegistryService.SetSplit:input_type -> micromesh.registry.v1.SetSplitRequest
+	29, // 27: micromesh.registry.v1.RegistryService.DeleteSplit:input_type -> micromesh.registry.v1.DeleteSplitRequest
+	16, // 28: micromesh.registry.v1.RegistryService.SetPolicy:input_type -> micromesh.registry.v1.SetPolicyRequest
+	18, // 29: micromesh.registry.v1.RegistryService.DeletePolicy:input_type -> micromesh.registry.v1.DeletePolicyRequest
+	22, // 30: micromesh.registry.v1.RegistryService.StartRollout:input_type -> micromesh.registry.v1.StartRolloutRequest
+	24, // 31: micromesh.registry.v1.RegistryService.AbortRollout:input_type -> micromesh.registry.v1.AbortRolloutRequest
+	1,  // 32: micromesh.registry.v1.RegistryService.SetExternal:input_type -> micromesh.registry.v1.SetExternalRequest
+	3,  // 33: micromesh.registry.v1.RegistryService.DeleteExternal:input_type -> micromesh.registry.v1.DeleteExternalRequest
+	7,  // 34: micromesh.registry.v1.RegistryService.Register:output_type -> micromesh.registry.v1.RegisterResponse
+	9,  // 35: micromesh.registry.v1.RegistryService.Deregister:output_type -> micromesh.registry.v1.DeregisterResponse
+	11, // 36: micromesh.registry.v1.RegistryService.Heartbeat:output_type -> micromesh.registry.v1.HeartbeatResponse
+	14, // 37: micromesh.registry.v1.RegistryService.ListServices:output_type -> micromesh.registry.v1.ListServicesResponse
+	28, // 38: micromesh.registry.v1.RegistryService.SetSplit:output_type -> micromesh.registry.v1.SetSplitResponse
+	30, // 39: micromesh.registry.v1.RegistryService.DeleteSplit:output_type -> micromesh.registry.v1.DeleteSplitResponse
+	17, // 40: micromesh.registry.v1.RegistryService.SetPolicy:output_type -> micromesh.registry.v1.SetPolicyResponse
+	19, // 41: micromesh.registry.v1.RegistryService.DeletePolicy:output_type -> micromesh.registry.v1.DeletePolicyResponse
+	23, // 42: micromesh.registry.v1.RegistryService.StartRollout:output_type -> micromesh.registry.v1.StartRolloutResponse
+	25, // 43: micromesh.registry.v1.RegistryService.AbortRollout:output_type -> micromesh.registry.v1.AbortRolloutResponse
+	2,  // 44: micromesh.registry.v1.RegistryService.SetExternal:output_type -> micromesh.registry.v1.SetExternalResponse
+	4,  // 45: micromesh.registry.v1.RegistryService.DeleteExternal:output_type -> micromesh.registry.v1.DeleteExternalResponse
+	34, // [34:46] is the sub-list for method output_type
+	22, // [22:34] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_registry_v1_registry_proto_init() }
