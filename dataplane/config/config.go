@@ -195,6 +195,13 @@ func (t *RouteTable) LookupRequest(host string, q Request) (r *Route, known bool
 	return nil, true
 }
 
+// HasHost reports whether host is one of the table's domains (not one
+// its "*" takes).
+func (t *RouteTable) HasHost(host string) bool {
+	_, ok := t.exact[host]
+	return ok
+}
+
 // Routes returns every route of the table (for state kept per route).
 func (t *RouteTable) Routes() []*Route {
 	var out []*Route

@@ -42,6 +42,10 @@ type metrics struct {
 	methods methodLabels
 }
 
+// UnknownDestination is the destination label of outbound requests for
+// an authority the sidecar has no route for (answered 503).
+const UnknownDestination = "unknown"
+
 // maxMethods bounds the grpc_method labels of one proxy: the methods of
 // the services it serves and calls, not whatever paths a caller sends.
 const maxMethods = 256

@@ -275,6 +275,17 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	if routes != nil {
 		route, known = routes.LookupRequest(host, routeRequest(routes, r))
 	}
+	// What the request is counted against: the authority when it is one
+	// of the config's domains (bounded), "*" when a wildcard host takes
+	// it, else "unknown" — an app's stray or random Host values must not
+	// each make a metric series (Istio's destination_service="unknown").
+	dest := host
+	switch {
+	case !known:
+		dest = UnknownDestination
+	case !routes.HasHost(host):
+		dest = "*"
+	}
 	// The fault and rate limit filters come before the router and its
 	// replies, in the listener's order.
 	var cluster string
@@ -282,13 +293,13 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		cluster = clusterOf(route) // picked once: the fault's upstream_cluster is the one the request goes to
 	}
 	fault := faultFor(o.FaultFilter, route, o.Fault)
-	if fault != nil && o.FaultFirst && p.faulted(fault, w, r, cluster, faultRequest(fault, r), host, start) {
+	if fault != nil && o.FaultFirst && p.faulted(fault, w, r, cluster, faultRequest(fault, r), dest, start) {
 		return
 	}
-	if p.rateLimited(st.limits.bucketFor(o.RateLimitFilter, route, st.limits.listeners[o.Name]), w, r, outbound, p.self, host, start) {
+	if p.rateLimited(st.limits.bucketFor(o.RateLimitFilter, route, st.limits.listeners[o.Name]), w, r, outbound, p.self, dest, start) {
 		return
 	}
-	if fault != nil && !o.FaultFirst && p.faulted(fault, w, r, cluster, faultRequest(fault, r), host, start) {
+	if fault != nil && !o.FaultFirst && p.faulted(fault, w, r, cluster, faultRequest(fault, r), dest, start) {
 		return
 	}
 	if routes == nil {
@@ -296,12 +307,12 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !known {
-		p.local(w, r, outbound, host, http.StatusServiceUnavailable,
+		p.local(w, r, outbound, dest, http.StatusServiceUnavailable,
 			fmt.Sprintf("micromesh: %q is not a service in the mesh this workload can call (it can call: %s)", host, strings.Join(routes.Hosts, ", ")), start)
 		return
 	}
 	if route == nil {
-		p.local(w, r, outbound, host, http.StatusNotFound, fmt.Sprintf("micromesh: no route of %q takes the path %q", host, r.URL.Path), start)
+		p.local(w, r, outbound, dest, http.StatusNotFound, fmt.Sprintf("micromesh: no route of %q takes the path %q", host, r.URL.Path), start)
 		return
 	}
 	up := st.upstreams[cluster]

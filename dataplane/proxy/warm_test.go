@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -94,4 +95,44 @@ func gaugeOf(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// Requests for authorities the sidecar knows nothing of are counted as
+// one destination, "unknown": an app's random Host values do not each
+// make a metric series (the message still names the host).
+func TestUnknownAuthoritiesAreOneDestination(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	p := New(nil, Options{Metrics: reg})
+	defer p.Close()
+	if err := p.Apply(&config.Config{Outbound: &config.Outbound{Name: "outbound", Route: "outbound"},
+		Routes: map[string]*config.RouteTable{"outbound": {}}, Clusters: map[string]*config.Cluster{}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		w := httptest.NewRecorder()
+		p.Outbound().ServeHTTP(w, httptest.NewRequest(http.MethodGet, fmt.Sprintf("http://random-%d/", i), nil))
+		if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), fmt.Sprintf(`"random-%d" is not a service in the mesh`, i)) {
+			t.Fatalf("random-%d: %d %q", i, w.Code, w.Body.String())
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dests := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "micromesh_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "destination" {
+					dests[l.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if len(dests) != 1 || dests[UnknownDestination] != 50 {
+		t.Errorf("destinations counted: %v, want 50 requests to %q alone", dests, UnknownDestination)
+	}
 }
