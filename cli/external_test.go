@@ -2,8 +2,6 @@ package cli
 
 import (
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -19,10 +17,7 @@ func TestExternalCommands(t *testing.T) {
 	env.StartControlPlane()
 	home := string(env.Home)
 	cli := func(args ...string) (string, error) { return runCLI(t, append([]string{"--home", home}, args...)...) }
-	ca := filepath.Join(t.TempDir(), "corp-root.pem")
-	if err := os.WriteFile(ca, outsidetest.NewCA(t).PEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	ca := outsidetest.NewCA(t).WritePEM(t, t.TempDir())
 
 	out, err := cli("external", "set", "payments", "--host", "api.payments.example")
 	if err != nil || out != "external service payments.default → https://api.payments.example (system roots): the apps of default call http://payments/ through their sidecar\n" {

@@ -73,9 +73,9 @@ func TestAServiceOutsideTheMesh(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	set("pay", good.Port, ca.PEM)
-	set("misnamed", misnamed.Port, ca.PEM)
-	set("stranger", stranger.Port, ca.PEM)
+	set("pay", good.Port, ca.PEM())
+	set("misnamed", misnamed.Port, ca.PEM())
+	set("stranger", stranger.Port, ca.PEM())
 
 	var code int
 	var seen outsidetest.Seen

@@ -52,13 +52,7 @@ func (b *builder) outboundCluster(s *Service, name string) *cluster.Cluster {
 		EdsClusterConfig:     &cluster.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
 		ConnectTimeout:       duration(connectTimeout),
 		LbPolicy:             cluster.Cluster_ROUND_ROBIN,
-		CircuitBreakers: &cluster.CircuitBreakers{Thresholds: []*cluster.CircuitBreakers_Thresholds{{
-			Priority:           core.RoutingPriority_DEFAULT,
-			MaxConnections:     u32(pol.MaxConnections),
-			MaxPendingRequests: u32(pol.MaxPendingRequests),
-			MaxRequests:        u32(pol.MaxRequests),
-			MaxRetries:         u32(pol.MaxRetries),
-		}}},
+		CircuitBreakers:      circuitBreakers(pol),
 		OutlierDetection: &cluster.OutlierDetection{
 			Consecutive_5Xx:                u32(pol.Consecutive5xx),
 			ConsecutiveGatewayFailure:      u32(pol.Consecutive5xx),
@@ -111,6 +105,17 @@ func (b *builder) outboundCluster(s *Service, name string) *cluster.Cluster {
 		})}
 	}
 	return c
+}
+
+// circuitBreakers are a policy's limits, per caller.
+func circuitBreakers(pol Policy) *cluster.CircuitBreakers {
+	return &cluster.CircuitBreakers{Thresholds: []*cluster.CircuitBreakers_Thresholds{{
+		Priority:           core.RoutingPriority_DEFAULT,
+		MaxConnections:     u32(pol.MaxConnections),
+		MaxPendingRequests: u32(pol.MaxPendingRequests),
+		MaxRequests:        u32(pol.MaxRequests),
+		MaxRetries:         u32(pol.MaxRetries),
+	}}}
 }
 
 // sidecarUpstreamTLS: the proxy's certificate and the trust bundle from

@@ -73,7 +73,6 @@ func (b *builder) hasService(ns, name string) bool {
 // a web service behind DNS: a new connection goes to what the name
 // resolves to then), TLS 1.2 or 1.3 with the server's name checked, HTTP/1.1.
 func externalCluster(e *External) *cluster.Cluster {
-	pol := DefaultPolicy
 	validation := &tlsv3.CertificateValidationContext{
 		MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
 			SanType: tlsv3.SubjectAltNameMatcher_DNS,
@@ -102,13 +101,7 @@ func externalCluster(e *External) *cluster.Cluster {
 		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_LOGICAL_DNS},
 		ConnectTimeout:       duration(connectTimeout),
 		LoadAssignment:       staticAssignment(name, e.Host, e.Port),
-		CircuitBreakers: &cluster.CircuitBreakers{Thresholds: []*cluster.CircuitBreakers_Thresholds{{
-			Priority:           core.RoutingPriority_DEFAULT,
-			MaxConnections:     u32(pol.MaxConnections),
-			MaxPendingRequests: u32(pol.MaxPendingRequests),
-			MaxRequests:        u32(pol.MaxRequests),
-			MaxRetries:         u32(pol.MaxRetries),
-		}}},
+		CircuitBreakers:      circuitBreakers(DefaultPolicy),
 		TransportSocket: &core.TransportSocket{
 			Name:       wellknown.TransportSocketTLS,
 			ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: toAny(upstream)},

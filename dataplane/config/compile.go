@@ -875,6 +875,9 @@ func compileCluster(cl *xdswire.Cluster, endpoints map[string]*xdswire.ClusterLo
 			if err != nil {
 				return nil, fmt.Errorf("an endpoint: %w", err)
 			}
+			if cl.Type == xdswire.LogicalDNS && net.ParseIP(sa.Address) != nil {
+				return nil, fmt.Errorf("cluster %s: a LOGICAL_DNS endpoint must be a host name, not %s", cl.Name, sa.Address)
+			}
 			if udp := sa.Protocol == xdswire.UDP; udp != (c.Transport == TransportQUIC) {
 				return nil, fmt.Errorf("endpoint %s: a %s cluster needs %s addresses", sa.Address, c.Transport, map[bool]string{true: "UDP", false: "TCP"}[!udp])
 			}

@@ -3,9 +3,7 @@ package config
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
-	"net"
 
 	"github.com/micromesh/micromesh/dataplane/xdswire"
 )
@@ -101,21 +99,6 @@ func (c *Cluster) setExternal(cl *xdswire.Cluster) error {
 		ext.RootsPEM, ext.Roots = roots, pool
 	case v.SystemRootCerts == nil:
 		return bad("it needs trusted_ca or system_root_certs")
-	}
-	for _, loc := range endpointsOf(cl.LoadAssignment) {
-		for _, lb := range loc.LBEndpoints {
-			var a *xdswire.Address
-			if lb.Endpoint != nil {
-				a = lb.Endpoint.Address
-			}
-			sa, err := socketAddress(a)
-			if err != nil {
-				return bad("its endpoint: %v", err)
-			}
-			if net.ParseIP(sa.Address) != nil {
-				return errors.New("cluster " + cl.Name + ": a LOGICAL_DNS endpoint must be a host name, not " + sa.Address)
-			}
-		}
 	}
 	c.Transport, c.External = TransportExternal, ext
 	return nil

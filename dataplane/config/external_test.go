@@ -24,7 +24,7 @@ func meshWithExternals(t *testing.T) envoyResources {
 			{ID: "h1", Address: "10.0.0.1", Port: 8443, QUICPort: 8443, Kind: xds.KindBuiltin, Health: xds.HealthPassing},
 		}},
 	}, Externals: []xds.External{
-		{Name: "maps", Namespace: "default", Host: "maps.example", Port: 8443, CA: outsidetest.NewCA(t).PEM},
+		{Name: "maps", Namespace: "default", Host: "maps.example", Port: 8443, CA: outsidetest.NewCA(t).PEM()},
 		{Name: "payments", Namespace: "default", Host: "api.payments.example", Port: 443},
 	}}
 	return sidecarOf(t, m, "default", "client")

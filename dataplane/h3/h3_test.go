@@ -285,17 +285,26 @@ func TestTrailersBothWays(t *testing.T) {
 
 func TestCancellationReachesTheServer(t *testing.T) {
 	eachServer(t, func(t *testing.T, kind serverKind) {
-		cancelled := make(chan struct{})
+		// One channel per path, made before the server starts: the
+		// handlers only read the map (a variable written per path raced
+		// with a handler still reading it).
+		paths := []string{"/before-headers", "/headers-first"}
+		cancelled, closeOnce := map[string]chan struct{}{}, map[string]func(){}
+		for _, p := range paths {
+			ch := make(chan struct{})
+			cancelled[p], closeOnce[p] = ch, sync.OnceFunc(func() { close(ch) })
+		}
 		ts, tr := startServer(t, kind, "", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/headers-first" {
 				w.WriteHeader(200)
 				w.(http.Flusher).Flush()
 			}
 			<-r.Context().Done()
-			close(cancelled)
+			if f := closeOnce[r.URL.Path]; f != nil {
+				f()
+			}
 		}))
-		for _, path := range []string{"/before-headers", "/headers-first"} {
-			cancelled = make(chan struct{})
+		for _, path := range paths {
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			req, _ := http.NewRequestWithContext(ctx, "GET", ts.url(path), nil)
 			start := time.Now()
@@ -315,7 +324,7 @@ func TestCancellationReachesTheServer(t *testing.T) {
 				t.Fatalf("%s: %v, want the deadline", path, err)
 			}
 			select {
-			case <-cancelled:
+			case <-cancelled[path]:
 			case <-time.After(5 * time.Second):
 				t.Fatalf("%s: the server never saw the cancellation", path)
 			}

@@ -1,25 +1,20 @@
 // Package outsidetest starts HTTPS servers that stand for services outside
-// the mesh in tests: each with a CA of its own (not the mesh's), a
-// certificate for the DNS names given, and a handler that answers with
-// what it saw of the request, so a test can check what a sidecar sent out.
+// the mesh in tests: each with a certificate for the DNS names given,
+// signed by a CA of the test's own (servingcerttest's, not the mesh's),
+// and a handler that answers with what it saw of the request, so a test
+// can check what a sidecar sent out.
 package outsidetest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"strconv"
 	"testing"
-	"time"
+
+	"github.com/micromesh/micromesh/internal/servingcert/servingcerttest"
 )
 
 // Seen is what the server saw of a request; it answers with it as JSON.
@@ -37,51 +32,24 @@ type Seen struct {
 	Header http.Header `json:"header"`
 }
 
-// CA is a certificate authority of a test's own.
-type CA struct {
-	// PEM is its certificate.
-	PEM  []byte
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
+// CA is a certificate authority of the test's own.
+type CA = servingcerttest.CA
 
 // NewCA makes a CA.
-func NewCA(t testing.TB) *CA {
-	t.Helper()
-	key := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "outsidetest CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &CA{PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), cert: cert, key: key}
-}
+func NewCA(t testing.TB) *CA { return servingcerttest.NewCA(t) }
 
 // Server is an HTTPS server on loopback.
 type Server struct {
 	// Port is its TCP port on 127.0.0.1 (reach it as localhost).
 	Port uint16
-	CA   *CA
 }
 
 // Start starts a server whose certificate, signed by ca, names dnsNames.
+// An X-Outside-Status header asks it for that status.
 func Start(t testing.TB, ca *CA, dnsNames ...string) *Server {
 	t.Helper()
-	key := newKey(t)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: dnsNames[0]}, DNSNames: dnsNames,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	files, _ := ca.Write(t, t.TempDir(), "server", servingcerttest.Cert{Names: dnsNames})
+	cert, err := tls.LoadX509KeyPair(files.Cert, files.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +58,7 @@ func Start(t testing.TB, ca *CA, dnsNames ...string) *Server {
 		t.Fatal(err)
 	}
 	conf := &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+		Certificates: []tls.Certificate{cert},
 		ClientAuth:   tls.RequestClientCert,
 		NextProtos:   []string{"http/1.1"},
 	}
@@ -104,17 +72,8 @@ func Start(t testing.TB, ca *CA, dnsNames ...string) *Server {
 			Host: r.Host, SNI: r.TLS.ServerName, ClientCert: len(r.TLS.PeerCertificates) > 0, TLSVersion: r.TLS.Version,
 			Method: r.Method, URI: r.RequestURI, Body: string(body), Header: r.Header,
 		})
-	}), ErrorLog: nil}
+	})}
 	go func() { _ = srv.Serve(tls.NewListener(ln, conf)) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	return &Server{Port: uint16(ln.Addr().(*net.TCPAddr).Port), CA: ca}
-}
-
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
+	return &Server{Port: uint16(ln.Addr().(*net.TCPAddr).Port)}
 }

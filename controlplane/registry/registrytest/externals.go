@@ -33,7 +33,7 @@ func testExternals(t *testing.T, r registry.Registry) {
 	pay = registry.External{Namespace: ns, Name: "payments", Host: "api.payments.example", Port: 443}
 	waitForExternals(t, ch, ns, "payments, host in lower case, port 443", []registry.External{pay})
 
-	ca := string(outsidetest.NewCA(t).PEM)
+	ca := string(outsidetest.NewCA(t).PEM())
 	pay.Port, pay.CA = 8443, ca
 	if err := r.SetExternal(ctxT(t), pay); err != nil {
 		t.Fatal(err)

@@ -50,12 +50,17 @@ func NewCA(t testing.TB) *CA {
 	return &CA{cert: cert, key: key, Pool: pool}
 }
 
+// PEM is the CA's certificate, PEM: what a client trusts.
+func (ca *CA) PEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
+}
+
 // WritePEM writes the CA's certificate into dir as ca.pem (what a client
 // trusts: curl --cacert) and returns its path.
 func (ca *CA) WritePEM(t testing.TB, dir string) string {
 	t.Helper()
 	path := filepath.Join(dir, "ca.pem")
-	writeFile(t, path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw}), 0o644)
+	writeFile(t, path, ca.PEM(), 0o644)
 	return path
 }
 
