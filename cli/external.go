@@ -43,6 +43,8 @@ type externalJSON struct {
 	Port      uint16 `json:"port"`
 	// Roots: "system", or "own" when it brought its CA.
 	Roots string `json:"roots"`
+	// Protocol: http (HTTP/1.1) or grpc (HTTP/2).
+	Protocol string `json:"protocol"`
 }
 
 func externalOf(e registry.External) externalJSON {
@@ -50,7 +52,11 @@ func externalOf(e registry.External) externalJSON {
 	if e.CA != "" {
 		roots = "own"
 	}
-	return externalJSON{Name: e.Name, Namespace: e.Namespace, Host: e.Host, Port: e.Port, Roots: roots}
+	protocol := e.Protocol
+	if protocol == "" {
+		protocol = registry.ProtocolHTTP
+	}
+	return externalJSON{Name: e.Name, Namespace: e.Namespace, Host: e.Host, Port: e.Port, Roots: roots, Protocol: protocol}
 }
 
 func (e externalJSON) url() string {
@@ -82,20 +88,21 @@ func parseHostPort(v string) (string, uint16, error) {
 }
 
 func newExternalSetCommand(g *globalOptions, s Streams) *cobra.Command {
-	var namespace, controlPlane, host, caFile string
+	var namespace, controlPlane, host, caFile, protocol string
 	cmd := &cobra.Command{
-		Use:   "set NAME --host HOST[:PORT] [--ca FILE]",
+		Use:   "set NAME --host HOST[:PORT] [--ca FILE] [--protocol http|grpc]",
 		Short: "Declare (or change) a service outside the mesh",
 		Args:  cobra.ExactArgs(1),
 		Example: `  meshctl external set payments --host api.payments.example     # the system's roots, port 443
   meshctl external set ledger --host ledger.corp.example:8443 --ca corp-root.pem -n finance
+  meshctl external set rates --host rates.partner.example --protocol grpc   # service.Dial(ctx, "rates") reaches it
   # then, from an app of that namespace: curl http://payments/v1/charges (through its sidecar)`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			h, port, err := parseHostPort(host)
 			if err != nil {
 				return err
 			}
-			e := registry.External{Name: args[0], Namespace: namespace, Host: h, Port: port}
+			e := registry.External{Name: args[0], Namespace: namespace, Host: h, Port: port, Protocol: protocol}
 			if caFile != "" {
 				ca, err := os.ReadFile(caFile)
 				if err != nil {
@@ -115,6 +122,10 @@ func newExternalSetCommand(g *globalOptions, s Streams) *cobra.Command {
 			}
 			out := externalOf(e)
 			return render(s.Out, g.output, out, func() string {
+				if out.Protocol == registry.ProtocolGRPC {
+					return fmt.Sprintf("external service %s.%s → %s (gRPC, %s roots): the apps of %s dial %s through their sidecar\n",
+						out.Name, out.Namespace, out.url(), out.Roots, out.Namespace, out.Name)
+				}
 				return fmt.Sprintf("external service %s.%s → %s (%s roots): the apps of %s call http://%s/ through their sidecar\n",
 					out.Name, out.Namespace, out.url(), out.Roots, out.Namespace, out.Name)
 			})
@@ -123,6 +134,7 @@ func newExternalSetCommand(g *globalOptions, s Streams) *cobra.Command {
 	targetFlags(cmd, &namespace, &controlPlane)
 	cmd.Flags().StringVar(&host, "host", "", "the server: HOST or HOST:PORT (443 by default), a DNS name its certificate names")
 	cmd.Flags().StringVar(&caFile, "ca", "", "PEM file of the roots its certificate chains to (default: the system's)")
+	cmd.Flags().StringVar(&protocol, "protocol", registry.ProtocolHTTP, "what it speaks: http (HTTP/1.1) or grpc (HTTP/2)")
 	_ = cmd.MarkFlagRequired("host")
 	return cmd
 }
@@ -206,7 +218,7 @@ func externalsOf(resp *registryv1.ListServicesResponse) []externalJSON {
 func renderExternals(es []externalJSON) string {
 	rows := make([][]string, 0, len(es))
 	for _, e := range es {
-		rows = append(rows, []string{e.Namespace, e.Name, e.url(), e.Roots})
+		rows = append(rows, []string{e.Namespace, e.Name, e.url(), e.Protocol, e.Roots})
 	}
-	return table([]string{"NAMESPACE", "NAME", "REACHES", "ROOTS"}, rows)
+	return table([]string{"NAMESPACE", "NAME", "REACHES", "PROTOCOL", "ROOTS"}, rows)
 }

@@ -23,20 +23,20 @@ func TestExternalCommands(t *testing.T) {
 	if err != nil || out != "external service payments.default → https://api.payments.example (system roots): the apps of default call http://payments/ through their sidecar\n" {
 		t.Fatalf("external set: %q, %v", out, err)
 	}
-	out, err = cli("external", "set", "ledger", "-n", "finance", "--host", "https://Ledger.Corp.Example:8443/", "--ca", ca)
-	if err != nil || !strings.HasPrefix(out, "external service ledger.finance → https://ledger.corp.example:8443 (own roots)") {
+	out, err = cli("external", "set", "ledger", "-n", "finance", "--host", "https://Ledger.Corp.Example:8443/", "--ca", ca, "--protocol", "grpc")
+	if err != nil || out != "external service ledger.finance → https://ledger.corp.example:8443 (gRPC, own roots): the apps of finance dial ledger through their sidecar\n" {
 		t.Fatalf("external set with --ca: %q, %v", out, err)
 	}
 	out, err = cli("external", "list")
-	want := "NAMESPACE  NAME      REACHES                           ROOTS\n" +
-		"default    payments  https://api.payments.example      system\n" +
-		"finance    ledger    https://ledger.corp.example:8443  own\n"
+	want := "NAMESPACE  NAME      REACHES                           PROTOCOL  ROOTS\n" +
+		"default    payments  https://api.payments.example      http      system\n" +
+		"finance    ledger    https://ledger.corp.example:8443  grpc      own\n"
 	if err != nil || out != want {
 		t.Errorf("external list:\n%s(%v)\nwant:\n%s", out, err, want)
 	}
 	js, err := cli("-o", "json", "external", "list", "-n", "finance")
 	var listed []externalJSON
-	if err != nil || json.Unmarshal([]byte(js), &listed) != nil || len(listed) != 1 || listed[0] != (externalJSON{Name: "ledger", Namespace: "finance", Host: "ledger.corp.example", Port: 8443, Roots: "own"}) {
+	if err != nil || json.Unmarshal([]byte(js), &listed) != nil || len(listed) != 1 || listed[0] != (externalJSON{Name: "ledger", Namespace: "finance", Host: "ledger.corp.example", Port: 8443, Roots: "own", Protocol: "grpc"}) {
 		t.Errorf("external list -n finance -o json: %s (%v)", js, err)
 	}
 	if out, _ := cli("services"); !strings.Contains(out, "outside the mesh") || !strings.Contains(out, "https://api.payments.example") {
@@ -54,14 +54,15 @@ func TestExternalCommands(t *testing.T) {
 	}
 
 	for args, mention := range map[string]string{
-		"external set pay --host http://api.example":     "over TLS only",
-		"external set pay --host 192.0.2.7":              "is an IP address",
-		"external set pay --host api.example:0":          "is not a TCP port",
-		"external set pay --host api_example.com":        "is not a DNS name",
-		"external set Pay --host api.example":            "DNS label",
-		"external set pay":                               `required flag(s) "host" not set`,
-		"external set pay --host a.example --ca " + home: "--ca",
-		"external remove nothing":                        "NotFound",
+		"external set pay --host http://api.example":       "over TLS only",
+		"external set pay --host 192.0.2.7":                "is an IP address",
+		"external set pay --host api.example:0":            "is not a TCP port",
+		"external set pay --host api_example.com":          "is not a DNS name",
+		"external set Pay --host api.example":              "DNS label",
+		"external set pay --host a.example --protocol tcp": `protocol "tcp" is not "http" (HTTP/1.1) or "grpc" (HTTP/2)`,
+		"external set pay":                                 `required flag(s) "host" not set`,
+		"external set pay --host a.example --ca " + home:   "--ca",
+		"external remove nothing":                          "NotFound",
 	} {
 		if _, err := cli(strings.Fields(args)...); err == nil || !strings.Contains(describe(err), mention) {
 			t.Errorf("%s: %v; want an error mentioning %q", args, err, mention)

@@ -78,7 +78,7 @@ func buildMesh(td string, roots []byte, snap registry.Snapshot) *xds.Mesh {
 		slices.SortFunc(m.Services[i].Endpoints, func(a, b xds.Endpoint) int { return cmp.Compare(a.ID, b.ID) })
 	}
 	for _, e := range snap.Externals { // sorted by namespace, name
-		x := xds.External{Name: e.Name, Namespace: e.Namespace, Host: e.Host, Port: uint32(e.Port)}
+		x := xds.External{Name: e.Name, Namespace: e.Namespace, Host: e.Host, Port: uint32(e.Port), Protocol: e.Protocol}
 		if e.CA != "" {
 			x.CA = []byte(e.CA)
 		}

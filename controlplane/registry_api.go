@@ -469,10 +469,10 @@ func (a *registryAPI) DeleteExternal(ctx context.Context, req *registryv1.Delete
 
 // ExternalFromProto converts an external service from the wire (unchecked).
 func ExternalFromProto(x *registryv1.External) registry.External {
-	return registry.External{Name: x.GetName(), Namespace: x.GetNamespace(), Host: x.GetHost(), Port: uint16(x.GetPort()), CA: x.GetCa()}
+	return registry.External{Name: x.GetName(), Namespace: x.GetNamespace(), Host: x.GetHost(), Port: uint16(x.GetPort()), CA: x.GetCa(), Protocol: x.GetProtocol()}
 }
 
 // ExternalToProto converts an external service for the wire.
 func ExternalToProto(e registry.External) *registryv1.External {
-	return &registryv1.External{Name: e.Name, Namespace: e.Namespace, Host: e.Host, Port: uint32(e.Port), Ca: e.CA}
+	return &registryv1.External{Name: e.Name, Namespace: e.Namespace, Host: e.Host, Port: uint32(e.Port), Ca: e.CA, Protocol: e.Protocol}
 }

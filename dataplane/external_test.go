@@ -11,7 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/micromesh/micromesh/identity"
@@ -157,5 +163,66 @@ func TestAServiceOutsideTheMesh(t *testing.T) {
 	})
 	if _, err := admin.DeleteExternal(ctx, &registryv1.DeleteExternalRequest{Name: "pay"}); status.Code(err) != codes.NotFound {
 		t.Errorf("removing it twice: %v, want NotFound", err)
+	}
+}
+
+// A gRPC service outside the mesh (--protocol grpc): an app dials it by
+// name through its sidecar (what service.Dial does), unary and streaming
+// calls alike; the sidecar speaks HTTP/2 over TLS to it, with its
+// authority, and no mesh certificate.
+func TestAGRPCServiceOutsideTheMesh(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	a := cp.StartSidecar("default", "a", meshtest.WithApp(startEcho(t, "a"), "http"))
+	ca := outsidetest.NewCA(t)
+	ln, port := outsidetest.Listen(t)
+	type seen struct {
+		authority  string
+		clientCert bool
+	}
+	calls := make(chan seen, 16)
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(outsidetest.ServerTLS(t, ca, "localhost"))),
+		grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			s := seen{}
+			if md, ok := metadata.FromIncomingContext(ctx); ok && len(md[":authority"]) > 0 {
+				s.authority = md[":authority"][0]
+			}
+			if p, ok := peer.FromContext(ctx); ok {
+				if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+					s.clientCert = len(ti.State.PeerCertificates) > 0
+				}
+			}
+			calls <- s
+			return h(ctx, req)
+		}))
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+
+	admin := cp.RegistryClient(cp.Join(identity.SystemNamespace, "meshctl"))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := admin.SetExternal(ctx, &registryv1.SetExternalRequest{External: &registryv1.External{
+		Name: "rates", Host: "localhost", Port: uint32(port), Ca: string(ca.PEM()), Protocol: "grpc"}}); err != nil {
+		t.Fatal(err)
+	}
+	client := healthpb.NewHealthClient(meshtest.DialThrough(t, a.Info.Outbound, "rates"))
+	var resp *healthpb.HealthCheckResponse
+	waitFor(t, "a reaches rates", func() bool {
+		var err error
+		resp, err = client.Check(ctx, &healthpb.HealthCheckRequest{})
+		return err == nil
+	})
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("Check: %v", resp.GetStatus())
+	}
+	if s := <-calls; s.authority != fmt.Sprintf("localhost:%d", port) || s.clientCert {
+		t.Errorf("the server saw authority %q, a client certificate: %v; want localhost:%d and none", s.authority, s.clientCert, port)
+	}
+	watch, err := client.Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := watch.Recv(); err != nil || m.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("Watch (server streaming): %v, %v", m, err)
 	}
 }

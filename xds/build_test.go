@@ -22,7 +22,7 @@ var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 // (one built-in, one Envoy: so TLS for everyone), grpcsrv (a proxyless
 // server, one endpoint critical), store (a platform service), and billing in
 // namespace prod (unreachable from default); outside the mesh payments
-// (the system's roots) and maps (its own CA, port 8443) for default,
+// (the system's roots), maps (its own CA, port 8443) and rates (gRPC) for default,
 // one named hello (the mesh service wins) and one for prod.
 func testMesh() *Mesh {
 	return &Mesh{
@@ -69,6 +69,7 @@ func testMesh() *Mesh {
 			{Name: "hello", Namespace: "default", Host: "hello.example", Port: 443},
 			{Name: "maps", Namespace: "default", Host: "maps.example", Port: 8443, CA: []byte("-----BEGIN CERTIFICATE-----\nTEST MAPS CA\n-----END CERTIFICATE-----\n")},
 			{Name: "payments", Namespace: "default", Host: "api.payments.example", Port: 443},
+			{Name: "rates", Namespace: "default", Host: "rates.example", Port: 443, Protocol: ProtocolGRPC},
 			{Name: "ledger", Namespace: "prod", Host: "ledger.example", Port: 443},
 		},
 	}
@@ -229,14 +230,14 @@ func TestScoping(t *testing.T) {
 	for _, c := range r.Clusters {
 		names = append(names, c.Name)
 	}
-	if got := strings.Join(names, ","); got != "grpcsrv.default,hello.default,hello.default|v1,hello.default|v2,hello.default|v3,inbound|app,maps.default,payments.default,store.micromesh,world.default" {
+	if got := strings.Join(names, ","); got != "grpcsrv.default,hello.default,hello.default|v1,hello.default|v2,hello.default|v3,inbound|app,maps.default,payments.default,rates.default,store.micromesh,world.default" {
 		t.Errorf("clusters of a default-namespace proxy: %s (billing.prod and prod's external ledger must not be reachable; the mesh's hello wins over the external one)", got)
 	}
 	var hosts []string
 	for _, vh := range r.Routes[0].VirtualHosts {
 		hosts = append(hosts, strings.Join(vh.Domains, "|"))
 	}
-	if got := strings.Join(hosts, ","); got != "grpcsrv|grpcsrv.default,hello|hello.default,world|world.default,store.micromesh,maps|maps.default,payments|payments.default" {
+	if got := strings.Join(hosts, ","); got != "grpcsrv|grpcsrv.default,hello|hello.default,world|world.default,store.micromesh,maps|maps.default,payments|payments.default,rates|rates.default" {
 		t.Errorf("virtual hosts: %s", got)
 	}
 }

@@ -98,13 +98,18 @@ func (b *builder) outboundCluster(s *Service, name string) *cluster.Cluster {
 			Name:       wellknown.TransportSocketTLS,
 			ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: toAny(upstream)},
 		}
-		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: toAny(&httpv3.HttpProtocolOptions{
-			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &core.Http2ProtocolOptions{}},
-			}},
-		})}
+		c.TypedExtensionProtocolOptions = http2Options()
 	}
 	return c
+}
+
+// http2Options has a cluster speak HTTP/2 to its endpoints.
+func http2Options() map[string]*anypb.Any {
+	return map[string]*anypb.Any{httpProtocolOptionsKey: toAny(&httpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &core.Http2ProtocolOptions{}},
+		}},
+	})}
 }
 
 // circuitBreakers are a policy's limits, per caller.
@@ -160,11 +165,7 @@ func (b *builder) appCluster() *cluster.Cluster {
 		LoadAssignment:       staticAssignment(AppCluster, "127.0.0.1", b.proxy.AppPort),
 	}
 	if b.proxy.AppProtocol == ProtocolGRPC {
-		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptionsKey: toAny(&httpv3.HttpProtocolOptions{
-			UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
-				ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &core.Http2ProtocolOptions{}},
-			}},
-		})}
+		c.TypedExtensionProtocolOptions = http2Options()
 	}
 	return c
 }

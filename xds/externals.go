@@ -26,6 +26,8 @@ type External struct {
 	Port      uint32
 	// CA is the PEM roots the server must chain to; nil: the system's.
 	CA []byte
+	// Protocol is ProtocolHTTP (HTTP/1.1) or ProtocolGRPC (HTTP/2).
+	Protocol string
 }
 
 // externalTimeout bounds a request to an external service, retries
@@ -71,8 +73,13 @@ func (b *builder) hasService(ns, name string) bool {
 
 // externalCluster reaches e: a LOGICAL_DNS cluster (Envoy's advice for
 // a web service behind DNS: a new connection goes to what the name
-// resolves to then), TLS 1.2 or 1.3 with the server's name checked, HTTP/1.1.
+// resolves to then), TLS 1.2 or 1.3 with the server's name checked,
+// HTTP/1.1, or HTTP/2 for a gRPC service.
 func externalCluster(e *External) *cluster.Cluster {
+	alpn := "http/1.1"
+	if e.Protocol == ProtocolGRPC {
+		alpn = "h2"
+	}
 	validation := &tlsv3.CertificateValidationContext{
 		MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
 			SanType: tlsv3.SubjectAltNameMatcher_DNS,
@@ -92,11 +99,11 @@ func externalCluster(e *External) *cluster.Cluster {
 				TlsMaximumProtocolVersion: tlsv3.TlsParameters_TLSv1_3,
 			},
 			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: validation},
-			AlpnProtocols:         []string{"http/1.1"},
+			AlpnProtocols:         []string{alpn},
 		},
 	}
 	name := ClusterName(e.Namespace, e.Name)
-	return &cluster.Cluster{
+	c := &cluster.Cluster{
 		Name:                 name,
 		ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_LOGICAL_DNS},
 		ConnectTimeout:       duration(connectTimeout),
@@ -107,6 +114,10 @@ func externalCluster(e *External) *cluster.Cluster {
 			ConfigType: &core.TransportSocket_TypedConfig{TypedConfig: toAny(upstream)},
 		},
 	}
+	if e.Protocol == ProtocolGRPC {
+		c.TypedExtensionProtocolOptions = http2Options()
+	}
+	return c
 }
 
 // externalVirtualHost routes the app's requests for e (by its name, as
@@ -114,6 +125,10 @@ func externalCluster(e *External) *cluster.Cluster {
 // what never reached the server: a request to the outside may not be
 // safe to send twice.
 func externalVirtualHost(callerNS string, e *External) *route.VirtualHost {
+	timeout := externalTimeout
+	if e.Protocol == ProtocolGRPC {
+		timeout = 0 // as for the mesh's gRPC services: the callers' deadlines govern, and streams may live long
+	}
 	return &route.VirtualHost{
 		Name:    ClusterName(e.Namespace, e.Name),
 		Domains: hostNames(callerNS, e.Namespace, e.Name),
@@ -121,7 +136,7 @@ func externalVirtualHost(callerNS string, e *External) *route.VirtualHost {
 			Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
 			Action: &route.Route_Route{Route: &route.RouteAction{
 				ClusterSpecifier:     &route.RouteAction_Cluster{Cluster: ClusterName(e.Namespace, e.Name)},
-				Timeout:              duration(externalTimeout),
+				Timeout:              duration(timeout),
 				HostRewriteSpecifier: &route.RouteAction_HostRewriteLiteral{HostRewriteLiteral: e.authority()},
 				RetryPolicy: &route.RetryPolicy{
 					RetryOn:      "connect-failure",

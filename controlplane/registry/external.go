@@ -29,6 +29,9 @@ type External struct {
 	// CA is the PEM roots the server's certificate must chain to; "" for
 	// the system's roots.
 	CA string `json:"ca,omitempty"`
+	// Protocol is what the server speaks: ProtocolHTTP (HTTP/1.1, the
+	// default) or ProtocolGRPC (HTTP/2).
+	Protocol string `json:"protocol,omitempty"`
 }
 
 // ServiceOf returns the name callers use for the external service.
@@ -59,6 +62,12 @@ func (e *External) Validate() error {
 	}
 	if e.Port == 0 {
 		e.Port = 443
+	}
+	if e.Protocol == "" {
+		e.Protocol = ProtocolHTTP
+	}
+	if e.Protocol != ProtocolHTTP && e.Protocol != ProtocolGRPC {
+		return bad("protocol %q is not %q (HTTP/1.1) or %q (HTTP/2)", e.Protocol, ProtocolHTTP, ProtocolGRPC)
 	}
 	e.Host = strings.ToLower(strings.TrimSuffix(e.Host, "."))
 	switch {

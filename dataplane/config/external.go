@@ -11,7 +11,8 @@ import (
 // setExternal reads a LOGICAL_DNS cluster: a service outside the mesh,
 // reached over TLS as Envoy would (the control plane's externalCluster):
 // SNI, one exact DNS SAN matcher equal to it, roots inline or the
-// system's, no client certificate, HTTP/1.1. Anything else is refused
+// system's, no client certificate, HTTP/1.1 — or HTTP/2 (ALPN h2) for a
+// gRPC service. Anything else is refused
 // rather than read as something weaker: without a SAN matcher Envoy
 // would take any certificate its roots sign.
 func (c *Cluster) setExternal(cl *xdswire.Cluster) error {
@@ -23,9 +24,10 @@ func (c *Cluster) setExternal(cl *xdswire.Cluster) error {
 		if err != nil {
 			return bad("%v", err)
 		}
-		if po.Refused != "" || po.Unsupported != "" || po.ExplicitHTTPConfig != nil && po.ExplicitHTTPConfig.HTTP2ProtocolOptions != nil {
-			return bad("only HTTP/1.1 is supported")
+		if po.Refused != "" || po.Unsupported != "" {
+			return bad("HTTP protocol options %s are not supported", po.Refused+po.Unsupported)
 		}
+		c.HTTP2 = po.ExplicitHTTPConfig != nil && po.ExplicitHTTPConfig.HTTP2ProtocolOptions != nil
 	}
 	ts := cl.TransportSocket
 	if ts == nil || typeURL(ts.TypedConfig) != xdswire.UpstreamTLSType {
@@ -46,9 +48,13 @@ func (c *Cluster) setExternal(cl *xdswire.Cluster) error {
 	case len(ctc.TLSCertificates) != 0 || len(ctc.TLSCertificateSDSSecretConfigs) != 0:
 		return bad("the proxy presents no certificate outside the mesh")
 	}
+	alpn := "http/1.1"
+	if c.HTTP2 {
+		alpn = "h2"
+	}
 	for _, p := range ctc.ALPNProtocols {
-		if p != "http/1.1" {
-			return bad("ALPN %q is not supported (http/1.1)", p)
+		if p != alpn {
+			return bad("ALPN %q does not fit the cluster's protocol (%s)", p, alpn)
 		}
 	}
 	ext := &ExternalTLS{ServerName: up.SNI, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13}

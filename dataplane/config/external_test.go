@@ -26,6 +26,7 @@ func meshWithExternals(t *testing.T) envoyResources {
 	}, Externals: []xds.External{
 		{Name: "maps", Namespace: "default", Host: "maps.example", Port: 8443, CA: outsidetest.NewCA(t).PEM()},
 		{Name: "payments", Namespace: "default", Host: "api.payments.example", Port: 443},
+		{Name: "rates", Namespace: "default", Host: "rates.example", Port: 443, Protocol: xds.ProtocolGRPC},
 	}}
 	return sidecarOf(t, m, "default", "client")
 }
@@ -52,6 +53,12 @@ func TestCompilesServicesOutsideTheMesh(t *testing.T) {
 		case (x.Roots != nil) != tc.ownRoots:
 			t.Errorf("%s: roots %v, want its own: %v", tc.cl.Name, x.Roots, tc.ownRoots)
 		}
+	}
+	if rates := c.Clusters["rates.default"]; rates == nil || rates.Transport != TransportExternal || !rates.HTTP2 || maps.HTTP2 {
+		t.Errorf("rates.default (gRPC): %+v, want HTTP/2 over TLS; maps.default HTTP/2 %v", rates, maps.HTTP2)
+	}
+	if rt, _ := c.Routes["outbound"].Lookup("rates", "/pkg.Rates/Get"); rt == nil || rt.Timeout != 0 || rt.HostRewrite != "rates.example" {
+		t.Errorf("route for rates: %+v, want no timeout (the callers' deadlines govern) and rates.example's authority", rt)
 	}
 	for host, want := range map[string]string{"maps": "maps.example:8443", "payments.default": "api.payments.example"} {
 		rt, _ := c.Routes["outbound"].Lookup(host, "/v1/charges")
@@ -98,7 +105,7 @@ func TestRefusesExternalClustersItCannotHonour(t *testing.T) {
 			findCluster(t, r, "maps.default").TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(t, &httpv3.HttpProtocolOptions{
 				UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
 					ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &core.Http2ProtocolOptions{}}}}})}
-		}, "only HTTP/1.1"},
+		}, `ALPN "http/1.1" does not fit the cluster's protocol (h2)`},
 		{"an IP address to resolve", func(r *envoyResources) {
 			findCluster(t, r, "maps.default").LoadAssignment.Endpoints[0].LbEndpoints[0].GetEndpoint().Address.GetSocketAddress().Address = "192.0.2.1"
 		}, "must be a host name"},

@@ -84,16 +84,7 @@ func (p *Proxy) newUpstream(c *config.Cluster, prev *upstream) (*upstream, error
 		}
 		h2Conf := tlsConf.Clone()
 		h2Conf.NextProtos = []string{"h2"}
-		t := &http.Transport{
-			DialTLSContext:      tlsDialer(c.ConnectTimeout, h2Conf),
-			DisableCompression:  true,
-			MaxIdleConnsPerHost: 64,
-			IdleConnTimeout:     2 * time.Minute,
-			Protocols:           new(http.Protocols),
-			HTTP2:               &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
-		}
-		t.Protocols.SetHTTP2(true)
-		u.rt, u.close = t, t.CloseIdleConnections
+		u.rt, u.close = h2Transport(c.ConnectTimeout, h2Conf)
 		return u, nil
 	case config.TransportExternal:
 		// A service outside the mesh: HTTP/1.1 over TLS, the server checked
@@ -101,6 +92,12 @@ func (p *Proxy) newUpstream(c *config.Cluster, prev *upstream) (*upstream, error
 		// in the mesh).
 		x := c.External
 		conf := &tls.Config{ServerName: x.ServerName, RootCAs: x.Roots, MinVersion: x.MinVersion, MaxVersion: x.MaxVersion, NextProtos: []string{"http/1.1"}}
+		u.scheme = "https"
+		if c.HTTP2 { // gRPC
+			conf.NextProtos = []string{"h2"}
+			u.rt, u.close = h2Transport(c.ConnectTimeout, conf)
+			return u, nil
+		}
 		t := &h1.Transport{
 			DialContext:    tlsDialer(c.ConnectTimeout, conf),
 			MaxIdlePerHost: 256,
@@ -108,7 +105,6 @@ func (p *Proxy) newUpstream(c *config.Cluster, prev *upstream) (*upstream, error
 			MaxConns:       int(c.Limits.MaxConnections),
 			MaxPending:     int(c.Limits.MaxPendingRequests),
 		}
-		u.scheme = "https"
 		u.rt, u.close = t, t.CloseIdleConnections
 		return u, nil
 	case config.TransportPlain:
@@ -138,6 +134,21 @@ func (p *Proxy) newUpstream(c *config.Cluster, prev *upstream) (*upstream, error
 		return u, nil
 	}
 	return nil, fmt.Errorf("cluster %s: transport %q is not supported", c.Name, c.Transport)
+}
+
+// h2Transport is HTTP/2 over TLS with conf (its NextProtos h2), pinging
+// idle connections.
+func h2Transport(timeout time.Duration, conf *tls.Config) (http.RoundTripper, func()) {
+	t := &http.Transport{
+		DialTLSContext:      tlsDialer(timeout, conf),
+		DisableCompression:  true,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     2 * time.Minute,
+		Protocols:           new(http.Protocols),
+		HTTP2:               &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
+	}
+	t.Protocols.SetHTTP2(true)
+	return t, t.CloseIdleConnections
 }
 
 // connectError marks a failure to connect to an upstream: the dial or the

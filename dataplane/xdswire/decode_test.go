@@ -55,6 +55,7 @@ func TestDecodesWhatTheControlPlaneServes(t *testing.T) {
 	}, Externals: []xds.External{ // one with its own roots, one with the system's
 		{Name: "maps", Namespace: "default", Host: "maps.example", Port: 8443, CA: []byte("-----BEGIN CERTIFICATE-----\nY\n-----END CERTIFICATE-----\n")},
 		{Name: "payments", Namespace: "default", Host: "api.payments.example", Port: 443},
+		{Name: "rates", Namespace: "default", Host: "rates.example", Port: 443, Protocol: xds.ProtocolGRPC},
 	}}
 	seen := map[string]int{}
 	for _, ns := range []string{"default", xds.SystemNamespace} {

@@ -44,24 +44,37 @@ type Server struct {
 	Port uint16
 }
 
-// Start starts a server whose certificate, signed by ca, names dnsNames.
-// An X-Outside-Status header asks it for that status.
-func Start(t testing.TB, ca *CA, dnsNames ...string) *Server {
+// ServerTLS is a server's TLS config: a certificate, signed by ca, that
+// names dnsNames; client certificates asked for (not required), so that a
+// test sees whether one was shown.
+func ServerTLS(t testing.TB, ca *CA, dnsNames ...string) *tls.Config {
 	t.Helper()
 	files, _ := ca.Write(t, t.TempDir(), "server", servingcerttest.Cert{Names: dnsNames})
 	cert, err := tls.LoadX509KeyPair(files.Cert, files.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequestClientCert}
+}
+
+// Listen listens on a free port of 127.0.0.1, closed when the test ends.
+func Listen(t testing.TB) (net.Listener, uint16) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf := &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.RequestClientCert,
-		NextProtos:   []string{"http/1.1"},
-	}
+	t.Cleanup(func() { _ = ln.Close() })
+	return ln, uint16(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// Start starts an HTTP/1.1 server whose certificate, signed by ca, names
+// dnsNames. An X-Outside-Status header asks it for that status.
+func Start(t testing.TB, ca *CA, dnsNames ...string) *Server {
+	t.Helper()
+	conf := ServerTLS(t, ca, dnsNames...)
+	conf.NextProtos = []string{"http/1.1"}
+	ln, port := Listen(t)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/json")
@@ -75,5 +88,5 @@ func Start(t testing.TB, ca *CA, dnsNames ...string) *Server {
 	})}
 	go func() { _ = srv.Serve(tls.NewListener(ln, conf)) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	return &Server{Port: uint16(ln.Addr().(*net.TCPAddr).Port)}
+	return &Server{Port: port}
 }

@@ -30,15 +30,15 @@ func testExternals(t *testing.T, r registry.Registry) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = r.DeleteExternal(t.Context(), ns, "payments") })
-	pay = registry.External{Namespace: ns, Name: "payments", Host: "api.payments.example", Port: 443}
-	waitForExternals(t, ch, ns, "payments, host in lower case, port 443", []registry.External{pay})
+	pay = registry.External{Namespace: ns, Name: "payments", Host: "api.payments.example", Port: 443, Protocol: registry.ProtocolHTTP}
+	waitForExternals(t, ch, ns, "payments, host in lower case, port 443, HTTP", []registry.External{pay})
 
 	ca := string(outsidetest.NewCA(t).PEM())
-	pay.Port, pay.CA = 8443, ca
+	pay.Port, pay.CA, pay.Protocol = 8443, ca, registry.ProtocolGRPC
 	if err := r.SetExternal(ctxT(t), pay); err != nil {
 		t.Fatal(err)
 	}
-	maps := registry.External{Namespace: ns, Name: "maps", Host: "maps.example", Port: 443}
+	maps := registry.External{Namespace: ns, Name: "maps", Host: "maps.example", Port: 443, Protocol: registry.ProtocolHTTP}
 	if err := r.SetExternal(ctxT(t), maps); err != nil {
 		t.Fatal(err)
 	}
@@ -68,6 +68,7 @@ func testInvalidExternals(t *testing.T, r registry.Registry) {
 		"a URL":             {registry.External{Namespace: ns, Name: "pay", Host: "https://a.example"}, "is not a DNS name"},
 		"a CA not PEM":      {registry.External{Namespace: ns, Name: "pay", Host: "a.example", CA: "roots"}, "no PEM certificate"},
 		"a key in the CA":   {registry.External{Namespace: ns, Name: "pay", Host: "a.example", CA: key}, "only CERTIFICATE blocks"},
+		"a protocol":        {registry.External{Namespace: ns, Name: "pay", Host: "a.example", Protocol: "tcp"}, `protocol "tcp" is not`},
 		"a CA far too long": {registry.External{Namespace: ns, Name: "pay", Host: "a.example", CA: strings.Repeat("x", registry.MaxExternalCA+1)}, "the limit is"},
 	}
 	for name, c := range cases {

@@ -43,7 +43,9 @@ type External struct {
 	// The server's TLS port; 0: 443.
 	Port uint32 `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
 	// PEM roots the server's certificate must chain to; empty: the system's.
-	Ca            string `protobuf:"bytes,5,opt,name=ca,proto3" json:"ca,omitempty"`
+	Ca string `protobuf:"bytes,5,opt,name=ca,proto3" json:"ca,omitempty"`
+	// What the server speaks: http (HTTP/1.1; the default) or grpc (HTTP/2).
+	Protocol      string `protobuf:"bytes,6,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -109,6 +111,13 @@ func (x *External) GetPort() uint32 {
 func (x *External) GetCa() string {
 	if x != nil {
 		return x.Ca
+	}
+	return ""
+}
+
+func (x *External) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
 	}
 	return ""
 }
@@ -1776,13 +1785,14 @@ var File_registry_v1_registry_proto protoreflect.FileDescriptor
 
 const file_registry_v1_registry_proto_rawDesc = "" +
 	"\n" +
-	"\x1aregistry/v1/registry.proto\x12\x15micromesh.registry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n" +
+	"\x1aregistry/v1/registry.proto\x12\x15micromesh.registry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x01\n" +
 	"\bExternal\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04host\x18\x03 \x01(\tR\x04host\x12\x12\n" +
 	"\x04port\x18\x04 \x01(\rR\x04port\x12\x0e\n" +
-	"\x02ca\x18\x05 \x01(\tR\x02ca\"Q\n" +
+	"\x02ca\x18\x05 \x01(\tR\x02ca\x12\x1a\n" +
+	"\bprotocol\x18\x06 \x01(\tR\bprotocol\"Q\n" +
 	"\x12SetExternalRequest\x12;\n" +
 	"\bexternal\x18\x01 \x01(\v2\x1f.micromesh.registry.v1.ExternalR\bexternal\"\x15\n" +
 	"\x13SetExternalResponse\"I\n" +
