@@ -51,9 +51,10 @@ type runOptions struct {
 	version   string
 	policy    map[string]string
 	rollout   bool
-	// --rollout-steps, --rollout-interval
+	// --rollout-steps, --rollout-interval, --rollout-deadline
 	rolloutSteps    string
 	rolloutInterval time.Duration
+	rolloutDeadline time.Duration
 }
 
 func newRunCommand(g *globalOptions, s Streams) *cobra.Command {
@@ -131,8 +132,11 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 			out := runRolloutJSON{Service: svc}
 			if plan.from != "" {
 				r, err := changeRollout(cmd.Context(), g, o.target.controlPlane, func(ctx context.Context, client registryv1.RegistryServiceClient) (*registryv1.Split, error) {
-					resp, err := client.StartRollout(ctx, &registryv1.StartRolloutRequest{Service: plan.name, Namespace: o.target.namespace,
-						Rollout: &registryv1.Rollout{From: plan.from, To: o.version, Steps: plan.steps, Interval: durationpb.New(o.rolloutInterval), Retire: true}})
+					r := &registryv1.Rollout{From: plan.from, To: o.version, Steps: plan.steps, Interval: durationpb.New(o.rolloutInterval), Retire: true}
+					if o.rolloutDeadline > 0 {
+						r.Deadline = durationpb.New(o.rolloutDeadline)
+					}
+					resp, err := client.StartRollout(ctx, &registryv1.StartRolloutRequest{Service: plan.name, Namespace: o.target.namespace, Rollout: r})
 					return resp.GetSplit(), err
 				})
 				if err != nil {
@@ -158,6 +162,7 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 	f.BoolVar(&o.rollout, "rollout", false, "with --version: run it without traffic beside the version running, then move the traffic to it in steps while it stays healthy (as meshctl rollout start: ≥ 99 % success on ≥ 20 requests a step), and stop the version that lost 30s after the rollout ends")
 	f.StringVar(&o.rolloutSteps, "rollout-steps", "10,25,50,100", "with --rollout: the new version's shares, in percent, rising to 100")
 	f.DurationVar(&o.rolloutInterval, "rollout-interval", time.Minute, "with --rollout: how long each step runs before the next (30s-1h)")
+	f.DurationVar(&o.rolloutDeadline, "rollout-deadline", 0, "with --rollout: roll back when a step still lacks the requests it needs this long past its interval (30s-24h; default: wait as long as it takes)")
 	f.StringToStringVar(&o.policy, "policy", nil, "traffic policy — what the service's callers apply (fault_* injects faults into their calls), and rate_limit (requests/s) each instance enforces —, key=value, repeatable (keys: "+strings.Join(policyKeys(), ", ")+"); PATH:key=value for the requests of one path, PATH* for a prefix ("+strings.Join(xds.PathPolicyKeys(), ", ")+")")
 	return cmd
 }
@@ -487,7 +492,7 @@ func prepareRollout(ctx context.Context, g *globalOptions, o *runOptions, src st
 			return fmt.Errorf("%w; or run it without --rollout, then: meshctl rollout start %s --from VERSION --to %s", err, plan.name, o.version)
 		}
 		// Refused now, not once the new version runs.
-		r := registry.Rollout{From: plan.from, To: o.version, Steps: steps, Interval: o.rolloutInterval, MinSuccess: 0.99, State: registry.RolloutProgressing}
+		r := registry.Rollout{From: plan.from, To: o.version, Steps: steps, Interval: o.rolloutInterval, Deadline: o.rolloutDeadline, MinSuccess: 0.99, State: registry.RolloutProgressing}
 		if err := r.Validate(plan.name, ns); err != nil {
 			return err
 		}

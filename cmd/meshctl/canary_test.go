@@ -133,8 +133,9 @@ func TestCanaryBetweenVersions(t *testing.T) {
 	// The next version by `run --rollout`: it starts beside v2 without
 	// traffic, then takes it (here in one step, judged for 30 s on the
 	// calls that reach it), and v2 is stopped 30 s after it succeeded.
-	out = srv.run(ctx, t, meshctl, "run", filepath.Join(examples, "helloworld"), "--version", "v3", "--rollout", "--rollout-steps", "100", "--rollout-interval", "30s")
+	out = srv.run(ctx, t, meshctl, "run", filepath.Join(examples, "helloworld"), "--version", "v3", "--rollout", "--rollout-steps", "100", "--rollout-interval", "30s", "--rollout-deadline", "10m")
 	if !strings.Contains(out, "helloworld is running: 1 instance(s), version v3") || !strings.Contains(out, "rollout of helloworld.default started: v2=0 v3=100") ||
+		!strings.Contains(out, "(rolled back if a step lacks them 10m0s past its interval)") ||
 		!strings.Contains(out, "retires: the version that loses is stopped 30s after the end") {
 		t.Errorf("run --rollout:\n%s", out)
 	}
