@@ -37,15 +37,6 @@ type External struct {
 // ServiceOf returns the name callers use for the external service.
 func (e External) ServiceOf() (namespace, service string) { return e.Namespace, e.Name }
 
-// Authority is what requests to e carry as their Host: the host, with the
-// port unless it is HTTPS's.
-func (e External) Authority() string {
-	if e.Port == 443 {
-		return e.Host
-	}
-	return net.JoinHostPort(e.Host, fmt.Sprint(e.Port))
-}
-
 // MaxExternalCA bounds an external service's roots (a bundle of a few
 // dozen certificates).
 const MaxExternalCA = 64 << 10

@@ -935,9 +935,6 @@ func healthy(h xdswire.HealthStatus) bool {
 
 // setTransport reads the cluster's transport socket and protocol options.
 func (c *Cluster) setTransport(cl *xdswire.Cluster) error {
-	if cl.Type == xdswire.LogicalDNS {
-		return c.setExternal(cl)
-	}
 	if opts, ok := cl.TypedExtensionProtocolOptions["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]; ok {
 		po, err := typed[*xdswire.HTTPProtocolOptions](opts, xdswire.HTTPProtocolOptionsType)
 		if err != nil {
@@ -950,6 +947,9 @@ func (c *Cluster) setTransport(cl *xdswire.Cluster) error {
 			return fmt.Errorf("HTTP protocol options %s is not supported", co.Refused)
 		}
 		c.HTTP2 = po.ExplicitHTTPConfig != nil && po.ExplicitHTTPConfig.HTTP2ProtocolOptions != nil
+	}
+	if cl.Type == xdswire.LogicalDNS {
+		return c.setExternal(cl)
 	}
 	ts := cl.TransportSocket
 	if ts == nil {

@@ -21,8 +21,9 @@ const (
 	TransportTLS   = "tls"   // HTTP/2 over TLS 1.3, mTLS
 	TransportQUIC  = "quic"  // HTTP/3 over QUIC, mTLS
 	TransportPlain = "plain" // loopback to the local app: HTTP/1.1, or h2c
-	// TransportExternal reaches a service outside the mesh: HTTP/1.1 over
-	// TLS 1.2 or 1.3, the server checked by its DNS name (Cluster.External).
+	// TransportExternal reaches a service outside the mesh: HTTP/1.1 (or
+	// HTTP/2 for gRPC) over TLS 1.2 or 1.3, the server checked by its DNS
+	// name (Cluster.External).
 	TransportExternal = "external"
 )
 

@@ -8,26 +8,17 @@ import (
 	"github.com/micromesh/micromesh/dataplane/xdswire"
 )
 
-// setExternal reads a LOGICAL_DNS cluster: a service outside the mesh,
-// reached over TLS as Envoy would (the control plane's externalCluster):
-// SNI, one exact DNS SAN matcher equal to it, roots inline or the
-// system's, no client certificate, HTTP/1.1 — or HTTP/2 (ALPN h2) for a
-// gRPC service. Anything else is refused
-// rather than read as something weaker: without a SAN matcher Envoy
-// would take any certificate its roots sign.
+// setExternal reads the transport of a LOGICAL_DNS cluster (its HTTP
+// protocol options already read by setTransport): a service outside the
+// mesh, reached over TLS as Envoy would (the control plane's
+// externalCluster): SNI, one exact DNS SAN matcher equal to it, roots
+// inline or the system's, no client certificate, HTTP/1.1 — or HTTP/2
+// (ALPN h2) for a gRPC service. Anything else is refused rather than read
+// as something weaker: without a SAN matcher Envoy would take any
+// certificate its roots sign.
 func (c *Cluster) setExternal(cl *xdswire.Cluster) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("cluster %s (outside the mesh): %s", cl.Name, fmt.Sprintf(format, args...))
-	}
-	if opts, ok := cl.TypedExtensionProtocolOptions["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]; ok {
-		po, err := typed[*xdswire.HTTPProtocolOptions](opts, xdswire.HTTPProtocolOptionsType)
-		if err != nil {
-			return bad("%v", err)
-		}
-		if po.Refused != "" || po.Unsupported != "" {
-			return bad("HTTP protocol options %s are not supported", po.Refused+po.Unsupported)
-		}
-		c.HTTP2 = po.ExplicitHTTPConfig != nil && po.ExplicitHTTPConfig.HTTP2ProtocolOptions != nil
 	}
 	ts := cl.TransportSocket
 	if ts == nil || typeURL(ts.TypedConfig) != xdswire.UpstreamTLSType {

@@ -10,10 +10,11 @@
 // Splits, operator policies and external services live in Consul's KV
 // store, one JSON value per service under micromesh/splits/<ns>/<name>,
 // micromesh/policies/<ns>/<name> and micromesh/externals/<ns>/<name>,
-// each prefix watched with a blocking query. (Consul's own service-splitter config entries split by subsets
-// its service-resolver defines with filters, and need service-defaults
-// that say the protocol; the mesh's versions are a label, so it keeps its
-// splits itself rather than write entries other tools own.)
+// each prefix watched with a blocking query. (Consul's own
+// service-splitter config entries split by subsets its service-resolver
+// defines with filters, and need service-defaults that say the protocol;
+// the mesh's versions are a label, so it keeps its splits itself rather
+// than write entries other tools own.)
 package consul
 
 import (
