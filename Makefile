@@ -14,7 +14,9 @@ GOFILES   = $(shell git ls-files --cached --others --exclude-standard '*.go')
 
 .PHONY: build run test test-go lint proto proto-check bench bench-dataplane deps nginx postgres tools clean
 
-build: ## bin/meshctl and bin/mesh-sidecar (the sidecar alone, which the runtime injects)
+# The protoc plugins go beside meshctl: `meshctl new` and `meshctl generate`
+# run them (codegen.FindPlugins).
+build: bin/protoc-gen-go bin/protoc-gen-go-grpc ## bin/meshctl and bin/mesh-sidecar (the sidecar alone, which the runtime injects)
 	$(GO) build -tags '$(GOTAGS)' -ldflags '$(LDFLAGS)' -o bin/ ./cmd/meshctl ./cmd/mesh-sidecar
 
 run: build ## start the server in the foreground with embedded defaults
@@ -22,7 +24,7 @@ run: build ## start the server in the foreground with embedded defaults
 
 test: lint proto-check test-go ## the whole suite: lint, generated code, tests with -race
 
-test-go: deps postgres bin/consul bin/jsdom/node_modules/jsdom/package.json
+test-go: deps postgres bin/consul bin/protoc-gen-go bin/protoc-gen-go-grpc bin/jsdom/node_modules/jsdom/package.json
 	MESH_JSDOM=$(BIN)/jsdom/node_modules $(GO) test -race -count=1 -timeout 20m ./...
 
 lint: bin/staticcheck ## gofmt, go vet, staticcheck
