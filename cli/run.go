@@ -51,6 +51,7 @@ type runOptions struct {
 	version   string
 	policy    map[string]string
 	rollout   bool
+	watch     bool
 	// --rollout-steps, --rollout-interval, --rollout-deadline
 	rolloutSteps    string
 	rolloutInterval time.Duration
@@ -75,7 +76,8 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
   meshctl run file:///srv/git/orders.git@v1.2.0 -- --verbose
   meshctl run examples/helloworld --policy timeout=2s --policy '/helloworld.Greeter/SayHello:retries=0'
   meshctl run examples/helloworld --version v2   # beside the version running; then: meshctl split set helloworld ...
-  meshctl run examples/helloworld --version v2 --rollout   # and move the traffic to it step by step`,
+  meshctl run examples/helloworld --version v2 --rollout   # and move the traffic to it step by step
+  meshctl run ./orders --watch   # rebuild and replace it at each save, until Ctrl-C`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dash := cmd.ArgsLenAtDash(); dash >= 0 && dash != 1 {
@@ -96,6 +98,12 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 					return err
 				}
 				src = abs
+			}
+			if o.watch && runtime.IsGit(args[0]) {
+				return fmt.Errorf("--watch follows a directory of this machine; %s changes by commits: push, then meshctl update", args[0])
+			}
+			if o.watch && o.rollout {
+				return errors.New("--watch and --rollout: a rollout moves traffic over minutes, --watch replaces the service at each save; run --rollout, or --watch while developing")
 			}
 			if o.name != "" {
 				if err := identity.ValidateName("--name", o.name); err != nil {
@@ -127,6 +135,12 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 					svc.GetName(), len(svc.GetInstances()), svc.GetVersion(), svc.GetNamespace(), svc.GetName(), svc.GetName())
 			}
 			if plan == nil {
+				if o.watch {
+					if g.output != outputJSON {
+						fmt.Fprint(s.Out, running())
+					}
+					return watchSource(cmd.Context(), g, s, o, src, svc)
+				}
 				return render(s.Out, g.output, svc, running)
 			}
 			out := runRolloutJSON{Service: svc}
@@ -163,6 +177,7 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 	f.StringVar(&o.rolloutSteps, "rollout-steps", "10,25,50,100", "with --rollout: the new version's shares, in percent, rising to 100")
 	f.DurationVar(&o.rolloutInterval, "rollout-interval", time.Minute, "with --rollout: how long each step runs before the next (30s-1h)")
 	f.DurationVar(&o.rolloutDeadline, "rollout-deadline", 0, "with --rollout: roll back when a step still lacks the requests it needs this long past its interval (30s-24h; default: wait as long as it takes)")
+	f.BoolVar(&o.watch, "watch", false, "then keep watching the source directory: each change rebuilds the service (regenerating its .proto files' Go first when one changed) and replaces its instances one by one; a build that fails leaves the running version; Ctrl-C stops watching, the service keeps running")
 	f.StringToStringVar(&o.policy, "policy", nil, "traffic policy — what the service's callers apply (fault_* injects faults into their calls), and rate_limit (requests/s) each instance enforces —, key=value, repeatable (keys: "+strings.Join(policyKeys(), ", ")+"); PATH:key=value for the requests of one path, PATH* for a prefix ("+strings.Join(xds.PathPolicyKeys(), ", ")+")")
 	return cmd
 }
