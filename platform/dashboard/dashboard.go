@@ -20,6 +20,7 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -31,6 +32,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/micromesh/micromesh/controlplane/rollout"
 	"github.com/micromesh/micromesh/identity"
@@ -269,13 +271,30 @@ type rolloutChange struct {
 	To     string `json:"to"`
 	Retire bool   `json:"retire"`
 	Abort  bool   `json:"abort"`
+	// Interval and Deadline are Go durations ("2m"; "" for the
+	// control plane's default step interval, and for no deadline), as
+	// meshctl rollout start's --interval and --deadline.
+	Interval string `json:"interval"`
+	Deadline string `json:"deadline"`
+}
+
+// durationField reads a rollout's duration field: "" is 0.
+func durationField(name, v string) (*durationpb.Duration, error) {
+	if v == "" {
+		return nil, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return nil, fmt.Errorf("rollout: %s %q is not a duration such as 90s or 2m", name, v)
+	}
+	return durationpb.New(d), nil
 }
 
 // serveRollout starts a rollout with meshctl rollout start's defaults, or
 // aborts one; the control plane's refusal is a 4xx that says why.
 func serveRollout(w http.ResponseWriter, r *http.Request, reg registryv1.RegistryServiceClient) {
 	var c rolloutChange
-	if !decodeChange(w, r, &c, "rollout", `{"service":…,"namespace":…,"to":"v2","retire":true} or {"service":…,"abort":true}`) {
+	if !decodeChange(w, r, &c, "rollout", `{"service":…,"namespace":…,"to":"v2","retire":true,"interval":"1m","deadline":"10m"} or {"service":…,"abort":true}`) {
 		return
 	}
 	var err error
@@ -286,6 +305,12 @@ func serveRollout(w http.ResponseWriter, r *http.Request, reg registryv1.Registr
 		writeError(w, http.StatusBadRequest, "rollout: name the version to roll out (one started with meshctl run --version), or abort")
 		return
 	default:
+		interval, ierr := durationField("interval", c.Interval)
+		deadline, derr := durationField("deadline", c.Deadline)
+		if ierr = errors.Join(ierr, derr); ierr != nil {
+			writeError(w, http.StatusBadRequest, ierr.Error())
+			return
+		}
 		from := c.From
 		if from == "" {
 			resp, lerr := reg.ListServices(r.Context(), &registryv1.ListServicesRequest{Namespace: c.Namespace})
@@ -299,7 +324,7 @@ func serveRollout(w http.ResponseWriter, r *http.Request, reg registryv1.Registr
 			}
 		}
 		_, err = reg.StartRollout(r.Context(), &registryv1.StartRolloutRequest{Service: c.Service, Namespace: c.Namespace,
-			Rollout: &registryv1.Rollout{From: from, To: c.To, Retire: c.Retire}})
+			Rollout: &registryv1.Rollout{From: from, To: c.To, Retire: c.Retire, Interval: interval, Deadline: deadline}})
 	}
 	if err != nil {
 		writeStatus(w, err)

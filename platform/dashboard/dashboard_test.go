@@ -310,7 +310,11 @@ func TestDashboard(t *testing.T) {
 		{`{"service":"helloworld","abort":true}`, 404, "has no rollout in progress"},
 		{`{"service":"helloworld","to":"v9"}`, 400, "runs 2 other versions: name the one traffic moves from"},
 		{`{"service":"helloworld","from":"v1","to":"v9"}`, 409, "no instance of version v9 registered"},
-		{`{"service":"helloworld","from":"v1","to":"v2","retire":true}`, 200, `{}`},
+		{`{"service":"helloworld","from":"v1","to":"v2","deadline":"soon"}`, 400, `deadline \"soon\" is not a duration such as 90s or 2m`},
+		{`{"service":"helloworld","from":"v1","to":"v2","interval":"-1m"}`, 400, `interval \"-1m\" is not a duration`},
+		{`{"service":"helloworld","from":"v1","to":"v2","deadline":"5s"}`, 400, "deadline 5s: 0 (a step waits for traffic as long as it takes) or between 30s and 24h0m0s"},
+		{`{"service":"helloworld","from":"v1","to":"v2","interval":"2h"}`, 400, "interval 2h0m0s: between 30s"},
+		{`{"service":"helloworld","from":"v1","to":"v2","retire":true,"interval":"45s","deadline":"10m"}`, 200, `{}`},
 		{`{"service":"helloworld","abort":true}`, 200, `{}`},
 	} {
 		if tc.code == 200 {
@@ -334,12 +338,14 @@ func TestDashboard(t *testing.T) {
 			}
 			Rollout struct {
 				From, To, State, Message string
+				Interval, Deadline       string
 				Retire                   bool
 			}
 		}
 	}
 	if _, body := get(t, srv.URL+"/status", nil); json.Unmarshal([]byte(body), &rolled) != nil || len(rolled.Splits) != 1 ||
-		rolled.Splits[0].Rollout.State != "aborted" || !rolled.Splits[0].Rollout.Retire || fmt.Sprint(rolled.Splits[0].Versions) != "[{v1 100} {v2 0}]" {
+		rolled.Splits[0].Rollout.State != "aborted" || !rolled.Splits[0].Rollout.Retire || fmt.Sprint(rolled.Splits[0].Versions) != "[{v1 100} {v2 0}]" ||
+		rolled.Splits[0].Rollout.Interval != "45s" || rolled.Splits[0].Rollout.Deadline != "600s" {
 		t.Errorf("/status after the rollout: %s", body)
 	}
 	if resp, body := send(t, "POST", srv.URL+"/split", `{"service":"helloworld","clear":true}`, same); resp.StatusCode != 200 {

@@ -208,7 +208,8 @@ $("#rollout-form").addEventListener("submit", (ev) => {
     $("#rollout-note").className = "critical";
     return;
   }
-  changeRollout({ to, retire: $("#rollout-retire").checked }).then(() => { if ($("#rollout-note").className === "passing") $("#rollout-to").value = ""; });
+  changeRollout({ to, retire: $("#rollout-retire").checked, interval: $("#rollout-interval").value.trim(), deadline: $("#rollout-deadline").value.trim() })
+    .then(() => { if ($("#rollout-note").className === "passing") $("#rollout-to").value = ""; });
 });
 $("#rollout-abort").addEventListener("click", () => changeRollout({ abort: true }));
 

@@ -162,6 +162,10 @@ async function until(what, cond) {
   check("a start with no version", doc.querySelector("#rollout-note").textContent.includes("name the version to roll out"), doc.querySelector("#rollout-note").textContent);
   rolloutForm("v9");
   await until("the control plane's refusal", () => doc.querySelector("#rollout-note").textContent.includes("no instance of version v9 registered"));
+  doc.querySelector("#rollout-deadline").value = "soon"; // the form sends its interval and deadline
+  rolloutForm("v9");
+  await until("the deadline's refusal", () => doc.querySelector("#rollout-note").textContent.includes('deadline "soon" is not a duration'));
+  doc.querySelector("#rollout-deadline").value = "";
 
 
   // A service whose policy asks for an account's token (prod's
