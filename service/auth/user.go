@@ -3,12 +3,14 @@ package auth
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/micromesh/micromesh/internal/envconfig"
 	authv1 "github.com/micromesh/micromesh/proto/auth/v1"
 	"github.com/micromesh/micromesh/service"
 )
@@ -20,11 +22,40 @@ var ErrNoToken = errors.New("the call carries no access token (Authorization: Be
 // Service is the auth service's name, as a service dials it.
 const Service = "auth.micromesh"
 
-var (
-	defaultOnce     sync.Once
-	defaultVerifier *Verifier
-	defaultErr      error
-)
+// defaults is the verifier User uses, one per sidecar address: a process
+// has one sidecar for its life, but a test may start several in turn.
+var defaults struct {
+	sync.Mutex
+	proxy string
+	v     *Verifier
+	conn  *grpc.ClientConn
+}
+
+// defaultVerifier is the verifier of the auth service reached through the
+// sidecar at $MESH_PROXY, made on first use. A failure to dial is not
+// kept: the next call tries again.
+func defaultVerifier() (*Verifier, error) {
+	proxy := os.Getenv(envconfig.Proxy)
+	defaults.Lock()
+	defer defaults.Unlock()
+	if defaults.v != nil && defaults.proxy == proxy {
+		return defaults.v, nil
+	}
+	conn, err := service.Dial(context.Background(), Service)
+	if err != nil {
+		return nil, err
+	}
+	if defaults.conn != nil {
+		_ = defaults.conn.Close()
+	}
+	client := authv1.NewAuthServiceClient(conn)
+	defaults.proxy, defaults.conn = proxy, conn
+	defaults.v = NewVerifier(func(ctx context.Context) (string, error) {
+		resp, err := client.PublicKeys(ctx, &authv1.PublicKeysRequest{})
+		return resp.GetJwks(), err
+	})
+	return defaults.v, nil
+}
 
 // User returns the verified claims of the access token the call in ctx
 // carries: the user it is for. ErrNoToken when it carries none; an error
@@ -36,22 +67,11 @@ func User(ctx context.Context) (*Claims, error) {
 	if err != nil {
 		return nil, err
 	}
-	defaultOnce.Do(func() {
-		var conn *grpc.ClientConn
-		conn, defaultErr = service.Dial(context.Background(), Service)
-		if defaultErr != nil {
-			return
-		}
-		client := authv1.NewAuthServiceClient(conn)
-		defaultVerifier = NewVerifier(func(ctx context.Context) (string, error) {
-			resp, err := client.PublicKeys(ctx, &authv1.PublicKeysRequest{})
-			return resp.GetJwks(), err
-		})
-	})
-	if defaultErr != nil {
-		return nil, defaultErr
+	v, err := defaultVerifier()
+	if err != nil {
+		return nil, err
 	}
-	return defaultVerifier.Verify(ctx, tok)
+	return v.Verify(ctx, tok)
 }
 
 // VerifyCall verifies the access token the call in ctx carries:
