@@ -1,16 +1,23 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/internal/clienv"
+	"github.com/micromesh/micromesh/internal/grpcrelay"
 	"github.com/micromesh/micromesh/internal/join"
 	"github.com/micromesh/micromesh/internal/meshclient"
+	"github.com/micromesh/micromesh/internal/rawcodec"
 )
 
 func newPortForwardCommand(g *globalOptions, s Streams) *cobra.Command {
@@ -29,7 +36,11 @@ identity, which every service admits unless its deny_from names it):
 requests meet what that caller's calls meet — the service's RBAC rules,
 faults, splits, retries. The port listens on loopback only, since whoever
 reaches it calls as that identity. It needs the server's state (its CA
-mints the sidecar's certificate), as call --as does.`,
+mints the sidecar's certificate), as call --as does.
+
+In a remote environment (meshctl env) the port takes gRPC only and relays
+each call to the environment's remote proxy as your login, as meshctl call
+does there.`,
 		Args: cobra.RangeArgs(1, 2),
 		Example: `  meshctl port-forward helloworld 9090
   grpcurl -plaintext -d '{"name":"Ann"}' 127.0.0.1:9090 examples.helloworld.v1.Helloworld/Call
@@ -51,6 +62,20 @@ mints the sidecar's certificate), as call --as does.`,
 			}
 			if err := meshclient.CheckForwardAddr(addr); err != nil {
 				return err
+			}
+			env, err := g.environment()
+			if err != nil {
+				return err
+			}
+			if env != nil {
+				if as != "" {
+					return fmt.Errorf("--as runs a sidecar with a certificate from the server's CA, on the server's machine: not in environment %s, where the forward calls as your login", env.Name)
+				}
+				authority := args[0] // NAME.NS as given; NAME: the account's namespace
+				if _, named, _ := identity.SplitService(args[0]); named == "" && cmd.Flags().Changed("namespace") {
+					authority += "." + t.namespace
+				}
+				return forwardRemote(cmd.Context(), g, s, env, addr, authority)
 			}
 			callerNS, caller := identity.SystemNamespace, meshclient.AdminService
 			if as != "" {
@@ -88,3 +113,75 @@ mints the sidecar's certificate), as call --as does.`,
 	cmd.Flags().StringVar(&as, "as", "", "the caller the requests come from, name or name.namespace (default: meshctl.micromesh, the CLI's platform identity)")
 	return cmd
 }
+
+// forwardRemote serves gRPC on addr until ctx ends, relaying each call
+// to env's remote proxy for the service at authority, as the account the
+// CLI logged in with (its token refreshed as it nears its end).
+func forwardRemote(ctx context.Context, g *globalOptions, s Streams, env *clienv.Env, addr, authority string) error {
+	if _, err := accessToken(ctx, g, env); err != nil {
+		return err // not logged in, or the login expired: say so now
+	}
+	conn, err := dialProxy(env, grpc.WithAuthority(authority), grpc.WithPerRPCCredentials(loginToken{g: g, env: env}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(remoteMaxMessage), grpc.MaxCallSendMsgSize(remoteMaxMessage)))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	srv := grpc.NewServer(
+		grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
+			method, _ := grpc.MethodFromServerStream(ss)
+			in, _ := metadata.FromIncomingContext(ss.Context())
+			return grpcrelay.Relay(ss.Context(), ss, conn, method, grpcrelay.Forwardable(in))
+		}),
+		grpc.ForceServerCodecV2(rawcodec.Codec{}),
+		grpc.MaxRecvMsgSize(remoteMaxMessage), grpc.MaxSendMsgSize(remoteMaxMessage),
+	)
+	local := ln.Addr().String()
+	out := map[string]string{"listen": local, "service": authority, "as": "your login to " + env.Name}
+	if err := render(s.Out, g.output, out, func() string {
+		return fmt.Sprintf("forwarding %s → %s in environment %s, through its remote proxy as your login; gRPC only (Ctrl-C stops)\n  grpcurl -plaintext %s list\n",
+			local, authority, env.Name, local)
+	}); err != nil {
+		_ = ln.Close()
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		stopped := make(chan struct{})
+		go func() { srv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(2 * time.Second):
+			srv.Stop()
+		}
+		return nil
+	}
+}
+
+// remoteMaxMessage is the remote proxy's own limit on a message.
+const remoteMaxMessage = 16 << 20
+
+// loginToken gives each call the login's access token, refreshed
+// through its session when it has less than a minute left.
+type loginToken struct {
+	g   *globalOptions
+	env *clienv.Env
+}
+
+func (l loginToken) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
+	tok, err := accessToken(ctx, l.g, l.env)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"authorization": "Bearer " + tok}, nil
+}
+
+func (loginToken) RequireTransportSecurity() bool { return true }

@@ -146,7 +146,7 @@ server there with no flags.`,
 		// Writing code needs no server.
 		remoteOK(newNewCommand(g, s)),
 		remoteOK(newGenerateCommand(g, s)),
-		newPortForwardCommand(g, s), // a sidecar with a certificate from the local CA
+		remoteOK(newPortForwardCommand(g, s)), // remote: relayed to the remote proxy
 		newEnvCommand(g, s),
 		newLoginCommand(g, s),
 		newLogoutCommand(g, s),

@@ -43,32 +43,47 @@ type Plugins struct {
 	Go, GRPC string
 }
 
+// PluginsIn returns the generators in dir (bin/ of a checkout after
+// `make build`), or an error naming the one missing.
+func PluginsIn(dir string) (Plugins, error) {
+	var p Plugins
+	for _, f := range []struct {
+		name string
+		path *string
+	}{{PluginGo, &p.Go}, {PluginGRPC, &p.GRPC}} {
+		path := filepath.Join(dir, f.name)
+		st, err := os.Stat(path)
+		if err != nil {
+			return Plugins{}, fmt.Errorf("codegen: %w", err)
+		}
+		if !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
+			return Plugins{}, fmt.Errorf("codegen: %s is not an executable file", path)
+		}
+		*f.path = path
+	}
+	return p, nil
+}
+
 // FindPlugins looks for the generators beside the running executable
 // (bin/ holds meshctl and both plugins after `make build`), then on PATH.
 func FindPlugins() (Plugins, error) {
 	var dir string
 	if exe, err := os.Executable(); err == nil {
 		dir = filepath.Dir(exe)
-	}
-	find := func(name string) (string, error) {
-		if dir != "" {
-			p := filepath.Join(dir, name)
-			if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-				return p, nil
-			}
-		}
-		if p, err := exec.LookPath(name); err == nil {
+		if p, err := PluginsIn(dir); err == nil {
 			return p, nil
 		}
-		return "", fmt.Errorf("%s is neither beside %s (%s) nor on PATH: `make build` in the micromesh checkout puts it in bin/, or `go install` it", name, filepath.Base(os.Args[0]), dir)
 	}
 	var p Plugins
-	var err error
-	if p.Go, err = find(PluginGo); err != nil {
-		return Plugins{}, err
-	}
-	if p.GRPC, err = find(PluginGRPC); err != nil {
-		return Plugins{}, err
+	for _, f := range []struct {
+		name string
+		path *string
+	}{{PluginGo, &p.Go}, {PluginGRPC, &p.GRPC}} {
+		path, err := exec.LookPath(f.name)
+		if err != nil {
+			return Plugins{}, fmt.Errorf("%s is neither beside %s (%s) nor on PATH: `make build` in the micromesh checkout puts it in bin/, or `go install` it", f.name, filepath.Base(os.Args[0]), dir)
+		}
+		*f.path = path
 	}
 	return p, nil
 }

@@ -16,12 +16,9 @@ import (
 // them into bin/ before the tests).
 func repoPlugins(t *testing.T) codegen.Plugins {
 	t.Helper()
-	bin, _ := filepath.Abs("../bin")
-	p := codegen.Plugins{Go: filepath.Join(bin, codegen.PluginGo), GRPC: filepath.Join(bin, codegen.PluginGRPC)}
-	for _, f := range []string{p.Go, p.GRPC} {
-		if _, err := os.Stat(f); err != nil {
-			t.Fatalf("%v: `make tools` builds the plugins", err)
-		}
+	p, err := codegen.PluginsIn("../bin")
+	if err != nil {
+		t.Fatalf("%v: `make tools` builds the plugins", err)
 	}
 	return p
 }

@@ -10,9 +10,16 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	hellopb "github.com/micromesh/micromesh/examples/helloworld/proto"
 	"github.com/micromesh/micromesh/internal/netnstest"
 	"github.com/micromesh/micromesh/internal/poll"
 	"github.com/micromesh/micromesh/internal/syncbuf"
@@ -83,6 +90,42 @@ func TestRemoteEnvironment(t *testing.T) {
 	if out := must("", "describe", "helloworld"); !strings.Contains(out, "Helloworld.Call") {
 		t.Errorf("describe:\n%s", out)
 	}
+	// A local port for helloworld, relayed to the remote proxy as alice:
+	// any gRPC client reaches it; a service that is not there is named.
+	for _, tc := range []struct{ service, want string }{
+		{"helloworld", ""},
+		{"nosuch", "no service nosuch in namespace default"},
+	} {
+		fwd := exec.CommandContext(ctx, meshctl, "port-forward", tc.service, "-o", "json")
+		fwd.Env = env
+		var fwdOut syncbuf.Buffer
+		fwd.Stdout, fwd.Stderr = &fwdOut, &fwdOut
+		if err := fwd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var shown struct{ Listen string }
+		poll.Until(t, "port-forward to say where it listens", 30*time.Second, 50*time.Millisecond, func() bool {
+			return json.Unmarshal([]byte(fwdOut.String()), &shown) == nil
+		})
+		conn, err := grpc.NewClient(shown.Listen, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := hellopb.NewHelloworldClient(conn).Call(ctx, &hellopb.CallRequest{Name: "Cy"})
+		conn.Close()
+		if tc.want == "" && (err != nil || resp.GetMsg() != "Hello Cy") {
+			t.Errorf("helloworld through port-forward: %v %v\n%s", resp, err, fwdOut.String())
+		}
+		if tc.want != "" && (status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s through port-forward: %v, want NotFound saying %q", tc.service, err, tc.want)
+		}
+		if err := fwd.Process.Signal(syscall.SIGINT); err != nil {
+			t.Fatal(err)
+		}
+		if err := fwd.Wait(); err != nil {
+			t.Errorf("port-forward after Ctrl-C: %v\n%s", err, fwdOut.String())
+		}
+	}
 	if out := must("", "services"); !strings.Contains(out, "helloworld") || strings.Contains(out, "micromesh") {
 		t.Errorf("services, as alice of namespace default:\n%s", out)
 	}
@@ -111,6 +154,7 @@ func TestRemoteEnvironment(t *testing.T) {
 		{[]string{"run", "./somewhere"}, "./somewhere is a directory of this machine; the environment is staging, remote"},
 		{[]string{"status", "--controlplane", "127.0.0.1:1"}, "--controlplane names a control plane to reach as this machine's server admin"},
 		{[]string{"call", "helloworld", "Helloworld.Call", "--as", "pingpong"}, "--as runs a sidecar with a certificate from the server's CA"},
+		{[]string{"port-forward", "helloworld", "--as", "pingpong"}, "--as runs a sidecar with a certificate from the server's CA"},
 		{[]string{"--env", "prod", "call", "helloworld", "Helloworld.Call"}, `no environment "prod"`},
 		{[]string{"env", "add", "local", "--proxy", srv.proxy, "--bundle", root}, "always there"},
 		{[]string{"env", "add", "qa", "--proxy", "nowhere", "--bundle", root}, "want HOST:PORT"},

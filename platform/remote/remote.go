@@ -31,7 +31,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -49,6 +48,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/internal/grpcrelay"
 	"github.com/micromesh/micromesh/internal/home"
 	"github.com/micromesh/micromesh/internal/rawcodec"
 	"github.com/micromesh/micromesh/platform/edge"
@@ -205,7 +205,7 @@ func (p *Proxy) serve(ss grpc.ServerStream, l *labels) error {
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	out := forwarded(in)
+	out := grpcrelay.Forwardable(in) // the token goes on only once verified
 	login := loginMethods[method] && name == "auth" && ns == identity.SystemNamespace
 	if login {
 		l.ns, l.name = ns, name
@@ -224,7 +224,7 @@ func (p *Proxy) serve(ss grpc.ServerStream, l *labels) error {
 		admin := slices.Contains(claims.Scopes, AdminScope)
 		if name+"."+ns == ControlPlaneAuthority {
 			l.ns, l.name = ns, name
-			return p.administer(ctx, ss, method, claims, admin, forwarded(in))
+			return p.administer(ctx, ss, method, claims, admin, grpcrelay.Forwardable(in))
 		}
 		tenanted := ns == identity.SystemNamespace && slices.Contains(tenancy.Services, name)
 		if ns == identity.SystemNamespace && !admin && !tenanted {
@@ -319,7 +319,7 @@ func (p *Proxy) administer(ctx context.Context, ss grpc.ServerStream, method str
 			strings.Join(administered, ", "), strings.Join(administeredMethods, ", "))
 	}
 	p.log.Info("remote administration", "account", claims.Subject, "method", method)
-	return p.relayOn(ctx, ss, p.sidecar.ControlPlane, method, md)
+	return grpcrelay.Relay(ctx, ss, p.sidecar.ControlPlane, method, md)
 }
 
 // authenticate verifies the call's access token.
@@ -345,56 +345,7 @@ func (p *Proxy) authenticate(ctx context.Context, in metadata.MD) (*auth.Claims,
 // relay runs the call against the service at authority, message by
 // message both ways, and answers with its status, headers and trailers.
 func (p *Proxy) relay(ctx context.Context, ss grpc.ServerStream, method, authority string, md metadata.MD) error {
-	return p.relayOn(ctx, ss, p.conn, method, md, grpc.CallAuthority(authority))
-}
-
-// relayOn is relay over conn.
-func (p *Proxy) relayOn(ctx context.Context, ss grpc.ServerStream, conn *grpc.ClientConn, method string, md metadata.MD, opts ...grpc.CallOption) error {
-	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, md))
-	defer cancel()
-	cs, err := conn.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, method,
-		append(opts, grpc.ForceCodecV2(rawcodec.Codec{}))...)
-	if err != nil {
-		return err
-	}
-	// The caller's messages, until it half-closes; the handler does not
-	// wait for this: once the answer is done, the server ends the stream
-	// and RecvMsg returns.
-	go func() {
-		for {
-			var f []byte
-			if err := ss.RecvMsg(&f); err != nil {
-				if err == io.EOF {
-					_ = cs.CloseSend()
-				} else {
-					cancel()
-				}
-				return
-			}
-			if err := cs.SendMsg(&f); err != nil {
-				return // the answer's RecvMsg reports why
-			}
-		}
-	}()
-	if hdr, err := cs.Header(); err == nil && len(hdr) > 0 {
-		if err := ss.SendHeader(hdr); err != nil {
-			return err
-		}
-	}
-	for {
-		var f []byte
-		err := cs.RecvMsg(&f)
-		if err != nil {
-			ss.SetTrailer(cs.Trailer())
-			if err == io.EOF {
-				return nil
-			}
-			return err
-		}
-		if err := ss.SendMsg(&f); err != nil {
-			return err
-		}
-	}
+	return grpcrelay.Relay(ctx, ss, p.conn, method, md, grpc.CallAuthority(authority))
 }
 
 // ParseAuthority reads the service a call's authority names: NAME or
@@ -412,22 +363,6 @@ func ParseAuthority(a string) (name, ns string, err error) {
 		return "", "", fmt.Errorf("the call's authority %q: %w", a, err)
 	}
 	return name, ns, nil
-}
-
-// forwarded is the metadata a call carries on: not HTTP's or gRPC's own,
-// not the mesh's (x-mesh-*: the callee's sidecar sets the caller), not the
-// token (put back only once verified), not a client's X-Forwarded-For.
-func forwarded(in metadata.MD) metadata.MD {
-	out := metadata.MD{}
-	for k, v := range in {
-		switch {
-		case strings.HasPrefix(k, ":"), strings.HasPrefix(k, "grpc-"), strings.HasPrefix(k, "x-mesh-"),
-			k == "content-type", k == "user-agent", k == "te", k == "authorization", k == "x-forwarded-for":
-			continue
-		}
-		out[k] = v
-	}
-	return out
 }
 
 func first(md metadata.MD, k string) string {
