@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/micromesh/micromesh/codegen"
 	"github.com/micromesh/micromesh/internal/srcwatch"
@@ -22,24 +25,33 @@ const (
 // watchEvent is one line of run --watch's output (-o json: one object a
 // line).
 type watchEvent struct {
-	Time    time.Time `json:"time"`
-	Event   string    `json:"event"` // watching, changed, generated, updated, failed
-	Service string    `json:"service"`
-	Version string    `json:"version,omitempty"` // the version running after it
-	Files   []string  `json:"files,omitempty"`
-	Error   string    `json:"error,omitempty"`
-	Text    string    `json:"-"`
+	Time     time.Time `json:"time"`
+	Event    string    `json:"event"` // watching, changed, generated, updated, failed, log
+	Service  string    `json:"service"`
+	Version  string    `json:"version,omitempty"` // the version running after it
+	Files    []string  `json:"files,omitempty"`
+	Error    string    `json:"error,omitempty"`
+	Instance string    `json:"instance,omitempty"` // a log line's
+	Line     string    `json:"line,omitempty"`
+	Text     string    `json:"-"`
 }
 
 // watchSource rebuilds and updates the service run from dir each time its
 // source changes — regenerating the Go of its .proto files first when one
-// of them changed — until ctx ends (Ctrl-C), leaving it running. A build
-// that fails leaves the running version in place and says why.
+// of them changed — until ctx ends (Ctrl-C), leaving it running, and
+// shows the app's log lines meanwhile. A build that fails leaves the
+// running version in place and says why.
 func watchSource(ctx context.Context, g *globalOptions, s Streams, o *runOptions, dir string, svc *runtimev1.Service) error {
 	name, version := svc.GetName(), svc.GetVersion()
+	var mu sync.Mutex // the watch's lines and the app's, whole
 	say := func(e watchEvent) {
-		e.Time, e.Service = time.Now(), name
-		if e.Version == "" {
+		mu.Lock()
+		defer mu.Unlock()
+		if e.Time.IsZero() {
+			e.Time = time.Now()
+		}
+		e.Service = name
+		if e.Version == "" && e.Event != "log" {
 			e.Version = version
 		}
 		if g.output == outputJSON {
@@ -47,8 +59,33 @@ func watchSource(ctx context.Context, g *globalOptions, s Streams, o *runOptions
 			fmt.Fprintf(s.Out, "%s\n", line)
 			return
 		}
-		fmt.Fprintf(s.Out, "%s %s\n", e.Time.Format("15:04:05"), e.Text)
+		fmt.Fprintf(s.Out, "%s %s\n", e.Time.Local().Format("15:04:05"), e.Text)
 	}
+	// The app's lines as they come, from every instance, new ones too.
+	logsCtx, stopLogs := context.WithCancel(ctx)
+	defer stopLogs()
+	go func() {
+		err := withRuntime(logsCtx, g, o.target.controlPlane, 0, func(ctx context.Context, c runtimev1.RuntimeServiceClient) error {
+			stream, err := c.Logs(ctx, &runtimev1.LogsRequest{Name: name, Namespace: o.target.namespace, Follow: true, Since: timestamppb.Now()})
+			if err != nil {
+				return err
+			}
+			for {
+				l, err := stream.Recv()
+				if err != nil {
+					return err
+				}
+				if l.GetSource() != "app" { // the sidecars' lines: meshctl logs
+					continue
+				}
+				say(watchEvent{Event: "log", Time: l.GetTime().AsTime(), Instance: l.GetInstance(), Line: l.GetLine(),
+					Text: fmt.Sprintf("%s | %s", l.GetInstance(), l.GetLine())})
+			}
+		})
+		if logsCtx.Err() == nil && err != nil {
+			say(watchEvent{Event: "failed", Error: describe(err), Text: "the app's log lines stopped: " + describe(err) + " (meshctl logs " + name + " -f)"})
+		}
+	}()
 	base, err := srcwatch.Take(dir)
 	if err != nil {
 		return err

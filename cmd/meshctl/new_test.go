@@ -18,8 +18,8 @@ import (
 
 // A service from nothing, as a user makes one: meshctl new writes it (its
 // own module, building against this checkout), meshctl run --watch starts
-// it on the mesh, and it answers a call, a stream, its own command and the
-// API gateway; a change to its .proto and handler is generated, built and
+// it on the mesh (its log lines shown), and it answers a call, a stream,
+// its own command and the API gateway; a change to its .proto and handler is generated, built and
 // served at the next save; a change that does not build leaves the running
 // version answering; Ctrl-C stops the watch and leaves the service.
 func TestANewServiceOnTheMesh(t *testing.T) {
@@ -68,6 +68,7 @@ func TestANewServiceOnTheMesh(t *testing.T) {
 	if out := srv.run(ctx, t, meshctl, "call", "orders", "Orders.Call", `{"name":"Alice"}`); out != `{"msg":"Hello Alice"}`+"\n" {
 		t.Fatalf("call: %q", out)
 	}
+	waitFor("method=/orders.v1.Orders/Call", 1) // the app's log line, shown by the watch
 	if out := srv.run(ctx, t, meshctl, "orders", "stream", "--count", "3"); out != `{"count":"1"}`+"\n"+`{"count":"2"}`+"\n"+`{"count":"3"}`+"\n" {
 		t.Fatalf("orders stream --count 3: %q", out)
 	}
