@@ -372,10 +372,12 @@ func CSR(t testing.TB, id identity.ID) []byte {
 	return csr
 }
 
-// FreePort returns a port free for both TCP and UDP on loopback now.
+// FreePort returns a port free for both TCP and UDP on loopback now, below
+// the ephemeral range, so that no connection of a parallel test takes it
+// before the test binds it (ports.FreeOutsideEphemeral).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	p, err := ports.FreeLoopback(1)
+	p, err := ports.FreeOutsideEphemeral(1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,10 @@ package ports
 
 import (
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -67,4 +70,57 @@ func pick(n int, at func(i int) (host string, udp bool)) ([]int, error) {
 // tried again on others) from one that failed.
 func InUse(output string) bool {
 	return strings.Contains(output, "address already in use") || strings.Contains(output, "Address already in use")
+}
+
+// Below the ephemeral range: FreeOutsideEphemeral draws from
+// [outsideLow, the range's start).
+const outsideLow = 15000
+
+// FreeOutsideEphemeral is FreeLoopback with ports drawn at random below
+// the kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range,
+// 32768 up by default), for tests that must name a port before whatever
+// binds it starts (an ACME CA told where to validate). The kernel's own
+// choice comes from the ephemeral range, which every outgoing connection
+// on the machine draws from too — under a parallel test run one of them
+// can take a picked port before its bind; none takes a port below it.
+func FreeOutsideEphemeral(n int) ([]int, error) {
+	high := ephemeralLow()
+	var ports []int
+	seen := map[int]bool{}
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 100*n {
+			return nil, fmt.Errorf("ports: no port free for TCP and UDP on 127.0.0.1 in [%d, %d)", outsideLow, high)
+		}
+		p := outsideLow + rand.IntN(high-outsideLow)
+		if seen[p] {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		u, err := net.ListenPacket("udp", addr)
+		_ = l.Close()
+		if err != nil {
+			continue
+		}
+		_ = u.Close()
+		seen[p] = true
+		ports = append(ports, p)
+	}
+	return ports, nil
+}
+
+// ephemeralLow is where the kernel's ephemeral ports start (32768 when it
+// cannot be read, Linux's default).
+func ephemeralLow() int {
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > outsideLow+1000 {
+				return v
+			}
+		}
+	}
+	return 32768
 }

@@ -58,3 +58,28 @@ func TestInUse(t *testing.T) {
 		}
 	}
 }
+
+func TestFreeOutsideEphemeral(t *testing.T) {
+	ps, err := FreeOutsideEphemeral(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for _, p := range ps {
+		if seen[p] || p < outsideLow || p >= ephemeralLow() {
+			t.Fatalf("ports %v: want distinct ones in [%d, %d)", ps, outsideLow, ephemeralLow())
+		}
+		seen[p] = true
+		addr := "127.0.0.1:" + strconv.Itoa(p)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("TCP %s: %v", addr, err)
+		}
+		l.Close()
+		u, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			t.Fatalf("UDP %s: %v", addr, err)
+		}
+		u.Close()
+	}
+}
