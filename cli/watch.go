@@ -63,8 +63,10 @@ func watchSource(ctx context.Context, g *globalOptions, s Streams, o *runOptions
 	}
 	// The app's lines as they come, from every instance, new ones too.
 	logsCtx, stopLogs := context.WithCancel(ctx)
-	defer stopLogs()
+	logsDone := make(chan struct{})
+	defer func() { stopLogs(); <-logsDone }() // no line after the command's end
 	go func() {
+		defer close(logsDone)
 		err := withRuntime(logsCtx, g, o.target.controlPlane, 0, func(ctx context.Context, c runtimev1.RuntimeServiceClient) error {
 			stream, err := c.Logs(ctx, &runtimev1.LogsRequest{Name: name, Namespace: o.target.namespace, Follow: true, Since: timestamppb.Now()})
 			if err != nil {
