@@ -80,12 +80,18 @@ type callOptions struct {
 // asCaller splits --as into a service and its namespace (the target's
 // when not given).
 func (o *callOptions) asCaller() (name, ns string, err error) {
-	name, ns, err = identity.SplitService(o.as)
+	return splitAs(o.as, o.target.namespace)
+}
+
+// splitAs splits an --as value into a service and its namespace,
+// targetNS when it names none.
+func splitAs(as, targetNS string) (name, ns string, err error) {
+	name, ns, err = identity.SplitService(as)
 	if err != nil {
 		return "", "", fmt.Errorf("--as: %w", err)
 	}
 	if ns == "" {
-		ns = o.target.namespace
+		ns = targetNS
 	}
 	return name, ns, nil
 }

@@ -116,8 +116,16 @@ func dialProxy(env *clienv.Env, opts ...grpc.DialOption) (*grpc.ClientConn, erro
 // accessToken is the access token of env's login, refreshed through its
 // session when it is about to expire.
 func accessToken(ctx context.Context, g *globalOptions, env *clienv.Env) (string, error) {
+	access, _, err := loginAccess(ctx, g, env)
+	return access, err
+}
+
+// loginAccess is accessToken with the time it stops being usable (a
+// minute before it expires).
+func loginAccess(ctx context.Context, g *globalOptions, env *clienv.Env) (string, time.Time, error) {
 	h := g.homeDir()
 	var access string
+	var until time.Time
 	err := clienv.Locked(h, env.Name, func() error {
 		tok, err := clienv.LoadToken(h, env.Name)
 		if err != nil {
@@ -128,7 +136,7 @@ func accessToken(ctx context.Context, g *globalOptions, env *clienv.Env) (string
 		}
 		now := time.Now()
 		if tok.Usable(now) {
-			access = tok.AccessToken
+			access, until = tok.AccessToken, tok.Expires.Add(-time.Minute)
 			return nil
 		}
 		if !tok.Refreshable(now) {
@@ -155,10 +163,10 @@ func accessToken(ctx context.Context, g *globalOptions, env *clienv.Env) (string
 		if err := clienv.SaveToken(h, env.Name, *tok); err != nil {
 			return err
 		}
-		access = tok.AccessToken
+		access, until = tok.AccessToken, tok.Expires.Add(-time.Minute)
 		return nil
 	})
-	return access, err
+	return access, until, err
 }
 
 // bearerToken sends an access token with each call (over TLS only).

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -79,11 +80,8 @@ does there.`,
 			}
 			callerNS, caller := identity.SystemNamespace, meshclient.AdminService
 			if as != "" {
-				if caller, callerNS, err = identity.SplitService(as); err != nil {
-					return fmt.Errorf("--as: %w", err)
-				}
-				if callerNS == "" {
-					callerNS = ns
+				if caller, callerNS, err = splitAs(as, ns); err != nil {
+					return err
 				}
 			}
 			ln, err := net.Listen("tcp", addr)
@@ -121,7 +119,7 @@ func forwardRemote(ctx context.Context, g *globalOptions, s Streams, env *clienv
 	if _, err := accessToken(ctx, g, env); err != nil {
 		return err // not logged in, or the login expired: say so now
 	}
-	conn, err := dialProxy(env, grpc.WithAuthority(authority), grpc.WithPerRPCCredentials(loginToken{g: g, env: env}),
+	conn, err := dialProxy(env, grpc.WithAuthority(authority), grpc.WithPerRPCCredentials(&loginToken{g: g, env: env}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(remoteMaxMessage), grpc.MaxCallSendMsgSize(remoteMaxMessage)))
 	if err != nil {
 		return err
@@ -169,19 +167,29 @@ func forwardRemote(ctx context.Context, g *globalOptions, s Streams, env *clienv
 // remoteMaxMessage is the remote proxy's own limit on a message.
 const remoteMaxMessage = 16 << 20
 
-// loginToken gives each call the login's access token, refreshed
-// through its session when it has less than a minute left.
+// loginToken gives each call the login's access token, kept in memory
+// while it has more than a minute left, then refreshed through its
+// session (under the token file's lock, as every meshctl process does).
 type loginToken struct {
 	g   *globalOptions
 	env *clienv.Env
+
+	mu     sync.Mutex
+	access string
+	until  time.Time
 }
 
-func (l loginToken) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
-	tok, err := accessToken(ctx, l.g, l.env)
-	if err != nil {
-		return nil, err
+func (l *loginToken) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.access == "" || !time.Now().Before(l.until) {
+		access, until, err := loginAccess(ctx, l.g, l.env)
+		if err != nil {
+			return nil, err
+		}
+		l.access, l.until = access, until
 	}
-	return map[string]string{"authorization": "Bearer " + tok}, nil
+	return map[string]string{"authorization": "Bearer " + l.access}, nil
 }
 
-func (loginToken) RequireTransportSecurity() bool { return true }
+func (*loginToken) RequireTransportSecurity() bool { return true }

@@ -17,6 +17,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	"github.com/micromesh/micromesh/internal/clienv"
 	"github.com/micromesh/micromesh/internal/meshtest"
 	"github.com/micromesh/micromesh/internal/poll"
 	"github.com/micromesh/micromesh/internal/syncbuf"
@@ -155,5 +156,44 @@ func TestPortForward(t *testing.T) {
 		if _, err := runCLI(t, append([]string{"--home", home, "port-forward"}, tc.args...)...); err == nil || !strings.Contains(describe(err), tc.mention) {
 			t.Errorf("port-forward %v: %v; want an error mentioning %q", tc.args, err, tc.mention)
 		}
+	}
+}
+
+// A remote port-forward reads the login's token once and keeps it while
+// it has more than a minute left; in its last minute it goes back to the
+// file (and the session), so a login ended meanwhile is said.
+func TestLoginTokenKeptUntilItsLastMinute(t *testing.T) {
+	g := &globalOptions{home: t.TempDir()}
+	env := &clienv.Env{Name: "staging"}
+	save := func(access string, expires time.Time) {
+		t.Helper()
+		if err := clienv.SaveToken(g.homeDir(), env.Name, clienv.Token{AccessToken: access, Subject: "alice", Expires: expires}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bearer := func(l *loginToken) (string, error) {
+		md, err := l.GetRequestMetadata(context.Background())
+		return md["authorization"], err
+	}
+	l := &loginToken{g: g, env: env}
+	if _, err := bearer(l); err == nil || !strings.Contains(err.Error(), "not logged in to environment staging") {
+		t.Fatalf("no login: %v", err)
+	}
+	save("first", time.Now().Add(time.Hour))
+	if got, err := bearer(l); err != nil || got != "Bearer first" {
+		t.Fatalf("got %q, %v; want Bearer first", got, err)
+	}
+	save("second", time.Now().Add(time.Hour)) // another process logged in again
+	if got, err := bearer(l); err != nil || got != "Bearer first" {
+		t.Fatalf("got %q, %v; want the kept Bearer first (no file read per call)", got, err)
+	}
+	l.until = time.Now() // the kept token's last minute began
+	if got, err := bearer(l); err != nil || got != "Bearer second" {
+		t.Fatalf("got %q, %v; want Bearer second, read again", got, err)
+	}
+	save("third", time.Now().Add(30*time.Second)) // no session to refresh it by
+	l.until = time.Now()
+	if _, err := bearer(l); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("an expired login: %v", err)
 	}
 }

@@ -32,18 +32,25 @@ func TestFreeLoopbackPortsTakeTCPAndUDP(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range ps {
-		addr := "127.0.0.1:" + strconv.Itoa(p)
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			t.Fatalf("TCP %s: %v", addr, err)
-		}
-		l.Close()
-		u, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			t.Fatalf("UDP %s: %v", addr, err)
-		}
-		u.Close()
+		bindBoth(t, p)
 	}
+}
+
+// bindBoth fails the test unless port p takes both a TCP listener and a
+// UDP socket on loopback.
+func bindBoth(t *testing.T, p int) {
+	t.Helper()
+	addr := "127.0.0.1:" + strconv.Itoa(p)
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("TCP %s: %v", addr, err)
+	}
+	l.Close()
+	u, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatalf("UDP %s: %v", addr, err)
+	}
+	u.Close()
 }
 
 func TestInUse(t *testing.T) {
@@ -70,16 +77,6 @@ func TestFreeOutsideEphemeral(t *testing.T) {
 			t.Fatalf("ports %v: want distinct ones in [%d, %d)", ps, outsideLow, ephemeralLow())
 		}
 		seen[p] = true
-		addr := "127.0.0.1:" + strconv.Itoa(p)
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			t.Fatalf("TCP %s: %v", addr, err)
-		}
-		l.Close()
-		u, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			t.Fatalf("UDP %s: %v", addr, err)
-		}
-		u.Close()
+		bindBoth(t, p)
 	}
 }
