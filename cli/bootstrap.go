@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,6 +17,7 @@ import (
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/atomicfile"
 	"github.com/micromesh/micromesh/internal/join"
+	"github.com/micromesh/micromesh/internal/upstreams"
 	"github.com/micromesh/micromesh/xds"
 	"github.com/micromesh/micromesh/xds/bootstrap"
 )
@@ -123,6 +125,7 @@ type envoyOptions struct {
 	appProtocol  string
 	adminPort    uint32
 	xds          string
+	upstreams    []string
 }
 
 func newEnvoyCommand(g *globalOptions, s Streams) *cobra.Command {
@@ -139,7 +142,8 @@ the world).`,
 		Args: cobra.NoArgs,
 		Example: `  meshctl cert issue --service web --out /etc/envoy/certs
   meshctl envoy bootstrap --service web --cert-dir /etc/envoy/certs --app-port 8080 > envoy.json
-  envoy -c envoy.json`,
+  envoy -c envoy.json
+  meshctl envoy bootstrap --service web --cert-dir /etc/envoy/certs --app-port 8080 --upstream db=15432 # web reaches db at 127.0.0.1:15432`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.serviceFlags.validate(); err != nil {
 				return err
@@ -153,6 +157,13 @@ the world).`,
 			if o.inboundPort != 0 && o.appPort == 0 {
 				return errors.New("--app-port is required with an inbound port")
 			}
+			if o.appProtocol != xds.ProtocolHTTP && o.appProtocol != xds.ProtocolGRPC && o.appProtocol != xds.ProtocolTCP {
+				return fmt.Errorf("--app-protocol %q: http, grpc or tcp", o.appProtocol)
+			}
+			ups, err := upstreams.Parse(strings.Join(o.upstreams, ","))
+			if err != nil {
+				return fmt.Errorf("--upstream: %w", err)
+			}
 			td := identity.DefaultTrustDomain
 			if info, err := g.homeDir().ReadServerInfo(); err == nil {
 				td = info.TrustDomain
@@ -162,6 +173,14 @@ the world).`,
 				return err
 			}
 			certDir := abs(o.certDir)
+			meta := map[string]any{
+				controlplane.MetaKind: xds.KindEnvoy, controlplane.MetaInboundPort: float64(o.inboundPort),
+				controlplane.MetaOutboundPort: float64(o.outboundPort), controlplane.MetaAppPort: float64(o.appPort),
+				controlplane.MetaAppProtocol: o.appProtocol, controlplane.MetaCertDir: certDir,
+			}
+			if len(ups) > 0 {
+				meta[controlplane.MetaUpstreams] = upstreams.Format(ups)
+			}
 			b, err := bootstrap.Envoy(bootstrap.EnvoyOptions{
 				ControlPlane:   join.ControlPlaneAddr(o.controlPlane, g.homeDir()),
 				ControlPlaneID: identity.ControlPlaneID(td).String(),
@@ -170,11 +189,7 @@ the world).`,
 				CertDir:        certDir,
 				AdminPort:      o.adminPort,
 				SotW:           o.xds == "sotw",
-				Metadata: map[string]any{
-					controlplane.MetaKind: xds.KindEnvoy, controlplane.MetaInboundPort: float64(o.inboundPort),
-					controlplane.MetaOutboundPort: float64(o.outboundPort), controlplane.MetaAppPort: float64(o.appPort),
-					controlplane.MetaAppProtocol: o.appProtocol, controlplane.MetaCertDir: certDir,
-				},
+				Metadata:       meta,
 			})
 			if err != nil {
 				return err
@@ -200,7 +215,8 @@ the world).`,
 	f.Uint32Var(&o.inboundPort, "inbound-port", 15006, "port taking mTLS traffic for the service (0: none)")
 	f.Uint32Var(&o.outboundPort, "outbound-port", 15001, "loopback port the app sends outbound calls to (0: none)")
 	f.Uint32Var(&o.appPort, "app-port", 0, "the app's port on loopback")
-	f.StringVar(&o.appProtocol, "app-protocol", xds.ProtocolHTTP, "grpc or http")
+	f.StringVar(&o.appProtocol, "app-protocol", xds.ProtocolHTTP, "what the app speaks: http, grpc, or tcp (its callers reach it through their --upstream ports)")
+	f.StringArrayVar(&o.upstreams, "upstream", nil, "a TCP service the app reaches at a loopback port of Envoy: SERVICE[.NAMESPACE]=PORT (repeat, or comma-separate)")
 	f.Uint32Var(&o.adminPort, "admin-port", 15000, "Envoy's admin port on loopback")
 	f.StringVar(&o.xds, "xds", "delta", "xDS protocol: delta (only changes travel) or sotw (state of the world: every change resends all of a type)")
 	cmd.AddCommand(boot)

@@ -151,6 +151,31 @@ func TestBootstrapCommands(t *testing.T) {
 	if _, err := runCLI(t, "--home", home, "envoy", "bootstrap", "--service", "web"); err == nil || !strings.Contains(err.Error(), "--cert-dir") {
 		t.Errorf("envoy bootstrap without --cert-dir: %v", err)
 	}
+	tcpJSON, err := runCLI(t, "--home", home, "envoy", "bootstrap", "--service", "web", "--cert-dir", out, "--app-port", "8080",
+		"--app-protocol", "tcp", "--upstream", "db=15432", "--upstream", "cache.shop=16379,queue=15672")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := protojson.Unmarshal([]byte(tcpJSON), &b); err != nil {
+		t.Fatal(err)
+	}
+	meta := b.GetNode().GetMetadata().GetFields()
+	if got := meta["upstreams"].GetStringValue(); got != "db=15432,queue=15672,cache.shop=16379" {
+		t.Errorf("node metadata upstreams = %q", got)
+	}
+	if got := meta["app_protocol"].GetStringValue(); got != "tcp" {
+		t.Errorf("node metadata app_protocol = %q", got)
+	}
+	for args, want := range map[string]string{
+		"--app-protocol ftp":             `--app-protocol "ftp": http, grpc or tcp`,
+		"--upstream db":                  `--upstream: upstream "db": want SERVICE[.NAMESPACE]=PORT`,
+		"--upstream db=1 --upstream x=1": "one port for two services",
+	} {
+		_, err := runCLI(t, append([]string{"--home", home, "envoy", "bootstrap", "--service", "web", "--cert-dir", out, "--app-port", "8080"}, strings.Fields(args)...)...)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("envoy bootstrap %s: %v, want %q", args, err, want)
+		}
+	}
 }
 
 func waitFor(t *testing.T, cond func() bool) {

@@ -77,6 +77,9 @@ func TestADSRefusesWhatItCannotTrust(t *testing.T) {
 		{"no kind", web, identity.NodeID(web.ID, "1"), map[string]any{}, codes.InvalidArgument, "kind"},
 		{"sidecar without cert_dir", web, identity.NodeID(web.ID, "1"), map[string]any{"kind": "builtin", "outbound_port": 15001.0}, codes.InvalidArgument, "cert_dir"},
 		{"bad port", web, identity.NodeID(web.ID, "1"), map[string]any{"kind": "envoy", "inbound_port": 70000.0, "cert_dir": "/c"}, codes.InvalidArgument, "port"},
+		{"bad upstreams", web, identity.NodeID(web.ID, "1"), map[string]any{"kind": "builtin", "outbound_port": 15001.0, "cert_dir": "/c", "upstreams": "db"}, codes.InvalidArgument, "SERVICE[.NAMESPACE]=PORT"},
+		{"upstream on the outbound port", web, identity.NodeID(web.ID, "1"), map[string]any{"kind": "builtin", "outbound_port": 15001.0, "cert_dir": "/c", "upstreams": "db=15001"}, codes.InvalidArgument, "port 15001 is the outbound port"},
+		{"one upstream twice", web, identity.NodeID(web.ID, "1"), map[string]any{"kind": "builtin", "outbound_port": 15001.0, "cert_dir": "/c", "upstreams": "db=1,db.default=2"}, codes.InvalidArgument, "db.default is named twice"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/internal/upstreams"
 	"github.com/micromesh/micromesh/xds"
 )
 
@@ -19,6 +20,9 @@ const (
 	MetaAppPort      = "app_port"      // number
 	MetaAppProtocol  = "app_protocol"  // grpc | http
 	MetaCertDir      = "cert_dir"      // where cert.pem, key.pem, bundle.pem are
+	// MetaUpstreams lists the TCP services the app reaches through
+	// loopback ports of its proxy: "db=15432,cache.shop=16379".
+	MetaUpstreams = "upstreams"
 )
 
 // nodeKind is the node's proxy kind: its metadata says, or else its user
@@ -78,5 +82,12 @@ func proxyFromNode(n *core.Node, id identity.ID) (xds.Proxy, error) {
 	}
 	p.AppProtocol = str(MetaAppProtocol)
 	p.CertDir = str(MetaCertDir)
+	us, err := upstreams.Parse(str(MetaUpstreams))
+	if err != nil {
+		return p, fmt.Errorf("node metadata %s: %w", MetaUpstreams, err)
+	}
+	for _, u := range us {
+		p.Upstreams = append(p.Upstreams, xds.Upstream{Service: u.Service, Namespace: u.Namespace, Port: uint32(u.Port)})
+	}
 	return p, nil
 }

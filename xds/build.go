@@ -130,12 +130,15 @@ func BuildOwn(m *Mesh, p Proxy) (*Own, error) {
 		return nil, err
 	}
 	b := &builder{mesh: m, proxy: p}
-	o := &Own{UsesShared: p.Kind == KindProxyless || p.OutboundPort != 0}
+	o := &Own{UsesShared: p.Kind == KindProxyless || p.OutboundPort != 0 || len(p.Upstreams) > 0}
 	if p.Kind == KindProxyless {
 		return o, nil
 	}
 	if p.OutboundPort != 0 {
 		o.Listeners = append(o.Listeners, b.outboundListener())
+	}
+	for _, u := range p.Upstreams {
+		o.Listeners = append(o.Listeners, b.upstreamListener(u))
 	}
 	if p.InboundPort != 0 {
 		o.Listeners = append(o.Listeners, b.inboundListener())
@@ -178,14 +181,42 @@ func (p Proxy) validate() error {
 		return bad("namespace and service are required")
 	case p.Kind != KindBuiltin && p.Kind != KindEnvoy && p.Kind != KindProxyless:
 		return bad("kind %q is not %s, %s or %s", p.Kind, KindBuiltin, KindEnvoy, KindProxyless)
+	case p.Kind == KindProxyless && len(p.Upstreams) > 0:
+		return bad("upstreams need a sidecar: a proxyless client has no listeners")
 	case p.Kind == KindProxyless:
 		return nil
-	case p.InboundPort == 0 && p.OutboundPort == 0:
+	case p.InboundPort == 0 && p.OutboundPort == 0 && len(p.Upstreams) == 0:
 		return bad("a %s proxy needs an inbound or an outbound port", p.Kind)
 	case p.InboundPort != 0 && p.AppPort == 0:
 		return bad("an inbound port needs the app's port")
 	case p.CertDir == "":
 		return bad("a %s proxy needs the directory of its certificate files (cert_dir)", p.Kind)
+	}
+	ports := map[uint32]string{}
+	for _, own := range []struct {
+		port uint32
+		what string
+	}{{p.OutboundPort, "the outbound port"}, {p.InboundPort, "the inbound port"}, {p.AppPort, "the app's port"}} {
+		if own.port != 0 {
+			ports[own.port] = own.what
+		}
+	}
+	services := map[string]bool{}
+	for _, u := range p.Upstreams {
+		ns := cmp.Or(u.Namespace, p.Namespace)
+		full := u.Service + "." + ns
+		switch {
+		case u.Service == "":
+			return bad("an upstream names no service")
+		case u.Port == 0:
+			return bad("upstream %s has no port", full)
+		case ports[u.Port] != "":
+			return bad("upstream %s: port %d is %s", full, u.Port, ports[u.Port])
+		case services[full]:
+			return bad("upstream %s is named twice", full)
+		}
+		ports[u.Port] = "upstream " + full + "'s"
+		services[full] = true
 	}
 	return nil
 }

@@ -17,7 +17,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/")
 
-// testMesh: hello (three built-in sidecars serving QUIC, two zones, three
+// testMesh: db (a TCP service behind a built-in sidecar), hello (three built-in sidecars serving QUIC, two zones, three
 // versions split 90/10/0), world
 // (one built-in, one Envoy: so TLS for everyone), grpcsrv (a proxyless
 // server, one endpoint critical), store (a platform service), and billing in
@@ -57,6 +57,9 @@ func testMesh() *Mesh {
 			}, Endpoints: []Endpoint{
 				{ID: "w1", Address: "10.0.0.3", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Health: HealthPassing},
 				{ID: "w2", Address: "10.0.0.4", Port: 15006, Kind: KindEnvoy, Health: HealthPassing},
+			}},
+			{Name: "db", Namespace: "default", Protocol: ProtocolTCP, Policy: DefaultPolicy, Endpoints: []Endpoint{
+				{ID: "d1", Address: "10.0.0.8", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Health: HealthPassing},
 			}},
 			{Name: "billing", Namespace: "prod", Protocol: ProtocolGRPC, Endpoints: []Endpoint{
 				{ID: "b1", Address: "10.1.0.1", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Health: HealthPassing},
@@ -98,7 +101,14 @@ var testProxies = map[string]Proxy{
 	"builtin": {NodeID: "spiffe://micromesh.local/ns/default/svc/hello~h1", Namespace: "default", Service: "hello", Kind: KindBuiltin,
 		InboundPort: 8443, OutboundPort: 15001, AppPort: 8080, AppProtocol: ProtocolGRPC, CertDir: "/var/lib/micromesh/hello/certs"},
 	"envoy": {NodeID: "spiffe://micromesh.local/ns/default/svc/world~w2", Namespace: "default", Service: "world", Kind: KindEnvoy,
-		InboundPort: 15006, OutboundPort: 15001, AppPort: 8080, AppProtocol: ProtocolHTTP, CertDir: "/etc/envoy/certs"},
+		InboundPort: 15006, OutboundPort: 15001, AppPort: 8080, AppProtocol: ProtocolHTTP, CertDir: "/etc/envoy/certs",
+		Upstreams: []Upstream{{Service: "db", Port: 15432}}},
+	// db's own sidecar: its app takes tunnels; it reaches db itself (a
+	// replica) and billing, which prod does not let default reach (the
+	// listener is there, its cluster is not).
+	"tcp": {NodeID: "spiffe://micromesh.local/ns/default/svc/db~d1", Namespace: "default", Service: "db", Kind: KindBuiltin,
+		InboundPort: 8443, AppPort: 5432, AppProtocol: ProtocolTCP, CertDir: "/var/lib/micromesh/db/certs",
+		Upstreams: []Upstream{{Service: "db", Port: 15432}, {Service: "billing", Namespace: "prod", Port: 15433}}},
 	"proxyless": {NodeID: "spiffe://micromesh.local/ns/default/svc/client", Namespace: "default", Service: "client", Kind: KindProxyless},
 	"platform": {NodeID: "spiffe://micromesh.local/ns/micromesh/svc/store~s1", Namespace: SystemNamespace, Service: "store", Kind: KindBuiltin,
 		InboundPort: 9443, AppPort: 9080, AppProtocol: ProtocolGRPC, CertDir: "/var/lib/micromesh/store/certs"},
@@ -230,14 +240,14 @@ func TestScoping(t *testing.T) {
 	for _, c := range r.Clusters {
 		names = append(names, c.Name)
 	}
-	if got := strings.Join(names, ","); got != "grpcsrv.default,hello.default,hello.default|v1,hello.default|v2,hello.default|v3,inbound|app,maps.default,payments.default,rates.default,store.micromesh,world.default" {
+	if got := strings.Join(names, ","); got != "db.default,grpcsrv.default,hello.default,hello.default|v1,hello.default|v2,hello.default|v3,inbound|app,maps.default,payments.default,rates.default,store.micromesh,world.default" {
 		t.Errorf("clusters of a default-namespace proxy: %s (billing.prod and prod's external ledger must not be reachable; the mesh's hello wins over the external one)", got)
 	}
 	var hosts []string
 	for _, vh := range r.Routes[0].VirtualHosts {
 		hosts = append(hosts, strings.Join(vh.Domains, "|"))
 	}
-	if got := strings.Join(hosts, ","); got != "grpcsrv|grpcsrv.default,hello|hello.default,world|world.default,store.micromesh,maps|maps.default,payments|payments.default,rates|rates.default" {
+	if got := strings.Join(hosts, ","); got != "db|db.default,grpcsrv|grpcsrv.default,hello|hello.default,world|world.default,store.micromesh,maps|maps.default,payments|payments.default,rates|rates.default" {
 		t.Errorf("virtual hosts: %s", got)
 	}
 }
@@ -298,11 +308,17 @@ func TestTransportPerPair(t *testing.T) {
 
 func TestBuildRejectsIncompleteProxies(t *testing.T) {
 	for name, p := range map[string]Proxy{
-		"no namespace":      {NodeID: "x", Service: "a", Kind: KindBuiltin, OutboundPort: 1, CertDir: "/c"},
-		"unknown kind":      {NodeID: "x", Namespace: "d", Service: "a", Kind: "nginx"},
-		"no ports":          {NodeID: "x", Namespace: "d", Service: "a", Kind: KindEnvoy, CertDir: "/c"},
-		"inbound, no app":   {NodeID: "x", Namespace: "d", Service: "a", Kind: KindEnvoy, InboundPort: 1, CertDir: "/c"},
-		"no cert directory": {NodeID: "x", Namespace: "d", Service: "a", Kind: KindBuiltin, OutboundPort: 1},
+		"no namespace":       {NodeID: "x", Service: "a", Kind: KindBuiltin, OutboundPort: 1, CertDir: "/c"},
+		"unknown kind":       {NodeID: "x", Namespace: "d", Service: "a", Kind: "nginx"},
+		"no ports":           {NodeID: "x", Namespace: "d", Service: "a", Kind: KindEnvoy, CertDir: "/c"},
+		"inbound, no app":    {NodeID: "x", Namespace: "d", Service: "a", Kind: KindEnvoy, InboundPort: 1, CertDir: "/c"},
+		"no cert directory":  {NodeID: "x", Namespace: "d", Service: "a", Kind: KindBuiltin, OutboundPort: 1},
+		"proxyless upstream": {NodeID: "x", Namespace: "d", Service: "a", Kind: KindProxyless, Upstreams: []Upstream{{Service: "db", Port: 2}}},
+		"upstream on the app's port": {NodeID: "x", Namespace: "d", Service: "a", Kind: KindBuiltin, InboundPort: 1, AppPort: 2, CertDir: "/c",
+			Upstreams: []Upstream{{Service: "db", Port: 2}}},
+		"upstream, no port":       {NodeID: "x", Namespace: "d", Service: "a", Kind: KindBuiltin, CertDir: "/c", Upstreams: []Upstream{{Service: "db"}}},
+		"one upstream twice":      {NodeID: "x", Namespace: "d", Service: "a", Kind: KindBuiltin, CertDir: "/c", Upstreams: []Upstream{{Service: "db", Port: 2}, {Service: "db", Namespace: "d", Port: 3}}},
+		"two upstreams, one port": {NodeID: "x", Namespace: "d", Service: "a", Kind: KindBuiltin, CertDir: "/c", Upstreams: []Upstream{{Service: "db", Port: 2}, {Service: "cache", Port: 2}}},
 	} {
 		if _, err := Build(testMesh(), p); !errors.Is(err, ErrInvalidProxy) {
 			t.Errorf("%s: %v, want ErrInvalidProxy", name, err)

@@ -62,7 +62,12 @@ func (b *builder) outboundListener() *listener.Listener {
 
 // inboundHCM authorizes each request (RBAC) and forwards it to the app.
 func (b *builder) inboundHCM(codec hcm.HttpConnectionManager_CodecType) *hcm.HttpConnectionManager {
+	var upgrades []*hcm.HttpConnectionManager_UpgradeConfig
+	if b.proxy.AppProtocol == ProtocolTCP {
+		upgrades = connectUpgrade()
+	}
 	return &hcm.HttpConnectionManager{
+		UpgradeConfigs:           upgrades,
 		StatPrefix:               InboundListener,
 		CodecType:                codec,
 		RouteSpecifier:           &hcm.HttpConnectionManager_RouteConfig{RouteConfig: b.inboundRoute()},

@@ -24,6 +24,11 @@ const (
 const (
 	ProtocolGRPC = "grpc"
 	ProtocolHTTP = "http"
+	// ProtocolTCP is a service that speaks its own protocol over TCP (a
+	// database, a cache): callers reach it through an upstream listener of
+	// their proxy, tunnelled in an HTTP CONNECT stream between the proxies
+	// (Proxy.Upstreams).
+	ProtocolTCP = "tcp"
 )
 
 // Health of an endpoint.
@@ -62,7 +67,7 @@ type Mesh struct {
 type Service struct {
 	Name      string
 	Namespace string
-	Protocol  string // grpc or http
+	Protocol  string // grpc, http or tcp
 	Policy    Policy
 	// Routes override the policy's timeouts and retries for the requests
 	// whose path they match, tried in order (PolicyFromMetadata sorts
@@ -257,10 +262,23 @@ type Proxy struct {
 	OutboundPort uint32
 	// AppPort is where the app listens on loopback.
 	AppPort     uint32
-	AppProtocol string
+	AppProtocol string // grpc, http or tcp
+	// Upstreams are the TCP services the app reaches through loopback
+	// ports of its proxy, sorted by port.
+	Upstreams []Upstream
 	// CertDir holds cert.pem, key.pem and bundle.pem for an Envoy's SDS
 	// file-based certificate (written and rotated by its agent).
 	CertDir string
+}
+
+// Upstream is a TCP service an app reaches at a loopback port of its
+// proxy: every connection to the port is carried to an instance of the
+// service in a CONNECT stream (over QUIC between built-in sidecars), where
+// the service's proxy authorizes the caller and connects to its app.
+type Upstream struct {
+	Service   string
+	Namespace string // the proxy's own when ""
+	Port      uint32
 }
 
 // SPIFFEID returns the SPIFFE ID of service name in namespace ns.

@@ -188,7 +188,10 @@ func (b *builder) inboundRoute() *route.RouteConfiguration {
 		Timeout:          duration(0), // the caller's timeout governs
 	}}
 	var routes []*route.Route
-	if s := b.ownService(); s != nil {
+	if b.proxy.AppProtocol == ProtocolTCP {
+		// A TCP app takes tunnels only: a plain HTTP request finds no route.
+		routes = append(routes, connectRoute())
+	} else if s := b.ownService(); s != nil {
 		// A path with a rate limit of its own: its requests draw from its
 		// bucket, not the service's (Envoy's per-route filter settings).
 		for i, rp := range s.Routes {
@@ -200,10 +203,12 @@ func (b *builder) inboundRoute() *route.RouteConfiguration {
 				TypedPerFilterConfig: map[string]*anypb.Any{RateLimitFilter: toAny(limit)}})
 		}
 	}
-	routes = append(routes, &route.Route{
-		Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
-		Action: toApp,
-	})
+	if b.proxy.AppProtocol != ProtocolTCP {
+		routes = append(routes, &route.Route{
+			Match:  &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}},
+			Action: toApp,
+		})
+	}
 	return &route.RouteConfiguration{
 		Name: InboundRoute,
 		VirtualHosts: []*route.VirtualHost{{

@@ -105,6 +105,10 @@ var (
 const (
 	ProtocolGRPC = "grpc"
 	ProtocolHTTP = "http"
+	// ProtocolTCP: the app speaks its own protocol over TCP (a database, a
+	// cache); callers reach it through an upstream port of their sidecar,
+	// tunnelled in CONNECT streams.
+	ProtocolTCP = "tcp"
 )
 
 // Kinds of proxy in front of an instance; they decide the transport peers use.
@@ -209,8 +213,12 @@ func (in *Instance) Validate() error {
 	}
 	switch in.Protocol {
 	case ProtocolGRPC, ProtocolHTTP:
+	case ProtocolTCP:
+		if in.Kind == KindProxyless {
+			return bad("protocol %q needs a sidecar (builtin or envoy) in front of the app to end its tunnels; a proxyless server speaks gRPC", in.Protocol)
+		}
 	default:
-		return bad("protocol %q is not %q or %q", in.Protocol, ProtocolGRPC, ProtocolHTTP)
+		return bad("protocol %q is not %q, %q or %q", in.Protocol, ProtocolGRPC, ProtocolHTTP, ProtocolTCP)
 	}
 	switch in.Kind {
 	case KindBuiltin, KindEnvoy, KindProxyless:

@@ -124,6 +124,7 @@ func testInvalid(t *testing.T, r registry.Registry) {
 		"bad address":      mod(func(i *registry.Instance) { i.Address = "not an address!" }),
 		"port 0":           mod(func(i *registry.Instance) { i.Port = 0 }),
 		"protocol":         mod(func(i *registry.Instance) { i.Protocol = "ftp" }),
+		"tcp, proxyless":   mod(func(i *registry.Instance) { i.Protocol = registry.ProtocolTCP; i.Kind = registry.KindProxyless }),
 		"kind":             mod(func(i *registry.Instance) { i.Kind = "nginx" }),
 		"QUIC on envoy":    mod(func(i *registry.Instance) { i.Kind = registry.KindEnvoy; i.QUICPort = 1 }),
 		"weight":           mod(func(i *registry.Instance) { i.Weight = 1000 }),

@@ -301,7 +301,8 @@ type Instance struct {
 	Port uint32 `protobuf:"varint,5,opt,name=port,proto3" json:"port,omitempty"`
 	// UDP port serving HTTP/3 over QUIC (built-in sidecars).
 	QuicPort uint32 `protobuf:"varint,6,opt,name=quic_port,json=quicPort,proto3" json:"quic_port,omitempty"`
-	// grpc or http.
+	// grpc, http or tcp (reached through callers' upstream ports, tunnelled
+	// in CONNECT streams; needs a builtin or envoy proxy).
 	Protocol string `protobuf:"bytes,7,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	// builtin, envoy or proxyless.
 	Kind     string            `protobuf:"bytes,8,opt,name=kind,proto3" json:"kind,omitempty"`
