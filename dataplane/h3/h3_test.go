@@ -549,7 +549,11 @@ func TestBadRequestsAreRefusedBeforeSending(t *testing.T) {
 			r.Header.Set("X-Bad", "a\r\nInjected: 1")
 			return r
 		}(), "invalid value"},
-		{"connect", mustReq("CONNECT", "https://127.0.0.1:1/", nil), "CONNECT"},
+		{"extended connect", func() *http.Request {
+			r := mustReq("CONNECT", "https://127.0.0.1:1/", nil)
+			r.Header.Set(":protocol", "websocket")
+			return r
+		}(), "extended CONNECT"},
 	} {
 		_, err := tr.RoundTrip(tc.req)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

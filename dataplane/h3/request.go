@@ -163,13 +163,17 @@ func appendRequestHeaders(b []byte, req *http.Request, hasBody bool) ([]byte, er
 	if !httpguts.ValidHostHeader(host) {
 		return nil, fmt.Errorf("h3: invalid host %q", host)
 	}
-	path := req.URL.RequestURI()
 	e := getEncoder()
 	defer putEncoder(e)
 	e.field(":method", req.Method)
-	e.field(":scheme", "https")
-	e.field(":authority", host)
-	e.field(":path", path)
+	if req.Method == http.MethodConnect {
+		// A tunnel to host: no scheme, no path (RFC 9114 §4.4).
+		e.field(":authority", host)
+	} else {
+		e.field(":scheme", "https")
+		e.field(":authority", host)
+		e.field(":path", req.URL.RequestURI())
+	}
 	for k, vv := range req.Header {
 		name := lowerName(k)
 		if !httpguts.ValidHeaderFieldName(k) {

@@ -38,7 +38,11 @@ const settingMaxFieldSectionSize = 0x6
 // Requests are checked as RFC 9114 §4.3.1 asks (pseudo-headers, lower-case
 // valid names, valid values, no connection-specific fields, one
 // content-length); one that breaks a rule is answered 400 with the reason.
-// CONNECT (plain or extended) is answered 501.
+// Plain CONNECT (RFC 9114 §4.4) reaches the handler as net/http's HTTP/2
+// server hands it over (URL.Host and RequestURI the authority; the body the
+// stream's bytes from the peer); the handler answers 2xx, writes and
+// flushes, and may end its side with CloseWrite while it reads on. Extended
+// CONNECT (:protocol) is answered 501.
 type Server struct {
 	Handler http.Handler
 	// TLSConfig configures TLS (certificate, client authentication); its
@@ -421,10 +425,15 @@ func (sc *serverConn) readRequest(str *quic.Stream, br *bufio.Reader, x *exchang
 		}
 		return nil, badRequest("%v", err)
 	}
-	if method == http.MethodConnect || protocol != "" {
-		return nil, &requestError{code: http.StatusNotImplemented, msg: "h3: CONNECT is not supported"}
-	}
-	if method == "" || scheme == "" || path == "" {
+	connect := method == http.MethodConnect
+	switch {
+	case protocol != "":
+		return nil, &requestError{code: http.StatusNotImplemented, msg: "h3: extended CONNECT (:protocol) is not supported"}
+	case connect && (scheme != "" || path != ""):
+		return nil, badRequest("CONNECT with :scheme or :path (RFC 9114 §4.4: only :authority)")
+	case connect && authority == "":
+		return nil, badRequest("CONNECT without :authority")
+	case !connect && (method == "" || scheme == "" || path == ""):
 		return nil, badRequest("missing :method, :scheme or :path")
 	}
 	if strings.IndexFunc(method, notToken) >= 0 {
@@ -441,8 +450,12 @@ func (sc *serverConn) readRequest(str *quic.Stream, br *bufio.Reader, x *exchang
 		authority = hosts[0]
 	}
 	delete(hdr, "Host") // it is req.Host (as net/http)
-	u, err := url.ParseRequestURI(path)
-	if err != nil {
+	var u *url.URL
+	if connect {
+		// As net/http's HTTP/2 server: the authority is the URL's host and
+		// the request URI.
+		u, path = &url.URL{Host: authority}, authority
+	} else if u, err = url.ParseRequestURI(path); err != nil {
 		return nil, badRequest(":path %q: %v", path, err)
 	}
 	size := int64(-1)

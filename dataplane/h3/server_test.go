@@ -147,7 +147,9 @@ func TestServerRefusesMalformedRequests(t *testing.T) {
 		{"bad path", [][]byte{headersFrame(t, ":method", "GET", ":scheme", "https", ":path", "no-slash")}, 400, ":path"},
 		{"DATA before HEADERS", [][]byte{dataFrame("x"), headersFrame(t, append(ok, "/x")...)}, 400, "DATA before HEADERS"},
 		{"control frame on a request stream", [][]byte{appendFrameHeader(nil, frameSettings, 0)}, 400, "frame type 0x4"},
-		{"CONNECT", [][]byte{headersFrame(t, ":method", "CONNECT", ":authority", "svc:443")}, 501, "CONNECT is not supported"},
+		{"extended CONNECT", [][]byte{headersFrame(t, ":method", "CONNECT", ":protocol", "websocket", ":scheme", "https", ":path", "/ws", ":authority", "svc:443")}, 501, "extended CONNECT"},
+		{"CONNECT with a path", [][]byte{headersFrame(t, ":method", "CONNECT", ":authority", "svc:443", ":path", "/")}, 400, "only :authority"},
+		{"CONNECT without an authority", [][]byte{headersFrame(t, ":method", "CONNECT")}, 400, "CONNECT without :authority"},
 		{"headers too large", [][]byte{headersFrame(t, append(ok, "/big", "x-big", strings.Repeat("a", 2*maxRequestHead))...)}, 431, "limit"},
 	}
 	for _, tc := range cases {

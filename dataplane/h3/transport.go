@@ -47,8 +47,8 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.URL == nil || req.URL.Scheme != "https" || req.URL.Host == "" {
 		return nil, fmt.Errorf("h3: cannot send to %v: an https URL with a host is required", req.URL)
 	}
-	if req.Method == http.MethodConnect {
-		return nil, errors.New("h3: CONNECT is not supported")
+	if req.Method == http.MethodConnect && req.Header.Get(":protocol") != "" {
+		return nil, errors.New("h3: extended CONNECT is not supported")
 	}
 	hasBody := req.Body != nil && req.Body != http.NoBody
 	w := writeBufs.Get().(*writeBuf)

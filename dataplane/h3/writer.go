@@ -242,6 +242,18 @@ func (w *responseWriter) finish() {
 	_ = w.str.Close()
 }
 
+// CloseWrite ends the response — what is buffered, then the end of the
+// stream — while the handler goes on reading the request body: one half
+// of a CONNECT tunnel closing (a TCP FIN carried as a QUIC FIN). Later
+// writes fail.
+func (w *responseWriter) CloseWrite() error {
+	if w.done {
+		return errWriteAfterReturn
+	}
+	w.finish()
+	return w.err
+}
+
 // trailer collects the trailers the handler set: "Trailer:"-prefixed keys
 // and the names the Trailer header declared.
 func (w *responseWriter) trailer() http.Header {
