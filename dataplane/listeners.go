@@ -50,6 +50,10 @@ type listeners struct {
 	mu       sync.Mutex
 	cur      [3]*served
 	reserved [3]*served // bound at start, not yet adopted by a config
+	// tunnels are the tcp_proxy listeners in force, by address;
+	// reservedTunnels the upstreams' addresses bound at start.
+	tunnels         map[string]*tunnelListener
+	reservedTunnels map[string]net.Listener
 }
 
 type served struct {
@@ -122,12 +126,20 @@ func (l *listeners) prepare(cfg *config.Config) (commit func(bool), err error) {
 		}
 		fresh[k] = f
 	}
+	commitTunnels, releaseTunnels, err := l.prepareTunnels(cfg)
+	if err != nil {
+		release()
+		l.mu.Unlock()
+		return nil, err
+	}
 	return func(ok bool) {
 		defer l.mu.Unlock()
 		if !ok {
 			release()
+			releaseTunnels()
 			return
 		}
+		commitTunnels()
 		for k := range want {
 			old := l.cur[k]
 			switch {
@@ -198,6 +210,10 @@ func (l *listeners) closeReservedLocked() {
 			r.closeNow()
 			l.reserved[k] = nil
 		}
+	}
+	for addr, ln := range l.reservedTunnels {
+		_ = ln.Close()
+		delete(l.reservedTunnels, addr)
 	}
 }
 
@@ -286,6 +302,8 @@ func (l *listeners) shutdown(drain time.Duration) {
 	l.mu.Lock()
 	cur := l.cur
 	l.cur = [3]*served{}
+	tunnels := l.tunnels
+	l.tunnels = nil
 	l.closeReservedLocked()
 	l.mu.Unlock()
 	var wg sync.WaitGroup
@@ -297,6 +315,13 @@ func (l *listeners) shutdown(drain time.Duration) {
 				f.shutdown(drain)
 			}()
 		}
+	}
+	for _, t := range tunnels {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.shutdown(drain)
+		}()
 	}
 	wg.Wait()
 }

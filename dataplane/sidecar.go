@@ -38,6 +38,7 @@ import (
 	"github.com/micromesh/micromesh/dataplane/xdswire"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/otlpwire"
+	"github.com/micromesh/micromesh/internal/upstreams"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	"github.com/micromesh/micromesh/xds/policymeta"
 )
@@ -55,7 +56,11 @@ type Options struct {
 	// App is the local app's address (127.0.0.1:PORT), or "" for none
 	// (an outbound-only sidecar: nothing reaches it).
 	App         string
-	AppProtocol string // grpc or http
+	AppProtocol string // grpc, http or tcp
+	// Upstreams are the TCP services the app reaches at loopback ports of
+	// the sidecar (127.0.0.1:PORT each, bound by New: a taken one fails
+	// it), tunnelled through the mesh (docs/tcp.md).
+	Upstreams []upstreams.Upstream
 	// Outbound is the loopback address the app calls out through ("" for
 	// none; port 0 picks a free one, Info tells which).
 	Outbound string
@@ -251,6 +256,20 @@ func New(o Options) (*Sidecar, error) {
 	if inbound != 0 {
 		meta["inbound_port"] = float64(inbound)
 	}
+	if len(o.Upstreams) > 0 {
+		if err := upstreams.Check(o.Upstreams); err != nil {
+			s.lst.shutdown(0)
+			return nil, err
+		}
+		addrs := make([]string, len(o.Upstreams))
+		for i, u := range o.Upstreams {
+			addrs[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(int(u.Port)))
+		}
+		if err := s.lst.reserveTunnels(addrs); err != nil {
+			return nil, err
+		}
+		meta["upstreams"] = upstreams.Format(o.Upstreams)
+	}
 	if o.Admin != "" {
 		ln, err := net.Listen("tcp", o.Admin)
 		if err != nil {
@@ -340,7 +359,7 @@ func (s *Sidecar) put(cfg *config.Config) error {
 		return err
 	}
 	commit(true)
-	if cfg.Outbound != nil || cfg.Inbound != nil {
+	if cfg.Outbound != nil || cfg.Inbound != nil || len(cfg.Tunnels) > 0 {
 		s.once.Do(func() { close(s.config) })
 	}
 	if own := s.src.Current(); own != nil {

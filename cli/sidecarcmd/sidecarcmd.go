@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -27,6 +28,7 @@ import (
 	"github.com/micromesh/micromesh/internal/home"
 	"github.com/micromesh/micromesh/internal/join"
 	"github.com/micromesh/micromesh/internal/logging"
+	"github.com/micromesh/micromesh/internal/upstreams"
 )
 
 // Config is what the command needs from the program around it.
@@ -61,6 +63,8 @@ type sidecarOptions struct {
 	batch       bool
 	version     string
 	policy      map[string]string
+	upstreams   []string
+	ups         []upstreams.Upstream // upstreams, read by validate
 }
 
 // statsInterval is --stats-interval as dataplane.Options has it (0 there
@@ -92,11 +96,15 @@ func (o *sidecarOptions) validate() error {
 			return err
 		}
 	}
-	if o.outbound == "" && o.app == "none" {
-		return errors.New("nothing to do: give --outbound, or an --app and --inbound-port")
+	var err error
+	if o.ups, err = upstreams.Parse(strings.Join(o.upstreams, ",")); err != nil {
+		return fmt.Errorf("--upstream: %w", err)
 	}
-	if o.appProtocol != "grpc" && o.appProtocol != "http" {
-		return fmt.Errorf("--app-protocol %q: grpc or http", o.appProtocol)
+	if o.outbound == "" && o.app == "none" && len(o.ups) == 0 {
+		return errors.New("nothing to do: give --outbound, --upstream, or an --app and --inbound-port")
+	}
+	if o.appProtocol != "grpc" && o.appProtocol != "http" && o.appProtocol != "tcp" {
+		return fmt.Errorf("--app-protocol %q: http, grpc or tcp", o.appProtocol)
 	}
 	if o.statsEvery != 0 && o.statsEvery < time.Second {
 		return fmt.Errorf("--stats-interval %v: want 1s or more (0: never)", o.statsEvery)
@@ -139,11 +147,18 @@ service. It gets the service's certificate (join token, or the local CA, or
 calls on --outbound (HTTP/1.1 or h2c; route by Host: "name" or "name.namespace"),
 takes mTLS callers on --inbound-port (TCP: HTTP/2 over TLS; UDP: HTTP/3 over
 QUIC), forwards them to --app with their identity in x-mesh-caller, and keeps
-the instance registered. Ctrl-C deregisters, drains and stops.`,
+the instance registered. Ctrl-C deregisters, drains and stops.
+
+TCP services (a database, a cache) run with --app-protocol tcp; their callers
+list them with --upstream NAME=PORT and connect to 127.0.0.1:PORT: each
+connection rides a CONNECT stream between the two sidecars, mTLS and the
+service's rules applied as to HTTP (docs/tcp.md).`,
 		Args: cobra.NoArgs,
 		Example: `  meshctl sidecar --service hello --app 127.0.0.1:8080 --inbound-port 18443 --outbound 127.0.0.1:15001
   curl -H 'Host: hello' http://127.0.0.1:15001/   # from another service's sidecar
-  meshctl sidecar --service loadgen --app none --outbound 127.0.0.1:15002 --token "$TOKEN"`,
+  meshctl sidecar --service loadgen --app none --outbound 127.0.0.1:15002 --token "$TOKEN"
+  meshctl sidecar --service db --app 127.0.0.1:5432 --app-protocol tcp --inbound-port 18444
+  meshctl sidecar --service web --app none --upstream db=15432   # psql -h 127.0.0.1 -p 15432 reaches db`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return err
@@ -181,7 +196,7 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 			opts := dataplane.Options{
 				Credentials: creds, CertDir: absPath(certDir), Instance: o.instance,
 				ControlPlane: join.ControlPlaneAddr(o.ControlPlane, c.Home()),
-				AppProtocol:  o.appProtocol, Outbound: o.outbound, InboundPort: o.inboundPort,
+				AppProtocol:  o.appProtocol, Outbound: o.outbound, InboundPort: o.inboundPort, Upstreams: o.ups,
 				Advertise: o.advertise, Admin: o.admin, AccessLog: o.accessLog, SotW: o.xds == "sotw", NoQUIC: o.transport == "tls", Logger: log,
 				WaitForApp: o.waitApp, Version: o.version, QlogDir: o.qlogDir, Policy: o.policy, StatsInterval: statsInterval(o.statsEvery),
 				Ready: func(i dataplane.Info) {
@@ -201,7 +216,8 @@ the instance registered. Ctrl-C deregisters, drains and stops.`,
 	f := cmd.Flags()
 	o.Flags.Add(f)
 	f.StringVar(&o.app, "app", "", "the app's address on loopback (127.0.0.1:PORT), or none")
-	f.StringVar(&o.appProtocol, "app-protocol", "http", "what the app speaks: http (HTTP/1.1) or grpc (h2c)")
+	f.StringVar(&o.appProtocol, "app-protocol", "http", "what the app speaks: http (HTTP/1.1), grpc (h2c), or tcp (its own protocol: callers reach it through their --upstream ports)")
+	f.StringArrayVar(&o.upstreams, "upstream", nil, "a TCP service the app reaches at a loopback port of the sidecar: SERVICE[.NAMESPACE]=PORT (repeat, or comma-separate)")
 	f.StringVar(&o.outbound, "outbound", "", "loopback address the app calls out through (127.0.0.1:PORT; port 0 picks a free one, printed when ready)")
 	f.Uint16Var(&o.inboundPort, "inbound-port", 0, "port taking mTLS callers: TCP (TLS) and UDP (QUIC)")
 	f.StringVar(&o.admin, "admin", "127.0.0.1:0", "loopback address for /ready, /config_dump, /metrics and /debug/pprof/")

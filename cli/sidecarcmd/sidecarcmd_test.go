@@ -17,17 +17,24 @@ func TestValidateSaysWhatIsWrong(t *testing.T) {
 	if o := ok(); o.validate() != nil {
 		t.Fatalf("good options refused: %v", o.validate())
 	}
+	// An app that only reaches TCP services has something to do.
+	if o := (sidecarOptions{Flags: join.Flags{Service: "web", Namespace: "default"}, app: "none", appProtocol: "http", transport: "quic", xds: "delta",
+		upstreams: []string{"db=15432", "cache.shop=16379"}}); o.validate() != nil || len(o.ups) != 2 {
+		t.Fatalf("an upstreams-only sidecar: %v, %v", o.validate(), o.ups)
+	}
 	for want, change := range map[string]func(*sidecarOptions){
-		"--service is required":        func(o *sidecarOptions) { o.Service = "" },
-		"--app is required":            func(o *sidecarOptions) { o.app = "" },
-		"must be a loopback address":   func(o *sidecarOptions) { o.app = "10.0.0.1:80" },
-		"--inbound-port is required":   func(o *sidecarOptions) { o.inboundPort = 0 },
-		"nothing to do":                func(o *sidecarOptions) { o.app = "none" },
-		"--cores -1: want 1 or more":   func(o *sidecarOptions) { o.cores = -1 },
-		`--transport "udp"`:            func(o *sidecarOptions) { o.transport = "udp" },
-		`--xds "rest"`:                 func(o *sidecarOptions) { o.xds = "rest" },
-		`--advertise "host" is not`:    func(o *sidecarOptions) { o.advertise = "host" },
-		`--app-protocol "h3": grpc or`: func(o *sidecarOptions) { o.appProtocol = "h3" },
+		"--service is required":                  func(o *sidecarOptions) { o.Service = "" },
+		"--app is required":                      func(o *sidecarOptions) { o.app = "" },
+		"must be a loopback address":             func(o *sidecarOptions) { o.app = "10.0.0.1:80" },
+		"--inbound-port is required":             func(o *sidecarOptions) { o.inboundPort = 0 },
+		"nothing to do":                          func(o *sidecarOptions) { o.app = "none" },
+		"--cores -1: want 1 or more":             func(o *sidecarOptions) { o.cores = -1 },
+		`--transport "udp"`:                      func(o *sidecarOptions) { o.transport = "udp" },
+		`--xds "rest"`:                           func(o *sidecarOptions) { o.xds = "rest" },
+		`--advertise "host" is not`:              func(o *sidecarOptions) { o.advertise = "host" },
+		`--app-protocol "h3": http, grpc or tcp`: func(o *sidecarOptions) { o.appProtocol = "h3" },
+		`--upstream: upstream "db"`:              func(o *sidecarOptions) { o.upstreams = []string{"db"} },
+		"one port for two services":              func(o *sidecarOptions) { o.upstreams = []string{"db=1", "cache=1"} },
 	} {
 		o := ok()
 		change(&o)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -97,7 +98,10 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 		return errors.New("filter chain matches are not supported")
 	}
 	if len(fc.Filters) != 1 {
-		return fmt.Errorf("it has %d network filters; the built-in proxy takes one HTTP connection manager", len(fc.Filters))
+		return fmt.Errorf("it has %d network filters; the built-in proxy takes one HTTP connection manager or one TCP proxy", len(fc.Filters))
+	}
+	if tc := fc.Filters[0].TypedConfig; tc != nil && tc.TypeURL == xdswire.TCPProxyType {
+		return c.addTunnel(l.Name, sa, fc)
 	}
 	m, err := typed[*xdswire.HTTPConnectionManager](fc.Filters[0].TypedConfig, xdswire.HTTPConnectionManagerType)
 	if err != nil {
@@ -143,6 +147,9 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 		if filters.jwt != nil {
 			return errors.New("a jwt_authn filter on the outbound listener is not supported (services verify their callers' tokens)")
 		}
+		if m.ConnectEnabled() {
+			return errors.New("CONNECT on the outbound listener is not supported (the app reaches TCP services through tcp_proxy listeners)")
+		}
 		c.Outbound = &Outbound{Name: l.Name, Address: addr, Route: m.RDS.RouteConfigName, RequestID: requestID, Tracing: tracing, AccessLog: accessLog, Tap: tap,
 			RateLimit: filters.rateLimit, RateLimitFilter: filters.rateLimitFilter, RateLimitBeforeRBAC: filters.rateLimitBeforeRBAC,
 			Fault: filters.fault, FaultFilter: filters.faultFilter, FaultFirst: filters.faultFirst}
@@ -153,7 +160,7 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 		return fmt.Errorf("HTTP filter %q: fault injection on an inbound listener is not supported (only on the outbound one)", filters.faultFilter)
 	}
 	in := &Inbound{Name: l.Name, Address: addr, UDP: udp, RBAC: filters.rbac, JWT: filters.jwt, RequestID: requestID, Tracing: tracing, AccessLog: accessLog, Tap: tap,
-		RateLimit: filters.rateLimit, RateLimitFilter: filters.rateLimitFilter, RateLimitBeforeRBAC: filters.rateLimitBeforeRBAC}
+		RateLimit: filters.rateLimit, RateLimitFilter: filters.rateLimitFilter, RateLimitBeforeRBAC: filters.rateLimitBeforeRBAC, Connect: m.ConnectEnabled()}
 	switch m.ForwardClientCertDetails {
 	case xdswire.XFCCSanitize:
 	case xdswire.XFCCSanitizeSet:
@@ -211,6 +218,44 @@ func (c *Config) addListener(l *xdswire.Listener) error {
 		}
 		c.Inbound = in
 	}
+	return nil
+}
+
+// addTunnel adds a tcp_proxy listener: loopback, plaintext (the app's
+// side), every connection tunnelled in CONNECT to a cluster of the mesh.
+func (c *Config) addTunnel(name string, sa *xdswire.SocketAddress, fc *xdswire.FilterChain) error {
+	f := fc.Filters[0]
+	tp, err := typed[*xdswire.TCPProxy](f.TypedConfig, xdswire.TCPProxyType)
+	if err != nil {
+		return fmt.Errorf("network filter %q: %w", f.Name, err)
+	}
+	switch {
+	case tp.Unsupported != "":
+		return fmt.Errorf("network filter %q: %s is not supported", f.Name, tp.Unsupported)
+	case tp.Refused != "":
+		return fmt.Errorf("network filter %q: %s is not supported", f.Name, tp.Refused)
+	case tp.Cluster == "":
+		return fmt.Errorf("network filter %q: the TCP proxy names no cluster", f.Name)
+	case tp.TunnelingConfig == nil || tp.TunnelingConfig.Hostname == "":
+		return fmt.Errorf("network filter %q: a TCP proxy without tunneling_config.hostname is not supported (the mesh carries TCP in CONNECT streams, never raw)", f.Name)
+	case fc.TransportSocket != nil:
+		return errors.New("a TCP proxy listener with a transport socket is not supported (it takes the app's plaintext on loopback)")
+	case sa.Protocol == xdswire.UDP:
+		return errors.New("a TCP proxy listener must be TCP")
+	}
+	if ip := net.ParseIP(sa.Address); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("a plaintext listener must be on loopback, not %s", sa.Address)
+	}
+	t := &Tunnel{Name: name, Address: hostPort(sa.Address, sa.PortValue), Cluster: tp.Cluster, Authority: tp.TunnelingConfig.Hostname,
+		IdleTimeout: DefaultTunnelIdleTimeout}
+	if tp.IdleTimeout != nil {
+		t.IdleTimeout = tp.IdleTimeout.D()
+	}
+	i, found := slices.BinarySearchFunc(c.Tunnels, name, func(t *Tunnel, name string) int { return strings.Compare(t.Name, name) })
+	if found {
+		return errors.New("a second listener of that name")
+	}
+	c.Tunnels = slices.Insert(c.Tunnels, i, t)
 	return nil
 }
 
@@ -566,6 +611,24 @@ func compileRoute(rc *xdswire.RouteConfiguration, vh *xdswire.VirtualHost, rt *x
 	}
 	if action.Timeout == nil {
 		r.Timeout = defaultRouteTimeout
+	}
+	for _, u := range action.UpgradeConfigs {
+		if u.Enabled == nil || *u.Enabled { // CONNECT with connect_config: the decoder refused the rest
+			r.Tunnel = true
+		}
+	}
+	switch {
+	case r.Tunnel && !r.Match.Connect:
+		return nil, errors.New("connect_config on a route without connect_matcher is not supported (only CONNECT requests are tunnelled)")
+	case r.Match.Connect && !r.Tunnel:
+		return nil, errors.New("a connect_matcher route without an enabled CONNECT upgrade with connect_config is not supported (the proxy ends tunnels, it does not forward CONNECT)")
+	case r.Tunnel && (action.WeightedClusters != nil || len(action.RequestMirrorPolicies) > 0 || action.RetryPolicy != nil):
+		return nil, errors.New("a tunnel route to weighted clusters, with mirrors or with retries is not supported")
+	case r.Tunnel:
+		r.IdleTimeout = 5 * time.Minute // the connection manager's stream_idle_timeout
+		if action.IdleTimeout != nil {
+			r.IdleTimeout = action.IdleTimeout.D()
+		}
 	}
 	if msd := action.MaxStreamDuration; msd != nil {
 		if msd.GRPCTimeoutHeader {

@@ -31,6 +31,7 @@ import (
 	rbacfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -241,7 +242,12 @@ func TestCompileRefusesWhatItCannotHonour(t *testing.T) {
 			mutateHCM(t, findListener(r, "inbound"), func(m *hcm.HttpConnectionManager) {
 				m.UpgradeConfigs = []*hcm.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}}
 			})
-		}, "upgrade_configs is not supported"},
+		}, `upgrade_configs.upgrade_type "websocket" is not supported`},
+		{"CONNECT on the outbound listener", func(r *envoyResources) {
+			mutateHCM(t, findListener(r, "outbound"), func(m *hcm.HttpConnectionManager) {
+				m.UpgradeConfigs = []*hcm.HttpConnectionManager_UpgradeConfig{{UpgradeType: "CONNECT"}}
+			})
+		}, "CONNECT on the outbound listener is not supported"},
 		{"response headers to add", func(r *envoyResources) {
 			r.Routes[0].VirtualHosts[0].ResponseHeadersToAdd = []*core.HeaderValueOption{{Header: &core.HeaderValue{Key: "x", Value: "y"}}}
 		}, "response_headers_to_add is not supported"},
@@ -1515,5 +1521,133 @@ func TestCompileTakesTheRevocationList(t *testing.T) {
 	}
 	if c.Revocations.Len() != 1 {
 		t.Errorf("revocation list of %d, want 1", c.Revocations.Len())
+	}
+}
+
+// tunnelMesh: db, a TCP service, and the sidecar of its caller web, which
+// reaches it at 127.0.0.1:15432 — and db's own sidecar.
+func tunnelMesh(t *testing.T) (web, db envoyResources) {
+	t.Helper()
+	m := &xds.Mesh{TrustDomain: "micromesh.local", Roots: []byte("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"), Services: []xds.Service{
+		{Name: "db", Namespace: "default", Protocol: xds.ProtocolTCP, Endpoints: []xds.Endpoint{
+			{ID: "d1", Address: "10.0.0.8", Port: 8443, QUICPort: 8443, Kind: xds.KindBuiltin, Health: xds.HealthPassing},
+		}},
+	}}
+	build := func(p xds.Proxy) envoyResources {
+		r, err := xds.Build(m, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return envoyResources{Listeners: r.Listeners, Routes: r.Routes, Clusters: r.Clusters, Endpoints: r.Endpoints, Secrets: r.Secrets}
+	}
+	web = build(xds.Proxy{NodeID: "w", Namespace: "default", Service: "web", Kind: xds.KindBuiltin, OutboundPort: 15001, CertDir: "/certs",
+		Upstreams: []xds.Upstream{{Service: "db", Port: 15432}}})
+	db = build(xds.Proxy{NodeID: "d", Namespace: "default", Service: "db", Kind: xds.KindBuiltin, InboundPort: 18443, AppPort: 5432,
+		AppProtocol: xds.ProtocolTCP, CertDir: "/certs"})
+	return web, db
+}
+
+// The caller's tcp_proxy becomes a tunnel listener; the TCP service's
+// inbound listeners take CONNECT and end it at the app, whose cluster is
+// plain TCP; only CONNECT requests find that route.
+func TestCompilesTunnels(t *testing.T) {
+	webR, dbR := tunnelMesh(t)
+	web := compiled(t, webR)
+	if len(web.Tunnels) != 1 {
+		t.Fatalf("tunnels = %+v", web.Tunnels)
+	}
+	if tu := web.Tunnels[0]; *tu != (Tunnel{Name: "upstream|db.default", Address: "127.0.0.1:15432", Cluster: "db.default", Authority: "db.default", IdleTimeout: time.Hour}) {
+		t.Errorf("tunnel = %+v", tu)
+	}
+	if cl := web.Clusters["db.default"]; cl == nil || cl.Transport != TransportQUIC || cl.SAN != "spiffe://micromesh.local/ns/default/svc/db" {
+		t.Errorf("db's cluster = %+v", cl)
+	}
+	db := compiled(t, dbR)
+	for _, in := range []*Inbound{db.Inbound, db.InboundQUIC} {
+		if !in.Connect {
+			t.Errorf("%s takes no CONNECT", in.Name)
+		}
+		r, _ := in.Route.LookupRequest("db.default", Request{Method: "CONNECT"})
+		if r == nil || !r.Tunnel || r.Cluster != "inbound|app" || r.IdleTimeout != time.Hour || r.Timeout != 0 {
+			t.Errorf("%s: CONNECT routes to %+v", in.Name, r)
+		}
+		if r, known := in.Route.LookupRequest("db.default", Request{Method: "GET", Path: "/"}); r != nil || !known {
+			t.Errorf("%s: GET / routes to %+v (known %v), want no route", in.Name, r, known)
+		}
+	}
+	if app := db.Clusters["inbound|app"]; app.Transport != TransportPlain || app.HTTP2 || app.Endpoints[0].Address != "127.0.0.1:5432" {
+		t.Errorf("db's app cluster = %+v", app)
+	}
+	// An HTTP service's routes never take CONNECT.
+	c := compiled(t, meshFor(t, "default", "client"))
+	if c.Inbound.Connect {
+		t.Error("an HTTP service's inbound listener takes CONNECT")
+	}
+	if r, _ := c.Inbound.Route.LookupRequest("x", Request{Method: "CONNECT"}); r != nil {
+		t.Errorf("CONNECT matched an HTTP route: %+v", r)
+	}
+}
+
+func TestCompileRefusesTunnelsItCannotHonour(t *testing.T) {
+	tcpProxy := func(r *envoyResources) *listener.Listener { return findListener(r, "upstream|db.default") }
+	mutateTCP := func(t *testing.T, l *listener.Listener, f func(*tcpproxyv3.TcpProxy)) {
+		var tp tcpproxyv3.TcpProxy
+		if err := l.FilterChains[0].Filters[0].GetTypedConfig().UnmarshalTo(&tp); err != nil {
+			t.Fatal(err)
+		}
+		f(&tp)
+		a, err := anypb.New(&tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.FilterChains[0].Filters[0].ConfigType = &listener.Filter_TypedConfig{TypedConfig: a}
+	}
+	for _, tc := range []struct {
+		name   string
+		caller bool // a change to web's resources, else db's
+		mutate func(*envoyResources)
+		want   string
+	}{
+		{"raw TCP to the cluster", true, func(r *envoyResources) {
+			mutateTCP(t, tcpProxy(r), func(tp *tcpproxyv3.TcpProxy) { tp.TunnelingConfig = nil })
+		}, "without tunneling_config.hostname is not supported"},
+		{"weighted clusters", true, func(r *envoyResources) {
+			mutateTCP(t, tcpProxy(r), func(tp *tcpproxyv3.TcpProxy) {
+				tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{}}
+			})
+		}, "weighted_clusters is not supported"},
+		{"connect retries", true, func(r *envoyResources) {
+			mutateTCP(t, tcpProxy(r), func(tp *tcpproxyv3.TcpProxy) { tp.MaxConnectAttempts = wrapperspb.UInt32(3) })
+		}, "max_connect_attempts is not supported"},
+		{"a tunnel listener off loopback", true, func(r *envoyResources) {
+			tcpProxy(r).Address.GetSocketAddress().Address = "0.0.0.0"
+		}, "must be on loopback"},
+		{"CONNECT forwarded, not ended", false, func(r *envoyResources) {
+			mutateHCM(t, findListener(r, "inbound"), func(m *hcm.HttpConnectionManager) {
+				m.GetRouteConfig().VirtualHosts[0].Routes[0].GetRoute().UpgradeConfigs[0].ConnectConfig = nil
+			})
+		}, "CONNECT without connect_config"},
+		{"connect_config on a path route", false, func(r *envoyResources) {
+			mutateHCM(t, findListener(r, "inbound"), func(m *hcm.HttpConnectionManager) {
+				m.GetRouteConfig().VirtualHosts[0].Routes[0].Match = &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}}
+			})
+		}, "connect_config on a route without connect_matcher"},
+		{"a CONNECT route with retries", false, func(r *envoyResources) {
+			mutateHCM(t, findListener(r, "inbound"), func(m *hcm.HttpConnectionManager) {
+				m.GetRouteConfig().VirtualHosts[0].Routes[0].GetRoute().RetryPolicy = &route.RetryPolicy{RetryOn: "5xx"}
+			})
+		}, "with retries is not supported"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			web, db := tunnelMesh(t)
+			r := &db
+			if tc.caller {
+				r = &web
+			}
+			tc.mutate(r)
+			if _, err := Compile(r.wire(t)); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Compile = %v; want an error mentioning %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -33,8 +33,11 @@ type Config struct {
 	Outbound    *Outbound
 	Inbound     *Inbound // TCP + TLS
 	InboundQUIC *Inbound // UDP + QUIC
-	Routes      map[string]*RouteTable
-	Clusters    map[string]*Cluster
+	// Tunnels are the loopback listeners of the TCP services the app
+	// reaches (Envoy's tcp_proxy with tunneling_config), sorted by name.
+	Tunnels  []*Tunnel
+	Routes   map[string]*RouteTable
+	Clusters map[string]*Cluster
 	// Certificate is the proxy's certificate files, from SDS.
 	Certificate *CertFiles
 	// Roots is the trust bundle (PEM), from SDS.
@@ -72,6 +75,32 @@ func (c *Config) Missing() []string {
 	sort.Strings(out)
 	return out
 }
+
+// Tunnel is a loopback listener whose connections each go to Cluster in
+// a CONNECT stream to Authority: a TCP service reached through the mesh.
+type Tunnel struct {
+	Name      string
+	Address   string // host:port, loopback
+	Cluster   string
+	Authority string
+	// IdleTimeout ends a connection that carried nothing either way for
+	// that long (0: never).
+	IdleTimeout time.Duration
+}
+
+// TunnelAt returns the tunnel listening at addr, nil if none does.
+func (c *Config) TunnelAt(addr string) *Tunnel {
+	for _, t := range c.Tunnels {
+		if t.Address == addr {
+			return t
+		}
+	}
+	return nil
+}
+
+// DefaultTunnelIdleTimeout is a tunnel's idle timeout when its tcp_proxy
+// sets none (Envoy's).
+const DefaultTunnelIdleTimeout = time.Hour
 
 // Outbound is the loopback listener the app sends its calls to.
 type Outbound struct {
@@ -155,6 +184,10 @@ type Inbound struct {
 	RateLimit           *RateLimit
 	RateLimitFilter     string
 	RateLimitBeforeRBAC bool
+	// Connect: the listener takes CONNECT requests (its connection
+	// manager's upgrade_configs); without it they are refused (403, as
+	// Envoy's upgrade_failed).
+	Connect bool
 }
 
 // RouteTable routes by authority, then path.
@@ -188,8 +221,9 @@ func (t *RouteTable) LookupRequest(host string, q Request) (r *Route, known bool
 		}
 		routes = t.wildcard
 	}
+	connect := q.Method == "CONNECT"
 	for _, r := range routes {
-		if r.Match.matches(q.Path) && r.conditionsMatch(q) {
+		if r.Match.Connect == connect && (connect || r.Match.matches(q.Path)) && r.conditionsMatch(q) {
 			return r, true
 		}
 	}
@@ -217,12 +251,16 @@ func (t *RouteTable) Routes() []*Route {
 // path_separated_prefix: "/api" takes "/api" and "/api/x", not "/apix"),
 // with or without case; or a regular expression the whole path matches
 // (Regex, with its source in Path).
+//
+// Connect (Envoy's connect_matcher) matches CONNECT requests, which no other
+// path match takes.
 type PathMatch struct {
 	Path    string
 	Prefix  bool // Path is a prefix
 	Segment bool // Path is a prefix of whole segments
 	Fold    bool // case-insensitive
 	Regex   *regexp.Regexp
+	Connect bool
 }
 
 // conditionsMatch reports whether every condition of r holds for q.
@@ -281,6 +319,12 @@ type Route struct {
 	Fault       *Fault
 	// Mirrors copy a share of the route's requests to other clusters.
 	Mirrors []Mirror
+	// Tunnel ends the route's CONNECT requests here (Envoy's
+	// connect_config): the stream's bytes go to the cluster over TCP;
+	// IdleTimeout ends a tunnel that carried nothing either way for that
+	// long (0: never).
+	Tunnel      bool
+	IdleTimeout time.Duration
 }
 
 // Mirror copies a share of a route's requests to another cluster and

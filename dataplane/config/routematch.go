@@ -18,6 +18,8 @@ import (
 func compilePathMatch(m *xdswire.RouteMatch) (PathMatch, error) {
 	fold := m.CaseSensitive != nil && !*m.CaseSensitive
 	switch {
+	case m.ConnectMatcher != nil:
+		return PathMatch{Connect: true}, nil
 	case m.Prefix != nil:
 		return PathMatch{Path: *m.Prefix, Prefix: true, Fold: fold}, nil
 	case m.Path != nil:

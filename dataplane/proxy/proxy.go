@@ -35,6 +35,7 @@ type Proxy struct {
 	log       *slog.Logger
 	accessLog bool
 	m         *metrics
+	tm        tunnelMetrics
 	peers     peerCache
 	qlog      QUICTracer
 	spans     SpanRecorder // nil: no tracing
@@ -104,7 +105,7 @@ func New(creds *identity.Source, o Options) *Proxy {
 	if o.InitialFetchTimeout <= 0 {
 		o.InitialFetchTimeout = DefaultInitialFetchTimeout
 	}
-	p := &Proxy{self: o.Self, creds: creds, log: o.Logger, accessLog: o.AccessLog, m: newMetrics(o.Metrics), qlog: o.QUICTracer, spans: o.Spans, tap: o.Tap,
+	p := &Proxy{self: o.Self, creds: creds, log: o.Logger, accessLog: o.AccessLog, m: newMetrics(o.Metrics), tm: newTunnelMetrics(), qlog: o.QUICTracer, spans: o.Spans, tap: o.Tap,
 		warm: make(chan struct{}), warmWithin: o.InitialFetchTimeout}
 	if creds != nil {
 		if c := creds.Current(); c != nil {
@@ -112,6 +113,7 @@ func New(creds *identity.Source, o Options) *Proxy {
 		}
 	}
 	if o.Metrics != nil {
+		o.Metrics.MustRegister(p.tm.collectors()...)
 		o.Metrics.MustRegister(quicCollector{p})
 		o.Metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "micromesh_config_warming",
@@ -268,6 +270,11 @@ func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
 	if o.Tracing != nil {
 		r = p.traceStart(w, r, o.Tracing, tracing.KindClient, start)
 	}
+	if r.Method == http.MethodConnect {
+		p.local(w, r, outbound, "", http.StatusMethodNotAllowed,
+			"micromesh: the outbound listener does not proxy CONNECT: the app reaches a TCP service at a loopback port of its sidecar (--upstream SERVICE=PORT)", start)
+		return
+	}
 	routes := st.cfg.Routes[o.Route]
 	host := authority(r.Host)
 	var route *config.Route
@@ -379,6 +386,12 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Header["X-Forwarded-Client-Cert"] = []string{v}
 	}
+	if r.Method == http.MethodConnect && !lst.Connect {
+		// As Envoy's upgrade_failed.
+		p.localFor(w, r, inbound, caller.workload, p.self, http.StatusForbidden,
+			fmt.Sprintf("micromesh: %s takes no CONNECT: it is not a TCP service", p.self), start)
+		return
+	}
 	route, _ := lst.Route.LookupRequest(authority(r.Host), routeRequest(lst.Route, r))
 	limit := st.limits.bucketFor(lst.RateLimitFilter, route, st.limits.listeners[lst.Name])
 	var claims map[string]any
@@ -421,6 +434,10 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 	up := st.upstreams[cluster]
 	if up == nil {
 		p.local(w, r, inbound, cluster, http.StatusServiceUnavailable, "micromesh: the app's cluster is not configured yet", start)
+		return
+	}
+	if route.Tunnel {
+		p.tunnelIn(w, r, route, up, caller, start)
 		return
 	}
 	p.forward(w, r, route, up, nil, inbound, caller, start)

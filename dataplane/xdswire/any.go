@@ -65,6 +65,7 @@ var decoders = map[string]func() unmarshaler{
 	EndpointType:               func() unmarshaler { return &ClusterLoadAssignment{} },
 	SecretType:                 func() unmarshaler { return &Secret{} },
 	HTTPConnectionManagerType:  func() unmarshaler { return &HTTPConnectionManager{} },
+	TCPProxyType:               func() unmarshaler { return &TCPProxy{} },
 	RouterType:                 func() unmarshaler { return &Router{} },
 	RBACFilterType:             func() unmarshaler { return &RBACFilter{} },
 	LocalRateLimitType:         func() unmarshaler { return &LocalRateLimit{} },

@@ -20,6 +20,7 @@ import (
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	rbacfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcher "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	tracingv3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
@@ -52,15 +53,24 @@ func TestDecodesWhatTheControlPlaneServes(t *testing.T) {
 		{Name: "store", Namespace: xds.SystemNamespace, Protocol: xds.ProtocolGRPC, Endpoints: []xds.Endpoint{
 			{ID: "s1", Address: "10.0.0.9", Port: 9443, QUICPort: 9443, Kind: xds.KindBuiltin, Health: xds.HealthPassing},
 		}},
+		{Name: "db", Namespace: "default", Protocol: xds.ProtocolTCP, Endpoints: []xds.Endpoint{
+			{ID: "d1", Address: "10.0.0.8", Port: 8443, QUICPort: 8443, Kind: xds.KindBuiltin, Health: xds.HealthPassing},
+		}},
 	}, Externals: []xds.External{ // one with its own roots, one with the system's
 		{Name: "maps", Namespace: "default", Host: "maps.example", Port: 8443, CA: []byte("-----BEGIN CERTIFICATE-----\nY\n-----END CERTIFICATE-----\n")},
 		{Name: "payments", Namespace: "default", Host: "api.payments.example", Port: 443},
 		{Name: "rates", Namespace: "default", Host: "rates.example", Port: 443, Protocol: xds.ProtocolGRPC},
 	}}
 	seen := map[string]int{}
-	for _, ns := range []string{"default", xds.SystemNamespace} {
-		r, err := xds.Build(m, xds.Proxy{NodeID: "n", Namespace: ns, Service: "client", Kind: xds.KindBuiltin,
-			InboundPort: 18443, OutboundPort: 15001, AppPort: 8080, AppProtocol: xds.ProtocolGRPC, CertDir: "/certs"})
+	proxies := []xds.Proxy{{NodeID: "n", Service: "client", Kind: xds.KindBuiltin,
+		InboundPort: 18443, OutboundPort: 15001, AppPort: 8080, AppProtocol: xds.ProtocolGRPC, CertDir: "/certs"}}
+	// A TCP service's sidecar, which reaches a TCP service itself.
+	proxies = append(proxies, xds.Proxy{NodeID: "d", Service: "db", Kind: xds.KindBuiltin, InboundPort: 18443, AppPort: 5432,
+		AppProtocol: xds.ProtocolTCP, CertDir: "/certs", Upstreams: []xds.Upstream{{Service: "db", Namespace: "default", Port: 15432}}})
+	for i, ns := range []string{"default", xds.SystemNamespace, "default"} {
+		p := proxies[i/2]
+		p.Namespace = ns
+		r, err := xds.Build(m, p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,7 +222,7 @@ func TestRecordsWhatItDoesNotDecode(t *testing.T) {
 	}{
 		{&rbac.Permission{Rule: &rbac.Permission_DestinationPort{DestinationPort: 80}}, func(m any) string { return m.(*Permission).Unsupported }, "destination_port"},
 		{&rbac.Principal{Identifier: &rbac.Principal_RemoteIp{RemoteIp: &core.CidrRange{AddressPrefix: "10.0.0.0"}}}, func(m any) string { return m.(*Principal).Unsupported }, "remote_ip"},
-		{&route.RouteMatch{PathSpecifier: &route.RouteMatch_ConnectMatcher_{ConnectMatcher: &route.RouteMatch_ConnectMatcher{}}}, func(m any) string { return m.(*RouteMatch).Unsupported }, "connect_matcher"},
+		{&route.RouteMatch{PathSpecifier: &route.RouteMatch_PathMatchPolicy{PathMatchPolicy: &core.TypedExtensionConfig{Name: "x"}}}, func(m any) string { return m.(*RouteMatch).Unsupported }, "path_match_policy"},
 		{&route.RouteMatch{PathSpecifier: &route.RouteMatch_Path{Path: "/x"}, DynamicMetadata: []*matcher.MetadataMatcher{{Filter: "f"}}}, func(m any) string { return m.(*RouteMatch).Conditions }, "dynamic_metadata"},
 		{&route.Route{Action: &route.Route_Redirect{Redirect: &route.RedirectAction{}}}, func(m any) string { return m.(*Route).Unsupported }, "redirect"},
 		{&route.RouteAction{ClusterSpecifier: &route.RouteAction_ClusterHeader{ClusterHeader: "x"}}, func(m any) string { return m.(*RouteAction).Unsupported }, "cluster_header"},
@@ -579,4 +589,77 @@ func TestDecodesAccessLogs(t *testing.T) {
 			t.Errorf("%v: Refused %q, want %q", cfg, got, want)
 		}
 	}
+}
+
+// TestDecodesTunnels covers what TCP services take: the caller's tcp_proxy
+// with its tunneling config, the callee's CONNECT upgrade and its
+// connect_matcher route with connect_config, and what is refused of each.
+func TestDecodesTunnels(t *testing.T) {
+	tp := decodeLike(t, &tcpproxyv3.TcpProxy{StatPrefix: "upstream|db.default",
+		ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: "db.default"},
+		TunnelingConfig:  &tcpproxyv3.TcpProxy_TunnelingConfig{Hostname: "db.default"},
+		IdleTimeout:      durationpb.New(10 * time.Minute),
+	}).(*TCPProxy)
+	if tp.Cluster != "db.default" || tp.TunnelingConfig == nil || tp.TunnelingConfig.Hostname != "db.default" || tp.IdleTimeout.D() != 10*time.Minute || tp.Refused != "" || tp.Unsupported != "" {
+		t.Errorf("tcp_proxy: %+v", tp)
+	}
+	hcmCfg := decodeLike(t, &hcm.HttpConnectionManager{StatPrefix: "inbound",
+		UpgradeConfigs: []*hcm.HttpConnectionManager_UpgradeConfig{{UpgradeType: "CONNECT"}}}).(*HTTPConnectionManager)
+	if !hcmCfg.ConnectEnabled() || hcmCfg.Refused != "" {
+		t.Errorf("connection manager with CONNECT: enabled %v, refused %q", hcmCfg.ConnectEnabled(), hcmCfg.Refused)
+	}
+	rc := decodeLike(t, &route.RouteConfiguration{Name: "inbound", VirtualHosts: []*route.VirtualHost{{Name: "app", Domains: []string{"*"}, Routes: []*route.Route{{
+		Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_ConnectMatcher_{ConnectMatcher: &route.RouteMatch_ConnectMatcher{}}},
+		Action: &route.Route_Route{Route: &route.RouteAction{
+			ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "inbound|app"},
+			IdleTimeout:      durationpb.New(time.Hour),
+			UpgradeConfigs:   []*route.RouteAction_UpgradeConfig{{UpgradeType: "CONNECT", ConnectConfig: &route.RouteAction_UpgradeConfig_ConnectConfig{}}},
+		}},
+	}}}}}).(*RouteConfiguration)
+	r := rc.VirtualHosts[0].Routes[0]
+	if r.Match.ConnectMatcher == nil || r.Match.Unsupported != "" || r.Route.Refused != "" || len(r.Route.UpgradeConfigs) != 1 || r.Route.IdleTimeout.D() != time.Hour {
+		t.Errorf("connect route: match %+v, action %+v", r.Match, r.Route)
+	}
+
+	refused := []struct {
+		m    proto.Message
+		get  func(any) string
+		want string
+	}{
+		{&tcpproxyv3.TcpProxy{StatPrefix: "x", ClusterSpecifier: &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{}}},
+			func(m any) string { return m.(*TCPProxy).Unsupported }, "weighted_clusters"},
+		{&tcpproxyv3.TcpProxy{StatPrefix: "x", MaxConnectAttempts: wrapperspb.UInt32(3)}, func(m any) string { return m.(*TCPProxy).Refused }, "max_connect_attempts"},
+		{&tcpproxyv3.TcpProxy{StatPrefix: "x", TunnelingConfig: &tcpproxyv3.TcpProxy_TunnelingConfig{Hostname: "h", UsePost: true}},
+			func(m any) string { return m.(*TCPProxy).Refused }, "tunneling_config.use_post"},
+		{&hcm.HttpConnectionManager{StatPrefix: "x", UpgradeConfigs: []*hcm.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}}},
+			func(m any) string { return m.(*HTTPConnectionManager).Refused }, `upgrade_configs.upgrade_type "websocket"`},
+		{routeOf(&route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "c"}, UpgradeConfigs: []*route.RouteAction_UpgradeConfig{{UpgradeType: "CONNECT"}}}),
+			actionRefused, "upgrade_configs.CONNECT without connect_config (forwarded as a request)"},
+		{routeOf(&route.RouteAction{ClusterSpecifier: &route.RouteAction_Cluster{Cluster: "c"}, UpgradeConfigs: []*route.RouteAction_UpgradeConfig{{UpgradeType: "CONNECT",
+			ConnectConfig: &route.RouteAction_UpgradeConfig_ConnectConfig{AllowPost: true}}}}),
+			actionRefused, "upgrade_configs.connect_config.allow_post"},
+	}
+	for _, c := range refused {
+		if got := c.get(decodeLike(t, c.m)); got != c.want {
+			t.Errorf("%T: refused %q, want %q", c.m, got, c.want)
+		}
+	}
+	// A disabled upgrade is no CONNECT.
+	off := decodeLike(t, &hcm.HttpConnectionManager{StatPrefix: "x",
+		UpgradeConfigs: []*hcm.HttpConnectionManager_UpgradeConfig{{UpgradeType: "CONNECT", Enabled: wrapperspb.Bool(false)}}}).(*HTTPConnectionManager)
+	if off.ConnectEnabled() {
+		t.Error("a disabled CONNECT upgrade is enabled")
+	}
+}
+
+// routeOf is a route configuration of one route with action a.
+func routeOf(a *route.RouteAction) *route.RouteConfiguration {
+	return &route.RouteConfiguration{Name: "r", VirtualHosts: []*route.VirtualHost{{Name: "v", Domains: []string{"*"}, Routes: []*route.Route{{
+		Match: &route.RouteMatch{PathSpecifier: &route.RouteMatch_Prefix{Prefix: "/"}}, Action: &route.Route_Route{Route: a},
+	}}}}}
+}
+
+// actionRefused is what the proxy refuses of routeOf's action.
+func actionRefused(m any) string {
+	return m.(*RouteConfiguration).VirtualHosts[0].Routes[0].Route.Refused
 }

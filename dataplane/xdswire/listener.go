@@ -1,6 +1,11 @@
 package xdswire
 
-import "google.golang.org/protobuf/encoding/protowire"
+import (
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
 
 // Listener is envoy.config.listener.v3.Listener.
 type Listener struct {
@@ -225,8 +230,11 @@ type HTTPConnectionManager struct {
 	Tracing *Tracing `json:"tracing,omitempty"`
 	// AccessLogs, if any, make the proxy log every request.
 	AccessLogs []*AccessLog `json:"accessLog,omitempty"`
+	// UpgradeConfigs: CONNECT alone (routes with connect_config end the
+	// tunnels).
+	UpgradeConfigs []*HCMUpgradeConfig `json:"upgradeConfigs,omitempty"`
 	// Refused names the first field set to something the proxy does not
-	// do (slash merging, escaped-slash handling, upgrades, extensions…).
+	// do (slash merging, escaped-slash handling, other upgrades, extensions…).
 	Refused string `json:"-"`
 	routes  oneof
 }
@@ -292,7 +300,7 @@ func (m *SetCurrentClientCertDetails) unmarshal(b []byte) error {
 // set (messages) or not zero (enums, booleans).
 var hcmRefused = map[protowire.Number]string{
 	60: "forward_client_cert_matcher",
-	33: "merge_slashes", 23: "upgrade_configs", 36: "request_id_extension",
+	33: "merge_slashes", 36: "request_id_extension",
 	38: "local_reply_config", 52: "early_header_mutation_extensions", 46: "original_ip_detection_extensions",
 	50: "typed_header_validation_config",
 	// Headers Envoy would add or change: x-request-id in answers, Via,
@@ -346,6 +354,8 @@ func (m *HTTPConnectionManager) unmarshal(b []byte) error {
 			return msg(f, &m.CommonOptions)
 		case 7:
 			return msg(f, &m.Tracing)
+		case 23:
+			return msgs(f, &m.UpgradeConfigs)
 		}
 		if name, ok := hcmRefusedTrue[f.num]; ok {
 			return refuseTrue(f, &m.Refused, name)
@@ -373,7 +383,47 @@ func (m *HTTPConnectionManager) unmarshal(b []byte) error {
 	if m.Tracing != nil {
 		nested(&m.Refused, "tracing", m.Tracing.Refused)
 	}
+	for _, u := range m.UpgradeConfigs {
+		nested(&m.Refused, "upgrade_configs", u.Refused)
+	}
 	return err
+}
+
+// HCMUpgradeConfig is the connection manager's UpgradeConfig: the proxy
+// takes CONNECT, with no filter chain of its own.
+type HCMUpgradeConfig struct {
+	UpgradeType string `json:"upgradeType,omitempty"`
+	Enabled     *bool  `json:"enabled,omitempty"`
+	// Refused names another upgrade type (a WebSocket), or filters.
+	Refused string `json:"-"`
+}
+
+func (m *HCMUpgradeConfig) unmarshal(b []byte) error {
+	err := fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.UpgradeType)
+		case 3:
+			return f.boolValue(&m.Enabled)
+		}
+		refuseSet(f, &m.Refused, map[protowire.Number]string{2: "filters"})
+		return nil
+	})
+	if !strings.EqualFold(m.UpgradeType, "CONNECT") && m.Refused == "" {
+		m.Refused = "upgrade_type " + strconv.Quote(m.UpgradeType)
+	}
+	return err
+}
+
+// ConnectEnabled reports whether the connection manager takes CONNECT
+// requests (an upgrade config says so and is not disabled).
+func (m *HTTPConnectionManager) ConnectEnabled() bool {
+	for _, u := range m.UpgradeConfigs {
+		if strings.EqualFold(u.UpgradeType, "CONNECT") && (u.Enabled == nil || *u.Enabled) {
+			return true
+		}
+	}
+	return false
 }
 
 // RDS is the connection manager's Rds.

@@ -1,6 +1,11 @@
 package xdswire
 
-import "google.golang.org/protobuf/encoding/protowire"
+import (
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
 
 // RouteConfiguration is envoy.config.route.v3.RouteConfiguration.
 type RouteConfiguration struct {
@@ -169,9 +174,12 @@ type RouteMatch struct {
 	// RuntimeFraction matches a share of the requests (its runtime key
 	// overrides nothing: the proxy has no runtime).
 	RuntimeFraction *RuntimeFractionalPercent `json:"runtimeFraction,omitempty"`
-	Unsupported     string                    `json:"-"` // another path specifier
-	Conditions      string                    `json:"-"` // the first condition the proxy does not read
-	path            oneof
+	// ConnectMatcher, the path specifier of CONNECT requests, matches
+	// those alone (they have no path).
+	ConnectMatcher *Unread `json:"connectMatcher,omitempty"`
+	Unsupported    string  `json:"-"` // another path specifier
+	Conditions     string  `json:"-"` // the first condition the proxy does not read
+	path           oneof
 }
 
 func (m *RouteMatch) unmarshal(b []byte) error {
@@ -182,7 +190,7 @@ func (m *RouteMatch) unmarshal(b []byte) error {
 				return nil
 			}
 			if m.path.to(f.num) {
-				m.Prefix, m.Path, m.SafeRegex, m.PathSeparatedPrefix, m.Unsupported = nil, nil, nil, nil, ""
+				m.Prefix, m.Path, m.SafeRegex, m.PathSeparatedPrefix, m.ConnectMatcher, m.Unsupported = nil, nil, nil, nil, nil, ""
 			}
 		}
 		switch f.num {
@@ -205,7 +213,7 @@ func (m *RouteMatch) unmarshal(b []byte) error {
 		case 9:
 			return msg(f, &m.RuntimeFraction)
 		case 12:
-			m.Unsupported = "connect_matcher"
+			return msg(f, &m.ConnectMatcher)
 		case 15:
 			m.Unsupported = "path_match_policy"
 		case 11, 13, 16:
@@ -256,7 +264,12 @@ type RouteAction struct {
 	RequestMirrorPolicies []*RequestMirrorPolicy `json:"requestMirrorPolicies,omitempty"`
 	// HostRewriteLiteral replaces the request's authority upstream.
 	HostRewriteLiteral string `json:"hostRewriteLiteral,omitempty"`
-	Unsupported        string `json:"-"` // another cluster specifier
+	// IdleTimeout ends a stream that carried nothing either way for this
+	// long (0: never); unset: the connection manager's (5 minutes).
+	IdleTimeout *Duration `json:"idleTimeout,omitempty"`
+	// UpgradeConfigs: CONNECT alone, with connect_config (terminated here).
+	UpgradeConfigs []*RouteUpgradeConfig `json:"upgradeConfigs,omitempty"`
+	Unsupported    string                `json:"-"` // another cluster specifier
 	// Refused names the first field set that the proxy does not do
 	// (rewrites, mirrors, hedging, subsets…).
 	Refused   string `json:"-"`
@@ -268,7 +281,7 @@ var routeActionRefused = map[protowire.Number]string{
 	4: "metadata_match", 5: "prefix_rewrite", 32: "regex_rewrite", 41: "path_rewrite_policy", 45: "path_rewrite",
 	7: "auto_host_rewrite", 29: "host_rewrite_header", 35: "host_rewrite_path_regex",
 	33: "retry_policy_typed_config", 13: "rate_limits", 17: "cors",
-	23: "max_grpc_timeout", 28: "grpc_timeout_offset", 25: "upgrade_configs", 34: "internal_redirect_policy",
+	23: "max_grpc_timeout", 28: "grpc_timeout_offset", 34: "internal_redirect_policy",
 	26: "internal_redirect_action", 27: "hedge_policy",
 }
 
@@ -327,7 +340,7 @@ func (m *MaxStreamDuration) unmarshal(b []byte) error {
 }
 
 func (m *RouteAction) unmarshal(b []byte) error {
-	return fields(b, func(f field) error {
+	err := fields(b, func(f field) error {
 		switch f.num {
 		case 1, 2, 3, 37, 39:
 			if !f.member() {
@@ -350,6 +363,10 @@ func (m *RouteAction) unmarshal(b []byte) error {
 			return msgs(f, &m.RequestMirrorPolicies)
 		case 6:
 			return f.str(&m.HostRewriteLiteral)
+		case 24:
+			return f.duration(&m.IdleTimeout)
+		case 25:
+			return msgs(f, &m.UpgradeConfigs)
 		case 2:
 			m.Unsupported = "cluster_header"
 		case 3:
@@ -362,6 +379,55 @@ func (m *RouteAction) unmarshal(b []byte) error {
 		refuseSet(f, &m.Refused, routeActionRefused)
 		return nil
 	})
+	for _, u := range m.UpgradeConfigs {
+		nested(&m.Refused, "upgrade_configs", u.Refused)
+	}
+	return err
+}
+
+// RouteUpgradeConfig is RouteAction.UpgradeConfig. The proxy takes one
+// kind of upgrade: CONNECT with connect_config, terminated (its stream's
+// bytes go to the cluster over TCP).
+type RouteUpgradeConfig struct {
+	UpgradeType   string  `json:"upgradeType,omitempty"`
+	Enabled       *bool   `json:"enabled,omitempty"`
+	ConnectConfig *Unread `json:"connectConfig,omitempty"`
+	// Refused names what the proxy does not do: another upgrade (a
+	// WebSocket), CONNECT forwarded as a request (no connect_config), a
+	// PROXY protocol header, CONNECT over POST.
+	Refused string `json:"-"`
+}
+
+func (m *RouteUpgradeConfig) unmarshal(b []byte) error {
+	var connect []byte
+	err := fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.UpgradeType)
+		case 2:
+			return f.boolValue(&m.Enabled)
+		case 3:
+			if err := msg(f, &m.ConnectConfig); err != nil {
+				return err
+			}
+			connect = append(connect, f.b...)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	switch {
+	case !strings.EqualFold(m.UpgradeType, "CONNECT"):
+		m.Refused = "upgrade_type " + strconv.Quote(m.UpgradeType)
+	case m.ConnectConfig == nil && (m.Enabled == nil || *m.Enabled):
+		m.Refused = "CONNECT without connect_config (forwarded as a request)"
+	}
+	_ = fields(connect, func(f field) error {
+		refuseSet(f, &m.Refused, map[protowire.Number]string{1: "connect_config.proxy_protocol_config", 2: "connect_config.allow_post"})
+		return nil
+	})
+	return nil
 }
 
 // WeightedCluster is envoy.config.route.v3.WeightedCluster: each request
