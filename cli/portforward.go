@@ -13,12 +13,16 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/clienv"
 	"github.com/micromesh/micromesh/internal/grpcrelay"
 	"github.com/micromesh/micromesh/internal/join"
 	"github.com/micromesh/micromesh/internal/meshclient"
+	"github.com/micromesh/micromesh/internal/ports"
 	"github.com/micromesh/micromesh/internal/rawcodec"
+	"github.com/micromesh/micromesh/internal/upstreams"
+	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 )
 
 func newPortForwardCommand(g *globalOptions, s Streams) *cobra.Command {
@@ -39,13 +43,19 @@ faults, splits, retries. The port listens on loopback only, since whoever
 reaches it calls as that identity. It needs the server's state (its CA
 mints the sidecar's certificate), as call --as does.
 
+For a TCP service (a database run with --app-protocol tcp) the port takes
+raw TCP instead: each connection is tunnelled to an instance of the service
+(psql, redis-cli, nc reach it as if it ran here); the port is then on
+127.0.0.1.
+
 In a remote environment (meshctl env) the port takes gRPC only and relays
 each call to the environment's remote proxy as your login, as meshctl call
 does there.`,
 		Args: cobra.RangeArgs(1, 2),
 		Example: `  meshctl port-forward helloworld 9090
   grpcurl -plaintext -d '{"name":"Ann"}' 127.0.0.1:9090 examples.helloworld.v1.Helloworld/Call
-  meshctl port-forward billing.finance --as orders.shop   # as orders' calls would`,
+  meshctl port-forward billing.finance --as orders.shop   # as orders' calls would
+  meshctl port-forward linedb 16000 && nc 127.0.0.1 16000   # a TCP service`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name, ns, err := identity.SplitService(args[0])
 			if err != nil {
@@ -84,6 +94,13 @@ does there.`,
 					return err
 				}
 			}
+			tcp, err := isTCPService(cmd.Context(), g, t.controlPlane, ns, name)
+			if err != nil {
+				return err
+			}
+			if tcp {
+				return forwardTCP(cmd.Context(), g, s, t, addr, ns, name, callerNS, caller)
+			}
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return err
@@ -110,6 +127,67 @@ does there.`,
 	t.flags(cmd)
 	cmd.Flags().StringVar(&as, "as", "", "the caller the requests come from, name or name.namespace (default: meshctl.micromesh, the CLI's platform identity)")
 	return cmd
+}
+
+// isTCPService reports whether service name of namespace ns has
+// instances registered with protocol tcp (false for one not registered:
+// the HTTP forward then says so per request).
+func isTCPService(ctx context.Context, g *globalOptions, controlPlane, ns, name string) (bool, error) {
+	var tcp bool
+	err := withAdmin(ctx, g, controlPlane, func(ctx context.Context, conn *grpc.ClientConn) error {
+		resp, err := registryv1.NewRegistryServiceClient(conn).ListServices(ctx, &registryv1.ListServicesRequest{Namespace: ns})
+		if err != nil {
+			return err
+		}
+		for _, svc := range resp.GetServices() {
+			if svc.GetName() != name {
+				continue
+			}
+			for _, in := range svc.GetInstances() {
+				tcp = tcp || in.GetProtocol() == registry.ProtocolTCP
+			}
+		}
+		return nil
+	})
+	return tcp, err
+}
+
+// forwardTCP tunnels each connection to addr (127.0.0.1, a free port for
+// port 0) to TCP service name of namespace ns, through a sidecar in this
+// process as caller of callerNS, until ctx ends.
+func forwardTCP(ctx context.Context, g *globalOptions, s Streams, t *serviceTarget, addr, ns, name, callerNS, caller string) error {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if host != "127.0.0.1" {
+		return fmt.Errorf("%s is a TCP service: its forward listens on 127.0.0.1 (give PORT alone), not %s", name, host)
+	}
+	port, _ := strconv.Atoi(p)
+	if port == 0 {
+		free, err := ports.Free(1)
+		if err != nil {
+			return err
+		}
+		port = free[0]
+	}
+	up := upstreams.Upstream{Service: name, Namespace: ns, Port: uint16(port)}
+	h := g.homeDir()
+	c, err := meshclient.StartCaller(ctx, h, join.ControlPlaneAddr(t.controlPlane, h), callerNS, caller,
+		slog.New(slog.NewTextHandler(s.Err, &slog.HandlerOptions{Level: slog.LevelWarn})), up)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	local := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	out := map[string]string{"listen": local, "service": name + "." + ns, "as": c.ID.String(), "protocol": registry.ProtocolTCP}
+	if err := render(s.Out, g.output, out, func() string {
+		return fmt.Sprintf("forwarding %s → %s.%s (TCP, tunnelled through a sidecar as %s; Ctrl-C stops)\n  connect your client to %s\n",
+			local, name, ns, c.ID, local)
+	}); err != nil {
+		return err
+	}
+	return c.Wait(ctx)
 }
 
 // forwardRemote serves gRPC on addr until ctx ends, relaying each call

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -195,5 +197,55 @@ func TestLoginTokenKeptUntilItsLastMinute(t *testing.T) {
 	l.until = time.Now()
 	if _, err := bearer(l); err == nil || !strings.Contains(err.Error(), "expired") {
 		t.Fatalf("an expired login: %v", err)
+	}
+}
+
+// A TCP service's forward is raw TCP: a client's connection to the local
+// port reaches the app through a tunnel, its end passed on.
+func TestPortForwardTCP(t *testing.T) {
+	env := meshtest.NewEnv(t)
+	cp := env.StartControlPlane()
+	app, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = app.Close() })
+	go func() {
+		for {
+			c, err := app.Accept()
+			if err != nil {
+				return
+			}
+			go func() { // echoes until the client ends, then says so and ends
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+				_, _ = io.WriteString(c, "[end]")
+			}()
+		}
+	}()
+	cp.StartSidecar("default", "cache", meshtest.WithApp(app.Addr().String(), "tcp"))
+	port := meshtest.FreePort(t)
+	addr := portForward(t, string(env.Home), "cache", strconv.Itoa(port))
+	if addr != "127.0.0.1:"+strconv.Itoa(port) {
+		t.Fatalf("listens on %s, want 127.0.0.1:%d", addr, port)
+	}
+	var c net.Conn
+	poll.Until(t, "the forward to take connections", 30*time.Second, 50*time.Millisecond, func() bool {
+		c, err = net.Dial("tcp", addr)
+		return err == nil
+	})
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, "PING"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "PING[end]" {
+		t.Fatalf("through the forward: %q, %v; want the echo and the app's end", got, err)
+	}
+	// Not on another address: the tunnel listener is the sidecar's, on 127.0.0.1.
+	if _, err := runCLI(t, "--home", string(env.Home), "port-forward", "cache", "127.0.0.2:"+strconv.Itoa(port)); err == nil || !strings.Contains(err.Error(), "listens on 127.0.0.1") {
+		t.Errorf("a TCP forward on 127.0.0.2: %v", err)
 	}
 }

@@ -117,7 +117,7 @@ func newRegistryRegisterCommand(g *globalOptions, s Streams) *cobra.Command {
 	f.StringVar(&o.id, "id", "", "instance ID (default: <service>-<random>)")
 	f.StringVar(&o.address, "address", "", "HOST:PORT where the instance serves mTLS")
 	f.Uint16Var(&o.quicPort, "quic-port", 0, "UDP port serving HTTP/3 (built-in sidecars)")
-	f.StringVar(&o.protocol, "protocol", registry.ProtocolGRPC, "grpc or http")
+	f.StringVar(&o.protocol, "protocol", registry.ProtocolGRPC, "grpc, http or tcp (its callers reach it through their --upstream ports; needs a builtin or envoy kind)")
 	f.StringVar(&o.kind, "kind", registry.KindProxyless, "builtin, envoy or proxyless")
 	f.StringVar(&o.version, "version", "", "version label")
 	f.DurationVar(&o.ttl, "ttl", 0, "heartbeat deadline (default: static)")
@@ -305,11 +305,11 @@ func renderServices(resp *registryv1.ListServicesResponse) string {
 			if in.QUICPort != 0 {
 				transport = "tls+quic"
 			}
-			rows = append(rows, []string{svc.Namespace, svc.Name, in.ID, in.Address, in.Kind, transport, in.Version, strings.ToUpper(in.Health)})
+			rows = append(rows, []string{svc.Namespace, svc.Name, in.ID, in.Address, in.Protocol, in.Kind, transport, in.Version, strings.ToUpper(in.Health)})
 		}
 	}
 	slices.SortStableFunc(rows, func(a, b []string) int { return strings.Compare(a[0]+"/"+a[1], b[0]+"/"+b[1]) })
-	out := table([]string{"NAMESPACE", "SERVICE", "INSTANCE", "ADDRESS", "KIND", "TRANSPORT", "VERSION", "HEALTH"}, rows)
+	out := table([]string{"NAMESPACE", "SERVICE", "INSTANCE", "ADDRESS", "PROTOCOL", "KIND", "TRANSPORT", "VERSION", "HEALTH"}, rows)
 	if policies := renderPolicies(services); policies != "" {
 		out += "\n" + policies
 	}

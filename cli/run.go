@@ -19,6 +19,7 @@ import (
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/controlplane/rollout"
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/internal/envconfig"
 	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
 	"github.com/micromesh/micromesh/runtime"
@@ -50,6 +51,8 @@ type runOptions struct {
 	env       []string
 	version   string
 	policy    map[string]string
+	upstreams []string
+	appProto  string
 	rollout   bool
 	watch     bool
 	// --rollout-steps, --rollout-interval, --rollout-deadline
@@ -77,7 +80,9 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
   meshctl run examples/helloworld --policy timeout=2s --policy '/helloworld.Greeter/SayHello:retries=0'
   meshctl run examples/helloworld --version v2   # beside the version running; then: meshctl split set helloworld ...
   meshctl run examples/helloworld --version v2 --rollout   # and move the traffic to it step by step
-  meshctl run ./orders --watch   # rebuild and replace it at each save, until Ctrl-C`,
+  meshctl run ./orders --watch   # rebuild and replace it at each save, until Ctrl-C
+  meshctl run ./orders --upstream db   # the app connects to $MESH_UPSTREAM_DB: db, a TCP service, through the mesh
+  meshctl run examples/kv --app-protocol tcp   # a TCP server listening on $MESH_ADDRESS`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dash := cmd.ArgsLenAtDash(); dash >= 0 && dash != 1 {
@@ -110,6 +115,10 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 					return err
 				}
 			}
+			ups, err := upstreamNames(o.upstreams)
+			if err != nil {
+				return err
+			}
 			var plan *rolloutPlan
 			if o.rollout {
 				var err error
@@ -118,10 +127,10 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 				}
 			}
 			var resp *runtimev1.RunResponse
-			err := withRuntime(cmd.Context(), g, o.target.controlPlane, runtimeCallTimeout, func(ctx context.Context, c runtimev1.RuntimeServiceClient) (err error) {
+			err = withRuntime(cmd.Context(), g, o.target.controlPlane, runtimeCallTimeout, func(ctx context.Context, c runtimev1.RuntimeServiceClient) (err error) {
 				resp, err = c.Run(ctx, &runtimev1.RunRequest{
 					Name: o.name, Namespace: o.target.namespace, Source: src, Instances: o.instances,
-					Env: o.env, Args: args[1:], Version: o.version, Policy: o.policy,
+					Env: o.env, Args: args[1:], Version: o.version, Policy: o.policy, Upstreams: ups, AppProtocol: o.appProto,
 				})
 				return err
 			})
@@ -178,6 +187,8 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 	f.DurationVar(&o.rolloutInterval, "rollout-interval", time.Minute, "with --rollout: how long each step runs before the next (30s-1h)")
 	f.DurationVar(&o.rolloutDeadline, "rollout-deadline", 0, "with --rollout: roll back when a step still lacks the requests it needs this long past its interval (30s-24h; default: wait as long as it takes)")
 	f.BoolVar(&o.watch, "watch", false, "then keep watching the source directory: each change rebuilds the service (regenerating its .proto files' Go first when one changed) and replaces its instances one by one; a build that fails leaves the running version; Ctrl-C stops watching, the service keeps running")
+	f.StringVar(&o.appProto, "app-protocol", "grpc", "what the app speaks on $MESH_ADDRESS: grpc (a service of the framework), http (HTTP/1.1), or tcp (its own protocol, as a database: callers reach it with --upstream)")
+	f.StringArrayVar(&o.upstreams, "upstream", nil, "a TCP service the app reaches (SERVICE or SERVICE.NAMESPACE; repeatable, or comma-separated): each instance's sidecar takes it on a loopback port, which the app reads from $MESH_UPSTREAM_<SERVICE> (docs/tcp.md)")
 	f.StringToStringVar(&o.policy, "policy", nil, "traffic policy — what the service's callers apply (fault_* injects faults into their calls), and rate_limit (requests/s) each instance enforces —, key=value, repeatable (keys: "+strings.Join(policyKeys(), ", ")+"); PATH:key=value for the requests of one path, PATH* for a prefix ("+strings.Join(xds.PathPolicyKeys(), ", ")+")")
 	return cmd
 }
@@ -536,4 +547,25 @@ func (p *rolloutPlan) undo(ctx context.Context, g *globalOptions, o *runOptions)
 		_, err := registryv1.NewRegistryServiceClient(conn).DeleteSplit(ctx, &registryv1.DeleteSplitRequest{Service: p.name, Namespace: o.target.namespace})
 		return err
 	})
+}
+
+// upstreamNames reads --upstream: service names, each port the runtime's
+// to pick.
+func upstreamNames(flags []string) ([]string, error) {
+	var out []string
+	for _, f := range flags {
+		for u := range strings.SplitSeq(f, ",") {
+			if u = strings.TrimSpace(u); u == "" {
+				continue
+			}
+			if name, _, ok := strings.Cut(u, "="); ok {
+				return nil, fmt.Errorf("--upstream %s: the runtime picks each instance's port; give the service alone (--upstream %s) and have the app read $%s", u, name, envconfig.UpstreamVar(name))
+			}
+			if _, _, err := identity.SplitService(u); err != nil {
+				return nil, fmt.Errorf("--upstream: %w", err)
+			}
+			out = append(out, u)
+		}
+	}
+	return out, nil
 }

@@ -62,7 +62,7 @@ func (a *runtimeAPI) Run(ctx context.Context, req *runtimev1.RunRequest) (*runti
 	}
 	svc, err := a.rt.Run(ctx, runtime.Spec{
 		Name: req.GetName(), Namespace: req.GetNamespace(), Source: req.GetSource(), Instances: int(req.GetInstances()),
-		Env: req.GetEnv(), Args: req.GetArgs(), Version: req.GetVersion(), Policy: req.GetPolicy(),
+		Env: req.GetEnv(), Args: req.GetArgs(), Version: req.GetVersion(), Policy: req.GetPolicy(), Upstreams: req.GetUpstreams(), AppProtocol: req.GetAppProtocol(),
 	})
 	if err != nil {
 		return nil, runtimeStatus(err)

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -40,6 +41,11 @@ type instance struct {
 	args    []string
 	env     []string
 	policy  map[string]string // the service's traffic policy, for its sidecar
+	proto   string            // what the app speaks: grpc, http or tcp
+	// upstreamNames are the service's TCP upstreams; upstreams their
+	// addresses at this instance's sidecar, picked with its other ports.
+	upstreamNames []string
+	upstreams     map[string]string
 
 	appAddr, outbound, admin string
 	inbound                  uint16
@@ -64,7 +70,7 @@ type instance struct {
 func (rt *Runtime) newInstance(s *service, bin, version string) *instance {
 	return &instance{
 		rt: rt, name: s.spec.Name, ns: s.spec.Namespace, id: s.spec.Name + "-" + randomID(),
-		bin: bin, version: version, args: s.spec.Args, env: s.spec.Env, policy: s.spec.Policy,
+		bin: bin, version: version, args: s.spec.Args, env: s.spec.Env, policy: s.spec.Policy, upstreamNames: s.spec.Upstreams, proto: s.spec.AppProtocol,
 		appTail: newTail(20), sidecarTail: newTail(20), state: stateStarting,
 		stopCh: make(chan struct{}), supervising: make(chan struct{}),
 	}
@@ -121,7 +127,7 @@ func (in *instance) start(ctx context.Context) (err error) {
 // startProcs picks ports, starts the sidecar, waits until it listens,
 // starts the app and waits until the instance is registered.
 func (in *instance) startProcs(ctx context.Context) error {
-	free, err := ports.Free(4)
+	free, err := ports.Free(4 + len(in.upstreamNames))
 	if err != nil {
 		return fmt.Errorf("%w: allocating ports: %v", ErrStart, err)
 	}
@@ -129,6 +135,13 @@ func (in *instance) startProcs(ctx context.Context) error {
 	in.outbound = "127.0.0.1:" + strconv.Itoa(free[1])
 	in.admin = "127.0.0.1:" + strconv.Itoa(free[2])
 	in.inbound = uint16(free[3])
+	ups := make(map[string]string, len(in.upstreamNames))
+	for i, u := range in.upstreamNames {
+		ups[u] = "127.0.0.1:" + strconv.Itoa(free[4+i])
+	}
+	in.mu.Lock()
+	in.upstreams = ups // whole: Status may read it meanwhile
+	in.mu.Unlock()
 	if err := in.startSidecar(); err != nil {
 		return err
 	}
@@ -180,13 +193,17 @@ func (in *instance) startSidecar() error {
 	}
 	argv := append(append([]string(nil), in.rt.o.SidecarCommand...),
 		"--service", in.name, "--namespace", in.ns, "--instance", in.id,
-		"--app", in.appAddr, "--app-protocol", "grpc", "--wait-app", "--version", in.version,
+		"--app", in.appAddr, "--app-protocol", cmp.Or(in.proto, "grpc"), "--wait-app", "--version", in.version,
 		"--outbound", in.outbound, "--inbound-port", strconv.Itoa(int(in.inbound)), "--admin", in.admin,
 		"--controlplane", in.rt.o.ControlPlane)
 	if in.rt.o.Advertise != "" {
 		argv = append(argv, "--advertise", in.rt.o.Advertise)
 	}
 	argv = append(argv, policyArgs(in.policy)...)
+	for _, u := range in.upstreamNames {
+		_, port, _ := net.SplitHostPort(in.upstreams[u])
+		argv = append(argv, "--upstream", u+"="+port)
+	}
 	env := append(baseEnv(), envconfig.Home+"="+string(in.rt.o.Home), envconfig.Token+"="+token)
 	p, err := startProc(argv, env, "", in.sidecarLog, in.sidecarTail)
 	if err != nil {
@@ -225,6 +242,9 @@ func (in *instance) startApp() error {
 		envconfig.Service+"="+in.name, envconfig.Namespace+"="+in.ns, envconfig.Version+"="+in.version,
 		envconfig.Address+"="+in.appAddr, envconfig.Proxy+"="+in.outbound,
 		envconfig.ControlPlane+"="+in.rt.o.ControlPlane)
+	for _, u := range in.upstreamNames {
+		env = append(env, envconfig.UpstreamVar(u)+"="+in.upstreams[u])
+	}
 	p, err := startProc(append([]string{in.bin}, in.args...), env, "", in.appLog, in.appTail)
 	if err != nil {
 		return fmt.Errorf("%w: starting %s: %v", ErrStart, in.bin, err)
@@ -436,7 +456,7 @@ func (in *instance) kill() {
 func (in *instance) status(ctx context.Context) *runtimev1.Instance {
 	in.mu.Lock()
 	st := &runtimev1.Instance{
-		Id: in.id, Status: in.state, AppAddress: in.appAddr, Outbound: in.outbound, InboundPort: uint32(in.inbound),
+		Id: in.id, Status: in.state, AppAddress: in.appAddr, Outbound: in.outbound, InboundPort: uint32(in.inbound), Upstreams: in.upstreams,
 		Admin: in.admin, Restarts: uint32(in.restarts), LastExitCode: int32(in.lastCode),
 	}
 	if in.app != nil && in.app.cmd != nil {

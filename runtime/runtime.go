@@ -38,6 +38,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/micromesh/micromesh/identity"
+	"github.com/micromesh/micromesh/internal/envconfig"
 	"github.com/micromesh/micromesh/internal/home"
 	runtimev1 "github.com/micromesh/micromesh/proto/runtime/v1"
 	"github.com/micromesh/micromesh/xds"
@@ -101,6 +102,13 @@ type Spec struct {
 	// Policy is the traffic policy the service's callers apply (keys
 	// without the policy_ prefix), passed to each sidecar as --policy.
 	Policy map[string]string `json:"policy,omitempty"`
+	// Upstreams are the TCP services the app reaches ("db", "db.shop"):
+	// each instance's sidecar takes them on loopback ports of its own,
+	// given to the app in $MESH_UPSTREAM_<NAME> (envconfig.UpstreamVar).
+	Upstreams []string `json:"upstreams,omitempty"`
+	// AppProtocol is what the app speaks on $MESH_ADDRESS: grpc (the
+	// framework's; the default), http or tcp.
+	AppProtocol string `json:"app_protocol,omitempty"`
 }
 
 // Runtime runs services.
@@ -261,6 +269,24 @@ func normalize(spec Spec) (Spec, source, error) {
 	}
 	if _, _, err := xds.PolicyFromMetadata(policymeta.Metadata(spec.Policy)); err != nil {
 		return spec, src, fmt.Errorf("%w: --policy: %v", ErrInvalid, err)
+	}
+	switch spec.AppProtocol {
+	case "":
+		spec.AppProtocol = "grpc"
+	case "grpc", "http", "tcp":
+	default:
+		return spec, src, fmt.Errorf("%w: --app-protocol %q: grpc (the framework's), http or tcp", ErrInvalid, spec.AppProtocol)
+	}
+	vars := map[string]string{}
+	for _, u := range spec.Upstreams {
+		if _, _, err := identity.SplitService(u); err != nil {
+			return spec, src, fmt.Errorf("%w: --upstream: %v", ErrInvalid, err)
+		}
+		v := envconfig.UpstreamVar(u)
+		if other, ok := vars[v]; ok {
+			return spec, src, fmt.Errorf("%w: --upstream %s and %s: both would be $%s", ErrInvalid, other, u, v)
+		}
+		vars[v] = u
 	}
 	for _, kv := range spec.Env {
 		k, _, ok := strings.Cut(kv, "=")

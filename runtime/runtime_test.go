@@ -59,6 +59,9 @@ func TestNormalizeRefusesBadSpecs(t *testing.T) {
 		{Spec{Source: dir, Name: "ok", Policy: map[string]string{"retries": "lots"}}, `--policy: policy key policy_retries: "lots"`},
 		{Spec{Source: dir, Name: "ok", Policy: map[string]string{"/slow:lb": "round_robin"}}, `--policy: policy /slow:lb: lb applies to the whole service`},
 		{Spec{Source: filepath.Join(dir, "Under_Score")}, "pass --name"},
+		{Spec{Source: dir, Name: "ok", Upstreams: []string{"Db"}}, "--upstream: \"Db\" is not a service"},
+		{Spec{Source: dir, Name: "ok", AppProtocol: "udp"}, `--app-protocol "udp": grpc (the framework's), http or tcp`},
+		{Spec{Source: dir, Name: "ok", Upstreams: []string{"db-shop", "db.shop"}}, "--upstream db-shop and db.shop: both would be $MESH_UPSTREAM_DB_SHOP"},
 	} {
 		if tc.spec.Source != dir {
 			_ = os.MkdirAll(tc.spec.Source, 0o755)
@@ -68,7 +71,7 @@ func TestNormalizeRefusesBadSpecs(t *testing.T) {
 		}
 	}
 	spec, _, err := normalize(Spec{Source: dir, Name: "ok"})
-	if err != nil || spec.Namespace != "default" || spec.Instances != 1 {
+	if err != nil || spec.Namespace != "default" || spec.Instances != 1 || spec.AppProtocol != "grpc" {
 		t.Errorf("defaults: %+v %v", spec, err)
 	}
 }

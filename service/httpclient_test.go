@@ -58,3 +58,13 @@ func TestHTTPClientGoesThroughTheSidecar(t *testing.T) {
 		t.Errorf("an https:// URL: %v", err)
 	}
 }
+
+func TestUpstreamSaysWhereOrHowToGetIt(t *testing.T) {
+	t.Setenv("MESH_UPSTREAM_ORDER_DB_SHOP", "127.0.0.1:40123")
+	if addr, err := Upstream("order-db.shop"); err != nil || addr != "127.0.0.1:40123" {
+		t.Errorf("Upstream(order-db.shop) = %q, %v", addr, err)
+	}
+	if _, err := Upstream("cache"); err == nil || !strings.Contains(err.Error(), "meshctl run --upstream cache") || !strings.Contains(err.Error(), "$MESH_UPSTREAM_CACHE") {
+		t.Errorf("an upstream not declared: %v", err)
+	}
+}

@@ -66,6 +66,18 @@ const (
 	Token = "MESH_TOKEN"
 )
 
+// UpstreamPrefix starts the variables that give a service the loopback
+// address of each TCP service it reaches through its sidecar (meshctl run
+// --upstream): UpstreamVar names them.
+const UpstreamPrefix = "MESH_UPSTREAM_"
+
+// UpstreamVar is the variable holding the address of upstream service
+// ("db", "db.shop"): $MESH_UPSTREAM_DB, $MESH_UPSTREAM_DB_SHOP (upper
+// case, "-" and "." as "_").
+func UpstreamVar(service string) string {
+	return UpstreamPrefix + strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(service))
+}
+
 // Defaults.
 const (
 	DefaultControlPlane  = "127.0.0.1:8443"

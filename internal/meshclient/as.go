@@ -14,6 +14,7 @@ import (
 	"github.com/micromesh/micromesh/dataplane"
 	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/home"
+	"github.com/micromesh/micromesh/internal/upstreams"
 )
 
 // Caller is a built-in sidecar run in this process as a service of the
@@ -33,8 +34,10 @@ type Caller struct {
 // StartCaller joins the mesh as service caller of namespace ns (a
 // certificate minted from the local CA: only where the server's state is)
 // and starts its sidecar, returning once it has its configuration. Close
-// stops it and removes the certificate.
-func StartCaller(ctx context.Context, h home.Dir, addr, ns, caller string, log *slog.Logger) (*Caller, error) {
+// stops it and removes the certificate. With ups, the sidecar also takes
+// connections for those TCP services on their loopback ports (as
+// `meshctl sidecar --upstream`).
+func StartCaller(ctx context.Context, h home.Dir, addr, ns, caller string, log *slog.Logger, ups ...upstreams.Upstream) (*Caller, error) {
 	if err := identity.ValidateName("service", caller); err != nil {
 		return nil, err
 	}
@@ -59,7 +62,7 @@ func StartCaller(ctx context.Context, h home.Dir, addr, ns, caller string, log *
 	}
 	ready := make(chan dataplane.Info, 1)
 	sc, err := dataplane.New(dataplane.Options{
-		Credentials: creds, CertDir: dir, ControlPlane: addr, Outbound: "127.0.0.1:0",
+		Credentials: creds, CertDir: dir, ControlPlane: addr, Outbound: "127.0.0.1:0", Upstreams: ups,
 		Drain: 100 * time.Millisecond, Logger: log,
 		Ready: func(i dataplane.Info) { ready <- i },
 		// A diagnostic, not an instance of the service: its calls are
@@ -102,6 +105,20 @@ func (c *Caller) Dial(ns, name string) (*grpc.ClientConn, error) {
 		authority = name + "." + ns
 	}
 	return grpc.NewClient("passthrough:///"+c.outbound, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority(authority))
+}
+
+// Wait returns when ctx ends (nil) or the sidecar stops on its own (why).
+func (c *Caller) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-c.done:
+		c.done <- err // for Close
+		if err == nil {
+			err = errors.New("the sidecar stopped")
+		}
+		return err
+	}
 }
 
 // Close stops the sidecar and removes its certificate.

@@ -51,7 +51,17 @@ type RunRequest struct {
 	// "PATH:key" for the requests of one path ("PATH*:key" for a prefix;
 	// timeout, per_try_timeout, retries); the sidecars register it with each
 	// instance (package policymeta).
-	Policy        map[string]string `protobuf:"bytes,8,rep,name=policy,proto3" json:"policy,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Policy map[string]string `protobuf:"bytes,8,rep,name=policy,proto3" json:"policy,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// TCP services the app reaches through its sidecar ("db" or "db.shop"):
+	// each instance's sidecar listens for each on a loopback port of its own
+	// and the app finds it in $MESH_UPSTREAM_<NAME> (upper case, - and . as
+	// _): 127.0.0.1:PORT.
+	Upstreams []string `protobuf:"bytes,9,rep,name=upstreams,proto3" json:"upstreams,omitempty"`
+	// What the app speaks on $MESH_ADDRESS: grpc (the framework's; the
+	// default), http (HTTP/1.1) or tcp (its own protocol: callers reach it
+	// through their upstreams). Its sidecar registers it so, and waits for
+	// it by gRPC health (grpc) or a TCP connection (http, tcp).
+	AppProtocol   string `protobuf:"bytes,10,opt,name=app_protocol,json=appProtocol,proto3" json:"app_protocol,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -140,6 +150,20 @@ func (x *RunRequest) GetPolicy() map[string]string {
 		return x.Policy
 	}
 	return nil
+}
+
+func (x *RunRequest) GetUpstreams() []string {
+	if x != nil {
+		return x.Upstreams
+	}
+	return nil
+}
+
+func (x *RunRequest) GetAppProtocol() string {
+	if x != nil {
+		return x.AppProtocol
+	}
+	return ""
 }
 
 type RunResponse struct {
@@ -703,7 +727,10 @@ type Instance struct {
 	LastExitCode int32                  `protobuf:"varint,11,opt,name=last_exit_code,json=lastExitCode,proto3" json:"last_exit_code,omitempty"`
 	LastExit     *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=last_exit,json=lastExit,proto3" json:"last_exit,omitempty"`
 	// The app's last log lines, for an instance that is not running.
-	LastLines     []string `protobuf:"bytes,13,rep,name=last_lines,json=lastLines,proto3" json:"last_lines,omitempty"`
+	LastLines []string `protobuf:"bytes,13,rep,name=last_lines,json=lastLines,proto3" json:"last_lines,omitempty"`
+	// The loopback addresses of the service's upstreams at this instance's
+	// sidecar, by upstream ("db" → "127.0.0.1:40123").
+	Upstreams     map[string]string `protobuf:"bytes,14,rep,name=upstreams,proto3" json:"upstreams,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -825,6 +852,13 @@ func (x *Instance) GetLastExit() *timestamppb.Timestamp {
 func (x *Instance) GetLastLines() []string {
 	if x != nil {
 		return x.LastLines
+	}
+	return nil
+}
+
+func (x *Instance) GetUpstreams() map[string]string {
+	if x != nil {
+		return x.Upstreams
 	}
 	return nil
 }
@@ -993,7 +1027,7 @@ var File_runtime_v1_runtime_proto protoreflect.FileDescriptor
 
 const file_runtime_v1_runtime_proto_rawDesc = "" +
 	"\n" +
-	"\x18runtime/v1/runtime.proto\x12\x14micromesh.runtime.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x02\n" +
+	"\x18runtime/v1/runtime.proto\x12\x14micromesh.runtime.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x02\n" +
 	"\n" +
 	"RunRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
@@ -1003,7 +1037,10 @@ const file_runtime_v1_runtime_proto_rawDesc = "" +
 	"\x03env\x18\x05 \x03(\tR\x03env\x12\x12\n" +
 	"\x04args\x18\x06 \x03(\tR\x04args\x12\x18\n" +
 	"\aversion\x18\a \x01(\tR\aversion\x12D\n" +
-	"\x06policy\x18\b \x03(\v2,.micromesh.runtime.v1.RunRequest.PolicyEntryR\x06policy\x1a9\n" +
+	"\x06policy\x18\b \x03(\v2,.micromesh.runtime.v1.RunRequest.PolicyEntryR\x06policy\x12\x1c\n" +
+	"\tupstreams\x18\t \x03(\tR\tupstreams\x12!\n" +
+	"\fapp_protocol\x18\n" +
+	" \x01(\tR\vappProtocol\x1a9\n" +
 	"\vPolicyEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"F\n" +
@@ -1038,7 +1075,7 @@ const file_runtime_v1_runtime_proto_rawDesc = "" +
 	"\x06source\x18\x04 \x01(\tR\x06source\x12\x16\n" +
 	"\x06status\x18\x05 \x01(\tR\x06status\x124\n" +
 	"\aupdated\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x12<\n" +
-	"\tinstances\x18\a \x03(\v2\x1e.micromesh.runtime.v1.InstanceR\tinstances\"\x92\x03\n" +
+	"\tinstances\x18\a \x03(\v2\x1e.micromesh.runtime.v1.InstanceR\tinstances\"\x9d\x04\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x14\n" +
@@ -1056,7 +1093,11 @@ const file_runtime_v1_runtime_proto_rawDesc = "" +
 	"\x0elast_exit_code\x18\v \x01(\x05R\flastExitCode\x127\n" +
 	"\tlast_exit\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\blastExit\x12\x1d\n" +
 	"\n" +
-	"last_lines\x18\r \x03(\tR\tlastLines\"\xb9\x01\n" +
+	"last_lines\x18\r \x03(\tR\tlastLines\x12K\n" +
+	"\tupstreams\x18\x0e \x03(\v2-.micromesh.runtime.v1.Instance.UpstreamsEntryR\tupstreams\x1a<\n" +
+	"\x0eUpstreamsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb9\x01\n" +
 	"\vLogsRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x14\n" +
@@ -1089,7 +1130,7 @@ func file_runtime_v1_runtime_proto_rawDescGZIP() []byte {
 	return file_runtime_v1_runtime_proto_rawDescData
 }
 
-var file_runtime_v1_runtime_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_runtime_v1_runtime_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_runtime_v1_runtime_proto_goTypes = []any{
 	(*RunRequest)(nil),            // 0: micromesh.runtime.v1.RunRequest
 	(*RunResponse)(nil),           // 1: micromesh.runtime.v1.RunResponse
@@ -1106,7 +1147,8 @@ var file_runtime_v1_runtime_proto_goTypes = []any{
 	(*LogsRequest)(nil),           // 12: micromesh.runtime.v1.LogsRequest
 	(*LogsResponse)(nil),          // 13: micromesh.runtime.v1.LogsResponse
 	nil,                           // 14: micromesh.runtime.v1.RunRequest.PolicyEntry
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	nil,                           // 15: micromesh.runtime.v1.Instance.UpstreamsEntry
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_runtime_v1_runtime_proto_depIdxs = []int32{
 	14, // 0: micromesh.runtime.v1.RunRequest.policy:type_name -> micromesh.runtime.v1.RunRequest.PolicyEntry
@@ -1114,28 +1156,29 @@ var file_runtime_v1_runtime_proto_depIdxs = []int32{
 	10, // 2: micromesh.runtime.v1.UpdateResponse.service:type_name -> micromesh.runtime.v1.Service
 	10, // 3: micromesh.runtime.v1.ScaleResponse.service:type_name -> micromesh.runtime.v1.Service
 	10, // 4: micromesh.runtime.v1.StatusResponse.services:type_name -> micromesh.runtime.v1.Service
-	15, // 5: micromesh.runtime.v1.Service.updated:type_name -> google.protobuf.Timestamp
+	16, // 5: micromesh.runtime.v1.Service.updated:type_name -> google.protobuf.Timestamp
 	11, // 6: micromesh.runtime.v1.Service.instances:type_name -> micromesh.runtime.v1.Instance
-	15, // 7: micromesh.runtime.v1.Instance.last_exit:type_name -> google.protobuf.Timestamp
-	15, // 8: micromesh.runtime.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
-	15, // 9: micromesh.runtime.v1.LogsResponse.time:type_name -> google.protobuf.Timestamp
-	0,  // 10: micromesh.runtime.v1.RuntimeService.Run:input_type -> micromesh.runtime.v1.RunRequest
-	2,  // 11: micromesh.runtime.v1.RuntimeService.Update:input_type -> micromesh.runtime.v1.UpdateRequest
-	6,  // 12: micromesh.runtime.v1.RuntimeService.Kill:input_type -> micromesh.runtime.v1.KillRequest
-	4,  // 13: micromesh.runtime.v1.RuntimeService.Scale:input_type -> micromesh.runtime.v1.ScaleRequest
-	8,  // 14: micromesh.runtime.v1.RuntimeService.Status:input_type -> micromesh.runtime.v1.StatusRequest
-	12, // 15: micromesh.runtime.v1.RuntimeService.Logs:input_type -> micromesh.runtime.v1.LogsRequest
-	1,  // 16: micromesh.runtime.v1.RuntimeService.Run:output_type -> micromesh.runtime.v1.RunResponse
-	3,  // 17: micromesh.runtime.v1.RuntimeService.Update:output_type -> micromesh.runtime.v1.UpdateResponse
-	7,  // 18: micromesh.runtime.v1.RuntimeService.Kill:output_type -> micromesh.runtime.v1.KillResponse
-	5,  // 19: micromesh.runtime.v1.RuntimeService.Scale:output_type -> micromesh.runtime.v1.ScaleResponse
-	9,  // 20: micromesh.runtime.v1.RuntimeService.Status:output_type -> micromesh.runtime.v1.StatusResponse
-	13, // 21: micromesh.runtime.v1.RuntimeService.Logs:output_type -> micromesh.runtime.v1.LogsResponse
-	16, // [16:22] is the sub-list for method output_type
-	10, // [10:16] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	16, // 7: micromesh.runtime.v1.Instance.last_exit:type_name -> google.protobuf.Timestamp
+	15, // 8: micromesh.runtime.v1.Instance.upstreams:type_name -> micromesh.runtime.v1.Instance.UpstreamsEntry
+	16, // 9: micromesh.runtime.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
+	16, // 10: micromesh.runtime.v1.LogsResponse.time:type_name -> google.protobuf.Timestamp
+	0,  // 11: micromesh.runtime.v1.RuntimeService.Run:input_type -> micromesh.runtime.v1.RunRequest
+	2,  // 12: micromesh.runtime.v1.RuntimeService.Update:input_type -> micromesh.runtime.v1.UpdateRequest
+	6,  // 13: micromesh.runtime.v1.RuntimeService.Kill:input_type -> micromesh.runtime.v1.KillRequest
+	4,  // 14: micromesh.runtime.v1.RuntimeService.Scale:input_type -> micromesh.runtime.v1.ScaleRequest
+	8,  // 15: micromesh.runtime.v1.RuntimeService.Status:input_type -> micromesh.runtime.v1.StatusRequest
+	12, // 16: micromesh.runtime.v1.RuntimeService.Logs:input_type -> micromesh.runtime.v1.LogsRequest
+	1,  // 17: micromesh.runtime.v1.RuntimeService.Run:output_type -> micromesh.runtime.v1.RunResponse
+	3,  // 18: micromesh.runtime.v1.RuntimeService.Update:output_type -> micromesh.runtime.v1.UpdateResponse
+	7,  // 19: micromesh.runtime.v1.RuntimeService.Kill:output_type -> micromesh.runtime.v1.KillResponse
+	5,  // 20: micromesh.runtime.v1.RuntimeService.Scale:output_type -> micromesh.runtime.v1.ScaleResponse
+	9,  // 21: micromesh.runtime.v1.RuntimeService.Status:output_type -> micromesh.runtime.v1.StatusResponse
+	13, // 22: micromesh.runtime.v1.RuntimeService.Logs:output_type -> micromesh.runtime.v1.LogsResponse
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_runtime_v1_runtime_proto_init() }
@@ -1149,7 +1192,7 @@ func file_runtime_v1_runtime_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_runtime_v1_runtime_proto_rawDesc), len(file_runtime_v1_runtime_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
