@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -130,6 +131,11 @@ func TestTCPThroughTheMesh(t *testing.T) {
 	})
 	if got := metricValue(wm, `micromesh_tcp_received_bytes_total{destination="db.default",direction="outbound",source="web.default"}`); got < 18 {
 		t.Errorf("web's received bytes = %v, want at least 18:\n%s", got, grep(wm, "micromesh_tcp"))
+	}
+
+	// An HTTP request to it is told how to reach it.
+	if resp, reply := call(t, web.Info.Outbound, "db", "/", nil); resp.StatusCode != http.StatusNotFound || !strings.Contains(reply.Body, "db.default is a TCP service") {
+		t.Errorf("HTTP to a TCP service: %d %q", resp.StatusCode, reply.Body)
 	}
 
 	// A service that is not in the mesh: the connection is closed at once,

@@ -63,11 +63,15 @@ func (b *builder) outboundListener() *listener.Listener {
 // inboundHCM authorizes each request (RBAC) and forwards it to the app.
 func (b *builder) inboundHCM(codec hcm.HttpConnectionManager_CodecType) *hcm.HttpConnectionManager {
 	var upgrades []*hcm.HttpConnectionManager_UpgradeConfig
+	var h2 *core.Http2ProtocolOptions
 	if b.proxy.AppProtocol == ProtocolTCP {
-		upgrades = connectUpgrade()
+		// As Envoy's own example of ending CONNECT over HTTP/2
+		// (configs/terminate_http2_connect.yaml).
+		upgrades, h2 = connectUpgrade(), &core.Http2ProtocolOptions{AllowConnect: true}
 	}
 	return &hcm.HttpConnectionManager{
 		UpgradeConfigs:           upgrades,
+		Http2ProtocolOptions:     h2,
 		StatPrefix:               InboundListener,
 		CodecType:                codec,
 		RouteSpecifier:           &hcm.HttpConnectionManager_RouteConfig{RouteConfig: b.inboundRoute()},

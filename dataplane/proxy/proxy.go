@@ -245,18 +245,30 @@ func (p *Proxy) Outbound() http.Handler { return http.HandlerFunc(p.serveOutboun
 // Inbound returns the handler of mTLS callers (over TCP+TLS or QUIC).
 func (p *Proxy) Inbound() http.Handler { return http.HandlerFunc(p.serveInbound) }
 
-func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
+// awaitWarm holds the app's call (or connection) while the first config
+// is still arriving, until it is complete or the initial fetch timeout
+// has passed; false if ctx ended first.
+func (p *Proxy) awaitWarm(ctx context.Context) bool {
 	select {
 	case <-p.warm:
+		return true
 	default:
-		if p.state.Load() != nil { // the first config is still arriving: wait for the rest
-			select {
-			case <-p.warm:
-			case <-r.Context().Done():
-				return
-			}
-		}
+	}
+	if p.state.Load() == nil { // no config at all: the caller says so at once
+		return true
+	}
+	select {
+	case <-p.warm:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (p *Proxy) serveOutbound(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	if !p.awaitWarm(r.Context()) {
+		return
 	}
 	st := p.state.Load()
 	if st == nil || st.cfg.Outbound == nil {
@@ -427,7 +439,11 @@ func (p *Proxy) serveInbound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if route == nil {
-		p.local(w, r, inbound, "", http.StatusNotFound, "micromesh: no inbound route", start)
+		msg := "micromesh: no inbound route"
+		if lst.Connect && r.Method != http.MethodConnect {
+			msg = fmt.Sprintf("micromesh: %s is a TCP service: its callers reach it through an upstream port of their sidecar (--upstream), or meshctl port-forward", p.self)
+		}
+		p.local(w, r, inbound, "", http.StatusNotFound, msg, start)
 		return
 	}
 	cluster := clusterOf(route)

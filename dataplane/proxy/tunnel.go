@@ -72,16 +72,8 @@ func (m tunnelMetrics) collectors() []prometheus.Collector {
 func (p *Proxy) ServeTunnel(ctx context.Context, addr string, conn net.Conn) {
 	defer conn.Close()
 	start := time.Now()
-	select {
-	case <-p.warm:
-	default:
-		if p.state.Load() != nil { // the first config is still arriving: wait for the rest
-			select {
-			case <-p.warm:
-			case <-ctx.Done():
-				return
-			}
-		}
+	if !p.awaitWarm(ctx) {
+		return
 	}
 	st := p.state.Load()
 	var t *config.Tunnel

@@ -473,8 +473,8 @@ func TestDecodesProtocolOptions(t *testing.T) {
 	if m.Refused != "" || m.HTTP2Options == nil || m.HTTP3Options == nil || m.CommonOptions.IdleTimeout.D() != time.Minute {
 		t.Errorf("accepted options: refused %q, %+v", m.Refused, m)
 	}
-	if m := decodeLike(t, &hcm.HttpConnectionManager{StatPrefix: "x", Http2ProtocolOptions: &core.Http2ProtocolOptions{AllowConnect: true}}).(*HTTPConnectionManager); m.Refused != "http2_protocol_options.allow_connect" {
-		t.Errorf("allow_connect: refused %q", m.Refused)
+	if m := decodeLike(t, &hcm.HttpConnectionManager{StatPrefix: "x", Http2ProtocolOptions: &core.Http2ProtocolOptions{AllowConnect: true}}).(*HTTPConnectionManager); m.Refused != "" || !m.HTTP2Options.AllowConnect {
+		t.Errorf("allow_connect (a TCP service's inbound, as Envoy's CONNECT example sets it): refused %q", m.Refused)
 	}
 	for v, want := range map[bool]string{false: "", true: "enable_scone"} {
 		b, _ := proto.Marshal(&core.QuicProtocolOptions{EnableScone: wrapperspb.Bool(v)})

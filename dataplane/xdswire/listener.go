@@ -409,17 +409,21 @@ func (m *HCMUpgradeConfig) unmarshal(b []byte) error {
 		refuseSet(f, &m.Refused, map[protowire.Number]string{2: "filters"})
 		return nil
 	})
-	if !strings.EqualFold(m.UpgradeType, "CONNECT") && m.Refused == "" {
+	if !isConnect(m.UpgradeType) && m.Refused == "" {
 		m.Refused = "upgrade_type " + strconv.Quote(m.UpgradeType)
 	}
 	return err
 }
 
+// isConnect reports whether an upgrade type is CONNECT (Envoy compares
+// them without case), the only upgrade the proxy takes.
+func isConnect(upgradeType string) bool { return strings.EqualFold(upgradeType, "CONNECT") }
+
 // ConnectEnabled reports whether the connection manager takes CONNECT
 // requests (an upgrade config says so and is not disabled).
 func (m *HTTPConnectionManager) ConnectEnabled() bool {
 	for _, u := range m.UpgradeConfigs {
-		if strings.EqualFold(u.UpgradeType, "CONNECT") && (u.Enabled == nil || *u.Enabled) {
+		if isConnect(u.UpgradeType) && (u.Enabled == nil || *u.Enabled) {
 			return true
 		}
 	}

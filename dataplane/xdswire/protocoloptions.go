@@ -31,11 +31,17 @@ func (m *HTTP1Options) unmarshal(b []byte) error {
 
 // HTTP2Options is envoy.config.core.v3.Http2ProtocolOptions.
 type HTTP2Options struct {
-	Refused string `json:"-"`
+	// AllowConnect advertises extended CONNECT (RFC 8441: upgrades such as
+	// WebSockets over HTTP/2). Read and taken as it changes nothing here:
+	// the proxy takes no upgrade but plain CONNECT (refusing the others),
+	// which HTTP/2 carries without it, and Envoy would refuse an extended
+	// CONNECT with no upgrade config for it as the proxy does.
+	AllowConnect bool   `json:"allowConnect,omitempty"`
+	Refused      string `json:"-"`
 }
 
 var http2Refused = map[protowire.Number]string{
-	2: "max_concurrent_streams", 5: "allow_connect", 6: "allow_metadata", 12: "stream_error_on_invalid_http_messaging",
+	2: "max_concurrent_streams", 6: "allow_metadata", 12: "stream_error_on_invalid_http_messaging",
 	13: "custom_settings_parameters", 14: "override_stream_error_on_invalid_http_message", 15: "connection_keepalive",
 	19: "max_header_field_size_kb", 20: "disallow_obs_text",
 	// Accepted: HPACK table and window sizes, outbound frame queue and
@@ -45,6 +51,9 @@ var http2Refused = map[protowire.Number]string{
 
 func (m *HTTP2Options) unmarshal(b []byte) error {
 	return fields(b, func(f field) error {
+		if f.num == 5 {
+			return f.boolean(&m.AllowConnect)
+		}
 		refuseSet(f, &m.Refused, http2Refused)
 		return nil
 	})

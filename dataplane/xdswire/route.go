@@ -2,7 +2,6 @@ package xdswire
 
 import (
 	"strconv"
-	"strings"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -418,7 +417,7 @@ func (m *RouteUpgradeConfig) unmarshal(b []byte) error {
 		return err
 	}
 	switch {
-	case !strings.EqualFold(m.UpgradeType, "CONNECT"):
+	case !isConnect(m.UpgradeType):
 		m.Refused = "upgrade_type " + strconv.Quote(m.UpgradeType)
 	case m.ConnectConfig == nil && (m.Enabled == nil || *m.Enabled):
 		m.Refused = "CONNECT without connect_config (forwarded as a request)"
