@@ -140,8 +140,16 @@ or ssh) at REF (a branch, tag or commit) under $MESH_HOME/src.`,
 			}
 			svc := resp.GetService()
 			running := func() string {
-				return fmt.Sprintf("%s is running: %d instance(s), version %s, in namespace %s\ncall it: meshctl call %s <Endpoint> '{...}'   (meshctl describe %s lists them)\n",
-					svc.GetName(), len(svc.GetInstances()), svc.GetVersion(), svc.GetNamespace(), svc.GetName(), svc.GetName())
+				name := svc.GetName()
+				how := fmt.Sprintf("call it: meshctl call %s <Endpoint> '{...}'   (meshctl describe %s lists them)", name, name)
+				switch o.appProto {
+				case "tcp":
+					how = fmt.Sprintf("reach it: meshctl port-forward %s PORT, then your client to 127.0.0.1:PORT; or run a service with --upstream %s", name, name)
+				case "http":
+					how = fmt.Sprintf("reach it: meshctl port-forward %s PORT, then curl http://127.0.0.1:PORT/; or through the gateway, /%s/...", name, name)
+				}
+				return fmt.Sprintf("%s is running: %d instance(s), version %s, in namespace %s\n%s\n",
+					name, len(svc.GetInstances()), svc.GetVersion(), svc.GetNamespace(), how)
 			}
 			if plan == nil {
 				if o.watch {

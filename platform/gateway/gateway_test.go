@@ -445,3 +445,22 @@ func TestGatewayRateLimitsEachClient(t *testing.T) {
 		t.Errorf("the refusals are not among the gateway's requests: %v", n)
 	}
 }
+
+// A TCP service is not reached through the gateway: it says so, and how.
+func TestGatewaySaysATCPServiceIsNotHTTP(t *testing.T) {
+	m := startMesh(t)
+	db, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	m.cp.StartSidecar("default", "db", meshtest.WithApp(db.Addr().String(), "tcp"))
+	poll.Until(t, "the gateway to know db", 10*time.Second, 20*time.Millisecond, func() bool {
+		code, _ := m.do(t, "GET", "/db/tables", "", "")
+		return code != http.StatusNotFound
+	})
+	code, body := m.do(t, "GET", "/db/tables", "", "")
+	if code != http.StatusBadRequest || !strings.Contains(body, "db is a TCP service, not an HTTP one") || !strings.Contains(body, "--upstream") {
+		t.Fatalf("GET /db/tables: %d %s", code, body)
+	}
+}

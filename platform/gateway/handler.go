@@ -164,11 +164,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &merrors.Error{ID: "gateway", Code: codes.Unavailable, Detail: err.Error()})
 		return
 	}
-	if proto == xds.ProtocolGRPC {
+	switch proto {
+	case xds.ProtocolGRPC:
 		h.rpc(w, r, t)
-		return
+	case xds.ProtocolTCP:
+		writeError(w, &merrors.Error{ID: "gateway", Code: codes.FailedPrecondition,
+			Detail: fmt.Sprintf("%s is a TCP service, not an HTTP one: the gateway does not reach it (services reach it with --upstream; meshctl port-forward from a terminal)", t.name)})
+	default:
+		h.forward(w, r, t)
 	}
-	h.forward(w, r, t)
 }
 
 // target is the service r's path names, one the gateway serves.
