@@ -104,6 +104,9 @@ func appendBody(b []byte, req *http.Request) ([]byte, error) {
 	return appendTrailers(b, req.Trailer)
 }
 
+// tunnelChunk is the most a CONNECT stream's DATA frame carries.
+const tunnelChunk = 32 << 10
+
 // sendBody streams req's body in DATA frames, then its trailers, and
 // closes the stream; a failure resets the stream so the peer does not take
 // a cut body for a whole one.
@@ -112,6 +115,11 @@ func sendBody(str *quic.Stream, req *http.Request) {
 	w := writeBufs.Get().(*writeBuf)
 	defer writeBufs.Put(w)
 	buf := w.b[:cap(w.b)]
+	if req.Method == http.MethodConnect {
+		// A tunnel's bytes: reads of a TCP connection, as large as they
+		// come (a 4 KiB frame each would cost a stream write per 4 KiB).
+		buf = make([]byte, tunnelChunk)
+	}
 	const room = 16 // frame header
 	var sent int64
 	for {
