@@ -236,3 +236,32 @@ func metricValue(text, sample string) float64 {
 	}
 	return -1
 }
+
+// An instance that does not answer (its sidecar gone without
+// deregistering) costs a connection nothing: the tunnel is tried on
+// another instance, the app's first bytes held until one took it.
+func TestTCPTriesAnotherInstance(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	cp.StartSidecar("default", "db", meshtest.WithApp(startTCPEcho(t), "tcp"))
+	// Nothing listens there: its connections are refused at once (an
+	// Envoy instance: the cluster is HTTP/2 over TLS then, whose dials
+	// fail fast; over QUIC each would wait out the handshake timeout).
+	gone := meshtest.FreePort(t)
+	if err := cp.Registry().Register(context.Background(), registry.Instance{ID: "db-gone", Service: "db", Address: "127.0.0.1",
+		Port: uint16(gone), Kind: registry.KindEnvoy, Protocol: registry.ProtocolTCP, TTL: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	port := meshtest.FreePort(t)
+	web := cp.StartSidecar("default", "web", withUpstreams(upstreams.Upstream{Service: "db", Port: uint16(port)}))
+	waitFor(t, "web to know both instances", func() bool {
+		return strings.Count(adminText(t, web.Info.Admin, "/clusters"), "127.0.0.1:") >= 2
+	})
+	for i := range 12 {
+		if err := session(t, port, fmt.Sprintf("query %d", i)); err != nil {
+			t.Fatalf("session %d: %v", i, err)
+		}
+	}
+	if m := metrics(t, web.Info.Admin); strings.Contains(m, "micromesh_tcp_connections_failed_total") {
+		t.Errorf("a connection failed:\n%s", grep(m, "failed"))
+	}
+}

@@ -49,6 +49,13 @@ func (b *builder) upstreamListener(u Upstream) *listener.Listener {
 		ns = b.proxy.Namespace
 	}
 	name := UpstreamListenerName(ns, u.Service)
+	// A connection is tried on another instance when one fails to take it
+	// (refused, reset, 5xx) as often as the service's policy retries a
+	// request; a refusal by its rules is final.
+	attempts := DefaultPolicy.Retries + 1
+	if s := b.service(ns, u.Service); s != nil {
+		attempts = s.Policy.Retries + 1
+	}
 	return &listener.Listener{
 		Name:             name,
 		Address:          socketAddress("127.0.0.1", u.Port, false),
@@ -56,12 +63,23 @@ func (b *builder) upstreamListener(u Upstream) *listener.Listener {
 		FilterChains: []*listener.FilterChain{{Filters: []*listener.Filter{{
 			Name: wellknown.TCPProxy,
 			ConfigType: &listener.Filter_TypedConfig{TypedConfig: toAny(&tcpproxyv3.TcpProxy{
-				StatPrefix:       name,
-				ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: ClusterName(ns, u.Service)},
-				TunnelingConfig:  &tcpproxyv3.TcpProxy_TunnelingConfig{Hostname: TunnelAuthority(ns, u.Service)},
+				StatPrefix:         name,
+				ClusterSpecifier:   &tcpproxyv3.TcpProxy_Cluster{Cluster: ClusterName(ns, u.Service)},
+				TunnelingConfig:    &tcpproxyv3.TcpProxy_TunnelingConfig{Hostname: TunnelAuthority(ns, u.Service)},
+				MaxConnectAttempts: u32(attempts),
 			})},
 		}}}},
 	}
+}
+
+// service is the mesh's service name of namespace ns, nil if it has none.
+func (b *builder) service(ns, name string) *Service {
+	for i := range b.mesh.Services {
+		if s := &b.mesh.Services[i]; s.Name == name && s.Namespace == ns {
+			return s
+		}
+	}
+	return nil
 }
 
 // connectUpgrade lets a connection manager take CONNECT requests.

@@ -247,9 +247,15 @@ func (c *Config) addTunnel(name string, sa *xdswire.SocketAddress, fc *xdswire.F
 		return fmt.Errorf("a plaintext listener must be on loopback, not %s", sa.Address)
 	}
 	t := &Tunnel{Name: name, Address: hostPort(sa.Address, sa.PortValue), Cluster: tp.Cluster, Authority: tp.TunnelingConfig.Hostname,
-		IdleTimeout: DefaultTunnelIdleTimeout}
+		IdleTimeout: DefaultTunnelIdleTimeout, ConnectAttempts: 1}
 	if tp.IdleTimeout != nil {
 		t.IdleTimeout = tp.IdleTimeout.D()
+	}
+	if n := tp.MaxConnectAttempts; n != nil {
+		if *n == 0 {
+			return fmt.Errorf("network filter %q: max_connect_attempts 0 (at least 1, as Envoy's validation says)", f.Name)
+		}
+		t.ConnectAttempts = *n
 	}
 	i, found := slices.BinarySearchFunc(c.Tunnels, name, func(t *Tunnel, name string) int { return strings.Compare(t.Name, name) })
 	if found {

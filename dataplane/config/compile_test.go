@@ -1556,7 +1556,7 @@ func TestCompilesTunnels(t *testing.T) {
 	if len(web.Tunnels) != 1 {
 		t.Fatalf("tunnels = %+v", web.Tunnels)
 	}
-	if tu := web.Tunnels[0]; *tu != (Tunnel{Name: "upstream|db.default", Address: "127.0.0.1:15432", Cluster: "db.default", Authority: "db.default", IdleTimeout: time.Hour}) {
+	if tu := web.Tunnels[0]; *tu != (Tunnel{Name: "upstream|db.default", Address: "127.0.0.1:15432", Cluster: "db.default", Authority: "db.default", IdleTimeout: time.Hour, ConnectAttempts: 3}) {
 		t.Errorf("tunnel = %+v", tu)
 	}
 	if cl := web.Clusters["db.default"]; cl == nil || cl.Transport != TransportQUIC || cl.SAN != "spiffe://micromesh.local/ns/default/svc/db" {
@@ -1616,9 +1616,9 @@ func TestCompileRefusesTunnelsItCannotHonour(t *testing.T) {
 				tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{}}
 			})
 		}, "weighted_clusters is not supported"},
-		{"connect retries", true, func(r *envoyResources) {
-			mutateTCP(t, tcpProxy(r), func(tp *tcpproxyv3.TcpProxy) { tp.MaxConnectAttempts = wrapperspb.UInt32(3) })
-		}, "max_connect_attempts is not supported"},
+		{"no connect attempt", true, func(r *envoyResources) {
+			mutateTCP(t, tcpProxy(r), func(tp *tcpproxyv3.TcpProxy) { tp.MaxConnectAttempts = wrapperspb.UInt32(0) })
+		}, "max_connect_attempts 0"},
 		{"a tunnel listener off loopback", true, func(r *envoyResources) {
 			tcpProxy(r).Address.GetSocketAddress().Address = "0.0.0.0"
 		}, "must be on loopback"},

@@ -86,6 +86,10 @@ type Tunnel struct {
 	// IdleTimeout ends a connection that carried nothing either way for
 	// that long (0: never).
 	IdleTimeout time.Duration
+	// ConnectAttempts is how many times the tunnel is tried, on another
+	// endpoint each if there is one, before the connection is given up
+	// (Envoy's max_connect_attempts; at least 1).
+	ConnectAttempts uint32
 }
 
 // TunnelAt returns the tunnel listening at addr, nil if none does.

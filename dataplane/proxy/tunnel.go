@@ -101,52 +101,89 @@ func (p *Proxy) ServeTunnel(ctx context.Context, addr string, conn net.Conn) {
 	}
 	up.active.Add(1)
 	defer up.active.Add(-1)
-	ep := up.lb.pick(nil)
-	if ep == nil {
-		p.tunnelFailed(outbound, t.Cluster, "no_endpoint", fmt.Sprintf("micromesh: tunnel %s: no healthy endpoint for %s", t.Name, t.Cluster))
-		return
-	}
-	ep.active.Add(1)
-	defer ep.active.Add(-1)
 
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s := newSplice(conn, cancel, t.IdleTimeout)
 	defer s.stop()
-	body := &tunnelBody{s: s}
+	var (
+		tried  []*endpoint
+		reason string
+		why    error
+	)
+	for range max(t.ConnectAttempts, 1) {
+		ep := up.lb.pick(tried)
+		if ep == nil && len(tried) > 0 {
+			break // every endpoint tried
+		}
+		if ep == nil {
+			p.tunnelFailed(outbound, t.Cluster, "no_endpoint", fmt.Sprintf("micromesh: tunnel %s: no healthy endpoint for %s", t.Name, t.Cluster))
+			return
+		}
+		tried = append(tried, ep)
+		resp, done, final, err := p.openTunnel(tctx, up, ep, t, s)
+		if err == nil {
+			defer done()
+			labels := []string{string(outbound), p.self, t.Cluster}
+			p.tm.opened.WithLabelValues(labels...).Inc()
+			go s.copyDown(resp.Body)
+			received, sent := s.wait()
+			p.tunnelEnded(labels, t.Authority, received, sent, start)
+			return
+		}
+		if ctx.Err() != nil {
+			return // the sidecar is stopping
+		}
+		reason, why = "connect_error", err
+		if final {
+			reason = "refused"
+			break
+		}
+	}
+	p.tunnelFailed(outbound, t.Cluster, reason, fmt.Sprintf("micromesh: tunnel %s: %v (%d attempt(s))", t.Name, why, len(tried)))
+}
+
+// openTunnel opens the CONNECT stream of s's connection at ep. On
+// success done ends the attempt's hold on ep once the tunnel is over; an
+// error says why there is none, final when another endpoint would refuse
+// as well (the service's rules, not an instance's failure). The app's
+// bytes are read only once the stream is open: an attempt that fails has
+// taken none, and the next sends them all (as Envoy holds them).
+func (p *Proxy) openTunnel(ctx context.Context, up *upstream, ep *endpoint, t *config.Tunnel, s *splice) (resp *http.Response, done func(), final bool, err error) {
+	actx, cancel := context.WithCancel(ctx)
+	body := &tunnelBody{s: s, open: make(chan struct{}), abandoned: make(chan struct{})}
 	req := (&http.Request{
 		Method: http.MethodConnect, URL: &url.URL{Scheme: up.scheme, Host: ep.addr}, Host: t.Authority,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{}, Body: body, ContentLength: -1,
-	}).WithContext(tctx)
+	}).WithContext(actx)
+	ep.active.Add(1)
+	fail := func(o outcome, final bool, err error) (*http.Response, func(), bool, error) {
+		close(body.abandoned)
+		cancel()
+		ep.active.Add(-1)
+		up.lb.report(ep, o)
+		return nil, nil, final, err
+	}
 	// The CONNECT's answer comes once the peer's proxy has reached its
 	// app: bounded as a connection is.
 	wait := time.AfterFunc(2*up.cluster.ConnectTimeout+time.Second, cancel)
-	resp, err := up.rt.RoundTrip(req)
+	resp, err = up.rt.RoundTrip(req)
 	wait.Stop()
 	if err != nil {
-		up.lb.report(ep, localFailure)
-		if ctx.Err() == nil {
-			p.tunnelFailed(outbound, t.Cluster, "connect_error", fmt.Sprintf("micromesh: tunnel %s: connecting to %s at %s: %v", t.Name, t.Cluster, ep.addr, err))
-		}
-		return
+		return fail(localFailure, false, fmt.Errorf("connecting to %s at %s: %w", t.Cluster, ep.addr, err))
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		if resp.StatusCode >= 500 {
-			up.lb.report(ep, serverError)
-		} else {
-			up.lb.report(ep, success)
-		}
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		p.tunnelFailed(outbound, t.Cluster, "refused", fmt.Sprintf("micromesh: tunnel %s: %s at %s refused it: %d %s", t.Name, t.Cluster, ep.addr, resp.StatusCode, strings.TrimSpace(string(msg))))
-		return
+		resp.Body.Close()
+		err := fmt.Errorf("%s at %s refused it: %d %s", t.Cluster, ep.addr, resp.StatusCode, strings.TrimSpace(string(msg)))
+		if resp.StatusCode >= 500 { // that instance's trouble: another may take it
+			return fail(serverError, false, err)
+		}
+		return fail(success, true, err)
 	}
 	up.lb.report(ep, success)
-	labels := []string{string(outbound), p.self, t.Cluster}
-	p.tm.opened.WithLabelValues(labels...).Inc()
-	go s.copyDown(resp.Body)
-	received, sent := s.wait()
-	p.tunnelEnded(labels, t.Authority, received, sent, start)
+	close(body.open)
+	return resp, func() { resp.Body.Close(); cancel(); ep.active.Add(-1) }, false, nil
 }
 
 // tunnelIn ends a CONNECT request at the app: a TCP connection to the
@@ -316,9 +353,22 @@ func (s *splice) stop() { s.idle.stop() }
 type tunnelBody struct {
 	s  *splice
 	to *streamWriter // the service's side only
+	// open, on the caller's side, is closed once the stream is open (the
+	// connection is read from then on), abandoned when the attempt failed
+	// (nothing is read).
+	open, abandoned chan struct{}
 }
 
+var errAbandoned = errors.New("the tunnel attempt failed")
+
 func (b *tunnelBody) Read(p []byte) (int, error) {
+	if b.open != nil {
+		select {
+		case <-b.open:
+		case <-b.abandoned:
+			return 0, errAbandoned
+		}
+	}
 	n, err := b.s.local.Read(p)
 	if n > 0 {
 		b.s.idle.touch()

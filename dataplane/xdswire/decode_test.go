@@ -596,10 +596,14 @@ func TestDecodesAccessLogs(t *testing.T) {
 // connect_matcher route with connect_config, and what is refused of each.
 func TestDecodesTunnels(t *testing.T) {
 	tp := decodeLike(t, &tcpproxyv3.TcpProxy{StatPrefix: "upstream|db.default",
-		ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: "db.default"},
-		TunnelingConfig:  &tcpproxyv3.TcpProxy_TunnelingConfig{Hostname: "db.default"},
-		IdleTimeout:      durationpb.New(10 * time.Minute),
+		ClusterSpecifier:   &tcpproxyv3.TcpProxy_Cluster{Cluster: "db.default"},
+		TunnelingConfig:    &tcpproxyv3.TcpProxy_TunnelingConfig{Hostname: "db.default"},
+		IdleTimeout:        durationpb.New(10 * time.Minute),
+		MaxConnectAttempts: wrapperspb.UInt32(3),
 	}).(*TCPProxy)
+	if tp.MaxConnectAttempts == nil || *tp.MaxConnectAttempts != 3 {
+		t.Errorf("max_connect_attempts: %v", tp.MaxConnectAttempts)
+	}
 	if tp.Cluster != "db.default" || tp.TunnelingConfig == nil || tp.TunnelingConfig.Hostname != "db.default" || tp.IdleTimeout.D() != 10*time.Minute || tp.Refused != "" || tp.Unsupported != "" {
 		t.Errorf("tcp_proxy: %+v", tp)
 	}
@@ -628,7 +632,7 @@ func TestDecodesTunnels(t *testing.T) {
 	}{
 		{&tcpproxyv3.TcpProxy{StatPrefix: "x", ClusterSpecifier: &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{}}},
 			func(m any) string { return m.(*TCPProxy).Unsupported }, "weighted_clusters"},
-		{&tcpproxyv3.TcpProxy{StatPrefix: "x", MaxConnectAttempts: wrapperspb.UInt32(3)}, func(m any) string { return m.(*TCPProxy).Refused }, "max_connect_attempts"},
+		{&tcpproxyv3.TcpProxy{StatPrefix: "x", BackoffOptions: &core.BackoffStrategy{BaseInterval: durationpb.New(time.Second)}}, func(m any) string { return m.(*TCPProxy).Refused }, "backoff_options"},
 		{&tcpproxyv3.TcpProxy{StatPrefix: "x", TunnelingConfig: &tcpproxyv3.TcpProxy_TunnelingConfig{Hostname: "h", UsePost: true}},
 			func(m any) string { return m.(*TCPProxy).Refused }, "tunneling_config.use_post"},
 		{&hcm.HttpConnectionManager{StatPrefix: "x", UpgradeConfigs: []*hcm.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}}},

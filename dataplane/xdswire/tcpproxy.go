@@ -16,7 +16,10 @@ type TCPProxy struct {
 	// IdleTimeout ends a connection that carried nothing either way for
 	// this long (0: never); unset: an hour, as Envoy.
 	IdleTimeout *Duration `json:"idleTimeout,omitempty"`
-	Unsupported string    `json:"-"` // weighted_clusters, the other cluster specifier
+	// MaxConnectAttempts bounds the tries to open the tunnel, each on
+	// another endpoint if there is one (unset: one, as Envoy).
+	MaxConnectAttempts *uint32 `json:"maxConnectAttempts,omitempty"`
+	Unsupported        string  `json:"-"` // weighted_clusters, the other cluster specifier
 	// Refused names the first field set that the proxy does not do
 	// (on-demand clusters, subsets, access logs, connect retries, hashing,
 	// connection lifetimes, PROXY protocol…).
@@ -26,7 +29,7 @@ type TCPProxy struct {
 
 var tcpProxyRefused = map[protowire.Number]string{
 	14: "on_demand", 9: "metadata_match", 3: "downstream_idle_timeout", 4: "upstream_idle_timeout",
-	5: "access_log", 7: "max_connect_attempts", 18: "backoff_options", 11: "hash_policy",
+	5: "access_log", 18: "backoff_options", 11: "hash_policy",
 	13: "max_downstream_connection_duration", 20: "max_downstream_connection_duration_jitter_percentage",
 	15: "access_log_flush_interval", 16: "flush_access_log_on_connected", 17: "access_log_options",
 	19: "proxy_protocol_tlvs", 23: "proxy_protocol_tlv_merge_policy", 21: "upstream_connect_mode",
@@ -52,6 +55,8 @@ func (m *TCPProxy) unmarshal(b []byte) error {
 			return msg(f, &m.TunnelingConfig)
 		case 8:
 			return f.duration(&m.IdleTimeout)
+		case 7:
+			return f.uint32Value(&m.MaxConnectAttempts)
 		}
 		refuseSet(f, &m.Refused, tcpProxyRefused)
 		return nil
