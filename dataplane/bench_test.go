@@ -130,27 +130,14 @@ func udpDatagrams(b testing.TB) int64 {
 // connection and one round trip (the tunnel's setup), and 64 KiB written
 // and read back (throughput, MB/s). Both sidecars run in this process.
 func BenchmarkTunnel(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
-		}
-	}()
+	app := serveTCP(b, func(c net.Conn) { _, _ = io.Copy(c, c) })
 	cp := meshtest.NewEnv(b).StartControlPlane()
-	cp.StartSidecar("default", "db", meshtest.WithApp(ln.Addr().String(), "tcp"))
+	cp.StartSidecar("default", "db", meshtest.WithApp(app, "tcp"))
 	port := meshtest.FreePort(b)
 	cp.StartSidecar("default", "web", withUpstreams(upstreams.Upstream{Service: "db", Port: uint16(port)}))
 	tunnel := "127.0.0.1:" + strconv.Itoa(port)
 	waitFor(b, "the tunnel", func() bool { return echoOnce(tunnel, 1) == nil })
-	for _, path := range []struct{ name, addr string }{{"direct", ln.Addr().String()}, {"quic", tunnel}} {
+	for _, path := range []struct{ name, addr string }{{"direct", app}, {"quic", tunnel}} {
 		b.Run("roundtrip/"+path.name, func(b *testing.B) {
 			c, err := net.Dial("tcp", path.addr)
 			if err != nil {

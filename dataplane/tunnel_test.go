@@ -24,6 +24,28 @@ import (
 // ends its side says "bye" and closes.
 func startTCPEcho(t *testing.T) string {
 	t.Helper()
+	return serveTCP(t, func(c net.Conn) {
+		_, _ = io.WriteString(c, "ready\n")
+		r := bufio.NewReader(c)
+		for {
+			line, err := r.ReadBytes('\n')
+			if len(line) > 0 {
+				if _, werr := c.Write(bytes.ToUpper(line)); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		_, _ = io.WriteString(c, "bye\n")
+	})
+}
+
+// serveTCP runs a TCP app on a loopback port until the test ends: handle
+// serves each connection, which is closed when it returns.
+func serveTCP(t testing.TB, handle func(net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -37,20 +59,7 @@ func startTCPEcho(t *testing.T) string {
 			}
 			go func() {
 				defer c.Close()
-				_, _ = io.WriteString(c, "ready\n")
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadBytes('\n')
-					if len(line) > 0 {
-						if _, werr := c.Write(bytes.ToUpper(line)); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						break
-					}
-				}
-				_, _ = io.WriteString(c, "bye\n")
+				handle(c)
 			}()
 		}
 	}()
