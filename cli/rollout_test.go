@@ -229,3 +229,18 @@ func TestRolloutJudgedWhereItsCallersReportNothing(t *testing.T) {
 		t.Errorf("stat: %q, %v", text, err)
 	}
 }
+
+// A rollout judges requests: for a TCP service (connections in tunnels)
+// it is refused, pointing at the split it can use instead.
+func TestRolloutRefusedForATCPService(t *testing.T) {
+	env := meshtest.NewEnv(t)
+	cp := env.StartControlPlane()
+	for _, v := range []string{"v1", "v2"} {
+		cp.StartSidecar("default", "db", meshtest.WithApp("127.0.0.1:1", "tcp"), meshtest.WithInstance("db-"+v),
+			meshtest.WithOptions(func(o *dataplane.Options) { o.Version = v }))
+	}
+	_, err := runCLI(t, "--home", string(env.Home), "rollout", "start", "db", "--from", "v1", "--to", "v2")
+	if err == nil || !strings.Contains(err.Error(), "db.default is a TCP service") || !strings.Contains(err.Error(), "meshctl split set db v1=90 v2=10") {
+		t.Fatalf("rollout start on a TCP service: %v", err)
+	}
+}

@@ -59,6 +59,10 @@ func (a *registryAPI) StartRollout(ctx context.Context, req *registryv1.StartRol
 	if err := sp.Validate(); err != nil {
 		return nil, registryStatus(err)
 	}
+	if a.isTCP(ns, sp.Service) {
+		return nil, status.Errorf(codes.FailedPrecondition, "%s.%s is a TCP service: a rollout judges requests, which its tunnels are not; move its connections with meshctl split set %s %s=90 %s=10, and so on",
+			sp.Service, ns, sp.Service, r.From, r.To)
+	}
 	for _, v := range []string{r.From, r.To} {
 		if !a.hasVersion(ns, sp.Service, v) {
 			return nil, status.Errorf(codes.FailedPrecondition, "%s.%s has no instance of version %s registered: start it first (meshctl run --version %s)", sp.Service, ns, v, v)
@@ -119,6 +123,21 @@ func (a *registryAPI) hasVersion(ns, name, v string) bool {
 	}
 	for _, in := range snap.Instances {
 		if in.Namespace == ns && in.Service == name && in.Version == v {
+			return true
+		}
+	}
+	return false
+}
+
+// isTCP reports whether service name of namespace ns has instances of
+// protocol tcp.
+func (a *registryAPI) isTCP(ns, name string) bool {
+	snap := a.snap.Load()
+	if snap == nil {
+		return false
+	}
+	for _, in := range snap.Instances {
+		if in.Namespace == ns && in.Service == name && in.Protocol == registry.ProtocolTCP {
 			return true
 		}
 	}

@@ -15,8 +15,11 @@ import (
 
 	"github.com/micromesh/micromesh/controlplane/registry"
 	"github.com/micromesh/micromesh/dataplane"
+	"github.com/micromesh/micromesh/identity"
 	"github.com/micromesh/micromesh/internal/meshtest"
+	"github.com/micromesh/micromesh/internal/poll"
 	"github.com/micromesh/micromesh/internal/upstreams"
+	registryv1 "github.com/micromesh/micromesh/proto/registry/v1"
 )
 
 // startTCPEcho runs a TCP app in the manner of a database: it greets
@@ -272,5 +275,64 @@ func TestTCPTriesAnotherInstance(t *testing.T) {
 	}
 	if m := metrics(t, web.Info.Admin); strings.Contains(m, "micromesh_tcp_connections_failed_total") {
 		t.Errorf("a connection failed:\n%s", grep(m, "failed"))
+	}
+}
+
+// A TCP service's split spreads connections over its versions, as a
+// canary needs: all to v1, then all to v2, then some to each.
+func TestTCPSplitBetweenVersions(t *testing.T) {
+	cp := meshtest.NewEnv(t).StartControlPlane()
+	for _, v := range []string{"v1", "v2"} {
+		app := serveTCP(t, func(c net.Conn) { _, _ = io.WriteString(c, v+"\n") })
+		cp.StartSidecar("default", "db", meshtest.WithApp(app, "tcp"), meshtest.WithInstance("db-"+v),
+			meshtest.WithOptions(func(o *dataplane.Options) { o.Version = v }))
+	}
+	port := meshtest.FreePort(t)
+	cp.StartSidecar("default", "web", withUpstreams(upstreams.Upstream{Service: "db", Port: uint16(port)}))
+	admin := cp.RegistryClient(cp.Join(identity.SystemNamespace, "meshctl"))
+	split := func(shares map[string]uint32) {
+		t.Helper()
+		sp := &registryv1.Split{Service: "db"}
+		for v, w := range shares {
+			sp.Versions = append(sp.Versions, &registryv1.VersionWeight{Version: v, Weight: w})
+		}
+		if _, err := admin.SetSplit(t.Context(), &registryv1.SetSplitRequest{Split: sp}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// versions counts which version greeted n connections.
+	versions := func(n int) map[string]int {
+		got := map[string]int{}
+		for range n {
+			c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
+			if err != nil {
+				got["error"]++
+				continue
+			}
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			got[strings.TrimSpace(line)]++
+		}
+		return got
+	}
+	for _, step := range []struct {
+		shares map[string]uint32
+		want   func(map[string]int) bool
+	}{
+		{map[string]uint32{"v1": 100, "v2": 0}, func(g map[string]int) bool { return g["v1"] == 10 }},
+		{map[string]uint32{"v1": 0, "v2": 100}, func(g map[string]int) bool { return g["v2"] == 10 }},
+		{map[string]uint32{"v1": 50, "v2": 50}, func(g map[string]int) bool { return g["v1"] > 0 && g["v2"] > 0 && g["v1"]+g["v2"] == 40 }},
+	} {
+		split(step.shares)
+		var got map[string]int
+		poll.Until(t, fmt.Sprintf("connections to follow the split %v", step.shares), 15*time.Second, 50*time.Millisecond, func() bool {
+			n := 10
+			if len(step.shares) == 2 && step.shares["v1"] == 50 {
+				n = 40
+			}
+			got = versions(n)
+			return step.want(got)
+		})
 	}
 }

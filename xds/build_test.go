@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
@@ -339,5 +341,47 @@ func TestValidateCatchesDanglingReferences(t *testing.T) {
 	r.Endpoints = r.Endpoints[1:]
 	if err := r.Validate(); err == nil || !strings.Contains(err.Error(), "has no endpoints") {
 		t.Errorf("Validate = %v; want a missing-endpoints error", err)
+	}
+}
+
+// A split TCP service's tunnel spreads connections over the versions with
+// a share (their clusters in the shared resources), never one of weight 0.
+func TestTunnelToASplitService(t *testing.T) {
+	m := testMesh()
+	for i := range m.Services {
+		if s := &m.Services[i]; s.Name == "db" {
+			s.Endpoints = append(s.Endpoints, Endpoint{ID: "d2", Address: "10.0.0.9", Port: 8443, QUICPort: 8443, Kind: KindBuiltin, Version: "v2", Health: HealthPassing})
+			s.Endpoints[0].Version = "v1"
+			s.Split = []VersionWeight{{"v1", 90}, {"v2", 10}, {"v3", 0}}
+		}
+	}
+	r, err := Build(m, testProxies["tcp"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var tp tcpproxyv3.TcpProxy
+	for _, l := range r.Listeners {
+		if l.Name == UpstreamListenerName("default", "db") {
+			if err := l.FilterChains[0].Filters[0].GetTypedConfig().UnmarshalTo(&tp); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var got []string
+	for _, c := range tp.GetWeightedClusters().GetClusters() {
+		got = append(got, fmt.Sprintf("%s=%d", c.GetName(), c.GetWeight()))
+	}
+	if strings.Join(got, ",") != "db.default|v1=90,db.default|v2=10" {
+		t.Errorf("weighted clusters = %v", got)
+	}
+	clusters := map[string]bool{}
+	for _, c := range r.Clusters {
+		clusters[c.Name] = true
+	}
+	if !clusters["db.default|v1"] || !clusters["db.default|v2"] {
+		t.Errorf("the versions' clusters are missing: %v", clusters)
 	}
 }

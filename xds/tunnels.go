@@ -53,21 +53,34 @@ func (b *builder) upstreamListener(u Upstream) *listener.Listener {
 	// (refused, reset, 5xx) as often as the service's policy retries a
 	// request; a refusal by its rules is final.
 	attempts := DefaultPolicy.Retries + 1
+	tp := &tcpproxyv3.TcpProxy{
+		StatPrefix:       name,
+		ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: ClusterName(ns, u.Service)},
+		TunnelingConfig:  &tcpproxyv3.TcpProxy_TunnelingConfig{Hostname: TunnelAuthority(ns, u.Service)},
+	}
 	if s := b.service(ns, u.Service); s != nil {
 		attempts = s.Policy.Retries + 1
+		// A split: each connection goes to one of the versions with a
+		// share (the shared resources hold their clusters; a share of 0
+		// is left out, as a TCP proxy's weights must be at least 1).
+		if vs := s.activeVersions(); len(vs) > 0 {
+			wc := &tcpproxyv3.TcpProxy_WeightedCluster{}
+			for _, v := range vs {
+				wc.Clusters = append(wc.Clusters, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{
+					Name: VersionClusterName(ns, u.Service, v.Version), Weight: v.Weight,
+				})
+			}
+			tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: wc}
+		}
 	}
+	tp.MaxConnectAttempts = u32(attempts)
 	return &listener.Listener{
 		Name:             name,
 		Address:          socketAddress("127.0.0.1", u.Port, false),
 		TrafficDirection: core.TrafficDirection_OUTBOUND,
 		FilterChains: []*listener.FilterChain{{Filters: []*listener.Filter{{
-			Name: wellknown.TCPProxy,
-			ConfigType: &listener.Filter_TypedConfig{TypedConfig: toAny(&tcpproxyv3.TcpProxy{
-				StatPrefix:         name,
-				ClusterSpecifier:   &tcpproxyv3.TcpProxy_Cluster{Cluster: ClusterName(ns, u.Service)},
-				TunnelingConfig:    &tcpproxyv3.TcpProxy_TunnelingConfig{Hostname: TunnelAuthority(ns, u.Service)},
-				MaxConnectAttempts: u32(attempts),
-			})},
+			Name:       wellknown.TCPProxy,
+			ConfigType: &listener.Filter_TypedConfig{TypedConfig: toAny(tp)},
 		}}}},
 	}
 }

@@ -230,11 +230,9 @@ func (c *Config) addTunnel(name string, sa *xdswire.SocketAddress, fc *xdswire.F
 		return fmt.Errorf("network filter %q: %w", f.Name, err)
 	}
 	switch {
-	case tp.Unsupported != "":
-		return fmt.Errorf("network filter %q: %s is not supported", f.Name, tp.Unsupported)
 	case tp.Refused != "":
 		return fmt.Errorf("network filter %q: %s is not supported", f.Name, tp.Refused)
-	case tp.Cluster == "":
+	case tp.Cluster == "" && tp.WeightedClusters == nil:
 		return fmt.Errorf("network filter %q: the TCP proxy names no cluster", f.Name)
 	case tp.TunnelingConfig == nil || tp.TunnelingConfig.Hostname == "":
 		return fmt.Errorf("network filter %q: a TCP proxy without tunneling_config.hostname is not supported (the mesh carries TCP in CONNECT streams, never raw)", f.Name)
@@ -250,6 +248,22 @@ func (c *Config) addTunnel(name string, sa *xdswire.SocketAddress, fc *xdswire.F
 		IdleTimeout: DefaultTunnelIdleTimeout, ConnectAttempts: 1}
 	if tp.IdleTimeout != nil {
 		t.IdleTimeout = tp.IdleTimeout.D()
+	}
+	if wc := tp.WeightedClusters; wc != nil {
+		// As the routes' weighted clusters, but Envoy's validation wants
+		// every weight of a TCP proxy's at least 1.
+		split := &xdswire.WeightedCluster{}
+		for _, c := range wc.Clusters {
+			if c.Weight == 0 {
+				return fmt.Errorf("network filter %q: weighted cluster %q has weight 0 (at least 1)", f.Name, c.Name)
+			}
+			split.Clusters = append(split.Clusters, &xdswire.ClusterWeight{Name: c.Name, Weight: &c.Weight})
+		}
+		sp, err := compileSplit(split)
+		if err != nil {
+			return fmt.Errorf("network filter %q: %w", f.Name, err)
+		}
+		t.Split = sp
 	}
 	if n := tp.MaxConnectAttempts; n != nil {
 		if *n == 0 {

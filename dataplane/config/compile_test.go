@@ -1611,11 +1611,17 @@ func TestCompileRefusesTunnelsItCannotHonour(t *testing.T) {
 		{"raw TCP to the cluster", true, func(r *envoyResources) {
 			mutateTCP(t, tcpProxy(r), func(tp *tcpproxyv3.TcpProxy) { tp.TunnelingConfig = nil })
 		}, "without tunneling_config.hostname is not supported"},
-		{"weighted clusters", true, func(r *envoyResources) {
+		{"weighted clusters of none", true, func(r *envoyResources) {
 			mutateTCP(t, tcpProxy(r), func(tp *tcpproxyv3.TcpProxy) {
 				tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{}}
 			})
-		}, "weighted_clusters is not supported"},
+		}, "weighted_clusters has no clusters"},
+		{"a weighted cluster of weight 0", true, func(r *envoyResources) {
+			mutateTCP(t, tcpProxy(r), func(tp *tcpproxyv3.TcpProxy) {
+				tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{
+					Clusters: []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{{Name: "db.default", Weight: 0}}}}
+			})
+		}, "has weight 0"},
 		{"no connect attempt", true, func(r *envoyResources) {
 			mutateTCP(t, tcpProxy(r), func(tp *tcpproxyv3.TcpProxy) { tp.MaxConnectAttempts = wrapperspb.UInt32(0) })
 		}, "max_connect_attempts 0"},

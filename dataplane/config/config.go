@@ -79,9 +79,12 @@ func (c *Config) Missing() []string {
 // Tunnel is a loopback listener whose connections each go to Cluster in
 // a CONNECT stream to Authority: a TCP service reached through the mesh.
 type Tunnel struct {
-	Name      string
-	Address   string // host:port, loopback
+	Name    string
+	Address string // host:port, loopback
+	// Cluster is where connections go, or "" when Split picks one per
+	// connection (a service's versions).
 	Cluster   string
+	Split     *Split
 	Authority string
 	// IdleTimeout ends a connection that carried nothing either way for
 	// that long (0: never).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -84,19 +85,25 @@ func (p *Proxy) ServeTunnel(ctx context.Context, addr string, conn net.Conn) {
 		p.tunnelFailed(outbound, "unknown", "no_cluster", "micromesh: no tunnel listener at "+addr+" in the config in force")
 		return
 	}
-	up := st.upstreams[t.Cluster]
+	// One cluster per connection: the tunnel's, or one of its split's
+	// (a service's versions), its attempts staying there.
+	cluster := t.Cluster
+	if t.Split != nil {
+		cluster = t.Split.Pick(rand.Uint32N(t.Split.Total))
+	}
+	up := st.upstreams[cluster]
 	switch {
 	case up == nil:
-		p.tunnelFailed(outbound, t.Cluster, "no_cluster",
+		p.tunnelFailed(outbound, cluster, "no_cluster",
 			fmt.Sprintf("micromesh: tunnel %s: %s is not a service in the mesh this workload can reach (not registered yet, or its namespace does not admit this one)", t.Name, t.Authority))
 		return
 	case up.cluster.Transport != config.TransportQUIC && up.cluster.Transport != config.TransportTLS:
-		p.tunnelFailed(outbound, t.Cluster, "no_cluster", fmt.Sprintf("micromesh: tunnel %s: cluster %s is not a mesh service's (transport %s)", t.Name, t.Cluster, up.cluster.Transport))
+		p.tunnelFailed(outbound, cluster, "no_cluster", fmt.Sprintf("micromesh: tunnel %s: cluster %s is not a mesh service's (transport %s)", t.Name, cluster, up.cluster.Transport))
 		return
 	}
 	if lim := up.cluster.Limits.MaxRequests; lim > 0 && up.active.Load() >= int64(lim) {
 		p.m.overflow.WithLabelValues(up.cluster.Name).Inc()
-		p.tunnelFailed(outbound, t.Cluster, "overflow", fmt.Sprintf("micromesh: tunnel %s: circuit breaker open: %d requests and tunnels in flight to %s", t.Name, lim, t.Cluster))
+		p.tunnelFailed(outbound, cluster, "overflow", fmt.Sprintf("micromesh: tunnel %s: circuit breaker open: %d requests and tunnels in flight to %s", t.Name, lim, cluster))
 		return
 	}
 	up.active.Add(1)
@@ -117,14 +124,14 @@ func (p *Proxy) ServeTunnel(ctx context.Context, addr string, conn net.Conn) {
 			break // every endpoint tried
 		}
 		if ep == nil {
-			p.tunnelFailed(outbound, t.Cluster, "no_endpoint", fmt.Sprintf("micromesh: tunnel %s: no healthy endpoint for %s", t.Name, t.Cluster))
+			p.tunnelFailed(outbound, cluster, "no_endpoint", fmt.Sprintf("micromesh: tunnel %s: no healthy endpoint for %s", t.Name, cluster))
 			return
 		}
 		tried = append(tried, ep)
 		resp, done, final, err := p.openTunnel(tctx, up, ep, t, s)
 		if err == nil {
 			defer done()
-			labels := []string{string(outbound), p.self, t.Cluster}
+			labels := []string{string(outbound), p.self, cluster}
 			p.tm.opened.WithLabelValues(labels...).Inc()
 			go s.copyDown(resp.Body)
 			received, sent := s.wait()
@@ -140,7 +147,7 @@ func (p *Proxy) ServeTunnel(ctx context.Context, addr string, conn net.Conn) {
 			break
 		}
 	}
-	p.tunnelFailed(outbound, t.Cluster, reason, fmt.Sprintf("micromesh: tunnel %s: %v (%d attempt(s))", t.Name, why, len(tried)))
+	p.tunnelFailed(outbound, cluster, reason, fmt.Sprintf("micromesh: tunnel %s: %v (%d attempt(s))", t.Name, why, len(tried)))
 }
 
 // openTunnel opens the CONNECT stream of s's connection at ep. On
@@ -170,12 +177,12 @@ func (p *Proxy) openTunnel(ctx context.Context, up *upstream, ep *endpoint, t *c
 	resp, err = up.rt.RoundTrip(req)
 	wait.Stop()
 	if err != nil {
-		return fail(localFailure, false, fmt.Errorf("connecting to %s at %s: %w", t.Cluster, ep.addr, err))
+		return fail(localFailure, false, fmt.Errorf("connecting to %s at %s: %w", up.cluster.Name, ep.addr, err))
 	}
 	if resp.StatusCode/100 != 2 {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 		resp.Body.Close()
-		err := fmt.Errorf("%s at %s refused it: %d %s", t.Cluster, ep.addr, resp.StatusCode, strings.TrimSpace(string(msg)))
+		err := fmt.Errorf("%s at %s refused it: %d %s", up.cluster.Name, ep.addr, resp.StatusCode, strings.TrimSpace(string(msg)))
 		if resp.StatusCode >= 500 { // that instance's trouble: another may take it
 			return fail(serverError, false, err)
 		}

@@ -30,6 +30,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/micromesh/micromesh/xds"
@@ -601,10 +602,15 @@ func TestDecodesTunnels(t *testing.T) {
 		IdleTimeout:        durationpb.New(10 * time.Minute),
 		MaxConnectAttempts: wrapperspb.UInt32(3),
 	}).(*TCPProxy)
+	split := decodeLike(t, &tcpproxyv3.TcpProxy{StatPrefix: "x", ClusterSpecifier: &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{
+		Clusters: []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{{Name: "db.default|v1", Weight: 90}, {Name: "db.default|v2", Weight: 10}}}}}).(*TCPProxy)
+	if wc := split.WeightedClusters; wc == nil || len(wc.Clusters) != 2 || wc.Clusters[1].Name != "db.default|v2" || wc.Clusters[1].Weight != 10 || split.Cluster != "" {
+		t.Errorf("weighted clusters: %+v", split)
+	}
 	if tp.MaxConnectAttempts == nil || *tp.MaxConnectAttempts != 3 {
 		t.Errorf("max_connect_attempts: %v", tp.MaxConnectAttempts)
 	}
-	if tp.Cluster != "db.default" || tp.TunnelingConfig == nil || tp.TunnelingConfig.Hostname != "db.default" || tp.IdleTimeout.D() != 10*time.Minute || tp.Refused != "" || tp.Unsupported != "" {
+	if tp.Cluster != "db.default" || tp.TunnelingConfig == nil || tp.TunnelingConfig.Hostname != "db.default" || tp.IdleTimeout.D() != 10*time.Minute || tp.Refused != "" {
 		t.Errorf("tcp_proxy: %+v", tp)
 	}
 	hcmCfg := decodeLike(t, &hcm.HttpConnectionManager{StatPrefix: "inbound",
@@ -630,8 +636,9 @@ func TestDecodesTunnels(t *testing.T) {
 		get  func(any) string
 		want string
 	}{
-		{&tcpproxyv3.TcpProxy{StatPrefix: "x", ClusterSpecifier: &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{}}},
-			func(m any) string { return m.(*TCPProxy).Unsupported }, "weighted_clusters"},
+		{&tcpproxyv3.TcpProxy{StatPrefix: "x", ClusterSpecifier: &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{
+			Clusters: []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{{Name: "c", Weight: 1, MetadataMatch: &core.Metadata{FilterMetadata: map[string]*structpb.Struct{"envoy.lb": {}}}}}}}},
+			func(m any) string { return m.(*TCPProxy).Refused }, "weighted_clusters.metadata_match"},
 		{&tcpproxyv3.TcpProxy{StatPrefix: "x", BackoffOptions: &core.BackoffStrategy{BaseInterval: durationpb.New(time.Second)}}, func(m any) string { return m.(*TCPProxy).Refused }, "backoff_options"},
 		{&tcpproxyv3.TcpProxy{StatPrefix: "x", TunnelingConfig: &tcpproxyv3.TcpProxy_TunnelingConfig{Hostname: "h", UsePost: true}},
 			func(m any) string { return m.(*TCPProxy).Refused }, "tunneling_config.use_post"},

@@ -10,16 +10,18 @@ const TCPProxyType = typePrefix + "envoy.extensions.filters.network.tcp_proxy.v3
 // tunnelled in a CONNECT stream to TunnelingConfig.Hostname (the only way
 // the mesh carries TCP between proxies).
 type TCPProxy struct {
-	StatPrefix      string           `json:"statPrefix,omitempty"`
-	Cluster         string           `json:"cluster,omitempty"`
-	TunnelingConfig *TunnelingConfig `json:"tunnelingConfig,omitempty"`
+	StatPrefix string `json:"statPrefix,omitempty"`
+	Cluster    string `json:"cluster,omitempty"`
+	// WeightedClusters, the other cluster specifier, spreads connections
+	// over clusters by weight (a service's versions).
+	WeightedClusters *TCPWeightedCluster `json:"weightedClusters,omitempty"`
+	TunnelingConfig  *TunnelingConfig    `json:"tunnelingConfig,omitempty"`
 	// IdleTimeout ends a connection that carried nothing either way for
 	// this long (0: never); unset: an hour, as Envoy.
 	IdleTimeout *Duration `json:"idleTimeout,omitempty"`
 	// MaxConnectAttempts bounds the tries to open the tunnel, each on
 	// another endpoint if there is one (unset: one, as Envoy).
 	MaxConnectAttempts *uint32 `json:"maxConnectAttempts,omitempty"`
-	Unsupported        string  `json:"-"` // weighted_clusters, the other cluster specifier
 	// Refused names the first field set that the proxy does not do
 	// (on-demand clusters, subsets, access logs, connect retries, hashing,
 	// connection lifetimes, PROXY protocol…).
@@ -42,7 +44,7 @@ func (m *TCPProxy) unmarshal(b []byte) error {
 			return nil
 		}
 		if (f.num == 2 || f.num == 10) && m.specifier.to(f.num) {
-			m.Cluster, m.Unsupported = "", ""
+			m.Cluster, m.WeightedClusters = "", nil
 		}
 		switch f.num {
 		case 1:
@@ -50,7 +52,7 @@ func (m *TCPProxy) unmarshal(b []byte) error {
 		case 2:
 			return f.str(&m.Cluster)
 		case 10:
-			m.Unsupported = "weighted_clusters"
+			return msg(f, &m.WeightedClusters)
 		case 12:
 			return msg(f, &m.TunnelingConfig)
 		case 8:
@@ -64,7 +66,48 @@ func (m *TCPProxy) unmarshal(b []byte) error {
 	if m.TunnelingConfig != nil {
 		nested(&m.Refused, "tunneling_config", m.TunnelingConfig.Refused)
 	}
+	if m.WeightedClusters != nil {
+		for _, c := range m.WeightedClusters.Clusters {
+			nested(&m.Refused, "weighted_clusters", c.Refused)
+		}
+	}
 	return err
+}
+
+// TCPWeightedCluster is TcpProxy.WeightedCluster: each connection goes to
+// one of Clusters, picked at random in proportion to the weights.
+type TCPWeightedCluster struct {
+	Clusters []*TCPClusterWeight `json:"clusters,omitempty"`
+}
+
+func (m *TCPWeightedCluster) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		if f.num == 1 {
+			return msgs(f, &m.Clusters)
+		}
+		return nil
+	})
+}
+
+// TCPClusterWeight is TcpProxy.WeightedCluster.ClusterWeight.
+type TCPClusterWeight struct {
+	Name   string `json:"name,omitempty"`
+	Weight uint32 `json:"weight,omitempty"`
+	// Refused names metadata_match (subsets), which the proxy does not do.
+	Refused string `json:"-"`
+}
+
+func (m *TCPClusterWeight) unmarshal(b []byte) error {
+	return fields(b, func(f field) error {
+		switch f.num {
+		case 1:
+			return f.str(&m.Name)
+		case 2:
+			return f.uint32(&m.Weight)
+		}
+		refuseSet(f, &m.Refused, map[protowire.Number]string{3: "metadata_match"})
+		return nil
+	})
 }
 
 // TunnelingConfig is TcpProxy.TunnelingConfig: CONNECT to Hostname.
