@@ -21,6 +21,10 @@ type Resources struct {
 	Clusters  []*xdswire.Cluster
 	Endpoints []*xdswire.ClusterLoadAssignment
 	Secrets   []*xdswire.Secret
+	// ClustersReceived: the control plane has answered for clusters (maybe
+	// with none). Until it has, a tunnel's cluster may be on its way;
+	// after, one missing is not in the mesh.
+	ClustersReceived bool
 }
 
 // Secret names the proxy looks up.
@@ -34,7 +38,7 @@ const (
 // answers 503 for them until they arrive — but anything the proxy cannot
 // honour is an error naming the resource.
 func Compile(r Resources) (*Config, error) {
-	c := &Config{Routes: map[string]*RouteTable{}, Clusters: map[string]*Cluster{}}
+	c := &Config{Routes: map[string]*RouteTable{}, Clusters: map[string]*Cluster{}, clustersReceived: r.ClustersReceived}
 	var errs []error
 	for _, rc := range r.Routes {
 		t, err := compileRouteTable(rc)

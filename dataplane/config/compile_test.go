@@ -1562,6 +1562,16 @@ func TestCompilesTunnels(t *testing.T) {
 	if cl := web.Clusters["db.default"]; cl == nil || cl.Transport != TransportQUIC || cl.SAN != "spiffe://micromesh.local/ns/default/svc/db" {
 		t.Errorf("db's cluster = %+v", cl)
 	}
+	// The listener may come before the clusters: the tunnels wait for
+	// them, not for a cluster still missing once they came.
+	if got := strings.Join(web.Missing(), ","); !strings.Contains(got, "clusters (the tunnels')") {
+		t.Errorf("before the clusters came, missing = %q", got)
+	}
+	res := webR.wire(t)
+	res.ClustersReceived = true
+	if c, err := Compile(res); err != nil || len(c.Missing()) != 0 {
+		t.Errorf("once the clusters came: missing %v, %v", c.Missing(), err)
+	}
 	db := compiled(t, dbR)
 	for _, in := range []*Inbound{db.Inbound, db.InboundQUIC} {
 		if !in.Connect {

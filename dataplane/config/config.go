@@ -45,6 +45,8 @@ type Config struct {
 	// Revocations is the CA's revocation list, from the trust bundle's SDS
 	// secret; nil: none.
 	Revocations *identity.Revocations
+	// clustersReceived: Resources.ClustersReceived.
+	clustersReceived bool
 }
 
 // Missing names what the config refers to and has not received yet: the
@@ -60,6 +62,14 @@ func (c *Config) Missing() []string {
 		if cl.Waiting {
 			out = append(out, "endpoints of "+cl.Name)
 		}
+	}
+	if len(c.Tunnels) > 0 && !c.clustersReceived {
+		// A tunnel's listener came before the clusters (each type is its
+		// own response): hold the app's first connections for them, as
+		// Envoy, which takes listeners only once it has its clusters.
+		// Once they came, a tunnel's cluster that is not among them is a
+		// service not in the mesh: its connections are closed at once.
+		out = append(out, "clusters (the tunnels')")
 	}
 	unknown := map[string]bool{}
 	for _, t := range c.Routes {

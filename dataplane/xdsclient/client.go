@@ -304,6 +304,7 @@ func replace(r *config.Resources, typ string, msgs []any) error {
 		r.Routes = as[*xdswire.RouteConfiguration](msgs)
 	case xdswire.ClusterType:
 		r.Clusters = as[*xdswire.Cluster](msgs)
+		r.ClustersReceived = true
 	case xdswire.EndpointType:
 		r.Endpoints = as[*xdswire.ClusterLoadAssignment](msgs)
 	case xdswire.SecretType:

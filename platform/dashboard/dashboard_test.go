@@ -378,10 +378,11 @@ func TestDashboardInABrowser(t *testing.T) {
 	web := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(web.Close)
 	cp.StartSidecar("default", "web", meshtest.WithApp(strings.TrimPrefix(web.URL, "http://"), "http"))
+	cp.StartSidecar("default", "db", meshtest.WithApp("127.0.0.1:1", "tcp")) // a TCP service: no app needed to be listed
 	srv := serveDashboard(t, cp)
 	poll.Until(t, "the gateway routes to the services", 10*time.Second, 20*time.Millisecond, func() bool {
 		_, body := get(t, srv.URL+"/api/", nil)
-		return strings.Count(body, `"path"`) == 3
+		return strings.Count(body, `"path"`) == 4
 	})
 	// prod's helloworld asks for accounts' tokens: the page's token field.
 	token := accountsOf(t, cp, "prod", "ann")

@@ -278,6 +278,11 @@ async function renderService() {
   const list = $("#endpoints");
   list.replaceChildren();
   note.textContent = "";
+  if (((s && s.instances) || []).some((i) => i.protocol === "tcp")) {
+    note.textContent = "A TCP service: services reach it with meshctl run --upstream " + selected.name +
+      "; from a terminal, meshctl port-forward " + selected.name + " PORT.";
+    return;
+  }
   const path = gatewayPaths[selected.name + "." + selected.namespace];
   if (!path) {
     note.textContent = selected.namespace === "micromesh"

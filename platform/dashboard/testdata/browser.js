@@ -196,6 +196,11 @@ async function until(what, cond) {
   await until("the HTTP service's note", () => doc.querySelector("#endpoints-note").textContent !== "");
   check("an HTTP service says where it is forwarded", doc.querySelector("#endpoints-note").textContent.includes("forwards requests to /web/"), doc.querySelector("#endpoints-note").textContent);
 
+  click(row("db", "default"));
+  await until("the TCP service's note", () => doc.querySelector("#endpoints-note").textContent.includes("TCP"));
+  check("a TCP service says how to reach it", doc.querySelector("#endpoints-note").textContent.includes("meshctl port-forward db PORT") &&
+    doc.querySelectorAll("#endpoints form").length === 0, doc.querySelector("#endpoints-note").textContent);
+
   const ns = doc.querySelector("#namespace");
   check("namespaces to filter by", [...ns.options].map((o) => o.value).join(",") === ",default,prod", [...ns.options].map((o) => o.value).join(","));
   ns.value = "prod";
