@@ -41,8 +41,9 @@ func TunnelAuthority(ns, name string) string { return ClusterName(ns, name) }
 // upstreamListener listens on loopback at the upstream's port and carries
 // each connection to the service in a CONNECT stream on its cluster. The
 // listener is there whatever the service's state: while the service is
-// not in the mesh (or not reachable, or not a TCP service) the cluster is
-// missing and connections are closed at once, as Envoy does.
+// not in the mesh (or not reachable) the cluster is missing and
+// connections are closed at once, as Envoy does; one that is not a TCP
+// service refuses the CONNECT (403: it takes none), which is final.
 func (b *builder) upstreamListener(u Upstream) *listener.Listener {
 	ns := u.Namespace
 	if ns == "" {
